@@ -1,0 +1,153 @@
+# CouncilEx native: top-level build.
+#
+#   make            build everything into priv/ (libraries, C node, demo)
+#   make test       install missing Debian packages, then run every suite:
+#                   C suites (cmocka), the same under ASan+UBSan (clang),
+#                   and the ExUnit suites against real BEAM nodes
+#   make demo       the main job: a live council run
+#   make valgrind   the C suites under valgrind
+#   make fuzz       libFuzzer on the ETF validator/decoder (FUZZ_SECONDS=60)
+#   make bench      benchmarks against a BEAM baseline (bench/)
+#   make install PREFIX=/usr/local   headers, libraries, pkg-config file
+#
+# Layout: c_src/core (no BEAM), c_src/cnode (distribution), c_src/include
+# (the one public header). Objects go to $(B); release artifacts to priv/.
+
+SAN ?= 0
+ifeq ($(SAN),1)
+  CC := clang
+  B ?= build/asan
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+         -fno-sanitize-recover=all
+  LDSAN := -fsanitize=address,undefined
+else
+  CC ?= cc
+  B ?= build/release
+  OPT := -O2 -g
+  LDSAN :=
+endif
+
+EI_DIR := $(firstword $(wildcard /usr/lib/erlang/lib/erl_interface-*))
+EI_CFLAGS := -I$(EI_DIR)/include
+EI_LIBS := -L$(EI_DIR)/lib -lei
+
+DEPS_PC := libuv libsodium jansson
+PC_CFLAGS := $(shell pkg-config --cflags $(DEPS_PC) 2>/dev/null)
+PC_LIBS := $(shell pkg-config --libs $(DEPS_PC) 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -pthread \
+              -Ic_src/include -Ic_src/core $(PC_CFLAGS) $(CFLAGS)
+LIBS := $(PC_LIBS) -lm -pthread
+
+CORE_SRC := $(sort $(wildcard c_src/core/*.c))
+CNODE_SRC := $(sort $(wildcard c_src/cnode/*.c))
+CNODE_LIB_SRC := $(filter-out c_src/cnode/main.c,$(CNODE_SRC))
+CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o)
+CNODE_OBJ := $(CNODE_SRC:%.c=$(B)/%.o)
+CNODE_LIB_OBJ := $(CNODE_LIB_SRC:%.c=$(B)/%.o)
+
+TEST_SRC := $(sort $(wildcard test/c/test_*.c))
+TEST_BIN := $(TEST_SRC:test/c/%.c=$(B)/test/%)
+TEST_HELPERS := $(sort $(wildcard test/c/helpers/*.c))
+TEST_HELPER_BIN := $(TEST_HELPERS:test/c/helpers/%.c=$(B)/test/helpers/%)
+
+EXAMPLES := $(sort $(wildcard examples/*.c))
+EXAMPLE_BIN := $(EXAMPLES:examples/%.c=$(B)/examples/%)
+
+ifeq ($(SAN),1)
+  ARTIFACTS := $(B)/libcouncil.a $(B)/council_node $(TEST_BIN) $(TEST_HELPER_BIN) $(EXAMPLE_BIN)
+else
+  ARTIFACTS := priv/libcouncil.a priv/libcouncil.so priv/council_node \
+               $(EXAMPLE_BIN:$(B)/examples/%=priv/%) $(TEST_BIN) $(TEST_HELPER_BIN)
+endif
+
+.PHONY: all deps test test-c test-c-asan test-beam demo valgrind fuzz bench \
+        install clean check-headers
+.DEFAULT_GOAL := all
+
+all: $(ARTIFACTS)
+
+deps:
+	@./scripts/deps
+
+$(B)/%.o: %.c $(wildcard c_src/include/*.h c_src/core/*.h c_src/cnode/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(if $(findstring cnode,$<),$(EI_CFLAGS)) -c $< -o $@
+
+$(B)/libcouncil.a: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/libcouncil.so: $(CORE_OBJ)
+	$(CC) -shared -o $@ $^ $(LIBS) $(LDSAN)
+
+$(B)/council_node: $(CNODE_OBJ) $(B)/libcouncil.a
+	$(CC) -o $@ $(CNODE_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
+
+$(B)/examples/%: examples/%.c $(B)/libcouncil.a c_src/include/council.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+
+# Test binaries link the core and the C node's objects (all but main.c).
+$(B)/test/%: test/c/%.c $(B)/libcouncil.a $(CNODE_LIB_OBJ) $(wildcard test/c/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(EI_CFLAGS) -Itest/c $< -o $@ $(CNODE_LIB_OBJ) \
+	  $(B)/libcouncil.a $(EI_LIBS) $(LIBS) -lcmocka $(LDSAN)
+
+$(B)/test/helpers/%: test/c/helpers/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDSAN)
+
+priv/%: $(B)/%
+	@mkdir -p priv
+	cp $< $@
+
+priv/%: $(B)/examples/%
+	@mkdir -p priv
+	cp $< $@
+
+# ---------------------------------------------------------------- tests
+
+test: deps
+	$(MAKE) all
+	$(MAKE) test-c
+	$(MAKE) SAN=1 test-c
+	$(MAKE) test-beam
+
+test-c: $(TEST_BIN) $(TEST_HELPER_BIN)
+	@scripts/run-c-tests $(B)
+
+test-beam: all
+	@if [ -f mix.exs ]; then scripts/run-beam-tests; else echo "no mix.exs yet"; fi
+
+valgrind: $(TEST_BIN) $(TEST_HELPER_BIN)
+	@VALGRIND=1 scripts/run-c-tests $(B)
+
+demo: deps
+	$(MAKE) all
+	@if [ -f mix.exs ] && [ -f examples/demo.exs ]; then \
+	  scripts/run-elixir-demo; else ./priv/native_demo; fi
+
+fuzz:
+	@scripts/fuzz
+
+bench: deps
+	$(MAKE) all
+	@bench/run
+
+# ---------------------------------------------------------------- install
+
+PREFIX ?= /usr/local
+install: priv/libcouncil.a priv/libcouncil.so
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	  $(DESTDIR)$(PREFIX)/bin
+	install -m 644 c_src/include/council.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 priv/libcouncil.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 priv/libcouncil.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 priv/council_node $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' council.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/council.pc
+
+clean:
+	rm -rf build priv _build

@@ -1,0 +1,56 @@
+/* registry.h - run_id -> value maps, one per named registry (namespace).
+ *
+ * What it is for: O(1) lookup of runs by id at a million entries, with keys
+ * hashed by libsodium's crypto_shorthash (SipHash-2-4) under a random key
+ * drawn once per registry object, so chosen ids cannot force collisions.
+ * What it is not for: knowing what a run is. Values are opaque pointers; the
+ * caller owns them. Retention of finished runs is the run engine's job: it
+ * calls registry_remove when the window ends.
+ *
+ * Not thread-safe: used from the loop thread only.
+ */
+#ifndef COUNCIL_REGISTRY_H
+#define COUNCIL_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct registry registry;
+
+/* Create an empty registry set. max_entries bounds the total over all
+ * namespaces (0 = no bound). Returns NULL when out of memory. */
+registry *registry_new(size_t max_entries);
+
+/* Free the set and its tables. Values are not touched: remove and free them
+ * first (see registry_foreach). NULL is a no-op. */
+void registry_free(registry *r);
+
+/* Insert key -> value in namespace ns. Key bytes are copied; value is
+ * borrowed. Returns 0, or a negative council_err:
+ *   COUNCIL_EEXIST  key already present in that namespace (nothing changed)
+ *   COUNCIL_ELIMIT  max_entries reached
+ *   COUNCIL_ENOMEM  allocation failed (nothing changed)
+ *   COUNCIL_EINVAL  empty key, or key/ns longer than 64 KiB */
+int registry_put(registry *r, const char *ns, size_t ns_len,
+                 const void *key, size_t key_len, void *value);
+
+/* Value for key in ns, or NULL when absent. O(1) expected. */
+void *registry_get(const registry *r, const char *ns, size_t ns_len,
+                   const void *key, size_t key_len);
+
+/* Remove key from ns and return its value (NULL when absent). */
+void *registry_remove(registry *r, const char *ns, size_t ns_len,
+                      const void *key, size_t key_len);
+
+/* Number of entries, all namespaces together. */
+size_t registry_count(const registry *r);
+
+/* Call fn(ns, ns_len, key, key_len, value, arg) for every entry; fn may not
+ * modify the registry. Stops early when fn returns non-zero. */
+void registry_foreach(const registry *r,
+                      int (*fn)(const char *ns, size_t ns_len,
+                                const void *key, size_t key_len,
+                                void *value, void *arg),
+                      void *arg);
+
+#endif
