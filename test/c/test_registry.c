@@ -1,0 +1,407 @@
+/* test_registry.c - registry.c: run_id -> value maps per namespace. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "council.h"
+#include "registry.h"
+
+#define NS "CouncilEx.Runner.Registry"
+#define NSL (sizeof NS - 1)
+
+static void *val(uintptr_t v)
+{
+    return (void *)v;
+}
+
+static void put_get_remove_roundtrip(void **state)
+{
+    registry *r = registry_new(0);
+    int x = 1, y = 2;
+
+    assert_non_null(r);
+    assert_int_equal(registry_count(r), 0);
+    assert_null(registry_get(r, NS, NSL, "run-1", 5));
+    assert_int_equal(registry_put(r, NS, NSL, "run-1", 5, &x), 0);
+    assert_int_equal(registry_put(r, NS, NSL, "run-2", 5, &y), 0);
+    assert_int_equal(registry_count(r), 2);
+    assert_ptr_equal(registry_get(r, NS, NSL, "run-1", 5), &x);
+    assert_ptr_equal(registry_get(r, NS, NSL, "run-2", 5), &y);
+    assert_null(registry_get(r, NS, NSL, "run-3", 5));
+    assert_null(registry_get(r, NS, NSL, "run-1", 4));
+
+    assert_ptr_equal(registry_remove(r, NS, NSL, "run-1", 5), &x);
+    assert_null(registry_remove(r, NS, NSL, "run-1", 5));
+    assert_null(registry_get(r, NS, NSL, "run-1", 5));
+    assert_ptr_equal(registry_get(r, NS, NSL, "run-2", 5), &y);
+    assert_int_equal(registry_count(r), 1);
+
+    /* a removed key can be put again */
+    assert_int_equal(registry_put(r, NS, NSL, "run-1", 5, &y), 0);
+    assert_ptr_equal(registry_get(r, NS, NSL, "run-1", 5), &y);
+    registry_free(r);
+}
+
+static void null_value_is_storable(void **state)
+{
+    registry *r = registry_new(0);
+
+    assert_int_equal(registry_put(r, NS, NSL, "k", 1, NULL), 0);
+    assert_int_equal(registry_count(r), 1);
+    assert_int_equal(registry_put(r, NS, NSL, "k", 1, val(1)), COUNCIL_EEXIST);
+    registry_free(r);
+}
+
+static void duplicate_key_is_eexist_and_changes_nothing(void **state)
+{
+    registry *r = registry_new(0);
+
+    assert_int_equal(registry_put(r, NS, NSL, "abc", 3, val(1)), 0);
+    assert_int_equal(registry_put(r, NS, NSL, "abc", 3, val(2)), COUNCIL_EEXIST);
+    assert_ptr_equal(registry_get(r, NS, NSL, "abc", 3), val(1));
+    assert_int_equal(registry_count(r), 1);
+    registry_free(r);
+}
+
+static void namespaces_are_separate(void **state)
+{
+    registry *r = registry_new(0);
+
+    assert_int_equal(registry_put(r, "a", 1, "id", 2, val(1)), 0);
+    assert_int_equal(registry_put(r, "b", 1, "id", 2, val(2)), 0);
+    assert_int_equal(registry_put(r, "ab", 2, "id", 2, val(3)), 0);
+    assert_int_equal(registry_put(r, NULL, 0, "id", 2, val(4)), 0);
+    assert_int_equal(registry_count(r), 4);
+    assert_ptr_equal(registry_get(r, "a", 1, "id", 2), val(1));
+    assert_ptr_equal(registry_get(r, "b", 1, "id", 2), val(2));
+    assert_ptr_equal(registry_get(r, "ab", 2, "id", 2), val(3));
+    assert_ptr_equal(registry_get(r, "", 0, "id", 2), val(4));
+    assert_null(registry_get(r, "c", 1, "id", 2));
+    /* the namespace name is compared by its full length */
+    assert_null(registry_get(r, "abc", 3, "id", 2));
+    assert_ptr_equal(registry_get(r, "abc", 2, "id", 2), val(3));
+
+    assert_ptr_equal(registry_remove(r, "a", 1, "id", 2), val(1));
+    assert_null(registry_get(r, "a", 1, "id", 2));
+    assert_ptr_equal(registry_get(r, "b", 1, "id", 2), val(2));
+    assert_null(registry_remove(r, "zzz", 3, "id", 2));
+    registry_free(r);
+}
+
+static void many_namespaces(void **state)
+{
+    registry *r = registry_new(0);
+    char ns[32];
+    int i;
+
+    for (i = 0; i < 1000; i++) {
+        int n = snprintf(ns, sizeof ns, "reg.%d", i);
+        assert_int_equal(registry_put(r, ns, (size_t)n, "same-id", 7,
+                                      val((uintptr_t)i + 1)), 0);
+    }
+    for (i = 0; i < 1000; i++) {
+        int n = snprintf(ns, sizeof ns, "reg.%d", i);
+        assert_ptr_equal(registry_get(r, ns, (size_t)n, "same-id", 7),
+                         val((uintptr_t)i + 1));
+    }
+    registry_free(r);
+}
+
+static void max_entries_is_elimit_over_all_namespaces(void **state)
+{
+    registry *r = registry_new(3);
+
+    assert_int_equal(registry_put(r, "a", 1, "1", 1, val(1)), 0);
+    assert_int_equal(registry_put(r, "b", 1, "1", 1, val(1)), 0);
+    assert_int_equal(registry_put(r, "a", 1, "2", 1, val(1)), 0);
+    assert_int_equal(registry_put(r, "c", 1, "1", 1, val(1)), COUNCIL_ELIMIT);
+    assert_int_equal(registry_put(r, "a", 1, "3", 1, val(1)), COUNCIL_ELIMIT);
+    /* a duplicate is still named a duplicate when full */
+    assert_int_equal(registry_put(r, "a", 1, "1", 1, val(1)), COUNCIL_EEXIST);
+    assert_int_equal(registry_count(r), 3);
+    assert_null(registry_get(r, "c", 1, "1", 1));
+    /* removing frees a place */
+    assert_non_null(registry_remove(r, "b", 1, "1", 1));
+    assert_int_equal(registry_put(r, "c", 1, "1", 1, val(7)), 0);
+    assert_ptr_equal(registry_get(r, "c", 1, "1", 1), val(7));
+    registry_free(r);
+}
+
+static void bad_arguments_are_einval(void **state)
+{
+    registry *r = registry_new(0);
+    size_t big = 64 * 1024 + 1;
+    char *k = calloc(1, big);
+
+    assert_non_null(k);
+    assert_int_equal(registry_put(r, NS, NSL, "x", 0, val(1)), COUNCIL_EINVAL);
+    assert_int_equal(registry_put(r, NS, NSL, NULL, 3, val(1)), COUNCIL_EINVAL);
+    assert_int_equal(registry_put(r, NULL, 3, "x", 1, val(1)), COUNCIL_EINVAL);
+    assert_int_equal(registry_put(NULL, NS, NSL, "x", 1, val(1)),
+                     COUNCIL_EINVAL);
+    assert_int_equal(registry_put(r, NS, NSL, k, big, val(1)), COUNCIL_EINVAL);
+    assert_int_equal(registry_put(r, k, big, "x", 1, val(1)), COUNCIL_EINVAL);
+    /* exactly 64 KiB is accepted, for key and namespace */
+    assert_int_equal(registry_put(r, NS, NSL, k, big - 1, val(1)), 0);
+    assert_int_equal(registry_put(r, k, big - 1, "x", 1, val(2)), 0);
+    assert_ptr_equal(registry_get(r, NS, NSL, k, big - 1), val(1));
+    assert_ptr_equal(registry_get(r, k, big - 1, "x", 1), val(2));
+    assert_null(registry_get(r, NS, NSL, "x", 0));
+    assert_null(registry_get(NULL, NS, NSL, "x", 1));
+    assert_null(registry_remove(r, NS, NSL, NULL, 1));
+    assert_int_equal(registry_count(r), 2);
+    assert_int_equal(registry_count(NULL), 0);
+    registry_free(NULL);
+    registry_free(r);
+    free(k);
+}
+
+/* Ids built to look alike: long common prefixes, equal length, a difference
+ * only in the last byte, embedded NUL bytes, prefixes of each other. */
+static void lookalike_and_binary_ids_stay_distinct(void **state)
+{
+    registry *r = registry_new(0);
+    unsigned char key[80];
+    int i, j;
+
+    memset(key, 'r', sizeof key);
+    for (i = 0; i < 256; i++) {
+        key[sizeof key - 1] = (unsigned char)i;
+        assert_int_equal(registry_put(r, NS, NSL, key, sizeof key,
+                                      val((uintptr_t)i + 1)), 0);
+    }
+    /* prefixes of the same bytes: lengths 1..79 */
+    for (j = 1; j < (int)sizeof key; j++)
+        assert_int_equal(registry_put(r, NS, NSL, key, (size_t)j,
+                                      val(1000 + (uintptr_t)j)), 0);
+    /* all-NUL keys of growing length are different keys */
+    memset(key, 0, sizeof key);
+    for (j = 1; j <= 16; j++)
+        assert_int_equal(registry_put(r, "bin", 3, key, (size_t)j,
+                                      val(2000 + (uintptr_t)j)), 0);
+    /* NUL in the middle */
+    assert_int_equal(registry_put(r, "bin", 3, "a\0b", 3, val(3001)), 0);
+    assert_int_equal(registry_put(r, "bin", 3, "a\0c", 3, val(3002)), 0);
+    assert_int_equal(registry_put(r, "bin", 3, "a", 1, val(3003)), 0);
+    assert_int_equal(registry_put(r, "bin", 3, "a\0b", 3, val(9)),
+                     COUNCIL_EEXIST);
+
+    memset(key, 'r', sizeof key);
+    for (i = 0; i < 256; i++) {
+        key[sizeof key - 1] = (unsigned char)i;
+        assert_ptr_equal(registry_get(r, NS, NSL, key, sizeof key),
+                         val((uintptr_t)i + 1));
+    }
+    key[sizeof key - 1] = 'r';
+    for (j = 1; j < (int)sizeof key; j++)
+        assert_ptr_equal(registry_get(r, NS, NSL, key, (size_t)j),
+                         val(1000 + (uintptr_t)j));
+    memset(key, 0, sizeof key);
+    for (j = 1; j <= 16; j++)
+        assert_ptr_equal(registry_get(r, "bin", 3, key, (size_t)j),
+                         val(2000 + (uintptr_t)j));
+    assert_null(registry_get(r, "bin", 3, key, 17));
+    assert_ptr_equal(registry_get(r, "bin", 3, "a\0b", 3), val(3001));
+    assert_ptr_equal(registry_get(r, "bin", 3, "a\0c", 3), val(3002));
+    assert_ptr_equal(registry_get(r, "bin", 3, "a", 1), val(3003));
+    assert_null(registry_get(r, "bin", 3, "a\0", 2));
+    assert_int_equal(registry_count(r), 256 + 79 + 16 + 3);
+    registry_free(r);
+}
+
+/* Two registry objects hash under different keys but behave the same. */
+static void two_registries_are_independent(void **state)
+{
+    registry *a = registry_new(0), *b = registry_new(0);
+
+    assert_int_equal(registry_put(a, NS, NSL, "x", 1, val(1)), 0);
+    assert_null(registry_get(b, NS, NSL, "x", 1));
+    assert_int_equal(registry_put(b, NS, NSL, "x", 1, val(2)), 0);
+    assert_ptr_equal(registry_get(a, NS, NSL, "x", 1), val(1));
+    assert_ptr_equal(registry_get(b, NS, NSL, "x", 1), val(2));
+    registry_free(a);
+    registry_free(b);
+}
+
+typedef struct walk {
+    size_t n;
+    uintptr_t sum;
+    size_t in_b;
+    size_t stop_after;
+} walk;
+
+static int walk_fn(const char *ns, size_t ns_len, const void *key,
+                   size_t key_len, void *value, void *arg)
+{
+    walk *w = arg;
+    uintptr_t v = (uintptr_t)value;
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "k%lu", (unsigned long)(v % 1000000));
+
+    /* the key handed out is the key stored for that value */
+    assert_int_equal(key_len, (size_t)n);
+    assert_memory_equal(key, buf, key_len);
+    if (ns_len == 1 && ns[0] == 'b')
+        w->in_b++;
+    w->n++;
+    w->sum += v;
+    return w->stop_after != 0 && w->n >= w->stop_after;
+}
+
+static void foreach_visits_every_entry_once(void **state)
+{
+    registry *r = registry_new(0);
+    walk w = {0, 0, 0, 0};
+    uintptr_t expect = 0;
+    char key[32];
+    int i;
+
+    registry_foreach(r, walk_fn, &w);
+    assert_int_equal(w.n, 0);
+    for (i = 1; i <= 5000; i++) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        const char *ns = (i % 3 == 0) ? "b" : "a";
+
+        assert_int_equal(registry_put(r, ns, 1, key, (size_t)n,
+                                      val((uintptr_t)i)), 0);
+        expect += (uintptr_t)i;
+    }
+    registry_foreach(r, walk_fn, &w);
+    assert_int_equal(w.n, 5000);
+    assert_int_equal(w.in_b, 1666);
+    assert_int_equal(w.sum, expect);
+
+    w = (walk){0, 0, 0, 10};
+    registry_foreach(r, walk_fn, &w);
+    assert_int_equal(w.n, 10);
+
+    /* removal through collected values after the walk */
+    for (i = 1; i <= 5000; i++) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        const char *ns = (i % 3 == 0) ? "b" : "a";
+
+        assert_ptr_equal(registry_remove(r, ns, 1, key, (size_t)n),
+                         val((uintptr_t)i));
+    }
+    w = (walk){0, 0, 0, 0};
+    registry_foreach(r, walk_fn, &w);
+    assert_int_equal(w.n, 0);
+    assert_int_equal(registry_count(r), 0);
+    registry_free(r);
+}
+
+static int make_id(char *buf, size_t n, size_t i)
+{
+    /* UUID-like ids sharing a long prefix, as run ids do */
+    return snprintf(buf, n, "run-0000-4000-8000-%012zx", i);
+}
+
+/* A million entries: put, get, get-miss, interleaved removal and re-put
+ * while the table resizes, then remove all (the table shrinks back). */
+static void a_million_entries(void **state)
+{
+    const size_t N = 1000000;
+    registry *r = registry_new(0);
+    char id[64];
+    size_t i;
+
+    for (i = 0; i < N; i++) {
+        int n = make_id(id, sizeof id, i);
+        assert_int_equal(registry_put(r, NS, NSL, id, (size_t)n,
+                                      val(i + 1)), 0);
+    }
+    assert_int_equal(registry_count(r), N);
+    for (i = 0; i < N; i++) {
+        int n = make_id(id, sizeof id, i);
+        if (registry_get(r, NS, NSL, id, (size_t)n) != val(i + 1))
+            fail_msg("lookup %zu", i);
+    }
+    for (i = N; i < N + 1000; i++) {
+        int n = make_id(id, sizeof id, i);
+        assert_null(registry_get(r, NS, NSL, id, (size_t)n));
+    }
+    /* remove odd ones, check even ones */
+    for (i = 1; i < N; i += 2) {
+        int n = make_id(id, sizeof id, i);
+        if (registry_remove(r, NS, NSL, id, (size_t)n) != val(i + 1))
+            fail_msg("remove %zu", i);
+    }
+    assert_int_equal(registry_count(r), N / 2);
+    for (i = 0; i < N; i++) {
+        int n = make_id(id, sizeof id, i);
+        void *v = registry_get(r, NS, NSL, id, (size_t)n);
+        if (v != ((i & 1) ? NULL : val(i + 1)))
+            fail_msg("after removal %zu", i);
+    }
+    for (i = 0; i < N; i += 2) {
+        int n = make_id(id, sizeof id, i);
+        if (registry_remove(r, NS, NSL, id, (size_t)n) != val(i + 1))
+            fail_msg("remove %zu", i);
+    }
+    assert_int_equal(registry_count(r), 0);
+    /* still usable after shrinking */
+    assert_int_equal(registry_put(r, NS, NSL, "again", 5, val(5)), 0);
+    assert_ptr_equal(registry_get(r, NS, NSL, "again", 5), val(5));
+    registry_free(r);
+}
+
+/* Grow/shrink cycles with lookups in between: every put/remove may land in
+ * the middle of an incremental resize. */
+static void churn_across_resizes(void **state)
+{
+    registry *r = registry_new(0);
+    char id[64];
+    size_t round, i, live_lo = 0, live_hi = 0;
+
+    for (round = 0; round < 20; round++) {
+        size_t add = 3000 + round * 517;
+
+        for (i = live_hi; i < live_hi + add; i++) {
+            int n = make_id(id, sizeof id, i);
+            assert_int_equal(registry_put(r, "c", 1, id, (size_t)n,
+                                          val(i + 1)), 0);
+        }
+        live_hi += add;
+        /* drop most of the oldest */
+        while (live_hi - live_lo > 500) {
+            int n = make_id(id, sizeof id, live_lo);
+            if (registry_remove(r, "c", 1, id, (size_t)n) != val(live_lo + 1))
+                fail_msg("remove %zu", live_lo);
+            live_lo++;
+            if (live_lo % 97 == 0) {
+                size_t k = live_lo + (live_hi - live_lo) / 2;
+                n = make_id(id, sizeof id, k);
+                if (registry_get(r, "c", 1, id, (size_t)n) != val(k + 1))
+                    fail_msg("get %zu", k);
+            }
+        }
+        assert_int_equal(registry_count(r), live_hi - live_lo);
+    }
+    registry_free(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(put_get_remove_roundtrip),
+        cmocka_unit_test(null_value_is_storable),
+        cmocka_unit_test(duplicate_key_is_eexist_and_changes_nothing),
+        cmocka_unit_test(namespaces_are_separate),
+        cmocka_unit_test(many_namespaces),
+        cmocka_unit_test(max_entries_is_elimit_over_all_namespaces),
+        cmocka_unit_test(bad_arguments_are_einval),
+        cmocka_unit_test(lookalike_and_binary_ids_stay_distinct),
+        cmocka_unit_test(two_registries_are_independent),
+        cmocka_unit_test(foreach_visits_every_entry_once),
+        cmocka_unit_test(a_million_entries),
+        cmocka_unit_test(churn_across_resizes),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
