@@ -1,0 +1,23 @@
+/* log.h - leveled logging to stderr for the C node.
+ *
+ * Owns one process-wide level (set once by main before the loop runs). Lines
+ * look like "council_node warn: text". Not for data that must be parsed:
+ * the readiness line goes to stdout from main.c, not through here.
+ */
+#ifndef CN_LOG_H
+#define CN_LOG_H
+
+enum { CN_LOG_ERROR = 0, CN_LOG_WARN = 1, CN_LOG_INFO = 2, CN_LOG_DEBUG = 3 };
+
+void cn_log_set_level(int level);
+int cn_log_level(void);
+/* Returns the level for "error|warn|info|debug", or -1. */
+int cn_log_parse_level(const char *name);
+void cn_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define cn_log_error(...) cn_log(CN_LOG_ERROR, __VA_ARGS__)
+#define cn_log_warn(...) cn_log(CN_LOG_WARN, __VA_ARGS__)
+#define cn_log_info(...) cn_log(CN_LOG_INFO, __VA_ARGS__)
+#define cn_log_debug(...) cn_log(CN_LOG_DEBUG, __VA_ARGS__)
+
+#endif
