@@ -202,6 +202,14 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Free the fixture's pubsub while the test's stack records still exist:
+ * closed() writes into them. teardown's pubsub_free(NULL) is then a no-op. */
+static void end(fx *f)
+{
+    pubsub_free(f->ps);
+    f->ps = NULL;
+}
+
 /* ------------------------------------------------------------ tests */
 
 static void delivery_is_asynchronous_and_loop_is_not_kept_alive(void **state)
@@ -221,6 +229,8 @@ static void delivery_is_asynchronous_and_loop_is_not_kept_alive(void **state)
     assert_false(uv_loop_alive(&f->loop));
     assert_int_equal(n_refs, 1);
     assert_int_equal(n_unrefs, 1);
+    end(f);
+    assert_int_equal(a.closed, 1);
 }
 
 static void subscribe_before_any_publish_misses_nothing(void **state)
@@ -244,6 +254,8 @@ static void subscribe_before_any_publish_misses_nothing(void **state)
     assert_int_equal(publish(f->ps, "council_ex:run:r1:sub:m", 1), 0);
     pubsub_flush(f->ps);
     assert_int_equal(a.got, 100);
+    end(f);
+    assert_int_equal(a.closed, 1);
 }
 
 /* 100 subscribers x 10k messages, drained by the loop in slices. */
@@ -301,6 +313,8 @@ static void flush_delivers_synchronously_including_what_callbacks_publish(
     assert_int_equal(a.got, 5);
     assert_int_equal(b.got, 1);
     assert_false(uv_loop_alive(&f->loop));
+    end(f);
+    assert_int_equal(a.closed + b.closed, 2);
 }
 
 static void unsubscribe_self_inside_deliver(void **state)
@@ -328,6 +342,8 @@ static void unsubscribe_self_inside_deliver(void **state)
     /* the 15 messages queued for a were unref'd undelivered */
     assert_int_equal(n_refs, 40);
     assert_int_equal(n_unrefs, 40);
+    end(f);
+    assert_int_equal(a.closed + b.closed, 2);
 }
 
 static void unsubscribe_other_inside_deliver(void **state)
@@ -356,6 +372,8 @@ static void unsubscribe_other_inside_deliver(void **state)
     assert_int_equal(c.got, 1000);
     assert_true(c.in_order);
     assert_int_equal(pubsub_total_subscriptions(f->ps), 1);
+    end(f);
+    assert_int_equal(a.closed + b.closed + c.closed, 3);
 }
 
 static void subscribe_and_publish_inside_deliver(void **state)
@@ -380,6 +398,8 @@ static void subscribe_and_publish_inside_deliver(void **state)
     assert_int_equal(late.got, 1);      /* only what came after it joined */
     assert_int_equal(late.last, 100);
     assert_int_equal(pubsub_topic_count(f->ps, "t", 1), 2);
+    end(f);
+    assert_int_equal(a.closed + late.closed, 2);
 }
 
 static void overflow_is_reported_once_and_others_keep_everything(void **state)
@@ -422,6 +442,8 @@ static void overflow_is_reported_once_and_others_keep_everything(void **state)
     assert_int_equal(slow.closed, 1);
     /* queue refs: 10 for slow, 60 + 60 for the others */
     assert_int_equal(n_refs, 130);
+    end(f);
+    assert_int_equal(slow.closed + fast1.closed + fast2.closed, 3);
 }
 
 /* A queue_cap of 1 overflows on the second undelivered message; a
@@ -546,6 +568,8 @@ static void find_and_counts(void **state)
     assert_int_equal(pubsub_topic_count(f->ps, "t1", 2), 0);
     assert_int_equal(publish(f->ps, "t1", 1), 0);
     assert_int_equal(pubsub_total_subscriptions(f->ps), 1);
+    end(f);
+    assert_int_equal(a.closed + b.closed + c.closed, 3);
 }
 
 /* Many topics come and go (one per run): the topic table grows and every
