@@ -33,6 +33,7 @@
 #define REGISTRY_MAX_NS 65536u          /* distinct namespace names */
 #define REGISTRY_MIN_BUCKETS 16u
 #define REHASH_STEP 16u                 /* buckets moved per put/remove */
+#define NS_SCAN_MAX 4u                  /* namespaces found by a plain scan */
 
 typedef struct entry {
     struct entry *next;
@@ -96,14 +97,24 @@ static int rehashing(const registry *r)
 
 /* ------------------------------------------------------------ namespaces */
 
-/* Namespace id for (name, len), or -1 when it was never interned. */
-static int64_t ns_lookup(const registry *r, const char *name, size_t len,
-                         uint64_t h)
+/* Namespace id for (name, len), or -1 when it was never interned. With a
+ * handful of namespaces (the usual case: one) a scan of the names is
+ * cheaper than hashing the name on every lookup. */
+static int64_t ns_lookup(const registry *r, const char *name, size_t len)
 {
+    uint64_t h;
     size_t i;
 
-    if (r->ns_index == NULL)
+    if (r->ns_count <= NS_SCAN_MAX) {
+        for (i = 0; i < r->ns_count; i++) {
+            const ns_name *n = &r->names[i];
+
+            if (n->len == len && memcmp(n->name, name, len) == 0)
+                return (int64_t)i;
+        }
         return -1;
+    }
+    h = hash_bytes(r, name, len);
     for (i = (size_t)h & r->ns_index_mask;; i = (i + 1) & r->ns_index_mask) {
         uint32_t slot = r->ns_index[i];
         const ns_name *n;
@@ -129,12 +140,13 @@ static void ns_index_insert(uint32_t *index, uint32_t mask, uint64_t h,
 /* Intern a namespace name. Returns its id, or a negative council_err. */
 static int64_t ns_intern(registry *r, const char *name, size_t len)
 {
-    uint64_t h = hash_bytes(r, name, len);
-    int64_t id = ns_lookup(r, name, len, h);
+    int64_t id = ns_lookup(r, name, len);
+    uint64_t h;
     ns_name *n;
 
     if (id >= 0)
         return id;
+    h = hash_bytes(r, name, len);
     if (r->ns_count >= REGISTRY_MAX_NS)
         return COUNCIL_ELIMIT;
 
@@ -394,7 +406,7 @@ void *registry_get(const registry *r, const char *ns, size_t ns_len,
 
     if (r == NULL || !args_ok(&ns, ns_len, key, key_len) || r->count == 0)
         return NULL;
-    ns_id = ns_lookup(r, ns, ns_len, hash_bytes(r, ns, ns_len));
+    ns_id = ns_lookup(r, ns, ns_len);
     if (ns_id < 0)
         return NULL;
     h = entry_hash(hash_bytes(r, key, key_len), (uint32_t)ns_id);
@@ -414,7 +426,7 @@ void *registry_remove(registry *r, const char *ns, size_t ns_len,
     if (r == NULL || !args_ok(&ns, ns_len, key, key_len) || r->count == 0)
         return NULL;
     rehash_step(r, REHASH_STEP);
-    ns_id = ns_lookup(r, ns, ns_len, hash_bytes(r, ns, ns_len));
+    ns_id = ns_lookup(r, ns, ns_len);
     if (ns_id < 0)
         return NULL;
     h = entry_hash(hash_bytes(r, key, key_len), (uint32_t)ns_id);

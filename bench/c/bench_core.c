@@ -1,0 +1,247 @@
+/* bench_core.c - microbenchmark of the registry and the pub/sub.
+ *
+ * Prints one table: registry insert/lookup/remove ns per operation at 1k
+ * and 1M entries (UUID-like run ids, looked up in random order), heap bytes
+ * per registry entry, and pub/sub publish cost to 1 and 100 subscribers
+ * (enqueue alone, and enqueue + delivery). Figures only; nothing asserted.
+ *
+ *   bench_core [--quick]     --quick: 100k instead of 1M (for smoke runs)
+ */
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "pubsub.h"
+#include "registry.h"
+
+#define NS "CouncilEx.Runner.Registry"
+#define NSL (sizeof NS - 1)
+#define ID_LEN 36
+
+static double now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static uint64_t rng_state = 0x853c49e6748fea9bull;
+
+static uint64_t rng(void)
+{
+    /* xorshift64*: deterministic, good enough for shuffling */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+
+/* UUID v4-looking run ids: 36 characters. */
+static void make_id(char *out, size_t i)
+{
+    uint64_t a = rng(), b = rng();
+    char tmp[ID_LEN + 1];
+
+    snprintf(tmp, sizeof tmp, "%08x-%04x-4%03x-8%03x-%012llx",
+             (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff,
+             (unsigned)a & 0xfff, (unsigned)(b >> 48) & 0xfff,
+             (unsigned long long)((b & 0xffffffffffull) ^ i) & 0xffffffffffffull);
+    memcpy(out, tmp, ID_LEN);
+}
+
+static size_t heap_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+
+    return mi.uordblks + mi.hblkhd;
+}
+
+static void shuffle(size_t *idx, size_t n)
+{
+    size_t i;
+
+    for (i = n - 1; i > 0; i--) {
+        size_t j = (size_t)(rng() % (i + 1)), t = idx[i];
+
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+}
+
+static void bench_registry(size_t n)
+{
+    char *ids = malloc(n * ID_LEN);
+    char *shuffled = malloc(n * ID_LEN);
+    size_t *order = malloc(n * sizeof *order);
+    size_t i, reps, r, heap0, heap1;
+    double t0, t_put, t_get, t_miss, t_del;
+    registry *reg;
+    volatile uintptr_t sink = 0;
+
+    if (ids == NULL || shuffled == NULL || order == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (i = 0; i < n; i++) {
+        make_id(ids + i * ID_LEN, i);
+        order[i] = i;
+    }
+    shuffle(order, n);
+    /* the ids in lookup order, laid out sequentially: the loop's own reads
+     * stay cheap and the time is the table's */
+    for (i = 0; i < n; i++)
+        memcpy(shuffled + i * ID_LEN, ids + order[i] * ID_LEN, ID_LEN);
+
+    heap0 = heap_in_use();
+    reg = registry_new(0);
+    t0 = now_ns();
+    for (i = 0; i < n; i++)
+        if (registry_put(reg, NS, NSL, ids + i * ID_LEN, ID_LEN,
+                         (void *)(i + 1)) != 0) {
+            fprintf(stderr, "put failed at %zu\n", i);
+            exit(1);
+        }
+    t_put = (now_ns() - t0) / (double)n;
+    heap1 = heap_in_use();
+
+    /* at least 1M lookups so small tables are timed long enough */
+    reps = n >= 1000000 ? 1 : 1000000 / n;
+    t0 = now_ns();
+    for (r = 0; r < reps; r++)
+        for (i = 0; i < n; i++)
+            sink += (uintptr_t)registry_get(reg, NS, NSL,
+                                            shuffled + i * ID_LEN, ID_LEN);
+    t_get = (now_ns() - t0) / (double)(n * reps);
+
+    /* misses: same ids with the first character changed */
+    t0 = now_ns();
+    for (r = 0; r < reps; r++)
+        for (i = 0; i < n; i++) {
+            char miss[ID_LEN];
+
+            memcpy(miss, shuffled + i * ID_LEN, ID_LEN);
+            miss[0] = 'z';
+            sink += (uintptr_t)registry_get(reg, NS, NSL, miss, ID_LEN);
+        }
+    t_miss = (now_ns() - t0) / (double)(n * reps);
+
+    t0 = now_ns();
+    for (i = 0; i < n; i++)
+        sink += (uintptr_t)registry_remove(reg, NS, NSL,
+                                           shuffled + i * ID_LEN, ID_LEN);
+    t_del = (now_ns() - t0) / (double)n;
+    registry_free(reg);
+    (void)sink;
+
+    printf("registry %8zu entries   put %6.1f ns   get %6.1f ns   "
+           "miss %6.1f ns   remove %6.1f ns   %5.1f bytes/entry\n",
+           n, t_put, t_get, t_miss, t_del,
+           (double)(heap1 - heap0) / (double)n);
+    free(ids);
+    free(shuffled);
+    free(order);
+}
+
+/* ------------------------------------------------------------ pub/sub */
+
+typedef struct bmsg {
+    long refs;
+} bmsg;
+
+static void bref(void *m)
+{
+    ((bmsg *)m)->refs++;
+}
+
+static void bunref(void *m)
+{
+    ((bmsg *)m)->refs--;
+}
+
+static size_t delivered;
+
+static void bdeliver(void *m, void *arg)
+{
+    (void)m;
+    (void)arg;
+    delivered++;
+}
+
+static const pubsub_msg_ops BMSG_OPS = {bref, bunref};
+static const pubsub_sub_ops BSUB_OPS = {bdeliver, NULL, NULL};
+
+static void bench_pubsub(size_t nsubs, size_t nmsgs)
+{
+    enum { BATCH = 1000 };
+    uv_loop_t loop;
+    pubsub *ps;
+    bmsg m = {1};
+    const char *topic = "council_ex:run:0b7e8f4c-1d2a-4c3b-9e8f-7a6b5c4d3e2f";
+    size_t tl = strlen(topic), i, b;
+    double t0, t_pub = 0, t_all;
+
+    uv_loop_init(&loop);
+    ps = pubsub_new(&loop, &BMSG_OPS, 0);
+    for (i = 0; i < nsubs; i++) {
+        pubsub_sub *s;
+
+        if (pubsub_subscribe(ps, topic, tl, &BSUB_OPS, (void *)(i + 1),
+                             BATCH, &s) != 0) {
+            fprintf(stderr, "subscribe failed\n");
+            exit(1);
+        }
+    }
+
+    /* enqueue alone (timed), delivery through flush (not timed) */
+    delivered = 0;
+    for (b = 0; b < nmsgs / BATCH; b++) {
+        t0 = now_ns();
+        for (i = 0; i < BATCH; i++)
+            pubsub_publish(ps, topic, tl, &m);
+        t_pub += now_ns() - t0;
+        pubsub_flush(ps);
+    }
+    t_pub /= (double)nmsgs;
+
+    /* publish + delivery drained by the loop, as in production */
+    t0 = now_ns();
+    for (b = 0; b < nmsgs / BATCH; b++) {
+        for (i = 0; i < BATCH; i++)
+            pubsub_publish(ps, topic, tl, &m);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    t_all = (now_ns() - t0) / (double)nmsgs;
+
+    if (delivered != 2 * nmsgs * nsubs || m.refs != 1) {
+        fprintf(stderr, "pubsub: delivered %zu of %zu, refs %ld\n",
+                delivered, 2 * nmsgs * nsubs, m.refs);
+        exit(1);
+    }
+    printf("pubsub   %4zu subscriber%s        publish %6.1f ns   "
+           "publish+deliver %7.1f ns/msg   %6.1f ns/delivery\n",
+           nsubs, nsubs == 1 ? " " : "s", t_pub, t_all,
+           t_all / (double)nsubs);
+    pubsub_free(ps);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+}
+
+int main(int argc, char **argv)
+{
+    size_t big = (argc > 1 && strcmp(argv[1], "--quick") == 0) ? 100000
+                                                                : 1000000;
+
+    printf("bench_core (registry: %d-byte ids, random-order lookups)\n",
+           ID_LEN);
+    bench_registry(1000);
+    bench_registry(big);
+    bench_pubsub(1, 1000000);
+    bench_pubsub(100, 100000);
+    return 0;
+}
