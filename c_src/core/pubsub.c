@@ -37,6 +37,7 @@
 #define PUBSUB_DEFAULT_CAP 4096u
 #define PUBSUB_MAX_TOPIC ((size_t)64 * 1024)
 #define RING_MIN 8u
+#define RING_KEEP 64u           /* larger rings are freed once empty */
 #define TURN_BATCH 256u         /* messages per subscriber per turn */
 #define IDLE_BUDGET 16384u      /* messages per idle callback */
 #define TOPICS_MIN 16u
@@ -291,8 +292,15 @@ static size_t sub_turn(pubsub *ps, pubsub_sub *s, size_t budget)
         /* A callback may have queued s again meanwhile; keep it listed
          * only if work is left. */
         ready_remove(ps, s);
-        if (s->len > 0 || s->cut_off)
+        if (s->len > 0 || s->cut_off) {
             ready_push(ps, s);
+        } else if (s->ring != NULL && s->ring_mask + 1 > RING_KEEP) {
+            /* a burst is over: give its memory back */
+            free(s->ring);
+            s->ring = NULL;
+            s->ring_mask = 0;
+            s->head = 0;
+        }
     }
     return done;
 }

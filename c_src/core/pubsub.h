@@ -15,7 +15,14 @@
  * messages and another arrives, that subscriber is cut off: its queued
  * messages are still delivered in order, then overflow(dropped, arg) is
  * called once and the subscription is removed. No message is skipped
- * in the middle of a stream.
+ * in the middle of a stream. `dropped` counts every message published to the
+ * topic from the one that did not fit until the report. Until overflow() is
+ * called the subscription still exists (pubsub_find, pubsub_topic_count and
+ * the per-topic limit see it); unsubscribing it before then drops the queue
+ * and calls closed() without overflow().
+ *
+ * Callbacks may not call pubsub_free. pubsub_flush from inside a callback
+ * returns at once (the drain already running continues).
  *
  * Not thread-safe: loop thread only.
  */
@@ -64,7 +71,11 @@ int pubsub_subscribe(pubsub *ps, const char *topic, size_t topic_len,
                      pubsub_sub **out);
 
 /* Remove a subscription. Undelivered messages are dropped; closed() is
- * called (possibly later, from the loop, if called during delivery). */
+ * called (possibly later, from the loop, if called during delivery: when
+ * the subscription's own callback returns). The subscription leaves its
+ * topic at once. While closed() is pending (inside the subscription's own
+ * deliver or overflow callback) a further call is a no-op; after closed()
+ * the handle is gone. */
 void pubsub_unsubscribe(pubsub *ps, pubsub_sub *sub);
 
 /* Find the subscription of (topic, arg), for callers that key by arg. */
@@ -76,7 +87,9 @@ pubsub_sub *pubsub_find(pubsub *ps, const char *topic, size_t topic_len,
 int pubsub_publish(pubsub *ps, const char *topic, size_t topic_len, void *msg);
 
 /* Deliver everything queued now, synchronously (used by tests and by
- * council_ctx_run before returning). */
+ * council_ctx_run before returning), including what callbacks publish
+ * meanwhile: it returns when no queue holds anything, so callbacks that
+ * republish to themselves forever make it loop forever. */
 void pubsub_flush(pubsub *ps);
 
 size_t pubsub_topic_count(const pubsub *ps, const char *topic, size_t topic_len);
