@@ -1,0 +1,281 @@
+defmodule CouncilEx do
+  @moduledoc """
+  Multi-model LLM councils: several members answer an input round by round
+  (independent answers, peer review, votes, iterations) and an optional
+  chair synthesises the final answer.
+
+  Runs are served by a C node (`priv/council_node`) that the library starts
+  and supervises (`CouncilEx.Node`); each run is a process of that node,
+  driven from here through Erlang distribution.
+
+      defmodule MyApp.Triage do
+        use CouncilEx
+
+        member :a, provider: :mock, latency_ms: 30, chunks: 3
+        member :b, provider: :mock, latency_ms: 60
+        member :c, provider: :mock
+        round :independent_analysis
+        round :anonymized_peer_review
+        round :vote
+        chair :a
+      end
+
+      {:ok, result} = CouncilEx.run(MyApp.Triage, "Which plan is safest?")
+      result.final
+
+      # or, watching the events as they happen:
+      {:ok, pid} = CouncilEx.start(MyApp.Triage, "input", subscribe: true)
+      receive do
+        {:run_completed, _run_id, result} -> result
+      end
+
+  See `CouncilEx.DSL` for the council DSL, `CouncilEx.DynamicCouncil` for
+  councils built at run time, `CouncilEx.RunServer` for registries and
+  state, `CouncilEx.PubSub` for the events and `CouncilEx.Supervisor` for
+  grouping runs.
+  """
+
+  alias CouncilEx.{PubSub.Relay, RunServer, Spec, Wire}
+
+  @typedoc "The curated state of a run (see `CouncilEx.RunServer.state/2`)."
+  @type run_summary :: RunServer.run_summary()
+
+  @typedoc "A council: a module using `use CouncilEx`, or a spec."
+  @type council :: module | Spec.t()
+
+  @typedoc "A run result: the final answer, each round's result, the errors."
+  @type result :: %{final: binary | nil, rounds: [map], errors: [binary]}
+
+  @typedoc "Options of `start/3`, `start_link/3` and `run/3`."
+  @type start_option ::
+          {:run_id, binary}
+          | {:registry, atom | binary}
+          | {:user_opts, term}
+          | {:callers, [pid]}
+          | {:subscribe, boolean}
+          | {:timeout, timeout}
+
+  @start_keys [:run_id, :registry, :user_opts, :callers, :subscribe]
+
+  @doc false
+  defmacro __using__(opts) do
+    quote do
+      use CouncilEx.DSL, unquote(opts)
+    end
+  end
+
+  @doc """
+  Starts a run of `council` on `input`, not linked to the caller.
+
+  Options: `:run_id` (default: generated), `:registry` (default
+  `CouncilEx.RunServer.default_registry/0`), `:user_opts` (any term),
+  `:callers` (default: the caller and its `$callers`), `subscribe: true`
+  (subscribes the caller before the run starts, so it receives every event;
+  see `CouncilEx.PubSub`).
+
+  Returns `{:ok, pid}` or `{:error, reason}`; bad arguments raise
+  `ArgumentError` before anything is sent to the C node.
+  """
+  @spec start(council, term, [start_option]) :: {:ok, pid} | {:error, term}
+  def start(council, input, opts \\ []) do
+    __start__(council, input, opts, &RunServer.start/1)
+  end
+
+  @doc """
+  Like `start/3` and links the run to the caller: the caller's exit cancels
+  the run, and the run's exit (`{:shutdown, _}` on failure or cancel,
+  `:noconnection` when the C node is lost) reaches the caller.
+  """
+  @spec start_link(council, term, [start_option]) :: {:ok, pid} | {:error, term}
+  def start_link(council, input, opts \\ []) do
+    __start__(council, input, opts, &RunServer.start_link/1)
+  end
+
+  @doc """
+  Runs `council` on `input` and waits for the result: `start_link/3` then
+  `await/2` (option `:timeout`, default `:infinity`).
+
+  The run is linked to the caller for its duration (so the caller's exit
+  cancels it) through a small helper process, which keeps a failed run's
+  exit signal from killing the caller: the failure comes back as a value.
+  """
+  @spec run(council, term, [start_option]) ::
+          {:ok, result}
+          | {:error, {:failed, [binary], result} | {:cancelled, result} | atom | term}
+  def run(council, input, opts \\ []) do
+    {timeout, opts} = Keyword.pop(opts, :timeout, :infinity)
+    caller = self()
+    ref = make_ref()
+
+    starter = fn run_opts ->
+      keeper =
+        spawn_link(fn ->
+          Process.flag(:trap_exit, true)
+          send(caller, {ref, self(), RunServer.start_link(run_opts)})
+          keep(caller)
+        end)
+
+      receive do
+        {^ref, ^keeper, reply} ->
+          Process.put(ref, keeper)
+          reply
+      end
+    end
+
+    started = __start__(council, input, opts, starter)
+    keeper = Process.delete(ref)
+
+    case started do
+      {:ok, pid} ->
+        result = await(pid, timeout)
+        if result == {:error, :timeout}, do: cancel(pid)
+        release(keeper)
+        result
+
+      error ->
+        release(keeper)
+        error
+    end
+  end
+
+  @doc """
+  Waits for a run to end: `{:ok, result}` on completion,
+  `{:error, {:failed, errors, result}}`, `{:error, {:cancelled, result}}`;
+  `{:error, :timeout}` when `timeout` passes first, `{:error, :noproc}` when
+  the run had already ended, `{:error, :noconnection}` when the C node was
+  lost.
+  """
+  @spec await(pid, timeout) :: {:ok, result} | {:error, term}
+  def await(pid, timeout \\ :infinity) when is_pid(pid) do
+    pid |> GenServer.call(:await, timeout) |> Wire.reply()
+  catch
+    :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
+  end
+
+  @doc """
+  Cancels a run, by pid or by run id (in the default registry). Idempotent:
+  an ended run answers `:ok`. `{:error, :not_found}` for an unknown run id.
+  """
+  @spec cancel(pid | binary) :: :ok | {:error, term}
+  def cancel(pid) when is_pid(pid) do
+    case GenServer.call(pid, :cancel) do
+      :ok -> :ok
+      other -> other
+    end
+  catch
+    :exit, {reason, _} ->
+      case CouncilEx.Node.exit_reason(reason) do
+        :noproc -> :ok
+        other -> {:error, other}
+      end
+  end
+
+  def cancel(run_id) when is_binary(run_id) do
+    CouncilEx.Node.call({:cancel, Wire.registry_name(RunServer.default_registry()), run_id})
+  end
+
+  @doc "The name of the C node serving runs (waits for it to be up), or nil if it is unavailable."
+  @spec node() :: node | nil
+  def node do
+    case CouncilEx.Node.await() do
+      {:ok, node} -> node
+      {:error, _} -> nil
+    end
+  end
+
+  @doc "A fresh run id: 16 random bytes, URL-safe base64 without padding."
+  @spec generate_run_id() :: binary
+  def generate_run_id, do: :crypto.strong_rand_bytes(16) |> Base.url_encode64(padding: false)
+
+  # -------------------------------------------------------------- internals
+
+  @doc false
+  # Validates, subscribes the caller when asked, and starts with `starter`.
+  def __start__(council, input, opts, starter) do
+    run_opts = prepare!(council, input, opts)
+
+    if Keyword.get(opts, :subscribe, false) do
+      topic = Wire.topic(Keyword.fetch!(run_opts, :run_id))
+      relay_pids = Relay.prepare(topic, self())
+
+      case starter.(Keyword.put(run_opts, :subscribe, relay_pids)) do
+        {:ok, pid} = ok ->
+          if relay_pids != [], do: Relay.confirm(topic, node(pid))
+          ok
+
+        error ->
+          Relay.abort(topic, self())
+          error
+      end
+    else
+      starter.(run_opts)
+    end
+  end
+
+  defp prepare!(council, input, opts) do
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
+    end
+
+    for {k, _} <- opts, k not in @start_keys do
+      raise ArgumentError, "unknown option #{inspect(k)} (known: #{inspect(@start_keys ++ [:timeout])})"
+    end
+
+    case Keyword.get(opts, :subscribe, false) do
+      b when is_boolean(b) -> :ok
+      other -> raise ArgumentError, ":subscribe must be a boolean, got: #{inspect(other)}"
+    end
+
+    {name, spec} = council!(council)
+
+    run_id =
+      case Keyword.get(opts, :run_id) do
+        nil -> generate_run_id()
+        id -> id
+      end
+
+    run_opts =
+      [
+        run_id: run_id,
+        council: name,
+        spec: spec,
+        input: input,
+        callers: Keyword.get(opts, :callers, [self() | Process.get(:"$callers", [])])
+      ] ++ Keyword.take(opts, [:registry, :user_opts])
+
+    RunServer.validate!(run_opts)
+  end
+
+  defp council!(%Spec{} = spec), do: {spec.id, spec}
+
+  defp council!(module) when is_atom(module) do
+    if Code.ensure_loaded?(module) and function_exported?(module, :__council__, 0) do
+      {module, module.__council__()}
+    else
+      raise ArgumentError,
+            "#{inspect(module)} is not a council (a module with `use CouncilEx`, or a %CouncilEx.Spec{})"
+    end
+  end
+
+  defp council!(other) do
+    raise ArgumentError,
+          "expected a council module or a %CouncilEx.Spec{}, got: #{inspect(other)}"
+  end
+
+  defp keep(caller) do
+    receive do
+      {:EXIT, ^caller, reason} -> exit(reason)
+      {:council_ex_release, ^caller} -> :ok
+      {:EXIT, _run, _reason} -> keep(caller)
+      _ -> keep(caller)
+    end
+  end
+
+  defp release(nil), do: :ok
+
+  defp release(keeper) do
+    Process.unlink(keeper)
+    send(keeper, {:council_ex_release, self()})
+    :ok
+  end
+end

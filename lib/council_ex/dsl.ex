@@ -1,0 +1,165 @@
+defmodule CouncilEx.DSL do
+  @moduledoc """
+  The macros behind `use CouncilEx`: `member/2`, `round/2`, `chair/1` and
+  `limits/1`. They collect the council at compile time and define
+  `__council__/0`, which returns the validated `%CouncilEx.Spec{}`; an
+  invalid council fails compilation with the spec's error message.
+
+      defmodule MyApp.Triage do
+        use CouncilEx
+
+        member :fast, provider: :mock, latency_ms: 20, chunks: 2
+        member :careful, provider: :mock, latency_ms: 80
+        member :local, provider: MyApp.LocalModel   # a CouncilEx.Member module
+
+        round :independent_analysis
+        round :iterate, max_iterations: 2, until: "consensus" do
+          round :critique
+          round :vote
+        end
+        chair :careful
+        limits member_timeout_ms: 10_000, max_attempts: 2
+      end
+
+  `use CouncilEx` excludes `Kernel.round/1` from the module's imports
+  (call it as `Kernel.round/1` there). Options: `id:` overrides the spec id
+  (default: the module name, e.g. `"Elixir.MyApp.Triage"`).
+  """
+
+  alias CouncilEx.Spec
+
+  @doc false
+  defmacro __using__(opts) do
+    quote do
+      import Kernel, except: [round: 1]
+      import CouncilEx.DSL, only: [member: 1, member: 2, round: 1, round: 2, chair: 1, limits: 1]
+      Module.register_attribute(__MODULE__, :council_members, accumulate: true)
+      @council_round_stack [[]]
+      @council_chair nil
+      @council_limits nil
+      @council_id unquote(opts)[:id]
+      @before_compile CouncilEx.DSL
+    end
+  end
+
+  @doc """
+  Declares a member. `provider:` is `:mock`, `:exec`, `:native`, or an
+  Elixir module implementing `CouncilEx.Member` (sent as provider `beam`).
+  Every other option (or an explicit `options:` map) is passed to the
+  provider as JSON.
+  """
+  defmacro member(id, opts \\ []) do
+    quote do
+      CouncilEx.DSL.__member__(__MODULE__, unquote(id), unquote(opts))
+    end
+  end
+
+  @doc """
+  Declares the next round. `type` is a round type (see
+  `CouncilEx.Spec.round_types/0`); `name:` renames it (names must be unique);
+  `members:` limits who takes part; other options go to the round as JSON.
+  An `:iterate` round takes its nested rounds in a `do` block.
+  """
+  defmacro round(type, opts \\ []) do
+    {block, opts} = pop_do(opts)
+
+    if block do
+      quote do
+        CouncilEx.DSL.__push_frame__(__MODULE__)
+        unquote(block)
+        CouncilEx.DSL.__pop_frame__(__MODULE__, unquote(type), unquote(opts))
+      end
+    else
+      quote do
+        CouncilEx.DSL.__round__(__MODULE__, unquote(type), unquote(opts))
+      end
+    end
+  end
+
+  @doc "Names the member that synthesises the final answer after the last round."
+  defmacro chair(id) do
+    quote do
+      @council_chair unquote(id)
+    end
+  end
+
+  @doc """
+  Sets limits: `member_timeout_ms`, `max_attempts`, `backoff_ms`, `concurrency`.
+  """
+  defmacro limits(opts) do
+    quote do
+      @council_limits Keyword.merge(@council_limits || [], unquote(opts))
+    end
+  end
+
+  @doc false
+  defmacro __before_compile__(env) do
+    mod = env.module
+    spec = build!(mod, env)
+
+    quote do
+      @doc "The council spec defined with `use CouncilEx`."
+      @spec __council__() :: CouncilEx.Spec.t()
+      def __council__, do: unquote(Macro.escape(spec))
+    end
+  end
+
+  # ------------------------------------------------- compile-time helpers
+
+  @doc false
+  def __member__(mod, id, opts) do
+    unless Keyword.keyword?(opts), do: raise(ArgumentError, "member #{inspect(id)}: options must be a keyword list")
+    Module.put_attribute(mod, :council_members, [{:id, id} | opts])
+  end
+
+  @doc false
+  def __round__(mod, type, opts) do
+    unless Keyword.keyword?(opts), do: raise(ArgumentError, "round #{inspect(type)}: options must be a keyword list")
+    [frame | rest] = Module.get_attribute(mod, :council_round_stack)
+    Module.put_attribute(mod, :council_round_stack, [[[{:type, type} | opts] | frame] | rest])
+  end
+
+  @doc false
+  def __push_frame__(mod) do
+    Module.put_attribute(mod, :council_round_stack, [[] | Module.get_attribute(mod, :council_round_stack)])
+  end
+
+  @doc false
+  def __pop_frame__(mod, type, opts) do
+    [nested | rest] = Module.get_attribute(mod, :council_round_stack)
+    Module.put_attribute(mod, :council_round_stack, rest)
+    __round__(mod, type, Keyword.put(opts, :rounds, Enum.reverse(nested)))
+  end
+
+  defp build!(mod, env) do
+    [rounds] = Module.get_attribute(mod, :council_round_stack)
+
+    attrs = %{
+      id: Module.get_attribute(mod, :council_id) || Atom.to_string(mod),
+      members: mod |> Module.get_attribute(:council_members) |> Enum.reverse(),
+      rounds: Enum.reverse(rounds),
+      chair: Module.get_attribute(mod, :council_chair),
+      limits: Module.get_attribute(mod, :council_limits)
+    }
+
+    case Spec.new(attrs) do
+      {:ok, spec} ->
+        spec
+
+      {:error, message} ->
+        raise CompileError,
+          file: env.file,
+          line: env.line,
+          description: "invalid council #{inspect(mod)}: #{message}"
+    end
+  end
+
+  defp pop_do(opts) when is_list(opts) do
+    case Keyword.pop(opts, :do) do
+      {nil, opts} -> {nil, opts}
+      {block, opts} -> {block, opts}
+    end
+  end
+
+  defp pop_do(opts), do: {nil, opts}
+end

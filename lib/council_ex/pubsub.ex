@@ -1,0 +1,52 @@
+defmodule CouncilEx.PubSub do
+  @moduledoc """
+  Subscriptions to run events (SPEC section 7).
+
+      :ok = CouncilEx.PubSub.subscribe(run_id)
+      receive do
+        {:run_completed, ^run_id, result} -> result.final
+      end
+
+  A subscriber receives, in the order the run produced them:
+
+      {:run_started, run_id, council, input}
+      {:round_started, run_id, round_name, idx}
+      {:member_started, run_id, round_name, member_id}
+      {:member_token, run_id, round_name, member_id, chunk}
+      {:member_completed, run_id, round_name, member_id, member_result}
+      {:round_completed, run_id, round_name, round_result}
+      {:run_completed, run_id, result}
+      {:run_failed, run_id, errors, result}
+      {:run_cancelled, run_id, result}
+
+  and `{:council_ex_overflow, topic, dropped_count}` once if the C node cut
+  this node's subscription off because it could not keep up.
+
+  Delivery: the C node sends each event once to this node's
+  `CouncilEx.PubSub.Relay`, which dispatches it to the local subscribers.
+  To receive a run's first event, start it with `subscribe: true` (see
+  `CouncilEx.start/3`) instead of subscribing after it has started.
+  """
+
+  alias CouncilEx.PubSub.Relay
+
+  @doc """
+  Subscribes the calling process to a run's events. The argument is a run
+  id or a topic (`"council_ex:run:" <> run_id`). Returns `:ok`, or
+  `{:error, reason}` (`:limit`, `:noconnection`, ...).
+  """
+  @spec subscribe(binary) :: :ok | {:error, term}
+  def subscribe(run_id_or_topic) when is_binary(run_id_or_topic) do
+    Relay.subscribe(topic(run_id_or_topic), self())
+  end
+
+  @doc "Unsubscribes the calling process (run id or topic). Always `:ok`."
+  @spec unsubscribe(binary) :: :ok
+  def unsubscribe(run_id_or_topic) when is_binary(run_id_or_topic) do
+    Relay.unsubscribe(topic(run_id_or_topic), self())
+  end
+
+  @doc "The topic of a run: `\"council_ex:run:\" <> run_id` (a topic is returned as is)."
+  @spec topic(binary) :: binary
+  defdelegate topic(run_id_or_topic), to: CouncilEx.Wire
+end

@@ -1,0 +1,263 @@
+defmodule CouncilEx.RunServer do
+  @moduledoc """
+  One council run. The run server itself is a process of the C node: the
+  functions here validate options, send them to the node's `:council_ex`
+  service and return the run's pid, which behaves like a GenServer (calls,
+  links, monitors, `GenServer.stop/2`).
+
+      {:ok, pid} =
+        CouncilEx.RunServer.start_link(
+          run_id: "run-1",
+          council: MyApp.Triage,
+          spec: MyApp.Triage.__council__(),
+          input: "Which option is best?"
+        )
+
+      {:ok, ^pid} = CouncilEx.RunServer.whereis("run-1")
+      {:ok, %{status: :running}} = CouncilEx.RunServer.state("run-1")
+      GenServer.call(CouncilEx.RunServer.via("run-1"), :state)
+
+  Registries: runs are registered under their run id in a registry of the
+  C node. The default registry is `CouncilEx.Runner.Registry`, overridable
+  with `config :council_ex, :runner_registry, MyApp.RunReg`; the
+  `:registry` option names another one, and every registry is its own
+  namespace (the same run id may live in two registries).
+  """
+
+  alias CouncilEx.{MemberServer, Spec, Wire}
+
+  @typedoc """
+  The curated state of a run (SPEC section 3): `started_at` is a `DateTime`
+  (UTC), `current_round` the round being run (its name an atom when one
+  exists) or nil.
+  """
+  @type run_summary :: %{
+          run_id: binary,
+          council: module | binary,
+          registry: binary,
+          status: :pending | :running | :completed | :failed | :cancelled,
+          current_round: nil | %{name: atom | binary, idx: non_neg_integer},
+          rounds_completed: non_neg_integer,
+          started_at: DateTime.t()
+        }
+
+  @typedoc "Options of `start/1` and `start_link/1`."
+  @type option ::
+          {:run_id, binary | nil}
+          | {:council, module | binary}
+          | {:spec, Spec.t()}
+          | {:input, term}
+          | {:user_opts, term}
+          | {:callers, [pid]}
+          | {:registry, atom | binary}
+          | {:subscribe, [pid]}
+
+  @required [:run_id, :council, :spec, :input]
+  @optional [:user_opts, :callers, :registry, :subscribe]
+
+  @doc """
+  A child spec for supervisors: `restart: :temporary` (a finished run is
+  not restarted), id `{CouncilEx.RunServer, run_id}`.
+  """
+  @spec child_spec([option]) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    %{
+      id: {__MODULE__, Keyword.get(opts, :run_id)},
+      start: {__MODULE__, :start_link, [opts]},
+      restart: :temporary,
+      type: :worker
+    }
+  end
+
+  @doc """
+  The default registry: `config :council_ex, :runner_registry` or
+  `CouncilEx.Runner.Registry`.
+  """
+  @spec default_registry() :: atom | binary
+  def default_registry,
+    do: Application.get_env(:council_ex, :runner_registry, CouncilEx.Runner.Registry)
+
+  @doc """
+  Starts a run, not linked to the caller.
+
+  Required options: `:run_id` (a binary, or `nil` to let the C node
+  generate one), `:council` (a module or binary), `:spec` (a
+  `%CouncilEx.Spec{}`), `:input` (any term). Optional: `:user_opts` (any
+  term, kept opaque), `:callers` (pids recorded as `$callers` in the tasks
+  that run Elixir-module members), `:registry`, `:subscribe` (pids subscribed
+  to the run's topic before it starts).
+
+  Missing or bad options raise `ArgumentError` before anything is sent.
+  Returns `{:ok, pid}` or `{:error, reason}` (`:already_started`, `:limit`,
+  `{:invalid_spec, field, message}`, `:noconnection`, `:unavailable`).
+  """
+  @spec start([option]) :: {:ok, pid} | {:error, term}
+  def start(opts), do: do_start(:start, opts)
+
+  @doc """
+  Like `start/1`, and links the run to the caller (the link exists before
+  `{:ok, pid}` is returned). The caller's exit cancels the run; a run that
+  fails or is cancelled exits with `{:shutdown, _}` (killing a caller that
+  does not trap exits), a completed run with `:normal`; when the C node is
+  lost the caller gets an exit `:noconnection`.
+  """
+  @spec start_link([option]) :: {:ok, pid} | {:error, term}
+  def start_link(opts), do: do_start(:start_link, opts)
+
+  @doc """
+  The pid of a registered run: `{:ok, pid}`, `{:error, :unknown_run}`, or
+  `{:error, :runner_dead}` when the run has ended but is still retained.
+  Option: `:registry`.
+  """
+  @spec whereis(binary, keyword) ::
+          {:ok, pid} | {:error, :unknown_run | :runner_dead | :noconnection | :unavailable}
+  def whereis(run_id, opts \\ []) when is_binary(run_id) do
+    registry = registry!(opts)
+    CouncilEx.Node.call({:whereis, Wire.registry_name(registry), run_id})
+  end
+
+  @doc "The run id of a run pid."
+  @spec run_id(pid) :: binary
+  def run_id(pid) when is_pid(pid), do: GenServer.call(pid, :run_id)
+
+  @doc """
+  The summary of a run by id (option `:registry`) or by pid. A finished
+  run stays readable for the retention window (5 minutes by default);
+  `{:error, :not_found}` for an unknown id.
+  """
+  @spec state(binary | pid, keyword) :: {:ok, run_summary} | {:error, :not_found | term}
+  def state(run, opts \\ [])
+
+  def state(pid, _opts) when is_pid(pid) do
+    reply =
+      try do
+        GenServer.call(pid, :state)
+      catch
+        :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
+      end
+
+    case reply do
+      {:ok, summary} -> {:ok, Wire.summary(summary)}
+      {:error, :noproc} -> {:error, :not_found}
+      other -> other
+    end
+  end
+
+  def state(run_id, opts) when is_binary(run_id) do
+    registry = registry!(opts)
+
+    case CouncilEx.Node.call({:state, Wire.registry_name(registry), run_id}) do
+      {:ok, summary} -> {:ok, Wire.summary(summary)}
+      other -> other
+    end
+  end
+
+  @doc """
+  A via tuple naming the run `run_id`, usable with `GenServer.call/2`,
+  `GenServer.whereis/1` and `send/2`. Option `:registry`.
+  """
+  @spec via(binary, keyword) :: {:via, CouncilEx.Registry, {atom | binary, binary}}
+  def via(run_id, opts \\ []) when is_binary(run_id) do
+    {:via, CouncilEx.Registry, {registry!(opts), run_id}}
+  end
+
+  # -------------------------------------------------------------- internals
+
+  defp do_start(how, opts) do
+    opts = validate!(opts)
+    spec = Keyword.fetch!(opts, :spec)
+    members = Spec.beam_members(spec)
+    {member_server, callers} = {nil, Keyword.get(opts, :callers, [])}
+
+    member_server =
+      if members == %{}, do: member_server, else: MemberServer.start_for_run!(members, callers)
+
+    request = %{
+      spec: Spec.to_json(spec),
+      input: Keyword.fetch!(opts, :input),
+      run_id: Keyword.fetch!(opts, :run_id),
+      council: Wire.council_name(Keyword.fetch!(opts, :council)),
+      registry: Wire.registry_name(Keyword.get(opts, :registry, default_registry())),
+      user_opts: Keyword.get(opts, :user_opts),
+      subscribe: Keyword.get(opts, :subscribe, [])
+    }
+
+    request = if member_server, do: Map.put(request, :member_server, member_server), else: request
+
+    case CouncilEx.Node.call({how, request}) do
+      {:ok, pid} = ok when is_pid(pid) ->
+        if member_server, do: MemberServer.attach(member_server, pid)
+        ok
+
+      error ->
+        if member_server, do: MemberServer.stop(member_server)
+        error
+    end
+  end
+
+  @doc false
+  @spec validate!(term) :: keyword
+  def validate!(opts) do
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, "expected a keyword list of run options, got: #{inspect(opts)}"
+    end
+
+    for key <- @required, not Keyword.has_key?(opts, key) do
+      raise ArgumentError, "missing required option #{inspect(key)} (required: #{inspect(@required)})"
+    end
+
+    for {key, _} <- opts, key not in @required and key not in @optional do
+      raise ArgumentError, "unknown option #{inspect(key)} (known: #{inspect(@required ++ @optional)})"
+    end
+
+    case opts[:run_id] do
+      nil -> :ok
+      id when is_binary(id) and id != "" -> :ok
+      other -> raise ArgumentError, ":run_id must be a non-empty binary or nil, got: #{inspect(other)}"
+    end
+
+    case opts[:council] do
+      c when is_binary(c) and c != "" -> :ok
+      c when is_atom(c) and c not in [nil, true, false] -> :ok
+      other -> raise ArgumentError, ":council must be a module or a binary, got: #{inspect(other)}"
+    end
+
+    spec =
+      case opts[:spec] do
+        %Spec{} = spec ->
+          spec
+
+        other ->
+          raise ArgumentError,
+                ":spec must be a %CouncilEx.Spec{} (see CouncilEx.DynamicCouncil.to_spec/1), got: #{inspect(other)}"
+      end
+
+    case Keyword.get(opts, :callers, []) do
+      l when is_list(l) -> Enum.all?(l, &is_pid/1) || raise(ArgumentError, ":callers must be a list of pids, got: #{inspect(l)}")
+      other -> raise ArgumentError, ":callers must be a list of pids, got: #{inspect(other)}"
+    end
+
+    case Keyword.get(opts, :subscribe, []) do
+      l when is_list(l) -> Enum.all?(l, &is_pid/1) || raise(ArgumentError, ":subscribe must be a list of pids, got: #{inspect(l)}")
+      other -> raise ArgumentError, ":subscribe must be a list of pids, got: #{inspect(other)}"
+    end
+
+    registry!(opts)
+    # Encoding errors (an option value with no JSON form) surface here too.
+    Spec.to_json(spec)
+    opts
+  end
+
+  @doc false
+  @spec registry!(keyword) :: atom | binary
+  def registry!(opts) do
+    unless is_list(opts), do: raise(ArgumentError, "expected a keyword list, got: #{inspect(opts)}")
+
+    case Keyword.get(opts, :registry) do
+      nil -> default_registry()
+      r when is_atom(r) and r not in [true, false] -> r
+      r when is_binary(r) and r != "" -> r
+      other -> raise ArgumentError, ":registry must be an atom or a binary, got: #{inspect(other)}"
+    end
+  end
+end

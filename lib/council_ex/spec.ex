@@ -1,0 +1,536 @@
+defmodule CouncilEx.Spec do
+  @moduledoc """
+  A council spec: members, rounds, an optional chair and limits.
+
+  Specs come from the `use CouncilEx` DSL (`MyCouncil.__council__/0`) or from
+  `CouncilEx.DynamicCouncil.to_spec/1`; both build them with `new/1`, which
+  validates and normalises, so the same council written either way gives
+  equal structs.
+
+      iex> {:ok, spec} =
+      ...>   CouncilEx.Spec.new(%{
+      ...>     id: "dynamic:demo",
+      ...>     members: [%{id: "a", provider: :mock}, %{id: "b", provider: :mock}],
+      ...>     rounds: [%{type: :independent_analysis}, %{type: :vote}],
+      ...>     chair: "a"
+      ...>   })
+      iex> spec.chair
+      "a"
+      iex> CouncilEx.Spec.to_map(spec)["rounds"]
+      [%{"type" => "independent_analysis", "name" => "independent_analysis", "options" => %{}},
+       %{"type" => "vote", "name" => "vote", "options" => %{}}]
+
+  Normal form: ids, round names and option keys are binaries (they travel
+  as JSON and never become atoms on the C node); round types, providers and
+  limit keys are atoms from fixed sets. A member whose provider is an
+  Elixir module implementing `CouncilEx.Member` has `provider: :beam` and
+  `module: TheModule`; it is sent as provider `"beam"` with option
+  `"module"`.
+
+  The JSON sent to the C node (`to_json/1`):
+
+      {"id": "...", "members": [{"id": "a", "provider": "mock", "options": {}}],
+       "rounds": [{"type": "vote", "name": "vote", "options": {}}],
+       "chair": "a",
+       "limits": {"member_timeout_ms": 30000, "max_attempts": 2,
+                  "backoff_ms": 100, "concurrency": 8}}
+
+  An `iterate` round carries its nested rounds in `"rounds"` and its
+  `"max_iterations"` / `"until"` in its options.
+  """
+
+  defmodule Member do
+    @moduledoc "One member of a council spec (see `CouncilEx.Spec`)."
+    @enforce_keys [:id, :provider]
+    defstruct id: nil, provider: nil, module: nil, options: %{}
+
+    @typedoc "A member: binary id, provider kind, the BEAM module for `:beam`, JSON options."
+    @type t :: %__MODULE__{
+            id: binary,
+            provider: CouncilEx.Spec.provider(),
+            module: module | nil,
+            options: %{optional(binary) => term}
+          }
+  end
+
+  defmodule Round do
+    @moduledoc "One round of a council spec (see `CouncilEx.Spec`)."
+    @enforce_keys [:type, :name]
+    defstruct type: nil, name: nil, options: %{}, rounds: []
+
+    @typedoc "A round: type, name (the type unless renamed), JSON options, nested rounds (iterate)."
+    @type t :: %__MODULE__{
+            type: CouncilEx.Spec.round_type(),
+            name: binary,
+            options: %{optional(binary) => term},
+            rounds: [t]
+          }
+  end
+
+  @enforce_keys [:id, :members, :rounds]
+  defstruct id: nil, members: [], rounds: [], chair: nil, limits: %{}
+
+  @typedoc "Provider kinds the core knows (SPEC section 4)."
+  @type provider :: :mock | :exec | :beam | :native
+
+  @typedoc "Built-in round types (SPEC section 5a)."
+  @type round_type ::
+          :independent_analysis
+          | :peer_review
+          | :anonymized_peer_review
+          | :critique
+          | :ranking
+          | :vote
+          | :iterate
+          | :pairwise_elimination
+          | :synthesis
+
+  @typedoc "Limit keys and their non-negative integer values."
+  @type limits :: %{
+          optional(:member_timeout_ms) => non_neg_integer,
+          optional(:max_attempts) => pos_integer,
+          optional(:backoff_ms) => non_neg_integer,
+          optional(:concurrency) => pos_integer
+        }
+
+  @typedoc "A validated council spec."
+  @type t :: %__MODULE__{
+          id: binary,
+          members: [Member.t()],
+          rounds: [Round.t()],
+          chair: binary | nil,
+          limits: limits
+        }
+
+  @providers [:mock, :exec, :beam, :native]
+  @round_types [
+    :independent_analysis,
+    :peer_review,
+    :anonymized_peer_review,
+    :critique,
+    :ranking,
+    :vote,
+    :iterate,
+    :pairwise_elimination,
+    :synthesis
+  ]
+  @limit_keys [:member_timeout_ms, :max_attempts, :backoff_ms, :concurrency]
+
+  @doc "The provider kinds accepted in a spec."
+  @spec providers() :: [provider]
+  def providers, do: @providers
+
+  @doc "The round types accepted in a spec."
+  @spec round_types() :: [round_type]
+  def round_types, do: @round_types
+
+  @doc "The limit keys accepted in a spec."
+  @spec limit_keys() :: [atom]
+  def limit_keys, do: @limit_keys
+
+  @doc """
+  Builds and validates a spec from a map or keyword list with keys `:id`,
+  `:members`, `:rounds`, `:chair` (optional) and `:limits` (optional).
+  Keys may be atoms or binaries at every level.
+
+  Members are maps or keyword lists `%{id: id, provider: p, options: map}`
+  (other keys than `:id`, `:provider`, `:options`, `:module` are taken as
+  options); `p` is one of `providers/0` (atom or binary) or an Elixir module
+  implementing `CouncilEx.Member`. Rounds are `%{type: t, name: n, options:
+  map, rounds: [round]}` (again, other keys are options; `rounds` only for
+  `iterate`). Returns `{:ok, spec}` or `{:error, message}` naming the field.
+  """
+  @spec new(map | keyword) :: {:ok, t} | {:error, binary}
+  def new(attrs) when is_list(attrs) or is_map(attrs) do
+    attrs = to_map(attrs, "spec")
+
+    with {:ok, id} <- fetch_id(attrs),
+         {:ok, members} <- members(get(attrs, :members)),
+         {:ok, rounds} <- rounds(get(attrs, :rounds), "rounds"),
+         {:ok, chair} <- chair(get(attrs, :chair), members),
+         {:ok, limits} <- limits(get(attrs, :limits)),
+         :ok <- check_unknown(attrs, [:id, :members, :rounds, :chair, :limits], "spec"),
+         :ok <- check_round_members(rounds, members) do
+      {:ok, %__MODULE__{id: id, members: members, rounds: rounds, chair: chair, limits: limits}}
+    end
+  catch
+    {:spec_error, message} -> {:error, message}
+  end
+
+  def new(other), do: {:error, "spec: expected a map or keyword list, got: #{inspect(other)}"}
+
+  @doc "Like `new/1` but raises `ArgumentError` on an invalid spec."
+  @spec new!(map | keyword) :: t
+  def new!(attrs) do
+    case new(attrs) do
+      {:ok, spec} -> spec
+      {:error, message} -> raise ArgumentError, "invalid council spec: " <> message
+    end
+  end
+
+  @doc "Checks an existing struct (e.g. one built by hand) by rebuilding it."
+  @spec validate(t) :: {:ok, t} | {:error, binary}
+  def validate(%__MODULE__{} = spec), do: spec |> to_map() |> put_modules(spec) |> new()
+
+  @doc """
+  The JSON-ready map (binary keys) that is sent to the C node as `:spec`.
+  """
+  @spec to_map(t) :: map
+  def to_map(%__MODULE__{} = spec) do
+    base = %{
+      "id" => spec.id,
+      "members" => Enum.map(spec.members, &member_map/1),
+      "rounds" => Enum.map(spec.rounds, &round_map/1)
+    }
+
+    base
+    |> put_if("chair", spec.chair)
+    |> put_if(
+      "limits",
+      if(spec.limits == %{},
+        do: nil,
+        else: Map.new(spec.limits, fn {k, v} -> {Atom.to_string(k), v} end)
+      )
+    )
+  end
+
+  @doc """
+  The spec as a JSON binary (jiffy). Raises `ArgumentError` when an option
+  value cannot be encoded as JSON.
+  """
+  @spec to_json(t) :: binary
+  def to_json(%__MODULE__{} = spec) do
+    spec |> to_map() |> CouncilEx.JSON.encode!()
+  end
+
+  @doc "The member ids of the spec whose provider is a BEAM module, with the modules."
+  @spec beam_members(t) :: %{binary => module}
+  def beam_members(%__MODULE__{members: members}) do
+    for %Member{provider: :beam, module: mod, id: id} <- members, mod != nil, into: %{},
+        do: {id, mod}
+  end
+
+  # ------------------------------------------------------------------ members
+
+  defp member_map(%Member{} = m) do
+    options =
+      case m.module do
+        nil -> m.options
+        mod -> Map.put(m.options, "module", Atom.to_string(mod))
+      end
+
+    %{"id" => m.id, "provider" => Atom.to_string(m.provider), "options" => options}
+  end
+
+  defp round_map(%Round{} = r) do
+    map = %{"type" => Atom.to_string(r.type), "name" => r.name, "options" => r.options}
+    if r.type == :iterate, do: Map.put(map, "rounds", Enum.map(r.rounds, &round_map/1)), else: map
+  end
+
+  defp put_modules(map, %__MODULE__{members: members}) do
+    # to_map/1 turned modules into "module" options; keep the atoms so
+    # validate/1 does not need the atom table.
+    members_by_id = Map.new(members, &{&1.id, &1})
+
+    Map.update!(map, "members", fn ms ->
+      Enum.map(ms, fn m ->
+        case members_by_id[m["id"]] do
+          %Member{module: mod} when mod != nil ->
+            m |> Map.put("provider", mod) |> Map.update!("options", &Map.delete(&1, "module"))
+
+          _ ->
+            m
+        end
+      end)
+    end)
+  end
+
+  defp fetch_id(attrs) do
+    case get(attrs, :id) do
+      id when is_binary(id) and id != "" -> {:ok, id}
+      id when is_atom(id) and id not in [nil, true, false] -> {:ok, Atom.to_string(id)}
+      nil -> {:error, "id: missing"}
+      other -> {:error, "id: expected a non-empty binary or an atom, got: #{inspect(other)}"}
+    end
+  end
+
+  defp members(nil), do: {:error, "members: missing (a council needs at least one member)"}
+  defp members([]), do: {:error, "members: empty (a council needs at least one member)"}
+
+  defp members(list) when is_list(list) do
+    members = list |> Enum.with_index() |> Enum.map(fn {m, i} -> member(m, "members[#{i}]") end)
+
+    case duplicates(Enum.map(members, & &1.id)) do
+      [] -> {:ok, members}
+      dups -> {:error, "members: duplicate ids #{inspect(dups)}"}
+    end
+  end
+
+  defp members(other), do: {:error, "members: expected a list, got: #{inspect(other)}"}
+
+  defp member(m, where) do
+    m = to_map(m, where)
+    id = name!(get(m, :id), where <> ".id")
+    where = "member #{inspect(id)}"
+    {explicit, extra} = split_options(m, [:id, :provider, :options, :module], where)
+    options = Map.merge(extra, explicit)
+    {provider, module, options} = provider!(get(m, :provider), get(m, :module), options, where)
+    %Member{id: id, provider: provider, module: module, options: options}
+  end
+
+  defp provider!(nil, _module, _options, where), do: fail("#{where}: provider missing")
+
+  defp provider!(p, module, options, where) when is_binary(p) do
+    case Enum.find(@providers, &(Atom.to_string(&1) == p)) do
+      nil -> fail("#{where}: unknown provider #{inspect(p)} (expected one of #{inspect(@providers)} or a module)")
+      atom -> provider!(atom, module, options, where)
+    end
+  end
+
+  defp provider!(:beam, module, options, where) do
+    {opt_module, options} = Map.pop(options, "module")
+
+    case module || opt_module do
+      nil ->
+        fail("#{where}: provider beam needs a module (provider: MyMember, or option module)")
+
+      mod when is_atom(mod) ->
+        {:beam, mod, options}
+
+      "Elixir." <> _ = name ->
+        {:beam, module_atom!(name, where), options}
+
+      name when is_binary(name) ->
+        {:beam, module_atom!("Elixir." <> name, where), options}
+
+      other ->
+        fail("#{where}: module must be a module name, got: #{inspect(other)}")
+    end
+  end
+
+  defp provider!(p, _module, options, _where) when p in @providers, do: {p, nil, options}
+
+  defp provider!(mod, _module, options, where) when is_atom(mod) do
+    case Atom.to_string(mod) do
+      "Elixir." <> _ -> {:beam, mod, Map.delete(options, "module")}
+      _ -> fail("#{where}: unknown provider #{inspect(mod)} (expected one of #{inspect(@providers)} or a module)")
+    end
+  end
+
+  defp provider!(other, _, _, where), do: fail("#{where}: bad provider #{inspect(other)}")
+
+  defp module_atom!(name, where) do
+    String.to_existing_atom(name)
+  rescue
+    ArgumentError -> fail("#{where}: unknown module #{inspect(name)}")
+  end
+
+  # ------------------------------------------------------------------- rounds
+
+  defp rounds(nil, where), do: {:error, "#{where}: missing (a council needs at least one round)"}
+  defp rounds([], where), do: {:error, "#{where}: empty (a council needs at least one round)"}
+
+  defp rounds(list, where) when is_list(list) do
+    rounds =
+      list |> Enum.with_index() |> Enum.map(fn {r, i} -> round!(r, "#{where}[#{i}]") end)
+
+    case duplicates(Enum.map(rounds, & &1.name)) do
+      [] -> {:ok, rounds}
+      dups -> {:error, "#{where}: duplicate round names #{inspect(dups)} (rename with name:)"}
+    end
+  end
+
+  defp rounds(other, where), do: {:error, "#{where}: expected a list, got: #{inspect(other)}"}
+
+  defp round!(r, where) do
+    r = to_map(r, where)
+    type = round_type!(get(r, :type), where)
+    name = if get(r, :name) == nil, do: Atom.to_string(type), else: name!(get(r, :name), where <> ".name")
+    where = "round #{inspect(name)}"
+    {explicit, extra} = split_options(r, [:type, :name, :options, :rounds], where)
+    options = Map.merge(extra, explicit)
+    options = normalize_round_options(type, options, where)
+
+    nested =
+      case {type, get(r, :rounds) || Map.get(options, "rounds")} do
+        {:iterate, nil} ->
+          fail("#{where}: iterate needs nested rounds")
+
+        {:iterate, list} ->
+          case rounds(list, where <> ".rounds") do
+            {:ok, rs} -> rs
+            {:error, message} -> fail(message)
+          end
+
+        {_, nil} ->
+          []
+
+        {_, _} ->
+          fail("#{where}: only iterate rounds have nested rounds")
+      end
+
+    %Round{type: type, name: name, options: Map.delete(options, "rounds"), rounds: nested}
+  end
+
+  defp normalize_round_options(type, options, where) do
+    options =
+      case Map.fetch(options, "members") do
+        {:ok, ms} when is_list(ms) -> Map.put(options, "members", Enum.map(ms, &name!(&1, where <> ".members")))
+        {:ok, other} -> fail("#{where}: members must be a list of member ids, got: #{inspect(other)}")
+        :error -> options
+      end
+
+    if type == :iterate do
+      case Map.get(options, "max_iterations") do
+        nil -> options
+        n when is_integer(n) and n > 0 -> options
+        other -> fail("#{where}: max_iterations must be a positive integer, got: #{inspect(other)}")
+      end
+    else
+      options
+    end
+  end
+
+  defp round_type!(nil, where), do: fail("#{where}: type missing")
+
+  defp round_type!(type, where) when is_atom(type) do
+    if type in @round_types, do: type, else: round_type!(Atom.to_string(type), where)
+  end
+
+  defp round_type!(type, where) when is_binary(type) do
+    case Enum.find(@round_types, &(Atom.to_string(&1) == type)) do
+      nil -> fail("#{where}: unknown round type #{inspect(type)} (expected one of #{inspect(@round_types)})")
+      atom -> atom
+    end
+  end
+
+  defp round_type!(other, where), do: fail("#{where}: bad round type #{inspect(other)}")
+
+  defp check_round_members(rounds, members) do
+    ids = MapSet.new(members, & &1.id)
+
+    Enum.each(all_rounds(rounds), fn r ->
+      for id <- Map.get(r.options, "members", []), not MapSet.member?(ids, id) do
+        fail("round #{inspect(r.name)}: members names unknown member #{inspect(id)}")
+      end
+    end)
+  end
+
+  defp all_rounds(rounds), do: Enum.flat_map(rounds, &[&1 | all_rounds(&1.rounds)])
+
+  # -------------------------------------------------------------- chair/limits
+
+  defp chair(nil, _members), do: {:ok, nil}
+
+  defp chair(chair, members) do
+    id = name!(chair, "chair")
+
+    if Enum.any?(members, &(&1.id == id)),
+      do: {:ok, id},
+      else: {:error, "chair: #{inspect(id)} is not a member"}
+  end
+
+  defp limits(nil), do: {:ok, %{}}
+
+  defp limits(limits) when is_map(limits) or is_list(limits) do
+    limits = to_map(limits, "limits")
+
+    Enum.reduce_while(limits, {:ok, %{}}, fn {k, v}, {:ok, acc} ->
+      key = Enum.find(@limit_keys, &(&1 == k or Atom.to_string(&1) == k))
+
+      cond do
+        key == nil ->
+          {:halt, {:error, "limits: unknown key #{inspect(k)} (expected #{inspect(@limit_keys)})"}}
+
+        v == nil ->
+          {:cont, {:ok, acc}}
+
+        not is_integer(v) or v < 0 or (key in [:max_attempts, :concurrency] and v == 0) ->
+          {:halt, {:error, "limits: #{key} must be a #{if key in [:max_attempts, :concurrency], do: "positive", else: "non-negative"} integer, got: #{inspect(v)}"}}
+
+        true ->
+          {:cont, {:ok, Map.put(acc, key, v)}}
+      end
+    end)
+  end
+
+  defp limits(other), do: {:error, "limits: expected a map, got: #{inspect(other)}"}
+
+  # ------------------------------------------------------------------ helpers
+
+  defp fail(message), do: throw({:spec_error, message})
+
+  defp to_map(map, _where) when is_map(map) and not is_struct(map), do: map
+  defp to_map(%_{} = struct, _where), do: Map.from_struct(struct)
+
+  defp to_map(list, where) when is_list(list) do
+    if Keyword.keyword?(list), do: Map.new(list), else: fail("#{where}: expected a map or keyword list, got: #{inspect(list)}")
+  end
+
+  defp to_map(other, where), do: fail("#{where}: expected a map or keyword list, got: #{inspect(other)}")
+
+  defp get(map, key) do
+    case Map.fetch(map, key) do
+      {:ok, v} -> v
+      :error -> Map.get(map, Atom.to_string(key))
+    end
+  end
+
+  # Splits a member/round map into its explicit `options` and the extra keys
+  # (everything but `known`), both with binary keys.
+  defp split_options(map, known, where) do
+    known_strings = Enum.map(known, &Atom.to_string/1)
+
+    extra =
+      for {k, v} <- map, k not in known, k not in known_strings, into: %{} do
+        {key!(k, where), json_value(v)}
+      end
+
+    explicit =
+      case get(map, :options) do
+        nil -> %{}
+        opts when is_map(opts) or is_list(opts) -> Map.new(to_map(opts, where <> ".options"), fn {k, v} -> {key!(k, where), json_value(v)} end)
+        other -> fail("#{where}: options must be a map, got: #{inspect(other)}")
+      end
+
+    {explicit, extra}
+  end
+
+  defp key!(k, _where) when is_binary(k), do: k
+  defp key!(k, _where) when is_atom(k), do: Atom.to_string(k)
+  defp key!(k, where), do: fail("#{where}: option keys must be atoms or binaries, got: #{inspect(k)}")
+
+  # Option values go out as JSON: keyword lists become objects, maps get
+  # binary keys, so DSL (atom keys) and JSON (binary keys) agree.
+  defp json_value(v) when is_map(v) and not is_struct(v),
+    do: Map.new(v, fn {k, x} -> {json_key(k), json_value(x)} end)
+
+  defp json_value([{k, _} | _] = list) when is_atom(k) do
+    if Keyword.keyword?(list), do: json_value(Map.new(list)), else: Enum.map(list, &json_value/1)
+  end
+
+  defp json_value(list) when is_list(list), do: Enum.map(list, &json_value/1)
+  defp json_value(v) when is_atom(v) and v not in [nil, true, false], do: Atom.to_string(v)
+  defp json_value(v), do: v
+
+  defp json_key(k) when is_atom(k), do: Atom.to_string(k)
+  defp json_key(k), do: k
+
+  defp name!(v, _where) when is_binary(v) and v != "", do: v
+  defp name!(v, _where) when is_atom(v) and v not in [nil, true, false], do: Atom.to_string(v)
+  defp name!(v, where), do: fail("#{where}: expected a non-empty binary or atom, got: #{inspect(v)}")
+
+  defp check_unknown(map, known, where) do
+    known_strings = Enum.map(known, &Atom.to_string/1)
+
+    case for k <- Map.keys(map), k not in known, k not in known_strings, do: k do
+      [] -> :ok
+      keys -> {:error, "#{where}: unknown keys #{inspect(keys)}"}
+    end
+  end
+
+  defp duplicates(list), do: (list -- Enum.uniq(list)) |> Enum.uniq()
+
+  defp put_if(map, _k, nil), do: map
+  defp put_if(map, k, v), do: Map.put(map, k, v)
+end
