@@ -611,6 +611,55 @@ static void many_topics(void **state)
     free(r);
 }
 
+/* Topics are byte strings: NUL bytes and shared prefixes do not mix them. */
+static void binary_topics_are_distinct(void **state)
+{
+    fx *f = *state;
+    rec a, b, c;
+    msg *m = msg_new(1);
+
+    rec_init(&a, f->ps);
+    rec_init(&b, f->ps);
+    rec_init(&c, f->ps);
+    assert_int_equal(pubsub_subscribe(f->ps, "t\0a", 3, &REC_OPS, &a, 0,
+                                      &a.sub), 0);
+    assert_int_equal(pubsub_subscribe(f->ps, "t\0b", 3, &REC_OPS, &b, 0,
+                                      &b.sub), 0);
+    assert_int_equal(pubsub_subscribe(f->ps, "t", 1, &REC_OPS, &c, 0,
+                                      &c.sub), 0);
+    assert_int_equal(pubsub_publish(f->ps, "t\0a", 3, m), 1);
+    assert_int_equal(pubsub_publish(f->ps, "t\0", 2, m), 0);
+    assert_int_equal(pubsub_topic_count(f->ps, "t\0b", 3), 1);
+    m->refs--;
+    pubsub_flush(f->ps);
+    assert_int_equal(a.got, 1);
+    assert_int_equal(b.got + c.got, 0);
+    end(f);
+}
+
+/* The last subscriber leaves from inside its callback and then publishes
+ * to the topic it just emptied: nothing is queued, nothing breaks. */
+static void last_subscriber_leaves_and_publishes_inside_deliver(void **state)
+{
+    fx *f = *state;
+    rec a;
+
+    rec_init(&a, f->ps);
+    sub(f->ps, &a, "t", 0);
+    a.unsub_self_at = 1;
+    a.pub_topic = "t";
+    a.pub_at = 1;
+    a.pub_seq = 99;
+    publish(f->ps, "t", 1);
+    publish(f->ps, "t", 2);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(a.got, 1);
+    assert_int_equal(a.closed, 1);
+    assert_int_equal(pubsub_topic_count(f->ps, "t", 1), 0);
+    assert_int_equal(pubsub_total_subscriptions(f->ps), 0);
+    assert_false(uv_loop_alive(&f->loop));
+}
+
 /* pubsub_free with messages still queued: closed() once per subscription,
  * every queued reference dropped, no delivery. */
 static void free_with_pending_messages_leaks_nothing(void **state)
@@ -675,6 +724,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(find_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(many_topics, setup, teardown),
+        cmocka_unit_test_setup_teardown(binary_topics_are_distinct, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            last_subscriber_leaves_and_publishes_inside_deliver, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             free_with_pending_messages_leaks_nothing, setup, teardown),
     };

@@ -388,6 +388,58 @@ static void churn_across_resizes(void **state)
     registry_free(r);
 }
 
+static int count_fn(const char *ns, size_t ns_len, const void *key,
+                    size_t key_len, void *value, void *arg)
+{
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* The table doubles at 4096 entries and moves its buckets over the next
+ * few hundred puts; then halves again as entries go. Every step of the way
+ * foreach sees each entry once and every entry is found. */
+static void foreach_and_get_during_incremental_resize(void **state)
+{
+    registry *r = registry_new(0);
+    char id[64];
+    size_t i, k, seen;
+
+    for (i = 0; i < 4600; i++) {
+        int n = make_id(id, sizeof id, i);
+
+        assert_int_equal(registry_put(r, NS, NSL, id, (size_t)n,
+                                      val(i + 1)), 0);
+        if (i >= 4080 && i < 4500) {
+            seen = 0;
+            registry_foreach(r, count_fn, &seen);
+            assert_int_equal(seen, i + 1);
+            for (k = 0; k <= i; k += 37) {
+                n = make_id(id, sizeof id, k);
+                assert_ptr_equal(registry_get(r, NS, NSL, id, (size_t)n),
+                                 val(k + 1));
+            }
+        }
+    }
+    for (i = 0; i < 4600; i++) {
+        int n = make_id(id, sizeof id, i);
+
+        assert_ptr_equal(registry_remove(r, NS, NSL, id, (size_t)n),
+                         val(i + 1));
+        if (i % 7 == 0) {
+            seen = 0;
+            registry_foreach(r, count_fn, &seen);
+            assert_int_equal(seen, 4600 - i - 1);
+            if (i + 1 < 4600) {
+                n = make_id(id, sizeof id, 4599);
+                assert_ptr_equal(registry_get(r, NS, NSL, id, (size_t)n),
+                                 val(4600));
+            }
+        }
+    }
+    assert_int_equal(registry_count(r), 0);
+    registry_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +455,7 @@ int main(void)
         cmocka_unit_test(foreach_visits_every_entry_once),
         cmocka_unit_test(a_million_entries),
         cmocka_unit_test(churn_across_resizes),
+        cmocka_unit_test(foreach_and_get_during_incremental_resize),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
