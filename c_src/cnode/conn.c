@@ -1,0 +1,328 @@
+/* conn.c - see conn.h. */
+#include "conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define HS_MAX_PACKET 1024
+#define IN_INITIAL 65536
+
+typedef struct wreq {
+    uv_write_t req;
+    cn_conn *c;
+    size_t len;
+    unsigned char data[];
+} wreq;
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    cn_conn *c = h->data;
+    if (--c->handles_open == 0) {
+        free(c->in);
+        cn_hs_clear(&c->hs);
+        free(c);
+    }
+}
+
+static void begin_close(cn_conn *c, const char *why, int flush)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (why)
+        cn_log_info("connection %s (%s) closed: %s", c->addr,
+                    c->up ? c->hs.peer_name : "handshake", why);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    if (c->cbs.on_close)
+        c->cbs.on_close(c, c->up, c->ud);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (!flush || uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0)
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    cn_conn *c = req->data;
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+void cn_conn_close(cn_conn *c, const char *why) { begin_close(c, why, 0); }
+
+void cn_conn_close_flush(cn_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    cn_log_info("connection %s closing (flush)", c->addr);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    if (c->cbs.on_close)
+        c->cbs.on_close(c, c->up, c->ud);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    wreq *w = (wreq *)req;
+    cn_conn *c = w->c;
+    c->outq_bytes -= w->len;
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && !c->closing)
+        begin_close(c, uv_strerror(status), 0);
+}
+
+/* Writes without the closing check: used for the handshake too. */
+static int send_raw(cn_conn *c, const void *data, size_t len)
+{
+    if (c->outq_bytes + len > c->lim.max_outq) {
+        cn_log_warn("connection %s (%s): output queue over %zu bytes, closing",
+                    c->addr, c->hs.peer_name, c->lim.max_outq);
+        begin_close(c, "output queue overflow", 0);
+        return -1;
+    }
+    wreq *w = malloc(sizeof *w + len);
+    if (!w) {
+        begin_close(c, "out of memory", 0);
+        return -1;
+    }
+    w->c = c;
+    w->len = len;
+    memcpy(w->data, data, len);
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc < 0) {
+        free(w);
+        begin_close(c, uv_strerror(rc), 0);
+        return -1;
+    }
+    c->outq_bytes += len;
+    c->last_write = uv_now(c->tcp.loop);
+    c->frames_out++;
+    return 0;
+}
+
+int cn_conn_send(cn_conn *c, const void *frame, size_t len)
+{
+    if (c->closing || !c->up)
+        return -1;
+    return send_raw(c, frame, len);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    cn_conn *c = t->data;
+    if (c->closing)
+        return;
+    if (!c->up) {
+        cn_log_warn("connection %s: handshake deadline passed", c->addr);
+        begin_close(c, "handshake timeout", 0);
+        return;
+    }
+    uint64_t now = uv_now(c->tcp.loop);
+    if (now - c->last_read > c->lim.silent_ms) {
+        cn_log_warn("connection %s (%s): peer silent, closing", c->addr,
+                    c->hs.peer_name);
+        begin_close(c, "peer silent", 0);
+        return;
+    }
+    if (now - c->last_write >= c->lim.tick_ms) {
+        static const unsigned char tick[4] = {0, 0, 0, 0};
+        send_raw(c, tick, 4);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    cn_conn *c = h->data;
+    if (c->in_len == c->in_cap) {
+        /* Only reached when a frame (already known to be under the cap) is
+         * incomplete: grow by doubling as data arrives. */
+        size_t cap = c->in_cap * 2;
+        size_t hard = c->lim.max_frame + 4;
+        if (hard < HS_MAX_PACKET + 2)
+            hard = HS_MAX_PACKET + 2;
+        if (cap > hard)
+            cap = hard;
+        if (cap > c->in_cap) {
+            unsigned char *n = realloc(c->in, cap);
+            if (n) {
+                c->in = n;
+                c->in_cap = cap;
+            }
+        }
+    }
+    buf->base = (char *)c->in + c->in_len;
+    buf->len = c->in_cap - c->in_len;
+}
+
+static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
+{
+    int rc = cn_hs_packet(&c->hs, pkt, len);
+    if (rc < 0) {
+        if (rc == CN_HS_ECOOKIE)
+            cn_log_warn("connection %s from %s refused: %s", c->addr,
+                        c->hs.peer_name, cn_hs_strerror(rc));
+        else
+            cn_log_warn("connection %s refused: %s", c->addr, cn_hs_strerror(rc));
+        begin_close(c, cn_hs_strerror(rc), 0);
+        return;
+    }
+    if (c->hs.out_len && send_raw(c, c->hs.out, c->hs.out_len) < 0)
+        return;
+    if (rc == CN_HS_UP) {
+        c->up = 1;
+        if (c->cbs.on_up && c->cbs.on_up(c, c->ud) < 0) {
+            begin_close(c, "refused by node", 0);
+            return;
+        }
+        cn_log_info("connection %s: node %s up", c->addr, c->hs.peer_name);
+        uint64_t every = c->lim.tick_ms < c->lim.silent_ms / 4 ? c->lim.tick_ms
+                                                               : c->lim.silent_ms / 4;
+        if (every == 0)
+            every = 1000;
+        uv_timer_start(&c->timer, on_timer, every, every);
+    }
+}
+
+/* Consumes every complete packet/frame in the input buffer. */
+static void process_input(cn_conn *c)
+{
+    size_t pos = 0;
+    while (!c->closing) {
+        size_t avail = c->in_len - pos;
+        const unsigned char *p = c->in + pos;
+        if (!c->up) {
+            if (avail < 2)
+                break;
+            size_t n = (size_t)p[0] << 8 | p[1];
+            if (n == 0 || n > HS_MAX_PACKET) {
+                cn_log_warn("connection %s: bad handshake packet length %zu",
+                            c->addr, n);
+                begin_close(c, "bad handshake packet", 0);
+                break;
+            }
+            if (avail < 2 + n)
+                break;
+            pos += 2 + n;
+            hs_step(c, p + 2, n);
+            continue;
+        }
+        if (avail < 4)
+            break;
+        size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        if (n > c->lim.max_frame) {
+            cn_log_warn("connection %s (%s): frame of %zu bytes exceeds the "
+                        "%zu-byte limit, closing", c->addr, c->hs.peer_name, n,
+                        c->lim.max_frame);
+            begin_close(c, "frame too large", 0);
+            break;
+        }
+        if (avail < 4 + n)
+            break;
+        pos += 4 + n;
+        c->frames_in++;
+        if (n == 0) {
+            static const unsigned char tick[4] = {0, 0, 0, 0};
+            send_raw(c, tick, 4);
+            continue;
+        }
+        if (c->cbs.on_frame && c->cbs.on_frame(c, p + 4, n, c->ud) < 0) {
+            begin_close(c, "bad frame", 0);
+            break;
+        }
+    }
+    if (c->closing)
+        return;
+    if (pos) {
+        memmove(c->in, c->in + pos, c->in_len - pos);
+        c->in_len -= pos;
+    }
+    /* Give memory back after a big frame. */
+    if (c->in_len < IN_INITIAL / 2 && c->in_cap > IN_INITIAL) {
+        unsigned char *n = realloc(c->in, IN_INITIAL);
+        if (n) {
+            c->in = n;
+            c->in_cap = IN_INITIAL;
+        }
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    cn_conn *c = s->data;
+    if (nread < 0) {
+        begin_close(c, nread == UV_EOF ? "peer closed" : uv_strerror((int)nread), 0);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->last_read = uv_now(s->loop);
+    c->in_len += (size_t)nread;
+    process_input(c);
+}
+
+cn_conn *cn_conn_accept(uv_stream_t *server, const cn_conn_limits *lim,
+                        const char *our_name, uint32_t our_creation,
+                        const cn_cookie *cookie, const cn_conn_cbs *cbs,
+                        void *ud)
+{
+    cn_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->in_cap = IN_INITIAL;
+    c->in = malloc(c->in_cap);
+    if (!c->in || uv_tcp_init(server->loop, &c->tcp) != 0) {
+        free(c->in);
+        free(c);
+        return NULL;
+    }
+    c->tcp.data = c;
+    c->handles_open = 1;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return NULL;
+    }
+    uv_timer_init(server->loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 2;
+    c->lim = *lim;
+    c->cbs = *cbs;
+    c->ud = ud;
+    cn_hs_init(&c->hs, our_name, our_creation, cookie);
+    c->last_read = c->last_write = uv_now(server->loop);
+    uv_tcp_nodelay(&c->tcp, 1);
+
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    strcpy(c->addr, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        char ip[48] = "?";
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            uv_ip4_name(a, ip, sizeof ip);
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, ip, sizeof ip);
+            port = ntohs(a->sin6_port);
+        }
+        snprintf(c->addr, sizeof c->addr, "%s:%d", ip, port);
+    }
+    uv_timer_start(&c->timer, on_timer, lim->hs_timeout_ms, 0);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+        begin_close(c, "read start failed", 0);
+        return NULL;
+    }
+    return c;
+}

@@ -1,0 +1,83 @@
+/* conn.h - one distribution connection on the libuv loop.
+ *
+ * Owns: the uv_tcp_t, the input buffer, the handshake state (cn_hs) during
+ * authentication, the output queue and one timer (handshake deadline, then
+ * tick/silence checks). Knows nothing of processes: after the handshake it
+ * hands each non-tick frame body to on_frame and nothing else.
+ *
+ * Framing: 2-byte length packets during the handshake (max 1024 bytes),
+ * then 4-byte length frames. A frame longer than limits.max_frame closes the
+ * connection as soon as its header is read; the input buffer grows only as
+ * bytes actually arrive, never to the claimed size. A zero-length frame is a
+ * tick and is answered with a tick. A peer silent for silent_ms is dropped.
+ * We also send a tick if we wrote nothing for tick_ms.
+ *
+ * Output: cn_conn_send queues one whole frame (copied) with uv_write; the
+ * bytes not yet written are bounded by max_outq: overflow logs and closes.
+ *
+ * Lifetime: on_close runs exactly once, synchronously, when the connection
+ * starts closing (error, peer EOF, limit, cn_conn_close); after that sends
+ * are dropped. The memory goes away later, in uv_close's callback, so a
+ * cn_conn pointer stays valid until the current callback returns.
+ */
+#ifndef CN_CONN_H
+#define CN_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "handshake.h"
+
+typedef struct cn_conn cn_conn;
+
+typedef struct cn_conn_limits {
+    size_t max_frame;       /* bytes of one frame body */
+    size_t max_outq;        /* bytes queued for writing */
+    uint64_t hs_timeout_ms; /* whole handshake */
+    uint64_t silent_ms;     /* drop a peer silent this long */
+    uint64_t tick_ms;       /* send a tick after this long without writing */
+} cn_conn_limits;
+
+typedef struct cn_conn_cbs {
+    /* Authenticated; hs->peer_name etc. are valid. Return <0 to refuse. */
+    int (*on_up)(cn_conn *c, void *ud);
+    /* One frame body (len > 0). Return <0 to close the connection. */
+    int (*on_frame)(cn_conn *c, const unsigned char *body, size_t len, void *ud);
+    /* Closing (once). `was_up`: the handshake had completed. */
+    void (*on_close)(cn_conn *c, int was_up, void *ud);
+} cn_conn_cbs;
+
+struct cn_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    int up, closing, handles_open;
+    cn_hs hs;
+    unsigned char *in;
+    size_t in_len, in_cap;
+    size_t outq_bytes;
+    uint64_t last_read, last_write;
+    cn_conn_limits lim;
+    cn_conn_cbs cbs;
+    void *ud;          /* callbacks' data */
+    void *peer;        /* the node's per-peer data (cn_peer *) */
+    char addr[64];     /* remote address for logs */
+    uint64_t frames_in, frames_out;
+};
+
+/* Accepts a pending connection on `server` and starts the handshake.
+ * Returns the connection or NULL (logged; the pending socket is dropped). */
+cn_conn *cn_conn_accept(uv_stream_t *server, const cn_conn_limits *lim,
+                        const char *our_name, uint32_t our_creation,
+                        const cn_cookie *cookie, const cn_conn_cbs *cbs,
+                        void *ud);
+/* Queues one whole frame (copied). 0, or -1 if closing or the queue
+ * overflowed (the connection is then closed). */
+int cn_conn_send(cn_conn *c, const void *frame, size_t len);
+/* Closes now; queued output is dropped. `why` goes to the log. */
+void cn_conn_close(cn_conn *c, const char *why);
+/* Stops reading, flushes queued output, then closes (for a clean stop). */
+void cn_conn_close_flush(cn_conn *c);
+
+#endif

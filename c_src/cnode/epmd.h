@@ -1,0 +1,52 @@
+/* epmd.h - the node's epmd client: ALIVE2_REQ / ALIVE2_X_RESP.
+ *
+ * Owns the TCP connection to epmd. epmd keeps our name registered exactly as
+ * long as that connection is open, so it stays open for the node's life and
+ * cn_epmd_close() is the unregistration. The creation epmd returns is handed
+ * to the callback (ei throws it away; we use it for every pid).
+ *
+ * epmd is reached on 127.0.0.1 at $ERL_EPMD_PORT (default 4369).
+ *
+ * Node type: 'h' (hidden, 104). The node does not set DFLAG_PUBLISHED and
+ * implements neither `global` nor the full net_kernel protocol, so it must
+ * not be a normal node: BEAM would then try to sync `global` with it and
+ * connect it transitively to the rest of the cluster. Hidden nodes are still
+ * reachable by name ({name, node} calls, Node.ping/1) and are listed in
+ * Node.list(:hidden).
+ */
+#ifndef CN_EPMD_H
+#define CN_EPMD_H
+
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct cn_epmd cn_epmd;
+
+/* status 0: registered, `creation` valid. status < 0: failed (a libuv code,
+ * or UV_EADDRINUSE when epmd refused the name). */
+typedef void (*cn_epmd_cb)(cn_epmd *e, int status, uint32_t creation, void *ud);
+
+struct cn_epmd {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    unsigned char req[512];
+    size_t req_len;
+    unsigned char resp[8];
+    size_t resp_len;
+    int done, open, closing;
+    cn_epmd_cb cb;
+    void *ud;
+    uint32_t creation;
+};
+
+/* epmd's port from ERL_EPMD_PORT, default 4369. */
+int cn_epmd_port(void);
+/* Starts registration of `alive` (the part before '@') with our listen
+ * `port`. 0 or a negative libuv code (cb is then never called). */
+int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
+                     int port, cn_epmd_cb cb, void *ud);
+/* Closes the epmd connection: the name is unregistered. Idempotent. */
+void cn_epmd_close(cn_epmd *e);
+
+#endif

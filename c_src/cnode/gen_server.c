@@ -1,0 +1,259 @@
+/* gen_server.c - see gen_server.h. */
+#include "gen_server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+typedef struct cn_gen {
+    const cn_gen_ops *ops;
+    void *user;
+} cn_gen;
+
+static uint32_t rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+int cn_term_tuple(cn_slice t, cn_slice *el, int max)
+{
+    size_t pos, arity;
+    if (t.len >= 2 && t.p[0] == 104) {
+        arity = t.p[1];
+        pos = 2;
+    } else if (t.len >= 5 && t.p[0] == 105) {
+        arity = rd32(t.p + 1);
+        pos = 5;
+    } else {
+        return -1;
+    }
+    if (arity > (size_t)max)
+        return -1;
+    for (size_t i = 0; i < arity; i++) {
+        size_t n = cn_term_len(t.p + pos, t.len - pos);
+        if (!n)
+            return -1;
+        el[i] = (cn_slice){t.p + pos, n};
+        pos += n;
+    }
+    return (int)arity;
+}
+
+/* [alias | Ref] : LIST_EXT len 1, atom alias, tail = reference. */
+static int alias_cons(cn_slice t, size_t *off, size_t *len)
+{
+    if (t.len < 5 || t.p[0] != 108 || rd32(t.p + 1) != 1)
+        return -1;
+    size_t pos = 5;
+    size_t n = cn_term_len(t.p + pos, t.len - pos);
+    if (!n)
+        return -1;
+    cn_slice head = {t.p + pos, n};
+    if (!cn_ctl_is_atom(&head, "alias"))
+        return -1;
+    pos += n;
+    n = cn_term_len(t.p + pos, t.len - pos);
+    if (!n || (t.p[pos] != 90 && t.p[pos] != 114))
+        return -1;
+    *off = pos;
+    *len = n;
+    return 0;
+}
+
+int cn_gen_tag_alias(cn_slice tag, size_t *off, size_t *len)
+{
+    if (alias_cons(tag, off, len) == 0)
+        return 0;
+    /* [[alias | Ref] | _] */
+    if (tag.len < 5 || tag.p[0] != 108 || rd32(tag.p + 1) < 1)
+        return -1;
+    size_t n = cn_term_len(tag.p + 5, tag.len - 5);
+    if (!n)
+        return -1;
+    size_t o, l;
+    if (alias_cons((cn_slice){tag.p + 5, n}, &o, &l))
+        return -1;
+    *off = 5 + o;
+    *len = l;
+    return 0;
+}
+
+int cn_gen_parse_from(cn_node *n, cn_slice term, cn_gen_from *out)
+{
+    cn_slice el[2];
+    cn_wpid w;
+    if (cn_term_tuple(term, el, 2) != 2 || cn_ctl_get_pid(&el[0], &w) ||
+        cn_pt_pid_from_wire(cn_node_table(n), &w, &out->pid))
+        return -1;
+    out->tag = (unsigned char *)el[1].p;
+    out->tag_len = el[1].len;
+    if (cn_gen_tag_alias(el[1], &out->alias_off, &out->alias_len)) {
+        out->alias_off = 0;
+        out->alias_len = 0;
+    }
+    return 0;
+}
+
+cn_gen_from *cn_gen_from_dup(const cn_gen_from *f)
+{
+    cn_gen_from *d = malloc(sizeof *d);
+    if (!d)
+        return NULL;
+    *d = *f;
+    d->tag = malloc(f->tag_len);
+    if (!d->tag) {
+        free(d);
+        return NULL;
+    }
+    memcpy(d->tag, f->tag, f->tag_len);
+    return d;
+}
+
+void cn_gen_from_free(cn_gen_from *f)
+{
+    if (f) {
+        free(f->tag);
+        free(f);
+    }
+}
+
+int cn_gen_reply(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice reply)
+{
+    ei_x_buff x;
+    if (ei_x_new(&x))
+        return -1;
+    int rc = -1;
+    if (!ei_x_encode_tuple_header(&x, 2) &&
+        !ei_x_append_buf(&x, (const char *)from->tag, (int)from->tag_len) &&
+        !ei_x_append_buf(&x, (const char *)reply.p, (int)reply.len)) {
+        if (from->alias_len)
+            rc = cn_node_send_alias(n, p, &from->pid,
+                                    (cn_slice){from->tag + from->alias_off, from->alias_len},
+                                    cn_x_slice(&x));
+        else
+            rc = cn_node_send(n, &from->pid, cn_x_slice(&x));
+    }
+    ei_x_free(&x);
+    return rc;
+}
+
+int cn_gen_reply_x(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                   const ei_x_buff *reply)
+{
+    return cn_gen_reply(n, p, from, cn_x_slice(reply));
+}
+
+static void reply_atom(cn_node *n, cn_proc *p, const cn_gen_from *f, const char *a)
+{
+    ei_x_buff x;
+    if (ei_x_new(&x))
+        return;
+    if (!ei_x_encode_atom(&x, a))
+        cn_gen_reply_x(n, p, f, &x);
+    ei_x_free(&x);
+}
+
+static void system_msg(cn_node *n, cn_proc *p, cn_gen *g, const cn_gen_from *f,
+                       cn_slice req)
+{
+    cn_slice el[2];
+    if (cn_term_tuple(req, el, 2) == 2 && cn_ctl_is_atom(&el[0], "terminate")) {
+        reply_atom(n, p, f, "ok");
+        cn_node_exit(n, p, el[1]);
+        return;
+    }
+    ei_x_buff x;
+    if (ei_x_new(&x))
+        return;
+    if (cn_ctl_is_atom(&req, "get_state") && g->ops->get_state) {
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "ok");
+        if (g->ops->get_state(n, p, &x) == 0) {
+            cn_gen_reply_x(n, p, f, &x);
+            ei_x_free(&x);
+            return;
+        }
+        x.index = 0;
+    }
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "error");
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "unknown_system_msg");
+    ei_x_append_buf(&x, (const char *)req.p, (int)req.len);
+    cn_gen_reply_x(n, p, f, &x);
+    ei_x_free(&x);
+}
+
+static void on_message(cn_node *n, cn_proc *p, cn_slice msg)
+{
+    cn_gen *g = p->state;
+    cn_slice el[3];
+    int ar = cn_term_tuple(msg, el, 3);
+    cn_gen_from from;
+    if (ar == 3 && cn_ctl_is_atom(&el[0], "$gen_call")) {
+        if (cn_gen_parse_from(n, el[1], &from)) {
+            cn_log_debug("malformed $gen_call From dropped");
+            return;
+        }
+        if (g->ops->handle_call)
+            g->ops->handle_call(n, p, &from, el[2]);
+        return;
+    }
+    if (ar == 2 && cn_ctl_is_atom(&el[0], "$gen_cast")) {
+        if (g->ops->handle_cast)
+            g->ops->handle_cast(n, p, el[1]);
+        return;
+    }
+    if (ar == 3 && cn_ctl_is_atom(&el[0], "system") &&
+        cn_gen_parse_from(n, el[1], &from) == 0) {
+        system_msg(n, p, g, &from, el[2]);
+        return;
+    }
+    if (g->ops->handle_info)
+        g->ops->handle_info(n, p, msg);
+}
+
+static void on_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
+                    cn_slice reason)
+{
+    cn_gen *g = p->state;
+    if (g->ops->handle_down)
+        g->ops->handle_down(n, p, ref, who, reason);
+}
+
+static void on_terminate(cn_node *n, cn_proc *p, cn_slice reason)
+{
+    cn_gen *g = p->state;
+    if (g->ops->terminate)
+        g->ops->terminate(n, p, reason);
+    free(g);
+    p->state = NULL;
+}
+
+static const cn_proc_ops gen_proc_ops = {
+    .on_message = on_message,
+    .on_exit_signal = NULL, /* GenServer default: see node.h */
+    .on_down = on_down,
+    .on_terminate = on_terminate,
+};
+
+cn_proc *cn_gen_start(cn_node *n, const cn_gen_ops *ops, void *user_state,
+                      const char *name)
+{
+    cn_gen *g = malloc(sizeof *g);
+    if (!g)
+        return NULL;
+    g->ops = ops;
+    g->user = user_state;
+    cn_proc *p = cn_node_spawn(n, &gen_proc_ops, g, name);
+    if (!p)
+        free(g);
+    return p;
+}
+
+void *cn_gen_state(const cn_proc *p)
+{
+    const cn_gen *g = p->state;
+    return g ? g->user : NULL;
+}

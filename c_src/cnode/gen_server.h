@@ -1,0 +1,78 @@
+/* gen_server.h - the gen_server protocol on top of node.h's processes.
+ *
+ * Owns: the cn_gen wrapper state of each gen_server process and the From
+ * handles it gives out. Decodes what GenServer/gen/proc_lib/sys send:
+ *   {'$gen_call', {Pid, Tag}, Request}   -> handle_call
+ *   {'$gen_cast', Msg}                   -> handle_cast
+ *   {system, From, {terminate, Reason}}  -> reply ok, then exit Reason
+ *   {system, From, get_state}            -> reply {ok, State} (get_state cb)
+ *   {system, From, Other}                -> reply {error, {unknown_system_msg, Other}}
+ *   anything else                        -> handle_info
+ * Replies go out as {Tag, Reply}, the Tag's bytes copied exactly as
+ * received. When Tag is [alias|Ref] or [[alias|Ref]|_] the reply is sent
+ * with ALIAS_SEND to Ref (a late reply is then dropped by the VM, as for a
+ * real GenServer); otherwise with SEND to Pid.
+ *
+ * Replying later: cn_gen_from_dup() the borrowed From, keep it (it is small:
+ * a compact pid and the tag bytes), then cn_gen_reply() and
+ * cn_gen_from_free(). A From stays usable after the caller died: the reply
+ * is then dropped by BEAM.
+ */
+#ifndef CN_GEN_SERVER_H
+#define CN_GEN_SERVER_H
+
+#include <ei.h>
+
+#include "node.h"
+
+typedef struct cn_gen_from {
+    cn_pid pid;          /* the caller */
+    unsigned char *tag;  /* tag term bytes as received */
+    size_t tag_len;
+    size_t alias_off;    /* alias ref inside tag (alias_len 0: plain tag) */
+    size_t alias_len;
+} cn_gen_from;
+
+typedef struct cn_gen_ops {
+    /* A call. Reply with cn_gen_reply now, or dup `from` and reply later.
+     * `from` and `request` are borrowed for the duration of the call. */
+    void (*handle_call)(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                        cn_slice request);
+    void (*handle_cast)(cn_node *n, cn_proc *p, cn_slice msg);
+    void (*handle_info)(cn_node *n, cn_proc *p, cn_slice msg);
+    /* Append the state term (no version byte) to x for :sys.get_state;
+     * return 0, or -1 for "not available". May be NULL. */
+    int (*get_state)(cn_node *n, cn_proc *p, ei_x_buff *x);
+    /* Monitors this process holds (cn_node_monitor) firing. May be NULL. */
+    void (*handle_down)(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
+                        cn_slice reason);
+    /* The process ends; free the user state here. May be NULL. */
+    void (*terminate)(cn_node *n, cn_proc *p, cn_slice reason);
+} cn_gen_ops;
+
+/* Spawns a gen_server process (name may be NULL). NULL on failure. */
+cn_proc *cn_gen_start(cn_node *n, const cn_gen_ops *ops, void *user_state,
+                      const char *name);
+/* The user state given to cn_gen_start. */
+void *cn_gen_state(const cn_proc *p);
+
+/* Sends {Tag, Reply}. 0, or -1 if no connection to the caller's node. */
+int cn_gen_reply(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice reply);
+/* Reply given as an ei_x_buff made with ei_x_new (no version byte). */
+int cn_gen_reply_x(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                   const ei_x_buff *reply);
+/* Keep a From for a later reply. NULL on ENOMEM. */
+cn_gen_from *cn_gen_from_dup(const cn_gen_from *f);
+void cn_gen_from_free(cn_gen_from *f);
+
+/* Parses a From term ({Pid, Tag}) into a borrowed cn_gen_from whose tag
+ * points into `term`. 0 or -1. (Exposed for tests.) */
+int cn_gen_parse_from(cn_node *n, cn_slice term, cn_gen_from *out);
+/* Finds the alias ref inside a tag: 0 and (off,len) or -1 if none. */
+int cn_gen_tag_alias(cn_slice tag, size_t *off, size_t *len);
+
+/* Splits a tuple term into elements: returns the arity (<= max) and
+ * fills el, or -1 if `t` is not a tuple or has more than `max` elements. */
+int cn_term_tuple(cn_slice t, cn_slice *el, int max);
+
+#endif

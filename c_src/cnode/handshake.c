@@ -1,0 +1,182 @@
+/* handshake.c - see handshake.h. */
+#include "handshake.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "md5.h"
+
+int cn_cookie_set(cn_cookie *c, const void *bytes, size_t len)
+{
+    if (len == 0 || len > CN_MAX_COOKIE)
+        return -1;
+    c->bytes = sodium_malloc(len);
+    if (!c->bytes)
+        return -1;
+    memcpy(c->bytes, bytes, len);
+    c->len = len;
+    return 0;
+}
+
+void cn_cookie_free(cn_cookie *c)
+{
+    if (c->bytes) {
+        sodium_memzero(c->bytes, c->len);
+        sodium_free(c->bytes);
+    }
+    c->bytes = NULL;
+    c->len = 0;
+}
+
+void cn_cookie_digest(const cn_cookie *c, uint32_t challenge,
+                      unsigned char out[16])
+{
+    char dec[16];
+    int n = snprintf(dec, sizeof dec, "%u", (unsigned)challenge);
+    cn_md5_ctx m;
+    cn_md5_init(&m);
+    cn_md5_update(&m, c->bytes, c->len);
+    cn_md5_update(&m, dec, (size_t)n);
+    cn_md5_final(&m, out);
+    sodium_memzero(dec, sizeof dec);
+}
+
+static uint64_t rd64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+static uint32_t rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put(cn_hs *hs, const void *b, size_t n)
+{
+    memcpy(hs->out + hs->out_len, b, n);
+    hs->out_len += n;
+}
+static void put8(cn_hs *hs, unsigned v)
+{
+    unsigned char b = (unsigned char)v;
+    put(hs, &b, 1);
+}
+static void put16(cn_hs *hs, unsigned v)
+{
+    put8(hs, (v >> 8) & 0xff);
+    put8(hs, v & 0xff);
+}
+static void put32(cn_hs *hs, uint32_t v)
+{
+    put16(hs, v >> 16);
+    put16(hs, v & 0xffff);
+}
+
+void cn_hs_init(cn_hs *hs, const char *our_name, uint32_t our_creation,
+                const cn_cookie *cookie)
+{
+    memset(hs, 0, sizeof *hs);
+    hs->state = CN_HS_WAIT_NAME;
+    hs->our_name = our_name;
+    hs->our_creation = our_creation;
+    hs->cookie = cookie;
+}
+
+void cn_hs_clear(cn_hs *hs) { sodium_memzero(&hs->challenge, sizeof hs->challenge); }
+
+static int fail(cn_hs *hs, int err)
+{
+    hs->state = CN_HS_FAILED;
+    hs->out_len = 0;
+    cn_hs_clear(hs);
+    return err;
+}
+
+/* A plausible node name: name@host, printable, no spaces. */
+static int name_ok(const unsigned char *n, size_t len)
+{
+    if (len < 3 || len > CN_MAX_NODE_NAME)
+        return 0;
+    const unsigned char *at = memchr(n, '@', len);
+    if (!at || at == n || at == n + len - 1)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (n[i] <= ' ' || n[i] == 127)
+            return 0;
+    return 1;
+}
+
+int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
+{
+    hs->out_len = 0;
+    switch (hs->state) {
+    case CN_HS_WAIT_NAME: {
+        /* 'N' flags:64 creation:32 nlen:16 name */
+        if (len < 15 || p[0] != 'N')
+            return fail(hs, CN_HS_EPROTO);
+        hs->peer_flags = rd64(p + 1);
+        hs->peer_creation = rd32(p + 9);
+        size_t nlen = (size_t)p[13] << 8 | p[14];
+        if (15 + nlen != len)
+            return fail(hs, CN_HS_EPROTO);
+        if (!name_ok(p + 15, nlen))
+            return fail(hs, CN_HS_ENAME);
+        if ((hs->peer_flags & CN_PEER_MANDATORY) != CN_PEER_MANDATORY)
+            return fail(hs, CN_HS_EFLAGS);
+        memcpy(hs->peer_name, p + 15, nlen);
+        hs->peer_name[nlen] = 0;
+        randombytes_buf(&hs->challenge, sizeof hs->challenge);
+
+        put16(hs, 3);
+        put(hs, "sok", 3);
+        size_t our_len = strlen(hs->our_name);
+        put16(hs, (unsigned)(1 + 8 + 4 + 4 + 2 + our_len));
+        put8(hs, 'N');
+        uint64_t f = CN_OUR_FLAGS;
+        put32(hs, (uint32_t)(f >> 32));
+        put32(hs, (uint32_t)f);
+        put32(hs, hs->challenge);
+        put32(hs, hs->our_creation);
+        put16(hs, (unsigned)our_len);
+        put(hs, hs->our_name, our_len);
+        hs->state = CN_HS_WAIT_REPLY;
+        return CN_HS_CONTINUE;
+    }
+    case CN_HS_WAIT_REPLY: {
+        /* 'r' peer_challenge:32 digest:16 */
+        if (len != 21 || p[0] != 'r')
+            return fail(hs, CN_HS_EPROTO);
+        unsigned char want[16];
+        cn_cookie_digest(hs->cookie, hs->challenge, want);
+        int ok = sodium_memcmp(want, p + 5, 16) == 0;
+        sodium_memzero(want, sizeof want);
+        if (!ok)
+            return fail(hs, CN_HS_ECOOKIE);
+        unsigned char ack[16];
+        cn_cookie_digest(hs->cookie, rd32(p + 1), ack);
+        put16(hs, 17);
+        put8(hs, 'a');
+        put(hs, ack, 16);
+        sodium_memzero(ack, sizeof ack);
+        cn_hs_clear(hs);
+        hs->state = CN_HS_DONE;
+        return CN_HS_UP;
+    }
+    default:
+        return fail(hs, CN_HS_EPROTO);
+    }
+}
+
+const char *cn_hs_strerror(int err)
+{
+    switch (err) {
+    case CN_HS_EPROTO: return "handshake protocol error";
+    case CN_HS_EFLAGS: return "peer lacks mandatory distribution flags";
+    case CN_HS_ENAME: return "bad peer node name";
+    case CN_HS_ECOOKIE: return "wrong cookie (digest mismatch)";
+    }
+    return "ok";
+}

@@ -1,0 +1,351 @@
+/* main.c - priv/council_node: the standalone C node.
+ *
+ * Parses options, reads the cookie, starts the node on a libuv loop,
+ * registers net_kernel and the service process, prints one readiness line
+ * to stdout after epmd registration, and stops cleanly on SIGTERM/SIGINT
+ * (processes exit with `shutdown`, connections flushed, epmd entry gone,
+ * exit status 0).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ei.h>
+#include <sodium.h>
+#include <uv.h>
+
+#include "log.h"
+#include "net_kernel.h"
+#include "node.h"
+#include "service.h"
+
+static const char usage[] =
+    "usage: council_node (--sname NAME | --name NAME@HOST) [options]\n"
+    "\n"
+    "  --sname NAME            short node name; the host part is this host's\n"
+    "                          name up to the first dot\n"
+    "  --name NAME@HOST        full node name\n"
+    "  --cookie-file PATH      read the cookie from PATH (first line); the file\n"
+    "                          must be owned by us and not readable by group or\n"
+    "                          others (mode 0400 or 0600)\n"
+    "  --cookie COOKIE         the cookie itself (visible in ps: prefer\n"
+    "                          --cookie-file); default: $HOME/.erlang.cookie\n"
+    "  --listen ADDR           address to listen on [127.0.0.1]\n"
+    "  --port N                port to listen on; 0 = ephemeral [0]\n"
+    "  --registered-name NAME  name of the service process [council_ex]\n"
+    "  --max-connections N     concurrent BEAM connections [64]\n"
+    "  --max-frame-bytes N     largest accepted distribution frame; a bigger\n"
+    "                          one closes that connection [16777216]\n"
+    "  --max-runs N            runs at once, passed on to the core [10000]\n"
+    "  --log-level LEVEL       error|warn|info|debug, to stderr [warn]\n"
+    "  --help                  this text\n"
+    "\n"
+    "Prints \"council_node ready NAME@HOST port=P creation=C\" on stdout once\n"
+    "registered with epmd (at 127.0.0.1:$ERL_EPMD_PORT, default 4369).\n"
+    "SIGTERM or SIGINT stops it cleanly with exit status 0.\n";
+
+typedef struct opts {
+    const char *sname, *name, *cookie_file, *cookie, *listen, *reg_name;
+    long port;
+    size_t max_conns, max_frame, max_runs;
+    int log_level;
+} opts;
+
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || end == s || s[0] == '-' || v == 0)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->listen = "127.0.0.1";
+    o->reg_name = "council_ex";
+    o->max_conns = 64;
+    o->max_frame = 16u * 1024 * 1024;
+    o->max_runs = 10000;
+    o->log_level = CN_LOG_WARN;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            exit(0);
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "council_node: %s needs a value (see --help)\n", a);
+            return -1;
+        }
+        const char *v = argv[++i];
+        if (strcmp(a, "--sname") == 0)
+            o->sname = v;
+        else if (strcmp(a, "--name") == 0)
+            o->name = v;
+        else if (strcmp(a, "--cookie-file") == 0)
+            o->cookie_file = v;
+        else if (strcmp(a, "--cookie") == 0)
+            o->cookie = v;
+        else if (strcmp(a, "--listen") == 0)
+            o->listen = v;
+        else if (strcmp(a, "--registered-name") == 0)
+            o->reg_name = v;
+        else if (strcmp(a, "--port") == 0) {
+            char *end;
+            o->port = strtol(v, &end, 10);
+            if (*end || end == v || o->port < 0 || o->port > 65535) {
+                fprintf(stderr, "council_node: bad --port %s\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--max-connections") == 0) {
+            if (parse_size(v, &o->max_conns)) {
+                fprintf(stderr, "council_node: bad --max-connections %s\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--max-frame-bytes") == 0) {
+            if (parse_size(v, &o->max_frame) || o->max_frame < 64 ||
+                o->max_frame > 0x7fffffffu) {
+                fprintf(stderr, "council_node: bad --max-frame-bytes %s\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--max-runs") == 0) {
+            if (parse_size(v, &o->max_runs)) {
+                fprintf(stderr, "council_node: bad --max-runs %s\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--log-level") == 0) {
+            if ((o->log_level = cn_log_parse_level(v)) < 0) {
+                fprintf(stderr, "council_node: bad --log-level %s\n", v);
+                return -1;
+            }
+        } else {
+            fprintf(stderr, "council_node: unknown option %s (see --help)\n", a);
+            return -1;
+        }
+    }
+    if (!!o->sname == !!o->name) {
+        fprintf(stderr, "council_node: give exactly one of --sname or --name\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds the full node name into buf. */
+static int node_name(const opts *o, char *buf, size_t cap)
+{
+    const char *alive = o->sname ? o->sname : o->name;
+    if (o->name) {
+        const char *at = strchr(o->name, '@');
+        if (!at || at == o->name || !at[1] || strchr(at + 1, '@')) {
+            fprintf(stderr, "council_node: --name must be NAME@HOST\n");
+            return -1;
+        }
+        if (strlen(o->name) >= cap)
+            return -1;
+        strcpy(buf, o->name);
+    } else {
+        if (strchr(alive, '@') || !*alive) {
+            fprintf(stderr, "council_node: --sname takes a name without @HOST\n");
+            return -1;
+        }
+        char host[256];
+        if (gethostname(host, sizeof host) != 0)
+            return -1;
+        host[sizeof host - 1] = 0;
+        char *dot = strchr(host, '.');
+        if (dot)
+            *dot = 0;
+        if ((size_t)snprintf(buf, cap, "%s@%s", alive, host) >= cap)
+            return -1;
+    }
+    for (const char *p = buf; *p != '@'; p++)
+        if (!(*p == '_' || *p == '-' || (*p >= 'a' && *p <= 'z') ||
+              (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) {
+            fprintf(stderr, "council_node: bad character in node name\n");
+            return -1;
+        }
+    if (strlen(buf) > CN_MAX_NODE_NAME) {
+        fprintf(stderr, "council_node: node name too long\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads the cookie's first line from a file only we can read. */
+static int read_cookie_file(const char *path, cn_cookie *out, int strict)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        fprintf(stderr, "council_node: cannot open cookie file %s: %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "council_node: cookie file %s is not a regular file\n", path);
+        close(fd);
+        return -1;
+    }
+    if (strict && (st.st_uid != geteuid() || (st.st_mode & 077) != 0)) {
+        fprintf(stderr, "council_node: refusing cookie file %s: it must be owned "
+                        "by us and have mode 0400 or 0600 (chmod 600 %s)\n", path, path);
+        close(fd);
+        return -1;
+    }
+    unsigned char buf[CN_MAX_COOKIE + 2];
+    ssize_t n = read(fd, buf, sizeof buf);
+    close(fd);
+    if (n < 0) {
+        fprintf(stderr, "council_node: cannot read cookie file %s\n", path);
+        return -1;
+    }
+    size_t len = 0;
+    while (len < (size_t)n && buf[len] != '\n' && buf[len] != '\r')
+        len++;
+    while (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+        len--;
+    int rc = 0;
+    if (len == 0 || len > CN_MAX_COOKIE) {
+        fprintf(stderr, "council_node: cookie file %s: empty or too long cookie\n", path);
+        rc = -1;
+    } else if (cn_cookie_set(out, buf, len)) {
+        rc = -1;
+    }
+    sodium_memzero(buf, sizeof buf);
+    return rc;
+}
+
+typedef struct app {
+    cn_node *node;
+    opts o;
+    uv_signal_t sigterm, sigint;
+    int exit_code;
+} app;
+
+static void stop_app(app *a)
+{
+    cn_node_stop(a->node);
+    if (!uv_is_closing((uv_handle_t *)&a->sigterm))
+        uv_close((uv_handle_t *)&a->sigterm, NULL);
+    if (!uv_is_closing((uv_handle_t *)&a->sigint))
+        uv_close((uv_handle_t *)&a->sigint, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    app *a = s->data;
+    cn_log_info("signal %d: stopping", signum);
+    stop_app(a);
+}
+
+static void on_ready(cn_node *n, int status, void *ud)
+{
+    app *a = ud;
+    if (status != 0) {
+        cn_log_error("epmd registration failed: %s", uv_strerror(status));
+        a->exit_code = 1;
+        stop_app(a);
+        return;
+    }
+    cn_service_config sc = {.name = a->o.reg_name, .max_runs = a->o.max_runs};
+    if (!cn_net_kernel_start(n) || !cn_service_start(n, &sc)) {
+        cn_log_error("cannot start the service processes");
+        a->exit_code = 1;
+        stop_app(a);
+        return;
+    }
+    printf("council_node ready %s port=%d creation=%u\n", cn_node_name(n),
+           cn_node_port(n), (unsigned)cn_node_creation(n));
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    app a;
+    memset(&a, 0, sizeof a);
+    if (parse_args(argc, argv, &a.o))
+        return 2;
+    cn_log_set_level(a.o.log_level);
+    char name[CN_MAX_NODE_NAME + 2];
+    if (node_name(&a.o, name, sizeof name))
+        return 2;
+    if (sodium_init() < 0 || ei_init() != 0) {
+        fprintf(stderr, "council_node: cannot initialise libsodium/ei\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    cn_cookie cookie = {0};
+    if (a.o.cookie_file) {
+        if (read_cookie_file(a.o.cookie_file, &cookie, 1))
+            return 2;
+    } else if (a.o.cookie) {
+        cn_log_warn("--cookie is visible to other users in the process list; "
+                    "prefer --cookie-file");
+        if (cn_cookie_set(&cookie, a.o.cookie, strlen(a.o.cookie))) {
+            fprintf(stderr, "council_node: bad --cookie\n");
+            return 2;
+        }
+    } else {
+        const char *home = getenv("HOME");
+        char path[PATH_MAX];
+        if (!home || (size_t)snprintf(path, sizeof path, "%s/.erlang.cookie", home) >= sizeof path ||
+            read_cookie_file(path, &cookie, 1)) {
+            fprintf(stderr, "council_node: no cookie (use --cookie-file)\n");
+            return 2;
+        }
+    }
+
+    /* The loop. Switch to the core's with one line once main owns a ctx:
+     *   uv_loop_t *loop = council_ctx_uv_loop(ctx);                      */
+    uv_loop_t own_loop, *loop = &own_loop;
+    if (uv_loop_init(&own_loop) != 0) {
+        cn_cookie_free(&cookie);
+        return 1;
+    }
+
+    cn_node_config cfg;
+    cn_node_config_defaults(&cfg);
+    cfg.name = name;
+    cfg.listen_addr = a.o.listen;
+    cfg.port = (int)a.o.port;
+    cfg.max_connections = a.o.max_conns;
+    cfg.conn.max_frame = a.o.max_frame;
+    cfg.terms.max_bytes = a.o.max_frame;
+    if (cfg.conn.max_outq < 2 * a.o.max_frame)
+        cfg.conn.max_outq = 2 * a.o.max_frame;
+    a.node = cn_node_new(loop, &cfg, &cookie);
+    cn_cookie_free(&cookie); /* no-op unless cn_node_new failed */
+    if (!a.node) {
+        fprintf(stderr, "council_node: cannot create the node\n");
+        return 1;
+    }
+    uv_signal_init(loop, &a.sigterm);
+    uv_signal_init(loop, &a.sigint);
+    a.sigterm.data = a.sigint.data = &a;
+    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a.sigint, on_signal, SIGINT);
+
+    int rc = cn_node_start(a.node, on_ready, &a);
+    if (rc) {
+        cn_log_error("cannot listen on %s:%ld: %s", a.o.listen, a.o.port, uv_strerror(rc));
+        a.exit_code = 1;
+        stop_app(&a);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    cn_node_free(a.node);
+    if (uv_loop_close(loop) != 0)
+        cn_log_warn("loop closed with handles still open");
+    cn_log_info("stopped");
+    return a.exit_code;
+}

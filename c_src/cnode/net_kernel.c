@@ -1,0 +1,31 @@
+/* net_kernel.c - see net_kernel.h. */
+#include "net_kernel.h"
+
+#include "gen_server.h"
+
+static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                        cn_slice req)
+{
+    cn_slice el[2];
+    ei_x_buff x;
+    if (ei_x_new(&x))
+        return;
+    if (cn_term_tuple(req, el, 2) == 2 && cn_ctl_is_atom(&el[0], "is_auth")) {
+        ei_x_encode_atom(&x, "yes");
+    } else {
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "error");
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "unknown_call");
+        ei_x_append_buf(&x, (const char *)req.p, (int)req.len);
+    }
+    cn_gen_reply_x(n, p, from, &x);
+    ei_x_free(&x);
+}
+
+static const cn_gen_ops ops = {.handle_call = handle_call};
+
+cn_proc *cn_net_kernel_start(cn_node *n)
+{
+    return cn_gen_start(n, &ops, NULL, "net_kernel");
+}

@@ -1,0 +1,156 @@
+/* node.h - the C node: listener, connections, dispatch of control messages
+ * to local processes, and the process API that handlers use.
+ *
+ * Owns: the listening socket, every cn_conn, the epmd registration, the
+ * cn_proc_table (processes, links, monitors, peers) and the cookie (wiped on
+ * free). Runs on a uv_loop_t it is given and never owns: the core owns the
+ * loop. Single-threaded: every function here is for the loop thread only.
+ *
+ * Local processes
+ * ---------------
+ * A local process is a cn_proc with a cn_proc_ops table and a state pointer.
+ * It has a real pid (<council@host.N.S> with our creation) that BEAM can
+ * send to, link to and monitor, and optionally a registered name. What
+ * arrives for it:
+ *   on_message      every SEND/REG_SEND payload addressed to it (a term,
+ *                   valid only during the call).
+ *   on_exit_signal  an EXIT over a link, an EXIT2 (Process.exit/2), or
+ *                   `noconnection` for each link whose connection dropped.
+ *                   NULL = GenServer-like default (cn_node_exit_signal_default):
+ *                   'kill' kills (reason killed), 'normal' over a link or
+ *                   from another process is ignored, any other reason
+ *                   exits the process with that reason; with p->trap_exit
+ *                   it becomes the message {'EXIT', From, Reason} instead.
+ *   on_down         a monitor it holds (cn_node_monitor) fired, or the
+ *                   connection to the watched process dropped (noconnection).
+ *   on_terminate    the process ends (reason given); links and monitors have
+ *                   already been told. Free the state here.
+ * Handlers may call any function below, including cn_node_exit on their
+ * own process: the cn_proc stays allocated until the loop reaps it.
+ *
+ * Dispatch rules (what BEAM sees):
+ *   SEND/REG_SEND to a missing pid/name, or a pid of another creation: dropped.
+ *   MONITOR_P on a missing pid/name: MONITOR_P_EXIT noproc, target as sent.
+ *   LINK to a missing pid: EXIT noproc back.
+ *   UNLINK_ID: link removed, UNLINK_ID_ACK sent at once.
+ *   DEMONITOR_P: entry removed.
+ *   A process exit with reason R: EXIT R to every link, MONITOR_P_EXIT R to
+ *   every watcher, DEMONITOR_P for monitors it held, then removal.
+ *   A disconnect: the peer's links fire `noconnection` exit signals into the
+ *   linked local processes, its monitors are removed, monitors held on its
+ *   processes fire on_down with noconnection.
+ */
+#ifndef CN_NODE_H
+#define CN_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <ei.h>
+
+#include "conn.h"
+#include "dist_ctl.h"
+#include "handshake.h"
+#include "proc_table.h"
+
+typedef struct cn_node cn_node;
+
+typedef struct cn_proc_ops {
+    void (*on_message)(cn_node *n, cn_proc *p, cn_slice msg);
+    void (*on_exit_signal)(cn_node *n, cn_proc *p, const cn_pid *from,
+                           cn_slice reason, int via_link);
+    void (*on_down)(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
+                    cn_slice reason);
+    void (*on_terminate)(cn_node *n, cn_proc *p, cn_slice reason);
+} cn_proc_ops;
+
+typedef struct cn_node_config {
+    const char *name;           /* full node name "alive@host" */
+    const char *listen_addr;    /* default "127.0.0.1" */
+    int port;                   /* 0 = ephemeral */
+    size_t max_connections;     /* default 64 */
+    cn_conn_limits conn;        /* frame cap, queue bound, timeouts */
+    cn_term_limits terms;       /* for every control tuple and payload */
+} cn_node_config;
+
+typedef struct cn_node_stats {
+    size_t connections, processes, links, monitors;
+    uint64_t frames_in, frames_dropped, bad_frames;
+} cn_node_stats;
+
+/* Sets the defaults: 127.0.0.1, port 0, 64 connections, 16 MiB frames,
+ * 64 MiB output queue, 7 s handshake, 75 s silence, 15 s ticks. */
+void cn_node_config_defaults(cn_node_config *cfg);
+
+/* Creates a node on `loop`. The cookie is MOVED into the node (cookie is
+ * zeroed). NULL on ENOMEM or bad config. */
+cn_node *cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_cookie *cookie);
+
+/* Ready callback: status 0 when listening and registered with epmd. */
+typedef void (*cn_node_ready_cb)(cn_node *n, int status, void *ud);
+/* Listens, then registers with epmd. Returns 0 or a negative libuv code
+ * (listen failed: nothing to undo but cn_node_free). */
+int cn_node_start(cn_node *n, cn_node_ready_cb cb, void *ud);
+/* Clean stop: every process exits with `shutdown` (links/monitors told),
+ * connections are flushed and closed, the listener and the epmd connection
+ * closed. The loop then runs out of the node's handles. Idempotent. */
+void cn_node_stop(cn_node *n);
+/* Frees the node after the loop has finished closing its handles. */
+void cn_node_free(cn_node *n);
+
+uv_loop_t *cn_node_loop(cn_node *n);
+const char *cn_node_name(const cn_node *n);
+int cn_node_port(const cn_node *n);
+uint32_t cn_node_creation(const cn_node *n);
+void cn_node_stats_get(const cn_node *n, cn_node_stats *out);
+cn_proc_table *cn_node_table(cn_node *n);
+
+/* ------------------------------------------------------ process API */
+
+/* Spawns a local process; `name` (may be NULL) is registered. NULL on
+ * ENOMEM or name taken. */
+cn_proc *cn_node_spawn(cn_node *n, const cn_proc_ops *ops, void *state,
+                       const char *name);
+/* Ends process p with `reason` (a term, e.g. cn_atom_normal()). Idempotent. */
+void cn_node_exit(cn_node *n, cn_proc *p, cn_slice reason);
+/* The pid of a local process. */
+void cn_node_self(const cn_node *n, const cn_proc *p, cn_pid *out);
+/* Appends a pid term (local or remote) to x. */
+int cn_node_encode_pid(const cn_node *n, ei_x_buff *x, const cn_pid *pid);
+
+/* Sends `msg` to a pid: a local process gets it through on_message; a
+ * remote one as SEND over the connection to its node. 0, or -1 when there
+ * is no such local process or no connection to that node. */
+int cn_node_send(cn_node *n, const cn_pid *to, cn_slice msg);
+/* Sends `msg` to a registered name on a connected node. */
+int cn_node_send_named(cn_node *n, cn_proc *from, const char *node_name,
+                       const char *name, cn_slice msg);
+/* Sends `msg` through an alias ref (as in a gen_server reply) to the node
+ * of `owner`. */
+int cn_node_send_alias(cn_node *n, cn_proc *from, const cn_pid *owner,
+                       cn_slice alias, cn_slice msg);
+/* Links p to a remote pid (sends LINK). 0 or -1 (no connection/ENOMEM). */
+int cn_node_link(cn_node *n, cn_proc *p, const cn_pid *remote);
+/* Unlinks (sends UNLINK_ID; the entry goes when BEAM acks). */
+int cn_node_unlink(cn_node *n, cn_proc *p, const cn_pid *remote);
+/* Monitors a remote pid (sends MONITOR_P). The new ref's term bytes are
+ * written to ref_out (up to *ref_len bytes; *ref_len updated). on_down
+ * reports the same bytes. 0 or -1. */
+int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
+                    unsigned char *ref_out, size_t *ref_len);
+int cn_node_demonitor(cn_node *n, cn_proc *p, cn_slice ref);
+/* The default exit-signal behaviour described above. */
+void cn_node_exit_signal_default(cn_node *n, cn_proc *p, const cn_pid *from,
+                                 cn_slice reason, int via_link);
+
+/* Handy atom terms (static storage). */
+cn_slice cn_atom_normal(void);
+cn_slice cn_atom_shutdown(void);
+cn_slice cn_atom_noproc(void);
+cn_slice cn_atom_noconnection(void);
+cn_slice cn_atom_killed(void);
+/* A slice for the term in an ei_x_buff made with ei_x_new (no version). */
+cn_slice cn_x_slice(const ei_x_buff *x);
+
+#endif
