@@ -7,10 +7,11 @@
  * entry is keyed by (namespace id, key bytes). Namespace names are interned
  * in a small table of their own, so an entry carries a 32-bit id instead of
  * the name. The table size is a power of two; it doubles when the load
- * reaches 1 and halves when it drops under 1/8. Resizing is incremental, in
- * the manner of Redis's dict.c: while a resize is in progress two tables
- * exist, every put/remove moves a few buckets from the old to the new one,
- * and lookups search both. No single insert pays for a whole rehash.
+ * reaches 1 and shrinks (to a load of 1/4..1/2) when the load drops under
+ * 1/8. Resizing is incremental, in the manner of Redis's dict.c: while a
+ * resize is in progress two tables exist, every put/remove moves a few
+ * buckets from the old to the new one, and lookups search both. No single
+ * insert pays for a whole rehash.
  *
  * Hashing. Keys go through crypto_shorthash (SipHash-2-4) under a key drawn
  * from randombytes_buf once per registry object; the namespace id is then
@@ -18,7 +19,8 @@
  * collide without knowing the key.
  *
  * Memory. Per entry: one allocation of 32 bytes of header plus the key
- * bytes, and between 8 and 16 bytes of bucket array (load 1/2..1).
+ * bytes (one malloc chunk: 80 bytes for a 36-byte UUID), and 8 to 16 bytes
+ * of bucket array while growing (load 1/2..1).
  */
 #include "registry.h"
 
@@ -257,8 +259,15 @@ static void maybe_resize(registry *r)
         return;
     if (r->count >= size && size <= SIZE_MAX / 2 / sizeof(entry *))
         resize_start(r, size * 2);
-    else if (size > REGISTRY_MIN_BUCKETS && r->count < size / 8)
-        resize_start(r, size / 2);
+    else if (size > REGISTRY_MIN_BUCKETS && r->count < size / 8) {
+        /* straight to a load of 1/4..1/2: a bulk removal shrinks in one
+         * resize, not in a cascade of halvings */
+        size_t target = REGISTRY_MIN_BUCKETS;
+
+        while (target < r->count * 2)
+            target *= 2;
+        resize_start(r, target);
+    }
 }
 
 /* Link pointing at the entry (ns, key), or NULL. *which gets the index of
