@@ -32,7 +32,7 @@ defmodule CouncilEx.DSL do
   defmacro __using__(opts) do
     quote do
       import Kernel, except: [round: 1]
-      import CouncilEx.DSL, only: [member: 1, member: 2, round: 1, round: 2, chair: 1, limits: 1]
+      import CouncilEx.DSL, only: [member: 1, member: 2, round: 1, round: 2, round: 3, chair: 1, limits: 1]
       Module.register_attribute(__MODULE__, :council_members, accumulate: true)
       @council_round_stack [[]]
       @council_chair nil
@@ -60,8 +60,19 @@ defmodule CouncilEx.DSL do
   `members:` limits who takes part; other options go to the round as JSON.
   An `:iterate` round takes its nested rounds in a `do` block.
   """
-  defmacro round(type, opts \\ []) do
+  defmacro round(type, opts \\ [])
+
+  defmacro round(type, do: block), do: round_ast(type, [], block)
+
+  defmacro round(type, opts) do
     {block, opts} = pop_do(opts)
+    round_ast(type, opts, block)
+  end
+
+  @doc "`round/2` with options and a `do` block (for `:iterate`)."
+  defmacro round(type, opts, do: block), do: round_ast(type, opts, block)
+
+  defp round_ast(type, opts, block) do
 
     if block do
       quote do

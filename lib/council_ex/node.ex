@@ -141,6 +141,12 @@ defmodule CouncilEx.Node do
   @impl true
   def init(_opts) do
     Process.flag(:trap_exit, true)
+    # Start distribution now, synchronously: doing it later, while code is
+    # being compiled (mix run, mix test), breaks the compiler's pids.
+    case ensure_distributed() do
+      :ok -> :ok
+      {:error, reason} -> Logger.warning("council_ex: cannot start distribution: #{inspect(reason)}")
+    end
 
     state = %{
       mode: if(Application.get_env(:council_ex, :node), do: :external, else: :managed),

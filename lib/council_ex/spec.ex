@@ -375,8 +375,8 @@ defmodule CouncilEx.Spec do
   defp normalize_round_options(type, options, where) do
     options =
       case Map.fetch(options, "members") do
-        {:ok, ms} when is_list(ms) -> Map.put(options, "members", Enum.map(ms, &name!(&1, where <> ".members")))
-        {:ok, other} -> fail("#{where}: members must be a list of member ids, got: #{inspect(other)}")
+        {:ok, [_ | _] = ms} -> Map.put(options, "members", Enum.map(ms, &name!(&1, where <> ".members")))
+        {:ok, other} -> fail("#{where}: members must be a non-empty list of member ids, got: #{inspect(other)}")
         :error -> options
       end
 
@@ -385,6 +385,11 @@ defmodule CouncilEx.Spec do
         nil -> options
         n when is_integer(n) and n > 0 -> options
         other -> fail("#{where}: max_iterations must be a positive integer, got: #{inspect(other)}")
+      end
+
+      case Map.get(options, "until") do
+        u when u in [nil, "consensus", "none"] -> options
+        other -> fail("#{where}: until must be \"consensus\" or \"none\", got: #{inspect(other)}")
       end
     else
       options

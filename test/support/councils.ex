@@ -1,0 +1,110 @@
+defmodule CouncilEx.Test.EchoMember do
+  @moduledoc "A member that streams two chunks and answers with the input."
+  @behaviour CouncilEx.Member
+
+  @impl true
+  def call(request, emit) do
+    emit.("echo ")
+    emit.("says")
+    {:ok, "echo: " <> inspect(request["input"])}
+  end
+end
+
+defmodule CouncilEx.Test.RaisingMember do
+  @moduledoc "A member that raises."
+  @behaviour CouncilEx.Member
+
+  @impl true
+  def call(_request, _emit), do: raise("member exploded")
+end
+
+defmodule CouncilEx.Test.ErrorMember do
+  @moduledoc "A member that answers an error."
+  @behaviour CouncilEx.Member
+
+  @impl true
+  def call(_request, _emit), do: {:error, :no_model}
+end
+
+defmodule CouncilEx.Test.MockCouncil do
+  @moduledoc "Three mock members, analysis, anonymized review, vote, chair."
+  use CouncilEx
+
+  member :alpha, provider: :mock, latency_ms: 5, chunks: 2
+  member :beta, provider: :mock, latency_ms: 10, chunks: 3
+  member :gamma, provider: :mock, latency_ms: 1
+  round :independent_analysis
+  round :anonymized_peer_review
+  round :vote
+  chair :alpha
+  limits member_timeout_ms: 5_000, max_attempts: 2, backoff_ms: 10, concurrency: 8
+end
+
+defmodule CouncilEx.Test.QuickCouncil do
+  @moduledoc "Two mock members, one round: for load tests."
+  use CouncilEx
+
+  member :a, provider: :mock, chunks: 2
+  member :b, provider: :mock
+  round :independent_analysis
+end
+
+defmodule CouncilEx.Test.SlowCouncil do
+  @moduledoc "Members that take long enough to cancel or kill mid-run."
+  use CouncilEx
+
+  member :slow, provider: :mock, latency_ms: 3_000, chunks: 3
+  member :slower, provider: :mock, latency_ms: 4_000
+  round :independent_analysis
+  round :vote
+  limits member_timeout_ms: 30_000
+end
+
+defmodule CouncilEx.Test.FailingCouncil do
+  @moduledoc "Every member fails every attempt: the run fails."
+  use CouncilEx
+
+  member :x, provider: :mock, fail_attempts: [1, 2, 3]
+  round :independent_analysis
+  limits max_attempts: 2, backoff_ms: 1
+end
+
+defmodule CouncilEx.Test.BeamCouncil do
+  @moduledoc "Elixir-module members next to a mock one."
+  use CouncilEx
+
+  member :echo, provider: CouncilEx.Test.EchoMember
+  member :boom, provider: CouncilEx.Test.RaisingMember
+  member :mock, provider: :mock
+  round :independent_analysis
+  limits max_attempts: 1, member_timeout_ms: 5_000
+end
+
+defmodule CouncilEx.Test.Helpers do
+  @moduledoc "Helpers for the C node tests."
+
+  @doc "Collects events of `run_id` until its terminal event (or timeout)."
+  def collect_events(run_id, timeout \\ 15_000, acc \\ []) do
+    receive do
+      {tag, ^run_id, _} = ev when tag in [:run_completed, :run_cancelled] -> Enum.reverse([ev | acc])
+      {:run_failed, ^run_id, _, _} = ev -> Enum.reverse([ev | acc])
+      ev when is_tuple(ev) and elem(ev, 1) == run_id -> collect_events(run_id, timeout, [ev | acc])
+    after
+      timeout -> {:timeout, Enum.reverse(acc)}
+    end
+  end
+
+  @doc "Waits until `fun` returns truthy (polling), or fails."
+  def eventually(fun, tries \\ 100, sleep \\ 50) do
+    case fun.() do
+      falsy when falsy in [nil, false] ->
+        if tries <= 1, do: raise("condition never held"), else: (Process.sleep(sleep); eventually(fun, tries - 1, sleep))
+
+      value ->
+        value
+    end
+  end
+
+  @doc "A unique run id for a test."
+  def run_id(prefix \\ "t"), do: "#{prefix}-#{System.unique_integer([:positive])}"
+end
