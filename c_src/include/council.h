@@ -1,7 +1,33 @@
 /* council.h - the public C API of the CouncilEx native core.
  *
- * (Skeleton: the error codes are fixed here first because every module
- * returns them; the rest of the API is being written below.)
+ * What it is for: defining councils (a spec), starting runs of them,
+ * reading their state and results, subscribing to their events, and
+ * plugging in member providers written in C. The same core serves the C
+ * node (Erlang distribution) and C/C++ hosts that have no BEAM at all.
+ *
+ * Model in one paragraph. A council_ctx owns one libuv loop, the run
+ * registry and the pub/sub. Everything happens on the thread that drives
+ * that loop (council_ctx_run or council_ctx_step); only council_ctx_stop and
+ * council_ctx_wakeup may be called from other threads. A council_spec says
+ * who the members are and which rounds they go through. A council_run is
+ * one execution of a spec on an input; it moves pending -> running ->
+ * completed | failed | cancelled and publishes council_event objects on the
+ * topic "council_ex:run:" <run_id> as it goes.
+ *
+ * Conventions.
+ *  - Every function that can fail returns 0 (COUNCIL_OK) or a negative
+ *    council_err; nothing is half done when an error is returned.
+ *  - Handles are opaque and reference counted where several owners make
+ *    sense (spec, run, event, call); *_ref adds one, *_unref drops one.
+ *  - Strings are NUL-terminated UTF-8 unless a length parameter comes with
+ *    them; byte strings (run ids, chunks, texts) always carry a length and
+ *    are also NUL-terminated for convenience.
+ *  - Pointers returned by accessors are borrowed from their handle and stay
+ *    valid while the caller holds a reference to that handle (for a run:
+ *    results of finished rounds never change; the in-progress parts may be
+ *    replaced when the loop runs again).
+ *
+ * The council spec JSON format is described in docs/spec-format.md.
  */
 #ifndef COUNCIL_H
 #define COUNCIL_H
@@ -12,6 +38,8 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ------------------------------------------------------------------ errors */
 
 /* Error codes. Every function that can fail returns 0 (COUNCIL_OK) or one of
  * these negative values; council_strerror() names them. */
@@ -35,8 +63,502 @@ typedef enum council_err {
     COUNCIL_ERUNNING = -16      /* result asked for while still running */
 } council_err;
 
-/* Static, never NULL, for any int (unknown codes give "unknown error"). */
+/* Static, never NULL, for any int (unknown codes give "unknown error").
+ * Any thread. */
 const char *council_strerror(int err);
+
+/* ----------------------------------------------------------------- context */
+
+typedef struct council_ctx council_ctx;
+
+/* Limits and defaults of a context. A zero field means "use the default"
+ * (shown in brackets). Every limit, when reached, makes the call that hit
+ * it return COUNCIL_ELIMIT or COUNCIL_ETOOBIG; nothing aborts. */
+typedef struct council_config {
+    size_t max_runs;                  /* runs pending or running at once [10000] */
+    size_t max_retained;              /* finished runs kept readable [100000];
+                                         the oldest leaves early when full */
+    size_t max_subscribers_per_topic; /* [1024] */
+    size_t max_spec_bytes;            /* JSON spec size [1 MiB] */
+    uint64_t retention_ms;            /* how long a finished run stays readable [300000] */
+    size_t subscriber_queue_cap;      /* undelivered events per subscriber [4096] */
+    uint64_t member_timeout_ms;       /* default per member call [60000] */
+    size_t output_cap;                /* bytes of answer per member call [1 MiB] */
+} council_config;
+
+/* Create a context with its own libuv loop, registry and pub/sub. cfg may be
+ * NULL (all defaults); it is copied. The built-in providers "mock" and
+ * "exec" are registered. SIGPIPE is set to ignored if it was at its default
+ * disposition (exec children closing their stdin early must not kill the
+ * host). Returns NULL when out of memory or when libuv cannot create the
+ * loop. The returned context belongs to the caller: council_ctx_free. */
+council_ctx *council_ctx_new(const council_config *cfg);
+
+/* Cancel every unfinished run (their terminal events are published but not
+ * delivered), kill exec children, drop every subscription and registry
+ * entry, close the loop and free the context. Run handles the caller still
+ * holds stay readable and must still be released with council_run_unref;
+ * every other operation on them returns COUNCIL_ESTATE. Loop thread only;
+ * not from inside a callback of this context. NULL is a no-op. */
+void council_ctx_free(council_ctx *ctx);
+
+/* Run the loop until council_ctx_stop is called or nothing is left to do
+ * (no run in progress, no event waiting for delivery). Finished runs in
+ * retention do not keep it running. Returns COUNCIL_OK, or COUNCIL_ESTATE
+ * when called re-entrantly from a callback. */
+int council_ctx_run(council_ctx *ctx);
+
+/* One step for hosts embedding the context in their own loop: process what
+ * is ready, waiting at most timeout_ms for something to happen (0 = do not
+ * wait, -1 = wait until something happens). Returns 1 if work remains, 0 if
+ * the loop is idle, COUNCIL_ESTATE when called re-entrantly. Poll
+ * council_ctx_backend_fd for readability to know when to step again. */
+int council_ctx_step(council_ctx *ctx, int timeout_ms);
+
+/* The loop's backend file descriptor (epoll), readable when a step has work.
+ * Returns -1 when the platform has none. */
+int council_ctx_backend_fd(council_ctx *ctx);
+
+/* The context's uv_loop_t * (as void * so this header needs no uv.h). The
+ * C node puts its sockets on it. Borrowed; valid until council_ctx_free. */
+void *council_ctx_uv_loop(council_ctx *ctx);
+
+/* Ask council_ctx_run to return soon. Any thread; async-signal-unsafe.
+ * A stop requested while the loop is not running makes the next
+ * council_ctx_run return after one pass. */
+void council_ctx_stop(council_ctx *ctx);
+
+/* Wake the loop up (e.g. after a host queued work for it). Any thread. */
+void council_ctx_wakeup(council_ctx *ctx);
+
+/* Counts for monitoring: runs registered (including retained ones), runs in
+ * progress, subscriptions. Loop thread. */
+typedef struct council_stats {
+    size_t runs_registered;
+    size_t runs_active;
+    size_t subscriptions;
+} council_stats;
+void council_ctx_stats(const council_ctx *ctx, council_stats *out);
+
+/* -------------------------------------------------------------------- spec */
+
+typedef struct council_spec council_spec;
+
+/* Where a spec is wrong: field is a path such as "rounds[2].type" or
+ * "members[0].options.argv", message says what is wrong with it. */
+typedef struct council_spec_error {
+    char field[128];
+    char message[192];
+} council_spec_error;
+
+/* Per-spec limits. Zero = default. */
+typedef struct council_limits {
+    uint64_t member_timeout_ms; /* per call attempt [context member_timeout_ms] */
+    unsigned max_attempts;      /* attempts per member call [1] */
+    uint64_t backoff_ms;        /* wait before attempt n+1: backoff_ms * n [0] */
+    unsigned concurrency;       /* member calls in flight per run [unbounded] */
+} council_limits;
+
+/* New empty spec with the given id (copied; NULL or "" is refused later by
+ * validation). The caller owns the one reference. Returns NULL when out of
+ * memory. A spec is built with the council_spec_add_* calls, then frozen by
+ * council_spec_validate or by its first use in a run; a frozen spec is
+ * immutable and may be shared by any number of runs. */
+council_spec *council_spec_new(const char *id);
+
+/* Add a member. id and provider are copied. options_json is a JSON object
+ * text (NULL = {}), parsed and copied. Returns COUNCIL_EINVAL (NULL id or
+ * provider), COUNCIL_EPARSE (options not a JSON object), COUNCIL_ESTATE
+ * (spec frozen), COUNCIL_ENOMEM. Duplicates are reported by validation. */
+int council_spec_add_member(council_spec *spec, const char *id,
+                            const char *provider, const char *options_json);
+
+/* Add a round at the end. type is one of the names in docs/spec-format.md;
+ * name may be NULL (the type is the name); options_json as for members.
+ * An "iterate" round takes its nested rounds in options: {"rounds": [...],
+ * "max_iterations": n, "until": "consensus"}. Errors as for add_member. */
+int council_spec_add_round(council_spec *spec, const char *type,
+                           const char *name, const char *options_json);
+
+/* Set the chair (a member id, copied; NULL removes it). Errors:
+ * COUNCIL_ESTATE (frozen), COUNCIL_ENOMEM. */
+int council_spec_set_chair(council_spec *spec, const char *member_id);
+
+/* Set the limits (copied). Errors: COUNCIL_ESTATE (frozen), COUNCIL_EINVAL. */
+int council_spec_set_limits(council_spec *spec, const council_limits *limits);
+
+/* Check the spec and freeze it. On COUNCIL_ESPEC, *err (if not NULL) names
+ * the field and the problem. Validating a frozen spec returns COUNCIL_OK.
+ * Also COUNCIL_ENOMEM. */
+int council_spec_validate(council_spec *spec, council_spec_error *err);
+
+/* Parse and validate a JSON spec of len bytes (need not be NUL-terminated).
+ * On success *out receives a frozen spec with one reference for the caller.
+ * Errors: COUNCIL_EPARSE (not JSON; err->field is "$" and the message has
+ * the position), COUNCIL_ESPEC (err names the field), COUNCIL_ETOOBIG
+ * (len over 16 MiB), COUNCIL_EINVAL (NULL json or out), COUNCIL_ENOMEM.
+ * err may be NULL. Any thread (touches no context). */
+int council_spec_from_json(const char *json, size_t len, council_spec **out,
+                           council_spec_error *err);
+
+/* As council_spec_from_json, but len over the context's max_spec_bytes is
+ * COUNCIL_ETOOBIG (err->field "$"). */
+int council_ctx_spec_from_json(council_ctx *ctx, const char *json, size_t len,
+                               council_spec **out, council_spec_error *err);
+
+/* The spec as JSON text (the format of docs/spec-format.md, normalised).
+ * Returns a malloc'ed string the caller frees with free(), or NULL when
+ * out of memory. */
+char *council_spec_to_json(const council_spec *spec);
+
+const char *council_spec_id(const council_spec *spec);
+size_t council_spec_member_count(const council_spec *spec);
+
+council_spec *council_spec_ref(council_spec *spec);
+void council_spec_unref(council_spec *spec);  /* NULL is a no-op */
+
+/* -------------------------------------------------------------------- runs */
+
+typedef struct council_run council_run;
+
+typedef enum council_status {
+    COUNCIL_PENDING = 0,
+    COUNCIL_RUNNING,
+    COUNCIL_COMPLETED,
+    COUNCIL_FAILED,
+    COUNCIL_CANCELLED
+} council_status;
+
+/* "pending", "running", "completed", "failed", "cancelled". Static. */
+const char *council_status_name(council_status s);
+
+/* The run's input: opaque bytes with a tag saying what they are (e.g.
+ * "text", "etf"), and an optional text view that providers see as the
+ * request's "input". If text is NULL and tag is "text", the bytes are the
+ * text. */
+typedef struct council_input {
+    const char *tag;
+    const void *data;
+    size_t len;
+    const char *text;
+    size_t text_len;
+} council_input;
+
+#define COUNCIL_DEFAULT_REGISTRY "CouncilEx.Runner.Registry"
+#define COUNCIL_TOPIC_PREFIX "council_ex:run:"
+
+typedef struct council_start_opts {
+    const char *registry;   /* NULL = COUNCIL_DEFAULT_REGISTRY */
+    const void *run_id;     /* NULL = generated: 16 random bytes, base64url */
+    size_t run_id_len;
+    const char *council;    /* NULL = the spec's id */
+    council_spec *spec;     /* required; borrowed (the run takes a reference) */
+    council_input input;    /* copied */
+    const void *user_opts;  /* opaque bytes, copied; may be NULL */
+    size_t user_opts_len;
+} council_start_opts;
+
+/* Create a PENDING run and register it under (registry, run_id), so that a
+ * caller can subscribe to its topic before it starts. Everything in opts is
+ * copied; the spec is validated (frozen) if it was not. *out receives a run
+ * with one reference for the caller (the registry holds its own).
+ * Errors: COUNCIL_EINVAL (NULL opts/spec/out, empty run_id), COUNCIL_ESPEC
+ * (spec invalid), COUNCIL_EPROVIDER (a member names an unregistered
+ * provider), COUNCIL_EEXIST (run_id taken in that registry; covers retained
+ * runs), COUNCIL_ELIMIT (max_runs), COUNCIL_ENOMEM. Loop thread. */
+int council_run_create(council_ctx *ctx, const council_start_opts *opts,
+                       council_run **out);
+
+/* Start a pending run: publishes run_started and schedules the first round
+ * on the loop (nothing is called synchronously). Errors: COUNCIL_ESTATE
+ * (not pending). Loop thread. */
+int council_run_begin(council_run *run);
+
+/* council_run_create then council_run_begin. Same errors as create. */
+int council_run_start(council_ctx *ctx, const council_start_opts *opts,
+                      council_run **out);
+
+/* Cancel the run at once, in any state: running calls are abandoned
+ * (native providers get their cancel callback, exec children are killed
+ * with SIGKILL), the status becomes cancelled and run_cancelled is
+ * published; watchers fire. Idempotent: a finished run is left as it is and
+ * COUNCIL_OK is returned. Loop thread. */
+int council_run_cancel(council_run *run);
+
+council_run *council_run_ref(council_run *run);
+void council_run_unref(council_run *run);     /* NULL is a no-op */
+
+/* Look up a run by id (len bytes) in a registry (NULL = default).
+ *   council_whereis: COUNCIL_OK and *out (borrowed; council_run_ref to keep)
+ *     when the run is pending or running; COUNCIL_ERUNNER_DEAD when the entry
+ *     is still retained but the run has ended (*out is still set);
+ *     COUNCIL_EUNKNOWN_RUN when nothing is registered.
+ *   council_run_find: COUNCIL_OK for any registered run, including finished
+ *     ones in retention; COUNCIL_ENOTFOUND otherwise.
+ * out may be NULL. Loop thread. */
+int council_whereis(council_ctx *ctx, const char *registry,
+                    const void *run_id, size_t len, council_run **out);
+int council_run_find(council_ctx *ctx, const char *registry,
+                     const void *run_id, size_t len, council_run **out);
+
+/* The curated state of a run. Strings are borrowed from the run. */
+typedef struct council_summary {
+    const char *run_id;
+    size_t run_id_len;
+    const char *council;
+    const char *registry;
+    council_status status;
+    const char *current_round;  /* NULL when no round is running */
+    unsigned current_round_idx;
+    unsigned rounds_completed;
+    int64_t started_at_us;      /* UTC microseconds; 0 while pending */
+} council_summary;
+
+/* Fill *out. Never fails for a valid run. */
+void council_run_summary(const council_run *run, council_summary *out);
+
+/* state by id: COUNCIL_OK and *out filled (strings borrowed until the loop
+ * runs again), or COUNCIL_ENOTFOUND. */
+int council_run_state(council_ctx *ctx, const char *registry,
+                      const void *run_id, size_t len, council_summary *out);
+
+council_status council_run_status(const council_run *run);
+const char *council_run_id(const council_run *run, size_t *len);
+const char *council_run_council(const council_run *run);
+const char *council_run_registry(const council_run *run);
+const council_spec *council_run_spec(const council_run *run);
+const council_input *council_run_input(const council_run *run);
+const void *council_run_user_opts(const council_run *run, size_t *len);
+council_ctx *council_run_ctx(const council_run *run); /* NULL after ctx free */
+
+/* Host data: an opaque pointer the core never touches. */
+void council_run_set_user_data(council_run *run, void *data);
+void *council_run_get_user_data(const council_run *run);
+
+/* Watch for the end of a run: cb(run, arg) is called once, synchronously,
+ * right after the terminal event was published (it may not yet be
+ * delivered). Several watchers fire in registration order. Errors:
+ * COUNCIL_ESTATE (already terminal: cb is not registered; the caller acts
+ * at once), COUNCIL_ENOMEM. council_run_unwatch removes the first watcher
+ * with this (cb, arg); COUNCIL_ENOTFOUND if none. Loop thread; a watcher may
+ * call any API except council_ctx_free. */
+typedef void (*council_run_end_cb)(council_run *run, void *arg);
+int council_run_watch(council_run *run, council_run_end_cb cb, void *arg);
+int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg);
+
+/* ----------------------------------------------------------------- results */
+
+/* One member's result in one round. */
+typedef struct council_member_result {
+    const char *member_id;
+    int ok;                  /* 1: status ok; 0: error */
+    const char *text;        /* the answer (NULL if none) */
+    size_t text_len;
+    unsigned attempts;       /* attempts made (>= 1 once called) */
+    const char *error;       /* NULL when ok */
+    const char *parsed_json; /* vote/ranking/pairwise: JSON object; else NULL */
+} council_member_result;
+
+typedef struct council_round_result {
+    const char *name;
+    unsigned idx;
+    const char *type;
+    size_t n_members;
+    const council_member_result *const *members;
+    const char *aggregate_json; /* vote, ranking, pairwise, iterate; else NULL */
+    const char *text;           /* the round's text; NULL if none */
+    size_t text_len;
+} council_round_result;
+
+typedef struct council_result {
+    const char *final_text;     /* NULL until the run completes with one */
+    size_t final_len;
+    size_t n_rounds;
+    const council_round_result *const *rounds;
+    size_t n_errors;
+    const char *const *errors;
+} council_result;
+
+/* The run's result so far (complete once the run is terminal). Borrowed
+ * from the run: valid while the caller holds a reference and, while the run
+ * is in progress, until the loop runs again. Never NULL. */
+const council_result *council_run_result(const council_run *run);
+
+/* The result as JSON text {"final","rounds","errors"} (docs/protocol.md
+ * "Shapes"). Malloc'ed; the caller frees. NULL when out of memory. */
+char *council_run_result_json(const council_run *run);
+
+/* ------------------------------------------------------------------ events */
+
+typedef enum council_event_type {
+    COUNCIL_EV_RUN_STARTED = 1,
+    COUNCIL_EV_ROUND_STARTED,
+    COUNCIL_EV_MEMBER_STARTED,
+    COUNCIL_EV_MEMBER_TOKEN,
+    COUNCIL_EV_MEMBER_COMPLETED,
+    COUNCIL_EV_ROUND_COMPLETED,
+    COUNCIL_EV_RUN_COMPLETED,
+    COUNCIL_EV_RUN_FAILED,
+    COUNCIL_EV_RUN_CANCELLED
+} council_event_type;
+
+/* "run_started", ... "run_cancelled" (the Erlang tag names). Static. */
+const char *council_event_type_name(council_event_type t);
+
+/* One event. Published once and shared by all subscribers (refcounted).
+ * Fields that do not apply to the type are NULL / 0 / -1. All pointers are
+ * borrowed from the event and valid while it is referenced. */
+typedef struct council_event {
+    council_event_type type;
+    uint64_t seq;                  /* per run, from 1, no gaps */
+    const char *run_id;
+    size_t run_id_len;
+    const char *council;
+    council_run *run;              /* the run (borrowed) */
+    const char *round_name;        /* round_*, member_* */
+    int round_idx;                 /* -1 when no round */
+    const char *round_type;
+    const char *member_id;         /* member_* */
+    const char *chunk;             /* member_token */
+    size_t chunk_len;
+    const council_input *input;    /* run_started */
+    const council_member_result *member_result; /* member_completed */
+    const council_round_result *round_result;   /* round_completed */
+    const council_result *result;  /* run_completed / failed / cancelled */
+} council_event;
+
+int council_event_is_terminal(const council_event *ev);
+const council_event *council_event_ref(const council_event *ev);
+void council_event_unref(const council_event *ev);  /* NULL is a no-op */
+
+/* Subscriptions. cb(ev, arg) gets every event published on topic after
+ * the subscription, in publish order; ev is borrowed for the call
+ * (council_event_ref to keep it). Delivery happens on the loop, never inside
+ * the publishing call. If more than subscriber_queue_cap events wait, the
+ * queued ones are delivered, then overflow_cb(dropped, arg) is called once
+ * and the subscription ends (the handle is then invalid). overflow_cb may
+ * be NULL. topic: len bytes, copied. Errors: COUNCIL_EINVAL (empty topic,
+ * NULL cb), COUNCIL_ELIMIT (max_subscribers_per_topic), COUNCIL_ENOMEM.
+ * Loop thread. */
+typedef struct council_subscription council_subscription;
+typedef void (*council_event_cb)(const council_event *ev, void *arg);
+typedef void (*council_overflow_cb)(size_t dropped, void *arg);
+int council_subscribe(council_ctx *ctx, const char *topic, size_t len,
+                      council_event_cb cb, council_overflow_cb overflow_cb,
+                      void *arg, council_subscription **out);
+
+/* Subscribe to a run's topic ("council_ex:run:" <run_id>). Same contract. */
+int council_run_subscribe(council_run *run, council_event_cb cb,
+                          council_overflow_cb overflow_cb, void *arg,
+                          council_subscription **out);
+
+/* End a subscription; undelivered events are dropped. The handle is invalid
+ * afterwards. NULL is a no-op. Loop thread (may be called from cb). */
+void council_unsubscribe(council_ctx *ctx, council_subscription *sub);
+
+/* Deliver every queued event now (tests, shutdown). Loop thread, not from
+ * a callback. */
+void council_ctx_flush(council_ctx *ctx);
+
+/* --------------------------------------------------------------- providers */
+
+/* A member call: one attempt of one member in one round (or match of a
+ * pairwise round). Owned by the core. A provider may use it from start()
+ * until it completes or fails it, or until its cancel() returns; to keep it
+ * longer (e.g. a table of calls waiting for replies), take a reference:
+ * calls on a finished call then return COUNCIL_ESTATE and do nothing. */
+typedef struct council_call council_call;
+
+typedef struct council_provider_ops {
+    /* Begin the call. Complete it now or later with council_call_complete /
+     * council_call_fail (council_call_token before, any number of times).
+     * Return 0, or an error code to fail the attempt at once (message: the
+     * code's name). */
+    int (*start)(council_call *call, void *arg);
+    /* The core abandons the call (timeout, run cancelled, context freed):
+     * stop working on it. No completion is expected afterwards. May be
+     * NULL. Never called for a call already completed or failed. */
+    void (*cancel)(council_call *call, void *arg);
+    /* The provider is being unregistered (context freed): release arg.
+     * May be NULL. */
+    void (*release)(void *arg);
+} council_provider_ops;
+
+/* Register a provider under name (copied). ops is copied. Members whose
+ * "provider" is name are served by it. Errors: COUNCIL_EEXIST (name taken;
+ * "mock" and "exec" are built in), COUNCIL_EINVAL, COUNCIL_ENOMEM. */
+int council_provider_register(council_ctx *ctx, const char *name,
+                              const council_provider_ops *ops, void *arg);
+
+/* Stream a chunk of the answer (published as member_token; bytes copied).
+ * The chunks are informative: the answer is what council_call_complete
+ * gives. Errors: COUNCIL_ESTATE (call finished), COUNCIL_ETOOBIG (more
+ * than output_cap bytes streamed: the call is failed), COUNCIL_ENOMEM. */
+int council_call_token(council_call *call, const char *chunk, size_t len);
+
+/* Finish the attempt with the answer text (copied). Errors: COUNCIL_ESTATE
+ * (already finished or abandoned: nothing happens), COUNCIL_ETOOBIG (len
+ * over output_cap: the attempt fails instead). */
+int council_call_complete(council_call *call, const char *text, size_t len);
+
+/* Finish the attempt with an error message (copied; NULL = "failed").
+ * A retry follows if attempts remain. COUNCIL_ESTATE if finished. */
+int council_call_fail(council_call *call, const char *message);
+
+council_call *council_call_ref(council_call *call);
+void council_call_unref(council_call *call);  /* NULL is a no-op */
+
+/* 1 while the call may still be completed, 0 once finished or abandoned. */
+int council_call_active(const council_call *call);
+
+/* Call accessors: borrowed, valid while the call is usable. */
+council_run *council_call_run(const council_call *call);
+const char *council_call_run_id(const council_call *call, size_t *len);
+const char *council_call_member_id(const council_call *call);
+const char *council_call_member_options(const council_call *call); /* JSON */
+const char *council_call_round_name(const council_call *call);
+unsigned council_call_round_idx(const council_call *call);
+const char *council_call_round_type(const council_call *call);
+unsigned council_call_attempt(const council_call *call);      /* from 1 */
+uint64_t council_call_timeout_ms(const council_call *call);
+/* The request: the JSON object the exec provider writes on stdin:
+ * {"run_id","council","member_id","round":{"name","idx","type"},"attempt",
+ *  "input","answers":[{"label"|"member_id","text"}],"instructions", ...} */
+const char *council_call_request(const council_call *call, size_t *len);
+
+/* ------------------------------------------------------ vote/rank parsing */
+
+/* How a member's text becomes a ballot (fixed; documented here so prompts
+ * can ask for it):
+ *  - vote: the first occurrence of "VOTE:" (upper case), optional spaces or
+ *    tabs, then a label: letters and digits, compared case-insensitively
+ *    with the labels the member was shown. Anything else is a parse error.
+ *  - ranking: the first occurrence of "RANKING:", then labels separated by
+ *    '>' or ',' (spaces allowed) up to the end of the line; every label must
+ *    be one shown, none twice, at least one. Unranked labels score 0.
+ * Labels are "A".."Z" for members 0..25 in spec order, then "A2".."Z2", ...
+ * A parse error makes that member's result an error (no retry). */
+
+/* Parse a vote: on success copies the label (upper case) into out (size
+ * outsz) and returns COUNCIL_OK; COUNCIL_EPARSE if no valid label among
+ * labels[0..n) follows the first "VOTE:". */
+int council_parse_vote(const char *text, size_t len, const char *const *labels,
+                       size_t n, char *out, size_t outsz);
+
+/* Parse a ranking: on success order[0..*count) holds indices into labels,
+ * best first. COUNCIL_EPARSE otherwise. order has room for n entries. */
+int council_parse_ranking(const char *text, size_t len,
+                          const char *const *labels, size_t n,
+                          size_t *order, size_t *count);
+
+/* ------------------------------------------------------------------ misc */
+
+/* UTC microseconds since the epoch. */
+int64_t council_now_us(void);
+
+/* Generate a run id: 16 random bytes (libsodium), base64url without padding
+ * (22 characters) into out, which must hold 23 bytes. */
+void council_run_id_generate(char out[23]);
 
 #ifdef __cplusplus
 }

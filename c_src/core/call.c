@@ -1,0 +1,259 @@
+/* call.c - one member call attempt: its timers, its provider, and the
+ * handle native providers complete.
+ *
+ * A call is WAITING (backoff delay), then ACTIVE (provider working, timeout
+ * armed), then DONE (completed, failed, timed out or abandoned). Only the
+ * first transition to DONE counts; everything a provider does afterwards is
+ * refused with COUNCIL_ESTATE. Not for: retries and what a result means
+ * (engine.c).
+ */
+#include "council_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void call_free(council_call *c)
+{
+    cx_timer_close(c->timer);
+    json_decref(c->request);
+    free(c->request_text);
+    free(c->member_id);
+    free(c->round_name);
+    council_run_unref(c->run);
+    free(c);
+}
+
+council_call *council_call_ref(council_call *call)
+{
+    if (call)
+        call->refs++;
+    return call;
+}
+
+void council_call_unref(council_call *call)
+{
+    if (call && --call->refs == 0)
+        call_free(call);
+}
+
+static void unlink_call(council_call *c)
+{
+    council_run *run = c->run;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (run->calls == c)
+        run->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+/* The one way to DONE with a result for the engine. */
+static void finish(council_call *c, bool ok, const char *text, size_t len,
+                   const char *error)
+{
+    struct task *task = c->task;
+    c->state = CALL_DONE;
+    c->task = NULL;
+    if (c->timer)
+        cx_timer_stop(c->timer);
+    unlink_call(c);
+    if (task)
+        engine_call_done(task, c, ok, text, len, error);
+    council_call_unref(c); /* the core's reference */
+}
+
+static void on_timeout(void *arg)
+{
+    council_call *c = arg;
+    if (c->state != CALL_ACTIVE)
+        return;
+    council_call_ref(c);
+    c->state = CALL_DONE; /* the provider may not complete it from cancel */
+    if (c->prov->ops.cancel)
+        c->prov->ops.cancel(c, c->prov->arg);
+    char msg[64];
+    snprintf(msg, sizeof msg, "timeout after %llu ms",
+             (unsigned long long)c->timeout_ms);
+    finish(c, false, NULL, 0, msg);
+    council_call_unref(c);
+}
+
+static void begin(void *arg)
+{
+    council_call *c = arg;
+    if (c->state != CALL_WAITING)
+        return;
+    c->state = CALL_ACTIVE;
+    cx_timer_start(c->timer, c->timeout_ms);
+    council_call_ref(c);
+    int rc = c->prov->ops.start(c, c->prov->arg);
+    if (rc != 0 && c->state == CALL_ACTIVE)
+        finish(c, false, NULL, 0, council_strerror(rc));
+    council_call_unref(c);
+}
+
+council_call *call_new(council_run *run, struct task *task, provider *prov,
+                       const spec_member *m, const char *round_name,
+                       unsigned round_idx, const char *rtype,
+                       unsigned attempt, uint64_t timeout_ms, json_t *request)
+{
+    council_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        json_decref(request);
+        return NULL;
+    }
+    c->refs = 1;
+    c->run = council_run_ref(run);
+    c->task = task;
+    c->prov = prov;
+    c->member_id = cx_strdup(m->id);
+    c->member_options = m->options_text;
+    c->round_name = cx_strdup(round_name);
+    c->round_idx = round_idx;
+    c->round_type = rtype;
+    c->attempt = attempt;
+    c->timeout_ms = timeout_ms;
+    c->request = request;
+    c->request_text = request ? json_dumps(request, JSON_COMPACT) : NULL;
+    c->request_len = c->request_text ? strlen(c->request_text) : 0;
+    c->timer = cx_timer_new(&run->ctx->loop, on_timeout, c);
+    if (!c->member_id || !c->round_name || !c->request_text || !c->timer) {
+        call_free(c);
+        return NULL;
+    }
+    c->next = run->calls;
+    if (run->calls)
+        run->calls->prev = c;
+    run->calls = c;
+    return c;
+}
+
+static void begin_timer(void *arg)
+{
+    council_call *c = arg;
+    /* switch the timer back to timeouts, then start */
+    cx_timer *t = c->timer;
+    c->timer = cx_timer_new(&c->run->ctx->loop, on_timeout, c);
+    cx_timer_close(t);
+    if (!c->timer) {
+        c->state = CALL_ACTIVE;
+        finish(c, false, NULL, 0, "out of memory");
+        return;
+    }
+    begin(c);
+}
+
+void call_launch(council_call *c, uint64_t delay_ms)
+{
+    if (delay_ms == 0) {
+        begin(c);
+        return;
+    }
+    cx_timer *t = cx_timer_new(&c->run->ctx->loop, begin_timer, c);
+    if (!t) {
+        begin(c);
+        return;
+    }
+    cx_timer_close(c->timer);
+    c->timer = t;
+    cx_timer_start(t, delay_ms);
+}
+
+void call_abandon(council_call *c, const char *why)
+{
+    (void)why;
+    call_state was = c->state;
+    if (was == CALL_DONE)
+        return;
+    c->state = CALL_DONE;
+    c->task = NULL;
+    if (c->timer)
+        cx_timer_stop(c->timer);
+    unlink_call(c);
+    if (was == CALL_ACTIVE && c->prov->ops.cancel)
+        c->prov->ops.cancel(c, c->prov->arg);
+    council_call_unref(c);
+}
+
+/* ------------------------------------------------------ provider side */
+
+int council_call_token(council_call *call, const char *chunk, size_t len)
+{
+    if (!call || (!chunk && len))
+        return COUNCIL_EINVAL;
+    if (call->state != CALL_ACTIVE)
+        return COUNCIL_ESTATE;
+    council_ctx *ctx = call->run->ctx;
+    call->streamed += len;
+    if (ctx && call->streamed > ctx->cfg.output_cap) {
+        council_call_ref(call);
+        call->state = CALL_DONE;
+        if (call->prov->ops.cancel)
+            call->prov->ops.cancel(call, call->prov->arg);
+        char msg[96];
+        snprintf(msg, sizeof msg, "output exceeds %zu bytes", ctx->cfg.output_cap);
+        finish(call, false, NULL, 0, msg);
+        council_call_unref(call);
+        return COUNCIL_ETOOBIG;
+    }
+    if (len && call->task)
+        engine_call_token(call->task, call, chunk, len);
+    return COUNCIL_OK;
+}
+
+int council_call_complete(council_call *call, const char *text, size_t len)
+{
+    if (!call || (!text && len))
+        return COUNCIL_EINVAL;
+    if (call->state != CALL_ACTIVE)
+        return COUNCIL_ESTATE;
+    council_ctx *ctx = call->run->ctx;
+    if (ctx && len > ctx->cfg.output_cap) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "output exceeds %zu bytes", ctx->cfg.output_cap);
+        finish(call, false, NULL, 0, msg);
+        return COUNCIL_ETOOBIG;
+    }
+    finish(call, true, text ? text : "", len, NULL);
+    return COUNCIL_OK;
+}
+
+int council_call_fail(council_call *call, const char *message)
+{
+    if (!call)
+        return COUNCIL_EINVAL;
+    if (call->state != CALL_ACTIVE)
+        return COUNCIL_ESTATE;
+    finish(call, false, NULL, 0, message ? message : "failed");
+    return COUNCIL_OK;
+}
+
+int council_call_active(const council_call *call)
+{
+    return call && call->state == CALL_ACTIVE;
+}
+
+council_run *council_call_run(const council_call *call) { return call->run; }
+
+const char *council_call_run_id(const council_call *call, size_t *len)
+{
+    return council_run_id(call->run, len);
+}
+
+const char *council_call_member_id(const council_call *call) { return call->member_id; }
+const char *council_call_member_options(const council_call *call) { return call->member_options; }
+const char *council_call_round_name(const council_call *call) { return call->round_name; }
+unsigned council_call_round_idx(const council_call *call) { return call->round_idx; }
+const char *council_call_round_type(const council_call *call) { return call->round_type; }
+unsigned council_call_attempt(const council_call *call) { return call->attempt; }
+uint64_t council_call_timeout_ms(const council_call *call) { return call->timeout_ms; }
+json_t *council_call_request_json(const council_call *call) { return call->request; }
+
+const char *council_call_request(const council_call *call, size_t *len)
+{
+    if (len)
+        *len = call->request_len;
+    return call->request_text;
+}

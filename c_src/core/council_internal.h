@@ -1,0 +1,326 @@
+/* council_internal.h - what the core's files share, and the json_t views
+ * the C node uses to turn results and events into Erlang terms.
+ *
+ * What it is for: the data structures behind the opaque handles of
+ * council.h (ctx, spec, run, call, event), and the few functions one core
+ * file calls in another. What it is not for: anything a C host needs; that
+ * is council.h. Nothing here knows about BEAM.
+ *
+ * JSON accessors (for the C node): each returns a NEW reference the caller
+ * json_decref()s, or NULL when out of memory. Shapes are exactly those of
+ * docs/protocol.md "Shapes":
+ *   member_result {member_id, status: "ok"|"error", text|null, attempts,
+ *                  error|null, parsed|null}
+ *   round_result  {name, idx, type, members: [member_result],
+ *                  aggregate|null, text|null}
+ *   result        {final|null, rounds: [round_result], errors: [string]}
+ *   summary       {run_id, council, registry, status, current_round:
+ *                  null|{name, idx}, rounds_completed, started_at}
+ * Texts may hold any bytes: strings are made with json_stringn_nocheck, so
+ * read them with json_string_value + json_string_length, never as C strings.
+ * "status" values are strings; the C node maps them to its fixed atoms.
+ */
+#ifndef COUNCIL_INTERNAL_H
+#define COUNCIL_INTERNAL_H
+
+#include "council.h"
+#include "pubsub.h"
+#include "registry.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <uv.h>
+
+/* ------------------------------------------------------ json accessors */
+
+json_t *council_member_result_json(const council_member_result *mr);
+json_t *council_round_result_json(const council_round_result *rr);
+json_t *council_result_json(const council_result *res);
+json_t *council_result_errors_json(const council_result *res);
+json_t *council_summary_json(const council_summary *s);
+/* The payload of an event: member_result, round_result or result for the
+ * types that carry one; NULL (not an error) for the others. */
+json_t *council_event_payload_json(const council_event *ev);
+/* The request of a call as a json_t (borrowed; do not modify). */
+json_t *council_call_request_json(const council_call *call);
+/* The pubsub message ops for council_event objects (ref/unref), for code
+ * that subscribes through pubsub.h directly, and the context's pubsub. */
+extern const pubsub_msg_ops council_event_msg_ops;
+pubsub *council_ctx_pubsub(council_ctx *ctx);
+
+/* ------------------------------------------------------------ helpers */
+
+char *cx_strdup(const char *s);
+char *cx_memdup(const void *p, size_t len); /* len bytes + NUL */
+void *cx_calloc(size_t n, size_t sz);
+
+/* A heap-allocated one-shot/repeat uv timer that frees itself on close. */
+typedef struct cx_timer cx_timer;
+typedef void (*cx_timer_cb)(void *arg);
+cx_timer *cx_timer_new(uv_loop_t *loop, cx_timer_cb cb, void *arg);
+void cx_timer_start(cx_timer *t, uint64_t ms);
+void cx_timer_stop(cx_timer *t);
+void cx_timer_unref(cx_timer *t);   /* does not keep the loop alive */
+void cx_timer_close(cx_timer *t);   /* stop, close, free; NULL ok */
+
+/* Labels: "A".."Z", then "A2".."Z2", ... for member index i. out >= 8. */
+void cx_label(size_t i, char out[8]);
+
+/* ---------------------------------------------------------------- spec */
+
+typedef enum round_type {
+    RT_INDEPENDENT = 0,
+    RT_PEER_REVIEW,
+    RT_ANON_PEER_REVIEW,
+    RT_CRITIQUE,
+    RT_RANKING,
+    RT_VOTE,
+    RT_ITERATE,
+    RT_PAIRWISE,
+    RT_SYNTHESIS,
+    RT__COUNT
+} round_type;
+
+const char *round_type_name(round_type t);
+
+typedef enum stop_rule { STOP_NONE = 0, STOP_CONSENSUS } stop_rule;
+
+typedef struct spec_member {
+    char *id;
+    char *provider;
+    json_t *options;       /* object */
+    char *options_text;    /* compact JSON of options */
+    char label[8];
+} spec_member;
+
+typedef struct spec_round {
+    round_type type;
+    char *name;
+    json_t *options;       /* object (owned) */
+    bool gated;
+    size_t n_gate;
+    size_t *gate;          /* member indices, spec order */
+    int synth_member;      /* synthesis: member index, -1 = chair/first */
+    char *instructions;    /* options.instructions or NULL */
+    /* iterate */
+    struct spec_round *children;
+    size_t n_children;
+    unsigned max_iterations;
+    stop_rule until;
+} spec_round;
+
+struct council_spec {
+    int refs;
+    bool frozen;
+    json_t *doc;           /* the document being built / parsed */
+    char *id;
+    spec_member *members;
+    size_t n_members;
+    spec_round *rounds;
+    size_t n_rounds;
+    int chair;             /* member index or -1 */
+    council_limits limits;
+};
+
+#define SPEC_MAX_MEMBERS 64
+#define SPEC_MAX_ROUNDS 64
+#define SPEC_MAX_DEPTH 4
+#define SPEC_MAX_ITERATIONS 100
+#define SPEC_HARD_MAX_BYTES (16u << 20)
+
+int spec_member_index(const council_spec *spec, const char *id);
+
+/* ---------------------------------------------------------- providers */
+
+typedef struct provider {
+    struct provider *next;
+    char *name;
+    council_provider_ops ops;
+    void *arg;
+} provider;
+
+provider *ctx_provider_find(council_ctx *ctx, const char *name);
+void provider_mock_ops(council_provider_ops *ops);
+void provider_exec_ops(council_provider_ops *ops);
+/* Kill every exec child still alive (ctx free). */
+void provider_exec_shutdown(council_ctx *ctx);
+
+/* ----------------------------------------------------------------- ctx */
+
+struct council_ctx {
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_timer_t step_timer;
+    int stop_flag;            /* atomic via __atomic builtins */
+    int running;              /* inside uv_run */
+    bool freeing;
+    council_config cfg;
+    registry *reg;
+    pubsub *ps;
+    provider *providers;
+    struct council_run *runs; /* every run not yet freed (list) */
+    size_t runs_active;
+    size_t n_retained;
+    struct council_run *ret_head, *ret_tail; /* retained, oldest first */
+    void *exec_children;      /* provider_exec's list */
+};
+
+/* ----------------------------------------------------------------- runs */
+
+typedef struct mres {
+    council_member_result pub;
+    char *member_id;
+    char *text;
+    size_t text_len;
+    char *error;
+    json_t *parsed;
+    char *parsed_text;
+} mres;
+
+typedef struct rres {
+    council_round_result pub;
+    char *name;
+    const char *type;
+    mres **members;
+    size_t n_members;
+    json_t *aggregate;
+    char *aggregate_text;
+    char *text;
+    size_t text_len;
+} rres;
+
+typedef struct watcher {
+    struct watcher *next;
+    council_run_end_cb cb;
+    void *arg;
+} watcher;
+
+struct round_state;  /* engine.c */
+struct frame;        /* engine.c */
+
+struct council_run {
+    int refs;
+    council_ctx *ctx;           /* NULL once detached by ctx free */
+    struct council_run *prev, *next;        /* ctx->runs */
+    struct council_run *ret_prev, *ret_next; /* ctx retained list */
+    bool registered, retained, in_ret_list;
+    char *run_id;
+    size_t run_id_len;
+    char *topic;
+    size_t topic_len;
+    char *council;
+    char *registry;
+    council_spec *spec;
+    council_input input;        /* points into owned copies */
+    char *input_tag;
+    void *input_data;
+    char *input_text;
+    void *user_opts;
+    size_t user_opts_len;
+    void *user_data;
+    council_status status;
+    int64_t started_at;
+    uint64_t seq;
+    unsigned rounds_completed;
+    unsigned next_round_idx;
+    /* results */
+    council_result result;      /* pub view, rebuilt by run_result_sync */
+    rres **rounds;              /* completed rounds, in order */
+    const council_round_result **round_pubs;
+    size_t n_rounds, cap_rounds;
+    rres **owned;               /* every round result made (freed with run) */
+    size_t n_owned, cap_owned;
+    char **errors;
+    size_t n_errors, cap_errors;
+    char *final_text;
+    size_t final_len;
+    /* what members have said: latest answer and latest critique, per member */
+    char **latest;
+    size_t *latest_len;
+    char **critiques;
+    size_t *critique_len;
+    bool critiques_fresh;       /* set by a critique round, for the next one */
+    /* engine */
+    struct frame *frames;       /* stack, innermost first */
+    struct round_state *round;  /* the round in progress, NULL between */
+    bool chair_done;
+    cx_timer *kick;
+    cx_timer *retention;
+    unsigned calls_in_flight;
+    watcher *watchers;
+    struct council_call *calls; /* live calls of this run (list) */
+};
+
+/* run.c */
+void run_publish(council_run *run, council_event_type type, const char *round,
+                 int idx, const char *rtype, const char *member,
+                 const char *chunk, size_t chunk_len, const void *payload);
+void run_add_error(council_run *run, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void run_finish(council_run *run, council_status status);
+void run_kick(council_run *run);    /* schedule engine_pump on the loop */
+int run_push_round(council_run *run, rres *rr);  /* completed list */
+int run_own_round(council_run *run, rres *rr);   /* owned list */
+void run_result_sync(council_run *run);
+void run_detach_all(council_ctx *ctx);
+
+/* results.c */
+mres *mres_new(const char *member_id);
+void mres_free(mres *m);
+void mres_set_text(mres *m, const char *text, size_t len);
+void mres_set_error(mres *m, const char *msg);
+void mres_set_parsed(mres *m, json_t *parsed); /* steals */
+rres *rres_new(const char *name, unsigned idx, const char *type, size_t n);
+void rres_free(rres *r);
+void rres_set_aggregate(rres *r, json_t *agg); /* steals */
+void rres_set_text(rres *r, const char *text, size_t len);
+
+/* -------------------------------------------------------------- calls */
+
+typedef enum call_state { CALL_WAITING = 0, CALL_ACTIVE, CALL_DONE } call_state;
+
+struct task; /* engine.c */
+
+struct council_call {
+    int refs;
+    council_run *run;          /* ref held */
+    struct council_call *prev, *next;
+    struct task *task;         /* NULL once finished/abandoned */
+    call_state state;
+    provider *prov;
+    char *member_id;
+    const char *member_options;
+    char *round_name;
+    unsigned round_idx;
+    const char *round_type;
+    unsigned attempt;
+    uint64_t timeout_ms;
+    json_t *request;
+    char *request_text;
+    size_t request_len;
+    size_t streamed;
+    cx_timer *timer;           /* backoff, then timeout */
+    void *prov_state;          /* for built-in providers */
+};
+
+/* call.c */
+/* A new call (state WAITING) with one reference for the core; request is
+ * stolen. NULL when out of memory (request freed). */
+council_call *call_new(council_run *run, struct task *task, provider *prov,
+                       const spec_member *m, const char *round_name,
+                       unsigned round_idx, const char *round_type,
+                       unsigned attempt, uint64_t timeout_ms, json_t *request);
+/* Start the call after delay_ms (0: now, synchronously). */
+void call_launch(council_call *call, uint64_t delay_ms);
+void call_abandon(council_call *call, const char *why); /* cancel, no result */
+
+/* engine.c: the call reports its outcome. ok=true: text; else error. */
+void engine_call_done(struct task *task, council_call *call, bool ok,
+                      const char *text, size_t len, const char *error);
+void engine_call_token(struct task *task, council_call *call,
+                       const char *chunk, size_t len);
+void engine_pump(council_run *run);
+void engine_cancel(council_run *run); /* abandon every call, free state */
+void engine_free(council_run *run);
+
+#endif

@@ -1,0 +1,299 @@
+/* ctx.c - the context: one libuv loop with the registry, the pub/sub and
+ * the providers of one core instance, and the ways to drive that loop.
+ *
+ * Not for: runs (run.c) or the rounds they go through (engine.c).
+ */
+#include "council_internal.h"
+
+#include <signal.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void async_cb(uv_async_t *h)
+{
+    council_ctx *ctx = h->data;
+    if (__atomic_load_n(&ctx->stop_flag, __ATOMIC_SEQ_CST))
+        uv_stop(&ctx->loop);
+}
+
+static void set_defaults(council_config *c)
+{
+    if (!c->max_runs)
+        c->max_runs = 10000;
+    if (!c->max_retained)
+        c->max_retained = 100000;
+    if (!c->max_subscribers_per_topic)
+        c->max_subscribers_per_topic = 1024;
+    if (!c->max_spec_bytes)
+        c->max_spec_bytes = 1u << 20;
+    if (!c->retention_ms)
+        c->retention_ms = 300000;
+    if (!c->subscriber_queue_cap)
+        c->subscriber_queue_cap = 4096;
+    if (!c->member_timeout_ms)
+        c->member_timeout_ms = 60000;
+    if (!c->output_cap)
+        c->output_cap = 1u << 20;
+}
+
+static int register_builtin(council_ctx *ctx)
+{
+    council_provider_ops ops;
+    provider_mock_ops(&ops);
+    int rc = council_provider_register(ctx, "mock", &ops, ctx);
+    if (rc)
+        return rc;
+    provider_exec_ops(&ops);
+    return council_provider_register(ctx, "exec", &ops, ctx);
+}
+
+council_ctx *council_ctx_new(const council_config *cfg)
+{
+    if (sodium_init() < 0)
+        return NULL;
+    council_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return NULL;
+    if (cfg)
+        ctx->cfg = *cfg;
+    set_defaults(&ctx->cfg);
+    if (uv_loop_init(&ctx->loop) != 0) {
+        free(ctx);
+        return NULL;
+    }
+    uv_async_init(&ctx->loop, &ctx->async, async_cb);
+    ctx->async.data = ctx;
+    uv_unref((uv_handle_t *)&ctx->async);
+    uv_timer_init(&ctx->loop, &ctx->step_timer);
+    uv_unref((uv_handle_t *)&ctx->step_timer);
+    ctx->reg = registry_new(0);
+    ctx->ps = pubsub_new(&ctx->loop, &council_event_msg_ops,
+                         ctx->cfg.max_subscribers_per_topic);
+    if (!ctx->reg || !ctx->ps || register_builtin(ctx) != 0) {
+        council_ctx_free(ctx);
+        return NULL;
+    }
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+    return ctx;
+}
+
+static void drain(council_ctx *ctx)
+{
+    /* Run until every handle we closed has had its close callback and every
+     * killed child was reaped. Bounded: children got SIGKILL. */
+    for (int i = 0; i < 100000 && uv_run(&ctx->loop, UV_RUN_NOWAIT) != 0; i++)
+        if (ctx->exec_children)
+            uv_run(&ctx->loop, UV_RUN_ONCE);
+}
+
+void council_ctx_free(council_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    ctx->freeing = true;
+    run_detach_all(ctx);          /* cancels, unregisters, detaches runs */
+    provider_exec_shutdown(ctx);  /* kill remaining children */
+    pubsub_free(ctx->ps);
+    ctx->ps = NULL;
+    drain(ctx);
+    provider *p = ctx->providers;
+    while (p) {
+        provider *n = p->next;
+        if (p->ops.release)
+            p->ops.release(p->arg);
+        free(p->name);
+        free(p);
+        p = n;
+    }
+    registry_free(ctx->reg);
+    uv_close((uv_handle_t *)&ctx->async, NULL);
+    uv_close((uv_handle_t *)&ctx->step_timer, NULL);
+    uv_run(&ctx->loop, UV_RUN_NOWAIT);
+    drain(ctx);
+    uv_loop_close(&ctx->loop);
+    free(ctx);
+}
+
+int council_ctx_run(council_ctx *ctx)
+{
+    if (!ctx)
+        return COUNCIL_EINVAL;
+    if (ctx->running)
+        return COUNCIL_ESTATE;
+    ctx->running = 1;
+    if (!__atomic_exchange_n(&ctx->stop_flag, 0, __ATOMIC_SEQ_CST)) {
+        uv_run(&ctx->loop, UV_RUN_DEFAULT);
+        if (!__atomic_load_n(&ctx->stop_flag, __ATOMIC_SEQ_CST) && ctx->ps)
+            pubsub_flush(ctx->ps);
+        __atomic_store_n(&ctx->stop_flag, 0, __ATOMIC_SEQ_CST);
+    }
+    ctx->running = 0;
+    return COUNCIL_OK;
+}
+
+static void step_timeout(uv_timer_t *h)
+{
+    (void)h; /* only there to bound UV_RUN_ONCE */
+}
+
+int council_ctx_step(council_ctx *ctx, int timeout_ms)
+{
+    if (!ctx)
+        return COUNCIL_EINVAL;
+    if (ctx->running)
+        return COUNCIL_ESTATE;
+    ctx->running = 1;
+    int alive;
+    if (timeout_ms == 0) {
+        alive = uv_run(&ctx->loop, UV_RUN_NOWAIT);
+    } else {
+        if (timeout_ms > 0) {
+            uv_ref((uv_handle_t *)&ctx->step_timer);
+            uv_timer_start(&ctx->step_timer, step_timeout, (uint64_t)timeout_ms, 0);
+        }
+        uv_run(&ctx->loop, UV_RUN_ONCE);
+        uv_timer_stop(&ctx->step_timer);
+        uv_unref((uv_handle_t *)&ctx->step_timer);
+        alive = uv_loop_alive(&ctx->loop);
+    }
+    __atomic_store_n(&ctx->stop_flag, 0, __ATOMIC_SEQ_CST);
+    ctx->running = 0;
+    return alive ? 1 : 0;
+}
+
+int council_ctx_backend_fd(council_ctx *ctx)
+{
+    return ctx ? uv_backend_fd(&ctx->loop) : -1;
+}
+
+void *council_ctx_uv_loop(council_ctx *ctx)
+{
+    return ctx ? &ctx->loop : NULL;
+}
+
+void council_ctx_stop(council_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    __atomic_store_n(&ctx->stop_flag, 1, __ATOMIC_SEQ_CST);
+    uv_async_send(&ctx->async);
+}
+
+void council_ctx_wakeup(council_ctx *ctx)
+{
+    if (ctx)
+        uv_async_send(&ctx->async);
+}
+
+void council_ctx_stats(const council_ctx *ctx, council_stats *out)
+{
+    if (!ctx || !out)
+        return;
+    out->runs_registered = registry_count(ctx->reg);
+    out->runs_active = ctx->runs_active;
+    out->subscriptions = ctx->ps ? pubsub_total_subscriptions(ctx->ps) : 0;
+}
+
+pubsub *council_ctx_pubsub(council_ctx *ctx)
+{
+    return ctx ? ctx->ps : NULL;
+}
+
+void council_ctx_flush(council_ctx *ctx)
+{
+    if (ctx && ctx->ps)
+        pubsub_flush(ctx->ps);
+}
+
+/* ------------------------------------------------------------ providers */
+
+provider *ctx_provider_find(council_ctx *ctx, const char *name)
+{
+    for (provider *p = ctx->providers; p; p = p->next)
+        if (strcmp(p->name, name) == 0)
+            return p;
+    return NULL;
+}
+
+int council_provider_register(council_ctx *ctx, const char *name,
+                              const council_provider_ops *ops, void *arg)
+{
+    if (!ctx || !name || !*name || !ops || !ops->start)
+        return COUNCIL_EINVAL;
+    if (ctx_provider_find(ctx, name))
+        return COUNCIL_EEXIST;
+    provider *p = calloc(1, sizeof *p);
+    if (!p || !(p->name = cx_strdup(name))) {
+        free(p);
+        return COUNCIL_ENOMEM;
+    }
+    p->ops = *ops;
+    p->arg = arg;
+    p->next = ctx->providers;
+    ctx->providers = p;
+    return COUNCIL_OK;
+}
+
+/* ----------------------------------------------------------- subscribing */
+
+struct council_subscription {
+    pubsub_sub *sub;
+    council_event_cb cb;
+    council_overflow_cb overflow;
+    void *arg;
+};
+
+static void sub_deliver(void *msg, void *arg)
+{
+    council_subscription *s = arg;
+    s->cb(msg, s->arg);
+}
+
+static void sub_overflow(size_t dropped, void *arg)
+{
+    council_subscription *s = arg;
+    if (s->overflow)
+        s->overflow(dropped, s->arg);
+}
+
+static void sub_closed(void *arg)
+{
+    free(arg);
+}
+
+static const pubsub_sub_ops sub_ops = {sub_deliver, sub_overflow, sub_closed};
+
+int council_subscribe(council_ctx *ctx, const char *topic, size_t len,
+                      council_event_cb cb, council_overflow_cb overflow_cb,
+                      void *arg, council_subscription **out)
+{
+    if (!ctx || !topic || !len || !cb || !ctx->ps)
+        return COUNCIL_EINVAL;
+    council_subscription *s = calloc(1, sizeof *s);
+    if (!s)
+        return COUNCIL_ENOMEM;
+    s->cb = cb;
+    s->overflow = overflow_cb;
+    s->arg = arg;
+    int rc = pubsub_subscribe(ctx->ps, topic, len, &sub_ops, s,
+                              ctx->cfg.subscriber_queue_cap, &s->sub);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    if (out)
+        *out = s;
+    return COUNCIL_OK;
+}
+
+void council_unsubscribe(council_ctx *ctx, council_subscription *sub)
+{
+    if (!ctx || !sub || !ctx->ps)
+        return;
+    pubsub_unsubscribe(ctx->ps, sub->sub);
+}

@@ -1,0 +1,910 @@
+/* engine.c - the round engine: walks a run through its rounds, starts the
+ * member calls each round needs, retries them, and computes what each round
+ * yields (answers, critiques, tallies, Borda scores, brackets, syntheses).
+ *
+ * Everything here runs from engine_pump, which the run schedules on the
+ * loop (run_kick) whenever something changed; providers only record their
+ * outcome, so a provider that completes synchronously cannot re-enter the
+ * engine in the middle of a step. Not for: publishing mechanics and the run
+ * lifecycle (run.c), call timers and provider plumbing (call.c).
+ *
+ * What members see (the "answers" of a request):
+ *   independent_analysis  nothing but the input
+ *   peer_review           the other members' latest answers, by member_id
+ *   anonymized_peer_review the same, by label (A, B, ... in spec order)
+ *   critique / synthesis  all latest answers, by member_id
+ *   vote / ranking        all latest answers, by label
+ *   pairwise_elimination  the two answers of a match, by label
+ * "Latest answer" = the member's text from the last answer-producing round
+ * (independent_analysis, peer_review, anonymized_peer_review, synthesis).
+ * Critiques do not replace answers; the round right after a critique round
+ * gets them as "critiques". Ballot rounds never change answers.
+ */
+#include "council_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct task {
+    struct round_state *rs;
+    size_t pos;          /* participant position */
+    size_t match;        /* pairwise: match index in the current level */
+    unsigned attempt;
+    council_call *call;
+    bool started, done, ok;
+    long choice;         /* vote / pairwise: candidate index, -1 none */
+    size_t *order;       /* ranking: candidate indices, best first */
+    size_t n_order;
+} task;
+
+typedef struct round_state {
+    council_run *run;
+    const spec_round *sr;   /* NULL for the chair */
+    round_type type;
+    const char *type_name;
+    char *name;
+    unsigned idx;
+    rres *res;
+    const char *instructions;
+    size_t n_part;
+    size_t *part;           /* member indices */
+    bool *m_started;
+    size_t n_cand;
+    size_t *cand;           /* member indices with an answer, spec order */
+    const char **cand_labels;
+    bool show_crit;
+    json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
+    task *tasks;
+    size_t n_tasks, next, done, active;
+    /* pairwise */
+    size_t *alive;          /* candidate indices still in */
+    size_t n_alive;
+    size_t (*pairs)[2];
+    size_t n_pairs;
+    json_t *bracket;
+    bool any_vote;
+} round_state;
+
+typedef struct frame {
+    struct frame *next;
+    const spec_round *rounds;
+    size_t n, pc;
+    const spec_round *iter;   /* NULL: the top level */
+    unsigned iteration, idx;
+    rres *res;
+    int vote_unanimous;       /* -1 no vote this iteration, 0/1 */
+} frame;
+
+static const char *default_instructions(round_type t)
+{
+    switch (t) {
+    case RT_INDEPENDENT:
+        return "Answer the input.";
+    case RT_PEER_REVIEW:
+        return "Review the other members' answers, then give your improved answer.";
+    case RT_ANON_PEER_REVIEW:
+        return "Review the other answers (labelled), then give your improved answer.";
+    case RT_CRITIQUE:
+        return "Critique the answers: point out errors, gaps and weak reasoning.";
+    case RT_RANKING:
+        return "Rank the answers from best to worst. End with a line "
+               "'RANKING: <label> > <label> > ...'.";
+    case RT_VOTE:
+        return "Vote for the best answer. End with a line 'VOTE: <label>'.";
+    case RT_PAIRWISE:
+        return "Two answers compete. Reply with 'VOTE: <label>' for the better one.";
+    case RT_SYNTHESIS:
+        return "Write the final answer from the answers given.";
+    default:
+        return "";
+    }
+}
+
+static bool is_answer_type(round_type t)
+{
+    return t == RT_INDEPENDENT || t == RT_PEER_REVIEW || t == RT_ANON_PEER_REVIEW ||
+           t == RT_SYNTHESIS;
+}
+
+/* --------------------------------------------------------------- state */
+
+static void round_state_free(round_state *rs)
+{
+    if (!rs)
+        return;
+    for (size_t i = 0; i < rs->n_tasks; i++)
+        free(rs->tasks[i].order);
+    free(rs->tasks);
+    free(rs->name);
+    free(rs->part);
+    free(rs->m_started);
+    free(rs->cand);
+    free(rs->cand_labels);
+    free(rs->alive);
+    free(rs->pairs);
+    json_decref(rs->bracket);
+    json_decref(rs->prev_round);
+    free(rs);
+}
+
+void engine_cancel(council_run *run)
+{
+    while (run->calls)
+        call_abandon(run->calls, "cancelled");
+    round_state_free(run->round);
+    run->round = NULL;
+    while (run->frames) {
+        frame *f = run->frames;
+        run->frames = f->next;
+        free(f);
+    }
+}
+
+void engine_free(council_run *run)
+{
+    engine_cancel(run);
+}
+
+void engine_current_round(const council_run *run, const char **name, unsigned *idx)
+{
+    if (run->round) {
+        *name = run->round->name;
+        *idx = run->round->idx;
+    } else if (run->frames && run->frames->iter) {
+        *name = run->frames->iter->name;
+        *idx = run->frames->idx;
+    } else {
+        *name = NULL;
+        *idx = 0;
+    }
+}
+
+static frame *innermost_iterate(council_run *run)
+{
+    for (frame *f = run->frames; f; f = f->next)
+        if (f->iter)
+            return f;
+    return NULL;
+}
+
+/* -------------------------------------------------------------- request */
+
+static uint64_t member_timeout(council_run *run, const spec_member *m)
+{
+    json_t *t = json_object_get(m->options, "timeout_ms");
+    if (json_is_integer(t) && json_integer_value(t) > 0)
+        return (uint64_t)json_integer_value(t);
+    if (run->spec->limits.member_timeout_ms)
+        return run->spec->limits.member_timeout_ms;
+    return run->ctx->cfg.member_timeout_ms;
+}
+
+static json_t *answer_item(const char *key, const char *who, const char *text,
+                           size_t len)
+{
+    return json_pack("{s:s,s:o}", key, who, "text", json_stringn_nocheck(text, len));
+}
+
+static json_t *build_request(round_state *rs, task *t)
+{
+    council_run *run = rs->run;
+    const council_spec *spec = run->spec;
+    size_t me = rs->part[t->pos];
+    const spec_member *m = &spec->members[me];
+    json_t *answers = json_array();
+    json_t *req = json_pack(
+        "{s:o,s:s,s:s,s:{s:s,s:I,s:s},s:I,s:o,s:s}",
+        "run_id", json_stringn_nocheck(run->run_id, run->run_id_len),
+        "council", run->council, "member_id", m->id,
+        "round", "name", rs->name, "idx", (json_int_t)rs->idx, "type", rs->type_name,
+        "attempt", (json_int_t)t->attempt,
+        "input", run->input.text ? json_stringn_nocheck(run->input.text, run->input.text_len)
+                                 : json_null(),
+        "instructions", rs->instructions);
+    if (!req || !answers) {
+        json_decref(req);
+        json_decref(answers);
+        return NULL;
+    }
+    switch (rs->type) {
+    case RT_PEER_REVIEW:
+    case RT_ANON_PEER_REVIEW:
+        for (size_t i = 0; i < spec->n_members; i++) {
+            if (i == me || !run->latest[i])
+                continue;
+            json_array_append_new(
+                answers, rs->type == RT_PEER_REVIEW
+                             ? answer_item("member_id", spec->members[i].id,
+                                           run->latest[i], run->latest_len[i])
+                             : answer_item("label", spec->members[i].label,
+                                           run->latest[i], run->latest_len[i]));
+        }
+        if (run->latest[me])
+            json_object_set_new(req, "previous_answer",
+                                json_stringn_nocheck(run->latest[me], run->latest_len[me]));
+        break;
+    case RT_CRITIQUE:
+    case RT_SYNTHESIS:
+        for (size_t i = 0; i < spec->n_members; i++)
+            if (run->latest[i])
+                json_array_append_new(answers,
+                                      answer_item("member_id", spec->members[i].id,
+                                                  run->latest[i], run->latest_len[i]));
+        if (rs->type == RT_SYNTHESIS && rs->prev_round)
+            json_object_set(req, "previous_round", rs->prev_round);
+        break;
+    case RT_VOTE:
+    case RT_RANKING:
+        for (size_t c = 0; c < rs->n_cand; c++) {
+            size_t i = rs->cand[c];
+            json_array_append_new(answers, answer_item("label", spec->members[i].label,
+                                                       run->latest[i], run->latest_len[i]));
+        }
+        break;
+    case RT_PAIRWISE:
+        for (int k = 0; k < 2; k++) {
+            size_t i = rs->cand[rs->pairs[t->match][k]];
+            json_array_append_new(answers, answer_item("label", spec->members[i].label,
+                                                       run->latest[i], run->latest_len[i]));
+        }
+        break;
+    default:
+        break;
+    }
+    json_object_set_new(req, "answers", answers);
+    if (rs->show_crit) {
+        json_t *cr = json_array();
+        for (size_t i = 0; cr && i < spec->n_members; i++)
+            if (run->critiques[i])
+                json_array_append_new(cr, answer_item("member_id", spec->members[i].id,
+                                                      run->critiques[i],
+                                                      run->critique_len[i]));
+        json_object_set_new(req, "critiques", cr);
+    }
+    return req;
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+static void task_complete(task *t, bool ok, const char *text, size_t len,
+                          const char *error);
+
+static void task_launch(round_state *rs, task *t, uint64_t delay)
+{
+    council_run *run = rs->run;
+    size_t me = rs->part[t->pos];
+    const spec_member *m = &run->spec->members[me];
+    mres *mr = rs->res->members[t->pos];
+    if (!rs->m_started[t->pos]) {
+        rs->m_started[t->pos] = true;
+        run_publish(run, COUNCIL_EV_MEMBER_STARTED, rs->name, (int)rs->idx,
+                    rs->type_name, m->id, NULL, 0, NULL);
+    }
+    t->attempt++;
+    mr->pub.attempts++;
+    provider *prov = ctx_provider_find(run->ctx, m->provider);
+    json_t *req = build_request(rs, t);
+    council_call *c = prov && req ? call_new(run, t, prov, m, rs->name, rs->idx,
+                                             rs->type_name, t->attempt,
+                                             member_timeout(run, m), req)
+                                  : NULL;
+    if (!c) {
+        if (!req || prov)
+            json_decref(NULL);
+        task_complete(t, false, NULL, 0, prov ? "out of memory" : "unknown provider");
+        return;
+    }
+    t->call = c;
+    call_launch(c, delay);
+}
+
+void engine_call_token(task *t, council_call *call, const char *chunk, size_t len)
+{
+    round_state *rs = t->rs;
+    (void)call;
+    run_publish(rs->run, COUNCIL_EV_MEMBER_TOKEN, rs->name, (int)rs->idx,
+                rs->type_name, rs->run->spec->members[rs->part[t->pos]].id, chunk,
+                len, NULL);
+}
+
+void engine_call_done(task *t, council_call *call, bool ok, const char *text,
+                      size_t len, const char *error)
+{
+    round_state *rs = t->rs;
+    council_run *run = rs->run;
+    (void)call;
+    t->call = NULL;
+    if (!ok && t->attempt < run->spec->limits.max_attempts && run->ctx) {
+        task_launch(rs, t, run->spec->limits.backoff_ms * t->attempt);
+        return;
+    }
+    task_complete(t, ok, text, len, error);
+}
+
+static json_t *labels_json(round_state *rs, const size_t *order, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_string(rs->cand_labels[order[i]]));
+    return a;
+}
+
+static void task_complete(task *t, bool ok, const char *text, size_t len,
+                          const char *error)
+{
+    round_state *rs = t->rs;
+    council_run *run = rs->run;
+    mres *mr = rs->res->members[t->pos];
+    const char *mid = run->spec->members[rs->part[t->pos]].id;
+    char why[160];
+    t->done = true;
+    rs->done++;
+    rs->active--;
+    if (ok) {
+        mres_set_text(mr, text, len);
+        mres_set_error(mr, NULL);
+        if (rs->type == RT_VOTE || rs->type == RT_PAIRWISE) {
+            const char *labels[2];
+            const char *const *ls = rs->cand_labels;
+            size_t n = rs->n_cand;
+            if (rs->type == RT_PAIRWISE) {
+                labels[0] = rs->cand_labels[rs->pairs[t->match][0]];
+                labels[1] = rs->cand_labels[rs->pairs[t->match][1]];
+                ls = labels;
+                n = 2;
+            }
+            char lab[8];
+            if (council_parse_vote(text, len, ls, n, lab, sizeof lab) == COUNCIL_OK) {
+                for (size_t c = 0; c < rs->n_cand; c++)
+                    if (strcmp(rs->cand_labels[c], lab) == 0)
+                        t->choice = (long)c;
+                t->ok = true;
+            } else {
+                ok = false;
+                error = "unparsable vote: expected 'VOTE: <label>' with a label shown";
+            }
+        } else if (rs->type == RT_RANKING) {
+            t->order = cx_calloc(rs->n_cand, sizeof *t->order);
+            if (t->order && council_parse_ranking(text, len, rs->cand_labels, rs->n_cand,
+                                                  t->order, &t->n_order) == COUNCIL_OK) {
+                t->ok = true;
+            } else {
+                ok = false;
+                error = "unparsable ranking: expected 'RANKING: <label> > <label> ...'";
+            }
+        } else {
+            t->ok = true;
+        }
+    }
+    if (rs->type == RT_PAIRWISE) {
+        if (t->ok) {
+            rs->any_vote = true;
+            if (!mr->parsed)
+                mres_set_parsed(mr, json_pack("{s:[]}", "votes"));
+            json_t *votes = json_object_get(mr->parsed, "votes");
+            json_array_append_new(
+                votes, json_pack("{s:[s,s],s:s}", "pair",
+                                 rs->cand_labels[rs->pairs[t->match][0]],
+                                 rs->cand_labels[rs->pairs[t->match][1]], "vote",
+                                 rs->cand_labels[t->choice]));
+            mres_set_parsed(mr, json_incref(mr->parsed)); /* re-render text */
+        } else {
+            snprintf(why, sizeof why, "%s", error ? error : "failed");
+            if (!mr->error)
+                mres_set_error(mr, why);
+            run_add_error(run, "member %s in round %s: %s", mid, rs->name, why);
+        }
+        run_kick(run);
+        return;
+    }
+    if (ok) {
+        if (rs->type == RT_VOTE)
+            mres_set_parsed(mr, json_pack("{s:s}", "vote", rs->cand_labels[t->choice]));
+        else if (rs->type == RT_RANKING)
+            mres_set_parsed(mr, json_pack("{s:o}", "ranking",
+                                          labels_json(rs, t->order, t->n_order)));
+    } else {
+        snprintf(why, sizeof why, "%s", error ? error : "failed");
+        mres_set_error(mr, why);
+        run_add_error(run, "member %s in round %s: %s", mid, rs->name, why);
+    }
+    run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
+                rs->type_name, mid, NULL, 0, &mr->pub);
+    run_kick(run);
+}
+
+/* --------------------------------------------------------------- rounds */
+
+static void fail_run(council_run *run, const char *fmt, const char *name)
+{
+    run_add_error(run, fmt, name);
+    run_finish(run, COUNCIL_FAILED);
+}
+
+static int pairwise_level(round_state *rs);
+
+/* Set up and announce a round. Returns 0, or -1 when the run ended. */
+static int start_round(council_run *run, const spec_round *sr, round_type type,
+                       const char *name, int synth)
+{
+    const council_spec *spec = run->spec;
+    round_state *rs = calloc(1, sizeof *rs);
+    if (!rs) {
+        fail_run(run, "round %s: out of memory", name);
+        return -1;
+    }
+    rs->run = run;
+    rs->sr = sr;
+    rs->type = type;
+    rs->type_name = round_type_name(type);
+    rs->name = cx_strdup(name);
+    rs->idx = run->next_round_idx++;
+    rs->instructions = sr && sr->instructions ? sr->instructions : default_instructions(type);
+    rs->show_crit = run->critiques_fresh;
+    run->critiques_fresh = false;
+    run->round = rs;
+    size_t nm = spec->n_members;
+    rs->part = cx_calloc(nm, sizeof *rs->part);
+    rs->cand = cx_calloc(nm, sizeof *rs->cand);
+    rs->cand_labels = cx_calloc(nm, sizeof *rs->cand_labels);
+    rs->m_started = cx_calloc(nm, sizeof *rs->m_started);
+    if (!rs->name || !rs->part || !rs->cand || !rs->cand_labels || !rs->m_started) {
+        fail_run(run, "round %s: out of memory", name);
+        return -1;
+    }
+    if (type == RT_SYNTHESIS) {
+        int who = synth >= 0 ? synth : spec->chair >= 0 ? spec->chair
+                  : sr && sr->gated ? (int)sr->gate[0] : 0;
+        rs->part[rs->n_part++] = (size_t)who;
+        if (run->n_rounds > 0) {
+            rres *last = run->rounds[run->n_rounds - 1];
+            rs->prev_round = json_pack("{s:s,s:s,s:O?}", "name", last->name, "type",
+                                       last->type, "aggregate", last->aggregate);
+        }
+    } else if (sr && sr->gated) {
+        for (size_t i = 0; i < sr->n_gate; i++)
+            rs->part[rs->n_part++] = sr->gate[i];
+    } else {
+        for (size_t i = 0; i < nm; i++)
+            rs->part[rs->n_part++] = i;
+    }
+    for (size_t i = 0; i < nm; i++)
+        if (run->latest[i]) {
+            rs->cand_labels[rs->n_cand] = spec->members[i].label;
+            rs->cand[rs->n_cand++] = i;
+        }
+    bool ballot = type == RT_VOTE || type == RT_RANKING || type == RT_PAIRWISE;
+    size_t n_res = (type == RT_PAIRWISE && rs->n_cand < 2) ? 0 : rs->n_part;
+    rs->res = rres_new(name, rs->idx, rs->type_name, n_res);
+    if (!rs->res || run_own_round(run, rs->res)) {
+        rres_free(rs->res);
+        rs->res = NULL;
+        fail_run(run, "round %s: out of memory", name);
+        return -1;
+    }
+    for (size_t i = 0; i < n_res; i++) {
+        if (!(rs->res->members[i] = mres_new(spec->members[rs->part[i]].id))) {
+            fail_run(run, "round %s: out of memory", name);
+            return -1;
+        }
+        rs->res->n_members = i + 1;
+    }
+    run_publish(run, COUNCIL_EV_ROUND_STARTED, rs->name, (int)rs->idx, rs->type_name,
+                NULL, NULL, 0, NULL);
+    if (ballot && rs->n_cand == 0) {
+        fail_run(run, "round %s failed: no answers to choose from", name);
+        return -1;
+    }
+    if (type == RT_PAIRWISE) {
+        rs->alive = cx_calloc(rs->n_cand, sizeof *rs->alive);
+        rs->pairs = cx_calloc(rs->n_cand, sizeof *rs->pairs);
+        rs->bracket = json_array();
+        if (!rs->alive || !rs->pairs || !rs->bracket) {
+            fail_run(run, "round %s: out of memory", name);
+            return -1;
+        }
+        for (size_t c = 0; c < rs->n_cand; c++)
+            rs->alive[rs->n_alive++] = c;
+        return pairwise_level(rs);
+    }
+    rs->tasks = cx_calloc(rs->n_part, sizeof *rs->tasks);
+    if (!rs->tasks) {
+        fail_run(run, "round %s: out of memory", name);
+        return -1;
+    }
+    rs->n_tasks = rs->n_part;
+    for (size_t i = 0; i < rs->n_part; i++) {
+        rs->tasks[i].rs = rs;
+        rs->tasks[i].pos = i;
+        rs->tasks[i].choice = -1;
+    }
+    return 0;
+}
+
+/* Build the tasks of the next pairwise level (every member votes on every
+ * match of the level). With one answer left there is nothing to do. */
+static int pairwise_level(round_state *rs)
+{
+    for (size_t i = 0; i < rs->n_tasks; i++)
+        free(rs->tasks[i].order);
+    free(rs->tasks);
+    rs->tasks = NULL;
+    rs->n_tasks = rs->next = rs->done = rs->active = 0;
+    rs->n_pairs = 0;
+    if (rs->n_alive < 2)
+        return 0;
+    for (size_t i = 0; i + 1 < rs->n_alive; i += 2) {
+        rs->pairs[rs->n_pairs][0] = rs->alive[i];
+        rs->pairs[rs->n_pairs][1] = rs->alive[i + 1];
+        rs->n_pairs++;
+    }
+    rs->tasks = cx_calloc(rs->n_pairs * rs->n_part, sizeof *rs->tasks);
+    if (!rs->tasks) {
+        fail_run(rs->run, "round %s: out of memory", rs->name);
+        return -1;
+    }
+    rs->n_tasks = rs->n_pairs * rs->n_part;
+    for (size_t k = 0; k < rs->n_tasks; k++) {
+        rs->tasks[k].rs = rs;
+        rs->tasks[k].match = k / rs->n_part;
+        rs->tasks[k].pos = k % rs->n_part;
+        rs->tasks[k].choice = -1;
+    }
+    return 0;
+}
+
+/* Decide the matches of the level just finished. */
+static void pairwise_decide(round_state *rs)
+{
+    json_t *level = json_array();
+    size_t n_new = 0;
+    for (size_t p = 0; p < rs->n_pairs; p++) {
+        size_t a = rs->pairs[p][0], b = rs->pairs[p][1];
+        json_int_t va = 0, vb = 0;
+        for (size_t k = 0; k < rs->n_tasks; k++) {
+            task *t = &rs->tasks[k];
+            if (t->match != p || !t->ok)
+                continue;
+            if (t->choice == (long)a)
+                va++;
+            else if (t->choice == (long)b)
+                vb++;
+        }
+        size_t w = vb > va ? b : a; /* ties go to the lower label */
+        json_array_append_new(
+            level, json_pack("{s:[s,s],s:{s:I,s:I},s:s}", "pair", rs->cand_labels[a],
+                             rs->cand_labels[b], "votes", rs->cand_labels[a], va,
+                             rs->cand_labels[b], vb, "winner", rs->cand_labels[w]));
+        rs->alive[n_new++] = w;
+    }
+    if (rs->n_alive % 2) {
+        size_t bye = rs->alive[rs->n_alive - 1];
+        json_array_append_new(level, json_pack("{s:s}", "bye", rs->cand_labels[bye]));
+        rs->alive[n_new++] = bye;
+    }
+    rs->n_alive = n_new;
+    json_array_append_new(rs->bracket, level);
+}
+
+static bool answers_equal(council_run *run)
+{
+    const char *first = NULL;
+    size_t flen = 0;
+    for (size_t i = 0; i < run->spec->n_members; i++) {
+        if (!run->latest[i])
+            continue;
+        if (!first) {
+            first = run->latest[i];
+            flen = run->latest_len[i];
+        } else if (flen != run->latest_len[i] || memcmp(first, run->latest[i], flen)) {
+            return false;
+        }
+    }
+    return first != NULL;
+}
+
+static void set_latest(char **slot, size_t *lenp, const char *text, size_t len)
+{
+    char *n = cx_memdup(text, len);
+    if (!n)
+        return;
+    free(*slot);
+    *slot = n;
+    *lenp = len;
+}
+
+static json_t *winner_json(council_run *run, round_state *rs, size_t w)
+{
+    (void)run;
+    return json_string(run->spec->members[rs->cand[w]].id);
+}
+
+/* Compute the round's yield, publish round_completed, and clear the round.
+ * Returns -1 when the run failed. */
+static int finish_round(council_run *run)
+{
+    round_state *rs = run->round;
+    rres *rr = rs->res;
+    const council_spec *spec = run->spec;
+    size_t n_ok = 0;
+    long first_ok = -1;
+    for (size_t i = 0; i < rs->n_tasks && rs->type != RT_PAIRWISE; i++)
+        if (rs->tasks[i].ok) {
+            n_ok++;
+            if (first_ok < 0)
+                first_ok = (long)i;
+        }
+    if (rs->type == RT_PAIRWISE) {
+        /* members whose calls all failed are errors; the others are ok */
+        for (size_t i = 0; i < rr->n_members; i++) {
+            mres *mr = rr->members[i];
+            if (mr->parsed)
+                mres_set_error(mr, NULL);
+            else if (!mr->error)
+                mres_set_error(mr, "no valid vote");
+            run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
+                        rs->type_name, mr->member_id, NULL, 0, &mr->pub);
+        }
+        if (rr->n_members > 0 && !rs->any_vote) {
+            run_push_round(run, rr);
+            fail_run(run, "round %s failed: no member succeeded", rs->name);
+            return -1;
+        }
+    } else if (n_ok == 0) {
+        run_push_round(run, rr);
+        fail_run(run, "round %s failed: no member succeeded", rs->name);
+        return -1;
+    }
+
+    frame *it = innermost_iterate(run);
+    switch (rs->type) {
+    case RT_INDEPENDENT:
+    case RT_PEER_REVIEW:
+    case RT_ANON_PEER_REVIEW:
+    case RT_SYNTHESIS:
+    case RT_CRITIQUE:
+        for (size_t i = 0; i < rs->n_tasks; i++) {
+            task *t = &rs->tasks[i];
+            if (!t->ok)
+                continue;
+            size_t m = rs->part[t->pos];
+            mres *mr = rr->members[t->pos];
+            if (is_answer_type(rs->type))
+                set_latest(&run->latest[m], &run->latest_len[m], mr->text, mr->text_len);
+            else
+                set_latest(&run->critiques[m], &run->critique_len[m], mr->text,
+                           mr->text_len);
+        }
+        if (rs->type == RT_CRITIQUE)
+            run->critiques_fresh = true;
+        rres_set_text(rr, rr->members[first_ok]->text, rr->members[first_ok]->text_len);
+        break;
+    case RT_VOTE: {
+        json_int_t *tally = cx_calloc(rs->n_cand, sizeof *tally);
+        if (!tally)
+            break;
+        json_int_t valid = 0;
+        for (size_t i = 0; i < rs->n_tasks; i++)
+            if (rs->tasks[i].ok) {
+                tally[rs->tasks[i].choice]++;
+                valid++;
+            }
+        size_t w = 0;
+        for (size_t c = 1; c < rs->n_cand; c++)
+            if (tally[c] > tally[w])
+                w = c;
+        json_t *tj = json_object();
+        for (size_t c = 0; c < rs->n_cand; c++)
+            json_object_set_new(tj, rs->cand_labels[c], json_integer(tally[c]));
+        bool unanimous = valid > 0 && tally[w] == valid;
+        rres_set_aggregate(rr, json_pack("{s:o,s:s,s:o,s:I,s:b}", "tally", tj, "winner",
+                                         rs->cand_labels[w], "winner_member",
+                                         winner_json(run, rs, w), "valid_votes", valid,
+                                         "unanimous", unanimous));
+        size_t m = rs->cand[w];
+        rres_set_text(rr, run->latest[m], run->latest_len[m]);
+        if (it)
+            it->vote_unanimous = unanimous ? 1 : (it->vote_unanimous == 1 ? 1 : 0);
+        if (it && !unanimous)
+            it->vote_unanimous = 0;
+        free(tally);
+        break;
+    }
+    case RT_RANKING: {
+        json_int_t *score = cx_calloc(rs->n_cand, sizeof *score);
+        size_t *order = cx_calloc(rs->n_cand, sizeof *order);
+        if (!score || !order) {
+            free(score);
+            free(order);
+            break;
+        }
+        for (size_t i = 0; i < rs->n_tasks; i++) {
+            task *t = &rs->tasks[i];
+            if (!t->ok)
+                continue;
+            for (size_t p = 0; p < t->n_order; p++)
+                score[t->order[p]] += (json_int_t)(rs->n_cand - 1 - p);
+        }
+        for (size_t c = 0; c < rs->n_cand; c++)
+            order[c] = c;
+        /* stable insertion sort: higher score first, ties keep label order */
+        for (size_t a = 1; a < rs->n_cand; a++)
+            for (size_t b = a; b > 0 && score[order[b]] > score[order[b - 1]]; b--) {
+                size_t tmp = order[b];
+                order[b] = order[b - 1];
+                order[b - 1] = tmp;
+            }
+        json_t *sj = json_object();
+        for (size_t c = 0; c < rs->n_cand; c++)
+            json_object_set_new(sj, rs->cand_labels[c], json_integer(score[c]));
+        rres_set_aggregate(rr, json_pack("{s:o,s:o,s:s,s:o}", "scores", sj, "ranking",
+                                         labels_json(rs, order, rs->n_cand), "winner",
+                                         rs->cand_labels[order[0]], "winner_member",
+                                         winner_json(run, rs, order[0])));
+        size_t m = rs->cand[order[0]];
+        rres_set_text(rr, run->latest[m], run->latest_len[m]);
+        free(score);
+        free(order);
+        break;
+    }
+    case RT_PAIRWISE: {
+        size_t w = rs->alive[0];
+        rres_set_aggregate(rr, json_pack("{s:O,s:s,s:o}", "bracket", rs->bracket,
+                                         "winner", rs->cand_labels[w], "winner_member",
+                                         winner_json(run, rs, w)));
+        size_t m = rs->cand[w];
+        rres_set_text(rr, run->latest[m], run->latest_len[m]);
+        break;
+    }
+    default:
+        break;
+    }
+    (void)spec;
+    run->rounds_completed++;
+    run_push_round(run, rr);
+    run->round = NULL;
+    run_publish(run, COUNCIL_EV_ROUND_COMPLETED, rs->name, (int)rs->idx, rs->type_name,
+                NULL, NULL, 0, &rr->pub);
+    round_state_free(rs);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- frames */
+
+static int push_iterate(council_run *run, const spec_round *sr)
+{
+    frame *f = calloc(1, sizeof *f);
+    if (!f) {
+        fail_run(run, "round %s: out of memory", sr->name);
+        return -1;
+    }
+    f->rounds = sr->children;
+    f->n = sr->n_children;
+    f->iter = sr;
+    f->iteration = 0;
+    f->vote_unanimous = -1;
+    f->idx = run->next_round_idx++;
+    f->res = rres_new(sr->name, f->idx, round_type_name(RT_ITERATE), 0);
+    if (!f->res || run_own_round(run, f->res)) {
+        rres_free(f->res);
+        free(f);
+        fail_run(run, "round %s: out of memory", sr->name);
+        return -1;
+    }
+    f->next = run->frames;
+    run->frames = f;
+    run_publish(run, COUNCIL_EV_ROUND_STARTED, sr->name, (int)f->idx,
+                round_type_name(RT_ITERATE), NULL, NULL, 0, NULL);
+    return 0;
+}
+
+/* One iteration ended: go again, or close the iterate round. */
+static void end_iteration(council_run *run, frame *f)
+{
+    f->iteration++;
+    bool consensus = f->vote_unanimous == 1 || answers_equal(run);
+    bool stop = (f->iter->until == STOP_CONSENSUS && consensus) ||
+                f->iteration >= f->iter->max_iterations;
+    if (!stop) {
+        f->pc = 0;
+        f->vote_unanimous = -1;
+        return;
+    }
+    rres *rr = f->res;
+    rres_set_aggregate(rr, json_pack("{s:I,s:s,s:b}", "iterations",
+                                     (json_int_t)f->iteration, "stopped_by",
+                                     (f->iter->until == STOP_CONSENSUS && consensus)
+                                         ? "consensus" : "max_iterations",
+                                     "consensus", consensus));
+    if (run->n_rounds > 0) {
+        rres *last = run->rounds[run->n_rounds - 1];
+        rres_set_text(rr, last->text, last->text_len);
+    }
+    run->frames = f->next;
+    free(f);
+    run->rounds_completed++;
+    run_push_round(run, rr);
+    run_publish(run, COUNCIL_EV_ROUND_COMPLETED, rr->name, (int)rr->pub.idx,
+                rr->type, NULL, NULL, 0, &rr->pub);
+}
+
+static void complete_run(council_run *run)
+{
+    /* final: the chair's answer (it ran last), else the last round's text */
+    if (run->n_rounds > 0) {
+        rres *last = run->rounds[run->n_rounds - 1];
+        if (last->text) {
+            run->final_text = cx_memdup(last->text, last->text_len);
+            run->final_len = run->final_text ? last->text_len : 0;
+        }
+    }
+    run_finish(run, COUNCIL_COMPLETED);
+}
+
+/* ------------------------------------------------------------------ pump */
+
+void engine_pump(council_run *run)
+{
+    while (run->status == COUNCIL_RUNNING && run->ctx) {
+        round_state *rs = run->round;
+        if (rs) {
+            unsigned limit = run->spec->limits.concurrency;
+            while (rs->next < rs->n_tasks && (limit == 0 || rs->active < limit) &&
+                   run->round == rs && run->status == COUNCIL_RUNNING) {
+                task *t = &rs->tasks[rs->next++];
+                t->started = true;
+                rs->active++;
+                task_launch(rs, t, 0);
+            }
+            if (run->round != rs || run->status != COUNCIL_RUNNING)
+                return;
+            if (rs->done < rs->n_tasks)
+                return; /* wait for calls */
+            if (rs->type == RT_PAIRWISE && rs->n_tasks > 0) {
+                pairwise_decide(rs);
+                if (pairwise_level(rs) < 0)
+                    return;
+                if (rs->n_tasks > 0)
+                    continue;
+            }
+            if (finish_round(run) < 0)
+                return;
+            continue;
+        }
+        if (!run->frames) {
+            frame *top = calloc(1, sizeof *top);
+            if (!top) {
+                fail_run(run, "%s: out of memory", "engine");
+                return;
+            }
+            top->rounds = run->spec->rounds;
+            top->n = run->spec->n_rounds;
+            top->vote_unanimous = -1;
+            run->frames = top;
+        }
+        frame *f = run->frames;
+        if (f->pc < f->n) {
+            const spec_round *sr = &f->rounds[f->pc++];
+            if (sr->type == RT_ITERATE) {
+                if (push_iterate(run, sr) < 0)
+                    return;
+            } else if (start_round(run, sr, sr->type, sr->name, sr->synth_member) < 0) {
+                return;
+            }
+            continue;
+        }
+        if (f->iter) {
+            end_iteration(run, f);
+            continue;
+        }
+        if (run->spec->chair >= 0 && !run->chair_done) {
+            run->chair_done = true;
+            if (start_round(run, NULL, RT_SYNTHESIS, "chair", run->spec->chair) < 0)
+                return;
+            continue;
+        }
+        complete_run(run);
+        return;
+    }
+}

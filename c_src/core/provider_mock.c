@@ -1,0 +1,280 @@
+/* provider_mock.c - the built-in deterministic provider.
+ *
+ * Its answer is a function of the member, the round, the attempt and the
+ * input (all read from the request), so runs are reproducible. Ballot rounds
+ * get parsable ballots. Options (member "options"):
+ *   latency_ms     time until the answer (0: answer at once, synchronously)
+ *   chunks         stream the answer as this many member_token events,
+ *                  spread over the latency
+ *   fail_attempts  [n, ...] attempts that fail ("mock failure on attempt n")
+ *   hang_attempts  [n, ...] attempts that never answer (for timeouts)
+ *   answer         fixed text for answer rounds
+ *   text           fixed text for every round (e.g. to test bad ballots)
+ *   vote           label to vote for when shown (else the first label)
+ *   ranking        "C>A>B" or ["C","A","B"]: preferred order; labels not
+ *                  named follow in label order
+ * Not for: anything but tests, demos and benchmarks.
+ */
+#include "council_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct mock_call {
+    council_call *call;   /* ref held */
+    cx_timer *timer;
+    char *answer;
+    size_t len;
+    unsigned chunks, sent;
+    uint64_t step_ms;
+    bool fail;
+} mock_call;
+
+static bool in_list(json_t *list, unsigned attempt)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) {
+        if (json_is_integer(v) && json_integer_value(v) == (json_int_t)attempt)
+            return true;
+    }
+    return false;
+}
+
+/* Append s to a growing buffer. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t nc = (b->cap ? b->cap * 2 : 128);
+        while (nc < b->len + n + 1)
+            nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (!np)
+            return;
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static const char *answer_label(json_t *a, size_t i)
+{
+    return json_string_value(json_object_get(json_array_get(a, i), "label"));
+}
+
+static void compose(council_call *call, sbuf *b)
+{
+    json_t *req = council_call_request_json(call);
+    const char *mid = council_call_member_id(call);
+    const char *type = council_call_round_type(call);
+    json_t *mo = json_loads(council_call_member_options(call), 0, NULL);
+    json_t *answers = json_object_get(req, "answers");
+    size_t n = json_array_size(answers);
+    char line[512];
+    json_t *fixed = json_object_get(mo, "text");
+    if (json_is_string(fixed)) {
+        sb_add(b, json_string_value(fixed), json_string_length(fixed));
+        json_decref(mo);
+        return;
+    }
+    if (strcmp(type, "vote") == 0 || strcmp(type, "pairwise_elimination") == 0) {
+        const char *pick = n ? answer_label(answers, 0) : "?";
+        json_t *pref = json_object_get(mo, "vote");
+        for (size_t i = 0; json_is_string(pref) && i < n; i++)
+            if (strcmp(answer_label(answers, i), json_string_value(pref)) == 0)
+                pick = answer_label(answers, i);
+        snprintf(line, sizeof line, "VOTE: %s\n(%s, %s #%u)", pick, mid,
+                 council_call_round_name(call), council_call_round_idx(call));
+        sb_str(b, line);
+    } else if (strcmp(type, "ranking") == 0) {
+        /* preferred labels first, then the rest in label order */
+        const char *order[SPEC_MAX_MEMBERS];
+        size_t k = 0;
+        json_t *pref = json_object_get(mo, "ranking");
+        char tmp[256] = "";
+        if (json_is_string(pref))
+            snprintf(tmp, sizeof tmp, "%s", json_string_value(pref));
+        else if (json_is_array(pref)) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(pref, i, v) if (json_is_string(v)) {
+                strncat(tmp, json_string_value(v), sizeof tmp - strlen(tmp) - 2);
+                strcat(tmp, ">");
+            }
+        }
+        for (char *tok = strtok(tmp, ">, "); tok; tok = strtok(NULL, ">, "))
+            for (size_t i = 0; i < n && k < SPEC_MAX_MEMBERS; i++)
+                if (strcmp(answer_label(answers, i), tok) == 0) {
+                    bool dup = false;
+                    for (size_t j = 0; j < k; j++)
+                        dup |= strcmp(order[j], tok) == 0;
+                    if (!dup)
+                        order[k++] = answer_label(answers, i);
+                }
+        for (size_t i = 0; i < n && k < SPEC_MAX_MEMBERS; i++) {
+            bool dup = false;
+            for (size_t j = 0; j < k; j++)
+                dup |= strcmp(order[j], answer_label(answers, i)) == 0;
+            if (!dup)
+                order[k++] = answer_label(answers, i);
+        }
+        sb_str(b, "RANKING: ");
+        for (size_t i = 0; i < k; i++) {
+            if (i)
+                sb_str(b, " > ");
+            sb_str(b, order[i]);
+        }
+        snprintf(line, sizeof line, "\n(%s, %s #%u)", mid,
+                 council_call_round_name(call), council_call_round_idx(call));
+        sb_str(b, line);
+    } else {
+        json_t *ans = json_object_get(mo, "answer");
+        if (json_is_string(ans)) {
+            sb_add(b, json_string_value(ans), json_string_length(ans));
+        } else {
+            json_t *in = json_object_get(req, "input");
+            snprintf(line, sizeof line, "%s: %s #%u attempt %u on \"", mid,
+                     council_call_round_name(call), council_call_round_idx(call),
+                     council_call_attempt(call));
+            sb_str(b, line);
+            if (json_is_string(in))
+                sb_add(b, json_string_value(in),
+                       json_string_length(in) > 200 ? 200 : json_string_length(in));
+            sb_str(b, "\"");
+            if (n) {
+                snprintf(line, sizeof line, " having read %zu answer%s", n,
+                         n == 1 ? "" : "s");
+                sb_str(b, line);
+            }
+        }
+    }
+    json_decref(mo);
+}
+
+static void mock_free(mock_call *mc)
+{
+    cx_timer_close(mc->timer);
+    council_call_unref(mc->call);
+    free(mc->answer);
+    free(mc);
+}
+
+/* Send the next chunk. Returns false when mc is gone (the call ended). */
+static bool send_chunk(mock_call *mc)
+{
+    council_call *call = council_call_ref(mc->call);
+    size_t per = mc->len / mc->chunks, from = per * mc->sent;
+    size_t n = mc->sent + 1 == mc->chunks ? mc->len - from : per;
+    mc->sent++;
+    if (n)
+        council_call_token(call, mc->answer + from, n);
+    bool alive = call->prov_state == mc; /* a cancel frees mc */
+    if (alive && !council_call_active(call)) {
+        call->prov_state = NULL;
+        mock_free(mc);
+        alive = false;
+    }
+    council_call_unref(call);
+    return alive;
+}
+
+/* Deliver the next chunk, or the end. */
+static void mock_tick(void *arg)
+{
+    mock_call *mc = arg;
+    council_call *call = mc->call;
+    if (mc->sent < mc->chunks && !mc->fail) {
+        if (send_chunk(mc))
+            cx_timer_start(mc->timer, mc->step_ms);
+        return;
+    }
+    call->prov_state = NULL;
+    if (mc->fail) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "mock failure on attempt %u", council_call_attempt(call));
+        council_call_fail(call, msg);
+    } else {
+        council_call_complete(call, mc->answer, mc->len);
+    }
+    mock_free(mc);
+}
+
+static int mock_start(council_call *call, void *arg)
+{
+    (void)arg;
+    json_t *mo = json_loads(council_call_member_options(call), 0, NULL);
+    unsigned attempt = council_call_attempt(call);
+    bool hang = in_list(json_object_get(mo, "hang_attempts"), attempt);
+    bool fail = in_list(json_object_get(mo, "fail_attempts"), attempt);
+    json_int_t lat = json_integer_value(json_object_get(mo, "latency_ms"));
+    json_int_t chunks = json_integer_value(json_object_get(mo, "chunks"));
+    json_decref(mo);
+    if (hang)
+        return 0; /* the call's timeout (or a cancel) ends it */
+    mock_call *mc = calloc(1, sizeof *mc);
+    if (!mc)
+        return COUNCIL_ENOMEM;
+    sbuf b = {0};
+    if (!fail) {
+        compose(call, &b);
+        if (!b.p) {
+            free(mc);
+            return COUNCIL_ENOMEM;
+        }
+    }
+    mc->call = council_call_ref(call);
+    mc->answer = b.p;
+    mc->len = b.len;
+    mc->fail = fail;
+    mc->chunks = (unsigned)(chunks > 0 ? chunks : 0);
+    if (mc->chunks > mc->len)
+        mc->chunks = (unsigned)mc->len;
+    call->prov_state = mc;
+    if (lat <= 0) {
+        /* synchronous: every chunk, then the end */
+        while (mc->sent < mc->chunks && !fail)
+            if (!send_chunk(mc))
+                return 0;
+        mock_tick(mc);
+        return 0;
+    }
+    mc->timer = cx_timer_new(&call->run->ctx->loop, mock_tick, mc);
+    if (!mc->timer) {
+        call->prov_state = NULL;
+        mock_free(mc);
+        return COUNCIL_ENOMEM;
+    }
+    mc->step_ms = mc->chunks ? (uint64_t)lat / (mc->chunks + 1) : (uint64_t)lat;
+    cx_timer_start(mc->timer, mc->step_ms);
+    return 0;
+}
+
+static void mock_cancel(council_call *call, void *arg)
+{
+    (void)arg;
+    mock_call *mc = call->prov_state;
+    if (!mc)
+        return;
+    call->prov_state = NULL;
+    mock_free(mc);
+}
+
+void provider_mock_ops(council_provider_ops *ops)
+{
+    memset(ops, 0, sizeof *ops);
+    ops->start = mock_start;
+    ops->cancel = mock_cancel;
+}

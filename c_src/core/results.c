@@ -1,0 +1,246 @@
+/* results.c - member, round and run results, and their JSON views.
+ *
+ * What it is for: the records the engine fills and events carry, kept in
+ * two forms that never disagree: the public structs of council.h and the
+ * json_t shapes of docs/protocol.md (built on demand).
+ * Not for: deciding anything (engine.c) or publishing (run.c).
+ */
+#include "council_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+mres *mres_new(const char *member_id)
+{
+    mres *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    if (!(m->member_id = cx_strdup(member_id))) {
+        free(m);
+        return NULL;
+    }
+    m->pub.member_id = m->member_id;
+    return m;
+}
+
+void mres_free(mres *m)
+{
+    if (!m)
+        return;
+    free(m->member_id);
+    free(m->text);
+    free(m->error);
+    free(m->parsed_text);
+    json_decref(m->parsed);
+    free(m);
+}
+
+void mres_set_text(mres *m, const char *text, size_t len)
+{
+    free(m->text);
+    m->text = text ? cx_memdup(text, len) : NULL;
+    m->text_len = m->text ? len : 0;
+    m->pub.text = m->text;
+    m->pub.text_len = m->text_len;
+}
+
+void mres_set_error(mres *m, const char *msg)
+{
+    free(m->error);
+    m->error = msg ? cx_strdup(msg) : NULL;
+    m->pub.error = m->error;
+    m->pub.ok = msg == NULL;
+}
+
+void mres_set_parsed(mres *m, json_t *parsed)
+{
+    json_decref(m->parsed);
+    free(m->parsed_text);
+    m->parsed = parsed;
+    m->parsed_text = parsed ? json_dumps(parsed, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    m->pub.parsed_json = m->parsed_text;
+}
+
+rres *rres_new(const char *name, unsigned idx, const char *type, size_t n)
+{
+    rres *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->name = cx_strdup(name);
+    r->members = cx_calloc(n, sizeof *r->members);
+    if (!r->name || !r->members) {
+        free(r->name);
+        free(r->members);
+        free(r);
+        return NULL;
+    }
+    r->type = type;
+    r->pub.name = r->name;
+    r->pub.idx = idx;
+    r->pub.type = type;
+    r->pub.members = (const council_member_result *const *)r->members;
+    return r;
+}
+
+void rres_free(rres *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_members; i++)
+        mres_free(r->members[i]);
+    free(r->members);
+    free(r->name);
+    free(r->text);
+    free(r->aggregate_text);
+    json_decref(r->aggregate);
+    free(r);
+}
+
+void rres_set_aggregate(rres *r, json_t *agg)
+{
+    json_decref(r->aggregate);
+    free(r->aggregate_text);
+    r->aggregate = agg;
+    r->aggregate_text = agg ? json_dumps(agg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    r->pub.aggregate_json = r->aggregate_text;
+}
+
+void rres_set_text(rres *r, const char *text, size_t len)
+{
+    free(r->text);
+    r->text = text ? cx_memdup(text, len) : NULL;
+    r->text_len = r->text ? len : 0;
+    r->pub.text = r->text;
+    r->pub.text_len = r->text_len;
+}
+
+/* ------------------------------------------------------------ JSON views */
+
+static json_t *bytes_or_null(const char *s, size_t len)
+{
+    return s ? json_stringn_nocheck(s, len) : json_null();
+}
+
+json_t *council_member_result_json(const council_member_result *p)
+{
+    if (!p)
+        return NULL;
+    const mres *m = (const mres *)p;
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    int bad = 0;
+    bad |= json_object_set_new(o, "member_id", json_string_nocheck(m->member_id));
+    bad |= json_object_set_new(o, "status", json_string(p->ok ? "ok" : "error"));
+    bad |= json_object_set_new(o, "text", bytes_or_null(m->text, m->text_len));
+    bad |= json_object_set_new(o, "attempts", json_integer(p->attempts));
+    bad |= json_object_set_new(o, "error",
+                               m->error ? json_string_nocheck(m->error) : json_null());
+    bad |= json_object_set_new(o, "parsed",
+                               m->parsed ? json_deep_copy(m->parsed) : json_null());
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *council_round_result_json(const council_round_result *p)
+{
+    if (!p)
+        return NULL;
+    const rres *r = (const rres *)p;
+    json_t *o = json_object(), *ms = json_array();
+    if (!o || !ms) {
+        json_decref(o);
+        json_decref(ms);
+        return NULL;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < r->n_members; i++)
+        bad |= json_array_append_new(ms, council_member_result_json(&r->members[i]->pub));
+    bad |= json_object_set_new(o, "name", json_string_nocheck(r->name));
+    bad |= json_object_set_new(o, "idx", json_integer(p->idx));
+    bad |= json_object_set_new(o, "type", json_string(r->type));
+    bad |= json_object_set_new(o, "members", ms);
+    bad |= json_object_set_new(o, "aggregate",
+                               r->aggregate ? json_deep_copy(r->aggregate) : json_null());
+    bad |= json_object_set_new(o, "text", bytes_or_null(r->text, r->text_len));
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *council_result_errors_json(const council_result *res)
+{
+    json_t *a = json_array();
+    if (!a || !res)
+        return a;
+    for (size_t i = 0; i < res->n_errors; i++)
+        if (json_array_append_new(a, json_string_nocheck(res->errors[i]))) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
+json_t *council_result_json(const council_result *res)
+{
+    if (!res)
+        return NULL;
+    json_t *o = json_object(), *rs = json_array();
+    if (!o || !rs) {
+        json_decref(o);
+        json_decref(rs);
+        return NULL;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < res->n_rounds; i++)
+        bad |= json_array_append_new(rs, council_round_result_json(res->rounds[i]));
+    bad |= json_object_set_new(o, "final", bytes_or_null(res->final_text, res->final_len));
+    bad |= json_object_set_new(o, "rounds", rs);
+    bad |= json_object_set_new(o, "errors", council_result_errors_json(res));
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *council_summary_json(const council_summary *s)
+{
+    if (!s)
+        return NULL;
+    json_t *cur = s->current_round
+                      ? json_pack("{s:o,s:I}", "name", json_string_nocheck(s->current_round),
+                                  "idx", (json_int_t)s->current_round_idx)
+                      : json_null();
+    return json_pack("{s:o,s:o,s:o,s:s,s:o,s:I,s:I}",
+                     "run_id", json_stringn_nocheck(s->run_id, s->run_id_len),
+                     "council", json_string_nocheck(s->council ? s->council : ""),
+                     "registry", json_string_nocheck(s->registry ? s->registry : ""),
+                     "status", council_status_name(s->status),
+                     "current_round", cur,
+                     "rounds_completed", (json_int_t)s->rounds_completed,
+                     "started_at", (json_int_t)s->started_at_us);
+}
+
+json_t *council_event_payload_json(const council_event *ev)
+{
+    if (!ev)
+        return NULL;
+    switch (ev->type) {
+    case COUNCIL_EV_MEMBER_COMPLETED:
+        return council_member_result_json(ev->member_result);
+    case COUNCIL_EV_ROUND_COMPLETED:
+        return council_round_result_json(ev->round_result);
+    case COUNCIL_EV_RUN_COMPLETED:
+    case COUNCIL_EV_RUN_FAILED:
+    case COUNCIL_EV_RUN_CANCELLED:
+        return council_result_json(ev->result);
+    default:
+        return NULL;
+    }
+}

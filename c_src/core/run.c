@@ -1,0 +1,673 @@
+/* run.c - a run's life: creation and registration, start, cancel, the
+ * terminal transition, retention, lookups, events and watchers.
+ *
+ * The order of the terminal transition is a contract: status set, calls
+ * abandoned, terminal event published, watchers fired, retention started.
+ * Not for: what happens inside rounds (engine.c).
+ */
+#include "council_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool is_terminal(council_status s)
+{
+    return s == COUNCIL_COMPLETED || s == COUNCIL_FAILED || s == COUNCIL_CANCELLED;
+}
+
+/* ---------------------------------------------------------------- events */
+
+typedef struct event_obj {
+    council_event pub;   /* first: the public view */
+    int refs;
+    char *round_name;
+    char *member_id;
+    char *chunk;
+} event_obj;
+
+const council_event *council_event_ref(const council_event *ev)
+{
+    if (ev)
+        ((event_obj *)ev)->refs++;
+    return ev;
+}
+
+void council_event_unref(const council_event *ev)
+{
+    if (!ev)
+        return;
+    event_obj *e = (event_obj *)ev;
+    if (--e->refs > 0)
+        return;
+    free(e->round_name);
+    free(e->member_id);
+    free(e->chunk);
+    council_run_unref(e->pub.run);
+    free(e);
+}
+
+int council_event_is_terminal(const council_event *ev)
+{
+    return ev && (ev->type == COUNCIL_EV_RUN_COMPLETED ||
+                  ev->type == COUNCIL_EV_RUN_FAILED ||
+                  ev->type == COUNCIL_EV_RUN_CANCELLED);
+}
+
+static void msg_ref(void *m) { council_event_ref(m); }
+static void msg_unref(void *m) { council_event_unref(m); }
+const pubsub_msg_ops council_event_msg_ops = {msg_ref, msg_unref};
+
+void run_publish(council_run *run, council_event_type type, const char *round,
+                 int idx, const char *rtype, const char *member,
+                 const char *chunk, size_t chunk_len, const void *payload)
+{
+    event_obj *e = calloc(1, sizeof *e);
+    if (!e)
+        return; /* out of memory: the event is lost, the run goes on */
+    e->refs = 1;
+    e->round_name = round ? cx_strdup(round) : NULL;
+    e->member_id = member ? cx_strdup(member) : NULL;
+    e->chunk = chunk ? cx_memdup(chunk, chunk_len) : NULL;
+    council_event *p = &e->pub;
+    p->type = type;
+    p->seq = ++run->seq;
+    p->run = council_run_ref(run);
+    p->run_id = run->run_id;
+    p->run_id_len = run->run_id_len;
+    p->council = run->council;
+    p->round_name = e->round_name;
+    p->round_idx = round ? idx : -1;
+    p->round_type = rtype;
+    p->member_id = e->member_id;
+    p->chunk = e->chunk;
+    p->chunk_len = e->chunk ? chunk_len : 0;
+    switch (type) {
+    case COUNCIL_EV_RUN_STARTED:
+        p->input = &run->input;
+        break;
+    case COUNCIL_EV_MEMBER_COMPLETED:
+        p->member_result = payload;
+        break;
+    case COUNCIL_EV_ROUND_COMPLETED:
+        p->round_result = payload;
+        break;
+    case COUNCIL_EV_RUN_COMPLETED:
+    case COUNCIL_EV_RUN_FAILED:
+    case COUNCIL_EV_RUN_CANCELLED:
+        p->result = &run->result;
+        break;
+    default:
+        break;
+    }
+    if (run->ctx && run->ctx->ps)
+        pubsub_publish(run->ctx->ps, run->topic, run->topic_len, e);
+    council_event_unref(p);
+}
+
+/* --------------------------------------------------------------- results */
+
+static int grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 8;
+    while (nc < need)
+        nc *= 2;
+    void *n = realloc(*arr, nc * elem);
+    if (!n)
+        return COUNCIL_ENOMEM;
+    *arr = n;
+    *cap = nc;
+    return 0;
+}
+
+void run_result_sync(council_run *run)
+{
+    run->result.final_text = run->final_text;
+    run->result.final_len = run->final_len;
+    run->result.n_rounds = run->n_rounds;
+    run->result.rounds = run->round_pubs;
+    run->result.n_errors = run->n_errors;
+    run->result.errors = (const char *const *)run->errors;
+}
+
+int run_push_round(council_run *run, rres *rr)
+{
+    size_t cap = run->cap_rounds;
+    if (grow((void **)&run->rounds, &cap, run->n_rounds + 1, sizeof *run->rounds))
+        return COUNCIL_ENOMEM;
+    size_t cap2 = run->cap_rounds;
+    if (grow((void **)&run->round_pubs, &cap2, run->n_rounds + 1,
+             sizeof *run->round_pubs))
+        return COUNCIL_ENOMEM;
+    run->cap_rounds = cap < cap2 ? cap : cap2;
+    run->rounds[run->n_rounds] = rr;
+    run->round_pubs[run->n_rounds] = &rr->pub;
+    run->n_rounds++;
+    run_result_sync(run);
+    return 0;
+}
+
+int run_own_round(council_run *run, rres *rr)
+{
+    if (grow((void **)&run->owned, &run->cap_owned, run->n_owned + 1,
+             sizeof *run->owned))
+        return COUNCIL_ENOMEM;
+    run->owned[run->n_owned++] = rr;
+    return 0;
+}
+
+void run_add_error(council_run *run, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (run->n_errors >= 1000)
+        return; /* bounded: a pathological run does not grow without end */
+    if (grow((void **)&run->errors, &run->cap_errors, run->n_errors + 1,
+             sizeof *run->errors))
+        return;
+    char *s = cx_strdup(buf);
+    if (!s)
+        return;
+    run->errors[run->n_errors++] = s;
+    run_result_sync(run);
+}
+
+const council_result *council_run_result(const council_run *run)
+{
+    return &run->result;
+}
+
+char *council_run_result_json(const council_run *run)
+{
+    json_t *j = council_result_json(&run->result);
+    if (!j)
+        return NULL;
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+/* ------------------------------------------------------------- lifetime */
+
+council_run *council_run_ref(council_run *run)
+{
+    if (run)
+        run->refs++;
+    return run;
+}
+
+static void run_free(council_run *run)
+{
+    engine_free(run);
+    if (run->ctx) {
+        if (run->prev)
+            run->prev->next = run->next;
+        else
+            run->ctx->runs = run->next;
+        if (run->next)
+            run->next->prev = run->prev;
+    }
+    cx_timer_close(run->kick);
+    cx_timer_close(run->retention);
+    for (size_t i = 0; i < run->n_owned; i++)
+        rres_free(run->owned[i]);
+    free(run->owned);
+    free(run->rounds);
+    free(run->round_pubs);
+    for (size_t i = 0; i < run->n_errors; i++)
+        free(run->errors[i]);
+    free(run->errors);
+    free(run->final_text);
+    size_t nm = run->spec ? run->spec->n_members : 0;
+    for (size_t i = 0; i < nm; i++) {
+        if (run->latest)
+            free(run->latest[i]);
+        if (run->critiques)
+            free(run->critiques[i]);
+    }
+    free(run->latest);
+    free(run->latest_len);
+    free(run->critiques);
+    free(run->critique_len);
+    watcher *w = run->watchers;
+    while (w) {
+        watcher *n = w->next;
+        free(w);
+        w = n;
+    }
+    council_spec_unref(run->spec);
+    free(run->run_id);
+    free(run->topic);
+    free(run->council);
+    free(run->registry);
+    free(run->input_tag);
+    free(run->input_data);
+    free(run->input_text);
+    free(run->user_opts);
+    free(run);
+}
+
+void council_run_unref(council_run *run)
+{
+    if (run && --run->refs == 0)
+        run_free(run);
+}
+
+static void kick_cb(void *arg)
+{
+    council_run *run = arg;
+    council_run_ref(run);
+    engine_pump(run);
+    council_run_unref(run);
+}
+
+void run_kick(council_run *run)
+{
+    if (run->kick && !is_terminal(run->status))
+        cx_timer_start(run->kick, 0);
+}
+
+/* ------------------------------------------------------------- creating */
+
+static int check_providers(council_ctx *ctx, const council_spec *spec)
+{
+    for (size_t i = 0; i < spec->n_members; i++)
+        if (!ctx_provider_find(ctx, spec->members[i].provider))
+            return COUNCIL_EPROVIDER;
+    return 0;
+}
+
+static int copy_input(council_run *run, const council_input *in)
+{
+    const char *tag = in->tag ? in->tag : "text";
+    run->input_tag = cx_strdup(tag);
+    run->input_data = cx_memdup(in->data ? in->data : "", in->data ? in->len : 0);
+    if (!run->input_tag || !run->input_data)
+        return COUNCIL_ENOMEM;
+    run->input.tag = run->input_tag;
+    run->input.data = run->input_data;
+    run->input.len = in->data ? in->len : 0;
+    if (in->text) {
+        if (!(run->input_text = cx_memdup(in->text, in->text_len)))
+            return COUNCIL_ENOMEM;
+        run->input.text = run->input_text;
+        run->input.text_len = in->text_len;
+    } else if (strcmp(tag, "text") == 0) {
+        run->input.text = run->input_data;
+        run->input.text_len = run->input.len;
+    }
+    return 0;
+}
+
+int council_run_create(council_ctx *ctx, const council_start_opts *opts,
+                       council_run **out)
+{
+    if (!ctx || !opts || !opts->spec || !out || ctx->freeing)
+        return COUNCIL_EINVAL;
+    if (opts->run_id && opts->run_id_len == 0)
+        return COUNCIL_EINVAL;
+    if (opts->run_id_len > 65536)
+        return COUNCIL_ETOOBIG;
+    int rc = council_spec_validate(opts->spec, NULL);
+    if (rc)
+        return rc;
+    if ((rc = check_providers(ctx, opts->spec)))
+        return rc;
+    if (ctx->runs_active >= ctx->cfg.max_runs)
+        return COUNCIL_ELIMIT;
+    const char *reg = opts->registry ? opts->registry : COUNCIL_DEFAULT_REGISTRY;
+    char gen[23];
+    const void *id = opts->run_id;
+    size_t id_len = opts->run_id_len;
+    if (!id) {
+        council_run_id_generate(gen);
+        id = gen;
+        id_len = strlen(gen);
+    }
+    if (registry_get(ctx->reg, reg, strlen(reg), id, id_len))
+        return COUNCIL_EEXIST;
+
+    council_run *run = calloc(1, sizeof *run);
+    if (!run)
+        return COUNCIL_ENOMEM;
+    run->refs = 1;
+    run->spec = council_spec_ref(opts->spec);
+    size_t nm = opts->spec->n_members;
+    run->run_id = cx_memdup(id, id_len);
+    run->run_id_len = id_len;
+    run->topic_len = strlen(COUNCIL_TOPIC_PREFIX) + id_len;
+    run->topic = malloc(run->topic_len + 1);
+    run->council = cx_strdup(opts->council ? opts->council : opts->spec->id);
+    run->registry = cx_strdup(reg);
+    run->latest = cx_calloc(nm, sizeof *run->latest);
+    run->latest_len = cx_calloc(nm, sizeof *run->latest_len);
+    run->critiques = cx_calloc(nm, sizeof *run->critiques);
+    run->critique_len = cx_calloc(nm, sizeof *run->critique_len);
+    run->kick = cx_timer_new(&ctx->loop, kick_cb, run);
+    rc = COUNCIL_ENOMEM;
+    if (!run->run_id || !run->topic || !run->council || !run->registry ||
+        !run->latest || !run->latest_len || !run->critiques ||
+        !run->critique_len || !run->kick)
+        goto fail;
+    memcpy(run->topic, COUNCIL_TOPIC_PREFIX, strlen(COUNCIL_TOPIC_PREFIX));
+    memcpy(run->topic + strlen(COUNCIL_TOPIC_PREFIX), id, id_len);
+    run->topic[run->topic_len] = '\0';
+    if ((rc = copy_input(run, &opts->input)))
+        goto fail;
+    if (opts->user_opts) {
+        if (!(run->user_opts = cx_memdup(opts->user_opts, opts->user_opts_len)))
+            goto fail;
+        run->user_opts_len = opts->user_opts_len;
+    }
+    run_result_sync(run);
+    rc = registry_put(ctx->reg, reg, strlen(reg), id, id_len, run);
+    if (rc)
+        goto fail;
+    run->ctx = ctx;
+    run->registered = true;
+    run->refs++; /* the registry's */
+    run->status = COUNCIL_PENDING;
+    run->next = ctx->runs;
+    if (ctx->runs)
+        ctx->runs->prev = run;
+    ctx->runs = run;
+    ctx->runs_active++;
+    *out = run;
+    return COUNCIL_OK;
+fail:
+    run->ctx = NULL;
+    run_free(run);
+    return rc;
+}
+
+int council_run_begin(council_run *run)
+{
+    if (!run || !run->ctx)
+        return COUNCIL_ESTATE;
+    if (run->status != COUNCIL_PENDING)
+        return COUNCIL_ESTATE;
+    run->status = COUNCIL_RUNNING;
+    run->started_at = council_now_us();
+    run_publish(run, COUNCIL_EV_RUN_STARTED, NULL, -1, NULL, NULL, NULL, 0, NULL);
+    run_kick(run);
+    return COUNCIL_OK;
+}
+
+int council_run_start(council_ctx *ctx, const council_start_opts *opts,
+                      council_run **out)
+{
+    council_run *run;
+    int rc = council_run_create(ctx, opts, &run);
+    if (rc)
+        return rc;
+    council_run_begin(run);
+    *out = run;
+    return COUNCIL_OK;
+}
+
+/* ------------------------------------------------------------ finishing */
+
+static void retained_unlink(council_ctx *ctx, council_run *run)
+{
+    if (!run->in_ret_list)
+        return;
+    if (run->ret_prev)
+        run->ret_prev->ret_next = run->ret_next;
+    else
+        ctx->ret_head = run->ret_next;
+    if (run->ret_next)
+        run->ret_next->ret_prev = run->ret_prev;
+    else
+        ctx->ret_tail = run->ret_prev;
+    run->ret_prev = run->ret_next = NULL;
+    run->in_ret_list = false;
+    ctx->n_retained--;
+}
+
+/* Remove the run from its registry and drop the registry's reference. */
+static void run_unregister(council_run *run)
+{
+    council_ctx *ctx = run->ctx;
+    if (!ctx || !run->registered)
+        return;
+    retained_unlink(ctx, run);
+    registry_remove(ctx->reg, run->registry, strlen(run->registry), run->run_id,
+                    run->run_id_len);
+    run->registered = false;
+    cx_timer_close(run->retention);
+    run->retention = NULL;
+    council_run_unref(run);
+}
+
+static void retention_cb(void *arg)
+{
+    run_unregister(arg);
+}
+
+static void start_retention(council_run *run)
+{
+    council_ctx *ctx = run->ctx;
+    if (!ctx || !run->registered || ctx->freeing)
+        return;
+    run->retention = cx_timer_new(&ctx->loop, retention_cb, run);
+    if (!run->retention) {
+        run_unregister(run);
+        return;
+    }
+    cx_timer_unref(run->retention);
+    cx_timer_start(run->retention, ctx->cfg.retention_ms);
+    run->in_ret_list = true;
+    run->ret_prev = ctx->ret_tail;
+    if (ctx->ret_tail)
+        ctx->ret_tail->ret_next = run;
+    else
+        ctx->ret_head = run;
+    ctx->ret_tail = run;
+    ctx->n_retained++;
+    while (ctx->n_retained > ctx->cfg.max_retained && ctx->ret_head)
+        run_unregister(ctx->ret_head);
+}
+
+void run_finish(council_run *run, council_status status)
+{
+    if (is_terminal(run->status))
+        return;
+    council_run_ref(run);
+    bool was_active = true;
+    run->status = status;
+    if (run->started_at == 0)
+        run->started_at = council_now_us();
+    engine_cancel(run);
+    if (run->ctx && was_active)
+        run->ctx->runs_active--;
+    cx_timer_close(run->kick);
+    run->kick = NULL;
+    run_result_sync(run);
+    council_event_type t = status == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
+                         : status == COUNCIL_FAILED    ? COUNCIL_EV_RUN_FAILED
+                                                       : COUNCIL_EV_RUN_CANCELLED;
+    run_publish(run, t, NULL, -1, NULL, NULL, NULL, 0, NULL);
+    while (run->watchers) {
+        watcher *w = run->watchers;
+        run->watchers = w->next;
+        w->cb(run, w->arg);
+        free(w);
+    }
+    start_retention(run);
+    council_run_unref(run);
+}
+
+int council_run_cancel(council_run *run)
+{
+    if (!run)
+        return COUNCIL_EINVAL;
+    if (!run->ctx && !is_terminal(run->status))
+        return COUNCIL_ESTATE;
+    run_finish(run, COUNCIL_CANCELLED);
+    return COUNCIL_OK;
+}
+
+void run_detach_all(council_ctx *ctx)
+{
+    /* cancel every unfinished run, then drop the registry's references */
+    for (council_run *r = ctx->runs; r; r = r->next)
+        council_run_ref(r);
+    council_run *r = ctx->runs;
+    while (r) {
+        run_finish(r, COUNCIL_CANCELLED);
+        r = r->next;
+    }
+    r = ctx->runs;
+    while (r) {
+        council_run *next = r->next;
+        run_unregister(r);
+        r = next;
+    }
+    /* detach whatever the caller still holds; drop our temporary refs */
+    r = ctx->runs;
+    ctx->runs = NULL;
+    while (r) {
+        council_run *next = r->next;
+        cx_timer_close(r->kick);
+        r->kick = NULL;
+        r->ctx = NULL;
+        r->prev = r->next = NULL;
+        council_run_unref(r);
+        r = next;
+    }
+}
+
+/* ------------------------------------------------------------- watchers */
+
+int council_run_watch(council_run *run, council_run_end_cb cb, void *arg)
+{
+    if (!run || !cb)
+        return COUNCIL_EINVAL;
+    if (is_terminal(run->status))
+        return COUNCIL_ESTATE;
+    watcher *w = calloc(1, sizeof *w);
+    if (!w)
+        return COUNCIL_ENOMEM;
+    w->cb = cb;
+    w->arg = arg;
+    watcher **pp = &run->watchers;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = w;
+    return COUNCIL_OK;
+}
+
+int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg)
+{
+    if (!run)
+        return COUNCIL_EINVAL;
+    for (watcher **pp = &run->watchers; *pp; pp = &(*pp)->next)
+        if ((*pp)->cb == cb && (*pp)->arg == arg) {
+            watcher *w = *pp;
+            *pp = w->next;
+            free(w);
+            return COUNCIL_OK;
+        }
+    return COUNCIL_ENOTFOUND;
+}
+
+/* -------------------------------------------------------------- lookups */
+
+static council_run *lookup(council_ctx *ctx, const char *registry_name,
+                           const void *id, size_t len)
+{
+    if (!ctx || !id || !len)
+        return NULL;
+    const char *reg = registry_name ? registry_name : COUNCIL_DEFAULT_REGISTRY;
+    return registry_get(ctx->reg, reg, strlen(reg), id, len);
+}
+
+int council_whereis(council_ctx *ctx, const char *registry_name, const void *run_id,
+                    size_t len, council_run **out)
+{
+    council_run *run = lookup(ctx, registry_name, run_id, len);
+    if (out)
+        *out = run;
+    if (!run)
+        return COUNCIL_EUNKNOWN_RUN;
+    return is_terminal(run->status) ? COUNCIL_ERUNNER_DEAD : COUNCIL_OK;
+}
+
+int council_run_find(council_ctx *ctx, const char *registry_name, const void *run_id,
+                     size_t len, council_run **out)
+{
+    council_run *run = lookup(ctx, registry_name, run_id, len);
+    if (out)
+        *out = run;
+    return run ? COUNCIL_OK : COUNCIL_ENOTFOUND;
+}
+
+int council_run_state(council_ctx *ctx, const char *registry_name, const void *run_id,
+                      size_t len, council_summary *out)
+{
+    council_run *run = lookup(ctx, registry_name, run_id, len);
+    if (!run)
+        return COUNCIL_ENOTFOUND;
+    if (out)
+        council_run_summary(run, out);
+    return COUNCIL_OK;
+}
+
+/* ------------------------------------------------------------ accessors */
+
+council_status council_run_status(const council_run *run) { return run->status; }
+
+const char *council_run_id(const council_run *run, size_t *len)
+{
+    if (len)
+        *len = run->run_id_len;
+    return run->run_id;
+}
+
+const char *council_run_council(const council_run *run) { return run->council; }
+const char *council_run_registry(const council_run *run) { return run->registry; }
+const council_spec *council_run_spec(const council_run *run) { return run->spec; }
+const council_input *council_run_input(const council_run *run) { return &run->input; }
+council_ctx *council_run_ctx(const council_run *run) { return run->ctx; }
+void council_run_set_user_data(council_run *run, void *data) { run->user_data = data; }
+void *council_run_get_user_data(const council_run *run) { return run->user_data; }
+
+const void *council_run_user_opts(const council_run *run, size_t *len)
+{
+    if (len)
+        *len = run->user_opts_len;
+    return run->user_opts;
+}
+
+int council_run_subscribe(council_run *run, council_event_cb cb,
+                          council_overflow_cb overflow_cb, void *arg,
+                          council_subscription **out)
+{
+    if (!run || !run->ctx)
+        return COUNCIL_ESTATE;
+    return council_subscribe(run->ctx, run->topic, run->topic_len, cb,
+                             overflow_cb, arg, out);
+}
+
+/* engine.c knows what round is current */
+void engine_current_round(const council_run *run, const char **name, unsigned *idx);
+
+void council_run_summary(const council_run *run, council_summary *out)
+{
+    memset(out, 0, sizeof *out);
+    out->run_id = run->run_id;
+    out->run_id_len = run->run_id_len;
+    out->council = run->council;
+    out->registry = run->registry;
+    out->status = run->status;
+    out->rounds_completed = run->rounds_completed;
+    out->started_at_us = run->started_at;
+    if (run->status == COUNCIL_RUNNING)
+        engine_current_round(run, &out->current_round, &out->current_round_idx);
+}

@@ -1,0 +1,167 @@
+/* util.c - small things every core file uses: error names, allocation
+ * helpers, self-freeing timers, labels, the clock and run ids.
+ *
+ * Not for: anything with state of its own (there is no global state).
+ */
+#include "council_internal.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *council_strerror(int err)
+{
+    switch (err) {
+    case COUNCIL_OK: return "ok";
+    case COUNCIL_EINVAL: return "invalid argument";
+    case COUNCIL_ENOMEM: return "out of memory";
+    case COUNCIL_ELIMIT: return "limit reached";
+    case COUNCIL_EEXIST: return "already exists";
+    case COUNCIL_ENOTFOUND: return "not found";
+    case COUNCIL_EUNKNOWN_RUN: return "unknown run";
+    case COUNCIL_ERUNNER_DEAD: return "runner dead";
+    case COUNCIL_ESPEC: return "invalid spec";
+    case COUNCIL_ESTATE: return "invalid state";
+    case COUNCIL_EPROVIDER: return "provider error";
+    case COUNCIL_ETIMEOUT: return "timeout";
+    case COUNCIL_ECANCELLED: return "cancelled";
+    case COUNCIL_EPARSE: return "parse error";
+    case COUNCIL_ETOOBIG: return "too big";
+    case COUNCIL_EIO: return "i/o error";
+    case COUNCIL_ERUNNING: return "still running";
+    default: return "unknown error";
+    }
+}
+
+const char *council_status_name(council_status s)
+{
+    switch (s) {
+    case COUNCIL_PENDING: return "pending";
+    case COUNCIL_RUNNING: return "running";
+    case COUNCIL_COMPLETED: return "completed";
+    case COUNCIL_FAILED: return "failed";
+    case COUNCIL_CANCELLED: return "cancelled";
+    }
+    return "unknown";
+}
+
+const char *council_event_type_name(council_event_type t)
+{
+    switch (t) {
+    case COUNCIL_EV_RUN_STARTED: return "run_started";
+    case COUNCIL_EV_ROUND_STARTED: return "round_started";
+    case COUNCIL_EV_MEMBER_STARTED: return "member_started";
+    case COUNCIL_EV_MEMBER_TOKEN: return "member_token";
+    case COUNCIL_EV_MEMBER_COMPLETED: return "member_completed";
+    case COUNCIL_EV_ROUND_COMPLETED: return "round_completed";
+    case COUNCIL_EV_RUN_COMPLETED: return "run_completed";
+    case COUNCIL_EV_RUN_FAILED: return "run_failed";
+    case COUNCIL_EV_RUN_CANCELLED: return "run_cancelled";
+    }
+    return "unknown";
+}
+
+char *cx_strdup(const char *s)
+{
+    return s ? cx_memdup(s, strlen(s)) : NULL;
+}
+
+char *cx_memdup(const void *p, size_t len)
+{
+    if (len == SIZE_MAX)
+        return NULL;
+    char *d = malloc(len + 1);
+    if (!d)
+        return NULL;
+    if (len)
+        memcpy(d, p, len);
+    d[len] = '\0';
+    return d;
+}
+
+void *cx_calloc(size_t n, size_t sz)
+{
+    return calloc(n ? n : 1, sz ? sz : 1);
+}
+
+int64_t council_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void council_run_id_generate(char out[23])
+{
+    unsigned char raw[16];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2base64(out, 23, raw, sizeof raw,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+void cx_label(size_t i, char out[8])
+{
+    char letter = (char)('A' + (i % 26));
+    size_t gen = i / 26;
+    if (gen == 0) {
+        out[0] = letter;
+        out[1] = '\0';
+    } else {
+        snprintf(out, 8, "%c%u", letter, (unsigned)((gen + 1) % 10000));
+    }
+}
+
+/* --------------------------------------------------------------- timers */
+
+struct cx_timer {
+    uv_timer_t h;
+    cx_timer_cb cb;
+    void *arg;
+};
+
+static void timer_fire(uv_timer_t *h)
+{
+    cx_timer *t = h->data;
+    t->cb(t->arg);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+cx_timer *cx_timer_new(uv_loop_t *loop, cx_timer_cb cb, void *arg)
+{
+    cx_timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    uv_timer_init(loop, &t->h);
+    t->h.data = t;
+    t->cb = cb;
+    t->arg = arg;
+    return t;
+}
+
+void cx_timer_start(cx_timer *t, uint64_t ms)
+{
+    uv_timer_start(&t->h, timer_fire, ms, 0);
+}
+
+void cx_timer_stop(cx_timer *t)
+{
+    uv_timer_stop(&t->h);
+}
+
+void cx_timer_unref(cx_timer *t)
+{
+    uv_unref((uv_handle_t *)&t->h);
+}
+
+void cx_timer_close(cx_timer *t)
+{
+    if (!t)
+        return;
+    uv_timer_stop(&t->h);
+    uv_close((uv_handle_t *)&t->h, timer_closed);
+}
