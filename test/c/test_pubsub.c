@@ -611,6 +611,64 @@ static void many_topics(void **state)
     free(r);
 }
 
+/* A long backlog is drained in slices: other handles of the loop (here a
+ * timer armed by the first delivery) run before the backlog is through. */
+typedef struct yield_probe {
+    rec r;
+    uv_timer_t timer;
+    size_t got_at_timer;
+    int fired;
+} yield_probe;
+
+static void probe_timer_cb(uv_timer_t *t)
+{
+    yield_probe *y = t->data;
+
+    y->fired = 1;
+    y->got_at_timer = y->r.got;
+}
+
+static void probe_deliver(void *m, void *arg)
+{
+    yield_probe *y = arg;
+
+    rec_deliver(m, &y->r);
+    if (y->r.got == 1)
+        uv_timer_start(&y->timer, probe_timer_cb, 0, 0);
+}
+
+static void probe_closed(void *arg)
+{
+    rec_closed(&((yield_probe *)arg)->r);
+}
+
+static void drain_yields_to_the_loop_between_slices(void **state)
+{
+    fx *f = *state;
+    static const pubsub_sub_ops ops = {probe_deliver, NULL, probe_closed};
+    enum { N = 100000 };
+    yield_probe y;
+    size_t i;
+
+    memset(&y, 0, sizeof y);
+    rec_init(&y.r, f->ps);
+    uv_timer_init(&f->loop, &y.timer);
+    y.timer.data = &y;
+    assert_int_equal(pubsub_subscribe(f->ps, "t", 1, &ops, &y, N, &y.r.sub),
+                     0);
+    for (i = 1; i <= N; i++)
+        publish(f->ps, "t", i);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(y.r.got, N);
+    assert_true(y.r.in_order);
+    assert_true(y.fired);
+    assert_true(y.got_at_timer > 0 && y.got_at_timer < N);
+    uv_close((uv_handle_t *)&y.timer, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    end(f);
+    assert_int_equal(y.r.closed, 1);
+}
+
 /* Topics are byte strings: NUL bytes and shared prefixes do not mix them. */
 static void binary_topics_are_distinct(void **state)
 {
@@ -724,6 +782,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(find_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(many_topics, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            drain_yields_to_the_loop_between_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(binary_topics_are_distinct, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
