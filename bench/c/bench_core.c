@@ -242,6 +242,32 @@ static void bench_pubsub(size_t nsubs, size_t nmsgs)
     uv_loop_close(&loop);
 }
 
+/* Dependent random loads over `bytes` of memory: the floor under any
+ * lookup that misses the cache, to read the registry figures against. */
+static void bench_memory_latency(size_t bytes)
+{
+    size_t n = bytes / sizeof(size_t), i, p = 0, steps = 2000000;
+    size_t *next = malloc(n * sizeof *next), *perm = malloc(n * sizeof *perm);
+    double t0;
+
+    if (next == NULL || perm == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (i = 0; i < n; i++)
+        perm[i] = i;
+    shuffle(perm, n);
+    for (i = 0; i < n; i++)
+        next[perm[i]] = perm[(i + 1) % n];
+    t0 = now_ns();
+    for (i = 0; i < steps; i++)
+        p = next[p];
+    printf("memory   %6zu MiB random dependent load %6.1f ns  (context)%s\n",
+           bytes >> 20, (now_ns() - t0) / (double)steps, p == n ? " " : "");
+    free(next);
+    free(perm);
+}
+
 int main(int argc, char **argv)
 {
     size_t big = (argc > 1 && strcmp(argv[1], "--quick") == 0) ? 100000
@@ -253,5 +279,6 @@ int main(int argc, char **argv)
     bench_registry(big);
     bench_pubsub(1, 1000000);
     bench_pubsub(100, 100000);
+    bench_memory_latency((size_t)64 << 20);
     return 0;
 }
