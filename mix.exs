@@ -17,6 +17,9 @@ defmodule CouncilEx.MixProject do
       compilers: [:council_make] ++ Mix.compilers(),
       deps: [],
       elixirc_paths: elixirc_paths(Mix.env()),
+      # test/cnode/ holds the C node's own BEAM tests, run by
+      # scripts/run-cnode-tests with plain `elixir`, not by `mix test`.
+      test_paths: ["test/council_ex"],
       test_coverage: [ignore_modules: []]
     ]
   end

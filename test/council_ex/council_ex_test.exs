@@ -1,0 +1,131 @@
+defmodule CouncilExTest do
+  use ExUnit.Case, async: false
+  @moduletag :cnode
+
+  import CouncilEx.Test.Helpers
+  alias CouncilEx.RunServer
+  alias CouncilEx.Test.{FailingCouncil, MockCouncil, SlowCouncil}
+
+  test "run/3 returns the final answer and every round's result" do
+    assert {:ok, %{final: final, rounds: rounds, errors: []}} = CouncilEx.run(MockCouncil, "Which plan?")
+    assert is_binary(final) and final != ""
+    assert Enum.map(rounds, & &1.name) == [:independent_analysis, :anonymized_peer_review, :vote]
+    vote = List.last(rounds)
+    assert %{"tally" => tally, "winner" => winner} = vote.aggregate
+    assert is_map(tally) and is_binary(winner)
+    assert Enum.all?(vote.members, &(&1.status == :ok))
+  end
+
+  test "start/3 gives a run pid of the C node; await/2 waits for it" do
+    assert {:ok, pid} = CouncilEx.start(MockCouncil, "q")
+    assert node(pid) == CouncilEx.node()
+    assert is_binary(RunServer.run_id(pid))
+    assert {:ok, %{final: _}} = CouncilEx.await(pid, 15_000)
+    # A run that has ended exits calls with :noproc at once.
+    assert {:error, :noproc} = CouncilEx.await(pid, 1_000)
+  end
+
+  test "start/3 with a run id; start_link/3 links the run" do
+    id = run_id()
+    assert {:ok, pid} = CouncilEx.start_link(MockCouncil, "q", run_id: id)
+    assert {:links, links} = Process.info(self(), :links)
+    assert pid in links
+    assert RunServer.run_id(pid) == id
+    assert {:ok, _} = CouncilEx.await(pid)
+    assert {:error, :already_started} = CouncilEx.start(MockCouncil, "q", run_id: id)
+  end
+
+  test "await/2 times out with {:error, :timeout}" do
+    {:ok, pid} = CouncilEx.start(SlowCouncil, "q")
+    assert {:error, :timeout} = CouncilEx.await(pid, 100)
+    assert :ok = CouncilEx.cancel(pid)
+  end
+
+  test "cancel/1 by pid and by run id; cancel is idempotent" do
+    {:ok, pid} = CouncilEx.start(SlowCouncil, "q")
+    task = Task.async(fn -> CouncilEx.await(pid) end)
+    Process.sleep(100)
+    assert :ok = CouncilEx.cancel(pid)
+    assert {:error, {:cancelled, %{}}} = Task.await(task)
+    assert :ok = CouncilEx.cancel(pid)
+
+    id = run_id()
+    {:ok, pid2} = CouncilEx.start(SlowCouncil, "q", run_id: id)
+    assert :ok = CouncilEx.cancel(id)
+    assert CouncilEx.await(pid2) in [{:error, :noproc}] or match?({:error, {:cancelled, _}}, CouncilEx.await(pid2))
+    assert {:ok, %{status: :cancelled}} = RunServer.state(id)
+    assert {:error, :not_found} = CouncilEx.cancel("no-such-run-#{System.unique_integer()}")
+  end
+
+  test "a failed run is an error value for run/3, and the caller lives" do
+    assert {:error, {:failed, errors, %{errors: errors}}} = CouncilEx.run(FailingCouncil, "q")
+    assert errors != []
+    assert Process.alive?(self())
+  end
+
+  test "the death of a start_link caller cancels the run" do
+    id = run_id()
+    parent = self()
+
+    caller =
+      spawn(fn ->
+        {:ok, pid} = CouncilEx.start_link(SlowCouncil, "q", run_id: id)
+        send(parent, {:started, pid})
+        receive do: (:never -> :ok)
+      end)
+
+    assert_receive {:started, pid}, 5_000
+    ref = Process.monitor(pid)
+    Process.exit(caller, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}, 5_000
+    assert {:ok, %{status: :cancelled}} = RunServer.state(id)
+  end
+
+  test "a linked failing run exits its caller with {:shutdown, {:failed, _}}" do
+    Process.flag(:trap_exit, true)
+    {:ok, pid} = CouncilEx.start_link(FailingCouncil, "q")
+    assert_receive {:EXIT, ^pid, {:shutdown, {:failed, _}}}, 10_000
+  end
+
+  test "subscribe: true delivers every SPEC section 7 event, in order" do
+    id = run_id()
+    {:ok, _pid} = CouncilEx.start(MockCouncil, "the input", run_id: id, subscribe: true)
+    events = collect_events(id)
+    assert is_list(events), "no terminal event: #{inspect(events)}"
+
+    assert [{:run_started, ^id, MockCouncil, "the input"} | _] = events
+    assert {:run_completed, ^id, %{final: final}} = List.last(events)
+    assert is_binary(final)
+    assert Enum.count(events, &(elem(&1, 0) in [:run_completed, :run_failed, :run_cancelled])) == 1
+
+    rounds = for {:round_started, _, name, idx} <- events, do: {name, idx}
+    assert rounds == [{:independent_analysis, 0}, {:anonymized_peer_review, 1}, {:vote, 2}]
+
+    # Rounds strictly ordered: every event of round i lies between its start and completion.
+    for {name, _} <- rounds do
+      s = Enum.find_index(events, &match?({:round_started, _, ^name, _}, &1))
+      c = Enum.find_index(events, &match?({:round_completed, _, ^name, _}, &1))
+      assert s < c
+
+      inside =
+        events
+        |> Enum.with_index()
+        |> Enum.filter(fn {ev, _} -> elem(ev, 0) in [:member_started, :member_token, :member_completed] and elem(ev, 2) == name end)
+        |> Enum.map(&elem(&1, 1))
+
+      assert Enum.all?(inside, &(&1 > s and &1 < c))
+
+      # Each member: started, tokens, completed; tokens add up to the text.
+      for member <- ["alpha", "beta", "gamma"] do
+        mine = Enum.filter(events, &(elem(&1, 0) in [:member_started, :member_token, :member_completed] and elem(&1, 2) == name and elem(&1, 3) == member))
+        assert [{:member_started, ^id, ^name, ^member} | rest] = mine
+        assert {:member_completed, ^id, ^name, ^member, %{status: :ok, text: text}} = List.last(rest)
+        tokens = for {:member_token, _, _, _, chunk} <- rest, do: chunk
+        if tokens != [], do: assert(Enum.join(tokens) == text)
+      end
+    end
+
+    assert [_ | _] = for({:member_token, _, :independent_analysis, "beta", _} <- events, do: 1)
+    assert {:round_completed, ^id, :vote, %{aggregate: %{"tally" => _}}} = Enum.find(events, &match?({:round_completed, _, :vote, _}, &1))
+  end
+end

@@ -1,0 +1,48 @@
+defmodule CouncilEx.NodeTest do
+  use ExUnit.Case, async: false
+  @moduletag :cnode
+
+  import CouncilEx.Test.Helpers
+  alias CouncilEx.Test.{QuickCouncil, SlowCouncil}
+
+  defp kill_node do
+    os_pid = CouncilEx.Node.os_pid()
+    assert is_integer(os_pid)
+    {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
+    os_pid
+  end
+
+  defp wait_new_node(old) do
+    eventually(fn -> (n = CouncilEx.Node.current()) && n != old && n end, 200, 50)
+  end
+
+  test "the library started a distributed VM and the C node, which answers :ping" do
+    assert Node.alive?()
+    node = CouncilEx.node()
+    assert is_atom(node) and node in Node.list(:hidden) ++ Node.list()
+    assert GenServer.call({:council_ex, node}, :ping) == :pong
+    assert %{mode: :managed, status: :up, node: ^node} = CouncilEx.Node.info()
+    assert {:error, {:unknown_call, :bogus}} = GenServer.call({:council_ex, node}, :bogus)
+  end
+
+  test "a killed C node is restarted under a new name" do
+    old = CouncilEx.node()
+    kill_node()
+    new = wait_new_node(old)
+    assert GenServer.call({:council_ex, new}, :ping) == :pong
+    assert CouncilEx.Node.info().restarts >= 1
+  end
+
+  test "kill -9 mid-run: callers get :noconnection, the node comes back, a new run completes" do
+    Process.flag(:trap_exit, true)
+    old = CouncilEx.node()
+    {:ok, pid} = CouncilEx.start_link(SlowCouncil, "q")
+    waiter = Task.async(fn -> CouncilEx.await(pid) end)
+    Process.sleep(200)
+    kill_node()
+    assert_receive {:EXIT, ^pid, :noconnection}, 5_000
+    assert Task.await(waiter) == {:error, :noconnection}
+    wait_new_node(old)
+    assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "after the crash", timeout: 15_000)
+  end
+end
