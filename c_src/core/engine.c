@@ -488,7 +488,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
             fail_run(run, "round %s: out of memory", name);
             return -1;
         }
-        rs->res->n_members = i + 1;
+        rs->res->n_members = rs->res->pub.n_members = i + 1;
     }
     run_publish(run, COUNCIL_EV_ROUND_STARTED, rs->name, (int)rs->idx, rs->type_name,
                 NULL, NULL, 0, NULL);

@@ -1,0 +1,238 @@
+/* test_spec.c - the council spec: JSON and C builders, validation errors
+ * that name the field, limits, labels and the ballot parsing rule. */
+#include "core_test_util.h"
+
+static const char GOOD[] =
+    "{\"id\":\"c1\",\"members\":["
+    "{\"id\":\"a\",\"provider\":\"mock\",\"options\":{\"latency_ms\":5}},"
+    "{\"id\":\"b\",\"provider\":\"mock\"},"
+    "{\"id\":\"c\",\"provider\":\"exec\",\"options\":{\"argv\":[\"/bin/cat\"]}}],"
+    "\"rounds\":[{\"type\":\"independent_analysis\"},"
+    "{\"type\":\"iterate\",\"name\":\"loop\",\"options\":{\"max_iterations\":4,"
+    "\"until\":\"consensus\",\"rounds\":[{\"type\":\"critique\"},{\"type\":\"vote\","
+    "\"options\":{\"members\":[\"b\",\"a\"]}}]}},"
+    "{\"type\":\"synthesis\",\"options\":{\"member\":\"b\"}}],"
+    "\"chair\":\"a\","
+    "\"limits\":{\"member_timeout_ms\":1000,\"max_attempts\":3,\"backoff_ms\":10,"
+    "\"concurrency\":2}}";
+
+static void test_valid_spec_compiles_into_the_model(void **state)
+{
+    (void)state;
+    council_spec *s = spec_json(GOOD);
+    assert_string_equal(council_spec_id(s), "c1");
+    assert_int_equal(council_spec_member_count(s), 3);
+    assert_int_equal(s->n_rounds, 3);
+    assert_string_equal(s->rounds[0].name, "independent_analysis");
+    assert_int_equal(s->rounds[1].type, RT_ITERATE);
+    assert_int_equal(s->rounds[1].n_children, 2);
+    assert_int_equal(s->rounds[1].max_iterations, 4);
+    assert_int_equal(s->rounds[1].until, STOP_CONSENSUS);
+    /* gate kept in spec order whatever the list order */
+    assert_true(s->rounds[1].children[1].gated);
+    assert_int_equal(s->rounds[1].children[1].gate[0], 0);
+    assert_int_equal(s->rounds[1].children[1].gate[1], 1);
+    assert_int_equal(s->rounds[2].synth_member, 1);
+    assert_int_equal(s->chair, 0);
+    assert_int_equal(s->limits.max_attempts, 3);
+    assert_int_equal(s->limits.concurrency, 2);
+    assert_string_equal(s->members[2].label, "C");
+    char *j = council_spec_to_json(s);
+    assert_non_null(j);
+    council_spec *s2 = spec_json(j);
+    assert_int_equal(s2->n_rounds, 3);
+    free(j);
+    council_spec_unref(s2);
+    council_spec_unref(s);
+}
+
+static void expect_error(const char *json, int code, const char *field,
+                         const char *msg_part)
+{
+    council_spec *s = NULL;
+    council_spec_error err;
+    memset(&err, 0, sizeof err);
+    int rc = council_spec_from_json(json, strlen(json), &s, &err);
+    if (rc != code || strcmp(err.field, field) != 0 ||
+        (msg_part && !strstr(err.message, msg_part)))
+        fail_msg("spec %s: got %s field '%s' message '%s'", json, council_strerror(rc),
+                 err.field, err.message);
+    assert_null(s);
+}
+
+#define M2 "\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},{\"id\":\"b\",\"provider\":\"mock\"}]"
+
+static void test_spec_errors_name_the_field(void **state)
+{
+    (void)state;
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\"},{\"type\":\"vote\"},"
+                 "{\"type\":\"telepathy\"}]}",
+                 COUNCIL_ESPEC, "rounds[2].type", "telepathy");
+    expect_error("{\"id\":\"x\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
+                 "{\"id\":\"a\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":\"vote\"}]}",
+                 COUNCIL_ESPEC, "members[1].id", "duplicate");
+    expect_error("{\"id\":\"x\",\"members\":[{\"id\":\"a\"}],\"rounds\":[{\"type\":\"vote\"}]}",
+                 COUNCIL_ESPEC, "members[0].provider", NULL);
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\"}],\"chair\":\"z\"}",
+                 COUNCIL_ESPEC, "chair", NULL);
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\",\"options\":"
+                 "{\"members\":[\"a\",\"q\"]}}]}",
+                 COUNCIL_ESPEC, "rounds[0].options.members[1]", NULL);
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\"},{\"type\":\"iterate\"}]}",
+                 COUNCIL_ESPEC, "rounds[1].options.rounds", NULL);
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"iterate\",\"options\":{"
+                 "\"max_iterations\":0,\"rounds\":[{\"type\":\"vote\"}]}}]}",
+                 COUNCIL_ESPEC, "rounds[0].options.max_iterations", NULL);
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"iterate\",\"options\":{"
+                 "\"rounds\":[{\"type\":\"bogus\"}]}}]}",
+                 COUNCIL_ESPEC, "rounds[0].options.rounds[0].type", NULL);
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\"}],\"limits\":"
+                 "{\"max_attempts\":-1}}",
+                 COUNCIL_ESPEC, "limits.max_attempts", NULL);
+    expect_error("{\"id\":\"x\",\"members\":[{\"id\":\"a\",\"provider\":\"exec\"}],"
+                 "\"rounds\":[{\"type\":\"vote\"}]}",
+                 COUNCIL_ESPEC, "members[0].options.argv", NULL);
+    expect_error("{\"members\":[],\"rounds\":[]}", COUNCIL_ESPEC, "id", NULL);
+    expect_error("{\"id\":\"x\",\"members\":[],\"rounds\":[]}", COUNCIL_ESPEC, "members", NULL);
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[]}", COUNCIL_ESPEC, "rounds", NULL);
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\",\"name\":\"\"}]}",
+                 COUNCIL_ESPEC, "rounds[0].name", NULL);
+    expect_error("[1,2]", COUNCIL_ESPEC, "$", NULL);
+    expect_error("{\"id\":", COUNCIL_EPARSE, "$", "invalid JSON");
+}
+
+static void test_spec_size_limit_is_etoobig(void **state)
+{
+    (void)state;
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_spec_bytes = 64;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    council_spec *s = NULL;
+    council_spec_error err;
+    assert_int_equal(council_ctx_spec_from_json(ctx, GOOD, strlen(GOOD), &s, &err),
+                     COUNCIL_ETOOBIG);
+    assert_string_equal(err.field, "$");
+    assert_null(s);
+    council_ctx_free(ctx);
+}
+
+static void test_c_builders_build_and_freeze(void **state)
+{
+    (void)state;
+    council_spec *s = council_spec_new("built");
+    assert_int_equal(council_spec_add_member(s, "a", "mock", NULL), 0);
+    assert_int_equal(council_spec_add_member(s, "b", "mock", "{\"latency_ms\":1}"), 0);
+    assert_int_equal(council_spec_add_member(s, "c", "mock", "[1]"), COUNCIL_EPARSE);
+    assert_int_equal(council_spec_add_round(s, "independent_analysis", NULL, NULL), 0);
+    assert_int_equal(council_spec_add_round(s, "vote", "ballot", "{\"members\":[\"a\"]}"), 0);
+    assert_int_equal(council_spec_set_chair(s, "b"), 0);
+    council_limits l = {100, 2, 5, 1};
+    assert_int_equal(council_spec_set_limits(s, &l), 0);
+    council_spec_error err;
+    assert_int_equal(council_spec_validate(s, &err), 0);
+    assert_int_equal(s->n_members, 2);
+    assert_string_equal(s->rounds[1].name, "ballot");
+    assert_int_equal(s->chair, 1);
+    assert_int_equal(s->limits.member_timeout_ms, 100);
+    assert_int_equal(council_spec_add_member(s, "d", "mock", NULL), COUNCIL_ESTATE);
+    assert_int_equal(council_spec_validate(s, &err), 0);
+    council_spec_unref(s);
+
+    s = council_spec_new("bad");
+    council_spec_add_member(s, "a", "mock", NULL);
+    council_spec_add_round(s, "vote", NULL, "{\"members\":[\"zz\"]}");
+    assert_int_equal(council_spec_validate(s, &err), COUNCIL_ESPEC);
+    assert_string_equal(err.field, "rounds[0].options.members[0]");
+    council_spec_unref(s);
+}
+
+static void test_labels_follow_spec_order(void **state)
+{
+    (void)state;
+    char l[8];
+    cx_label(0, l);
+    assert_string_equal(l, "A");
+    cx_label(25, l);
+    assert_string_equal(l, "Z");
+    cx_label(26, l);
+    assert_string_equal(l, "A2");
+    cx_label(53, l);
+    assert_string_equal(l, "B3");
+}
+
+static void test_vote_parsing_takes_first_valid_marker(void **state)
+{
+    (void)state;
+    const char *labels[] = {"A", "B", "C"};
+    char out[8];
+    const char *t1 = "I think VOTE: b because. VOTE: A";
+    assert_int_equal(council_parse_vote(t1, strlen(t1), labels, 3, out, sizeof out), 0);
+    assert_string_equal(out, "B");
+    const char *t2 = "VOTE:\tC";
+    assert_int_equal(council_parse_vote(t2, strlen(t2), labels, 3, out, sizeof out), 0);
+    assert_string_equal(out, "C");
+    const char *t3 = "VOTE: D";
+    assert_int_equal(council_parse_vote(t3, strlen(t3), labels, 3, out, sizeof out),
+                     COUNCIL_EPARSE);
+    const char *t4 = "vote: A";
+    assert_int_equal(council_parse_vote(t4, strlen(t4), labels, 3, out, sizeof out),
+                     COUNCIL_EPARSE);
+    const char *t5 = "VOTE: AB";
+    assert_int_equal(council_parse_vote(t5, strlen(t5), labels, 3, out, sizeof out),
+                     COUNCIL_EPARSE);
+    assert_int_equal(council_parse_vote("VOTE: A", 6, labels, 3, out, sizeof out),
+                     COUNCIL_EPARSE); /* length respected */
+}
+
+static void test_ranking_parsing(void **state)
+{
+    (void)state;
+    const char *labels[] = {"A", "B", "C"};
+    size_t order[3], n = 0;
+    const char *t1 = "blah\nRANKING: C > a, B\nmore";
+    assert_int_equal(council_parse_ranking(t1, strlen(t1), labels, 3, order, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(order[0], 2);
+    assert_int_equal(order[1], 0);
+    assert_int_equal(order[2], 1);
+    const char *t2 = "RANKING: B";
+    assert_int_equal(council_parse_ranking(t2, strlen(t2), labels, 3, order, &n), 0);
+    assert_int_equal(n, 1);
+    const char *t3 = "RANKING: A > A";
+    assert_int_equal(council_parse_ranking(t3, strlen(t3), labels, 3, order, &n),
+                     COUNCIL_EPARSE);
+    const char *t4 = "RANKING: A > Q";
+    assert_int_equal(council_parse_ranking(t4, strlen(t4), labels, 3, order, &n),
+                     COUNCIL_EPARSE);
+    const char *t5 = "RANKING: A ; B";
+    assert_int_equal(council_parse_ranking(t5, strlen(t5), labels, 3, order, &n),
+                     COUNCIL_EPARSE);
+    const char *t6 = "no ranking here";
+    assert_int_equal(council_parse_ranking(t6, strlen(t6), labels, 3, order, &n),
+                     COUNCIL_EPARSE);
+}
+
+static void test_strerror_names_every_code(void **state)
+{
+    (void)state;
+    for (int c = 0; c >= COUNCIL_ERUNNING; c--)
+        assert_string_not_equal(council_strerror(c), "unknown error");
+    assert_string_equal(council_strerror(12345), "unknown error");
+    assert_string_equal(council_strerror(COUNCIL_ERUNNER_DEAD), "runner dead");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_spec_compiles_into_the_model),
+        cmocka_unit_test(test_spec_errors_name_the_field),
+        cmocka_unit_test(test_spec_size_limit_is_etoobig),
+        cmocka_unit_test(test_c_builders_build_and_freeze),
+        cmocka_unit_test(test_labels_follow_spec_order),
+        cmocka_unit_test(test_vote_parsing_takes_first_valid_marker),
+        cmocka_unit_test(test_ranking_parsing),
+        cmocka_unit_test(test_strerror_names_every_code),
+    };
+    return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
+}
