@@ -1,0 +1,481 @@
+/* test_providers.c - member providers: exec with real child programs
+ * (streamed answer, timeout, kill on cancel, output cap, crash, exit
+ * status), native providers (sync, async, cancel callbacks, output cap),
+ * retries, backoff and timeouts. */
+#include "core_test_util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sys/types.h>
+
+static char child_path[512];
+
+static const char *child(void)
+{
+    snprintf(child_path, sizeof child_path, "%s/council_child", helpers_dir());
+    return child_path;
+}
+
+/* One exec member running council_child with the given arguments. */
+static council_run *exec_run(council_ctx *ctx, const char *args, const char *limits,
+                             recorder *rec)
+{
+    char spec[2048];
+    snprintf(spec, sizeof spec,
+             "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\","
+             "\"options\":{\"argv\":[\"%s\",%s]}}],\"rounds\":[{\"type\":"
+             "\"independent_analysis\"}],\"limits\":{%s}}",
+             child(), args, limits ? limits : "");
+    return start_rec(ctx, spec, "question", rec);
+}
+
+static const council_member_result *only_member(council_run *run)
+{
+    const council_result *res = council_run_result(run);
+    if (res->n_rounds == 0)
+        return NULL;
+    return res->rounds[0]->members[0];
+}
+
+static void test_exec_streams_chunks_and_answers_with_stdout(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = exec_run(ctx, "\"answer\",\"3\"", NULL, &rec);
+    wait_done(ctx, run, 5000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    const council_member_result *m = only_member(run);
+    assert_true(m->ok);
+    assert_memory_equal(m->text, "part0;part1;part2;", 18);
+    assert_true(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN) >= 2);
+    /* the chunks add up to the answer */
+    char all[256] = "";
+    for (size_t i = 0; i < rec.n; i++)
+        if (rec.ev[i]->type == COUNCIL_EV_MEMBER_TOKEN)
+            strncat(all, rec.ev[i]->chunk, rec.ev[i]->chunk_len);
+    assert_string_equal(all, m->text);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_exec_gets_the_request_json_on_stdin(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = exec_run(ctx, "\"echo\"", NULL, NULL);
+    wait_done(ctx, run, 5000);
+    const council_member_result *m = only_member(run);
+    assert_true(m->ok);
+    json_t *req = json_loadb(m->text, m->text_len, 0, NULL);
+    assert_non_null(req);
+    size_t idl;
+    const char *id = council_run_id(run, &idl);
+    assert_string_equal(json_string_value(json_object_get(req, "run_id")), id);
+    assert_string_equal(json_string_value(json_object_get(req, "member_id")), "e");
+    assert_string_equal(json_string_value(json_object_get(req, "input")), "question");
+    json_t *round = json_object_get(req, "round");
+    assert_string_equal(json_string_value(json_object_get(round, "name")),
+                        "independent_analysis");
+    assert_int_equal(json_integer_value(json_object_get(round, "idx")), 0);
+    assert_int_equal(json_integer_value(json_object_get(req, "attempt")), 1);
+    json_decref(req);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static pid_t pid_from_tokens(recorder *rec)
+{
+    for (size_t i = 0; i < rec->n; i++)
+        if (rec->ev[i]->type == COUNCIL_EV_MEMBER_TOKEN &&
+            strncmp(rec->ev[i]->chunk, "pid:", 4) == 0)
+            return (pid_t)atoi(rec->ev[i]->chunk + 4);
+    return 0;
+}
+
+static void wait_pid_gone(council_ctx *ctx, pid_t pid)
+{
+    uint64_t t0 = uv_hrtime();
+    /* kill(pid, 0) succeeds on a zombie: ESRCH means killed AND reaped */
+    while (kill(pid, 0) == 0) {
+        council_ctx_step(ctx, 10);
+        if ((uv_hrtime() - t0) / 1000000 > 3000)
+            fail_msg("child %d still exists", (int)pid);
+    }
+    assert_int_equal(errno, ESRCH);
+}
+
+static void test_exec_timeout_kills_the_child(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = exec_run(ctx, "\"sleep\"", "\"member_timeout_ms\":300", &rec);
+    wait_done(ctx, run, 5000);
+    assert_int_equal(council_run_status(run), COUNCIL_FAILED);
+    const council_member_result *m = only_member(run);
+    assert_false(m->ok);
+    assert_string_equal(m->error, "timeout after 300 ms");
+    pid_t pid = pid_from_tokens(&rec);
+    assert_true(pid > 0);
+    wait_pid_gone(ctx, pid);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_exec_cancel_kills_and_reaps_the_child(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = exec_run(ctx, "\"sleep\"", NULL, &rec);
+    uint64_t t0 = uv_hrtime();
+    pid_t pid = 0;
+    while (!(pid = pid_from_tokens(&rec))) {
+        council_ctx_step(ctx, 10);
+        council_ctx_flush(ctx);
+        if ((uv_hrtime() - t0) / 1000000 > 3000)
+            fail_msg("child never said its pid");
+    }
+    assert_int_equal(kill(pid, 0), 0);
+    assert_int_equal(council_run_cancel(run), COUNCIL_OK);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    wait_pid_gone(ctx, pid);
+    council_ctx_flush(ctx);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_RUN_CANCELLED), 1);
+    assert_int_equal(rec_terminal(&rec), 1);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_exec_output_over_cap_is_a_member_error(void **state)
+{
+    (void)state;
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.output_cap = 1000;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    council_run *run = exec_run(ctx, "\"big\",\"100000\"", NULL, NULL);
+    wait_done(ctx, run, 5000);
+    const council_member_result *m = only_member(run);
+    assert_false(m->ok);
+    assert_string_equal(m->error, "output exceeds 1000 bytes");
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_exec_crash_and_exit_status_carry_stderr(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = exec_run(ctx, "\"crash\"", NULL, NULL);
+    wait_done(ctx, run, 5000);
+    assert_string_equal(only_member(run)->error, "killed by signal 6: boom");
+    council_run_unref(run);
+    run = exec_run(ctx, "\"exit3\"", NULL, NULL);
+    wait_done(ctx, run, 5000);
+    assert_string_equal(only_member(run)->error, "exit status 3: bad things");
+    assert_int_equal(council_run_status(run), COUNCIL_FAILED);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_exec_missing_program_is_a_member_error(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\",\"options\":"
+             "{\"argv\":[\"/nonexistent/prog\"]}}],\"rounds\":[{\"type\":\"critique\"}]}",
+        "q", NULL);
+    wait_done(ctx, run, 5000);
+    assert_non_null(strstr(only_member(run)->error, "exec: cannot start /nonexistent/prog"));
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_ctx_free_kills_running_children(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = exec_run(ctx, "\"sleep\"", NULL, &rec);
+    pid_t pid = 0;
+    while (!(pid = pid_from_tokens(&rec))) {
+        council_ctx_step(ctx, 10);
+        council_ctx_flush(ctx);
+    }
+    rec_clear(&rec);
+    council_ctx_free(ctx);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    assert_int_equal(council_run_cancel(run), COUNCIL_OK);
+    assert_int_equal(kill(pid, 0), -1);
+    council_run_unref(run);
+}
+
+/* ---------------------------------------------------------- native */
+
+typedef struct native {
+    int starts, cancels;
+    int mode;              /* 0 sync, 1 async, 2 never, 3 too big */
+    council_call *held;
+    uv_timer_t timer;
+    bool timer_init;
+} native;
+
+static void async_done(uv_timer_t *t)
+{
+    native *n = t->data;
+    if (n->held) {
+        council_call_token(n->held, "as", 2);
+        council_call_token(n->held, "ync", 3);
+        assert_int_equal(council_call_complete(n->held, "async", 5), COUNCIL_OK);
+        council_call_unref(n->held);
+        n->held = NULL;
+    }
+}
+
+static int n_start(council_call *call, void *arg)
+{
+    native *n = arg;
+    n->starts++;
+    size_t len;
+    assert_non_null(council_call_run_id(call, &len));
+    assert_true(len > 0);
+    assert_string_equal(council_call_member_options(call), "{\"k\":1}");
+    assert_string_equal(council_call_round_type(call), "independent_analysis");
+    assert_int_equal(council_call_round_idx(call), 0);
+    assert_non_null(council_call_run(call));
+    assert_non_null(council_call_request(call, &len));
+    switch (n->mode) {
+    case 0:
+        council_call_token(call, "s", 1);
+        council_call_complete(call, "sync", 4);
+        break;
+    case 1:
+        n->held = council_call_ref(call);
+        uv_timer_start(&n->timer, async_done, 30, 0);
+        break;
+    case 2:
+        n->held = council_call_ref(call);
+        break;
+    case 3: {
+        char *big = calloc(1, 5000);
+        assert_int_equal(council_call_complete(call, big, 5000), COUNCIL_ETOOBIG);
+        free(big);
+        break;
+    }
+    }
+    return 0;
+}
+
+static void n_cancel(council_call *call, void *arg)
+{
+    native *n = arg;
+    (void)call;
+    n->cancels++;
+}
+
+static council_ctx *native_ctx(native *n, int mode)
+{
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.output_cap = 4096;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    memset(n, 0, sizeof *n);
+    n->mode = mode;
+    uv_timer_init(council_ctx_uv_loop(ctx), &n->timer);
+    n->timer.data = n;
+    council_provider_ops ops = {n_start, n_cancel, NULL};
+    assert_int_equal(council_provider_register(ctx, "nat", &ops, n), 0);
+    return ctx;
+}
+
+static void native_done(council_ctx *ctx, native *n)
+{
+    uv_close((uv_handle_t *)&n->timer, NULL);
+    council_ctx_free(ctx);
+}
+
+static const char NSPEC[] =
+    "{\"id\":\"n\",\"members\":[{\"id\":\"m\",\"provider\":\"nat\",\"options\":{\"k\":1}}],"
+    "\"rounds\":[{\"type\":\"independent_analysis\"}],"
+    "\"limits\":{\"member_timeout_ms\":100}}";
+
+static void test_native_provider_sync_and_async(void **state)
+{
+    (void)state;
+    native n;
+    council_ctx *ctx = native_ctx(&n, 0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, NSPEC, "q", &rec);
+    wait_done(ctx, run, 2000);
+    assert_string_equal(only_member(run)->text, "sync");
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN), 1);
+    rec_clear(&rec);
+    council_run_unref(run);
+    n.mode = 1;
+    run = start_rec(ctx, NSPEC, "q", &rec);
+    wait_done(ctx, run, 2000);
+    assert_string_equal(only_member(run)->text, "async");
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN), 2);
+    assert_int_equal(n.cancels, 0);
+    rec_clear(&rec);
+    council_run_unref(run);
+    native_done(ctx, &n);
+}
+
+static void test_native_timeout_calls_cancel_and_refuses_late_answers(void **state)
+{
+    (void)state;
+    native n;
+    council_ctx *ctx = native_ctx(&n, 2);
+    council_run *run = start_rec(ctx, NSPEC, "q", NULL);
+    wait_done(ctx, run, 2000);
+    assert_int_equal(n.cancels, 1);
+    assert_string_equal(only_member(run)->error, "timeout after 100 ms");
+    assert_false(council_call_active(n.held));
+    assert_int_equal(council_call_complete(n.held, "late", 4), COUNCIL_ESTATE);
+    assert_int_equal(council_call_token(n.held, "late", 4), COUNCIL_ESTATE);
+    council_call_unref(n.held);
+    council_run_unref(run);
+    native_done(ctx, &n);
+}
+
+static void test_native_cancel_on_run_cancel(void **state)
+{
+    (void)state;
+    native n;
+    council_ctx *ctx = native_ctx(&n, 2);
+    council_run *run = start_rec(ctx, NSPEC, "q", NULL);
+    while (n.starts == 0)
+        council_ctx_step(ctx, 5);
+    council_run_cancel(run);
+    assert_int_equal(n.cancels, 1);
+    assert_int_equal(council_call_fail(n.held, "x"), COUNCIL_ESTATE);
+    council_call_unref(n.held);
+    council_run_unref(run);
+    native_done(ctx, &n);
+}
+
+static void test_native_answer_over_cap_fails_the_attempt(void **state)
+{
+    (void)state;
+    native n;
+    council_ctx *ctx = native_ctx(&n, 3);
+    council_run *run = start_rec(ctx, NSPEC, "q", NULL);
+    wait_done(ctx, run, 2000);
+    assert_string_equal(only_member(run)->error, "output exceeds 4096 bytes");
+    council_run_unref(run);
+    native_done(ctx, &n);
+}
+
+/* ------------------------------------------------- retries and timeouts */
+
+static void test_retries_count_attempts_and_back_off(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    uint64_t t0 = uv_hrtime();
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
+             "{\"fail_attempts\":[1,2]}}],\"rounds\":[{\"type\":\"independent_analysis\"}],"
+             "\"limits\":{\"max_attempts\":3,\"backoff_ms\":30}}", "q", NULL);
+    wait_done(ctx, run, 3000);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    const council_member_result *m = only_member(run);
+    assert_true(m->ok);
+    assert_int_equal(m->attempts, 3);
+    assert_string_equal(m->text, "m: independent_analysis #0 attempt 3 on \"q\"");
+    if (ms < 80) fail_msg("took %llu ms", (unsigned long long)ms); /* 30 + 60 ms of backoff; libuv timers round to the cached loop time */
+    council_run_unref(run);
+
+    run = start_rec(
+        ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
+             "{\"fail_attempts\":[1,2]}}],\"rounds\":[{\"type\":\"independent_analysis\"}],"
+             "\"limits\":{\"max_attempts\":2}}", "q", NULL);
+    wait_done(ctx, run, 3000);
+    m = only_member(run);
+    assert_false(m->ok);
+    assert_int_equal(m->attempts, 2);
+    assert_string_equal(m->error, "mock failure on attempt 2");
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_timeout_then_retry_succeeds(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
+             "{\"hang_attempts\":[1],\"latency_ms\":5}}],\"rounds\":[{\"type\":"
+             "\"independent_analysis\"}],\"limits\":{\"max_attempts\":2,"
+             "\"member_timeout_ms\":50}}", "q", NULL);
+    wait_done(ctx, run, 3000);
+    const council_member_result *m = only_member(run);
+    assert_true(m->ok);
+    assert_int_equal(m->attempts, 2);
+    assert_int_equal(council_run_result(run)->n_errors, 0);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_mock_timeout_option_per_member(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
+             "{\"latency_ms\":500,\"timeout_ms\":40}},{\"id\":\"k\",\"provider\":\"mock\"}],"
+             "\"rounds\":[{\"type\":\"independent_analysis\"}]}", "q", NULL);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    const council_round_result *r = council_run_result(run)->rounds[0];
+    assert_string_equal(member_in(r, "m")->error, "timeout after 40 ms");
+    assert_true(member_in(r, "k")->ok);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_unknown_provider_refused_at_create(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_spec *s = spec_json("{\"id\":\"u\",\"members\":[{\"id\":\"m\",\"provider\":"
+                                "\"gpt\"}],\"rounds\":[{\"type\":\"vote\"}]}");
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = s;
+    council_run *run = NULL;
+    assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_EPROVIDER);
+    assert_null(run);
+    council_spec_unref(s);
+    council_ctx_free(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exec_streams_chunks_and_answers_with_stdout),
+        cmocka_unit_test(test_exec_gets_the_request_json_on_stdin),
+        cmocka_unit_test(test_exec_timeout_kills_the_child),
+        cmocka_unit_test(test_exec_cancel_kills_and_reaps_the_child),
+        cmocka_unit_test(test_exec_output_over_cap_is_a_member_error),
+        cmocka_unit_test(test_exec_crash_and_exit_status_carry_stderr),
+        cmocka_unit_test(test_exec_missing_program_is_a_member_error),
+        cmocka_unit_test(test_ctx_free_kills_running_children),
+        cmocka_unit_test(test_native_provider_sync_and_async),
+        cmocka_unit_test(test_native_timeout_calls_cancel_and_refuses_late_answers),
+        cmocka_unit_test(test_native_cancel_on_run_cancel),
+        cmocka_unit_test(test_native_answer_over_cap_fails_the_attempt),
+        cmocka_unit_test(test_retries_count_attempts_and_back_off),
+        cmocka_unit_test(test_timeout_then_retry_succeeds),
+        cmocka_unit_test(test_mock_timeout_option_per_member),
+        cmocka_unit_test(test_unknown_provider_refused_at_create),
+    };
+    return cmocka_run_group_tests_name("providers", tests, NULL, NULL);
+}
