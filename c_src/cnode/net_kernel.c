@@ -27,5 +27,8 @@ static const cn_gen_ops ops = {.handle_call = handle_call};
 
 cn_proc *cn_net_kernel_start(cn_node *n)
 {
-    return cn_gen_start(n, &ops, NULL, "net_kernel");
+    cn_proc *p = cn_gen_start(n, &ops, NULL, "net_kernel");
+    if (p)
+        p->trap_exit = 1; /* links from peers must not kill it */
+    return p;
 }

@@ -351,6 +351,17 @@ void cn_node_exit(cn_node *n, cn_proc *p, cn_slice reason)
     if (p->dead)
         return;
     p->dead = 1; /* no more deliveries */
+    if (cn_log_level() >= CN_LOG_DEBUG) {
+        const char *a;
+        size_t al;
+        if (cn_ctl_get_atom(&reason, &a, &al) == 0)
+            cn_log_debug("process %s<%u.%u> exits: %.*s", p->name ? p->name : "",
+                         (unsigned)p->id, (unsigned)(p->id >> 32), (int)al, a);
+        else
+            cn_log_debug("process %s<%u.%u> exits (non-atom reason)",
+                         p->name ? p->name : "", (unsigned)p->id,
+                         (unsigned)(p->id >> 32));
+    }
     cn_wpid me;
     cn_pt_proc_wpid(&n->pt, p, &me);
     while (!cn_dl_empty(&p->links)) {

@@ -62,7 +62,12 @@ cn_proc *cn_service_start(cn_node *n, const cn_service_config *cfg)
         return NULL;
     s->cfg = *cfg;
     cn_proc *p = cn_gen_start(n, &ops, s, cfg->name);
-    if (!p)
+    if (!p) {
         free(s);
+        return NULL;
+    }
+    /* A client linking to the service must not be able to take it down:
+     * exit signals become {'EXIT', From, Reason} messages (ignored). */
+    p->trap_exit = 1;
     return p;
 }

@@ -5,6 +5,8 @@
  *   :stats  -> {:ok, %{connections:, processes:, links:, monitors:,
  *                     runs: 0, subscriptions: 0}}
  *   other   -> {:error, {:unknown_call, request}}
+ * The process traps exits: a linked client's death or EXIT2 (other than
+ * kill) arrives as an ignored {'EXIT', From, Reason} message.
  * The integrator adds start/whereis/state/cancel/subscribe here by
  * extending handle_call in service.c; the process API is node.h and
  * gen_server.h.

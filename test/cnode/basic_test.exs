@@ -1,0 +1,134 @@
+# The C node against a real BEAM: ping, calls, monitors, links, load.
+Code.require_file("support.exs", __DIR__)
+
+defmodule CNode.BasicTest do
+  use ExUnit.Case, async: false
+  import CNodeTest
+
+  setup_all do
+    info = start_node()
+    on_exit(fn -> stop_node(info) end)
+    {:ok, info: info}
+  end
+
+  test "Node.ping returns :pong", %{info: i} do
+    assert Node.ping(i.node) == :pong
+    assert i.node in Node.list(:hidden)
+  end
+
+  test "ping and stats calls on the registered service", %{info: i} do
+    assert GenServer.call({:council_ex, i.node}, :ping) == :pong
+    s = stats(i.node)
+    for k <- [:connections, :processes, :links, :monitors], do: assert(is_integer(s[k]))
+    assert s.connections >= 1
+    assert s.processes == 2
+  end
+
+  test "an unknown call gets {:error, {:unknown_call, request}}", %{info: i} do
+    req = {:whatever, [1, 2.5, "bin", %{a: 1}], make_ref(), self()}
+    assert GenServer.call({:council_ex, i.node}, req) == {:error, {:unknown_call, req}}
+  end
+
+  test "a cast and a plain send are accepted without a reply", %{info: i} do
+    GenServer.cast({:council_ex, i.node}, :anything)
+    send({:council_ex, i.node}, {:hello, self()})
+    assert GenServer.call({:council_ex, i.node}, :ping) == :pong
+  end
+
+  test "monitoring a pid that does not exist gives DOWN :noproc", %{info: i} do
+    pid = make_pid(i.node, 999_999, i.creation)
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :noproc}, 2000
+  end
+
+  test "a pid of another creation is a dead process", %{info: i} do
+    # num 2 is the council_ex service, but under another incarnation
+    pid = make_pid(i.node, 2, i.creation + 1)
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :noproc}, 2000
+    {t, res} = :timer.tc(fn -> catch_exit(GenServer.call(pid, :ping, 10_000)) end)
+    assert {:noproc, _} = res
+    assert t < 2_000_000
+  end
+
+  test "monitoring a name that does not exist gives DOWN :noproc", %{info: i} do
+    ref = Process.monitor({:no_such_name, i.node})
+    assert_receive {:DOWN, ^ref, :process, {:no_such_name, _}, :noproc}, 2000
+  end
+
+  test "a call to a missing name exits :noproc promptly", %{info: i} do
+    {t, res} = :timer.tc(fn -> catch_exit(GenServer.call({:nope, i.node}, :ping, 10_000)) end)
+    assert {:noproc, {GenServer, :call, _}} = res
+    assert t < 2_000_000
+  end
+
+  test "a call by pid to the service works (alias reply)", %{info: i} do
+    pid = make_pid(i.node, 2, i.creation)
+    assert GenServer.call(pid, :ping) == :pong
+    refute_receive _, 100
+  end
+
+  test "1000 calls from 8 concurrent callers are all answered", %{info: i} do
+    results =
+      1..8
+      |> Task.async_stream(fn _ -> for _ <- 1..125, do: GenServer.call({:council_ex, i.node}, :ping) end,
+        max_concurrency: 8, timeout: 60_000)
+      |> Enum.flat_map(fn {:ok, l} -> l end)
+    assert length(results) == 1000
+    assert Enum.all?(results, &(&1 == :pong))
+    # every call's monitor was removed by its DEMONITOR_P
+    assert wait_until(fn -> stats(i.node).monitors == 1 end)
+  end
+
+  test "monitors are removed on DEMONITOR_P", %{info: i} do
+    before = stats(i.node).monitors
+    refs = for _ <- 1..10, do: Process.monitor({:council_ex, i.node})
+    assert stats(i.node).monitors == before + 10
+    Enum.each(refs, &Process.demonitor/1)
+    assert wait_until(fn -> stats(i.node).monitors == before end)
+  end
+
+  test "link, unlink (UNLINK_ID acked) and link to a missing pid", %{info: i} do
+    Process.flag(:trap_exit, true)
+    svc = make_pid(i.node, 2, i.creation)
+    true = Process.link(svc)
+    assert wait_until(fn -> stats(i.node).links == 1 end)
+    true = Process.unlink(svc)
+    assert wait_until(fn -> stats(i.node).links == 0 end)
+    ghost = make_pid(i.node, 424_242, i.creation)
+    true = Process.link(ghost)
+    assert_receive {:EXIT, ^ghost, :noproc}, 2000
+    Process.flag(:trap_exit, false)
+  end
+
+  test "a disconnect leaves no monitors or links behind", %{info: i} do
+    # a second BEAM-side connection: a raw client that monitors and links
+    {:ok, s, name} = raw_connect(i.port, cookie())
+    me = raw_pid(name, 1)
+    svc = make_pid(i.node, 2, i.creation)
+    for k <- 1..5 do
+      raw_send(s, {19, me, :council_ex, make_ref()})
+      raw_send(s, {19, me, svc, make_ref()})
+      _ = k
+    end
+    raw_send(s, {1, me, svc})
+    assert wait_until(fn -> st = stats(i.node); st.monitors == 11 and st.links == 1 end)
+    :gen_tcp.close(s)
+    assert wait_until(fn -> st = stats(i.node); st.monitors == 1 and st.links == 0 end)
+    # the BEAM node's own connection: monitors gone after Node.disconnect
+    refs = for _ <- 1..5, do: Process.monitor({:council_ex, i.node})
+    assert stats(i.node).monitors == 6
+    Node.disconnect(i.node)
+    for r <- refs, do: assert_receive({:DOWN, ^r, :process, _, :noconnection}, 2000)
+    assert wait_until(fn -> st = stats(i.node); st.monitors == 1 and st.links == 0 end)
+  end
+
+  test "sys.get_state is answered with an error, not a hang", %{info: i} do
+    res = try do
+      :sys.get_state({:council_ex, i.node}, 2000)
+    catch
+      kind, r -> {kind, r}
+    end
+    assert res == {:error, {:unknown_system_msg, :get_state}}
+  end
+end

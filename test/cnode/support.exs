@@ -1,0 +1,137 @@
+# Shared helpers for the C node's real-BEAM tests (loaded by every
+# test/cnode/*_test.exs; run through scripts/run-cnode-tests).
+#
+# Environment (set by the runner): COUNCIL_NODE (binary under test),
+# CNODE_COOKIE_FILE (0600 cookie file), CNODE_TMP (scratch dir; pids of the
+# C nodes we start are written to $CNODE_TMP/pids so the runner can always
+# kill them), ERL_EPMD_PORT (private epmd).
+ExUnit.start(timeout: 120_000)
+
+defmodule CNodeTest do
+  @moduledoc false
+  import Bitwise
+
+  def binary, do: System.get_env("COUNCIL_NODE") || "priv/council_node"
+  def cookie_file, do: System.fetch_env!("CNODE_COOKIE_FILE")
+  def cookie, do: cookie_file() |> File.read!() |> String.trim()
+  def host, do: node() |> Atom.to_string() |> String.split("@") |> List.last()
+
+  @doc "Starts a C node; returns a map with :node, :port, :creation, :os_pid, :port_ref."
+  def start_node(opts \\ []) do
+    sname = Keyword.get(opts, :sname, "cn_#{System.unique_integer([:positive])}")
+    extra = Keyword.get(opts, :args, [])
+    args = ["--sname", sname, "--cookie-file", cookie_file(),
+            "--log-level", Keyword.get(opts, :log_level, System.get_env("CNODE_LOG_LEVEL", "warn"))] ++ extra
+    port = Port.open({:spawn_executable, String.to_charlist(Path.expand(binary()))},
+                     [:binary, :exit_status, {:line, 4096}, args: args])
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    if tmp = System.get_env("CNODE_TMP") do
+      File.write!(Path.join(tmp, "pids"), "#{os_pid}\n", [:append])
+    end
+    receive do
+      {^port, {:data, {:eol, "council_node ready " <> rest}}} ->
+        [name, "port=" <> p, "creation=" <> c] = String.split(rest, " ")
+        info = %{node: String.to_atom(name), port: String.to_integer(p),
+                 creation: String.to_integer(c), os_pid: os_pid, port_ref: port}
+        System.at_exit(fn _ -> System.cmd("kill", ["-KILL", "#{os_pid}"], stderr_to_stdout: true) end)
+        info
+      {^port, {:exit_status, st}} ->
+        raise "council_node exited with status #{st} before it was ready"
+    after
+      10_000 -> raise "council_node not ready after 10 s"
+    end
+  end
+
+  @doc "Sends SIGTERM and waits for the exit status."
+  def stop_node(%{os_pid: os_pid, port_ref: port}, timeout \\ 10_000) do
+    System.cmd("kill", ["-TERM", "#{os_pid}"])
+    receive do
+      {^port, {:exit_status, st}} -> st
+    after
+      timeout -> :timeout
+    end
+  end
+
+  @doc "A pid of the C node with the given num/serial/creation (NEW_PID_EXT)."
+  def make_pid(node, num, serial \\ 0, creation) do
+    name = Atom.to_string(node)
+    :erlang.binary_to_term(<<131, 88, 119, byte_size(name), name::binary,
+                             num::32, serial::32, creation::32>>)
+  end
+
+  def stats(node) do
+    {:ok, s} = GenServer.call({:council_ex, node}, :stats)
+    s
+  end
+
+  def wait_until(fun, timeout \\ 5_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    do_wait(fun, deadline)
+  end
+
+  defp do_wait(fun, deadline) do
+    cond do
+      fun.() -> true
+      System.monotonic_time(:millisecond) > deadline -> false
+      true -> Process.sleep(20); do_wait(fun, deadline)
+    end
+  end
+
+  # ------------------------------------------------ raw distribution client
+
+  @flags 0x4 ||| 0x8 ||| 0x10 ||| 0x20 ||| 0x80 ||| 0x100 ||| 0x200 ||| 0x400 |||
+         0x800 ||| 0x4000 ||| 0x10000 ||| 0x20000 ||| 0x40000 ||| 0x1000000 |||
+         0x2000000 ||| 0x4000000 ||| (0x4 <<< 32)
+
+  @doc """
+  Connects to the node's dist port and does a real handshake (version 6,
+  'N' name message) with `cookie`. Returns {:ok, socket} (packet 4, passive)
+  or {:error, reason}.
+  Returns {:ok, socket, our_node_name} on success.
+  """
+  def raw_connect(port, cookie, name \\ nil) do
+    name = name || "raw#{System.unique_integer([:positive])}@#{host()}"
+    {:ok, s} = :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false, packet: 2])
+    :ok = :gen_tcp.send(s, <<?N, @flags::64, 1234::32, byte_size(name)::16, name::binary>>)
+    with {:ok, "sok"} <- :gen_tcp.recv(s, 0, 5000),
+         {:ok, <<?N, _flags::64, challenge::32, _creation::32, nl::16, _their::binary-size(nl)>>} <-
+           :gen_tcp.recv(s, 0, 5000) do
+      mine = :rand.uniform(0xFFFFFFFF)
+      digest = :crypto.hash(:md5, [cookie, Integer.to_string(challenge)])
+      :ok = :gen_tcp.send(s, <<?r, mine::32, digest::binary>>)
+      case :gen_tcp.recv(s, 0, 5000) do
+        {:ok, <<?a, ack::binary-size(16)>>} ->
+          if ack == :crypto.hash(:md5, [cookie, Integer.to_string(mine)]) do
+            :ok = :inet.setopts(s, packet: 4)
+            {:ok, s, name}
+          else
+            {:error, :bad_ack}
+          end
+        other -> {:error, other}
+      end
+    else
+      other -> {:error, other}
+    end
+  end
+
+  @doc "Sends a pass-through frame: 'p' ++ 131 control ++ [131 payload]."
+  def raw_send(s, ctl, payload \\ nil) do
+    body = [?p, :erlang.term_to_binary(ctl) | if(payload, do: [:erlang.term_to_binary(payload)], else: [])]
+    :gen_tcp.send(s, body)
+  end
+
+  @doc "Receives the next non-tick frame as {ctl, payload | nil}."
+  def raw_recv(s, timeout \\ 5000) do
+    case :gen_tcp.recv(s, 0, timeout) do
+      {:ok, ""} -> raw_recv(s, timeout)
+      {:ok, <<?p, rest::binary>>} ->
+        {ctl, used} = :erlang.binary_to_term(rest, [:used])
+        payload = if used < byte_size(rest), do: :erlang.binary_to_term(binary_part(rest, used, byte_size(rest) - used))
+        {ctl, payload}
+      other -> other
+    end
+  end
+
+  @doc "A pid of this raw client's fake node."
+  def raw_pid(name, num), do: :erlang.binary_to_term(<<131, 88, 119, byte_size(name), name::binary, num::32, 0::32, 1234::32>>)
+end
