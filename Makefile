@@ -132,8 +132,14 @@ demo: deps
 fuzz:
 	@scripts/fuzz
 
+# bench/c/*.c -> $(B)/bench/* (bench/run also builds them when missing)
+BENCH_BIN := $(patsubst bench/c/%.c,$(B)/bench/%,$(wildcard bench/c/*.c))
+$(B)/bench/%: bench/c/%.c $(B)/libcouncil.a c_src/include/council.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+
 bench: deps
-	$(MAKE) all
+	$(MAKE) all $(BENCH_BIN)
 	@bench/run
 
 # ---------------------------------------------------------------- install

@@ -3,9 +3,15 @@
  * Prints one table: registry insert/lookup/remove ns per operation at 1k
  * and 1M entries (UUID-like run ids, looked up in random order), heap bytes
  * per registry entry, and pub/sub publish cost to 1 and 100 subscribers
- * (enqueue alone, and enqueue + delivery). Figures only; nothing asserted.
+ * (enqueue alone, and enqueue + delivery). Then the same questions through
+ * the public API (council.h) on real pending runs: council_whereis and
+ * council_run_state by id, council_run_summary on a handle, at 1k and 1M
+ * runs. Figures only; nothing asserted.
  *
  *   bench_core [--quick]     --quick: 100k instead of 1M (for smoke runs)
+ *
+ * Besides the table, lines "@ key value" (ns, bytes) are printed for
+ * bench/run to collect.
  */
 #include <malloc.h>
 #include <stdint.h>
@@ -16,6 +22,7 @@
 
 #include <uv.h>
 
+#include "council.h"
 #include "pubsub.h"
 #include "registry.h"
 
@@ -153,6 +160,9 @@ static void bench_registry(size_t n)
            "%5.1f bytes/entry\n",
            n, t_put, t_put_max / 1000.0, t_get, t_miss, t_del,
            (double)(heap1 - heap0) / (double)n);
+    printf("@ registry_get_ns_%zu %.1f\n@ registry_miss_ns_%zu %.1f\n"
+           "@ registry_put_ns_%zu %.1f\n@ registry_bytes_per_entry_%zu %.1f\n",
+           n, t_get, n, t_miss, n, t_put, n, (double)(heap1 - heap0) / (double)n);
     free(ids);
     free(shuffled);
     free(order);
@@ -237,9 +247,154 @@ static void bench_pubsub(size_t nsubs, size_t nmsgs)
            "publish+deliver %7.1f ns/msg   %6.1f ns/delivery\n",
            nsubs, nsubs == 1 ? " " : "s", t_pub, t_all,
            t_all / (double)nsubs);
+    printf("@ pubsub_publish_ns_%zu %.1f\n@ pubsub_publish_deliver_ns_%zu %.1f\n",
+           nsubs, t_pub, nsubs, t_all);
     pubsub_free(ps);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+}
+
+/* ------------------------------------------------------- public API */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* n pending runs (created, registered, never begun: no timers, no
+ * events), then by id in random order: council_whereis, council_run_state;
+ * and council_run_summary on handles. Each figure is timed over batches of
+ * 1000 operations; the median and the 99th percentile of the batch means
+ * are printed with the overall mean. */
+static void bench_api(size_t n)
+{
+    enum { BATCH = 1000 };
+    static const char spec_json[] =
+        "{\"id\":\"bench\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\","
+        "\"options\":{\"latency_ms\":600000}}],"
+        "\"rounds\":[{\"type\":\"independent_analysis\"}]}";
+    council_config cfg;
+    council_ctx *ctx;
+    council_spec *spec = NULL;
+    council_spec_error serr;
+    council_run **runs = malloc(n * sizeof *runs);
+    char *ids = malloc(n * ID_LEN);
+    size_t *order = malloc(n * sizeof *order);
+    size_t i, k, reps, nb, heap0, heap1;
+    double *bw, *bs, *bm, t0, mw = 0, ms = 0, mm = 0;
+    volatile uintptr_t sink = 0;
+
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_runs = n + 16;
+    cfg.max_retained = n + 16;
+    ctx = council_ctx_new(&cfg);
+    if (ctx == NULL || runs == NULL || ids == NULL || order == NULL ||
+        council_spec_from_json(spec_json, sizeof spec_json - 1, &spec, &serr) != 0) {
+        fprintf(stderr, "api: setup failed\n");
+        exit(1);
+    }
+    heap0 = heap_in_use();
+    for (i = 0; i < n; i++) {
+        council_start_opts o;
+        int rc;
+
+        make_id(ids + i * ID_LEN, i);
+        memset(&o, 0, sizeof o);
+        o.run_id = ids + i * ID_LEN;
+        o.run_id_len = ID_LEN;
+        o.spec = spec;
+        o.input.tag = "text";
+        o.input.data = "x";
+        o.input.len = 1;
+        rc = council_run_create(ctx, &o, &runs[i]);
+        if (rc != 0) {
+            fprintf(stderr, "api: run_create %zu: %s\n", i, council_strerror(rc));
+            exit(1);
+        }
+        order[i] = i;
+    }
+    heap1 = heap_in_use();
+    shuffle(order, n);
+
+    reps = n >= 1000000 ? 1 : 1000000 / n;
+    nb = (n * reps) / BATCH;
+    bw = malloc(nb * sizeof *bw);
+    bs = malloc(nb * sizeof *bs);
+    bm = malloc(nb * sizeof *bm);
+    if (bw == NULL || bs == NULL || bm == NULL)
+        exit(1);
+    for (k = 0; k < nb; k++) {
+        council_run *out;
+
+        t0 = now_ns();
+        for (i = 0; i < BATCH; i++) {
+            size_t j = order[(k * BATCH + i) % n];
+
+            sink += (uintptr_t)council_whereis(ctx, NULL, ids + j * ID_LEN,
+                                               ID_LEN, &out);
+            sink += (uintptr_t)out;
+        }
+        bw[k] = (now_ns() - t0) / BATCH;
+        mw += bw[k];
+    }
+    for (k = 0; k < nb; k++) {
+        council_summary sm;
+
+        t0 = now_ns();
+        for (i = 0; i < BATCH; i++) {
+            size_t j = order[(k * BATCH + i) % n];
+
+            sink += (uintptr_t)council_run_state(ctx, NULL, ids + j * ID_LEN,
+                                                 ID_LEN, &sm);
+            sink += sm.rounds_completed;
+        }
+        bs[k] = (now_ns() - t0) / BATCH;
+        ms += bs[k];
+    }
+    for (k = 0; k < nb; k++) {
+        council_summary sm;
+
+        t0 = now_ns();
+        for (i = 0; i < BATCH; i++) {
+            council_run_summary(runs[order[(k * BATCH + i) % n]], &sm);
+            sink += sm.status;
+        }
+        bm[k] = (now_ns() - t0) / BATCH;
+        mm += bm[k];
+    }
+    (void)sink;
+    qsort(bw, nb, sizeof *bw, cmp_double);
+    qsort(bs, nb, sizeof *bs, cmp_double);
+    qsort(bm, nb, sizeof *bm, cmp_double);
+#define MED(a) (a)[nb / 2]
+#define P99(a) (a)[(size_t)(0.99 * (double)(nb - 1) + 0.5)]
+    printf("api      %8zu runs      whereis %6.1f ns (p99 %6.1f)   "
+           "state by id %6.1f ns (p99 %6.1f)   summary %6.1f ns   "
+           "%6.0f bytes/pending run\n",
+           n, MED(bw), P99(bw), MED(bs), P99(bs), MED(bm),
+           (double)(heap1 - heap0) / (double)n);
+    printf("@ api_whereis_ns_%zu %.1f\n@ api_whereis_p99_ns_%zu %.1f\n"
+           "@ api_whereis_mean_ns_%zu %.1f\n"
+           "@ api_state_ns_%zu %.1f\n@ api_state_p99_ns_%zu %.1f\n"
+           "@ api_state_mean_ns_%zu %.1f\n"
+           "@ api_summary_ns_%zu %.1f\n@ api_bytes_per_pending_run_%zu %.0f\n",
+           n, MED(bw), n, P99(bw), n, mw / (double)nb, n, MED(bs), n, P99(bs),
+           n, ms / (double)nb, n, MED(bm), n,
+           (double)(heap1 - heap0) / (double)n);
+#undef MED
+#undef P99
+    for (i = 0; i < n; i++)
+        council_run_unref(runs[i]);
+    council_spec_unref(spec);
+    council_ctx_free(ctx);
+    free(bw);
+    free(bs);
+    free(bm);
+    free(runs);
+    free(ids);
+    free(order);
 }
 
 /* Dependent random loads over `bytes` of memory: the floor under any
@@ -279,6 +434,8 @@ int main(int argc, char **argv)
     bench_registry(big);
     bench_pubsub(1, 1000000);
     bench_pubsub(100, 100000);
+    bench_api(1000);
+    bench_api(big);
     bench_memory_latency((size_t)64 << 20);
     return 0;
 }
