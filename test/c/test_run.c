@@ -1,0 +1,555 @@
+/* test_run.c - a run's life: creation and registration, events and their
+ * order, exactly one terminal event, cancel at each phase, watchers,
+ * whereis/state with retention, run ids, limits, JSON views, and driving
+ * the loop (run, step, stop from another thread). */
+#include "core_test_util.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+static const char SLOW[] =
+    "{\"id\":\"slow\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+    "{\"latency_ms\":200,\"chunks\":4}},{\"id\":\"b\",\"provider\":\"mock\",\"options\":"
+    "{\"latency_ms\":200}}],\"rounds\":[{\"type\":\"independent_analysis\",\"name\":"
+    "\"draft\"},{\"type\":\"vote\"}]}";
+
+static const char FAST[] =
+    "{\"id\":\"fast\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+    "{\"chunks\":2}},{\"id\":\"b\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":"
+    "\"independent_analysis\"},{\"type\":\"vote\"}],\"chair\":\"b\"}";
+
+static council_run *create_only(council_ctx *ctx, const char *spec_text,
+                                const char *reg, const char *id, int *rc)
+{
+    council_spec *spec = spec_json(spec_text);
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = spec;
+    o.registry = reg;
+    o.run_id = id;
+    o.run_id_len = id ? strlen(id) : 0;
+    o.input.tag = "text";
+    o.input.data = "q";
+    o.input.len = 1;
+    council_run *run = NULL;
+    *rc = council_run_create(ctx, &o, &run);
+    council_spec_unref(spec);
+    return run;
+}
+
+static void test_events_in_order_with_one_terminal(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, FAST, "hello", &rec);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    assert_true(rec.n > 10);
+    for (size_t i = 0; i < rec.n; i++)
+        assert_int_equal(rec.ev[i]->seq, i + 1);
+    assert_int_equal(rec.ev[0]->type, COUNCIL_EV_RUN_STARTED);
+    assert_string_equal(rec.ev[0]->input->text, "hello");
+    assert_string_equal(rec.ev[0]->council, "fast");
+    assert_int_equal(rec.ev[1]->type, COUNCIL_EV_ROUND_STARTED);
+    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
+    assert_int_equal(rec_terminal(&rec), 1);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_STARTED), 3);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_COMPLETED), 3);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_STARTED), 5);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 5);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN), 4);
+    /* rounds strictly ordered; each member: started, tokens, completed */
+    int round = -1;
+    int phase[2] = {0, 0};
+    for (size_t i = 0; i < rec.n; i++) {
+        const council_event *e = rec.ev[i];
+        if (e->type == COUNCIL_EV_ROUND_STARTED) {
+            assert_true(e->round_idx > round);
+            round = e->round_idx;
+            phase[0] = phase[1] = 0;
+        } else if (e->member_id) {
+            assert_int_equal(e->round_idx, round);
+            int m = e->member_id[0] - 'a';
+            if (e->type == COUNCIL_EV_MEMBER_STARTED) {
+                assert_int_equal(phase[m], 0);
+                phase[m] = 1;
+            } else if (e->type == COUNCIL_EV_MEMBER_TOKEN) {
+                assert_int_equal(phase[m], 1);
+            } else {
+                assert_int_equal(phase[m], 1);
+                phase[m] = 2;
+                assert_non_null(e->member_result);
+            }
+        } else if (e->type == COUNCIL_EV_ROUND_COMPLETED) {
+            assert_int_equal(e->round_idx, round);
+            assert_non_null(e->round_result);
+        }
+    }
+    assert_string_equal(rec.ev[rec.n - 1]->result->final_text,
+                        "b: chair #2 attempt 1 on \"hello\" having read 2 answers");
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_generated_run_ids_are_base64url_and_unique(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    int rc;
+    council_run *r1 = create_only(ctx, FAST, NULL, NULL, &rc);
+    assert_int_equal(rc, 0);
+    council_run *r2 = create_only(ctx, FAST, NULL, NULL, &rc);
+    size_t l1, l2;
+    const char *id1 = council_run_id(r1, &l1), *id2 = council_run_id(r2, &l2);
+    assert_int_equal(l1, 22);
+    assert_int_equal(l2, 22);
+    assert_string_not_equal(id1, id2);
+    for (size_t i = 0; i < l1; i++)
+        assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                               "0123456789-_", id1[i]));
+    assert_string_equal(council_run_registry(r1), COUNCIL_DEFAULT_REGISTRY);
+    council_run_unref(r1);
+    council_run_unref(r2);
+    council_ctx_free(ctx);
+}
+
+static void test_duplicate_run_id_is_eexist_per_registry(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    int rc;
+    council_run *r1 = create_only(ctx, FAST, NULL, "run-1", &rc);
+    assert_int_equal(rc, 0);
+    council_run *r2 = create_only(ctx, FAST, NULL, "run-1", &rc);
+    assert_int_equal(rc, COUNCIL_EEXIST);
+    assert_null(r2);
+    council_run *r3 = create_only(ctx, FAST, "Other.Registry", "run-1", &rc);
+    assert_int_equal(rc, 0);
+    council_run *found;
+    assert_int_equal(council_run_find(ctx, "Other.Registry", "run-1", 5, &found), 0);
+    assert_ptr_equal(found, r3);
+    assert_int_equal(council_run_find(ctx, NULL, "run-1", 5, &found), 0);
+    assert_ptr_equal(found, r1);
+    council_run_unref(r1);
+    council_run_unref(r3);
+    council_ctx_free(ctx);
+}
+
+static void test_whereis_and_state_through_retention(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(60);
+    int rc;
+    council_run *run = create_only(ctx, FAST, "R", "id-7", &rc);
+    council_run *w = NULL;
+    council_summary s;
+    assert_int_equal(council_whereis(ctx, "R", "id-7", 4, &w), COUNCIL_OK);
+    assert_ptr_equal(w, run);
+    assert_int_equal(council_run_state(ctx, "R", "id-7", 4, &s), 0);
+    assert_int_equal(s.status, COUNCIL_PENDING);
+    assert_int_equal(s.started_at_us, 0);
+    assert_null(s.current_round);
+    assert_int_equal(council_run_begin(run), 0);
+    assert_int_equal(council_run_begin(run), COUNCIL_ESTATE);
+    assert_int_equal(council_whereis(ctx, "R", "id-7", 4, NULL), COUNCIL_OK);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_whereis(ctx, "R", "id-7", 4, &w), COUNCIL_ERUNNER_DEAD);
+    assert_int_equal(council_run_state(ctx, "R", "id-7", 4, &s), 0);
+    assert_int_equal(s.status, COUNCIL_COMPLETED);
+    assert_int_equal(s.rounds_completed, 3);
+    assert_true(s.started_at_us > 1600000000000000LL);
+    assert_string_equal(s.council, "fast");
+    assert_string_equal(s.registry, "R");
+    council_stats st;
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_registered, 1);
+    assert_int_equal(st.runs_active, 0);
+    spin(ctx, 150);
+    assert_int_equal(council_whereis(ctx, "R", "id-7", 4, &w), COUNCIL_EUNKNOWN_RUN);
+    assert_null(w);
+    assert_int_equal(council_run_state(ctx, "R", "id-7", 4, &s), COUNCIL_ENOTFOUND);
+    assert_int_equal(council_run_find(ctx, "R", "id-7", 4, NULL), COUNCIL_ENOTFOUND);
+    /* our handle is still readable */
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_registered, 0);
+    /* the id is free again */
+    council_run *again = create_only(ctx, FAST, "R", "id-7", &rc);
+    assert_int_equal(rc, 0);
+    council_run_unref(again);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_cancel_pending_run(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    int rc;
+    council_run *run = create_only(ctx, FAST, NULL, "p", &rc);
+    council_run_subscribe(run, rec_cb, NULL, &rec, NULL);
+    assert_int_equal(council_run_cancel(run), 0);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    assert_int_equal(council_run_begin(run), COUNCIL_ESTATE);
+    assert_int_equal(council_run_cancel(run), 0);
+    spin(ctx, 20);
+    assert_int_equal(rec.n, 1);
+    assert_int_equal(rec.ev[0]->type, COUNCIL_EV_RUN_CANCELLED);
+    assert_int_equal(rec.ev[0]->result->n_rounds, 0);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_cancel_mid_round_stops_at_once(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, SLOW, "q", &rec);
+    spin(ctx, 80);
+    council_summary s;
+    council_run_summary(run, &s);
+    assert_int_equal(s.status, COUNCIL_RUNNING);
+    assert_string_equal(s.current_round, "draft");
+    assert_int_equal(s.current_round_idx, 0);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
+    assert_int_equal(council_run_cancel(run), 0);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    council_run_summary(run, &s);
+    assert_null(s.current_round);
+    spin(ctx, 300);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_RUN_CANCELLED), 1);
+    assert_int_equal(rec_terminal(&rec), 1);
+    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
+    council_stats st;
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_active, 0);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_cancel_after_completion_changes_nothing(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, FAST, "q", &rec);
+    wait_done(ctx, run, 3000);
+    size_t n = rec.n;
+    assert_int_equal(council_run_cancel(run), 0);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    spin(ctx, 10);
+    assert_int_equal(rec.n, n);
+    assert_int_equal(rec_terminal(&rec), 1);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+typedef struct watch_log {
+    int calls;
+    council_status seen;
+    uint64_t seq_at_call;
+} watch_log;
+
+static void on_end(council_run *run, void *arg)
+{
+    watch_log *w = arg;
+    w->calls++;
+    w->seen = council_run_status(run);
+    w->seq_at_call = run->seq;
+}
+
+static void test_watchers_fire_once_after_the_terminal_event(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    watch_log w1 = {0}, w2 = {0};
+    int rc;
+    council_run *run = create_only(ctx, FAST, NULL, "w", &rc);
+    council_run_subscribe(run, rec_cb, NULL, &rec, NULL);
+    assert_int_equal(council_run_watch(run, on_end, &w1), 0);
+    assert_int_equal(council_run_watch(run, on_end, &w2), 0);
+    assert_int_equal(council_run_unwatch(run, on_end, &w2), 0);
+    assert_int_equal(council_run_unwatch(run, on_end, &w2), COUNCIL_ENOTFOUND);
+    council_run_begin(run);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(w1.calls, 1);
+    assert_int_equal(w2.calls, 0);
+    assert_int_equal(w1.seen, COUNCIL_COMPLETED);
+    assert_int_equal(w1.seq_at_call, rec.ev[rec.n - 1]->seq); /* after publish */
+    assert_int_equal(council_run_watch(run, on_end, &w2), COUNCIL_ESTATE);
+    spin(ctx, 10);
+    assert_int_equal(w1.calls, 1);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_max_runs_limit(void **state)
+{
+    (void)state;
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_runs = 2;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    int rc;
+    council_run *a = create_only(ctx, SLOW, NULL, NULL, &rc);
+    council_run *b = create_only(ctx, SLOW, NULL, NULL, &rc);
+    council_run *c = create_only(ctx, SLOW, NULL, NULL, &rc);
+    assert_int_equal(rc, COUNCIL_ELIMIT);
+    assert_null(c);
+    council_run_cancel(a);
+    c = create_only(ctx, SLOW, NULL, NULL, &rc);
+    assert_int_equal(rc, 0);
+    council_run_unref(a);
+    council_run_unref(b);
+    council_run_unref(c);
+    council_ctx_free(ctx); /* cancels b and c */
+}
+
+static void test_concurrency_limit_serialises_members(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"c\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+             "{\"latency_ms\":20}},{\"id\":\"b\",\"provider\":\"mock\",\"options\":"
+             "{\"latency_ms\":20}},{\"id\":\"c\",\"provider\":\"mock\",\"options\":"
+             "{\"latency_ms\":20}}],\"rounds\":[{\"type\":\"independent_analysis\"}],"
+             "\"limits\":{\"concurrency\":1}}", "q", &rec);
+    wait_done(ctx, run, 3000);
+    int in_flight = 0;
+    for (size_t i = 0; i < rec.n; i++) {
+        if (rec.ev[i]->type == COUNCIL_EV_MEMBER_STARTED)
+            in_flight++;
+        if (rec.ev[i]->type == COUNCIL_EV_MEMBER_COMPLETED)
+            in_flight--;
+        assert_true(in_flight <= 1);
+    }
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_slow_subscriber_is_cut_off_not_the_run(void **state)
+{
+    (void)state;
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.subscriber_queue_cap = 4;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    recorder rec = {0};
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"o\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+             "{\"chunks\":50}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}", "q", &rec);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    assert_true(rec.overflowed > 0);
+    assert_true(rec.n <= 5);
+    for (size_t i = 0; i < rec.n; i++)
+        assert_int_equal(rec.ev[i]->seq, i + 1); /* nothing skipped before the cut */
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_json_views_have_the_protocol_shapes(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, FAST, "q", &rec);
+    wait_done(ctx, run, 3000);
+    for (size_t i = 0; i < rec.n; i++) {
+        json_t *p = council_event_payload_json(rec.ev[i]);
+        switch (rec.ev[i]->type) {
+        case COUNCIL_EV_MEMBER_COMPLETED:
+            assert_int_equal(json_object_size(p), 6);
+            assert_string_equal(json_string_value(json_object_get(p, "status")), "ok");
+            assert_true(json_is_null(json_object_get(p, "error")));
+            assert_int_equal(json_integer_value(json_object_get(p, "attempts")), 1);
+            assert_non_null(json_object_get(p, "parsed"));
+            assert_non_null(json_object_get(p, "text"));
+            assert_non_null(json_object_get(p, "member_id"));
+            break;
+        case COUNCIL_EV_ROUND_COMPLETED:
+            assert_int_equal(json_object_size(p), 6);
+            assert_true(json_is_array(json_object_get(p, "members")));
+            assert_non_null(json_object_get(p, "aggregate"));
+            assert_non_null(json_object_get(p, "idx"));
+            assert_non_null(json_object_get(p, "type"));
+            break;
+        case COUNCIL_EV_RUN_COMPLETED:
+            assert_int_equal(json_object_size(p), 3);
+            assert_int_equal(json_array_size(json_object_get(p, "rounds")), 3);
+            assert_true(json_is_string(json_object_get(p, "final")));
+            assert_int_equal(json_array_size(json_object_get(p, "errors")), 0);
+            break;
+        default:
+            assert_null(p);
+        }
+        json_decref(p);
+    }
+    char *txt = council_run_result_json(run);
+    json_t *r = json_loads(txt, 0, NULL);
+    assert_non_null(r);
+    json_t *vote = json_array_get(json_object_get(r, "rounds"), 1);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(vote, "aggregate"), "winner")), "A");
+    json_decref(r);
+    free(txt);
+    council_summary s;
+    council_run_summary(run, &s);
+    json_t *sj = council_summary_json(&s);
+    assert_int_equal(json_object_size(sj), 7);
+    assert_string_equal(json_string_value(json_object_get(sj, "status")), "completed");
+    assert_true(json_is_null(json_object_get(sj, "current_round")));
+    json_decref(sj);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_input_and_user_opts_are_opaque_copies(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_spec *spec = spec_json(FAST);
+    unsigned char bytes[] = {131, 0, 1, 2, 0};
+    unsigned char uo[] = {9, 0, 9};
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = spec;
+    o.council = "Elixir.MyCouncil";
+    o.input.tag = "etf";
+    o.input.data = bytes;
+    o.input.len = sizeof bytes;
+    o.input.text = "view";
+    o.input.text_len = 4;
+    o.user_opts = uo;
+    o.user_opts_len = sizeof uo;
+    council_run *run;
+    assert_int_equal(council_run_start(ctx, &o, &run), 0);
+    council_spec_unref(spec);
+    bytes[0] = 0;
+    const council_input *in = council_run_input(run);
+    assert_string_equal(in->tag, "etf");
+    assert_int_equal(in->len, 5);
+    assert_int_equal(((const unsigned char *)in->data)[0], 131);
+    assert_string_equal(in->text, "view");
+    size_t ul;
+    const unsigned char *u = council_run_user_opts(run, &ul);
+    assert_int_equal(ul, 3);
+    assert_int_equal(u[2], 9);
+    assert_string_equal(council_run_council(run), "Elixir.MyCouncil");
+    int tag = 7;
+    council_run_set_user_data(run, &tag);
+    assert_ptr_equal(council_run_get_user_data(run), &tag);
+    assert_ptr_equal(council_run_ctx(run), ctx);
+    wait_done(ctx, run, 3000);
+    assert_non_null(strstr(council_run_result(run)->final_text, "\"view\""));
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    council_run *run = NULL;
+    assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_EINVAL);
+    assert_int_equal(council_run_create(ctx, NULL, &run), COUNCIL_EINVAL);
+    council_spec *spec = spec_json(FAST);
+    o.spec = spec;
+    o.run_id = "x";
+    o.run_id_len = 0;
+    assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_EINVAL);
+    council_spec *bad = council_spec_new(NULL);
+    o.spec = bad;
+    o.run_id = NULL;
+    assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_ESPEC);
+    assert_int_equal(council_subscribe(ctx, "", 0, rec_cb, NULL, NULL, NULL), COUNCIL_EINVAL);
+    assert_int_equal(council_whereis(ctx, NULL, "nope", 4, NULL), COUNCIL_EUNKNOWN_RUN);
+    council_spec_unref(bad);
+    council_spec_unref(spec);
+    council_ctx_free(ctx);
+    council_ctx_free(NULL);
+}
+
+static void test_ctx_run_returns_when_idle(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, FAST, "q", &rec);
+    assert_true(council_ctx_backend_fd(ctx) >= 0);
+    assert_int_equal(council_ctx_run(ctx), 0);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    /* everything was delivered before council_ctx_run returned */
+    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
+    assert_int_equal(council_ctx_step(ctx, 0), 0);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void *stopper(void *arg)
+{
+    usleep(50000);
+    council_ctx_stop(arg);
+    return NULL;
+}
+
+static void test_stop_from_another_thread(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+             "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+        "q", NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, stopper, ctx);
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(council_ctx_run(ctx), 0);
+    pthread_join(t, NULL);
+    assert_true((uv_hrtime() - t0) / 1000000 < 2000);
+    assert_int_equal(council_run_status(run), COUNCIL_RUNNING);
+    council_ctx_wakeup(ctx);
+    council_run_unref(run);
+    council_ctx_free(ctx); /* cancels the hanging run */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_events_in_order_with_one_terminal),
+        cmocka_unit_test(test_generated_run_ids_are_base64url_and_unique),
+        cmocka_unit_test(test_duplicate_run_id_is_eexist_per_registry),
+        cmocka_unit_test(test_whereis_and_state_through_retention),
+        cmocka_unit_test(test_cancel_pending_run),
+        cmocka_unit_test(test_cancel_mid_round_stops_at_once),
+        cmocka_unit_test(test_cancel_after_completion_changes_nothing),
+        cmocka_unit_test(test_watchers_fire_once_after_the_terminal_event),
+        cmocka_unit_test(test_max_runs_limit),
+        cmocka_unit_test(test_concurrency_limit_serialises_members),
+        cmocka_unit_test(test_slow_subscriber_is_cut_off_not_the_run),
+        cmocka_unit_test(test_json_views_have_the_protocol_shapes),
+        cmocka_unit_test(test_input_and_user_opts_are_opaque_copies),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_ctx_run_returns_when_idle),
+        cmocka_unit_test(test_stop_from_another_thread),
+    };
+    return cmocka_run_group_tests_name("run", tests, NULL, NULL);
+}
