@@ -93,11 +93,14 @@ defmodule CouncilEx do
 
   @doc """
   Runs `council` on `input` and waits for the result: `start_link/3` then
-  `await/2` (option `:timeout`, default `:infinity`).
+  await (option `:timeout`, default `:infinity`; on timeout the run is
+  cancelled and `{:error, :timeout}` returned).
 
-  The run is linked to the caller for its duration (so the caller's exit
-  cancels it) through a small helper process, which keeps a failed run's
-  exit signal from killing the caller: the failure comes back as a value.
+  The run is linked, for its duration, to a small helper process linked to
+  the caller: the caller's exit cancels the run, while a failed run's exit
+  signal does not kill the caller (the failure comes back as a value). The
+  helper takes the result from the run's terminal event, so a run that ends
+  before it could be awaited still gives its result.
   """
   @spec run(council, term, [start_option]) ::
           {:ok, result}
@@ -108,32 +111,37 @@ defmodule CouncilEx do
     ref = make_ref()
 
     starter = fn run_opts ->
-      keeper =
-        spawn_link(fn ->
-          Process.flag(:trap_exit, true)
-          send(caller, {ref, self(), RunServer.start_link(run_opts)})
-          keep(caller)
-        end)
+      keeper = spawn_link(fn -> keeper_init(caller, ref, run_opts) end)
 
       receive do
-        {^ref, ^keeper, reply} ->
+        {^ref, ^keeper, {:ok, _} = reply} ->
           Process.put(ref, keeper)
           reply
+
+        {^ref, ^keeper, error} ->
+          Process.unlink(keeper)
+          error
       end
     end
 
-    started = __start__(council, input, opts, starter)
-    keeper = Process.delete(ref)
-
-    case started do
+    case __start__(council, input, opts, starter) do
       {:ok, pid} ->
-        result = await(pid, timeout)
-        if result == {:error, :timeout}, do: cancel(pid)
-        release(keeper)
-        result
+        keeper = Process.delete(ref)
+
+        receive do
+          {^ref, :result, result} ->
+            Process.unlink(keeper)
+            result
+        after
+          timeout ->
+            Process.unlink(keeper)
+            Process.exit(keeper, :kill)
+            cancel(pid)
+            flush_result(ref)
+            {:error, :timeout}
+        end
 
       error ->
-        release(keeper)
         error
     end
   end
@@ -262,20 +270,58 @@ defmodule CouncilEx do
           "expected a council module or a %CouncilEx.Spec{}, got: #{inspect(other)}"
   end
 
-  defp keep(caller) do
-    receive do
-      {:EXIT, ^caller, reason} -> exit(reason)
-      {:council_ex_release, ^caller} -> :ok
-      {:EXIT, _run, _reason} -> keep(caller)
-      _ -> keep(caller)
+  # The helper of run/3: subscribed to the run's events, linked to both the
+  # caller and the run.
+  defp keeper_init(caller, ref, run_opts) do
+    Process.flag(:trap_exit, true)
+    run_id = Keyword.fetch!(run_opts, :run_id)
+    topic = Wire.topic(run_id)
+    relay_pids = Relay.prepare(topic, self())
+    run_opts = Keyword.update(run_opts, :subscribe, relay_pids, &Enum.uniq(&1 ++ relay_pids))
+
+    case RunServer.start_link(run_opts) do
+      {:ok, pid} = ok ->
+        if Keyword.fetch!(run_opts, :subscribe) != [], do: Relay.confirm(topic, node(pid))
+        send(caller, {ref, self(), ok})
+        keep(caller, ref, run_id, pid)
+
+      error ->
+        Relay.abort(topic, self())
+        send(caller, {ref, self(), error})
     end
   end
 
-  defp release(nil), do: :ok
+  defp keep(caller, ref, run_id, pid) do
+    receive do
+      {:run_completed, ^run_id, result} ->
+        send(caller, {ref, :result, {:ok, result}})
 
-  defp release(keeper) do
-    Process.unlink(keeper)
-    send(keeper, {:council_ex_release, self()})
-    :ok
+      {:run_failed, ^run_id, errors, result} ->
+        send(caller, {ref, :result, {:error, {:failed, errors, result}}})
+
+      {:run_cancelled, ^run_id, result} ->
+        send(caller, {ref, :result, {:error, {:cancelled, result}}})
+
+      {:council_ex_overflow, _topic, _} ->
+        # Cut off from the events: fall back to awaiting the run itself.
+        send(caller, {ref, :result, await(pid)})
+
+      {:EXIT, ^caller, reason} ->
+        exit(reason)
+
+      {:EXIT, ^pid, :noconnection} ->
+        send(caller, {ref, :result, {:error, :noconnection}})
+
+      _ ->
+        keep(caller, ref, run_id, pid)
+    end
+  end
+
+  defp flush_result(ref) do
+    receive do
+      {^ref, :result, _} -> :ok
+    after
+      0 -> :ok
+    end
   end
 end

@@ -55,6 +55,8 @@ defmodule CouncilEx.Wire do
     |> Map.update(:started_at, nil, &datetime/1)
   end
 
+  def summary(other), do: other
+
   @doc "A run result (`%{final, rounds, errors}`) with round names as atoms."
   @spec result(term) :: term
   def result(%{rounds: rounds} = r) when is_list(rounds), do: %{r | rounds: Enum.map(rounds, &round_result/1)}

@@ -70,7 +70,7 @@ defmodule CouncilEx.PubSub.Relay do
 
   @impl true
   def init(_opts) do
-    :net_kernel.monitor_nodes(true)
+    :net_kernel.monitor_nodes(true, node_type: :all)
     # subs: topic => %{pid => true}; watched: pid => {ref, MapSet of topics}
     # remote: topic => node | :pending
     {:ok, %{subs: %{}, watched: %{}, remote: %{}}}
@@ -184,12 +184,12 @@ defmodule CouncilEx.PubSub.Relay do
     end
   end
 
-  def handle_info({:nodedown, node}, state) do
+  def handle_info({:nodedown, node, _info}, state) do
     remote = for {t, n} <- state.remote, n != node, into: %{}, do: {t, n}
     {:noreply, %{state | remote: remote}}
   end
 
-  def handle_info({:nodeup, _node}, state), do: {:noreply, state}
+  def handle_info({:nodeup, _node, _info}, state), do: {:noreply, state}
   def handle_info(_other, state), do: {:noreply, state}
 
   # -------------------------------------------------------------- helpers
