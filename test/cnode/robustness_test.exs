@@ -1,0 +1,125 @@
+# The C node under bad input: wrong cookies, malformed and oversized frames,
+# silent handshakes. Each bad connection is closed; the others keep working.
+Code.require_file("support.exs", __DIR__)
+
+defmodule CNode.RobustnessTest do
+  use ExUnit.Case, async: false
+  import CNodeTest
+
+  setup_all do
+    info = start_node()
+    small = start_node(args: ["--max-frame-bytes", "4096"])
+    on_exit(fn -> stop_node(info); stop_node(small) end)
+    {:ok, info: info, small: small}
+  end
+
+  defp closed?(s, timeout \\ 5000) do
+    case :gen_tcp.recv(s, 0, timeout) do
+      {:error, :closed} -> true
+      {:ok, ""} -> closed?(s, timeout)   # a tick
+      other -> other
+    end
+  end
+
+  defp serving?(node), do: GenServer.call({:council_ex, node}, :ping) == :pong
+
+  test "a wrong cookie is refused and the node keeps serving", %{info: i} do
+    assert {:error, _} = raw_connect(i.port, "not-the-cookie")
+    assert serving?(i.node)
+    # a BEAM node with the wrong cookie for this node gets :pang
+    Node.disconnect(i.node)
+    Node.set_cookie(i.node, :"definitely-wrong")
+    assert Node.ping(i.node) == :pang
+    Node.set_cookie(i.node, String.to_atom(cookie()))
+    assert Node.ping(i.node) == :pong
+    assert serving?(i.node)
+  end
+
+  test "a tick is answered with a tick", %{info: i} do
+    {:ok, s, _} = raw_connect(i.port, cookie())
+    :ok = :gen_tcp.send(s, "")
+    assert {:ok, ""} = :gen_tcp.recv(s, 0, 2000)
+    :gen_tcp.close(s)
+  end
+
+  test "a raw client can call the service with a real handshake", %{info: i} do
+    {:ok, s, name} = raw_connect(i.port, cookie())
+    me = raw_pid(name, 7)
+    ref = make_ref()
+    raw_send(s, {6, me, :"", :council_ex}, {:"$gen_call", {me, ref}, :ping})
+    # a bare-ref tag: the reply comes as a SEND to our pid
+    assert {{2, _, ^me}, {^ref, :pong}} = raw_recv(s)
+    # an improper alias tag [alias | ref] comes back byte for byte via ALIAS_SEND
+    alias_ref = make_ref()
+    raw_send(s, {6, me, :"", :council_ex}, {:"$gen_call", {me, [:alias | alias_ref]}, :ping})
+    assert {{33, _, ^alias_ref}, {[:alias | ^alias_ref], :pong}} = raw_recv(s)
+    # UNLINK_ID is acknowledged
+    svc = make_pid(i.node, 2, i.creation)
+    raw_send(s, {1, me, svc})
+    raw_send(s, {35, 77, me, svc})
+    assert {{36, 77, ^svc, ^me}, nil} = raw_recv(s)
+    # MONITOR_P on a missing name: MONITOR_P_EXIT noproc with the atom as sent
+    mref = make_ref()
+    raw_send(s, {19, me, :ghost, mref})
+    assert {{21, :ghost, ^me, ^mref, :noproc}, nil} = raw_recv(s)
+    # LINK to a missing pid: EXIT noproc
+    ghost = make_pid(i.node, 31337, i.creation)
+    raw_send(s, {1, me, ghost})
+    assert {{3, ^ghost, ^me, :noproc}, nil} = raw_recv(s)
+    :gen_tcp.close(s)
+  end
+
+  test "malformed frames close that connection only", %{info: i} do
+    bad_frames = [
+      "x" <> "garbage",                                   # unknown frame type
+      "p" <> "garbage",                                   # no version byte
+      "p" <> <<131, 104, 3, 97, 2>>,                      # truncated control tuple
+      "p" <> :erlang.term_to_binary({99, :a, :b}),        # unknown operation
+      "p" <> :erlang.term_to_binary({2, :"", :not_a_pid}), # SEND to an atom
+      "p" <> :erlang.term_to_binary({2, :"", self()}),     # SEND without payload
+      "p" <> <<131, 108, 255, 255, 255, 255, 106>>,       # list claims 4G elements
+      "p" <> <<131>> <> :binary.copy(<<108, 0, 0, 0, 1>>, 2000) <> :binary.copy(<<106>>, 4001), # too deep
+      "p" <> <<131, 109, 127, 255, 255, 255, 1, 2, 3>>,   # binary longer than the frame
+      "p" <> <<131, 119, 200, "short">>,                  # atom past the end
+      "p" <> :erlang.term_to_binary({2, :"", self()}) <> <<131, 82, 0>>  # atom cache ref
+    ]
+    for f <- bad_frames do
+      {:ok, s, _} = raw_connect(i.port, cookie())
+      :ok = :gen_tcp.send(s, f)
+      assert closed?(s) == true, "frame #{inspect(f, limit: 20)} did not close the connection"
+      assert serving?(i.node)
+    end
+  end
+
+  test "an oversized frame header closes the connection without allocating it", %{info: i} do
+    {:ok, s, _} = raw_connect(i.port, cookie())
+    :ok = :inet.setopts(s, packet: :raw)
+    :ok = :gen_tcp.send(s, <<0x7F, 0xFF, 0xFF, 0x00>> <> :binary.copy("p", 2048))
+    assert closed?(s) == true
+    assert serving?(i.node)
+  end
+
+  test "a frame over --max-frame-bytes drops only that connection", %{small: sm} do
+    assert serving?(sm.node)
+    big = :binary.copy("x", 10_000)
+    res = catch_exit(GenServer.call({:council_ex, sm.node}, {:big, big}, 5000))
+    assert match?({{:nodedown, _}, _}, res) or match?({:noconnection, _}, res) or
+             match?({:noproc, _}, res)
+    assert wait_until(fn -> serving?(sm.node) end)
+  end
+
+  test "garbage instead of a handshake is refused", %{info: i} do
+    {:ok, s} = :gen_tcp.connect({127, 0, 0, 1}, i.port, [:binary, active: false])
+    :ok = :gen_tcp.send(s, <<0xFF, 0xFF>> <> :binary.copy("z", 100))
+    assert closed?(s) == true
+    {:ok, s2} = :gen_tcp.connect({127, 0, 0, 1}, i.port, [:binary, active: false, packet: 2])
+    :ok = :gen_tcp.send(s2, <<?N, 0::64, 1::32, 5::16, "x@y@z">>)
+    assert closed?(s2) == true
+    assert serving?(i.node)
+  end
+
+  test "a silent handshake is dropped at the deadline", %{info: i} do
+    {:ok, s} = :gen_tcp.connect({127, 0, 0, 1}, i.port, [:binary, active: false])
+    assert closed?(s, 12_000) == true
+  end
+end
