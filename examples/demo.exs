@@ -22,11 +22,20 @@ defmodule Demo.Council do
   limits member_timeout_ms: 10_000, max_attempts: 2, backoff_ms: 50
 end
 
+defmodule Demo.ANSI do
+  @moduledoc false
+  # Colours only on a terminal.
+  @on match?({:ok, _}, :io.columns())
+  for name <- [:cyan, :magenta, :yellow, :red, :green, :bright, :faint, :reset] do
+    def unquote(name)(), do: if(@on, do: apply(IO.ANSI, unquote(name), []), else: "")
+  end
+end
+
 defmodule Demo.Printer do
   @moduledoc false
-  alias IO.ANSI
+  alias Demo.ANSI
 
-  @colors %{"ada" => ANSI.cyan(), "grace" => ANSI.magenta(), "linus" => ANSI.yellow()}
+  defp colors, do: %{"ada" => ANSI.cyan(), "grace" => ANSI.magenta(), "linus" => ANSI.yellow()}
 
   def loop(run_id, t0) do
     receive do
@@ -80,7 +89,7 @@ defmodule Demo.Printer do
     end
   end
 
-  defp who(member), do: Map.get(@colors, member, "") <> String.pad_trailing(member, 5) <> ANSI.reset()
+  defp who(member), do: Map.get(colors(), member, "") <> String.pad_trailing(member, 5) <> ANSI.reset()
 
   defp say(t0, line) do
     ms = System.monotonic_time(:millisecond) - t0
@@ -105,13 +114,14 @@ end
 
 t0 = System.monotonic_time(:millisecond)
 
-case CouncilEx.start(Demo.Council, question, subscribe: true) do
-  {:ok, pid} ->
-    run_id = CouncilEx.RunServer.run_id(pid)
+run_id = CouncilEx.generate_run_id()
+
+case CouncilEx.start(Demo.Council, question, run_id: run_id, subscribe: true) do
+  {:ok, _pid} ->
 
     case Demo.Printer.loop(run_id, t0) do
       {:ok, result} ->
-        IO.puts("\n" <> IO.ANSI.bright() <> "Final answer (chair: ada):" <> IO.ANSI.reset())
+        IO.puts("\n" <> Demo.ANSI.bright() <> "Final answer (chair: ada):" <> Demo.ANSI.reset())
         IO.puts(result.final)
         {:ok, summary} = CouncilEx.RunServer.state(run_id)
 
