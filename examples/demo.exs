@@ -105,7 +105,12 @@ question =
 
 case CouncilEx.Node.await(30_000) do
   {:ok, node} ->
-    IO.puts("C node #{node} started and supervised by the library (#{CouncilEx.Node.executable()})\n")
+    how =
+      if CouncilEx.Node.info().mode == :managed,
+        do: "started and supervised by the library (#{CouncilEx.Node.executable()})",
+        else: "(external, from config)"
+
+    IO.puts("C node #{node} #{how}\n")
 
   {:error, reason} ->
     IO.puts(:stderr, "demo: the C node is not available (#{reason}); build it with `make all`")

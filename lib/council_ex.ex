@@ -199,6 +199,8 @@ defmodule CouncilEx do
 
   @doc false
   # Validates, subscribes the caller when asked, and starts with `starter`.
+  @spec __start__(council, term, keyword, (keyword -> {:ok, pid} | {:error, term})) ::
+          {:ok, pid} | {:error, term}
   def __start__(council, input, opts, starter) do
     run_opts = prepare!(council, input, opts)
 

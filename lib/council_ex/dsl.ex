@@ -118,12 +118,14 @@ defmodule CouncilEx.DSL do
   # ------------------------------------------------- compile-time helpers
 
   @doc false
+  @spec __member__(module, atom | binary, keyword) :: :ok
   def __member__(mod, id, opts) do
     unless Keyword.keyword?(opts), do: raise(ArgumentError, "member #{inspect(id)}: options must be a keyword list")
     Module.put_attribute(mod, :council_members, [{:id, id} | opts])
   end
 
   @doc false
+  @spec __round__(module, atom | binary, keyword) :: :ok
   def __round__(mod, type, opts) do
     unless Keyword.keyword?(opts), do: raise(ArgumentError, "round #{inspect(type)}: options must be a keyword list")
     [frame | rest] = Module.get_attribute(mod, :council_round_stack)
@@ -131,11 +133,13 @@ defmodule CouncilEx.DSL do
   end
 
   @doc false
+  @spec __push_frame__(module) :: :ok
   def __push_frame__(mod) do
     Module.put_attribute(mod, :council_round_stack, [[] | Module.get_attribute(mod, :council_round_stack)])
   end
 
   @doc false
+  @spec __pop_frame__(module, atom | binary, keyword) :: :ok
   def __pop_frame__(mod, type, opts) do
     [nested | rest] = Module.get_attribute(mod, :council_round_stack)
     Module.put_attribute(mod, :council_round_stack, rest)

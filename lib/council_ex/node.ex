@@ -65,7 +65,8 @@ defmodule CouncilEx.Node do
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
-  @doc false
+  @doc "A child spec with a 10 s shutdown (time to stop the C node cleanly)."
+  @spec child_spec(keyword) :: Supervisor.child_spec()
   def child_spec(opts) do
     %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, shutdown: 10_000}
   end

@@ -29,7 +29,8 @@ defmodule CouncilEx.Supervisor do
     GenServer.start_link(__MODULE__, opts, gen_opts)
   end
 
-  @doc false
+  @doc "A child spec (`type: :supervisor`, id: the `:name` option or this module)."
+  @spec child_spec(keyword) :: Supervisor.child_spec()
   def child_spec(opts) do
     %{id: Keyword.get(opts, :name, __MODULE__), start: {__MODULE__, :start_link, [opts]}, type: :supervisor}
   end
