@@ -25,6 +25,8 @@ defmodule CouncilEx.Node do
       `priv/council_node`), e.g. the ASan build for tests.
     * `:node` - an external C node to use instead of starting one.
     * `:node_args` - extra command-line arguments for the managed node.
+    * `:registered_name` - the service's registered name (default
+      `:council_ex`; passed as `--registered-name` to a managed node).
     * `:node_wait_timeout` - how long API calls wait for the node (ms,
       default 15000).
 
@@ -288,6 +290,11 @@ defmodule CouncilEx.Node do
         cookie_file = write_cookie_file()
         extra = Application.get_env(:council_ex, :node_args, [])
 
+        extra =
+          if service_name() == :council_ex,
+            do: extra,
+            else: ["--registered-name", Atom.to_string(service_name()) | extra]
+
         port =
           Port.open({:spawn_executable, "/bin/sh"}, [
             :binary,
@@ -324,21 +331,30 @@ defmodule CouncilEx.Node do
     end
   end
 
-  defp handle_line("[" <> rest = line, state) do
-    case String.split(rest, "] ", parts: 2) do
-      [level, message] -> Logger.log(log_level(level), "council_node: " <> message)
-      _ -> Logger.info("council_node: " <> line)
-    end
-
-    state
-  end
-
   defp handle_line("", state), do: state
 
   defp handle_line(line, state) do
-    Logger.info("council_node: " <> line)
+    {level, message} = parse_log_line(line)
+    Logger.log(level, "council_node: " <> message)
     state
   end
+
+  @doc """
+  The Logger level and message of a C node log line (`[level] message`);
+  other lines are `:info`.
+
+      iex> CouncilEx.Node.parse_log_line("[warn] slow subscriber cut off")
+      {:warning, "slow subscriber cut off"}
+  """
+  @spec parse_log_line(binary) :: {Logger.level(), binary}
+  def parse_log_line("[" <> rest = line) do
+    case String.split(rest, "] ", parts: 2) do
+      [level, message] -> {log_level(level), message}
+      _ -> {:info, line}
+    end
+  end
+
+  def parse_log_line(line), do: {:info, line}
 
   defp connect(node, tries) do
     cond do
