@@ -48,7 +48,8 @@ defmodule CouncilEx.PubSubTest do
     {:ok, %{subscriptions: before}} = stats()
     sub = spawn(fn -> PubSub.subscribe(id); receive do: (:stop -> :ok) end)
     eventually(fn -> Relay.subscribers("council_ex:run:" <> id) == [sub] end)
-    eventually(fn -> stats() == {:ok, %{elem(stats(), 1) | subscriptions: before + 1}} end)
+    expected = before + 1
+    eventually(fn -> match?({:ok, %{subscriptions: ^expected}}, stats()) end)
     send(sub, :stop)
     eventually(fn -> Relay.subscribers("council_ex:run:" <> id) == [] end)
     eventually(fn -> match?({:ok, %{subscriptions: ^before}}, stats()) end)
