@@ -1,0 +1,285 @@
+/* test_dist_ctl.c - control messages: parsing BEAM's tuples, encode/parse
+ * round trips of every frame we send, the improper alias tag kept byte for
+ * byte. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../c_src/cnode/dist_ctl.h"
+#include "../../c_src/cnode/gen_server.h"
+#include "cnode_terms.h"
+
+/* 131 ++ term, optionally ++ 131 ++ payload */
+static size_t with_version(unsigned char *out, const unsigned char *ctl, size_t n,
+                           const unsigned char *pl, size_t pn)
+{
+    out[0] = 131;
+    memcpy(out + 1, ctl, n);
+    if (!pl)
+        return n + 1;
+    out[n + 1] = 131;
+    memcpy(out + n + 2, pl, pn);
+    return n + 2 + pn;
+}
+
+static const cn_wpid ME = {"council@host", 12, 7, 3, 0x1234567};
+static const cn_wpid THEM = {"beam@host", 9, 90, 0, 42};
+
+static void parses_beam_control_tuples(void **st)
+{
+    (void)st;
+    unsigned char b[512];
+    cn_ctl m;
+    size_t n = with_version(b, T_CTL_SEND, sizeof T_CTL_SEND, T_GENCALL, sizeof T_GENCALL);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_OK);
+    assert_int_equal(m.op, CN_DOP_SEND);
+    assert_int_equal(m.payload.len, sizeof T_GENCALL);
+    assert_memory_equal(m.payload.p, T_GENCALL, sizeof T_GENCALL);
+    cn_wpid w;
+    assert_int_equal(cn_ctl_get_pid(&m.to, &w), 0);
+    assert_int_equal(w.num, 102);
+
+    n = with_version(b, T_CTL_REG, sizeof T_CTL_REG, T_MISC, sizeof T_MISC);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_OK);
+    assert_int_equal(m.op, CN_DOP_REG_SEND);
+    assert_true(cn_ctl_is_atom(&m.to, "council_ex"));
+
+    n = with_version(b, T_CTL_MON, sizeof T_CTL_MON, NULL, 0);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_OK);
+    assert_int_equal(m.op, CN_DOP_MONITOR_P);
+    assert_true(cn_ctl_is_atom(&m.to, "council_ex"));
+    assert_int_equal(m.ref.p[0], 90);
+
+    n = with_version(b, T_CTL_UNLINK, sizeof T_CTL_UNLINK, NULL, 0);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_OK);
+    assert_int_equal(m.op, CN_DOP_UNLINK_ID);
+    assert_true(m.id == 123456789012ull);
+}
+
+static void rejects_bad_control_messages(void **st)
+{
+    (void)st;
+    unsigned char b[512];
+    cn_ctl m;
+    /* MONITOR_P without payload is fine; SEND without payload is not */
+    size_t n = with_version(b, T_CTL_SEND, sizeof T_CTL_SEND, NULL, 0);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_EPAYLOAD);
+    n = with_version(b, T_CTL_MON, sizeof T_CTL_MON, T_BIG, sizeof T_BIG);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_EPAYLOAD);
+    /* payload with trailing garbage */
+    n = with_version(b, T_CTL_SEND, sizeof T_CTL_SEND, T_BIG, sizeof T_BIG);
+    b[n++] = 106;
+    assert_int_not_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_OK);
+    /* no version byte */
+    assert_int_equal(cn_ctl_parse(T_CTL_SEND, sizeof T_CTL_SEND, NULL, &m), CN_CTL_EVERSION);
+    /* not a tuple, wrong arity, unknown op */
+    n = with_version(b, T_BIG, sizeof T_BIG, NULL, 0);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_ESHAPE);
+    const unsigned char op99[] = {104, 3, 97, 99, 106, 106};
+    n = with_version(b, op99, sizeof op99, NULL, 0);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_EOP);
+    const unsigned char link_arity[] = {104, 4, 97, 1, 106, 106, 106};
+    n = with_version(b, link_arity, sizeof link_arity, NULL, 0);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_ESHAPE);
+    /* UNLINK_ID with id 0 or a negative id */
+    unsigned char u[sizeof T_CTL_UNLINK + 8];
+    size_t un = sizeof T_CTL_UNLINK;
+    memcpy(u, T_CTL_UNLINK, un);
+    /* replace the small big (110,5,0,...) by small int 0 */
+    unsigned char z[256];
+    z[0] = 104; z[1] = 4; z[2] = 97; z[3] = 35; z[4] = 97; z[5] = 0;
+    memcpy(z + 6, u + 4 + 8, un - 12);
+    n = with_version(b, z, 6 + un - 12, NULL, 0);
+    assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_ESHAPE);
+}
+
+/* Parses the first frame in x: checks the length prefix and 'p'. */
+static void parse_frame(const ei_x_buff *x, int start, cn_ctl *m)
+{
+    const unsigned char *f = (const unsigned char *)x->buff + start;
+    uint32_t len = (uint32_t)f[0] << 24 | (uint32_t)f[1] << 16 | (uint32_t)f[2] << 8 | f[3];
+    assert_int_equal(len + 4, (uint32_t)(x->index - start));
+    assert_int_equal(f[4], 'p');
+    assert_int_equal(cn_ctl_parse(f + 5, len - 1, NULL, m), CN_CTL_OK);
+}
+
+static void pid_eq(const cn_slice *s, const cn_wpid *want)
+{
+    cn_wpid w;
+    assert_int_equal(cn_ctl_get_pid(s, &w), 0);
+    assert_int_equal(w.node_len, strlen(want->node));
+    assert_memory_equal(w.node, want->node, w.node_len);
+    assert_int_equal(w.num, want->num);
+    assert_int_equal(w.serial, want->serial);
+    assert_int_equal(w.creation, want->creation);
+}
+
+static void every_encoder_round_trips(void **st)
+{
+    (void)st;
+    ei_x_buff x;
+    cn_ctl m;
+    cn_slice payload = {T_MAP, sizeof T_MAP};
+    cn_slice reason = {T_MISC, sizeof T_MISC};
+    cn_slice ref = {T_REF, sizeof T_REF};
+    const unsigned char name_atom[] = {119, 5, 'g', 'h', 'o', 's', 't'};
+    cn_slice target = {name_atom, sizeof name_atom};
+
+    ei_x_new(&x);
+    assert_int_equal(cn_frame_send(&x, &THEM, payload), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_SEND);
+    pid_eq(&m.to, &THEM);
+    assert_memory_equal(m.payload.p, T_MAP, sizeof T_MAP);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_reg_send(&x, &ME, "net_kernel", payload), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_REG_SEND);
+    pid_eq(&m.from, &ME);
+    assert_true(cn_ctl_is_atom(&m.to, "net_kernel"));
+
+    x.index = 0;
+    assert_int_equal(cn_frame_link(&x, &ME, &THEM), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_LINK);
+    pid_eq(&m.from, &ME);
+    pid_eq(&m.to, &THEM);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_exit(&x, &ME, &THEM, reason), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_EXIT);
+    assert_memory_equal(m.reason.p, T_MISC, sizeof T_MISC);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_exit2(&x, &ME, &THEM, reason), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_EXIT2);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_monitor_p(&x, &ME, target, ref), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_MONITOR_P);
+    assert_true(cn_ctl_is_atom(&m.to, "ghost"));
+    assert_memory_equal(m.ref.p, T_REF, sizeof T_REF);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_demonitor_p(&x, &ME, target, ref), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_DEMONITOR_P);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_monitor_p_exit(&x, target, &THEM, ref, reason), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_MONITOR_P_EXIT);
+    assert_true(cn_ctl_is_atom(&m.from, "ghost"));
+    pid_eq(&m.to, &THEM);
+    assert_memory_equal(m.reason.p, T_MISC, sizeof T_MISC);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_unlink_id(&x, UINT64_MAX, &ME, &THEM), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_UNLINK_ID);
+    assert_true(m.id == UINT64_MAX);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_unlink_id_ack(&x, 5, &ME, &THEM), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_UNLINK_ID_ACK);
+    assert_true(m.id == 5);
+
+    x.index = 0;
+    assert_int_equal(cn_frame_alias_send(&x, &ME, ref, payload), 0);
+    parse_frame(&x, 0, &m);
+    assert_int_equal(m.op, CN_DOP_ALIAS_SEND);
+    assert_memory_equal(m.ref.p, T_REF, sizeof T_REF);
+    assert_memory_equal(m.payload.p, T_MAP, sizeof T_MAP);
+
+    /* two frames back to back in one buffer */
+    x.index = 0;
+    cn_frame_link(&x, &ME, &THEM);
+    int second = x.index;
+    cn_frame_send(&x, &THEM, payload);
+    parse_frame(&x, second, &m);
+    assert_int_equal(m.op, CN_DOP_SEND);
+    ei_x_free(&x);
+}
+
+static void alias_tag_is_found_and_kept_byte_for_byte(void **st)
+{
+    (void)st;
+    size_t off, len;
+    cn_slice tag = {T_IMPROPER, sizeof T_IMPROPER};
+    assert_int_equal(cn_gen_tag_alias(tag, &off, &len), 0);
+    assert_int_equal(T_IMPROPER[off], 90);
+    assert_int_equal(off + len, sizeof T_IMPROPER);
+
+    /* [[alias | Ref] | extra]: LIST_EXT 1, inner, tail nil */
+    unsigned char multi[128];
+    multi[0] = 108; multi[1] = 0; multi[2] = 0; multi[3] = 0; multi[4] = 1;
+    memcpy(multi + 5, T_IMPROPER, sizeof T_IMPROPER);
+    multi[5 + sizeof T_IMPROPER] = 106;
+    cn_slice mt = {multi, 6 + sizeof T_IMPROPER};
+    assert_int_equal(cn_gen_tag_alias(mt, &off, &len), 0);
+    assert_int_equal(multi[off], 90);
+
+    /* a plain ref tag has no alias */
+    cn_slice plain = {T_REF, sizeof T_REF};
+    assert_int_equal(cn_gen_tag_alias(plain, &off, &len), -1);
+    /* [alias, Ref] (proper list) is not the alias form */
+    unsigned char proper[128];
+    proper[0] = 108; proper[1] = 0; proper[2] = 0; proper[3] = 0; proper[4] = 2;
+    memcpy(proper + 5, T_IMPROPER + 5, sizeof T_IMPROPER - 5);
+    proper[sizeof T_IMPROPER] = 106;
+    cn_slice pt = {proper, sizeof T_IMPROPER + 1};
+    assert_int_equal(cn_gen_tag_alias(pt, &off, &len), -1);
+
+    /* The reply {Tag, Reply} built as the gen_server does keeps the
+     * improper tag exactly. */
+    ei_x_buff reply, frame;
+    ei_x_new(&reply);
+    ei_x_encode_tuple_header(&reply, 2);
+    ei_x_append_buf(&reply, (const char *)T_IMPROPER, sizeof T_IMPROPER);
+    ei_x_encode_atom(&reply, "pong");
+    ei_x_new(&frame);
+    cn_gen_tag_alias(tag, &off, &len);
+    assert_int_equal(cn_frame_alias_send(&frame, &ME, (cn_slice){T_IMPROPER + off, len},
+                                         (cn_slice){(unsigned char *)reply.buff, (size_t)reply.index}), 0);
+    cn_ctl m;
+    parse_frame(&frame, 0, &m);
+    assert_int_equal(m.payload.p[0], 104);
+    assert_memory_equal(m.payload.p + 2, T_IMPROPER, sizeof T_IMPROPER);
+    assert_memory_equal(m.ref.p, T_IMPROPER + off, len);
+    ei_x_free(&reply);
+    ei_x_free(&frame);
+}
+
+static void tuple_splitting(void **st)
+{
+    (void)st;
+    cn_slice el[3];
+    cn_slice gc = {T_GENCALL, sizeof T_GENCALL};
+    assert_int_equal(cn_term_tuple(gc, el, 3), 3);
+    assert_true(cn_ctl_is_atom(&el[0], "$gen_call"));
+    assert_int_equal(cn_term_tuple(gc, el, 2), -1);
+    cn_slice notuple = {T_BIG, sizeof T_BIG};
+    assert_int_equal(cn_term_tuple(notuple, el, 3), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parses_beam_control_tuples),
+        cmocka_unit_test(rejects_bad_control_messages),
+        cmocka_unit_test(every_encoder_round_trips),
+        cmocka_unit_test(alias_tag_is_found_and_kept_byte_for_byte),
+        cmocka_unit_test(tuple_splitting),
+    };
+    return cmocka_run_group_tests_name("dist_ctl", tests, NULL, NULL);
+}
