@@ -704,10 +704,8 @@ static int finish_round(council_run *run)
                                          "unanimous", unanimous));
         size_t m = rs->cand[w];
         rres_set_text(rr, run->latest[m], run->latest_len[m]);
-        if (it)
-            it->vote_unanimous = unanimous ? 1 : (it->vote_unanimous == 1 ? 1 : 0);
-        if (it && !unanimous)
-            it->vote_unanimous = 0;
+        if (it) /* the last vote of the iteration decides */
+            it->vote_unanimous = unanimous ? 1 : 0;
         free(tally);
         break;
     }
@@ -850,8 +848,9 @@ void engine_pump(council_run *run)
         round_state *rs = run->round;
         if (rs) {
             unsigned limit = run->spec->limits.concurrency;
-            while (rs->next < rs->n_tasks && (limit == 0 || rs->active < limit) &&
-                   run->round == rs && run->status == COUNCIL_RUNNING) {
+            /* a provider may end the run from start(): check that first */
+            while (run->status == COUNCIL_RUNNING && run->round == rs &&
+                   rs->next < rs->n_tasks && (limit == 0 || rs->active < limit)) {
                 task *t = &rs->tasks[rs->next++];
                 t->started = true;
                 rs->active++;

@@ -123,9 +123,10 @@ int council_ctx_backend_fd(council_ctx *ctx);
  * C node puts its sockets on it. Borrowed; valid until council_ctx_free. */
 void *council_ctx_uv_loop(council_ctx *ctx);
 
-/* Ask council_ctx_run to return soon. Any thread; async-signal-unsafe.
- * A stop requested while the loop is not running makes the next
- * council_ctx_run return after one pass. */
+/* Ask council_ctx_run to return soon (runs keep their state; a later
+ * council_ctx_run or council_ctx_step continues them). Any thread; not
+ * async-signal-safe. A stop requested while the loop is not running makes
+ * the next council_ctx_run return at once. */
 void council_ctx_stop(council_ctx *ctx);
 
 /* Wake the loop up (e.g. after a host queued work for it). Any thread. */

@@ -220,7 +220,7 @@ static void test_ctx_free_kills_running_children(void **state)
 
 typedef struct native {
     int starts, cancels;
-    int mode;              /* 0 sync, 1 async, 2 never, 3 too big */
+    int mode;              /* 0 sync, 1 async, 2 never, 3 too big, 4 cancel run */
     council_call *held;
     uv_timer_t timer;
     bool timer_init;
@@ -262,6 +262,10 @@ static int n_start(council_call *call, void *arg)
     case 2:
         n->held = council_call_ref(call);
         break;
+    case 4:
+        assert_int_equal(council_run_cancel(council_call_run(call)), COUNCIL_OK);
+        assert_false(council_call_active(call));
+        return COUNCIL_EPROVIDER; /* ignored: the call is already over */
     case 3: {
         char *big = calloc(1, 5000);
         assert_int_equal(council_call_complete(call, big, 5000), COUNCIL_ETOOBIG);
@@ -357,6 +361,26 @@ static void test_native_cancel_on_run_cancel(void **state)
     assert_int_equal(n.cancels, 1);
     assert_int_equal(council_call_fail(n.held, "x"), COUNCIL_ESTATE);
     council_call_unref(n.held);
+    council_run_unref(run);
+    native_done(ctx, &n);
+}
+
+static void test_native_provider_may_cancel_the_run_from_start(void **state)
+{
+    (void)state;
+    native n;
+    council_ctx *ctx = native_ctx(&n, 4);
+    recorder rec = {0};
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"n\",\"members\":[{\"id\":\"m\",\"provider\":\"nat\",\"options\":"
+             "{\"k\":1}},{\"id\":\"m2\",\"provider\":\"nat\",\"options\":{\"k\":1}}],"
+             "\"rounds\":[{\"type\":\"independent_analysis\"}]}", "q", &rec);
+    wait_done(ctx, run, 2000);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    assert_int_equal(n.starts, 1);
+    assert_int_equal(n.cancels, 1);
+    assert_int_equal(rec_terminal(&rec), 1);
+    rec_clear(&rec);
     council_run_unref(run);
     native_done(ctx, &n);
 }
@@ -471,6 +495,7 @@ int main(void)
         cmocka_unit_test(test_native_provider_sync_and_async),
         cmocka_unit_test(test_native_timeout_calls_cancel_and_refuses_late_answers),
         cmocka_unit_test(test_native_cancel_on_run_cancel),
+        cmocka_unit_test(test_native_provider_may_cancel_the_run_from_start),
         cmocka_unit_test(test_native_answer_over_cap_fails_the_attempt),
         cmocka_unit_test(test_retries_count_attempts_and_back_off),
         cmocka_unit_test(test_timeout_then_retry_succeeds),

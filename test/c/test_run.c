@@ -315,6 +315,67 @@ static void test_max_runs_limit(void **state)
     council_ctx_free(ctx); /* cancels b and c */
 }
 
+static void test_subscriber_limit_per_topic(void **state)
+{
+    (void)state;
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_subscribers_per_topic = 2;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    recorder r1 = {0}, r2 = {0}, r3 = {0};
+    council_subscription *s1;
+    assert_int_equal(council_subscribe(ctx, "council_ex:run:x", 16, rec_cb, NULL, &r1, &s1), 0);
+    assert_int_equal(council_subscribe(ctx, "council_ex:run:x", 16, rec_cb, NULL, &r2, NULL), 0);
+    assert_int_equal(council_subscribe(ctx, "council_ex:run:x", 16, rec_cb, NULL, &r3, NULL),
+                     COUNCIL_ELIMIT);
+    council_stats st;
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.subscriptions, 2);
+    council_unsubscribe(ctx, s1);
+    assert_int_equal(council_subscribe(ctx, "council_ex:run:x", 16, rec_cb, NULL, &r3, NULL), 0);
+    council_ctx_free(ctx);
+}
+
+static void test_summary_inside_iterate(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"i\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+             "{\"latency_ms\":100}}],\"rounds\":[{\"type\":\"iterate\",\"name\":\"loop\","
+             "\"options\":{\"rounds\":[{\"type\":\"independent_analysis\",\"name\":\"inner\"}]}}]}",
+        "q", NULL);
+    spin(ctx, 40);
+    council_summary s;
+    council_run_summary(run, &s);
+    assert_string_equal(s.current_round, "inner");
+    assert_int_equal(s.current_round_idx, 1);
+    assert_int_equal(s.rounds_completed, 0);
+    wait_done(ctx, run, 3000);
+    council_run_summary(run, &s);
+    assert_int_equal(s.rounds_completed, 4); /* 3 iterations + the iterate */
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_step_waits_at_most_the_timeout(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+             "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+        "q", NULL);
+    council_ctx_step(ctx, 0); /* starts the member */
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(council_ctx_step(ctx, 30), 1);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    assert_true(ms >= 20 && ms < 1000);
+    council_run_cancel(run);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
 static void test_concurrency_limit_serialises_members(void **state)
 {
     (void)state;
@@ -543,6 +604,9 @@ int main(void)
         cmocka_unit_test(test_cancel_after_completion_changes_nothing),
         cmocka_unit_test(test_watchers_fire_once_after_the_terminal_event),
         cmocka_unit_test(test_max_runs_limit),
+        cmocka_unit_test(test_subscriber_limit_per_topic),
+        cmocka_unit_test(test_summary_inside_iterate),
+        cmocka_unit_test(test_step_waits_at_most_the_timeout),
         cmocka_unit_test(test_concurrency_limit_serialises_members),
         cmocka_unit_test(test_slow_subscriber_is_cut_off_not_the_run),
         cmocka_unit_test(test_json_views_have_the_protocol_shapes),
