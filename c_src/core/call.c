@@ -105,6 +105,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
         return NULL;
     }
     c->refs = 1;
+    c->id = ++run->ctx->next_call_id;
     c->run = council_run_ref(run);
     c->task = task;
     c->prov = prov;
@@ -236,6 +237,7 @@ int council_call_active(const council_call *call)
 }
 
 council_run *council_call_run(const council_call *call) { return call->run; }
+uint64_t council_call_id(const council_call *call) { return call->id; }
 
 const char *council_call_run_id(const council_call *call, size_t *len)
 {

@@ -45,7 +45,7 @@ json_t *council_event_payload_json(const council_event *ev);
 json_t *council_call_request_json(const council_call *call);
 /* The pubsub message ops for council_event objects (ref/unref), for code
  * that subscribes through pubsub.h directly, and the context's pubsub. */
-extern const pubsub_msg_ops council_event_msg_ops;
+const pubsub_msg_ops *council_event_pubsub_ops(void);
 pubsub *council_ctx_pubsub(council_ctx *ctx);
 
 /* ------------------------------------------------------------ helpers */
@@ -163,6 +163,7 @@ struct council_ctx {
     size_t n_retained;
     struct council_run *ret_head, *ret_tail; /* retained, oldest first */
     void *exec_children;      /* provider_exec's list */
+    uint64_t next_call_id;
 };
 
 /* ----------------------------------------------------------------- runs */
@@ -299,6 +300,7 @@ struct council_call {
     char *request_text;
     size_t request_len;
     size_t streamed;
+    uint64_t id;
     cx_timer *timer;           /* backoff, then timeout */
     void *prov_state;          /* for built-in providers */
 };

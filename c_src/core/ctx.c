@@ -68,7 +68,7 @@ council_ctx *council_ctx_new(const council_config *cfg)
     uv_timer_init(&ctx->loop, &ctx->step_timer);
     uv_unref((uv_handle_t *)&ctx->step_timer);
     ctx->reg = registry_new(0);
-    ctx->ps = pubsub_new(&ctx->loop, &council_event_msg_ops,
+    ctx->ps = pubsub_new(&ctx->loop, council_event_pubsub_ops(),
                          ctx->cfg.max_subscribers_per_topic);
     if (!ctx->reg || !ctx->ps || register_builtin(ctx) != 0) {
         council_ctx_free(ctx);

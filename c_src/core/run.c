@@ -57,7 +57,12 @@ int council_event_is_terminal(const council_event *ev)
 
 static void msg_ref(void *m) { council_event_ref(m); }
 static void msg_unref(void *m) { council_event_unref(m); }
-const pubsub_msg_ops council_event_msg_ops = {msg_ref, msg_unref};
+static const pubsub_msg_ops event_msg_ops = {msg_ref, msg_unref};
+
+const pubsub_msg_ops *council_event_pubsub_ops(void)
+{
+    return &event_msg_ops;
+}
 
 void run_publish(council_run *run, council_event_type type, const char *round,
                  int idx, const char *rtype, const char *member,

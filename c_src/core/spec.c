@@ -297,7 +297,8 @@ static int compile_round(council_spec *s, json_t *jr, const char *path,
     pathf(f, sizeof f, "%s.name", path);
     if (jn && !json_is_null(jn)) {
         if (!json_is_string(jn) || json_string_length(jn) == 0 ||
-            json_string_length(jn) > 255)
+            json_string_length(jn) > 255 ||
+            strlen(json_string_value(jn)) != json_string_length(jn))
             return fail(err, f, "must be a non-empty string of at most 255 bytes");
         r->name = cx_strdup(json_string_value(jn));
     } else {

@@ -212,11 +212,17 @@ int council_ctx_spec_from_json(council_ctx *ctx, const char *json, size_t len,
  * out of memory. */
 char *council_spec_to_json(const council_spec *spec);
 
+/* The spec's id (borrowed from the spec; NULL if none was given) and its
+ * number of members. Never fail. */
 const char *council_spec_id(const council_spec *spec);
 size_t council_spec_member_count(const council_spec *spec);
 
+/* Add a reference (returns spec) / drop one; the last drop frees the spec.
+ * Runs hold their own reference, so a caller may drop its reference right
+ * after council_run_create. NULL is a no-op for both. Not thread-safe: a
+ * spec is used from one thread (the loop's) at a time. */
 council_spec *council_spec_ref(council_spec *spec);
-void council_spec_unref(council_spec *spec);  /* NULL is a no-op */
+void council_spec_unref(council_spec *spec);
 
 /* -------------------------------------------------------------------- runs */
 
@@ -286,8 +292,11 @@ int council_run_start(council_ctx *ctx, const council_start_opts *opts,
  * COUNCIL_OK is returned. Loop thread. */
 int council_run_cancel(council_run *run);
 
+/* Add a reference (returns run) / drop one. The run is freed when the last
+ * reference goes: the caller's, the registry's (held until retention ends),
+ * events' and calls' in flight. NULL is a no-op. Loop thread. */
 council_run *council_run_ref(council_run *run);
-void council_run_unref(council_run *run);     /* NULL is a no-op */
+void council_run_unref(council_run *run);
 
 /* Look up a run by id (len bytes) in a registry (NULL = default).
  *   council_whereis: COUNCIL_OK and *out (borrowed; council_run_ref to keep)
@@ -315,7 +324,9 @@ typedef struct council_summary {
     int64_t started_at_us;      /* UTC microseconds; 0 while pending */
 } council_summary;
 
-/* Fill *out. Never fails for a valid run. */
+/* Fill *out (strings borrowed from the run). current_round is the
+ * innermost round in progress (an iterate round between its nested
+ * rounds). Never fails. Loop thread. */
 void council_run_summary(const council_run *run, council_summary *out);
 
 /* state by id: COUNCIL_OK and *out filled (strings borrowed until the loop
@@ -323,6 +334,11 @@ void council_run_summary(const council_run *run, council_summary *out);
 int council_run_state(council_ctx *ctx, const char *registry,
                       const void *run_id, size_t len, council_summary *out);
 
+/* Read-only accessors. Pointers are borrowed from the run and valid while
+ * the caller holds a reference; none of them fails. council_run_id gives
+ * the id bytes (NUL-terminated too) and their length in *len (if len is
+ * not NULL); council_run_user_opts likewise (NULL when none was given).
+ * Loop thread (or any thread while the loop is not running). */
 council_status council_run_status(const council_run *run);
 const char *council_run_id(const council_run *run, size_t *len);
 const char *council_run_council(const council_run *run);
@@ -332,7 +348,8 @@ const council_input *council_run_input(const council_run *run);
 const void *council_run_user_opts(const council_run *run, size_t *len);
 council_ctx *council_run_ctx(const council_run *run); /* NULL after ctx free */
 
-/* Host data: an opaque pointer the core never touches. */
+/* Host data: an opaque pointer the core never touches (the C node keeps
+ * its process record here). Never fails. Loop thread. */
 void council_run_set_user_data(council_run *run, void *data);
 void *council_run_get_user_data(const council_run *run);
 
@@ -428,9 +445,13 @@ typedef struct council_event {
     const council_result *result;  /* run_completed / failed / cancelled */
 } council_event;
 
+/* 1 for run_completed, run_failed and run_cancelled, else 0. */
 int council_event_is_terminal(const council_event *ev);
+/* Keep an event beyond its callback (returns ev) / release it. An event
+ * holds a reference on its run, so its payload stays readable. NULL is a
+ * no-op. Loop thread. */
 const council_event *council_event_ref(const council_event *ev);
-void council_event_unref(const council_event *ev);  /* NULL is a no-op */
+void council_event_unref(const council_event *ev);
 
 /* Subscriptions. cb(ev, arg) gets every event published on topic after
  * the subscription, in publish order; ev is borrowed for the call
@@ -506,13 +527,21 @@ int council_call_complete(council_call *call, const char *text, size_t len);
  * A retry follows if attempts remain. COUNCIL_ESTATE if finished. */
 int council_call_fail(council_call *call, const char *message);
 
+/* Keep a call beyond its start()/cancel() callbacks (returns call) / drop
+ * the reference. NULL is a no-op. Loop thread. */
 council_call *council_call_ref(council_call *call);
-void council_call_unref(council_call *call);  /* NULL is a no-op */
+void council_call_unref(council_call *call);
 
 /* 1 while the call may still be completed, 0 once finished or abandoned. */
 int council_call_active(const council_call *call);
 
-/* Call accessors: borrowed, valid while the call is usable. */
+/* A number unique among the calls of the context (from 1), e.g. the
+ * call_id the C node sends to BEAM member servers. */
+uint64_t council_call_id(const council_call *call);
+
+/* Call accessors: borrowed, valid while the call is referenced; they never
+ * fail. council_call_member_options is the member's options as compact
+ * JSON text. Loop thread. */
 council_run *council_call_run(const council_call *call);
 const char *council_call_run_id(const council_call *call, size_t *len);
 const char *council_call_member_id(const council_call *call);
@@ -554,11 +583,12 @@ int council_parse_ranking(const char *text, size_t len,
 
 /* ------------------------------------------------------------------ misc */
 
-/* UTC microseconds since the epoch. */
+/* UTC microseconds since the epoch (CLOCK_REALTIME). Any thread. */
 int64_t council_now_us(void);
 
 /* Generate a run id: 16 random bytes (libsodium), base64url without padding
- * (22 characters) into out, which must hold 23 bytes. */
+ * (22 characters) into out, which must hold 23 bytes. Any thread, after
+ * council_ctx_new (which initialises libsodium) or sodium_init. */
 void council_run_id_generate(char out[23]);
 
 #ifdef __cplusplus

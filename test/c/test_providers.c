@@ -249,6 +249,7 @@ static int n_start(council_call *call, void *arg)
     assert_string_equal(council_call_round_type(call), "independent_analysis");
     assert_int_equal(council_call_round_idx(call), 0);
     assert_non_null(council_call_run(call));
+    assert_true(council_call_id(call) > 0);
     assert_non_null(council_call_request(call, &len));
     switch (n->mode) {
     case 0:
