@@ -1,0 +1,1269 @@
+# bench/driver.exs - the driver node of `make bench` (plain Elixir/OTP; no
+# Mix, no deps). bench/run starts it after the C node and the BEAM baseline
+# node are up:
+#
+#   elixir --sname bench_drv_N --cookie C bench/driver.exs
+#
+# Environment (set by bench/run): BENCH_CN (the C node's name), BENCH_CN_OSPID,
+# BENCH_BEAM (the baseline node's name), BENCH_BIN (directory of the C bench
+# binaries), BENCH_OUT (where RESULTS.md and results.json go), BENCH_TMP,
+# QUICK=1 (tiny counts: checks that every case runs, not how fast),
+# BENCH_PERF=0 (skip the perf profile).
+#
+# Every case measures this project and its BEAM baseline in the same run,
+# alternating repetitions between the two sides, and keeps the raw samples;
+# medians, p99 and spreads are computed from them here. A case whose C node
+# request is not served yet becomes a row "not available" with the node's
+# reply as the reason. Exit status: 0 iff every available case ran.
+
+defmodule B.Stats do
+  @moduledoc false
+  def sorted_stats(samples) do
+    s = Enum.sort(samples)
+    n = length(s)
+    t = List.to_tuple(s)
+
+    %{
+      n: n,
+      median: pct(t, n, 0.5),
+      p99: pct(t, n, 0.99),
+      min: elem(t, 0),
+      max: elem(t, n - 1),
+      mean: Enum.sum(s) / n
+    }
+  end
+
+  def pct(t, n, p), do: elem(t, min(n - 1, round(p * (n - 1))))
+
+  # reps: list of lists of samples (one list per repetition)
+  def latency(reps) do
+    all = sorted_stats(List.flatten(reps))
+    meds = Enum.map(reps, &sorted_stats(&1).median)
+    Map.merge(all, %{rep_medians: meds, spread: spread(meds, all.median)})
+  end
+
+  # values: one figure per repetition (e.g. throughput)
+  def values(vals) do
+    st = sorted_stats(vals)
+    Map.merge(st, %{reps: vals, spread: spread(vals, st.median)})
+  end
+
+  def spread(vals, med) when med > 0, do: (Enum.max(vals) - Enum.min(vals)) / med
+  def spread(_, _), do: 0.0
+end
+
+defmodule B.Json do
+  @moduledoc false
+  def encode(nil), do: "null"
+  def encode(true), do: "true"
+  def encode(false), do: "false"
+  def encode(n) when is_integer(n), do: Integer.to_string(n)
+  def encode(f) when is_float(f), do: :erlang.float_to_binary(f, [:compact, decimals: 3])
+  def encode(a) when is_atom(a), do: encode(Atom.to_string(a))
+
+  def encode(s) when is_binary(s) do
+    esc =
+      for <<c::utf8 <- s>>, into: "" do
+        case c do
+          ?" -> "\\\""
+          ?\\ -> "\\\\"
+          ?\n -> "\\n"
+          ?\t -> "\\t"
+          c when c < 0x20 -> "\\u" <> String.pad_leading(Integer.to_string(c, 16), 4, "0")
+          c -> <<c::utf8>>
+        end
+      end
+
+    "\"" <> esc <> "\""
+  end
+
+  def encode(l) when is_list(l), do: "[" <> Enum.map_join(l, ",", &encode/1) <> "]"
+
+  def encode(m) when is_map(m) do
+    "{" <>
+      (m |> Enum.sort_by(fn {k, _} -> to_string(k) end) |> Enum.map_join(",", fn {k, v} -> encode(to_string(k)) <> ":" <> encode(v) end)) <>
+      "}"
+  end
+
+  def encode(t) when is_tuple(t), do: encode(inspect(t))
+  def encode(p) when is_pid(p), do: encode(inspect(p))
+end
+
+defmodule B do
+  @moduledoc false
+  alias B.Stats
+
+  @reg "CouncilEx.Runner.Registry"
+
+  # ------------------------------------------------------------ config
+
+  def quick?, do: System.get_env("QUICK") == "1"
+  def cn, do: String.to_atom(System.fetch_env!("BENCH_CN"))
+  def beam, do: String.to_atom(System.fetch_env!("BENCH_BEAM"))
+  def cn_ospid, do: System.fetch_env!("BENCH_CN_OSPID")
+  def bin, do: System.fetch_env!("BENCH_BIN")
+  def out, do: System.fetch_env!("BENCH_OUT")
+  def tmp, do: System.get_env("BENCH_TMP", "/tmp")
+
+  # counts: {quick, full}
+  def c(q, f), do: if(quick?(), do: q, else: f)
+
+  def idle_spec_json,
+    do:
+      ~s({"id":"bench","members":[{"id":"a","provider":"mock","options":{"latency_ms":600000}}],) <>
+        ~s("rounds":[{"type":"independent_analysis"}],"limits":{"member_timeout_ms":3600000}})
+
+  def idle_spec_map,
+    do: %{
+      "id" => "bench",
+      "members" => [%{"id" => "a", "provider" => "mock", "options" => %{"latency_ms" => 600_000}}],
+      "rounds" => [%{"type" => "independent_analysis"}],
+      "limits" => %{"member_timeout_ms" => 3_600_000}
+    }
+
+  def council_spec_map,
+    do: %{
+      "id" => "bench_council",
+      "members" => for(m <- ["a", "b", "c"], do: %{"id" => m, "provider" => "mock"}),
+      "rounds" => [%{"type" => "independent_analysis"}, %{"type" => "peer_review"}, %{"type" => "vote"}],
+      "chair" => "a"
+    }
+
+  def council_spec_json,
+    do:
+      ~s({"id":"bench_council","members":[{"id":"a","provider":"mock"},{"id":"b","provider":"mock"},) <>
+        ~s({"id":"c","provider":"mock"}],"rounds":[{"type":"independent_analysis"},{"type":"peer_review"},) <>
+        ~s({"type":"vote"}],"chair":"a"})
+
+  def new_id, do: :crypto.strong_rand_bytes(16) |> Base.url_encode64(padding: false)
+
+  # ------------------------------------------------------------ helpers
+
+  def now, do: System.monotonic_time(:nanosecond)
+
+  def call(dest, req, timeout \\ 60_000) do
+    GenServer.call(dest, req, timeout)
+  catch
+    :exit, reason -> {:exit, reason}
+  end
+
+  def cn_start(opts), do: call({:council_ex, cn()}, {:start, Map.merge(%{spec: idle_spec_json(), input: "x"}, opts)})
+
+  def beam_start(id) do
+    DynamicSupervisor.start_child(
+      {BenchBeam.RunSup, beam()},
+      %{id: BenchBeam.Run, start: {BenchBeam.Run, :start_link, [%{run_id: id, spec: idle_spec_map(), input: "x"}]}, restart: :temporary}
+    )
+  end
+
+  def short(term), do: term |> inspect(limit: 6, printable_limit: 80) |> String.slice(0, 160)
+
+  # n timed calls of f; returns the list of ns samples
+  def timed(f, n), do: timed(f, n, [])
+  defp timed(_f, 0, acc), do: acc
+
+  defp timed(f, n, acc) do
+    t0 = now()
+    f.()
+    timed(f, n - 1, [now() - t0 | acc])
+  end
+
+  def warm(f, n), do: Enum.each(1..n, fn _ -> f.() end)
+
+  # alternate repetitions between the two sides: returns {ours_reps, beam_reps}
+  def alternate(reps, ours, theirs) do
+    Enum.reduce(1..reps, {[], []}, fn _, {a, b} -> {[ours.() | a], [theirs.() | b]} end)
+  end
+
+  def us(ns), do: ns / 1000
+
+  def fmt(nil, _), do: "-"
+  def fmt(v, :us), do: "#{f1(v / 1000)} µs"
+  def fmt(v, :ns), do: "#{f1(v)} ns"
+  def fmt(v, :per_s), do: "#{thousands(round(v))}/s"
+  def fmt(v, :bytes), do: "#{f1(v)} B"
+  def fmt(v, :x), do: "#{f2(v)}x"
+  def fmt(v, _), do: "#{f1(v)}"
+
+  def f1(v) when is_number(v), do: :erlang.float_to_binary(v * 1.0, decimals: 1)
+  def f2(v) when is_number(v), do: :erlang.float_to_binary(v * 1.0, decimals: 2)
+  def pctf(v), do: "±#{round(v * 50)}%"
+
+  def thousands(n) do
+    n |> Integer.to_string() |> String.reverse() |> String.replace(~r/(\d{3})(?=\d)/, "\\1,") |> String.reverse()
+  end
+
+  # parse "@ key value" lines
+  def at_lines(text) do
+    for line <- String.split(text, "\n"),
+        [_, k, v] <- [Regex.run(~r/^@ (\S+) ([-0-9.]+)$/, line)],
+        into: %{},
+        do: {k, String.to_float(if String.contains?(v, "."), do: v, else: v <> ".0")}
+  end
+
+  def rss_kb(ospid) do
+    case File.read("/proc/#{ospid}/status") do
+      {:ok, s} ->
+        [_, kb] = Regex.run(~r/VmRSS:\s+(\d+)/, s)
+        String.to_integer(kb)
+
+      _ ->
+        0
+    end
+  end
+
+  # ------------------------------------------------------------ rows
+  #
+  # A row: case, metric, unit, ours/beam (the headline figures), detail
+  # strings, ratio (ours / beam), target (text), verdict (met | MISSED |
+  # info), status (ok | not available | error), reason, raw (stats maps).
+
+  def row(fields) do
+    Map.merge(
+      %{
+        case: "",
+        metric: "",
+        unit: nil,
+        ours: nil,
+        beam: nil,
+        ours_detail: nil,
+        beam_detail: nil,
+        ratio: nil,
+        target: "",
+        verdict: "info",
+        status: "ok",
+        reason: nil,
+        raw: %{}
+      },
+      Map.new(fields)
+    )
+  end
+
+  def na(case_name, target, reason, extra \\ []),
+    do: row([case: case_name, target: target, status: "not available", verdict: "n/a", reason: reason] ++ extra)
+
+  def verdict(ok?) when is_boolean(ok?), do: if(ok?, do: "met", else: "MISSED")
+
+  def ratio(_a, nil), do: nil
+  def ratio(nil, _b), do: nil
+  def ratio(_a, b) when b == 0, do: nil
+  def ratio(a, b), do: a / b
+
+  # -------------------------------------------------------------- probes
+
+  def probe do
+    ping = call({:council_ex, cn()}, :ping, 10_000)
+
+    start =
+      case cn_start(%{}) do
+        {:ok, pid} when is_pid(pid) ->
+          id = call(pid, :run_id, 10_000)
+          call(pid, :cancel, 10_000)
+          if is_binary(id), do: :ok, else: {:no, "run pid :run_id answered #{short(id)}"}
+
+        other ->
+          {:no, "{:start, ...} answered #{short(other)}"}
+      end
+
+    whereis =
+      case call({:council_ex, cn()}, {:whereis, @reg, "no-such-run"}, 10_000) do
+        {:error, :unknown_run} -> :ok
+        other -> {:no, "{:whereis, ...} answered #{short(other)}"}
+      end
+
+    %{ping: if(ping == :pong, do: :ok, else: {:no, ":ping answered #{short(ping)}"}), start: start, whereis: whereis}
+  end
+
+  # --------------------------------------------------------------- cases
+
+  def case_floor do
+    {n, reps} = c({2000, 1}, {20000, 5})
+    {text, rc} = System.cmd(Path.join(bin(), "tcp_pingpong"), [to_string(n), to_string(reps)], stderr_to_stdout: true)
+    if rc != 0, do: raise("tcp_pingpong failed: #{text}")
+    m = at_lines(text)
+    Process.put(:floor, m["floor_median_ns"])
+
+    [
+      row(
+        case: "floor: loopback TCP 64-byte ping-pong between two C processes",
+        metric: "round trip",
+        unit: :us,
+        ours: m["floor_median_ns"],
+        ours_detail:
+          "median #{fmt(m["floor_median_ns"], :us)}, p99 #{fmt(m["floor_p99_ns"], :us)}, spread #{pctf((m["floor_rep_median_max_ns"] - m["floor_rep_median_min_ns"]) / m["floor_median_ns"])} (#{round(m["floor_samples"])} samples)",
+        target: "reference for the call cases (call median within 1.25x of it)",
+        raw: m
+      )
+    ]
+  end
+
+  # 1 caller, remote GenServer.call; ours/theirs are zero-arity call funs
+  def latency_case(name, ours, theirs, note) do
+    {warmn, n, reps} = c({100, 300, 2}, {2000, 10000, 5})
+    warm(ours, warmn)
+    warm(theirs, warmn)
+    {a, b} = alternate(reps, fn -> timed(ours, n) end, fn -> timed(theirs, n) end)
+    sa = Stats.latency(a)
+    sb = Stats.latency(b)
+    floor = Process.get(:floor)
+    mr = sa.median / sb.median
+    pr = sa.p99 / sb.p99
+
+    [
+      row(
+        case: name,
+        metric: "median latency (#{reps}x#{n} calls)",
+        unit: :us,
+        ours: sa.median,
+        beam: sb.median,
+        ours_detail: "median #{fmt(sa.median, :us)}, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}",
+        beam_detail: "median #{fmt(sb.median, :us)}, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
+        ratio: mr,
+        target: "median <= 0.8x BEAM#{note}",
+        verdict: verdict(mr <= 0.8),
+        raw: %{ours: Map.drop(sa, [:rep_medians]) |> Map.put(:rep_medians, sa.rep_medians), beam: sb}
+      ),
+      row(
+        case: name,
+        metric: "p99 latency",
+        unit: :us,
+        ours: sa.p99,
+        beam: sb.p99,
+        ratio: pr,
+        target: "p99 <= 1.0x BEAM#{note}",
+        verdict: verdict(pr <= 1.0)
+      ),
+      row(
+        case: name,
+        metric: "median vs the TCP floor",
+        unit: :us,
+        ours: sa.median,
+        beam: floor,
+        beam_detail: "floor (C<->C) #{fmt(floor, :us)}",
+        ratio: ratio(sa.median, floor),
+        target: "within 1.25x of the floor#{note}",
+        verdict: if(floor, do: verdict(sa.median / floor <= 1.25), else: "n/a")
+      )
+    ]
+  end
+
+  def case_ping do
+    latency_case(
+      "interim: remote GenServer.call to the node's service (:ping), 1 caller",
+      fn -> :pong = GenServer.call({:council_ex, cn()}, :ping) end,
+      fn -> :pong = GenServer.call({:bench_svc, beam()}, :ping) end,
+      " (run-pid target, applied to the service)"
+    )
+  end
+
+  def case_call1(avail) do
+    name = "remote GenServer.call to a run pid, 1 caller"
+
+    case avail.start do
+      :ok ->
+        {:ok, cp} = cn_start(%{})
+        {:ok, bp} = beam_start(new_id())
+        rows = latency_case(name, fn -> true = is_binary(GenServer.call(cp, :run_id)) end, fn -> true = is_binary(GenServer.call(bp, :run_id)) end, "")
+        Process.put(:profile_target, {:run_pid, cp})
+        rows
+
+      {:no, why} ->
+        [na(name, "median <= 0.8x BEAM, p99 <= 1.0x", why)]
+    end
+  end
+
+  # k concurrent callers, each with its own target; throughput per rep
+  def concurrent(k, n, targets_fun) do
+    parent = self()
+    t0 = now()
+
+    tasks =
+      for i <- 1..k do
+        f = targets_fun.(i)
+        Task.async(fn -> timed(f, n) end)
+      end
+
+    samples = Task.await_many(tasks, :infinity)
+    dt = now() - t0
+    _ = parent
+    {k * n / (dt / 1.0e9), List.flatten(samples)}
+  end
+
+  def throughput_case(name, ours_fun, theirs_fun, note) do
+    k = 8
+    {n, reps} = c({50, 2}, {4000, 5})
+    concurrent(k, div(n, 4) + 1, ours_fun)
+    concurrent(k, div(n, 4) + 1, theirs_fun)
+
+    {a, b} =
+      alternate(reps, fn -> concurrent(k, n, ours_fun) end, fn -> concurrent(k, n, theirs_fun) end)
+
+    ta = Stats.values(Enum.map(a, &elem(&1, 0)))
+    tb = Stats.values(Enum.map(b, &elem(&1, 0)))
+    la = Stats.latency(Enum.map(a, &elem(&1, 1)))
+    lb = Stats.latency(Enum.map(b, &elem(&1, 1)))
+    r = ta.median / tb.median
+
+    [
+      row(
+        case: name,
+        metric: "calls/s, #{k} callers (#{reps}x#{k}x#{n} calls)",
+        unit: :per_s,
+        ours: ta.median,
+        beam: tb.median,
+        ours_detail: "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)}); latency median #{fmt(la.median, :us)}, p99 #{fmt(la.p99, :us)}",
+        beam_detail: "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)}); latency median #{fmt(lb.median, :us)}, p99 #{fmt(lb.p99, :us)}",
+        ratio: r,
+        target: "throughput >= 1.5x#{note}",
+        verdict: verdict(r >= 1.5),
+        raw: %{ours: ta, beam: tb, ours_latency: la, beam_latency: lb}
+      )
+    ]
+  end
+
+  def case_ping8 do
+    throughput_case(
+      "interim: same call to the node's service (:ping), 8 concurrent callers",
+      fn _ -> fn -> :pong = GenServer.call({:council_ex, cn()}, :ping) end end,
+      fn _ -> fn -> :pong = GenServer.call({:bench_svc, beam()}, :ping) end end,
+      " (run-pid target, applied to the service)"
+    )
+  end
+
+  def case_call8(avail) do
+    name = "remote GenServer.call to a run pid, 8 concurrent callers"
+
+    case avail.start do
+      :ok ->
+        cps = for _ <- 1..8, do: elem(cn_start(%{}), 1)
+        bps = for _ <- 1..8, do: elem(beam_start(new_id()), 1)
+
+        throughput_case(
+          name,
+          fn i -> p = Enum.at(cps, i - 1); fn -> true = is_binary(GenServer.call(p, :run_id)) end end,
+          fn i -> p = Enum.at(bps, i - 1); fn -> true = is_binary(GenServer.call(p, :run_id)) end end,
+          ""
+        )
+
+      {:no, why} ->
+        [na(name, "throughput >= 1.5x", why)]
+    end
+  end
+
+  # ---- starts, memory per idle run, whereis at 1k and 1M
+
+  # start `ids` with 8 concurrent callers; returns {starts_per_s, samples}
+  def start_batch(ids, start_fun) do
+    k = 8
+    chunks = Enum.chunk_every(ids, max(1, div(length(ids) + k - 1, k)))
+    t0 = now()
+
+    samples =
+      chunks
+      |> Enum.map(fn ch ->
+        Task.async(fn ->
+          Enum.map(ch, fn id ->
+            s = now()
+
+            case start_fun.(id) do
+              {:ok, pid} when is_pid(pid) -> now() - s
+              other -> throw({:start_failed, id, other})
+            end
+          end)
+        end)
+      end)
+      |> Task.await_many(:infinity)
+
+    {length(ids) / ((now() - t0) / 1.0e9), List.flatten(samples)}
+  end
+
+  def batches_of(n, size), do: for(_ <- 1..div(n, size), do: for(_ <- 1..size, do: new_id()))
+
+  def whereis_lat(dest, ids_t, n) do
+    m = tuple_size(ids_t)
+    f = fn -> GenServer.call(dest, {:whereis, @reg, elem(ids_t, :rand.uniform(m) - 1)}) end
+    {:ok, _} = f.()
+    warm(f, div(n, 10) + 1)
+    timed(fn -> {:ok, _} = f.() end, n)
+  end
+
+  def case_starts(avail) do
+    name_s = "100k run starts over distribution (8 concurrent callers)"
+    name_m = "memory per idle run (RSS delta / runs)"
+    name_w = "whereis over distribution at 1k and 1M runs"
+    small = 1000
+    {total, batch} = c({2000, 1000}, {100_000, 10_000})
+    big = c(10_000, 1_000_000)
+    wn = c(200, 5000)
+    wreps = c(1, 3)
+
+    case avail.start do
+      {:no, why} ->
+        [
+          na(name_s, "starts/s >= 1.5x", why),
+          na(name_m, "<= 0.3x BEAM (BEAM ~3.3 KB/run)", why),
+          na(name_w, "flat from 1k to 1M", why)
+        ]
+
+      :ok ->
+        cn_start_id = fn id -> cn_start(%{run_id: id}) end
+        beam_start_id = &beam_start/1
+        # 1k runs each, then whereis at 1k
+        first = for _ <- 1..small, do: new_id()
+        {_, _} = start_batch(first, cn_start_id)
+        {_, _} = start_batch(first, beam_start_id)
+        first_t = List.to_tuple(first)
+
+        w_small =
+          if avail.whereis == :ok do
+            alternate(wreps, fn -> whereis_lat({:council_ex, cn()}, first_t, wn) end, fn -> whereis_lat({:bench_svc, beam()}, first_t, wn) end)
+          end
+
+        # the measured starts: alternate batches, RSS before and after
+        rss_c0 = rss_kb(cn_ospid())
+        rss_b0 = :rpc.call(beam(), BenchBeam.Info, :rss_kb, [])
+        mem_b0 = :rpc.call(beam(), BenchBeam.Info, :memory, [])
+
+        {ca, ba} =
+          Enum.reduce(batches_of(total, batch), {[], []}, fn ids, {ca, ba} ->
+            {[start_batch(ids, cn_start_id) | ca], [start_batch(ids, beam_start_id) | ba]}
+          end)
+
+        Process.sleep(200)
+        rss_c1 = rss_kb(cn_ospid())
+        rss_b1 = :rpc.call(beam(), BenchBeam.Info, :rss_kb, [])
+        mem_b1 = :rpc.call(beam(), BenchBeam.Info, :memory, [])
+        per_c = (rss_c1 - rss_c0) * 1024 / total
+        per_b = (rss_b1 - rss_b0) * 1024 / total
+        per_b_mem = (mem_b1 - mem_b0) / total
+        ra = Stats.values(Enum.map(ca, &elem(&1, 0)))
+        rb = Stats.values(Enum.map(ba, &elem(&1, 0)))
+        la = Stats.latency(Enum.map(ca, &elem(&1, 1)))
+        lb = Stats.latency(Enum.map(ba, &elem(&1, 1)))
+        sr = ra.median / rb.median
+        mr = ratio(per_c, per_b)
+
+        starts_rows = [
+          row(
+            case: name_s,
+            metric: "starts/s (#{div(total, batch)} batches of #{batch}, alternating sides)",
+            unit: :per_s,
+            ours: ra.median,
+            beam: rb.median,
+            ours_detail: "#{fmt(ra.median, :per_s)} (spread #{pctf(ra.spread)}); per start median #{fmt(la.median, :us)}, p99 #{fmt(la.p99, :us)}",
+            beam_detail: "#{fmt(rb.median, :per_s)} (spread #{pctf(rb.spread)}); per start median #{fmt(lb.median, :us)}, p99 #{fmt(lb.p99, :us)}",
+            ratio: sr,
+            target: "starts/s >= 1.5x",
+            verdict: verdict(sr >= 1.5),
+            raw: %{ours: ra, beam: rb, ours_latency: la, beam_latency: lb}
+          ),
+          row(
+            case: name_m,
+            metric: "bytes per idle run (#{total} runs)",
+            unit: :bytes,
+            ours: per_c,
+            beam: per_b,
+            ours_detail: "#{fmt(per_c, :bytes)} (RSS #{rss_c0} -> #{rss_c1} KiB)",
+            beam_detail: "#{fmt(per_b, :bytes)} (RSS #{rss_b0} -> #{rss_b1} KiB; erlang:memory #{fmt(per_b_mem, :bytes)}/run)",
+            ratio: mr,
+            target: "<= 0.3x BEAM (BEAM ~3.3 KB/run)",
+            verdict: if(mr, do: verdict(mr <= 0.3), else: "n/a"),
+            raw: %{rss_c0: rss_c0, rss_c1: rss_c1, rss_b0: rss_b0, rss_b1: rss_b1, erlang_memory_per_run: per_b_mem}
+          )
+        ]
+
+        where_rows =
+          if avail.whereis == :ok do
+            # up to `big` runs on the C node (real runs, 8 callers); the
+            # baseline's Registry gets holder keys up to the same count
+            more = big - small - total
+            t0 = now()
+            for ids <- Enum.chunk_every(for(_ <- 1..more, do: new_id()), 50_000), do: start_batch(ids, cn_start_id)
+            fill_s = (now() - t0) / 1.0e9
+            holders = :rpc.call(beam(), BenchBeam.Holder, :fill, [more, 8], :infinity)
+            w_big = alternate(wreps, fn -> whereis_lat({:council_ex, cn()}, first_t, wn) end, fn -> whereis_lat({:bench_svc, beam()}, first_t, wn) end)
+            for h <- holders, do: send(h, :stop)
+            {cs, bs} = w_small
+            {cb, bb} = w_big
+            s_cs = Stats.latency(cs)
+            s_bs = Stats.latency(bs)
+            s_cb = Stats.latency(cb)
+            s_bb = Stats.latency(bb)
+            flat_c = s_cb.median / s_cs.median
+            flat_b = s_bb.median / s_bs.median
+            label = if big >= 1_000_000, do: "1M", else: "#{div(big, 1000)}k"
+
+            [
+              row(
+                case: name_w,
+                metric: "median call at 1k runs",
+                unit: :us,
+                ours: s_cs.median,
+                beam: s_bs.median,
+                ours_detail: "median #{fmt(s_cs.median, :us)}, p99 #{fmt(s_cs.p99, :us)}, spread #{pctf(s_cs.spread)}",
+                beam_detail: "median #{fmt(s_bs.median, :us)}, p99 #{fmt(s_bs.p99, :us)}, spread #{pctf(s_bs.spread)}",
+                ratio: s_cs.median / s_bs.median,
+                target: "(info)"
+              ),
+              row(
+                case: name_w,
+                metric: "median call at #{label} runs",
+                unit: :us,
+                ours: s_cb.median,
+                beam: s_bb.median,
+                ours_detail: "median #{fmt(s_cb.median, :us)}, p99 #{fmt(s_cb.p99, :us)}, spread #{pctf(s_cb.spread)} (#{more} more runs started in #{f1(fill_s)} s)",
+                beam_detail: "median #{fmt(s_bb.median, :us)}, p99 #{fmt(s_bb.p99, :us)}, spread #{pctf(s_bb.spread)} (Registry keys filled by holders)",
+                ratio: s_cb.median / s_bb.median,
+                target: "(info)"
+              ),
+              row(
+                case: name_w,
+                metric: "flatness: median at #{label} / median at 1k",
+                unit: :x,
+                ours: flat_c,
+                beam: flat_b,
+                ours_detail: "#{f2(flat_c)}x",
+                beam_detail: "#{f2(flat_b)}x",
+                ratio: nil,
+                target: "flat from 1k to 1M (<= 1.25x)",
+                verdict: verdict(flat_c <= 1.25)
+              )
+            ]
+          else
+            {:no, why} = avail.whereis
+            [na(name_w, "flat from 1k to 1M", why)]
+          end
+
+        starts_rows ++ where_rows
+    end
+  catch
+    {:start_failed, id, other} ->
+      [row(case: "100k run starts over distribution (8 concurrent callers)", status: "error", verdict: "n/a", target: "starts/s >= 1.5x", reason: "start of #{id} failed: #{short(other)}")]
+  end
+
+  # ---- event fan-out
+
+  def subscriber(parent, runs) do
+    sub_loop(parent, runs, 0, 0, 0)
+  end
+
+  defp sub_loop(parent, runs, n, done, lost) do
+    receive do
+      {tag, _, _} = _ when tag in [:run_completed, :run_cancelled] -> sub_end(parent, runs, n + 1, done + 1, lost)
+      {:run_failed, _, _, _} -> sub_end(parent, runs, n + 1, done + 1, lost)
+      {:council_ex_overflow, _, dropped} -> sub_loop(parent, runs, n, done, lost + dropped)
+      :stop -> :ok
+      _ -> sub_loop(parent, runs, n + 1, done, lost)
+    end
+  end
+
+  defp sub_end(parent, runs, n, done, lost) when done >= runs do
+    send(parent, {:sub_done, self(), n, lost, now()})
+    receive do: (:stop -> :ok)
+  end
+
+  defp sub_end(parent, runs, n, done, lost), do: sub_loop(parent, runs, n, done, lost)
+
+  # the relay: the library's design (one process per node receives each
+  # event once and sends it to every local subscriber, in order)
+  def relay(subs) do
+    receive do
+      :stop -> :ok
+      msg -> Enum.each(subs, &send(&1, msg)); relay(subs)
+    end
+  end
+
+  # emit: fun(relay_pid, subscriber_pids) that makes the events flow
+  def fanout_once(runs, tokens, emit) do
+    me = self()
+    subs = for _ <- 1..10, do: spawn(fn -> subscriber(me, runs) end)
+    relay = spawn(fn -> relay(subs) end)
+    t0 = now()
+    emit.(relay, subs)
+
+    res =
+      for _ <- subs do
+        receive do
+          {:sub_done, _, n, lost, t} -> {n, lost, t}
+        after
+          60_000 -> {:timeout}
+        end
+      end
+
+    Enum.each([relay | subs], &send(&1, :stop))
+
+    if Enum.any?(res, &(&1 == {:timeout})) do
+      {:error, "timeout: not every subscriber got every terminal event"}
+    else
+      expected = runs * (tokens + 6)
+      got = Enum.map(res, &elem(&1, 0))
+      lost = Enum.map(res, &elem(&1, 1)) |> Enum.sum()
+      t_end = res |> Enum.map(&elem(&1, 2)) |> Enum.max()
+      {:ok, expected / ((t_end - t0) / 1.0e9), Enum.all?(got, &(&1 == expected)) and lost == 0, {expected, got, lost}}
+    end
+  end
+
+  def fanout_spec(tokens, chunk) do
+    ~s({"id":"fanout","members":[{"id":"a","provider":"mock","options":{"latency_ms":0,"chunks":#{tokens},"answer":"#{String.duplicate(chunk, tokens)}"}}],) <>
+      ~s("rounds":[{"type":"independent_analysis"}]})
+  end
+
+  def case_fanout(avail) do
+    name = "event fan-out to 10 remote subscribers on one node"
+    {runs, tokens, reps} = c({3, 200, 1}, {40, 1000, 5})
+    chunk = "0123456789abcdef"
+    spec = fanout_spec(tokens, chunk)
+
+    beam_emit = fn mode ->
+      fn relay, subs ->
+        targets = if mode == :relay, do: [relay], else: subs
+        Node.spawn(beam(), BenchBeam.Fanout, :emit, [targets, runs, tokens, chunk])
+      end
+    end
+
+    cn_emit = fn mode ->
+      fn relay, subs ->
+        sub = if mode == :relay, do: [relay], else: subs
+
+        for _ <- 1..runs do
+          {:ok, _} = cn_start(%{spec: spec, input: "x", subscribe: sub})
+        end
+      end
+    end
+
+    measure = fn emit ->
+      results = for _ <- 1..reps, do: fanout_once(runs, tokens, emit)
+
+      case Enum.find(results, &match?({:error, _}, &1)) do
+        {:error, why} -> {:error, why}
+        nil -> {:ok, Stats.values(Enum.map(results, &elem(&1, 1))), Enum.all?(results, &elem(&1, 2)), Enum.map(results, &elem(&1, 3))}
+      end
+    end
+
+    fanout_once(1, tokens, beam_emit.(:relay))
+    b_relay = measure.(beam_emit.(:relay))
+    b_direct = measure.(beam_emit.(:direct))
+    desc = "#{reps}x #{runs} runs x #{tokens + 6} events, #{byte_size(chunk)}-byte chunks"
+
+    bdet = fn
+      {:ok, s, ok, _} -> "#{fmt(s.median, :per_s)} events (spread #{pctf(s.spread)})#{if ok, do: ", nothing lost", else: ", LOST EVENTS"}"
+      {:error, why} -> "error: #{why}"
+    end
+
+    bval = fn
+      {:ok, s, _, _} -> s.median
+      _ -> nil
+    end
+
+    direct_row =
+      row(
+        case: name,
+        metric: "BEAM plain per-pid sends (10 distribution messages per event)",
+        unit: :per_s,
+        beam: bval.(b_direct),
+        beam_detail: bdet.(b_direct),
+        target: "(context: the design the relay replaces)",
+        raw: %{beam: b_direct}
+      )
+
+    case avail.start do
+      {:no, why} ->
+        [na(name, ">= 2x the BEAM relay design", why, beam: bval.(b_relay), beam_detail: bdet.(b_relay)), direct_row]
+
+      :ok ->
+        cn_once = fanout_once(1, tokens, cn_emit.(:relay))
+
+        case cn_once do
+          {:error, why} ->
+            [row(case: name, status: "error", verdict: "n/a", reason: "C node -> relay: #{why}", target: ">= 2x the BEAM relay design"), direct_row]
+
+          _ ->
+            c_relay = measure.(cn_emit.(:relay))
+            c_direct = measure.(cn_emit.(:direct))
+            r = ratio(bval.(c_relay), bval.(b_relay))
+            lossless = match?({:ok, _, true, _}, c_relay)
+
+            [
+              row(
+                case: name,
+                metric: "events/s, each to all 10 subscribers (#{desc}); C node -> relay vs BEAM node -> relay",
+                unit: :per_s,
+                ours: bval.(c_relay),
+                beam: bval.(b_relay),
+                ours_detail: bdet.(c_relay),
+                beam_detail: bdet.(b_relay),
+                ratio: r,
+                target: ">= 2x the relay design, nothing lost",
+                verdict: if(r, do: verdict(r >= 2.0 and lossless), else: "n/a"),
+                raw: %{ours: c_relay, beam: b_relay}
+              ),
+              row(
+                case: name,
+                metric: "per-pid delivery: C node subscribes each of the 10 pids vs BEAM per-pid sends",
+                unit: :per_s,
+                ours: bval.(c_direct),
+                beam: bval.(b_direct),
+                ours_detail: bdet.(c_direct),
+                beam_detail: bdet.(b_direct),
+                ratio: ratio(bval.(c_direct), bval.(b_direct)),
+                target: "(info)",
+                raw: %{ours: c_direct, beam: b_direct}
+              )
+            ]
+        end
+    end
+  end
+
+  # ---- native API microbenchmarks
+
+  def case_native do
+    args = if quick?(), do: ["--quick"], else: []
+    {text, rc} = System.cmd(Path.join(bin(), "bench_core"), args, stderr_to_stdout: true)
+    if rc != 0, do: raise("bench_core failed: #{String.slice(text, -500, 500)}")
+    File.write!(Path.join(tmp(), "bench_core.txt"), text)
+    m = at_lines(text)
+    big = if quick?(), do: 100_000, else: 1_000_000
+    label = if quick?(), do: "100k", else: "1M"
+    nb = c(20, 500)
+    micro = :rpc.call(beam(), BenchBeam.Micro, :run, [nb], :infinity)
+    l1k = :rpc.call(beam(), BenchBeam.Micro, :lookup, [1000, nb], :infinity)
+    lbig = :rpc.call(beam(), BenchBeam.Micro, :lookup, [big, nb], :infinity)
+    g = fn k -> m[k] end
+    st = g.("api_state_ns_1000")
+    wk = g.("api_whereis_ns_1000")
+    wb = g.("api_whereis_ns_#{big}")
+    pub = g.("pubsub_publish_deliver_ns_1")
+
+    [
+      row(
+        case: "native API: state read (council_run_state by id, 1k runs)",
+        metric: "ns per read (median of 1000-op batches)",
+        unit: :ns,
+        ours: st,
+        beam: micro.state.median,
+        ours_detail: "#{fmt(st, :ns)} (p99 #{fmt(g.("api_state_p99_ns_1000"), :ns)}); on a handle: #{fmt(g.("api_summary_ns_1000"), :ns)}",
+        beam_detail: "local GenServer.call(:state) #{fmt(micro.state.median, :ns)} (p99 #{fmt(micro.state.p99, :ns)})",
+        ratio: ratio(st, micro.state.median),
+        target: "< 200 ns",
+        verdict: verdict(st < 200),
+        raw: %{beam: micro.state}
+      ),
+      row(
+        case: "native API: registry lookup (council_whereis, 1k runs)",
+        metric: "ns per lookup",
+        unit: :ns,
+        ours: wk,
+        beam: l1k.median,
+        ours_detail: "#{fmt(wk, :ns)} (p99 #{fmt(g.("api_whereis_p99_ns_1000"), :ns)}); table alone #{fmt(g.("registry_get_ns_1000"), :ns)}",
+        beam_detail: "Registry.lookup #{fmt(l1k.median, :ns)} (p99 #{fmt(l1k.p99, :ns)})",
+        ratio: ratio(wk, l1k.median),
+        target: "< 100 ns",
+        verdict: verdict(wk < 100),
+        raw: %{beam: l1k}
+      ),
+      row(
+        case: "native API: registry lookup (council_whereis, #{label} runs)",
+        metric: "ns per lookup",
+        unit: :ns,
+        ours: wb,
+        beam: lbig.median,
+        ours_detail:
+          "#{fmt(wb, :ns)} (p99 #{fmt(g.("api_whereis_p99_ns_#{big}"), :ns)}); table alone #{fmt(g.("registry_get_ns_#{big}"), :ns)}; #{f2(wb / wk)}x the 1k figure",
+        beam_detail: "Registry.lookup #{fmt(lbig.median, :ns)} (p99 #{fmt(lbig.p99, :ns)}); #{f2(lbig.median / l1k.median)}x the 1k figure",
+        ratio: ratio(wb, lbig.median),
+        target: "< 100 ns; flat from 1k to 1M (<= 1.25x)",
+        verdict: verdict(wb < 100 and wb / wk <= 1.25),
+        raw: %{beam: lbig}
+      ),
+      row(
+        case: "native API: publish to 1 subscriber (publish + delivery)",
+        metric: "ns per event",
+        unit: :ns,
+        ours: pub,
+        beam: micro.publish.median,
+        ours_detail: "#{fmt(pub, :ns)} (enqueue alone #{fmt(g.("pubsub_publish_ns_1"), :ns)})",
+        beam_detail: "Registry.dispatch + send + receive #{fmt(micro.publish.median, :ns)}",
+        ratio: ratio(pub, micro.publish.median),
+        target: "(info)",
+        raw: %{ours: m, beam: micro.publish}
+      )
+    ]
+  end
+
+  # ---- full mock council
+
+  def council_beam do
+    {:ok, pid} =
+      DynamicSupervisor.start_child(
+        {BenchBeam.CouncilSup, beam()},
+        %{id: BenchBeam.Council, start: {BenchBeam.Council, :start_link, [%{spec: council_spec_map(), input: "x"}]}, restart: :temporary}
+      )
+
+    {:ok, %{final: f}} = GenServer.call(pid, :await, 60_000)
+    true = is_binary(f)
+  end
+
+  def council_cn do
+    {:ok, pid} = call({:council_ex, cn()}, {:start, %{spec: council_spec_json(), input: "x"}})
+    {:ok, %{final: f}} = GenServer.call(pid, :await, 60_000)
+    true = is_binary(f)
+  end
+
+  def case_council(avail) do
+    name = "full mock council run (3 members, 3 rounds, chair), end to end"
+
+    ok =
+      case avail.start do
+        :ok ->
+          try do
+            council_cn()
+            :ok
+          rescue
+            e -> {:no, "start + :await did not complete a run: #{short(e)}"}
+          catch
+            kind, r -> {:no, "start + :await did not complete a run: #{short({kind, r})}"}
+          end
+
+        no ->
+          no
+      end
+
+    {warmn, n, reps} = c({5, 20, 1}, {100, 1000, 5})
+    warm(&council_beam/0, warmn)
+
+    case ok do
+      {:no, why} ->
+        {_, b} = alternate(reps, fn -> [] end, fn -> timed(&council_beam/0, n) end)
+        sb = Stats.latency(b)
+
+        [
+          na(name, "runs/s (higher is better)", why,
+            beam: 1.0e9 / sb.median,
+            beam_detail: "1 caller: median #{fmt(sb.median, :us)} per run, p99 #{fmt(sb.p99, :us)}"
+          )
+        ]
+
+      :ok ->
+        warm(&council_cn/0, warmn)
+        {a, b} = alternate(reps, fn -> timed(&council_cn/0, n) end, fn -> timed(&council_beam/0, n) end)
+        sa = Stats.latency(a)
+        sb = Stats.latency(b)
+        {n8, reps8} = c({5, 1}, {250, 3})
+        {a8, b8} = alternate(reps8, fn -> elem(concurrent(8, n8, fn _ -> &council_cn/0 end), 0) end, fn -> elem(concurrent(8, n8, fn _ -> &council_beam/0 end), 0) end)
+        ta = Stats.values(a8)
+        tb = Stats.values(b8)
+
+        [
+          row(
+            case: name,
+            metric: "runs/s, 1 caller (start + :await; 1e9 / median)",
+            unit: :per_s,
+            ours: 1.0e9 / sa.median,
+            beam: 1.0e9 / sb.median,
+            ours_detail: "median #{fmt(sa.median, :us)} per run, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}",
+            beam_detail: "median #{fmt(sb.median, :us)} per run, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
+            ratio: sb.median / sa.median,
+            target: "runs/s (higher is better)",
+            verdict: verdict(sb.median / sa.median >= 1.0),
+            raw: %{ours: sa, beam: sb}
+          ),
+          row(
+            case: name,
+            metric: "runs/s, 8 concurrent callers",
+            unit: :per_s,
+            ours: ta.median,
+            beam: tb.median,
+            ours_detail: "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)})",
+            beam_detail: "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)})",
+            ratio: ta.median / tb.median,
+            target: "runs/s (higher is better)",
+            verdict: verdict(ta.median / tb.median >= 1.0),
+            raw: %{ours: ta, beam: tb}
+          )
+        ]
+    end
+  end
+
+  # ---- profile of the C node on the call path
+
+  def profile do
+    if quick?() or System.get_env("BENCH_PERF", "1") == "0" or System.find_executable("perf") == nil do
+      nil
+    else
+      {what, f} =
+        case Process.get(:profile_target) do
+          {:run_pid, p} -> {"GenServer.call(run_pid, :run_id)", fn -> GenServer.call(p, :run_id) end}
+          _ -> {"GenServer.call({:council_ex, node}, :ping)", fn -> GenServer.call({:council_ex, cn()}, :ping) end}
+        end
+
+      data = Path.join(tmp(), "perf.data")
+      secs = 5
+      task = Task.async(fn -> System.cmd("perf", ["record", "-F", "2999", "-g", "-o", data, "-p", cn_ospid(), "--", "sleep", "#{secs}"], stderr_to_stdout: true) end)
+      Process.sleep(300)
+      deadline = now() + (secs - 1) * 1_000_000_000
+      calls = loop_until(f, deadline, 0)
+      {rec_out, rc} = Task.await(task, 30_000)
+
+      if rc != 0 do
+        %{what: what, error: String.slice(rec_out, 0, 400)}
+      else
+        {flat, _} = System.cmd("perf", ["report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "1", "-g", "none"], stderr_to_stdout: true)
+        {kids, _} = System.cmd("perf", ["report", "-i", data, "--stdio", "--children", "--sort", "symbol", "--percent-limit", "5", "-g", "none"], stderr_to_stdout: true)
+        clean = fn t -> t |> String.split("\n") |> Enum.reject(&(String.starts_with?(&1, "#") or String.trim(&1) == "")) |> Enum.take(30) |> Enum.join("\n") end
+        %{what: what, calls: calls, seconds: secs, self: clean.(flat), children: clean.(kids)}
+      end
+    end
+  end
+
+  defp loop_until(f, deadline, n) do
+    if now() >= deadline do
+      n
+    else
+      f.()
+      loop_until(f, deadline, n + 1)
+    end
+  end
+
+  # --------------------------------------------------------------- main
+
+  def run_case(name, fun) do
+    IO.puts(:stderr, "bench: #{name} ...")
+    t0 = now()
+
+    rows =
+      try do
+        fun.()
+      rescue
+        e -> [row(case: name, status: "error", verdict: "n/a", reason: Exception.message(e) |> String.slice(0, 300))]
+      catch
+        kind, r -> [row(case: name, status: "error", verdict: "n/a", reason: short({kind, r}))]
+      end
+
+    IO.puts(:stderr, "bench: #{name} done in #{f1((now() - t0) / 1.0e9)} s")
+    rows
+  end
+
+  def main do
+    true = Node.connect(cn())
+    true = Node.connect(beam())
+    t_start = now()
+    avail = probe()
+    IO.puts(:stderr, "bench: C node service: #{inspect(avail)}")
+
+    rows =
+      Enum.flat_map(
+        [
+          {"floor", &case_floor/0},
+          {"ping", &case_ping/0},
+          {"call1", fn -> case_call1(avail) end},
+          {"ping8", &case_ping8/0},
+          {"call8", fn -> case_call8(avail) end},
+          {"native", &case_native/0},
+          {"fanout", fn -> case_fanout(avail) end},
+          {"council", fn -> case_council(avail) end},
+          {"starts", fn -> case_starts(avail) end}
+        ],
+        fn {n, f} -> run_case(n, f) end
+      )
+
+    prof = run_profile()
+    elapsed = (now() - t_start) / 1.0e9
+    B.Report.write(rows, avail, prof, elapsed)
+    errors = Enum.filter(rows, &(&1.status == "error"))
+    IO.puts(B.Report.table(rows))
+    IO.puts("bench: #{length(rows)} rows, #{length(errors)} errors, #{f1(elapsed)} s; wrote #{out()}/RESULTS.md and #{out()}/results.json")
+    System.halt(if errors == [], do: 0, else: 1)
+  end
+
+  defp run_profile do
+    try do
+      profile()
+    rescue
+      e -> %{error: Exception.message(e)}
+    catch
+      k, r -> %{error: short({k, r})}
+    end
+  end
+end
+
+defmodule B.Report do
+  @moduledoc false
+  import B, only: [fmt: 2, f2: 1, out: 0, quick?: 0]
+
+  def cell(_row, nil, _unit, nil), do: "-"
+  def cell(_row, v, unit, nil), do: fmt(v, unit)
+  def cell(_row, _v, _unit, detail), do: detail
+
+  def table(rows) do
+    head = "| case | metric | this project | BEAM baseline | ratio | target | verdict |\n|---|---|---|---|---|---|---|\n"
+
+    head <>
+      Enum.map_join(rows, "\n", fn r ->
+        ours =
+          case r.status do
+            "ok" -> cell(r, r.ours, r.unit, r.ours_detail)
+            "not available" -> "**not available**: #{r.reason}"
+            _ -> "**error**: #{r.reason}"
+          end
+
+        beam = cell(r, r.beam, r.unit, r.beam_detail)
+        ratio = if r.ratio, do: "#{f2(r.ratio)}x", else: "-"
+        "| #{r.case} | #{r.metric} | #{esc(ours)} | #{esc(beam)} | #{ratio} | #{r.target} | #{r.verdict} |"
+      end)
+  end
+
+  defp esc(s), do: String.replace(s, "|", "\\|")
+
+  def write(rows, avail, prof, elapsed) do
+    {uname, _} = System.cmd("uname", ["-srm"])
+    cpu = cpu_model()
+    json_rows = Enum.map(rows, fn r -> Map.update!(r, :raw, &sanitize/1) end)
+
+    json = %{
+      generated_by: "bench/run",
+      quick: quick?(),
+      date: DateTime.utc_now() |> DateTime.to_iso8601(),
+      machine: %{uname: String.trim(uname), cpu: cpu, cores: System.schedulers_online()},
+      otp: System.otp_release(),
+      elixir: System.version(),
+      c_node_service: Map.new(avail, fn {k, v} -> {k, if(v == :ok, do: "available", else: elem(v, 1))} end),
+      elapsed_s: elapsed,
+      rows: json_rows,
+      profile: prof
+    }
+
+    File.write!(Path.join(out(), "results.json"), B.Json.encode(json) <> "\n")
+    File.write!(Path.join(out(), "RESULTS.md"), markdown(rows, avail, prof, elapsed, String.trim(uname), cpu))
+  end
+
+  defp sanitize(m) when is_map(m), do: Map.new(m, fn {k, v} -> {k, sanitize(v)} end)
+  defp sanitize(l) when is_list(l), do: Enum.map(l, &sanitize/1)
+  defp sanitize(t) when is_tuple(t), do: t |> Tuple.to_list() |> sanitize()
+  defp sanitize(v), do: v
+
+  defp cpu_model do
+    case File.read("/proc/cpuinfo") do
+      {:ok, s} ->
+        case Regex.run(~r/model name\s*:\s*(.*)/, s) do
+          [_, m] -> m
+          _ -> "unknown"
+        end
+
+      _ ->
+        "unknown"
+    end
+  end
+
+  def markdown(rows, avail, prof, elapsed, uname, cpu) do
+    missed = Enum.filter(rows, &(&1.verdict == "MISSED"))
+    nas = Enum.filter(rows, &(&1.status == "not available"))
+
+    """
+    # Benchmark results
+
+    Generated by `make bench` (`bench/run`#{if quick?(), do: " with QUICK=1: tiny counts, a smoke run; the figures mean nothing", else: ""}) on #{DateTime.utc_now() |> DateTime.truncate(:second) |> DateTime.to_iso8601()},
+    #{uname}, #{cpu}, #{System.schedulers_online()} cores; OTP #{System.otp_release()}, Elixir #{System.version()}; #{round(elapsed)} s.
+    Machine-readable: `bench/results.json` (same rows, with the raw statistics).
+
+    C node service at the time of the run: #{Enum.map_join(avail, ", ", fn {k, v} -> "`#{k}` #{if v == :ok, do: "answered", else: "not served"}" end)}.
+
+    ## Results
+
+    Ratio = this project / BEAM baseline (for latencies and memory lower is
+    better; for throughputs higher is better; the council's 1-caller ratio is
+    BEAM time / our time so that above 1 means faster). "met" / "MISSED" compare
+    with the issue's target; "info" rows have no target.
+
+    #{table(rows)}
+
+    #{missed_section(missed, nas)}
+    ## How the comparison is made fair
+
+    - One command (`make bench`, i.e. `bench/run`) measures both sides in the
+      same run on the same machine: a private epmd on a free port, the C node
+      (`priv/council_node`, built with `-O2 -g` by the top-level Makefile),
+      a BEAM baseline node (`bench/beam_baseline.exs`) and a driver node
+      (`bench/driver.exs`), all on 127.0.0.1 with the same cookie.
+    - The driver calls both sides the same way (`GenServer.call` over
+      Erlang distribution, one connection per peer), with the same requests,
+      the same reply sizes (a 22-byte run id) and, for fan-out, the same event
+      tuples and 16-byte chunks. Repetitions alternate between the two sides
+      so that load from other processes on the machine hits both alike;
+      each case warms up first. Medians and p99 are computed from the raw
+      per-call samples of all repetitions; "spread" is (max - min) / median of
+      the per-repetition medians (or throughputs), shown as ±half of it.
+    - BEAM runs with default flags (`elixir --sname`, no `+` options; 2
+      schedulers on this machine). The C node is single-threaded; it can use
+      one core while BEAM may use both.
+    - Baseline designs are plain Elixir/OTP: a GenServer per run registered
+      in a unique `Registry` and started by a `DynamicSupervisor` (the
+      driver calls `DynamicSupervisor.start_child` on the baseline node
+      remotely, exactly as it calls `{:start, ...}` on the C node's service);
+      a registered GenServer for `:ping` and `{:whereis, ...}` (a
+      `Registry.lookup`); a relay process identical for both sides (one
+      process receives each event once and sends it to 10 local subscribers,
+      as `CouncilEx.PubSub.Relay` does, without its atom conversion); a mock
+      council of a GenServer plus one Task per member per round.
+    - Differences that favour BEAM and are kept on purpose: the baseline run
+      gets its spec as an Elixir map (no JSON parse; the C node parses a JSON
+      spec on every start) and its mock council does not publish events.
+      The baseline's whereis table at 1M holds keys registered by 8 holder
+      processes rather than 1M run processes (a lookup does not depend on
+      the process a key points to).
+    - Memory per idle run is the growth of the process's resident set (VmRSS)
+      over the measured starts divided by their count, for both; the BEAM
+      row also shows `:erlang.memory(:total)` growth per run.
+    - Native API figures come from `bench/c/bench_core.c` (the core linked
+      statically, `-O2`), the BEAM counterparts from `BenchBeam.Micro`
+      inside the baseline node, both as medians of 1000-operation batches.
+
+    #{profile_section(prof)}
+    """
+  end
+
+  defp missed_section([], []), do: "Every target was met in this run.\n"
+
+  defp missed_section(missed, nas) do
+    m =
+      if missed == [],
+        do: "",
+        else:
+          "## Where this project is slower than BEAM or misses its target\n\n" <>
+            Enum.map_join(missed, "\n", fn r -> "- **#{r.case}** – #{r.metric}: ratio #{if r.ratio, do: f2(r.ratio) <> "x", else: "-"}, target #{r.target}." end) <> "\n\n"
+
+    n =
+      if nas == [],
+        do: "",
+        else:
+          "## Not available in this run\n\n" <>
+            Enum.map_join(nas, "\n", fn r -> "- **#{r.case}**: #{r.reason}" end) <>
+            "\n\nThese rows light up by themselves once the C node's `:council_ex` service answers the request (the driver probes it at the start of every run).\n\n"
+
+    m <> n
+  end
+
+  defp profile_section(nil), do: "## Profile\n\nNo profile in this run (QUICK=1, BENCH_PERF=0, or no perf).\n"
+  defp profile_section(%{error: e} = p), do: "## Profile\n\nperf failed#{if p[:what], do: " on #{p.what}", else: ""}: `#{e}`\n"
+
+  defp profile_section(p) do
+    """
+    ## Profile of the C node on the call path
+
+    `perf record -g -F 2999` on the C node while the driver made #{p.calls} calls
+    `#{p.what}` in #{p.seconds - 1} s (one caller), after the measurements. Self time by
+    shared object and symbol (>= 1%):
+
+    ```
+    #{p.self}
+    ```
+
+    Inclusive time (children included, >= 5%):
+
+    ```
+    #{p.children}
+    ```
+    """
+  end
+end
+
+B.main()
