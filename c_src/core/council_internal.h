@@ -142,8 +142,11 @@ typedef struct provider {
 provider *ctx_provider_find(council_ctx *ctx, const char *name);
 void provider_mock_ops(council_provider_ops *ops);
 void provider_exec_ops(council_provider_ops *ops);
-/* Kill every exec child still alive (ctx free). */
+/* ctx free: kill every exec child still alive; count those not yet
+ * reaped; close every child's handles (frees them once closed). */
 void provider_exec_shutdown(council_ctx *ctx);
+size_t provider_exec_unreaped(council_ctx *ctx);
+void provider_exec_close_all(council_ctx *ctx);
 
 /* ----------------------------------------------------------------- ctx */
 

@@ -82,13 +82,11 @@ council_ctx *council_ctx_new(const council_config *cfg)
     return ctx;
 }
 
-static void drain(council_ctx *ctx)
+static void close_any(uv_handle_t *h, void *arg)
 {
-    /* Run until every handle we closed has had its close callback and every
-     * killed child was reaped. Bounded: children got SIGKILL. */
-    for (int i = 0; i < 100000 && uv_run(&ctx->loop, UV_RUN_NOWAIT) != 0; i++)
-        if (ctx->exec_children)
-            uv_run(&ctx->loop, UV_RUN_ONCE);
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
 }
 
 void council_ctx_free(council_ctx *ctx)
@@ -97,10 +95,14 @@ void council_ctx_free(council_ctx *ctx)
         return;
     ctx->freeing = true;
     run_detach_all(ctx);          /* cancels, unregisters, detaches runs */
-    provider_exec_shutdown(ctx);  /* kill remaining children */
+    provider_exec_shutdown(ctx);  /* SIGKILL to every child still alive */
     pubsub_free(ctx->ps);
     ctx->ps = NULL;
-    drain(ctx);
+    /* wait for the killed children to be reaped (SIGKILL: soon), then close
+     * their pipes even if a grandchild still holds them */
+    while (provider_exec_unreaped(ctx) > 0)
+        uv_run(&ctx->loop, UV_RUN_ONCE);
+    provider_exec_close_all(ctx);
     provider *p = ctx->providers;
     while (p) {
         provider *n = p->next;
@@ -110,11 +112,14 @@ void council_ctx_free(council_ctx *ctx)
         free(p);
         p = n;
     }
+    ctx->providers = NULL;
+    uv_run(&ctx->loop, UV_RUN_NOWAIT); /* close callbacks of our handles */
     registry_free(ctx->reg);
     uv_close((uv_handle_t *)&ctx->async, NULL);
     uv_close((uv_handle_t *)&ctx->step_timer, NULL);
-    uv_run(&ctx->loop, UV_RUN_NOWAIT);
-    drain(ctx);
+    /* anything a host left on the loop is closed too (without callback) */
+    uv_walk(&ctx->loop, close_any, NULL);
+    uv_run(&ctx->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ctx->loop);
     free(ctx);
 }

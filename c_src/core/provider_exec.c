@@ -309,3 +309,25 @@ void provider_exec_shutdown(council_ctx *ctx)
         child_kill(c, "shutdown");
     }
 }
+
+size_t provider_exec_unreaped(council_ctx *ctx)
+{
+    size_t n = 0;
+    for (exec_child *c = ctx->exec_children; c; c = c->next)
+        n += c->spawned && !c->exited;
+    return n;
+}
+
+void provider_exec_close_all(council_ctx *ctx)
+{
+    exec_child *c = ctx->exec_children;
+    while (c) {
+        /* closing may free c (in a later callback, not here) */
+        exec_child *next = c->next;
+        close_handle(c, (uv_handle_t *)&c->in);
+        close_handle(c, (uv_handle_t *)&c->out);
+        close_handle(c, (uv_handle_t *)&c->err);
+        close_handle(c, (uv_handle_t *)&c->proc);
+        c = next;
+    }
+}

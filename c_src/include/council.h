@@ -95,8 +95,10 @@ typedef struct council_config {
 council_ctx *council_ctx_new(const council_config *cfg);
 
 /* Cancel every unfinished run (their terminal events are published but not
- * delivered), kill exec children, drop every subscription and registry
- * entry, close the loop and free the context. Run handles the caller still
+ * delivered), kill exec children (and wait until they are reaped), drop
+ * every subscription and registry entry, close the loop and free the
+ * context. Handles a host put on the loop should be closed first; any left
+ * are closed without their close callback. Run handles the caller still
  * holds stay readable and must still be released with council_run_unref;
  * every other operation on them returns COUNCIL_ESTATE. Loop thread only;
  * not from inside a callback of this context. NULL is a no-op. */
@@ -501,8 +503,8 @@ typedef struct council_provider_ops {
      * stop working on it. No completion is expected afterwards. May be
      * NULL. Never called for a call already completed or failed. */
     void (*cancel)(council_call *call, void *arg);
-    /* The provider is being unregistered (context freed): release arg.
-     * May be NULL. */
+    /* The provider is being unregistered (context freed): release arg and
+     * drop any call reference still held. May be NULL. */
     void (*release)(void *arg);
 } council_provider_ops;
 
