@@ -307,8 +307,9 @@ defmodule BenchBeam.Micro do
       end
 
     for h <- holders, do: receive(do: ({:filled, ^h} -> :ok))
-    keys = for _ <- 1..@batch, do: key(:rand.uniform(n_keys) - 1)
-    keys = List.to_tuple(keys)
+    # every key in random order (as bench_core does): batch k looks up
+    # keys k*1000 .. k*1000+999 (mod n), so big tables are not cache-hot
+    keys = 0..(n_keys - 1) |> Enum.map(&key/1) |> Enum.shuffle() |> List.to_tuple()
     res = batches_keys(n_batches, name, keys)
     Enum.each(holders, &send(&1, :stop))
     Supervisor.stop(reg)
@@ -318,21 +319,24 @@ defmodule BenchBeam.Micro do
   defp key(i), do: "bench-run-" <> Integer.to_string(i * 7919 + 17)
 
   defp batches_keys(n, name, keys) do
+    m = tuple_size(keys)
+
     means =
-      for _ <- 1..n do
+      for k <- 0..(n - 1) do
+        base = rem(k * @batch, m)
         t0 = System.monotonic_time(:nanosecond)
-        look(name, keys, 0)
+        look(name, keys, m, base, 0)
         (System.monotonic_time(:nanosecond) - t0) / @batch
       end
 
     summarize(means)
   end
 
-  defp look(_name, _keys, @batch), do: :ok
+  defp look(_name, _keys, _m, _base, @batch), do: :ok
 
-  defp look(name, keys, i) do
-    [_] = Registry.lookup(name, elem(keys, i))
-    look(name, keys, i + 1)
+  defp look(name, keys, m, base, i) do
+    [_] = Registry.lookup(name, elem(keys, rem(base + i, m)))
+    look(name, keys, m, base, i + 1)
   end
 
   defp batches(n, f) do

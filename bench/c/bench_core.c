@@ -417,8 +417,10 @@ static void bench_memory_latency(size_t bytes)
     t0 = now_ns();
     for (i = 0; i < steps; i++)
         p = next[p];
+    t0 = (now_ns() - t0) / (double)steps;
     printf("memory   %6zu MiB random dependent load %6.1f ns  (context)%s\n",
-           bytes >> 20, (now_ns() - t0) / (double)steps, p == n ? " " : "");
+           bytes >> 20, t0, p == n ? " " : "");
+    printf("@ memory_random_load_ns %.1f\n", t0);
     free(next);
     free(perm);
 }
