@@ -142,6 +142,8 @@ typedef struct provider {
 provider *ctx_provider_find(council_ctx *ctx, const char *name);
 void provider_mock_ops(council_provider_ops *ops);
 void provider_exec_ops(council_provider_ops *ops);
+void provider_council_ops(council_provider_ops *ops);
+#define SUB_COUNCIL_MAX_DEPTH 3
 /* ctx free: kill every exec child still alive; count those not yet
  * reaped; close every child's handles (frees them once closed). */
 void provider_exec_shutdown(council_ctx *ctx);
@@ -225,6 +227,7 @@ struct council_run {
     council_status status;
     int64_t started_at;
     uint64_t seq;
+    unsigned depth;             /* 0; a sub-council's run: parent's + 1 */
     unsigned rounds_completed;
     unsigned next_round_idx;
     /* results */
@@ -267,6 +270,10 @@ int run_push_round(council_run *run, rres *rr);  /* completed list */
 int run_own_round(council_run *run, rres *rr);   /* owned list */
 void run_result_sync(council_run *run);
 void run_detach_all(council_ctx *ctx);
+/* A run that publishes on topic and is not registered (sub-councils). */
+int run_create_sub(council_ctx *ctx, const council_start_opts *opts,
+                   const char *topic, size_t topic_len, council_run **out);
+const char *run_topic(const council_run *run, size_t *len);
 
 /* results.c */
 mres *mres_new(const char *member_id);

@@ -45,7 +45,11 @@ static int register_builtin(council_ctx *ctx)
     if (rc)
         return rc;
     provider_exec_ops(&ops);
-    return council_provider_register(ctx, "exec", &ops, ctx);
+    rc = council_provider_register(ctx, "exec", &ops, ctx);
+    if (rc)
+        return rc;
+    provider_council_ops(&ops);
+    return council_provider_register(ctx, "council", &ops, ctx);
 }
 
 council_ctx *council_ctx_new(const council_config *cfg)

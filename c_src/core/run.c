@@ -310,8 +310,11 @@ static int copy_input(council_run *run, const council_input *in)
     return 0;
 }
 
-int council_run_create(council_ctx *ctx, const council_start_opts *opts,
-                       council_run **out)
+/* Create a run. topic NULL: the run's own topic, and the run is
+ * registered; otherwise it publishes on topic and is not registered (a
+ * sub-council's run, reachable only through its parent's call). */
+static int run_create(council_ctx *ctx, const council_start_opts *opts,
+                      const char *topic, size_t topic_len, council_run **out)
 {
     if (!ctx || !opts || !opts->spec || !out || ctx->freeing)
         return COUNCIL_EINVAL;
@@ -335,7 +338,7 @@ int council_run_create(council_ctx *ctx, const council_start_opts *opts,
         id = gen;
         id_len = strlen(gen);
     }
-    if (registry_get(ctx->reg, reg, strlen(reg), id, id_len))
+    if (!topic && registry_get(ctx->reg, reg, strlen(reg), id, id_len))
         return COUNCIL_EEXIST;
 
     council_run *run = calloc(1, sizeof *run);
@@ -346,7 +349,7 @@ int council_run_create(council_ctx *ctx, const council_start_opts *opts,
     size_t nm = opts->spec->n_members;
     run->run_id = cx_memdup(id, id_len);
     run->run_id_len = id_len;
-    run->topic_len = strlen(COUNCIL_TOPIC_PREFIX) + id_len;
+    run->topic_len = topic ? topic_len : strlen(COUNCIL_TOPIC_PREFIX) + id_len;
     run->topic = malloc(run->topic_len + 1);
     run->council = cx_strdup(opts->council ? opts->council : opts->spec->id);
     run->registry = cx_strdup(reg);
@@ -360,8 +363,12 @@ int council_run_create(council_ctx *ctx, const council_start_opts *opts,
         !run->latest || !run->latest_len || !run->critiques ||
         !run->critique_len || !run->kick)
         goto fail;
-    memcpy(run->topic, COUNCIL_TOPIC_PREFIX, strlen(COUNCIL_TOPIC_PREFIX));
-    memcpy(run->topic + strlen(COUNCIL_TOPIC_PREFIX), id, id_len);
+    if (topic) {
+        memcpy(run->topic, topic, topic_len);
+    } else {
+        memcpy(run->topic, COUNCIL_TOPIC_PREFIX, strlen(COUNCIL_TOPIC_PREFIX));
+        memcpy(run->topic + strlen(COUNCIL_TOPIC_PREFIX), id, id_len);
+    }
     run->topic[run->topic_len] = '\0';
     if ((rc = copy_input(run, &opts->input)))
         goto fail;
@@ -371,12 +378,14 @@ int council_run_create(council_ctx *ctx, const council_start_opts *opts,
         run->user_opts_len = opts->user_opts_len;
     }
     run_result_sync(run);
-    rc = registry_put(ctx->reg, reg, strlen(reg), id, id_len, run);
-    if (rc)
-        goto fail;
+    if (!topic) {
+        rc = registry_put(ctx->reg, reg, strlen(reg), id, id_len, run);
+        if (rc)
+            goto fail;
+        run->registered = true;
+        run->refs++; /* the registry's */
+    }
     run->ctx = ctx;
-    run->registered = true;
-    run->refs++; /* the registry's */
     run->status = COUNCIL_PENDING;
     run->next = ctx->runs;
     if (ctx->runs)
@@ -389,6 +398,20 @@ fail:
     run->ctx = NULL;
     run_free(run);
     return rc;
+}
+
+int council_run_create(council_ctx *ctx, const council_start_opts *opts,
+                       council_run **out)
+{
+    return run_create(ctx, opts, NULL, 0, out);
+}
+
+int run_create_sub(council_ctx *ctx, const council_start_opts *opts,
+                   const char *topic, size_t topic_len, council_run **out)
+{
+    if (!topic || !topic_len)
+        return COUNCIL_EINVAL;
+    return run_create(ctx, opts, topic, topic_len, out);
 }
 
 int council_run_begin(council_run *run)
@@ -627,6 +650,12 @@ int council_run_state(council_ctx *ctx, const char *registry_name, const void *r
 /* ------------------------------------------------------------ accessors */
 
 council_status council_run_status(const council_run *run) { return run->status; }
+
+const char *run_topic(const council_run *run, size_t *len)
+{
+    *len = run->topic_len;
+    return run->topic;
+}
 
 const char *council_run_id(const council_run *run, size_t *len)
 {

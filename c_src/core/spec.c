@@ -469,6 +469,11 @@ static int compile_member(council_spec *s, json_t *jm, size_t i,
                 return fail(err, f, "element %zu is not a string", k);
         }
     }
+    if (strcmp(m->provider, "council") == 0 &&
+        !json_is_object(json_object_get(m->options, "spec"))) {
+        pathf(f, sizeof f, "members[%zu].options.spec", i);
+        return fail(err, f, "a council member needs its council spec (an object)");
+    }
     if (strcmp(m->provider, "mock") == 0) {
         static const char *const list_keys[] = {"fail_attempts", "hang_attempts"};
         for (size_t k = 0; k < 2; k++) {

@@ -466,6 +466,102 @@ static void test_mock_timeout_option_per_member(void **state)
     council_ctx_free(ctx);
 }
 
+#define SUB_SPEC(extra)                                                         \
+    "{\"id\":\"parent\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"    \
+    "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"            \
+    "{\"id\":\"child\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\",\"options\":" \
+    "{" extra "}},{\"id\":\"y\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":"      \
+    "\"independent_analysis\"},{\"type\":\"vote\"}],\"chair\":\"y\"}}}],"             \
+    "\"rounds\":[{\"type\":\"independent_analysis\"}]}"
+
+static void test_council_member_runs_a_sub_council(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0}, sub = {0};
+    council_spec *spec = spec_json(SUB_SPEC(""));
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = spec;
+    o.run_id = "P1";
+    o.run_id_len = 2;
+    o.input.data = "why";
+    o.input.len = 3;
+    council_run *run;
+    assert_int_equal(council_run_create(ctx, &o, &run), 0);
+    council_spec_unref(spec);
+    council_run_subscribe(run, rec_cb, NULL, &rec, NULL);
+    const char *t = "council_ex:run:P1:sub:inner";
+    assert_int_equal(council_subscribe(ctx, t, strlen(t), rec_cb, NULL, &sub, NULL), 0);
+    council_run_begin(run);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    const council_member_result *m = member_in(council_run_result(run)->rounds[0], "inner");
+    assert_true(m->ok);
+    assert_string_equal(m->text, "y: chair #2 attempt 1 on \"why\" having read 2 answers");
+    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_STARTED), 1);
+    assert_string_equal(sub.ev[0]->council, "child");
+    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_COMPLETED), 1);
+    assert_int_equal(rec_terminal(&rec), 1);
+    /* the nested run is not registered */
+    council_stats st;
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_registered, 1);
+    rec_clear(&rec);
+    rec_clear(&sub);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_cancel_reaches_the_sub_council(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder sub = {0};
+    council_spec *spec = spec_json(SUB_SPEC("\"latency_ms\":300"));
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = spec;
+    o.run_id = "P2";
+    o.run_id_len = 2;
+    council_run *run;
+    assert_int_equal(council_run_create(ctx, &o, &run), 0);
+    council_spec_unref(spec);
+    const char *t = "council_ex:run:P2:sub:inner";
+    council_subscribe(ctx, t, strlen(t), rec_cb, NULL, &sub, NULL);
+    council_run_begin(run);
+    spin(ctx, 50);
+    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_STARTED), 1);
+    council_run_cancel(run);
+    spin(ctx, 20);
+    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_CANCELLED), 1);
+    council_stats st;
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_active, 0);
+    rec_clear(&sub);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_failed_sub_council_is_a_member_error(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"p\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"
+             "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"
+             "{\"id\":\"c\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\"}],"
+             "\"rounds\":[{\"type\":\"vote\"}]}}}],\"rounds\":[{\"type\":\"critique\"}]}",
+        "q", NULL);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    const council_member_result *m = member_in(council_run_result(run)->rounds[0], "inner");
+    assert_false(m->ok);
+    assert_non_null(strstr(m->error, "sub-council failed: round vote failed"));
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
 static void test_unknown_provider_refused_at_create(void **state)
 {
     (void)state;
@@ -501,6 +597,9 @@ int main(void)
         cmocka_unit_test(test_retries_count_attempts_and_back_off),
         cmocka_unit_test(test_timeout_then_retry_succeeds),
         cmocka_unit_test(test_mock_timeout_option_per_member),
+        cmocka_unit_test(test_council_member_runs_a_sub_council),
+        cmocka_unit_test(test_cancel_reaches_the_sub_council),
+        cmocka_unit_test(test_failed_sub_council_is_a_member_error),
         cmocka_unit_test(test_unknown_provider_refused_at_create),
     };
     return cmocka_run_group_tests_name("providers", tests, NULL, NULL);
