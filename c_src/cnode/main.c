@@ -48,7 +48,9 @@ static const char usage[] =
     "\n"
     "Prints \"council_node ready NAME@HOST port=P creation=C\" on stdout once\n"
     "registered with epmd (at 127.0.0.1:$ERL_EPMD_PORT, default 4369).\n"
-    "SIGTERM or SIGINT stops it cleanly with exit status 0.\n";
+    "SIGTERM or SIGINT stops it cleanly with exit status 0.\n"
+    "Debug aid: COUNCIL_NODE_CAPTURE_DIR=DIR writes every received frame body\n"
+    "(the bytes after 'p') to DIR/frame-N (the fuzzer's seed corpus).\n";
 
 typedef struct opts {
     const char *sname, *name, *cookie_file, *cookie, *listen, *reg_name;
@@ -322,6 +324,7 @@ int main(int argc, char **argv)
     cfg.max_connections = a.o.max_conns;
     cfg.conn.max_frame = a.o.max_frame;
     cfg.terms.max_bytes = a.o.max_frame;
+    cfg.capture_dir = getenv("COUNCIL_NODE_CAPTURE_DIR");
     if (cfg.conn.max_outq < 2 * a.o.max_frame)
         cfg.conn.max_outq = 2 * a.o.max_frame;
     a.node = cn_node_new(loop, &cfg, &cookie);

@@ -2,6 +2,7 @@
 #include "node.h"
 
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,10 +88,12 @@ cn_node *cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_cookie *cook
     n->loop = loop;
     n->cfg = *cfg;
     n->name = strdup(cfg->name);
+    n->cfg.capture_dir = cfg->capture_dir ? strdup(cfg->capture_dir) : NULL;
     n->listen_addr = strdup(cfg->listen_addr ? cfg->listen_addr : "127.0.0.1");
     cn_dl_init(&n->zombies);
     if (!n->name || !n->listen_addr || cn_pt_init(&n->pt, n->name, 0, 4096) ||
         ei_x_new(&n->scratch)) {
+        free((char *)n->cfg.capture_dir);
         free(n->name);
         free(n->listen_addr);
         free(n);
@@ -601,6 +604,16 @@ static int on_frame(cn_conn *c, const unsigned char *body, size_t len, void *ud)
                     c->addr, c->hs.peer_name, body[0]);
         return -1;
     }
+    if (n->cfg.capture_dir && n->frames_in <= 100000) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/frame-%llu", n->cfg.capture_dir,
+                 (unsigned long long)n->frames_in);
+        FILE *f = fopen(path, "wb");
+        if (f) {
+            fwrite(body + 1, 1, len - 1, f);
+            fclose(f);
+        }
+    }
     cn_ctl m;
     int rc = cn_ctl_parse(body + 1, len - 1, &n->cfg.terms, &m);
     if (rc) {
@@ -786,6 +799,7 @@ void cn_node_free(cn_node *n)
     ei_x_free(&n->scratch);
     cn_cookie_free(&n->cookie);
     free(n->conns);
+    free((char *)n->cfg.capture_dir);
     free(n->name);
     free(n->listen_addr);
     free(n);

@@ -72,6 +72,8 @@ typedef struct cn_node_config {
     size_t max_connections;     /* default 64 */
     cn_conn_limits conn;        /* frame cap, queue bound, timeouts */
     cn_term_limits terms;       /* for every control tuple and payload */
+    const char *capture_dir;    /* debug: write each received frame body
+                                   (after 'p') to DIR/frame-N; NULL = off */
 } cn_node_config;
 
 typedef struct cn_node_stats {
