@@ -87,8 +87,10 @@ typedef struct council_config {
 } council_config;
 
 /* Create a context with its own libuv loop, registry and pub/sub. cfg may be
- * NULL (all defaults); it is copied. The built-in providers "mock" and
- * "exec" are registered. SIGPIPE is set to ignored if it was at its default
+ * NULL (all defaults); it is copied. The built-in providers "mock", "exec"
+ * and "council" (a member that is itself a council, run as a sub-council
+ * publishing on "council_ex:run:" <parent_id> ":sub:" <member_id>) are
+ * registered. SIGPIPE is set to ignored if it was at its default
  * disposition (exec children closing their stdin early must not kill the
  * host). Returns NULL when out of memory or when libuv cannot create the
  * loop. The returned context belongs to the caller: council_ctx_free. */
@@ -510,7 +512,7 @@ typedef struct council_provider_ops {
 
 /* Register a provider under name (copied). ops is copied. Members whose
  * "provider" is name are served by it. Errors: COUNCIL_EEXIST (name taken;
- * "mock" and "exec" are built in), COUNCIL_EINVAL, COUNCIL_ENOMEM. */
+ * "mock", "exec" and "council" are built in), COUNCIL_EINVAL, COUNCIL_ENOMEM. */
 int council_provider_register(council_ctx *ctx, const char *name,
                               const council_provider_ops *ops, void *arg);
 
