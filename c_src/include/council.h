@@ -128,12 +128,13 @@ int council_ctx_backend_fd(council_ctx *ctx);
 void *council_ctx_uv_loop(council_ctx *ctx);
 
 /* Ask council_ctx_run to return soon (runs keep their state; a later
- * council_ctx_run or council_ctx_step continues them). Any thread; not
- * async-signal-safe. A stop requested while the loop is not running makes
+ * council_ctx_run or council_ctx_step continues them). Any thread, and
+ * async-signal-safe (an atomic store and uv_async_send). A stop requested while the loop is not running makes
  * the next council_ctx_run return at once. */
 void council_ctx_stop(council_ctx *ctx);
 
-/* Wake the loop up (e.g. after a host queued work for it). Any thread. */
+/* Wake the loop up (e.g. after a host queued work for it). Any thread;
+ * async-signal-safe. */
 void council_ctx_wakeup(council_ctx *ctx);
 
 /* Counts for monitoring: runs registered (including retained ones), runs in
