@@ -284,15 +284,16 @@ static void task_launch(round_state *rs, task *t, uint64_t delay)
     t->attempt++;
     mr->pub.attempts++;
     provider *prov = ctx_provider_find(run->ctx, m->provider);
+    if (!prov) { /* checked at create; a host cannot unregister, but be safe */
+        task_complete(t, false, NULL, 0, "unknown provider");
+        return;
+    }
     json_t *req = build_request(rs, t);
-    council_call *c = prov && req ? call_new(run, t, prov, m, rs->name, rs->idx,
-                                             rs->type_name, t->attempt,
-                                             member_timeout(run, m), req)
-                                  : NULL;
+    council_call *c = req ? call_new(run, t, prov, m, rs->name, rs->idx, rs->type_name,
+                                     t->attempt, member_timeout(run, m), req)
+                          : NULL; /* call_new frees req when it fails */
     if (!c) {
-        if (!req || prov)
-            json_decref(NULL);
-        task_complete(t, false, NULL, 0, prov ? "out of memory" : "unknown provider");
+        task_complete(t, false, NULL, 0, "out of memory");
         return;
     }
     t->call = c;
