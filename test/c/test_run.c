@@ -315,6 +315,27 @@ static void test_max_runs_limit(void **state)
     council_ctx_free(ctx); /* cancels b and c */
 }
 
+static void test_oldest_retained_run_leaves_when_retention_is_full(void **state)
+{
+    (void)state;
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_retained = 1;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    int rc;
+    council_run *a = create_only(ctx, FAST, NULL, "a", &rc);
+    council_run *b = create_only(ctx, FAST, NULL, "b", &rc);
+    council_run_begin(a);
+    council_run_begin(b);
+    wait_done(ctx, a, 3000);
+    wait_done(ctx, b, 3000);
+    assert_int_equal(council_run_find(ctx, NULL, "a", 1, NULL), COUNCIL_ENOTFOUND);
+    assert_int_equal(council_run_find(ctx, NULL, "b", 1, NULL), COUNCIL_OK);
+    council_run_unref(a);
+    council_run_unref(b);
+    council_ctx_free(ctx);
+}
+
 static void test_subscriber_limit_per_topic(void **state)
 {
     (void)state;
@@ -604,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_cancel_after_completion_changes_nothing),
         cmocka_unit_test(test_watchers_fire_once_after_the_terminal_event),
         cmocka_unit_test(test_max_runs_limit),
+        cmocka_unit_test(test_oldest_retained_run_leaves_when_retention_is_full),
         cmocka_unit_test(test_subscriber_limit_per_topic),
         cmocka_unit_test(test_summary_inside_iterate),
         cmocka_unit_test(test_step_waits_at_most_the_timeout),
