@@ -70,8 +70,8 @@ defmodule CouncilEx.Spec do
   @enforce_keys [:id, :members, :rounds]
   defstruct id: nil, members: [], rounds: [], chair: nil, limits: %{}
 
-  @typedoc "Provider kinds the core knows (SPEC section 4)."
-  @type provider :: :mock | :exec | :beam | :native
+  @typedoc "Provider kinds the core knows (SPEC section 4; `council` runs a sub-council)."
+  @type provider :: :mock | :exec | :beam | :native | :council
 
   @typedoc "Built-in round types (SPEC section 5a)."
   @type round_type ::
@@ -102,7 +102,7 @@ defmodule CouncilEx.Spec do
           limits: limits
         }
 
-  @providers [:mock, :exec, :beam, :native]
+  @providers [:mock, :exec, :beam, :native, :council]
   @round_types [
     :independent_analysis,
     :peer_review,
@@ -275,8 +275,50 @@ defmodule CouncilEx.Spec do
     {explicit, extra} = split_options(m, [:id, :provider, :options, :module], where)
     options = Map.merge(extra, explicit)
     {provider, module, options} = provider!(get(m, :provider), get(m, :module), options, where)
+
+    options =
+      if provider == :council,
+        do: Map.put(options, "spec", sub_spec!(raw_spec(m), id, where)),
+        else: options
+
     %Member{id: id, provider: provider, module: module, options: options}
   end
+
+  defp raw_spec(m) do
+    case get(m, :spec) do
+      nil ->
+        case get(m, :options) do
+          opts when is_map(opts) -> get(opts, :spec)
+          opts when is_list(opts) -> if Keyword.keyword?(opts), do: opts[:spec] || List.keyfind(opts, "spec", 0), else: nil
+          _ -> nil
+        end
+
+      spec ->
+        spec
+    end
+  end
+
+  # The spec of a `council` (sub-council) member, as the JSON map.
+  defp sub_spec!(nil, _id, where), do: fail("#{where}: provider council needs option spec (a council module, %CouncilEx.Spec{} or map)")
+  defp sub_spec!(%__MODULE__{} = spec, _id, _where), do: to_map(spec)
+
+  defp sub_spec!(mod, id, where) when is_atom(mod) do
+    if match?({:module, _}, Code.ensure_compiled(mod)) and function_exported?(mod, :__council__, 0),
+      do: sub_spec!(mod.__council__(), id, where),
+      else: fail("#{where}: spec #{inspect(mod)} is not a council module")
+  end
+
+  defp sub_spec!(spec, id, where) when is_map(spec) or is_list(spec) do
+    spec = to_map(spec, where <> ".spec")
+    spec = if get(spec, :id) == nil, do: Map.put(spec, "id", "sub:" <> id), else: spec
+
+    case new(spec) do
+      {:ok, sub} -> to_map(sub)
+      {:error, message} -> fail("#{where}: spec: " <> message)
+    end
+  end
+
+  defp sub_spec!(other, _id, where), do: fail("#{where}: bad sub-council spec #{inspect(other)}")
 
   defp provider!(nil, _module, _options, where), do: fail("#{where}: provider missing")
 

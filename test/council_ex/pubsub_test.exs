@@ -55,4 +55,25 @@ defmodule CouncilEx.PubSubTest do
     eventually(fn -> match?({:ok, %{subscriptions: ^before}}, stats()) end)
     CouncilEx.cancel(pid)
   end
+
+  test "a sub-council's events reach subscribers of its topic" do
+    id = run_id()
+    :ok = PubSub.subscribe("council_ex:run:" <> id <> ":sub:panel")
+    {:ok, _} = CouncilEx.start(CouncilEx.Test.ParentCouncil, "q", run_id: id, subscribe: true)
+    events = collect_events(id)
+    assert is_list(events), "no terminal event: #{inspect(events)}"
+    assert {:run_completed, ^id, _} = List.last(events)
+
+    sub_events = receive_all([])
+    assert Enum.any?(sub_events, &match?({:run_started, _, _, _}, &1))
+    assert Enum.any?(sub_events, &match?({:run_completed, _, _}, &1))
+  end
+
+  defp receive_all(acc) do
+    receive do
+      ev when is_tuple(ev) -> receive_all([ev | acc])
+    after
+      500 -> Enum.reverse(acc)
+    end
+  end
 end

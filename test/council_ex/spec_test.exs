@@ -97,4 +97,18 @@ defmodule CouncilEx.SpecTest do
     spec = Spec.new!(%{@base | members: [%{id: :m, provider: CouncilEx.Test.EchoMember}, %{id: :n, provider: :mock}]})
     assert {:ok, ^spec} = Spec.validate(spec)
   end
+
+  test "a council member carries its sub-council spec as JSON" do
+    spec = CouncilEx.Test.ParentCouncil.__council__()
+    assert [%Spec.Member{id: "panel", provider: :council, options: %{"spec" => sub}}, _] = spec.members
+    assert sub == Spec.to_map(CouncilEx.Test.QuickCouncil.__council__())
+
+    from_map =
+      Spec.new!(%{@base | members: [%{id: :panel, provider: "council", options: %{"spec" => CouncilEx.JSON.decode(Spec.to_json(CouncilEx.Test.QuickCouncil.__council__())) |> elem(1)}}]})
+
+    assert hd(from_map.members).options["spec"] == sub
+    assert {:error, "member \"p\": provider council needs option spec" <> _} = Spec.new(%{@base | members: [%{id: :p, provider: :council}]})
+    assert {:error, "member \"p\": spec: members: empty" <> _} = Spec.new(%{@base | members: [%{id: :p, provider: :council, spec: %{members: [], rounds: [%{type: :vote}]}}]})
+    assert {:error, "member \"p\": spec String is not a council module"} = Spec.new(%{@base | members: [%{id: :p, provider: :council, spec: String}]})
+  end
 end

@@ -108,3 +108,14 @@ defmodule CouncilEx.Test.Helpers do
   @doc "A unique run id for a test."
   def run_id(prefix \\ "t"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 end
+
+defmodule CouncilEx.Test.ParentCouncil do
+  @moduledoc "A council with a sub-council member (provider council)."
+  use CouncilEx
+
+  member :panel, provider: :council, spec: CouncilEx.Test.QuickCouncil
+  member :solo, provider: :mock
+  round :independent_analysis
+  round :vote
+  chair :solo
+end
