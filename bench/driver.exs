@@ -1081,6 +1081,7 @@ defmodule B do
       else
         {flat, _} = System.cmd("perf", ["report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "1", "-g", "none"], stderr_to_stdout: true)
         {kids, _} = System.cmd("perf", ["report", "-i", data, "--stdio", "--children", "--sort", "symbol", "--percent-limit", "5", "-g", "none"], stderr_to_stdout: true)
+        {dsos, _} = System.cmd("perf", ["report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none"], stderr_to_stdout: true)
         clean = fn t ->
           t
           |> String.split("\n")
@@ -1090,7 +1091,7 @@ defmodule B do
           |> Enum.join("\n")
         end
 
-        %{what: what, calls: calls, seconds: secs, self: clean.(flat), children: clean.(kids)}
+        %{what: what, calls: calls, seconds: secs, self: clean.(flat), children: clean.(kids), dso: clean.(dsos)}
       end
     end
   end
@@ -1370,8 +1371,14 @@ defmodule B.Report do
     ## Profile of the C node on the call path
 
     `perf record -g -F 2999` on the C node while the driver made #{p.calls} calls
-    `#{p.what}` in #{p.seconds - 1} s (one caller), after the measurements. Self time by
-    shared object and symbol (>= 1%):
+    `#{p.what}` in #{p.seconds - 1} s (one caller), after the measurements. Samples
+    by shared object (kernel vs the node's own code vs libraries):
+
+    ```
+    #{p.dso}
+    ```
+
+    Self time by shared object and symbol (>= 1%):
 
     ```
     #{p.self}
