@@ -27,7 +27,25 @@ static void on_handle_closed(uv_handle_t *h)
     }
 }
 
-static void begin_close(cn_conn *c, const char *why, int flush)
+#define FLUSH_DEADLINE_MS 3000
+
+static void close_tcp(cn_conn *c)
+{
+    if (!c->tcp_closed) {
+        c->tcp_closed = 1;
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    }
+}
+
+static void close_timer(cn_conn *c)
+{
+    if (!c->timer_closed) {
+        c->timer_closed = 1;
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    }
+}
+
+static void begin_close(cn_conn *c, const char *why)
 {
     if (c->closing)
         return;
@@ -39,19 +57,28 @@ static void begin_close(cn_conn *c, const char *why, int flush)
     uv_timer_stop(&c->timer);
     if (c->cbs.on_close)
         c->cbs.on_close(c, c->up, c->ud);
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-    if (!flush || uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0)
-        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    close_timer(c);
+    close_tcp(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     (void)status;
     cn_conn *c = req->data;
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    close_tcp(c);
+    close_timer(c);
 }
 
-void cn_conn_close(cn_conn *c, const char *why) { begin_close(c, why, 0); }
+/* A peer that does not read cannot hold a clean stop forever. */
+static void on_flush_deadline(uv_timer_t *t)
+{
+    cn_conn *c = t->data;
+    cn_log_warn("connection %s: output not flushed in time, closing", c->addr);
+    close_tcp(c);
+    close_timer(c);
+}
+
+void cn_conn_close(cn_conn *c, const char *why) { begin_close(c, why); }
 
 void cn_conn_close_flush(cn_conn *c)
 {
@@ -63,10 +90,13 @@ void cn_conn_close_flush(cn_conn *c)
     uv_timer_stop(&c->timer);
     if (c->cbs.on_close)
         c->cbs.on_close(c, c->up, c->ud);
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     c->shutdown_req.data = c;
-    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        close_timer(c);
+        close_tcp(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_flush_deadline, FLUSH_DEADLINE_MS, 0);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -76,7 +106,7 @@ static void on_written(uv_write_t *req, int status)
     c->outq_bytes -= w->len;
     free(w);
     if (status < 0 && status != UV_ECANCELED && !c->closing)
-        begin_close(c, uv_strerror(status), 0);
+        begin_close(c, uv_strerror(status));
 }
 
 /* Writes without the closing check: used for the handshake too. */
@@ -85,12 +115,12 @@ static int send_raw(cn_conn *c, const void *data, size_t len)
     if (c->outq_bytes + len > c->lim.max_outq) {
         cn_log_warn("connection %s (%s): output queue over %zu bytes, closing",
                     c->addr, c->hs.peer_name, c->lim.max_outq);
-        begin_close(c, "output queue overflow", 0);
+        begin_close(c, "output queue overflow");
         return -1;
     }
     wreq *w = malloc(sizeof *w + len);
     if (!w) {
-        begin_close(c, "out of memory", 0);
+        begin_close(c, "out of memory");
         return -1;
     }
     w->c = c;
@@ -100,7 +130,7 @@ static int send_raw(cn_conn *c, const void *data, size_t len)
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc < 0) {
         free(w);
-        begin_close(c, uv_strerror(rc), 0);
+        begin_close(c, uv_strerror(rc));
         return -1;
     }
     c->outq_bytes += len;
@@ -123,14 +153,14 @@ static void on_timer(uv_timer_t *t)
         return;
     if (!c->up) {
         cn_log_warn("connection %s: handshake deadline passed", c->addr);
-        begin_close(c, "handshake timeout", 0);
+        begin_close(c, "handshake timeout");
         return;
     }
     uint64_t now = uv_now(c->tcp.loop);
     if (now - c->last_read > c->lim.silent_ms) {
         cn_log_warn("connection %s (%s): peer silent, closing", c->addr,
                     c->hs.peer_name);
-        begin_close(c, "peer silent", 0);
+        begin_close(c, "peer silent");
         return;
     }
     if (now - c->last_write >= c->lim.tick_ms) {
@@ -173,7 +203,7 @@ static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
                         c->hs.peer_name, cn_hs_strerror(rc));
         else
             cn_log_warn("connection %s refused: %s", c->addr, cn_hs_strerror(rc));
-        begin_close(c, cn_hs_strerror(rc), 0);
+        begin_close(c, cn_hs_strerror(rc));
         return;
     }
     if (c->hs.out_len && send_raw(c, c->hs.out, c->hs.out_len) < 0)
@@ -181,7 +211,7 @@ static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
     if (rc == CN_HS_UP) {
         c->up = 1;
         if (c->cbs.on_up && c->cbs.on_up(c, c->ud) < 0) {
-            begin_close(c, "refused by node", 0);
+            begin_close(c, "refused by node");
             return;
         }
         cn_log_info("connection %s: node %s up", c->addr, c->hs.peer_name);
@@ -207,7 +237,7 @@ static void process_input(cn_conn *c)
             if (n == 0 || n > HS_MAX_PACKET) {
                 cn_log_warn("connection %s: bad handshake packet length %zu",
                             c->addr, n);
-                begin_close(c, "bad handshake packet", 0);
+                begin_close(c, "bad handshake packet");
                 break;
             }
             if (avail < 2 + n)
@@ -223,7 +253,7 @@ static void process_input(cn_conn *c)
             cn_log_warn("connection %s (%s): frame of %zu bytes exceeds the "
                         "%zu-byte limit, closing", c->addr, c->hs.peer_name, n,
                         c->lim.max_frame);
-            begin_close(c, "frame too large", 0);
+            begin_close(c, "frame too large");
             break;
         }
         if (avail < 4 + n)
@@ -236,7 +266,7 @@ static void process_input(cn_conn *c)
             continue;
         }
         if (c->cbs.on_frame && c->cbs.on_frame(c, p + 4, n, c->ud) < 0) {
-            begin_close(c, "bad frame", 0);
+            begin_close(c, "bad frame");
             break;
         }
     }
@@ -261,7 +291,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     cn_conn *c = s->data;
     if (nread < 0) {
-        begin_close(c, nread == UV_EOF ? "peer closed" : uv_strerror((int)nread), 0);
+        begin_close(c, nread == UV_EOF ? "peer closed" : uv_strerror((int)nread));
         return;
     }
     if (nread == 0)
@@ -321,7 +351,7 @@ cn_conn *cn_conn_accept(uv_stream_t *server, const cn_conn_limits *lim,
     }
     uv_timer_start(&c->timer, on_timer, lim->hs_timeout_ms, 0);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-        begin_close(c, "read start failed", 0);
+        begin_close(c, "read start failed");
         return NULL;
     }
     return c;

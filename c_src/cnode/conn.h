@@ -52,7 +52,7 @@ struct cn_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_shutdown_t shutdown_req;
-    int up, closing, handles_open;
+    int up, closing, handles_open, tcp_closed, timer_closed;
     cn_hs hs;
     unsigned char *in;
     size_t in_len, in_cap;
@@ -77,7 +77,8 @@ cn_conn *cn_conn_accept(uv_stream_t *server, const cn_conn_limits *lim,
 int cn_conn_send(cn_conn *c, const void *frame, size_t len);
 /* Closes now; queued output is dropped. `why` goes to the log. */
 void cn_conn_close(cn_conn *c, const char *why);
-/* Stops reading, flushes queued output, then closes (for a clean stop). */
+/* Stops reading, flushes queued output, then closes (for a clean stop);
+ * a peer that does not read gets 3 s before the socket is closed anyway. */
 void cn_conn_close_flush(cn_conn *c);
 
 #endif
