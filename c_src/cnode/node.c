@@ -483,8 +483,13 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
             flush_scratch(n, c, cn_frame_exit(scratch(n), &to_w, &from_w, cn_atom_noproc()));
             return 0;
         }
-        if (!cn_pt_link_add(&n->pt, p, peer, &from))
-            cn_log_error("out of memory adding a link");
+        {
+            cn_link *l = cn_pt_link_add(&n->pt, p, peer, &from);
+            if (!l)
+                cn_log_error("out of memory adding a link");
+            else
+                l->unlink_id = 0; /* linked again: a pending unlink is moot */
+        }
         return 0;
 
     case CN_DOP_UNLINK:
