@@ -1062,6 +1062,40 @@ defmodule B do
     end
   end
 
+  @stat_events ~w(raw_syscalls:sys_enter syscalls:sys_enter_epoll_wait syscalls:sys_enter_read
+                  syscalls:sys_enter_write syscalls:sys_enter_writev syscalls:sys_enter_recvfrom
+                  syscalls:sys_enter_sendto syscalls:sys_enter_sendmsg syscalls:sys_enter_futex
+                  context-switches)
+
+  # perf stat on one OS process while f is called for `secs` seconds:
+  # event counts per call
+  def perf_stat(ospid, f, secs) do
+    task =
+      Task.async(fn ->
+        System.cmd("perf", ["stat", "-x,", "-e", Enum.join(@stat_events, ","), "-p", to_string(ospid), "--", "sleep", "#{secs}"], stderr_to_stdout: true)
+      end)
+
+    Process.sleep(200)
+    n = loop_until(f, now() + (secs - 0.5) * 1_000_000_000, 0)
+    {out, _} = Task.await(task, 30_000)
+
+    counts =
+      for line <- String.split(out, "\n"),
+          [v, _unit, ev | _] <- [String.split(line, ",")],
+          ev in @stat_events,
+          {num, _} <- [Float.parse(v)],
+          into: %{},
+          do: {ev |> String.replace("syscalls:sys_enter_", "") |> String.replace("raw_syscalls:sys_enter", "all syscalls"), num / n}
+
+    %{calls: n, per_call: counts}
+  end
+
+  def perf_stats do
+    {wc, fc, wb, fb} = profile_target()
+    bpid = :rpc.call(beam(), BenchBeam.Info, :os_pid, [])
+    %{ours: Map.put(perf_stat(cn_ospid(), fc, 3), :call, wc), beam: Map.put(perf_stat(bpid, fb, 3), :call, wb)}
+  end
+
   def profile do
     if quick?() or System.get_env("BENCH_PERF", "1") == "0" or System.find_executable("perf") == nil do
       nil
@@ -1091,7 +1125,14 @@ defmodule B do
           |> Enum.join("\n")
         end
 
-        %{what: what, calls: calls, seconds: secs, self: clean.(flat), children: clean.(kids), dso: clean.(dsos)}
+        stats =
+          try do
+            perf_stats()
+          rescue
+            e -> %{error: Exception.message(e)}
+          end
+
+        %{what: what, calls: calls, seconds: secs, self: clean.(flat), children: clean.(kids), dso: clean.(dsos), stat: stats}
       end
     end
   end
@@ -1106,6 +1147,14 @@ defmodule B do
   end
 
   # --------------------------------------------------------------- main
+
+  # BENCH_ONLY=floor,ping,...: run only these cases (development aid)
+  def only?(name) do
+    case System.get_env("BENCH_ONLY", "") do
+      "" -> true
+      list -> name in String.split(list, ",")
+    end
+  end
 
   def run_case(name, fun) do
     IO.puts(:stderr, "bench: #{name} ...")
@@ -1143,7 +1192,7 @@ defmodule B do
           {"fanout", fn -> case_fanout(avail) end},
           {"council", fn -> case_council(avail) end}
         ],
-        fn {n, f} -> run_case(n, f) end
+        fn {n, f} -> if only?(n), do: run_case(n, f), else: [] end
       )
 
     # the profile before the starts case fills the C node with runs
@@ -1158,7 +1207,7 @@ defmodule B do
       end
 
     prof = run_profile()
-    rows = rows ++ run_case("starts", fn -> case_starts(avail) end)
+    rows = rows ++ if(only?("starts"), do: run_case("starts", fn -> case_starts(avail) end), else: [])
     elapsed = (now() - t_start) / 1.0e9
     B.Report.write(rows, avail, Map.put(prof || %{}, :cpu_split, split), elapsed)
     errors = Enum.filter(rows, &(&1.status == "error"))
@@ -1363,6 +1412,27 @@ defmodule B.Report do
   defp split_section(%{error: e}), do: "## Where a call's time goes\n\nnot measured: `#{e}`\n\n"
   defp split_section(_), do: ""
 
+  defp stat_table(%{ours: o, beam: b}) do
+    evs = (Map.keys(o.per_call) ++ Map.keys(b.per_call)) |> Enum.uniq() |> Enum.sort()
+    cell = fn m, e -> case m.per_call[e] do
+        nil -> "-"
+        v -> B.f2(v)
+      end
+    end
+
+    """
+    System calls and context switches per call of the callee process
+    (`perf stat`, one caller, #{o.calls} and #{b.calls} calls):
+
+    | per call | C node (`#{o.call}`) | BEAM baseline node (`#{b.call}`) |
+    |---|---|---|
+    #{Enum.map_join(evs, "\n", fn e -> "| #{e} | #{cell.(o, e)} | #{cell.(b, e)} |" end)}
+    """
+  end
+
+  defp stat_table(%{error: e}), do: "perf stat failed: `#{e}`\n"
+  defp stat_table(_), do: ""
+
   defp perf_section(p) when map_size(p) == 0, do: "## Profile\n\nNo perf profile in this run (QUICK=1, BENCH_PERF=0, or no perf).\n"
   defp perf_section(%{error: e} = p), do: "## Profile\n\nperf failed#{if p[:what], do: " on #{p.what}", else: ""}: `#{e}`\n"
 
@@ -1378,6 +1448,7 @@ defmodule B.Report do
     #{p.dso}
     ```
 
+    #{stat_table(p[:stat])}
     Self time by shared object and symbol (>= 1%):
 
     ```
