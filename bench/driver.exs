@@ -669,6 +669,7 @@ defmodule B do
       {tag, _, _} = _ when tag in [:run_completed, :run_cancelled] -> sub_end(parent, runs, n + 1, done + 1, lost)
       {:run_failed, _, _, _} -> sub_end(parent, runs, n + 1, done + 1, lost)
       {:council_ex_overflow, _, dropped} -> sub_loop(parent, runs, n, done, lost + dropped)
+      {:council_ex_event, _topic, ev} -> send(self(), ev); sub_loop(parent, runs, n, done, lost)
       :stop -> :ok
       _ -> sub_loop(parent, runs, n + 1, done, lost)
     end
