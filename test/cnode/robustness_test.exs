@@ -118,6 +118,25 @@ defmodule CNode.RobustnessTest do
     assert serving?(i.node)
   end
 
+  test "a cookie file readable by others is refused at startup" do
+    dir = System.get_env("CNODE_TMP") || System.tmp_dir!()
+    path = Path.join(dir, "loose_cookie_#{System.unique_integer([:positive])}")
+    File.write!(path, cookie() <> "\n")
+    File.chmod!(path, 0o644)
+    {out, status} = System.cmd(Path.expand(binary()), ["--sname", "loose", "--cookie-file", path],
+                               stderr_to_stdout: true)
+    assert status != 0
+    assert out =~ "refusing cookie file"
+    refute out =~ "ready"
+  end
+
+  test "--help documents every option" do
+    {out, 0} = System.cmd(Path.expand(binary()), ["--help"])
+    for opt <- ~w(--sname --name --cookie-file --cookie --listen --port --registered-name
+                  --max-connections --max-frame-bytes --max-runs --log-level --help),
+        do: assert(out =~ opt)
+  end
+
   test "a silent handshake is dropped at the deadline", %{info: i} do
     {:ok, s} = :gen_tcp.connect({127, 0, 0, 1}, i.port, [:binary, active: false])
     assert closed?(s, 12_000) == true
