@@ -20,6 +20,9 @@
 #include <sodium.h>
 #include <uv.h>
 
+#include "beam_provider.h"
+#include "bridge.h"
+#include "council.h"
 #include "log.h"
 #include "net_kernel.h"
 #include "node.h"
@@ -229,6 +232,8 @@ static int read_cookie_file(const char *path, cn_cookie *out, int strict)
 
 typedef struct app {
     cn_node *node;
+    council_ctx *ctx;
+    cn_bridge bridge;
     opts o;
     uv_signal_t sigterm, sigint;
     int exit_code;
@@ -259,8 +264,12 @@ static void on_ready(cn_node *n, int status, void *ud)
         stop_app(a);
         return;
     }
-    cn_service_config sc = {.name = a->o.reg_name, .max_runs = a->o.max_runs};
-    if (!cn_net_kernel_start(n) || !cn_service_start(n, &sc)) {
+    a->bridge.node = n;
+    a->bridge.ctx = a->ctx;
+    cn_service_config sc = {.name = a->o.reg_name, .max_runs = a->o.max_runs,
+                            .bridge = &a->bridge};
+    if (!cn_net_kernel_start(n) || !cn_service_start(n, &sc) ||
+        cn_beam_provider_register(&a->bridge) != 0) {
         cn_log_error("cannot start the service processes");
         a->exit_code = 1;
         stop_app(a);
@@ -308,13 +317,15 @@ int main(int argc, char **argv)
         }
     }
 
-    /* The loop. Switch to the core's with one line once main owns a ctx:
-     *   uv_loop_t *loop = council_ctx_uv_loop(ctx);                      */
-    uv_loop_t own_loop, *loop = &own_loop;
-    if (uv_loop_init(&own_loop) != 0) {
+    /* One loop for everything: the core's. */
+    council_config ccfg = {.max_runs = a.o.max_runs};
+    a.ctx = council_ctx_new(&ccfg);
+    if (!a.ctx) {
         cn_cookie_free(&cookie);
+        fprintf(stderr, "council_node: cannot create the council context\n");
         return 1;
     }
+    uv_loop_t *loop = council_ctx_uv_loop(a.ctx);
 
     cn_node_config cfg;
     cn_node_config_defaults(&cfg);
@@ -331,6 +342,7 @@ int main(int argc, char **argv)
     cn_cookie_free(&cookie); /* no-op unless cn_node_new failed */
     if (!a.node) {
         fprintf(stderr, "council_node: cannot create the node\n");
+        council_ctx_free(a.ctx);
         return 1;
     }
     uv_signal_init(loop, &a.sigterm);
@@ -345,10 +357,11 @@ int main(int argc, char **argv)
         a.exit_code = 1;
         stop_app(&a);
     }
+    /* Returns once the node's handles are closed (cn_node_stop); the
+     * core's own handles do not keep the loop alive. */
     uv_run(loop, UV_RUN_DEFAULT);
     cn_node_free(a.node);
-    if (uv_loop_close(loop) != 0)
-        cn_log_warn("loop closed with handles still open");
+    council_ctx_free(a.ctx); /* cancels what is left, reaps children */
     cn_log_info("stopped");
     return a.exit_code;
 }

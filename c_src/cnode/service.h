@@ -1,28 +1,37 @@
-/* service.h - the registered service process (default name council_ex).
+/* service.h - the registered service process (default name council_ex):
+ * the door through which BEAM callers start and find runs.
  *
- * Owns only its small state (the limits it reports). Calls it answers now:
- *   :ping   -> :pong
- *   :stats  -> {:ok, %{connections:, processes:, links:, monitors:,
- *                     runs: 0, subscriptions: 0}}
- *   other   -> {:error, {:unknown_call, request}}
+ * Owns: the service's process, the remote subscriptions table (created at
+ * start, freed when the service exits) and the translation of the requests
+ * of docs/protocol.md into core calls:
+ *   {start, Opts} / {start_link, Opts}  -> {ok, RunPid} | {error, Reason}
+ *   {whereis, Registry, RunId}          -> {ok, RunPid} | {error, unknown_run | runner_dead}
+ *   {state, Registry, RunId}            -> {ok, Summary} | {error, not_found}
+ *   {cancel, Registry, RunId}           -> ok | {error, not_found}
+ *   {subscribe | unsubscribe, Topic, Pid} -> ok | {error, limit | ...}
+ *   stats -> {ok, #{connections, processes, links, monitors, runs,
+ *                   runs_alive, subscriptions}}
+ *   ping  -> pong
+ *   other -> {error, {unknown_call, Request}}
  * The process traps exits: a linked client's death or EXIT2 (other than
- * kill) arrives as an ignored {'EXIT', From, Reason} message.
- * The integrator adds start/whereis/state/cancel/subscribe here by
- * extending handle_call in service.c; the process API is node.h and
- * gen_server.h.
+ * kill) arrives as an ignored {'EXIT', From, Reason} message. The monitors
+ * on subscriber pids are held by this process.
  */
 #ifndef CN_SERVICE_H
 #define CN_SERVICE_H
 
 #include <stddef.h>
 
+#include "bridge.h"
 #include "node.h"
 
 typedef struct cn_service_config {
-    const char *name;  /* registered name */
-    size_t max_runs;   /* limit passed on to the core (unused so far) */
+    const char *name;   /* registered name */
+    size_t max_runs;    /* informational; the core enforces it */
+    cn_bridge *bridge;  /* node + core; b->service and b->subs are set here */
 } cn_service_config;
 
+/* Spawns the service process; NULL on ENOMEM or name taken. */
 cn_proc *cn_service_start(cn_node *n, const cn_service_config *cfg);
 
 #endif

@@ -1,0 +1,174 @@
+/* beam_provider.c - see beam_provider.h. */
+#include "beam_provider.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "council_internal.h"
+#include "gen_server.h"
+#include "log.h"
+#include "run_proc.h"
+#include "term_json.h"
+
+static int beam_start(council_call *call, void *arg)
+{
+    cn_bridge *b = arg;
+    cn_run_proc *rp = cn_run_proc_from_run(council_call_run(call));
+    if (!rp || !cn_run_proc_proc(rp)) {
+        council_call_fail(call, "beam provider: the run has no process on this node");
+        return 0;
+    }
+    const cn_pid *server = cn_run_proc_member_server(rp);
+    if (!server) {
+        council_call_fail(call, "beam provider: this run has no member server "
+                                "(none was given at start, or it went down)");
+        return 0;
+    }
+
+    /* The request the member sees, plus the member's options (the Elixir
+     * side needs e.g. the module that answers). */
+    json_t *req = json_copy(council_call_request_json(call));
+    const char *opts = council_call_member_options(call);
+    json_t *jopts = opts ? json_loads(opts, 0, NULL) : NULL;
+    if (!req) {
+        json_decref(jopts);
+        return COUNCIL_ENOMEM;
+    }
+    json_object_set_new(req, "options", jopts ? jopts : json_object());
+
+    cn_proc *self = cn_run_proc_proc(rp);
+    ei_x_buff x;
+    int rc = COUNCIL_ENOMEM;
+    if (ei_x_new(&x) == 0) {
+        if (ei_x_encode_tuple_header(&x, 4) == 0 &&
+            ei_x_encode_atom(&x, "council_member_call") == 0) {
+            cn_pid me;
+            cn_node_self(b->node, self, &me);
+            if (cn_node_encode_pid(b->node, &x, &me) == 0 &&
+                ei_x_encode_ulonglong(&x, council_call_id(call)) == 0 &&
+                term_json_encode(&x, req, NULL) == 0) {
+                rc = cn_run_proc_call_add(rp, call);
+                if (rc == 0 && cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
+                    council_call_unref(cn_run_proc_call_take(rp, council_call_id(call)));
+                    council_call_fail(call, "beam provider: member server not reachable");
+                }
+            }
+        }
+        ei_x_free(&x);
+    }
+    json_decref(req);
+    return rc;
+}
+
+static void beam_cancel(council_call *call, void *arg)
+{
+    (void)arg;
+    cn_run_proc *rp = cn_run_proc_from_run(council_call_run(call));
+    if (rp)
+        council_call_unref(cn_run_proc_call_take(rp, council_call_id(call)));
+}
+
+int cn_beam_provider_register(cn_bridge *b)
+{
+    council_provider_ops ops = {.start = beam_start, .cancel = beam_cancel};
+    return council_provider_register(b->ctx, "beam", &ops, b);
+}
+
+static int get_u64(cn_slice s, uint64_t *out)
+{
+    int index = 0;
+    unsigned long long v;
+    if (ei_decode_ulonglong((const char *)s.p, &index, &v) < 0 || (size_t)index != s.len)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int get_binary(cn_slice s, const char **p, size_t *len)
+{
+    if (s.len < 5 || s.p[0] != ERL_BINARY_EXT)
+        return -1;
+    size_t n = (size_t)s.p[1] << 24 | (size_t)s.p[2] << 16 | (size_t)s.p[3] << 8 | s.p[4];
+    if (n + 5 != s.len)
+        return -1;
+    *p = (const char *)s.p + 5;
+    *len = n;
+    return 0;
+}
+
+/* A reason term as text for the member error. */
+static void reason_text(cn_slice r, char *buf, size_t cap)
+{
+    const char *p;
+    size_t len;
+    if (get_binary(r, &p, &len) == 0) {
+        snprintf(buf, cap, "%.*s", (int)(len < cap ? len : cap - 1), p);
+        return;
+    }
+    char *printed = NULL;
+    int index = 0;
+    if (ei_s_print_term(&printed, (const char *)r.p, &index) >= 0 && printed) {
+        snprintf(buf, cap, "%s", printed);
+        free(printed);
+    } else {
+        snprintf(buf, cap, "unprintable reason");
+    }
+}
+
+int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
+{
+    (void)b;
+    cn_slice el[3];
+    int ar = cn_term_tuple(msg, el, 3);
+    if (ar != 3)
+        return 0;
+    int token = cn_ctl_is_atom(&el[0], "council_member_token");
+    int reply = cn_ctl_is_atom(&el[0], "council_member_reply");
+    uint64_t id;
+    if ((!token && !reply) || get_u64(el[1], &id))
+        return 0;
+
+    if (token) {
+        const char *p;
+        size_t len;
+        council_call *c = cn_run_proc_call_find(rp, id); /* stays in flight */
+        if (c && get_binary(el[2], &p, &len) == 0)
+            council_call_token(c, p, len);
+        return 1; /* a late token of a finished call is dropped */
+    }
+
+    council_call *c = cn_run_proc_call_take(rp, id);
+    if (!c)
+        return 1; /* late reply after a timeout or cancel: dropped */
+    cn_slice res[2];
+    const char *p;
+    size_t len;
+    char why[512];
+    if (cn_term_tuple(el[2], res, 2) == 2 && cn_ctl_is_atom(&res[0], "ok") &&
+        get_binary(res[1], &p, &len) == 0) {
+        council_call_complete(c, p, len);
+    } else if (cn_term_tuple(el[2], res, 2) == 2 && cn_ctl_is_atom(&res[0], "error")) {
+        reason_text(res[1], why, sizeof why);
+        council_call_fail(c, why);
+    } else {
+        council_call_fail(c, "beam provider: malformed reply from the member server");
+    }
+    council_call_unref(c);
+    return 1;
+}
+
+void cn_beam_provider_server_down(cn_run_proc *rp, cn_slice reason)
+{
+    char why[512], msg[600];
+    reason_text(reason, why, sizeof why);
+    snprintf(msg, sizeof msg, "beam provider: member server down: %s", why);
+    /* The server is already forgotten (cn_run_proc_member_server gives
+     * NULL), so a retry started by a failure below fails at once instead of
+     * being added here. */
+    council_call *c;
+    while ((c = cn_run_proc_call_take_any(rp)) != NULL) {
+        council_call_fail(c, msg);
+        council_call_unref(c);
+    }
+}

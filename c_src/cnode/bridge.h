@@ -1,0 +1,30 @@
+/* bridge.h - what ties the C node to the core: one record shared by the
+ * service process, the run processes, remote subscriptions and the beam
+ * provider.
+ *
+ * The core (council_ctx) knows nothing of pids; the node (cn_node) knows
+ * nothing of runs. Everything that maps one onto the other lives in the
+ * files that include this header: service.c (the registered council_ex
+ * process), run_proc.c (a process per run), remote_sub.c (events to BEAM
+ * pids) and beam_provider.c (member calls served by BEAM processes).
+ * Single-threaded: the loop thread only.
+ */
+#ifndef CN_BRIDGE_H
+#define CN_BRIDGE_H
+
+#include <stddef.h>
+
+#include "council.h"
+#include "node.h"
+
+struct cn_rsubs;
+
+typedef struct cn_bridge {
+    cn_node *node;
+    council_ctx *ctx;
+    cn_proc *service;        /* holds the monitors on remote subscribers */
+    struct cn_rsubs *subs;   /* remote subscriptions */
+    size_t runs_alive;       /* run processes alive */
+} cn_bridge;
+
+#endif

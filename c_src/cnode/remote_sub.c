@@ -1,0 +1,347 @@
+/* remote_sub.c - see remote_sub.h.
+ *
+ * Two small chained hash tables: entries by (topic, pid) and pid records
+ * by pid. A pid record holds the monitor on that pid and the list of its
+ * entries, so a DOWN removes everything of the pid without a scan.
+ */
+#include "remote_sub.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "event_term.h"
+#include "log.h"
+
+typedef struct pidrec pidrec;
+
+typedef struct entry {
+    struct entry *hnext;       /* chain in rs->entries */
+    cn_dl by_pid;              /* in pidrec.entries */
+    cn_rsubs *rs;
+    pidrec *pr;
+    council_subscription *sub; /* NULL once the core ended it */
+    size_t topic_len;
+    char topic[];
+} entry;
+
+struct pidrec {
+    pidrec *hnext;
+    cn_pid pid;
+    cn_dl entries;
+    unsigned char ref[64];
+    size_t ref_len;            /* 0: no monitor held */
+};
+
+struct cn_rsubs {
+    cn_bridge *b;
+    entry **ebuckets;
+    size_t nebuckets, nentries;
+    pidrec **pbuckets;
+    size_t npbuckets, npids;
+    const council_event *cached_ev; /* referenced while cached */
+    ei_x_buff cached;
+};
+
+static uint64_t fnv(const void *p, size_t len, uint64_t h)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < len; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static uint64_t pid_hash(const cn_pid *pid)
+{
+    return fnv(pid, sizeof *pid, 0xcbf29ce484222325ULL);
+}
+
+static uint64_t entry_hash(const char *topic, size_t len, const cn_pid *pid)
+{
+    return fnv(topic, len, pid_hash(pid));
+}
+
+/* Double a chained table once its load passes 1 (failure to grow only
+ * costs speed). */
+static void grow_entries(cn_rsubs *rs)
+{
+    if (rs->nentries < rs->nebuckets)
+        return;
+    size_t nn = rs->nebuckets * 2;
+    entry **nb = calloc(nn, sizeof *nb);
+    if (!nb)
+        return;
+    for (size_t i = 0; i < rs->nebuckets; i++) {
+        for (entry *e = rs->ebuckets[i], *next; e; e = next) {
+            next = e->hnext;
+            size_t h = entry_hash(e->topic, e->topic_len, &e->pr->pid) & (nn - 1);
+            e->hnext = nb[h];
+            nb[h] = e;
+        }
+    }
+    free(rs->ebuckets);
+    rs->ebuckets = nb;
+    rs->nebuckets = nn;
+}
+
+static void grow_pids(cn_rsubs *rs)
+{
+    if (rs->npids < rs->npbuckets)
+        return;
+    size_t nn = rs->npbuckets * 2;
+    pidrec **nb = calloc(nn, sizeof *nb);
+    if (!nb)
+        return;
+    for (size_t i = 0; i < rs->npbuckets; i++) {
+        for (pidrec *pr = rs->pbuckets[i], *next; pr; pr = next) {
+            next = pr->hnext;
+            size_t h = pid_hash(&pr->pid) & (nn - 1);
+            pr->hnext = nb[h];
+            nb[h] = pr;
+        }
+    }
+    free(rs->pbuckets);
+    rs->pbuckets = nb;
+    rs->npbuckets = nn;
+}
+
+cn_rsubs *cn_rsubs_new(cn_bridge *b)
+{
+    cn_rsubs *rs = calloc(1, sizeof *rs);
+    if (!rs)
+        return NULL;
+    rs->b = b;
+    rs->nebuckets = rs->npbuckets = 64;
+    rs->ebuckets = calloc(rs->nebuckets, sizeof *rs->ebuckets);
+    rs->pbuckets = calloc(rs->npbuckets, sizeof *rs->pbuckets);
+    if (!rs->ebuckets || !rs->pbuckets || ei_x_new(&rs->cached)) {
+        free(rs->ebuckets);
+        free(rs->pbuckets);
+        free(rs);
+        return NULL;
+    }
+    return rs;
+}
+
+static entry *entry_find(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
+                         entry ***slot)
+{
+    entry **pp = &rs->ebuckets[entry_hash(topic, len, pid) & (rs->nebuckets - 1)];
+    for (; *pp; pp = &(*pp)->hnext) {
+        entry *e = *pp;
+        if (e->topic_len == len && cn_pid_eq(&e->pr->pid, pid) &&
+            memcmp(e->topic, topic, len) == 0) {
+            if (slot)
+                *slot = pp;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static pidrec *pidrec_find(cn_rsubs *rs, const cn_pid *pid, pidrec ***slot)
+{
+    pidrec **pp = &rs->pbuckets[pid_hash(pid) & (rs->npbuckets - 1)];
+    for (; *pp; pp = &(*pp)->hnext) {
+        if (cn_pid_eq(&(*pp)->pid, pid)) {
+            if (slot)
+                *slot = pp;
+            return *pp;
+        }
+    }
+    return NULL;
+}
+
+/* Unlink e from both tables and free it; ends the core subscription if it
+ * is still live. Drops the pid record (and its monitor, if demonitor) when
+ * it was the last entry. */
+static void entry_drop(cn_rsubs *rs, entry *e, int demonitor)
+{
+    entry **slot = NULL;
+    if (entry_find(rs, e->topic, e->topic_len, &e->pr->pid, &slot) == e)
+        *slot = e->hnext;
+    rs->nentries--;
+    if (e->sub)
+        council_unsubscribe(rs->b->ctx, e->sub);
+    pidrec *pr = e->pr;
+    cn_dl_del(&e->by_pid);
+    free(e);
+    if (cn_dl_empty(&pr->entries)) {
+        pidrec **ps = NULL;
+        if (pidrec_find(rs, &pr->pid, &ps) == pr)
+            *ps = pr->hnext;
+        rs->npids--;
+        if (demonitor && pr->ref_len && rs->b->service)
+            cn_node_demonitor(rs->b->node, rs->b->service,
+                              (cn_slice){pr->ref, pr->ref_len});
+        free(pr);
+    }
+}
+
+static const unsigned char *encoded(cn_rsubs *rs, const council_event *ev, size_t *len)
+{
+    if (rs->cached_ev != ev) {
+        council_event_unref(rs->cached_ev);
+        rs->cached_ev = NULL;
+        rs->cached.index = 0;
+        if (cn_event_term(&rs->cached, ev) != 0)
+            return NULL;
+        rs->cached_ev = council_event_ref(ev);
+    }
+    *len = (size_t)rs->cached.index;
+    return (const unsigned char *)rs->cached.buff;
+}
+
+static void on_event(const council_event *ev, void *arg)
+{
+    entry *e = arg;
+    size_t len;
+    const unsigned char *p = encoded(e->rs, ev, &len);
+    if (!p) {
+        cn_log_error("event %s of a run could not be encoded; subscriber cut off",
+                     council_event_type_name(ev->type));
+        entry_drop(e->rs, e, 1);
+        return;
+    }
+    /* No connection to the pid's node: its monitor fires and cleans up. */
+    cn_node_send(e->rs->b->node, &e->pr->pid, (cn_slice){p, len});
+    /* Nothing follows a terminal event on a run's topic: end the
+     * subscription so long-lived subscribers do not pile up entries. */
+    if (council_event_is_terminal(ev))
+        entry_drop(e->rs, e, 1);
+}
+
+static void on_overflow(size_t dropped, void *arg)
+{
+    entry *e = arg;
+    cn_rsubs *rs = e->rs;
+    e->sub = NULL; /* the core already ended it */
+    cn_log_warn("subscriber fell %zu events behind on %.*s: cut off", dropped,
+                (int)e->topic_len, e->topic);
+    ei_x_buff x;
+    if (ei_x_new(&x) == 0) {
+        if (ei_x_encode_tuple_header(&x, 3) == 0 &&
+            ei_x_encode_atom(&x, "council_ex_overflow") == 0 &&
+            ei_x_encode_binary(&x, e->topic, (long)e->topic_len) == 0 &&
+            ei_x_encode_ulonglong(&x, dropped) == 0)
+            cn_node_send(rs->b->node, &e->pr->pid, cn_x_slice(&x));
+        ei_x_free(&x);
+    }
+    entry_drop(rs, e, 1);
+}
+
+int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid)
+{
+    if (!topic || len == 0)
+        return COUNCIL_EINVAL;
+    if (entry_find(rs, topic, len, pid, NULL))
+        return 0;
+    pidrec *pr = pidrec_find(rs, pid, NULL);
+    int new_pr = 0;
+    if (!pr) {
+        pr = calloc(1, sizeof *pr);
+        if (!pr)
+            return COUNCIL_ENOMEM;
+        pr->pid = *pid;
+        cn_dl_init(&pr->entries);
+        if (pid->node != 0) { /* a remote pid: watch it */
+            pr->ref_len = sizeof pr->ref;
+            if (cn_node_monitor(rs->b->node, rs->b->service, pid, pr->ref, &pr->ref_len)) {
+                free(pr);
+                return COUNCIL_EIO;
+            }
+        }
+        new_pr = 1;
+    }
+    entry *e = calloc(1, sizeof *e + len + 1);
+    int rc = COUNCIL_ENOMEM;
+    if (e) {
+        e->rs = rs;
+        e->pr = pr;
+        e->topic_len = len;
+        memcpy(e->topic, topic, len);
+        rc = council_subscribe(rs->b->ctx, topic, len, on_event, on_overflow, e, &e->sub);
+    }
+    if (rc != 0) {
+        free(e);
+        if (new_pr) {
+            if (pr->ref_len)
+                cn_node_demonitor(rs->b->node, rs->b->service, (cn_slice){pr->ref, pr->ref_len});
+            free(pr);
+        }
+        return rc;
+    }
+    if (new_pr) {
+        size_t h = pid_hash(pid) & (rs->npbuckets - 1);
+        pr->hnext = rs->pbuckets[h];
+        rs->pbuckets[h] = pr;
+        rs->npids++;
+        grow_pids(rs);
+    }
+    cn_dl_push(&pr->entries, &e->by_pid);
+    size_t h = entry_hash(topic, len, pid) & (rs->nebuckets - 1);
+    e->hnext = rs->ebuckets[h];
+    rs->ebuckets[h] = e;
+    rs->nentries++;
+    grow_entries(rs);
+    return 0;
+}
+
+int cn_rsubs_remove(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid)
+{
+    entry *e = entry_find(rs, topic, len, pid, NULL);
+    if (!e)
+        return COUNCIL_ENOTFOUND;
+    entry_drop(rs, e, 1);
+    return 0;
+}
+
+void cn_rsubs_pid_down(cn_rsubs *rs, const cn_pid *pid)
+{
+    pidrec *pr = pidrec_find(rs, pid, NULL);
+    if (!pr)
+        return;
+    pr->ref_len = 0; /* the monitor is gone already */
+    while (!cn_dl_empty(&pr->entries)) {
+        entry *e = cn_dl_entry(pr->entries.next, entry, by_pid);
+        int last = e->by_pid.next == &pr->entries;
+        entry_drop(rs, e, 0);
+        if (last)
+            break; /* pr was freed with its last entry */
+    }
+}
+
+size_t cn_rsubs_count(const cn_rsubs *rs)
+{
+    return rs->nentries;
+}
+
+void cn_rsubs_free(cn_rsubs *rs)
+{
+    if (!rs)
+        return;
+    for (size_t i = 0; i < rs->nebuckets; i++) {
+        entry *e = rs->ebuckets[i];
+        while (e) {
+            entry *next = e->hnext;
+            if (e->sub)
+                council_unsubscribe(rs->b->ctx, e->sub);
+            free(e);
+            e = next;
+        }
+    }
+    for (size_t i = 0; i < rs->npbuckets; i++) {
+        pidrec *pr = rs->pbuckets[i];
+        while (pr) {
+            pidrec *next = pr->hnext;
+            free(pr);
+            pr = next;
+        }
+    }
+    council_event_unref(rs->cached_ev);
+    ei_x_free(&rs->cached);
+    free(rs->ebuckets);
+    free(rs->pbuckets);
+    free(rs);
+}

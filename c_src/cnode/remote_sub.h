@@ -1,0 +1,38 @@
+/* remote_sub.h - run events delivered to BEAM pids.
+ *
+ * Owns: one core subscription per (topic, pid), a monitor per subscribed
+ * pid (held by the service process) so a dead subscriber is removed, and a
+ * one-event cache so an event going to many pids is encoded once.
+ * Each event goes out as a plain SEND of the docs/protocol.md tuple. When a
+ * subscriber falls more than the core's queue bound behind, it is cut off
+ * and sent {council_ex_overflow, Topic, Dropped} once. A subscription ends
+ * by itself after the run's terminal event (nothing follows it).
+ * The Elixir library subscribes one relay pid per node and topic, so each
+ * event crosses the wire once per node; a bare shell subscribes itself.
+ */
+#ifndef CN_REMOTE_SUB_H
+#define CN_REMOTE_SUB_H
+
+#include <stddef.h>
+
+#include "bridge.h"
+
+typedef struct cn_rsubs cn_rsubs;
+
+/* NULL when out of memory. */
+cn_rsubs *cn_rsubs_new(cn_bridge *b);
+/* Ends every subscription (no messages sent) and frees. NULL is a no-op. */
+void cn_rsubs_free(cn_rsubs *rs);
+
+/* Subscribe pid (local or remote) to topic. Idempotent: an existing
+ * (topic, pid) pair is left as it is. Returns 0, COUNCIL_ELIMIT (too many
+ * subscribers on the topic), COUNCIL_EINVAL (empty topic), COUNCIL_ENOMEM,
+ * or COUNCIL_EIO (the pid's node is not connected). */
+int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid);
+/* Remove (topic, pid); 0, or COUNCIL_ENOTFOUND. */
+int cn_rsubs_remove(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid);
+/* The pid is gone (its monitor fired): drop all of its subscriptions. */
+void cn_rsubs_pid_down(cn_rsubs *rs, const cn_pid *pid);
+size_t cn_rsubs_count(const cn_rsubs *rs);
+
+#endif

@@ -1,0 +1,439 @@
+/* run_proc.c - see run_proc.h. */
+#include "run_proc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "beam_provider.h"
+#include "event_term.h"
+#include "gen_server.h"
+#include "log.h"
+#include "remote_sub.h"
+
+typedef struct inflight {
+    uint64_t id;
+    council_call *call;
+} inflight;
+
+struct cn_run_proc {
+    cn_bridge *b;
+    council_run *run;          /* one reference */
+    cn_proc *proc;             /* NULL once the process has exited */
+    uv_timer_t *end_timer;     /* armed when the core reports the end */
+    cn_gen_from **awaiters;
+    size_t n_await, cap_await;
+    ei_x_buff reason;          /* exit reason chosen before the end */
+    int has_reason;
+    int watching;
+    int has_server;
+    cn_pid server;
+    unsigned char server_ref[64];
+    size_t server_ref_len;
+    inflight *calls;
+    size_t n_calls, cap_calls;
+};
+
+static void topic_of(const council_run *run, char **out, size_t *len)
+{
+    size_t id_len;
+    const char *id = council_run_id(run, &id_len);
+    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
+    char *t = malloc(plen + id_len + 1);
+    if (t) {
+        memcpy(t, COUNCIL_TOPIC_PREFIX, plen);
+        memcpy(t + plen, id, id_len);
+        t[plen + id_len] = 0;
+    }
+    *out = t;
+    *len = plen + id_len;
+}
+
+/* ------------------------------------------------------------ replies */
+
+static int encode_outcome(ei_x_buff *x, const council_run *run)
+{
+    const council_result *r = council_run_result(run);
+    switch (council_run_status(run)) {
+    case COUNCIL_COMPLETED:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
+               cn_result_term(x, r);
+    case COUNCIL_FAILED:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+               ei_x_encode_tuple_header(x, 3) || ei_x_encode_atom(x, "failed") ||
+               cn_errors_term(x, r) || cn_result_term(x, r);
+    case COUNCIL_CANCELLED:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+               ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "cancelled") ||
+               cn_result_term(x, r);
+    default:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+               ei_x_encode_atom(x, "running");
+    }
+}
+
+static void encode_exit_reason(cn_run_proc *rp, ei_x_buff *x)
+{
+    if (rp->has_reason) {
+        ei_x_append_buf(x, rp->reason.buff, rp->reason.index);
+        return;
+    }
+    switch (council_run_status(rp->run)) {
+    case COUNCIL_COMPLETED:
+        ei_x_encode_atom(x, "normal");
+        break;
+    case COUNCIL_FAILED:
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "shutdown");
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "failed");
+        cn_errors_term(x, council_run_result(rp->run));
+        break;
+    default:
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, "shutdown");
+        ei_x_encode_atom(x, "cancelled");
+        break;
+    }
+}
+
+static void free_awaiters(cn_run_proc *rp)
+{
+    for (size_t i = 0; i < rp->n_await; i++)
+        cn_gen_from_free(rp->awaiters[i]);
+    free(rp->awaiters);
+    rp->awaiters = NULL;
+    rp->n_await = rp->cap_await = 0;
+}
+
+/* ---------------------------------------------------------- the end */
+
+static void timer_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* After the core's end: hand every queued event to the connections first,
+ * so subscribers see the terminal event before the DOWN / EXIT / reply. */
+static void end_fire(uv_timer_t *t)
+{
+    cn_run_proc *rp = t->data;
+    if (!rp || !rp->proc)
+        return;
+    council_ctx_flush(rp->b->ctx);
+    if (!rp->proc)
+        return;
+    cn_node *n = rp->b->node;
+    ei_x_buff x;
+    if (ei_x_new(&x) == 0) {
+        if (encode_outcome(&x, rp->run) == 0)
+            for (size_t i = 0; i < rp->n_await; i++)
+                cn_gen_reply_x(n, rp->proc, rp->awaiters[i], &x);
+        ei_x_free(&x);
+    }
+    free_awaiters(rp);
+    if (ei_x_new(&x) == 0) {
+        encode_exit_reason(rp, &x);
+        cn_node_exit(n, rp->proc, cn_x_slice(&x)); /* runs terminate() */
+        ei_x_free(&x);
+    }
+}
+
+static void on_run_end(council_run *run, void *arg)
+{
+    (void)run;
+    cn_run_proc *rp = arg;
+    rp->watching = 0;
+    if (!rp->proc || !rp->end_timer)
+        return;
+    uv_timer_start(rp->end_timer, end_fire, 0, 0);
+}
+
+/* ------------------------------------------------------------ gen_server */
+
+static void reply_term(cn_node *n, cn_proc *p, const cn_gen_from *from, ei_x_buff *x)
+{
+    cn_gen_reply_x(n, p, from, x);
+    ei_x_free(x);
+}
+
+static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
+{
+    cn_wpid w;
+    cn_pid pid;
+    if (!rp->b->subs)
+        return COUNCIL_EINVAL;
+    if (cn_ctl_get_pid(&pid_term, &w) ||
+        cn_pt_pid_from_wire(cn_node_table(rp->b->node), &w, &pid))
+        return COUNCIL_EINVAL;
+    char *topic;
+    size_t len;
+    topic_of(rp->run, &topic, &len);
+    if (!topic)
+        return COUNCIL_ENOMEM;
+    int rc = subscribe ? cn_rsubs_add(rp->b->subs, topic, len, &pid)
+                       : cn_rsubs_remove(rp->b->subs, topic, len, &pid);
+    free(topic);
+    return subscribe ? rc : 0;
+}
+
+static void encode_error_code(ei_x_buff *x, int rc)
+{
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "error");
+    ei_x_encode_atom(x, rc == COUNCIL_ELIMIT ? "limit"
+                        : rc == COUNCIL_ENOMEM ? "enomem"
+                        : rc == COUNCIL_EIO ? "noconnection" : "badarg");
+}
+
+static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice req)
+{
+    cn_run_proc *rp = cn_gen_state(p);
+    ei_x_buff x;
+    if (ei_x_new(&x))
+        return;
+    cn_slice el[2];
+    int ar = cn_term_tuple(req, el, 2);
+
+    if (cn_ctl_is_atom(&req, "run_id")) {
+        size_t len;
+        const char *id = council_run_id(rp->run, &len);
+        ei_x_encode_binary(&x, id, (long)len);
+    } else if (cn_ctl_is_atom(&req, "state")) {
+        council_summary s;
+        council_run_summary(rp->run, &s);
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "ok");
+        cn_summary_term(&x, &s);
+    } else if (cn_ctl_is_atom(&req, "cancel")) {
+        ei_x_encode_atom(&x, "ok");
+        reply_term(n, p, from, &x);
+        cn_run_proc_cancel(rp->run, NULL);
+        return;
+    } else if (cn_ctl_is_atom(&req, "await")) {
+        cn_gen_from *keep = NULL;
+        if (rp->n_await == rp->cap_await) {
+            size_t cap = rp->cap_await ? rp->cap_await * 2 : 2;
+            cn_gen_from **a = realloc(rp->awaiters, cap * sizeof *a);
+            if (a) {
+                rp->awaiters = a;
+                rp->cap_await = cap;
+            }
+        }
+        if (rp->n_await < rp->cap_await && (keep = cn_gen_from_dup(from))) {
+            rp->awaiters[rp->n_await++] = keep;
+            ei_x_free(&x);
+            return; /* answered at the end */
+        }
+        encode_error_code(&x, COUNCIL_ENOMEM);
+    } else if (cn_ctl_is_atom(&req, "result")) {
+        encode_outcome(&x, rp->run);
+    } else if (ar == 2 && (cn_ctl_is_atom(&el[0], "subscribe") ||
+                           cn_ctl_is_atom(&el[0], "unsubscribe"))) {
+        int rc = sub_request(rp, el[1], cn_ctl_is_atom(&el[0], "subscribe"));
+        if (rc == 0)
+            ei_x_encode_atom(&x, "ok");
+        else
+            encode_error_code(&x, rc);
+    } else {
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "error");
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "unknown_call");
+        ei_x_append_buf(&x, (const char *)req.p, (int)req.len);
+    }
+    reply_term(n, p, from, &x);
+}
+
+static void handle_cast(cn_node *n, cn_proc *p, cn_slice msg)
+{
+    (void)n;
+    cn_run_proc *rp = cn_gen_state(p);
+    if (cn_ctl_is_atom(&msg, "cancel"))
+        cn_run_proc_cancel(rp->run, NULL);
+}
+
+static void handle_info(cn_node *n, cn_proc *p, cn_slice msg)
+{
+    (void)n;
+    cn_run_proc *rp = cn_gen_state(p);
+    if (!cn_beam_provider_handle_info(rp->b, rp, msg))
+        cn_log_debug("run process: unexpected message dropped");
+}
+
+static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
+                        cn_slice reason)
+{
+    (void)n;
+    (void)who;
+    cn_run_proc *rp = cn_gen_state(p);
+    if (rp->has_server && ref.len == rp->server_ref_len &&
+        memcmp(ref.p, rp->server_ref, ref.len) == 0) {
+        rp->server_ref_len = 0;
+        rp->has_server = 0;
+        cn_beam_provider_server_down(rp, reason);
+    }
+}
+
+static int get_state(cn_node *n, cn_proc *p, ei_x_buff *x)
+{
+    (void)n;
+    cn_run_proc *rp = cn_gen_state(p);
+    council_summary s;
+    council_run_summary(rp->run, &s);
+    return cn_summary_term(x, &s);
+}
+
+static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
+{
+    (void)n;
+    cn_run_proc *rp = cn_gen_state(p);
+    rp->proc = NULL;
+    council_status st = council_run_status(rp->run);
+    if (st == COUNCIL_PENDING || st == COUNCIL_RUNNING) {
+        /* Stopped from outside (GenServer.stop, a linked process, node
+         * shutdown): the run is cancelled with the process's reason. */
+        if (!rp->has_reason && ei_x_new(&rp->reason) == 0) {
+            ei_x_append_buf(&rp->reason, (const char *)reason.p, (int)reason.len);
+            rp->has_reason = 1;
+        }
+        council_run_cancel(rp->run);
+    }
+    if (rp->watching)
+        council_run_unwatch(rp->run, on_run_end, rp);
+    /* Calls still in flight (none after a cancel) are dropped. */
+    for (size_t i = 0; i < rp->n_calls; i++)
+        council_call_unref(rp->calls[i].call);
+    free(rp->calls);
+    free_awaiters(rp);
+    if (rp->end_timer) {
+        rp->end_timer->data = NULL;
+        uv_close((uv_handle_t *)rp->end_timer, timer_closed);
+    }
+    council_run_set_user_data(rp->run, NULL);
+    council_run_unref(rp->run);
+    if (rp->has_reason)
+        ei_x_free(&rp->reason);
+    rp->b->runs_alive--;
+    free(rp);
+}
+
+static const cn_gen_ops run_ops = {
+    .handle_call = handle_call,
+    .handle_cast = handle_cast,
+    .handle_info = handle_info,
+    .get_state = get_state,
+    .handle_down = handle_down,
+    .terminate = terminate,
+};
+
+/* -------------------------------------------------------------- API */
+
+cn_proc *cn_run_proc_spawn(cn_bridge *b, council_run *run, const cn_pid *member_server)
+{
+    cn_run_proc *rp = calloc(1, sizeof *rp);
+    if (!rp)
+        return NULL;
+    rp->b = b;
+    rp->end_timer = malloc(sizeof *rp->end_timer);
+    if (!rp->end_timer) {
+        free(rp);
+        return NULL;
+    }
+    uv_timer_init(cn_node_loop(b->node), rp->end_timer);
+    rp->end_timer->data = rp;
+    rp->run = council_run_ref(run);
+    if (council_run_watch(run, on_run_end, rp) == 0)
+        rp->watching = 1;
+    b->runs_alive++;
+    rp->proc = cn_gen_start(b->node, &run_ops, rp, NULL);
+    if (!rp->proc) {
+        /* terminate() never ran: undo by hand. */
+        if (rp->watching)
+            council_run_unwatch(run, on_run_end, rp);
+        rp->end_timer->data = NULL;
+        uv_close((uv_handle_t *)rp->end_timer, timer_closed);
+        council_run_unref(run);
+        b->runs_alive--;
+        free(rp);
+        return NULL;
+    }
+    council_run_set_user_data(run, rp);
+    if (member_server) {
+        rp->has_server = 1;
+        rp->server = *member_server;
+        size_t len = sizeof rp->server_ref;
+        if (cn_node_monitor(b->node, rp->proc, member_server, rp->server_ref, &len) == 0)
+            rp->server_ref_len = len;
+    }
+    return rp->proc;
+}
+
+cn_run_proc *cn_run_proc_from_run(const council_run *run)
+{
+    return run ? council_run_get_user_data(run) : NULL;
+}
+
+cn_proc *cn_run_proc_of(const council_run *run)
+{
+    cn_run_proc *rp = cn_run_proc_from_run(run);
+    return rp ? rp->proc : NULL;
+}
+
+void cn_run_proc_cancel(council_run *run, const cn_slice *reason)
+{
+    cn_run_proc *rp = cn_run_proc_from_run(run);
+    if (rp && reason && !rp->has_reason && ei_x_new(&rp->reason) == 0) {
+        ei_x_append_buf(&rp->reason, (const char *)reason->p, (int)reason->len);
+        rp->has_reason = 1;
+    }
+    council_run_cancel(run);
+}
+
+const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp)
+{
+    return rp->has_server ? &rp->server : NULL;
+}
+
+cn_proc *cn_run_proc_proc(const cn_run_proc *rp)
+{
+    return rp->proc;
+}
+
+int cn_run_proc_call_add(cn_run_proc *rp, council_call *call)
+{
+    if (rp->n_calls == rp->cap_calls) {
+        size_t cap = rp->cap_calls ? rp->cap_calls * 2 : 4;
+        inflight *a = realloc(rp->calls, cap * sizeof *a);
+        if (!a)
+            return COUNCIL_ENOMEM;
+        rp->calls = a;
+        rp->cap_calls = cap;
+    }
+    rp->calls[rp->n_calls++] = (inflight){council_call_id(call), council_call_ref(call)};
+    return 0;
+}
+
+council_call *cn_run_proc_call_take(cn_run_proc *rp, uint64_t id)
+{
+    for (size_t i = 0; i < rp->n_calls; i++) {
+        if (rp->calls[i].id == id) {
+            council_call *c = rp->calls[i].call;
+            rp->calls[i] = rp->calls[--rp->n_calls];
+            return c;
+        }
+    }
+    return NULL;
+}
+
+council_call *cn_run_proc_call_find(cn_run_proc *rp, uint64_t id)
+{
+    for (size_t i = 0; i < rp->n_calls; i++)
+        if (rp->calls[i].id == id)
+            return rp->calls[i].call;
+    return NULL;
+}
+
+council_call *cn_run_proc_call_take_any(cn_run_proc *rp)
+{
+    return rp->n_calls ? cn_run_proc_call_take(rp, rp->calls[rp->n_calls - 1].id) : NULL;
+}
