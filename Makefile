@@ -99,13 +99,14 @@ $(B)/test/helpers/%: test/c/helpers/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDSAN)
 
+# Copy then rename: a running priv/council_node must not block a rebuild.
 priv/%: $(B)/%
 	@mkdir -p priv
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 priv/%: $(B)/examples/%
 	@mkdir -p priv
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 # ---------------------------------------------------------------- tests
 
