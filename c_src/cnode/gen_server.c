@@ -167,8 +167,7 @@ static void system_msg(cn_node *n, cn_proc *p, cn_gen *g, const cn_gen_from *f,
     if (ei_x_new(&x))
         return;
     if (cn_ctl_is_atom(&req, "get_state") && g->ops->get_state) {
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, "ok");
+        /* sys:get_state/1 returns the reply as it is: the bare state. */
         if (g->ops->get_state(n, p, &x) == 0) {
             cn_gen_reply_x(n, p, f, &x);
             ei_x_free(&x);

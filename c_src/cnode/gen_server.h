@@ -5,7 +5,8 @@
  *   {'$gen_call', {Pid, Tag}, Request}   -> handle_call
  *   {'$gen_cast', Msg}                   -> handle_cast
  *   {system, From, {terminate, Reason}}  -> reply ok, then exit Reason
- *   {system, From, get_state}            -> reply {ok, State} (get_state cb)
+ *   {system, From, get_state}            -> reply State (get_state cb), which
+ *                                           sys:get_state/1 returns as is
  *   {system, From, Other}                -> reply {error, {unknown_system_msg, Other}}
  *   anything else                        -> handle_info
  * Replies go out as {Tag, Reply}, the Tag's bytes copied exactly as

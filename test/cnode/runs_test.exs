@@ -1,0 +1,255 @@
+# Council runs served by the C node, seen from a real BEAM node: every run a
+# pid that GenServer.call, monitors, links and exit signals treat like a
+# GenServer (docs/protocol.md).
+Code.require_file("support.exs", __DIR__)
+
+defmodule CNode.RunsTest do
+  use ExUnit.Case, async: false
+  import CNodeTest
+
+  @members [%{id: "a", provider: "mock", options: %{latency_ms: 20, chunks: 2}},
+            %{id: "b", provider: "mock"}, %{id: "c", provider: "mock"}]
+
+  def spec(extra \\ %{}) do
+    Map.merge(%{id: "demo", members: @members,
+                rounds: [%{type: "independent_analysis"}, %{type: "anonymized_peer_review"},
+                         %{type: "vote"}],
+                chair: "a"}, extra)
+  end
+
+  # A run that stays in its first round for a long time.
+  def slow_spec, do: %{id: "slow", members: [%{id: "a", provider: "mock", options: %{latency_ms: 600_000}}],
+                       rounds: [%{type: "independent_analysis"}]}
+
+  def start(node, opts, op \\ :start),
+    do: GenServer.call({:council_ex, node}, {op, Map.merge(%{input: "What is 2+2?"}, opts)})
+
+  def events(acc \\ []) do
+    receive do
+      e when is_tuple(e) and elem(e, 0) in [:run_started, :round_started, :member_started,
+                                             :member_token, :member_completed, :round_completed,
+                                             :run_completed, :run_failed, :run_cancelled] ->
+        if elem(e, 0) in [:run_completed, :run_failed, :run_cancelled],
+          do: Enum.reverse([e | acc]), else: events([e | acc])
+    after
+      5_000 -> {:timeout, Enum.reverse(acc)}
+    end
+  end
+
+  setup_all do
+    info = start_node()
+    on_exit(fn -> stop_node(info) end)
+    {:ok, info: info}
+  end
+
+  test "a run completes and its subscriber sees every event in order", %{info: i} do
+    input = {:question, "What is 2+2?", [1, 2]}
+    {:ok, pid} = start(i.node, %{spec: spec(), input: input, subscribe: [self()]})
+    assert node(pid) == i.node
+    evs = events()
+    assert is_list(evs)
+    assert [{:run_started, run_id, "demo", ^input} | _] = evs
+    assert is_binary(run_id) and byte_size(run_id) == 22
+    assert {:run_completed, ^run_id, %{final: final, rounds: rounds, errors: []}} = List.last(evs)
+    assert is_binary(final)
+    # three rounds and the chair's synthesis, strictly ordered
+    assert length(rounds) == 4
+    round_marks = for {t, _, name, _} <- evs, t in [:round_started, :round_completed], do: {t, name}
+    names = for %{name: n} <- rounds, do: n
+    assert round_marks == Enum.flat_map(names, &[round_started: &1, round_completed: &1])
+    assert Enum.take(names, 3) == ["independent_analysis", "anonymized_peer_review", "vote"]
+    # each member's own events in order within a round
+    for {:member_completed, _, round, m, res} <- evs do
+      assert %{member_id: ^m, status: :ok, attempts: 1} = res
+      assert Enum.find_index(evs, &match?({:member_started, _, ^round, ^m}, &1)) <
+               Enum.find_index(evs, &match?({:member_completed, _, ^round, ^m, _}, &1))
+    end
+    assert Enum.count(evs, &(elem(&1, 0) in [:run_completed, :run_failed, :run_cancelled])) == 1
+    {:round_completed, _, "vote", vote} = Enum.find(evs, &match?({:round_completed, _, "vote", _}, &1))
+    assert %{"tally" => tally, "winner" => w} = vote.aggregate
+    assert is_map(tally) and is_binary(w)
+  end
+
+  test "GenServer.call on a run pid: run_id, state, result, unknown call", %{info: i} do
+    {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "call-me"})
+    assert GenServer.call(pid, :run_id) == "call-me"
+    assert {:ok, %{run_id: "call-me", council: "slow", status: :running,
+                   current_round: %{name: "independent_analysis", idx: 0},
+                   rounds_completed: 0, started_at: t}} = GenServer.call(pid, :state)
+    assert is_integer(t) and t > 1_600_000_000_000_000
+    assert GenServer.call(pid, :result) == {:error, :running}
+    assert GenServer.call(pid, {:bogus, 1}) == {:error, {:unknown_call, {:bogus, 1}}}
+    assert :sys.get_state(pid).status == :running
+    assert GenServer.call(pid, :cancel) == :ok
+  end
+
+  test "monitors get DOWN :normal on completion, {:shutdown, :cancelled} on cancel", %{info: i} do
+    {:ok, pid} = start(i.node, %{spec: spec()})
+    ref = Process.monitor(pid)
+    assert {:ok, %{final: _}} = GenServer.call(pid, :await, 10_000)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+
+    {:ok, pid2} = start(i.node, %{spec: slow_spec()})
+    ref2 = Process.monitor(pid2)
+    assert GenServer.call(pid2, :cancel) == :ok
+    assert_receive {:DOWN, ^ref2, :process, ^pid2, {:shutdown, :cancelled}}, 5_000
+    # already gone: :noproc, and a call exits :noproc at once
+    ref3 = Process.monitor(pid2)
+    assert_receive {:DOWN, ^ref3, :process, ^pid2, :noproc}, 2_000
+    {t, res} = :timer.tc(fn -> catch_exit(GenServer.call(pid2, :state, 10_000)) end)
+    assert {:noproc, _} = res
+    assert t < 2_000_000
+  end
+
+  test "await of a cancelled run, and the service's whereis/state/cancel", %{info: i} do
+    reg = "Tenant#{System.unique_integer([:positive])}"
+    {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "r1", registry: reg})
+    svc = {:council_ex, i.node}
+    assert GenServer.call(svc, {:whereis, reg, "r1"}) == {:ok, pid}
+    assert GenServer.call(svc, {:whereis, "OtherRegistry", "r1"}) == {:error, :unknown_run}
+    assert {:ok, %{status: :running, registry: ^reg}} = GenServer.call(svc, {:state, reg, "r1"})
+    assert GenServer.call(svc, {:state, reg, "nope"}) == {:error, :not_found}
+    assert start(i.node, %{spec: slow_spec(), run_id: "r1", registry: reg}) ==
+             {:error, :already_started}
+    task = Task.async(fn -> GenServer.call(pid, :await, 10_000) end)
+    Process.sleep(50)
+    assert GenServer.call(svc, {:cancel, reg, "r1"}) == :ok
+    assert {:error, {:cancelled, %{rounds: _}}} = Task.await(task)
+    assert wait_until(fn -> GenServer.call(svc, {:whereis, reg, "r1"}) == {:error, :runner_dead} end)
+    assert {:ok, %{status: :cancelled}} = GenServer.call(svc, {:state, reg, "r1"})
+    assert GenServer.call(svc, {:cancel, reg, "ghost"}) == {:error, :not_found}
+  end
+
+  test "a failing run ends with run_failed and {:shutdown, {:failed, errors}}", %{info: i} do
+    failing = %{id: "f", members: [%{id: "a", provider: "mock", options: %{fail_attempts: [1, 2, 3]}}],
+                rounds: [%{type: "independent_analysis"}], limits: %{max_attempts: 2, backoff_ms: 1}}
+    {:ok, pid} = start(i.node, %{spec: failing, subscribe: [self()]})
+    ref = Process.monitor(pid)
+    evs = events()
+    assert {:run_failed, _, [_ | _] = errors, %{errors: errors}} = List.last(evs)
+    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, {:failed, ^errors}}}, 5_000
+  end
+
+  test "bad requests get error tuples and the node keeps serving", %{info: i} do
+    assert {:error, {:invalid_spec, "rounds[0].type", msg}} =
+             start(i.node, %{spec: %{id: "x", members: @members, rounds: [%{type: "dance"}]}})
+    assert is_binary(msg)
+    assert {:error, {:invalid_spec, _, _}} = start(i.node, %{spec: "{not json"})
+    assert {:error, {:invalid_spec, "spec", _}} = start(i.node, %{spec: {:tuple, :not, :json}})
+    assert start(i.node, %{spec: spec(), bogus: 1}) == {:error, {:bad_option, :bogus}}
+    assert GenServer.call({:council_ex, i.node}, {:start, %{input: 1}}) ==
+             {:error, {:bad_option, :spec}}
+    assert GenServer.call({:council_ex, i.node}, {:start, :not_a_map}) == {:error, :badarg}
+    assert GenServer.call({:council_ex, i.node}, {:whereis, 1, 2}) == {:error, :badarg}
+    assert GenServer.call({:council_ex, i.node}, :ping) == :pong
+  end
+
+  test "start_link: the caller's death cancels the run", %{info: i} do
+    parent = self()
+    caller = spawn(fn ->
+      {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "linked"}, :start_link)
+      send(parent, {:run, pid})
+      Process.sleep(:infinity)
+    end)
+    assert_receive {:run, pid}, 5_000
+    ref = Process.monitor(pid)
+    Process.exit(caller, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}, 5_000
+    assert {:ok, %{status: :cancelled}} =
+             GenServer.call({:council_ex, i.node}, {:state, "CouncilEx.Runner.Registry", "linked"})
+  end
+
+  test "a trapping start_link caller gets the exit signal of a cancelled run", %{info: i} do
+    Process.flag(:trap_exit, true)
+    {:ok, pid} = start(i.node, %{spec: slow_spec()}, :start_link)
+    GenServer.cast(pid, :cancel)
+    assert_receive {:EXIT, ^pid, {:shutdown, :cancelled}}, 5_000
+    Process.flag(:trap_exit, false)
+  end
+
+  test "Process.unlink round-trips; GenServer.stop returns :ok", %{info: i} do
+    {:ok, pid} = start(i.node, %{spec: slow_spec()}, :start_link)
+    assert Process.unlink(pid)
+    # still alive and answering after the unlink
+    assert {:ok, %{status: :running}} = GenServer.call(pid, :state)
+    assert stats(i.node).links == 0
+    assert GenServer.stop(pid, :normal, 5_000) == :ok
+    refute Process.alive?(self()) == false
+  end
+
+  test "1000 calls from 8 concurrent callers to one run pid are all answered", %{info: i} do
+    {:ok, pid} = start(i.node, %{spec: slow_spec()})
+    results =
+      1..8
+      |> Enum.map(fn _ -> Task.async(fn -> for _ <- 1..125, do: GenServer.call(pid, :run_id) end) end)
+      |> Enum.flat_map(&Task.await(&1, 30_000))
+    assert length(results) == 1000
+    assert Enum.uniq(results) |> length() == 1
+    GenServer.call(pid, :cancel)
+  end
+
+  test "beam members are served by a member_server process; its crash is a member error", %{info: i} do
+    server = spawn(fn -> member_server() end)
+    beam_spec = %{id: "b", members: [%{id: "elixir", provider: "beam", options: %{module: "Echo"}}],
+                  rounds: [%{type: "independent_analysis"}]}
+    {:ok, pid} = start(i.node, %{spec: beam_spec, member_server: server, subscribe: [self()]})
+    ref = Process.monitor(pid)
+    evs = events()
+    assert {:run_completed, _, %{final: "echo: What is 2+2? (Echo)"}} = List.last(evs)
+    assert Enum.any?(evs, &match?({:member_token, _, _, "elixir", "echo"}, &1))
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+
+    dying = spawn(fn -> receive do _ -> exit(:boom) end end)
+    {:ok, _} = start(i.node, %{spec: Map.put(beam_spec, :limits, %{max_attempts: 1}),
+                               member_server: dying, subscribe: [self()]})
+    evs = events()
+    assert {:run_failed, _, errors, _} = List.last(evs)
+    assert Enum.any?(errors, &(&1 =~ "beam provider: member server down: boom"))
+  end
+
+  defp member_server do
+    receive do
+      {:council_member_call, run_pid, id, req} ->
+        send(run_pid, {:council_member_token, id, "echo"})
+        send(run_pid, {:council_member_reply, id,
+                       {:ok, "echo: #{req["input"]} (#{req["options"]["module"]})"}})
+        member_server()
+    end
+  end
+
+  test "a peer that disconnects mid-run leaves no links, monitors or subscriptions", %{info: i} do
+    base = stats(i.node)
+    {:ok, peer, peer_node} =
+      :peer.start_link(%{name: :"peer#{System.unique_integer([:positive])}",
+                         args: [~c"-setcookie", String.to_charlist(cookie()),
+                                ~c"-pa", :code.lib_dir(:elixir, :ebin)]})
+    # The peer runs code of its own: a module compiled here, loaded there.
+    [{mod, bin}] = Code.compile_string("""
+      defmodule PeerClient do
+        def go(target, spec, me) do
+          spawn(fn ->
+            {:ok, pid} = GenServer.call({:council_ex, target},
+                                        {:start_link, %{spec: spec, input: "x", subscribe: [self()]}})
+            _ = Process.monitor(pid)
+            send(me, {:started, pid})
+            Process.sleep(:infinity)
+          end)
+        end
+      end
+      """)
+    {:module, ^mod} = :erpc.call(peer_node, :code, :load_binary, [mod, ~c"peer_client", bin])
+    :erpc.call(peer_node, mod, :go, [i.node, slow_spec(), self()])
+    assert_receive {:started, pid}, 5_000
+    ref = Process.monitor(pid)
+    s = stats(i.node)
+    assert s.links == base.links + 1
+    assert s.subscriptions == base.subscriptions + 1
+    :peer.stop(peer)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :noconnection}, 5_000
+    assert wait_until(fn ->
+             s2 = stats(i.node)
+             s2.links == base.links and s2.subscriptions == base.subscriptions and
+               s2.monitors <= base.monitors + 1
+           end)
+  end
+end
