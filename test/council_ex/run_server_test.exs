@@ -38,7 +38,7 @@ defmodule CouncilEx.RunServerTest do
     {:ok, pid} = RunServer.start(opts(id, council: MockCouncil, spec: MockCouncil.__council__()))
     assert {:ok, _} = CouncilEx.await(pid)
     assert {:error, :runner_dead} = RunServer.whereis(id)
-    assert {:ok, %{status: :completed, current_round: nil, rounds_completed: 3}} = RunServer.state(id)
+    assert {:ok, %{status: :completed, current_round: nil, rounds_completed: 4}} = RunServer.state(id)
   end
 
   test "state/2 of an unknown run is {:error, :not_found}" do

@@ -73,7 +73,8 @@ defmodule CouncilEx.PubSub.Relay do
     :net_kernel.monitor_nodes(true, node_type: :all)
     # subs: topic => %{pid => true}; watched: pid => {ref, MapSet of topics}
     # remote: topic => node | :pending
-    {:ok, %{subs: %{}, watched: %{}, remote: %{}}}
+    # forwarders: topic => pid (sub-council topics, see remote_subscribe/2)
+    {:ok, %{subs: %{}, watched: %{}, remote: %{}, forwarders: %{}}}
   end
 
   @impl true
@@ -82,11 +83,11 @@ defmodule CouncilEx.PubSub.Relay do
 
     case Map.get(state.remote, topic) do
       nil ->
-        case remote_call(:subscribe, topic) do
-          {:ok, node} ->
+        case remote_subscribe(state, topic) do
+          {:ok, node, state} ->
             {:reply, :ok, put_in(state.remote[topic], node)}
 
-          {:error, _} = error ->
+          {{:error, _} = error, state} ->
             {:reply, error, remove_local(state, topic, pid, false)}
         end
 
@@ -119,9 +120,9 @@ defmodule CouncilEx.PubSub.Relay do
     # Others subscribed meanwhile and relied on the pending subscription.
     state =
       if Map.has_key?(state.subs, topic) and not Map.has_key?(state.remote, topic) do
-        case remote_call(:subscribe, topic) do
-          {:ok, node} -> put_in(state.remote[topic], node)
-          _ -> state
+        case remote_subscribe(state, topic) do
+          {:ok, node, state} -> put_in(state.remote[topic], node)
+          {_error, state} -> state
         end
       else
         state
@@ -162,6 +163,10 @@ defmodule CouncilEx.PubSub.Relay do
     {:noreply, state}
   end
 
+  def handle_info({:council_ex_event, topic, {:council_ex_overflow, _, _} = msg}, state) when is_binary(topic) do
+    handle_info(msg, state)
+  end
+
   def handle_info({:council_ex_event, topic, event}, state) when is_binary(topic) do
     dispatch(state, topic, CouncilEx.Wire.event(event))
     {:noreply, state}
@@ -170,7 +175,7 @@ defmodule CouncilEx.PubSub.Relay do
   def handle_info({:council_ex_overflow, topic, dropped} = msg, state) when is_binary(topic) do
     Logger.warning("council_ex: relay cut off from #{topic} after #{dropped} dropped events")
     dispatch(state, topic, msg)
-    {:noreply, %{state | remote: Map.delete(state.remote, topic)}}
+    {:noreply, state |> stop_forwarder(topic) |> Map.update!(:remote, &Map.delete(&1, topic))}
   end
 
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
@@ -185,8 +190,9 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   def handle_info({:nodedown, node, _info}, state) do
-    remote = for {t, n} <- state.remote, n != node, into: %{}, do: {t, n}
-    {:noreply, %{state | remote: remote}}
+    gone = for {t, ^node} <- state.remote, do: t
+    state = Enum.reduce(gone, state, &stop_forwarder(&2, &1))
+    {:noreply, %{state | remote: Map.drop(state.remote, gone)}}
   end
 
   def handle_info({:nodeup, _node, _info}, state), do: {:noreply, state}
@@ -243,7 +249,8 @@ defmodule CouncilEx.PubSub.Relay do
 
           case {remote?, Map.get(state.remote, topic)} do
             {true, node} when is_atom(node) and node not in [nil, :pending] ->
-              remote_unsubscribe(node, topic)
+              remote_unsubscribe(node, topic, Map.get(state.forwarders, topic, self()))
+              state = stop_forwarder(state, topic)
               %{state | remote: Map.delete(state.remote, topic)}
 
             _ ->
@@ -258,26 +265,66 @@ defmodule CouncilEx.PubSub.Relay do
     end
   end
 
-  defp remote_call(:subscribe, topic) do
-    case CouncilEx.Node.await() do
-      {:ok, node} ->
-        try do
-          case GenServer.call({CouncilEx.Node.service_name(), node}, {:subscribe, topic, self()}, 10_000) do
-            :ok -> {:ok, node}
-            {:error, _} = error -> error
-            other -> {:error, other}
-          end
-        catch
-          :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
-        end
+  # Subscribes at the C node. Events carry a run id, not a topic: for a
+  # run's own topic the relay finds the topic from the run id, but a
+  # sub-council's events (topic "council_ex:run:<parent>:sub:<member>") carry
+  # the sub-run's id, so those topics get a forwarder process that tags each
+  # event with its topic before passing it on (order is kept: one sender).
+  defp remote_subscribe(state, topic) do
+    {target, state} =
+      if String.contains?(topic, ":sub:") do
+        relay = self()
+        fwd = spawn_link(fn -> forward(relay, topic) end)
+        {fwd, put_in(state.forwarders[topic], fwd)}
+      else
+        {self(), state}
+      end
 
-      error ->
-        error
+    reply =
+      case CouncilEx.Node.await() do
+        {:ok, node} ->
+          try do
+            case GenServer.call({CouncilEx.Node.service_name(), node}, {:subscribe, topic, target}, 10_000) do
+              :ok -> {:ok, node}
+              {:error, _} = error -> error
+              other -> {:error, other}
+            end
+          catch
+            :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
+          end
+
+        error ->
+          error
+      end
+
+    case reply do
+      {:ok, node} -> {:ok, node, state}
+      error -> {error, stop_forwarder(state, topic)}
     end
   end
 
-  defp remote_unsubscribe(node, topic) do
-    GenServer.call({CouncilEx.Node.service_name(), node}, {:unsubscribe, topic, self()}, 10_000)
+  defp forward(relay, topic) do
+    receive do
+      msg -> send(relay, {:council_ex_event, topic, msg})
+    end
+
+    forward(relay, topic)
+  end
+
+  defp stop_forwarder(state, topic) do
+    case Map.pop(state.forwarders, topic) do
+      {nil, _} ->
+        state
+
+      {fwd, forwarders} ->
+        Process.unlink(fwd)
+        Process.exit(fwd, :kill)
+        %{state | forwarders: forwarders}
+    end
+  end
+
+  defp remote_unsubscribe(node, topic, target) do
+    GenServer.call({CouncilEx.Node.service_name(), node}, {:unsubscribe, topic, target}, 10_000)
   catch
     :exit, _ -> :ok
   end
