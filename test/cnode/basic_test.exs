@@ -29,6 +29,12 @@ defmodule CNode.BasicTest do
     assert GenServer.call({:council_ex, i.node}, req) == {:error, {:unknown_call, req}}
   end
 
+  test "a 3 MB request is read and echoed in the error reply", %{info: i} do
+    big = :crypto.strong_rand_bytes(3_000_000)
+    assert GenServer.call({:council_ex, i.node}, {:big, big}, 20_000) ==
+             {:error, {:unknown_call, {:big, big}}}
+  end
+
   test "a cast and a plain send are accepted without a reply", %{info: i} do
     GenServer.cast({:council_ex, i.node}, :anything)
     send({:council_ex, i.node}, {:hello, self()})

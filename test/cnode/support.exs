@@ -5,7 +5,7 @@
 # CNODE_COOKIE_FILE (0600 cookie file), CNODE_TMP (scratch dir; pids of the
 # C nodes we start are written to $CNODE_TMP/pids so the runner can always
 # kill them), ERL_EPMD_PORT (private epmd).
-ExUnit.start(timeout: 120_000)
+ExUnit.start(timeout: 120_000, slowest: 3)
 
 defmodule CNodeTest do
   @moduledoc false
@@ -42,13 +42,22 @@ defmodule CNodeTest do
     end
   end
 
-  @doc "Sends SIGTERM and waits for the exit status."
+  @doc """
+  Sends SIGTERM and waits for the exit status (only the port's owner gets
+  it; other processes, e.g. on_exit callbacks, wait for the OS pid to go).
+  """
   def stop_node(%{os_pid: os_pid, port_ref: port}, timeout \\ 10_000) do
-    System.cmd("kill", ["-TERM", "#{os_pid}"])
-    receive do
-      {^port, {:exit_status, st}} -> st
-    after
-      timeout -> :timeout
+    owner? = Port.info(port, :connected) == {:connected, self()}
+    System.cmd("kill", ["-TERM", "#{os_pid}"], stderr_to_stdout: true)
+    if owner? do
+      receive do
+        {^port, {:exit_status, st}} -> st
+      after
+        timeout -> :timeout
+      end
+    else
+      if wait_until(fn -> match?({_, 1}, System.cmd("kill", ["-0", "#{os_pid}"], stderr_to_stdout: true)) end,
+           timeout), do: :stopped, else: :timeout
     end
   end
 
