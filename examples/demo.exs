@@ -11,7 +11,7 @@ defmodule Demo.Council do
   use CouncilEx
 
   member :ada, provider: :mock, latency_ms: 450, chunks: 4
-  member :grace, provider: :mock, latency_ms: 800, chunks: 3
+  member :grace, provider: :mock, latency_ms: 800, chunks: 3, vote: "C"
   member :linus, provider: :mock, latency_ms: 250, chunks: 5
 
   round :independent_analysis

@@ -18,7 +18,7 @@ defmodule Example.ExecCouncil do
     argv: [
       "sh",
       "-c",
-      ~S(req=$(cat); printf 'shell saw a %d-byte request from %s\n' "${#req}" "$(hostname)")
+      ~S|req=$(cat); printf 'shell saw a %d-byte request from %s\n' "${#req}" "$(hostname)"|
     ],
     timeout_ms: 5_000
 
@@ -36,7 +36,9 @@ run_id = CouncilEx.RunServer.run_id(pid)
 print = fn print ->
   receive do
     {:member_completed, ^run_id, round, "shell", result} ->
-      IO.puts("#{round}: shell -> #{inspect(result.text || result.error)}")
+      # In the vote round the shell's text is no ballot ("VOTE: <label>"):
+      # that is a member error, counted, and the run goes on.
+      IO.puts("#{round}: shell #{result.status} -> #{inspect(result.text)}#{if result.error, do: " (#{result.error})", else: ""}")
       print.(print)
 
     {:run_completed, ^run_id, result} ->
