@@ -130,4 +130,21 @@ defmodule CouncilExTest do
     assert [_ | _] = for({:member_token, _, :independent_analysis, "beta", _} <- events, do: 1)
     assert {:round_completed, ^id, :vote, %{aggregate: %{"tally" => _}}} = Enum.find(events, &match?({:round_completed, _, :vote, _}, &1))
   end
+
+  test "a failing run ends with exactly one :run_failed event, a cancelled one with :run_cancelled" do
+    id = run_id()
+    {:ok, _} = CouncilEx.start(FailingCouncil, "q", run_id: id, subscribe: true)
+    events = collect_events(id)
+    assert [{:run_started, ^id, FailingCouncil, "q"} | _] = events
+    assert {:run_failed, ^id, [_ | _] = errors, %{errors: errors}} = List.last(events)
+    assert [%{status: :error, attempts: 2}] = for({:member_completed, _, _, "x", r} <- events, do: r)
+
+    id2 = run_id()
+    {:ok, pid} = CouncilEx.start(SlowCouncil, "q", run_id: id2, subscribe: true)
+    assert_receive {:member_started, ^id2, :independent_analysis, _}, 5_000
+    :ok = CouncilEx.cancel(pid)
+    events = collect_events(id2)
+    assert {:run_cancelled, ^id2, %{}} = List.last(events)
+    assert Enum.count(events, &(elem(&1, 0) in [:run_completed, :run_failed, :run_cancelled])) == 1
+  end
 end
