@@ -89,7 +89,8 @@ defmodule Demo.Printer do
     end
   end
 
-  defp who(member), do: Map.get(colors(), member, "") <> String.pad_trailing(member, 5) <> ANSI.reset()
+  defp who(member),
+    do: Map.get(colors(), member, "") <> String.pad_trailing(member, 5) <> ANSI.reset()
 
   defp say(t0, line) do
     ms = System.monotonic_time(:millisecond) - t0
@@ -123,7 +124,6 @@ run_id = CouncilEx.generate_run_id()
 
 case CouncilEx.start(Demo.Council, question, run_id: run_id, subscribe: true) do
   {:ok, _pid} ->
-
     case Demo.Printer.loop(run_id, t0) do
       {:ok, result} ->
         IO.puts("\n" <> Demo.ANSI.bright() <> "Final answer (chair: ada):" <> Demo.ANSI.reset())

@@ -38,7 +38,10 @@ print = fn print ->
     {:member_completed, ^run_id, round, "shell", result} ->
       # In the vote round the shell's text is no ballot ("VOTE: <label>"):
       # that is a member error, counted, and the run goes on.
-      IO.puts("#{round}: shell #{result.status} -> #{inspect(result.text)}#{if result.error, do: " (#{result.error})", else: ""}")
+      IO.puts(
+        "#{round}: shell #{result.status} -> #{inspect(result.text)}#{if result.error, do: " (#{result.error})", else: ""}"
+      )
+
       print.(print)
 
     {:run_completed, ^run_id, result} ->

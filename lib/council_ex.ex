@@ -228,7 +228,8 @@ defmodule CouncilEx do
     end
 
     for {k, _} <- opts, k not in @start_keys do
-      raise ArgumentError, "unknown option #{inspect(k)} (known: #{inspect(@start_keys ++ [:timeout])})"
+      raise ArgumentError,
+            "unknown option #{inspect(k)} (known: #{inspect(@start_keys ++ [:timeout])})"
     end
 
     case Keyword.get(opts, :subscribe, false) do

@@ -32,7 +32,10 @@ defmodule CouncilEx.DSL do
   defmacro __using__(opts) do
     quote do
       import Kernel, except: [round: 1]
-      import CouncilEx.DSL, only: [member: 1, member: 2, round: 1, round: 2, round: 3, chair: 1, limits: 1]
+
+      import CouncilEx.DSL,
+        only: [member: 1, member: 2, round: 1, round: 2, round: 3, chair: 1, limits: 1]
+
       Module.register_attribute(__MODULE__, :council_members, accumulate: true)
       @council_round_stack [[]]
       @council_chair nil
@@ -73,7 +76,6 @@ defmodule CouncilEx.DSL do
   defmacro round(type, opts, do: block), do: round_ast(type, opts, block)
 
   defp round_ast(type, opts, block) do
-
     if block do
       quote do
         CouncilEx.DSL.__push_frame__(__MODULE__)
@@ -120,14 +122,18 @@ defmodule CouncilEx.DSL do
   @doc false
   @spec __member__(module, atom | binary, keyword) :: :ok
   def __member__(mod, id, opts) do
-    unless Keyword.keyword?(opts), do: raise(ArgumentError, "member #{inspect(id)}: options must be a keyword list")
+    unless Keyword.keyword?(opts),
+      do: raise(ArgumentError, "member #{inspect(id)}: options must be a keyword list")
+
     Module.put_attribute(mod, :council_members, [{:id, id} | opts])
   end
 
   @doc false
   @spec __round__(module, atom | binary, keyword) :: :ok
   def __round__(mod, type, opts) do
-    unless Keyword.keyword?(opts), do: raise(ArgumentError, "round #{inspect(type)}: options must be a keyword list")
+    unless Keyword.keyword?(opts),
+      do: raise(ArgumentError, "round #{inspect(type)}: options must be a keyword list")
+
     [frame | rest] = Module.get_attribute(mod, :council_round_stack)
     Module.put_attribute(mod, :council_round_stack, [[[{:type, type} | opts] | frame] | rest])
   end
@@ -135,7 +141,9 @@ defmodule CouncilEx.DSL do
   @doc false
   @spec __push_frame__(module) :: :ok
   def __push_frame__(mod) do
-    Module.put_attribute(mod, :council_round_stack, [[] | Module.get_attribute(mod, :council_round_stack)])
+    Module.put_attribute(mod, :council_round_stack, [
+      [] | Module.get_attribute(mod, :council_round_stack)
+    ])
   end
 
   @doc false

@@ -59,7 +59,8 @@ defmodule CouncilEx.DynamicCouncil do
     end
   end
 
-  def to_spec(other), do: {:error, "spec: expected a map, keyword list or JSON binary, got: #{inspect(other)}"}
+  def to_spec(other),
+    do: {:error, "spec: expected a map, keyword list or JSON binary, got: #{inspect(other)}"}
 
   @doc "Like `to_spec/1`; raises `ArgumentError` on an invalid spec."
   @spec to_spec!(map | keyword | binary) :: Spec.t()
@@ -77,6 +78,9 @@ defmodule CouncilEx.DynamicCouncil do
 
   defp dynamic_id("dynamic:" <> _ = id, _attrs), do: {:ok, id}
   defp dynamic_id(id, _attrs) when is_binary(id) and id != "", do: {:ok, "dynamic:" <> id}
-  defp dynamic_id(id, attrs) when is_atom(id) and id not in [true, false], do: dynamic_id(Atom.to_string(id), attrs)
+
+  defp dynamic_id(id, attrs) when is_atom(id) and id not in [true, false],
+    do: dynamic_id(Atom.to_string(id), attrs)
+
   defp dynamic_id(id, _attrs), do: {:error, "id: expected a non-empty binary, got: #{inspect(id)}"}
 end

@@ -59,7 +59,8 @@ defmodule CouncilEx.MemberServer do
         {:error, reason_text(reason)}
 
       other ->
-        {:error, "#{inspect(module)}.call/2 returned #{inspect(other)}, expected {:ok, text} or {:error, reason}"}
+        {:error,
+         "#{inspect(module)}.call/2 returned #{inspect(other)}, expected {:ok, text} or {:error, reason}"}
     end
   rescue
     e -> {:error, Exception.message(e)}
@@ -72,7 +73,14 @@ defmodule CouncilEx.MemberServer do
   @impl true
   def init(opts) do
     Process.flag(:trap_exit, true)
-    {:ok, %{members: Keyword.fetch!(opts, :members), callers: Keyword.get(opts, :callers, []), run: nil, tasks: %{}}}
+
+    {:ok,
+     %{
+       members: Keyword.fetch!(opts, :members),
+       callers: Keyword.get(opts, :callers, []),
+       run: nil,
+       tasks: %{}
+     }}
   end
 
   @impl true
@@ -89,7 +97,10 @@ defmodule CouncilEx.MemberServer do
     {:ok, task} =
       Task.Supervisor.start_child(CouncilEx.MemberServer.Tasks, fn ->
         Process.put(:"$callers", callers)
-        emit = fn chunk -> send(run_pid, {:council_member_token, call_id, IO.iodata_to_binary(chunk)}) && :ok end
+
+        emit = fn chunk ->
+          send(run_pid, {:council_member_token, call_id, IO.iodata_to_binary(chunk)}) && :ok
+        end
 
         reply =
           case module do
@@ -133,9 +144,14 @@ defmodule CouncilEx.MemberServer do
 
     by_option =
       case request do
-        %{"options" => %{"module" => name}} -> Enum.find(Map.values(members), &(Atom.to_string(&1) == name))
-        %{"module" => name} -> Enum.find(Map.values(members), &(Atom.to_string(&1) == name))
-        _ -> nil
+        %{"options" => %{"module" => name}} ->
+          Enum.find(Map.values(members), &(Atom.to_string(&1) == name))
+
+        %{"module" => name} ->
+          Enum.find(Map.values(members), &(Atom.to_string(&1) == name))
+
+        _ ->
+          nil
       end
 
     module =

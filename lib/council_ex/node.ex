@@ -147,8 +147,11 @@ defmodule CouncilEx.Node do
     # Start distribution now, synchronously: doing it later, while code is
     # being compiled (mix run, mix test), breaks the compiler's pids.
     case ensure_distributed() do
-      :ok -> :ok
-      {:error, reason} -> Logger.warning("council_ex: cannot start distribution: #{inspect(reason)}")
+      :ok ->
+        :ok
+
+      {:error, reason} ->
+        Logger.warning("council_ex: cannot start distribution: #{inspect(reason)}")
     end
 
     state = %{
@@ -181,7 +184,11 @@ defmodule CouncilEx.Node do
     do: {:reply, {:error, :unavailable}, state}
 
   def handle_call({:await, timeout}, from, state) do
-    tref = if timeout == :infinity, do: nil, else: Process.send_after(self(), {:await_timeout, from}, timeout)
+    tref =
+      if timeout == :infinity,
+        do: nil,
+        else: Process.send_after(self(), {:await_timeout, from}, timeout)
+
     {:noreply, %{state | waiters: [{from, tref} | state.waiters]}}
   end
 
@@ -270,7 +277,10 @@ defmodule CouncilEx.Node do
     if Node.connect(node) == true do
       up(%{state | node: node})
     else
-      state |> problem("cannot connect to C node #{node}") |> Map.put(:status, :down) |> schedule_restart()
+      state
+      |> problem("cannot connect to C node #{node}")
+      |> Map.put(:status, :down)
+      |> schedule_restart()
     end
   end
 
@@ -301,12 +311,28 @@ defmodule CouncilEx.Node do
             :exit_status,
             :stderr_to_stdout,
             {:line, 65_536},
-            args: ["-c", @wrapper, "council_node", exe, "--sname", sname, "--cookie-file", cookie_file | extra]
+            args: [
+              "-c",
+              @wrapper,
+              "council_node",
+              exe,
+              "--sname",
+              sname,
+              "--cookie-file",
+              cookie_file | extra
+            ]
           ])
 
         timer = Process.send_after(self(), {:ready_timeout, state.gen}, @ready_timeout)
 
-        %{state | port: port, status: :starting, cookie_file: cookie_file, ready_timer: timer, node: nil}
+        %{
+          state
+          | port: port,
+            status: :starting,
+            cookie_file: cookie_file,
+            ready_timer: timer,
+            node: nil
+        }
     end
   end
 
@@ -368,7 +394,14 @@ defmodule CouncilEx.Node do
     Node.monitor(state.node, true)
     :persistent_term.put(@pt_key, state.node)
     Logger.info("council_ex: C node #{state.node} is up")
-    for {from, tref} <- state.waiters, do: (cancel_timer(tref); GenServer.reply(from, {:ok, state.node}))
+
+    for {from, tref} <- state.waiters,
+        do:
+          (
+            cancel_timer(tref)
+            GenServer.reply(from, {:ok, state.node})
+          )
+
     %{state | status: :up, waiters: [], backoff: @backoff_min, last_problem: nil}
   end
 
@@ -380,6 +413,7 @@ defmodule CouncilEx.Node do
     cancel_timer(state.ready_timer)
     stop_process(state)
     state = remove_cookie(state)
+
     %{state | status: :down, port: nil, os_pid: nil, ready_timer: nil, restarts: state.restarts + 1}
     |> schedule_restart()
   end
@@ -390,7 +424,13 @@ defmodule CouncilEx.Node do
   end
 
   defp fail_waiters(state) do
-    for {from, tref} <- state.waiters, do: (cancel_timer(tref); GenServer.reply(from, {:error, :unavailable}))
+    for {from, tref} <- state.waiters,
+        do:
+          (
+            cancel_timer(tref)
+            GenServer.reply(from, {:error, :unavailable})
+          )
+
     %{state | waiters: []}
   end
 
@@ -400,7 +440,8 @@ defmodule CouncilEx.Node do
   end
 
   defp stop_process(state) do
-    if state.os_pid, do: System.cmd("kill", ["-TERM", Integer.to_string(state.os_pid)], stderr_to_stdout: true)
+    if state.os_pid,
+      do: System.cmd("kill", ["-TERM", Integer.to_string(state.os_pid)], stderr_to_stdout: true)
 
     if state.port do
       try do
@@ -458,7 +499,12 @@ defmodule CouncilEx.Node do
   end
 
   defp write_cookie_file do
-    path = Path.join(System.tmp_dir!(), "council_ex_cookie_#{System.pid()}_#{System.unique_integer([:positive])}")
+    path =
+      Path.join(
+        System.tmp_dir!(),
+        "council_ex_cookie_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
+
     {:ok, fd} = :file.open(path, [:write, :exclusive, :raw, :binary])
     :ok = File.chmod(path, 0o600)
     :ok = :file.write(fd, Atom.to_string(Node.get_cookie()))

@@ -39,7 +39,9 @@ defmodule CouncilEx.Registry do
   @spec send(name, term) :: pid
   def send(name, msg) do
     case whereis_name(name) do
-      :undefined -> exit({:badarg, {name, msg}})
+      :undefined ->
+        exit({:badarg, {name, msg}})
+
       pid ->
         Kernel.send(pid, msg)
         pid

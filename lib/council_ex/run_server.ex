@@ -203,17 +203,24 @@ defmodule CouncilEx.RunServer do
     end
 
     for key <- @required, not Keyword.has_key?(opts, key) do
-      raise ArgumentError, "missing required option #{inspect(key)} (required: #{inspect(@required)})"
+      raise ArgumentError,
+            "missing required option #{inspect(key)} (required: #{inspect(@required)})"
     end
 
     for {key, _} <- opts, key not in @required and key not in @optional do
-      raise ArgumentError, "unknown option #{inspect(key)} (known: #{inspect(@required ++ @optional)})"
+      raise ArgumentError,
+            "unknown option #{inspect(key)} (known: #{inspect(@required ++ @optional)})"
     end
 
     case opts[:run_id] do
-      nil -> :ok
-      id when is_binary(id) and id != "" -> :ok
-      other -> raise ArgumentError, ":run_id must be a non-empty binary or nil, got: #{inspect(other)}"
+      nil ->
+        :ok
+
+      id when is_binary(id) and id != "" ->
+        :ok
+
+      other ->
+        raise ArgumentError, ":run_id must be a non-empty binary or nil, got: #{inspect(other)}"
     end
 
     case opts[:council] do
@@ -233,13 +240,21 @@ defmodule CouncilEx.RunServer do
       end
 
     case Keyword.get(opts, :callers, []) do
-      l when is_list(l) -> Enum.all?(l, &is_pid/1) || raise(ArgumentError, ":callers must be a list of pids, got: #{inspect(l)}")
-      other -> raise ArgumentError, ":callers must be a list of pids, got: #{inspect(other)}"
+      l when is_list(l) ->
+        Enum.all?(l, &is_pid/1) ||
+          raise(ArgumentError, ":callers must be a list of pids, got: #{inspect(l)}")
+
+      other ->
+        raise ArgumentError, ":callers must be a list of pids, got: #{inspect(other)}"
     end
 
     case Keyword.get(opts, :subscribe, []) do
-      l when is_list(l) -> Enum.all?(l, &is_pid/1) || raise(ArgumentError, ":subscribe must be a list of pids, got: #{inspect(l)}")
-      other -> raise ArgumentError, ":subscribe must be a list of pids, got: #{inspect(other)}"
+      l when is_list(l) ->
+        Enum.all?(l, &is_pid/1) ||
+          raise(ArgumentError, ":subscribe must be a list of pids, got: #{inspect(l)}")
+
+      other ->
+        raise ArgumentError, ":subscribe must be a list of pids, got: #{inspect(other)}"
     end
 
     registry!(opts)

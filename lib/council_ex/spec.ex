@@ -206,7 +206,9 @@ defmodule CouncilEx.Spec do
   @doc "The member ids of the spec whose provider is a BEAM module, with the modules."
   @spec beam_members(t) :: %{binary => module}
   def beam_members(%__MODULE__{members: members}) do
-    for %Member{provider: :beam, module: mod, id: id} <- members, mod != nil, into: %{},
+    for %Member{provider: :beam, module: mod, id: id} <- members,
+        mod != nil,
+        into: %{},
         do: {id, mod}
   end
 
@@ -288,9 +290,14 @@ defmodule CouncilEx.Spec do
     case get(m, :spec) do
       nil ->
         case get(m, :options) do
-          opts when is_map(opts) -> get(opts, :spec)
-          opts when is_list(opts) -> if Keyword.keyword?(opts), do: opts[:spec] || List.keyfind(opts, "spec", 0), else: nil
-          _ -> nil
+          opts when is_map(opts) ->
+            get(opts, :spec)
+
+          opts when is_list(opts) ->
+            if Keyword.keyword?(opts), do: opts[:spec] || List.keyfind(opts, "spec", 0), else: nil
+
+          _ ->
+            nil
         end
 
       spec ->
@@ -299,7 +306,12 @@ defmodule CouncilEx.Spec do
   end
 
   # The spec of a `council` (sub-council) member, as the JSON map.
-  defp sub_spec!(nil, _id, where), do: fail("#{where}: provider council needs option spec (a council module, %CouncilEx.Spec{} or map)")
+  defp sub_spec!(nil, _id, where),
+    do:
+      fail(
+        "#{where}: provider council needs option spec (a council module, %CouncilEx.Spec{} or map)"
+      )
+
   defp sub_spec!(%__MODULE__{} = spec, _id, _where), do: to_map(spec)
 
   defp sub_spec!(mod, id, where) when is_atom(mod) do
@@ -324,8 +336,13 @@ defmodule CouncilEx.Spec do
 
   defp provider!(p, module, options, where) when is_binary(p) do
     case Enum.find(@providers, &(Atom.to_string(&1) == p)) do
-      nil -> fail("#{where}: unknown provider #{inspect(p)} (expected one of #{inspect(@providers)} or a module)")
-      atom -> provider!(atom, module, options, where)
+      nil ->
+        fail(
+          "#{where}: unknown provider #{inspect(p)} (expected one of #{inspect(@providers)} or a module)"
+        )
+
+      atom ->
+        provider!(atom, module, options, where)
     end
   end
 
@@ -354,8 +371,13 @@ defmodule CouncilEx.Spec do
 
   defp provider!(mod, _module, options, where) when is_atom(mod) do
     case Atom.to_string(mod) do
-      "Elixir." <> _ -> {:beam, mod, Map.delete(options, "module")}
-      _ -> fail("#{where}: unknown provider #{inspect(mod)} (expected one of #{inspect(@providers)} or a module)")
+      "Elixir." <> _ ->
+        {:beam, mod, Map.delete(options, "module")}
+
+      _ ->
+        fail(
+          "#{where}: unknown provider #{inspect(mod)} (expected one of #{inspect(@providers)} or a module)"
+        )
     end
   end
 
@@ -373,8 +395,7 @@ defmodule CouncilEx.Spec do
   defp rounds([], where), do: {:error, "#{where}: empty (a council needs at least one round)"}
 
   defp rounds(list, where) when is_list(list) do
-    rounds =
-      list |> Enum.with_index() |> Enum.map(fn {r, i} -> round!(r, "#{where}[#{i}]") end)
+    rounds = list |> Enum.with_index() |> Enum.map(fn {r, i} -> round!(r, "#{where}[#{i}]") end)
 
     case duplicates(Enum.map(rounds, & &1.name)) do
       [] -> {:ok, rounds}
@@ -387,7 +408,12 @@ defmodule CouncilEx.Spec do
   defp round!(r, where) do
     r = to_map(r, where)
     type = round_type!(get(r, :type), where)
-    name = if get(r, :name) == nil, do: Atom.to_string(type), else: name!(get(r, :name), where <> ".name")
+
+    name =
+      if get(r, :name) == nil,
+        do: Atom.to_string(type),
+        else: name!(get(r, :name), where <> ".name")
+
     where = "round #{inspect(name)}"
     {explicit, extra} = split_options(r, [:type, :name, :options, :rounds], where)
     options = Map.merge(extra, explicit)
@@ -417,9 +443,14 @@ defmodule CouncilEx.Spec do
   defp normalize_round_options(type, options, where) do
     options =
       case Map.fetch(options, "members") do
-        {:ok, [_ | _] = ms} -> Map.put(options, "members", Enum.map(ms, &name!(&1, where <> ".members")))
-        {:ok, other} -> fail("#{where}: members must be a non-empty list of member ids, got: #{inspect(other)}")
-        :error -> options
+        {:ok, [_ | _] = ms} ->
+          Map.put(options, "members", Enum.map(ms, &name!(&1, where <> ".members")))
+
+        {:ok, other} ->
+          fail("#{where}: members must be a non-empty list of member ids, got: #{inspect(other)}")
+
+        :error ->
+          options
       end
 
     if type == :iterate do
@@ -446,8 +477,13 @@ defmodule CouncilEx.Spec do
 
   defp round_type!(type, where) when is_binary(type) do
     case Enum.find(@round_types, &(Atom.to_string(&1) == type)) do
-      nil -> fail("#{where}: unknown round type #{inspect(type)} (expected one of #{inspect(@round_types)})")
-      atom -> atom
+      nil ->
+        fail(
+          "#{where}: unknown round type #{inspect(type)} (expected one of #{inspect(@round_types)})"
+        )
+
+      atom ->
+        atom
     end
   end
 
@@ -493,7 +529,9 @@ defmodule CouncilEx.Spec do
           {:cont, {:ok, acc}}
 
         not is_integer(v) or v < 0 or (key in [:max_attempts, :concurrency] and v == 0) ->
-          {:halt, {:error, "limits: #{key} must be a #{if key in [:max_attempts, :concurrency], do: "positive", else: "non-negative"} integer, got: #{inspect(v)}"}}
+          {:halt,
+           {:error,
+            "limits: #{key} must be a #{if key in [:max_attempts, :concurrency], do: "positive", else: "non-negative"} integer, got: #{inspect(v)}"}}
 
         true ->
           {:cont, {:ok, Map.put(acc, key, v)}}
@@ -511,10 +549,13 @@ defmodule CouncilEx.Spec do
   defp to_map(%_{} = struct, _where), do: Map.from_struct(struct)
 
   defp to_map(list, where) when is_list(list) do
-    if Keyword.keyword?(list), do: Map.new(list), else: fail("#{where}: expected a map or keyword list, got: #{inspect(list)}")
+    if Keyword.keyword?(list),
+      do: Map.new(list),
+      else: fail("#{where}: expected a map or keyword list, got: #{inspect(list)}")
   end
 
-  defp to_map(other, where), do: fail("#{where}: expected a map or keyword list, got: #{inspect(other)}")
+  defp to_map(other, where),
+    do: fail("#{where}: expected a map or keyword list, got: #{inspect(other)}")
 
   defp get(map, key) do
     case Map.fetch(map, key) do
@@ -535,9 +576,16 @@ defmodule CouncilEx.Spec do
 
     explicit =
       case get(map, :options) do
-        nil -> %{}
-        opts when is_map(opts) or is_list(opts) -> Map.new(to_map(opts, where <> ".options"), fn {k, v} -> {key!(k, where), json_value(v)} end)
-        other -> fail("#{where}: options must be a map, got: #{inspect(other)}")
+        nil ->
+          %{}
+
+        opts when is_map(opts) or is_list(opts) ->
+          Map.new(to_map(opts, where <> ".options"), fn {k, v} ->
+            {key!(k, where), json_value(v)}
+          end)
+
+        other ->
+          fail("#{where}: options must be a map, got: #{inspect(other)}")
       end
 
     {explicit, extra}
@@ -545,7 +593,9 @@ defmodule CouncilEx.Spec do
 
   defp key!(k, _where) when is_binary(k), do: k
   defp key!(k, _where) when is_atom(k), do: Atom.to_string(k)
-  defp key!(k, where), do: fail("#{where}: option keys must be atoms or binaries, got: #{inspect(k)}")
+
+  defp key!(k, where),
+    do: fail("#{where}: option keys must be atoms or binaries, got: #{inspect(k)}")
 
   # Option values go out as JSON: keyword lists become objects, maps get
   # binary keys, so DSL (atom keys) and JSON (binary keys) agree.
@@ -565,7 +615,9 @@ defmodule CouncilEx.Spec do
 
   defp name!(v, _where) when is_binary(v) and v != "", do: v
   defp name!(v, _where) when is_atom(v) and v not in [nil, true, false], do: Atom.to_string(v)
-  defp name!(v, where), do: fail("#{where}: expected a non-empty binary or atom, got: #{inspect(v)}")
+
+  defp name!(v, where),
+    do: fail("#{where}: expected a non-empty binary or atom, got: #{inspect(v)}")
 
   defp check_unknown(map, known, where) do
     known_strings = Enum.map(known, &Atom.to_string/1)

@@ -32,7 +32,11 @@ defmodule CouncilEx.Supervisor do
   @doc "A child spec (`type: :supervisor`, id: the `:name` option or this module)."
   @spec child_spec(keyword) :: Supervisor.child_spec()
   def child_spec(opts) do
-    %{id: Keyword.get(opts, :name, __MODULE__), start: {__MODULE__, :start_link, [opts]}, type: :supervisor}
+    %{
+      id: Keyword.get(opts, :name, __MODULE__),
+      start: {__MODULE__, :start_link, [opts]},
+      type: :supervisor
+    }
   end
 
   @doc """
@@ -67,7 +71,8 @@ defmodule CouncilEx.Supervisor do
   ended. Returns how many runs were cancelled.
   """
   @spec terminate_all(GenServer.server(), timeout) :: non_neg_integer
-  def terminate_all(sup, timeout \\ 30_000), do: GenServer.call(sup, {:terminate_all, timeout}, :infinity)
+  def terminate_all(sup, timeout \\ 30_000),
+    do: GenServer.call(sup, {:terminate_all, timeout}, :infinity)
 
   # ------------------------------------------------------------- callbacks
 
@@ -141,7 +146,11 @@ defmodule CouncilEx.Supervisor do
 
   @impl true
   def terminate(_reason, state) do
-    state.runs |> Map.keys() |> Task.async_stream(&cancel/1, max_concurrency: 64, timeout: :infinity) |> Stream.run()
+    state.runs
+    |> Map.keys()
+    |> Task.async_stream(&cancel/1, max_concurrency: 64, timeout: :infinity)
+    |> Stream.run()
+
     :ok
   end
 

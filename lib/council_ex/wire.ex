@@ -59,7 +59,9 @@ defmodule CouncilEx.Wire do
 
   @doc "A run result (`%{final, rounds, errors}`) with round names as atoms."
   @spec result(term) :: term
-  def result(%{rounds: rounds} = r) when is_list(rounds), do: %{r | rounds: Enum.map(rounds, &round_result/1)}
+  def result(%{rounds: rounds} = r) when is_list(rounds),
+    do: %{r | rounds: Enum.map(rounds, &round_result/1)}
+
   def result(other), do: other
 
   @doc "A round result with its name as an atom."
@@ -79,7 +81,9 @@ defmodule CouncilEx.Wire do
   def event({:run_started, id, council, input}), do: {:run_started, id, council(council), input}
   def event({:round_started, id, name, idx}), do: {:round_started, id, round_name(name), idx}
   def event({:member_started, id, name, m}), do: {:member_started, id, round_name(name), m}
-  def event({:member_token, id, name, m, chunk}), do: {:member_token, id, round_name(name), m, chunk}
+
+  def event({:member_token, id, name, m, chunk}),
+    do: {:member_token, id, round_name(name), m, chunk}
 
   def event({:member_completed, id, name, m, res}),
     do: {:member_completed, id, round_name(name), m, res}

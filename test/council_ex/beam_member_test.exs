@@ -14,7 +14,9 @@ defmodule CouncilEx.BeamMemberTest do
     tokens = for {:member_token, _, _, "echo", chunk} <- events, do: chunk
     assert tokens == ["echo ", "says"]
 
-    results = for {:member_completed, _, :independent_analysis, m, r} <- events, into: %{}, do: {m, r}
+    results =
+      for {:member_completed, _, :independent_analysis, m, r} <- events, into: %{}, do: {m, r}
+
     assert %{status: :ok, text: "echo: \"hello\""} = results["echo"]
     assert %{status: :error, error: error, attempts: 1} = results["boom"]
     assert error =~ "member exploded"

@@ -7,10 +7,18 @@ defmodule CouncilExTest do
   alias CouncilEx.Test.{FailingCouncil, MockCouncil, SlowCouncil}
 
   test "run/3 returns the final answer and every round's result" do
-    assert {:ok, %{final: final, rounds: rounds, errors: []}} = CouncilEx.run(MockCouncil, "Which plan?")
+    assert {:ok, %{final: final, rounds: rounds, errors: []}} =
+             CouncilEx.run(MockCouncil, "Which plan?")
+
     assert is_binary(final) and final != ""
     # The chair's synthesis comes last, as a round named "chair".
-    assert Enum.map(rounds, & &1.name) == [:independent_analysis, :anonymized_peer_review, :vote, :chair]
+    assert Enum.map(rounds, & &1.name) == [
+             :independent_analysis,
+             :anonymized_peer_review,
+             :vote,
+             :chair
+           ]
+
     assert List.last(rounds).text == final
     vote = Enum.find(rounds, &(&1.name == :vote))
     assert %{"tally" => tally, "winner" => winner} = vote.aggregate
@@ -54,7 +62,10 @@ defmodule CouncilExTest do
     id = run_id()
     {:ok, pid2} = CouncilEx.start(SlowCouncil, "q", run_id: id)
     assert :ok = CouncilEx.cancel(id)
-    assert CouncilEx.await(pid2) in [{:error, :noproc}] or match?({:error, {:cancelled, _}}, CouncilEx.await(pid2))
+
+    assert CouncilEx.await(pid2) in [{:error, :noproc}] or
+             match?({:error, {:cancelled, _}}, CouncilEx.await(pid2))
+
     assert {:ok, %{status: :cancelled}} = RunServer.state(id)
     assert {:error, :not_found} = CouncilEx.cancel("no-such-run-#{System.unique_integer()}")
   end
@@ -101,7 +112,13 @@ defmodule CouncilExTest do
     assert Enum.count(events, &(elem(&1, 0) in [:run_completed, :run_failed, :run_cancelled])) == 1
 
     rounds = for {:round_started, _, name, idx} <- events, do: {name, idx}
-    assert rounds == [{:independent_analysis, 0}, {:anonymized_peer_review, 1}, {:vote, 2}, {:chair, 3}]
+
+    assert rounds == [
+             {:independent_analysis, 0},
+             {:anonymized_peer_review, 1},
+             {:vote, 2},
+             {:chair, 3}
+           ]
 
     # Rounds strictly ordered: every event of round i lies between its start and completion.
     for {name, _} <- rounds do
@@ -112,23 +129,36 @@ defmodule CouncilExTest do
       inside =
         events
         |> Enum.with_index()
-        |> Enum.filter(fn {ev, _} -> elem(ev, 0) in [:member_started, :member_token, :member_completed] and elem(ev, 2) == name end)
+        |> Enum.filter(fn {ev, _} ->
+          elem(ev, 0) in [:member_started, :member_token, :member_completed] and elem(ev, 2) == name
+        end)
         |> Enum.map(&elem(&1, 1))
 
       assert Enum.all?(inside, &(&1 > s and &1 < c))
 
       # Each member: started, tokens, completed; tokens add up to the text.
       for member <- if(name == :chair, do: ["alpha"], else: ["alpha", "beta", "gamma"]) do
-        mine = Enum.filter(events, &(elem(&1, 0) in [:member_started, :member_token, :member_completed] and elem(&1, 2) == name and elem(&1, 3) == member))
+        mine =
+          Enum.filter(
+            events,
+            &(elem(&1, 0) in [:member_started, :member_token, :member_completed] and
+                elem(&1, 2) == name and elem(&1, 3) == member)
+          )
+
         assert [{:member_started, ^id, ^name, ^member} | rest] = mine
-        assert {:member_completed, ^id, ^name, ^member, %{status: :ok, text: text}} = List.last(rest)
+
+        assert {:member_completed, ^id, ^name, ^member, %{status: :ok, text: text}} =
+                 List.last(rest)
+
         tokens = for {:member_token, _, _, _, chunk} <- rest, do: chunk
         if tokens != [], do: assert(Enum.join(tokens) == text)
       end
     end
 
     assert [_ | _] = for({:member_token, _, :independent_analysis, "beta", _} <- events, do: 1)
-    assert {:round_completed, ^id, :vote, %{aggregate: %{"tally" => _}}} = Enum.find(events, &match?({:round_completed, _, :vote, _}, &1))
+
+    assert {:round_completed, ^id, :vote, %{aggregate: %{"tally" => _}}} =
+             Enum.find(events, &match?({:round_completed, _, :vote, _}, &1))
   end
 
   test "a failing run ends with exactly one :run_failed event, a cancelled one with :run_cancelled" do
@@ -137,7 +167,9 @@ defmodule CouncilExTest do
     events = collect_events(id)
     assert [{:run_started, ^id, FailingCouncil, "q"} | _] = events
     assert {:run_failed, ^id, [_ | _] = errors, %{errors: errors}} = List.last(events)
-    assert [%{status: :error, attempts: 2}] = for({:member_completed, _, _, "x", r} <- events, do: r)
+
+    assert [%{status: :error, attempts: 2}] =
+             for({:member_completed, _, _, "x", r} <- events, do: r)
 
     id2 = run_id()
     {:ok, pid} = CouncilEx.start(SlowCouncil, "q", run_id: id2, subscribe: true)

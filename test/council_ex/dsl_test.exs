@@ -9,8 +9,19 @@ defmodule CouncilEx.DSLTest do
     assert %Spec{id: "Elixir.CouncilEx.Test.MockCouncil", chair: "alpha"} = spec
     assert Enum.map(spec.members, & &1.id) == ["alpha", "beta", "gamma"]
     assert hd(spec.members).options == %{"latency_ms" => 5, "chunks" => 2}
-    assert Enum.map(spec.rounds, & &1.type) == [:independent_analysis, :anonymized_peer_review, :vote]
-    assert spec.limits == %{member_timeout_ms: 5_000, max_attempts: 2, backoff_ms: 10, concurrency: 8}
+
+    assert Enum.map(spec.rounds, & &1.type) == [
+             :independent_analysis,
+             :anonymized_peer_review,
+             :vote
+           ]
+
+    assert spec.limits == %{
+             member_timeout_ms: 5_000,
+             max_attempts: 2,
+             backoff_ms: 10,
+             concurrency: 8
+           }
   end
 
   test "the DSL and DynamicCouncil give equal specs for the same council (apart from the id)" do
@@ -31,7 +42,11 @@ defmodule CouncilEx.DSLTest do
         [id: :beta, provider: :mock, options: %{latency_ms: 10, chunks: 3}],
         %{"id" => "gamma", "provider" => "mock", "options" => %{"latency_ms" => 1}}
       ],
-      rounds: [[type: :independent_analysis], %{type: "anonymized_peer_review"}, %{"type" => "vote"}],
+      rounds: [
+        [type: :independent_analysis],
+        %{type: "anonymized_peer_review"},
+        %{"type" => "vote"}
+      ],
       chair: :alpha,
       limits: %{member_timeout_ms: 5000, max_attempts: 2, backoff_ms: 10, concurrency: 8}
     }
@@ -53,10 +68,12 @@ defmodule CouncilEx.DSLTest do
       member :a, provider: :mock
       member :e, provider: CouncilEx.Test.EchoMember
       round :independent_analysis, name: :first
+
       round :iterate, max_iterations: 2, until: "consensus" do
         round :critique
         round :vote, members: [:a, :e]
       end
+
       round :synthesis, member: :e
       chair :a
 
@@ -65,8 +82,19 @@ defmodule CouncilEx.DSLTest do
 
     spec = IterCouncil.__council__()
     assert spec.id == "iter"
-    assert [%{name: "first"}, %{type: :iterate, rounds: [%{type: :critique}, %{type: :vote, options: %{"members" => ["a", "e"]}}]}, %{type: :synthesis, options: %{"member" => "e"}}] = spec.rounds
-    assert [_, %Spec.Member{id: "e", provider: :beam, module: CouncilEx.Test.EchoMember}] = spec.members
+
+    assert [
+             %{name: "first"},
+             %{
+               type: :iterate,
+               rounds: [%{type: :critique}, %{type: :vote, options: %{"members" => ["a", "e"]}}]
+             },
+             %{type: :synthesis, options: %{"member" => "e"}}
+           ] = spec.rounds
+
+    assert [_, %Spec.Member{id: "e", provider: :beam, module: CouncilEx.Test.EchoMember}] =
+             spec.members
+
     assert IterCouncil.kernel_round() == 3
   end
 

@@ -29,7 +29,12 @@ defmodule CouncilEx.MemberServerTest do
     send(server, {:council_member_call, self(), 9, %{"member_id" => "nobody"}})
     assert_receive {:council_member_reply, 9, {:error, "no Elixir module for member \"nobody\""}}
 
-    send(server, {:council_member_call, self(), 10, %{"options" => %{"module" => "Elixir.CouncilEx.Test.EchoMember"}}})
+    send(
+      server,
+      {:council_member_call, self(), 10,
+       %{"options" => %{"module" => "Elixir.CouncilEx.Test.EchoMember"}}}
+    )
+
     assert_receive {:council_member_reply, 10, {:ok, _}}
   end
 

@@ -19,7 +19,7 @@ defmodule CouncilEx.NodeTest do
   test "the library started a distributed VM and the C node, which answers :ping" do
     assert Node.alive?()
     node = CouncilEx.node()
-    assert is_atom(node) and node in Node.list(:hidden) ++ Node.list()
+    assert is_atom(node) and node in (Node.list(:hidden) ++ Node.list())
     assert GenServer.call({:council_ex, node}, :ping) == :pong
     assert %{mode: :managed, status: :up, node: ^node} = CouncilEx.Node.info()
     assert {:error, {:unknown_call, :bogus}} = GenServer.call({:council_ex, node}, :bogus)

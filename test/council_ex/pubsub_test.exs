@@ -46,7 +46,13 @@ defmodule CouncilEx.PubSubTest do
     id = run_id()
     {:ok, pid} = CouncilEx.start(SlowCouncil, "q", run_id: id)
     {:ok, %{subscriptions: before}} = stats()
-    sub = spawn(fn -> PubSub.subscribe(id); receive do: (:stop -> :ok) end)
+
+    sub =
+      spawn(fn ->
+        PubSub.subscribe(id)
+        receive do: (:stop -> :ok)
+      end)
+
     eventually(fn -> Relay.subscribers("council_ex:run:" <> id) == [sub] end)
     expected = before + 1
     eventually(fn -> match?({:ok, %{subscriptions: ^expected}}, stats()) end)

@@ -7,7 +7,10 @@ defmodule CouncilEx.RunServerTest do
   alias CouncilEx.Test.{MockCouncil, SlowCouncil}
 
   defp opts(id, extra \\ []) do
-    Keyword.merge([run_id: id, council: SlowCouncil, spec: SlowCouncil.__council__(), input: "q"], extra)
+    Keyword.merge(
+      [run_id: id, council: SlowCouncil, spec: SlowCouncil.__council__(), input: "q"],
+      extra
+    )
   end
 
   test "start/1, whereis/2, run_id/1, state/2 of a running run" do
@@ -16,9 +19,22 @@ defmodule CouncilEx.RunServerTest do
     assert {:ok, ^pid} = RunServer.whereis(id)
     assert RunServer.run_id(pid) == id
 
-    summary = eventually(fn -> match?({:ok, %{status: :running, current_round: %{}}}, RunServer.state(id)) && RunServer.state(id) end)
-    assert {:ok, %{run_id: ^id, council: SlowCouncil, status: :running, rounds_completed: 0,
-                   current_round: %{name: :independent_analysis, idx: 0}, started_at: %DateTime{}}} = summary
+    summary =
+      eventually(fn ->
+        match?({:ok, %{status: :running, current_round: %{}}}, RunServer.state(id)) &&
+          RunServer.state(id)
+      end)
+
+    assert {:ok,
+            %{
+              run_id: ^id,
+              council: SlowCouncil,
+              status: :running,
+              rounds_completed: 0,
+              current_round: %{name: :independent_analysis, idx: 0},
+              started_at: %DateTime{}
+            }} = summary
+
     assert {:ok, %{run_id: ^id}} = RunServer.state(pid)
     CouncilEx.cancel(pid)
   end
@@ -38,7 +54,9 @@ defmodule CouncilEx.RunServerTest do
     {:ok, pid} = RunServer.start(opts(id, council: MockCouncil, spec: MockCouncil.__council__()))
     assert {:ok, _} = CouncilEx.await(pid)
     assert {:error, :runner_dead} = RunServer.whereis(id)
-    assert {:ok, %{status: :completed, current_round: nil, rounds_completed: 4}} = RunServer.state(id)
+
+    assert {:ok, %{status: :completed, current_round: nil, rounds_completed: 4}} =
+             RunServer.state(id)
   end
 
   test "state/2 of an unknown run is {:error, :not_found}" do
@@ -84,6 +102,7 @@ defmodule CouncilEx.RunServerTest do
     assert GenServer.whereis(RunServer.via(id)) == nil
     assert catch_exit(GenServer.call(RunServer.via("nope"), :run_id))
     GenServer.cast(via, :cancel)
+
     eventually(fn -> match?({:ok, %{status: :cancelled}}, RunServer.state(id, registry: ViaReg)) end)
   end
 

@@ -22,7 +22,9 @@ defmodule CouncilEx.SupervisorTest do
     assert CouncilEx.Supervisor.terminate_all(sup) == 3
     assert CouncilEx.Supervisor.count_runs(sup) == 0
 
-    for id <- ids, do: assert({:ok, %{status: :cancelled}} = RunServer.state(id, registry: TenantSup))
+    for id <- ids,
+        do: assert({:ok, %{status: :cancelled}} = RunServer.state(id, registry: TenantSup))
+
     assert {:ok, %{status: :running}} = RunServer.state(outside)
     CouncilEx.cancel(outside)
   end

@@ -86,9 +86,14 @@ defmodule CouncilEx.Test.Helpers do
   @doc "Collects events of `run_id` until its terminal event (or timeout)."
   def collect_events(run_id, timeout \\ 15_000, acc \\ []) do
     receive do
-      {tag, ^run_id, _} = ev when tag in [:run_completed, :run_cancelled] -> Enum.reverse([ev | acc])
-      {:run_failed, ^run_id, _, _} = ev -> Enum.reverse([ev | acc])
-      ev when is_tuple(ev) and elem(ev, 1) == run_id -> collect_events(run_id, timeout, [ev | acc])
+      {tag, ^run_id, _} = ev when tag in [:run_completed, :run_cancelled] ->
+        Enum.reverse([ev | acc])
+
+      {:run_failed, ^run_id, _, _} = ev ->
+        Enum.reverse([ev | acc])
+
+      ev when is_tuple(ev) and elem(ev, 1) == run_id ->
+        collect_events(run_id, timeout, [ev | acc])
     after
       timeout -> {:timeout, Enum.reverse(acc)}
     end
@@ -98,7 +103,13 @@ defmodule CouncilEx.Test.Helpers do
   def eventually(fun, tries \\ 100, sleep \\ 50) do
     case fun.() do
       falsy when falsy in [nil, false] ->
-        if tries <= 1, do: raise("condition never held"), else: (Process.sleep(sleep); eventually(fun, tries - 1, sleep))
+        if tries <= 1,
+          do: raise("condition never held"),
+          else:
+            (
+              Process.sleep(sleep)
+              eventually(fun, tries - 1, sleep)
+            )
 
       value ->
         value

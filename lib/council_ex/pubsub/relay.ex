@@ -153,7 +153,8 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   @impl true
-  def handle_info(event, state) when is_tuple(event) and tuple_size(event) >= 3 and elem(event, 0) in @events do
+  def handle_info(event, state)
+      when is_tuple(event) and tuple_size(event) >= 3 and elem(event, 0) in @events do
     run_id = elem(event, 1)
 
     if is_binary(run_id) do
@@ -163,7 +164,8 @@ defmodule CouncilEx.PubSub.Relay do
     {:noreply, state}
   end
 
-  def handle_info({:council_ex_event, topic, {:council_ex_overflow, _, _} = msg}, state) when is_binary(topic) do
+  def handle_info({:council_ex_event, topic, {:council_ex_overflow, _, _} = msg}, state)
+      when is_binary(topic) do
     handle_info(msg, state)
   end
 
@@ -284,7 +286,11 @@ defmodule CouncilEx.PubSub.Relay do
       case CouncilEx.Node.await() do
         {:ok, node} ->
           try do
-            case GenServer.call({CouncilEx.Node.service_name(), node}, {:subscribe, topic, target}, 10_000) do
+            case GenServer.call(
+                   {CouncilEx.Node.service_name(), node},
+                   {:subscribe, topic, target},
+                   10_000
+                 ) do
               :ok -> {:ok, node}
               {:error, _} = error -> error
               other -> {:error, other}
