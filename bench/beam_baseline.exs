@@ -51,7 +51,18 @@ defmodule BenchBeam.Run do
   def handle_call(:run_id, _from, s), do: {:reply, s.run_id, s}
 
   def handle_call(:state, _from, s),
-    do: {:reply, {:ok, Map.take(s, [:run_id, :council, :registry, :status, :current_round, :rounds_completed, :started_at])}, s}
+    do:
+      {:reply,
+       {:ok,
+        Map.take(s, [
+          :run_id,
+          :council,
+          :registry,
+          :status,
+          :current_round,
+          :rounds_completed,
+          :started_at
+        ])}, s}
 
   def handle_call(other, _from, s), do: {:reply, {:error, {:unknown_call, other}}, s}
 
@@ -103,7 +114,14 @@ defmodule BenchBeam.Holder do
         spawn(fn ->
           from = (p - 1) * per
           to = min(n, p * per) - 1
-          if to >= from, do: for(i <- from..to, do: Registry.register(BenchBeam.Registry, "hold-" <> Integer.to_string(i), nil))
+
+          if to >= from,
+            do:
+              for(
+                i <- from..to,
+                do: Registry.register(BenchBeam.Registry, "hold-" <> Integer.to_string(i), nil)
+              )
+
           send(parent, {:filled, self()})
           receive do: (:stop -> :ok)
         end)
@@ -125,7 +143,15 @@ defmodule BenchBeam.Fanout do
       id = "fanout-run-" <> Integer.to_string(r)
       text = :binary.copy(chunk, tokens)
       mr = %{member_id: "a", status: :ok, text: text, attempts: 1, error: nil, parsed: nil}
-      rr = %{name: "independent_analysis", idx: 0, type: "independent_analysis", members: [mr], aggregate: nil, text: nil}
+
+      rr = %{
+        name: "independent_analysis",
+        idx: 0,
+        type: "independent_analysis",
+        members: [mr],
+        aggregate: nil,
+        text: nil
+      }
 
       send_all(targets, {:run_started, id, "bench", "x"})
       send_all(targets, {:round_started, id, "independent_analysis", 0})
@@ -171,7 +197,9 @@ defmodule BenchBeam.Council do
   end
 
   @impl true
-  def handle_call(:await, from, %{result: nil} = s), do: {:noreply, %{s | waiting: [from | s.waiting]}}
+  def handle_call(:await, from, %{result: nil} = s),
+    do: {:noreply, %{s | waiting: [from | s.waiting]}}
+
   def handle_call(:await, _from, s), do: {:stop, :normal, {:ok, s.result}, s}
 
   defp flush(%{waiting: []} = s), do: s
@@ -190,11 +218,17 @@ defmodule BenchBeam.Council do
       |> Enum.with_index()
       |> Enum.reduce({[], %{}}, fn {round, idx}, {acc, latest} ->
         type = round["type"]
-        answers = for {m, l} <- Enum.zip(members, labels), Map.has_key?(latest, m), do: %{label: l, member_id: m, text: latest[m]}
+
+        answers =
+          for {m, l} <- Enum.zip(members, labels),
+              Map.has_key?(latest, m),
+              do: %{label: l, member_id: m, text: latest[m]}
 
         results =
           members
-          |> Enum.map(fn m -> Task.async(fn -> member_call(m, type, idx, input, answers, labels) end) end)
+          |> Enum.map(fn m ->
+            Task.async(fn -> member_call(m, type, idx, input, answers, labels) end)
+          end)
           |> Task.await_many(60_000)
 
         aggregate = if type == "vote", do: tally(results, labels, members), else: nil
@@ -205,9 +239,23 @@ defmodule BenchBeam.Council do
 
     chair = spec["chair"]
     idx = length(rounds)
-    answers = for {m, l} <- Enum.zip(members, labels), do: %{label: l, member_id: m, text: latest[m]}
-    final = Task.async(fn -> member_call(chair, "synthesis", idx, input, answers, labels) end) |> Task.await(60_000)
-    synth = %{name: "synthesis", idx: idx, type: "synthesis", members: [final], aggregate: nil, text: final.text}
+
+    answers =
+      for {m, l} <- Enum.zip(members, labels), do: %{label: l, member_id: m, text: latest[m]}
+
+    final =
+      Task.async(fn -> member_call(chair, "synthesis", idx, input, answers, labels) end)
+      |> Task.await(60_000)
+
+    synth = %{
+      name: "synthesis",
+      idx: idx,
+      type: "synthesis",
+      members: [final],
+      aggregate: nil,
+      text: final.text
+    }
+
     %{final: final.text, rounds: Enum.reverse([synth | rounds]), errors: []}
   end
 
@@ -215,17 +263,23 @@ defmodule BenchBeam.Council do
     text =
       case type do
         "vote" ->
-          pick = case answers do
-            [a | _] -> a.label
-            [] -> "?"
-          end
+          pick =
+            case answers do
+              [a | _] -> a.label
+              [] -> "?"
+            end
 
           "VOTE: #{pick}\n(#{m}, #{type} ##{idx})"
 
         _ ->
-          base = "#{m}: #{type} ##{idx} attempt 1 on \"#{binary_part(input, 0, min(byte_size(input), 200))}\""
+          base =
+            "#{m}: #{type} ##{idx} attempt 1 on \"#{binary_part(input, 0, min(byte_size(input), 200))}\""
+
           n = length(answers)
-          if n > 0, do: base <> " having read #{n} answer#{if n == 1, do: "", else: "s"}", else: base
+
+          if n > 0,
+            do: base <> " having read #{n} answer#{if n == 1, do: "", else: "s"}",
+            else: base
       end
 
     parsed = if type == "vote", do: parse_vote(text), else: nil
@@ -263,8 +317,7 @@ defmodule BenchBeam.Micro do
     # take it down
     Process.flag(:trap_exit, true)
 
-    {:ok, runp} =
-      BenchBeam.Run.start_link(%{run_id: BenchBeam.run_id(), spec: spec(), input: "x"})
+    {:ok, runp} = BenchBeam.Run.start_link(%{run_id: BenchBeam.run_id(), spec: spec(), input: "x"})
 
     state = batches(n_batches, fn -> GenServer.call(runp, :state) end)
 
@@ -277,7 +330,10 @@ defmodule BenchBeam.Micro do
     # subscriber is this process, so the message is also received (delivery)
     publish =
       batches(n_batches, fn ->
-        Registry.dispatch(BenchBeam.PubReg, "t", fn entries -> for {pid, _} <- entries, do: send(pid, :ev) end)
+        Registry.dispatch(BenchBeam.PubReg, "t", fn entries ->
+          for {pid, _} <- entries, do: send(pid, :ev)
+        end)
+
         receive do: (:ev -> :ok)
       end)
 
@@ -362,11 +418,21 @@ defmodule BenchBeam.Micro do
   defp summarize(means) do
     s = Enum.sort(means)
     n = length(s)
-    %{median: Enum.at(s, div(n, 2)), p99: Enum.at(s, min(n - 1, round(0.99 * (n - 1)))), mean: Enum.sum(s) / n, batches: n}
+
+    %{
+      median: Enum.at(s, div(n, 2)),
+      p99: Enum.at(s, min(n - 1, round(0.99 * (n - 1)))),
+      mean: Enum.sum(s) / n,
+      batches: n
+    }
   end
 
   def spec,
-    do: %{"id" => "bench", "members" => [%{"id" => "a", "provider" => "mock", "options" => %{"latency_ms" => 600_000}}], "rounds" => [%{"type" => "independent_analysis"}]}
+    do: %{
+      "id" => "bench",
+      "members" => [%{"id" => "a", "provider" => "mock", "options" => %{"latency_ms" => 600_000}}],
+      "rounds" => [%{"type" => "independent_analysis"}]
+    }
 end
 
 defmodule BenchBeam.Info do

@@ -81,7 +81,9 @@ defmodule B.Json do
 
   def encode(m) when is_map(m) do
     "{" <>
-      (m |> Enum.sort_by(fn {k, _} -> to_string(k) end) |> Enum.map_join(",", fn {k, v} -> encode(to_string(k)) <> ":" <> encode(v) end)) <>
+      (m
+       |> Enum.sort_by(fn {k, _} -> to_string(k) end)
+       |> Enum.map_join(",", fn {k, v} -> encode(to_string(k)) <> ":" <> encode(v) end)) <>
       "}"
   end
 
@@ -125,7 +127,11 @@ defmodule B do
     do: %{
       "id" => "bench_council",
       "members" => for(m <- ["a", "b", "c"], do: %{"id" => m, "provider" => "mock"}),
-      "rounds" => [%{"type" => "independent_analysis"}, %{"type" => "peer_review"}, %{"type" => "vote"}],
+      "rounds" => [
+        %{"type" => "independent_analysis"},
+        %{"type" => "peer_review"},
+        %{"type" => "vote"}
+      ],
       "chair" => "a"
     }
 
@@ -147,12 +153,17 @@ defmodule B do
     :exit, reason -> {:exit, reason}
   end
 
-  def cn_start(opts), do: call({:council_ex, cn()}, {:start, Map.merge(%{spec: idle_spec_json(), input: "x"}, opts)})
+  def cn_start(opts),
+    do: call({:council_ex, cn()}, {:start, Map.merge(%{spec: idle_spec_json(), input: "x"}, opts)})
 
   def beam_start(id) do
     DynamicSupervisor.start_child(
       {BenchBeam.RunSup, beam()},
-      %{id: BenchBeam.Run, start: {BenchBeam.Run, :start_link, [%{run_id: id, spec: idle_spec_map(), input: "x"}]}, restart: :temporary}
+      %{
+        id: BenchBeam.Run,
+        start: {BenchBeam.Run, :start_link, [%{run_id: id, spec: idle_spec_map(), input: "x"}]},
+        restart: :temporary
+      }
     )
   end
 
@@ -190,7 +201,11 @@ defmodule B do
   def pctf(v), do: "±#{round(v * 50)}%"
 
   def thousands(n) do
-    n |> Integer.to_string() |> String.reverse() |> String.replace(~r/(\d{3})(?=\d)/, "\\1,") |> String.reverse()
+    n
+    |> Integer.to_string()
+    |> String.reverse()
+    |> String.replace(~r/(\d{3})(?=\d)/, "\\1,")
+    |> String.reverse()
   end
 
   # parse "@ key value" lines
@@ -240,7 +255,11 @@ defmodule B do
   end
 
   def na(case_name, target, reason, extra \\ []),
-    do: row([case: case_name, target: target, status: "not available", verdict: "n/a", reason: reason] ++ extra)
+    do:
+      row(
+        [case: case_name, target: target, status: "not available", verdict: "n/a", reason: reason] ++
+          extra
+      )
 
   def verdict(ok?) when is_boolean(ok?), do: if(ok?, do: "met", else: "MISSED")
 
@@ -271,14 +290,23 @@ defmodule B do
         other -> {:no, "{:whereis, ...} answered #{short(other)}"}
       end
 
-    %{ping: if(ping == :pong, do: :ok, else: {:no, ":ping answered #{short(ping)}"}), start: start, whereis: whereis}
+    %{
+      ping: if(ping == :pong, do: :ok, else: {:no, ":ping answered #{short(ping)}"}),
+      start: start,
+      whereis: whereis
+    }
   end
 
   # --------------------------------------------------------------- cases
 
   def case_floor do
     {n, reps} = c({2000, 1}, {20000, 5})
-    {text, rc} = System.cmd(Path.join(bin(), "tcp_pingpong"), [to_string(n), to_string(reps)], stderr_to_stdout: true)
+
+    {text, rc} =
+      System.cmd(Path.join(bin(), "tcp_pingpong"), [to_string(n), to_string(reps)],
+        stderr_to_stdout: true
+      )
+
     if rc != 0, do: raise("tcp_pingpong failed: #{text}")
     m = at_lines(text)
     Process.put(:floor, m["floor_median_ns"])
@@ -316,12 +344,17 @@ defmodule B do
         unit: :us,
         ours: sa.median,
         beam: sb.median,
-        ours_detail: "median #{fmt(sa.median, :us)}, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}",
-        beam_detail: "median #{fmt(sb.median, :us)}, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
+        ours_detail:
+          "median #{fmt(sa.median, :us)}, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}",
+        beam_detail:
+          "median #{fmt(sb.median, :us)}, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
         ratio: mr,
         target: "median <= 0.8x BEAM#{note}",
         verdict: verdict(mr <= 0.8),
-        raw: %{ours: Map.drop(sa, [:rep_medians]) |> Map.put(:rep_medians, sa.rep_medians), beam: sb}
+        raw: %{
+          ours: Map.drop(sa, [:rep_medians]) |> Map.put(:rep_medians, sa.rep_medians),
+          beam: sb
+        }
       ),
       row(
         case: name,
@@ -349,7 +382,8 @@ defmodule B do
 
   # Until run pids are served, the service's :ping stands in for the call
   # cases (with their targets); afterwards these rows are context only.
-  def info_only(rows), do: Enum.map(rows, &%{&1 | verdict: "info", target: "(info: the service's call path)"})
+  def info_only(rows),
+    do: Enum.map(rows, &%{&1 | verdict: "info", target: "(info: the service's call path)"})
 
   def case_ping(avail) do
     rows =
@@ -370,7 +404,15 @@ defmodule B do
       :ok ->
         {:ok, cp} = cn_start(%{})
         {:ok, bp} = beam_start(new_id())
-        rows = latency_case(name, fn -> true = is_binary(GenServer.call(cp, :run_id)) end, fn -> true = is_binary(GenServer.call(bp, :run_id)) end, "")
+
+        rows =
+          latency_case(
+            name,
+            fn -> true = is_binary(GenServer.call(cp, :run_id)) end,
+            fn -> true = is_binary(GenServer.call(bp, :run_id)) end,
+            ""
+          )
+
         Process.put(:profile_target, {:run_pid, cp, bp})
         rows
 
@@ -418,8 +460,10 @@ defmodule B do
         unit: :per_s,
         ours: ta.median,
         beam: tb.median,
-        ours_detail: "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)}); latency median #{fmt(la.median, :us)}, p99 #{fmt(la.p99, :us)}",
-        beam_detail: "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)}); latency median #{fmt(lb.median, :us)}, p99 #{fmt(lb.p99, :us)}",
+        ours_detail:
+          "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)}); latency median #{fmt(la.median, :us)}, p99 #{fmt(la.p99, :us)}",
+        beam_detail:
+          "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)}); latency median #{fmt(lb.median, :us)}, p99 #{fmt(lb.p99, :us)}",
         ratio: r,
         target: "throughput >= 1.5x#{note}",
         verdict: verdict(r >= 1.5),
@@ -450,8 +494,14 @@ defmodule B do
 
         throughput_case(
           name,
-          fn i -> p = Enum.at(cps, i - 1); fn -> true = is_binary(GenServer.call(p, :run_id)) end end,
-          fn i -> p = Enum.at(bps, i - 1); fn -> true = is_binary(GenServer.call(p, :run_id)) end end,
+          fn i ->
+            p = Enum.at(cps, i - 1)
+            fn -> true = is_binary(GenServer.call(p, :run_id)) end
+          end,
+          fn i ->
+            p = Enum.at(bps, i - 1)
+            fn -> true = is_binary(GenServer.call(p, :run_id)) end
+          end,
           ""
         )
 
@@ -526,7 +576,9 @@ defmodule B do
 
         w_small =
           if avail.whereis == :ok do
-            alternate(wreps, fn -> whereis_lat({:council_ex, cn()}, first_t, wn) end, fn -> whereis_lat({:bench_svc, beam()}, first_t, wn) end)
+            alternate(wreps, fn -> whereis_lat({:council_ex, cn()}, first_t, wn) end, fn ->
+              whereis_lat({:bench_svc, beam()}, first_t, wn)
+            end)
           end
 
         # the measured starts: alternate batches, RSS before and after
@@ -562,8 +614,10 @@ defmodule B do
             unit: :per_s,
             ours: ra.median,
             beam: rb.median,
-            ours_detail: "#{fmt(ra.median, :per_s)} (spread #{pctf(ra.spread)}); per start median #{fmt(la.median, :us)}, p99 #{fmt(la.p99, :us)}",
-            beam_detail: "#{fmt(rb.median, :per_s)} (spread #{pctf(rb.spread)}); per start median #{fmt(lb.median, :us)}, p99 #{fmt(lb.p99, :us)}",
+            ours_detail:
+              "#{fmt(ra.median, :per_s)} (spread #{pctf(ra.spread)}); per start median #{fmt(la.median, :us)}, p99 #{fmt(la.p99, :us)}",
+            beam_detail:
+              "#{fmt(rb.median, :per_s)} (spread #{pctf(rb.spread)}); per start median #{fmt(lb.median, :us)}, p99 #{fmt(lb.p99, :us)}",
             ratio: sr,
             target: "starts/s >= 1.5x",
             verdict: verdict(sr >= 1.5),
@@ -576,11 +630,18 @@ defmodule B do
             ours: per_c,
             beam: per_b,
             ours_detail: "#{fmt(per_c, :bytes)} (RSS #{rss_c0} -> #{rss_c1} KiB)",
-            beam_detail: "#{fmt(per_b, :bytes)} (RSS #{rss_b0} -> #{rss_b1} KiB; erlang:memory #{fmt(per_b_mem, :bytes)}/run)",
+            beam_detail:
+              "#{fmt(per_b, :bytes)} (RSS #{rss_b0} -> #{rss_b1} KiB; erlang:memory #{fmt(per_b_mem, :bytes)}/run)",
             ratio: mr,
             target: "<= 0.3x BEAM (BEAM ~3.3 KB/run)",
             verdict: if(mr, do: verdict(mr <= 0.3), else: "n/a"),
-            raw: %{rss_c0: rss_c0, rss_c1: rss_c1, rss_b0: rss_b0, rss_b1: rss_b1, erlang_memory_per_run: per_b_mem}
+            raw: %{
+              rss_c0: rss_c0,
+              rss_c1: rss_c1,
+              rss_b0: rss_b0,
+              rss_b1: rss_b1,
+              erlang_memory_per_run: per_b_mem
+            }
           )
         ]
 
@@ -597,8 +658,15 @@ defmodule B do
             holders = :rpc.call(beam(), BenchBeam.Holder, :fill, [more, 8], :infinity)
             run_ids = first ++ List.flatten(measured)
             c_all = List.to_tuple(run_ids ++ more_ids)
-            b_all = List.to_tuple(run_ids ++ for(i <- 0..(more - 1), do: "hold-" <> Integer.to_string(i)))
-            w_big = alternate(wreps, fn -> whereis_lat({:council_ex, cn()}, c_all, wn) end, fn -> whereis_lat({:bench_svc, beam()}, b_all, wn) end)
+
+            b_all =
+              List.to_tuple(run_ids ++ for(i <- 0..(more - 1), do: "hold-" <> Integer.to_string(i)))
+
+            w_big =
+              alternate(wreps, fn -> whereis_lat({:council_ex, cn()}, c_all, wn) end, fn ->
+                whereis_lat({:bench_svc, beam()}, b_all, wn)
+              end)
+
             for h <- holders, do: send(h, :stop)
             {cs, bs} = w_small
             {cb, bb} = w_big
@@ -617,8 +685,10 @@ defmodule B do
                 unit: :us,
                 ours: s_cs.median,
                 beam: s_bs.median,
-                ours_detail: "median #{fmt(s_cs.median, :us)}, p99 #{fmt(s_cs.p99, :us)}, spread #{pctf(s_cs.spread)}",
-                beam_detail: "median #{fmt(s_bs.median, :us)}, p99 #{fmt(s_bs.p99, :us)}, spread #{pctf(s_bs.spread)}",
+                ours_detail:
+                  "median #{fmt(s_cs.median, :us)}, p99 #{fmt(s_cs.p99, :us)}, spread #{pctf(s_cs.spread)}",
+                beam_detail:
+                  "median #{fmt(s_bs.median, :us)}, p99 #{fmt(s_bs.p99, :us)}, spread #{pctf(s_bs.spread)}",
                 ratio: s_cs.median / s_bs.median,
                 target: "(info)"
               ),
@@ -628,8 +698,10 @@ defmodule B do
                 unit: :us,
                 ours: s_cb.median,
                 beam: s_bb.median,
-                ours_detail: "median #{fmt(s_cb.median, :us)}, p99 #{fmt(s_cb.p99, :us)}, spread #{pctf(s_cb.spread)} (#{more} more runs started in #{f1(fill_s)} s)",
-                beam_detail: "median #{fmt(s_bb.median, :us)}, p99 #{fmt(s_bb.p99, :us)}, spread #{pctf(s_bb.spread)} (Registry keys filled by holders)",
+                ours_detail:
+                  "median #{fmt(s_cb.median, :us)}, p99 #{fmt(s_cb.p99, :us)}, spread #{pctf(s_cb.spread)} (#{more} more runs started in #{f1(fill_s)} s)",
+                beam_detail:
+                  "median #{fmt(s_bb.median, :us)}, p99 #{fmt(s_bb.p99, :us)}, spread #{pctf(s_bb.spread)} (Registry keys filled by holders)",
                 ratio: s_cb.median / s_bb.median,
                 target: "(info)"
               ),
@@ -655,7 +727,15 @@ defmodule B do
     end
   catch
     {:start_failed, id, other} ->
-      [row(case: "100k run starts over distribution (8 concurrent callers)", status: "error", verdict: "n/a", target: "starts/s >= 1.5x", reason: "start of #{id} failed: #{short(other)}")]
+      [
+        row(
+          case: "100k run starts over distribution (8 concurrent callers)",
+          status: "error",
+          verdict: "n/a",
+          target: "starts/s >= 1.5x",
+          reason: "start of #{id} failed: #{short(other)}"
+        )
+      ]
   end
 
   # ---- event fan-out
@@ -666,12 +746,24 @@ defmodule B do
 
   defp sub_loop(parent, runs, n, done, lost) do
     receive do
-      {tag, _, _} = _ when tag in [:run_completed, :run_cancelled] -> sub_end(parent, runs, n + 1, done + 1, lost)
-      {:run_failed, _, _, _} -> sub_end(parent, runs, n + 1, done + 1, lost)
-      {:council_ex_overflow, _, dropped} -> sub_loop(parent, runs, n, done, lost + dropped)
-      {:council_ex_event, _topic, ev} -> send(self(), ev); sub_loop(parent, runs, n, done, lost)
-      :stop -> :ok
-      _ -> sub_loop(parent, runs, n + 1, done, lost)
+      {tag, _, _} = _ when tag in [:run_completed, :run_cancelled] ->
+        sub_end(parent, runs, n + 1, done + 1, lost)
+
+      {:run_failed, _, _, _} ->
+        sub_end(parent, runs, n + 1, done + 1, lost)
+
+      {:council_ex_overflow, _, dropped} ->
+        sub_loop(parent, runs, n, done, lost + dropped)
+
+      {:council_ex_event, _topic, ev} ->
+        send(self(), ev)
+        sub_loop(parent, runs, n, done, lost)
+
+      :stop ->
+        :ok
+
+      _ ->
+        sub_loop(parent, runs, n + 1, done, lost)
     end
   end
 
@@ -686,8 +778,12 @@ defmodule B do
   # event once and sends it to every local subscriber, in order)
   def relay(subs) do
     receive do
-      :stop -> :ok
-      msg -> Enum.each(subs, &send(&1, msg)); relay(subs)
+      :stop ->
+        :ok
+
+      msg ->
+        Enum.each(subs, &send(&1, msg))
+        relay(subs)
     end
   end
 
@@ -717,7 +813,9 @@ defmodule B do
       got = Enum.map(res, &elem(&1, 0))
       lost = Enum.map(res, &elem(&1, 1)) |> Enum.sum()
       t_end = res |> Enum.map(&elem(&1, 2)) |> Enum.max()
-      {:ok, expected / ((t_end - t0) / 1.0e9), Enum.all?(got, &(&1 == expected)) and lost == 0, {expected, got, lost}}
+
+      {:ok, expected / ((t_end - t0) / 1.0e9), Enum.all?(got, &(&1 == expected)) and lost == 0,
+       {expected, got, lost}}
     end
   end
 
@@ -753,8 +851,12 @@ defmodule B do
       results = for _ <- 1..reps, do: fanout_once(runs, tokens, emit)
 
       case Enum.find(results, &match?({:error, _}, &1)) do
-        {:error, why} -> {:error, why}
-        nil -> {:ok, Stats.values(Enum.map(results, &elem(&1, 1))), Enum.all?(results, &elem(&1, 2)), Enum.map(results, &elem(&1, 3))}
+        {:error, why} ->
+          {:error, why}
+
+        nil ->
+          {:ok, Stats.values(Enum.map(results, &elem(&1, 1))), Enum.all?(results, &elem(&1, 2)),
+           Enum.map(results, &elem(&1, 3))}
       end
     end
 
@@ -770,6 +872,7 @@ defmodule B do
       {:ok, s, false, counts} ->
         bad = Enum.find(counts, fn {e, got, lost} -> lost > 0 or Enum.any?(got, &(&1 != e)) end)
         {e, got, lost} = bad
+
         "#{fmt(s.median, :per_s)} events (spread #{pctf(s.spread)}), COUNT MISMATCH: expected #{e} per subscriber, got #{inspect(Enum.uniq(got))}, #{lost} reported dropped"
 
       {:error, why} ->
@@ -794,14 +897,29 @@ defmodule B do
 
     case avail.start do
       {:no, why} ->
-        [na(name, ">= 2x the BEAM relay design", why, beam: bval.(b_relay), beam_detail: bdet.(b_relay)), direct_row]
+        [
+          na(name, ">= 2x the BEAM relay design", why,
+            beam: bval.(b_relay),
+            beam_detail: bdet.(b_relay)
+          ),
+          direct_row
+        ]
 
       :ok ->
         cn_once = fanout_once(1, tokens, cn_emit.(:relay))
 
         case cn_once do
           {:error, why} ->
-            [row(case: name, status: "error", verdict: "n/a", reason: "C node -> relay: #{why}", target: ">= 2x the BEAM relay design"), direct_row]
+            [
+              row(
+                case: name,
+                status: "error",
+                verdict: "n/a",
+                reason: "C node -> relay: #{why}",
+                target: ">= 2x the BEAM relay design"
+              ),
+              direct_row
+            ]
 
           _ ->
             c_relay = measure.(cn_emit.(:relay))
@@ -812,7 +930,8 @@ defmodule B do
             [
               row(
                 case: name,
-                metric: "events/s, each to all 10 subscribers (#{desc}); C node -> relay vs BEAM node -> relay",
+                metric:
+                  "events/s, each to all 10 subscribers (#{desc}); C node -> relay vs BEAM node -> relay",
                 unit: :per_s,
                 ours: bval.(c_relay),
                 beam: bval.(b_relay),
@@ -825,7 +944,8 @@ defmodule B do
               ),
               row(
                 case: name,
-                metric: "per-pid delivery: C node subscribes each of the 10 pids vs BEAM per-pid sends",
+                metric:
+                  "per-pid delivery: C node subscribes each of the 10 pids vs BEAM per-pid sends",
                 unit: :per_s,
                 ours: bval.(c_direct),
                 beam: bval.(b_direct),
@@ -867,8 +987,10 @@ defmodule B do
         unit: :ns,
         ours: st,
         beam: micro.state.median,
-        ours_detail: "#{fmt(st, :ns)} (p99 #{fmt(g.("api_state_p99_ns_1000"), :ns)}); on a handle: #{fmt(g.("api_summary_ns_1000"), :ns)}",
-        beam_detail: "local GenServer.call(:state) #{fmt(micro.state.median, :ns)} (p99 #{fmt(micro.state.p99, :ns)})",
+        ours_detail:
+          "#{fmt(st, :ns)} (p99 #{fmt(g.("api_state_p99_ns_1000"), :ns)}); on a handle: #{fmt(g.("api_summary_ns_1000"), :ns)}",
+        beam_detail:
+          "local GenServer.call(:state) #{fmt(micro.state.median, :ns)} (p99 #{fmt(micro.state.p99, :ns)})",
         ratio: ratio(st, micro.state.median),
         target: "< 200 ns",
         verdict: verdict(st < 200),
@@ -880,7 +1002,8 @@ defmodule B do
         unit: :ns,
         ours: wk,
         beam: l1k.median,
-        ours_detail: "#{fmt(wk, :ns)} (p99 #{fmt(g.("api_whereis_p99_ns_1000"), :ns)}); table alone #{fmt(g.("registry_get_ns_1000"), :ns)}",
+        ours_detail:
+          "#{fmt(wk, :ns)} (p99 #{fmt(g.("api_whereis_p99_ns_1000"), :ns)}); table alone #{fmt(g.("registry_get_ns_1000"), :ns)}",
         beam_detail: "Registry.lookup #{fmt(l1k.median, :ns)} (p99 #{fmt(l1k.p99, :ns)})",
         ratio: ratio(wk, l1k.median),
         target: "< 100 ns",
@@ -895,7 +1018,8 @@ defmodule B do
         beam: lbig.median,
         ours_detail:
           "#{fmt(wb, :ns)} (p99 #{fmt(g.("api_whereis_p99_ns_#{big}"), :ns)}); table alone #{fmt(g.("registry_get_ns_#{big}"), :ns)}; #{f2(wb / wk)}x the 1k figure; one random DRAM load on this machine: #{fmt(g.("memory_random_load_ns"), :ns)}",
-        beam_detail: "Registry.lookup #{fmt(lbig.median, :ns)} (p99 #{fmt(lbig.p99, :ns)}); #{f2(lbig.median / l1k.median)}x the 1k figure",
+        beam_detail:
+          "Registry.lookup #{fmt(lbig.median, :ns)} (p99 #{fmt(lbig.p99, :ns)}); #{f2(lbig.median / l1k.median)}x the 1k figure",
         ratio: ratio(wb, lbig.median),
         target: "< 100 ns; flat from 1k to 1M (<= 1.25x)",
         verdict: verdict(wb < 100 and wb / wk <= 1.25),
@@ -922,7 +1046,11 @@ defmodule B do
     {:ok, pid} =
       DynamicSupervisor.start_child(
         {BenchBeam.CouncilSup, beam()},
-        %{id: BenchBeam.Council, start: {BenchBeam.Council, :start_link, [%{spec: council_spec_map(), input: "x"}]}, restart: :temporary}
+        %{
+          id: BenchBeam.Council,
+          start: {BenchBeam.Council, :start_link, [%{spec: council_spec_map(), input: "x"}]},
+          restart: :temporary
+        }
       )
 
     {:ok, %{final: f}} = GenServer.call(pid, :await, 60_000)
@@ -971,11 +1099,19 @@ defmodule B do
 
       :ok ->
         warm(&council_cn/0, warmn)
-        {a, b} = alternate(reps, fn -> timed(&council_cn/0, n) end, fn -> timed(&council_beam/0, n) end)
+
+        {a, b} =
+          alternate(reps, fn -> timed(&council_cn/0, n) end, fn -> timed(&council_beam/0, n) end)
+
         sa = Stats.latency(a)
         sb = Stats.latency(b)
         {n8, reps8} = c({5, 1}, {250, 3})
-        {a8, b8} = alternate(reps8, fn -> elem(concurrent(8, n8, fn _ -> &council_cn/0 end), 0) end, fn -> elem(concurrent(8, n8, fn _ -> &council_beam/0 end), 0) end)
+
+        {a8, b8} =
+          alternate(reps8, fn -> elem(concurrent(8, n8, fn _ -> &council_cn/0 end), 0) end, fn ->
+            elem(concurrent(8, n8, fn _ -> &council_beam/0 end), 0)
+          end)
+
         ta = Stats.values(a8)
         tb = Stats.values(b8)
 
@@ -986,8 +1122,10 @@ defmodule B do
             unit: :per_s,
             ours: 1.0e9 / sa.median,
             beam: 1.0e9 / sb.median,
-            ours_detail: "median #{fmt(sa.median, :us)} per run, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}",
-            beam_detail: "median #{fmt(sb.median, :us)} per run, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
+            ours_detail:
+              "median #{fmt(sa.median, :us)} per run, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}",
+            beam_detail:
+              "median #{fmt(sb.median, :us)} per run, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
             ratio: sb.median / sa.median,
             target: "runs/s (higher is better)",
             verdict: verdict(sb.median / sa.median >= 1.0),
@@ -1054,11 +1192,14 @@ defmodule B do
   def profile_target do
     case Process.get(:profile_target) do
       {:run_pid, p, bp} ->
-        {"GenServer.call(run_pid, :run_id)", fn -> GenServer.call(p, :run_id) end, "GenServer.call(pid, :run_id) on the baseline's run",
+        {"GenServer.call(run_pid, :run_id)", fn -> GenServer.call(p, :run_id) end,
+         "GenServer.call(pid, :run_id) on the baseline's run",
          fn -> GenServer.call(bp, :run_id) end}
 
       _ ->
-        {"GenServer.call({:council_ex, node}, :ping)", fn -> GenServer.call({:council_ex, cn()}, :ping) end, "GenServer.call({:bench_svc, node}, :ping)",
+        {"GenServer.call({:council_ex, node}, :ping)",
+         fn -> GenServer.call({:council_ex, cn()}, :ping) end,
+         "GenServer.call({:bench_svc, node}, :ping)",
          fn -> GenServer.call({:bench_svc, beam()}, :ping) end}
     end
   end
@@ -1073,7 +1214,21 @@ defmodule B do
   def perf_stat(ospid, f, secs) do
     task =
       Task.async(fn ->
-        System.cmd("perf", ["stat", "-x,", "-e", Enum.join(@stat_events, ","), "-p", to_string(ospid), "--", "sleep", "#{secs}"], stderr_to_stdout: true)
+        System.cmd(
+          "perf",
+          [
+            "stat",
+            "-x,",
+            "-e",
+            Enum.join(@stat_events, ","),
+            "-p",
+            to_string(ospid),
+            "--",
+            "sleep",
+            "#{secs}"
+          ],
+          stderr_to_stdout: true
+        )
       end)
 
     Process.sleep(200)
@@ -1086,7 +1241,10 @@ defmodule B do
           ev in @stat_events,
           {num, _} <- [Float.parse(v)],
           into: %{},
-          do: {ev |> String.replace("syscalls:sys_enter_", "") |> String.replace("raw_syscalls:sys_enter", "all syscalls"), num / n}
+          do:
+            {ev
+             |> String.replace("syscalls:sys_enter_", "")
+             |> String.replace("raw_syscalls:sys_enter", "all syscalls"), num / n}
 
     %{calls: n, per_call: counts}
   end
@@ -1094,7 +1252,11 @@ defmodule B do
   def perf_stats do
     {wc, fc, wb, fb} = profile_target()
     bpid = :rpc.call(beam(), BenchBeam.Info, :os_pid, [])
-    %{ours: Map.put(perf_stat(cn_ospid(), fc, 3), :call, wc), beam: Map.put(perf_stat(bpid, fb, 3), :call, wb)}
+
+    %{
+      ours: Map.put(perf_stat(cn_ospid(), fc, 3), :call, wc),
+      beam: Map.put(perf_stat(bpid, fb, 3), :call, wb)
+    }
   end
 
   def profile do
@@ -1105,7 +1267,16 @@ defmodule B do
 
       data = Path.join(tmp(), "perf.data")
       secs = 5
-      task = Task.async(fn -> System.cmd("perf", ["record", "-F", "2999", "-g", "-o", data, "-p", cn_ospid(), "--", "sleep", "#{secs}"], stderr_to_stdout: true) end)
+
+      task =
+        Task.async(fn ->
+          System.cmd(
+            "perf",
+            ["record", "-F", "2999", "-g", "-o", data, "-p", cn_ospid(), "--", "sleep", "#{secs}"],
+            stderr_to_stdout: true
+          )
+        end)
+
       Process.sleep(300)
       deadline = now() + (secs - 1) * 1_000_000_000
       calls = loop_until(f, deadline, 0)
@@ -1114,9 +1285,51 @@ defmodule B do
       if rc != 0 do
         %{what: what, error: String.slice(rec_out, 0, 400)}
       else
-        {flat, _} = System.cmd("perf", ["report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "1", "-g", "none"], stderr_to_stdout: true)
-        {kids, _} = System.cmd("perf", ["report", "-i", data, "--stdio", "--children", "--sort", "symbol", "--percent-limit", "5", "-g", "none"], stderr_to_stdout: true)
-        {dsos, _} = System.cmd("perf", ["report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none"], stderr_to_stdout: true)
+        {flat, _} =
+          System.cmd(
+            "perf",
+            [
+              "report",
+              "-i",
+              data,
+              "--stdio",
+              "--no-children",
+              "--sort",
+              "dso,symbol",
+              "--percent-limit",
+              "1",
+              "-g",
+              "none"
+            ],
+            stderr_to_stdout: true
+          )
+
+        {kids, _} =
+          System.cmd(
+            "perf",
+            [
+              "report",
+              "-i",
+              data,
+              "--stdio",
+              "--children",
+              "--sort",
+              "symbol",
+              "--percent-limit",
+              "5",
+              "-g",
+              "none"
+            ],
+            stderr_to_stdout: true
+          )
+
+        {dsos, _} =
+          System.cmd(
+            "perf",
+            ["report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none"],
+            stderr_to_stdout: true
+          )
+
         clean = fn t ->
           t
           |> String.split("\n")
@@ -1133,7 +1346,15 @@ defmodule B do
             e -> %{error: Exception.message(e)}
           end
 
-        %{what: what, calls: calls, seconds: secs, self: clean.(flat), children: clean.(kids), dso: clean.(dsos), stat: stats}
+        %{
+          what: what,
+          calls: calls,
+          seconds: secs,
+          self: clean.(flat),
+          children: clean.(kids),
+          dso: clean.(dsos),
+          stat: stats
+        }
       end
     end
   end
@@ -1165,7 +1386,15 @@ defmodule B do
       try do
         fun.()
       rescue
-        e -> [row(case: name, status: "error", verdict: "n/a", reason: Exception.message(e) |> String.slice(0, 300))]
+        e ->
+          [
+            row(
+              case: name,
+              status: "error",
+              verdict: "n/a",
+              reason: Exception.message(e) |> String.slice(0, 300)
+            )
+          ]
       catch
         kind, r -> [row(case: name, status: "error", verdict: "n/a", reason: short({kind, r}))]
       end
@@ -1208,12 +1437,19 @@ defmodule B do
       end
 
     prof = run_profile()
-    rows = rows ++ if(only?("starts"), do: run_case("starts", fn -> case_starts(avail) end), else: [])
+
+    rows =
+      rows ++ if(only?("starts"), do: run_case("starts", fn -> case_starts(avail) end), else: [])
+
     elapsed = (now() - t_start) / 1.0e9
     B.Report.write(rows, avail, Map.put(prof || %{}, :cpu_split, split), elapsed)
     errors = Enum.filter(rows, &(&1.status == "error"))
     IO.puts(B.Report.table(rows))
-    IO.puts("bench: #{length(rows)} rows, #{length(errors)} errors, #{f1(elapsed)} s; wrote #{out()}/RESULTS.md and #{out()}/results.json")
+
+    IO.puts(
+      "bench: #{length(rows)} rows, #{length(errors)} errors, #{f1(elapsed)} s; wrote #{out()}/RESULTS.md and #{out()}/results.json"
+    )
+
     System.halt(if errors == [], do: 0, else: 1)
   end
 
@@ -1237,7 +1473,8 @@ defmodule B.Report do
   def cell(_row, _v, _unit, detail), do: detail
 
   def table(rows) do
-    head = "| case | metric | this project | BEAM baseline | ratio | target | verdict |\n|---|---|---|---|---|---|---|\n"
+    head =
+      "| case | metric | this project | BEAM baseline | ratio | target | verdict |\n|---|---|---|---|---|---|---|\n"
 
     head <>
       Enum.map_join(rows, "\n", fn r ->
@@ -1250,6 +1487,7 @@ defmodule B.Report do
 
         beam = cell(r, r.beam, r.unit, r.beam_detail)
         ratio = if r.ratio, do: "#{f2(r.ratio)}x", else: "-"
+
         "| #{r.case} | #{r.metric} | #{esc(ours)} | #{esc(beam)} | #{ratio} | #{r.target} | #{r.verdict} |"
       end)
   end
@@ -1268,14 +1506,19 @@ defmodule B.Report do
       machine: %{uname: String.trim(uname), cpu: cpu, cores: System.schedulers_online()},
       otp: System.otp_release(),
       elixir: System.version(),
-      c_node_service: Map.new(avail, fn {k, v} -> {k, if(v == :ok, do: "available", else: elem(v, 1))} end),
+      c_node_service:
+        Map.new(avail, fn {k, v} -> {k, if(v == :ok, do: "available", else: elem(v, 1))} end),
       elapsed_s: elapsed,
       rows: json_rows,
       profile: prof
     }
 
     File.write!(Path.join(out(), "results.json"), B.Json.encode(json) <> "\n")
-    File.write!(Path.join(out(), "RESULTS.md"), markdown(rows, avail, prof, elapsed, String.trim(uname), cpu))
+
+    File.write!(
+      Path.join(out(), "RESULTS.md"),
+      markdown(rows, avail, prof, elapsed, String.trim(uname), cpu)
+    )
   end
 
   defp sanitize(m) when is_map(m), do: Map.new(m, fn {k, v} -> {k, sanitize(v)} end)
@@ -1371,7 +1614,9 @@ defmodule B.Report do
         do: "",
         else:
           "## Where this project is slower than BEAM or misses its target\n\n" <>
-            Enum.map_join(missed, "\n", fn r -> "- **#{r.case}** – #{r.metric}: ratio #{if r.ratio, do: f2(r.ratio) <> "x", else: "-"}, target #{r.target}." end) <> "\n\n"
+            Enum.map_join(missed, "\n", fn r ->
+              "- **#{r.case}** – #{r.metric}: ratio #{if r.ratio, do: f2(r.ratio) <> "x", else: "-"}, target #{r.target}."
+            end) <> "\n\n"
 
     n =
       if nas == [],
@@ -1384,7 +1629,8 @@ defmodule B.Report do
     m <> n
   end
 
-  defp profile_section(p), do: split_section(p[:cpu_split]) <> perf_section(Map.delete(p, :cpu_split))
+  defp profile_section(p),
+    do: split_section(p[:cpu_split]) <> perf_section(Map.delete(p, :cpu_split))
 
   defp split_section(%{ours: o, beam: b}) do
     row = fn side, m ->
@@ -1415,7 +1661,9 @@ defmodule B.Report do
 
   defp stat_table(%{ours: o, beam: b}) do
     evs = (Map.keys(o.per_call) ++ Map.keys(b.per_call)) |> Enum.uniq() |> Enum.sort()
-    cell = fn m, e -> case m.per_call[e] do
+
+    cell = fn m, e ->
+      case m.per_call[e] do
         nil -> "-"
         v -> B.f2(v)
       end
@@ -1434,8 +1682,11 @@ defmodule B.Report do
   defp stat_table(%{error: e}), do: "perf stat failed: `#{e}`\n"
   defp stat_table(_), do: ""
 
-  defp perf_section(p) when map_size(p) == 0, do: "## Profile\n\nNo perf profile in this run (QUICK=1, BENCH_PERF=0, or no perf).\n"
-  defp perf_section(%{error: e} = p), do: "## Profile\n\nperf failed#{if p[:what], do: " on #{p.what}", else: ""}: `#{e}`\n"
+  defp perf_section(p) when map_size(p) == 0,
+    do: "## Profile\n\nNo perf profile in this run (QUICK=1, BENCH_PERF=0, or no perf).\n"
+
+  defp perf_section(%{error: e} = p),
+    do: "## Profile\n\nperf failed#{if p[:what], do: " on #{p.what}", else: ""}: `#{e}`\n"
 
   defp perf_section(p) do
     """
