@@ -110,17 +110,20 @@ priv/%: $(B)/examples/%
 
 # ---------------------------------------------------------------- tests
 
+# The BEAM suites run against the ASan+UBSan build of the C node, so one
+# pass checks both behaviour and memory safety of the node.
 test: deps
 	$(MAKE) all
 	$(MAKE) test-c
-	$(MAKE) SAN=1 test-c
-	$(MAKE) test-beam
+	$(MAKE) SAN=1 all test-c
+	COUNCIL_NODE=build/asan/council_node $(MAKE) test-beam
 
 test-c: $(TEST_BIN) $(TEST_HELPER_BIN)
 	@scripts/run-c-tests $(B)
 
 test-beam: all
-	@if [ -f mix.exs ]; then scripts/run-beam-tests; else echo "no mix.exs yet"; fi
+	scripts/run-cnode-tests
+	scripts/run-beam-tests
 
 valgrind: $(TEST_BIN) $(TEST_HELPER_BIN)
 	@VALGRIND=1 scripts/run-c-tests $(B)
