@@ -41,6 +41,27 @@ int cn_errors_term(ei_x_buff *x, const council_result *r)
     return json_term(x, council_result_errors_json(r));
 }
 
+int cn_outcome_term(ei_x_buff *x, const council_run *run)
+{
+    const council_result *r = council_run_result(run);
+    switch (council_run_status(run)) {
+    case COUNCIL_COMPLETED:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
+               cn_result_term(x, r);
+    case COUNCIL_FAILED:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+               ei_x_encode_tuple_header(x, 3) || ei_x_encode_atom(x, "failed") ||
+               cn_errors_term(x, r) || cn_result_term(x, r);
+    case COUNCIL_CANCELLED:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+               ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "cancelled") ||
+               cn_result_term(x, r);
+    default:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+               ei_x_encode_atom(x, "running");
+    }
+}
+
 int cn_summary_term(ei_x_buff *x, const council_summary *s)
 {
     return json_term(x, council_summary_json(s));

@@ -30,6 +30,11 @@ int cn_result_term(ei_x_buff *x, const council_result *r);
 /* The errors list of a result: [Bin]. */
 int cn_errors_term(ei_x_buff *x, const council_result *r);
 
+/* What await/result answer for a run: {ok, Result} (completed),
+ * {error, {failed, Errors, Result}}, {error, {cancelled, Result}}, or
+ * {error, running} while it runs. */
+int cn_outcome_term(ei_x_buff *x, const council_run *run);
+
 /* A run's input as a term: the ETF bytes for tag "etf", else a binary. */
 int cn_input_term(ei_x_buff *x, const council_input *in);
 

@@ -20,6 +20,7 @@ typedef struct entry {
     cn_rsubs *rs;
     pidrec *pr;
     council_subscription *sub; /* NULL once the core ended it */
+    int flags;                 /* CN_RSUB_* */
     size_t topic_len;
     char topic[];
 } entry;
@@ -40,6 +41,7 @@ struct cn_rsubs {
     size_t npbuckets, npids;
     const council_event *cached_ev; /* referenced while cached */
     ei_x_buff cached;
+    ei_x_buff tagged;               /* scratch for tagged sends */
 };
 
 static uint64_t fnv(const void *p, size_t len, uint64_t h)
@@ -116,6 +118,13 @@ cn_rsubs *cn_rsubs_new(cn_bridge *b)
     rs->ebuckets = calloc(rs->nebuckets, sizeof *rs->ebuckets);
     rs->pbuckets = calloc(rs->npbuckets, sizeof *rs->pbuckets);
     if (!rs->ebuckets || !rs->pbuckets || ei_x_new(&rs->cached)) {
+        free(rs->ebuckets);
+        free(rs->pbuckets);
+        free(rs);
+        return NULL;
+    }
+    if (ei_x_new(&rs->tagged)) {
+        ei_x_free(&rs->cached);
         free(rs->ebuckets);
         free(rs->pbuckets);
         free(rs);
@@ -204,6 +213,16 @@ static void on_event(const council_event *ev, void *arg)
         entry_drop(e->rs, e, 1);
         return;
     }
+    if (e->flags & CN_RSUB_TAGGED) {
+        ei_x_buff *t = &e->rs->tagged;
+        t->index = 0;
+        if (ei_x_encode_tuple_header(t, 3) || ei_x_encode_atom(t, "council_ex_event") ||
+            ei_x_encode_binary(t, e->topic, (long)e->topic_len) ||
+            ei_x_append_buf(t, (const char *)p, (int)len))
+            return;
+        p = (const unsigned char *)t->buff;
+        len = (size_t)t->index;
+    }
     /* No connection to the pid's node: its monitor fires and cleans up. */
     cn_node_send(e->rs->b->node, &e->pr->pid, (cn_slice){p, len});
     /* Nothing follows a terminal event on a run's topic: end the
@@ -231,7 +250,8 @@ static void on_overflow(size_t dropped, void *arg)
     entry_drop(rs, e, 1);
 }
 
-int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid)
+int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
+                 int flags)
 {
     if (!topic || len == 0)
         return COUNCIL_EINVAL;
@@ -259,6 +279,7 @@ int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid)
     if (e) {
         e->rs = rs;
         e->pr = pr;
+        e->flags = flags;
         e->topic_len = len;
         memcpy(e->topic, topic, len);
         rc = council_subscribe(rs->b->ctx, topic, len, on_event, on_overflow, e, &e->sub);
@@ -341,6 +362,7 @@ void cn_rsubs_free(cn_rsubs *rs)
     }
     council_event_unref(rs->cached_ev);
     ei_x_free(&rs->cached);
+    ei_x_free(&rs->tagged);
     free(rs->ebuckets);
     free(rs->pbuckets);
     free(rs);

@@ -7,8 +7,10 @@
  * subscriber falls more than the core's queue bound behind, it is cut off
  * and sent {council_ex_overflow, Topic, Dropped} once. A subscription ends
  * by itself after the run's terminal event (nothing follows it).
- * The Elixir library subscribes one relay pid per node and topic, so each
- * event crosses the wire once per node; a bare shell subscribes itself.
+ * The Elixir library subscribes one relay pid per node and topic (tagged,
+ * so the relay knows the topic of sub-council events whose run_id is the
+ * sub-run's), so each event crosses the wire once per node; a bare shell
+ * subscribes itself and gets the plain tuples.
  */
 #ifndef CN_REMOTE_SUB_H
 #define CN_REMOTE_SUB_H
@@ -24,11 +26,15 @@ cn_rsubs *cn_rsubs_new(cn_bridge *b);
 /* Ends every subscription (no messages sent) and frees. NULL is a no-op. */
 void cn_rsubs_free(cn_rsubs *rs);
 
+/* flags for cn_rsubs_add */
+enum { CN_RSUB_TAGGED = 1 }; /* send {council_ex_event, Topic, Event} */
+
 /* Subscribe pid (local or remote) to topic. Idempotent: an existing
  * (topic, pid) pair is left as it is. Returns 0, COUNCIL_ELIMIT (too many
  * subscribers on the topic), COUNCIL_EINVAL (empty topic), COUNCIL_ENOMEM,
  * or COUNCIL_EIO (the pid's node is not connected). */
-int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid);
+int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
+                 int flags);
 /* Remove (topic, pid); 0, or COUNCIL_ENOTFOUND. */
 int cn_rsubs_remove(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid);
 /* The pid is gone (its monitor fired): drop all of its subscriptions. */

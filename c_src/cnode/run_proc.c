@@ -50,27 +50,6 @@ static void topic_of(const council_run *run, char **out, size_t *len)
 
 /* ------------------------------------------------------------ replies */
 
-static int encode_outcome(ei_x_buff *x, const council_run *run)
-{
-    const council_result *r = council_run_result(run);
-    switch (council_run_status(run)) {
-    case COUNCIL_COMPLETED:
-        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
-               cn_result_term(x, r);
-    case COUNCIL_FAILED:
-        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
-               ei_x_encode_tuple_header(x, 3) || ei_x_encode_atom(x, "failed") ||
-               cn_errors_term(x, r) || cn_result_term(x, r);
-    case COUNCIL_CANCELLED:
-        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
-               ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "cancelled") ||
-               cn_result_term(x, r);
-    default:
-        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
-               ei_x_encode_atom(x, "running");
-    }
-}
-
 static void encode_exit_reason(cn_run_proc *rp, ei_x_buff *x)
 {
     if (rp->has_reason) {
@@ -125,7 +104,7 @@ static void end_fire(uv_timer_t *t)
     cn_node *n = rp->b->node;
     ei_x_buff x;
     if (ei_x_new(&x) == 0) {
-        if (encode_outcome(&x, rp->run) == 0)
+        if (cn_outcome_term(&x, rp->run) == 0)
             for (size_t i = 0; i < rp->n_await; i++)
                 cn_gen_reply_x(n, rp->proc, rp->awaiters[i], &x);
         ei_x_free(&x);
@@ -170,7 +149,7 @@ static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
     topic_of(rp->run, &topic, &len);
     if (!topic)
         return COUNCIL_ENOMEM;
-    int rc = subscribe ? cn_rsubs_add(rp->b->subs, topic, len, &pid)
+    int rc = subscribe ? cn_rsubs_add(rp->b->subs, topic, len, &pid, 0)
                        : cn_rsubs_remove(rp->b->subs, topic, len, &pid);
     free(topic);
     return subscribe ? rc : 0;
@@ -226,7 +205,7 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
         }
         encode_error_code(&x, COUNCIL_ENOMEM);
     } else if (cn_ctl_is_atom(&req, "result")) {
-        encode_outcome(&x, rp->run);
+        cn_outcome_term(&x, rp->run);
     } else if (ar == 2 && (cn_ctl_is_atom(&el[0], "subscribe") ||
                            cn_ctl_is_atom(&el[0], "unsubscribe"))) {
         int rc = sub_request(rp, el[1], cn_ctl_is_atom(&el[0], "subscribe"));

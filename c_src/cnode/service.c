@@ -364,7 +364,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
         memcpy(topic + plen, id, id_len);
         for (size_t i = 0; i < nsubs; i++) {
-            rc = cn_rsubs_add(b->subs, topic, plen + id_len, &subs[i]);
+            rc = cn_rsubs_add(b->subs, topic, plen + id_len, &subs[i], 0);
             if (rc != 0) {
                 free(topic);
                 cn_run_proc_cancel(run, NULL);
@@ -435,6 +435,11 @@ static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
         } else {
             err_atom(x, "not_found");
         }
+    } else if (cn_ctl_is_atom(&op, "result")) {
+        if (council_run_find(b->ctx, registry, id, len, &run) == 0)
+            cn_outcome_term(x, run);
+        else
+            err_atom(x, "not_found");
     } else { /* cancel */
         if (council_run_find(b->ctx, registry, id, len, &run) == 0) {
             cn_run_proc_cancel(run, NULL);
@@ -446,8 +451,16 @@ static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
     free(registry);
 }
 
-static void do_subscribe(service *s, cn_slice *el, int subscribe, ei_x_buff *x)
+static void do_subscribe(service *s, cn_slice *el, int arity, int subscribe, ei_x_buff *x)
 {
+    int flags = 0;
+    if (arity == 4) {
+        if (!subscribe || !cn_ctl_is_atom(&el[3], "tagged")) {
+            err_atom(x, "badarg");
+            return;
+        }
+        flags = CN_RSUB_TAGGED;
+    }
     cn_bridge *b = s->b;
     const char *topic;
     size_t len;
@@ -462,7 +475,7 @@ static void do_subscribe(service *s, cn_slice *el, int subscribe, ei_x_buff *x)
         ei_x_encode_atom(x, "ok");
         return;
     }
-    int rc = cn_rsubs_add(b->subs, topic, len, &pid);
+    int rc = cn_rsubs_add(b->subs, topic, len, &pid, flags);
     if (rc == 0)
         ei_x_encode_atom(x, "ok");
     else
@@ -477,8 +490,8 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
     ei_x_buff x;
     if (ei_x_new(&x))
         return;
-    cn_slice el[3];
-    int ar = cn_term_tuple(req, el, 3);
+    cn_slice el[4];
+    int ar = cn_term_tuple(req, el, 4);
     if (cn_ctl_is_atom(&req, "ping")) {
         ei_x_encode_atom(&x, "pong");
     } else if (cn_ctl_is_atom(&req, "stats")) {
@@ -501,11 +514,12 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
         do_start(s, p, from, el[1], cn_ctl_is_atom(&el[0], "start_link"), &x);
     } else if (ar == 3 && (cn_ctl_is_atom(&el[0], "whereis") ||
                            cn_ctl_is_atom(&el[0], "state") ||
+                           cn_ctl_is_atom(&el[0], "result") ||
                            cn_ctl_is_atom(&el[0], "cancel"))) {
         do_by_id(s, el[0], el, &x);
-    } else if (ar == 3 && (cn_ctl_is_atom(&el[0], "subscribe") ||
-                           cn_ctl_is_atom(&el[0], "unsubscribe"))) {
-        do_subscribe(s, el, cn_ctl_is_atom(&el[0], "subscribe"), &x);
+    } else if ((ar == 3 || ar == 4) && (cn_ctl_is_atom(&el[0], "subscribe") ||
+                                        cn_ctl_is_atom(&el[0], "unsubscribe"))) {
+        do_subscribe(s, el, ar, cn_ctl_is_atom(&el[0], "subscribe"), &x);
     } else {
         ei_x_encode_tuple_header(&x, 2);
         ei_x_encode_atom(&x, "error");

@@ -7,8 +7,13 @@
  *   {start, Opts} / {start_link, Opts}  -> {ok, RunPid} | {error, Reason}
  *   {whereis, Registry, RunId}          -> {ok, RunPid} | {error, unknown_run | runner_dead}
  *   {state, Registry, RunId}            -> {ok, Summary} | {error, not_found}
+ *   {result, Registry, RunId}           -> as a run pid's :result, also for
+ *                                          finished runs in retention;
+ *                                          {error, not_found} otherwise
  *   {cancel, Registry, RunId}           -> ok | {error, not_found}
  *   {subscribe | unsubscribe, Topic, Pid} -> ok | {error, limit | ...}
+ *   {subscribe, Topic, Pid, tagged}     -> as subscribe, but each event
+ *                                          arrives as {council_ex_event, Topic, Event}
  *   stats -> {ok, #{connections, processes, links, monitors, runs,
  *                   runs_alive, subscriptions}}
  *   ping  -> pong

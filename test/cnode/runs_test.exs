@@ -120,6 +120,23 @@ defmodule CNode.RunsTest do
     assert GenServer.call(svc, {:cancel, reg, "ghost"}) == {:error, :not_found}
   end
 
+  test "result by id stays readable in retention; tagged subscriptions carry the topic", %{info: i} do
+    svc = {:council_ex, i.node}
+    run_id = "tagged-#{System.unique_integer([:positive])}"
+    topic = "council_ex:run:" <> run_id
+    # subscribing before the run exists is allowed: nothing is missed
+    assert GenServer.call(svc, {:subscribe, topic, self(), :tagged}) == :ok
+    assert GenServer.call(svc, {:subscribe, topic, self(), :bogus}) == {:error, :badarg}
+    {:ok, pid} = start(i.node, %{spec: spec(), run_id: run_id})
+    ref = Process.monitor(pid)
+    assert_receive {:council_ex_event, ^topic, {:run_started, ^run_id, "demo", _}}, 5_000
+    assert_receive {:council_ex_event, ^topic, {:run_completed, ^run_id, %{final: f}}}, 10_000
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+    reg = "CouncilEx.Runner.Registry"
+    assert {:ok, %{final: ^f}} = GenServer.call(svc, {:result, reg, run_id})
+    assert GenServer.call(svc, {:result, reg, "no-such-run"}) == {:error, :not_found}
+  end
+
   test "a failing run ends with run_failed and {:shutdown, {:failed, errors}}", %{info: i} do
     failing = %{id: "f", members: [%{id: "a", provider: "mock", options: %{fail_attempts: [1, 2, 3]}}],
                 rounds: [%{type: "independent_analysis"}], limits: %{max_attempts: 2, backoff_ms: 1}}
@@ -189,11 +206,14 @@ defmodule CNode.RunsTest do
   end
 
   test "beam members are served by a member_server process; its crash is a member error", %{info: i} do
-    server = spawn(fn -> member_server() end)
+    # The server answers only after :go, so the run cannot end before the
+    # monitor below is in place.
+    server = spawn(fn -> receive do :go -> member_server() end end)
     beam_spec = %{id: "b", members: [%{id: "elixir", provider: "beam", options: %{module: "Echo"}}],
                   rounds: [%{type: "independent_analysis"}]}
     {:ok, pid} = start(i.node, %{spec: beam_spec, member_server: server, subscribe: [self()]})
     ref = Process.monitor(pid)
+    send(server, :go)
     evs = events()
     assert {:run_completed, _, %{final: "echo: What is 2+2? (Echo)"}} = List.last(evs)
     assert Enum.any?(evs, &match?({:member_token, _, _, "elixir", "echo"}, &1))
