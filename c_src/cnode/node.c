@@ -64,6 +64,18 @@ void cn_node_config_defaults(cn_node_config *cfg)
     cfg->conn.silent_ms = 75000;
     cfg->conn.tick_ms = 15000;
     cfg->terms = cn_term_default_limits;
+    cfg->max_signals_per_peer = 100000;
+}
+
+/* A peer holding too many links + monitors on our processes is cut off
+ * (they would otherwise grow without bound). */
+static int peer_full(cn_node *n, cn_conn *c, cn_peer *peer)
+{
+    if (peer->nlinks + peer->nmons < n->cfg.max_signals_per_peer)
+        return 0;
+    cn_log_warn("connection %s (%s): over %zu links+monitors, closing", c->addr,
+                c->hs.peer_name, n->cfg.max_signals_per_peer);
+    return 1;
 }
 
 /* ---------------------------------------------------------- lifecycle */
@@ -91,7 +103,7 @@ cn_node *cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_cookie *cook
     n->cfg.capture_dir = cfg->capture_dir ? strdup(cfg->capture_dir) : NULL;
     n->listen_addr = strdup(cfg->listen_addr ? cfg->listen_addr : "127.0.0.1");
     cn_dl_init(&n->zombies);
-    if (!n->name || !n->listen_addr || cn_pt_init(&n->pt, n->name, 0, 4096) ||
+    if (!n->name || !n->listen_addr || cn_pt_init(&n->pt, n->name, 0, 0) ||
         ei_x_new(&n->scratch)) {
         free((char *)n->cfg.capture_dir);
         free(n->name);
@@ -478,6 +490,8 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
             return 0;
         if (from.node != peer->node)
             return -1; /* BEAM itself treats this as an invalid message */
+        if (peer_full(n, c, peer))
+            return -1;
         p = cn_pt_find_wire(&n->pt, &to_w);
         if (!p) {
             flush_scratch(n, c, cn_frame_exit(scratch(n), &to_w, &from_w, cn_atom_noproc()));
@@ -549,6 +563,8 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
                                                         m->ref, cn_atom_noproc()));
             return 0;
         }
+        if (peer_full(n, c, peer))
+            return -1;
         if (!cn_pt_mon_add(&n->pt, CN_MON_WATCHED_BY_REMOTE, p, peer, &from, m->ref, m->to))
             cn_log_error("out of memory adding a monitor");
         return 0;

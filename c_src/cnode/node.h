@@ -72,6 +72,9 @@ typedef struct cn_node_config {
     size_t max_connections;     /* default 64 */
     cn_conn_limits conn;        /* frame cap, queue bound, timeouts */
     cn_term_limits terms;       /* for every control tuple and payload */
+    size_t max_signals_per_peer; /* links + monitors one peer may hold on
+                                    our processes; above: connection closed
+                                    [100000] */
     const char *capture_dir;    /* debug: write each received frame body
                                    (after 'p') to DIR/frame-N; NULL = off */
 } cn_node_config;
@@ -82,7 +85,8 @@ typedef struct cn_node_stats {
 } cn_node_stats;
 
 /* Sets the defaults: 127.0.0.1, port 0, 64 connections, 16 MiB frames,
- * 64 MiB output queue, 7 s handshake, 75 s silence, 15 s ticks. */
+ * 64 MiB output queue, 7 s handshake, 75 s silence, 15 s ticks, 100000
+ * links+monitors per peer. */
 void cn_node_config_defaults(cn_node_config *cfg);
 
 /* Creates a node on `loop`. The cookie is MOVED into the node (cookie is

@@ -20,7 +20,7 @@ int cn_pt_init(cn_proc_table *pt, const char *local_name, uint32_t creation,
     memset(pt, 0, sizeof *pt);
     pt->creation = creation;
     pt->next_id = 1;
-    pt->max_names = max_names ? max_names : 4096;
+    pt->max_names = max_names ? max_names : 65536;
     pt->nbuckets = 256;
     pt->buckets = calloc(pt->nbuckets, sizeof *pt->buckets);
     pt->local_name = strdup(local_name);
@@ -59,6 +59,7 @@ void cn_pt_free(cn_proc_table *pt)
     for (size_t i = 0; i < pt->nnames; i++)
         free(pt->names[i]);
     free(pt->names);
+    free(pt->name_index);
     for (size_t i = 0; i < pt->nreg; i++)
         free(pt->reg[i].name);
     free(pt->reg);
@@ -66,12 +67,48 @@ void cn_pt_free(cn_proc_table *pt)
     memset(pt, 0, sizeof *pt);
 }
 
+static uint64_t name_hash(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* (Re)builds the name index with `cap` slots. 0 or -1. */
+static int index_build(cn_proc_table *pt, size_t cap)
+{
+    uint32_t *idx = calloc(cap, sizeof *idx);
+    if (!idx)
+        return -1;
+    for (size_t i = 0; i < pt->nnames; i++) {
+        size_t k = (size_t)name_hash(pt->names[i], strlen(pt->names[i])) & (cap - 1);
+        while (idx[k])
+            k = (k + 1) & (cap - 1);
+        idx[k] = (uint32_t)i + 1;
+    }
+    free(pt->name_index);
+    pt->name_index = idx;
+    pt->index_cap = cap;
+    return 0;
+}
+
 uint32_t cn_pt_intern(cn_proc_table *pt, const char *name, size_t len)
 {
-    for (size_t i = 0; i < pt->nnames; i++)
-        if (strlen(pt->names[i]) == len && memcmp(pt->names[i], name, len) == 0)
-            return (uint32_t)i;
+    if (pt->index_cap) {
+        size_t k = (size_t)name_hash(name, len) & (pt->index_cap - 1);
+        for (; pt->name_index[k]; k = (k + 1) & (pt->index_cap - 1)) {
+            const char *n = pt->names[pt->name_index[k] - 1];
+            if (strlen(n) == len && memcmp(n, name, len) == 0)
+                return pt->name_index[k] - 1;
+        }
+    }
     if (pt->nnames >= pt->max_names || memchr(name, 0, len))
+        return CN_NODE_NONE;
+    if (2 * (pt->nnames + 1) >= pt->index_cap &&
+        index_build(pt, pt->index_cap ? pt->index_cap * 2 : 64))
         return CN_NODE_NONE;
     if (pt->nnames == pt->cap_names) {
         size_t cap = pt->cap_names ? pt->cap_names * 2 : 16;
@@ -84,8 +121,13 @@ uint32_t cn_pt_intern(cn_proc_table *pt, const char *name, size_t len)
     char *d = dupn(name, len);
     if (!d)
         return CN_NODE_NONE;
-    pt->names[pt->nnames] = d;
-    return (uint32_t)pt->nnames++;
+    uint32_t id = (uint32_t)pt->nnames;
+    pt->names[pt->nnames++] = d;
+    size_t k = (size_t)name_hash(name, len) & (pt->index_cap - 1);
+    while (pt->name_index[k])
+        k = (k + 1) & (pt->index_cap - 1);
+    pt->name_index[k] = id + 1;
+    return id;
 }
 
 const char *cn_pt_node_name(const cn_proc_table *pt, uint32_t id)
@@ -284,6 +326,7 @@ cn_link *cn_pt_link_add(cn_proc_table *pt, cn_proc *p, cn_peer *peer,
     l->remote = *remote;
     cn_dl_push(&p->links, &l->by_proc);
     cn_dl_push(&peer->links, &l->by_peer);
+    peer->nlinks++;
     pt->nlinks++;
     return l;
 }
@@ -292,6 +335,7 @@ void cn_pt_link_del(cn_proc_table *pt, cn_link *l)
 {
     cn_dl_del(&l->by_proc);
     cn_dl_del(&l->by_peer);
+    l->peer->nlinks--;
     pt->nlinks--;
     free(l);
 }
@@ -320,6 +364,7 @@ cn_mon *cn_pt_mon_add(cn_proc_table *pt, int kind, cn_proc *p, cn_peer *peer,
     cn_dl_push(kind == CN_MON_WATCHED_BY_REMOTE ? &p->watchers : &p->watching,
                &m->by_proc);
     cn_dl_push(&peer->mons, &m->by_peer);
+    peer->nmons++;
     pt->nmons++;
     return m;
 }
@@ -340,6 +385,7 @@ void cn_pt_mon_del(cn_proc_table *pt, cn_mon *m)
 {
     cn_dl_del(&m->by_proc);
     cn_dl_del(&m->by_peer);
+    m->peer->nmons--;
     pt->nmons--;
     free_mon(m);
 }

@@ -76,6 +76,7 @@ typedef struct cn_proc {
 typedef struct cn_peer {
     uint32_t node;  /* interned name of the peer node */
     void *conn;     /* the connection (opaque here) */
+    size_t nlinks, nmons; /* entries on the lists below */
     cn_dl links;    /* cn_link.by_peer */
     cn_dl mons;     /* cn_mon.by_peer, both kinds */
 } cn_peer;
@@ -109,8 +110,11 @@ typedef struct cn_proc_table {
     cn_proc **buckets;
     size_t nbuckets, nprocs;
     size_t nlinks, nmons;
-    char **names;          /* interned node names; [0] = local */
+    char **names;          /* interned node names; [0] = local; ids are
+                              never reused (callers keep cn_pids) */
     size_t nnames, cap_names, max_names;
+    uint32_t *name_index;  /* open-addressing hash: id + 1, 0 = empty */
+    size_t index_cap;      /* power of two, > 2 * nnames */
     struct cn_regname { char *name; cn_proc *proc; } *reg;
     size_t nreg, cap_reg;
 } cn_proc_table;

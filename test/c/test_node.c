@@ -218,6 +218,8 @@ static void local_wpid(fixture *f, cn_proc *p, cn_wpid *w)
     cn_pt_proc_wpid(cn_node_table(f->n), p, w);
 }
 
+static size_t g_max_signals; /* 0 = default */
+
 static int setup(void **st)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -227,6 +229,8 @@ static int setup(void **st)
     cn_node_config_defaults(&cfg);
     cfg.name = "council@host";
     cfg.conn.max_frame = 4096;
+    if (g_max_signals)
+        cfg.max_signals_per_peer = g_max_signals;
     cn_cookie c = {0};
     cn_cookie_set(&c, COOKIE, strlen(COOKIE));
     f->n = cn_node_new(&f->loop, &cfg, &c);
@@ -463,6 +467,49 @@ static void unlink_id_is_acked_and_frame_cap_enforced(void **st)
     ei_x_free(&x);
 }
 
+static int setup_small(void **st)
+{
+    g_max_signals = 3;
+    int rc = setup(st);
+    g_max_signals = 0;
+    return rc;
+}
+
+static void a_peer_over_its_signal_cap_is_cut_off(void **st)
+{
+    fixture *f = *st;
+    f->fd = connect_client(f);
+    assert_int_equal(handshake(f, COOKIE), 0);
+    static probe pr;
+    memset(&pr, 0, sizeof pr);
+    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, "capped");
+    p->trap_exit = 1;
+    cn_wpid pw;
+    local_wpid(f, p, &pw);
+    ei_x_buff x;
+    ei_x_new(&x);
+    const unsigned char name[] = {119, 6, 'c', 'a', 'p', 'p', 'e', 'd'};
+    for (unsigned i = 0; i < 3; i++) {
+        unsigned char ref[] = {90, 0, 1, 119, 1, 'c', 0, 0, 0, 9, 0, 0, 0, (unsigned char)i};
+        cn_frame_monitor_p(&x, &ME, (cn_slice){name, sizeof name}, (cn_slice){ref, sizeof ref});
+    }
+    send_x(f, &x);
+    spin(f, 30);
+    cn_node_stats s;
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.monitors, 3);
+    assert_int_equal(s.connections, 1);
+    cn_frame_link(&x, &ME, &pw); /* the 4th entry */
+    send_x(f, &x);
+    unsigned char junk[16];
+    assert_int_equal(rd(f, junk, 1), -1);
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.monitors, 0);
+    assert_int_equal(s.connections, 0);
+    assert_int_equal(pr.terminated, 0);
+    ei_x_free(&x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +518,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(local_exit_tells_links_and_monitors, setup, teardown),
         cmocka_unit_test_setup_teardown(disconnect_sends_noconnection_and_cleans_up, setup, teardown),
         cmocka_unit_test_setup_teardown(unlink_id_is_acked_and_frame_cap_enforced, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_peer_over_its_signal_cap_is_cut_off, setup_small, teardown),
     };
     return cmocka_run_group_tests_name("node", tests, NULL, NULL);
 }

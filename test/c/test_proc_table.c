@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "../../c_src/cnode/proc_table.h"
@@ -102,6 +103,21 @@ static void node_names_are_interned_and_bounded(void **st)
     assert_string_equal(cn_pt_node_name(&pt, a), "a@h");
     assert_int_equal(sizeof(cn_pid), 16);
     cn_pt_free(&pt);
+
+    /* many names: ids stable, lookups exact (hash index grows) */
+    cn_pt_init(&pt, LOCAL, 5, 0);
+    char nm[32];
+    for (int i = 1; i <= 20000; i++) {
+        int len = snprintf(nm, sizeof nm, "n%d@host", i);
+        assert_int_equal(cn_pt_intern(&pt, nm, (size_t)len), (uint32_t)i);
+    }
+    for (int i = 20000; i >= 1; i -= 7) {
+        int len = snprintf(nm, sizeof nm, "n%d@host", i);
+        assert_int_equal(cn_pt_intern(&pt, nm, (size_t)len), (uint32_t)i);
+        assert_string_equal(cn_pt_node_name(&pt, (uint32_t)i), nm);
+    }
+    assert_int_equal(cn_pt_intern(&pt, "n1@hos", 6), 20001);
+    cn_pt_free(&pt);
 }
 
 /* What node.c does on a disconnect: empty the peer's lists. */
@@ -139,6 +155,10 @@ static void links_and_monitors_go_with_their_peer(void **st)
     assert_non_null(cn_pt_mon_add(&pt, CN_MON_WATCHED_BY_REMOTE, q, pb, &rb,
                                   (cn_slice){ref1, sizeof ref1}, (cn_slice){tgt, sizeof tgt}));
     assert_int_equal(pt.nmons, 3);
+    assert_int_equal(pa->nlinks, 2);
+    assert_int_equal(pa->nmons, 2);
+    assert_int_equal(pb->nlinks, 1);
+    assert_int_equal(pb->nmons, 1);
     /* lookups by ref are per peer and per kind */
     assert_non_null(cn_pt_mon_find(pa, CN_MON_WATCHED_BY_REMOTE, (cn_slice){ref1, sizeof ref1}));
     assert_null(cn_pt_mon_find(pa, CN_MON_WATCHED_BY_REMOTE, (cn_slice){ref2, sizeof ref2}));
