@@ -26,7 +26,13 @@
  *   on_terminate    the process ends (reason given); links and monitors have
  *                   already been told. Free the state here.
  * Handlers may call any function below, including cn_node_exit on their
- * own process: the cn_proc stays allocated until the loop reaps it.
+ * own process: the cn_proc stays allocated until the loop reaps it (next
+ * loop iteration). Do not keep a cn_proc pointer past on_terminate: keep
+ * its pid (cn_node_self) and look it up again (cn_pt_find_id).
+ * cn_node_send to a LOCAL pid calls the target's on_message synchronously.
+ * Pids of other nodes are only reachable over an existing connection: the
+ * node accepts connections but never dials out (no PORT_PLEASE2 yet), so a
+ * send to a node that is not connected returns -1.
  *
  * Dispatch rules (what BEAM sees):
  *   SEND/REG_SEND to a missing pid/name, or a pid of another creation: dropped.
