@@ -35,7 +35,7 @@ defmodule CouncilEx do
   grouping runs.
   """
 
-  alias CouncilEx.{PubSub.Relay, RunServer, Spec, Wire}
+  alias CouncilEx.{PubSub.Relay, RunIndex, RunServer, Spec, Wire}
 
   @typedoc "The curated state of a run (see `CouncilEx.RunServer.state/2`)."
   @type run_summary :: RunServer.run_summary()
@@ -147,17 +147,81 @@ defmodule CouncilEx do
   end
 
   @doc """
-  Waits for a run to end: `{:ok, result}` on completion,
-  `{:error, {:failed, errors, result}}`, `{:error, {:cancelled, result}}`;
-  `{:error, :timeout}` when `timeout` passes first, `{:error, :noproc}` when
-  the run had already ended, `{:error, :noconnection}` when the C node was
-  lost.
+  Waits for a run to end, by pid or by run id (in the default registry):
+  `{:ok, result}` on completion, `{:error, {:failed, errors, result}}`,
+  `{:error, {:cancelled, result}}`; `{:error, :timeout}` when `timeout`
+  passes first, `{:error, :noconnection}` when the C node was lost.
+
+  A run that has already ended still gives its outcome while the C node
+  retains it (5 minutes after its end by default, see
+  `CouncilEx.RunServer.state/2`): by run id always, by pid when the run was
+  started from this VM (the library knows its run id; see
+  `CouncilEx.RunIndex`). Otherwise a pid whose run has ended gives
+  `{:error, :noproc}`, and an unknown run id `{:error, :not_found}`.
   """
-  @spec await(pid, timeout) :: {:ok, result} | {:error, term}
-  def await(pid, timeout \\ :infinity) when is_pid(pid) do
+  @spec await(pid | binary, timeout) :: {:ok, result} | {:error, term}
+  def await(pid_or_run_id, timeout \\ :infinity)
+
+  def await(pid, timeout) when is_pid(pid) do
+    case await_pid(pid, timeout) do
+      {:error, :noproc} = noproc ->
+        case RunIndex.lookup(pid) do
+          {:ok, {registry, run_id}} -> ended_outcome(registry, run_id, noproc)
+          :error -> noproc
+        end
+
+      other ->
+        other
+    end
+  end
+
+  def await(run_id, timeout) when is_binary(run_id) do
+    registry = Wire.registry_name(RunServer.default_registry())
+
+    case outcome(registry, run_id) do
+      {:error, :running} ->
+        case CouncilEx.Node.call({:whereis, registry, run_id}) do
+          {:ok, pid} ->
+            case await_pid(pid, timeout) do
+              {:error, :noproc} -> ended_outcome(registry, run_id, {:error, :not_found})
+              other -> other
+            end
+
+          # It ended in between (or its retention did).
+          {:error, :runner_dead} ->
+            ended_outcome(registry, run_id, {:error, :not_found})
+
+          {:error, :unknown_run} ->
+            {:error, :not_found}
+
+          other ->
+            other
+        end
+
+      other ->
+        other
+    end
+  end
+
+  defp await_pid(pid, timeout) do
     pid |> GenServer.call(:await, timeout) |> Wire.reply()
   catch
     :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
+  end
+
+  # The outcome the C node retains for a run: as await's, or
+  # `{:error, :running}`, `{:error, :not_found}`.
+  defp outcome(registry, run_id) do
+    Wire.reply(CouncilEx.Node.call({:result, registry, run_id}))
+  end
+
+  # The outcome of a run whose process is gone; `gone` when the C node no
+  # longer knows it.
+  defp ended_outcome(registry, run_id, gone) do
+    case outcome(registry, run_id) do
+      {:error, reason} when reason in [:not_found, :running] -> gone
+      other -> other
+    end
   end
 
   @doc """
@@ -205,17 +269,18 @@ defmodule CouncilEx do
     run_opts = prepare!(council, input, opts)
 
     if Keyword.get(opts, :subscribe, false) do
+      # The relay subscribes to the topic before the run exists: no event is missed.
       topic = Wire.topic(Keyword.fetch!(run_opts, :run_id))
-      relay_pids = Relay.prepare(topic, self())
 
-      case starter.(Keyword.put(run_opts, :subscribe, relay_pids)) do
-        {:ok, pid} = ok ->
-          if relay_pids != [], do: Relay.confirm(topic, node(pid))
-          ok
+      with :ok <- Relay.subscribe(topic, self()) do
+        case starter.(run_opts) do
+          {:ok, _pid} = ok ->
+            ok
 
-        error ->
-          Relay.abort(topic, self())
-          error
+          error ->
+            Relay.unsubscribe(topic, self())
+            error
+        end
       end
     else
       starter.(run_opts)
@@ -279,18 +344,24 @@ defmodule CouncilEx do
     Process.flag(:trap_exit, true)
     run_id = Keyword.fetch!(run_opts, :run_id)
     topic = Wire.topic(run_id)
-    relay_pids = Relay.prepare(topic, self())
-    run_opts = Keyword.update(run_opts, :subscribe, relay_pids, &Enum.uniq(&1 ++ relay_pids))
 
-    case RunServer.start_link(run_opts) do
-      {:ok, pid} = ok ->
-        if Keyword.fetch!(run_opts, :subscribe) != [], do: Relay.confirm(topic, node(pid))
-        send(caller, {ref, self(), ok})
-        keep(caller, ref, run_id, pid)
+    reply =
+      with :ok <- Relay.subscribe(topic, self()) do
+        case RunServer.start_link(run_opts) do
+          {:ok, _pid} = ok ->
+            ok
 
-      error ->
-        Relay.abort(topic, self())
-        send(caller, {ref, self(), error})
+          error ->
+            Relay.unsubscribe(topic, self())
+            error
+        end
+      end
+
+    send(caller, {ref, self(), reply})
+
+    case reply do
+      {:ok, pid} -> keep(caller, ref, run_id, pid)
+      _ -> :ok
     end
   end
 

@@ -1,8 +1,9 @@
 defmodule CouncilEx.Application do
   @moduledoc """
   The library's supervision tree: the C node manager (`CouncilEx.Node`),
-  this node's event relay (`CouncilEx.PubSub.Relay`), and the supervisors
-  of Elixir-module members (`CouncilEx.MemberServer`).
+  the index of the runs this VM started (`CouncilEx.RunIndex`), this
+  node's event relay (`CouncilEx.PubSub.Relay`), and the supervisors of
+  Elixir-module members (`CouncilEx.MemberServer`).
   """
   use Application
 
@@ -13,6 +14,7 @@ defmodule CouncilEx.Application do
       {Task.Supervisor, name: CouncilEx.MemberServer.Tasks},
       {DynamicSupervisor, name: CouncilEx.MemberServer.Supervisor, strategy: :one_for_one},
       CouncilEx.Node,
+      CouncilEx.RunIndex,
       CouncilEx.PubSub.Relay
     ]
 

@@ -24,7 +24,7 @@ defmodule CouncilEx.RunServer do
   namespace (the same run id may live in two registries).
   """
 
-  alias CouncilEx.{MemberServer, Spec, Wire}
+  alias CouncilEx.{MemberServer, RunIndex, Spec, Wire}
 
   @typedoc """
   The curated state of a run (SPEC section 3): `started_at` is a `DateTime`
@@ -187,6 +187,8 @@ defmodule CouncilEx.RunServer do
     case CouncilEx.Node.call({how, request}) do
       {:ok, pid} = ok when is_pid(pid) ->
         if member_server, do: MemberServer.attach(member_server, pid)
+        # For CouncilEx.await/2 on this pid once the run has ended.
+        if is_binary(request.run_id), do: RunIndex.put(pid, request.registry, request.run_id)
         ok
 
       error ->

@@ -30,9 +30,75 @@ defmodule CouncilExTest do
     assert {:ok, pid} = CouncilEx.start(MockCouncil, "q")
     assert node(pid) == CouncilEx.node()
     assert is_binary(RunServer.run_id(pid))
-    assert {:ok, %{final: _}} = CouncilEx.await(pid, 15_000)
-    # A run that has ended exits calls with :noproc at once.
-    assert {:error, :noproc} = CouncilEx.await(pid, 1_000)
+    assert {:ok, %{final: _} = result} = CouncilEx.await(pid, 15_000)
+    # A run that has ended exits calls with :noproc at once; await/2 then
+    # answers with the outcome the C node retains.
+    assert {:noproc, _} = catch_exit(GenServer.call(pid, :await, 1_000))
+    assert {:ok, ^result} = CouncilEx.await(pid, 1_000)
+  end
+
+  test "await/2 after the run ended gives its outcome, by pid and by run id" do
+    id = run_id()
+    {:ok, pid} = CouncilEx.start(MockCouncil, "q", run_id: id)
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 15_000
+    assert {:ok, %{final: final, rounds: rounds}} = CouncilEx.await(pid)
+    assert is_binary(final)
+    assert List.last(rounds).name == :chair
+    assert {:ok, %{final: ^final}} = CouncilEx.await(id)
+
+    failed = run_id()
+    {:ok, pid} = CouncilEx.start(FailingCouncil, "q", run_id: failed)
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, {:failed, _}}}, 15_000
+    assert {:error, {:failed, [_ | _] = errors, %{errors: errors}}} = CouncilEx.await(pid)
+    assert {:error, {:failed, ^errors, _}} = CouncilEx.await(failed)
+
+    cancelled = run_id()
+    {:ok, pid} = CouncilEx.start(SlowCouncil, "q", run_id: cancelled, registry: MyApp.OtherReg)
+    ref = Process.monitor(pid)
+    :ok = CouncilEx.cancel(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, :cancelled}}, 15_000
+    # by pid the registry is known too
+    assert {:error, {:cancelled, %{}}} = CouncilEx.await(pid)
+    # by run id: the default registry only
+    assert {:error, :not_found} = CouncilEx.await(cancelled)
+  end
+
+  test "await/2 by run id waits for a running run; unknown ids are :not_found" do
+    id = run_id()
+    {:ok, pid} = CouncilEx.start(MockCouncil, "q", run_id: id)
+    assert {:ok, %{final: final}} = CouncilEx.await(id, 15_000)
+    assert {:ok, %{final: ^final}} = CouncilEx.await(pid)
+
+    slow = run_id()
+    {:ok, pid} = CouncilEx.start(SlowCouncil, "q", run_id: slow)
+    assert {:error, :timeout} = CouncilEx.await(slow, 100)
+    :ok = CouncilEx.cancel(pid)
+    assert {:error, {:cancelled, _}} = CouncilEx.await(slow)
+
+    assert {:error, :not_found} = CouncilEx.await("no-such-run-#{System.unique_integer()}")
+  end
+
+  test "await/2 by pid: :noproc when the library does not know the run's id or forgot it" do
+    # run_id: nil lets the C node pick the id; this VM never learns it.
+    opts = [run_id: nil, council: MockCouncil, spec: MockCouncil.__council__(), input: "q"]
+    {:ok, pid} = RunServer.start(opts)
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 15_000
+    assert {:error, :noproc} = CouncilEx.await(pid)
+
+    # The index forgets a run once its retention has passed.
+    Application.put_env(:council_ex, :run_retention_ms, 0)
+
+    try do
+      {:ok, pid} = CouncilEx.start(MockCouncil, "q")
+      assert {:ok, _} = CouncilEx.await(pid)
+      eventually(fn -> CouncilEx.RunIndex.lookup(pid) == :error end)
+      assert {:error, :noproc} = CouncilEx.await(pid)
+    after
+      Application.delete_env(:council_ex, :run_retention_ms)
+    end
   end
 
   test "start/3 with a run id; start_link/3 links the run" do

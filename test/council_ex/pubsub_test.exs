@@ -5,7 +5,7 @@ defmodule CouncilEx.PubSubTest do
   import CouncilEx.Test.Helpers
   alias CouncilEx.PubSub
   alias CouncilEx.PubSub.Relay
-  alias CouncilEx.Test.SlowCouncil
+  alias CouncilEx.Test.{QuickCouncil, SlowCouncil}
 
   defp stats, do: GenServer.call({:council_ex, CouncilEx.node()}, :stats)
 
@@ -62,17 +62,83 @@ defmodule CouncilEx.PubSubTest do
     CouncilEx.cancel(pid)
   end
 
-  test "a sub-council's events reach subscribers of its topic" do
+  test "a sub-council's events reach subscribers of its topic, through the relay alone" do
     id = run_id()
-    :ok = PubSub.subscribe("council_ex:run:" <> id <> ":sub:panel")
+    sub_topic = "council_ex:run:" <> id <> ":sub:panel"
+    relay = Process.whereis(Relay)
+    :ok = PubSub.subscribe(sub_topic)
     {:ok, _} = CouncilEx.start(CouncilEx.Test.ParentCouncil, "q", run_id: id, subscribe: true)
     events = collect_events(id)
     assert is_list(events), "no terminal event: #{inspect(events)}"
     assert {:run_completed, ^id, _} = List.last(events)
 
+    # The nested run's events carry its own run id, round names as atoms.
     sub_events = receive_all([])
-    assert Enum.any?(sub_events, &match?({:run_started, _, _, _}, &1))
-    assert Enum.any?(sub_events, &match?({:run_completed, _, _}, &1))
+    assert [{:run_started, sub_id, _council, _input} | _] = sub_events
+    assert is_binary(sub_id) and sub_id != id
+    assert Enum.all?(sub_events, &(elem(&1, 1) == sub_id))
+    assert {:round_started, sub_id, :independent_analysis, 0} in sub_events
+    assert {:run_completed, ^sub_id, %{final: final}} = List.last(sub_events)
+    assert is_binary(final)
+
+    assert Enum.count(sub_events, &(elem(&1, 0) in [:run_completed, :run_failed, :run_cancelled])) ==
+             1
+
+    # No helper process in between, and nothing left behind for the topic.
+    assert {:links, [_supervisor]} = Process.info(relay, :links)
+    assert Relay.subscribers(sub_topic) == []
+    assert Relay.subscribers("council_ex:run:" <> id) == []
+  end
+
+  test "relay bookkeeping is empty after 100 finished runs with subscribers; a topic can be subscribed again" do
+    {:ok, %{subscriptions: remote_before}} = stats()
+    relay_before = Relay.stats()
+    parent = self()
+
+    ids =
+      for i <- 1..100 do
+        id = run_id("book")
+
+        # every other run has a second subscriber of its own (subscribed
+        # before the run exists)
+        if rem(i, 2) == 0 do
+          spawn_link(fn ->
+            :ok = PubSub.subscribe(id)
+            send(parent, {:subscribed, id})
+            send(parent, {:done, id, collect_events(id)})
+            receive do: (:never -> :ok)
+          end)
+
+          assert_receive {:subscribed, ^id}, 5_000
+        end
+
+        {:ok, _} = CouncilEx.start(QuickCouncil, i, run_id: id, subscribe: true)
+        id
+      end
+
+    for id <- ids do
+      assert is_list(collect_events(id)), "run #{id}: no terminal event"
+    end
+
+    for {id, i} <- Enum.with_index(ids, 1), rem(i, 2) == 0 do
+      assert_receive {:done, ^id, events}, 15_000
+      assert {:run_completed, ^id, _} = List.last(events)
+    end
+
+    # The subscribers are alive, but each topic ended with its run.
+    assert Relay.stats() == relay_before
+    assert Enum.all?(ids, &(Relay.subscribers("council_ex:run:" <> &1) == []))
+    eventually(fn -> match?({:ok, %{subscriptions: ^remote_before}}, stats()) end)
+
+    # A topic whose run ended can be subscribed again: a run with a reused
+    # id in another registry publishes on the same topic.
+    id = hd(ids)
+    assert :ok = PubSub.subscribe(id)
+
+    {:ok, _} = CouncilEx.start(QuickCouncil, "again", run_id: id, registry: "CouncilEx.Test.Again")
+
+    assert [{:run_started, ^id, QuickCouncil, "again"} | _] = collect_events(id)
+    assert Relay.stats() == relay_before
   end
 
   defp receive_all(acc) do

@@ -1,0 +1,123 @@
+defmodule CouncilEx.RunIndex do
+  @moduledoc """
+  The run id (and registry) of each run pid this VM started, so that
+  `CouncilEx.await/2` on a run that has already ended (its pid answers
+  `:noproc`) can still ask the C node for the retained outcome
+  (`{:result, registry, run_id}`, docs/protocol.md).
+
+  `CouncilEx.RunServer` records a run when its start returns `{:ok, pid}`
+  (when the run id is known: always, unless `run_id: nil` was passed to
+  `CouncilEx.RunServer.start/1`). This process monitors the run and forgets
+  it once the C node has forgotten it too: the retention window after the
+  run ends (`config :council_ex, :run_retention_ms`, default 5 minutes, the
+  C node's default), or at once when the C node is lost (its runs are gone
+  with it).
+
+  The table is public (`:set`, keyed by pid): lookups and inserts are done
+  by the calling process; only the cleanup goes through this process.
+  """
+  use GenServer
+
+  @table __MODULE__
+  @sweep_ms 1_000
+
+  @doc "Starts the index (normally done by the application)."
+  @spec start_link(keyword) :: GenServer.on_start()
+  def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
+
+  @doc "Records that `pid` is the run `run_id` of `registry` (the C node's registry binary)."
+  @spec put(pid, binary, binary) :: :ok
+  def put(pid, registry, run_id) when is_pid(pid) and is_binary(registry) and is_binary(run_id) do
+    if :ets.insert_new(@table, {pid, registry, run_id}),
+      do: GenServer.cast(__MODULE__, {:watch, pid})
+
+    :ok
+  rescue
+    # The index is not running (the application is stopping): nothing to record.
+    ArgumentError -> :ok
+  end
+
+  @doc "`{:ok, {registry, run_id}}` of a run pid recorded here, or `:error`."
+  @spec lookup(pid) :: {:ok, {binary, binary}} | :error
+  def lookup(pid) when is_pid(pid) do
+    case :ets.lookup(@table, pid) do
+      [{^pid, registry, run_id}] -> {:ok, {registry, run_id}}
+      [] -> :error
+    end
+  rescue
+    ArgumentError -> :error
+  end
+
+  @doc "How many runs are recorded (for tests and introspection)."
+  @spec size() :: non_neg_integer
+  def size, do: :ets.info(@table, :size)
+
+  @doc false
+  @spec retention_ms() :: non_neg_integer
+  def retention_ms, do: Application.get_env(:council_ex, :run_retention_ms, 300_000)
+
+  # ------------------------------------------------------------- callbacks
+
+  @impl true
+  def init(_opts) do
+    :ets.new(@table, [
+      :named_table,
+      :public,
+      :set,
+      read_concurrency: true,
+      write_concurrency: true
+    ])
+
+    # expiring: runs that ended, as {forget_at_ms, pid}, soonest first
+    {:ok, %{expiring: :gb_sets.new(), timer: nil}}
+  end
+
+  @impl true
+  def handle_cast({:watch, pid}, state) do
+    # A run that ended already gives a :DOWN (:noproc) at once.
+    Process.monitor(pid)
+    {:noreply, state}
+  end
+
+  @impl true
+  def handle_info({:DOWN, _ref, :process, pid, :noconnection}, state) do
+    :ets.delete(@table, pid)
+    {:noreply, state}
+  end
+
+  def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
+    forget_at = now() + retention_ms()
+    {:noreply, schedule(%{state | expiring: :gb_sets.add({forget_at, pid}, state.expiring)})}
+  end
+
+  def handle_info(:sweep, state) do
+    {:noreply, schedule(sweep(%{state | timer: nil}, now()))}
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  defp sweep(state, now) do
+    if :gb_sets.is_empty(state.expiring) do
+      state
+    else
+      case :gb_sets.take_smallest(state.expiring) do
+        {{at, pid}, rest} when at <= now ->
+          :ets.delete(@table, pid)
+          sweep(%{state | expiring: rest}, now)
+
+        _ ->
+          state
+      end
+    end
+  end
+
+  defp schedule(%{timer: nil} = state) do
+    if :gb_sets.is_empty(state.expiring),
+      do: state,
+      else: %{state | timer: Process.send_after(self(), :sweep, @sweep_ms)}
+  end
+
+  defp schedule(state), do: state
+
+  defp now, do: System.monotonic_time(:millisecond)
+end
