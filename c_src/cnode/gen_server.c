@@ -144,6 +144,15 @@ int cn_gen_reply_x(cn_node *n, cn_proc *p, const cn_gen_from *from,
     return cn_gen_reply(n, p, from, cn_x_slice(reply));
 }
 
+int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request)
+{
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+                   ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "unknown_call") ||
+                   ei_x_append_buf(x, (const char *)request.p, (int)request.len)
+               ? -1
+               : 0;
+}
+
 static void reply_atom(cn_node *n, cn_proc *p, const cn_gen_from *f, const char *a)
 {
     ei_x_buff x;

@@ -62,6 +62,10 @@ int cn_gen_reply(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice reply
 /* Reply given as an ei_x_buff made with ei_x_new (no version byte). */
 int cn_gen_reply_x(cn_node *n, cn_proc *p, const cn_gen_from *from,
                    const ei_x_buff *reply);
+/* Appends {error, {unknown_call, Request}}, the answer to a call a process
+ * does not know. 0 or -1 (ENOMEM). */
+int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request);
+
 /* Keep a From for a later reply. NULL on ENOMEM. */
 cn_gen_from *cn_gen_from_dup(const cn_gen_from *f);
 void cn_gen_from_free(cn_gen_from *f);

@@ -13,11 +13,7 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from,
     if (cn_term_tuple(req, el, 2) == 2 && cn_ctl_is_atom(&el[0], "is_auth")) {
         ei_x_encode_atom(&x, "yes");
     } else {
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, "error");
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, "unknown_call");
-        ei_x_append_buf(&x, (const char *)req.p, (int)req.len);
+        cn_gen_encode_unknown_call(&x, req);
     }
     cn_gen_reply_x(n, p, from, &x);
     ei_x_free(&x);

@@ -214,11 +214,7 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
         else
             encode_error_code(&x, rc);
     } else {
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, "error");
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, "unknown_call");
-        ei_x_append_buf(&x, (const char *)req.p, (int)req.len);
+        cn_gen_encode_unknown_call(&x, req);
     }
     reply_term(n, p, from, &x);
 }
