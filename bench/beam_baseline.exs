@@ -136,11 +136,16 @@ end
 defmodule BenchBeam.Fanout do
   @moduledoc false
   # Emits the event sequence of `runs` runs with `tokens` member_token events
-  # each, the same tuples (and sizes) the C node sends: mode :relay sends
-  # each event once to the relay pid; :direct sends each event to every pid.
-  def emit(targets, runs, tokens, chunk) do
-    for r <- 1..runs do
-      id = "fanout-run-" <> Integer.to_string(r)
+  # each, the same tuples (and sizes, 22-byte run ids) the C node sends.
+  # tagged: true (the relay design) sends each event once to the relay pid
+  # wrapped as {:council_ex_event, topic, event}, as the C node does for the
+  # library's relay (and as Phoenix.PubSub wraps its per-node forward);
+  # tagged: false sends each plain event to every target pid.
+  def emit(targets, runs, tokens, chunk, tagged) do
+    for _ <- 1..runs do
+      id = BenchBeam.run_id()
+      topic = "council_ex:run:" <> id
+      t = {targets, if(tagged, do: topic, else: nil)}
       text = :binary.copy(chunk, tokens)
       mr = %{member_id: "a", status: :ok, text: text, attempts: 1, error: nil, parsed: nil}
 
@@ -153,27 +158,29 @@ defmodule BenchBeam.Fanout do
         text: nil
       }
 
-      send_all(targets, {:run_started, id, "bench", "x"})
-      send_all(targets, {:round_started, id, "independent_analysis", 0})
-      send_all(targets, {:member_started, id, "independent_analysis", "a"})
-      tok(targets, id, chunk, tokens)
-      send_all(targets, {:member_completed, id, "independent_analysis", "a", mr})
-      send_all(targets, {:round_completed, id, "independent_analysis", rr})
-      send_all(targets, {:run_completed, id, %{final: text, rounds: [rr], errors: []}})
+      send_all(t, {:run_started, id, "bench", "x"})
+      send_all(t, {:round_started, id, "independent_analysis", 0})
+      send_all(t, {:member_started, id, "independent_analysis", "a"})
+      tok(t, id, chunk, tokens)
+      send_all(t, {:member_completed, id, "independent_analysis", "a", mr})
+      send_all(t, {:round_completed, id, "independent_analysis", rr})
+      send_all(t, {:run_completed, id, %{final: text, rounds: [rr], errors: []}})
     end
 
     :ok
   end
 
-  defp tok(_targets, _id, _chunk, 0), do: :ok
+  defp tok(_t, _id, _chunk, 0), do: :ok
 
-  defp tok(targets, id, chunk, n) do
-    send_all(targets, {:member_token, id, "independent_analysis", "a", chunk})
-    tok(targets, id, chunk, n - 1)
+  defp tok(t, id, chunk, n) do
+    send_all(t, {:member_token, id, "independent_analysis", "a", chunk})
+    tok(t, id, chunk, n - 1)
   end
 
-  defp send_all([t], msg), do: send(t, msg)
-  defp send_all(ts, msg), do: Enum.each(ts, &send(&1, msg))
+  defp send_all({[pid], nil}, msg), do: send(pid, msg)
+  defp send_all({[pid], topic}, msg), do: send(pid, {:council_ex_event, topic, msg})
+  defp send_all({ts, nil}, msg), do: Enum.each(ts, &send(&1, msg))
+  defp send_all({ts, topic}, msg), do: Enum.each(ts, &send(&1, {:council_ex_event, topic, msg}))
 end
 
 defmodule BenchBeam.Council do
