@@ -194,16 +194,54 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = c->in_cap - c->in_len;
 }
 
+/* Sends the status packet a failed handshake left in hs.out, then closes
+ * once it is written (or at the flush deadline). */
+static void close_after_status(cn_conn *c, const char *why)
+{
+    if (send_raw(c, c->hs.out, c->hs.out_len) < 0)
+        return; /* closed */
+    c->closing = 1;
+    cn_log_info("connection %s (%s) closed: %s", c->addr, c->hs.peer_name, why);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    if (c->cbs.on_close)
+        c->cbs.on_close(c, 0, c->ud);
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        close_timer(c);
+        close_tcp(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_flush_deadline, FLUSH_DEADLINE_MS, 0);
+}
+
 static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
 {
     int rc = cn_hs_packet(&c->hs, pkt, len);
+    if (rc == CN_HS_DECIDE) {
+        int st = c->cbs.on_status ? c->cbs.on_status(c, c->ud)
+                                  : (c->hs.initiator ? CN_HS_ST_TRUE : CN_HS_ST_OK);
+        if (c->closing)
+            return;
+        rc = cn_hs_decide(&c->hs, st);
+    }
     if (rc < 0) {
+        c->hs_error = rc;
         if (rc == CN_HS_ECOOKIE)
-            cn_log_warn("connection %s from %s refused: %s", c->addr,
-                        c->hs.peer_name, cn_hs_strerror(rc));
+            cn_log_warn("connection %s %s %s refused: %s", c->addr,
+                        c->outgoing ? "to" : "from", c->hs.peer_name,
+                        cn_hs_strerror(rc));
+        else if (rc == CN_HS_ENOK)
+            cn_log_info("connection %s (%s): %s", c->addr, c->hs.peer_name,
+                        cn_hs_strerror(rc));
         else
-            cn_log_warn("connection %s refused: %s", c->addr, cn_hs_strerror(rc));
-        begin_close(c, cn_hs_strerror(rc));
+            cn_log_warn("connection %s%s%s refused: %s", c->addr,
+                        c->outgoing ? " to " : "", c->outgoing ? c->hs.peer_name : "",
+                        cn_hs_strerror(rc));
+        if (c->hs.out_len)
+            close_after_status(c, cn_hs_strerror(rc));
+        else
+            begin_close(c, cn_hs_strerror(rc));
         return;
     }
     if (c->hs.out_len && send_raw(c, c->hs.out, c->hs.out_len) < 0)
@@ -214,7 +252,10 @@ static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
             begin_close(c, "refused by node");
             return;
         }
-        cn_log_info("connection %s: node %s up", c->addr, c->hs.peer_name);
+        if (c->closing)
+            return;
+        cn_log_info("connection %s: node %s up%s", c->addr, c->hs.peer_name,
+                    c->outgoing ? " (dialed)" : "");
         uint64_t every = c->lim.tick_ms < c->lim.silent_ms / 4 ? c->lim.tick_ms
                                                                : c->lim.silent_ms / 4;
         if (every == 0)
@@ -301,58 +342,118 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     process_input(c);
 }
 
-cn_conn *cn_conn_accept(uv_stream_t *server, const cn_conn_limits *lim,
-                        const char *our_name, uint32_t our_creation,
-                        const cn_cookie *cookie, const cn_conn_cbs *cbs,
-                        void *ud)
+static void set_addr(cn_conn *c, const struct sockaddr *sa)
+{
+    char ip[48] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        uv_ip4_name(a, ip, sizeof ip);
+        port = ntohs(a->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(a, ip, sizeof ip);
+        port = ntohs(a->sin6_port);
+    }
+    snprintf(c->addr, sizeof c->addr, "%s:%d", ip, port);
+}
+
+static cn_conn *conn_new(uv_loop_t *loop, const cn_conn_limits *lim,
+                         const cn_conn_cbs *cbs, void *ud)
 {
     cn_conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->in_cap = IN_INITIAL;
     c->in = malloc(c->in_cap);
-    if (!c->in || uv_tcp_init(server->loop, &c->tcp) != 0) {
+    if (!c->in || uv_tcp_init(loop, &c->tcp) != 0) {
         free(c->in);
         free(c);
         return NULL;
     }
     c->tcp.data = c;
     c->handles_open = 1;
+    c->lim = *lim;
+    c->cbs = *cbs;
+    c->ud = ud;
+    strcpy(c->addr, "?");
+    return c;
+}
+
+static void start_timer(cn_conn *c, uv_loop_t *loop)
+{
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 2;
+    c->last_read = c->last_write = uv_now(loop);
+    uv_timer_start(&c->timer, on_timer, c->lim.hs_timeout_ms, 0);
+}
+
+cn_conn *cn_conn_accept(uv_stream_t *server, const cn_conn_limits *lim,
+                        const char *our_name, uint32_t our_creation,
+                        const cn_cookie *cookie, const cn_conn_cbs *cbs,
+                        void *ud)
+{
+    cn_conn *c = conn_new(server->loop, lim, cbs, ud);
+    if (!c)
+        return NULL;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         return NULL;
     }
-    uv_timer_init(server->loop, &c->timer);
-    c->timer.data = c;
-    c->handles_open = 2;
-    c->lim = *lim;
-    c->cbs = *cbs;
-    c->ud = ud;
     cn_hs_init(&c->hs, our_name, our_creation, cookie);
-    c->last_read = c->last_write = uv_now(server->loop);
     uv_tcp_nodelay(&c->tcp, 1);
-
     struct sockaddr_storage ss;
     int sl = sizeof ss;
-    strcpy(c->addr, "?");
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        char ip[48] = "?";
-        int port = 0;
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            uv_ip4_name(a, ip, sizeof ip);
-            port = ntohs(a->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            uv_ip6_name(a, ip, sizeof ip);
-            port = ntohs(a->sin6_port);
-        }
-        snprintf(c->addr, sizeof c->addr, "%s:%d", ip, port);
-    }
-    uv_timer_start(&c->timer, on_timer, lim->hs_timeout_ms, 0);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+        set_addr(c, (struct sockaddr *)&ss);
+    start_timer(c, server->loop);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         begin_close(c, "read start failed");
         return NULL;
     }
+    return c;
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    cn_conn *c = req->data;
+    if (c->closing)
+        return; /* closed while connecting (ECANCELED) */
+    if (status < 0) {
+        cn_log_info("connection to %s (%s) failed: %s", c->addr, c->hs.peer_name,
+                    uv_strerror(status));
+        begin_close(c, NULL);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    /* our 'N', prepared by cn_hs_init_connect */
+    if (send_raw(c, c->hs.out, c->hs.out_len) < 0)
+        return;
+    c->hs.out_len = 0;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        begin_close(c, "read start failed");
+}
+
+cn_conn *cn_conn_connect(uv_loop_t *loop, const struct sockaddr *addr,
+                         const cn_conn_limits *lim, const char *our_name,
+                         uint32_t our_creation, const cn_cookie *cookie,
+                         const char *peer_name, const cn_conn_cbs *cbs, void *ud)
+{
+    cn_conn *c = conn_new(loop, lim, cbs, ud);
+    if (!c)
+        return NULL;
+    c->outgoing = 1;
+    set_addr(c, addr);
+    if (cn_hs_init_connect(&c->hs, our_name, our_creation, cookie, peer_name) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return NULL;
+    }
+    c->connect_req.data = c;
+    if (uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_connected) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return NULL;
+    }
+    start_timer(c, loop);
     return c;
 }

@@ -1,7 +1,8 @@
 /* conn.h - one distribution connection on the libuv loop.
  *
  * Owns: the uv_tcp_t, the input buffer, the handshake state (cn_hs) during
- * authentication, the output queue and one timer (handshake deadline, then
+ * authentication (accept side for cn_conn_accept, initiator side for
+ * cn_conn_connect, which also owns the TCP connect request), the output queue and one timer (handshake deadline, then
  * tick/silence checks). Knows nothing of processes: after the handshake it
  * hands each non-tick frame body to on_frame and nothing else.
  *
@@ -44,8 +45,13 @@ typedef struct cn_conn_cbs {
     int (*on_up)(cn_conn *c, void *ud);
     /* One frame body (len > 0). Return <0 to close the connection. */
     int (*on_frame)(cn_conn *c, const unsigned char *body, size_t len, void *ud);
-    /* Closing (once). `was_up`: the handshake had completed. */
+    /* Closing (once). `was_up`: the handshake had completed. c->hs_error
+     * says why a handshake failed (a CN_HS_E*, 0 for I/O or timeout). */
     void (*on_close)(cn_conn *c, int was_up, void *ud);
+    /* The handshake asks for a decision (cn_hs_decide): accept side, the
+     * status for hs.peer_name; initiator, the answer to "alive". Returns a
+     * CN_HS_ST_*. NULL: "ok" / "true". */
+    int (*on_status)(cn_conn *c, void *ud);
 } cn_conn_cbs;
 
 struct cn_conn {
@@ -53,6 +59,9 @@ struct cn_conn {
     uv_timer_t timer;
     uv_shutdown_t shutdown_req;
     int up, closing, handles_open, tcp_closed, timer_closed;
+    int outgoing;      /* we dialed (cn_conn_connect) */
+    int hs_error;      /* the CN_HS_E* that ended the handshake, or 0 */
+    uv_connect_t connect_req;
     cn_hs hs;
     unsigned char *in;
     size_t in_len, in_cap;
@@ -72,6 +81,14 @@ cn_conn *cn_conn_accept(uv_stream_t *server, const cn_conn_limits *lim,
                         const char *our_name, uint32_t our_creation,
                         const cn_cookie *cookie, const cn_conn_cbs *cbs,
                         void *ud);
+/* Dials `addr` (port set) and runs the initiator handshake towards
+ * `peer_name` within lim->hs_timeout_ms. Returns the connection, or NULL
+ * when the connect cannot even start (no callback then). Later failures
+ * (refused, timeout, handshake) go through on_close with was_up = 0. */
+cn_conn *cn_conn_connect(uv_loop_t *loop, const struct sockaddr *addr,
+                         const cn_conn_limits *lim, const char *our_name,
+                         uint32_t our_creation, const cn_cookie *cookie,
+                         const char *peer_name, const cn_conn_cbs *cbs, void *ud);
 /* Queues one whole frame (copied). 0, or -1 if closing or the queue
  * overflowed (the connection is then closed). */
 int cn_conn_send(cn_conn *c, const void *frame, size_t len);

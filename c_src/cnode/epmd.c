@@ -175,3 +175,171 @@ int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
     }
     return 0;
 }
+
+/* ------------------------------------------------- PORT_PLEASE2 lookups */
+
+#define PORT_PLEASE2_REQ 122
+#define PORT2_RESP 119
+
+struct cn_epmd_lookup {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    int handles; /* open handles; freed at 0 */
+    int done;    /* cb ran or was cancelled */
+    cn_epmd_port_cb cb;
+    void *ud;
+    unsigned char req[2 + 1 + 255];
+    size_t req_len;
+    unsigned char resp[12]; /* tag result port type proto high low */
+    size_t resp_len;
+};
+
+static void lookup_handle_closed(uv_handle_t *h)
+{
+    cn_epmd_lookup *q = h->data;
+    if (--q->handles == 0)
+        free(q);
+}
+
+static void lookup_end(cn_epmd_lookup *q, int status, int port)
+{
+    if (!q->done) {
+        q->done = 1;
+        if (q->cb)
+            q->cb(status, port, q->ud);
+    }
+    if (!uv_is_closing((uv_handle_t *)&q->tcp))
+        uv_close((uv_handle_t *)&q->tcp, lookup_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&q->timer))
+        uv_close((uv_handle_t *)&q->timer, lookup_handle_closed);
+}
+
+void cn_epmd_lookup_cancel(cn_epmd_lookup *q)
+{
+    q->cb = NULL;
+    lookup_end(q, 0, 0);
+}
+
+static void lookup_timeout(uv_timer_t *t)
+{
+    lookup_end(t->data, UV_ETIMEDOUT, 0);
+}
+
+static void lookup_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+    (void)sz;
+    cn_epmd_lookup *q = h->data;
+    static char sink[64];
+    if (q->resp_len == sizeof q->resp)
+        *b = uv_buf_init(sink, sizeof sink); /* name and extra: not needed */
+    else
+        *b = uv_buf_init((char *)q->resp + q->resp_len,
+                         (unsigned)(sizeof q->resp - q->resp_len));
+}
+
+/* PORT2_RESP: 119 result:8, then when result is 0: port:16 type:8
+ * proto:8 highest:16 lowest:16 nlen:16 name elen:16 extra. epmd closes the
+ * connection after it. */
+static void lookup_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    cn_epmd_lookup *q = s->data;
+    if (q->done)
+        return;
+    if (n > 0 && b->base != (char *)q->resp + q->resp_len)
+        return; /* sink */
+    if (n > 0)
+        q->resp_len += (size_t)n;
+    if (q->resp_len >= 1 && q->resp[0] != PORT2_RESP) {
+        lookup_end(q, UV_EPROTO, 0);
+        return;
+    }
+    if (q->resp_len >= 2 && q->resp[1] != 0) {
+        lookup_end(q, UV_ENOENT, 0);
+        return;
+    }
+    if (q->resp_len >= 12) {
+        int port = q->resp[2] << 8 | q->resp[3];
+        unsigned high = (unsigned)q->resp[8] << 8 | q->resp[9];
+        unsigned low = (unsigned)q->resp[10] << 8 | q->resp[11];
+        if (q->resp[5] != 0 || high < 6 || low > 6 || port == 0)
+            lookup_end(q, UV_EPROTO, 0); /* not tcp, or no version 6 */
+        else
+            lookup_end(q, 0, port);
+        return;
+    }
+    if (n < 0) /* closed before a whole reply */
+        lookup_end(q, q->resp_len ? UV_EPROTO : (int)n, 0);
+}
+
+static void lookup_written(uv_write_t *w, int status)
+{
+    cn_epmd_lookup *q = w->data;
+    if (status < 0 && status != UV_ECANCELED)
+        lookup_end(q, status, 0);
+}
+
+static void lookup_connected(uv_connect_t *req, int status)
+{
+    cn_epmd_lookup *q = req->data;
+    if (q->done)
+        return;
+    if (status < 0) {
+        lookup_end(q, status, 0);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)q->req, (unsigned)q->req_len);
+    q->write_req.data = q;
+    int rc = uv_write(&q->write_req, (uv_stream_t *)&q->tcp, &b, 1, lookup_written);
+    if (rc == 0)
+        rc = uv_read_start((uv_stream_t *)&q->tcp, lookup_alloc, lookup_read);
+    if (rc < 0)
+        lookup_end(q, rc, 0);
+}
+
+cn_epmd_lookup *cn_epmd_port_please(uv_loop_t *loop, const struct sockaddr *host,
+                                    const char *alive, uint64_t timeout_ms,
+                                    cn_epmd_port_cb cb, void *ud)
+{
+    size_t alen = strlen(alive);
+    if (alen == 0 || alen > 255)
+        return NULL;
+    struct sockaddr_storage a;
+    if (host->sa_family == AF_INET) {
+        memcpy(&a, host, sizeof(struct sockaddr_in));
+        ((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)cn_epmd_port());
+    } else if (host->sa_family == AF_INET6) {
+        memcpy(&a, host, sizeof(struct sockaddr_in6));
+        ((struct sockaddr_in6 *)&a)->sin6_port = htons((uint16_t)cn_epmd_port());
+    } else {
+        return NULL;
+    }
+    cn_epmd_lookup *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->cb = cb;
+    q->ud = ud;
+    q->req[0] = (unsigned char)((1 + alen) >> 8);
+    q->req[1] = (unsigned char)(1 + alen);
+    q->req[2] = PORT_PLEASE2_REQ;
+    memcpy(q->req + 3, alive, alen);
+    q->req_len = 3 + alen;
+    if (uv_tcp_init(loop, &q->tcp) != 0) {
+        free(q);
+        return NULL;
+    }
+    q->tcp.data = q;
+    uv_timer_init(loop, &q->timer);
+    q->timer.data = q;
+    q->handles = 2;
+    q->connect_req.data = q;
+    if (uv_tcp_connect(&q->connect_req, &q->tcp, (struct sockaddr *)&a,
+                       lookup_connected) != 0 ||
+        uv_timer_start(&q->timer, lookup_timeout, timeout_ms, 0) != 0) {
+        q->cb = NULL;
+        lookup_end(q, 0, 0);
+        return NULL;
+    }
+    return q;
+}

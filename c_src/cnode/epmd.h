@@ -1,6 +1,8 @@
-/* epmd.h - the node's epmd client: ALIVE2_REQ / ALIVE2_X_RESP.
+/* epmd.h - the node's epmd client: ALIVE2_REQ / ALIVE2_X_RESP (our
+ * registration) and PORT_PLEASE2_REQ / PORT2_RESP (the port of another
+ * node, for outgoing connections).
  *
- * Owns the TCP connection to epmd. epmd keeps our name registered exactly as
+ * Registration owns the TCP connection to epmd. epmd keeps our name registered exactly as
  * long as that connection is open, so it stays open for the node's life and
  * cn_epmd_close() is the unregistration. The creation epmd returns is handed
  * to the callback (ei throws it away; we use it for every pid).
@@ -48,5 +50,22 @@ int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
                      int port, cn_epmd_cb cb, void *ud);
 /* Closes the epmd connection: the name is unregistered. Idempotent. */
 void cn_epmd_close(cn_epmd *e);
+
+/* PORT_PLEASE2: asks the epmd at `host` (an IPv4/IPv6 address; the port
+ * is replaced by cn_epmd_port()) for the distribution port of `alive`. One
+ * short TCP connection, non-blocking on the loop, with its own deadline.
+ * The lookup allocates and frees itself.
+ * cb runs exactly once unless cancelled first: status 0 and the port;
+ * UV_ENOENT: no such name registered there; UV_ETIMEDOUT: the deadline
+ * passed; UV_EPROTO: bad reply or no common protocol version (we speak 6);
+ * another negative libuv code: epmd not reachable. */
+typedef struct cn_epmd_lookup cn_epmd_lookup;
+typedef void (*cn_epmd_port_cb)(int status, int port, void *ud);
+/* NULL on a bad argument or ENOMEM (cb is then never called). */
+cn_epmd_lookup *cn_epmd_port_please(uv_loop_t *loop, const struct sockaddr *host,
+                                    const char *alive, uint64_t timeout_ms,
+                                    cn_epmd_port_cb cb, void *ud);
+/* No callback after this; the lookup frees itself once its handles close. */
+void cn_epmd_lookup_cancel(cn_epmd_lookup *q);
 
 #endif

@@ -109,6 +109,93 @@ static int name_ok(const unsigned char *n, size_t len)
     return 1;
 }
 
+int cn_hs_init_connect(cn_hs *hs, const char *our_name, uint32_t our_creation,
+                       const cn_cookie *cookie, const char *peer_name)
+{
+    cn_hs_init(hs, our_name, our_creation, cookie);
+    hs->initiator = 1;
+    size_t plen = strlen(peer_name);
+    if (!name_ok((const unsigned char *)peer_name, plen))
+        return fail(hs, -1);
+    memcpy(hs->peer_name, peer_name, plen + 1);
+    /* 'N' flags:64 creation:32 nlen:16 name */
+    size_t our_len = strlen(our_name);
+    put16(hs, (unsigned)(1 + 8 + 4 + 2 + our_len));
+    put8(hs, 'N');
+    uint64_t f = CN_OUR_FLAGS;
+    put32(hs, (uint32_t)(f >> 32));
+    put32(hs, (uint32_t)f);
+    put32(hs, our_creation);
+    put16(hs, (unsigned)our_len);
+    put(hs, our_name, our_len);
+    hs->state = CN_HS_I_WAIT_STATUS;
+    return 0;
+}
+
+/* Adds a status packet 's' ++ text. */
+static void put_status(cn_hs *hs, const char *text)
+{
+    size_t n = strlen(text);
+    put16(hs, (unsigned)(1 + n));
+    put8(hs, 's');
+    put(hs, text, n);
+}
+
+/* Fails but keeps hs->out (a status packet to send before closing). */
+static int fail_keep(cn_hs *hs, int err)
+{
+    hs->state = CN_HS_FAILED;
+    cn_hs_clear(hs);
+    return err;
+}
+
+static int status_is(const unsigned char *p, size_t len, const char *text)
+{
+    size_t n = strlen(text);
+    return len == 1 + n && memcmp(p + 1, text, n) == 0;
+}
+
+int cn_hs_decide(cn_hs *hs, int status)
+{
+    hs->out_len = 0;
+    if (hs->state != CN_HS_DECIDING)
+        return fail(hs, CN_HS_EPROTO);
+    if (hs->initiator) {
+        if (status == CN_HS_ST_TRUE) {
+            put_status(hs, "true");
+            hs->state = CN_HS_I_WAIT_CHALLENGE;
+            return CN_HS_CONTINUE;
+        }
+        put_status(hs, "false");
+        return fail_keep(hs, CN_HS_EALIVE);
+    }
+    switch (status) {
+    case CN_HS_ST_OK:
+    case CN_HS_ST_OK_SIMULTANEOUS:
+        break;
+    case CN_HS_ST_NOK:
+        put_status(hs, "nok");
+        return fail_keep(hs, CN_HS_ENOK);
+    default:
+        put_status(hs, "not_allowed");
+        return fail_keep(hs, CN_HS_ENOTALLOWED);
+    }
+    randombytes_buf(&hs->challenge, sizeof hs->challenge);
+    put_status(hs, status == CN_HS_ST_OK ? "ok" : "ok_simultaneous");
+    size_t our_len = strlen(hs->our_name);
+    put16(hs, (unsigned)(1 + 8 + 4 + 4 + 2 + our_len));
+    put8(hs, 'N');
+    uint64_t f = CN_OUR_FLAGS;
+    put32(hs, (uint32_t)(f >> 32));
+    put32(hs, (uint32_t)f);
+    put32(hs, hs->challenge);
+    put32(hs, hs->our_creation);
+    put16(hs, (unsigned)our_len);
+    put(hs, hs->our_name, our_len);
+    hs->state = CN_HS_WAIT_REPLY;
+    return CN_HS_CONTINUE;
+}
+
 int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
 {
     hs->out_len = 0;
@@ -128,22 +215,8 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
             return fail(hs, CN_HS_EFLAGS);
         memcpy(hs->peer_name, p + 15, nlen);
         hs->peer_name[nlen] = 0;
-        randombytes_buf(&hs->challenge, sizeof hs->challenge);
-
-        put16(hs, 3);
-        put(hs, "sok", 3);
-        size_t our_len = strlen(hs->our_name);
-        put16(hs, (unsigned)(1 + 8 + 4 + 4 + 2 + our_len));
-        put8(hs, 'N');
-        uint64_t f = CN_OUR_FLAGS;
-        put32(hs, (uint32_t)(f >> 32));
-        put32(hs, (uint32_t)f);
-        put32(hs, hs->challenge);
-        put32(hs, hs->our_creation);
-        put16(hs, (unsigned)our_len);
-        put(hs, hs->our_name, our_len);
-        hs->state = CN_HS_WAIT_REPLY;
-        return CN_HS_CONTINUE;
+        hs->state = CN_HS_DECIDING;
+        return CN_HS_DECIDE;
     }
     case CN_HS_WAIT_REPLY: {
         /* 'r' peer_challenge:32 digest:16 */
@@ -165,6 +238,63 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
         hs->state = CN_HS_DONE;
         return CN_HS_UP;
     }
+    case CN_HS_I_WAIT_STATUS:
+        if (len < 2 || p[0] != 's')
+            return fail(hs, CN_HS_EPROTO);
+        if (status_is(p, len, "ok") || status_is(p, len, "ok_simultaneous")) {
+            hs->state = CN_HS_I_WAIT_CHALLENGE;
+            return CN_HS_CONTINUE;
+        }
+        if (status_is(p, len, "nok"))
+            return fail(hs, CN_HS_ENOK);
+        if (status_is(p, len, "not_allowed"))
+            return fail(hs, CN_HS_ENOTALLOWED);
+        if (status_is(p, len, "alive")) {
+            hs->state = CN_HS_DECIDING;
+            return CN_HS_DECIDE;
+        }
+        return fail(hs, CN_HS_EPROTO); /* "named:" is for dynamic names: not ours */
+    case CN_HS_I_WAIT_CHALLENGE: {
+        /* 'N' flags:64 challenge:32 creation:32 nlen:16 name */
+        if (len < 19 || p[0] != 'N')
+            return fail(hs, CN_HS_EPROTO);
+        uint64_t flags = rd64(p + 1);
+        uint32_t peer_challenge = rd32(p + 9);
+        uint32_t creation = rd32(p + 13);
+        size_t nlen = (size_t)p[17] << 8 | p[18];
+        if (19 + nlen != len)
+            return fail(hs, CN_HS_EPROTO);
+        if (nlen != strlen(hs->peer_name) || memcmp(p + 19, hs->peer_name, nlen) != 0)
+            return fail(hs, CN_HS_ENAME);
+        if ((flags & CN_PEER_MANDATORY) != CN_PEER_MANDATORY)
+            return fail(hs, CN_HS_EFLAGS);
+        hs->peer_flags = flags;
+        hs->peer_creation = creation;
+        randombytes_buf(&hs->challenge, sizeof hs->challenge);
+        unsigned char digest[16];
+        cn_cookie_digest(hs->cookie, peer_challenge, digest);
+        put16(hs, 21);
+        put8(hs, 'r');
+        put32(hs, hs->challenge);
+        put(hs, digest, 16);
+        sodium_memzero(digest, sizeof digest);
+        hs->state = CN_HS_I_WAIT_ACK;
+        return CN_HS_CONTINUE;
+    }
+    case CN_HS_I_WAIT_ACK: {
+        /* 'a' digest:16 */
+        if (len != 17 || p[0] != 'a')
+            return fail(hs, CN_HS_EPROTO);
+        unsigned char want[16];
+        cn_cookie_digest(hs->cookie, hs->challenge, want);
+        int ok = sodium_memcmp(want, p + 1, 16) == 0;
+        sodium_memzero(want, sizeof want);
+        if (!ok)
+            return fail(hs, CN_HS_ECOOKIE);
+        cn_hs_clear(hs);
+        hs->state = CN_HS_DONE;
+        return CN_HS_UP;
+    }
     default:
         return fail(hs, CN_HS_EPROTO);
     }
@@ -177,6 +307,9 @@ const char *cn_hs_strerror(int err)
     case CN_HS_EFLAGS: return "peer lacks mandatory distribution flags";
     case CN_HS_ENAME: return "bad peer node name";
     case CN_HS_ECOOKIE: return "wrong cookie (digest mismatch)";
+    case CN_HS_ENOK: return "simultaneous connect: the other attempt wins";
+    case CN_HS_ENOTALLOWED: return "connection not allowed";
+    case CN_HS_EALIVE: return "peer still has a connection from us";
     }
     return "ok";
 }

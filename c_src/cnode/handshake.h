@@ -1,13 +1,31 @@
-/* handshake.h - accept side of the Erlang distribution handshake (version 6,
+/* handshake.h - both sides of the Erlang distribution handshake (version 6,
  * the OTP 23+ 'N' form), as a pure state machine: packets in, packets out,
  * no I/O. conn.c frames the packets (2-byte length prefix), runs the
  * deadline timer and closes the socket on failure.
  *
+ * Accept side (cn_hs_init):
  *   peer -> 'N' flags:64 creation:32 nlen:16 name
- *   us   -> 's' "ok"
+ *           (CN_HS_DECIDE: the node picks the status, cn_hs_decide)
+ *   us   -> 's' "ok" | "ok_simultaneous"   ("nok" / "not_allowed": then close)
  *   us   -> 'N' our_flags:64 challenge:32 our_creation:32 nlen:16 our_name
  *   peer -> 'r' peer_challenge:32 digest:16   (checked with sodium_memcmp)
  *   us   -> 'a' MD5(cookie ++ decimal(peer_challenge))
+ *
+ * Initiator side (cn_hs_init_connect; hs->out holds our 'N' at once):
+ *   us   -> 'N' our_flags:64 our_creation:32 nlen:16 our_name
+ *   peer -> 's' "ok" | "ok_simultaneous" | "nok" | "not_allowed" | "alive"
+ *           ("alive": CN_HS_DECIDE, the node answers 's' "true"/"false")
+ *   peer -> 'N' flags:64 challenge:32 creation:32 nlen:16 name
+ *           (the name must be the node we dialed)
+ *   us   -> 'r' our_challenge:32 MD5(cookie ++ decimal(peer challenge))
+ *   peer -> 'a' digest:16  (== MD5(cookie ++ decimal(our_challenge)),
+ *                           checked with sodium_memcmp)
+ *
+ * Simultaneous connect (both nodes dial each other): the acceptor whose
+ * own attempt is still pending answers "nok" if its name is greater (its
+ * own attempt goes on) and "ok_simultaneous" otherwise (it drops its own
+ * attempt). The node makes that choice (cn_hs_decide); a "nok" we receive
+ * is CN_HS_ENOK, which tells the dialer to wait for the peer's connection.
  *
  * Owns: the cn_cookie secret (held in sodium_malloc'd memory, wiped with
  * sodium_memzero on free) and the per-connection cn_hs state. Our flags
@@ -75,36 +93,67 @@ void cn_cookie_free(cn_cookie *c);
 void cn_cookie_digest(const cn_cookie *c, uint32_t challenge,
                       unsigned char out[16]);
 
-enum { CN_HS_WAIT_NAME = 0, CN_HS_WAIT_REPLY = 1, CN_HS_DONE = 2, CN_HS_FAILED = 3 };
+enum {
+    CN_HS_WAIT_NAME = 0, CN_HS_WAIT_REPLY = 1, CN_HS_DONE = 2, CN_HS_FAILED = 3,
+    CN_HS_DECIDING = 4,         /* waiting for cn_hs_decide (either side) */
+    CN_HS_I_WAIT_STATUS = 5,    /* initiator states */
+    CN_HS_I_WAIT_CHALLENGE = 6,
+    CN_HS_I_WAIT_ACK = 7,
+};
 
 enum {
     CN_HS_CONTINUE = 0,  /* send `out`, wait for the next packet */
     CN_HS_UP = 1,        /* send `out`; the connection is authenticated */
+    CN_HS_DECIDE = 2,    /* call cn_hs_decide (nothing to send yet) */
     CN_HS_EPROTO = -1,   /* malformed or unexpected packet */
     CN_HS_EFLAGS = -2,   /* peer lacks mandatory flags */
-    CN_HS_ENAME = -3,    /* bad peer node name */
+    CN_HS_ENAME = -3,    /* bad peer node name (or not the node dialed) */
     CN_HS_ECOOKIE = -4,  /* digest mismatch: wrong cookie */
+    CN_HS_ENOK = -5,     /* simultaneous connect: the other attempt goes on */
+    CN_HS_ENOTALLOWED = -6, /* not allowed (by the peer or by us) */
+    CN_HS_EALIVE = -7,   /* peer still has a connection we know of ("false") */
+};
+
+/* Decisions for cn_hs_decide. Accept side: OK, OK_SIMULTANEOUS, NOK,
+ * NOT_ALLOWED. Initiator side, after "alive": TRUE (go on, the peer drops
+ * its old connection) or FALSE. */
+enum {
+    CN_HS_ST_OK = 0, CN_HS_ST_OK_SIMULTANEOUS, CN_HS_ST_NOK,
+    CN_HS_ST_NOT_ALLOWED, CN_HS_ST_TRUE, CN_HS_ST_FALSE,
 };
 
 typedef struct cn_hs {
     int state;
+    int initiator;            /* we dialed */
     const char *our_name;     /* borrowed, lives as long as the node */
     uint32_t our_creation;
     const cn_cookie *cookie;  /* borrowed */
     uint32_t challenge;       /* ours, from randombytes_buf */
     uint64_t peer_flags;
     uint32_t peer_creation;
-    char peer_name[CN_MAX_NODE_NAME + 1];
+    char peer_name[CN_MAX_NODE_NAME + 1]; /* initiator: the node dialed */
     unsigned char out[1024];  /* packets to send, with length prefixes */
     size_t out_len;
 } cn_hs;
 
+/* Accept side. */
 void cn_hs_init(cn_hs *hs, const char *our_name, uint32_t our_creation,
                 const cn_cookie *cookie);
+/* Initiator side, dialing `peer_name` ("alive@host"): hs->out holds our 'N'
+ * packet, to be sent once connected. -1 if the name is not plausible. */
+int cn_hs_init_connect(cn_hs *hs, const char *our_name, uint32_t our_creation,
+                       const cn_cookie *cookie, const char *peer_name);
 /* Feeds one handshake packet (the bytes after its 2-byte length). Resets
  * hs->out and fills it with what must be sent. Returns CN_HS_CONTINUE,
- * CN_HS_UP, or a negative CN_HS_E* (state becomes FAILED; send nothing). */
+ * CN_HS_UP, CN_HS_DECIDE, or a negative CN_HS_E* (state becomes FAILED;
+ * hs->out is empty). */
 int cn_hs_packet(cn_hs *hs, const unsigned char *pkt, size_t len);
+/* Answers CN_HS_DECIDE with a CN_HS_ST_* (accept side: the status for the
+ * peer's 'N'; initiator: the answer to "alive"). Resets and fills hs->out.
+ * CN_HS_CONTINUE, or a negative CN_HS_E* when the status ends the
+ * handshake: hs->out then still holds the status packet ("nok",
+ * "not_allowed", "false"), to be sent before closing. */
+int cn_hs_decide(cn_hs *hs, int status);
 /* Wipes the challenge. */
 void cn_hs_clear(cn_hs *hs);
 const char *cn_hs_strerror(int err);

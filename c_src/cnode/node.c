@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dial.h"
 #include "epmd.h"
 #include "log.h"
 
@@ -28,10 +29,17 @@ struct cn_node {
     cn_proc_table pt;
     cn_conn **conns;
     size_t nconns, cap_conns;
+    cn_dial **dials;         /* outgoing attempts, one per node at most */
+    size_t ndials, cap_dials;
+    cn_dial_env dial_env;
     ei_x_buff scratch; /* frames are built here, then copied by the conn */
     uint64_t ref_counter;
     uint64_t frames_in, frames_dropped, bad_frames;
 };
+
+static int on_dial_up(cn_dial *d, cn_conn *c, void *ud);
+static void on_dial_fail(cn_dial *d, const char *why, void *ud);
+static int dial_connected(cn_dial *d, void *ud);
 
 /* --------------------------------------------------------------- atoms */
 
@@ -115,6 +123,12 @@ cn_node *cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_cookie *cook
     n->cfg.listen_addr = n->listen_addr;
     n->cookie = *cookie;
     memset(cookie, 0, sizeof *cookie);
+    n->dial_env.loop = loop;
+    n->dial_env.our_name = n->name;
+    n->dial_env.cookie = &n->cookie;
+    n->dial_env.lim = &n->cfg.conn;
+    n->dial_env.cbs = (cn_dial_cbs){on_dial_up, on_dial_fail, dial_connected};
+    n->dial_env.ud = n;
     randombytes_buf(&n->ref_counter, sizeof n->ref_counter);
     n->ref_counter &= 0xffffffffull;
     uv_check_init(loop, &n->reaper);
@@ -157,6 +171,24 @@ static cn_conn *conn_for_node(cn_node *n, uint32_t node)
     return NULL;
 }
 
+static cn_dial *dial_for_node(cn_node *n, uint32_t node)
+{
+    for (size_t i = 0; i < n->ndials; i++)
+        if (n->dials[i]->node == node)
+            return n->dials[i];
+    return NULL;
+}
+
+/* Takes a dial out of the table (idempotent). */
+static void dial_remove(cn_node *n, cn_dial *d)
+{
+    for (size_t i = 0; i < n->ndials; i++)
+        if (n->dials[i] == d) {
+            n->dials[i] = n->dials[--n->ndials];
+            return;
+        }
+}
+
 static ei_x_buff *scratch(cn_node *n)
 {
     n->scratch.index = 0;
@@ -170,6 +202,81 @@ static int flush_scratch(cn_node *n, cn_conn *c, int built)
         return -1;
     }
     return cn_conn_send(c, n->scratch.buff, (size_t)n->scratch.index);
+}
+
+/* Sends the frame in scratch to a peer: over its connection, or into the
+ * queue of the dial that will connect it. -1 for a peer being dropped. */
+static int peer_send(cn_node *n, cn_peer *peer, int built)
+{
+    if (built < 0) {
+        cn_log_error("could not encode a frame for node %s",
+                     cn_pt_node_name(&n->pt, peer->node));
+        return -1;
+    }
+    if (peer->conn)
+        return cn_conn_send(peer->conn, n->scratch.buff, (size_t)n->scratch.index);
+    if (peer->dial)
+        return cn_dial_queue(peer->dial, n->scratch.buff, (size_t)n->scratch.index);
+    return -1;
+}
+
+static int conns_reserve(cn_node *n)
+{
+    if (n->nconns < n->cap_conns)
+        return 0;
+    size_t cap = n->cap_conns ? n->cap_conns * 2 : 8;
+    cn_conn **a = realloc(n->conns, cap * sizeof *a);
+    if (!a)
+        return -1;
+    n->conns = a;
+    n->cap_conns = cap;
+    return 0;
+}
+
+/* The peer record for a remote node id: its connection's, or the pending
+ * dial's; with `dial`, a node not connected is dialed (BEAM's auto-connect).
+ * NULL: not reachable (stopping, no creation yet, connection limit, bad
+ * name, ENOMEM). */
+static cn_peer *peer_for(cn_node *n, uint32_t node, int dial)
+{
+    if (node == 0 || node == CN_NODE_NONE)
+        return NULL;
+    cn_conn *c = conn_for_node(n, node);
+    if (c)
+        return c->peer;
+    cn_dial *d = dial_for_node(n, node);
+    if (d)
+        return d->peer;
+    if (!dial || n->stopping || n->pt.creation == 0)
+        return NULL;
+    const char *name = cn_pt_node_name(&n->pt, node);
+    if (!name)
+        return NULL;
+    if (n->nconns + n->ndials >= n->cfg.max_connections) {
+        cn_log_warn("not dialing %s: connection limit (%zu) reached", name,
+                    n->cfg.max_connections);
+        return NULL;
+    }
+    if (n->ndials == n->cap_dials) {
+        size_t cap = n->cap_dials ? n->cap_dials * 2 : 4;
+        cn_dial **a = realloc(n->dials, cap * sizeof *a);
+        if (!a)
+            return NULL;
+        n->dials = a;
+        n->cap_dials = cap;
+    }
+    cn_peer *peer = cn_pt_peer_new(&n->pt, node, NULL);
+    if (!peer)
+        return NULL;
+    n->dial_env.our_creation = n->pt.creation;
+    d = cn_dial_start(&n->dial_env, name, node, peer);
+    if (!d) {
+        cn_pt_peer_free(peer);
+        return NULL;
+    }
+    peer->dial = d;
+    n->dials[n->ndials++] = d;
+    return peer;
 }
 
 void cn_node_self(const cn_node *n, const cn_proc *p, cn_pid *out)
@@ -199,29 +306,30 @@ int cn_node_send(cn_node *n, const cn_pid *to, cn_slice msg)
         p->ops->on_message(n, p, msg);
         return 0;
     }
-    cn_conn *c = conn_for_node(n, to->node);
-    if (!c)
+    cn_peer *peer = peer_for(n, to->node, 1);
+    if (!peer)
         return -1;
     cn_wpid w;
     cn_pt_pid_to_wire(&n->pt, to, &w);
-    return flush_scratch(n, c, cn_frame_send(scratch(n), &w, msg));
+    return peer_send(n, peer, cn_frame_send(scratch(n), &w, msg));
 }
 
 int cn_node_send_named(cn_node *n, cn_proc *from, const char *node_name,
                        const char *name, cn_slice msg)
 {
     uint32_t id = cn_pt_intern(&n->pt, node_name, strlen(node_name));
-    cn_conn *c = id == CN_NODE_NONE ? NULL : conn_for_node(n, id);
-    if (!c)
+    cn_peer *peer = peer_for(n, id, 1);
+    if (!peer)
         return -1;
     cn_wpid me;
     cn_pt_proc_wpid(&n->pt, from, &me);
-    return flush_scratch(n, c, cn_frame_reg_send(scratch(n), &me, name, msg));
+    return peer_send(n, peer, cn_frame_reg_send(scratch(n), &me, name, msg));
 }
 
 int cn_node_send_alias(cn_node *n, cn_proc *from, const cn_pid *owner,
                        cn_slice alias, cn_slice msg)
 {
+    /* An alias belongs to a connected caller: never worth a dial. */
     cn_conn *c = conn_for_node(n, owner->node);
     if (!c)
         return -1;
@@ -232,17 +340,19 @@ int cn_node_send_alias(cn_node *n, cn_proc *from, const cn_pid *owner,
 
 int cn_node_link(cn_node *n, cn_proc *p, const cn_pid *remote)
 {
-    cn_conn *c = conn_for_node(n, remote->node);
-    if (!c || p->dead)
+    if (p->dead)
         return -1;
-    cn_link *l = cn_pt_link_add(&n->pt, p, c->peer, remote);
+    cn_peer *peer = peer_for(n, remote->node, 1);
+    if (!peer)
+        return -1;
+    cn_link *l = cn_pt_link_add(&n->pt, p, peer, remote);
     if (!l)
         return -1;
     l->unlink_id = 0;
     cn_wpid me, them;
     cn_pt_proc_wpid(&n->pt, p, &me);
     cn_pt_pid_to_wire(&n->pt, remote, &them);
-    return flush_scratch(n, c, cn_frame_link(scratch(n), &me, &them));
+    return peer_send(n, peer, cn_frame_link(scratch(n), &me, &them));
 }
 
 int cn_node_unlink(cn_node *n, cn_proc *p, const cn_pid *remote)
@@ -250,7 +360,6 @@ int cn_node_unlink(cn_node *n, cn_proc *p, const cn_pid *remote)
     cn_link *l = cn_pt_link_find(p, remote);
     if (!l)
         return 0;
-    cn_conn *c = l->peer->conn;
     uint64_t id;
     do
         randombytes_buf(&id, sizeof id);
@@ -259,7 +368,7 @@ int cn_node_unlink(cn_node *n, cn_proc *p, const cn_pid *remote)
     cn_wpid me, them;
     cn_pt_proc_wpid(&n->pt, p, &me);
     cn_pt_pid_to_wire(&n->pt, remote, &them);
-    return flush_scratch(n, c, cn_frame_unlink_id(scratch(n), id, &me, &them));
+    return peer_send(n, l->peer, cn_frame_unlink_id(scratch(n), id, &me, &them));
 }
 
 /* A fresh reference of this node: NEWER_REFERENCE_EXT with 3 words. */
@@ -293,8 +402,10 @@ static size_t make_ref(cn_node *n, unsigned char *out, size_t cap)
 int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
                     unsigned char *ref_out, size_t *ref_len)
 {
-    cn_conn *c = conn_for_node(n, remote->node);
-    if (!c || p->dead)
+    if (p->dead)
+        return -1;
+    cn_peer *peer = peer_for(n, remote->node, 1);
+    if (!peer)
         return -1;
     size_t rl = make_ref(n, ref_out, *ref_len);
     if (!rl)
@@ -306,7 +417,7 @@ int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
     if (cn_node_encode_pid(n, x, remote))
         return -1;
     cn_slice target = cn_x_slice(x);
-    if (!cn_pt_mon_add(&n->pt, CN_MON_WATCHING_REMOTE, p, c->peer, remote, ref, target))
+    if (!cn_pt_mon_add(&n->pt, CN_MON_WATCHING_REMOTE, p, peer, remote, ref, target))
         return -1;
     cn_wpid me, them;
     cn_pt_proc_wpid(&n->pt, p, &me);
@@ -316,7 +427,7 @@ int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
         return -1;
     int rc = cn_enc_pid(&t, &them) ? -1 : 0;
     if (!rc)
-        rc = flush_scratch(n, c, cn_frame_monitor_p(scratch(n), &me, cn_x_slice(&t), ref));
+        rc = peer_send(n, peer, cn_frame_monitor_p(scratch(n), &me, cn_x_slice(&t), ref));
     ei_x_free(&t);
     return rc;
 }
@@ -326,10 +437,9 @@ int cn_node_demonitor(cn_node *n, cn_proc *p, cn_slice ref)
     for (cn_dl *e = p->watching.next; e != &p->watching; e = e->next) {
         cn_mon *m = cn_dl_entry(e, cn_mon, by_proc);
         if (m->ref_len == ref.len && memcmp(m->ref, ref.p, ref.len) == 0) {
-            cn_conn *c = m->peer->conn;
             cn_wpid me;
             cn_pt_proc_wpid(&n->pt, p, &me);
-            int rc = flush_scratch(n, c, cn_frame_demonitor_p(scratch(n), &me,
+            int rc = peer_send(n, m->peer, cn_frame_demonitor_p(scratch(n), &me,
                                    (cn_slice){m->target, m->target_len},
                                    (cn_slice){m->ref, m->ref_len}));
             cn_pt_mon_del(&n->pt, m);
@@ -384,22 +494,22 @@ void cn_node_exit(cn_node *n, cn_proc *p, cn_slice reason)
         cn_wpid them;
         cn_pt_pid_to_wire(&n->pt, &l->remote, &them);
         if (l->unlink_id == 0)
-            flush_scratch(n, l->peer->conn, cn_frame_exit(scratch(n), &me, &them, reason));
+            peer_send(n, l->peer, cn_frame_exit(scratch(n), &me, &them, reason));
         cn_pt_link_del(&n->pt, l);
     }
     while (!cn_dl_empty(&p->watchers)) {
         cn_mon *m = cn_dl_entry(p->watchers.next, cn_mon, by_proc);
         cn_wpid them;
         cn_pt_pid_to_wire(&n->pt, &m->remote, &them);
-        flush_scratch(n, m->peer->conn,
-                      cn_frame_monitor_p_exit(scratch(n), (cn_slice){m->target, m->target_len},
+        peer_send(n, m->peer,
+                  cn_frame_monitor_p_exit(scratch(n), (cn_slice){m->target, m->target_len},
                                               &them, (cn_slice){m->ref, m->ref_len}, reason));
         cn_pt_mon_del(&n->pt, m);
     }
     while (!cn_dl_empty(&p->watching)) {
         cn_mon *m = cn_dl_entry(p->watching.next, cn_mon, by_proc);
-        flush_scratch(n, m->peer->conn,
-                      cn_frame_demonitor_p(scratch(n), &me, (cn_slice){m->target, m->target_len},
+        peer_send(n, m->peer,
+                  cn_frame_demonitor_p(scratch(n), &me, (cn_slice){m->target, m->target_len},
                                            (cn_slice){m->ref, m->ref_len}));
         cn_pt_mon_del(&n->pt, m);
     }
@@ -611,8 +721,44 @@ static int on_up(cn_conn *c, void *ud)
     cn_conn *old = conn_for_node(n, id);
     if (old)
         cn_conn_close(old, "replaced by a new connection from the same node");
+    cn_dial *d = dial_for_node(n, id);
+    if (d) {
+        /* We were dialing it too: this connection carries what we queued
+         * (and the links and monitors made meanwhile). */
+        dial_remove(n, d);
+        cn_peer *peer = d->peer;
+        peer->dial = NULL;
+        peer->conn = c;
+        c->peer = peer;
+        cn_dial_flush(d, c); /* a failure closes c: on_close drops the peer */
+        cn_dial_abort(d);
+        return 0;
+    }
     c->peer = cn_pt_peer_new(&n->pt, id, c);
     return c->peer ? 0 : -1;
+}
+
+/* Accept side: the status for a node that is connecting to us. While we
+ * dial it too, BEAM's rule for simultaneous connects: the greater node name
+ * keeps its own attempt ("nok" to the other), the smaller gives its own up
+ * ("ok_simultaneous") and waits for this connection. */
+static int on_status(cn_conn *c, void *ud)
+{
+    cn_node *n = ud;
+    if (n->stopping)
+        return CN_HS_ST_NOT_ALLOWED;
+    for (size_t i = 0; i < n->ndials; i++) {
+        cn_dial *d = n->dials[i];
+        if (strcmp(d->peer_name, c->hs.peer_name) != 0)
+            continue;
+        if (d->state == CN_DIAL_YIELDED)
+            return CN_HS_ST_OK; /* the connection we wait for */
+        if (strcmp(n->name, c->hs.peer_name) > 0)
+            return CN_HS_ST_NOK;
+        cn_dial_yield(d);
+        return CN_HS_ST_OK_SIMULTANEOUS;
+    }
+    return CN_HS_ST_OK;
 }
 
 static int on_frame(cn_conn *c, const unsigned char *body, size_t len, void *ud)
@@ -695,7 +841,47 @@ static void on_close(cn_conn *c, int was_up, void *ud)
     (void)was_up;
 }
 
-static const cn_conn_cbs conn_cbs = {on_up, on_frame, on_close};
+static const cn_conn_cbs conn_cbs = {on_up, on_frame, on_close, on_status};
+
+/* ---------------------------------------------------------- dialing */
+
+/* Our outgoing connection is up: it becomes an ordinary connection. */
+static int on_dial_up(cn_dial *d, cn_conn *c, void *ud)
+{
+    cn_node *n = ud;
+    if (n->stopping || conns_reserve(n) < 0)
+        return -1; /* the dial fails: noconnection */
+    dial_remove(n, d);
+    cn_peer *peer = d->peer;
+    peer->dial = NULL;
+    peer->conn = c;
+    c->peer = peer;
+    c->cbs = conn_cbs;
+    c->ud = n;
+    n->conns[n->nconns++] = c;
+    cn_dial_flush(d, c); /* a failure closes c: on_close drops the peer */
+    return 0;
+}
+
+/* The attempt failed: what was queued is lost, and as in BEAM every link
+ * and monitor made towards that node fires with noconnection. */
+static void on_dial_fail(cn_dial *d, const char *why, void *ud)
+{
+    (void)why;
+    cn_node *n = ud;
+    dial_remove(n, d);
+    cn_peer *peer = d->peer;
+    d->peer = NULL;
+    if (peer) {
+        peer->dial = NULL; /* sends to it now fail (no re-queueing) */
+        drop_peer(n, peer);
+    }
+}
+
+static int dial_connected(cn_dial *d, void *ud)
+{
+    return conn_for_node(ud, d->node) != NULL;
+}
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -704,15 +890,8 @@ static void on_connection(uv_stream_t *server, int status)
         cn_log_warn("accept: %s", uv_strerror(status));
         return;
     }
-    if (n->nconns == n->cap_conns) {
-        size_t cap = n->cap_conns ? n->cap_conns * 2 : 8;
-        cn_conn **a = realloc(n->conns, cap * sizeof *a);
-        if (a) {
-            n->conns = a;
-            n->cap_conns = cap;
-        }
-    }
-    int refuse = n->stopping || n->nconns >= n->cfg.max_connections ||
+    conns_reserve(n);
+    int refuse = n->stopping || n->nconns + n->ndials >= n->cfg.max_connections ||
                  n->nconns == n->cap_conns || n->pt.creation == 0;
     cn_conn *c = cn_conn_accept(server, &n->cfg.conn, n->name, n->pt.creation,
                                 &n->cookie, &conn_cbs, n);
@@ -804,6 +983,11 @@ void cn_node_stop(cn_node *n)
     }
     while (n->nconns > 0)
         cn_conn_close_flush(n->conns[n->nconns - 1]); /* on_close removes it */
+    while (n->ndials > 0) {
+        cn_dial *d = n->dials[n->ndials - 1];
+        on_dial_fail(d, "stopping", n);
+        cn_dial_abort(d);
+    }
     cn_epmd_close(&n->epmd);
     if (n->reaper_open) {
         n->reaper_open = 0;
@@ -820,6 +1004,7 @@ void cn_node_free(cn_node *n)
     ei_x_free(&n->scratch);
     cn_cookie_free(&n->cookie);
     free(n->conns);
+    free(n->dials);
     free((char *)n->cfg.capture_dir);
     free(n->name);
     free(n->listen_addr);

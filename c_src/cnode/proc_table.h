@@ -72,10 +72,12 @@ typedef struct cn_proc {
     cn_dl zombie;                   /* reap list (node.c) */
 } cn_proc;
 
-/* One connected peer node; node.c keeps one per authenticated connection. */
+/* One peer node; node.c keeps one per authenticated connection, and one
+ * per node it is dialing (links and monitors made meanwhile hang on it). */
 typedef struct cn_peer {
     uint32_t node;  /* interned name of the peer node */
-    void *conn;     /* the connection (opaque here) */
+    void *conn;     /* the connection (opaque here); NULL while dialing */
+    void *dial;     /* the outgoing attempt (opaque here) while dialing */
     size_t nlinks, nmons; /* entries on the lists below */
     cn_dl links;    /* cn_link.by_peer */
     cn_dl mons;     /* cn_mon.by_peer, both kinds */
