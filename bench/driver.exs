@@ -1048,7 +1048,109 @@ defmodule B do
         target: "(info)",
         raw: %{ours: m, beam: micro.publish}
       )
+    ] ++ core_memory_rows(g)
+  end
+
+  def core_memory_rows(g) do
+    prof =
+      if System.find_executable("valgrind") && System.find_executable("ms_print") do
+        try do
+          massif(c(500, 2000))
+        rescue
+          e -> %{error: Exception.message(e)}
+        catch
+          k, r -> %{error: short({k, r})}
+        end
+      else
+        %{error: "valgrind/ms_print not installed"}
+      end
+
+    Process.put(:massif, prof)
+    own = g.("api_heap_bytes_per_running_run_own_spec")
+    shared = g.("api_heap_bytes_per_running_run_shared_spec")
+
+    [
+      row(
+        case: "native API: heap per idle running run (core alone, 100k runs)",
+        metric: "malloc'ed bytes per run (mallinfo2)",
+        unit: :bytes,
+        ours: own,
+        ours_detail:
+          "#{fmt(own, :bytes)} with a spec parsed per run (as a start over distribution does), #{fmt(shared, :bytes)} with one shared spec; a pending run: #{fmt(g.("api_bytes_per_pending_run_1000"), :bytes)}",
+        target: "(explains the memory row; heap profile below)",
+        raw: %{massif: prof}
+      )
     ]
+  end
+
+  # ---- heap profile of idle running runs (the memory case's explanation)
+
+  # valgrind massif on `bench_core --memory N` (N running runs, a spec
+  # parsed per run as a start over distribution does): heap bytes per run at
+  # the peak, attributed to the first function of this project on each
+  # allocation path (so jansson's internals count for the caller that asked
+  # jansson for the memory).
+  def massif(runs) do
+    file = Path.join(tmp(), "massif.out")
+
+    {_, 0} =
+      System.cmd(
+        "valgrind",
+        ["--tool=massif", "--threshold=0.2", "--depth=40", "--massif-out-file=#{file}", Path.join(bin(), "bench_core"), "--memory", "#{runs}"],
+        stderr_to_stdout: true
+      )
+
+    {txt, 0} = System.cmd("ms_print", ["--threshold=0.2", file])
+    [_, peak] = Regex.run(~r/(\d+) \(peak\)\]/, txt)
+    lines = String.split(txt, "\n")
+
+    start =
+      Enum.find_index(Enum.with_index(lines), fn {l, i} ->
+        Regex.match?(~r/^\s+#{peak}\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+[\d,]+/, l) and
+          String.contains?(Enum.at(lines, i + 1, ""), "heap allocation functions")
+      end)
+
+    [row_line, top | tree] = Enum.drop(lines, start)
+    [_, _time, total, useful, extra | _] = String.split(row_line) |> Enum.map(&String.replace(&1, ",", ""))
+    tree = Enum.take_while(tree, &(not String.starts_with?(&1, "-----")))
+    _ = top
+
+    {sites, _} =
+      Enum.reduce(tree, {%{}, []}, fn line, {acc, stack} ->
+        case Regex.run(~r/^([| ]*)->\s*([\d.]+)% \(([\d,]+)B\) (.*)$/, line) do
+          [_, indent, _pct, bytes, rest] ->
+            depth = String.length(indent)
+            stack = Enum.drop_while(stack, fn {d, _} -> d >= depth end)
+            claimed = Enum.any?(stack, fn {_, c} -> c end)
+            bytes = bytes |> String.replace(",", "") |> String.to_integer()
+
+            ours =
+              case Regex.run(~r/: (\w+) \((\w+\.c):\d+\)$/, rest) do
+                [_, fun, src] when src != "bench_core.c" -> "#{fun} (#{src})"
+                _ -> nil
+              end
+
+            acc = if ours && not claimed, do: Map.update(acc, ours, bytes, &(&1 + bytes)), else: acc
+            {acc, [{depth, claimed or ours != nil} | stack]}
+
+          _ ->
+            {acc, stack}
+        end
+      end)
+
+    top_sites =
+      sites
+      |> Enum.sort_by(fn {_, b} -> -b end)
+      |> Enum.take(12)
+      |> Enum.map(fn {site, b} -> %{site: site, bytes_per_run: b / runs} end)
+
+    %{
+      runs: runs,
+      total_per_run: String.to_integer(total) / runs,
+      useful_per_run: String.to_integer(useful) / runs,
+      malloc_overhead_per_run: String.to_integer(extra) / runs,
+      sites: top_sites
+    }
   end
 
   # ---- full mock council
@@ -1466,7 +1568,12 @@ defmodule B do
       rows ++ if(only?("starts"), do: run_case("starts", fn -> case_starts(avail) end), else: [])
 
     elapsed = (now() - t_start) / 1.0e9
-    B.Report.write(rows, avail, Map.put(prof || %{}, :cpu_split, split), elapsed)
+    B.Report.write(
+      rows,
+      avail,
+      (prof || %{}) |> Map.put(:cpu_split, split) |> Map.put(:massif, Process.get(:massif)),
+      elapsed
+    )
     errors = Enum.filter(rows, &(&1.status == "error"))
     IO.puts(B.Report.table(rows))
 
@@ -1654,7 +1761,33 @@ defmodule B.Report do
   end
 
   defp profile_section(p),
-    do: split_section(p[:cpu_split]) <> perf_section(Map.delete(p, :cpu_split))
+    do:
+      split_section(p[:cpu_split]) <>
+        perf_section(Map.drop(p, [:cpu_split, :massif])) <> "\n" <> massif_section(p[:massif])
+
+  defp massif_section(%{sites: sites} = m) do
+    """
+    ## Where an idle run's memory goes (heap profile of the core)
+
+    `valgrind --tool=massif` on `bench_core --memory #{m.runs}`: #{m.runs} running
+    runs (one mock member waiting on a long timer, the spec parsed from JSON
+    for each run as a start over distribution does), at the heap's peak:
+    #{B.f1(m.total_per_run)} bytes per run, of which #{B.f1(m.useful_per_run)} requested and
+    #{B.f1(m.malloc_overhead_per_run)} malloc's own overhead (many small blocks). By the
+    first function of this project on each allocation path (jansson's and
+    libuv's internals count for their caller):
+
+    | allocation site | bytes per run |
+    |---|---|
+    #{Enum.map_join(sites, "\n", fn s -> "| `#{s.site}` | #{B.f1(s.bytes_per_run)} |" end)}
+
+    The C node adds its own per-run state (process-table entry, pid,
+    ETF input) on top of this.
+    """
+  end
+
+  defp massif_section(%{error: e}), do: "## Heap profile\n\nnot taken: `#{e}`\n"
+  defp massif_section(_), do: ""
 
   defp split_section(%{ours: o, beam: b}) do
     row = fn side, m ->

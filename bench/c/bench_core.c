@@ -9,6 +9,7 @@
  * runs. Figures only; nothing asserted.
  *
  *   bench_core [--quick]     --quick: 100k instead of 1M (for smoke runs)
+ *   bench_core --memory N    only the heap/RSS per running run (N runs)
  *
  * Besides the table, lines "@ key value" (ns, bytes) are printed for
  * bench/run to collect.
@@ -397,6 +398,91 @@ static void bench_api(size_t n)
     free(order);
 }
 
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+
+    if (f != NULL) {
+        if (fscanf(f, "%lu %lu", &size, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return (size_t)res * 4096;
+}
+
+/* Memory of n idle *running* runs through the public API (one mock member
+ * waiting on a long timer, as the C node's benchmark runs are): heap and RSS
+ * growth per run, with one spec shared by all runs and with a spec parsed
+ * from JSON for every run (what a start over distribution does). */
+static void bench_api_memory(size_t n, int spec_per_run)
+{
+    static const char spec_json[] =
+        "{\"id\":\"bench\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\","
+        "\"options\":{\"latency_ms\":600000}}],"
+        "\"rounds\":[{\"type\":\"independent_analysis\"}],"
+        "\"limits\":{\"member_timeout_ms\":3600000}}";
+    council_config cfg;
+    council_ctx *ctx;
+    council_spec *shared = NULL;
+    council_spec_error serr;
+    size_t i, heap0, heap1, rss0, rss1;
+    char id[ID_LEN];
+
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_runs = n + 16;
+    cfg.max_retained = n + 16;
+    ctx = council_ctx_new(&cfg);
+    if (ctx == NULL ||
+        council_spec_from_json(spec_json, sizeof spec_json - 1, &shared, &serr) != 0) {
+        fprintf(stderr, "api memory: setup failed\n");
+        exit(1);
+    }
+    heap0 = heap_in_use();
+    rss0 = rss_bytes();
+    for (i = 0; i < n; i++) {
+        council_start_opts o;
+        council_spec *spec = shared;
+        council_run *run;
+        int rc;
+
+        if (spec_per_run &&
+            council_spec_from_json(spec_json, sizeof spec_json - 1, &spec, &serr) != 0) {
+            fprintf(stderr, "api memory: spec %zu\n", i);
+            exit(1);
+        }
+        make_id(id, i);
+        memset(&o, 0, sizeof o);
+        o.run_id = id;
+        o.run_id_len = ID_LEN;
+        o.spec = spec;
+        o.input.tag = "text";
+        o.input.data = "x";
+        o.input.len = 1;
+        rc = council_run_start(ctx, &o, &run);
+        if (rc != 0) {
+            fprintf(stderr, "api memory: run_start %zu: %s\n", i, council_strerror(rc));
+            exit(1);
+        }
+        council_run_unref(run); /* the registry keeps it */
+        if (spec_per_run)
+            council_spec_unref(spec);
+    }
+    /* let every run begin: the first round and its member call start */
+    council_ctx_step(ctx, 0);
+    council_ctx_step(ctx, 0);
+    heap1 = heap_in_use();
+    rss1 = rss_bytes();
+    printf("api      %8zu running runs (%s spec)   %6.0f heap bytes/run   "
+           "%6.0f RSS bytes/run\n", n, spec_per_run ? "own" : "shared",
+           (double)(heap1 - heap0) / (double)n, (double)(rss1 - rss0) / (double)n);
+    printf("@ api_heap_bytes_per_running_run_%s %.0f\n@ api_rss_bytes_per_running_run_%s %.0f\n",
+           spec_per_run ? "own_spec" : "shared_spec", (double)(heap1 - heap0) / (double)n,
+           spec_per_run ? "own_spec" : "shared_spec", (double)(rss1 - rss0) / (double)n);
+    council_spec_unref(shared);
+    council_ctx_free(ctx);
+}
+
 /* Dependent random loads over `bytes` of memory: the floor under any
  * lookup that misses the cache, to read the registry figures against. */
 static void bench_memory_latency(size_t bytes)
@@ -427,6 +513,12 @@ static void bench_memory_latency(size_t bytes)
 
 int main(int argc, char **argv)
 {
+    /* --memory N: only the running-run memory figure, own spec per run
+     * (for a heap profiler: valgrind --tool=massif bench_core --memory 2000) */
+    if (argc > 2 && strcmp(argv[1], "--memory") == 0) {
+        bench_api_memory((size_t)atol(argv[2]), 1);
+        return 0;
+    }
     size_t big = (argc > 1 && strcmp(argv[1], "--quick") == 0) ? 100000
                                                                 : 1000000;
 
@@ -438,6 +530,8 @@ int main(int argc, char **argv)
     bench_pubsub(100, 100000);
     bench_api(1000);
     bench_api(big);
+    bench_api_memory(100000, 0);
+    bench_api_memory(100000, 1);
     bench_memory_latency((size_t)64 << 20);
     return 0;
 }
