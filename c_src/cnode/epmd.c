@@ -192,7 +192,7 @@ struct cn_epmd_lookup {
     void *ud;
     unsigned char req[2 + 1 + 255];
     size_t req_len;
-    unsigned char resp[12]; /* tag result port type proto high low */
+    unsigned char resp[10]; /* tag result port:16 type proto high:16 low:16 */
     size_t resp_len;
 };
 
@@ -259,10 +259,10 @@ static void lookup_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         lookup_end(q, UV_ENOENT, 0);
         return;
     }
-    if (q->resp_len >= 12) {
+    if (q->resp_len >= 10) {
         int port = q->resp[2] << 8 | q->resp[3];
-        unsigned high = (unsigned)q->resp[8] << 8 | q->resp[9];
-        unsigned low = (unsigned)q->resp[10] << 8 | q->resp[11];
+        unsigned high = (unsigned)q->resp[6] << 8 | q->resp[7];
+        unsigned low = (unsigned)q->resp[8] << 8 | q->resp[9];
         if (q->resp[5] != 0 || high < 6 || low > 6 || port == 0)
             lookup_end(q, UV_EPROTO, 0); /* not tcp, or no version 6 */
         else
