@@ -1,0 +1,640 @@
+/* test_dial.c - the node dialing out, against a fake epmd and a fake remote
+ * node run by the test itself over loopback (the node runs on its own uv
+ * loop, pumped by the test). Checks the PORT_PLEASE2 request, our 'N'
+ * packet (flags, creation, name), our 'r' digest, the refusal of a wrong
+ * 'a' (wrong cookie: links get noconnection exit signals, monitors
+ * on_down noconnection, nothing left), frames queued while dialing sent in
+ * order once up, a name epmd does not know, "alive" answered "true", and
+ * both outcomes of a simultaneous connect. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "../../c_src/cnode/dist_ctl.h"
+#include "../../c_src/cnode/gen_server.h"
+#include "../../c_src/cnode/handshake.h"
+#include "../../c_src/cnode/log.h"
+#include "../../c_src/cnode/node.h"
+
+#define COOKIE "dial-cookie"
+#define OUR_NAME "council@localhost"
+#define PEER "peer@localhost"
+
+typedef struct fixture {
+    uv_loop_t loop;
+    cn_node *n;
+    int epmd_l, peer_l; /* listening sockets: fake epmd, fake peer node */
+    int epmd_reg;       /* the node's registration connection */
+    uint32_t peer_node; /* interned id of PEER */
+} fixture;
+
+/* ------------------------------------------------------------ probes */
+
+typedef struct probe {
+    int messages, downs, terminated;
+    char last_exit[64], down_reason[64];
+} probe;
+
+static void atom_text(cn_slice s, char *out, size_t cap)
+{
+    const char *a;
+    size_t l;
+    if (cn_ctl_get_atom(&s, &a, &l) == 0 && l < cap) {
+        memcpy(out, a, l);
+        out[l] = 0;
+    } else {
+        snprintf(out, cap, "<term>");
+    }
+}
+
+static void probe_msg(cn_node *n, cn_proc *p, cn_slice m)
+{
+    (void)n;
+    probe *pr = p->state;
+    pr->messages++;
+    /* {'EXIT', From, Reason} from the default exit handling */
+    cn_slice el[3];
+    if (cn_term_tuple(m, el, 3) == 3 && cn_ctl_is_atom(&el[0], "EXIT"))
+        atom_text(el[2], pr->last_exit, sizeof pr->last_exit);
+}
+
+static void probe_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
+                       cn_slice reason)
+{
+    (void)n;
+    (void)ref;
+    (void)who;
+    probe *pr = p->state;
+    pr->downs++;
+    atom_text(reason, pr->down_reason, sizeof pr->down_reason);
+}
+
+static void probe_term(cn_node *n, cn_proc *p, cn_slice reason)
+{
+    (void)n;
+    (void)reason;
+    ((probe *)p->state)->terminated++;
+}
+
+static const cn_proc_ops probe_ops = {
+    .on_message = probe_msg, .on_down = probe_down, .on_terminate = probe_term};
+
+/* ----------------------------------------------------------- plumbing */
+
+static int listen_local(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    socklen_t sl = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &sl);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void spin(fixture *f, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+}
+
+/* Accepts on a listening socket, pumping the node meanwhile. -1 if none. */
+static int accept_pump(fixture *f, int lfd, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        struct pollfd p = {lfd, POLLIN, 0};
+        if (poll(&p, 1, 1) > 0) {
+            int fd = accept(lfd, NULL, NULL);
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            return fd;
+        }
+    }
+    return -1;
+}
+
+/* Reads exactly n bytes. 0, -1 on EOF, -2 on timeout. */
+static int rd(fixture *f, int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    for (int spins = 0; got < n && spins < 8000; spins++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        ssize_t r = recv(fd, (char *)buf + got, n - got, MSG_DONTWAIT);
+        if (r == 0)
+            return -1;
+        if (r > 0)
+            got += (size_t)r;
+        else if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        else
+            usleep(500);
+    }
+    return got == n ? 0 : -2;
+}
+
+static void wr(fixture *f, int fd, const void *b, size_t n)
+{
+    assert_int_equal(send(fd, b, n, MSG_NOSIGNAL), (ssize_t)n);
+    spin(f, 2);
+}
+
+/* One 2-byte-length handshake packet into buf; returns its length or -1. */
+static int rd_pkt(fixture *f, int fd, unsigned char *buf, size_t cap)
+{
+    unsigned char h[2];
+    if (rd(f, fd, h, 2))
+        return -1;
+    size_t n = (size_t)h[0] << 8 | h[1];
+    if (n > cap || rd(f, fd, buf, n))
+        return -1;
+    return (int)n;
+}
+
+static void wr_pkt(fixture *f, int fd, const void *body, size_t n)
+{
+    unsigned char b[600];
+    b[0] = (unsigned char)(n >> 8);
+    b[1] = (unsigned char)n;
+    memcpy(b + 2, body, n);
+    wr(f, fd, b, n + 2);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The fake epmd answers one PORT_PLEASE2 (checking the name asked for):
+ * with our peer's port, or "not found" when port is 0. */
+static void epmd_answer(fixture *f, const char *alive, int port)
+{
+    int fd = accept_pump(f, f->epmd_l, 3000);
+    assert_true(fd >= 0);
+    unsigned char req[300];
+    int n = rd_pkt(f, fd, req, sizeof req);
+    assert_int_equal(n, 1 + (int)strlen(alive));
+    assert_int_equal(req[0], 122);
+    assert_memory_equal(req + 1, alive, strlen(alive));
+    if (port == 0) {
+        const unsigned char no[2] = {119, 1};
+        wr(f, fd, no, 2);
+    } else {
+        unsigned char r[64];
+        size_t al = strlen(alive), i = 0;
+        r[i++] = 119;
+        r[i++] = 0;
+        r[i++] = (unsigned char)(port >> 8);
+        r[i++] = (unsigned char)port;
+        r[i++] = 77;  /* normal node */
+        r[i++] = 0;   /* tcp */
+        r[i++] = 0;
+        r[i++] = 6;   /* highest */
+        r[i++] = 0;
+        r[i++] = 6;   /* lowest */
+        r[i++] = 0;
+        r[i++] = (unsigned char)al;
+        memcpy(r + i, alive, al);
+        i += al;
+        r[i++] = 0;
+        r[i++] = 0;
+        wr(f, fd, r, i);
+    }
+    close(fd);
+}
+
+/* Reads the node's 'N' on a dialed connection and checks it. */
+static void expect_our_name(fixture *f, int fd)
+{
+    unsigned char p[300];
+    int n = rd_pkt(f, fd, p, sizeof p);
+    assert_int_equal(n, 15 + (int)strlen(OUR_NAME));
+    assert_int_equal(p[0], 'N');
+    uint64_t flags = 0;
+    for (int i = 0; i < 8; i++)
+        flags = flags << 8 | p[1 + i];
+    assert_true(flags & CN_DFLAG_DIST_MONITOR_NAME);
+    assert_true(flags & CN_DFLAG_DIST_MONITOR);
+    assert_true((flags & CN_PEER_MANDATORY) == CN_PEER_MANDATORY);
+    assert_false(flags & CN_DFLAG_PUBLISHED);
+    assert_int_equal(get32(p + 9), cn_node_creation(f->n));
+    assert_memory_equal(p + 15, OUR_NAME, strlen(OUR_NAME));
+}
+
+/* Our side's 'N' challenge packet (as the acceptor, or as the initiator's
+ * 'N' name packet when challenge is not wanted). */
+static void send_challenge(fixture *f, int fd, const char *name, uint32_t challenge)
+{
+    unsigned char p[300];
+    size_t nl = strlen(name);
+    uint64_t flags = CN_OUR_FLAGS;
+    p[0] = 'N';
+    for (int i = 0; i < 8; i++)
+        p[1 + i] = (unsigned char)(flags >> (56 - 8 * i));
+    put32(p + 9, challenge);
+    put32(p + 13, 1234); /* creation */
+    p[17] = (unsigned char)(nl >> 8);
+    p[18] = (unsigned char)nl;
+    memcpy(p + 19, name, nl);
+    wr_pkt(f, fd, p, 19 + nl);
+}
+
+static void send_name(fixture *f, int fd, const char *name)
+{
+    unsigned char p[300];
+    size_t nl = strlen(name);
+    uint64_t flags = CN_OUR_FLAGS;
+    p[0] = 'N';
+    for (int i = 0; i < 8; i++)
+        p[1 + i] = (unsigned char)(flags >> (56 - 8 * i));
+    put32(p + 9, 1234);
+    p[13] = (unsigned char)(nl >> 8);
+    p[14] = (unsigned char)nl;
+    memcpy(p + 15, name, nl);
+    wr_pkt(f, fd, p, 15 + nl);
+}
+
+/* The acceptor's side after 's' ok: challenge, check 'r', answer 'a'
+ * computed with `cookie`. Returns 0 when the node's digest was right. */
+static int accept_rest(fixture *f, int fd, const char *cookie)
+{
+    const uint32_t ch = 0xC0FFEE;
+    send_challenge(f, fd, PEER, ch);
+    unsigned char r[64];
+    assert_int_equal(rd_pkt(f, fd, r, sizeof r), 21);
+    assert_int_equal(r[0], 'r');
+    cn_cookie c = {0};
+    cn_cookie_set(&c, cookie, strlen(cookie));
+    unsigned char want[16];
+    cn_cookie_digest(&c, ch, want);
+    int ok = memcmp(want, r + 5, 16) == 0;
+    unsigned char a[17];
+    a[0] = 'a';
+    cn_cookie_digest(&c, get32(r + 1), a + 1);
+    wr_pkt(f, fd, a, sizeof a);
+    cn_cookie_free(&c);
+    return ok ? 0 : -1;
+}
+
+/* Reads one non-tick frame and parses it (body kept in buf). */
+static int next_frame(fixture *f, int fd, unsigned char *buf, size_t cap, cn_ctl *m)
+{
+    for (;;) {
+        unsigned char h[4];
+        if (rd(f, fd, h, 4))
+            return -1;
+        size_t n = get32(h);
+        if (n == 0)
+            continue;
+        assert_true(n <= cap);
+        if (rd(f, fd, buf, n))
+            return -1;
+        assert_int_equal(buf[0], 'p');
+        return cn_ctl_parse(buf + 1, n - 1, NULL, m);
+    }
+}
+
+static int setup(void **st)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_int_equal(sodium_init() >= 0, 1);
+    signal(SIGPIPE, SIG_IGN); /* as main.c: the node writes to closed peers */
+    cn_log_set_level(getenv("TEST_NODE_DEBUG") ? CN_LOG_DEBUG : -1);
+    int eport, pport;
+    f->epmd_l = listen_local(&eport);
+    f->peer_l = listen_local(&pport);
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", eport);
+    setenv("ERL_EPMD_PORT", ps, 1);
+    uv_loop_init(&f->loop);
+    cn_node_config cfg;
+    cn_node_config_defaults(&cfg);
+    cfg.name = OUR_NAME;
+    cfg.conn.hs_timeout_ms = 3000;
+    cn_cookie c = {0};
+    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
+    f->n = cn_node_new(&f->loop, &cfg, &c);
+    assert_non_null(f->n);
+    assert_int_equal(cn_node_start(f->n, NULL, NULL), 0);
+    /* our registration: ALIVE2_X_RESP, creation 77 */
+    f->epmd_reg = accept_pump(f, f->epmd_l, 3000);
+    assert_true(f->epmd_reg >= 0);
+    unsigned char req[300];
+    assert_true(rd_pkt(f, f->epmd_reg, req, sizeof req) > 0);
+    assert_int_equal(req[0], 120);
+    const unsigned char resp[6] = {118, 0, 0, 0, 0, 77};
+    wr(f, f->epmd_reg, resp, sizeof resp);
+    spin(f, 10);
+    assert_int_equal(cn_node_creation(f->n), 77);
+    f->peer_node = cn_pt_intern(cn_node_table(f->n), PEER, strlen(PEER));
+    *st = f;
+    (void)pport;
+    return 0;
+}
+
+static int peer_port(fixture *f)
+{
+    struct sockaddr_in a;
+    socklen_t sl = sizeof a;
+    getsockname(f->peer_l, (struct sockaddr *)&a, &sl);
+    return ntohs(a.sin_port);
+}
+
+static int teardown(void **st)
+{
+    fixture *f = *st;
+    cn_node_stop(f->n);
+    for (int i = 0; i < 200 && uv_run(&f->loop, UV_RUN_NOWAIT); i++)
+        usleep(1000);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    cn_node_free(f->n);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    close(f->epmd_reg);
+    close(f->epmd_l);
+    close(f->peer_l);
+    free(f);
+    return 0;
+}
+
+/* Two probes: one links (trapping exits), one monitors; plus a message.
+ * All to a pid of PEER, which is not connected: they start a dial. */
+static void signals_to_peer(fixture *f, probe *lp, probe *mp, cn_pid *remote)
+{
+    static const unsigned char hello[] = {119, 5, 'h', 'e', 'l', 'l', 'o'};
+    cn_proc *l = cn_node_spawn(f->n, &probe_ops, lp, NULL);
+    cn_proc *m = cn_node_spawn(f->n, &probe_ops, mp, NULL);
+    l->trap_exit = 1;
+    *remote = (cn_pid){f->peer_node, 5, 0, 1234};
+    assert_int_equal(cn_node_link(f->n, l, remote), 0);
+    unsigned char ref[300];
+    size_t rl = sizeof ref;
+    assert_int_equal(cn_node_monitor(f->n, m, remote, ref, &rl), 0);
+    assert_int_equal(cn_node_send(f->n, remote, (cn_slice){hello, sizeof hello}), 0);
+    cn_node_stats s;
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.links, 1);
+    assert_int_equal(s.monitors, 1);
+    assert_int_equal(s.connections, 0);
+}
+
+static void wait_noconnection(fixture *f, probe *lp, probe *mp)
+{
+    for (int i = 0; i < 4000 && (lp->messages == 0 || mp->downs == 0); i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(lp->messages, 1);
+    assert_string_equal(lp->last_exit, "noconnection");
+    assert_int_equal(lp->terminated, 0);
+    assert_int_equal(mp->downs, 1);
+    assert_string_equal(mp->down_reason, "noconnection");
+    cn_node_stats s;
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.links, 0);
+    assert_int_equal(s.monitors, 0);
+    assert_int_equal(s.connections, 0);
+}
+
+/* The queued LINK, MONITOR_P and SEND arrive in that order. */
+static void expect_queued_frames(fixture *f, int fd)
+{
+    unsigned char b1[1024], b2[1024], b3[1024];
+    cn_ctl m;
+    assert_int_equal(next_frame(f, fd, b1, sizeof b1, &m), CN_CTL_OK);
+    assert_int_equal(m.op, CN_DOP_LINK);
+    assert_int_equal(next_frame(f, fd, b2, sizeof b2, &m), CN_CTL_OK);
+    assert_int_equal(m.op, CN_DOP_MONITOR_P);
+    assert_int_equal(next_frame(f, fd, b3, sizeof b3, &m), CN_CTL_OK);
+    assert_int_equal(m.op, CN_DOP_SEND);
+    assert_true(cn_ctl_is_atom(&m.payload, "hello"));
+}
+
+/* ----------------------------------------------------------------- tests */
+
+static void wrong_cookie_is_refused_cleanly(void **st)
+{
+    fixture *f = *st;
+    static probe lp, mp;
+    memset(&lp, 0, sizeof lp);
+    memset(&mp, 0, sizeof mp);
+    cn_pid remote;
+    signals_to_peer(f, &lp, &mp, &remote);
+    epmd_answer(f, "peer", peer_port(f));
+    int fd = accept_pump(f, f->peer_l, 3000);
+    assert_true(fd >= 0);
+    expect_our_name(f, fd);
+    wr_pkt(f, fd, "sok", 3);
+    /* our 'a' is made with another cookie: the node must refuse it */
+    assert_int_not_equal(accept_rest(f, fd, "another-cookie"), 0);
+    unsigned char junk[8];
+    assert_int_equal(rd(f, fd, junk, 1), -1); /* closed, nothing sent */
+    close(fd);
+    wait_noconnection(f, &lp, &mp);
+
+    /* the node keeps working: the next dial, with the right cookie, comes
+     * up and carries what was queued meanwhile */
+    static probe lp2, mp2;
+    memset(&lp2, 0, sizeof lp2);
+    memset(&mp2, 0, sizeof mp2);
+    signals_to_peer(f, &lp2, &mp2, &remote);
+    epmd_answer(f, "peer", peer_port(f));
+    fd = accept_pump(f, f->peer_l, 3000);
+    assert_true(fd >= 0);
+    expect_our_name(f, fd);
+    wr_pkt(f, fd, "sok", 3);
+    assert_int_equal(accept_rest(f, fd, COOKIE), 0);
+    expect_queued_frames(f, fd);
+    cn_node_stats s;
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.connections, 1);
+    /* once up, a send goes straight out */
+    static const unsigned char again[] = {119, 5, 'a', 'g', 'a', 'i', 'n'};
+    assert_int_equal(cn_node_send(f->n, &remote, (cn_slice){again, sizeof again}), 0);
+    unsigned char b[1024];
+    cn_ctl m;
+    assert_int_equal(next_frame(f, fd, b, sizeof b, &m), CN_CTL_OK);
+    assert_true(cn_ctl_is_atom(&m.payload, "again"));
+    close(fd);
+    for (int i = 0; i < 2000 && lp2.messages == 0; i++)
+        spin(f, 1);
+    assert_string_equal(lp2.last_exit, "noconnection");
+}
+
+static void unknown_node_is_noconnection(void **st)
+{
+    fixture *f = *st;
+    static probe lp, mp;
+    memset(&lp, 0, sizeof lp);
+    memset(&mp, 0, sizeof mp);
+    cn_pid remote;
+    signals_to_peer(f, &lp, &mp, &remote);
+    epmd_answer(f, "peer", 0);
+    wait_noconnection(f, &lp, &mp);
+}
+
+static void alive_is_answered_true(void **st)
+{
+    fixture *f = *st;
+    static probe lp, mp;
+    memset(&lp, 0, sizeof lp);
+    memset(&mp, 0, sizeof mp);
+    cn_pid remote;
+    signals_to_peer(f, &lp, &mp, &remote);
+    epmd_answer(f, "peer", peer_port(f));
+    int fd = accept_pump(f, f->peer_l, 3000);
+    expect_our_name(f, fd);
+    wr_pkt(f, fd, "salive", 6);
+    unsigned char p[16];
+    assert_int_equal(rd_pkt(f, fd, p, sizeof p), 5);
+    assert_memory_equal(p, "strue", 5);
+    assert_int_equal(accept_rest(f, fd, COOKIE), 0);
+    expect_queued_frames(f, fd);
+    close(fd);
+}
+
+/* Both dial each other; PEER's name is greater than ours, so PEER keeps
+ * its attempt: our acceptor says "ok_simultaneous", our own attempt ends
+ * and PEER's connection carries the queue. */
+static void simultaneous_connect_greater_peer_wins(void **st)
+{
+    fixture *f = *st;
+    static probe lp, mp;
+    memset(&lp, 0, sizeof lp);
+    memset(&mp, 0, sizeof mp);
+    cn_pid remote;
+    signals_to_peer(f, &lp, &mp, &remote);
+    epmd_answer(f, "peer", peer_port(f));
+    int out = accept_pump(f, f->peer_l, 3000);
+    expect_our_name(f, out);
+    /* PEER dials the node meanwhile */
+    int in = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)cn_node_port(f->n));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(in, (struct sockaddr *)&a, sizeof a), 0);
+    send_name(f, in, PEER);
+    unsigned char p[300];
+    int n = rd_pkt(f, in, p, sizeof p);
+    assert_int_equal(n, 16);
+    assert_memory_equal(p, "sok_simultaneous", 16);
+    /* the node gave up its own attempt */
+    unsigned char junk[8];
+    assert_int_equal(rd(f, out, junk, 1), -1);
+    close(out);
+    /* finish the handshake as the initiator */
+    n = rd_pkt(f, in, p, sizeof p);
+    assert_true(n > 19 && p[0] == 'N');
+    uint32_t ch = get32(p + 9);
+    cn_cookie c = {0};
+    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
+    unsigned char r[21];
+    r[0] = 'r';
+    put32(r + 1, 99);
+    cn_cookie_digest(&c, ch, r + 5);
+    wr_pkt(f, in, r, sizeof r);
+    assert_int_equal(rd_pkt(f, in, p, sizeof p), 17);
+    unsigned char want[16];
+    cn_cookie_digest(&c, 99, want);
+    assert_memory_equal(p + 1, want, 16);
+    cn_cookie_free(&c);
+    expect_queued_frames(f, in);
+    cn_node_stats s;
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.connections, 1);
+    assert_int_equal(s.links, 1);
+    assert_int_equal(s.monitors, 1);
+    close(in);
+}
+
+/* "alpha@localhost" is smaller than our name: we keep our attempt and
+ * answer its connection "nok". */
+static void simultaneous_connect_smaller_peer_gets_nok(void **st)
+{
+    fixture *f = *st;
+    static probe lp;
+    memset(&lp, 0, sizeof lp);
+    cn_proc *l = cn_node_spawn(f->n, &probe_ops, &lp, NULL);
+    const char *alpha = "alpha@localhost";
+    cn_pid remote = {cn_pt_intern(cn_node_table(f->n), alpha, strlen(alpha)), 5, 0, 1234};
+    assert_int_equal(cn_node_link(f->n, l, &remote), 0);
+    epmd_answer(f, "alpha", peer_port(f));
+    int out = accept_pump(f, f->peer_l, 3000);
+    expect_our_name(f, out);
+    int in = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)cn_node_port(f->n));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(in, (struct sockaddr *)&a, sizeof a), 0);
+    send_name(f, in, alpha);
+    unsigned char p[64];
+    assert_int_equal(rd_pkt(f, in, p, sizeof p), 4);
+    assert_memory_equal(p, "snok", 4);
+    unsigned char junk[8];
+    assert_int_equal(rd(f, in, junk, 1), -1);
+    close(in);
+    /* our own attempt goes on and comes up */
+    wr_pkt(f, out, "sok", 3);
+    const uint32_t ch = 7;
+    send_challenge(f, out, alpha, ch);
+    unsigned char r[64];
+    assert_int_equal(rd_pkt(f, out, r, sizeof r), 21);
+    cn_cookie c = {0};
+    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
+    unsigned char ack[17];
+    ack[0] = 'a';
+    cn_cookie_digest(&c, get32(r + 1), ack + 1);
+    wr_pkt(f, out, ack, sizeof ack);
+    cn_cookie_free(&c);
+    unsigned char b[1024];
+    cn_ctl m;
+    assert_int_equal(next_frame(f, out, b, sizeof b, &m), CN_CTL_OK);
+    assert_int_equal(m.op, CN_DOP_LINK);
+    close(out);
+    for (int i = 0; i < 2000 && lp.terminated == 0; i++)
+        spin(f, 1);
+    assert_int_equal(lp.terminated, 1); /* not trapping: noconnection kills */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(wrong_cookie_is_refused_cleanly, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_node_is_noconnection, setup, teardown),
+        cmocka_unit_test_setup_teardown(alive_is_answered_true, setup, teardown),
+        cmocka_unit_test_setup_teardown(simultaneous_connect_greater_peer_wins, setup, teardown),
+        cmocka_unit_test_setup_teardown(simultaneous_connect_smaller_peer_gets_nok, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("dial", tests, NULL, NULL);
+}
