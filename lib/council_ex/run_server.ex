@@ -122,8 +122,10 @@ defmodule CouncilEx.RunServer do
 
   @doc """
   The summary of a run by id (option `:registry`) or by pid. A finished
-  run stays readable for the retention window (5 minutes by default);
-  `{:error, :not_found}` for an unknown id.
+  run stays readable for the retention window (5 minutes by default): by
+  id, and by pid when the run was started from this VM (see
+  `CouncilEx.RunIndex`); `{:error, :not_found}` for an unknown id or a
+  pid whose run has ended otherwise.
   """
   @spec state(binary | pid, keyword) :: {:ok, run_summary} | {:error, :not_found | term}
   def state(run, opts \\ [])
@@ -137,9 +139,17 @@ defmodule CouncilEx.RunServer do
       end
 
     case reply do
-      {:ok, summary} -> {:ok, Wire.summary(summary)}
-      {:error, :noproc} -> {:error, :not_found}
-      other -> other
+      {:ok, summary} ->
+        {:ok, Wire.summary(summary)}
+
+      {:error, :noproc} ->
+        case RunIndex.lookup(pid) do
+          {:ok, {registry, run_id}} -> state(run_id, registry: registry)
+          :error -> {:error, :not_found}
+        end
+
+      other ->
+        other
     end
   end
 

@@ -57,6 +57,9 @@ defmodule CouncilEx.RunServerTest do
 
     assert {:ok, %{status: :completed, current_round: nil, rounds_completed: 4}} =
              RunServer.state(id)
+
+    # by pid too: the library knows the run id of the runs it started
+    assert {:ok, %{run_id: ^id, status: :completed}} = RunServer.state(pid)
   end
 
   test "state/2 of an unknown run is {:error, :not_found}" do
