@@ -798,7 +798,7 @@ defmodule B do
     subs = for _ <- 1..10, do: spawn(fn -> subscriber(me, runs) end)
     relay = spawn(fn -> relay(subs) end)
     t0 = now()
-    emit.(relay, subs)
+    emit.(relay, subs, runs)
 
     res =
       for _ <- subs do
@@ -836,20 +836,26 @@ defmodule B do
     spec = fanout_spec(tokens, chunk)
 
     beam_emit = fn mode ->
-      fn relay, subs ->
+      fn relay, subs, runs ->
         targets = if mode == :relay, do: [relay], else: subs
         Node.spawn(beam(), BenchBeam.Fanout, :emit, [targets, runs, tokens, chunk, mode == :relay])
       end
     end
 
     cn_emit = fn mode ->
-      fn relay, subs ->
+      fn relay, subs, runs ->
         for _ <- 1..runs do
           if mode == :relay do
             # as the library's relay: one tagged subscription per topic,
             # made before the run starts
             id = new_id()
-            :ok = GenServer.call({:council_ex, cn()}, {:subscribe, "council_ex:run:" <> id, relay, :tagged})
+
+            :ok =
+              GenServer.call(
+                {:council_ex, cn()},
+                {:subscribe, "council_ex:run:" <> id, relay, :tagged}
+              )
+
             {:ok, _} = cn_start(%{spec: spec, input: "x", run_id: id})
           else
             {:ok, _} = cn_start(%{spec: spec, input: "x", subscribe: subs})
@@ -935,6 +941,7 @@ defmodule B do
           _ ->
             c_relay = measure.(cn_emit.(:relay))
             c_direct = measure.(cn_emit.(:direct))
+            fanout_profile(cn_emit.(:relay), beam_emit.(:relay), tokens)
             r = ratio(bval.(c_relay), bval.(b_relay))
             lossless = match?({:ok, _, true, _}, c_relay)
 
@@ -1096,7 +1103,15 @@ defmodule B do
     {_, 0} =
       System.cmd(
         "valgrind",
-        ["--tool=massif", "--threshold=0.2", "--depth=40", "--massif-out-file=#{file}", Path.join(bin(), "bench_core"), "--memory", "#{runs}"],
+        [
+          "--tool=massif",
+          "--threshold=0.2",
+          "--depth=40",
+          "--massif-out-file=#{file}",
+          Path.join(bin(), "bench_core"),
+          "--memory",
+          "#{runs}"
+        ],
         stderr_to_stdout: true
       )
 
@@ -1111,7 +1126,10 @@ defmodule B do
       end)
 
     [row_line, top | tree] = Enum.drop(lines, start)
-    [_, _time, total, useful, extra | _] = String.split(row_line) |> Enum.map(&String.replace(&1, ",", ""))
+
+    [_, _time, total, useful, extra | _] =
+      String.split(row_line) |> Enum.map(&String.replace(&1, ",", ""))
+
     tree = Enum.take_while(tree, &(not String.starts_with?(&1, "-----")))
     _ = top
 
@@ -1333,7 +1351,7 @@ defmodule B do
   @stat_events ~w(raw_syscalls:sys_enter syscalls:sys_enter_epoll_wait syscalls:sys_enter_read
                   syscalls:sys_enter_write syscalls:sys_enter_writev syscalls:sys_enter_recvfrom
                   syscalls:sys_enter_sendto syscalls:sys_enter_sendmsg syscalls:sys_enter_futex
-                  context-switches)
+                  context-switches task-clock)
 
   # perf stat on one OS process while f is called for `secs` seconds:
   # event counts per call
@@ -1375,6 +1393,22 @@ defmodule B do
     %{calls: n, per_call: counts}
   end
 
+  # the sending side of the relay fan-out under perf stat: per event, the
+  # C node vs the BEAM node that emits the same events
+  def fanout_profile(cn_relay, beam_relay, tokens) do
+    if not quick?() and System.get_env("BENCH_PERF", "1") != "0" and System.find_executable("perf") do
+      runs = 10
+      per = runs * (tokens + 6)
+      bpid = :rpc.call(beam(), BenchBeam.Info, :os_pid, [])
+      o = perf_stat(cn_ospid(), fn -> fanout_once(runs, tokens, cn_relay) end, 4)
+      b = perf_stat(bpid, fn -> fanout_once(runs, tokens, beam_relay) end, 4)
+      rec = perf_record(cn_ospid(), fn -> fanout_once(runs, tokens, cn_relay) end, 4, "fanout")
+      Process.put(:fanout_stat, %{events_per_round: per, ours: o, beam: b, record: rec})
+    end
+  rescue
+    e -> Process.put(:fanout_stat, %{error: Exception.message(e)})
+  end
+
   def perf_stats do
     {wc, fc, wb, fb} = profile_target()
     bpid = :rpc.call(beam(), BenchBeam.Info, :os_pid, [])
@@ -1385,103 +1419,78 @@ defmodule B do
     }
   end
 
+  # perf record -g on an OS process while f is called for about `secs`
+  # seconds; the reports (by dso, by symbol self, inclusive) as text
+  def perf_record(ospid, f, secs, name) do
+    data = Path.join(tmp(), "#{name}.perf.data")
+
+    task =
+      Task.async(fn ->
+        System.cmd(
+          "perf",
+          [
+            "record",
+            "-F",
+            "2999",
+            "-g",
+            "-o",
+            data,
+            "-p",
+            to_string(ospid),
+            "--",
+            "sleep",
+            "#{secs}"
+          ],
+          stderr_to_stdout: true
+        )
+      end)
+
+    Process.sleep(300)
+    calls = loop_until(f, now() + (secs - 1) * 1_000_000_000, 0)
+    {rec_out, rc} = Task.await(task, 60_000)
+
+    if rc != 0 do
+      %{error: String.slice(rec_out, 0, 400)}
+    else
+      report = fn args ->
+        {t, _} =
+          System.cmd("perf", ["report", "-i", data, "--stdio", "-g", "none" | args],
+            stderr_to_stdout: true
+          )
+
+        t
+        |> String.split("\n")
+        |> Enum.reject(&(String.starts_with?(&1, "#") or String.trim(&1) == ""))
+        |> Enum.map(&String.replace(&1, ~r/(\s+-)*\s*$/, ""))
+        |> Enum.take(30)
+        |> Enum.join("\n")
+      end
+
+      %{
+        calls: calls,
+        seconds: secs,
+        self: report.(["--no-children", "--sort", "dso,symbol", "--percent-limit", "1"]),
+        children: report.(["--children", "--sort", "symbol", "--percent-limit", "5"]),
+        dso: report.(["--no-children", "--sort", "dso"])
+      }
+    end
+  end
+
   def profile do
     if quick?() or System.get_env("BENCH_PERF", "1") == "0" or System.find_executable("perf") == nil do
       nil
     else
       {what, f, _, _} = profile_target()
+      rec = perf_record(cn_ospid(), f, 5, "call")
 
-      data = Path.join(tmp(), "perf.data")
-      secs = 5
-
-      task =
-        Task.async(fn ->
-          System.cmd(
-            "perf",
-            ["record", "-F", "2999", "-g", "-o", data, "-p", cn_ospid(), "--", "sleep", "#{secs}"],
-            stderr_to_stdout: true
-          )
-        end)
-
-      Process.sleep(300)
-      deadline = now() + (secs - 1) * 1_000_000_000
-      calls = loop_until(f, deadline, 0)
-      {rec_out, rc} = Task.await(task, 30_000)
-
-      if rc != 0 do
-        %{what: what, error: String.slice(rec_out, 0, 400)}
-      else
-        {flat, _} =
-          System.cmd(
-            "perf",
-            [
-              "report",
-              "-i",
-              data,
-              "--stdio",
-              "--no-children",
-              "--sort",
-              "dso,symbol",
-              "--percent-limit",
-              "1",
-              "-g",
-              "none"
-            ],
-            stderr_to_stdout: true
-          )
-
-        {kids, _} =
-          System.cmd(
-            "perf",
-            [
-              "report",
-              "-i",
-              data,
-              "--stdio",
-              "--children",
-              "--sort",
-              "symbol",
-              "--percent-limit",
-              "5",
-              "-g",
-              "none"
-            ],
-            stderr_to_stdout: true
-          )
-
-        {dsos, _} =
-          System.cmd(
-            "perf",
-            ["report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none"],
-            stderr_to_stdout: true
-          )
-
-        clean = fn t ->
-          t
-          |> String.split("\n")
-          |> Enum.reject(&(String.starts_with?(&1, "#") or String.trim(&1) == ""))
-          |> Enum.map(&String.replace(&1, ~r/(\s+-)*\s*$/, ""))
-          |> Enum.take(30)
-          |> Enum.join("\n")
+      stats =
+        try do
+          perf_stats()
+        rescue
+          e -> %{error: Exception.message(e)}
         end
 
-        stats =
-          try do
-            perf_stats()
-          rescue
-            e -> %{error: Exception.message(e)}
-          end
-
-        %{
-          what: what,
-          calls: calls,
-          seconds: secs,
-          self: clean.(flat),
-          children: clean.(kids),
-          dso: clean.(dsos),
-          stat: stats
-        }
-      end
+      rec |> Map.put(:what, what) |> Map.put(:stat, stats)
     end
   end
 
@@ -1568,12 +1577,17 @@ defmodule B do
       rows ++ if(only?("starts"), do: run_case("starts", fn -> case_starts(avail) end), else: [])
 
     elapsed = (now() - t_start) / 1.0e9
+
     B.Report.write(
       rows,
       avail,
-      (prof || %{}) |> Map.put(:cpu_split, split) |> Map.put(:massif, Process.get(:massif)),
+      (prof || %{})
+      |> Map.put(:cpu_split, split)
+      |> Map.put(:massif, Process.get(:massif))
+      |> Map.put(:fanout_stat, Process.get(:fanout_stat)),
       elapsed
     )
+
     errors = Enum.filter(rows, &(&1.status == "error"))
     IO.puts(B.Report.table(rows))
 
@@ -1763,7 +1777,56 @@ defmodule B.Report do
   defp profile_section(p),
     do:
       split_section(p[:cpu_split]) <>
-        perf_section(Map.drop(p, [:cpu_split, :massif])) <> "\n" <> massif_section(p[:massif])
+        perf_section(Map.drop(p, [:cpu_split, :massif, :fanout_stat])) <>
+        "\n" <> fanout_section(p[:fanout_stat]) <> massif_section(p[:massif])
+
+  defp fanout_section(%{ours: o, beam: b, events_per_round: per} = m) do
+    evs = (Map.keys(o.per_call) ++ Map.keys(b.per_call)) |> Enum.uniq() |> Enum.sort()
+
+    cell = fn m, e ->
+      case m.per_call[e] do
+        nil -> "-"
+        v when e == "task-clock" -> "#{B.f2(v * 1000 / per)} µs"
+        v -> B.f2(v / per)
+      end
+    end
+
+    """
+    ## The fan-out's sending side (perf stat)
+
+    Relay fan-out rounds of #{per} events (#{o.calls} rounds on the C node,
+    #{b.calls} on the BEAM node), counted on the process that sends the events:
+    per event.
+
+    | per event | C node | BEAM baseline node |
+    |---|---|---|
+    #{Enum.map_join(evs, "\n", fn e -> "| #{if e == "task-clock", do: "CPU time", else: e} | #{cell.(o, e)} | #{cell.(b, e)} |" end)}
+
+    #{fanout_record(m[:record])}
+    """
+  end
+
+  defp fanout_record(%{self: self_t, dso: dso}) do
+    """
+    `perf record -g` on the C node during relay fan-out rounds, by shared object:
+
+    ```
+    #{dso}
+    ```
+
+    Self time by symbol (>= 1%):
+
+    ```
+    #{self_t}
+    ```
+    """
+  end
+
+  defp fanout_record(%{error: e}), do: "perf record failed: `#{e}`\n"
+  defp fanout_record(_), do: ""
+
+  defp fanout_section(%{error: e}), do: "## The fan-out's sending side\n\nnot measured: `#{e}`\n\n"
+  defp fanout_section(_), do: ""
 
   defp massif_section(%{sites: sites} = m) do
     """
@@ -1822,6 +1885,7 @@ defmodule B.Report do
     cell = fn m, e ->
       case m.per_call[e] do
         nil -> "-"
+        v when e == "task-clock" -> "#{B.f1(v * 1000)} µs"
         v -> B.f2(v)
       end
     end
@@ -1832,7 +1896,7 @@ defmodule B.Report do
 
     | per call | C node (`#{o.call}`) | BEAM baseline node (`#{b.call}`) |
     |---|---|---|
-    #{Enum.map_join(evs, "\n", fn e -> "| #{e} | #{cell.(o, e)} | #{cell.(b, e)} |" end)}
+    #{Enum.map_join(evs, "\n", fn e -> "| #{if e == "task-clock", do: "CPU time", else: e} | #{cell.(o, e)} | #{cell.(b, e)} |" end)}
     """
   end
 
