@@ -1,7 +1,8 @@
 /* node.h - the C node: listener, connections, dispatch of control messages
  * to local processes, and the process API that handlers use.
  *
- * Owns: the listening socket, every cn_conn, the epmd registration, the
+ * Owns: the listening socket, every cn_conn, every cn_dial (outgoing
+ * attempts), the epmd registration, the
  * cn_proc_table (processes, links, monitors, peers) and the cookie (wiped on
  * free). Runs on a uv_loop_t it is given and never owns: the core owns the
  * loop. Single-threaded: every function here is for the loop thread only.
@@ -30,9 +31,25 @@
  * loop iteration). Do not keep a cn_proc pointer past on_terminate: keep
  * its pid (cn_node_self) and look it up again (cn_pt_find_id).
  * cn_node_send to a LOCAL pid calls the target's on_message synchronously.
- * Pids of other nodes are only reachable over an existing connection: the
- * node accepts connections but never dials out (no PORT_PLEASE2 yet), so a
- * send to a node that is not connected returns -1.
+ *
+ * Other nodes (dial.c): cn_node_send, cn_node_send_named, cn_node_link and
+ * cn_node_monitor towards a node that is not connected start a connection
+ * the way BEAM's auto-connect does (host from the node name, epmd
+ * PORT_PLEASE2, initiator handshake, all within hs_timeout_ms) and return 0
+ * at once: the frames are queued (bounded by max_outq) and sent in order
+ * when the connection is up. If the attempt fails, the queued frames are
+ * dropped and every link and monitor made towards that node fires as for a
+ * lost connection: linked local processes get a `noconnection` exit signal,
+ * monitors on_down with `noconnection` - always later, from the loop, never
+ * inside the call. A queue overflow fails the attempt the same way (that
+ * send returns -1). One attempt per node at a time; each counts against
+ * max_connections. Simultaneous connects follow BEAM: the greater node name
+ * keeps its attempt ("nok" to the other), the smaller answers
+ * "ok_simultaneous" and the queue goes over the peer's connection.
+ * cn_node_send_alias never dials (an alias only means something to a
+ * connected caller). Still -1 at once: the node is stopping or not yet
+ * registered (no creation), the node-name table is full, the connection
+ * limit is reached.
  *
  * Dispatch rules (what BEAM sees):
  *   SEND/REG_SEND to a missing pid/name, or a pid of another creation: dropped.
@@ -132,23 +149,26 @@ void cn_node_self(const cn_node *n, const cn_proc *p, cn_pid *out);
 int cn_node_encode_pid(const cn_node *n, ei_x_buff *x, const cn_pid *pid);
 
 /* Sends `msg` to a pid: a local process gets it through on_message; a
- * remote one as SEND over the connection to its node. 0, or -1 when there
- * is no such local process or no connection to that node. */
+ * remote one as SEND over the connection to its node, dialing it first if
+ * needed (see "Other nodes" above). 0, or -1 when there is no such local
+ * process or the node cannot be reached. */
 int cn_node_send(cn_node *n, const cn_pid *to, cn_slice msg);
-/* Sends `msg` to a registered name on a connected node. */
+/* Sends `msg` to a registered name on a node (dialed if needed). */
 int cn_node_send_named(cn_node *n, cn_proc *from, const char *node_name,
                        const char *name, cn_slice msg);
 /* Sends `msg` through an alias ref (as in a gen_server reply) to the node
  * of `owner`. */
 int cn_node_send_alias(cn_node *n, cn_proc *from, const cn_pid *owner,
                        cn_slice alias, cn_slice msg);
-/* Links p to a remote pid (sends LINK). 0 or -1 (no connection/ENOMEM). */
+/* Links p to a remote pid (sends LINK; dials if needed: a failed dial is a
+ * noconnection exit signal to p). 0 or -1 (unreachable/ENOMEM). */
 int cn_node_link(cn_node *n, cn_proc *p, const cn_pid *remote);
 /* Unlinks (sends UNLINK_ID; the entry goes when BEAM acks). */
 int cn_node_unlink(cn_node *n, cn_proc *p, const cn_pid *remote);
-/* Monitors a remote pid (sends MONITOR_P). The new ref's term bytes are
- * written to ref_out (up to *ref_len bytes; *ref_len updated). on_down
- * reports the same bytes. 0 or -1. */
+/* Monitors a remote pid (sends MONITOR_P; dials if needed: a failed dial
+ * is on_down noconnection). The new ref's term bytes are written to
+ * ref_out (up to *ref_len bytes; *ref_len updated). on_down reports the
+ * same bytes. 0 or -1. */
 int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
                     unsigned char *ref_out, size_t *ref_len);
 int cn_node_demonitor(cn_node *n, cn_proc *p, cn_slice ref);

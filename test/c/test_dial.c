@@ -36,6 +36,9 @@
 #define OUR_NAME "council@localhost"
 #define PEER "peer@localhost"
 
+static uint64_t g_hs_timeout = 3000; /* per test, set before setup */
+static size_t g_max_outq;            /* 0 = default */
+
 typedef struct fixture {
     uv_loop_t loop;
     cn_node *n;
@@ -340,7 +343,9 @@ static int setup(void **st)
     cn_node_config cfg;
     cn_node_config_defaults(&cfg);
     cfg.name = OUR_NAME;
-    cfg.conn.hs_timeout_ms = 3000;
+    cfg.conn.hs_timeout_ms = g_hs_timeout;
+    if (g_max_outq)
+        cfg.conn.max_outq = g_max_outq;
     cn_cookie c = {0};
     cn_cookie_set(&c, COOKIE, strlen(COOKIE));
     f->n = cn_node_new(&f->loop, &cfg, &c);
@@ -627,6 +632,56 @@ static void simultaneous_connect_smaller_peer_gets_nok(void **st)
     assert_int_equal(lp.terminated, 1); /* not trapping: noconnection kills */
 }
 
+static int setup_short(void **st)
+{
+    g_hs_timeout = 300;
+    g_max_outq = 4096;
+    int rc = setup(st);
+    g_hs_timeout = 3000;
+    g_max_outq = 0;
+    return rc;
+}
+
+/* A peer that accepts the TCP connection and then says nothing: the dial's
+ * deadline ends it as noconnection. */
+static void silent_peer_hits_the_deadline(void **st)
+{
+    fixture *f = *st;
+    static probe lp, mp;
+    memset(&lp, 0, sizeof lp);
+    memset(&mp, 0, sizeof mp);
+    cn_pid remote;
+    signals_to_peer(f, &lp, &mp, &remote);
+    epmd_answer(f, "peer", peer_port(f));
+    int fd = accept_pump(f, f->peer_l, 3000);
+    assert_true(fd >= 0);
+    expect_our_name(f, fd);
+    wait_noconnection(f, &lp, &mp);
+    unsigned char junk[8];
+    assert_int_equal(rd(f, fd, junk, 1), -1);
+    close(fd);
+}
+
+/* More than max_outq bytes queued while dialing: the send is refused and
+ * the attempt fails as an overflowing connection would. */
+static void queue_overflow_while_dialing_fails_the_dial(void **st)
+{
+    fixture *f = *st;
+    static probe lp, mp;
+    memset(&lp, 0, sizeof lp);
+    memset(&mp, 0, sizeof mp);
+    cn_pid remote;
+    signals_to_peer(f, &lp, &mp, &remote);
+    static unsigned char big[5000];
+    big[0] = 109; /* BINARY_EXT */
+    put32(big + 1, sizeof big - 5);
+    assert_int_equal(cn_node_send(f->n, &remote, (cn_slice){big, sizeof big}), -1);
+    wait_noconnection(f, &lp, &mp);
+    /* a later send dials again */
+    static const unsigned char hi[] = {119, 2, 'h', 'i'};
+    assert_int_equal(cn_node_send(f->n, &remote, (cn_slice){hi, sizeof hi}), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -635,6 +690,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(alive_is_answered_true, setup, teardown),
         cmocka_unit_test_setup_teardown(simultaneous_connect_greater_peer_wins, setup, teardown),
         cmocka_unit_test_setup_teardown(simultaneous_connect_smaller_peer_gets_nok, setup, teardown),
+        cmocka_unit_test_setup_teardown(silent_peer_hits_the_deadline, setup_short, teardown),
+        cmocka_unit_test_setup_teardown(queue_overflow_while_dialing_fails_the_dial, setup_short, teardown),
     };
     return cmocka_run_group_tests_name("dial", tests, NULL, NULL);
 }
