@@ -202,15 +202,35 @@ static const unsigned char *encoded(cn_rsubs *rs, const council_event *ev, size_
     return (const unsigned char *)rs->cached.buff;
 }
 
+static void on_overflow(size_t dropped, void *arg);
+
+/* Out of memory while preparing an event for e: end the subscription and
+ * send the overflow notice, rather than skip an event in mid-stream. */
+static void cut_off(entry *e)
+{
+    if (e->sub)
+        council_unsubscribe(e->rs->b->ctx, e->sub);
+    e->sub = NULL;
+    on_overflow(1, e);
+}
+
+/* The topic is "council_ex:run:" <> the event's own run_id. */
+static int is_own_run(const entry *e, const council_event *ev)
+{
+    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
+    return e->topic_len == plen + ev->run_id_len &&
+           memcmp(e->topic + plen, ev->run_id, ev->run_id_len) == 0;
+}
+
 static void on_event(const council_event *ev, void *arg)
 {
     entry *e = arg;
     size_t len;
     const unsigned char *p = encoded(e->rs, ev, &len);
     if (!p) {
-        cn_log_error("event %s of a run could not be encoded; subscriber cut off",
+        cn_log_error("event %s of a run could not be encoded",
                      council_event_type_name(ev->type));
-        entry_drop(e->rs, e, 1);
+        cut_off(e);
         return;
     }
     if (e->flags & CN_RSUB_TAGGED) {
@@ -218,16 +238,19 @@ static void on_event(const council_event *ev, void *arg)
         t->index = 0;
         if (ei_x_encode_tuple_header(t, 3) || ei_x_encode_atom(t, "council_ex_event") ||
             ei_x_encode_binary(t, e->topic, (long)e->topic_len) ||
-            ei_x_append_buf(t, (const char *)p, (int)len))
+            ei_x_append_buf(t, (const char *)p, (int)len)) {
+            cut_off(e);
             return;
+        }
         p = (const unsigned char *)t->buff;
         len = (size_t)t->index;
     }
     /* No connection to the pid's node: its monitor fires and cleans up. */
     cn_node_send(e->rs->b->node, &e->pr->pid, (cn_slice){p, len});
-    /* Nothing follows a terminal event on a run's topic: end the
-     * subscription so long-lived subscribers do not pile up entries. */
-    if (council_event_is_terminal(ev))
+    /* Nothing follows the terminal event of the topic's own run: end the
+     * subscription so long-lived subscribers do not pile up entries. A
+     * sub-council topic sees one nested run per member call, so it stays. */
+    if (council_event_is_terminal(ev) && is_own_run(e, ev))
         entry_drop(e->rs, e, 1);
 }
 

@@ -5,8 +5,12 @@
  * one-event cache so an event going to many pids is encoded once.
  * Each event goes out as a plain SEND of the docs/protocol.md tuple. When a
  * subscriber falls more than the core's queue bound behind, it is cut off
- * and sent {council_ex_overflow, Topic, Dropped} once. A subscription ends
- * by itself after the run's terminal event (nothing follows it).
+ * and sent {council_ex_overflow, Topic, Dropped} once (untagged, for tagged
+ * subscribers too; the same happens if memory runs out while an event is
+ * prepared). A subscription to a run's own topic ends by itself after that
+ * run's terminal event (nothing follows it); a sub-council topic sees one
+ * nested run per member call, so it lasts until unsubscribed or the
+ * subscriber goes.
  * The Elixir library subscribes one relay pid per node and topic (tagged,
  * so the relay knows the topic of sub-council events whose run_id is the
  * sub-run's), so each event crosses the wire once per node; a bare shell

@@ -238,6 +238,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
     council_spec *spec = NULL;
     council_run *run = NULL;
     cn_pid server, subs[64];
+    int sub_flags[64];
     size_t nsubs = 0;
     int absent;
 
@@ -285,7 +286,13 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         }
         for (int i = 0; i < n; i++) {
             size_t l = cn_term_len(r.subscribe.p + index, r.subscribe.len - (size_t)index);
-            if (!l || get_pid(b, (cn_slice){r.subscribe.p + index, l}, &subs[nsubs])) {
+            cn_slice item = {r.subscribe.p + index, l}, el[2];
+            sub_flags[nsubs] = 0;
+            if (l && cn_term_tuple(item, el, 2) == 2 && cn_ctl_is_atom(&el[1], "tagged")) {
+                item = el[0]; /* {Pid, tagged} */
+                sub_flags[nsubs] = CN_RSUB_TAGGED;
+            }
+            if (!l || get_pid(b, item, &subs[nsubs])) {
                 bad_option_named(x, "subscribe");
                 goto out;
             }
@@ -364,7 +371,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
         memcpy(topic + plen, id, id_len);
         for (size_t i = 0; i < nsubs; i++) {
-            rc = cn_rsubs_add(b->subs, topic, plen + id_len, &subs[i], 0);
+            rc = cn_rsubs_add(b->subs, topic, plen + id_len, &subs[i], sub_flags[i]);
             if (rc != 0) {
                 free(topic);
                 cn_run_proc_cancel(run, NULL);

@@ -22,17 +22,17 @@ defmodule CouncilEx.PubSub do
   and `{:council_ex_overflow, topic, dropped_count}` once if the C node cut
   this node's subscription off because it could not keep up.
 
-  A subscription ends by itself after the run's terminal event (or the
-  overflow notice): nothing follows it. Subscribing to the same topic again
+  A subscription to a run's topic ends by itself after that run's terminal
+  event (or the overflow notice): nothing follows it. Subscribing to the same topic again
   later subscribes anew.
 
   A sub-council member's nested run publishes on
   `"council_ex:run:" <> parent_id <> ":sub:" <> member_id`; its events carry
   the nested run's own id. Subscribe to that topic (it may be subscribed
-  before the parent run starts) to receive them. Note: a sub-council member
+  before the parent run starts) to receive them. A sub-council member
   called more than once (in several rounds, or retried) publishes one nested
-  run per call on that same topic, and the subscription ends with the first
-  nested run's terminal event.
+  run per call on that same topic; that subscription lasts until you
+  unsubscribe (or exit), so every nested run is seen.
 
   Delivery: the C node sends each event once to this node's
   `CouncilEx.PubSub.Relay`, which dispatches it to the local subscribers.

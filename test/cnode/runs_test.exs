@@ -137,6 +137,28 @@ defmodule CNode.RunsTest do
     assert GenServer.call(svc, {:result, reg, "no-such-run"}) == {:error, :not_found}
   end
 
+  test "a sub-council topic keeps its subscribers across nested runs; {pid, :tagged} at start", %{info: i} do
+    inner = %{id: "inner", members: [%{id: "x", provider: "mock"}, %{id: "y", provider: "mock"}],
+              rounds: [%{type: "independent_analysis"}]}
+    outer = %{id: "outer",
+              members: [%{id: "panel", provider: "council", options: %{spec: inner}},
+                        %{id: "b", provider: "mock"}],
+              rounds: [%{type: "independent_analysis"}, %{type: "peer_review"}]}
+    run_id = "parent-#{System.unique_integer([:positive])}"
+    topic = "council_ex:run:" <> run_id
+    sub = topic <> ":sub:panel"
+    assert GenServer.call({:council_ex, i.node}, {:subscribe, sub, self()}) == :ok
+    {:ok, _} = start(i.node, %{spec: outer, run_id: run_id, subscribe: [{self(), :tagged}]})
+    assert_receive {:council_ex_event, ^topic, {:run_completed, ^run_id, _}}, 10_000
+    # the panel member ran in both rounds: two nested runs, both seen
+    nested = Stream.repeatedly(fn -> receive do
+                                     {:run_completed, id, _} when id != run_id -> id
+                                   after 1_000 -> nil end end)
+             |> Enum.take_while(& &1) |> Enum.uniq()
+    assert length(nested) == 2
+    assert GenServer.call({:council_ex, i.node}, {:unsubscribe, sub, self()}) == :ok
+  end
+
   test "a failing run ends with run_failed and {:shutdown, {:failed, errors}}", %{info: i} do
     failing = %{id: "f", members: [%{id: "a", provider: "mock", options: %{fail_attempts: [1, 2, 3]}}],
                 rounds: [%{type: "independent_analysis"}], limits: %{max_attempts: 2, backoff_ms: 1}}

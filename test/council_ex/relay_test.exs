@@ -77,8 +77,17 @@ defmodule CouncilEx.PubSub.RelayTest do
     assert_receive {:round_started, "nested-run", :vote, 0}
     feed(relay, sub_topic, [{:run_failed, "nested-run", ["e"], %{final: nil, rounds: []}}])
     assert_receive {:run_failed, "nested-run", ["e"], _}
+    # a sub-council topic outlives each nested run: the next one is seen too
+    assert Relay.subscribers(sub_topic) == [self()]
+    feed(relay, sub_topic, [{:run_started, "nested-run-2", "inner", "q"}])
+    assert_receive {:run_started, "nested-run-2", _, "q"}
+    # the topic's own run ends its topic
+    feed(relay, topic, [{:run_completed, topic_run_id(topic), %{final: "x", rounds: []}}])
+    Relay.unsubscribe(sub_topic, self())
     assert Relay.subscribers(sub_topic) == []
   end
+
+  defp topic_run_id("council_ex:run:" <> id), do: id
 
   test "a subscriber that exits is removed", %{topic: topic} do
     pid = spawn(fn -> receive do: (:stop -> :ok) end)

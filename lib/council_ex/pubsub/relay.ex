@@ -13,10 +13,12 @@ defmodule CouncilEx.PubSub.Relay do
 
   Bookkeeping per topic ends
 
-    * after the relay dispatched the topic's terminal event (`:run_completed`,
-      `:run_failed`, `:run_cancelled`) or an overflow notice: the C node has
-      ended its subscription by then, so the topic's local subscribers are
-      dropped too (subscribing again later subscribes anew);
+    * after the relay dispatched the terminal event (`:run_completed`,
+      `:run_failed`, `:run_cancelled`) of the topic's own run, or an
+      overflow notice: the C node has ended its subscription by then, so
+      the topic's local subscribers are dropped too (subscribing again later
+      subscribes anew). A sub-council topic sees one nested run per member
+      call and stays subscribed until its subscribers leave;
     * when its last local subscriber unsubscribes or exits (subscribers are
       monitored): the relay unsubscribes at the C node;
     * when the C node goes down: its subscriptions are gone, and so are the
@@ -120,7 +122,9 @@ defmodule CouncilEx.PubSub.Relay do
       when is_binary(topic) and is_tuple(event) and tuple_size(event) >= 3 do
     dispatch(state, topic, CouncilEx.Wire.event(event))
 
-    if elem(event, 0) in @terminal,
+    # Only the topic's own run ends it: a sub-council topic carries one
+    # nested run per member call, and the C node keeps that subscription.
+    if elem(event, 0) in @terminal and topic == "council_ex:run:" <> elem(event, 1),
       do: {:noreply, drop_topic(state, topic)},
       else: {:noreply, state}
   end
