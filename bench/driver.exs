@@ -604,6 +604,11 @@ defmodule B do
         rb = Stats.values(Enum.map(ba, &elem(&1, 0)))
         la = Stats.latency(Enum.map(ca, &elem(&1, 1)))
         lb = Stats.latency(Enum.map(ba, &elem(&1, 1)))
+
+        extra_profile("starts", "run starts (`{:start, ...}` with the idle spec), one caller", fn ->
+          {:ok, _} = cn_start(%{run_id: new_id()})
+        end)
+
         sr = ra.median / rb.median
         mr = ratio(per_c, per_b)
 
@@ -1256,6 +1261,12 @@ defmodule B do
             elem(concurrent(8, n8, fn _ -> &council_beam/0 end), 0)
           end)
 
+        extra_profile(
+          "council",
+          "full mock council runs (start + :await), one caller",
+          &council_cn/0
+        )
+
         ta = Stats.values(a8)
         tb = Stats.values(b8)
 
@@ -1409,6 +1420,26 @@ defmodule B do
     e -> Process.put(:fanout_stat, %{error: Exception.message(e)})
   end
 
+  # a perf record of the C node while f runs in a loop (full runs only)
+  def extra_profile(name, title, f) do
+    if not quick?() and System.get_env("BENCH_PERF", "1") != "0" and System.find_executable("perf") do
+      rec =
+        try do
+          perf_record(cn_ospid(), f, 4, name)
+        rescue
+          e -> %{error: Exception.message(e)}
+        catch
+          k, r -> %{error: short({k, r})}
+        end
+
+      Process.put(:extra_profiles, [
+        %{name: name, title: title, rec: rec} | Process.get(:extra_profiles, [])
+      ])
+    end
+
+    :ok
+  end
+
   def perf_stats do
     {wc, fc, wb, fb} = profile_target()
     bpid = :rpc.call(beam(), BenchBeam.Info, :os_pid, [])
@@ -1419,7 +1450,7 @@ defmodule B do
     }
   end
 
-  # perf record -g on an OS process while f is called for about `secs`
+  # perf record (DWARF call graphs) on an OS process while f is called for about `secs`
   # seconds; the reports (by dso, by symbol self, inclusive) as text
   def perf_record(ospid, f, secs, name) do
     data = Path.join(tmp(), "#{name}.perf.data")
@@ -1431,8 +1462,9 @@ defmodule B do
           [
             "record",
             "-F",
-            "2999",
-            "-g",
+            "999",
+            "--call-graph",
+            "dwarf,16384",
             "-o",
             data,
             "-p",
@@ -1470,7 +1502,7 @@ defmodule B do
         calls: calls,
         seconds: secs,
         self: report.(["--no-children", "--sort", "dso,symbol", "--percent-limit", "1"]),
-        children: report.(["--children", "--sort", "symbol", "--percent-limit", "5"]),
+        children: report.(["--children", "--sort", "symbol", "--percent-limit", "4"]),
         dso: report.(["--no-children", "--sort", "dso"])
       }
     end
@@ -1584,7 +1616,8 @@ defmodule B do
       (prof || %{})
       |> Map.put(:cpu_split, split)
       |> Map.put(:massif, Process.get(:massif))
-      |> Map.put(:fanout_stat, Process.get(:fanout_stat)),
+      |> Map.put(:fanout_stat, Process.get(:fanout_stat))
+      |> Map.put(:extra, Enum.reverse(Process.get(:extra_profiles, []))),
       elapsed
     )
 
@@ -1777,8 +1810,43 @@ defmodule B.Report do
   defp profile_section(p),
     do:
       split_section(p[:cpu_split]) <>
-        perf_section(Map.drop(p, [:cpu_split, :massif, :fanout_stat])) <>
-        "\n" <> fanout_section(p[:fanout_stat]) <> massif_section(p[:massif])
+        perf_section(Map.drop(p, [:cpu_split, :massif, :fanout_stat, :extra])) <>
+        "\n" <>
+        fanout_section(p[:fanout_stat]) <>
+        Enum.map_join(p[:extra] || [], "", &extra_section/1) <> massif_section(p[:massif])
+
+  defp extra_section(%{
+         title: title,
+         rec: %{dso: dso, self: self_t, children: kids, calls: n, seconds: secs}
+       }) do
+    """
+    ## Profile of the C node: #{title}
+
+    `perf record --call-graph dwarf` on the C node, #{n} operations in about #{secs - 1} s, by shared object:
+
+    ```
+    #{dso}
+    ```
+
+    Self time by symbol (>= 1%):
+
+    ```
+    #{self_t}
+    ```
+
+    Inclusive time (children included, >= 4%):
+
+    ```
+    #{kids}
+    ```
+
+    """
+  end
+
+  defp extra_section(%{title: title, rec: %{error: e}}),
+    do: "## Profile of the C node: #{title}\n\nperf failed: `#{e}`\n\n"
+
+  defp extra_section(_), do: ""
 
   defp fanout_section(%{ours: o, beam: b, events_per_round: per} = m) do
     evs = (Map.keys(o.per_call) ++ Map.keys(b.per_call)) |> Enum.uniq() |> Enum.sort()
@@ -1808,7 +1876,7 @@ defmodule B.Report do
 
   defp fanout_record(%{self: self_t, dso: dso}) do
     """
-    `perf record -g` on the C node during relay fan-out rounds, by shared object:
+    `perf record --call-graph dwarf` on the C node during relay fan-out rounds, by shared object:
 
     ```
     #{dso}
@@ -1913,7 +1981,7 @@ defmodule B.Report do
     """
     ## Profile of the C node on the call path
 
-    `perf record -g -F 2999` on the C node while the driver made #{p.calls} calls
+    `perf record -F 999 --call-graph dwarf` on the C node while the driver made #{p.calls} calls
     `#{p.what}` in #{p.seconds - 1} s (one caller), after the measurements. Samples
     by shared object (kernel vs the node's own code vs libraries):
 
