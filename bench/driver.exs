@@ -1786,6 +1786,32 @@ defmodule B.Report do
 
   defp missed_section([], []), do: "Every target was met in this run.\n"
 
+  # where to look for the explanation of a missed target
+  defp why(c) do
+    cond do
+      String.contains?(c, "GenServer.call") ->
+        "See \"Where a call's time goes\" and the call-path profile: the node's own code is a few percent of its CPU per call; the rest is the kernel (epoll wake-ups, read, write) and, on the caller's side, the BEAM driver."
+
+      String.contains?(c, "fan-out") ->
+        "See \"The fan-out's sending side\": one write() per event and the CPU per event of the C node against the BEAM node."
+
+      String.contains?(c, "memory") ->
+        "See \"Where an idle run's memory goes\": the per-run spec parse and the member call's request JSON dominate."
+
+      String.contains?(c, "starts") ->
+        "See the profile of run starts."
+
+      String.contains?(c, "lookup") or String.contains?(c, "whereis") ->
+        "Random lookups in a table much bigger than the cache cost DRAM misses (the row shows one random load on this machine); neither side stays flat in nanoseconds."
+
+      String.contains?(c, "council") ->
+        "See the profile of council runs."
+
+      true ->
+        ""
+    end
+  end
+
   defp missed_section(missed, nas) do
     m =
       if missed == [],
@@ -1793,7 +1819,7 @@ defmodule B.Report do
         else:
           "## Where this project is slower than BEAM or misses its target\n\n" <>
             Enum.map_join(missed, "\n", fn r ->
-              "- **#{r.case}** – #{r.metric}: ratio #{if r.ratio, do: f2(r.ratio) <> "x", else: "-"}, target #{r.target}."
+              "- **#{r.case}** – #{r.metric}: ratio #{if r.ratio, do: f2(r.ratio) <> "x", else: "-"}, target #{r.target}. #{why(r.case)}"
             end) <> "\n\n"
 
     n =
