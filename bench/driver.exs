@@ -1757,7 +1757,8 @@ defmodule B.Report do
       the per-repetition medians (or throughputs), shown as ±half of it.
     - BEAM runs with default flags (`elixir --sname`, no `+` options; 2
       schedulers on this machine). The C node is single-threaded; it can use
-      one core while BEAM may use both.
+      one core while BEAM may use both. It runs with its defaults except
+      `--max-runs` (raised so that the 1M-run case fits).
     - Baseline designs are plain Elixir/OTP: a GenServer per run registered
       in a unique `Registry` and started by a `DynamicSupervisor` (the
       driver calls `DynamicSupervisor.start_child` on the baseline node
