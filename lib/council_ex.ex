@@ -71,7 +71,8 @@ defmodule CouncilEx do
   `CouncilEx.RunServer.default_registry/0`), `:user_opts` (any term),
   `:callers` (default: the caller and its `$callers`), `subscribe: true`
   (subscribes the caller before the run starts, so it receives every event;
-  see `CouncilEx.PubSub`).
+  see `CouncilEx.PubSub`; a start that fails, e.g. with
+  `{:error, :already_started}`, delivers no event).
 
   Returns `{:ok, pid}` or `{:error, reason}`; bad arguments raise
   `ArgumentError` before anything is sent to the C node.
@@ -268,23 +269,22 @@ defmodule CouncilEx do
   def __start__(council, input, opts, starter) do
     run_opts = prepare!(council, input, opts)
 
-    if Keyword.get(opts, :subscribe, false) do
-      # The relay subscribes to the topic before the run exists: no event is missed.
-      topic = Wire.topic(Keyword.fetch!(run_opts, :run_id))
+    if Keyword.get(opts, :subscribe, false),
+      do: start_subscribed(run_opts, self(), starter),
+      else: starter.(run_opts)
+  end
 
-      with :ok <- Relay.subscribe(topic, self()) do
-        case starter.(run_opts) do
-          {:ok, _pid} = ok ->
-            ok
+  # Starts with `pid` subscribed to the run's topic. The relay's
+  # subscription at the C node, when it has none for the topic yet, rides
+  # on the start request (`{relay, :tagged}` in its :subscribe list): the C
+  # node subscribes it before the run begins, so no event is missed, and a
+  # start that fails (e.g. :already_started) subscribes nothing.
+  defp start_subscribed(run_opts, pid, starter) do
+    topic = Wire.topic(Keyword.fetch!(run_opts, :run_id))
 
-          error ->
-            Relay.unsubscribe(topic, self())
-            error
-        end
-      end
-    else
-      starter.(run_opts)
-    end
+    Relay.start_subscribed(topic, pid, fn entries ->
+      starter.(Keyword.update(run_opts, :subscribe, entries, &Enum.uniq(&1 ++ entries)))
+    end)
   end
 
   defp prepare!(council, input, opts) do
@@ -343,20 +343,7 @@ defmodule CouncilEx do
   defp keeper_init(caller, ref, run_opts) do
     Process.flag(:trap_exit, true)
     run_id = Keyword.fetch!(run_opts, :run_id)
-    topic = Wire.topic(run_id)
-
-    reply =
-      with :ok <- Relay.subscribe(topic, self()) do
-        case RunServer.start_link(run_opts) do
-          {:ok, _pid} = ok ->
-            ok
-
-          error ->
-            Relay.unsubscribe(topic, self())
-            error
-        end
-      end
-
+    reply = start_subscribed(run_opts, self(), &RunServer.start_link/1)
     send(caller, {ref, self(), reply})
 
     case reply do

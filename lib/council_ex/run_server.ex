@@ -50,7 +50,7 @@ defmodule CouncilEx.RunServer do
           | {:user_opts, term}
           | {:callers, [pid]}
           | {:registry, atom | binary}
-          | {:subscribe, [pid]}
+          | {:subscribe, [pid | {pid, :tagged}]}
 
   @required [:run_id, :council, :spec, :input]
   @optional [:user_opts, :callers, :registry, :subscribe]
@@ -85,7 +85,8 @@ defmodule CouncilEx.RunServer do
   `%CouncilEx.Spec{}`), `:input` (any term). Optional: `:user_opts` (any
   term, kept opaque), `:callers` (pids recorded as `$callers` in the tasks
   that run Elixir-module members), `:registry`, `:subscribe` (pids subscribed
-  to the run's topic before it starts).
+  to the run's topic before it starts; `{pid, :tagged}` for delivery as
+  `{:council_ex_event, topic, event}`, see docs/protocol.md; at most 64).
 
   Missing or bad options raise `ArgumentError` before anything is sent.
   Returns `{:ok, pid}` or `{:error, reason}` (`:already_started`, `:limit`,
@@ -262,11 +263,15 @@ defmodule CouncilEx.RunServer do
 
     case Keyword.get(opts, :subscribe, []) do
       l when is_list(l) ->
-        Enum.all?(l, &is_pid/1) ||
-          raise(ArgumentError, ":subscribe must be a list of pids, got: #{inspect(l)}")
+        Enum.all?(l, &subscriber?/1) ||
+          raise(
+            ArgumentError,
+            ":subscribe must be a list of pids or {pid, :tagged}, got: #{inspect(l)}"
+          )
 
       other ->
-        raise ArgumentError, ":subscribe must be a list of pids, got: #{inspect(other)}"
+        raise ArgumentError,
+              ":subscribe must be a list of pids or {pid, :tagged}, got: #{inspect(other)}"
     end
 
     registry!(opts)
@@ -274,6 +279,10 @@ defmodule CouncilEx.RunServer do
     Spec.to_json(spec)
     opts
   end
+
+  defp subscriber?(pid) when is_pid(pid), do: true
+  defp subscriber?({pid, :tagged}) when is_pid(pid), do: true
+  defp subscriber?(_), do: false
 
   @doc false
   @spec registry!(keyword) :: atom | binary

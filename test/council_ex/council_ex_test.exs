@@ -1,10 +1,44 @@
+defmodule CouncilExTest.ChattyCouncil do
+  @moduledoc "One member streaming a token every ~5 ms for 20 s: a run that talks all the time."
+  use CouncilEx
+
+  member :talker,
+    provider: :mock,
+    latency_ms: 20_000,
+    chunks: 4_000,
+    answer: String.duplicate("x", 4_000)
+
+  round :independent_analysis
+  limits member_timeout_ms: 60_000
+end
+
 defmodule CouncilExTest do
   use ExUnit.Case, async: false
   @moduletag :cnode
 
   import CouncilEx.Test.Helpers
+  alias CouncilEx.PubSub.Relay
   alias CouncilEx.RunServer
-  alias CouncilEx.Test.{FailingCouncil, MockCouncil, SlowCouncil}
+  alias CouncilEx.Test.{FailingCouncil, MockCouncil, QuickCouncil, SlowCouncil}
+  alias CouncilExTest.ChattyCouncil
+
+  defp node_stats do
+    {:ok, stats} = GenServer.call({:council_ex, CouncilEx.node()}, :stats)
+    stats
+  end
+
+  # Every message of the mailbox that is an event of run `id` (or an
+  # overflow notice of its topic).
+  defp events_of(id) do
+    {:messages, msgs} = Process.info(self(), :messages)
+    topic = "council_ex:run:" <> id
+
+    Enum.filter(
+      msgs,
+      &(match?({:council_ex_overflow, ^topic, _}, &1) or
+          (is_tuple(&1) and tuple_size(&1) >= 3 and elem(&1, 1) == id))
+    )
+  end
 
   test "run/3 returns the final answer and every round's result" do
     assert {:ok, %{final: final, rounds: rounds, errors: []}} =
@@ -240,6 +274,215 @@ defmodule CouncilExTest do
     events = collect_events(id2)
     assert {:run_cancelled, ^id2, %{}} = List.last(events)
     assert Enum.count(events, &(elem(&1, 0) in [:run_completed, :run_failed, :run_cancelled])) == 1
+  end
+
+  test "start/3 with subscribe: true on a taken run id: :already_started, no event of the running run" do
+    relay_before = Relay.stats()
+    %{subscriptions: node_subs_before} = node_stats()
+    id = run_id("taken")
+    {:ok, pid} = CouncilEx.start(ChattyCouncil, "q", run_id: id)
+    assert_tokens_flowing(pid)
+
+    # The running run sends a token every few ms; a start that subscribed
+    # before being refused would catch some of them.
+    for _ <- 1..30 do
+      assert {:error, :already_started} =
+               CouncilEx.start(ChattyCouncil, "q", run_id: id, subscribe: true)
+
+      assert {:error, :already_started} =
+               CouncilEx.start_link(ChattyCouncil, "q", run_id: id, subscribe: true)
+
+      assert {:error, :already_started} = CouncilEx.run(ChattyCouncil, "q", run_id: id)
+
+      assert {:error, :already_started} =
+               CouncilEx.run(ChattyCouncil, "q", run_id: id, subscribe: true)
+    end
+
+    refute_receive {_, ^id, _, _, _}, 100
+    assert events_of(id) == []
+    assert Relay.stats() == relay_before
+    assert Relay.subscribers("council_ex:run:" <> id) == []
+    eventually(fn -> node_stats().subscriptions == node_subs_before end)
+
+    :ok = CouncilEx.cancel(pid)
+    refute_receive {:run_cancelled, ^id, _}, 200
+    assert events_of(id) == []
+  end
+
+  test "start/3 with subscribe: true on a run id taken and watched here: no event of that run for the refused caller" do
+    relay_before = Relay.stats()
+    %{subscriptions: node_subs_before} = node_stats()
+    id = run_id("watched")
+    parent = self()
+
+    # Another local process watches the running run: the relay is
+    # subscribed to its topic, so a refused start adds no subscription at
+    # the C node and must not see the events the relay gets meanwhile.
+    watcher =
+      spawn_link(fn ->
+        :ok = CouncilEx.PubSub.subscribe(id)
+        send(parent, :watching)
+        send(parent, {:watched, collect_events(id, 30_000)})
+      end)
+
+    assert_receive :watching, 5_000
+    {:ok, pid} = CouncilEx.start(ChattyCouncil, "q", run_id: id)
+    assert_tokens_flowing(pid)
+
+    for _ <- 1..30 do
+      assert {:error, :already_started} =
+               CouncilEx.start(ChattyCouncil, "q", run_id: id, subscribe: true)
+
+      assert {:error, :already_started} =
+               CouncilEx.run(ChattyCouncil, "q", run_id: id, subscribe: true)
+    end
+
+    assert Relay.subscribers("council_ex:run:" <> id) == [watcher]
+    assert %{subscriptions: subs} = node_stats()
+    assert subs == node_subs_before + 1
+    :ok = CouncilEx.cancel(pid)
+    assert_receive {:watched, events}, 10_000
+    assert [{:run_started, ^id, ChattyCouncil, "q"} | _] = events
+    assert {:run_cancelled, ^id, _} = List.last(events)
+    assert events_of(id) == []
+    eventually(fn -> Relay.stats() == relay_before end)
+    eventually(fn -> node_stats().subscriptions == node_subs_before end)
+  end
+
+  test "subscribe: true, with the relay subscribed to the topic before the start or not: every event, in order; bookkeeping back" do
+    relay_before = Relay.stats()
+    %{subscriptions: node_subs_before} = node_stats()
+    parent = self()
+
+    for early_subscriber? <- [false, true, false, true] do
+      id = run_id("order")
+
+      if early_subscriber? do
+        # The relay subscribes to the topic before the run exists; the
+        # start then carries no subscription of its own.
+        spawn_link(fn ->
+          :ok = CouncilEx.PubSub.subscribe(id)
+          send(parent, :subscribed)
+          send(parent, {:early, collect_events(id)})
+        end)
+
+        assert_receive :subscribed, 5_000
+      end
+
+      {:ok, _} = CouncilEx.start(MockCouncil, "in", run_id: id, subscribe: true)
+      events = collect_events(id)
+      assert is_list(events), "no terminal event: #{inspect(events)}"
+      assert [{:run_started, ^id, MockCouncil, "in"} | _] = events
+      assert {:run_completed, ^id, %{final: final}} = List.last(events)
+      assert is_binary(final)
+
+      assert for({:round_started, _, name, idx} <- events, do: {name, idx}) ==
+               [independent_analysis: 0, anonymized_peer_review: 1, vote: 2, chair: 3]
+
+      if early_subscriber? do
+        assert_receive {:early, ^events}, 5_000
+      end
+
+      assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "x", subscribe: true)
+      assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "y")
+    end
+
+    # run/3 with subscribe: true delivered its events to the caller too
+    assert_received {:run_started, _, QuickCouncil, "x"}
+    refute_received {:run_started, _, QuickCouncil, "y"}
+
+    eventually(fn -> Relay.stats() == relay_before end)
+    eventually(fn -> node_stats().subscriptions == node_subs_before end)
+  end
+
+  test "concurrent subscribed starts and subscribes of one run id: the winner gets every event, refused starters none" do
+    relay_before = Relay.stats()
+    %{subscriptions: node_subs_before} = node_stats()
+    parent = self()
+
+    for round <- 1..20 do
+      id = run_id("race")
+
+      # Each process makes its call on :go, reports its reply, and on
+      # :report sends what it got of the run.
+      worker = fn call ->
+        spawn_link(fn ->
+          send(parent, {:ready, self()})
+          receive do: (:go -> :ok)
+          send(parent, {:done, self(), call.()})
+          receive do: (:report -> send(parent, {:report, self(), drain(id, [])}))
+        end)
+      end
+
+      starters =
+        for i <- 1..6 do
+          if rem(i, 3) == 0,
+            do: worker.(fn -> CouncilEx.run(QuickCouncil, i, run_id: id, subscribe: true) end),
+            else: worker.(fn -> CouncilEx.start(QuickCouncil, i, run_id: id, subscribe: true) end)
+        end
+
+      subscribers = for _ <- 1..3, do: worker.(fn -> CouncilEx.PubSub.subscribe(id) end)
+      all = starters ++ subscribers
+      for p <- all, do: assert_receive({:ready, ^p}, 5_000)
+      # the order of the calls varies from round to round
+      {first, rest} = Enum.split(Enum.shuffle(all), rem(round, 5) + 1)
+      for p <- first, do: send(p, :go)
+      Process.sleep(rem(round, 3))
+      for p <- rest, do: send(p, :go)
+
+      replies = Map.new(all, fn p -> assert_receive({:done, ^p, r}, 10_000) && {p, r} end)
+      assert [winner] = for(p <- starters, match?({:ok, _}, replies[p]), do: p)
+      assert Enum.all?(starters -- [winner], &(replies[&1] == {:error, :already_started}))
+      assert Enum.all?(subscribers, &(replies[&1] == :ok))
+
+      send(winner, :report)
+      assert_receive {:report, ^winner, events}, 10_000
+      assert [{:run_started, ^id, QuickCouncil, i} | _] = events
+      assert is_integer(i)
+      assert {:run_completed, ^id, _} = List.last(events)
+      assert Enum.count(events, &(elem(&1, 0) == :member_completed)) == 2
+
+      for p <- all -- [winner], do: send(p, :report)
+
+      for p <- starters -- [winner] do
+        assert_receive {:report, ^p, got}, 10_000
+        assert got == [], "a refused starter got events of the run: #{inspect(got)}"
+      end
+
+      for p <- subscribers do
+        # A subscriber that came after the run ended waits for a run that
+        # never comes; one that came during it gets its tail, in order.
+        assert_receive {:report, ^p, got}, 10_000
+        assert got == Enum.drop(events, length(events) - length(got))
+      end
+    end
+
+    eventually(fn -> Relay.stats() == relay_before end)
+    eventually(fn -> node_stats().subscriptions == node_subs_before end)
+  end
+
+  # The messages of run `id` in the mailbox, up to its terminal event (or
+  # until none has come for 100 ms).
+  defp drain(id, acc) do
+    receive do
+      {tag, ^id, _} = ev when tag in [:run_completed, :run_cancelled] -> Enum.reverse([ev | acc])
+      {:run_failed, ^id, _, _} = ev -> Enum.reverse([ev | acc])
+      ev when is_tuple(ev) and tuple_size(ev) >= 3 and elem(ev, 1) == id -> drain(id, [ev | acc])
+    after
+      100 -> Enum.reverse(acc)
+    end
+  end
+
+  # Waits until the run has streamed a couple of tokens (to a process of
+  # its own, subscribed at the run pid, that is gone afterwards).
+  defp assert_tokens_flowing(pid) do
+    {watcher, ref} =
+      spawn_monitor(fn ->
+        :ok = GenServer.call(pid, {:subscribe, self()})
+        for _ <- 1..2, do: receive(do: ({:member_token, _, _, _, _} -> :ok))
+      end)
+
+    assert_receive {:DOWN, ^ref, :process, ^watcher, :normal}, 5_000
   end
 
   # Waits until the run's process is gone (a run may end before the monitor

@@ -104,6 +104,188 @@ defmodule CouncilEx.PubSub.RelayTest do
     assert Relay.subscribers(topic) == []
   end
 
+  defp node_subscriptions do
+    {:ok, %{subscriptions: n}} = GenServer.call({:council_ex, CouncilEx.node()}, :stats)
+    n
+  end
+
+  # Stands in for a run pid the C node would return.
+  defp fake_run, do: spawn(fn -> receive do: (:never -> :ok) end)
+
+  test "start_subscribed/3: the start carries the relay's subscription when it has none; events that come meanwhile are held",
+       %{run_id: id, topic: topic, relay: relay} do
+    before = Relay.stats()
+
+    # A refused start: what came for the topic meanwhile is dropped.
+    assert {:error, :already_started} =
+             Relay.start_subscribed(topic, self(), fn entries ->
+               assert entries == [{relay, :tagged}]
+
+               feed(relay, topic, [
+                 {:run_started, id, "x", "theirs"},
+                 {:round_started, id, "vote", 0}
+               ])
+
+               assert %{starts: 1, subscriptions: 0} = Relay.stats()
+               {:error, :already_started}
+             end)
+
+    refute_receive {_, ^id, _, _}, 100
+    assert Relay.stats() == before
+
+    # A start that succeeds: the held events go out first, in order, and
+    # before start_subscribed/3 returns; the next ones directly.
+    run = fake_run()
+
+    assert {:ok, ^run} =
+             Relay.start_subscribed(topic, self(), fn [{^relay, :tagged}] ->
+               feed(relay, topic, [{:run_started, id, "x", "mine"}, {:round_started, id, "vote", 0}])
+
+               Relay.stats()
+               {:ok, run}
+             end)
+
+    assert {:messages, [{:run_started, ^id, _, "mine"}, {:round_started, ^id, :vote, 0}]} =
+             Process.info(self(), :messages)
+
+    assert Relay.subscribers(topic) == [self()]
+    assert %{remote: remote, starts: 0} = Relay.stats()
+    assert remote == before.remote + 1
+
+    feed(relay, topic, [
+      {:member_started, id, "vote", "a"},
+      {:run_completed, id, %{final: "x", rounds: [], errors: []}}
+    ])
+
+    assert [
+             {:run_started, ^id, _, "mine"},
+             {:round_started, ^id, :vote, 0},
+             {:member_started, ^id, :vote, "a"},
+             {:run_completed, ^id, _}
+           ] = collect_events(id, 1_000)
+
+    assert Relay.stats() == before
+  end
+
+  test "start_subscribed/3 with the relay subscribed to the topic already: no subscription in the start; a refused caller gets nothing",
+       %{run_id: id, topic: topic, relay: relay} do
+    before = Relay.stats()
+    subs_before = node_subscriptions()
+    parent = self()
+
+    other =
+      spawn_link(fn ->
+        :ok = Relay.subscribe(topic, self())
+        send(parent, :subscribed)
+        receive do: ({:round_started, ^id, :vote, 0} = ev -> send(parent, {:other, ev}))
+      end)
+
+    assert_receive :subscribed
+    assert node_subscriptions() == subs_before + 1
+
+    assert {:error, :already_started} =
+             Relay.start_subscribed(topic, self(), fn entries ->
+               assert entries == []
+               feed(relay, topic, [{:round_started, id, "vote", 0}])
+               {:error, :already_started}
+             end)
+
+    assert_receive {:other, {:round_started, ^id, :vote, 0}}
+    refute_receive {:round_started, ^id, _, _}, 100
+    # the other subscriber has exited: the relay leaves the topic
+    eventually(fn -> Relay.stats() == before end)
+    assert Relay.subscribers(topic) == []
+    assert node_subscriptions() == subs_before
+    refute Process.alive?(other)
+  end
+
+  test "subscribe/2 while a start carrying the relay's subscription is under way waits for its outcome",
+       %{run_id: id, topic: topic, relay: relay} do
+    before = Relay.stats()
+    subs_before = node_subscriptions()
+    parent = self()
+
+    subscriber = fn ->
+      spawn_link(fn ->
+        send(parent, {:subscribed, self(), Relay.subscribe(topic, self())})
+
+        receive do
+          {:round_started, ^id, :vote, 0} = ev -> send(parent, {:got, self(), ev})
+        end
+
+        receive do: (:stop -> :ok)
+      end)
+    end
+
+    # The start is refused: the relay then subscribes on its own for the
+    # subscriber that came meanwhile.
+    assert {:error, :already_started} =
+             Relay.start_subscribed(topic, self(), fn [{^relay, :tagged}] ->
+               send(parent, {:sub, subscriber.()})
+               refute_receive {:subscribed, _, _}, 200
+               {:error, :already_started}
+             end)
+
+    assert_receive {:sub, sub}
+    assert_receive {:subscribed, ^sub, :ok}
+    assert Relay.subscribers(topic) == [sub]
+    assert %{remote: remote, starts: 0} = Relay.stats()
+    assert remote == before.remote + 1
+    assert node_subscriptions() == subs_before + 1
+    feed(relay, topic, [{:round_started, id, "vote", 0}])
+    assert_receive {:got, ^sub, {:round_started, ^id, :vote, 0}}
+    refute_received {:round_started, ^id, _, _}
+    send(sub, :stop)
+    eventually(fn -> Relay.stats() == before end)
+    assert node_subscriptions() == subs_before
+
+    # The start succeeds: its subscription serves the subscriber too.
+    run = fake_run()
+
+    assert {:ok, ^run} =
+             Relay.start_subscribed(topic, self(), fn [{^relay, :tagged}] ->
+               send(parent, {:sub, subscriber.()})
+               refute_receive {:subscribed, _, _}, 200
+               {:ok, run}
+             end)
+
+    assert_receive {:sub, sub}
+    assert_receive {:subscribed, ^sub, :ok}
+    assert Enum.sort(Relay.subscribers(topic)) == Enum.sort([self(), sub])
+    feed(relay, topic, [{:round_started, id, "vote", 0}])
+    assert_receive {:got, ^sub, {:round_started, ^id, :vote, 0}}
+    assert_receive {:round_started, ^id, :vote, 0}
+    feed(relay, topic, [{:run_completed, id, %{final: nil, rounds: [], errors: []}}])
+    assert_receive {:run_completed, ^id, _}
+    send(sub, :stop)
+    eventually(fn -> Relay.stats() == before end)
+  end
+
+  test "start_subscribed/3: a process that dies while its start is under way is forgotten; a raising start too",
+       %{topic: topic, relay: relay} do
+    before = Relay.stats()
+    victim = spawn(fn -> receive do: (:never -> :ok) end)
+    run = fake_run()
+
+    assert {:ok, ^run} =
+             Relay.start_subscribed(topic, victim, fn [{^relay, :tagged}] ->
+               assert %{starts: 1, pids: pids} = Relay.stats()
+               assert pids == before.pids + 1
+               Process.exit(victim, :kill)
+               eventually(fn -> Relay.stats() == before end)
+               {:ok, run}
+             end)
+
+    assert Relay.stats() == before
+    assert Relay.subscribers(topic) == []
+
+    assert_raise RuntimeError, "boom", fn ->
+      Relay.start_subscribed(topic, self(), fn _ -> raise "boom" end)
+    end
+
+    assert Relay.stats() == before
+  end
+
   test "no forwarder processes: the relay links to nothing but its supervisor",
        %{topic: topic, relay: relay} do
     assert :ok = Relay.subscribe(topic <> ":sub:m", self())

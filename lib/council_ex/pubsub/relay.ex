@@ -25,9 +25,15 @@ defmodule CouncilEx.PubSub.Relay do
       topics subscribed there (their runs end for their callers with
       `:noconnection`).
 
-  Runs started with `subscribe: true` subscribe through `subscribe/2`
-  before the run is started: a topic may be subscribed before its run
-  exists, so no event is missed.
+  Runs started with `subscribe: true` go through `start_subscribed/3`: the
+  caller is registered here (local bookkeeping, no call to the C node) and,
+  unless the relay is already subscribed to the run's topic at the C node,
+  the start request itself carries `{relay, :tagged}` in its `:subscribe`
+  list, so the C node subscribes the relay before the run begins and no
+  event is missed. Until the start has answered, the events of the topic
+  are held back for that caller: delivered, in order, when the start
+  succeeds, discarded when it fails (e.g. `:already_started`: the caller
+  never sees an event of the run that holds the id).
   """
   use GenServer
   require Logger
@@ -51,6 +57,47 @@ defmodule CouncilEx.PubSub.Relay do
     end
   end
 
+  @doc """
+  Starts a run with `pid` subscribed to its `topic` from its first event.
+
+  Registers `pid` for `topic` with the relay (no call to the C node), then
+  calls `start` with the entries to add to the start request's
+  `:subscribe` list: `[{relay_pid, :tagged}]` when the relay is not yet
+  subscribed to `topic` at the C node, `[]` when it is. `start` returns
+  `{:ok, run_pid}` or an error, which is returned as is. On success `pid`
+  gets every event of the topic from the run's first one on (events that
+  arrived while the start was under way are sent before this returns); on
+  an error (or a raise) the registration is removed and the events held
+  for `pid` meanwhile are discarded.
+
+  `{:error, :unavailable}` when the C node is not up in time (`start` is
+  not called then).
+  """
+  @spec start_subscribed(binary, pid, ([{pid, :tagged}] -> {:ok, pid} | term)) ::
+          {:ok, pid} | term
+  def start_subscribed(topic, pid, start) when is_binary(topic) and is_pid(pid) do
+    with {:ok, _node} <- CouncilEx.Node.await(),
+         {:ok, ref, entries} <- GenServer.call(__MODULE__, {:start_begin, topic, pid}, 30_000) do
+      result =
+        try do
+          start.(entries)
+        catch
+          kind, reason ->
+            GenServer.call(__MODULE__, {:start_end, topic, ref, :error}, 30_000)
+            :erlang.raise(kind, reason, __STACKTRACE__)
+        end
+
+      outcome =
+        case result do
+          {:ok, run} when is_pid(run) -> {:ok, run}
+          _ -> :error
+        end
+
+      :ok = GenServer.call(__MODULE__, {:start_end, topic, ref, outcome}, 30_000)
+      result
+    end
+  end
+
   @doc "Unsubscribes `pid` from `topic`. Always `:ok`."
   @spec unsubscribe(binary, pid) :: :ok
   def unsubscribe(topic, pid), do: GenServer.call(__MODULE__, {:unsubscribe, topic, pid}, 30_000)
@@ -62,45 +109,134 @@ defmodule CouncilEx.PubSub.Relay do
   @doc """
   Counts: `:topics` (topics with local subscribers), `:subscriptions`
   (local topic/pid pairs), `:pids` (monitored local subscribers),
-  `:remote` (topics the relay is subscribed to at a C node).
+  `:remote` (topics the relay is subscribed to at a C node), `:starts`
+  (starts with `subscribe: true` under way).
   """
   @spec stats() :: %{
           topics: non_neg_integer,
           subscriptions: non_neg_integer,
           pids: non_neg_integer,
-          remote: non_neg_integer
+          remote: non_neg_integer,
+          starts: non_neg_integer
         }
   def stats, do: GenServer.call(__MODULE__, :stats)
 
   # ------------------------------------------------------------- callbacks
 
+  # State:
+  #   subs:     topic => %{pid => true}        local subscribers (get events)
+  #   watched:  pid => {monitor ref, topics}   topics where pid subscribes
+  #                                            or has a start under way
+  #   remote:   topic => node                  the relay is subscribed there
+  #   inflight: topic => %{node, refs, waiters}
+  #             starts (by ref) under way whose request carries the relay's
+  #             subscription; the relay is subscribed once one succeeds.
+  #             waiters: subscribe/2 calls answered when that is decided.
+  #   pending:  topic => %{ref => %{pid, mode, buf}}
+  #             starts under way, by the pid to subscribe. mode :buffer:
+  #             events are held in buf (newest first); :direct: pid was a
+  #             subscriber already; :ended: the topic ended meanwhile.
+  # A topic is in at most one of remote and inflight.
+
   @impl true
   def init(_opts) do
     :net_kernel.monitor_nodes(true, node_type: :all)
-    # subs: topic => %{pid => true}; watched: pid => {ref, MapSet of topics};
-    # remote: topic => node the relay is subscribed at
-    {:ok, %{subs: %{}, watched: %{}, remote: %{}}}
+    {:ok, %{subs: %{}, watched: %{}, remote: %{}, inflight: %{}, pending: %{}}}
   end
 
   @impl true
-  def handle_call({:subscribe, topic, pid}, _from, state) do
-    state = add_local(state, topic, pid)
+  def handle_call({:subscribe, topic, pid}, from, state) do
+    state = add_subscriber(state, topic, pid)
 
-    if Map.has_key?(state.remote, topic) do
-      {:reply, :ok, state}
-    else
-      case remote_subscribe(topic) do
-        {:ok, node} ->
-          {:reply, :ok, put_in(state.remote[topic], node)}
+    case state do
+      %{remote: %{^topic => _}} ->
+        {:reply, :ok, state}
 
-        {:error, _} = error ->
-          {:reply, error, remove_local(state, topic, pid)}
-      end
+      %{inflight: %{^topic => inflight}} ->
+        # A start carrying the relay's subscription is under way: its
+        # outcome decides (see settle_inflight/4).
+        inflight = %{inflight | waiters: [from | inflight.waiters]}
+        {:noreply, put_in(state.inflight[topic], inflight)}
+
+      _ ->
+        case remote_subscribe(topic) do
+          {:ok, node} ->
+            {:reply, :ok, put_in(state.remote[topic], node)}
+
+          {:error, _} = error ->
+            {:reply, error, remove_subscriber(state, topic, pid)}
+        end
     end
   end
 
+  def handle_call({:start_begin, topic, pid}, _from, state) do
+    case CouncilEx.Node.current() do
+      nil ->
+        {:reply, {:error, :noconnection}, state}
+
+      node ->
+        ref = make_ref()
+
+        # Subscribed at a node that is gone (its nodedown not seen yet):
+        # that subscription is lost.
+        state =
+          case state.remote do
+            %{^topic => ^node} -> state
+            %{^topic => _other} -> drop_topic(state, topic, {:error, :noconnection})
+            _ -> state
+          end
+
+        mode = if subscribed?(state, topic, pid), do: :direct, else: :buffer
+        entry = %{pid: pid, mode: mode, buf: []}
+        pending = Map.update(state.pending, topic, %{ref => entry}, &Map.put(&1, ref, entry))
+        state = watch(%{state | pending: pending}, pid, topic)
+
+        if Map.has_key?(state.remote, topic) do
+          {:reply, {:ok, ref, []}, state}
+        else
+          # Not subscribed yet, or only by starts still under way (one of
+          # which may fail): this start carries the subscription too; the
+          # C node keeps one subscription per topic and pid.
+          inflight =
+            Map.update(
+              state.inflight,
+              topic,
+              %{node: node, refs: MapSet.new([ref]), waiters: []},
+              &%{&1 | node: node, refs: MapSet.put(&1.refs, ref)}
+            )
+
+          {:reply, {:ok, ref, [{self(), :tagged}]}, %{state | inflight: inflight}}
+        end
+    end
+  end
+
+  def handle_call({:start_end, topic, ref, outcome}, _from, state) do
+    {entry, state} = pop_pending(state, topic, ref)
+
+    state =
+      case {outcome, entry} do
+        {{:ok, _run}, %{mode: :buffer, pid: pid, buf: buf}} ->
+          flush(pid, buf)
+          add_subscriber(state, topic, pid)
+
+        {{:ok, _run}, %{mode: :ended, pid: pid, buf: buf}} ->
+          # The run ended before its start was answered: buf holds all of it.
+          flush(pid, buf)
+          state
+
+        _ ->
+          # :direct (a subscriber already), or a failed start: its held
+          # events belong to another run (or to none) and are dropped.
+          state
+      end
+
+    state = settle_inflight(state, topic, ref, outcome)
+    state = if entry, do: sync_watch(state, entry.pid, topic), else: state
+    {:reply, :ok, maybe_release(state, topic)}
+  end
+
   def handle_call({:unsubscribe, topic, pid}, _from, state) do
-    {:reply, :ok, remove_local(state, topic, pid)}
+    {:reply, :ok, remove_subscriber(state, topic, pid)}
   end
 
   def handle_call({:subscribers, topic}, _from, state) do
@@ -113,33 +249,34 @@ defmodule CouncilEx.PubSub.Relay do
        topics: map_size(state.subs),
        subscriptions: state.subs |> Map.values() |> Enum.map(&map_size/1) |> Enum.sum(),
        pids: map_size(state.watched),
-       remote: map_size(state.remote)
+       remote: map_size(state.remote),
+       starts: state.pending |> Map.values() |> Enum.map(&map_size/1) |> Enum.sum()
      }, state}
   end
 
   @impl true
   def handle_info({:council_ex_event, topic, event}, state)
       when is_binary(topic) and is_tuple(event) and tuple_size(event) >= 3 do
-    dispatch(state, topic, CouncilEx.Wire.event(event))
+    state = dispatch(state, topic, CouncilEx.Wire.event(event))
 
     # Only the topic's own run ends it: a sub-council topic carries one
     # nested run per member call, and the C node keeps that subscription.
     if elem(event, 0) in @terminal and topic == "council_ex:run:" <> elem(event, 1),
-      do: {:noreply, drop_topic(state, topic)},
+      do: {:noreply, drop_topic(state, topic, :ok)},
       else: {:noreply, state}
   end
 
   def handle_info({:council_ex_overflow, topic, dropped} = msg, state) when is_binary(topic) do
     Logger.warning("council_ex: relay cut off from #{topic} after #{dropped} dropped events")
-    dispatch(state, topic, msg)
-    {:noreply, drop_topic(state, topic)}
+    state = dispatch(state, topic, msg)
+    {:noreply, drop_topic(state, topic, :ok)}
   end
 
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
     case state.watched do
       %{^pid => {^ref, topics}} ->
         state = %{state | watched: Map.delete(state.watched, pid)}
-        {:noreply, Enum.reduce(topics, state, &drop_pid(&2, &1, pid))}
+        {:noreply, Enum.reduce(topics, state, &forget_pid(&2, &1, pid))}
 
       _ ->
         {:noreply, state}
@@ -147,8 +284,11 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   def handle_info({:nodedown, node, _info}, state) do
-    gone = for {topic, ^node} <- state.remote, do: topic
-    {:noreply, Enum.reduce(gone, state, &drop_topic(&2, &1))}
+    gone =
+      for({topic, ^node} <- state.remote, do: topic) ++
+        for {topic, %{node: ^node}} <- state.inflight, do: topic
+
+    {:noreply, Enum.reduce(gone, state, &drop_topic(&2, &1, {:error, :noconnection}))}
   end
 
   def handle_info({:nodeup, _node, _info}, state), do: {:noreply, state}
@@ -156,69 +296,250 @@ defmodule CouncilEx.PubSub.Relay do
 
   # -------------------------------------------------------------- helpers
 
+  # Sends to the topic's subscribers; holds it for starts under way.
   defp dispatch(state, topic, message) do
     case state.subs do
       %{^topic => pids} -> Enum.each(pids, fn {pid, _} -> send(pid, message) end)
       _ -> :ok
     end
+
+    case state.pending do
+      %{^topic => entries} ->
+        entries =
+          Map.new(entries, fn
+            {ref, %{mode: :buffer} = e} -> {ref, %{e | buf: [message | e.buf]}}
+            other -> other
+          end)
+
+        put_in(state.pending[topic], entries)
+
+      _ ->
+        state
+    end
   end
 
-  defp add_local(state, topic, pid) do
+  defp flush(pid, buf), do: buf |> Enum.reverse() |> Enum.each(&send(pid, &1))
+
+  defp subscribed?(state, topic, pid) do
+    match?(%{^topic => %{^pid => _}}, state.subs)
+  end
+
+  # Makes pid a subscriber of topic (locally). Events held for a start of
+  # pid's under way go out first, in order, and pid gets the next ones
+  # directly.
+  defp add_subscriber(state, topic, pid) do
     subs = Map.update(state.subs, topic, %{pid => true}, &Map.put(&1, pid, true))
 
+    pending =
+      case state.pending do
+        %{^topic => entries} ->
+          entries =
+            Map.new(entries, fn
+              {ref, %{pid: ^pid, mode: :buffer} = e} ->
+                flush(pid, e.buf)
+                {ref, %{e | mode: :direct, buf: []}}
+
+              other ->
+                other
+            end)
+
+          Map.put(state.pending, topic, entries)
+
+        _ ->
+          state.pending
+      end
+
+    watch(%{state | subs: subs, pending: pending}, pid, topic)
+  end
+
+  # pid leaves topic (unsubscribe, failed subscribe).
+  defp remove_subscriber(state, topic, pid) do
+    state
+    |> delete_subscriber(topic, pid)
+    |> sync_watch(pid, topic)
+    |> maybe_release(topic)
+  end
+
+  defp delete_subscriber(state, topic, pid) do
+    case state.subs do
+      %{^topic => pids} ->
+        pids = Map.delete(pids, pid)
+
+        if map_size(pids) == 0,
+          do: %{state | subs: Map.delete(state.subs, topic)},
+          else: %{state | subs: Map.put(state.subs, topic, pids)}
+
+      _ ->
+        state
+    end
+  end
+
+  defp pop_pending(state, topic, ref) do
+    case state.pending do
+      %{^topic => %{^ref => entry} = entries} ->
+        entries = Map.delete(entries, ref)
+
+        pending =
+          if map_size(entries) == 0,
+            do: Map.delete(state.pending, topic),
+            else: Map.put(state.pending, topic, entries)
+
+        {entry, %{state | pending: pending}}
+
+      _ ->
+        {nil, state}
+    end
+  end
+
+  # A start whose request carried the relay's subscription has answered.
+  # The first success means the relay is subscribed; once every such start
+  # has failed it is not, and subscribers that came meanwhile need a
+  # subscription of their own.
+  defp settle_inflight(state, topic, ref, outcome) do
+    case state.inflight do
+      %{^topic => %{refs: refs} = inflight} ->
+        cond do
+          not MapSet.member?(refs, ref) ->
+            state
+
+          match?({:ok, _}, outcome) ->
+            {:ok, run} = outcome
+            reply_all(inflight.waiters, :ok)
+
+            %{
+              state
+              | inflight: Map.delete(state.inflight, topic),
+                remote: Map.put(state.remote, topic, node(run))
+            }
+
+          MapSet.size(refs) > 1 ->
+            put_in(state.inflight[topic], %{inflight | refs: MapSet.delete(refs, ref)})
+
+          true ->
+            state = %{state | inflight: Map.delete(state.inflight, topic)}
+            resubscribe(state, topic, inflight.waiters)
+        end
+
+      _ ->
+        state
+    end
+  end
+
+  defp resubscribe(state, topic, waiters) do
+    case state.subs do
+      %{^topic => pids} ->
+        case remote_subscribe(topic) do
+          {:ok, node} ->
+            reply_all(waiters, :ok)
+            put_in(state.remote[topic], node)
+
+          {:error, _} = error ->
+            reply_all(waiters, error)
+
+            Enum.reduce(Map.keys(pids), state, fn pid, st ->
+              st |> delete_subscriber(topic, pid) |> sync_watch(pid, topic)
+            end)
+        end
+
+      _ ->
+        # The waiters are gone.
+        reply_all(waiters, :ok)
+        state
+    end
+  end
+
+  defp reply_all(waiters, reply), do: Enum.each(waiters, &GenServer.reply(&1, reply))
+
+  # The topic's run ended (or the relay was cut off, or the C node went
+  # down): the C node's subscription is gone; forget the topic and its
+  # local subscribers. Starts under way for it keep what they hold and
+  # hold nothing more.
+  defp drop_topic(state, topic, waiter_reply) do
+    {pids, subs} = Map.pop(state.subs, topic, %{})
+    state = %{state | subs: subs, remote: Map.delete(state.remote, topic)}
+
+    state =
+      case Map.pop(state.inflight, topic) do
+        {nil, _} ->
+          state
+
+        {inflight, rest} ->
+          reply_all(inflight.waiters, waiter_reply)
+          %{state | inflight: rest}
+      end
+
+    state =
+      case state.pending do
+        %{^topic => entries} ->
+          entries = Map.new(entries, fn {ref, e} -> {ref, %{e | mode: :ended}} end)
+          put_in(state.pending[topic], entries)
+
+        _ ->
+          state
+      end
+
+    Enum.reduce(Map.keys(pids), state, &sync_watch(&2, &1, topic))
+  end
+
+  # A monitored pid is gone (its watched entry is removed already).
+  # Its starts under way count as failed (if one did start a run with the
+  # relay's subscription, the C node ends that subscription with the run).
+  defp forget_pid(state, topic, pid) do
+    state = delete_subscriber(state, topic, pid)
+    refs = for {ref, %{pid: ^pid}} <- Map.get(state.pending, topic, %{}), do: ref
+
+    refs
+    |> Enum.reduce(state, fn ref, st ->
+      {_entry, st} = pop_pending(st, topic, ref)
+      settle_inflight(st, topic, ref, :error)
+    end)
+    |> maybe_release(topic)
+  end
+
+  defp watch(state, pid, topic) do
     watched =
       case state.watched do
         %{^pid => {ref, topics}} -> Map.put(state.watched, pid, {ref, MapSet.put(topics, topic)})
         _ -> Map.put(state.watched, pid, {Process.monitor(pid), MapSet.new([topic])})
       end
 
-    %{state | subs: subs, watched: watched}
+    %{state | watched: watched}
   end
 
-  # `pid` leaves `topic` (unsubscribe, failed subscribe).
-  defp remove_local(state, topic, pid) do
-    drop_pid(%{state | watched: unwatch(state.watched, pid, topic)}, topic, pid)
-  end
+  # pid stays watched for topic while it subscribes to it or has a start
+  # under way for it.
+  defp sync_watch(state, pid, topic) do
+    keep =
+      subscribed?(state, topic, pid) or
+        Enum.any?(Map.get(state.pending, topic, %{}), fn {_, e} -> e.pid == pid end)
 
-  # The topic's run ended (or the relay was cut off): the C node's
-  # subscription is gone, forget the topic and its local subscribers.
-  defp drop_topic(state, topic) do
-    {pids, subs} = Map.pop(state.subs, topic, %{})
-    watched = Enum.reduce(pids, state.watched, fn {pid, _}, w -> unwatch(w, pid, topic) end)
-    %{state | subs: subs, watched: watched, remote: Map.delete(state.remote, topic)}
-  end
-
-  defp unwatch(watched, pid, topic) do
-    case watched do
-      %{^pid => {ref, topics}} ->
+    case state.watched do
+      %{^pid => {ref, topics}} when not keep ->
         topics = MapSet.delete(topics, topic)
 
         if MapSet.size(topics) == 0 do
           Process.demonitor(ref, [:flush])
-          Map.delete(watched, pid)
+          %{state | watched: Map.delete(state.watched, pid)}
         else
-          Map.put(watched, pid, {ref, topics})
+          %{state | watched: Map.put(state.watched, pid, {ref, topics})}
         end
 
       _ ->
-        watched
+        state
     end
   end
 
-  # Removes `pid` from the topic's subscribers; the last one to leave ends
-  # the relay's subscription at the C node.
-  defp drop_pid(state, topic, pid) do
-    case state.subs do
-      %{^topic => pids} ->
-        pids = Map.delete(pids, pid)
+  # The relay leaves the C node's topic once nobody here needs it: no
+  # subscriber, no start under way that counts on the subscription.
+  defp maybe_release(state, topic) do
+    needed =
+      Map.has_key?(state.subs, topic) or
+        Enum.any?(Map.get(state.pending, topic, %{}), fn {_, e} -> e.mode != :ended end)
 
-        if map_size(pids) == 0 do
-          {node, remote} = Map.pop(state.remote, topic)
-          if node, do: remote_unsubscribe(node, topic)
-          %{state | subs: Map.delete(state.subs, topic), remote: remote}
-        else
-          %{state | subs: Map.put(state.subs, topic, pids)}
-        end
+    case state.remote do
+      %{^topic => node} when not needed ->
+        remote_unsubscribe(node, topic)
+        %{state | remote: Map.delete(state.remote, topic)}
 
       _ ->
         state
