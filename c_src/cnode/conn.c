@@ -109,18 +109,39 @@ static void on_written(uv_write_t *req, int status)
         begin_close(c, uv_strerror(status));
 }
 
+static void on_timer(uv_timer_t *t);
+
+/* A failed send on an authenticated connection: stop reading and close from
+ * the loop (the timer), never inside the send. The sender may be in the
+ * middle of delivering to a process that on_close would make exit. During
+ * the handshake nothing above the connection is involved: close now. */
+static void fail_send(cn_conn *c, const char *why)
+{
+    if (!c->up) {
+        begin_close(c, why);
+        return;
+    }
+    if (c->close_why)
+        return;
+    c->close_why = why;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_start(&c->timer, on_timer, 0, 0);
+}
+
 /* Writes without the closing check: used for the handshake too. */
 static int send_raw(cn_conn *c, const void *data, size_t len)
 {
+    if (c->close_why)
+        return -1;
     if (c->outq_bytes + len > c->lim.max_outq) {
         cn_log_warn("connection %s (%s): output queue over %zu bytes, closing",
                     c->addr, c->hs.peer_name, c->lim.max_outq);
-        begin_close(c, "output queue overflow");
+        fail_send(c, "output queue overflow");
         return -1;
     }
     wreq *w = malloc(sizeof *w + len);
     if (!w) {
-        begin_close(c, "out of memory");
+        fail_send(c, "out of memory");
         return -1;
     }
     w->c = c;
@@ -130,7 +151,7 @@ static int send_raw(cn_conn *c, const void *data, size_t len)
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc < 0) {
         free(w);
-        begin_close(c, uv_strerror(rc));
+        fail_send(c, uv_strerror(rc));
         return -1;
     }
     c->outq_bytes += len;
@@ -151,6 +172,10 @@ static void on_timer(uv_timer_t *t)
     cn_conn *c = t->data;
     if (c->closing)
         return;
+    if (c->close_why) {
+        begin_close(c, c->close_why);
+        return;
+    }
     if (!c->up) {
         cn_log_warn("connection %s: handshake deadline passed", c->addr);
         begin_close(c, "handshake timeout");
@@ -268,7 +293,7 @@ static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
 static void process_input(cn_conn *c)
 {
     size_t pos = 0;
-    while (!c->closing) {
+    while (!c->closing && !c->close_why) {
         size_t avail = c->in_len - pos;
         const unsigned char *p = c->in + pos;
         if (!c->up) {

@@ -15,10 +15,14 @@
  *
  * Output: cn_conn_send queues one whole frame (copied) with uv_write; the
  * bytes not yet written are bounded by max_outq: overflow logs and closes.
+ * A failed send (overflow, out of memory, write error) never calls back
+ * into the node inside cn_conn_send: reading stops, later sends fail, and
+ * the connection closes from the loop (its timer), so a sender in the
+ * middle of a delivery never sees processes exit under it.
  *
  * Lifetime: on_close runs exactly once, synchronously, when the connection
- * starts closing (error, peer EOF, limit, cn_conn_close); after that sends
- * are dropped. The memory goes away later, in uv_close's callback, so a
+ * starts closing (read error, peer EOF, frame limit, timer, cn_conn_close);
+ * after that sends are dropped. The memory goes away later, in uv_close's callback, so a
  * cn_conn pointer stays valid until the current callback returns.
  */
 #ifndef CN_CONN_H
@@ -61,6 +65,7 @@ struct cn_conn {
     int up, closing, handles_open, tcp_closed, timer_closed;
     int outgoing;      /* we dialed (cn_conn_connect) */
     int hs_error;      /* the CN_HS_E* that ended the handshake, or 0 */
+    const char *close_why; /* a send failed: closes from the loop (timer) */
     uv_connect_t connect_req;
     cn_hs hs;
     unsigned char *in;
@@ -90,7 +95,7 @@ cn_conn *cn_conn_connect(uv_loop_t *loop, const struct sockaddr *addr,
                          uint32_t our_creation, const cn_cookie *cookie,
                          const char *peer_name, const cn_conn_cbs *cbs, void *ud);
 /* Queues one whole frame (copied). 0, or -1 if closing or the queue
- * overflowed (the connection is then closed). */
+ * overflowed (the connection then closes from the loop, not in here). */
 int cn_conn_send(cn_conn *c, const void *frame, size_t len);
 /* Closes now; queued output is dropped. `why` goes to the log. */
 void cn_conn_close(cn_conn *c, const char *why);

@@ -219,6 +219,7 @@ static void local_wpid(fixture *f, cn_proc *p, cn_wpid *w)
 }
 
 static size_t g_max_signals; /* 0 = default */
+static size_t g_max_outq;    /* 0 = default */
 
 static int setup(void **st)
 {
@@ -231,6 +232,8 @@ static int setup(void **st)
     cfg.conn.max_frame = 4096;
     if (g_max_signals)
         cfg.max_signals_per_peer = g_max_signals;
+    if (g_max_outq)
+        cfg.conn.max_outq = g_max_outq;
     cn_cookie c = {0};
     cn_cookie_set(&c, COOKIE, strlen(COOKIE));
     f->n = cn_node_new(&f->loop, &cfg, &c);
@@ -510,6 +513,56 @@ static void a_peer_over_its_signal_cap_is_cut_off(void **st)
     ei_x_free(&x);
 }
 
+static int setup_small_outq(void **st)
+{
+    g_max_outq = 4096;
+    int rc = setup(st);
+    g_max_outq = 0;
+    return rc;
+}
+
+/* A send that overflows the output queue must not run the disconnect
+ * (links firing, processes exiting, their state freed) inside the call:
+ * callers are often in the middle of delivering to that very process. */
+static void an_output_overflow_closes_from_the_loop_not_inside_the_send(void **st)
+{
+    fixture *f = *st;
+    f->fd = connect_client(f);
+    assert_int_equal(handshake(f, COOKIE), 0);
+    static probe pr;
+    memset(&pr, 0, sizeof pr);
+    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, NULL);
+    cn_wpid pw;
+    local_wpid(f, p, &pw);
+    ei_x_buff x;
+    ei_x_new(&x);
+    cn_frame_link(&x, &ME, &pw);
+    send_x(f, &x);
+    spin(f, 30);
+    cn_node_stats s;
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.links, 1);
+
+    cn_pid client;
+    cn_pt_pid_from_wire(cn_node_table(f->n), &ME, &client);
+    static char big[8000];
+    ei_x_encode_binary(&x, big, sizeof big);
+    assert_int_equal(cn_node_send(f->n, &client, cn_x_slice(&x)), -1);
+    assert_int_equal(pr.terminated, 0); /* nothing ran inside the call */
+    assert_int_equal(cn_node_send(f->n, &client, cn_x_slice(&x)), -1);
+
+    for (int i = 0; i < 200 && pr.terminated == 0; i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(pr.terminated, 1);
+    assert_string_equal(pr.reason, "noconnection");
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.links, 0);
+    assert_int_equal(s.connections, 0);
+    ei_x_free(&x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +572,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(disconnect_sends_noconnection_and_cleans_up, setup, teardown),
         cmocka_unit_test_setup_teardown(unlink_id_is_acked_and_frame_cap_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown(a_peer_over_its_signal_cap_is_cut_off, setup_small, teardown),
+        cmocka_unit_test_setup_teardown(an_output_overflow_closes_from_the_loop_not_inside_the_send,
+                                        setup_small_outq, teardown),
     };
     return cmocka_run_group_tests_name("node", tests, NULL, NULL);
 }
