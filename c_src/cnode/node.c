@@ -404,11 +404,11 @@ int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
 {
     if (p->dead)
         return -1;
-    cn_peer *peer = peer_for(n, remote->node, 1);
-    if (!peer)
-        return -1;
     size_t rl = make_ref(n, ref_out, *ref_len);
     if (!rl)
+        return -1;
+    cn_peer *peer = peer_for(n, remote->node, 1);
+    if (!peer)
         return -1;
     *ref_len = rl;
     cn_slice ref = {ref_out, rl};

@@ -165,10 +165,15 @@ int cn_node_send_alias(cn_node *n, cn_proc *from, const cn_pid *owner,
 int cn_node_link(cn_node *n, cn_proc *p, const cn_pid *remote);
 /* Unlinks (sends UNLINK_ID; the entry goes when BEAM acks). */
 int cn_node_unlink(cn_node *n, cn_proc *p, const cn_pid *remote);
+/* The largest reference term cn_node_monitor makes: NEWER_REFERENCE_EXT
+ * with our node name (up to CN_MAX_NODE_NAME bytes) and 3 words. */
+#define CN_NODE_REF_MAX (1 + 2 + 2 + CN_MAX_NODE_NAME + 4 + 12)
+
 /* Monitors a remote pid (sends MONITOR_P; dials if needed: a failed dial
  * is on_down noconnection). The new ref's term bytes are written to
- * ref_out (up to *ref_len bytes; *ref_len updated). on_down reports the
- * same bytes. 0 or -1. */
+ * ref_out (up to *ref_len bytes, CN_NODE_REF_MAX always fits; *ref_len
+ * updated). on_down reports the same bytes. 0 or -1 (also when the ref
+ * does not fit: nothing is then sent or dialed). */
 int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
                     unsigned char *ref_out, size_t *ref_len);
 int cn_node_demonitor(cn_node *n, cn_proc *p, cn_slice ref);

@@ -29,7 +29,7 @@ struct pidrec {
     pidrec *hnext;
     cn_pid pid;
     cn_dl entries;
-    unsigned char ref[64];
+    unsigned char ref[CN_NODE_REF_MAX];
     size_t ref_len;            /* 0: no monitor held */
 };
 

@@ -27,7 +27,7 @@ struct cn_run_proc {
     int watching;
     int has_server;
     cn_pid server;
-    unsigned char server_ref[64];
+    unsigned char server_ref[CN_NODE_REF_MAX];
     size_t server_ref_len;
     inflight *calls;
     size_t n_calls, cap_calls;

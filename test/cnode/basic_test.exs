@@ -41,6 +41,22 @@ defmodule CNode.BasicTest do
     assert GenServer.call({:council_ex, i.node}, :ping) == :pong
   end
 
+  test "a node with a long name still monitors its subscribers" do
+    # a reference of this node carries its name: it must fit the buffers
+    # that keep monitor refs (the subscriber's, the member server's)
+    sname = "cn_long_" <> String.duplicate("n", 60) <> "_#{System.unique_integer([:positive])}"
+    info = start_node(sname: sname)
+    try do
+      sub = spawn(fn -> receive do :stop -> :ok end end)
+      assert GenServer.call({:council_ex, info.node}, {:subscribe, "council_ex:run:x", sub}) == :ok
+      assert stats(info.node).subscriptions == 1
+      send(sub, :stop)
+      assert wait_until(fn -> stats(info.node).subscriptions == 0 end)
+    after
+      stop_node(info)
+    end
+  end
+
   test "monitoring a pid that does not exist gives DOWN :noproc", %{info: i} do
     pid = make_pid(i.node, 999_999, i.creation)
     ref = Process.monitor(pid)
