@@ -75,6 +75,22 @@ static const char *answer_label(json_t *a, size_t i)
     return json_string_value(json_object_get(json_array_get(a, i), "label"));
 }
 
+/* Put the shown label named tok (len bytes) next in order, once. */
+static void rank_prefer(json_t *answers, size_t n, const char *tok, size_t len,
+                        const char **order, size_t *k)
+{
+    for (size_t i = 0; i < n && *k < SPEC_MAX_MEMBERS; i++) {
+        const char *l = answer_label(answers, i);
+        if (strlen(l) != len || memcmp(l, tok, len) != 0)
+            continue;
+        for (size_t j = 0; j < *k; j++)
+            if (order[j] == l)
+                return;
+        order[(*k)++] = l;
+        return;
+    }
+}
+
 static void compose(council_call *call, sbuf *b)
 {
     json_t *req = council_call_request_json(call);
@@ -104,33 +120,25 @@ static void compose(council_call *call, sbuf *b)
         const char *order[SPEC_MAX_MEMBERS];
         size_t k = 0;
         json_t *pref = json_object_get(mo, "ranking");
-        char tmp[256] = "";
-        if (json_is_string(pref))
-            snprintf(tmp, sizeof tmp, "%s", json_string_value(pref));
-        else if (json_is_array(pref)) {
+        if (json_is_string(pref)) {
+            const char *p = json_string_value(pref), *end = p + json_string_length(pref);
+            while (p < end) {
+                size_t len = strcspn(p, ">, ");
+                if (p + len > end)
+                    len = (size_t)(end - p);
+                rank_prefer(answers, n, p, len, order, &k);
+                p += len + 1;
+            }
+        } else if (json_is_array(pref)) {
             size_t i;
             json_t *v;
-            json_array_foreach(pref, i, v) if (json_is_string(v)) {
-                strncat(tmp, json_string_value(v), sizeof tmp - strlen(tmp) - 2);
-                strcat(tmp, ">");
-            }
+            json_array_foreach(pref, i, v) if (json_is_string(v))
+                rank_prefer(answers, n, json_string_value(v), json_string_length(v),
+                            order, &k);
         }
-        for (char *tok = strtok(tmp, ">, "); tok; tok = strtok(NULL, ">, "))
-            for (size_t i = 0; i < n && k < SPEC_MAX_MEMBERS; i++)
-                if (strcmp(answer_label(answers, i), tok) == 0) {
-                    bool dup = false;
-                    for (size_t j = 0; j < k; j++)
-                        dup |= strcmp(order[j], tok) == 0;
-                    if (!dup)
-                        order[k++] = answer_label(answers, i);
-                }
-        for (size_t i = 0; i < n && k < SPEC_MAX_MEMBERS; i++) {
-            bool dup = false;
-            for (size_t j = 0; j < k; j++)
-                dup |= strcmp(order[j], answer_label(answers, i)) == 0;
-            if (!dup)
-                order[k++] = answer_label(answers, i);
-        }
+        for (size_t i = 0; i < n; i++)
+            rank_prefer(answers, n, answer_label(answers, i),
+                        strlen(answer_label(answers, i)), order, &k);
         sb_str(b, "RANKING: ");
         for (size_t i = 0; i < k; i++) {
             if (i)

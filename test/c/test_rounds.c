@@ -98,6 +98,31 @@ static void test_ranking_borda_count(void **state)
     council_ctx_free(ctx);
 }
 
+/* A mock "ranking" list is copied nowhere fixed-size: long entries (here
+ * 254 and 300 bytes, which once overran a 256-byte stack buffer) are just
+ * names that match no label. */
+static void test_mock_ranking_list_with_long_entries_is_safe(void **state)
+{
+    (void)state;
+    char x[255], y[301], spec[2048];
+    memset(x, 'X', sizeof x - 1);
+    x[sizeof x - 1] = '\0';
+    memset(y, 'Y', sizeof y - 1);
+    y[sizeof y - 1] = '\0';
+    snprintf(spec, sizeof spec,
+             "{\"id\":\"t\"," MEMBERS3("\"ranking\":[\"%s\",\"B\",\"%s\",\"C\"]", "", "")
+             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"ranking\"}]}",
+             x, y);
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = run_spec(ctx, spec, NULL);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    const council_round_result *r = round_named(run, "ranking");
+    assert_non_null(r);
+    assert_string_equal(member_in(r, "a")->parsed_json, "{\"ranking\":[\"B\",\"C\",\"A\"]}");
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
 static void test_pairwise_elimination_bracket_with_bye(void **state)
 {
     (void)state;
@@ -393,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_vote_tally_and_winner),
         cmocka_unit_test(test_vote_tie_goes_to_lowest_label),
         cmocka_unit_test(test_ranking_borda_count),
+        cmocka_unit_test(test_mock_ranking_list_with_long_entries_is_safe),
         cmocka_unit_test(test_pairwise_elimination_bracket_with_bye),
         cmocka_unit_test(test_iterate_stops_on_unanimous_vote),
         cmocka_unit_test(test_iterate_runs_to_max_iterations_without_consensus),
