@@ -550,6 +550,15 @@ static void an_output_overflow_closes_from_the_loop_not_inside_the_send(void **s
     assert_int_equal(cn_node_send(f->n, &client, cn_x_slice(&x)), -1);
     assert_int_equal(pr.terminated, 0); /* nothing ran inside the call */
     assert_int_equal(cn_node_send(f->n, &client, cn_x_slice(&x)), -1);
+    /* a monitor that cannot be sent now fails and leaves nothing behind */
+    static probe watcher;
+    memset(&watcher, 0, sizeof watcher);
+    cn_proc *w = cn_node_spawn(f->n, &probe_ops, &watcher, NULL);
+    unsigned char ref[CN_NODE_REF_MAX];
+    size_t rl = sizeof ref;
+    assert_int_equal(cn_node_monitor(f->n, w, &client, ref, &rl), -1);
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.monitors, 0);
 
     for (int i = 0; i < 200 && pr.terminated == 0; i++) {
         uv_run(&f->loop, UV_RUN_NOWAIT);
