@@ -49,9 +49,9 @@ static void unlink_call(council_call *c)
     c->prev = c->next = NULL;
 }
 
-/* The one way to DONE with a result for the engine. */
-static void finish(council_call *c, bool ok, const char *text, size_t len,
-                   const char *error)
+/* DONE: out of the run's list, timer stopped. Returns the task to report
+ * the outcome to (NULL when there is none). */
+static struct task *call_end(council_call *c)
 {
     struct task *task = c->task;
     c->state = CALL_DONE;
@@ -59,9 +59,33 @@ static void finish(council_call *c, bool ok, const char *text, size_t len,
     if (c->timer)
         cx_timer_stop(c->timer);
     unlink_call(c);
+    return task;
+}
+
+/* The one way to DONE with a result for the engine. */
+static void finish(council_call *c, bool ok, const char *text, size_t len,
+                   const char *error)
+{
+    struct task *task = call_end(c);
     if (task)
         engine_call_done(task, c, ok, text, len, error);
     council_call_unref(c); /* the core's reference */
+}
+
+/* The core fails an active call itself (timeout, too much output). The
+ * call is ended before the provider's cancel() runs, so that cancel() may
+ * cancel the run (which abandons the run's listed calls and frees the
+ * round); the engine hears of the failure only if the run still goes on. */
+static void abort_call(council_call *c, const char *error)
+{
+    council_call_ref(c);
+    struct task *task = call_end(c);
+    if (c->prov->ops.cancel)
+        c->prov->ops.cancel(c, c->prov->arg);
+    if (task && c->run->status == COUNCIL_RUNNING)
+        engine_call_done(task, c, false, NULL, 0, error);
+    council_call_unref(c); /* the core's reference */
+    council_call_unref(c);
 }
 
 static void on_timeout(void *arg)
@@ -69,15 +93,10 @@ static void on_timeout(void *arg)
     council_call *c = arg;
     if (c->state != CALL_ACTIVE)
         return;
-    council_call_ref(c);
-    c->state = CALL_DONE; /* the provider may not complete it from cancel */
-    if (c->prov->ops.cancel)
-        c->prov->ops.cancel(c, c->prov->arg);
     char msg[64];
     snprintf(msg, sizeof msg, "timeout after %llu ms",
              (unsigned long long)c->timeout_ms);
-    finish(c, false, NULL, 0, msg);
-    council_call_unref(c);
+    abort_call(c, msg);
 }
 
 static void begin(void *arg)
@@ -168,11 +187,7 @@ void call_abandon(council_call *c, const char *why)
     call_state was = c->state;
     if (was == CALL_DONE)
         return;
-    c->state = CALL_DONE;
-    c->task = NULL;
-    if (c->timer)
-        cx_timer_stop(c->timer);
-    unlink_call(c);
+    call_end(c);
     if (was == CALL_ACTIVE && c->prov->ops.cancel)
         c->prov->ops.cancel(c, c->prov->arg);
     council_call_unref(c);
@@ -189,14 +204,9 @@ int council_call_token(council_call *call, const char *chunk, size_t len)
     council_ctx *ctx = call->run->ctx;
     call->streamed += len;
     if (ctx && call->streamed > ctx->cfg.output_cap) {
-        council_call_ref(call);
-        call->state = CALL_DONE;
-        if (call->prov->ops.cancel)
-            call->prov->ops.cancel(call, call->prov->arg);
         char msg[96];
         snprintf(msg, sizeof msg, "output exceeds %zu bytes", ctx->cfg.output_cap);
-        finish(call, false, NULL, 0, msg);
-        council_call_unref(call);
+        abort_call(call, msg);
         return COUNCIL_ETOOBIG;
     }
     if (len && call->task)

@@ -220,7 +220,9 @@ static void test_ctx_free_kills_running_children(void **state)
 
 typedef struct native {
     int starts, cancels;
-    int mode;              /* 0 sync, 1 async, 2 never, 3 too big, 4 cancel run */
+    int mode;              /* 0 sync, 1 async, 2 never, 3 too big, 4 cancel run,
+                              5 never (cancel() cancels the run), 6 streams too
+                              much (cancel() cancels the run) */
     council_call *held;
     uv_timer_t timer;
     bool timer_init;
@@ -261,8 +263,15 @@ static int n_start(council_call *call, void *arg)
         uv_timer_start(&n->timer, async_done, 30, 0);
         break;
     case 2:
+    case 5:
         n->held = council_call_ref(call);
         break;
+    case 6: {
+        char *big = calloc(1, 5000);
+        assert_int_equal(council_call_token(call, big, 5000), COUNCIL_ETOOBIG);
+        free(big);
+        break;
+    }
     case 4:
         assert_int_equal(council_run_cancel(council_call_run(call)), COUNCIL_OK);
         assert_false(council_call_active(call));
@@ -280,8 +289,9 @@ static int n_start(council_call *call, void *arg)
 static void n_cancel(council_call *call, void *arg)
 {
     native *n = arg;
-    (void)call;
     n->cancels++;
+    if (n->mode >= 5)
+        assert_int_equal(council_run_cancel(council_call_run(call)), COUNCIL_OK);
 }
 
 static council_ctx *native_ctx(native *n, int mode)
@@ -384,6 +394,29 @@ static void test_native_provider_may_cancel_the_run_from_start(void **state)
     rec_clear(&rec);
     council_run_unref(run);
     native_done(ctx, &n);
+}
+
+/* A provider's cancel() may cancel the whole run, also when the core ends
+ * the call itself (timeout, too much streamed output): the run ends
+ * cancelled once, and nothing touches the freed round afterwards. */
+static void test_native_cancel_callback_may_cancel_the_run(void **state)
+{
+    (void)state;
+    for (int mode = 5; mode <= 6; mode++) {
+        native n;
+        council_ctx *ctx = native_ctx(&n, mode);
+        recorder rec = {0};
+        council_run *run = start_rec(ctx, NSPEC, "q", &rec);
+        wait_done(ctx, run, 2000);
+        assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+        assert_int_equal(n.cancels, 1);
+        assert_int_equal(rec_terminal(&rec), 1);
+        assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
+        rec_clear(&rec);
+        council_call_unref(n.held);
+        council_run_unref(run);
+        native_done(ctx, &n);
+    }
 }
 
 static void test_native_answer_over_cap_fails_the_attempt(void **state)
@@ -594,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_native_cancel_on_run_cancel),
         cmocka_unit_test(test_native_provider_may_cancel_the_run_from_start),
         cmocka_unit_test(test_native_answer_over_cap_fails_the_attempt),
+        cmocka_unit_test(test_native_cancel_callback_may_cancel_the_run),
         cmocka_unit_test(test_retries_count_attempts_and_back_off),
         cmocka_unit_test(test_timeout_then_retry_succeeds),
         cmocka_unit_test(test_mock_timeout_option_per_member),
