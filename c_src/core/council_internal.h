@@ -126,6 +126,7 @@ struct council_spec {
 #define SPEC_MAX_ROUNDS 64
 #define SPEC_MAX_DEPTH 4
 #define SPEC_MAX_ITERATIONS 100
+#define SPEC_MAX_RUN_ROUNDS 10000 /* rounds one run may go through, iterations counted */
 #define SPEC_HARD_MAX_BYTES (16u << 20)
 
 int spec_member_index(const council_spec *spec, const char *id);

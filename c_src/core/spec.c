@@ -493,6 +493,21 @@ static int compile_member(council_spec *s, json_t *jm, size_t i,
     return 0;
 }
 
+/* How many rounds a list of rounds may run at most: an iterate round counts
+ * once plus max_iterations times its nested rounds. Saturates above limit. */
+static uint64_t rounds_bound(const spec_round *rs, size_t n, uint64_t limit)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < n && total <= limit; i++) {
+        total++;
+        if (rs[i].type == RT_ITERATE) {
+            uint64_t per = rounds_bound(rs[i].children, rs[i].n_children, limit);
+            total += per > limit ? limit + 1 : per * rs[i].max_iterations;
+        }
+    }
+    return total;
+}
+
 static int spec_compile(council_spec *s, council_spec_error *err)
 {
     json_t *d = s->doc;
@@ -533,6 +548,10 @@ static int spec_compile(council_spec *s, council_spec_error *err)
     int rc = compile_rounds(s, jr, "rounds", 0, &s->rounds, &s->n_rounds, err);
     if (rc)
         return rc;
+    if (rounds_bound(s->rounds, s->n_rounds, SPEC_MAX_RUN_ROUNDS) > SPEC_MAX_RUN_ROUNDS)
+        return fail(err, "rounds",
+                    "iterate rounds could run more than %d rounds in all",
+                    SPEC_MAX_RUN_ROUNDS);
 
     memset(&s->limits, 0, sizeof s->limits);
     s->limits.max_attempts = 1;

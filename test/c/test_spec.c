@@ -97,6 +97,12 @@ static void test_spec_errors_name_the_field(void **state)
     expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[]}", COUNCIL_ESPEC, "rounds", NULL);
     expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\",\"name\":\"\"}]}",
                  COUNCIL_ESPEC, "rounds[0].name", NULL);
+    /* 1 + 100 * (1 + 100 * (1 + 100)) rounds: refused, not run for days */
+    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"iterate\",\"options\":{"
+                 "\"max_iterations\":100,\"rounds\":[{\"type\":\"iterate\",\"options\":{"
+                 "\"max_iterations\":100,\"rounds\":[{\"type\":\"iterate\",\"options\":{"
+                 "\"max_iterations\":100,\"rounds\":[{\"type\":\"vote\"}]}}]}}]}}]}",
+                 COUNCIL_ESPEC, "rounds", "more than 10000 rounds");
     expect_error("[1,2]", COUNCIL_ESPEC, "$", NULL);
     expect_error("{\"id\":", COUNCIL_EPARSE, "$", "invalid JSON");
 }
