@@ -338,7 +338,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     council_run *run = rs->run;
     mres *mr = rs->res->members[t->pos];
     const char *mid = run->spec->members[rs->part[t->pos]].id;
-    char why[160];
+    char why[1024]; /* bounds a provider's message; fits an exec error with its stderr tail */
     t->done = true;
     rs->done++;
     rs->active--;

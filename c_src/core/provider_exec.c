@@ -97,16 +97,18 @@ static void maybe_deliver(exec_child *c)
     council_call_ref(call);
     detach(c);
     char msg[ERR_TAIL + 96];
-    const char *tail = c->err_len ? c->errtail : "";
+    /* errtail holds up to 2 * ERR_TAIL bytes; the message ends with the last */
+    size_t tail_len = c->err_len > ERR_TAIL ? ERR_TAIL : c->err_len;
+    const char *tail = c->errtail + (c->err_len - tail_len);
     if (c->kill_reason) {
         council_call_fail(call, c->kill_reason);
     } else if (c->term_signal) {
         snprintf(msg, sizeof msg, "killed by signal %d%s%.*s", c->term_signal,
-                 c->err_len ? ": " : "", (int)c->err_len, tail);
+                 tail_len ? ": " : "", (int)tail_len, tail);
         council_call_fail(call, msg);
     } else if (c->exit_status != 0) {
         snprintf(msg, sizeof msg, "exit status %lld%s%.*s", (long long)c->exit_status,
-                 c->err_len ? ": " : "", (int)c->err_len, tail);
+                 tail_len ? ": " : "", (int)tail_len, tail);
         council_call_fail(call, msg);
     } else {
         council_call_complete(call, c->buf ? c->buf : "", c->len);

@@ -166,7 +166,7 @@ int run_own_round(council_run *run, rres *rr)
 
 void run_add_error(council_run *run, const char *fmt, ...)
 {
-    char buf[512];
+    char buf[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);

@@ -183,6 +183,32 @@ static void test_exec_crash_and_exit_status_carry_stderr(void **state)
     council_ctx_free(ctx);
 }
 
+/* Over 512 bytes of stderr in several writes: the error carries the last
+ * 512 bytes (the end, where the reason usually is), not the first ones. */
+static void test_exec_error_carries_the_end_of_stderr(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\",\"options\":"
+             "{\"argv\":[\"/bin/sh\",\"-c\",\"cat >/dev/null; "
+             "head -c 500 /dev/zero | tr '\\\\0' a >&2; sleep 0.05; "
+             "head -c 500 /dev/zero | tr '\\\\0' b >&2; sleep 0.05; "
+             "echo END >&2; exit 1\"]}}],"
+             "\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+        "q", NULL);
+    wait_done(ctx, run, 5000);
+    const char *e = only_member(run)->error;
+    assert_non_null(e);
+    size_t head = strlen("exit status 1: ");
+    assert_int_equal(strlen(e), head + 512);
+    /* the last 512 of 1004 bytes: 8 'a', 500 'b', "END\n" */
+    assert_memory_equal(e, "exit status 1: aaaaaaaab", head + 9);
+    assert_string_equal(e + strlen(e) - 4, "END\n");
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
 static void test_exec_missing_program_is_a_member_error(void **state)
 {
     (void)state;
@@ -620,6 +646,7 @@ int main(void)
         cmocka_unit_test(test_exec_cancel_kills_and_reaps_the_child),
         cmocka_unit_test(test_exec_output_over_cap_is_a_member_error),
         cmocka_unit_test(test_exec_crash_and_exit_status_carry_stderr),
+        cmocka_unit_test(test_exec_error_carries_the_end_of_stderr),
         cmocka_unit_test(test_exec_missing_program_is_a_member_error),
         cmocka_unit_test(test_ctx_free_kills_running_children),
         cmocka_unit_test(test_native_provider_sync_and_async),
