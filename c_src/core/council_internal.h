@@ -260,6 +260,7 @@ struct council_run {
 };
 
 /* run.c */
+/* round, rtype and member are borrowed: names that live as long as the run. */
 void run_publish(council_run *run, council_event_type type, const char *round,
                  int idx, const char *rtype, const char *member,
                  const char *chunk, size_t chunk_len, const void *payload);

@@ -43,7 +43,7 @@ typedef struct round_state {
     const spec_round *sr;   /* NULL for the chair */
     round_type type;
     const char *type_name;
-    char *name;
+    const char *name;       /* the spec's (or "chair"): outlives the round */
     unsigned idx;
     rres *res;
     const char *instructions;
@@ -116,7 +116,6 @@ static void round_state_free(round_state *rs)
     for (size_t i = 0; i < rs->n_tasks; i++)
         free(rs->tasks[i].order);
     free(rs->tasks);
-    free(rs->name);
     free(rs->part);
     free(rs->m_started);
     free(rs->cand);
@@ -439,7 +438,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->sr = sr;
     rs->type = type;
     rs->type_name = round_type_name(type);
-    rs->name = cx_strdup(name);
+    rs->name = name;
     rs->idx = run->next_round_idx++;
     rs->instructions = sr && sr->instructions ? sr->instructions : default_instructions(type);
     rs->show_crit = run->critiques_fresh;
@@ -450,7 +449,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->cand = cx_calloc(nm, sizeof *rs->cand);
     rs->cand_labels = cx_calloc(nm, sizeof *rs->cand_labels);
     rs->m_started = cx_calloc(nm, sizeof *rs->m_started);
-    if (!rs->name || !rs->part || !rs->cand || !rs->cand_labels || !rs->m_started) {
+    if (!rs->part || !rs->cand || !rs->cand_labels || !rs->m_started) {
         fail_run(run, "round %s: out of memory", name);
         return -1;
     }

@@ -22,8 +22,6 @@ static bool is_terminal(council_status s)
 typedef struct event_obj {
     council_event pub;   /* first: the public view */
     int refs;
-    char *round_name;
-    char *member_id;
     char *chunk;
 } event_obj;
 
@@ -41,8 +39,6 @@ void council_event_unref(const council_event *ev)
     event_obj *e = (event_obj *)ev;
     if (--e->refs > 0)
         return;
-    free(e->round_name);
-    free(e->member_id);
     free(e->chunk);
     council_run_unref(e->pub.run);
     free(e);
@@ -64,6 +60,9 @@ const pubsub_msg_ops *council_event_pubsub_ops(void)
     return &event_msg_ops;
 }
 
+/* round, rtype and member are borrowed by the event: they must live as long
+ * as the run (names from its spec or its results, or static), which the
+ * event keeps a reference on. The chunk is copied. */
 void run_publish(council_run *run, council_event_type type, const char *round,
                  int idx, const char *rtype, const char *member,
                  const char *chunk, size_t chunk_len, const void *payload)
@@ -72,8 +71,6 @@ void run_publish(council_run *run, council_event_type type, const char *round,
     if (!e)
         return; /* out of memory: the event is lost, the run goes on */
     e->refs = 1;
-    e->round_name = round ? cx_strdup(round) : NULL;
-    e->member_id = member ? cx_strdup(member) : NULL;
     e->chunk = chunk ? cx_memdup(chunk, chunk_len) : NULL;
     council_event *p = &e->pub;
     p->type = type;
@@ -82,10 +79,10 @@ void run_publish(council_run *run, council_event_type type, const char *round,
     p->run_id = run->run_id;
     p->run_id_len = run->run_id_len;
     p->council = run->council;
-    p->round_name = e->round_name;
+    p->round_name = round;
     p->round_idx = round ? idx : -1;
     p->round_type = rtype;
-    p->member_id = e->member_id;
+    p->member_id = member;
     p->chunk = e->chunk;
     p->chunk_len = e->chunk ? chunk_len : 0;
     switch (type) {
