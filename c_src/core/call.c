@@ -130,6 +130,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->prov = prov;
     c->member_id = cx_strdup(m->id);
     c->member_options = m->options_text;
+    c->member_opts = m->options;
     c->round_name = cx_strdup(round_name);
     c->round_idx = round_idx;
     c->round_type = rtype;

@@ -303,6 +303,7 @@ struct council_call {
     provider *prov;
     char *member_id;
     const char *member_options;
+    json_t *member_opts;       /* the same, parsed: the spec's (borrowed) */
     char *round_name;
     unsigned round_idx;
     const char *round_type;

@@ -59,10 +59,8 @@ static int council_start(council_call *call, void *arg)
         council_call_fail(call, "sub-council: nested too deep");
         return 0;
     }
-    json_t *opts = json_loads(council_call_member_options(call), 0, NULL);
-    json_t *jspec = json_object_get(opts, "spec");
+    json_t *jspec = json_object_get(call->member_opts, "spec");
     char *text = jspec ? json_dumps(jspec, JSON_COMPACT) : NULL;
-    json_decref(opts);
     if (!text) {
         council_call_fail(call, "sub-council: options.spec missing");
         return 0;

@@ -206,11 +206,10 @@ static void on_written(uv_write_t *w, int status)
 static int exec_start(council_call *call, void *arg)
 {
     council_ctx *ctx = arg;
-    json_t *opts = json_loads(council_call_member_options(call), 0, NULL);
+    json_t *opts = call->member_opts; /* borrowed */
     json_t *jargv = json_object_get(opts, "argv");
     size_t argc = json_array_size(jargv);
     if (argc == 0) {
-        json_decref(opts);
         council_call_fail(call, "exec: options.argv missing");
         return 0;
     }
@@ -220,9 +219,7 @@ static int exec_start(council_call *call, void *arg)
     const char *req = council_call_request(call, &rlen);
     if (!argv || !c || !(c->req = malloc(rlen + 1))) {
         free(argv);
-        if (c)
-            free(c);
-        json_decref(opts);
+        free(c);
         return COUNCIL_ENOMEM;
     }
     memcpy(c->req, req, rlen);
@@ -266,7 +263,6 @@ static int exec_start(council_call *call, void *arg)
         snprintf(msg, sizeof msg, "exec: cannot start %.100s: %s", argv[0],
                  uv_strerror(rc));
     free(argv);
-    json_decref(opts);
     if (rc != 0) {
         c->delivered = true;
         close_handle(c, (uv_handle_t *)&c->proc);

@@ -96,14 +96,13 @@ static void compose(council_call *call, sbuf *b)
     json_t *req = council_call_request_json(call);
     const char *mid = council_call_member_id(call);
     const char *type = council_call_round_type(call);
-    json_t *mo = json_loads(council_call_member_options(call), 0, NULL);
+    json_t *mo = call->member_opts; /* borrowed */
     json_t *answers = json_object_get(req, "answers");
     size_t n = json_array_size(answers);
     char line[512];
     json_t *fixed = json_object_get(mo, "text");
     if (json_is_string(fixed)) {
         sb_add(b, json_string_value(fixed), json_string_length(fixed));
-        json_decref(mo);
         return;
     }
     if (strcmp(type, "vote") == 0 || strcmp(type, "pairwise_elimination") == 0) {
@@ -169,7 +168,6 @@ static void compose(council_call *call, sbuf *b)
             }
         }
     }
-    json_decref(mo);
 }
 
 static void mock_free(mock_call *mc)
@@ -223,13 +221,12 @@ static void mock_tick(void *arg)
 static int mock_start(council_call *call, void *arg)
 {
     (void)arg;
-    json_t *mo = json_loads(council_call_member_options(call), 0, NULL);
+    json_t *mo = call->member_opts; /* borrowed */
     unsigned attempt = council_call_attempt(call);
     bool hang = in_list(json_object_get(mo, "hang_attempts"), attempt);
     bool fail = in_list(json_object_get(mo, "fail_attempts"), attempt);
     json_int_t lat = json_integer_value(json_object_get(mo, "latency_ms"));
     json_int_t chunks = json_integer_value(json_object_get(mo, "chunks"));
-    json_decref(mo);
     if (hang)
         return 0; /* the call's timeout (or a cancel) ends it */
     mock_call *mc = calloc(1, sizeof *mc);
