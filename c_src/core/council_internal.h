@@ -254,7 +254,6 @@ struct council_run {
     bool chair_done;
     cx_timer *kick;
     cx_timer *retention;
-    unsigned calls_in_flight;
     watcher *watchers;
     struct council_call *calls; /* live calls of this run (list) */
 };

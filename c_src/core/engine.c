@@ -31,8 +31,7 @@ typedef struct task {
     size_t pos;          /* participant position */
     size_t match;        /* pairwise: match index in the current level */
     unsigned attempt;
-    council_call *call;
-    bool started, done, ok;
+    bool ok;
     long choice;         /* vote / pairwise: candidate index, -1 none */
     size_t *order;       /* ranking: candidate indices, best first */
     size_t n_order;
@@ -295,7 +294,6 @@ static void task_launch(round_state *rs, task *t, uint64_t delay)
         task_complete(t, false, NULL, 0, "out of memory");
         return;
     }
-    t->call = c;
     call_launch(c, delay);
 }
 
@@ -314,7 +312,6 @@ void engine_call_done(task *t, council_call *call, bool ok, const char *text,
     round_state *rs = t->rs;
     council_run *run = rs->run;
     (void)call;
-    t->call = NULL;
     if (!ok && t->attempt < run->spec->limits.max_attempts && run->ctx) {
         task_launch(rs, t, run->spec->limits.backoff_ms * t->attempt);
         return;
@@ -338,7 +335,6 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     mres *mr = rs->res->members[t->pos];
     const char *mid = run->spec->members[rs->part[t->pos]].id;
     char why[1024]; /* bounds a provider's message; fits an exec error with its stderr tail */
-    t->done = true;
     rs->done++;
     rs->active--;
     if (ok) {
@@ -852,7 +848,6 @@ void engine_pump(council_run *run)
             while (run->status == COUNCIL_RUNNING && run->round == rs &&
                    rs->next < rs->n_tasks && (limit == 0 || rs->active < limit)) {
                 task *t = &rs->tasks[rs->next++];
-                t->started = true;
                 rs->active++;
                 task_launch(rs, t, 0);
             }

@@ -504,12 +504,11 @@ void run_finish(council_run *run, council_status status)
     if (is_terminal(run->status))
         return;
     council_run_ref(run);
-    bool was_active = true;
     run->status = status;
     if (run->started_at == 0)
         run->started_at = council_now_us();
     engine_cancel(run);
-    if (run->ctx && was_active)
+    if (run->ctx)
         run->ctx->runs_active--;
     cx_timer_close(run->kick);
     run->kick = NULL;
