@@ -88,22 +88,8 @@ static void abort_call(council_call *c, const char *error)
     council_call_unref(c);
 }
 
-static void on_timeout(void *arg)
+static void begin(council_call *c)
 {
-    council_call *c = arg;
-    if (c->state != CALL_ACTIVE)
-        return;
-    char msg[64];
-    snprintf(msg, sizeof msg, "timeout after %llu ms",
-             (unsigned long long)c->timeout_ms);
-    abort_call(c, msg);
-}
-
-static void begin(void *arg)
-{
-    council_call *c = arg;
-    if (c->state != CALL_WAITING)
-        return;
     c->state = CALL_ACTIVE;
     cx_timer_start(c->timer, c->timeout_ms);
     council_call_ref(c);
@@ -111,6 +97,21 @@ static void begin(void *arg)
     if (rc != 0 && c->state == CALL_ACTIVE)
         finish(c, false, NULL, 0, council_strerror(rc));
     council_call_unref(c);
+}
+
+/* The call's one timer: the backoff delay while WAITING, then the timeout
+ * once ACTIVE. */
+static void on_timer(void *arg)
+{
+    council_call *c = arg;
+    if (c->state == CALL_WAITING) {
+        begin(c);
+    } else if (c->state == CALL_ACTIVE) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "timeout after %llu ms",
+                 (unsigned long long)c->timeout_ms);
+        abort_call(c, msg);
+    }
 }
 
 council_call *call_new(council_run *run, struct task *task, provider *prov,
@@ -139,7 +140,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->request = request;
     c->request_text = request ? json_dumps(request, JSON_COMPACT) : NULL;
     c->request_len = c->request_text ? strlen(c->request_text) : 0;
-    c->timer = cx_timer_new(&run->ctx->loop, on_timeout, c);
+    c->timer = cx_timer_new(&run->ctx->loop, on_timer, c);
     if (!c->member_id || !c->round_name || !c->request_text || !c->timer) {
         call_free(c);
         return NULL;
@@ -151,35 +152,12 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     return c;
 }
 
-static void begin_timer(void *arg)
-{
-    council_call *c = arg;
-    /* switch the timer back to timeouts, then start */
-    cx_timer *t = c->timer;
-    c->timer = cx_timer_new(&c->run->ctx->loop, on_timeout, c);
-    cx_timer_close(t);
-    if (!c->timer) {
-        c->state = CALL_ACTIVE;
-        finish(c, false, NULL, 0, "out of memory");
-        return;
-    }
-    begin(c);
-}
-
 void call_launch(council_call *c, uint64_t delay_ms)
 {
-    if (delay_ms == 0) {
+    if (delay_ms == 0)
         begin(c);
-        return;
-    }
-    cx_timer *t = cx_timer_new(&c->run->ctx->loop, begin_timer, c);
-    if (!t) {
-        begin(c);
-        return;
-    }
-    cx_timer_close(c->timer);
-    c->timer = t;
-    cx_timer_start(t, delay_ms);
+    else
+        cx_timer_start(c->timer, delay_ms);
 }
 
 void call_abandon(council_call *c, const char *why)
