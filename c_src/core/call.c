@@ -18,8 +18,6 @@ static void call_free(council_call *c)
     cx_timer_close(c->timer);
     json_decref(c->request);
     free(c->request_text);
-    free(c->member_id);
-    free(c->round_name);
     council_run_unref(c->run);
     free(c);
 }
@@ -129,10 +127,10 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->run = council_run_ref(run);
     c->task = task;
     c->prov = prov;
-    c->member_id = cx_strdup(m->id);
+    c->member_id = m->id;
     c->member_options = m->options_text;
     c->member_opts = m->options;
-    c->round_name = cx_strdup(round_name);
+    c->round_name = round_name;
     c->round_idx = round_idx;
     c->round_type = rtype;
     c->attempt = attempt;
@@ -141,7 +139,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->request_text = request ? json_dumps(request, JSON_COMPACT) : NULL;
     c->request_len = c->request_text ? strlen(c->request_text) : 0;
     c->timer = cx_timer_new(&run->ctx->loop, on_timer, c);
-    if (!c->member_id || !c->round_name || !c->request_text || !c->timer) {
+    if (!c->request_text || !c->timer) {
         call_free(c);
         return NULL;
     }

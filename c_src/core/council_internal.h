@@ -300,10 +300,10 @@ struct council_call {
     struct task *task;         /* NULL once finished/abandoned */
     call_state state;
     provider *prov;
-    char *member_id;
+    const char *member_id;     /* the spec's; the run keeps it alive */
     const char *member_options;
     json_t *member_opts;       /* the same, parsed: the spec's (borrowed) */
-    char *round_name;
+    const char *round_name;    /* the spec's (or "chair") */
     unsigned round_idx;
     const char *round_type;
     unsigned attempt;
