@@ -102,7 +102,8 @@ council_ctx *council_ctx_new(const council_config *cfg);
  * context. Handles a host put on the loop should be closed first; any left
  * are closed without their close callback. Run handles the caller still
  * holds stay readable and must still be released with council_run_unref;
- * every other operation on them returns COUNCIL_ESTATE. Loop thread only;
+ * they are cancelled, so council_run_cancel returns COUNCIL_OK; every other
+ * operation on them returns COUNCIL_ESTATE. Loop thread only;
  * not from inside a callback of this context. NULL is a no-op. */
 void council_ctx_free(council_ctx *ctx);
 
@@ -129,8 +130,9 @@ void *council_ctx_uv_loop(council_ctx *ctx);
 
 /* Ask council_ctx_run to return soon (runs keep their state; a later
  * council_ctx_run or council_ctx_step continues them). Any thread, and
- * async-signal-safe (an atomic store and uv_async_send). A stop requested while the loop is not running makes
- * the next council_ctx_run return at once. */
+ * async-signal-safe (an atomic store and uv_async_send). A stop requested
+ * while the loop is not running makes the next council_ctx_run return at
+ * once (a council_ctx_step in between consumes it). */
 void council_ctx_stop(council_ctx *ctx);
 
 /* Wake the loop up (e.g. after a host queued work for it). Any thread;
@@ -173,8 +175,8 @@ typedef struct council_limits {
 council_spec *council_spec_new(const char *id);
 
 /* Add a member. id and provider are copied. options_json is a JSON object
- * text (NULL = {}), parsed and copied. Returns COUNCIL_EINVAL (NULL id or
- * provider), COUNCIL_EPARSE (options not a JSON object), COUNCIL_ESTATE
+ * text (NULL = {}), parsed and copied. Returns COUNCIL_EINVAL (NULL spec,
+ * id or provider; id or provider not UTF-8), COUNCIL_EPARSE (options not a JSON object), COUNCIL_ESTATE
  * (spec frozen), COUNCIL_ENOMEM. Duplicates are reported by validation. */
 int council_spec_add_member(council_spec *spec, const char *id,
                             const char *provider, const char *options_json);
@@ -190,7 +192,8 @@ int council_spec_add_round(council_spec *spec, const char *type,
  * COUNCIL_ESTATE (frozen), COUNCIL_ENOMEM. */
 int council_spec_set_chair(council_spec *spec, const char *member_id);
 
-/* Set the limits (copied). Errors: COUNCIL_ESTATE (frozen), COUNCIL_EINVAL. */
+/* Set the limits (copied; checked by validation). Errors: COUNCIL_ESTATE
+ * (frozen), COUNCIL_EINVAL (NULL spec or limits), COUNCIL_ENOMEM. */
 int council_spec_set_limits(council_spec *spec, const council_limits *limits);
 
 /* Check the spec and freeze it. On COUNCIL_ESPEC, *err (if not NULL) names
@@ -274,7 +277,8 @@ typedef struct council_start_opts {
  * caller can subscribe to its topic before it starts. Everything in opts is
  * copied; the spec is validated (frozen) if it was not. *out receives a run
  * with one reference for the caller (the registry holds its own).
- * Errors: COUNCIL_EINVAL (NULL opts/spec/out, empty run_id), COUNCIL_ESPEC
+ * Errors: COUNCIL_EINVAL (NULL ctx/opts/spec/out, empty run_id, context
+ * being freed), COUNCIL_ETOOBIG (run_id over 64 KiB), COUNCIL_ESPEC
  * (spec invalid), COUNCIL_EPROVIDER (a member names an unregistered
  * provider), COUNCIL_EEXIST (run_id taken in that registry; covers retained
  * runs), COUNCIL_ELIMIT (max_runs), COUNCIL_ENOMEM. Loop thread. */
@@ -294,7 +298,7 @@ int council_run_start(council_ctx *ctx, const council_start_opts *opts,
  * (native providers get their cancel callback, exec children are killed
  * with SIGKILL), the status becomes cancelled and run_cancelled is
  * published; watchers fire. Idempotent: a finished run is left as it is and
- * COUNCIL_OK is returned. Loop thread. */
+ * COUNCIL_OK is returned. COUNCIL_EINVAL for NULL. Loop thread. */
 int council_run_cancel(council_run *run);
 
 /* Add a reference (returns run) / drop one. The run is freed when the last
@@ -335,7 +339,7 @@ typedef struct council_summary {
 void council_run_summary(const council_run *run, council_summary *out);
 
 /* state by id: COUNCIL_OK and *out filled (strings borrowed until the loop
- * runs again), or COUNCIL_ENOTFOUND. */
+ * runs again; out may be NULL), or COUNCIL_ENOTFOUND. Loop thread. */
 int council_run_state(council_ctx *ctx, const char *registry,
                       const void *run_id, size_t len, council_summary *out);
 
@@ -361,8 +365,8 @@ void *council_run_get_user_data(const council_run *run);
 /* Watch for the end of a run: cb(run, arg) is called once, synchronously,
  * right after the terminal event was published (it may not yet be
  * delivered). Several watchers fire in registration order. Errors:
- * COUNCIL_ESTATE (already terminal: cb is not registered; the caller acts
- * at once), COUNCIL_ENOMEM. council_run_unwatch removes the first watcher
+ * COUNCIL_EINVAL (NULL run or cb), COUNCIL_ESTATE (already terminal: cb is
+ * not registered; the caller acts at once), COUNCIL_ENOMEM. council_run_unwatch removes the first watcher
  * with this (cb, arg); COUNCIL_ENOTFOUND if none. Loop thread; a watcher may
  * call any API except council_ctx_free. */
 typedef void (*council_run_end_cb)(council_run *run, void *arg);
@@ -474,7 +478,8 @@ int council_subscribe(council_ctx *ctx, const char *topic, size_t len,
                       council_event_cb cb, council_overflow_cb overflow_cb,
                       void *arg, council_subscription **out);
 
-/* Subscribe to a run's topic ("council_ex:run:" <run_id>). Same contract. */
+/* Subscribe to a run's topic ("council_ex:run:" <run_id>). Same contract;
+ * also COUNCIL_ESTATE (NULL run, or its context was freed). */
 int council_run_subscribe(council_run *run, council_event_cb cb,
                           council_overflow_cb overflow_cb, void *arg,
                           council_subscription **out);
@@ -502,9 +507,11 @@ typedef struct council_provider_ops {
      * Return 0, or an error code to fail the attempt at once (message: the
      * code's name). */
     int (*start)(council_call *call, void *arg);
-    /* The core abandons the call (timeout, run cancelled, context freed):
-     * stop working on it. No completion is expected afterwards. May be
-     * NULL. Never called for a call already completed or failed. */
+    /* The core abandons the call (timeout, output over the cap, run
+     * cancelled, context freed): stop working on it. No completion is
+     * expected afterwards (the call is already finished when this runs).
+     * May call back into the API, e.g. cancel the run. May be NULL. Never
+     * called for a call already completed or failed. */
     void (*cancel)(council_call *call, void *arg);
     /* The provider is being unregistered (context freed): release arg and
      * drop any call reference still held. May be NULL. */
@@ -519,17 +526,21 @@ int council_provider_register(council_ctx *ctx, const char *name,
 
 /* Stream a chunk of the answer (published as member_token; bytes copied).
  * The chunks are informative: the answer is what council_call_complete
- * gives. Errors: COUNCIL_ESTATE (call finished), COUNCIL_ETOOBIG (more
- * than output_cap bytes streamed: the call is failed), COUNCIL_ENOMEM. */
+ * gives. Errors: COUNCIL_EINVAL (NULL call, or NULL chunk with len > 0),
+ * COUNCIL_ESTATE (call finished), COUNCIL_ETOOBIG (more than output_cap
+ * bytes streamed: the call is failed and the provider's cancel() is called
+ * before this returns). Out of memory loses the token event, not the call. */
 int council_call_token(council_call *call, const char *chunk, size_t len);
 
-/* Finish the attempt with the answer text (copied). Errors: COUNCIL_ESTATE
- * (already finished or abandoned: nothing happens), COUNCIL_ETOOBIG (len
- * over output_cap: the attempt fails instead). */
+/* Finish the attempt with the answer text (copied). Errors: COUNCIL_EINVAL
+ * (NULL call, or NULL text with len > 0), COUNCIL_ESTATE (already finished
+ * or abandoned: nothing happens), COUNCIL_ETOOBIG (len over output_cap: the
+ * attempt fails instead). */
 int council_call_complete(council_call *call, const char *text, size_t len);
 
 /* Finish the attempt with an error message (copied; NULL = "failed").
- * A retry follows if attempts remain. COUNCIL_ESTATE if finished. */
+ * A retry follows if attempts remain. COUNCIL_ESTATE if finished,
+ * COUNCIL_EINVAL for a NULL call. */
 int council_call_fail(council_call *call, const char *message);
 
 /* Keep a call beyond its start()/cancel() callbacks (returns call) / drop
@@ -569,19 +580,22 @@ const char *council_call_request(const council_call *call, size_t *len);
  *    tabs, then a label: letters and digits, compared case-insensitively
  *    with the labels the member was shown. Anything else is a parse error.
  *  - ranking: the first occurrence of "RANKING:", then labels separated by
- *    '>' or ',' (spaces allowed) up to the end of the line; every label must
- *    be one shown, none twice, at least one. Unranked labels score 0.
+ *    '>' or ',' (spaces allowed) up to the end of the line or a '.'; every
+ *    label must be one shown, none twice, at least one. Unranked labels
+ *    score 0.
  * Labels are "A".."Z" for members 0..25 in spec order, then "A2".."Z2", ...
  * A parse error makes that member's result an error (no retry). */
 
 /* Parse a vote: on success copies the label (upper case) into out (size
  * outsz) and returns COUNCIL_OK; COUNCIL_EPARSE if no valid label among
- * labels[0..n) follows the first "VOTE:". */
+ * labels[0..n) follows the first "VOTE:" (or it does not fit outsz);
+ * COUNCIL_EINVAL for NULL text, labels or out, or outsz 0. Any thread. */
 int council_parse_vote(const char *text, size_t len, const char *const *labels,
                        size_t n, char *out, size_t outsz);
 
 /* Parse a ranking: on success order[0..*count) holds indices into labels,
- * best first. COUNCIL_EPARSE otherwise. order has room for n entries. */
+ * best first. COUNCIL_EPARSE otherwise; COUNCIL_EINVAL for a NULL
+ * argument. order has room for n entries. Any thread. */
 int council_parse_ranking(const char *text, size_t len,
                           const char *const *labels, size_t n,
                           size_t *order, size_t *count);
