@@ -168,6 +168,7 @@ struct council_ctx {
     size_t runs_active;
     size_t n_retained;
     struct council_run *ret_head, *ret_tail; /* retained, oldest first */
+    uv_timer_t ret_timer;     /* due when the oldest retained run expires */
     void *exec_children;      /* provider_exec's list */
     uint64_t next_call_id;
 };
@@ -253,7 +254,7 @@ struct council_run {
     struct round_state *round;  /* the round in progress, NULL between */
     bool chair_done;
     cx_timer *kick;
-    cx_timer *retention;
+    uint64_t ret_expires;       /* loop time (ms) its retention ends */
     watcher *watchers;
     struct council_call *calls; /* live calls of this run (list) */
 };

@@ -71,6 +71,8 @@ council_ctx *council_ctx_new(const council_config *cfg)
     uv_unref((uv_handle_t *)&ctx->async);
     uv_timer_init(&ctx->loop, &ctx->step_timer);
     uv_unref((uv_handle_t *)&ctx->step_timer);
+    uv_timer_init(&ctx->loop, &ctx->ret_timer); /* retention keeps no loop alive */
+    uv_unref((uv_handle_t *)&ctx->ret_timer);
     ctx->reg = registry_new(0);
     ctx->ps = pubsub_new(&ctx->loop, council_event_pubsub_ops(),
                          ctx->cfg.max_subscribers_per_topic);
@@ -121,6 +123,7 @@ void council_ctx_free(council_ctx *ctx)
     registry_free(ctx->reg);
     uv_close((uv_handle_t *)&ctx->async, NULL);
     uv_close((uv_handle_t *)&ctx->step_timer, NULL);
+    uv_close((uv_handle_t *)&ctx->ret_timer, NULL);
     /* anything a host left on the loop is closed too (without callback) */
     uv_walk(&ctx->loop, close_any, NULL);
     uv_run(&ctx->loop, UV_RUN_DEFAULT);

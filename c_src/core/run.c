@@ -216,7 +216,6 @@ static void run_free(council_run *run)
             run->next->prev = run->prev;
     }
     cx_timer_close(run->kick);
-    cx_timer_close(run->retention);
     for (size_t i = 0; i < run->n_owned; i++)
         rres_free(run->owned[i]);
     free(run->owned);
@@ -465,14 +464,33 @@ static void run_unregister(council_run *run)
     registry_remove(ctx->reg, run->registry, strlen(run->registry), run->run_id,
                     run->run_id_len);
     run->registered = false;
-    cx_timer_close(run->retention);
-    run->retention = NULL;
     council_run_unref(run);
 }
 
-static void retention_cb(void *arg)
+/* One timer serves every retained run: they all stay retention_ms and the
+ * list is in finishing order, so it is due when the head expires. Removing
+ * the head early leaves it due too soon, which is harmless: the callback
+ * re-arms it. */
+static void retention_arm(council_ctx *ctx);
+
+static void retention_cb(uv_timer_t *h)
 {
-    run_unregister(arg);
+    council_ctx *ctx = h->data;
+    uint64_t now = uv_now(&ctx->loop);
+    while (ctx->ret_head && ctx->ret_head->ret_expires <= now)
+        run_unregister(ctx->ret_head);
+    retention_arm(ctx);
+}
+
+static void retention_arm(council_ctx *ctx)
+{
+    if (!ctx->ret_head) {
+        uv_timer_stop(&ctx->ret_timer);
+        return;
+    }
+    uint64_t now = uv_now(&ctx->loop), due = ctx->ret_head->ret_expires;
+    ctx->ret_timer.data = ctx;
+    uv_timer_start(&ctx->ret_timer, retention_cb, due > now ? due - now : 0, 0);
 }
 
 static void start_retention(council_run *run)
@@ -480,13 +498,10 @@ static void start_retention(council_run *run)
     council_ctx *ctx = run->ctx;
     if (!ctx || !run->registered || ctx->freeing)
         return;
-    run->retention = cx_timer_new(&ctx->loop, retention_cb, run);
-    if (!run->retention) {
-        run_unregister(run);
-        return;
-    }
-    cx_timer_unref(run->retention);
-    cx_timer_start(run->retention, ctx->cfg.retention_ms);
+    uint64_t now = uv_now(&ctx->loop);
+    run->ret_expires = now + ctx->cfg.retention_ms;
+    if (run->ret_expires < now)
+        run->ret_expires = UINT64_MAX;
     run->in_ret_list = true;
     run->ret_prev = ctx->ret_tail;
     if (ctx->ret_tail)
@@ -497,6 +512,8 @@ static void start_retention(council_run *run)
     ctx->n_retained++;
     while (ctx->n_retained > ctx->cfg.max_retained && ctx->ret_head)
         run_unregister(ctx->ret_head);
+    if (ctx->ret_head == run || !uv_is_active((uv_handle_t *)&ctx->ret_timer))
+        retention_arm(ctx);
 }
 
 void run_finish(council_run *run, council_status status)

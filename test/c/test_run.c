@@ -315,6 +315,31 @@ static void test_max_runs_limit(void **state)
     council_ctx_free(ctx); /* cancels b and c */
 }
 
+/* Runs that finish at different times leave retention each at its own
+ * time: a, finished first, is gone while b, finished 150 ms later, stays. */
+static void test_each_retained_run_leaves_at_its_own_time(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(400);
+    int rc;
+    council_run *a = create_only(ctx, FAST, NULL, "a", &rc);
+    council_run_begin(a);
+    wait_done(ctx, a, 3000);
+    spin(ctx, 150);
+    council_run *b = create_only(ctx, FAST, NULL, "b", &rc);
+    council_run_begin(b);
+    wait_done(ctx, b, 3000);
+    assert_int_equal(council_run_find(ctx, NULL, "a", 1, NULL), COUNCIL_OK);
+    spin(ctx, 300); /* a: ~450 ms after it finished; b: ~300 ms */
+    assert_int_equal(council_run_find(ctx, NULL, "a", 1, NULL), COUNCIL_ENOTFOUND);
+    assert_int_equal(council_run_find(ctx, NULL, "b", 1, NULL), COUNCIL_OK);
+    spin(ctx, 250);
+    assert_int_equal(council_run_find(ctx, NULL, "b", 1, NULL), COUNCIL_ENOTFOUND);
+    council_run_unref(a);
+    council_run_unref(b);
+    council_ctx_free(ctx);
+}
+
 static void test_oldest_retained_run_leaves_when_retention_is_full(void **state)
 {
     (void)state;
@@ -626,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_watchers_fire_once_after_the_terminal_event),
         cmocka_unit_test(test_max_runs_limit),
         cmocka_unit_test(test_oldest_retained_run_leaves_when_retention_is_full),
+        cmocka_unit_test(test_each_retained_run_leaves_at_its_own_time),
         cmocka_unit_test(test_subscriber_limit_per_topic),
         cmocka_unit_test(test_summary_inside_iterate),
         cmocka_unit_test(test_step_waits_at_most_the_timeout),
