@@ -60,7 +60,6 @@ typedef void (*cx_timer_cb)(void *arg);
 cx_timer *cx_timer_new(uv_loop_t *loop, cx_timer_cb cb, void *arg);
 void cx_timer_start(cx_timer *t, uint64_t ms);
 void cx_timer_stop(cx_timer *t);
-void cx_timer_unref(cx_timer *t);   /* does not keep the loop alive */
 void cx_timer_close(cx_timer *t);   /* stop, close, free; NULL ok */
 
 /* Labels: "A".."Z", then "A2".."Z2", ... for member index i. out >= 8. */

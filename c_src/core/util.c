@@ -153,11 +153,6 @@ void cx_timer_stop(cx_timer *t)
     uv_timer_stop(&t->h);
 }
 
-void cx_timer_unref(cx_timer *t)
-{
-    uv_unref((uv_handle_t *)&t->h);
-}
-
 void cx_timer_close(cx_timer *t)
 {
     if (!t)
