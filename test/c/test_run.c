@@ -388,7 +388,7 @@ static void test_summary_inside_iterate(void **state)
     council_ctx *ctx = test_ctx(0);
     council_run *run = start_rec(
         ctx, "{\"id\":\"i\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-             "{\"latency_ms\":100}}],\"rounds\":[{\"type\":\"iterate\",\"name\":\"loop\","
+             "{\"latency_ms\":300}}],\"rounds\":[{\"type\":\"iterate\",\"name\":\"loop\","
              "\"options\":{\"rounds\":[{\"type\":\"independent_analysis\",\"name\":\"inner\"}]}}]}",
         "q", NULL);
     spin(ctx, 40);
