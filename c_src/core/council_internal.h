@@ -53,6 +53,10 @@ pubsub *council_ctx_pubsub(council_ctx *ctx);
 char *cx_strdup(const char *s);
 char *cx_memdup(const void *p, size_t len); /* len bytes + NUL */
 void *cx_calloc(size_t n, size_t sz);
+/* A JSON string for text that goes out as JSON (requests): the bytes as
+ * they are when valid UTF-8, else each invalid byte as U+FFFD. NULL when
+ * out of memory. */
+json_t *cx_json_text(const char *s, size_t len);
 
 /* A heap-allocated one-shot/repeat uv timer that frees itself on close. */
 typedef struct cx_timer cx_timer;

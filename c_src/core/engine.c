@@ -181,7 +181,7 @@ static uint64_t member_timeout(council_run *run, const spec_member *m)
 static json_t *answer_item(const char *key, const char *who, const char *text,
                            size_t len)
 {
-    return json_pack("{s:s,s:o}", key, who, "text", json_stringn_nocheck(text, len));
+    return json_pack("{s:s,s:o}", key, who, "text", cx_json_text(text, len));
 }
 
 static json_t *build_request(round_state *rs, task *t)
@@ -192,12 +192,12 @@ static json_t *build_request(round_state *rs, task *t)
     const spec_member *m = &spec->members[me];
     json_t *answers = json_array();
     json_t *req = json_pack(
-        "{s:o,s:s,s:s,s:{s:s,s:I,s:s},s:I,s:o,s:s}",
-        "run_id", json_stringn_nocheck(run->run_id, run->run_id_len),
-        "council", run->council, "member_id", m->id,
+        "{s:o,s:o,s:s,s:{s:s,s:I,s:s},s:I,s:o,s:s}",
+        "run_id", cx_json_text(run->run_id, run->run_id_len),
+        "council", cx_json_text(run->council, strlen(run->council)), "member_id", m->id,
         "round", "name", rs->name, "idx", (json_int_t)rs->idx, "type", rs->type_name,
         "attempt", (json_int_t)t->attempt,
-        "input", run->input.text ? json_stringn_nocheck(run->input.text, run->input.text_len)
+        "input", run->input.text ? cx_json_text(run->input.text, run->input.text_len)
                                  : json_null(),
         "instructions", rs->instructions);
     if (!req || !answers) {
@@ -220,7 +220,7 @@ static json_t *build_request(round_state *rs, task *t)
         }
         if (run->latest[me])
             json_object_set_new(req, "previous_answer",
-                                json_stringn_nocheck(run->latest[me], run->latest_len[me]));
+                                cx_json_text(run->latest[me], run->latest_len[me]));
         break;
     case RT_CRITIQUE:
     case RT_SYNTHESIS:

@@ -123,6 +123,58 @@ static void test_mock_ranking_list_with_long_entries_is_safe(void **state)
     council_ctx_free(ctx);
 }
 
+/* A member may answer with any bytes. Requests are JSON, so the next
+ * round's requests show such an answer with each invalid byte as U+FFFD
+ * instead of failing every call (as "out of memory"). */
+static int latin1_start(council_call *call, void *arg)
+{
+    json_t **seen = arg;
+    if (strcmp(council_call_round_type(call), "peer_review") == 0) {
+        size_t len;
+        const char *req = council_call_request(call, &len);
+        assert_non_null(req);
+        json_decref(*seen);
+        *seen = json_loadb(req, len, 0, NULL);
+    }
+    return council_call_complete(call, "caf\xe9 \xc3\xa9", 7);
+}
+
+static void test_non_utf8_answers_reach_later_requests_as_replacement_chars(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    json_t *seen = NULL;
+    council_provider_ops ops = {latin1_start, NULL, NULL};
+    assert_int_equal(council_provider_register(ctx, "latin1", &ops, &seen), 0);
+    council_run *run = run_spec(
+        ctx, "{\"id\":\"t\",\"members\":[{\"id\":\"a\",\"provider\":\"latin1\"},"
+             "{\"id\":\"b\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":"
+             "\"independent_analysis\"},{\"type\":\"peer_review\"}]}",
+        NULL);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    const council_round_result *r = round_named(run, "peer_review");
+    assert_true(member_in(r, "a")->ok);
+    assert_true(member_in(r, "b")->ok);
+    assert_non_null(seen);
+    assert_string_equal(json_string_value(json_object_get(seen, "previous_answer")),
+                        "caf\xef\xbf\xbd \xc3\xa9");
+    /* the result keeps the bytes as given */
+    assert_memory_equal(member_in(r, "a")->text, "caf\xe9 \xc3\xa9", 7);
+    json_decref(seen);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+    /* the same rule as jansson's: overlong, surrogate, truncated and over
+     * U+10FFFF sequences are invalid bytes; a 4-byte emoji is kept */
+    json_t *j = cx_json_text("\xc0\xaf|\xed\xa0\x80|\xe2\x82|\xf4\x90\x80\x80|"
+                             "\xf0\x9f\x98\x80", 19);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(j),
+                        "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                        "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                        "\xef\xbf\xbd|\xf0\x9f\x98\x80");
+    json_decref(j);
+}
+
 static void test_pairwise_elimination_bracket_with_bye(void **state)
 {
     (void)state;
@@ -429,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_round_with_no_success_fails_the_run),
         cmocka_unit_test(test_vote_without_answers_fails),
         cmocka_unit_test(test_each_round_type_grants_what_it_should),
+        cmocka_unit_test(test_non_utf8_answers_reach_later_requests_as_replacement_chars),
     };
     return cmocka_run_group_tests_name("rounds", tests, NULL, NULL);
 }
