@@ -10,11 +10,13 @@
 #include "log.h"
 #include "remote_sub.h"
 #include "run_proc.h"
+#include "spec_cache.h"
 #include "term_json.h"
 
 typedef struct service {
     cn_service_config cfg;
     cn_bridge *b;
+    cn_spec_cache *specs; /* the same JSON spec is parsed once */
 } service;
 
 /* ------------------------------------------------------------- helpers */
@@ -309,7 +311,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         goto out;
     }
     council_spec_error serr = {{0}, {0}};
-    int rc = council_ctx_spec_from_json(b->ctx, json, json_len, &spec, &serr);
+    int rc = cn_spec_cache_get(s->specs, json, json_len, &spec, &serr);
     if (rc != 0) {
         if (rc == COUNCIL_ETOOBIG)
             invalid_spec(x, "spec", "spec larger than the configured limit");
@@ -550,6 +552,7 @@ static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
     (void)n;
     (void)reason;
     service *s = cn_gen_state(p);
+    cn_spec_cache_free(s->specs);
     cn_rsubs_free(s->b->subs);
     s->b->subs = NULL;
     s->b->service = NULL;
@@ -569,8 +572,12 @@ cn_proc *cn_service_start(cn_node *n, const cn_service_config *cfg)
         return NULL;
     s->cfg = *cfg;
     s->b = cfg->bridge;
+    s->specs = cn_spec_cache_new(s->b->ctx);
     s->b->subs = cn_rsubs_new(s->b);
-    if (!s->b->subs) {
+    if (!s->b->subs || !s->specs) {
+        cn_rsubs_free(s->b->subs);
+        s->b->subs = NULL;
+        cn_spec_cache_free(s->specs);
         free(s);
         return NULL;
     }
@@ -578,6 +585,7 @@ cn_proc *cn_service_start(cn_node *n, const cn_service_config *cfg)
     if (!p) {
         cn_rsubs_free(s->b->subs);
         s->b->subs = NULL;
+        cn_spec_cache_free(s->specs);
         free(s);
         return NULL;
     }

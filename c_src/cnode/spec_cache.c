@@ -1,0 +1,88 @@
+/* spec_cache.c - see spec_cache.h. */
+#include "spec_cache.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOTS 32
+
+typedef struct slot {
+    uint64_t hash;
+    uint64_t used;   /* clock of the last hit; 0 = empty */
+    char *json;
+    size_t len;
+    council_spec *spec;
+} slot;
+
+struct cn_spec_cache {
+    council_ctx *ctx;
+    uint64_t clock;
+    slot slots[SLOTS];
+};
+
+static uint64_t fnv1a(const char *p, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+cn_spec_cache *cn_spec_cache_new(council_ctx *ctx)
+{
+    cn_spec_cache *c = calloc(1, sizeof *c);
+    if (c)
+        c->ctx = ctx;
+    return c;
+}
+
+void cn_spec_cache_free(cn_spec_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < SLOTS; i++) {
+        council_spec_unref(c->slots[i].spec);
+        free(c->slots[i].json);
+    }
+    free(c);
+}
+
+int cn_spec_cache_get(cn_spec_cache *c, const char *json, size_t len,
+                      council_spec **out, council_spec_error *err)
+{
+    uint64_t h = fnv1a(json, len);
+    slot *victim = &c->slots[0];
+    for (size_t i = 0; i < SLOTS; i++) {
+        slot *s = &c->slots[i];
+        if (s->used && s->hash == h && s->len == len && memcmp(s->json, json, len) == 0) {
+            s->used = ++c->clock;
+            *out = council_spec_ref(s->spec);
+            return COUNCIL_OK;
+        }
+        if (s->used < victim->used)
+            victim = s;
+    }
+    council_spec *spec = NULL;
+    int rc = council_ctx_spec_from_json(c->ctx, json, len, &spec, err);
+    if (rc != COUNCIL_OK)
+        return rc;
+    /* Validate now: the spec is frozen before it is shared. */
+    rc = council_spec_validate(spec, err);
+    if (rc != COUNCIL_OK) {
+        council_spec_unref(spec);
+        return rc;
+    }
+    char *copy = malloc(len ? len : 1);
+    if (copy) {
+        memcpy(copy, json, len);
+        council_spec_unref(victim->spec);
+        free(victim->json);
+        *victim = (slot){.hash = h, .used = ++c->clock, .json = copy, .len = len,
+                         .spec = council_spec_ref(spec)};
+    }
+    *out = spec; /* uncached when out of memory: still usable */
+    return COUNCIL_OK;
+}
