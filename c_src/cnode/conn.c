@@ -14,13 +14,14 @@ typedef struct wreq {
     uv_write_t req;
     cn_conn *c;
     size_t len;
-    unsigned char data[];
+    unsigned char *data; /* owned */
 } wreq;
 
 static void on_handle_closed(uv_handle_t *h)
 {
     cn_conn *c = h->data;
     if (--c->handles_open == 0) {
+        free(c->pend);
         free(c->in);
         cn_hs_clear(&c->hs);
         free(c);
@@ -37,12 +38,48 @@ static void close_tcp(cn_conn *c)
     }
 }
 
+/* Closes the timer and the flusher (they live and die together). */
 static void close_timer(cn_conn *c)
 {
     if (!c->timer_closed) {
         c->timer_closed = 1;
         uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        uv_close((uv_handle_t *)&c->flusher, on_handle_closed);
     }
+}
+
+static void fail_send(cn_conn *c, const char *why);
+static void on_written(uv_write_t *req, int status);
+
+/* Hands everything queued since the last flush to libuv as one write. */
+static void flush_pending(cn_conn *c)
+{
+    if (c->pend_len == 0 || c->tcp_closed)
+        return;
+    uv_check_stop(&c->flusher);
+    wreq *w = malloc(sizeof *w);
+    if (!w) {
+        fail_send(c, "out of memory");
+        return;
+    }
+    w->c = c;
+    w->len = c->pend_len;
+    w->data = c->pend;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc < 0) {
+        c->outq_bytes -= w->len;
+        free(w->data);
+        free(w);
+        fail_send(c, uv_strerror(rc));
+    }
+}
+
+static void on_flush(uv_check_t *h)
+{
+    flush_pending(h->data);
 }
 
 static void begin_close(cn_conn *c, const char *why)
@@ -57,6 +94,9 @@ static void begin_close(cn_conn *c, const char *why)
     uv_timer_stop(&c->timer);
     if (c->cbs.on_close)
         c->cbs.on_close(c, c->up, c->ud);
+    /* What was queued still gets its one try (e.g. a refusing status): as
+     * before batching, libuv attempts the write at once. */
+    flush_pending(c);
     close_timer(c);
     close_tcp(c);
 }
@@ -90,6 +130,7 @@ void cn_conn_close_flush(cn_conn *c)
     uv_timer_stop(&c->timer);
     if (c->cbs.on_close)
         c->cbs.on_close(c, c->up, c->ud);
+    flush_pending(c);
     c->shutdown_req.data = c;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         close_timer(c);
@@ -104,6 +145,7 @@ static void on_written(uv_write_t *req, int status)
     wreq *w = (wreq *)req;
     cn_conn *c = w->c;
     c->outq_bytes -= w->len;
+    free(w->data);
     free(w);
     if (status < 0 && status != UV_ECANCELED && !c->closing)
         begin_close(c, uv_strerror(status));
@@ -139,21 +181,22 @@ static int send_raw(cn_conn *c, const void *data, size_t len)
         fail_send(c, "output queue overflow");
         return -1;
     }
-    wreq *w = malloc(sizeof *w + len);
-    if (!w) {
-        fail_send(c, "out of memory");
-        return -1;
+    if (c->pend_len + len > c->pend_cap) {
+        size_t cap = c->pend_cap ? c->pend_cap : 4096;
+        while (cap < c->pend_len + len)
+            cap *= 2;
+        unsigned char *np = realloc(c->pend, cap);
+        if (!np) {
+            fail_send(c, "out of memory");
+            return -1;
+        }
+        c->pend = np;
+        c->pend_cap = cap;
     }
-    w->c = c;
-    w->len = len;
-    memcpy(w->data, data, len);
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
-    if (rc < 0) {
-        free(w);
-        fail_send(c, uv_strerror(rc));
-        return -1;
-    }
+    memcpy(c->pend + c->pend_len, data, len);
+    if (c->pend_len == 0)
+        uv_check_start(&c->flusher, on_flush);
+    c->pend_len += len;
     c->outq_bytes += len;
     c->last_write = uv_now(c->tcp.loop);
     c->frames_out++;
@@ -231,6 +274,7 @@ static void close_after_status(cn_conn *c, const char *why)
     uv_timer_stop(&c->timer);
     if (c->cbs.on_close)
         c->cbs.on_close(c, 0, c->ud);
+    flush_pending(c);
     c->shutdown_req.data = c;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         close_timer(c);
@@ -409,7 +453,9 @@ static void start_timer(cn_conn *c, uv_loop_t *loop)
 {
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
-    c->handles_open = 2;
+    uv_check_init(loop, &c->flusher);
+    c->flusher.data = c;
+    c->handles_open = 3;
     c->last_read = c->last_write = uv_now(loop);
     uv_timer_start(&c->timer, on_timer, c->lim.hs_timeout_ms, 0);
 }

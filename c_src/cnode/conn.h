@@ -70,7 +70,10 @@ struct cn_conn {
     cn_hs hs;
     unsigned char *in;
     size_t in_len, in_cap;
-    size_t outq_bytes;
+    size_t outq_bytes;     /* pending + handed to libuv, not yet written */
+    uv_check_t flusher;    /* writes `pend` once per loop iteration */
+    unsigned char *pend;   /* frames queued since the last flush */
+    size_t pend_len, pend_cap;
     uint64_t last_read, last_write;
     cn_conn_limits lim;
     cn_conn_cbs cbs;
@@ -94,8 +97,10 @@ cn_conn *cn_conn_connect(uv_loop_t *loop, const struct sockaddr *addr,
                          const cn_conn_limits *lim, const char *our_name,
                          uint32_t our_creation, const cn_cookie *cookie,
                          const char *peer_name, const cn_conn_cbs *cbs, void *ud);
-/* Queues one whole frame (copied). 0, or -1 if closing or the queue
- * overflowed (the connection then closes from the loop, not in here). */
+/* Queues one whole frame (copied). Frames queued during one loop iteration
+ * go out together in one write at the end of it (a reply, an event fanned
+ * out to many pids of one node: one syscall). 0, or -1 if closing or the
+ * queue overflowed (the connection then closes from the loop, not in here). */
 int cn_conn_send(cn_conn *c, const void *frame, size_t len);
 /* Closes now; queued output is dropped. `why` goes to the log. */
 void cn_conn_close(cn_conn *c, const char *why);
