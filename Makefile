@@ -4,7 +4,8 @@
 #   make test       install missing Debian packages, then run every suite:
 #                   C suites (cmocka), the same under ASan+UBSan (clang),
 #                   and the ExUnit suites against real BEAM nodes
-#   make demo       the main job: a live council run
+#   make demo       the main job: a live council run (Elixir library + C node)
+#   make demo-native  the same through the native C API
 #   make valgrind   the C suites under valgrind
 #   make fuzz       libFuzzer on the ETF validator/decoder (FUZZ_SECONDS=60)
 #   make bench      benchmarks against a BEAM baseline (bench/)
@@ -62,7 +63,7 @@ else
                $(EXAMPLE_BIN:$(B)/examples/%=priv/%) $(TEST_BIN) $(TEST_HELPER_BIN)
 endif
 
-.PHONY: all deps test test-c test-c-asan test-beam demo valgrind fuzz bench \
+.PHONY: all deps test test-c test-c-asan test-beam demo demo-native valgrind fuzz bench bench-smoke \
         install clean check-headers
 .DEFAULT_GOAL := all
 
@@ -116,6 +117,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) test-c
 	$(MAKE) SAN=1 all test-c
+	$(MAKE) bench-smoke
 	COUNCIL_NODE=build/asan/council_node $(MAKE) test-beam
 
 test-c: $(TEST_BIN) $(TEST_HELPER_BIN)
@@ -130,8 +132,11 @@ valgrind: $(TEST_BIN) $(TEST_HELPER_BIN)
 
 demo: deps
 	$(MAKE) all
-	@if [ -f mix.exs ] && [ -f examples/demo.exs ]; then \
-	  scripts/run-elixir-demo; else ./priv/native_demo; fi
+	@scripts/run-elixir-demo
+
+# The same kind of council through the native C API, no BEAM involved.
+demo-native: all
+	@./priv/native_demo
 
 fuzz:
 	@scripts/fuzz
@@ -145,6 +150,10 @@ $(B)/bench/%: bench/c/%.c $(B)/libcouncil.a c_src/include/council.h
 bench: deps
 	$(MAKE) all $(BENCH_BIN)
 	@bench/run
+
+# Every benchmark case runs once with tiny counts (no timing is checked).
+bench-smoke: all $(BENCH_BIN)
+	QUICK=1 BENCH_PERF=0 bench/run
 
 # ---------------------------------------------------------------- install
 
