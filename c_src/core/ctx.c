@@ -165,6 +165,9 @@ int council_ctx_step(council_ctx *ctx, int timeout_ms)
         alive = uv_run(&ctx->loop, UV_RUN_NOWAIT);
     } else {
         if (timeout_ms > 0) {
+            /* from now: the loop's clock is as old as its last turn, and a
+             * timer due at once would no longer bound the wait */
+            uv_update_time(&ctx->loop);
             uv_ref((uv_handle_t *)&ctx->step_timer);
             uv_timer_start(&ctx->step_timer, step_timeout, (uint64_t)timeout_ms, 0);
         }

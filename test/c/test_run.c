@@ -422,6 +422,31 @@ static void test_step_waits_at_most_the_timeout(void **state)
     council_ctx_free(ctx);
 }
 
+/* The bound holds when the host kept the loop waiting (its own work between
+ * steps): the step's timer counts from now, not from the loop's last look
+ * at the clock, else it is already due and the step sleeps until the next
+ * event (here the member's 5 s timeout). */
+static void test_step_waits_at_most_the_timeout_after_host_work(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+             "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+        "q", NULL);
+    council_ctx_step(ctx, 0); /* starts the member */
+    uint64_t t0 = uv_hrtime();
+    while (uv_hrtime() - t0 < 100 * 1000000ull)
+        ; /* the host is busy for 100 ms */
+    t0 = uv_hrtime();
+    assert_int_equal(council_ctx_step(ctx, 30), 1);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    assert_true(ms >= 20 && ms < 1000);
+    council_run_cancel(run);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
 static void test_concurrency_limit_serialises_members(void **state)
 {
     (void)state;
@@ -655,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_subscriber_limit_per_topic),
         cmocka_unit_test(test_summary_inside_iterate),
         cmocka_unit_test(test_step_waits_at_most_the_timeout),
+        cmocka_unit_test(test_step_waits_at_most_the_timeout_after_host_work),
         cmocka_unit_test(test_concurrency_limit_serialises_members),
         cmocka_unit_test(test_slow_subscriber_is_cut_off_not_the_run),
         cmocka_unit_test(test_json_views_have_the_protocol_shapes),
