@@ -67,6 +67,11 @@ void run_publish(council_run *run, council_event_type type, const char *round,
                  int idx, const char *rtype, const char *member,
                  const char *chunk, size_t chunk_len, const void *payload)
 {
+    pubsub *ps = run->ctx ? run->ctx->ps : NULL;
+    if (!ps || pubsub_total_subscriptions(ps) == 0) {
+        run->seq++; /* nobody subscribed anywhere: no event to build */
+        return;
+    }
     event_obj *e = calloc(1, sizeof *e);
     if (!e)
         return; /* out of memory: the event is lost, the run goes on */
@@ -103,8 +108,7 @@ void run_publish(council_run *run, council_event_type type, const char *round,
     default:
         break;
     }
-    if (run->ctx && run->ctx->ps)
-        pubsub_publish(run->ctx->ps, run->topic, run->topic_len, e);
+    pubsub_publish(ps, run->topic, run->topic_len, e);
     council_event_unref(p);
 }
 
