@@ -9,7 +9,8 @@
  * runs. Figures only; nothing asserted.
  *
  *   bench_core [--quick]     --quick: 100k instead of 1M (for smoke runs)
- *   bench_core --memory N    only the heap/RSS per running run (N runs)
+ *   bench_core --memory N [own]   only the heap/RSS per running run (N
+ *                                 runs; shared spec, or one parsed per run)
  *
  * Besides the table, lines "@ key value" (ns, bytes) are printed for
  * bench/run to collect.
@@ -513,10 +514,12 @@ static void bench_memory_latency(size_t bytes)
 
 int main(int argc, char **argv)
 {
-    /* --memory N: only the running-run memory figure, own spec per run
-     * (for a heap profiler: valgrind --tool=massif bench_core --memory 2000) */
+    /* --memory N [own]: only the running-run memory figure, one shared
+     * spec (or a spec parsed per run); for a heap profiler:
+     * valgrind --tool=massif bench_core --memory 2000 */
     if (argc > 2 && strcmp(argv[1], "--memory") == 0) {
-        bench_api_memory((size_t)atol(argv[2]), 1);
+        bench_api_memory((size_t)atol(argv[2]),
+                         argc > 3 && strcmp(argv[3], "own") == 0);
         return 0;
     }
     size_t big = (argc > 1 && strcmp(argv[1], "--quick") == 0) ? 100000
