@@ -420,18 +420,10 @@ int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
     cn_mon *m = cn_pt_mon_add(&n->pt, CN_MON_WATCHING_REMOTE, p, peer, remote, ref, target);
     if (!m)
         return -1;
-    cn_wpid me, them;
+    cn_wpid me;
     cn_pt_proc_wpid(&n->pt, p, &me);
-    cn_pt_pid_to_wire(&n->pt, remote, &them);
-    ei_x_buff t;
-    if (ei_x_new(&t)) {
-        cn_pt_mon_del(&n->pt, m);
-        return -1;
-    }
-    int rc = cn_enc_pid(&t, &them) ? -1 : 0;
-    if (!rc)
-        rc = peer_send(n, peer, cn_frame_monitor_p(scratch(n), &me, cn_x_slice(&t), ref));
-    ei_x_free(&t);
+    int rc = peer_send(n, peer, cn_frame_monitor_p(scratch(n), &me,
+                                                   (cn_slice){m->target, m->target_len}, ref));
     /* Not sent: the caller hears -1, so no DOWN may follow later. (A send
      * never closes the connection inside the call: m is still ours.) */
     if (rc)
