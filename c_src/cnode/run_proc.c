@@ -99,7 +99,9 @@ static void end_fire(uv_timer_t *t)
     if (!rp || !rp->proc)
         return;
     council_ctx_flush(rp->b->ctx);
-    if (!rp->proc)
+    /* Had the flush ended this process, terminate() freed rp: read the
+     * timer (alive until its close callback), not rp. */
+    if (!t->data)
         return;
     cn_node *n = rp->b->node;
     ei_x_buff x;
