@@ -136,10 +136,8 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->attempt = attempt;
     c->timeout_ms = timeout_ms;
     c->request = request;
-    c->request_text = request ? json_dumps(request, JSON_COMPACT) : NULL;
-    c->request_len = c->request_text ? strlen(c->request_text) : 0;
     c->timer = cx_timer_new(&run->ctx->loop, on_timer, c);
-    if (!c->request_text || !c->timer) {
+    if (!request || !c->timer) {
         call_free(c);
         return NULL;
     }
@@ -240,9 +238,16 @@ unsigned council_call_attempt(const council_call *call) { return call->attempt; 
 uint64_t council_call_timeout_ms(const council_call *call) { return call->timeout_ms; }
 json_t *council_call_request_json(const council_call *call) { return call->request; }
 
+/* The text is made on first use: the mock and BEAM providers read only
+ * the parsed form, and a call that waits should not carry both. */
 const char *council_call_request(const council_call *call, size_t *len)
 {
+    council_call *c = (council_call *)call; /* the text is a cache */
+    if (!c->request_text && c->request) {
+        c->request_text = json_dumps(c->request, JSON_COMPACT);
+        c->request_len = c->request_text ? strlen(c->request_text) : 0;
+    }
     if (len)
-        *len = call->request_len;
-    return call->request_text;
+        *len = c->request_text ? c->request_len : 0;
+    return c->request_text;
 }

@@ -313,7 +313,7 @@ struct council_call {
     unsigned attempt;
     uint64_t timeout_ms;
     json_t *request;
-    char *request_text;
+    char *request_text;        /* made on first council_call_request */
     size_t request_len;
     size_t streamed;
     uint64_t id;

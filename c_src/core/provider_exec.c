@@ -217,7 +217,7 @@ static int exec_start(council_call *call, void *arg)
     exec_child *c = calloc(1, sizeof *c);
     size_t rlen;
     const char *req = council_call_request(call, &rlen);
-    if (!argv || !c || !(c->req = malloc(rlen + 1))) {
+    if (!argv || !c || !req || !(c->req = malloc(rlen + 1))) {
         free(argv);
         free(c);
         return COUNCIL_ENOMEM;

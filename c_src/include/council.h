@@ -569,7 +569,10 @@ unsigned council_call_attempt(const council_call *call);      /* from 1 */
 uint64_t council_call_timeout_ms(const council_call *call);
 /* The request: the JSON object the exec provider writes on stdin:
  * {"run_id","council","member_id","round":{"name","idx","type"},"attempt",
- *  "input","answers":[{"label"|"member_id","text"}],"instructions", ...} */
+ *  "input","answers":[{"label"|"member_id","text"}],"instructions", ...}
+ * The text is made on the first call and kept with the call (borrowed, as
+ * above); *len (if len is not NULL) receives its length. Returns NULL (and
+ * *len 0) when out of memory; a later call tries again. */
 const char *council_call_request(const council_call *call, size_t *len);
 
 /* ------------------------------------------------------ vote/rank parsing */
