@@ -88,6 +88,11 @@ static void abort_call(council_call *c, const char *error)
 
 static void begin(council_call *c)
 {
+    if (!c->prov->request_on_demand && !council_call_request_json(c)) {
+        c->state = CALL_ACTIVE;
+        finish(c, false, NULL, 0, council_strerror(COUNCIL_ENOMEM));
+        return;
+    }
     c->state = CALL_ACTIVE;
     cx_timer_start(c->timer, c->timeout_ms);
     council_call_ref(c);
@@ -115,13 +120,11 @@ static void on_timer(void *arg)
 council_call *call_new(council_run *run, struct task *task, provider *prov,
                        const spec_member *m, const char *round_name,
                        unsigned round_idx, const char *rtype,
-                       unsigned attempt, uint64_t timeout_ms, json_t *request)
+                       unsigned attempt, uint64_t timeout_ms)
 {
     council_call *c = calloc(1, sizeof *c);
-    if (!c) {
-        json_decref(request);
+    if (!c)
         return NULL;
-    }
     c->refs = 1;
     c->id = ++run->ctx->next_call_id;
     c->run = council_run_ref(run);
@@ -135,9 +138,8 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->round_type = rtype;
     c->attempt = attempt;
     c->timeout_ms = timeout_ms;
-    c->request = request;
     c->timer = cx_timer_new(&run->ctx->loop, on_timer, c);
-    if (!request || !c->timer) {
+    if (!c->timer) {
         call_free(c);
         return NULL;
     }
@@ -236,14 +238,22 @@ unsigned council_call_round_idx(const council_call *call) { return call->round_i
 const char *council_call_round_type(const council_call *call) { return call->round_type; }
 unsigned council_call_attempt(const council_call *call) { return call->attempt; }
 uint64_t council_call_timeout_ms(const council_call *call) { return call->timeout_ms; }
-json_t *council_call_request_json(const council_call *call) { return call->request; }
+/* Both forms are made on first use: a call that only waits (a mock with
+ * latency) carries neither, and the mock and BEAM providers never need
+ * the text. The task, and so what the request shows, stays as it was
+ * until the call is finished. */
+json_t *council_call_request_json(const council_call *call)
+{
+    council_call *c = (council_call *)call; /* the request is a cache */
+    if (!c->request && c->task)
+        c->request = engine_request(c->task, c);
+    return c->request;
+}
 
-/* The text is made on first use: the mock and BEAM providers read only
- * the parsed form, and a call that waits should not carry both. */
 const char *council_call_request(const council_call *call, size_t *len)
 {
     council_call *c = (council_call *)call; /* the text is a cache */
-    if (!c->request_text && c->request) {
+    if (!c->request_text && council_call_request_json(c)) {
         c->request_text = json_dumps(c->request, JSON_COMPACT);
         c->request_len = c->request_text ? strlen(c->request_text) : 0;
     }

@@ -41,7 +41,9 @@ json_t *council_summary_json(const council_summary *s);
 /* The payload of an event: member_result, round_result or result for the
  * types that carry one; NULL (not an error) for the others. */
 json_t *council_event_payload_json(const council_event *ev);
-/* The request of a call as a json_t (borrowed; do not modify). */
+/* The request of a call as a json_t (borrowed; do not modify). NULL when
+ * out of memory. Built before start() except for the built-in providers
+ * that ask for it while the call is active. */
 json_t *council_call_request_json(const council_call *call);
 /* The pubsub message ops for council_event objects (ref/unref), for code
  * that subscribes through pubsub.h directly, and the context's pubsub. */
@@ -141,6 +143,10 @@ typedef struct provider {
     char *name;
     council_provider_ops ops;
     void *arg;
+    /* built in, reads the request only while its call is active (mock,
+     * council): the request is built on first use; for every other
+     * provider it is built before start() */
+    bool request_on_demand;
 } provider;
 
 provider *ctx_provider_find(council_ctx *ctx, const char *name);
@@ -312,7 +318,7 @@ struct council_call {
     const char *round_type;
     unsigned attempt;
     uint64_t timeout_ms;
-    json_t *request;
+    json_t *request;           /* before start(), or on first use */
     char *request_text;        /* made on first council_call_request */
     size_t request_len;
     size_t streamed;
@@ -322,16 +328,20 @@ struct council_call {
 };
 
 /* call.c */
-/* A new call (state WAITING) with one reference for the core; request is
- * stolen. NULL when out of memory (request freed). */
+/* A new call (state WAITING) with one reference for the core. Its
+ * request is built from the task (engine_request) when needed, while the
+ * call is not finished. NULL when out of memory. */
 council_call *call_new(council_run *run, struct task *task, provider *prov,
                        const spec_member *m, const char *round_name,
                        unsigned round_idx, const char *round_type,
-                       unsigned attempt, uint64_t timeout_ms, json_t *request);
+                       unsigned attempt, uint64_t timeout_ms);
 /* Start the call after delay_ms (0: now, synchronously). */
 void call_launch(council_call *call, uint64_t delay_ms);
 void call_abandon(council_call *call, const char *why); /* cancel, no result */
 
+/* engine.c: the request a task's call sees (new reference; NULL when out
+ * of memory). Only while the call's round is in progress. */
+json_t *engine_request(struct task *task, const council_call *call);
 /* engine.c: the call reports its outcome. ok=true: text; else error. */
 void engine_call_done(struct task *task, council_call *call, bool ok,
                       const char *text, size_t len, const char *error);

@@ -49,7 +49,13 @@ static int register_builtin(council_ctx *ctx)
     if (rc)
         return rc;
     provider_council_ops(&ops);
-    return council_provider_register(ctx, "council", &ops, ctx);
+    rc = council_provider_register(ctx, "council", &ops, ctx);
+    if (rc)
+        return rc;
+    /* they read the request only while their calls are active */
+    ctx_provider_find(ctx, "mock")->request_on_demand = true;
+    ctx_provider_find(ctx, "council")->request_on_demand = true;
+    return COUNCIL_OK;
 }
 
 council_ctx *council_ctx_new(const council_config *cfg)

@@ -184,7 +184,7 @@ static json_t *answer_item(const char *key, const char *who, const char *text,
     return json_pack("{s:s,s:o}", key, who, "text", cx_json_text(text, len));
 }
 
-static json_t *build_request(round_state *rs, task *t)
+static json_t *build_request(round_state *rs, task *t, unsigned attempt)
 {
     council_run *run = rs->run;
     const council_spec *spec = run->spec;
@@ -196,7 +196,7 @@ static json_t *build_request(round_state *rs, task *t)
         "run_id", cx_json_text(run->run_id, run->run_id_len),
         "council", cx_json_text(run->council, strlen(run->council)), "member_id", m->id,
         "round", "name", rs->name, "idx", (json_int_t)rs->idx, "type", rs->type_name,
-        "attempt", (json_int_t)t->attempt,
+        "attempt", (json_int_t)attempt,
         "input", run->input.text ? cx_json_text(run->input.text, run->input.text_len)
                                  : json_null(),
         "instructions", rs->instructions);
@@ -286,15 +286,18 @@ static void task_launch(round_state *rs, task *t, uint64_t delay)
         task_complete(t, false, NULL, 0, "unknown provider");
         return;
     }
-    json_t *req = build_request(rs, t);
-    council_call *c = req ? call_new(run, t, prov, m, rs->name, rs->idx, rs->type_name,
-                                     t->attempt, member_timeout(run, m), req)
-                          : NULL; /* call_new frees req when it fails */
+    council_call *c = call_new(run, t, prov, m, rs->name, rs->idx, rs->type_name,
+                               t->attempt, member_timeout(run, m));
     if (!c) {
         task_complete(t, false, NULL, 0, "out of memory");
         return;
     }
     call_launch(c, delay);
+}
+
+json_t *engine_request(task *t, const council_call *call)
+{
+    return build_request(t->rs, t, council_call_attempt(call));
 }
 
 void engine_call_token(task *t, council_call *call, const char *chunk, size_t len)

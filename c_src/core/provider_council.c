@@ -59,6 +59,9 @@ static int council_start(council_call *call, void *arg)
         council_call_fail(call, "sub-council: nested too deep");
         return 0;
     }
+    json_t *req = council_call_request_json(call);
+    if (!req)
+        return COUNCIL_ENOMEM;
     json_t *jspec = json_object_get(call->member_opts, "spec");
     char *text = jspec ? json_dumps(jspec, JSON_COMPACT) : NULL;
     if (!text) {
@@ -85,7 +88,7 @@ static int council_start(council_call *call, void *arg)
         return COUNCIL_ENOMEM;
     }
     snprintf(topic, tlen + 1, "%.*s:sub:%s", (int)plen, ptopic, mid);
-    json_t *in = json_object_get(council_call_request_json(call), "input");
+    json_t *in = json_object_get(req, "input");
     council_start_opts o;
     memset(&o, 0, sizeof o);
     o.spec = spec;

@@ -91,9 +91,8 @@ static void rank_prefer(json_t *answers, size_t n, const char *tok, size_t len,
     }
 }
 
-static void compose(council_call *call, sbuf *b)
+static void compose_from(council_call *call, json_t *req, sbuf *b)
 {
-    json_t *req = council_call_request_json(call);
     const char *mid = council_call_member_id(call);
     const char *type = council_call_round_type(call);
     json_t *mo = call->member_opts; /* borrowed */
@@ -170,12 +169,36 @@ static void compose(council_call *call, sbuf *b)
     }
 }
 
+/* The answer; COUNCIL_ENOMEM when the request or the text cannot be
+ * made. */
+static int compose(council_call *call, sbuf *b)
+{
+    json_t *req = council_call_request_json(call);
+    if (!req)
+        return COUNCIL_ENOMEM;
+    compose_from(call, req, b);
+    return b->p ? COUNCIL_OK : COUNCIL_ENOMEM;
+}
+
 static void mock_free(mock_call *mc)
 {
     cx_timer_close(mc->timer);
     council_call_unref(mc->call);
     free(mc->answer);
     free(mc);
+}
+
+static int compose_into(mock_call *mc)
+{
+    sbuf b = {0};
+    int rc = compose(mc->call, &b);
+    if (rc) {
+        free(b.p);
+        return rc;
+    }
+    mc->answer = b.p;
+    mc->len = b.len;
+    return COUNCIL_OK;
 }
 
 /* Send the next chunk. Returns false when mc is gone (the call ended). */
@@ -212,6 +235,8 @@ static void mock_tick(void *arg)
         char msg[64];
         snprintf(msg, sizeof msg, "mock failure on attempt %u", council_call_attempt(call));
         council_call_fail(call, msg);
+    } else if (!mc->answer && compose_into(mc) != COUNCIL_OK) {
+        council_call_fail(call, council_strerror(COUNCIL_ENOMEM));
     } else {
         council_call_complete(call, mc->answer, mc->len);
     }
@@ -232,17 +257,13 @@ static int mock_start(council_call *call, void *arg)
     mock_call *mc = calloc(1, sizeof *mc);
     if (!mc)
         return COUNCIL_ENOMEM;
-    sbuf b = {0};
-    if (!fail) {
-        compose(call, &b);
-        if (!b.p) {
-            free(mc);
-            return COUNCIL_ENOMEM;
-        }
-    }
     mc->call = council_call_ref(call);
-    mc->answer = b.p;
-    mc->len = b.len;
+    /* An answer that is not streamed is made when it is due: a call that
+     * only waits holds neither the answer nor the request. */
+    if (!fail && (lat <= 0 || chunks > 0) && compose_into(mc) != COUNCIL_OK) {
+        mock_free(mc);
+        return COUNCIL_ENOMEM;
+    }
     mc->fail = fail;
     mc->chunks = (unsigned)(chunks > 0 ? chunks : 0);
     if (mc->chunks > mc->len)
