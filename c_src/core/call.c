@@ -138,7 +138,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->round_type = rtype;
     c->attempt = attempt;
     c->timeout_ms = timeout_ms;
-    c->timer = cx_timer_new(&run->ctx->loop, on_timer, c);
+    c->timer = cx_timer_new(run->ctx, on_timer, c);
     if (!c->timer) {
         call_free(c);
         return NULL;

@@ -60,13 +60,27 @@ void *cx_calloc(size_t n, size_t sz);
  * out of memory. */
 json_t *cx_json_text(const char *s, size_t len);
 
-/* A heap-allocated one-shot/repeat uv timer that frees itself on close. */
+/* timer.c: one-shot timers of a context, kept in a heap under one uv
+ * timer (fired in libuv's order: due time, then start order). cx_timer_new
+ * returns NULL when out of memory; starting never fails; starting an armed
+ * timer moves it. Close every timer before the context is freed. */
 typedef struct cx_timer cx_timer;
 typedef void (*cx_timer_cb)(void *arg);
-cx_timer *cx_timer_new(uv_loop_t *loop, cx_timer_cb cb, void *arg);
+typedef struct cx_timers {
+    uv_timer_t driver;        /* armed for the earliest timer, if any */
+    cx_timer **heap;          /* armed timers, min-heap on (due, seq) */
+    size_t n, cap;            /* cap >= n_timers: starting needs no memory */
+    size_t n_timers;          /* timers not yet closed */
+    uint64_t seq;
+    bool firing;
+} cx_timers;
+struct council_ctx;
+void cx_timers_init(cx_timers *ts, uv_loop_t *loop);
+void cx_timers_close(cx_timers *ts); /* closes the uv timer */
+cx_timer *cx_timer_new(struct council_ctx *ctx, cx_timer_cb cb, void *arg);
 void cx_timer_start(cx_timer *t, uint64_t ms);
 void cx_timer_stop(cx_timer *t);
-void cx_timer_close(cx_timer *t);   /* stop, close, free; NULL ok */
+void cx_timer_close(cx_timer *t);   /* stop and free; NULL ok */
 
 /* Labels: "A".."Z", then "A2".."Z2", ... for member index i. out >= 8. */
 void cx_label(size_t i, char out[8]);
@@ -178,6 +192,7 @@ struct council_ctx {
     size_t n_retained;
     struct council_run *ret_head, *ret_tail; /* retained, oldest first */
     uv_timer_t ret_timer;     /* due when the oldest retained run expires */
+    cx_timers timers;         /* kicks, call timeouts, mock answers */
     void *exec_children;      /* provider_exec's list */
     uint64_t next_call_id;
 };

@@ -79,6 +79,7 @@ council_ctx *council_ctx_new(const council_config *cfg)
     uv_unref((uv_handle_t *)&ctx->step_timer);
     uv_timer_init(&ctx->loop, &ctx->ret_timer); /* retention keeps no loop alive */
     uv_unref((uv_handle_t *)&ctx->ret_timer);
+    cx_timers_init(&ctx->timers, &ctx->loop);
     ctx->reg = registry_new(0);
     ctx->ps = pubsub_new(&ctx->loop, council_event_pubsub_ops(),
                          ctx->cfg.max_subscribers_per_topic);
@@ -130,6 +131,7 @@ void council_ctx_free(council_ctx *ctx)
     uv_close((uv_handle_t *)&ctx->async, NULL);
     uv_close((uv_handle_t *)&ctx->step_timer, NULL);
     uv_close((uv_handle_t *)&ctx->ret_timer, NULL);
+    cx_timers_close(&ctx->timers);
     /* anything a host left on the loop is closed too (without callback) */
     uv_walk(&ctx->loop, close_any, NULL);
     uv_run(&ctx->loop, UV_RUN_DEFAULT);

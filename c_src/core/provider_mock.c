@@ -277,7 +277,7 @@ static int mock_start(council_call *call, void *arg)
         mock_tick(mc);
         return 0;
     }
-    mc->timer = cx_timer_new(&call->run->ctx->loop, mock_tick, mc);
+    mc->timer = cx_timer_new(call->run->ctx, mock_tick, mc);
     if (!mc->timer) {
         call->prov_state = NULL;
         mock_free(mc);

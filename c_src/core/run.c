@@ -357,7 +357,7 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
     run->latest_len = cx_calloc(nm, sizeof *run->latest_len);
     run->critiques = cx_calloc(nm, sizeof *run->critiques);
     run->critique_len = cx_calloc(nm, sizeof *run->critique_len);
-    run->kick = cx_timer_new(&ctx->loop, kick_cb, run);
+    run->kick = cx_timer_new(ctx, kick_cb, run);
     rc = COUNCIL_ENOMEM;
     if (!run->run_id || !run->topic || !run->council || !run->registry ||
         !run->latest || !run->latest_len || !run->critiques ||

@@ -1,5 +1,5 @@
 /* util.c - small things every core file uses: error names, allocation
- * helpers, self-freeing timers, labels, the clock and run ids.
+ * helpers, labels, the clock and run ids (timers: timer.c).
  *
  * Not for: anything with state of its own (there is no global state).
  */
@@ -172,53 +172,4 @@ void cx_label(size_t i, char out[8])
     } else {
         snprintf(out, 8, "%c%u", letter, (unsigned)((gen + 1) % 10000));
     }
-}
-
-/* --------------------------------------------------------------- timers */
-
-struct cx_timer {
-    uv_timer_t h;
-    cx_timer_cb cb;
-    void *arg;
-};
-
-static void timer_fire(uv_timer_t *h)
-{
-    cx_timer *t = h->data;
-    t->cb(t->arg);
-}
-
-static void timer_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-cx_timer *cx_timer_new(uv_loop_t *loop, cx_timer_cb cb, void *arg)
-{
-    cx_timer *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
-    uv_timer_init(loop, &t->h);
-    t->h.data = t;
-    t->cb = cb;
-    t->arg = arg;
-    return t;
-}
-
-void cx_timer_start(cx_timer *t, uint64_t ms)
-{
-    uv_timer_start(&t->h, timer_fire, ms, 0);
-}
-
-void cx_timer_stop(cx_timer *t)
-{
-    uv_timer_stop(&t->h);
-}
-
-void cx_timer_close(cx_timer *t)
-{
-    if (!t)
-        return;
-    uv_timer_stop(&t->h);
-    uv_close((uv_handle_t *)&t->h, timer_closed);
 }
