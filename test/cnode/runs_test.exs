@@ -162,11 +162,15 @@ defmodule CNode.RunsTest do
   test "a failing run ends with run_failed and {:shutdown, {:failed, errors}}", %{info: i} do
     failing = %{id: "f", members: [%{id: "a", provider: "mock", options: %{fail_attempts: [1, 2, 3]}}],
                 rounds: [%{type: "independent_analysis"}], limits: %{max_attempts: 2, backoff_ms: 1}}
-    {:ok, pid} = start(i.node, %{spec: failing, subscribe: [self()]})
-    ref = Process.monitor(pid)
+    # start_link: the link exists before the reply, so the exit signal
+    # cannot be missed however fast the run fails (a monitor set after the
+    # reply could find the run gone: :noproc).
+    Process.flag(:trap_exit, true)
+    {:ok, pid} = start(i.node, %{spec: failing, subscribe: [self()]}, :start_link)
     evs = events()
     assert {:run_failed, _, [_ | _] = errors, %{errors: errors}} = List.last(evs)
-    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, {:failed, ^errors}}}, 5_000
+    assert_receive {:EXIT, ^pid, {:shutdown, {:failed, ^errors}}}, 5_000
+    Process.flag(:trap_exit, false)
   end
 
   test "bad requests get error tuples and the node keeps serving", %{info: i} do
