@@ -46,6 +46,8 @@ static const char usage[] =
     "  --max-frame-bytes N     largest accepted distribution frame; a bigger\n"
     "                          one closes that connection [16777216]\n"
     "  --max-runs N            runs at once, passed on to the core [10000]\n"
+    "  --max-subscriptions N   event subscriptions of BEAM pids, all topics\n"
+    "                          together [1000000]\n"
     "  --log-level LEVEL       error|warn|info|debug, to stderr [warn]\n"
     "  --help                  this text\n"
     "\n"
@@ -58,7 +60,7 @@ static const char usage[] =
 typedef struct opts {
     const char *sname, *name, *cookie_file, *cookie, *listen, *reg_name;
     long port;
-    size_t max_conns, max_frame, max_runs;
+    size_t max_conns, max_frame, max_runs, max_subs;
     int log_level;
 } opts;
 
@@ -81,6 +83,7 @@ static int parse_args(int argc, char **argv, opts *o)
     o->max_conns = 64;
     o->max_frame = 16u * 1024 * 1024;
     o->max_runs = 10000;
+    o->max_subs = 1000000;
     o->log_level = CN_LOG_WARN;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -121,6 +124,11 @@ static int parse_args(int argc, char **argv, opts *o)
             if (parse_size(v, &o->max_frame) || o->max_frame < 64 ||
                 o->max_frame > 0x7fffffffu) {
                 fprintf(stderr, "council_node: bad --max-frame-bytes %s\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--max-subscriptions") == 0) {
+            if (parse_size(v, &o->max_subs) || o->max_subs == 0) {
+                fprintf(stderr, "council_node: bad --max-subscriptions %s\n", v);
                 return -1;
             }
         } else if (strcmp(a, "--max-runs") == 0) {
@@ -267,6 +275,7 @@ static void on_ready(cn_node *n, int status, void *ud)
     a->bridge.node = n;
     a->bridge.ctx = a->ctx;
     cn_service_config sc = {.name = a->o.reg_name, .max_runs = a->o.max_runs,
+                            .max_subscriptions = a->o.max_subs,
                             .bridge = &a->bridge};
     if (!cn_net_kernel_start(n) || !cn_service_start(n, &sc) ||
         cn_beam_provider_register(&a->bridge) != 0) {

@@ -35,6 +35,7 @@ struct pidrec {
 
 struct cn_rsubs {
     cn_bridge *b;
+    size_t max;                     /* entries in all */
     entry **ebuckets;
     size_t nebuckets, nentries;
     pidrec **pbuckets;
@@ -108,12 +109,13 @@ static void grow_pids(cn_rsubs *rs)
     rs->npbuckets = nn;
 }
 
-cn_rsubs *cn_rsubs_new(cn_bridge *b)
+cn_rsubs *cn_rsubs_new(cn_bridge *b, size_t max)
 {
     cn_rsubs *rs = calloc(1, sizeof *rs);
     if (!rs)
         return NULL;
     rs->b = b;
+    rs->max = max ? max : 1000000;
     rs->nebuckets = rs->npbuckets = 64;
     rs->ebuckets = calloc(rs->nebuckets, sizeof *rs->ebuckets);
     rs->pbuckets = calloc(rs->npbuckets, sizeof *rs->pbuckets);
@@ -280,6 +282,8 @@ int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
         return COUNCIL_EINVAL;
     if (entry_find(rs, topic, len, pid, NULL))
         return 0;
+    if (rs->nentries >= rs->max)
+        return COUNCIL_ELIMIT;
     pidrec *pr = pidrec_find(rs, pid, NULL);
     int new_pr = 0;
     if (!pr) {

@@ -25,8 +25,10 @@
 
 typedef struct cn_rsubs cn_rsubs;
 
-/* NULL when out of memory. */
-cn_rsubs *cn_rsubs_new(cn_bridge *b);
+/* max: subscriptions in all, every topic and pid together (0 = 1000000),
+ * so one peer cannot grow the table without bound by naming new topics.
+ * NULL when out of memory. */
+cn_rsubs *cn_rsubs_new(cn_bridge *b, size_t max);
 /* Ends every subscription (no messages sent) and frees. NULL is a no-op. */
 void cn_rsubs_free(cn_rsubs *rs);
 
@@ -35,7 +37,7 @@ enum { CN_RSUB_TAGGED = 1 }; /* send {council_ex_event, Topic, Event} */
 
 /* Subscribe pid (local or remote) to topic. Idempotent: an existing
  * (topic, pid) pair is left as it is. Returns 0, COUNCIL_ELIMIT (too many
- * subscribers on the topic), COUNCIL_EINVAL (empty topic), COUNCIL_ENOMEM,
+ * subscribers on the topic, or the table's max reached), COUNCIL_EINVAL (empty topic), COUNCIL_ENOMEM,
  * or COUNCIL_EIO (the pid's node is not connected). */
 int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
                  int flags);

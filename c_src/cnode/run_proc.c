@@ -10,6 +10,10 @@
 #include "log.h"
 #include "remote_sub.h"
 
+/* Callers waiting in :await on one run. A raw '$gen_call' needs no monitor,
+ * so the per-peer cap on links and monitors does not bound these. */
+#define MAX_AWAITERS 10000
+
 typedef struct inflight {
     uint64_t id;
     council_call *call;
@@ -190,6 +194,8 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
         reply_term(n, p, from, &x);
         cn_run_proc_cancel(rp->run, NULL);
         return;
+    } else if (cn_ctl_is_atom(&req, "await") && rp->n_await >= MAX_AWAITERS) {
+        encode_error_code(&x, COUNCIL_ELIMIT);
     } else if (cn_ctl_is_atom(&req, "await")) {
         cn_gen_from *keep = NULL;
         if (rp->n_await == rp->cap_await) {

@@ -3,7 +3,7 @@
  * Owns: the pid of each run and the GenServer face of it: calls (:run_id,
  * :state, :cancel, :await, :result, {:subscribe, Pid}, {:unsubscribe, Pid}),
  * the cast :cancel, :sys.get_state, GenServer.stop, the awaiters waiting
- * for the end, the beam provider calls in flight for the run, and the exit
+ * for the end (at most 10000 per run; more get {error, limit}), the beam provider calls in flight for the run, and the exit
  * reason the run ends with.
  * When the core reports the end of a run, the process waits until the
  * run's events have been handed to the connections (a zero timer, then a

@@ -573,7 +573,7 @@ cn_proc *cn_service_start(cn_node *n, const cn_service_config *cfg)
     s->cfg = *cfg;
     s->b = cfg->bridge;
     s->specs = cn_spec_cache_new(s->b->ctx);
-    s->b->subs = cn_rsubs_new(s->b);
+    s->b->subs = cn_rsubs_new(s->b, cfg->max_subscriptions);
     if (!s->b->subs || !s->specs) {
         cn_rsubs_free(s->b->subs);
         s->b->subs = NULL;

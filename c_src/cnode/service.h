@@ -33,6 +33,7 @@
 typedef struct cn_service_config {
     const char *name;   /* registered name */
     size_t max_runs;    /* informational; the core enforces it */
+    size_t max_subscriptions; /* remote subscriptions in all (0 = 1000000) */
     cn_bridge *bridge;  /* node + core; b->service and b->subs are set here */
 } cn_service_config;
 

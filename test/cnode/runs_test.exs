@@ -159,6 +159,20 @@ defmodule CNode.RunsTest do
     assert GenServer.call({:council_ex, i.node}, {:unsubscribe, sub, self()}) == :ok
   end
 
+  test "--max-subscriptions bounds a node's subscriptions: {:error, :limit}, nothing else breaks" do
+    small = start_node(args: ["--max-subscriptions", "2"])
+    svc = {:council_ex, small.node}
+    assert GenServer.call(svc, {:subscribe, "council_ex:run:t1", self()}) == :ok
+    assert GenServer.call(svc, {:subscribe, "council_ex:run:t2", self()}) == :ok
+    assert GenServer.call(svc, {:subscribe, "council_ex:run:t3", self()}) == {:error, :limit}
+    # the same pair again is not a new subscription
+    assert GenServer.call(svc, {:subscribe, "council_ex:run:t1", self()}) == :ok
+    assert GenServer.call(svc, {:unsubscribe, "council_ex:run:t2", self()}) == :ok
+    assert GenServer.call(svc, {:subscribe, "council_ex:run:t3", self()}) == :ok
+    assert stats(small.node).subscriptions == 2
+    assert stop_node(small) == 0
+  end
+
   test "a failing run ends with run_failed and {:shutdown, {:failed, errors}}", %{info: i} do
     failing = %{id: "f", members: [%{id: "a", provider: "mock", options: %{fail_attempts: [1, 2, 3]}}],
                 rounds: [%{type: "independent_analysis"}], limits: %{max_attempts: 2, backoff_ms: 1}}
