@@ -236,6 +236,9 @@ struct council_run {
     struct council_run *prev, *next;        /* ctx->runs */
     struct council_run *ret_prev, *ret_next; /* ctx retained list */
     bool registered, retained, in_ret_list;
+    /* run_id, topic, council, registry, the input's tag, data and text,
+     * and user_opts are NUL-terminated copies in one block: strings */
+    char *strings;
     char *run_id;
     size_t run_id_len;
     char *topic;
@@ -243,11 +246,8 @@ struct council_run {
     char *council;
     char *registry;
     council_spec *spec;
-    council_input input;        /* points into owned copies */
-    char *input_tag;
-    void *input_data;
-    char *input_text;
-    void *user_opts;
+    council_input input;        /* points into strings */
+    void *user_opts;            /* NULL when none was given */
     size_t user_opts_len;
     void *user_data;
     council_status status;
@@ -267,7 +267,8 @@ struct council_run {
     size_t n_errors, cap_errors;
     char *final_text;
     size_t final_len;
-    /* what members have said: latest answer and latest critique, per member */
+    /* what members have said: latest answer and latest critique, per
+     * member; the four arrays are one block, owned through latest */
     char **latest;
     size_t *latest_len;
     char **critiques;

@@ -47,7 +47,8 @@ typedef struct round_state {
     rres *res;
     const char *instructions;
     size_t n_part;
-    size_t *part;           /* member indices */
+    size_t *part;           /* member indices; owns cand, cand_labels and
+                               m_started too (one block) */
     bool *m_started;
     size_t n_cand;
     size_t *cand;           /* member indices with an answer, spec order */
@@ -115,10 +116,7 @@ static void round_state_free(round_state *rs)
     for (size_t i = 0; i < rs->n_tasks; i++)
         free(rs->tasks[i].order);
     free(rs->tasks);
-    free(rs->part);
-    free(rs->m_started);
-    free(rs->cand);
-    free(rs->cand_labels);
+    free(rs->part); /* and cand, cand_labels, m_started */
     free(rs->alive);
     free(rs->pairs);
     json_decref(rs->bracket);
@@ -444,11 +442,15 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     run->critiques_fresh = false;
     run->round = rs;
     size_t nm = spec->n_members;
-    rs->part = cx_calloc(nm, sizeof *rs->part);
-    rs->cand = cx_calloc(nm, sizeof *rs->cand);
-    rs->cand_labels = cx_calloc(nm, sizeof *rs->cand_labels);
-    rs->m_started = cx_calloc(nm, sizeof *rs->m_started);
-    if (!rs->part || !rs->cand || !rs->cand_labels || !rs->m_started) {
+    /* part, cand, cand_labels, m_started: one zeroed block */
+    rs->part = cx_calloc(nm, sizeof *rs->part + sizeof *rs->cand +
+                                 sizeof *rs->cand_labels + sizeof *rs->m_started);
+    if (rs->part) {
+        rs->cand = rs->part + nm;
+        rs->cand_labels = (const char **)(rs->cand + nm);
+        rs->m_started = (bool *)(rs->cand_labels + nm);
+    }
+    if (!rs->part) {
         fail_run(run, "round %s: out of memory", name);
         return -1;
     }

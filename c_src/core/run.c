@@ -236,10 +236,7 @@ static void run_free(council_run *run)
         if (run->critiques)
             free(run->critiques[i]);
     }
-    free(run->latest);
-    free(run->latest_len);
-    free(run->critiques);
-    free(run->critique_len);
+    free(run->latest); /* and the three arrays in its block */
     watcher *w = run->watchers;
     while (w) {
         watcher *n = w->next;
@@ -247,14 +244,7 @@ static void run_free(council_run *run)
         w = n;
     }
     council_spec_unref(run->spec);
-    free(run->run_id);
-    free(run->topic);
-    free(run->council);
-    free(run->registry);
-    free(run->input_tag);
-    free(run->input_data);
-    free(run->input_text);
-    free(run->user_opts);
+    free(run->strings);
     free(run);
 }
 
@@ -288,24 +278,71 @@ static int check_providers(council_ctx *ctx, const council_spec *spec)
     return 0;
 }
 
-static int copy_input(council_run *run, const council_input *in)
+/* A place in the run's block of strings: n bytes and a NUL. */
+static bool reserve(size_t *total, size_t n)
 {
+    if (n >= SIZE_MAX - *total)
+        return false;
+    *total += n + 1;
+    return true;
+}
+
+static char *put(char **at, const void *p, size_t n)
+{
+    char *d = *at;
+    if (n)
+        memcpy(d, p, n);
+    d[n] = '\0';
+    *at += n + 1;
+    return d;
+}
+
+/* Copy the run's names, input and user_opts into one block (one
+ * allocation instead of eight for every run). */
+static int copy_strings(council_run *run, const council_start_opts *opts,
+                        const void *id, size_t id_len, const char *topic,
+                        size_t topic_len, const char *council, const char *reg)
+{
+    const council_input *in = &opts->input;
     const char *tag = in->tag ? in->tag : "text";
-    run->input_tag = cx_strdup(tag);
-    run->input_data = cx_memdup(in->data ? in->data : "", in->data ? in->len : 0);
-    if (!run->input_tag || !run->input_data)
+    size_t data_len = in->data ? in->len : 0;
+    size_t total = 0;
+    if (!reserve(&total, id_len) || !reserve(&total, topic_len) ||
+        !reserve(&total, strlen(council)) || !reserve(&total, strlen(reg)) ||
+        !reserve(&total, strlen(tag)) || !reserve(&total, data_len) ||
+        (in->text && !reserve(&total, in->text_len)) ||
+        (opts->user_opts && !reserve(&total, opts->user_opts_len)))
         return COUNCIL_ENOMEM;
-    run->input.tag = run->input_tag;
-    run->input.data = run->input_data;
-    run->input.len = in->data ? in->len : 0;
+    char *at = run->strings = malloc(total);
+    if (!at)
+        return COUNCIL_ENOMEM;
+    run->run_id = put(&at, id, id_len);
+    run->run_id_len = id_len;
+    if (topic) {
+        run->topic = put(&at, topic, topic_len);
+    } else {
+        size_t pl = strlen(COUNCIL_TOPIC_PREFIX);
+        run->topic = at;
+        memcpy(at, COUNCIL_TOPIC_PREFIX, pl);
+        at += pl;
+        put(&at, id, id_len);
+    }
+    run->topic_len = topic_len;
+    run->council = put(&at, council, strlen(council));
+    run->registry = put(&at, reg, strlen(reg));
+    run->input.tag = put(&at, tag, strlen(tag));
+    run->input.data = put(&at, in->data ? in->data : "", data_len);
+    run->input.len = data_len;
     if (in->text) {
-        if (!(run->input_text = cx_memdup(in->text, in->text_len)))
-            return COUNCIL_ENOMEM;
-        run->input.text = run->input_text;
+        run->input.text = put(&at, in->text, in->text_len);
         run->input.text_len = in->text_len;
     } else if (strcmp(tag, "text") == 0) {
-        run->input.text = run->input_data;
+        run->input.text = run->input.data;
         run->input.text_len = run->input.len;
+    }
+    if (opts->user_opts) {
+        run->user_opts = put(&at, opts->user_opts, opts->user_opts_len);
+        run->user_opts_len = opts->user_opts_len;
     }
     return 0;
 }
@@ -347,36 +384,22 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
     run->refs = 1;
     run->spec = council_spec_ref(opts->spec);
     size_t nm = opts->spec->n_members;
-    run->run_id = cx_memdup(id, id_len);
-    run->run_id_len = id_len;
-    run->topic_len = topic ? topic_len : strlen(COUNCIL_TOPIC_PREFIX) + id_len;
-    run->topic = malloc(run->topic_len + 1);
-    run->council = cx_strdup(opts->council ? opts->council : opts->spec->id);
-    run->registry = cx_strdup(reg);
-    run->latest = cx_calloc(nm, sizeof *run->latest);
-    run->latest_len = cx_calloc(nm, sizeof *run->latest_len);
-    run->critiques = cx_calloc(nm, sizeof *run->critiques);
-    run->critique_len = cx_calloc(nm, sizeof *run->critique_len);
+    /* latest, critiques, latest_len, critique_len: one zeroed block */
+    void *per_member = cx_calloc(nm, 2 * sizeof(char *) + 2 * sizeof(size_t));
+    if (per_member) {
+        run->latest = per_member;
+        run->critiques = run->latest + nm;
+        run->latest_len = (size_t *)(run->critiques + nm);
+        run->critique_len = run->latest_len + nm;
+    }
     run->kick = cx_timer_new(ctx, kick_cb, run);
     rc = COUNCIL_ENOMEM;
-    if (!run->run_id || !run->topic || !run->council || !run->registry ||
-        !run->latest || !run->latest_len || !run->critiques ||
-        !run->critique_len || !run->kick)
+    if (!per_member || !run->kick)
         goto fail;
-    if (topic) {
-        memcpy(run->topic, topic, topic_len);
-    } else {
-        memcpy(run->topic, COUNCIL_TOPIC_PREFIX, strlen(COUNCIL_TOPIC_PREFIX));
-        memcpy(run->topic + strlen(COUNCIL_TOPIC_PREFIX), id, id_len);
-    }
-    run->topic[run->topic_len] = '\0';
-    if ((rc = copy_input(run, &opts->input)))
+    if ((rc = copy_strings(run, opts, id, id_len, topic,
+                           topic ? topic_len : strlen(COUNCIL_TOPIC_PREFIX) + id_len,
+                           opts->council ? opts->council : opts->spec->id, reg)))
         goto fail;
-    if (opts->user_opts) {
-        if (!(run->user_opts = cx_memdup(opts->user_opts, opts->user_opts_len)))
-            goto fail;
-        run->user_opts_len = opts->user_opts_len;
-    }
     run_result_sync(run);
     if (!topic) {
         rc = registry_put(ctx->reg, reg, strlen(reg), id, id_len, run);
