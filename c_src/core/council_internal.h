@@ -201,7 +201,7 @@ struct council_ctx {
 
 typedef struct mres {
     council_member_result pub;
-    char *member_id;
+    const char *member_id;      /* borrowed: the run's spec */
     char *text;
     size_t text_len;
     char *error;
@@ -211,9 +211,9 @@ typedef struct mres {
 
 typedef struct rres {
     council_round_result pub;
-    char *name;
+    const char *name;           /* borrowed: the run's spec, or static */
     const char *type;
-    mres **members;
+    mres **members;             /* in the rres's block, as the mres are */
     size_t n_members;
     json_t *aggregate;
     char *aggregate_text;
@@ -303,12 +303,15 @@ int run_create_sub(council_ctx *ctx, const council_start_opts *opts,
 const char *run_topic(const council_run *run, size_t *len);
 
 /* results.c */
-mres *mres_new(const char *member_id);
-void mres_free(mres *m);
 void mres_set_text(mres *m, const char *text, size_t len);
 void mres_set_error(mres *m, const char *msg);
 void mres_set_parsed(mres *m, json_t *parsed); /* steals */
+/* A round result with n member results, in one block. name, type and the
+ * member ids (rres_set_member_id, before the result is read) are borrowed:
+ * they must live as long as the run (its spec's names, or static). NULL
+ * when out of memory. */
 rres *rres_new(const char *name, unsigned idx, const char *type, size_t n);
+void rres_set_member_id(rres *r, size_t i, const char *member_id);
 void rres_free(rres *r);
 void rres_set_aggregate(rres *r, json_t *agg); /* steals */
 void rres_set_text(rres *r, const char *text, size_t len);

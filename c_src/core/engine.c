@@ -484,13 +484,8 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         fail_run(run, "round %s: out of memory", name);
         return -1;
     }
-    for (size_t i = 0; i < n_res; i++) {
-        if (!(rs->res->members[i] = mres_new(spec->members[rs->part[i]].id))) {
-            fail_run(run, "round %s: out of memory", name);
-            return -1;
-        }
-        rs->res->n_members = rs->res->pub.n_members = i + 1;
-    }
+    for (size_t i = 0; i < n_res; i++)
+        rres_set_member_id(rs->res, i, spec->members[rs->part[i]].id);
     run_publish(run, COUNCIL_EV_ROUND_STARTED, rs->name, (int)rs->idx, rs->type_name,
                 NULL, NULL, 0, NULL);
     if (ballot && rs->n_cand == 0) {

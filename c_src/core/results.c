@@ -10,29 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-mres *mres_new(const char *member_id)
+static void mres_clear(mres *m)
 {
-    mres *m = calloc(1, sizeof *m);
-    if (!m)
-        return NULL;
-    if (!(m->member_id = cx_strdup(member_id))) {
-        free(m);
-        return NULL;
-    }
-    m->pub.member_id = m->member_id;
-    return m;
-}
-
-void mres_free(mres *m)
-{
-    if (!m)
-        return;
-    free(m->member_id);
     free(m->text);
     free(m->error);
     free(m->parsed_text);
     json_decref(m->parsed);
-    free(m);
 }
 
 void mres_set_text(mres *m, const char *text, size_t len)
@@ -63,23 +46,31 @@ void mres_set_parsed(mres *m, json_t *parsed)
 
 rres *rres_new(const char *name, unsigned idx, const char *type, size_t n)
 {
-    rres *r = calloc(1, sizeof *r);
+    size_t each = sizeof(mres *) + sizeof(mres);
+    if (!name || n > (SIZE_MAX - sizeof(rres)) / each)
+        return NULL;
+    rres *r = calloc(1, sizeof *r + n * each);
     if (!r)
         return NULL;
-    r->name = cx_strdup(name);
-    r->members = cx_calloc(n, sizeof *r->members);
-    if (!r->name || !r->members) {
-        free(r->name);
-        free(r->members);
-        free(r);
-        return NULL;
-    }
+    r->members = (mres **)(r + 1);
+    mres *m = (mres *)(r->members + n);
+    for (size_t i = 0; i < n; i++)
+        r->members[i] = &m[i];
+    r->n_members = n;
+    r->name = name;
     r->type = type;
-    r->pub.name = r->name;
+    r->pub.name = name;
     r->pub.idx = idx;
     r->pub.type = type;
+    r->pub.n_members = n;
     r->pub.members = (const council_member_result *const *)r->members;
     return r;
+}
+
+void rres_set_member_id(rres *r, size_t i, const char *member_id)
+{
+    r->members[i]->member_id = member_id;
+    r->members[i]->pub.member_id = member_id;
 }
 
 void rres_free(rres *r)
@@ -87,9 +78,7 @@ void rres_free(rres *r)
     if (!r)
         return;
     for (size_t i = 0; i < r->n_members; i++)
-        mres_free(r->members[i]);
-    free(r->members);
-    free(r->name);
+        mres_clear(r->members[i]);
     free(r->text);
     free(r->aggregate_text);
     json_decref(r->aggregate);
