@@ -114,11 +114,13 @@ void run_publish(council_run *run, council_event_type type, const char *round,
 
 /* --------------------------------------------------------------- results */
 
+/* Room for need elements. Starts small: most runs have a few rounds and
+ * no errors, and every running run holds these arrays. */
 static int grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
-    size_t nc = *cap ? *cap * 2 : 8;
+    size_t nc = *cap ? *cap * 2 : 2;
     while (nc < need)
         nc *= 2;
     void *n = realloc(*arr, nc * elem);
