@@ -232,13 +232,19 @@ struct frame;        /* engine.c */
 
 struct council_run {
     int refs;
+    council_status status;
     council_ctx *ctx;           /* NULL once detached by ctx free */
     struct council_run *prev, *next;        /* ctx->runs */
     struct council_run *ret_prev, *ret_next; /* ctx retained list */
     bool registered, retained, in_ret_list;
+    bool critiques_fresh;       /* set by a critique round, for the next one */
+    bool chair_done;            /* engine: the chair's round has started */
+    unsigned depth;             /* 0; a sub-council's run: parent's + 1 */
+    unsigned rounds_completed;
+    unsigned next_round_idx;
     /* run_id, topic, council, registry, the input's tag, data and text,
-     * and user_opts are NUL-terminated copies in one block: strings */
-    char *strings;
+     * and user_opts are NUL-terminated copies in one block that starts
+     * with run_id (freed through it) */
     char *run_id;
     size_t run_id_len;
     char *topic;
@@ -250,14 +256,11 @@ struct council_run {
     void *user_opts;            /* NULL when none was given */
     size_t user_opts_len;
     void *user_data;
-    council_status status;
     int64_t started_at;
     uint64_t seq;
-    unsigned depth;             /* 0; a sub-council's run: parent's + 1 */
-    unsigned rounds_completed;
-    unsigned next_round_idx;
     /* results */
-    council_result result;      /* pub view, rebuilt by run_result_sync */
+    council_result result;      /* pub view, rebuilt by run_result_sync;
+                                   result.final_text is owned */
     rres **rounds;              /* completed rounds, in order */
     const council_round_result **round_pubs;
     size_t n_rounds, cap_rounds;
@@ -265,19 +268,15 @@ struct council_run {
     size_t n_owned, cap_owned;
     char **errors;
     size_t n_errors, cap_errors;
-    char *final_text;
-    size_t final_len;
     /* what members have said: latest answer and latest critique, per
      * member; the four arrays are one block, owned through latest */
     char **latest;
     size_t *latest_len;
     char **critiques;
     size_t *critique_len;
-    bool critiques_fresh;       /* set by a critique round, for the next one */
     /* engine */
     struct frame *frames;       /* stack, innermost first */
     struct round_state *round;  /* the round in progress, NULL between */
-    bool chair_done;
     cx_timer *kick;
     uint64_t ret_expires;       /* loop time (ms) its retention ends */
     watcher *watchers;

@@ -829,8 +829,8 @@ static void complete_run(council_run *run)
     if (run->n_rounds > 0) {
         rres *last = run->rounds[run->n_rounds - 1];
         if (last->text) {
-            run->final_text = cx_memdup(last->text, last->text_len);
-            run->final_len = run->final_text ? last->text_len : 0;
+            run->result.final_text = cx_memdup(last->text, last->text_len);
+            run->result.final_len = run->result.final_text ? last->text_len : 0;
         }
     }
     run_finish(run, COUNCIL_COMPLETED);

@@ -133,8 +133,6 @@ static int grow(void **arr, size_t *cap, size_t need, size_t elem)
 
 void run_result_sync(council_run *run)
 {
-    run->result.final_text = run->final_text;
-    run->result.final_len = run->final_len;
     run->result.n_rounds = run->n_rounds;
     run->result.rounds = run->round_pubs;
     run->result.n_errors = run->n_errors;
@@ -230,7 +228,7 @@ static void run_free(council_run *run)
     for (size_t i = 0; i < run->n_errors; i++)
         free(run->errors[i]);
     free(run->errors);
-    free(run->final_text);
+    free((char *)run->result.final_text);
     size_t nm = run->spec ? run->spec->n_members : 0;
     for (size_t i = 0; i < nm; i++) {
         if (run->latest)
@@ -246,7 +244,7 @@ static void run_free(council_run *run)
         w = n;
     }
     council_spec_unref(run->spec);
-    free(run->strings);
+    free(run->run_id); /* the block of strings */
     free(run);
 }
 
@@ -315,7 +313,7 @@ static int copy_strings(council_run *run, const council_start_opts *opts,
         (in->text && !reserve(&total, in->text_len)) ||
         (opts->user_opts && !reserve(&total, opts->user_opts_len)))
         return COUNCIL_ENOMEM;
-    char *at = run->strings = malloc(total);
+    char *at = malloc(total); /* run_id first: freed through it */
     if (!at)
         return COUNCIL_ENOMEM;
     run->run_id = put(&at, id, id_len);
