@@ -45,6 +45,7 @@ static void close_timer(cn_conn *c)
         c->timer_closed = 1;
         uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         uv_close((uv_handle_t *)&c->flusher, on_handle_closed);
+        uv_close((uv_handle_t *)&c->preflush, on_handle_closed);
     }
 }
 
@@ -57,6 +58,7 @@ static void flush_pending(cn_conn *c)
     if (c->pend_len == 0 || c->tcp_closed)
         return;
     uv_check_stop(&c->flusher);
+    uv_prepare_stop(&c->preflush);
     wreq *w = malloc(sizeof *w);
     if (!w) {
         fail_send(c, "out of memory");
@@ -77,7 +79,15 @@ static void flush_pending(cn_conn *c)
     }
 }
 
+/* Frames queued by poll callbacks (replies) leave in the check phase of
+ * the same iteration; frames queued by timers and idle work (events) leave
+ * in the prepare phase, before the loop blocks in poll. */
 static void on_flush(uv_check_t *h)
+{
+    flush_pending(h->data);
+}
+
+static void on_preflush(uv_prepare_t *h)
 {
     flush_pending(h->data);
 }
@@ -194,8 +204,10 @@ static int send_raw(cn_conn *c, const void *data, size_t len)
         c->pend_cap = cap;
     }
     memcpy(c->pend + c->pend_len, data, len);
-    if (c->pend_len == 0)
+    if (c->pend_len == 0) {
         uv_check_start(&c->flusher, on_flush);
+        uv_prepare_start(&c->preflush, on_preflush);
+    }
     c->pend_len += len;
     c->outq_bytes += len;
     c->last_write = uv_now(c->tcp.loop);
@@ -455,7 +467,9 @@ static void start_timer(cn_conn *c, uv_loop_t *loop)
     c->timer.data = c;
     uv_check_init(loop, &c->flusher);
     c->flusher.data = c;
-    c->handles_open = 3;
+    uv_prepare_init(loop, &c->preflush);
+    c->preflush.data = c;
+    c->handles_open = 4;
     c->last_read = c->last_write = uv_now(loop);
     uv_timer_start(&c->timer, on_timer, c->lim.hs_timeout_ms, 0);
 }

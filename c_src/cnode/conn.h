@@ -71,7 +71,8 @@ struct cn_conn {
     unsigned char *in;
     size_t in_len, in_cap;
     size_t outq_bytes;     /* pending + handed to libuv, not yet written */
-    uv_check_t flusher;    /* writes `pend` once per loop iteration */
+    uv_check_t flusher;    /* writes `pend` after the poll phase ... */
+    uv_prepare_t preflush; /* ... and before it, so nothing waits on poll */
     unsigned char *pend;   /* frames queued since the last flush */
     size_t pend_len, pend_cap;
     uint64_t last_read, last_write;
