@@ -25,6 +25,11 @@ typedef struct cn_bridge {
     cn_proc *service;        /* holds the monitors on remote subscribers */
     struct cn_rsubs *subs;   /* remote subscriptions */
     size_t runs_alive;       /* run processes alive */
+    /* Runs whose end the core reported, finished from one zero timer after
+     * their events are flushed (run_proc.c; set up on the first run). */
+    uv_timer_t end_timer;
+    int end_timer_ready;
+    cn_dl ending;
 } cn_bridge;
 
 #endif

@@ -14,6 +14,13 @@
  * so the per-peer cap on links and monitors does not bound these. */
 #define MAX_AWAITERS 10000
 
+/* The pid serving the run's beam members and our monitor on it. */
+struct member_server {
+    cn_pid pid;
+    size_t ref_len;
+    unsigned char ref[];
+};
+
 typedef struct inflight {
     uint64_t id;
     council_call *call;
@@ -23,16 +30,14 @@ struct cn_run_proc {
     cn_bridge *b;
     council_run *run;          /* one reference */
     cn_proc *proc;             /* NULL once the process has exited */
-    uv_timer_t *end_timer;     /* armed when the core reports the end */
+    cn_dl end_link;            /* in b->ending once the core reported the end */
+    int ending;
     cn_gen_from **awaiters;
     size_t n_await, cap_await;
     ei_x_buff reason;          /* exit reason chosen before the end */
     int has_reason;
     int watching;
-    int has_server;
-    cn_pid server;
-    unsigned char server_ref[CN_NODE_REF_MAX];
-    size_t server_ref_len;
+    struct member_server *server; /* NULL: none given, or it went down */
     inflight *calls;
     size_t n_calls, cap_calls;
 };
@@ -90,23 +95,9 @@ static void free_awaiters(cn_run_proc *rp)
 
 /* ---------------------------------------------------------- the end */
 
-static void timer_closed(uv_handle_t *h)
+/* Answers the awaiters and ends the process (terminate() frees rp). */
+static void finish(cn_run_proc *rp)
 {
-    free(h);
-}
-
-/* After the core's end: hand every queued event to the connections first,
- * so subscribers see the terminal event before the DOWN / EXIT / reply. */
-static void end_fire(uv_timer_t *t)
-{
-    cn_run_proc *rp = t->data;
-    if (!rp || !rp->proc)
-        return;
-    council_ctx_flush(rp->b->ctx);
-    /* Had the flush ended this process, terminate() freed rp: read the
-     * timer (alive until its close callback), not rp. */
-    if (!t->data)
-        return;
     cn_node *n = rp->b->node;
     ei_x_buff x;
     if (ei_x_new(&x) == 0) {
@@ -118,8 +109,33 @@ static void end_fire(uv_timer_t *t)
     free_awaiters(rp);
     if (ei_x_new(&x) == 0) {
         encode_exit_reason(rp, &x);
-        cn_node_exit(n, rp->proc, cn_x_slice(&x)); /* runs terminate() */
+        cn_node_exit(n, rp->proc, cn_x_slice(&x));
         ei_x_free(&x);
+    }
+}
+
+/* After the core's end: hand every queued event to the connections first,
+ * so subscribers see the terminal event before the DOWN / EXIT / reply.
+ * A process that ends meanwhile leaves the list in terminate(). */
+static void end_fire(uv_timer_t *t)
+{
+    cn_bridge *b = t->data;
+    while (!cn_dl_empty(&b->ending)) {
+        council_ctx_flush(b->ctx);
+        cn_dl batch;
+        cn_dl_init(&batch);
+        while (!cn_dl_empty(&b->ending)) {
+            cn_dl *e = b->ending.next;
+            cn_dl_del(e);
+            cn_dl_push(&batch, e);
+        }
+        while (!cn_dl_empty(&batch)) {
+            cn_run_proc *rp = cn_dl_entry(batch.next, cn_run_proc, end_link);
+            cn_dl_del(&rp->end_link);
+            rp->ending = 0;
+            if (rp->proc)
+                finish(rp);
+        }
     }
 }
 
@@ -128,9 +144,11 @@ static void on_run_end(council_run *run, void *arg)
     (void)run;
     cn_run_proc *rp = arg;
     rp->watching = 0;
-    if (!rp->proc || !rp->end_timer)
+    if (!rp->proc || rp->ending)
         return;
-    uv_timer_start(rp->end_timer, end_fire, 0, 0);
+    rp->ending = 1;
+    cn_dl_push(&rp->b->ending, &rp->end_link);
+    uv_timer_start(&rp->b->end_timer, end_fire, 0, 0);
 }
 
 /* ------------------------------------------------------------ gen_server */
@@ -249,10 +267,10 @@ static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
     (void)n;
     (void)who;
     cn_run_proc *rp = cn_gen_state(p);
-    if (rp->has_server && ref.len == rp->server_ref_len &&
-        memcmp(ref.p, rp->server_ref, ref.len) == 0) {
-        rp->server_ref_len = 0;
-        rp->has_server = 0;
+    if (rp->server && ref.len == rp->server->ref_len &&
+        memcmp(ref.p, rp->server->ref, ref.len) == 0) {
+        free(rp->server);
+        rp->server = NULL;
         cn_beam_provider_server_down(rp, reason);
     }
 }
@@ -288,10 +306,9 @@ static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
         council_call_unref(rp->calls[i].call);
     free(rp->calls);
     free_awaiters(rp);
-    if (rp->end_timer) {
-        rp->end_timer->data = NULL;
-        uv_close((uv_handle_t *)rp->end_timer, timer_closed);
-    }
+    if (rp->ending)
+        cn_dl_del(&rp->end_link);
+    free(rp->server);
     council_run_set_user_data(rp->run, NULL);
     council_run_unref(rp->run);
     if (rp->has_reason)
@@ -313,17 +330,18 @@ static const cn_gen_ops run_ops = {
 
 cn_proc *cn_run_proc_spawn(cn_bridge *b, council_run *run, const cn_pid *member_server)
 {
+    if (!b->end_timer_ready) {
+        uv_timer_init(cn_node_loop(b->node), &b->end_timer);
+        uv_unref((uv_handle_t *)&b->end_timer); /* runs keep the loop busy, not it */
+        b->end_timer.data = b;
+        cn_dl_init(&b->ending);
+        b->end_timer_ready = 1;
+    }
     cn_run_proc *rp = calloc(1, sizeof *rp);
     if (!rp)
         return NULL;
     rp->b = b;
-    rp->end_timer = malloc(sizeof *rp->end_timer);
-    if (!rp->end_timer) {
-        free(rp);
-        return NULL;
-    }
-    uv_timer_init(cn_node_loop(b->node), rp->end_timer);
-    rp->end_timer->data = rp;
+    cn_dl_init(&rp->end_link);
     rp->run = council_run_ref(run);
     if (council_run_watch(run, on_run_end, rp) == 0)
         rp->watching = 1;
@@ -333,8 +351,6 @@ cn_proc *cn_run_proc_spawn(cn_bridge *b, council_run *run, const cn_pid *member_
         /* terminate() never ran: undo by hand. */
         if (rp->watching)
             council_run_unwatch(run, on_run_end, rp);
-        rp->end_timer->data = NULL;
-        uv_close((uv_handle_t *)rp->end_timer, timer_closed);
         council_run_unref(run);
         b->runs_alive--;
         free(rp);
@@ -342,11 +358,16 @@ cn_proc *cn_run_proc_spawn(cn_bridge *b, council_run *run, const cn_pid *member_
     }
     council_run_set_user_data(run, rp);
     if (member_server) {
-        rp->has_server = 1;
-        rp->server = *member_server;
-        size_t len = sizeof rp->server_ref;
-        if (cn_node_monitor(b->node, rp->proc, member_server, rp->server_ref, &len) == 0)
-            rp->server_ref_len = len;
+        /* Without a monitor a dead server could not be noticed: then the
+         * run has none, and its beam members fail with a clear error. */
+        unsigned char ref[CN_NODE_REF_MAX];
+        size_t len = sizeof ref;
+        if (cn_node_monitor(b->node, rp->proc, member_server, ref, &len) == 0 &&
+            (rp->server = malloc(sizeof *rp->server + len)) != NULL) {
+            rp->server->pid = *member_server;
+            rp->server->ref_len = len;
+            memcpy(rp->server->ref, ref, len);
+        }
     }
     return rp->proc;
 }
@@ -374,7 +395,7 @@ void cn_run_proc_cancel(council_run *run, const cn_slice *reason)
 
 const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp)
 {
-    return rp->has_server ? &rp->server : NULL;
+    return rp->server ? &rp->server->pid : NULL;
 }
 
 cn_proc *cn_run_proc_proc(const cn_run_proc *rp)
