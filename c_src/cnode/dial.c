@@ -12,10 +12,9 @@ static void on_timer_closed(uv_handle_t *h)
     free(h->data);
 }
 
-/* Drops everything the dial holds; the memory goes with the timer. */
-static void release(cn_dial *d)
+/* Stops the attempt in flight: name lookup, epmd query or connection. */
+static void stop_attempt(cn_dial *d)
 {
-    d->state = CN_DIAL_DONE;
     if (d->gai) {
         d->gai->data = NULL; /* the callback only frees the request */
         uv_cancel((uv_req_t *)d->gai);
@@ -32,6 +31,13 @@ static void release(cn_dial *d)
         c->ud = NULL;
         cn_conn_close(c, NULL);
     }
+}
+
+/* Drops everything the dial holds; the memory goes with the timer. */
+static void release(cn_dial *d)
+{
+    d->state = CN_DIAL_DONE;
+    stop_attempt(d);
     while (d->head) {
         cn_dial_frame *f = d->head;
         d->head = f->next;
@@ -259,22 +265,7 @@ void cn_dial_yield(cn_dial *d)
     cn_log_info("simultaneous connect with %s: waiting for its connection",
                 d->peer_name);
     d->state = CN_DIAL_YIELDED;
-    if (d->gai) {
-        d->gai->data = NULL;
-        uv_cancel((uv_req_t *)d->gai);
-        d->gai = NULL;
-    }
-    if (d->epmd) {
-        cn_epmd_lookup_cancel(d->epmd);
-        d->epmd = NULL;
-    }
-    if (d->conn) {
-        cn_conn *c = d->conn;
-        d->conn = NULL;
-        memset(&c->cbs, 0, sizeof c->cbs);
-        c->ud = NULL;
-        cn_conn_close(c, NULL);
-    }
+    stop_attempt(d);
     if (!d->fail_why)
         uv_timer_start(&d->timer, on_deadline, d->env->lim->hs_timeout_ms, 0);
 }

@@ -15,17 +15,6 @@ defmodule CNode.DialTest do
   def start(node, opts),
     do: GenServer.call({:council_ex, node}, {:start, Map.merge(%{input: "What is 2+2?"}, opts)})
 
-  def events(acc \\ []) do
-    receive do
-      e when is_tuple(e) and elem(e, 0) in [:run_started, :round_started, :member_started,
-                                             :member_token, :member_completed, :round_completed,
-                                             :run_completed, :run_failed, :run_cancelled] ->
-        if elem(e, 0) in [:run_completed, :run_failed, :run_cancelled],
-          do: Enum.reverse([e | acc]), else: events([e | acc])
-    after
-      10_000 -> {:timeout, Enum.reverse(acc)}
-    end
-  end
 
   # Code that runs on the second node: a member server and an event
   # forwarder (compiled here, loaded there).

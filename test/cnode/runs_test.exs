@@ -24,17 +24,6 @@ defmodule CNode.RunsTest do
   def start(node, opts, op \\ :start),
     do: GenServer.call({:council_ex, node}, {op, Map.merge(%{input: "What is 2+2?"}, opts)})
 
-  def events(acc \\ []) do
-    receive do
-      e when is_tuple(e) and elem(e, 0) in [:run_started, :round_started, :member_started,
-                                             :member_token, :member_completed, :round_completed,
-                                             :run_completed, :run_failed, :run_cancelled] ->
-        if elem(e, 0) in [:run_completed, :run_failed, :run_cancelled],
-          do: Enum.reverse([e | acc]), else: events([e | acc])
-    after
-      5_000 -> {:timeout, Enum.reverse(acc)}
-    end
-  end
 
   setup_all do
     info = start_node()
@@ -46,7 +35,7 @@ defmodule CNode.RunsTest do
     input = {:question, "What is 2+2?", [1, 2]}
     {:ok, pid} = start(i.node, %{spec: spec(), input: input, subscribe: [self()]})
     assert node(pid) == i.node
-    evs = events()
+    evs = events(5_000)
     assert is_list(evs)
     assert [{:run_started, run_id, "demo", ^input} | _] = evs
     assert is_binary(run_id) and byte_size(run_id) == 22
@@ -181,7 +170,7 @@ defmodule CNode.RunsTest do
     # reply could find the run gone: :noproc).
     Process.flag(:trap_exit, true)
     {:ok, pid} = start(i.node, %{spec: failing, subscribe: [self()]}, :start_link)
-    evs = events()
+    evs = events(5_000)
     assert {:run_failed, _, [_ | _] = errors, %{errors: errors}} = List.last(evs)
     assert_receive {:EXIT, ^pid, {:shutdown, {:failed, ^errors}}}, 5_000
     Process.flag(:trap_exit, false)
@@ -254,7 +243,7 @@ defmodule CNode.RunsTest do
     {:ok, pid} = start(i.node, %{spec: beam_spec, member_server: server, subscribe: [self()]})
     ref = Process.monitor(pid)
     send(server, :go)
-    evs = events()
+    evs = events(5_000)
     assert {:run_completed, _, %{final: "echo: What is 2+2? (Echo)"}} = List.last(evs)
     assert Enum.any?(evs, &match?({:member_token, _, _, "elixir", "echo"}, &1))
     assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
@@ -262,7 +251,7 @@ defmodule CNode.RunsTest do
     dying = spawn(fn -> receive do _ -> exit(:boom) end end)
     {:ok, _} = start(i.node, %{spec: Map.put(beam_spec, :limits, %{max_attempts: 1}),
                                member_server: dying, subscribe: [self()]})
-    evs = events()
+    evs = events(5_000)
     assert {:run_failed, _, errors, _} = List.last(evs)
     assert Enum.any?(errors, &(&1 =~ "beam provider: member server down: boom"))
   end

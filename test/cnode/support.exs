@@ -68,6 +68,23 @@ defmodule CNodeTest do
                              num::32, serial::32, creation::32>>)
   end
 
+  @run_events [:run_started, :round_started, :member_started, :member_token,
+                :member_completed, :round_completed, :run_completed, :run_failed,
+                :run_cancelled]
+  @terminal [:run_completed, :run_failed, :run_cancelled]
+
+  @doc "Collects run events up to the terminal one; {:timeout, so_far} if it does not come."
+  def events(timeout \\ 10_000, acc \\ []) do
+    receive do
+      e when is_tuple(e) and elem(e, 0) in @run_events ->
+        if elem(e, 0) in @terminal,
+          do: Enum.reverse([e | acc]),
+          else: events(timeout, [e | acc])
+    after
+      timeout -> {:timeout, Enum.reverse(acc)}
+    end
+  end
+
   def stats(node) do
     {:ok, s} = GenServer.call({:council_ex, node}, :stats)
     s
