@@ -15,7 +15,7 @@
 
 static void call_free(council_call *c)
 {
-    cx_timer_close(c->timer);
+    cx_timer_fini(&c->timer);
     json_decref(c->request);
     free(c->request_text);
     council_run_unref(c->run);
@@ -54,8 +54,7 @@ static struct task *call_end(council_call *c)
     struct task *task = c->task;
     c->state = CALL_DONE;
     c->task = NULL;
-    if (c->timer)
-        cx_timer_stop(c->timer);
+    cx_timer_stop(&c->timer);
     unlink_call(c);
     return task;
 }
@@ -94,7 +93,7 @@ static void begin(council_call *c)
         return;
     }
     c->state = CALL_ACTIVE;
-    cx_timer_start(c->timer, c->timeout_ms);
+    cx_timer_start(&c->timer, c->timeout_ms);
     council_call_ref(c);
     int rc = c->prov->ops.start(c, c->prov->arg);
     if (rc != 0 && c->state == CALL_ACTIVE)
@@ -138,8 +137,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->round_type = rtype;
     c->attempt = attempt;
     c->timeout_ms = timeout_ms;
-    c->timer = cx_timer_new(run->ctx, on_timer, c);
-    if (!c->timer) {
+    if (cx_timer_init(run->ctx, &c->timer, on_timer, c) != COUNCIL_OK) {
         call_free(c);
         return NULL;
     }
@@ -155,7 +153,7 @@ void call_launch(council_call *c, uint64_t delay_ms)
     if (delay_ms == 0)
         begin(c);
     else
-        cx_timer_start(c->timer, delay_ms);
+        cx_timer_start(&c->timer, delay_ms);
 }
 
 void call_abandon(council_call *c, const char *why)

@@ -61,23 +61,38 @@ void *cx_calloc(size_t n, size_t sz);
 json_t *cx_json_text(const char *s, size_t len);
 
 /* timer.c: one-shot timers of a context, kept in a heap under one uv
- * timer (fired in libuv's order: due time, then start order). cx_timer_new
- * returns NULL when out of memory; starting never fails; starting an armed
- * timer moves it. Close every timer before the context is freed. */
-typedef struct cx_timer cx_timer;
+ * timer (fired in libuv's order: due time, then start order). A timer is
+ * either allocated (cx_timer_new, NULL when out of memory; cx_timer_close
+ * stops and frees it) or embedded in its owner's struct (cx_timer_init,
+ * COUNCIL_ENOMEM when out of memory; cx_timer_fini stops it and releases
+ * its place, after which starting it does nothing; fini is idempotent and
+ * safe on a zeroed timer). Starting never fails; starting an armed timer
+ * moves it. Close or fini every timer before the context is freed. */
+typedef struct cx_timers cx_timers;
 typedef void (*cx_timer_cb)(void *arg);
-typedef struct cx_timers {
+typedef struct cx_timer {
+    cx_timers *owner;     /* NULL before init, after fini, or once the
+                             context is gone */
+    uint64_t due;         /* loop time, ms */
+    uint64_t seq;         /* start order, ties between equal due times */
+    size_t slot;          /* index in owner->heap, or SIZE_MAX: not armed */
+    cx_timer_cb cb;
+    void *arg;
+} cx_timer;
+struct cx_timers {
     uv_timer_t driver;        /* armed for the earliest timer, if any */
     cx_timer **heap;          /* armed timers, min-heap on (due, seq) */
     size_t n, cap;            /* cap >= n_timers: starting needs no memory */
     size_t n_timers;          /* timers not yet closed */
     uint64_t seq;
     bool firing;
-} cx_timers;
+};
 struct council_ctx;
 void cx_timers_init(cx_timers *ts, uv_loop_t *loop);
 void cx_timers_close(cx_timers *ts); /* closes the uv timer */
 cx_timer *cx_timer_new(struct council_ctx *ctx, cx_timer_cb cb, void *arg);
+int cx_timer_init(struct council_ctx *ctx, cx_timer *t, cx_timer_cb cb, void *arg);
+void cx_timer_fini(cx_timer *t);
 void cx_timer_start(cx_timer *t, uint64_t ms);
 void cx_timer_stop(cx_timer *t);
 void cx_timer_close(cx_timer *t);   /* stop and free; NULL ok */
@@ -277,7 +292,7 @@ struct council_run {
     /* engine */
     struct frame *frames;       /* stack, innermost first */
     struct round_state *round;  /* the round in progress, NULL between */
-    cx_timer *kick;
+    cx_timer kick;              /* schedules engine_pump; fini once ended */
     uint64_t ret_expires;       /* loop time (ms) its retention ends */
     watcher *watchers;
     struct council_call *calls; /* live calls of this run (list) */
@@ -341,7 +356,7 @@ struct council_call {
     size_t request_len;
     size_t streamed;
     uint64_t id;
-    cx_timer *timer;           /* backoff, then timeout */
+    cx_timer timer;            /* backoff, then timeout */
     void *prov_state;          /* for built-in providers */
 };
 

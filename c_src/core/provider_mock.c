@@ -23,7 +23,7 @@
 
 typedef struct mock_call {
     council_call *call;   /* ref held */
-    cx_timer *timer;
+    cx_timer timer;       /* fini'd (zeroed) when the answer is synchronous */
     char *answer;
     size_t len;
     unsigned chunks, sent;
@@ -182,7 +182,7 @@ static int compose(council_call *call, sbuf *b)
 
 static void mock_free(mock_call *mc)
 {
-    cx_timer_close(mc->timer);
+    cx_timer_fini(&mc->timer);
     council_call_unref(mc->call);
     free(mc->answer);
     free(mc);
@@ -227,7 +227,7 @@ static void mock_tick(void *arg)
     council_call *call = mc->call;
     if (mc->sent < mc->chunks && !mc->fail) {
         if (send_chunk(mc))
-            cx_timer_start(mc->timer, mc->step_ms);
+            cx_timer_start(&mc->timer, mc->step_ms);
         return;
     }
     call->prov_state = NULL;
@@ -277,14 +277,13 @@ static int mock_start(council_call *call, void *arg)
         mock_tick(mc);
         return 0;
     }
-    mc->timer = cx_timer_new(call->run->ctx, mock_tick, mc);
-    if (!mc->timer) {
+    if (cx_timer_init(call->run->ctx, &mc->timer, mock_tick, mc) != COUNCIL_OK) {
         call->prov_state = NULL;
         mock_free(mc);
         return COUNCIL_ENOMEM;
     }
     mc->step_ms = mc->chunks ? (uint64_t)lat / (mc->chunks + 1) : (uint64_t)lat;
-    cx_timer_start(mc->timer, mc->step_ms);
+    cx_timer_start(&mc->timer, mc->step_ms);
     return 0;
 }
 

@@ -219,7 +219,7 @@ static void run_free(council_run *run)
         if (run->next)
             run->next->prev = run->prev;
     }
-    cx_timer_close(run->kick);
+    cx_timer_fini(&run->kick);
     for (size_t i = 0; i < run->n_owned; i++)
         rres_free(run->owned[i]);
     free(run->owned);
@@ -264,8 +264,8 @@ static void kick_cb(void *arg)
 
 void run_kick(council_run *run)
 {
-    if (run->kick && !is_terminal(run->status))
-        cx_timer_start(run->kick, 0);
+    if (!is_terminal(run->status))
+        cx_timer_start(&run->kick, 0); /* nothing once fini'd */
 }
 
 /* ------------------------------------------------------------- creating */
@@ -392,9 +392,8 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         run->latest_len = (size_t *)(run->critiques + nm);
         run->critique_len = run->latest_len + nm;
     }
-    run->kick = cx_timer_new(ctx, kick_cb, run);
     rc = COUNCIL_ENOMEM;
-    if (!per_member || !run->kick)
+    if (!per_member || cx_timer_init(ctx, &run->kick, kick_cb, run) != COUNCIL_OK)
         goto fail;
     if ((rc = copy_strings(run, opts, id, id_len, topic,
                            topic ? topic_len : strlen(COUNCIL_TOPIC_PREFIX) + id_len,
@@ -554,8 +553,7 @@ void run_finish(council_run *run, council_status status)
     engine_cancel(run);
     if (run->ctx)
         run->ctx->runs_active--;
-    cx_timer_close(run->kick);
-    run->kick = NULL;
+    cx_timer_fini(&run->kick);
     run_result_sync(run);
     council_event_type t = status == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
                          : status == COUNCIL_FAILED    ? COUNCIL_EV_RUN_FAILED
@@ -602,8 +600,7 @@ void run_detach_all(council_ctx *ctx)
     ctx->runs = NULL;
     while (r) {
         council_run *next = r->next;
-        cx_timer_close(r->kick);
-        r->kick = NULL;
+        cx_timer_fini(&r->kick);
         r->ctx = NULL;
         r->prev = r->next = NULL;
         council_run_unref(r);

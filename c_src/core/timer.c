@@ -16,15 +16,6 @@
 
 #define NOT_ARMED SIZE_MAX
 
-struct cx_timer {
-    cx_timers *owner;     /* NULL once the context is gone */
-    uint64_t due;         /* loop time, ms */
-    uint64_t seq;         /* start order, ties between equal due times */
-    size_t slot;          /* index in owner->heap, or NOT_ARMED */
-    cx_timer_cb cb;
-    void *arg;
-};
-
 static bool before(const cx_timer *a, const cx_timer *b)
 {
     return a->due < b->due || (a->due == b->due && a->seq < b->seq);
@@ -135,7 +126,7 @@ void cx_timers_close(cx_timers *ts)
     uv_close((uv_handle_t *)&ts->driver, NULL);
 }
 
-cx_timer *cx_timer_new(council_ctx *ctx, cx_timer_cb cb, void *arg)
+int cx_timer_init(council_ctx *ctx, cx_timer *t, cx_timer_cb cb, void *arg)
 {
     cx_timers *ts = &ctx->timers;
     if (ts->n_timers == ts->cap) {
@@ -143,18 +134,28 @@ cx_timer *cx_timer_new(council_ctx *ctx, cx_timer_cb cb, void *arg)
         size_t nc = ts->cap ? ts->cap * 2 : 64;
         cx_timer **nh = realloc(ts->heap, nc * sizeof *nh);
         if (!nh)
-            return NULL;
+            return COUNCIL_ENOMEM;
         ts->heap = nh;
         ts->cap = nc;
     }
-    cx_timer *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
     ts->n_timers++;
     t->owner = ts;
+    t->due = t->seq = 0;
     t->slot = NOT_ARMED;
     t->cb = cb;
     t->arg = arg;
+    return COUNCIL_OK;
+}
+
+cx_timer *cx_timer_new(council_ctx *ctx, cx_timer_cb cb, void *arg)
+{
+    cx_timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    if (cx_timer_init(ctx, t, cb, arg) != COUNCIL_OK) {
+        free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -186,12 +187,19 @@ void cx_timer_stop(cx_timer *t)
         driver_arm(ts);
 }
 
+void cx_timer_fini(cx_timer *t)
+{
+    if (!t->owner)
+        return;
+    cx_timer_stop(t);
+    t->owner->n_timers--;
+    t->owner = NULL;
+}
+
 void cx_timer_close(cx_timer *t)
 {
     if (!t)
         return;
-    cx_timer_stop(t);
-    if (t->owner)
-        t->owner->n_timers--;
+    cx_timer_fini(t);
     free(t);
 }
