@@ -37,9 +37,21 @@ typedef struct task {
     size_t n_order;
 } task;
 
+/* What only a pairwise_elimination round needs: one block with its two
+ * arrays. */
+typedef struct pairwise {
+    size_t *alive;          /* candidate indices still in */
+    size_t n_alive;
+    size_t (*pairs)[2];
+    size_t n_pairs;
+    json_t *bracket;
+    bool any_vote;
+} pairwise;
+
+/* A round in progress, allocated in one block with its tasks (except a
+ * pairwise round's, made per level) and its per-member arrays. */
 typedef struct round_state {
     council_run *run;
-    const spec_round *sr;   /* NULL for the chair */
     round_type type;
     const char *type_name;
     const char *name;       /* the spec's (or "chair"): outlives the round */
@@ -47,23 +59,16 @@ typedef struct round_state {
     rres *res;
     const char *instructions;
     size_t n_part;
-    size_t *part;           /* member indices; owns cand, cand_labels and
-                               m_started too (one block) */
+    size_t *part;           /* member indices */
     bool *m_started;
     size_t n_cand;
     size_t *cand;           /* member indices with an answer, spec order */
     const char **cand_labels;
     bool show_crit;
     json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
-    task *tasks;
+    task *tasks;            /* in the block, or a pairwise level's own */
     size_t n_tasks, next, done, active;
-    /* pairwise */
-    size_t *alive;          /* candidate indices still in */
-    size_t n_alive;
-    size_t (*pairs)[2];
-    size_t n_pairs;
-    json_t *bracket;
-    bool any_vote;
+    pairwise *pw;           /* pairwise_elimination only */
 } round_state;
 
 typedef struct frame {
@@ -115,11 +120,11 @@ static void round_state_free(round_state *rs)
         return;
     for (size_t i = 0; i < rs->n_tasks; i++)
         free(rs->tasks[i].order);
-    free(rs->tasks);
-    free(rs->part); /* and cand, cand_labels, m_started */
-    free(rs->alive);
-    free(rs->pairs);
-    json_decref(rs->bracket);
+    if (rs->pw) {
+        free(rs->tasks); /* a level's, never the block's */
+        json_decref(rs->pw->bracket);
+        free(rs->pw);
+    }
     json_decref(rs->prev_round);
     free(rs);
 }
@@ -240,7 +245,7 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
         break;
     case RT_PAIRWISE:
         for (int k = 0; k < 2; k++) {
-            size_t i = rs->cand[rs->pairs[t->match][k]];
+            size_t i = rs->cand[rs->pw->pairs[t->match][k]];
             json_array_append_new(answers, answer_item("label", spec->members[i].label,
                                                        run->latest[i], run->latest_len[i]));
         }
@@ -346,8 +351,8 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
             const char *const *ls = rs->cand_labels;
             size_t n = rs->n_cand;
             if (rs->type == RT_PAIRWISE) {
-                labels[0] = rs->cand_labels[rs->pairs[t->match][0]];
-                labels[1] = rs->cand_labels[rs->pairs[t->match][1]];
+                labels[0] = rs->cand_labels[rs->pw->pairs[t->match][0]];
+                labels[1] = rs->cand_labels[rs->pw->pairs[t->match][1]];
                 ls = labels;
                 n = 2;
             }
@@ -376,14 +381,14 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     }
     if (rs->type == RT_PAIRWISE) {
         if (t->ok) {
-            rs->any_vote = true;
+            rs->pw->any_vote = true;
             if (!mr->parsed)
                 mres_set_parsed(mr, json_pack("{s:[]}", "votes"));
             json_t *votes = json_object_get(mr->parsed, "votes");
             json_array_append_new(
                 votes, json_pack("{s:[s,s],s:s}", "pair",
-                                 rs->cand_labels[rs->pairs[t->match][0]],
-                                 rs->cand_labels[rs->pairs[t->match][1]], "vote",
+                                 rs->cand_labels[rs->pw->pairs[t->match][0]],
+                                 rs->cand_labels[rs->pw->pairs[t->match][1]], "vote",
                                  rs->cand_labels[t->choice]));
             mres_set_parsed(mr, json_incref(mr->parsed)); /* re-render text */
         } else {
@@ -426,13 +431,24 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
                        const char *name, int synth)
 {
     const council_spec *spec = run->spec;
-    round_state *rs = calloc(1, sizeof *rs);
+    size_t nm = spec->n_members;
+    /* the state, then tasks, part, cand, cand_labels, m_started: one zeroed
+     * block (a pairwise round makes its tasks per level) */
+    size_t n_block_tasks = type == RT_PAIRWISE ? 0 : nm;
+    round_state *rs = cx_calloc(1, sizeof *rs + n_block_tasks * sizeof(task) +
+                                       nm * (sizeof *rs->part + sizeof *rs->cand +
+                                             sizeof *rs->cand_labels +
+                                             sizeof *rs->m_started));
     if (!rs) {
         fail_run(run, "round %s: out of memory", name);
         return -1;
     }
+    task *block_tasks = (task *)(rs + 1);
+    rs->part = (size_t *)(block_tasks + n_block_tasks);
+    rs->cand = rs->part + nm;
+    rs->cand_labels = (const char **)(rs->cand + nm);
+    rs->m_started = (bool *)(rs->cand_labels + nm);
     rs->run = run;
-    rs->sr = sr;
     rs->type = type;
     rs->type_name = round_type_name(type);
     rs->name = name;
@@ -441,19 +457,6 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->show_crit = run->critiques_fresh;
     run->critiques_fresh = false;
     run->round = rs;
-    size_t nm = spec->n_members;
-    /* part, cand, cand_labels, m_started: one zeroed block */
-    rs->part = cx_calloc(nm, sizeof *rs->part + sizeof *rs->cand +
-                                 sizeof *rs->cand_labels + sizeof *rs->m_started);
-    if (rs->part) {
-        rs->cand = rs->part + nm;
-        rs->cand_labels = (const char **)(rs->cand + nm);
-        rs->m_started = (bool *)(rs->cand_labels + nm);
-    }
-    if (!rs->part) {
-        fail_run(run, "round %s: out of memory", name);
-        return -1;
-    }
     if (type == RT_SYNTHESIS) {
         int who = synth >= 0 ? synth : spec->chair >= 0 ? spec->chair
                   : sr && sr->gated ? (int)sr->gate[0] : 0;
@@ -493,22 +496,25 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         return -1;
     }
     if (type == RT_PAIRWISE) {
-        rs->alive = cx_calloc(rs->n_cand, sizeof *rs->alive);
-        rs->pairs = cx_calloc(rs->n_cand, sizeof *rs->pairs);
-        rs->bracket = json_array();
-        if (!rs->alive || !rs->pairs || !rs->bracket) {
+        pairwise *pw = cx_calloc(1, sizeof *pw + rs->n_cand * (sizeof *pw->alive +
+                                                               sizeof *pw->pairs));
+        if (!pw) {
+            fail_run(run, "round %s: out of memory", name);
+            return -1;
+        }
+        rs->pw = pw;
+        pw->pairs = (size_t (*)[2])(pw + 1);
+        pw->alive = (size_t *)(pw->pairs + rs->n_cand);
+        pw->bracket = json_array();
+        if (!pw->bracket) {
             fail_run(run, "round %s: out of memory", name);
             return -1;
         }
         for (size_t c = 0; c < rs->n_cand; c++)
-            rs->alive[rs->n_alive++] = c;
+            pw->alive[pw->n_alive++] = c;
         return pairwise_level(rs);
     }
-    rs->tasks = cx_calloc(rs->n_part, sizeof *rs->tasks);
-    if (!rs->tasks) {
-        fail_run(run, "round %s: out of memory", name);
-        return -1;
-    }
+    rs->tasks = block_tasks;
     rs->n_tasks = rs->n_part;
     for (size_t i = 0; i < rs->n_part; i++) {
         rs->tasks[i].rs = rs;
@@ -522,25 +528,26 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
  * match of the level). With one answer left there is nothing to do. */
 static int pairwise_level(round_state *rs)
 {
+    pairwise *pw = rs->pw;
     for (size_t i = 0; i < rs->n_tasks; i++)
         free(rs->tasks[i].order);
     free(rs->tasks);
     rs->tasks = NULL;
     rs->n_tasks = rs->next = rs->done = rs->active = 0;
-    rs->n_pairs = 0;
-    if (rs->n_alive < 2)
+    pw->n_pairs = 0;
+    if (pw->n_alive < 2)
         return 0;
-    for (size_t i = 0; i + 1 < rs->n_alive; i += 2) {
-        rs->pairs[rs->n_pairs][0] = rs->alive[i];
-        rs->pairs[rs->n_pairs][1] = rs->alive[i + 1];
-        rs->n_pairs++;
+    for (size_t i = 0; i + 1 < pw->n_alive; i += 2) {
+        pw->pairs[pw->n_pairs][0] = pw->alive[i];
+        pw->pairs[pw->n_pairs][1] = pw->alive[i + 1];
+        pw->n_pairs++;
     }
-    rs->tasks = cx_calloc(rs->n_pairs * rs->n_part, sizeof *rs->tasks);
+    rs->tasks = cx_calloc(pw->n_pairs * rs->n_part, sizeof *rs->tasks);
     if (!rs->tasks) {
         fail_run(rs->run, "round %s: out of memory", rs->name);
         return -1;
     }
-    rs->n_tasks = rs->n_pairs * rs->n_part;
+    rs->n_tasks = pw->n_pairs * rs->n_part;
     for (size_t k = 0; k < rs->n_tasks; k++) {
         rs->tasks[k].rs = rs;
         rs->tasks[k].match = k / rs->n_part;
@@ -553,10 +560,11 @@ static int pairwise_level(round_state *rs)
 /* Decide the matches of the level just finished. */
 static void pairwise_decide(round_state *rs)
 {
+    pairwise *pw = rs->pw;
     json_t *level = json_array();
     size_t n_new = 0;
-    for (size_t p = 0; p < rs->n_pairs; p++) {
-        size_t a = rs->pairs[p][0], b = rs->pairs[p][1];
+    for (size_t p = 0; p < pw->n_pairs; p++) {
+        size_t a = pw->pairs[p][0], b = pw->pairs[p][1];
         json_int_t va = 0, vb = 0;
         for (size_t k = 0; k < rs->n_tasks; k++) {
             task *t = &rs->tasks[k];
@@ -572,15 +580,15 @@ static void pairwise_decide(round_state *rs)
             level, json_pack("{s:[s,s],s:{s:I,s:I},s:s}", "pair", rs->cand_labels[a],
                              rs->cand_labels[b], "votes", rs->cand_labels[a], va,
                              rs->cand_labels[b], vb, "winner", rs->cand_labels[w]));
-        rs->alive[n_new++] = w;
+        pw->alive[n_new++] = w;
     }
-    if (rs->n_alive % 2) {
-        size_t bye = rs->alive[rs->n_alive - 1];
+    if (pw->n_alive % 2) {
+        size_t bye = pw->alive[pw->n_alive - 1];
         json_array_append_new(level, json_pack("{s:s}", "bye", rs->cand_labels[bye]));
-        rs->alive[n_new++] = bye;
+        pw->alive[n_new++] = bye;
     }
-    rs->n_alive = n_new;
-    json_array_append_new(rs->bracket, level);
+    pw->n_alive = n_new;
+    json_array_append_new(pw->bracket, level);
 }
 
 static bool answers_equal(council_run *run)
@@ -642,7 +650,7 @@ static int finish_round(council_run *run)
             run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
                         rs->type_name, mr->member_id, NULL, 0, &mr->pub);
         }
-        if (rr->n_members > 0 && !rs->any_vote) {
+        if (rr->n_members > 0 && !rs->pw->any_vote) {
             run_push_round(run, rr);
             fail_run(run, "round %s failed: no member succeeded", rs->name);
             return -1;
@@ -743,8 +751,8 @@ static int finish_round(council_run *run)
         break;
     }
     case RT_PAIRWISE: {
-        size_t w = rs->alive[0];
-        rres_set_aggregate(rr, json_pack("{s:O,s:s,s:o}", "bracket", rs->bracket,
+        size_t w = rs->pw->alive[0];
+        rres_set_aggregate(rr, json_pack("{s:O,s:s,s:o}", "bracket", rs->pw->bracket,
                                          "winner", rs->cand_labels[w], "winner_member",
                                          winner_json(run, rs, w)));
         size_t m = rs->cand[w];
