@@ -18,9 +18,10 @@
  * mixed into the 64-bit result. Ids chosen by a client cannot be made to
  * collide without knowing the key.
  *
- * Memory. Per entry: one allocation of 32 bytes of header plus the key
- * bytes (one malloc chunk: 80 bytes for a 36-byte UUID), and 8 to 16 bytes
- * of bucket array while growing (load 1/2..1).
+ * Memory. Per entry: one allocation of 40 bytes of header, plus the key
+ * bytes when they are copied (registry_put: one malloc chunk of 80 bytes
+ * for a 36-byte UUID; registry_put_ref, which points at the caller's bytes:
+ * 48), and 8 to 16 bytes of bucket array while growing (load 1/2..1).
  */
 #include "registry.h"
 
@@ -41,9 +42,10 @@ typedef struct entry {
     struct entry *next;
     uint64_t hash;
     void *value;
+    const unsigned char *key;   /* copy[] or the caller's bytes */
     uint32_t ns;
     uint32_t key_len;
-    unsigned char key[];
+    unsigned char copy[];       /* the key, when registry_put copied it */
 } entry;
 
 typedef struct table {
@@ -364,8 +366,8 @@ static int args_ok(const char **ns, size_t ns_len, const void *key,
     return 1;
 }
 
-int registry_put(registry *r, const char *ns, size_t ns_len,
-                 const void *key, size_t key_len, void *value)
+static int put(registry *r, const char *ns, size_t ns_len, const void *key,
+               size_t key_len, void *value, int copy_key)
 {
     int64_t ns_id;
     uint64_t h;
@@ -387,14 +389,19 @@ int registry_put(registry *r, const char *ns, size_t ns_len,
     if (r->max_entries != 0 && r->count >= r->max_entries)
         return COUNCIL_ELIMIT;
 
-    e = malloc(sizeof *e + key_len);
+    e = malloc(sizeof *e + (copy_key ? key_len : 0));
     if (e == NULL)
         return COUNCIL_ENOMEM;
     e->hash = h;
     e->value = value;
     e->ns = (uint32_t)ns_id;
     e->key_len = (uint32_t)key_len;
-    memcpy(e->key, key, key_len);
+    if (copy_key) {
+        memcpy(e->copy, key, key_len);
+        e->key = e->copy;
+    } else {
+        e->key = key;
+    }
 
     t = rehashing(r) ? &r->t[1] : &r->t[0];
     b = (size_t)h & t->mask;
@@ -404,6 +411,18 @@ int registry_put(registry *r, const char *ns, size_t ns_len,
     r->count++;
     maybe_resize(r);
     return 0;
+}
+
+int registry_put(registry *r, const char *ns, size_t ns_len,
+                 const void *key, size_t key_len, void *value)
+{
+    return put(r, ns, ns_len, key, key_len, value, 1);
+}
+
+int registry_put_ref(registry *r, const char *ns, size_t ns_len,
+                     const void *key, size_t key_len, void *value)
+{
+    return put(r, ns, ns_len, key, key_len, value, 0);
 }
 
 void *registry_get(const registry *r, const char *ns, size_t ns_len,

@@ -34,6 +34,13 @@ void registry_free(registry *r);
 int registry_put(registry *r, const char *ns, size_t ns_len,
                  const void *key, size_t key_len, void *value);
 
+/* registry_put without the copy: the entry points at the caller's key
+ * bytes, which must stay unchanged until the entry is removed or the
+ * registry freed (the run engine passes the run's own id, which outlives
+ * its registration). Same returns as registry_put. */
+int registry_put_ref(registry *r, const char *ns, size_t ns_len,
+                     const void *key, size_t key_len, void *value);
+
 /* Value for key in ns, or NULL when absent. O(1) expected. */
 void *registry_get(const registry *r, const char *ns, size_t ns_len,
                    const void *key, size_t key_len);

@@ -401,7 +401,10 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         goto fail;
     run_result_sync(run);
     if (!topic) {
-        rc = registry_put(ctx->reg, reg, strlen(reg), id, id_len, run);
+        /* the key is the run's own copy of its id: it outlives the entry
+         * (run_unregister removes it before the run can be freed) */
+        rc = registry_put_ref(ctx->reg, reg, strlen(reg), run->run_id, run->run_id_len,
+                              run);
         if (rc)
             goto fail;
         run->registered = true;

@@ -440,6 +440,43 @@ static void foreach_and_get_during_incremental_resize(void **state)
     registry_free(r);
 }
 
+static int foreach_key_is(const char *ns, size_t ns_len, const void *key,
+                          size_t key_len, void *value, void *arg)
+{
+    (void)ns;
+    (void)ns_len;
+    (void)value;
+    assert_int_equal(key_len, 4);
+    *(const void **)arg = key;
+    return 0;
+}
+
+static void put_ref_borrows_the_key_bytes_and_acts_like_put(void **state)
+{
+    registry *r = registry_new(0);
+    char key[] = "ab01", other[] = "ab01";
+    const void *seen = NULL;
+
+    assert_non_null(r);
+    assert_int_equal(registry_put_ref(r, NS, NSL, key, 4, val(1)), 0);
+    /* duplicates are refused whichever way either was put */
+    assert_int_equal(registry_put(r, NS, NSL, other, 4, val(2)), COUNCIL_EEXIST);
+    assert_int_equal(registry_put_ref(r, NS, NSL, other, 4, val(2)), COUNCIL_EEXIST);
+    assert_int_equal(registry_put_ref(r, NS, NSL, NULL, 4, val(2)), COUNCIL_EINVAL);
+    assert_ptr_equal(registry_get(r, NS, NSL, other, 4), val(1));
+    /* the entry's key is the caller's bytes, not a copy */
+    registry_foreach(r, foreach_key_is, &seen);
+    assert_ptr_equal(seen, key);
+    assert_ptr_equal(registry_remove(r, NS, NSL, other, 4), val(1));
+    assert_int_equal(registry_count(r), 0);
+    /* copied and borrowed keys side by side */
+    assert_int_equal(registry_put(r, NS, NSL, "ab02", 4, val(3)), 0);
+    assert_int_equal(registry_put_ref(r, NS, NSL, key, 4, val(4)), 0);
+    assert_ptr_equal(registry_get(r, NS, NSL, "ab02", 4), val(3));
+    assert_ptr_equal(registry_get(r, NS, NSL, "ab01", 4), val(4));
+    registry_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +493,7 @@ int main(void)
         cmocka_unit_test(a_million_entries),
         cmocka_unit_test(churn_across_resizes),
         cmocka_unit_test(foreach_and_get_during_incremental_resize),
+        cmocka_unit_test(put_ref_borrows_the_key_bytes_and_acts_like_put),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
