@@ -129,9 +129,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->run = council_run_ref(run);
     c->task = task;
     c->prov = prov;
-    c->member_id = m->id;
-    c->member_options = m->options_text;
-    c->member_opts = m->options;
+    c->member = m;
     c->round_name = round_name;
     c->round_idx = round_idx;
     c->round_type = rtype;
@@ -229,8 +227,11 @@ const char *council_call_run_id(const council_call *call, size_t *len)
     return council_run_id(call->run, len);
 }
 
-const char *council_call_member_id(const council_call *call) { return call->member_id; }
-const char *council_call_member_options(const council_call *call) { return call->member_options; }
+const char *council_call_member_id(const council_call *call) { return call->member->id; }
+const char *council_call_member_options(const council_call *call)
+{
+    return call->member->options_text;
+}
 const char *council_call_round_name(const council_call *call) { return call->round_name; }
 unsigned council_call_round_idx(const council_call *call) { return call->round_idx; }
 const char *council_call_round_type(const council_call *call) { return call->round_type; }

@@ -338,17 +338,16 @@ struct task; /* engine.c */
 
 struct council_call {
     int refs;
+    call_state state;
     council_run *run;          /* ref held */
     struct council_call *prev, *next;
     struct task *task;         /* NULL once finished/abandoned */
-    call_state state;
     provider *prov;
-    const char *member_id;     /* the spec's; the run keeps it alive */
-    const char *member_options;
-    json_t *member_opts;       /* the same, parsed: the spec's (borrowed) */
+    const spec_member *member; /* the spec's (id, options as text and
+                                  parsed); the run keeps it alive */
     const char *round_name;    /* the spec's (or "chair") */
-    unsigned round_idx;
     const char *round_type;
+    unsigned round_idx;
     unsigned attempt;
     uint64_t timeout_ms;
     json_t *request;           /* before start(), or on first use */

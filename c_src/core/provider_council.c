@@ -62,7 +62,7 @@ static int council_start(council_call *call, void *arg)
     json_t *req = council_call_request_json(call);
     if (!req)
         return COUNCIL_ENOMEM;
-    json_t *jspec = json_object_get(call->member_opts, "spec");
+    json_t *jspec = json_object_get(call->member->options, "spec");
     char *text = jspec ? json_dumps(jspec, JSON_COMPACT) : NULL;
     if (!text) {
         council_call_fail(call, "sub-council: options.spec missing");

@@ -206,7 +206,7 @@ static void on_written(uv_write_t *w, int status)
 static int exec_start(council_call *call, void *arg)
 {
     council_ctx *ctx = arg;
-    json_t *opts = call->member_opts; /* borrowed */
+    json_t *opts = call->member->options; /* borrowed */
     json_t *jargv = json_object_get(opts, "argv");
     size_t argc = json_array_size(jargv);
     if (argc == 0) {

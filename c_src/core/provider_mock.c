@@ -95,7 +95,7 @@ static void compose_from(council_call *call, json_t *req, sbuf *b)
 {
     const char *mid = council_call_member_id(call);
     const char *type = council_call_round_type(call);
-    json_t *mo = call->member_opts; /* borrowed */
+    json_t *mo = call->member->options; /* borrowed */
     json_t *answers = json_object_get(req, "answers");
     size_t n = json_array_size(answers);
     char line[512];
@@ -246,7 +246,7 @@ static void mock_tick(void *arg)
 static int mock_start(council_call *call, void *arg)
 {
     (void)arg;
-    json_t *mo = call->member_opts; /* borrowed */
+    json_t *mo = call->member->options; /* borrowed */
     unsigned attempt = council_call_attempt(call);
     bool hang = in_list(json_object_get(mo, "hang_attempts"), attempt);
     bool fail = in_list(json_object_get(mo, "fail_attempts"), attempt);
