@@ -258,8 +258,8 @@ struct council_run {
     unsigned rounds_completed;
     unsigned next_round_idx;
     /* run_id, topic, council, registry, the input's tag, data and text,
-     * and user_opts are NUL-terminated copies in one block that starts
-     * with run_id (freed through it) */
+     * and user_opts are NUL-terminated copies in the run's own block (the
+     * id of a run with its own topic is that topic's tail) */
     char *run_id;
     size_t run_id_len;
     char *topic;
@@ -284,7 +284,7 @@ struct council_run {
     char **errors;
     size_t n_errors, cap_errors;
     /* what members have said: latest answer and latest critique, per
-     * member; the four arrays are one block, owned through latest */
+     * member; the four arrays are in the run's block */
     char **latest;
     size_t *latest_len;
     char **critiques;

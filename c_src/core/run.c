@@ -236,7 +236,7 @@ static void run_free(council_run *run)
         if (run->critiques)
             free(run->critiques[i]);
     }
-    free(run->latest); /* and the three arrays in its block */
+    /* the per-member arrays and the strings are in the run's block */
     watcher *w = run->watchers;
     while (w) {
         watcher *n = w->next;
@@ -244,7 +244,6 @@ static void run_free(council_run *run)
         w = n;
     }
     council_spec_unref(run->spec);
-    free(run->run_id); /* the block of strings */
     free(run);
 }
 
@@ -297,36 +296,42 @@ static char *put(char **at, const void *p, size_t n)
     return d;
 }
 
-/* Copy the run's names, input and user_opts into one block (one
- * allocation instead of eight for every run). */
-static int copy_strings(council_run *run, const council_start_opts *opts,
-                        const void *id, size_t id_len, const char *topic,
-                        size_t topic_len, const char *council, const char *reg)
+/* Room for the run's names, input and user_opts (see copy_strings), added
+ * to *total; false when it overflows. */
+static bool strings_size(size_t *total, const council_start_opts *opts, size_t id_len,
+                         const char *topic, size_t topic_len, const char *council,
+                         const char *reg)
+{
+    const council_input *in = &opts->input;
+    const char *tag = in->tag ? in->tag : "text";
+    return (!topic || reserve(total, id_len)) && reserve(total, topic_len) &&
+           reserve(total, strlen(council)) && reserve(total, strlen(reg)) &&
+           reserve(total, strlen(tag)) && reserve(total, in->data ? in->len : 0) &&
+           (!in->text || reserve(total, in->text_len)) &&
+           (!opts->user_opts || reserve(total, opts->user_opts_len));
+}
+
+/* Copy the run's names, input and user_opts to at, which has the room
+ * strings_size counted. A run with its own topic ("council:run:<id>")
+ * keeps its id as the topic's tail rather than twice. */
+static void copy_strings(council_run *run, char *at, const council_start_opts *opts,
+                         const void *id, size_t id_len, const char *topic,
+                         size_t topic_len, const char *council, const char *reg)
 {
     const council_input *in = &opts->input;
     const char *tag = in->tag ? in->tag : "text";
     size_t data_len = in->data ? in->len : 0;
-    size_t total = 0;
-    if (!reserve(&total, id_len) || !reserve(&total, topic_len) ||
-        !reserve(&total, strlen(council)) || !reserve(&total, strlen(reg)) ||
-        !reserve(&total, strlen(tag)) || !reserve(&total, data_len) ||
-        (in->text && !reserve(&total, in->text_len)) ||
-        (opts->user_opts && !reserve(&total, opts->user_opts_len)))
-        return COUNCIL_ENOMEM;
-    char *at = malloc(total); /* run_id first: freed through it */
-    if (!at)
-        return COUNCIL_ENOMEM;
-    run->run_id = put(&at, id, id_len);
-    run->run_id_len = id_len;
     if (topic) {
+        run->run_id = put(&at, id, id_len);
         run->topic = put(&at, topic, topic_len);
     } else {
         size_t pl = strlen(COUNCIL_TOPIC_PREFIX);
         run->topic = at;
         memcpy(at, COUNCIL_TOPIC_PREFIX, pl);
         at += pl;
-        put(&at, id, id_len);
+        run->run_id = put(&at, id, id_len);
     }
+    run->run_id_len = id_len;
     run->topic_len = topic_len;
     run->council = put(&at, council, strlen(council));
     run->registry = put(&at, reg, strlen(reg));
@@ -344,7 +349,6 @@ static int copy_strings(council_run *run, const council_start_opts *opts,
         run->user_opts = put(&at, opts->user_opts, opts->user_opts_len);
         run->user_opts_len = opts->user_opts_len;
     }
-    return 0;
 }
 
 /* Create a run. topic NULL: the run's own topic, and the run is
@@ -378,26 +382,29 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
     if (!topic && registry_get(ctx->reg, reg, strlen(reg), id, id_len))
         return COUNCIL_EEXIST;
 
-    council_run *run = calloc(1, sizeof *run);
+    /* one zeroed block: the run; latest, critiques, latest_len and
+     * critique_len (a slot per member); the strings */
+    size_t nm = opts->spec->n_members;
+    size_t per_member = nm * (2 * sizeof(char *) + 2 * sizeof(size_t));
+    const char *council = opts->council ? opts->council : opts->spec->id;
+    if (!topic)
+        topic_len = strlen(COUNCIL_TOPIC_PREFIX) + id_len;
+    size_t total = sizeof(council_run) + per_member;
+    if (!strings_size(&total, opts, id_len, topic, topic_len, council, reg))
+        return COUNCIL_ENOMEM;
+    council_run *run = calloc(1, total);
     if (!run)
         return COUNCIL_ENOMEM;
     run->refs = 1;
     run->spec = council_spec_ref(opts->spec);
-    size_t nm = opts->spec->n_members;
-    /* latest, critiques, latest_len, critique_len: one zeroed block */
-    void *per_member = cx_calloc(nm, 2 * sizeof(char *) + 2 * sizeof(size_t));
-    if (per_member) {
-        run->latest = per_member;
-        run->critiques = run->latest + nm;
-        run->latest_len = (size_t *)(run->critiques + nm);
-        run->critique_len = run->latest_len + nm;
-    }
+    run->latest = (char **)(run + 1);
+    run->critiques = run->latest + nm;
+    run->latest_len = (size_t *)(run->critiques + nm);
+    run->critique_len = run->latest_len + nm;
+    copy_strings(run, (char *)(run + 1) + per_member, opts, id, id_len, topic, topic_len,
+                 council, reg);
     rc = COUNCIL_ENOMEM;
-    if (!per_member || cx_timer_init(ctx, &run->kick, kick_cb, run) != COUNCIL_OK)
-        goto fail;
-    if ((rc = copy_strings(run, opts, id, id_len, topic,
-                           topic ? topic_len : strlen(COUNCIL_TOPIC_PREFIX) + id_len,
-                           opts->council ? opts->council : opts->spec->id, reg)))
+    if (cx_timer_init(ctx, &run->kick, kick_cb, run) != COUNCIL_OK)
         goto fail;
     run_result_sync(run);
     if (!topic) {
