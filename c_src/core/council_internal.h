@@ -214,26 +214,19 @@ struct council_ctx {
 
 /* ----------------------------------------------------------------- runs */
 
+/* The public views hold the results' own fields: mres and rres own the
+ * pub's text, error, parsed_json and aggregate_json (freed through them);
+ * member_id, name and type are borrowed (the run's spec, or static). */
 typedef struct mres {
     council_member_result pub;
-    const char *member_id;      /* borrowed: the run's spec */
-    char *text;
-    size_t text_len;
-    char *error;
     json_t *parsed;
-    char *parsed_text;
 } mres;
 
 typedef struct rres {
     council_round_result pub;
-    const char *name;           /* borrowed: the run's spec, or static */
-    const char *type;
-    mres **members;             /* in the rres's block, as the mres are */
-    size_t n_members;
+    mres **members;             /* = pub.members, in the rres's block, as
+                                   the mres are */
     json_t *aggregate;
-    char *aggregate_text;
-    char *text;
-    size_t text_len;
 } rres;
 
 typedef struct watcher {

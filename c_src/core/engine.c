@@ -393,7 +393,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
             mres_set_parsed(mr, json_incref(mr->parsed)); /* re-render text */
         } else {
             snprintf(why, sizeof why, "%s", error ? error : "failed");
-            if (!mr->error)
+            if (!mr->pub.error)
                 mres_set_error(mr, why);
             run_add_error(run, "member %s in round %s: %s", mid, rs->name, why);
         }
@@ -463,8 +463,8 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         rs->part[rs->n_part++] = (size_t)who;
         if (run->n_rounds > 0) {
             rres *last = run->rounds[run->n_rounds - 1];
-            rs->prev_round = json_pack("{s:s,s:s,s:O?}", "name", last->name, "type",
-                                       last->type, "aggregate", last->aggregate);
+            rs->prev_round = json_pack("{s:s,s:s,s:O?}", "name", last->pub.name, "type",
+                                       last->pub.type, "aggregate", last->aggregate);
         }
     } else if (sr && sr->gated) {
         for (size_t i = 0; i < sr->n_gate; i++)
@@ -641,16 +641,16 @@ static int finish_round(council_run *run)
         }
     if (rs->type == RT_PAIRWISE) {
         /* members whose calls all failed are errors; the others are ok */
-        for (size_t i = 0; i < rr->n_members; i++) {
+        for (size_t i = 0; i < rr->pub.n_members; i++) {
             mres *mr = rr->members[i];
             if (mr->parsed)
                 mres_set_error(mr, NULL);
-            else if (!mr->error)
+            else if (!mr->pub.error)
                 mres_set_error(mr, "no valid vote");
             run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
-                        rs->type_name, mr->member_id, NULL, 0, &mr->pub);
+                        rs->type_name, mr->pub.member_id, NULL, 0, &mr->pub);
         }
-        if (rr->n_members > 0 && !rs->pw->any_vote) {
+        if (rr->pub.n_members > 0 && !rs->pw->any_vote) {
             run_push_round(run, rr);
             fail_run(run, "round %s failed: no member succeeded", rs->name);
             return -1;
@@ -675,14 +675,15 @@ static int finish_round(council_run *run)
             size_t m = rs->part[t->pos];
             mres *mr = rr->members[t->pos];
             if (is_answer_type(rs->type))
-                set_latest(&run->latest[m], &run->latest_len[m], mr->text, mr->text_len);
+                set_latest(&run->latest[m], &run->latest_len[m], mr->pub.text, mr->pub.text_len);
             else
-                set_latest(&run->critiques[m], &run->critique_len[m], mr->text,
-                           mr->text_len);
+                set_latest(&run->critiques[m], &run->critique_len[m], mr->pub.text,
+                           mr->pub.text_len);
         }
         if (rs->type == RT_CRITIQUE)
             run->critiques_fresh = true;
-        rres_set_text(rr, rr->members[first_ok]->text, rr->members[first_ok]->text_len);
+        rres_set_text(rr, rr->members[first_ok]->pub.text,
+                      rr->members[first_ok]->pub.text_len);
         break;
     case RT_VOTE: {
         json_int_t *tally = cx_calloc(rs->n_cand, sizeof *tally);
@@ -821,14 +822,14 @@ static void end_iteration(council_run *run, frame *f)
                                      "consensus", consensus));
     if (run->n_rounds > 0) {
         rres *last = run->rounds[run->n_rounds - 1];
-        rres_set_text(rr, last->text, last->text_len);
+        rres_set_text(rr, last->pub.text, last->pub.text_len);
     }
     run->frames = f->next;
     free(f);
     run->rounds_completed++;
     run_push_round(run, rr);
-    run_publish(run, COUNCIL_EV_ROUND_COMPLETED, rr->name, (int)rr->pub.idx,
-                rr->type, NULL, NULL, 0, &rr->pub);
+    run_publish(run, COUNCIL_EV_ROUND_COMPLETED, rr->pub.name, (int)rr->pub.idx,
+                rr->pub.type, NULL, NULL, 0, &rr->pub);
 }
 
 static void complete_run(council_run *run)
@@ -836,9 +837,9 @@ static void complete_run(council_run *run)
     /* final: the chair's answer (it ran last), else the last round's text */
     if (run->n_rounds > 0) {
         rres *last = run->rounds[run->n_rounds - 1];
-        if (last->text) {
-            run->result.final_text = cx_memdup(last->text, last->text_len);
-            run->result.final_len = run->result.final_text ? last->text_len : 0;
+        if (last->pub.text) {
+            run->result.final_text = cx_memdup(last->pub.text, last->pub.text_len);
+            run->result.final_len = run->result.final_text ? last->pub.text_len : 0;
         }
     }
     run_finish(run, COUNCIL_COMPLETED);

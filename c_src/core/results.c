@@ -12,36 +12,32 @@
 
 static void mres_clear(mres *m)
 {
-    free(m->text);
-    free(m->error);
-    free(m->parsed_text);
+    free((char *)m->pub.text);
+    free((char *)m->pub.error);
+    free((char *)m->pub.parsed_json);
     json_decref(m->parsed);
 }
 
 void mres_set_text(mres *m, const char *text, size_t len)
 {
-    free(m->text);
-    m->text = text ? cx_memdup(text, len) : NULL;
-    m->text_len = m->text ? len : 0;
-    m->pub.text = m->text;
-    m->pub.text_len = m->text_len;
+    free((char *)m->pub.text);
+    m->pub.text = text ? cx_memdup(text, len) : NULL;
+    m->pub.text_len = m->pub.text ? len : 0;
 }
 
 void mres_set_error(mres *m, const char *msg)
 {
-    free(m->error);
-    m->error = msg ? cx_strdup(msg) : NULL;
-    m->pub.error = m->error;
+    free((char *)m->pub.error);
+    m->pub.error = msg ? cx_strdup(msg) : NULL;
     m->pub.ok = msg == NULL;
 }
 
 void mres_set_parsed(mres *m, json_t *parsed)
 {
     json_decref(m->parsed);
-    free(m->parsed_text);
+    free((char *)m->pub.parsed_json);
     m->parsed = parsed;
-    m->parsed_text = parsed ? json_dumps(parsed, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    m->pub.parsed_json = m->parsed_text;
+    m->pub.parsed_json = parsed ? json_dumps(parsed, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 }
 
 rres *rres_new(const char *name, unsigned idx, const char *type, size_t n)
@@ -56,9 +52,6 @@ rres *rres_new(const char *name, unsigned idx, const char *type, size_t n)
     mres *m = (mres *)(r->members + n);
     for (size_t i = 0; i < n; i++)
         r->members[i] = &m[i];
-    r->n_members = n;
-    r->name = name;
-    r->type = type;
     r->pub.name = name;
     r->pub.idx = idx;
     r->pub.type = type;
@@ -69,7 +62,6 @@ rres *rres_new(const char *name, unsigned idx, const char *type, size_t n)
 
 void rres_set_member_id(rres *r, size_t i, const char *member_id)
 {
-    r->members[i]->member_id = member_id;
     r->members[i]->pub.member_id = member_id;
 }
 
@@ -77,10 +69,10 @@ void rres_free(rres *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->n_members; i++)
+    for (size_t i = 0; i < r->pub.n_members; i++)
         mres_clear(r->members[i]);
-    free(r->text);
-    free(r->aggregate_text);
+    free((char *)r->pub.text);
+    free((char *)r->pub.aggregate_json);
     json_decref(r->aggregate);
     free(r);
 }
@@ -88,19 +80,16 @@ void rres_free(rres *r)
 void rres_set_aggregate(rres *r, json_t *agg)
 {
     json_decref(r->aggregate);
-    free(r->aggregate_text);
+    free((char *)r->pub.aggregate_json);
     r->aggregate = agg;
-    r->aggregate_text = agg ? json_dumps(agg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    r->pub.aggregate_json = r->aggregate_text;
+    r->pub.aggregate_json = agg ? json_dumps(agg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 }
 
 void rres_set_text(rres *r, const char *text, size_t len)
 {
-    free(r->text);
-    r->text = text ? cx_memdup(text, len) : NULL;
-    r->text_len = r->text ? len : 0;
-    r->pub.text = r->text;
-    r->pub.text_len = r->text_len;
+    free((char *)r->pub.text);
+    r->pub.text = text ? cx_memdup(text, len) : NULL;
+    r->pub.text_len = r->pub.text ? len : 0;
 }
 
 /* ------------------------------------------------------------ JSON views */
@@ -119,12 +108,12 @@ json_t *council_member_result_json(const council_member_result *p)
     if (!o)
         return NULL;
     int bad = 0;
-    bad |= json_object_set_new(o, "member_id", json_string_nocheck(m->member_id));
+    bad |= json_object_set_new(o, "member_id", json_string_nocheck(p->member_id));
     bad |= json_object_set_new(o, "status", json_string(p->ok ? "ok" : "error"));
-    bad |= json_object_set_new(o, "text", bytes_or_null(m->text, m->text_len));
+    bad |= json_object_set_new(o, "text", bytes_or_null(p->text, p->text_len));
     bad |= json_object_set_new(o, "attempts", json_integer(p->attempts));
     bad |= json_object_set_new(o, "error",
-                               m->error ? json_string_nocheck(m->error) : json_null());
+                               p->error ? json_string_nocheck(p->error) : json_null());
     bad |= json_object_set_new(o, "parsed",
                                m->parsed ? json_deep_copy(m->parsed) : json_null());
     if (bad) {
@@ -146,15 +135,15 @@ json_t *council_round_result_json(const council_round_result *p)
         return NULL;
     }
     int bad = 0;
-    for (size_t i = 0; i < r->n_members; i++)
-        bad |= json_array_append_new(ms, council_member_result_json(&r->members[i]->pub));
-    bad |= json_object_set_new(o, "name", json_string_nocheck(r->name));
+    for (size_t i = 0; i < p->n_members; i++)
+        bad |= json_array_append_new(ms, council_member_result_json(p->members[i]));
+    bad |= json_object_set_new(o, "name", json_string_nocheck(p->name));
     bad |= json_object_set_new(o, "idx", json_integer(p->idx));
-    bad |= json_object_set_new(o, "type", json_string(r->type));
+    bad |= json_object_set_new(o, "type", json_string(p->type));
     bad |= json_object_set_new(o, "members", ms);
     bad |= json_object_set_new(o, "aggregate",
                                r->aggregate ? json_deep_copy(r->aggregate) : json_null());
-    bad |= json_object_set_new(o, "text", bytes_or_null(r->text, r->text_len));
+    bad |= json_object_set_new(o, "text", bytes_or_null(p->text, p->text_len));
     if (bad) {
         json_decref(o);
         return NULL;
