@@ -26,10 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Fields packed small: a running run holds its round's tasks. Positions
+ * and matches are bounded by SPEC_MAX_MEMBERS. */
 typedef struct task {
     struct round_state *rs;
-    size_t pos;          /* participant position */
-    size_t match;        /* pairwise: match index in the current level */
+    uint32_t pos;        /* participant position */
+    uint32_t match;      /* pairwise: match index in the current level */
     unsigned attempt;
     bool ok;
     long choice;         /* vote / pairwise: candidate index, -1 none */
@@ -53,9 +55,10 @@ typedef struct pairwise {
 typedef struct round_state {
     council_run *run;
     round_type type;
+    unsigned idx;
+    bool show_crit;
     const char *type_name;
     const char *name;       /* the spec's (or "chair"): outlives the round */
-    unsigned idx;
     rres *res;
     const char *instructions;
     size_t n_part;
@@ -64,7 +67,6 @@ typedef struct round_state {
     size_t n_cand;
     size_t *cand;           /* member indices with an answer, spec order */
     const char **cand_labels;
-    bool show_crit;
     json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
     task *tasks;            /* in the block, or a pairwise level's own */
     size_t n_tasks, next, done, active;
@@ -74,10 +76,10 @@ typedef struct round_state {
 typedef struct frame {
     struct frame *next;
     const spec_round *rounds;
-    size_t n, pc;
     const spec_round *iter;   /* NULL: the top level */
-    unsigned iteration, idx;
     rres *res;
+    unsigned n, pc;           /* at most SPEC_MAX_ROUNDS */
+    unsigned iteration, idx;
     int vote_unanimous;       /* -1 no vote this iteration, 0/1 */
 } frame;
 
@@ -518,7 +520,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->n_tasks = rs->n_part;
     for (size_t i = 0; i < rs->n_part; i++) {
         rs->tasks[i].rs = rs;
-        rs->tasks[i].pos = i;
+        rs->tasks[i].pos = (uint32_t)i;
         rs->tasks[i].choice = -1;
     }
     return 0;
@@ -550,8 +552,8 @@ static int pairwise_level(round_state *rs)
     rs->n_tasks = pw->n_pairs * rs->n_part;
     for (size_t k = 0; k < rs->n_tasks; k++) {
         rs->tasks[k].rs = rs;
-        rs->tasks[k].match = k / rs->n_part;
-        rs->tasks[k].pos = k % rs->n_part;
+        rs->tasks[k].match = (uint32_t)(k / rs->n_part);
+        rs->tasks[k].pos = (uint32_t)(k % rs->n_part);
         rs->tasks[k].choice = -1;
     }
     return 0;
@@ -783,7 +785,7 @@ static int push_iterate(council_run *run, const spec_round *sr)
         return -1;
     }
     f->rounds = sr->children;
-    f->n = sr->n_children;
+    f->n = (unsigned)sr->n_children;
     f->iter = sr;
     f->iteration = 0;
     f->vote_unanimous = -1;
@@ -882,7 +884,7 @@ void engine_pump(council_run *run)
                 return;
             }
             top->rounds = run->spec->rounds;
-            top->n = run->spec->n_rounds;
+            top->n = (unsigned)run->spec->n_rounds;
             top->vote_unanimous = -1;
             run->frames = top;
         }
