@@ -252,13 +252,15 @@ struct council_run {
     unsigned next_round_idx;
     /* run_id, topic, council, registry, the input's tag, data and text,
      * and user_opts are NUL-terminated copies in the run's own block (the
-     * id of a run with its own topic is that topic's tail) */
+     * id of a run with its own topic is that topic's tail); council,
+     * registry and the tag point at the spec's id or a static default
+     * instead when they are the same */
     char *run_id;
     size_t run_id_len;
     char *topic;
     size_t topic_len;
-    char *council;
-    char *registry;
+    const char *council;
+    const char *registry;
     council_spec *spec;
     council_input input;        /* points into strings */
     void *user_opts;            /* NULL when none was given */

@@ -296,6 +296,21 @@ static char *put(char **at, const void *p, size_t n)
     return d;
 }
 
+/* A name the run can point at rather than copy: same when s equals it (same
+ * lives as long as the run: the spec's id, the run holding its spec, or a
+ * static default); NULL when s must be copied. */
+static const char *lasting(const char *s, const char *same)
+{
+    return strcmp(s, same) == 0 ? same : NULL;
+}
+
+/* The name: the lasting one when there is one, else a copy at *at. */
+static const char *put_name(char **at, const char *s, const char *same)
+{
+    const char *keep = lasting(s, same);
+    return keep ? keep : put(at, s, strlen(s));
+}
+
 /* Room for the run's names, input and user_opts (see copy_strings), added
  * to *total; false when it overflows. */
 static bool strings_size(size_t *total, const council_start_opts *opts, size_t id_len,
@@ -305,15 +320,18 @@ static bool strings_size(size_t *total, const council_start_opts *opts, size_t i
     const council_input *in = &opts->input;
     const char *tag = in->tag ? in->tag : "text";
     return (!topic || reserve(total, id_len)) && reserve(total, topic_len) &&
-           reserve(total, strlen(council)) && reserve(total, strlen(reg)) &&
-           reserve(total, strlen(tag)) && reserve(total, in->data ? in->len : 0) &&
+           (lasting(council, opts->spec->id) || reserve(total, strlen(council))) &&
+           (lasting(reg, COUNCIL_DEFAULT_REGISTRY) || reserve(total, strlen(reg))) &&
+           (lasting(tag, "text") || reserve(total, strlen(tag))) &&
+           reserve(total, in->data ? in->len : 0) &&
            (!in->text || reserve(total, in->text_len)) &&
            (!opts->user_opts || reserve(total, opts->user_opts_len));
 }
 
 /* Copy the run's names, input and user_opts to at, which has the room
  * strings_size counted. A run with its own topic ("council:run:<id>")
- * keeps its id as the topic's tail rather than twice. */
+ * keeps its id as the topic's tail rather than twice; a council named as
+ * its spec, the default registry and the "text" tag are not copied. */
 static void copy_strings(council_run *run, char *at, const council_start_opts *opts,
                          const void *id, size_t id_len, const char *topic,
                          size_t topic_len, const char *council, const char *reg)
@@ -333,9 +351,9 @@ static void copy_strings(council_run *run, char *at, const council_start_opts *o
     }
     run->run_id_len = id_len;
     run->topic_len = topic_len;
-    run->council = put(&at, council, strlen(council));
-    run->registry = put(&at, reg, strlen(reg));
-    run->input.tag = put(&at, tag, strlen(tag));
+    run->council = put_name(&at, council, opts->spec->id);
+    run->registry = put_name(&at, reg, COUNCIL_DEFAULT_REGISTRY);
+    run->input.tag = put_name(&at, tag, "text");
     run->input.data = put(&at, in->data ? in->data : "", data_len);
     run->input.len = data_len;
     if (in->text) {
