@@ -235,6 +235,15 @@ typedef struct watcher {
     void *arg;
 } watcher;
 
+/* What a member has said: its latest answer and its latest critique
+ * (owned; NULL when none). */
+typedef struct member_said {
+    char *latest;
+    size_t latest_len;
+    char *critique;
+    size_t critique_len;
+} member_said;
+
 struct round_state;  /* engine.c */
 struct frame;        /* engine.c */
 
@@ -278,12 +287,6 @@ struct council_run {
     size_t n_owned, cap_owned;
     char **errors;
     size_t n_errors, cap_errors;
-    /* what members have said: latest answer and latest critique, per
-     * member; the four arrays are in the run's block */
-    char **latest;
-    size_t *latest_len;
-    char **critiques;
-    size_t *critique_len;
     /* engine */
     struct frame *frames;       /* stack, innermost first */
     struct round_state *round;  /* the round in progress, NULL between */
@@ -291,6 +294,7 @@ struct council_run {
     uint64_t ret_expires;       /* loop time (ms) its retention ends */
     watcher *watchers;
     struct council_call *calls; /* live calls of this run (list) */
+    member_said said[];         /* per member, in spec order */
 };
 
 /* run.c */

@@ -214,26 +214,28 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
     case RT_PEER_REVIEW:
     case RT_ANON_PEER_REVIEW:
         for (size_t i = 0; i < spec->n_members; i++) {
-            if (i == me || !run->latest[i])
+            if (i == me || !run->said[i].latest)
                 continue;
             json_array_append_new(
                 answers, rs->type == RT_PEER_REVIEW
                              ? answer_item("member_id", spec->members[i].id,
-                                           run->latest[i], run->latest_len[i])
+                                           run->said[i].latest, run->said[i].latest_len)
                              : answer_item("label", spec->members[i].label,
-                                           run->latest[i], run->latest_len[i]));
+                                           run->said[i].latest, run->said[i].latest_len));
         }
-        if (run->latest[me])
+        if (run->said[me].latest)
             json_object_set_new(req, "previous_answer",
-                                cx_json_text(run->latest[me], run->latest_len[me]));
+                                cx_json_text(run->said[me].latest,
+                                             run->said[me].latest_len));
         break;
     case RT_CRITIQUE:
     case RT_SYNTHESIS:
         for (size_t i = 0; i < spec->n_members; i++)
-            if (run->latest[i])
+            if (run->said[i].latest)
                 json_array_append_new(answers,
                                       answer_item("member_id", spec->members[i].id,
-                                                  run->latest[i], run->latest_len[i]));
+                                                  run->said[i].latest,
+                                                  run->said[i].latest_len));
         if (rs->type == RT_SYNTHESIS && rs->prev_round)
             json_object_set(req, "previous_round", rs->prev_round);
         break;
@@ -242,14 +244,16 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
         for (size_t c = 0; c < rs->n_cand; c++) {
             size_t i = rs->cand[c];
             json_array_append_new(answers, answer_item("label", spec->members[i].label,
-                                                       run->latest[i], run->latest_len[i]));
+                                                       run->said[i].latest,
+                                                       run->said[i].latest_len));
         }
         break;
     case RT_PAIRWISE:
         for (int k = 0; k < 2; k++) {
             size_t i = rs->cand[rs->pw->pairs[t->match][k]];
             json_array_append_new(answers, answer_item("label", spec->members[i].label,
-                                                       run->latest[i], run->latest_len[i]));
+                                                       run->said[i].latest,
+                                                       run->said[i].latest_len));
         }
         break;
     default:
@@ -259,10 +263,10 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
     if (rs->show_crit) {
         json_t *cr = json_array();
         for (size_t i = 0; cr && i < spec->n_members; i++)
-            if (run->critiques[i])
+            if (run->said[i].critique)
                 json_array_append_new(cr, answer_item("member_id", spec->members[i].id,
-                                                      run->critiques[i],
-                                                      run->critique_len[i]));
+                                                      run->said[i].critique,
+                                                      run->said[i].critique_len));
         json_object_set_new(req, "critiques", cr);
     }
     return req;
@@ -476,7 +480,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
             rs->part[rs->n_part++] = i;
     }
     for (size_t i = 0; i < nm; i++)
-        if (run->latest[i]) {
+        if (run->said[i].latest) {
             rs->cand_labels[rs->n_cand] = spec->members[i].label;
             rs->cand[rs->n_cand++] = i;
         }
@@ -598,12 +602,13 @@ static bool answers_equal(council_run *run)
     const char *first = NULL;
     size_t flen = 0;
     for (size_t i = 0; i < run->spec->n_members; i++) {
-        if (!run->latest[i])
+        if (!run->said[i].latest)
             continue;
         if (!first) {
-            first = run->latest[i];
-            flen = run->latest_len[i];
-        } else if (flen != run->latest_len[i] || memcmp(first, run->latest[i], flen)) {
+            first = run->said[i].latest;
+            flen = run->said[i].latest_len;
+        } else if (flen != run->said[i].latest_len ||
+                   memcmp(first, run->said[i].latest, flen)) {
             return false;
         }
     }
@@ -677,9 +682,10 @@ static int finish_round(council_run *run)
             size_t m = rs->part[t->pos];
             mres *mr = rr->members[t->pos];
             if (is_answer_type(rs->type))
-                set_latest(&run->latest[m], &run->latest_len[m], mr->pub.text, mr->pub.text_len);
+                set_latest(&run->said[m].latest, &run->said[m].latest_len, mr->pub.text,
+                           mr->pub.text_len);
             else
-                set_latest(&run->critiques[m], &run->critique_len[m], mr->pub.text,
+                set_latest(&run->said[m].critique, &run->said[m].critique_len, mr->pub.text,
                            mr->pub.text_len);
         }
         if (rs->type == RT_CRITIQUE)
@@ -710,7 +716,7 @@ static int finish_round(council_run *run)
                                          winner_json(run, rs, w), "valid_votes", valid,
                                          "unanimous", unanimous));
         size_t m = rs->cand[w];
-        rres_set_text(rr, run->latest[m], run->latest_len[m]);
+        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
         if (it) /* the last vote of the iteration decides */
             it->vote_unanimous = unanimous ? 1 : 0;
         free(tally);
@@ -748,7 +754,7 @@ static int finish_round(council_run *run)
                                          rs->cand_labels[order[0]], "winner_member",
                                          winner_json(run, rs, order[0])));
         size_t m = rs->cand[order[0]];
-        rres_set_text(rr, run->latest[m], run->latest_len[m]);
+        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
         free(score);
         free(order);
         break;
@@ -759,7 +765,7 @@ static int finish_round(council_run *run)
                                          "winner", rs->cand_labels[w], "winner_member",
                                          winner_json(run, rs, w)));
         size_t m = rs->cand[w];
-        rres_set_text(rr, run->latest[m], run->latest_len[m]);
+        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
         break;
     }
     default:

@@ -231,10 +231,8 @@ static void run_free(council_run *run)
     free((char *)run->result.final_text);
     size_t nm = run->spec ? run->spec->n_members : 0;
     for (size_t i = 0; i < nm; i++) {
-        if (run->latest)
-            free(run->latest[i]);
-        if (run->critiques)
-            free(run->critiques[i]);
+        free(run->said[i].latest);
+        free(run->said[i].critique);
     }
     /* the per-member arrays and the strings are in the run's block */
     watcher *w = run->watchers;
@@ -400,10 +398,9 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
     if (!topic && registry_get(ctx->reg, reg, strlen(reg), id, id_len))
         return COUNCIL_EEXIST;
 
-    /* one zeroed block: the run; latest, critiques, latest_len and
-     * critique_len (a slot per member); the strings */
+    /* one zeroed block: the run with what each member said; the strings */
     size_t nm = opts->spec->n_members;
-    size_t per_member = nm * (2 * sizeof(char *) + 2 * sizeof(size_t));
+    size_t per_member = nm * sizeof(member_said);
     const char *council = opts->council ? opts->council : opts->spec->id;
     if (!topic)
         topic_len = strlen(COUNCIL_TOPIC_PREFIX) + id_len;
@@ -415,11 +412,7 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         return COUNCIL_ENOMEM;
     run->refs = 1;
     run->spec = council_spec_ref(opts->spec);
-    run->latest = (char **)(run + 1);
-    run->critiques = run->latest + nm;
-    run->latest_len = (size_t *)(run->critiques + nm);
-    run->critique_len = run->latest_len + nm;
-    copy_strings(run, (char *)(run + 1) + per_member, opts, id, id_len, topic, topic_len,
+    copy_strings(run, (char *)&run->said[nm], opts, id, id_len, topic, topic_len,
                  council, reg);
     rc = COUNCIL_ENOMEM;
     if (cx_timer_init(ctx, &run->kick, kick_cb, run) != COUNCIL_OK)
