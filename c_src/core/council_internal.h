@@ -223,11 +223,16 @@ typedef struct mres {
 } mres;
 
 typedef struct rres {
-    council_round_result pub;
-    mres **members;             /* = pub.members, in the rres's block, as
-                                   the mres are */
+    council_round_result pub;   /* pub.members: in the rres's block, as the
+                                   mres are (see rres_member) */
     json_t *aggregate;
+    struct rres *owned_next;    /* the run's list of every result made */
 } rres;
+
+static inline mres *rres_member(const rres *r, size_t i)
+{
+    return (mres *)r->pub.members[i];
+}
 
 typedef struct watcher {
     struct watcher *next;
@@ -283,8 +288,8 @@ struct council_run {
     rres **rounds;              /* completed rounds, in order */
     const council_round_result **round_pubs;
     size_t n_rounds, cap_rounds;
-    rres **owned;               /* every round result made (freed with run) */
-    size_t n_owned, cap_owned;
+    rres *owned;                /* every round result made, newest first
+                                   (list through owned_next; freed with run) */
     char **errors;
     size_t n_errors, cap_errors;
     /* engine */
@@ -307,7 +312,7 @@ void run_add_error(council_run *run, const char *fmt, ...)
 void run_finish(council_run *run, council_status status);
 void run_kick(council_run *run);    /* schedule engine_pump on the loop */
 int run_push_round(council_run *run, rres *rr);  /* completed list */
-int run_own_round(council_run *run, rres *rr);   /* owned list */
+int run_own_round(council_run *run, rres *rr);   /* owned list; cannot fail */
 void run_result_sync(council_run *run);
 void run_detach_all(council_ctx *ctx);
 /* A run that publishes on topic and is not registered (sub-councils). */

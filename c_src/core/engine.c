@@ -282,7 +282,7 @@ static void task_launch(round_state *rs, task *t, uint64_t delay)
     council_run *run = rs->run;
     size_t me = rs->part[t->pos];
     const spec_member *m = &run->spec->members[me];
-    mres *mr = rs->res->members[t->pos];
+    mres *mr = rres_member(rs->res, t->pos);
     if (!rs->m_started[t->pos]) {
         rs->m_started[t->pos] = true;
         run_publish(run, COUNCIL_EV_MEMBER_STARTED, rs->name, (int)rs->idx,
@@ -344,7 +344,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
 {
     round_state *rs = t->rs;
     council_run *run = rs->run;
-    mres *mr = rs->res->members[t->pos];
+    mres *mr = rres_member(rs->res, t->pos);
     const char *mid = run->spec->members[rs->part[t->pos]].id;
     char why[1024]; /* bounds a provider's message; fits an exec error with its stderr tail */
     rs->done++;
@@ -649,7 +649,7 @@ static int finish_round(council_run *run)
     if (rs->type == RT_PAIRWISE) {
         /* members whose calls all failed are errors; the others are ok */
         for (size_t i = 0; i < rr->pub.n_members; i++) {
-            mres *mr = rr->members[i];
+            mres *mr = rres_member(rr, i);
             if (mr->parsed)
                 mres_set_error(mr, NULL);
             else if (!mr->pub.error)
@@ -680,7 +680,7 @@ static int finish_round(council_run *run)
             if (!t->ok)
                 continue;
             size_t m = rs->part[t->pos];
-            mres *mr = rr->members[t->pos];
+            mres *mr = rres_member(rr, t->pos);
             if (is_answer_type(rs->type))
                 set_latest(&run->said[m].latest, &run->said[m].latest_len, mr->pub.text,
                            mr->pub.text_len);
@@ -690,8 +690,8 @@ static int finish_round(council_run *run)
         }
         if (rs->type == RT_CRITIQUE)
             run->critiques_fresh = true;
-        rres_set_text(rr, rr->members[first_ok]->pub.text,
-                      rr->members[first_ok]->pub.text_len);
+        rres_set_text(rr, rres_member(rr, first_ok)->pub.text,
+                      rres_member(rr, first_ok)->pub.text_len);
         break;
     case RT_VOTE: {
         json_int_t *tally = cx_calloc(rs->n_cand, sizeof *tally);

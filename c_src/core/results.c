@@ -48,21 +48,21 @@ rres *rres_new(const char *name, unsigned idx, const char *type, size_t n)
     rres *r = calloc(1, sizeof *r + n * each);
     if (!r)
         return NULL;
-    r->members = (mres **)(r + 1);
-    mres *m = (mres *)(r->members + n);
+    mres **members = (mres **)(r + 1);
+    mres *m = (mres *)(members + n);
     for (size_t i = 0; i < n; i++)
-        r->members[i] = &m[i];
+        members[i] = &m[i];
     r->pub.name = name;
     r->pub.idx = idx;
     r->pub.type = type;
     r->pub.n_members = n;
-    r->pub.members = (const council_member_result *const *)r->members;
+    r->pub.members = (const council_member_result *const *)members;
     return r;
 }
 
 void rres_set_member_id(rres *r, size_t i, const char *member_id)
 {
-    r->members[i]->pub.member_id = member_id;
+    rres_member(r, i)->pub.member_id = member_id;
 }
 
 void rres_free(rres *r)
@@ -70,7 +70,7 @@ void rres_free(rres *r)
     if (!r)
         return;
     for (size_t i = 0; i < r->pub.n_members; i++)
-        mres_clear(r->members[i]);
+        mres_clear(rres_member(r, i));
     free((char *)r->pub.text);
     free((char *)r->pub.aggregate_json);
     json_decref(r->aggregate);

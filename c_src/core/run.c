@@ -158,10 +158,8 @@ int run_push_round(council_run *run, rres *rr)
 
 int run_own_round(council_run *run, rres *rr)
 {
-    if (grow((void **)&run->owned, &run->cap_owned, run->n_owned + 1,
-             sizeof *run->owned))
-        return COUNCIL_ENOMEM;
-    run->owned[run->n_owned++] = rr;
+    rr->owned_next = run->owned;
+    run->owned = rr;
     return 0;
 }
 
@@ -220,9 +218,11 @@ static void run_free(council_run *run)
             run->next->prev = run->prev;
     }
     cx_timer_fini(&run->kick);
-    for (size_t i = 0; i < run->n_owned; i++)
-        rres_free(run->owned[i]);
-    free(run->owned);
+    while (run->owned) {
+        rres *rr = run->owned;
+        run->owned = rr->owned_next;
+        rres_free(rr);
+    }
     free(run->rounds);
     free(run->round_pubs);
     for (size_t i = 0; i < run->n_errors; i++)
