@@ -285,8 +285,9 @@ struct council_run {
     /* results */
     council_result result;      /* pub view, rebuilt by run_result_sync;
                                    result.final_text is owned */
-    rres **rounds;              /* completed rounds, in order */
-    const council_round_result **round_pubs;
+    rres **rounds;              /* completed rounds, in order; also the
+                                   result's rounds (each rres starts with
+                                   its council_round_result) */
     size_t n_rounds, cap_rounds;
     rres *owned;                /* every round result made, newest first
                                    (list through owned_next; freed with run) */

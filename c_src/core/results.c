@@ -7,8 +7,15 @@
  */
 #include "council_internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A pointer to a result is a pointer to its public view, and back: the run's
+ * result lists its rres as council_round_result pointers, and the JSON views
+ * and rres_member cast the other way. */
+_Static_assert(offsetof(mres, pub) == 0, "mres starts with its public view");
+_Static_assert(offsetof(rres, pub) == 0, "rres starts with its public view");
 
 static void mres_clear(mres *m)
 {

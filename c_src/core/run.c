@@ -134,24 +134,18 @@ static int grow(void **arr, size_t *cap, size_t need, size_t elem)
 void run_result_sync(council_run *run)
 {
     run->result.n_rounds = run->n_rounds;
-    run->result.rounds = run->round_pubs;
+    /* an rres starts with its public view */
+    run->result.rounds = (const council_round_result *const *)run->rounds;
     run->result.n_errors = run->n_errors;
     run->result.errors = (const char *const *)run->errors;
 }
 
 int run_push_round(council_run *run, rres *rr)
 {
-    size_t cap = run->cap_rounds;
-    if (grow((void **)&run->rounds, &cap, run->n_rounds + 1, sizeof *run->rounds))
+    if (grow((void **)&run->rounds, &run->cap_rounds, run->n_rounds + 1,
+             sizeof *run->rounds))
         return COUNCIL_ENOMEM;
-    size_t cap2 = run->cap_rounds;
-    if (grow((void **)&run->round_pubs, &cap2, run->n_rounds + 1,
-             sizeof *run->round_pubs))
-        return COUNCIL_ENOMEM;
-    run->cap_rounds = cap < cap2 ? cap : cap2;
-    run->rounds[run->n_rounds] = rr;
-    run->round_pubs[run->n_rounds] = &rr->pub;
-    run->n_rounds++;
+    run->rounds[run->n_rounds++] = rr;
     run_result_sync(run);
     return 0;
 }
@@ -224,7 +218,6 @@ static void run_free(council_run *run)
         rres_free(rr);
     }
     free(run->rounds);
-    free(run->round_pubs);
     for (size_t i = 0; i < run->n_errors; i++)
         free(run->errors[i]);
     free(run->errors);
