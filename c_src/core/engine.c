@@ -61,16 +61,16 @@ typedef struct round_state {
     const char *name;       /* the spec's (or "chair"): outlives the round */
     rres *res;
     const char *instructions;
-    size_t n_part;
     size_t *part;           /* member indices */
     bool *m_started;
-    size_t n_cand;
     size_t *cand;           /* member indices with an answer, spec order */
     const char **cand_labels;
     json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
     task *tasks;            /* in the block, or a pairwise level's own */
-    size_t n_tasks, next, done, active;
     pairwise *pw;           /* pairwise_elimination only */
+    /* counts bounded by SPEC_MAX_MEMBERS (tasks: members x matches) */
+    uint32_t n_part, n_cand;
+    uint32_t n_tasks, next, done, active;
 } round_state;
 
 typedef struct frame {
@@ -553,7 +553,7 @@ static int pairwise_level(round_state *rs)
         fail_run(rs->run, "round %s: out of memory", rs->name);
         return -1;
     }
-    rs->n_tasks = pw->n_pairs * rs->n_part;
+    rs->n_tasks = (uint32_t)(pw->n_pairs * rs->n_part);
     for (size_t k = 0; k < rs->n_tasks; k++) {
         rs->tasks[k].rs = rs;
         rs->tasks[k].match = (uint32_t)(k / rs->n_part);
