@@ -28,8 +28,7 @@ typedef struct mock_call {
     size_t len;
     unsigned chunks, sent;
     uint64_t step_ms;
-    bool fail;
-} mock_call;
+} mock_call;             /* a failing attempt's timer calls mock_fail */
 
 static bool in_list(json_t *list, unsigned attempt)
 {
@@ -220,22 +219,30 @@ static bool send_chunk(mock_call *mc)
     return alive;
 }
 
+/* A failing attempt's end: no chunk, the failure. */
+static void mock_fail(void *arg)
+{
+    mock_call *mc = arg;
+    council_call *call = mc->call;
+    char msg[64];
+    call->prov_state = NULL;
+    snprintf(msg, sizeof msg, "mock failure on attempt %u", council_call_attempt(call));
+    council_call_fail(call, msg);
+    mock_free(mc);
+}
+
 /* Deliver the next chunk, or the end. */
 static void mock_tick(void *arg)
 {
     mock_call *mc = arg;
     council_call *call = mc->call;
-    if (mc->sent < mc->chunks && !mc->fail) {
+    if (mc->sent < mc->chunks) {
         if (send_chunk(mc))
             cx_timer_start(&mc->timer, mc->step_ms);
         return;
     }
     call->prov_state = NULL;
-    if (mc->fail) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "mock failure on attempt %u", council_call_attempt(call));
-        council_call_fail(call, msg);
-    } else if (!mc->answer && compose_into(mc) != COUNCIL_OK) {
+    if (!mc->answer && compose_into(mc) != COUNCIL_OK) {
         council_call_fail(call, council_strerror(COUNCIL_ENOMEM));
     } else {
         council_call_complete(call, mc->answer, mc->len);
@@ -264,7 +271,6 @@ static int mock_start(council_call *call, void *arg)
         mock_free(mc);
         return COUNCIL_ENOMEM;
     }
-    mc->fail = fail;
     mc->chunks = (unsigned)(chunks > 0 ? chunks : 0);
     if (mc->chunks > mc->len)
         mc->chunks = (unsigned)mc->len;
@@ -274,10 +280,14 @@ static int mock_start(council_call *call, void *arg)
         while (mc->sent < mc->chunks && !fail)
             if (!send_chunk(mc))
                 return 0;
-        mock_tick(mc);
+        if (fail)
+            mock_fail(mc);
+        else
+            mock_tick(mc);
         return 0;
     }
-    if (cx_timer_init(call->run->ctx, &mc->timer, mock_tick, mc) != COUNCIL_OK) {
+    if (cx_timer_init(call->run->ctx, &mc->timer, fail ? mock_fail : mock_tick, mc) !=
+        COUNCIL_OK) {
         call->prov_state = NULL;
         mock_free(mc);
         return COUNCIL_ENOMEM;
