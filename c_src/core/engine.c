@@ -62,7 +62,6 @@ typedef struct round_state {
     rres *res;
     const char *instructions;
     size_t *part;           /* member indices */
-    bool *m_started;
     size_t *cand;           /* member indices with an answer, spec order */
     const char **cand_labels;
     json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
@@ -283,11 +282,9 @@ static void task_launch(round_state *rs, task *t, uint64_t delay)
     size_t me = rs->part[t->pos];
     const spec_member *m = &run->spec->members[me];
     mres *mr = rres_member(rs->res, t->pos);
-    if (!rs->m_started[t->pos]) {
-        rs->m_started[t->pos] = true;
+    if (mr->pub.attempts == 0) /* the member's first call in this round */
         run_publish(run, COUNCIL_EV_MEMBER_STARTED, rs->name, (int)rs->idx,
                     rs->type_name, m->id, NULL, 0, NULL);
-    }
     t->attempt++;
     mr->pub.attempts++;
     provider *prov = ctx_provider_find(run->ctx, m->provider);
@@ -438,13 +435,12 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
 {
     const council_spec *spec = run->spec;
     size_t nm = spec->n_members;
-    /* the state, then tasks, part, cand, cand_labels, m_started: one zeroed
-     * block (a pairwise round makes its tasks per level) */
+    /* the state, then tasks, part, cand, cand_labels: one zeroed block (a
+     * pairwise round makes its tasks per level) */
     size_t n_block_tasks = type == RT_PAIRWISE ? 0 : nm;
     round_state *rs = cx_calloc(1, sizeof *rs + n_block_tasks * sizeof(task) +
                                        nm * (sizeof *rs->part + sizeof *rs->cand +
-                                             sizeof *rs->cand_labels +
-                                             sizeof *rs->m_started));
+                                             sizeof *rs->cand_labels));
     if (!rs) {
         fail_run(run, "round %s: out of memory", name);
         return -1;
@@ -453,7 +449,6 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->part = (size_t *)(block_tasks + n_block_tasks);
     rs->cand = rs->part + nm;
     rs->cand_labels = (const char **)(rs->cand + nm);
-    rs->m_started = (bool *)(rs->cand_labels + nm);
     rs->run = run;
     rs->type = type;
     rs->type_name = round_type_name(type);
