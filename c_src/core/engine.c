@@ -72,14 +72,16 @@ typedef struct round_state {
     uint32_t n_tasks, next, done, active;
 } round_state;
 
+/* A level of rounds being walked: the spec's top level, or an iterate
+ * round's children (its rounds are iter's, or the spec's when iter is
+ * NULL). */
 typedef struct frame {
     struct frame *next;
-    const spec_round *rounds;
     const spec_round *iter;   /* NULL: the top level */
     rres *res;
-    unsigned n, pc;           /* at most SPEC_MAX_ROUNDS */
-    unsigned iteration, idx;
+    unsigned pc;              /* at most SPEC_MAX_ROUNDS */
     int vote_unanimous;       /* -1 no vote this iteration, 0/1 */
+    unsigned iteration, idx;
 } frame;
 
 static const char *default_instructions(round_type t)
@@ -785,8 +787,6 @@ static int push_iterate(council_run *run, const spec_round *sr)
         fail_run(run, "round %s: out of memory", sr->name);
         return -1;
     }
-    f->rounds = sr->children;
-    f->n = (unsigned)sr->n_children;
     f->iter = sr;
     f->iteration = 0;
     f->vote_unanimous = -1;
@@ -884,14 +884,14 @@ void engine_pump(council_run *run)
                 fail_run(run, "%s: out of memory", "engine");
                 return;
             }
-            top->rounds = run->spec->rounds;
-            top->n = (unsigned)run->spec->n_rounds;
             top->vote_unanimous = -1;
             run->frames = top;
         }
         frame *f = run->frames;
-        if (f->pc < f->n) {
-            const spec_round *sr = &f->rounds[f->pc++];
+        const spec_round *rounds = f->iter ? f->iter->children : run->spec->rounds;
+        size_t n = f->iter ? f->iter->n_children : run->spec->n_rounds;
+        if (f->pc < n) {
+            const spec_round *sr = &rounds[f->pc++];
             if (sr->type == RT_ITERATE) {
                 if (push_iterate(run, sr) < 0)
                     return;
