@@ -95,6 +95,17 @@ static int fail(cn_hs *hs, int err)
     return err;
 }
 
+/* The peer's proof that it knows the cookie: MD5(cookie ++ our challenge),
+ * compared in constant time; the expected digest is wiped after. */
+static int digest_ok(const cn_hs *hs, const unsigned char got[16])
+{
+    unsigned char want[16];
+    cn_cookie_digest(hs->cookie, hs->challenge, want);
+    int ok = sodium_memcmp(want, got, 16) == 0;
+    sodium_memzero(want, sizeof want);
+    return ok;
+}
+
 /* A plausible node name: name@host, printable, no spaces. */
 static int name_ok(const unsigned char *n, size_t len)
 {
@@ -222,11 +233,7 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
         /* 'r' peer_challenge:32 digest:16 */
         if (len != 21 || p[0] != 'r')
             return fail(hs, CN_HS_EPROTO);
-        unsigned char want[16];
-        cn_cookie_digest(hs->cookie, hs->challenge, want);
-        int ok = sodium_memcmp(want, p + 5, 16) == 0;
-        sodium_memzero(want, sizeof want);
-        if (!ok)
+        if (!digest_ok(hs, p + 5))
             return fail(hs, CN_HS_ECOOKIE);
         unsigned char ack[16];
         cn_cookie_digest(hs->cookie, rd32(p + 1), ack);
@@ -285,11 +292,7 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
         /* 'a' digest:16 */
         if (len != 17 || p[0] != 'a')
             return fail(hs, CN_HS_EPROTO);
-        unsigned char want[16];
-        cn_cookie_digest(hs->cookie, hs->challenge, want);
-        int ok = sodium_memcmp(want, p + 1, 16) == 0;
-        sodium_memzero(want, sizeof want);
-        if (!ok)
+        if (!digest_ok(hs, p + 1))
             return fail(hs, CN_HS_ECOOKIE);
         cn_hs_clear(hs);
         hs->state = CN_HS_DONE;

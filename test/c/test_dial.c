@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "loop_io.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -143,20 +145,7 @@ static int accept_pump(fixture *f, int lfd, int ms)
 /* Reads exactly n bytes. 0, -1 on EOF, -2 on timeout. */
 static int rd(fixture *f, int fd, void *buf, size_t n)
 {
-    size_t got = 0;
-    for (int spins = 0; got < n && spins < 8000; spins++) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        ssize_t r = recv(fd, (char *)buf + got, n - got, MSG_DONTWAIT);
-        if (r == 0)
-            return -1;
-        if (r > 0)
-            got += (size_t)r;
-        else if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        else
-            usleep(500);
-    }
-    return got == n ? 0 : -2;
+    return loop_read_exact(&f->loop, fd, buf, n, 8000);
 }
 
 static void wr(fixture *f, int fd, const void *b, size_t n)

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "loop_io.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -93,20 +95,7 @@ static void pump(fixture *f, int ms)
 /* Reads exactly n bytes, pumping the node's loop meanwhile. -1 on EOF. */
 static int rd(fixture *f, void *buf, size_t n)
 {
-    size_t got = 0;
-    for (int spins = 0; got < n && spins < 4000; spins++) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        ssize_t r = recv(f->fd, (char *)buf + got, n - got, MSG_DONTWAIT);
-        if (r == 0)
-            return -1;
-        if (r > 0)
-            got += (size_t)r;
-        else if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        else
-            usleep(500);
-    }
-    return got == n ? 0 : -2;
+    return loop_read_exact(&f->loop, f->fd, buf, n, 4000);
 }
 
 static void wr(fixture *f, const void *b, size_t n)

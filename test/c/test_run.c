@@ -404,22 +404,36 @@ static void test_summary_inside_iterate(void **state)
     council_ctx_free(ctx);
 }
 
-static void test_step_waits_at_most_the_timeout(void **state)
+/* A run whose only member hangs on its first attempt, already called. */
+static council_run *start_hanging_member(council_ctx *ctx)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
     council_run *run = start_rec(
         ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
              "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
         "q", NULL);
     council_ctx_step(ctx, 0); /* starts the member */
-    uint64_t t0 = uv_hrtime();
+    return run;
+}
+
+/* A step of 30 ms with nothing to do returns "work remains" after at least
+ * 20 ms and well before the member's timeout; then everything is freed. */
+static void assert_step_bounded(council_ctx *ctx, council_run *run, uint64_t t0)
+{
     assert_int_equal(council_ctx_step(ctx, 30), 1);
     uint64_t ms = (uv_hrtime() - t0) / 1000000;
     assert_true(ms >= 20 && ms < 1000);
     council_run_cancel(run);
     council_run_unref(run);
     council_ctx_free(ctx);
+}
+
+static void test_step_waits_at_most_the_timeout(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_hanging_member(ctx);
+    uint64_t t0 = uv_hrtime();
+    assert_step_bounded(ctx, run, t0);
 }
 
 /* The bound holds when the host kept the loop waiting (its own work between
@@ -430,21 +444,12 @@ static void test_step_waits_at_most_the_timeout_after_host_work(void **state)
 {
     (void)state;
     council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
-        ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-             "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
-        "q", NULL);
-    council_ctx_step(ctx, 0); /* starts the member */
+    council_run *run = start_hanging_member(ctx);
     uint64_t t0 = uv_hrtime();
     while (uv_hrtime() - t0 < 100 * 1000000ull)
         ; /* the host is busy for 100 ms */
     t0 = uv_hrtime();
-    assert_int_equal(council_ctx_step(ctx, 30), 1);
-    uint64_t ms = (uv_hrtime() - t0) / 1000000;
-    assert_true(ms >= 20 && ms < 1000);
-    council_run_cancel(run);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_step_bounded(ctx, run, t0);
 }
 
 static void test_concurrency_limit_serialises_members(void **state)
