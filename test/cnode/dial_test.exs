@@ -85,12 +85,16 @@ defmodule CNode.DialTest do
     {peer, peer_node, mod} = start_peer(cookie())
     refute connected_to?(peer_node, i.node)
     server = :erpc.call(peer_node, mod, :spawn_member_server, [])
-    {:ok, pid} = start(i.node, %{spec: @beam_spec, member_server: server, subscribe: [self()]})
-    ref = Process.monitor(pid)
+    Process.flag(:trap_exit, true)
+    {:ok, pid} =
+      GenServer.call({:council_ex, i.node},
+        {:start_link, %{input: "What is 2+2?", spec: @beam_spec, member_server: server,
+                        subscribe: [self()]}})
     evs = events()
     assert {:run_completed, _, %{final: "far away: What is 2+2? (Far)"}} = List.last(evs)
     assert Enum.any?(evs, &match?({:member_token, _, _, "elixir", "far"}, &1))
-    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+    assert_receive {:EXIT, ^pid, :normal}, 5_000
+    Process.flag(:trap_exit, false)
     assert connected_to?(peer_node, i.node)
     # a second run reuses the connection
     {:ok, _} = start(i.node, %{spec: @beam_spec, member_server: server, subscribe: [self()]})
@@ -126,16 +130,19 @@ defmodule CNode.DialTest do
 
   test "a member server on a node that does not exist: member error noconnection", %{info: i} do
     base = stats(i.node)
-    {t, {:ok, pid}} = :timer.tc(fn ->
-      start(i.node, %{spec: @beam_spec, member_server: ghost_pid(), subscribe: [self()]})
-    end)
-    assert t < 1_000_000
-    ref = Process.monitor(pid)
+    # linked, so the exit reason is seen even when the run has already ended
+    # by the time the reply arrives (the failed dial can be that fast)
+    Process.flag(:trap_exit, true)
+    {:ok, pid} =
+      GenServer.call({:council_ex, i.node},
+        {:start_link, %{input: "What is 2+2?", spec: @beam_spec, member_server: ghost_pid(),
+                        subscribe: [self()]}})
     evs = events()
     assert {:run_failed, _, errors, _} = List.last(evs)
     assert Enum.any?(errors, &(&1 =~ "beam provider: member server down: noconnection")),
            inspect(errors)
-    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, {:failed, _}}}, 5_000
+    assert_receive {:EXIT, ^pid, {:shutdown, {:failed, _}}}, 5_000
+    Process.flag(:trap_exit, false)
     # a subscription for a ghost pid: accepted, then dropped when the dial fails
     assert GenServer.call({:council_ex, i.node}, {:subscribe, "council_ex:run:x", ghost_pid(), :tagged}) == :ok
     assert wait_until(fn ->
@@ -161,7 +168,7 @@ defmodule CNode.DialTest do
     server = :erpc.call(peer_node, mod, :spawn_member_server, [])
     # from now on the peer expects another cookie from new connections
     true = :erpc.call(peer_node, :erlang, :set_cookie, [:"not-the-council-cookie"])
-    {:ok, pid} = start(i.node, %{spec: @beam_spec, member_server: server, subscribe: [self()]})
+    {:ok, _pid} = start(i.node, %{spec: @beam_spec, member_server: server, subscribe: [self()]})
     evs = events()
     assert {:run_failed, _, errors, _} = List.last(evs)
     assert Enum.any?(errors, &(&1 =~ "member server down: noconnection")), inspect(errors)

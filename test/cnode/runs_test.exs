@@ -18,6 +18,13 @@ defmodule CNode.RunsTest do
   end
 
   # A run that stays in its first round for a long time.
+  # member "a" answers after 300 ms: a monitor set right after start is in
+  # place long before the run can end, even on a loaded machine
+  def paced_spec(extra \\ %{}) do
+    members = [%{id: "a", provider: "mock", options: %{latency_ms: 300}} | tl(@members)]
+    spec(Map.merge(%{members: members}, extra))
+  end
+
   def slow_spec, do: %{id: "slow", members: [%{id: "a", provider: "mock", options: %{latency_ms: 600_000}}],
                        rounds: [%{type: "independent_analysis"}]}
 
@@ -73,7 +80,7 @@ defmodule CNode.RunsTest do
   end
 
   test "monitors get DOWN :normal on completion, {:shutdown, :cancelled} on cancel", %{info: i} do
-    {:ok, pid} = start(i.node, %{spec: spec()})
+    {:ok, pid} = start(i.node, %{spec: paced_spec()})
     ref = Process.monitor(pid)
     assert {:ok, %{final: _}} = GenServer.call(pid, :await, 10_000)
     assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
@@ -116,7 +123,7 @@ defmodule CNode.RunsTest do
     # subscribing before the run exists is allowed: nothing is missed
     assert GenServer.call(svc, {:subscribe, topic, self(), :tagged}) == :ok
     assert GenServer.call(svc, {:subscribe, topic, self(), :bogus}) == {:error, :badarg}
-    {:ok, pid} = start(i.node, %{spec: spec(), run_id: run_id})
+    {:ok, pid} = start(i.node, %{spec: paced_spec(), run_id: run_id})
     ref = Process.monitor(pid)
     assert_receive {:council_ex_event, ^topic, {:run_started, ^run_id, "demo", _}}, 5_000
     assert_receive {:council_ex_event, ^topic, {:run_completed, ^run_id, %{final: f}}}, 10_000
