@@ -19,6 +19,7 @@
 #ifndef CN_REMOTE_SUB_H
 #define CN_REMOTE_SUB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "bridge.h"
@@ -41,6 +42,10 @@ enum { CN_RSUB_TAGGED = 1 }; /* send {council_ex_event, Topic, Event} */
  * or COUNCIL_EIO (the pid's node is not connected). */
 int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
                  int flags);
+/* Whether (topic, pid) is subscribed now. */
+bool cn_rsubs_has(const cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid);
+/* How many more subscriptions the table takes before COUNCIL_ELIMIT. */
+size_t cn_rsubs_room(const cn_rsubs *rs);
 /* Remove (topic, pid); 0, or COUNCIL_ENOTFOUND. */
 int cn_rsubs_remove(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid);
 /* The pid is gone (its monitor fired): drop all of its subscriptions. */

@@ -213,6 +213,30 @@ static int input_of(cn_slice in, council_input *out, char **printed)
     return 0;
 }
 
+/* The pairs of a start's :subscribe list that would be new: duplicates in
+ * the list and, when the run id is given, pairs subscribed already do not
+ * count (a generated id has no subscribers yet). */
+static size_t new_pairs(const cn_rsubs *rs, const char *run_id, size_t id_len,
+                        const cn_pid *subs, size_t n)
+{
+    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1, tlen = 0;
+    char *topic = run_id ? malloc(plen + id_len) : NULL;
+    if (topic) {
+        memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
+        memcpy(topic + plen, run_id, id_len);
+        tlen = plen + id_len;
+    }
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool seen = tlen && cn_rsubs_has(rs, topic, tlen, &subs[i]);
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = cn_pid_eq(&subs[j], &subs[i]);
+        count += !seen;
+    }
+    free(topic);
+    return count; /* out of memory: every pair counts, an upper bound */
+}
+
 static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slice opts,
                      int link, ei_x_buff *x)
 {
@@ -331,6 +355,13 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         so.user_opts = r.user_opts.p;
         so.user_opts_len = r.user_opts.len;
     }
+    /* refuse before the run exists when the table cannot take every new
+     * (topic, pid) pair of :subscribe, so a refused start leaves no run */
+    if (nsubs && b->subs && new_pairs(b->subs, so.run_id, so.run_id_len, subs, nsubs) >
+                                cn_rsubs_room(b->subs)) {
+        err_atom(x, "limit");
+        goto out;
+    }
     rc = council_run_create(b->ctx, &so, &run);
     if (rc != 0) {
         if (rc == COUNCIL_EEXIST)
@@ -372,9 +403,16 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         }
         memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
         memcpy(topic + plen, id, id_len);
+        /* all or nothing: a failed entry takes back the ones this start
+         * made (not pairs that were subscribed before it) */
+        bool made[64];
         for (size_t i = 0; i < nsubs; i++) {
+            made[i] = !cn_rsubs_has(b->subs, topic, plen + id_len, &subs[i]);
             rc = cn_rsubs_add(b->subs, topic, plen + id_len, &subs[i], sub_flags[i]);
             if (rc != 0) {
+                for (size_t j = 0; j < i; j++)
+                    if (made[j])
+                        cn_rsubs_remove(b->subs, topic, plen + id_len, &subs[j]);
                 free(topic);
                 cn_run_proc_cancel(run, NULL);
                 err_atom(x, rc == COUNCIL_ELIMIT ? "limit" : "noconnection");
