@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "council.h"
 #include "log.h"
 
 typedef struct cn_gen {
@@ -142,6 +143,24 @@ int cn_gen_reply_x(cn_node *n, cn_proc *p, const cn_gen_from *from,
                    const ei_x_buff *reply)
 {
     return cn_gen_reply(n, p, from, cn_x_slice(reply));
+}
+
+int cn_gen_encode_error(ei_x_buff *x, const char *reason)
+{
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+                   ei_x_encode_atom(x, reason)
+               ? -1
+               : 0;
+}
+
+const char *cn_gen_error_reason(int rc)
+{
+    switch (rc) {
+    case COUNCIL_ELIMIT: return "limit";
+    case COUNCIL_ENOMEM: return "enomem";
+    case COUNCIL_EIO: return "noconnection";
+    default: return "badarg";
+    }
 }
 
 int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request)

@@ -62,6 +62,12 @@ int cn_gen_reply(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice reply
 /* Reply given as an ei_x_buff made with ei_x_new (no version byte). */
 int cn_gen_reply_x(cn_node *n, cn_proc *p, const cn_gen_from *from,
                    const ei_x_buff *reply);
+/* Appends {error, Reason} with an atom reason (one of the node's fixed
+ * atoms). 0 or -1 (ENOMEM). */
+int cn_gen_encode_error(ei_x_buff *x, const char *reason);
+/* The reason atom this node reports for a council_err code of a
+ * subscription or call that failed: limit, enomem, noconnection, badarg. */
+const char *cn_gen_error_reason(int rc);
 /* Appends {error, {unknown_call, Request}}, the answer to a call a process
  * does not know. 0 or -1 (ENOMEM). */
 int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request);

@@ -179,15 +179,6 @@ static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
     return subscribe ? rc : 0;
 }
 
-static void encode_error_code(ei_x_buff *x, int rc)
-{
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "error");
-    ei_x_encode_atom(x, rc == COUNCIL_ELIMIT ? "limit"
-                        : rc == COUNCIL_ENOMEM ? "enomem"
-                        : rc == COUNCIL_EIO ? "noconnection" : "badarg");
-}
-
 static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice req)
 {
     cn_run_proc *rp = cn_gen_state(p);
@@ -213,7 +204,7 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
         cn_run_proc_cancel(rp->run, NULL);
         return;
     } else if (cn_ctl_is_atom(&req, "await") && rp->n_await >= MAX_AWAITERS) {
-        encode_error_code(&x, COUNCIL_ELIMIT);
+        cn_gen_encode_error(&x, "limit");
     } else if (cn_ctl_is_atom(&req, "await")) {
         cn_gen_from *keep = NULL;
         if (rp->n_await == rp->cap_await) {
@@ -229,7 +220,7 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
             ei_x_free(&x);
             return; /* answered at the end */
         }
-        encode_error_code(&x, COUNCIL_ENOMEM);
+        cn_gen_encode_error(&x, "enomem");
     } else if (cn_ctl_is_atom(&req, "result")) {
         cn_outcome_term(&x, rp->run);
     } else if (ar == 2 && (cn_ctl_is_atom(&el[0], "subscribe") ||
@@ -238,7 +229,7 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
         if (rc == 0)
             ei_x_encode_atom(&x, "ok");
         else
-            encode_error_code(&x, rc);
+            cn_gen_encode_error(&x, cn_gen_error_reason(rc));
     } else {
         cn_gen_encode_unknown_call(&x, req);
     }

@@ -27,12 +27,6 @@ static void put_count(ei_x_buff *x, const char *key, size_t v)
     ei_x_encode_ulong(x, (unsigned long)v);
 }
 
-static void err_atom(ei_x_buff *x, const char *reason)
-{
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "error");
-    ei_x_encode_atom(x, reason);
-}
 
 /* A binary or an atom, as text (view into the slice). 0 or -1. */
 static int get_name(cn_slice s, const char **p, size_t *len)
@@ -243,7 +237,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
     cn_bridge *b = s->b;
     start_req r;
     if (parse_start_opts(opts, &r)) {
-        err_atom(x, "badarg");
+        cn_gen_encode_error(x, "badarg");
         return;
     }
     if (r.bad_key.len) {
@@ -359,21 +353,21 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
      * (topic, pid) pair of :subscribe, so a refused start leaves no run */
     if (nsubs && b->subs && new_pairs(b->subs, so.run_id, so.run_id_len, subs, nsubs) >
                                 cn_rsubs_room(b->subs)) {
-        err_atom(x, "limit");
+        cn_gen_encode_error(x, "limit");
         goto out;
     }
     rc = council_run_create(b->ctx, &so, &run);
     if (rc != 0) {
         if (rc == COUNCIL_EEXIST)
-            err_atom(x, "already_started");
+            cn_gen_encode_error(x, "already_started");
         else if (rc == COUNCIL_ELIMIT)
-            err_atom(x, "limit");
+            cn_gen_encode_error(x, "limit");
         else if (rc == COUNCIL_EPROVIDER)
             invalid_spec(x, "members", "a member names a provider this node does not have");
         else if (rc == COUNCIL_ESPEC)
             invalid_spec(x, "spec", "invalid spec");
         else
-            err_atom(x, "enomem");
+            cn_gen_encode_error(x, "enomem");
         goto out;
     }
     cn_proc *rp = cn_run_proc_spawn(b, run, r.member_server.len &&
@@ -381,14 +375,14 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
                                            ? &server : NULL);
     if (!rp) {
         council_run_cancel(run);
-        err_atom(x, "enomem");
+        cn_gen_encode_error(x, "enomem");
         goto out;
     }
     /* Order matters: LINK and subscriptions before the run begins and
      * before the reply, so the caller misses nothing. */
     if (link && cn_node_link(b->node, rp, &from->pid) != 0) {
         cn_run_proc_cancel(run, NULL);
-        err_atom(x, "noconnection");
+        cn_gen_encode_error(x, "noconnection");
         goto out;
     }
     if (nsubs && b->subs) {
@@ -398,7 +392,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         char *topic = malloc(plen + id_len);
         if (!topic) {
             cn_run_proc_cancel(run, NULL);
-            err_atom(x, "enomem");
+            cn_gen_encode_error(x, "enomem");
             goto out;
         }
         memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
@@ -415,7 +409,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
                         cn_rsubs_remove(b->subs, topic, plen + id_len, &subs[j]);
                 free(topic);
                 cn_run_proc_cancel(run, NULL);
-                err_atom(x, rc == COUNCIL_ELIMIT ? "limit" : "noconnection");
+                cn_gen_encode_error(x, rc == COUNCIL_ELIMIT ? "limit" : "noconnection");
                 goto out;
             }
         }
@@ -459,7 +453,7 @@ static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
     const char *id;
     size_t len;
     if (id_args(el, &registry, &id, &len)) {
-        err_atom(x, "badarg");
+        cn_gen_encode_error(x, "badarg");
         return;
     }
     council_run *run = NULL;
@@ -471,7 +465,7 @@ static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
             ei_x_encode_atom(x, "ok");
             encode_self_pid(b, x, p);
         } else {
-            err_atom(x, rc == COUNCIL_EUNKNOWN_RUN ? "unknown_run" : "runner_dead");
+            cn_gen_encode_error(x, rc == COUNCIL_EUNKNOWN_RUN ? "unknown_run" : "runner_dead");
         }
     } else if (cn_ctl_is_atom(&op, "state")) {
         council_summary sum;
@@ -480,19 +474,19 @@ static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
             ei_x_encode_atom(x, "ok");
             cn_summary_term(x, &sum);
         } else {
-            err_atom(x, "not_found");
+            cn_gen_encode_error(x, "not_found");
         }
     } else if (cn_ctl_is_atom(&op, "result")) {
         if (council_run_find(b->ctx, registry, id, len, &run) == 0)
             cn_outcome_term(x, run);
         else
-            err_atom(x, "not_found");
+            cn_gen_encode_error(x, "not_found");
     } else { /* cancel */
         if (council_run_find(b->ctx, registry, id, len, &run) == 0) {
             cn_run_proc_cancel(run, NULL);
             ei_x_encode_atom(x, "ok");
         } else {
-            err_atom(x, "not_found");
+            cn_gen_encode_error(x, "not_found");
         }
     }
     free(registry);
@@ -503,7 +497,7 @@ static void do_subscribe(service *s, cn_slice *el, int arity, int subscribe, ei_
     int flags = 0;
     if (arity == 4) {
         if (!subscribe || !cn_ctl_is_atom(&el[3], "tagged")) {
-            err_atom(x, "badarg");
+            cn_gen_encode_error(x, "badarg");
             return;
         }
         flags = CN_RSUB_TAGGED;
@@ -514,7 +508,7 @@ static void do_subscribe(service *s, cn_slice *el, int arity, int subscribe, ei_
     cn_pid pid;
     if (el[1].len < 5 || el[1].p[0] != ERL_BINARY_EXT || get_name(el[1], &topic, &len) ||
         len == 0 || get_pid(b, el[2], &pid) || !b->subs) {
-        err_atom(x, "badarg");
+        cn_gen_encode_error(x, "badarg");
         return;
     }
     if (!subscribe) {
@@ -526,7 +520,7 @@ static void do_subscribe(service *s, cn_slice *el, int arity, int subscribe, ei_
     if (rc == 0)
         ei_x_encode_atom(x, "ok");
     else
-        err_atom(x, rc == COUNCIL_ELIMIT ? "limit" : rc == COUNCIL_EIO ? "noconnection" : "enomem");
+        cn_gen_encode_error(x, cn_gen_error_reason(rc));
 }
 
 /* ---------------------------------------------------------- gen_server */
