@@ -30,6 +30,7 @@ typedef struct cn_bridge {
     uv_timer_t end_timer;
     int end_timer_ready;
     cn_dl ending;
+    cn_dl live;              /* every run process alive (run_proc.c) */
 } cn_bridge;
 
 #endif

@@ -3,8 +3,8 @@
  * Parses options, reads the cookie, starts the node on a libuv loop,
  * registers net_kernel and the service process, prints one readiness line
  * to stdout after epmd registration, and stops cleanly on SIGTERM/SIGINT
- * (processes exit with `shutdown`, connections flushed, epmd entry gone,
- * exit status 0).
+ * (runs cancelled and their terminal events sent, then processes exit with
+ * `shutdown`, connections flushed, epmd entry gone, exit status 0).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +26,7 @@
 #include "log.h"
 #include "net_kernel.h"
 #include "node.h"
+#include "run_proc.h"
 #include "service.h"
 
 static const char usage[] =
@@ -249,6 +250,8 @@ typedef struct app {
 
 static void stop_app(app *a)
 {
+    if (a->bridge.node) /* the service is up: end the runs, events first */
+        cn_run_proc_shutdown_all(&a->bridge, cn_atom_shutdown());
     cn_node_stop(a->node);
     if (!uv_is_closing((uv_handle_t *)&a->sigterm))
         uv_close((uv_handle_t *)&a->sigterm, NULL);

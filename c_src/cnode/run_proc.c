@@ -31,6 +31,7 @@ struct cn_run_proc {
     council_run *run;          /* one reference */
     cn_proc *proc;             /* NULL once the process has exited */
     cn_dl end_link;            /* in b->ending once the core reported the end */
+    cn_dl live_link;           /* in b->live while the process is alive */
     int ending;
     cn_gen_from **awaiters;
     size_t n_await, cap_await;
@@ -299,6 +300,7 @@ static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
     free_awaiters(rp);
     if (rp->ending)
         cn_dl_del(&rp->end_link);
+    cn_dl_del(&rp->live_link);
     free(rp->server);
     council_run_set_user_data(rp->run, NULL);
     council_run_unref(rp->run);
@@ -326,6 +328,7 @@ cn_proc *cn_run_proc_spawn(cn_bridge *b, council_run *run, const cn_pid *member_
         uv_unref((uv_handle_t *)&b->end_timer); /* runs keep the loop busy, not it */
         b->end_timer.data = b;
         cn_dl_init(&b->ending);
+        cn_dl_init(&b->live);
         b->end_timer_ready = 1;
     }
     cn_run_proc *rp = calloc(1, sizeof *rp);
@@ -348,6 +351,7 @@ cn_proc *cn_run_proc_spawn(cn_bridge *b, council_run *run, const cn_pid *member_
         return NULL;
     }
     council_run_set_user_data(run, rp);
+    cn_dl_push(&b->live, &rp->live_link);
     if (member_server) {
         /* Without a monitor a dead server could not be noticed: then the
          * run has none, and its beam members fail with a clear error. */
@@ -382,6 +386,23 @@ void cn_run_proc_cancel(council_run *run, const cn_slice *reason)
         rp->has_reason = 1;
     }
     council_run_cancel(run);
+}
+
+void cn_run_proc_shutdown_all(cn_bridge *b, cn_slice reason)
+{
+    if (!b->end_timer_ready)
+        return; /* no run was ever started */
+    /* Cancelling publishes each run's terminal event and queues its
+     * process for the end; nothing leaves the live list until end_fire. */
+    for (cn_dl *e = b->live.next; e != &b->live; e = e->next) {
+        cn_run_proc *rp = cn_dl_entry(e, cn_run_proc, live_link);
+        council_status st = council_run_status(rp->run);
+        if (st == COUNCIL_PENDING || st == COUNCIL_RUNNING) /* an ended run keeps its reason */
+            cn_run_proc_cancel(rp->run, &reason);
+    }
+    /* Now, not from the loop: the node's connections close next. */
+    uv_timer_stop(&b->end_timer);
+    end_fire(&b->end_timer);
 }
 
 const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp)

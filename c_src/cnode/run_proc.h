@@ -32,6 +32,13 @@ cn_proc *cn_run_proc_of(const council_run *run);
  * default {shutdown, cancelled}). Idempotent. */
 void cn_run_proc_cancel(council_run *run, const cn_slice *reason);
 
+/* Node shutdown: cancels every unfinished run with reason (a term), hands
+ * each run's queued events (run_cancelled last) to the connections, then
+ * answers its awaiters and ends its process with reason, so subscribers,
+ * links and monitors learn it in that order before the connections close.
+ * Call before cn_node_stop. */
+void cn_run_proc_shutdown_all(cn_bridge *b, cn_slice reason);
+
 /* For the beam provider: the record of the run that owns call, or NULL. */
 cn_run_proc *cn_run_proc_from_run(const council_run *run);
 
