@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,16 @@ static const char usage[] =
     "                          together [1000000]\n"
     "  --log-level LEVEL       error|warn|info|debug, to stderr [warn]\n"
     "  --help                  this text\n"
+    "Limits of the core (each N >= 1; see README \"Limits\"):\n"
+    "  --retention-ms N        how long a finished run stays readable [300000]\n"
+    "  --max-retained N        finished runs kept; the oldest leaves early when\n"
+    "                          full [100000]\n"
+    "  --max-spec-bytes N      largest spec, as JSON [1048576]\n"
+    "  --member-timeout-ms N   default timeout of a member call [60000]\n"
+    "  --output-cap N          bytes of answer kept per member call [1048576]\n"
+    "  --subscriber-queue N    undelivered events per subscriber before it is\n"
+    "                          cut off [4096]\n"
+    "  --max-subscribers-per-topic N  [1024]\n"
     "\n"
     "Prints \"council_node ready NAME@HOST port=P creation=C\" on stdout once\n"
     "registered with epmd (at 127.0.0.1:$ERL_EPMD_PORT, default 4369).\n"
@@ -63,7 +75,10 @@ typedef struct opts {
     long port;
     size_t max_conns, max_frame, max_runs, max_subs;
     int log_level;
+    council_config core; /* 0 = the core's default */
 } opts;
+
+
 
 static int parse_size(const char *s, size_t *out)
 {
@@ -73,6 +88,43 @@ static int parse_size(const char *s, size_t *out)
     if (errno || *end || end == s || s[0] == '-' || v == 0)
         return -1;
     *out = (size_t)v;
+    return 0;
+}
+
+/* Options that set a limit of the core, by field. */
+static const struct core_opt {
+    const char *flag;
+    size_t size_off;   /* size_t field, or */
+    size_t ms_off;     /* uint64_t field (the other is SIZE_MAX) */
+} core_opts[] = {
+    {"--retention-ms", SIZE_MAX, offsetof(council_config, retention_ms)},
+    {"--max-retained", offsetof(council_config, max_retained), SIZE_MAX},
+    {"--max-spec-bytes", offsetof(council_config, max_spec_bytes), SIZE_MAX},
+    {"--member-timeout-ms", SIZE_MAX, offsetof(council_config, member_timeout_ms)},
+    {"--output-cap", offsetof(council_config, output_cap), SIZE_MAX},
+    {"--subscriber-queue", offsetof(council_config, subscriber_queue_cap), SIZE_MAX},
+    {"--max-subscribers-per-topic", offsetof(council_config, max_subscribers_per_topic),
+     SIZE_MAX},
+};
+
+/* 1 if a is a core option (set, or -1 on a bad value), 0 if not one. */
+static int core_option(const char *a, const char *v, council_config *c)
+{
+    for (size_t k = 0; k < sizeof core_opts / sizeof core_opts[0]; k++) {
+        const struct core_opt *co = &core_opts[k];
+        if (strcmp(a, co->flag) != 0)
+            continue;
+        size_t n;
+        if (parse_size(v, &n)) {
+            fprintf(stderr, "council_node: bad %s %s\n", a, v);
+            return -1;
+        }
+        if (co->size_off != SIZE_MAX)
+            *(size_t *)((char *)c + co->size_off) = n;
+        else
+            *(uint64_t *)((char *)c + co->ms_off) = n;
+        return 1;
+    }
     return 0;
 }
 
@@ -97,6 +149,7 @@ static int parse_args(int argc, char **argv, opts *o)
             return -1;
         }
         const char *v = argv[++i];
+        int rc;
         if (strcmp(a, "--sname") == 0)
             o->sname = v;
         else if (strcmp(a, "--name") == 0)
@@ -137,6 +190,9 @@ static int parse_args(int argc, char **argv, opts *o)
                 fprintf(stderr, "council_node: bad --max-runs %s\n", v);
                 return -1;
             }
+        } else if ((rc = core_option(a, v, &o->core)) != 0) {
+            if (rc < 0)
+                return -1;
         } else if (strcmp(a, "--log-level") == 0) {
             if ((o->log_level = cn_log_parse_level(v)) < 0) {
                 fprintf(stderr, "council_node: bad --log-level %s\n", v);
@@ -330,7 +386,8 @@ int main(int argc, char **argv)
     }
 
     /* One loop for everything: the core's. */
-    council_config ccfg = {.max_runs = a.o.max_runs};
+    council_config ccfg = a.o.core;
+    ccfg.max_runs = a.o.max_runs;
     a.ctx = council_ctx_new(&ccfg);
     if (!a.ctx) {
         cn_cookie_free(&cookie);

@@ -1,0 +1,62 @@
+# The core's limits set from the C node's command line, seen over
+# distribution: too many runs, the retention window, the spec size cap;
+# and bad option values refused before the node starts.
+Code.require_file("support.exs", __DIR__)
+
+defmodule CNode.LimitsTest do
+  use ExUnit.Case, async: false
+  import CNodeTest
+
+  setup_all do
+    info = start_node(args: ["--max-runs", "1", "--retention-ms", "1500",
+                             "--max-spec-bytes", "400"])
+    on_exit(fn -> stop_node(info) end)
+    {:ok, info: info}
+  end
+
+  @reg "CouncilEx.Runner.Registry"
+  @quick %{id: "q", members: [%{id: "a", provider: "mock"}],
+           rounds: [%{type: "independent_analysis"}]}
+  @slow %{id: "s", members: [%{id: "a", provider: "mock", options: %{latency_ms: 600_000}}],
+          rounds: [%{type: "independent_analysis"}]}
+
+  defp svc(i), do: {:council_ex, i.node}
+  defp start(i, opts), do: GenServer.call(svc(i), {:start, Map.merge(%{input: "q"}, opts)})
+
+  test "--max-runs: a start past the limit gets {:error, :limit}; a slot frees when a run ends",
+       %{info: i} do
+    {:ok, pid} = start(i, %{spec: @slow})
+    assert start(i, %{spec: @quick}) == {:error, :limit}
+    assert GenServer.call(pid, :cancel) == :ok
+    assert wait_until(fn -> match?({:ok, _}, start(i, %{spec: @quick})) end)
+  end
+
+  test "--retention-ms: a finished run is readable, then gone", %{info: i} do
+    id = "ret-#{System.unique_integer([:positive])}"
+    assert wait_until(fn -> match?({:ok, _}, start(i, %{spec: @quick, run_id: id,
+                                                          subscribe: [self()]})) end)
+    assert {:run_completed, ^id, %{final: f}} = List.last(events())
+    assert {:ok, %{status: :completed}} = GenServer.call(svc(i), {:state, @reg, id})
+    assert {:ok, %{final: ^f}} = GenServer.call(svc(i), {:result, @reg, id})
+    assert wait_until(fn -> GenServer.call(svc(i), {:state, @reg, id}) == {:error, :not_found} end,
+                      10_000)
+    assert GenServer.call(svc(i), {:whereis, @reg, id}) == {:error, :unknown_run}
+  end
+
+  test "--max-spec-bytes: a bigger spec is an invalid spec, the node keeps serving", %{info: i} do
+    big = Map.put(@quick, :members, for(k <- 1..20, do: %{id: "member-#{k}", provider: "mock"}))
+    assert {:error, {:invalid_spec, "spec", why}} = start(i, %{spec: big})
+    assert why =~ "limit"
+    assert GenServer.call(svc(i), :ping) == :pong
+  end
+
+  test "bad limit values are refused with a message and exit status 2" do
+    exe = Path.expand(binary())
+    for args <- [["--retention-ms", "0"], ["--max-retained", "-3"], ["--output-cap", "lots"],
+                 ["--subscriber-queue"]] do
+      {out, st} = System.cmd(exe, ["--sname", "never"] ++ args, stderr_to_stdout: true)
+      assert st == 2, inspect({args, out})
+      assert out =~ "council_node: ", out
+    end
+  end
+end
