@@ -67,18 +67,37 @@ json_t *cx_json_text(const char *s, size_t len);
  * COUNCIL_ENOMEM when out of memory; cx_timer_fini stops it and releases
  * its place, after which starting it does nothing; fini is idempotent and
  * safe on a zeroed timer). Starting never fails; starting an armed timer
- * moves it. Close or fini every timer before the context is freed. */
+ * moves it. Close or fini every timer before the context is freed.
+ *
+ * cx_timer_defer arms a timer for the loop's check phase instead, after
+ * the loop has polled for I/O: a timer of delay 0 fires in the pass that
+ * started it, a deferred one only once sockets and other handles had their
+ * turn. Deferred timers fire in the order they were deferred; one deferred
+ * from a check-phase callback waits for the next check phase (so a chain
+ * of deferrals yields to I/O at every link). Starting, deferring, stopping
+ * and fini move or disarm a timer wherever it is armed. */
 typedef struct cx_timers cx_timers;
 typedef void (*cx_timer_cb)(void *arg);
 typedef struct cx_timer {
     cx_timers *owner;     /* NULL before init, after fini, or once the
                              context is gone */
-    uint64_t due;         /* loop time, ms */
-    uint64_t seq;         /* start order, ties between equal due times */
-    size_t slot;          /* index in owner->heap, or SIZE_MAX: not armed */
+    union {
+        struct {          /* in the heap */
+            uint64_t due; /* loop time, ms */
+            uint64_t seq; /* start order, ties between equal due times */
+        };
+        struct {          /* deferred: in one of the owner's lists */
+            struct cx_timer *prev, *next;
+        };
+    };
+    size_t slot;          /* index in owner->heap, a mark of the list it is
+                             in (timer.c), or SIZE_MAX: not armed */
     cx_timer_cb cb;
     void *arg;
 } cx_timer;
+typedef struct cx_timer_list {
+    cx_timer *head, *tail;
+} cx_timer_list;
 struct cx_timers {
     uv_timer_t driver;        /* armed for the earliest timer, if any */
     cx_timer **heap;          /* armed timers, min-heap on (due, seq) */
@@ -86,14 +105,19 @@ struct cx_timers {
     size_t n_timers;          /* timers not yet closed */
     uint64_t seq;
     bool firing;
+    uv_check_t checker;       /* fires the deferred timers after the poll */
+    uv_idle_t spinner;        /* keeps that poll from blocking meanwhile */
+    cx_timer_list deferred;   /* for the next check phase */
+    cx_timer_list now;        /* being fired in this check phase */
 };
 struct council_ctx;
 void cx_timers_init(cx_timers *ts, uv_loop_t *loop);
-void cx_timers_close(cx_timers *ts); /* closes the uv timer */
+void cx_timers_close(cx_timers *ts); /* closes the uv handles */
 cx_timer *cx_timer_new(struct council_ctx *ctx, cx_timer_cb cb, void *arg);
 int cx_timer_init(struct council_ctx *ctx, cx_timer *t, cx_timer_cb cb, void *arg);
 void cx_timer_fini(cx_timer *t);
 void cx_timer_start(cx_timer *t, uint64_t ms);
+void cx_timer_defer(cx_timer *t);
 void cx_timer_stop(cx_timer *t);
 void cx_timer_close(cx_timer *t);   /* stop and free; NULL ok */
 
@@ -296,7 +320,8 @@ struct council_run {
     /* engine */
     struct frame *frames;       /* stack, innermost first */
     struct round_state *round;  /* the round in progress, NULL between */
-    cx_timer kick;              /* schedules engine_pump; fini once ended */
+    cx_timer kick;              /* schedules engine_pump (run_kick, or
+                                   deferred by run_yield); fini once ended */
     uint64_t ret_expires;       /* loop time (ms) its retention ends */
     watcher *watchers;
     struct council_call *calls; /* live calls of this run (list) */
@@ -312,6 +337,9 @@ void run_add_error(council_run *run, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void run_finish(council_run *run, council_status status);
 void run_kick(council_run *run);    /* schedule engine_pump on the loop */
+/* schedule engine_pump after the loop has polled for I/O (cx_timer_defer):
+ * how the engine yields between rounds */
+void run_yield(council_run *run);
 int run_push_round(council_run *run, rres *rr);  /* completed list */
 int run_own_round(council_run *run, rres *rr);   /* owned list; cannot fail */
 void run_result_sync(council_run *run);

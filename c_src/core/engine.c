@@ -5,8 +5,12 @@
  * Everything here runs from engine_pump, which the run schedules on the
  * loop (run_kick) whenever something changed; providers only record their
  * outcome, so a provider that completes synchronously cannot re-enter the
- * engine in the middle of a step. Not for: publishing mechanics and the run
- * lifecycle (run.c), call timers and provider plumbing (call.c).
+ * engine in the middle of a step. One pump starts at most one round: when
+ * members answer at once and a round ends inside the pump that started it,
+ * the next round waits for the loop to poll for I/O (run_yield), so a long
+ * run of synchronous rounds never holds the loop, and the sockets and runs
+ * that share it, for more than a round. Not for: publishing mechanics and
+ * the run lifecycle (run.c), call timers and provider plumbing (call.c).
  *
  * What members see (the "answers" of a request):
  *   independent_analysis  nothing but the input
@@ -850,8 +854,18 @@ static void complete_run(council_run *run)
 
 /* ------------------------------------------------------------------ pump */
 
+/* Whether the pump may start a round now: not when it already started one
+ * (it ended at once); then the run yields and the next pump starts it. */
+static bool may_start(council_run *run, bool started)
+{
+    if (started)
+        run_yield(run);
+    return !started;
+}
+
 void engine_pump(council_run *run)
 {
+    bool started = false; /* a round was started by this pump */
     while (run->status == COUNCIL_RUNNING && run->ctx) {
         round_state *rs = run->round;
         if (rs) {
@@ -891,13 +905,19 @@ void engine_pump(council_run *run)
         const spec_round *rounds = f->iter ? f->iter->children : run->spec->rounds;
         size_t n = f->iter ? f->iter->n_children : run->spec->n_rounds;
         if (f->pc < n) {
-            const spec_round *sr = &rounds[f->pc++];
+            const spec_round *sr = &rounds[f->pc];
             if (sr->type == RT_ITERATE) {
+                f->pc++;
                 if (push_iterate(run, sr) < 0)
                     return;
-            } else if (start_round(run, sr, sr->type, sr->name, sr->synth_member) < 0) {
-                return;
+                continue;
             }
+            if (!may_start(run, started))
+                return;
+            f->pc++;
+            if (start_round(run, sr, sr->type, sr->name, sr->synth_member) < 0)
+                return;
+            started = true;
             continue;
         }
         if (f->iter) {
@@ -905,9 +925,12 @@ void engine_pump(council_run *run)
             continue;
         }
         if (run->spec->chair >= 0 && !run->chair_done) {
+            if (!may_start(run, started))
+                return;
             run->chair_done = true;
             if (start_round(run, NULL, RT_SYNTHESIS, "chair", run->spec->chair) < 0)
                 return;
+            started = true;
             continue;
         }
         complete_run(run);

@@ -258,6 +258,12 @@ void run_kick(council_run *run)
         cx_timer_start(&run->kick, 0); /* nothing once fini'd */
 }
 
+void run_yield(council_run *run)
+{
+    if (!is_terminal(run->status))
+        cx_timer_defer(&run->kick); /* the same timer: a kick moves it back */
+}
+
 /* ------------------------------------------------------------- creating */
 
 static int check_providers(council_ctx *ctx, const council_spec *spec)

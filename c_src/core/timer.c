@@ -6,6 +6,13 @@
  * the context, and one uv timer is armed for the earliest. Timers fire in
  * the order libuv would fire them: by due time, then by start order, and a
  * timer started from a callback with a delay of 0 fires in the same pass.
+ *
+ * That same pass never lets the loop poll for I/O, so work that chains
+ * itself (a run whose members answer at once goes round after round) is
+ * deferred instead: cx_timer_defer puts the timer on a list fired by a
+ * uv_check handle, after the loop's poll phase, while a uv_idle handle
+ * keeps that poll from blocking. A timer deferred while the list is being
+ * fired goes on a fresh list for the next check phase.
  * Not for: repeating timers or timers of other subsystems (the C node's
  * sockets keep their own uv handles).
  */
@@ -14,7 +21,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+/* t->slot: an index in the heap, or one of these (far above any index) */
 #define NOT_ARMED SIZE_MAX
+#define DEFERRED (SIZE_MAX - 1)   /* in ts->deferred */
+#define FIRING (SIZE_MAX - 2)     /* in ts->now */
+
+static bool in_heap(const cx_timer *t)
+{
+    return t->slot < FIRING;
+}
 
 static bool before(const cx_timer *a, const cx_timer *b)
 {
@@ -71,7 +86,59 @@ static void heap_remove(cx_timers *ts, cx_timer *t)
         sift_down(ts, i);
 }
 
+static void list_push(cx_timer_list *l, cx_timer *t)
+{
+    t->prev = l->tail;
+    t->next = NULL;
+    if (l->tail)
+        l->tail->next = t;
+    else
+        l->head = t;
+    l->tail = t;
+}
+
+static void list_remove(cx_timer_list *l, cx_timer *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        l->head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        l->tail = t->prev;
+    t->prev = t->next = NULL;
+}
+
+/* Nothing deferred: let the loop block in poll and exit when idle again. */
+static void deferred_idle(cx_timers *ts)
+{
+    uv_check_stop(&ts->checker);
+    uv_idle_stop(&ts->spinner);
+}
+
 static void driver_fire(uv_timer_t *h);
+static void driver_arm(cx_timers *ts);
+
+/* Take t out of the heap or list it is armed in. */
+static void disarm(cx_timers *ts, cx_timer *t)
+{
+    if (in_heap(t)) {
+        bool was_first = t->slot == 0;
+        heap_remove(ts, t);
+        if (was_first)
+            driver_arm(ts);
+        return;
+    }
+    if (t->slot == DEFERRED) {
+        list_remove(&ts->deferred, t);
+        if (!ts->deferred.head)
+            deferred_idle(ts);
+    } else if (t->slot == FIRING) {
+        list_remove(&ts->now, t);
+    }
+    t->slot = NOT_ARMED;
+}
 
 /* Arm the uv timer for the earliest timer, or stop it when none is armed
  * (so that an idle context keeps no loop alive). Not while firing: the
@@ -102,6 +169,30 @@ static void driver_fire(uv_timer_t *h)
     driver_arm(ts);
 }
 
+static void deferred_fire(uv_check_t *h)
+{
+    cx_timers *ts = h->data;
+    /* the timers deferred until now; those deferred from here on wait for
+     * the next check phase */
+    ts->now = ts->deferred;
+    ts->deferred.head = ts->deferred.tail = NULL;
+    for (cx_timer *t = ts->now.head; t; t = t->next)
+        t->slot = FIRING;
+    cx_timer *t;
+    while ((t = ts->now.head)) {
+        list_remove(&ts->now, t);
+        t->slot = NOT_ARMED;
+        t->cb(t->arg); /* may start, defer, stop or close any timer */
+    }
+    if (!ts->deferred.head)
+        deferred_idle(ts);
+}
+
+static void spin(uv_idle_t *h)
+{
+    (void)h; /* only there to keep the poll phase from blocking */
+}
+
 void cx_timers_init(cx_timers *ts, uv_loop_t *loop)
 {
     ts->heap = NULL;
@@ -110,6 +201,24 @@ void cx_timers_init(cx_timers *ts, uv_loop_t *loop)
     ts->firing = false;
     uv_timer_init(loop, &ts->driver);
     ts->driver.data = ts;
+    ts->deferred.head = ts->deferred.tail = NULL;
+    ts->now.head = ts->now.tail = NULL;
+    uv_check_init(loop, &ts->checker);
+    ts->checker.data = ts;
+    uv_idle_init(loop, &ts->spinner);
+}
+
+static void cut_loose(cx_timer_list *l)
+{
+    cx_timer *t = l->head;
+    while (t) {
+        cx_timer *next = t->next;
+        t->owner = NULL;
+        t->prev = t->next = NULL;
+        t->slot = NOT_ARMED;
+        t = next;
+    }
+    l->head = l->tail = NULL;
 }
 
 void cx_timers_close(cx_timers *ts)
@@ -120,10 +229,14 @@ void cx_timers_close(cx_timers *ts)
         ts->heap[i]->owner = NULL;
         ts->heap[i]->slot = NOT_ARMED;
     }
+    cut_loose(&ts->deferred);
+    cut_loose(&ts->now);
     free(ts->heap);
     ts->heap = NULL;
     ts->n = ts->cap = ts->n_timers = 0;
     uv_close((uv_handle_t *)&ts->driver, NULL);
+    uv_close((uv_handle_t *)&ts->checker, NULL);
+    uv_close((uv_handle_t *)&ts->spinner, NULL);
 }
 
 int cx_timer_init(council_ctx *ctx, cx_timer *t, cx_timer_cb cb, void *arg)
@@ -165,8 +278,10 @@ void cx_timer_start(cx_timer *t, uint64_t ms)
     if (!ts)
         return;
     bool was_first = t->slot == 0;
-    if (t->slot != NOT_ARMED)
+    if (in_heap(t))
         heap_remove(ts, t);
+    else if (t->slot != NOT_ARMED)
+        disarm(ts, t);
     uint64_t now = uv_now(ts->driver.loop);
     t->due = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
     t->seq = ++ts->seq;
@@ -176,15 +291,25 @@ void cx_timer_start(cx_timer *t, uint64_t ms)
         driver_arm(ts);
 }
 
+void cx_timer_defer(cx_timer *t)
+{
+    cx_timers *ts = t->owner;
+    if (!ts)
+        return;
+    if (t->slot != NOT_ARMED)
+        disarm(ts, t);
+    list_push(&ts->deferred, t);
+    t->slot = DEFERRED;
+    uv_check_start(&ts->checker, deferred_fire); /* no-ops when active */
+    uv_idle_start(&ts->spinner, spin);
+}
+
 void cx_timer_stop(cx_timer *t)
 {
     cx_timers *ts = t->owner;
     if (!ts || t->slot == NOT_ARMED)
         return;
-    bool was_first = t->slot == 0;
-    heap_remove(ts, t);
-    if (was_first)
-        driver_arm(ts);
+    disarm(ts, t);
 }
 
 void cx_timer_fini(cx_timer *t)

@@ -117,7 +117,10 @@ int council_ctx_run(council_ctx *ctx);
  * is ready, waiting at most timeout_ms for something to happen (0 = do not
  * wait, -1 = wait until something happens). Returns 1 if work remains, 0 if
  * the loop is idle, COUNCIL_ESTATE when called re-entrantly. Poll
- * council_ctx_backend_fd for readability to know when to step again. */
+ * council_ctx_backend_fd for readability to know when to step again. A run
+ * goes at most one round further per step when its members answer at once
+ * (the loop polls for I/O between rounds), so keep stepping while this
+ * returns 1; such a step does not wait for timeout_ms. */
 int council_ctx_step(council_ctx *ctx, int timeout_ms);
 
 /* The loop's backend file descriptor (epoll), readable when a step has work.

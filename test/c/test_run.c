@@ -1,10 +1,12 @@
 /* test_run.c - a run's life: creation and registration, events and their
  * order, exactly one terminal event, cancel at each phase, watchers,
- * whereis/state with retention, run ids, limits, JSON views, and driving
- * the loop (run, step, stop from another thread). */
+ * whereis/state with retention, run ids, limits, JSON views, driving the
+ * loop (run, step, stop from another thread), and runs of synchronous
+ * rounds yielding the loop between rounds. */
 #include "core_test_util.h"
 
 #include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static const char SLOW[] =
@@ -477,6 +479,176 @@ static void test_concurrency_limit_serialises_members(void **state)
     council_ctx_free(ctx);
 }
 
+/* Members that answer at once (mock, latency 0): every round ends inside
+ * the pump that started it. 1 + 40 x 2 + the iterate + the chair = 83
+ * rounds. */
+static const char SYNC_MANY[] =
+    "{\"id\":\"many\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+    "{\"chunks\":2}},{\"id\":\"b\",\"provider\":\"mock\"},{\"id\":\"c\",\"provider\":"
+    "\"mock\"}],\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"iterate\","
+    "\"name\":\"loop\",\"options\":{\"max_iterations\":40,\"rounds\":[{\"type\":"
+    "\"peer_review\"},{\"type\":\"vote\"}]}}],\"chair\":\"a\"}";
+#define SYNC_MANY_ROUNDS 83
+
+/* A socket kept readable: its callback runs in every poll phase of the
+ * loop and notes how far the run had got. */
+typedef struct io_probe {
+    uv_poll_t poll;
+    int fds[2];
+    council_run *run;
+    unsigned calls_while_running;
+    bool seen[SYNC_MANY_ROUNDS + 1]; /* rounds_completed values seen running */
+} io_probe;
+
+static void probe_cb(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    io_probe *p = h->data;
+    if (council_run_status(p->run) != COUNCIL_RUNNING)
+        return;
+    council_summary s;
+    council_run_summary(p->run, &s);
+    p->calls_while_running++;
+    if (s.rounds_completed <= SYNC_MANY_ROUNDS)
+        p->seen[s.rounds_completed] = true;
+}
+
+static void probe_start(council_ctx *ctx, io_probe *p, council_run *run)
+{
+    memset(p, 0, sizeof *p);
+    p->run = run;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p->fds), 0);
+    assert_int_equal(write(p->fds[1], "x", 1), 1);
+    assert_int_equal(uv_poll_init(council_ctx_uv_loop(ctx), &p->poll, p->fds[0]), 0);
+    p->poll.data = p;
+    uv_poll_start(&p->poll, UV_READABLE, probe_cb);
+}
+
+static void probe_stop(council_ctx *ctx, io_probe *p)
+{
+    uv_close((uv_handle_t *)&p->poll, NULL);
+    council_ctx_step(ctx, 0);
+    close(p->fds[0]);
+    close(p->fds[1]);
+}
+
+static void test_synchronous_rounds_yield_to_io_between_rounds(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, SYNC_MANY, "q", &rec);
+    io_probe p;
+    probe_start(ctx, &p, run);
+    wait_done(ctx, run, 10000);
+    probe_stop(ctx, &p);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    /* the socket had its turn after every round but the last, with the
+     * run still going (the iterate round, 82nd, ends with its last nested
+     * round, the 81st: no round of members in between) */
+    for (unsigned k = 1; k < SYNC_MANY_ROUNDS; k++)
+        if (!p.seen[k] && k != SYNC_MANY_ROUNDS - 2)
+            fail_msg("no I/O turn after %u rounds", k);
+    assert_true(p.calls_while_running >= SYNC_MANY_ROUNDS - 2);
+    /* the run itself is unchanged: every event in order, one terminal */
+    for (size_t i = 0; i < rec.n; i++)
+        assert_int_equal(rec.ev[i]->seq, i + 1);
+    assert_int_equal(rec.ev[0]->type, COUNCIL_EV_RUN_STARTED);
+    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
+    assert_int_equal(rec_terminal(&rec), 1);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_STARTED), SYNC_MANY_ROUNDS);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_COMPLETED), SYNC_MANY_ROUNDS);
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 3 * 81 + 1);
+    assert_int_equal(council_run_result(run)->n_rounds, SYNC_MANY_ROUNDS);
+    int idx = -1;
+    for (size_t i = 0; i < rec.n; i++)
+        if (rec.ev[i]->type == COUNCIL_EV_ROUND_STARTED) {
+            assert_int_equal(rec.ev[i]->round_idx, idx + 1);
+            idx = rec.ev[i]->round_idx;
+        }
+    assert_string_equal(council_run_result(run)->final_text,
+                        "a: chair #82 attempt 1 on \"q\" having read 3 answers");
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+typedef struct turns {
+    council_run *other;
+    unsigned other_rounds_at_end;
+    int ended;
+} turns;
+
+static void note_other(council_run *run, void *arg)
+{
+    (void)run;
+    turns *t = arg;
+    council_summary s;
+    council_run_summary(t->other, &s);
+    t->other_rounds_at_end = s.rounds_completed;
+    t->ended++;
+}
+
+static void test_two_synchronous_runs_take_turns_round_by_round(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *a = start_rec(ctx, SYNC_MANY, "q", NULL);
+    council_run *b = start_rec(ctx, SYNC_MANY, "q", NULL);
+    turns ta = {b, 0, 0}, tb = {a, 0, 0};
+    assert_int_equal(council_run_watch(a, note_other, &ta), 0);
+    assert_int_equal(council_run_watch(b, note_other, &tb), 0);
+    wait_done(ctx, a, 10000);
+    wait_done(ctx, b, 10000);
+    assert_int_equal(council_run_status(a), COUNCIL_COMPLETED);
+    assert_int_equal(council_run_status(b), COUNCIL_COMPLETED);
+    assert_int_equal(ta.ended, 1);
+    assert_int_equal(tb.ended, 1);
+    /* when the first ended the second was a round behind at most; the
+     * second ended with the first's rounds all done */
+    assert_true(ta.other_rounds_at_end >= SYNC_MANY_ROUNDS - 1);
+    assert_int_equal(tb.other_rounds_at_end, SYNC_MANY_ROUNDS);
+    council_run_unref(a);
+    council_run_unref(b);
+    council_ctx_free(ctx);
+}
+
+static void test_cancel_between_synchronous_rounds(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, SYNC_MANY, "q", &rec);
+    for (int i = 0; i < 4; i++)
+        council_ctx_step(ctx, 0);
+    council_summary s;
+    council_run_summary(run, &s);
+    assert_int_equal(s.status, COUNCIL_RUNNING);
+    assert_true(s.rounds_completed >= 2 && s.rounds_completed < 10);
+    assert_string_equal(s.current_round, "loop"); /* between its rounds */
+    assert_int_equal(council_run_cancel(run), 0);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    council_ctx_flush(ctx);
+    size_t n = rec.n;
+    assert_int_equal(rec.ev[n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
+    assert_int_equal(rec_terminal(&rec), 1);
+    /* nothing was mid-way but the iterate round */
+    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_STARTED),
+                     rec_count(&rec, COUNCIL_EV_ROUND_COMPLETED) + 1);
+    assert_int_equal(council_run_result(run)->n_rounds, s.rounds_completed);
+    /* the deferred pump is gone with the run: the loop is idle */
+    assert_int_equal(council_ctx_step(ctx, 0), 0);
+    spin(ctx, 20);
+    assert_int_equal(rec.n, n);
+    council_stats st;
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_active, 0);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
 static void test_slow_subscriber_is_cut_off_not_the_run(void **state)
 {
     (void)state;
@@ -687,6 +859,9 @@ int main(void)
         cmocka_unit_test(test_step_waits_at_most_the_timeout),
         cmocka_unit_test(test_step_waits_at_most_the_timeout_after_host_work),
         cmocka_unit_test(test_concurrency_limit_serialises_members),
+        cmocka_unit_test(test_synchronous_rounds_yield_to_io_between_rounds),
+        cmocka_unit_test(test_two_synchronous_runs_take_turns_round_by_round),
+        cmocka_unit_test(test_cancel_between_synchronous_rounds),
         cmocka_unit_test(test_slow_subscriber_is_cut_off_not_the_run),
         cmocka_unit_test(test_json_views_have_the_protocol_shapes),
         cmocka_unit_test(test_input_and_user_opts_are_opaque_copies),

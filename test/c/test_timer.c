@@ -1,6 +1,7 @@
 /* test_timer.c - timer.c: the context's light timers fire in libuv's
  * order, survive being stopped, moved and closed from callbacks, and keep
- * the loop alive only while one is armed. */
+ * the loop alive only while one is armed; deferred timers fire only after
+ * the loop has polled for I/O. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "council_internal.h"
 
@@ -23,7 +26,8 @@ typedef struct rec {
 typedef struct tick {
     rec *r;
     char name;
-    int action;           /* 0 none, 1 start other, 2 close other, 3 stop other */
+    int action;           /* 0 none, 1 start other, 2 close other, 3 stop other,
+                             4 defer other */
 } tick;
 
 static void on_tick(void *arg)
@@ -38,6 +42,8 @@ static void on_tick(void *arg)
         r->other = NULL;
     } else if (t->action == 3)
         cx_timer_stop(r->other);
+    else if (t->action == 4)
+        cx_timer_defer(r->other);
 }
 
 static void run_until_idle(council_ctx *ctx)
@@ -131,6 +137,140 @@ static void test_restarting_moves_a_timer_and_stopping_the_last_leaves_the_loop_
     council_ctx_free(ctx);
 }
 
+/* A socket that stays readable: its poll callback runs once per loop
+ * iteration, in the poll phase, and writes 'i'. */
+typedef struct io_watch {
+    uv_poll_t poll;
+    int fds[2];
+    rec *r;
+} io_watch;
+
+static void on_readable(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    io_watch *w = h->data;
+    w->r->order[w->r->n++] = 'i';
+}
+
+static void io_watch_start(council_ctx *ctx, io_watch *w, rec *r)
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, w->fds), 0);
+    assert_int_equal(write(w->fds[1], "x", 1), 1);
+    w->r = r;
+    assert_int_equal(uv_poll_init(council_ctx_uv_loop(ctx), &w->poll, w->fds[0]), 0);
+    w->poll.data = w;
+    uv_poll_start(&w->poll, UV_READABLE, on_readable);
+}
+
+static void io_watch_close(council_ctx *ctx, io_watch *w)
+{
+    uv_close((uv_handle_t *)&w->poll, NULL);
+    council_ctx_step(ctx, 0);
+    close(w->fds[0]);
+    close(w->fds[1]);
+}
+
+static void test_a_deferred_timer_fires_after_the_poll_not_in_the_same_pass(void **state)
+{
+    (void)state;
+    council_ctx *ctx = council_ctx_new(NULL);
+    rec r = {0};
+    io_watch w;
+    /* a (a timer of delay 0) defers b: the poll's 'i' comes in between,
+     * where a timer started at 0 would have fired before it */
+    tick ta = {&r, 'a', 4}, tb = {&r, 'b', 0};
+    cx_timer *a = cx_timer_new(ctx, on_tick, &ta);
+    r.other = cx_timer_new(ctx, on_tick, &tb);
+    io_watch_start(ctx, &w, &r);
+    cx_timer_start(a, 0);
+    council_ctx_step(ctx, 1000);
+    assert_string_equal(r.order, "aib");
+    io_watch_close(ctx, &w);
+    assert_int_equal(council_ctx_step(ctx, 0), 0); /* nothing deferred: idle */
+    cx_timer_close(a);
+    cx_timer_close(r.other);
+    council_ctx_free(ctx);
+}
+
+/* A deferred timer that defers itself again from its callback. */
+typedef struct relay {
+    rec *r;
+    cx_timer *self;
+    int left;
+} relay;
+
+static void on_relay(void *arg)
+{
+    relay *y = arg;
+    y->r->order[y->r->n++] = (char)('0' + y->left);
+    if (--y->left > 0)
+        cx_timer_defer(y->self);
+}
+
+static void test_a_timer_deferred_from_the_check_phase_waits_for_the_next_poll(void **state)
+{
+    (void)state;
+    council_ctx *ctx = council_ctx_new(NULL);
+    rec r = {0};
+    io_watch w;
+    relay y = {&r, NULL, 3};
+    y.self = cx_timer_new(ctx, on_relay, &y);
+    io_watch_start(ctx, &w, &r);
+    cx_timer_defer(y.self);
+    uint64_t t0 = uv_hrtime();
+    for (int i = 0; i < 3; i++)
+        council_ctx_step(ctx, -1); /* must not block: a deferral is pending */
+    assert_true((uv_hrtime() - t0) / 1000000 < 500);
+    assert_string_equal(r.order, "i3i2i1");
+    io_watch_close(ctx, &w);
+    assert_int_equal(council_ctx_step(ctx, 0), 0);
+    cx_timer_close(y.self);
+    council_ctx_free(ctx);
+}
+
+static void test_a_deferred_timer_stopped_moved_or_closed_fires_at_most_once(void **state)
+{
+    (void)state;
+    council_ctx *ctx = council_ctx_new(NULL);
+    rec r = {0};
+    tick ta = {&r, 'a', 0}, tb = {&r, 'b', 0}, tc = {&r, 'c', 0}, td = {&r, 'd', 0};
+    cx_timer *a = cx_timer_new(ctx, on_tick, &ta), *b = cx_timer_new(ctx, on_tick, &tb);
+    cx_timer *c = cx_timer_new(ctx, on_tick, &tc), *d = cx_timer_new(ctx, on_tick, &td);
+    cx_timer_defer(a);
+    cx_timer_defer(b);
+    cx_timer_defer(c);
+    cx_timer_defer(d);
+    cx_timer_stop(a);      /* head */
+    cx_timer_start(c, 0);  /* middle, moved to the heap: fires first */
+    cx_timer_close(d);     /* tail */
+    cx_timer_defer(b);     /* deferring again moves it to the end */
+    run_until_idle(ctx);
+    assert_string_equal(r.order, "cb");
+    /* the last deferral stopped: the loop is idle at once */
+    cx_timer_defer(a);
+    cx_timer_stop(a);
+    assert_int_equal(council_ctx_step(ctx, 0), 0);
+    /* deferred in the check phase by an earlier deferred timer, then
+     * stopped by it before its turn */
+    tick te = {&r, 'e', 3};
+    cx_timer *e = cx_timer_new(ctx, on_tick, &te);
+    r.other = b;
+    cx_timer_defer(e);
+    cx_timer_defer(b);
+    run_until_idle(ctx);
+    assert_string_equal(r.order, "cbe");
+    /* closed while deferred: the loop is idle at once */
+    cx_timer_defer(a);
+    cx_timer_close(a);
+    assert_int_equal(council_ctx_step(ctx, 0), 0);
+    assert_string_equal(r.order, "cbe");
+    cx_timer_close(b);
+    cx_timer_close(c);
+    cx_timer_close(e);
+    council_ctx_free(ctx);
+}
+
 enum { MANY = 300 };
 static size_t many_fired[MANY], many_n;
 
@@ -173,6 +313,9 @@ int main(void)
         cmocka_unit_test(test_a_due_timer_closed_or_stopped_by_an_earlier_one_never_fires),
         cmocka_unit_test(test_restarting_moves_a_timer_and_stopping_the_last_leaves_the_loop_idle),
         cmocka_unit_test(test_many_timers_fire_by_due_time_then_start_order),
+        cmocka_unit_test(test_a_deferred_timer_fires_after_the_poll_not_in_the_same_pass),
+        cmocka_unit_test(test_a_timer_deferred_from_the_check_phase_waits_for_the_next_poll),
+        cmocka_unit_test(test_a_deferred_timer_stopped_moved_or_closed_fires_at_most_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
