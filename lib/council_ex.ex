@@ -102,10 +102,38 @@ defmodule CouncilEx do
   signal does not kill the caller (the failure comes back as a value). The
   helper takes the result from the run's terminal event, so a run that ends
   before it could be awaited still gives its result.
+
+  Returns
+
+    * `{:ok, result}` when the run completed;
+    * `{:error, {:failed, errors, result}}` when it failed;
+    * `{:error, {:cancelled, result}}` when it was cancelled: through
+      `cancel/1`, `GenServer.stop/2` or an exit signal sent to its pid, or
+      by a clean stop (SIGTERM) of the C node, which cancels every run
+      before it exits;
+    * `{:error, :noconnection}` when the C node was lost (killed, or the
+      connection to it broke) before the run ended;
+    * `{:error, {:exit, reason}}` when the run's process exited with
+      `reason` (e.g. `:shutdown` as the C node stops) and its outcome could
+      not be read: neither its terminal event nor the C node's retained
+      outcome was available;
+    * `{:error, :timeout}` when `:timeout` passed first (the run is
+      cancelled), or any error of `start_link/3` (e.g.
+      `{:error, :already_started}`, `{:error, {:invalid_spec, field,
+      message}}`).
+
+  `run/3` always returns once the run's process has ended: it never waits
+  for an event that cannot come.
   """
   @spec run(council, term, [start_option]) ::
           {:ok, result}
-          | {:error, {:failed, [binary], result} | {:cancelled, result} | atom | term}
+          | {:error,
+             {:failed, [binary], result}
+             | {:cancelled, result}
+             | {:exit, term}
+             | :noconnection
+             | :timeout
+             | term}
   def run(council, input, opts \\ []) do
     {timeout, opts} = Keyword.pop(opts, :timeout, :infinity)
     caller = self()
@@ -338,43 +366,126 @@ defmodule CouncilEx do
           "expected a council module or a %CouncilEx.Spec{}, got: #{inspect(other)}"
   end
 
+  # How long run/3's helper waits, after its run's process has exited, for
+  # the terminal event that is still on its way through the relay (the C
+  # node sends it right after the exit signal when a run is killed). Only
+  # a bound: when it passes, the outcome is read from the C node instead.
+  @exit_grace_ms 5_000
+
   # The helper of run/3: subscribed to the run's events, linked to both the
   # caller and the run.
   defp keeper_init(caller, ref, run_opts) do
     Process.flag(:trap_exit, true)
     run_id = Keyword.fetch!(run_opts, :run_id)
+    registry = Wire.registry_name(Keyword.get(run_opts, :registry, RunServer.default_registry()))
     reply = start_subscribed(run_opts, self(), &RunServer.start_link/1)
     send(caller, {ref, self(), reply})
 
     case reply do
-      {:ok, pid} -> keep(caller, ref, run_id, pid)
+      {:ok, pid} -> send(caller, {ref, :result, keep(caller, {registry, run_id}, pid)})
       _ -> :ok
     end
   end
 
-  defp keep(caller, ref, run_id, pid) do
+  # The run's outcome, from its terminal event; from the C node when the
+  # events cannot tell it.
+  defp keep(caller, {_registry, run_id} = run, pid) do
+    topic = Wire.topic(run_id)
+
     receive do
       {:run_completed, ^run_id, result} ->
-        send(caller, {ref, :result, {:ok, result}})
+        {:ok, result}
 
       {:run_failed, ^run_id, errors, result} ->
-        send(caller, {ref, :result, {:error, {:failed, errors, result}}})
+        {:error, {:failed, errors, result}}
 
       {:run_cancelled, ^run_id, result} ->
-        send(caller, {ref, :result, {:error, {:cancelled, result}}})
+        {:error, {:cancelled, result}}
 
-      {:council_ex_overflow, _topic, _} ->
+      {:council_ex_overflow, ^topic, _} ->
         # Cut off from the events: fall back to awaiting the run itself.
-        send(caller, {ref, :result, await(pid)})
+        await(pid)
+
+      {:council_ex_down, ^topic, reason} ->
+        {:error, reason}
 
       {:EXIT, ^caller, reason} ->
         exit(reason)
 
       {:EXIT, ^pid, :noconnection} ->
-        send(caller, {ref, :result, {:error, :noconnection}})
+        {:error, :noconnection}
+
+      {:EXIT, ^pid, reason} ->
+        exited(caller, run, pid, reason)
 
       _ ->
-        keep(caller, ref, run_id, pid)
+        keep(caller, run, pid)
+    end
+  end
+
+  # The run's process exited with `reason` (:normal on completion, the
+  # shutdown or stop reason, :killed, ...) before its terminal event got
+  # here. While the relay still has this process subscribed the event is on
+  # its way (or the node's down notice is): wait for it, within a grace
+  # period. Otherwise (the relay lost the subscription, e.g. it restarted)
+  # nothing more will come: read the outcome the C node retains.
+  defp exited(caller, {_registry, run_id} = run, pid, reason) do
+    topic = Wire.topic(run_id)
+
+    grace =
+      try do
+        if self() in Relay.subscribers(topic), do: @exit_grace_ms, else: 0
+      catch
+        :exit, _ -> 0
+      end
+
+    receive do
+      {:run_completed, ^run_id, result} -> {:ok, result}
+      {:run_failed, ^run_id, errors, result} -> {:error, {:failed, errors, result}}
+      {:run_cancelled, ^run_id, result} -> {:error, {:cancelled, result}}
+      {:council_ex_overflow, ^topic, _} -> retained(run, pid, reason)
+      {:council_ex_down, ^topic, _} -> {:error, {:exit, reason}}
+      {:EXIT, ^caller, caller_reason} -> exit(caller_reason)
+    after
+      grace -> retained(run, pid, reason)
+    end
+  end
+
+  # The outcome the run's C node retains, asked of that node only while
+  # it is still connected (a node that stops or was lost has none to give,
+  # and a new node knows nothing of the run): `{:error, {:exit, reason}}`
+  # when it cannot be read.
+  defp retained({registry, run_id}, pid, reason, tries \\ 20) do
+    node = node(pid)
+
+    reply =
+      if node in Node.list(:connected) do
+        try do
+          GenServer.call({CouncilEx.Node.service_name(), node}, {:result, registry, run_id}, 5_000)
+        catch
+          :exit, _ -> :unreadable
+        end
+      else
+        :unreadable
+      end
+
+    case Wire.reply(reply) do
+      {:ok, _} = ok ->
+        ok
+
+      {:error, {:failed, _, _}} = failed ->
+        failed
+
+      {:error, {:cancelled, _}} = cancelled ->
+        cancelled
+
+      # A process killed outright exits before its run has ended.
+      {:error, :running} when tries > 1 ->
+        Process.sleep(50)
+        retained({registry, run_id}, pid, reason, tries - 1)
+
+      _ ->
+        {:error, {:exit, reason}}
     end
   end
 

@@ -19,12 +19,23 @@ defmodule CouncilEx.PubSub do
       {:run_failed, run_id, errors, result}
       {:run_cancelled, run_id, result}
 
-  and `{:council_ex_overflow, topic, dropped_count}` once if the C node cut
-  this node's subscription off because it could not keep up.
+  and, instead of the rest of the events, one of these notices (each at
+  most once per subscription, and nothing follows it):
+
+    * `{:council_ex_overflow, topic, dropped_count}` if the C node cut this
+      node's subscription off because it could not keep up;
+    * `{:council_ex_down, topic, :noconnection}` if the C node serving the
+      subscription went down (killed, connection lost, or stopped) before
+      the run's terminal event reached this node. The run is gone with its
+      node (callers of the run see `:noconnection`); `CouncilEx.Node`
+      restarts the node, whose runs and topics start empty. A clean stop of
+      the node (SIGTERM) cancels its runs first, so their subscribers get
+      `run_cancelled` and no notice; a sub-council topic, which has no
+      terminal event of its own, always gets the notice.
 
   A subscription to a run's topic ends by itself after that run's terminal
-  event (or the overflow notice): nothing follows it. Subscribing to the same topic again
-  later subscribes anew.
+  event (or one of the notices): nothing follows it. Subscribing to the
+  same topic again later subscribes anew.
 
   A sub-council member's nested run publishes on
   `"council_ex:run:" <> parent_id <> ":sub:" <> member_id`; its events carry

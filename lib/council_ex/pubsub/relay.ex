@@ -21,9 +21,16 @@ defmodule CouncilEx.PubSub.Relay do
       call and stays subscribed until its subscribers leave;
     * when its last local subscriber unsubscribes or exits (subscribers are
       monitored): the relay unsubscribes at the C node;
-    * when the C node goes down: its subscriptions are gone, and so are the
-      topics subscribed there (their runs end for their callers with
-      `:noconnection`).
+    * when the C node goes down (killed, lost or stopped): its
+      subscriptions are gone, and so are the topics subscribed there (their
+      runs end for their callers with `:noconnection`). Each local
+      subscriber of such a topic is told once, with
+      `{:council_ex_down, topic, :noconnection}` (see `CouncilEx.PubSub`),
+      so that nobody waits for a terminal event that cannot come; a start
+      under way with `subscribe: true` gets that notice after the events
+      held for it, if the start succeeds. A topic whose run's terminal event
+      was dispatched before the node went down was dropped already: its
+      subscribers get no notice.
 
   Runs started with `subscribe: true` go through `start_subscribed/3`: the
   caller is registered here (local bookkeeping, no call to the C node) and,
@@ -182,7 +189,7 @@ defmodule CouncilEx.PubSub.Relay do
         state =
           case state.remote do
             %{^topic => ^node} -> state
-            %{^topic => _other} -> drop_topic(state, topic, {:error, :noconnection})
+            %{^topic => _other} -> node_lost(state, topic)
             _ -> state
           end
 
@@ -288,7 +295,7 @@ defmodule CouncilEx.PubSub.Relay do
       for({topic, ^node} <- state.remote, do: topic) ++
         for {topic, %{node: ^node}} <- state.inflight, do: topic
 
-    {:noreply, Enum.reduce(gone, state, &drop_topic(&2, &1, {:error, :noconnection}))}
+    {:noreply, Enum.reduce(gone, state, &node_lost(&2, &1))}
   end
 
   def handle_info({:nodeup, _node, _info}, state), do: {:noreply, state}
@@ -450,28 +457,48 @@ defmodule CouncilEx.PubSub.Relay do
 
   defp reply_all(waiters, reply), do: Enum.each(waiters, &GenServer.reply(&1, reply))
 
+  # The C node that held the topic's subscription went down: the topic is
+  # dropped and its subscribers told (`{:council_ex_down, topic, reason}`).
+  defp node_lost(state, topic) do
+    drop_topic(state, topic, {:error, :noconnection}, {:council_ex_down, topic, :noconnection})
+  end
+
   # The topic's run ended (or the relay was cut off, or the C node went
   # down): the C node's subscription is gone; forget the topic and its
   # local subscribers. Starts under way for it keep what they hold and
-  # hold nothing more.
-  defp drop_topic(state, topic, waiter_reply) do
+  # hold nothing more. `notice` (when the node went down) goes to each
+  # local subscriber, except those whose subscribe/2 call is answered
+  # with the error now, and is held, last, for the starts under way.
+  defp drop_topic(state, topic, waiter_reply, notice \\ nil) do
     {pids, subs} = Map.pop(state.subs, topic, %{})
     state = %{state | subs: subs, remote: Map.delete(state.remote, topic)}
 
-    state =
+    {state, answered} =
       case Map.pop(state.inflight, topic) do
         {nil, _} ->
-          state
+          {state, []}
 
         {inflight, rest} ->
           reply_all(inflight.waiters, waiter_reply)
-          %{state | inflight: rest}
+          {%{state | inflight: rest}, Enum.map(inflight.waiters, fn {pid, _tag} -> pid end)}
       end
+
+    if notice do
+      for pid <- Map.keys(pids), pid not in answered, do: send(pid, notice)
+    end
 
     state =
       case state.pending do
         %{^topic => entries} ->
-          entries = Map.new(entries, fn {ref, e} -> {ref, %{e | mode: :ended}} end)
+          entries =
+            Map.new(entries, fn
+              {ref, %{mode: :buffer} = e} when notice != nil ->
+                {ref, %{e | mode: :ended, buf: [notice | e.buf]}}
+
+              {ref, e} ->
+                {ref, %{e | mode: :ended}}
+            end)
+
           put_in(state.pending[topic], entries)
 
         _ ->
