@@ -149,6 +149,12 @@ typedef struct spec_member {
     json_t *options;       /* object */
     char *options_text;    /* compact JSON of options */
     char label[8];
+    /* provider "council": options.spec compiled with this spec, shared by
+     * every call (each nested run takes a reference); NULL when invalid
+     * (sub_error: what each call fails with) or nested deeper than a
+     * sub-council may run (SUB_COUNCIL_MAX_DEPTH; its calls fail first) */
+    struct council_spec *sub;
+    char *sub_error;
 } spec_member;
 
 typedef struct spec_round {

@@ -2,6 +2,8 @@
  *
  * A member {"provider": "council", "options": {"spec": {...}}} answers with
  * the final answer of a nested run of that spec on the parent's input text.
+ * The nested spec is compiled once, with the parent's (spec.c,
+ * compile_sub), and every nested run shares it by reference.
  * The nested run is not registered; its events are published on
  * "council_ex:run:" <parent_id> ":sub:" <member_id>. A failed or cancelled
  * nested run is a member error; cancelling the call cancels the nested run.
@@ -62,19 +64,11 @@ static int council_start(council_call *call, void *arg)
     json_t *req = council_call_request_json(call);
     if (!req)
         return COUNCIL_ENOMEM;
-    json_t *jspec = json_object_get(call->member->options, "spec");
-    char *text = jspec ? json_dumps(jspec, JSON_COMPACT) : NULL;
-    if (!text) {
-        council_call_fail(call, "sub-council: options.spec missing");
-        return 0;
-    }
-    council_spec *spec = NULL;
-    council_spec_error err;
-    int rc = council_spec_from_json(text, strlen(text), &spec, &err);
-    free(text);
-    if (rc) {
-        snprintf(msg, sizeof msg, "sub-council: spec %s: %s", err.field, err.message);
-        council_call_fail(call, msg);
+    /* compiled with the parent's spec, shared by every call */
+    council_spec *spec = call->member->sub;
+    if (!spec) {
+        council_call_fail(call, call->member->sub_error ? call->member->sub_error
+                                                        : "sub-council: nested too deep");
         return 0;
     }
     /* topic: council_ex:run:<parent_id>:sub:<member_id> */
@@ -83,10 +77,8 @@ static int council_start(council_call *call, void *arg)
     const char *mid = council_call_member_id(call);
     size_t tlen = plen + 5 + strlen(mid);
     char *topic = malloc(tlen + 1);
-    if (!topic) {
-        council_spec_unref(spec);
+    if (!topic)
         return COUNCIL_ENOMEM;
-    }
     snprintf(topic, tlen + 1, "%.*s:sub:%s", (int)plen, ptopic, mid);
     json_t *in = json_object_get(req, "input");
     council_start_opts o;
@@ -96,9 +88,8 @@ static int council_start(council_call *call, void *arg)
     o.input.data = json_is_string(in) ? json_string_value(in) : "";
     o.input.len = json_is_string(in) ? json_string_length(in) : 0;
     council_run *sub = NULL;
-    rc = run_create_sub(ctx, &o, topic, tlen, &sub);
+    int rc = run_create_sub(ctx, &o, topic, tlen, &sub);
     free(topic);
-    council_spec_unref(spec);
     if (rc) {
         snprintf(msg, sizeof msg, "sub-council: %s", council_strerror(rc));
         council_call_fail(call, msg);

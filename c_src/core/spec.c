@@ -102,6 +102,8 @@ static void model_clear(council_spec *s)
         free(s->members[i].provider);
         free(s->members[i].options_text);
         json_decref(s->members[i].options);
+        council_spec_unref(s->members[i].sub);
+        free(s->members[i].sub_error);
     }
     free(s->members);
     for (size_t i = 0; i < s->n_rounds; i++)
@@ -421,7 +423,39 @@ static int compile_rounds(council_spec *s, json_t *arr, const char *path,
     return 0;
 }
 
-static int compile_member(council_spec *s, json_t *jm, size_t i,
+static int spec_freeze(council_spec *s, unsigned level, council_spec_error *err);
+
+/* A council member's spec, compiled once with the spec that holds it (at
+ * nesting level `level`) rather than at every call. One nested deeper than
+ * a sub-council may run is left alone: its calls fail on the depth before
+ * they need it. An invalid one does not make its parent invalid: it is
+ * kept as the member error of each call. Returns 0 or COUNCIL_ENOMEM. */
+static int compile_sub(spec_member *m, unsigned level)
+{
+    if (level > SUB_COUNCIL_MAX_DEPTH)
+        return 0;
+    council_spec *sub = calloc(1, sizeof *sub);
+    if (!sub)
+        return COUNCIL_ENOMEM;
+    sub->refs = 1;
+    sub->chair = -1;
+    sub->doc = json_incref(json_object_get(m->options, "spec")); /* never changed */
+    council_spec_error err;
+    int rc = spec_freeze(sub, level, &err);
+    if (rc == 0) {
+        m->sub = sub;
+        return 0;
+    }
+    council_spec_unref(sub);
+    if (rc != COUNCIL_ESPEC)
+        return rc;
+    char msg[512];
+    snprintf(msg, sizeof msg, "sub-council: spec %s: %s", err.field, err.message);
+    m->sub_error = cx_strdup(msg);
+    return m->sub_error ? 0 : COUNCIL_ENOMEM;
+}
+
+static int compile_member(council_spec *s, json_t *jm, size_t i, unsigned level,
                           council_spec_error *err)
 {
     char f[128];
@@ -474,6 +508,11 @@ static int compile_member(council_spec *s, json_t *jm, size_t i,
         pathf(f, sizeof f, "members[%zu].options.spec", i);
         return fail(err, f, "a council member needs its council spec (an object)");
     }
+    if (strcmp(m->provider, "council") == 0) {
+        int rc = compile_sub(m, level + 1);
+        if (rc)
+            return rc;
+    }
     if (strcmp(m->provider, "mock") == 0) {
         static const char *const list_keys[] = {"fail_attempts", "hang_attempts"};
         for (size_t k = 0; k < 2; k++) {
@@ -508,7 +547,9 @@ static uint64_t rounds_bound(const spec_round *rs, size_t n, uint64_t limit)
     return total;
 }
 
-static int spec_compile(council_spec *s, council_spec_error *err)
+/* level: 0 for a spec of its own, n for one nested n deep in council
+ * members (see compile_sub). */
+static int spec_compile(council_spec *s, unsigned level, council_spec_error *err)
 {
     json_t *d = s->doc;
     if (!json_is_object(d))
@@ -529,7 +570,7 @@ static int spec_compile(council_spec *s, council_spec_error *err)
     if (!s->members)
         return COUNCIL_ENOMEM;
     for (size_t i = 0; i < json_array_size(jm); i++) {
-        int rc = compile_member(s, json_array_get(jm, i), i, err);
+        int rc = compile_member(s, json_array_get(jm, i), i, level, err);
         if (rc)
             return rc;
     }
@@ -580,19 +621,24 @@ static int spec_compile(council_spec *s, council_spec_error *err)
     return 0;
 }
 
+static int spec_freeze(council_spec *s, unsigned level, council_spec_error *err)
+{
+    int rc = spec_compile(s, level, err);
+    if (rc) {
+        model_clear(s);
+        return rc;
+    }
+    s->frozen = true;
+    return COUNCIL_OK;
+}
+
 int council_spec_validate(council_spec *spec, council_spec_error *err)
 {
     if (!spec)
         return COUNCIL_EINVAL;
     if (spec->frozen)
         return COUNCIL_OK;
-    int rc = spec_compile(spec, err);
-    if (rc) {
-        model_clear(spec);
-        return rc;
-    }
-    spec->frozen = true;
-    return COUNCIL_OK;
+    return spec_freeze(spec, 0, err);
 }
 
 int council_spec_from_json(const char *json, size_t len, council_spec **out,

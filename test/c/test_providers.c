@@ -621,6 +621,127 @@ static void test_failed_sub_council_is_a_member_error(void **state)
     council_ctx_free(ctx);
 }
 
+static void test_invalid_sub_council_spec_is_a_member_error_at_call_time(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"p\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"
+             "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"
+             "{\"id\":\"c\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\"}],"
+             "\"rounds\":[{\"type\":\"bogus\"}]}}}],\"rounds\":[{\"type\":"
+             "\"independent_analysis\"},{\"type\":\"peer_review\"}]}",
+        "q", NULL);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    for (size_t r = 0; r < 2; r++) {
+        const council_member_result *m = member_in(council_run_result(run)->rounds[r], "inner");
+        assert_false(m->ok);
+        assert_string_equal(m->error,
+                            "sub-council: spec rounds[0].type: unknown round type \"bogus\"");
+        assert_true(member_in(council_run_result(run)->rounds[r], "solo")->ok);
+    }
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+/* A council of a mock and a council member of spec `inner`. */
+#define LEVEL(id, sub, inner)                                                   \
+    "{\"id\":\"" id "\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"       \
+    "{\"id\":\"" sub "\",\"provider\":\"council\",\"options\":{\"spec\":" inner   \
+    "}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}"
+
+static void test_sub_councils_nest_three_deep_and_no_deeper(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder deepest = {0};
+    /* the fourth level is never run, so never checked: it may be invalid */
+    council_spec *spec =
+        spec_json(LEVEL("top", "m1", LEVEL("l1", "m2", LEVEL("l2", "m3", LEVEL(
+                  "l3", "m4", "{\"id\":\"never\"}")))));
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = spec;
+    o.run_id = "N";
+    o.run_id_len = 1;
+    o.input.data = "q";
+    o.input.len = 1;
+    council_run *run;
+    assert_int_equal(council_run_create(ctx, &o, &run), 0);
+    council_spec_unref(spec);
+    const char *t = "council_ex:run:N:sub:m1:sub:m2:sub:m3";
+    assert_int_equal(council_subscribe(ctx, t, strlen(t), rec_cb, NULL, &deepest, NULL), 0);
+    council_run_begin(run);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    assert_true(member_in(council_run_result(run)->rounds[0], "m1")->ok);
+    assert_int_equal(rec_count(&deepest, COUNCIL_EV_RUN_COMPLETED), 1);
+    const council_event *end = deepest.ev[deepest.n - 1];
+    assert_string_equal(end->council, "l3");
+    const council_member_result *m4 = member_in(end->result->rounds[0], "m4");
+    assert_false(m4->ok);
+    assert_string_equal(m4->error, "sub-council: nested too deep");
+    rec_clear(&deepest);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_every_call_shares_the_sub_council_spec_compiled_once(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder sub = {0};
+    council_spec *spec = spec_json(
+        "{\"id\":\"parent\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"
+        "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"
+        "{\"id\":\"child\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\"},"
+        "{\"id\":\"y\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":"
+        "\"independent_analysis\"},{\"type\":\"vote\"}],\"chair\":\"y\"}}}],"
+        "\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"peer_review\"}]}");
+    const council_spec *child = spec->members[1].sub;
+    assert_non_null(child);
+    council_run *runs[2];
+    for (int i = 0; i < 2; i++) {
+        char id[4];
+        snprintf(id, sizeof id, "S%d", i);
+        council_start_opts o;
+        memset(&o, 0, sizeof o);
+        o.spec = spec;
+        o.run_id = id;
+        o.run_id_len = strlen(id);
+        o.input.data = "why";
+        o.input.len = 3;
+        assert_int_equal(council_run_create(ctx, &o, &runs[i]), 0);
+        char t[64];
+        snprintf(t, sizeof t, "council_ex:run:%s:sub:inner", id);
+        assert_int_equal(council_subscribe(ctx, t, strlen(t), rec_cb, NULL, &sub, NULL), 0);
+        council_run_begin(runs[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        wait_done(ctx, runs[i], 3000);
+        assert_int_equal(council_run_status(runs[i]), COUNCIL_COMPLETED);
+        for (size_t r = 0; r < 2; r++) {
+            const council_member_result *m =
+                member_in(council_run_result(runs[i])->rounds[r], "inner");
+            assert_true(m->ok);
+            assert_string_equal(m->text, "y: chair #2 attempt 1 on \"why\" having read 2 answers");
+        }
+    }
+    /* four nested runs (two rounds of two runs), one spec */
+    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_STARTED), 4);
+    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_COMPLETED), 4);
+    for (size_t i = 0; i < sub.n; i++)
+        assert_ptr_equal(council_run_spec(sub.ev[i]->run), child);
+    /* each nested run dropped its reference: only the parent's is left */
+    rec_clear(&sub);
+    for (int i = 0; i < 2; i++)
+        council_run_unref(runs[i]);
+    council_ctx_free(ctx);
+    assert_int_equal(child->refs, 1);
+    council_spec_unref(spec);
+}
+
 static void test_unknown_provider_refused_at_create(void **state)
 {
     (void)state;
@@ -661,6 +782,9 @@ int main(void)
         cmocka_unit_test(test_council_member_runs_a_sub_council),
         cmocka_unit_test(test_cancel_reaches_the_sub_council),
         cmocka_unit_test(test_failed_sub_council_is_a_member_error),
+        cmocka_unit_test(test_invalid_sub_council_spec_is_a_member_error_at_call_time),
+        cmocka_unit_test(test_sub_councils_nest_three_deep_and_no_deeper),
+        cmocka_unit_test(test_every_call_shares_the_sub_council_spec_compiled_once),
         cmocka_unit_test(test_unknown_provider_refused_at_create),
     };
     return cmocka_run_group_tests_name("providers", tests, NULL, NULL);

@@ -1,5 +1,6 @@
 /* test_spec.c - the council spec: JSON and C builders, validation errors
- * that name the field, limits, labels and the ballot parsing rule. */
+ * that name the field, limits, labels, the ballot parsing rule, and the
+ * specs of council members compiled with their parent. */
 #include "core_test_util.h"
 
 static const char GOOD[] =
@@ -228,6 +229,62 @@ static void test_strerror_names_every_code(void **state)
     assert_string_equal(council_strerror(COUNCIL_ERUNNER_DEAD), "runner dead");
 }
 
+/* A council of a mock and a council member "sub" of spec `inner`. */
+#define WITH_SUB(id, inner)                                                     \
+    "{\"id\":\"" id "\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"       \
+    "{\"id\":\"sub\",\"provider\":\"council\",\"options\":{\"spec\":" inner       \
+    "}}],\"rounds\":[{\"type\":\"vote\"}]}"
+
+static void test_council_member_specs_are_compiled_with_their_parent(void **state)
+{
+    (void)state;
+    /* valid: compiled and frozen once, with its own council members too */
+    council_spec *s = spec_json(WITH_SUB("p", WITH_SUB("c1", WITH_SUB("c2", "{\"id\":\"x\"}"))));
+    const council_spec *c1 = s->members[1].sub;
+    assert_non_null(c1);
+    assert_null(s->members[1].sub_error);
+    assert_null(s->members[0].sub);
+    assert_true(c1->frozen);
+    assert_int_equal(c1->refs, 1);
+    assert_string_equal(council_spec_id(c1), "c1");
+    assert_int_equal(c1->n_members, 2);
+    const council_spec *c2 = c1->members[1].sub;
+    assert_non_null(c2);
+    assert_string_equal(council_spec_id(c2), "c2");
+    /* the third level is invalid: a member error of its calls, not an
+     * error of the specs above it */
+    assert_null(c2->members[1].sub);
+    assert_string_equal(c2->members[1].sub_error,
+                        "sub-council: spec members: must be a non-empty array");
+    /* the JSON form is the document as given */
+    char *json = council_spec_to_json(s);
+    assert_non_null(strstr(json, "\"id\":\"c2\""));
+    free(json);
+    council_spec_unref(s);
+
+    /* nested deeper than a sub-council may run: left alone */
+    s = spec_json(WITH_SUB("p", WITH_SUB("c1", WITH_SUB("c2", WITH_SUB("c3", "{\"id\":\"x\"}")))));
+    const council_spec *c3 = s->members[1].sub->members[1].sub->members[1].sub;
+    assert_non_null(c3);
+    assert_null(c3->members[1].sub);
+    assert_null(c3->members[1].sub_error);
+    council_spec_unref(s);
+
+    /* the C builders: compiled when the parent is validated */
+    s = council_spec_new("b");
+    assert_int_equal(council_spec_add_member(s, "a", "mock", NULL), 0);
+    assert_int_equal(council_spec_add_member(s, "sub", "council",
+                                             "{\"spec\":" WITH_SUB("inner", "{}") "}"),
+                     0);
+    assert_int_equal(council_spec_add_round(s, "vote", NULL, NULL), 0);
+    assert_int_equal(council_spec_validate(s, NULL), 0);
+    assert_non_null(s->members[1].sub);
+    assert_string_equal(council_spec_id(s->members[1].sub), "inner");
+    assert_string_equal(s->members[1].sub->members[1].sub_error,
+                        "sub-council: spec id: is required and must be a non-empty string");
+    council_spec_unref(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_vote_parsing_takes_first_valid_marker),
         cmocka_unit_test(test_ranking_parsing),
         cmocka_unit_test(test_strerror_names_every_code),
+        cmocka_unit_test(test_council_member_specs_are_compiled_with_their_parent),
     };
     return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
 }
