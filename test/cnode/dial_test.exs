@@ -42,10 +42,7 @@ defmodule CNode.DialTest do
   """
 
   defp start_peer(cookie) do
-    {:ok, peer, peer_node} =
-      :peer.start_link(%{name: :"dialpeer#{System.unique_integer([:positive])}",
-                         args: [~c"-setcookie", String.to_charlist(cookie),
-                                ~c"-pa", :code.lib_dir(:elixir, :ebin)]})
+    {peer, peer_node} = CNodeTest.start_peer("dialpeer", cookie)
     {mod, bin} = peer_module()
     {:module, ^mod} = :erpc.call(peer_node, :code, :load_binary, [mod, ~c"dial_peer", bin])
     {peer, peer_node, mod}
@@ -67,7 +64,15 @@ defmodule CNode.DialTest do
   defp connected_to?(peer_node, cnode),
     do: cnode in :erpc.call(peer_node, Node, :list, [:hidden])
 
-  defp serving?(node), do: GenServer.call({:council_ex, node}, :ping) == :pong
+  defp serving?(node), do: GenServer.call({:council_ex, node}, :ping, 15_000) == :pong
+
+  # Stops the peer and waits until the C node has seen its connection go
+  # (and with it whatever it held for the peer's pids), so the next test
+  # starts from a settled node: its stats baseline does not shrink later.
+  defp stop_peer(peer, node, connections) do
+    :peer.stop(peer)
+    assert wait_until(fn -> stats(node).connections == connections end)
+  end
 
   # A pid on a node name nobody registered with epmd.
   defp ghost_pid do
@@ -82,6 +87,7 @@ defmodule CNode.DialTest do
   end
 
   test "a beam member served on a node the C node never saw: it dials out", %{info: i} do
+    base = stats(i.node)
     {peer, peer_node, mod} = start_peer(cookie())
     refute connected_to?(peer_node, i.node)
     server = :erpc.call(peer_node, mod, :spawn_member_server, [])
@@ -93,13 +99,13 @@ defmodule CNode.DialTest do
     evs = events()
     assert {:run_completed, _, %{final: "far away: What is 2+2? (Far)"}} = List.last(evs)
     assert Enum.any?(evs, &match?({:member_token, _, _, "elixir", "far"}, &1))
-    assert_receive {:EXIT, ^pid, :normal}, 5_000
+    assert_receive {:EXIT, ^pid, :normal}, 10_000
     Process.flag(:trap_exit, false)
     assert connected_to?(peer_node, i.node)
     # a second run reuses the connection
     {:ok, _} = start(i.node, %{spec: @beam_spec, member_server: server, subscribe: [self()]})
     assert {:run_completed, _, %{final: "far away: " <> _}} = List.last(events())
-    :peer.stop(peer)
+    stop_peer(peer, i.node, base.connections)
     assert serving?(i.node)
   end
 
@@ -116,14 +122,14 @@ defmodule CNode.DialTest do
     spec = %{id: "m", members: [%{id: "a", provider: "mock"}],
              rounds: [%{type: "independent_analysis"}]}
     {:ok, _pid} = start(i.node, %{spec: spec, run_id: run_id, subscribe: [plain]})
-    assert_receive {:forwarded, {:council_ex_event, ^topic, {:run_started, ^run_id, "m", _}}}, 10_000
-    assert_receive {:forwarded, {:council_ex_event, ^topic, {:run_completed, ^run_id, %{final: f}}}}, 10_000
+    assert_receive {:forwarded, {:council_ex_event, ^topic, {:run_started, ^run_id, "m", _}}}, 30_000
+    assert_receive {:forwarded, {:council_ex_event, ^topic, {:run_completed, ^run_id, %{final: f}}}}, 30_000
     # the plain subscriber too, and in order
-    assert_receive {:forwarded, {:run_started, ^run_id, "m", _}}, 5_000
-    assert_receive {:forwarded, {:run_completed, ^run_id, %{final: ^f}}}, 5_000
+    assert_receive {:forwarded, {:run_started, ^run_id, "m", _}}, 10_000
+    assert_receive {:forwarded, {:run_completed, ^run_id, %{final: ^f}}}, 10_000
     assert connected_to?(peer_node, i.node)
     # the subscriber's node goes away: its monitor fires, nothing is left
-    :peer.stop(peer)
+    stop_peer(peer, i.node, base.connections)
     assert wait_until(fn -> stats(i.node).subscriptions == base.subscriptions end)
     assert serving?(i.node)
   end
@@ -141,7 +147,7 @@ defmodule CNode.DialTest do
     assert {:run_failed, _, errors, _} = List.last(evs)
     assert Enum.any?(errors, &(&1 =~ "beam provider: member server down: noconnection")),
            inspect(errors)
-    assert_receive {:EXIT, ^pid, {:shutdown, {:failed, _}}}, 5_000
+    assert_receive {:EXIT, ^pid, {:shutdown, {:failed, _}}}, 10_000
     Process.flag(:trap_exit, false)
     # a subscription for a ghost pid: accepted, then dropped when the dial fails
     assert GenServer.call({:council_ex, i.node}, {:subscribe, "council_ex:run:x", ghost_pid(), :tagged}) == :ok
@@ -155,8 +161,15 @@ defmodule CNode.DialTest do
     tasks = for _ <- 1..10 do
       Task.async(fn -> start(i.node, %{spec: @beam_spec, member_server: ghost_pid()}) end)
     end
-    for t <- tasks, do: assert({:ok, _} = Task.await(t))
+    pids = for t <- tasks, do: (assert({:ok, pid} = Task.await(t, 30_000)); pid)
     assert serving?(i.node)
+    # they all end (a run already gone gives :noproc): none is left running
+    # into the next test
+    for pid <- pids do
+      ref = Process.monitor(pid)
+      assert_receive {:DOWN, ^ref, :process, ^pid, reason}, 20_000
+      assert reason in [:noproc] or match?({:shutdown, {:failed, _}}, reason)
+    end
     {:ok, _} = start(i.node, %{spec: %{id: "m", members: [%{id: "a", provider: "mock"}],
                                        rounds: [%{type: "independent_analysis"}]},
                                subscribe: [self()]})
@@ -164,6 +177,7 @@ defmodule CNode.DialTest do
   end
 
   test "a node with another cookie refuses the dial cleanly: noconnection", %{info: i} do
+    base = stats(i.node)
     {peer, peer_node, mod} = start_peer(cookie())
     server = :erpc.call(peer_node, mod, :spawn_member_server, [])
     # from now on the peer expects another cookie from new connections
@@ -173,7 +187,7 @@ defmodule CNode.DialTest do
     assert {:run_failed, _, errors, _} = List.last(evs)
     assert Enum.any?(errors, &(&1 =~ "member server down: noconnection")), inspect(errors)
     refute connected_to?(peer_node, i.node)
-    :peer.stop(peer)
+    stop_peer(peer, i.node, base.connections)
     assert serving?(i.node)
   end
 end

@@ -13,7 +13,7 @@ defmodule CNode.RobustnessTest do
     {:ok, info: info, small: small}
   end
 
-  defp closed?(s, timeout \\ 5000) do
+  defp closed?(s, timeout \\ 15_000) do
     case :gen_tcp.recv(s, 0, timeout) do
       {:error, :closed} -> true
       {:ok, ""} -> closed?(s, timeout)   # a tick
@@ -21,7 +21,7 @@ defmodule CNode.RobustnessTest do
     end
   end
 
-  defp serving?(node), do: GenServer.call({:council_ex, node}, :ping) == :pong
+  defp serving?(node), do: GenServer.call({:council_ex, node}, :ping, 15_000) == :pong
 
   test "a wrong cookie is refused and the node keeps serving", %{info: i} do
     assert {:error, _} = raw_connect(i.port, "not-the-cookie")
@@ -38,7 +38,7 @@ defmodule CNode.RobustnessTest do
   test "a tick is answered with a tick", %{info: i} do
     {:ok, s, _} = raw_connect(i.port, cookie())
     :ok = :gen_tcp.send(s, "")
-    assert {:ok, ""} = :gen_tcp.recv(s, 0, 2000)
+    assert {:ok, ""} = :gen_tcp.recv(s, 0, 10_000)
     :gen_tcp.close(s)
   end
 
@@ -102,10 +102,19 @@ defmodule CNode.RobustnessTest do
   test "a frame over --max-frame-bytes drops only that connection", %{small: sm} do
     assert serving?(sm.node)
     big = :binary.copy("x", 10_000)
-    res = catch_exit(GenServer.call({:council_ex, sm.node}, {:big, big}, 5000))
+    # the call ends when the connection drops, long before its timeout
+    res = catch_exit(GenServer.call({:council_ex, sm.node}, {:big, big}, 30_000))
     assert match?({{:nodedown, _}, _}, res) or match?({:noconnection, _}, res) or
              match?({:noproc, _}, res)
-    assert wait_until(fn -> serving?(sm.node) end)
+    # the next call reconnects (one made while the old connection is still
+    # being torn down may exit: try again)
+    assert wait_until(fn ->
+             try do
+               serving?(sm.node)
+             catch
+               :exit, _ -> false
+             end
+           end)
   end
 
   test "garbage instead of a handshake is refused", %{info: i} do
@@ -123,7 +132,7 @@ defmodule CNode.RobustnessTest do
     path = Path.join(dir, "loose_cookie_#{System.unique_integer([:positive])}")
     File.write!(path, cookie() <> "\n")
     File.chmod!(path, 0o644)
-    {out, status} = System.cmd(Path.expand(binary()), ["--sname", "loose", "--cookie-file", path],
+    {out, status} = System.cmd(Path.expand(binary()), ["--sname", unique_name("loose"), "--cookie-file", path],
                                stderr_to_stdout: true)
     assert status != 0
     assert out =~ "refusing cookie file"
@@ -139,6 +148,7 @@ defmodule CNode.RobustnessTest do
 
   test "a silent handshake is dropped at the deadline", %{info: i} do
     {:ok, s} = :gen_tcp.connect({127, 0, 0, 1}, i.port, [:binary, active: false])
-    assert closed?(s, 12_000) == true
+    # the deadline is 7 s; 30 s is only the bound of a loaded machine
+    assert closed?(s, 30_000) == true
   end
 end

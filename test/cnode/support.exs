@@ -5,7 +5,11 @@
 # CNODE_COOKIE_FILE (0600 cookie file), CNODE_TMP (scratch dir; pids of the
 # C nodes we start are written to $CNODE_TMP/pids so the runner can always
 # kill them), ERL_EPMD_PORT (private epmd).
-ExUnit.start(timeout: 120_000, slowest: 3)
+# The node under test is the ASan+UBSan build, 2-5x slower than the plain
+# one, and CI machines may be loaded: every wait below is a deadline that a
+# passing test never reaches, not a delay, so they are generous. A bare
+# assert_receive waits 10 s (ExUnit's default is 100 ms).
+ExUnit.start(timeout: 120_000, slowest: 3, assert_receive_timeout: 10_000)
 
 defmodule CNodeTest do
   @moduledoc false
@@ -16,9 +20,16 @@ defmodule CNodeTest do
   def cookie, do: cookie_file() |> File.read!() |> String.trim()
   def host, do: node() |> Atom.to_string() |> String.split("@") |> List.last()
 
+  @doc """
+  A node name no other script run by the same runner can have: unique
+  integers restart at every VM, so the OS pid of this VM is part of it (a
+  node of the previous script still leaving epmd cannot clash).
+  """
+  def unique_name(prefix), do: "#{prefix}_#{System.pid()}_#{System.unique_integer([:positive])}"
+
   @doc "Starts a C node; returns a map with :node, :port, :creation, :os_pid, :port_ref."
   def start_node(opts \\ []) do
-    sname = Keyword.get(opts, :sname, "cn_#{System.unique_integer([:positive])}")
+    sname = Keyword.get(opts, :sname, unique_name("cn"))
     extra = Keyword.get(opts, :args, [])
     args = ["--sname", sname, "--cookie-file", cookie_file(),
             "--log-level", Keyword.get(opts, :log_level, System.get_env("CNODE_LOG_LEVEL", "warn"))] ++ extra
@@ -38,7 +49,7 @@ defmodule CNodeTest do
       {^port, {:exit_status, st}} ->
         raise "council_node exited with status #{st} before it was ready"
     after
-      10_000 -> raise "council_node not ready after 10 s"
+      30_000 -> raise "council_node not ready after 30 s"
     end
   end
 
@@ -46,7 +57,7 @@ defmodule CNodeTest do
   Sends SIGTERM and waits for the exit status (only the port's owner gets
   it; other processes, e.g. on_exit callbacks, wait for the OS pid to go).
   """
-  def stop_node(%{os_pid: os_pid, port_ref: port}, timeout \\ 10_000) do
+  def stop_node(%{os_pid: os_pid, port_ref: port}, timeout \\ 30_000) do
     owner? = Port.info(port, :connected) == {:connected, self()}
     System.cmd("kill", ["-TERM", "#{os_pid}"], stderr_to_stdout: true)
     if owner? do
@@ -74,7 +85,7 @@ defmodule CNodeTest do
   @terminal [:run_completed, :run_failed, :run_cancelled]
 
   @doc "Collects run events up to the terminal one; {:timeout, so_far} if it does not come."
-  def events(timeout \\ 10_000, acc \\ []) do
+  def events(timeout \\ 15_000, acc \\ []) do
     receive do
       e when is_tuple(e) and elem(e, 0) in @run_events ->
         if elem(e, 0) in @terminal,
@@ -90,7 +101,7 @@ defmodule CNodeTest do
     s
   end
 
-  def wait_until(fun, timeout \\ 5_000) do
+  def wait_until(fun, timeout \\ 20_000) do
     deadline = System.monotonic_time(:millisecond) + timeout
     do_wait(fun, deadline)
   end
@@ -101,6 +112,34 @@ defmodule CNodeTest do
       System.monotonic_time(:millisecond) > deadline -> false
       true -> Process.sleep(20); do_wait(fun, deadline)
     end
+  end
+
+  @doc """
+  Waits until `pid` is blocked in a GenServer.call (waiting for the reply
+  in gen:do_call): its request has been sent by then, so a signal this
+  process sends to the same node afterwards arrives after it. This is how
+  a test orders "another process calls X" before "this process does Y",
+  instead of a sleep.
+  """
+  def wait_calling(pid) do
+    wait_until(fn ->
+      Process.info(pid, [:status, :current_function]) ==
+        [status: :waiting, current_function: {:gen, :do_call, 4}]
+    end)
+  end
+
+  @doc """
+  Starts a peer BEAM node (a unique name, our cookie, Elixir's code path).
+  Booting a VM on a loaded machine can take a while: 60 s instead of
+  :peer's default 15 s.
+  """
+  def start_peer(prefix, cookie) do
+    {:ok, peer, peer_node} =
+      :peer.start_link(%{name: String.to_atom(unique_name(prefix)),
+                         wait_boot: 60_000,
+                         args: [~c"-setcookie", String.to_charlist(cookie),
+                                ~c"-pa", :code.lib_dir(:elixir, :ebin)]})
+    {peer, peer_node}
   end
 
   # ------------------------------------------------ raw distribution client
@@ -119,13 +158,13 @@ defmodule CNodeTest do
     name = name || "raw#{System.unique_integer([:positive])}@#{host()}"
     {:ok, s} = :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false, packet: 2])
     :ok = :gen_tcp.send(s, <<?N, @flags::64, 1234::32, byte_size(name)::16, name::binary>>)
-    with {:ok, "sok"} <- :gen_tcp.recv(s, 0, 5000),
+    with {:ok, "sok"} <- :gen_tcp.recv(s, 0, 15_000),
          {:ok, <<?N, _flags::64, challenge::32, _creation::32, nl::16, _their::binary-size(nl)>>} <-
-           :gen_tcp.recv(s, 0, 5000) do
+           :gen_tcp.recv(s, 0, 15_000) do
       mine = :rand.uniform(0xFFFFFFFF)
       digest = :crypto.hash(:md5, [cookie, Integer.to_string(challenge)])
       :ok = :gen_tcp.send(s, <<?r, mine::32, digest::binary>>)
-      case :gen_tcp.recv(s, 0, 5000) do
+      case :gen_tcp.recv(s, 0, 15_000) do
         {:ok, <<?a, ack::binary-size(16)>>} ->
           if ack == :crypto.hash(:md5, [cookie, Integer.to_string(mine)]) do
             :ok = :inet.setopts(s, packet: 4)
@@ -147,7 +186,7 @@ defmodule CNodeTest do
   end
 
   @doc "Receives the next non-tick frame as {ctl, payload | nil}."
-  def raw_recv(s, timeout \\ 5000) do
+  def raw_recv(s, timeout \\ 15_000) do
     case :gen_tcp.recv(s, 0, timeout) do
       {:ok, ""} -> raw_recv(s, timeout)
       {:ok, <<?p, rest::binary>>} ->
