@@ -61,14 +61,19 @@ defmodule CouncilExTest do
   end
 
   test "start/3 gives a run pid of the C node; await/2 waits for it" do
-    assert {:ok, pid} = CouncilEx.start(MockCouncil, "q")
+    # gated: the run is still there for the calls below, however loaded
+    # the machine (a quick council may already have ended)
+    assert {:ok, pid} = CouncilEx.start(gated_council(), "q")
     assert node(pid) == CouncilEx.node()
     assert is_binary(RunServer.run_id(pid))
-    assert {:ok, %{final: _} = result} = CouncilEx.await(pid, 15_000)
+    waiter = Task.async(fn -> CouncilEx.await(pid, 30_000) end)
+    wait_calling(waiter.pid)
+    open_gate()
+    assert {:ok, %{final: _} = result} = Task.await(waiter, 30_000)
     # A run that has ended exits calls with :noproc at once; await/2 then
     # answers with the outcome the C node retains.
-    assert {:noproc, _} = catch_exit(GenServer.call(pid, :await, 1_000))
-    assert {:ok, ^result} = CouncilEx.await(pid, 1_000)
+    assert {:noproc, _} = catch_exit(GenServer.call(pid, :await, 15_000))
+    assert {:ok, ^result} = CouncilEx.await(pid, 15_000)
   end
 
   test "await/2 after the run ended gives its outcome, by pid and by run id" do
@@ -133,10 +138,12 @@ defmodule CouncilExTest do
 
   test "start/3 with a run id; start_link/3 links the run" do
     id = run_id()
-    assert {:ok, pid} = CouncilEx.start_link(MockCouncil, "q", run_id: id)
+    # gated: a run that completed would already have dropped the link
+    assert {:ok, pid} = CouncilEx.start_link(gated_council(), "q", run_id: id)
     assert {:links, links} = Process.info(self(), :links)
     assert pid in links
     assert RunServer.run_id(pid) == id
+    open_gate()
     assert {:ok, _} = CouncilEx.await(pid)
     assert {:error, :already_started} = CouncilEx.start(MockCouncil, "q", run_id: id)
   end
@@ -150,9 +157,10 @@ defmodule CouncilExTest do
   test "cancel/1 by pid and by run id; cancel is idempotent" do
     {:ok, pid} = CouncilEx.start(SlowCouncil, "q")
     task = Task.async(fn -> CouncilEx.await(pid) end)
-    Process.sleep(100)
+    # the await is under way before the cancel
+    wait_calling(task.pid)
     assert :ok = CouncilEx.cancel(pid)
-    assert {:error, {:cancelled, %{}}} = Task.await(task)
+    assert {:error, {:cancelled, %{}}} = Task.await(task, 30_000)
     assert :ok = CouncilEx.cancel(pid)
 
     id = run_id()
@@ -183,17 +191,17 @@ defmodule CouncilExTest do
         receive do: (:never -> :ok)
       end)
 
-    assert_receive {:started, pid}, 5_000
+    assert_receive {:started, pid}, 15_000
     ref = Process.monitor(pid)
     Process.exit(caller, :kill)
-    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}, 5_000
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}, 15_000
     assert {:ok, %{status: :cancelled}} = RunServer.state(id)
   end
 
   test "a linked failing run exits its caller with {:shutdown, {:failed, _}}" do
     Process.flag(:trap_exit, true)
     {:ok, pid} = CouncilEx.start_link(FailingCouncil, "q")
-    assert_receive {:EXIT, ^pid, {:shutdown, {:failed, _}}}, 10_000
+    assert_receive {:EXIT, ^pid, {:shutdown, {:failed, _}}}, 15_000
   end
 
   test "subscribe: true delivers every SPEC section 7 event, in order" do
@@ -269,7 +277,7 @@ defmodule CouncilExTest do
 
     id2 = run_id()
     {:ok, pid} = CouncilEx.start(SlowCouncil, "q", run_id: id2, subscribe: true)
-    assert_receive {:member_started, ^id2, :independent_analysis, _}, 5_000
+    assert_receive {:member_started, ^id2, :independent_analysis, _}, 15_000
     :ok = CouncilEx.cancel(pid)
     events = collect_events(id2)
     assert {:run_cancelled, ^id2, %{}} = List.last(events)
@@ -325,9 +333,13 @@ defmodule CouncilExTest do
         send(parent, {:watched, collect_events(id, 30_000)})
       end)
 
-    assert_receive :watching, 5_000
+    assert_receive :watching, 15_000
     {:ok, pid} = CouncilEx.start(ChattyCouncil, "q", run_id: id)
     assert_tokens_flowing(pid)
+    # the token watcher's own subscription leaves the C node when it has
+    # exited (the node's monitor of it fires): wait for that, so the count
+    # below sees only the relay's
+    eventually(fn -> node_stats().subscriptions == node_subs_before + 1 end)
 
     for _ <- 1..30 do
       assert {:error, :already_started} =
@@ -341,7 +353,7 @@ defmodule CouncilExTest do
     assert %{subscriptions: subs} = node_stats()
     assert subs == node_subs_before + 1
     :ok = CouncilEx.cancel(pid)
-    assert_receive {:watched, events}, 10_000
+    assert_receive {:watched, events}, 30_000
     assert [{:run_started, ^id, ChattyCouncil, "q"} | _] = events
     assert {:run_cancelled, ^id, _} = List.last(events)
     assert events_of(id) == []
@@ -366,7 +378,7 @@ defmodule CouncilExTest do
           send(parent, {:early, collect_events(id)})
         end)
 
-        assert_receive :subscribed, 5_000
+        assert_receive :subscribed, 15_000
       end
 
       {:ok, _} = CouncilEx.start(MockCouncil, "in", run_id: id, subscribe: true)
@@ -380,7 +392,7 @@ defmodule CouncilExTest do
                [independent_analysis: 0, anonymized_peer_review: 1, vote: 2, chair: 3]
 
       if early_subscriber? do
-        assert_receive {:early, ^events}, 5_000
+        assert_receive {:early, ^events}, 15_000
       end
 
       assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "x", subscribe: true)
@@ -410,7 +422,7 @@ defmodule CouncilExTest do
           send(parent, {:ready, self()})
           receive do: (:go -> :ok)
           send(parent, {:done, self(), call.()})
-          receive do: (:report -> send(parent, {:report, self(), drain(id, [])}))
+          receive do: ({:report, wait} -> send(parent, {:report, self(), drain(id, [], wait)}))
         end)
       end
 
@@ -430,19 +442,23 @@ defmodule CouncilExTest do
       Process.sleep(rem(round, 3))
       for p <- rest, do: send(p, :go)
 
-      replies = Map.new(all, fn p -> assert_receive({:done, ^p, r}, 10_000) && {p, r} end)
+      replies = Map.new(all, fn p -> assert_receive({:done, ^p, r}, 30_000) && {p, r} end)
       assert [winner] = for(p <- starters, match?({:ok, _}, replies[p]), do: p)
       assert Enum.all?(starters -- [winner], &(replies[&1] == {:error, :already_started}))
       assert Enum.all?(subscribers, &(replies[&1] == :ok))
 
-      send(winner, :report)
-      assert_receive {:report, ^winner, events}, 10_000
+      # the winner gets every event: it waits for the terminal one, however
+      # slowly the run goes
+      send(winner, {:report, 30_000})
+      assert_receive {:report, ^winner, events}, 60_000
       assert [{:run_started, ^id, QuickCouncil, i} | _] = events
       assert is_integer(i)
       assert {:run_completed, ^id, _} = List.last(events)
       assert Enum.count(events, &(elem(&1, 0) == :member_completed)) == 2
 
-      for p <- all -- [winner], do: send(p, :report)
+      # The relay sends each event to every subscriber at once: those the
+      # others were sent are in their mailboxes by now.
+      for p <- all -- [winner], do: send(p, {:report, 100})
 
       for p <- starters -- [winner] do
         assert_receive {:report, ^p, got}, 10_000
@@ -462,14 +478,14 @@ defmodule CouncilExTest do
   end
 
   # The messages of run `id` in the mailbox, up to its terminal event (or
-  # until none has come for 100 ms).
-  defp drain(id, acc) do
+  # until none has come for `wait` ms).
+  defp drain(id, acc, wait) do
     receive do
       {tag, ^id, _} = ev when tag in [:run_completed, :run_cancelled] -> Enum.reverse([ev | acc])
       {:run_failed, ^id, _, _} = ev -> Enum.reverse([ev | acc])
-      ev when is_tuple(ev) and tuple_size(ev) >= 3 and elem(ev, 1) == id -> drain(id, [ev | acc])
+      ev when is_tuple(ev) and tuple_size(ev) >= 3 and elem(ev, 1) == id -> drain(id, [ev | acc], wait)
     after
-      100 -> Enum.reverse(acc)
+      wait -> Enum.reverse(acc)
     end
   end
 
@@ -482,13 +498,13 @@ defmodule CouncilExTest do
         for _ <- 1..2, do: receive(do: ({:member_token, _, _, _, _} -> :ok))
       end)
 
-    assert_receive {:DOWN, ^ref, :process, ^watcher, :normal}, 5_000
+    assert_receive {:DOWN, ^ref, :process, ^watcher, :normal}, 15_000
   end
 
   # Waits until the run's process is gone (a run may end before the monitor
   # is in place: then the reason is :noproc).
   defp wait_down(pid) do
     ref = Process.monitor(pid)
-    assert_receive {:DOWN, ^ref, :process, ^pid, _reason}, 15_000
+    assert_receive {:DOWN, ^ref, :process, ^pid, _reason}, 30_000
   end
 end

@@ -12,8 +12,9 @@ defmodule CouncilEx.NodeTest do
     os_pid
   end
 
+  # The restart of the (ASan) C node on a loaded machine: up to 60 s.
   defp wait_new_node(old) do
-    eventually(fn -> (n = CouncilEx.Node.current()) && n != old && n end, 200, 50)
+    eventually(fn -> (n = CouncilEx.Node.current()) && n != old && n end, 1_200, 50)
   end
 
   test "the library started a distributed VM and the C node, which answers :ping" do
@@ -41,14 +42,15 @@ defmodule CouncilEx.NodeTest do
     assert {:ok, _} = CouncilEx.RunIndex.lookup(pid)
     assert CouncilEx.PubSub.Relay.subscribers("council_ex:run:" <> id) == [self()]
     waiter = Task.async(fn -> CouncilEx.await(pid) end)
-    Process.sleep(200)
+    # the await is under way at the node when it dies
+    wait_calling(waiter.pid)
     kill_node()
-    assert_receive {:EXIT, ^pid, :noconnection}, 5_000
-    assert Task.await(waiter) == {:error, :noconnection}
+    assert_receive {:EXIT, ^pid, :noconnection}, 15_000
+    assert Task.await(waiter, 15_000) == {:error, :noconnection}
     # What the library kept for the run and its topic goes with the node.
     eventually(fn -> CouncilEx.RunIndex.lookup(pid) == :error end)
     eventually(fn -> CouncilEx.PubSub.Relay.subscribers("council_ex:run:" <> id) == [] end)
     wait_new_node(old)
-    assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "after the crash", timeout: 15_000)
+    assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "after the crash", timeout: 30_000)
   end
 end

@@ -162,7 +162,7 @@ defmodule CouncilEx.PubSub.RelayTest do
              {:round_started, ^id, :vote, 0},
              {:member_started, ^id, :vote, "a"},
              {:run_completed, ^id, _}
-           ] = collect_events(id, 1_000)
+           ] = collect_events(id, 10_000)
 
     assert Relay.stats() == before
   end

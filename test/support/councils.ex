@@ -99,8 +99,12 @@ defmodule CouncilEx.Test.Helpers do
     end
   end
 
-  @doc "Waits until `fun` returns truthy (polling), or fails."
-  def eventually(fun, tries \\ 100, sleep \\ 50) do
+  @doc """
+  Waits until `fun` returns truthy (polling), or fails. The default
+  deadline (20 s) is generous: the C node under test is the ASan build and
+  CI machines may be loaded; a passing condition returns at once.
+  """
+  def eventually(fun, tries \\ 400, sleep \\ 50) do
     case fun.() do
       falsy when falsy in [nil, false] ->
         if tries <= 1,
@@ -118,6 +122,70 @@ defmodule CouncilEx.Test.Helpers do
 
   @doc "A unique run id for a test."
   def run_id(prefix \\ "t"), do: "#{prefix}-#{System.unique_integer([:positive])}"
+
+  @doc """
+  Waits until `pid` is blocked in a GenServer.call (in gen:do_call's
+  receive): its request has been sent by then, so what the caller of this
+  function sends to the same node afterwards arrives after it. Orders
+  "another process calls" before "this process acts" without a sleep.
+  """
+  def wait_calling(pid) do
+    eventually(fn ->
+      Process.info(pid, [:status, :current_function]) ==
+        [status: :waiting, current_function: {:gen, :do_call, 4}]
+    end)
+  end
+
+  @doc """
+  A council whose run cannot end before the calling process opens its
+  gate (`open_gate/0`): member `gate` (`CouncilEx.Test.GateMember`) waits
+  for it, next to two mock members, in one round. For tests that need the
+  run's pid alive after the start reply (calls, links) whatever the load.
+  """
+  def gated_council do
+    CouncilEx.DynamicCouncil.to_spec!(%{
+      id: "gated",
+      members: [
+        %{id: :gate, provider: CouncilEx.Test.GateMember,
+          owner: List.to_string(:erlang.pid_to_list(self()))},
+        %{id: :a, provider: :mock, chunks: 2},
+        %{id: :b, provider: :mock}
+      ],
+      rounds: [%{type: :independent_analysis}]
+    })
+  end
+
+  @doc "Lets the gate member of a `gated_council/0` run answer."
+  def open_gate(timeout \\ 15_000) do
+    receive do
+      {:gate_waiting, member} -> send(member, :gate_open)
+    after
+      timeout -> raise "no gate member waiting after #{timeout} ms"
+    end
+
+    :ok
+  end
+end
+
+defmodule CouncilEx.Test.GateMember do
+  @moduledoc """
+  A member that answers only when its owner (option `owner`, a local pid
+  as text) opens the gate: it sends `{:gate_waiting, self()}` to the owner
+  and waits for `:gate_open` (an error if the owner dies first).
+  """
+  @behaviour CouncilEx.Member
+
+  @impl true
+  def call(request, _emit) do
+    owner = request["options"]["owner"] |> String.to_charlist() |> :erlang.list_to_pid()
+    ref = Process.monitor(owner)
+    send(owner, {:gate_waiting, self()})
+
+    receive do
+      :gate_open -> {:ok, "the gate opened"}
+      {:DOWN, ^ref, :process, _, _} -> {:error, "gate owner gone"}
+    end
+  end
 end
 
 defmodule CouncilEx.Test.ParentCouncil do
