@@ -8,7 +8,9 @@ defmodule CNode.LimitsTest do
   import CNodeTest
 
   setup_all do
-    info = start_node(args: ["--max-runs", "1", "--retention-ms", "1500",
+    # retention 5 s: the finished run must still be there for the two calls
+    # that follow its terminal event, even on a loaded machine
+    info = start_node(args: ["--max-runs", "1", "--retention-ms", "5000",
                              "--max-spec-bytes", "400"])
     on_exit(fn -> stop_node(info) end)
     {:ok, info: info}
@@ -39,7 +41,7 @@ defmodule CNode.LimitsTest do
     assert {:ok, %{status: :completed}} = GenServer.call(svc(i), {:state, @reg, id})
     assert {:ok, %{final: ^f}} = GenServer.call(svc(i), {:result, @reg, id})
     assert wait_until(fn -> GenServer.call(svc(i), {:state, @reg, id}) == {:error, :not_found} end,
-                      10_000)
+                      30_000)
     assert GenServer.call(svc(i), {:whereis, @reg, id}) == {:error, :unknown_run}
   end
 

@@ -22,16 +22,25 @@ defmodule CNode.ShutdownRunsTest do
     receive do
       {^port, {:exit_status, st}} -> st
     after
-      10_000 -> :timeout
+      30_000 -> :timeout
     end
   end
 
-  # every message that arrives until 1 s of quiet, in arrival order
-  defp drain(acc) do
-    receive do
-      m -> drain([m | acc])
-    after
-      1_000 -> Enum.reverse(acc)
+  # Every message, in arrival order, until what came satisfies `done?` (or
+  # nothing more comes for 30 s). The node's exit status reaches us through
+  # its port, its last messages through the distribution connection: they
+  # may come after the status, so wait for them, not for a quiet second.
+  defp drain(acc, done?) do
+    msgs = Enum.reverse(acc)
+
+    if done?.(msgs) do
+      msgs
+    else
+      receive do
+        m -> drain([m | acc], done?)
+      after
+        30_000 -> msgs
+      end
     end
   end
 
@@ -42,7 +51,7 @@ defmodule CNode.ShutdownRunsTest do
       ids = for k <- 1..3, do: "stop-#{unquote(sig)}-#{k}-#{System.unique_integer([:positive])}"
       pids = for id <- ids, do: elem({:ok, _} = start_run(i, id), 1)
       refs = Enum.map(pids, &Process.monitor/1)
-      for id <- ids, do: assert_receive({:member_started, ^id, _, "a"}, 5_000)
+      for id <- ids, do: assert_receive({:member_started, ^id, _, "a"}, 15_000)
       # an await in flight: sent raw, then a call on the same pid proves it
       # arrived (messages between two processes keep their order)
       tag = make_ref()
@@ -51,7 +60,12 @@ defmodule CNode.ShutdownRunsTest do
 
       assert signal_and_wait(i, unquote(sig)) == 0
 
-      msgs = drain([])
+      expected =
+        Enum.flat_map(Enum.zip([ids, pids, refs]), fn {id, pid, ref} ->
+          [&match?({:run_cancelled, ^id, %{}}, &1), &match?({:EXIT, ^pid, :shutdown}, &1),
+           &match?({:DOWN, ^ref, :process, ^pid, :shutdown}, &1)]
+        end) ++ [&match?({^tag, _}, &1)]
+      msgs = drain([], fn msgs -> Enum.all?(expected, &Enum.any?(msgs, &1)) end)
       for {id, pid, ref} <- Enum.zip([ids, pids, refs]) do
         ev = Enum.find_index(msgs, &match?({:run_cancelled, ^id, %{}}, &1))
         ex = Enum.find_index(msgs, &match?({:EXIT, ^pid, :shutdown}, &1))
