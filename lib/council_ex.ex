@@ -75,7 +75,10 @@ defmodule CouncilEx do
   `{:error, :already_started}`, delivers no event).
 
   Returns `{:ok, pid}` or `{:error, reason}`; bad arguments raise
-  `ArgumentError` before anything is sent to the C node.
+  `ArgumentError` before anything is sent to the C node, and an invalid
+  `%CouncilEx.Spec{}` (e.g. built by hand) gives
+  `{:error, {:invalid_spec, field, message}}` (see `CouncilEx.Spec.check/1`),
+  also without contacting the C node.
   """
   @spec start(council, term, [start_option]) :: {:ok, pid} | {:error, term}
   def start(council, input, opts \\ []) do
@@ -297,9 +300,17 @@ defmodule CouncilEx do
   def __start__(council, input, opts, starter) do
     run_opts = prepare!(council, input, opts)
 
-    if Keyword.get(opts, :subscribe, false),
-      do: start_subscribed(run_opts, self(), starter),
-      else: starter.(run_opts)
+    # An invalid spec is refused before the relay or the C node hear of the
+    # run (RunServer checks it again, for its direct callers).
+    case RunServer.check_spec(run_opts) do
+      {:ok, run_opts} ->
+        if Keyword.get(opts, :subscribe, false),
+          do: start_subscribed(run_opts, self(), starter),
+          else: starter.(run_opts)
+
+      error ->
+        error
+    end
   end
 
   # Starts with `pid` subscribed to the run's topic. The relay's

@@ -46,9 +46,10 @@ defmodule CouncilEx.DSL do
   end
 
   @doc """
-  Declares a member. `provider:` is `:mock`, `:exec`, `:native`, or an
-  Elixir module implementing `CouncilEx.Member` (sent as provider `beam`).
-  Every other option (or an explicit `options:` map) is passed to the
+  Declares a member. `provider:` is `:mock`, `:exec`, `:council`, or an
+  Elixir module implementing `CouncilEx.Member` (sent as provider `beam`);
+  `:native` is refused (the C node has no native providers). Every other
+  option (or an explicit `options:` map) is passed to the
   provider as JSON.
   """
   defmacro member(id, opts \\ []) do

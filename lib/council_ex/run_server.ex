@@ -89,6 +89,10 @@ defmodule CouncilEx.RunServer do
   `{:council_ex_event, topic, event}`, see docs/protocol.md; at most 64).
 
   Missing or bad options raise `ArgumentError` before anything is sent.
+  The spec is checked here too (`CouncilEx.Spec.check/1`, which a spec built
+  by hand has not been through): an invalid one gives
+  `{:error, {:invalid_spec, field, message}}`, the shape of the C node's own
+  refusal, without contacting the C node.
   Returns `{:ok, pid}` or `{:error, reason}` (`:already_started`, `:limit`,
   `{:invalid_spec, field, message}`, `:noconnection`, `:unavailable`).
   """
@@ -176,6 +180,25 @@ defmodule CouncilEx.RunServer do
 
   defp do_start(how, opts) do
     opts = validate!(opts)
+
+    case check_spec(opts) do
+      {:ok, opts} -> request_start(how, opts)
+      error -> error
+    end
+  end
+
+  @doc false
+  # The spec of validated options checked (SPEC section 9: a bad spec is
+  # refused before anything is sent to the C node); the options with the
+  # normalised spec, or `{:error, {:invalid_spec, field, message}}`.
+  @spec check_spec(keyword) :: {:ok, keyword} | {:error, {:invalid_spec, binary, binary}}
+  def check_spec(opts) do
+    with {:ok, spec} <- Spec.check(Keyword.fetch!(opts, :spec)) do
+      {:ok, Keyword.put(opts, :spec, spec)}
+    end
+  end
+
+  defp request_start(how, opts) do
     spec = Keyword.fetch!(opts, :spec)
     members = Spec.beam_members(spec)
     {member_server, callers} = {nil, Keyword.get(opts, :callers, [])}

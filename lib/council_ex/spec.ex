@@ -70,8 +70,13 @@ defmodule CouncilEx.Spec do
   @enforce_keys [:id, :members, :rounds]
   defstruct id: nil, members: [], rounds: [], chair: nil, limits: %{}
 
-  @typedoc "Provider kinds the core knows (SPEC section 4; `council` runs a sub-council)."
-  @type provider :: :mock | :exec | :beam | :native | :council
+  @typedoc """
+  Provider kinds a spec may name (SPEC section 4; `council` runs a
+  sub-council). The core's fourth kind, `native` (a C callback registered
+  by a C host through the native C API), is refused: the C node that serves
+  the library's runs registers none.
+  """
+  @type provider :: :mock | :exec | :beam | :council
 
   @typedoc "Built-in round types (SPEC section 5a)."
   @type round_type ::
@@ -102,7 +107,7 @@ defmodule CouncilEx.Spec do
           limits: limits
         }
 
-  @providers [:mock, :exec, :beam, :native, :council]
+  @providers [:mock, :exec, :beam, :council]
   @round_types [
     :independent_analysis,
     :peer_review,
@@ -168,9 +173,115 @@ defmodule CouncilEx.Spec do
     end
   end
 
-  @doc "Checks an existing struct (e.g. one built by hand) by rebuilding it."
+  @doc """
+  Checks an existing struct (e.g. one built by hand) by rebuilding it with
+  `new/1`: `{:ok, spec}` (normalised) or `{:error, message}` naming the
+  field, as `new/1`.
+  """
   @spec validate(t) :: {:ok, t} | {:error, binary}
-  def validate(%__MODULE__{} = spec), do: spec |> to_map() |> put_modules(spec) |> new()
+  def validate(%__MODULE__{} = spec) do
+    with :ok <- check_struct(spec), do: spec |> to_map() |> put_modules(spec) |> new()
+  end
+
+  @doc """
+  Checks a spec the way `CouncilEx.RunServer` does before anything is sent
+  to the C node: `{:ok, spec}` (normalised, see `validate/1`) or
+  `{:error, {:invalid_spec, field, message}}`, the shape of the C node's own
+  refusal (docs/protocol.md). `field` is a path into the spec as the C node
+  writes it (`"id"`, `"members"`, `"members[1]"`, `"members[0].id"`,
+  `"rounds"`, `"rounds[2]"`, `"rounds[0].rounds[1]"`, `"chair"`,
+  `"limits"`), `message` says what is wrong with it.
+
+      iex> spec = CouncilEx.Spec.new!(id: "x", members: [[id: "a", provider: :mock]], rounds: [[type: :vote]])
+      iex> CouncilEx.Spec.check(%{spec | rounds: []})
+      {:error, {:invalid_spec, "rounds", "empty (a council needs at least one round)"}}
+  """
+  @spec check(t) :: {:ok, t} | {:error, {:invalid_spec, binary, binary}}
+  def check(%__MODULE__{} = spec) do
+    case validate(spec) do
+      {:ok, spec} -> {:ok, spec}
+      {:error, message} -> {:error, invalid_spec(spec, message)}
+    end
+  end
+
+  # A hand-built struct whose parts are not the structs to_map/1 reads.
+  defp check_struct(%__MODULE__{members: members, rounds: rounds, limits: limits}) do
+    cond do
+      not (is_list(members) and Enum.all?(members, &member_struct?/1)) ->
+        {:error,
+         "members: expected a list of %CouncilEx.Spec.Member{} (provider an atom, options a map), got: #{inspect(members)}"}
+
+      not (is_list(rounds) and Enum.all?(rounds, &round_struct?/1)) ->
+        {:error,
+         "rounds: expected a list of %CouncilEx.Spec.Round{} (type an atom, options a map, rounds a list of rounds), got: #{inspect(rounds)}"}
+
+      not (is_map(limits) and Enum.all?(Map.keys(limits), &is_atom/1)) ->
+        {:error, "limits: expected a map with atom keys, got: #{inspect(limits)}"}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp member_struct?(%Member{provider: p, options: o}), do: is_atom(p) and is_map(o)
+  defp member_struct?(_), do: false
+
+  defp round_struct?(%Round{type: t, options: o, rounds: rs}) when is_list(rs),
+    do: is_atom(t) and is_map(o) and Enum.all?(rs, &round_struct?/1)
+
+  defp round_struct?(_), do: false
+
+  # "where: what" (a message of new/1) as {:invalid_spec, field, what}, with
+  # `member "id"` and `round "name"` turned into their paths in `spec`.
+  defp invalid_spec(spec, message) do
+    case String.split(message, ": ", parts: 2) do
+      [where, what] -> {:invalid_spec, path(spec, where), what}
+      [what] -> {:invalid_spec, "$", what}
+    end
+  end
+
+  defp path(spec, "member " <> rest = where) do
+    with {quoted, suffix} <- split_quoted(rest),
+         i when i != nil <- Enum.find_index(spec.members, &(inspect(id_string(&1.id)) == quoted)) do
+      "members[#{i}]" <> suffix
+    else
+      _ -> where
+    end
+  end
+
+  defp path(spec, "round " <> rest = where) do
+    with {quoted, suffix} <- split_quoted(rest),
+         found when found != nil <- round_path(spec.rounds, quoted, "rounds") do
+      found <> suffix
+    else
+      _ -> where
+    end
+  end
+
+  defp path(_spec, where), do: where
+
+  # `"name"rest` (an inspected binary, then the rest) as {quoted, rest}.
+  defp split_quoted("\"" <> _ = text) do
+    case Regex.run(~r/^("(?:[^"\\]|\\.)*")(.*)$/s, text) do
+      [_, quoted, suffix] -> {quoted, suffix}
+      _ -> nil
+    end
+  end
+
+  defp split_quoted(_), do: nil
+
+  defp round_path(rounds, quoted, prefix) do
+    rounds
+    |> Enum.with_index()
+    |> Enum.find_value(fn {r, i} ->
+      here = "#{prefix}[#{i}]"
+      name = if r.name == nil, do: id_string(r.type), else: id_string(r.name)
+      if inspect(name) == quoted, do: here, else: round_path(r.rounds, quoted, here <> ".rounds")
+    end)
+  end
+
+  defp id_string(x) when is_atom(x) and x not in [nil, true, false], do: Atom.to_string(x)
+  defp id_string(x), do: x
 
   @doc """
   The JSON-ready map (binary keys) that is sent to the C node as `:spec`.
@@ -333,6 +444,14 @@ defmodule CouncilEx.Spec do
   defp sub_spec!(other, _id, where), do: fail("#{where}: bad sub-council spec #{inspect(other)}")
 
   defp provider!(nil, _module, _options, where), do: fail("#{where}: provider missing")
+
+  defp provider!(native, _module, _options, where) when native in [:native, "native"] do
+    fail(
+      "#{where}: provider native is not available: the C node that serves runs has no " <>
+        "native providers (C callbacks that a C host registers with council_provider_register); " <>
+        "use mock, exec, council or a module implementing CouncilEx.Member"
+    )
+  end
 
   defp provider!(p, module, options, where) when is_binary(p) do
     case Enum.find(@providers, &(Atom.to_string(&1) == p)) do

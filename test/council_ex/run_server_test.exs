@@ -109,7 +109,7 @@ defmodule CouncilEx.RunServerTest do
     eventually(fn -> match?({:ok, %{status: :cancelled}}, RunServer.state(id, registry: ViaReg)) end)
   end
 
-  test "invalid specs come back as errors from the C node" do
+  test "invalid specs come back as {:invalid_spec, field, message} errors" do
     spec = %{MockCouncil.__council__() | rounds: []}
     assert {:error, {:invalid_spec, "rounds", _}} = RunServer.start(opts(run_id(), spec: spec))
   end
