@@ -25,6 +25,11 @@ defmodule CouncilEx.Node do
       `priv/council_node`), e.g. the ASan build for tests.
     * `:node` - an external C node to use instead of starting one.
     * `:node_args` - extra command-line arguments for the managed node.
+    * `:run_retention_ms` - how long a finished run stays readable (ms,
+      default 300000, the C node's default): passed to a managed node as
+      `--retention-ms`, and used by `CouncilEx.RunIndex`, so that the
+      library and the node agree (see `retention_ms/0`). An external node
+      must be started with the same `--retention-ms` by whoever runs it.
     * `:registered_name` - the service's registered name (default
       `:council_ex`; passed as `--registered-name` to a managed node).
     * `:node_wait_timeout` - how long API calls wait for the node (ms,
@@ -134,6 +139,102 @@ defmodule CouncilEx.Node do
   @doc "Information about the manager: mode, status, node, os_pid, restarts."
   @spec info() :: map
   def info, do: GenServer.call(__MODULE__, :info)
+
+  @doc """
+  How long the C node keeps a finished run readable, in ms:
+  `config :council_ex, :run_retention_ms` when set, else the value of a
+  `--retention-ms` in `:node_args`, else 300000 (the C node's default). A
+  managed node is started with it (`--retention-ms`); an external node
+  must be given the same value. Raises `ArgumentError` when the setting is
+  not a positive integer (the C node refuses 0).
+  """
+  @spec retention_ms() :: pos_integer
+  def retention_ms do
+    retention_ms(
+      Application.fetch_env(:council_ex, :run_retention_ms),
+      Application.get_env(:council_ex, :node_args, [])
+    )
+  end
+
+  @doc false
+  # retention_ms/0 of a `:run_retention_ms` (`{:ok, value}` or `:error`)
+  # and a `:node_args` list.
+  @spec retention_ms({:ok, term} | :error, [term]) :: pos_integer
+  def retention_ms(run_retention, node_args) do
+    case run_retention do
+      {:ok, nil} ->
+        retention_ms(:error, node_args)
+
+      {:ok, ms} when is_integer(ms) and ms > 0 ->
+        ms
+
+      {:ok, other} ->
+        raise ArgumentError,
+              "config :council_ex, :run_retention_ms must be a positive integer (ms), got: #{inspect(other)}"
+
+      :error ->
+        case arg_value(node_args, "--retention-ms") do
+          nil ->
+            300_000
+
+          value ->
+            case Integer.parse(value) do
+              {ms, ""} when ms > 0 ->
+                ms
+
+              _ ->
+                raise ArgumentError,
+                      "--retention-ms in config :council_ex, :node_args must be a positive integer, got: #{inspect(value)}"
+            end
+        end
+    end
+  end
+
+  @doc false
+  # The command-line options of a managed node after its name and cookie
+  # file: the service name (unless the default), `:node_args`, and
+  # `--retention-ms` from `retention_ms/0` (replacing any in `:node_args`).
+  @spec node_args() :: [binary]
+  def node_args do
+    extra = Enum.map(Application.get_env(:council_ex, :node_args, []), &to_string/1)
+    retention = retention_ms()
+
+    case arg_value(extra, "--retention-ms") do
+      nil ->
+        :ok
+
+      value ->
+        if value != Integer.to_string(retention) do
+          Logger.warning(
+            "council_ex: :node_args has --retention-ms #{value}, :run_retention_ms is #{retention}: the C node is started with #{retention}"
+          )
+        end
+    end
+
+    extra = drop_arg(extra, "--retention-ms")
+
+    name =
+      if service_name() == :council_ex,
+        do: [],
+        else: ["--registered-name", Atom.to_string(service_name())]
+
+    name ++ extra ++ ["--retention-ms", Integer.to_string(retention)]
+  end
+
+  # The value after the last `flag` in an argument list, or nil.
+  defp arg_value(args, flag) do
+    args
+    |> Enum.map(&to_string/1)
+    |> Enum.chunk_every(2, 1, :discard)
+    |> Enum.reduce(nil, fn
+      [^flag, value], _ -> value
+      _, acc -> acc
+    end)
+  end
+
+  defp drop_arg([flag, _value | rest], flag), do: drop_arg(rest, flag)
+  defp drop_arg([other | rest], flag), do: [other | drop_arg(rest, flag)]
+  defp drop_arg([], _flag), do: []
 
   @doc false
   @spec wait_timeout() :: timeout
@@ -297,13 +398,8 @@ defmodule CouncilEx.Node do
 
       true ->
         sname = "council_#{System.pid()}_#{System.unique_integer([:positive])}"
+        extra = node_args()
         cookie_file = write_cookie_file()
-        extra = Application.get_env(:council_ex, :node_args, [])
-
-        extra =
-          if service_name() == :council_ex,
-            do: extra,
-            else: ["--registered-name", Atom.to_string(service_name()) | extra]
 
         port =
           Port.open({:spawn_executable, "/bin/sh"}, [

@@ -9,8 +9,9 @@ defmodule CouncilEx.RunIndex do
   (when the run id is known: always, unless `run_id: nil` was passed to
   `CouncilEx.RunServer.start/1`). This process monitors the run and forgets
   it once the C node has forgotten it too: the retention window after the
-  run ends (`config :council_ex, :run_retention_ms`, default 5 minutes, the
-  C node's default), or at once when the C node is lost (its runs are gone
+  run ends (`CouncilEx.Node.retention_ms/0`: `config :council_ex,
+  :run_retention_ms`, default 5 minutes, which a managed C node is given as
+  `--retention-ms`), or at once when the C node is lost (its runs are gone
   with it).
 
   The table is public (`:set`, keyed by pid): lookups and inserts are done
@@ -54,7 +55,7 @@ defmodule CouncilEx.RunIndex do
 
   @doc false
   @spec retention_ms() :: non_neg_integer
-  def retention_ms, do: Application.get_env(:council_ex, :run_retention_ms, 300_000)
+  def retention_ms, do: CouncilEx.Node.retention_ms()
 
   # ------------------------------------------------------------- callbacks
 
