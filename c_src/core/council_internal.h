@@ -221,9 +221,19 @@ void provider_exec_close_all(council_ctx *ctx);
 
 /* ----------------------------------------------------------------- ctx */
 
+/* A council_ctx_cancel_async request, waiting for the loop thread. */
+typedef struct cancel_req {
+    struct cancel_req *next;
+    char *registry;           /* NULL: the default registry */
+    size_t len;
+    char id[];
+} cancel_req;
+
 struct council_ctx {
     uv_loop_t loop;
     uv_async_t async;
+    uv_mutex_t cancel_lock;   /* guards cancel_head/tail (any thread) */
+    cancel_req *cancel_head, *cancel_tail;
     uv_timer_t step_timer;
     int stop_flag;            /* atomic via __atomic builtins */
     int running;              /* inside uv_run */

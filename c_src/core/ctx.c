@@ -10,9 +10,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Takes the queued cancel requests (all of them, in order). */
+static cancel_req *take_cancels(council_ctx *ctx)
+{
+    uv_mutex_lock(&ctx->cancel_lock);
+    cancel_req *list = ctx->cancel_head;
+    ctx->cancel_head = ctx->cancel_tail = NULL;
+    uv_mutex_unlock(&ctx->cancel_lock);
+    return list;
+}
+
+static void free_cancels(cancel_req *r)
+{
+    while (r) {
+        cancel_req *next = r->next;
+        free(r->registry);
+        free(r);
+        r = next;
+    }
+}
+
 static void async_cb(uv_async_t *h)
 {
     council_ctx *ctx = h->data;
+    cancel_req *list = take_cancels(ctx);
+    for (cancel_req *r = list; r; r = r->next) {
+        council_run *run;
+        if (council_run_find(ctx, r->registry, r->id, r->len, &run) == COUNCIL_OK)
+            council_run_cancel(run);
+    }
+    free_cancels(list);
     if (__atomic_load_n(&ctx->stop_flag, __ATOMIC_SEQ_CST))
         uv_stop(&ctx->loop);
 }
@@ -69,6 +96,11 @@ council_ctx *council_ctx_new(const council_config *cfg)
         ctx->cfg = *cfg;
     set_defaults(&ctx->cfg);
     if (uv_loop_init(&ctx->loop) != 0) {
+        free(ctx);
+        return NULL;
+    }
+    if (uv_mutex_init(&ctx->cancel_lock) != 0) {
+        uv_loop_close(&ctx->loop);
         free(ctx);
         return NULL;
     }
@@ -136,6 +168,8 @@ void council_ctx_free(council_ctx *ctx)
     uv_walk(&ctx->loop, close_any, NULL);
     uv_run(&ctx->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ctx->loop);
+    free_cancels(take_cancels(ctx)); /* made too late: nothing left to cancel */
+    uv_mutex_destroy(&ctx->cancel_lock);
     free(ctx);
 }
 
@@ -211,6 +245,33 @@ void council_ctx_wakeup(council_ctx *ctx)
 {
     if (ctx)
         uv_async_send(&ctx->async);
+}
+
+int council_ctx_cancel_async(council_ctx *ctx, const char *reg_name,
+                             const void *run_id, size_t len)
+{
+    if (!ctx || !run_id || len == 0 || len > 65536)
+        return COUNCIL_EINVAL;
+    cancel_req *r = malloc(sizeof *r + len);
+    if (!r)
+        return COUNCIL_ENOMEM;
+    r->next = NULL;
+    r->len = len;
+    memcpy(r->id, run_id, len);
+    r->registry = NULL;
+    if (reg_name && !(r->registry = strdup(reg_name))) {
+        free(r);
+        return COUNCIL_ENOMEM;
+    }
+    uv_mutex_lock(&ctx->cancel_lock);
+    if (ctx->cancel_tail)
+        ctx->cancel_tail->next = r;
+    else
+        ctx->cancel_head = r;
+    ctx->cancel_tail = r;
+    uv_mutex_unlock(&ctx->cancel_lock);
+    uv_async_send(&ctx->async);
+    return COUNCIL_OK;
 }
 
 void council_ctx_stats(const council_ctx *ctx, council_stats *out)

@@ -7,8 +7,9 @@
  *
  * Model in one paragraph. A council_ctx owns one libuv loop, the run
  * registry and the pub/sub. Everything happens on the thread that drives
- * that loop (council_ctx_run or council_ctx_step); only council_ctx_stop and
- * council_ctx_wakeup may be called from other threads. A council_spec says
+ * that loop (council_ctx_run or council_ctx_step); only council_ctx_stop,
+ * council_ctx_wakeup and council_ctx_cancel_async may be called from other
+ * threads. A council_spec says
  * who the members are and which rounds they go through. A council_run is
  * one execution of a spec on an input; it moves pending -> running ->
  * completed | failed | cancelled and publishes council_event objects on the
@@ -141,6 +142,17 @@ void council_ctx_stop(council_ctx *ctx);
 /* Wake the loop up (e.g. after a host queued work for it). Any thread;
  * async-signal-safe. */
 void council_ctx_wakeup(council_ctx *ctx);
+
+/* Cancel a run from any thread: the request (registry NULL = default, and
+ * run_id's len bytes, both copied) is queued and carried out on the loop
+ * thread at its next iteration, exactly as council_run_cancel would (a run
+ * that is unknown or already finished then is left as it is). Requests are
+ * carried out in the order they were made. Returns COUNCIL_OK once queued,
+ * COUNCIL_EINVAL (NULL ctx or run_id, len 0 or over 64 KiB), COUNCIL_ENOMEM.
+ * Any thread, but not async-signal-safe (it allocates and takes a mutex);
+ * the context must not be freed while the call is in progress. */
+int council_ctx_cancel_async(council_ctx *ctx, const char *registry,
+                             const void *run_id, size_t len);
 
 /* Counts for monitoring: runs registered (including retained ones), runs in
  * progress, subscriptions. Loop thread. */

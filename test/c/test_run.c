@@ -840,6 +840,78 @@ static void test_stop_from_another_thread(void **state)
     council_ctx_free(ctx); /* cancels the hanging run */
 }
 
+typedef struct canceller {
+    council_ctx *ctx;
+    int rc_bad, rc_unknown, rc_ok;
+} canceller;
+
+static void *cancel_thread(void *arg)
+{
+    canceller *c = arg;
+    usleep(50000);
+    c->rc_bad = council_ctx_cancel_async(c->ctx, "R", "", 0);
+    c->rc_unknown = council_ctx_cancel_async(c->ctx, "R", "nobody", 6);
+    c->rc_ok = council_ctx_cancel_async(c->ctx, "R", "t-1", 3);
+    return NULL;
+}
+
+typedef struct watchdog_arg {
+    council_ctx *ctx;
+    int done; /* atomic */
+} watchdog_arg;
+
+static void *watchdog(void *arg)
+{
+    /* only if the cancel never comes: lets the test fail instead of hang */
+    watchdog_arg *w = arg;
+    for (int i = 0; i < 100 && !__atomic_load_n(&w->done, __ATOMIC_SEQ_CST); i++)
+        usleep(50000);
+    if (!__atomic_load_n(&w->done, __ATOMIC_SEQ_CST))
+        council_ctx_stop(w->ctx);
+    return NULL;
+}
+
+static void test_cancel_from_another_thread(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    int rc;
+    council_run *run = create_only(
+        ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+             "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+        "R", "t-1", &rc);
+    assert_int_equal(rc, 0);
+    council_run_subscribe(run, rec_cb, NULL, &rec, NULL);
+    assert_int_equal(council_run_begin(run), 0);
+    canceller c = {.ctx = ctx};
+    watchdog_arg w = {.ctx = ctx};
+    pthread_t t, wd;
+    pthread_create(&t, NULL, cancel_thread, &c);
+    pthread_create(&wd, NULL, watchdog, &w);
+    /* returns once the hanging run is cancelled and the loop goes idle */
+    assert_int_equal(council_ctx_run(ctx), 0);
+    __atomic_store_n(&w.done, 1, __ATOMIC_SEQ_CST);
+    pthread_join(t, NULL);
+    pthread_join(wd, NULL);
+    assert_int_equal(c.rc_bad, COUNCIL_EINVAL);
+    assert_int_equal(c.rc_unknown, COUNCIL_OK);
+    assert_int_equal(c.rc_ok, COUNCIL_OK);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    council_ctx_flush(ctx);
+    assert_int_equal(rec_terminal(&rec), 1);
+    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
+    /* a request for a finished run changes nothing; one queued while the
+     * context is freed is dropped with it */
+    assert_int_equal(council_ctx_cancel_async(ctx, "R", "t-1", 3), COUNCIL_OK);
+    council_ctx_step(ctx, 10);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    assert_int_equal(council_ctx_cancel_async(ctx, NULL, "t-1", 3), COUNCIL_OK);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -868,6 +940,7 @@ int main(void)
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_ctx_run_returns_when_idle),
         cmocka_unit_test(test_stop_from_another_thread),
+        cmocka_unit_test(test_cancel_from_another_thread),
     };
     return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }
