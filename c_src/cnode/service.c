@@ -362,8 +362,12 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
             cn_gen_encode_error(x, "already_started");
         else if (rc == COUNCIL_ELIMIT)
             cn_gen_encode_error(x, "limit");
-        else if (rc == COUNCIL_EPROVIDER)
-            invalid_spec(x, "members", "a member names a provider this node does not have");
+        else if (rc == COUNCIL_EPROVIDER) {
+            council_spec_error perr = {{0}, {0}};
+            council_ctx_check_providers(b->ctx, spec, &perr);
+            invalid_spec(x, perr.field[0] ? perr.field : "members",
+                         perr.message[0] ? perr.message : "unknown provider");
+        }
         else if (rc == COUNCIL_ESPEC)
             invalid_spec(x, "spec", "invalid spec");
         else

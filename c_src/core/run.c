@@ -266,12 +266,23 @@ void run_yield(council_run *run)
 
 /* ------------------------------------------------------------- creating */
 
-static int check_providers(council_ctx *ctx, const council_spec *spec)
+int council_ctx_check_providers(council_ctx *ctx, const council_spec *spec,
+                                council_spec_error *err)
 {
-    for (size_t i = 0; i < spec->n_members; i++)
-        if (!ctx_provider_find(ctx, spec->members[i].provider))
-            return COUNCIL_EPROVIDER;
-    return 0;
+    if (!ctx || !spec)
+        return COUNCIL_EINVAL;
+    for (size_t i = 0; i < spec->n_members; i++) {
+        const char *name = spec->members[i].provider;
+        if (ctx_provider_find(ctx, name))
+            continue;
+        if (err) {
+            snprintf(err->field, sizeof err->field, "members[%zu].provider", i);
+            snprintf(err->message, sizeof err->message,
+                     "no provider named \"%.120s\" here", name ? name : "");
+        }
+        return COUNCIL_EPROVIDER;
+    }
+    return COUNCIL_OK;
 }
 
 /* A place in the run's block of strings: n bytes and a NUL. */
@@ -381,7 +392,7 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
     int rc = council_spec_validate(opts->spec, NULL);
     if (rc)
         return rc;
-    if ((rc = check_providers(ctx, opts->spec)))
+    if ((rc = council_ctx_check_providers(ctx, opts->spec, NULL)))
         return rc;
     if (ctx->runs_active >= ctx->cfg.max_runs)
         return COUNCIL_ELIMIT;

@@ -300,6 +300,13 @@ typedef struct council_start_opts {
 int council_run_create(council_ctx *ctx, const council_start_opts *opts,
                        council_run **out);
 
+/* Whether every member of spec names a provider registered in ctx:
+ * COUNCIL_OK, or COUNCIL_EPROVIDER with err (may be NULL) naming the first
+ * bad field ("members[2].provider") and the provider. COUNCIL_EINVAL for
+ * NULL ctx or spec. council_run_create makes the same check. Loop thread. */
+int council_ctx_check_providers(council_ctx *ctx, const council_spec *spec,
+                                council_spec_error *err);
+
 /* Start a pending run: publishes run_started and schedules the first round
  * on the loop (nothing is called synchronously). Errors: COUNCIL_ESTATE
  * (not pending). Loop thread. */

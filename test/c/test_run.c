@@ -796,6 +796,35 @@ static void test_bad_arguments(void **state)
     council_ctx_free(NULL);
 }
 
+static void test_unknown_provider_names_the_member_field(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_spec *spec = spec_json(
+        "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
+        "{\"id\":\"b\",\"provider\":\"gpt-9\"}],"
+        "\"rounds\":[{\"type\":\"independent_analysis\"}]}");
+    council_spec_error err = {{0}, {0}};
+    assert_int_equal(council_ctx_check_providers(ctx, spec, &err), COUNCIL_EPROVIDER);
+    assert_string_equal(err.field, "members[1].provider");
+    assert_non_null(strstr(err.message, "\"gpt-9\""));
+    assert_int_equal(council_ctx_check_providers(ctx, spec, NULL), COUNCIL_EPROVIDER);
+    assert_int_equal(council_ctx_check_providers(NULL, spec, &err), COUNCIL_EINVAL);
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = spec;
+    o.input.data = "q";
+    o.input.len = 1;
+    council_run *run = NULL;
+    assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_EPROVIDER);
+    assert_null(run);
+    council_spec *ok = spec_json(FAST);
+    assert_int_equal(council_ctx_check_providers(ctx, ok, &err), COUNCIL_OK);
+    council_spec_unref(ok);
+    council_spec_unref(spec);
+    council_ctx_free(ctx);
+}
+
 static void test_ctx_run_returns_when_idle(void **state)
 {
     (void)state;
@@ -938,6 +967,7 @@ int main(void)
         cmocka_unit_test(test_json_views_have_the_protocol_shapes),
         cmocka_unit_test(test_input_and_user_opts_are_opaque_copies),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_unknown_provider_names_the_member_field),
         cmocka_unit_test(test_ctx_run_returns_when_idle),
         cmocka_unit_test(test_stop_from_another_thread),
         cmocka_unit_test(test_cancel_from_another_thread),

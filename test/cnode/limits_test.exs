@@ -52,6 +52,13 @@ defmodule CNode.LimitsTest do
     assert GenServer.call(svc(i), :ping) == :pong
   end
 
+  test "a member with a provider the node does not have: the error names the field", %{info: i} do
+    spec = %{id: "p", members: [%{id: "a", provider: "mock"}, %{id: "b", provider: "gpt-9"}],
+             rounds: [%{type: "independent_analysis"}]}
+    assert {:error, {:invalid_spec, "members[1].provider", why}} = start(i, %{spec: spec})
+    assert why =~ ~s("gpt-9")
+  end
+
   test "bad limit values are refused with a message and exit status 2" do
     exe = Path.expand(binary())
     for args <- [["--retention-ms", "0"], ["--max-retained", "-3"], ["--output-cap", "lots"],
