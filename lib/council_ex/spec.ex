@@ -189,6 +189,7 @@ defmodule CouncilEx.Spec do
   `{:error, {:invalid_spec, field, message}}`, the shape of the C node's own
   refusal (docs/protocol.md). `field` is a path into the spec as the C node
   writes it (`"id"`, `"members"`, `"members[1]"`, `"members[0].id"`,
+  `"members[2].provider"`,
   `"rounds"`, `"rounds[2]"`, `"rounds[0].rounds[1]"`, `"chair"`,
   `"limits"`), `message` says what is wrong with it.
 
@@ -235,10 +236,17 @@ defmodule CouncilEx.Spec do
   # `member "id"` and `round "name"` turned into their paths in `spec`.
   defp invalid_spec(spec, message) do
     case String.split(message, ": ", parts: 2) do
-      [where, what] -> {:invalid_spec, path(spec, where), what}
+      [where, what] -> {:invalid_spec, path(spec, where) <> subfield(where, what), what}
       [what] -> {:invalid_spec, "$", what}
     end
   end
+
+  # A member's provider errors name the provider field, as the C node does.
+  defp subfield("member " <> _, what) do
+    if Regex.match?(~r/^(unknown |bad )?provider\b/, what), do: ".provider", else: ""
+  end
+
+  defp subfield(_where, _what), do: ""
 
   defp path(spec, "member " <> rest = where) do
     with {quoted, suffix} <- split_quoted(rest),

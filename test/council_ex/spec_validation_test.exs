@@ -78,7 +78,7 @@ defmodule CouncilEx.SpecValidationTest do
     assert {:error, {:invalid_spec, "members", "duplicate ids [\"a\"]"}} =
              check.(%{base() | members: [a, b, a]})
 
-    assert {:error, {:invalid_spec, "members[1]", "unknown provider \"bogus\"" <> _}} =
+    assert {:error, {:invalid_spec, "members[1].provider", "unknown provider \"bogus\"" <> _}} =
              check.(%{base() | members: [a, %{b | provider: :bogus}]})
 
     assert {:error, {:invalid_spec, "members[1].id", _}} =
@@ -120,7 +120,8 @@ defmodule CouncilEx.SpecValidationTest do
     native = %Member{id: "n", provider: :native}
 
     without_c_node(fn ->
-      assert {:error, {:invalid_spec, "members[1]", "provider native is not available" <> _}} =
+      assert {:error,
+              {:invalid_spec, "members[1].provider", "provider native is not available" <> _}} =
                RunServer.start(opts(%{base() | members: [hd(base().members), native]}))
     end)
 
