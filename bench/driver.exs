@@ -811,11 +811,34 @@ defmodule B do
     end
   end
 
+  # Compiles modules of bench/beam_baseline.exs on this node too (just
+  # their defmodule forms, not the script around them), so this node can
+  # run the very same code as the baseline node.
+  def load_from_baseline(mods) do
+    path = Path.join(Path.dirname(__ENV__.file), "beam_baseline.exs")
+    {:__block__, _, forms} = Code.string_to_quoted!(File.read!(path), file: path)
+
+    found =
+      for {:defmodule, _, [{:__aliases__, _, parts}, _]} = form <- forms,
+          Module.concat(parts) in mods do
+        Code.compile_quoted(form, path)
+        Module.concat(parts)
+      end
+
+    if Enum.sort(found) == Enum.sort(mods),
+      do: :ok,
+      else: {:error, "not in #{path}: #{inspect(mods -- found)}"}
+  rescue
+    e -> {:error, Exception.message(e)}
+  end
+
   # emit: fun(relay_pid, subscriber_pids) that makes the events flow
   def fanout_once(runs, tokens, emit) do
     me = self()
     subs = for _ <- 1..10, do: spawn(fn -> subscriber(me, runs) end)
-    relay = spawn(fn -> relay(subs) end)
+    # off-heap message queue, as CouncilEx.PubSub.Relay: a burst that piles
+    # up in its mailbox then costs nothing at each garbage collection
+    relay = :erlang.spawn_opt(fn -> relay(subs) end, message_queue_data: :off_heap)
     t0 = now()
     emit.(relay, subs, runs)
 
@@ -899,6 +922,18 @@ defmodule B do
     fanout_once(1, tokens, beam_emit.(:relay))
     b_relay = measure.(beam_emit.(:relay))
     b_direct = measure.(beam_emit.(:direct))
+    # the ceiling: the baseline's emitter run on this node, so the relay is
+    # fed with no distribution at all (what any sender can reach at most)
+    ceiling =
+      case load_from_baseline([BenchBeam, BenchBeam.Fanout]) do
+        :ok ->
+          measure.(fn relay, _subs, runs ->
+            spawn(BenchBeam.Fanout, :emit, [[relay], runs, tokens, chunk, true])
+          end)
+
+        {:error, why} ->
+          {:error, why}
+      end
     desc = "#{reps}x #{runs} runs x #{tokens + 6} events, #{byte_size(chunk)}-byte chunks"
 
     bdet = fn
@@ -920,6 +955,18 @@ defmodule B do
       _ -> nil
     end
 
+    ceiling_row =
+      row(
+        case: name,
+        metric:
+          "ceiling: the same relay fed by a process on the receiving node itself (no distribution)",
+        unit: :per_s,
+        beam: bval.(ceiling),
+        beam_detail: bdet.(ceiling),
+        target: "(context: no sender can make the relay and its 10 subscribers go faster)",
+        raw: %{local: ceiling}
+      )
+
     direct_row =
       row(
         case: name,
@@ -938,7 +985,8 @@ defmodule B do
             beam: bval.(b_relay),
             beam_detail: bdet.(b_relay)
           ),
-          direct_row
+          direct_row,
+          ceiling_row
         ]
 
       :ok ->
@@ -954,7 +1002,8 @@ defmodule B do
                 reason: "C node -> relay: #{why}",
                 target: ">= 2x the BEAM relay design"
               ),
-              direct_row
+              direct_row,
+              ceiling_row
             ]
 
           _ ->
@@ -991,7 +1040,8 @@ defmodule B do
                 ratio: ratio(bval.(c_direct), bval.(b_direct)),
                 target: "(info)",
                 raw: %{ours: c_direct, beam: b_direct}
-              )
+              ),
+              ceiling_row
             ]
         end
     end
@@ -1822,7 +1872,7 @@ defmodule B.Report do
         "See \"Where a call's time goes\" and the call-path profile: the node's own code is a few percent of its CPU per call; the rest is the kernel (epoll wake-ups, read, write) and, on the caller's side, the BEAM driver."
 
       String.contains?(c, "fan-out") ->
-        "See \"The fan-out's sending side\": syscalls and CPU per event of each sender, and the receiving node's CPU per event (the same relay code for both)."
+        "Compare with the row \"ceiling\": the same relay and subscribers fed on their own node, with no distribution, bound what any sender can reach; when 2x the BEAM figure is above that ceiling the target cannot be met on this machine. \"The fan-out's sending side\" shows syscalls and CPU per event of each sender and the receiving node's CPU per event (the same relay code for both)."
 
       String.contains?(c, "memory") ->
         "See \"Where an idle run's memory goes\" for the core's allocation sites per run (and malloc's overhead on many small blocks)."

@@ -293,4 +293,9 @@ defmodule CouncilEx.PubSub.RelayTest do
     assert links == [Process.whereis(CouncilEx.AppSupervisor)]
     Relay.unsubscribe(topic <> ":sub:m", self())
   end
+
+  test "the relay keeps its message queue off the heap (bursts from the C node)" do
+    assert Process.info(Process.whereis(Relay), :message_queue_data) ==
+             {:message_queue_data, :off_heap}
+  end
 end

@@ -49,7 +49,17 @@ defmodule CouncilEx.PubSub.Relay do
 
   @doc "Starts the relay (registered as `CouncilEx.PubSub.Relay`)."
   @spec start_link(keyword) :: GenServer.on_start()
-  def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
+  # The message queue lives off the heap: a burst of events from the C node
+  # (it can send far faster than 10 local subscribers take them) would
+  # otherwise be scanned by every garbage collection of the relay, which
+  # slows it down more the longer the queue grows (see bench/RESULTS.md,
+  # event fan-out).
+  def start_link(opts \\ []),
+    do:
+      GenServer.start_link(__MODULE__, opts,
+        name: __MODULE__,
+        spawn_opt: [message_queue_data: :off_heap]
+      )
 
   @doc """
   Subscribes `pid` to `topic`; subscribes the relay at the C node unless it
