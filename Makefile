@@ -56,18 +56,23 @@ TEST_HELPER_BIN := $(TEST_HELPERS:test/c/helpers/%.c=$(B)/test/helpers/%)
 EXAMPLES := $(sort $(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLES:examples/%.c=$(B)/examples/%)
 
+# What a user of the library needs (Mix and rebar3 build only this: no
+# test framework required); `all` adds the test programs.
+PRIV := priv/libcouncil.a priv/libcouncil.so priv/council_node \
+        $(EXAMPLE_BIN:$(B)/examples/%=priv/%)
 ifeq ($(SAN),1)
   ARTIFACTS := $(B)/libcouncil.a $(B)/council_node $(TEST_BIN) $(TEST_HELPER_BIN) $(EXAMPLE_BIN)
 else
-  ARTIFACTS := priv/libcouncil.a priv/libcouncil.so priv/council_node \
-               $(EXAMPLE_BIN:$(B)/examples/%=priv/%) $(TEST_BIN) $(TEST_HELPER_BIN)
+  ARTIFACTS := $(PRIV) $(TEST_BIN) $(TEST_HELPER_BIN)
 endif
 
-.PHONY: all deps test test-c test-c-asan test-beam demo demo-native valgrind fuzz bench bench-smoke \
+.PHONY: all priv deps test test-c test-c-asan test-beam demo demo-native valgrind fuzz bench bench-smoke \
         install clean check-headers
 .DEFAULT_GOAL := all
 
 all: $(ARTIFACTS)
+
+priv: $(PRIV)
 
 deps:
 	@./scripts/deps
@@ -100,14 +105,15 @@ $(B)/test/helpers/%: test/c/helpers/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDSAN)
 
-# Copy then rename: a running priv/council_node must not block a rebuild.
+# Copy then rename: a running priv/council_node must not block a rebuild
+# (the temporary name is per make process, so two builds do not collide).
 priv/%: $(B)/%
 	@mkdir -p priv
-	cp $< $@.tmp && mv -f $@.tmp $@
+	cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 priv/%: $(B)/examples/%
 	@mkdir -p priv
-	cp $< $@.tmp && mv -f $@.tmp $@
+	cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 # ---------------------------------------------------------------- tests
 

@@ -3,7 +3,7 @@
 %% (`{council_ex, Node}' unless the node was started with
 %% `--registered-name').
 %%
-%% The C node is `priv/council_node' (built by `make all', which rebar3
+%% The C node is `priv/council_node' (built by `make priv', which rebar3
 %% runs before compiling this application; {@link executable/0} gives its
 %% path). Start it yourself, e.g.
 %% ```

@@ -391,7 +391,7 @@ defmodule CouncilEx.Node do
     cond do
       not File.regular?(exe) ->
         state
-        |> problem("C node binary #{exe} not found (run `make all`)")
+        |> problem("C node binary #{exe} not found (run `make priv`)")
         |> Map.put(:status, :unavailable)
         |> fail_waiters()
         |> schedule_restart()

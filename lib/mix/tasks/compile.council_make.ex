@@ -1,7 +1,7 @@
 defmodule Mix.Tasks.Compile.CouncilMake do
-  @shortdoc "Builds the C node and libraries into priv/ with `make all`"
+  @shortdoc "Builds the C node and libraries into priv/ with `make priv`"
   @moduledoc """
-  Mix compiler that runs `make all` in the project root, so that
+  Mix compiler that runs `make priv` in the project root, so that
   `mix compile` (and therefore `mix test` and `mix run`) builds
   `priv/council_node` and the C libraries.
 
@@ -37,13 +37,13 @@ defmodule Mix.Tasks.Compile.CouncilMake do
 
       exe ->
         {_, status} =
-          System.cmd(exe, ["all"],
+          System.cmd(exe, ["priv"],
             cd: root,
             stderr_to_stdout: true,
             into: IO.stream(:stdio, :line)
           )
 
-        if status == 0, do: {:ok, []}, else: error("`make all` exited with status #{status}")
+        if status == 0, do: {:ok, []}, else: error("`make priv` exited with status #{status}")
     end
   end
 
