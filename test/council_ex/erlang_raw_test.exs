@@ -16,13 +16,46 @@ defmodule CouncilEx.ErlangRawTest do
   defp start_opts(id, extra \\ %{}),
     do: Map.merge(%{spec: @spec_json, input: "2+2?", run_id: id}, extra)
 
+  # @spec_json with member "a" served by a member server of the test (the
+  # raw protocol's beam provider): with `gated_server/0` the run stays
+  # running until the test sends :go, however slow the machine (a 200 ms
+  # latency only made that likely).
+  @gated_json String.replace(
+                @spec_json,
+                ~s("provider":"mock","options":{"latency_ms":200}),
+                ~s("provider":"beam","options":{"module":"Gate"})
+              )
+
+  defp gated_server do
+    spawn(fn ->
+      receive do
+        :go -> serve_member()
+      end
+    end)
+  end
+
+  defp serve_member do
+    receive do
+      {:council_member_call, run, call_id, _request} ->
+        send(run, {:council_member_reply, call_id, {:ok, "a: 4"}})
+        serve_member()
+    end
+  end
+
   test "start, await, state, result, whereis, cancel by id; events to a subscribed Erlang pid" do
     node = CouncilEx.node()
     id = run_id("erl")
     assert :council_ex_raw.ping(node) == :pong
     assert :council_ex_raw.ping({:council_ex, node}) == :pong
 
-    assert {:ok, run} = :council_ex_raw.start(node, start_opts(id, %{subscribe: [self()]}))
+    server = gated_server()
+
+    assert {:ok, run} =
+             :council_ex_raw.start(
+               node,
+               start_opts(id, %{spec: @gated_json, member_server: server, subscribe: [self()]})
+             )
+
     assert node(run) == node
     assert {:ok, ^run} = :council_ex_raw.whereis(node, id)
     # the same run through the Elixir API (same default registry)
@@ -30,6 +63,7 @@ defmodule CouncilEx.ErlangRawTest do
     assert :council_ex_raw.run_call(run, :run_id) == id
     assert {:ok, %{status: :running, run_id: ^id}} = :council_ex_raw.state(node, id)
 
+    send(server, :go)
     assert {:ok, %{final: final} = result} = :council_ex_raw.await(run)
     assert is_binary(final)
     # plain (untagged) events with binaries, in order
