@@ -1258,7 +1258,9 @@ defmodule B do
   end
 
   # as CouncilEx.await/2 does: :await on the run pid; a run that has already
-  # ended answers :noproc, and its retained outcome comes from {:result, ...}
+  # ended exits the call (:noproc, or its own exit reason when it ended
+  # between the call's monitor and its request, as a GenServer would), and
+  # its retained outcome comes from {:result, ...}
   def council_cn do
     id = new_id()
 
@@ -1269,7 +1271,8 @@ defmodule B do
       try do
         GenServer.call(pid, :await, 60_000)
       catch
-        :exit, {:noproc, _} -> GenServer.call({:council_ex, cn()}, {:result, @reg, id}, 60_000)
+        :exit, {reason, _} when reason == :noproc or reason == :normal ->
+          GenServer.call({:council_ex, cn()}, {:result, @reg, id}, 60_000)
       end
 
     {:ok, %{final: f}} = reply
@@ -1863,7 +1866,6 @@ defmodule B.Report do
     """
   end
 
-  defp missed_section([], []), do: "Every target was met in this run.\n"
 
   # where to look for the explanation of a missed target
   defp why(c) do
@@ -1890,6 +1892,8 @@ defmodule B.Report do
         ""
     end
   end
+
+  defp missed_section([], []), do: "Every target was met in this run.\n"
 
   defp missed_section(missed, nas) do
     m =
@@ -1953,6 +1957,25 @@ defmodule B.Report do
 
   defp extra_section(_), do: ""
 
+  defp fanout_record(%{self: self_t, dso: dso}) do
+    """
+    `perf record --call-graph dwarf` on the C node during relay fan-out rounds, by shared object:
+
+    ```
+    #{dso}
+    ```
+
+    Self time by symbol (>= 1%):
+
+    ```
+    #{self_t}
+    ```
+    """
+  end
+
+  defp fanout_record(%{error: e}), do: "perf record failed: `#{e}`\n"
+  defp fanout_record(_), do: ""
+
   defp fanout_section(%{ours: o, beam: b, events_per_round: per} = m) do
     evs = (Map.keys(o.per_call) ++ Map.keys(b.per_call)) |> Enum.uniq() |> Enum.sort()
 
@@ -1981,24 +2004,6 @@ defmodule B.Report do
     """
   end
 
-  defp fanout_record(%{self: self_t, dso: dso}) do
-    """
-    `perf record --call-graph dwarf` on the C node during relay fan-out rounds, by shared object:
-
-    ```
-    #{dso}
-    ```
-
-    Self time by symbol (>= 1%):
-
-    ```
-    #{self_t}
-    ```
-    """
-  end
-
-  defp fanout_record(%{error: e}), do: "perf record failed: `#{e}`\n"
-  defp fanout_record(_), do: ""
 
   defp fanout_section(%{error: e}), do: "## The fan-out's sending side\n\nnot measured: `#{e}`\n\n"
   defp fanout_section(_), do: ""

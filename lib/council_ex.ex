@@ -235,10 +235,17 @@ defmodule CouncilEx do
     end
   end
 
+  # A run that ends between the call's monitor and its request exits the
+  # call with its own reason, as a GenServer would (:normal, {:shutdown, _}):
+  # that is a run that has ended, like :noproc, and its outcome is kept.
   defp await_pid(pid, timeout) do
     pid |> GenServer.call(:await, timeout) |> Wire.reply()
   catch
-    :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
+    :exit, {reason, _} ->
+      case CouncilEx.Node.exit_reason(reason) do
+        {:shutdown, _} -> {:error, :noproc}
+        other -> {:error, other}
+      end
   end
 
   # The outcome the C node retains for a run: as await's, or
@@ -269,7 +276,9 @@ defmodule CouncilEx do
   catch
     :exit, {reason, _} ->
       case CouncilEx.Node.exit_reason(reason) do
+        # ended before (or while) the request reached it
         :noproc -> :ok
+        {:shutdown, _} -> :ok
         other -> {:error, other}
       end
   end

@@ -136,6 +136,18 @@ defmodule CouncilExTest do
     end
   end
 
+  test "await/2 and cancel/1 by pid: a run that ends while the call is made has ended" do
+    # A run can end after the call's monitor reached it and before the
+    # request did: the call then exits with the run's own reason, as with a
+    # GenServer. Stand-ins that end on the request show each such reason.
+    for reason <- [:normal, {:shutdown, :cancelled}, {:shutdown, {:failed, ["x"]}}] do
+      pid = spawn(fn -> receive do: ({:"$gen_call", _, :await} -> exit(reason)) end)
+      assert CouncilEx.await(pid, 5_000) == {:error, :noproc}, inspect(reason)
+      pid = spawn(fn -> receive do: ({:"$gen_call", _, :cancel} -> exit(reason)) end)
+      assert CouncilEx.cancel(pid) == :ok, inspect(reason)
+    end
+  end
+
   test "start/3 with a run id; start_link/3 links the run" do
     id = run_id()
     # gated: a run that completed would already have dropped the link
