@@ -16,12 +16,79 @@ static int cstr_bin(ei_x_buff *x, const char *s)
     return bin(x, s, s ? strlen(s) : 0);
 }
 
-static int json_term(ei_x_buff *x, json_t *j)
+/* The result shapes are written straight from the core's structs (no JSON
+ * built on the way: results go out on every await and terminal event).
+ * Only the user data inside them, a round's aggregate and a member's parsed
+ * ballot, is JSON: its keys stay binaries (term_json with no schema). */
+
+static int bytes_or_nil(ei_x_buff *x, const char *s, size_t len)
 {
-    if (!j) return -1;
-    int r = term_json_encode(x, j, &term_json_result_schema);
-    json_decref(j);
-    return r;
+    return s ? ei_x_encode_binary(x, s, (long)len) : ei_x_encode_atom(x, "nil");
+}
+
+static int json_or_nil(ei_x_buff *x, const json_t *j)
+{
+    return j ? term_json_encode(x, j) : ei_x_encode_atom(x, "nil");
+}
+
+static int key(ei_x_buff *x, const char *k)
+{
+    return ei_x_encode_atom(x, k);
+}
+
+static int member_result_term(ei_x_buff *x, const council_member_result *p)
+{
+    const mres *m = (const mres *)p;
+    return ei_x_encode_map_header(x, 6) ||
+           key(x, "member_id") || cstr_bin(x, p->member_id) ||
+           key(x, "status") || ei_x_encode_atom(x, p->ok ? "ok" : "error") ||
+           key(x, "text") || bytes_or_nil(x, p->text, p->text_len) ||
+           key(x, "attempts") || ei_x_encode_ulong(x, p->attempts) ||
+           key(x, "error") || bytes_or_nil(x, p->error, p->error ? strlen(p->error) : 0) ||
+           key(x, "parsed") || json_or_nil(x, m->parsed)
+               ? -1
+               : 0;
+}
+
+static int round_result_term(ei_x_buff *x, const council_round_result *p)
+{
+    const rres *r = (const rres *)p;
+    if (ei_x_encode_map_header(x, 6) ||
+        key(x, "name") || cstr_bin(x, p->name) ||
+        key(x, "idx") || ei_x_encode_ulong(x, p->idx) ||
+        key(x, "type") || cstr_bin(x, p->type) ||
+        key(x, "members") || ei_x_encode_list_header(x, (long)p->n_members))
+        return -1;
+    for (size_t i = 0; i < p->n_members; i++)
+        if (member_result_term(x, p->members[i]))
+            return -1;
+    return ei_x_encode_empty_list(x) ||
+           key(x, "aggregate") || json_or_nil(x, r->aggregate) ||
+           key(x, "text") || bytes_or_nil(x, p->text, p->text_len)
+               ? -1
+               : 0;
+}
+
+int cn_result_term(ei_x_buff *x, const council_result *r)
+{
+    if (ei_x_encode_map_header(x, 3) ||
+        key(x, "final") || bytes_or_nil(x, r->final_text, r->final_len) ||
+        key(x, "rounds") || ei_x_encode_list_header(x, (long)r->n_rounds))
+        return -1;
+    for (size_t i = 0; i < r->n_rounds; i++)
+        if (round_result_term(x, r->rounds[i]))
+            return -1;
+    return ei_x_encode_empty_list(x) || key(x, "errors") || cn_errors_term(x, r) ? -1 : 0;
+}
+
+int cn_errors_term(ei_x_buff *x, const council_result *r)
+{
+    if (ei_x_encode_list_header(x, (long)r->n_errors))
+        return -1;
+    for (size_t i = 0; i < r->n_errors; i++)
+        if (cstr_bin(x, r->errors[i]))
+            return -1;
+    return ei_x_encode_empty_list(x) ? -1 : 0;
 }
 
 int cn_input_term(ei_x_buff *x, const council_input *in)
@@ -29,16 +96,6 @@ int cn_input_term(ei_x_buff *x, const council_input *in)
     if (in->tag && strcmp(in->tag, "etf") == 0 && in->len > 0)
         return ei_x_append_buf(x, in->data, (int)in->len);
     return bin(x, in->data, in->len);
-}
-
-int cn_result_term(ei_x_buff *x, const council_result *r)
-{
-    return json_term(x, council_result_json(r));
-}
-
-int cn_errors_term(ei_x_buff *x, const council_result *r)
-{
-    return json_term(x, council_result_errors_json(r));
 }
 
 int cn_outcome_term(ei_x_buff *x, const council_run *run)
@@ -64,7 +121,22 @@ int cn_outcome_term(ei_x_buff *x, const council_run *run)
 
 int cn_summary_term(ei_x_buff *x, const council_summary *s)
 {
-    return json_term(x, council_summary_json(s));
+    if (ei_x_encode_map_header(x, 7) ||
+        key(x, "run_id") || bin(x, s->run_id, s->run_id_len) ||
+        key(x, "council") || cstr_bin(x, s->council) ||
+        key(x, "registry") || cstr_bin(x, s->registry) ||
+        key(x, "status") || ei_x_encode_atom(x, council_status_name(s->status)) ||
+        key(x, "current_round"))
+        return -1;
+    if (s->current_round ? ei_x_encode_map_header(x, 2) || key(x, "name") ||
+                               cstr_bin(x, s->current_round) || key(x, "idx") ||
+                               ei_x_encode_ulong(x, s->current_round_idx)
+                         : ei_x_encode_atom(x, "nil"))
+        return -1;
+    return key(x, "rounds_completed") || ei_x_encode_ulong(x, s->rounds_completed) ||
+           key(x, "started_at") || ei_x_encode_longlong(x, s->started_at_us)
+               ? -1
+               : 0;
 }
 
 int cn_event_term(ei_x_buff *x, const council_event *ev)
@@ -100,10 +172,10 @@ int cn_event_term(ei_x_buff *x, const council_event *ev)
     case COUNCIL_EV_MEMBER_COMPLETED:
         if (cstr_bin(x, ev->round_name) < 0 || cstr_bin(x, ev->member_id) < 0)
             return -1;
-        return json_term(x, council_member_result_json(ev->member_result));
+        return member_result_term(x, ev->member_result);
     case COUNCIL_EV_ROUND_COMPLETED:
         if (cstr_bin(x, ev->round_name) < 0) return -1;
-        return json_term(x, council_round_result_json(ev->round_result));
+        return round_result_term(x, ev->round_result);
     case COUNCIL_EV_RUN_FAILED:
         if (cn_errors_term(x, ev->result) < 0) return -1;
         return cn_result_term(x, ev->result);

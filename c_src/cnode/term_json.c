@@ -4,74 +4,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const result_atom_keys[] = {
-    "run_id", "council", "registry", "status", "current_round", "name", "idx",
-    "rounds_completed", "started_at", "member_id", "text", "attempts", "error",
-    "parsed", "type", "members", "aggregate", "final", "rounds", "errors",
-    NULL};
-static const char *const result_opaque_keys[] = {"aggregate", "parsed",
-                                                 "options", NULL};
-static const char *const result_status_values[] = {
-    "ok", "error", "pending", "running", "completed", "failed", "cancelled",
-    NULL};
+static int encode_value(ei_x_buff *x, const json_t *j);
 
-const term_json_schema term_json_result_schema = {
-    .atom_keys = result_atom_keys,
-    .opaque_keys = result_opaque_keys,
-    .value_key = "status",
-    .atom_values = result_status_values,
-};
-
-static int in_list(const char *const *list, const char *s)
-{
-    if (!list) return 0;
-    for (; *list; list++)
-        if (strcmp(*list, s) == 0) return 1;
-    return 0;
-}
-
-static int encode_value(ei_x_buff *x, const json_t *j, const term_json_schema *schema,
-                        const char *under_key);
-
-static int encode_object(ei_x_buff *x, const json_t *j, const term_json_schema *schema)
+static int encode_object(ei_x_buff *x, const json_t *j)
 {
     if (ei_x_encode_map_header(x, (long)json_object_size(j)) < 0) return -1;
     const char *key;
     json_t *val;
     json_object_foreach((json_t *)j, key, val) {
-        int atom_key = schema && in_list(schema->atom_keys, key);
-        int r = atom_key ? ei_x_encode_atom_len(x, key, (int)strlen(key))
-                         : ei_x_encode_binary(x, key, (long)strlen(key));
-        if (r < 0) return -1;
-        const term_json_schema *child =
-            (schema && !in_list(schema->opaque_keys, key)) ? schema : NULL;
-        if (encode_value(x, val, child, atom_key ? key : NULL) < 0) return -1;
+        if (ei_x_encode_binary(x, key, (long)strlen(key)) < 0) return -1;
+        if (encode_value(x, val) < 0) return -1;
     }
     return 0;
 }
 
-static int encode_value(ei_x_buff *x, const json_t *j, const term_json_schema *schema,
-                        const char *under_key)
+static int encode_value(ei_x_buff *x, const json_t *j)
 {
     switch (json_typeof(j)) {
     case JSON_OBJECT:
-        return encode_object(x, j, schema);
+        return encode_object(x, j);
     case JSON_ARRAY: {
         size_t n = json_array_size(j);
         if (n > 0 && ei_x_encode_list_header(x, (long)n) < 0) return -1;
         for (size_t i = 0; i < n; i++)
-            if (encode_value(x, json_array_get(j, i), schema, NULL) < 0) return -1;
+            if (encode_value(x, json_array_get(j, i)) < 0) return -1;
         return ei_x_encode_empty_list(x);
     }
-    case JSON_STRING: {
-        const char *s = json_string_value(j);
-        size_t len = json_string_length(j);
-        if (schema && under_key && schema->value_key &&
-            strcmp(under_key, schema->value_key) == 0 &&
-            in_list(schema->atom_values, s))
-            return ei_x_encode_atom_len(x, s, (int)len);
-        return ei_x_encode_binary(x, s, (long)len);
-    }
+    case JSON_STRING:
+        return ei_x_encode_binary(x, json_string_value(j), (long)json_string_length(j));
     case JSON_INTEGER:
         return ei_x_encode_longlong(x, (EI_LONGLONG)json_integer_value(j));
     case JSON_REAL:
@@ -86,9 +46,9 @@ static int encode_value(ei_x_buff *x, const json_t *j, const term_json_schema *s
     }
 }
 
-int term_json_encode(ei_x_buff *x, const json_t *j, const term_json_schema *schema)
+int term_json_encode(ei_x_buff *x, const json_t *j)
 {
-    return encode_value(x, j, schema, NULL);
+    return encode_value(x, j);
 }
 
 /* ------------------------------------------------------------ decoding */

@@ -16,12 +16,10 @@
  *   any other atom -> string. Tuples, pids, refs, funs, bitstrings,
  *   improper lists and integers beyond 64 bits are refused.
  * JSON -> term (term_json_encode):
- *   object -> map whose keys become atoms only when they are in the
- *   caller's fixed key set and the object sits on an "atomized" path (see
- *   term_json_schema); every other key is a binary. strings -> binaries
- *   (or atoms for the values the schema lists, e.g. status), integers,
- *   floats, true/false atoms, null -> nil, arrays -> lists.
- * So no atom is ever created from user data.
+ *   object -> map with binary keys, strings -> binaries, integers, floats,
+ *   true/false atoms, null -> nil, arrays -> lists. So no atom is ever
+ *   created from user data (the result shapes with their atom keys are
+ *   written by event_term.c, not through JSON).
  */
 #ifndef COUNCIL_TERM_JSON_H
 #define COUNCIL_TERM_JSON_H
@@ -29,24 +27,9 @@
 #include <ei.h>
 #include <jansson.h>
 
-/* Which keys (and which string values) may become atoms. All arrays are
- * NULL-terminated lists of static strings. opaque_keys: the values under
- * these keys keep binary keys all the way down (user data, e.g. "aggregate",
- * "options"). atom_values: string values that turn into atoms when equal to
- * one of them and found under key value_key (e.g. "status"). */
-typedef struct term_json_schema {
-    const char *const *atom_keys;
-    const char *const *opaque_keys;
-    const char *value_key;
-    const char *const *atom_values;
-} term_json_schema;
-
-/* The schema for results, summaries and event payloads of docs/protocol.md. */
-extern const term_json_schema term_json_result_schema;
-
-/* Append the term for j to x. schema may be NULL (every key a binary).
- * Returns 0, or -1 when ei fails to grow the buffer. */
-int term_json_encode(ei_x_buff *x, const json_t *j, const term_json_schema *schema);
+/* Append the term for j to x. Returns 0, or -1 when ei fails to grow the
+ * buffer. */
+int term_json_encode(ei_x_buff *x, const json_t *j);
 
 /* Decode the term at buf[*index] (already validated) into a new JSON value.
  * On success returns 0, *out owns a new reference and *index is past the

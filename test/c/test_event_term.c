@@ -1,0 +1,159 @@
+/* test_event_term.c - the result shapes the C node writes straight from the
+ * core's structs (event_term.c) say exactly what the core's JSON views say
+ * (results.c, docs/protocol.md "Shapes"): decoded back to JSON, each term
+ * equals its view. Atoms only where the protocol has them.
+ */
+#include "core_test_util.h"
+
+#include <ei.h>
+
+#include "../../c_src/cnode/event_term.h"
+#include "../../c_src/cnode/term_json.h"
+
+/* A council with every kind of payload: answers, a vote (parsed ballots and
+ * an aggregate), a member error (one member always fails) and the chair. */
+static const char SPEC[] =
+    "{\"id\":\"shapes\",\"members\":["
+    "{\"id\":\"a\",\"provider\":\"mock\"},"
+    "{\"id\":\"b\",\"provider\":\"mock\",\"options\":{\"chunks\":3}},"
+    "{\"id\":\"c\",\"provider\":\"mock\",\"options\":{\"fail_attempts\":[1,2,3]}}],"
+    "\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"vote\"}],"
+    "\"chair\":\"a\",\"limits\":{\"retry\":{\"max_attempts\":1}}}";
+
+/* The JSON of the term in x (no version byte). */
+static json_t *decoded(const ei_x_buff *x)
+{
+    int index = 0;
+    json_t *j = NULL;
+    const char *why = NULL;
+    if (term_json_decode(x->buff, &index, 32, &j, &why) != 0)
+        fail_msg("term does not decode: %s", why);
+    assert_int_equal(index, x->index);
+    return j;
+}
+
+static void assert_same(json_t *from_term, json_t *view)
+{
+    if (!json_equal(from_term, view)) {
+        char *a = json_dumps(from_term, JSON_SORT_KEYS), *b = json_dumps(view, JSON_SORT_KEYS);
+        fprintf(stderr, "term: %s\nview: %s\n", a, b);
+        free(a);
+        free(b);
+        fail_msg("the term and the JSON view differ");
+    }
+    json_decref(from_term);
+    json_decref(view);
+}
+
+/* The last element of an event tuple, decoded to JSON. */
+static json_t *event_payload(const council_event *ev)
+{
+    ei_x_buff x;
+    ei_x_new(&x);
+    assert_int_equal(cn_event_term(&x, ev), 0);
+    int index = 0, arity = 0;
+    assert_int_equal(ei_decode_tuple_header(x.buff, &index, &arity), 0);
+    for (int i = 0; i < arity - 1; i++)
+        assert_int_equal(ei_skip_term(x.buff, &index), 0);
+    json_t *j = NULL;
+    const char *why = NULL;
+    assert_int_equal(term_json_decode(x.buff, &index, 32, &j, &why), 0);
+    ei_x_free(&x);
+    return j;
+}
+
+static void test_result_summary_and_payloads_match_the_json_views(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, SPEC, "what is 2+2?", &rec);
+    wait_done(ctx, run, 5000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+
+    const council_result *r = council_run_result(run);
+    ei_x_buff x;
+    ei_x_new(&x);
+    assert_int_equal(cn_result_term(&x, r), 0);
+    assert_same(decoded(&x), council_result_json(r));
+
+    /* the vote round has an aggregate and parsed ballots; c has an error */
+    const council_round_result *vote = round_named(run, "vote");
+    assert_non_null(vote);
+    assert_non_null(vote->aggregate_json);
+    int saw_error = 0, saw_parsed = 0;
+    for (size_t i = 0; i < vote->n_members; i++) {
+        saw_error |= vote->members[i]->error != NULL;
+        saw_parsed |= vote->members[i]->parsed_json != NULL;
+    }
+    assert_true(saw_error && saw_parsed);
+
+    size_t checked = 0;
+    for (size_t i = 0; i < rec.n; i++) {
+        const council_event *ev = rec.ev[i];
+        if (ev->type == COUNCIL_EV_MEMBER_COMPLETED) {
+            assert_same(event_payload(ev), council_member_result_json(ev->member_result));
+            checked++;
+        } else if (ev->type == COUNCIL_EV_ROUND_COMPLETED) {
+            assert_same(event_payload(ev), council_round_result_json(ev->round_result));
+            checked++;
+        } else if (ev->type == COUNCIL_EV_RUN_COMPLETED) {
+            assert_same(event_payload(ev), council_result_json(ev->result));
+            checked++;
+        }
+    }
+    assert_true(checked >= 7);
+
+    council_summary s;
+    council_run_summary(run, &s);
+    x.index = 0;
+    assert_int_equal(cn_summary_term(&x, &s), 0);
+    assert_same(decoded(&x), council_summary_json(&s));
+
+    /* atoms where the protocol has them: keys and the status */
+    x.index = 0;
+    assert_int_equal(cn_summary_term(&x, &s), 0);
+    char *printed = NULL;
+    int index = 0;
+    assert_true(ei_s_print_term(&printed, x.buff, &index) > 0);
+    assert_non_null(strstr(printed, "status => completed"));
+    assert_non_null(strstr(printed, "current_round => nil"));
+    free(printed);
+
+    ei_x_free(&x);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+static void test_summary_of_a_running_run_has_its_round(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"slow\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\","
+             "\"options\":{\"latency_ms\":60000}}],"
+             "\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+        "q", NULL);
+    spin(ctx, 30);
+    council_summary s;
+    council_run_summary(run, &s);
+    assert_non_null(s.current_round);
+    ei_x_buff x;
+    ei_x_new(&x);
+    assert_int_equal(cn_summary_term(&x, &s), 0);
+    assert_same(decoded(&x), council_summary_json(&s));
+    council_run_cancel(run);
+    ei_x_free(&x);
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_result_summary_and_payloads_match_the_json_views),
+        cmocka_unit_test(test_summary_of_a_running_run_has_its_round),
+    };
+    return cmocka_run_group_tests_name("event_term", tests, NULL, NULL);
+}
