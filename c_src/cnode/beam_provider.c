@@ -11,6 +11,26 @@
 #include "run_proc.h"
 #include "term_json.h"
 
+/* The request map the member server gets: the JSON request's keys (all
+ * binaries), plus "user_opts": the run's :user_opts term as the caller sent
+ * it (ETF spliced back untouched), or nil. */
+static int encode_request(ei_x_buff *x, const json_t *req, const council_run *run)
+{
+    size_t uo_len = 0;
+    const void *uo = council_run_user_opts(run, &uo_len);
+    if (ei_x_encode_map_header(x, (long)json_object_size(req) + 1) < 0)
+        return -1;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)req, k, v) {
+        if (ei_x_encode_binary(x, k, (long)strlen(k)) < 0 || term_json_encode(x, v) < 0)
+            return -1;
+    }
+    if (ei_x_encode_binary(x, "user_opts", 9) < 0)
+        return -1;
+    return uo && uo_len ? ei_x_append_buf(x, uo, (int)uo_len) : ei_x_encode_atom(x, "nil");
+}
+
 static int beam_start(council_call *call, void *arg)
 {
     cn_bridge *b = arg;
@@ -47,7 +67,7 @@ static int beam_start(council_call *call, void *arg)
             cn_node_self(b->node, self, &me);
             if (cn_node_encode_pid(b->node, &x, &me) == 0 &&
                 ei_x_encode_ulonglong(&x, council_call_id(call)) == 0 &&
-                term_json_encode(&x, req, NULL) == 0) {
+                encode_request(&x, req, council_call_run(call)) == 0) {
                 rc = cn_run_proc_call_add(rp, call);
                 if (rc == 0 && cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
                     council_call_unref(cn_run_proc_call_take(rp, council_call_id(call)));

@@ -5,7 +5,9 @@ defmodule CouncilEx.Member do
   The C node sends each member call to the library, which runs `call/2` in a
   task: `request` is the JSON object the `exec` provider would get on stdin
   (binary keys: the input, the round, what the round type shows the member),
-  `emit` streams chunks of the answer as `:member_token` events. Return the
+  `request["user_opts"]` is the run's `:user_opts` term as given to
+  `CouncilEx.start/3` (or `nil`): the place for per-run settings such as a
+  model name. `emit` streams chunks of the answer as `:member_token` events. Return the
   full text, or `{:error, reason}`; a raise or exit becomes a member error
   with its message. Timeouts and retries are the C node's (the spec's
   `limits`).

@@ -10,6 +10,22 @@ defmodule CouncilEx.Test.EchoMember do
   end
 end
 
+defmodule CouncilEx.Test.UserOptsMember do
+  @moduledoc "A member that answers with the run's user_opts."
+  @behaviour CouncilEx.Member
+
+  @impl true
+  def call(request, _emit), do: {:ok, inspect(request["user_opts"])}
+end
+
+defmodule CouncilEx.Test.UserOptsCouncil do
+  @moduledoc "One Elixir-module member that reads the run's user_opts."
+  use CouncilEx
+
+  member :opts, provider: CouncilEx.Test.UserOptsMember
+  round :independent_analysis
+end
+
 defmodule CouncilEx.Test.RaisingMember do
   @moduledoc "A member that raises."
   @behaviour CouncilEx.Member
