@@ -236,6 +236,84 @@ static void test_cancel_mid_round_stops_at_once(void **state)
     council_ctx_free(ctx);
 }
 
+/* Cancel at each phase of a run: the run is held at that phase by a member
+ * that answers after a minute (or a retry waiting a minute), the test steps
+ * the loop until the summary shows the phase, then cancels. Every time:
+ * exactly one terminal event, run_cancelled, nothing after it, no member
+ * completing after the cancel, and the loop idle again (timers, children,
+ * deferred pumps all gone). */
+static const struct phase_case {
+    const char *what;
+    const char *spec;
+    const char *round; /* the summary's current_round at that phase */
+} phases[] = {
+    {"waiting for a retry's backoff",
+     "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+     "{\"fail_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\","
+     "\"name\":\"draft\"}],\"limits\":{\"max_attempts\":2,\"backoff_ms\":60000}}",
+     "draft"},
+    {"in the chair's synthesis",
+     "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
+     "{\"id\":\"c\",\"provider\":\"mock\",\"options\":{\"latency_ms\":60000}}],"
+     "\"rounds\":[{\"type\":\"independent_analysis\",\"options\":{\"members\":[\"a\"]}}],"
+     "\"chair\":\"c\"}",
+     "chair"},
+    {"inside an iterate round",
+     "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
+     "{\"latency_ms\":60000}}],\"rounds\":[{\"type\":\"iterate\",\"name\":\"loop\","
+     "\"options\":{\"rounds\":[{\"type\":\"independent_analysis\",\"name\":\"inner\"}]}}]}",
+     "inner"},
+    {"in a pairwise bracket",
+     "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
+     "{\"id\":\"b\",\"provider\":\"mock\"},{\"id\":\"c\",\"provider\":\"mock\","
+     "\"options\":{\"latency_ms\":60000}}],\"rounds\":[{\"type\":\"independent_analysis\","
+     "\"options\":{\"members\":[\"a\",\"b\"]}},{\"type\":\"pairwise_elimination\","
+     "\"name\":\"bracket\"}]}",
+     "bracket"},
+};
+
+static void test_cancel_at_each_phase(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < sizeof phases / sizeof phases[0]; k++) {
+        const struct phase_case *pc = &phases[k];
+        council_ctx *ctx = test_ctx(0);
+        recorder rec = {0};
+        council_run *run = start_rec(ctx, pc->spec, "q", &rec);
+        council_summary s;
+        uint64_t t0 = uv_hrtime();
+        for (;;) {
+            council_ctx_step(ctx, 5);
+            council_run_summary(run, &s);
+            if (s.current_round && strcmp(s.current_round, pc->round) == 0)
+                break;
+            if ((uv_hrtime() - t0) / 1000000 > 3000)
+                fail_msg("%s: never reached round %s", pc->what, pc->round);
+        }
+        spin(ctx, 30); /* settle into the wait */
+        size_t completed = rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED);
+        assert_int_equal(council_run_cancel(run), 0);
+        council_ctx_flush(ctx);
+        size_t n = rec.n;
+        if (rec.ev[n - 1]->type != COUNCIL_EV_RUN_CANCELLED || rec_terminal(&rec) != 1)
+            fail_msg("%s: the last event is not the only terminal one", pc->what);
+        /* the loop is idle: nothing left to fire (a live timer or child
+         * would make the step report more work) */
+        if (council_ctx_step(ctx, 0) != 0)
+            fail_msg("%s: the loop still has work after the cancel", pc->what);
+        spin(ctx, 20);
+        assert_int_equal(rec.n, n);
+        assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), completed);
+        council_stats st;
+        council_ctx_stats(ctx, &st);
+        assert_int_equal(st.runs_active, 0);
+        assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+        rec_clear(&rec);
+        council_run_unref(run);
+        council_ctx_free(ctx);
+    }
+}
+
 static void test_cancel_after_completion_changes_nothing(void **state)
 {
     (void)state;
@@ -951,6 +1029,7 @@ int main(void)
         cmocka_unit_test(test_cancel_pending_run),
         cmocka_unit_test(test_cancel_mid_round_stops_at_once),
         cmocka_unit_test(test_cancel_after_completion_changes_nothing),
+        cmocka_unit_test(test_cancel_at_each_phase),
         cmocka_unit_test(test_watchers_fire_once_after_the_terminal_event),
         cmocka_unit_test(test_max_runs_limit),
         cmocka_unit_test(test_oldest_retained_run_leaves_when_retention_is_full),
