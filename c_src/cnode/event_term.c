@@ -31,6 +31,18 @@ static int json_or_nil(ei_x_buff *x, const json_t *j)
     return j ? term_json_encode(x, j) : ei_x_encode_atom(x, "nil");
 }
 
+/* A list of n elements is a header, the elements and a tail; an empty one
+ * is the empty list alone (ei writes that for a header of 0 already). */
+static int list_open(ei_x_buff *x, size_t n)
+{
+    return n ? ei_x_encode_list_header(x, (long)n) : 0;
+}
+
+static int list_close(ei_x_buff *x)
+{
+    return ei_x_encode_empty_list(x);
+}
+
 static int key(ei_x_buff *x, const char *k)
 {
     return ei_x_encode_atom(x, k);
@@ -57,12 +69,12 @@ static int round_result_term(ei_x_buff *x, const council_round_result *p)
         key(x, "name") || cstr_bin(x, p->name) ||
         key(x, "idx") || ei_x_encode_ulong(x, p->idx) ||
         key(x, "type") || cstr_bin(x, p->type) ||
-        key(x, "members") || ei_x_encode_list_header(x, (long)p->n_members))
+        key(x, "members") || list_open(x, p->n_members))
         return -1;
     for (size_t i = 0; i < p->n_members; i++)
         if (member_result_term(x, p->members[i]))
             return -1;
-    return ei_x_encode_empty_list(x) ||
+    return list_close(x) ||
            key(x, "aggregate") || json_or_nil(x, r->aggregate) ||
            key(x, "text") || bytes_or_nil(x, p->text, p->text_len)
                ? -1
@@ -73,22 +85,22 @@ int cn_result_term(ei_x_buff *x, const council_result *r)
 {
     if (ei_x_encode_map_header(x, 3) ||
         key(x, "final") || bytes_or_nil(x, r->final_text, r->final_len) ||
-        key(x, "rounds") || ei_x_encode_list_header(x, (long)r->n_rounds))
+        key(x, "rounds") || list_open(x, r->n_rounds))
         return -1;
     for (size_t i = 0; i < r->n_rounds; i++)
         if (round_result_term(x, r->rounds[i]))
             return -1;
-    return ei_x_encode_empty_list(x) || key(x, "errors") || cn_errors_term(x, r) ? -1 : 0;
+    return list_close(x) || key(x, "errors") || cn_errors_term(x, r) ? -1 : 0;
 }
 
 int cn_errors_term(ei_x_buff *x, const council_result *r)
 {
-    if (ei_x_encode_list_header(x, (long)r->n_errors))
+    if (list_open(x, r->n_errors))
         return -1;
     for (size_t i = 0; i < r->n_errors; i++)
         if (cstr_bin(x, r->errors[i]))
             return -1;
-    return ei_x_encode_empty_list(x) ? -1 : 0;
+    return list_close(x) ? -1 : 0;
 }
 
 int cn_input_term(ei_x_buff *x, const council_input *in)

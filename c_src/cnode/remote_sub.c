@@ -280,11 +280,6 @@ bool cn_rsubs_has(const cn_rsubs *rs, const char *topic, size_t len, const cn_pi
     return topic && entry_find((cn_rsubs *)rs, topic, len, pid, NULL) != NULL;
 }
 
-size_t cn_rsubs_room(const cn_rsubs *rs)
-{
-    return rs->nentries < rs->max ? rs->max - rs->nentries : 0;
-}
-
 int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
                  int flags)
 {

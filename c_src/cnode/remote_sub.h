@@ -44,8 +44,6 @@ int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
                  int flags);
 /* Whether (topic, pid) is subscribed now. */
 bool cn_rsubs_has(const cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid);
-/* How many more subscriptions the table takes before COUNCIL_ELIMIT. */
-size_t cn_rsubs_room(const cn_rsubs *rs);
 /* Remove (topic, pid); 0, or COUNCIL_ENOTFOUND. */
 int cn_rsubs_remove(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid);
 /* The pid is gone (its monitor fired): drop all of its subscriptions. */

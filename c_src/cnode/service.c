@@ -207,30 +207,6 @@ static int input_of(cn_slice in, council_input *out, char **printed)
     return 0;
 }
 
-/* The pairs of a start's :subscribe list that would be new: duplicates in
- * the list and, when the run id is given, pairs subscribed already do not
- * count (a generated id has no subscribers yet). */
-static size_t new_pairs(const cn_rsubs *rs, const char *run_id, size_t id_len,
-                        const cn_pid *subs, size_t n)
-{
-    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1, tlen = 0;
-    char *topic = run_id ? malloc(plen + id_len) : NULL;
-    if (topic) {
-        memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
-        memcpy(topic + plen, run_id, id_len);
-        tlen = plen + id_len;
-    }
-    size_t count = 0;
-    for (size_t i = 0; i < n; i++) {
-        bool seen = tlen && cn_rsubs_has(rs, topic, tlen, &subs[i]);
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = cn_pid_eq(&subs[j], &subs[i]);
-        count += !seen;
-    }
-    free(topic);
-    return count; /* out of memory: every pair counts, an upper bound */
-}
-
 static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slice opts,
                      int link, ei_x_buff *x)
 {
@@ -254,7 +230,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
     }
 
     council_start_opts so = {0};
-    char *registry = NULL, *council = NULL, *printed = NULL, *json = NULL;
+    char *registry = NULL, *council = NULL, *printed = NULL, *json = NULL, *topic = NULL;
     council_spec *spec = NULL;
     council_run *run = NULL;
     cn_pid server, subs[64];
@@ -349,12 +325,37 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         so.user_opts = r.user_opts.p;
         so.user_opts_len = r.user_opts.len;
     }
-    /* refuse before the run exists when the table cannot take every new
-     * (topic, pid) pair of :subscribe, so a refused start leaves no run */
-    if (nsubs && b->subs && new_pairs(b->subs, so.run_id, so.run_id_len, subs, nsubs) >
-                                cn_rsubs_room(b->subs)) {
-        cn_gen_encode_error(x, "limit");
-        goto out;
+    /* A generated id is made here rather than by the core, so that the
+     * subscriptions can come first. */
+    char gen[23];
+    if (!so.run_id) {
+        council_run_id_generate(gen);
+        so.run_id = gen;
+        so.run_id_len = strlen(gen);
+    }
+    /* Subscriptions before the run exists, all or nothing: a start refused
+     * at any point takes back the (topic, pid) pairs it made (not those
+     * subscribed before it), so a subscription refused (limit of the table
+     * or of the topic, a node that cannot be reached) leaves no run. */
+    size_t tlen = 0, nmade = 0;
+    bool made[64];
+    if (nsubs && b->subs) {
+        size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
+        if (!(topic = malloc(plen + so.run_id_len))) {
+            cn_gen_encode_error(x, "enomem");
+            goto out;
+        }
+        memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
+        memcpy(topic + plen, so.run_id, so.run_id_len);
+        tlen = plen + so.run_id_len;
+        for (; nmade < nsubs; nmade++) {
+            made[nmade] = !cn_rsubs_has(b->subs, topic, tlen, &subs[nmade]);
+            rc = cn_rsubs_add(b->subs, topic, tlen, &subs[nmade], sub_flags[nmade]);
+            if (rc != 0) {
+                cn_gen_encode_error(x, cn_gen_error_reason(rc));
+                goto undo;
+            }
+        }
     }
     rc = council_run_create(b->ctx, &so, &run);
     if (rc != 0) {
@@ -372,59 +373,40 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
             invalid_spec(x, "spec", "invalid spec");
         else
             cn_gen_encode_error(x, "enomem");
-        goto out;
+        goto undo;
     }
     cn_proc *rp = cn_run_proc_spawn(b, run, r.member_server.len &&
                                                !cn_ctl_is_atom(&r.member_server, "nil")
                                            ? &server : NULL);
     if (!rp) {
-        council_run_cancel(run);
         cn_gen_encode_error(x, "enomem");
-        goto out;
+        goto undo_run;
     }
     /* Order matters: LINK and subscriptions before the run begins and
      * before the reply, so the caller misses nothing. */
     if (link && cn_node_link(b->node, rp, &from->pid) != 0) {
-        cn_run_proc_cancel(run, NULL);
         cn_gen_encode_error(x, "noconnection");
-        goto out;
-    }
-    if (nsubs && b->subs) {
-        size_t id_len;
-        const char *id = council_run_id(run, &id_len);
-        size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
-        char *topic = malloc(plen + id_len);
-        if (!topic) {
-            cn_run_proc_cancel(run, NULL);
-            cn_gen_encode_error(x, "enomem");
-            goto out;
-        }
-        memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
-        memcpy(topic + plen, id, id_len);
-        /* all or nothing: a failed entry takes back the ones this start
-         * made (not pairs that were subscribed before it) */
-        bool made[64];
-        for (size_t i = 0; i < nsubs; i++) {
-            made[i] = !cn_rsubs_has(b->subs, topic, plen + id_len, &subs[i]);
-            rc = cn_rsubs_add(b->subs, topic, plen + id_len, &subs[i], sub_flags[i]);
-            if (rc != 0) {
-                for (size_t j = 0; j < i; j++)
-                    if (made[j])
-                        cn_rsubs_remove(b->subs, topic, plen + id_len, &subs[j]);
-                free(topic);
-                cn_run_proc_cancel(run, NULL);
-                cn_gen_encode_error(x, rc == COUNCIL_ELIMIT ? "limit" : "noconnection");
-                goto out;
-            }
-        }
-        free(topic);
+        goto undo_run;
     }
     council_run_begin(run);
     ei_x_encode_tuple_header(x, 2);
     ei_x_encode_atom(x, "ok");
     encode_self_pid(b, x, rp);
     (void)self;
+    goto out;
+undo_run:
+    /* the pairs go first, so that they do not get this run's end */
+    for (size_t k = 0; k < nmade; k++)
+        if (made[k])
+            cn_rsubs_remove(b->subs, topic, tlen, &subs[k]);
+    nmade = 0;
+    cn_run_proc_cancel(run, NULL);
+undo:
+    for (size_t k = 0; k < nmade; k++)
+        if (made[k])
+            cn_rsubs_remove(b->subs, topic, tlen, &subs[k]);
 out:
+    free(topic);
     council_run_unref(run);
     council_spec_unref(spec);
     free(json);

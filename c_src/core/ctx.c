@@ -30,9 +30,9 @@ static void free_cancels(cancel_req *r)
     }
 }
 
-static void async_cb(uv_async_t *h)
+/* Carries out the queued cancel requests, in order (loop thread). */
+static void do_cancels(council_ctx *ctx)
 {
-    council_ctx *ctx = h->data;
     cancel_req *list = take_cancels(ctx);
     for (cancel_req *r = list; r; r = r->next) {
         council_run *run;
@@ -40,6 +40,12 @@ static void async_cb(uv_async_t *h)
             council_run_cancel(run);
     }
     free_cancels(list);
+}
+
+static void async_cb(uv_async_t *h)
+{
+    council_ctx *ctx = h->data;
+    do_cancels(ctx);
     if (__atomic_load_n(&ctx->stop_flag, __ATOMIC_SEQ_CST))
         uv_stop(&ctx->loop);
 }
@@ -180,6 +186,7 @@ int council_ctx_run(council_ctx *ctx)
     if (ctx->running)
         return COUNCIL_ESTATE;
     ctx->running = 1;
+    do_cancels(ctx); /* the async handle keeps no loop alive: take them now */
     if (!__atomic_exchange_n(&ctx->stop_flag, 0, __ATOMIC_SEQ_CST)) {
         uv_run(&ctx->loop, UV_RUN_DEFAULT);
         if (!__atomic_load_n(&ctx->stop_flag, __ATOMIC_SEQ_CST) && ctx->ps)
@@ -202,6 +209,7 @@ int council_ctx_step(council_ctx *ctx, int timeout_ms)
     if (ctx->running)
         return COUNCIL_ESTATE;
     ctx->running = 1;
+    do_cancels(ctx);
     int alive;
     if (timeout_ms == 0) {
         alive = uv_run(&ctx->loop, UV_RUN_NOWAIT);

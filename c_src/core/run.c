@@ -266,11 +266,14 @@ void run_yield(council_run *run)
 
 /* ------------------------------------------------------------- creating */
 
-int council_ctx_check_providers(council_ctx *ctx, const council_spec *spec,
+int council_ctx_check_providers(council_ctx *ctx, council_spec *spec,
                                 council_spec_error *err)
 {
     if (!ctx || !spec)
         return COUNCIL_EINVAL;
+    int rc = council_spec_validate(spec, err);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < spec->n_members; i++) {
         const char *name = spec->members[i].provider;
         if (ctx_provider_find(ctx, name))

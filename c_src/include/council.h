@@ -145,7 +145,8 @@ void council_ctx_wakeup(council_ctx *ctx);
 
 /* Cancel a run from any thread: the request (registry NULL = default, and
  * run_id's len bytes, both copied) is queued and carried out on the loop
- * thread at its next iteration, exactly as council_run_cancel would (a run
+ * thread at its next iteration, or at the start of the next
+ * council_ctx_run / council_ctx_step, exactly as council_run_cancel would (a run
  * that is unknown or already finished then is left as it is). Requests are
  * carried out in the order they were made. Returns COUNCIL_OK once queued,
  * COUNCIL_EINVAL (NULL ctx or run_id, len 0 or over 64 KiB), COUNCIL_ENOMEM.
@@ -302,9 +303,12 @@ int council_run_create(council_ctx *ctx, const council_start_opts *opts,
 
 /* Whether every member of spec names a provider registered in ctx:
  * COUNCIL_OK, or COUNCIL_EPROVIDER with err (may be NULL) naming the first
- * bad field ("members[2].provider") and the provider. COUNCIL_EINVAL for
- * NULL ctx or spec. council_run_create makes the same check. Loop thread. */
-int council_ctx_check_providers(council_ctx *ctx, const council_spec *spec,
+ * bad field ("members[2].provider") and the provider. The spec is validated
+ * first (council_spec_validate, which freezes it; an invalid one gives its
+ * COUNCIL_ESPEC and err).
+ * COUNCIL_EINVAL for NULL ctx or spec. council_run_create makes the same
+ * check. Loop thread. */
+int council_ctx_check_providers(council_ctx *ctx, council_spec *spec,
                                 council_spec_error *err);
 
 /* Start a pending run: publishes run_started and schedules the first round

@@ -58,8 +58,100 @@ static json_t *event_payload(const council_event *ev)
     json_t *j = NULL;
     const char *why = NULL;
     assert_int_equal(term_json_decode(x.buff, &index, 32, &j, &why), 0);
+    assert_int_equal(index, x.index); /* the tuple ends with the payload */
     ei_x_free(&x);
     return j;
+}
+
+/* Every result-carrying event of rec, and the run's result, against the
+ * JSON views; returns how many were compared. */
+static size_t check_all(const council_run *run, const recorder *rec)
+{
+    size_t checked = 0;
+    for (size_t i = 0; i < rec->n; i++) {
+        const council_event *ev = rec->ev[i];
+        if (ev->type == COUNCIL_EV_MEMBER_COMPLETED)
+            assert_same(event_payload(ev), council_member_result_json(ev->member_result));
+        else if (ev->type == COUNCIL_EV_ROUND_COMPLETED)
+            assert_same(event_payload(ev), council_round_result_json(ev->round_result));
+        else if (council_event_is_terminal(ev))
+            assert_same(event_payload(ev), council_result_json(ev->result));
+        else
+            continue;
+        checked++;
+    }
+    ei_x_buff x;
+    ei_x_new(&x);
+    assert_int_equal(cn_result_term(&x, council_run_result(run)), 0);
+    assert_same(decoded(&x), council_result_json(council_run_result(run)));
+    x.index = 0;
+    assert_int_equal(cn_outcome_term(&x, run), 0);
+    int index = 0;
+    assert_int_equal(ei_skip_term(x.buff, &index), 0);
+    assert_int_equal(index, x.index);
+    ei_x_free(&x);
+    return checked;
+}
+
+/* Empty lists (no errors, a round with no members, a run with no rounds)
+ * are the empty list, once. */
+static void test_empty_lists_in_results(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    /* no errors; the iterate round's own result has no members */
+    council_run *run = start_rec(
+        ctx, "{\"id\":\"it\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
+             "{\"id\":\"b\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":\"iterate\","
+             "\"options\":{\"max_iterations\":2,\"rounds\":[{\"type\":\"independent_analysis\"}]}}]}",
+        "q", &rec);
+    wait_done(ctx, run, 5000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    assert_int_equal(council_run_result(run)->n_errors, 0);
+    int empty_round = 0;
+    for (size_t i = 0; i < council_run_result(run)->n_rounds; i++)
+        empty_round |= council_run_result(run)->rounds[i]->n_members == 0;
+    assert_true(empty_round);
+    assert_true(check_all(run, &rec) >= 4);
+    ei_x_buff x;
+    ei_x_new(&x);
+    assert_int_equal(cn_result_term(&x, council_run_result(run)), 0);
+    char *printed = NULL;
+    int index = 0;
+    assert_true(ei_s_print_term(&printed, x.buff, &index) > 0);
+    assert_non_null(strstr(printed, "errors => []"));
+    assert_non_null(strstr(printed, "members => []"));
+    free(printed);
+    printed = NULL; /* ei_s_print_term reuses a non-NULL buffer */
+    rec_clear(&rec);
+    council_run_unref(run);
+
+    /* cancelled before any round: no rounds, no errors */
+    council_spec *spec = spec_json(SPEC);
+    council_start_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = spec;
+    o.input.data = "q";
+    o.input.len = 1;
+    assert_int_equal(council_run_create(ctx, &o, &run), 0);
+    assert_int_equal(council_run_subscribe(run, rec_cb, NULL, &rec, NULL), 0);
+    assert_int_equal(council_run_cancel(run), 0);
+    council_ctx_flush(ctx);
+    assert_int_equal(rec.n, 1);
+    assert_int_equal(check_all(run, &rec), 1);
+    x.index = 0;
+    assert_int_equal(cn_outcome_term(&x, run), 0);
+    index = 0;
+    assert_true(ei_s_print_term(&printed, x.buff, &index) > 0);
+    assert_non_null(strstr(printed, "rounds => []"));
+    assert_non_null(strstr(printed, "errors => []"));
+    free(printed);
+    ei_x_free(&x);
+    council_spec_unref(spec);
+    rec_clear(&rec);
+    council_run_unref(run);
+    council_ctx_free(ctx);
 }
 
 static void test_result_summary_and_payloads_match_the_json_views(void **state)
@@ -88,20 +180,7 @@ static void test_result_summary_and_payloads_match_the_json_views(void **state)
     }
     assert_true(saw_error && saw_parsed);
 
-    size_t checked = 0;
-    for (size_t i = 0; i < rec.n; i++) {
-        const council_event *ev = rec.ev[i];
-        if (ev->type == COUNCIL_EV_MEMBER_COMPLETED) {
-            assert_same(event_payload(ev), council_member_result_json(ev->member_result));
-            checked++;
-        } else if (ev->type == COUNCIL_EV_ROUND_COMPLETED) {
-            assert_same(event_payload(ev), council_round_result_json(ev->round_result));
-            checked++;
-        } else if (ev->type == COUNCIL_EV_RUN_COMPLETED) {
-            assert_same(event_payload(ev), council_result_json(ev->result));
-            checked++;
-        }
-    }
+    size_t checked = check_all(run, &rec);
     assert_true(checked >= 7);
 
     council_summary s;
@@ -154,6 +233,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_result_summary_and_payloads_match_the_json_views),
         cmocka_unit_test(test_summary_of_a_running_run_has_its_round),
+        cmocka_unit_test(test_empty_lists_in_results),
     };
     return cmocka_run_group_tests_name("event_term", tests, NULL, NULL);
 }

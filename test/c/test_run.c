@@ -903,6 +903,47 @@ static void test_unknown_provider_names_the_member_field(void **state)
     council_ctx_free(ctx);
 }
 
+static void test_cancel_async_reaches_an_idle_loop(void **state)
+{
+    (void)state;
+    /* only a pending run: nothing keeps the loop alive, yet the next step
+     * (even one that does not wait) carries the request out */
+    council_ctx *ctx = test_ctx(0);
+    int rc;
+    council_run *run = create_only(ctx, FAST, NULL, "idle-1", &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(council_ctx_cancel_async(ctx, NULL, "idle-1", 6), COUNCIL_OK);
+    assert_int_equal(council_run_status(run), COUNCIL_PENDING);
+    council_ctx_step(ctx, 0);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    /* and through council_ctx_run */
+    council_run *run2 = create_only(ctx, FAST, NULL, "idle-2", &rc);
+    assert_int_equal(council_ctx_cancel_async(ctx, NULL, "idle-2", 6), COUNCIL_OK);
+    assert_int_equal(council_ctx_run(ctx), 0);
+    assert_int_equal(council_run_status(run2), COUNCIL_CANCELLED);
+    council_run_unref(run);
+    council_run_unref(run2);
+    council_ctx_free(ctx);
+}
+
+static void test_check_providers_validates_a_built_spec(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    council_spec *spec = council_spec_new("built");
+    assert_int_equal(council_spec_add_member(spec, "a", "mock", NULL), 0);
+    assert_int_equal(council_spec_add_member(spec, "b", "nope", NULL), 0);
+    assert_int_equal(council_spec_add_round(spec, "independent_analysis", NULL, NULL), 0);
+    council_spec_error err = {{0}, {0}};
+    assert_int_equal(council_ctx_check_providers(ctx, spec, &err), COUNCIL_EPROVIDER);
+    assert_string_equal(err.field, "members[1].provider");
+    council_spec *empty = council_spec_new("empty");
+    assert_int_equal(council_ctx_check_providers(ctx, empty, &err), COUNCIL_ESPEC);
+    council_spec_unref(empty);
+    council_spec_unref(spec);
+    council_ctx_free(ctx);
+}
+
 static void test_ctx_run_returns_when_idle(void **state)
 {
     (void)state;
@@ -1050,6 +1091,8 @@ int main(void)
         cmocka_unit_test(test_ctx_run_returns_when_idle),
         cmocka_unit_test(test_stop_from_another_thread),
         cmocka_unit_test(test_cancel_from_another_thread),
+        cmocka_unit_test(test_cancel_async_reaches_an_idle_loop),
+        cmocka_unit_test(test_check_providers_validates_a_built_spec),
     };
     return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }

@@ -316,4 +316,28 @@ defmodule CNode.RunsTest do
                s2.monitors <= base.monitors + 1
            end)
   end
+
+  test "results keep their documented shape: iterate rounds, no errors, exact keys", %{info: i} do
+    spec = %{id: "it", members: [%{id: "a", provider: "mock"}, %{id: "b", provider: "mock"}],
+             rounds: [%{type: "iterate", name: "loop",
+                        options: %{max_iterations: 2,
+                                   rounds: [%{type: "independent_analysis", name: "inner"}]}}]}
+    {:ok, _pid} = start(i.node, %{spec: spec, subscribe: [self()]})
+    evs = events()
+    assert {:run_completed, _, %{final: final, rounds: rounds, errors: []} = result} = List.last(evs)
+    assert Map.keys(result) |> Enum.sort() == [:errors, :final, :rounds]
+    assert is_binary(final)
+    assert is_list(rounds) and length(rounds) == 3
+    for r <- rounds do
+      assert Map.keys(r) |> Enum.sort() == [:aggregate, :idx, :members, :name, :text, :type]
+      assert is_list(r.members)
+      for m <- r.members do
+        assert Map.keys(m) |> Enum.sort() ==
+                 [:attempts, :error, :member_id, :parsed, :status, :text]
+      end
+    end
+    # the iterate round's own result: no members of its own
+    assert %{name: "loop", members: [], type: "iterate"} = List.last(rounds)
+    for {:round_completed, _, _, rr} <- evs, do: assert(is_list(rr.members))
+  end
 end

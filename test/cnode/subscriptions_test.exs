@@ -9,8 +9,9 @@ defmodule CNode.SubscriptionsTest do
 
   setup_all do
     info = start_node(args: ["--max-subscriptions", "3"])
-    on_exit(fn -> stop_node(info) end)
-    {:ok, info: info}
+    per_topic = start_node(args: ["--max-subscribers-per-topic", "2"])
+    on_exit(fn -> stop_node(info); stop_node(per_topic) end)
+    {:ok, info: info, per_topic: per_topic}
   end
 
   @spec_map %{id: "s", members: [%{id: "a", provider: "mock"}],
@@ -59,5 +60,28 @@ defmodule CNode.SubscriptionsTest do
     # first entry wins, so events come plain
     assert {:run_completed, _, %{final: _}} = List.last(events())
     assert wait_until(fn -> stats(i.node).subscriptions == base end)
+  end
+
+  test "the per-topic limit refuses the start the same way: no run, no event to others",
+       %{per_topic: i} do
+    run_id = "topic-#{System.unique_integer([:positive])}"
+    topic = "council_ex:run:" <> run_id
+    me = self()
+    # two subscribers fill the topic (max 2); each forwards its first event
+    watchers = for k <- 1..2 do
+      w = spawn(fn -> receive do: (ev -> send(me, {:leaked, k, ev})) end)
+      assert GenServer.call(svc(i), {:subscribe, topic, w}) == :ok
+      w
+    end
+    assert start(i, %{run_id: run_id, subscribe: [self()]}) == {:error, :limit}
+    assert GenServer.call(svc(i), {:state, "CouncilEx.Runner.Registry", run_id}) ==
+             {:error, :not_found}
+    # the id is free: a start without subscribers takes it, and the two
+    # subscribed first see that run, not a cancelled one before it
+    assert {:ok, _} = start(i, %{run_id: run_id})
+    assert_receive {:leaked, _, {:run_started, ^run_id, "s", _}}, 10_000
+    assert_receive {:leaked, _, {:run_started, ^run_id, "s", _}}, 10_000
+    refute_received {:leaked, _, {:run_cancelled, _, _}}
+    for w <- watchers, do: Process.exit(w, :kill)
   end
 end
