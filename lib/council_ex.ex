@@ -72,7 +72,12 @@ defmodule CouncilEx do
   `:callers` (default: the caller and its `$callers`), `subscribe: true`
   (subscribes the caller before the run starts, so it receives every event;
   see `CouncilEx.PubSub`; a start that fails, e.g. with
-  `{:error, :already_started}`, delivers no event).
+  `{:error, :already_started}`, delivers no event). With `subscribe: true`,
+  when this node's relay (`CouncilEx.PubSub.Relay`) is not running (e.g.
+  it is restarting) or exits during the start, the start returns
+  `{:error, {:relay_down, reason}}` (`reason`: the relay call's exit
+  reason, e.g. `:noproc`) instead of exiting the caller, and leaves no run
+  behind (a run started meanwhile is cancelled).
 
   Returns `{:ok, pid}` or `{:error, reason}`; bad arguments raise
   `ArgumentError` before anything is sent to the C node, and an invalid
@@ -123,7 +128,9 @@ defmodule CouncilEx do
     * `{:error, :timeout}` when `:timeout` passed first (the run is
       cancelled), or any error of `start_link/3` (e.g.
       `{:error, :already_started}`, `{:error, {:invalid_spec, field,
-      message}}`).
+      message}}`, `{:error, {:relay_down, reason}}` when this node's event
+      relay is not running or exits during the start: no run is left
+      running then).
 
   `run/3` always returns once the run's process has ended: it never waits
   for an event that cannot come.
@@ -153,6 +160,11 @@ defmodule CouncilEx do
         {^ref, ^keeper, error} ->
           Process.unlink(keeper)
           error
+
+        # (only seen by a caller that traps exits; the keeper answers
+        # before it ends, so this is a keeper that crashed)
+        {:EXIT, ^keeper, reason} ->
+          {:error, {:exit, reason}}
       end
     end
 
@@ -164,6 +176,12 @@ defmodule CouncilEx do
           {^ref, :result, result} ->
             Process.unlink(keeper)
             result
+
+          # A keeper that crashed (seen when trapping exits); its run,
+          # linked to it, got the exit signal too.
+          {:EXIT, ^keeper, reason} ->
+            cancel(pid)
+            {:error, {:exit, reason}}
         after
           timeout ->
             Process.unlink(keeper)
@@ -398,7 +416,20 @@ defmodule CouncilEx do
     Process.flag(:trap_exit, true)
     run_id = Keyword.fetch!(run_opts, :run_id)
     registry = Wire.registry_name(Keyword.get(run_opts, :registry, RunServer.default_registry()))
-    reply = start_subscribed(run_opts, self(), &RunServer.start_link/1)
+
+    reply =
+      try do
+        start_subscribed(run_opts, self(), &RunServer.start_link/1)
+      catch
+        # Never exit the caller over a failed start: unlinked first, it
+        # gets the error; a run linked to this process (if one started)
+        # is cancelled by this process's abnormal exit.
+        kind, reason ->
+          Process.unlink(caller)
+          send(caller, {ref, self(), {:error, {:exit, exit_of(kind, reason)}}})
+          exit({:shutdown, :start_failed})
+      end
+
     send(caller, {ref, self(), reply})
 
     case reply do
@@ -508,6 +539,10 @@ defmodule CouncilEx do
         {:error, {:exit, reason}}
     end
   end
+
+  defp exit_of(:exit, reason), do: reason
+  defp exit_of(:throw, value), do: {:nocatch, value}
+  defp exit_of(:error, reason), do: reason
 
   defp flush_result(ref) do
     receive do

@@ -56,7 +56,8 @@ defmodule CouncilEx.PubSub do
   @doc """
   Subscribes the calling process to a run's events. The argument is a run
   id or a topic (`"council_ex:run:" <> run_id`). Returns `:ok`, or
-  `{:error, reason}` (`:limit`, `:noconnection`, ...).
+  `{:error, reason}` (`:limit`, `:noconnection`, `{:relay_down, reason}`
+  when the relay is not running, e.g. restarting, ...).
   """
   @spec subscribe(binary) :: :ok | {:error, term}
   def subscribe(run_id_or_topic) when is_binary(run_id_or_topic) do

@@ -64,13 +64,14 @@ defmodule CouncilEx.PubSub.Relay do
   @doc """
   Subscribes `pid` to `topic`; subscribes the relay at the C node unless it
   already is for that topic. `:ok` or `{:error, reason}` (`:limit`,
-  `:noconnection`, `:unavailable`, ...).
+  `:noconnection`, `:unavailable`, `{:relay_down, reason}` when the relay
+  is not running, ...).
   """
   @spec subscribe(binary, pid) :: :ok | {:error, term}
   def subscribe(topic, pid) do
     # Wait for the C node here, not in the relay (which serves everyone).
     with {:ok, _node} <- CouncilEx.Node.await() do
-      GenServer.call(__MODULE__, {:subscribe, topic, pid}, 30_000)
+      relay_call({:subscribe, topic, pid}, 30_000)
     end
   end
 
@@ -88,19 +89,27 @@ defmodule CouncilEx.PubSub.Relay do
   for `pid` meanwhile are discarded.
 
   `{:error, :unavailable}` when the C node is not up in time (`start` is
-  not called then).
+  not called then). `{:error, {:relay_down, reason}}` when the relay is
+  not running (stopped, or restarting) or exits during the start (`reason`
+  is its exit reason as a call saw it, e.g. `:noproc`): this never exits
+  the caller. If the run was started but the relay that registered `pid`
+  is gone before the start was recorded (so `pid` would not get the run's
+  events), the run is unlinked from the calling process and cancelled
+  before this returns the error: no run is left behind that nobody knows
+  of.
   """
   @spec start_subscribed(binary, pid, ([{pid, :tagged}] -> {:ok, pid} | term)) ::
           {:ok, pid} | term
   def start_subscribed(topic, pid, start) when is_binary(topic) and is_pid(pid) do
     with {:ok, _node} <- CouncilEx.Node.await(),
-         {:ok, ref, entries} <- GenServer.call(__MODULE__, {:start_begin, topic, pid}, 30_000) do
+         relay when is_pid(relay) <- Process.whereis(__MODULE__) || {:error, {:relay_down, :noproc}},
+         {:ok, ref, entries} <- relay_call(relay, {:start_begin, topic, pid}, 30_000) do
       result =
         try do
           start.(entries)
         catch
           kind, reason ->
-            GenServer.call(__MODULE__, {:start_end, topic, ref, :error}, 30_000)
+            relay_call(relay, {:start_end, topic, ref, :error}, 30_000)
             :erlang.raise(kind, reason, __STACKTRACE__)
         end
 
@@ -110,14 +119,59 @@ defmodule CouncilEx.PubSub.Relay do
           _ -> :error
         end
 
-      :ok = GenServer.call(__MODULE__, {:start_end, topic, ref, outcome}, 30_000)
-      result
+      # The same relay process as start_begin's: a restarted relay would
+      # not know this registration.
+      case relay_call(relay, {:start_end, topic, ref, outcome}, 30_000) do
+        :ok ->
+          result
+
+        {:error, _} = error ->
+          with {:ok, run} <- outcome, do: abandon(run)
+          error
+      end
     end
+  end
+
+  # A run started for a registration the relay lost: nobody would get its
+  # events, and the caller gets an error instead of its pid, so it is
+  # unlinked (its exit must not reach the caller) and cancelled.
+  defp abandon(run) do
+    Process.unlink(run)
+
+    if Process.info(self(), :trap_exit) == {:trap_exit, true} do
+      receive do
+        {:EXIT, ^run, _} -> :ok
+      after
+        0 -> :ok
+      end
+    end
+
+    try do
+      GenServer.call(run, :cancel, 10_000)
+    catch
+      :exit, _ -> :ok
+    end
+
+    :ok
+  end
+
+  # A call to the relay that returns `{:error, {:relay_down, reason}}`
+  # instead of exiting when the relay is not running or exits meanwhile.
+  defp relay_call(relay \\ __MODULE__, request, timeout) do
+    GenServer.call(relay, request, timeout)
+  catch
+    :exit, {reason, {GenServer, :call, _}} -> {:error, {:relay_down, reason}}
   end
 
   @doc "Unsubscribes `pid` from `topic`. Always `:ok`."
   @spec unsubscribe(binary, pid) :: :ok
-  def unsubscribe(topic, pid), do: GenServer.call(__MODULE__, {:unsubscribe, topic, pid}, 30_000)
+  def unsubscribe(topic, pid) do
+    # A relay that is not running has no subscription to end.
+    case relay_call({:unsubscribe, topic, pid}, 30_000) do
+      :ok -> :ok
+      {:error, {:relay_down, _}} -> :ok
+    end
+  end
 
   @doc "Local subscribers of a topic (for tests and introspection)."
   @spec subscribers(binary) :: [pid]

@@ -1,0 +1,126 @@
+defmodule CouncilEx.RunRobustnessTest do
+  # run/3, start/3, await/1 and cancel/1 when things around the run go
+  # wrong: the relay down, exits of the run, the caller's death.
+  use ExUnit.Case, async: false
+  @moduletag :cnode
+
+  import CouncilEx.Test.Helpers
+  alias CouncilEx.PubSub.Relay
+  alias CouncilEx.Test.{QuickCouncil, SlowCouncil}
+
+  setup do
+    {:ok, _} = CouncilEx.Node.await()
+    :ok
+  end
+
+  # Runs `fun` with the relay stopped; restarts it afterwards.
+  defp without_relay(fun) do
+    :ok = Supervisor.terminate_child(CouncilEx.AppSupervisor, Relay)
+
+    try do
+      fun.()
+    after
+      {:ok, _} = Supervisor.restart_child(CouncilEx.AppSupervisor, Relay)
+    end
+  end
+
+  # Runs `fun` in a fresh process (trapping exits or not); its result, or
+  # {:died, reason}, or :hung.
+  defp in_process(trap?, fun, wait \\ 10_000) do
+    parent = self()
+    tag = make_ref()
+
+    {pid, mref} =
+      spawn_monitor(fn ->
+        Process.flag(:trap_exit, trap?)
+        send(parent, {tag, fun.(), Process.info(self(), :messages)})
+      end)
+
+    receive do
+      {^tag, result, messages} ->
+        receive do: ({:DOWN, ^mref, _, _, _} -> :ok)
+        {result, messages}
+
+      {:DOWN, ^mref, _, _, reason} ->
+        {:died, reason}
+    after
+      wait ->
+        Process.exit(pid, :kill)
+        :hung
+    end
+  end
+
+  defp alive_runs do
+    {:ok, stats} = CouncilEx.Node.call(:stats)
+    stats.runs_alive
+  end
+
+  describe "the relay down" do
+    test "run/3 returns an error, trapping or not, and starts no run" do
+      without_relay(fn ->
+        for trap? <- [true, false] do
+          assert {{:error, {:relay_down, :noproc}}, _messages} =
+                   in_process(trap?, fn ->
+                     CouncilEx.run(QuickCouncil, "q", timeout: 2_000)
+                   end)
+
+          assert {{:error, {:relay_down, :noproc}}, _messages} =
+                   in_process(trap?, fn ->
+                     CouncilEx.run(QuickCouncil, "q", timeout: 2_000, subscribe: true)
+                   end)
+        end
+      end)
+    end
+
+    test "start/3 and start_link/3 with subscribe: true return an error and leave no run" do
+      id = run_id("norelay")
+
+      without_relay(fn ->
+        for trap? <- [true, false] do
+          assert {{:error, {:relay_down, :noproc}}, _} =
+                   in_process(trap?, fn ->
+                     CouncilEx.start(SlowCouncil, "q", subscribe: true, run_id: id)
+                   end)
+
+          assert {{:error, {:relay_down, :noproc}}, _} =
+                   in_process(trap?, fn ->
+                     CouncilEx.start_link(SlowCouncil, "q", subscribe: true, run_id: id)
+                   end)
+        end
+
+        assert {:error, :not_found} = CouncilEx.RunServer.state(id)
+        assert {:error, {:relay_down, :noproc}} = CouncilEx.PubSub.subscribe(id)
+        assert :ok = CouncilEx.PubSub.unsubscribe(id)
+      end)
+    end
+
+    test "a run started for a relay that died meanwhile is cancelled, not left behind" do
+      id = run_id("relaydied")
+      topic = CouncilEx.Wire.topic(id)
+      before = alive_runs()
+
+      result =
+        Relay.start_subscribed(topic, self(), fn entries ->
+          reply =
+            CouncilEx.RunServer.start(
+              run_id: id,
+              council: SlowCouncil,
+              spec: SlowCouncil.__council__(),
+              input: "q",
+              subscribe: entries
+            )
+
+          # The relay that registered us is gone before the start is
+          # recorded; a new one is started in its place.
+          :ok = Supervisor.terminate_child(CouncilEx.AppSupervisor, Relay)
+          {:ok, _} = Supervisor.restart_child(CouncilEx.AppSupervisor, Relay)
+          reply
+        end)
+
+      assert {:error, {:relay_down, _}} = result
+      assert {:error, {:cancelled, _}} = CouncilEx.await(id, 15_000)
+
+      eventually(fn -> alive_runs() <= before end)
+    end
+  end
+end
