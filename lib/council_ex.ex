@@ -158,7 +158,7 @@ defmodule CouncilEx do
           reply
 
         {^ref, ^keeper, error} ->
-          Process.unlink(keeper)
+          unlink_flush(keeper)
           error
 
         # (only seen by a caller that traps exits; the keeper answers
@@ -174,7 +174,7 @@ defmodule CouncilEx do
 
         receive do
           {^ref, :result, result} ->
-            Process.unlink(keeper)
+            unlink_flush(keeper)
             result
 
           # A keeper that crashed (seen when trapping exits); its run,
@@ -184,7 +184,7 @@ defmodule CouncilEx do
             {:error, {:exit, reason}}
         after
           timeout ->
-            Process.unlink(keeper)
+            unlink_flush(keeper)
             Process.exit(keeper, :kill)
             cancel(pid)
             flush_result(ref)
@@ -537,6 +537,18 @@ defmodule CouncilEx do
 
       _ ->
         {:error, {:exit, reason}}
+    end
+  end
+
+  # Unlinks run/3's helper and drops its exit signal, already in the
+  # mailbox of a caller that traps exits if the helper ended first.
+  defp unlink_flush(keeper) do
+    Process.unlink(keeper)
+
+    receive do
+      {:EXIT, ^keeper, _} -> :ok
+    after
+      0 -> :ok
     end
   end
 

@@ -55,6 +55,30 @@ defmodule CouncilEx.RunRobustnessTest do
     stats.runs_alive
   end
 
+  test "run/3 leaves no exit signal of its helper in a trapping caller's mailbox" do
+    # The helper ends right after sending the result; it used to lose the
+    # race against the caller's unlink about 1 run in 20.
+    for subscribe <- [false, true] do
+      # (with subscribe: true the caller gets the runs' events too)
+      assert {results, {:messages, messages}} =
+               in_process(
+                 true,
+                 fn ->
+                   for i <- 1..40, do: CouncilEx.run(QuickCouncil, "q#{i}", subscribe: subscribe)
+                 end,
+                 60_000
+               )
+
+      assert Enum.all?(results, &match?({:ok, _}, &1))
+      assert for({:EXIT, _, _} = m <- messages, do: m) == []
+    end
+
+    without_relay(fn ->
+      assert {{:error, {:relay_down, :noproc}}, {:messages, []}} =
+               in_process(true, fn -> CouncilEx.run(QuickCouncil, "q", timeout: 2_000) end)
+    end)
+  end
+
   describe "the relay down" do
     test "run/3 returns an error, trapping or not, and starts no run" do
       without_relay(fn ->
