@@ -207,7 +207,11 @@ defmodule CouncilEx do
   `CouncilEx.RunServer.state/2`): by run id always, by pid when the run was
   started from this VM (the library knows its run id; see
   `CouncilEx.RunIndex`). Otherwise a pid whose run has ended gives
-  `{:error, :noproc}`, and an unknown run id `{:error, :not_found}`.
+  `{:error, :noproc}`, and an unknown run id `{:error, :not_found}`. Any
+  exit of the run's process (`:normal`, `{:shutdown, _}`, a
+  `GenServer.stop/2` reason, a linked caller's reason such as `:killed`)
+  counts as the run's end here; only a lost C node (`:noconnection`) and
+  the timeout are errors of their own.
   """
   @spec await(pid | binary, timeout) :: {:ok, result} | {:error, term}
   def await(pid_or_run_id, timeout \\ :infinity)
@@ -253,17 +257,26 @@ defmodule CouncilEx do
     end
   end
 
-  # A run that ends between the call's monitor and its request exits the
-  # call with its own reason, as a GenServer would (:normal, {:shutdown, _}):
-  # that is a run that has ended, like :noproc, and its outcome is kept.
+  # A run that ends between the call's monitor and its request (or while
+  # the call waits) exits the call with its own reason, as a GenServer
+  # would: :normal, {:shutdown, _}, a GenServer.stop reason, a linked
+  # caller's reason (e.g. :killed). Any of them is a run that has ended,
+  # like :noproc, and its outcome is kept; only a lost node and a timeout
+  # are not (see ended_or/1).
   defp await_pid(pid, timeout) do
     pid |> GenServer.call(:await, timeout) |> Wire.reply()
   catch
-    :exit, {reason, _} ->
-      case CouncilEx.Node.exit_reason(reason) do
-        {:shutdown, _} -> {:error, :noproc}
-        other -> {:error, other}
-      end
+    :exit, {reason, _} -> {:error, ended_or(reason)}
+  end
+
+  # The exit reason of a call to a run pid: :noconnection (node lost),
+  # :timeout, or :noproc for every other reason (the run has ended).
+  defp ended_or(reason) do
+    case CouncilEx.Node.exit_reason(reason) do
+      :noconnection -> :noconnection
+      :timeout -> :timeout
+      _ended -> :noproc
+    end
   end
 
   # The outcome the C node retains for a run: as await's, or
@@ -283,7 +296,9 @@ defmodule CouncilEx do
 
   @doc """
   Cancels a run, by pid or by run id (in the default registry). Idempotent:
-  an ended run answers `:ok`. `{:error, :not_found}` for an unknown run id.
+  an ended run answers `:ok` (by pid: whatever reason its process exited
+  with). `{:error, :not_found}` for an unknown run id; by pid
+  `{:error, :noconnection}` when the C node was lost, `{:error, :timeout}`.
   """
   @spec cancel(pid | binary) :: :ok | {:error, term}
   def cancel(pid) when is_pid(pid) do
@@ -293,10 +308,10 @@ defmodule CouncilEx do
     end
   catch
     :exit, {reason, _} ->
-      case CouncilEx.Node.exit_reason(reason) do
-        # ended before (or while) the request reached it
+      case ended_or(reason) do
+        # ended before (or while) the request reached it, whatever its
+        # exit reason
         :noproc -> :ok
-        {:shutdown, _} -> :ok
         other -> {:error, other}
       end
   end

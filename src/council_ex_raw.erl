@@ -30,7 +30,9 @@
 %% default (`call/3' takes another timeout). A call that cannot be answered
 %% returns `{error, Reason}' instead of exiting: `noconnection' (the node
 %% is down or unreachable), `noproc' (no such process, e.g. a run that has
-%% ended), `timeout'.
+%% ended), `timeout'. A run id, registry or topic that is not text (a
+%% binary, or a list of Unicode characters) gives `{error, {bad_text,
+%% Term}}' without contacting the node.
 %%
 %% This module is a thin client of the protocol: the Elixir library
 %% (`CouncilEx', built by Mix) adds node supervision, a per-node event
@@ -114,7 +116,7 @@ whereis(Service, RunId) ->
 -spec whereis(service(), binary() | string(), run_id()) ->
           {ok, pid()} | {error, unknown_run | runner_dead} | error().
 whereis(Service, Registry, RunId) ->
-    call(Service, {whereis, bin(Registry), bin(RunId)}, ?TIMEOUT).
+    with_text(fun() -> call(Service, {whereis, bin(Registry), bin(RunId)}, ?TIMEOUT) end).
 
 %% @equiv state(Service, default_registry(), RunId)
 -spec state(service(), run_id()) -> {ok, summary()} | {error, not_found} | error().
@@ -127,7 +129,7 @@ state(Service, RunId) ->
 -spec state(service(), binary() | string(), run_id()) ->
           {ok, summary()} | {error, not_found} | error().
 state(Service, Registry, RunId) ->
-    call(Service, {state, bin(Registry), bin(RunId)}, ?TIMEOUT).
+    with_text(fun() -> call(Service, {state, bin(Registry), bin(RunId)}, ?TIMEOUT) end).
 
 %% @equiv result(Service, default_registry(), RunId)
 -spec result(service(), run_id()) ->
@@ -142,7 +144,7 @@ result(Service, RunId) ->
 -spec result(service(), binary() | string(), run_id()) ->
           {ok, result()} | {error, term()}.
 result(Service, Registry, RunId) ->
-    call(Service, {result, bin(Registry), bin(RunId)}, ?TIMEOUT).
+    with_text(fun() -> call(Service, {result, bin(Registry), bin(RunId)}, ?TIMEOUT) end).
 
 %% @equiv cancel(Service, default_registry(), RunId)
 -spec cancel(service(), run_id()) -> ok | {error, not_found} | error().
@@ -154,7 +156,7 @@ cancel(Service, RunId) ->
 -spec cancel(service(), binary() | string(), run_id()) ->
           ok | {error, not_found} | error().
 cancel(Service, Registry, RunId) ->
-    call(Service, {cancel, bin(Registry), bin(RunId)}, ?TIMEOUT).
+    with_text(fun() -> call(Service, {cancel, bin(Registry), bin(RunId)}, ?TIMEOUT) end).
 
 %% @equiv subscribe(Service, RunIdOrTopic, self())
 -spec subscribe(service(), run_id()) -> ok | {error, limit} | error().
@@ -168,7 +170,7 @@ subscribe(Service, RunIdOrTopic) ->
 %% `subscribe => [Pid]' to {@link start/2} instead.
 -spec subscribe(service(), run_id(), pid()) -> ok | {error, limit} | error().
 subscribe(Service, RunIdOrTopic, Pid) when is_pid(Pid) ->
-    call(Service, {subscribe, topic(RunIdOrTopic), Pid}, ?TIMEOUT).
+    with_text(fun() -> call(Service, {subscribe, topic_of(RunIdOrTopic), Pid}, ?TIMEOUT) end).
 
 %% @equiv unsubscribe(Service, RunIdOrTopic, self())
 -spec unsubscribe(service(), run_id()) -> ok | error().
@@ -179,7 +181,7 @@ unsubscribe(Service, RunIdOrTopic) ->
 %% the node answers.
 -spec unsubscribe(service(), run_id(), pid()) -> ok | error().
 unsubscribe(Service, RunIdOrTopic, Pid) when is_pid(Pid) ->
-    call(Service, {unsubscribe, topic(RunIdOrTopic), Pid}, ?TIMEOUT).
+    with_text(fun() -> call(Service, {unsubscribe, topic_of(RunIdOrTopic), Pid}, ?TIMEOUT) end).
 
 %% @doc `pong' when the service answers.
 -spec ping(service()) -> pong | error().
@@ -209,10 +211,14 @@ await(Run) ->
 %% @doc Waits for a running run to end: `{ok, Result}',
 %% `{error, {failed, Errors, Result}}', `{error, {cancelled, Result}}'.
 %% A run that has ended already is no process any more: `{error, noproc}'
-%% (read its outcome by id with {@link result/2}).
+%% (read its outcome by id with {@link result/2}); so is one that ends
+%% while the call waits without answering it, whatever its exit reason
+%% (`normal', `{shutdown, _}', a `gen_server:stop/2' reason, a linked
+%% caller's reason such as `killed'). `{error, noconnection}' when the node
+%% is lost, `{error, timeout}'.
 -spec await(pid(), timeout()) -> {ok, result()} | {error, term()}.
 await(Run, Timeout) when is_pid(Run) ->
-    safe_call(Run, await, Timeout).
+    run_safe_call(Run, await, Timeout).
 
 %% @equiv run_call(Run, Request, 15000)
 -spec run_call(pid(), term()) -> term().
@@ -221,18 +227,26 @@ run_call(Run, Request) ->
 
 %% @doc A call on a run pid: `run_id', `state', `cancel', `await',
 %% `result', `{subscribe, Pid}', `{unsubscribe, Pid}'. Returns the reply,
-%% or `{error, Reason}' when there is none (`noproc' for a run that has
-%% ended).
+%% or `{error, Reason}' when there is none: `noproc' for a run that has
+%% ended (whatever its exit reason, see {@link await/2}),
+%% `noconnection', `timeout'.
 -spec run_call(pid(), term(), timeout()) -> term().
 run_call(Run, Request, Timeout) when is_pid(Run) ->
-    safe_call(Run, Request, Timeout).
+    run_safe_call(Run, Request, Timeout).
 
 %% ------------------------------------------------------------------ helpers
 
 %% @doc The topic of a run id: `<<"council_ex:run:", RunId/binary>>'; a
 %% topic (a sub-council's too) is returned as it is.
+%% A run id that is not text (a binary, or a list of Unicode characters)
+%% raises `error({bad_text, RunIdOrTopic})'.
 -spec topic(run_id()) -> binary().
 topic(RunIdOrTopic) ->
+    try topic_of(RunIdOrTopic)
+    catch throw:{bad_text, _} = Bad -> erlang:error(Bad, [RunIdOrTopic])
+    end.
+
+topic_of(RunIdOrTopic) ->
     case bin(RunIdOrTopic) of
         <<?TOPIC_PREFIX, _/binary>> = Topic -> Topic;
         RunId -> <<?TOPIC_PREFIX, RunId/binary>>
@@ -263,9 +277,39 @@ safe_call(Dest, Request, Timeout) ->
         exit:{Reason, {gen_server, call, _}} -> {error, exit_reason(Reason)}
     end.
 
+%% A call to a run pid: the run's exit, whatever its reason, is its end
+%% (noproc); only a lost node and the timeout are errors of their own.
+run_safe_call(Run, Request, Timeout) ->
+    try
+        gen_server:call(Run, Request, Timeout)
+    catch
+        exit:{Reason, {gen_server, call, _}} -> {error, run_exit_reason(Reason)}
+    end.
+
+run_exit_reason(Reason) ->
+    case exit_reason(Reason) of
+        noconnection -> noconnection;
+        timeout -> timeout;
+        _Ended -> noproc
+    end.
+
 exit_reason({nodedown, _}) -> noconnection;
 exit_reason(normal) -> noproc;
 exit_reason(Reason) -> Reason.
 
+%% Text (a binary, or a list of Unicode characters: chardata) as a
+%% binary; anything else throws {bad_text, Term}, which with_text/1 turns
+%% into the caller's `{error, {bad_text, Term}}'.
 bin(B) when is_binary(B) -> B;
-bin(L) when is_list(L) -> unicode:characters_to_binary(L).
+bin(L) when is_list(L) ->
+    try unicode:characters_to_binary(L) of
+        B when is_binary(B) -> B;
+        _ -> throw({bad_text, L})
+    catch error:_ -> throw({bad_text, L})
+    end;
+bin(Other) -> throw({bad_text, Other}).
+
+with_text(Fun) ->
+    try Fun()
+    catch throw:{bad_text, _} = Bad -> {error, Bad}
+    end.

@@ -147,4 +147,68 @@ defmodule CouncilEx.RunRobustnessTest do
       eventually(fn -> alive_runs() <= before end)
     end
   end
+
+  describe "a run process exiting with any reason while called" do
+    # A stand-in for a run pid: takes one call and exits with `reason`
+    # without answering, as a run ending during the call would.
+    defp exits_when_called(reason) do
+      spawn(fn ->
+        receive do
+          {:"$gen_call", _from, _request} -> exit(reason)
+        end
+      end)
+    end
+
+    test "await/1 and cancel/1 by pid treat every exit as the run's end" do
+      for reason <- [:killed, :shutdown, :custom, {:shutdown, :x}, {:some, :thing}, :normal] do
+        assert {:error, :noproc} = CouncilEx.await(exits_when_called(reason), 5_000)
+        assert :ok = CouncilEx.cancel(exits_when_called(reason))
+      end
+    end
+
+    test "a lost node and a timeout stay errors of their own" do
+      assert {:error, :noconnection} = CouncilEx.await(exits_when_called(:noconnection), 5_000)
+      assert {:error, :noconnection} = CouncilEx.cancel(exits_when_called(:noconnection))
+      silent = spawn(fn -> receive do: (:never -> :ok) end)
+      assert {:error, :timeout} = CouncilEx.await(silent, 100)
+      Process.exit(silent, :kill)
+    end
+
+    test "await/1 of a run stopped with a reason of its own gives its retained outcome" do
+      {:ok, pid} = CouncilEx.start(gated_council(), "q")
+      parent = self()
+      waiter = spawn_link(fn -> send(parent, {:awaited, CouncilEx.await(pid)}) end)
+      wait_calling(waiter)
+      :ok = GenServer.stop(pid, :my_reason)
+      assert_receive {:awaited, {:error, {:cancelled, %{}}}}
+      assert :ok = CouncilEx.cancel(pid)
+    end
+
+    test "council_ex_raw: await and run_call give noproc for any exit; bad text is an error tuple" do
+      for reason <- [:killed, {:shutdown, :x}, :custom, :normal] do
+        assert {:error, :noproc} = :council_ex_raw.await(exits_when_called(reason), 5_000)
+        assert {:error, :noproc} = :council_ex_raw.run_call(exits_when_called(reason), :cancel)
+      end
+
+      assert {:error, :noconnection} =
+               :council_ex_raw.await(exits_when_called(:noconnection), 5_000)
+
+      node = CouncilEx.node()
+      bad = [0xD800]
+
+      for bad_text <- [bad, :an_atom, 42, [1, :x]] do
+        assert {:error, {:bad_text, ^bad_text}} = :council_ex_raw.state(node, bad_text)
+        assert {:error, {:bad_text, ^bad_text}} = :council_ex_raw.result(node, bad_text)
+        assert {:error, {:bad_text, ^bad_text}} = :council_ex_raw.cancel(node, bad_text)
+        assert {:error, {:bad_text, ^bad_text}} = :council_ex_raw.whereis(node, bad_text)
+        assert {:error, {:bad_text, ^bad_text}} = :council_ex_raw.subscribe(node, bad_text)
+        assert {:error, {:bad_text, ^bad_text}} = :council_ex_raw.unsubscribe(node, bad_text)
+        assert {:error, {:bad_text, ^bad_text}} = :council_ex_raw.state(node, bad_text, "id")
+      end
+
+      assert_raise ErlangError, ~r/bad_text/, fn -> :council_ex_raw.topic(42) end
+      assert "council_ex:run:r" = :council_ex_raw.topic(~c"r")
+      assert {:error, :not_found} = :council_ex_raw.state(node, ~c"no-such-run")
+    end
+  end
 end
