@@ -60,7 +60,7 @@ defmodule CouncilEx.DSL do
 
   @doc """
   Declares the next round. `type` is a round type (see
-  `CouncilEx.Spec.round_types/0`); `name:` renames it (names must be unique);
+  `CouncilEx.Spec.round_types/0`); `name:` renames it (names may repeat, as in the C node);
   `members:` limits who takes part; other options go to the round as JSON.
   An `:iterate` round takes its nested rounds in a `do` block.
   """

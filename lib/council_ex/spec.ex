@@ -120,6 +120,13 @@ defmodule CouncilEx.Spec do
     :synthesis
   ]
   @limit_keys [:member_timeout_ms, :max_attempts, :backoff_ms, :concurrency]
+  # The C node's maxima (c_src/core/spec.c).
+  @limit_max %{
+    member_timeout_ms: 86_400_000,
+    max_attempts: 10,
+    backoff_ms: 600_000,
+    concurrency: 4096
+  }
 
   @doc "The provider kinds accepted in a spec."
   @spec providers() :: [provider]
@@ -146,7 +153,17 @@ defmodule CouncilEx.Spec do
   `iterate`). Returns `{:ok, spec}` or `{:error, message}` naming the field.
   """
   @spec new(map | keyword) :: {:ok, t} | {:error, binary}
-  def new(attrs) when is_list(attrs) or is_map(attrs) do
+  def new(attrs) do
+    case build(attrs) do
+      {:ok, spec} -> {:ok, spec}
+      {:error, message, _field} -> {:error, message}
+    end
+  end
+
+  # new/1, and with an error the C node's field path when it is known
+  # (`{:field, path}`; `{:round, path}` for an error of the round at
+  # `path`, whose subfield the message tells), else nil.
+  defp build(attrs) when is_list(attrs) or is_map(attrs) do
     attrs = to_map(attrs, "spec")
 
     with {:ok, id} <- fetch_id(attrs),
@@ -157,12 +174,17 @@ defmodule CouncilEx.Spec do
          :ok <- check_unknown(attrs, [:id, :members, :rounds, :chair, :limits], "spec"),
          :ok <- check_round_members(rounds, members) do
       {:ok, %__MODULE__{id: id, members: members, rounds: rounds, chair: chair, limits: limits}}
+    else
+      {:error, message} -> {:error, message, nil}
+      {:error, message, field} -> {:error, message, field}
     end
   catch
-    {:spec_error, message} -> {:error, message}
+    {:spec_error, message} -> {:error, message, nil}
+    {:spec_error, message, field} -> {:error, message, field}
   end
 
-  def new(other), do: {:error, "spec: expected a map or keyword list, got: #{inspect(other)}"}
+  defp build(other),
+    do: {:error, "spec: expected a map or keyword list, got: #{inspect(other)}", nil}
 
   @doc "Like `new/1` but raises `ArgumentError` on an invalid spec."
   @spec new!(map | keyword) :: t
@@ -180,18 +202,37 @@ defmodule CouncilEx.Spec do
   """
   @spec validate(t) :: {:ok, t} | {:error, binary}
   def validate(%__MODULE__{} = spec) do
-    with :ok <- check_struct(spec), do: spec |> to_map() |> put_modules(spec) |> new()
+    case validate_field(spec) do
+      {:ok, spec} -> {:ok, spec}
+      {:error, message, _field} -> {:error, message}
+    end
+  end
+
+  defp validate_field(spec) do
+    case check_struct(spec) do
+      :ok -> spec |> to_map() |> put_modules(spec) |> build()
+      {:error, message} -> {:error, message, nil}
+    end
   end
 
   @doc """
   Checks a spec the way `CouncilEx.RunServer` does before anything is sent
   to the C node: `{:ok, spec}` (normalised, see `validate/1`) or
   `{:error, {:invalid_spec, field, message}}`, the shape of the C node's own
-  refusal (docs/protocol.md). `field` is a path into the spec as the C node
-  writes it (`"id"`, `"members"`, `"members[1]"`, `"members[0].id"`,
-  `"members[2].provider"`,
-  `"rounds"`, `"rounds[2]"`, `"rounds[0].rounds[1]"`, `"chair"`,
-  `"limits"`), `message` says what is wrong with it.
+  refusal (docs/protocol.md). `field` is a path into the spec in the C
+  node's style, and for the common errors the C node's own path
+  (`"id"`, `"members"`, `"members[1]"`, `"members[0].id"` (also for a
+  duplicate id: the second one), `"members[2].provider"`, `"rounds"`,
+  `"rounds[2].type"`, `"rounds[1].options.rounds[0].type"`,
+  `"rounds[0].options.members[1]"`, `"rounds[1].options.until"`,
+  `"chair"`, `"limits"`, `"limits.max_attempts"`); `message` is this
+  library's own (the text of `new/1`'s error) and says what is wrong.
+
+  What it accepts is what the C node accepts for these: limits from 0
+  (`max_attempts: 0` is one attempt, `concurrency: 0` unbounded) up to
+  the node's maxima, round names that repeat, and a `council` member
+  whose nested spec is invalid (the C node accepts the parent and fails
+  each call of that member with the nested spec's error).
 
       iex> spec = CouncilEx.Spec.new!(id: "x", members: [[id: "a", provider: :mock]], rounds: [[type: :vote]])
       iex> CouncilEx.Spec.check(%{spec | rounds: []})
@@ -199,9 +240,40 @@ defmodule CouncilEx.Spec do
   """
   @spec check(t) :: {:ok, t} | {:error, {:invalid_spec, binary, binary}}
   def check(%__MODULE__{} = spec) do
-    case validate(spec) do
+    case validate_field(spec) do
       {:ok, spec} -> {:ok, spec}
-      {:error, message} -> {:error, invalid_spec(spec, message)}
+      {:error, message, nil} -> {:error, invalid_spec(spec, message)}
+      {:error, message, field} -> {:error, invalid_spec_at(field, message)}
+    end
+  end
+
+  defp invalid_spec_at(field, message) do
+    what =
+      case String.split(message, ": ", parts: 2) do
+        [_where, what] -> what
+        [what] -> what
+      end
+
+    case field do
+      {:field, path} -> {:invalid_spec, path, what}
+      {:round, path} -> {:invalid_spec, path <> round_subfield(message, what), what}
+    end
+  end
+
+  # The field of a round's error, after the round's own path.
+  defp round_subfield(message, what) do
+    [where | _] = String.split(message, ": ", parts: 2)
+
+    cond do
+      String.ends_with?(where, ".name") -> ".name"
+      String.ends_with?(where, ".rounds") -> ".options.rounds"
+      Regex.match?(~r/^(type missing|unknown round type|bad round type)/, what) -> ".type"
+      String.starts_with?(what, "members must") -> ".options.members"
+      String.starts_with?(what, "max_iterations") -> ".options.max_iterations"
+      String.starts_with?(what, "until") -> ".options.until"
+      String.starts_with?(what, "iterate needs") -> ".options.rounds"
+      String.starts_with?(what, "options must") -> ".options"
+      true -> ""
     end
   end
 
@@ -284,7 +356,10 @@ defmodule CouncilEx.Spec do
     |> Enum.find_value(fn {r, i} ->
       here = "#{prefix}[#{i}]"
       name = if r.name == nil, do: id_string(r.type), else: id_string(r.name)
-      if inspect(name) == quoted, do: here, else: round_path(r.rounds, quoted, here <> ".rounds")
+
+      if inspect(name) == quoted,
+        do: here,
+        else: round_path(r.rounds, quoted, here <> ".options.rounds")
     end)
   end
 
@@ -381,9 +456,20 @@ defmodule CouncilEx.Spec do
   defp members(list) when is_list(list) do
     members = list |> Enum.with_index() |> Enum.map(fn {m, i} -> member(m, "members[#{i}]") end)
 
-    case duplicates(Enum.map(members, & &1.id)) do
-      [] -> {:ok, members}
-      dups -> {:error, "members: duplicate ids #{inspect(dups)}"}
+    ids = Enum.map(members, & &1.id)
+
+    case duplicates(ids) do
+      [] ->
+        {:ok, members}
+
+      dups ->
+        # the C node names the first id that repeats an earlier one
+        second =
+          Enum.reduce_while(Enum.with_index(ids), MapSet.new(), fn {id, i}, seen ->
+            if MapSet.member?(seen, id), do: {:halt, i}, else: {:cont, MapSet.put(seen, id)}
+          end)
+
+        {:error, "members: duplicate ids #{inspect(dups)}", {:field, "members[#{second}].id"}}
     end
   end
 
@@ -444,8 +530,13 @@ defmodule CouncilEx.Spec do
     spec = if get(spec, :id) == nil, do: Map.put(spec, "id", "sub:" <> id), else: spec
 
     case new(spec) do
-      {:ok, sub} -> to_map(sub)
-      {:error, message} -> fail("#{where}: spec: " <> message)
+      {:ok, sub} ->
+        to_map(sub)
+
+      # The C node accepts the parent and fails each call of this member
+      # with the nested spec's error: sent as it is (JSON-ready).
+      {:error, _message} ->
+        json_value(spec)
     end
   end
 
@@ -518,21 +609,37 @@ defmodule CouncilEx.Spec do
 
   # ------------------------------------------------------------------- rounds
 
-  defp rounds(nil, where), do: {:error, "#{where}: missing (a council needs at least one round)"}
-  defp rounds([], where), do: {:error, "#{where}: empty (a council needs at least one round)"}
+  # Round names may repeat (the C node allows it). `path` is the C node's
+  # path of the list ("rounds", "rounds[1].options.rounds").
+  defp rounds(list, where, path \\ "rounds")
 
-  defp rounds(list, where) when is_list(list) do
-    rounds = list |> Enum.with_index() |> Enum.map(fn {r, i} -> round!(r, "#{where}[#{i}]") end)
+  defp rounds(nil, where, _path),
+    do: {:error, "#{where}: missing (a council needs at least one round)"}
 
-    case duplicates(Enum.map(rounds, & &1.name)) do
-      [] -> {:ok, rounds}
-      dups -> {:error, "#{where}: duplicate round names #{inspect(dups)} (rename with name:)"}
-    end
+  defp rounds([], where, _path),
+    do: {:error, "#{where}: empty (a council needs at least one round)"}
+
+  defp rounds(list, where, path) when is_list(list) do
+    rounds =
+      list
+      |> Enum.with_index()
+      |> Enum.map(fn {r, i} -> round!(r, "#{where}[#{i}]", "#{path}[#{i}]") end)
+
+    {:ok, rounds}
   end
 
-  defp rounds(other, where), do: {:error, "#{where}: expected a list, got: #{inspect(other)}"}
+  defp rounds(other, where, _path),
+    do: {:error, "#{where}: expected a list, got: #{inspect(other)}"}
 
-  defp round!(r, where) do
+  # An error of the round at `path` carries that path (see build/1); one of
+  # a nested round carries its own already.
+  defp round!(r, where, path) do
+    round_at!(r, where, path)
+  catch
+    {:spec_error, message} -> throw({:spec_error, message, {:round, path}})
+  end
+
+  defp round_at!(r, where, path) do
     r = to_map(r, where)
     type = round_type!(get(r, :type), where)
 
@@ -552,7 +659,7 @@ defmodule CouncilEx.Spec do
           fail("#{where}: iterate needs nested rounds")
 
         {:iterate, list} ->
-          case rounds(list, where <> ".rounds") do
+          case rounds(list, where <> ".rounds", path <> ".options.rounds") do
             {:ok, rs} -> rs
             {:error, message} -> fail(message)
           end
@@ -619,14 +726,26 @@ defmodule CouncilEx.Spec do
   defp check_round_members(rounds, members) do
     ids = MapSet.new(members, & &1.id)
 
-    Enum.each(all_rounds(rounds), fn r ->
-      for id <- Map.get(r.options, "members", []), not MapSet.member?(ids, id) do
-        fail("round #{inspect(r.name)}: members names unknown member #{inspect(id)}")
+    Enum.each(all_rounds(rounds, "rounds"), fn {r, path} ->
+      for {id, j} <- Enum.with_index(Map.get(r.options, "members", [])),
+          not MapSet.member?(ids, id) do
+        throw(
+          {:spec_error, "round #{inspect(r.name)}: members names unknown member #{inspect(id)}",
+           {:field, "#{path}.options.members[#{j}]"}}
+        )
       end
     end)
   end
 
-  defp all_rounds(rounds), do: Enum.flat_map(rounds, &[&1 | all_rounds(&1.rounds)])
+  # Every round, nested ones too, with its C node path.
+  defp all_rounds(rounds, prefix) do
+    rounds
+    |> Enum.with_index()
+    |> Enum.flat_map(fn {r, i} ->
+      path = "#{prefix}[#{i}]"
+      [{r, path} | all_rounds(r.rounds, path <> ".options.rounds")]
+    end)
+  end
 
   # -------------------------------------------------------------- chair/limits
 
@@ -655,10 +774,12 @@ defmodule CouncilEx.Spec do
         v == nil ->
           {:cont, {:ok, acc}}
 
-        not is_integer(v) or v < 0 or (key in [:max_attempts, :concurrency] and v == 0) ->
+        # The C node's bounds; 0 is one attempt for max_attempts and no
+        # bound for concurrency there.
+        not is_integer(v) or v < 0 or v > @limit_max[key] ->
           {:halt,
            {:error,
-            "limits: #{key} must be a #{if key in [:max_attempts, :concurrency], do: "positive", else: "non-negative"} integer, got: #{inspect(v)}"}}
+            "limits.#{key}: must be an integer from 0 to #{@limit_max[key]}, got: #{inspect(v)}"}}
 
         true ->
           {:cont, {:ok, Map.put(acc, key, v)}}

@@ -75,7 +75,7 @@ defmodule CouncilEx.SpecValidationTest do
     check = fn spec -> Spec.check(spec) end
     [a, b] = base().members
 
-    assert {:error, {:invalid_spec, "members", "duplicate ids [\"a\"]"}} =
+    assert {:error, {:invalid_spec, "members[2].id", "duplicate ids [\"a\"]"}} =
              check.(%{base() | members: [a, b, a]})
 
     assert {:error, {:invalid_spec, "members[1].provider", "unknown provider \"bogus\"" <> _}} =
@@ -84,8 +84,8 @@ defmodule CouncilEx.SpecValidationTest do
     assert {:error, {:invalid_spec, "members[1].id", _}} =
              check.(%{base() | members: [a, %{b | id: ""}]})
 
-    assert {:error, {:invalid_spec, "limits", "max_attempts must be a positive integer" <> _}} =
-             check.(%{base() | limits: %{max_attempts: 0}})
+    assert {:error, {:invalid_spec, "limits.max_attempts", "must be an integer from 0 to 10" <> _}} =
+             check.(%{base() | limits: %{max_attempts: -1}})
 
     assert {:error, {:invalid_spec, "id", _}} = check.(%{base() | id: nil})
 
@@ -99,10 +99,12 @@ defmodule CouncilEx.SpecValidationTest do
       ]
     }
 
-    assert {:error, {:invalid_spec, "rounds[1].rounds[1]", "members names unknown member \"zed\""}} =
+    assert {:error,
+            {:invalid_spec, "rounds[1].options.rounds[1].options.members[1]",
+             "members names unknown member \"zed\""}} =
              check.(%{base() | rounds: base().rounds ++ [iterate]})
 
-    assert {:error, {:invalid_spec, "rounds[1]", "until must be" <> _}} =
+    assert {:error, {:invalid_spec, "rounds[1].options.until", "until must be" <> _}} =
              check.(%{
                base()
                | rounds: base().rounds ++ [%{iterate | options: %{"until" => "never"}}]

@@ -102,7 +102,8 @@ defmodule CouncilEx.PubSub.Relay do
           {:ok, pid} | term
   def start_subscribed(topic, pid, start) when is_binary(topic) and is_pid(pid) do
     with {:ok, _node} <- CouncilEx.Node.await(),
-         relay when is_pid(relay) <- Process.whereis(__MODULE__) || {:error, {:relay_down, :noproc}},
+         relay when is_pid(relay) <-
+           Process.whereis(__MODULE__) || {:error, {:relay_down, :noproc}},
          {:ok, ref, entries} <- relay_call(relay, {:start_begin, topic, pid}, 30_000) do
       result =
         try do
