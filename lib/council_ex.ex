@@ -470,7 +470,7 @@ defmodule CouncilEx do
 
       {:council_ex_overflow, ^topic, _} ->
         # Cut off from the events: fall back to awaiting the run itself.
-        await(pid)
+        overflowed(caller, pid)
 
       {:council_ex_down, ^topic, reason} ->
         {:error, reason}
@@ -486,6 +486,20 @@ defmodule CouncilEx do
 
       _ ->
         keep(caller, run, pid)
+    end
+  end
+
+  # Awaits the run from a linked helper, so that this process keeps
+  # reacting to the caller's exit meanwhile (which cancels the run: this
+  # process exits with the caller's reason, and the run is linked to it).
+  defp overflowed(caller, pid) do
+    keeper = self()
+    tag = make_ref()
+    spawn_link(fn -> send(keeper, {tag, await(pid)}) end)
+
+    receive do
+      {^tag, result} -> result
+      {:EXIT, ^caller, reason} -> exit(reason)
     end
   end
 

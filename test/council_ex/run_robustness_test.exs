@@ -211,4 +211,64 @@ defmodule CouncilEx.RunRobustnessTest do
       assert {:error, :not_found} = :council_ex_raw.state(node, ~c"no-such-run")
     end
   end
+
+  describe "after an overflow notice" do
+    # run/3's helper, cut off from the events, awaits the run: the
+    # caller's death must still cancel it.
+    defp run_in_caller(trap?, id) do
+      council = gated_council()
+      parent = self()
+
+      caller =
+        spawn(fn ->
+          Process.flag(:trap_exit, trap?)
+          send(parent, {:ran, CouncilEx.run(council, "q", run_id: id)})
+        end)
+
+      # the gate member is waiting: the run is under way
+      receive do
+        {:gate_waiting, _member} -> :ok
+      after
+        15_000 -> flunk("the run did not start")
+      end
+
+      [keeper] =
+        eventually(fn ->
+          match?({:links, [_]}, Process.info(caller, :links)) &&
+            elem(Process.info(caller, :links), 1)
+        end)
+
+      {caller, keeper}
+    end
+
+    # The helper took the notice and waits (in a receive or a call).
+    defp idle(keeper) do
+      eventually(fn ->
+        [status: status, messages: messages] = Process.info(keeper, [:status, :messages])
+        status == :waiting and not Enum.any?(messages, &match?({:council_ex_overflow, _, _}, &1))
+      end)
+    end
+
+    for trap? <- [false, true] do
+      test "the caller's exit still cancels the run (caller traps exits: #{trap?})" do
+        id = run_id("overflow")
+        {caller, keeper} = run_in_caller(unquote(trap?), id)
+        send(keeper, {:council_ex_overflow, CouncilEx.Wire.topic(id), 1})
+        # the helper is awaiting the run now
+        idle(keeper)
+        Process.exit(caller, :kill)
+        assert {:error, {:cancelled, _}} = CouncilEx.await(id, 10_000)
+        eventually(fn -> not Process.alive?(keeper) end)
+      end
+    end
+
+    test "the run's outcome still comes back" do
+      id = run_id("overflow")
+      {_caller, keeper} = run_in_caller(false, id)
+      send(keeper, {:council_ex_overflow, CouncilEx.Wire.topic(id), 1})
+      idle(keeper)
+      :ok = CouncilEx.cancel(id)
+      assert_receive {:ran, {:error, {:cancelled, _}}}
+    end
+  end
 end
