@@ -37,6 +37,17 @@ defmodule CouncilEx.PubSub do
   event (or one of the notices): nothing follows it. Subscribing to the
   same topic again later subscribes anew.
 
+  Limit: subscriptions live in this node's relay (`CouncilEx.PubSub.Relay`)
+  only. If the relay itself exits and is restarted by the application's
+  supervisor, the new relay does not know the subscribers of the old one:
+  they get neither the rest of the events nor any notice (the two notices
+  above cover the C node going away, not the relay). Subscribers that must
+  not wait forever should monitor the relay (`Process.whereis/1` of
+  `CouncilEx.PubSub.Relay`) or await the run itself (`CouncilEx.await/2`,
+  `CouncilEx.run/3`, which do not depend on the relay for their result).
+  While the relay is down, `subscribe/1` and starts with `subscribe: true`
+  return `{:error, {:relay_down, reason}}`.
+
   A sub-council member's nested run publishes on
   `"council_ex:run:" <> parent_id <> ":sub:" <> member_id`; its events carry
   the nested run's own id. Subscribe to that topic (it may be subscribed

@@ -32,6 +32,10 @@ defmodule CouncilEx.PubSub.Relay do
       was dispatched before the node went down was dropped already: its
       subscribers get no notice.
 
+  The relay's state (subscribers, topics, starts under way) lives in this
+  process only: a relay that exits and is restarted starts empty, and the
+  subscribers of the old one are not told (see `CouncilEx.PubSub`).
+
   Runs started with `subscribe: true` go through `start_subscribed/3`: the
   caller is registered here (local bookkeeping, no call to the C node) and,
   unless the relay is already subscribed to the run's topic at the C node,
