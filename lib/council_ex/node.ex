@@ -68,6 +68,11 @@ defmodule CouncilEx.Node do
   exit $status
   """
 
+  @doc false
+  # The wrapper above, for tests that run a C node of their own the same way.
+  @spec wrapper_script() :: String.t()
+  def wrapper_script, do: @wrapper
+
   @doc "Starts the manager (normally done by the application)."
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)

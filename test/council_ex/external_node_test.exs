@@ -32,27 +32,11 @@ defmodule CouncilEx.ExternalNodeTest do
   # a loaded machine.
   @node_deadline 60_000
 
-  # The C node runs under this shell wrapper (as in CouncilEx.Node): it
-  # reports the node's OS pid, and kills the node when our end of the port
-  # closes (the test process exits, or the VM dies), so no node outlives
-  # the test. Its exit status is the node's.
-  @wrapper ~S"""
-  exec 3<&0
-  "$@" </dev/null &
-  child=$!
-  echo "external_node_pid $child"
-  trap 'kill -TERM $child 2>/dev/null' TERM INT HUP
-  ( cat <&3 >/dev/null 2>&1; kill -TERM $child 2>/dev/null ) >/dev/null 2>&1 &
-  watcher=$!
-  exec 3<&-
-  while :; do
-    wait $child
-    status=$?
-    kill -0 $child 2>/dev/null || break
-  done
-  kill $watcher 2>/dev/null
-  exit $status
-  """
+  # The C node runs under CouncilEx.Node's shell wrapper: it reports the
+  # node's OS pid, and kills the node when our end of the port closes (the
+  # test process exits, or the VM dies), so no node outlives the test. Its
+  # exit status is the node's.
+  @wrapper CouncilEx.Node.wrapper_script()
 
   setup do
     # A private directory (0700) for the cookie file (0600): the node
@@ -127,7 +111,7 @@ defmodule CouncilEx.ExternalNodeTest do
       ])
 
     deadline = System.monotonic_time(:millisecond) + @node_deadline
-    {os_pid, _} = port |> await_line("external_node_pid ", deadline) |> Integer.parse()
+    {os_pid, _} = port |> await_line("council_node_pid ", deadline) |> Integer.parse()
     ready = await_line(port, "council_node ready ", deadline)
     [name | _] = String.split(ready, " ", parts: 2)
     node = String.to_atom(name)
