@@ -380,13 +380,13 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
                                            ? &server : NULL);
     if (!rp) {
         cn_gen_encode_error(x, "enomem");
-        goto undo_run;
+        goto undo;
     }
     /* Order matters: LINK and subscriptions before the run begins and
      * before the reply, so the caller misses nothing. */
     if (link && cn_node_link(b->node, rp, &from->pid) != 0) {
         cn_gen_encode_error(x, "noconnection");
-        goto undo_run;
+        goto undo;
     }
     council_run_begin(run);
     ei_x_encode_tuple_header(x, 2);
@@ -394,17 +394,14 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
     encode_self_pid(b, x, rp);
     (void)self;
     goto out;
-undo_run:
-    /* the pairs go first, so that they do not get this run's end */
-    for (size_t k = 0; k < nmade; k++)
-        if (made[k])
-            cn_rsubs_remove(b->subs, topic, tlen, &subs[k]);
-    nmade = 0;
-    cn_run_proc_cancel(run, NULL);
 undo:
+    /* the pairs go first, so that they do not get the run's end; run is
+     * NULL when it was never made */
     for (size_t k = 0; k < nmade; k++)
         if (made[k])
             cn_rsubs_remove(b->subs, topic, tlen, &subs[k]);
+    if (run)
+        cn_run_proc_cancel(run, NULL);
 out:
     free(topic);
     council_run_unref(run);

@@ -234,6 +234,7 @@ struct council_ctx {
     uv_async_t async;
     uv_mutex_t cancel_lock;   /* guards cancel_head/tail (any thread) */
     cancel_req *cancel_head, *cancel_tail;
+    int cancels_queued;       /* atomic; set/cleared under cancel_lock */
     uv_timer_t step_timer;
     int stop_flag;            /* atomic via __atomic builtins */
     int running;              /* inside uv_run */

@@ -10,12 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Takes the queued cancel requests (all of them, in order). */
+/* Takes the queued cancel requests (all of them, in order). Every step
+ * calls this: with nothing queued it reads one flag and takes no lock (the
+ * flag is set and cleared under the lock, so a request is never missed). */
 static cancel_req *take_cancels(council_ctx *ctx)
 {
+    if (!__atomic_load_n(&ctx->cancels_queued, __ATOMIC_ACQUIRE))
+        return NULL;
     uv_mutex_lock(&ctx->cancel_lock);
     cancel_req *list = ctx->cancel_head;
     ctx->cancel_head = ctx->cancel_tail = NULL;
+    __atomic_store_n(&ctx->cancels_queued, 0, __ATOMIC_RELEASE);
     uv_mutex_unlock(&ctx->cancel_lock);
     return list;
 }
@@ -277,6 +282,7 @@ int council_ctx_cancel_async(council_ctx *ctx, const char *reg_name,
     else
         ctx->cancel_head = r;
     ctx->cancel_tail = r;
+    __atomic_store_n(&ctx->cancels_queued, 1, __ATOMIC_RELEASE);
     uv_mutex_unlock(&ctx->cancel_lock);
     uv_async_send(&ctx->async);
     return COUNCIL_OK;
