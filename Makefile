@@ -32,7 +32,7 @@ EI_DIR := $(firstword $(wildcard /usr/lib/erlang/lib/erl_interface-*))
 EI_CFLAGS := -I$(EI_DIR)/include
 EI_LIBS := -L$(EI_DIR)/lib -lei
 
-DEPS_PC := libuv libsodium jansson
+DEPS_PC := libuv libsodium jansson libcurl
 PC_CFLAGS := $(shell pkg-config --cflags $(DEPS_PC) 2>/dev/null)
 PC_LIBS := $(shell pkg-config --libs $(DEPS_PC) 2>/dev/null)
 
@@ -101,9 +101,10 @@ $(B)/test/%: test/c/%.c $(B)/libcouncil.a $(CNODE_LIB_OBJ) $(wildcard test/c/*.h
 	$(CC) $(CFLAGS_ALL) $(EI_CFLAGS) -Itest/c $< -o $@ $(CNODE_LIB_OBJ) \
 	  $(B)/libcouncil.a $(EI_LIBS) $(LIBS) -lcmocka $(LDSAN)
 
+# Test helpers may use OpenSSL (the fake model server speaks TLS).
 $(B)/test/helpers/%: test/c/helpers/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDSAN)
+	$(CC) $(CFLAGS_ALL) $< -o $@ -lssl -lcrypto -pthread $(LDSAN)
 
 # Copy then rename: a running priv/council_node must not block a rebuild
 # (the temporary name is per make process, so two builds do not collide).

@@ -49,6 +49,13 @@ static void on_event(const council_event *ev, void *arg)
                m->ok ? "" : m->error);
         break;
     }
+    case COUNCIL_EV_TOOL_CALL_REQUEST:
+    case COUNCIL_EV_TOOL_CALL_RESULT:
+        printf(" %s / %s: %s(%.*s)%s%.*s\n", ev->round_name, ev->member_id, ev->tool->name,
+               (int)ev->tool->arguments_len, ev->tool->arguments,
+               ev->type == COUNCIL_EV_TOOL_CALL_RESULT ? " -> " : "",
+               (int)ev->tool->result_len, ev->tool->result ? ev->tool->result : "");
+        break;
     case COUNCIL_EV_ROUND_COMPLETED: {
         const council_round_result *r = ev->round_result;
         printf(" %s #%u", r->name, r->idx);

@@ -1,6 +1,7 @@
 /* event_term.c - see event_term.h. */
 #include "event_term.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "council_internal.h"
@@ -48,10 +49,42 @@ static int key(ei_x_buff *x, const char *k)
     return ei_x_encode_atom(x, k);
 }
 
+/* %{input_tokens, output_tokens, cost: float | nil} */
+static int usage_term(ei_x_buff *x, const council_usage *u)
+{
+    return ei_x_encode_map_header(x, 3) ||
+           key(x, "input_tokens") || ei_x_encode_ulonglong(x, u->input_tokens) ||
+           key(x, "output_tokens") || ei_x_encode_ulonglong(x, u->output_tokens) ||
+           key(x, "cost") ||
+           (u->has_cost ? ei_x_encode_double(x, u->cost) : ei_x_encode_atom(x, "nil"))
+               ? -1
+               : 0;
+}
+
+/* %{id, name, arguments} and, for a result, result and status */
+static int tool_term(ei_x_buff *x, council_event_type type, const council_tool_event *t)
+{
+    bool res = type == COUNCIL_EV_TOOL_CALL_RESULT;
+    if (ei_x_encode_map_header(x, res ? 5 : 3) ||
+        key(x, "id") || cstr_bin(x, t->id) ||
+        key(x, "name") || cstr_bin(x, t->name) ||
+        key(x, "arguments") || bin(x, t->arguments, t->arguments_len))
+        return -1;
+    if (!res)
+        return 0;
+    return key(x, "result") || bin(x, t->result, t->result_len) ||
+           key(x, "status") || ei_x_encode_atom(x, t->ok ? "ok" : "error")
+               ? -1
+               : 0;
+}
+
 static int member_result_term(ei_x_buff *x, const council_member_result *p)
 {
     const mres *m = (const mres *)p;
-    return ei_x_encode_map_header(x, 6) ||
+    return ei_x_encode_map_header(x, 8) ||
+           key(x, "error_kind") ||
+           (p->error_kind ? ei_x_encode_atom(x, p->error_kind) : ei_x_encode_atom(x, "nil")) ||
+           key(x, "usage") || usage_term(x, &p->usage) ||
            key(x, "member_id") || cstr_bin(x, p->member_id) ||
            key(x, "status") || ei_x_encode_atom(x, p->ok ? "ok" : "error") ||
            key(x, "text") || bytes_or_nil(x, p->text, p->text_len) ||
@@ -65,7 +98,8 @@ static int member_result_term(ei_x_buff *x, const council_member_result *p)
 static int round_result_term(ei_x_buff *x, const council_round_result *p)
 {
     const rres *r = (const rres *)p;
-    if (ei_x_encode_map_header(x, 6) ||
+    if (ei_x_encode_map_header(x, 7) ||
+        key(x, "usage") || usage_term(x, &p->usage) ||
         key(x, "name") || cstr_bin(x, p->name) ||
         key(x, "idx") || ei_x_encode_ulong(x, p->idx) ||
         key(x, "type") || cstr_bin(x, p->type) ||
@@ -83,7 +117,8 @@ static int round_result_term(ei_x_buff *x, const council_round_result *p)
 
 int cn_result_term(ei_x_buff *x, const council_result *r)
 {
-    if (ei_x_encode_map_header(x, 3) ||
+    if (ei_x_encode_map_header(x, 4) ||
+        key(x, "usage") || usage_term(x, &r->usage) ||
         key(x, "final") || bytes_or_nil(x, r->final_text, r->final_len) ||
         key(x, "rounds") || list_open(x, r->n_rounds))
         return -1;
@@ -158,9 +193,10 @@ int cn_event_term(ei_x_buff *x, const council_event *ev)
         [COUNCIL_EV_MEMBER_STARTED] = 4,   [COUNCIL_EV_MEMBER_TOKEN] = 5,
         [COUNCIL_EV_MEMBER_COMPLETED] = 5, [COUNCIL_EV_ROUND_COMPLETED] = 4,
         [COUNCIL_EV_RUN_COMPLETED] = 3,    [COUNCIL_EV_RUN_FAILED] = 4,
-        [COUNCIL_EV_RUN_CANCELLED] = 3,
+        [COUNCIL_EV_RUN_CANCELLED] = 3,    [COUNCIL_EV_TOOL_CALL_REQUEST] = 5,
+        [COUNCIL_EV_TOOL_CALL_RESULT] = 5,
     };
-    if (ev->type < COUNCIL_EV_RUN_STARTED || ev->type > COUNCIL_EV_RUN_CANCELLED)
+    if (ev->type < COUNCIL_EV_RUN_STARTED || ev->type > COUNCIL_EV_TOOL_CALL_RESULT)
         return -1;
     if (ei_x_encode_tuple_header(x, arity[ev->type]) < 0 ||
         ei_x_encode_atom(x, council_event_type_name(ev->type)) < 0 ||
@@ -188,6 +224,11 @@ int cn_event_term(ei_x_buff *x, const council_event *ev)
     case COUNCIL_EV_ROUND_COMPLETED:
         if (cstr_bin(x, ev->round_name) < 0) return -1;
         return round_result_term(x, ev->round_result);
+    case COUNCIL_EV_TOOL_CALL_REQUEST:
+    case COUNCIL_EV_TOOL_CALL_RESULT:
+        if (cstr_bin(x, ev->round_name) < 0 || cstr_bin(x, ev->member_id) < 0)
+            return -1;
+        return tool_term(x, ev->type, ev->tool);
     case COUNCIL_EV_RUN_FAILED:
         if (cn_errors_term(x, ev->result) < 0) return -1;
         return cn_result_term(x, ev->result);

@@ -214,6 +214,45 @@ int council_call_fail(council_call *call, const char *message)
     return COUNCIL_OK;
 }
 
+int council_call_fail_kind(council_call *call, council_fail_kind kind,
+                           uint64_t retry_after_ms, const char *message)
+{
+    if (!call || kind < COUNCIL_FAIL_TRANSIENT || kind > COUNCIL_FAIL_CANCELLED)
+        return COUNCIL_EINVAL;
+    if (call->state != CALL_ACTIVE)
+        return COUNCIL_ESTATE;
+    call->fail_kind = kind;
+    call->retry_after_ms = retry_after_ms > CALL_MAX_RETRY_AFTER_MS
+                               ? CALL_MAX_RETRY_AFTER_MS
+                               : retry_after_ms;
+    finish(call, false, NULL, 0, message ? message : "failed");
+    return COUNCIL_OK;
+}
+
+int council_call_add_usage(council_call *call, const council_usage *u)
+{
+    if (!call || !u)
+        return COUNCIL_EINVAL;
+    if (call->state != CALL_ACTIVE)
+        return COUNCIL_ESTATE;
+    if (call->task)
+        engine_call_usage(call->task, u);
+    return COUNCIL_OK;
+}
+
+int council_call_publish_tool(council_call *call, council_event_type type,
+                              const council_tool_event *t)
+{
+    if (!call || !t ||
+        (type != COUNCIL_EV_TOOL_CALL_REQUEST && type != COUNCIL_EV_TOOL_CALL_RESULT))
+        return COUNCIL_EINVAL;
+    if (call->state != CALL_ACTIVE)
+        return COUNCIL_ESTATE;
+    if (call->task)
+        engine_call_tool(call->task, type, t);
+    return COUNCIL_OK;
+}
+
 int council_call_active(const council_call *call)
 {
     return call && call->state == CALL_ACTIVE;

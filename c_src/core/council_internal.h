@@ -38,6 +38,10 @@ json_t *council_round_result_json(const council_round_result *rr);
 json_t *council_result_json(const council_result *res);
 json_t *council_result_errors_json(const council_result *res);
 json_t *council_summary_json(const council_summary *s);
+/* usage {input_tokens, output_tokens, cost|null}; tool event {id, name,
+ * arguments (the JSON text as a string), and for a result: result, status} */
+json_t *council_usage_json(const council_usage *u);
+json_t *council_tool_event_json(council_event_type type, const council_tool_event *t);
 /* The payload of an event: member_result, round_result or result for the
  * types that carry one; NULL (not an error) for the others. */
 json_t *council_event_payload_json(const council_event *ev);
@@ -53,6 +57,7 @@ pubsub *council_ctx_pubsub(council_ctx *ctx);
 /* ------------------------------------------------------------ helpers */
 
 char *cx_strdup(const char *s);
+void cx_usage_add(council_usage *to, const council_usage *u);
 char *cx_memdup(const void *p, size_t len); /* len bytes + NUL */
 void *cx_calloc(size_t n, size_t sz);
 /* A JSON string for text that goes out as JSON (requests): the bytes as
@@ -250,6 +255,8 @@ struct council_ctx {
     uv_timer_t ret_timer;     /* due when the oldest retained run expires */
     cx_timers timers;         /* kicks, call timeouts, mock answers */
     void *exec_children;      /* provider_exec's list */
+    struct cx_http *http;     /* http.c: the curl multi, made on first use */
+    struct tools_state *tools; /* tools.c: handlers and tool programs */
     uint64_t next_call_id;
 };
 
@@ -407,9 +414,13 @@ struct council_call {
     uint64_t id;
     cx_timer timer;            /* backoff, then timeout */
     void *prov_state;          /* for built-in providers */
+    council_fail_kind fail_kind;  /* of the failure reported (transient
+                                     unless the provider said otherwise) */
+    uint64_t retry_after_ms;      /* the server's wish, 0 = none */
 };
 
 /* call.c */
+#define CALL_MAX_RETRY_AFTER_MS 600000u
 /* A new call (state WAITING) with one reference for the core. Its
  * request is built from the task (engine_request) when needed, while the
  * call is not finished. NULL when out of memory. */
@@ -429,6 +440,9 @@ void engine_call_done(struct task *task, council_call *call, bool ok,
                       const char *text, size_t len, const char *error);
 void engine_call_token(struct task *task, council_call *call,
                        const char *chunk, size_t len);
+void engine_call_usage(struct task *task, const council_usage *u);
+void engine_call_tool(struct task *task, council_event_type type,
+                      const council_tool_event *t);
 void engine_pump(council_run *run);
 void engine_cancel(council_run *run); /* abandon every call, free state */
 void engine_free(council_run *run);

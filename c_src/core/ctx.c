@@ -4,6 +4,9 @@
  * Not for: runs (run.c) or the rounds they go through (engine.c).
  */
 #include "council_internal.h"
+#include "http.h"
+#include "llm.h"
+#include "tools.h"
 
 #include <signal.h>
 #include <sodium.h>
@@ -93,7 +96,7 @@ static int register_builtin(council_ctx *ctx)
     /* they read the request only while their calls are active */
     ctx_provider_find(ctx, "mock")->request_on_demand = true;
     ctx_provider_find(ctx, "council")->request_on_demand = true;
-    return COUNCIL_OK;
+    return provider_llm_register_all(ctx);
 }
 
 council_ctx *council_ctx_new(const council_config *cfg)
@@ -112,6 +115,7 @@ council_ctx *council_ctx_new(const council_config *cfg)
     }
     if (uv_mutex_init(&ctx->cancel_lock) != 0) {
         uv_loop_close(&ctx->loop);
+    tools_free_state(ctx);
         free(ctx);
         return NULL;
     }
@@ -152,13 +156,15 @@ void council_ctx_free(council_ctx *ctx)
     ctx->freeing = true;
     run_detach_all(ctx);          /* cancels, unregisters, detaches runs */
     provider_exec_shutdown(ctx);  /* SIGKILL to every child still alive */
+    tools_shutdown(ctx);          /* the same for tool programs */
     pubsub_free(ctx->ps);
     ctx->ps = NULL;
     /* wait for the killed children to be reaped (SIGKILL: soon), then close
      * their pipes even if a grandchild still holds them */
-    while (provider_exec_unreaped(ctx) > 0)
+    while (provider_exec_unreaped(ctx) > 0 || tools_unreaped(ctx) > 0)
         uv_run(&ctx->loop, UV_RUN_ONCE);
     provider_exec_close_all(ctx);
+    tools_close_all(ctx);
     provider *p = ctx->providers;
     while (p) {
         provider *n = p->next;
@@ -169,6 +175,7 @@ void council_ctx_free(council_ctx *ctx)
         p = n;
     }
     ctx->providers = NULL;
+    cx_http_shutdown(ctx);        /* transfers were cancelled with their runs */
     uv_run(&ctx->loop, UV_RUN_NOWAIT); /* close callbacks of our handles */
     registry_free(ctx->reg);
     uv_close((uv_handle_t *)&ctx->async, NULL);

@@ -26,6 +26,7 @@
  */
 #include "council_internal.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ typedef struct task {
     uint32_t pos;        /* participant position */
     uint32_t match;      /* pairwise: match index in the current level */
     unsigned attempt;
+    council_fail_kind fail_kind; /* of the last failed attempt */
     bool ok;
     long choice;         /* vote / pairwise: candidate index, -1 none */
     size_t *order;       /* ranking: candidate indices, best first */
@@ -321,14 +323,49 @@ void engine_call_token(task *t, council_call *call, const char *chunk, size_t le
                 len, NULL);
 }
 
+void engine_call_usage(task *t, const council_usage *u)
+{
+    round_state *rs = t->rs;
+    council_run *run = rs->run;
+    cx_usage_add(&rres_member(rs->res, t->pos)->pub.usage, u);
+    cx_usage_add(&rs->res->pub.usage, u);
+    cx_usage_add(&run->result.usage, u);
+}
+
+void engine_call_tool(task *t, council_event_type type, const council_tool_event *te)
+{
+    round_state *rs = t->rs;
+    run_publish(rs->run, type, rs->name, (int)rs->idx, rs->type_name,
+                rs->run->spec->members[rs->part[t->pos]].id, NULL, 0, te);
+}
+
+/* The wait before attempt n+1 after n attempts: backoff_ms * 2^(n-1), plus
+ * up to a quarter more at random (so that members retrying together do not
+ * hit a rate-limited API in step), never less than what the server asked
+ * for; at most CALL_MAX_RETRY_AFTER_MS. */
+static uint64_t retry_delay(const council_run *run, unsigned n, uint64_t retry_after)
+{
+    uint64_t base = run->spec->limits.backoff_ms;
+    for (unsigned i = 1; i < n && base < CALL_MAX_RETRY_AFTER_MS; i++)
+        base *= 2;
+    if (base > CALL_MAX_RETRY_AFTER_MS)
+        base = CALL_MAX_RETRY_AFTER_MS;
+    if (base >= 4)
+        base += randombytes_uniform((uint32_t)(base / 4) + 1);
+    if (base < retry_after)
+        base = retry_after;
+    return base > CALL_MAX_RETRY_AFTER_MS ? CALL_MAX_RETRY_AFTER_MS : base;
+}
+
 void engine_call_done(task *t, council_call *call, bool ok, const char *text,
                       size_t len, const char *error)
 {
     round_state *rs = t->rs;
     council_run *run = rs->run;
-    (void)call;
-    if (!ok && t->attempt < run->spec->limits.max_attempts && run->ctx) {
-        task_launch(rs, t, run->spec->limits.backoff_ms * t->attempt);
+    t->fail_kind = ok ? COUNCIL_FAIL_TRANSIENT : call->fail_kind;
+    if (!ok && call->fail_kind == COUNCIL_FAIL_TRANSIENT &&
+        t->attempt < run->spec->limits.max_attempts && run->ctx) {
+        task_launch(rs, t, retry_delay(run, t->attempt, call->retry_after_ms));
         return;
     }
     task_complete(t, ok, text, len, error);
@@ -350,9 +387,11 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     mres *mr = rres_member(rs->res, t->pos);
     const char *mid = run->spec->members[rs->part[t->pos]].id;
     char why[1024]; /* bounds a provider's message; fits an exec error with its stderr tail */
+    const char *kind = council_fail_kind_name(t->fail_kind);
     rs->done++;
     rs->active--;
     if (ok) {
+        kind = council_fail_kind_name(COUNCIL_FAIL_VALIDATION); /* if unparsable */
         mres_set_text(mr, text, len);
         mres_set_error(mr, NULL);
         if (rs->type == RT_VOTE || rs->type == RT_PAIRWISE) {
@@ -402,8 +441,10 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
             mres_set_parsed(mr, json_incref(mr->parsed)); /* re-render text */
         } else {
             snprintf(why, sizeof why, "%s", error ? error : "failed");
-            if (!mr->pub.error)
+            if (!mr->pub.error) {
                 mres_set_error(mr, why);
+                mr->pub.error_kind = kind;
+            }
             run_add_error(run, "member %s in round %s: %s", mid, rs->name, why);
         }
         run_kick(run);
@@ -418,6 +459,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     } else {
         snprintf(why, sizeof why, "%s", error ? error : "failed");
         mres_set_error(mr, why);
+        mr->pub.error_kind = kind;
         run_add_error(run, "member %s in round %s: %s", mid, rs->name, why);
     }
     run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
@@ -653,8 +695,10 @@ static int finish_round(council_run *run)
             mres *mr = rres_member(rr, i);
             if (mr->parsed)
                 mres_set_error(mr, NULL);
-            else if (!mr->pub.error)
+            else if (!mr->pub.error) {
                 mres_set_error(mr, "no valid vote");
+                mr->pub.error_kind = council_fail_kind_name(COUNCIL_FAIL_VALIDATION);
+            }
             run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
                         rs->type_name, mr->pub.member_id, NULL, 0, &mr->pub);
         }

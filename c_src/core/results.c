@@ -37,6 +37,7 @@ void mres_set_error(mres *m, const char *msg)
     free((char *)m->pub.error);
     m->pub.error = msg ? cx_strdup(msg) : NULL;
     m->pub.ok = msg == NULL;
+    m->pub.error_kind = NULL; /* the engine names the kind after setting */
 }
 
 void mres_set_parsed(mres *m, json_t *parsed)
@@ -123,11 +124,37 @@ json_t *council_member_result_json(const council_member_result *p)
                                p->error ? json_string_nocheck(p->error) : json_null());
     bad |= json_object_set_new(o, "parsed",
                                m->parsed ? json_deep_copy(m->parsed) : json_null());
+    bad |= json_object_set_new(o, "error_kind", p->error_kind
+                                                    ? json_string(p->error_kind)
+                                                    : json_null());
+    bad |= json_object_set_new(o, "usage", council_usage_json(&p->usage));
     if (bad) {
         json_decref(o);
         return NULL;
     }
     return o;
+}
+
+json_t *council_tool_event_json(council_event_type type, const council_tool_event *t)
+{
+    if (!t)
+        return NULL;
+    json_t *o = json_pack("{s:s,s:s,s:o}", "id", t->id, "name", t->name, "arguments",
+                          json_stringn_nocheck(t->arguments, t->arguments_len));
+    if (o && type == COUNCIL_EV_TOOL_CALL_RESULT &&
+        (json_object_set_new(o, "result", json_stringn_nocheck(t->result, t->result_len)) ||
+         json_object_set_new(o, "status", json_string(t->ok ? "ok" : "error")))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *council_usage_json(const council_usage *u)
+{
+    return json_pack("{s:I,s:I,s:o}", "input_tokens", (json_int_t)u->input_tokens,
+                     "output_tokens", (json_int_t)u->output_tokens, "cost",
+                     u->has_cost ? json_real(u->cost) : json_null());
 }
 
 json_t *council_round_result_json(const council_round_result *p)
@@ -151,6 +178,7 @@ json_t *council_round_result_json(const council_round_result *p)
     bad |= json_object_set_new(o, "aggregate",
                                r->aggregate ? json_deep_copy(r->aggregate) : json_null());
     bad |= json_object_set_new(o, "text", bytes_or_null(p->text, p->text_len));
+    bad |= json_object_set_new(o, "usage", council_usage_json(&p->usage));
     if (bad) {
         json_decref(o);
         return NULL;
@@ -187,6 +215,7 @@ json_t *council_result_json(const council_result *res)
     bad |= json_object_set_new(o, "final", bytes_or_null(res->final_text, res->final_len));
     bad |= json_object_set_new(o, "rounds", rs);
     bad |= json_object_set_new(o, "errors", council_result_errors_json(res));
+    bad |= json_object_set_new(o, "usage", council_usage_json(&res->usage));
     if (bad) {
         json_decref(o);
         return NULL;
@@ -225,6 +254,9 @@ json_t *council_event_payload_json(const council_event *ev)
     case COUNCIL_EV_RUN_FAILED:
     case COUNCIL_EV_RUN_CANCELLED:
         return council_result_json(ev->result);
+    case COUNCIL_EV_TOOL_CALL_REQUEST:
+    case COUNCIL_EV_TOOL_CALL_RESULT:
+        return council_tool_event_json(ev->type, ev->tool);
     default:
         return NULL;
     }

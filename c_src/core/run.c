@@ -23,6 +23,7 @@ typedef struct event_obj {
     council_event pub;   /* first: the public view */
     int refs;
     char *chunk;
+    council_tool_event tool; /* tool_call_*: its strings are owned */
 } event_obj;
 
 const council_event *council_event_ref(const council_event *ev)
@@ -40,6 +41,10 @@ void council_event_unref(const council_event *ev)
     if (--e->refs > 0)
         return;
     free(e->chunk);
+    free((char *)e->tool.id);
+    free((char *)e->tool.name);
+    free((char *)e->tool.arguments);
+    free((char *)e->tool.result);
     council_run_unref(e->pub.run);
     free(e);
 }
@@ -105,6 +110,29 @@ void run_publish(council_run *run, council_event_type type, const char *round,
     case COUNCIL_EV_RUN_CANCELLED:
         p->result = &run->result;
         break;
+    case COUNCIL_EV_TOOL_CALL_REQUEST:
+    case COUNCIL_EV_TOOL_CALL_RESULT: {
+        const council_tool_event *t = payload;
+        e->tool.id = cx_strdup(t->id ? t->id : "");
+        e->tool.name = cx_strdup(t->name ? t->name : "");
+        e->tool.arguments = cx_memdup(t->arguments ? t->arguments : "",
+                                      t->arguments ? t->arguments_len : 0);
+        e->tool.arguments_len = t->arguments ? t->arguments_len : 0;
+        if (type == COUNCIL_EV_TOOL_CALL_RESULT) {
+            e->tool.result = cx_memdup(t->result ? t->result : "",
+                                       t->result ? t->result_len : 0);
+            e->tool.result_len = t->result ? t->result_len : 0;
+            e->tool.ok = t->ok;
+        }
+        if (!e->tool.id || !e->tool.name || !e->tool.arguments ||
+            (type == COUNCIL_EV_TOOL_CALL_RESULT && !e->tool.result)) {
+            run->seq--; /* lost to out of memory: no gap in seq */
+            council_event_unref(p);
+            return;
+        }
+        p->tool = &e->tool;
+        break;
+    }
     default:
         break;
     }

@@ -7,6 +7,7 @@
  * Not for: running anything; providers are resolved when a run is created.
  */
 #include "council_internal.h"
+#include "llm.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -502,6 +503,11 @@ static int compile_member(council_spec *s, json_t *jm, size_t i, unsigned level,
                 strlen(json_string_value(a)) != json_string_length(a))
                 return fail(err, f, "element %zu is not a string", k);
         }
+    }
+    if (llm_is_provider(m->provider)) {
+        int rc = llm_check_options(m->provider, m->options, i, err);
+        if (rc)
+            return rc;
     }
     if (strcmp(m->provider, "council") == 0 &&
         !json_is_object(json_object_get(m->options, "spec"))) {

@@ -58,8 +58,32 @@ const char *council_event_type_name(council_event_type t)
     case COUNCIL_EV_RUN_COMPLETED: return "run_completed";
     case COUNCIL_EV_RUN_FAILED: return "run_failed";
     case COUNCIL_EV_RUN_CANCELLED: return "run_cancelled";
+    case COUNCIL_EV_TOOL_CALL_REQUEST: return "tool_call_request";
+    case COUNCIL_EV_TOOL_CALL_RESULT: return "tool_call_result";
     }
     return "unknown";
+}
+
+const char *council_fail_kind_name(council_fail_kind k)
+{
+    switch (k) {
+    case COUNCIL_FAIL_TRANSIENT: return "transient";
+    case COUNCIL_FAIL_PERMANENT: return "permanent";
+    case COUNCIL_FAIL_VALIDATION: return "validation";
+    case COUNCIL_FAIL_CANCELLED: return "cancelled";
+    }
+    return "unknown";
+}
+
+void cx_usage_add(council_usage *to, const council_usage *u)
+{
+    to->input_tokens += u->input_tokens;
+    to->output_tokens += u->output_tokens;
+    to->reports += u->reports;
+    if (u->has_cost) {
+        to->cost += u->cost;
+        to->has_cost = 1;
+    }
 }
 
 char *cx_strdup(const char *s)

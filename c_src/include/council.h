@@ -401,6 +401,31 @@ int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg);
 
 /* ----------------------------------------------------------------- results */
 
+/* Token usage as model APIs report it. A member result sums the usage of
+ * every attempt and tool turn of its call(s); a round result sums its
+ * members'; a run result sums everything the run used (failed attempts,
+ * retries and sub-councils' members included). */
+typedef struct council_usage {
+    uint64_t input_tokens;
+    uint64_t output_tokens;
+    double cost;             /* as the API reports it (OpenRouter: USD); 0 if none */
+    unsigned reports;        /* responses that reported usage (0: none known) */
+    int has_cost;            /* 1 when at least one response gave a cost */
+} council_usage;
+
+/* How a member call failed. Transient failures are retried (exponential
+ * backoff with jitter from limits.backoff_ms, or the server's Retry-After
+ * when longer) while limits.max_attempts allows; the others never are. */
+typedef enum council_fail_kind {
+    COUNCIL_FAIL_TRANSIENT = 0, /* refused/reset connection, timeout, 408/409/425/429/5xx, cut stream */
+    COUNCIL_FAIL_PERMANENT,     /* 401/403, unknown model, other 4xx, body over the cap */
+    COUNCIL_FAIL_VALIDATION,    /* the response is not in the API's format */
+    COUNCIL_FAIL_CANCELLED      /* the run was cancelled */
+} council_fail_kind;
+
+/* "transient", "permanent", "validation", "cancelled". Static. */
+const char *council_fail_kind_name(council_fail_kind k);
+
 /* One member's result in one round. */
 typedef struct council_member_result {
     const char *member_id;
@@ -410,6 +435,9 @@ typedef struct council_member_result {
     unsigned attempts;       /* attempts made (>= 1 once called) */
     const char *error;       /* NULL when ok */
     const char *parsed_json; /* vote/ranking/pairwise: JSON object; else NULL */
+    const char *error_kind;  /* NULL when ok; else council_fail_kind_name() of
+                                the last failure */
+    council_usage usage;
 } council_member_result;
 
 typedef struct council_round_result {
@@ -421,6 +449,7 @@ typedef struct council_round_result {
     const char *aggregate_json; /* vote, ranking, pairwise, iterate; else NULL */
     const char *text;           /* the round's text; NULL if none */
     size_t text_len;
+    council_usage usage;        /* the sum of its members' */
 } council_round_result;
 
 typedef struct council_result {
@@ -430,6 +459,7 @@ typedef struct council_result {
     const council_round_result *const *rounds;
     size_t n_errors;
     const char *const *errors;
+    council_usage usage;        /* everything the run used so far */
 } council_result;
 
 /* The run's result so far (complete once the run is terminal). Borrowed
@@ -452,8 +482,23 @@ typedef enum council_event_type {
     COUNCIL_EV_ROUND_COMPLETED,
     COUNCIL_EV_RUN_COMPLETED,
     COUNCIL_EV_RUN_FAILED,
-    COUNCIL_EV_RUN_CANCELLED
+    COUNCIL_EV_RUN_CANCELLED,
+    COUNCIL_EV_TOOL_CALL_REQUEST,  /* a model asked for a tool call */
+    COUNCIL_EV_TOOL_CALL_RESULT    /* what the tool answered (given back to the model) */
 } council_event_type;
+
+/* A tool call as events show it: the model's id for the call, the tool's
+ * name, the arguments (JSON text as the model wrote them) and, in
+ * tool_call_result, the result text and whether the tool succeeded. */
+typedef struct council_tool_event {
+    const char *id;
+    const char *name;
+    const char *arguments;
+    size_t arguments_len;
+    const char *result;      /* tool_call_result only; else NULL */
+    size_t result_len;
+    int ok;                  /* tool_call_result: 1 ok, 0 the tool failed */
+} council_tool_event;
 
 /* "run_started", ... "run_cancelled" (the Erlang tag names). Static. */
 const char *council_event_type_name(council_event_type t);
@@ -478,6 +523,7 @@ typedef struct council_event {
     const council_member_result *member_result; /* member_completed */
     const council_round_result *round_result;   /* round_completed */
     const council_result *result;  /* run_completed / failed / cancelled */
+    const council_tool_event *tool; /* tool_call_request / tool_call_result */
 } council_event;
 
 /* 1 for run_completed, run_failed and run_cancelled, else 0. */
@@ -569,6 +615,26 @@ int council_call_complete(council_call *call, const char *text, size_t len);
  * COUNCIL_EINVAL for a NULL call. */
 int council_call_fail(council_call *call, const char *message);
 
+/* As council_call_fail, with the failure's kind and, for a transient
+ * failure, the least wait the server asked for before the next attempt
+ * (retry_after_ms, 0 = none; capped at 10 minutes). Only transient failures
+ * are retried. COUNCIL_ESTATE if finished, COUNCIL_EINVAL for a NULL call
+ * or an unknown kind. */
+int council_call_fail_kind(council_call *call, council_fail_kind kind,
+                           uint64_t retry_after_ms, const char *message);
+
+/* Add what one response used to the member's result (and so to its round's
+ * and the run's totals), at once, whatever the attempt's outcome. u is
+ * copied. COUNCIL_EINVAL (NULL argument), COUNCIL_ESTATE (call finished). */
+int council_call_add_usage(council_call *call, const council_usage *u);
+
+/* Publish a tool_call_request or tool_call_result event for this call's
+ * member in its round (type says which; t's strings are copied).
+ * COUNCIL_EINVAL (NULL argument or another type), COUNCIL_ESTATE (call
+ * finished). Out of memory loses the event, not the call. */
+int council_call_publish_tool(council_call *call, council_event_type type,
+                              const council_tool_event *t);
+
 /* Keep a call beyond its start()/cancel() callbacks (returns call) / drop
  * the reference. NULL is a no-op. Loop thread. */
 council_call *council_call_ref(council_call *call);
@@ -600,6 +666,64 @@ uint64_t council_call_timeout_ms(const council_call *call);
  * above); *len (if len is not NULL) receives its length. Returns NULL (and
  * *len 0) when out of memory; a later call tries again. */
 const char *council_call_request(const council_call *call, size_t *len);
+
+/* ------------------------------------------------------------------- tools */
+
+/* Tools a model member may call. A member of a model provider (openai,
+ * openrouter, ollama, anthropic, gemini) lists them in options.tools:
+ *   [{"name": "lookup", "description": "...", "parameters": {JSON schema},
+ *     "handler": "lookup"}]          a handler registered below (default:
+ *                                    the tool's own name), or
+ *   [{"name": ..., "exec": ["prog", "arg"]}]   a program: the arguments
+ *                                    JSON on stdin, the result from stdout
+ *                                    (exit status 0 = ok).
+ * When the model asks for tools, the calls of one turn run in parallel (at
+ * most options.max_parallel_tools [8] at once), each announced by a
+ * tool_call_request event and reported by a tool_call_result event; their
+ * results go back to the model, until it answers with text or
+ * options.max_tool_turns [8] turns were made. A tool that fails, is
+ * unknown or takes longer than options.tool_timeout_ms [30000] gives the
+ * model an error result; the member call goes on. */
+typedef struct council_tool_call council_tool_call;
+
+typedef struct council_tool_ops {
+    /* Begin a tool call; answer now or later with council_tool_call_return.
+     * Return 0, or an error code to fail it at once. */
+    int (*start)(council_tool_call *tc, void *arg);
+    /* The call is abandoned (member call over, timeout, run cancelled); no
+     * answer is expected. May be NULL. Never called once answered. */
+    void (*cancel)(council_tool_call *tc, void *arg);
+    /* Context freed: release arg. May be NULL. */
+    void (*release)(void *arg);
+} council_tool_ops;
+
+/* Register a tool handler under name (copied; ops copied). Errors:
+ * COUNCIL_EEXIST (name taken), COUNCIL_EINVAL (NULL or empty name, no
+ * start), COUNCIL_ENOMEM. Loop thread. */
+int council_tool_register(council_ctx *ctx, const char *name,
+                          const council_tool_ops *ops, void *arg);
+
+/* Answer a tool call: ok 1 with the result text (given to the model as
+ * is), or ok 0 with an error text (given to the model as an error). Bytes
+ * copied. COUNCIL_ESTATE if already answered or abandoned (nothing
+ * happens), COUNCIL_EINVAL (NULL tc, or NULL text with len > 0). */
+int council_tool_call_return(council_tool_call *tc, int ok, const char *text,
+                             size_t len);
+
+/* Accessors, borrowed while tc is referenced; never fail. The name is the
+ * tool's (as the model called it), the arguments the JSON text the model
+ * wrote, member_call the member call that asked (NULL once that call is
+ * finished). id is unique in the context (from 1). Loop thread. */
+const char *council_tool_call_name(const council_tool_call *tc);
+const char *council_tool_call_arguments(const council_tool_call *tc, size_t *len);
+council_call *council_tool_call_member_call(const council_tool_call *tc);
+uint64_t council_tool_call_id(const council_tool_call *tc);
+
+/* Keep a tool call beyond start()/cancel() (returns tc) / release it;
+ * an answer after it was abandoned returns COUNCIL_ESTATE. NULL is a
+ * no-op. Loop thread. */
+council_tool_call *council_tool_call_ref(council_tool_call *tc);
+void council_tool_call_unref(council_tool_call *tc);
 
 /* ------------------------------------------------------ vote/rank parsing */
 
