@@ -115,7 +115,6 @@ council_ctx *council_ctx_new(const council_config *cfg)
     }
     if (uv_mutex_init(&ctx->cancel_lock) != 0) {
         uv_loop_close(&ctx->loop);
-    tools_free_state(ctx);
         free(ctx);
         return NULL;
     }
@@ -186,6 +185,7 @@ void council_ctx_free(council_ctx *ctx)
     uv_walk(&ctx->loop, close_any, NULL);
     uv_run(&ctx->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ctx->loop);
+    tools_free_state(ctx);
     free_cancels(take_cancels(ctx)); /* made too late: nothing left to cancel */
     uv_mutex_destroy(&ctx->cancel_lock);
     free(ctx);

@@ -315,16 +315,20 @@ char *llm_prompt(council_call *call)
     json_t *req = council_call_request_json(call);
     if (!req)
         return NULL;
+    /* the material first, the task last */
     llm_buf b = {0};
-    int rc = add_json_text(&b, json_object_get(req, "instructions"));
+    int rc = 0;
     json_t *in = json_object_get(req, "input");
     if (json_is_string(in))
-        rc = rc || add_str(&b, "\n\nInput:\n") || add_json_text(&b, in);
+        rc = add_str(&b, "Input:\n") || add_json_text(&b, in);
     json_t *prev = json_object_get(req, "previous_answer");
     if (json_is_string(prev))
         rc = rc || add_str(&b, "\n\nYour previous answer:\n") || add_json_text(&b, prev);
     rc = rc || add_items(&b, "Answers", json_object_get(req, "answers"));
     rc = rc || add_items(&b, "Critiques", json_object_get(req, "critiques"));
+    json_t *ins = json_object_get(req, "instructions");
+    if (json_string_length(ins))
+        rc = rc || add_str(&b, b.len ? "\n\n" : "") || add_json_text(&b, ins);
     if (rc || llm_buf_add(&b, "", 0)) {
         llm_buf_free(&b);
         return NULL;
