@@ -6,6 +6,7 @@
 #                   and the ExUnit suites against real BEAM nodes
 #   make demo       the main job: a live council run (Elixir library + C node)
 #   make demo-native  the same through the native C API
+#   make demo-llm   a council of real models (keys from the environment)
 #   make valgrind   the C suites under valgrind
 #   make fuzz       libFuzzer on the ETF validator/decoder (FUZZ_SECONDS=60)
 #   make bench      benchmarks against a BEAM baseline (bench/)
@@ -66,7 +67,7 @@ else
   ARTIFACTS := $(PRIV) $(TEST_BIN) $(TEST_HELPER_BIN)
 endif
 
-.PHONY: all priv deps test test-c test-c-asan test-beam demo demo-native valgrind fuzz bench bench-smoke \
+.PHONY: all priv deps test test-c test-c-asan test-beam demo demo-native demo-llm valgrind fuzz bench bench-smoke \
         install clean check-headers
 .DEFAULT_GOAL := all
 
@@ -144,6 +145,11 @@ demo: deps
 # The same kind of council through the native C API, no BEAM involved.
 demo-native: all
 	@./priv/native_demo
+
+# A council of real models, one member per provider whose key is set
+# (examples/llm_demo.c says which variables it reads).
+demo-llm: all
+	@./priv/llm_demo
 
 fuzz:
 	@scripts/fuzz
