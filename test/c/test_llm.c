@@ -618,6 +618,38 @@ static void test_cancel_mid_stream_closes_the_connection(void **state)
     council_ctx_free(ctx);
 }
 
+/* Freeing the context with streams and a tool program in flight leaves
+ * nothing behind (ASan and valgrind check the memory and handles). */
+static void test_context_freed_mid_stream(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    recorder rec = {0};
+    char m1[64], m2[64], spec[1024];
+    snprintf(spec, sizeof spec,
+             "{\"id\":\"f\",\"members\":["
+             "{\"id\":\"s\",\"provider\":\"anthropic\",\"options\":{\"model\":\"%s\","
+             "\"base_url\":\"%s\",\"api_key_env\":\"" KEY_ENV "\"}},"
+             "{\"id\":\"t\",\"provider\":\"openai\",\"options\":{\"model\":\"%s\","
+             "\"base_url\":\"%s/v1\",\"api_key_env\":\"" KEY_ENV "\","
+             "\"tools\":[{\"name\":\"nap\",\"exec\":[\"/bin/sleep\",\"30\"]}]}}],"
+             "\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+             model("slow", m1, sizeof m1), plain.base, model("tools", m2, sizeof m2), plain.base);
+    council_run *run = start_rec(ctx, spec, "Q", &rec);
+    uint64_t t0 = uv_hrtime();
+    while (rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN) == 0 ||
+           rec_count(&rec, COUNCIL_EV_TOOL_CALL_REQUEST) == 0) {
+        council_ctx_step(ctx, 10);
+        council_ctx_flush(ctx);
+        if ((uv_hrtime() - t0) / 1000000 > 10000)
+            fail_msg("the stream and the tool did not both start");
+    }
+    council_ctx_free(ctx);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    rec_clear(&rec);
+    council_run_unref(run);
+}
+
 /* ------------------------------------------------------------- a council */
 
 static void test_a_council_of_three_apis_votes(void **state)
@@ -722,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_gemini_tools),
         cmocka_unit_test(test_tool_turns_are_bounded),
         cmocka_unit_test(test_cancel_mid_stream_closes_the_connection),
+        cmocka_unit_test(test_context_freed_mid_stream),
         cmocka_unit_test(test_a_council_of_three_apis_votes),
         cmocka_unit_test(test_options_are_checked_with_their_field),
     };
