@@ -561,9 +561,20 @@ static json_t *tool_spec(llm_call *lc, const char *name)
 
 static void start_tools(llm_call *lc);
 
+static void tool_done_in(llm_tool *t, int ok, const char *result, size_t len);
+
+/* A tool answered. Held busy: a handler started next may cancel the run. */
 static void tool_done(void *arg, int ok, const char *result, size_t len)
 {
     llm_tool *t = arg;
+    llm_call *lc = t->lc;
+    lc_enter(lc);
+    tool_done_in(t, ok, result, len);
+    lc_leave(lc);
+}
+
+static void tool_done_in(llm_tool *t, int ok, const char *result, size_t len)
+{
     llm_call *lc = t->lc;
     t->tc = NULL; /* tools.c is done with it */
     t->done = true;
@@ -607,17 +618,19 @@ static void start_tools(llm_call *lc)
                                  .arguments_len = t->args.len};
         council_call_publish_tool(lc->call, COUNCIL_EV_TOOL_CALL_REQUEST, &te);
         lc->tools_running++;
-        council_tool_call *tc = NULL;
+        /* t->tc is set before the handler starts, so that a release of lc
+         * from inside it abandons this call too */
         int rc = tools_start(council_run_ctx(council_call_run(lc->call)), lc->call,
                              tool_spec(lc, t->name), t->name, t->args.p, t->args.len,
-                             lc->o.tool_timeout_ms, tool_done, t, &tc);
+                             lc->o.tool_timeout_ms, tool_done, t, &t->tc);
         if (rc) {
             lc->tools_running--;
             llm_fail(lc, COUNCIL_FAIL_TRANSIENT, "out of memory");
             report(lc);
             return;
         }
-        t->tc = tc;
+        if (lc->dead)
+            return; /* the handler's start cancelled the run */
     }
     if (lc->tools_done < lc->n_tools)
         return;
@@ -753,12 +766,23 @@ static void status_fail(llm_call *lc)
     json_decref(j);
 }
 
+static void on_done_in(llm_call *lc, cx_http_fail fail, long status, const char *message);
+
+/* Held busy: a token over the output cap, or a tool handler, may make the
+ * core abandon the call on the way. */
 static void on_done(cx_http_req *r, cx_http_fail fail, long status, const char *message,
                     void *arg)
 {
     llm_call *lc = arg;
     (void)r;
     lc->http = NULL;
+    lc_enter(lc);
+    on_done_in(lc, fail, status, message);
+    lc_leave(lc);
+}
+
+static void on_done_in(llm_call *lc, cx_http_fail fail, long status, const char *message)
+{
     if (status)
         lc->status = status;
     if (lc->failed) {

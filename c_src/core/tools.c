@@ -436,6 +436,9 @@ int tools_start(council_ctx *ctx, council_call *call, json_t *spec, const char *
     if (!tc->name || !tc->args || cx_timer_init(ctx, &tc->timer, on_timer, tc) != COUNCIL_OK)
         goto nomem;
     *out = tc;
+    /* held across the start: a handler may abandon the call (by cancelling
+     * the run) before it returns */
+    council_tool_call_ref(tc);
     tc->in_start = true;
     cx_timer_start(&tc->timer, tc->timeout_ms);
     json_t *argv = json_object_get(spec, "exec");
@@ -454,16 +457,15 @@ int tools_start(council_ctx *ctx, council_call *call, json_t *spec, const char *
                      hn ? hn : name);
             answer(tc, 0, msg, strlen(msg));
         } else {
-            council_tool_call_ref(tc);
             int rc = tc->h->ops.start(tc, tc->h->arg);
-            if (rc != 0 && !tc->answered) {
+            if (rc != 0 && !tc->answered && !tc->abandoned) {
                 snprintf(msg, sizeof msg, "tool handler failed: %s", council_strerror(rc));
                 answer(tc, 0, msg, strlen(msg));
             }
-            council_tool_call_unref(tc);
         }
     }
     tc->in_start = false;
+    council_tool_call_unref(tc);
     return COUNCIL_OK;
 nomem:
     if (tc) {

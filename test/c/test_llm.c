@@ -569,6 +569,89 @@ static void test_openai_tools(void **s) { (void)s; tools_for("openai"); }
 static void test_anthropic_tools(void **s) { (void)s; tools_for("anthropic"); }
 static void test_gemini_tools(void **s) { (void)s; tools_for("gemini"); }
 
+/* A handler that cancels the run from inside its start: nothing of the
+ * member call is left (ASan), the run ends cancelled. */
+static int cancelling_start(council_tool_call *tc, void *arg)
+{
+    (void)arg;
+    council_call *call = council_tool_call_member_call(tc);
+    assert_non_null(call);
+    return council_run_cancel(council_call_run(call));
+}
+
+/* A handler that answers later, from a timer of the host's own. */
+typedef struct later {
+    uv_timer_t timer;
+    council_tool_call *tc;
+    int cancels;
+} later;
+
+static void later_fire(uv_timer_t *t)
+{
+    later *l = t->data;
+    council_tool_call *tc = l->tc;
+    if (!tc)
+        return;
+    l->tc = NULL;
+    assert_int_equal(council_tool_call_return(tc, 1, "later", 5), COUNCIL_OK);
+    assert_int_equal(council_tool_call_return(tc, 1, "twice", 5), COUNCIL_ESTATE);
+    council_tool_call_unref(tc);
+}
+
+static int later_start(council_tool_call *tc, void *arg)
+{
+    later *l = arg;
+    l->tc = council_tool_call_ref(tc);
+    uv_timer_start(&l->timer, later_fire, 20, 0);
+    return 0;
+}
+
+static void later_cancel(council_tool_call *tc, void *arg)
+{
+    later *l = arg;
+    (void)tc;
+    l->cancels++;
+}
+
+static void test_tool_handlers_answering_later_or_cancelling(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    later l = {0};
+    uv_timer_init(council_ctx_uv_loop(ctx), &l.timer);
+    l.timer.data = &l;
+    council_tool_ops lops = {.start = later_start, .cancel = later_cancel};
+    council_tool_ops cops = {.start = cancelling_start};
+    assert_int_equal(council_tool_register(ctx, "later", &lops, &l), COUNCIL_OK);
+    assert_int_equal(council_tool_register(ctx, "canceller", &cops, NULL), COUNCIL_OK);
+    char m[64];
+    council_run *run = run_spec(
+        ctx,
+        one_member_spec("anthropic", model("tools", m, sizeof m),
+                        "\"tools\":[{\"name\":\"slowpoke\",\"handler\":\"later\"}]", NULL),
+        "Q", NULL);
+    wait_done(ctx, run, 10000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    assert_non_null(strstr(only_member(run)->text, "Tool results: later"));
+    assert_int_equal(l.cancels, 0);
+    council_run_unref(run);
+
+    run = run_spec(ctx,
+                   one_member_spec("openai", model("tools", m, sizeof m),
+                                   "\"tools\":[{\"name\":\"a\",\"handler\":\"later\"},"
+                                   "{\"name\":\"b\",\"handler\":\"canceller\"}]",
+                                   NULL),
+                   "Q", NULL);
+    wait_done(ctx, run, 10000);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    assert_int_equal(l.cancels, 1); /* tool a, abandoned with the run */
+    council_tool_call_unref(l.tc); /* the host still held it */
+    l.tc = NULL;
+    council_run_unref(run);
+    uv_close((uv_handle_t *)&l.timer, NULL);
+    council_ctx_free(ctx);
+}
+
 static void test_tool_turns_are_bounded(void **state)
 {
     (void)state;
@@ -752,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_openai_tools),
         cmocka_unit_test(test_anthropic_tools),
         cmocka_unit_test(test_gemini_tools),
+        cmocka_unit_test(test_tool_handlers_answering_later_or_cancelling),
         cmocka_unit_test(test_tool_turns_are_bounded),
         cmocka_unit_test(test_cancel_mid_stream_closes_the_connection),
         cmocka_unit_test(test_context_freed_mid_stream),
