@@ -68,7 +68,7 @@ else
 endif
 
 .PHONY: all priv deps test test-c test-c-asan test-beam demo demo-native demo-llm valgrind fuzz bench bench-smoke \
-        install clean check-headers
+        install clean check-headers check-exports
 .DEFAULT_GOAL := all
 
 all: $(ARTIFACTS)
@@ -78,6 +78,12 @@ priv: $(PRIV)
 deps:
 	@./scripts/deps
 
+# The core is built with hidden visibility: the shared library exports the
+# functions council.h marks COUNCIL_API and nothing else (check-exports).
+$(B)/c_src/core/%.o: c_src/core/%.c $(wildcard c_src/include/*.h c_src/core/*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
+
 $(B)/%.o: %.c $(wildcard c_src/include/*.h c_src/core/*.h c_src/cnode/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(if $(findstring cnode,$<),$(EI_CFLAGS)) -c $< -o $@
@@ -86,8 +92,12 @@ $(B)/libcouncil.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# ABI version: the SONAME's number changes when council.h breaks binary
+# compatibility; the full version follows the project's.
+SO_MAJOR := 0
+SO_VERSION := 0.1.0
 $(B)/libcouncil.so: $(CORE_OBJ)
-	$(CC) -shared -o $@ $^ $(LIBS) $(LDSAN)
+	$(CC) -shared -Wl,-soname,libcouncil.so.$(SO_MAJOR) -o $@ $^ $(LIBS) $(LDSAN)
 
 $(B)/council_node: $(CNODE_OBJ) $(B)/libcouncil.a
 	$(CC) -o $@ $(CNODE_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
@@ -123,6 +133,8 @@ priv/%: $(B)/examples/%
 # pass checks both behaviour and memory safety of the node.
 test: deps
 	$(MAKE) all
+	$(MAKE) check-exports
+	scripts/test-install
 	$(MAKE) test-c
 	$(MAKE) SAN=1 all test-c
 	$(MAKE) bench-smoke
@@ -171,15 +183,23 @@ bench-smoke: all $(BENCH_BIN)
 # ---------------------------------------------------------------- install
 
 PREFIX ?= /usr/local
-install: priv/libcouncil.a priv/libcouncil.so
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
-	  $(DESTDIR)$(PREFIX)/bin
-	install -m 644 c_src/include/council.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 priv/libcouncil.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 priv/libcouncil.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 priv/council_node $(DESTDIR)$(PREFIX)/bin/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' council.pc.in \
-	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/council.pc
+# Builds what it installs. The shared library is libcouncil.so.$(SO_VERSION)
+# with the links libcouncil.so.$(SO_MAJOR) (its SONAME) and libcouncil.so.
+install: $(PRIV)
+	install -d "$(DESTDIR)$(PREFIX)/include" "$(DESTDIR)$(PREFIX)/lib/pkgconfig" \
+	  "$(DESTDIR)$(PREFIX)/bin"
+	install -m 644 c_src/include/council.h "$(DESTDIR)$(PREFIX)/include/"
+	install -m 644 priv/libcouncil.a "$(DESTDIR)$(PREFIX)/lib/"
+	install -m 755 priv/libcouncil.so "$(DESTDIR)$(PREFIX)/lib/libcouncil.so.$(SO_VERSION)"
+	ln -sf libcouncil.so.$(SO_VERSION) "$(DESTDIR)$(PREFIX)/lib/libcouncil.so.$(SO_MAJOR)"
+	ln -sf libcouncil.so.$(SO_MAJOR) "$(DESTDIR)$(PREFIX)/lib/libcouncil.so"
+	install -m 755 priv/council_node "$(DESTDIR)$(PREFIX)/bin/"
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(SO_VERSION)|g' council.pc.in \
+	  > "$(DESTDIR)$(PREFIX)/lib/pkgconfig/council.pc"
+
+# The shared library exports exactly the functions of council.h.
+check-exports: priv/libcouncil.so
+	@scripts/check-exports priv/libcouncil.so c_src/include/council.h
 
 clean:
 	rm -rf build priv _build

@@ -40,6 +40,14 @@
 extern "C" {
 #endif
 
+/* Marks the functions of this header: the only symbols the shared library
+ * exports (the core is built with -fvisibility=hidden). */
+#if defined(__GNUC__) || defined(__clang__)
+#define COUNCIL_API __attribute__((visibility("default")))
+#else
+#define COUNCIL_API
+#endif
+
 /* ------------------------------------------------------------------ errors */
 
 /* Error codes. Every function that can fail returns 0 (COUNCIL_OK) or one of
@@ -66,7 +74,7 @@ typedef enum council_err {
 
 /* Static, never NULL, for any int (unknown codes give "unknown error").
  * Any thread. */
-const char *council_strerror(int err);
+COUNCIL_API const char *council_strerror(int err);
 
 /* ----------------------------------------------------------------- context */
 
@@ -95,7 +103,7 @@ typedef struct council_config {
  * disposition (exec children closing their stdin early must not kill the
  * host). Returns NULL when out of memory or when libuv cannot create the
  * loop. The returned context belongs to the caller: council_ctx_free. */
-council_ctx *council_ctx_new(const council_config *cfg);
+COUNCIL_API council_ctx *council_ctx_new(const council_config *cfg);
 
 /* Cancel every unfinished run (their terminal events are published but not
  * delivered), kill exec children (and wait until they are reaped), drop
@@ -106,13 +114,13 @@ council_ctx *council_ctx_new(const council_config *cfg);
  * they are cancelled, so council_run_cancel returns COUNCIL_OK; every other
  * operation on them returns COUNCIL_ESTATE. Loop thread only;
  * not from inside a callback of this context. NULL is a no-op. */
-void council_ctx_free(council_ctx *ctx);
+COUNCIL_API void council_ctx_free(council_ctx *ctx);
 
 /* Run the loop until council_ctx_stop is called or nothing is left to do
  * (no run in progress, no event waiting for delivery). Finished runs in
  * retention do not keep it running. Returns COUNCIL_OK, or COUNCIL_ESTATE
  * when called re-entrantly from a callback. */
-int council_ctx_run(council_ctx *ctx);
+COUNCIL_API int council_ctx_run(council_ctx *ctx);
 
 /* One step for hosts embedding the context in their own loop: process what
  * is ready, waiting at most timeout_ms for something to happen (0 = do not
@@ -122,26 +130,26 @@ int council_ctx_run(council_ctx *ctx);
  * goes at most one round further per step when its members answer at once
  * (the loop polls for I/O between rounds), so keep stepping while this
  * returns 1; such a step does not wait for timeout_ms. */
-int council_ctx_step(council_ctx *ctx, int timeout_ms);
+COUNCIL_API int council_ctx_step(council_ctx *ctx, int timeout_ms);
 
 /* The loop's backend file descriptor (epoll), readable when a step has work.
  * Returns -1 when the platform has none. */
-int council_ctx_backend_fd(council_ctx *ctx);
+COUNCIL_API int council_ctx_backend_fd(council_ctx *ctx);
 
 /* The context's uv_loop_t * (as void * so this header needs no uv.h). The
  * C node puts its sockets on it. Borrowed; valid until council_ctx_free. */
-void *council_ctx_uv_loop(council_ctx *ctx);
+COUNCIL_API void *council_ctx_uv_loop(council_ctx *ctx);
 
 /* Ask council_ctx_run to return soon (runs keep their state; a later
  * council_ctx_run or council_ctx_step continues them). Any thread, and
  * async-signal-safe (an atomic store and uv_async_send). A stop requested
  * while the loop is not running makes the next council_ctx_run return at
  * once (a council_ctx_step in between consumes it). */
-void council_ctx_stop(council_ctx *ctx);
+COUNCIL_API void council_ctx_stop(council_ctx *ctx);
 
 /* Wake the loop up (e.g. after a host queued work for it). Any thread;
  * async-signal-safe. */
-void council_ctx_wakeup(council_ctx *ctx);
+COUNCIL_API void council_ctx_wakeup(council_ctx *ctx);
 
 /* Cancel a run from any thread: the request (registry NULL = default, and
  * run_id's len bytes, both copied) is queued and carried out on the loop
@@ -152,7 +160,7 @@ void council_ctx_wakeup(council_ctx *ctx);
  * COUNCIL_EINVAL (NULL ctx or run_id, len 0 or over 64 KiB), COUNCIL_ENOMEM.
  * Any thread, but not async-signal-safe (it allocates and takes a mutex);
  * the context must not be freed while the call is in progress. */
-int council_ctx_cancel_async(council_ctx *ctx, const char *registry,
+COUNCIL_API int council_ctx_cancel_async(council_ctx *ctx, const char *registry,
                              const void *run_id, size_t len);
 
 /* Counts for monitoring: runs registered (including retained ones), runs in
@@ -162,7 +170,7 @@ typedef struct council_stats {
     size_t runs_active;
     size_t subscriptions;
 } council_stats;
-void council_ctx_stats(const council_ctx *ctx, council_stats *out);
+COUNCIL_API void council_ctx_stats(const council_ctx *ctx, council_stats *out);
 
 /* -------------------------------------------------------------------- spec */
 
@@ -188,34 +196,34 @@ typedef struct council_limits {
  * memory. A spec is built with the council_spec_add_* calls, then frozen by
  * council_spec_validate or by its first use in a run; a frozen spec is
  * immutable and may be shared by any number of runs. */
-council_spec *council_spec_new(const char *id);
+COUNCIL_API council_spec *council_spec_new(const char *id);
 
 /* Add a member. id and provider are copied. options_json is a JSON object
  * text (NULL = {}), parsed and copied. Returns COUNCIL_EINVAL (NULL spec,
  * id or provider; id or provider not UTF-8), COUNCIL_EPARSE (options not a JSON object), COUNCIL_ESTATE
  * (spec frozen), COUNCIL_ENOMEM. Duplicates are reported by validation. */
-int council_spec_add_member(council_spec *spec, const char *id,
+COUNCIL_API int council_spec_add_member(council_spec *spec, const char *id,
                             const char *provider, const char *options_json);
 
 /* Add a round at the end. type is one of the names in docs/spec-format.md;
  * name may be NULL (the type is the name); options_json as for members.
  * An "iterate" round takes its nested rounds in options: {"rounds": [...],
  * "max_iterations": n, "until": "consensus"}. Errors as for add_member. */
-int council_spec_add_round(council_spec *spec, const char *type,
+COUNCIL_API int council_spec_add_round(council_spec *spec, const char *type,
                            const char *name, const char *options_json);
 
 /* Set the chair (a member id, copied; NULL removes it). Errors:
  * COUNCIL_ESTATE (frozen), COUNCIL_ENOMEM. */
-int council_spec_set_chair(council_spec *spec, const char *member_id);
+COUNCIL_API int council_spec_set_chair(council_spec *spec, const char *member_id);
 
 /* Set the limits (copied; checked by validation). Errors: COUNCIL_ESTATE
  * (frozen), COUNCIL_EINVAL (NULL spec or limits), COUNCIL_ENOMEM. */
-int council_spec_set_limits(council_spec *spec, const council_limits *limits);
+COUNCIL_API int council_spec_set_limits(council_spec *spec, const council_limits *limits);
 
 /* Check the spec and freeze it. On COUNCIL_ESPEC, *err (if not NULL) names
  * the field and the problem. Validating a frozen spec returns COUNCIL_OK.
  * Also COUNCIL_ENOMEM. */
-int council_spec_validate(council_spec *spec, council_spec_error *err);
+COUNCIL_API int council_spec_validate(council_spec *spec, council_spec_error *err);
 
 /* Parse and validate a JSON spec of len bytes (need not be NUL-terminated).
  * On success *out receives a frozen spec with one reference for the caller.
@@ -223,30 +231,30 @@ int council_spec_validate(council_spec *spec, council_spec_error *err);
  * the position), COUNCIL_ESPEC (err names the field), COUNCIL_ETOOBIG
  * (len over 16 MiB), COUNCIL_EINVAL (NULL json or out), COUNCIL_ENOMEM.
  * err may be NULL. Any thread (touches no context). */
-int council_spec_from_json(const char *json, size_t len, council_spec **out,
+COUNCIL_API int council_spec_from_json(const char *json, size_t len, council_spec **out,
                            council_spec_error *err);
 
 /* As council_spec_from_json, but len over the context's max_spec_bytes is
  * COUNCIL_ETOOBIG (err->field "$"). */
-int council_ctx_spec_from_json(council_ctx *ctx, const char *json, size_t len,
+COUNCIL_API int council_ctx_spec_from_json(council_ctx *ctx, const char *json, size_t len,
                                council_spec **out, council_spec_error *err);
 
 /* The spec as JSON text (the format of docs/spec-format.md, normalised).
  * Returns a malloc'ed string the caller frees with free(), or NULL when
  * out of memory. */
-char *council_spec_to_json(const council_spec *spec);
+COUNCIL_API char *council_spec_to_json(const council_spec *spec);
 
 /* The spec's id (borrowed from the spec; NULL if none was given) and its
  * number of members. Never fail. */
-const char *council_spec_id(const council_spec *spec);
-size_t council_spec_member_count(const council_spec *spec);
+COUNCIL_API const char *council_spec_id(const council_spec *spec);
+COUNCIL_API size_t council_spec_member_count(const council_spec *spec);
 
 /* Add a reference (returns spec) / drop one; the last drop frees the spec.
  * Runs hold their own reference, so a caller may drop its reference right
  * after council_run_create. NULL is a no-op for both. Not thread-safe: a
  * spec is used from one thread (the loop's) at a time. */
-council_spec *council_spec_ref(council_spec *spec);
-void council_spec_unref(council_spec *spec);
+COUNCIL_API council_spec *council_spec_ref(council_spec *spec);
+COUNCIL_API void council_spec_unref(council_spec *spec);
 
 /* -------------------------------------------------------------------- runs */
 
@@ -261,7 +269,7 @@ typedef enum council_status {
 } council_status;
 
 /* "pending", "running", "completed", "failed", "cancelled". Static. */
-const char *council_status_name(council_status s);
+COUNCIL_API const char *council_status_name(council_status s);
 
 /* The run's input: opaque bytes with a tag saying what they are (e.g.
  * "text", "etf"), and an optional text view that providers see as the
@@ -298,7 +306,7 @@ typedef struct council_start_opts {
  * (spec invalid), COUNCIL_EPROVIDER (a member names an unregistered
  * provider), COUNCIL_EEXIST (run_id taken in that registry; covers retained
  * runs), COUNCIL_ELIMIT (max_runs), COUNCIL_ENOMEM. Loop thread. */
-int council_run_create(council_ctx *ctx, const council_start_opts *opts,
+COUNCIL_API int council_run_create(council_ctx *ctx, const council_start_opts *opts,
                        council_run **out);
 
 /* Whether every member of spec names a provider registered in ctx:
@@ -308,16 +316,16 @@ int council_run_create(council_ctx *ctx, const council_start_opts *opts,
  * COUNCIL_ESPEC and err).
  * COUNCIL_EINVAL for NULL ctx or spec. council_run_create makes the same
  * check. Loop thread. */
-int council_ctx_check_providers(council_ctx *ctx, council_spec *spec,
+COUNCIL_API int council_ctx_check_providers(council_ctx *ctx, council_spec *spec,
                                 council_spec_error *err);
 
 /* Start a pending run: publishes run_started and schedules the first round
  * on the loop (nothing is called synchronously). Errors: COUNCIL_ESTATE
  * (not pending). Loop thread. */
-int council_run_begin(council_run *run);
+COUNCIL_API int council_run_begin(council_run *run);
 
 /* council_run_create then council_run_begin. Same errors as create. */
-int council_run_start(council_ctx *ctx, const council_start_opts *opts,
+COUNCIL_API int council_run_start(council_ctx *ctx, const council_start_opts *opts,
                       council_run **out);
 
 /* Cancel the run at once, in any state: running calls are abandoned
@@ -325,13 +333,13 @@ int council_run_start(council_ctx *ctx, const council_start_opts *opts,
  * with SIGKILL), the status becomes cancelled and run_cancelled is
  * published; watchers fire. Idempotent: a finished run is left as it is and
  * COUNCIL_OK is returned. COUNCIL_EINVAL for NULL. Loop thread. */
-int council_run_cancel(council_run *run);
+COUNCIL_API int council_run_cancel(council_run *run);
 
 /* Add a reference (returns run) / drop one. The run is freed when the last
  * reference goes: the caller's, the registry's (held until retention ends),
  * events' and calls' in flight. NULL is a no-op. Loop thread. */
-council_run *council_run_ref(council_run *run);
-void council_run_unref(council_run *run);
+COUNCIL_API council_run *council_run_ref(council_run *run);
+COUNCIL_API void council_run_unref(council_run *run);
 
 /* Look up a run by id (len bytes) in a registry (NULL = default).
  *   council_whereis: COUNCIL_OK and *out (borrowed; council_run_ref to keep)
@@ -341,9 +349,9 @@ void council_run_unref(council_run *run);
  *   council_run_find: COUNCIL_OK for any registered run, including finished
  *     ones in retention; COUNCIL_ENOTFOUND otherwise.
  * out may be NULL. Loop thread. */
-int council_whereis(council_ctx *ctx, const char *registry,
+COUNCIL_API int council_whereis(council_ctx *ctx, const char *registry,
                     const void *run_id, size_t len, council_run **out);
-int council_run_find(council_ctx *ctx, const char *registry,
+COUNCIL_API int council_run_find(council_ctx *ctx, const char *registry,
                      const void *run_id, size_t len, council_run **out);
 
 /* The curated state of a run. Strings are borrowed from the run. */
@@ -362,11 +370,11 @@ typedef struct council_summary {
 /* Fill *out (strings borrowed from the run). current_round is the
  * innermost round in progress (an iterate round between its nested
  * rounds). Never fails. Loop thread. */
-void council_run_summary(const council_run *run, council_summary *out);
+COUNCIL_API void council_run_summary(const council_run *run, council_summary *out);
 
 /* state by id: COUNCIL_OK and *out filled (strings borrowed until the loop
  * runs again; out may be NULL), or COUNCIL_ENOTFOUND. Loop thread. */
-int council_run_state(council_ctx *ctx, const char *registry,
+COUNCIL_API int council_run_state(council_ctx *ctx, const char *registry,
                       const void *run_id, size_t len, council_summary *out);
 
 /* Read-only accessors. Pointers are borrowed from the run and valid while
@@ -374,19 +382,19 @@ int council_run_state(council_ctx *ctx, const char *registry,
  * the id bytes (NUL-terminated too) and their length in *len (if len is
  * not NULL); council_run_user_opts likewise (NULL when none was given).
  * Loop thread (or any thread while the loop is not running). */
-council_status council_run_status(const council_run *run);
-const char *council_run_id(const council_run *run, size_t *len);
-const char *council_run_council(const council_run *run);
-const char *council_run_registry(const council_run *run);
-const council_spec *council_run_spec(const council_run *run);
-const council_input *council_run_input(const council_run *run);
-const void *council_run_user_opts(const council_run *run, size_t *len);
-council_ctx *council_run_ctx(const council_run *run); /* NULL after ctx free */
+COUNCIL_API council_status council_run_status(const council_run *run);
+COUNCIL_API const char *council_run_id(const council_run *run, size_t *len);
+COUNCIL_API const char *council_run_council(const council_run *run);
+COUNCIL_API const char *council_run_registry(const council_run *run);
+COUNCIL_API const council_spec *council_run_spec(const council_run *run);
+COUNCIL_API const council_input *council_run_input(const council_run *run);
+COUNCIL_API const void *council_run_user_opts(const council_run *run, size_t *len);
+COUNCIL_API council_ctx *council_run_ctx(const council_run *run); /* NULL after ctx free */
 
 /* Host data: an opaque pointer the core never touches (the C node keeps
  * its process record here). Never fails. Loop thread. */
-void council_run_set_user_data(council_run *run, void *data);
-void *council_run_get_user_data(const council_run *run);
+COUNCIL_API void council_run_set_user_data(council_run *run, void *data);
+COUNCIL_API void *council_run_get_user_data(const council_run *run);
 
 /* Watch for the end of a run: cb(run, arg) is called once, synchronously,
  * right after the terminal event was published (it may not yet be
@@ -396,8 +404,8 @@ void *council_run_get_user_data(const council_run *run);
  * with this (cb, arg); COUNCIL_ENOTFOUND if none. Loop thread; a watcher may
  * call any API except council_ctx_free. */
 typedef void (*council_run_end_cb)(council_run *run, void *arg);
-int council_run_watch(council_run *run, council_run_end_cb cb, void *arg);
-int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg);
+COUNCIL_API int council_run_watch(council_run *run, council_run_end_cb cb, void *arg);
+COUNCIL_API int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg);
 
 /* ----------------------------------------------------------------- results */
 
@@ -424,7 +432,7 @@ typedef enum council_fail_kind {
 } council_fail_kind;
 
 /* "transient", "permanent", "validation", "cancelled". Static. */
-const char *council_fail_kind_name(council_fail_kind k);
+COUNCIL_API const char *council_fail_kind_name(council_fail_kind k);
 
 /* One member's result in one round. */
 typedef struct council_member_result {
@@ -465,11 +473,11 @@ typedef struct council_result {
 /* The run's result so far (complete once the run is terminal). Borrowed
  * from the run: valid while the caller holds a reference and, while the run
  * is in progress, until the loop runs again. Never NULL. */
-const council_result *council_run_result(const council_run *run);
+COUNCIL_API const council_result *council_run_result(const council_run *run);
 
 /* The result as JSON text {"final","rounds","errors"} (docs/protocol.md
  * "Shapes"). Malloc'ed; the caller frees. NULL when out of memory. */
-char *council_run_result_json(const council_run *run);
+COUNCIL_API char *council_run_result_json(const council_run *run);
 
 /* ------------------------------------------------------------------ events */
 
@@ -501,7 +509,7 @@ typedef struct council_tool_event {
 } council_tool_event;
 
 /* "run_started", ... "run_cancelled" (the Erlang tag names). Static. */
-const char *council_event_type_name(council_event_type t);
+COUNCIL_API const char *council_event_type_name(council_event_type t);
 
 /* One event. Published once and shared by all subscribers (refcounted).
  * Fields that do not apply to the type are NULL / 0 / -1. All pointers are
@@ -527,12 +535,12 @@ typedef struct council_event {
 } council_event;
 
 /* 1 for run_completed, run_failed and run_cancelled, else 0. */
-int council_event_is_terminal(const council_event *ev);
+COUNCIL_API int council_event_is_terminal(const council_event *ev);
 /* Keep an event beyond its callback (returns ev) / release it. An event
  * holds a reference on its run, so its payload stays readable. NULL is a
  * no-op. Loop thread. */
-const council_event *council_event_ref(const council_event *ev);
-void council_event_unref(const council_event *ev);
+COUNCIL_API const council_event *council_event_ref(const council_event *ev);
+COUNCIL_API void council_event_unref(const council_event *ev);
 
 /* Subscriptions. cb(ev, arg) gets every event published on topic after
  * the subscription, in publish order; ev is borrowed for the call
@@ -546,23 +554,23 @@ void council_event_unref(const council_event *ev);
 typedef struct council_subscription council_subscription;
 typedef void (*council_event_cb)(const council_event *ev, void *arg);
 typedef void (*council_overflow_cb)(size_t dropped, void *arg);
-int council_subscribe(council_ctx *ctx, const char *topic, size_t len,
+COUNCIL_API int council_subscribe(council_ctx *ctx, const char *topic, size_t len,
                       council_event_cb cb, council_overflow_cb overflow_cb,
                       void *arg, council_subscription **out);
 
 /* Subscribe to a run's topic ("council_ex:run:" <run_id>). Same contract;
  * also COUNCIL_ESTATE (NULL run, or its context was freed). */
-int council_run_subscribe(council_run *run, council_event_cb cb,
+COUNCIL_API int council_run_subscribe(council_run *run, council_event_cb cb,
                           council_overflow_cb overflow_cb, void *arg,
                           council_subscription **out);
 
 /* End a subscription; undelivered events are dropped. The handle is invalid
  * afterwards. NULL is a no-op. Loop thread (may be called from cb). */
-void council_unsubscribe(council_ctx *ctx, council_subscription *sub);
+COUNCIL_API void council_unsubscribe(council_ctx *ctx, council_subscription *sub);
 
 /* Deliver every queued event now (tests, shutdown). Loop thread, not from
  * a callback. */
-void council_ctx_flush(council_ctx *ctx);
+COUNCIL_API void council_ctx_flush(council_ctx *ctx);
 
 /* --------------------------------------------------------------- providers */
 
@@ -593,7 +601,7 @@ typedef struct council_provider_ops {
 /* Register a provider under name (copied). ops is copied. Members whose
  * "provider" is name are served by it. Errors: COUNCIL_EEXIST (name taken;
  * "mock", "exec" and "council" are built in), COUNCIL_EINVAL, COUNCIL_ENOMEM. */
-int council_provider_register(council_ctx *ctx, const char *name,
+COUNCIL_API int council_provider_register(council_ctx *ctx, const char *name,
                               const council_provider_ops *ops, void *arg);
 
 /* Stream a chunk of the answer (published as member_token; bytes copied).
@@ -602,70 +610,70 @@ int council_provider_register(council_ctx *ctx, const char *name,
  * COUNCIL_ESTATE (call finished), COUNCIL_ETOOBIG (more than output_cap
  * bytes streamed: the call is failed and the provider's cancel() is called
  * before this returns). Out of memory loses the token event, not the call. */
-int council_call_token(council_call *call, const char *chunk, size_t len);
+COUNCIL_API int council_call_token(council_call *call, const char *chunk, size_t len);
 
 /* Finish the attempt with the answer text (copied). Errors: COUNCIL_EINVAL
  * (NULL call, or NULL text with len > 0), COUNCIL_ESTATE (already finished
  * or abandoned: nothing happens), COUNCIL_ETOOBIG (len over output_cap: the
  * attempt fails instead). */
-int council_call_complete(council_call *call, const char *text, size_t len);
+COUNCIL_API int council_call_complete(council_call *call, const char *text, size_t len);
 
 /* Finish the attempt with an error message (copied; NULL = "failed").
  * A retry follows if attempts remain. COUNCIL_ESTATE if finished,
  * COUNCIL_EINVAL for a NULL call. */
-int council_call_fail(council_call *call, const char *message);
+COUNCIL_API int council_call_fail(council_call *call, const char *message);
 
 /* As council_call_fail, with the failure's kind and, for a transient
  * failure, the least wait the server asked for before the next attempt
  * (retry_after_ms, 0 = none; capped at 10 minutes). Only transient failures
  * are retried. COUNCIL_ESTATE if finished, COUNCIL_EINVAL for a NULL call
  * or an unknown kind. */
-int council_call_fail_kind(council_call *call, council_fail_kind kind,
+COUNCIL_API int council_call_fail_kind(council_call *call, council_fail_kind kind,
                            uint64_t retry_after_ms, const char *message);
 
 /* Add what one response used to the member's result (and so to its round's
  * and the run's totals), at once, whatever the attempt's outcome. u is
  * copied. COUNCIL_EINVAL (NULL argument), COUNCIL_ESTATE (call finished). */
-int council_call_add_usage(council_call *call, const council_usage *u);
+COUNCIL_API int council_call_add_usage(council_call *call, const council_usage *u);
 
 /* Publish a tool_call_request or tool_call_result event for this call's
  * member in its round (type says which; t's strings are copied).
  * COUNCIL_EINVAL (NULL argument or another type), COUNCIL_ESTATE (call
  * finished). Out of memory loses the event, not the call. */
-int council_call_publish_tool(council_call *call, council_event_type type,
+COUNCIL_API int council_call_publish_tool(council_call *call, council_event_type type,
                               const council_tool_event *t);
 
 /* Keep a call beyond its start()/cancel() callbacks (returns call) / drop
  * the reference. NULL is a no-op. Loop thread. */
-council_call *council_call_ref(council_call *call);
-void council_call_unref(council_call *call);
+COUNCIL_API council_call *council_call_ref(council_call *call);
+COUNCIL_API void council_call_unref(council_call *call);
 
 /* 1 while the call may still be completed, 0 once finished or abandoned. */
-int council_call_active(const council_call *call);
+COUNCIL_API int council_call_active(const council_call *call);
 
 /* A number unique among the calls of the context (from 1), e.g. the
  * call_id the C node sends to BEAM member servers. */
-uint64_t council_call_id(const council_call *call);
+COUNCIL_API uint64_t council_call_id(const council_call *call);
 
 /* Call accessors: borrowed, valid while the call is referenced; they never
  * fail. council_call_member_options is the member's options as compact
  * JSON text. Loop thread. */
-council_run *council_call_run(const council_call *call);
-const char *council_call_run_id(const council_call *call, size_t *len);
-const char *council_call_member_id(const council_call *call);
-const char *council_call_member_options(const council_call *call); /* JSON */
-const char *council_call_round_name(const council_call *call);
-unsigned council_call_round_idx(const council_call *call);
-const char *council_call_round_type(const council_call *call);
-unsigned council_call_attempt(const council_call *call);      /* from 1 */
-uint64_t council_call_timeout_ms(const council_call *call);
+COUNCIL_API council_run *council_call_run(const council_call *call);
+COUNCIL_API const char *council_call_run_id(const council_call *call, size_t *len);
+COUNCIL_API const char *council_call_member_id(const council_call *call);
+COUNCIL_API const char *council_call_member_options(const council_call *call); /* JSON */
+COUNCIL_API const char *council_call_round_name(const council_call *call);
+COUNCIL_API unsigned council_call_round_idx(const council_call *call);
+COUNCIL_API const char *council_call_round_type(const council_call *call);
+COUNCIL_API unsigned council_call_attempt(const council_call *call);      /* from 1 */
+COUNCIL_API uint64_t council_call_timeout_ms(const council_call *call);
 /* The request: the JSON object the exec provider writes on stdin:
  * {"run_id","council","member_id","round":{"name","idx","type"},"attempt",
  *  "input","answers":[{"label"|"member_id","text"}],"instructions", ...}
  * The text is made on the first call and kept with the call (borrowed, as
  * above); *len (if len is not NULL) receives its length. Returns NULL (and
  * *len 0) when out of memory; a later call tries again. */
-const char *council_call_request(const council_call *call, size_t *len);
+COUNCIL_API const char *council_call_request(const council_call *call, size_t *len);
 
 /* ------------------------------------------------------------------- tools */
 
@@ -700,30 +708,30 @@ typedef struct council_tool_ops {
 /* Register a tool handler under name (copied; ops copied). Errors:
  * COUNCIL_EEXIST (name taken), COUNCIL_EINVAL (NULL or empty name, no
  * start), COUNCIL_ENOMEM. Loop thread. */
-int council_tool_register(council_ctx *ctx, const char *name,
+COUNCIL_API int council_tool_register(council_ctx *ctx, const char *name,
                           const council_tool_ops *ops, void *arg);
 
 /* Answer a tool call: ok 1 with the result text (given to the model as
  * is), or ok 0 with an error text (given to the model as an error). Bytes
  * copied. COUNCIL_ESTATE if already answered or abandoned (nothing
  * happens), COUNCIL_EINVAL (NULL tc, or NULL text with len > 0). */
-int council_tool_call_return(council_tool_call *tc, int ok, const char *text,
+COUNCIL_API int council_tool_call_return(council_tool_call *tc, int ok, const char *text,
                              size_t len);
 
 /* Accessors, borrowed while tc is referenced; never fail. The name is the
  * tool's (as the model called it), the arguments the JSON text the model
  * wrote, member_call the member call that asked (NULL once that call is
  * finished). id is unique in the context (from 1). Loop thread. */
-const char *council_tool_call_name(const council_tool_call *tc);
-const char *council_tool_call_arguments(const council_tool_call *tc, size_t *len);
-council_call *council_tool_call_member_call(const council_tool_call *tc);
-uint64_t council_tool_call_id(const council_tool_call *tc);
+COUNCIL_API const char *council_tool_call_name(const council_tool_call *tc);
+COUNCIL_API const char *council_tool_call_arguments(const council_tool_call *tc, size_t *len);
+COUNCIL_API council_call *council_tool_call_member_call(const council_tool_call *tc);
+COUNCIL_API uint64_t council_tool_call_id(const council_tool_call *tc);
 
 /* Keep a tool call beyond start()/cancel() (returns tc) / release it;
  * an answer after it was abandoned returns COUNCIL_ESTATE. NULL is a
  * no-op. Loop thread. */
-council_tool_call *council_tool_call_ref(council_tool_call *tc);
-void council_tool_call_unref(council_tool_call *tc);
+COUNCIL_API council_tool_call *council_tool_call_ref(council_tool_call *tc);
+COUNCIL_API void council_tool_call_unref(council_tool_call *tc);
 
 /* ------------------------------------------------------ vote/rank parsing */
 
@@ -743,25 +751,25 @@ void council_tool_call_unref(council_tool_call *tc);
  * outsz) and returns COUNCIL_OK; COUNCIL_EPARSE if no valid label among
  * labels[0..n) follows the first "VOTE:" (or it does not fit outsz);
  * COUNCIL_EINVAL for NULL text, labels or out, or outsz 0. Any thread. */
-int council_parse_vote(const char *text, size_t len, const char *const *labels,
+COUNCIL_API int council_parse_vote(const char *text, size_t len, const char *const *labels,
                        size_t n, char *out, size_t outsz);
 
 /* Parse a ranking: on success order[0..*count) holds indices into labels,
  * best first. COUNCIL_EPARSE otherwise; COUNCIL_EINVAL for a NULL
  * argument. order has room for n entries. Any thread. */
-int council_parse_ranking(const char *text, size_t len,
+COUNCIL_API int council_parse_ranking(const char *text, size_t len,
                           const char *const *labels, size_t n,
                           size_t *order, size_t *count);
 
 /* ------------------------------------------------------------------ misc */
 
 /* UTC microseconds since the epoch (CLOCK_REALTIME). Any thread. */
-int64_t council_now_us(void);
+COUNCIL_API int64_t council_now_us(void);
 
 /* Generate a run id: 16 random bytes (libsodium), base64url without padding
  * (22 characters) into out, which must hold 23 bytes. Any thread, after
  * council_ctx_new (which initialises libsodium) or sodium_init. */
-void council_run_id_generate(char out[23]);
+COUNCIL_API void council_run_id_generate(char out[23]);
 
 #ifdef __cplusplus
 }
