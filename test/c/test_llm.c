@@ -417,6 +417,23 @@ static void test_malformed_stream_is_a_validation_error(void **state)
     assert_non_null(strstr(o.error, "hello"));
 }
 
+/* An API's own error event in the middle of a stream (OpenAI's error
+ * chunk, Anthropic's overloaded_error event, Gemini's error object) is a
+ * transient failure: retried, then reported with the API's words. */
+static void test_error_event_in_the_stream_is_transient(void **state)
+{
+    (void)state;
+    static const char *const providers[] = {"openai", "anthropic", "gemini"};
+    for (size_t p = 0; p < 3; p++) {
+        outcome o;
+        run_one(providers[p], "stream-error", NULL, "{\"max_attempts\":2,\"backoff_ms\":1}", &o);
+        assert_false(o.ok);
+        assert_int_equal(o.attempts, 2);
+        assert_string_equal(o.kind, "transient");
+        assert_non_null(strstr(o.error, "error in the stream"));
+    }
+}
+
 static void test_idle_timeout_ends_a_stalled_stream(void **state)
 {
     (void)state;
@@ -828,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_unknown_model_and_bad_request_are_permanent),
         cmocka_unit_test(test_cut_stream_is_transient),
         cmocka_unit_test(test_malformed_stream_is_a_validation_error),
+        cmocka_unit_test(test_error_event_in_the_stream_is_transient),
         cmocka_unit_test(test_idle_timeout_ends_a_stalled_stream),
         cmocka_unit_test(test_oversized_body_is_permanent),
         cmocka_unit_test(test_refused_connection_is_transient),
