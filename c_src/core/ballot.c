@@ -1,8 +1,12 @@
-/* ballot.c - turning a member's text into a vote or a ranking.
+/* ballot.c - ballots: turning a member's text into a vote or a ranking,
+ * and counting them (plurality, Borda count, a pairwise match).
  *
- * The rule is fixed and documented in council.h ("vote/rank parsing"):
- * "VOTE:" then one label; "RANKING:" then labels separated by '>' or ','.
- * Not for: tallying (engine.c does that).
+ * The parsing rule is fixed and documented in council.h ("vote/rank
+ * parsing"): "VOTE:" then one label; "RANKING:" then labels separated by
+ * '>' or ','. Ties always go to the lower label (the earlier member in the
+ * spec), so a tally never depends on the order ballots arrived in.
+ * Not for: which ballots a round collects or what its aggregate looks like
+ * (rounds.h, engine.c).
  */
 #include "council_internal.h"
 
@@ -97,4 +101,53 @@ int council_parse_ranking(const char *text, size_t len,
     }
     *count = c;
     return COUNCIL_OK;
+}
+
+/* ---------------------------------------------------------------- tallies */
+
+size_t ballot_plurality(const long *choices, size_t n, size_t n_cand, int64_t *tally)
+{
+    for (size_t c = 0; c < n_cand; c++)
+        tally[c] = 0;
+    for (size_t i = 0; i < n; i++)
+        if (choices[i] >= 0 && (size_t)choices[i] < n_cand)
+            tally[choices[i]]++;
+    size_t w = 0;
+    for (size_t c = 1; c < n_cand; c++)
+        if (tally[c] > tally[w])
+            w = c;
+    return w;
+}
+
+void ballot_borda(const size_t *const *orders, const size_t *lens, size_t n, size_t n_cand,
+                  int64_t *score, size_t *order)
+{
+    for (size_t c = 0; c < n_cand; c++) {
+        score[c] = 0;
+        order[c] = c;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t p = 0; p < lens[i] && p < n_cand; p++)
+            if (orders[i][p] < n_cand)
+                score[orders[i][p]] += (int64_t)(n_cand - 1 - p);
+    /* stable insertion sort: higher score first, ties keep label order */
+    for (size_t a = 1; a < n_cand; a++)
+        for (size_t b = a; b > 0 && score[order[b]] > score[order[b - 1]]; b--) {
+            size_t tmp = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = tmp;
+        }
+}
+
+size_t ballot_match(const long *choices, size_t n, size_t a, size_t b, int64_t *va,
+                    int64_t *vb)
+{
+    *va = *vb = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (choices[i] == (long)a)
+            (*va)++;
+        else if (choices[i] == (long)b)
+            (*vb)++;
+    }
+    return *vb > *va ? b : a;
 }

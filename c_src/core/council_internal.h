@@ -126,6 +126,18 @@ void cx_timer_defer(cx_timer *t);
 void cx_timer_stop(cx_timer *t);
 void cx_timer_close(cx_timer *t);   /* stop and free; NULL ok */
 
+/* ballot.c: tallies over candidate indices 0..n_cand-1 (ties: the lower
+ * index wins). Plurality: choices[i] is ballot i's candidate (others are
+ * ignored); tally[c] counts; returns the winner. Borda: ballot i ranks
+ * orders[i][0..lens[i]) best first, position p scoring n_cand-1-p;
+ * order[] gets the candidates by score. A match of a against b: the
+ * winner, and the votes of each. */
+size_t ballot_plurality(const long *choices, size_t n, size_t n_cand, int64_t *tally);
+void ballot_borda(const size_t *const *orders, const size_t *lens, size_t n, size_t n_cand,
+                  int64_t *score, size_t *order);
+size_t ballot_match(const long *choices, size_t n, size_t a, size_t b, int64_t *va,
+                    int64_t *vb);
+
 /* Labels: "A".."Z", then "A2".."Z2", ... for member index i. out >= 8. */
 void cx_label(size_t i, char out[8]);
 

@@ -25,6 +25,7 @@
  * gets them as "critiques". Ballot rounds never change answers.
  */
 #include "council_internal.h"
+#include "rounds.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -61,6 +62,7 @@ typedef struct pairwise {
 typedef struct round_state {
     council_run *run;
     round_type type;
+    const round_kind *kind;
     unsigned idx;
     bool show_crit;
     const char *type_name;
@@ -89,37 +91,6 @@ typedef struct frame {
     int vote_unanimous;       /* -1 no vote this iteration, 0/1 */
     unsigned iteration, idx;
 } frame;
-
-static const char *default_instructions(round_type t)
-{
-    switch (t) {
-    case RT_INDEPENDENT:
-        return "Answer the input.";
-    case RT_PEER_REVIEW:
-        return "Review the other members' answers, then give your improved answer.";
-    case RT_ANON_PEER_REVIEW:
-        return "Review the other answers (labelled), then give your improved answer.";
-    case RT_CRITIQUE:
-        return "Critique the answers: point out errors, gaps and weak reasoning.";
-    case RT_RANKING:
-        return "Rank the answers from best to worst. End with a line "
-               "'RANKING: <label> > <label> > ...'.";
-    case RT_VOTE:
-        return "Vote for the best answer. End with a line 'VOTE: <label>'.";
-    case RT_PAIRWISE:
-        return "Two answers compete. Reply with 'VOTE: <label>' for the better one.";
-    case RT_SYNTHESIS:
-        return "Write the final answer from the answers given.";
-    default:
-        return "";
-    }
-}
-
-static bool is_answer_type(round_type t)
-{
-    return t == RT_INDEPENDENT || t == RT_PEER_REVIEW || t == RT_ANON_PEER_REVIEW ||
-           t == RT_SYNTHESIS;
-}
 
 /* --------------------------------------------------------------- state */
 
@@ -217,37 +188,32 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
         json_decref(answers);
         return NULL;
     }
-    switch (rs->type) {
-    case RT_PEER_REVIEW:
-    case RT_ANON_PEER_REVIEW:
+    const round_kind *k = rs->kind;
+    const char *by = k->by_label ? "label" : "member_id";
+    switch (k->view) {
+    case VIEW_OTHERS:
         for (size_t i = 0; i < spec->n_members; i++) {
             if (i == me || !run->said[i].latest)
                 continue;
-            json_array_append_new(
-                answers, rs->type == RT_PEER_REVIEW
-                             ? answer_item("member_id", spec->members[i].id,
-                                           run->said[i].latest, run->said[i].latest_len)
-                             : answer_item("label", spec->members[i].label,
-                                           run->said[i].latest, run->said[i].latest_len));
+            json_array_append_new(answers,
+                                  answer_item(by, k->by_label ? spec->members[i].label
+                                                              : spec->members[i].id,
+                                              run->said[i].latest, run->said[i].latest_len));
         }
         if (run->said[me].latest)
             json_object_set_new(req, "previous_answer",
                                 cx_json_text(run->said[me].latest,
                                              run->said[me].latest_len));
         break;
-    case RT_CRITIQUE:
-    case RT_SYNTHESIS:
+    case VIEW_ALL:
         for (size_t i = 0; i < spec->n_members; i++)
             if (run->said[i].latest)
                 json_array_append_new(answers,
                                       answer_item("member_id", spec->members[i].id,
                                                   run->said[i].latest,
                                                   run->said[i].latest_len));
-        if (rs->type == RT_SYNTHESIS && rs->prev_round)
-            json_object_set(req, "previous_round", rs->prev_round);
         break;
-    case RT_VOTE:
-    case RT_RANKING:
+    case VIEW_CANDIDATES:
         for (size_t c = 0; c < rs->n_cand; c++) {
             size_t i = rs->cand[c];
             json_array_append_new(answers, answer_item("label", spec->members[i].label,
@@ -255,9 +221,9 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
                                                        run->said[i].latest_len));
         }
         break;
-    case RT_PAIRWISE:
-        for (int k = 0; k < 2; k++) {
-            size_t i = rs->cand[rs->pw->pairs[t->match][k]];
+    case VIEW_MATCH:
+        for (int j = 0; j < 2; j++) {
+            size_t i = rs->cand[rs->pw->pairs[t->match][j]];
             json_array_append_new(answers, answer_item("label", spec->members[i].label,
                                                        run->said[i].latest,
                                                        run->said[i].latest_len));
@@ -266,6 +232,8 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
     default:
         break;
     }
+    if (k->shows_previous_round && rs->prev_round)
+        json_object_set(req, "previous_round", rs->prev_round);
     json_object_set_new(req, "answers", answers);
     if (rs->show_crit) {
         json_t *cr = json_array();
@@ -394,11 +362,12 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
         kind = council_fail_kind_name(COUNCIL_FAIL_VALIDATION); /* if unparsable */
         mres_set_text(mr, text, len);
         mres_set_error(mr, NULL);
-        if (rs->type == RT_VOTE || rs->type == RT_PAIRWISE) {
+        round_yield y = rs->kind->yield;
+        if (y == YIELD_VOTE || y == YIELD_BRACKET) {
             const char *labels[2];
             const char *const *ls = rs->cand_labels;
             size_t n = rs->n_cand;
-            if (rs->type == RT_PAIRWISE) {
+            if (y == YIELD_BRACKET) {
                 labels[0] = rs->cand_labels[rs->pw->pairs[t->match][0]];
                 labels[1] = rs->cand_labels[rs->pw->pairs[t->match][1]];
                 ls = labels;
@@ -414,7 +383,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
                 ok = false;
                 error = "unparsable vote: expected 'VOTE: <label>' with a label shown";
             }
-        } else if (rs->type == RT_RANKING) {
+        } else if (y == YIELD_RANKING) {
             t->order = cx_calloc(rs->n_cand, sizeof *t->order);
             if (t->order && council_parse_ranking(text, len, rs->cand_labels, rs->n_cand,
                                                   t->order, &t->n_order) == COUNCIL_OK) {
@@ -427,7 +396,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
             t->ok = true;
         }
     }
-    if (rs->type == RT_PAIRWISE) {
+    if (rs->kind->yield == YIELD_BRACKET) {
         if (t->ok) {
             rs->pw->any_vote = true;
             if (!mr->parsed)
@@ -451,9 +420,9 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
         return;
     }
     if (ok) {
-        if (rs->type == RT_VOTE)
+        if (rs->kind->yield == YIELD_VOTE)
             mres_set_parsed(mr, json_pack("{s:s}", "vote", rs->cand_labels[t->choice]));
-        else if (rs->type == RT_RANKING)
+        else if (rs->kind->yield == YIELD_RANKING)
             mres_set_parsed(mr, json_pack("{s:o}", "ranking",
                                           labels_json(rs, t->order, t->n_order)));
     } else {
@@ -485,7 +454,9 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     size_t nm = spec->n_members;
     /* the state, then tasks, part, cand, cand_labels: one zeroed block (a
      * pairwise round makes its tasks per level) */
-    size_t n_block_tasks = type == RT_PAIRWISE ? 0 : nm;
+    const round_kind *kind = round_kind_of(type);
+    bool bracket = kind->yield == YIELD_BRACKET;
+    size_t n_block_tasks = bracket ? 0 : nm;
     round_state *rs = cx_calloc(1, sizeof *rs + n_block_tasks * sizeof(task) +
                                        nm * (sizeof *rs->part + sizeof *rs->cand +
                                              sizeof *rs->cand_labels));
@@ -499,22 +470,18 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->cand_labels = (const char **)(rs->cand + nm);
     rs->run = run;
     rs->type = type;
-    rs->type_name = round_type_name(type);
+    rs->kind = kind;
+    rs->type_name = kind->name;
     rs->name = name;
     rs->idx = run->next_round_idx++;
-    rs->instructions = sr && sr->instructions ? sr->instructions : default_instructions(type);
+    rs->instructions = sr && sr->instructions ? sr->instructions : kind->instructions;
     rs->show_crit = run->critiques_fresh;
     run->critiques_fresh = false;
     run->round = rs;
-    if (type == RT_SYNTHESIS) {
+    if (kind->one_member) {
         int who = synth >= 0 ? synth : spec->chair >= 0 ? spec->chair
                   : sr && sr->gated ? (int)sr->gate[0] : 0;
         rs->part[rs->n_part++] = (size_t)who;
-        if (run->n_rounds > 0) {
-            rres *last = run->rounds[run->n_rounds - 1];
-            rs->prev_round = json_pack("{s:s,s:s,s:O?}", "name", last->pub.name, "type",
-                                       last->pub.type, "aggregate", last->aggregate);
-        }
     } else if (sr && sr->gated) {
         for (size_t i = 0; i < sr->n_gate; i++)
             rs->part[rs->n_part++] = sr->gate[i];
@@ -522,13 +489,20 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         for (size_t i = 0; i < nm; i++)
             rs->part[rs->n_part++] = i;
     }
+    if (kind->shows_previous_round) {
+        if (run->n_rounds > 0) {
+            rres *last = run->rounds[run->n_rounds - 1];
+            rs->prev_round = json_pack("{s:s,s:s,s:O?}", "name", last->pub.name, "type",
+                                       last->pub.type, "aggregate", last->aggregate);
+        }
+    }
     for (size_t i = 0; i < nm; i++)
         if (run->said[i].latest) {
             rs->cand_labels[rs->n_cand] = spec->members[i].label;
             rs->cand[rs->n_cand++] = i;
         }
-    bool ballot = type == RT_VOTE || type == RT_RANKING || type == RT_PAIRWISE;
-    size_t n_res = (type == RT_PAIRWISE && rs->n_cand < 2) ? 0 : rs->n_part;
+    bool ballot = kind->yield == YIELD_VOTE || kind->yield == YIELD_RANKING || bracket;
+    size_t n_res = (bracket && rs->n_cand < 2) ? 0 : rs->n_part;
     rs->res = rres_new(name, rs->idx, rs->type_name, n_res);
     if (!rs->res || run_own_round(run, rs->res)) {
         rres_free(rs->res);
@@ -544,7 +518,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         fail_run(run, "round %s failed: no answers to choose from", name);
         return -1;
     }
-    if (type == RT_PAIRWISE) {
+    if (bracket) {
         pairwise *pw = cx_calloc(1, sizeof *pw + rs->n_cand * (sizeof *pw->alive +
                                                                sizeof *pw->pairs));
         if (!pw) {
@@ -606,6 +580,20 @@ static int pairwise_level(round_state *rs)
     return 0;
 }
 
+/* The ballots of the round's valid tasks: their choices (vote, match) or
+ * their orders (ranking), in task order. NULL when out of memory. */
+static long *valid_choices(round_state *rs, size_t match, bool by_match, size_t *n)
+{
+    long *c = cx_calloc(rs->n_tasks ? rs->n_tasks : 1, sizeof *c);
+    *n = 0;
+    for (size_t i = 0; c && i < rs->n_tasks; i++) {
+        task *t = &rs->tasks[i];
+        if (t->ok && (!by_match || t->match == match))
+            c[(*n)++] = t->choice;
+    }
+    return c;
+}
+
 /* Decide the matches of the level just finished. */
 static void pairwise_decide(round_state *rs)
 {
@@ -613,22 +601,16 @@ static void pairwise_decide(round_state *rs)
     json_t *level = json_array();
     size_t n_new = 0;
     for (size_t p = 0; p < pw->n_pairs; p++) {
-        size_t a = pw->pairs[p][0], b = pw->pairs[p][1];
-        json_int_t va = 0, vb = 0;
-        for (size_t k = 0; k < rs->n_tasks; k++) {
-            task *t = &rs->tasks[k];
-            if (t->match != p || !t->ok)
-                continue;
-            if (t->choice == (long)a)
-                va++;
-            else if (t->choice == (long)b)
-                vb++;
-        }
-        size_t w = vb > va ? b : a; /* ties go to the lower label */
+        size_t a = pw->pairs[p][0], b = pw->pairs[p][1], n;
+        int64_t va = 0, vb = 0;
+        long *choices = valid_choices(rs, p, true, &n);
+        size_t w = choices ? ballot_match(choices, n, a, b, &va, &vb) : a;
+        free(choices);
         json_array_append_new(
             level, json_pack("{s:[s,s],s:{s:I,s:I},s:s}", "pair", rs->cand_labels[a],
-                             rs->cand_labels[b], "votes", rs->cand_labels[a], va,
-                             rs->cand_labels[b], vb, "winner", rs->cand_labels[w]));
+                             rs->cand_labels[b], "votes", rs->cand_labels[a], (json_int_t)va,
+                             rs->cand_labels[b], (json_int_t)vb, "winner",
+                             rs->cand_labels[w]));
         pw->alive[n_new++] = w;
     }
     if (pw->n_alive % 2) {
@@ -674,22 +656,118 @@ static json_t *winner_json(council_run *run, round_state *rs, size_t w)
     return json_string(run->spec->members[rs->cand[w]].id);
 }
 
+/* The round's aggregate and text from its tally (rounds.h: its kind's
+ * yield). */
+static void yield_round(council_run *run, round_state *rs, long first_ok)
+{
+    rres *rr = rs->res;
+    frame *it = innermost_iterate(run);
+    switch (rs->kind->yield) {
+    case YIELD_ANSWER:
+    case YIELD_CRITIQUE:
+        for (size_t i = 0; i < rs->n_tasks; i++) {
+            task *t = &rs->tasks[i];
+            if (!t->ok)
+                continue;
+            size_t m = rs->part[t->pos];
+            mres *mr = rres_member(rr, t->pos);
+            member_said *said = &run->said[m];
+            if (rs->kind->yield == YIELD_ANSWER)
+                set_latest(&said->latest, &said->latest_len, mr->pub.text, mr->pub.text_len);
+            else
+                set_latest(&said->critique, &said->critique_len, mr->pub.text,
+                           mr->pub.text_len);
+        }
+        if (rs->kind->yield == YIELD_CRITIQUE)
+            run->critiques_fresh = true;
+        rres_set_text(rr, rres_member(rr, first_ok)->pub.text,
+                      rres_member(rr, first_ok)->pub.text_len);
+        break;
+    case YIELD_VOTE: {
+        size_t n;
+        long *choices = valid_choices(rs, 0, false, &n);
+        int64_t *tally = cx_calloc(rs->n_cand, sizeof *tally);
+        if (!choices || !tally) {
+            free(choices);
+            free(tally);
+            break;
+        }
+        size_t w = ballot_plurality(choices, n, rs->n_cand, tally);
+        json_t *tj = json_object();
+        for (size_t c = 0; c < rs->n_cand; c++)
+            json_object_set_new(tj, rs->cand_labels[c], json_integer(tally[c]));
+        bool unanimous = n > 0 && (size_t)tally[w] == n;
+        rres_set_aggregate(rr, json_pack("{s:o,s:s,s:o,s:I,s:b}", "tally", tj, "winner",
+                                         rs->cand_labels[w], "winner_member",
+                                         winner_json(run, rs, w), "valid_votes",
+                                         (json_int_t)n, "unanimous", unanimous));
+        size_t m = rs->cand[w];
+        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
+        if (it) /* the last vote of the iteration decides */
+            it->vote_unanimous = unanimous ? 1 : 0;
+        free(choices);
+        free(tally);
+        break;
+    }
+    case YIELD_RANKING: {
+        int64_t *score = cx_calloc(rs->n_cand, sizeof *score);
+        size_t *order = cx_calloc(rs->n_cand, sizeof *order);
+        const size_t **orders = cx_calloc(rs->n_tasks ? rs->n_tasks : 1, sizeof *orders);
+        size_t *lens = cx_calloc(rs->n_tasks ? rs->n_tasks : 1, sizeof *lens);
+        if (score && order && orders && lens) {
+            size_t n = 0;
+            for (size_t i = 0; i < rs->n_tasks; i++)
+                if (rs->tasks[i].ok) {
+                    orders[n] = rs->tasks[i].order;
+                    lens[n++] = rs->tasks[i].n_order;
+                }
+            ballot_borda(orders, lens, n, rs->n_cand, score, order);
+            json_t *sj = json_object();
+            for (size_t c = 0; c < rs->n_cand; c++)
+                json_object_set_new(sj, rs->cand_labels[c], json_integer(score[c]));
+            rres_set_aggregate(rr, json_pack("{s:o,s:o,s:s,s:o}", "scores", sj, "ranking",
+                                             labels_json(rs, order, rs->n_cand), "winner",
+                                             rs->cand_labels[order[0]], "winner_member",
+                                             winner_json(run, rs, order[0])));
+            size_t m = rs->cand[order[0]];
+            rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
+        }
+        free(score);
+        free(order);
+        free(orders);
+        free(lens);
+        break;
+    }
+    case YIELD_BRACKET: {
+        size_t w = rs->pw->alive[0];
+        rres_set_aggregate(rr, json_pack("{s:O,s:s,s:o}", "bracket", rs->pw->bracket,
+                                         "winner", rs->cand_labels[w], "winner_member",
+                                         winner_json(run, rs, w)));
+        size_t m = rs->cand[w];
+        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
+        break;
+    }
+    case YIELD_NESTED:
+        break;
+    }
+}
+
 /* Compute the round's yield, publish round_completed, and clear the round.
  * Returns -1 when the run failed. */
 static int finish_round(council_run *run)
 {
     round_state *rs = run->round;
     rres *rr = rs->res;
-    const council_spec *spec = run->spec;
+    bool bracket = rs->kind->yield == YIELD_BRACKET;
     size_t n_ok = 0;
     long first_ok = -1;
-    for (size_t i = 0; i < rs->n_tasks && rs->type != RT_PAIRWISE; i++)
+    for (size_t i = 0; i < rs->n_tasks && !bracket; i++)
         if (rs->tasks[i].ok) {
             n_ok++;
             if (first_ok < 0)
                 first_ok = (long)i;
         }
-    if (rs->type == RT_PAIRWISE) {
+    if (bracket) {
         /* members whose calls all failed are errors; the others are ok */
         for (size_t i = 0; i < rr->pub.n_members; i++) {
             mres *mr = rres_member(rr, i);
@@ -712,111 +790,7 @@ static int finish_round(council_run *run)
         fail_run(run, "round %s failed: no member succeeded", rs->name);
         return -1;
     }
-
-    frame *it = innermost_iterate(run);
-    switch (rs->type) {
-    case RT_INDEPENDENT:
-    case RT_PEER_REVIEW:
-    case RT_ANON_PEER_REVIEW:
-    case RT_SYNTHESIS:
-    case RT_CRITIQUE:
-        for (size_t i = 0; i < rs->n_tasks; i++) {
-            task *t = &rs->tasks[i];
-            if (!t->ok)
-                continue;
-            size_t m = rs->part[t->pos];
-            mres *mr = rres_member(rr, t->pos);
-            if (is_answer_type(rs->type))
-                set_latest(&run->said[m].latest, &run->said[m].latest_len, mr->pub.text,
-                           mr->pub.text_len);
-            else
-                set_latest(&run->said[m].critique, &run->said[m].critique_len, mr->pub.text,
-                           mr->pub.text_len);
-        }
-        if (rs->type == RT_CRITIQUE)
-            run->critiques_fresh = true;
-        rres_set_text(rr, rres_member(rr, first_ok)->pub.text,
-                      rres_member(rr, first_ok)->pub.text_len);
-        break;
-    case RT_VOTE: {
-        json_int_t *tally = cx_calloc(rs->n_cand, sizeof *tally);
-        if (!tally)
-            break;
-        json_int_t valid = 0;
-        for (size_t i = 0; i < rs->n_tasks; i++)
-            if (rs->tasks[i].ok) {
-                tally[rs->tasks[i].choice]++;
-                valid++;
-            }
-        size_t w = 0;
-        for (size_t c = 1; c < rs->n_cand; c++)
-            if (tally[c] > tally[w])
-                w = c;
-        json_t *tj = json_object();
-        for (size_t c = 0; c < rs->n_cand; c++)
-            json_object_set_new(tj, rs->cand_labels[c], json_integer(tally[c]));
-        bool unanimous = valid > 0 && tally[w] == valid;
-        rres_set_aggregate(rr, json_pack("{s:o,s:s,s:o,s:I,s:b}", "tally", tj, "winner",
-                                         rs->cand_labels[w], "winner_member",
-                                         winner_json(run, rs, w), "valid_votes", valid,
-                                         "unanimous", unanimous));
-        size_t m = rs->cand[w];
-        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
-        if (it) /* the last vote of the iteration decides */
-            it->vote_unanimous = unanimous ? 1 : 0;
-        free(tally);
-        break;
-    }
-    case RT_RANKING: {
-        json_int_t *score = cx_calloc(rs->n_cand, sizeof *score);
-        size_t *order = cx_calloc(rs->n_cand, sizeof *order);
-        if (!score || !order) {
-            free(score);
-            free(order);
-            break;
-        }
-        for (size_t i = 0; i < rs->n_tasks; i++) {
-            task *t = &rs->tasks[i];
-            if (!t->ok)
-                continue;
-            for (size_t p = 0; p < t->n_order; p++)
-                score[t->order[p]] += (json_int_t)(rs->n_cand - 1 - p);
-        }
-        for (size_t c = 0; c < rs->n_cand; c++)
-            order[c] = c;
-        /* stable insertion sort: higher score first, ties keep label order */
-        for (size_t a = 1; a < rs->n_cand; a++)
-            for (size_t b = a; b > 0 && score[order[b]] > score[order[b - 1]]; b--) {
-                size_t tmp = order[b];
-                order[b] = order[b - 1];
-                order[b - 1] = tmp;
-            }
-        json_t *sj = json_object();
-        for (size_t c = 0; c < rs->n_cand; c++)
-            json_object_set_new(sj, rs->cand_labels[c], json_integer(score[c]));
-        rres_set_aggregate(rr, json_pack("{s:o,s:o,s:s,s:o}", "scores", sj, "ranking",
-                                         labels_json(rs, order, rs->n_cand), "winner",
-                                         rs->cand_labels[order[0]], "winner_member",
-                                         winner_json(run, rs, order[0])));
-        size_t m = rs->cand[order[0]];
-        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
-        free(score);
-        free(order);
-        break;
-    }
-    case RT_PAIRWISE: {
-        size_t w = rs->pw->alive[0];
-        rres_set_aggregate(rr, json_pack("{s:O,s:s,s:o}", "bracket", rs->pw->bracket,
-                                         "winner", rs->cand_labels[w], "winner_member",
-                                         winner_json(run, rs, w)));
-        size_t m = rs->cand[w];
-        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
-        break;
-    }
-    default:
-        break;
-    }
-    (void)spec;
+    yield_round(run, rs, first_ok);
     run->rounds_completed++;
     run_push_round(run, rr);
     run->round = NULL;
@@ -839,7 +813,7 @@ static int push_iterate(council_run *run, const spec_round *sr)
     f->iteration = 0;
     f->vote_unanimous = -1;
     f->idx = run->next_round_idx++;
-    f->res = rres_new(sr->name, f->idx, round_type_name(RT_ITERATE), 0);
+    f->res = rres_new(sr->name, f->idx, round_type_name(sr->type), 0);
     if (!f->res || run_own_round(run, f->res)) {
         rres_free(f->res);
         free(f);
@@ -849,7 +823,7 @@ static int push_iterate(council_run *run, const spec_round *sr)
     f->next = run->frames;
     run->frames = f;
     run_publish(run, COUNCIL_EV_ROUND_STARTED, sr->name, (int)f->idx,
-                round_type_name(RT_ITERATE), NULL, NULL, 0, NULL);
+                round_type_name(sr->type), NULL, NULL, 0, NULL);
     return 0;
 }
 
@@ -925,7 +899,7 @@ void engine_pump(council_run *run)
                 return;
             if (rs->done < rs->n_tasks)
                 return; /* wait for calls */
-            if (rs->type == RT_PAIRWISE && rs->n_tasks > 0) {
+            if (rs->kind->yield == YIELD_BRACKET && rs->n_tasks > 0) {
                 pairwise_decide(rs);
                 if (pairwise_level(rs) < 0)
                     return;
@@ -950,7 +924,7 @@ void engine_pump(council_run *run)
         size_t n = f->iter ? f->iter->n_children : run->spec->n_rounds;
         if (f->pc < n) {
             const spec_round *sr = &rounds[f->pc];
-            if (sr->type == RT_ITERATE) {
+            if (round_kind_of(sr->type)->yield == YIELD_NESTED) {
                 f->pc++;
                 if (push_iterate(run, sr) < 0)
                     return;

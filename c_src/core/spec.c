@@ -8,32 +8,13 @@
  */
 #include "council_internal.h"
 #include "llm.h"
+#include "rounds.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const type_names[RT__COUNT] = {
-    "independent_analysis", "peer_review", "anonymized_peer_review",
-    "critique", "ranking", "vote", "iterate", "pairwise_elimination",
-    "synthesis",
-};
-
-const char *round_type_name(round_type t)
-{
-    return (unsigned)t < RT__COUNT ? type_names[t] : "unknown";
-}
-
-static int round_type_parse(const char *s, round_type *out)
-{
-    for (int i = 0; i < RT__COUNT; i++)
-        if (strcmp(s, type_names[i]) == 0) {
-            *out = (round_type)i;
-            return 0;
-        }
-    return -1;
-}
 
 /* ---------------------------------------------------------------- errors */
 
