@@ -107,10 +107,13 @@ $(B)/examples/%: examples/%.c $(B)/libcouncil.a c_src/include/council.h
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
 # Test binaries link the core and the C node's objects (all but main.c).
+# test_alloc fails the core's allocations one by one: it wraps them.
+TEST_LDFLAGS_test_alloc := -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc \
+                           -Wl,--wrap=strdup
 $(B)/test/%: test/c/%.c $(B)/libcouncil.a $(CNODE_LIB_OBJ) $(wildcard test/c/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(EI_CFLAGS) -Itest/c $< -o $@ $(CNODE_LIB_OBJ) \
-	  $(B)/libcouncil.a $(EI_LIBS) $(LIBS) -lcmocka $(LDSAN)
+	  $(B)/libcouncil.a $(EI_LIBS) $(LIBS) -lcmocka $(LDSAN) $(TEST_LDFLAGS_$*)
 
 # Test helpers may use OpenSSL (the fake model server speaks TLS).
 $(B)/test/helpers/%: test/c/helpers/%.c

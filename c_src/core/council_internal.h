@@ -58,6 +58,16 @@ pubsub *council_ctx_pubsub(council_ctx *ctx);
 
 char *cx_strdup(const char *s);
 void cx_usage_add(council_usage *to, const council_usage *u);
+/* len bytes of s are valid UTF-8 (as jansson checks it) */
+bool cx_utf8_valid(const char *s, size_t len);
+/* a jansson parse failure: COUNCIL_ENOMEM when it says it ran out of
+ * memory (or gives no reason, which it does for some of those), else bad.
+ * Some of its allocation failures read as syntax errors: those stay bad. */
+#define CX_JSON_ERR(je, bad)                                                  \
+    ((json_error_code(&(je)) == json_error_out_of_memory ||                  \
+      ((je).text[0] == 0 && json_error_code(&(je)) == json_error_unknown))   \
+         ? COUNCIL_ENOMEM                                                     \
+         : (bad))
 char *cx_memdup(const void *p, size_t len); /* len bytes + NUL */
 void *cx_calloc(size_t n, size_t sz);
 /* A JSON string for text that goes out as JSON (requests): the bytes as

@@ -149,8 +149,11 @@ static int parse_options(const char *options_json, json_t **out)
         *out = json_object();
         return *out ? 0 : COUNCIL_ENOMEM;
     }
-    json_t *o = json_loads(options_json, JSON_REJECT_DUPLICATES, NULL);
-    if (!o || !json_is_object(o)) {
+    json_error_t je;
+    json_t *o = json_loads(options_json, JSON_REJECT_DUPLICATES, &je);
+    if (!o)
+        return CX_JSON_ERR(je, COUNCIL_EPARSE);
+    if (!json_is_object(o)) {
         json_decref(o);
         return COUNCIL_EPARSE;
     }
@@ -161,7 +164,8 @@ static int parse_options(const char *options_json, json_t **out)
 int council_spec_add_member(council_spec *spec, const char *id,
                             const char *provider_name, const char *options_json)
 {
-    if (!spec || !id || !provider_name)
+    if (!spec || !id || !provider_name || !cx_utf8_valid(id, strlen(id)) ||
+        !cx_utf8_valid(provider_name, strlen(provider_name)))
         return COUNCIL_EINVAL;
     if (spec->frozen)
         return COUNCIL_ESTATE;
@@ -172,7 +176,7 @@ int council_spec_add_member(council_spec *spec, const char *id,
     json_t *m = json_pack("{s:s,s:s,s:o}", "id", id, "provider", provider_name,
                           "options", opts);
     if (!m)
-        return COUNCIL_EINVAL; /* not UTF-8, or no memory */
+        return COUNCIL_ENOMEM;
     if (json_array_append_new(json_object_get(spec->doc, "members"), m))
         return COUNCIL_ENOMEM;
     return COUNCIL_OK;
@@ -181,7 +185,8 @@ int council_spec_add_member(council_spec *spec, const char *id,
 int council_spec_add_round(council_spec *spec, const char *type,
                            const char *name, const char *options_json)
 {
-    if (!spec || !type)
+    if (!spec || !type || !cx_utf8_valid(type, strlen(type)) ||
+        (name && !cx_utf8_valid(name, strlen(name))))
         return COUNCIL_EINVAL;
     if (spec->frozen)
         return COUNCIL_ESTATE;
@@ -191,10 +196,10 @@ int council_spec_add_round(council_spec *spec, const char *type,
         return rc;
     json_t *r = json_pack("{s:s,s:o}", "type", type, "options", opts);
     if (!r)
-        return COUNCIL_EINVAL;
+        return COUNCIL_ENOMEM;
     if (name && json_object_set_new(r, "name", json_string(name))) {
         json_decref(r);
-        return COUNCIL_EINVAL;
+        return COUNCIL_ENOMEM;
     }
     if (json_array_append_new(json_object_get(spec->doc, "rounds"), r))
         return COUNCIL_ENOMEM;
@@ -211,9 +216,11 @@ int council_spec_set_chair(council_spec *spec, const char *member_id)
         json_object_del(spec->doc, "chair");
         return COUNCIL_OK;
     }
+    if (!cx_utf8_valid(member_id, strlen(member_id)))
+        return COUNCIL_EINVAL;
     json_t *c = json_string(member_id);
     if (!c)
-        return COUNCIL_EINVAL;
+        return COUNCIL_ENOMEM;
     return json_object_set_new(spec->doc, "chair", c) ? COUNCIL_ENOMEM : COUNCIL_OK;
 }
 
@@ -640,6 +647,8 @@ int council_spec_from_json(const char *json, size_t len, council_spec **out,
     json_error_t je;
     json_t *doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!doc) {
+        if (CX_JSON_ERR(je, COUNCIL_EPARSE) == COUNCIL_ENOMEM)
+            return COUNCIL_ENOMEM;
         fail(err, "$", "invalid JSON at line %d column %d: %.120s", je.line,
              je.column, je.text);
         return COUNCIL_EPARSE;

@@ -143,6 +143,18 @@ static size_t utf8_seq(const unsigned char *p, size_t n)
     return k;
 }
 
+bool cx_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_seq(p + i, len - i);
+        if (!k)
+            return false;
+        i += k;
+    }
+    return true;
+}
+
 json_t *cx_json_text(const char *s, size_t len)
 {
     json_t *j = json_stringn(s, len);
