@@ -43,8 +43,20 @@ defmodule CouncilEx do
   @typedoc "A council: a module using `use CouncilEx`, or a spec."
   @type council :: module | Spec.t()
 
-  @typedoc "A run result: the final answer, each round's result, the errors."
-  @type result :: %{final: binary | nil, rounds: [map], errors: [binary]}
+  @typedoc """
+  A run result: the final answer, each round's result, the errors, and
+  the tokens the run used (`usage`, see `CouncilEx.PubSub` for the maps).
+  """
+  @type result :: %{
+          required(:final) => binary | nil,
+          required(:rounds) => [map],
+          required(:errors) => [binary],
+          optional(:usage) => %{
+            input_tokens: non_neg_integer,
+            output_tokens: non_neg_integer,
+            cost: float | nil
+          }
+        }
 
   @typedoc "Options of `start/3`, `start_link/3` and `run/3`."
   @type start_option ::

@@ -95,7 +95,7 @@ int cn_beam_provider_register(cn_bridge *b)
     return council_provider_register(b->ctx, "beam", &ops, b);
 }
 
-static int get_u64(cn_slice s, uint64_t *out)
+int cn_beam_term_u64(cn_slice s, uint64_t *out)
 {
     int index = 0;
     unsigned long long v;
@@ -105,7 +105,7 @@ static int get_u64(cn_slice s, uint64_t *out)
     return 0;
 }
 
-static int get_binary(cn_slice s, const char **p, size_t *len)
+int cn_beam_term_binary(cn_slice s, const char **p, size_t *len)
 {
     if (s.len < 5 || s.p[0] != ERL_BINARY_EXT)
         return -1;
@@ -117,12 +117,11 @@ static int get_binary(cn_slice s, const char **p, size_t *len)
     return 0;
 }
 
-/* A reason term as text for the member error. */
-static void reason_text(cn_slice r, char *buf, size_t cap)
+void cn_beam_reason_text(cn_slice r, char *buf, size_t cap)
 {
     const char *p;
     size_t len;
-    if (get_binary(r, &p, &len) == 0) {
+    if (cn_beam_term_binary(r, &p, &len) == 0) {
         snprintf(buf, cap, "%.*s", (int)(len < cap ? len : cap - 1), p);
         return;
     }
@@ -146,14 +145,14 @@ int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
     int token = cn_ctl_is_atom(&el[0], "council_member_token");
     int reply = cn_ctl_is_atom(&el[0], "council_member_reply");
     uint64_t id;
-    if ((!token && !reply) || get_u64(el[1], &id))
+    if ((!token && !reply) || cn_beam_term_u64(el[1], &id))
         return 0;
 
     if (token) {
         const char *p;
         size_t len;
         council_call *c = cn_run_proc_call_find(rp, id); /* stays in flight */
-        if (c && get_binary(el[2], &p, &len) == 0)
+        if (c && cn_beam_term_binary(el[2], &p, &len) == 0)
             council_call_token(c, p, len);
         return 1; /* a late token of a finished call is dropped */
     }
@@ -166,10 +165,10 @@ int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
     size_t len;
     char why[512];
     if (cn_term_tuple(el[2], res, 2) == 2 && cn_ctl_is_atom(&res[0], "ok") &&
-        get_binary(res[1], &p, &len) == 0) {
+        cn_beam_term_binary(res[1], &p, &len) == 0) {
         council_call_complete(c, p, len);
     } else if (cn_term_tuple(el[2], res, 2) == 2 && cn_ctl_is_atom(&res[0], "error")) {
-        reason_text(res[1], why, sizeof why);
+        cn_beam_reason_text(res[1], why, sizeof why);
         council_call_fail(c, why);
     } else {
         council_call_fail(c, "beam provider: malformed reply from the member server");
@@ -181,7 +180,7 @@ int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
 void cn_beam_provider_server_down(cn_run_proc *rp, cn_slice reason)
 {
     char why[512], msg[600];
-    reason_text(reason, why, sizeof why);
+    cn_beam_reason_text(reason, why, sizeof why);
     snprintf(msg, sizeof msg, "beam provider: member server down: %s", why);
     /* The server is already forgotten (cn_run_proc_member_server gives
      * NULL), so a retry started by a failure below fails at once instead of

@@ -6,7 +6,8 @@
  * nothing of runs. Everything that maps one onto the other lives in the
  * files that include this header: service.c (the registered council_ex
  * process), run_proc.c (a process per run), remote_sub.c (events to BEAM
- * pids) and beam_provider.c (member calls served by BEAM processes).
+ * pids), beam_provider.c (member calls served by BEAM processes) and
+ * beam_tools.c (tool calls served by BEAM processes).
  * Single-threaded: the loop thread only.
  */
 #ifndef CN_BRIDGE_H
@@ -18,6 +19,7 @@
 #include "node.h"
 
 struct cn_rsubs;
+struct cn_beam_tools;
 
 typedef struct cn_bridge {
     cn_node *node;
@@ -31,6 +33,8 @@ typedef struct cn_bridge {
     int end_timer_ready;
     cn_dl ending;
     cn_dl live;              /* every run process alive (run_proc.c) */
+    struct cn_beam_tools *tools; /* tool calls waiting for BEAM replies
+                                    (beam_tools.c; NULL until registered) */
 } cn_bridge;
 
 #endif

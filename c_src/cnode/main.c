@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "beam_provider.h"
+#include "beam_tools.h"
 #include "bridge.h"
 #include "council.h"
 #include "log.h"
@@ -337,7 +338,8 @@ static void on_ready(cn_node *n, int status, void *ud)
                             .max_subscriptions = a->o.max_subs,
                             .bridge = &a->bridge};
     if (!cn_net_kernel_start(n) || !cn_service_start(n, &sc) ||
-        cn_beam_provider_register(&a->bridge) != 0) {
+        cn_beam_provider_register(&a->bridge) != 0 ||
+        cn_beam_tools_register(&a->bridge) != 0) {
         cn_log_error("cannot start the service processes");
         a->exit_code = 1;
         stop_app(a);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "beam_provider.h"
+#include "beam_tools.h"
 #include "event_term.h"
 #include "gen_server.h"
 #include "log.h"
@@ -249,7 +250,8 @@ static void handle_info(cn_node *n, cn_proc *p, cn_slice msg)
 {
     (void)n;
     cn_run_proc *rp = cn_gen_state(p);
-    if (!cn_beam_provider_handle_info(rp->b, rp, msg))
+    if (!cn_beam_provider_handle_info(rp->b, rp, msg) &&
+        !cn_beam_tools_handle_info(rp->b, rp, msg))
         cn_log_debug("run process: unexpected message dropped");
 }
 
@@ -264,6 +266,7 @@ static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
         free(rp->server);
         rp->server = NULL;
         cn_beam_provider_server_down(rp, reason);
+        cn_beam_tools_server_down(rp->b, rp, reason);
     }
 }
 
@@ -297,6 +300,7 @@ static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
     for (size_t i = 0; i < rp->n_calls; i++)
         council_call_unref(rp->calls[i].call);
     free(rp->calls);
+    cn_beam_tools_run_gone(rp->b, rp);
     free_awaiters(rp);
     if (rp->ending)
         cn_dl_del(&rp->end_link);

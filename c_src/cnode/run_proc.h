@@ -3,8 +3,11 @@
  * Owns: the pid of each run and the GenServer face of it: calls (:run_id,
  * :state, :cancel, :await, :result, {:subscribe, Pid}, {:unsubscribe, Pid}),
  * the cast :cancel, :sys.get_state, GenServer.stop, the awaiters waiting
- * for the end (at most 10000 per run; more get {error, limit}), the beam provider calls in flight for the run, and the exit
- * reason the run ends with.
+ * for the end (at most 10000 per run; more get {error, limit}), the beam
+ * provider calls in flight for the run, and the exit reason the run ends
+ * with. Messages to the run pid that are beam provider or beam tool
+ * replies go to beam_provider.c / beam_tools.c; a DOWN of the member
+ * server fails the member calls and tool calls waiting on it.
  * When the core reports the end of a run, the process waits until the
  * run's events have been handed to the connections (a zero timer, then a
  * pub/sub flush), then answers its awaiters and exits: linked processes

@@ -11,6 +11,11 @@ defmodule CouncilEx.DSL do
         member :fast, provider: :mock, latency_ms: 20, chunks: 2
         member :careful, provider: :mock, latency_ms: 80
         member :local, provider: MyApp.LocalModel   # a CouncilEx.Member module
+        member :gpt, provider: :openai, model: "gpt-4o-mini",
+          api_key: {:system, "OPENAI_API_KEY"},
+          tools: [%{name: "lookup", description: "Looks a term up",
+                    parameters: %{type: "object", properties: %{query: %{type: "string"}}},
+                    handler: &MyApp.Tools.lookup/1}]
 
         round :independent_analysis
         round :iterate, max_iterations: 2, until: "consensus" do
@@ -24,6 +29,13 @@ defmodule CouncilEx.DSL do
   `use CouncilEx` excludes `Kernel.round/1` from the module's imports
   (call it as `Kernel.round/1` there). Options: `id:` overrides the spec id
   (default: the module name, e.g. `"Elixir.MyApp.Triage"`).
+
+  The spec is built at compile time, so a tool handler here must be a
+  remote function capture (`&Mod.fun/1`): an anonymous function cannot be
+  compiled into `__council__/0` (use `CouncilEx.DynamicCouncil` or
+  `CouncilEx.Spec.new/1` for those). Configuration defaults of the model
+  providers (`config :council_ex, :providers`, see `CouncilEx.Providers`)
+  are merged when a run starts, not here.
   """
 
   alias CouncilEx.Spec
@@ -46,11 +58,15 @@ defmodule CouncilEx.DSL do
   end
 
   @doc """
-  Declares a member. `provider:` is `:mock`, `:exec`, `:council`, or an
-  Elixir module implementing `CouncilEx.Member` (sent as provider `beam`);
-  `:native` is refused (the C node has no native providers). Every other
-  option (or an explicit `options:` map) is passed to the
-  provider as JSON.
+  Declares a member. `provider:` is `:mock`, `:exec`, `:council`, a model
+  provider (`:openai`, `:openrouter`, `:ollama`, `:anthropic`, `:gemini`:
+  option `model:` names the model), or an Elixir module implementing
+  `CouncilEx.Member` (sent as provider `beam`); `:native` is refused (the C
+  node has no native providers). Every other option (or an explicit
+  `options:` map) is passed to the provider as JSON, except for model
+  providers `api_key: {:system, "VAR"}` (sent as `api_key_env`; a literal
+  key is refused) and tools whose `handler:` is a function (see
+  `CouncilEx.Spec`).
   """
   defmacro member(id, opts \\ []) do
     quote do
@@ -168,6 +184,7 @@ defmodule CouncilEx.DSL do
 
     case Spec.new(attrs) do
       {:ok, spec} ->
+        check_tool_functions!(mod, env, spec)
         spec
 
       {:error, message} ->
@@ -175,6 +192,21 @@ defmodule CouncilEx.DSL do
           file: env.file,
           line: env.line,
           description: "invalid council #{inspect(mod)}: #{message}"
+    end
+  end
+
+  # Only remote captures (&Mod.fun/1) can be compiled into __council__/0.
+  defp check_tool_functions!(mod, env, spec) do
+    for {member_id, tools} <- Spec.beam_tools(spec),
+        {name, fun} <- tools,
+        Function.info(fun, :type) != {:type, :external} do
+      raise CompileError,
+        file: env.file,
+        line: env.line,
+        description:
+          "invalid council #{inspect(mod)}: member #{inspect(member_id)}, tool #{inspect(name)}: " <>
+            "the handler must be a remote function capture such as &MyTools.lookup/1 " <>
+            "(an anonymous function cannot be compiled into the council)"
     end
   end
 

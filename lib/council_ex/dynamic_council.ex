@@ -17,6 +17,23 @@ defmodule CouncilEx.DynamicCouncil do
   missing id becomes `"dynamic:"` followed by a hash of the spec. Apart from
   the id, the same council written with the DSL and here gives equal
   `%CouncilEx.Spec{}` structs.
+
+  Model members work the same way (`"provider": "openai"`, `"anthropic"`,
+  ...; see `CouncilEx.Spec`): in JSON a key is named with
+  `"api_key_env"` (a literal `"api_key"` is refused) and a tool names its
+  handler; from maps, `api_key: {:system, "VAR"}` and tools whose
+  `handler` is a function (an anonymous one too) are accepted:
+
+      iex> {:ok, spec} =
+      ...>   CouncilEx.DynamicCouncil.to_spec(%{
+      ...>     id: "ask",
+      ...>     members: [%{id: "gpt", provider: :openai, model: "gpt-4o-mini",
+      ...>                 tools: [%{name: "now", handler: fn _args -> "12:00" end}]}],
+      ...>     rounds: [%{type: :independent_analysis}]
+      ...>   })
+      iex> [tool] = hd(CouncilEx.Spec.to_map(spec)["members"])["options"]["tools"]
+      iex> tool
+      %{"name" => "now", "handler" => "beam"}
   """
 
   alias CouncilEx.Spec

@@ -1,32 +1,69 @@
 defmodule CouncilEx.MemberServer do
   @moduledoc """
-  Serves `beam` provider calls of one run (docs/protocol.md, "The `beam`
-  provider"): for each `{:council_member_call, run_pid, call_id, request}`
-  it runs the member's `CouncilEx.Member` module in a task under
-  `CouncilEx.MemberServer.Tasks` and answers the run with
-  `{:council_member_token, call_id, chunk}` and
-  `{:council_member_reply, call_id, {:ok, text} | {:error, message}}`.
+  Serves the Elixir side of one run (docs/protocol.md, "The `beam`
+  provider" and "Tools served by the BEAM"):
+
+    * `beam` provider calls: for each
+      `{:council_member_call, run_pid, call_id, request}` it runs the
+      member's `CouncilEx.Member` module in a task under
+      `CouncilEx.MemberServer.Tasks` and answers the run with
+      `{:council_member_token, call_id, chunk}` and
+      `{:council_member_reply, call_id, {:ok, text} | {:error, message}}`;
+    * tool calls of model members whose tool handler is an Elixir
+      function: for each `{:council_tool_call, run_pid, tool_call_id,
+      member_id, name, arguments}` it calls that function (`run_tool/3`)
+      in a task and answers the run with
+      `{:council_tool_reply, tool_call_id, {:ok, text} | {:error, message}}`.
 
   `CouncilEx.RunServer` starts one per run whose spec has Elixir-module
-  members (under `CouncilEx.MemberServer.Supervisor`) and passes it as the
-  run's `:member_server`; it ends, killing unfinished calls, when the run
-  ends.
+  members or Elixir function tools (under
+  `CouncilEx.MemberServer.Supervisor`) and passes it as the run's
+  `:member_server`; it ends, killing unfinished calls, when the run ends.
   """
   use GenServer, restart: :temporary
 
-  @doc "Starts a member server for a run with these beam members (`member_id => module`)."
-  @spec start_for_run!(%{binary => module}, [pid]) :: pid
-  def start_for_run!(members, callers) do
+  @typedoc """
+  The Elixir tools of a run: `{member_id, tool_name}` => the function and
+  its timeout in ms (see `tools_of/1`).
+  """
+  @type tools :: %{{binary, binary} => {(map -> term), pos_integer}}
+
+  @default_tool_timeout_ms 30_000
+
+  @doc """
+  Starts a member server for a run with these beam members
+  (`member_id => module`) and Elixir tools (`t:tools/0`).
+  """
+  @spec start_for_run!(%{binary => module}, [pid], tools) :: pid
+  def start_for_run!(members, callers, tools \\ %{}) do
     {:ok, pid} =
       DynamicSupervisor.start_child(
         CouncilEx.MemberServer.Supervisor,
-        {__MODULE__, members: members, callers: callers}
+        {__MODULE__, members: members, callers: callers, tools: tools}
       )
 
     pid
   end
 
-  @doc "Starts a member server (see `start_for_run!/2`)."
+  @doc """
+  The Elixir tools of a spec (`CouncilEx.Spec.beam_tools/1`) as this server
+  takes them: each function with its member's `tool_timeout_ms` option
+  (default 30000, the C node's), after which the call is given up.
+  """
+  @spec tools_of(CouncilEx.Spec.t()) :: tools
+  def tools_of(%CouncilEx.Spec{} = spec) do
+    timeouts = Map.new(spec.members, &{&1.id, tool_timeout(&1.options)})
+
+    for {member_id, tools} <- CouncilEx.Spec.beam_tools(spec),
+        {name, fun} <- tools,
+        into: %{},
+        do: {{member_id, name}, {fun, timeouts[member_id]}}
+  end
+
+  defp tool_timeout(%{"tool_timeout_ms" => ms}) when is_integer(ms) and ms > 0, do: ms
+  defp tool_timeout(_options), do: @default_tool_timeout_ms
+
+  @doc "Starts a member server (see `start_for_run!/3`)."
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
 
@@ -68,6 +105,85 @@ defmodule CouncilEx.MemberServer do
     kind, reason -> {:error, Exception.format_banner(kind, reason)}
   end
 
+  @doc """
+  Runs one tool call and returns the reply that is sent to the run (used
+  by the tasks; handy in tests). `arguments` is the JSON text the model
+  wrote: a JSON object, given to `fun` as a map with binary keys (empty
+  text is `%{}`). `fun` runs in a process of its own, killed after
+  `timeout` ms. What it returns becomes the tool's result: a binary as is,
+  `{:ok, value}` as `value` would, `{:error, reason}` an error result, any
+  other term its JSON text (an error result when it has none). A raise, a
+  throw or an exit is an error result with its message.
+
+      iex> CouncilEx.MemberServer.run_tool(&Map.fetch!(&1, "q"), ~s({"q": "hi"}), 1_000)
+      {:ok, "hi"}
+  """
+  @spec run_tool((map -> term), binary, timeout) :: {:ok, binary} | {:error, binary}
+  def run_tool(fun, arguments, timeout) when is_function(fun, 1) and is_binary(arguments) do
+    with {:ok, args} <- tool_arguments(arguments) do
+      trap = Process.flag(:trap_exit, true)
+
+      task = Task.Supervisor.async(CouncilEx.MemberServer.Tasks, fn -> apply_tool(fun, args) end)
+
+      reply =
+        case Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill) do
+          {:ok, reply} -> reply
+          {:exit, reason} -> {:error, "tool exited: " <> Exception.format_exit(reason)}
+          nil -> {:error, "tool timed out after #{timeout} ms"}
+        end
+
+      # The link kept the function's process from outliving this one; its
+      # exit signal (a message while trapping) is dropped with it.
+      Process.unlink(task.pid)
+
+      receive do
+        {:EXIT, pid, _} when pid == task.pid -> :ok
+      after
+        0 -> :ok
+      end
+
+      Process.flag(:trap_exit, trap)
+      reply
+    end
+  end
+
+  defp tool_arguments(text) do
+    if String.trim(text) == "" do
+      {:ok, %{}}
+    else
+      case CouncilEx.JSON.decode(text) do
+        {:ok, map} when is_map(map) -> {:ok, map}
+        {:ok, _other} -> {:error, "tool arguments must be a JSON object, got: " <> clip(text)}
+        {:error, _} -> {:error, "tool arguments are not valid JSON: " <> clip(text)}
+      end
+    end
+  end
+
+  defp apply_tool(fun, args) do
+    tool_result(fun.(args))
+  rescue
+    e -> {:error, Exception.message(e)}
+  catch
+    kind, reason -> {:error, Exception.format_banner(kind, reason)}
+  end
+
+  defp tool_result(text) when is_binary(text), do: {:ok, text}
+  defp tool_result({:ok, value}), do: tool_result(value)
+  defp tool_result({:error, reason}), do: {:error, reason_text(reason)}
+
+  defp tool_result(value) do
+    case CouncilEx.JSON.encode(value) do
+      {:ok, json} ->
+        {:ok, json}
+
+      {:error, _} ->
+        {:error, "the tool returned a term with no JSON form: " <> clip(inspect(value))}
+    end
+  end
+
+  defp clip(text) when byte_size(text) > 200, do: String.slice(text, 0, 200) <> "..."
+  defp clip(text), do: text
+
   # ------------------------------------------------------------- callbacks
 
   @impl true
@@ -78,6 +194,7 @@ defmodule CouncilEx.MemberServer do
      %{
        members: Keyword.fetch!(opts, :members),
        callers: Keyword.get(opts, :callers, []),
+       tools: Keyword.get(opts, :tools, %{}),
        run: nil,
        tasks: %{}
      }}
@@ -109,6 +226,33 @@ defmodule CouncilEx.MemberServer do
           end
 
         send(run_pid, {:council_member_reply, call_id, reply})
+      end)
+
+    ref = Process.monitor(task)
+    {:noreply, %{state | tasks: Map.put(state.tasks, ref, task)}}
+  end
+
+  def handle_info({:council_tool_call, run_pid, id, member_id, name, arguments}, state)
+      when is_pid(run_pid) and is_integer(id) and is_binary(member_id) and is_binary(name) and
+             is_binary(arguments) do
+    tool = Map.get(state.tools, {member_id, name})
+    callers = state.callers
+
+    {:ok, task} =
+      Task.Supervisor.start_child(CouncilEx.MemberServer.Tasks, fn ->
+        Process.put(:"$callers", callers)
+
+        reply =
+          case tool do
+            {fun, timeout} ->
+              run_tool(fun, arguments, timeout)
+
+            nil ->
+              {:error,
+               "no Elixir function for tool #{inspect(name)} of member #{inspect(member_id)}"}
+          end
+
+        send(run_pid, {:council_tool_reply, id, reply})
       end)
 
     ref = Process.monitor(task)

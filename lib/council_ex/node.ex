@@ -34,6 +34,9 @@ defmodule CouncilEx.Node do
       `:council_ex`; passed as `--registered-name` to a managed node).
     * `:node_wait_timeout` - how long API calls wait for the node (ms,
       default 15000).
+    * `:providers` - defaults and API keys of the model providers (see
+      `CouncilEx.Providers`): a literal key there is put into the managed
+      node's environment when it starts.
 
       iex> {:ok, node} = CouncilEx.Node.await()
       iex> GenServer.call({:council_ex, node}, :ping)
@@ -407,7 +410,7 @@ defmodule CouncilEx.Node do
         cookie_file = write_cookie_file()
 
         port =
-          Port.open({:spawn_executable, "/bin/sh"}, [
+          open_port([
             :binary,
             :exit_status,
             :stderr_to_stdout,
@@ -434,6 +437,33 @@ defmodule CouncilEx.Node do
             ready_timer: timer,
             node: nil
         }
+    end
+  end
+
+  # The node's process gets the literal API keys of the configuration in
+  # its environment (CouncilEx.Providers.node_env/0): they exist only in
+  # the port's options here, never in this process's state. An error of
+  # the spawn is raised again without its arguments, so that no crash
+  # report carries a key.
+  defp open_port(options) do
+    env =
+      try do
+        CouncilEx.Providers.node_env()
+      rescue
+        # the library's own messages, which never show a key
+        e in ArgumentError ->
+          Logger.error("council_ex: C node started without configured keys: " <> e.message)
+          []
+
+        _ ->
+          Logger.error("council_ex: C node started without configured keys: bad :providers")
+          []
+      end
+
+    try do
+      Port.open({:spawn_executable, "/bin/sh"}, [{:env, env} | options])
+    rescue
+      e -> raise RuntimeError, "council_ex: cannot spawn the C node: " <> Exception.message(e)
     end
   end
 

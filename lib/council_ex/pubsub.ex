@@ -14,10 +14,33 @@ defmodule CouncilEx.PubSub do
       {:member_started, run_id, round_name, member_id}
       {:member_token, run_id, round_name, member_id, chunk}
       {:member_completed, run_id, round_name, member_id, member_result}
+      {:tool_call_request, run_id, round_name, member_id, tool_call}
+      {:tool_call_result, run_id, round_name, member_id, tool_result}
       {:round_completed, run_id, round_name, round_result}
       {:run_completed, run_id, result}
       {:run_failed, run_id, errors, result}
       {:run_cancelled, run_id, result}
+
+  Round names are atoms when the atom exists (DSL names, round types),
+  else binaries; member ids and chunks are binaries. The maps
+  (docs/protocol.md, "Shapes"):
+
+    * `member_result`: `%{member_id, status: :ok | :error, text, attempts,
+      error, parsed, error_kind, usage}`; `error_kind` is nil on success,
+      else `:transient` (retried within `limits.max_attempts`),
+      `:permanent`, `:validation` or `:cancelled`;
+    * `round_result`: `%{name, idx, type, members, aggregate, text, usage}`;
+    * `result`: `%{final, rounds, errors, usage}`;
+    * `usage`: `%{input_tokens: integer, output_tokens: integer,
+      cost: float | nil}`, tokens as the model APIs report them (zeros for
+      members that report none), summed over attempts and tool turns for a
+      member, over members for a round, over the whole run for a result;
+    * `tool_call` (a model member asks for a tool): `%{id, name,
+      arguments}`, `arguments` being the JSON text the model wrote;
+      `tool_result` (what the tool answered, given back to the model):
+      the same plus `result: binary, status: :ok | :error`.
+
+  Match the keys you need rather than whole maps: keys may be added.
 
   and, instead of the rest of the events, one of these notices (each at
   most once per subscription, and nothing follows it):

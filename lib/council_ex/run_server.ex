@@ -24,7 +24,7 @@ defmodule CouncilEx.RunServer do
   namespace (the same run id may live in two registries).
   """
 
-  alias CouncilEx.{MemberServer, RunIndex, Spec, Wire}
+  alias CouncilEx.{MemberServer, Providers, RunIndex, Spec, Wire}
 
   @typedoc """
   The curated state of a run (SPEC section 3): `started_at` is a `DateTime`
@@ -92,9 +92,17 @@ defmodule CouncilEx.RunServer do
   The spec is checked here too (`CouncilEx.Spec.check/1`, which a spec built
   by hand has not been through): an invalid one gives
   `{:error, {:invalid_spec, field, message}}`, the shape of the C node's own
-  refusal, without contacting the C node.
+  refusal, without contacting the C node. Model members get their
+  provider's configured defaults and keys here
+  (`CouncilEx.Providers.resolve/2`; a model member without a `model` is
+  `{:error, {:invalid_spec, "members[i].options.model", _}}`).
+
+  A run whose spec has Elixir-module members or tools with Elixir function
+  handlers (`CouncilEx.Spec.beam_members/1`, `CouncilEx.Spec.beam_tools/1`)
+  gets a `CouncilEx.MemberServer` that serves them.
   Returns `{:ok, pid}` or `{:error, reason}` (`:already_started`, `:limit`,
-  `{:invalid_spec, field, message}`, `:noconnection`, `:unavailable`).
+  `{:invalid_spec, field, message}`, `{:provider_config, provider,
+  message}`, `:noconnection`, `:unavailable`).
   """
   @spec start([option]) :: {:ok, pid} | {:error, term}
   def start(opts), do: do_start(:start, opts)
@@ -189,11 +197,16 @@ defmodule CouncilEx.RunServer do
 
   @doc false
   # The spec of validated options checked (SPEC section 9: a bad spec is
-  # refused before anything is sent to the C node); the options with the
-  # normalised spec, or `{:error, {:invalid_spec, field, message}}`.
-  @spec check_spec(keyword) :: {:ok, keyword} | {:error, {:invalid_spec, binary, binary}}
+  # refused before anything is sent to the C node) and its model members
+  # given their providers' configured defaults; the options with that
+  # spec, or `{:error, {:invalid_spec, field, message}}` /
+  # `{:error, {:provider_config, provider, message}}`.
+  @spec check_spec(keyword) ::
+          {:ok, keyword}
+          | {:error, {:invalid_spec, binary, binary} | {:provider_config, atom, binary}}
   def check_spec(opts) do
-    with {:ok, spec} <- Spec.check(Keyword.fetch!(opts, :spec)) do
+    with {:ok, spec} <- Spec.check(Keyword.fetch!(opts, :spec)),
+         {:ok, spec} <- Providers.resolve(spec) do
       {:ok, Keyword.put(opts, :spec, spec)}
     end
   end
@@ -201,10 +214,13 @@ defmodule CouncilEx.RunServer do
   defp request_start(how, opts) do
     spec = Keyword.fetch!(opts, :spec)
     members = Spec.beam_members(spec)
-    {member_server, callers} = {nil, Keyword.get(opts, :callers, [])}
+    tools = MemberServer.tools_of(spec)
+    callers = Keyword.get(opts, :callers, [])
 
     member_server =
-      if members == %{}, do: member_server, else: MemberServer.start_for_run!(members, callers)
+      if members == %{} and tools == %{},
+        do: nil,
+        else: MemberServer.start_for_run!(members, callers, tools)
 
     request = %{
       spec: Spec.to_json(spec),

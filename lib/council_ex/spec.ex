@@ -27,6 +27,34 @@ defmodule CouncilEx.Spec do
   `module: TheModule`; it is sent as provider `"beam"` with option
   `"module"`.
 
+  Model providers (`model_providers/0`: `:openai`, `:openrouter`,
+  `:ollama`, `:anthropic`, `:gemini`) call a model API from the C node;
+  their options (`model`, `base_url`, `temperature`, `tools`, ...) are the
+  C node's to check (docs/spec-format.md), with two rules applied here:
+
+    * API keys never travel in a spec. `api_key: {:system, "VAR"}` becomes
+      `"api_key_env" => "VAR"` (the C node reads that variable of its own
+      environment); a literal key (`api_key: "sk-..."`) is refused, at
+      `members[i].options.api_key`. Keys held in the application's
+      configuration are `CouncilEx.Providers`' business: they are merged
+      in when a run starts, never into the spec struct.
+    * A tool whose `handler` is a function of one argument is an Elixir
+      tool: it is sent as `"handler" => "beam"` and the function is kept
+      in the member's `tools` (`beam_tools/1`), for the run's
+      `CouncilEx.MemberServer` to call when the model asks for it. Tools
+      with `exec: [argv]` or a handler name pass through unchanged.
+
+      iex> {:ok, spec} =
+      ...>   CouncilEx.Spec.new(
+      ...>     id: "models",
+      ...>     members: [[id: :gpt, provider: :openai, model: "gpt-4o-mini",
+      ...>                api_key: {:system, "MY_OPENAI_KEY"}]],
+      ...>     rounds: [[type: :independent_analysis]]
+      ...>   )
+      iex> hd(CouncilEx.Spec.to_map(spec)["members"])
+      %{"id" => "gpt", "provider" => "openai",
+        "options" => %{"model" => "gpt-4o-mini", "api_key_env" => "MY_OPENAI_KEY"}}
+
   The JSON sent to the C node (`to_json/1`):
 
       {"id": "...", "members": [{"id": "a", "provider": "mock", "options": {}}],
@@ -42,14 +70,19 @@ defmodule CouncilEx.Spec do
   defmodule Member do
     @moduledoc "One member of a council spec (see `CouncilEx.Spec`)."
     @enforce_keys [:id, :provider]
-    defstruct id: nil, provider: nil, module: nil, options: %{}
+    defstruct id: nil, provider: nil, module: nil, options: %{}, tools: %{}
 
-    @typedoc "A member: binary id, provider kind, the BEAM module for `:beam`, JSON options."
+    @typedoc """
+    A member: binary id, provider kind, the BEAM module for `:beam`, JSON
+    options, and the Elixir functions of its tools whose handler is a
+    function (tool name => function; sent as handler `"beam"`).
+    """
     @type t :: %__MODULE__{
             id: binary,
             provider: CouncilEx.Spec.provider(),
             module: module | nil,
-            options: %{optional(binary) => term}
+            options: %{optional(binary) => term},
+            tools: %{optional(binary) => (map -> term)}
           }
   end
 
@@ -72,11 +105,13 @@ defmodule CouncilEx.Spec do
 
   @typedoc """
   Provider kinds a spec may name (SPEC section 4; `council` runs a
-  sub-council). The core's fourth kind, `native` (a C callback registered
-  by a C host through the native C API), is refused: the C node that serves
+  sub-council; the model providers call a model API, see
+  `model_providers/0`). The core's `native` kind (a C callback registered
+  by a C host through the native C API) is refused: the C node that serves
   the library's runs registers none.
   """
-  @type provider :: :mock | :exec | :beam | :council
+  @type provider ::
+          :mock | :exec | :beam | :council | :openai | :openrouter | :ollama | :anthropic | :gemini
 
   @typedoc "Built-in round types (SPEC section 5a)."
   @type round_type ::
@@ -107,7 +142,8 @@ defmodule CouncilEx.Spec do
           limits: limits
         }
 
-  @providers [:mock, :exec, :beam, :council]
+  @model_providers [:openai, :openrouter, :ollama, :anthropic, :gemini]
+  @providers [:mock, :exec, :beam, :council] ++ @model_providers
   @round_types [
     :independent_analysis,
     :peer_review,
@@ -131,6 +167,10 @@ defmodule CouncilEx.Spec do
   @doc "The provider kinds accepted in a spec."
   @spec providers() :: [provider]
   def providers, do: @providers
+
+  @doc "The model providers: members that call a model API from the C node."
+  @spec model_providers() :: [provider]
+  def model_providers, do: @model_providers
 
   @doc "The round types accepted in a spec."
   @spec round_types() :: [round_type]
@@ -210,7 +250,7 @@ defmodule CouncilEx.Spec do
 
   defp validate_field(spec) do
     case check_struct(spec) do
-      :ok -> spec |> to_map() |> put_modules(spec) |> build()
+      :ok -> spec |> to_map() |> put_beam_parts(spec) |> build()
       {:error, message} -> {:error, message, nil}
     end
   end
@@ -225,8 +265,12 @@ defmodule CouncilEx.Spec do
   duplicate id: the second one), `"members[2].provider"`, `"rounds"`,
   `"rounds[2].type"`, `"rounds[1].options.rounds[0].type"`,
   `"rounds[0].options.members[1]"`, `"rounds[1].options.until"`,
-  `"chair"`, `"limits"`, `"limits.max_attempts"`); `message` is this
-  library's own (the text of `new/1`'s error) and says what is wrong.
+  `"chair"`, `"limits"`, `"limits.max_attempts"`,
+  `"members[0].options.api_key"`, `"members[0].options.tools[1].handler"`);
+  `message` is this library's own (the text of `new/1`'s error) and says
+  what is wrong. The options of model members are the C node's to check
+  (a missing `model` is found when a run starts, see
+  `CouncilEx.Providers.resolve/2`, as the configuration may give it).
 
   What it accepts is what the C node accepts for these: limits from 0
   (`max_attempts: 0` is one attempt, `concurrency: 0` unbounded) up to
@@ -282,7 +326,7 @@ defmodule CouncilEx.Spec do
     cond do
       not (is_list(members) and Enum.all?(members, &member_struct?/1)) ->
         {:error,
-         "members: expected a list of %CouncilEx.Spec.Member{} (provider an atom, options a map), got: #{inspect(members)}"}
+         "members: expected a list of %CouncilEx.Spec.Member{} (provider an atom, options and tools maps), got: #{inspect(members)}"}
 
       not (is_list(rounds) and Enum.all?(rounds, &round_struct?/1)) ->
         {:error,
@@ -296,7 +340,9 @@ defmodule CouncilEx.Spec do
     end
   end
 
-  defp member_struct?(%Member{provider: p, options: o}), do: is_atom(p) and is_map(o)
+  defp member_struct?(%Member{provider: p, options: o, tools: t}),
+    do: is_atom(p) and is_map(o) and is_map(t)
+
   defp member_struct?(_), do: false
 
   defp round_struct?(%Round{type: t, options: o, rounds: rs}) when is_list(rs),
@@ -406,6 +452,16 @@ defmodule CouncilEx.Spec do
         do: {id, mod}
   end
 
+  @doc """
+  The Elixir tools of the spec's members: member id => (tool name =>
+  function), for the members that have any. These are the tools sent
+  with handler `"beam"`, answered by the run's `CouncilEx.MemberServer`.
+  """
+  @spec beam_tools(t) :: %{binary => %{binary => (map -> term)}}
+  def beam_tools(%__MODULE__{members: members}) do
+    for %Member{id: id, tools: tools} <- members, tools != %{}, into: %{}, do: {id, tools}
+  end
+
   # ------------------------------------------------------------------ members
 
   defp member_map(%Member{} = m) do
@@ -423,21 +479,48 @@ defmodule CouncilEx.Spec do
     if r.type == :iterate, do: Map.put(map, "rounds", Enum.map(r.rounds, &round_map/1)), else: map
   end
 
-  defp put_modules(map, %__MODULE__{members: members}) do
-    # to_map/1 turned modules into "module" options; keep the atoms so
-    # validate/1 does not need the atom table.
+  defp put_beam_parts(map, %__MODULE__{members: members}) do
+    # to_map/1 turned modules into "module" options and tool functions into
+    # handler "beam"; put back the atoms (so validate/1 does not need the
+    # atom table) and the functions.
     members_by_id = Map.new(members, &{&1.id, &1})
 
     Map.update!(map, "members", fn ms ->
       Enum.map(ms, fn m ->
         case members_by_id[m["id"]] do
-          %Member{module: mod} when mod != nil ->
-            m |> Map.put("provider", mod) |> Map.update!("options", &Map.delete(&1, "module"))
-
-          _ ->
-            m
+          %Member{} = member -> m |> put_module(member) |> put_tool_functions(member)
+          _ -> m
         end
       end)
+    end)
+  end
+
+  defp put_module(m, %Member{module: nil}), do: m
+
+  defp put_module(m, %Member{module: mod}),
+    do: m |> Map.put("provider", mod) |> Map.update!("options", &Map.delete(&1, "module"))
+
+  defp put_tool_functions(m, %Member{tools: tools}) when tools == %{}, do: m
+
+  defp put_tool_functions(m, %Member{tools: tools}) do
+    Map.update!(m, "options", fn options ->
+      case options do
+        %{"tools" => list} when is_list(list) ->
+          Map.put(
+            options,
+            "tools",
+            Enum.map(list, fn
+              %{"handler" => "beam", "name" => name} = t when is_map_key(tools, name) ->
+                Map.put(t, "handler", tools[name])
+
+              t ->
+                t
+            end)
+          )
+
+        _ ->
+          options
+      end
     end)
   end
 
@@ -475,9 +558,9 @@ defmodule CouncilEx.Spec do
 
   defp members(other), do: {:error, "members: expected a list, got: #{inspect(other)}"}
 
-  defp member(m, where) do
-    m = to_map(m, where)
-    id = name!(get(m, :id), where <> ".id")
+  defp member(m, path) do
+    m = to_map(m, path)
+    id = name!(get(m, :id), path <> ".id")
     where = "member #{inspect(id)}"
     {explicit, extra} = split_options(m, [:id, :provider, :options, :module], where)
     options = Map.merge(extra, explicit)
@@ -488,8 +571,103 @@ defmodule CouncilEx.Spec do
         do: Map.put(options, "spec", sub_spec!(raw_spec(m), id, where)),
         else: options
 
-    %Member{id: id, provider: provider, module: module, options: options}
+    {options, tools} =
+      if provider in @model_providers,
+        do: model_options!(options, where, path <> ".options"),
+        else: {options, %{}}
+
+    %Member{id: id, provider: provider, module: module, options: options, tools: tools}
   end
+
+  # A model member's options: the API key turned into api_key_env (or
+  # refused), tools with function handlers sent as handler "beam" and
+  # their functions returned apart. Errors carry the C node's paths.
+  defp model_options!(options, where, path) do
+    options = api_key!(options, where, path)
+
+    case Map.fetch(options, "tools") do
+      {:ok, list} when is_list(list) ->
+        {list, tools} =
+          list
+          |> Enum.with_index()
+          |> Enum.map_reduce(%{}, fn {t, k}, acc ->
+            elixir_tool!(t, acc, where, "#{path}.tools[#{k}]")
+          end)
+
+        {Map.put(options, "tools", list), tools}
+
+      _ ->
+        {options, %{}}
+    end
+  end
+
+  defp api_key!(options, where, path) do
+    at = path <> ".api_key"
+
+    case Map.fetch(options, "api_key") do
+      :error ->
+        options
+
+      {:ok, nil} ->
+        Map.delete(options, "api_key")
+
+      {:ok, {:system, var}} when is_binary(var) and var != "" ->
+        case Map.get(options, "api_key_env") do
+          env when env in [nil, var] ->
+            options |> Map.delete("api_key") |> Map.put("api_key_env", var)
+
+          _ ->
+            fail_at(
+              "#{where}.options.api_key: give api_key: {:system, VAR} or api_key_env, not both",
+              at
+            )
+        end
+
+      {:ok, key} when is_binary(key) ->
+        fail_at(
+          "#{where}.options.api_key: a literal API key is not accepted in a spec (specs " <>
+            "travel to the C node): use api_key: {:system, \"ENV_VAR\"}, or put the key in " <>
+            "config :council_ex, providers: [<provider>: [api_key: ...]]",
+          at
+        )
+
+      {:ok, _other} ->
+        fail_at(
+          "#{where}.options.api_key: must be {:system, \"ENV_VAR\"} (the C node's " <>
+            "environment variable that holds the key)",
+          at
+        )
+    end
+  end
+
+  # One entry of a model member's tools; a function handler is kept apart.
+  defp elixir_tool!(%{"handler" => handler} = tool, acc, where, path)
+       when is_function(handler) do
+    unless is_function(handler, 1) do
+      fail_at(
+        "#{where}.options.tools: handler must be a function of one argument (the " <>
+          "arguments map) or the name of a registered handler",
+        path <> ".handler"
+      )
+    end
+
+    name =
+      case Map.get(tool, "name") do
+        n when is_binary(n) and n != "" ->
+          n
+
+        _ ->
+          fail_at(
+            "#{where}.options.tools: name is required: 1 to 64 letters, digits, '_' or '-'",
+            path <> ".name"
+          )
+      end
+
+    # The first tool of a name is the one the C node calls.
+    {Map.put(tool, "handler", "beam"), Map.put_new(acc, name, handler)}
+  end
+
+  defp elixir_tool!(tool, acc, _where, _path), do: {tool, acc}
 
   defp raw_spec(m) do
     case get(m, :spec) do
@@ -517,7 +695,7 @@ defmodule CouncilEx.Spec do
         "#{where}: provider council needs option spec (a council module, %CouncilEx.Spec{} or map)"
       )
 
-  defp sub_spec!(%__MODULE__{} = spec, _id, _where), do: to_map(spec)
+  defp sub_spec!(%__MODULE__{} = spec, _id, where), do: sub_spec_map!(spec, where)
 
   defp sub_spec!(mod, id, where) when is_atom(mod) do
     if match?({:module, _}, Code.ensure_compiled(mod)) and function_exported?(mod, :__council__, 0),
@@ -531,7 +709,7 @@ defmodule CouncilEx.Spec do
 
     case new(spec) do
       {:ok, sub} ->
-        to_map(sub)
+        sub_spec_map!(sub, where)
 
       # The C node accepts the parent and fails each call of this member
       # with the nested spec's error: sent as it is (JSON-ready).
@@ -542,13 +720,29 @@ defmodule CouncilEx.Spec do
 
   defp sub_spec!(other, _id, where), do: fail("#{where}: bad sub-council spec #{inspect(other)}")
 
+  # Tools with Elixir function handlers are served by the member server of
+  # the run the library starts; a sub-council's nested run has none.
+  defp sub_spec_map!(%__MODULE__{} = sub, where) do
+    case Enum.find(sub.members, &(&1.tools != %{})) do
+      nil ->
+        to_map(sub)
+
+      m ->
+        fail(
+          "#{where}: member #{inspect(m.id)} of the sub-council has tools with Elixir " <>
+            "function handlers, which are served only for the members of the run itself"
+        )
+    end
+  end
+
   defp provider!(nil, _module, _options, where), do: fail("#{where}: provider missing")
 
   defp provider!(native, _module, _options, where) when native in [:native, "native"] do
     fail(
       "#{where}: provider native is not available: the C node that serves runs has no " <>
         "native providers (C callbacks that a C host registers with council_provider_register); " <>
-        "use mock, exec, council or a module implementing CouncilEx.Member"
+        "use mock, exec, council, a model provider (openai, openrouter, ollama, anthropic, " <>
+        "gemini) or a module implementing CouncilEx.Member"
     )
   end
 
@@ -792,6 +986,8 @@ defmodule CouncilEx.Spec do
   # ------------------------------------------------------------------ helpers
 
   defp fail(message), do: throw({:spec_error, message})
+  # An error whose C node path is known.
+  defp fail_at(message, path), do: throw({:spec_error, message, {:field, path}})
 
   defp to_map(map, _where) when is_map(map) and not is_struct(map), do: map
   defp to_map(%_{} = struct, _where), do: Map.from_struct(struct)

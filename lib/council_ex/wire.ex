@@ -91,6 +91,12 @@ defmodule CouncilEx.Wire do
   def event({:round_completed, id, name, res}),
     do: {:round_completed, id, round_name(name), round_result(res)}
 
+  def event({:tool_call_request, id, name, m, call}),
+    do: {:tool_call_request, id, round_name(name), m, call}
+
+  def event({:tool_call_result, id, name, m, call}),
+    do: {:tool_call_result, id, round_name(name), m, call}
+
   def event({:run_completed, id, res}), do: {:run_completed, id, result(res)}
   def event({:run_failed, id, errors, res}), do: {:run_failed, id, errors, result(res)}
   def event({:run_cancelled, id, res}), do: {:run_cancelled, id, result(res)}

@@ -325,15 +325,21 @@ defmodule CNode.RunsTest do
     {:ok, _pid} = start(i.node, %{spec: spec, subscribe: [self()]})
     evs = events()
     assert {:run_completed, _, %{final: final, rounds: rounds, errors: []} = result} = List.last(evs)
-    assert Map.keys(result) |> Enum.sort() == [:errors, :final, :rounds]
+    assert Map.keys(result) |> Enum.sort() == [:errors, :final, :rounds, :usage]
+    # mock members report no tokens
+    zero = %{input_tokens: 0, output_tokens: 0, cost: nil}
+    assert result.usage == zero
     assert is_binary(final)
     assert is_list(rounds) and length(rounds) == 3
     for r <- rounds do
-      assert Map.keys(r) |> Enum.sort() == [:aggregate, :idx, :members, :name, :text, :type]
+      assert Map.keys(r) |> Enum.sort() ==
+               [:aggregate, :idx, :members, :name, :text, :type, :usage]
+      assert r.usage == zero
       assert is_list(r.members)
       for m <- r.members do
         assert Map.keys(m) |> Enum.sort() ==
-                 [:attempts, :error, :member_id, :parsed, :status, :text]
+                 [:attempts, :error, :error_kind, :member_id, :parsed, :status, :text, :usage]
+        assert %{error_kind: nil, usage: ^zero} = m
       end
     end
     # the iterate round's own result: no members of its own

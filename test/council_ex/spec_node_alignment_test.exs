@@ -106,4 +106,37 @@ defmodule CouncilEx.SpecNodeAlignmentTest do
     assert {:error, {:invalid_spec, "rounds[1].options.until", _}} = Spec.check(bad_until)
     assert {:error, {:invalid_spec, "rounds[1].options.until", _}} = node_check(bad_until)
   end
+
+  test "model providers: accepted alike; a literal key and a missing model refused at the same field" do
+    members =
+      for p <- Spec.model_providers(),
+          do: %Spec.Member{id: "m_#{p}", provider: p, options: %{"model" => "some-model"}}
+
+    spec = %{base() | members: base().members ++ members}
+    assert {:ok, checked} = Spec.check(spec)
+    assert {:ok, pid} = node_check(checked)
+    CouncilEx.cancel(pid)
+
+    [a, b] = base().members
+
+    keyed = %Spec.Member{
+      id: "k",
+      provider: :openai,
+      options: %{"model" => "m", "api_key" => "sk-1"}
+    }
+
+    spec = %{base() | members: [a, b, keyed]}
+    assert {:error, {:invalid_spec, "members[2].options.api_key", _}} = Spec.check(spec)
+    assert {:error, {:invalid_spec, "members[2].options.api_key", _}} = node_check(spec)
+
+    # the model may come from the configuration: checked when a run starts
+    modelless = %Spec.Member{id: "n", provider: :anthropic, options: %{}}
+    spec = %{base() | members: [a, modelless]}
+    opts = [run_id: nil, council: "x", spec: spec, input: "q"]
+
+    assert {:error, {:invalid_spec, "members[1].options.model", _}} =
+             CouncilEx.RunServer.check_spec(opts)
+
+    assert {:error, {:invalid_spec, "members[1].options.model", _}} = node_check(spec)
+  end
 end

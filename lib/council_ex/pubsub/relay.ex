@@ -9,7 +9,9 @@ defmodule CouncilEx.PubSub.Relay do
   the topic of each event, also on a sub-council topic whose events carry
   the sub-run's own id. It turns round names and councils back into atoms
   (`CouncilEx.Wire.event/1`) and sends the plain event to every local
-  subscriber of the topic, in the order received.
+  subscriber of the topic, in the order received. Every event tuple is
+  relayed, whatever its tag (the tool events too, and tags a newer C node
+  may add); only the three terminal tags end a topic.
 
   Bookkeeping per topic ends
 

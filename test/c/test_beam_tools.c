@@ -1,0 +1,475 @@
+/* test_beam_tools.c - the C node's "beam" tool handler (beam_tools.c):
+ * tool calls of a run answered by a BEAM member server. An in-process
+ * client does the distribution handshake and plays the member server; a
+ * native provider of the test starts one tool call ("lookup", handler
+ * "beam") per member call through the core's tool machinery and answers
+ * the member with the tool's result ("ok:<text>" or "error:<text>").
+ * Checks the {council_tool_call, ...} message, ok and error replies, a
+ * reply that is malformed or for another id, the member server going down,
+ * a run without a member server, cancel and timeout (the waiting call is
+ * dropped, a late reply ignored). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "loop_io.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "../../c_src/cnode/beam_tools.h"
+#include "../../c_src/cnode/dist_ctl.h"
+#include "../../c_src/cnode/gen_server.h"
+#include "../../c_src/cnode/handshake.h"
+#include "../../c_src/cnode/log.h"
+#include "../../c_src/cnode/node.h"
+#include "../../c_src/cnode/run_proc.h"
+#include "tools.h"
+
+#define COOKIE "test-cookie"
+#define CLIENT "client@host"
+
+/* The member server: a pid of the client node. */
+static const cn_wpid SERVER = {CLIENT, 11, 42, 0, 9};
+
+typedef struct fixture {
+    council_ctx *ctx;
+    uv_loop_t *loop;
+    cn_node *n;
+    cn_bridge b;
+    int fd;
+    council_run *run;
+} fixture;
+
+/* ------------------------------------------------ the tool-using member */
+
+static uint64_t g_tool_timeout_ms = 10000;
+static council_tool_call *g_tc; /* the tool call in flight, until done or abandoned */
+
+static void on_tool_done(void *arg, int ok, const char *result, size_t len)
+{
+    council_call *call = arg;
+    g_tc = NULL;
+    char text[700];
+    snprintf(text, sizeof text, "%s:%.*s", ok ? "ok" : "error", (int)len, result);
+    council_call_complete(call, text, strlen(text));
+}
+
+static int toolish_start(council_call *call, void *arg)
+{
+    (void)arg;
+    json_t *spec = json_pack("{s:s, s:s}", "name", "lookup", "handler", "beam");
+    const char *args = "{\"query\":\"q1\"}";
+    int rc = tools_start(council_run_ctx(council_call_run(call)), call, spec, "lookup", args,
+                         strlen(args), g_tool_timeout_ms, on_tool_done, call, &g_tc);
+    json_decref(spec);
+    return rc;
+}
+
+static void toolish_cancel(council_call *call, void *arg)
+{
+    (void)call;
+    (void)arg;
+    council_tool_call *tc = g_tc;
+    g_tc = NULL;
+    tools_abandon(tc);
+}
+
+/* ----------------------------------------------------------- plumbing */
+
+static void spin(fixture *f, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        uv_run(f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+}
+
+static int rd(fixture *f, void *buf, size_t n)
+{
+    return loop_read_exact(f->loop, f->fd, buf, n, 8000);
+}
+
+static void wr(fixture *f, const void *b, size_t n)
+{
+    assert_int_equal(send(f->fd, b, n, MSG_NOSIGNAL), (ssize_t)n);
+    spin(f, 5);
+}
+
+static void send_x(fixture *f, ei_x_buff *x)
+{
+    wr(f, x->buff, (size_t)x->index);
+    x->index = 0;
+}
+
+/* The initiator side of the handshake, as name CLIENT. 0 when accepted. */
+static int handshake(fixture *f)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)cn_node_port(f->n));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    f->fd = fd;
+
+    unsigned char pkt[256];
+    size_t nl = strlen(CLIENT);
+    uint64_t flags = CN_OUR_FLAGS;
+    size_t len = 1 + 8 + 4 + 2 + nl;
+    pkt[0] = (unsigned char)(len >> 8);
+    pkt[1] = (unsigned char)len;
+    pkt[2] = 'N';
+    for (int i = 0; i < 8; i++)
+        pkt[3 + i] = (unsigned char)(flags >> (56 - 8 * i));
+    memset(pkt + 11, 0, 4);
+    pkt[14] = 9; /* creation */
+    pkt[15] = (unsigned char)(nl >> 8);
+    pkt[16] = (unsigned char)nl;
+    memcpy(pkt + 17, CLIENT, nl);
+    wr(f, pkt, 2 + len);
+    unsigned char st[5], hdr[2], ch[300];
+    if (rd(f, st, 5) || memcmp(st, "\0\3sok", 5) != 0 || rd(f, hdr, 2))
+        return -1;
+    size_t clen = (size_t)hdr[0] << 8 | hdr[1];
+    if (clen > sizeof ch || rd(f, ch, clen) || ch[0] != 'N')
+        return -1;
+    uint32_t challenge = (uint32_t)ch[9] << 24 | (uint32_t)ch[10] << 16 |
+                         (uint32_t)ch[11] << 8 | ch[12];
+    cn_cookie c = {0};
+    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
+    unsigned char reply[2 + 21] = {0, 21, 'r', 0, 0, 0, 42};
+    cn_cookie_digest(&c, challenge, reply + 7);
+    cn_cookie_free(&c);
+    wr(f, reply, sizeof reply);
+    unsigned char ack[2 + 17];
+    return rd(f, ack, sizeof ack);
+}
+
+/* Reads frames until one with operation op; parsed into m (views into buf). */
+static void expect_op(fixture *f, int op, unsigned char *buf, size_t cap, cn_ctl *m)
+{
+    for (;;) {
+        unsigned char h[4];
+        assert_int_equal(rd(f, h, 4), 0);
+        size_t n = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+        if (n == 0)
+            continue; /* tick */
+        assert_true(n <= cap);
+        assert_int_equal(rd(f, buf, n), 0);
+        assert_int_equal(buf[0], 'p');
+        assert_int_equal(cn_ctl_parse(buf + 1, n - 1, NULL, m), CN_CTL_OK);
+        if (m->op == op)
+            return;
+    }
+}
+
+/* What the member server got: the tool call message, checked. */
+typedef struct tool_msg {
+    unsigned char buf[4096];
+    cn_ctl m;
+    cn_wpid run_pid;   /* views into buf */
+    uint64_t id;
+} tool_msg;
+
+static void expect_tool_call(fixture *f, tool_msg *t)
+{
+    expect_op(f, CN_DOP_SEND, t->buf, sizeof t->buf, &t->m);
+    cn_slice el[6];
+    assert_int_equal(cn_term_tuple(t->m.payload, el, 6), 6);
+    assert_true(cn_ctl_is_atom(&el[0], "council_tool_call"));
+    assert_int_equal(cn_ctl_get_pid(&el[1], &t->run_pid), 0);
+    assert_memory_equal(t->run_pid.node, "council@host", 12);
+    int idx = 0;
+    unsigned long long id;
+    assert_int_equal(ei_decode_ulonglong((const char *)el[2].p, &idx, &id), 0);
+    t->id = id;
+    assert_true(id >= 1);
+    char text[128];
+    long len;
+    idx = 0;
+    assert_int_equal(ei_decode_binary((const char *)el[3].p, &idx, text, &len), 0);
+    assert_int_equal(len, 1);
+    assert_memory_equal(text, "m", 1);
+    idx = 0;
+    assert_int_equal(ei_decode_binary((const char *)el[4].p, &idx, text, &len), 0);
+    assert_int_equal(len, 6);
+    assert_memory_equal(text, "lookup", 6);
+    idx = 0;
+    assert_int_equal(ei_decode_binary((const char *)el[5].p, &idx, text, &len), 0);
+    assert_int_equal(len, 14);
+    assert_memory_equal(text, "{\"query\":\"q1\"}", 14);
+}
+
+/* Sends {council_tool_reply, id, Result} to the run: result "ok:<text>"
+ * and "error:<text>" are {ok | error, <<text>>}, "error_term" is
+ * {error, {badarg, 7}}, anything else the atom bogus. */
+static void reply(fixture *f, const tool_msg *t, uint64_t id, const char *result)
+{
+    ei_x_buff p, x;
+    ei_x_new(&p);
+    ei_x_new(&x);
+    ei_x_encode_tuple_header(&p, 3);
+    ei_x_encode_atom(&p, "council_tool_reply");
+    ei_x_encode_ulonglong(&p, id);
+    if (strncmp(result, "ok:", 3) == 0 || strncmp(result, "error:", 6) == 0) {
+        const char *colon = strchr(result, ':');
+        ei_x_encode_tuple_header(&p, 2);
+        ei_x_encode_atom_len(&p, result, (int)(colon - result));
+        ei_x_encode_binary(&p, colon + 1, (long)strlen(colon + 1));
+    } else if (strcmp(result, "error_term") == 0) {
+        ei_x_encode_tuple_header(&p, 2);
+        ei_x_encode_atom(&p, "error");
+        ei_x_encode_tuple_header(&p, 2);
+        ei_x_encode_atom(&p, "badarg");
+        ei_x_encode_long(&p, 7);
+    } else {
+        ei_x_encode_atom(&p, "bogus");
+    }
+    cn_slice payload = {(const unsigned char *)p.buff, (size_t)p.index};
+    assert_int_equal(cn_frame_send(&x, &t->run_pid, payload), 0);
+    send_x(f, &x);
+    ei_x_free(&p);
+    ei_x_free(&x);
+}
+
+static const council_member_result *member_result(fixture *f)
+{
+    const council_result *r = council_run_result(f->run);
+    assert_int_equal(r->n_rounds, 1);
+    return r->rounds[0]->members[0];
+}
+
+static int terminal(const council_run *run)
+{
+    council_status s = council_run_status(run);
+    return s != COUNCIL_PENDING && s != COUNCIL_RUNNING;
+}
+
+static void wait_end(fixture *f)
+{
+    for (int i = 0; i < 8000 && !terminal(f->run); i++) {
+        uv_run(f->loop, UV_RUN_NOWAIT);
+        usleep(500);
+    }
+    assert_true(terminal(f->run));
+    spin(f, 5);
+}
+
+/* ------------------------------------------------------------ fixture */
+
+static int setup(void **st)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_true(sodium_init() >= 0);
+    cn_log_set_level(getenv("TEST_NODE_DEBUG") ? CN_LOG_DEBUG : -1);
+    f->ctx = council_ctx_new(NULL);
+    assert_non_null(f->ctx);
+    f->loop = council_ctx_uv_loop(f->ctx);
+    council_provider_ops ops = {.start = toolish_start, .cancel = toolish_cancel};
+    assert_int_equal(council_provider_register(f->ctx, "toolish", &ops, NULL), 0);
+
+    cn_node_config cfg;
+    cn_node_config_defaults(&cfg);
+    cfg.name = "council@host";
+    cn_cookie c = {0};
+    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
+    f->n = cn_node_new(f->loop, &cfg, &c);
+    assert_non_null(f->n);
+    setenv("ERL_EPMD_PORT", "1", 1); /* no epmd: registration fails, fine */
+    assert_int_equal(cn_node_start(f->n, NULL, NULL), 0);
+    cn_node_table(f->n)->creation = 77;
+    f->b.node = f->n;
+    f->b.ctx = f->ctx;
+    assert_int_equal(cn_beam_tools_register(&f->b), 0);
+    assert_int_equal(cn_beam_tools_register(&f->b), COUNCIL_EEXIST);
+    f->fd = -1;
+    g_tc = NULL;
+    g_tool_timeout_ms = 10000;
+    *st = f;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    fixture *f = *st;
+    if (f->fd >= 0)
+        close(f->fd);
+    cn_node_stop(f->n);
+    for (int i = 0; i < 200 && uv_run(f->loop, UV_RUN_NOWAIT); i++)
+        usleep(1000);
+    cn_node_free(f->n);
+    if (f->run)
+        council_run_unref(f->run);
+    council_ctx_free(f->ctx);
+    free(f);
+    return 0;
+}
+
+/* A run of one "toolish" member, its process on the node with `server` as
+ * member server (NULL: none), begun. */
+static void start_run(fixture *f, const cn_wpid *server)
+{
+    const char *json = "{\"id\":\"t\",\"members\":[{\"id\":\"m\",\"provider\":\"toolish\"}],"
+                       "\"rounds\":[{\"type\":\"independent_analysis\"}],"
+                       "\"limits\":{\"member_timeout_ms\":20000}}";
+    council_spec *spec;
+    council_spec_error err;
+    assert_int_equal(council_spec_from_json(json, strlen(json), &spec, &err), 0);
+    council_start_opts o = {.spec = spec, .input = {.tag = "text", .data = "q", .len = 1}};
+    assert_int_equal(council_run_create(f->ctx, &o, &f->run), 0);
+    council_spec_unref(spec);
+    cn_pid pid;
+    if (server)
+        assert_int_equal(cn_pt_pid_from_wire(cn_node_table(f->n), server, &pid), 0);
+    assert_non_null(cn_run_proc_spawn(&f->b, f->run, server ? &pid : NULL));
+    assert_int_equal(council_run_begin(f->run), 0);
+}
+
+/* ----------------------------------------------------------------- tests */
+
+static void an_ok_reply_is_the_tool_result(void **st)
+{
+    fixture *f = *st;
+    assert_int_equal(handshake(f), 0);
+    start_run(f, &SERVER);
+    static tool_msg t;
+    expect_tool_call(f, &t);
+    assert_int_equal(cn_beam_tools_pending(&f->b), 1);
+    reply(f, &t, t.id, "ok:r1");
+    wait_end(f);
+    assert_int_equal(council_run_status(f->run), COUNCIL_COMPLETED);
+    assert_string_equal(member_result(f)->text, "ok:r1");
+    assert_int_equal(cn_beam_tools_pending(&f->b), 0);
+    /* a second reply for the same id is dropped */
+    reply(f, &t, t.id, "ok:again");
+    spin(f, 10);
+    assert_string_equal(member_result(f)->text, "ok:r1");
+}
+
+static void error_replies_and_malformed_ones_are_error_results(void **st)
+{
+    fixture *f = *st;
+    assert_int_equal(handshake(f), 0);
+    static tool_msg t;
+    const char *cases[][2] = {
+        {"error:no such thing", "error:no such thing"},
+        {"error_term", "error:{badarg, 7}"},
+        {"bogus", "error:beam tool: malformed reply from the member server"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (f->run) {
+            council_run_unref(f->run);
+            f->run = NULL;
+        }
+        start_run(f, &SERVER);
+        expect_tool_call(f, &t);
+        /* a reply for an id nobody waits for is dropped: still waiting */
+        reply(f, &t, t.id + 1000, "ok:not mine");
+        spin(f, 10);
+        assert_int_equal(cn_beam_tools_pending(&f->b), 1);
+        assert_false(terminal(f->run));
+        reply(f, &t, t.id, cases[i][0]);
+        wait_end(f);
+        assert_string_equal(member_result(f)->text, cases[i][1]);
+        assert_int_equal(cn_beam_tools_pending(&f->b), 0);
+    }
+}
+
+static void a_server_that_goes_down_gives_an_error_result(void **st)
+{
+    fixture *f = *st;
+    assert_int_equal(handshake(f), 0);
+    start_run(f, &SERVER);
+    /* the run's monitor on the server, then the tool call */
+    static unsigned char mbuf[1024];
+    cn_ctl mon;
+    expect_op(f, CN_DOP_MONITOR_P, mbuf, sizeof mbuf, &mon);
+    static tool_msg t;
+    expect_tool_call(f, &t);
+    cn_wpid run_pid;
+    assert_int_equal(cn_ctl_get_pid(&mon.from, &run_pid), 0);
+    ei_x_buff x;
+    ei_x_new(&x);
+    const unsigned char killed[] = {119, 6, 'k', 'i', 'l', 'l', 'e', 'd'};
+    assert_int_equal(cn_frame_monitor_p_exit(&x, mon.to, &run_pid, mon.ref,
+                                             (cn_slice){killed, sizeof killed}),
+                     0);
+    send_x(f, &x);
+    ei_x_free(&x);
+    wait_end(f);
+    assert_string_equal(member_result(f)->text, "error:beam tool: member server down: killed");
+    assert_int_equal(cn_beam_tools_pending(&f->b), 0);
+}
+
+static void a_run_without_member_server_gets_an_error_at_once(void **st)
+{
+    fixture *f = *st;
+    start_run(f, NULL);
+    wait_end(f);
+    assert_int_equal(council_run_status(f->run), COUNCIL_COMPLETED);
+    assert_non_null(strstr(member_result(f)->text, "error:beam tool: this run has no member server"));
+    assert_int_equal(cn_beam_tools_pending(&f->b), 0);
+}
+
+static void cancel_drops_the_waiting_call_and_a_late_reply_is_ignored(void **st)
+{
+    fixture *f = *st;
+    assert_int_equal(handshake(f), 0);
+    start_run(f, &SERVER);
+    static tool_msg t;
+    expect_tool_call(f, &t);
+    assert_int_equal(cn_beam_tools_pending(&f->b), 1);
+    council_run_cancel(f->run);
+    assert_int_equal(cn_beam_tools_pending(&f->b), 0);
+    wait_end(f);
+    assert_int_equal(council_run_status(f->run), COUNCIL_CANCELLED);
+    /* the run's process is gone by now: the reply goes nowhere */
+    reply(f, &t, t.id, "ok:late");
+    spin(f, 10);
+    assert_int_equal(cn_beam_tools_pending(&f->b), 0);
+}
+
+static void a_timeout_drops_the_waiting_call(void **st)
+{
+    fixture *f = *st;
+    assert_int_equal(handshake(f), 0);
+    g_tool_timeout_ms = 50;
+    start_run(f, &SERVER);
+    static tool_msg t;
+    expect_tool_call(f, &t);
+    wait_end(f);
+    assert_string_equal(member_result(f)->text, "error:tool lookup timed out after 50 ms");
+    assert_int_equal(cn_beam_tools_pending(&f->b), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(an_ok_reply_is_the_tool_result, setup, teardown),
+        cmocka_unit_test_setup_teardown(error_replies_and_malformed_ones_are_error_results,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_server_that_goes_down_gives_an_error_result, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_run_without_member_server_gets_an_error_at_once,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            cancel_drops_the_waiting_call_and_a_late_reply_is_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_timeout_drops_the_waiting_call, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("beam_tools", tests, NULL, NULL);
+}
