@@ -59,7 +59,7 @@ EXAMPLE_BIN := $(EXAMPLES:examples/%.c=$(B)/examples/%)
 
 # What a user of the library needs (Mix and rebar3 build only this: no
 # test framework required); `all` adds the test programs.
-PRIV := priv/libcouncil.a priv/libcouncil.so priv/council_node \
+PRIV := priv/libcouncil.a priv/libcouncil.so priv/council_node priv/schema.json \
         $(EXAMPLE_BIN:$(B)/examples/%=priv/%)
 ifeq ($(SAN),1)
   ARTIFACTS := $(B)/libcouncil.a $(B)/council_node $(TEST_BIN) $(TEST_HELPER_BIN) $(EXAMPLE_BIN)
@@ -119,6 +119,14 @@ $(B)/test/%: test/c/%.c $(B)/libcouncil.a $(CNODE_LIB_OBJ) $(wildcard test/c/*.h
 $(B)/test/helpers/%: test/c/helpers/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ -lssl -lcrypto -pthread $(LDSAN)
+
+# The core's rules as data (council_schema_json), read by lib/ at compile time.
+$(B)/schema_dump: c_src/tools/schema_dump.c $(B)/libcouncil.a c_src/include/council.h
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+
+priv/schema.json: $(B)/schema_dump
+	@mkdir -p priv
+	$(B)/schema_dump > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 # Copy then rename: a running priv/council_node must not block a rebuild
 # (the temporary name is per make process, so two builds do not collide).

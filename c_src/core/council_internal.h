@@ -219,6 +219,11 @@ struct council_spec {
 #define SPEC_MAX_ITERATIONS 100
 #define SPEC_MAX_RUN_ROUNDS 10000 /* rounds one run may go through, iterations counted */
 #define SPEC_HARD_MAX_BYTES (16u << 20)
+/* The maxima of a spec's "limits" (schema.c publishes them) */
+#define SPEC_LIMIT_MAX_MEMBER_TIMEOUT_MS 86400000u
+#define SPEC_LIMIT_MAX_ATTEMPTS 10u
+#define SPEC_LIMIT_MAX_BACKOFF_MS 600000u
+#define SPEC_LIMIT_MAX_CONCURRENCY 4096u
 
 int spec_member_index(const council_spec *spec, const char *id);
 

@@ -596,19 +596,19 @@ static int spec_compile(council_spec *s, unsigned level, council_spec_error *err
             return fail(err, "limits", "must be an object");
         uint64_t v;
         v = 0;
-        if ((rc = get_uint(jl, "member_timeout_ms", 86400000, &v, "limits", err)))
+        if ((rc = get_uint(jl, "member_timeout_ms", SPEC_LIMIT_MAX_MEMBER_TIMEOUT_MS, &v, "limits", err)))
             return rc;
         s->limits.member_timeout_ms = v;
         v = 1;
-        if ((rc = get_uint(jl, "max_attempts", 10, &v, "limits", err)))
+        if ((rc = get_uint(jl, "max_attempts", SPEC_LIMIT_MAX_ATTEMPTS, &v, "limits", err)))
             return rc;
         s->limits.max_attempts = v ? (unsigned)v : 1;
         v = 0;
-        if ((rc = get_uint(jl, "backoff_ms", 600000, &v, "limits", err)))
+        if ((rc = get_uint(jl, "backoff_ms", SPEC_LIMIT_MAX_BACKOFF_MS, &v, "limits", err)))
             return rc;
         s->limits.backoff_ms = v;
         v = 0;
-        if ((rc = get_uint(jl, "concurrency", 4096, &v, "limits", err)))
+        if ((rc = get_uint(jl, "concurrency", SPEC_LIMIT_MAX_CONCURRENCY, &v, "limits", err)))
             return rc;
         s->limits.concurrency = (unsigned)v;
     }

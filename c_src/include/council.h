@@ -763,6 +763,19 @@ COUNCIL_API int council_parse_ranking(const char *text, size_t len,
 
 /* ------------------------------------------------------------------ misc */
 
+/* The rules a client of the core checks against, as one JSON object, so
+ * that other languages read them instead of copying them (the Elixir
+ * library reads the file `make` writes, priv/schema.json):
+ *   {"version", "topic_prefix", "default_registry",
+ *    "round_types": [names], "providers": [built-in provider names],
+ *    "model_providers": [...], "limits": {key: {"max": n}},
+ *    "spec": {"max_members", "max_rounds", "max_depth", "max_iterations",
+ *             "max_run_rounds", "max_bytes"},
+ *    "statuses", "event_types", "fail_kinds": [names],
+ *    "errors": {name: {"code": n, "message": text}}}
+ * Malloc'ed (the caller frees), NULL when out of memory. Any thread. */
+COUNCIL_API char *council_schema_json(void);
+
 /* UTC microseconds since the epoch (CLOCK_REALTIME). Any thread. */
 COUNCIL_API int64_t council_now_us(void);
 
