@@ -69,13 +69,16 @@ defmodule CouncilEx.RunServer do
     }
   end
 
+  # the core's default registry name, as the module-like atom users write
+  @default_registry String.to_atom("Elixir." <> CouncilEx.Schema.default_registry())
+
   @doc """
   The default registry: `config :council_ex, :runner_registry` or
   `CouncilEx.Runner.Registry`.
   """
   @spec default_registry() :: atom | binary
   def default_registry,
-    do: Application.get_env(:council_ex, :runner_registry, CouncilEx.Runner.Registry)
+    do: Application.get_env(:council_ex, :runner_registry, @default_registry)
 
   @doc """
   Starts a run, not linked to the caller.

@@ -142,27 +142,12 @@ defmodule CouncilEx.Spec do
           limits: limits
         }
 
-  @model_providers [:openai, :openrouter, :ollama, :anthropic, :gemini]
-  @providers [:mock, :exec, :beam, :council] ++ @model_providers
-  @round_types [
-    :independent_analysis,
-    :peer_review,
-    :anonymized_peer_review,
-    :critique,
-    :ranking,
-    :vote,
-    :iterate,
-    :pairwise_elimination,
-    :synthesis
-  ]
-  @limit_keys [:member_timeout_ms, :max_attempts, :backoff_ms, :concurrency]
-  # The C node's maxima (c_src/core/spec.c).
-  @limit_max %{
-    member_timeout_ms: 86_400_000,
-    max_attempts: 10,
-    backoff_ms: 600_000,
-    concurrency: 4096
-  }
+  # From the core's schema (CouncilEx.Schema); `beam` is the C node's.
+  @model_providers CouncilEx.Schema.model_providers()
+  @providers CouncilEx.Schema.providers() ++ [:beam]
+  @round_types CouncilEx.Schema.round_types()
+  @limit_keys CouncilEx.Schema.limit_keys()
+  @limit_max Map.new(@limit_keys, &{&1, CouncilEx.Schema.limit_max(&1)})
 
   @doc "The provider kinds accepted in a spec."
   @spec providers() :: [provider]

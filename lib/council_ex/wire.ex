@@ -9,7 +9,7 @@ defmodule CouncilEx.Wire do
   no atom stays a binary.
   """
 
-  @topic_prefix "council_ex:run:"
+  @topic_prefix CouncilEx.Schema.topic_prefix()
 
   @doc "The pub/sub topic of a run id (a topic is returned unchanged)."
   @spec topic(binary) :: binary

@@ -339,7 +339,7 @@ defmodule CouncilEx.PubSub.Relay do
 
     # Only the topic's own run ends it: a sub-council topic carries one
     # nested run per member call, and the C node keeps that subscription.
-    if elem(event, 0) in @terminal and topic == "council_ex:run:" <> elem(event, 1),
+    if elem(event, 0) in @terminal and topic == CouncilEx.Schema.topic_prefix() <> elem(event, 1),
       do: {:noreply, drop_topic(state, topic, :ok)},
       else: {:noreply, state}
   end

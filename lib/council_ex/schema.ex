@@ -1,0 +1,65 @@
+defmodule CouncilEx.Schema do
+  @moduledoc """
+  The C core's rules as data: what `council_schema_json()` in
+  `c_src/include/council.h` says, read at compile time from
+  `priv/schema.json` (which `make` writes from the core itself). The round
+  types, providers, limit maxima, topic prefix and default registry that
+  the library checks or uses come from here, so they are defined once, in
+  the core.
+
+      iex> CouncilEx.Schema.topic_prefix()
+      "council_ex:run:"
+      iex> CouncilEx.Schema.limit_max(:max_attempts)
+      10
+  """
+
+  @path Path.expand("../../priv/schema.json", __DIR__)
+  @external_resource @path
+
+  @schema (case File.read(@path) do
+             {:ok, text} ->
+               {:ok, schema} = CouncilEx.JSON.decode(text)
+               schema
+
+             {:error, reason} ->
+               raise CompileError,
+                 description:
+                   "council_ex: #{@path} is missing (#{:file.format_error(reason)}): " <>
+                     "it is written by `make priv`, which `mix compile` runs first"
+           end)
+
+  @doc "The whole schema, as decoded (binary keys)."
+  @spec all() :: map
+  def all, do: @schema
+
+  @doc "The prefix of a run's topic: `topic_prefix() <> run_id`."
+  @spec topic_prefix() :: binary
+  def topic_prefix, do: unquote(@schema["topic_prefix"])
+
+  @doc "The registry runs are registered in when none is given."
+  @spec default_registry() :: binary
+  def default_registry, do: unquote(@schema["default_registry"])
+
+  @doc "The round types the core knows, as atoms, in the core's order."
+  @spec round_types() :: [atom]
+  def round_types, do: unquote(Enum.map(@schema["round_types"], &String.to_atom/1))
+
+  @doc "The providers built into the core (the C node adds `beam`), as atoms."
+  @spec providers() :: [atom]
+  def providers, do: unquote(Enum.map(@schema["providers"], &String.to_atom/1))
+
+  @doc "The model providers (members that call a model API), as atoms."
+  @spec model_providers() :: [atom]
+  def model_providers, do: unquote(Enum.map(@schema["model_providers"], &String.to_atom/1))
+
+  @doc "The keys of a spec's `limits`, as atoms."
+  @spec limit_keys() :: [atom]
+  def limit_keys,
+    do: unquote(@schema["limits"] |> Map.keys() |> Enum.sort() |> Enum.map(&String.to_atom/1))
+
+  @doc "The largest value a spec may give a limit."
+  @spec limit_max(atom) :: non_neg_integer
+  for {key, %{"max" => max}} <- @schema["limits"] do
+    def limit_max(unquote(String.to_atom(key))), do: unquote(max)
+  end
+end
