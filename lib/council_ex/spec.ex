@@ -185,31 +185,26 @@ defmodule CouncilEx.Spec do
     end
   end
 
-  # new/1, and with an error the C node's field path when it is known
-  # (`{:field, path}`; `{:round, path}` for an error of the round at
-  # `path`, whose subfield the message tells), else nil.
+  # new/1, and with an error the C node's path of the field it is about:
+  # every check below knows the path of what it checks and says it.
   defp build(attrs) when is_list(attrs) or is_map(attrs) do
-    attrs = to_map(attrs, "spec")
+    attrs = to_map(attrs, "spec", "spec")
 
     with {:ok, id} <- fetch_id(attrs),
          {:ok, members} <- members(get(attrs, :members)),
-         {:ok, rounds} <- rounds(get(attrs, :rounds), "rounds"),
+         {:ok, rounds} <- rounds(get(attrs, :rounds), "rounds", "rounds"),
          {:ok, chair} <- chair(get(attrs, :chair), members),
          {:ok, limits} <- limits(get(attrs, :limits)),
          :ok <- check_unknown(attrs, [:id, :members, :rounds, :chair, :limits], "spec"),
          :ok <- check_round_members(rounds, members) do
       {:ok, %__MODULE__{id: id, members: members, rounds: rounds, chair: chair, limits: limits}}
-    else
-      {:error, message} -> {:error, message, nil}
-      {:error, message, field} -> {:error, message, field}
     end
   catch
-    {:spec_error, message} -> {:error, message, nil}
-    {:spec_error, message, field} -> {:error, message, field}
+    {:spec_error, message, path} -> {:error, message, path}
   end
 
   defp build(other),
-    do: {:error, "spec: expected a map or keyword list, got: #{inspect(other)}", nil}
+    do: {:error, "spec: expected a map or keyword list, got: #{inspect(other)}", "spec"}
 
   @doc "Like `new/1` but raises `ArgumentError` on an invalid spec."
   @spec new!(map | keyword) :: t
@@ -236,7 +231,7 @@ defmodule CouncilEx.Spec do
   defp validate_field(spec) do
     case check_struct(spec) do
       :ok -> spec |> to_map() |> put_beam_parts(spec) |> build()
-      {:error, message} -> {:error, message, nil}
+      {:error, message, path} -> {:error, message, path}
     end
   end
 
@@ -271,38 +266,15 @@ defmodule CouncilEx.Spec do
   def check(%__MODULE__{} = spec) do
     case validate_field(spec) do
       {:ok, spec} -> {:ok, spec}
-      {:error, message, nil} -> {:error, invalid_spec(spec, message)}
-      {:error, message, field} -> {:error, invalid_spec_at(field, message)}
+      {:error, message, path} -> {:error, {:invalid_spec, path, what(message)}}
     end
   end
 
-  defp invalid_spec_at(field, message) do
-    what =
-      case String.split(message, ": ", parts: 2) do
-        [_where, what] -> what
-        [what] -> what
-      end
-
-    case field do
-      {:field, path} -> {:invalid_spec, path, what}
-      {:round, path} -> {:invalid_spec, path <> round_subfield(message, what), what}
-    end
-  end
-
-  # The field of a round's error, after the round's own path.
-  defp round_subfield(message, what) do
-    [where | _] = String.split(message, ": ", parts: 2)
-
-    cond do
-      String.ends_with?(where, ".name") -> ".name"
-      String.ends_with?(where, ".rounds") -> ".options.rounds"
-      Regex.match?(~r/^(type missing|unknown round type|bad round type)/, what) -> ".type"
-      String.starts_with?(what, "members must") -> ".options.members"
-      String.starts_with?(what, "max_iterations") -> ".options.max_iterations"
-      String.starts_with?(what, "until") -> ".options.until"
-      String.starts_with?(what, "iterate needs") -> ".options.rounds"
-      String.starts_with?(what, "options must") -> ".options"
-      true -> ""
+  # The message without the "where: " it starts with (the path says where).
+  defp what(message) do
+    case String.split(message, ": ", parts: 2) do
+      [_where, what] -> what
+      [what] -> what
     end
   end
 
@@ -311,14 +283,16 @@ defmodule CouncilEx.Spec do
     cond do
       not (is_list(members) and Enum.all?(members, &member_struct?/1)) ->
         {:error,
-         "members: expected a list of %CouncilEx.Spec.Member{} (provider an atom, options and tools maps), got: #{inspect(members)}"}
+         "members: expected a list of %CouncilEx.Spec.Member{} (provider an atom, options and tools maps), got: #{inspect(members)}",
+         "members"}
 
       not (is_list(rounds) and Enum.all?(rounds, &round_struct?/1)) ->
         {:error,
-         "rounds: expected a list of %CouncilEx.Spec.Round{} (type an atom, options a map, rounds a list of rounds), got: #{inspect(rounds)}"}
+         "rounds: expected a list of %CouncilEx.Spec.Round{} (type an atom, options a map, rounds a list of rounds), got: #{inspect(rounds)}",
+         "rounds"}
 
       not (is_map(limits) and Enum.all?(Map.keys(limits), &is_atom/1)) ->
-        {:error, "limits: expected a map with atom keys, got: #{inspect(limits)}"}
+        {:error, "limits: expected a map with atom keys, got: #{inspect(limits)}", "limits"}
 
       true ->
         :ok
@@ -334,68 +308,6 @@ defmodule CouncilEx.Spec do
     do: is_atom(t) and is_map(o) and Enum.all?(rs, &round_struct?/1)
 
   defp round_struct?(_), do: false
-
-  # "where: what" (a message of new/1) as {:invalid_spec, field, what}, with
-  # `member "id"` and `round "name"` turned into their paths in `spec`.
-  defp invalid_spec(spec, message) do
-    case String.split(message, ": ", parts: 2) do
-      [where, what] -> {:invalid_spec, path(spec, where) <> subfield(where, what), what}
-      [what] -> {:invalid_spec, "$", what}
-    end
-  end
-
-  # A member's provider errors name the provider field, as the C node does.
-  defp subfield("member " <> _, what) do
-    if Regex.match?(~r/^(unknown |bad )?provider\b/, what), do: ".provider", else: ""
-  end
-
-  defp subfield(_where, _what), do: ""
-
-  defp path(spec, "member " <> rest = where) do
-    with {quoted, suffix} <- split_quoted(rest),
-         i when i != nil <- Enum.find_index(spec.members, &(inspect(id_string(&1.id)) == quoted)) do
-      "members[#{i}]" <> suffix
-    else
-      _ -> where
-    end
-  end
-
-  defp path(spec, "round " <> rest = where) do
-    with {quoted, suffix} <- split_quoted(rest),
-         found when found != nil <- round_path(spec.rounds, quoted, "rounds") do
-      found <> suffix
-    else
-      _ -> where
-    end
-  end
-
-  defp path(_spec, where), do: where
-
-  # `"name"rest` (an inspected binary, then the rest) as {quoted, rest}.
-  defp split_quoted("\"" <> _ = text) do
-    case Regex.run(~r/^("(?:[^"\\]|\\.)*")(.*)$/s, text) do
-      [_, quoted, suffix] -> {quoted, suffix}
-      _ -> nil
-    end
-  end
-
-  defp split_quoted(_), do: nil
-
-  defp round_path(rounds, quoted, prefix) do
-    rounds
-    |> Enum.with_index()
-    |> Enum.find_value(fn {r, i} ->
-      here = "#{prefix}[#{i}]"
-      name = if r.name == nil, do: id_string(r.type), else: id_string(r.name)
-
-      if inspect(name) == quoted,
-        do: here,
-        else: round_path(r.rounds, quoted, here <> ".options.rounds")
-    end)
-  end
-
-  defp id_string(x) when is_atom(x) and x not in [nil, true, false], do: Atom.to_string(x)
-  defp id_string(x), do: x
 
   @doc """
   The JSON-ready map (binary keys) that is sent to the C node as `:spec`.
@@ -513,13 +425,16 @@ defmodule CouncilEx.Spec do
     case get(attrs, :id) do
       id when is_binary(id) and id != "" -> {:ok, id}
       id when is_atom(id) and id not in [nil, true, false] -> {:ok, Atom.to_string(id)}
-      nil -> {:error, "id: missing"}
-      other -> {:error, "id: expected a non-empty binary or an atom, got: #{inspect(other)}"}
+      nil -> {:error, "id: missing", "id"}
+      other -> {:error, "id: expected a non-empty binary or an atom, got: #{inspect(other)}", "id"}
     end
   end
 
-  defp members(nil), do: {:error, "members: missing (a council needs at least one member)"}
-  defp members([]), do: {:error, "members: empty (a council needs at least one member)"}
+  defp members(nil),
+    do: {:error, "members: missing (a council needs at least one member)", "members"}
+
+  defp members([]),
+    do: {:error, "members: empty (a council needs at least one member)", "members"}
 
   defp members(list) when is_list(list) do
     members = list |> Enum.with_index() |> Enum.map(fn {m, i} -> member(m, "members[#{i}]") end)
@@ -537,23 +452,26 @@ defmodule CouncilEx.Spec do
             if MapSet.member?(seen, id), do: {:halt, i}, else: {:cont, MapSet.put(seen, id)}
           end)
 
-        {:error, "members: duplicate ids #{inspect(dups)}", {:field, "members[#{second}].id"}}
+        {:error, "members: duplicate ids #{inspect(dups)}", "members[#{second}].id"}
     end
   end
 
-  defp members(other), do: {:error, "members: expected a list, got: #{inspect(other)}"}
+  defp members(other),
+    do: {:error, "members: expected a list, got: #{inspect(other)}", "members"}
 
   defp member(m, path) do
-    m = to_map(m, path)
-    id = name!(get(m, :id), path <> ".id")
+    m = to_map(m, path, path)
+    id = name!(get(m, :id), path <> ".id", path <> ".id")
     where = "member #{inspect(id)}"
-    {explicit, extra} = split_options(m, [:id, :provider, :options, :module], where)
+    {explicit, extra} = split_options(m, [:id, :provider, :options, :module], where, path)
     options = Map.merge(extra, explicit)
-    {provider, module, options} = provider!(get(m, :provider), get(m, :module), options, where)
+
+    {provider, module, options} =
+      provider!(get(m, :provider), get(m, :module), options, where, path)
 
     options =
       if provider == :council,
-        do: Map.put(options, "spec", sub_spec!(raw_spec(m), id, where)),
+        do: Map.put(options, "spec", sub_spec!(raw_spec(m), id, where, path)),
         else: options
 
     {options, tools} =
@@ -602,14 +520,14 @@ defmodule CouncilEx.Spec do
             options |> Map.delete("api_key") |> Map.put("api_key_env", var)
 
           _ ->
-            fail_at(
+            fail(
               "#{where}.options.api_key: give api_key: {:system, VAR} or api_key_env, not both",
               at
             )
         end
 
       {:ok, key} when is_binary(key) ->
-        fail_at(
+        fail(
           "#{where}.options.api_key: a literal API key is not accepted in a spec (specs " <>
             "travel to the C node): use api_key: {:system, \"ENV_VAR\"}, or put the key in " <>
             "config :council_ex, providers: [<provider>: [api_key: ...]]",
@@ -617,7 +535,7 @@ defmodule CouncilEx.Spec do
         )
 
       {:ok, _other} ->
-        fail_at(
+        fail(
           "#{where}.options.api_key: must be {:system, \"ENV_VAR\"} (the C node's " <>
             "environment variable that holds the key)",
           at
@@ -629,7 +547,7 @@ defmodule CouncilEx.Spec do
   defp elixir_tool!(%{"handler" => handler} = tool, acc, where, path)
        when is_function(handler) do
     unless is_function(handler, 1) do
-      fail_at(
+      fail(
         "#{where}.options.tools: handler must be a function of one argument (the " <>
           "arguments map) or the name of a registered handler",
         path <> ".handler"
@@ -642,7 +560,7 @@ defmodule CouncilEx.Spec do
           n
 
         _ ->
-          fail_at(
+          fail(
             "#{where}.options.tools: name is required: 1 to 64 letters, digits, '_' or '-'",
             path <> ".name"
           )
@@ -674,27 +592,28 @@ defmodule CouncilEx.Spec do
   end
 
   # The spec of a `council` (sub-council) member, as the JSON map.
-  defp sub_spec!(nil, _id, where),
+  defp sub_spec!(nil, _id, where, path),
     do:
       fail(
-        "#{where}: provider council needs option spec (a council module, %CouncilEx.Spec{} or map)"
+        "#{where}: provider council needs option spec (a council module, %CouncilEx.Spec{} or map)",
+        path <> ".options.spec"
       )
 
-  defp sub_spec!(%__MODULE__{} = spec, _id, where), do: sub_spec_map!(spec, where)
+  defp sub_spec!(%__MODULE__{} = spec, _id, where, path), do: sub_spec_map!(spec, where, path)
 
-  defp sub_spec!(mod, id, where) when is_atom(mod) do
+  defp sub_spec!(mod, id, where, path) when is_atom(mod) do
     if match?({:module, _}, Code.ensure_compiled(mod)) and function_exported?(mod, :__council__, 0),
-      do: sub_spec!(mod.__council__(), id, where),
-      else: fail("#{where}: spec #{inspect(mod)} is not a council module")
+      do: sub_spec!(mod.__council__(), id, where, path),
+      else: fail("#{where}: spec #{inspect(mod)} is not a council module", path <> ".options.spec")
   end
 
-  defp sub_spec!(spec, id, where) when is_map(spec) or is_list(spec) do
-    spec = to_map(spec, where <> ".spec")
+  defp sub_spec!(spec, id, where, path) when is_map(spec) or is_list(spec) do
+    spec = to_map(spec, where <> ".spec", path <> ".options.spec")
     spec = if get(spec, :id) == nil, do: Map.put(spec, "id", "sub:" <> id), else: spec
 
     case new(spec) do
       {:ok, sub} ->
-        sub_spec_map!(sub, where)
+        sub_spec_map!(sub, where, path)
 
       # The C node accepts the parent and fails each call of this member
       # with the nested spec's error: sent as it is (JSON-ready).
@@ -703,11 +622,12 @@ defmodule CouncilEx.Spec do
     end
   end
 
-  defp sub_spec!(other, _id, where), do: fail("#{where}: bad sub-council spec #{inspect(other)}")
+  defp sub_spec!(other, _id, where, path),
+    do: fail("#{where}: bad sub-council spec #{inspect(other)}", path <> ".options.spec")
 
   # Tools with Elixir function handlers are served by the member server of
   # the run the library starts; a sub-council's nested run has none.
-  defp sub_spec_map!(%__MODULE__{} = sub, where) do
+  defp sub_spec_map!(%__MODULE__{} = sub, where, path) do
     case Enum.find(sub.members, &(&1.tools != %{})) do
       nil ->
         to_map(sub)
@@ -715,88 +635,96 @@ defmodule CouncilEx.Spec do
       m ->
         fail(
           "#{where}: member #{inspect(m.id)} of the sub-council has tools with Elixir " <>
-            "function handlers, which are served only for the members of the run itself"
+            "function handlers, which are served only for the members of the run itself",
+          path <> ".options.spec"
         )
     end
   end
 
-  defp provider!(nil, _module, _options, where), do: fail("#{where}: provider missing")
+  defp provider!(nil, _module, _options, where, path),
+    do: fail("#{where}: provider missing", path <> ".provider")
 
-  defp provider!(native, _module, _options, where) when native in [:native, "native"] do
+  defp provider!(native, _module, _options, where, path) when native in [:native, "native"] do
     fail(
       "#{where}: provider native is not available: the C node that serves runs has no " <>
         "native providers (C callbacks that a C host registers with council_provider_register); " <>
         "use mock, exec, council, a model provider (openai, openrouter, ollama, anthropic, " <>
-        "gemini) or a module implementing CouncilEx.Member"
+        "gemini) or a module implementing CouncilEx.Member",
+      path <> ".provider"
     )
   end
 
-  defp provider!(p, module, options, where) when is_binary(p) do
+  defp provider!(p, module, options, where, path) when is_binary(p) do
     case Enum.find(@providers, &(Atom.to_string(&1) == p)) do
       nil ->
         fail(
-          "#{where}: unknown provider #{inspect(p)} (expected one of #{inspect(@providers)} or a module)"
+          "#{where}: unknown provider #{inspect(p)} (expected one of #{inspect(@providers)} or a module)",
+          path <> ".provider"
         )
 
       atom ->
-        provider!(atom, module, options, where)
+        provider!(atom, module, options, where, path)
     end
   end
 
-  defp provider!(:beam, module, options, where) do
+  defp provider!(:beam, module, options, where, path) do
     {opt_module, options} = Map.pop(options, "module")
 
     case module || opt_module do
       nil ->
-        fail("#{where}: provider beam needs a module (provider: MyMember, or option module)")
+        fail(
+          "#{where}: provider beam needs a module (provider: MyMember, or option module)",
+          path <> ".provider"
+        )
 
       mod when is_atom(mod) ->
         {:beam, mod, options}
 
       "Elixir." <> _ = name ->
-        {:beam, module_atom!(name, where), options}
+        {:beam, module_atom!(name, where, path), options}
 
       name when is_binary(name) ->
-        {:beam, module_atom!("Elixir." <> name, where), options}
+        {:beam, module_atom!("Elixir." <> name, where, path), options}
 
       other ->
-        fail("#{where}: module must be a module name, got: #{inspect(other)}")
+        fail("#{where}: module must be a module name, got: #{inspect(other)}", path)
     end
   end
 
-  defp provider!(p, _module, options, _where) when p in @providers, do: {p, nil, options}
+  defp provider!(p, _module, options, _where, _path) when p in @providers, do: {p, nil, options}
 
-  defp provider!(mod, _module, options, where) when is_atom(mod) do
+  defp provider!(mod, _module, options, where, path) when is_atom(mod) do
     case Atom.to_string(mod) do
       "Elixir." <> _ ->
         {:beam, mod, Map.delete(options, "module")}
 
       _ ->
         fail(
-          "#{where}: unknown provider #{inspect(mod)} (expected one of #{inspect(@providers)} or a module)"
+          "#{where}: unknown provider #{inspect(mod)} (expected one of #{inspect(@providers)} or a module)",
+          path <> ".provider"
         )
     end
   end
 
-  defp provider!(other, _, _, where), do: fail("#{where}: bad provider #{inspect(other)}")
+  defp provider!(other, _, _, where, path),
+    do: fail("#{where}: bad provider #{inspect(other)}", path <> ".provider")
 
-  defp module_atom!(name, where) do
+  defp module_atom!(name, where, path) do
     String.to_existing_atom(name)
   rescue
-    ArgumentError -> fail("#{where}: unknown module #{inspect(name)}")
+    ArgumentError -> fail("#{where}: unknown module #{inspect(name)}", path)
   end
 
   # ------------------------------------------------------------------- rounds
 
-  # Round names may repeat (the C node allows it). `path` is the C node's
-  # path of the list ("rounds", "rounds[1].options.rounds").
-  defp rounds(list, where, path \\ "rounds")
+  # Round names may repeat (the C node allows it). `where` names the list
+  # in messages; `path` is the C node's path of the list ("rounds",
+  # "rounds[1].options.rounds").
+  defp rounds(nil, where, path),
+    do: {:error, "#{where}: missing (a council needs at least one round)", path}
 
-  defp rounds(nil, where, _path),
-    do: {:error, "#{where}: missing (a council needs at least one round)"}
-
-  defp rounds([], where, _path),
-    do: {:error, "#{where}: empty (a council needs at least one round)"}
+  defp rounds([], where, path),
+    do: {:error, "#{where}: empty (a council needs at least one round)", path}
 
   defp rounds(list, where, path) when is_list(list) do
     rounds =
@@ -807,60 +735,62 @@ defmodule CouncilEx.Spec do
     {:ok, rounds}
   end
 
-  defp rounds(other, where, _path),
-    do: {:error, "#{where}: expected a list, got: #{inspect(other)}"}
+  defp rounds(other, where, path),
+    do: {:error, "#{where}: expected a list, got: #{inspect(other)}", path}
 
-  # An error of the round at `path` carries that path (see build/1); one of
-  # a nested round carries its own already.
   defp round!(r, where, path) do
-    round_at!(r, where, path)
-  catch
-    {:spec_error, message} -> throw({:spec_error, message, {:round, path}})
-  end
-
-  defp round_at!(r, where, path) do
-    r = to_map(r, where)
-    type = round_type!(get(r, :type), where)
+    r = to_map(r, where, path)
+    type = round_type!(get(r, :type), where, path <> ".type")
 
     name =
       if get(r, :name) == nil,
         do: Atom.to_string(type),
-        else: name!(get(r, :name), where <> ".name")
+        else: name!(get(r, :name), where <> ".name", path <> ".name")
 
     where = "round #{inspect(name)}"
-    {explicit, extra} = split_options(r, [:type, :name, :options, :rounds], where)
+    {explicit, extra} = split_options(r, [:type, :name, :options, :rounds], where, path)
     options = Map.merge(extra, explicit)
-    options = normalize_round_options(type, options, where)
+    options = normalize_round_options(type, options, where, path <> ".options")
 
     nested =
       case {type, get(r, :rounds) || Map.get(options, "rounds")} do
         {:iterate, nil} ->
-          fail("#{where}: iterate needs nested rounds")
+          fail("#{where}: iterate needs nested rounds", path <> ".options.rounds")
 
         {:iterate, list} ->
           case rounds(list, where <> ".rounds", path <> ".options.rounds") do
             {:ok, rs} -> rs
-            {:error, message} -> fail(message)
+            {:error, message, at} -> fail(message, at)
           end
 
         {_, nil} ->
           []
 
         {_, _} ->
-          fail("#{where}: only iterate rounds have nested rounds")
+          fail("#{where}: only iterate rounds have nested rounds", path <> ".options.rounds")
       end
 
     %Round{type: type, name: name, options: Map.delete(options, "rounds"), rounds: nested}
   end
 
-  defp normalize_round_options(type, options, where) do
+  defp normalize_round_options(type, options, where, path) do
     options =
       case Map.fetch(options, "members") do
         {:ok, [_ | _] = ms} ->
-          Map.put(options, "members", Enum.map(ms, &name!(&1, where <> ".members")))
+          ids =
+            ms
+            |> Enum.with_index()
+            |> Enum.map(fn {m, j} ->
+              name!(m, where <> ".members", "#{path}.members[#{j}]")
+            end)
+
+          Map.put(options, "members", ids)
 
         {:ok, other} ->
-          fail("#{where}: members must be a non-empty list of member ids, got: #{inspect(other)}")
+          fail(
+            "#{where}: members must be a non-empty list of member ids, got: #{inspect(other)}",
+            path <> ".members"
+          )
 
         :error ->
           options
@@ -868,31 +798,46 @@ defmodule CouncilEx.Spec do
 
     if type == :iterate do
       case Map.get(options, "max_iterations") do
-        nil -> options
-        n when is_integer(n) and n > 0 -> options
-        other -> fail("#{where}: max_iterations must be a positive integer, got: #{inspect(other)}")
+        nil ->
+          options
+
+        n when is_integer(n) and n > 0 ->
+          options
+
+        other ->
+          fail(
+            "#{where}: max_iterations must be a positive integer, got: #{inspect(other)}",
+            path <> ".max_iterations"
+          )
       end
 
       case Map.get(options, "until") do
-        u when u in [nil, "consensus", "none"] -> options
-        other -> fail("#{where}: until must be \"consensus\" or \"none\", got: #{inspect(other)}")
+        u when u in [nil, "consensus", "none"] ->
+          options
+
+        other ->
+          fail(
+            "#{where}: until must be \"consensus\" or \"none\", got: #{inspect(other)}",
+            path <> ".until"
+          )
       end
     else
       options
     end
   end
 
-  defp round_type!(nil, where), do: fail("#{where}: type missing")
+  defp round_type!(nil, where, path), do: fail("#{where}: type missing", path)
 
-  defp round_type!(type, where) when is_atom(type) do
-    if type in @round_types, do: type, else: round_type!(Atom.to_string(type), where)
+  defp round_type!(type, where, path) when is_atom(type) do
+    if type in @round_types, do: type, else: round_type!(Atom.to_string(type), where, path)
   end
 
-  defp round_type!(type, where) when is_binary(type) do
+  defp round_type!(type, where, path) when is_binary(type) do
     case Enum.find(@round_types, &(Atom.to_string(&1) == type)) do
       nil ->
         fail(
-          "#{where}: unknown round type #{inspect(type)} (expected one of #{inspect(@round_types)})"
+          "#{where}: unknown round type #{inspect(type)} (expected one of #{inspect(@round_types)})",
+          path
         )
 
       atom ->
@@ -900,7 +845,8 @@ defmodule CouncilEx.Spec do
     end
   end
 
-  defp round_type!(other, where), do: fail("#{where}: bad round type #{inspect(other)}")
+  defp round_type!(other, where, path),
+    do: fail("#{where}: bad round type #{inspect(other)}", path)
 
   defp check_round_members(rounds, members) do
     ids = MapSet.new(members, & &1.id)
@@ -908,9 +854,9 @@ defmodule CouncilEx.Spec do
     Enum.each(all_rounds(rounds, "rounds"), fn {r, path} ->
       for {id, j} <- Enum.with_index(Map.get(r.options, "members", [])),
           not MapSet.member?(ids, id) do
-        throw(
-          {:spec_error, "round #{inspect(r.name)}: members names unknown member #{inspect(id)}",
-           {:field, "#{path}.options.members[#{j}]"}}
+        fail(
+          "round #{inspect(r.name)}: members names unknown member #{inspect(id)}",
+          "#{path}.options.members[#{j}]"
         )
       end
     end)
@@ -931,24 +877,26 @@ defmodule CouncilEx.Spec do
   defp chair(nil, _members), do: {:ok, nil}
 
   defp chair(chair, members) do
-    id = name!(chair, "chair")
+    id = name!(chair, "chair", "chair")
 
     if Enum.any?(members, &(&1.id == id)),
       do: {:ok, id},
-      else: {:error, "chair: #{inspect(id)} is not a member"}
+      else: {:error, "chair: #{inspect(id)} is not a member", "chair"}
   end
 
   defp limits(nil), do: {:ok, %{}}
 
   defp limits(limits) when is_map(limits) or is_list(limits) do
-    limits = to_map(limits, "limits")
+    limits = to_map(limits, "limits", "limits")
 
     Enum.reduce_while(limits, {:ok, %{}}, fn {k, v}, {:ok, acc} ->
       key = Enum.find(@limit_keys, &(&1 == k or Atom.to_string(&1) == k))
 
       cond do
         key == nil ->
-          {:halt, {:error, "limits: unknown key #{inspect(k)} (expected #{inspect(@limit_keys)})"}}
+          {:halt,
+           {:error, "limits: unknown key #{inspect(k)} (expected #{inspect(@limit_keys)})",
+            "limits"}}
 
         v == nil ->
           {:cont, {:ok, acc}}
@@ -958,7 +906,8 @@ defmodule CouncilEx.Spec do
         not is_integer(v) or v < 0 or v > @limit_max[key] ->
           {:halt,
            {:error,
-            "limits.#{key}: must be an integer from 0 to #{@limit_max[key]}, got: #{inspect(v)}"}}
+            "limits.#{key}: must be an integer from 0 to #{@limit_max[key]}, got: #{inspect(v)}",
+            "limits.#{key}"}}
 
         true ->
           {:cont, {:ok, Map.put(acc, key, v)}}
@@ -966,25 +915,24 @@ defmodule CouncilEx.Spec do
     end)
   end
 
-  defp limits(other), do: {:error, "limits: expected a map, got: #{inspect(other)}"}
+  defp limits(other), do: {:error, "limits: expected a map, got: #{inspect(other)}", "limits"}
 
   # ------------------------------------------------------------------ helpers
 
-  defp fail(message), do: throw({:spec_error, message})
-  # An error whose C node path is known.
-  defp fail_at(message, path), do: throw({:spec_error, message, {:field, path}})
+  # An error: its message, and the C node's path of the field it is about.
+  defp fail(message, path), do: throw({:spec_error, message, path})
 
-  defp to_map(map, _where) when is_map(map) and not is_struct(map), do: map
-  defp to_map(%_{} = struct, _where), do: Map.from_struct(struct)
+  defp to_map(map, _where, _path) when is_map(map) and not is_struct(map), do: map
+  defp to_map(%_{} = struct, _where, _path), do: Map.from_struct(struct)
 
-  defp to_map(list, where) when is_list(list) do
+  defp to_map(list, where, path) when is_list(list) do
     if Keyword.keyword?(list),
       do: Map.new(list),
-      else: fail("#{where}: expected a map or keyword list, got: #{inspect(list)}")
+      else: fail("#{where}: expected a map or keyword list, got: #{inspect(list)}", path)
   end
 
-  defp to_map(other, where),
-    do: fail("#{where}: expected a map or keyword list, got: #{inspect(other)}")
+  defp to_map(other, where, path),
+    do: fail("#{where}: expected a map or keyword list, got: #{inspect(other)}", path)
 
   defp get(map, key) do
     case Map.fetch(map, key) do
@@ -995,12 +943,14 @@ defmodule CouncilEx.Spec do
 
   # Splits a member/round map into its explicit `options` and the extra keys
   # (everything but `known`), both with binary keys.
-  defp split_options(map, known, where) do
+  # (`path`: the member's or round's; its options are at path.options)
+  defp split_options(map, known, where, path) do
     known_strings = Enum.map(known, &Atom.to_string/1)
+    at = path <> ".options"
 
     extra =
       for {k, v} <- map, k not in known, k not in known_strings, into: %{} do
-        {key!(k, where), json_value(v)}
+        {key!(k, where, at), json_value(v)}
       end
 
     explicit =
@@ -1009,22 +959,22 @@ defmodule CouncilEx.Spec do
           %{}
 
         opts when is_map(opts) or is_list(opts) ->
-          Map.new(to_map(opts, where <> ".options"), fn {k, v} ->
-            {key!(k, where), json_value(v)}
+          Map.new(to_map(opts, where <> ".options", at), fn {k, v} ->
+            {key!(k, where, at), json_value(v)}
           end)
 
         other ->
-          fail("#{where}: options must be a map, got: #{inspect(other)}")
+          fail("#{where}: options must be a map, got: #{inspect(other)}", at)
       end
 
     {explicit, extra}
   end
 
-  defp key!(k, _where) when is_binary(k), do: k
-  defp key!(k, _where) when is_atom(k), do: Atom.to_string(k)
+  defp key!(k, _where, _path) when is_binary(k), do: k
+  defp key!(k, _where, _path) when is_atom(k), do: Atom.to_string(k)
 
-  defp key!(k, where),
-    do: fail("#{where}: option keys must be atoms or binaries, got: #{inspect(k)}")
+  defp key!(k, where, path),
+    do: fail("#{where}: option keys must be atoms or binaries, got: #{inspect(k)}", path)
 
   # Option values go out as JSON: keyword lists become objects, maps get
   # binary keys, so DSL (atom keys) and JSON (binary keys) agree.
@@ -1042,18 +992,20 @@ defmodule CouncilEx.Spec do
   defp json_key(k) when is_atom(k), do: Atom.to_string(k)
   defp json_key(k), do: k
 
-  defp name!(v, _where) when is_binary(v) and v != "", do: v
-  defp name!(v, _where) when is_atom(v) and v not in [nil, true, false], do: Atom.to_string(v)
+  defp name!(v, _where, _path) when is_binary(v) and v != "", do: v
 
-  defp name!(v, where),
-    do: fail("#{where}: expected a non-empty binary or atom, got: #{inspect(v)}")
+  defp name!(v, _where, _path) when is_atom(v) and v not in [nil, true, false],
+    do: Atom.to_string(v)
+
+  defp name!(v, where, path),
+    do: fail("#{where}: expected a non-empty binary or atom, got: #{inspect(v)}", path)
 
   defp check_unknown(map, known, where) do
     known_strings = Enum.map(known, &Atom.to_string/1)
 
     case for k <- Map.keys(map), k not in known, k not in known_strings, do: k do
       [] -> :ok
-      keys -> {:error, "#{where}: unknown keys #{inspect(keys)}"}
+      keys -> {:error, "#{where}: unknown keys #{inspect(keys)}", where}
     end
   end
 
