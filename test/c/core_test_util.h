@@ -68,6 +68,21 @@ static inline council_ctx *test_ctx(uint64_t retention_ms)
     return ctx;
 }
 
+/* JSON written with single quotes, so that tests need no escaping: every
+ * ' becomes " (test JSON holds no apostrophes). The result lives in one
+ * of 8 rotating buffers, until the 8th call after. */
+static inline const char *sq(const char *single_quoted)
+{
+    static char bufs[8][16384];
+    static unsigned next;
+    char *out = bufs[next++ % 8];
+    size_t n = strlen(single_quoted);
+    assert_true(n < sizeof bufs[0]);
+    for (size_t i = 0; i <= n; i++)
+        out[i] = single_quoted[i] == '\'' ? '"' : single_quoted[i];
+    return out;
+}
+
 static inline council_spec *spec_json(const char *json)
 {
     council_spec *s = NULL;

@@ -3,14 +3,15 @@
  * gating, iterate stop rules, the chair and round failure. */
 #include "core_test_util.h"
 
+/* Specs and expected JSON are written with single quotes (sq). */
 #define MEMBERS3(a, b, c)                                                    \
-    "\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":{" a "}},"   \
-    "{\"id\":\"b\",\"provider\":\"mock\",\"options\":{" b "}},"                \
-    "{\"id\":\"c\",\"provider\":\"mock\",\"options\":{" c "}}]"
+    "'members':[{'id':'a','provider':'mock','options':{" a "}},"   \
+    "{'id':'b','provider':'mock','options':{" b "}},"                \
+    "{'id':'c','provider':'mock','options':{" c "}}]"
 
 static council_run *run_spec(council_ctx *ctx, const char *spec, recorder *rec)
 {
-    council_run *run = start_rec(ctx, spec, "q", rec);
+    council_run *run = start_rec(ctx, sq(spec), "q", rec);
     wait_done(ctx, run, 5000);
     return run;
 }
@@ -19,6 +20,7 @@ static void assert_agg(const council_round_result *r, const char *expect)
 {
     assert_non_null(r);
     assert_non_null(r->aggregate_json);
+    expect = sq(expect);
     if (strcmp(r->aggregate_json, expect) != 0)
         fail_msg("aggregate %s\n  expected %s", r->aggregate_json, expect);
 }
@@ -28,8 +30,8 @@ static void test_independent_analysis_gives_one_answer_per_member(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("", "", "") ",\"rounds\":[{\"type\":"
-             "\"independent_analysis\"}]}", NULL);
+        ctx, "{'id':'t'," MEMBERS3("", "", "") ",'rounds':[{'type':"
+             "'independent_analysis'}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "independent_analysis");
     assert_non_null(r);
@@ -50,14 +52,14 @@ static void test_vote_tally_and_winner(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("\"vote\":\"B\"", "\"vote\":\"B\"", "\"vote\":\"C\"")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"vote\","
-             "\"name\":\"final_vote\"}]}", NULL);
+        ctx, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'B'", "'vote':'C'")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'vote',"
+             "'name':'final_vote'}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "final_vote");
-    assert_agg(r, "{\"tally\":{\"A\":0,\"B\":2,\"C\":1},\"unanimous\":false,"
-                  "\"valid_votes\":3,\"winner\":\"B\",\"winner_member\":\"b\"}");
-    assert_string_equal(member_in(r, "c")->parsed_json, "{\"vote\":\"C\"}");
+    assert_agg(r, "{'tally':{'A':0,'B':2,'C':1},'unanimous':false,"
+                  "'valid_votes':3,'winner':'B','winner_member':'b'}");
+    assert_string_equal(member_in(r, "c")->parsed_json, sq("{'vote':'C'}"));
     assert_string_equal(r->text, "b: independent_analysis #0 attempt 1 on \"q\"");
     assert_string_equal(council_run_result(run)->final_text, r->text);
     council_run_unref(run);
@@ -69,12 +71,12 @@ static void test_vote_tie_goes_to_lowest_label(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("\"vote\":\"C\"", "\"vote\":\"B\"", "\"vote\":\"A\"")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"vote\"}]}",
+        ctx, "{'id':'t'," MEMBERS3("'vote':'C'", "'vote':'B'", "'vote':'A'")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}",
         NULL);
     assert_agg(round_named(run, "vote"),
-               "{\"tally\":{\"A\":1,\"B\":1,\"C\":1},\"unanimous\":false,"
-               "\"valid_votes\":3,\"winner\":\"A\",\"winner_member\":\"a\"}");
+               "{'tally':{'A':1,'B':1,'C':1},'unanimous':false,"
+               "'valid_votes':3,'winner':'A','winner_member':'a'}");
     council_run_unref(run);
     council_ctx_free(ctx);
 }
@@ -84,15 +86,15 @@ static void test_ranking_borda_count(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("\"ranking\":\"B>A>C\"", "\"ranking\":[\"B\",\"C\",\"A\"]",
-                                       "\"ranking\":\"A>B>C\"")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"ranking\"}]}",
+        ctx, "{'id':'t'," MEMBERS3("'ranking':'B>A>C'", "'ranking':['B','C','A']",
+                                       "'ranking':'A>B>C'")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'ranking'}]}",
         NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "ranking");
-    assert_agg(r, "{\"ranking\":[\"B\",\"A\",\"C\"],\"scores\":{\"A\":3,\"B\":5,\"C\":1},"
-                  "\"winner\":\"B\",\"winner_member\":\"b\"}");
-    assert_string_equal(member_in(r, "b")->parsed_json, "{\"ranking\":[\"B\",\"C\",\"A\"]}");
+    assert_agg(r, "{'ranking':['B','A','C'],'scores':{'A':3,'B':5,'C':1},"
+                  "'winner':'B','winner_member':'b'}");
+    assert_string_equal(member_in(r, "b")->parsed_json, sq("{'ranking':['B','C','A']}"));
     assert_string_equal(r->text, "b: independent_analysis #0 attempt 1 on \"q\"");
     council_run_unref(run);
     council_ctx_free(ctx);
@@ -110,15 +112,15 @@ static void test_mock_ranking_list_with_long_entries_is_safe(void **state)
     memset(y, 'Y', sizeof y - 1);
     y[sizeof y - 1] = '\0';
     snprintf(spec, sizeof spec,
-             "{\"id\":\"t\"," MEMBERS3("\"ranking\":[\"%s\",\"B\",\"%s\",\"C\"]", "", "")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"ranking\"}]}",
+             "{'id':'t'," MEMBERS3("'ranking':['%s','B','%s','C']", "", "")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'ranking'}]}",
              x, y);
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(ctx, spec, NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "ranking");
     assert_non_null(r);
-    assert_string_equal(member_in(r, "a")->parsed_json, "{\"ranking\":[\"B\",\"C\",\"A\"]}");
+    assert_string_equal(member_in(r, "a")->parsed_json, sq("{'ranking':['B','C','A']}"));
     council_run_unref(run);
     council_ctx_free(ctx);
 }
@@ -147,9 +149,9 @@ static void test_non_utf8_answers_reach_later_requests_as_replacement_chars(void
     council_provider_ops ops = {latin1_start, NULL, NULL};
     assert_int_equal(council_provider_register(ctx, "latin1", &ops, &seen), 0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\",\"members\":[{\"id\":\"a\",\"provider\":\"latin1\"},"
-             "{\"id\":\"b\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":"
-             "\"independent_analysis\"},{\"type\":\"peer_review\"}]}",
+        ctx, "{'id':'t','members':[{'id':'a','provider':'latin1'},"
+             "{'id':'b','provider':'mock'}],'rounds':[{'type':"
+             "'independent_analysis'},{'type':'peer_review'}]}",
         NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "peer_review");
@@ -181,21 +183,21 @@ static void test_pairwise_elimination_bracket_with_bye(void **state)
     council_ctx *ctx = test_ctx(0);
     recorder rec = {0};
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("\"vote\":\"C\"", "\"vote\":\"B\"", "\"vote\":\"C\"")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},"
-             "{\"type\":\"pairwise_elimination\",\"name\":\"bracket\"}]}", &rec);
+        ctx, "{'id':'t'," MEMBERS3("'vote':'C'", "'vote':'B'", "'vote':'C'")
+             ",'rounds':[{'type':'independent_analysis'},"
+             "{'type':'pairwise_elimination','name':'bracket'}]}", &rec);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "bracket");
-    assert_agg(r, "{\"bracket\":[[{\"pair\":[\"A\",\"B\"],\"votes\":{\"A\":2,\"B\":1},"
-                  "\"winner\":\"A\"},{\"bye\":\"C\"}],[{\"pair\":[\"A\",\"C\"],\"votes\":"
-                  "{\"A\":1,\"C\":2},\"winner\":\"C\"}]],\"winner\":\"C\","
-                  "\"winner_member\":\"c\"}");
+    assert_agg(r, "{'bracket':[[{'pair':['A','B'],'votes':{'A':2,'B':1},"
+                  "'winner':'A'},{'bye':'C'}],[{'pair':['A','C'],'votes':"
+                  "{'A':1,'C':2},'winner':'C'}]],'winner':'C',"
+                  "'winner_member':'c'}");
     const council_member_result *mb = member_in(r, "b");
     assert_true(mb->ok);
     assert_int_equal(mb->attempts, 2); /* one call per match */
     assert_string_equal(mb->parsed_json,
-                        "{\"votes\":[{\"pair\":[\"A\",\"B\"],\"vote\":\"B\"},"
-                        "{\"pair\":[\"A\",\"C\"],\"vote\":\"A\"}]}");
+                        sq("{'votes':[{'pair':['A','B'],'vote':'B'},"
+                        "{'pair':['A','C'],'vote':'A'}]}"));
     assert_string_equal(r->text, "c: independent_analysis #0 attempt 1 on \"q\"");
     /* one member_started / member_completed per member in the round */
     size_t started = 0, completed = 0;
@@ -218,13 +220,13 @@ static void test_iterate_stops_on_unanimous_vote(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("", "", "")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"iterate\","
-             "\"name\":\"loop\",\"options\":{\"until\":\"consensus\",\"max_iterations\":5,"
-             "\"rounds\":[{\"type\":\"peer_review\"},{\"type\":\"vote\"}]}}]}", NULL);
+        ctx, "{'id':'t'," MEMBERS3("", "", "")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
+             "'name':'loop','options':{'until':'consensus','max_iterations':5,"
+             "'rounds':[{'type':'peer_review'},{'type':'vote'}]}}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *it = round_named(run, "loop");
-    assert_agg(it, "{\"consensus\":true,\"iterations\":1,\"stopped_by\":\"consensus\"}");
+    assert_agg(it, "{'consensus':true,'iterations':1,'stopped_by':'consensus'}");
     assert_int_equal(it->idx, 1);
     assert_int_equal(council_run_result(run)->n_rounds, 4);
     council_run_unref(run);
@@ -236,18 +238,18 @@ static void test_iterate_runs_to_max_iterations_without_consensus(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("\"vote\":\"B\"", "\"vote\":\"A\"", "")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"iterate\","
-             "\"name\":\"loop\",\"until\":\"consensus\",\"max_iterations\":3,"
-             "\"rounds\":[{\"type\":\"vote\"}]}]}", NULL);
+        ctx, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'A'", "")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
+             "'name':'loop','until':'consensus','max_iterations':3,"
+             "'rounds':[{'type':'vote'}]}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_rounds, 5); /* analysis, 3 votes, the iterate */
     assert_string_equal(res->rounds[1]->type, "vote");
     assert_int_equal(res->rounds[1]->idx, 2);
     assert_int_equal(res->rounds[3]->idx, 4);
-    assert_agg(res->rounds[4], "{\"consensus\":false,\"iterations\":3,"
-                               "\"stopped_by\":\"max_iterations\"}");
+    assert_agg(res->rounds[4], "{'consensus':false,'iterations':3,"
+                               "'stopped_by':'max_iterations'}");
     council_summary s;
     council_run_summary(run, &s);
     assert_int_equal(s.rounds_completed, 5);
@@ -260,12 +262,12 @@ static void test_iterate_stops_when_answers_are_equal(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("\"answer\":\"42\"", "\"answer\":\"42\"",
-                                       "\"answer\":\"42\"")
-             ",\"rounds\":[{\"type\":\"iterate\",\"options\":{\"until\":\"consensus\","
-             "\"rounds\":[{\"type\":\"peer_review\"}]}}]}", NULL);
+        ctx, "{'id':'t'," MEMBERS3("'answer':'42'", "'answer':'42'",
+                                       "'answer':'42'")
+             ",'rounds':[{'type':'iterate','options':{'until':'consensus',"
+             "'rounds':[{'type':'peer_review'}]}}]}", NULL);
     assert_agg(round_named(run, "iterate"),
-               "{\"consensus\":true,\"iterations\":1,\"stopped_by\":\"consensus\"}");
+               "{'consensus':true,'iterations':1,'stopped_by':'consensus'}");
     assert_string_equal(council_run_result(run)->final_text, "42");
     council_run_unref(run);
     council_ctx_free(ctx);
@@ -276,9 +278,9 @@ static void test_synthesis_member_and_chair(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("", "", "")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"synthesis\","
-             "\"options\":{\"member\":\"b\"}}],\"chair\":\"c\"}", NULL);
+        ctx, "{'id':'t'," MEMBERS3("", "", "")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'synthesis',"
+             "'options':{'member':'b'}}],'chair':'c'}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *sy = round_named(run, "synthesis");
     assert_int_equal(sy->n_members, 1);
@@ -298,17 +300,17 @@ static void test_members_option_gates_a_round(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("", "", "")
-             ",\"rounds\":[{\"type\":\"independent_analysis\",\"options\":{\"members\":"
-             "[\"c\",\"b\"]}},{\"type\":\"vote\",\"options\":{\"members\":[\"a\"]}}]}", NULL);
+        ctx, "{'id':'t'," MEMBERS3("", "", "")
+             ",'rounds':[{'type':'independent_analysis','options':{'members':"
+             "['c','b']}},{'type':'vote','options':{'members':['a']}}]}", NULL);
     const council_round_result *r = round_named(run, "independent_analysis");
     assert_int_equal(r->n_members, 2);
     assert_string_equal(r->members[0]->member_id, "b");
     const council_round_result *v = round_named(run, "vote");
     assert_int_equal(v->n_members, 1);
     /* only b and c answered, so they are the candidates */
-    assert_agg(v, "{\"tally\":{\"B\":1,\"C\":0},\"unanimous\":true,\"valid_votes\":1,"
-                  "\"winner\":\"B\",\"winner_member\":\"b\"}");
+    assert_agg(v, "{'tally':{'B':1,'C':0},'unanimous':true,'valid_votes':1,"
+                  "'winner':'B','winner_member':'b'}");
     council_run_unref(run);
     council_ctx_free(ctx);
 }
@@ -318,8 +320,8 @@ static void test_unparsable_vote_is_a_counted_member_error(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("", "", "\"text\":\"I like them all\"")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"vote\"}]}", NULL);
+        ctx, "{'id':'t'," MEMBERS3("", "", "'text':'I like them all'")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *v = round_named(run, "vote");
     const council_member_result *mc = member_in(v, "c");
@@ -327,8 +329,8 @@ static void test_unparsable_vote_is_a_counted_member_error(void **state)
     assert_int_equal(mc->attempts, 1);
     assert_non_null(strstr(mc->error, "unparsable vote"));
     assert_string_equal(mc->text, "I like them all");
-    assert_agg(v, "{\"tally\":{\"A\":2,\"B\":0,\"C\":0},\"unanimous\":true,"
-                  "\"valid_votes\":2,\"winner\":\"A\",\"winner_member\":\"a\"}");
+    assert_agg(v, "{'tally':{'A':2,'B':0,'C':0},'unanimous':true,"
+                  "'valid_votes':2,'winner':'A','winner_member':'a'}");
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_errors, 1);
     assert_non_null(strstr(res->errors[0], "member c in round vote"));
@@ -342,9 +344,9 @@ static void test_round_with_no_success_fails_the_run(void **state)
     council_ctx *ctx = test_ctx(0);
     recorder rec = {0};
     council_run *run = run_spec(
-        ctx, "{\"id\":\"t\"," MEMBERS3("\"fail_attempts\":[1]", "\"fail_attempts\":[1]",
-                                       "\"fail_attempts\":[1]")
-             ",\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"vote\"}]}", &rec);
+        ctx, "{'id':'t'," MEMBERS3("'fail_attempts':[1]", "'fail_attempts':[1]",
+                                       "'fail_attempts':[1]")
+             ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}", &rec);
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_errors, 4);
@@ -363,8 +365,8 @@ static void test_vote_without_answers_fails(void **state)
 {
     (void)state;
     council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(ctx, "{\"id\":\"t\"," MEMBERS3("", "", "")
-                                     ",\"rounds\":[{\"type\":\"vote\"}]}", NULL);
+    council_run *run = run_spec(ctx, "{'id':'t'," MEMBERS3("", "", "")
+                                     ",'rounds':[{'type':'vote'}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     assert_non_null(strstr(council_run_result(run)->errors[0], "no answers"));
     council_run_unref(run);
@@ -412,6 +414,7 @@ static char *answers_str(json_t *req)
 static void expect_answers(json_t *req, const char *expect)
 {
     char *s = answers_str(req);
+    expect = sq(expect);
     if (strcmp(s, expect) != 0)
         fail_msg("answers %s\n expected %s", s, expect);
     free(s);
@@ -426,14 +429,14 @@ static void test_each_round_type_grants_what_it_should(void **state)
     assert_int_equal(council_provider_register(ctx, "rec", &ops, &s), 0);
     assert_int_equal(council_provider_register(ctx, "rec", &ops, &s), COUNCIL_EEXIST);
     const char *spec =
-        "{\"id\":\"see\",\"members\":[{\"id\":\"x\",\"provider\":\"rec\"},"
-        "{\"id\":\"y\",\"provider\":\"rec\"}],\"rounds\":["
-        "{\"type\":\"independent_analysis\",\"name\":\"r0\"},"
-        "{\"type\":\"peer_review\",\"name\":\"r1\"},"
-        "{\"type\":\"anonymized_peer_review\",\"name\":\"r2\"},"
-        "{\"type\":\"critique\",\"name\":\"r3\"},"
-        "{\"type\":\"vote\",\"name\":\"r4\",\"options\":{\"instructions\":\"pick\"}},"
-        "{\"type\":\"independent_analysis\",\"name\":\"r5\"}]}";
+        "{'id':'see','members':[{'id':'x','provider':'rec'},"
+        "{'id':'y','provider':'rec'}],'rounds':["
+        "{'type':'independent_analysis','name':'r0'},"
+        "{'type':'peer_review','name':'r1'},"
+        "{'type':'anonymized_peer_review','name':'r2'},"
+        "{'type':'critique','name':'r3'},"
+        "{'type':'vote','name':'r4','options':{'instructions':'pick'}},"
+        "{'type':'independent_analysis','name':'r5'}]}";
     council_run *run = run_spec(ctx, spec, NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     json_t *r = req_of(&s, "x", "r0");
@@ -442,18 +445,18 @@ static void test_each_round_type_grants_what_it_should(void **state)
     assert_string_equal(json_string_value(json_object_get(r, "council")), "see");
     assert_int_equal(json_integer_value(json_object_get(r, "attempt")), 1);
     assert_non_null(json_object_get(r, "instructions"));
-    expect_answers(req_of(&s, "x", "r1"), "[{\"member_id\":\"y\",\"text\":\"y@r0\"}]");
+    expect_answers(req_of(&s, "x", "r1"), "[{'member_id':'y','text':'y@r0'}]");
     assert_string_equal(json_string_value(json_object_get(req_of(&s, "x", "r1"),
                                                           "previous_answer")), "x@r0");
-    expect_answers(req_of(&s, "y", "r2"), "[{\"label\":\"A\",\"text\":\"x@r1\"}]");
-    expect_answers(req_of(&s, "x", "r3"), "[{\"member_id\":\"x\",\"text\":\"x@r2\"},"
-                                          "{\"member_id\":\"y\",\"text\":\"y@r2\"}]");
+    expect_answers(req_of(&s, "y", "r2"), "[{'label':'A','text':'x@r1'}]");
+    expect_answers(req_of(&s, "x", "r3"), "[{'member_id':'x','text':'x@r2'},"
+                                          "{'member_id':'y','text':'y@r2'}]");
     json_t *v = req_of(&s, "y", "r4");
     /* critiques do not replace answers; the next round sees them */
-    expect_answers(v, "[{\"label\":\"A\",\"text\":\"x@r2\"},{\"label\":\"B\",\"text\":\"y@r2\"}]");
+    expect_answers(v, "[{'label':'A','text':'x@r2'},{'label':'B','text':'y@r2'}]");
     char *cr = json_dumps(json_object_get(v, "critiques"), JSON_COMPACT | JSON_SORT_KEYS);
-    assert_string_equal(cr, "[{\"member_id\":\"x\",\"text\":\"x@r3\"},"
-                            "{\"member_id\":\"y\",\"text\":\"y@r3\"}]");
+    assert_string_equal(cr, sq("[{'member_id':'x','text':'x@r3'},"
+                               "{'member_id':'y','text':'y@r3'}]"));
     free(cr);
     assert_string_equal(json_string_value(json_object_get(v, "instructions")), "pick");
     assert_null(json_object_get(req_of(&s, "x", "r5"), "critiques"));
