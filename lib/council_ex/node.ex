@@ -22,7 +22,9 @@ defmodule CouncilEx.Node do
   Configuration (application env of `:council_ex`, or environment):
 
     * `COUNCIL_NODE` (env) or `:executable` - the C node binary (default
-      `priv/council_node`), e.g. the ASan build for tests.
+      `council_node` in the application's priv dir,
+      `Application.app_dir(:council_ex, "priv")`, where `mix compile`
+      builds it), e.g. the ASan build for tests.
     * `:node` - an external C node to use instead of starting one.
     * `:node_args` - extra command-line arguments for the managed node.
     * `:run_retention_ms` - how long a finished run stays readable (ms,
@@ -399,7 +401,7 @@ defmodule CouncilEx.Node do
     cond do
       not File.regular?(exe) ->
         state
-        |> problem("C node binary #{exe} not found (run `make priv`)")
+        |> problem("C node binary #{exe} not found (`mix compile` builds it; see the README)")
         |> Map.put(:status, :unavailable)
         |> fail_waiters()
         |> schedule_restart()
@@ -657,15 +659,16 @@ defmodule CouncilEx.Node do
       default_executable()
   end
 
+  # The application's own priv dir (_build/ENV/lib/council_ex/priv, or
+  # lib/council_ex-VSN/priv in a release), never the current directory: a
+  # user's project has no priv/council_node of its own. The source tree's
+  # priv/ only when the code server does not know the application.
+  @source_priv Path.expand("../../priv", __DIR__)
   defp default_executable do
-    priv =
-      case :code.priv_dir(:council_ex) do
-        {:error, _} -> "priv"
-        dir -> List.to_string(dir)
-      end
-
-    path = Path.join(priv, "council_node")
-    if File.exists?(path), do: path, else: Path.expand("priv/council_node")
+    case :code.priv_dir(:council_ex) do
+      {:error, _} -> Path.join(@source_priv, "council_node")
+      dir -> Path.join(List.to_string(dir), "council_node")
+    end
   end
 
   defp log_level(level) do
