@@ -27,7 +27,7 @@ defmodule CouncilEx.MixProject do
   def application do
     [
       mod: {CouncilEx.Application, []},
-      extra_applications: [:logger, :crypto, :jiffy]
+      extra_applications: [:logger, :crypto]
     ]
   end
 

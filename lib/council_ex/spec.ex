@@ -332,7 +332,7 @@ defmodule CouncilEx.Spec do
   end
 
   @doc """
-  The spec as a JSON binary (jiffy). Raises `ArgumentError` when an option
+  The spec as a JSON binary (`CouncilEx.JSON`). Raises `ArgumentError` when an option
   value cannot be encoded as JSON.
   """
   @spec to_json(t) :: binary
