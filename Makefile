@@ -29,33 +29,13 @@ else
   LDSAN :=
 endif
 
-# erl_interface: where the `erl` on PATH has it (code:lib_dir/1, then
-# code:root_dir()/lib), so that asdf, kerl and source installs of OTP build
-# too; Debian's /usr/lib/erlang last. Found once, then passed to sub-makes.
-# `make EI_DIR=...` overrides it; `make erl-interface` prints it.
-ERL ?= erl
-ifndef EI_DIR
-  EI_DIR := $(shell $(ERL) -noshell -eval 'case code:lib_dir(erl_interface) of D when is_list(D) -> io:put_chars(D); _ -> ok end, halt().' 2>/dev/null)
-  ifeq ($(wildcard $(EI_DIR)/include/ei.h),)
-    EI_DIR := $(firstword $(wildcard $(shell $(ERL) -noshell -eval 'io:put_chars(code:root_dir()), halt().' 2>/dev/null)/lib/erl_interface-*) \
-                          $(wildcard /usr/lib/erlang/lib/erl_interface-*))
-  endif
-  export EI_DIR
-endif
+EI_DIR := $(firstword $(wildcard /usr/lib/erlang/lib/erl_interface-*))
 EI_CFLAGS := -I$(EI_DIR)/include
 EI_LIBS := -L$(EI_DIR)/lib -lei
 
 DEPS_PC := libuv libsodium jansson libcurl
 PC_CFLAGS := $(shell pkg-config --cflags $(DEPS_PC) 2>/dev/null)
 PC_LIBS := $(shell pkg-config --libs $(DEPS_PC) 2>/dev/null)
-
-# Quiet by default: one short line per file built (none under make -s);
-# V=1 shows each command instead.
-ifeq ($(V),1)
-  say :=
-else
-  say = @$(if $(findstring s,$(firstword -$(MAKEFLAGS))),,printf '  %-5s %s\n' '$(1)' '$(2)';)
-endif
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -pthread \
@@ -87,17 +67,13 @@ else
   ARTIFACTS := $(PRIV) $(TEST_BIN) $(TEST_HELPER_BIN)
 endif
 
-.PHONY: all priv deps erl-interface test test-c test-c-asan test-beam demo demo-native demo-llm valgrind fuzz bench bench-smoke \
+.PHONY: all priv deps test test-c test-c-asan test-beam demo demo-native demo-llm valgrind fuzz bench bench-smoke \
         install clean check-headers check-exports
 .DEFAULT_GOAL := all
 
 all: $(ARTIFACTS)
 
 priv: $(PRIV)
-
-# Where erl_interface was found (see EI_DIR above).
-erl-interface:
-	@echo $(EI_DIR)
 
 deps:
 	@./scripts/deps
@@ -106,29 +82,32 @@ deps:
 # functions council.h marks COUNCIL_API and nothing else (check-exports).
 $(B)/c_src/core/%.o: c_src/core/%.c $(wildcard c_src/include/*.h c_src/core/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(call say,CC,$<)$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
 
-$(B)/%.o: %.c $(wildcard c_src/include/*.h c_src/core/*.h c_src/cnode/*.h)
+# The C node sees the core only through its public headers (c_src/include):
+# no -Ic_src/core here.
+CNODE_CFLAGS = $(filter-out -Ic_src/core,$(CFLAGS_ALL)) $(EI_CFLAGS)
+$(B)/c_src/cnode/%.o: c_src/cnode/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(call say,CC,$<)$(CC) $(CFLAGS_ALL) $(if $(findstring cnode,$<),$(EI_CFLAGS)) -c $< -o $@
+	$(CC) $(CNODE_CFLAGS) -c $< -o $@
 
 $(B)/libcouncil.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 # ABI version: the SONAME's number changes when council.h breaks binary
 # compatibility; the full version follows the project's.
 SO_MAJOR := 0
 SO_VERSION := 0.1.0
 $(B)/libcouncil.so: $(CORE_OBJ)
-	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libcouncil.so.$(SO_MAJOR) -o $@ $^ $(LIBS) $(LDSAN)
+	$(CC) -shared -Wl,-soname,libcouncil.so.$(SO_MAJOR) -o $@ $^ $(LIBS) $(LDSAN)
 
 $(B)/council_node: $(CNODE_OBJ) $(B)/libcouncil.a
-	$(call say,LD,$@)$(CC) -o $@ $(CNODE_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
+	$(CC) -o $@ $(CNODE_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
 
 $(B)/examples/%: examples/%.c $(B)/libcouncil.a c_src/include/council.h
 	@mkdir -p $(dir $@)
-	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
 # Test binaries link the core and the C node's objects (all but main.c).
 # test_alloc fails the core's allocations one by one: it wraps them.
@@ -136,34 +115,31 @@ TEST_LDFLAGS_test_alloc := -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=reallo
                            -Wl,--wrap=strdup
 $(B)/test/%: test/c/%.c $(B)/libcouncil.a $(CNODE_LIB_OBJ) $(wildcard test/c/*.h)
 	@mkdir -p $(dir $@)
-	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $(EI_CFLAGS) -Itest/c $< -o $@ $(CNODE_LIB_OBJ) \
+	$(CC) $(CFLAGS_ALL) $(EI_CFLAGS) -Itest/c $< -o $@ $(CNODE_LIB_OBJ) \
 	  $(B)/libcouncil.a $(EI_LIBS) $(LIBS) -lcmocka $(LDSAN) $(TEST_LDFLAGS_$*)
 
 # Test helpers may use OpenSSL (the fake model server speaks TLS).
 $(B)/test/helpers/%: test/c/helpers/%.c
 	@mkdir -p $(dir $@)
-	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ -lssl -lcrypto -pthread $(LDSAN)
+	$(CC) $(CFLAGS_ALL) $< -o $@ -lssl -lcrypto -pthread $(LDSAN)
 
 # The core's rules as data (council_schema_json), read by lib/ at compile time.
 $(B)/schema_dump: c_src/tools/schema_dump.c $(B)/libcouncil.a c_src/include/council.h
-	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
 priv/schema.json: $(B)/schema_dump
 	@mkdir -p priv
-	$(call say,GEN,$@)$(B)/schema_dump > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
-
-# Built examples are kept (no `rm` of them after each build).
-.SECONDARY: $(EXAMPLE_BIN)
+	$(B)/schema_dump > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 # Copy then rename: a running priv/council_node must not block a rebuild
 # (the temporary name is per make process, so two builds do not collide).
 priv/%: $(B)/%
 	@mkdir -p priv
-	$(call say,CP,$@)cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+	cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 priv/%: $(B)/examples/%
 	@mkdir -p priv
-	$(call say,CP,$@)cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+	cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 # ---------------------------------------------------------------- tests
 
@@ -173,7 +149,6 @@ test: deps
 	$(MAKE) all
 	$(MAKE) check-exports
 	scripts/test-install
-	scripts/test-deps
 	$(MAKE) test-c
 	$(MAKE) SAN=1 all test-c
 	$(MAKE) bench-smoke
@@ -209,7 +184,7 @@ fuzz:
 BENCH_BIN := $(patsubst bench/c/%.c,$(B)/bench/%,$(wildcard bench/c/*.c))
 $(B)/bench/%: bench/c/%.c $(B)/libcouncil.a c_src/include/council.h
 	@mkdir -p $(dir $@)
-	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
 bench: deps
 	$(MAKE) all $(BENCH_BIN)
@@ -227,7 +202,8 @@ PREFIX ?= /usr/local
 install: $(PRIV)
 	install -d "$(DESTDIR)$(PREFIX)/include" "$(DESTDIR)$(PREFIX)/lib/pkgconfig" \
 	  "$(DESTDIR)$(PREFIX)/bin"
-	install -m 644 c_src/include/council.h "$(DESTDIR)$(PREFIX)/include/"
+	install -m 644 c_src/include/council.h c_src/include/council_json.h \
+	  "$(DESTDIR)$(PREFIX)/include/"
 	install -m 644 priv/libcouncil.a "$(DESTDIR)$(PREFIX)/lib/"
 	install -m 755 priv/libcouncil.so "$(DESTDIR)$(PREFIX)/lib/libcouncil.so.$(SO_VERSION)"
 	ln -sf libcouncil.so.$(SO_VERSION) "$(DESTDIR)$(PREFIX)/lib/libcouncil.so.$(SO_MAJOR)"
@@ -236,9 +212,10 @@ install: $(PRIV)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(SO_VERSION)|g' council.pc.in \
 	  > "$(DESTDIR)$(PREFIX)/lib/pkgconfig/council.pc"
 
-# The shared library exports exactly the functions of council.h.
+# The shared library exports exactly the functions of the public headers.
 check-exports: priv/libcouncil.so
-	@scripts/check-exports priv/libcouncil.so c_src/include/council.h
+	@scripts/check-exports priv/libcouncil.so c_src/include/council.h \
+	  c_src/include/council_json.h
 
 clean:
 	rm -rf build priv _build

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "council_internal.h"
+#include "council_json.h"
 #include "gen_server.h"
 #include "log.h"
 #include "run_proc.h"
@@ -48,7 +48,7 @@ static int beam_start(council_call *call, void *arg)
 
     /* The request the member sees, plus the member's options (the Elixir
      * side needs e.g. the module that answers). */
-    json_t *req = json_copy(council_call_request_json(call));
+    json_t *req = json_copy(council_call_request_object(call));
     const char *opts = council_call_member_options(call);
     json_t *jopts = opts ? json_loads(opts, 0, NULL) : NULL;
     if (!req) {

@@ -4,7 +4,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "council_internal.h"
+#include "council_json.h"
 #include "term_json.h"
 
 static int bin(ei_x_buff *x, const char *s, size_t len)
@@ -80,7 +80,6 @@ static int tool_term(ei_x_buff *x, council_event_type type, const council_tool_e
 
 static int member_result_term(ei_x_buff *x, const council_member_result *p)
 {
-    const mres *m = (const mres *)p;
     return ei_x_encode_map_header(x, 8) ||
            key(x, "error_kind") ||
            (p->error_kind ? ei_x_encode_atom(x, p->error_kind) : ei_x_encode_atom(x, "nil")) ||
@@ -90,14 +89,13 @@ static int member_result_term(ei_x_buff *x, const council_member_result *p)
            key(x, "text") || bytes_or_nil(x, p->text, p->text_len) ||
            key(x, "attempts") || ei_x_encode_ulong(x, p->attempts) ||
            key(x, "error") || bytes_or_nil(x, p->error, p->error ? strlen(p->error) : 0) ||
-           key(x, "parsed") || json_or_nil(x, m->parsed)
+           key(x, "parsed") || json_or_nil(x, council_member_result_parsed(p))
                ? -1
                : 0;
 }
 
 static int round_result_term(ei_x_buff *x, const council_round_result *p)
 {
-    const rres *r = (const rres *)p;
     if (ei_x_encode_map_header(x, 7) ||
         key(x, "usage") || usage_term(x, &p->usage) ||
         key(x, "name") || cstr_bin(x, p->name) ||
@@ -109,7 +107,7 @@ static int round_result_term(ei_x_buff *x, const council_round_result *p)
         if (member_result_term(x, p->members[i]))
             return -1;
     return list_close(x) ||
-           key(x, "aggregate") || json_or_nil(x, r->aggregate) ||
+           key(x, "aggregate") || json_or_nil(x, council_round_result_aggregate(p)) ||
            key(x, "text") || bytes_or_nil(x, p->text, p->text_len)
                ? -1
                : 0;
