@@ -29,13 +29,33 @@ else
   LDSAN :=
 endif
 
-EI_DIR := $(firstword $(wildcard /usr/lib/erlang/lib/erl_interface-*))
+# erl_interface: where the `erl` on PATH has it (code:lib_dir/1, then
+# code:root_dir()/lib), so that asdf, kerl and source installs of OTP build
+# too; Debian's /usr/lib/erlang last. Found once, then passed to sub-makes.
+# `make EI_DIR=...` overrides it; `make erl-interface` prints it.
+ERL ?= erl
+ifndef EI_DIR
+  EI_DIR := $(shell $(ERL) -noshell -eval 'case code:lib_dir(erl_interface) of D when is_list(D) -> io:put_chars(D); _ -> ok end, halt().' 2>/dev/null)
+  ifeq ($(wildcard $(EI_DIR)/include/ei.h),)
+    EI_DIR := $(firstword $(wildcard $(shell $(ERL) -noshell -eval 'io:put_chars(code:root_dir()), halt().' 2>/dev/null)/lib/erl_interface-*) \
+                          $(wildcard /usr/lib/erlang/lib/erl_interface-*))
+  endif
+  export EI_DIR
+endif
 EI_CFLAGS := -I$(EI_DIR)/include
 EI_LIBS := -L$(EI_DIR)/lib -lei
 
 DEPS_PC := libuv libsodium jansson libcurl
 PC_CFLAGS := $(shell pkg-config --cflags $(DEPS_PC) 2>/dev/null)
 PC_LIBS := $(shell pkg-config --libs $(DEPS_PC) 2>/dev/null)
+
+# Quiet by default: one short line per file built (none under make -s);
+# V=1 shows each command instead.
+ifeq ($(V),1)
+  say :=
+else
+  say = @$(if $(findstring s,$(firstword -$(MAKEFLAGS))),,printf '  %-5s %s\n' '$(1)' '$(2)';)
+endif
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -pthread \
@@ -60,6 +80,7 @@ EXAMPLE_BIN := $(EXAMPLES:examples/%.c=$(B)/examples/%)
 # What a user of the library needs (Mix and rebar3 build only this: no
 # test framework required); `all` adds the test programs.
 PRIV := priv/libcouncil.a priv/libcouncil.so priv/council_node priv/schema.json \
+        priv/council_nif.so \
         $(EXAMPLE_BIN:$(B)/examples/%=priv/%)
 ifeq ($(SAN),1)
   ARTIFACTS := $(B)/libcouncil.a $(B)/council_node $(TEST_BIN) $(TEST_HELPER_BIN) $(EXAMPLE_BIN)
@@ -67,13 +88,17 @@ else
   ARTIFACTS := $(PRIV) $(TEST_BIN) $(TEST_HELPER_BIN)
 endif
 
-.PHONY: all priv deps test test-c test-c-asan test-beam demo demo-native demo-llm valgrind fuzz bench bench-smoke \
+.PHONY: all priv deps erl-interface test test-c test-c-asan test-beam demo demo-native demo-llm valgrind fuzz bench bench-smoke \
         install clean check-headers check-exports
 .DEFAULT_GOAL := all
 
 all: $(ARTIFACTS)
 
 priv: $(PRIV)
+
+# Where erl_interface was found (see EI_DIR above).
+erl-interface:
+	@echo $(EI_DIR)
 
 deps:
 	@./scripts/deps
@@ -82,32 +107,32 @@ deps:
 # functions council.h marks COUNCIL_API and nothing else (check-exports).
 $(B)/c_src/core/%.o: c_src/core/%.c $(wildcard c_src/include/*.h c_src/core/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
+	$(call say,CC,$<)$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
 
 # The C node sees the core only through its public headers (c_src/include):
 # no -Ic_src/core here.
 CNODE_CFLAGS = $(filter-out -Ic_src/core,$(CFLAGS_ALL)) $(EI_CFLAGS)
 $(B)/c_src/cnode/%.o: c_src/cnode/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CNODE_CFLAGS) -c $< -o $@
+	$(call say,CC,$<)$(CC) $(CNODE_CFLAGS) -c $< -o $@
 
 $(B)/libcouncil.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
 
 # ABI version: the SONAME's number changes when council.h breaks binary
 # compatibility; the full version follows the project's.
 SO_MAJOR := 0
 SO_VERSION := 0.1.0
 $(B)/libcouncil.so: $(CORE_OBJ)
-	$(CC) -shared -Wl,-soname,libcouncil.so.$(SO_MAJOR) -o $@ $^ $(LIBS) $(LDSAN)
+	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libcouncil.so.$(SO_MAJOR) -o $@ $^ $(LIBS) $(LDSAN)
 
 $(B)/council_node: $(CNODE_OBJ) $(B)/libcouncil.a
-	$(CC) -o $@ $(CNODE_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
+	$(call say,LD,$@)$(CC) -o $@ $(CNODE_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
 
 $(B)/examples/%: examples/%.c $(B)/libcouncil.a c_src/include/council.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
 # Test binaries link the core and the C node's objects (all but main.c).
 # test_alloc fails the core's allocations one by one: it wraps them.
@@ -115,31 +140,46 @@ TEST_LDFLAGS_test_alloc := -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=reallo
                            -Wl,--wrap=strdup
 $(B)/test/%: test/c/%.c $(B)/libcouncil.a $(CNODE_LIB_OBJ) $(wildcard test/c/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(EI_CFLAGS) -Itest/c $< -o $@ $(CNODE_LIB_OBJ) \
+	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $(EI_CFLAGS) -Itest/c $< -o $@ $(CNODE_LIB_OBJ) \
 	  $(B)/libcouncil.a $(EI_LIBS) $(LIBS) -lcmocka $(LDSAN) $(TEST_LDFLAGS_$*)
 
 # Test helpers may use OpenSSL (the fake model server speaks TLS).
 $(B)/test/helpers/%: test/c/helpers/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $< -o $@ -lssl -lcrypto -pthread $(LDSAN)
+	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ -lssl -lcrypto -pthread $(LDSAN)
+
+# The NIF backend (c_src/nif): the core and the C node's term encoders in
+# one shared object the VM loads (config :council_ex, backend: :nif).
+ERTS_INCLUDE := $(firstword $(wildcard /usr/lib/erlang/erts-*/include) /usr/lib/erlang/usr/include)
+$(B)/c_src/nif/%.o: c_src/nif/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -Ic_src/cnode -I$(ERTS_INCLUDE) $(EI_CFLAGS) -c $< -o $@
+
+$(B)/council_nif.so: $(B)/c_src/nif/council_nif.o $(CNODE_LIB_OBJ) $(B)/libcouncil.a \
+                     c_src/nif/exports.map
+	$(CC) -shared -Wl,--version-script=c_src/nif/exports.map -o $@ \
+	  $(B)/c_src/nif/council_nif.o $(CNODE_LIB_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
 
 # The core's rules as data (council_schema_json), read by lib/ at compile time.
 $(B)/schema_dump: c_src/tools/schema_dump.c $(B)/libcouncil.a c_src/include/council.h
-	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
 priv/schema.json: $(B)/schema_dump
 	@mkdir -p priv
-	$(B)/schema_dump > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+	$(call say,GEN,$@)$(B)/schema_dump > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+
+# Built examples are kept (no `rm` of them after each build).
+.SECONDARY: $(EXAMPLE_BIN)
 
 # Copy then rename: a running priv/council_node must not block a rebuild
 # (the temporary name is per make process, so two builds do not collide).
 priv/%: $(B)/%
 	@mkdir -p priv
-	cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+	$(call say,CP,$@)cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 priv/%: $(B)/examples/%
 	@mkdir -p priv
-	cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+	$(call say,CP,$@)cp $< $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 # ---------------------------------------------------------------- tests
 
@@ -149,6 +189,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) check-exports
 	scripts/test-install
+	scripts/test-deps
 	$(MAKE) test-c
 	$(MAKE) SAN=1 all test-c
 	$(MAKE) bench-smoke
@@ -184,7 +225,7 @@ fuzz:
 BENCH_BIN := $(patsubst bench/c/%.c,$(B)/bench/%,$(wildcard bench/c/*.c))
 $(B)/bench/%: bench/c/%.c $(B)/libcouncil.a c_src/include/council.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
 bench: deps
 	$(MAKE) all $(BENCH_BIN)
