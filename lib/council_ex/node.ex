@@ -526,7 +526,10 @@ defmodule CouncilEx.Node do
   defp up(state) do
     Node.monitor(state.node, true)
     :persistent_term.put(@pt_key, state.node)
-    Logger.info("council_ex: C node #{state.node} is up")
+    # The first start is routine (debug, so that `mix run` prints nothing);
+    # a node that comes back after a failure is worth an info line.
+    level = if state.restarts == 0, do: :debug, else: :info
+    Logger.log(level, "council_ex: C node #{state.node} is up")
 
     for {from, tref} <- state.waiters,
         do:
