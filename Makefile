@@ -153,7 +153,8 @@ $(B)/test/helpers/%: test/c/helpers/%.c
 ERTS_INCLUDE := $(firstword $(wildcard /usr/lib/erlang/erts-*/include) /usr/lib/erlang/usr/include)
 $(B)/c_src/nif/%.o: c_src/nif/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -Ic_src/cnode -I$(ERTS_INCLUDE) $(EI_CFLAGS) -c $< -o $@
+	$(call say,CC,$<)$(CC) $(filter-out -Ic_src/core,$(CFLAGS_ALL)) -fvisibility=hidden \
+	  -Ic_src/cnode -I$(ERTS_INCLUDE) $(EI_CFLAGS) -c $< -o $@
 
 $(B)/council_nif.so: $(B)/c_src/nif/council_nif.o $(CNODE_LIB_OBJ) $(B)/libcouncil.a \
                      c_src/nif/exports.map
