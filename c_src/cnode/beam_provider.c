@@ -95,46 +95,6 @@ int cn_beam_provider_register(cn_bridge *b)
     return council_provider_register(b->ctx, "beam", &ops, b);
 }
 
-int cn_beam_term_u64(cn_slice s, uint64_t *out)
-{
-    int index = 0;
-    unsigned long long v;
-    if (ei_decode_ulonglong((const char *)s.p, &index, &v) < 0 || (size_t)index != s.len)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-int cn_beam_term_binary(cn_slice s, const char **p, size_t *len)
-{
-    if (s.len < 5 || s.p[0] != ERL_BINARY_EXT)
-        return -1;
-    size_t n = (size_t)s.p[1] << 24 | (size_t)s.p[2] << 16 | (size_t)s.p[3] << 8 | s.p[4];
-    if (n + 5 != s.len)
-        return -1;
-    *p = (const char *)s.p + 5;
-    *len = n;
-    return 0;
-}
-
-void cn_beam_reason_text(cn_slice r, char *buf, size_t cap)
-{
-    const char *p;
-    size_t len;
-    if (cn_beam_term_binary(r, &p, &len) == 0) {
-        snprintf(buf, cap, "%.*s", (int)(len < cap ? len : cap - 1), p);
-        return;
-    }
-    char *printed = NULL;
-    int index = 0;
-    if (ei_s_print_term(&printed, (const char *)r.p, &index) >= 0 && printed) {
-        snprintf(buf, cap, "%s", printed);
-        free(printed);
-    } else {
-        snprintf(buf, cap, "unprintable reason");
-    }
-}
-
 int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
 {
     (void)b;
@@ -142,17 +102,17 @@ int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
     int ar = cn_term_tuple(msg, el, 3);
     if (ar != 3)
         return 0;
-    int token = cn_ctl_is_atom(&el[0], "council_member_token");
-    int reply = cn_ctl_is_atom(&el[0], "council_member_reply");
+    int token = cn_term_is_atom(el[0], "council_member_token");
+    int reply = cn_term_is_atom(el[0], "council_member_reply");
     uint64_t id;
-    if ((!token && !reply) || cn_beam_term_u64(el[1], &id))
+    if ((!token && !reply) || cn_term_u64(el[1], &id))
         return 0;
 
     if (token) {
         const char *p;
         size_t len;
         council_call *c = cn_run_proc_call_find(rp, id); /* stays in flight */
-        if (c && cn_beam_term_binary(el[2], &p, &len) == 0)
+        if (c && cn_term_binary(el[2], &p, &len) == 0)
             council_call_token(c, p, len);
         return 1; /* a late token of a finished call is dropped */
     }
@@ -164,11 +124,11 @@ int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
     const char *p;
     size_t len;
     char why[512];
-    if (cn_term_tuple(el[2], res, 2) == 2 && cn_ctl_is_atom(&res[0], "ok") &&
-        cn_beam_term_binary(res[1], &p, &len) == 0) {
+    if (cn_term_tuple(el[2], res, 2) == 2 && cn_term_is_atom(res[0], "ok") &&
+        cn_term_binary(res[1], &p, &len) == 0) {
         council_call_complete(c, p, len);
-    } else if (cn_term_tuple(el[2], res, 2) == 2 && cn_ctl_is_atom(&res[0], "error")) {
-        cn_beam_reason_text(res[1], why, sizeof why);
+    } else if (cn_term_tuple(el[2], res, 2) == 2 && cn_term_is_atom(res[0], "error")) {
+        cn_term_text(res[1], why, sizeof why);
         council_call_fail(c, why);
     } else {
         council_call_fail(c, "beam provider: malformed reply from the member server");
@@ -180,7 +140,7 @@ int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
 void cn_beam_provider_server_down(cn_run_proc *rp, cn_slice reason)
 {
     char why[512], msg[600];
-    cn_beam_reason_text(reason, why, sizeof why);
+    cn_term_text(reason, why, sizeof why);
     snprintf(msg, sizeof msg, "beam provider: member server down: %s", why);
     /* The server is already forgotten (cn_run_proc_member_server gives
      * NULL), so a retry started by a failure below fails at once instead of

@@ -26,14 +26,4 @@ int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg);
 /* The member server of rp went down: fail every call in flight. */
 void cn_beam_provider_server_down(cn_run_proc *rp, cn_slice reason);
 
-/* Term helpers shared with beam_tools.c. s is one whole term (no version
- * byte). term_u64: an integer that fits 64 bits unsigned (0, or -1 for
- * anything else). term_binary: a binary; *p points into s (0 or -1).
- * reason_text: a reason term as text for an error message, into buf (cap
- * bytes, always terminated; a binary is copied as is, any other term is
- * printed, cut at cap - 1 bytes). */
-int cn_beam_term_u64(cn_slice s, uint64_t *out);
-int cn_beam_term_binary(cn_slice s, const char **p, size_t *len);
-void cn_beam_reason_text(cn_slice r, char *buf, size_t cap);
-
 #endif

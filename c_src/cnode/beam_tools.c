@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "beam_provider.h"
 #include "gen_server.h"
 #include "log.h"
 
@@ -243,10 +242,10 @@ int cn_beam_tools_register(cn_bridge *b)
 int cn_beam_tools_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
 {
     cn_slice el[3];
-    if (cn_term_tuple(msg, el, 3) != 3 || !cn_ctl_is_atom(&el[0], "council_tool_reply"))
+    if (cn_term_tuple(msg, el, 3) != 3 || !cn_term_is_atom(el[0], "council_tool_reply"))
         return 0;
     uint64_t id;
-    if (cn_beam_term_u64(el[1], &id) != 0) {
+    if (cn_term_u64(el[1], &id) != 0) {
         cn_log_debug("run process: tool reply with a bad id dropped");
         return 1;
     }
@@ -260,14 +259,14 @@ int cn_beam_tools_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
     const char *p;
     size_t len;
     int ar = cn_term_tuple(el[2], res, 2);
-    if (ar == 2 && cn_ctl_is_atom(&res[0], "ok") && cn_beam_term_binary(res[1], &p, &len) == 0) {
+    if (ar == 2 && cn_term_is_atom(res[0], "ok") && cn_term_binary(res[1], &p, &len) == 0) {
         council_tool_call_return(tc, 1, p, len);
-    } else if (ar == 2 && cn_ctl_is_atom(&res[0], "error")) {
-        if (cn_beam_term_binary(res[1], &p, &len) == 0) {
+    } else if (ar == 2 && cn_term_is_atom(res[0], "error")) {
+        if (cn_term_binary(res[1], &p, &len) == 0) {
             council_tool_call_return(tc, 0, p, len);
         } else {
             char why[512];
-            cn_beam_reason_text(res[1], why, sizeof why);
+            cn_term_text(res[1], why, sizeof why);
             answer_error(tc, why);
         }
     } else {
@@ -283,7 +282,7 @@ void cn_beam_tools_server_down(cn_bridge *b, cn_run_proc *rp, cn_slice reason)
     if (!e)
         return;
     char why[512], msg[600];
-    cn_beam_reason_text(reason, why, sizeof why);
+    cn_term_text(reason, why, sizeof why);
     snprintf(msg, sizeof msg, "beam tool: member server down: %s", why);
     /* All of them are out of the table first: an answer may make the core
      * abandon others (their cancel then finds nothing to drop). */

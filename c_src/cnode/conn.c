@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "term.h"
 
 #define HS_MAX_PACKET 1024
 #define IN_INITIAL 65536
@@ -355,7 +356,7 @@ static void process_input(cn_conn *c)
         if (!c->up) {
             if (avail < 2)
                 break;
-            size_t n = (size_t)p[0] << 8 | p[1];
+            size_t n = cn_rd16(p);
             if (n == 0 || n > HS_MAX_PACKET) {
                 cn_log_warn("connection %s: bad handshake packet length %zu",
                             c->addr, n);
@@ -370,7 +371,7 @@ static void process_input(cn_conn *c)
         }
         if (avail < 4)
             break;
-        size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        size_t n = cn_rd32(p);
         if (n > c->lim.max_frame) {
             cn_log_warn("connection %s (%s): frame of %zu bytes exceeds the "
                         "%zu-byte limit, closing", c->addr, c->hs.peer_name, n,

@@ -19,7 +19,7 @@
 
 #include <ei.h>
 
-#include "term_check.h"
+#include "term.h"
 
 /* Control operation codes (erl_dist_protocol). */
 enum {
@@ -44,19 +44,6 @@ enum {
     CN_DOP_UNLINK_ID = 35,
     CN_DOP_UNLINK_ID_ACK = 36
 };
-
-/* A slice of encoded term bytes (no version byte). len 0 = absent. */
-typedef struct cn_slice {
-    const unsigned char *p;
-    size_t len;
-} cn_slice;
-
-/* A pid as it travels: node name bytes (view or our own string) + numbers. */
-typedef struct cn_wpid {
-    const char *node;
-    size_t node_len;
-    uint32_t num, serial, creation;
-} cn_wpid;
 
 /* A parsed control message. `op` is the base operation (the _TT variants
  * are folded into their plain op, with `traced` set and the token ignored).
@@ -84,28 +71,13 @@ enum {
     CN_CTL_ESHAPE = -21,    /* not a tuple, wrong arity or element types */
     CN_CTL_EOP = -22,       /* unknown operation */
     CN_CTL_EPAYLOAD = -23,  /* payload missing, unexpected or trailing bytes */
-    /* plus the CN_TERM_* codes of term_check.h for invalid terms */
+    /* plus the CN_TERM_* codes of term.h for invalid terms */
 };
 
 /* Parses the bytes that follow the 'p' pass-through byte of a frame.
  * Returns CN_CTL_OK or a negative code; `out` is only valid on success. */
 int cn_ctl_parse(const unsigned char *buf, size_t len,
                  const cn_term_limits *lim, cn_ctl *out);
-
-/* Reads a validated pid term (PID_EXT or NEW_PID_EXT). Returns 0, or -1
- * if the slice is not a pid. The node name is a view into the slice. */
-int cn_ctl_get_pid(const cn_slice *s, cn_wpid *out);
-/* Reads a validated atom term; name is a view. Returns 0 or -1. */
-int cn_ctl_get_atom(const cn_slice *s, const char **name, size_t *len);
-/* 1 if the slice is exactly the atom `name`. */
-int cn_ctl_is_atom(const cn_slice *s, const char *name);
-/* Length of the first (validated) term in buf[0..len), or 0 if invalid. */
-size_t cn_term_len(const unsigned char *buf, size_t len);
-
-/* Appends the encoding of a pid term (NEW_PID_EXT) / an atom term
- * (SMALL_ATOM_UTF8_EXT or ATOM_UTF8_EXT) to x. 0 or -1. */
-int cn_enc_pid(ei_x_buff *x, const cn_wpid *p);
-int cn_enc_atom(ei_x_buff *x, const char *name, size_t len);
 
 /* Frame encoders: each appends ONE whole frame to x (which the caller made
  * with ei_x_new). Terms (payload, reason, ref, target) are raw term bytes

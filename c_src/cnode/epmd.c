@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "term.h"
 
 #define ALIVE2_REQ 120
 #define ALIVE2_X_RESP 118
@@ -77,10 +78,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     if (e->resp_len < 2)
         return;
     if (e->resp[0] == ALIVE2_X_RESP && e->resp_len >= 6) {
-        e->creation = (uint32_t)e->resp[2] << 24 | (uint32_t)e->resp[3] << 16 |
-                      (uint32_t)e->resp[4] << 8 | e->resp[5];
+        e->creation = cn_rd32(e->resp + 2);
     } else if (e->resp[0] == ALIVE2_RESP && e->resp_len >= 4) {
-        e->creation = (uint32_t)e->resp[2] << 8 | e->resp[3];
+        e->creation = cn_rd16(e->resp + 2);
     } else if (e->resp[0] != ALIVE2_X_RESP && e->resp[0] != ALIVE2_RESP) {
         cn_log_error("epmd: unexpected reply tag %u", e->resp[0]);
         cn_epmd_close(e);
@@ -140,23 +140,22 @@ int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
     e->ud = ud;
     unsigned char *p = e->req + 2;
     *p++ = ALIVE2_REQ;
-    *p++ = (unsigned char)(port >> 8);
-    *p++ = (unsigned char)port;
+    cn_wr16(p, (uint16_t)port);
+    p += 2;
     *p++ = 'h'; /* hidden node: see epmd.h */
     *p++ = 0;   /* protocol: tcp/ipv4 */
     *p++ = 0;
     *p++ = 6; /* highest version */
     *p++ = 0;
     *p++ = 6; /* lowest version */
-    *p++ = (unsigned char)(alen >> 8);
-    *p++ = (unsigned char)alen;
+    cn_wr16(p, (uint16_t)alen);
+    p += 2;
     memcpy(p, alive, alen);
     p += alen;
     *p++ = 0; /* no extra */
     *p++ = 0;
     size_t body = (size_t)(p - e->req) - 2;
-    e->req[0] = (unsigned char)(body >> 8);
-    e->req[1] = (unsigned char)body;
+    cn_wr16(e->req, (uint16_t)body);
     e->req_len = body + 2;
 
     struct sockaddr_in a;
@@ -260,9 +259,9 @@ static void lookup_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     if (q->resp_len >= 10) {
-        int port = q->resp[2] << 8 | q->resp[3];
-        unsigned high = (unsigned)q->resp[6] << 8 | q->resp[7];
-        unsigned low = (unsigned)q->resp[8] << 8 | q->resp[9];
+        int port = cn_rd16(q->resp + 2);
+        unsigned high = cn_rd16(q->resp + 6);
+        unsigned low = cn_rd16(q->resp + 8);
         if (q->resp[5] != 0 || high < 6 || low > 6 || port == 0)
             lookup_end(q, UV_EPROTO, 0); /* not tcp, or no version 6 */
         else
@@ -320,8 +319,7 @@ cn_epmd_lookup *cn_epmd_port_please(uv_loop_t *loop, const struct sockaddr *host
         return NULL;
     q->cb = cb;
     q->ud = ud;
-    q->req[0] = (unsigned char)((1 + alen) >> 8);
-    q->req[1] = (unsigned char)(1 + alen);
+    cn_wr16(q->req, (uint16_t)(1 + alen));
     q->req[2] = PORT_PLEASE2_REQ;
     memcpy(q->req + 3, alive, alen);
     q->req_len = 3 + alen;

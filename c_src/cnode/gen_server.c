@@ -12,53 +12,16 @@ typedef struct cn_gen {
     void *user;
 } cn_gen;
 
-static uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-int cn_term_tuple(cn_slice t, cn_slice *el, int max)
-{
-    size_t pos, arity;
-    if (t.len >= 2 && t.p[0] == 104) {
-        arity = t.p[1];
-        pos = 2;
-    } else if (t.len >= 5 && t.p[0] == 105) {
-        arity = rd32(t.p + 1);
-        pos = 5;
-    } else {
-        return -1;
-    }
-    if (arity > (size_t)max)
-        return -1;
-    for (size_t i = 0; i < arity; i++) {
-        size_t n = cn_term_len(t.p + pos, t.len - pos);
-        if (!n)
-            return -1;
-        el[i] = (cn_slice){t.p + pos, n};
-        pos += n;
-    }
-    return (int)arity;
-}
-
-/* [alias | Ref] : LIST_EXT len 1, atom alias, tail = reference. */
+/* [alias | Ref]: a list of one element, the atom alias, whose tail is a
+ * reference; (off, len): where the reference is in t. */
 static int alias_cons(cn_slice t, size_t *off, size_t *len)
 {
-    if (t.len < 5 || t.p[0] != 108 || rd32(t.p + 1) != 1)
+    cn_slice head, tail;
+    if (cn_term_list(t, &head, 1, &tail) != 1 || !cn_term_is_atom(head, "alias") ||
+        cn_term_kind(tail) != CN_KIND_REF)
         return -1;
-    size_t pos = 5;
-    size_t n = cn_term_len(t.p + pos, t.len - pos);
-    if (!n)
-        return -1;
-    cn_slice head = {t.p + pos, n};
-    if (!cn_ctl_is_atom(&head, "alias"))
-        return -1;
-    pos += n;
-    n = cn_term_len(t.p + pos, t.len - pos);
-    if (!n || (t.p[pos] != 90 && t.p[pos] != 114))
-        return -1;
-    *off = pos;
-    *len = n;
+    *off = (size_t)(tail.p - t.p);
+    *len = tail.len;
     return 0;
 }
 
@@ -67,15 +30,11 @@ int cn_gen_tag_alias(cn_slice tag, size_t *off, size_t *len)
     if (alias_cons(tag, off, len) == 0)
         return 0;
     /* [[alias | Ref] | _] */
-    if (tag.len < 5 || tag.p[0] != 108 || rd32(tag.p + 1) < 1)
-        return -1;
-    size_t n = cn_term_len(tag.p + 5, tag.len - 5);
-    if (!n)
-        return -1;
+    cn_slice first;
     size_t o, l;
-    if (alias_cons((cn_slice){tag.p + 5, n}, &o, &l))
+    if (cn_term_list(tag, &first, 1, NULL) < 1 || alias_cons(first, &o, &l))
         return -1;
-    *off = 5 + o;
+    *off = (size_t)(first.p - tag.p) + o;
     *len = l;
     return 0;
 }
@@ -84,7 +43,7 @@ int cn_gen_parse_from(cn_node *n, cn_slice term, cn_gen_from *out)
 {
     cn_slice el[2];
     cn_wpid w;
-    if (cn_term_tuple(term, el, 2) != 2 || cn_ctl_get_pid(&el[0], &w) ||
+    if (cn_term_tuple(term, el, 2) != 2 || cn_term_pid(el[0], &w) ||
         cn_pt_pid_from_wire(cn_node_table(n), &w, &out->pid))
         return -1;
     out->tag = (unsigned char *)el[1].p;
@@ -186,7 +145,7 @@ static void system_msg(cn_node *n, cn_proc *p, cn_gen *g, const cn_gen_from *f,
                        cn_slice req)
 {
     cn_slice el[2];
-    if (cn_term_tuple(req, el, 2) == 2 && cn_ctl_is_atom(&el[0], "terminate")) {
+    if (cn_term_tuple(req, el, 2) == 2 && cn_term_is_atom(el[0], "terminate")) {
         reply_atom(n, p, f, "ok");
         cn_node_exit(n, p, el[1]);
         return;
@@ -194,7 +153,7 @@ static void system_msg(cn_node *n, cn_proc *p, cn_gen *g, const cn_gen_from *f,
     ei_x_buff x;
     if (ei_x_new(&x))
         return;
-    if (cn_ctl_is_atom(&req, "get_state") && g->ops->get_state) {
+    if (cn_term_is_atom(req, "get_state") && g->ops->get_state) {
         /* sys:get_state/1 returns the reply as it is: the bare state. */
         if (g->ops->get_state(n, p, &x) == 0) {
             cn_gen_reply_x(n, p, f, &x);
@@ -218,7 +177,7 @@ static void on_message(cn_node *n, cn_proc *p, cn_slice msg)
     cn_slice el[3];
     int ar = cn_term_tuple(msg, el, 3);
     cn_gen_from from;
-    if (ar == 3 && cn_ctl_is_atom(&el[0], "$gen_call")) {
+    if (ar == 3 && cn_term_is_atom(el[0], "$gen_call")) {
         if (cn_gen_parse_from(n, el[1], &from)) {
             cn_log_debug("malformed $gen_call From dropped");
             return;
@@ -227,12 +186,12 @@ static void on_message(cn_node *n, cn_proc *p, cn_slice msg)
             g->ops->handle_call(n, p, &from, el[2]);
         return;
     }
-    if (ar == 2 && cn_ctl_is_atom(&el[0], "$gen_cast")) {
+    if (ar == 2 && cn_term_is_atom(el[0], "$gen_cast")) {
         if (g->ops->handle_cast)
             g->ops->handle_cast(n, p, el[1]);
         return;
     }
-    if (ar == 3 && cn_ctl_is_atom(&el[0], "system") &&
+    if (ar == 3 && cn_term_is_atom(el[0], "system") &&
         cn_gen_parse_from(n, el[1], &from) == 0) {
         system_msg(n, p, g, &from, el[2]);
         return;

@@ -82,8 +82,4 @@ int cn_gen_parse_from(cn_node *n, cn_slice term, cn_gen_from *out);
 /* Finds the alias ref inside a tag: 0 and (off,len) or -1 if none. */
 int cn_gen_tag_alias(cn_slice tag, size_t *off, size_t *len);
 
-/* Splits a tuple term into elements: returns the arity (<= max) and
- * fills el, or -1 if `t` is not a tuple or has more than `max` elements. */
-int cn_term_tuple(cn_slice t, cn_slice *el, int max);
-
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "md5.h"
+#include "term.h"
 
 int cn_cookie_set(cn_cookie *c, const void *bytes, size_t len)
 {
@@ -42,18 +43,6 @@ void cn_cookie_digest(const cn_cookie *c, uint32_t challenge,
     sodium_memzero(dec, sizeof dec);
 }
 
-static uint64_t rd64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-static uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static void put(cn_hs *hs, const void *b, size_t n)
 {
     memcpy(hs->out + hs->out_len, b, n);
@@ -61,18 +50,22 @@ static void put(cn_hs *hs, const void *b, size_t n)
 }
 static void put8(cn_hs *hs, unsigned v)
 {
-    unsigned char b = (unsigned char)v;
-    put(hs, &b, 1);
+    hs->out[hs->out_len++] = (unsigned char)v;
 }
 static void put16(cn_hs *hs, unsigned v)
 {
-    put8(hs, (v >> 8) & 0xff);
-    put8(hs, v & 0xff);
+    cn_wr16(hs->out + hs->out_len, (uint16_t)v);
+    hs->out_len += 2;
 }
 static void put32(cn_hs *hs, uint32_t v)
 {
-    put16(hs, v >> 16);
-    put16(hs, v & 0xffff);
+    cn_wr32(hs->out + hs->out_len, v);
+    hs->out_len += 4;
+}
+static void put64(cn_hs *hs, uint64_t v)
+{
+    cn_wr64(hs->out + hs->out_len, v);
+    hs->out_len += 8;
 }
 
 void cn_hs_init(cn_hs *hs, const char *our_name, uint32_t our_creation,
@@ -133,9 +126,7 @@ int cn_hs_init_connect(cn_hs *hs, const char *our_name, uint32_t our_creation,
     size_t our_len = strlen(our_name);
     put16(hs, (unsigned)(1 + 8 + 4 + 2 + our_len));
     put8(hs, 'N');
-    uint64_t f = CN_OUR_FLAGS;
-    put32(hs, (uint32_t)(f >> 32));
-    put32(hs, (uint32_t)f);
+    put64(hs, CN_OUR_FLAGS);
     put32(hs, our_creation);
     put16(hs, (unsigned)our_len);
     put(hs, our_name, our_len);
@@ -196,9 +187,7 @@ int cn_hs_decide(cn_hs *hs, int status)
     size_t our_len = strlen(hs->our_name);
     put16(hs, (unsigned)(1 + 8 + 4 + 4 + 2 + our_len));
     put8(hs, 'N');
-    uint64_t f = CN_OUR_FLAGS;
-    put32(hs, (uint32_t)(f >> 32));
-    put32(hs, (uint32_t)f);
+    put64(hs, CN_OUR_FLAGS);
     put32(hs, hs->challenge);
     put32(hs, hs->our_creation);
     put16(hs, (unsigned)our_len);
@@ -215,9 +204,9 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
         /* 'N' flags:64 creation:32 nlen:16 name */
         if (len < 15 || p[0] != 'N')
             return fail(hs, CN_HS_EPROTO);
-        hs->peer_flags = rd64(p + 1);
-        hs->peer_creation = rd32(p + 9);
-        size_t nlen = (size_t)p[13] << 8 | p[14];
+        hs->peer_flags = cn_rd64(p + 1);
+        hs->peer_creation = cn_rd32(p + 9);
+        size_t nlen = cn_rd16(p + 13);
         if (15 + nlen != len)
             return fail(hs, CN_HS_EPROTO);
         if (!name_ok(p + 15, nlen))
@@ -236,7 +225,7 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
         if (!digest_ok(hs, p + 5))
             return fail(hs, CN_HS_ECOOKIE);
         unsigned char ack[16];
-        cn_cookie_digest(hs->cookie, rd32(p + 1), ack);
+        cn_cookie_digest(hs->cookie, cn_rd32(p + 1), ack);
         put16(hs, 17);
         put8(hs, 'a');
         put(hs, ack, 16);
@@ -265,10 +254,10 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
         /* 'N' flags:64 challenge:32 creation:32 nlen:16 name */
         if (len < 19 || p[0] != 'N')
             return fail(hs, CN_HS_EPROTO);
-        uint64_t flags = rd64(p + 1);
-        uint32_t peer_challenge = rd32(p + 9);
-        uint32_t creation = rd32(p + 13);
-        size_t nlen = (size_t)p[17] << 8 | p[18];
+        uint64_t flags = cn_rd64(p + 1);
+        uint32_t peer_challenge = cn_rd32(p + 9);
+        uint32_t creation = cn_rd32(p + 13);
+        size_t nlen = cn_rd16(p + 17);
         if (19 + nlen != len)
             return fail(hs, CN_HS_EPROTO);
         if (nlen != strlen(hs->peer_name) || memcmp(p + 19, hs->peer_name, nlen) != 0)

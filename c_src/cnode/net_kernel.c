@@ -10,7 +10,7 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from,
     ei_x_buff x;
     if (ei_x_new(&x))
         return;
-    if (cn_term_tuple(req, el, 2) == 2 && cn_ctl_is_atom(&el[0], "is_auth")) {
+    if (cn_term_tuple(req, el, 2) == 2 && cn_term_is_atom(el[0], "is_auth")) {
         ei_x_encode_atom(&x, "yes");
     } else {
         cn_gen_encode_unknown_call(&x, req);

@@ -41,25 +41,6 @@ static int on_dial_up(cn_dial *d, cn_conn *c, void *ud);
 static void on_dial_fail(cn_dial *d, const char *why, void *ud);
 static int dial_connected(cn_dial *d, void *ud);
 
-/* --------------------------------------------------------------- atoms */
-
-static const unsigned char A_NORMAL[] = {119, 6, 'n', 'o', 'r', 'm', 'a', 'l'};
-static const unsigned char A_SHUTDOWN[] = {119, 8, 's', 'h', 'u', 't', 'd', 'o', 'w', 'n'};
-static const unsigned char A_NOPROC[] = {119, 6, 'n', 'o', 'p', 'r', 'o', 'c'};
-static const unsigned char A_NOCONN[] = {119, 12, 'n', 'o', 'c', 'o', 'n', 'n',
-                                         'e', 'c', 't', 'i', 'o', 'n'};
-static const unsigned char A_KILLED[] = {119, 6, 'k', 'i', 'l', 'l', 'e', 'd'};
-
-cn_slice cn_atom_normal(void) { return (cn_slice){A_NORMAL, sizeof A_NORMAL}; }
-cn_slice cn_atom_shutdown(void) { return (cn_slice){A_SHUTDOWN, sizeof A_SHUTDOWN}; }
-cn_slice cn_atom_noproc(void) { return (cn_slice){A_NOPROC, sizeof A_NOPROC}; }
-cn_slice cn_atom_noconnection(void) { return (cn_slice){A_NOCONN, sizeof A_NOCONN}; }
-cn_slice cn_atom_killed(void) { return (cn_slice){A_KILLED, sizeof A_KILLED}; }
-cn_slice cn_x_slice(const ei_x_buff *x)
-{
-    return (cn_slice){(const unsigned char *)x->buff, (size_t)x->index};
-}
-
 void cn_node_config_defaults(cn_node_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -371,32 +352,13 @@ int cn_node_unlink(cn_node *n, cn_proc *p, const cn_pid *remote)
     return peer_send(n, l->peer, cn_frame_unlink_id(scratch(n), id, &me, &them));
 }
 
-/* A fresh reference of this node: NEWER_REFERENCE_EXT with 3 words. */
+/* A fresh reference of this node (3 id words). */
 static size_t make_ref(cn_node *n, unsigned char *out, size_t cap)
 {
-    size_t nl = strlen(n->name);
-    size_t need = 1 + 2 + 2 + nl + 4 + 12;
-    if (cap < need)
-        return 0;
     uint64_t c = ++n->ref_counter;
     uint32_t w[3] = {(uint32_t)(c & 0x3ffff), (uint32_t)(c >> 18), 0};
     randombytes_buf(&w[2], sizeof w[2]);
-    unsigned char *p = out;
-    *p++ = 90;
-    *p++ = 0;
-    *p++ = 3;
-    *p++ = 119;
-    *p++ = (unsigned char)nl;
-    memcpy(p, n->name, nl);
-    p += nl;
-    uint32_t vals[4] = {n->pt.creation, w[0], w[1], w[2]};
-    for (int i = 0; i < 4; i++) {
-        *p++ = (unsigned char)(vals[i] >> 24);
-        *p++ = (unsigned char)(vals[i] >> 16);
-        *p++ = (unsigned char)(vals[i] >> 8);
-        *p++ = (unsigned char)vals[i];
-    }
-    return (size_t)(p - out);
+    return cn_term_ref(out, cap, n->name, strlen(n->name), n->pt.creation, w);
 }
 
 int cn_node_monitor(cn_node *n, cn_proc *p, const cn_pid *remote,
@@ -478,7 +440,7 @@ void cn_node_exit(cn_node *n, cn_proc *p, cn_slice reason)
     if (cn_log_level() >= CN_LOG_DEBUG) {
         const char *a;
         size_t al;
-        if (cn_ctl_get_atom(&reason, &a, &al) == 0)
+        if (cn_term_atom(reason, &a, &al) == 0)
             cn_log_debug("process %s<%u.%u> exits: %.*s", p->name ? p->name : "",
                          (unsigned)p->id, (unsigned)(p->id >> 32), (int)al, a);
         else
@@ -520,7 +482,7 @@ void cn_node_exit(cn_node *n, cn_proc *p, cn_slice reason)
 
 static int reason_is(cn_slice r, const char *atom)
 {
-    return cn_ctl_is_atom(&r, atom);
+    return cn_term_is_atom(r, atom);
 }
 
 void cn_node_exit_signal_default(cn_node *n, cn_proc *p, const cn_pid *from,
@@ -564,11 +526,11 @@ static void deliver_exit(cn_node *n, cn_proc *p, const cn_pid *from,
 static cn_proc *resolve(cn_node *n, const cn_slice *target)
 {
     cn_wpid w;
-    if (cn_ctl_get_pid(target, &w) == 0)
+    if (cn_term_pid(*target, &w) == 0)
         return cn_pt_find_wire(&n->pt, &w);
     const char *name;
     size_t len;
-    if (cn_ctl_get_atom(target, &name, &len) == 0)
+    if (cn_term_atom(*target, &name, &len) == 0)
         return cn_pt_whereis(&n->pt, name, len);
     return NULL;
 }
@@ -593,8 +555,8 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
         return 0;
 
     case CN_DOP_LINK:
-        cn_ctl_get_pid(&m->from, &from_w);
-        cn_ctl_get_pid(&m->to, &to_w);
+        cn_term_pid(m->from, &from_w);
+        cn_term_pid(m->to, &to_w);
         if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
             return 0;
         if (from.node != peer->node)
@@ -617,8 +579,8 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
 
     case CN_DOP_UNLINK:
     case CN_DOP_UNLINK_ID:
-        cn_ctl_get_pid(&m->from, &from_w);
-        cn_ctl_get_pid(&m->to, &to_w);
+        cn_term_pid(m->from, &from_w);
+        cn_term_pid(m->to, &to_w);
         if (m->op == CN_DOP_UNLINK_ID)
             flush_scratch(n, c, cn_frame_unlink_id_ack(scratch(n), m->id, &to_w, &from_w));
         if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
@@ -631,8 +593,8 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
         return 0;
 
     case CN_DOP_UNLINK_ID_ACK:
-        cn_ctl_get_pid(&m->from, &from_w);
-        cn_ctl_get_pid(&m->to, &to_w);
+        cn_term_pid(m->from, &from_w);
+        cn_term_pid(m->to, &to_w);
         if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
             return 0;
         if ((p = cn_pt_find_wire(&n->pt, &to_w))) {
@@ -644,8 +606,8 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
 
     case CN_DOP_EXIT:
     case CN_DOP_EXIT2:
-        cn_ctl_get_pid(&m->from, &from_w);
-        cn_ctl_get_pid(&m->to, &to_w);
+        cn_term_pid(m->from, &from_w);
+        cn_term_pid(m->to, &to_w);
         if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
             return 0;
         if (!(p = cn_pt_find_wire(&n->pt, &to_w)))
@@ -663,7 +625,7 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
         return 0;
 
     case CN_DOP_MONITOR_P:
-        cn_ctl_get_pid(&m->from, &from_w);
+        cn_term_pid(m->from, &from_w);
         if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
             return 0;
         p = resolve(n, &m->to);

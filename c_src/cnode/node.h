@@ -167,7 +167,7 @@ int cn_node_link(cn_node *n, cn_proc *p, const cn_pid *remote);
 int cn_node_unlink(cn_node *n, cn_proc *p, const cn_pid *remote);
 /* The largest reference term cn_node_monitor makes: NEWER_REFERENCE_EXT
  * with our node name (up to CN_MAX_NODE_NAME bytes) and 3 words. */
-#define CN_NODE_REF_MAX (1 + 2 + 2 + CN_MAX_NODE_NAME + 4 + 12)
+#define CN_NODE_REF_MAX CN_TERM_REF_LEN(CN_MAX_NODE_NAME)
 
 /* Monitors a remote pid (sends MONITOR_P; dials if needed: a failed dial
  * is on_down noconnection). The new ref's term bytes are written to
@@ -181,13 +181,5 @@ int cn_node_demonitor(cn_node *n, cn_proc *p, cn_slice ref);
 void cn_node_exit_signal_default(cn_node *n, cn_proc *p, const cn_pid *from,
                                  cn_slice reason, int via_link);
 
-/* Handy atom terms (static storage). */
-cn_slice cn_atom_normal(void);
-cn_slice cn_atom_shutdown(void);
-cn_slice cn_atom_noproc(void);
-cn_slice cn_atom_noconnection(void);
-cn_slice cn_atom_killed(void);
-/* A slice for the term in an ei_x_buff made with ei_x_new (no version). */
-cn_slice cn_x_slice(const ei_x_buff *x);
 
 #endif

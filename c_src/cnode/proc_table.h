@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dist_ctl.h"
+#include "term.h"
 
 /* Intrusive doubly linked list. */
 typedef struct cn_dl {

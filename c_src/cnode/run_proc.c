@@ -167,7 +167,7 @@ static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
     cn_pid pid;
     if (!rp->b->subs)
         return COUNCIL_EINVAL;
-    if (cn_ctl_get_pid(&pid_term, &w) ||
+    if (cn_term_pid(pid_term, &w) ||
         cn_pt_pid_from_wire(cn_node_table(rp->b->node), &w, &pid))
         return COUNCIL_EINVAL;
     char *topic;
@@ -190,24 +190,24 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
     cn_slice el[2];
     int ar = cn_term_tuple(req, el, 2);
 
-    if (cn_ctl_is_atom(&req, "run_id")) {
+    if (cn_term_is_atom(req, "run_id")) {
         size_t len;
         const char *id = council_run_id(rp->run, &len);
         ei_x_encode_binary(&x, id, (long)len);
-    } else if (cn_ctl_is_atom(&req, "state")) {
+    } else if (cn_term_is_atom(req, "state")) {
         council_summary s;
         council_run_summary(rp->run, &s);
         ei_x_encode_tuple_header(&x, 2);
         ei_x_encode_atom(&x, "ok");
         cn_summary_term(&x, &s);
-    } else if (cn_ctl_is_atom(&req, "cancel")) {
+    } else if (cn_term_is_atom(req, "cancel")) {
         ei_x_encode_atom(&x, "ok");
         reply_term(n, p, from, &x);
         cn_run_proc_cancel(rp->run, NULL);
         return;
-    } else if (cn_ctl_is_atom(&req, "await") && rp->n_await >= MAX_AWAITERS) {
+    } else if (cn_term_is_atom(req, "await") && rp->n_await >= MAX_AWAITERS) {
         cn_gen_encode_error(&x, "limit");
-    } else if (cn_ctl_is_atom(&req, "await")) {
+    } else if (cn_term_is_atom(req, "await")) {
         cn_gen_from *keep = NULL;
         if (rp->n_await == rp->cap_await) {
             size_t cap = rp->cap_await ? rp->cap_await * 2 : 2;
@@ -223,11 +223,11 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
             return; /* answered at the end */
         }
         cn_gen_encode_error(&x, "enomem");
-    } else if (cn_ctl_is_atom(&req, "result")) {
+    } else if (cn_term_is_atom(req, "result")) {
         cn_outcome_term(&x, rp->run);
-    } else if (ar == 2 && (cn_ctl_is_atom(&el[0], "subscribe") ||
-                           cn_ctl_is_atom(&el[0], "unsubscribe"))) {
-        int rc = sub_request(rp, el[1], cn_ctl_is_atom(&el[0], "subscribe"));
+    } else if (ar == 2 && (cn_term_is_atom(el[0], "subscribe") ||
+                           cn_term_is_atom(el[0], "unsubscribe"))) {
+        int rc = sub_request(rp, el[1], cn_term_is_atom(el[0], "subscribe"));
         if (rc == 0)
             ei_x_encode_atom(&x, "ok");
         else
@@ -242,7 +242,7 @@ static void handle_cast(cn_node *n, cn_proc *p, cn_slice msg)
 {
     (void)n;
     cn_run_proc *rp = cn_gen_state(p);
-    if (cn_ctl_is_atom(&msg, "cancel"))
+    if (cn_term_is_atom(msg, "cancel"))
         cn_run_proc_cancel(rp->run, NULL);
 }
 

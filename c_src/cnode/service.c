@@ -31,15 +31,7 @@ static void put_count(ei_x_buff *x, const char *key, size_t v)
 /* A binary or an atom, as text (view into the slice). 0 or -1. */
 static int get_name(cn_slice s, const char **p, size_t *len)
 {
-    if (s.len >= 5 && s.p[0] == ERL_BINARY_EXT) {
-        size_t n = (size_t)s.p[1] << 24 | (size_t)s.p[2] << 16 | (size_t)s.p[3] << 8 | s.p[4];
-        if (n + 5 != s.len)
-            return -1;
-        *p = (const char *)s.p + 5;
-        *len = n;
-        return 0;
-    }
-    return cn_ctl_get_atom(&s, p, len);
+    return cn_term_binary(s, p, len) == 0 ? 0 : cn_term_atom(s, p, len);
 }
 
 /* NUL-terminated copy of a name term (registry, council); NULL if not a
@@ -48,7 +40,7 @@ static char *dup_name(cn_slice s, int *absent)
 {
     const char *p;
     size_t len;
-    *absent = cn_ctl_is_atom(&s, "nil");
+    *absent = cn_term_is_atom(s, "nil");
     if (*absent || get_name(s, &p, &len) || memchr(p, 0, len))
         return NULL;
     char *out = malloc(len + 1);
@@ -62,7 +54,7 @@ static char *dup_name(cn_slice s, int *absent)
 static int get_pid(cn_bridge *b, cn_slice s, cn_pid *out)
 {
     cn_wpid w;
-    return cn_ctl_get_pid(&s, &w) || cn_pt_pid_from_wire(cn_node_table(b->node), &w, out);
+    return cn_term_pid(s, &w) || cn_pt_pid_from_wire(cn_node_table(b->node), &w, out);
 }
 
 static void encode_self_pid(cn_bridge *b, ei_x_buff *x, cn_proc *p)
@@ -111,7 +103,7 @@ static int parse_start_opts(cn_slice opts, start_req *r)
         };
         size_t k = 0;
         for (; k < sizeof keys / sizeof keys[0]; k++) {
-            if (cn_ctl_is_atom(&key, keys[k].name)) {
+            if (cn_term_is_atom(key, keys[k].name)) {
                 *(cn_slice *)((char *)r + keys[k].off) = val;
                 break;
             }
@@ -156,9 +148,9 @@ static char *spec_json(cn_slice s, size_t *len, const char **why)
     const char *p;
     size_t n;
     cn_slice el[2];
-    if (cn_term_tuple(s, el, 2) == 2 && cn_ctl_is_atom(&el[0], "json"))
+    if (cn_term_tuple(s, el, 2) == 2 && cn_term_is_atom(el[0], "json"))
         s = el[1];
-    if (s.len >= 5 && s.p[0] == ERL_BINARY_EXT && get_name(s, &p, &n) == 0) {
+    if (cn_term_binary(s, &p, &n) == 0) {
         char *out = malloc(n + 1);
         if (!out) {
             *why = "out of memory";
@@ -194,7 +186,7 @@ static int input_of(cn_slice in, council_input *out, char **printed)
     out->data = in.p;
     out->len = in.len;
     *printed = NULL;
-    if (in.len >= 5 && in.p[0] == ERL_BINARY_EXT && get_name(in, &p, &n) == 0) {
+    if (cn_term_binary(in, &p, &n) == 0) {
         out->text = p;
         out->text_len = n;
         return 0;
@@ -252,48 +244,41 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
             goto out;
         }
     }
-    if (r.run_id.len && !cn_ctl_is_atom(&r.run_id, "nil")) {
+    if (r.run_id.len && !cn_term_is_atom(r.run_id, "nil")) {
         const char *p;
         size_t n;
-        if (r.run_id.p[0] != ERL_BINARY_EXT || get_name(r.run_id, &p, &n) || n == 0) {
+        if (cn_term_binary(r.run_id, &p, &n) || n == 0) {
             bad_option_named(x, "run_id");
             goto out;
         }
         so.run_id = p;
         so.run_id_len = n;
     }
-    if (r.member_server.len && !cn_ctl_is_atom(&r.member_server, "nil") &&
+    if (r.member_server.len && !cn_term_is_atom(r.member_server, "nil") &&
         get_pid(b, r.member_server, &server)) {
         bad_option_named(x, "member_server");
         goto out;
     }
-    if (r.subscribe.len && !cn_ctl_is_atom(&r.subscribe, "nil")) {
-        /* a proper list of pids, at most 64 */
-        const char *buf = (const char *)r.subscribe.p;
-        int index = 0, n = 0, type = 0, size = 0;
-        ei_get_type(buf, &index, &type, &size);
-        if (type != ERL_NIL_EXT && type != ERL_LIST_EXT) {
+    if (r.subscribe.len && !cn_term_is_atom(r.subscribe, "nil")) {
+        /* a list of pids, at most 64 */
+        cn_slice items[64], el[2];
+        long n = cn_term_list(r.subscribe, items, 64, NULL);
+        if (n < 0 || n > 64) {
             bad_option_named(x, "subscribe");
             goto out;
         }
-        if (ei_decode_list_header(buf, &index, &n) < 0 || n > 64) {
-            bad_option_named(x, "subscribe");
-            goto out;
-        }
-        for (int i = 0; i < n; i++) {
-            size_t l = cn_term_len(r.subscribe.p + index, r.subscribe.len - (size_t)index);
-            cn_slice item = {r.subscribe.p + index, l}, el[2];
+        for (long i = 0; i < n; i++) {
+            cn_slice item = items[i];
             sub_flags[nsubs] = 0;
-            if (l && cn_term_tuple(item, el, 2) == 2 && cn_ctl_is_atom(&el[1], "tagged")) {
+            if (cn_term_tuple(item, el, 2) == 2 && cn_term_is_atom(el[1], "tagged")) {
                 item = el[0]; /* {Pid, tagged} */
                 sub_flags[nsubs] = CN_RSUB_TAGGED;
             }
-            if (!l || get_pid(b, item, &subs[nsubs])) {
+            if (get_pid(b, item, &subs[nsubs])) {
                 bad_option_named(x, "subscribe");
                 goto out;
             }
             nsubs++;
-            index += (int)l;
         }
     }
 
@@ -376,7 +361,7 @@ static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slic
         goto undo;
     }
     cn_proc *rp = cn_run_proc_spawn(b, run, r.member_server.len &&
-                                               !cn_ctl_is_atom(&r.member_server, "nil")
+                                               !cn_term_is_atom(r.member_server, "nil")
                                            ? &server : NULL);
     if (!rp) {
         cn_gen_encode_error(x, "enomem");
@@ -421,7 +406,7 @@ static int id_args(cn_slice *el, char **registry, const char **id, size_t *len)
     *registry = dup_name(el[1], &absent);
     if (!*registry && !absent)
         return -1;
-    if (el[2].len < 5 || el[2].p[0] != ERL_BINARY_EXT || get_name(el[2], id, len)) {
+    if (cn_term_binary(el[2], id, len)) {
         free(*registry);
         *registry = NULL;
         return -1;
@@ -440,7 +425,7 @@ static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
         return;
     }
     council_run *run = NULL;
-    if (cn_ctl_is_atom(&op, "whereis")) {
+    if (cn_term_is_atom(op, "whereis")) {
         int rc = council_whereis(b->ctx, registry, id, len, &run);
         cn_proc *p = rc == 0 ? cn_run_proc_of(run) : NULL;
         if (p) {
@@ -450,7 +435,7 @@ static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
         } else {
             cn_gen_encode_error(x, rc == COUNCIL_EUNKNOWN_RUN ? "unknown_run" : "runner_dead");
         }
-    } else if (cn_ctl_is_atom(&op, "state")) {
+    } else if (cn_term_is_atom(op, "state")) {
         council_summary sum;
         if (council_run_state(b->ctx, registry, id, len, &sum) == 0) {
             ei_x_encode_tuple_header(x, 2);
@@ -459,7 +444,7 @@ static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
         } else {
             cn_gen_encode_error(x, "not_found");
         }
-    } else if (cn_ctl_is_atom(&op, "result")) {
+    } else if (cn_term_is_atom(op, "result")) {
         if (council_run_find(b->ctx, registry, id, len, &run) == 0)
             cn_outcome_term(x, run);
         else
@@ -479,7 +464,7 @@ static void do_subscribe(service *s, cn_slice *el, int arity, int subscribe, ei_
 {
     int flags = 0;
     if (arity == 4) {
-        if (!subscribe || !cn_ctl_is_atom(&el[3], "tagged")) {
+        if (!subscribe || !cn_term_is_atom(el[3], "tagged")) {
             cn_gen_encode_error(x, "badarg");
             return;
         }
@@ -489,7 +474,7 @@ static void do_subscribe(service *s, cn_slice *el, int arity, int subscribe, ei_
     const char *topic;
     size_t len;
     cn_pid pid;
-    if (el[1].len < 5 || el[1].p[0] != ERL_BINARY_EXT || get_name(el[1], &topic, &len) ||
+    if (cn_term_binary(el[1], &topic, &len) ||
         len == 0 || get_pid(b, el[2], &pid) || !b->subs) {
         cn_gen_encode_error(x, "badarg");
         return;
@@ -516,9 +501,9 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
         return;
     cn_slice el[4];
     int ar = cn_term_tuple(req, el, 4);
-    if (cn_ctl_is_atom(&req, "ping")) {
+    if (cn_term_is_atom(req, "ping")) {
         ei_x_encode_atom(&x, "pong");
-    } else if (cn_ctl_is_atom(&req, "stats")) {
+    } else if (cn_term_is_atom(req, "stats")) {
         cn_node_stats st;
         council_stats cs;
         cn_node_stats_get(n, &st);
@@ -533,17 +518,17 @@ static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slic
         put_count(&x, "runs", cs.runs_registered);
         put_count(&x, "runs_alive", s->b->runs_alive);
         put_count(&x, "subscriptions", s->b->subs ? cn_rsubs_count(s->b->subs) : 0);
-    } else if (ar == 2 && (cn_ctl_is_atom(&el[0], "start") ||
-                           cn_ctl_is_atom(&el[0], "start_link"))) {
-        do_start(s, p, from, el[1], cn_ctl_is_atom(&el[0], "start_link"), &x);
-    } else if (ar == 3 && (cn_ctl_is_atom(&el[0], "whereis") ||
-                           cn_ctl_is_atom(&el[0], "state") ||
-                           cn_ctl_is_atom(&el[0], "result") ||
-                           cn_ctl_is_atom(&el[0], "cancel"))) {
+    } else if (ar == 2 && (cn_term_is_atom(el[0], "start") ||
+                           cn_term_is_atom(el[0], "start_link"))) {
+        do_start(s, p, from, el[1], cn_term_is_atom(el[0], "start_link"), &x);
+    } else if (ar == 3 && (cn_term_is_atom(el[0], "whereis") ||
+                           cn_term_is_atom(el[0], "state") ||
+                           cn_term_is_atom(el[0], "result") ||
+                           cn_term_is_atom(el[0], "cancel"))) {
         do_by_id(s, el[0], el, &x);
-    } else if ((ar == 3 || ar == 4) && (cn_ctl_is_atom(&el[0], "subscribe") ||
-                                        cn_ctl_is_atom(&el[0], "unsubscribe"))) {
-        do_subscribe(s, el, ar, cn_ctl_is_atom(&el[0], "subscribe"), &x);
+    } else if ((ar == 3 || ar == 4) && (cn_term_is_atom(el[0], "subscribe") ||
+                                        cn_term_is_atom(el[0], "unsubscribe"))) {
+        do_subscribe(s, el, ar, cn_term_is_atom(el[0], "subscribe"), &x);
     } else {
         cn_gen_encode_unknown_call(&x, req);
     }

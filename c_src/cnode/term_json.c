@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "term.h"
+
 static int encode_value(ei_x_buff *x, const json_t *j);
 
 static int encode_object(ei_x_buff *x, const json_t *j)
@@ -102,10 +104,10 @@ static json_t *decode_map(const char *buf, int *index, int depth, const char **w
         json_t *k = NULL;
         int type = 0, size = 0;
         ei_get_type(buf, index, &type, &size);
-        if (type == ERL_ATOM_EXT || type == ERL_SMALL_ATOM_EXT ||
-            type == ERL_ATOM_UTF8_EXT || type == ERL_SMALL_ATOM_UTF8_EXT)
+        cn_kind kind = cn_tag_kind((unsigned char)buf[*index]);
+        if (kind == CN_KIND_ATOM)
             k = decode_atom(buf, index, why);
-        else if (type == ERL_BINARY_EXT)
+        else if (kind == CN_KIND_BINARY)
             k = decode_binary(buf, index, size, why);
         else
             FAIL("map key is neither atom nor binary");
@@ -139,9 +141,8 @@ static json_t *decode_list(const char *buf, int *index, int depth, const char **
         if (json_array_append_new(arr, v) < 0) FAIL("out of memory");
     }
     if (arity > 0) {
-        int type = 0, size = 0;
-        ei_get_type(buf, index, &type, &size);
-        if (type != ERL_NIL_EXT) FAIL("improper list");
+        int size = 0;
+        if (cn_tag_kind((unsigned char)buf[*index]) != CN_KIND_NIL) FAIL("improper list");
         if (ei_decode_list_header(buf, index, &size) < 0) FAIL("bad list tail");
     }
     return arr;
@@ -155,11 +156,8 @@ static json_t *decode_term(const char *buf, int *index, int depth, const char **
     int type = 0, size = 0;
     if (depth <= 0) { *why = "nesting too deep"; return NULL; }
     if (ei_get_type(buf, index, &type, &size) < 0) { *why = "bad term"; return NULL; }
-    switch (type) {
-    case ERL_SMALL_INTEGER_EXT:
-    case ERL_INTEGER_EXT:
-    case ERL_SMALL_BIG_EXT:
-    case ERL_LARGE_BIG_EXT: {
+    switch (cn_tag_kind((unsigned char)buf[*index])) {
+    case CN_KIND_INTEGER: {
         EI_LONGLONG v = 0;
         if (ei_decode_longlong(buf, index, &v) < 0) {
             *why = "integer out of 64-bit range";
@@ -167,25 +165,21 @@ static json_t *decode_term(const char *buf, int *index, int depth, const char **
         }
         return json_integer((json_int_t)v);
     }
-    case ERL_FLOAT_EXT:
-    case NEW_FLOAT_EXT: {
+    case CN_KIND_FLOAT: {
         double d = 0;
         if (ei_decode_double(buf, index, &d) < 0) { *why = "bad float"; return NULL; }
         return json_real(d);
     }
-    case ERL_ATOM_EXT:
-    case ERL_SMALL_ATOM_EXT:
-    case ERL_ATOM_UTF8_EXT:
-    case ERL_SMALL_ATOM_UTF8_EXT:
+    case CN_KIND_ATOM:
         return decode_atom(buf, index, why);
-    case ERL_BINARY_EXT:
+    case CN_KIND_BINARY:
         return decode_binary(buf, index, size, why);
-    case ERL_MAP_EXT:
+    case CN_KIND_MAP:
         return decode_map(buf, index, depth - 1, why);
-    case ERL_NIL_EXT:
-    case ERL_LIST_EXT:
+    case CN_KIND_NIL:
+    case CN_KIND_LIST:
         return decode_list(buf, index, depth - 1, why);
-    case ERL_STRING_EXT: {
+    case CN_KIND_STRING: {
         /* A list of small integers, as BEAM packs it. */
         unsigned char *tmp = malloc(size > 0 ? (size_t)size + 1 : 1);
         json_t *arr = NULL;

@@ -191,8 +191,8 @@ static void expect_tool_call(fixture *f, tool_msg *t)
     expect_op(f, CN_DOP_SEND, t->buf, sizeof t->buf, &t->m);
     cn_slice el[6];
     assert_int_equal(cn_term_tuple(t->m.payload, el, 6), 6);
-    assert_true(cn_ctl_is_atom(&el[0], "council_tool_call"));
-    assert_int_equal(cn_ctl_get_pid(&el[1], &t->run_pid), 0);
+    assert_true(cn_term_is_atom(el[0], "council_tool_call"));
+    assert_int_equal(cn_term_pid(el[1], &t->run_pid), 0);
     assert_memory_equal(t->run_pid.node, "council@host", 12);
     int idx = 0;
     unsigned long long id;
@@ -402,7 +402,7 @@ static void a_server_that_goes_down_gives_an_error_result(void **st)
     static tool_msg t;
     expect_tool_call(f, &t);
     cn_wpid run_pid;
-    assert_int_equal(cn_ctl_get_pid(&mon.from, &run_pid), 0);
+    assert_int_equal(cn_term_pid(mon.from, &run_pid), 0);
     ei_x_buff x;
     ei_x_new(&x);
     const unsigned char killed[] = {119, 6, 'k', 'i', 'l', 'l', 'e', 'd'};

@@ -60,7 +60,7 @@ static void atom_text(cn_slice s, char *out, size_t cap)
 {
     const char *a;
     size_t l;
-    if (cn_ctl_get_atom(&s, &a, &l) == 0 && l < cap) {
+    if (cn_term_atom(s, &a, &l) == 0 && l < cap) {
         memcpy(out, a, l);
         out[l] = 0;
     } else {
@@ -75,7 +75,7 @@ static void probe_msg(cn_node *n, cn_proc *p, cn_slice m)
     pr->messages++;
     /* {'EXIT', From, Reason} from the default exit handling */
     cn_slice el[3];
-    if (cn_term_tuple(m, el, 3) == 3 && cn_ctl_is_atom(&el[0], "EXIT"))
+    if (cn_term_tuple(m, el, 3) == 3 && cn_term_is_atom(el[0], "EXIT"))
         atom_text(el[2], pr->last_exit, sizeof pr->last_exit);
 }
 
@@ -430,7 +430,7 @@ static void expect_queued_frames(fixture *f, int fd)
     assert_int_equal(m.op, CN_DOP_MONITOR_P);
     assert_int_equal(next_frame(f, fd, b3, sizeof b3, &m), CN_CTL_OK);
     assert_int_equal(m.op, CN_DOP_SEND);
-    assert_true(cn_ctl_is_atom(&m.payload, "hello"));
+    assert_true(cn_term_is_atom(m.payload, "hello"));
 }
 
 /* ----------------------------------------------------------------- tests */
@@ -477,7 +477,7 @@ static void wrong_cookie_is_refused_cleanly(void **st)
     unsigned char b[1024];
     cn_ctl m;
     assert_int_equal(next_frame(f, fd, b, sizeof b, &m), CN_CTL_OK);
-    assert_true(cn_ctl_is_atom(&m.payload, "again"));
+    assert_true(cn_term_is_atom(m.payload, "again"));
     close(fd);
     for (int i = 0; i < 2000 && lp2.messages == 0; i++)
         spin(f, 1);

@@ -41,18 +41,18 @@ static void parses_beam_control_tuples(void **st)
     assert_int_equal(m.payload.len, sizeof T_GENCALL);
     assert_memory_equal(m.payload.p, T_GENCALL, sizeof T_GENCALL);
     cn_wpid w;
-    assert_int_equal(cn_ctl_get_pid(&m.to, &w), 0);
+    assert_int_equal(cn_term_pid(m.to, &w), 0);
     assert_int_equal(w.num, 102);
 
     n = with_version(b, T_CTL_REG, sizeof T_CTL_REG, T_MISC, sizeof T_MISC);
     assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_OK);
     assert_int_equal(m.op, CN_DOP_REG_SEND);
-    assert_true(cn_ctl_is_atom(&m.to, "council_ex"));
+    assert_true(cn_term_is_atom(m.to, "council_ex"));
 
     n = with_version(b, T_CTL_MON, sizeof T_CTL_MON, NULL, 0);
     assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_OK);
     assert_int_equal(m.op, CN_DOP_MONITOR_P);
-    assert_true(cn_ctl_is_atom(&m.to, "council_ex"));
+    assert_true(cn_term_is_atom(m.to, "council_ex"));
     assert_int_equal(m.ref.p[0], 90);
 
     n = with_version(b, T_CTL_UNLINK, sizeof T_CTL_UNLINK, NULL, 0);
@@ -111,7 +111,7 @@ static void parse_frame(const ei_x_buff *x, int start, cn_ctl *m)
 static void pid_eq(const cn_slice *s, const cn_wpid *want)
 {
     cn_wpid w;
-    assert_int_equal(cn_ctl_get_pid(s, &w), 0);
+    assert_int_equal(cn_term_pid(*s, &w), 0);
     assert_int_equal(w.node_len, strlen(want->node));
     assert_memory_equal(w.node, want->node, w.node_len);
     assert_int_equal(w.num, want->num);
@@ -142,7 +142,7 @@ static void every_encoder_round_trips(void **st)
     parse_frame(&x, 0, &m);
     assert_int_equal(m.op, CN_DOP_REG_SEND);
     pid_eq(&m.from, &ME);
-    assert_true(cn_ctl_is_atom(&m.to, "net_kernel"));
+    assert_true(cn_term_is_atom(m.to, "net_kernel"));
 
     x.index = 0;
     assert_int_equal(cn_frame_link(&x, &ME, &THEM), 0);
@@ -166,7 +166,7 @@ static void every_encoder_round_trips(void **st)
     assert_int_equal(cn_frame_monitor_p(&x, &ME, target, ref), 0);
     parse_frame(&x, 0, &m);
     assert_int_equal(m.op, CN_DOP_MONITOR_P);
-    assert_true(cn_ctl_is_atom(&m.to, "ghost"));
+    assert_true(cn_term_is_atom(m.to, "ghost"));
     assert_memory_equal(m.ref.p, T_REF, sizeof T_REF);
 
     x.index = 0;
@@ -178,7 +178,7 @@ static void every_encoder_round_trips(void **st)
     assert_int_equal(cn_frame_monitor_p_exit(&x, target, &THEM, ref, reason), 0);
     parse_frame(&x, 0, &m);
     assert_int_equal(m.op, CN_DOP_MONITOR_P_EXIT);
-    assert_true(cn_ctl_is_atom(&m.from, "ghost"));
+    assert_true(cn_term_is_atom(m.from, "ghost"));
     pid_eq(&m.to, &THEM);
     assert_memory_equal(m.reason.p, T_MISC, sizeof T_MISC);
 
@@ -266,7 +266,7 @@ static void tuple_splitting(void **st)
     cn_slice el[3];
     cn_slice gc = {T_GENCALL, sizeof T_GENCALL};
     assert_int_equal(cn_term_tuple(gc, el, 3), 3);
-    assert_true(cn_ctl_is_atom(&el[0], "$gen_call"));
+    assert_true(cn_term_is_atom(el[0], "$gen_call"));
     assert_int_equal(cn_term_tuple(gc, el, 2), -1);
     cn_slice notuple = {T_BIG, sizeof T_BIG};
     assert_int_equal(cn_term_tuple(notuple, el, 3), -1);

@@ -61,7 +61,7 @@ static void probe_term(cn_node *n, cn_proc *p, cn_slice reason)
     pr->terminated++;
     const char *a;
     size_t l;
-    if (cn_ctl_get_atom(&reason, &a, &l) == 0 && l < sizeof pr->reason) {
+    if (cn_term_atom(reason, &a, &l) == 0 && l < sizeof pr->reason) {
         memcpy(pr->reason, a, l);
         pr->reason[l] = 0;
     } else {
@@ -285,9 +285,9 @@ static void noproc_answers(void **st)
     send_x(f, &x);
     assert_int_equal(next_frame(f, buf, sizeof buf, &m), CN_CTL_OK);
     assert_int_equal(m.op, CN_DOP_MONITOR_P_EXIT);
-    assert_true(cn_ctl_is_atom(&m.from, "ghost"));
+    assert_true(cn_term_is_atom(m.from, "ghost"));
     assert_memory_equal(m.ref.p, ref, sizeof ref);
-    assert_true(cn_ctl_is_atom(&m.reason, "noproc"));
+    assert_true(cn_term_is_atom(m.reason, "noproc"));
 
     /* LINK to a missing pid, and to a pid of another creation */
     cn_wpid dead = {"council@host", 12, 4242, 0, 77};
@@ -295,7 +295,7 @@ static void noproc_answers(void **st)
     send_x(f, &x);
     assert_int_equal(next_frame(f, buf, sizeof buf, &m), CN_CTL_OK);
     assert_int_equal(m.op, CN_DOP_EXIT);
-    assert_true(cn_ctl_is_atom(&m.reason, "noproc"));
+    assert_true(cn_term_is_atom(m.reason, "noproc"));
     static probe pr;
     memset(&pr, 0, sizeof pr);
     cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, NULL);
@@ -362,7 +362,7 @@ static void local_exit_tells_links_and_monitors(void **st)
     cn_ctl m2;
     assert_int_equal(next_frame(f, buf2, sizeof buf2, &m2), CN_CTL_OK);
     assert_int_equal(m2.op, CN_DOP_MONITOR_P_EXIT);
-    assert_true(cn_ctl_is_atom(&m2.from, "probe")); /* target as received */
+    assert_true(cn_term_is_atom(m2.from, "probe")); /* target as received */
     assert_memory_equal(m2.ref.p, ref, sizeof ref);
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.links, 0);

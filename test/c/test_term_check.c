@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../c_src/cnode/term_check.h"
+#include "../../c_src/cnode/term.h"
 #include "cnode_terms.h"
 
 typedef struct sample {

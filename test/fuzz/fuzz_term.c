@@ -16,7 +16,7 @@
 
 #include "../../c_src/cnode/dist_ctl.h"
 #include "../../c_src/cnode/gen_server.h"
-#include "../../c_src/cnode/term_check.h"
+#include "../../c_src/cnode/term.h"
 
 /* Decodes a validated term with ei, iteratively enough for our limits:
  * ei_skip_term recursion is bounded by the validator's depth cap. */
@@ -86,8 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cn_wpid w;
         const char *name;
         size_t nl;
-        cn_ctl_get_pid(&parts[i], &w);
-        cn_ctl_get_atom(&parts[i], &name, &nl);
+        cn_term_pid(parts[i], &w);
+        cn_term_atom(parts[i], &name, &nl);
         ei_walk(parts[i]);
     }
 
@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (m.payload.len) {
         cn_slice el[3];
         int ar = cn_term_tuple(m.payload, el, 3);
-        if (ar == 3 && cn_ctl_is_atom(&el[0], "$gen_call")) {
+        if (ar == 3 && cn_term_is_atom(el[0], "$gen_call")) {
             cn_slice from[2];
             if (cn_term_tuple(el[1], from, 2) == 2) {
                 size_t off, len;
