@@ -254,14 +254,23 @@ static void check_done(cx_http *h)
     }
 }
 
+/* Bytes came (a header line or body): false when the transfer is being
+ * cancelled (curl is then told to stop), else the idle timer restarts. */
+static bool data_arrived(cx_http_req *r)
+{
+    if (r->cancelled)
+        return false;
+    if (r->idle_ms)
+        cx_timer_start(&r->idle, r->idle_ms);
+    return true;
+}
+
 static size_t header_cb(char *buf, size_t size, size_t n, void *userp)
 {
     cx_http_req *r = userp;
     size_t len = size * n;
-    if (r->cancelled)
+    if (!data_arrived(r))
         return 0;
-    if (r->idle_ms)
-        cx_timer_start(&r->idle, r->idle_ms);
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         r->retry_after_ms = 0; /* a new response (after a 1xx) */
         r->headers_done = false;
@@ -286,10 +295,8 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *userp)
 {
     cx_http_req *r = userp;
     size_t len = size * n;
-    if (r->cancelled)
+    if (!data_arrived(r))
         return 0;
-    if (r->idle_ms)
-        cx_timer_start(&r->idle, r->idle_ms);
     if (r->cbs.on_body && r->cbs.on_body(r, buf, len, r->arg) != 0) {
         r->aborted = true;
         return 0;

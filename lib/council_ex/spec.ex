@@ -657,10 +657,7 @@ defmodule CouncilEx.Spec do
   defp provider!(p, module, options, where, path) when is_binary(p) do
     case Enum.find(@providers, &(Atom.to_string(&1) == p)) do
       nil ->
-        fail(
-          "#{where}: unknown provider #{inspect(p)} (expected one of #{inspect(@providers)} or a module)",
-          path <> ".provider"
-        )
+        unknown_provider!(p, where, path)
 
       atom ->
         provider!(atom, module, options, where, path)
@@ -699,11 +696,15 @@ defmodule CouncilEx.Spec do
         {:beam, mod, Map.delete(options, "module")}
 
       _ ->
-        fail(
-          "#{where}: unknown provider #{inspect(mod)} (expected one of #{inspect(@providers)} or a module)",
-          path <> ".provider"
-        )
+        unknown_provider!(mod, where, path)
     end
+  end
+
+  defp unknown_provider!(p, where, path) do
+    fail(
+      "#{where}: unknown provider #{inspect(p)} (expected one of #{inspect(@providers)} or a module)",
+      path <> ".provider"
+    )
   end
 
   defp provider!(other, _, _, where, path),
