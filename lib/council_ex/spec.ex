@@ -700,15 +700,16 @@ defmodule CouncilEx.Spec do
     end
   end
 
+
+  defp provider!(other, _, _, where, path),
+    do: fail("#{where}: bad provider #{inspect(other)}", path <> ".provider")
+
   defp unknown_provider!(p, where, path) do
     fail(
       "#{where}: unknown provider #{inspect(p)} (expected one of #{inspect(@providers)} or a module)",
       path <> ".provider"
     )
   end
-
-  defp provider!(other, _, _, where, path),
-    do: fail("#{where}: bad provider #{inspect(other)}", path <> ".provider")
 
   defp module_atom!(name, where, path) do
     String.to_existing_atom(name)
