@@ -8,7 +8,8 @@
 # BENCH_BEAM (the baseline node's name), BENCH_BIN (directory of the C bench
 # binaries), BENCH_OUT (where RESULTS.md and results.json go), BENCH_TMP,
 # QUICK=1 (tiny counts: checks that every case runs, not how fast),
-# BENCH_PERF=0 (skip the perf profile).
+# BENCH_PERF=0 (skip the perf profiles), BENCH_FAKE_LLM (the fake model
+# server of the "llm" case, bench/llm_case.exs).
 #
 # Every case measures this project and its BEAM baseline in the same run,
 # alternating repetitions between the two sides, and keeps the raw samples;
@@ -1661,6 +1662,10 @@ defmodule B do
       Enum.flat_map(
         [
           {"floor", &case_floor/0},
+          # first, while the two nodes are fresh and idle (later cases leave
+          # retained runs and finished processes that the nodes clean up in
+          # the background, on the same 2 cores)
+          {"llm", &B.Llm.case_llm/0},
           {"ping", fn -> case_ping(avail) end},
           {"call1", fn -> case_call1(avail) end},
           {"ping8", fn -> case_ping8(avail) end},
@@ -1697,7 +1702,8 @@ defmodule B do
       |> Map.put(:cpu_split, split)
       |> Map.put(:massif, Process.get(:massif))
       |> Map.put(:fanout_stat, Process.get(:fanout_stat))
-      |> Map.put(:extra, Enum.reverse(Process.get(:extra_profiles, []))),
+      |> Map.put(:extra, Enum.reverse(Process.get(:extra_profiles, [])))
+      |> Map.put(:llm, Process.get(:llm)),
       elapsed
     )
 
@@ -1870,6 +1876,9 @@ defmodule B.Report do
   # where to look for the explanation of a missed target
   defp why(c) do
     cond do
+      String.starts_with?(c, "LLM streaming") ->
+        "See \"LLM streaming (issue 8): how it is measured\" for the definitions and every repetition's figures, and \"LLM streaming: where the native client's CPU goes\" for the profiles."
+
       String.contains?(c, "GenServer.call") ->
         "See \"Where a call's time goes\" and the call-path profile: the node's own code is a few percent of its CPU per call; the rest is the kernel (epoll wake-ups, read, write) and, on the caller's side, the BEAM driver."
 
@@ -1918,8 +1927,9 @@ defmodule B.Report do
 
   defp profile_section(p),
     do:
-      split_section(p[:cpu_split]) <>
-        perf_section(Map.drop(p, [:cpu_split, :massif, :fanout_stat, :extra])) <>
+      B.Llm.section(p[:llm]) <>
+        split_section(p[:cpu_split]) <>
+        perf_section(Map.drop(p, [:cpu_split, :massif, :fanout_stat, :extra, :llm])) <>
         "\n" <>
         fanout_section(p[:fanout_stat]) <>
         Enum.map_join(p[:extra] || [], "", &extra_section/1) <> massif_section(p[:massif])
@@ -2117,4 +2127,5 @@ defmodule B.Report do
   end
 end
 
+Code.require_file("llm_case.exs", __DIR__)
 B.main()
