@@ -17,6 +17,7 @@ typedef struct cx_http {
     uv_timer_t timer;        /* curl's timeout */
     uv_prepare_t keepalive;  /* active while transfers are: keeps the loop up */
     size_t active;
+    size_t deferred;         /* cancelled inside a callback, not yet freed */
     int in_curl;             /* inside curl_multi_socket_action */
     cx_http_req *reqs;       /* every transfer not yet freed */
 } cx_http;
@@ -39,7 +40,7 @@ struct cx_http_req {
     uint64_t idle_ms;
     long status;
     uint64_t retry_after_ms;
-    bool headers_done, cancelled, aborted, idle_expired;
+    bool headers_done, cancelled, aborted, idle_expired, deferred;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -72,6 +73,8 @@ static void wipe_headers(struct curl_slist *l)
 static void req_free(cx_http_req *r)
 {
     cx_http *h = r->h;
+    if (r->deferred)
+        h->deferred--;
     if (r->easy) {
         curl_multi_remove_handle(h->multi, r->easy);
         curl_easy_cleanup(r->easy);
@@ -103,10 +106,14 @@ void cx_http_cancel(cx_http_req *r)
         return;
     r->cancelled = true;
     cx_timer_stop(&r->idle);
-    if (!r->h->in_curl)
+    if (!r->h->in_curl) {
         req_free(r);
-    /* else: check_done frees it when curl reports the aborted transfer, or
-     * the next turn's check does (write/header callbacks refuse data) */
+    } else {
+        /* check_done frees it once curl has returned (the write and header
+         * callbacks refuse its data meanwhile) */
+        r->deferred = true;
+        r->h->deferred++;
+    }
 }
 
 /* ------------------------------------------------------------ curl glue */
@@ -246,10 +253,11 @@ static void check_done(cx_http *h)
             snprintf(msg, sizeof msg, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
         finish(r, fail, msg);
     }
-    /* cancelled from inside a callback, and curl did not finish them */
-    for (cx_http_req *r = h->reqs, *n; r; r = n) {
+    /* cancelled from inside a callback, and curl did not finish them; the
+     * walk is taken only when there are some (not at every socket event) */
+    for (cx_http_req *r = h->reqs, *n; h->deferred && r; r = n) {
         n = r->next;
-        if (r->cancelled)
+        if (r->deferred)
             req_free(r);
     }
 }
