@@ -7,7 +7,9 @@
  * files that include this header: service.c (the registered council_ex
  * process), run_proc.c (a process per run), remote_sub.c (events to BEAM
  * pids), beam_provider.c (member calls served by BEAM processes) and
- * beam_tools.c (tool calls served by BEAM processes).
+ * beam_tools.c (tool calls served by BEAM processes). bridge.c holds what
+ * those files share about the protocol: the reason atom each council_err
+ * is reported as, and a run's topic.
  * Single-threaded: the loop thread only.
  */
 #ifndef CN_BRIDGE_H
@@ -36,5 +38,21 @@ typedef struct cn_bridge {
     struct cn_beam_tools *tools; /* tool calls waiting for BEAM replies
                                     (beam_tools.c; NULL until registered) */
 } cn_bridge;
+
+/* The reason atom the node reports (as {error, Reason}) for a council_err:
+ * limit (COUNCIL_ELIMIT), enomem (COUNCIL_ENOMEM), noconnection
+ * (COUNCIL_EIO: a pid's node cannot be reached), already_started
+ * (COUNCIL_EEXIST), and `otherwise` for any other code (each request says
+ * what the rest means to it, e.g. badarg for a subscription). */
+const char *cn_bridge_reason(int err, const char *otherwise);
+
+/* Appends {error, cn_bridge_reason(err, otherwise)} to x. 0 or -1
+ * (ENOMEM). */
+int cn_bridge_encode_error(ei_x_buff *x, int err, const char *otherwise);
+
+/* The topic of a run id: "council_ex:run:" <> run_id, NUL-terminated and
+ * malloc'ed (the caller frees); *len gets its length. NULL when out of
+ * memory. */
+char *cn_bridge_topic(const char *run_id, size_t id_len, size_t *len);
 
 #endif

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "council.h"
 #include "log.h"
 
 typedef struct cn_gen {
@@ -104,6 +103,20 @@ int cn_gen_reply_x(cn_node *n, cn_proc *p, const cn_gen_from *from,
     return cn_gen_reply(n, p, from, cn_x_slice(reply));
 }
 
+int cn_gen_reply_built(cn_node *n, cn_proc *p, const cn_gen_from *from, ei_x_buff *x,
+                       int built)
+{
+    if (built < 0) {
+        x->index = 0;
+        if (cn_gen_encode_error(x, "enomem")) {
+            cn_log_error("out of memory: a call to %s is not answered",
+                         p->name ? p->name : "a process");
+            return -1;
+        }
+    }
+    return cn_gen_reply_x(n, p, from, x);
+}
+
 int cn_gen_encode_error(ei_x_buff *x, const char *reason)
 {
     return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
@@ -112,32 +125,43 @@ int cn_gen_encode_error(ei_x_buff *x, const char *reason)
                : 0;
 }
 
-const char *cn_gen_error_reason(int rc)
-{
-    switch (rc) {
-    case COUNCIL_ELIMIT: return "limit";
-    case COUNCIL_ENOMEM: return "enomem";
-    case COUNCIL_EIO: return "noconnection";
-    default: return "badarg";
-    }
-}
-
-int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request)
+/* {error, {Tag, Term}} */
+static int encode_error_about(ei_x_buff *x, const char *tag, cn_slice term)
 {
     return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
-                   ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "unknown_call") ||
-                   ei_x_append_buf(x, (const char *)request.p, (int)request.len)
+                   ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, tag) ||
+                   ei_x_append_buf(x, (const char *)term.p, (int)term.len)
                ? -1
                : 0;
 }
 
-static void reply_atom(cn_node *n, cn_proc *p, const cn_gen_from *f, const char *a)
+int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request)
 {
+    return encode_error_about(x, "unknown_call", request);
+}
+
+void cn_gen_dispatch(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice request,
+                     const cn_gen_call *rows, size_t nrows)
+{
+    cn_slice el[CN_GEN_MAX_ARITY];
+    int arity = cn_term_tuple(request, el, CN_GEN_MAX_ARITY);
+    if (arity < 1) { /* a bare term: an atom matches an arity-0 row */
+        arity = 0;
+        el[0] = request;
+    }
+    const cn_gen_call *row = NULL;
+    for (size_t i = 0; i < nrows && !row; i++)
+        if (rows[i].arity == arity && cn_term_is_atom(el[0], rows[i].tag))
+            row = &rows[i];
     ei_x_buff x;
-    if (ei_x_new(&x))
+    if (ei_x_new(&x)) {
+        cn_log_error("out of memory: a call to %s is not answered",
+                     p->name ? p->name : "a process");
         return;
-    if (!ei_x_encode_atom(&x, a))
-        cn_gen_reply_x(n, p, f, &x);
+    }
+    int rc = row ? row->fn(n, p, from, el, arity, &x) : cn_gen_encode_unknown_call(&x, request);
+    if (rc != CN_GEN_NOREPLY)
+        cn_gen_reply_built(n, p, from, &x, rc);
     ei_x_free(&x);
 }
 
@@ -145,29 +169,26 @@ static void system_msg(cn_node *n, cn_proc *p, cn_gen *g, const cn_gen_from *f,
                        cn_slice req)
 {
     cn_slice el[2];
+    ei_x_buff x;
+    if (ei_x_new(&x)) {
+        cn_log_error("out of memory: a system message to %s is not answered",
+                     p->name ? p->name : "a process");
+        return;
+    }
     if (cn_term_tuple(req, el, 2) == 2 && cn_term_is_atom(el[0], "terminate")) {
-        reply_atom(n, p, f, "ok");
+        cn_gen_reply_built(n, p, f, &x, ei_x_encode_atom(&x, "ok"));
+        ei_x_free(&x);
         cn_node_exit(n, p, el[1]);
         return;
     }
-    ei_x_buff x;
-    if (ei_x_new(&x))
-        return;
-    if (cn_term_is_atom(req, "get_state") && g->ops->get_state) {
+    if (cn_term_is_atom(req, "get_state") && g->ops->get_state &&
+        g->ops->get_state(n, p, &x) == 0) {
         /* sys:get_state/1 returns the reply as it is: the bare state. */
-        if (g->ops->get_state(n, p, &x) == 0) {
-            cn_gen_reply_x(n, p, f, &x);
-            ei_x_free(&x);
-            return;
-        }
+        cn_gen_reply_x(n, p, f, &x);
+    } else {
         x.index = 0;
+        cn_gen_reply_built(n, p, f, &x, encode_error_about(&x, "unknown_system_msg", req));
     }
-    ei_x_encode_tuple_header(&x, 2);
-    ei_x_encode_atom(&x, "error");
-    ei_x_encode_tuple_header(&x, 2);
-    ei_x_encode_atom(&x, "unknown_system_msg");
-    ei_x_append_buf(&x, (const char *)req.p, (int)req.len);
-    cn_gen_reply_x(n, p, f, &x);
     ei_x_free(&x);
 }
 

@@ -62,15 +62,40 @@ int cn_gen_reply(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice reply
 /* Reply given as an ei_x_buff made with ei_x_new (no version byte). */
 int cn_gen_reply_x(cn_node *n, cn_proc *p, const cn_gen_from *from,
                    const ei_x_buff *reply);
+/* Sends the reply a handler built in x (made with ei_x_new). built < 0
+ * says building it failed (x may hold a partial term): {error, enomem} is
+ * sent instead; when even that cannot be encoded, nothing is sent and a
+ * line is logged (the caller's call times out). 0, or -1 when nothing was
+ * sent. */
+int cn_gen_reply_built(cn_node *n, cn_proc *p, const cn_gen_from *from, ei_x_buff *x,
+                       int built);
 /* Appends {error, Reason} with an atom reason (one of the node's fixed
  * atoms). 0 or -1 (ENOMEM). */
 int cn_gen_encode_error(ei_x_buff *x, const char *reason);
-/* The reason atom this node reports for a council_err code of a
- * subscription or call that failed: limit, enomem, noconnection, badarg. */
-const char *cn_gen_error_reason(int rc);
 /* Appends {error, {unknown_call, Request}}, the answer to a call a process
  * does not know. 0 or -1 (ENOMEM). */
 int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request);
+
+/* Table-driven calls. A row matches a request that is the bare atom `tag`
+ * (arity 0) or a tuple of `arity` elements whose first is the atom `tag`.
+ * Its handler gets the request's elements (el[0] the tag; for a bare atom,
+ * el[0] is the request itself), appends the reply to x and returns
+ * CN_GEN_REPLY, CN_GEN_NOREPLY (it keeps `from` to answer later, or has
+ * answered), or -1: the reply could not be encoded ({error, enomem} is
+ * sent instead, see cn_gen_reply_built). */
+enum { CN_GEN_REPLY = 0, CN_GEN_NOREPLY = 1 };
+#define CN_GEN_MAX_ARITY 8
+typedef int (*cn_gen_call_fn)(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                              const cn_slice *el, int arity, ei_x_buff *x);
+typedef struct cn_gen_call {
+    const char *tag;
+    int arity;         /* 0: the bare atom; else the tuple's size (<= 8) */
+    cn_gen_call_fn fn;
+} cn_gen_call;
+/* Answers a call through the first row that matches it; a request that no
+ * row matches gets {error, {unknown_call, Request}}. */
+void cn_gen_dispatch(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice request,
+                     const cn_gen_call *rows, size_t nrows);
 
 /* Keep a From for a later reply. NULL on ENOMEM. */
 cn_gen_from *cn_gen_from_dup(const cn_gen_from *f);

@@ -3,20 +3,19 @@
 
 #include "gen_server.h"
 
+/* {is_auth, Node} -> yes */
+static int is_auth(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                   int arity, ei_x_buff *x)
+{
+    return ei_x_encode_atom(x, "yes");
+}
+
+static const cn_gen_call calls[] = {{"is_auth", 2, is_auth}};
+
 static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from,
                         cn_slice req)
 {
-    cn_slice el[2];
-    ei_x_buff x;
-    if (ei_x_new(&x))
-        return;
-    if (cn_term_tuple(req, el, 2) == 2 && cn_term_is_atom(el[0], "is_auth")) {
-        ei_x_encode_atom(&x, "yes");
-    } else {
-        cn_gen_encode_unknown_call(&x, req);
-    }
-    cn_gen_reply_x(n, p, from, &x);
-    ei_x_free(&x);
+    cn_gen_dispatch(n, p, from, req, calls, sizeof calls / sizeof calls[0]);
 }
 
 static const cn_gen_ops ops = {.handle_call = handle_call};

@@ -44,46 +44,43 @@ struct cn_run_proc {
     size_t n_calls, cap_calls;
 };
 
-static void topic_of(const council_run *run, char **out, size_t *len)
-{
-    size_t id_len;
-    const char *id = council_run_id(run, &id_len);
-    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
-    char *t = malloc(plen + id_len + 1);
-    if (t) {
-        memcpy(t, COUNCIL_TOPIC_PREFIX, plen);
-        memcpy(t + plen, id, id_len);
-        t[plen + id_len] = 0;
-    }
-    *out = t;
-    *len = plen + id_len;
-}
-
 /* ------------------------------------------------------------ replies */
 
-static void encode_exit_reason(cn_run_proc *rp, ei_x_buff *x)
+/* The exit reason the run's process ends with: the one chosen before (a
+ * stop, a linked process, a shutdown), else what the run's end says. */
+static int encode_exit_reason(cn_run_proc *rp, ei_x_buff *x)
 {
-    if (rp->has_reason) {
-        ei_x_append_buf(x, rp->reason.buff, rp->reason.index);
-        return;
-    }
+    if (rp->has_reason)
+        return ei_x_append_buf(x, rp->reason.buff, rp->reason.index);
     switch (council_run_status(rp->run)) {
     case COUNCIL_COMPLETED:
-        ei_x_encode_atom(x, "normal");
-        break;
+        return ei_x_encode_atom(x, "normal");
     case COUNCIL_FAILED:
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "shutdown");
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "failed");
-        cn_errors_term(x, council_run_result(rp->run));
-        break;
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "shutdown") ||
+                       ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "failed") ||
+                       cn_errors_term(x, council_run_result(rp->run))
+                   ? -1
+                   : 0;
     default:
-        ei_x_encode_tuple_header(x, 2);
-        ei_x_encode_atom(x, "shutdown");
-        ei_x_encode_atom(x, "cancelled");
-        break;
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "shutdown") ||
+                       ei_x_encode_atom(x, "cancelled")
+                   ? -1
+                   : 0;
     }
+}
+
+/* Keeps reason (a term) as the exit reason, unless one was chosen before. */
+static void keep_reason(cn_run_proc *rp, cn_slice reason)
+{
+    if (rp->has_reason)
+        return;
+    if (ei_x_new(&rp->reason) == 0 &&
+        ei_x_append_buf(&rp->reason, (const char *)reason.p, (int)reason.len) == 0) {
+        rp->has_reason = 1;
+        return;
+    }
+    ei_x_free(&rp->reason);
+    cn_log_error("out of memory: a run's process keeps its default exit reason");
 }
 
 static void free_awaiters(cn_run_proc *rp)
@@ -97,23 +94,33 @@ static void free_awaiters(cn_run_proc *rp)
 
 /* ---------------------------------------------------------- the end */
 
-/* Answers the awaiters and ends the process (terminate() frees rp). */
+/* Answers the awaiters and ends the process (terminate() frees rp: nothing
+ * of rp may be used after cn_node_exit). Out of memory, the awaiters get
+ * {error, enomem} (or no answer, logged) and the process still exits, with
+ * the reason's bare atom. */
 static void finish(cn_run_proc *rp)
 {
     cn_node *n = rp->b->node;
+    cn_proc *proc = rp->proc;
+    cn_slice plain = council_run_status(rp->run) == COUNCIL_COMPLETED ? cn_atom_normal()
+                                                                      : cn_atom_shutdown();
     ei_x_buff x;
-    if (ei_x_new(&x) == 0) {
-        if (cn_outcome_term(&x, rp->run) == 0)
-            for (size_t i = 0; i < rp->n_await; i++)
-                cn_gen_reply_x(n, rp->proc, rp->awaiters[i], &x);
-        ei_x_free(&x);
+    int have_x = ei_x_new(&x) == 0, reason_built = -1;
+    if (have_x) {
+        int built = cn_outcome_term(&x, rp->run);
+        for (size_t i = 0; i < rp->n_await; i++)
+            cn_gen_reply_built(n, proc, rp->awaiters[i], &x, built);
+        x.index = 0;
+        reason_built = encode_exit_reason(rp, &x);
+    } else if (rp->n_await) {
+        cn_log_error("out of memory: %zu awaiters of a run are not answered", rp->n_await);
     }
     free_awaiters(rp);
-    if (ei_x_new(&x) == 0) {
-        encode_exit_reason(rp, &x);
-        cn_node_exit(n, rp->proc, cn_x_slice(&x));
+    if (reason_built != 0)
+        cn_log_error("out of memory: a run's process exits with a bare reason");
+    cn_node_exit(n, proc, reason_built == 0 ? cn_x_slice(&x) : plain);
+    if (have_x)
         ei_x_free(&x);
-    }
 }
 
 /* After the core's end: hand every queued event to the connections first,
@@ -155,12 +162,6 @@ static void on_run_end(council_run *run, void *arg)
 
 /* ------------------------------------------------------------ gen_server */
 
-static void reply_term(cn_node *n, cn_proc *p, const cn_gen_from *from, ei_x_buff *x)
-{
-    cn_gen_reply_x(n, p, from, x);
-    ei_x_free(x);
-}
-
 static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
 {
     cn_wpid w;
@@ -170,9 +171,9 @@ static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
     if (cn_term_pid(pid_term, &w) ||
         cn_pt_pid_from_wire(cn_node_table(rp->b->node), &w, &pid))
         return COUNCIL_EINVAL;
-    char *topic;
-    size_t len;
-    topic_of(rp->run, &topic, &len);
+    size_t id_len, len;
+    const char *id = council_run_id(rp->run, &id_len);
+    char *topic = cn_bridge_topic(id, id_len, &len);
     if (!topic)
         return COUNCIL_ENOMEM;
     int rc = subscribe ? cn_rsubs_add(rp->b->subs, topic, len, &pid, 0)
@@ -181,61 +182,100 @@ static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
     return subscribe ? rc : 0;
 }
 
-static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice req)
+/* The calls of docs/protocol.md ("Calls on a run pid"). */
+
+static int call_run_id(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                       int arity, ei_x_buff *x)
 {
     cn_run_proc *rp = cn_gen_state(p);
-    ei_x_buff x;
-    if (ei_x_new(&x))
-        return;
-    cn_slice el[2];
-    int ar = cn_term_tuple(req, el, 2);
+    size_t len;
+    const char *id = council_run_id(rp->run, &len);
+    return ei_x_encode_binary(x, id, (long)len);
+}
 
-    if (cn_term_is_atom(req, "run_id")) {
-        size_t len;
-        const char *id = council_run_id(rp->run, &len);
-        ei_x_encode_binary(&x, id, (long)len);
-    } else if (cn_term_is_atom(req, "state")) {
-        council_summary s;
-        council_run_summary(rp->run, &s);
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, "ok");
-        cn_summary_term(&x, &s);
-    } else if (cn_term_is_atom(req, "cancel")) {
-        ei_x_encode_atom(&x, "ok");
-        reply_term(n, p, from, &x);
-        cn_run_proc_cancel(rp->run, NULL);
-        return;
-    } else if (cn_term_is_atom(req, "await") && rp->n_await >= MAX_AWAITERS) {
-        cn_gen_encode_error(&x, "limit");
-    } else if (cn_term_is_atom(req, "await")) {
-        cn_gen_from *keep = NULL;
-        if (rp->n_await == rp->cap_await) {
-            size_t cap = rp->cap_await ? rp->cap_await * 2 : 2;
-            cn_gen_from **a = realloc(rp->awaiters, cap * sizeof *a);
-            if (a) {
-                rp->awaiters = a;
-                rp->cap_await = cap;
-            }
+static int call_state(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                      int arity, ei_x_buff *x)
+{
+    cn_run_proc *rp = cn_gen_state(p);
+    council_summary s;
+    council_run_summary(rp->run, &s);
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
+                   cn_summary_term(x, &s)
+               ? -1
+               : 0;
+}
+
+/* ok first, then the cancel (whose end may follow at once) */
+static int call_cancel(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                       int arity, ei_x_buff *x)
+{
+    cn_run_proc *rp = cn_gen_state(p);
+    cn_gen_reply_built(n, p, from, x, ei_x_encode_atom(x, "ok"));
+    cn_run_proc_cancel(rp->run, NULL);
+    return CN_GEN_NOREPLY;
+}
+
+/* Held until the run ends (finish()). */
+static int call_await(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                      int arity, ei_x_buff *x)
+{
+    cn_run_proc *rp = cn_gen_state(p);
+    if (rp->n_await >= MAX_AWAITERS)
+        return cn_gen_encode_error(x, "limit");
+    if (rp->n_await == rp->cap_await) {
+        size_t cap = rp->cap_await ? rp->cap_await * 2 : 2;
+        cn_gen_from **a = realloc(rp->awaiters, cap * sizeof *a);
+        if (a) {
+            rp->awaiters = a;
+            rp->cap_await = cap;
         }
-        if (rp->n_await < rp->cap_await && (keep = cn_gen_from_dup(from))) {
-            rp->awaiters[rp->n_await++] = keep;
-            ei_x_free(&x);
-            return; /* answered at the end */
-        }
-        cn_gen_encode_error(&x, "enomem");
-    } else if (cn_term_is_atom(req, "result")) {
-        cn_outcome_term(&x, rp->run);
-    } else if (ar == 2 && (cn_term_is_atom(el[0], "subscribe") ||
-                           cn_term_is_atom(el[0], "unsubscribe"))) {
-        int rc = sub_request(rp, el[1], cn_term_is_atom(el[0], "subscribe"));
-        if (rc == 0)
-            ei_x_encode_atom(&x, "ok");
-        else
-            cn_gen_encode_error(&x, cn_gen_error_reason(rc));
-    } else {
-        cn_gen_encode_unknown_call(&x, req);
     }
-    reply_term(n, p, from, &x);
+    cn_gen_from *keep;
+    if (rp->n_await < rp->cap_await && (keep = cn_gen_from_dup(from))) {
+        rp->awaiters[rp->n_await++] = keep;
+        return CN_GEN_NOREPLY; /* answered at the end */
+    }
+    return cn_gen_encode_error(x, "enomem");
+}
+
+static int call_result(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                       int arity, ei_x_buff *x)
+{
+    cn_run_proc *rp = cn_gen_state(p);
+    return cn_outcome_term(x, rp->run);
+}
+
+static int subscription(cn_proc *p, const cn_slice *el, int subscribe, ei_x_buff *x)
+{
+    int rc = sub_request(cn_gen_state(p), el[1], subscribe);
+    return rc == 0 ? ei_x_encode_atom(x, "ok") : cn_bridge_encode_error(x, rc, "badarg");
+}
+
+static int call_subscribe(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                          const cn_slice *el, int arity, ei_x_buff *x)
+{
+    return subscription(p, el, 1, x);
+}
+
+static int call_unsubscribe(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                            const cn_slice *el, int arity, ei_x_buff *x)
+{
+    return subscription(p, el, 0, x);
+}
+
+static const cn_gen_call calls[] = {
+    {"run_id", 0, call_run_id},
+    {"state", 0, call_state},
+    {"cancel", 0, call_cancel},
+    {"await", 0, call_await},
+    {"result", 0, call_result},
+    {"subscribe", 2, call_subscribe},
+    {"unsubscribe", 2, call_unsubscribe},
+};
+
+static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice req)
+{
+    cn_gen_dispatch(n, p, from, req, calls, sizeof calls / sizeof calls[0]);
 }
 
 static void handle_cast(cn_node *n, cn_proc *p, cn_slice msg)
@@ -288,10 +328,7 @@ static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
     if (st == COUNCIL_PENDING || st == COUNCIL_RUNNING) {
         /* Stopped from outside (GenServer.stop, a linked process, node
          * shutdown): the run is cancelled with the process's reason. */
-        if (!rp->has_reason && ei_x_new(&rp->reason) == 0) {
-            ei_x_append_buf(&rp->reason, (const char *)reason.p, (int)reason.len);
-            rp->has_reason = 1;
-        }
+        keep_reason(rp, reason);
         council_run_cancel(rp->run);
     }
     if (rp->watching)
@@ -385,10 +422,8 @@ cn_proc *cn_run_proc_of(const council_run *run)
 void cn_run_proc_cancel(council_run *run, const cn_slice *reason)
 {
     cn_run_proc *rp = cn_run_proc_from_run(run);
-    if (rp && reason && !rp->has_reason && ei_x_new(&rp->reason) == 0) {
-        ei_x_append_buf(&rp->reason, (const char *)reason->p, (int)reason->len);
-        rp->has_reason = 1;
-    }
+    if (rp && reason)
+        keep_reason(rp, *reason);
     council_run_cancel(run);
 }
 

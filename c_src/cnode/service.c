@@ -21,13 +21,6 @@ typedef struct service {
 
 /* ------------------------------------------------------------- helpers */
 
-static void put_count(ei_x_buff *x, const char *key, size_t v)
-{
-    ei_x_encode_atom(x, key);
-    ei_x_encode_ulong(x, (unsigned long)v);
-}
-
-
 /* A binary or an atom, as text (view into the slice). 0 or -1. */
 static int get_name(cn_slice s, const char **p, size_t *len)
 {
@@ -57,29 +50,100 @@ static int get_pid(cn_bridge *b, cn_slice s, cn_pid *out)
     return cn_term_pid(s, &w) || cn_pt_pid_from_wire(cn_node_table(b->node), &w, out);
 }
 
-static void encode_self_pid(cn_bridge *b, ei_x_buff *x, cn_proc *p)
+/* {ok, Pid} for a local process. */
+static int ok_pid(cn_bridge *b, ei_x_buff *x, cn_proc *p)
 {
     cn_pid pid;
     cn_node_self(b->node, p, &pid);
-    cn_node_encode_pid(b->node, x, &pid);
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
+                   cn_node_encode_pid(b->node, x, &pid)
+               ? -1
+               : 0;
+}
+
+/* {ok, Term} where the term is encoded by one of event_term.c's functions */
+#define OK_TERM(x, encode) \
+    (ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") || (encode) ? -1 : 0)
+
+/* {error, {bad_option, Key}} for a key as sent / a key we name */
+static int bad_option(ei_x_buff *x, cn_slice key)
+{
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+                   ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "bad_option") ||
+                   ei_x_append_buf(x, (const char *)key.p, (int)key.len)
+               ? -1
+               : 0;
+}
+
+static int bad_option_named(ei_x_buff *x, const char *key)
+{
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+                   ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "bad_option") ||
+                   ei_x_encode_atom(x, key)
+               ? -1
+               : 0;
+}
+
+/* {error, {invalid_spec, Field, Message}} */
+static int invalid_spec(ei_x_buff *x, const char *field, const char *msg)
+{
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+                   ei_x_encode_tuple_header(x, 3) || ei_x_encode_atom(x, "invalid_spec") ||
+                   ei_x_encode_binary(x, field, (long)strlen(field)) ||
+                   ei_x_encode_binary(x, msg, (long)strlen(msg))
+               ? -1
+               : 0;
 }
 
 /* ----------------------------------------------------------- start */
 
+/* A start goes through four steps: parse (the options into core terms),
+ * subscribe (the :subscribe pids, before the run exists), create (the run
+ * and its process, the link) and reply. Each step returns 0 to go on, or
+ * REFUSED with the error reply in x, or -1 when even that could not be
+ * encoded; a refused start takes back what the steps before made. */
+enum { REFUSED = 1 };
+static int refuse(int encoded) { return encoded ? -1 : REFUSED; }
+
+#define MAX_START_SUBS 64
+
 typedef struct start_req {
+    /* the options as sent */
     cn_slice spec, input, run_id, council, registry, user_opts, subscribe;
     cn_slice member_server;
     cn_slice bad_key;
+    /* parsed (owned) */
+    council_start_opts so;
+    char *registry_s, *council_s, *json, *printed;
+    council_spec *spec_p;
+    char gen_id[23];
+    cn_pid server, subs[MAX_START_SUBS];
+    int has_server, sub_flags[MAX_START_SUBS];
+    size_t nsubs;
+    /* made (taken back when refused) */
+    char *topic;
+    size_t topic_len, nmade;
+    bool made[MAX_START_SUBS];
+    council_run *run;
 } start_req;
 
 /* Splits the options map; unknown keys are reported in bad_key. */
-static int parse_start_opts(cn_slice opts, start_req *r)
+static int split_opts(cn_slice opts, start_req *r)
 {
-    memset(r, 0, sizeof *r);
     const char *buf = (const char *)opts.p;
     int index = 0, arity = 0;
     if (ei_decode_map_header(buf, &index, &arity) < 0)
         return -1;
+    static const struct { const char *name; size_t off; } keys[] = {
+        {"spec", offsetof(start_req, spec)},
+        {"input", offsetof(start_req, input)},
+        {"run_id", offsetof(start_req, run_id)},
+        {"council", offsetof(start_req, council)},
+        {"registry", offsetof(start_req, registry)},
+        {"user_opts", offsetof(start_req, user_opts)},
+        {"subscribe", offsetof(start_req, subscribe)},
+        {"member_server", offsetof(start_req, member_server)},
+    };
     for (int i = 0; i < arity; i++) {
         size_t klen = cn_term_len(opts.p + index, opts.len - (size_t)index);
         if (!klen)
@@ -91,16 +155,6 @@ static int parse_start_opts(cn_slice opts, start_req *r)
             return -1;
         cn_slice val = {opts.p + index, vlen};
         index += (int)vlen;
-        static const struct { const char *name; size_t off; } keys[] = {
-            {"spec", offsetof(start_req, spec)},
-            {"input", offsetof(start_req, input)},
-            {"run_id", offsetof(start_req, run_id)},
-            {"council", offsetof(start_req, council)},
-            {"registry", offsetof(start_req, registry)},
-            {"user_opts", offsetof(start_req, user_opts)},
-            {"subscribe", offsetof(start_req, subscribe)},
-            {"member_server", offsetof(start_req, member_server)},
-        };
         size_t k = 0;
         for (; k < sizeof keys / sizeof keys[0]; k++) {
             if (cn_term_is_atom(key, keys[k].name)) {
@@ -114,32 +168,54 @@ static int parse_start_opts(cn_slice opts, start_req *r)
     return 0;
 }
 
-static void bad_option(ei_x_buff *x, cn_slice key)
+/* An option given and not nil. */
+static int given(cn_slice v) { return v.len && !cn_term_is_atom(v, "nil"); }
+
+/* registry, council, run_id, member_server */
+static int parse_names(service *s, start_req *r, ei_x_buff *x)
 {
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "error");
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "bad_option");
-    ei_x_append_buf(x, (const char *)key.p, (int)key.len);
+    int absent;
+    if (r->registry.len && !(r->registry_s = dup_name(r->registry, &absent)) && !absent)
+        return refuse(bad_option_named(x, "registry"));
+    if (r->council.len && !(r->council_s = dup_name(r->council, &absent)) && !absent)
+        return refuse(bad_option_named(x, "council"));
+    if (given(r->run_id)) {
+        const char *id;
+        size_t len;
+        if (cn_term_binary(r->run_id, &id, &len) || len == 0)
+            return refuse(bad_option_named(x, "run_id"));
+        r->so.run_id = id;
+        r->so.run_id_len = len;
+    }
+    if (given(r->member_server)) {
+        if (get_pid(s->b, r->member_server, &r->server))
+            return refuse(bad_option_named(x, "member_server"));
+        r->has_server = 1;
+    }
+    return 0;
 }
 
-static void bad_option_named(ei_x_buff *x, const char *key)
+/* subscribe: a list of at most 64 pids or {Pid, tagged} */
+static int parse_subscribe(service *s, start_req *r, ei_x_buff *x)
 {
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "error");
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "bad_option");
-    ei_x_encode_atom(x, key);
-}
-
-static void invalid_spec(ei_x_buff *x, const char *field, const char *msg)
-{
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "error");
-    ei_x_encode_tuple_header(x, 3);
-    ei_x_encode_atom(x, "invalid_spec");
-    ei_x_encode_binary(x, field, (long)strlen(field));
-    ei_x_encode_binary(x, msg, (long)strlen(msg));
+    if (!given(r->subscribe))
+        return 0;
+    cn_slice items[MAX_START_SUBS], el[2];
+    long n = cn_term_list(r->subscribe, items, MAX_START_SUBS, NULL);
+    if (n < 0 || n > MAX_START_SUBS)
+        return refuse(bad_option_named(x, "subscribe"));
+    for (long i = 0; i < n; i++) {
+        cn_slice item = items[i];
+        r->sub_flags[r->nsubs] = 0;
+        if (cn_term_tuple(item, el, 2) == 2 && cn_term_is_atom(el[1], "tagged")) {
+            item = el[0];
+            r->sub_flags[r->nsubs] = CN_RSUB_TAGGED;
+        }
+        if (get_pid(s->b, item, &r->subs[r->nsubs]))
+            return refuse(bad_option_named(x, "subscribe"));
+        r->nsubs++;
+    }
+    return 0;
 }
 
 /* The spec as JSON text: a binary, {json, Binary}, or a JSON-like term. */
@@ -175,6 +251,23 @@ static char *spec_json(cn_slice s, size_t *len, const char **why)
     return out;
 }
 
+/* The spec, parsed once per JSON text (the cache). */
+static int parse_spec(service *s, start_req *r, ei_x_buff *x)
+{
+    const char *why = NULL;
+    size_t json_len = 0;
+    if (!(r->json = spec_json(r->spec, &json_len, &why)))
+        return refuse(invalid_spec(x, "spec", why ? why : "not JSON"));
+    council_spec_error serr = {{0}, {0}};
+    int rc = cn_spec_cache_get(s->specs, r->json, json_len, &r->spec_p, &serr);
+    if (rc == COUNCIL_ETOOBIG)
+        return refuse(invalid_spec(x, "spec", "spec larger than the configured limit"));
+    if (rc != 0)
+        return refuse(invalid_spec(x, serr.field[0] ? serr.field : "spec",
+                                   serr.message[0] ? serr.message : council_strerror(rc)));
+    return 0;
+}
+
 /* The input: kept as its ETF bytes; providers see the binary itself, or
  * the term printed in Erlang syntax. */
 static int input_of(cn_slice in, council_input *out, char **printed)
@@ -199,349 +292,326 @@ static int input_of(cn_slice in, council_input *out, char **printed)
     return 0;
 }
 
-static void do_start(service *s, cn_proc *self, const cn_gen_from *from, cn_slice opts,
-                     int link, ei_x_buff *x)
+/* Step 1: the options into core terms (r->so complete). */
+static int start_parse(service *s, cn_slice opts, start_req *r, ei_x_buff *x)
 {
-    cn_bridge *b = s->b;
-    start_req r;
-    if (parse_start_opts(opts, &r)) {
-        cn_gen_encode_error(x, "badarg");
-        return;
-    }
-    if (r.bad_key.len) {
-        bad_option(x, r.bad_key);
-        return;
-    }
-    if (!r.spec.len) {
-        bad_option_named(x, "spec");
-        return;
-    }
-    if (!r.input.len) {
-        bad_option_named(x, "input");
-        return;
-    }
-
-    council_start_opts so = {0};
-    char *registry = NULL, *council = NULL, *printed = NULL, *json = NULL, *topic = NULL;
-    council_spec *spec = NULL;
-    council_run *run = NULL;
-    cn_pid server, subs[64];
-    int sub_flags[64];
-    size_t nsubs = 0;
-    int absent;
-
-    if (r.registry.len) {
-        registry = dup_name(r.registry, &absent);
-        if (!registry && !absent) {
-            bad_option_named(x, "registry");
-            goto out;
-        }
-    }
-    if (r.council.len) {
-        council = dup_name(r.council, &absent);
-        if (!council && !absent) {
-            bad_option_named(x, "council");
-            goto out;
-        }
-    }
-    if (r.run_id.len && !cn_term_is_atom(r.run_id, "nil")) {
-        const char *p;
-        size_t n;
-        if (cn_term_binary(r.run_id, &p, &n) || n == 0) {
-            bad_option_named(x, "run_id");
-            goto out;
-        }
-        so.run_id = p;
-        so.run_id_len = n;
-    }
-    if (r.member_server.len && !cn_term_is_atom(r.member_server, "nil") &&
-        get_pid(b, r.member_server, &server)) {
-        bad_option_named(x, "member_server");
-        goto out;
-    }
-    if (r.subscribe.len && !cn_term_is_atom(r.subscribe, "nil")) {
-        /* a list of pids, at most 64 */
-        cn_slice items[64], el[2];
-        long n = cn_term_list(r.subscribe, items, 64, NULL);
-        if (n < 0 || n > 64) {
-            bad_option_named(x, "subscribe");
-            goto out;
-        }
-        for (long i = 0; i < n; i++) {
-            cn_slice item = items[i];
-            sub_flags[nsubs] = 0;
-            if (cn_term_tuple(item, el, 2) == 2 && cn_term_is_atom(el[1], "tagged")) {
-                item = el[0]; /* {Pid, tagged} */
-                sub_flags[nsubs] = CN_RSUB_TAGGED;
-            }
-            if (get_pid(b, item, &subs[nsubs])) {
-                bad_option_named(x, "subscribe");
-                goto out;
-            }
-            nsubs++;
-        }
-    }
-
-    const char *why = NULL;
-    size_t json_len = 0;
-    json = spec_json(r.spec, &json_len, &why);
-    if (!json) {
-        invalid_spec(x, "spec", why ? why : "not JSON");
-        goto out;
-    }
-    council_spec_error serr = {{0}, {0}};
-    int rc = cn_spec_cache_get(s->specs, json, json_len, &spec, &serr);
-    if (rc != 0) {
-        if (rc == COUNCIL_ETOOBIG)
-            invalid_spec(x, "spec", "spec larger than the configured limit");
-        else
-            invalid_spec(x, serr.field[0] ? serr.field : "spec",
-                         serr.message[0] ? serr.message : council_strerror(rc));
-        goto out;
-    }
-    if (input_of(r.input, &so.input, &printed)) {
-        bad_option_named(x, "input");
-        goto out;
-    }
-    so.registry = registry;
-    so.council = council;
-    so.spec = spec;
-    if (r.user_opts.len) {
-        so.user_opts = r.user_opts.p;
-        so.user_opts_len = r.user_opts.len;
+    int rc;
+    if (split_opts(opts, r))
+        return refuse(cn_gen_encode_error(x, "badarg"));
+    if (r->bad_key.len)
+        return refuse(bad_option(x, r->bad_key));
+    if (!r->spec.len)
+        return refuse(bad_option_named(x, "spec"));
+    if (!r->input.len)
+        return refuse(bad_option_named(x, "input"));
+    if ((rc = parse_names(s, r, x)) || (rc = parse_subscribe(s, r, x)) ||
+        (rc = parse_spec(s, r, x)))
+        return rc;
+    if (input_of(r->input, &r->so.input, &r->printed))
+        return refuse(bad_option_named(x, "input"));
+    r->so.registry = r->registry_s;
+    r->so.council = r->council_s;
+    r->so.spec = r->spec_p;
+    if (r->user_opts.len) {
+        r->so.user_opts = r->user_opts.p;
+        r->so.user_opts_len = r->user_opts.len;
     }
     /* A generated id is made here rather than by the core, so that the
      * subscriptions can come first. */
-    char gen[23];
-    if (!so.run_id) {
-        council_run_id_generate(gen);
-        so.run_id = gen;
-        so.run_id_len = strlen(gen);
+    if (!r->so.run_id) {
+        council_run_id_generate(r->gen_id);
+        r->so.run_id = r->gen_id;
+        r->so.run_id_len = strlen(r->gen_id);
     }
-    /* Subscriptions before the run exists, all or nothing: a start refused
-     * at any point takes back the (topic, pid) pairs it made (not those
-     * subscribed before it), so a subscription refused (limit of the table
-     * or of the topic, a node that cannot be reached) leaves no run. */
-    size_t tlen = 0, nmade = 0;
-    bool made[64];
-    if (nsubs && b->subs) {
-        size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
-        if (!(topic = malloc(plen + so.run_id_len))) {
-            cn_gen_encode_error(x, "enomem");
-            goto out;
-        }
-        memcpy(topic, COUNCIL_TOPIC_PREFIX, plen);
-        memcpy(topic + plen, so.run_id, so.run_id_len);
-        tlen = plen + so.run_id_len;
-        for (; nmade < nsubs; nmade++) {
-            made[nmade] = !cn_rsubs_has(b->subs, topic, tlen, &subs[nmade]);
-            rc = cn_rsubs_add(b->subs, topic, tlen, &subs[nmade], sub_flags[nmade]);
-            if (rc != 0) {
-                cn_gen_encode_error(x, cn_gen_error_reason(rc));
-                goto undo;
-            }
-        }
+    return 0;
+}
+
+/* Step 2: subscriptions before the run exists, all or nothing: a start
+ * refused at any point takes back the (topic, pid) pairs it made (not those
+ * subscribed before it), so a subscription refused (limit of the table or
+ * of the topic, a node that cannot be reached) leaves no run. */
+static int start_subscribe(service *s, start_req *r, ei_x_buff *x)
+{
+    cn_bridge *b = s->b;
+    if (!r->nsubs || !b->subs)
+        return 0;
+    if (!(r->topic = cn_bridge_topic(r->so.run_id, r->so.run_id_len, &r->topic_len)))
+        return refuse(cn_gen_encode_error(x, "enomem"));
+    for (; r->nmade < r->nsubs; r->nmade++) {
+        size_t i = r->nmade;
+        r->made[i] = !cn_rsubs_has(b->subs, r->topic, r->topic_len, &r->subs[i]);
+        int rc = cn_rsubs_add(b->subs, r->topic, r->topic_len, &r->subs[i], r->sub_flags[i]);
+        if (rc != 0)
+            return refuse(cn_bridge_encode_error(x, rc, "badarg"));
     }
-    rc = council_run_create(b->ctx, &so, &run);
-    if (rc != 0) {
-        if (rc == COUNCIL_EEXIST)
-            cn_gen_encode_error(x, "already_started");
-        else if (rc == COUNCIL_ELIMIT)
-            cn_gen_encode_error(x, "limit");
-        else if (rc == COUNCIL_EPROVIDER) {
-            council_spec_error perr = {{0}, {0}};
-            council_ctx_check_providers(b->ctx, spec, &perr);
-            invalid_spec(x, perr.field[0] ? perr.field : "members",
-                         perr.message[0] ? perr.message : "unknown provider");
-        }
-        else if (rc == COUNCIL_ESPEC)
-            invalid_spec(x, "spec", "invalid spec");
-        else
-            cn_gen_encode_error(x, "enomem");
-        goto undo;
+    return 0;
+}
+
+/* Step 3: the run, its process, and the LINK of start_link (before the run
+ * begins and before the reply, so the caller misses nothing). */
+static int start_create(service *s, start_req *r, const cn_gen_from *from, int link,
+                        ei_x_buff *x, cn_proc **proc)
+{
+    cn_bridge *b = s->b;
+    int rc = council_run_create(b->ctx, &r->so, &r->run);
+    if (rc == COUNCIL_EPROVIDER) {
+        council_spec_error perr = {{0}, {0}};
+        council_ctx_check_providers(b->ctx, r->spec_p, &perr);
+        return refuse(invalid_spec(x, perr.field[0] ? perr.field : "members",
+                                   perr.message[0] ? perr.message : "unknown provider"));
     }
-    cn_proc *rp = cn_run_proc_spawn(b, run, r.member_server.len &&
-                                               !cn_term_is_atom(r.member_server, "nil")
-                                           ? &server : NULL);
-    if (!rp) {
-        cn_gen_encode_error(x, "enomem");
-        goto undo;
-    }
-    /* Order matters: LINK and subscriptions before the run begins and
-     * before the reply, so the caller misses nothing. */
-    if (link && cn_node_link(b->node, rp, &from->pid) != 0) {
-        cn_gen_encode_error(x, "noconnection");
-        goto undo;
-    }
-    council_run_begin(run);
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "ok");
-    encode_self_pid(b, x, rp);
-    (void)self;
-    goto out;
-undo:
-    /* the pairs go first, so that they do not get the run's end; run is
-     * NULL when it was never made */
-    for (size_t k = 0; k < nmade; k++)
-        if (made[k])
-            cn_rsubs_remove(b->subs, topic, tlen, &subs[k]);
-    if (run)
-        cn_run_proc_cancel(run, NULL);
-out:
-    free(topic);
-    council_run_unref(run);
-    council_spec_unref(spec);
-    free(json);
-    free(printed);
-    free(registry);
-    free(council);
+    if (rc == COUNCIL_ESPEC)
+        return refuse(invalid_spec(x, "spec", "invalid spec"));
+    if (rc != 0)
+        return refuse(cn_bridge_encode_error(x, rc, "enomem"));
+    if (!(*proc = cn_run_proc_spawn(b, r->run, r->has_server ? &r->server : NULL)))
+        return refuse(cn_gen_encode_error(x, "enomem"));
+    if (link && cn_node_link(b->node, *proc, &from->pid) != 0)
+        return refuse(cn_gen_encode_error(x, "noconnection"));
+    return 0;
+}
+
+/* Takes back what the steps made: the pairs first, so that they do not get
+ * the run's end; then the run (NULL when it was never made). */
+static void start_undo(service *s, start_req *r)
+{
+    for (size_t k = 0; k < r->nmade; k++)
+        if (r->made[k])
+            cn_rsubs_remove(s->b->subs, r->topic, r->topic_len, &r->subs[k]);
+    if (r->run)
+        cn_run_proc_cancel(r->run, NULL);
+}
+
+static void start_free(start_req *r)
+{
+    free(r->topic);
+    council_run_unref(r->run);
+    council_spec_unref(r->spec_p);
+    free(r->json);
+    free(r->printed);
+    free(r->registry_s);
+    free(r->council_s);
+}
+
+static int do_start(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice opts,
+                    int link, ei_x_buff *x)
+{
+    service *s = cn_gen_state(p);
+    start_req r;
+    memset(&r, 0, sizeof r);
+    cn_proc *proc = NULL;
+    int rc = start_parse(s, opts, &r, x);
+    if (!rc)
+        rc = start_subscribe(s, &r, x);
+    if (!rc)
+        rc = start_create(s, &r, from, link, x, &proc);
+    /* Step 4: the reply is encoded before the run begins: a reply that
+     * cannot be made leaves no run behind. */
+    if (!rc && ok_pid(s->b, x, proc))
+        rc = -1;
+    if (rc)
+        start_undo(s, &r);
+    else
+        council_run_begin(r.run);
+    start_free(&r);
+    return rc < 0 ? -1 : CN_GEN_REPLY;
+}
+
+static int call_start(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                      int arity, ei_x_buff *x)
+{
+    return do_start(n, p, from, el[1], 0, x);
+}
+
+static int call_start_link(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                           const cn_slice *el, int arity, ei_x_buff *x)
+{
+    return do_start(n, p, from, el[1], 1, x);
 }
 
 /* ---------------------------------------------------- lookups by id */
 
-/* {Op, Registry, RunId}: registry name (nil = default) and id bytes. */
-static int id_args(cn_slice *el, char **registry, const char **id, size_t *len)
+/* {Op, Registry, RunId}: the registry's name (nil = the default) and the
+ * id's bytes; 0, or -1 with {error, badarg} in x (*built: its encoding). */
+typedef struct by_id {
+    char *registry;
+    const char *id;
+    size_t len;
+} by_id;
+
+static int id_args(const cn_slice *el, by_id *a, ei_x_buff *x, int *built)
 {
     int absent;
-    *registry = dup_name(el[1], &absent);
-    if (!*registry && !absent)
-        return -1;
-    if (cn_term_binary(el[2], id, len)) {
-        free(*registry);
-        *registry = NULL;
+    a->registry = dup_name(el[1], &absent);
+    if ((!a->registry && !absent) || cn_term_binary(el[2], &a->id, &a->len)) {
+        free(a->registry);
+        *built = cn_gen_encode_error(x, "badarg");
         return -1;
     }
     return 0;
 }
 
-static void do_by_id(service *s, cn_slice op, cn_slice *el, ei_x_buff *x)
+static int call_whereis(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                        int arity, ei_x_buff *x)
 {
-    cn_bridge *b = s->b;
-    char *registry;
-    const char *id;
-    size_t len;
-    if (id_args(el, &registry, &id, &len)) {
-        cn_gen_encode_error(x, "badarg");
-        return;
-    }
+    service *s = cn_gen_state(p);
+    by_id a;
+    int built;
+    if (id_args(el, &a, x, &built))
+        return built;
     council_run *run = NULL;
-    if (cn_term_is_atom(op, "whereis")) {
-        int rc = council_whereis(b->ctx, registry, id, len, &run);
-        cn_proc *p = rc == 0 ? cn_run_proc_of(run) : NULL;
-        if (p) {
-            ei_x_encode_tuple_header(x, 2);
-            ei_x_encode_atom(x, "ok");
-            encode_self_pid(b, x, p);
-        } else {
-            cn_gen_encode_error(x, rc == COUNCIL_EUNKNOWN_RUN ? "unknown_run" : "runner_dead");
-        }
-    } else if (cn_term_is_atom(op, "state")) {
-        council_summary sum;
-        if (council_run_state(b->ctx, registry, id, len, &sum) == 0) {
-            ei_x_encode_tuple_header(x, 2);
-            ei_x_encode_atom(x, "ok");
-            cn_summary_term(x, &sum);
-        } else {
-            cn_gen_encode_error(x, "not_found");
-        }
-    } else if (cn_term_is_atom(op, "result")) {
-        if (council_run_find(b->ctx, registry, id, len, &run) == 0)
-            cn_outcome_term(x, run);
-        else
-            cn_gen_encode_error(x, "not_found");
-    } else { /* cancel */
-        if (council_run_find(b->ctx, registry, id, len, &run) == 0) {
-            cn_run_proc_cancel(run, NULL);
-            ei_x_encode_atom(x, "ok");
-        } else {
-            cn_gen_encode_error(x, "not_found");
-        }
-    }
-    free(registry);
+    int rc = council_whereis(s->b->ctx, a.registry, a.id, a.len, &run);
+    cn_proc *rp = rc == 0 ? cn_run_proc_of(run) : NULL;
+    free(a.registry);
+    if (rp)
+        return ok_pid(s->b, x, rp);
+    return cn_gen_encode_error(x, rc == COUNCIL_EUNKNOWN_RUN ? "unknown_run" : "runner_dead");
 }
 
-static void do_subscribe(service *s, cn_slice *el, int arity, int subscribe, ei_x_buff *x)
+static int call_state(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                      int arity, ei_x_buff *x)
+{
+    service *s = cn_gen_state(p);
+    by_id a;
+    int built;
+    if (id_args(el, &a, x, &built))
+        return built;
+    council_summary sum;
+    int rc = council_run_state(s->b->ctx, a.registry, a.id, a.len, &sum);
+    free(a.registry);
+    return rc == 0 ? OK_TERM(x, cn_summary_term(x, &sum)) : cn_gen_encode_error(x, "not_found");
+}
+
+/* The outcome of a run by id (also a finished one in retention). */
+static int call_result(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                       int arity, ei_x_buff *x)
+{
+    service *s = cn_gen_state(p);
+    by_id a;
+    int built;
+    if (id_args(el, &a, x, &built))
+        return built;
+    council_run *run = NULL;
+    int rc = council_run_find(s->b->ctx, a.registry, a.id, a.len, &run);
+    free(a.registry);
+    return rc == 0 ? cn_outcome_term(x, run) : cn_gen_encode_error(x, "not_found");
+}
+
+static int call_cancel(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                       int arity, ei_x_buff *x)
+{
+    service *s = cn_gen_state(p);
+    by_id a;
+    int built;
+    if (id_args(el, &a, x, &built))
+        return built;
+    council_run *run = NULL;
+    int rc = council_run_find(s->b->ctx, a.registry, a.id, a.len, &run);
+    free(a.registry);
+    if (rc != 0)
+        return cn_gen_encode_error(x, "not_found");
+    cn_run_proc_cancel(run, NULL);
+    return ei_x_encode_atom(x, "ok");
+}
+
+/* ------------------------------------------------------ subscriptions */
+
+/* {subscribe, Topic, Pid[, tagged]} and {unsubscribe, Topic, Pid} */
+static int subscription(service *s, const cn_slice *el, int arity, int subscribe,
+                        ei_x_buff *x)
 {
     int flags = 0;
     if (arity == 4) {
-        if (!subscribe || !cn_term_is_atom(el[3], "tagged")) {
-            cn_gen_encode_error(x, "badarg");
-            return;
-        }
+        if (!subscribe || !cn_term_is_atom(el[3], "tagged"))
+            return cn_gen_encode_error(x, "badarg");
         flags = CN_RSUB_TAGGED;
     }
     cn_bridge *b = s->b;
     const char *topic;
     size_t len;
     cn_pid pid;
-    if (cn_term_binary(el[1], &topic, &len) ||
-        len == 0 || get_pid(b, el[2], &pid) || !b->subs) {
-        cn_gen_encode_error(x, "badarg");
-        return;
-    }
+    if (cn_term_binary(el[1], &topic, &len) || len == 0 || get_pid(b, el[2], &pid) || !b->subs)
+        return cn_gen_encode_error(x, "badarg");
     if (!subscribe) {
         cn_rsubs_remove(b->subs, topic, len, &pid);
-        ei_x_encode_atom(x, "ok");
-        return;
+        return ei_x_encode_atom(x, "ok");
     }
     int rc = cn_rsubs_add(b->subs, topic, len, &pid, flags);
-    if (rc == 0)
-        ei_x_encode_atom(x, "ok");
-    else
-        cn_gen_encode_error(x, cn_gen_error_reason(rc));
+    return rc == 0 ? ei_x_encode_atom(x, "ok") : cn_bridge_encode_error(x, rc, "badarg");
+}
+
+static int call_subscribe(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                          const cn_slice *el, int arity, ei_x_buff *x)
+{
+    return subscription(cn_gen_state(p), el, arity, 1, x);
+}
+
+static int call_unsubscribe(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                            const cn_slice *el, int arity, ei_x_buff *x)
+{
+    return subscription(cn_gen_state(p), el, arity, 0, x);
+}
+
+/* ------------------------------------------------------------- others */
+
+static int call_ping(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                     int arity, ei_x_buff *x)
+{
+    return ei_x_encode_atom(x, "pong");
+}
+
+static int count(ei_x_buff *x, const char *key, size_t v)
+{
+    return ei_x_encode_atom(x, key) || ei_x_encode_ulong(x, (unsigned long)v) ? -1 : 0;
+}
+
+static int call_stats(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
+                      int arity, ei_x_buff *x)
+{
+    service *s = cn_gen_state(p);
+    cn_node_stats st;
+    council_stats cs;
+    cn_node_stats_get(n, &st);
+    council_ctx_stats(s->b->ctx, &cs);
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
+                   ei_x_encode_map_header(x, 7) ||
+                   count(x, "connections", st.connections) ||
+                   count(x, "processes", st.processes) ||
+                   count(x, "links", st.links) ||
+                   count(x, "monitors", st.monitors) ||
+                   count(x, "runs", cs.runs_registered) ||
+                   count(x, "runs_alive", s->b->runs_alive) ||
+                   count(x, "subscriptions", s->b->subs ? cn_rsubs_count(s->b->subs) : 0)
+               ? -1
+               : 0;
 }
 
 /* ---------------------------------------------------------- gen_server */
 
+/* The requests of docs/protocol.md ("The registered service"). */
+static const cn_gen_call calls[] = {
+    {"ping", 0, call_ping},
+    {"stats", 0, call_stats},
+    {"start", 2, call_start},
+    {"start_link", 2, call_start_link},
+    {"whereis", 3, call_whereis},
+    {"state", 3, call_state},
+    {"result", 3, call_result},
+    {"cancel", 3, call_cancel},
+    {"subscribe", 3, call_subscribe},
+    {"subscribe", 4, call_subscribe},
+    {"unsubscribe", 3, call_unsubscribe},
+    {"unsubscribe", 4, call_unsubscribe}, /* badarg: only subscribe is tagged */
+};
+
 static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice req)
 {
-    service *s = cn_gen_state(p);
-    ei_x_buff x;
-    if (ei_x_new(&x))
-        return;
-    cn_slice el[4];
-    int ar = cn_term_tuple(req, el, 4);
-    if (cn_term_is_atom(req, "ping")) {
-        ei_x_encode_atom(&x, "pong");
-    } else if (cn_term_is_atom(req, "stats")) {
-        cn_node_stats st;
-        council_stats cs;
-        cn_node_stats_get(n, &st);
-        council_ctx_stats(s->b->ctx, &cs);
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, "ok");
-        ei_x_encode_map_header(&x, 7);
-        put_count(&x, "connections", st.connections);
-        put_count(&x, "processes", st.processes);
-        put_count(&x, "links", st.links);
-        put_count(&x, "monitors", st.monitors);
-        put_count(&x, "runs", cs.runs_registered);
-        put_count(&x, "runs_alive", s->b->runs_alive);
-        put_count(&x, "subscriptions", s->b->subs ? cn_rsubs_count(s->b->subs) : 0);
-    } else if (ar == 2 && (cn_term_is_atom(el[0], "start") ||
-                           cn_term_is_atom(el[0], "start_link"))) {
-        do_start(s, p, from, el[1], cn_term_is_atom(el[0], "start_link"), &x);
-    } else if (ar == 3 && (cn_term_is_atom(el[0], "whereis") ||
-                           cn_term_is_atom(el[0], "state") ||
-                           cn_term_is_atom(el[0], "result") ||
-                           cn_term_is_atom(el[0], "cancel"))) {
-        do_by_id(s, el[0], el, &x);
-    } else if ((ar == 3 || ar == 4) && (cn_term_is_atom(el[0], "subscribe") ||
-                                        cn_term_is_atom(el[0], "unsubscribe"))) {
-        do_subscribe(s, el, ar, cn_term_is_atom(el[0], "subscribe"), &x);
-    } else {
-        cn_gen_encode_unknown_call(&x, req);
-    }
-    cn_gen_reply_x(n, p, from, &x);
-    ei_x_free(&x);
+    cn_gen_dispatch(n, p, from, req, calls, sizeof calls / sizeof calls[0]);
 }
 
 static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
                         cn_slice reason)
 {
-    (void)n;
-    (void)ref;
-    (void)reason;
     service *s = cn_gen_state(p);
     if (s->b->subs && who)
         cn_rsubs_pid_down(s->b->subs, who);
@@ -549,8 +619,6 @@ static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
 
 static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
 {
-    (void)n;
-    (void)reason;
     service *s = cn_gen_state(p);
     cn_spec_cache_free(s->specs);
     cn_rsubs_free(s->b->subs);
@@ -574,14 +642,7 @@ cn_proc *cn_service_start(cn_node *n, const cn_service_config *cfg)
     s->b = cfg->bridge;
     s->specs = cn_spec_cache_new(s->b->ctx);
     s->b->subs = cn_rsubs_new(s->b, cfg->max_subscriptions);
-    if (!s->b->subs || !s->specs) {
-        cn_rsubs_free(s->b->subs);
-        s->b->subs = NULL;
-        cn_spec_cache_free(s->specs);
-        free(s);
-        return NULL;
-    }
-    cn_proc *p = cn_gen_start(n, &ops, s, cfg->name);
+    cn_proc *p = s->b->subs && s->specs ? cn_gen_start(n, &ops, s, cfg->name) : NULL;
     if (!p) {
         cn_rsubs_free(s->b->subs);
         s->b->subs = NULL;
