@@ -1,6 +1,8 @@
 /* handshake.c - see handshake.h. */
 #include "handshake.h"
 
+#include <stdbool.h>
+
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -79,6 +81,16 @@ void cn_hs_init(cn_hs *hs, const char *our_name, uint32_t our_creation,
 }
 
 void cn_hs_clear(cn_hs *hs) { sodium_memzero(&hs->challenge, sizeof hs->challenge); }
+
+/* Whether a peer's flags hold what OTP 25 makes mandatory: each flag, or
+ * DFLAG_MANDATORY_25_DIGEST, which stands for all of them (OTP 25 and later
+ * accept a peer that sends the digest alone); *flags then gets them all. */
+static bool mandatory_ok(uint64_t *flags)
+{
+    if (*flags & CN_DFLAG_MANDATORY_25_DIGEST)
+        *flags |= CN_PEER_MANDATORY;
+    return (*flags & CN_PEER_MANDATORY) == CN_PEER_MANDATORY;
+}
 
 static int fail(cn_hs *hs, int err)
 {
@@ -211,8 +223,12 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
             return fail(hs, CN_HS_EPROTO);
         if (!name_ok(p + 15, nlen))
             return fail(hs, CN_HS_ENAME);
-        if ((hs->peer_flags & CN_PEER_MANDATORY) != CN_PEER_MANDATORY)
-            return fail(hs, CN_HS_EFLAGS);
+        if (!mandatory_ok(&hs->peer_flags)) {
+            /* as BEAM: the peer is told before the connection closes */
+            hs->out_len = 0;
+            put_status(hs, "not_allowed");
+            return fail_keep(hs, CN_HS_EFLAGS);
+        }
         memcpy(hs->peer_name, p + 15, nlen);
         hs->peer_name[nlen] = 0;
         hs->state = CN_HS_DECIDING;
@@ -262,7 +278,7 @@ int cn_hs_packet(cn_hs *hs, const unsigned char *p, size_t len)
             return fail(hs, CN_HS_EPROTO);
         if (nlen != strlen(hs->peer_name) || memcmp(p + 19, hs->peer_name, nlen) != 0)
             return fail(hs, CN_HS_ENAME);
-        if ((flags & CN_PEER_MANDATORY) != CN_PEER_MANDATORY)
+        if (!mandatory_ok(&flags))
             return fail(hs, CN_HS_EFLAGS);
         hs->peer_flags = flags;
         hs->peer_creation = creation;

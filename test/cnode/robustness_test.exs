@@ -123,6 +123,8 @@ defmodule CNode.RobustnessTest do
     assert closed?(s) == true
     {:ok, s2} = :gen_tcp.connect({127, 0, 0, 1}, i.port, [:binary, active: false, packet: 2])
     :ok = :gen_tcp.send(s2, <<?N, 0::64, 1::32, 5::16, "x@y@z">>)
+    # no distribution flags at all: told so (as BEAM tells it), then closed
+    assert {:ok, "snot_allowed"} = :gen_tcp.recv(s2, 0, 15_000)
     assert closed?(s2) == true
     assert serving?(i.node)
   end
