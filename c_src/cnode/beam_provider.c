@@ -8,8 +8,17 @@
 #include "council_json.h"
 #include "gen_server.h"
 #include "log.h"
+#include "pending.h"
 #include "run_proc.h"
 #include "term_json.h"
+
+/* The module's state: the provider's and the hook's arg. */
+typedef struct beam_provider {
+    cn_bridge *b;
+    cn_pending *calls; /* member calls in flight by call id, one reference each */
+} beam_provider;
+
+static const cn_run_hook hook;
 
 /* The request map the member server gets: the JSON request's keys (all
  * binaries), plus "user_opts": the run's :user_opts term as the caller sent
@@ -33,7 +42,8 @@ static int encode_request(ei_x_buff *x, const json_t *req, const council_run *ru
 
 static int beam_start(council_call *call, void *arg)
 {
-    cn_bridge *b = arg;
+    beam_provider *bp = arg;
+    cn_bridge *b = bp->b;
     cn_run_proc *rp = cn_run_proc_from_run(council_call_run(call));
     if (!rp || !cn_run_proc_proc(rp)) {
         council_call_fail(call, "beam provider: the run has no process on this node");
@@ -58,21 +68,22 @@ static int beam_start(council_call *call, void *arg)
     json_object_set_new(req, "options", jopts ? jopts : json_object());
 
     cn_proc *self = cn_run_proc_proc(rp);
+    uint64_t id = council_call_id(call);
     ei_x_buff x;
     int rc = COUNCIL_ENOMEM;
     if (ei_x_new(&x) == 0) {
+        cn_pid me;
+        cn_node_self(b->node, self, &me);
         if (ei_x_encode_tuple_header(&x, 4) == 0 &&
-            ei_x_encode_atom(&x, "council_member_call") == 0) {
-            cn_pid me;
-            cn_node_self(b->node, self, &me);
-            if (cn_node_encode_pid(b->node, &x, &me) == 0 &&
-                ei_x_encode_ulonglong(&x, council_call_id(call)) == 0 &&
-                encode_request(&x, req, council_call_run(call)) == 0) {
-                rc = cn_run_proc_call_add(rp, call);
-                if (rc == 0 && cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
-                    council_call_unref(cn_run_proc_call_take(rp, council_call_id(call)));
-                    council_call_fail(call, "beam provider: member server not reachable");
-                }
+            ei_x_encode_atom(&x, "council_member_call") == 0 &&
+            cn_node_encode_pid(b->node, &x, &me) == 0 && ei_x_encode_ulonglong(&x, id) == 0 &&
+            encode_request(&x, req, council_call_run(call)) == 0 &&
+            cn_pending_add(bp->calls, id, call, rp) == 0) {
+            council_call_ref(call); /* the table's */
+            rc = 0;
+            if (cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
+                council_call_unref(cn_pending_take(bp->calls, id));
+                council_call_fail(call, "beam provider: member server not reachable");
             }
         }
         ei_x_free(&x);
@@ -83,51 +94,84 @@ static int beam_start(council_call *call, void *arg)
 
 static void beam_cancel(council_call *call, void *arg)
 {
-    (void)arg;
-    cn_run_proc *rp = cn_run_proc_from_run(council_call_run(call));
-    if (rp)
-        council_call_unref(cn_run_proc_call_take(rp, council_call_id(call)));
+    beam_provider *bp = arg;
+    council_call_unref(cn_pending_take(bp->calls, council_call_id(call)));
+}
+
+static void beam_release(void *arg)
+{
+    beam_provider *bp = arg;
+    for (cn_pending_entry *e = cn_pending_detach(bp->calls, NULL); e;) {
+        council_call_unref(e->item);
+        e = cn_pending_entry_free(e);
+    }
+    cn_pending_free(bp->calls);
+    cn_bridge_hook_remove(bp->b, &hook);
+    free(bp);
 }
 
 int cn_beam_provider_register(cn_bridge *b)
 {
-    council_provider_ops ops = {.start = beam_start, .cancel = beam_cancel};
-    return council_provider_register(b->ctx, "beam", &ops, b);
+    if (cn_bridge_hook_arg(b, &hook))
+        return COUNCIL_EEXIST;
+    beam_provider *bp = calloc(1, sizeof *bp);
+    if (!bp || !(bp->calls = cn_pending_new())) {
+        free(bp);
+        return COUNCIL_ENOMEM;
+    }
+    bp->b = b;
+    int rc = cn_bridge_hook_add(b, &hook, bp);
+    council_provider_ops ops = {.start = beam_start, .cancel = beam_cancel,
+                                .release = beam_release};
+    if (rc == 0 && (rc = council_provider_register(b->ctx, "beam", &ops, bp)) != 0)
+        cn_bridge_hook_remove(b, &hook);
+    if (rc != 0) {
+        cn_pending_free(bp->calls);
+        free(bp);
+    }
+    return rc;
 }
 
-int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
+size_t cn_beam_provider_pending(const cn_bridge *b)
 {
-    (void)b;
+    const beam_provider *bp = cn_bridge_hook_arg(b, &hook);
+    return bp ? cn_pending_count(bp->calls) : 0;
+}
+
+/* ------------------------------------------------------------ the hook */
+
+/* {council_member_token, Id, Chunk} and {council_member_reply, Id, Result} */
+static int on_info(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice msg)
+{
+    beam_provider *bp = arg;
     cn_slice el[3];
-    int ar = cn_term_tuple(msg, el, 3);
-    if (ar != 3)
+    if (cn_term_tuple(msg, el, 3) != 3)
         return 0;
     int token = cn_term_is_atom(el[0], "council_member_token");
     int reply = cn_term_is_atom(el[0], "council_member_reply");
     uint64_t id;
     if ((!token && !reply) || cn_term_u64(el[1], &id))
         return 0;
+    cn_pending_entry *e = cn_pending_find(bp->calls, id);
+    if (!e || e->owner != rp)
+        return 1; /* late (after a timeout or cancel) or another run's: dropped */
 
     if (token) {
         const char *p;
         size_t len;
-        council_call *c = cn_run_proc_call_find(rp, id); /* stays in flight */
-        if (c && cn_term_binary(el[2], &p, &len) == 0)
-            council_call_token(c, p, len);
-        return 1; /* a late token of a finished call is dropped */
+        if (cn_term_binary(el[2], &p, &len) == 0)
+            council_call_token(e->item, p, len); /* the call stays in flight */
+        return 1;
     }
-
-    council_call *c = cn_run_proc_call_take(rp, id);
-    if (!c)
-        return 1; /* late reply after a timeout or cancel: dropped */
+    council_call *c = cn_pending_take(bp->calls, id);
     cn_slice res[2];
     const char *p;
     size_t len;
     char why[512];
-    if (cn_term_tuple(el[2], res, 2) == 2 && cn_term_is_atom(res[0], "ok") &&
-        cn_term_binary(res[1], &p, &len) == 0) {
+    int ar = cn_term_tuple(el[2], res, 2);
+    if (ar == 2 && cn_term_is_atom(res[0], "ok") && cn_term_binary(res[1], &p, &len) == 0) {
         council_call_complete(c, p, len);
-    } else if (cn_term_tuple(el[2], res, 2) == 2 && cn_term_is_atom(res[0], "error")) {
+    } else if (ar == 2 && cn_term_is_atom(res[0], "error")) {
         cn_term_text(res[1], why, sizeof why);
         council_call_fail(c, why);
     } else {
@@ -137,17 +181,34 @@ int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg)
     return 1;
 }
 
-void cn_beam_provider_server_down(cn_run_proc *rp, cn_slice reason)
+/* Every call of rp in flight fails. The server is already forgotten
+ * (cn_run_proc_member_server gives NULL), so a retry started by a failure
+ * below fails at once instead of being added. */
+static void on_server_down(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice reason)
 {
+    beam_provider *bp = arg;
+    cn_pending_entry *e = cn_pending_detach(bp->calls, rp);
+    if (!e)
+        return;
     char why[512], msg[600];
     cn_term_text(reason, why, sizeof why);
     snprintf(msg, sizeof msg, "beam provider: member server down: %s", why);
-    /* The server is already forgotten (cn_run_proc_member_server gives
-     * NULL), so a retry started by a failure below fails at once instead of
-     * being added here. */
-    council_call *c;
-    while ((c = cn_run_proc_call_take_any(rp)) != NULL) {
-        council_call_fail(c, msg);
-        council_call_unref(c);
+    while (e) {
+        council_call_fail(e->item, msg);
+        council_call_unref(e->item);
+        e = cn_pending_entry_free(e);
     }
 }
+
+/* rp's process ends: its calls still in flight (none after a cancel) are
+ * dropped. */
+static void on_gone(cn_bridge *b, void *arg, cn_run_proc *rp)
+{
+    beam_provider *bp = arg;
+    for (cn_pending_entry *e = cn_pending_detach(bp->calls, rp); e;) {
+        council_call_unref(e->item);
+        e = cn_pending_entry_free(e);
+    }
+}
+
+static const cn_run_hook hook = {on_info, on_server_down, on_gone};

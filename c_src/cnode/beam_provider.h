@@ -9,21 +9,21 @@
  * {council_member_reply, CallId, {ok, Text} | {error, Reason}}.
  * No server, a dead server (monitored) or a lost connection fail the
  * attempt; the core's timeout and retries apply as for any provider.
+ *
+ * Owns: the table of member calls in flight (one reference on each), made
+ * at registration and freed with the context; the run processes reach it
+ * through the module's hook (bridge.h). Loop thread only.
  */
 #ifndef CN_BEAM_PROVIDER_H
 #define CN_BEAM_PROVIDER_H
 
 #include "bridge.h"
-#include "run_proc.h"
 
-/* Register the provider "beam" with b->ctx. council_err. */
+/* Register the provider "beam" with b->ctx and its hook with b. council_err
+ * (COUNCIL_EEXIST when registered already). */
 int cn_beam_provider_register(cn_bridge *b);
 
-/* A message that arrived at a run process: handles the two reply shapes
- * above and returns 1, or returns 0 when msg is not one of them. */
-int cn_beam_provider_handle_info(cn_bridge *b, cn_run_proc *rp, cn_slice msg);
-
-/* The member server of rp went down: fail every call in flight. */
-void cn_beam_provider_server_down(cn_run_proc *rp, cn_slice reason);
+/* Member calls waiting for a reply (tests, stats). */
+size_t cn_beam_provider_pending(const cn_bridge *b);
 
 #endif

@@ -42,3 +42,35 @@ char *cn_bridge_topic(const char *run_id, size_t id_len, size_t *len)
     *len = plen + id_len;
     return t;
 }
+
+int cn_bridge_hook_add(cn_bridge *b, const cn_run_hook *ops, void *arg)
+{
+    if (cn_bridge_hook_arg(b, ops))
+        return COUNCIL_EEXIST;
+    if (b->nhooks == CN_RUN_HOOKS_MAX)
+        return COUNCIL_ELIMIT;
+    b->hooks[b->nhooks].ops = ops;
+    b->hooks[b->nhooks].arg = arg;
+    b->nhooks++;
+    return 0;
+}
+
+void *cn_bridge_hook_arg(const cn_bridge *b, const cn_run_hook *ops)
+{
+    for (size_t i = 0; i < b->nhooks; i++)
+        if (b->hooks[i].ops == ops)
+            return b->hooks[i].arg;
+    return NULL;
+}
+
+void cn_bridge_hook_remove(cn_bridge *b, const cn_run_hook *ops)
+{
+    for (size_t i = 0; i < b->nhooks; i++) {
+        if (b->hooks[i].ops == ops) {
+            for (size_t j = i + 1; j < b->nhooks; j++)
+                b->hooks[j - 1] = b->hooks[j];
+            b->nhooks--;
+            return;
+        }
+    }
+}

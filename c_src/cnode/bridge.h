@@ -1,15 +1,16 @@
 /* bridge.h - what ties the C node to the core: one record shared by the
- * service process, the run processes, remote subscriptions and the beam
- * provider.
+ * service process, the run processes, remote subscriptions and the modules
+ * that serve runs with BEAM processes.
  *
  * The core (council_ctx) knows nothing of pids; the node (cn_node) knows
  * nothing of runs. Everything that maps one onto the other lives in the
  * files that include this header: service.c (the registered council_ex
  * process), run_proc.c (a process per run), remote_sub.c (events to BEAM
  * pids), beam_provider.c (member calls served by BEAM processes) and
- * beam_tools.c (tool calls served by BEAM processes). bridge.c holds what
- * those files share about the protocol: the reason atom each council_err
- * is reported as, and a run's topic.
+ * beam_tools.c (tool calls served by BEAM processes). Those last two hang
+ * on the run processes through hooks (below), each with its own table.
+ * bridge.c holds what these files share about the protocol: the reason
+ * atom each council_err is reported as, and a run's topic.
  * Single-threaded: the loop thread only.
  */
 #ifndef CN_BRIDGE_H
@@ -21,9 +22,27 @@
 #include "node.h"
 
 struct cn_rsubs;
-struct cn_beam_tools;
+struct cn_run_proc;
+typedef struct cn_bridge cn_bridge;
 
-typedef struct cn_bridge {
+/* A module that serves a run's requests with BEAM processes (the beam
+ * provider, the beam tool handler) hears of the run's process through one
+ * hook: run_proc.c calls the hooks in the order they were added, knowing
+ * nothing of the modules, so the modules depend on run_proc.h and not the
+ * other way round. arg is the module's own (its table of requests). */
+typedef struct cn_run_hook {
+    /* A message to the run's process: 1 if it is this module's (handled or
+     * dropped), 0 if not. */
+    int (*info)(cn_bridge *b, void *arg, struct cn_run_proc *rp, cn_slice msg);
+    /* The run's member server went down with reason (a term). */
+    void (*server_down)(cn_bridge *b, void *arg, struct cn_run_proc *rp, cn_slice reason);
+    /* The run's process ends: forget what still waits for it. */
+    void (*gone)(cn_bridge *b, void *arg, struct cn_run_proc *rp);
+} cn_run_hook;
+
+#define CN_RUN_HOOKS_MAX 4
+
+struct cn_bridge {
     cn_node *node;
     council_ctx *ctx;
     cn_proc *service;        /* holds the monitors on remote subscribers */
@@ -35,9 +54,20 @@ typedef struct cn_bridge {
     int end_timer_ready;
     cn_dl ending;
     cn_dl live;              /* every run process alive (run_proc.c) */
-    struct cn_beam_tools *tools; /* tool calls waiting for BEAM replies
-                                    (beam_tools.c; NULL until registered) */
-} cn_bridge;
+    struct {
+        const cn_run_hook *ops;
+        void *arg;
+    } hooks[CN_RUN_HOOKS_MAX];
+    size_t nhooks;
+};
+
+/* Adds a hook (ops static, arg the module's): 0, COUNCIL_EEXIST (ops is
+ * there already), COUNCIL_ELIMIT (CN_RUN_HOOKS_MAX). */
+int cn_bridge_hook_add(cn_bridge *b, const cn_run_hook *ops, void *arg);
+/* The arg of the hook with these ops, or NULL. */
+void *cn_bridge_hook_arg(const cn_bridge *b, const cn_run_hook *ops);
+/* Removes the hook with these ops (the module is going away). */
+void cn_bridge_hook_remove(cn_bridge *b, const cn_run_hook *ops);
 
 /* The reason atom the node reports (as {error, Reason}) for a council_err:
  * limit (COUNCIL_ELIMIT), enomem (COUNCIL_ENOMEM), noconnection

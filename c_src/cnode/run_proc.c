@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "beam_provider.h"
-#include "beam_tools.h"
 #include "event_term.h"
 #include "gen_server.h"
 #include "log.h"
@@ -22,11 +20,6 @@ struct member_server {
     unsigned char ref[];
 };
 
-typedef struct inflight {
-    uint64_t id;
-    council_call *call;
-} inflight;
-
 struct cn_run_proc {
     cn_bridge *b;
     council_run *run;          /* one reference */
@@ -40,8 +33,6 @@ struct cn_run_proc {
     int has_reason;
     int watching;
     struct member_server *server; /* NULL: none given, or it went down */
-    inflight *calls;
-    size_t n_calls, cap_calls;
 };
 
 /* ------------------------------------------------------------ replies */
@@ -290,9 +281,11 @@ static void handle_info(cn_node *n, cn_proc *p, cn_slice msg)
 {
     (void)n;
     cn_run_proc *rp = cn_gen_state(p);
-    if (!cn_beam_provider_handle_info(rp->b, rp, msg) &&
-        !cn_beam_tools_handle_info(rp->b, rp, msg))
-        cn_log_debug("run process: unexpected message dropped");
+    cn_bridge *b = rp->b;
+    for (size_t i = 0; i < b->nhooks; i++)
+        if (b->hooks[i].ops->info(b, b->hooks[i].arg, rp, msg))
+            return;
+    cn_log_debug("run process: unexpected message dropped");
 }
 
 static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
@@ -305,8 +298,9 @@ static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
         memcmp(ref.p, rp->server->ref, ref.len) == 0) {
         free(rp->server);
         rp->server = NULL;
-        cn_beam_provider_server_down(rp, reason);
-        cn_beam_tools_server_down(rp->b, rp, reason);
+        cn_bridge *b = rp->b;
+        for (size_t i = 0; i < b->nhooks; i++)
+            b->hooks[i].ops->server_down(b, b->hooks[i].arg, rp, reason);
     }
 }
 
@@ -333,11 +327,9 @@ static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
     }
     if (rp->watching)
         council_run_unwatch(rp->run, on_run_end, rp);
-    /* Calls still in flight (none after a cancel) are dropped. */
-    for (size_t i = 0; i < rp->n_calls; i++)
-        council_call_unref(rp->calls[i].call);
-    free(rp->calls);
-    cn_beam_tools_run_gone(rp->b, rp);
+    /* What still waits for the process (none after a cancel) is dropped. */
+    for (size_t i = 0; i < rp->b->nhooks; i++)
+        rp->b->hooks[i].ops->gone(rp->b, rp->b->hooks[i].arg, rp);
     free_awaiters(rp);
     if (rp->ending)
         cn_dl_del(&rp->end_link);
@@ -452,43 +444,4 @@ const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp)
 cn_proc *cn_run_proc_proc(const cn_run_proc *rp)
 {
     return rp->proc;
-}
-
-int cn_run_proc_call_add(cn_run_proc *rp, council_call *call)
-{
-    if (rp->n_calls == rp->cap_calls) {
-        size_t cap = rp->cap_calls ? rp->cap_calls * 2 : 4;
-        inflight *a = realloc(rp->calls, cap * sizeof *a);
-        if (!a)
-            return COUNCIL_ENOMEM;
-        rp->calls = a;
-        rp->cap_calls = cap;
-    }
-    rp->calls[rp->n_calls++] = (inflight){council_call_id(call), council_call_ref(call)};
-    return 0;
-}
-
-council_call *cn_run_proc_call_take(cn_run_proc *rp, uint64_t id)
-{
-    for (size_t i = 0; i < rp->n_calls; i++) {
-        if (rp->calls[i].id == id) {
-            council_call *c = rp->calls[i].call;
-            rp->calls[i] = rp->calls[--rp->n_calls];
-            return c;
-        }
-    }
-    return NULL;
-}
-
-council_call *cn_run_proc_call_find(cn_run_proc *rp, uint64_t id)
-{
-    for (size_t i = 0; i < rp->n_calls; i++)
-        if (rp->calls[i].id == id)
-            return rp->calls[i].call;
-    return NULL;
-}
-
-council_call *cn_run_proc_call_take_any(cn_run_proc *rp)
-{
-    return rp->n_calls ? cn_run_proc_call_take(rp, rp->calls[rp->n_calls - 1].id) : NULL;
 }

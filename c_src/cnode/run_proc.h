@@ -3,11 +3,11 @@
  * Owns: the pid of each run and the GenServer face of it: calls (:run_id,
  * :state, :cancel, :await, :result, {:subscribe, Pid}, {:unsubscribe, Pid}),
  * the cast :cancel, :sys.get_state, GenServer.stop, the awaiters waiting
- * for the end (at most 10000 per run; more get {error, limit}), the beam
- * provider calls in flight for the run, and the exit reason the run ends
- * with. Messages to the run pid that are beam provider or beam tool
- * replies go to beam_provider.c / beam_tools.c; a DOWN of the member
- * server fails the member calls and tool calls waiting on it.
+ * for the end (at most 10000 per run; more get {error, limit}), the monitor
+ * on the run's member server and the exit reason the run ends with. Other
+ * messages to the run pid, the member server's DOWN and the process's end
+ * go to the run hooks (bridge.h: the beam provider's member calls and the
+ * beam tools' calls are theirs, not this file's).
  * When the core reports the end of a run, the process waits until the
  * run's events have been handed to the connections (a zero timer, then a
  * pub/sub flush), then answers its awaiters and exits: linked processes
@@ -42,19 +42,12 @@ void cn_run_proc_cancel(council_run *run, const cn_slice *reason);
  * Call before cn_node_stop. */
 void cn_run_proc_shutdown_all(cn_bridge *b, cn_slice reason);
 
-/* For the beam provider: the record of the run that owns call, or NULL. */
+/* For the modules behind the run hooks (bridge.h): the record of a run's
+ * process (NULL for a run without one, e.g. a sub-council's), its process
+ * (NULL once exited) and its member server (NULL: none given, or it went
+ * down). */
 cn_run_proc *cn_run_proc_from_run(const council_run *run);
-
-/* Beam provider support (beam_provider.c): the run's member server, and the
- * table of calls in flight that replies are matched against. */
-const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp);
 cn_proc *cn_run_proc_proc(const cn_run_proc *rp);
-/* call_add takes a reference; call_take removes the entry and hands that
- * reference to the caller (NULL when absent); call_find only looks;
- * call_take_any takes some entry (NULL when the table is empty). */
-int cn_run_proc_call_add(cn_run_proc *rp, council_call *call);
-council_call *cn_run_proc_call_take(cn_run_proc *rp, uint64_t id);
-council_call *cn_run_proc_call_find(cn_run_proc *rp, uint64_t id);
-council_call *cn_run_proc_call_take_any(cn_run_proc *rp);
+const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp);
 
 #endif
