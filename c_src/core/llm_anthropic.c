@@ -12,6 +12,7 @@
  * message with its text and tool_use blocks, then a user message of
  * tool_result blocks (is_error for a failed tool).
  */
+#include "json_scan.h"
 #include "llm.h"
 
 #include <stdlib.h>
@@ -71,10 +72,41 @@ static void read_usage(llm_call *lc, json_t *u)
                   (uint64_t)json_integer_value(json_object_get(u, "output_tokens")), 0, false);
 }
 
+/* The event that carries the answer, a text_delta, read without building
+ * it (json_scan.h): 1 when handled, 0 for the full reading below, -1 after
+ * llm_fail. */
+static int fast_text_delta(llm_call *lc, const char *data, size_t len)
+{
+    enum { TYPE, DTYPE, TEXT, N };
+    jscan_want w[N] = {[TYPE] = {.path = "type"},
+                       [DTYPE] = {.path = "delta.type"},
+                       [TEXT] = {.path = "delta.text"}};
+    if (jscan(data, len, w, N) != 0 || data[0] != '{')
+        return llm_bad(lc, "a stream event that is not a JSON object", data, len);
+    static const char cbd[] = "content_block_delta", td[] = "text_delta";
+    if (w[TYPE].type != JSCAN_STRING || w[TYPE].escaped || w[TYPE].len != sizeof cbd - 1 ||
+        memcmp(w[TYPE].p, cbd, sizeof cbd - 1) != 0 || w[DTYPE].type != JSCAN_STRING ||
+        w[DTYPE].escaped || w[DTYPE].len != sizeof td - 1 ||
+        memcmp(w[DTYPE].p, td, sizeof td - 1) != 0 || w[TEXT].type != JSCAN_STRING)
+        return 0;
+    char stack[512];
+    char *text = w[TEXT].len <= sizeof stack ? stack : malloc(w[TEXT].len ? w[TEXT].len : 1);
+    if (!text)
+        return llm_fail(lc, COUNCIL_FAIL_TRANSIENT, "out of memory");
+    size_t n = jscan_string(&w[TEXT], text);
+    llm_text(lc, text, n);
+    if (text != stack)
+        free(text);
+    return 1;
+}
+
 static int on_event(llm_call *lc, const char *type, const char *data, size_t len)
 {
     if (strcmp(type, "ping") == 0)
         return 0;
+    int fast = fast_text_delta(lc, data, len);
+    if (fast != 0)
+        return fast < 0 ? -1 : 0;
     json_t *j = json_loadb(data, len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);

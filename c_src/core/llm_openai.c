@@ -12,6 +12,7 @@
  * then "data: [DONE]". A tool turn is the assistant message with its
  * tool_calls, then one {"role":"tool","tool_call_id","content"} per call.
  */
+#include "json_scan.h"
 #include "llm.h"
 
 #include <stdlib.h>
@@ -111,6 +112,53 @@ static int read_tool_calls(llm_call *lc, json_t *calls)
     return 0;
 }
 
+/* The common chunk, read without building it (json_scan.h): a text delta
+ * and usage. Returns 1 when the chunk was handled, 0 when it needs the full
+ * reading below (tool calls, an error, anything unusual), -1 after llm_fail. */
+static int fast_chunk(llm_call *lc, const char *data, size_t len)
+{
+    enum { CHOICES, DELTA, CONTENT, TOOLS, ERROR, USAGE, PROMPT, COMPLETION, COST, N };
+    jscan_want w[N] = {
+        [CHOICES] = {.path = "choices"},
+        [DELTA] = {.path = "choices.0.delta"},
+        [CONTENT] = {.path = "choices.0.delta.content"},
+        [TOOLS] = {.path = "choices.0.delta.tool_calls"},
+        [ERROR] = {.path = "error"},
+        [USAGE] = {.path = "usage"},
+        [PROMPT] = {.path = "usage.prompt_tokens"},
+        [COMPLETION] = {.path = "usage.completion_tokens"},
+        [COST] = {.path = "usage.cost"},
+    };
+    if (jscan(data, len, w, N) != 0 || data[0] != '{')
+        return llm_bad(lc, "a stream event that is not a JSON object", data, len);
+    if (w[CHOICES].type != JSCAN_ARRAY || w[TOOLS].type != JSCAN_NONE ||
+        w[ERROR].type != JSCAN_NONE ||
+        (w[USAGE].type != JSCAN_NONE && w[USAGE].type != JSCAN_NULL &&
+         w[USAGE].type != JSCAN_OBJECT))
+        return 0;
+    bool has_choice = w[CHOICES].len > 2; /* more than "[]" (white space aside) */
+    if (has_choice && w[DELTA].type != JSCAN_OBJECT)
+        return 0; /* let the full reading say what is wrong */
+    if (w[USAGE].type == JSCAN_OBJECT) {
+        uint64_t in = 0, out = 0;
+        double cost = 0;
+        jscan_u64(&w[PROMPT], &in);
+        jscan_u64(&w[COMPLETION], &out);
+        bool has_cost = jscan_double(&w[COST], &cost) == 0;
+        llm_usage(lc, in, out, cost, has_cost);
+    }
+    if (w[CONTENT].type == JSCAN_STRING && w[CONTENT].len) {
+        char stack[512];
+        char *text = w[CONTENT].len <= sizeof stack ? stack : malloc(w[CONTENT].len);
+        if (!text)
+            return llm_fail(lc, COUNCIL_FAIL_TRANSIENT, "out of memory");
+        llm_text(lc, text, jscan_string(&w[CONTENT], text));
+        if (text != stack)
+            free(text);
+    }
+    return 1;
+}
+
 static int on_event(llm_call *lc, const char *type, const char *data, size_t len)
 {
     (void)type;
@@ -118,6 +166,9 @@ static int on_event(llm_call *lc, const char *type, const char *data, size_t len
         lc->ended = true;
         return 0;
     }
+    int fast = fast_chunk(lc, data, len);
+    if (fast != 0)
+        return fast < 0 ? -1 : 0;
     json_t *j = json_loadb(data, len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
