@@ -6,6 +6,11 @@
  * cn_proc_table (processes, links, monitors, peers) and the cookie (wiped on
  * free). Runs on a uv_loop_t it is given and never owns: the core owns the
  * loop. Single-threaded: every function here is for the loop thread only.
+ * Four files, by concept: node.c (the node's life, local processes),
+ * node_peers.c (peers, sending, links and monitors), node_dispatch.c
+ * (control messages from peers), node_listen.c (listener, epmd,
+ * connections and dials coming up or down); node_internal.h is what they
+ * share.
  *
  * Local processes
  * ---------------

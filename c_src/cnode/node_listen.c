@@ -1,0 +1,209 @@
+/* node_listen.c - the listener, the epmd registration and the
+ * connections of the node (see node.h).
+ *
+ * Owns: starting the node (listen, then register with epmd), accepting
+ * connections (refused while stopping, at the connection limit or before
+ * the node has a creation), the handshake decisions (a node connecting
+ * while we dial it: BEAM's rule for simultaneous connects), a connection
+ * or an outgoing dial coming up (it becomes the peer's) and going away
+ * (the peer is dropped).
+ */
+#include "node_internal.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#include "log.h"
+
+static int on_up(cn_conn *c, void *ud)
+{
+    cn_node *n = ud;
+    if (n->stopping)
+        return -1;
+    uint32_t id = cn_pt_intern(&n->pt, c->hs.peer_name, strlen(c->hs.peer_name));
+    if (id == CN_NODE_NONE || id == 0)
+        return -1;
+    /* The same node again: its old connection is dead to it. */
+    cn_conn *old = cn_node_conn_of(n, id);
+    if (old)
+        cn_conn_close(old, "replaced by a new connection from the same node");
+    cn_dial *d = cn_node_dial_of(n, id);
+    if (d) {
+        /* We were dialing it too: this connection carries what we queued
+         * (and the links and monitors made meanwhile). */
+        cn_node_dial_remove(n, d);
+        cn_peer *peer = d->peer;
+        peer->dial = NULL;
+        peer->conn = c;
+        c->peer = peer;
+        cn_dial_flush(d, c); /* a failure closes c: on_close drops the peer */
+        cn_dial_abort(d);
+        return 0;
+    }
+    c->peer = cn_pt_peer_new(&n->pt, id, c);
+    return c->peer ? 0 : -1;
+}
+
+/* Accept side: the status for a node that is connecting to us. While we
+ * dial it too, BEAM's rule for simultaneous connects: the greater node name
+ * keeps its own attempt ("nok" to the other), the smaller gives its own up
+ * ("ok_simultaneous") and waits for this connection. */
+static int on_status(cn_conn *c, void *ud)
+{
+    cn_node *n = ud;
+    if (n->stopping)
+        return CN_HS_ST_NOT_ALLOWED;
+    for (size_t i = 0; i < n->ndials; i++) {
+        cn_dial *d = n->dials[i];
+        if (strcmp(d->peer_name, c->hs.peer_name) != 0)
+            continue;
+        if (d->state == CN_DIAL_YIELDED)
+            return CN_HS_ST_OK; /* the connection we wait for */
+        if (strcmp(n->name, c->hs.peer_name) > 0)
+            return CN_HS_ST_NOK;
+        cn_dial_yield(d);
+        return CN_HS_ST_OK_SIMULTANEOUS;
+    }
+    return CN_HS_ST_OK;
+}
+
+static void on_close(cn_conn *c, int was_up, void *ud)
+{
+    cn_node *n = ud;
+    for (size_t i = 0; i < n->nconns; i++)
+        if (n->conns[i] == c) {
+            n->conns[i] = n->conns[--n->nconns];
+            break;
+        }
+    if (c->peer) {
+        cn_peer *peer = c->peer;
+        c->peer = NULL;
+        cn_log_info("node %s disconnected", c->hs.peer_name);
+        cn_node_drop_peer(n, peer);
+    }
+    (void)was_up;
+}
+
+static const cn_conn_cbs conn_cbs = {on_up, cn_node_on_frame, on_close, on_status};
+
+/* ---------------------------------------------------------- dialing */
+
+/* Our outgoing connection is up: it becomes an ordinary connection. */
+static int on_dial_up(cn_dial *d, cn_conn *c, void *ud)
+{
+    cn_node *n = ud;
+    if (n->stopping || cn_node_conns_reserve(n) < 0)
+        return -1; /* the dial fails: noconnection */
+    cn_node_dial_remove(n, d);
+    cn_peer *peer = d->peer;
+    peer->dial = NULL;
+    peer->conn = c;
+    c->peer = peer;
+    c->cbs = conn_cbs;
+    c->ud = n;
+    n->conns[n->nconns++] = c;
+    cn_dial_flush(d, c); /* a failure closes c: on_close drops the peer */
+    return 0;
+}
+
+/* The attempt failed: what was queued is lost, and as in BEAM every link
+ * and monitor made towards that node fires with noconnection. */
+void cn_node_dial_failed(cn_dial *d, const char *why, void *ud)
+{
+    (void)why;
+    cn_node *n = ud;
+    cn_node_dial_remove(n, d);
+    cn_peer *peer = d->peer;
+    d->peer = NULL;
+    if (peer) {
+        peer->dial = NULL; /* sends to it now fail (no re-queueing) */
+        cn_node_drop_peer(n, peer);
+    }
+}
+
+static int dial_connected(cn_dial *d, void *ud)
+{
+    return cn_node_conn_of(ud, d->node) != NULL;
+}
+
+const cn_dial_cbs cn_node_dial_cbs = {on_dial_up, cn_node_dial_failed, dial_connected};
+
+/* ------------------------------------------------ listener and epmd */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    cn_node *n = server->data;
+    if (status < 0) {
+        cn_log_warn("accept: %s", uv_strerror(status));
+        return;
+    }
+    cn_node_conns_reserve(n);
+    int refuse = n->stopping || n->nconns + n->ndials >= n->cfg.max_connections ||
+                 n->nconns == n->cap_conns || n->pt.creation == 0;
+    cn_conn *c = cn_conn_accept(server, &n->cfg.conn, n->name, n->pt.creation,
+                                &n->cookie, &conn_cbs, n);
+    if (!c)
+        return;
+    if (refuse) {
+        cn_log_warn("connection %s refused: %s", c->addr,
+                    n->stopping ? "stopping" : "connection limit");
+        cn_conn_close(c, NULL);
+        return;
+    }
+    n->conns[n->nconns++] = c;
+}
+
+static void on_epmd(cn_epmd *e, int status, uint32_t creation, void *ud)
+{
+    cn_node *n = ud;
+    (void)e;
+    if (status == 0) {
+        if (creation == 0) { /* epmd gave none: random >= 4 */
+            randombytes_buf(&creation, sizeof creation);
+            creation |= 4;
+        }
+        n->pt.creation = creation;
+        cn_log_info("registered with epmd as %s, creation %u", n->name, creation);
+    } else if (n->ready_cb == NULL) {
+        /* lost epmd after registration: keep serving, already logged */
+        return;
+    }
+    cn_node_ready_cb cb = n->ready_cb;
+    n->ready_cb = NULL;
+    if (cb)
+        cb(n, status, n->ready_ud);
+}
+
+int cn_node_start(cn_node *n, cn_node_ready_cb cb, void *ud)
+{
+    struct sockaddr_storage ss;
+    int rc;
+    if (strchr(n->listen_addr, ':'))
+        rc = uv_ip6_addr(n->listen_addr, n->cfg.port, (struct sockaddr_in6 *)&ss);
+    else
+        rc = uv_ip4_addr(n->listen_addr, n->cfg.port, (struct sockaddr_in *)&ss);
+    if (rc)
+        return rc;
+    if ((rc = uv_tcp_init(n->loop, &n->listener)))
+        return rc;
+    n->listener.data = n;
+    n->listener_open = 1;
+    if ((rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0)) ||
+        (rc = uv_listen((uv_stream_t *)&n->listener, 128, on_connection)))
+        return rc;
+    int sl = sizeof ss;
+    if ((rc = uv_tcp_getsockname(&n->listener, (struct sockaddr *)&ss, &sl)))
+        return rc;
+    n->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    n->ready_cb = cb;
+    n->ready_ud = ud;
+    char alive[256];
+    size_t al = (size_t)(strchr(n->name, '@') - n->name);
+    memcpy(alive, n->name, al);
+    alive[al] = 0;
+    rc = cn_epmd_register(&n->epmd, n->loop, alive, n->port, on_epmd, n);
+    if (rc)
+        n->ready_cb = NULL;
+    return rc;
+}
