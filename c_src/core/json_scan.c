@@ -167,19 +167,27 @@ static int number(scan *c)
         while (digit(c))
             c->p++;
     }
-    char buf[64];
+    char small[64];
     size_t n = (size_t)(c->p - s);
-    if (n >= sizeof buf)
-        return is_real ? 0 : -1; /* a 64-character integer cannot fit */
+    if (!is_real && n >= sizeof small)
+        return -1; /* a 64-character integer cannot fit */
+    char *buf = n < sizeof small ? small : malloc(n + 1);
+    if (!buf)
+        return -1;
     memcpy(buf, s, n);
     buf[n] = 0;
     errno = 0;
+    int rc;
     if (is_real) {
         double d = strtod(buf, NULL);
-        return (errno == ERANGE && isinf(d)) ? -1 : 0;
+        rc = (errno == ERANGE && isinf(d)) ? -1 : 0;
+    } else {
+        (void)strtoll(buf, NULL, 10);
+        rc = errno == ERANGE ? -1 : 0;
     }
-    (void)strtoll(buf, NULL, 10);
-    return errno == ERANGE ? -1 : 0;
+    if (buf != small)
+        free(buf);
+    return rc;
 }
 
 static int literal(scan *c, const char *word)
@@ -209,7 +217,8 @@ static size_t push(scan *c, const char *seg, size_t n)
 {
     size_t was = c->plen;
     size_t need = c->plen + (c->plen ? 1 : 0) + n;
-    if (!c->path_ok || need >= sizeof c->path) {
+    /* an empty key has no place in a dotted path: nothing there matches */
+    if (!c->path_ok || n == 0 || need >= sizeof c->path) {
         c->path_ok = false;
         return was;
     }

@@ -18,6 +18,10 @@ static const char *const corpus[] = {
     "{\"lone\":\"\\udc00\"}", "{\"hi\":\"\\ud800x\"}", "{\"ctl\":\"a\tb\"}", "{\"bad\":\"\xc3\x28\"}",
     "{\"over\":\"\xe0\x80\x80\"}", "{\"x\":01}", "{\"x\":.5}", "{\"x\":1.}", "{\"x\":-}",
     "{\"x\":tru}", "{\"x\":1,}", "[1,]", "{\"x\" 1}", "\"top string\"", "42", "", "{} x",
+    /* found by fuzz_json_scan: a real longer than 64 characters that
+     * overflows; an empty key above a wanted name */
+    "{\"\":5e92222333333333333333333333333333333333333333333333333333333333333333333222}",
+    "{\"\":{\"a\":\"\"}}",
 };
 
 static int jansson_ok(const char *s, size_t n)
@@ -101,6 +105,12 @@ static void test_finds_paths_and_reads_values(void **state)
     assert_int_equal(u, 2);
     assert_int_equal(jscan_u64(&x[1], &u), 0);
     assert_int_equal(u, 3);
+
+    /* the "a" under an empty key is not the path "a" */
+    s = "{\"\":{\"a\":\"inner\"}}";
+    jscan_want y[] = {{.path = "a"}};
+    assert_int_equal(jscan(s, strlen(s), y, 1), 0);
+    assert_int_equal(y[0].type, JSCAN_NONE);
 }
 
 static void test_depth_is_bounded(void **state)
