@@ -189,6 +189,8 @@ typedef struct spec_round {
     char *name;
     json_t *options;       /* object (owned) */
     bool gated;
+    bool fail_fast;        /* options.failure_mode "fail_fast": a member's
+                              error fails the run at once */
     size_t n_gate;
     size_t *gate;          /* member indices, spec order */
     int synth_member;      /* synthesis: member index, -1 = chair/first */

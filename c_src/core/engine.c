@@ -65,6 +65,7 @@ typedef struct round_state {
     const round_kind *kind;
     unsigned idx;
     bool show_crit;
+    bool fail_fast;         /* the spec round's failure_mode */
     const char *type_name;
     const char *name;       /* the spec's (or "chair"): outlives the round */
     rres *res;
@@ -433,6 +434,15 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     }
     run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
                 rs->type_name, mid, NULL, 0, &mr->pub);
+    if (!ok && rs->fail_fast) {
+        /* failure_mode fail_fast: the round, partial as it is, goes into the
+         * result and the run fails now (its other calls are abandoned) */
+        run_push_round(run, rs->res);
+        run_add_error(run, "round %s failed: member %s failed (failure_mode fail_fast)",
+                      rs->name, mid);
+        run_finish(run, COUNCIL_FAILED);
+        return;
+    }
     run_kick(run);
 }
 
@@ -475,6 +485,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->name = name;
     rs->idx = run->next_round_idx++;
     rs->instructions = sr && sr->instructions ? sr->instructions : kind->instructions;
+    rs->fail_fast = sr && sr->fail_fast;
     rs->show_crit = run->critiques_fresh;
     run->critiques_fresh = false;
     run->round = rs;

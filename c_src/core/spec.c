@@ -335,6 +335,14 @@ static int compile_round(council_spec *s, json_t *jr, const char *path,
                 r->gate[b - 1] = t;
             }
     }
+    json_t *jfm = json_object_get(jo, "failure_mode");
+    if (jfm && !json_is_null(jfm)) {
+        pathf(f, sizeof f, "%s.options.failure_mode", path);
+        const char *fm = json_string_value(jfm);
+        if (!fm || (strcmp(fm, "continue") != 0 && strcmp(fm, "fail_fast") != 0))
+            return fail(err, f, "must be \"continue\" or \"fail_fast\"");
+        r->fail_fast = strcmp(fm, "fail_fast") == 0;
+    }
     json_t *ji = json_object_get(jo, "instructions");
     if (ji && !json_is_null(ji)) {
         pathf(f, sizeof f, "%s.options.instructions", path);

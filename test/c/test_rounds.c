@@ -466,9 +466,47 @@ static void test_each_round_type_grants_what_it_should(void **state)
     council_ctx_free(ctx);
 }
 
+/* failure_mode: "continue" (the default) lets a round go on without a
+ * failed member; "fail_fast" fails the run as soon as one fails for good. */
+static void test_failure_mode_fail_fast_and_continue(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    const char *members = MEMBERS3("'fail_attempts':[1,2]", "'latency_ms':200", "");
+    char spec[1024];
+    snprintf(spec, sizeof spec,
+             "{'id':'t',%s,'rounds':[{'type':'independent_analysis',"
+             "'options':{'failure_mode':'fail_fast'}},{'type':'vote'}],"
+             "'limits':{'max_attempts':2}}",
+             members);
+    council_run *run = run_spec(ctx, spec, NULL);
+    assert_int_equal(council_run_status(run), COUNCIL_FAILED);
+    const council_result *res = council_run_result(run);
+    assert_int_equal(res->n_rounds, 1); /* the partial round, then nothing */
+    assert_int_equal(member_in(res->rounds[0], "a")->attempts, 2);
+    assert_false(member_in(res->rounds[0], "a")->ok);
+    assert_non_null(strstr(res->errors[res->n_errors - 1], "failure_mode fail_fast"));
+    council_run_unref(run);
+    snprintf(spec, sizeof spec,
+             "{'id':'t',%s,'rounds':[{'type':'independent_analysis',"
+             "'options':{'failure_mode':'continue'}}],'limits':{'max_attempts':2}}",
+             members);
+    run = run_spec(ctx, spec, NULL);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    council_run_unref(run);
+    council_spec *s = NULL;
+    council_spec_error err;
+    const char *bad = sq("{'id':'t','members':[{'id':'a','provider':'mock'}],"
+                         "'rounds':[{'type':'vote','options':{'failure_mode':'maybe'}}]}");
+    assert_int_equal(council_spec_from_json(bad, strlen(bad), &s, &err), COUNCIL_ESPEC);
+    assert_string_equal(err.field, "rounds[0].options.failure_mode");
+    council_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_failure_mode_fail_fast_and_continue),
         cmocka_unit_test(test_independent_analysis_gives_one_answer_per_member),
         cmocka_unit_test(test_vote_tally_and_winner),
         cmocka_unit_test(test_vote_tie_goes_to_lowest_label),
