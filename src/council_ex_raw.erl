@@ -208,17 +208,21 @@ call(Service, Request, Timeout) ->
 await(Run) ->
     await(Run, infinity).
 
-%% @doc Waits for a running run to end: `{ok, Result}',
+%% @doc Waits for a run to end: `{ok, Result}',
 %% `{error, {failed, Errors, Result}}', `{error, {cancelled, Result}}'.
-%% A run that has ended already is no process any more: `{error, noproc}'
-%% (read its outcome by id with {@link result/2}); so is one that ends
-%% while the call waits without answering it, whatever its exit reason
-%% (`normal', `{shutdown, _}', a `gen_server:stop/2' reason, a linked
-%% caller's reason such as `killed'). `{error, noconnection}' when the node
-%% is lost, `{error, timeout}'.
+%% A run that has ended already, or ends while the call waits without
+%% answering it (whatever its exit reason: `normal', `{shutdown, _}', a
+%% `gen_server:stop/2' reason, a linked caller's reason such as `killed'),
+%% is no process any more: its outcome is then asked of the node's
+%% `council_ex' service by pid (`{outcome_by_pid, Run}'), which has it for
+%% as long as the node retains the run (`--retention-ms'), so the answer is
+%% the same as for a run that was still going. `{error, noproc}' once the
+%% run has left retention (read nothing more by id either), or when the
+%% node's service has another registered name. `{error, noconnection}'
+%% when the node is lost, `{error, timeout}'.
 -spec await(pid(), timeout()) -> {ok, result()} | {error, term()}.
 await(Run, Timeout) when is_pid(Run) ->
-    run_safe_call(Run, await, Timeout).
+    ended_outcome(Run, run_safe_call(Run, await, Timeout)).
 
 %% @equiv run_call(Run, Request, 15000)
 -spec run_call(pid(), term()) -> term().
@@ -228,9 +232,12 @@ run_call(Run, Request) ->
 %% @doc A call on a run pid: `run_id', `state', `cancel', `await',
 %% `result', `{subscribe, Pid}', `{unsubscribe, Pid}'. Returns the reply,
 %% or `{error, Reason}' when there is none: `noproc' for a run that has
-%% ended (whatever its exit reason, see {@link await/2}),
-%% `noconnection', `timeout'.
+%% ended (whatever its exit reason, see {@link await/2}; `await' answers
+%% with the ended run's outcome as {@link await/2} does), `noconnection',
+%% `timeout'.
 -spec run_call(pid(), term(), timeout()) -> term().
+run_call(Run, await, Timeout) when is_pid(Run) ->
+    await(Run, Timeout);
 run_call(Run, Request, Timeout) when is_pid(Run) ->
     run_safe_call(Run, Request, Timeout).
 
@@ -285,6 +292,18 @@ run_safe_call(Run, Request, Timeout) ->
     catch
         exit:{Reason, {gen_server, call, _}} -> {error, run_exit_reason(Reason)}
     end.
+
+%% An await that met the run's end (noproc): the outcome the node retains
+%% for the pid, or noproc when it has none.
+ended_outcome(Run, {error, noproc}) ->
+    case safe_call({?SERVICE, node(Run)}, {outcome_by_pid, Run}, ?TIMEOUT) of
+        {ok, _} = Completed -> Completed;
+        {error, {failed, _, _}} = Failed -> Failed;
+        {error, {cancelled, _}} = Cancelled -> Cancelled;
+        _NotRetained -> {error, noproc}
+    end;
+ended_outcome(_Run, Reply) ->
+    Reply.
 
 run_exit_reason(Reason) ->
     case exit_reason(Reason) of

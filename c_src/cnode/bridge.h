@@ -22,6 +22,7 @@
 #include "node.h"
 
 struct cn_rsubs;
+struct cn_retained;
 struct cn_run_proc;
 typedef struct cn_bridge cn_bridge;
 
@@ -47,6 +48,8 @@ struct cn_bridge {
     council_ctx *ctx;
     cn_proc *service;        /* holds the monitors on remote subscribers */
     struct cn_rsubs *subs;   /* remote subscriptions */
+    struct cn_retained *retained; /* pids of ended run processes (retained.c;
+                                     made and freed with the service) */
     size_t runs_alive;       /* run processes alive */
     /* Runs whose end the core reported, finished from one zero timer after
      * their events are flushed (run_proc.c; set up on the first run). */

@@ -264,3 +264,8 @@ void *cn_gen_state(const cn_proc *p)
     const cn_gen *g = p->state;
     return g ? g->user : NULL;
 }
+
+int cn_gen_is(const cn_proc *p, const cn_gen_ops *ops)
+{
+    return p && p->ops == &gen_proc_ops && p->state && ((const cn_gen *)p->state)->ops == ops;
+}

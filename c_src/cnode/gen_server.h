@@ -56,6 +56,8 @@ cn_proc *cn_gen_start(cn_node *n, const cn_gen_ops *ops, void *user_state,
                       const char *name);
 /* The user state given to cn_gen_start. */
 void *cn_gen_state(const cn_proc *p);
+/* 1 if p is a gen_server process started with these ops. */
+int cn_gen_is(const cn_proc *p, const cn_gen_ops *ops);
 
 /* Sends {Tag, Reply}. 0, or -1 if no connection to the caller's node. */
 int cn_gen_reply(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice reply);

@@ -336,6 +336,7 @@ static void on_ready(cn_node *n, int status, void *ud)
     a->bridge.ctx = a->ctx;
     cn_service_config sc = {.name = a->o.reg_name, .max_runs = a->o.max_runs,
                             .max_subscriptions = a->o.max_subs,
+                            .max_retained = a->o.core.max_retained,
                             .bridge = &a->bridge};
     if (!cn_net_kernel_start(n) || !cn_service_start(n, &sc) ||
         cn_beam_provider_register(&a->bridge) != 0 ||

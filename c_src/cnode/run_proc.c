@@ -8,6 +8,7 @@
 #include "gen_server.h"
 #include "log.h"
 #include "remote_sub.h"
+#include "retained.h"
 
 /* Callers waiting in :await on one run. A raw '$gen_call' needs no monitor,
  * so the per-peer cap on links and monitors does not bound these. */
@@ -315,9 +316,10 @@ static int get_state(cn_node *n, cn_proc *p, ei_x_buff *x)
 
 static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
 {
-    (void)n;
     cn_run_proc *rp = cn_gen_state(p);
     rp->proc = NULL;
+    if (rp->b->retained) /* its outcome stays readable by this pid */
+        cn_retained_add(rp->b->retained, p->id, rp->run);
     council_status st = council_run_status(rp->run);
     if (st == COUNCIL_PENDING || st == COUNCIL_RUNNING) {
         /* Stopped from outside (GenServer.stop, a linked process, node
@@ -444,4 +446,15 @@ const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp)
 cn_proc *cn_run_proc_proc(const cn_run_proc *rp)
 {
     return rp->proc;
+}
+
+council_run *cn_run_proc_run_of_pid(cn_bridge *b, const cn_pid *pid)
+{
+    if (pid->node != 0 || pid->creation != cn_node_creation(b->node))
+        return NULL;
+    uint64_t id = (uint64_t)pid->serial << 32 | pid->num;
+    cn_proc *p = cn_pt_find_id(cn_node_table(b->node), id);
+    if (p && cn_gen_is(p, &run_ops))
+        return ((cn_run_proc *)cn_gen_state(p))->run;
+    return b->retained ? cn_retained_find(b->retained, id) : NULL;
 }

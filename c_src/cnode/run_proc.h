@@ -31,6 +31,11 @@ cn_proc *cn_run_proc_spawn(cn_bridge *b, council_run *run, const cn_pid *member_
 /* The process of a run, or NULL once it has exited. */
 cn_proc *cn_run_proc_of(const council_run *run);
 
+/* The run whose process pid is, or was while the run is retained (the
+ * core's retention; retained.h); NULL for any other pid. Borrowed as
+ * council_run_find's. */
+council_run *cn_run_proc_run_of_pid(cn_bridge *b, const cn_pid *pid);
+
 /* Cancel the run, ending its process with reason (a term; NULL = the
  * default {shutdown, cancelled}). Idempotent. */
 void cn_run_proc_cancel(council_run *run, const cn_slice *reason);

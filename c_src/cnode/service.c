@@ -9,6 +9,7 @@
 #include "gen_server.h"
 #include "log.h"
 #include "remote_sub.h"
+#include "retained.h"
 #include "run_proc.h"
 #include "spec_cache.h"
 #include "term_json.h"
@@ -514,6 +515,19 @@ static int call_cancel(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn
     return ei_x_encode_atom(x, "ok");
 }
 
+/* {outcome_by_pid, Pid}: the outcome of the run whose process Pid is (as
+ * its :result) or was, while the run is retained. */
+static int call_outcome_by_pid(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                               const cn_slice *el, int arity, ei_x_buff *x)
+{
+    service *s = cn_gen_state(p);
+    cn_pid pid;
+    if (get_pid(s->b, el[1], &pid))
+        return cn_gen_encode_error(x, "badarg");
+    council_run *run = cn_run_proc_run_of_pid(s->b, &pid);
+    return run ? cn_outcome_term(x, run) : cn_gen_encode_error(x, "not_found");
+}
+
 /* ------------------------------------------------------ subscriptions */
 
 /* {subscribe, Topic, Pid[, tagged]} and {unsubscribe, Topic, Pid} */
@@ -598,6 +612,7 @@ static const cn_gen_call calls[] = {
     {"state", 3, call_state},
     {"result", 3, call_result},
     {"cancel", 3, call_cancel},
+    {"outcome_by_pid", 2, call_outcome_by_pid},
     {"subscribe", 3, call_subscribe},
     {"subscribe", 4, call_subscribe},
     {"unsubscribe", 3, call_unsubscribe},
@@ -623,6 +638,8 @@ static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
     cn_spec_cache_free(s->specs);
     cn_rsubs_free(s->b->subs);
     s->b->subs = NULL;
+    cn_retained_free(s->b->retained);
+    s->b->retained = NULL;
     s->b->service = NULL;
     free(s);
 }
@@ -642,10 +659,15 @@ cn_proc *cn_service_start(cn_node *n, const cn_service_config *cfg)
     s->b = cfg->bridge;
     s->specs = cn_spec_cache_new(s->b->ctx);
     s->b->subs = cn_rsubs_new(s->b, cfg->max_subscriptions);
-    cn_proc *p = s->b->subs && s->specs ? cn_gen_start(n, &ops, s, cfg->name) : NULL;
+    s->b->retained = cn_retained_new(s->b->ctx, cfg->max_retained);
+    cn_proc *p = s->b->subs && s->b->retained && s->specs
+                     ? cn_gen_start(n, &ops, s, cfg->name)
+                     : NULL;
     if (!p) {
         cn_rsubs_free(s->b->subs);
         s->b->subs = NULL;
+        cn_retained_free(s->b->retained);
+        s->b->retained = NULL;
         cn_spec_cache_free(s->specs);
         free(s);
         return NULL;

@@ -1,8 +1,9 @@
 /* service.h - the registered service process (default name council_ex):
  * the door through which BEAM callers start and find runs.
  *
- * Owns: the service's process, the remote subscriptions table (created at
- * start, freed when the service exits) and the translation of the requests
+ * Owns: the service's process, the remote subscriptions table and the
+ * pids of ended runs (retained.h), both created at start and freed when the
+ * service exits, and the translation of the requests
  * of docs/protocol.md into core calls:
  *   {start, Opts} / {start_link, Opts}  -> {ok, RunPid} | {error, Reason}
  *   {whereis, Registry, RunId}          -> {ok, RunPid} | {error, unknown_run | runner_dead}
@@ -11,6 +12,10 @@
  *                                          finished runs in retention;
  *                                          {error, not_found} otherwise
  *   {cancel, Registry, RunId}           -> ok | {error, not_found}
+ *   {outcome_by_pid, Pid}               -> the outcome of the run whose
+ *                                          process Pid is or was, as a run
+ *                                          pid's :result, while the run is
+ *                                          retained; {error, not_found}
  *   {subscribe | unsubscribe, Topic, Pid} -> ok | {error, limit | ...}
  *   {subscribe, Topic, Pid, tagged}     -> as subscribe, but each event
  *                                          arrives as {council_ex_event, Topic, Event}
@@ -34,6 +39,8 @@ typedef struct cn_service_config {
     const char *name;   /* registered name */
     size_t max_runs;    /* informational; the core enforces it */
     size_t max_subscriptions; /* remote subscriptions in all (0 = 1000000) */
+    size_t max_retained;  /* pids of ended runs kept: the core's max_retained
+                             (0 = its default, 100000) */
     cn_bridge *bridge;  /* node + core; b->service and b->subs are set here */
 } cn_service_config;
 

@@ -71,8 +71,10 @@ defmodule CouncilEx.ErlangRawTest do
     assert_receive {:round_started, ^id, "independent_analysis", 0}, 15_000
     assert_receive {:run_completed, ^id, ^result}, 15_000
 
-    # an ended run: its pid is gone, its outcome stays readable by id
-    assert :council_ex_raw.await(run, 5_000) == {:error, :noproc}
+    # an ended run: its pid is gone, its outcome stays readable by id, and
+    # await answers it from the node's retention (by pid)
+    assert :council_ex_raw.await(run, 5_000) == {:ok, result}
+    assert :council_ex_raw.run_call(run, :await) == {:ok, result}
     assert :council_ex_raw.run_call(run, :state) == {:error, :noproc}
     assert {:ok, ^result} = :council_ex_raw.result(node, id)
     assert {:ok, ^result} = :council_ex_raw.result(node, String.to_charlist(id))
