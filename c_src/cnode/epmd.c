@@ -1,8 +1,13 @@
 /* epmd.c - see epmd.h. */
 #include "epmd.h"
 
+#include <glob.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "term.h"
@@ -31,18 +36,141 @@ static void finish(cn_epmd *e, int status)
     e->cb(e, status, e->creation, e->ud);
 }
 
-static void on_closed(uv_handle_t *h)
+/* ------------------------------------------------------- finding epmd */
+
+static int executable(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* dir/name into out if it is an executable file: 0, else -1. */
+static int candidate(const char *dir, size_t dlen, const char *name, char *out, size_t cap)
+{
+    if (dlen == 0) { /* an empty PATH entry is the current directory */
+        dir = ".";
+        dlen = 1;
+    }
+    int n = snprintf(out, cap, "%.*s/%s", (int)dlen, dir, name);
+    return n > 0 && (size_t)n < cap && executable(out) ? 0 : -1;
+}
+
+int cn_epmd_program(char *out, size_t cap)
+{
+    const char *path = getenv("PATH");
+    char erl[PATH_MAX] = "";
+    for (const char *p = path; p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        if (candidate(p, len, "epmd", out, cap) == 0)
+            return 0;
+        if (!erl[0] && candidate(p, len, "erl", erl, sizeof erl) != 0)
+            erl[0] = 0;
+        p = colon ? colon + 1 : p + len;
+    }
+    /* next to erl: its own directory (a release's bin/), then the
+     * erts-VSN/bin of the installation it belongs to */
+    char real[PATH_MAX];
+    if (!erl[0] || !realpath(erl, real) || !strrchr(real, '/'))
+        return -1;
+    *strrchr(real, '/') = 0;
+    if (candidate(real, strlen(real), "epmd", out, cap) == 0)
+        return 0;
+    char pattern[PATH_MAX + 32];
+    snprintf(pattern, sizeof pattern, "%s/../erts-*/bin/epmd", real);
+    glob_t g;
+    int rc = -1;
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc && rc != 0; i++) /* an installation has one */
+            if (executable(g.gl_pathv[i]) && strlen(g.gl_pathv[i]) < cap) {
+                strcpy(out, g.gl_pathv[i]);
+                rc = 0;
+            }
+        globfree(&g);
+    }
+    return rc;
+}
+
+/* -------------------------------------------------------- registration */
+
+static void on_retry(uv_timer_t *t);
+
+static void on_handle_closed(uv_handle_t *h)
 {
     cn_epmd *e = h->data;
+    e->handles--;
+    if (h != (uv_handle_t *)&e->tcp)
+        return;
     e->open = 0;
+    if (!e->closing) /* closed for another attempt */
+        uv_timer_start(&e->retry, on_retry, 100, 0);
 }
 
 void cn_epmd_close(cn_epmd *e)
 {
-    if (e->open && !e->closing) {
-        e->closing = 1;
-        uv_close((uv_handle_t *)&e->tcp, on_closed);
+    if (e->closing)
+        return;
+    e->closing = 1;
+    if (e->open && !uv_is_closing((uv_handle_t *)&e->tcp))
+        uv_close((uv_handle_t *)&e->tcp, on_handle_closed);
+    if (e->loop && !uv_is_closing((uv_handle_t *)&e->retry))
+        uv_close((uv_handle_t *)&e->retry, on_handle_closed);
+    if (e->started && !uv_is_closing((uv_handle_t *)&e->daemon))
+        uv_close((uv_handle_t *)&e->daemon, on_handle_closed); /* it goes on */
+}
+
+/* `epmd -daemon` returns once the daemon has forked (it goes on). */
+static void on_daemon_exit(uv_process_t *p, int64_t status, int sig)
+{
+    if (status != 0 || sig != 0)
+        cn_log_warn("epmd -daemon exited with status %lld (signal %d)",
+                    (long long)status, sig);
+    if (!uv_is_closing((uv_handle_t *)p))
+        uv_close((uv_handle_t *)p, on_handle_closed);
+}
+
+/* Runs `epmd -daemon`, as erl does for a distributed node: it listens on
+ * $ERL_EPMD_PORT (our environment is its). 0, or -1 (logged). */
+static int start_epmd(cn_epmd *e)
+{
+    char prog[PATH_MAX];
+    if (cn_epmd_program(prog, sizeof prog) != 0) {
+        cn_log_error("no epmd on 127.0.0.1:%d, and no epmd program on PATH or next "
+                     "to erl to start one", cn_epmd_port());
+        return -1;
     }
+    char *args[] = {prog, "-daemon", NULL};
+    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE}, {.flags = UV_IGNORE},
+                                     {.flags = UV_INHERIT_FD, .data.fd = 2}};
+    uv_process_options_t o;
+    memset(&o, 0, sizeof o);
+    o.file = prog;
+    o.args = args;
+    o.exit_cb = on_daemon_exit;
+    o.stdio = stdio;
+    o.stdio_count = 3;
+    e->daemon.data = e;
+    int rc = uv_spawn(e->loop, &e->daemon, &o);
+    e->started = 1;
+    e->handles++;
+    if (rc != 0) {
+        cn_log_error("cannot start %s -daemon: %s", prog, uv_strerror(rc));
+        uv_close((uv_handle_t *)&e->daemon, on_handle_closed);
+        return -1;
+    }
+    cn_log_info("no epmd on 127.0.0.1:%d: started %s -daemon", cn_epmd_port(), prog);
+    return 0;
+}
+
+/* Whether a refused connect is worth another attempt: CN_EPMD_START
+ * starts epmd once, then 50 attempts 100 ms apart. */
+static int try_again(cn_epmd *e, int status)
+{
+    if (status != UV_ECONNREFUSED || !(e->flags & CN_EPMD_START) || e->closing)
+        return 0;
+    if (!e->started && start_epmd(e) != 0)
+        return 0;
+    return ++e->attempts <= 50;
 }
 
 static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
@@ -112,8 +240,12 @@ static void on_connect(uv_connect_t *req, int status)
 {
     cn_epmd *e = req->data;
     if (status < 0) {
-        cn_log_error("cannot reach epmd on 127.0.0.1:%d: %s", cn_epmd_port(),
-                     uv_strerror(status));
+        if (try_again(e, status)) {
+            uv_close((uv_handle_t *)&e->tcp, on_handle_closed); /* then the timer */
+            return;
+        }
+        cn_log_error("cannot reach epmd on 127.0.0.1:%d: %s%s", cn_epmd_port(),
+                     uv_strerror(status), e->started ? " (after starting one)" : "");
         cn_epmd_close(e);
         finish(e, status);
         return;
@@ -129,8 +261,35 @@ static void on_connect(uv_connect_t *req, int status)
     }
 }
 
+/* A fresh TCP handle connecting to epmd. 0 or a libuv code. */
+static int open_tcp(cn_epmd *e)
+{
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", cn_epmd_port(), &a);
+    int rc = uv_tcp_init(e->loop, &e->tcp);
+    if (rc)
+        return rc;
+    e->tcp.data = e;
+    e->open = 1;
+    e->handles++;
+    e->connect_req.data = e;
+    return uv_tcp_connect(&e->connect_req, &e->tcp, (struct sockaddr *)&a, on_connect);
+}
+
+/* Another attempt, after epmd was started. */
+static void on_retry(uv_timer_t *t)
+{
+    cn_epmd *e = t->data;
+    int rc = e->closing ? 0 : open_tcp(e);
+    if (rc != 0) {
+        cn_log_error("cannot reach epmd on 127.0.0.1:%d: %s", cn_epmd_port(), uv_strerror(rc));
+        cn_epmd_close(e);
+        finish(e, rc);
+    }
+}
+
 int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
-                     int port, cn_epmd_cb cb, void *ud)
+                     int port, int flags, cn_epmd_cb cb, void *ud)
 {
     size_t alen = strlen(alive);
     if (alen == 0 || alen > 255 || port <= 0 || port > 65535)
@@ -138,6 +297,7 @@ int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
     memset(e, 0, sizeof *e);
     e->cb = cb;
     e->ud = ud;
+    e->flags = flags;
     unsigned char *p = e->req + 2;
     *p++ = ALIVE2_REQ;
     cn_wr16(p, (uint16_t)port);
@@ -158,16 +318,13 @@ int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
     cn_wr16(e->req, (uint16_t)body);
     e->req_len = body + 2;
 
-    struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", cn_epmd_port(), &a);
-    int rc = uv_tcp_init(loop, &e->tcp);
+    int rc = uv_timer_init(loop, &e->retry);
     if (rc)
         return rc;
-    e->tcp.data = e;
-    e->open = 1;
-    e->connect_req.data = e;
-    rc = uv_tcp_connect(&e->connect_req, &e->tcp, (struct sockaddr *)&a, on_connect);
-    if (rc) {
+    e->loop = loop;
+    e->retry.data = e;
+    e->handles++;
+    if ((rc = open_tcp(e)) != 0) {
         e->done = 1;
         cn_epmd_close(e);
         return rc;

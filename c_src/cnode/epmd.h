@@ -7,7 +7,11 @@
  * cn_epmd_close() is the unregistration. The creation epmd returns is handed
  * to the callback (ei throws it away; we use it for every pid).
  *
- * epmd is reached on 127.0.0.1 at $ERL_EPMD_PORT (default 4369).
+ * epmd is reached on 127.0.0.1 at $ERL_EPMD_PORT (default 4369). With
+ * CN_EPMD_START, a registration that finds no epmd there (connection
+ * refused) starts one the way `erl -sname` does: it runs `epmd -daemon`
+ * (the epmd on PATH, else the one next to the `erl` on PATH), which
+ * listens on $ERL_EPMD_PORT too, and tries again every 100 ms for 5 s.
  *
  * Node type: 'h' (hidden, 104). The node does not set DFLAG_PUBLISHED and
  * implements neither `global` nor the full net_kernel protocol, so it must
@@ -19,6 +23,7 @@
 #ifndef CN_EPMD_H
 #define CN_EPMD_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -29,27 +34,44 @@ typedef struct cn_epmd cn_epmd;
 typedef void (*cn_epmd_cb)(cn_epmd *e, int status, uint32_t creation, void *ud);
 
 struct cn_epmd {
+    uv_loop_t *loop;
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     uv_write_t write_req;
+    uv_timer_t retry;      /* the next attempt, after epmd was started */
+    uv_process_t daemon;   /* `epmd -daemon` until it has forked */
     unsigned char req[512];
     size_t req_len;
     unsigned char resp[8];
     size_t resp_len;
     int done, open, closing;
+    int handles;           /* open among tcp, retry, daemon */
+    int flags;             /* CN_EPMD_* */
+    int started;           /* we ran `epmd -daemon` */
+    unsigned attempts;     /* connects since then */
     cn_epmd_cb cb;
     void *ud;
     uint32_t creation;
 };
 
+/* flags for cn_epmd_register */
+enum { CN_EPMD_START = 1 }; /* start epmd when none answers */
+
 /* epmd's port from ERL_EPMD_PORT, default 4369. */
 int cn_epmd_port(void);
 /* Starts registration of `alive` (the part before '@') with our listen
- * `port`. 0 or a negative libuv code (cb is then never called). */
+ * `port`; flags: CN_EPMD_START or 0. 0 or a negative libuv code (cb is then
+ * never called). */
 int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
-                     int port, cn_epmd_cb cb, void *ud);
-/* Closes the epmd connection: the name is unregistered. Idempotent. */
+                     int port, int flags, cn_epmd_cb cb, void *ud);
+/* Closes the epmd connection (the name is unregistered) and the handles
+ * of a pending attempt. Idempotent; the loop then runs out of them. */
 void cn_epmd_close(cn_epmd *e);
+
+/* The epmd program: "epmd" in a directory of PATH, else next to the `erl`
+ * found on PATH (its directory, or the erts-VSN/bin of its installation, as
+ * symlinks resolve). Into out (cap bytes); 0, or -1 when there is none. */
+int cn_epmd_program(char *out, size_t cap);
 
 /* PORT_PLEASE2: asks the epmd at `host` (an IPv4/IPv6 address; the port
  * is replaced by cn_epmd_port()) for the distribution port of `alive`. One

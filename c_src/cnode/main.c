@@ -42,7 +42,10 @@ static const char usage[] =
     "                          must be owned by us and not readable by group or\n"
     "                          others (mode 0400 or 0600)\n"
     "  --cookie COOKIE         the cookie itself (visible in ps: prefer\n"
-    "                          --cookie-file); default: $HOME/.erlang.cookie\n"
+    "                          --cookie-file)\n"
+    "                          Without either, as BEAM does: $HOME/.erlang.cookie\n"
+    "                          (the same owner and mode rule), created with a\n"
+    "                          random cookie and mode 0400 if it does not exist\n"
     "  --listen ADDR           address to listen on [127.0.0.1]\n"
     "  --port N                port to listen on; 0 = ephemeral [0]\n"
     "  --registered-name NAME  name of the service process [council_ex]\n"
@@ -66,7 +69,10 @@ static const char usage[] =
     "  --max-subscribers-per-topic N  [1024]\n"
     "\n"
     "Prints \"council_node ready NAME@HOST port=P creation=C\" on stdout once\n"
-    "registered with epmd (at 127.0.0.1:$ERL_EPMD_PORT, default 4369).\n"
+    "registered with epmd (at 127.0.0.1:$ERL_EPMD_PORT, default 4369). When no\n"
+    "epmd answers there, it starts one as `erl -sname` does (`epmd -daemon`:\n"
+    "the epmd on PATH, else the one next to erl; it listens on\n"
+    "$ERL_EPMD_PORT and outlives the node) and registers with it.\n"
     "SIGTERM or SIGINT stops it cleanly with exit status 0.\n"
     "Debug aid: COUNCIL_NODE_CAPTURE_DIR=DIR writes every received frame body\n"
     "(the bytes after 'p') to DIR/frame-N (the fuzzer's seed corpus).\n";
@@ -296,6 +302,56 @@ static int read_cookie_file(const char *path, cn_cookie *out, int strict)
     return rc;
 }
 
+/* A new cookie file at path, as BEAM makes one: 20 random capital letters,
+ * mode 0400. Written to a temporary name and linked into place, so that a
+ * node or VM starting at the same time reads either nothing or the whole
+ * cookie; one that won the race keeps its cookie. 0 (created, or made by
+ * another meanwhile) or -1 (logged). */
+static int create_cookie_file(const char *path)
+{
+    char tmp[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= sizeof tmp)
+        return -1;
+    char cookie[20];
+    for (size_t i = 0; i < sizeof cookie; i++)
+        cookie[i] = (char)('A' + randombytes_uniform(26));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0400);
+    int ok = fd >= 0 && write(fd, cookie, sizeof cookie) == (ssize_t)sizeof cookie &&
+             fsync(fd) == 0;
+    sodium_memzero(cookie, sizeof cookie);
+    if (fd >= 0 && close(fd) != 0)
+        ok = 0;
+    if (ok && link(tmp, path) != 0 && errno != EEXIST)
+        ok = 0;
+    int saved = errno;
+    if (fd >= 0)
+        unlink(tmp);
+    if (!ok) {
+        fprintf(stderr, "council_node: cannot create the cookie file %s: %s\n", path,
+                strerror(saved));
+        return -1;
+    }
+    cn_log_info("created the cookie file %s", path);
+    return 0;
+}
+
+/* The cookie BEAM would use: $HOME/.erlang.cookie, created if absent. */
+static int home_cookie(cn_cookie *out)
+{
+    const char *home = getenv("HOME");
+    char path[PATH_MAX];
+    if (!home || !*home) {
+        fprintf(stderr, "council_node: HOME is not set: no ~/.erlang.cookie\n");
+        return -1;
+    }
+    if ((size_t)snprintf(path, sizeof path, "%s/.erlang.cookie", home) >= sizeof path)
+        return -1;
+    struct stat st;
+    if (lstat(path, &st) != 0 && errno == ENOENT && create_cookie_file(path) != 0)
+        return -1;
+    return read_cookie_file(path, out, 1);
+}
+
 typedef struct app {
     cn_node *node;
     council_ctx *ctx;
@@ -378,14 +434,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "council_node: bad --cookie\n");
             return 2;
         }
-    } else {
-        const char *home = getenv("HOME");
-        char path[PATH_MAX];
-        if (!home || (size_t)snprintf(path, sizeof path, "%s/.erlang.cookie", home) >= sizeof path ||
-            read_cookie_file(path, &cookie, 1)) {
-            fprintf(stderr, "council_node: no cookie (use --cookie-file)\n");
-            return 2;
-        }
+    } else if (home_cookie(&cookie)) {
+        fprintf(stderr, "council_node: no cookie (use --cookie-file)\n");
+        return 2;
     }
 
     /* One loop for everything: the core's. */
@@ -408,6 +459,7 @@ int main(int argc, char **argv)
     cfg.conn.max_frame = a.o.max_frame;
     cfg.terms.max_bytes = a.o.max_frame;
     cfg.capture_dir = getenv("COUNCIL_NODE_CAPTURE_DIR");
+    cfg.start_epmd = 1;
     if (cfg.conn.max_outq < 2 * a.o.max_frame)
         cfg.conn.max_outq = 2 * a.o.max_frame;
     a.node = cn_node_new(loop, &cfg, &cookie);

@@ -105,6 +105,8 @@ typedef struct cn_node_config {
                                     [100000] */
     const char *capture_dir;    /* debug: write each received frame body
                                    (after 'p') to DIR/frame-N; NULL = off */
+    int start_epmd;             /* no epmd answers: start one, as erl does
+                                   (epmd.h, CN_EPMD_START) [0] */
 } cn_node_config;
 
 typedef struct cn_node_stats {

@@ -202,7 +202,8 @@ int cn_node_start(cn_node *n, cn_node_ready_cb cb, void *ud)
     size_t al = (size_t)(strchr(n->name, '@') - n->name);
     memcpy(alive, n->name, al);
     alive[al] = 0;
-    rc = cn_epmd_register(&n->epmd, n->loop, alive, n->port, on_epmd, n);
+    rc = cn_epmd_register(&n->epmd, n->loop, alive, n->port,
+                          n->cfg.start_epmd ? CN_EPMD_START : 0, on_epmd, n);
     if (rc)
         n->ready_cb = NULL;
     return rc;

@@ -27,18 +27,15 @@ defmodule CNodeTest do
   """
   def unique_name(prefix), do: "#{prefix}_#{System.pid()}_#{System.unique_integer([:positive])}"
 
-  @doc "Starts a C node; returns a map with :node, :port, :creation, :os_pid, :port_ref."
+  @doc """
+  Starts a C node; returns a map with :node, :port, :creation, :os_pid,
+  :port_ref. Options: :sname, :args (extra options), :log_level,
+  :cookie_args (default: --cookie-file with the runner's cookie; [] for
+  none) and :env (variables added to the node's environment, as strings).
+  """
   def start_node(opts \\ []) do
-    sname = Keyword.get(opts, :sname, unique_name("cn"))
-    extra = Keyword.get(opts, :args, [])
-    args = ["--sname", sname, "--cookie-file", cookie_file(),
-            "--log-level", Keyword.get(opts, :log_level, System.get_env("CNODE_LOG_LEVEL", "warn"))] ++ extra
-    port = Port.open({:spawn_executable, String.to_charlist(Path.expand(binary()))},
-                     [:binary, :exit_status, {:line, 4096}, args: args])
+    port = open_node(opts)
     {:os_pid, os_pid} = Port.info(port, :os_pid)
-    if tmp = System.get_env("CNODE_TMP") do
-      File.write!(Path.join(tmp, "pids"), "#{os_pid}\n", [:append])
-    end
     receive do
       {^port, {:data, {:eol, "council_node ready " <> rest}}} ->
         [name, "port=" <> p, "creation=" <> c] = String.split(rest, " ")
@@ -51,6 +48,28 @@ defmodule CNodeTest do
     after
       30_000 -> raise "council_node not ready after 30 s"
     end
+  end
+
+  @doc """
+  The C node's program started as start_node/1 would (same options), as a
+  port that delivers its stdout lines and exit status; its pid is written
+  for the runner to kill.
+  """
+  def open_node(opts) do
+    sname = Keyword.get(opts, :sname, unique_name("cn"))
+    extra = Keyword.get(opts, :args, [])
+    cookie_args = Keyword.get(opts, :cookie_args, ["--cookie-file", cookie_file()])
+    args = ["--sname", sname | cookie_args] ++
+             ["--log-level", Keyword.get(opts, :log_level, System.get_env("CNODE_LOG_LEVEL", "warn"))] ++ extra
+    env = for {k, v} <- Keyword.get(opts, :env, []), do: {String.to_charlist(k), String.to_charlist(v)}
+    port = Port.open({:spawn_executable, String.to_charlist(Path.expand(binary()))},
+                     [:binary, :exit_status, {:line, 4096}, args: args, env: env] ++
+                       Keyword.get(opts, :port_opts, []))
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    if tmp = System.get_env("CNODE_TMP") do
+      File.write!(Path.join(tmp, "pids"), "#{os_pid}\n", [:append])
+    end
+    port
   end
 
   @doc """
