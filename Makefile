@@ -149,17 +149,23 @@ $(B)/test/helpers/%: test/c/helpers/%.c
 	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ -lssl -lcrypto -pthread $(LDSAN)
 
 # The NIF backend (c_src/nif): the core and the C node's term encoders in
-# one shared object the VM loads (config :council_ex, backend: :nif).
+# one shared object the VM loads (config :council_ex, backend: :nif). It
+# takes only the encoders it uses from the C node (event_term, term_json,
+# spec_cache and their term helpers), so the node's other files do not
+# reach it; like the node, it sees the core through c_src/include only.
 ERTS_INCLUDE := $(firstword $(wildcard /usr/lib/erlang/erts-*/include) /usr/lib/erlang/usr/include)
-$(B)/c_src/nif/%.o: c_src/nif/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h)
+NIF_SRC := $(sort $(wildcard c_src/nif/*.c))
+NIF_OBJ := $(NIF_SRC:%.c=$(B)/%.o)
+NIF_CNODE_OBJ := $(addprefix $(B)/c_src/cnode/,event_term.o term_json.o term.o term_check.o \
+                   spec_cache.o)
+$(B)/c_src/nif/%.o: c_src/nif/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h c_src/nif/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)$(CC) $(filter-out -Ic_src/core,$(CFLAGS_ALL)) -fvisibility=hidden \
 	  -Ic_src/cnode -I$(ERTS_INCLUDE) $(EI_CFLAGS) -c $< -o $@
 
-$(B)/council_nif.so: $(B)/c_src/nif/council_nif.o $(CNODE_LIB_OBJ) $(B)/libcouncil.a \
-                     c_src/nif/exports.map
-	$(CC) -shared -Wl,--version-script=c_src/nif/exports.map -o $@ \
-	  $(B)/c_src/nif/council_nif.o $(CNODE_LIB_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
+$(B)/council_nif.so: $(NIF_OBJ) $(NIF_CNODE_OBJ) $(B)/libcouncil.a c_src/nif/exports.map
+	$(call say,LD,$@)$(CC) -shared -Wl,--version-script=c_src/nif/exports.map -o $@ \
+	  $(NIF_OBJ) $(NIF_CNODE_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
 
 # The core's rules as data (council_schema_json), read by lib/ at compile time.
 $(B)/schema_dump: c_src/tools/schema_dump.c $(B)/libcouncil.a c_src/include/council.h

@@ -35,7 +35,7 @@ defmodule CouncilEx do
   grouping runs.
   """
 
-  alias CouncilEx.{PubSub.Relay, RunIndex, RunServer, Spec, Wire}
+  alias CouncilEx.{Backend, PubSub.Relay, RunIndex, RunServer, Spec, Wire}
 
   @typedoc "The curated state of a run (see `CouncilEx.RunServer.state/2`)."
   @type run_summary :: RunServer.run_summary()
@@ -246,7 +246,7 @@ defmodule CouncilEx do
 
     case outcome(registry, run_id) do
       {:error, :running} ->
-        case CouncilEx.Node.call({:whereis, registry, run_id}) do
+        case Backend.call({:whereis, registry, run_id}) do
           {:ok, pid} ->
             case await_pid(pid, timeout) do
               {:error, :noproc} -> ended_outcome(registry, run_id, {:error, :not_found})
@@ -294,7 +294,7 @@ defmodule CouncilEx do
   # The outcome the C node retains for a run: as await's, or
   # `{:error, :running}`, `{:error, :not_found}`.
   defp outcome(registry, run_id) do
-    Wire.reply(CouncilEx.Node.call({:result, registry, run_id}))
+    Wire.reply(Backend.call({:result, registry, run_id}))
   end
 
   # The outcome of a run whose process is gone; `gone` when the C node no
@@ -329,15 +329,21 @@ defmodule CouncilEx do
   end
 
   def cancel(run_id) when is_binary(run_id) do
-    CouncilEx.Node.call({:cancel, Wire.registry_name(RunServer.default_registry()), run_id})
+    Backend.call({:cancel, Wire.registry_name(RunServer.default_registry()), run_id})
   end
 
-  @doc "The name of the C node serving runs (waits for it to be up), or nil if it is unavailable."
+  @doc """
+  The name of the C node serving runs (waits for it to be up), or nil if it
+  is unavailable, or when runs are served by the NIF (`backend: :nif`, see
+  `CouncilEx.Backend`).
+  """
   @spec node() :: node | nil
   def node do
-    case CouncilEx.Node.await() do
-      {:ok, node} -> node
-      {:error, _} -> nil
+    with false <- Backend.nif?(),
+         {:ok, node} <- CouncilEx.Node.await() do
+      node
+    else
+      _ -> nil
     end
   end
 
@@ -372,12 +378,21 @@ defmodule CouncilEx do
   # on the start request (`{relay, :tagged}` in its :subscribe list): the C
   # node subscribes it before the run begins, so no event is missed, and a
   # start that fails (e.g. :already_started) subscribes nothing.
+  #
+  # With backend :nif there is no relay: `{pid, :lib}` in the :subscribe
+  # list subscribes pid itself, before the run begins, to events in the
+  # relay's form (round names as atoms); a start that fails subscribes
+  # nothing.
   defp start_subscribed(run_opts, pid, starter) do
-    topic = Wire.topic(Keyword.fetch!(run_opts, :run_id))
+    if Backend.nif?() do
+      starter.(Keyword.update(run_opts, :subscribe, [{pid, :lib}], &Enum.uniq(&1 ++ [{pid, :lib}])))
+    else
+      topic = Wire.topic(Keyword.fetch!(run_opts, :run_id))
 
-    Relay.start_subscribed(topic, pid, fn entries ->
-      starter.(Keyword.update(run_opts, :subscribe, entries, &Enum.uniq(&1 ++ entries)))
-    end)
+      Relay.start_subscribed(topic, pid, fn entries ->
+        starter.(Keyword.update(run_opts, :subscribe, entries, &Enum.uniq(&1 ++ entries)))
+      end)
+    end
   end
 
   defp prepare!(council, input, opts) do
@@ -524,9 +539,12 @@ defmodule CouncilEx do
   defp exited(caller, {_registry, run_id} = run, pid, reason) do
     topic = Wire.topic(run_id)
 
+    # With the NIF, a run whose pid exited first (stopped, killed, a
+    # linked process's exit) is cancelled by the core, and the terminal
+    # event follows: this process stays subscribed until then.
     grace =
       try do
-        if self() in Relay.subscribers(topic), do: @exit_grace_ms, else: 0
+        if Backend.nif?() or self() in Relay.subscribers(topic), do: @exit_grace_ms, else: 0
       catch
         :exit, _ -> 0
       end
@@ -545,21 +563,13 @@ defmodule CouncilEx do
 
   # The outcome the run's C node retains, asked of that node only while
   # it is still connected (a node that stops or was lost has none to give,
-  # and a new node knows nothing of the run): `{:error, {:exit, reason}}`
-  # when it cannot be read.
+  # and a new node knows nothing of the run), or of the NIF:
+  # `{:error, {:exit, reason}}` when it cannot be read.
   defp retained({registry, run_id}, pid, reason, tries \\ 20) do
-    node = node(pid)
-
     reply =
-      if node in Node.list(:connected) do
-        try do
-          GenServer.call({CouncilEx.Node.service_name(), node}, {:result, registry, run_id}, 5_000)
-        catch
-          :exit, _ -> :unreadable
-        end
-      else
-        :unreadable
-      end
+      if Backend.nif?(),
+        do: Backend.call({:result, registry, run_id}, 5_000),
+        else: retained_at(node(pid), registry, run_id)
 
     case Wire.reply(reply) do
       {:ok, _} = ok ->
@@ -578,6 +588,18 @@ defmodule CouncilEx do
 
       _ ->
         {:error, {:exit, reason}}
+    end
+  end
+
+  defp retained_at(node, registry, run_id) do
+    if node in Node.list(:connected) do
+      try do
+        GenServer.call({CouncilEx.Node.service_name(), node}, {:result, registry, run_id}, 5_000)
+      catch
+        :exit, _ -> :unreadable
+      end
+    else
+      :unreadable
     end
   end
 

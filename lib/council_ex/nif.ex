@@ -1,115 +1,172 @@
 defmodule CouncilEx.Nif do
   @moduledoc """
   The C core inside this VM, as a NIF (`priv/council_nif.so`, built from
-  `c_src/nif/council_nif.c`): the first slice of the `backend: :nif`
-  option, with no C node and no distribution.
+  `c_src/nif/`): the backend of `config :council_ex, backend: :nif`, with
+  no C node, no second OS process and no distribution.
 
-  The core runs on a thread of its own; every function here only queues a
-  request for it and waits for the answer in a `receive`, so no scheduler
-  ever blocks on the core. Events reach subscribers as plain messages with
-  the same terms the C node sends (`docs/protocol.md`, "Events"), and
-  `await/2` answers as the C node's `:await` does, so code written against
-  the raw protocol reads both alike.
-
-  What this slice does not do yet: runs are not processes (they are named
-  by run id), `beam` members and Elixir tools need the C node, and a
-  subscriber that dies stays subscribed until its run ends.
+  The library uses it for you (`CouncilEx.start/3` and the rest of the API
+  work the same with either backend, see `CouncilEx.Backend`); this module
+  is its raw protocol, the same requests and replies as the C node's
+  registered service (docs/protocol.md), for code that wants them:
 
       iex> spec = ~s({"id":"nif","members":[{"id":"a","provider":"mock"}],"rounds":[{"type":"independent_analysis"}]})
-      iex> {:ok, id} = CouncilEx.Nif.start(spec, "2+2?", subscribe: [])
-      iex> {:ok, %{final: final}} = CouncilEx.Nif.await(id)
-      iex> final =~ "a: independent_analysis"
+      iex> {:ok, pid} = CouncilEx.Nif.start(%{spec: spec, input: "2+2?", subscribe: [self()]})
+      iex> is_pid(pid)
       true
+      iex> receive do
+      ...>   {:run_completed, _run_id, %{final: final}} -> final =~ "a: independent_analysis"
+      ...> end
+      true
+
+  How it works: the core runs on a thread of its own (created when the
+  library loads; `CouncilEx.Nif.Server` opens the context when the
+  application starts and closes it, cancelling every run, when it stops).
+  Every call here only copies its request into a queue for that thread
+  and waits for the answer in a `receive`, so no scheduler ever waits for
+  the core. Events go from that thread straight to subscriber pids with
+  `enif_send`, as the same terms the C node sends. Each run is a pid: a
+  tiny process (`CouncilEx.Nif.Run`) that holds the run's handle and hands
+  calls to the core; the run's state lives in the core.
   """
+
+  alias CouncilEx.Nif.Run
 
   @timeout 15_000
 
-  @doc """
-  Starts a run of `spec_json` (a council spec as JSON text) on `input` (any
-  term; a binary is also the text members see). Options: `:run_id` (a
-  binary; generated when absent), `:registry` (a binary; the default
-  registry when absent), `:subscribe` (pids that get every event, from
-  `run_started` on). Returns `{:ok, run_id}` or `{:error, reason}`
-  (`:invalid_spec`, `:already_started`, `:unknown_provider`, `:limit`,
-  `:too_big`, `:badarg`).
-  """
-  @spec start(binary, term, keyword) :: {:ok, binary} | {:error, atom}
-  def start(spec_json, input, opts \\ []) when is_binary(spec_json) do
-    call(fn ->
-      start_nif(
-        spec_json,
-        input,
-        Keyword.get(opts, :run_id, ""),
-        Keyword.get(opts, :registry),
-        Keyword.get(opts, :subscribe, [])
-      )
-    end)
+  # The library is loaded with the module, so that a new version of this
+  # module takes the running core over (the NIF's upgrade callback) and
+  # purging the last one stops it (unload). A library that cannot load
+  # (e.g. `priv/council_nif.so` not built) does not keep the module from
+  # loading: `loaded?/0` is false and requests give `:unavailable`.
+  @on_load :on_load
+
+  @doc false
+  def on_load do
+    _ = load()
+    :ok
   end
 
   @doc """
-  Waits for the run to end and returns its outcome: `{:ok, result}`,
-  `{:error, {:failed, errors, result}}`, `{:error, {:cancelled, result}}`;
-  a run that has ended already answers at once while it is retained.
-  `{:error, :not_found}` for an unknown run, `{:error, :timeout}` after
-  `:timeout` ms (default `:infinity`).
+  A request of the C node's service (docs/protocol.md, "The registered
+  service"), answered the same way: `{:whereis, registry, run_id}`,
+  `{:state, registry, run_id}`, `{:result, registry, run_id}`,
+  `{:cancel, registry, run_id}`, `{:subscribe, topic, pid}`,
+  `{:subscribe, topic, pid, :tagged}`, `{:unsubscribe, topic, pid}`,
+  `:stats`, `:ping`. Also `{:subscribe, topic, pid, :lib}`: events as the
+  library's subscribers get them (round names as existing atoms, see
+  `CouncilEx.PubSub`). Starts go through `start/1` and `start_link/1`.
+
+  `{:error, :unavailable}` when the NIF is not loaded or its context is
+  closed (the application is not running); `{:error, :timeout}` after
+  `timeout` ms.
   """
-  @spec await(binary, keyword) :: {:ok, map} | {:error, term}
-  def await(run_id, opts \\ []) do
-    call(fn -> await_nif(run_id, Keyword.get(opts, :registry)) end, Keyword.get(opts, :timeout, :infinity))
-  end
-
-  @doc "Cancels the run: `:ok` (also for a finished run) or `{:error, :not_found}`."
-  @spec cancel(binary, keyword) :: :ok | {:error, :not_found}
-  def cancel(run_id, opts \\ []), do: call(fn -> cancel_nif(run_id, Keyword.get(opts, :registry)) end)
-
-  @doc "The run's summary (`{:ok, map}`, as the C node's `:state`) or `{:error, :not_found}`."
-  @spec state(binary, keyword) :: {:ok, map} | {:error, :not_found}
-  def state(run_id, opts \\ []), do: call(fn -> state_nif(run_id, Keyword.get(opts, :registry)) end)
-
-  @doc "Subscribes the calling process to the run's events: `:ok` or `{:error, reason}`."
-  @spec subscribe(binary, keyword) :: :ok | {:error, atom}
-  def subscribe(run_id, opts \\ []),
-    do: call(fn -> subscribe_nif(run_id, Keyword.get(opts, :registry)) end)
-
-  defp call(request, timeout \\ @timeout) do
-    :ok = ensure_loaded()
-    ref = request.()
+  @spec call(term, timeout) :: term
+  def call(request, timeout \\ @timeout) do
+    ref = call_nif(request)
 
     receive do
       {^ref, reply} -> reply
     after
       timeout -> {:error, :timeout}
     end
+  catch
+    # not loaded, or being unloaded
+    :error, _ -> {:error, :unavailable}
   end
 
   @doc """
-  Loads the NIF library (once per VM; later calls return `:ok`).
+  Starts a run from the C node's start options (docs/protocol.md, "start
+  options": `:spec` (JSON), `:input`, `:run_id`, `:council`, `:registry`,
+  `:user_opts`, `:subscribe`, `:member_server`): `{:ok, run_pid}` or
+  `{:error, reason}` as the C node answers.
+  """
+  @spec start(map) :: {:ok, pid} | {:error, term}
+  def start(opts) when is_map(opts), do: start_run(:start, opts)
+
+  @doc "As `start/1`, with the run linked to the caller before it begins."
+  @spec start_link(map) :: {:ok, pid} | {:error, term}
+  def start_link(opts) when is_map(opts), do: start_run(:start_link, opts)
+
+  @doc false
+  # The run's pid is spawned here (linked for :start_link, so the link
+  # exists before the run begins), then handed to the core with the
+  # request; a start that fails takes it back.
+  @spec start_run(:start | :start_link, map) :: {:ok, pid} | {:error, term}
+  def start_run(how, opts) when how in [:start, :start_link] do
+    pid = Run.spawn(how, Map.get(opts, :member_server))
+
+    case call({how, opts, pid}, :infinity) do
+      {:ok, ^pid} = ok ->
+        ok
+
+      other ->
+        if how == :start_link, do: unlink_flush(pid)
+        Process.exit(pid, :kill)
+        other
+    end
+  end
+
+  defp unlink_flush(pid) do
+    Process.unlink(pid)
+
+    receive do
+      {:EXIT, ^pid, _} -> :ok
+    after
+      0 -> :ok
+    end
+  end
+
+  @doc "Whether the NIF library is loaded in this VM (by this module's current code)."
+  @spec loaded?() :: boolean
+  def loaded? do
+    run_id_nif(nil)
+  rescue
+    # the NIF's answer to a bad argument
+    ArgumentError -> true
+    # the stub's
+    _ -> false
+  end
+
+  @doc """
+  `:ok` when the NIF library is loaded, else tries once more to load it:
   `{:error, reason}` when `priv/council_nif.so` is missing or cannot load.
   """
   @spec ensure_loaded() :: :ok | {:error, term}
   def ensure_loaded do
-    case :persistent_term.get({__MODULE__, :loaded}, false) do
-      true ->
-        :ok
-
-      false ->
-        :global.trans({__MODULE__, self()}, fn -> load() end, [node()])
-    end
+    if loaded?(), do: :ok, else: load()
   end
 
   defp load do
-    path = Application.app_dir(:council_ex, "priv/council_nif")
-
-    case :erlang.load_nif(String.to_charlist(path), 0) do
-      :ok -> :persistent_term.put({__MODULE__, :loaded}, true)
-      {:error, {:reload, _}} -> :persistent_term.put({__MODULE__, :loaded}, true)
+    case :erlang.load_nif(String.to_charlist(path()), 0) do
+      :ok -> :ok
+      {:error, {:reload, _}} -> :ok
       {:error, reason} -> {:error, reason}
     end
   end
 
-  defp start_nif(_spec, _input, _run_id, _registry, _subscribers), do: :erlang.nif_error(:not_loaded)
-  defp await_nif(_run_id, _registry), do: :erlang.nif_error(:not_loaded)
-  defp cancel_nif(_run_id, _registry), do: :erlang.nif_error(:not_loaded)
-  defp state_nif(_run_id, _registry), do: :erlang.nif_error(:not_loaded)
-  defp subscribe_nif(_run_id, _registry), do: :erlang.nif_error(:not_loaded)
+  @doc false
+  @spec path() :: Path.t()
+  def path do
+    case :code.priv_dir(:council_ex) do
+      {:error, _} -> Path.expand("../../priv/council_nif", __DIR__)
+      dir -> Path.join(List.to_string(dir), "council_nif")
+    end
+  end
+
+  # ------------------------------------------------------- run processes
+
+  @doc false
+  def run_call(run, from, request), do: run_call_nif(run, from, request)
+  @doc false
+  def run_info(run, message), do: run_info_nif(run, message)
+  @doc false
+  def run_stop(run, reason), do: run_stop_nif(run, reason)
+  @doc false
+  def run_id(run), do: run_id_nif(run)
+
+  defp call_nif(_request), do: :erlang.nif_error(:not_loaded)
+  defp run_call_nif(_run, _from, _request), do: :erlang.nif_error(:not_loaded)
+  defp run_info_nif(_run, _message), do: :erlang.nif_error(:not_loaded)
+  defp run_stop_nif(_run, _reason), do: :erlang.nif_error(:not_loaded)
+  defp run_id_nif(_run), do: :erlang.nif_error(:not_loaded)
 end

@@ -85,6 +85,7 @@ defmodule CouncilEx.PubSub do
   `CouncilEx.start/3`) instead of subscribing after it has started.
   """
 
+  alias CouncilEx.Backend
   alias CouncilEx.PubSub.Relay
 
   @doc """
@@ -95,13 +96,20 @@ defmodule CouncilEx.PubSub do
   """
   @spec subscribe(binary) :: :ok | {:error, term}
   def subscribe(run_id_or_topic) when is_binary(run_id_or_topic) do
-    Relay.subscribe(topic(run_id_or_topic), self())
+    if Backend.nif?(),
+      do: Backend.call({:subscribe, topic(run_id_or_topic), self(), :lib}),
+      else: Relay.subscribe(topic(run_id_or_topic), self())
   end
 
   @doc "Unsubscribes the calling process (run id or topic). Always `:ok`."
   @spec unsubscribe(binary) :: :ok
   def unsubscribe(run_id_or_topic) when is_binary(run_id_or_topic) do
-    Relay.unsubscribe(topic(run_id_or_topic), self())
+    if Backend.nif?() do
+      Backend.call({:unsubscribe, topic(run_id_or_topic), self()})
+      :ok
+    else
+      Relay.unsubscribe(topic(run_id_or_topic), self())
+    end
   end
 
   @doc "The topic of a run: `\"council_ex:run:\" <> run_id` (a topic is returned as is)."

@@ -24,7 +24,7 @@ defmodule CouncilEx.RunServer do
   namespace (the same run id may live in two registries).
   """
 
-  alias CouncilEx.{MemberServer, Providers, RunIndex, Spec, Wire}
+  alias CouncilEx.{Backend, MemberServer, Providers, RunIndex, Spec, Wire}
 
   @typedoc """
   The curated state of a run (SPEC section 3): `started_at` is a `DateTime`
@@ -129,7 +129,7 @@ defmodule CouncilEx.RunServer do
           {:ok, pid} | {:error, :unknown_run | :runner_dead | :noconnection | :unavailable}
   def whereis(run_id, opts \\ []) when is_binary(run_id) do
     registry = registry!(opts)
-    CouncilEx.Node.call({:whereis, Wire.registry_name(registry), run_id})
+    Backend.call({:whereis, Wire.registry_name(registry), run_id})
   end
 
   @doc "The run id of a run pid."
@@ -172,7 +172,7 @@ defmodule CouncilEx.RunServer do
   def state(run_id, opts) when is_binary(run_id) do
     registry = registry!(opts)
 
-    case CouncilEx.Node.call({:state, Wire.registry_name(registry), run_id}) do
+    case Backend.call({:state, Wire.registry_name(registry), run_id}) do
       {:ok, summary} -> {:ok, Wire.summary(summary)}
       other -> other
     end
@@ -237,7 +237,7 @@ defmodule CouncilEx.RunServer do
 
     request = if member_server, do: Map.put(request, :member_server, member_server), else: request
 
-    case CouncilEx.Node.call({how, request}) do
+    case Backend.start(how, request) do
       {:ok, pid} = ok when is_pid(pid) ->
         if member_server, do: MemberServer.attach(member_server, pid)
         # For CouncilEx.await/2 on this pid once the run has ended.
@@ -324,6 +324,9 @@ defmodule CouncilEx.RunServer do
 
   defp subscriber?(pid) when is_pid(pid), do: true
   defp subscriber?({pid, :tagged}) when is_pid(pid), do: true
+  # the library's own subscribers with backend :nif (CouncilEx.start/3's
+  # subscribe: true), which get events as the relay gives them
+  defp subscriber?({pid, :lib}) when is_pid(pid), do: Backend.nif?()
   defp subscriber?(_), do: false
 
   @doc false

@@ -1,74 +1,320 @@
 defmodule CouncilEx.NifTest do
-  # The core as a NIF in this VM (CouncilEx.Nif): runs, events and outcomes
-  # in the same terms as the C node's, no scheduler blocked.
+  # The NIF backend's raw protocol (CouncilEx.Nif): the C node's requests
+  # and replies, runs as pids, events straight to subscribers, cleanup by
+  # monitors, beam members, and many processes calling at once. Runs with
+  # backend :nif (the context is opened by the application).
   use ExUnit.Case, async: true
+  @moduletag :nif_only
   doctest CouncilEx.Nif
 
   alias CouncilEx.Nif
+  import CouncilEx.Test.Helpers, only: [eventually: 1, run_id: 1]
 
+  @reg "CouncilEx.Runner.Registry"
   @spec3 ~s({"id":"nif","members":[{"id":"a","provider":"mock","options":{"chunks":3}},
              {"id":"b","provider":"mock","options":{"vote":"A"}},{"id":"c","provider":"mock"}],
              "rounds":[{"type":"independent_analysis"},{"type":"vote"}],"chair":"a"})
   @slow ~s({"id":"slow","members":[{"id":"a","provider":"mock","options":{"latency_ms":600000}}],
             "rounds":[{"type":"independent_analysis"}]})
+  @failing ~s({"id":"f","members":[{"id":"x","provider":"mock","options":{"fail_attempts":[1],
+               "latency_ms":300}}],"rounds":[{"type":"independent_analysis"}]})
+  @brief ~s({"id":"brief","members":[{"id":"a","provider":"mock","options":{"latency_ms":300}}],
+             "rounds":[{"type":"independent_analysis"}]})
+
+  @tags [:run_started, :round_started, :member_started, :member_token, :member_completed,
+         :round_completed, :tool_call_request, :tool_call_result]
 
   defp events(acc \\ []) do
     receive do
       {t, _, _} = e when t in [:run_completed, :run_cancelled] -> Enum.reverse([e | acc])
       {:run_failed, _, _, _} = e -> Enum.reverse([e | acc])
-      e when is_tuple(e) and is_atom(elem(e, 0)) -> events([e | acc])
+      e when is_tuple(e) and elem(e, 0) in @tags -> events([e | acc])
     after
       10_000 -> flunk("no terminal event: #{inspect(Enum.reverse(acc))}")
     end
   end
 
-  test "a run streams its events to subscribers and awaits its outcome" do
-    id = "nif-#{System.unique_integer([:positive])}"
+  defp stats do
+    {:ok, s} = Nif.call(:stats)
+    s
+  end
+
+  test "a run streams the C node's event terms to subscribers; await, state, result, whereis" do
+    id = run_id("nif")
     input = {:question, "2+2?"}
-    assert {:ok, ^id} = Nif.start(@spec3, input, run_id: id, subscribe: [self()])
+    assert {:ok, pid} = Nif.start(%{spec: @spec3, input: input, run_id: id, subscribe: [self()]})
     evs = events()
     assert [{:run_started, ^id, "nif", ^input} | _] = evs
     assert length(for {:member_token, ^id, "independent_analysis", "a", _} <- evs, do: 1) == 3
     assert {:run_completed, ^id, %{final: final, rounds: rounds, errors: [], usage: _}} =
              List.last(evs)
+
     assert is_binary(final) and length(rounds) == 3
-    assert {:ok, %{final: ^final}} = Nif.await(id)
-    assert {:ok, %{status: :completed, run_id: ^id, rounds_completed: 3}} = Nif.state(id)
-    assert {:error, :already_started} = Nif.start(@spec3, "again", run_id: id)
+    assert {:ok, %{final: ^final}} = Nif.call({:result, @reg, id})
+    assert {:ok, %{status: :completed, run_id: ^id, rounds_completed: 3}} =
+             Nif.call({:state, @reg, id})
+
+    assert {:error, :runner_dead} = Nif.call({:whereis, @reg, id})
+    assert {:error, :unknown_run} = Nif.call({:whereis, @reg, "no-such-run"})
+    refute Process.alive?(pid)
+    assert {:error, :already_started} = Nif.start(%{spec: @spec3, input: "again", run_id: id})
   end
 
-  test "await answers when a running run ends; cancel ends it" do
-    {:ok, id} = Nif.start(@slow, "q")
-    assert {:ok, %{status: :running}} = Nif.state(id)
-    waiter = Task.async(fn -> Nif.await(id) end)
-    assert :ok = Nif.subscribe(id)
-    assert :ok = Nif.cancel(id)
-    assert {:error, {:cancelled, %{rounds: []}}} = Task.await(waiter)
+  test "a run pid answers calls, casts and :sys.get_state as the C node's" do
+    id = run_id("calls")
+    assert {:ok, pid} = Nif.start(%{spec: @slow, input: "q", run_id: id})
+    assert {:ok, ^pid} = Nif.call({:whereis, @reg, id})
+    assert GenServer.call(pid, :run_id) == id
+    assert {:ok, %{status: :running, current_round: %{name: "independent_analysis", idx: 0}}} =
+             GenServer.call(pid, :state)
+
+    assert %{run_id: ^id, status: :running} = :sys.get_state(pid)
+    assert {:error, :running} = GenServer.call(pid, :result)
+    assert {:error, {:unknown_call, :nope}} = GenServer.call(pid, :nope)
+    assert :ok = GenServer.call(pid, {:subscribe, self()})
+    ref = Process.monitor(pid)
+    GenServer.cast(pid, :cancel)
+    assert_receive {:run_cancelled, ^id, %{rounds: []}}
+    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, :cancelled}}
+    assert {:error, {:cancelled, _}} = Nif.call({:result, @reg, id})
+    catch_exit(GenServer.call(pid, :state))
+  end
+
+  test "exit reasons: normal, failed, GenServer.stop's, a kill (the run is cancelled)" do
+    {:ok, done} = Nif.start(%{spec: @brief, input: "q"})
+    ref = Process.monitor(done)
+    assert_receive {:DOWN, ^ref, :process, ^done, :normal}
+
+    {:ok, failed} = Nif.start(%{spec: @failing, input: "q"})
+    ref = Process.monitor(failed)
+    assert_receive {:DOWN, ^ref, :process, ^failed, {:shutdown, {:failed, [_ | _]}}}
+
+    id = run_id("stop")
+    {:ok, stopped} = Nif.start(%{spec: @slow, input: "q", run_id: id, subscribe: [self()]})
+    waiter = Task.async(fn -> GenServer.call(stopped, :await, :infinity) end)
+    eventually(fn -> match?({:ok, %{status: :running}}, GenServer.call(stopped, :state)) end)
+    ref = Process.monitor(stopped)
+    assert :ok = GenServer.stop(stopped, :my_reason)
+    assert_receive {:DOWN, ^ref, :process, ^stopped, :my_reason}
     assert_receive {:run_cancelled, ^id, _}
-    assert :ok = Nif.cancel(id)
+    assert {:error, {:cancelled, _}} = Task.await(waiter)
+
+    id = run_id("kill")
+    {:ok, killed} = Nif.start(%{spec: @slow, input: "q", run_id: id, subscribe: [self()]})
+    ref = Process.monitor(killed)
+    Process.exit(killed, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^killed, :killed}
+    assert_receive {:run_cancelled, ^id, _}
+    assert {:error, {:cancelled, _}} = Nif.call({:result, @reg, id})
   end
 
-  test "bad requests get clear errors" do
-    assert {:error, :invalid_spec} = Nif.start("{not json", "q")
-    assert {:error, :invalid_spec} = Nif.start(~s({"id":"x","members":[],"rounds":[]}), "q")
-    assert {:error, :unknown_provider} =
-             Nif.start(~s({"id":"x","members":[{"id":"a","provider":"beam"}],
-                          "rounds":[{"type":"vote"}]}), "q")
-    assert {:error, :not_found} = Nif.await("no-such-run")
-    assert {:error, :not_found} = Nif.state("no-such-run", registry: "other")
-    assert {:error, :badarg} = Nif.start(@spec3, "q", run_id: "x1", subscribe: [:not_a_pid])
-    assert {:error, :not_found} = Nif.state("x1") # refused whole: no run was made
+  test "start_link: the run is linked before it begins; the caller's exit cancels it" do
+    me = self()
+    id = run_id("link")
+
+    caller =
+      spawn(fn ->
+        {:ok, pid} = Nif.start_link(%{spec: @slow, input: "q", run_id: id, subscribe: [me]})
+        send(me, {:run, pid, Process.info(self(), :links)})
+        Process.sleep(:infinity)
+      end)
+
+    assert_receive {:run, run, {:links, links}}
+    assert run in links
+    ref = Process.monitor(run)
+    Process.exit(caller, :boom)
+    assert_receive {:DOWN, ^ref, :process, ^run, reason}
+    assert reason == :boom
+    assert_receive {:run_cancelled, ^id, _}
+
+    # a refused start_link leaves no link and no exit signal behind
+    Process.flag(:trap_exit, true)
+    assert {:error, :already_started} = Nif.start_link(%{spec: @slow, input: "q", run_id: id})
+    {:links, links} = Process.info(self(), :links)
+    assert links == []
+    refute_received {:EXIT, _, _}
   end
 
-  test "many processes run councils at once" do
+  test "subscriptions: plain, tagged and the library's form; duplicates count once" do
+    id = run_id("modes")
+    topic = "council_ex:run:" <> id
+    me = self()
+    tagged = spawn_link(fn -> forward(me, :tagged) end)
+    lib = spawn_link(fn -> forward(me, :lib) end)
+    assert :ok = Nif.call({:subscribe, topic, tagged, :tagged})
+    assert :ok = Nif.call({:subscribe, topic, lib, :lib})
+    assert :ok = Nif.call({:subscribe, topic, self()})
+    assert :ok = Nif.call({:subscribe, topic, self()})
+
+    {:ok, _} =
+      Nif.start(%{spec: @spec3, input: "q", run_id: id, council: "Elixir.CouncilEx.NifTest",
+                  subscribe: [self(), {self(), :tagged}]})
+
+    plain = events()
+    assert [{:run_started, ^id, "Elixir.CouncilEx.NifTest", "q"} | _] = plain
+    assert {:round_started, id, "vote", 1} in plain
+    assert_receive {:tagged, {:council_ex_event, ^topic, {:run_started, ^id, _, _}}}
+    assert_receive {:lib, {:run_started, ^id, CouncilEx.NifTest, "q"}}
+    assert_receive {:lib, {:round_started, ^id, :vote, 1}}
+    assert_receive {:lib, {:run_completed, ^id, %{rounds: [%{name: :independent_analysis} | _]}}}
+    # the subscriptions to the run's own topic ended with its terminal event
+    eventually(fn -> stats().subscriptions == 0 end)
+    refute_received {:run_started, ^id, _, _}
+  end
+
+  test "a subscriber killed mid-run is unsubscribed at once, before its run ends" do
+    id = run_id("dead-sub")
+    subs = for _ <- 1..5, do: spawn(fn -> Process.sleep(:infinity) end)
+    before = stats()
+    {:ok, pid} = Nif.start(%{spec: @slow, input: "q", run_id: id, subscribe: subs})
+    assert stats().subscriptions >= before.subscriptions + 5
+    Enum.each(subs, &Process.exit(&1, :kill))
+    eventually(fn -> stats().subscriptions == before.subscriptions end)
+    assert stats().pids == before.pids
+    assert Process.alive?(pid)
+    GenServer.cast(pid, :cancel)
+  end
+
+  test "a sub-council topic stays subscribed across its nested runs until unsubscribed" do
+    id = run_id("parent")
+    topic = "council_ex:run:#{id}:sub:inner"
+    assert :ok = Nif.call({:subscribe, topic, self()})
+
+    spec = ~s({"id":"outer","members":[{"id":"inner","provider":"council","options":{"spec":
+      {"id":"in","members":[{"id":"x","provider":"mock"}],"rounds":[{"type":"independent_analysis"}]}}}],
+      "rounds":[{"type":"independent_analysis"},{"type":"independent_analysis","name":"again"}]})
+
+    {:ok, _pid} = Nif.start(%{spec: spec, input: "q", run_id: id})
+    assert_receive {:run_completed, sub1, _}
+    assert_receive {:run_completed, sub2, _}
+    assert sub1 != sub2
+    assert :ok = Nif.call({:unsubscribe, topic, self()})
+  end
+
+  test "bad requests get the C node's errors" do
+    assert {:error, {:invalid_spec, "$", _}} = Nif.start(%{spec: "{not json", input: "q"})
+    assert {:error, {:invalid_spec, "members", _}} =
+             Nif.start(%{spec: ~s({"id":"x","members":[],"rounds":[]}), input: "q"})
+
+    assert {:error, {:invalid_spec, "members[0].provider", _}} =
+             Nif.start(%{spec: ~s({"id":"x","members":[{"id":"a","provider":"nope"}],
+                                  "rounds":[{"type":"vote"}]}), input: "q"})
+
+    assert {:error, {:bad_option, :colour}} = Nif.start(%{spec: @spec3, input: "q", colour: 1})
+    assert {:error, {:bad_option, :input}} = Nif.start(%{spec: @spec3})
+    assert {:error, {:bad_option, :subscribe}} =
+             Nif.start(%{spec: @spec3, input: "q", run_id: "x1", subscribe: [:not_a_pid]})
+
+    assert {:error, {:bad_option, :run_id}} = Nif.start(%{spec: @spec3, input: "q", run_id: ""})
+    assert {:error, :not_found} = Nif.call({:state, @reg, "x1"})
+    assert {:error, :not_found} = Nif.call({:result, "other", "x1"})
+    assert {:error, :badarg} = Nif.call({:state, 42, "x1"})
+    assert {:error, :badarg} = Nif.call({:subscribe, "", self()})
+    assert {:error, :badarg} = Nif.call({:subscribe, "t", self(), :sideways})
+    assert {:error, {:unknown_call, {:what, 1}}} = Nif.call({:what, 1})
+    assert :pong = Nif.call(:ping)
+    # a spec given as a term, as the C node takes it
+    spec = %{id: "t", members: [%{id: "a", provider: "mock"}], rounds: [%{type: :independent_analysis}]}
+    assert {:ok, _pid} = Nif.start(%{spec: spec, input: "q", subscribe: [self()]})
+    assert {:run_completed, _, %{final: "a: independent_analysis" <> _}} = List.last(events())
+  end
+
+  test "System.schedulers_online() * 100 processes start and call runs at once" do
+    n = System.schedulers_online() * 100
+
     tasks =
-      for i <- 1..200 do
+      for i <- 1..n do
         Task.async(fn ->
-          {:ok, id} = Nif.start(@spec3, "q#{i}")
-          Nif.await(id)
+          {:ok, pid} = Nif.start(%{spec: @slow, input: "q#{i}", run_id: run_id("many")})
+          id = GenServer.call(pid, :run_id)
+          {:ok, %{status: :running}} = GenServer.call(pid, :state)
+          {:ok, ^pid} = Nif.call({:whereis, @reg, id})
+          ref = Process.monitor(pid)
+          :ok = GenServer.call(pid, :cancel)
+
+          receive do
+            {:DOWN, ^ref, :process, ^pid, reason} -> reason
+          end
         end)
       end
 
-    assert Enum.all?(Task.await_many(tasks, 30_000), &match?({:ok, %{final: _}}, &1))
+    results = Task.await_many(tasks, 60_000)
+    assert Enum.all?(results, &(&1 == {:shutdown, :cancelled}))
+    eventually(fn -> stats().runs_alive == 0 end)
+  end
+
+  test "many processes run councils at once, every event delivered" do
+    tasks =
+      for i <- 1..200 do
+        Task.async(fn ->
+          {:ok, pid} = Nif.start(%{spec: @spec3, input: "q#{i}", subscribe: [self()]})
+          evs = events()
+          {pid, evs}
+        end)
+      end
+
+    for {_pid, evs} <- Task.await_many(tasks, 30_000) do
+      assert {:run_completed, _, %{final: _}} = List.last(evs)
+      assert length(evs) == length(Enum.uniq_by(evs, & &1))
+    end
+  end
+
+  test "beam members and tools: calls go to the member server, replies through the run pid" do
+    spec = ~s({"id":"b","members":[{"id":"e","provider":"beam"},{"id":"m","provider":"mock"}],
+               "rounds":[{"type":"independent_analysis"}],"limits":{"member_timeout_ms":5000}})
+
+    me = self()
+
+    server =
+      spawn_link(fn ->
+        receive do
+          {:council_member_call, run, call_id, request} ->
+            send(me, {:request, run, request})
+            send(run, {:council_member_token, call_id, "to"})
+            send(run, {:council_member_token, call_id + 1_000_000, "stray"})
+            send(run, {:council_member_reply, call_id, {:ok, "done"}})
+        end
+
+        Process.sleep(:infinity)
+      end)
+
+    {:ok, pid} =
+      Nif.start(%{spec: spec, input: "q", user_opts: {:opts, [1]}, member_server: server,
+                  subscribe: [self()]})
+
+    assert_receive {:request, ^pid, %{"member_id" => "e", "options" => %{}, "user_opts" => {:opts, [1]},
+                                      "input" => "q"}}
+
+    evs = events()
+    assert {:member_token, _, _, "e", "to"} = Enum.find(evs, &match?({:member_token, _, _, "e", _}, &1))
+    assert {:run_completed, _, %{rounds: [%{members: members}]}} = List.last(evs)
+    assert %{status: :ok, text: "done"} = Enum.find(members, &(&1.member_id == "e"))
+
+    # a run without a member server: a member error, the run goes on
+    {:ok, _} = Nif.start(%{spec: spec, input: "q", subscribe: [self()]})
+    assert {:run_completed, _, %{rounds: [%{members: members}]}} = List.last(events())
+    assert %{status: :error, error: "beam provider: this run has no member server" <> _} =
+             Enum.find(members, &(&1.member_id == "e"))
+
+    # a member server that dies: its calls fail with the reason
+    dying =
+      spawn(fn ->
+        receive do
+          {:council_member_call, _run, _id, _} -> exit(:gone_away)
+        end
+      end)
+
+    {:ok, _} = Nif.start(%{spec: spec, input: "q", member_server: dying, subscribe: [self()]})
+    assert {:run_completed, _, %{rounds: [%{members: members}]}} = List.last(events())
+    assert %{status: :error, error: "beam provider: member server down: gone_away"} =
+             Enum.find(members, &(&1.member_id == "e"))
+  end
+
+  defp forward(to, tag) do
+    receive do
+      m ->
+        send(to, {tag, m})
+        forward(to, tag)
+    end
   end
 end

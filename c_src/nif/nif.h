@@ -1,0 +1,254 @@
+/* nif.h - the NIF backend's shared record (the files of c_src/nif).
+ *
+ * Threads. The core is not thread-safe (council.h): one thread of our own
+ * (enif_thread_create, "the loop thread") owns the council context and
+ * everything below marked "loop". Schedulers only copy a request into a
+ * command, queue it (st->mu) and wake the loop (council_ctx_wakeup), so
+ * no NIF call waits for the core; resource monitors (run pids,
+ * subscribers) queue a command from their down callback the same way.
+ * The loop thread answers with enif_send.
+ *
+ * Files: council_nif.c (load/upgrade/unload, the NIF functions, the queue
+ * and the loop), nif_service.c (the service requests of docs/protocol.md:
+ * start, whereis, state, result, cancel, subscribe, stats), nif_run.c (a
+ * run and its pid: calls, awaiters, the end), nif_subs.c (subscriptions of
+ * local pids, events as terms), nif_beam.c (the beam provider and the beam
+ * tool handler), nif_term.c (term helpers).
+ *
+ * Uses only the core's public headers (council.h, council_json.h) and the
+ * C node's term encoders (event_term.h, spec_cache.h).
+ */
+#ifndef COUNCIL_NIF_H
+#define COUNCIL_NIF_H
+
+#include <council.h>
+#include <ei.h>
+#include <erl_nif.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ lists */
+
+typedef struct nif_dl {
+    struct nif_dl *prev, *next;
+} nif_dl;
+
+static inline void nif_dl_init(nif_dl *l) { l->prev = l->next = l; }
+static inline int nif_dl_empty(const nif_dl *l) { return l->next == l; }
+static inline void nif_dl_push(nif_dl *l, nif_dl *e)
+{
+    e->prev = l->prev;
+    e->next = l;
+    l->prev->next = e;
+    l->prev = e;
+}
+static inline void nif_dl_del(nif_dl *e)
+{
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+    e->prev = e->next = e;
+}
+#define NIF_DL_ENTRY(p, type, field) ((type *)((char *)(p)-offsetof(type, field)))
+
+/* ------------------------------------------------------------ atoms */
+
+/* Made once at load (atoms are global); the names in docs/protocol.md. */
+typedef struct nif_atoms {
+    ERL_NIF_TERM ok, error, nil, true_, false_, normal, shutdown, cancelled, failed,
+        undefined, badarg, enomem, limit, not_found, unknown_run, runner_dead, running,
+        already_started, invalid_spec, bad_option, unknown_call, unavailable, noproc,
+        tagged, lib, pong, run_id, state, cancel, await, result, subscribe, unsubscribe,
+        start, start_link, whereis, ping, stats, open, close, sys_state, council_ex_event,
+        council_ex_overflow, council_member_call, council_member_token,
+        council_member_reply, council_tool_call, council_tool_reply, council_run,
+        council_end, council_reply, down, process, name, rounds, spec, input, council,
+        registry, user_opts, member_server, runs, runs_alive, subscriptions, pids,
+        pending, json, run_started, round_started, member_started, member_token,
+        member_completed, round_completed, run_completed, run_failed, run_cancelled,
+        tool_call_request, tool_call_result, retention_ms, max_runs, max_retained,
+        max_subscribers_per_topic, subscriber_queue_cap, member_timeout_ms, max_spec_bytes,
+        output_cap;
+} nif_atoms;
+
+extern nif_atoms A;
+void nif_atoms_init(ErlNifEnv *env);
+
+/* ------------------------------------------------------------ state */
+
+typedef struct nif_cmd nif_cmd;
+typedef struct nif_subs nif_subs;
+typedef struct nif_beam nif_beam;
+struct cn_spec_cache;
+
+typedef struct nif_state {
+    /* shared with the schedulers: under mu */
+    ErlNifMutex *mu;
+    ErlNifCond *cv;
+    nif_cmd *head, *tail;
+    int stopping;              /* unload: the loop ends */
+    council_ctx *wake_ctx;     /* the context to wake (NULL while closed) */
+    int refs;                  /* module instances + live resources (st freed at 0) */
+    int instances;             /* module instances (load/upgrade; unload) */
+    ErlNifTid tid;
+    int thread_running;
+
+    /* loop */
+    council_ctx *ctx;          /* NULL while closed (before open, after close) */
+    struct cn_spec_cache *specs;
+    nif_subs *subs;
+    nif_beam *beam;
+    nif_dl live;               /* run records with a pid (nif_run.c) */
+    nif_dl ending;             /* runs whose end the core reported, to finish */
+    size_t runs_alive;
+    ErlNifEnv *out;            /* scratch env for messages (cleared after each) */
+    ei_x_buff x;               /* scratch ETF buffer */
+    ErlNifEnv *cmd_env;        /* env of the command being carried out */
+} nif_state;
+
+/* Resource types (opened at load, taken over at upgrade). */
+extern ErlNifResourceType *nif_run_type;
+extern ErlNifResourceType *nif_pid_type;
+
+/* A reference on st for a resource object: taken when it is made,
+ * dropped by its destructor; st is freed with the last one. */
+void nif_state_ref(nif_state *st);
+void nif_state_unref(nif_state *st);
+
+/* ------------------------------------------------------------ commands */
+
+typedef enum nif_cmd_kind {
+    CMD_CALL,      /* service request: a = request; reply {ref, Reply} to caller */
+    CMD_RUN_CALL,  /* on a run pid: obj = run, a = from | nil, b = request */
+    CMD_RUN_INFO,  /* a message to a run pid: obj = run, a = message */
+    CMD_RUN_STOP,  /* GenServer.stop: obj = run, a = reason */
+    CMD_RUN_DOWN,  /* the run pid is gone: obj = run */
+    CMD_PID_DOWN,  /* a subscriber is gone: obj = its pid record */
+} nif_cmd_kind;
+
+struct nif_cmd {
+    nif_cmd *next;
+    nif_cmd_kind kind;
+    ErlNifPid caller;
+    ErlNifEnv *env; /* the copied terms (NULL for the DOWN kinds) */
+    ERL_NIF_TERM ref, a, b;
+    void *obj;      /* a kept resource, released after the command */
+    ErlNifMonitor mon;
+};
+
+/* Queues c (the loop thread owns it from then on). 0, or -1 when the
+ * library is unloading (c is not taken). Any thread. */
+int nif_queue(nif_state *st, nif_cmd *c);
+
+/* ------------------------------------------------------------ sending */
+
+/* Sends t (built in st->out) to pid and clears st->out. 1 if sent, 0 if
+ * the pid is not alive. Loop thread. */
+int nif_send(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t);
+
+/* The term of the ETF in st->x (with its version byte), in env, or 0 when
+ * it cannot be decoded. */
+ERL_NIF_TERM nif_x_term(nif_state *st, ErlNifEnv *env);
+/* Resets st->x to hold only the version byte. */
+void nif_x_reset(nif_state *st);
+
+/* ------------------------------------------------------------ terms */
+
+ERL_NIF_TERM nif_ok(ErlNifEnv *env, ERL_NIF_TERM t);
+ERL_NIF_TERM nif_error(ErlNifEnv *env, ERL_NIF_TERM reason);
+ERL_NIF_TERM nif_error2(ErlNifEnv *env, ERL_NIF_TERM tag, ERL_NIF_TERM v);
+ERL_NIF_TERM nif_binary(ErlNifEnv *env, const void *p, size_t len);
+ERL_NIF_TERM nif_cstr(ErlNifEnv *env, const char *s);
+/* The reason atom of a council_err as the C node reports it (bridge.c):
+ * limit, enomem, already_started, else `otherwise`. */
+ERL_NIF_TERM nif_reason(int err, ERL_NIF_TERM otherwise);
+/* A binary's or an atom's text, NUL-terminated in buf (size n): 0, or -1
+ * (not a name, too long, or holding a NUL). nil gives -1 with *absent. */
+int nif_name(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n, int *absent);
+/* An existing atom for a name (UTF-8 bytes) when one exists, else the
+ * binary: what CouncilEx.Wire does for round names. */
+ERL_NIF_TERM nif_existing_atom_or_binary(ErlNifEnv *env, ERL_NIF_TERM bin);
+/* A JSON value as the C node's term_json.h maps it (objects: maps with
+ * binary keys; null: nil). 0 when out of memory. */
+struct json_t;
+ERL_NIF_TERM nif_json_term(ErlNifEnv *env, const struct json_t *j, int depth);
+/* Text of a term (enif_snprintf %T), NUL-terminated, clipped to n. */
+void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
+
+/* ------------------------------------------------------------ runs */
+
+typedef struct nif_run nif_run;
+
+/* Carries out a call/cast/message/stop/down of a run pid (CMD_RUN_*). */
+void nif_run_cmd(nif_state *st, nif_cmd *c);
+/* Makes the record of a new (pending) run served by pid and monitors pid:
+ * the run's resource with one reference for the loop (released when the
+ * run's pid is told to exit, or is gone). NULL when out of memory or pid
+ * is not alive (*dead set). */
+nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
+                     const ErlNifPid *server, int *dead);
+/* Sends the pid its resource: {'$council_run', Res, Server | nil}. */
+void nif_run_announce(nif_state *st, nif_run *r);
+/* Drops a record whose run could not begin (the start was refused). */
+void nif_run_abandon(nif_state *st, nif_run *r);
+/* The record of a run (NULL: none, or its pid is gone). */
+nif_run *nif_run_of(const council_run *run);
+const ErlNifPid *nif_run_pid(const nif_run *r);
+/* The member server (NULL: none given, or it went down). */
+const ErlNifPid *nif_run_server(const nif_run *r);
+/* The member server went down: the run has none from now on. */
+void nif_run_server_gone(nif_run *r);
+/* The run's beam calls waiting for a reply (nif_beam.c's entries). */
+nif_dl *nif_run_calls(nif_run *r);
+/* Cancels every run (the library's stop, unload) with reason `shutdown`. */
+void nif_runs_shutdown(nif_state *st);
+/* Finishes the runs whose end the core reported: their events go out
+ * first (council_ctx_flush), then awaiters' answers and the pid's end.
+ * Loop thread, outside core callbacks. */
+void nif_runs_finish(nif_state *st);
+/* Cancels a run through its record if it has one (the end reason then
+ * defaults), else through the core. */
+void nif_run_cancel(council_run *run);
+/* The id of a run resource, read by any thread (immutable). */
+int nif_run_id_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out);
+void nif_run_dtor(ErlNifEnv *env, void *obj);
+void nif_run_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
+
+/* ------------------------------------------------------------ subscriptions */
+
+enum { NIF_SUB_PLAIN = 0, NIF_SUB_TAGGED = 1, NIF_SUB_LIB = 2 };
+
+nif_subs *nif_subs_new(nif_state *st, size_t max);
+/* Ends every subscription without a message, drops the monitors. */
+void nif_subs_free(nif_subs *s);
+int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid, int mode);
+int nif_subs_has(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid);
+int nif_subs_remove(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid);
+size_t nif_subs_count(const nif_subs *s);
+size_t nif_subs_pids(const nif_subs *s);
+/* CMD_PID_DOWN */
+void nif_subs_pid_down(nif_subs *s, void *obj, const ErlNifMonitor *mon);
+void nif_pid_dtor(ErlNifEnv *env, void *obj);
+void nif_pid_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
+
+/* ------------------------------------------------------------ beam */
+
+nif_beam *nif_beam_register(nif_state *st, int *rc);
+/* A message to a run pid that may be a member/tool reply or the member
+ * server's DOWN: 1 if it was (handled or dropped), 0 if not. */
+int nif_beam_info(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TERM msg);
+/* The run's member server went down with reason: its calls fail. */
+void nif_beam_server_down(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TERM reason);
+/* The run's pid is gone: forget its calls. */
+void nif_beam_gone(nif_state *st, nif_run *r);
+size_t nif_beam_pending(const nif_beam *b);
+
+/* ------------------------------------------------------------ service */
+
+/* Carries out a CMD_CALL and answers {Ref, Reply}. */
+void nif_service_call(nif_state *st, nif_cmd *c);
+/* Opens the context (config from a map), or keeps the open one. */
+int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config);
+/* Cancels the runs, drops subscriptions, frees the context. */
+void nif_ctx_close(nif_state *st);
+
+#endif

@@ -1,0 +1,493 @@
+/* nif_beam.c - the "beam" provider and the "beam" tool handler in the NIF
+ * (see nif.h; the C node's beam_provider.c and beam_tools.c do the same
+ * over distribution, docs/protocol.md gives the messages).
+ *
+ * A member with "provider": "beam" is served by the run's member server
+ * (a local pid given at start): for each attempt the loop thread sends
+ *   {council_member_call, RunPid, CallId, Request}
+ * and the server answers the run pid with {council_member_token, CallId,
+ * Chunk} and {council_member_reply, CallId, {ok, Text} | {error, Reason}},
+ * which the pid hands to the loop (nif_beam_info). A tool with
+ * "handler": "beam" is sent as {council_tool_call, RunPid, ToolCallId,
+ * MemberId, Name, Arguments} and answered with {council_tool_reply,
+ * ToolCallId, {ok, Text} | {error, Text}}. The run pid monitors the server
+ * and hands its DOWN over too: its calls then fail (member calls) or get
+ * an error result (tool calls), with the reason.
+ *
+ * Owns: one table of the calls waiting for a reply (one reference on each
+ * call), by (kind, id), each entry also on its run's list so that a run
+ * whose pid goes or whose server goes down finds its own at once. Made
+ * with the context, freed when the core releases both registrations.
+ * Loop thread only.
+ */
+#include <council_json.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "nif.h"
+
+enum { K_MEMBER = 1, K_TOOL = 2 };
+
+typedef struct bentry {
+    struct bentry *hnext;
+    nif_dl by_run;  /* in the run's calls list */
+    int kind;
+    uint64_t id;
+    void *item;     /* council_call * or council_tool_call *, one reference */
+    nif_run *owner;
+} bentry;
+
+struct nif_beam {
+    nif_state *st;
+    bentry **b;
+    size_t nb, n;
+    int regs;       /* registrations not yet released by the core */
+};
+
+static size_t slot_of(const nif_beam *bm, int kind, uint64_t id)
+{
+    uint64_t h = (id ^ ((uint64_t)kind << 62)) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> 32) & (bm->nb - 1);
+}
+
+static void grow(nif_beam *bm)
+{
+    if (bm->n < bm->nb)
+        return;
+    size_t nn = bm->nb * 2, on = bm->nb;
+    bentry **nb = enif_alloc(nn * sizeof *nb);
+    if (!nb)
+        return;
+    memset(nb, 0, nn * sizeof *nb);
+    bentry **old = bm->b;
+    bm->b = nb;
+    bm->nb = nn;
+    for (size_t i = 0; i < on; i++) {
+        for (bentry *e = old[i], *next; e; e = next) {
+            next = e->hnext;
+            size_t h = slot_of(bm, e->kind, e->id);
+            e->hnext = nb[h];
+            nb[h] = e;
+        }
+    }
+    enif_free(old);
+}
+
+static bentry *find(nif_beam *bm, int kind, uint64_t id, bentry ***slot)
+{
+    for (bentry **p = &bm->b[slot_of(bm, kind, id)]; *p; p = &(*p)->hnext) {
+        if ((*p)->kind == kind && (*p)->id == id) {
+            if (slot)
+                *slot = p;
+            return *p;
+        }
+    }
+    return NULL;
+}
+
+static int add(nif_beam *bm, int kind, uint64_t id, void *item, nif_run *owner)
+{
+    bentry *e = enif_alloc(sizeof *e);
+    if (!e)
+        return -1;
+    e->kind = kind;
+    e->id = id;
+    e->item = item;
+    e->owner = owner;
+    size_t h = slot_of(bm, kind, id);
+    e->hnext = bm->b[h];
+    bm->b[h] = e;
+    nif_dl_push(nif_run_calls(owner), &e->by_run);
+    bm->n++;
+    grow(bm);
+    return 0;
+}
+
+/* Out of the table; returns its item (NULL when there is none). */
+static void *take(nif_beam *bm, int kind, uint64_t id)
+{
+    bentry **slot = NULL;
+    bentry *e = find(bm, kind, id, &slot);
+    if (!e)
+        return NULL;
+    *slot = e->hnext;
+    nif_dl_del(&e->by_run);
+    bm->n--;
+    void *item = e->item;
+    enif_free(e);
+    return item;
+}
+
+static void unref_item(int kind, void *item)
+{
+    if (kind == K_MEMBER)
+        council_call_unref(item);
+    else
+        council_tool_call_unref(item);
+}
+
+/* Every entry of r out of the table, as a list (by_run) in arrival order. */
+static void detach(nif_beam *bm, nif_run *r, nif_dl *out)
+{
+    nif_dl_init(out);
+    nif_dl *calls = nif_run_calls(r);
+    while (!nif_dl_empty(calls)) {
+        bentry *e = NIF_DL_ENTRY(calls->next, bentry, by_run);
+        bentry **slot = NULL;
+        if (find(bm, e->kind, e->id, &slot) == e)
+            *slot = e->hnext;
+        bm->n--;
+        nif_dl_del(&e->by_run);
+        nif_dl_push(out, &e->by_run);
+    }
+}
+
+static void release_arg(void *arg)
+{
+    nif_beam *bm = arg;
+    if (--bm->regs > 0)
+        return;
+    /* the context is going: drop what still waits */
+    for (size_t i = 0; i < bm->nb; i++) {
+        for (bentry *e = bm->b[i], *next; e; e = next) {
+            next = e->hnext;
+            nif_dl_del(&e->by_run);
+            unref_item(e->kind, e->item);
+            enif_free(e);
+        }
+    }
+    if (bm->st->beam == bm)
+        bm->st->beam = NULL;
+    enif_free(bm->b);
+    enif_free(bm);
+}
+
+/* ------------------------------------------------------------ provider */
+
+/* The request map: the JSON request's keys (binaries) and "options" (the
+ * member's options), plus "user_opts": the run's :user_opts term as sent
+ * (kept as ETF), or nil. */
+static ERL_NIF_TERM request_term(ErlNifEnv *env, council_call *call)
+{
+    const json_t *req = council_call_request_object(call);
+    const char *opts = council_call_member_options(call);
+    json_t *jopts = opts ? json_loads(opts, 0, NULL) : NULL;
+    if (!req) {
+        json_decref(jopts);
+        return 0;
+    }
+    size_t n = json_object_size(req) + 2, i = 0;
+    ERL_NIF_TERM *keys = enif_alloc(sizeof *keys * n), *vals = enif_alloc(sizeof *vals * n);
+    ERL_NIF_TERM out = 0;
+    if (keys && vals) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)req, k, v) {
+            if (strcmp(k, "options") == 0 || strcmp(k, "user_opts") == 0)
+                continue;
+            keys[i] = nif_binary(env, k, strlen(k));
+            vals[i++] = nif_json_term(env, v, 0);
+        }
+        keys[i] = nif_binary(env, "options", 7);
+        vals[i++] = jopts ? nif_json_term(env, jopts, 0) : enif_make_new_map(env);
+        size_t uo_len = 0;
+        const void *uo = council_run_user_opts(council_call_run(call), &uo_len);
+        ERL_NIF_TERM uot = A.nil;
+        if (uo && uo_len &&
+            enif_binary_to_term(env, uo, uo_len, &uot, ERL_NIF_BIN2TERM_SAFE) == 0)
+            uot = A.nil;
+        keys[i] = nif_binary(env, "user_opts", 9);
+        vals[i++] = uot;
+        if (!enif_make_map_from_arrays(env, keys, vals, i, &out))
+            out = 0;
+    }
+    enif_free(keys);
+    enif_free(vals);
+    json_decref(jopts);
+    return out;
+}
+
+static int beam_start(council_call *call, void *arg)
+{
+    nif_beam *bm = arg;
+    nif_state *st = bm->st;
+    nif_run *r = nif_run_of(council_call_run(call));
+    if (!r) {
+        council_call_fail(call, "beam provider: the run has no process on this node");
+        return 0;
+    }
+    const ErlNifPid *server = nif_run_server(r);
+    if (!server) {
+        council_call_fail(call, "beam provider: this run has no member server "
+                                "(none was given at start, or it went down)");
+        return 0;
+    }
+    ErlNifEnv *env = st->out;
+    ERL_NIF_TERM req = request_term(env, call);
+    uint64_t id = council_call_id(call);
+    if (!req || add(bm, K_MEMBER, id, call, r) != 0) {
+        enif_clear_env(env);
+        return COUNCIL_ENOMEM;
+    }
+    council_call_ref(call); /* the table's */
+    ERL_NIF_TERM msg = enif_make_tuple4(env, A.council_member_call,
+                                        enif_make_pid(env, nif_run_pid(r)),
+                                        enif_make_uint64(env, id), req);
+    if (!nif_send(st, server, msg)) {
+        council_call_unref(take(bm, K_MEMBER, id));
+        council_call_fail(call, "beam provider: member server not reachable");
+    }
+    return 0;
+}
+
+static void beam_cancel(council_call *call, void *arg)
+{
+    nif_beam *bm = arg;
+    void *item = take(bm, K_MEMBER, council_call_id(call));
+    if (item)
+        council_call_unref(item);
+}
+
+/* ------------------------------------------------------------ tools */
+
+static int answer_error(council_tool_call *tc, const char *msg)
+{
+    council_tool_call_return(tc, 0, msg, strlen(msg));
+    return 0;
+}
+
+static int tool_start(council_tool_call *tc, void *arg)
+{
+    nif_beam *bm = arg;
+    nif_state *st = bm->st;
+    council_call *call = council_tool_call_member_call(tc);
+    nif_run *r = call ? nif_run_of(council_call_run(call)) : NULL;
+    if (!r)
+        return answer_error(tc, "beam tool: the run has no process on this node (Elixir "
+                                "function tools are served for runs the library starts, "
+                                "not inside a sub-council)");
+    const ErlNifPid *server = nif_run_server(r);
+    if (!server)
+        return answer_error(tc, "beam tool: this run has no member server (none was given "
+                                "at start, or it went down)");
+    size_t alen = 0;
+    const char *args = council_tool_call_arguments(tc, &alen);
+    const char *name = council_tool_call_name(tc);
+    const char *member = council_call_member_id(call);
+    uint64_t id = council_tool_call_id(tc);
+    if (add(bm, K_TOOL, id, tc, r) != 0)
+        return COUNCIL_ENOMEM;
+    council_tool_call_ref(tc); /* the table's */
+    ErlNifEnv *env = st->out;
+    ERL_NIF_TERM items[6] = {
+        A.council_tool_call,
+        enif_make_pid(env, nif_run_pid(r)),
+        enif_make_uint64(env, id),
+        nif_binary(env, member, strlen(member)),
+        nif_binary(env, name ? name : "", name ? strlen(name) : 0),
+        nif_binary(env, args ? args : "", args ? alen : 0),
+    };
+    if (!nif_send(st, server, enif_make_tuple_from_array(env, items, 6))) {
+        council_tool_call_unref(take(bm, K_TOOL, id));
+        answer_error(tc, "beam tool: member server not reachable");
+    }
+    return 0;
+}
+
+static void tool_cancel(council_tool_call *tc, void *arg)
+{
+    nif_beam *bm = arg;
+    bentry *e = find(bm, K_TOOL, council_tool_call_id(tc), NULL);
+    if (e && e->item == tc)
+        council_tool_call_unref(take(bm, K_TOOL, e->id));
+}
+
+nif_beam *nif_beam_register(nif_state *st, int *rc)
+{
+    nif_beam *bm = enif_alloc(sizeof *bm);
+    *rc = COUNCIL_ENOMEM;
+    if (!bm)
+        return NULL;
+    memset(bm, 0, sizeof *bm);
+    bm->st = st;
+    bm->nb = 64;
+    if (!(bm->b = enif_alloc(bm->nb * sizeof *bm->b))) {
+        enif_free(bm);
+        return NULL;
+    }
+    memset(bm->b, 0, bm->nb * sizeof *bm->b);
+    council_provider_ops pops = {.start = beam_start, .cancel = beam_cancel,
+                                 .release = release_arg};
+    council_tool_ops tops = {.start = tool_start, .cancel = tool_cancel,
+                             .release = release_arg};
+    bm->regs = 2;
+    if ((*rc = council_provider_register(st->ctx, "beam", &pops, bm)) != 0) {
+        enif_free(bm->b);
+        enif_free(bm);
+        return NULL;
+    }
+    /* from here the core owns the provider's registration (released with
+     * the context); without the tool handler, beam tools are unknown */
+    if ((*rc = council_tool_register(st->ctx, "beam", &tops, bm)) != 0)
+        bm->regs = 1;
+    return bm;
+}
+
+size_t nif_beam_pending(const nif_beam *bm) { return bm ? bm->n : 0; }
+
+/* ------------------------------------------------------------ replies */
+
+/* {ok, Bin} / {error, Reason}: 1 ok (text set), 0 error (text is the
+ * reason: a binary's bytes, else the term printed), -1 malformed. */
+static int result_of(ErlNifEnv *env, ERL_NIF_TERM res, ErlNifBinary *text, char *why,
+                     size_t n, int *why_is_bin)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    *why_is_bin = 0;
+    if (!enif_get_tuple(env, res, &arity, &el) || arity != 2)
+        return -1;
+    if (enif_is_identical(el[0], A.ok))
+        return enif_inspect_binary(env, el[1], text) ? 1 : -1;
+    if (!enif_is_identical(el[0], A.error))
+        return -1;
+    if (enif_inspect_binary(env, el[1], text)) {
+        *why_is_bin = 1;
+        return 0;
+    }
+    nif_term_text(env, el[1], why, n);
+    return 0;
+}
+
+static void member_reply(council_call *c, ErlNifEnv *env, ERL_NIF_TERM res)
+{
+    ErlNifBinary text;
+    char why[512];
+    int is_bin;
+    switch (result_of(env, res, &text, why, sizeof why, &is_bin)) {
+    case 1:
+        council_call_complete(c, (const char *)text.data, text.size);
+        break;
+    case 0:
+        if (is_bin)
+            snprintf(why, sizeof why, "%.*s",
+                     (int)(text.size < sizeof why ? text.size : sizeof why - 1),
+                     (const char *)text.data);
+        council_call_fail(c, why);
+        break;
+    default:
+        council_call_fail(c, "beam provider: malformed reply from the member server");
+    }
+}
+
+static void tool_reply(council_tool_call *tc, ErlNifEnv *env, ERL_NIF_TERM res)
+{
+    ErlNifBinary text;
+    char why[512];
+    int is_bin;
+    switch (result_of(env, res, &text, why, sizeof why, &is_bin)) {
+    case 1:
+        council_tool_call_return(tc, 1, (const char *)text.data, text.size);
+        break;
+    case 0:
+        if (is_bin)
+            council_tool_call_return(tc, 0, (const char *)text.data, text.size);
+        else
+            answer_error(tc, why);
+        break;
+    default:
+        answer_error(tc, "beam tool: malformed reply from the member server");
+    }
+}
+
+int nif_beam_info(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TERM msg)
+{
+    nif_beam *bm = st->beam;
+    const ERL_NIF_TERM *el;
+    int arity;
+    if (!enif_get_tuple(env, msg, &arity, &el))
+        return 0;
+    if (arity == 5 && enif_is_identical(el[0], A.down) &&
+        enif_is_identical(el[2], A.process)) {
+        ErlNifPid pid;
+        const ErlNifPid *server = nif_run_server(r);
+        if (!server || !enif_get_local_pid(env, el[3], &pid) ||
+            enif_compare_pids(&pid, server) != 0)
+            return 0;
+        nif_beam_server_down(st, r, env, el[4]);
+        return 1;
+    }
+    if (arity != 3)
+        return 0;
+    int kind = enif_is_identical(el[0], A.council_member_token)   ? K_MEMBER
+               : enif_is_identical(el[0], A.council_member_reply) ? K_MEMBER
+               : enif_is_identical(el[0], A.council_tool_reply)   ? K_TOOL
+                                                                  : 0;
+    ErlNifUInt64 id;
+    if (!kind)
+        return 0;
+    if (!bm || !enif_get_uint64(env, el[1], &id))
+        return 1; /* a bad id: dropped */
+    bentry *e = find(bm, kind, id, NULL);
+    if (!e || e->owner != r)
+        return 1; /* late (timed out, cancelled) or another run's: dropped */
+    if (enif_is_identical(el[0], A.council_member_token)) {
+        ErlNifBinary chunk;
+        if (enif_inspect_iolist_as_binary(env, el[2], &chunk))
+            council_call_token(e->item, (const char *)chunk.data, chunk.size);
+        return 1;
+    }
+    void *item = take(bm, kind, id);
+    if (kind == K_MEMBER) {
+        member_reply(item, env, el[2]);
+        council_call_unref(item);
+    } else {
+        tool_reply(item, env, el[2]);
+        council_tool_call_unref(item);
+    }
+    return 1;
+}
+
+void nif_beam_server_down(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TERM reason)
+{
+    nif_run_server_gone(r);
+    nif_beam *bm = st->beam;
+    if (!bm)
+        return;
+    nif_dl list;
+    detach(bm, r, &list);
+    if (nif_dl_empty(&list))
+        return;
+    char why[400], msg[512];
+    nif_term_text(env, reason, why, sizeof why);
+    while (!nif_dl_empty(&list)) {
+        bentry *e = NIF_DL_ENTRY(list.next, bentry, by_run);
+        nif_dl_del(&e->by_run);
+        if (e->kind == K_MEMBER) {
+            snprintf(msg, sizeof msg, "beam provider: member server down: %s", why);
+            council_call_fail(e->item, msg);
+        } else {
+            snprintf(msg, sizeof msg, "beam tool: member server down: %s", why);
+            answer_error(e->item, msg);
+        }
+        unref_item(e->kind, e->item);
+        enif_free(e);
+    }
+}
+
+void nif_beam_gone(nif_state *st, nif_run *r)
+{
+    nif_beam *bm = st->beam;
+    nif_dl list;
+    if (!bm) {
+        nif_dl_init(nif_run_calls(r));
+        return;
+    }
+    detach(bm, r, &list);
+    while (!nif_dl_empty(&list)) {
+        bentry *e = NIF_DL_ENTRY(list.next, bentry, by_run);
+        nif_dl_del(&e->by_run);
+        unref_item(e->kind, e->item);
+        enif_free(e);
+    }
+}

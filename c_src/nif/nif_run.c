@@ -1,0 +1,432 @@
+/* nif_run.c - a run and the pid that stands for it (see nif.h).
+ *
+ * What it is for: the NIF's side of docs/protocol.md "Calls on a run pid".
+ * A run's pid is a tiny BEAM process (CouncilEx.Nif.Run) that holds this
+ * record's resource and hands every call, cast, system message and other
+ * message to the loop thread; the loop answers calls through the pid
+ * ({'$council_reply', From, Reply}, which the pid passes on with
+ * gen:reply, so a caller whose call has ended, e.g. by the pid's exit,
+ * never gets a stray reply), and tells the pid when the run has ended:
+ *   {'$council_end', Reason}                      (no awaiters), or
+ *   {'$council_end', Reason, [From], Outcome}     (answer them, then exit)
+ * The pid then exits with Reason, so links and monitors see what the C
+ * node's run processes give: normal (completed), {shutdown, cancelled},
+ * {shutdown, {failed, Errors}}, the reason of GenServer.stop, shutdown
+ * (the library's stop cancels every run). A pid that dies first (a linked
+ * process's exit, a kill) is seen by the record's monitor: the run is
+ * cancelled and its awaiters (who got the pid's DOWN) are dropped.
+ * The end is finished like the C node's: the run's events (its terminal
+ * one last) are handed out first, then awaiters are answered, then the
+ * pid exits, so subscribers see the terminal event before the DOWN.
+ *
+ * The record is the resource object itself; the loop holds one reference
+ * from the start until the pid is told to exit or is gone ("released").
+ * Loop thread only, except nif_run_id_of (immutable id) and the down
+ * callback (which queues).
+ */
+#include <string.h>
+
+#include "event_term.h"
+#include "nif.h"
+
+/* Callers waiting in :await on one run (as the C node). */
+#define MAX_AWAITERS 10000
+
+struct nif_run {
+    nif_state *st;
+    council_run *run;       /* one reference; NULL once released */
+    ErlNifPid pid;
+    ErlNifMonitor mon;
+    int monitored;
+    ErlNifPid server;
+    int has_server;         /* cleared when it goes down */
+    int watching, ending, released;
+    nif_dl live_link, end_link;
+    nif_dl calls;           /* nif_beam.c's entries of this run */
+    ErlNifEnv *env;         /* awaiters' From terms and the stop reason */
+    ERL_NIF_TERM awaiters;  /* list, newest first */
+    unsigned n_await;
+    ERL_NIF_TERM reason;
+    int has_reason;
+    size_t id_len;
+    char *id;               /* immutable copy of the run id */
+};
+
+nif_run *nif_run_of(const council_run *run)
+{
+    nif_run *r = run ? council_run_get_user_data(run) : NULL;
+    return r && !r->released ? r : NULL;
+}
+
+const ErlNifPid *nif_run_pid(const nif_run *r) { return &r->pid; }
+const ErlNifPid *nif_run_server(const nif_run *r) { return r->has_server ? &r->server : NULL; }
+void nif_run_server_gone(nif_run *r) { r->has_server = 0; }
+nif_dl *nif_run_calls(nif_run *r) { return &r->calls; }
+
+int nif_run_id_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out)
+{
+    nif_run *r = obj;
+    if (!r->id)
+        return 0;
+    *out = nif_binary(env, r->id, r->id_len);
+    return 1;
+}
+
+static ErlNifEnv *run_env(nif_run *r)
+{
+    if (!r->env && (r->env = enif_alloc_env()) != NULL)
+        r->awaiters = enif_make_list(r->env, 0);
+    return r->env;
+}
+
+/* Keeps reason as the exit reason, unless one was chosen before. */
+static void keep_reason(nif_run *r, ErlNifEnv *src, ERL_NIF_TERM reason)
+{
+    if (r->has_reason || !run_env(r))
+        return;
+    r->reason = src ? enif_make_copy(r->env, reason) : reason;
+    r->has_reason = 1;
+}
+
+/* ------------------------------------------------------------ the end */
+
+static void on_run_end(council_run *run, void *arg)
+{
+    (void)run;
+    nif_run *r = arg;
+    r->watching = 0;
+    if (r->released || r->ending)
+        return;
+    r->ending = 1;
+    nif_dl_push(&r->st->ending, &r->end_link);
+}
+
+/* The record leaves the loop: whatever still waits for the pid is dropped
+ * and the loop's reference goes. */
+static void release(nif_state *st, nif_run *r)
+{
+    if (r->released)
+        return;
+    r->released = 1;
+    if (r->watching)
+        council_run_unwatch(r->run, on_run_end, r);
+    r->watching = 0;
+    if (r->ending)
+        nif_dl_del(&r->end_link);
+    r->ending = 0;
+    nif_dl_del(&r->live_link);
+    if (r->monitored)
+        enif_demonitor_process(NULL, r, &r->mon);
+    r->monitored = 0;
+    nif_beam_gone(st, r);
+    if (r->env)
+        enif_free_env(r->env);
+    r->env = NULL;
+    r->n_await = 0;
+    r->has_reason = 0;
+    council_run_set_user_data(r->run, NULL);
+    council_run_unref(r->run);
+    r->run = NULL;
+    st->runs_alive--;
+    enif_release_resource(r);
+}
+
+/* The exit reason: the one chosen before (a stop, the library's stop),
+ * else what the run's end says. Built in env. */
+static ERL_NIF_TERM exit_reason(nif_state *st, nif_run *r, ErlNifEnv *env)
+{
+    if (r->has_reason)
+        return enif_make_copy(env, r->reason);
+    switch (council_run_status(r->run)) {
+    case COUNCIL_COMPLETED:
+        return A.normal;
+    case COUNCIL_FAILED: {
+        nif_x_reset(st);
+        ERL_NIF_TERM errors = 0;
+        if (cn_errors_term(&st->x, council_run_result(r->run)) == 0)
+            errors = nif_x_term(st, env);
+        return enif_make_tuple2(env, A.shutdown,
+                                errors ? enif_make_tuple2(env, A.failed, errors) : A.failed);
+    }
+    default:
+        return enif_make_tuple2(env, A.shutdown, A.cancelled);
+    }
+}
+
+static ERL_NIF_TERM outcome_term(nif_state *st, const council_run *run, ErlNifEnv *env)
+{
+    nif_x_reset(st);
+    ERL_NIF_TERM t = 0;
+    if (cn_outcome_term(&st->x, run) == 0)
+        t = nif_x_term(st, env);
+    return t ? t : nif_error(env, A.enomem);
+}
+
+static void finish(nif_state *st, nif_run *r)
+{
+    ErlNifEnv *env = st->out;
+    ERL_NIF_TERM reason = exit_reason(st, r, env), msg;
+    if (r->n_await)
+        msg = enif_make_tuple4(env, A.council_end, reason, enif_make_copy(env, r->awaiters),
+                               outcome_term(st, r->run, env));
+    else
+        msg = enif_make_tuple2(env, A.council_end, reason);
+    /* no DOWN for an exit we asked for */
+    if (r->monitored)
+        enif_demonitor_process(NULL, r, &r->mon);
+    r->monitored = 0;
+    nif_send(st, &r->pid, msg);
+    release(st, r);
+}
+
+void nif_runs_finish(nif_state *st)
+{
+    if (nif_dl_empty(&st->ending) || !st->ctx)
+        return;
+    council_ctx_flush(st->ctx);
+    while (!nif_dl_empty(&st->ending)) {
+        nif_run *r = NIF_DL_ENTRY(st->ending.next, nif_run, end_link);
+        nif_dl_del(&r->end_link);
+        r->ending = 0;
+        finish(st, r);
+    }
+}
+
+void nif_runs_shutdown(nif_state *st)
+{
+    for (nif_dl *e = st->live.next; e != &st->live; e = e->next) {
+        nif_run *r = NIF_DL_ENTRY(e, nif_run, live_link);
+        council_status s = council_run_status(r->run);
+        if (s == COUNCIL_PENDING || s == COUNCIL_RUNNING) {
+            keep_reason(r, NULL, A.shutdown);
+            council_run_cancel(r->run);
+        }
+    }
+    nif_runs_finish(st);
+}
+
+void nif_run_cancel(council_run *run) { council_run_cancel(run); }
+
+/* ------------------------------------------------------------ making */
+
+nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
+                     const ErlNifPid *server, int *dead)
+{
+    *dead = 0;
+    nif_run *r = enif_alloc_resource(nif_run_type, sizeof *r);
+    if (!r)
+        return NULL;
+    memset(r, 0, sizeof *r);
+    r->st = st;
+    nif_state_ref(st);
+    r->released = 1; /* until it is in the loop's lists */
+    nif_dl_init(&r->live_link);
+    nif_dl_init(&r->end_link);
+    nif_dl_init(&r->calls);
+    size_t len;
+    const char *id = council_run_id(run, &len);
+    r->id = enif_alloc(len + 1);
+    if (!r->id) {
+        enif_release_resource(r);
+        return NULL;
+    }
+    memcpy(r->id, id, len);
+    r->id[len] = 0;
+    r->id_len = len;
+    r->pid = *pid;
+    if (enif_monitor_process(NULL, r, pid, &r->mon) != 0) {
+        *dead = 1;
+        enif_release_resource(r);
+        return NULL;
+    }
+    r->monitored = 1;
+    if (server) {
+        r->server = *server;
+        r->has_server = 1;
+    }
+    r->released = 0;
+    r->run = council_run_ref(run);
+    council_run_set_user_data(run, r);
+    if (council_run_watch(run, on_run_end, r) == 0)
+        r->watching = 1;
+    nif_dl_push(&st->live, &r->live_link);
+    st->runs_alive++;
+    return r;
+}
+
+void nif_run_announce(nif_state *st, nif_run *r)
+{
+    ErlNifEnv *env = st->out;
+    nif_send(st, &r->pid,
+             enif_make_tuple3(env, A.council_run, enif_make_resource(env, r),
+                              r->has_server ? enif_make_pid(env, &r->server) : A.nil));
+}
+
+void nif_run_abandon(nif_state *st, nif_run *r)
+{
+    council_run_cancel(r->run);
+    release(st, r);
+}
+
+/* ------------------------------------------------------------ calls */
+
+static void reply(nif_state *st, nif_run *r, ErlNifEnv *cenv, ERL_NIF_TERM from,
+                  ERL_NIF_TERM rep)
+{
+    if (enif_is_identical(from, A.nil))
+        return; /* a cast */
+    ErlNifEnv *env = st->out;
+    nif_send(st, &r->pid,
+             enif_make_tuple3(env, A.council_reply, enif_make_copy(env, from), rep));
+}
+
+static ERL_NIF_TERM summary(nif_state *st, nif_run *r, ErlNifEnv *env)
+{
+    council_summary s;
+    council_run_summary(r->run, &s);
+    nif_x_reset(st);
+    ERL_NIF_TERM t = 0;
+    if (cn_summary_term(&st->x, &s) == 0)
+        t = nif_x_term(st, env);
+    return t;
+}
+
+static int topic_of(nif_run *r, char *buf, size_t n, size_t *len)
+{
+    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
+    if (plen + r->id_len >= n)
+        return -1;
+    memcpy(buf, COUNCIL_TOPIC_PREFIX, plen);
+    memcpy(buf + plen, r->id, r->id_len);
+    *len = plen + r->id_len;
+    buf[*len] = 0;
+    return 0;
+}
+
+static ERL_NIF_TERM subscription(nif_state *st, nif_run *r, ErlNifEnv *cenv,
+                                 ERL_NIF_TERM pid_term, int subscribe)
+{
+    ErlNifPid pid;
+    char *topic;
+    size_t len, n = sizeof COUNCIL_TOPIC_PREFIX + r->id_len + 1;
+    if (!enif_get_local_pid(cenv, pid_term, &pid) || !st->subs)
+        return nif_error(st->out, A.badarg);
+    if (!(topic = enif_alloc(n)))
+        return nif_error(st->out, A.enomem);
+    int rc = 0;
+    if (topic_of(r, topic, n, &len) == 0) {
+        if (subscribe)
+            rc = nif_subs_add(st->subs, topic, len, &pid, NIF_SUB_PLAIN);
+        else
+            nif_subs_remove(st->subs, topic, len, &pid);
+    }
+    enif_free(topic);
+    return rc == 0 ? A.ok : nif_error(st->out, nif_reason(rc, A.badarg));
+}
+
+static void run_call(nif_state *st, nif_run *r, nif_cmd *c)
+{
+    ErlNifEnv *cenv = c->env, *env = st->out;
+    ERL_NIF_TERM from = c->a, req = c->b, rep = 0;
+    const ERL_NIF_TERM *el;
+    int arity;
+    if (enif_is_identical(req, A.cancel)) {
+        reply(st, r, cenv, from, A.ok); /* ok first, then the cancel */
+        council_run_cancel(r->run);
+        return;
+    }
+    if (enif_is_identical(from, A.nil))
+        return; /* other casts are ignored */
+    if (enif_is_identical(req, A.run_id)) {
+        rep = nif_binary(env, r->id, r->id_len);
+    } else if (enif_is_identical(req, A.state)) {
+        ERL_NIF_TERM s = summary(st, r, env);
+        rep = s ? nif_ok(env, s) : nif_error(env, A.enomem);
+    } else if (enif_is_identical(req, A.sys_state)) {
+        ERL_NIF_TERM s = summary(st, r, env);
+        rep = s ? s : nif_error(env, A.enomem);
+    } else if (enif_is_identical(req, A.result)) {
+        rep = outcome_term(st, r->run, env);
+    } else if (enif_is_identical(req, A.await)) {
+        if (r->n_await >= MAX_AWAITERS) {
+            rep = nif_error(env, A.limit);
+        } else if (!run_env(r)) {
+            rep = nif_error(env, A.enomem);
+        } else {
+            /* answered at the end */
+            r->awaiters = enif_make_list_cell(r->env, enif_make_copy(r->env, from), r->awaiters);
+            r->n_await++;
+            return;
+        }
+    } else if (enif_get_tuple(cenv, req, &arity, &el) && arity == 2 &&
+               (enif_is_identical(el[0], A.subscribe) ||
+                enif_is_identical(el[0], A.unsubscribe))) {
+        rep = subscription(st, r, cenv, el[1], enif_is_identical(el[0], A.subscribe));
+    } else {
+        rep = nif_error2(env, A.unknown_call, enif_make_copy(env, req));
+    }
+    reply(st, r, cenv, from, rep);
+}
+
+void nif_run_cmd(nif_state *st, nif_cmd *c)
+{
+    nif_run *r = c->obj;
+    if (r->released || !st->ctx)
+        return; /* told to exit, or gone: nothing to answer */
+    switch (c->kind) {
+    case CMD_RUN_CALL:
+        run_call(st, r, c);
+        break;
+    case CMD_RUN_INFO:
+        nif_beam_info(st, r, c->env, c->a); /* anything else is dropped */
+        break;
+    case CMD_RUN_STOP: {
+        council_status s = council_run_status(r->run);
+        if (s == COUNCIL_PENDING || s == COUNCIL_RUNNING) {
+            keep_reason(r, c->env, c->a);
+            council_run_cancel(r->run);
+        }
+        break;
+    }
+    case CMD_RUN_DOWN:
+        if (!r->monitored || enif_compare_monitors(&r->mon, &c->mon) != 0)
+            break;
+        /* the pid is gone (a linked process's exit, a kill): the run is
+         * cancelled; its awaiters had the pid's DOWN already */
+        r->monitored = 0;
+        council_run_cancel(r->run);
+        release(st, r);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------ resource */
+
+void nif_run_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    nif_run *r = obj;
+    enif_free(r->id);
+    nif_state_unref(r->st);
+}
+
+void nif_run_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    (void)env;
+    (void)pid;
+    nif_run *r = obj;
+    nif_cmd *c = enif_alloc(sizeof *c);
+    if (!c)
+        return;
+    memset(c, 0, sizeof *c);
+    c->kind = CMD_RUN_DOWN;
+    c->obj = obj;
+    c->mon = *mon;
+    enif_keep_resource(obj);
+    if (nif_queue(r->st, c) != 0) {
+        enif_release_resource(obj);
+        enif_free(c);
+    }
+}

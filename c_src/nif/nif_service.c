@@ -1,0 +1,577 @@
+/* nif_service.c - the service requests of the NIF (see nif.h): what the C
+ * node's registered process answers (docs/protocol.md, "The registered
+ * service"), in the same terms, plus the context's life (open/close).
+ *
+ * Requests: {start, Opts, RunPid} and {start_link, Opts, RunPid} (RunPid:
+ * the process CouncilEx.Nif spawned, and linked for start_link, to stand
+ * for the run), {whereis | state | result | cancel, Registry, RunId},
+ * {subscribe, Topic, Pid[, tagged | lib]}, {unsubscribe, Topic, Pid},
+ * stats, ping, {open, Config}, close. The reply goes to the caller as
+ * {Ref, Reply}. Loop thread.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "event_term.h"
+#include "nif.h"
+#include "spec_cache.h"
+#include "term_json.h"
+
+#define MAX_START_SUBS 64
+
+/* ------------------------------------------------------------ helpers */
+
+static ERL_NIF_TERM invalid_spec(ErlNifEnv *env, const char *field, const char *msg)
+{
+    return nif_error(env, enif_make_tuple3(env, A.invalid_spec, nif_cstr(env, field),
+                                           nif_cstr(env, msg)));
+}
+
+static ERL_NIF_TERM bad_option(ErlNifEnv *env, ERL_NIF_TERM key)
+{
+    return nif_error2(env, A.bad_option, key);
+}
+
+/* ------------------------------------------------------------ start */
+
+typedef struct start_req {
+    ERL_NIF_TERM spec, input, run_id, council, registry, user_opts, subscribe, server;
+    int has_spec, has_input;
+    /* parsed */
+    council_start_opts so;
+    char registry_s[256], council_s[256];
+    char *json;
+    char *printed;
+    council_spec *spec_p;
+    char gen_id[23];
+    ErlNifBinary input_etf, uo_etf;
+    int has_input_etf, has_uo_etf;
+    ErlNifPid server_pid, subs[MAX_START_SUBS];
+    int has_server, sub_mode[MAX_START_SUBS];
+    size_t nsubs;
+    /* made (taken back when refused) */
+    char *topic;
+    size_t topic_len, nmade;
+    int made[MAX_START_SUBS];
+    council_run *run;
+} start_req;
+
+static int given(ERL_NIF_TERM t) { return t && !enif_is_identical(t, A.nil); }
+
+/* The options map into r; an unknown key in *bad. */
+static int split_opts(ErlNifEnv *env, ERL_NIF_TERM opts, start_req *r, ERL_NIF_TERM *bad)
+{
+    ErlNifMapIterator it;
+    ERL_NIF_TERM k, v;
+    *bad = 0;
+    if (!enif_is_map(env, opts) || !enif_map_iterator_create(env, opts, &it, ERL_NIF_MAP_ITERATOR_FIRST))
+        return -1;
+    while (enif_map_iterator_get_pair(env, &it, &k, &v)) {
+        if (enif_is_identical(k, A.spec))
+            r->spec = v, r->has_spec = 1;
+        else if (enif_is_identical(k, A.input))
+            r->input = v, r->has_input = 1;
+        else if (enif_is_identical(k, A.run_id))
+            r->run_id = v;
+        else if (enif_is_identical(k, A.council))
+            r->council = v;
+        else if (enif_is_identical(k, A.registry))
+            r->registry = v;
+        else if (enif_is_identical(k, A.user_opts))
+            r->user_opts = v;
+        else if (enif_is_identical(k, A.subscribe))
+            r->subscribe = v;
+        else if (enif_is_identical(k, A.member_server))
+            r->server = v;
+        else if (!*bad)
+            *bad = k;
+        enif_map_iterator_next(env, &it);
+    }
+    enif_map_iterator_destroy(env, &it);
+    return 0;
+}
+
+/* The spec as JSON text: a binary, {json, Binary}, or a JSON-like term
+ * (converted as the C node converts it, term_json.h). NULL with *why. */
+static char *spec_json(ErlNifEnv *env, ERL_NIF_TERM s, size_t *len, const char **why)
+{
+    ErlNifBinary b;
+    const ERL_NIF_TERM *el;
+    int arity;
+    if (enif_get_tuple(env, s, &arity, &el) && arity == 2 && enif_is_identical(el[0], A.json))
+        s = el[1];
+    if (enif_inspect_binary(env, s, &b)) {
+        char *out = malloc(b.size + 1);
+        if (!out) {
+            *why = "out of memory";
+            return NULL;
+        }
+        memcpy(out, b.data, b.size);
+        out[b.size] = 0;
+        *len = b.size;
+        return out;
+    }
+    ErlNifBinary etf;
+    if (!enif_term_to_binary(env, s, &etf)) {
+        *why = "out of memory";
+        return NULL;
+    }
+    json_t *j = NULL;
+    int index = 1; /* after the version byte */
+    char *out = NULL;
+    if (etf.size > 1 && term_json_decode((const char *)etf.data, &index, 64, &j, why) == 0) {
+        out = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        if (!out)
+            *why = "out of memory";
+        else
+            *len = strlen(out);
+    }
+    enif_release_binary(&etf);
+    return out;
+}
+
+static ERL_NIF_TERM start_parse(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM opts,
+                                start_req *r)
+{
+    ErlNifEnv *out = st->out;
+    ERL_NIF_TERM bad;
+    int absent;
+    if (split_opts(env, opts, r, &bad))
+        return nif_error(out, A.badarg);
+    if (bad)
+        return bad_option(out, enif_make_copy(out, bad));
+    if (!r->has_spec)
+        return bad_option(out, A.spec);
+    if (!r->has_input)
+        return bad_option(out, A.input);
+    if (r->registry && nif_name(env, r->registry, r->registry_s, sizeof r->registry_s, &absent)) {
+        if (!absent)
+            return bad_option(out, A.registry);
+    } else if (r->registry) {
+        r->so.registry = r->registry_s;
+    }
+    if (r->council && nif_name(env, r->council, r->council_s, sizeof r->council_s, &absent)) {
+        if (!absent)
+            return bad_option(out, A.council);
+    } else if (r->council) {
+        r->so.council = r->council_s;
+    }
+    if (given(r->run_id)) {
+        ErlNifBinary id;
+        if (!enif_inspect_binary(env, r->run_id, &id) || id.size == 0)
+            return bad_option(out, A.run_id);
+        r->so.run_id = id.data;
+        r->so.run_id_len = id.size;
+    }
+    if (given(r->server)) {
+        if (!enif_get_local_pid(env, r->server, &r->server_pid))
+            return bad_option(out, A.member_server);
+        r->has_server = 1;
+    }
+    if (given(r->subscribe)) {
+        ERL_NIF_TERM list = r->subscribe, head;
+        unsigned n;
+        if (!enif_get_list_length(env, list, &n) || n > MAX_START_SUBS)
+            return bad_option(out, A.subscribe);
+        while (enif_get_list_cell(env, list, &head, &list)) {
+            const ERL_NIF_TERM *el;
+            int arity, mode = NIF_SUB_PLAIN;
+            if (enif_get_tuple(env, head, &arity, &el) && arity == 2) {
+                if (enif_is_identical(el[1], A.tagged))
+                    mode = NIF_SUB_TAGGED;
+                else if (enif_is_identical(el[1], A.lib))
+                    mode = NIF_SUB_LIB;
+                else
+                    return bad_option(out, A.subscribe);
+                head = el[0];
+            }
+            if (!enif_get_local_pid(env, head, &r->subs[r->nsubs]))
+                return bad_option(out, A.subscribe);
+            r->sub_mode[r->nsubs++] = mode;
+        }
+    }
+    /* the spec, parsed once per JSON text */
+    const char *why = NULL;
+    size_t json_len = 0;
+    if (!(r->json = spec_json(env, r->spec, &json_len, &why)))
+        return invalid_spec(out, "spec", why ? why : "not JSON");
+    council_spec_error serr;
+    memset(&serr, 0, sizeof serr);
+    int rc = cn_spec_cache_get(st->specs, r->json, json_len, &r->spec_p, &serr);
+    if (rc == COUNCIL_ETOOBIG)
+        return invalid_spec(out, "spec", "spec larger than the configured limit");
+    if (rc == COUNCIL_ENOMEM)
+        return nif_error(out, A.enomem);
+    if (rc != 0)
+        return invalid_spec(out, serr.field[0] ? serr.field : "spec",
+                            serr.message[0] ? serr.message : council_strerror(rc));
+    r->so.spec = r->spec_p;
+    /* the input: kept as ETF (handed back in run_started); members see a
+     * binary as it is, another term printed in Erlang syntax */
+    if (!enif_term_to_binary(env, r->input, &r->input_etf))
+        return nif_error(out, A.enomem);
+    r->has_input_etf = 1;
+    r->so.input.tag = "etf";
+    r->so.input.data = r->input_etf.data + 1;
+    r->so.input.len = r->input_etf.size - 1;
+    ErlNifBinary text;
+    if (enif_inspect_binary(env, r->input, &text)) {
+        r->so.input.text = (const char *)text.data;
+        r->so.input.text_len = text.size;
+    } else {
+        int index = 0;
+        if (ei_s_print_term(&r->printed, (const char *)r->so.input.data, &index) < 0)
+            return bad_option(out, A.input);
+        r->so.input.text = r->printed;
+        r->so.input.text_len = strlen(r->printed);
+    }
+    /* user_opts: kept as ETF with its version byte (nif_beam.c reads it) */
+    if (r->user_opts && !enif_is_identical(r->user_opts, A.nil)) {
+        if (!enif_term_to_binary(env, r->user_opts, &r->uo_etf))
+            return nif_error(out, A.enomem);
+        r->has_uo_etf = 1;
+        r->so.user_opts = r->uo_etf.data;
+        r->so.user_opts_len = r->uo_etf.size;
+    }
+    if (!r->so.run_id) {
+        council_run_id_generate(r->gen_id);
+        r->so.run_id = r->gen_id;
+        r->so.run_id_len = strlen(r->gen_id);
+    }
+    return 0;
+}
+
+/* Subscriptions before the run exists, all or nothing (as the C node). */
+static ERL_NIF_TERM start_subscribe(nif_state *st, start_req *r)
+{
+    if (!r->nsubs)
+        return 0;
+    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
+    r->topic_len = plen + r->so.run_id_len;
+    if (!(r->topic = malloc(r->topic_len + 1)))
+        return nif_error(st->out, A.enomem);
+    memcpy(r->topic, COUNCIL_TOPIC_PREFIX, plen);
+    memcpy(r->topic + plen, r->so.run_id, r->so.run_id_len);
+    r->topic[r->topic_len] = 0;
+    for (; r->nmade < r->nsubs; r->nmade++) {
+        size_t i = r->nmade;
+        r->made[i] = !nif_subs_has(st->subs, r->topic, r->topic_len, &r->subs[i]);
+        int rc = nif_subs_add(st->subs, r->topic, r->topic_len, &r->subs[i], r->sub_mode[i]);
+        if (rc != 0) {
+            r->made[i] = 0;
+            return nif_error(st->out, nif_reason(rc, A.badarg));
+        }
+    }
+    return 0;
+}
+
+static ERL_NIF_TERM start_create(nif_state *st, start_req *r)
+{
+    int rc = council_run_create(st->ctx, &r->so, &r->run);
+    if (rc == COUNCIL_EPROVIDER) {
+        council_spec_error perr;
+        memset(&perr, 0, sizeof perr);
+        council_ctx_check_providers(st->ctx, r->spec_p, &perr);
+        return invalid_spec(st->out, perr.field[0] ? perr.field : "members",
+                            perr.message[0] ? perr.message : "unknown provider");
+    }
+    if (rc == COUNCIL_ESPEC)
+        return invalid_spec(st->out, "spec", "invalid spec");
+    if (rc != 0)
+        return nif_error(st->out, nif_reason(rc, A.enomem));
+    return 0;
+}
+
+static void start_undo(nif_state *st, start_req *r)
+{
+    for (size_t k = 0; k < r->nmade; k++)
+        if (r->made[k])
+            nif_subs_remove(st->subs, r->topic, r->topic_len, &r->subs[k]);
+    if (r->run)
+        council_run_cancel(r->run);
+}
+
+static void start_free(start_req *r)
+{
+    free(r->topic);
+    council_run_unref(r->run);
+    council_spec_unref(r->spec_p);
+    free(r->json);
+    free(r->printed);
+    if (r->has_input_etf)
+        enif_release_binary(&r->input_etf);
+    if (r->has_uo_etf)
+        enif_release_binary(&r->uo_etf);
+}
+
+/* {start, Opts, RunPid}: the reply term (built in st->out). */
+static ERL_NIF_TERM do_start(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM opts,
+                             const ErlNifPid *pid)
+{
+    start_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return nif_error(st->out, A.enomem);
+    ERL_NIF_TERM err = start_parse(st, env, opts, r);
+    if (!err)
+        err = start_subscribe(st, r);
+    if (!err)
+        err = start_create(st, r);
+    nif_run *run = NULL;
+    if (!err) {
+        int dead = 0;
+        run = nif_run_new(st, r->run, pid, r->has_server ? &r->server_pid : NULL, &dead);
+        if (!run)
+            err = nif_error(st->out, dead ? A.noproc : A.enomem);
+    }
+    if (err) {
+        /* err lives in st->out: keep it apart while the pid is told */
+        ErlNifEnv *keep = enif_alloc_env();
+        ERL_NIF_TERM kept = keep ? enif_make_copy(keep, err) : 0;
+        enif_clear_env(st->out);
+        start_undo(st, r);
+        start_free(r);
+        free(r);
+        nif_send(st, pid, enif_make_tuple3(st->out, A.council_run, A.nil, A.nil));
+        if (!keep)
+            return nif_error(st->out, A.enomem);
+        ERL_NIF_TERM back = enif_make_copy(st->out, kept);
+        enif_free_env(keep);
+        return back;
+    }
+    council_run_begin(r->run);
+    nif_run_announce(st, run);
+    start_free(r);
+    free(r);
+    return nif_ok(st->out, enif_make_pid(st->out, pid));
+}
+
+/* ------------------------------------------------------------ by id */
+
+typedef struct by_id {
+    char registry[256];
+    const char *reg; /* NULL: the default */
+    ErlNifBinary id;
+} by_id;
+
+static int id_args(ErlNifEnv *env, const ERL_NIF_TERM *el, by_id *a)
+{
+    int absent;
+    a->reg = NULL;
+    if (nif_name(env, el[1], a->registry, sizeof a->registry, &absent) == 0)
+        a->reg = a->registry;
+    else if (!absent)
+        return -1;
+    return enif_inspect_binary(env, el[2], &a->id) ? 0 : -1;
+}
+
+static ERL_NIF_TERM summary_term(nif_state *st, const council_summary *s)
+{
+    nif_x_reset(st);
+    ERL_NIF_TERM t = 0;
+    if (cn_summary_term(&st->x, s) == 0)
+        t = nif_x_term(st, st->out);
+    return t ? nif_ok(st->out, t) : nif_error(st->out, A.enomem);
+}
+
+static ERL_NIF_TERM by_id_call(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM op,
+                               const ERL_NIF_TERM *el)
+{
+    ErlNifEnv *out = st->out;
+    by_id a;
+    council_run *run = NULL;
+    if (id_args(env, el, &a))
+        return nif_error(out, A.badarg);
+    if (enif_is_identical(op, A.whereis)) {
+        int rc = council_whereis(st->ctx, a.reg, a.id.data, a.id.size, &run);
+        nif_run *r = rc == 0 ? nif_run_of(run) : NULL;
+        if (r)
+            return nif_ok(out, enif_make_pid(out, nif_run_pid(r)));
+        return nif_error(out, rc == COUNCIL_EUNKNOWN_RUN ? A.unknown_run : A.runner_dead);
+    }
+    if (enif_is_identical(op, A.state)) {
+        council_summary s;
+        if (council_run_state(st->ctx, a.reg, a.id.data, a.id.size, &s) != 0)
+            return nif_error(out, A.not_found);
+        return summary_term(st, &s);
+    }
+    if (council_run_find(st->ctx, a.reg, a.id.data, a.id.size, &run) != 0)
+        return nif_error(out, A.not_found);
+    if (enif_is_identical(op, A.result)) {
+        nif_x_reset(st);
+        ERL_NIF_TERM t = 0;
+        if (cn_outcome_term(&st->x, run) == 0)
+            t = nif_x_term(st, out);
+        return t ? t : nif_error(out, A.enomem);
+    }
+    nif_run_cancel(run);
+    return A.ok;
+}
+
+/* ------------------------------------------------------------ subscriptions */
+
+static ERL_NIF_TERM subscription(nif_state *st, ErlNifEnv *env, const ERL_NIF_TERM *el,
+                                 int arity, int subscribe)
+{
+    ErlNifEnv *out = st->out;
+    int mode = NIF_SUB_PLAIN;
+    if (arity == 4) {
+        if (!subscribe)
+            return nif_error(out, A.badarg);
+        if (enif_is_identical(el[3], A.tagged))
+            mode = NIF_SUB_TAGGED;
+        else if (enif_is_identical(el[3], A.lib))
+            mode = NIF_SUB_LIB;
+        else
+            return nif_error(out, A.badarg);
+    }
+    ErlNifBinary topic;
+    ErlNifPid pid;
+    if (!enif_inspect_binary(env, el[1], &topic) || topic.size == 0 ||
+        !enif_get_local_pid(env, el[2], &pid))
+        return nif_error(out, A.badarg);
+    if (!subscribe) {
+        nif_subs_remove(st->subs, (const char *)topic.data, topic.size, &pid);
+        return A.ok;
+    }
+    int rc = nif_subs_add(st->subs, (const char *)topic.data, topic.size, &pid, mode);
+    return rc == 0 ? A.ok : nif_error(out, nif_reason(rc, A.badarg));
+}
+
+/* ------------------------------------------------------------ context */
+
+static int cfg_u64(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key, uint64_t *out)
+{
+    ERL_NIF_TERM v;
+    ErlNifUInt64 n;
+    if (!enif_get_map_value(env, map, key, &v))
+        return 0;
+    if (!enif_get_uint64(env, v, &n))
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int cfg_size(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key, size_t *out)
+{
+    uint64_t v = *out;
+    if (cfg_u64(env, map, key, &v))
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config)
+{
+    if (st->ctx)
+        return 0;
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    if (!enif_is_map(env, config) || cfg_u64(env, config, A.retention_ms, &cfg.retention_ms) ||
+        cfg_size(env, config, A.max_runs, &cfg.max_runs) ||
+        cfg_size(env, config, A.max_retained, &cfg.max_retained) ||
+        cfg_size(env, config, A.max_subscribers_per_topic, &cfg.max_subscribers_per_topic) ||
+        cfg_size(env, config, A.subscriber_queue_cap, &cfg.subscriber_queue_cap) ||
+        cfg_u64(env, config, A.member_timeout_ms, &cfg.member_timeout_ms) ||
+        cfg_size(env, config, A.max_spec_bytes, &cfg.max_spec_bytes) ||
+        cfg_size(env, config, A.output_cap, &cfg.output_cap))
+        return COUNCIL_EINVAL;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    if (!ctx)
+        return COUNCIL_ENOMEM;
+    st->ctx = ctx;
+    int rc = COUNCIL_ENOMEM;
+    if ((st->specs = cn_spec_cache_new(ctx)) && (st->subs = nif_subs_new(st, 0)))
+        st->beam = nif_beam_register(st, &rc);
+    if (!st->beam) {
+        nif_ctx_close(st);
+        return rc ? rc : COUNCIL_ENOMEM;
+    }
+    enif_mutex_lock(st->mu);
+    st->wake_ctx = ctx;
+    enif_mutex_unlock(st->mu);
+    return 0;
+}
+
+void nif_ctx_close(nif_state *st)
+{
+    if (!st->ctx)
+        return;
+    nif_runs_shutdown(st);
+    enif_mutex_lock(st->mu);
+    st->wake_ctx = NULL;
+    enif_mutex_unlock(st->mu);
+    nif_subs_free(st->subs);
+    st->subs = NULL;
+    cn_spec_cache_free(st->specs);
+    st->specs = NULL;
+    council_ctx_free(st->ctx); /* releases the beam registrations */
+    st->ctx = NULL;
+    st->beam = NULL;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static ERL_NIF_TERM stats(nif_state *st)
+{
+    ErlNifEnv *out = st->out;
+    council_stats cs;
+    council_ctx_stats(st->ctx, &cs);
+    ERL_NIF_TERM keys[5] = {A.runs, A.runs_alive, A.subscriptions, A.pids, A.pending};
+    ERL_NIF_TERM vals[5] = {
+        enif_make_uint64(out, cs.runs_registered),
+        enif_make_uint64(out, st->runs_alive),
+        enif_make_uint64(out, nif_subs_count(st->subs)),
+        enif_make_uint64(out, nif_subs_pids(st->subs)),
+        enif_make_uint64(out, nif_beam_pending(st->beam)),
+    };
+    ERL_NIF_TERM map;
+    if (!enif_make_map_from_arrays(out, keys, vals, 5, &map))
+        return nif_error(out, A.enomem);
+    return nif_ok(out, map);
+}
+
+static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
+{
+    ErlNifEnv *out = st->out;
+    const ERL_NIF_TERM *el;
+    int arity = 0;
+    if (enif_is_identical(req, A.ping))
+        return A.pong;
+    if (enif_is_identical(req, A.close)) {
+        nif_ctx_close(st);
+        return A.ok;
+    }
+    int tuple = enif_get_tuple(env, req, &arity, &el);
+    if (tuple && arity == 2 && enif_is_identical(el[0], A.open)) {
+        int rc = nif_ctx_open(st, env, el[1]);
+        return rc == 0 ? A.ok : nif_error(out, rc == COUNCIL_EINVAL ? A.badarg : A.enomem);
+    }
+    if (!st->ctx)
+        return nif_error(out, A.unavailable);
+    if (enif_is_identical(req, A.stats))
+        return stats(st);
+    if (tuple && arity == 3 &&
+        (enif_is_identical(el[0], A.start) || enif_is_identical(el[0], A.start_link))) {
+        ErlNifPid pid;
+        if (!enif_get_local_pid(env, el[2], &pid))
+            return nif_error(out, A.badarg);
+        return do_start(st, env, el[1], &pid);
+    }
+    if (tuple && arity == 3 &&
+        (enif_is_identical(el[0], A.whereis) || enif_is_identical(el[0], A.state) ||
+         enif_is_identical(el[0], A.result) || enif_is_identical(el[0], A.cancel)))
+        return by_id_call(st, env, el[0], el);
+    if (tuple && (arity == 3 || arity == 4) && enif_is_identical(el[0], A.subscribe))
+        return subscription(st, env, el, arity, 1);
+    if (tuple && (arity == 3 || arity == 4) && enif_is_identical(el[0], A.unsubscribe))
+        return subscription(st, env, el, arity, 0);
+    return nif_error2(out, A.unknown_call, enif_make_copy(out, req));
+}
+
+void nif_service_call(nif_state *st, nif_cmd *c)
+{
+    ERL_NIF_TERM rep = dispatch(st, c->env, c->a);
+    ErlNifEnv *out = st->out;
+    nif_send(st, &c->caller, enif_make_tuple2(out, enif_make_copy(out, c->ref), rep));
+}

@@ -1,0 +1,492 @@
+/* nif_subs.c - run events to local pids (see nif.h).
+ *
+ * What it is for: the NIF's side of docs/protocol.md "Events": one core
+ * subscription per (topic, pid), the event sent to the pid with enif_send
+ * straight from the loop thread, and the subscriber watched with a
+ * resource monitor (one per pid) so that a subscriber that dies is
+ * unsubscribed from everything at once.
+ * Modes: plain (the C node's tuple, names as binaries), tagged
+ * ({council_ex_event, Topic, Event}, as the C node's tagged subscribers
+ * get them) and lib (what the library's subscribers get from its relay
+ * over distribution: round names and councils as existing atoms, see
+ * CouncilEx.Wire.event/1), so no relay process is needed.
+ * A subscription to a run's own topic ends after that run's terminal event;
+ * a sub-council topic stays until unsubscribed or the pid goes. A
+ * subscriber that falls more than the core's queue bound behind is cut off
+ * and told once: {council_ex_overflow, Topic, Dropped}.
+ *
+ * Two chained hash tables, as the C node's remote_sub.c: entries by (topic,
+ * pid), pid records by pid. A pid record is a resource object (it holds
+ * the monitor); the table keeps one reference on it while it has entries.
+ * Loop thread only, except the monitor's down callback (which queues).
+ */
+#include <string.h>
+
+#include "event_term.h"
+#include "nif.h"
+
+typedef struct pidrec pidrec;
+
+typedef struct entry {
+    struct entry *hnext;
+    nif_dl by_pid;             /* in pidrec.entries */
+    nif_subs *s;
+    pidrec *pr;
+    council_subscription *sub; /* NULL once the core ended it */
+    int mode;
+    size_t topic_len;
+    char topic[];
+} entry;
+
+struct pidrec {
+    nif_state *st;             /* for the down callback */
+    pidrec *hnext;
+    ErlNifPid pid;
+    nif_dl entries;
+    ErlNifMonitor mon;
+    int monitored;
+    int in_table;
+};
+
+struct nif_subs {
+    nif_state *st;
+    size_t max;
+    entry **eb;
+    size_t neb, nentries;
+    pidrec **pb;
+    size_t npb, npids;
+    /* one event's terms, reused for every subscriber it goes to */
+    const council_event *cached_ev;
+    ErlNifEnv *cenv;
+    ERL_NIF_TERM plain, lib;
+};
+
+static uint64_t fnv(const void *p, size_t len, uint64_t h)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < len; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* A local pid is an immediate term: its bits name it. */
+static uint64_t pid_hash(const ErlNifPid *pid)
+{
+    uint64_t v = (uint64_t)pid->pid;
+    return fnv(&v, sizeof v, 0xcbf29ce484222325ULL);
+}
+
+static uint64_t entry_hash(const char *topic, size_t len, const ErlNifPid *pid)
+{
+    return fnv(topic, len, pid_hash(pid));
+}
+
+static int same_pid(const ErlNifPid *a, const ErlNifPid *b)
+{
+    return enif_compare_pids(a, b) == 0;
+}
+
+static void grow_entries(nif_subs *s)
+{
+    if (s->nentries < s->neb)
+        return;
+    size_t nn = s->neb * 2;
+    entry **nb = enif_alloc(nn * sizeof *nb);
+    if (!nb)
+        return; /* only slower */
+    memset(nb, 0, nn * sizeof *nb);
+    for (size_t i = 0; i < s->neb; i++) {
+        for (entry *e = s->eb[i], *next; e; e = next) {
+            next = e->hnext;
+            size_t h = entry_hash(e->topic, e->topic_len, &e->pr->pid) & (nn - 1);
+            e->hnext = nb[h];
+            nb[h] = e;
+        }
+    }
+    enif_free(s->eb);
+    s->eb = nb;
+    s->neb = nn;
+}
+
+static void grow_pids(nif_subs *s)
+{
+    if (s->npids < s->npb)
+        return;
+    size_t nn = s->npb * 2;
+    pidrec **nb = enif_alloc(nn * sizeof *nb);
+    if (!nb)
+        return;
+    memset(nb, 0, nn * sizeof *nb);
+    for (size_t i = 0; i < s->npb; i++) {
+        for (pidrec *pr = s->pb[i], *next; pr; pr = next) {
+            next = pr->hnext;
+            size_t h = pid_hash(&pr->pid) & (nn - 1);
+            pr->hnext = nb[h];
+            nb[h] = pr;
+        }
+    }
+    enif_free(s->pb);
+    s->pb = nb;
+    s->npb = nn;
+}
+
+nif_subs *nif_subs_new(nif_state *st, size_t max)
+{
+    nif_subs *s = enif_alloc(sizeof *s);
+    if (!s)
+        return NULL;
+    memset(s, 0, sizeof *s);
+    s->st = st;
+    s->max = max ? max : 1000000;
+    s->neb = s->npb = 64;
+    s->eb = enif_alloc(s->neb * sizeof *s->eb);
+    s->pb = enif_alloc(s->npb * sizeof *s->pb);
+    s->cenv = enif_alloc_env();
+    if (!s->eb || !s->pb || !s->cenv) {
+        enif_free(s->eb);
+        enif_free(s->pb);
+        if (s->cenv)
+            enif_free_env(s->cenv);
+        enif_free(s);
+        return NULL;
+    }
+    memset(s->eb, 0, s->neb * sizeof *s->eb);
+    memset(s->pb, 0, s->npb * sizeof *s->pb);
+    return s;
+}
+
+static entry *entry_find(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid,
+                         entry ***slot)
+{
+    size_t h = entry_hash(topic, len, pid) & (s->neb - 1);
+    for (entry **p = &s->eb[h]; *p; p = &(*p)->hnext) {
+        entry *e = *p;
+        if (e->topic_len == len && same_pid(&e->pr->pid, pid) &&
+            memcmp(e->topic, topic, len) == 0) {
+            if (slot)
+                *slot = p;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static pidrec *pidrec_find(nif_subs *s, const ErlNifPid *pid, pidrec ***slot)
+{
+    size_t h = pid_hash(pid) & (s->npb - 1);
+    for (pidrec **p = &s->pb[h]; *p; p = &(*p)->hnext) {
+        if (same_pid(&(*p)->pid, pid)) {
+            if (slot)
+                *slot = p;
+            return *p;
+        }
+    }
+    return NULL;
+}
+
+/* The pid record leaves the table: its monitor goes (when demonitor), and
+ * the table's reference with it. */
+static void pidrec_drop(nif_subs *s, pidrec *pr, int demonitor)
+{
+    pidrec **slot = NULL;
+    if (pidrec_find(s, &pr->pid, &slot) == pr)
+        *slot = pr->hnext;
+    s->npids--;
+    pr->in_table = 0;
+    if (demonitor && pr->monitored)
+        enif_demonitor_process(NULL, pr, &pr->mon);
+    pr->monitored = 0;
+    enif_release_resource(pr);
+}
+
+/* Removes e (its core subscription too, unless the core ended it). */
+static void entry_drop(nif_subs *s, entry *e, int demonitor)
+{
+    entry **slot = NULL;
+    if (entry_find(s, e->topic, e->topic_len, &e->pr->pid, &slot) == e)
+        *slot = e->hnext;
+    s->nentries--;
+    if (e->sub && s->st->ctx)
+        council_unsubscribe(s->st->ctx, e->sub);
+    pidrec *pr = e->pr;
+    nif_dl_del(&e->by_pid);
+    enif_free(e);
+    if (nif_dl_empty(&pr->entries))
+        pidrec_drop(s, pr, demonitor);
+}
+
+void nif_subs_free(nif_subs *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->neb; i++) {
+        while (s->eb[i])
+            entry_drop(s, s->eb[i], 1);
+    }
+    council_event_unref(s->cached_ev);
+    enif_free_env(s->cenv);
+    enif_free(s->eb);
+    enif_free(s->pb);
+    enif_free(s);
+}
+
+/* ------------------------------------------------------------ events */
+
+/* A result map's round results with their names as atoms. */
+static ERL_NIF_TERM lib_round(ErlNifEnv *env, ERL_NIF_TERM rr)
+{
+    ERL_NIF_TERM name, out;
+    if (!enif_get_map_value(env, rr, A.name, &name) ||
+        !enif_make_map_update(env, rr, A.name, nif_existing_atom_or_binary(env, name), &out))
+        return rr;
+    return out;
+}
+
+static ERL_NIF_TERM lib_result(ErlNifEnv *env, ERL_NIF_TERM r)
+{
+    ERL_NIF_TERM rounds, head, tail, out;
+    unsigned n;
+    if (!enif_get_map_value(env, r, A.rounds, &rounds) ||
+        !enif_get_list_length(env, rounds, &n))
+        return r;
+    ERL_NIF_TERM *items = enif_alloc(sizeof *items * (n ? n : 1));
+    if (!items)
+        return r;
+    unsigned k = 0;
+    for (tail = rounds; k < n && enif_get_list_cell(env, tail, &head, &tail); k++)
+        items[k] = lib_round(env, head);
+    ERL_NIF_TERM list = enif_make_list_from_array(env, items, k);
+    enif_free(items);
+    return enif_make_map_update(env, r, A.rounds, list, &out) ? out : r;
+}
+
+/* The library's form of an event (CouncilEx.Wire.event/1). */
+static ERL_NIF_TERM lib_event(ErlNifEnv *env, ERL_NIF_TERM ev)
+{
+    const ERL_NIF_TERM *el;
+    int n;
+    if (!enif_get_tuple(env, ev, &n, &el) || n < 3 || n > 5)
+        return ev;
+    ERL_NIF_TERM t[5];
+    memcpy(t, el, sizeof *t * (size_t)n);
+    ERL_NIF_TERM tag = t[0];
+    if (enif_is_identical(tag, A.run_started) && n == 4) {
+        ErlNifBinary b;
+        if (enif_inspect_binary(env, t[2], &b) && b.size > 7 && memcmp(b.data, "Elixir.", 7) == 0)
+            t[2] = nif_existing_atom_or_binary(env, t[2]);
+    } else if (enif_is_identical(tag, A.round_completed) && n == 4) {
+        t[2] = nif_existing_atom_or_binary(env, t[2]);
+        t[3] = lib_round(env, t[3]);
+    } else if (enif_is_identical(tag, A.run_completed) || enif_is_identical(tag, A.run_cancelled)) {
+        t[n - 1] = lib_result(env, t[n - 1]);
+    } else if (enif_is_identical(tag, A.run_failed)) {
+        t[n - 1] = lib_result(env, t[n - 1]);
+    } else if (enif_is_identical(tag, A.round_started) ||
+               enif_is_identical(tag, A.member_started) ||
+               enif_is_identical(tag, A.member_token) ||
+               enif_is_identical(tag, A.member_completed) ||
+               enif_is_identical(tag, A.tool_call_request) ||
+               enif_is_identical(tag, A.tool_call_result)) {
+        t[2] = nif_existing_atom_or_binary(env, t[2]);
+    } else {
+        return ev;
+    }
+    return enif_make_tuple_from_array(env, t, (unsigned)n);
+}
+
+/* The event's term in mode, built once per event (0 when out of memory). */
+static ERL_NIF_TERM event_term(nif_subs *s, const council_event *ev, int mode)
+{
+    if (s->cached_ev != ev) {
+        council_event_unref(s->cached_ev);
+        s->cached_ev = NULL;
+        enif_clear_env(s->cenv);
+        s->plain = s->lib = 0;
+        nif_x_reset(s->st);
+        if (cn_event_term(&s->st->x, ev) != 0 || !(s->plain = nif_x_term(s->st, s->cenv)))
+            return 0;
+        s->cached_ev = council_event_ref(ev);
+    }
+    if (mode != NIF_SUB_LIB)
+        return s->plain;
+    if (!s->lib)
+        s->lib = lib_event(s->cenv, s->plain);
+    return s->lib;
+}
+
+static void on_overflow(size_t dropped, void *arg);
+
+/* Out of memory while preparing an event: cut off with the notice rather
+ * than skip an event mid-stream. */
+static void cut_off(entry *e)
+{
+    if (e->sub && e->s->st->ctx)
+        council_unsubscribe(e->s->st->ctx, e->sub);
+    e->sub = NULL;
+    on_overflow(1, e);
+}
+
+static int is_own_run(const entry *e, const council_event *ev)
+{
+    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
+    return e->topic_len == plen + ev->run_id_len &&
+           memcmp(e->topic + plen, ev->run_id, ev->run_id_len) == 0;
+}
+
+static void on_event(const council_event *ev, void *arg)
+{
+    entry *e = arg;
+    nif_subs *s = e->s;
+    ERL_NIF_TERM t = event_term(s, ev, e->mode);
+    if (!t) {
+        cut_off(e);
+        return;
+    }
+    if (e->mode == NIF_SUB_TAGGED)
+        t = enif_make_tuple3(s->cenv, A.council_ex_event,
+                             nif_binary(s->cenv, e->topic, e->topic_len), t);
+    /* a dead pid: its monitor cleans up */
+    enif_send(NULL, &e->pr->pid, NULL, t);
+    if (council_event_is_terminal(ev) && is_own_run(e, ev))
+        entry_drop(s, e, 1);
+}
+
+static void on_overflow(size_t dropped, void *arg)
+{
+    entry *e = arg;
+    nif_subs *s = e->s;
+    e->sub = NULL; /* the core ended it */
+    ErlNifEnv *env = s->st->out;
+    nif_send(s->st, &e->pr->pid,
+             enif_make_tuple3(env, A.council_ex_overflow,
+                              nif_binary(env, e->topic, e->topic_len),
+                              enif_make_uint64(env, dropped)));
+    entry_drop(s, e, 1);
+}
+
+/* ------------------------------------------------------------ API */
+
+int nif_subs_has(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid)
+{
+    return topic && entry_find(s, topic, len, pid, NULL) != NULL;
+}
+
+int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid, int mode)
+{
+    if (!topic || len == 0 || !s->st->ctx)
+        return COUNCIL_EINVAL;
+    if (entry_find(s, topic, len, pid, NULL))
+        return 0; /* one subscription per (topic, pid); the first mode stays */
+    if (s->nentries >= s->max)
+        return COUNCIL_ELIMIT;
+    pidrec *pr = pidrec_find(s, pid, NULL);
+    int new_pr = 0;
+    if (!pr) {
+        pr = enif_alloc_resource(nif_pid_type, sizeof *pr);
+        if (!pr)
+            return COUNCIL_ENOMEM;
+        memset(pr, 0, sizeof *pr);
+        pr->st = s->st;
+        nif_state_ref(s->st);
+        pr->pid = *pid;
+        nif_dl_init(&pr->entries);
+        /* A pid that is not alive is not subscribed: its events would go
+         * nowhere and no DOWN would clean up. Not an error (the C node
+         * takes a dead pid too, and drops it at its DOWN). */
+        if (enif_monitor_process(NULL, pr, pid, &pr->mon) != 0) {
+            enif_release_resource(pr);
+            return 0;
+        }
+        pr->monitored = 1;
+        new_pr = 1;
+    }
+    entry *e = enif_alloc(sizeof *e + len + 1);
+    int rc = COUNCIL_ENOMEM;
+    if (e) {
+        memset(e, 0, sizeof *e);
+        e->s = s;
+        e->pr = pr;
+        e->mode = mode;
+        e->topic_len = len;
+        memcpy(e->topic, topic, len);
+        e->topic[len] = 0;
+        rc = council_subscribe(s->st->ctx, topic, len, on_event, on_overflow, e, &e->sub);
+    }
+    if (rc != 0) {
+        enif_free(e);
+        if (new_pr) {
+            enif_demonitor_process(NULL, pr, &pr->mon);
+            enif_release_resource(pr);
+        }
+        return rc;
+    }
+    if (new_pr) {
+        size_t h = pid_hash(pid) & (s->npb - 1);
+        pr->hnext = s->pb[h];
+        s->pb[h] = pr;
+        pr->in_table = 1;
+        s->npids++;
+        grow_pids(s);
+    }
+    nif_dl_push(&pr->entries, &e->by_pid);
+    size_t h = entry_hash(topic, len, pid) & (s->neb - 1);
+    e->hnext = s->eb[h];
+    s->eb[h] = e;
+    s->nentries++;
+    grow_entries(s);
+    return 0;
+}
+
+int nif_subs_remove(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid)
+{
+    entry *e = topic ? entry_find(s, topic, len, pid, NULL) : NULL;
+    if (!e)
+        return COUNCIL_ENOTFOUND;
+    entry_drop(s, e, 1);
+    return 0;
+}
+
+size_t nif_subs_count(const nif_subs *s) { return s ? s->nentries : 0; }
+size_t nif_subs_pids(const nif_subs *s) { return s ? s->npids : 0; }
+
+void nif_subs_pid_down(nif_subs *s, void *obj, const ErlNifMonitor *mon)
+{
+    pidrec *pr = obj;
+    if (!s || !pr->in_table || !pr->monitored || enif_compare_monitors(&pr->mon, mon) != 0)
+        return; /* left the table before its DOWN was carried out */
+    pr->monitored = 0;
+    /* the last entry's drop takes the record out of the table */
+    while (pr->in_table && !nif_dl_empty(&pr->entries))
+        entry_drop(s, NIF_DL_ENTRY(pr->entries.next, entry, by_pid), 0);
+}
+
+/* ------------------------------------------------------------ resource */
+
+void nif_pid_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    pidrec *pr = obj;
+    nif_state_unref(pr->st);
+}
+
+/* A scheduler (or the exiting process's) thread: only queue. */
+void nif_pid_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    (void)env;
+    (void)pid;
+    pidrec *pr = obj;
+    nif_cmd *c = enif_alloc(sizeof *c);
+    if (!c)
+        return; /* the subscription stays until its run ends */
+    memset(c, 0, sizeof *c);
+    c->kind = CMD_PID_DOWN;
+    c->obj = obj;
+    c->mon = *mon;
+    enif_keep_resource(obj);
+    if (nif_queue(pr->st, c) != 0) {
+        enif_release_resource(obj);
+        enif_free(c);
+    }
+}

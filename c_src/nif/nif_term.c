@@ -1,0 +1,257 @@
+/* nif_term.c - term helpers of the NIF (see nif.h). */
+#include <jansson.h>
+#include <string.h>
+
+#include "nif.h"
+
+nif_atoms A;
+
+void nif_atoms_init(ErlNifEnv *env)
+{
+#define AT(field, text) A.field = enif_make_atom(env, text)
+    AT(ok, "ok");
+    AT(error, "error");
+    AT(nil, "nil");
+    AT(true_, "true");
+    AT(false_, "false");
+    AT(normal, "normal");
+    AT(shutdown, "shutdown");
+    AT(cancelled, "cancelled");
+    AT(failed, "failed");
+    AT(undefined, "undefined");
+    AT(badarg, "badarg");
+    AT(enomem, "enomem");
+    AT(limit, "limit");
+    AT(not_found, "not_found");
+    AT(unknown_run, "unknown_run");
+    AT(runner_dead, "runner_dead");
+    AT(running, "running");
+    AT(already_started, "already_started");
+    AT(invalid_spec, "invalid_spec");
+    AT(bad_option, "bad_option");
+    AT(unknown_call, "unknown_call");
+    AT(unavailable, "unavailable");
+    AT(noproc, "noproc");
+    AT(tagged, "tagged");
+    AT(lib, "lib");
+    AT(pong, "pong");
+    AT(run_id, "run_id");
+    AT(state, "state");
+    AT(cancel, "cancel");
+    AT(await, "await");
+    AT(result, "result");
+    AT(subscribe, "subscribe");
+    AT(unsubscribe, "unsubscribe");
+    AT(start, "start");
+    AT(start_link, "start_link");
+    AT(whereis, "whereis");
+    AT(ping, "ping");
+    AT(stats, "stats");
+    AT(open, "open");
+    AT(close, "close");
+    AT(sys_state, "$sys_state");
+    AT(council_ex_event, "council_ex_event");
+    AT(council_ex_overflow, "council_ex_overflow");
+    AT(council_member_call, "council_member_call");
+    AT(council_member_token, "council_member_token");
+    AT(council_member_reply, "council_member_reply");
+    AT(council_tool_call, "council_tool_call");
+    AT(council_tool_reply, "council_tool_reply");
+    AT(council_run, "$council_run");
+    AT(council_end, "$council_end");
+    AT(council_reply, "$council_reply");
+    AT(down, "DOWN");
+    AT(process, "process");
+    AT(name, "name");
+    AT(rounds, "rounds");
+    AT(spec, "spec");
+    AT(input, "input");
+    AT(council, "council");
+    AT(registry, "registry");
+    AT(user_opts, "user_opts");
+    AT(member_server, "member_server");
+    AT(runs, "runs");
+    AT(runs_alive, "runs_alive");
+    AT(subscriptions, "subscriptions");
+    AT(pids, "pids");
+    AT(pending, "pending");
+    AT(json, "json");
+    AT(run_started, "run_started");
+    AT(round_started, "round_started");
+    AT(member_started, "member_started");
+    AT(member_token, "member_token");
+    AT(member_completed, "member_completed");
+    AT(round_completed, "round_completed");
+    AT(run_completed, "run_completed");
+    AT(run_failed, "run_failed");
+    AT(run_cancelled, "run_cancelled");
+    AT(tool_call_request, "tool_call_request");
+    AT(tool_call_result, "tool_call_result");
+    AT(retention_ms, "retention_ms");
+    AT(max_runs, "max_runs");
+    AT(max_retained, "max_retained");
+    AT(max_subscribers_per_topic, "max_subscribers_per_topic");
+    AT(subscriber_queue_cap, "subscriber_queue_cap");
+    AT(member_timeout_ms, "member_timeout_ms");
+    AT(max_spec_bytes, "max_spec_bytes");
+    AT(output_cap, "output_cap");
+#undef AT
+}
+
+ERL_NIF_TERM nif_ok(ErlNifEnv *env, ERL_NIF_TERM t) { return enif_make_tuple2(env, A.ok, t); }
+
+ERL_NIF_TERM nif_error(ErlNifEnv *env, ERL_NIF_TERM reason)
+{
+    return enif_make_tuple2(env, A.error, reason);
+}
+
+ERL_NIF_TERM nif_error2(ErlNifEnv *env, ERL_NIF_TERM tag, ERL_NIF_TERM v)
+{
+    return enif_make_tuple2(env, A.error, enif_make_tuple2(env, tag, v));
+}
+
+ERL_NIF_TERM nif_binary(ErlNifEnv *env, const void *p, size_t len)
+{
+    ERL_NIF_TERM t;
+    unsigned char *d = enif_make_new_binary(env, len, &t);
+    if (!d)
+        return enif_make_atom(env, "enomem");
+    if (len)
+        memcpy(d, p, len);
+    return t;
+}
+
+ERL_NIF_TERM nif_cstr(ErlNifEnv *env, const char *s)
+{
+    return s ? nif_binary(env, s, strlen(s)) : A.nil;
+}
+
+ERL_NIF_TERM nif_reason(int err, ERL_NIF_TERM otherwise)
+{
+    switch (err) {
+    case COUNCIL_ELIMIT:
+        return A.limit;
+    case COUNCIL_ENOMEM:
+        return A.enomem;
+    case COUNCIL_EEXIST:
+        return A.already_started;
+    default:
+        return otherwise;
+    }
+}
+
+int nif_name(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n, int *absent)
+{
+    ErlNifBinary b;
+    *absent = enif_is_identical(t, A.nil);
+    if (*absent)
+        return -1;
+    if (enif_inspect_binary(env, t, &b)) {
+        if (b.size >= n || memchr(b.data, 0, b.size))
+            return -1;
+        memcpy(buf, b.data, b.size);
+        buf[b.size] = 0;
+        return 0;
+    }
+    /* an atom's text (latin-1, as ei would give it) */
+    if (enif_is_atom(env, t) && enif_get_atom(env, t, buf, (unsigned)n, ERL_NIF_LATIN1) > 0)
+        return 0;
+    return -1;
+}
+
+/* UTF-8 text as Latin-1 bytes in out (n bytes): its length, or -1 when a
+ * character is beyond Latin-1 (no atom can be looked up for it through
+ * this OTP's NIF API) or the text is not UTF-8. */
+static long utf8_to_latin1(const unsigned char *s, size_t len, char *out, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; o++) {
+        if (o >= n)
+            return -1;
+        unsigned c = s[i];
+        if (c < 0x80) {
+            out[o] = (char)c;
+            i++;
+        } else if ((c == 0xC2 || c == 0xC3) && i + 1 < len && (s[i + 1] & 0xC0) == 0x80) {
+            out[o] = (char)(((c & 0x1F) << 6) | (s[i + 1] & 0x3F));
+            i += 2;
+        } else {
+            return -1;
+        }
+    }
+    return (long)o;
+}
+
+ERL_NIF_TERM nif_existing_atom_or_binary(ErlNifEnv *env, ERL_NIF_TERM bin)
+{
+    ErlNifBinary b;
+    char buf[256];
+    ERL_NIF_TERM atom;
+    if (!enif_inspect_binary(env, bin, &b) || b.size > 255 * 2)
+        return bin;
+    long n = utf8_to_latin1(b.data, b.size, buf, sizeof buf);
+    if (n < 0 || !enif_make_existing_atom_len(env, buf, (size_t)n, &atom, ERL_NIF_LATIN1))
+        return bin;
+    return atom;
+}
+
+ERL_NIF_TERM nif_json_term(ErlNifEnv *env, const json_t *j, int depth)
+{
+    if (!j || depth > 128)
+        return A.nil;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        size_t n = json_object_size(j), i = 0;
+        ERL_NIF_TERM *keys = enif_alloc(sizeof *keys * (n ? n : 1));
+        ERL_NIF_TERM *vals = enif_alloc(sizeof *vals * (n ? n : 1));
+        ERL_NIF_TERM out = 0;
+        if (keys && vals) {
+            const char *k;
+            json_t *v;
+            json_object_foreach((json_t *)j, k, v) {
+                keys[i] = nif_binary(env, k, strlen(k));
+                vals[i] = nif_json_term(env, v, depth + 1);
+                i++;
+            }
+            if (!enif_make_map_from_arrays(env, keys, vals, i, &out))
+                out = 0;
+        }
+        enif_free(keys);
+        enif_free(vals);
+        return out ? out : enif_make_new_map(env);
+    }
+    case JSON_ARRAY: {
+        size_t n = json_array_size(j);
+        ERL_NIF_TERM l = enif_make_list(env, 0);
+        for (size_t i = n; i-- > 0;)
+            l = enif_make_list_cell(env, nif_json_term(env, json_array_get(j, i), depth + 1), l);
+        return l;
+    }
+    case JSON_STRING:
+        return nif_binary(env, json_string_value(j), json_string_length(j));
+    case JSON_INTEGER:
+        return enif_make_int64(env, (ErlNifSInt64)json_integer_value(j));
+    case JSON_REAL:
+        return enif_make_double(env, json_real_value(j));
+    case JSON_TRUE:
+        return A.true_;
+    case JSON_FALSE:
+        return A.false_;
+    default:
+        return A.nil;
+    }
+}
+
+void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n)
+{
+    ErlNifBinary b;
+    if (enif_inspect_binary(env, t, &b)) {
+        size_t k = b.size < n - 1 ? b.size : n - 1;
+        memcpy(buf, b.data, k);
+        buf[k] = 0;
+        return;
+    }
+    if (enif_snprintf(buf, n, "%T", t) < 0)
+        buf[0] = 0;
+    buf[n - 1] = 0;
+}

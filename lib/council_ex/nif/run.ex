@@ -1,0 +1,146 @@
+defmodule CouncilEx.Nif.Run do
+  @moduledoc """
+  The process that stands for a run of the NIF backend: the run's pid.
+
+  It holds the run's handle (a NIF resource) and nothing else: the run's
+  state lives in the core. It speaks enough of the GenServer protocol for
+  `GenServer.call/3`, `GenServer.cast/2`, `GenServer.stop/3`,
+  `:sys.get_state/1`, links and monitors to behave as the C node's run
+  processes do (docs/protocol.md, "Calls on a run pid"):
+
+    * a call or cast is handed to the core's thread with its `from`; the
+      answer comes back here as `{:"$council_reply", from, reply}` and is
+      passed on with `:gen.reply/2` (so a call that ended meanwhile, e.g.
+      by this process's exit, gets no stray message); `:run_id` is
+      answered at once;
+    * messages that are not calls (member servers' replies and tokens,
+      the member server's `:DOWN`) are handed to the core;
+    * when the run ends the core sends `{:"$council_end", reason}` (or
+      `{:"$council_end", reason, awaiters, outcome}`: the awaiters are
+      answered first) after the run's events went out, and the process
+      exits with `reason`: `:normal`, `{:shutdown, :cancelled}`,
+      `{:shutdown, {:failed, errors}}`, a `GenServer.stop/3` reason, or
+      `:shutdown` when the application stops;
+    * it does not trap exits: a linked process that exits abnormally
+      takes it down with that reason, and the core, which monitors it,
+      cancels the run.
+
+  Between messages it hibernates, so an idle run costs the smallest heap
+  a process can have (see README section 4 for the measured size).
+  """
+
+  alias CouncilEx.Nif
+
+  @doc false
+  # A run's pid, linked to the caller for :start_link. With a member
+  # server, the pid monitors it before this returns (so a server that dies
+  # at any point of the run is seen with its reason, as by the C node,
+  # which monitors it before the run begins).
+  @spec spawn(:start | :start_link, pid | nil) :: pid
+  def spawn(how, server) do
+    pid =
+      case how do
+        :start -> :erlang.spawn(__MODULE__, :init, [self(), server])
+        :start_link -> :erlang.spawn_link(__MODULE__, :init, [self(), server])
+      end
+
+    if is_pid(server) do
+      receive do
+        {:"$council_ready", ^pid} -> :ok
+      end
+    end
+
+    pid
+  end
+
+  @doc false
+  # Waits for the core to say whether the run was made (selectively: a
+  # call that comes first waits in the mailbox).
+  def init(starter, server) do
+    if is_pid(server) do
+      Process.monitor(server)
+      send(starter, {:"$council_ready", self()})
+    end
+
+    receive do
+      {:"$council_run", nil, _} -> exit(:normal)
+      {:"$council_run", run, _server} -> next(run, nil)
+    end
+  end
+
+  @doc false
+  def wait(run, stop) do
+    receive do
+      message -> handle(message, run, stop)
+    end
+  end
+
+  defp next(run, stop) do
+    receive do
+      message -> handle(message, run, stop)
+    after
+      0 -> :erlang.hibernate(__MODULE__, :wait, [run, stop])
+    end
+  end
+
+  defp handle({:"$gen_call", from, :run_id}, run, stop) do
+    :gen.reply(from, Nif.run_id(run))
+    next(run, stop)
+  end
+
+  defp handle({:"$gen_call", from, request}, run, stop) do
+    Nif.run_call(run, from, request)
+    next(run, stop)
+  end
+
+  defp handle({:"$gen_cast", request}, run, stop) do
+    Nif.run_call(run, nil, request)
+    next(run, stop)
+  end
+
+  defp handle({:"$council_reply", from, reply}, run, stop) do
+    :gen.reply(from, reply)
+    next(run, stop)
+  end
+
+  defp handle({:"$council_end", reason}, _run, stop), do: finish(reason, stop)
+
+  defp handle({:"$council_end", reason, awaiters, outcome}, _run, stop) do
+    Enum.each(awaiters, &:gen.reply(&1, outcome))
+    finish(reason, stop)
+  end
+
+  # GenServer.stop/3 (sys:terminate): the run is cancelled and ends with
+  # the stop's reason; the stop is answered just before the exit.
+  defp handle({:system, from, {:terminate, reason}}, run, nil) do
+    Nif.run_stop(run, reason)
+    next(run, {from, reason})
+  end
+
+  defp handle({:system, from, {:terminate, _reason}}, run, stop) do
+    :gen.reply(from, :ok)
+    next(run, stop)
+  end
+
+  defp handle({:system, from, :get_state}, run, stop) do
+    Nif.run_call(run, from, :"$sys_state")
+    next(run, stop)
+  end
+
+  defp handle({:system, from, _other}, run, stop) do
+    :gen.reply(from, {:error, :unsupported})
+    next(run, stop)
+  end
+
+  defp handle(message, run, stop) do
+    Nif.run_info(run, message)
+    next(run, stop)
+  end
+
+  defp finish(reason, nil), do: exit(reason)
+
+  defp finish(_reason, {from, stop_reason}) do
+    :gen.reply(from, :ok)
+    exit(stop_reason)
+  end
+end
