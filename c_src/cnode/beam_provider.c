@@ -12,12 +12,9 @@
 #include "run_proc.h"
 #include "term_json.h"
 
-/* The module's state: the provider's and the hook's arg. */
-typedef struct beam_provider {
-    cn_bridge *b;
-    cn_pending *calls; /* member calls in flight by call id, one reference each */
-} beam_provider;
-
+/* The module's state (the provider's and the hook's arg) is a cn_hooked:
+ * its table holds the member calls in flight by call id, one reference
+ * each. */
 static const cn_run_hook hook;
 
 /* The request map the member server gets: the JSON request's keys (all
@@ -42,7 +39,7 @@ static int encode_request(ei_x_buff *x, const json_t *req, const council_run *ru
 
 static int beam_start(council_call *call, void *arg)
 {
-    beam_provider *bp = arg;
+    cn_hooked *bp = arg;
     cn_bridge *b = bp->b;
     cn_run_proc *rp = cn_run_proc_from_run(council_call_run(call));
     if (!rp || !cn_run_proc_proc(rp)) {
@@ -94,48 +91,34 @@ static int beam_start(council_call *call, void *arg)
 
 static void beam_cancel(council_call *call, void *arg)
 {
-    beam_provider *bp = arg;
+    cn_hooked *bp = arg;
     council_call_unref(cn_pending_take(bp->calls, council_call_id(call)));
 }
 
-static void beam_release(void *arg)
+static void unref_call(void *call)
 {
-    beam_provider *bp = arg;
-    for (cn_pending_entry *e = cn_pending_detach(bp->calls, NULL); e;) {
-        council_call_unref(e->item);
-        e = cn_pending_entry_free(e);
-    }
-    cn_pending_free(bp->calls);
-    cn_bridge_hook_remove(bp->b, &hook);
-    free(bp);
+    council_call_unref(call);
 }
+
+static void fail_call(void *call, const char *msg)
+{
+    council_call_fail(call, msg);
+}
+
+/* A member server going down fails its run's calls in flight: it is
+ * forgotten first (cn_run_proc_member_server gives NULL), so a retry that
+ * a failure starts fails at once instead of being added. */
+static const cn_hooked_kind kind = {"beam provider", unref_call, fail_call};
 
 int cn_beam_provider_register(cn_bridge *b)
 {
-    if (cn_bridge_hook_arg(b, &hook))
-        return COUNCIL_EEXIST;
-    beam_provider *bp = calloc(1, sizeof *bp);
-    if (!bp || !(bp->calls = cn_pending_new())) {
-        free(bp);
-        return COUNCIL_ENOMEM;
-    }
-    bp->b = b;
-    int rc = cn_bridge_hook_add(b, &hook, bp);
+    int rc;
+    cn_hooked *bp = cn_hooked_new(b, &hook, &kind, &rc);
     council_provider_ops ops = {.start = beam_start, .cancel = beam_cancel,
-                                .release = beam_release};
-    if (rc == 0 && (rc = council_provider_register(b->ctx, "beam", &ops, bp)) != 0)
-        cn_bridge_hook_remove(b, &hook);
-    if (rc != 0) {
-        cn_pending_free(bp->calls);
-        free(bp);
-    }
+                                .release = cn_hooked_release};
+    if (bp && (rc = council_provider_register(b->ctx, "beam", &ops, bp)) != 0)
+        cn_hooked_free(bp);
     return rc;
-}
-
-size_t cn_beam_provider_pending(const cn_bridge *b)
-{
-    const beam_provider *bp = cn_bridge_hook_arg(b, &hook);
-    return bp ? cn_pending_count(bp->calls) : 0;
 }
 
 /* ------------------------------------------------------------ the hook */
@@ -143,7 +126,7 @@ size_t cn_beam_provider_pending(const cn_bridge *b)
 /* {council_member_token, Id, Chunk} and {council_member_reply, Id, Result} */
 static int on_info(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice msg)
 {
-    beam_provider *bp = arg;
+    cn_hooked *bp = arg;
     cn_slice el[3];
     if (cn_term_tuple(msg, el, 3) != 3)
         return 0;
@@ -181,34 +164,4 @@ static int on_info(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice msg)
     return 1;
 }
 
-/* Every call of rp in flight fails. The server is already forgotten
- * (cn_run_proc_member_server gives NULL), so a retry started by a failure
- * below fails at once instead of being added. */
-static void on_server_down(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice reason)
-{
-    beam_provider *bp = arg;
-    cn_pending_entry *e = cn_pending_detach(bp->calls, rp);
-    if (!e)
-        return;
-    char why[512], msg[600];
-    cn_term_text(reason, why, sizeof why);
-    snprintf(msg, sizeof msg, "beam provider: member server down: %s", why);
-    while (e) {
-        council_call_fail(e->item, msg);
-        council_call_unref(e->item);
-        e = cn_pending_entry_free(e);
-    }
-}
-
-/* rp's process ends: its calls still in flight (none after a cancel) are
- * dropped. */
-static void on_gone(cn_bridge *b, void *arg, cn_run_proc *rp)
-{
-    beam_provider *bp = arg;
-    for (cn_pending_entry *e = cn_pending_detach(bp->calls, rp); e;) {
-        council_call_unref(e->item);
-        e = cn_pending_entry_free(e);
-    }
-}
-
-static const cn_run_hook hook = {on_info, on_server_down, on_gone};
+static const cn_run_hook hook = {on_info, cn_hooked_server_down, cn_hooked_gone};

@@ -23,7 +23,4 @@
  * (COUNCIL_EEXIST when registered already). */
 int cn_beam_provider_register(cn_bridge *b);
 
-/* Member calls waiting for a reply (tests, stats). */
-size_t cn_beam_provider_pending(const cn_bridge *b);
-
 #endif

@@ -10,12 +10,9 @@
 #include "pending.h"
 #include "run_proc.h"
 
-/* The module's state: the tool handler's and the hook's arg. */
-typedef struct beam_tools {
-    cn_bridge *b;
-    cn_pending *calls; /* tool calls waiting, by tool call id, one reference each */
-} beam_tools;
-
+/* The module's state (the tool handler's and the hook's arg) is a
+ * cn_hooked: its table holds the tool calls waiting, by tool call id, one
+ * reference each. */
 static const cn_run_hook hook;
 
 /* ------------------------------------------------------------ handler */
@@ -48,7 +45,7 @@ static int encode_call(cn_bridge *b, ei_x_buff *x, cn_run_proc *rp, council_tool
 
 static int bt_start(council_tool_call *tc, void *arg)
 {
-    beam_tools *bt = arg;
+    cn_hooked *bt = arg;
     cn_bridge *b = bt->b;
     council_call *call = council_tool_call_member_call(tc);
     cn_run_proc *rp = call ? cn_run_proc_from_run(council_call_run(call)) : NULL;
@@ -81,55 +78,40 @@ static int bt_start(council_tool_call *tc, void *arg)
 
 static void bt_cancel(council_tool_call *tc, void *arg)
 {
-    beam_tools *bt = arg;
+    cn_hooked *bt = arg;
     cn_pending_entry *e = cn_pending_find(bt->calls, council_tool_call_id(tc));
     if (e && e->item == tc)
         council_tool_call_unref(cn_pending_take(bt->calls, e->id));
 }
 
-/* Drops the calls of a detached list. */
-static void drop(cn_pending_entry *e)
+static void unref_tool_call(void *tc)
 {
-    while (e) {
-        council_tool_call_unref(e->item);
-        e = cn_pending_entry_free(e);
-    }
+    council_tool_call_unref(tc);
 }
 
-static void bt_release(void *arg)
+static void fail_tool_call(void *tc, const char *msg)
 {
-    beam_tools *bt = arg;
-    drop(cn_pending_detach(bt->calls, NULL));
-    cn_pending_free(bt->calls);
-    cn_bridge_hook_remove(bt->b, &hook);
-    free(bt);
+    answer_error(tc, msg);
 }
+
+/* A member server going down gives its run's waiting tool calls an error
+ * result; all of them are out of the table first: an answer may make the
+ * core abandon others (their cancel then finds nothing to drop). */
+static const cn_hooked_kind kind = {"beam tool", unref_tool_call, fail_tool_call};
 
 int cn_beam_tools_register(cn_bridge *b)
 {
-    if (cn_bridge_hook_arg(b, &hook))
-        return COUNCIL_EEXIST;
-    beam_tools *bt = calloc(1, sizeof *bt);
-    if (!bt || !(bt->calls = cn_pending_new())) {
-        free(bt);
-        return COUNCIL_ENOMEM;
-    }
-    bt->b = b;
-    int rc = cn_bridge_hook_add(b, &hook, bt);
-    council_tool_ops ops = {.start = bt_start, .cancel = bt_cancel, .release = bt_release};
-    if (rc == 0 && (rc = council_tool_register(b->ctx, "beam", &ops, bt)) != 0)
-        cn_bridge_hook_remove(b, &hook);
-    if (rc != 0) {
-        cn_pending_free(bt->calls);
-        free(bt);
-    }
+    int rc;
+    cn_hooked *bt = cn_hooked_new(b, &hook, &kind, &rc);
+    council_tool_ops ops = {.start = bt_start, .cancel = bt_cancel, .release = cn_hooked_release};
+    if (bt && (rc = council_tool_register(b->ctx, "beam", &ops, bt)) != 0)
+        cn_hooked_free(bt);
     return rc;
 }
 
 size_t cn_beam_tools_pending(const cn_bridge *b)
 {
-    const beam_tools *bt = cn_bridge_hook_arg(b, &hook);
-    return bt ? cn_pending_count(bt->calls) : 0;
+    return cn_hooked_count(b, &hook);
 }
 
 /* ------------------------------------------------------------ the hook */
@@ -137,7 +119,7 @@ size_t cn_beam_tools_pending(const cn_bridge *b)
 /* {council_tool_reply, Id, Result} */
 static int on_info(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice msg)
 {
-    beam_tools *bt = arg;
+    cn_hooked *bt = arg;
     cn_slice el[3];
     if (cn_term_tuple(msg, el, 3) != 3 || !cn_term_is_atom(el[0], "council_tool_reply"))
         return 0;
@@ -171,29 +153,4 @@ static int on_info(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice msg)
     return 1;
 }
 
-/* Every tool call of rp still waiting gets an error result. All of them
- * are out of the table first: an answer may make the core abandon others
- * (their cancel then finds nothing to drop). */
-static void on_server_down(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice reason)
-{
-    beam_tools *bt = arg;
-    cn_pending_entry *e = cn_pending_detach(bt->calls, rp);
-    if (!e)
-        return;
-    char why[512], msg[600];
-    cn_term_text(reason, why, sizeof why);
-    snprintf(msg, sizeof msg, "beam tool: member server down: %s", why);
-    for (cn_pending_entry *i = e; i; i = i->next)
-        answer_error(i->item, msg);
-    drop(e);
-}
-
-/* rp's process ends: forget its tool calls still in the table (normally
- * none: cancelling the run abandons them first). */
-static void on_gone(cn_bridge *b, void *arg, cn_run_proc *rp)
-{
-    beam_tools *bt = arg;
-    drop(cn_pending_detach(bt->calls, rp));
-}
-
-static const cn_run_hook hook = {on_info, on_server_down, on_gone};
+static const cn_run_hook hook = {on_info, cn_hooked_server_down, cn_hooked_gone};

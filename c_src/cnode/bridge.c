@@ -2,10 +2,12 @@
  * beam modules share about the protocol. */
 #include "bridge.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gen_server.h"
+#include "pending.h"
 
 static const struct {
     int err;
@@ -73,4 +75,76 @@ void cn_bridge_hook_remove(cn_bridge *b, const cn_run_hook *ops)
             return;
         }
     }
+}
+
+cn_hooked *cn_hooked_new(cn_bridge *b, const cn_run_hook *ops, const cn_hooked_kind *kind,
+                         int *rc)
+{
+    *rc = COUNCIL_EEXIST;
+    if (cn_bridge_hook_arg(b, ops))
+        return NULL;
+    *rc = COUNCIL_ENOMEM;
+    cn_hooked *h = calloc(1, sizeof *h);
+    if (!h || !(h->calls = cn_pending_new())) {
+        free(h);
+        return NULL;
+    }
+    *h = (cn_hooked){b, ops, kind, h->calls};
+    if ((*rc = cn_bridge_hook_add(b, ops, h)) != 0) {
+        cn_pending_free(h->calls);
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+size_t cn_hooked_count(const cn_bridge *b, const cn_run_hook *ops)
+{
+    const cn_hooked *h = cn_bridge_hook_arg(b, ops);
+    return h ? cn_pending_count(h->calls) : 0;
+}
+
+/* Drops (unrefs) the requests of owner, every one for NULL. */
+static void drop(cn_hooked *h, const void *owner)
+{
+    for (cn_pending_entry *e = cn_pending_detach(h->calls, owner); e;) {
+        h->kind->unref(e->item);
+        e = cn_pending_entry_free(e);
+    }
+}
+
+void cn_hooked_server_down(cn_bridge *b, void *arg, struct cn_run_proc *rp, cn_slice reason)
+{
+    cn_hooked *h = arg;
+    cn_pending_entry *e = cn_pending_detach(h->calls, rp);
+    if (!e)
+        return;
+    char why[512], msg[600];
+    cn_term_text(reason, why, sizeof why);
+    snprintf(msg, sizeof msg, "%s: member server down: %s", h->kind->who, why);
+    while (e) {
+        h->kind->fail(e->item, msg);
+        h->kind->unref(e->item);
+        e = cn_pending_entry_free(e);
+    }
+}
+
+void cn_hooked_gone(cn_bridge *b, void *arg, struct cn_run_proc *rp)
+{
+    drop(arg, rp);
+}
+
+void cn_hooked_free(cn_hooked *h)
+{
+    if (!h)
+        return;
+    drop(h, NULL);
+    cn_pending_free(h->calls);
+    cn_bridge_hook_remove(h->b, h->ops);
+    free(h);
+}
+
+void cn_hooked_release(void *arg)
+{
+    cn_hooked_free(arg);
 }

@@ -64,6 +64,43 @@ struct cn_bridge {
     size_t nhooks;
 };
 
+/* A module behind a run hook that keeps a table of requests waiting for
+ * BEAM replies (pending.h), each holding one reference: what tells its
+ * requests apart. */
+typedef struct cn_hooked_kind {
+    const char *who;                           /* names it in messages */
+    void (*unref)(void *item);                 /* drops the table's reference */
+    void (*fail)(void *item, const char *msg); /* answers a request with an error */
+} cn_hooked_kind;
+
+/* Its state: the hook's arg. */
+typedef struct cn_hooked {
+    cn_bridge *b;
+    const cn_run_hook *ops;
+    const cn_hooked_kind *kind;
+    struct cn_pending *calls;
+} cn_hooked;
+
+/* Makes the state with an empty table and adds the hook. NULL with *rc:
+ * COUNCIL_EEXIST (ops is there already), COUNCIL_ENOMEM, COUNCIL_ELIMIT. */
+cn_hooked *cn_hooked_new(cn_bridge *b, const cn_run_hook *ops, const cn_hooked_kind *kind,
+                         int *rc);
+/* Drops every request, removes the hook and frees h (the module is going
+ * away with the context). NULL is a no-op. cn_hooked_release is the same
+ * as the `release` of a provider's or a tool handler's ops (arg: h). */
+void cn_hooked_free(cn_hooked *h);
+void cn_hooked_release(void *arg);
+/* The requests waiting in the table of the module with the hook ops (0
+ * when there is none): tests, stats. */
+size_t cn_hooked_count(const cn_bridge *b, const cn_run_hook *ops);
+/* Hook functions for such a module (arg: its cn_hooked). server_down: each
+ * of rp's requests is taken out of the table first, then answered with
+ * fail(item, "<who>: member server down: <reason>") and dropped. gone: rp's
+ * requests still waiting (normally none: cancelling a run abandons them)
+ * are dropped. */
+void cn_hooked_server_down(cn_bridge *b, void *arg, struct cn_run_proc *rp, cn_slice reason);
+void cn_hooked_gone(cn_bridge *b, void *arg, struct cn_run_proc *rp);
+
 /* Adds a hook (ops static, arg the module's): 0, COUNCIL_EEXIST (ops is
  * there already), COUNCIL_ELIMIT (CN_RUN_HOOKS_MAX). */
 int cn_bridge_hook_add(cn_bridge *b, const cn_run_hook *ops, void *arg);

@@ -159,7 +159,7 @@ void cn_gen_dispatch(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice r
                      p->name ? p->name : "a process");
         return;
     }
-    int rc = row ? row->fn(n, p, from, el, arity, &x) : cn_gen_encode_unknown_call(&x, request);
+    int rc = row ? row->fn(n, p, from, row, el, &x) : cn_gen_encode_unknown_call(&x, request);
     if (rc != CN_GEN_NOREPLY)
         cn_gen_reply_built(n, p, from, &x, rc);
     ei_x_free(&x);

@@ -80,19 +80,23 @@ int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request);
 
 /* Table-driven calls. A row matches a request that is the bare atom `tag`
  * (arity 0) or a tuple of `arity` elements whose first is the atom `tag`.
- * Its handler gets the request's elements (el[0] the tag; for a bare atom,
- * el[0] is the request itself), appends the reply to x and returns
- * CN_GEN_REPLY, CN_GEN_NOREPLY (it keeps `from` to answer later, or has
- * answered), or -1: the reply could not be encoded ({error, enomem} is
- * sent instead, see cn_gen_reply_built). */
+ * Its handler gets the row (its arg: what the handler needs to know about
+ * the request, NULL when nothing) and the request's elements (el[0] the
+ * tag; for a bare atom, el[0] is the request itself), appends the reply to
+ * x and returns CN_GEN_REPLY, CN_GEN_NOREPLY (it keeps `from` to answer
+ * later, or has answered), or -1: the reply could not be encoded ({error,
+ * enomem} is sent instead, see cn_gen_reply_built). */
 enum { CN_GEN_REPLY = 0, CN_GEN_NOREPLY = 1 };
 #define CN_GEN_MAX_ARITY 8
+struct cn_gen_call;
 typedef int (*cn_gen_call_fn)(cn_node *n, cn_proc *p, const cn_gen_from *from,
-                              const cn_slice *el, int arity, ei_x_buff *x);
+                              const struct cn_gen_call *row, const cn_slice *el,
+                              ei_x_buff *x);
 typedef struct cn_gen_call {
     const char *tag;
     int arity;         /* 0: the bare atom; else the tuple's size (<= 8) */
     cn_gen_call_fn fn;
+    const void *arg;
 } cn_gen_call;
 /* Answers a call through the first row that matches it; a request that no
  * row matches gets {error, {unknown_call, Request}}. */

@@ -4,13 +4,13 @@
 #include "gen_server.h"
 
 /* {is_auth, Node} -> yes */
-static int is_auth(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                   int arity, ei_x_buff *x)
+static int is_auth(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row, const cn_slice *el,
+                    ei_x_buff *x)
 {
     return ei_x_encode_atom(x, "yes");
 }
 
-static const cn_gen_call calls[] = {{"is_auth", 2, is_auth}};
+static const cn_gen_call calls[] = {{"is_auth", 2, is_auth, NULL}};
 
 static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from,
                         cn_slice req)

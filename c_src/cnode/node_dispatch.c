@@ -38,12 +38,27 @@ static cn_proc *resolve(cn_node *n, const cn_slice *target)
     return NULL;
 }
 
+/* The two pids of a signal between a remote process (from) and a local one
+ * (to): from as ours (-1 when the node-name table is full) and the local
+ * process (*to NULL when there is none); the wire forms are filled
+ * either way. */
+static int pids_of(cn_node *n, const cn_ctl *m, cn_wpid *from_w, cn_wpid *to_w, cn_pid *from,
+                   cn_proc **to)
+{
+    cn_term_pid(m->from, from_w);
+    cn_term_pid(m->to, to_w);
+    *to = cn_pt_find_wire(&n->pt, to_w);
+    return cn_pt_pid_from_wire(&n->pt, from_w, from);
+}
+
 static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
 {
     cn_peer *peer = c->peer;
     cn_wpid from_w, to_w;
     cn_pid from;
     cn_proc *p;
+    cn_link *l;
+    int bad_from;
 
     switch (m->op) {
     case CN_DOP_SEND:
@@ -58,66 +73,40 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
         return 0;
 
     case CN_DOP_LINK:
-        cn_term_pid(m->from, &from_w);
-        cn_term_pid(m->to, &to_w);
-        if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
+        if (pids_of(n, m, &from_w, &to_w, &from, &p))
             return 0;
         if (from.node != peer->node)
             return -1; /* BEAM itself treats this as an invalid message */
         if (peer_full(n, c, peer))
             return -1;
-        p = cn_pt_find_wire(&n->pt, &to_w);
         if (!p) {
             cn_node_flush_to(n, c, cn_frame_exit(cn_node_scratch(n), &to_w, &from_w, cn_atom_noproc()));
             return 0;
         }
-        {
-            cn_link *l = cn_pt_link_add(&n->pt, p, peer, &from);
-            if (!l)
-                cn_log_error("out of memory adding a link");
-            else
-                l->unlink_id = 0; /* linked again: a pending unlink is moot */
-        }
+        if (!(l = cn_pt_link_add(&n->pt, p, peer, &from)))
+            cn_log_error("out of memory adding a link");
+        else
+            l->unlink_id = 0; /* linked again: a pending unlink is moot */
         return 0;
 
     case CN_DOP_UNLINK:
     case CN_DOP_UNLINK_ID:
-        cn_term_pid(m->from, &from_w);
-        cn_term_pid(m->to, &to_w);
+    case CN_DOP_UNLINK_ID_ACK:
+        bad_from = pids_of(n, m, &from_w, &to_w, &from, &p);
         if (m->op == CN_DOP_UNLINK_ID)
             cn_node_flush_to(n, c, cn_frame_unlink_id_ack(cn_node_scratch(n), m->id, &to_w, &from_w));
-        if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
-            return 0;
-        if ((p = cn_pt_find_wire(&n->pt, &to_w))) {
-            cn_link *l = cn_pt_link_find(p, &from);
-            if (l)
-                cn_pt_link_del(&n->pt, l);
-        }
-        return 0;
-
-    case CN_DOP_UNLINK_ID_ACK:
-        cn_term_pid(m->from, &from_w);
-        cn_term_pid(m->to, &to_w);
-        if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
-            return 0;
-        if ((p = cn_pt_find_wire(&n->pt, &to_w))) {
-            cn_link *l = cn_pt_link_find(p, &from);
-            if (l && l->unlink_id == m->id)
-                cn_pt_link_del(&n->pt, l);
-        }
+        /* an ack removes only the link whose unlink it answers */
+        if (!bad_from && p && (l = cn_pt_link_find(p, &from)) &&
+            (m->op != CN_DOP_UNLINK_ID_ACK || l->unlink_id == m->id))
+            cn_pt_link_del(&n->pt, l);
         return 0;
 
     case CN_DOP_EXIT:
     case CN_DOP_EXIT2:
-        cn_term_pid(m->from, &from_w);
-        cn_term_pid(m->to, &to_w);
-        if (cn_pt_pid_from_wire(&n->pt, &from_w, &from))
-            return 0;
-        if (!(p = cn_pt_find_wire(&n->pt, &to_w)))
+        if (pids_of(n, m, &from_w, &to_w, &from, &p) || !p)
             return 0;
         if (m->op == CN_DOP_EXIT) {
-            cn_link *l = cn_pt_link_find(p, &from);
-            if (!l)
+            if (!(l = cn_pt_link_find(p, &from)))
                 return 0; /* no link: the signal means nothing */
             int pending = l->unlink_id != 0;
             cn_pt_link_del(&n->pt, l);

@@ -1,14 +1,16 @@
-/* pending.h - requests of runs waiting for a BEAM reply, by the id sent
- * with each: the table behind the beam provider's member calls
- * (beam_provider.c) and the beam tool handler's tool calls (beam_tools.c),
- * one table per module.
+/* pending.h - a table of entries by a 64-bit id, each with an item and an
+ * owner: the requests of runs waiting for a BEAM reply, by the id sent
+ * with each (the beam provider's member calls, beam_provider.c; the beam
+ * tool handler's tool calls, beam_tools.c; one table per module), and the
+ * index of ended runs' pids (retained.c).
  *
- * Owns its entries, not what they hold: an entry carries the waiting
- * request (`item`, whose reference the module keeps) and its `owner` (the
- * run's process record, whose replies it waits for). Ids are unique in a
- * table (the core numbers calls and tool calls per context). Chained
- * buckets, a power of two of them, grown when there are more entries than
- * buckets; a table that cannot grow still takes entries. Loop thread only.
+ * Owns its entries, not what they hold: an entry carries an `item` (whose
+ * reference, if any, its user keeps) and an `owner` (for the requests: the
+ * run's process record, whose replies they wait for). Ids are unique in a
+ * table (the core numbers calls and tool calls per context; pids are never
+ * reused). Chained buckets, a power of two of them, grown when there are
+ * more entries than buckets; a table that cannot grow still takes entries.
+ * Loop thread only.
  */
 #ifndef CN_PENDING_H
 #define CN_PENDING_H

@@ -176,8 +176,8 @@ static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
 
 /* The calls of docs/protocol.md ("Calls on a run pid"). */
 
-static int call_run_id(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                       int arity, ei_x_buff *x)
+static int call_run_id(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row, const cn_slice *el,
+                    ei_x_buff *x)
 {
     cn_run_proc *rp = cn_gen_state(p);
     size_t len;
@@ -185,8 +185,8 @@ static int call_run_id(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn
     return ei_x_encode_binary(x, id, (long)len);
 }
 
-static int call_state(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                      int arity, ei_x_buff *x)
+static int call_state(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row, const cn_slice *el,
+                    ei_x_buff *x)
 {
     cn_run_proc *rp = cn_gen_state(p);
     council_summary s;
@@ -198,8 +198,8 @@ static int call_state(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
 }
 
 /* ok first, then the cancel (whose end may follow at once) */
-static int call_cancel(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                       int arity, ei_x_buff *x)
+static int call_cancel(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row, const cn_slice *el,
+                    ei_x_buff *x)
 {
     cn_run_proc *rp = cn_gen_state(p);
     cn_gen_reply_built(n, p, from, x, ei_x_encode_atom(x, "ok"));
@@ -208,8 +208,8 @@ static int call_cancel(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn
 }
 
 /* Held until the run ends (finish()). */
-static int call_await(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                      int arity, ei_x_buff *x)
+static int call_await(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row, const cn_slice *el,
+                    ei_x_buff *x)
 {
     cn_run_proc *rp = cn_gen_state(p);
     if (rp->n_await >= MAX_AWAITERS)
@@ -230,39 +230,29 @@ static int call_await(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
     return cn_gen_encode_error(x, "enomem");
 }
 
-static int call_result(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                       int arity, ei_x_buff *x)
+static int call_result(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row, const cn_slice *el,
+                    ei_x_buff *x)
 {
     cn_run_proc *rp = cn_gen_state(p);
     return cn_outcome_term(x, rp->run);
 }
 
-static int subscription(cn_proc *p, const cn_slice *el, int subscribe, ei_x_buff *x)
+/* {subscribe, Pid} and {unsubscribe, Pid}: to the run's own topic */
+static int call_subscription(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                             const cn_gen_call *row, const cn_slice *el, ei_x_buff *x)
 {
-    int rc = sub_request(cn_gen_state(p), el[1], subscribe);
+    int rc = sub_request(cn_gen_state(p), el[1], cn_term_is_atom(el[0], "subscribe"));
     return rc == 0 ? ei_x_encode_atom(x, "ok") : cn_bridge_encode_error(x, rc, "badarg");
 }
 
-static int call_subscribe(cn_node *n, cn_proc *p, const cn_gen_from *from,
-                          const cn_slice *el, int arity, ei_x_buff *x)
-{
-    return subscription(p, el, 1, x);
-}
-
-static int call_unsubscribe(cn_node *n, cn_proc *p, const cn_gen_from *from,
-                            const cn_slice *el, int arity, ei_x_buff *x)
-{
-    return subscription(p, el, 0, x);
-}
-
 static const cn_gen_call calls[] = {
-    {"run_id", 0, call_run_id},
-    {"state", 0, call_state},
-    {"cancel", 0, call_cancel},
-    {"await", 0, call_await},
-    {"result", 0, call_result},
-    {"subscribe", 2, call_subscribe},
-    {"unsubscribe", 2, call_unsubscribe},
+    {"run_id", 0, call_run_id, NULL},
+    {"state", 0, call_state, NULL},
+    {"cancel", 0, call_cancel, NULL},
+    {"await", 0, call_await, NULL},
+    {"result", 0, call_result, NULL},
+    {"subscribe", 2, call_subscription, NULL},
+    {"unsubscribe", 2, call_subscription, NULL},
 };
 
 static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice req)

@@ -394,14 +394,16 @@ static void start_free(start_req *r)
     free(r->council_s);
 }
 
-static int do_start(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice opts,
-                    int link, ei_x_buff *x)
+/* {start, Opts} and {start_link, Opts} */
+static int call_start(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                      const cn_gen_call *row, const cn_slice *el, ei_x_buff *x)
 {
     service *s = cn_gen_state(p);
+    int link = cn_term_is_atom(el[0], "start_link");
     start_req r;
     memset(&r, 0, sizeof r);
     cn_proc *proc = NULL;
-    int rc = start_parse(s, opts, &r, x);
+    int rc = start_parse(s, el[1], &r, x);
     if (!rc)
         rc = start_subscribe(s, &r, x);
     if (!rc)
@@ -418,107 +420,76 @@ static int do_start(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice op
     return rc < 0 ? -1 : CN_GEN_REPLY;
 }
 
-static int call_start(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                      int arity, ei_x_buff *x)
-{
-    return do_start(n, p, from, el[1], 0, x);
-}
-
-static int call_start_link(cn_node *n, cn_proc *p, const cn_gen_from *from,
-                           const cn_slice *el, int arity, ei_x_buff *x)
-{
-    return do_start(n, p, from, el[1], 1, x);
-}
-
 /* ---------------------------------------------------- lookups by id */
 
-/* {Op, Registry, RunId}: the registry's name (nil = the default) and the
- * id's bytes; 0, or -1 with {error, badarg} in x (*built: its encoding). */
-typedef struct by_id {
-    char *registry;
+/* What answers a lookup {Op, Registry, RunId} (the row's arg), given the
+ * registry's name (NULL: the default) and the id's bytes. */
+typedef struct by_id_op {
+    int (*answer)(service *s, const char *registry, const char *id, size_t len,
+                  ei_x_buff *x);
+} by_id_op;
+
+static int call_by_id(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                      const cn_gen_call *row, const cn_slice *el, ei_x_buff *x)
+{
+    const by_id_op *op = row->arg;
+    int absent;
     const char *id;
     size_t len;
-} by_id;
-
-static int id_args(const cn_slice *el, by_id *a, ei_x_buff *x, int *built)
-{
-    int absent;
-    a->registry = dup_name(el[1], &absent);
-    if ((!a->registry && !absent) || cn_term_binary(el[2], &a->id, &a->len)) {
-        free(a->registry);
-        *built = cn_gen_encode_error(x, "badarg");
-        return -1;
-    }
-    return 0;
+    char *registry = dup_name(el[1], &absent); /* nil: the default */
+    int rc = (!registry && !absent) || cn_term_binary(el[2], &id, &len)
+                 ? cn_gen_encode_error(x, "badarg")
+                 : op->answer(cn_gen_state(p), registry, id, len, x);
+    free(registry);
+    return rc;
 }
 
-static int call_whereis(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                        int arity, ei_x_buff *x)
+static int by_whereis(service *s, const char *registry, const char *id, size_t len,
+                   ei_x_buff *x)
 {
-    service *s = cn_gen_state(p);
-    by_id a;
-    int built;
-    if (id_args(el, &a, x, &built))
-        return built;
     council_run *run = NULL;
-    int rc = council_whereis(s->b->ctx, a.registry, a.id, a.len, &run);
+    int rc = council_whereis(s->b->ctx, registry, id, len, &run);
     cn_proc *rp = rc == 0 ? cn_run_proc_of(run) : NULL;
-    free(a.registry);
     if (rp)
         return ok_pid(s->b, x, rp);
     return cn_gen_encode_error(x, rc == COUNCIL_EUNKNOWN_RUN ? "unknown_run" : "runner_dead");
 }
 
-static int call_state(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                      int arity, ei_x_buff *x)
+static int by_state(service *s, const char *registry, const char *id, size_t len, ei_x_buff *x)
 {
-    service *s = cn_gen_state(p);
-    by_id a;
-    int built;
-    if (id_args(el, &a, x, &built))
-        return built;
     council_summary sum;
-    int rc = council_run_state(s->b->ctx, a.registry, a.id, a.len, &sum);
-    free(a.registry);
-    return rc == 0 ? OK_TERM(x, cn_summary_term(x, &sum)) : cn_gen_encode_error(x, "not_found");
+    if (council_run_state(s->b->ctx, registry, id, len, &sum) != 0)
+        return cn_gen_encode_error(x, "not_found");
+    return OK_TERM(x, cn_summary_term(x, &sum));
 }
 
 /* The outcome of a run by id (also a finished one in retention). */
-static int call_result(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                       int arity, ei_x_buff *x)
+static int by_result(service *s, const char *registry, const char *id, size_t len,
+                  ei_x_buff *x)
 {
-    service *s = cn_gen_state(p);
-    by_id a;
-    int built;
-    if (id_args(el, &a, x, &built))
-        return built;
     council_run *run = NULL;
-    int rc = council_run_find(s->b->ctx, a.registry, a.id, a.len, &run);
-    free(a.registry);
-    return rc == 0 ? cn_outcome_term(x, run) : cn_gen_encode_error(x, "not_found");
+    if (council_run_find(s->b->ctx, registry, id, len, &run) != 0)
+        return cn_gen_encode_error(x, "not_found");
+    return cn_outcome_term(x, run);
 }
 
-static int call_cancel(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                       int arity, ei_x_buff *x)
+static int by_cancel(service *s, const char *registry, const char *id, size_t len,
+                  ei_x_buff *x)
 {
-    service *s = cn_gen_state(p);
-    by_id a;
-    int built;
-    if (id_args(el, &a, x, &built))
-        return built;
     council_run *run = NULL;
-    int rc = council_run_find(s->b->ctx, a.registry, a.id, a.len, &run);
-    free(a.registry);
-    if (rc != 0)
+    if (council_run_find(s->b->ctx, registry, id, len, &run) != 0)
         return cn_gen_encode_error(x, "not_found");
     cn_run_proc_cancel(run, NULL);
     return ei_x_encode_atom(x, "ok");
 }
 
+static const by_id_op op_whereis = {by_whereis}, op_state = {by_state},
+                      op_result = {by_result}, op_cancel = {by_cancel};
+
 /* {outcome_by_pid, Pid}: the outcome of the run whose process Pid is (as
  * its :result) or was, while the run is retained. */
 static int call_outcome_by_pid(cn_node *n, cn_proc *p, const cn_gen_from *from,
-                               const cn_slice *el, int arity, ei_x_buff *x)
+                               const cn_gen_call *row, const cn_slice *el, ei_x_buff *x)
 {
     service *s = cn_gen_state(p);
     cn_pid pid;
@@ -531,11 +502,12 @@ static int call_outcome_by_pid(cn_node *n, cn_proc *p, const cn_gen_from *from,
 /* ------------------------------------------------------ subscriptions */
 
 /* {subscribe, Topic, Pid[, tagged]} and {unsubscribe, Topic, Pid} */
-static int subscription(service *s, const cn_slice *el, int arity, int subscribe,
-                        ei_x_buff *x)
+static int call_subscription(cn_node *n, cn_proc *p, const cn_gen_from *from,
+                             const cn_gen_call *row, const cn_slice *el, ei_x_buff *x)
 {
-    int flags = 0;
-    if (arity == 4) {
+    service *s = cn_gen_state(p);
+    int subscribe = cn_term_is_atom(el[0], "subscribe"), flags = 0;
+    if (row->arity == 4) {
         if (!subscribe || !cn_term_is_atom(el[3], "tagged"))
             return cn_gen_encode_error(x, "badarg");
         flags = CN_RSUB_TAGGED;
@@ -554,22 +526,10 @@ static int subscription(service *s, const cn_slice *el, int arity, int subscribe
     return rc == 0 ? ei_x_encode_atom(x, "ok") : cn_bridge_encode_error(x, rc, "badarg");
 }
 
-static int call_subscribe(cn_node *n, cn_proc *p, const cn_gen_from *from,
-                          const cn_slice *el, int arity, ei_x_buff *x)
-{
-    return subscription(cn_gen_state(p), el, arity, 1, x);
-}
-
-static int call_unsubscribe(cn_node *n, cn_proc *p, const cn_gen_from *from,
-                            const cn_slice *el, int arity, ei_x_buff *x)
-{
-    return subscription(cn_gen_state(p), el, arity, 0, x);
-}
-
 /* ------------------------------------------------------------- others */
 
-static int call_ping(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                     int arity, ei_x_buff *x)
+static int call_ping(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row,
+                     const cn_slice *el, ei_x_buff *x)
 {
     return ei_x_encode_atom(x, "pong");
 }
@@ -579,8 +539,8 @@ static int count(ei_x_buff *x, const char *key, size_t v)
     return ei_x_encode_atom(x, key) || ei_x_encode_ulong(x, (unsigned long)v) ? -1 : 0;
 }
 
-static int call_stats(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_slice *el,
-                      int arity, ei_x_buff *x)
+static int call_stats(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row,
+                      const cn_slice *el, ei_x_buff *x)
 {
     service *s = cn_gen_state(p);
     cn_node_stats st;
@@ -604,19 +564,19 @@ static int call_stats(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
 
 /* The requests of docs/protocol.md ("The registered service"). */
 static const cn_gen_call calls[] = {
-    {"ping", 0, call_ping},
-    {"stats", 0, call_stats},
-    {"start", 2, call_start},
-    {"start_link", 2, call_start_link},
-    {"whereis", 3, call_whereis},
-    {"state", 3, call_state},
-    {"result", 3, call_result},
-    {"cancel", 3, call_cancel},
-    {"outcome_by_pid", 2, call_outcome_by_pid},
-    {"subscribe", 3, call_subscribe},
-    {"subscribe", 4, call_subscribe},
-    {"unsubscribe", 3, call_unsubscribe},
-    {"unsubscribe", 4, call_unsubscribe}, /* badarg: only subscribe is tagged */
+    {"ping", 0, call_ping, NULL},
+    {"stats", 0, call_stats, NULL},
+    {"start", 2, call_start, NULL},
+    {"start_link", 2, call_start, NULL},
+    {"whereis", 3, call_by_id, &op_whereis},
+    {"state", 3, call_by_id, &op_state},
+    {"result", 3, call_by_id, &op_result},
+    {"cancel", 3, call_by_id, &op_cancel},
+    {"outcome_by_pid", 2, call_outcome_by_pid, NULL},
+    {"subscribe", 3, call_subscription, NULL},
+    {"subscribe", 4, call_subscription, NULL},
+    {"unsubscribe", 3, call_subscription, NULL},
+    {"unsubscribe", 4, call_subscription, NULL}, /* badarg: only subscribe is tagged */
 };
 
 static void handle_call(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice req)

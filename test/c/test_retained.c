@@ -42,13 +42,8 @@ static council_run *ended(council_ctx *ctx, const char *run_id)
     council_spec *spec = NULL;
     council_spec_error err;
     assert_int_equal(council_spec_from_json(SPEC, strlen(SPEC), &spec, &err), 0);
-    council_start_opts o;
-    memset(&o, 0, sizeof o);
-    o.spec = spec;
-    o.run_id = run_id;
-    o.run_id_len = strlen(run_id);
-    o.input.data = "q";
-    o.input.len = 1;
+    council_start_opts o = {.spec = spec, .run_id = run_id, .run_id_len = strlen(run_id),
+                            .input = {.data = "q", .len = 1}};
     council_run *run = NULL;
     assert_int_equal(council_run_start(ctx, &o, &run), 0);
     council_spec_unref(spec);
@@ -61,30 +56,35 @@ static council_run *ended(council_ctx *ctx, const char *run_id)
     return run;
 }
 
+/* A run ended under run_id and remembered for pid; the run stays the
+ * core's alone (valid while it retains it). */
+static council_run *add_ended(council_ctx *ctx, cn_retained *r, const char *run_id,
+                              uint64_t pid)
+{
+    council_run *run = ended(ctx, run_id);
+    cn_retained_add(r, pid, run);
+    council_run_unref(run);
+    return run;
+}
+
 static void found_while_retained_then_gone(void **st)
 {
     (void)st;
     council_ctx *ctx = new_ctx(300, 0);
     cn_retained *r = cn_retained_new(ctx, 0);
     assert_non_null(r);
-    council_run *a = ended(ctx, "a"), *b = ended(ctx, "b");
-    cn_retained_add(r, 11, a);
-    cn_retained_add(r, 12, b);
+    council_run *a = add_ended(ctx, r, "a", 11), *b = add_ended(ctx, r, "b", 12);
     assert_int_equal(cn_retained_count(r), 2);
     assert_ptr_equal(cn_retained_find(r, 11), a);
     assert_ptr_equal(cn_retained_find(r, 12), b);
     assert_null(cn_retained_find(r, 13));
-    council_run_unref(a);
-    council_run_unref(b);
     /* retention passes: found no more, and the entries go */
     spin(ctx, 600);
     assert_null(cn_retained_find(r, 11));
     assert_int_equal(cn_retained_count(r), 1);
-    council_run *c = ended(ctx, "c");
-    cn_retained_add(r, 14, c); /* an end checks the oldest entries */
+    council_run *c = add_ended(ctx, r, "c", 14); /* an end checks the oldest */
     assert_int_equal(cn_retained_count(r), 1);
     assert_ptr_equal(cn_retained_find(r, 14), c);
-    council_run_unref(c);
     cn_retained_free(r);
     council_ctx_free(ctx);
 }
@@ -95,13 +95,9 @@ static void bounded_by_the_core_and_by_max(void **st)
     /* the core keeps two finished runs: the first leaves with its pid */
     council_ctx *ctx = new_ctx(60000, 2);
     cn_retained *r = cn_retained_new(ctx, 0);
-    for (uint64_t i = 1; i <= 3; i++) {
-        char id[8];
-        snprintf(id, sizeof id, "r%u", (unsigned)i);
-        council_run *run = ended(ctx, id);
-        cn_retained_add(r, i, run);
-        council_run_unref(run);
-    }
+    add_ended(ctx, r, "r1", 1);
+    add_ended(ctx, r, "r2", 2);
+    add_ended(ctx, r, "r3", 3);
     assert_null(cn_retained_find(r, 1));
     assert_non_null(cn_retained_find(r, 2));
     assert_non_null(cn_retained_find(r, 3));
@@ -110,14 +106,11 @@ static void bounded_by_the_core_and_by_max(void **st)
 
     /* the table's own bound: at most max entries, the oldest leave */
     r = cn_retained_new(ctx, 1);
-    council_run *x = ended(ctx, "x"), *y = ended(ctx, "y");
-    cn_retained_add(r, 7, x);
-    cn_retained_add(r, 8, y);
+    add_ended(ctx, r, "x", 7);
+    council_run *y = add_ended(ctx, r, "y", 8);
     assert_int_equal(cn_retained_count(r), 1);
     assert_null(cn_retained_find(r, 7));
     assert_ptr_equal(cn_retained_find(r, 8), y);
-    council_run_unref(x);
-    council_run_unref(y);
     cn_retained_free(r);
     council_ctx_free(ctx);
 }
@@ -127,15 +120,11 @@ static void a_later_run_under_the_same_id_is_not_the_pids(void **st)
     (void)st;
     council_ctx *ctx = new_ctx(100, 0);
     cn_retained *r = cn_retained_new(ctx, 0);
-    council_run *old = ended(ctx, "same");
-    cn_retained_add(r, 21, old);
-    council_run_unref(old); /* only the core holds it now */
-    spin(ctx, 300);         /* ... until retention ends: it is freed */
-    council_run *later = ended(ctx, "same");
+    add_ended(ctx, r, "same", 21);
+    spin(ctx, 300); /* retention ends: the core frees it */
+    council_run *later = add_ended(ctx, r, "same", 22);
     assert_null(cn_retained_find(r, 21));
-    cn_retained_add(r, 22, later);
     assert_ptr_equal(cn_retained_find(r, 22), later);
-    council_run_unref(later);
     cn_retained_free(r);
     cn_retained_free(NULL);
     council_ctx_free(ctx);

@@ -34,11 +34,7 @@ defmodule CNode.OutcomeByPidTest do
     {pid, ev}
   end
 
-  setup_all do
-    info = start_node()
-    on_exit(fn -> stop_node(info) end)
-    {:ok, info: info}
-  end
+  setup_all do: module_node()
 
   test "an ended run's outcome by the pid it had: completed, cancelled, failed", %{info: i} do
     {pid, {:run_completed, _, result}} = ended_run(i.node, @mock)

@@ -51,6 +51,16 @@ defmodule CNodeTest do
   end
 
   @doc """
+  For a module's `setup_all`: one C node (start_node/1's options) for all
+  of its tests, stopped after them; the context gets it as `info`.
+  """
+  def module_node(opts \\ []) do
+    info = start_node(opts)
+    ExUnit.Callbacks.on_exit(fn -> stop_node(info) end)
+    {:ok, info: info}
+  end
+
+  @doc """
   The C node's program started as start_node/1 would (same options), as a
   port that delivers its stdout lines and exit status; its pid is written
   for the runner to kill.
