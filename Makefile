@@ -171,9 +171,14 @@ $(B)/council_nif.so: $(NIF_OBJ) $(NIF_CNODE_OBJ) $(B)/libcouncil.a c_src/nif/exp
 $(B)/schema_dump: c_src/tools/schema_dump.c $(B)/libcouncil.a c_src/include/council.h
 	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
-priv/schema.json: $(B)/schema_dump
+priv/schema.json: $(B)/schema_dump include/council_schema.hrl
 	@mkdir -p priv
 	$(call say,GEN,$@)$(B)/schema_dump > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+
+# The same values for src/council_ex_raw.erl (rebar3 and Mix read include/).
+include/council_schema.hrl: $(B)/schema_dump
+	@mkdir -p include
+	$(call say,GEN,$@)$(B)/schema_dump --erlang > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 # Built examples are kept (no `rm` of them after each build).
 .SECONDARY: $(EXAMPLE_BIN)

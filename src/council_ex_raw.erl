@@ -56,8 +56,11 @@
 
 -define(SERVICE, council_ex).
 -define(TIMEOUT, 15000).
--define(REGISTRY, <<"CouncilEx.Runner.Registry">>).
--define(TOPIC_PREFIX, "council_ex:run:").
+%% The default registry and the topic prefix, as the core defines them
+%% (include/council_schema.hrl is written by `make` from the core's schema).
+-include("council_schema.hrl").
+-define(REGISTRY, ?COUNCIL_DEFAULT_REGISTRY).
+-define(TOPIC_PREFIX, ?COUNCIL_TOPIC_PREFIX).
 
 -type service() :: node() | {atom(), node()}.
 %% A C node's service: the node (service `council_ex') or `{Name, Node}'.
