@@ -1,32 +1,65 @@
 /* registry.c - run_id -> value maps, one namespace per named registry.
  *
  * What it is for: the lookup of runs by id that must stay O(1) at a million
- * entries. What it is not for: knowing what a value is or when it expires.
+ * entries, within two memory latencies. What it is not for: knowing what a
+ * value is or when it expires.
  *
- * Layout. One chained hash table holds the entries of every namespace; an
- * entry is keyed by (namespace id, key bytes). Namespace names are interned
- * in a small table of their own, so an entry carries a 32-bit id instead of
- * the name. The table size is a power of two; it doubles when the load
- * reaches 1 and shrinks (to a load of 1/4..1/2) when the load drops under
- * 1/8. Resizing is incremental, in the manner of Redis's dict.c: while a
- * resize is in progress two tables exist, every put/remove moves a few
- * buckets from the old to the new one, and lookups search both. No single
- * insert pays for a whole rehash.
+ * Layout. One open-addressing table (linear probing) holds the entries of
+ * every namespace; an entry is keyed by (namespace id, key bytes).
+ * Namespace names are interned in a small table of their own, so an entry
+ * carries no name. The table is two arrays of the same number of slots:
+ *
+ *   meta[i]  one 64-bit word: the top 46 bits of the entry's hash, the key
+ *            length - 1 (16 bits), and two flags (live; key copied).
+ *            0 = empty.
+ *   kv[i]    the value and a pointer to the key bytes.
+ *
+ * A lookup hashes the key, then reads meta from the home slot on: a slot
+ * whose word differs is passed over without touching the entry, so a miss
+ * is decided in the meta array alone (at 8 words per cache line), and a hit
+ * compares the key bytes once. The home slot's kv is prefetched with its
+ * meta word (both addresses come from the hash), and the value is
+ * prefetched with the key compare, so a hit costs two memory latencies:
+ * the table's line, then the key's and the value's lines together (a run's
+ * id lives in the run's own block, beside the state a caller reads next).
+ * Tables of 1 MiB and more are mapped on their own (munmap'ed when a
+ * resize is done with them, so their memory goes back at once). Huge
+ * pages for them were tried: lookups of the table alone got 15% faster,
+ * council_whereis no faster (its second latency, the run, is on the
+ * heap's pages), and the put that touched a fresh huge page paid for
+ * zeroing and compacting it (12 ms worst case at 1M entries, against 1-2).
+ *
+ * Sizes are powers of two; the table grows at a load of 4/5 (to 2/5) and
+ * shrinks when the load drops under 1/8 (to at most 2/5). Resizing a table
+ * of more than 1024 slots is incremental, in the manner of Redis's dict.c
+ * (a smaller one moves at once, in microseconds): while a resize is in
+ * progress two tables exist; new entries go to the new one, every
+ * put/remove moves a few slots' entries over, and lookups search both. In
+ * the old table a moved or removed entry leaves a MOVED mark (its probe
+ * chains stay intact); in the current table a removal shifts the entries
+ * after it back (no marks ever). No single insert pays for a whole rehash.
  *
  * Hashing. Keys go through crypto_shorthash (SipHash-2-4) under a key drawn
  * from randombytes_buf once per registry object; the namespace id is then
- * mixed into the 64-bit result. Ids chosen by a client cannot be made to
- * collide without knowing the key.
+ * mixed into the 64-bit result such that its top 16 bits differ for every
+ * namespace (ns_mix). Ids chosen by a client cannot be made to collide
+ * without knowing the key. Two entries with equal meta words and equal key
+ * bytes have equal key hashes, hence equal top 16 bits of ns_mix, hence the
+ * same namespace: the namespace needs no room in the slot, and foreach
+ * recovers it from the key's hash. The first namespace mixes in nothing,
+ * so a test can choose the hashes of its keys (registry_set_test_hash).
  *
- * Memory. Per entry: one allocation of 40 bytes of header, plus the key
- * bytes when they are copied (registry_put: one malloc chunk of 80 bytes
- * for a 36-byte UUID; registry_put_ref, which points at the caller's bytes:
- * 48), and 8 to 16 bytes of bucket array while growing (load 1/2..1).
+ * Memory. 24 bytes per slot: 30 to 60 bytes per entry at loads of 4/5 to
+ * 2/5, plus, for registry_put (which copies the key), the copy (one malloc
+ * chunk of 48 bytes for a 36-byte UUID). registry_put_ref, which points at
+ * the caller's bytes, needs nothing more.
  */
 #include "registry.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <sodium.h>
 
@@ -34,24 +67,35 @@
 
 #define REGISTRY_MAX_KEY ((size_t)64 * 1024)
 #define REGISTRY_MAX_NS 65536u          /* distinct namespace names */
-#define REGISTRY_MIN_BUCKETS 16u
-#define REHASH_STEP 16u                 /* buckets moved per put/remove */
+#define MIN_SLOTS 16u
+#define MOVE_ENTRIES 16u                /* entries moved per put/remove */
+#define MOVE_SCAN 64u                   /* old slots visited per put/remove */
+#define MOVE_AT_ONCE 1024u              /* a table this small moves at once */
 #define NS_SCAN_MAX 4u                  /* namespaces found by a plain scan */
+#define MAP_MIN ((size_t)1 << 20)       /* tables this large are mmap'ed */
+#define PAGE ((size_t)4096)
 
-typedef struct entry {
-    struct entry *next;
-    uint64_t hash;
+/* meta word: [63..18] hash top 46 bits | [17..2] key_len - 1 | [1] copied |
+ * [0] live. MOVED (old table only): an entry was here. */
+#define M_LIVE ((uint64_t)1)
+#define M_OWNED ((uint64_t)2)
+#define M_MOVED ((uint64_t)2)
+#define M_HASH_SHIFT 18
+#define M_HASH_MASK (~(uint64_t)0 << M_HASH_SHIFT)
+
+typedef struct kv {
     void *value;
-    const unsigned char *key;   /* copy[] or the caller's bytes */
-    uint32_t ns;
-    uint32_t key_len;
-    unsigned char copy[];       /* the key, when registry_put copied it */
-} entry;
+    const unsigned char *key;   /* a malloc'ed copy (M_OWNED) or the caller's */
+} kv;
 
 typedef struct table {
-    entry **buckets;
-    size_t mask;        /* size - 1; size is 0 when buckets is NULL */
-    size_t used;
+    uint64_t *meta;     /* NULL: no table */
+    kv *kv;
+    size_t mask;        /* slots - 1 */
+    unsigned shift;     /* 64 - log2(slots): home = meta >> shift */
+    size_t live;        /* entries */
+    size_t bytes;       /* of the block meta and kv are in */
+    bool mapped;        /* mmap'ed rather than calloc'ed */
 } table;
 
 typedef struct ns_name {
@@ -61,10 +105,12 @@ typedef struct ns_name {
 } ns_name;
 
 struct registry {
-    table t[2];             /* t[1] is live only while resizing */
-    size_t rehash_idx;      /* next bucket of t[0] to move; SIZE_MAX = idle */
+    table cur;              /* where entries are put */
+    table old;              /* draining into cur while a resize runs */
+    size_t move_idx;        /* next slot of old to move */
     size_t count;
     size_t max_entries;
+    size_t key_bytes;       /* of the copied keys */
     unsigned char hash_key[crypto_shorthash_KEYBYTES];
 
     /* Interned namespaces: names[id]; ns_index is open addressing over
@@ -73,6 +119,8 @@ struct registry {
     uint32_t ns_count, ns_cap;
     uint32_t *ns_index;
     uint32_t ns_index_mask;
+
+    uint64_t (*test_hash)(const void *key, size_t len); /* tests only */
 };
 
 static uint64_t hash_bytes(const registry *r, const void *p, size_t n)
@@ -86,17 +134,58 @@ static uint64_t hash_bytes(const registry *r, const void *p, size_t n)
     return h;
 }
 
-/* Mix the namespace id into a key hash: a bijection of h for a fixed ns, so
- * the keyed hash's collision resistance is kept within a namespace. */
-static uint64_t entry_hash(uint64_t key_hash, uint32_t ns)
+/* What a namespace id mixes into a key hash. Top 16 bits: ns times an
+ * odd constant mod 2^16, a bijection on 16 bits that spreads neighbouring
+ * ids over the table; below, more of the same product. Namespace 0 (the
+ * first one named) mixes in nothing. */
+#define NS_MUL16 0x9E37u
+static uint64_t ns_mix(uint32_t ns)
 {
-    uint64_t m = ((uint64_t)ns + 1) * 0x9E3779B97F4A7C15ull;
-    return key_hash ^ m ^ (m >> 29);
+    uint64_t top = (uint64_t)((ns * NS_MUL16) & 0xFFFFu);
+
+    return top << 48 | ((uint64_t)ns * 0x9E3779B97F4A7C15ull) >> 16;
 }
 
-static int rehashing(const registry *r)
+/* The namespace id whose ns_mix has these top 16 bits. */
+static uint32_t ns_unmix(uint64_t top16)
 {
-    return r->rehash_idx != SIZE_MAX;
+    uint32_t inv = NS_MUL16, i;
+
+    for (i = 0; i < 4; i++) /* Newton: inverse of NS_MUL16 mod 2^16 */
+        inv = (inv * (2u - NS_MUL16 * inv)) & 0xFFFFu;
+    return (uint32_t)((top16 * inv) & 0xFFFFu);
+}
+
+/* The hash of a key (before its namespace is mixed in). */
+static uint64_t key_hash(const registry *r, const void *key, size_t len)
+{
+    return r->test_hash ? r->test_hash(key, len) : hash_bytes(r, key, len);
+}
+
+static uint64_t entry_hash(uint64_t kh, uint32_t ns)
+{
+    return kh ^ ns_mix(ns);
+}
+
+/* The meta word of a live entry, without the copied flag. */
+static uint64_t meta_of(uint64_t h, size_t key_len)
+{
+    return (h & M_HASH_MASK) | (uint64_t)(key_len - 1) << 2 | M_LIVE;
+}
+
+static size_t meta_key_len(uint64_t m)
+{
+    return (size_t)((m >> 2) & 0xFFFFu) + 1;
+}
+
+static bool live(uint64_t m)
+{
+    return (m & M_LIVE) != 0;
+}
+
+static bool resizing(const registry *r)
+{
+    return r->old.meta != NULL;
 }
 
 /* ------------------------------------------------------------ namespaces */
@@ -191,115 +280,230 @@ static int64_t ns_intern(registry *r, const char *name, size_t len)
 
 /* ------------------------------------------------------------ tables */
 
-static int table_init(table *t, size_t size)
+static int table_init(table *t, size_t slots)
 {
-    t->buckets = calloc(size, sizeof *t->buckets);
-    if (t->buckets == NULL)
-        return COUNCIL_ENOMEM;
-    t->mask = size - 1;
-    t->used = 0;
+    size_t bytes = slots * (sizeof *t->meta + sizeof *t->kv);
+    void *mem;
+    unsigned bits = 0;
+
+    while (((size_t)1 << bits) < slots)
+        bits++;
+    t->mapped = bytes >= MAP_MIN;
+    if (t->mapped) {
+        bytes = (bytes + PAGE - 1) & ~(PAGE - 1);
+        mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+        if (mem == MAP_FAILED)
+            return COUNCIL_ENOMEM;
+    } else {
+        mem = calloc(1, bytes);
+        if (mem == NULL)
+            return COUNCIL_ENOMEM;
+    }
+    t->meta = mem;
+    t->kv = (kv *)(t->meta + slots);
+    t->mask = slots - 1;
+    t->shift = 64 - bits;
+    t->live = 0;
+    t->bytes = bytes;
     return 0;
 }
 
-static size_t table_size(const table *t)
+static void table_fini(table *t)
 {
-    return t->buckets ? t->mask + 1 : 0;
+    if (t->meta == NULL)
+        return;
+    if (t->mapped)
+        munmap(t->meta, t->bytes);
+    else
+        free(t->meta);
+    memset(t, 0, sizeof *t);
 }
 
-/* Move up to n non-empty buckets of t[0] into t[1] (visiting at most 10n
- * empty ones); finish the resize when t[0] is empty. */
-static void rehash_step(registry *r, size_t n)
+static size_t table_slots(const table *t)
 {
-    size_t empty_visits = n * 10;
+    return t->meta ? t->mask + 1 : 0;
+}
 
-    if (!rehashing(r))
-        return;
-    while (n-- > 0 && r->t[0].used > 0) {
-        entry *e, *next;
+static size_t home(const table *t, uint64_t h)
+{
+    return (size_t)(h >> t->shift);
+}
 
-        while (r->t[0].buckets[r->rehash_idx] == NULL) {
-            r->rehash_idx++;
-            if (--empty_visits == 0)
-                return;
+/* Slot of the live entry (want, key) in t, or SIZE_MAX. */
+static size_t table_find(const table *t, uint64_t want, const void *key,
+                         size_t key_len)
+{
+    size_t i;
+
+    for (i = home(t, want);; i = (i + 1) & t->mask) {
+        uint64_t m = t->meta[i];
+
+        if (m == 0)
+            return SIZE_MAX;
+        if ((m & ~M_OWNED) == want) {
+            __builtin_prefetch(t->kv[i].value); /* read next by most callers */
+            if (memcmp(t->kv[i].key, key, key_len) == 0)
+                return i;
         }
-        for (e = r->t[0].buckets[r->rehash_idx]; e != NULL; e = next) {
-            size_t b = (size_t)e->hash & r->t[1].mask;
-
-            next = e->next;
-            e->next = r->t[1].buckets[b];
-            r->t[1].buckets[b] = e;
-            r->t[0].used--;
-            r->t[1].used++;
-        }
-        r->t[0].buckets[r->rehash_idx] = NULL;
-        r->rehash_idx++;
-    }
-    if (r->t[0].used == 0) {
-        free(r->t[0].buckets);
-        r->t[0] = r->t[1];
-        memset(&r->t[1], 0, sizeof r->t[1]);
-        r->rehash_idx = SIZE_MAX;
     }
 }
 
-/* Start a resize to `size` buckets when none is in progress. A failed
- * allocation only postpones growth: the table keeps working, longer chains. */
-static void resize_start(registry *r, size_t size)
+/* Put an entry known to be absent into t, which has room. */
+static void table_insert(table *t, uint64_t m, kv e)
 {
-    if (rehashing(r) || size == table_size(&r->t[0]))
+    size_t i = home(t, m);
+
+    while (t->meta[i] != 0)
+        i = (i + 1) & t->mask;
+    t->meta[i] = m;
+    t->kv[i] = e;
+    t->live++;
+}
+
+/* Empty slot i of t (the current table): the entries after it in its
+ * cluster whose home is not between the hole and them move back, so every
+ * entry stays reachable from its home without marks. */
+static void table_delete(table *t, size_t i)
+{
+    size_t j = i;
+
+    for (;;) {
+        uint64_t m;
+        size_t k;
+
+        j = (j + 1) & t->mask;
+        m = t->meta[j];
+        if (m == 0)
+            break;
+        k = home(t, m);
+        /* j stays when its home k lies cyclically in (i, j] */
+        if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+            continue;
+        t->meta[i] = m;
+        t->kv[i] = t->kv[j];
+        i = j;
+    }
+    t->meta[i] = 0;
+    t->kv[i].value = NULL;
+    t->kv[i].key = NULL;
+    t->live--;
+}
+
+/* Move the entries of old's slots up to the end into cur: at most
+ * max_entries of them, visiting at most max_scan slots. Ends the resize
+ * when old is empty. */
+static void move_some(registry *r, size_t max_entries, size_t max_scan)
+{
+    table *old = &r->old;
+
+    if (!resizing(r))
         return;
-    if (table_init(&r->t[1], size) != 0)
+    while (old->live > 0 && max_entries > 0 && max_scan-- > 0) {
+        size_t i = r->move_idx++;
+        uint64_t m = old->meta[i];
+
+        if (!live(m))
+            continue;
+        table_insert(&r->cur, m, old->kv[i]);
+        old->meta[i] = M_MOVED;
+        old->live--;
+        max_entries--;
+    }
+    if (old->live == 0)
+        table_fini(old);
+}
+
+/* Start a resize to `slots` when none is in progress. A failed allocation
+ * only postpones it: the table keeps working, fuller. */
+static void resize_start(registry *r, size_t slots)
+{
+    table t;
+
+    if (resizing(r) || slots == table_slots(&r->cur))
         return;
-    r->rehash_idx = 0;
+    if (table_init(&t, slots) != 0)
+        return;
+    r->old = r->cur;
+    r->cur = t;
+    r->move_idx = 0;
+    if (r->old.live == 0)
+        table_fini(&r->old);
+    else if (table_slots(&r->old) <= MOVE_AT_ONCE)
+        move_some(r, SIZE_MAX, SIZE_MAX); /* a few microseconds: done now */
+}
+
+/* Would cur pass a load of 4/5 with n entries? */
+static bool over_load(const table *t, size_t n)
+{
+    return n * 5 > table_slots(t) * 4;
 }
 
 static void maybe_resize(registry *r)
 {
-    size_t size = table_size(&r->t[0]);
+    size_t slots = table_slots(&r->cur);
 
-    if (rehashing(r))
+    if (resizing(r))
         return;
-    if (r->count >= size && size <= SIZE_MAX / 2 / sizeof(entry *))
-        resize_start(r, size * 2);
-    else if (size > REGISTRY_MIN_BUCKETS && r->count < size / 8) {
-        /* straight to a load of 1/4..1/2: a bulk removal shrinks in one
+    if (over_load(&r->cur, r->count) && slots <= SIZE_MAX / 4 / sizeof(kv))
+        resize_start(r, slots * 2);
+    else if (slots > MIN_SLOTS && r->count < slots / 8) {
+        /* straight to a load of at most 2/5: a bulk removal shrinks in one
          * resize, not in a cascade of halvings */
-        size_t target = REGISTRY_MIN_BUCKETS;
+        size_t target = MIN_SLOTS;
 
-        while (target < r->count * 2)
+        while (target * 2 < r->count * 5)
             target *= 2;
         resize_start(r, target);
     }
 }
 
-/* Link pointing at the entry (ns, key), or NULL. *which gets the index of
- * the table it lies in. */
-static entry **find_link(const registry *r, uint64_t h, uint32_t ns,
-                         const void *key, size_t key_len, int *which)
+/* Room in cur for one more entry. During a resize cur holds the moved
+ * entries and the new ones; should it fill before old is drained (a
+ * shrink followed by many puts), old is drained now, into a larger table
+ * when cur cannot take it all. COUNCIL_ENOMEM when neither can be had. */
+static int make_room(registry *r)
 {
-    int i;
+    table t;
+    size_t i;
 
-    for (i = 0; i < 2; i++) {
-        const table *t = &r->t[i];
-        entry **link;
-
-        if (t->buckets == NULL)
-            continue;
-        for (link = &t->buckets[(size_t)h & t->mask]; *link != NULL;
-             link = &(*link)->next) {
-            const entry *e = *link;
-
-            if (e->hash == h && e->ns == ns && e->key_len == key_len &&
-                memcmp(e->key, key, key_len) == 0) {
-                if (which != NULL)
-                    *which = i;
-                return link;
-            }
-        }
-        if (!rehashing(r))
-            break;
+    if (!resizing(r)) {
+        if (!over_load(&r->cur, r->cur.live + 1))
+            return 0;
+        /* growth was postponed by a failed allocation: try again */
+        if (table_init(&t, table_slots(&r->cur) * 2) != 0)
+            return r->cur.live + 1 < table_slots(&r->cur) ? 0 : COUNCIL_ENOMEM;
+        r->old = r->cur;
+        r->cur = t;
+        r->move_idx = 0;
     }
-    return NULL;
+    if (!over_load(&r->cur, r->cur.live + r->old.live + 1)) {
+        return 0;
+    }
+    if (!over_load(&r->cur, r->cur.live + r->old.live)) {
+        move_some(r, SIZE_MAX, SIZE_MAX);
+        return r->cur.live + 1 < table_slots(&r->cur) ? 0 : COUNCIL_ENOMEM;
+    }
+    /* everything into a table sized for it at a load of at most 2/5 */
+    {
+        size_t slots = MIN_SLOTS, n = r->cur.live + r->old.live + 1;
+
+        while (slots * 2 < n * 5)
+            slots *= 2;
+        if (table_init(&t, slots) != 0)
+            return r->cur.live + r->old.live + 1 < table_slots(&r->cur) ? 0
+                                                                       : COUNCIL_ENOMEM;
+        for (i = 0; i < table_slots(&r->cur); i++)
+            if (live(r->cur.meta[i]))
+                table_insert(&t, r->cur.meta[i], r->cur.kv[i]);
+        for (i = 0; i < table_slots(&r->old); i++)
+            if (live(r->old.meta[i]))
+                table_insert(&t, r->old.meta[i], r->old.kv[i]);
+        table_fini(&r->cur);
+        table_fini(&r->old);
+        r->cur = t;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ public API */
@@ -313,36 +517,34 @@ registry *registry_new(size_t max_entries)
     r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
-    if (table_init(&r->t[0], REGISTRY_MIN_BUCKETS) != 0) {
+    if (table_init(&r->cur, MIN_SLOTS) != 0) {
         free(r);
         return NULL;
     }
-    r->rehash_idx = SIZE_MAX;
     r->max_entries = max_entries;
     randombytes_buf(r->hash_key, sizeof r->hash_key);
     return r;
 }
 
+static void table_free_keys(table *t)
+{
+    size_t i;
+
+    for (i = 0; i < table_slots(t); i++)
+        if (live(t->meta[i]) && (t->meta[i] & M_OWNED))
+            free((void *)t->kv[i].key);
+}
+
 void registry_free(registry *r)
 {
-    int i;
     uint32_t n;
 
     if (r == NULL)
         return;
-    for (i = 0; i < 2; i++) {
-        size_t b, size = table_size(&r->t[i]);
-
-        for (b = 0; b < size; b++) {
-            entry *e = r->t[i].buckets[b], *next;
-
-            for (; e != NULL; e = next) {
-                next = e->next;
-                free(e);
-            }
-        }
-        free(r->t[i].buckets);
-    }
+    table_free_keys(&r->cur);
+    table_free_keys(&r->old);
+    table_fini(&r->cur);
+    table_fini(&r->old);
     for (n = 0; n < r->ns_count; n++)
         free(r->names[n].name);
     free(r->names);
@@ -366,48 +568,71 @@ static int args_ok(const char **ns, size_t ns_len, const void *key,
     return 1;
 }
 
+/* Where (ns, key) is: *t and its slot, or false. Both tables' home lines
+ * are asked for before either is read. */
+static bool find(const registry *r, uint64_t want, const void *key,
+                 size_t key_len, table **where, size_t *slot)
+{
+    const table *tables[2] = {&r->cur, &r->old};
+    int n = resizing(r) ? 2 : 1, i;
+
+    for (i = 0; i < n; i++) {
+        size_t h = home(tables[i], want);
+
+        __builtin_prefetch(&tables[i]->meta[h]);
+        __builtin_prefetch(&tables[i]->kv[h]);
+    }
+    for (i = 0; i < n; i++) {
+        size_t s = table_find(tables[i], want, key, key_len);
+
+        if (s != SIZE_MAX) {
+            if (where != NULL)
+                *where = (table *)tables[i];
+            if (slot != NULL)
+                *slot = s;
+            return true;
+        }
+    }
+    return false;
+}
+
 static int put(registry *r, const char *ns, size_t ns_len, const void *key,
                size_t key_len, void *value, int copy_key)
 {
     int64_t ns_id;
-    uint64_t h;
-    entry *e;
-    table *t;
-    size_t b;
+    uint64_t m;
+    kv e;
+    int rc;
 
     if (r == NULL || !args_ok(&ns, ns_len, key, key_len))
         return COUNCIL_EINVAL;
 
-    rehash_step(r, REHASH_STEP);
+    move_some(r, MOVE_ENTRIES, MOVE_SCAN);
 
     ns_id = ns_intern(r, ns, ns_len);
     if (ns_id < 0)
         return (int)ns_id;
-    h = entry_hash(hash_bytes(r, key, key_len), (uint32_t)ns_id);
-    if (find_link(r, h, (uint32_t)ns_id, key, key_len, NULL) != NULL)
+    m = meta_of(entry_hash(key_hash(r, key, key_len), (uint32_t)ns_id), key_len);
+    if (find(r, m, key, key_len, NULL, NULL))
         return COUNCIL_EEXIST;
     if (r->max_entries != 0 && r->count >= r->max_entries)
         return COUNCIL_ELIMIT;
+    if ((rc = make_room(r)) != 0)
+        return rc;
 
-    e = malloc(sizeof *e + (copy_key ? key_len : 0));
-    if (e == NULL)
-        return COUNCIL_ENOMEM;
-    e->hash = h;
-    e->value = value;
-    e->ns = (uint32_t)ns_id;
-    e->key_len = (uint32_t)key_len;
+    e.value = value;
+    e.key = key;
     if (copy_key) {
-        memcpy(e->copy, key, key_len);
-        e->key = e->copy;
-    } else {
-        e->key = key;
-    }
+        unsigned char *copy = malloc(key_len);
 
-    t = rehashing(r) ? &r->t[1] : &r->t[0];
-    b = (size_t)h & t->mask;
-    e->next = t->buckets[b];
-    t->buckets[b] = e;
-    t->used++;
+        if (copy == NULL)
+            return COUNCIL_ENOMEM;
+        memcpy(copy, key, key_len);
+        e.key = copy;
+        m |= M_OWNED;
+        r->key_bytes += key_len;
+    }
+    table_insert(&r->cur, m, e);
     r->count++;
     maybe_resize(r);
     return 0;
@@ -429,52 +654,109 @@ void *registry_get(const registry *r, const char *ns, size_t ns_len,
                    const void *key, size_t key_len)
 {
     int64_t ns_id;
-    uint64_t h;
-    entry **link;
+    uint64_t want;
+    table *t;
+    size_t slot;
 
     if (r == NULL || !args_ok(&ns, ns_len, key, key_len) || r->count == 0)
         return NULL;
     ns_id = ns_lookup(r, ns, ns_len);
     if (ns_id < 0)
         return NULL;
-    h = entry_hash(hash_bytes(r, key, key_len), (uint32_t)ns_id);
-    link = find_link(r, h, (uint32_t)ns_id, key, key_len, NULL);
-    return link ? (*link)->value : NULL;
+    want = meta_of(entry_hash(key_hash(r, key, key_len), (uint32_t)ns_id), key_len);
+    return find(r, want, key, key_len, &t, &slot) ? t->kv[slot].value : NULL;
 }
 
 void *registry_remove(registry *r, const char *ns, size_t ns_len,
                       const void *key, size_t key_len)
 {
     int64_t ns_id;
-    uint64_t h;
-    entry **link, *e;
+    uint64_t want, m;
+    table *t;
+    size_t slot;
     void *value;
-    int which = 0;
 
     if (r == NULL || !args_ok(&ns, ns_len, key, key_len) || r->count == 0)
         return NULL;
-    rehash_step(r, REHASH_STEP);
+    move_some(r, MOVE_ENTRIES, MOVE_SCAN);
     ns_id = ns_lookup(r, ns, ns_len);
     if (ns_id < 0)
         return NULL;
-    h = entry_hash(hash_bytes(r, key, key_len), (uint32_t)ns_id);
-    link = find_link(r, h, (uint32_t)ns_id, key, key_len, &which);
-    if (link == NULL)
+    want = meta_of(entry_hash(key_hash(r, key, key_len), (uint32_t)ns_id), key_len);
+    if (!find(r, want, key, key_len, &t, &slot))
         return NULL;
 
-    e = *link;
-    *link = e->next;
-    value = e->value;
-    free(e);
-    r->t[which].used--;
+    m = t->meta[slot];
+    value = t->kv[slot].value;
+    if (m & M_OWNED) {
+        free((void *)t->kv[slot].key);
+        r->key_bytes -= key_len;
+    }
+    if (t == &r->cur) {
+        table_delete(t, slot);
+    } else {
+        t->meta[slot] = M_MOVED;
+        t->kv[slot].value = NULL;
+        t->kv[slot].key = NULL;
+        t->live--;
+        if (t->live == 0)
+            table_fini(t);
+    }
     r->count--;
     maybe_resize(r);
     return value;
 }
 
+void registry_set_test_hash(registry *r, uint64_t (*fn)(const void *key, size_t len))
+{
+    r->test_hash = fn;
+}
+
 size_t registry_count(const registry *r)
 {
     return r ? r->count : 0;
+}
+
+size_t registry_bytes(const registry *r)
+{
+    if (r == NULL)
+        return 0;
+    return sizeof *r + r->cur.bytes + r->old.bytes + r->key_bytes +
+           (size_t)r->ns_cap * sizeof *r->names +
+           (r->ns_index ? ((size_t)r->ns_index_mask + 1) * sizeof *r->ns_index : 0);
+}
+
+size_t registry_mapped_bytes(const registry *r)
+{
+    if (r == NULL)
+        return 0;
+    return (r->cur.mapped ? r->cur.bytes : 0) + (r->old.mapped ? r->old.bytes : 0);
+}
+
+static int table_foreach(const registry *r, const table *t,
+                         int (*fn)(const char *ns, size_t ns_len,
+                                   const void *key, size_t key_len,
+                                   void *value, void *arg),
+                         void *arg)
+{
+    size_t i;
+
+    for (i = 0; i < table_slots(t); i++) {
+        uint64_t m = t->meta[i];
+        size_t len;
+        uint64_t top16;
+        const ns_name *n;
+
+        if (!live(m))
+            continue;
+        len = meta_key_len(m);
+        /* the namespace: the top 16 bits of its mix, from the hashes */
+        top16 = ((m ^ key_hash(r, t->kv[i].key, len)) >> 48) & 0xFFFFu;
+        n = &r->names[ns_unmix(top16)];
+        if (fn(n->name, n->len, t->kv[i].key, len, t->kv[i].value, arg))
+            return 1;
+    }
+    return 0;
 }
 
 void registry_foreach(const registry *r,
@@ -483,22 +765,9 @@ void registry_foreach(const registry *r,
                                 void *value, void *arg),
                       void *arg)
 {
-    int i;
-
     if (r == NULL || fn == NULL)
         return;
-    for (i = 0; i < 2; i++) {
-        size_t b, size = table_size(&r->t[i]);
-
-        for (b = 0; b < size; b++) {
-            const entry *e;
-
-            for (e = r->t[i].buckets[b]; e != NULL; e = e->next) {
-                const ns_name *n = &r->names[e->ns];
-
-                if (fn(n->name, n->len, e->key, e->key_len, e->value, arg))
-                    return;
-            }
-        }
-    }
+    if (table_foreach(r, &r->old, fn, arg))
+        return;
+    table_foreach(r, &r->cur, fn, arg);
 }

@@ -1,6 +1,8 @@
 /* registry.h - run_id -> value maps, one per named registry (namespace).
  *
- * What it is for: O(1) lookup of runs by id at a million entries, with keys
+ * What it is for: O(1) lookup of runs by id at a million entries (two
+ * memory latencies for a hit: the table's line, then the key's and the
+ * value's together; see registry.c), with keys
  * hashed by libsodium's crypto_shorthash (SipHash-2-4) under a random key
  * drawn once per registry object, so chosen ids cannot force collisions.
  * What it is not for: knowing what a run is. Values are opaque pointers; the
@@ -51,6 +53,19 @@ void *registry_remove(registry *r, const char *ns, size_t ns_len,
 
 /* Number of entries, all namespaces together. */
 size_t registry_count(const registry *r);
+
+/* Bytes the registry holds: its tables (some mmap'ed, which malloc's
+ * statistics do not see), copied keys and namespace names. For benchmarks
+ * and monitoring. */
+size_t registry_bytes(const registry *r);
+/* The part of registry_bytes that is mmap'ed (large tables). */
+size_t registry_mapped_bytes(const registry *r);
+
+/* Tests only: fn replaces the keyed hash of every key (set it while the
+ * registry is empty). In the first namespace named, an entry's hash is
+ * then exactly fn's (its top bits choose the home slot), so a test can make
+ * keys collide, share a fingerprint or wrap around the table's end. */
+void registry_set_test_hash(registry *r, uint64_t (*fn)(const void *key, size_t len));
 
 /* Call fn(ns, ns_len, key, key_len, value, arg) for every entry; fn may not
  * modify the registry. Stops early when fn returns non-zero. */

@@ -1,5 +1,6 @@
 /* test_registry.c - registry.c: run_id -> value maps per namespace. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -477,6 +478,304 @@ static void put_ref_borrows_the_key_bytes_and_acts_like_put(void **state)
     registry_free(r);
 }
 
+
+/* ------------------------------------------------ the table's own layout */
+
+/* Test hashes (registry_set_test_hash): the top bits choose the home slot;
+ * equal hashes and equal lengths give equal fingerprints, so only the key
+ * bytes tell the entries apart. */
+static uint64_t hash_all_last_slot(const void *key, size_t len)
+{
+    (void)key;
+    (void)len;
+    return ~(uint64_t)0; /* every key's home is the table's last slot */
+}
+
+static uint64_t hash_first_byte(const void *key, size_t len)
+{
+    (void)len;
+    /* 256 values, spread over the top bits: clusters everywhere, wrapping
+     * around the end when the table is small */
+    return (uint64_t)((const unsigned char *)key)[0] * 0x0101010101010101ull;
+}
+
+static uint64_t hash_constant(const void *key, size_t len)
+{
+    (void)key;
+    (void)len;
+    return 0x8000000000000000ull;
+}
+
+static int cluster_key(char *buf, size_t n, size_t i)
+{
+    return snprintf(buf, n, "same-home-%05zu", i);
+}
+
+/* One cluster that starts at the last slot and wraps to slot 0: every
+ * entry is found, removals at its start, middle and end (which shift the
+ * rest back across the wrap) keep the others reachable, and removed keys
+ * are gone for good. The table grows and shrinks around the cluster. */
+static void one_cluster_wrapping_around_the_end(void **state)
+{
+    registry *r = registry_new(0);
+    enum { N = 600 };
+    char id[32];
+    bool in[N];
+    size_t i, seen;
+    /* removal orders: from the start of the cluster, from its end, from
+     * the middle outwards */
+    size_t order[N];
+
+    registry_set_test_hash(r, hash_all_last_slot);
+    for (i = 0; i < N; i++) {
+        int n = cluster_key(id, sizeof id, i);
+        assert_int_equal(registry_put(r, NS, NSL, id, (size_t)n, val(i + 1)), 0);
+        in[i] = true;
+    }
+    for (i = 0; i < N; i++) {
+        int n = cluster_key(id, sizeof id, i);
+        assert_ptr_equal(registry_get(r, NS, NSL, id, (size_t)n), val(i + 1));
+    }
+    for (i = 0; i < N; i++)
+        order[i] = (i % 3 == 0) ? i / 3 : (i % 3 == 1) ? N - 1 - i / 3 : N / 2 + (i / 3) % (N / 6);
+    for (i = 0; i < N; i++) {
+        size_t k = order[i], j;
+        int n = cluster_key(id, sizeof id, k);
+
+        if (!in[k])
+            continue;
+        assert_ptr_equal(registry_remove(r, NS, NSL, id, (size_t)n), val(k + 1));
+        in[k] = false;
+        if (i % 25 == 0)
+            for (j = 0; j < N; j++) {
+                n = cluster_key(id, sizeof id, j);
+                assert_ptr_equal(registry_get(r, NS, NSL, id, (size_t)n),
+                                 in[j] ? val(j + 1) : NULL);
+            }
+    }
+    for (i = 0; i < N; i++) {
+        int n = cluster_key(id, sizeof id, i);
+
+        if (in[i])
+            assert_ptr_equal(registry_remove(r, NS, NSL, id, (size_t)n), val(i + 1));
+        assert_null(registry_get(r, NS, NSL, id, (size_t)n));
+    }
+    assert_int_equal(registry_count(r), 0);
+    seen = 0;
+    registry_foreach(r, count_fn, &seen);
+    assert_int_equal(seen, 0);
+    registry_free(r);
+}
+
+/* Keys with one hash and one length share their whole fingerprint: the
+ * key bytes decide, whatever they share (a long prefix, all but the last
+ * byte, NUL bytes), and keys of other lengths never match. */
+static void equal_fingerprints_are_told_apart_by_the_bytes(void **state)
+{
+    registry *r = registry_new(0);
+    unsigned char key[40], (*held)[40] = malloc(256 * sizeof *held);
+    int i, len;
+
+    assert_non_null(held);
+    registry_set_test_hash(r, hash_constant);
+    memset(key, 'p', sizeof key);
+    for (i = 0; i < 256; i++) {
+        key[sizeof key - 1] = (unsigned char)i;
+        memcpy(held[i], key, sizeof key);
+        assert_int_equal(registry_put_ref(r, NS, NSL, held[i], sizeof key,
+                                          val((uintptr_t)i + 1)), 0);
+    }
+    for (len = 1; len < (int)sizeof key; len++)
+        assert_int_equal(registry_put(r, NS, NSL, key, (size_t)len, val(1000 + (uintptr_t)len)),
+                         0);
+    for (i = 0; i < 256; i++) {
+        key[sizeof key - 1] = (unsigned char)i;
+        assert_ptr_equal(registry_get(r, NS, NSL, key, sizeof key), val((uintptr_t)i + 1));
+        assert_int_equal(registry_put(r, NS, NSL, key, sizeof key, val(7)), COUNCIL_EEXIST);
+    }
+    for (len = 1; len < (int)sizeof key; len++)
+        assert_ptr_equal(registry_get(r, NS, NSL, key, (size_t)len), val(1000 + (uintptr_t)len));
+    key[0] = 'q';
+    assert_null(registry_get(r, NS, NSL, key, sizeof key));
+    /* remove the borrowed ones (the bytes they point at stay until then) */
+    for (i = 0; i < 256; i++) {
+        key[0] = 'p';
+        key[sizeof key - 1] = (unsigned char)i;
+        assert_ptr_equal(registry_remove(r, NS, NSL, key, sizeof key), val((uintptr_t)i + 1));
+    }
+    assert_int_equal(registry_count(r), sizeof key - 1);
+    registry_free(r);
+    free(held);
+}
+
+typedef struct model {
+    char key[24];
+    size_t len;
+    bool in;
+    bool ref;
+    uintptr_t v;
+} model;
+
+static uint64_t model_rng = 0x9E3779B97F4A7C15ull;
+static uint64_t mrand(void)
+{
+    model_rng ^= model_rng << 13;
+    model_rng ^= model_rng >> 7;
+    model_rng ^= model_rng << 17;
+    return model_rng;
+}
+
+/* Random puts (copied and borrowed keys), gets and removes against a plain
+ * array, under a weak hash (256 clusters), through grow and shrink cycles:
+ * the registry and the model agree after every step, and foreach sees
+ * exactly the model's entries. */
+static void random_operations_match_a_model(void **state)
+{
+    enum { KEYS = 4000, STEPS = 200000 };
+    registry *r = registry_new(0);
+    model *m = calloc(KEYS, sizeof *m);
+    size_t i, step, live = 0;
+
+    assert_non_null(m);
+    registry_set_test_hash(r, hash_first_byte);
+    for (i = 0; i < KEYS; i++) {
+        /* lengths 1..20; many keys share their first byte (one cluster)
+         * and long prefixes */
+        m[i].len = 1 + i % 20;
+        memset(m[i].key, 'a' + (int)(i % 7), sizeof m[i].key);
+        snprintf(m[i].key + 1, sizeof m[i].key - 1, "%zu", i);
+        m[i].key[strlen(m[i].key)] = 'z';
+        if (m[i].len < 6) {
+            /* short keys: make them distinct by their bytes */
+            m[i].key[0] = (char)('A' + i % 50);
+            m[i].key[1 % m[i].len] = (char)i;
+            m[i].len = 1 + (i % 5);
+        }
+    }
+    /* drop duplicates the construction above may have made */
+    for (i = 0; i < KEYS; i++) {
+        size_t j;
+        for (j = 0; j < i; j++)
+            if (m[j].len == m[i].len && memcmp(m[j].key, m[i].key, m[i].len) == 0) {
+                m[i].len = 0;
+                break;
+            }
+    }
+    for (step = 0; step < STEPS; step++) {
+        /* phases: fill (mostly puts), drain (mostly removes) */
+        bool filling = (step / 20000) % 2 == 0;
+        size_t k = (size_t)(mrand() % KEYS);
+        unsigned op = (unsigned)(mrand() % 10);
+        model *e = &m[k];
+
+        if (e->len == 0)
+            continue;
+        if (op < (filling ? 6u : 2u)) {
+            bool ref = mrand() % 2;
+            uintptr_t v = (uintptr_t)step + 1;
+            int rc = ref ? registry_put_ref(r, "ns", 2, e->key, e->len, val(v))
+                         : registry_put(r, "ns", 2, e->key, e->len, val(v));
+            if (e->in) {
+                assert_int_equal(rc, COUNCIL_EEXIST);
+            } else {
+                assert_int_equal(rc, 0);
+                e->in = true;
+                e->ref = ref;
+                e->v = v;
+                live++;
+            }
+        } else if (op < 8) {
+            void *got = registry_remove(r, "ns", 2, e->key, e->len);
+            assert_ptr_equal(got, e->in ? val(e->v) : NULL);
+            if (e->in) {
+                e->in = false;
+                live--;
+            }
+        } else {
+            assert_ptr_equal(registry_get(r, "ns", 2, e->key, e->len), e->in ? val(e->v) : NULL);
+        }
+        if (step % 5000 == 0) {
+            size_t seen = 0;
+            assert_int_equal(registry_count(r), live);
+            registry_foreach(r, count_fn, &seen);
+            assert_int_equal(seen, live);
+            for (i = 0; i < KEYS; i++)
+                if (m[i].len)
+                    assert_ptr_equal(registry_get(r, "ns", 2, m[i].key, m[i].len),
+                                     m[i].in ? val(m[i].v) : NULL);
+        }
+    }
+    registry_free(r);
+    free(m);
+}
+
+/* A mass removal shrinks the table (incrementally); a burst of puts right
+ * after must not overfill the small table while the old one drains. */
+static void shrink_then_burst_of_puts(void **state)
+{
+    registry *r = registry_new(0);
+    char id[64];
+    size_t i, round;
+
+    for (round = 0; round < 3; round++) {
+        for (i = 0; i < 20000; i++) {
+            int n = make_id(id, sizeof id, round * 100000 + i);
+            assert_int_equal(registry_put(r, NS, NSL, id, (size_t)n, val(i + 1)), 0);
+        }
+        /* all but 10: the next removal starts a shrink to a tiny table */
+        for (i = 10; i < 20000; i++) {
+            int n = make_id(id, sizeof id, round * 100000 + i);
+            assert_ptr_equal(registry_remove(r, NS, NSL, id, (size_t)n), val(i + 1));
+        }
+        for (i = 20000; i < 30000; i++) {
+            int n = make_id(id, sizeof id, round * 100000 + i);
+            assert_int_equal(registry_put(r, NS, NSL, id, (size_t)n, val(i + 1)), 0);
+        }
+        for (i = 0; i < 30000; i++) {
+            int n = make_id(id, sizeof id, round * 100000 + i);
+            void *want = (i < 10 || i >= 20000) ? val(i + 1) : NULL;
+            assert_ptr_equal(registry_get(r, NS, NSL, id, (size_t)n), want);
+            if (want)
+                assert_ptr_equal(registry_remove(r, NS, NSL, id, (size_t)n), want);
+        }
+        assert_int_equal(registry_count(r), 0);
+    }
+    registry_free(r);
+}
+
+/* Namespaces need no room in a slot: foreach recovers each entry's from
+ * its key; with many namespaces and one key in each, and ids past the
+ * plain-scan limit. */
+static int ns_check_fn(const char *ns, size_t ns_len, const void *key,
+                       size_t key_len, void *value, void *arg)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "reg.%lu", (unsigned long)(uintptr_t)value - 1);
+
+    (void)key;
+    (void)key_len;
+    assert_int_equal(ns_len, (size_t)n);
+    assert_memory_equal(ns, buf, ns_len);
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+static void foreach_names_each_entrys_namespace(void **state)
+{
+    registry *r = registry_new(0);
+    char ns[32];
+    size_t i, seen = 0;
+
+    for (i = 0; i < 3000; i++) {
+        int n = snprintf(ns, sizeof ns, "reg.%zu", i);
+        assert_int_equal(registry_put(r, ns, (size_t)n, "same-id", 7, val(i + 1)), 0);
+    }
+    registry_foreach(r, ns_check_fn, &seen);
+    assert_int_equal(seen, 3000);
+    assert_true(registry_bytes(r) > 3000 * 24);
+    registry_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +793,11 @@ int main(void)
         cmocka_unit_test(churn_across_resizes),
         cmocka_unit_test(foreach_and_get_during_incremental_resize),
         cmocka_unit_test(put_ref_borrows_the_key_bytes_and_acts_like_put),
+        cmocka_unit_test(one_cluster_wrapping_around_the_end),
+        cmocka_unit_test(equal_fingerprints_are_told_apart_by_the_bytes),
+        cmocka_unit_test(random_operations_match_a_model),
+        cmocka_unit_test(shrink_then_burst_of_puts),
+        cmocka_unit_test(foreach_names_each_entrys_namespace),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
