@@ -8,9 +8,21 @@
  * council_run_state by id, council_run_summary on a handle, at 1k and 1M
  * runs. Figures only; nothing asserted.
  *
+ * The lookups by id are read against the machine's own memory latency: a
+ * chain of dependent loads at random cache lines of a 64 MiB array, and at
+ * 1M runs also over an array as large as the runs and their table (the
+ * same page size, so the same cost of address translation), measured in
+ * turn with the lookups. Repetitions go on until the lookups' medians
+ * agree within 10% (at most LOOKUP_MAX_REPS); every repetition's figures
+ * are printed (keys ending _rN) for results.json.
+ *
  *   bench_core [--quick]     --quick: 100k instead of 1M (for smoke runs)
  *   bench_core --memory N [own]   only the heap/RSS per running run (N
  *                                 runs; shared spec, or one parsed per run)
+ *   bench_core --retention N [live L]   RSS when idle, with L idle runs
+ *                                 (default 1000), at the peak of N more
+ *                                 mock runs, and after their retention
+ *                                 window freed them (run in a fresh process)
  *
  * Besides the table, lines "@ key value" (ns, bytes) are printed for
  * bench/run to collect.
@@ -25,6 +37,7 @@
 #include <uv.h>
 
 #include "council.h"
+#include "council_internal.h" /* the context's registry, for its mapped tables */
 #include "pubsub.h"
 #include "registry.h"
 
@@ -69,6 +82,13 @@ static size_t heap_in_use(void)
     struct mallinfo2 mi = mallinfo2();
 
     return mi.uordblks + mi.hblkhd;
+}
+
+/* What a context holds: malloc's figure and the registry's tables that
+ * are mmap'ed outside malloc. */
+static size_t ctx_heap(council_ctx *ctx)
+{
+    return heap_in_use() + registry_mapped_bytes(ctx->reg);
 }
 
 static void shuffle(size_t *idx, size_t n)
@@ -126,7 +146,7 @@ static void bench_registry(size_t n)
             t_put_max = t1 - t0;
     }
     t_put /= (double)n;
-    heap1 = heap_in_use();
+    heap1 = heap_in_use() + registry_mapped_bytes(reg);
 
     /* at least 1M lookups so small tables are timed long enough */
     reps = n >= 1000000 ? 1 : 1000000 / n;
@@ -265,11 +285,100 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+
+    if (f != NULL) {
+        if (fscanf(f, "%lu %lu", &size, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return (size_t)res * 4096;
+}
+
+/* A chain of dependent loads at random cache lines of `bytes` of memory
+ * (plain malloc: the page size the runs' own memory gets). One load can
+ * only start when the one before has returned, so the time per step is
+ * the latency of one load that misses every cache, address translation
+ * included. */
+typedef struct chase {
+    size_t *mem;
+    size_t lines;
+    size_t bytes;
+} chase;
+
+#define LINE_WORDS (64 / sizeof(size_t))
+
+static void chase_init(chase *c, size_t bytes)
+{
+    size_t *perm, i;
+
+    c->lines = bytes / 64;
+    c->bytes = c->lines * 64;
+    c->mem = malloc(c->bytes);
+    perm = malloc(c->lines * sizeof *perm);
+    if (c->mem == NULL || perm == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (i = 0; i < c->lines; i++)
+        perm[i] = i;
+    shuffle(perm, c->lines);
+    for (i = 0; i < c->lines; i++)
+        c->mem[perm[i] * LINE_WORDS] = perm[(i + 1) % c->lines] * LINE_WORDS;
+    free(perm);
+}
+
+static double chase_ns(const chase *c, size_t steps)
+{
+    size_t i, p = 0;
+    double t0 = now_ns();
+
+    for (i = 0; i < steps; i++)
+        p = c->mem[p];
+    t0 = (now_ns() - t0) / (double)steps;
+    if (p == (size_t)-1)
+        printf(" "); /* keeps p alive */
+    return t0;
+}
+
+static void chase_free(chase *c)
+{
+    free(c->mem);
+    c->mem = NULL;
+}
+
+static double median_of(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static double spread_of(const double *v, size_t n, double med)
+{
+    double lo = v[0], hi = v[0];
+    size_t i;
+
+    for (i = 1; i < n; i++) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
+    }
+    return med > 0 ? (hi - lo) / med : 0;
+}
+
+#define LOOKUP_MIN_REPS 3
+#define LOOKUP_MAX_REPS 9
+#define LOOKUP_SPREAD 0.10
+
 /* n pending runs (created, registered, never begun: no timers, no
  * events), then by id in random order: council_whereis, council_run_state;
  * and council_run_summary on handles. Each figure is timed over batches of
- * 1000 operations; the median and the 99th percentile of the batch means
- * are printed with the overall mean. */
+ * 1000 operations; a repetition's figure is the median of its batch means
+ * (its p99 alongside). The ids are read in lookup order from an array laid
+ * out in that order, as a host holds the id it just received: the time is
+ * the registry's and the run's, not the benchmark's own reads. */
 static void bench_api(size_t n)
 {
     enum { BATCH = 1000 };
@@ -282,22 +391,29 @@ static void bench_api(size_t n)
     council_spec *spec = NULL;
     council_spec_error serr;
     council_run **runs = malloc(n * sizeof *runs);
-    char *ids = malloc(n * ID_LEN);
+    char *ids = malloc(n * ID_LEN), *probe = malloc(n * ID_LEN);
     size_t *order = malloc(n * sizeof *order);
-    size_t i, k, reps, nb, heap0, heap1;
-    double *bw, *bs, *bm, t0, mw = 0, ms = 0, mm = 0;
+    size_t i, k, reps, nb, heap0, heap1, rss0, rss1, rep, nrep = 0;
+    double *bw, *bs, *bm, t0;
+    double w_med[LOOKUP_MAX_REPS], w_p99[LOOKUP_MAX_REPS], s_med[LOOKUP_MAX_REPS],
+        s_p99[LOOKUP_MAX_REPS], m_med[LOOKUP_MAX_REPS], d_small[LOOKUP_MAX_REPS],
+        d_ws[LOOKUP_MAX_REPS], tmp[LOOKUP_MAX_REPS];
+    double wm, sm_, mm, ds, dw = 0, spread = 0;
+    chase small, ws;
+    int big = n >= 100000;
     volatile uintptr_t sink = 0;
 
     memset(&cfg, 0, sizeof cfg);
     cfg.max_runs = n + 16;
     cfg.max_retained = n + 16;
     ctx = council_ctx_new(&cfg);
-    if (ctx == NULL || runs == NULL || ids == NULL || order == NULL ||
+    if (ctx == NULL || runs == NULL || ids == NULL || probe == NULL || order == NULL ||
         council_spec_from_json(spec_json, sizeof spec_json - 1, &spec, &serr) != 0) {
         fprintf(stderr, "api: setup failed\n");
         exit(1);
     }
-    heap0 = heap_in_use();
+    heap0 = ctx_heap(ctx);
+    rss0 = rss_bytes();
     for (i = 0; i < n; i++) {
         council_start_opts o;
         int rc;
@@ -317,8 +433,19 @@ static void bench_api(size_t n)
         }
         order[i] = i;
     }
-    heap1 = heap_in_use();
+    heap1 = ctx_heap(ctx);
+    rss1 = rss_bytes();
     shuffle(order, n);
+    for (i = 0; i < n; i++)
+        memcpy(probe + i * ID_LEN, ids + order[i] * ID_LEN, ID_LEN);
+
+    /* the memory latency in the same process, measured in turn with the
+     * lookups: over 64 MiB, and at the large size over as much memory as
+     * the runs and their table took (what the lookups range over) */
+    chase_init(&small, (size_t)64 << 20);
+    memset(&ws, 0, sizeof ws);
+    if (big)
+        chase_init(&ws, rss1 - rss0 > ((size_t)64 << 20) ? rss1 - rss0 : (size_t)64 << 20);
 
     reps = n >= 1000000 ? 1 : 1000000 / n;
     nb = (n * reps) / BATCH;
@@ -327,66 +454,101 @@ static void bench_api(size_t n)
     bm = malloc(nb * sizeof *bm);
     if (bw == NULL || bs == NULL || bm == NULL)
         exit(1);
-    for (k = 0; k < nb; k++) {
-        council_run *out;
+    for (rep = 0; rep < LOOKUP_MAX_REPS; rep++) {
+        d_small[rep] = chase_ns(&small, 1000000);
+        d_ws[rep] = big ? chase_ns(&ws, 1000000) : 0;
+        for (k = 0; k < nb; k++) {
+            council_run *out;
+            const char *p = probe + ((k * BATCH) % n) * ID_LEN;
 
-        t0 = now_ns();
-        for (i = 0; i < BATCH; i++) {
-            size_t j = order[(k * BATCH + i) % n];
-
-            sink += (uintptr_t)council_whereis(ctx, NULL, ids + j * ID_LEN,
-                                               ID_LEN, &out);
-            sink += (uintptr_t)out;
+            t0 = now_ns();
+            for (i = 0; i < BATCH; i++, p += ID_LEN) {
+                sink += (uintptr_t)council_whereis(ctx, NULL, p, ID_LEN, &out);
+                sink += (uintptr_t)out;
+            }
+            bw[k] = (now_ns() - t0) / BATCH;
         }
-        bw[k] = (now_ns() - t0) / BATCH;
-        mw += bw[k];
-    }
-    for (k = 0; k < nb; k++) {
-        council_summary sm;
+        for (k = 0; k < nb; k++) {
+            council_summary sm;
+            const char *p = probe + ((k * BATCH) % n) * ID_LEN;
 
-        t0 = now_ns();
-        for (i = 0; i < BATCH; i++) {
-            size_t j = order[(k * BATCH + i) % n];
-
-            sink += (uintptr_t)council_run_state(ctx, NULL, ids + j * ID_LEN,
-                                                 ID_LEN, &sm);
-            sink += sm.rounds_completed;
+            t0 = now_ns();
+            for (i = 0; i < BATCH; i++, p += ID_LEN) {
+                sink += (uintptr_t)council_run_state(ctx, NULL, p, ID_LEN, &sm);
+                sink += sm.rounds_completed;
+            }
+            bs[k] = (now_ns() - t0) / BATCH;
         }
-        bs[k] = (now_ns() - t0) / BATCH;
-        ms += bs[k];
-    }
-    for (k = 0; k < nb; k++) {
-        council_summary sm;
+        for (k = 0; k < nb; k++) {
+            council_summary sm;
 
-        t0 = now_ns();
-        for (i = 0; i < BATCH; i++) {
-            council_run_summary(runs[order[(k * BATCH + i) % n]], &sm);
-            sink += sm.status;
+            t0 = now_ns();
+            for (i = 0; i < BATCH; i++) {
+                council_run_summary(runs[order[(k * BATCH + i) % n]], &sm);
+                sink += sm.status;
+            }
+            bm[k] = (now_ns() - t0) / BATCH;
         }
-        bm[k] = (now_ns() - t0) / BATCH;
-        mm += bm[k];
-    }
-    (void)sink;
-    qsort(bw, nb, sizeof *bw, cmp_double);
-    qsort(bs, nb, sizeof *bs, cmp_double);
-    qsort(bm, nb, sizeof *bm, cmp_double);
+        qsort(bw, nb, sizeof *bw, cmp_double);
+        qsort(bs, nb, sizeof *bs, cmp_double);
+        qsort(bm, nb, sizeof *bm, cmp_double);
 #define MED(a) (a)[nb / 2]
 #define P99(a) (a)[(size_t)(0.99 * (double)(nb - 1) + 0.5)]
-    printf("api      %8zu runs      whereis %6.1f ns (p99 %6.1f)   "
-           "state by id %6.1f ns (p99 %6.1f)   summary %6.1f ns   "
-           "%6.0f bytes/pending run\n",
-           n, MED(bw), P99(bw), MED(bs), P99(bs), MED(bm),
-           (double)(heap1 - heap0) / (double)n);
-    printf("@ api_whereis_ns_%zu %.1f\n@ api_whereis_p99_ns_%zu %.1f\n"
-           "@ api_whereis_mean_ns_%zu %.1f\n"
-           "@ api_state_ns_%zu %.1f\n@ api_state_p99_ns_%zu %.1f\n"
-           "@ api_state_mean_ns_%zu %.1f\n"
-           "@ api_summary_ns_%zu %.1f\n@ api_bytes_per_pending_run_%zu %.0f\n",
-           n, MED(bw), n, P99(bw), n, mw / (double)nb, n, MED(bs), n, P99(bs),
-           n, ms / (double)nb, n, MED(bm), n,
-           (double)(heap1 - heap0) / (double)n);
+        w_med[rep] = MED(bw);
+        w_p99[rep] = P99(bw);
+        s_med[rep] = MED(bs);
+        s_p99[rep] = P99(bs);
+        m_med[rep] = MED(bm);
 #undef MED
 #undef P99
+        nrep = rep + 1;
+        memcpy(tmp, w_med, nrep * sizeof *tmp);
+        spread = spread_of(w_med, nrep, median_of(tmp, nrep));
+        if (nrep >= LOOKUP_MIN_REPS && spread < LOOKUP_SPREAD)
+            break;
+    }
+    (void)sink;
+    for (rep = 0; rep < nrep; rep++)
+        printf("@ api_whereis_ns_%zu_r%zu %.1f\n@ api_whereis_p99_ns_%zu_r%zu %.1f\n"
+               "@ api_state_ns_%zu_r%zu %.1f\n@ dram_64m_ns_%zu_r%zu %.1f\n"
+               "@ dram_ws_ns_%zu_r%zu %.1f\n",
+               n, rep, w_med[rep], n, rep, w_p99[rep], n, rep, s_med[rep], n, rep,
+               d_small[rep], n, rep, d_ws[rep]);
+    memcpy(tmp, w_med, nrep * sizeof *tmp);
+    wm = median_of(tmp, nrep);
+    memcpy(tmp, s_med, nrep * sizeof *tmp);
+    sm_ = median_of(tmp, nrep);
+    memcpy(tmp, m_med, nrep * sizeof *tmp);
+    mm = median_of(tmp, nrep);
+    memcpy(tmp, d_small, nrep * sizeof *tmp);
+    ds = median_of(tmp, nrep);
+    if (big) {
+        memcpy(tmp, d_ws, nrep * sizeof *tmp);
+        dw = median_of(tmp, nrep);
+    }
+    memcpy(tmp, w_p99, nrep * sizeof *tmp);
+    printf("api      %8zu runs      whereis %6.1f ns (p99 %6.1f; spread %.0f%% over %zu reps)   "
+           "state by id %6.1f ns   summary %6.1f ns   %6.0f bytes/pending run\n",
+           n, wm, median_of(tmp, nrep), spread * 100, nrep, sm_, mm,
+           (double)(heap1 - heap0) / (double)n);
+    if (big)
+        printf("         one dependent load: %.1f ns over 64 MiB, %.1f ns over %zu MiB "
+               "(as much as the runs took): whereis = %.2fx / %.2fx one load\n",
+               ds, dw, ws.bytes >> 20, wm / ds, wm / dw);
+    printf("@ api_whereis_ns_%zu %.1f\n@ api_whereis_p99_ns_%zu %.1f\n"
+           "@ api_whereis_spread_%zu %.3f\n@ api_whereis_reps_%zu %zu\n"
+           "@ api_state_ns_%zu %.1f\n@ api_summary_ns_%zu %.1f\n"
+           "@ api_bytes_per_pending_run_%zu %.0f\n@ api_rss_per_pending_run_%zu %.0f\n"
+           "@ dram_64m_ns_%zu %.1f\n",
+           n, wm, n, median_of(tmp, nrep), n, spread, n, nrep, n, sm_, n, mm, n,
+           (double)(heap1 - heap0) / (double)n, n, (double)(rss1 - rss0) / (double)n,
+           n, ds);
+    memcpy(tmp, s_p99, nrep * sizeof *tmp);
+    printf("@ api_state_p99_ns_%zu %.1f\n", n, median_of(tmp, nrep));
+    if (big)
+        printf("@ dram_ws_ns_%zu %.1f\n@ dram_ws_mib_%zu %zu\n", n, dw, n, ws.bytes >> 20);
+    chase_free(&small);
+    chase_free(&ws);
     for (i = 0; i < n; i++)
         council_run_unref(runs[i]);
     council_spec_unref(spec);
@@ -396,20 +558,8 @@ static void bench_api(size_t n)
     free(bm);
     free(runs);
     free(ids);
+    free(probe);
     free(order);
-}
-
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, res = 0;
-
-    if (f != NULL) {
-        if (fscanf(f, "%lu %lu", &size, &res) != 2)
-            res = 0;
-        fclose(f);
-    }
-    return (size_t)res * 4096;
 }
 
 /* Memory of n idle *running* runs through the public API (one mock member
@@ -439,7 +589,7 @@ static void bench_api_memory(size_t n, int spec_per_run)
         fprintf(stderr, "api memory: setup failed\n");
         exit(1);
     }
-    heap0 = heap_in_use();
+    heap0 = ctx_heap(ctx);
     rss0 = rss_bytes();
     for (i = 0; i < n; i++) {
         council_start_opts o;
@@ -472,7 +622,7 @@ static void bench_api_memory(size_t n, int spec_per_run)
     /* let every run begin: the first round and its member call start */
     council_ctx_step(ctx, 0);
     council_ctx_step(ctx, 0);
-    heap1 = heap_in_use();
+    heap1 = ctx_heap(ctx);
     rss1 = rss_bytes();
     printf("api      %8zu running runs (%s spec)   %6.0f heap bytes/run   "
            "%6.0f RSS bytes/run\n", n, spec_per_run ? "own" : "shared",
@@ -484,32 +634,117 @@ static void bench_api_memory(size_t n, int spec_per_run)
     council_ctx_free(ctx);
 }
 
-/* Dependent random loads over `bytes` of memory: the floor under any
- * lookup that misses the cache, to read the registry figures against. */
-static void bench_memory_latency(size_t bytes)
+/* RSS after the retention window: a fresh process (nothing measured
+ * before in it) holding `live` idle runs starts n mock runs that answer
+ * at once, lets them finish and their retention (3 s, long enough for all
+ * of them to be finished and retained together) end, and reads its RSS:
+ * idle (context only), with the live runs, at the peak, after. "After"
+ * should come back near "with the live runs". */
+static void bench_retention(size_t n, size_t live)
 {
-    size_t n = bytes / sizeof(size_t), i, p = 0, steps = 2000000;
-    size_t *next = malloc(n * sizeof *next), *perm = malloc(n * sizeof *perm);
-    double t0;
+    static const char idle_json[] =
+        "{\"id\":\"bench\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\","
+        "\"options\":{\"latency_ms\":600000}}],"
+        "\"rounds\":[{\"type\":\"independent_analysis\"}],"
+        "\"limits\":{\"member_timeout_ms\":3600000}}";
+    static const char quick_json[] =
+        "{\"id\":\"quick\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
+        "{\"id\":\"b\",\"provider\":\"mock\"}],"
+        "\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"vote\"}]}";
+    enum { WAVE = 10000 };
+    council_config cfg;
+    council_ctx *ctx;
+    council_spec *idle = NULL, *quick = NULL;
+    council_spec_error serr;
+    council_stats st;
+    size_t i, rss_idle, rss_live = 0, rss_peak = 0, rss_after, heap_live = 0, heap_after,
+        heap_peak, reg_peak;
+    char id[ID_LEN];
+    double t0, t_sweep;
 
-    if (next == NULL || perm == NULL) {
-        fprintf(stderr, "out of memory\n");
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_runs = n + live + 16;
+    cfg.max_retained = n + live + 16;
+    cfg.retention_ms = 3000;
+    ctx = council_ctx_new(&cfg);
+    if (ctx == NULL ||
+        council_spec_from_json(idle_json, sizeof idle_json - 1, &idle, &serr) != 0 ||
+        council_spec_from_json(quick_json, sizeof quick_json - 1, &quick, &serr) != 0) {
+        fprintf(stderr, "retention: setup failed\n");
         exit(1);
     }
-    for (i = 0; i < n; i++)
-        perm[i] = i;
-    shuffle(perm, n);
-    for (i = 0; i < n; i++)
-        next[perm[i]] = perm[(i + 1) % n];
+    council_ctx_step(ctx, 0);
+    rss_idle = rss_bytes();
+    for (i = 0; i < live + n; i++) {
+        council_start_opts o;
+        council_run *run;
+        int rc;
+
+        make_id(id, i);
+        memset(&o, 0, sizeof o);
+        o.run_id = id;
+        o.run_id_len = ID_LEN;
+        o.spec = i < live ? idle : quick;
+        o.input.tag = "text";
+        o.input.data = "a question";
+        o.input.len = 10;
+        rc = council_run_start(ctx, &o, &run);
+        if (rc != 0) {
+            fprintf(stderr, "retention: run_start %zu: %s\n", i, council_strerror(rc));
+            exit(1);
+        }
+        council_run_unref(run); /* the registry keeps it */
+        if (i + 1 == live) {
+            council_ctx_step(ctx, 0);
+            council_ctx_step(ctx, 0);
+            rss_live = rss_bytes();
+            heap_live = ctx_heap(ctx);
+        }
+        if (i >= live && (i - live + 1) % WAVE == 0) {
+            /* the wave answers and finishes; its runs wait in retention */
+            do
+                council_ctx_step(ctx, 0);
+            while (council_ctx_stats(ctx, &st), st.runs_active > live);
+            if (rss_bytes() > rss_peak)
+                rss_peak = rss_bytes();
+        }
+    }
+    if (live == 0) {
+        rss_live = rss_idle;
+        heap_live = ctx_heap(ctx);
+    }
+    do
+        council_ctx_step(ctx, 0);
+    while (council_ctx_stats(ctx, &st), st.runs_active > live);
+    if (rss_bytes() > rss_peak)
+        rss_peak = rss_bytes();
+    heap_peak = ctx_heap(ctx);
+    reg_peak = st.runs_registered;
+    /* every finished run leaves when its window ends */
     t0 = now_ns();
-    for (i = 0; i < steps; i++)
-        p = next[p];
-    t0 = (now_ns() - t0) / (double)steps;
-    printf("memory   %6zu MiB random dependent load %6.1f ns  (context)%s\n",
-           bytes >> 20, t0, p == n ? " " : "");
-    printf("@ memory_random_load_ns %.1f\n", t0);
-    free(next);
-    free(perm);
+    do
+        council_ctx_step(ctx, 50);
+    while (council_ctx_stats(ctx, &st), st.runs_registered > live &&
+                                            now_ns() - t0 < 60e9);
+    t_sweep = (now_ns() - t0) / 1e6;
+    council_ctx_step(ctx, 0);
+    rss_after = rss_bytes();
+    heap_after = ctx_heap(ctx);
+    printf("retention %7zu runs expired, %zu live   RSS idle %zu KiB, with the live runs %zu KiB, "
+           "peak %zu KiB (%zu runs registered), after %zu KiB (%.2fx idle + live; heap %zu -> "
+           "%zu -> %zu KiB; %zu still registered %.0f ms later)\n",
+           n, live, rss_idle >> 10, rss_live >> 10, rss_peak >> 10, reg_peak, rss_after >> 10,
+           (double)rss_after / (double)rss_live, heap_live >> 10, heap_peak >> 10,
+           heap_after >> 10, st.runs_registered, t_sweep);
+    printf("@ ret_runs %zu\n@ ret_live %zu\n@ ret_rss_idle_kib %zu\n@ ret_rss_live_kib %zu\n"
+           "@ ret_rss_peak_kib %zu\n@ ret_registered_at_peak %zu\n@ ret_rss_after_kib %zu\n"
+           "@ ret_heap_live_kib %zu\n@ ret_heap_peak_kib %zu\n@ ret_heap_after_kib %zu\n"
+           "@ ret_left %zu\n",
+           n, live, rss_idle >> 10, rss_live >> 10, rss_peak >> 10, reg_peak, rss_after >> 10,
+           heap_live >> 10, heap_peak >> 10, heap_after >> 10, st.runs_registered);
+    council_spec_unref(idle);
+    council_spec_unref(quick);
+    council_ctx_free(ctx);
 }
 
 int main(int argc, char **argv)
@@ -520,6 +755,12 @@ int main(int argc, char **argv)
     if (argc > 2 && strcmp(argv[1], "--memory") == 0) {
         bench_api_memory((size_t)atol(argv[2]),
                          argc > 3 && strcmp(argv[3], "own") == 0);
+        return 0;
+    }
+    if (argc > 2 && strcmp(argv[1], "--retention") == 0) {
+        bench_retention((size_t)atol(argv[2]),
+                        argc > 4 && strcmp(argv[3], "live") == 0 ? (size_t)atol(argv[4])
+                                                                 : 1000);
         return 0;
     }
     size_t big = (argc > 1 && strcmp(argv[1], "--quick") == 0) ? 100000
@@ -535,6 +776,5 @@ int main(int argc, char **argv)
     bench_api(big);
     bench_api_memory(100000, 0);
     bench_api_memory(100000, 1);
-    bench_memory_latency((size_t)64 << 20);
     return 0;
 }
