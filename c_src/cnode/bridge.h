@@ -9,8 +9,9 @@
  * pids), beam_provider.c (member calls served by BEAM processes) and
  * beam_tools.c (tool calls served by BEAM processes). Those last two hang
  * on the run processes through hooks (below), each with its own table.
- * bridge.c holds what these files share about the protocol: the reason
- * atom each council_err is reported as, and a run's topic.
+ * bridge.c holds what these files share: the hooks and the state of the
+ * modules behind them (cn_hooked), the reason atom each council_err is
+ * reported as, and a run's topic.
  * Single-threaded: the loop thread only.
  */
 #ifndef CN_BRIDGE_H
