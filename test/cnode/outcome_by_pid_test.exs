@@ -4,9 +4,10 @@
 # compiled here from source).
 Code.require_file("support.exs", __DIR__)
 
-# the Erlang client as rebar3 would build it, loaded before the tests
-# that call it are compiled
-{:ok, :council_ex_raw, bin} = :compile.file(~c"src/council_ex_raw.erl", [:binary, :return_errors])
+# the Erlang client as rebar3 would build it (include/ holds the header
+# make writes), loaded before the tests that call it are compiled
+{:ok, :council_ex_raw, bin} =
+  :compile.file(~c"src/council_ex_raw.erl", [:binary, :return_errors, {:i, ~c"include"}])
 {:module, :council_ex_raw} = :code.load_binary(:council_ex_raw, ~c"council_ex_raw.erl", bin)
 
 defmodule CNode.OutcomeByPidTest do
