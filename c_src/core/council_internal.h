@@ -281,7 +281,11 @@ struct council_ctx {
     size_t runs_active;
     size_t n_retained;
     struct council_run *ret_head, *ret_tail; /* retained, oldest first */
-    uv_timer_t ret_timer;     /* due when the oldest retained run expires */
+    uv_timer_t ret_timer;     /* due when the oldest retained run expires
+                                 (or a trim of malloc's free memory is due) */
+    size_t trim_pending;      /* runs unregistered since the last trim */
+    uint64_t last_trim;       /* loop time (ms) of the last trim */
+    bool trimmed;             /* a trim was made (last_trim is set) */
     cx_timers timers;         /* kicks, call timeouts, mock answers */
     void *exec_children;      /* provider_exec's list */
     struct cx_http *http;     /* http.c: the curl multi, made on first use */

@@ -123,10 +123,11 @@ static topic *topic_find(const pubsub *ps, const char *name, size_t len)
     return *topic_link(ps, name, len, topic_hash(ps, name, len));
 }
 
-/* Double the bucket array; on allocation failure keep the old one. */
-static void topics_grow(pubsub *ps)
+/* Rehash the topics into `size` buckets; on allocation failure keep the
+ * old array (longer or emptier chains, nothing lost). */
+static void topics_resize(pubsub *ps, size_t size)
 {
-    size_t size = (ps->mask + 1) * 2, i;
+    size_t i;
     topic **b = calloc(size, sizeof *b);
 
     if (b == NULL)
@@ -154,6 +155,15 @@ static void topic_drop(pubsub *ps, topic *t)
     *link = t->next;
     ps->ntopics--;
     free(t);
+    /* the topics of many runs are gone: give the bucket array back, down
+     * to a load of 1/2 (it doubles again at 1) */
+    if (ps->mask + 1 > TOPICS_MIN && ps->ntopics < (ps->mask + 1) / 8) {
+        size_t size = TOPICS_MIN;
+
+        while (size < ps->ntopics * 2)
+            size *= 2;
+        topics_resize(ps, size);
+    }
 }
 
 /* ------------------------------------------------------------ subscriptions */
@@ -444,7 +454,7 @@ int pubsub_subscribe(pubsub *ps, const char *topic_name, size_t topic_len,
         memcpy(t->name, topic_name, topic_len);
         *link = t;
         if (++ps->ntopics > ps->mask + 1)
-            topics_grow(ps);
+            topics_resize(ps, (ps->mask + 1) * 2);
     }
 
     s->ops = ops;

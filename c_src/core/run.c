@@ -7,6 +7,9 @@
  */
 #include "council_internal.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -552,13 +555,54 @@ static void run_unregister(council_run *run)
     registry_remove(ctx->reg, run->registry, strlen(run->registry), run->run_id,
                     run->run_id_len);
     run->registered = false;
+    ctx->trim_pending++;
     council_run_unref(run);
+}
+
+/* Giving memory back. A run that leaves the registry is usually freed
+ * with it, and glibc keeps what it freed in its free lists, where the
+ * process's RSS still counts it: 100k finished runs are some 400 MB that
+ * no later run of a smaller burst reuses. Once a sweep has let go of
+ * TRIM_MIN_RUNS runs, malloc_trim hands the free pages back to the kernel
+ * (21 ms for 400 MB here); at most once per TRIM_INTERVAL_MS, so a steady
+ * stream of expiring runs pays for it a few times a minute at most. */
+#define TRIM_MIN_RUNS 1024u
+#define TRIM_INTERVAL_MS 1000u
+
+static bool trim_wanted(const council_ctx *ctx)
+{
+#ifdef __GLIBC__
+    return ctx->trim_pending >= TRIM_MIN_RUNS && !ctx->freeing;
+#else
+    (void)ctx;
+    return false;
+#endif
+}
+
+/* The loop time a wanted trim may be made at. */
+static uint64_t trim_at(const council_ctx *ctx, uint64_t now)
+{
+    return ctx->trimmed && ctx->last_trim + TRIM_INTERVAL_MS > now
+               ? ctx->last_trim + TRIM_INTERVAL_MS
+               : now;
+}
+
+static void maybe_trim(council_ctx *ctx, uint64_t now)
+{
+    if (!trim_wanted(ctx) || trim_at(ctx, now) > now)
+        return;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    ctx->trim_pending = 0;
+    ctx->last_trim = now;
+    ctx->trimmed = true;
 }
 
 /* One timer serves every retained run: they all stay retention_ms and the
  * list is in finishing order, so it is due when the head expires. Removing
  * the head early leaves it due too soon, which is harmless: the callback
- * re-arms it. */
+ * re-arms it. It is also due when a trim is wanted and allowed. */
 static void retention_arm(council_ctx *ctx);
 
 static void retention_cb(uv_timer_t *h)
@@ -567,16 +611,26 @@ static void retention_cb(uv_timer_t *h)
     uint64_t now = uv_now(&ctx->loop);
     while (ctx->ret_head && ctx->ret_head->ret_expires <= now)
         run_unregister(ctx->ret_head);
+    maybe_trim(ctx, now);
     retention_arm(ctx);
 }
 
 static void retention_arm(council_ctx *ctx)
 {
-    if (!ctx->ret_head) {
+    uint64_t now = uv_now(&ctx->loop), due = 0;
+    bool armed = false;
+    if (ctx->ret_head) {
+        due = ctx->ret_head->ret_expires;
+        armed = true;
+    }
+    if (trim_wanted(ctx) && (!armed || trim_at(ctx, now) < due)) {
+        due = trim_at(ctx, now);
+        armed = true;
+    }
+    if (!armed) {
         uv_timer_stop(&ctx->ret_timer);
         return;
     }
-    uint64_t now = uv_now(&ctx->loop), due = ctx->ret_head->ret_expires;
     ctx->ret_timer.data = ctx;
     uv_timer_start(&ctx->ret_timer, retention_cb, due > now ? due - now : 0, 0);
 }
@@ -598,9 +652,13 @@ static void start_retention(council_run *run)
         ctx->ret_head = run;
     ctx->ret_tail = run;
     ctx->n_retained++;
-    while (ctx->n_retained > ctx->cfg.max_retained && ctx->ret_head)
+    bool evicted = false;
+    while (ctx->n_retained > ctx->cfg.max_retained && ctx->ret_head) {
         run_unregister(ctx->ret_head);
-    if (ctx->ret_head == run || !uv_is_active((uv_handle_t *)&ctx->ret_timer))
+        evicted = true;
+    }
+    if (ctx->ret_head == run || !uv_is_active((uv_handle_t *)&ctx->ret_timer) ||
+        (evicted && trim_wanted(ctx)))
         retention_arm(ctx);
 }
 

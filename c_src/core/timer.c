@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#define HEAP_MIN 64 /* heap slots: the first allocation, and the least kept */
+
 /* t->slot: an index in the heap, or one of these (far above any index) */
 #define NOT_ARMED SIZE_MAX
 #define DEFERRED (SIZE_MAX - 1)   /* in ts->deferred */
@@ -244,7 +246,7 @@ int cx_timer_init(council_ctx *ctx, cx_timer *t, cx_timer_cb cb, void *arg)
     cx_timers *ts = &ctx->timers;
     if (ts->n_timers == ts->cap) {
         /* a slot in the heap for every timer, so starting one never fails */
-        size_t nc = ts->cap ? ts->cap * 2 : 64;
+        size_t nc = ts->cap ? ts->cap * 2 : HEAP_MIN;
         cx_timer **nh = realloc(ts->heap, nc * sizeof *nh);
         if (!nh)
             return COUNCIL_ENOMEM;
@@ -312,12 +314,29 @@ void cx_timer_stop(cx_timer *t)
     disarm(ts, t);
 }
 
+/* Many timers are gone (the runs of a burst ended): halve the heap's
+ * room while it is under a quarter used, so its memory goes back. */
+static void heap_shrink(cx_timers *ts)
+{
+    size_t nc = ts->cap / 2;
+    cx_timer **nh;
+
+    if (ts->cap <= HEAP_MIN || ts->n_timers >= ts->cap / 4)
+        return;
+    nh = realloc(ts->heap, nc * sizeof *nh); /* n <= n_timers < nc */
+    if (!nh)
+        return;                             /* keep the larger one */
+    ts->heap = nh;
+    ts->cap = nc;
+}
+
 void cx_timer_fini(cx_timer *t)
 {
     if (!t->owner)
         return;
     cx_timer_stop(t);
     t->owner->n_timers--;
+    heap_shrink(t->owner);
     t->owner = NULL;
 }
 

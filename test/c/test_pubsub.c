@@ -611,6 +611,64 @@ static void many_topics(void **state)
     free(r);
 }
 
+/* Topics come and go in waves (the runs of a burst, then their end): the
+ * bucket array grows with them and shrinks after them, and the topics left
+ * between the waves, and new ones, keep their subscribers and get every
+ * message, also when the last subscribers leave from inside a delivery. */
+static void topics_come_and_go_in_waves(void **state)
+{
+    fx *f = *state;
+    enum { T = 6000, KEEP = 7 };
+    rec *r = calloc(T, sizeof *r), keep[KEEP];
+    char name[64];
+    size_t i, wave;
+
+    assert_non_null(r);
+    for (i = 0; i < KEEP; i++) {
+        snprintf(name, sizeof name, "council_ex:run:keep-%zu", i);
+        rec_init(&keep[i], f->ps);
+        sub(f->ps, &keep[i], strdup(name), 0);
+    }
+    for (wave = 0; wave < 3; wave++) {
+        memset(r, 0, T * sizeof *r);
+        for (i = 0; i < T; i++) {
+            snprintf(name, sizeof name, "council_ex:run:%zu-%zu", wave, i);
+            rec_init(&r[i], f->ps);
+            assert_int_equal(pubsub_subscribe(f->ps, name, strlen(name), &REC_OPS, &r[i], 4,
+                                              &r[i].sub), 0);
+            /* half of them leave from inside their one delivery */
+            if (i % 2)
+                r[i].unsub_self_at = 1;
+        }
+        for (i = 0; i < T; i++) {
+            snprintf(name, sizeof name, "council_ex:run:%zu-%zu", wave, i);
+            assert_int_equal(publish(f->ps, name, 1), 1);
+        }
+        for (i = 0; i < KEEP; i++)
+            assert_int_equal(publish(f->ps, keep[i].topic, wave + 1), 1);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        for (i = 0; i < T; i += 2)
+            pubsub_unsubscribe(f->ps, r[i].sub);
+        for (i = 0; i < T; i++) {
+            assert_int_equal(r[i].got, 1);
+            assert_int_equal(r[i].closed, 1);
+        }
+        assert_int_equal(pubsub_total_subscriptions(f->ps), KEEP);
+        for (i = 0; i < KEEP; i++) {
+            assert_int_equal(pubsub_topic_count(f->ps, keep[i].topic, strlen(keep[i].topic)),
+                             1);
+            assert_int_equal(keep[i].got, wave + 1);
+            assert_true(keep[i].in_order);
+        }
+    }
+    for (i = 0; i < KEEP; i++) {
+        pubsub_unsubscribe(f->ps, keep[i].sub);
+        free((char *)keep[i].topic);
+    }
+    assert_int_equal(pubsub_total_subscriptions(f->ps), 0);
+    free(r);
+}
+
 /* A long backlog is drained in slices: other handles of the loop (here a
  * timer armed by the first delivery) run before the backlog is through. */
 typedef struct yield_probe {
@@ -782,6 +840,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(find_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(many_topics, setup, teardown),
+        cmocka_unit_test_setup_teardown(topics_come_and_go_in_waves, setup, teardown),
         cmocka_unit_test_setup_teardown(
             drain_yields_to_the_loop_between_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(binary_topics_are_distinct, setup,

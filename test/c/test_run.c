@@ -441,6 +441,71 @@ static void test_oldest_retained_run_leaves_when_retention_is_full(void **state)
     council_ctx_free(ctx);
 }
 
+/* Thousands of runs leave retention in sweeps (and, with retention full,
+ * by eviction), which makes the core give freed memory back: the runs
+ * still leave at their time, the loop is not kept running by it (the
+ * retention timer is due for the trim too), and the context goes on. */
+static void start_fast(council_ctx *ctx, const council_spec *spec, size_t i)
+{
+    char id[32];
+    council_start_opts o;
+    council_run *run;
+    memset(&o, 0, sizeof o);
+    snprintf(id, sizeof id, "many-%zu", i);
+    o.spec = (council_spec *)spec;
+    o.run_id = id;
+    o.run_id_len = strlen(id);
+    o.input.tag = "text";
+    o.input.data = "q";
+    o.input.len = 1;
+    assert_int_equal(council_run_start(ctx, &o, &run), COUNCIL_OK);
+    council_run_unref(run);
+}
+
+static void test_many_runs_leave_retention_and_the_loop_stays_free(void **state)
+{
+    (void)state;
+    council_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.retention_ms = 100;
+    cfg.max_runs = 5000;
+    cfg.max_retained = 2500;
+    council_ctx *ctx = council_ctx_new(&cfg);
+    council_spec *spec = spec_json(FAST);
+    council_stats st;
+    size_t i;
+    /* 3000 runs: 500 evicted when they finish (retention full), 2500
+     * expire together */
+    for (i = 0; i < 3000; i++)
+        start_fast(ctx, spec, i);
+    assert_int_equal(council_ctx_run(ctx), COUNCIL_OK); /* returns: all done */
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_active, 0);
+    assert_true(st.runs_registered <= 2500);
+    spin(ctx, 400);
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_registered, 0);
+    assert_int_equal(council_run_find(ctx, NULL, "many-2999", 9, NULL), COUNCIL_ENOTFOUND);
+    /* a second wave right after (a trim may be due within the second) */
+    for (i = 3000; i < 4500; i++)
+        start_fast(ctx, spec, i);
+    assert_int_equal(council_ctx_run(ctx), COUNCIL_OK);
+    assert_int_equal(council_run_find(ctx, NULL, "many-4499", 9, NULL), COUNCIL_OK);
+    spin(ctx, 400);
+    council_ctx_stats(ctx, &st);
+    assert_int_equal(st.runs_registered, 0);
+    /* and the context goes on */
+    recorder rec = {0};
+    council_run *run = start_rec(ctx, FAST, "again", &rec);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    assert_int_equal(rec_terminal(&rec), 1);
+    council_run_unref(run);
+    rec_clear(&rec);
+    council_spec_unref(spec);
+    council_ctx_free(ctx);
+}
+
 static void test_subscriber_limit_per_topic(void **state)
 {
     (void)state;
@@ -1078,6 +1143,7 @@ int main(void)
         cmocka_unit_test(test_watchers_fire_once_after_the_terminal_event),
         cmocka_unit_test(test_max_runs_limit),
         cmocka_unit_test(test_oldest_retained_run_leaves_when_retention_is_full),
+        cmocka_unit_test(test_many_runs_leave_retention_and_the_loop_stays_free),
         cmocka_unit_test(test_each_retained_run_leaves_at_its_own_time),
         cmocka_unit_test(test_subscriber_limit_per_topic),
         cmocka_unit_test(test_summary_inside_iterate),

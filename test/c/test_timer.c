@@ -305,6 +305,54 @@ static void test_many_timers_fire_by_due_time_then_start_order(void **state)
     council_ctx_free(ctx);
 }
 
+/* The heap keeps room for every timer, so starting never fails; once most
+ * timers are gone it gives that room back (halving while under a quarter
+ * used), and the timers left, armed among them, still fire in order,
+ * including when timers close from inside a firing callback. */
+static size_t shrink_fired[64], shrink_n;
+static cx_timer *shrink_ts[4096];
+
+static void on_shrink(void *arg)
+{
+    size_t i = (size_t)(uintptr_t)arg;
+    shrink_fired[shrink_n++] = i;
+    if (i == 0) /* the first to fire closes most of the others */
+        for (size_t k = 64; k < 4096; k++) {
+            cx_timer_close(shrink_ts[k]);
+            shrink_ts[k] = NULL;
+        }
+}
+
+static void test_the_heap_gives_its_room_back_when_timers_go(void **state)
+{
+    (void)state;
+    council_ctx *ctx = council_ctx_new(NULL);
+    shrink_n = 0;
+    for (size_t i = 0; i < 4096; i++) {
+        shrink_ts[i] = cx_timer_new(ctx, on_shrink, (void *)(uintptr_t)i);
+        assert_non_null(shrink_ts[i]);
+        cx_timer_start(shrink_ts[i], 5 + (i % 64) * 2 + (i >= 64 ? 1000 : 0));
+    }
+    assert_true(ctx->timers.cap >= 4096);
+    run_until_idle(ctx);
+    /* 64 timers left: the room went down with them */
+    assert_int_equal(ctx->timers.n_timers, 64);
+    assert_true(ctx->timers.cap <= 256);
+    assert_int_equal(shrink_n, 64);
+    for (size_t k = 0; k < 64; k++)
+        assert_int_equal(shrink_fired[k], k);
+    /* and grows again as needed */
+    for (size_t i = 64; i < 1000; i++) {
+        shrink_ts[i] = cx_timer_new(ctx, on_shrink, (void *)(uintptr_t)i);
+        assert_non_null(shrink_ts[i]);
+    }
+    assert_true(ctx->timers.cap >= 1000);
+    for (size_t i = 0; i < 1000; i++)
+        cx_timer_close(shrink_ts[i]);
+    assert_true(ctx->timers.cap <= 64);
+    council_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_a_deferred_timer_fires_after_the_poll_not_in_the_same_pass),
         cmocka_unit_test(test_a_timer_deferred_from_the_check_phase_waits_for_the_next_poll),
         cmocka_unit_test(test_a_deferred_timer_stopped_moved_or_closed_fires_at_most_once),
+        cmocka_unit_test(test_the_heap_gives_its_room_back_when_timers_go),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
