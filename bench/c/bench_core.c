@@ -19,15 +19,18 @@
  *   bench_core [--quick]     --quick: 100k instead of 1M (for smoke runs)
  *   bench_core --memory N [own]   only the heap/RSS per running run (N
  *                                 runs; shared spec, or one parsed per run)
- *   bench_core --retention N [live L]   RSS when idle, with L idle runs
- *                                 (default 1000), at the peak of N more
- *                                 mock runs, and after their retention
- *                                 window freed them (run in a fresh process)
+ *   bench_core --retention N [live L [mixed]]   RSS when idle, with L idle
+ *                                 runs (default 1000), at the peak of N
+ *                                 more mock runs, and after their retention
+ *                                 window freed them (run in a fresh
+ *                                 process); mixed: the L runs started
+ *                                 among the N
  *
  * Besides the table, lines "@ key value" (ns, bytes) are printed for
  * bench/run to collect.
  */
 #include <malloc.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -638,9 +641,12 @@ static void bench_api_memory(size_t n, int spec_per_run)
  * before in it) holding `live` idle runs starts n mock runs that answer
  * at once, lets them finish and their retention (3 s, long enough for all
  * of them to be finished and retained together) end, and reads its RSS:
- * idle (context only), with the live runs, at the peak, after. "After"
- * should come back near "with the live runs". */
-static void bench_retention(size_t n, size_t live)
+ * idle (context only), with the live runs, at the peak, and 1.5 s after
+ * the last of them left the registry. "After" should come back near
+ * "with the live runs". mixed: the live runs are started among the others
+ * (one every (n + live) / live), so their memory lies between theirs;
+ * "with the live runs" is then idle RSS plus the heap they hold. */
+static void bench_retention(size_t n, size_t live, int mixed)
 {
     static const char idle_json[] =
         "{\"id\":\"bench\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\","
@@ -657,8 +663,9 @@ static void bench_retention(size_t n, size_t live)
     council_spec *idle = NULL, *quick = NULL;
     council_spec_error serr;
     council_stats st;
-    size_t i, rss_idle, rss_live = 0, rss_peak = 0, rss_after, heap_live = 0, heap_after,
-        heap_peak, reg_peak;
+    size_t i, rss_idle, rss_live = 0, rss_peak = 0, rss_after, heap_idle, heap_live = 0,
+        heap_after, heap_peak, reg_peak, n_idle = 0, n_quick = 0;
+    size_t stride = live ? (n + live) / live : n + 1;
     char id[ID_LEN];
     double t0, t_sweep;
 
@@ -675,16 +682,19 @@ static void bench_retention(size_t n, size_t live)
     }
     council_ctx_step(ctx, 0);
     rss_idle = rss_bytes();
+    heap_idle = ctx_heap(ctx);
     for (i = 0; i < live + n; i++) {
         council_start_opts o;
         council_run *run;
+        bool is_idle = mixed ? (i % stride == 0 && n_idle < live) || n_quick == n
+                             : i < live;
         int rc;
 
         make_id(id, i);
         memset(&o, 0, sizeof o);
         o.run_id = id;
         o.run_id_len = ID_LEN;
-        o.spec = i < live ? idle : quick;
+        o.spec = is_idle ? idle : quick;
         o.input.tag = "text";
         o.input.data = "a question";
         o.input.len = 10;
@@ -694,24 +704,24 @@ static void bench_retention(size_t n, size_t live)
             exit(1);
         }
         council_run_unref(run); /* the registry keeps it */
-        if (i + 1 == live) {
+        if (is_idle)
+            n_idle++;
+        else
+            n_quick++;
+        if (!mixed && n_idle == live && n_quick == 0 && is_idle) {
             council_ctx_step(ctx, 0);
             council_ctx_step(ctx, 0);
             rss_live = rss_bytes();
             heap_live = ctx_heap(ctx);
         }
-        if (i >= live && (i - live + 1) % WAVE == 0) {
+        if (!is_idle && n_quick % WAVE == 0) {
             /* the wave answers and finishes; its runs wait in retention */
             do
                 council_ctx_step(ctx, 0);
-            while (council_ctx_stats(ctx, &st), st.runs_active > live);
+            while (council_ctx_stats(ctx, &st), st.runs_active > n_idle);
             if (rss_bytes() > rss_peak)
                 rss_peak = rss_bytes();
         }
-    }
-    if (live == 0) {
-        rss_live = rss_idle;
-        heap_live = ctx_heap(ctx);
     }
     do
         council_ctx_step(ctx, 0);
@@ -727,21 +737,31 @@ static void bench_retention(size_t n, size_t live)
     while (council_ctx_stats(ctx, &st), st.runs_registered > live &&
                                             now_ns() - t0 < 60e9);
     t_sweep = (now_ns() - t0) / 1e6;
-    council_ctx_step(ctx, 0);
+    /* the process goes on: its loop runs 1.5 s more (the core gives freed
+     * memory back at most once a second) */
+    t0 = now_ns();
+    while (now_ns() - t0 < 1.5e9)
+        council_ctx_step(ctx, 100);
     rss_after = rss_bytes();
     heap_after = ctx_heap(ctx);
-    printf("retention %7zu runs expired, %zu live   RSS idle %zu KiB, with the live runs %zu KiB, "
+    if (mixed || live == 0) {
+        rss_live = rss_idle + (heap_after - heap_idle);
+        heap_live = heap_after;
+    }
+    printf("retention %7zu runs expired, %zu live%s   RSS idle %zu KiB, with the live runs %zu KiB%s, "
            "peak %zu KiB (%zu runs registered), after %zu KiB (%.2fx idle + live; heap %zu -> "
            "%zu -> %zu KiB; %zu still registered %.0f ms later)\n",
-           n, live, rss_idle >> 10, rss_live >> 10, rss_peak >> 10, reg_peak, rss_after >> 10,
-           (double)rss_after / (double)rss_live, heap_live >> 10, heap_peak >> 10,
-           heap_after >> 10, st.runs_registered, t_sweep);
-    printf("@ ret_runs %zu\n@ ret_live %zu\n@ ret_rss_idle_kib %zu\n@ ret_rss_live_kib %zu\n"
-           "@ ret_rss_peak_kib %zu\n@ ret_registered_at_peak %zu\n@ ret_rss_after_kib %zu\n"
-           "@ ret_heap_live_kib %zu\n@ ret_heap_peak_kib %zu\n@ ret_heap_after_kib %zu\n"
-           "@ ret_left %zu\n",
-           n, live, rss_idle >> 10, rss_live >> 10, rss_peak >> 10, reg_peak, rss_after >> 10,
-           heap_live >> 10, heap_peak >> 10, heap_after >> 10, st.runs_registered);
+           n, live, mixed ? " (started among the others)" : "", rss_idle >> 10, rss_live >> 10,
+           mixed ? " (idle + the heap they hold)" : "", rss_peak >> 10, reg_peak,
+           rss_after >> 10, (double)rss_after / (double)rss_live, heap_live >> 10,
+           heap_peak >> 10, heap_after >> 10, st.runs_registered, t_sweep);
+    printf("@ ret_runs %zu\n@ ret_live %zu\n@ ret_mixed %d\n@ ret_rss_idle_kib %zu\n"
+           "@ ret_rss_live_kib %zu\n@ ret_rss_peak_kib %zu\n@ ret_registered_at_peak %zu\n"
+           "@ ret_rss_after_kib %zu\n@ ret_heap_live_kib %zu\n@ ret_heap_peak_kib %zu\n"
+           "@ ret_heap_after_kib %zu\n@ ret_left %zu\n",
+           n, live, mixed, rss_idle >> 10, rss_live >> 10, rss_peak >> 10, reg_peak,
+           rss_after >> 10, heap_live >> 10, heap_peak >> 10, heap_after >> 10,
+           st.runs_registered);
     council_spec_unref(idle);
     council_spec_unref(quick);
     council_ctx_free(ctx);
@@ -760,7 +780,8 @@ int main(int argc, char **argv)
     if (argc > 2 && strcmp(argv[1], "--retention") == 0) {
         bench_retention((size_t)atol(argv[2]),
                         argc > 4 && strcmp(argv[3], "live") == 0 ? (size_t)atol(argv[4])
-                                                                 : 1000);
+                                                                 : 1000,
+                        argc > 5 && strcmp(argv[5], "mixed") == 0);
         return 0;
     }
     size_t big = (argc > 1 && strcmp(argv[1], "--quick") == 0) ? 100000
