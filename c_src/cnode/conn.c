@@ -1,15 +1,20 @@
 /* conn.c - see conn.h. */
 #include "conn.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
 #include "term.h"
 
 #define HS_MAX_PACKET 1024
 #define IN_INITIAL 65536
+/* A connection still in the handshake needs one packet's room at most:
+ * pending handshakes are many and cheap; the buffer grows when it is up. */
+#define IN_HANDSHAKE (HS_MAX_PACKET + 2)
 
 typedef struct wreq {
     uv_write_t req;
@@ -233,7 +238,17 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     if (!c->up) {
-        cn_log_warn("connection %s: handshake deadline passed", c->addr);
+        if (c->hs_packets == 0 && !c->outgoing && c->lim.first_packet_ms &&
+            c->lim.first_packet_ms < c->lim.hs_timeout_ms) {
+            /* the first deadline: nothing complete yet */
+            cn_log_limited(CN_LOGK_HANDSHAKE, CN_LOG_WARN,
+                           "connection %s: no handshake packet within %llu ms",
+                           c->addr, (unsigned long long)c->lim.first_packet_ms);
+            begin_close(c, "no handshake packet");
+            return;
+        }
+        cn_log_limited(CN_LOGK_HANDSHAKE, CN_LOG_WARN,
+                       "connection %s: handshake deadline passed", c->addr);
         begin_close(c, "handshake timeout");
         return;
     }
@@ -310,14 +325,15 @@ static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
     if (rc < 0) {
         c->hs_error = rc;
         if (rc == CN_HS_ECOOKIE)
-            cn_log_warn("connection %s %s %s refused: %s", c->addr,
+            cn_log_limited(CN_LOGK_HANDSHAKE, CN_LOG_WARN, "connection %s %s %s refused: %s", c->addr,
                         c->outgoing ? "to" : "from", c->hs.peer_name,
                         cn_hs_strerror(rc));
         else if (rc == CN_HS_ENOK)
             cn_log_info("connection %s (%s): %s", c->addr, c->hs.peer_name,
                         cn_hs_strerror(rc));
         else
-            cn_log_warn("connection %s%s%s refused: %s", c->addr,
+            cn_log_limited(CN_LOGK_HANDSHAKE, CN_LOG_WARN,
+                        "connection %s%s%s refused: %s", c->addr,
                         c->outgoing ? " to " : "", c->outgoing ? c->hs.peer_name : "",
                         cn_hs_strerror(rc));
         if (c->hs.out_len)
@@ -328,8 +344,21 @@ static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
     }
     if (c->hs.out_len && send_raw(c, c->hs.out, c->hs.out_len) < 0)
         return;
+    c->hs_packets++;
+    if (c->hs_packets == 1 && !c->outgoing && !c->up && c->lim.first_packet_ms &&
+        c->lim.first_packet_ms < c->lim.hs_timeout_ms)
+        /* the rest of the handshake gets the rest of the whole deadline */
+        uv_timer_start(&c->timer, on_timer,
+                       c->lim.hs_timeout_ms - c->lim.first_packet_ms, 0);
     if (rc == CN_HS_UP) {
         c->up = 1;
+        if (c->in_cap < IN_INITIAL) {
+            unsigned char *nb = realloc(c->in, IN_INITIAL);
+            if (nb) {
+                c->in = nb;
+                c->in_cap = IN_INITIAL;
+            }
+        }
         if (c->cbs.on_up && c->cbs.on_up(c, c->ud) < 0) {
             begin_close(c, "refused by node");
             return;
@@ -358,7 +387,7 @@ static void process_input(cn_conn *c)
                 break;
             size_t n = cn_rd16(p);
             if (n == 0 || n > HS_MAX_PACKET) {
-                cn_log_warn("connection %s: bad handshake packet length %zu",
+                cn_log_limited(CN_LOGK_HANDSHAKE, CN_LOG_WARN, "connection %s: bad handshake packet length %zu",
                             c->addr, n);
                 begin_close(c, "bad handshake packet");
                 break;
@@ -438,6 +467,7 @@ static void set_addr(cn_conn *c, const struct sockaddr *sa)
         port = ntohs(a->sin6_port);
     }
     snprintf(c->addr, sizeof c->addr, "%s:%d", ip, port);
+    snprintf(c->ip, sizeof c->ip, "%s", ip);
 }
 
 static cn_conn *conn_new(uv_loop_t *loop, const cn_conn_limits *lim,
@@ -446,7 +476,7 @@ static cn_conn *conn_new(uv_loop_t *loop, const cn_conn_limits *lim,
     cn_conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->in_cap = IN_INITIAL;
+    c->in_cap = IN_HANDSHAKE;
     c->in = malloc(c->in_cap);
     if (!c->in || uv_tcp_init(loop, &c->tcp) != 0) {
         free(c->in);
@@ -459,6 +489,7 @@ static cn_conn *conn_new(uv_loop_t *loop, const cn_conn_limits *lim,
     c->cbs = *cbs;
     c->ud = ud;
     strcpy(c->addr, "?");
+    strcpy(c->ip, "?");
     return c;
 }
 
@@ -472,7 +503,31 @@ static void start_timer(cn_conn *c, uv_loop_t *loop)
     c->preflush.data = c;
     c->handles_open = 4;
     c->last_read = c->last_write = uv_now(loop);
-    uv_timer_start(&c->timer, on_timer, c->lim.hs_timeout_ms, 0);
+    uint64_t first = c->lim.hs_timeout_ms;
+    if (!c->outgoing && c->lim.first_packet_ms && c->lim.first_packet_ms < first)
+        first = c->lim.first_packet_ms;
+    uv_timer_start(&c->timer, on_timer, first, 0);
+}
+
+void cn_conn_read_now(cn_conn *c)
+{
+    uv_os_fd_t fd;
+    if (c->closing || c->up || c->in_len == c->in_cap ||
+        uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    ssize_t r;
+    do
+        r = recv(fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {
+        begin_close(c, "peer closed");
+        return;
+    }
+    if (r < 0)
+        return; /* nothing yet (or an error libuv's read will report) */
+    c->last_read = uv_now(c->tcp.loop);
+    c->in_len += (size_t)r;
+    process_input(c);
 }
 
 cn_conn *cn_conn_accept(uv_stream_t *server, const cn_conn_limits *lim,

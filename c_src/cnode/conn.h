@@ -40,6 +40,9 @@ typedef struct cn_conn_limits {
     size_t max_frame;       /* bytes of one frame body */
     size_t max_outq;        /* bytes queued for writing */
     uint64_t hs_timeout_ms; /* whole handshake */
+    uint64_t first_packet_ms; /* accept side: the peer's first handshake
+                                 packet must be complete this soon (0: only
+                                 hs_timeout_ms) */
     uint64_t silent_ms;     /* drop a peer silent this long */
     uint64_t tick_ms;       /* send a tick after this long without writing */
 } cn_conn_limits;
@@ -81,6 +84,8 @@ struct cn_conn {
     void *ud;          /* callbacks' data */
     void *peer;        /* the node's per-peer data (cn_peer *) */
     char addr[64];     /* remote address for logs */
+    char ip[48];       /* remote IP alone (the node's per-address bound) */
+    unsigned hs_packets; /* handshake packets accepted so far (progress) */
     uint64_t frames_in, frames_out;
 };
 
@@ -98,6 +103,11 @@ cn_conn *cn_conn_connect(uv_loop_t *loop, const struct sockaddr *addr,
                          const cn_conn_limits *lim, const char *our_name,
                          uint32_t our_creation, const cn_cookie *cookie,
                          const char *peer_name, const cn_conn_cbs *cbs, void *ud);
+/* Accept side: reads at once what the peer has already sent (a BEAM node
+ * sends its name packet right after connecting), without waiting for the
+ * next poll, so that a real peer shows progress (hs_packets) before more
+ * connections are accepted. May close c (on_close runs). */
+void cn_conn_read_now(cn_conn *c);
 /* Queues one whole frame (copied). Frames queued during one loop iteration
  * go out together in one write at the end of it (a reply, an event fanned
  * out to many pids of one node: one syscall). 0, or -1 if closing or the

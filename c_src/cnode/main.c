@@ -49,7 +49,15 @@ static const char usage[] =
     "  --listen ADDR           address to listen on [127.0.0.1]\n"
     "  --port N                port to listen on; 0 = ephemeral [0]\n"
     "  --registered-name NAME  name of the service process [council_ex]\n"
-    "  --max-connections N     concurrent BEAM connections [64]\n"
+    "  --max-connections N     concurrent authenticated BEAM connections\n"
+    "                          (and our own dials) [64]\n"
+    "  --max-handshakes N      accepted connections still in the handshake,\n"
+    "                          counted apart; when full, the one with the least\n"
+    "                          progress (oldest first) is closed [128]\n"
+    "  --max-handshakes-per-address N  the same, per source IP [32]\n"
+    "  --first-packet-ms N     an accepted connection's first handshake packet\n"
+    "                          must arrive this soon [2000] (the whole handshake:\n"
+    "                          7000)\n"
     "  --max-frame-bytes N     largest accepted distribution frame; a bigger\n"
     "                          one closes that connection [16777216]\n"
     "  --max-runs N            runs at once, passed on to the core [10000]\n"
@@ -81,6 +89,7 @@ typedef struct opts {
     const char *sname, *name, *cookie_file, *cookie, *listen, *reg_name;
     long port;
     size_t max_conns, max_frame, max_runs, max_subs;
+    size_t max_hs, max_hs_addr, first_packet_ms;
     int log_level;
     council_config core; /* 0 = the core's default */
 } opts;
@@ -141,6 +150,9 @@ static int parse_args(int argc, char **argv, opts *o)
     o->listen = "127.0.0.1";
     o->reg_name = "council_ex";
     o->max_conns = 64;
+    o->max_hs = 128;
+    o->max_hs_addr = 32;
+    o->first_packet_ms = 2000;
     o->max_frame = 16u * 1024 * 1024;
     o->max_runs = 10000;
     o->max_subs = 1000000;
@@ -179,6 +191,16 @@ static int parse_args(int argc, char **argv, opts *o)
         } else if (strcmp(a, "--max-connections") == 0) {
             if (parse_size(v, &o->max_conns)) {
                 fprintf(stderr, "council_node: bad --max-connections %s\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--max-handshakes") == 0 ||
+                   strcmp(a, "--max-handshakes-per-address") == 0 ||
+                   strcmp(a, "--first-packet-ms") == 0) {
+            size_t *dst = strcmp(a, "--max-handshakes") == 0 ? &o->max_hs
+                          : strcmp(a, "--first-packet-ms") == 0 ? &o->first_packet_ms
+                                                                 : &o->max_hs_addr;
+            if (parse_size(v, dst)) {
+                fprintf(stderr, "council_node: bad %s %s\n", a, v);
                 return -1;
             }
         } else if (strcmp(a, "--max-frame-bytes") == 0) {
@@ -456,6 +478,9 @@ int main(int argc, char **argv)
     cfg.listen_addr = a.o.listen;
     cfg.port = (int)a.o.port;
     cfg.max_connections = a.o.max_conns;
+    cfg.max_handshakes = a.o.max_hs;
+    cfg.max_handshakes_per_addr = a.o.max_hs_addr;
+    cfg.conn.first_packet_ms = a.o.first_packet_ms;
     cfg.conn.max_frame = a.o.max_frame;
     cfg.terms.max_bytes = a.o.max_frame;
     cfg.capture_dir = getenv("COUNCIL_NODE_CAPTURE_DIR");

@@ -19,6 +19,9 @@ void cn_node_config_defaults(cn_node_config *cfg)
     cfg->listen_addr = "127.0.0.1";
     cfg->port = 0;
     cfg->max_connections = 64;
+    cfg->max_handshakes = 128;
+    cfg->max_handshakes_per_addr = 32;
+    cfg->conn.first_packet_ms = 2000;
     cfg->conn.max_frame = 16u * 1024 * 1024;
     cfg->conn.max_outq = 64u * 1024 * 1024;
     cfg->conn.hs_timeout_ms = 7000;
@@ -93,6 +96,8 @@ void cn_node_stats_get(const cn_node *n, cn_node_stats *out)
     for (size_t i = 0; i < n->nconns; i++)
         if (n->conns[i]->up && !n->conns[i]->closing)
             out->connections++;
+    out->handshakes = n->nhs;
+    out->handshakes_evicted = n->hs_evicted;
     out->processes = n->pt.nprocs;
     out->links = n->pt.nlinks;
     out->monitors = n->pt.nmons;
@@ -121,6 +126,8 @@ void cn_node_stop(cn_node *n)
             break;
         cn_node_exit(n, victim, cn_atom_shutdown());
     }
+    while (n->nhs > 0)
+        cn_conn_close(n->hs[n->nhs - 1], NULL); /* on_close removes it */
     while (n->nconns > 0)
         cn_conn_close_flush(n->conns[n->nconns - 1]); /* on_close removes it */
     while (n->ndials > 0) {
@@ -133,6 +140,11 @@ void cn_node_stop(cn_node *n)
         n->reaper_open = 0;
         uv_close((uv_handle_t *)&n->reaper, NULL);
     }
+    if (n->logtick_open) {
+        n->logtick_open = 0;
+        uv_close((uv_handle_t *)&n->logtick, NULL);
+    }
+    cn_log_flush();
 }
 
 void cn_node_free(cn_node *n)
@@ -144,6 +156,7 @@ void cn_node_free(cn_node *n)
     ei_x_free(&n->scratch);
     cn_cookie_free(&n->cookie);
     free(n->conns);
+    free(n->hs);
     free(n->dials);
     free((char *)n->cfg.capture_dir);
     free(n->name);

@@ -97,7 +97,15 @@ typedef struct cn_node_config {
     const char *name;           /* full node name "alive@host" */
     const char *listen_addr;    /* default "127.0.0.1" */
     int port;                   /* 0 = ephemeral */
-    size_t max_connections;     /* default 64 */
+    size_t max_connections;     /* authenticated connections and dials
+                                   [64]; a node connecting past it is
+                                   refused (status not_allowed) */
+    size_t max_handshakes;      /* accepted connections still in the
+                                   handshake, apart from max_connections
+                                   [128]; when full, the one with the least
+                                   progress (the oldest of those) is closed
+                                   for the newcomer */
+    size_t max_handshakes_per_addr; /* the same, per source IP [32] */
     cn_conn_limits conn;        /* frame cap, queue bound, timeouts */
     cn_term_limits terms;       /* for every control tuple and payload */
     size_t max_signals_per_peer; /* links + monitors one peer may hold on
@@ -110,13 +118,15 @@ typedef struct cn_node_config {
 } cn_node_config;
 
 typedef struct cn_node_stats {
-    size_t connections, processes, links, monitors;
+    size_t connections, handshakes, processes, links, monitors;
+    uint64_t handshakes_evicted;
     uint64_t frames_in, frames_dropped, bad_frames;
 } cn_node_stats;
 
-/* Sets the defaults: 127.0.0.1, port 0, 64 connections, 16 MiB frames,
- * 64 MiB output queue, 7 s handshake, 75 s silence, 15 s ticks, 100000
- * links+monitors per peer. */
+/* Sets the defaults: 127.0.0.1, port 0, 64 connections, 128 pending
+ * handshakes (32 per address), 16 MiB frames, 64 MiB output queue, 7 s
+ * handshake (2 s for an accepted connection's first packet), 75 s
+ * silence, 15 s ticks, 100000 links+monitors per peer. */
 void cn_node_config_defaults(cn_node_config *cfg);
 
 /* Creates a node on `loop`. The cookie is MOVED into the node (cookie is

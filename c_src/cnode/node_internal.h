@@ -28,7 +28,12 @@ struct cn_node {
     cn_dl zombies;
     cn_proc_table pt;
     cn_conn **conns;
-    size_t nconns, cap_conns;
+    size_t nconns, cap_conns;  /* authenticated (and dialed, once up) */
+    cn_conn **hs;              /* accepted, still in the handshake, oldest first */
+    size_t nhs, cap_hs;
+    uint64_t hs_evicted;
+    uv_timer_t logtick;        /* cn_log_flush once a second */
+    int logtick_open;
     cn_dial **dials;         /* outgoing attempts, one per node at most */
     size_t ndials, cap_dials;
     cn_dial_env dial_env;

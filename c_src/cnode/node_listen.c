@@ -2,8 +2,14 @@
  * connections of the node (see node.h).
  *
  * Owns: starting the node (listen, then register with epmd), accepting
- * connections (refused while stopping, at the connection limit or before
- * the node has a creation), the handshake decisions (a node connecting
+ * connections (refused while stopping or before the node has a creation),
+ * the bound on connections still in the handshake (n->hs: max_handshakes
+ * in all, max_handshakes_per_addr per source IP; a newcomer over either
+ * closes the pending one with the least progress, the oldest of those, so
+ * junk sockets that never send a valid packet cannot keep a real node out;
+ * the connection limit applies once a node has named itself, and an
+ * authenticated peer is never refused for unauthenticated ones), the
+ * handshake decisions (a node connecting
  * while we dial it: BEAM's rule for simultaneous connects), a connection
  * or an outgoing dial coming up (it becomes the peer's) and going away
  * (the peer is dropped).
@@ -15,19 +21,44 @@
 
 #include "log.h"
 
+static void hs_remove(cn_node *n, cn_conn *c)
+{
+    for (size_t i = 0; i < n->nhs; i++)
+        if (n->hs[i] == c) {
+            memmove(&n->hs[i], &n->hs[i + 1], (n->nhs - i - 1) * sizeof *n->hs);
+            n->nhs--;
+            return;
+        }
+}
+
+static int at_conn_limit(const cn_node *n)
+{
+    return n->nconns + n->ndials >= n->cfg.max_connections;
+}
+
 static int on_up(cn_conn *c, void *ud)
 {
     cn_node *n = ud;
+    hs_remove(n, c);
     if (n->stopping)
         return -1;
     uint32_t id = cn_pt_intern(&n->pt, c->hs.peer_name, strlen(c->hs.peer_name));
     if (id == CN_NODE_NONE || id == 0)
         return -1;
-    /* The same node again: its old connection is dead to it. */
     cn_conn *old = cn_node_conn_of(n, id);
+    cn_dial *d = cn_node_dial_of(n, id);
+    /* A node that replaces its own connection or completes our dial takes
+     * no new slot. */
+    if ((!old && !d && at_conn_limit(n)) || cn_node_conns_reserve(n) < 0) {
+        cn_log_limited(CN_LOGK_REFUSED, CN_LOG_WARN,
+                       "connection %s from %s refused: connection limit (%zu)",
+                       c->addr, c->hs.peer_name, n->cfg.max_connections);
+        return -1;
+    }
+    n->conns[n->nconns++] = c;
+    /* The same node again: its old connection is dead to it. */
     if (old)
         cn_conn_close(old, "replaced by a new connection from the same node");
-    cn_dial *d = cn_node_dial_of(n, id);
     if (d) {
         /* We were dialing it too: this connection carries what we queued
          * (and the links and monitors made meanwhile). */
@@ -53,6 +84,17 @@ static int on_status(cn_conn *c, void *ud)
     cn_node *n = ud;
     if (n->stopping)
         return CN_HS_ST_NOT_ALLOWED;
+    int dialing = 0;
+    for (size_t i = 0; i < n->ndials; i++)
+        dialing |= strcmp(n->dials[i]->peer_name, c->hs.peer_name) == 0;
+    for (size_t i = 0; i < n->nconns; i++) /* a node replacing its connection */
+        dialing |= n->conns[i]->up && strcmp(n->conns[i]->hs.peer_name, c->hs.peer_name) == 0;
+    if (!dialing && at_conn_limit(n)) {
+        cn_log_limited(CN_LOGK_REFUSED, CN_LOG_WARN,
+                       "connection %s from %s refused: connection limit (%zu)",
+                       c->addr, c->hs.peer_name, n->cfg.max_connections);
+        return CN_HS_ST_NOT_ALLOWED;
+    }
     for (size_t i = 0; i < n->ndials; i++) {
         cn_dial *d = n->dials[i];
         if (strcmp(d->peer_name, c->hs.peer_name) != 0)
@@ -70,6 +112,7 @@ static int on_status(cn_conn *c, void *ud)
 static void on_close(cn_conn *c, int was_up, void *ud)
 {
     cn_node *n = ud;
+    hs_remove(n, c);
     for (size_t i = 0; i < n->nconns; i++)
         if (n->conns[i] == c) {
             n->conns[i] = n->conns[--n->nconns];
@@ -130,27 +173,79 @@ const cn_dial_cbs cn_node_dial_cbs = {on_dial_up, cn_node_dial_failed, dial_conn
 
 /* ------------------------------------------------ listener and epmd */
 
+/* The pending handshake to close for a newcomer: among those of `ip` (all
+ * when NULL), the one with the least progress, the oldest of those. */
+static cn_conn *hs_victim(cn_node *n, const char *ip)
+{
+    cn_conn *v = NULL;
+    for (size_t i = 0; i < n->nhs; i++) {
+        cn_conn *c = n->hs[i];
+        if (ip && strcmp(c->ip, ip) != 0)
+            continue;
+        if (!v || c->hs_packets < v->hs_packets)
+            v = c;
+    }
+    return v;
+}
+
+static void hs_evict(cn_node *n, cn_conn *v, const char *why)
+{
+    n->hs_evicted++;
+    cn_log_limited(CN_LOGK_REFUSED, CN_LOG_WARN, "connection %s closed in the handshake: %s",
+                   v->addr, why);
+    cn_conn_close(v, NULL); /* on_close takes it out of n->hs */
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     cn_node *n = server->data;
     if (status < 0) {
-        cn_log_warn("accept: %s", uv_strerror(status));
+        cn_log_limited(CN_LOGK_REFUSED, CN_LOG_WARN, "accept: %s", uv_strerror(status));
         return;
     }
-    cn_node_conns_reserve(n);
-    int refuse = n->stopping || n->nconns + n->ndials >= n->cfg.max_connections ||
-                 n->nconns == n->cap_conns || n->pt.creation == 0;
+    int refuse = n->stopping || n->pt.creation == 0;
+    if (!refuse && n->nhs == n->cap_hs) {
+        size_t cap = n->cap_hs ? n->cap_hs * 2 : 16;
+        cn_conn **a = realloc(n->hs, cap * sizeof *a);
+        if (a) {
+            n->hs = a;
+            n->cap_hs = cap;
+        } else {
+            refuse = 1;
+        }
+    }
     cn_conn *c = cn_conn_accept(server, &n->cfg.conn, n->name, n->pt.creation,
                                 &n->cookie, &conn_cbs, n);
     if (!c)
         return;
     if (refuse) {
-        cn_log_warn("connection %s refused: %s", c->addr,
-                    n->stopping ? "stopping" : "connection limit");
+        cn_log_limited(CN_LOGK_REFUSED, CN_LOG_WARN, "connection %s refused: %s", c->addr,
+                       n->stopping ? "stopping" : n->pt.creation == 0 ? "not registered yet"
+                                                                       : "out of memory");
         cn_conn_close(c, NULL);
         return;
     }
-    n->conns[n->nconns++] = c;
+    size_t same = 0;
+    for (size_t i = 0; i < n->nhs; i++)
+        same += strcmp(n->hs[i]->ip, c->ip) == 0;
+    if (same >= n->cfg.max_handshakes_per_addr) {
+        cn_conn *v = hs_victim(n, c->ip);
+        if (v)
+            hs_evict(n, v, "too many pending handshakes from that address");
+    }
+    if (n->nhs >= n->cfg.max_handshakes) {
+        cn_conn *v = hs_victim(n, NULL);
+        if (v)
+            hs_evict(n, v, "too many pending handshakes");
+    }
+    n->hs[n->nhs++] = c;
+    cn_conn_read_now(c); /* may close it: on_close takes it out again */
+}
+
+static void on_logtick(uv_timer_t *t)
+{
+    (void)t;
+    cn_log_flush();
 }
 
 static void on_epmd(cn_epmd *e, int status, uint32_t creation, void *ud)
@@ -198,6 +293,11 @@ int cn_node_start(cn_node *n, cn_node_ready_cb cb, void *ud)
                                              : ((struct sockaddr_in *)&ss)->sin_port);
     n->ready_cb = cb;
     n->ready_ud = ud;
+    if (!n->logtick_open && uv_timer_init(n->loop, &n->logtick) == 0) {
+        n->logtick_open = 1;
+        uv_timer_start(&n->logtick, on_logtick, 1000, 1000);
+        uv_unref((uv_handle_t *)&n->logtick);
+    }
     char alive[256];
     size_t al = (size_t)(strchr(n->name, '@') - n->name);
     memcpy(alive, n->name, al);

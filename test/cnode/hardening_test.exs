@@ -1,0 +1,85 @@
+# The C node as an attacker or an unlucky operator would try it (issue 10):
+# junk sockets that reconnect whenever closed must not keep a real node
+# out, and what they provoke is logged a bounded number of lines.
+Code.require_file("support.exs", __DIR__)
+
+defmodule CNode.HardeningTest do
+  use ExUnit.Case, async: false
+  import CNodeTest
+
+  # 100 sockets that reconnect as soon as the node closes them: half send
+  # nothing (closed when evicted or at the first-packet deadline), half send
+  # garbage (closed at once: a bad handshake packet).
+  defp junk_flood(port, n) do
+    parent = self()
+    for k <- 1..n do
+      spawn_link(fn -> junk_loop(port, rem(k, 2) == 0, parent) end)
+    end
+  end
+
+  defp junk_loop(port, garbage?, parent) do
+    case :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false], 5_000) do
+      {:ok, s} ->
+        if garbage?, do: :gen_tcp.send(s, "GET / HTTP/1.0\r\n\r\n")
+        _ = :gen_tcp.recv(s, 0, 30_000)
+        :gen_tcp.close(s)
+        send(parent, :junk_cycle)
+      _ -> Process.sleep(1)
+    end
+    junk_loop(port, garbage?, parent)
+  end
+
+  defp drain_lines(port, acc) do
+    receive do
+      {^port, {:data, {:eol, line}}} -> drain_lines(port, [line | acc])
+      {^port, {:data, {:noeol, line}}} -> drain_lines(port, [line | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  defp drain_cycles(n) do
+    receive do
+      :junk_cycle -> drain_cycles(n + 1)
+    after
+      0 -> n
+    end
+  end
+
+  test "100 reconnecting junk sockets keep no node out, and their log is bounded" do
+    i = start_node(log_level: "warn", port_opts: [:stderr_to_stdout])
+    on_exit(fn -> stop_node(i) end)
+    _ = drain_lines(i.port_ref, [])
+    flooders = junk_flood(i.port, 100)
+    # let the flood reach its steady state
+    Process.sleep(1_000)
+    _ = drain_lines(i.port_ref, [])
+    _ = drain_cycles(0)
+    t0 = System.monotonic_time(:millisecond)
+    results =
+      for _ <- 1..10 do
+        Node.disconnect(i.node)
+        t = System.monotonic_time(:millisecond)
+        r = Node.ping(i.node)
+        ms = System.monotonic_time(:millisecond) - t
+        r2 = if r == :pong, do: GenServer.call({:council_ex, i.node}, :ping, 10_000)
+        Process.sleep(500)
+        {r, r2, ms}
+      end
+    secs = (System.monotonic_time(:millisecond) - t0) / 1000
+    lines = drain_lines(i.port_ref, [])
+    cycles = drain_cycles(0)
+    for p <- flooders, do: (Process.unlink(p); Process.exit(p, :kill))
+    IO.puts("flood: #{cycles} junk connections closed in #{Float.round(secs, 1)} s, " <>
+              "#{length(lines)} log lines; pings: #{inspect(Enum.map(results, &elem(&1, 2)))} ms")
+    assert Enum.all?(results, fn {r, r2, _} -> r == :pong and r2 == :pong end), inspect(results)
+    assert cycles > 1000, "the flood did not flood (#{cycles} cycles)"
+    # at most CN_LOG_BURST (5) lines a second per kind, plus one summary
+    # each: two kinds here
+    assert length(lines) <= 14 * (secs + 2), Enum.join(Enum.take(lines, 40), "\n")
+    assert Enum.any?(lines, &(&1 =~ "suppressed")), Enum.join(Enum.take(lines, 40), "\n")
+    assert serving?(i.node)
+  end
+
+  defp serving?(node), do: GenServer.call({:council_ex, node}, :ping, 15_000) == :pong
+end
