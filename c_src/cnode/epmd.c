@@ -30,7 +30,7 @@ int cn_epmd_port(void)
 
 static void finish(cn_epmd *e, int status)
 {
-    if (e->done)
+    if (e->done || e->free_when_closed)
         return;
     e->done = 1;
     e->cb(e, status, e->creation, e->ud);
@@ -99,6 +99,10 @@ static void on_handle_closed(uv_handle_t *h)
 {
     cn_epmd *e = h->data;
     e->handles--;
+    if (e->free_when_closed && e->handles == 0) {
+        free(e);
+        return;
+    }
     if (h != (uv_handle_t *)&e->tcp)
         return;
     e->open = 0;
@@ -117,6 +121,14 @@ void cn_epmd_close(cn_epmd *e)
         uv_close((uv_handle_t *)&e->retry, on_handle_closed);
     if (e->started && !uv_is_closing((uv_handle_t *)&e->daemon))
         uv_close((uv_handle_t *)&e->daemon, on_handle_closed); /* it goes on */
+}
+
+void cn_epmd_close_free(cn_epmd *e)
+{
+    e->free_when_closed = 1;
+    cn_epmd_close(e);
+    if (e->handles == 0)
+        free(e);
 }
 
 /* `epmd -daemon` returns once the daemon has forked (it goes on). */
@@ -191,11 +203,15 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     (void)b;
     cn_epmd *e = s->data;
     if (n < 0) {
-        if (e->done)
+        if (e->done) {
             cn_log_error("epmd closed our registration connection (%s)",
                          uv_strerror((int)n));
-        else
-            cn_log_error("epmd: %s before reply", uv_strerror((int)n));
+            cn_epmd_close(e);
+            e->done = 0; /* the callback hears of the loss too */
+            finish(e, (int)n);
+            return;
+        }
+        cn_log_error("epmd: %s before reply", uv_strerror((int)n));
         cn_epmd_close(e);
         finish(e, (int)n);
         return;
@@ -244,8 +260,9 @@ static void on_connect(uv_connect_t *req, int status)
             uv_close((uv_handle_t *)&e->tcp, on_handle_closed); /* then the timer */
             return;
         }
-        cn_log_error("cannot reach epmd on 127.0.0.1:%d: %s%s", cn_epmd_port(),
-                     uv_strerror(status), e->started ? " (after starting one)" : "");
+        if (!(e->flags & CN_EPMD_QUIET))
+            cn_log_error("cannot reach epmd on 127.0.0.1:%d: %s%s", cn_epmd_port(),
+                         uv_strerror(status), e->started ? " (after starting one)" : "");
         cn_epmd_close(e);
         finish(e, status);
         return;

@@ -2,6 +2,9 @@
  * registration) and PORT_PLEASE2_REQ / PORT2_RESP (the port of another
  * node, for outgoing connections).
  *
+ * Registration owns the TCP connection to epmd. When that connection closes
+ * after the registration (epmd stopped or restarted), the callback runs
+ * again with the error; the node (node_listen.c) then registers anew.
  * Registration owns the TCP connection to epmd. epmd keeps our name registered exactly as
  * long as that connection is open, so it stays open for the node's life and
  * cn_epmd_close() is the unregistration. The creation epmd returns is handed
@@ -47,6 +50,7 @@ struct cn_epmd {
     int done, open, closing;
     int handles;           /* open among tcp, retry, daemon */
     int flags;             /* CN_EPMD_* */
+    int free_when_closed;  /* cn_epmd_close_free: free(e) at handles == 0 */
     int started;           /* we ran `epmd -daemon` */
     unsigned attempts;     /* connects since then */
     cn_epmd_cb cb;
@@ -55,7 +59,11 @@ struct cn_epmd {
 };
 
 /* flags for cn_epmd_register */
-enum { CN_EPMD_START = 1 }; /* start epmd when none answers */
+enum {
+    CN_EPMD_START = 1, /* start epmd when none answers */
+    CN_EPMD_QUIET = 2, /* an unreachable epmd is not logged (the caller
+                          retries and logs the outage once) */
+};
 
 /* epmd's port from ERL_EPMD_PORT, default 4369. */
 int cn_epmd_port(void);
@@ -67,6 +75,9 @@ int cn_epmd_register(cn_epmd *e, uv_loop_t *loop, const char *alive,
 /* Closes the epmd connection (the name is unregistered) and the handles
  * of a pending attempt. Idempotent; the loop then runs out of them. */
 void cn_epmd_close(cn_epmd *e);
+/* The same for a malloc'd cn_epmd, freed once its handles have closed (no
+ * callback after this). */
+void cn_epmd_close_free(cn_epmd *e);
 
 /* The epmd program: "epmd" in a directory of PATH, else next to the `erl`
  * found on PATH (its directory, or the erts-VSN/bin of its installation, as

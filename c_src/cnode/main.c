@@ -53,8 +53,8 @@ static const char usage[] =
     "                          (and our own dials) [64]\n"
     "  --max-handshakes N      accepted connections still in the handshake,\n"
     "                          counted apart; when full, the one with the least\n"
-    "                          progress (oldest first) is closed [128]\n"
-    "  --max-handshakes-per-address N  the same, per source IP [32]\n"
+    "                          progress (oldest first) is closed [256]\n"
+    "  --max-handshakes-per-address N  the same, per source IP [128]\n"
     "  --first-packet-ms N     an accepted connection's first handshake packet\n"
     "                          must arrive this soon [2000] (the whole handshake:\n"
     "                          7000)\n"
@@ -150,8 +150,8 @@ static int parse_args(int argc, char **argv, opts *o)
     o->listen = "127.0.0.1";
     o->reg_name = "council_ex";
     o->max_conns = 64;
-    o->max_hs = 128;
-    o->max_hs_addr = 32;
+    o->max_hs = 256;
+    o->max_hs_addr = 128;
     o->first_packet_ms = 2000;
     o->max_frame = 16u * 1024 * 1024;
     o->max_runs = 10000;

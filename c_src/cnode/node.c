@@ -19,8 +19,8 @@ void cn_node_config_defaults(cn_node_config *cfg)
     cfg->listen_addr = "127.0.0.1";
     cfg->port = 0;
     cfg->max_connections = 64;
-    cfg->max_handshakes = 128;
-    cfg->max_handshakes_per_addr = 32;
+    cfg->max_handshakes = 256;
+    cfg->max_handshakes_per_addr = 128;
     cfg->conn.first_packet_ms = 2000;
     cfg->conn.max_frame = 16u * 1024 * 1024;
     cfg->conn.max_outq = 64u * 1024 * 1024;
@@ -97,6 +97,8 @@ void cn_node_stats_get(const cn_node *n, cn_node_stats *out)
         if (n->conns[i]->up && !n->conns[i]->closing)
             out->connections++;
     out->handshakes = n->nhs;
+    out->epmd_registered = n->epmd_registered;
+    out->epmd_losses = n->epmd_losses;
     out->handshakes_evicted = n->hs_evicted;
     out->processes = n->pt.nprocs;
     out->links = n->pt.nlinks;
@@ -135,7 +137,15 @@ void cn_node_stop(cn_node *n)
         cn_node_dial_failed(d, "stopping", n);
         cn_dial_abort(d);
     }
-    cn_epmd_close(&n->epmd);
+    if (n->epmd) {
+        cn_epmd_close_free(n->epmd);
+        n->epmd = NULL;
+    }
+    n->epmd_registered = 0;
+    if (n->epmd_timer_open) {
+        n->epmd_timer_open = 0;
+        uv_close((uv_handle_t *)&n->epmd_timer, NULL);
+    }
     if (n->reaper_open) {
         n->reaper_open = 0;
         uv_close((uv_handle_t *)&n->reaper, NULL);

@@ -102,10 +102,10 @@ typedef struct cn_node_config {
                                    refused (status not_allowed) */
     size_t max_handshakes;      /* accepted connections still in the
                                    handshake, apart from max_connections
-                                   [128]; when full, the one with the least
+                                   [256]; when full, the one with the least
                                    progress (the oldest of those) is closed
                                    for the newcomer */
-    size_t max_handshakes_per_addr; /* the same, per source IP [32] */
+    size_t max_handshakes_per_addr; /* the same, per source IP [128] */
     cn_conn_limits conn;        /* frame cap, queue bound, timeouts */
     cn_term_limits terms;       /* for every control tuple and payload */
     size_t max_signals_per_peer; /* links + monitors one peer may hold on
@@ -120,11 +120,13 @@ typedef struct cn_node_config {
 typedef struct cn_node_stats {
     size_t connections, handshakes, processes, links, monitors;
     uint64_t handshakes_evicted;
+    int epmd_registered;        /* our name is in epmd now */
+    uint64_t epmd_losses;       /* registrations lost since start */
     uint64_t frames_in, frames_dropped, bad_frames;
 } cn_node_stats;
 
-/* Sets the defaults: 127.0.0.1, port 0, 64 connections, 128 pending
- * handshakes (32 per address), 16 MiB frames, 64 MiB output queue, 7 s
+/* Sets the defaults: 127.0.0.1, port 0, 64 connections, 256 pending
+ * handshakes (128 per address), 16 MiB frames, 64 MiB output queue, 7 s
  * handshake (2 s for an accepted connection's first packet), 75 s
  * silence, 15 s ticks, 100000 links+monitors per peer. */
 void cn_node_config_defaults(cn_node_config *cfg);

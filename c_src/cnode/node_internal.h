@@ -19,7 +19,14 @@ struct cn_node {
     uv_tcp_t listener;
     int listener_open;
     int port;
-    cn_epmd epmd;
+    cn_epmd *epmd;             /* the registration (NULL between attempts) */
+    char alive[256];           /* the name part registered */
+    uv_timer_t epmd_timer;     /* the next registration attempt */
+    int epmd_timer_open;
+    uint64_t epmd_backoff_ms, epmd_lost_at;
+    unsigned epmd_attempts;
+    uint64_t epmd_losses;      /* registrations lost (stats) */
+    int epmd_registered;
     int stopping;
     cn_node_ready_cb ready_cb;
     void *ready_ud;

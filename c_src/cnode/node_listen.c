@@ -17,6 +17,7 @@
 #include "node_internal.h"
 
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -248,19 +249,95 @@ static void on_logtick(uv_timer_t *t)
     cn_log_flush();
 }
 
+static void on_epmd(cn_epmd *e, int status, uint32_t creation, void *ud);
+
+#define EPMD_BACKOFF_FIRST_MS 100
+#define EPMD_BACKOFF_MAX_MS 5000
+
+static int epmd_register(cn_node *n, int flags)
+{
+    cn_epmd *e = calloc(1, sizeof *e);
+    if (!e)
+        return UV_ENOMEM;
+    int rc = cn_epmd_register(e, n->loop, n->alive, n->port, flags, on_epmd, n);
+    if (rc) {
+        cn_epmd_close_free(e);
+        return rc;
+    }
+    n->epmd = e;
+    return 0;
+}
+
+static void epmd_retry_later(cn_node *n);
+
+static void on_epmd_timer(uv_timer_t *t)
+{
+    cn_node *n = t->data;
+    if (n->stopping || n->epmd)
+        return;
+    n->epmd_attempts++;
+    if (epmd_register(n, CN_EPMD_QUIET) != 0)
+        epmd_retry_later(n);
+}
+
+/* Registration lost (epmd stopped or restarted) or an attempt failed:
+ * again after a backoff, 100 ms doubling to 5 s. */
+static void epmd_retry_later(cn_node *n)
+{
+    if (n->stopping)
+        return;
+    if (!n->epmd_timer_open) {
+        if (uv_timer_init(n->loop, &n->epmd_timer) != 0)
+            return;
+        n->epmd_timer.data = n;
+        n->epmd_timer_open = 1;
+    }
+    uint64_t ms = n->epmd_backoff_ms ? n->epmd_backoff_ms : EPMD_BACKOFF_FIRST_MS;
+    n->epmd_backoff_ms = ms * 2 > EPMD_BACKOFF_MAX_MS ? EPMD_BACKOFF_MAX_MS : ms * 2;
+    uv_timer_start(&n->epmd_timer, on_epmd_timer, ms, 0);
+}
+
+/* The creation is the node's for its whole life, as in BEAM: every pid
+ * and handshake carries it, and pids callers hold must stay ours. A
+ * re-registration keeps it; the creation the new epmd offers is ignored
+ * (docs/otp-compat.md, "epmd"). */
 static void on_epmd(cn_epmd *e, int status, uint32_t creation, void *ud)
 {
     cn_node *n = ud;
-    (void)e;
+    int first = n->pt.creation == 0;
+    if (e == n->epmd && status != 0) {
+        cn_epmd_close_free(e);
+        n->epmd = NULL;
+    }
     if (status == 0) {
-        if (creation == 0) { /* epmd gave none: random >= 4 */
-            randombytes_buf(&creation, sizeof creation);
-            creation |= 4;
+        n->epmd_registered = 1;
+        if (first) {
+            if (creation == 0) { /* epmd gave none: random >= 4 */
+                randombytes_buf(&creation, sizeof creation);
+                creation |= 4;
+            }
+            n->pt.creation = creation;
+            cn_log_info("registered with epmd as %s, creation %u", n->name, creation);
+        } else {
+            uint64_t ms = uv_now(n->loop) - n->epmd_lost_at;
+            cn_log_warn("registered with epmd again as %s after %llu.%llu s (%u attempts); "
+                        "creation %u kept (epmd offered %u)", n->name,
+                        (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000 / 100),
+                        n->epmd_attempts, n->pt.creation, creation);
+            n->epmd_backoff_ms = 0;
+            n->epmd_attempts = 0;
+            return;
         }
-        n->pt.creation = creation;
-        cn_log_info("registered with epmd as %s, creation %u", n->name, creation);
-    } else if (n->ready_cb == NULL) {
-        /* lost epmd after registration: keep serving, already logged */
+    } else if (!first) {
+        if (n->epmd_registered) {
+            /* lost after registration: keep serving, register again */
+            n->epmd_registered = 0;
+            n->epmd_losses++;
+            n->epmd_lost_at = uv_now(n->loop);
+            cn_log_warn("epmd registration of %s lost; registering again (backoff up to %d s)",
+                        n->name, EPMD_BACKOFF_MAX_MS / 1000);
+        }
+        epmd_retry_later(n);
         return;
     }
     cn_node_ready_cb cb = n->ready_cb;
@@ -298,12 +375,12 @@ int cn_node_start(cn_node *n, cn_node_ready_cb cb, void *ud)
         uv_timer_start(&n->logtick, on_logtick, 1000, 1000);
         uv_unref((uv_handle_t *)&n->logtick);
     }
-    char alive[256];
     size_t al = (size_t)(strchr(n->name, '@') - n->name);
-    memcpy(alive, n->name, al);
-    alive[al] = 0;
-    rc = cn_epmd_register(&n->epmd, n->loop, alive, n->port,
-                          n->cfg.start_epmd ? CN_EPMD_START : 0, on_epmd, n);
+    if (al >= sizeof n->alive)
+        return UV_EINVAL;
+    memcpy(n->alive, n->name, al);
+    n->alive[al] = 0;
+    rc = epmd_register(n, n->cfg.start_epmd ? CN_EPMD_START : 0);
     if (rc)
         n->ready_cb = NULL;
     return rc;

@@ -548,8 +548,12 @@ static int call_stats(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
     cn_node_stats_get(n, &st);
     council_ctx_stats(s->b->ctx, &cs);
     return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
-                   ei_x_encode_map_header(x, 7) ||
+                   ei_x_encode_map_header(x, 11) ||
                    count(x, "connections", st.connections) ||
+                   count(x, "handshakes", st.handshakes) ||
+                   count(x, "handshakes_evicted", (size_t)st.handshakes_evicted) ||
+                   count(x, "epmd_registered", (size_t)st.epmd_registered) ||
+                   count(x, "epmd_losses", (size_t)st.epmd_losses) ||
                    count(x, "processes", st.processes) ||
                    count(x, "links", st.links) ||
                    count(x, "monitors", st.monitors) ||

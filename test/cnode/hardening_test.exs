@@ -81,5 +81,48 @@ defmodule CNode.HardeningTest do
     assert serving?(i.node)
   end
 
+  defp epmd(args) do
+    System.cmd(System.find_executable("epmd"), ["-port", System.fetch_env!("ERL_EPMD_PORT") | args],
+               stderr_to_stdout: true)
+  end
+
+  defp epmd_names do
+    case epmd(["-names"]) do
+      {out, 0} -> out
+      _ -> :down
+    end
+  end
+
+  @quick %{id: "q", members: [%{id: "a", provider: "mock", options: %{latency_ms: 600_000}}],
+           rounds: [%{type: "independent_analysis"}]}
+
+  test "epmd killed and started again: the node registers again, same creation, pids valid" do
+    sname = unique_name("epmd")
+    i = start_node(sname: sname)
+    on_exit(fn -> stop_node(i) end)
+    {:ok, run} = GenServer.call({:council_ex, i.node}, {:start, %{spec: @quick, input: "q"}})
+    assert epmd_names() =~ "name #{sname} at port #{i.port}"
+    assert {_, 0} = epmd(["-kill"])
+    assert wait_until(fn -> epmd_names() == :down end)
+    # the connection to the node is still up: the node says it lost epmd
+    assert wait_until(fn -> stats(i.node).epmd_registered == 0 end)
+    Process.sleep(500)
+    assert {_, 0} = System.cmd(System.find_executable("epmd"),
+                               ["-daemon", "-address", "127.0.0.1", "-port",
+                                System.fetch_env!("ERL_EPMD_PORT"), "-relaxed_command_check"])
+    t0 = System.monotonic_time(:millisecond)
+    assert wait_until(fn -> (n = epmd_names()) != :down and n =~ "name #{sname} at port #{i.port}" end,
+                      10_000)
+    IO.puts("re-registered #{System.monotonic_time(:millisecond) - t0} ms after epmd came back")
+    Node.disconnect(i.node)
+    assert wait_until(fn -> Node.ping(i.node) == :pong end, 5_000)
+    s = stats(i.node)
+    assert s.epmd_registered == 1 and s.epmd_losses == 1
+    # the same incarnation: pids handed out before still work
+    assert :erlang.term_to_binary(run) =~ <<i.creation::32>>
+    assert is_binary(GenServer.call(run, :run_id))
+    assert GenServer.call(run, :cancel) == :ok
+  end
+
   defp serving?(node), do: GenServer.call({:council_ex, node}, :ping, 15_000) == :pong
 end
