@@ -338,22 +338,23 @@ struct council_run {
     council_status status;
     council_ctx *ctx;           /* NULL once detached by ctx free */
     struct council_run *prev, *next;        /* ctx->runs */
-    struct council_run *ret_prev, *ret_next; /* ctx retained list */
-    bool registered, retained, in_ret_list;
+    bool registered, in_ret_list;
+    bool own_topic;             /* its topic is COUNCIL_TOPIC_PREFIX + run_id */
     bool critiques_fresh;       /* set by a critique round, for the next one */
     bool chair_done;            /* engine: the chair's round has started */
     unsigned depth;             /* 0; a sub-council's run: parent's + 1 */
     unsigned rounds_completed;
     unsigned next_round_idx;
     /* run_id, topic, council, registry, the input's tag, data and text,
-     * and user_opts are NUL-terminated copies in the run's own block (the
-     * id of a run with its own topic is that topic's tail); council,
-     * registry and the tag point at the spec's id or a static default
-     * instead when they are the same */
+     * and user_opts are NUL-terminated copies in the run's own block (a
+     * run with its own topic has its id as that topic's tail, a
+     * sub-council's run its topic right after its id: see run_topic);
+     * council, registry and the tag point at the spec's id or a static
+     * default instead when they are the same */
+    uint32_t run_id_len;        /* at most 65536 */
+    uint32_t topic_len;
+    uint32_t cap_rounds, cap_errors;
     char *run_id;
-    size_t run_id_len;
-    char *topic;
-    size_t topic_len;
     const char *council;
     const char *registry;
     council_spec *spec;
@@ -365,22 +366,30 @@ struct council_run {
     uint64_t seq;
     /* results */
     council_result result;      /* pub view, rebuilt by run_result_sync;
-                                   result.final_text is owned */
+                                   result.final_text is owned, and so are
+                                   result.errors (cap_errors of room) and
+                                   each of its strings */
     rres **rounds;              /* completed rounds, in order; also the
                                    result's rounds (each rres starts with
                                    its council_round_result) */
-    size_t n_rounds, cap_rounds;
+    size_t n_rounds;
     rres *owned;                /* every round result made, newest first
                                    (list through owned_next; freed with run) */
-    char **errors;
-    size_t n_errors, cap_errors;
     /* engine */
     struct frame *frames;       /* stack, innermost first */
     struct round_state *round;  /* the round in progress, NULL between */
-    cx_timer kick;              /* schedules engine_pump (run_kick, or
+    union {
+        cx_timer kick;          /* schedules engine_pump (run_kick, or
                                    deferred by run_yield); fini once ended */
-    uint64_t ret_expires;       /* loop time (ms) its retention ends */
-    watcher *watchers;
+        struct {                /* once ended (the kick fini'd): retention */
+            void *kick_owner;   /* the kick's owner: NULL since its fini */
+            struct council_run *ret_prev, *ret_next; /* ctx retained list */
+            uint64_t ret_expires; /* loop time (ms) its retention ends */
+        };
+    };
+    council_run_end_cb end_cb;  /* the first watcher (NULL: none), */
+    void *end_arg;
+    watcher *watchers;          /* then any others, in order */
     struct council_call *calls; /* live calls of this run (list) */
     member_said said[];         /* per member, in spec order */
 };

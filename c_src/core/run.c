@@ -11,9 +11,17 @@
 #include <malloc.h>
 #endif
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The retention fields share the kick timer's place (the kick is fini'd
+ * when the run ends, before retention starts); the timer's owner, NULL
+ * from then on, stays where it is, so a later fini still does nothing. */
+_Static_assert(offsetof(cx_timer, owner) == 0, "kick_owner aliases the kick's owner");
+_Static_assert(offsetof(council_run, kick_owner) == offsetof(council_run, kick),
+               "kick_owner aliases the kick's owner");
 
 static bool is_terminal(council_status s)
 {
@@ -139,26 +147,31 @@ void run_publish(council_run *run, council_event_type type, const char *round,
     default:
         break;
     }
-    pubsub_publish(ps, run->topic, run->topic_len, e);
+    size_t topic_len;
+    const char *topic = run_topic(run, &topic_len);
+    pubsub_publish(ps, topic, topic_len, e);
     council_event_unref(p);
 }
 
 /* --------------------------------------------------------------- results */
 
 /* Room for need elements. Starts small: most runs have a few rounds and
- * no errors, and every running run holds these arrays. */
-static int grow(void **arr, size_t *cap, size_t need, size_t elem)
+ * no errors, and every running run holds these arrays. need is bounded
+ * (SPEC_MAX_RUN_ROUNDS rounds, 1000 errors). */
+static int grow(void **arr, uint32_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
-    size_t nc = *cap ? *cap * 2 : 2;
+    size_t nc = *cap ? (size_t)*cap * 2 : 2;
     while (nc < need)
         nc *= 2;
+    if (nc > UINT32_MAX)
+        return COUNCIL_ENOMEM;
     void *n = realloc(*arr, nc * elem);
     if (!n)
         return COUNCIL_ENOMEM;
     *arr = n;
-    *cap = nc;
+    *cap = (uint32_t)nc;
     return 0;
 }
 
@@ -167,8 +180,6 @@ void run_result_sync(council_run *run)
     run->result.n_rounds = run->n_rounds;
     /* an rres starts with its public view */
     run->result.rounds = (const council_round_result *const *)run->rounds;
-    run->result.n_errors = run->n_errors;
-    run->result.errors = (const char *const *)run->errors;
 }
 
 int run_push_round(council_run *run, rres *rr)
@@ -195,16 +206,16 @@ void run_add_error(council_run *run, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    if (run->n_errors >= 1000)
+    if (run->result.n_errors >= 1000)
         return; /* bounded: a pathological run does not grow without end */
-    if (grow((void **)&run->errors, &run->cap_errors, run->n_errors + 1,
-             sizeof *run->errors))
+    char **errors = (char **)run->result.errors; /* the run's own */
+    if (grow((void **)&errors, &run->cap_errors, run->result.n_errors + 1, sizeof *errors))
         return;
+    run->result.errors = (const char *const *)errors;
     char *s = cx_strdup(buf);
     if (!s)
         return;
-    run->errors[run->n_errors++] = s;
-    run_result_sync(run);
+    errors[run->result.n_errors++] = s;
 }
 
 const council_result *council_run_result(const council_run *run)
@@ -249,9 +260,9 @@ static void run_free(council_run *run)
         rres_free(rr);
     }
     free(run->rounds);
-    for (size_t i = 0; i < run->n_errors; i++)
-        free(run->errors[i]);
-    free(run->errors);
+    for (size_t i = 0; i < run->result.n_errors; i++)
+        free((char *)run->result.errors[i]);
+    free((void *)run->result.errors);
     free((char *)run->result.final_text);
     size_t nm = run->spec ? run->spec->n_members : 0;
     for (size_t i = 0; i < nm; i++) {
@@ -383,16 +394,16 @@ static void copy_strings(council_run *run, char *at, const council_start_opts *o
     size_t data_len = in->data ? in->len : 0;
     if (topic) {
         run->run_id = put(&at, id, id_len);
-        run->topic = put(&at, topic, topic_len);
+        put(&at, topic, topic_len); /* right after the id: run_topic */
     } else {
         size_t pl = strlen(COUNCIL_TOPIC_PREFIX);
-        run->topic = at;
         memcpy(at, COUNCIL_TOPIC_PREFIX, pl);
         at += pl;
         run->run_id = put(&at, id, id_len);
+        run->own_topic = true;
     }
-    run->run_id_len = id_len;
-    run->topic_len = topic_len;
+    run->run_id_len = (uint32_t)id_len;
+    run->topic_len = (uint32_t)topic_len;
     run->council = put_name(&at, council, opts->spec->id);
     run->registry = put_name(&at, reg, COUNCIL_DEFAULT_REGISTRY);
     run->input.tag = put_name(&at, tag, "text");
@@ -421,7 +432,7 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         return COUNCIL_EINVAL;
     if (opts->run_id && opts->run_id_len == 0)
         return COUNCIL_EINVAL;
-    if (opts->run_id_len > 65536)
+    if (opts->run_id_len > 65536 || topic_len > UINT32_MAX)
         return COUNCIL_ETOOBIG;
     int rc = council_spec_validate(opts->spec, NULL);
     if (rc)
@@ -645,6 +656,7 @@ static void start_retention(council_run *run)
     if (run->ret_expires < now)
         run->ret_expires = UINT64_MAX;
     run->in_ret_list = true;
+    run->ret_next = NULL; /* the kick's old bytes until now */
     run->ret_prev = ctx->ret_tail;
     if (ctx->ret_tail)
         ctx->ret_tail->ret_next = run;
@@ -679,8 +691,18 @@ void run_finish(council_run *run, council_status status)
                          : status == COUNCIL_FAILED    ? COUNCIL_EV_RUN_FAILED
                                                        : COUNCIL_EV_RUN_CANCELLED;
     run_publish(run, t, NULL, -1, NULL, NULL, NULL, 0, NULL);
-    while (run->watchers) {
+    /* the first watcher, then the others, in order; a callback may unwatch
+     * those not called yet */
+    for (;;) {
+        if (run->end_cb) {
+            council_run_end_cb cb = run->end_cb;
+            run->end_cb = NULL;
+            cb(run, run->end_arg);
+            continue;
+        }
         watcher *w = run->watchers;
+        if (!w)
+            break;
         run->watchers = w->next;
         w->cb(run, w->arg);
         free(w);
@@ -736,6 +758,12 @@ int council_run_watch(council_run *run, council_run_end_cb cb, void *arg)
         return COUNCIL_EINVAL;
     if (is_terminal(run->status))
         return COUNCIL_ESTATE;
+    if (!run->end_cb && !run->watchers) {
+        /* the usual one watcher (the C node's, the NIF's): in the run */
+        run->end_cb = cb;
+        run->end_arg = arg;
+        return COUNCIL_OK;
+    }
     watcher *w = calloc(1, sizeof *w);
     if (!w)
         return COUNCIL_ENOMEM;
@@ -752,6 +780,10 @@ int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg)
 {
     if (!run)
         return COUNCIL_EINVAL;
+    if (run->end_cb && run->end_cb == cb && run->end_arg == arg) {
+        run->end_cb = NULL;
+        return COUNCIL_OK;
+    }
     for (watcher **pp = &run->watchers; *pp; pp = &(*pp)->next)
         if ((*pp)->cb == cb && (*pp)->arg == arg) {
             watcher *w = *pp;
@@ -811,7 +843,8 @@ council_status council_run_status(const council_run *run) { return run->status; 
 const char *run_topic(const council_run *run, size_t *len)
 {
     *len = run->topic_len;
-    return run->topic;
+    return run->own_topic ? run->run_id - strlen(COUNCIL_TOPIC_PREFIX)
+                          : run->run_id + run->run_id_len + 1;
 }
 
 const char *council_run_id(const council_run *run, size_t *len)
@@ -842,7 +875,9 @@ int council_run_subscribe(council_run *run, council_event_cb cb,
 {
     if (!run || !run->ctx)
         return COUNCIL_ESTATE;
-    return council_subscribe(run->ctx, run->topic, run->topic_len, cb,
+    size_t topic_len;
+    const char *topic = run_topic(run, &topic_len);
+    return council_subscribe(run->ctx, topic, topic_len, cb,
                              overflow_cb, arg, out);
 }
 

@@ -373,6 +373,62 @@ static void test_watchers_fire_once_after_the_terminal_event(void **state)
     council_ctx_free(ctx);
 }
 
+/* The first watcher is kept in the run, the others in a list: they fire
+ * in registration order whatever is unwatched in between, unwatch finds
+ * the first match wherever it is, and a watcher may unwatch one not yet
+ * called. */
+static char order_log[16];
+static size_t order_n;
+static council_run *order_run;
+
+static void on_order(council_run *run, void *arg)
+{
+    (void)run;
+    char c = (char)(uintptr_t)arg;
+    order_log[order_n++] = c;
+    if (c == 'b') /* b drops d, not called yet */
+        assert_int_equal(council_run_unwatch(order_run, on_order, (void *)(uintptr_t)'d'), 0);
+}
+
+static void test_watchers_fire_in_order_whatever_was_unwatched(void **state)
+{
+    (void)state;
+    council_ctx *ctx = test_ctx(0);
+    int rc;
+    council_run *run = create_only(ctx, FAST, NULL, "order", &rc);
+    order_run = run;
+    order_n = 0;
+#define W(c) ((void *)(uintptr_t)(c))
+    assert_int_equal(council_run_watch(run, on_order, W('a')), 0);
+    assert_int_equal(council_run_watch(run, on_order, W('b')), 0);
+    /* the first one goes: a later watcher still comes after b */
+    assert_int_equal(council_run_unwatch(run, on_order, W('a')), 0);
+    assert_int_equal(council_run_unwatch(run, on_order, W('a')), COUNCIL_ENOTFOUND);
+    assert_int_equal(council_run_watch(run, on_order, W('c')), 0);
+    assert_int_equal(council_run_watch(run, on_order, W('d')), 0);
+    /* the same (cb, arg) twice: unwatch takes the first */
+    assert_int_equal(council_run_watch(run, on_order, W('c')), 0);
+    assert_int_equal(council_run_unwatch(run, on_order, W('c')), 0);
+    assert_int_equal(council_run_watch(run, on_order, W('e')), 0);
+    council_run_begin(run);
+    wait_done(ctx, run, 3000);
+    /* b, then d dropped by b, c (the second one), e */
+    assert_int_equal(order_n, 3);
+    assert_memory_equal(order_log, "bce", 3);
+    council_run_unref(run);
+    /* a run with one watcher, unwatched: nothing fires */
+    run = create_only(ctx, FAST, NULL, "order2", &rc);
+    order_n = 0;
+    assert_int_equal(council_run_watch(run, on_order, W('a')), 0);
+    assert_int_equal(council_run_unwatch(run, on_order, W('a')), 0);
+    council_run_begin(run);
+    wait_done(ctx, run, 3000);
+    assert_int_equal(order_n, 0);
+#undef W
+    council_run_unref(run);
+    council_ctx_free(ctx);
+}
+
 static void test_max_runs_limit(void **state)
 {
     (void)state;
@@ -1141,6 +1197,7 @@ int main(void)
         cmocka_unit_test(test_cancel_after_completion_changes_nothing),
         cmocka_unit_test(test_cancel_at_each_phase),
         cmocka_unit_test(test_watchers_fire_once_after_the_terminal_event),
+        cmocka_unit_test(test_watchers_fire_in_order_whatever_was_unwatched),
         cmocka_unit_test(test_max_runs_limit),
         cmocka_unit_test(test_oldest_retained_run_leaves_when_retention_is_full),
         cmocka_unit_test(test_many_runs_leave_retention_and_the_loop_stays_free),
