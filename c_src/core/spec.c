@@ -150,6 +150,7 @@ static int parse_options(const char *options_json, json_t **out)
         return *out ? 0 : COUNCIL_ENOMEM;
     }
     json_error_t je;
+    memset(&je, 0, sizeof je); /* jansson leaves it unset on some allocation failures */
     json_t *o = json_loads(options_json, JSON_REJECT_DUPLICATES, &je);
     if (!o)
         return CX_JSON_ERR(je, COUNCIL_EPARSE);
@@ -653,6 +654,7 @@ int council_spec_from_json(const char *json, size_t len, council_spec **out,
         return COUNCIL_ETOOBIG;
     }
     json_error_t je;
+    memset(&je, 0, sizeof je); /* jansson leaves it unset on some allocation failures */
     json_t *doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!doc) {
         if (CX_JSON_ERR(je, COUNCIL_EPARSE) == COUNCIL_ENOMEM)
