@@ -1093,6 +1093,9 @@ defmodule B do
     # (the lookups' own working set, same page size), and over 64 MiB
     dram = g.("dram_ws_ns_#{big}")
     dram64 = g.("dram_64m_ns_#{big}")
+    # and one dependent load into the runs themselves (their user data
+    # chained): the memory the lookup's second latency goes to
+    dram_runs = g.("dram_runs_ns_#{big}")
     loads = if dram, do: wb / dram, else: nil
     lookup_raw = fn n ->
       %{
@@ -1101,6 +1104,7 @@ defmodule B do
         state_ns_per_rep: reps.("api_state_ns_#{n}"),
         dram_64mib_ns_per_rep: reps.("dram_64m_ns_#{n}"),
         dram_working_set_ns_per_rep: reps.("dram_ws_ns_#{n}"),
+        dram_into_runs_ns_per_rep: reps.("dram_runs_ns_#{n}"),
         spread: g.("api_whereis_spread_#{n}"),
         reps: g.("api_whereis_reps_#{n}"),
         loadavg_before_after: [load0, load1]
@@ -1157,6 +1161,7 @@ defmodule B do
           "#{fmt(wb, :ns)} (p99 #{fmt(g.("api_whereis_p99_ns_#{big}"), :ns)}; #{spread_note.(big)}) = " <>
             "#{f2(loads)}x one dependent load over #{round(g.("dram_ws_mib_#{big}") || 0)} MiB (the runs' and the table's memory, 4 KiB pages: #{fmt(dram, :ns)}); " <>
             "#{f2(wb / dram64)}x one over 64 MiB (#{fmt(dram64, :ns)}, partly in this machine's 480 MiB L3); " <>
+            "#{f2(wb / dram_runs)}x one into the runs themselves (#{fmt(dram_runs, :ns)}: a run's line costs more than an array's, its page-table walk misses more); " <>
             "table alone #{fmt(g.("registry_get_ns_#{big}"), :ns)}, miss #{fmt(g.("registry_miss_ns_#{big}"), :ns)}; #{f2(wb / wk)}x the 1k figure",
         beam_detail:
           "Registry.lookup #{fmt(lbig.median, :ns)} (p99 #{fmt(lbig.p99, :ns)}); #{f2(lbig.median / l1k.median)}x the 1k figure",
@@ -2011,7 +2016,9 @@ defmodule B.Report do
       malloc'ed memory (4 KiB pages, as the runs' own), so the figure
       includes the address translation every random load pays; the 64 MiB
       figure is given too (on this machine's 480 MiB L3 it is partly a
-      cache hit).
+      cache hit), and one through the runs themselves (each run's user data
+      names the next of a random cycle): where a lookup's second latency
+      goes.
     - RSS after the retention window: `bench_core --retention`, a fresh
       process per repetition: 1000 idle runs live, then 100k mock runs that
       finish at once and stay retained for 3 s; RSS (/proc/self/statm)

@@ -347,6 +347,21 @@ static double chase_ns(const chase *c, size_t steps)
     return t0;
 }
 
+/* The same through runs: each one's user data is the next. */
+static double runs_chase_ns(council_run *first, size_t steps)
+{
+    council_run *p = first;
+    size_t i;
+    double t0 = now_ns();
+
+    for (i = 0; i < steps; i++)
+        p = council_run_get_user_data(p);
+    t0 = (now_ns() - t0) / (double)steps;
+    if (p == NULL)
+        printf(" "); /* keeps p alive */
+    return t0;
+}
+
 static void chase_free(chase *c)
 {
     free(c->mem);
@@ -400,8 +415,8 @@ static void bench_api(size_t n)
     double *bw, *bs, *bm, t0;
     double w_med[LOOKUP_MAX_REPS], w_p99[LOOKUP_MAX_REPS], s_med[LOOKUP_MAX_REPS],
         s_p99[LOOKUP_MAX_REPS], m_med[LOOKUP_MAX_REPS], d_small[LOOKUP_MAX_REPS],
-        d_ws[LOOKUP_MAX_REPS], tmp[LOOKUP_MAX_REPS];
-    double wm, sm_, mm, ds, dw = 0, spread = 0;
+        d_ws[LOOKUP_MAX_REPS], d_runs[LOOKUP_MAX_REPS], tmp[LOOKUP_MAX_REPS];
+    double wm, sm_, mm, ds, dw = 0, dr, spread = 0;
     chase small, ws;
     int big = n >= 100000;
     volatile uintptr_t sink = 0;
@@ -449,6 +464,12 @@ static void bench_api(size_t n)
     memset(&ws, 0, sizeof ws);
     if (big)
         chase_init(&ws, rss1 - rss0 > ((size_t)64 << 20) ? rss1 - rss0 : (size_t)64 << 20);
+    /* and through the runs themselves: each run's user data (a public
+     * field) names the next run of a random cycle, so one step is one
+     * dependent load of a line of a run, where the lookups' second load
+     * goes */
+    for (i = 0; i < n; i++)
+        council_run_set_user_data(runs[order[i]], runs[order[(i + 1) % n]]);
 
     reps = n >= 1000000 ? 1 : 1000000 / n;
     nb = (n * reps) / BATCH;
@@ -460,6 +481,7 @@ static void bench_api(size_t n)
     for (rep = 0; rep < LOOKUP_MAX_REPS; rep++) {
         d_small[rep] = chase_ns(&small, 1000000);
         d_ws[rep] = big ? chase_ns(&ws, 1000000) : 0;
+        d_runs[rep] = runs_chase_ns(runs[0], 1000000);
         for (k = 0; k < nb; k++) {
             council_run *out;
             const char *p = probe + ((k * BATCH) % n) * ID_LEN;
@@ -514,9 +536,9 @@ static void bench_api(size_t n)
     for (rep = 0; rep < nrep; rep++)
         printf("@ api_whereis_ns_%zu_r%zu %.1f\n@ api_whereis_p99_ns_%zu_r%zu %.1f\n"
                "@ api_state_ns_%zu_r%zu %.1f\n@ dram_64m_ns_%zu_r%zu %.1f\n"
-               "@ dram_ws_ns_%zu_r%zu %.1f\n",
+               "@ dram_ws_ns_%zu_r%zu %.1f\n@ dram_runs_ns_%zu_r%zu %.1f\n",
                n, rep, w_med[rep], n, rep, w_p99[rep], n, rep, s_med[rep], n, rep,
-               d_small[rep], n, rep, d_ws[rep]);
+               d_small[rep], n, rep, d_ws[rep], n, rep, d_runs[rep]);
     memcpy(tmp, w_med, nrep * sizeof *tmp);
     wm = median_of(tmp, nrep);
     memcpy(tmp, s_med, nrep * sizeof *tmp);
@@ -525,6 +547,8 @@ static void bench_api(size_t n)
     mm = median_of(tmp, nrep);
     memcpy(tmp, d_small, nrep * sizeof *tmp);
     ds = median_of(tmp, nrep);
+    memcpy(tmp, d_runs, nrep * sizeof *tmp);
+    dr = median_of(tmp, nrep);
     if (big) {
         memcpy(tmp, d_ws, nrep * sizeof *tmp);
         dw = median_of(tmp, nrep);
@@ -536,16 +560,17 @@ static void bench_api(size_t n)
            (double)(heap1 - heap0) / (double)n);
     if (big)
         printf("         one dependent load: %.1f ns over 64 MiB, %.1f ns over %zu MiB "
-               "(as much as the runs took): whereis = %.2fx / %.2fx one load\n",
-               ds, dw, ws.bytes >> 20, wm / ds, wm / dw);
+               "(as much as the runs took), %.1f ns into the runs themselves: "
+               "whereis = %.2fx / %.2fx / %.2fx one load\n",
+               ds, dw, ws.bytes >> 20, dr, wm / ds, wm / dw, wm / dr);
     printf("@ api_whereis_ns_%zu %.1f\n@ api_whereis_p99_ns_%zu %.1f\n"
            "@ api_whereis_spread_%zu %.3f\n@ api_whereis_reps_%zu %zu\n"
            "@ api_state_ns_%zu %.1f\n@ api_summary_ns_%zu %.1f\n"
            "@ api_bytes_per_pending_run_%zu %.0f\n@ api_rss_per_pending_run_%zu %.0f\n"
-           "@ dram_64m_ns_%zu %.1f\n",
+           "@ dram_64m_ns_%zu %.1f\n@ dram_runs_ns_%zu %.1f\n",
            n, wm, n, median_of(tmp, nrep), n, spread, n, nrep, n, sm_, n, mm, n,
            (double)(heap1 - heap0) / (double)n, n, (double)(rss1 - rss0) / (double)n,
-           n, ds);
+           n, ds, n, dr);
     memcpy(tmp, s_p99, nrep * sizeof *tmp);
     printf("@ api_state_p99_ns_%zu %.1f\n", n, median_of(tmp, nrep));
     if (big)
