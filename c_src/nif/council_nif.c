@@ -10,11 +10,17 @@
  * Life: load starts the loop thread, with no context yet; {open, Config}
  * (CouncilEx.Nif.Server, when the application starts) makes the context
  * and close (the application's stop) cancels every run, as the C node's
- * SIGTERM does, and frees it. An upgrade hands the running loop to the
- * new module instance; the unload of the last instance stops the loop
- * (runs cancelled and their pids told first) and joins its thread. The
- * state is freed with the last of the instances and the resource objects
- * that point at it.
+ * SIGTERM does, and frees it. An upgrade (a new version of the module
+ * loads the library again) hands the running loop to the new instance,
+ * which takes the resource types over; the old instance's unload then
+ * only drops its count. The unload of the last instance stops the loop
+ * (runs still going cancelled and their pids told, subscriptions
+ * dropped) and joins its thread. ERTS calls unload once the module is
+ * purged and no object of the library's resource types is left: at once
+ * after the application's stop; while runs go on (their pids hold one
+ * each) or pids stay subscribed, the loop serves them until they are
+ * gone. The state is freed with the last of the instances and the
+ * resource objects that point at it.
  */
 #include <string.h>
 
@@ -96,9 +102,10 @@ int nif_queue(nif_state *st, nif_cmd *c)
     st->tail = c;
     /* one wake-up per batch: the loop takes the whole queue at once */
     if (was_empty) {
-        enif_cond_signal(st->cv);
-        if (st->wake_ctx)
-            council_ctx_wakeup(st->wake_ctx);
+        if (st->wake_ready)
+            uv_async_send(&st->wake);
+        else
+            enif_cond_signal(st->cv);
     }
     enif_mutex_unlock(st->mu);
     return 0;
@@ -150,13 +157,13 @@ static void *loop_main(void *arg)
             break;
         nif_runs_finish(st);
         if (st->ctx) {
-            int busy = council_ctx_step(st->ctx, -1);
+            /* until something happens: I/O, a timer, our wake-up (the
+             * wake handle keeps the loop from ever being idle) */
+            council_ctx_step(st->ctx, -1);
             nif_runs_finish(st);
-            if (busy == 1)
-                continue;
+            continue;
         }
-        /* idle: nothing on the loop would end a step, so wait for a
-         * command (or the end) here */
+        /* no context: wait for a command (or the end) here */
         enif_mutex_lock(st->mu);
         while (!st->head && !st->stopping)
             enif_cond_wait(st->cv, st->mu);
@@ -323,8 +330,8 @@ static void unload(ErlNifEnv *env, void *priv)
         enif_mutex_lock(st->mu);
         st->stopping = 1;
         enif_cond_signal(st->cv);
-        if (st->wake_ctx)
-            council_ctx_wakeup(st->wake_ctx);
+        if (st->wake_ready)
+            uv_async_send(&st->wake);
         enif_mutex_unlock(st->mu);
         enif_thread_join(st->tid, NULL);
         st->thread_running = 0;

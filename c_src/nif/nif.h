@@ -3,10 +3,16 @@
  * Threads. The core is not thread-safe (council.h): one thread of our own
  * (enif_thread_create, "the loop thread") owns the council context and
  * everything below marked "loop". Schedulers only copy a request into a
- * command, queue it (st->mu) and wake the loop (council_ctx_wakeup), so
- * no NIF call waits for the core; resource monitors (run pids,
- * subscribers) queue a command from their down callback the same way.
- * The loop thread answers with enif_send.
+ * command, queue it (st->mu) and wake the loop, so no NIF call waits for
+ * the core; resource monitors (run pids, subscribers) queue a command
+ * from their down callback the same way. The loop thread answers with
+ * enif_send.
+ * Waking: while the context is open the loop thread sits in the context's
+ * libuv loop (council_ctx_step), woken by a uv_async_t of ours on that
+ * loop (council_ctx_uv_loop), which also keeps the loop alive, as the C
+ * node's sockets do, so the core's timers that keep no loop alive (a
+ * finished run's retention) still fire when no run is going. While it is
+ * closed, the thread waits on st->cv.
  *
  * Files: council_nif.c (load/upgrade/unload, the NIF functions, the queue
  * and the loop), nif_service.c (the service requests of docs/protocol.md:
@@ -26,6 +32,7 @@
 #include <erl_nif.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 /* ------------------------------------------------------------ lists */
 
@@ -58,7 +65,9 @@ typedef struct nif_atoms {
         undefined, badarg, enomem, limit, not_found, unknown_run, runner_dead, running,
         already_started, invalid_spec, bad_option, unknown_call, unavailable, noproc,
         tagged, lib, pong, run_id, state, cancel, await, result, subscribe, unsubscribe,
-        start, start_link, whereis, ping, stats, open, close, sys_state, council_ex_event,
+        start, start_link, whereis, ping, stats, open, close, sys_state, subscribers, setenv,
+        unsetenv,
+        council_ex_event,
         council_ex_overflow, council_member_call, council_member_token,
         council_member_reply, council_tool_call, council_tool_reply, council_run,
         council_end, council_reply, down, process, name, rounds, spec, input, council,
@@ -86,7 +95,8 @@ typedef struct nif_state {
     ErlNifCond *cv;
     nif_cmd *head, *tail;
     int stopping;              /* unload: the loop ends */
-    council_ctx *wake_ctx;     /* the context to wake (NULL while closed) */
+    uv_async_t wake;           /* on the context's loop while it is open */
+    int wake_ready;            /* wake may be sent (the context is open) */
     int refs;                  /* module instances + live resources (st freed at 0) */
     int instances;             /* module instances (load/upgrade; unload) */
     ErlNifTid tid;
@@ -224,6 +234,8 @@ int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pi
 int nif_subs_has(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid);
 int nif_subs_remove(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid);
 size_t nif_subs_count(const nif_subs *s);
+/* The pids subscribed to a topic (introspection: scans the table). */
+ERL_NIF_TERM nif_subs_of(nif_subs *s, ErlNifEnv *env, const char *topic, size_t len);
 size_t nif_subs_pids(const nif_subs *s);
 /* CMD_PID_DOWN */
 void nif_subs_pid_down(nif_subs *s, void *obj, const ErlNifMonitor *mon);

@@ -99,6 +99,12 @@ static void on_run_end(council_run *run, void *arg)
         return;
     r->ending = 1;
     nif_dl_push(&r->st->ending, &r->end_link);
+    /* The end is finished outside the core's loop (nif_runs_finish, after
+     * the step): a run that ends in a timer callback would otherwise leave
+     * the step blocked in its poll until something else happens. The wake
+     * handle is only set up or torn down by this thread. */
+    if (r->st->wake_ready)
+        uv_async_send(&r->st->wake);
 }
 
 /* The record leaves the loop: whatever still waits for the pid is dropped

@@ -6,7 +6,10 @@
  * the process CouncilEx.Nif spawned, and linked for start_link, to stand
  * for the run), {whereis | state | result | cancel, Registry, RunId},
  * {subscribe, Topic, Pid[, tagged | lib]}, {unsubscribe, Topic, Pid},
- * stats, ping, {open, Config}, close. The reply goes to the caller as
+ * stats, ping, {open, Config}, close, {setenv, [{Name, Value}]},
+ * {unsetenv, [Name]}, and {subscribers, Topic} (the pids
+ * subscribed to a topic, as CouncilEx.PubSub.Relay.subscribers/1 tells
+ * for the C node). The reply goes to the caller as
  * {Ref, Reply}. Loop thread.
  */
 #include <stdlib.h>
@@ -461,6 +464,8 @@ static int cfg_size(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key, size_t *
     return 0;
 }
 
+static void on_wake(uv_async_t *h) { (void)h; }
+
 int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config)
 {
     if (st->ctx)
@@ -487,8 +492,14 @@ int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config)
         nif_ctx_close(st);
         return rc ? rc : COUNCIL_ENOMEM;
     }
+    /* the wake-up handle: commands end the loop's wait (the callback has
+     * nothing to do: the loop carries the queue out after each step) */
+    if (uv_async_init(council_ctx_uv_loop(ctx), &st->wake, on_wake) != 0) {
+        nif_ctx_close(st);
+        return COUNCIL_ENOMEM;
+    }
     enif_mutex_lock(st->mu);
-    st->wake_ctx = ctx;
+    st->wake_ready = 1;
     enif_mutex_unlock(st->mu);
     return 0;
 }
@@ -499,8 +510,11 @@ void nif_ctx_close(nif_state *st)
         return;
     nif_runs_shutdown(st);
     enif_mutex_lock(st->mu);
-    st->wake_ctx = NULL;
+    int wake = st->wake_ready;
+    st->wake_ready = 0;
     enif_mutex_unlock(st->mu);
+    if (wake)
+        uv_close((uv_handle_t *)&st->wake, NULL); /* before the loop goes */
     nif_subs_free(st->subs);
     st->subs = NULL;
     cn_spec_cache_free(st->specs);
@@ -508,6 +522,48 @@ void nif_ctx_close(nif_state *st)
     council_ctx_free(st->ctx); /* releases the beam registrations */
     st->ctx = NULL;
     st->beam = NULL;
+}
+
+/* ------------------------------------------------------------ environment */
+
+/* {setenv, [{Name, Value}]} and {unsetenv, [Name]}: this process's real
+ * environment, where the core reads API keys (getenv). ERTS keeps a copy
+ * of its own (os:putenv/2 does not reach environ), so the library hands
+ * the variables over here, on the thread that reads them: the core's
+ * getenv calls never race these. Names: no '=' and no NUL; values: no
+ * NUL. {error, badarg} for a bad entry (those before it are set). */
+static int env_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n, int name)
+{
+    ErlNifBinary b;
+    if (!enif_inspect_binary(env, t, &b) || b.size >= n || memchr(b.data, 0, b.size) ||
+        (name && (b.size == 0 || memchr(b.data, '=', b.size))))
+        return -1;
+    memcpy(buf, b.data, b.size);
+    buf[b.size] = 0;
+    return 0;
+}
+
+static ERL_NIF_TERM set_env(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM list, int set)
+{
+    ERL_NIF_TERM head;
+    char name[256], value[8192];
+    while (enif_get_list_cell(env, list, &head, &list)) {
+        const ERL_NIF_TERM *el;
+        int arity;
+        if (set) {
+            if (!enif_get_tuple(env, head, &arity, &el) || arity != 2 ||
+                env_text(env, el[0], name, sizeof name, 1) ||
+                env_text(env, el[1], value, sizeof value, 0))
+                return nif_error(st->out, A.badarg);
+            if (setenv(name, value, 1) != 0)
+                return nif_error(st->out, A.enomem);
+        } else {
+            if (env_text(env, head, name, sizeof name, 1))
+                return nif_error(st->out, A.badarg);
+            unsetenv(name);
+        }
+    }
+    return enif_is_empty_list(env, list) ? A.ok : nif_error(st->out, A.badarg);
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -543,6 +599,9 @@ static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
         return A.ok;
     }
     int tuple = enif_get_tuple(env, req, &arity, &el);
+    if (tuple && arity == 2 &&
+        (enif_is_identical(el[0], A.setenv) || enif_is_identical(el[0], A.unsetenv)))
+        return set_env(st, env, el[1], enif_is_identical(el[0], A.setenv));
     if (tuple && arity == 2 && enif_is_identical(el[0], A.open)) {
         int rc = nif_ctx_open(st, env, el[1]);
         return rc == 0 ? A.ok : nif_error(out, rc == COUNCIL_EINVAL ? A.badarg : A.enomem);
@@ -562,6 +621,12 @@ static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
         (enif_is_identical(el[0], A.whereis) || enif_is_identical(el[0], A.state) ||
          enif_is_identical(el[0], A.result) || enif_is_identical(el[0], A.cancel)))
         return by_id_call(st, env, el[0], el);
+    if (tuple && arity == 2 && enif_is_identical(el[0], A.subscribers)) {
+        ErlNifBinary topic;
+        if (!enif_inspect_binary(env, el[1], &topic))
+            return nif_error(out, A.badarg);
+        return nif_subs_of(st->subs, out, (const char *)topic.data, topic.size);
+    }
     if (tuple && (arity == 3 || arity == 4) && enif_is_identical(el[0], A.subscribe))
         return subscription(st, env, el, arity, 1);
     if (tuple && (arity == 3 || arity == 4) && enif_is_identical(el[0], A.unsubscribe))

@@ -448,6 +448,16 @@ int nif_subs_remove(nif_subs *s, const char *topic, size_t len, const ErlNifPid 
     return 0;
 }
 
+ERL_NIF_TERM nif_subs_of(nif_subs *s, ErlNifEnv *env, const char *topic, size_t len)
+{
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (size_t i = 0; s && i < s->neb; i++)
+        for (entry *e = s->eb[i]; e; e = e->hnext)
+            if (e->topic_len == len && memcmp(e->topic, topic, len) == 0)
+                list = enif_make_list_cell(env, enif_make_pid(env, &e->pr->pid), list);
+    return list;
+}
+
 size_t nif_subs_count(const nif_subs *s) { return s ? s->nentries : 0; }
 size_t nif_subs_pids(const nif_subs *s) { return s ? s->npids : 0; }
 

@@ -50,6 +50,9 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(open, "open");
     AT(close, "close");
     AT(sys_state, "$sys_state");
+    AT(subscribers, "subscribers");
+    AT(setenv, "setenv");
+    AT(unsetenv, "unsetenv");
     AT(council_ex_event, "council_ex_event");
     AT(council_ex_overflow, "council_ex_overflow");
     AT(council_member_call, "council_member_call");

@@ -17,15 +17,12 @@ defmodule CouncilExTest do
   @moduletag :cnode
 
   import CouncilEx.Test.Helpers
-  alias CouncilEx.PubSub.Relay
   alias CouncilEx.RunServer
-  alias CouncilEx.Test.{FailingCouncil, MockCouncil, QuickCouncil, SlowCouncil}
+  alias CouncilEx.Test.{Backend, FailingCouncil, MockCouncil, QuickCouncil, SlowCouncil}
   alias CouncilExTest.ChattyCouncil
 
-  defp node_stats do
-    {:ok, stats} = GenServer.call({:council_ex, CouncilEx.node()}, :stats)
-    stats
-  end
+  # the C node's counts, or the NIF's
+  defp node_stats, do: Backend.stats()
 
   # Every message of the mailbox that is an event of run `id` (or an
   # overflow notice of its topic).
@@ -60,11 +57,11 @@ defmodule CouncilExTest do
     assert Enum.all?(vote.members, &(&1.status == :ok))
   end
 
-  test "start/3 gives a run pid of the C node; await/2 waits for it" do
+  test "start/3 gives a run pid (of the C node, or of this VM with the NIF); await/2 waits for it" do
     # gated: the run is still there for the calls below, however loaded
     # the machine (a quick council may already have ended)
     assert {:ok, pid} = CouncilEx.start(gated_council(), "q")
-    assert node(pid) == CouncilEx.node()
+    assert node(pid) == Backend.run_node()
     assert is_binary(RunServer.run_id(pid))
     waiter = Task.async(fn -> CouncilEx.await(pid, 30_000) end)
     wait_calling(waiter.pid)
@@ -297,7 +294,7 @@ defmodule CouncilExTest do
   end
 
   test "start/3 with subscribe: true on a taken run id: :already_started, no event of the running run" do
-    relay_before = Relay.stats()
+    relay_before = Backend.relay_stats()
     %{subscriptions: node_subs_before} = node_stats()
     id = run_id("taken")
     {:ok, pid} = CouncilEx.start(ChattyCouncil, "q", run_id: id)
@@ -320,8 +317,8 @@ defmodule CouncilExTest do
 
     refute_receive {_, ^id, _, _, _}, 100
     assert events_of(id) == []
-    assert Relay.stats() == relay_before
-    assert Relay.subscribers("council_ex:run:" <> id) == []
+    assert Backend.relay_stats() == relay_before
+    assert Backend.subscribers("council_ex:run:" <> id) == []
     eventually(fn -> node_stats().subscriptions == node_subs_before end)
 
     :ok = CouncilEx.cancel(pid)
@@ -330,7 +327,7 @@ defmodule CouncilExTest do
   end
 
   test "start/3 with subscribe: true on a run id taken and watched here: no event of that run for the refused caller" do
-    relay_before = Relay.stats()
+    relay_before = Backend.relay_stats()
     %{subscriptions: node_subs_before} = node_stats()
     id = run_id("watched")
     parent = self()
@@ -361,7 +358,7 @@ defmodule CouncilExTest do
                CouncilEx.run(ChattyCouncil, "q", run_id: id, subscribe: true)
     end
 
-    assert Relay.subscribers("council_ex:run:" <> id) == [watcher]
+    assert Backend.subscribers("council_ex:run:" <> id) == [watcher]
     assert %{subscriptions: subs} = node_stats()
     assert subs == node_subs_before + 1
     :ok = CouncilEx.cancel(pid)
@@ -369,12 +366,12 @@ defmodule CouncilExTest do
     assert [{:run_started, ^id, ChattyCouncil, "q"} | _] = events
     assert {:run_cancelled, ^id, _} = List.last(events)
     assert events_of(id) == []
-    eventually(fn -> Relay.stats() == relay_before end)
+    eventually(fn -> Backend.relay_stats() == relay_before end)
     eventually(fn -> node_stats().subscriptions == node_subs_before end)
   end
 
   test "subscribe: true, with the relay subscribed to the topic before the start or not: every event, in order; bookkeeping back" do
-    relay_before = Relay.stats()
+    relay_before = Backend.relay_stats()
     %{subscriptions: node_subs_before} = node_stats()
     parent = self()
 
@@ -415,12 +412,12 @@ defmodule CouncilExTest do
     assert_received {:run_started, _, QuickCouncil, "x"}
     refute_received {:run_started, _, QuickCouncil, "y"}
 
-    eventually(fn -> Relay.stats() == relay_before end)
+    eventually(fn -> Backend.relay_stats() == relay_before end)
     eventually(fn -> node_stats().subscriptions == node_subs_before end)
   end
 
   test "concurrent subscribed starts and subscribes of one run id: the winner gets every event, refused starters none" do
-    relay_before = Relay.stats()
+    relay_before = Backend.relay_stats()
     %{subscriptions: node_subs_before} = node_stats()
     parent = self()
 
@@ -485,7 +482,7 @@ defmodule CouncilExTest do
       end
     end
 
-    eventually(fn -> Relay.stats() == relay_before end)
+    eventually(fn -> Backend.relay_stats() == relay_before end)
     eventually(fn -> node_stats().subscriptions == node_subs_before end)
   end
 
@@ -493,9 +490,14 @@ defmodule CouncilExTest do
   # until none has come for `wait` ms).
   defp drain(id, acc, wait) do
     receive do
-      {tag, ^id, _} = ev when tag in [:run_completed, :run_cancelled] -> Enum.reverse([ev | acc])
-      {:run_failed, ^id, _, _} = ev -> Enum.reverse([ev | acc])
-      ev when is_tuple(ev) and tuple_size(ev) >= 3 and elem(ev, 1) == id -> drain(id, [ev | acc], wait)
+      {tag, ^id, _} = ev when tag in [:run_completed, :run_cancelled] ->
+        Enum.reverse([ev | acc])
+
+      {:run_failed, ^id, _, _} = ev ->
+        Enum.reverse([ev | acc])
+
+      ev when is_tuple(ev) and tuple_size(ev) >= 3 and elem(ev, 1) == id ->
+        drain(id, [ev | acc], wait)
     after
       wait -> Enum.reverse(acc)
     end

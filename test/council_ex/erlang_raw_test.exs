@@ -5,6 +5,8 @@ defmodule CouncilEx.ErlangRawTest do
   # this repository through _checkouts/ and calls it from a plain Erlang VM.
   use ExUnit.Case, async: false
   @moduletag :cnode
+  # the C node itself (its process, distribution, the relay)
+  @moduletag :cnode_only
 
   import CouncilEx.Test.Helpers
 

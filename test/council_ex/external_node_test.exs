@@ -19,6 +19,8 @@ defmodule CouncilEx.ExternalNodeTest do
   # the nodes it started) in on_exit.
   use ExUnit.Case, async: false
   @moduletag :cnode
+  # the C node itself (its process, distribution, the relay)
+  @moduletag :cnode_only
   # several starts of the ASan node and reconnections with backoff (up to 5 s)
   @moduletag timeout: 600_000
 

@@ -37,6 +37,6 @@ defmodule CouncilEx.LoadTest do
     end
 
     # Every local subscription is gone once the subscribers are (task processes exited).
-    CouncilEx.Test.Helpers.eventually(fn -> CouncilEx.PubSub.Relay.stats().subscriptions == 0 end)
+    CouncilEx.Test.Helpers.eventually(fn -> CouncilEx.Test.Backend.local_subscriptions() == 0 end)
   end
 end

@@ -24,6 +24,7 @@ defmodule CouncilEx.ModelRunTest do
 
   import CouncilEx.Test.Helpers
   alias CouncilEx.Spec
+  alias CouncilEx.Test.Backend
   alias CouncilEx.Test.ModelRunTools
 
   @fake Enum.find(
@@ -43,7 +44,9 @@ defmodule CouncilEx.ModelRunTest do
 
   # The fake servers: one wants the key of the environment variable, the
   # other the literal key of the configuration. A node started before
-  # this module could not see either, so the module starts a new one.
+  # this module could not see either, so the module starts a new one (with
+  # the NIF: restarts the NIF's server, which hands the environment and the
+  # literal key to the core).
   setup_all do
     System.put_env(@env_var, @env_key)
     Application.put_env(:council_ex, :providers, anthropic: [api_key: @literal_key])
@@ -51,8 +54,10 @@ defmodule CouncilEx.ModelRunTest do
 
     log =
       ExUnit.CaptureLog.capture_log(fn ->
-        restart_manager()
-        eventually(fn -> (n = CouncilEx.Node.current()) && n != old end, 1_200, 50)
+        Backend.restart_backend()
+
+        unless Backend.nif?(),
+          do: eventually(fn -> (n = CouncilEx.Node.current()) && n != old end, 1_200, 50)
       end)
 
     env_url = start_fake(@env_key)
@@ -64,11 +69,6 @@ defmodule CouncilEx.ModelRunTest do
     end)
 
     %{env_url: env_url, literal_url: literal_url, restart_log: log}
-  end
-
-  defp restart_manager do
-    :ok = Supervisor.terminate_child(CouncilEx.AppSupervisor, CouncilEx.Node)
-    {:ok, _} = Supervisor.restart_child(CouncilEx.AppSupervisor, CouncilEx.Node)
   end
 
   # A fake model server on a free port, requiring `key`, owned by the
@@ -255,18 +255,18 @@ defmodule CouncilEx.ModelRunTest do
     json = Spec.to_json(checked[:spec])
     assert json =~ ~s("api_key_env":"COUNCIL_EX_KEY_ANTHROPIC")
 
-    for text <- [
-          json,
-          log,
-          restart_log,
-          inspect(:sys.get_state(CouncilEx.Node)),
-          inspect(CouncilEx.Node.info())
-        ] do
+    states =
+      if Backend.nif?(),
+        do: [inspect(:sys.get_state(CouncilEx.Nif.Server))],
+        else: [inspect(:sys.get_state(CouncilEx.Node)), inspect(CouncilEx.Node.info())]
+
+    for text <- [json, log, restart_log | states] do
       refute text =~ @literal_key
     end
 
     assert [%{"path" => "/v1/messages"}] = requests(url)
-    # the generated variable is in the node's environment only
+    # the generated variable is in the node's environment only (with the
+    # NIF: in this OS process's, not in the VM's)
     assert System.get_env("COUNCIL_EX_KEY_ANTHROPIC") == nil
   end
 
@@ -350,7 +350,7 @@ defmodule CouncilEx.ModelRunTest do
     assert {:error, {:invalid_spec, "members[1].options.model", _}} = CouncilEx.start(spec, "q")
 
     assert {:error, {:invalid_spec, "members[1].options.model", _}} =
-             CouncilEx.Node.call({:start, %{spec: Spec.to_json(spec), input: "q", run_id: nil}})
+             CouncilEx.Backend.start(:start, %{spec: Spec.to_json(spec), input: "q", run_id: nil})
 
     # a tool with a function handler and no name: the same path on both sides
     bad = %{
@@ -366,9 +366,7 @@ defmodule CouncilEx.ModelRunTest do
     }
 
     assert {:error, {:invalid_spec, "members[0].options.tools[0].name", _}} =
-             CouncilEx.Node.call(
-               {:start, %{spec: CouncilEx.JSON.encode!(bad), input: "q", run_id: nil}}
-             )
+             CouncilEx.Backend.start(:start, %{spec: CouncilEx.JSON.encode!(bad), input: "q", run_id: nil})
 
     assert {:error, message} =
              Spec.new(

@@ -21,8 +21,16 @@ defmodule CouncilEx.NifTest do
   @brief ~s({"id":"brief","members":[{"id":"a","provider":"mock","options":{"latency_ms":300}}],
              "rounds":[{"type":"independent_analysis"}]})
 
-  @tags [:run_started, :round_started, :member_started, :member_token, :member_completed,
-         :round_completed, :tool_call_request, :tool_call_result]
+  @tags [
+    :run_started,
+    :round_started,
+    :member_started,
+    :member_token,
+    :member_completed,
+    :round_completed,
+    :tool_call_request,
+    :tool_call_result
+  ]
 
   defp events(acc \\ []) do
     receive do
@@ -46,11 +54,13 @@ defmodule CouncilEx.NifTest do
     evs = events()
     assert [{:run_started, ^id, "nif", ^input} | _] = evs
     assert length(for {:member_token, ^id, "independent_analysis", "a", _} <- evs, do: 1) == 3
+
     assert {:run_completed, ^id, %{final: final, rounds: rounds, errors: [], usage: _}} =
              List.last(evs)
 
     assert is_binary(final) and length(rounds) == 3
     assert {:ok, %{final: ^final}} = Nif.call({:result, @reg, id})
+
     assert {:ok, %{status: :completed, run_id: ^id, rounds_completed: 3}} =
              Nif.call({:state, @reg, id})
 
@@ -65,6 +75,7 @@ defmodule CouncilEx.NifTest do
     assert {:ok, pid} = Nif.start(%{spec: @slow, input: "q", run_id: id})
     assert {:ok, ^pid} = Nif.call({:whereis, @reg, id})
     assert GenServer.call(pid, :run_id) == id
+
     assert {:ok, %{status: :running, current_round: %{name: "independent_analysis", idx: 0}}} =
              GenServer.call(pid, :state)
 
@@ -147,8 +158,13 @@ defmodule CouncilEx.NifTest do
     assert :ok = Nif.call({:subscribe, topic, self()})
 
     {:ok, _} =
-      Nif.start(%{spec: @spec3, input: "q", run_id: id, council: "Elixir.CouncilEx.NifTest",
-                  subscribe: [self(), {self(), :tagged}]})
+      Nif.start(%{
+        spec: @spec3,
+        input: "q",
+        run_id: id,
+        council: "Elixir.CouncilEx.NifTest",
+        subscribe: [self(), {self(), :tagged}]
+      })
 
     plain = events()
     assert [{:run_started, ^id, "Elixir.CouncilEx.NifTest", "q"} | _] = plain
@@ -193,6 +209,7 @@ defmodule CouncilEx.NifTest do
 
   test "bad requests get the C node's errors" do
     assert {:error, {:invalid_spec, "$", _}} = Nif.start(%{spec: "{not json", input: "q"})
+
     assert {:error, {:invalid_spec, "members", _}} =
              Nif.start(%{spec: ~s({"id":"x","members":[],"rounds":[]}), input: "q"})
 
@@ -202,6 +219,7 @@ defmodule CouncilEx.NifTest do
 
     assert {:error, {:bad_option, :colour}} = Nif.start(%{spec: @spec3, input: "q", colour: 1})
     assert {:error, {:bad_option, :input}} = Nif.start(%{spec: @spec3})
+
     assert {:error, {:bad_option, :subscribe}} =
              Nif.start(%{spec: @spec3, input: "q", run_id: "x1", subscribe: [:not_a_pid]})
 
@@ -214,7 +232,12 @@ defmodule CouncilEx.NifTest do
     assert {:error, {:unknown_call, {:what, 1}}} = Nif.call({:what, 1})
     assert :pong = Nif.call(:ping)
     # a spec given as a term, as the C node takes it
-    spec = %{id: "t", members: [%{id: "a", provider: "mock"}], rounds: [%{type: :independent_analysis}]}
+    spec = %{
+      id: "t",
+      members: [%{id: "a", provider: "mock"}],
+      rounds: [%{type: :independent_analysis}]
+    }
+
     assert {:ok, _pid} = Nif.start(%{spec: spec, input: "q", subscribe: [self()]})
     assert {:run_completed, _, %{final: "a: independent_analysis" <> _}} = List.last(events())
   end
@@ -279,20 +302,34 @@ defmodule CouncilEx.NifTest do
       end)
 
     {:ok, pid} =
-      Nif.start(%{spec: spec, input: "q", user_opts: {:opts, [1]}, member_server: server,
-                  subscribe: [self()]})
+      Nif.start(%{
+        spec: spec,
+        input: "q",
+        user_opts: {:opts, [1]},
+        member_server: server,
+        subscribe: [self()]
+      })
 
-    assert_receive {:request, ^pid, %{"member_id" => "e", "options" => %{}, "user_opts" => {:opts, [1]},
-                                      "input" => "q"}}
+    assert_receive {:request, ^pid,
+                    %{
+                      "member_id" => "e",
+                      "options" => %{},
+                      "user_opts" => {:opts, [1]},
+                      "input" => "q"
+                    }}
 
     evs = events()
-    assert {:member_token, _, _, "e", "to"} = Enum.find(evs, &match?({:member_token, _, _, "e", _}, &1))
+
+    assert {:member_token, _, _, "e", "to"} =
+             Enum.find(evs, &match?({:member_token, _, _, "e", _}, &1))
+
     assert {:run_completed, _, %{rounds: [%{members: members}]}} = List.last(evs)
     assert %{status: :ok, text: "done"} = Enum.find(members, &(&1.member_id == "e"))
 
     # a run without a member server: a member error, the run goes on
     {:ok, _} = Nif.start(%{spec: spec, input: "q", subscribe: [self()]})
     assert {:run_completed, _, %{rounds: [%{members: members}]}} = List.last(events())
+
     assert %{status: :error, error: "beam provider: this run has no member server" <> _} =
              Enum.find(members, &(&1.member_id == "e"))
 
@@ -306,6 +343,7 @@ defmodule CouncilEx.NifTest do
 
     {:ok, _} = Nif.start(%{spec: spec, input: "q", member_server: dying, subscribe: [self()]})
     assert {:run_completed, _, %{rounds: [%{members: members}]}} = List.last(events())
+
     assert %{status: :error, error: "beam provider: member server down: gone_away"} =
              Enum.find(members, &(&1.member_id == "e"))
   end

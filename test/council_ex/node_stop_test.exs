@@ -13,6 +13,8 @@ defmodule CouncilEx.NodeStopTest do
   # run/3 must return, and subscribers must hear of the end either way.
   use ExUnit.Case, async: false
   @moduletag :cnode
+  # the C node itself (its process, distribution, the relay)
+  @moduletag :cnode_only
 
   import CouncilEx.Test.Helpers
   alias CouncilEx.PubSub.Relay

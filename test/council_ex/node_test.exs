@@ -1,6 +1,8 @@
 defmodule CouncilEx.NodeTest do
   use ExUnit.Case, async: false
   @moduletag :cnode
+  # the C node itself (its process, distribution, the relay)
+  @moduletag :cnode_only
 
   import CouncilEx.Test.Helpers
   alias CouncilEx.Test.{QuickCouncil, SlowCouncil}

@@ -11,6 +11,8 @@ defmodule CouncilEx.OtpWireTest do
   use ExUnit.Case, async: false
   import Bitwise
   @moduletag :cnode
+  # the C node itself (its process, distribution, the relay)
+  @moduletag :cnode_only
 
   # --------------------------------------------------------------- flags
 

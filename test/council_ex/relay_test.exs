@@ -3,6 +3,8 @@ defmodule CouncilEx.PubSub.RelayTest do
   # (tagged: {:council_ex_event, topic, event}).
   use ExUnit.Case, async: false
   @moduletag :cnode
+  # the C node itself (its process, distribution, the relay)
+  @moduletag :cnode_only
 
   import CouncilEx.Test.Helpers
   alias CouncilEx.PubSub.Relay

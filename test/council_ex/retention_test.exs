@@ -34,6 +34,7 @@ defmodule CouncilEx.RetentionTest do
     args |> Enum.chunk_every(2, 1, :discard) |> Enum.filter(&match?(["--retention-ms", _], &1))
   end
 
+  @tag :cnode_only
   test "the managed node is started with :run_retention_ms; node and RunIndex forget a run after it" do
     # 5 s: the two reads that follow the run's end fall inside the window
     # even on a loaded machine

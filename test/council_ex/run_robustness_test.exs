@@ -6,11 +6,10 @@ defmodule CouncilEx.RunRobustnessTest do
 
   import CouncilEx.Test.Helpers
   alias CouncilEx.PubSub.Relay
-  alias CouncilEx.Test.{QuickCouncil, SlowCouncil}
+  alias CouncilEx.Test.{Backend, QuickCouncil, SlowCouncil}
 
   setup do
-    {:ok, _} = CouncilEx.Node.await()
-    :ok
+    Backend.up!()
   end
 
   # Runs `fun` with the relay stopped; restarts it afterwards.
@@ -50,10 +49,7 @@ defmodule CouncilEx.RunRobustnessTest do
     end
   end
 
-  defp alive_runs do
-    {:ok, stats} = CouncilEx.Node.call(:stats)
-    stats.runs_alive
-  end
+  defp alive_runs, do: Backend.alive_runs()
 
   test "run/3 leaves no exit signal of its helper in a trapping caller's mailbox" do
     # The helper ends right after sending the result; it used to lose the
@@ -72,7 +68,10 @@ defmodule CouncilEx.RunRobustnessTest do
       assert Enum.all?(results, &match?({:ok, _}, &1))
       assert for({:EXIT, _, _} = m <- messages, do: m) == []
     end
+  end
 
+  @tag :cnode_only
+  test "with the relay down, run/3 leaves no exit signal in a trapping caller's mailbox" do
     without_relay(fn ->
       assert {{:error, {:relay_down, :noproc}}, {:messages, []}} =
                in_process(true, fn -> CouncilEx.run(QuickCouncil, "q", timeout: 2_000) end)
@@ -80,6 +79,8 @@ defmodule CouncilEx.RunRobustnessTest do
   end
 
   describe "the relay down" do
+    @describetag :cnode_only
+
     test "run/3 returns an error, trapping or not, and starts no run" do
       without_relay(fn ->
         for trap? <- [true, false] do
@@ -184,6 +185,7 @@ defmodule CouncilEx.RunRobustnessTest do
       assert :ok = CouncilEx.cancel(pid)
     end
 
+    @tag :cnode_only
     test "council_ex_raw: await and run_call give noproc for any exit; bad text is an error tuple" do
       for reason <- [:killed, {:shutdown, :x}, :custom, :normal] do
         assert {:error, :noproc} = :council_ex_raw.await(exits_when_called(reason), 5_000)

@@ -7,6 +7,7 @@ defmodule CouncilEx.SpecValidationTest do
 
   import CouncilEx.Test.Helpers
   alias CouncilEx.{RunServer, Spec}
+  alias CouncilEx.Test.Backend
   alias CouncilEx.Spec.{Member, Round}
 
   defp base do
@@ -22,25 +23,16 @@ defmodule CouncilEx.SpecValidationTest do
 
   defp opts(spec), do: [run_id: run_id("hb"), council: "hand-built", spec: spec, input: "q"]
 
-  # Every request to the C node's service fails while this is set (the
-  # service is asked for under a name it does not have): a start that
-  # still gives {:invalid_spec, ...} did not ask the C node.
-  defp without_c_node(fun) do
-    Application.put_env(:council_ex, :registered_name, :council_ex_not_here)
-
-    try do
-      fun.()
-    after
-      Application.delete_env(:council_ex, :registered_name)
-    end
-  end
+  # Every request to the C node's service (or the NIF) fails meanwhile: a
+  # start that still gives {:invalid_spec, ...} did not ask the backend.
+  defp without_c_node(fun), do: Backend.without_backend(fun)
 
   test "an invalid spec is refused by RunServer.start/1 and start_link/1 without the C node" do
     spec = %{base() | rounds: []}
 
     without_c_node(fn ->
       # the C node's service is out of reach: a valid start cannot work
-      assert {:error, :noproc} = RunServer.start(opts(base()))
+      assert Backend.unreachable() == RunServer.start(opts(base()))
 
       assert {:error, {:invalid_spec, "rounds", "empty" <> _}} = RunServer.start(opts(spec))
       assert {:error, {:invalid_spec, "rounds", _}} = RunServer.start_link(opts(spec))
@@ -67,7 +59,7 @@ defmodule CouncilEx.SpecValidationTest do
       end
     end)
 
-    assert CouncilEx.PubSub.Relay.stats().starts == 0
+    assert Backend.starts_under_way() == 0
     assert CouncilEx.Supervisor.count_runs(sup) == 0
   end
 

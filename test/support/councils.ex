@@ -99,7 +99,15 @@ end
 defmodule CouncilEx.Test.Helpers do
   @moduledoc "Helpers for the C node tests."
 
-  @doc "Collects events of `run_id` until its terminal event (or timeout)."
+  @event_tags [:run_started, :round_started, :member_started, :member_token, :member_completed,
+                :round_completed, :tool_call_request, :tool_call_result]
+
+  @doc """
+  Collects events of `run_id` until its terminal event (or timeout). Only
+  event tuples are taken: a test's own message that names the run (e.g.
+  `{:done, run_id, ...}` from another subscriber, which may come before
+  this process's terminal event) stays in the mailbox.
+  """
   def collect_events(run_id, timeout \\ 15_000, acc \\ []) do
     receive do
       {tag, ^run_id, _} = ev when tag in [:run_completed, :run_cancelled] ->
@@ -108,7 +116,7 @@ defmodule CouncilEx.Test.Helpers do
       {:run_failed, ^run_id, _, _} = ev ->
         Enum.reverse([ev | acc])
 
-      ev when is_tuple(ev) and elem(ev, 1) == run_id ->
+      ev when is_tuple(ev) and elem(ev, 0) in @event_tags and elem(ev, 1) == run_id ->
         collect_events(run_id, timeout, [ev | acc])
     after
       timeout -> {:timeout, Enum.reverse(acc)}

@@ -13,9 +13,16 @@ defmodule CouncilEx.Nif.Server do
   and `config :council_ex, :nif_limits` (a keyword list of the core's
   `council_config` fields: `:max_runs`, `:max_retained`,
   `:max_subscribers_per_topic`, `:subscriber_queue_cap`,
-  `:member_timeout_ms`, `:max_spec_bytes`, `:output_cap`). Literal API
-  keys of `config :council_ex, :providers` are put into this VM's
-  environment (the core reads keys there, `CouncilEx.Providers`).
+  `:member_timeout_ms`, `:max_spec_bytes`, `:output_cap`).
+
+  API keys: the core reads them from the environment of this OS process
+  (getenv), which ERTS keeps apart from its own (`System.put_env/2` does
+  not reach it). When the application starts, the VM's environment and
+  the literal keys of `config :council_ex, :providers` (under their
+  generated names, `CouncilEx.Providers`) are set there, as a managed C
+  node gets them when it starts: a variable set later needs a restart of
+  the application. A literal key is never in the VM's own environment
+  (`System.get_env/1`), and it is unset again when the application stops.
   """
   use GenServer
   require Logger
@@ -62,31 +69,57 @@ defmodule CouncilEx.Nif.Server do
 
     case Nif.ensure_loaded() do
       :ok ->
-        put_keys()
+        keys = put_keys()
 
         case Nif.call({:open, config()}) do
-          :ok -> {:ok, %{}}
+          :ok -> {:ok, %{keys: keys}}
           error -> {:stop, {:nif_open, error}}
         end
 
       {:error, reason} ->
         Logger.error("council_ex: cannot load #{Nif.path()}.so: #{inspect(reason)}")
-        {:ok, %{}}
+        {:ok, %{keys: []}}
     end
   end
 
   @impl true
-  def terminate(_reason, _state) do
+  def terminate(_reason, state) do
     Nif.call(:close, :infinity)
+    Nif.call({:unsetenv, state.keys})
     :ok
   end
 
+  # The core reads API keys with getenv(3) in this OS process, and ERTS
+  # keeps its environment apart (System.put_env/2 does not reach it): the
+  # VM's environment as it is now, plus the configured literal keys under
+  # their generated names, are handed to the NIF, which sets them on the
+  # core's thread. So the core sees what a C node started now would see
+  # (variables set later need a restart of the application, as a managed
+  # node does), and a literal key never enters the VM's own environment.
+  # Returns the keys' names (removed again when the application stops);
+  # the state holds names only, never a key.
   defp put_keys do
-    System.put_env(
-      CouncilEx.Providers.node_env()
-      |> Enum.map(fn {k, v} -> {to_string(k), to_string(v)} end)
-    )
-  rescue
-    e in ArgumentError -> Logger.error("council_ex: provider keys not set: " <> e.message)
+    keys =
+      try do
+        for {name, key} <- CouncilEx.Providers.node_env(),
+            do: {List.to_string(name), List.to_string(key)}
+      rescue
+        e in ArgumentError ->
+          Logger.error("council_ex: provider keys not set: " <> e.message)
+          []
+      end
+
+    vars =
+      for {name, value} <- System.get_env(),
+          name != "" and not String.contains?(name, ["=", <<0>>]),
+          not String.contains?(value, <<0>>),
+          do: {name, value}
+
+    case Nif.call({:setenv, vars ++ keys}) do
+      :ok -> :ok
+      other -> Logger.error("council_ex: the NIF's environment not set: #{inspect(other)}")
+    end
+
+    Enum.map(keys, &elem(&1, 0))
   end
 end

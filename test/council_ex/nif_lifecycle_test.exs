@@ -1,0 +1,238 @@
+defmodule CouncilEx.NifLifecycleTest do
+  # The NIF backend's life in the VM: the application's stop cancels runs
+  # as the C node's SIGTERM does, the context takes the configuration when
+  # the application starts, a code upgrade keeps the core running and an
+  # unload stops it cleanly; terms the NIF cannot take are refused, never a
+  # crash; 100,000 runs leave the memory where it was.
+  use ExUnit.Case, async: false
+  @moduletag :nif_only
+
+  import CouncilEx.Test.Helpers
+  alias CouncilEx.{Nif, RunIndex, RunServer}
+  alias CouncilEx.Test.{Backend, QuickCouncil, SlowCouncil}
+
+  @reg "CouncilEx.Runner.Registry"
+
+  defp restart_app do
+    :ok = Application.stop(:council_ex)
+    {:ok, _} = Application.ensure_all_started(:council_ex)
+  end
+
+  # A process that subscribes to the run, monitors its pid and reports
+  # what it gets, in order.
+  defp watcher(id, pid) do
+    parent = self()
+
+    spawn_link(fn ->
+      ref = Process.monitor(pid)
+      :ok = GenServer.call(pid, {:subscribe, self()})
+      send(parent, {:watching, self()})
+      send(parent, {:watched, id, watch(ref, [])})
+    end)
+  end
+
+  defp watch(ref, acc) do
+    receive do
+      {:DOWN, ^ref, :process, _, reason} -> Enum.reverse([{:down, reason} | acc])
+      {:run_cancelled, _, _} -> watch(ref, [:run_cancelled | acc])
+      _ -> watch(ref, acc)
+    end
+  end
+
+  test "the application's stop cancels runs in flight: events, then answers, then :shutdown" do
+    runs =
+      for _ <- 1..20 do
+        id = run_id("stop")
+        {:ok, pid} = CouncilEx.start(SlowCouncil, "q", run_id: id)
+        w = watcher(id, pid)
+        assert_receive {:watching, ^w}
+        awaiter = Task.async(fn -> CouncilEx.await(pid) end)
+        wait_calling(awaiter.pid)
+        {id, pid, awaiter}
+      end
+
+    :ok = Application.stop(:council_ex)
+
+    for {id, _pid, awaiter} <- runs do
+      assert {:error, {:cancelled, %{rounds: []}}} = Task.await(awaiter, 15_000)
+      assert_receive {:watched, ^id, [:run_cancelled, {:down, :shutdown}]}, 15_000
+    end
+
+    # no context while the application is down, as no C node
+    assert {:error, :unavailable} = Nif.call({:state, @reg, "x"})
+    assert {:error, :unavailable} = CouncilEx.start(QuickCouncil, "q")
+    {:ok, _} = Application.ensure_all_started(:council_ex)
+    assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "after")
+  end
+
+  test "the context takes :run_retention_ms when the application starts; RunIndex agrees" do
+    Application.put_env(:council_ex, :run_retention_ms, 1_000)
+
+    try do
+      restart_app()
+      id = run_id("retain")
+      {:ok, pid} = CouncilEx.start(QuickCouncil, "q", run_id: id)
+      assert {:ok, result} = CouncilEx.await(pid, 30_000)
+      assert {:ok, ^result} = CouncilEx.await(id)
+      eventually(fn -> RunServer.state(id) == {:error, :not_found} end, 200, 50)
+      eventually(fn -> RunIndex.lookup(pid) == :error end, 200, 50)
+    after
+      Application.delete_env(:council_ex, :run_retention_ms)
+      restart_app()
+    end
+  end
+
+  @slow ~s({"id":"slow","members":[{"id":"a","provider":"mock","options":{"latency_ms":600000}}],
+            "rounds":[{"type":"independent_analysis"}]})
+
+  test "a code upgrade hands the running core to the new module; purging the old keeps it" do
+    id = run_id("upgrade")
+    {:ok, pid} = Nif.start(%{spec: @slow, input: "q", run_id: id, subscribe: [{self(), :lib}]})
+    assert_receive {:run_started, ^id, _, _}
+    {mod, bin, file} = :code.get_object_code(Nif)
+    # the new version's on_load loads the library again: upgrade()
+    {:module, Nif} = :code.load_binary(mod, file, bin)
+    assert Nif.loaded?()
+    assert :code.soft_purge(Nif)
+    # the loop still serves the run and new ones
+    assert {:ok, %{status: :running}} = RunServer.state(pid)
+    assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "q")
+    :ok = CouncilEx.cancel(pid)
+    assert_receive {:run_cancelled, ^id, _}
+  end
+
+  # ERTS calls a NIF library's unload once its module is purged and no
+  # object of its resource types is left (run pids hold one each): after
+  # the application's stop, at once.
+  test "unloading the library (the module purged after the application's stop) ends its thread" do
+    assert loop_threads() == 1
+    :ok = Application.stop(:council_ex)
+    true = :code.delete(Nif)
+    assert :code.soft_purge(Nif)
+    eventually(fn -> loop_threads() == 0 end)
+    # loaded again: a new loop, and no context until the application opens it
+    {:module, Nif} = Code.ensure_loaded(Nif)
+    assert loop_threads() == 1
+    assert {:error, :unavailable} = Nif.call(:stats)
+    {:ok, _} = Application.ensure_all_started(:council_ex)
+    assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "again")
+  end
+
+  defp loop_threads do
+    Path.wildcard("/proc/self/task/*/comm")
+    |> Enum.count(&(File.read!(&1) == "council_loop\n"))
+  end
+
+  test "terms the NIF cannot take are refused with an error, never a crash" do
+    remote = :erlang.binary_to_term(<<131, 88, 100, 0, 8, "x@remote"::binary, 1::32, 2::32, 3::32>>)
+    assert node(remote) == :x@remote
+    assert_raise ArgumentError, fn -> Nif.run_call(make_ref(), nil, :state) end
+    assert_raise ArgumentError, fn -> Nif.run_id(:not_a_run) end
+    assert {:error, :badarg} = Nif.call({:subscribe, "t", remote})
+    assert {:error, {:bad_option, :subscribe}} =
+             Nif.start(%{spec: "{}", input: "q", subscribe: [remote]})
+
+    assert {:error, {:bad_option, :member_server}} =
+             Nif.start(%{spec: "{}", input: "q", member_server: remote})
+
+    assert {:error, {:bad_option, :subscribe}} =
+             Nif.start(%{spec: "{}", input: "q", subscribe: Enum.map(1..65, fn _ -> self() end)})
+
+    assert {:error, {:bad_option, :registry}} = Nif.start(%{spec: "{}", input: "q", registry: 1})
+    assert {:error, :badarg} = Nif.call({:start, :not_a_map, self()})
+    assert {:error, :badarg} = Nif.call({:start, %{}, :not_a_pid})
+    assert {:error, :badarg} = Nif.call({:whereis, "r", :not_a_binary})
+    assert {:error, :badarg} = Nif.call({:setenv, [{"A=B", "x"}]})
+    assert {:error, :badarg} = Nif.call({:setenv, [{"A", "x" <> <<0>>}]})
+    assert {:error, :badarg} = Nif.call({:setenv, :not_a_list})
+    assert {:error, {:invalid_spec, "spec", _}} =
+             Nif.start(%{spec: %{bad: {:tuple}}, input: "q"})
+
+    assert {:error, {:invalid_spec, "spec", _}} = Nif.start(%{spec: [1 | 2], input: "q"})
+    # names made of user data stay binaries: no atom is created (a first
+    # run loads whatever code the second needs)
+    run = fn ->
+      n = System.unique_integer([:positive])
+
+      spec = ~s({"id":"atoms","members":[{"id":"m_#{n}","provider":"mock"}],
+                 "rounds":[{"type":"independent_analysis","name":"r_#{n}"}]})
+
+      {:ok, _} =
+        Nif.start(%{spec: spec, input: "q", council: "Elixir.NoSuch#{n}", subscribe: [{self(), :lib}]})
+
+      assert_receive {:run_completed, _, %{rounds: [%{name: "r_" <> _}]}}
+    end
+
+    run.()
+    atoms = :erlang.system_info(:atom_count)
+    run.()
+    assert :erlang.system_info(:atom_count) == atoms
+    assert Nif.call(:ping) == :pong
+  end
+
+  @tag timeout: 600_000
+  test "100,000 runs: memory back near its idle size afterwards" do
+    Application.put_env(:council_ex, :run_retention_ms, 500)
+
+    try do
+      restart_app()
+      spec = ~s({"id":"soak","members":[{"id":"a","provider":"mock","options":{"chunks":2}},
+                 {"id":"b","provider":"mock"}],"rounds":[{"type":"independent_analysis"}]})
+
+      soak = fn n ->
+        1..n
+        |> Task.async_stream(
+          fn i ->
+            {:ok, pid} = Nif.start(%{spec: spec, input: i, subscribe: [self()]})
+            ref = Process.monitor(pid)
+
+            receive do
+              {:run_completed, _, _} -> :ok
+            end
+
+            receive do
+              {:DOWN, ^ref, :process, ^pid, _} -> :ok
+            end
+          end,
+          max_concurrency: 64,
+          ordered: false,
+          timeout: 60_000
+        )
+        |> Stream.run()
+      end
+
+      settle = fn ->
+        # past the retention: the core has let every run go
+        eventually(fn -> Backend.stats().runs == 0 end, 400, 50)
+        :erlang.garbage_collect()
+        Process.sleep(200)
+        {:erlang.memory(:total), rss_kb()}
+      end
+
+      soak.(2_000)
+      {vm0, rss0} = settle.()
+      t0 = System.monotonic_time(:millisecond)
+      soak.(100_000)
+      ms = System.monotonic_time(:millisecond) - t0
+      {vm1, rss1} = settle.()
+
+      IO.puts(
+        "\n  soak: 100000 runs in #{ms} ms; VM memory #{div(vm0, 1024)} -> #{div(vm1, 1024)} KiB, " <>
+          "RSS #{rss0} -> #{rss1} KiB"
+      )
+
+      assert Backend.stats().runs_alive == 0 and Backend.stats().subscriptions == 0
+      assert vm1 - vm0 < 8 * 1024 * 1024
+      assert rss1 - rss0 < 32 * 1024
+    after
+      Application.delete_env(:council_ex, :run_retention_ms)
+      restart_app()
+    end
+  end
+
+  defp rss_kb do
+    [line] = "/proc/self/status" |> File.read!() |> String.split("\n") |> Enum.filter(&String.starts_with?(&1, "VmRSS:"))
+    [_, kb, "kB"] = String.split(line)
+    String.to_integer(kb)
+  end
+end
