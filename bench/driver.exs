@@ -2043,13 +2043,13 @@ defmodule B.Report do
         "Compare with the row \"ceiling\": the same relay and subscribers fed on their own node, with no distribution, bound what any sender can reach; when 2x the BEAM figure is above that ceiling the target cannot be met on this machine. \"The fan-out's sending side\" shows syscalls and CPU per event of each sender and the receiving node's CPU per event (the same relay code for both)."
 
       String.contains?(c, "memory") ->
-        "See \"Where an idle run's memory goes\" for the core's allocation sites per run (and malloc's overhead on many small blocks)."
+        "See \"Where an idle run's memory goes\" for the core's allocation sites per run (and malloc's overhead on many small blocks): the run itself, its round result, its registry slot and timer slots are under 800 bytes; the round in progress (the engine's round state and frame, the member call, the mock answer) about 550; the C node's own records (process-table entry, run process) 250-300. 0.25x needs all three smaller."
 
       String.contains?(c, "starts") ->
         "See the profile of run starts."
 
       String.contains?(c, "lookup") or String.contains?(c, "whereis") ->
-        "Random lookups in a table much bigger than the cache cost DRAM misses (the row shows one random load on this machine); neither side stays flat in nanoseconds."
+        "A hit costs two dependent memory latencies: the table's line (the key's hash and length, 8 slots per line), then the run's lines (its id and its state, fetched together). A load into the runs' memory costs more here than one into an array as large (page-table walks on the heap's 4 KiB pages miss more): the lookup is about 2x such a load (\"into the runs themselves\" in the row), and 2.4-2.8x the array's. Neither side stays flat in nanoseconds from 1k to 1M."
 
       String.contains?(c, "council") ->
         "See the profile of council runs."
@@ -2191,8 +2191,9 @@ defmodule B.Report do
     |---|---|
     #{Enum.map_join(sites, "\n", fn s -> "| `#{s.site}` | #{B.f1(s.bytes_per_run)} |" end)}
 
-    The C node adds its own per-run state (process-table entry, pid,
-    ETF input) on top of this.
+    The C node adds its own per-run state on top of this (its process-table
+    entry and run-process record: some 250-300 bytes per run, by malloc_stats
+    in a node holding 100k idle runs).
     """
   end
 

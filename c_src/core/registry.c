@@ -21,7 +21,8 @@
  * meta word (both addresses come from the hash), and the value is
  * prefetched with the key compare, so a hit costs two memory latencies:
  * the table's line, then the key's and the value's lines together (a run's
- * id lives in the run's own block, beside the state a caller reads next).
+ * id lives in the run's own block, on the page of the state a caller
+ * reads next).
  * Tables of 1 MiB and more are mapped on their own (munmap'ed when a
  * resize is done with them, so their memory goes back at once). Huge
  * pages for them were tried: lookups of the table alone got 15% faster,
