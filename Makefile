@@ -83,7 +83,8 @@ PRIV := priv/libcouncil.a priv/libcouncil.so priv/council_node priv/schema.json 
         priv/council_nif.so \
         $(EXAMPLE_BIN:$(B)/examples/%=priv/%)
 ifeq ($(SAN),1)
-  ARTIFACTS := $(B)/libcouncil.a $(B)/council_node $(TEST_BIN) $(TEST_HELPER_BIN) $(EXAMPLE_BIN)
+  ARTIFACTS := $(B)/libcouncil.a $(B)/council_node $(B)/council_nif.so $(TEST_BIN) \
+               $(TEST_HELPER_BIN) $(EXAMPLE_BIN)
 else
   ARTIFACTS := $(PRIV) $(TEST_BIN) $(TEST_HELPER_BIN)
 endif
@@ -205,7 +206,7 @@ test: deps
 	$(MAKE) test-c
 	$(MAKE) SAN=1 all test-c
 	$(MAKE) bench-smoke
-	COUNCIL_NODE=build/asan/council_node $(MAKE) test-beam
+	COUNCIL_NODE=build/asan/council_node COUNCIL_NIF=build/asan/council_nif $(MAKE) test-beam
 
 test-c: $(TEST_BIN) $(TEST_HELPER_BIN)
 	@scripts/run-c-tests $(B)

@@ -144,12 +144,18 @@ defmodule CouncilEx.Nif do
     end
   end
 
-  @doc false
+  @doc """
+  The library loaded (without its `.so`): `COUNCIL_NIF` when set (e.g.
+  `build/asan/council_nif` for the tests under AddressSanitizer, with the
+  ASan runtime preloaded, see `scripts/run-beam-tests`), else
+  `council_nif` in the application's priv dir.
+  """
   @spec path() :: Path.t()
   def path do
-    case :code.priv_dir(:council_ex) do
-      {:error, _} -> Path.expand("../../priv/council_nif", __DIR__)
-      dir -> Path.join(List.to_string(dir), "council_nif")
+    case {System.get_env("COUNCIL_NIF"), :code.priv_dir(:council_ex)} do
+      {path, _} when path not in [nil, ""] -> Path.rootname(Path.expand(path), ".so")
+      {_, {:error, _}} -> Path.expand("../../priv/council_nif", __DIR__)
+      {_, dir} -> Path.join(List.to_string(dir), "council_nif")
     end
   end
 
