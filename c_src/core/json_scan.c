@@ -23,11 +23,11 @@ static void skip_ws(scan *c)
         c->p++;
 }
 
-/* Length of the UTF-8 sequence at p (n bytes left), 0 when invalid: no
- * overlong forms, surrogates or code points over U+10FFFF. */
-static size_t utf8_len(const unsigned char *p, size_t n)
+size_t jscan_utf8_len(const unsigned char *p, size_t n)
 {
     unsigned c = p[0];
+    if (c < 0x80)
+        return 1;
     size_t k;
     uint32_t v;
     if (c >= 0xC2 && c <= 0xDF) {
@@ -121,7 +121,7 @@ static int string(scan *c, const char **start, size_t *len, bool *escaped)
             c->p++;
             continue;
         }
-        size_t k = utf8_len((const unsigned char *)c->p, (size_t)(c->end - c->p));
+        size_t k = jscan_utf8_len((const unsigned char *)c->p, (size_t)(c->end - c->p));
         if (!k)
             return -1;
         c->p += k;

@@ -53,6 +53,11 @@ int jscan(const char *text, size_t len, jscan_want *wants, size_t n);
  * its length. */
 size_t jscan_string(const jscan_want *w, char *out);
 
+/* Length of the UTF-8 sequence at p (n > 0 bytes left), 0 when it is not
+ * valid UTF-8 as JSON (and jansson) read it: no overlong forms, surrogates
+ * or code points over U+10FFFF. The one such check of the core. */
+size_t jscan_utf8_len(const unsigned char *p, size_t n);
+
 /* A found number as an unsigned integer: 0 and *out, or -1 (not a
  * non-negative integer that fits). */
 int jscan_u64(const jscan_want *w, uint64_t *out);

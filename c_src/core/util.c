@@ -4,6 +4,7 @@
  * Not for: anything with state of its own (there is no global state).
  */
 #include "council_internal.h"
+#include "json_scan.h"
 
 #include <sodium.h>
 #include <stdlib.h>
@@ -109,45 +110,11 @@ void *cx_calloc(size_t n, size_t sz)
     return calloc(n ? n : 1, sz ? sz : 1);
 }
 
-/* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid:
- * no overlong forms, surrogates or code points over U+10FFFF (as jansson). */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    size_t k;
-    uint32_t v;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        k = 2;
-        v = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        k = 3;
-        v = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        k = 4;
-        v = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < k)
-        return 0;
-    for (size_t i = 1; i < k; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        v = (v << 6) | (p[i] & 0x3F);
-    }
-    if ((k == 3 && v < 0x800) || (k == 4 && (v < 0x10000 || v > 0x10FFFF)) ||
-        (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    return k;
-}
-
 bool cx_utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
-        size_t k = utf8_seq(p + i, len - i);
+        size_t k = jscan_utf8_len(p + i, len - i);
         if (!k)
             return false;
         i += k;
@@ -167,7 +134,7 @@ json_t *cx_json_text(const char *s, size_t len)
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0, o = 0;
     while (i < len) {
-        size_t k = utf8_seq(p + i, len - i);
+        size_t k = jscan_utf8_len(p + i, len - i);
         if (k) {
             memcpy(out + o, p + i, k);
             o += k;
