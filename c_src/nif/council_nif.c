@@ -48,6 +48,7 @@ static void state_free(nif_state *st)
         enif_mutex_destroy(st->mu);
     if (st->out)
         enif_free_env(st->out);
+    nif_index_free(st);
     ei_x_free(&st->x);
     enif_free(st);
 }
@@ -267,6 +268,43 @@ static ERL_NIF_TERM run_id_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     return id;
 }
 
+/* run_state(Run) -> {ok, Summary} | miss: a run pid's :state from the
+ * run's snapshot, at once; miss when the loop must answer. */
+static ERL_NIF_TERM run_state_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    void *obj;
+    ERL_NIF_TERM out;
+    if (!get_run(env, argv[0], &obj))
+        return enif_make_badarg(env);
+    return nif_run_state_of(env, obj, &out) ? out : A.miss;
+}
+
+/* fast({whereis | state, Registry, RunId}) -> Reply | miss: the answer of
+ * the index of live runs, on this scheduler; miss for anything else (the
+ * loop answers: ended and unknown runs, bad arguments). */
+static ERL_NIF_TERM fast_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    nif_state *st = state_of(env);
+    const ERL_NIF_TERM *el;
+    int arity, absent, op;
+    char registry[256];
+    ErlNifBinary id;
+    ERL_NIF_TERM out;
+    if (!enif_get_tuple(env, argv[0], &arity, &el) || arity != 3)
+        return A.miss;
+    if (enif_is_identical(el[0], A.whereis))
+        op = NIF_FAST_WHEREIS;
+    else if (enif_is_identical(el[0], A.state))
+        op = NIF_FAST_STATE;
+    else
+        return A.miss;
+    int named = nif_name(env, el[1], registry, sizeof registry, &absent) == 0;
+    if ((!named && !absent) || !enif_inspect_binary(env, el[2], &id))
+        return A.miss;
+    return nif_runs_fast(st, env, op, named ? registry : NULL, id.data, id.size, &out) ? out
+                                                                                        : A.miss;
+}
+
 /* ------------------------------------------------------------ load */
 
 static int open_types(ErlNifEnv *env, ErlNifResourceFlags flags)
@@ -295,7 +333,8 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     st->mu = enif_mutex_create("council_nif.queue");
     st->cv = enif_cond_create("council_nif.wake");
     st->out = enif_alloc_env();
-    if (!st->mu || !st->cv || !st->out || ei_x_new_with_version(&st->x) != 0) {
+    if (!st->mu || !st->cv || !st->out || ei_x_new_with_version(&st->x) != 0 ||
+        nif_index_init(st) != 0) {
         state_free(st);
         return 1;
     }
@@ -345,6 +384,8 @@ static ErlNifFunc funcs[] = {
     {"run_info_nif", 2, run_info_nif, 0},
     {"run_stop_nif", 2, run_stop_nif, 0},
     {"run_id_nif", 1, run_id_nif, 0},
+    {"run_state_nif", 1, run_state_nif, 0},
+    {"fast_nif", 1, fast_nif, 0},
 };
 
 ERL_NIF_INIT(Elixir.CouncilEx.Nif, funcs, load, NULL, upgrade, unload)

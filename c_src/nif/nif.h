@@ -76,7 +76,7 @@ typedef struct nif_atoms {
         member_completed, round_completed, run_completed, run_failed, run_cancelled,
         tool_call_request, tool_call_result, retention_ms, max_runs, max_retained,
         max_subscribers_per_topic, subscriber_queue_cap, member_timeout_ms, max_spec_bytes,
-        output_cap;
+        output_cap, status_, current_round, rounds_completed, started_at, idx, miss;
 } nif_atoms;
 
 extern nif_atoms A;
@@ -101,6 +101,13 @@ typedef struct nif_state {
     int instances;             /* module instances (load/upgrade; unload) */
     ErlNifTid tid;
     int thread_running;
+
+    /* the index of live runs by (registry, run id), with their summaries
+     * as of their last round change: written by the loop thread, read by
+     * any scheduler under idx (nif_run.c) */
+    ErlNifRWLock *idx;
+    struct nif_run **ib;
+    size_t nib, nidx;
 
     /* loop */
     council_ctx *ctx;          /* NULL while closed (before open, after close) */
@@ -218,8 +225,33 @@ void nif_runs_finish(nif_state *st);
 /* Cancels a run through its record if it has one (the end reason then
  * defaults), else through the core. */
 void nif_run_cancel(council_run *run);
+/* A run whose pid has exited while its DOWN is still on its way is treated
+ * as down now (cancelled, record released), so that what a caller reads
+ * after seeing the pid's DOWN agrees with it, as over distribution. 1 if
+ * it was. */
+int nif_run_settle(nif_state *st, council_run *run);
 /* The id of a run resource, read by any thread (immutable). */
 int nif_run_id_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out);
+/* A run pid's :state from the snapshot, read by any thread: 1 with
+ * {ok, Summary} in *out, 0 when the loop must answer (the run has ended,
+ * or its snapshot is not kept). */
+int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out);
+/* whereis / state by id from the index, any thread: 1 with the reply in
+ * *out (what the loop would answer), 0 for a run not in the index (ended,
+ * unknown: the loop answers). */
+enum { NIF_FAST_WHEREIS = 1, NIF_FAST_STATE = 2 };
+int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
+                  const unsigned char *id, size_t len, ERL_NIF_TERM *out);
+/* The index's table (load) and its end (the state's end). */
+int nif_index_init(nif_state *st);
+void nif_index_free(nif_state *st);
+/* The summary of a run that has just begun (its status is running now). */
+void nif_run_begun(nif_state *st, nif_run *r);
+/* An event of a run is about to go to a subscriber: its snapshot is made
+ * as new as the event first (the core delivers to subscribers in turns,
+ * so the run's own watch may come later), so that a subscriber never
+ * reads a summary older than an event it has seen. */
+void nif_run_event_out(nif_state *st, const council_event *ev);
 void nif_run_dtor(ErlNifEnv *env, void *obj);
 void nif_run_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
 

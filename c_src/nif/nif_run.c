@@ -21,8 +21,18 @@
  *
  * The record is the resource object itself; the loop holds one reference
  * from the start until the pid is told to exit or is gone ("released").
- * Loop thread only, except nif_run_id_of (immutable id) and the down
- * callback (which queues).
+ *
+ * Reads without the loop: while a record is held by the loop it is in the
+ * index (st->ib, by registry and run id, under the rwlock st->idx) with a
+ * snapshot of the run's summary, which the loop refreshes when the run
+ * begins, when a round starts or completes (an internal subscription to
+ * the run's events) and when it ends (its watcher, at once, so that a
+ * cancel's caller reads the new status right after). :state on a run pid
+ * and whereis / state by id are answered from there on the calling
+ * scheduler, in the C node's terms; a run no longer in the index (ended)
+ * is the loop's to answer.
+ * Loop thread only, except nif_run_id_of (immutable id), the readers of
+ * the index and the down callback (which queues).
  */
 #include <string.h>
 
@@ -50,6 +60,19 @@ struct nif_run {
     int has_reason;
     size_t id_len;
     char *id;               /* immutable copy of the run id */
+    char *council, *registry; /* immutable copies */
+    /* in the index (under st->idx) */
+    struct nif_run *inext;
+    uint64_t ihash;
+    int indexed;
+    /* the summary as of its last refresh (under st->idx) */
+    council_status s_status;
+    unsigned s_round_idx, s_rounds;
+    int64_t s_started;
+    char *s_round;          /* NULL: no round running */
+    uint64_t s_seq;         /* the last event it was refreshed for */
+    int snap_ok;            /* 0: not kept (the watch was cut off): ask the loop */
+    council_subscription *snap_sub; /* the loop's watch on the run's events */
 };
 
 nif_run *nif_run_of(const council_run *run)
@@ -79,6 +102,223 @@ static ErlNifEnv *run_env(nif_run *r)
     return r->env;
 }
 
+/* ------------------------------------------------------------ the index */
+
+static uint64_t fnv(const void *p, size_t len, uint64_t h)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < len; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static uint64_t key_hash(const char *registry, const void *id, size_t len)
+{
+    uint64_t h = fnv(registry, strlen(registry) + 1, 0xcbf29ce484222325ULL);
+    return fnv(id, len, h);
+}
+
+int nif_index_init(nif_state *st)
+{
+    st->nib = 256;
+    st->ib = enif_alloc(st->nib * sizeof *st->ib);
+    if (!st->ib || !(st->idx = enif_rwlock_create("council_nif.index")))
+        return -1;
+    memset(st->ib, 0, st->nib * sizeof *st->ib);
+    return 0;
+}
+
+void nif_index_free(nif_state *st)
+{
+    if (st->idx)
+        enif_rwlock_destroy(st->idx);
+    enif_free(st->ib);
+}
+
+/* Under the write lock. */
+static void index_grow(nif_state *st)
+{
+    if (st->nidx < st->nib)
+        return;
+    size_t nn = st->nib * 2;
+    nif_run **nb = enif_alloc(nn * sizeof *nb);
+    if (!nb)
+        return; /* only slower */
+    memset(nb, 0, nn * sizeof *nb);
+    for (size_t i = 0; i < st->nib; i++) {
+        for (nif_run *r = st->ib[i], *next; r; r = next) {
+            next = r->inext;
+            r->inext = nb[r->ihash & (nn - 1)];
+            nb[r->ihash & (nn - 1)] = r;
+        }
+    }
+    enif_free(st->ib);
+    st->ib = nb;
+    st->nib = nn;
+}
+
+static void index_add(nif_state *st, nif_run *r)
+{
+    r->ihash = key_hash(r->registry, r->id, r->id_len);
+    enif_rwlock_rwlock(st->idx);
+    size_t h = r->ihash & (st->nib - 1);
+    r->inext = st->ib[h];
+    st->ib[h] = r;
+    st->nidx++;
+    r->indexed = 1;
+    index_grow(st);
+    enif_rwlock_rwunlock(st->idx);
+}
+
+static void index_remove(nif_state *st, nif_run *r)
+{
+    if (!r->indexed)
+        return;
+    enif_rwlock_rwlock(st->idx);
+    for (nif_run **p = &st->ib[r->ihash & (st->nib - 1)]; *p; p = &(*p)->inext) {
+        if (*p == r) {
+            *p = r->inext;
+            break;
+        }
+    }
+    st->nidx--;
+    r->indexed = 0;
+    enif_rwlock_rwunlock(st->idx);
+}
+
+/* The summary into the snapshot (loop thread). */
+static void snap_refresh(nif_state *st, nif_run *r)
+{
+    council_summary s;
+    council_run_summary(r->run, &s);
+    char *round = NULL;
+    if (s.current_round && !(round = enif_alloc(strlen(s.current_round) + 1)))
+        s.current_round = NULL; /* out of memory: shown without its round */
+    if (round)
+        strcpy(round, s.current_round);
+    enif_rwlock_rwlock(st->idx);
+    char *old = r->s_round;
+    r->s_status = s.status;
+    r->s_round = round;
+    r->s_round_idx = s.current_round_idx;
+    r->s_rounds = s.rounds_completed;
+    r->s_started = s.started_at_us;
+    enif_rwlock_rwunlock(st->idx);
+    enif_free(old);
+}
+
+static int changes_summary(const council_event *ev)
+{
+    return ev->type == COUNCIL_EV_RUN_STARTED || ev->type == COUNCIL_EV_ROUND_STARTED ||
+           ev->type == COUNCIL_EV_ROUND_COMPLETED;
+}
+
+static void snap_event(const council_event *ev, void *arg)
+{
+    nif_run *r = arg;
+    if (changes_summary(ev) && !r->released && ev->seq > r->s_seq) {
+        r->s_seq = ev->seq;
+        snap_refresh(r->st, r);
+    }
+}
+
+void nif_run_event_out(nif_state *st, const council_event *ev)
+{
+    nif_run *r;
+    if (changes_summary(ev) && (r = nif_run_of(ev->run)) != NULL && ev->seq > r->s_seq) {
+        r->s_seq = ev->seq;
+        snap_refresh(st, r);
+    }
+}
+
+/* The watch fell behind (the core's queue bound): reads go to the loop. */
+static void snap_overflow(size_t dropped, void *arg)
+{
+    (void)dropped;
+    nif_run *r = arg;
+    r->snap_sub = NULL;
+    enif_rwlock_rwlock(r->st->idx);
+    r->snap_ok = 0;
+    enif_rwlock_rwunlock(r->st->idx);
+}
+
+void nif_run_begun(nif_state *st, nif_run *r) { snap_refresh(st, r); }
+
+static ERL_NIF_TERM summary_of(ErlNifEnv *env, const nif_run *r)
+{
+    ERL_NIF_TERM keys[7] = {A.run_id,  A.council,       A.registry,     A.status_,
+                            A.current_round, A.rounds_completed, A.started_at};
+    ERL_NIF_TERM round = A.nil;
+    if (r->s_round) {
+        ERL_NIF_TERM rk[2] = {A.name, A.idx}, rv[2];
+        rv[0] = nif_binary(env, r->s_round, strlen(r->s_round));
+        rv[1] = enif_make_uint(env, r->s_round_idx);
+        if (!enif_make_map_from_arrays(env, rk, rv, 2, &round))
+            return 0;
+    }
+    ERL_NIF_TERM vals[7] = {
+        nif_binary(env, r->id, r->id_len),
+        nif_cstr(env, r->council),
+        nif_cstr(env, r->registry),
+        enif_make_atom(env, council_status_name(r->s_status)),
+        round,
+        enif_make_uint(env, r->s_rounds),
+        enif_make_int64(env, r->s_started),
+    };
+    ERL_NIF_TERM map;
+    return enif_make_map_from_arrays(env, keys, vals, 7, &map) ? map : 0;
+}
+
+int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out)
+{
+    nif_run *r = obj;
+    int ok = 0;
+    enif_rwlock_rlock(r->st->idx);
+    if (r->indexed && r->snap_ok) {
+        ERL_NIF_TERM s = summary_of(env, r);
+        if (s) {
+            *out = nif_ok(env, s);
+            ok = 1;
+        }
+    }
+    enif_rwlock_runlock(r->st->idx);
+    return ok;
+}
+
+int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
+                  const unsigned char *id, size_t len, ERL_NIF_TERM *out)
+{
+    if (!registry)
+        registry = COUNCIL_DEFAULT_REGISTRY;
+    uint64_t h = key_hash(registry, id, len);
+    int ok = 0;
+    enif_rwlock_rlock(st->idx);
+    for (nif_run *r = st->ib[h & (st->nib - 1)]; r; r = r->inext) {
+        if (r->ihash != h || r->id_len != len || memcmp(r->id, id, len) != 0 ||
+            strcmp(r->registry, registry) != 0)
+            continue;
+        /* a pid that has exited (its monitor's DOWN may not be carried
+         * out yet): the loop answers, as for a run that has ended */
+        if (!enif_is_process_alive(env, &r->pid))
+            break;
+        if (op == NIF_FAST_WHEREIS) {
+            *out = nif_ok(env, enif_make_pid(env, &r->pid));
+            ok = 1;
+        } else if (r->snap_ok) {
+            ERL_NIF_TERM s = summary_of(env, r);
+            if (s) {
+                *out = nif_ok(env, s);
+                ok = 1;
+            }
+        }
+        break;
+    }
+    enif_rwlock_runlock(st->idx);
+    return ok;
+}
+
 /* Keeps reason as the exit reason, unless one was chosen before. */
 static void keep_reason(nif_run *r, ErlNifEnv *src, ERL_NIF_TERM reason)
 {
@@ -99,6 +339,7 @@ static void on_run_end(council_run *run, void *arg)
         return;
     r->ending = 1;
     nif_dl_push(&r->st->ending, &r->end_link);
+    snap_refresh(r->st, r); /* the end's status, before any reply goes out */
     /* The end is finished outside the core's loop (nif_runs_finish, after
      * the step): a run that ends in a timer callback would otherwise leave
      * the step blocked in its poll until something else happens. The wake
@@ -114,6 +355,10 @@ static void release(nif_state *st, nif_run *r)
     if (r->released)
         return;
     r->released = 1;
+    index_remove(st, r);
+    if (r->snap_sub && st->ctx)
+        council_unsubscribe(st->ctx, r->snap_sub);
+    r->snap_sub = NULL;
     if (r->watching)
         council_run_unwatch(r->run, on_run_end, r);
     r->watching = 0;
@@ -213,6 +458,18 @@ void nif_runs_shutdown(nif_state *st)
 
 void nif_run_cancel(council_run *run) { council_run_cancel(run); }
 
+int nif_run_settle(nif_state *st, council_run *run)
+{
+    nif_run *r = nif_run_of(run);
+    if (!r || enif_is_process_alive(NULL, &r->pid))
+        return 0;
+    /* as its DOWN will: the run is cancelled, the record released (the
+     * DOWN then finds it released) */
+    council_run_cancel(r->run);
+    release(st, r);
+    return 1;
+}
+
 /* ------------------------------------------------------------ making */
 
 nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
@@ -239,6 +496,15 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     memcpy(r->id, id, len);
     r->id[len] = 0;
     r->id_len = len;
+    const char *council = council_run_council(run), *registry = council_run_registry(run);
+    r->council = enif_alloc(strlen(council ? council : "") + 1);
+    r->registry = enif_alloc(strlen(registry ? registry : "") + 1);
+    if (!r->council || !r->registry) {
+        enif_release_resource(r);
+        return NULL;
+    }
+    strcpy(r->council, council ? council : "");
+    strcpy(r->registry, registry ? registry : "");
     r->pid = *pid;
     if (enif_monitor_process(NULL, r, pid, &r->mon) != 0) {
         *dead = 1;
@@ -257,6 +523,10 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
         r->watching = 1;
     nif_dl_push(&st->live, &r->live_link);
     st->runs_alive++;
+    /* the snapshot, then the index: reads no longer need the loop */
+    r->snap_ok = council_run_subscribe(run, snap_event, snap_overflow, r, &r->snap_sub) == 0;
+    snap_refresh(st, r);
+    index_add(st, r);
     return r;
 }
 
@@ -415,6 +685,9 @@ void nif_run_dtor(ErlNifEnv *env, void *obj)
     (void)env;
     nif_run *r = obj;
     enif_free(r->id);
+    enif_free(r->council);
+    enif_free(r->registry);
+    enif_free(r->s_round);
     nif_state_unref(r->st);
 }
 

@@ -343,6 +343,7 @@ static ERL_NIF_TERM do_start(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM opts,
         return back;
     }
     council_run_begin(r->run);
+    nif_run_begun(st, run);
     nif_run_announce(st, run);
     start_free(r);
     free(r);
@@ -385,6 +386,9 @@ static ERL_NIF_TERM by_id_call(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM op,
     council_run *run = NULL;
     if (id_args(env, el, &a))
         return nif_error(out, A.badarg);
+    if (council_run_find(st->ctx, a.reg, a.id.data, a.id.size, &run) == 0)
+        nif_run_settle(st, run);
+    run = NULL;
     if (enif_is_identical(op, A.whereis)) {
         int rc = council_whereis(st->ctx, a.reg, a.id.data, a.id.size, &run);
         nif_run *r = rc == 0 ? nif_run_of(run) : NULL;

@@ -339,6 +339,7 @@ static void on_event(const council_event *ev, void *arg)
 {
     entry *e = arg;
     nif_subs *s = e->s;
+    nif_run_event_out(s->st, ev);
     ERL_NIF_TERM t = event_term(s, ev, e->mode);
     if (!t) {
         cut_off(e);

@@ -98,6 +98,12 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(member_timeout_ms, "member_timeout_ms");
     AT(max_spec_bytes, "max_spec_bytes");
     AT(output_cap, "output_cap");
+    AT(status_, "status");
+    AT(current_round, "current_round");
+    AT(rounds_completed, "rounds_completed");
+    AT(started_at, "started_at");
+    AT(idx, "idx");
+    AT(miss, "miss");
 #undef AT
 }
 

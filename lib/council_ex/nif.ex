@@ -61,7 +61,20 @@ defmodule CouncilEx.Nif do
   `timeout` ms.
   """
   @spec call(term, timeout) :: term
-  def call(request, timeout \\ @timeout) do
+  def call(request, timeout \\ @timeout)
+
+  # A live run is answered from the NIF's index on this scheduler (its
+  # summary as of its last round change); others by the core's thread.
+  def call({op, _registry, _run_id} = request, timeout) when op in [:whereis, :state] do
+    case fast(request) do
+      :miss -> queued(request, timeout)
+      reply -> reply
+    end
+  end
+
+  def call(request, timeout), do: queued(request, timeout)
+
+  defp queued(request, timeout) do
     ref = call_nif(request)
 
     receive do
@@ -169,10 +182,26 @@ defmodule CouncilEx.Nif do
   def run_stop(run, reason), do: run_stop_nif(run, reason)
   @doc false
   def run_id(run), do: run_id_nif(run)
+  @doc false
+  # :miss also when the library is not loaded: the caller asks the core
+  # (which says so).
+  def run_state(run) do
+    run_state_nif(run)
+  catch
+    :error, _ -> :miss
+  end
+
+  defp fast(request) do
+    fast_nif(request)
+  catch
+    :error, _ -> :miss
+  end
 
   defp call_nif(_request), do: :erlang.nif_error(:not_loaded)
   defp run_call_nif(_run, _from, _request), do: :erlang.nif_error(:not_loaded)
   defp run_info_nif(_run, _message), do: :erlang.nif_error(:not_loaded)
   defp run_stop_nif(_run, _reason), do: :erlang.nif_error(:not_loaded)
   defp run_id_nif(_run), do: :erlang.nif_error(:not_loaded)
+  defp run_state_nif(_run), do: :erlang.nif_error(:not_loaded)
+  defp fast_nif(_request), do: :erlang.nif_error(:not_loaded)
 end

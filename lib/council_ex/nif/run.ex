@@ -11,8 +11,10 @@ defmodule CouncilEx.Nif.Run do
     * a call or cast is handed to the core's thread with its `from`; the
       answer comes back here as `{:"$council_reply", from, reply}` and is
       passed on with `:gen.reply/2` (so a call that ended meanwhile, e.g.
-      by this process's exit, gets no stray message); `:run_id` is
-      answered at once;
+      by this process's exit, gets no stray message); `:run_id` and
+      `:state` (the summary as of the run's last round change, which the
+      core's thread keeps where this process can read it) are answered at
+      once;
     * messages that are not calls (member servers' replies and tokens,
       the member server's `:DOWN`) are handed to the core;
     * when the run ends the core sends `{:"$council_end", reason}` (or
@@ -25,11 +27,18 @@ defmodule CouncilEx.Nif.Run do
       takes it down with that reason, and the core, which monitors it,
       cancels the run.
 
-  Between messages it hibernates, so an idle run costs the smallest heap
-  a process can have (see README section 4 for the measured size).
+  It hibernates from its start, and again 100 ms after its last message,
+  so an idle run costs the smallest heap a process can have (see README
+  section 4 for the measured size) and a run that is being called does
+  not pay a garbage collection per call.
   """
 
   alias CouncilEx.Nif
+
+  # Hibernation shrinks an idle run's process to the smallest heap there
+  # is, but costs a garbage collection per message: a run pid that is
+  # being called waits this long after its last message before it does.
+  @hibernate_after_ms 100
 
   @doc false
   # A run's pid, linked to the caller for :start_link. With a member
@@ -64,7 +73,7 @@ defmodule CouncilEx.Nif.Run do
 
     receive do
       {:"$council_run", nil, _} -> exit(:normal)
-      {:"$council_run", run, _server} -> next(run, nil)
+      {:"$council_run", run, _server} -> :erlang.hibernate(__MODULE__, :wait, [run, nil])
     end
   end
 
@@ -79,12 +88,23 @@ defmodule CouncilEx.Nif.Run do
     receive do
       message -> handle(message, run, stop)
     after
-      0 -> :erlang.hibernate(__MODULE__, :wait, [run, stop])
+      @hibernate_after_ms -> :erlang.hibernate(__MODULE__, :wait, [run, stop])
     end
   end
 
   defp handle({:"$gen_call", from, :run_id}, run, stop) do
     :gen.reply(from, Nif.run_id(run))
+    next(run, stop)
+  end
+
+  # the run's summary as of its last round change, kept by the core's
+  # thread where this process reads it; the core answers once it has ended
+  defp handle({:"$gen_call", from, :state}, run, stop) do
+    case Nif.run_state(run) do
+      :miss -> Nif.run_call(run, from, :state)
+      reply -> :gen.reply(from, reply)
+    end
+
     next(run, stop)
   end
 
