@@ -1811,7 +1811,10 @@ defmodule B do
           {"call8", fn -> case_call8(avail) end},
           {"native", &case_native/0},
           {"fanout", fn -> case_fanout(avail) end},
-          {"council", fn -> case_council(avail) end}
+          {"council", fn -> case_council(avail) end},
+          # the NIF backend in this VM against the baseline's designs run
+          # locally (bench/nif_case.exs)
+          {"nif", &B.Nif.case_nif/0}
         ],
         fn {n, f} -> if only?(n), do: run_case(n, f), else: [] end
       )
@@ -2286,4 +2289,5 @@ defmodule B.Report do
 end
 
 Code.require_file("llm_case.exs", __DIR__)
+Code.require_file("nif_case.exs", __DIR__)
 B.main()

@@ -19,6 +19,8 @@
  * pid), pid records by pid. A pid record is a resource object (it holds
  * the monitor); the table keeps one reference on it while it has entries.
  * Loop thread only, except the monitor's down callback (which queues).
+ * An event's term is made once and copied to each pid (enif_send with no
+ * message env copies): see the cache below.
  */
 #include <string.h>
 
@@ -48,6 +50,18 @@ struct pidrec {
     int in_table;
 };
 
+/* The terms of one event, made once for all the subscribers it goes to.
+ * The core delivers in turns of up to 256 events per subscriber, one
+ * subscriber after the other, so the cache holds many events: a slot per
+ * (run, seq), direct-mapped; a slot's event is referenced while it is
+ * cached and its terms live in the slot's own env. */
+#define NCACHE 1024
+typedef struct cslot {
+    const council_event *ev;
+    ErlNifEnv *env;
+    ERL_NIF_TERM plain, lib;
+} cslot;
+
 struct nif_subs {
     nif_state *st;
     size_t max;
@@ -55,10 +69,7 @@ struct nif_subs {
     size_t neb, nentries;
     pidrec **pb;
     size_t npb, npids;
-    /* one event's terms, reused for every subscriber it goes to */
-    const council_event *cached_ev;
-    ErlNifEnv *cenv;
-    ERL_NIF_TERM plain, lib;
+    cslot cache[NCACHE];
 };
 
 static uint64_t fnv(const void *p, size_t len, uint64_t h)
@@ -143,12 +154,9 @@ nif_subs *nif_subs_new(nif_state *st, size_t max)
     s->neb = s->npb = 64;
     s->eb = enif_alloc(s->neb * sizeof *s->eb);
     s->pb = enif_alloc(s->npb * sizeof *s->pb);
-    s->cenv = enif_alloc_env();
-    if (!s->eb || !s->pb || !s->cenv) {
+    if (!s->eb || !s->pb) {
         enif_free(s->eb);
         enif_free(s->pb);
-        if (s->cenv)
-            enif_free_env(s->cenv);
         enif_free(s);
         return NULL;
     }
@@ -225,8 +233,11 @@ void nif_subs_free(nif_subs *s)
         while (s->eb[i])
             entry_drop(s, s->eb[i], 1);
     }
-    council_event_unref(s->cached_ev);
-    enif_free_env(s->cenv);
+    for (size_t i = 0; i < NCACHE; i++) {
+        council_event_unref(s->cache[i].ev);
+        if (s->cache[i].env)
+            enif_free_env(s->cache[i].env);
+    }
     enif_free(s->eb);
     enif_free(s->pb);
     enif_free(s);
@@ -296,24 +307,28 @@ static ERL_NIF_TERM lib_event(ErlNifEnv *env, ERL_NIF_TERM ev)
     return enif_make_tuple_from_array(env, t, (unsigned)n);
 }
 
-/* The event's term in mode, built once per event (0 when out of memory). */
-static ERL_NIF_TERM event_term(nif_subs *s, const council_event *ev, int mode)
+/* The event's slot, with its term in mode built once per event; NULL
+ * when out of memory. */
+static cslot *event_slot(nif_subs *s, const council_event *ev, int mode)
 {
-    if (s->cached_ev != ev) {
-        council_event_unref(s->cached_ev);
-        s->cached_ev = NULL;
-        enif_clear_env(s->cenv);
-        s->plain = s->lib = 0;
+    uintptr_t run = (uintptr_t)ev->run;
+    cslot *c = &s->cache[(ev->seq + (run >> 4) * 0x9E3779B1u) & (NCACHE - 1)];
+    if (c->ev != ev) {
+        council_event_unref(c->ev);
+        c->ev = NULL;
+        c->plain = c->lib = 0;
+        if (c->env)
+            enif_clear_env(c->env);
+        else if (!(c->env = enif_alloc_env()))
+            return NULL;
         nif_x_reset(s->st);
-        if (cn_event_term(&s->st->x, ev) != 0 || !(s->plain = nif_x_term(s->st, s->cenv)))
-            return 0;
-        s->cached_ev = council_event_ref(ev);
+        if (cn_event_term(&s->st->x, ev) != 0 || !(c->plain = nif_x_term(s->st, c->env)))
+            return NULL;
+        c->ev = council_event_ref(ev);
     }
-    if (mode != NIF_SUB_LIB)
-        return s->plain;
-    if (!s->lib)
-        s->lib = lib_event(s->cenv, s->plain);
-    return s->lib;
+    if (mode == NIF_SUB_LIB && !c->lib)
+        c->lib = lib_event(c->env, c->plain);
+    return c;
 }
 
 static void on_overflow(size_t dropped, void *arg);
@@ -340,14 +355,15 @@ static void on_event(const council_event *ev, void *arg)
     entry *e = arg;
     nif_subs *s = e->s;
     nif_run_event_out(s->st, ev);
-    ERL_NIF_TERM t = event_term(s, ev, e->mode);
-    if (!t) {
+    cslot *c = event_slot(s, ev, e->mode);
+    if (!c) {
         cut_off(e);
         return;
     }
+    ERL_NIF_TERM t = e->mode == NIF_SUB_LIB ? c->lib : c->plain;
     if (e->mode == NIF_SUB_TAGGED)
-        t = enif_make_tuple3(s->cenv, A.council_ex_event,
-                             nif_binary(s->cenv, e->topic, e->topic_len), t);
+        t = enif_make_tuple3(c->env, A.council_ex_event,
+                             nif_binary(c->env, e->topic, e->topic_len), t);
     /* a dead pid: its monitor cleans up */
     enif_send(NULL, &e->pr->pid, NULL, t);
     if (council_event_is_terminal(ev) && is_own_run(e, ev))

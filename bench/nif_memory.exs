@@ -1,0 +1,92 @@
+# bench/nif_memory.exs - memory per idle run of one side of the "nif" case
+# (bench/nif_case.exs), in a fresh OS process:
+#
+#   elixir bench/nif_memory.exs nif|beam N
+#
+# Starts N idle runs (one mock member waiting 10 minutes) and prints, as
+# "@ key value" lines: rss_bytes_per_run (VmRSS growth / N: the VM and, for
+# the NIF, the core's native memory), vm_bytes_per_run (erlang:memory
+# growth / N) and pid_bytes (process_info memory of one run's process).
+# nif: the library's CouncilEx.Nif in this VM; beam: bench/beam_baseline.exs's
+# BenchBeam.Run under a DynamicSupervisor and a unique Registry.
+
+[side, n] = System.argv()
+n = String.to_integer(n)
+root = Path.expand("..", __DIR__)
+
+spec_json =
+  ~s({"id":"bench","members":[{"id":"a","provider":"mock","options":{"latency_ms":600000}}],) <>
+    ~s("rounds":[{"type":"independent_analysis"}],"limits":{"member_timeout_ms":3600000}})
+
+rss = fn ->
+  [_, kb] = Regex.run(~r/VmRSS:\s+(\d+)/, File.read!("/proc/self/status"))
+  String.to_integer(kb) * 1024
+end
+
+id = fn -> :crypto.strong_rand_bytes(16) |> Base.url_encode64(padding: false) end
+
+start =
+  case side do
+    "nif" ->
+      {:ok, _, _} =
+        Kernel.ParallelCompiler.compile([
+          Path.join(root, "lib/council_ex/nif/run.ex"),
+          Path.join(root, "lib/council_ex/nif.ex")
+        ])
+
+      :ok = CouncilEx.Nif.ensure_loaded()
+      :ok = CouncilEx.Nif.call({:open, %{max_runs: n + 1000}})
+      # the first runs size the core's tables
+      for _ <- 1..100, do: {:ok, _} = CouncilEx.Nif.start(%{spec: spec_json, input: "x"})
+      fn -> CouncilEx.Nif.start(%{spec: spec_json, input: "x", run_id: id.()}) end
+
+    "beam" ->
+      path = Path.join(root, "bench/beam_baseline.exs")
+      {:__block__, _, forms} = Code.string_to_quoted!(File.read!(path), file: path)
+
+      for {:defmodule, _, [{:__aliases__, _, parts}, _]} = form <- forms,
+          Module.concat(parts) in [BenchBeam, BenchBeam.Run],
+          do: Code.compile_quoted(form, path)
+
+      {:ok, _} =
+        Supervisor.start_link(
+          [
+            {Registry, keys: :unique, name: BenchBeam.Registry},
+            {DynamicSupervisor,
+             strategy: :one_for_one, name: BenchBeam.RunSup, max_children: :infinity}
+          ],
+          strategy: :one_for_one
+        )
+
+      spec = %{
+        "id" => "bench",
+        "members" => [
+          %{"id" => "a", "provider" => "mock", "options" => %{"latency_ms" => 600_000}}
+        ],
+        "rounds" => [%{"type" => "independent_analysis"}]
+      }
+
+      go = fn ->
+        DynamicSupervisor.start_child(BenchBeam.RunSup, %{
+          id: BenchBeam.Run,
+          start: {BenchBeam.Run, :start_link, [%{run_id: id.(), spec: spec, input: "x"}]},
+          restart: :temporary
+        })
+      end
+
+      for _ <- 1..100, do: {:ok, _} = go.()
+      go
+  end
+
+:erlang.garbage_collect()
+Process.sleep(500)
+{rss0, vm0} = {rss.(), :erlang.memory(:total)}
+pids = for _ <- 1..n, do: elem({:ok, _} = start.(), 1)
+# the NIF's run pids hibernate from their start
+Process.sleep(1000)
+:erlang.garbage_collect()
+{rss1, vm1} = {rss.(), :erlang.memory(:total)}
+{:memory, pid_bytes} = Process.info(hd(pids), :memory)
+IO.puts("@ rss_bytes_per_run #{Float.round((rss1 - rss0) / n, 1)}")
+IO.puts("@ vm_bytes_per_run #{Float.round((vm1 - vm0) / n, 1)}")
+IO.puts("@ pid_bytes #{pid_bytes}.0")
