@@ -6,7 +6,10 @@ defmodule CouncilEx do
 
   Runs are served by a C node (`priv/council_node`) that the library starts
   and supervises (`CouncilEx.Node`); each run is a process of that node,
-  driven from here through Erlang distribution.
+  driven from here through Erlang distribution. With `config :council_ex,
+  backend: :nif` the same C core is loaded into this VM instead
+  (`CouncilEx.Backend`, `CouncilEx.Nif`): no second process and no
+  distribution, the same API, and each run is a small local process.
 
       defmodule MyApp.Triage do
         use CouncilEx

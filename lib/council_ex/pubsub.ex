@@ -81,8 +81,13 @@ defmodule CouncilEx.PubSub do
 
   Delivery: the C node sends each event once to this node's
   `CouncilEx.PubSub.Relay`, which dispatches it to the local subscribers.
-  To receive a run's first event, start it with `subscribe: true` (see
-  `CouncilEx.start/3`) instead of subscribing after it has started.
+  With `backend: :nif` there is no relay: the core's thread sends each
+  event to every subscriber itself, in the same form; a subscriber that
+  falls behind gets the overflow notice above, `council_ex_down` never
+  comes (there is no node to lose, nor a relay to restart), and a
+  subscriber that exits is unsubscribed at once. To receive a run's first
+  event, start it with `subscribe: true` (see `CouncilEx.start/3`) instead
+  of subscribing after it has started.
   """
 
   alias CouncilEx.Backend

@@ -3,8 +3,9 @@ defmodule CouncilEx.Registry do
   The via module of `CouncilEx.RunServer.via/2`.
 
   A `{:via, Registry, ...}` name is resolved on the caller's node, and the
-  runs live on the C node, so this module resolves names by asking the C
-  node's registry. Names are `{registry, run_id}`:
+  runs live on the C node (or in the NIF's core, `backend: :nif`), so this
+  module resolves names by asking its registry. Names are
+  `{registry, run_id}`:
 
       GenServer.call({:via, CouncilEx.Registry, {CouncilEx.Runner.Registry, "run-1"}}, :state)
       GenServer.whereis(CouncilEx.RunServer.via("run-1"))

@@ -3,7 +3,10 @@ defmodule CouncilEx.RunServer do
   One council run. The run server itself is a process of the C node: the
   functions here validate options, send them to the node's `:council_ex`
   service and return the run's pid, which behaves like a GenServer (calls,
-  links, monitors, `GenServer.stop/2`).
+  links, monitors, `GenServer.stop/2`). With `backend: :nif`
+  (`CouncilEx.Backend`) the same requests go to the core loaded into this
+  VM, and the run's pid is a local process (`CouncilEx.Nif.Run`) that
+  behaves the same way.
 
       {:ok, pid} =
         CouncilEx.RunServer.start_link(
