@@ -72,6 +72,7 @@ struct nif_run {
     char *s_round;          /* NULL: no round running */
     uint64_t s_seq;         /* the last event it was refreshed for */
     int snap_ok;            /* 0: not kept (the watch was cut off): ask the loop */
+    int s_ended;            /* the core reported the end: whereis is the loop's */
     council_subscription *snap_sub; /* the loop's watch on the run's events */
 };
 
@@ -200,6 +201,7 @@ static void snap_refresh(nif_state *st, nif_run *r)
         strcpy(round, s.current_round);
     enif_rwlock_rwlock(st->idx);
     char *old = r->s_round;
+    r->s_ended = s.status != COUNCIL_PENDING && s.status != COUNCIL_RUNNING;
     r->s_status = s.status;
     r->s_round = round;
     r->s_round_idx = s.current_round_idx;
@@ -304,6 +306,11 @@ int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
         if (!enif_is_process_alive(env, &r->pid))
             break;
         if (op == NIF_FAST_WHEREIS) {
+            /* a run that has ended is no longer anyone's (its events may
+             * be out already, its pid not gone yet): runner_dead, from
+             * the loop */
+            if (r->s_ended)
+                break;
             *out = nif_ok(env, enif_make_pid(env, &r->pid));
             ok = 1;
         } else if (r->snap_ok) {

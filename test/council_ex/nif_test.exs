@@ -66,7 +66,9 @@ defmodule CouncilEx.NifTest do
 
     assert {:error, :runner_dead} = Nif.call({:whereis, @reg, id})
     assert {:error, :unknown_run} = Nif.call({:whereis, @reg, "no-such-run"})
-    refute Process.alive?(pid)
+    # the pid exits right after the run's events went out
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, reason} when reason in [:normal, :noproc]
     assert {:error, :already_started} = Nif.start(%{spec: @spec3, input: "again", run_id: id})
   end
 
