@@ -158,7 +158,7 @@ ERTS_INCLUDE := $(firstword $(wildcard /usr/lib/erlang/erts-*/include) /usr/lib/
 NIF_SRC := $(sort $(wildcard c_src/nif/*.c))
 NIF_OBJ := $(NIF_SRC:%.c=$(B)/%.o)
 NIF_CNODE_OBJ := $(addprefix $(B)/c_src/cnode/,event_term.o term_json.o term.o term_check.o \
-                   spec_cache.o)
+                   spec_cache.o reasons.o)
 $(B)/c_src/nif/%.o: c_src/nif/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h c_src/nif/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)$(CC) $(filter-out -Ic_src/core,$(CFLAGS_ALL)) -fvisibility=hidden \

@@ -8,23 +8,12 @@
 
 #include "gen_server.h"
 #include "pending.h"
-
-static const struct {
-    int err;
-    const char *reason;
-} reasons[] = {
-    {COUNCIL_ELIMIT, "limit"},
-    {COUNCIL_ENOMEM, "enomem"},
-    {COUNCIL_EIO, "noconnection"},
-    {COUNCIL_EEXIST, "already_started"},
-};
+#include "reasons.h"
 
 const char *cn_bridge_reason(int err, const char *otherwise)
 {
-    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
-        if (reasons[i].err == err)
-            return reasons[i].reason;
-    return otherwise;
+    int i = cn_reason_index(err);
+    return i < 0 ? otherwise : cn_reason_name(i);
 }
 
 int cn_bridge_encode_error(ei_x_buff *x, int err, const char *otherwise)

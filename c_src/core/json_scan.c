@@ -237,14 +237,31 @@ static void pop(scan *c, size_t was, bool ok_before)
 
 static int value(scan *c);
 
+/* Skips white space; takes ch when it comes next. */
+static bool take(scan *c, char ch)
+{
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return true;
+    }
+    return false;
+}
+
+/* After a container's member or element: 1 when a comma says another
+ * follows, 0 when close ends the container, -1 for anything else. */
+static int next_item(scan *c, char close)
+{
+    if (take(c, ','))
+        return 1;
+    return take(c, close) ? 0 : -1;
+}
+
 static int object(scan *c)
 {
     c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
+    if (take(c, '}'))
         return 0;
-    }
     for (;;) {
         skip_ws(c);
         if (c->p >= c->end || *c->p != '"')
@@ -254,10 +271,8 @@ static int object(scan *c)
         bool esc;
         if (string(c, &k, &klen, &esc))
             return -1;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':')
+        if (!take(c, ':'))
             return -1;
-        c->p++;
         bool ok_before = c->path_ok;
         size_t was;
         if (esc) {
@@ -274,29 +289,16 @@ static int object(scan *c)
         }
         int rc = value(c);
         pop(c, was, ok_before);
-        if (rc)
-            return -1;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') {
-            c->p++;
-            continue;
-        }
-        if (c->p < c->end && *c->p == '}') {
-            c->p++;
-            return 0;
-        }
-        return -1;
+        if (rc || (rc = next_item(c, '}')) <= 0)
+            return rc;
     }
 }
 
 static int array(scan *c)
 {
     c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == ']') {
-        c->p++;
+    if (take(c, ']'))
         return 0;
-    }
     for (size_t i = 0;; i++) {
         char idx[24];
         int n = snprintf(idx, sizeof idx, "%zu", i);
@@ -304,18 +306,8 @@ static int array(scan *c)
         size_t was = push(c, idx, (size_t)n);
         int rc = value(c);
         pop(c, was, ok_before);
-        if (rc)
-            return -1;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') {
-            c->p++;
-            continue;
-        }
-        if (c->p < c->end && *c->p == ']') {
-            c->p++;
-            return 0;
-        }
-        return -1;
+        if (rc || (rc = next_item(c, ']')) <= 0)
+            return rc;
     }
 }
 

@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "reasons.h"
 
 /* ------------------------------------------------------------ lists */
 
@@ -77,6 +78,7 @@ typedef struct nif_atoms {
         tool_call_request, tool_call_result, retention_ms, max_runs, max_retained,
         max_subscribers_per_topic, subscriber_queue_cap, member_timeout_ms, max_spec_bytes,
         output_cap, status_, current_round, rounds_completed, started_at, idx, miss;
+    ERL_NIF_TERM reasons[CN_N_REASONS]; /* c_src/cnode/reasons.h, as atoms */
 } nif_atoms;
 
 extern nif_atoms A;

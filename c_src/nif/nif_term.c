@@ -8,6 +8,8 @@ nif_atoms A;
 
 void nif_atoms_init(ErlNifEnv *env)
 {
+    for (int i = 0; i < CN_N_REASONS; i++)
+        A.reasons[i] = enif_make_atom(env, cn_reason_name(i));
 #define AT(field, text) A.field = enif_make_atom(env, text)
     AT(ok, "ok");
     AT(error, "error");
@@ -137,16 +139,8 @@ ERL_NIF_TERM nif_cstr(ErlNifEnv *env, const char *s)
 
 ERL_NIF_TERM nif_reason(int err, ERL_NIF_TERM otherwise)
 {
-    switch (err) {
-    case COUNCIL_ELIMIT:
-        return A.limit;
-    case COUNCIL_ENOMEM:
-        return A.enomem;
-    case COUNCIL_EEXIST:
-        return A.already_started;
-    default:
-        return otherwise;
-    }
+    int i = cn_reason_index(err);
+    return i < 0 ? otherwise : A.reasons[i];
 }
 
 int nif_name(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n, int *absent)
