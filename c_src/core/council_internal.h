@@ -58,6 +58,9 @@ pubsub *council_ctx_pubsub(council_ctx *ctx);
 
 char *cx_strdup(const char *s);
 void cx_usage_add(council_usage *to, const council_usage *u);
+/* Keep the last cap bytes of a stream in buf (*len of them so far): n
+ * more bytes at p are added, the oldest dropped (a child's stderr tail). */
+void cx_tail_keep(char *buf, size_t cap, size_t *len, const char *p, size_t n);
 /* len bytes of s are valid UTF-8 (as jansson checks it) */
 bool cx_utf8_valid(const char *s, size_t len);
 /* a jansson parse failure: COUNCIL_ENOMEM when it says it ran out of

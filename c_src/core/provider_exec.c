@@ -33,7 +33,7 @@ typedef struct exec_child {
     char *kill_reason;
     char *buf;
     size_t len, cap_bytes, buf_cap;
-    char errtail[2 * ERR_TAIL];
+    char errtail[ERR_TAIL];     /* the end of stderr (cx_tail_keep) */
     size_t err_len;
     char rd[65536];
 } exec_child;
@@ -97,9 +97,8 @@ static void maybe_deliver(exec_child *c)
     council_call_ref(call);
     detach(c);
     char msg[ERR_TAIL + 96];
-    /* errtail holds up to 2 * ERR_TAIL bytes; the message ends with the last */
-    size_t tail_len = c->err_len > ERR_TAIL ? ERR_TAIL : c->err_len;
-    const char *tail = c->errtail + (c->err_len - tail_len);
+    size_t tail_len = c->err_len;
+    const char *tail = c->errtail;
     if (c->kill_reason) {
         council_call_fail(call, c->kill_reason);
     } else if (c->term_signal) {
@@ -179,21 +178,7 @@ static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         maybe_deliver(c);
         return;
     }
-    size_t k = (size_t)n;
-    const char *p = b->base;
-    if (k > ERR_TAIL) {
-        p += k - ERR_TAIL;
-        k = ERR_TAIL;
-    }
-    if (c->err_len + k > sizeof c->errtail) {
-        size_t keep = ERR_TAIL - k;
-        if (keep > c->err_len)
-            keep = c->err_len;
-        memmove(c->errtail, c->errtail + c->err_len - keep, keep);
-        c->err_len = keep;
-    }
-    memcpy(c->errtail + c->err_len, p, k);
-    c->err_len += k;
+    cx_tail_keep(c->errtail, sizeof c->errtail, &c->err_len, b->base, (size_t)n);
 }
 
 static void on_written(uv_write_t *w, int status)

@@ -337,17 +337,7 @@ static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         proc_maybe_done(p);
         return;
     }
-    /* keep the last TOOL_ERR_TAIL bytes */
-    size_t len = (size_t)n;
-    if (len >= TOOL_ERR_TAIL) {
-        memcpy(p->errtail, buf->base + len - TOOL_ERR_TAIL, TOOL_ERR_TAIL);
-        p->err_len = TOOL_ERR_TAIL;
-    } else {
-        size_t keep = p->err_len + len > TOOL_ERR_TAIL ? TOOL_ERR_TAIL - len : p->err_len;
-        memmove(p->errtail, p->errtail + p->err_len - keep, keep);
-        memcpy(p->errtail + keep, buf->base, len);
-        p->err_len = keep + len;
-    }
+    cx_tail_keep(p->errtail, sizeof p->errtail, &p->err_len, buf->base, (size_t)n);
 }
 
 static void on_written(uv_write_t *w, int status)

@@ -110,6 +110,19 @@ void *cx_calloc(size_t n, size_t sz)
     return calloc(n ? n : 1, sz ? sz : 1);
 }
 
+void cx_tail_keep(char *buf, size_t cap, size_t *len, const char *p, size_t n)
+{
+    if (n >= cap) {
+        memcpy(buf, p + n - cap, cap);
+        *len = cap;
+        return;
+    }
+    size_t keep = *len + n > cap ? cap - n : *len;
+    memmove(buf, buf + *len - keep, keep);
+    memcpy(buf + keep, p, n);
+    *len = keep + n;
+}
+
 bool cx_utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
