@@ -125,12 +125,49 @@ int cn_gen_encode_error(ei_x_buff *x, const char *reason)
                : 0;
 }
 
-/* {error, {Tag, Term}} */
+/* The fixed atom naming a kind of term, for a summary. */
+static const char *kind_name(cn_kind k)
+{
+    switch (k) {
+    case CN_KIND_INTEGER: return "integer";
+    case CN_KIND_FLOAT: return "float";
+    case CN_KIND_BINARY: return "binary";
+    case CN_KIND_BITSTRING: return "bitstring";
+    case CN_KIND_TUPLE: return "tuple";
+    case CN_KIND_NIL:
+    case CN_KIND_LIST:
+    case CN_KIND_STRING: return "list";
+    case CN_KIND_MAP: return "map";
+    case CN_KIND_PID: return "pid";
+    case CN_KIND_PORT: return "port";
+    case CN_KIND_REF: return "reference";
+    case CN_KIND_FUN: return "fun";
+    default: return "term";
+    }
+}
+
+int cn_gen_encode_summary(ei_x_buff *x, cn_slice term)
+{
+    if (cn_term_kind(term) == CN_KIND_ATOM)
+        return ei_x_append_buf(x, (const char *)term.p, (int)term.len) ? -1 : 0;
+    if (cn_term_kind(term) == CN_KIND_TUPLE) {
+        int index = 0, arity = 0;
+        if (ei_decode_tuple_header((const char *)term.p, &index, &arity) == 0 && arity > 0) {
+            cn_slice first = {term.p + index, 0};
+            first.len = cn_term_len(first.p, term.len - (size_t)index);
+            if (first.len && cn_term_kind(first) == CN_KIND_ATOM)
+                return ei_x_append_buf(x, (const char *)first.p, (int)first.len) ? -1 : 0;
+        }
+    }
+    return ei_x_encode_atom(x, kind_name(cn_term_kind(term))) ? -1 : 0;
+}
+
+/* {error, {Tag, Summary}} */
 static int encode_error_about(ei_x_buff *x, const char *tag, cn_slice term)
 {
     return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
                    ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, tag) ||
-                   ei_x_append_buf(x, (const char *)term.p, (int)term.len)
+                   cn_gen_encode_summary(x, term)
                ? -1
                : 0;
 }

@@ -7,7 +7,7 @@
  *   {system, From, {terminate, Reason}}  -> reply ok, then exit Reason
  *   {system, From, get_state}            -> reply State (get_state cb), which
  *                                           sys:get_state/1 returns as is
- *   {system, From, Other}                -> reply {error, {unknown_system_msg, Other}}
+ *   {system, From, Other}                -> reply {error, {unknown_system_msg, Summary}}
  *   anything else                        -> handle_info
  * Replies go out as {Tag, Reply}, the Tag's bytes copied exactly as
  * received. When Tag is [alias|Ref] or [[alias|Ref]|_] the reply is sent
@@ -74,8 +74,16 @@ int cn_gen_reply_built(cn_node *n, cn_proc *p, const cn_gen_from *from, ei_x_buf
 /* Appends {error, Reason} with an atom reason (one of the node's fixed
  * atoms). 0 or -1 (ENOMEM). */
 int cn_gen_encode_error(ei_x_buff *x, const char *reason);
-/* Appends {error, {unknown_call, Request}}, the answer to a call a process
- * does not know. 0 or -1 (ENOMEM). */
+/* Appends a bounded summary of a term a caller sent, for error replies
+ * that name it (never the term itself: a reply stays small whatever the
+ * request's size): the atom itself when the term is an atom, the first
+ * element when the term is a tuple that starts with an atom, otherwise the
+ * atom naming its kind (integer, float, binary, bitstring, tuple, list,
+ * map, pid, port, reference, fun). An atom echoed is one the caller sent,
+ * so its VM has it already. 0 or -1 (ENOMEM). */
+int cn_gen_encode_summary(ei_x_buff *x, cn_slice term);
+/* Appends {error, {unknown_call, Summary}} (cn_gen_encode_summary of the
+ * request), the answer to a call a process does not know. 0 or -1. */
 int cn_gen_encode_unknown_call(ei_x_buff *x, cn_slice request);
 
 /* Table-driven calls. A row matches a request that is the bare atom `tag`
@@ -99,7 +107,7 @@ typedef struct cn_gen_call {
     const void *arg;
 } cn_gen_call;
 /* Answers a call through the first row that matches it; a request that no
- * row matches gets {error, {unknown_call, Request}}. */
+ * row matches gets {error, {unknown_call, Summary}}. */
 void cn_gen_dispatch(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice request,
                      const cn_gen_call *rows, size_t nrows);
 

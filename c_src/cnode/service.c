@@ -66,12 +66,13 @@ static int ok_pid(cn_bridge *b, ei_x_buff *x, cn_proc *p)
 #define OK_TERM(x, encode) \
     (ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") || (encode) ? -1 : 0)
 
-/* {error, {bad_option, Key}} for a key as sent / a key we name */
+/* {error, {bad_option, Key}} for a key as sent (its summary: an atom key
+ * as it is) / a key we name */
 static int bad_option(ei_x_buff *x, cn_slice key)
 {
     return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
                    ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "bad_option") ||
-                   ei_x_append_buf(x, (const char *)key.p, (int)key.len)
+                   cn_gen_encode_summary(x, key)
                ? -1
                : 0;
 }

@@ -22,7 +22,7 @@
  *   stats -> {ok, #{connections, processes, links, monitors, runs,
  *                   runs_alive, subscriptions}}
  *   ping  -> pong
- *   other -> {error, {unknown_call, Request}}
+ *   other -> {error, {unknown_call, Summary}} (gen_server.h)
  * The process traps exits: a linked client's death or EXIT2 (other than
  * kill) arrives as an ignored {'EXIT', From, Reason} message. The monitors
  * on subscriber pids are held by this process.

@@ -175,6 +175,11 @@ void nif_x_reset(nif_state *st);
 ERL_NIF_TERM nif_ok(ErlNifEnv *env, ERL_NIF_TERM t);
 ERL_NIF_TERM nif_error(ErlNifEnv *env, ERL_NIF_TERM reason);
 ERL_NIF_TERM nif_error2(ErlNifEnv *env, ERL_NIF_TERM tag, ERL_NIF_TERM v);
+/* A bounded summary of a term a caller sent, for error replies that name
+ * it (unknown_call, bad_option), as the C node's cn_gen_encode_summary: the
+ * atom itself, the first element of a tuple that starts with an atom, or
+ * the atom naming the term's kind. Valid in any env (only atoms). */
+ERL_NIF_TERM nif_summary(ErlNifEnv *env, ERL_NIF_TERM t);
 ERL_NIF_TERM nif_binary(ErlNifEnv *env, const void *p, size_t len);
 ERL_NIF_TERM nif_cstr(ErlNifEnv *env, const char *s);
 /* The reason atom of a council_err as the C node reports it (bridge.c):

@@ -646,7 +646,7 @@ static void run_call(nif_state *st, nif_run *r, nif_cmd *c)
                 enif_is_identical(el[0], A.unsubscribe))) {
         rep = subscription(st, r, cenv, el[1], enif_is_identical(el[0], A.subscribe));
     } else {
-        rep = nif_error2(env, A.unknown_call, enif_make_copy(env, req));
+        rep = nif_error2(env, A.unknown_call, nif_summary(cenv, req));
     }
     reply(st, r, cenv, from, rep);
 }

@@ -143,7 +143,7 @@ static ERL_NIF_TERM start_parse(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM opts
     if (split_opts(env, opts, r, &bad))
         return nif_error(out, A.badarg);
     if (bad)
-        return bad_option(out, enif_make_copy(out, bad));
+        return bad_option(out, nif_summary(env, bad));
     if (!r->has_spec)
         return bad_option(out, A.spec);
     if (!r->has_input)
@@ -635,7 +635,7 @@ static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
         return subscription(st, env, el, arity, 1);
     if (tuple && (arity == 3 || arity == 4) && enif_is_identical(el[0], A.unsubscribe))
         return subscription(st, env, el, arity, 0);
-    return nif_error2(out, A.unknown_call, enif_make_copy(out, req));
+    return nif_error2(out, A.unknown_call, nif_summary(env, req));
 }
 
 void nif_service_call(nif_state *st, nif_cmd *c)

@@ -121,6 +121,30 @@ ERL_NIF_TERM nif_error2(ErlNifEnv *env, ERL_NIF_TERM tag, ERL_NIF_TERM v)
     return enif_make_tuple2(env, A.error, enif_make_tuple2(env, tag, v));
 }
 
+ERL_NIF_TERM nif_summary(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    if (enif_is_atom(env, t))
+        return t; /* atoms are global: valid in any env */
+    if (enif_get_tuple(env, t, &arity, &el) && arity > 0 && enif_is_atom(env, el[0]))
+        return el[0];
+    switch (enif_term_type(env, t)) {
+    case ERL_NIF_TERM_TYPE_BITSTRING:
+        return enif_make_atom(env, enif_is_binary(env, t) ? "binary" : "bitstring");
+    case ERL_NIF_TERM_TYPE_FLOAT: return enif_make_atom(env, "float");
+    case ERL_NIF_TERM_TYPE_FUN: return enif_make_atom(env, "fun");
+    case ERL_NIF_TERM_TYPE_INTEGER: return enif_make_atom(env, "integer");
+    case ERL_NIF_TERM_TYPE_LIST: return enif_make_atom(env, "list");
+    case ERL_NIF_TERM_TYPE_MAP: return enif_make_atom(env, "map");
+    case ERL_NIF_TERM_TYPE_PID: return enif_make_atom(env, "pid");
+    case ERL_NIF_TERM_TYPE_PORT: return enif_make_atom(env, "port");
+    case ERL_NIF_TERM_TYPE_REFERENCE: return enif_make_atom(env, "reference");
+    case ERL_NIF_TERM_TYPE_TUPLE: return enif_make_atom(env, "tuple");
+    default: return enif_make_atom(env, "term");
+    }
+}
+
 ERL_NIF_TERM nif_binary(ErlNifEnv *env, const void *p, size_t len)
 {
     ERL_NIF_TERM t;

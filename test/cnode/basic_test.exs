@@ -24,15 +24,27 @@ defmodule CNode.BasicTest do
     assert s.processes == 2
   end
 
-  test "an unknown call gets {:error, {:unknown_call, request}}", %{info: i} do
+  test "an unknown call gets {:error, {:unknown_call, summary}}, never the request", %{info: i} do
+    svc = {:council_ex, i.node}
     req = {:whatever, [1, 2.5, "bin", %{a: 1}], make_ref(), self()}
-    assert GenServer.call({:council_ex, i.node}, req) == {:error, {:unknown_call, req}}
+    assert GenServer.call(svc, req) == {:error, {:unknown_call, :whatever}}
+    assert GenServer.call(svc, :bogus) == {:error, {:unknown_call, :bogus}}
+    assert GenServer.call(svc, {"tag", 1}) == {:error, {:unknown_call, :tuple}}
+    assert GenServer.call(svc, %{a: 1}) == {:error, {:unknown_call, :map}}
+    assert GenServer.call(svc, [1, 2]) == {:error, {:unknown_call, :list}}
+    assert GenServer.call(svc, "x") == {:error, {:unknown_call, :binary}}
+    assert GenServer.call(svc, 7) == {:error, {:unknown_call, :integer}}
+    assert GenServer.call(svc, self()) == {:error, {:unknown_call, :pid}}
   end
 
-  test "a 3 MB request is read and echoed in the error reply", %{info: i} do
-    big = :crypto.strong_rand_bytes(3_000_000)
-    assert GenServer.call({:council_ex, i.node}, {:big, big}, 60_000) ==
-             {:error, {:unknown_call, {:big, big}}}
+  test "an unknown call with a 1 MB term gets a reply under 1 KB", %{info: i} do
+    # 1 MB of atoms and binaries: the reply names the request's tag only
+    atoms = for k <- 1..20_000, do: :"atom_#{rem(k, 500)}"
+    big = {:big, :crypto.strong_rand_bytes(800_000), atoms}
+    assert :erlang.external_size(big) > 1_000_000
+    reply = GenServer.call({:council_ex, i.node}, big, 60_000)
+    assert reply == {:error, {:unknown_call, :big}}
+    assert :erlang.external_size(reply) < 1024
   end
 
   test "a cast and a plain send are accepted without a reply", %{info: i} do

@@ -79,7 +79,9 @@ defmodule CNode.RunsTest do
                    rounds_completed: 0, started_at: t}} = GenServer.call(pid, :state)
     assert is_integer(t) and t > 1_600_000_000_000_000
     assert GenServer.call(pid, :result) == {:error, :running}
-    assert GenServer.call(pid, {:bogus, 1}) == {:error, {:unknown_call, {:bogus, 1}}}
+    assert GenServer.call(pid, {:bogus, 1}) == {:error, {:unknown_call, :bogus}}
+    big = {:big, :crypto.strong_rand_bytes(1_000_000)}
+    assert GenServer.call(pid, big, 60_000) == {:error, {:unknown_call, :big}}
     assert :sys.get_state(pid).status == :running
     assert GenServer.call(pid, :cancel) == :ok
   end

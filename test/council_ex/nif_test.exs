@@ -237,7 +237,9 @@ defmodule CouncilEx.NifTest do
     assert {:error, :badarg} = Nif.call({:state, 42, "x1"})
     assert {:error, :badarg} = Nif.call({:subscribe, "", self()})
     assert {:error, :badarg} = Nif.call({:subscribe, "t", self(), :sideways})
-    assert {:error, {:unknown_call, {:what, 1}}} = Nif.call({:what, 1})
+    assert {:error, {:unknown_call, :what}} = Nif.call({:what, 1})
+    assert {:error, {:unknown_call, :map}} = Nif.call(%{big: :binary.copy("x", 1_000_000)})
+    assert {:error, {:bad_option, :binary}} = Nif.start(%{"spec" => @spec3, input: "q"})
     assert :pong = Nif.call(:ping)
     # a spec given as a term, as the C node takes it
     spec = %{
