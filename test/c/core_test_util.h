@@ -5,9 +5,11 @@
 #define CORE_TEST_UTIL_H
 
 #include <council.h>
-#include "council_internal.h"
+#include <council_json.h>
+#include <jansson.h>
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>

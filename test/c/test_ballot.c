@@ -1,6 +1,8 @@
 /* test_ballot.c - the tallies of ballot.c: plurality, Borda count and a
  * pairwise match, ties to the lower label, ballots out of range ignored. */
 #include "core_test_util.h"
+/* white-box suite (the tallies are internal to the core): built with -Ic_src/core, see the Makefile */
+#include "council_internal.h"
 
 static void test_plurality_counts_and_breaks_ties_low(void **state)
 {

@@ -36,6 +36,7 @@
 #include "../../c_src/cnode/log.h"
 #include "../../c_src/cnode/node.h"
 #include "../../c_src/cnode/run_proc.h"
+/* white-box suite (drives the core's tool machinery directly): built with -Ic_src/core, see the Makefile */
 #include "tools.h"
 
 #define COOKIE "test-cookie"

@@ -4,6 +4,8 @@
  * equals its view. Atoms only where the protocol has them.
  */
 #include "core_test_util.h"
+/* white-box suite (compares the C node's terms with the core's own JSON of each event): built with -Ic_src/core, see the Makefile */
+#include "council_internal.h"
 
 #include <ei.h>
 

@@ -3,6 +3,7 @@
  * wanted paths, and gives strings and numbers as jansson reads them. */
 #include "core_test_util.h"
 
+/* white-box suite (tests the core's JSON scanner): built with -Ic_src/core, see the Makefile */
 #include "json_scan.h"
 
 static const char *const corpus[] = {

@@ -4,6 +4,8 @@
  * retries and their kinds, timeouts, caps, TLS, tools, cancellation, and a
  * key that never shows. */
 #include "core_test_util.h"
+/* white-box suite (checks every event payload (as JSON) for the API key): built with -Ic_src/core, see the Makefile */
+#include "council_internal.h"
 
 #include "fake_llm_client.h"
 

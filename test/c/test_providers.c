@@ -3,6 +3,8 @@
  * status), native providers (sync, async, cancel callbacks, output cap),
  * retries, backoff and timeouts. */
 #include "core_test_util.h"
+/* white-box suite (looks at the compiled spec of a sub-council): built with -Ic_src/core, see the Makefile */
+#include "council_internal.h"
 
 #include <errno.h>
 #include <signal.h>

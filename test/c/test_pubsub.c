@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "council.h"
+/* white-box suite (tests the core's pub/sub module itself): built with -Ic_src/core, see the Makefile */
 #include "pubsub.h"
 
 /* ------------------------------------------------------------ messages */

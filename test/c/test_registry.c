@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "council.h"
+/* white-box suite (tests the core's registry module itself): built with -Ic_src/core, see the Makefile */
 #include "registry.h"
 
 #define NS "CouncilEx.Runner.Registry"

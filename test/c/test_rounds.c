@@ -2,6 +2,8 @@
  * inputs (exact tallies, Borda scores, brackets), what each member sees,
  * gating, iterate stop rules, the chair and round failure. */
 #include "core_test_util.h"
+/* white-box suite (tests the core's JSON text helper): built with -Ic_src/core, see the Makefile */
+#include "council_internal.h"
 
 /* Specs and expected JSON are written with single quotes (sq). */
 #define MEMBERS3(a, b, c)                                                    \

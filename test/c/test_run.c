@@ -4,6 +4,8 @@
  * loop (run, step, stop from another thread), and runs of synchronous
  * rounds yielding the loop between rounds. */
 #include "core_test_util.h"
+/* white-box suite (reads a run's event counter inside a watcher, and event payloads): built with -Ic_src/core, see the Makefile */
+#include "council_internal.h"
 
 #include <pthread.h>
 #include <sys/socket.h>

@@ -2,6 +2,8 @@
  * that name the field, limits, labels, the ballot parsing rule, and the
  * specs of council members compiled with their parent. */
 #include "core_test_util.h"
+/* white-box suite (reads the compiled spec): built with -Ic_src/core, see the Makefile */
+#include "council_internal.h"
 
 static const char GOOD[] =
     "{\"id\":\"c1\",\"members\":["

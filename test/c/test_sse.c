@@ -2,6 +2,7 @@
  * every event comes out whole and once however the bytes are cut. */
 #include "core_test_util.h"
 
+/* white-box suite (tests the core's SSE parser and Retry-After reader): built with -Ic_src/core, see the Makefile */
 #include "http.h"
 #include "sse.h"
 

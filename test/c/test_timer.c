@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* white-box suite (tests the core's timers): built with -Ic_src/core, see the Makefile */
 #include "council_internal.h"
 
 typedef struct rec {
