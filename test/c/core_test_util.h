@@ -164,6 +164,38 @@ static inline const council_member_result *member_in(const council_round_result 
     return NULL;
 }
 
+/* The fixture of most core tests: a context with test_ctx(0)'s limits, a
+ * recorder and one run, released by fx_teardown whether the test passed or
+ * an assertion jumped out of it (cmocka then skips the test's own tail):
+ *   cmocka_unit_test_setup_teardown(test_x, fx_setup, fx_teardown)
+ * and in the test: fx *f = *state; f->run = start_rec(f->ctx, ..., &f->rec). */
+typedef struct fx {
+    council_ctx *ctx;
+    recorder rec;
+    council_run *run;
+} fx;
+
+static inline int fx_setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->ctx = test_ctx(0);
+    *state = f;
+    return 0;
+}
+
+static inline int fx_teardown(void **state)
+{
+    fx *f = *state;
+    rec_clear(&f->rec);
+    if (f->run)
+        council_run_unref(f->run);
+    council_ctx_free(f->ctx);
+    free(f);
+    return 0;
+}
+
 static inline const char *helpers_dir(void)
 {
     const char *d = getenv("COUNCIL_TEST_HELPERS");

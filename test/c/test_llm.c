@@ -347,8 +347,8 @@ static void test_wrong_key_is_permanent_and_names_the_variable(void **state)
 
 static void test_unset_key_variable_is_a_clear_error(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     char m[64];
     char spec[512];
     snprintf(spec, sizeof spec,
@@ -356,15 +356,13 @@ static void test_unset_key_variable_is_a_clear_error(void **state)
              "{\"model\":\"%s\",\"base_url\":\"%s/v1\",\"api_key_env\":\"COUNCIL_TEST_UNSET_KEY\"}}],"
              "\"rounds\":[{\"type\":\"independent_analysis\"}],\"limits\":{\"max_attempts\":3}}",
              model("hello", m, sizeof m), plain.base);
-    council_run *run = start_rec(ctx, spec, "Q", NULL);
+    council_run *run = f->run = start_rec(ctx, spec, "Q", NULL);
     wait_done(ctx, run, 5000);
     const council_member_result *mr = only_member(run);
     assert_false(mr->ok);
     assert_int_equal(mr->attempts, 1);
     assert_string_equal(mr->error_kind, "permanent");
     assert_non_null(strstr(mr->error, "COUNCIL_TEST_UNSET_KEY is not set"));
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_unknown_model_and_bad_request_are_permanent(void **state)
@@ -462,8 +460,8 @@ static void test_oversized_body_is_permanent(void **state)
 
 static void test_refused_connection_is_transient(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     /* a port nobody listens on: bind one, close it */
     char spec[512];
     snprintf(spec, sizeof spec,
@@ -471,15 +469,13 @@ static void test_refused_connection_is_transient(void **state)
              "{\"model\":\"x\",\"base_url\":\"http://127.0.0.1:1/v1\"}}],"
              "\"rounds\":[{\"type\":\"independent_analysis\"}],"
              "\"limits\":{\"max_attempts\":2,\"backoff_ms\":1}}");
-    council_run *run = start_rec(ctx, spec, "Q", NULL);
+    council_run *run = f->run = start_rec(ctx, spec, "Q", NULL);
     wait_done(ctx, run, 5000);
     const council_member_result *mr = only_member(run);
     assert_false(mr->ok);
     assert_int_equal(mr->attempts, 2);
     assert_string_equal(mr->error_kind, "transient");
     assert_non_null(strstr(mr->error, "cannot connect"));
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* ------------------------------------------------------------------ TLS */
@@ -689,14 +685,14 @@ static void test_tool_turns_are_bounded(void **state)
 
 static void test_cancel_mid_stream_closes_the_connection(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
     char m[64];
-    council_run *run = run_spec(ctx, one_member_spec("openai", model("slow", m, sizeof m), NULL, NULL),
-                                "Q", &rec);
+    council_run *run = f->run = run_spec(ctx, one_member_spec("openai", model("slow", m, sizeof m), NULL, NULL),
+                                "Q", rec);
     uint64_t t0 = uv_hrtime();
-    while (rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN) == 0) {
+    while (rec_count(rec, COUNCIL_EV_MEMBER_TOKEN) == 0) {
         council_ctx_step(ctx, 10);
         council_ctx_flush(ctx);
         if ((uv_hrtime() - t0) / 1000000 > 10000)
@@ -715,9 +711,6 @@ static void test_cancel_mid_stream_closes_the_connection(void **state)
             usleep(10000);
     }
     assert_true(closed);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* Freeing the context with streams and a tool program in flight leaves
@@ -756,9 +749,9 @@ static void test_context_freed_mid_stream(void **state)
 
 static void test_a_council_of_three_apis_votes(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
     char spec[2048], a[64], b[64], c[64];
     snprintf(spec, sizeof spec,
              "{\"id\":\"mixed\",\"members\":["
@@ -772,7 +765,7 @@ static void test_a_council_of_three_apis_votes(void **state)
              "{\"type\":\"anonymized_peer_review\"},{\"type\":\"vote\"}],\"chair\":\"claude\"}",
              model("a", a, sizeof a), plain.base, model("b", b, sizeof b), plain.base,
              model("c", c, sizeof c), plain.base);
-    council_run *run = start_rec(ctx, spec, "Name a prime.", &rec);
+    council_run *run = f->run = start_rec(ctx, spec, "Name a prime.", rec);
     wait_done(ctx, run, 20000);
     dump_errors(run);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
@@ -787,10 +780,7 @@ static void test_a_council_of_three_apis_votes(void **state)
     /* 3 members x 3 rounds + the chair: 10 responses' usage */
     assert_int_equal(res->usage.reports, 10);
     assert_true(res->usage.output_tokens > 0);
-    assert_no_key(&rec, run);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_no_key(rec, run);
 }
 
 /* -------------------------------------------------------------- options */
@@ -843,23 +833,23 @@ int main(void)
         cmocka_unit_test(test_rate_limit_waits_for_retry_after),
         cmocka_unit_test(test_server_errors_are_retried),
         cmocka_unit_test(test_wrong_key_is_permanent_and_names_the_variable),
-        cmocka_unit_test(test_unset_key_variable_is_a_clear_error),
+        cmocka_unit_test_setup_teardown(test_unset_key_variable_is_a_clear_error, fx_setup, fx_teardown),
         cmocka_unit_test(test_unknown_model_and_bad_request_are_permanent),
         cmocka_unit_test(test_cut_stream_is_transient),
         cmocka_unit_test(test_malformed_stream_is_a_validation_error),
         cmocka_unit_test(test_error_event_in_the_stream_is_transient),
         cmocka_unit_test(test_idle_timeout_ends_a_stalled_stream),
         cmocka_unit_test(test_oversized_body_is_permanent),
-        cmocka_unit_test(test_refused_connection_is_transient),
+        cmocka_unit_test_setup_teardown(test_refused_connection_is_transient, fx_setup, fx_teardown),
         cmocka_unit_test(test_tls_with_the_ca_given_and_refused_without),
         cmocka_unit_test(test_openai_tools),
         cmocka_unit_test(test_anthropic_tools),
         cmocka_unit_test(test_gemini_tools),
         cmocka_unit_test(test_tool_handlers_answering_later_or_cancelling),
         cmocka_unit_test(test_tool_turns_are_bounded),
-        cmocka_unit_test(test_cancel_mid_stream_closes_the_connection),
+        cmocka_unit_test_setup_teardown(test_cancel_mid_stream_closes_the_connection, fx_setup, fx_teardown),
         cmocka_unit_test(test_context_freed_mid_stream),
-        cmocka_unit_test(test_a_council_of_three_apis_votes),
+        cmocka_unit_test_setup_teardown(test_a_council_of_three_apis_votes, fx_setup, fx_teardown),
         cmocka_unit_test(test_options_are_checked_with_their_field),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -41,32 +41,29 @@ static const council_member_result *only_member(council_run *run)
 
 static void test_exec_streams_chunks_and_answers_with_stdout(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = exec_run(ctx, "\"answer\",\"3\"", NULL, &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = exec_run(ctx, "\"answer\",\"3\"", NULL, rec);
     wait_done(ctx, run, 5000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_member_result *m = only_member(run);
     assert_true(m->ok);
     assert_memory_equal(m->text, "part0;part1;part2;", 18);
-    assert_true(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN) >= 2);
+    assert_true(rec_count(rec, COUNCIL_EV_MEMBER_TOKEN) >= 2);
     /* the chunks add up to the answer */
     char all[256] = "";
-    for (size_t i = 0; i < rec.n; i++)
-        if (rec.ev[i]->type == COUNCIL_EV_MEMBER_TOKEN)
-            strncat(all, rec.ev[i]->chunk, rec.ev[i]->chunk_len);
+    for (size_t i = 0; i < rec->n; i++)
+        if (rec->ev[i]->type == COUNCIL_EV_MEMBER_TOKEN)
+            strncat(all, rec->ev[i]->chunk, rec->ev[i]->chunk_len);
     assert_string_equal(all, m->text);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_exec_gets_the_request_json_on_stdin(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = exec_run(ctx, "\"echo\"", NULL, NULL);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = exec_run(ctx, "\"echo\"", NULL, NULL);
     wait_done(ctx, run, 5000);
     const council_member_result *m = only_member(run);
     assert_true(m->ok);
@@ -83,8 +80,6 @@ static void test_exec_gets_the_request_json_on_stdin(void **state)
     assert_int_equal(json_integer_value(json_object_get(round, "idx")), 0);
     assert_int_equal(json_integer_value(json_object_get(req, "attempt")), 1);
     json_decref(req);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static pid_t pid_from_tokens(recorder *rec)
@@ -110,32 +105,29 @@ static void wait_pid_gone(council_ctx *ctx, pid_t pid)
 
 static void test_exec_timeout_kills_the_child(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = exec_run(ctx, "\"sleep\"", "\"member_timeout_ms\":300", &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = exec_run(ctx, "\"sleep\"", "\"member_timeout_ms\":300", rec);
     wait_done(ctx, run, 5000);
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     const council_member_result *m = only_member(run);
     assert_false(m->ok);
     assert_string_equal(m->error, "timeout after 300 ms");
-    pid_t pid = pid_from_tokens(&rec);
+    pid_t pid = pid_from_tokens(rec);
     assert_true(pid > 0);
     wait_pid_gone(ctx, pid);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_exec_cancel_kills_and_reaps_the_child(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = exec_run(ctx, "\"sleep\"", NULL, &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = exec_run(ctx, "\"sleep\"", NULL, rec);
     uint64_t t0 = uv_hrtime();
     pid_t pid = 0;
-    while (!(pid = pid_from_tokens(&rec))) {
+    while (!(pid = pid_from_tokens(rec))) {
         council_ctx_step(ctx, 10);
         council_ctx_flush(ctx);
         if ((uv_hrtime() - t0) / 1000000 > 3000)
@@ -146,11 +138,8 @@ static void test_exec_cancel_kills_and_reaps_the_child(void **state)
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
     wait_pid_gone(ctx, pid);
     council_ctx_flush(ctx);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_RUN_CANCELLED), 1);
-    assert_int_equal(rec_terminal(&rec), 1);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_RUN_CANCELLED), 1);
+    assert_int_equal(rec_terminal(rec), 1);
 }
 
 static void test_exec_output_over_cap_is_a_member_error(void **state)
@@ -189,9 +178,9 @@ static void test_exec_crash_and_exit_status_carry_stderr(void **state)
  * 512 bytes (the end, where the reason usually is), not the first ones. */
 static void test_exec_error_carries_the_end_of_stderr(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = start_rec(
         ctx, "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\",\"options\":"
              "{\"argv\":[\"/bin/sh\",\"-c\",\"cat >/dev/null; "
              "head -c 500 /dev/zero | tr '\\\\0' a >&2; sleep 0.05; "
@@ -207,22 +196,18 @@ static void test_exec_error_carries_the_end_of_stderr(void **state)
     /* the last 512 of 1004 bytes: 8 'a', 500 'b', "END\n" */
     assert_memory_equal(e, "exit status 1: aaaaaaaab", head + 9);
     assert_string_equal(e + strlen(e) - 4, "END\n");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_exec_missing_program_is_a_member_error(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = start_rec(
         ctx, "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\",\"options\":"
              "{\"argv\":[\"/nonexistent/prog\"]}}],\"rounds\":[{\"type\":\"critique\"}]}",
         "q", NULL);
     wait_done(ctx, run, 5000);
     assert_non_null(strstr(only_member(run)->error, "exec: cannot start /nonexistent/prog"));
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_ctx_free_kills_running_children(void **state)
@@ -494,9 +479,9 @@ static void test_retries_count_attempts_and_back_off(void **state)
 
 static void test_timeout_then_retry_succeeds(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = start_rec(
         ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
              "{\"hang_attempts\":[1],\"latency_ms\":5}}],\"rounds\":[{\"type\":"
              "\"independent_analysis\"}],\"limits\":{\"max_attempts\":2,"
@@ -506,15 +491,13 @@ static void test_timeout_then_retry_succeeds(void **state)
     assert_true(m->ok);
     assert_int_equal(m->attempts, 2);
     assert_int_equal(council_run_result(run)->n_errors, 0);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_mock_timeout_option_per_member(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = start_rec(
         ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
              "{\"latency_ms\":500,\"timeout_ms\":40}},{\"id\":\"k\",\"provider\":\"mock\"}],"
              "\"rounds\":[{\"type\":\"independent_analysis\"}]}", "q", NULL);
@@ -523,8 +506,6 @@ static void test_mock_timeout_option_per_member(void **state)
     const council_round_result *r = council_run_result(run)->rounds[0];
     assert_string_equal(member_in(r, "m")->error, "timeout after 40 ms");
     assert_true(member_in(r, "k")->ok);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 #define SUB_SPEC(extra)                                                         \
@@ -606,9 +587,9 @@ static void test_cancel_reaches_the_sub_council(void **state)
 
 static void test_failed_sub_council_is_a_member_error(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = start_rec(
         ctx, "{\"id\":\"p\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"
              "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"
              "{\"id\":\"c\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\"}],"
@@ -619,15 +600,13 @@ static void test_failed_sub_council_is_a_member_error(void **state)
     const council_member_result *m = member_in(council_run_result(run)->rounds[0], "inner");
     assert_false(m->ok);
     assert_non_null(strstr(m->error, "sub-council failed: round vote failed"));
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_invalid_sub_council_spec_is_a_member_error_at_call_time(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = start_rec(
         ctx, "{\"id\":\"p\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"
              "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"
              "{\"id\":\"c\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\"}],"
@@ -643,8 +622,6 @@ static void test_invalid_sub_council_spec_is_a_member_error_at_call_time(void **
                             "sub-council: spec rounds[0].type: unknown round type \"bogus\"");
         assert_true(member_in(council_run_result(run)->rounds[r], "solo")->ok);
     }
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* A council of a mock and a council member of spec `inner`. */
@@ -746,31 +723,30 @@ static void test_every_call_shares_the_sub_council_spec_compiled_once(void **sta
 
 static void test_unknown_provider_refused_at_create(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     council_spec *s = spec_json("{\"id\":\"u\",\"members\":[{\"id\":\"m\",\"provider\":"
                                 "\"gpt\"}],\"rounds\":[{\"type\":\"vote\"}]}");
     council_start_opts o;
     memset(&o, 0, sizeof o);
     o.spec = s;
-    council_run *run = NULL;
+    council_run *run = f->run = NULL;
     assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_EPROVIDER);
     assert_null(run);
     council_spec_unref(s);
-    council_ctx_free(ctx);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exec_streams_chunks_and_answers_with_stdout),
-        cmocka_unit_test(test_exec_gets_the_request_json_on_stdin),
-        cmocka_unit_test(test_exec_timeout_kills_the_child),
-        cmocka_unit_test(test_exec_cancel_kills_and_reaps_the_child),
+        cmocka_unit_test_setup_teardown(test_exec_streams_chunks_and_answers_with_stdout, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_exec_gets_the_request_json_on_stdin, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_exec_timeout_kills_the_child, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_exec_cancel_kills_and_reaps_the_child, fx_setup, fx_teardown),
         cmocka_unit_test(test_exec_output_over_cap_is_a_member_error),
         cmocka_unit_test(test_exec_crash_and_exit_status_carry_stderr),
-        cmocka_unit_test(test_exec_error_carries_the_end_of_stderr),
-        cmocka_unit_test(test_exec_missing_program_is_a_member_error),
+        cmocka_unit_test_setup_teardown(test_exec_error_carries_the_end_of_stderr, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_exec_missing_program_is_a_member_error, fx_setup, fx_teardown),
         cmocka_unit_test(test_ctx_free_kills_running_children),
         cmocka_unit_test(test_native_provider_sync_and_async),
         cmocka_unit_test(test_native_timeout_calls_cancel_and_refuses_late_answers),
@@ -779,15 +755,15 @@ int main(void)
         cmocka_unit_test(test_native_answer_over_cap_fails_the_attempt),
         cmocka_unit_test(test_native_cancel_callback_may_cancel_the_run),
         cmocka_unit_test(test_retries_count_attempts_and_back_off),
-        cmocka_unit_test(test_timeout_then_retry_succeeds),
-        cmocka_unit_test(test_mock_timeout_option_per_member),
+        cmocka_unit_test_setup_teardown(test_timeout_then_retry_succeeds, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mock_timeout_option_per_member, fx_setup, fx_teardown),
         cmocka_unit_test(test_council_member_runs_a_sub_council),
         cmocka_unit_test(test_cancel_reaches_the_sub_council),
-        cmocka_unit_test(test_failed_sub_council_is_a_member_error),
-        cmocka_unit_test(test_invalid_sub_council_spec_is_a_member_error_at_call_time),
+        cmocka_unit_test_setup_teardown(test_failed_sub_council_is_a_member_error, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_sub_council_spec_is_a_member_error_at_call_time, fx_setup, fx_teardown),
         cmocka_unit_test(test_sub_councils_nest_three_deep_and_no_deeper),
         cmocka_unit_test(test_every_call_shares_the_sub_council_spec_compiled_once),
-        cmocka_unit_test(test_unknown_provider_refused_at_create),
+        cmocka_unit_test_setup_teardown(test_unknown_provider_refused_at_create, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("providers", tests, NULL, NULL);
 }

@@ -29,9 +29,9 @@ static void assert_agg(const council_round_result *r, const char *expect)
 
 static void test_independent_analysis_gives_one_answer_per_member(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("", "", "") ",'rounds':[{'type':"
              "'independent_analysis'}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
@@ -45,15 +45,13 @@ static void test_independent_analysis_gives_one_answer_per_member(void **state)
     /* no chair: the round's text (first successful answer) is final */
     assert_string_equal(council_run_result(run)->final_text,
                         "a: independent_analysis #0 attempt 1 on \"q\"");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_vote_tally_and_winner(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'B'", "'vote':'C'")
              ",'rounds':[{'type':'independent_analysis'},{'type':'vote',"
              "'name':'final_vote'}]}", NULL);
@@ -64,30 +62,26 @@ static void test_vote_tally_and_winner(void **state)
     assert_string_equal(member_in(r, "c")->parsed_json, sq("{'vote':'C'}"));
     assert_string_equal(r->text, "b: independent_analysis #0 attempt 1 on \"q\"");
     assert_string_equal(council_run_result(run)->final_text, r->text);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_vote_tie_goes_to_lowest_label(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("'vote':'C'", "'vote':'B'", "'vote':'A'")
              ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}",
         NULL);
     assert_agg(round_named(run, "vote"),
                "{'tally':{'A':1,'B':1,'C':1},'unanimous':false,"
                "'valid_votes':3,'winner':'A','winner_member':'a'}");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_ranking_borda_count(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("'ranking':'B>A>C'", "'ranking':['B','C','A']",
                                        "'ranking':'A>B>C'")
              ",'rounds':[{'type':'independent_analysis'},{'type':'ranking'}]}",
@@ -98,8 +92,6 @@ static void test_ranking_borda_count(void **state)
                   "'winner':'B','winner_member':'b'}");
     assert_string_equal(member_in(r, "b")->parsed_json, sq("{'ranking':['B','C','A']}"));
     assert_string_equal(r->text, "b: independent_analysis #0 attempt 1 on \"q\"");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* A mock "ranking" list is copied nowhere fixed-size: long entries (here
@@ -181,13 +173,13 @@ static void test_non_utf8_answers_reach_later_requests_as_replacement_chars(void
 
 static void test_pairwise_elimination_bracket_with_bye(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("'vote':'C'", "'vote':'B'", "'vote':'C'")
              ",'rounds':[{'type':'independent_analysis'},"
-             "{'type':'pairwise_elimination','name':'bracket'}]}", &rec);
+             "{'type':'pairwise_elimination','name':'bracket'}]}", rec);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "bracket");
     assert_agg(r, "{'bracket':[[{'pair':['A','B'],'votes':{'A':2,'B':1},"
@@ -203,8 +195,8 @@ static void test_pairwise_elimination_bracket_with_bye(void **state)
     assert_string_equal(r->text, "c: independent_analysis #0 attempt 1 on \"q\"");
     /* one member_started / member_completed per member in the round */
     size_t started = 0, completed = 0;
-    for (size_t i = 0; i < rec.n; i++) {
-        const council_event *e = rec.ev[i];
+    for (size_t i = 0; i < rec->n; i++) {
+        const council_event *e = rec->ev[i];
         if (e->round_name && strcmp(e->round_name, "bracket") == 0) {
             started += e->type == COUNCIL_EV_MEMBER_STARTED;
             completed += e->type == COUNCIL_EV_MEMBER_COMPLETED;
@@ -212,16 +204,13 @@ static void test_pairwise_elimination_bracket_with_bye(void **state)
     }
     assert_int_equal(started, 3);
     assert_int_equal(completed, 3);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_iterate_stops_on_unanimous_vote(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("", "", "")
              ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
              "'name':'loop','options':{'until':'consensus','max_iterations':5,"
@@ -231,15 +220,13 @@ static void test_iterate_stops_on_unanimous_vote(void **state)
     assert_agg(it, "{'consensus':true,'iterations':1,'stopped_by':'consensus'}");
     assert_int_equal(it->idx, 1);
     assert_int_equal(council_run_result(run)->n_rounds, 4);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_iterate_runs_to_max_iterations_without_consensus(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'A'", "")
              ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
              "'name':'loop','until':'consensus','max_iterations':3,"
@@ -255,15 +242,13 @@ static void test_iterate_runs_to_max_iterations_without_consensus(void **state)
     council_summary s;
     council_run_summary(run, &s);
     assert_int_equal(s.rounds_completed, 5);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_iterate_stops_when_answers_are_equal(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("'answer':'42'", "'answer':'42'",
                                        "'answer':'42'")
              ",'rounds':[{'type':'iterate','options':{'until':'consensus',"
@@ -271,15 +256,13 @@ static void test_iterate_stops_when_answers_are_equal(void **state)
     assert_agg(round_named(run, "iterate"),
                "{'consensus':true,'iterations':1,'stopped_by':'consensus'}");
     assert_string_equal(council_run_result(run)->final_text, "42");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_synthesis_member_and_chair(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("", "", "")
              ",'rounds':[{'type':'independent_analysis'},{'type':'synthesis',"
              "'options':{'member':'b'}}],'chair':'c'}", NULL);
@@ -293,15 +276,13 @@ static void test_synthesis_member_and_chair(void **state)
     assert_int_equal(ch->idx, 2);
     assert_string_equal(ch->members[0]->member_id, "c");
     assert_string_equal(council_run_result(run)->final_text, ch->text);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_members_option_gates_a_round(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("", "", "")
              ",'rounds':[{'type':'independent_analysis','options':{'members':"
              "['c','b']}},{'type':'vote','options':{'members':['a']}}]}", NULL);
@@ -313,15 +294,13 @@ static void test_members_option_gates_a_round(void **state)
     /* only b and c answered, so they are the candidates */
     assert_agg(v, "{'tally':{'B':1,'C':0},'unanimous':true,'valid_votes':1,"
                   "'winner':'B','winner_member':'b'}");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_unparsable_vote_is_a_counted_member_error(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("", "", "'text':'I like them all'")
              ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
@@ -336,43 +315,36 @@ static void test_unparsable_vote_is_a_counted_member_error(void **state)
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_errors, 1);
     assert_non_null(strstr(res->errors[0], "member c in round vote"));
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_round_with_no_success_fails_the_run(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = run_spec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t'," MEMBERS3("'fail_attempts':[1]", "'fail_attempts':[1]",
                                        "'fail_attempts':[1]")
-             ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}", &rec);
+             ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}", rec);
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_errors, 4);
     assert_non_null(strstr(res->errors[3], "round independent_analysis failed"));
     assert_null(res->final_text);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_RUN_FAILED), 1);
-    assert_int_equal(rec_terminal(&rec), 1);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_COMPLETED), 0);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 3);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_RUN_FAILED), 1);
+    assert_int_equal(rec_terminal(rec), 1);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_ROUND_COMPLETED), 0);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_MEMBER_COMPLETED), 3);
 }
 
 static void test_vote_without_answers_fails(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(ctx, "{'id':'t'," MEMBERS3("", "", "")
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = run_spec(ctx, "{'id':'t'," MEMBERS3("", "", "")
                                      ",'rounds':[{'type':'vote'}]}", NULL);
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     assert_non_null(strstr(council_run_result(run)->errors[0], "no answers"));
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* ---- what members see: a native provider that records requests */
@@ -424,8 +396,8 @@ static void expect_answers(json_t *req, const char *expect)
 
 static void test_each_round_type_grants_what_it_should(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     seen s = {json_array()};
     council_provider_ops ops = {rec_start, NULL, NULL};
     assert_int_equal(council_provider_register(ctx, "rec", &ops, &s), 0);
@@ -439,7 +411,7 @@ static void test_each_round_type_grants_what_it_should(void **state)
         "{'type':'critique','name':'r3'},"
         "{'type':'vote','name':'r4','options':{'instructions':'pick'}},"
         "{'type':'independent_analysis','name':'r5'}]}";
-    council_run *run = run_spec(ctx, spec, NULL);
+    council_run *run = f->run = run_spec(ctx, spec, NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     json_t *r = req_of(&s, "x", "r0");
     expect_answers(r, "[]");
@@ -464,8 +436,6 @@ static void test_each_round_type_grants_what_it_should(void **state)
     assert_null(json_object_get(req_of(&s, "x", "r5"), "critiques"));
     expect_answers(req_of(&s, "x", "r5"), "[]");
     json_decref(s.reqs);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* failure_mode: "continue" (the default) lets a round go on without a
@@ -509,21 +479,21 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failure_mode_fail_fast_and_continue),
-        cmocka_unit_test(test_independent_analysis_gives_one_answer_per_member),
-        cmocka_unit_test(test_vote_tally_and_winner),
-        cmocka_unit_test(test_vote_tie_goes_to_lowest_label),
-        cmocka_unit_test(test_ranking_borda_count),
+        cmocka_unit_test_setup_teardown(test_independent_analysis_gives_one_answer_per_member, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_vote_tally_and_winner, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_vote_tie_goes_to_lowest_label, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ranking_borda_count, fx_setup, fx_teardown),
         cmocka_unit_test(test_mock_ranking_list_with_long_entries_is_safe),
-        cmocka_unit_test(test_pairwise_elimination_bracket_with_bye),
-        cmocka_unit_test(test_iterate_stops_on_unanimous_vote),
-        cmocka_unit_test(test_iterate_runs_to_max_iterations_without_consensus),
-        cmocka_unit_test(test_iterate_stops_when_answers_are_equal),
-        cmocka_unit_test(test_synthesis_member_and_chair),
-        cmocka_unit_test(test_members_option_gates_a_round),
-        cmocka_unit_test(test_unparsable_vote_is_a_counted_member_error),
-        cmocka_unit_test(test_round_with_no_success_fails_the_run),
-        cmocka_unit_test(test_vote_without_answers_fails),
-        cmocka_unit_test(test_each_round_type_grants_what_it_should),
+        cmocka_unit_test_setup_teardown(test_pairwise_elimination_bracket_with_bye, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_iterate_stops_on_unanimous_vote, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_iterate_runs_to_max_iterations_without_consensus, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_iterate_stops_when_answers_are_equal, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_synthesis_member_and_chair, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_members_option_gates_a_round, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_unparsable_vote_is_a_counted_member_error, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_round_with_no_success_fails_the_run, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_vote_without_answers_fails, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_each_round_type_grants_what_it_should, fx_setup, fx_teardown),
         cmocka_unit_test(test_non_utf8_answers_reach_later_requests_as_replacement_chars),
     };
     return cmocka_run_group_tests_name("rounds", tests, NULL, NULL);

@@ -43,31 +43,31 @@ static council_run *create_only(council_ctx *ctx, const char *spec_text,
 
 static void test_events_in_order_with_one_terminal(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, FAST, "hello", &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = start_rec(ctx, FAST, "hello", rec);
     wait_done(ctx, run, 3000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    assert_true(rec.n > 10);
-    for (size_t i = 0; i < rec.n; i++)
-        assert_int_equal(rec.ev[i]->seq, i + 1);
-    assert_int_equal(rec.ev[0]->type, COUNCIL_EV_RUN_STARTED);
-    assert_string_equal(rec.ev[0]->input->text, "hello");
-    assert_string_equal(rec.ev[0]->council, "fast");
-    assert_int_equal(rec.ev[1]->type, COUNCIL_EV_ROUND_STARTED);
-    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
-    assert_int_equal(rec_terminal(&rec), 1);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_STARTED), 3);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_COMPLETED), 3);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_STARTED), 5);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 5);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN), 4);
+    assert_true(rec->n > 10);
+    for (size_t i = 0; i < rec->n; i++)
+        assert_int_equal(rec->ev[i]->seq, i + 1);
+    assert_int_equal(rec->ev[0]->type, COUNCIL_EV_RUN_STARTED);
+    assert_string_equal(rec->ev[0]->input->text, "hello");
+    assert_string_equal(rec->ev[0]->council, "fast");
+    assert_int_equal(rec->ev[1]->type, COUNCIL_EV_ROUND_STARTED);
+    assert_int_equal(rec->ev[rec->n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
+    assert_int_equal(rec_terminal(rec), 1);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_ROUND_STARTED), 3);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_ROUND_COMPLETED), 3);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_MEMBER_STARTED), 5);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_MEMBER_COMPLETED), 5);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_MEMBER_TOKEN), 4);
     /* rounds strictly ordered; each member: started, tokens, completed */
     int round = -1;
     int phase[2] = {0, 0};
-    for (size_t i = 0; i < rec.n; i++) {
-        const council_event *e = rec.ev[i];
+    for (size_t i = 0; i < rec->n; i++) {
+        const council_event *e = rec->ev[i];
         if (e->type == COUNCIL_EV_ROUND_STARTED) {
             assert_true(e->round_idx > round);
             round = e->round_idx;
@@ -90,17 +90,14 @@ static void test_events_in_order_with_one_terminal(void **state)
             assert_non_null(e->round_result);
         }
     }
-    assert_string_equal(rec.ev[rec.n - 1]->result->final_text,
+    assert_string_equal(rec->ev[rec->n - 1]->result->final_text,
                         "b: chair #2 attempt 1 on \"hello\" having read 2 answers");
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_generated_run_ids_are_base64url_and_unique(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     int rc;
     council_run *r1 = create_only(ctx, FAST, NULL, NULL, &rc);
     assert_int_equal(rc, 0);
@@ -116,13 +113,12 @@ static void test_generated_run_ids_are_base64url_and_unique(void **state)
     assert_string_equal(council_run_registry(r1), COUNCIL_DEFAULT_REGISTRY);
     council_run_unref(r1);
     council_run_unref(r2);
-    council_ctx_free(ctx);
 }
 
 static void test_duplicate_run_id_is_eexist_per_registry(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     int rc;
     council_run *r1 = create_only(ctx, FAST, NULL, "run-1", &rc);
     assert_int_equal(rc, 0);
@@ -138,7 +134,6 @@ static void test_duplicate_run_id_is_eexist_per_registry(void **state)
     assert_ptr_equal(found, r1);
     council_run_unref(r1);
     council_run_unref(r3);
-    council_ctx_free(ctx);
 }
 
 static void test_whereis_and_state_through_retention(void **state)
@@ -189,53 +184,47 @@ static void test_whereis_and_state_through_retention(void **state)
 
 static void test_cancel_pending_run(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
     int rc;
-    council_run *run = create_only(ctx, FAST, NULL, "p", &rc);
-    council_run_subscribe(run, rec_cb, NULL, &rec, NULL);
+    council_run *run = f->run = create_only(ctx, FAST, NULL, "p", &rc);
+    council_run_subscribe(run, rec_cb, NULL, rec, NULL);
     assert_int_equal(council_run_cancel(run), 0);
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
     assert_int_equal(council_run_begin(run), COUNCIL_ESTATE);
     assert_int_equal(council_run_cancel(run), 0);
     spin(ctx, 20);
-    assert_int_equal(rec.n, 1);
-    assert_int_equal(rec.ev[0]->type, COUNCIL_EV_RUN_CANCELLED);
-    assert_int_equal(rec.ev[0]->result->n_rounds, 0);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_int_equal(rec->n, 1);
+    assert_int_equal(rec->ev[0]->type, COUNCIL_EV_RUN_CANCELLED);
+    assert_int_equal(rec->ev[0]->result->n_rounds, 0);
 }
 
 static void test_cancel_mid_round_stops_at_once(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, SLOW, "q", &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = start_rec(ctx, SLOW, "q", rec);
     spin(ctx, 80);
     council_summary s;
     council_run_summary(run, &s);
     assert_int_equal(s.status, COUNCIL_RUNNING);
     assert_string_equal(s.current_round, "draft");
     assert_int_equal(s.current_round_idx, 0);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
     assert_int_equal(council_run_cancel(run), 0);
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
     council_run_summary(run, &s);
     assert_null(s.current_round);
     spin(ctx, 300);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_RUN_CANCELLED), 1);
-    assert_int_equal(rec_terminal(&rec), 1);
-    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_RUN_CANCELLED), 1);
+    assert_int_equal(rec_terminal(rec), 1);
+    assert_int_equal(rec->ev[rec->n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
     council_stats st;
     council_ctx_stats(ctx, &st);
     assert_int_equal(st.runs_active, 0);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* Cancel at each phase of a run: the run is held at that phase by a member
@@ -318,20 +307,17 @@ static void test_cancel_at_each_phase(void **state)
 
 static void test_cancel_after_completion_changes_nothing(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, FAST, "q", &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = start_rec(ctx, FAST, "q", rec);
     wait_done(ctx, run, 3000);
-    size_t n = rec.n;
+    size_t n = rec->n;
     assert_int_equal(council_run_cancel(run), 0);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     spin(ctx, 10);
-    assert_int_equal(rec.n, n);
-    assert_int_equal(rec_terminal(&rec), 1);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_int_equal(rec->n, n);
+    assert_int_equal(rec_terminal(rec), 1);
 }
 
 typedef struct watch_log {
@@ -350,13 +336,13 @@ static void on_end(council_run *run, void *arg)
 
 static void test_watchers_fire_once_after_the_terminal_event(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
     watch_log w1 = {0}, w2 = {0};
     int rc;
-    council_run *run = create_only(ctx, FAST, NULL, "w", &rc);
-    council_run_subscribe(run, rec_cb, NULL, &rec, NULL);
+    council_run *run = f->run = create_only(ctx, FAST, NULL, "w", &rc);
+    council_run_subscribe(run, rec_cb, NULL, rec, NULL);
     assert_int_equal(council_run_watch(run, on_end, &w1), 0);
     assert_int_equal(council_run_watch(run, on_end, &w2), 0);
     assert_int_equal(council_run_unwatch(run, on_end, &w2), 0);
@@ -366,13 +352,10 @@ static void test_watchers_fire_once_after_the_terminal_event(void **state)
     assert_int_equal(w1.calls, 1);
     assert_int_equal(w2.calls, 0);
     assert_int_equal(w1.seen, COUNCIL_COMPLETED);
-    assert_int_equal(w1.seq_at_call, rec.ev[rec.n - 1]->seq); /* after publish */
+    assert_int_equal(w1.seq_at_call, rec->ev[rec->n - 1]->seq); /* after publish */
     assert_int_equal(council_run_watch(run, on_end, &w2), COUNCIL_ESTATE);
     spin(ctx, 10);
     assert_int_equal(w1.calls, 1);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* The first watcher is kept in the run, the others in a list: they fire
@@ -587,9 +570,9 @@ static void test_subscriber_limit_per_topic(void **state)
 
 static void test_summary_inside_iterate(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = start_rec(
         ctx, "{\"id\":\"i\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
              "{\"latency_ms\":300}}],\"rounds\":[{\"type\":\"iterate\",\"name\":\"loop\","
              "\"options\":{\"rounds\":[{\"type\":\"independent_analysis\",\"name\":\"inner\"}]}}]}",
@@ -603,8 +586,6 @@ static void test_summary_inside_iterate(void **state)
     wait_done(ctx, run, 3000);
     council_run_summary(run, &s);
     assert_int_equal(s.rounds_completed, 4); /* 3 iterations + the iterate */
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* A run whose only member hangs on its first attempt, already called. */
@@ -657,27 +638,24 @@ static void test_step_waits_at_most_the_timeout_after_host_work(void **state)
 
 static void test_concurrency_limit_serialises_members(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = start_rec(
         ctx, "{\"id\":\"c\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
              "{\"latency_ms\":20}},{\"id\":\"b\",\"provider\":\"mock\",\"options\":"
              "{\"latency_ms\":20}},{\"id\":\"c\",\"provider\":\"mock\",\"options\":"
              "{\"latency_ms\":20}}],\"rounds\":[{\"type\":\"independent_analysis\"}],"
-             "\"limits\":{\"concurrency\":1}}", "q", &rec);
+             "\"limits\":{\"concurrency\":1}}", "q", rec);
     wait_done(ctx, run, 3000);
     int in_flight = 0;
-    for (size_t i = 0; i < rec.n; i++) {
-        if (rec.ev[i]->type == COUNCIL_EV_MEMBER_STARTED)
+    for (size_t i = 0; i < rec->n; i++) {
+        if (rec->ev[i]->type == COUNCIL_EV_MEMBER_STARTED)
             in_flight++;
-        if (rec.ev[i]->type == COUNCIL_EV_MEMBER_COMPLETED)
+        if (rec->ev[i]->type == COUNCIL_EV_MEMBER_COMPLETED)
             in_flight--;
         assert_true(in_flight <= 1);
     }
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* Members that answer at once (mock, latency 0): every round ends inside
@@ -736,10 +714,10 @@ static void probe_stop(council_ctx *ctx, io_probe *p)
 
 static void test_synchronous_rounds_yield_to_io_between_rounds(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, SYNC_MANY, "q", &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = start_rec(ctx, SYNC_MANY, "q", rec);
     io_probe p;
     probe_start(ctx, &p, run);
     wait_done(ctx, run, 10000);
@@ -753,26 +731,23 @@ static void test_synchronous_rounds_yield_to_io_between_rounds(void **state)
             fail_msg("no I/O turn after %u rounds", k);
     assert_true(p.calls_while_running >= SYNC_MANY_ROUNDS - 2);
     /* the run itself is unchanged: every event in order, one terminal */
-    for (size_t i = 0; i < rec.n; i++)
-        assert_int_equal(rec.ev[i]->seq, i + 1);
-    assert_int_equal(rec.ev[0]->type, COUNCIL_EV_RUN_STARTED);
-    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
-    assert_int_equal(rec_terminal(&rec), 1);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_STARTED), SYNC_MANY_ROUNDS);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_COMPLETED), SYNC_MANY_ROUNDS);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 3 * 81 + 1);
+    for (size_t i = 0; i < rec->n; i++)
+        assert_int_equal(rec->ev[i]->seq, i + 1);
+    assert_int_equal(rec->ev[0]->type, COUNCIL_EV_RUN_STARTED);
+    assert_int_equal(rec->ev[rec->n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
+    assert_int_equal(rec_terminal(rec), 1);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_ROUND_STARTED), SYNC_MANY_ROUNDS);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_ROUND_COMPLETED), SYNC_MANY_ROUNDS);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_MEMBER_COMPLETED), 3 * 81 + 1);
     assert_int_equal(council_run_result(run)->n_rounds, SYNC_MANY_ROUNDS);
     int idx = -1;
-    for (size_t i = 0; i < rec.n; i++)
-        if (rec.ev[i]->type == COUNCIL_EV_ROUND_STARTED) {
-            assert_int_equal(rec.ev[i]->round_idx, idx + 1);
-            idx = rec.ev[i]->round_idx;
+    for (size_t i = 0; i < rec->n; i++)
+        if (rec->ev[i]->type == COUNCIL_EV_ROUND_STARTED) {
+            assert_int_equal(rec->ev[i]->round_idx, idx + 1);
+            idx = rec->ev[i]->round_idx;
         }
     assert_string_equal(council_run_result(run)->final_text,
                         "a: chair #82 attempt 1 on \"q\" having read 3 answers");
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 typedef struct turns {
@@ -793,8 +768,8 @@ static void note_other(council_run *run, void *arg)
 
 static void test_two_synchronous_runs_take_turns_round_by_round(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     council_run *a = start_rec(ctx, SYNC_MANY, "q", NULL);
     council_run *b = start_rec(ctx, SYNC_MANY, "q", NULL);
     turns ta = {b, 0, 0}, tb = {a, 0, 0};
@@ -812,15 +787,14 @@ static void test_two_synchronous_runs_take_turns_round_by_round(void **state)
     assert_int_equal(tb.other_rounds_at_end, SYNC_MANY_ROUNDS);
     council_run_unref(a);
     council_run_unref(b);
-    council_ctx_free(ctx);
 }
 
 static void test_cancel_between_synchronous_rounds(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, SYNC_MANY, "q", &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = start_rec(ctx, SYNC_MANY, "q", rec);
     for (int i = 0; i < 4; i++)
         council_ctx_step(ctx, 0);
     council_summary s;
@@ -831,23 +805,20 @@ static void test_cancel_between_synchronous_rounds(void **state)
     assert_int_equal(council_run_cancel(run), 0);
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
     council_ctx_flush(ctx);
-    size_t n = rec.n;
-    assert_int_equal(rec.ev[n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
-    assert_int_equal(rec_terminal(&rec), 1);
+    size_t n = rec->n;
+    assert_int_equal(rec->ev[n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
+    assert_int_equal(rec_terminal(rec), 1);
     /* nothing was mid-way but the iterate round */
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_STARTED),
-                     rec_count(&rec, COUNCIL_EV_ROUND_COMPLETED) + 1);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_ROUND_STARTED),
+                     rec_count(rec, COUNCIL_EV_ROUND_COMPLETED) + 1);
     assert_int_equal(council_run_result(run)->n_rounds, s.rounds_completed);
     /* the deferred pump is gone with the run: the loop is idle */
     assert_int_equal(council_ctx_step(ctx, 0), 0);
     spin(ctx, 20);
-    assert_int_equal(rec.n, n);
+    assert_int_equal(rec->n, n);
     council_stats st;
     council_ctx_stats(ctx, &st);
     assert_int_equal(st.runs_active, 0);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_slow_subscriber_is_cut_off_not_the_run(void **state)
@@ -874,14 +845,14 @@ static void test_slow_subscriber_is_cut_off_not_the_run(void **state)
 
 static void test_json_views_have_the_protocol_shapes(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, FAST, "q", &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = start_rec(ctx, FAST, "q", rec);
     wait_done(ctx, run, 3000);
-    for (size_t i = 0; i < rec.n; i++) {
-        json_t *p = council_event_payload_json(rec.ev[i]);
-        switch (rec.ev[i]->type) {
+    for (size_t i = 0; i < rec->n; i++) {
+        json_t *p = council_event_payload_json(rec->ev[i]);
+        switch (rec->ev[i]->type) {
         case COUNCIL_EV_MEMBER_COMPLETED:
             assert_int_equal(json_object_size(p), 8);
             assert_string_equal(json_string_value(json_object_get(p, "status")), "ok");
@@ -928,9 +899,6 @@ static void test_json_views_have_the_protocol_shapes(void **state)
     assert_string_equal(json_string_value(json_object_get(sj, "status")), "completed");
     assert_true(json_is_null(json_object_get(sj, "current_round")));
     json_decref(sj);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_input_and_user_opts_are_opaque_copies(void **state)
@@ -1003,8 +971,8 @@ static void test_bad_arguments(void **state)
 
 static void test_unknown_provider_names_the_member_field(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     council_spec *spec = spec_json(
         "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
         "{\"id\":\"b\",\"provider\":\"gpt-9\"}],"
@@ -1020,14 +988,13 @@ static void test_unknown_provider_names_the_member_field(void **state)
     o.spec = spec;
     o.input.data = "q";
     o.input.len = 1;
-    council_run *run = NULL;
+    council_run *run = f->run = NULL;
     assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_EPROVIDER);
     assert_null(run);
     council_spec *ok = spec_json(FAST);
     assert_int_equal(council_ctx_check_providers(ctx, ok, &err), COUNCIL_OK);
     council_spec_unref(ok);
     council_spec_unref(spec);
-    council_ctx_free(ctx);
 }
 
 static void test_cancel_async_reaches_an_idle_loop(void **state)
@@ -1055,8 +1022,8 @@ static void test_cancel_async_reaches_an_idle_loop(void **state)
 
 static void test_check_providers_validates_a_built_spec(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     council_spec *spec = council_spec_new("built");
     assert_int_equal(council_spec_add_member(spec, "a", "mock", NULL), 0);
     assert_int_equal(council_spec_add_member(spec, "b", "nope", NULL), 0);
@@ -1068,24 +1035,20 @@ static void test_check_providers_validates_a_built_spec(void **state)
     assert_int_equal(council_ctx_check_providers(ctx, empty, &err), COUNCIL_ESPEC);
     council_spec_unref(empty);
     council_spec_unref(spec);
-    council_ctx_free(ctx);
 }
 
 static void test_ctx_run_returns_when_idle(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, FAST, "q", &rec);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    council_run *run = f->run = start_rec(ctx, FAST, "q", rec);
     assert_true(council_ctx_backend_fd(ctx) >= 0);
     assert_int_equal(council_ctx_run(ctx), 0);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     /* everything was delivered before council_ctx_run returned */
-    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
+    assert_int_equal(rec->ev[rec->n - 1]->type, COUNCIL_EV_RUN_COMPLETED);
     assert_int_equal(council_ctx_step(ctx, 0), 0);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void *stopper(void *arg)
@@ -1148,16 +1111,16 @@ static void *watchdog(void *arg)
 
 static void test_cancel_from_another_thread(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
     int rc;
-    council_run *run = create_only(
+    council_run *run = f->run = create_only(
         ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
              "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
         "R", "t-1", &rc);
     assert_int_equal(rc, 0);
-    council_run_subscribe(run, rec_cb, NULL, &rec, NULL);
+    council_run_subscribe(run, rec_cb, NULL, rec, NULL);
     assert_int_equal(council_run_begin(run), 0);
     canceller c = {.ctx = ctx};
     watchdog_arg w = {.ctx = ctx};
@@ -1174,54 +1137,51 @@ static void test_cancel_from_another_thread(void **state)
     assert_int_equal(c.rc_ok, COUNCIL_OK);
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
     council_ctx_flush(ctx);
-    assert_int_equal(rec_terminal(&rec), 1);
-    assert_int_equal(rec.ev[rec.n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
+    assert_int_equal(rec_terminal(rec), 1);
+    assert_int_equal(rec->ev[rec->n - 1]->type, COUNCIL_EV_RUN_CANCELLED);
     /* a request for a finished run changes nothing; one queued while the
      * context is freed is dropped with it */
     assert_int_equal(council_ctx_cancel_async(ctx, "R", "t-1", 3), COUNCIL_OK);
     council_ctx_step(ctx, 10);
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
     assert_int_equal(council_ctx_cancel_async(ctx, NULL, "t-1", 3), COUNCIL_OK);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_events_in_order_with_one_terminal),
-        cmocka_unit_test(test_generated_run_ids_are_base64url_and_unique),
-        cmocka_unit_test(test_duplicate_run_id_is_eexist_per_registry),
+        cmocka_unit_test_setup_teardown(test_events_in_order_with_one_terminal, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_generated_run_ids_are_base64url_and_unique, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_run_id_is_eexist_per_registry, fx_setup, fx_teardown),
         cmocka_unit_test(test_whereis_and_state_through_retention),
-        cmocka_unit_test(test_cancel_pending_run),
-        cmocka_unit_test(test_cancel_mid_round_stops_at_once),
-        cmocka_unit_test(test_cancel_after_completion_changes_nothing),
+        cmocka_unit_test_setup_teardown(test_cancel_pending_run, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_mid_round_stops_at_once, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_after_completion_changes_nothing, fx_setup, fx_teardown),
         cmocka_unit_test(test_cancel_at_each_phase),
-        cmocka_unit_test(test_watchers_fire_once_after_the_terminal_event),
+        cmocka_unit_test_setup_teardown(test_watchers_fire_once_after_the_terminal_event, fx_setup, fx_teardown),
         cmocka_unit_test(test_watchers_fire_in_order_whatever_was_unwatched),
         cmocka_unit_test(test_max_runs_limit),
         cmocka_unit_test(test_oldest_retained_run_leaves_when_retention_is_full),
         cmocka_unit_test(test_many_runs_leave_retention_and_the_loop_stays_free),
         cmocka_unit_test(test_each_retained_run_leaves_at_its_own_time),
         cmocka_unit_test(test_subscriber_limit_per_topic),
-        cmocka_unit_test(test_summary_inside_iterate),
+        cmocka_unit_test_setup_teardown(test_summary_inside_iterate, fx_setup, fx_teardown),
         cmocka_unit_test(test_step_waits_at_most_the_timeout),
         cmocka_unit_test(test_step_waits_at_most_the_timeout_after_host_work),
-        cmocka_unit_test(test_concurrency_limit_serialises_members),
-        cmocka_unit_test(test_synchronous_rounds_yield_to_io_between_rounds),
-        cmocka_unit_test(test_two_synchronous_runs_take_turns_round_by_round),
-        cmocka_unit_test(test_cancel_between_synchronous_rounds),
+        cmocka_unit_test_setup_teardown(test_concurrency_limit_serialises_members, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_synchronous_rounds_yield_to_io_between_rounds, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_two_synchronous_runs_take_turns_round_by_round, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_between_synchronous_rounds, fx_setup, fx_teardown),
         cmocka_unit_test(test_slow_subscriber_is_cut_off_not_the_run),
-        cmocka_unit_test(test_json_views_have_the_protocol_shapes),
+        cmocka_unit_test_setup_teardown(test_json_views_have_the_protocol_shapes, fx_setup, fx_teardown),
         cmocka_unit_test(test_input_and_user_opts_are_opaque_copies),
         cmocka_unit_test(test_bad_arguments),
-        cmocka_unit_test(test_unknown_provider_names_the_member_field),
-        cmocka_unit_test(test_ctx_run_returns_when_idle),
+        cmocka_unit_test_setup_teardown(test_unknown_provider_names_the_member_field, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ctx_run_returns_when_idle, fx_setup, fx_teardown),
         cmocka_unit_test(test_stop_from_another_thread),
-        cmocka_unit_test(test_cancel_from_another_thread),
+        cmocka_unit_test_setup_teardown(test_cancel_from_another_thread, fx_setup, fx_teardown),
         cmocka_unit_test(test_cancel_async_reaches_an_idle_loop),
-        cmocka_unit_test(test_check_providers_validates_a_built_spec),
+        cmocka_unit_test_setup_teardown(test_check_providers_validates_a_built_spec, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }
