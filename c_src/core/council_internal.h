@@ -54,6 +54,17 @@ json_t *council_call_request_json(const council_call *call);
 const pubsub_msg_ops *council_event_pubsub_ops(void);
 pubsub *council_ctx_pubsub(council_ctx *ctx);
 
+/* ------------------------------------------------------------ env.c */
+
+/* A variable of the context's environment (council_ctx_setenv) if set
+ * there, else getenv(3)'s. Borrowed: valid until the next change of that
+ * name or the context's end; copy it before the loop turns. Loop thread. */
+const char *cx_env_get(const council_ctx *ctx, const char *name);
+/* The same, but only what council_ctx_setenv set (NULL otherwise). */
+const char *cx_env_own(const council_ctx *ctx, const char *name);
+/* Wipes and frees the context's variables (council_ctx_free). */
+void cx_env_free(council_ctx *ctx);
+
 /* ------------------------------------------------------------ helpers */
 
 char *cx_strdup(const char *s);
@@ -293,6 +304,7 @@ struct council_ctx {
     void *exec_children;      /* provider_exec's list */
     struct cx_http *http;     /* http.c: the curl multi, made on first use */
     struct tools_state *tools; /* tools.c: handlers and tool programs */
+    struct cx_env *env;       /* env.c: council_ctx_setenv's variables */
     uint64_t next_call_id;
 };
 

@@ -380,6 +380,30 @@ void cx_http_shutdown(council_ctx *ctx)
     ctx->http = NULL;
 }
 
+/* Proxy variables given to the context (council_ctx_setenv) apply as curl
+ * applies the process environment's, which it reads itself: the scheme's
+ * own variable (http_proxy only in lower case, as curl has it), then
+ * all_proxy; no_proxy for the exceptions. Returns false if curl refused. */
+static bool set_proxy(council_ctx *ctx, CURL *e, const char *url)
+{
+    static const char *const https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy",
+                                        "ALL_PROXY", NULL};
+    static const char *const http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
+    const char *const *names = strncasecmp(url, "https:", 6) == 0 ? https : http;
+    for (; *names; names++) {
+        const char *v = cx_env_own(ctx, *names);
+        if (v) {
+            if (curl_easy_setopt(e, CURLOPT_PROXY, v) != CURLE_OK)
+                return false;
+            break;
+        }
+    }
+    const char *no = cx_env_own(ctx, "no_proxy");
+    if (!no)
+        no = cx_env_own(ctx, "NO_PROXY");
+    return !no || curl_easy_setopt(e, CURLOPT_NOPROXY, no) == CURLE_OK;
+}
+
 int cx_http_start(council_ctx *ctx, const cx_http_opts *o, const cx_http_cbs *cbs,
                   void *arg, cx_http_req **out)
 {
@@ -421,7 +445,8 @@ int cx_http_start(council_ctx *ctx, const cx_http_opts *o, const cx_http_cbs *cb
     CURL *e = r->easy;
     rc = COUNCIL_EIO;
     if (curl_easy_setopt(e, CURLOPT_URL, o->url) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        !set_proxy(ctx, e, o->url))
         goto fail;
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);

@@ -958,7 +958,7 @@ static int llm_start(council_call *call, void *arg)
     call->prov_state = lc;
     opts_read(&lc->o, d, call->member->options);
     if (lc->o.key_env) {
-        const char *k = getenv(lc->o.key_env);
+        const char *k = cx_env_get(council_run_ctx(call->run), lc->o.key_env);
         if (k && *k) {
             lc->key = cx_strdup(k);
             if (!lc->key)

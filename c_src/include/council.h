@@ -163,6 +163,22 @@ COUNCIL_API void council_ctx_wakeup(council_ctx *ctx);
 COUNCIL_API int council_ctx_cancel_async(council_ctx *ctx, const char *registry,
                              const void *run_id, size_t len);
 
+/* The context's own environment variables, read by the core in place of
+ * the process environment's: the API key variables that members name
+ * (api_key_env, or a provider's default) and the proxy variables
+ * (https_proxy, http_proxy, all_proxy, no_proxy, lower or upper case, read
+ * as curl reads them). A name set here wins; one not set here is looked up
+ * with getenv(3). For hosts that must not call setenv(3) while other
+ * threads may call getenv(3) (a NIF inside the VM), and to give one
+ * context keys that the process as a whole does not see.
+ * value NULL removes name from the context (getenv answers for it again).
+ * Values are copied; the copies are wiped when replaced, removed, or at
+ * council_ctx_free. A change applies to member calls started after it.
+ * Loop thread. Returns COUNCIL_OK; COUNCIL_EINVAL if name is NULL, empty,
+ * holds '=' or is over 255 bytes, or value is over 65535 bytes;
+ * COUNCIL_ENOMEM (nothing changed). */
+COUNCIL_API int council_ctx_setenv(council_ctx *ctx, const char *name, const char *value);
+
 /* Counts for monitoring: runs registered (including retained ones), runs in
  * progress, subscriptions. Loop thread. */
 typedef struct council_stats {

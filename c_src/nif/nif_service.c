@@ -6,12 +6,13 @@
  * the process CouncilEx.Nif spawned, and linked for start_link, to stand
  * for the run), {whereis | state | result | cancel, Registry, RunId},
  * {subscribe, Topic, Pid[, tagged | lib]}, {unsubscribe, Topic, Pid},
- * stats, ping, {open, Config}, close, {setenv, [{Name, Value}]},
- * {unsetenv, [Name]}, and {subscribers, Topic} (the pids
+ * stats, ping, {open, Config}, close, {setenv, [{Name, Value}]} and
+ * {unsetenv, [Name]} (the context's own variables), and {subscribers, Topic} (the pids
  * subscribed to a topic, as CouncilEx.PubSub.Relay.subscribers/1 tells
  * for the C node). The reply goes to the caller as
  * {Ref, Reply}. Loop thread.
  */
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -530,42 +531,53 @@ void nif_ctx_close(nif_state *st)
 
 /* ------------------------------------------------------------ environment */
 
-/* {setenv, [{Name, Value}]} and {unsetenv, [Name]}: this process's real
- * environment, where the core reads API keys (getenv). ERTS keeps a copy
- * of its own (os:putenv/2 does not reach environ), so the library hands
- * the variables over here, on the thread that reads them: the core's
- * getenv calls never race these. Names: no '=' and no NUL; values: no
- * NUL. {error, badarg} for a bad entry (those before it are set). */
-static int env_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n, int name)
+/* {setenv, [{Name, Value}]} and {unsetenv, [Name]}: the context's own
+ * variables (council_ctx_setenv), where the core looks for API keys and
+ * proxies before the process environment. Nothing here calls setenv(3):
+ * other threads of the VM may be in getenv(3) at any time, and the two
+ * must not run at once. Names: no '=' and no NUL; values: no NUL. Needs an
+ * open context; {error, badarg} for a bad entry (those before it are set). */
+static char *env_text(ErlNifEnv *env, ERL_NIF_TERM t, int name)
 {
     ErlNifBinary b;
-    if (!enif_inspect_binary(env, t, &b) || b.size >= n || memchr(b.data, 0, b.size) ||
-        (name && (b.size == 0 || memchr(b.data, '=', b.size))))
-        return -1;
-    memcpy(buf, b.data, b.size);
-    buf[b.size] = 0;
-    return 0;
+    if (!enif_inspect_binary(env, t, &b) || memchr(b.data, 0, b.size) ||
+        (name && (b.size == 0 || b.size > 255 || memchr(b.data, '=', b.size))))
+        return NULL;
+    char *s = enif_alloc(b.size + 1);
+    if (s) {
+        memcpy(s, b.data, b.size);
+        s[b.size] = 0;
+    }
+    return s;
+}
+
+static void env_text_free(char *s)
+{
+    if (s) {
+        sodium_memzero(s, strlen(s));
+        enif_free(s);
+    }
 }
 
 static ERL_NIF_TERM set_env(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM list, int set)
 {
     ERL_NIF_TERM head;
-    char name[256], value[8192];
     while (enif_get_list_cell(env, list, &head, &list)) {
         const ERL_NIF_TERM *el;
         int arity;
-        if (set) {
-            if (!enif_get_tuple(env, head, &arity, &el) || arity != 2 ||
-                env_text(env, el[0], name, sizeof name, 1) ||
-                env_text(env, el[1], value, sizeof value, 0))
-                return nif_error(st->out, A.badarg);
-            if (setenv(name, value, 1) != 0)
-                return nif_error(st->out, A.enomem);
-        } else {
-            if (env_text(env, head, name, sizeof name, 1))
-                return nif_error(st->out, A.badarg);
-            unsetenv(name);
-        }
+        char *name = NULL, *value = NULL;
+        int rc = COUNCIL_EINVAL;
+        if (!set)
+            name = env_text(env, head, 1);
+        else if (enif_get_tuple(env, head, &arity, &el) && arity == 2 &&
+                 (name = env_text(env, el[0], 1)))
+            value = env_text(env, el[1], 0);
+        if (name && (value || !set))
+            rc = council_ctx_setenv(st->ctx, name, value);
+        env_text_free(name);
+        env_text_free(value);
+        if (rc != COUNCIL_OK)
+            return nif_error(st->out, rc == COUNCIL_ENOMEM ? A.enomem : A.badarg);
     }
     return enif_is_empty_list(env, list) ? A.ok : nif_error(st->out, A.badarg);
 }
@@ -603,15 +615,15 @@ static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
         return A.ok;
     }
     int tuple = enif_get_tuple(env, req, &arity, &el);
-    if (tuple && arity == 2 &&
-        (enif_is_identical(el[0], A.setenv) || enif_is_identical(el[0], A.unsetenv)))
-        return set_env(st, env, el[1], enif_is_identical(el[0], A.setenv));
     if (tuple && arity == 2 && enif_is_identical(el[0], A.open)) {
         int rc = nif_ctx_open(st, env, el[1]);
         return rc == 0 ? A.ok : nif_error(out, rc == COUNCIL_EINVAL ? A.badarg : A.enomem);
     }
     if (!st->ctx)
         return nif_error(out, A.unavailable);
+    if (tuple && arity == 2 &&
+        (enif_is_identical(el[0], A.setenv) || enif_is_identical(el[0], A.unsetenv)))
+        return set_env(st, env, el[1], enif_is_identical(el[0], A.setenv));
     if (enif_is_identical(req, A.stats))
         return stats(st);
     if (tuple && arity == 3 &&

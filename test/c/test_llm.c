@@ -365,6 +365,84 @@ static void test_unset_key_variable_is_a_clear_error(void **state)
     assert_non_null(strstr(mr->error, "COUNCIL_TEST_UNSET_KEY is not set"));
 }
 
+/* One openai member on base_url reading its key from key_env; the run's
+ * single member result. */
+static const council_member_result *run_with_key_env(fx *f, const char *base_url,
+                                                     const char *key_env, char *m, size_t mn)
+{
+    char spec[512];
+    snprintf(spec, sizeof spec,
+             sq("{'id':'k','members':[{'id':'m','provider':'openai','options':"
+                "{'model':'%s','base_url':'%s','api_key_env':'%s'}}],"
+                "'rounds':[{'type':'independent_analysis'}]}"),
+             model("hello", m, mn), base_url, key_env);
+    if (f->run)
+        council_run_unref(f->run);
+    f->run = start_rec(f->ctx, spec, "Q", NULL);
+    wait_done(f->ctx, f->run, 5000);
+    return only_member(f->run);
+}
+
+static void test_context_variables_win_over_the_environment(void **state)
+{
+    fx *f = *state;
+    char m[64], base[160];
+    snprintf(base, sizeof base, "%s/v1", plain.base);
+    /* a key only the context has */
+    assert_int_equal(council_ctx_setenv(f->ctx, "COUNCIL_TEST_CTX_ONLY_KEY", KEY), COUNCIL_OK);
+    assert_null(getenv("COUNCIL_TEST_CTX_ONLY_KEY"));
+    assert_true(run_with_key_env(f, base, "COUNCIL_TEST_CTX_ONLY_KEY", m, sizeof m)->ok);
+    /* the context's value wins over the process's (the server refuses it) */
+    assert_int_equal(council_ctx_setenv(f->ctx, KEY_ENV, "sk-not-the-right-one"), COUNCIL_OK);
+    const council_member_result *mr = run_with_key_env(f, base, KEY_ENV, m, sizeof m);
+    assert_false(mr->ok);
+    assert_string_equal(mr->error_kind, "permanent");
+    assert_null(strstr(mr->error, "sk-not-the-right-one"));
+    /* removed: the process environment answers again */
+    assert_int_equal(council_ctx_setenv(f->ctx, KEY_ENV, NULL), COUNCIL_OK);
+    assert_true(run_with_key_env(f, base, KEY_ENV, m, sizeof m)->ok);
+    assert_int_equal(council_ctx_setenv(f->ctx, "COUNCIL_TEST_CTX_ONLY_KEY", NULL), COUNCIL_OK);
+    mr = run_with_key_env(f, base, "COUNCIL_TEST_CTX_ONLY_KEY", m, sizeof m);
+    assert_false(mr->ok);
+    assert_non_null(strstr(mr->error, "COUNCIL_TEST_CTX_ONLY_KEY is not set"));
+    /* bad names and sizes change nothing */
+    char big[70000];
+    memset(big, 'v', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(council_ctx_setenv(f->ctx, "", "x"), COUNCIL_EINVAL);
+    assert_int_equal(council_ctx_setenv(f->ctx, NULL, "x"), COUNCIL_EINVAL);
+    assert_int_equal(council_ctx_setenv(f->ctx, "A=B", "x"), COUNCIL_EINVAL);
+    assert_int_equal(council_ctx_setenv(f->ctx, "BIG", big), COUNCIL_EINVAL);
+    assert_int_equal(council_ctx_setenv(f->ctx, "NEVER_SET", NULL), COUNCIL_OK);
+}
+
+/* http_proxy given to the context sends the request through the proxy: the
+ * fake server, asked in absolute form for a host that does not resolve. */
+static void test_context_proxy_variable_is_used(void **state)
+{
+    fx *f = *state;
+    char m[64];
+    assert_int_equal(council_ctx_setenv(f->ctx, "COUNCIL_TEST_CTX_ONLY_KEY", KEY), COUNCIL_OK);
+    assert_int_equal(council_ctx_setenv(f->ctx, "http_proxy", plain.base), COUNCIL_OK);
+    const council_member_result *mr =
+        run_with_key_env(f, "http://model.invalid/v1", "COUNCIL_TEST_CTX_ONLY_KEY", m, sizeof m);
+    if (!mr->ok)
+        dump_errors(f->run);
+    assert_true(mr->ok);
+    json_t *reqs = fake_llm_requests_for(&plain, m, NULL);
+    assert_int_equal(json_array_size(reqs), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(reqs, 0), "path")),
+                        "http://model.invalid/v1/chat/completions");
+    json_decref(reqs);
+    /* no_proxy naming the host: a direct attempt, which cannot resolve */
+    assert_int_equal(council_ctx_setenv(f->ctx, "no_proxy", "model.invalid"), COUNCIL_OK);
+    mr = run_with_key_env(f, "http://model.invalid/v1", "COUNCIL_TEST_CTX_ONLY_KEY", m, sizeof m);
+    assert_false(mr->ok);
+    reqs = fake_llm_requests_for(&plain, m, NULL);
+    assert_int_equal(json_array_size(reqs), 0);
+    json_decref(reqs);
+}
+
 static void test_unknown_model_and_bad_request_are_permanent(void **state)
 {
     (void)state;
@@ -851,6 +929,10 @@ int main(void)
         cmocka_unit_test(test_context_freed_mid_stream),
         cmocka_unit_test_setup_teardown(test_a_council_of_three_apis_votes, fx_setup, fx_teardown),
         cmocka_unit_test(test_options_are_checked_with_their_field),
+        cmocka_unit_test_setup_teardown(test_context_variables_win_over_the_environment,
+                                        fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_context_proxy_variable_is_used, fx_setup,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -15,14 +15,16 @@ defmodule CouncilEx.Nif.Server do
   `:max_subscribers_per_topic`, `:subscriber_queue_cap`,
   `:member_timeout_ms`, `:max_spec_bytes`, `:output_cap`).
 
-  API keys: the core reads them from the environment of this OS process
-  (getenv), which ERTS keeps apart from its own (`System.put_env/2` does
-  not reach it). When the application starts, the VM's environment and
-  the literal keys of `config :council_ex, :providers` (under their
-  generated names, `CouncilEx.Providers`) are set there, as a managed C
-  node gets them when it starts: a variable set later needs a restart of
-  the application. A literal key is never in the VM's own environment
-  (`System.get_env/1`), and it is unset again when the application stops.
+  API keys: the core looks them up (and proxy variables) in its context's
+  own variables first, then in this OS process's environment (getenv),
+  which ERTS keeps apart from its own (`System.put_env/2` does not reach
+  it). When the application starts, the VM's environment and the literal
+  keys of `config :council_ex, :providers` (under their generated names,
+  `CouncilEx.Providers`) are given to the context, as a managed C node
+  gets them when it starts: a variable set later needs a restart of the
+  application. A literal key is never in the VM's environment nor in the
+  OS process's (no setenv(3): it would race with the VM's threads), and
+  it is wiped when the application stops.
   """
   use GenServer
   require Logger
@@ -69,35 +71,37 @@ defmodule CouncilEx.Nif.Server do
 
     case Nif.ensure_loaded() do
       :ok ->
-        keys = put_keys()
-
         case Nif.call({:open, config()}) do
-          :ok -> {:ok, %{keys: keys}}
-          error -> {:stop, {:nif_open, error}}
+          :ok ->
+            put_keys()
+            {:ok, %{}}
+
+          error ->
+            {:stop, {:nif_open, error}}
         end
 
       {:error, reason} ->
         Logger.error("council_ex: cannot load #{Nif.path()}.so: #{inspect(reason)}")
-        {:ok, %{keys: []}}
+        {:ok, %{}}
     end
   end
 
   @impl true
-  def terminate(_reason, state) do
+  def terminate(_reason, _state) do
     Nif.call(:close, :infinity)
-    Nif.call({:unsetenv, state.keys})
     :ok
   end
 
-  # The core reads API keys with getenv(3) in this OS process, and ERTS
-  # keeps its environment apart (System.put_env/2 does not reach it): the
-  # VM's environment as it is now, plus the configured literal keys under
-  # their generated names, are handed to the NIF, which sets them on the
-  # core's thread. So the core sees what a C node started now would see
-  # (variables set later need a restart of the application, as a managed
-  # node does), and a literal key never enters the VM's own environment.
-  # Returns the keys' names (removed again when the application stops);
-  # the state holds names only, never a key.
+  # The core reads API keys (and proxies) from its context's own variables
+  # before getenv(3), and ERTS keeps its environment apart from the OS
+  # process's (System.put_env/2 does not reach it): the VM's environment as
+  # it is now, plus the configured literal keys under their generated
+  # names, are given to the open context (council_ctx_setenv: no setenv(3),
+  # which would race with getenv(3) in the VM's other threads). So the core
+  # sees what a C node started now would see (variables set later need a
+  # restart of the application, as a managed node does), a literal key never
+  # enters the VM's environment nor the OS process's, and closing the
+  # context wipes them.
   defp put_keys do
     keys =
       try do
@@ -119,7 +123,5 @@ defmodule CouncilEx.Nif.Server do
       :ok -> :ok
       other -> Logger.error("council_ex: the NIF's environment not set: #{inspect(other)}")
     end
-
-    Enum.map(keys, &elem(&1, 0))
   end
 end

@@ -980,7 +980,10 @@ static int parse_head(struct request *req)
         return 400;
     *sp1 = *sp2 = '\0';
     char *target = sp1 + 1, *version = sp2 + 1;
-    if (strncmp(version, "HTTP/1.", 7) != 0 || target[0] != '/')
+    /* origin form, or absolute form as a client sends it to a proxy (kept
+     * whole in path, so that a test can see the request came that way) */
+    if (strncmp(version, "HTTP/1.", 7) != 0 ||
+        (target[0] != '/' && strncmp(target, "http://", 7) != 0))
         return 400;
     req->method = line;
     req->keep_alive = strcmp(version, "HTTP/1.1") == 0;
