@@ -78,11 +78,7 @@ void nif_x_reset(nif_state *st)
 
 ERL_NIF_TERM nif_x_term(nif_state *st, ErlNifEnv *env)
 {
-    ERL_NIF_TERM t;
-    if (enif_binary_to_term(env, (const unsigned char *)st->x.buff, (size_t)st->x.index, &t, 0) ==
-        0)
-        return 0;
-    return t;
+    return nif_etf_term(env, st->x.buff, (size_t)st->x.index);
 }
 
 /* ------------------------------------------------------------ queue */
@@ -179,6 +175,77 @@ static void *loop_main(void *arg)
 
 static nif_state *state_of(ErlNifEnv *env) { return enif_priv_data(env); }
 
+/* Copying a request (enif_make_copy) costs time in proportion to its
+ * size, and a scheduler thread must not be held for more than ~100 us: a
+ * request is walked first, at most COPY_BUDGET terms deep into it, and one
+ * that is larger (a big input given as a list or map, a deep term) is
+ * copied on a dirty CPU scheduler instead. Binaries count as one term:
+ * the copy of a reference-counted binary shares its bytes. */
+#define COPY_BUDGET 2048
+#define COPY_DEPTH 128
+
+static int small_term(ErlNifEnv *env, ERL_NIF_TERM t, int *budget, int depth)
+{
+    if (--*budget < 0 || depth > COPY_DEPTH)
+        return 0;
+    switch (enif_term_type(env, t)) {
+    case ERL_NIF_TERM_TYPE_LIST: {
+        ERL_NIF_TERM head;
+        while (enif_get_list_cell(env, t, &head, &t))
+            if (--*budget < 0 || !small_term(env, head, budget, depth + 1))
+                return 0;
+        return 1;
+    }
+    case ERL_NIF_TERM_TYPE_TUPLE: {
+        const ERL_NIF_TERM *el;
+        int arity;
+        if (!enif_get_tuple(env, t, &arity, &el) || arity > *budget)
+            return 0;
+        for (int i = 0; i < arity; i++)
+            if (!small_term(env, el[i], budget, depth + 1))
+                return 0;
+        return 1;
+    }
+    case ERL_NIF_TERM_TYPE_MAP: {
+        size_t n;
+        ErlNifMapIterator it;
+        ERL_NIF_TERM k, v;
+        if (!enif_get_map_size(env, t, &n) || n > (size_t)*budget ||
+            !enif_map_iterator_create(env, t, &it, ERL_NIF_MAP_ITERATOR_FIRST))
+            return 0;
+        int ok = 1;
+        while (ok && enif_map_iterator_get_pair(env, &it, &k, &v)) {
+            ok = small_term(env, k, budget, depth + 1) && small_term(env, v, budget, depth + 1);
+            enif_map_iterator_next(env, &it);
+        }
+        enif_map_iterator_destroy(env, &it);
+        return ok;
+    }
+    default:
+        return 1;
+    }
+}
+
+/* Whether this NIF call, on a normal scheduler, should run again on a
+ * dirty one because of the size of argv[from..argc). */
+static int needs_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], int from)
+{
+    if (enif_thread_type() != ERL_NIF_THR_NORMAL_SCHEDULER)
+        return 0;
+    int budget = COPY_BUDGET;
+    for (int i = from; i < argc; i++)
+        if (!small_term(env, argv[i], &budget, 0))
+            return 1;
+    return 0;
+}
+
+#define COPY_ON_DIRTY_IF_LARGE(name, from)                                               \
+    do {                                                                                 \
+        if (needs_dirty(env, argc, argv, from))                                          \
+            return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_CPU_BOUND, name, argc, \
+                                     argv);                                              \
+    } while (0)
+
 /* A command of kind with n terms of argv copied (a, b); obj kept. */
 static ERL_NIF_TERM submit(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
                            const ERL_NIF_TERM *argv, ERL_NIF_TERM ret)
@@ -221,6 +288,7 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
 /* call(Request) -> Ref: the caller gets {Ref, Reply}. */
 static ERL_NIF_TERM call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
+    COPY_ON_DIRTY_IF_LARGE(call_nif, 0);
     return submit(env, CMD_CALL, NULL, 1, argv, enif_make_ref(env));
 }
 
@@ -233,6 +301,7 @@ static int get_run(ErlNifEnv *env, ERL_NIF_TERM t, void **obj)
  * {'$council_reply', From, Reply} (nothing for a cast, From nil). */
 static ERL_NIF_TERM run_call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
+    COPY_ON_DIRTY_IF_LARGE(run_call_nif, 1);
     void *obj;
     if (!get_run(env, argv[0], &obj))
         return enif_make_badarg(env);
@@ -243,6 +312,7 @@ static ERL_NIF_TERM run_call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
  * replies, the member server's DOWN; others are dropped). */
 static ERL_NIF_TERM run_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
+    COPY_ON_DIRTY_IF_LARGE(run_info_nif, 1);
     void *obj;
     if (!get_run(env, argv[0], &obj))
         return enif_make_badarg(env);
@@ -252,6 +322,7 @@ static ERL_NIF_TERM run_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
 /* run_stop(Run, Reason) -> ok: cancels the run, which ends with Reason. */
 static ERL_NIF_TERM run_stop_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
+    COPY_ON_DIRTY_IF_LARGE(run_stop_nif, 1);
     void *obj;
     if (!get_run(env, argv[0], &obj))
         return enif_make_badarg(env);
@@ -338,7 +409,20 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
         state_free(st);
         return 1;
     }
-    if (enif_thread_create("council_loop", &st->tid, loop_main, st, NULL) != 0) {
+    /* The loop thread decodes whole terms (enif_binary_to_term of a run's
+     * input, which for a large map sorts on the stack), runs libcurl and
+     * jansson: ERTS's default stack for a thread it creates is far too
+     * small for that (a 500-key map input overflowed it). 8 MB, as a
+     * process's main thread has (the size is in kilowords). */
+    ErlNifThreadOpts *topts = enif_thread_opts_create("council_loop_opts");
+    if (!topts) {
+        state_free(st);
+        return 1;
+    }
+    topts->suggested_stack_size = (int)(8 * 1024 * 1024 / sizeof(void *) / 1024);
+    int trc = enif_thread_create("council_loop", &st->tid, loop_main, st, topts);
+    enif_thread_opts_destroy(topts);
+    if (trc != 0) {
         state_free(st);
         return 1;
     }

@@ -195,6 +195,22 @@ ERL_NIF_TERM nif_existing_atom_or_binary(ErlNifEnv *env, ERL_NIF_TERM bin);
  * binary keys; null: nil). 0 when out of memory. */
 struct json_t;
 ERL_NIF_TERM nif_json_term(ErlNifEnv *env, const struct json_t *j, int depth);
+/* Maps and ETF on the loop thread. ERTS crashes when a thread that is not
+ * a scheduler builds a map of more than 32 pairs in one go: both
+ * enif_make_map_from_arrays and enif_binary_to_term sort the pairs with
+ * scheduler data such a thread does not have (erlang/otp#8208, in OTP
+ * 25.1 and later until its fix). These two build such maps pair by pair
+ * (enif_make_map_put), which does not sort, and are what the NIF uses. */
+#define NIF_FLATMAP_MAX 32
+/* A map of n pairs (keys distinct) in *out: 1, or 0 (out of memory, or a
+ * key repeated where n <= NIF_FLATMAP_MAX). */
+int nif_make_map(ErlNifEnv *env, ERL_NIF_TERM *keys, ERL_NIF_TERM *vals, size_t n,
+                 ERL_NIF_TERM *out);
+/* The term of len bytes of ETF at buf (version byte first), in env, or 0
+ * when they are not one whole term. Terms without a map of more than
+ * NIF_FLATMAP_MAX pairs go to enif_binary_to_term whole; others are
+ * decoded here down to their leaves (nesting bounded: 0 past it). */
+ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len);
 /* Text of a term (enif_snprintf %T), NUL-terminated, clipped to n. */
 void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
 

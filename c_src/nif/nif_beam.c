@@ -193,12 +193,11 @@ static ERL_NIF_TERM request_term(ErlNifEnv *env, council_call *call)
         size_t uo_len = 0;
         const void *uo = council_run_user_opts(council_call_run(call), &uo_len);
         ERL_NIF_TERM uot = A.nil;
-        if (uo && uo_len &&
-            enif_binary_to_term(env, uo, uo_len, &uot, ERL_NIF_BIN2TERM_SAFE) == 0)
+        if (uo && uo_len && !(uot = nif_etf_term(env, uo, uo_len)))
             uot = A.nil;
         keys[i] = nif_binary(env, "user_opts", 9);
         vals[i++] = uot;
-        if (!enif_make_map_from_arrays(env, keys, vals, i, &out))
+        if (!nif_make_map(env, keys, vals, i, &out))
             out = 0;
     }
     enif_free(keys);

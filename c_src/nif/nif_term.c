@@ -240,7 +240,7 @@ ERL_NIF_TERM nif_json_term(ErlNifEnv *env, const json_t *j, int depth)
                 vals[i] = nif_json_term(env, v, depth + 1);
                 i++;
             }
-            if (!enif_make_map_from_arrays(env, keys, vals, i, &out))
+            if (!nif_make_map(env, keys, vals, i, &out))
                 out = 0;
         }
         enif_free(keys);
@@ -281,4 +281,152 @@ void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n)
     if (enif_snprintf(buf, n, "%T", t) < 0)
         buf[0] = 0;
     buf[n - 1] = 0;
+}
+
+/* ------------------------------------------------------------ maps, ETF */
+
+int nif_make_map(ErlNifEnv *env, ERL_NIF_TERM *keys, ERL_NIF_TERM *vals, size_t n,
+                 ERL_NIF_TERM *out)
+{
+    if (n <= NIF_FLATMAP_MAX)
+        return enif_make_map_from_arrays(env, keys, vals, n, out);
+    ERL_NIF_TERM m = enif_make_new_map(env);
+    for (size_t i = 0; i < n; i++)
+        if (!enif_make_map_put(env, m, keys[i], vals[i], &m))
+            return 0;
+    *out = m;
+    return 1;
+}
+
+/* Whether the term at buf+*index (ETF, no version byte) holds a map of
+ * more than NIF_FLATMAP_MAX pairs. Iterative: a count of the terms still
+ * to read stands in for a stack (every header says how many follow). -1
+ * if the bytes are not whole terms. */
+static int has_big_map(const char *buf, size_t len)
+{
+    int index = 1, type, size;
+    unsigned long pending = 1;
+    while (pending--) {
+        if ((size_t)index >= len || ei_get_type(buf, &index, &type, &size) < 0)
+            return -1;
+        int arity;
+        switch (type) {
+        case ERL_SMALL_TUPLE_EXT:
+        case ERL_LARGE_TUPLE_EXT:
+            if (ei_decode_tuple_header(buf, &index, &arity) < 0)
+                return -1;
+            pending += (unsigned long)arity;
+            break;
+        case ERL_LIST_EXT:
+            if (ei_decode_list_header(buf, &index, &arity) < 0)
+                return -1;
+            pending += (unsigned long)arity + 1; /* and the tail */
+            break;
+        case ERL_MAP_EXT:
+            if (ei_decode_map_header(buf, &index, &arity) < 0)
+                return -1;
+            if (arity > NIF_FLATMAP_MAX)
+                return 1;
+            pending += 2 * (unsigned long)arity;
+            break;
+        default:
+            if (ei_skip_term(buf, &index) < 0)
+                return -1;
+        }
+        if ((size_t)index > len)
+            return -1;
+    }
+    return 0;
+}
+
+/* A leaf (anything but a tuple, list or map) through enif_binary_to_term:
+ * its bytes behind a version byte. */
+static ERL_NIF_TERM leaf_term(ErlNifEnv *env, const char *buf, int from, int to)
+{
+    size_t n = (size_t)(to - from);
+    unsigned char small[256];
+    unsigned char *b = n + 1 <= sizeof small ? small : enif_alloc(n + 1);
+    if (!b)
+        return 0;
+    b[0] = 131;
+    memcpy(b + 1, buf + from, n);
+    ERL_NIF_TERM t;
+    if (enif_binary_to_term(env, b, n + 1, &t, 0) == 0)
+        t = 0;
+    if (b != small)
+        enif_free(b);
+    return t;
+}
+
+#define ETF_MAX_DEPTH 4096
+
+static ERL_NIF_TERM decode(ErlNifEnv *env, const char *buf, int *index, int depth)
+{
+    int type, size, arity;
+    if (depth > ETF_MAX_DEPTH || ei_get_type(buf, index, &type, &size) < 0)
+        return 0;
+    ERL_NIF_TERM *el = NULL, out = 0;
+    switch (type) {
+    case ERL_SMALL_TUPLE_EXT:
+    case ERL_LARGE_TUPLE_EXT:
+        if (ei_decode_tuple_header(buf, index, &arity) < 0 ||
+            !(el = enif_alloc(sizeof *el * (arity ? (size_t)arity : 1))))
+            return 0;
+        for (int i = 0; i < arity; i++)
+            if (!(el[i] = decode(env, buf, index, depth + 1)))
+                goto done;
+        out = enif_make_tuple_from_array(env, el, (unsigned)arity);
+        break;
+    case ERL_LIST_EXT: {
+        if (ei_decode_list_header(buf, index, &arity) < 0 ||
+            !(el = enif_alloc(sizeof *el * (size_t)arity)))
+            return 0;
+        for (int i = 0; i < arity; i++)
+            if (!(el[i] = decode(env, buf, index, depth + 1)))
+                goto done;
+        ERL_NIF_TERM tail = decode(env, buf, index, depth + 1);
+        if (!tail)
+            goto done;
+        for (int i = arity; i > 0; i--)
+            tail = enif_make_list_cell(env, el[i - 1], tail);
+        out = tail;
+        break;
+    }
+    case ERL_MAP_EXT: {
+        if (ei_decode_map_header(buf, index, &arity) < 0 ||
+            !(el = enif_alloc(sizeof *el * 2 * (arity ? (size_t)arity : 1))))
+            return 0;
+        for (int i = 0; i < 2 * arity; i++)
+            if (!(el[i] = decode(env, buf, index, depth + 1)))
+                goto done;
+        ERL_NIF_TERM m = enif_make_new_map(env);
+        for (int i = 0; i < arity; i++)
+            if (!enif_make_map_put(env, m, el[2 * i], el[2 * i + 1], &m))
+                goto done;
+        out = m;
+        break;
+    }
+    default: {
+        int from = *index;
+        if (ei_skip_term(buf, index) < 0)
+            return 0;
+        return leaf_term(env, buf, from, *index);
+    }
+    }
+done:
+    enif_free(el);
+    return out;
+}
+
+ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len)
+{
+    ERL_NIF_TERM t;
+    int big = len > 1 && (unsigned char)buf[0] == 131 ? has_big_map(buf, len) : -1;
+    if (big == 0)
+        return enif_binary_to_term(env, (const unsigned char *)buf, len, &t, 0) == len ? t : 0;
+    if (big < 0)
+        return 0;
+    int index = 1;
+    t = decode(env, buf, &index, 0);
+    return t && (size_t)index == len ? t : 0;
 }

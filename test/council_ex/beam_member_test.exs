@@ -23,4 +23,26 @@ defmodule CouncilEx.BeamMemberTest do
     assert %{status: :ok} = results["mock"]
     assert {:run_completed, ^id, _} = List.last(events)
   end
+
+  # Maps of more than 32 pairs built off the VM's schedulers crash OTP 25
+  # (erlang/otp#8208): the NIF's loop thread builds them pair by pair. An
+  # input, user_opts and a member's request that hold such maps.
+  test "inputs and user_opts holding large maps reach members and events whole" do
+    id = run_id()
+    input = %{question: "q", table: Map.new(1..500, &{&1, "row #{&1}"})}
+    opts = [weights: Map.new(1..100, &{"k#{&1}", &1})]
+
+    {:ok, _} =
+      CouncilEx.start(CouncilEx.Test.UserOptsCouncil, input,
+        run_id: id,
+        subscribe: true,
+        user_opts: opts
+      )
+
+    events = collect_events(id)
+    assert [{:run_started, ^id, _, ^input} | _] = events
+    assert {:run_completed, ^id, %{final: final}} = List.last(events)
+    assert final == inspect(opts)
+  end
 end
+

@@ -72,6 +72,21 @@ defmodule CouncilEx.NifTest do
     assert {:error, :already_started} = Nif.start(%{spec: @spec3, input: "again", run_id: id})
   end
 
+  test "a request too large to copy on a scheduler (a 300k-term input) is copied on a dirty one" do
+    id = run_id("big")
+    # a list and a map, each past the copy budget of a normal scheduler
+    input = %{rows: Enum.to_list(1..150_000), index: Map.new(1..5_000, &{&1, "v"})}
+    assert {:ok, _pid} = Nif.start(%{spec: @spec3, input: input, run_id: id, subscribe: [self()]})
+    evs = events()
+    assert [{:run_started, ^id, "nif", ^input} | _] = evs
+    assert {:run_completed, ^id, _} = List.last(evs)
+    # a call of the same size to a run pid goes the same way, answered alike
+    {:ok, pid} = Nif.start(%{spec: @slow, input: "q", run_id: run_id("bigcall")})
+    huge = {:unknown, Enum.to_list(1..100_000)}
+    assert {:error, {:unknown_call, :unknown}} = GenServer.call(pid, huge)
+    assert :ok = GenServer.stop(pid)
+  end
+
   test "a run pid answers calls, casts and :sys.get_state as the C node's" do
     id = run_id("calls")
     assert {:ok, pid} = Nif.start(%{spec: @slow, input: "q", run_id: id})
