@@ -296,6 +296,13 @@ static int table_init(table *t, size_t slots)
                    -1, 0);
         if (mem == MAP_FAILED)
             return COUNCIL_ENOMEM;
+#ifdef MADV_HUGEPAGE
+        /* a lookup's first load lands anywhere in the table: with 4 KiB
+         * pages it also misses the TLB (a page walk of its own); 2 MiB
+         * pages where the system gives them on request (THP "madvise") */
+        if (bytes >= ((size_t)2 << 20))
+            (void)madvise(mem, bytes, MADV_HUGEPAGE);
+#endif
     } else {
         mem = calloc(1, bytes);
         if (mem == NULL)
