@@ -9,7 +9,8 @@
 # binaries), BENCH_OUT (where RESULTS.md and results.json go), BENCH_TMP,
 # QUICK=1 (tiny counts: checks that every case runs, not how fast),
 # BENCH_PERF=0 (skip the perf profiles), BENCH_FAKE_LLM (the fake model
-# server of the "llm" case, bench/llm_case.exs).
+# server of the "llm" case, bench/llm_case.exs), BENCH_POOL and
+# BENCH_POOL_OSPIDS (the C nodes of the "pool" case, bench/pool_case.exs).
 #
 # Every case measures this project and its BEAM baseline in the same run,
 # alternating repetitions between the two sides, and keeps the raw samples;
@@ -1814,7 +1815,10 @@ defmodule B do
           {"council", fn -> case_council(avail) end},
           # the NIF backend in this VM against the baseline's designs run
           # locally (bench/nif_case.exs)
-          {"nif", &B.Nif.case_nif/0}
+          {"nif", &B.Nif.case_nif/0},
+          # a pool of 1, 2 and 3 C nodes against one BEAM node
+          # (bench/pool_case.exs)
+          {"pool", &B.Pool.case_pool/0}
         ],
         fn {n, f} -> if only?(n), do: run_case(n, f), else: [] end
       )
@@ -2290,4 +2294,5 @@ end
 
 Code.require_file("llm_case.exs", __DIR__)
 Code.require_file("nif_case.exs", __DIR__)
+Code.require_file("pool_case.exs", __DIR__)
 B.main()

@@ -68,9 +68,10 @@ defmodule CouncilEx do
           | {:user_opts, term}
           | {:callers, [pid]}
           | {:subscribe, boolean}
+          | {:placement, :hash | :least_loaded}
           | {:timeout, timeout}
 
-  @start_keys [:run_id, :registry, :user_opts, :callers, :subscribe]
+  @start_keys [:run_id, :registry, :user_opts, :callers, :subscribe, :placement]
 
   @doc false
   defmacro __using__(opts) do
@@ -87,7 +88,10 @@ defmodule CouncilEx do
   `:callers` (default: the caller and its `$callers`), `subscribe: true`
   (subscribes the caller before the run starts, so it receives every event;
   see `CouncilEx.PubSub`; a start that fails, e.g. with
-  `{:error, :already_started}`, delivers no event). With `subscribe: true`,
+  `{:error, :already_started}`, delivers no event), `placement:
+  :least_loaded` (with a pool of C nodes, the run goes to the node with
+  the fewest live runs rather than to its run id's node; see
+  `CouncilEx.Pool`). With `subscribe: true`,
   when this node's relay (`CouncilEx.PubSub.Relay`) is not running (e.g.
   it is restarting) or exits during the start, the start returns
   `{:error, {:relay_down, reason}}` (`reason`: the relay call's exit
@@ -336,7 +340,8 @@ defmodule CouncilEx do
   end
 
   @doc """
-  The name of the C node serving runs (waits for it to be up), or nil if it
+  The name of the C node serving runs (with a pool, the first one up: see
+  `CouncilEx.Node`; waits for it to be up), or nil if it
   is unavailable, or when runs are served by the NIF (`backend: :nif`, see
   `CouncilEx.Backend`).
   """
@@ -413,12 +418,16 @@ defmodule CouncilEx do
       other -> raise ArgumentError, ":subscribe must be a boolean, got: #{inspect(other)}"
     end
 
+    RunServer.placement!(opts)
+
     {name, spec} = council!(council)
 
-    run_id =
+    # With a pool of C nodes, a least-loaded run without an id of its own
+    # gets one that hashes to the least-loaded node (CouncilEx.Pool).
+    {run_id, opts} =
       case Keyword.get(opts, :run_id) do
-        nil -> generate_run_id()
-        id -> id
+        nil -> {CouncilEx.Pool.new_run_id(opts[:placement]), Keyword.delete(opts, :placement)}
+        id -> {id, opts}
       end
 
     run_opts =
@@ -428,7 +437,7 @@ defmodule CouncilEx do
         spec: spec,
         input: input,
         callers: Keyword.get(opts, :callers, [self() | Process.get(:"$callers", [])])
-      ] ++ Keyword.take(opts, [:registry, :user_opts])
+      ] ++ Keyword.take(opts, [:registry, :user_opts, :placement])
 
     RunServer.validate!(run_opts)
   end

@@ -63,6 +63,8 @@ defmodule CouncilEx.Backend do
   # :start_link): `{:ok, run_pid}` or `{:error, reason}`.
   @spec start(:start | :start_link, map) :: {:ok, pid} | {:error, term}
   def start(how, request) do
-    if nif?(), do: Nif.start_run(how, request), else: CouncilEx.Node.call({how, request})
+    if nif?(),
+      do: Nif.start_run(how, Map.delete(request, :placement)),
+      else: CouncilEx.Node.call({how, request})
   end
 end

@@ -1,44 +1,55 @@
 defmodule CouncilEx.Node do
   @moduledoc """
-  Starts, watches and restarts the C node that serves council runs.
+  Starts and watches the C nodes that serve council runs: one node (the
+  default), or a pool of them behind the same API (`CouncilEx.Pool`).
 
   Runs under the application supervisor. On start it makes this VM a
   distributed node if it is not one yet (short names; starting `epmd -daemon
-  -address 127.0.0.1` when no epmd answers), then either
+  -address 127.0.0.1` when no epmd answers), then runs one
+  `CouncilEx.Pool.Member` per C node, which either
 
-    * **managed** (default): starts `priv/council_node` under a port with a
-      unique `--sname` and `--cookie-file` (a 0600 temporary file holding this
-      VM's cookie, removed once the node is ready; the cookie is never on a
-      command line), waits for its readiness line
-      `council_node ready NAME@HOST port=P creation=C`, connects and monitors
-      it, forwards its log lines (`[level] message`) to `Logger`, and restarts
-      it with exponential backoff when it dies; or
-    * **external**: with `config :council_ex, node: :"council@host"`, only
-      connects to that node and monitors it, reconnecting with backoff.
+    * **managed**: starts `priv/council_node` under a port with a unique
+      `--sname` (kept across its restarts) and `--cookie-file` (a 0600
+      temporary file holding this VM's cookie, removed once the node is
+      ready; the cookie is never on a command line), waits for its
+      readiness line `council_node ready NAME@HOST port=P creation=C`,
+      connects and monitors it, forwards its log lines (`[level] message`)
+      to `Logger`, and restarts it with exponential backoff when it dies; or
+    * **external**: only connects to a node somebody else runs and monitors
+      it, reconnecting with backoff.
+
+  Which nodes (application env of `:council_ex`, one of):
+
+    * nothing: one managed node;
+    * `node: :"council@host"`: that one external node;
+    * `nodes: [:"council@host1", :"council@host2"]`: a pool of external
+      nodes;
+    * `pool_size: n`: a pool of `n` managed nodes on this machine.
 
   Runs on a node that dies end for their callers with `:noconnection`; new
-  runs go to the restarted node.
+  runs go to the nodes still up (`CouncilEx.Pool` says where), and a node
+  that comes back takes its share of new runs again. At run time:
+  `add/1`, `remove/1`, `drain/1`, `undrain/1`, `status/0`.
 
-  Configuration (application env of `:council_ex`, or environment):
+  Other configuration (application env of `:council_ex`, or environment):
 
     * `COUNCIL_NODE` (env) or `:executable` - the C node binary (default
       `council_node` in the application's priv dir,
       `Application.app_dir(:council_ex, "priv")`, where `mix compile`
       builds it), e.g. the ASan build for tests.
-    * `:node` - an external C node to use instead of starting one.
-    * `:node_args` - extra command-line arguments for the managed node.
+    * `:node_args` - extra command-line arguments for managed nodes.
     * `:run_retention_ms` - how long a finished run stays readable (ms,
-      default 300000, the C node's default): passed to a managed node as
+      default 300000, the C node's default): passed to managed nodes as
       `--retention-ms`, and used by `CouncilEx.RunIndex`, so that the
-      library and the node agree (see `retention_ms/0`). An external node
-      must be started with the same `--retention-ms` by whoever runs it.
+      library and the nodes agree (see `retention_ms/0`). External nodes
+      must be started with the same `--retention-ms` by whoever runs them.
     * `:registered_name` - the service's registered name (default
-      `:council_ex`; passed as `--registered-name` to a managed node).
-    * `:node_wait_timeout` - how long API calls wait for the node (ms,
+      `:council_ex`; passed as `--registered-name` to managed nodes).
+    * `:node_wait_timeout` - how long API calls wait for a node (ms,
       default 15000).
     * `:providers` - defaults and API keys of the model providers (see
       `CouncilEx.Providers`): a literal key there is put into the managed
-      node's environment when it starts.
+      nodes' environment when they start.
 
       iex> {:ok, node} = CouncilEx.Node.await()
       iex> GenServer.call({:council_ex, node}, :ping)
@@ -47,10 +58,8 @@ defmodule CouncilEx.Node do
   use GenServer
   require Logger
 
-  @pt_key {__MODULE__, :node}
-  @ready_timeout 15_000
-  @backoff_min 100
-  @backoff_max 5_000
+  alias CouncilEx.Pool
+  alias CouncilEx.Pool.Member
 
   # The C node runs under this shell wrapper: it reports the node's OS pid,
   # and kills the node when our end of the port closes (also when this VM
@@ -82,54 +91,72 @@ defmodule CouncilEx.Node do
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
-  @doc "A child spec with a 10 s shutdown (time to stop the C node cleanly)."
+  @doc "A child spec with a 10 s shutdown (time to stop the C nodes cleanly)."
   @spec child_spec(keyword) :: Supervisor.child_spec()
   def child_spec(opts) do
     %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, shutdown: 10_000}
   end
 
-  @doc "The C node's name when it is connected, else `nil`. Never blocks."
+  @doc """
+  The first C node of the pool that is up (in the order of the
+  configuration, then of `add/1`), else `nil`. Never blocks.
+  """
   @spec current() :: node | nil
-  def current, do: :persistent_term.get(@pt_key, nil)
+  def current do
+    case Pool.view().up do
+      [node | _] -> node
+      [] -> nil
+    end
+  end
 
   @doc """
-  The C node's name, waiting up to `timeout` ms for it to be up.
-  `{:error, :unavailable}` when it is not up in time (or its binary is missing).
+  A C node that is up (the first, as `current/0`), waiting up to `timeout`
+  ms for one. When the manager starts, it answers once every node of the
+  pool has had its first try (up or not), so that placement starts from
+  the whole pool. `{:error, :unavailable}` when none is up in time (or the
+  binary is missing).
   """
   @spec await(timeout) :: {:ok, node} | {:error, :unavailable}
   def await(timeout \\ wait_timeout()) do
-    case current() do
-      nil ->
+    case Pool.view() do
+      %{ready: true, up: [node | _]} ->
+        {:ok, node}
+
+      _ ->
         try do
           GenServer.call(__MODULE__, {:await, timeout}, :infinity)
         catch
           :exit, _ -> {:error, :unavailable}
         end
-
-      node ->
-        {:ok, node}
     end
   end
 
-  @doc "The OS pid of the managed C node (nil when external or not running)."
+  @doc "The OS pid of the first managed C node (nil when external or not running)."
   @spec os_pid() :: non_neg_integer | nil
-  def os_pid, do: GenServer.call(__MODULE__, :os_pid)
+  def os_pid, do: info().os_pid
+
+  @doc "The OS pid of the managed C node `node` (nil when external, not running or unknown)."
+  @spec os_pid(node) :: non_neg_integer | nil
+  def os_pid(node) do
+    case Enum.find(status(stats: false), &(&1.node == node)) do
+      %{os_pid: os_pid} -> os_pid
+      nil -> nil
+    end
+  end
 
   @doc """
-  Calls the C node's registered service (`:council_ex`, see
-  docs/protocol.md) with `request`, waiting for the node first. A lost or
-  missing node gives `{:error, :noconnection}` (or `{:error, :unavailable}`
-  when it never came up in time); a slow one `{:error, :timeout}`.
+  Sends `request` to the C node service (`:council_ex`, see
+  docs/protocol.md) of the node that should answer it, waiting for a node
+  first: a request about a run (`{:whereis | :state | :result | :cancel,
+  registry, run_id}`, a start, a subscription to a run's topic) goes to
+  the run's node (`CouncilEx.Pool`), any other to `current/0`. A lost or
+  missing node gives `{:error, :noconnection}` (or `{:error,
+  :unavailable}` when none came up in time); a slow one
+  `{:error, :timeout}`.
   """
   @spec call(term, timeout) :: term
   def call(request, timeout \\ 15_000) do
-    with {:ok, node} <- await() do
-      try do
-        GenServer.call({service_name(), node}, request, timeout)
-      catch
-        :exit, {reason, _} -> {:error, exit_reason(reason)}
-      end
-    end
+    with {:ok, _node} <- await(), do: Pool.call(request, timeout)
   end
 
   @doc "The registered name of the C node's service (default `:council_ex`)."
@@ -146,9 +173,104 @@ defmodule CouncilEx.Node do
   def exit_reason({:shutdown, _} = reason), do: reason
   def exit_reason(reason), do: reason
 
-  @doc "Information about the manager: mode, status, node, os_pid, restarts."
+  @doc false
+  # Starts check the other nodes for their run id for the retention
+  # window from now (CouncilEx.Pool: a run was placed away from its id's
+  # first node).
+  @spec unsettle() :: :ok
+  def unsettle, do: GenServer.call(__MODULE__, :unsettle)
+
+  @doc """
+  Information about the first node of the pool (the only one, unless a
+  pool is configured): mode (`:managed` or `:external`), status
+  (`:starting`, `:up`, `:down`, `:unavailable`), node, os_pid, restarts.
+  `status/0` has every node's.
+  """
   @spec info() :: map
-  def info, do: GenServer.call(__MODULE__, :info)
+  def info do
+    case GenServer.call(__MODULE__, :members) do
+      [entry | _] -> Map.take(entry, [:mode, :status, :node, :os_pid, :restarts])
+      [] -> %{mode: nil, status: :down, node: nil, os_pid: nil, restarts: 0}
+    end
+  end
+
+  @typedoc "One node of the pool as `status/0` reports it."
+  @type node_status :: %{
+          node: node | nil,
+          mode: :managed | :external,
+          status: :starting | :up | :down | :unavailable,
+          draining: boolean,
+          os_pid: non_neg_integer | nil,
+          restarts: non_neg_integer,
+          runs_alive: non_neg_integer | nil,
+          runs: non_neg_integer | nil
+        }
+
+  @doc """
+  Every node of the pool, in order: its name (nil for a managed node
+  that has not come up yet), mode, status, whether it is draining, OS pid
+  and restarts (managed), and from the node's own `:stats` (nil when it
+  does not answer within 5 s, or with `stats: false`): `runs_alive` (its
+  live runs: the load that least-loaded placement reads) and `runs` (live
+  and retained).
+  """
+  @spec status(keyword) :: [node_status]
+  def status(opts \\ []) do
+    infos = GenServer.call(__MODULE__, :members)
+
+    stats =
+      if Keyword.get(opts, :stats, true),
+        do: Pool.stats(for(%{status: :up, node: n} <- infos, do: n), 5_000),
+        else: %{}
+
+    for info <- infos do
+      s = Map.get(stats, info.node, %{})
+
+      info
+      |> Map.take([:node, :mode, :status, :draining, :os_pid, :restarts])
+      |> Map.merge(%{runs_alive: Map.get(s, :runs_alive), runs: Map.get(s, :runs)})
+    end
+  end
+
+  @doc """
+  Adds a node to the pool at run time: `:managed` starts one more managed
+  node on this machine, a node name connects to that external node.
+  Waits up to `timeout` ms for it to be up: `{:ok, node}`, or
+  `{:error, :unavailable}` (the node stays in the pool and keeps being
+  tried, as any member); `{:error, :already_member}` for a name already
+  in the pool. It takes new runs at once: the ids it now ranks first for
+  go to it (about 1/N of them; runs already elsewhere stay there and are
+  still found, see `CouncilEx.Pool`).
+  """
+  @spec add(:managed | node, timeout) :: {:ok, node} | {:error, :unavailable | :already_member}
+  def add(what, timeout \\ wait_timeout()) when is_atom(what) do
+    GenServer.call(__MODULE__, {:add, what, timeout}, :infinity)
+  end
+
+  @doc """
+  Takes `node` out of the pool at once: no new runs, no lookups. A managed
+  node is stopped (SIGTERM: its runs are cancelled, their callers get
+  `run_cancelled`); an external one is only no longer used (its runs go
+  on there, reachable by pid). Drain it first (`drain/1`, then wait for
+  `status/0` to show no live runs) to let its runs finish.
+  `{:error, :not_found}` for a node not in the pool.
+  """
+  @spec remove(node) :: :ok | {:error, :not_found}
+  def remove(node) when is_atom(node), do: GenServer.call(__MODULE__, {:remove, node}, 30_000)
+
+  @doc """
+  Drains `node`: it takes no new runs (they go to the next node in their
+  order), while its runs go on and are found by id as before. For this
+  BEAM node only: every BEAM node that shares the pool drains it for
+  itself (e.g. `:erpc.multicall(nodes, CouncilEx.Node, :drain, [node])`).
+  `undrain/1` ends it. `{:error, :not_found}` for a node not in the pool.
+  """
+  @spec drain(node) :: :ok | {:error, :not_found}
+  def drain(node) when is_atom(node), do: GenServer.call(__MODULE__, {:drain, node, true})
+
+  @doc "Ends `drain/1`: `node` takes new runs again."
+  @spec undrain(node) :: :ok | {:error, :not_found}
+  def undrain(node) when is_atom(node), do: GenServer.call(__MODULE__, {:drain, node, false})
 
   @doc """
   How long the C node keeps a finished run readable, in ms:
@@ -250,7 +372,62 @@ defmodule CouncilEx.Node do
   @spec wait_timeout() :: timeout
   def wait_timeout, do: Application.get_env(:council_ex, :node_wait_timeout, 15_000)
 
+  @doc false
+  # The pool the configuration names: `:managed` or `{:external, node}`
+  # per node. Raises ArgumentError for a bad or ambiguous configuration.
+  @spec pool_config() :: [:managed | {:external, node}]
+  def pool_config do
+    node = Application.get_env(:council_ex, :node)
+    nodes = Application.get_env(:council_ex, :nodes)
+    size = Application.get_env(:council_ex, :pool_size)
+
+    cond do
+      Enum.count([node, nodes, size], &(&1 != nil)) > 1 ->
+        raise ArgumentError,
+              "config :council_ex: set one of :node, :nodes and :pool_size, not several"
+
+      node != nil ->
+        [{:external, node_name!(node, :node)}]
+
+      nodes != nil ->
+        unless is_list(nodes) and nodes != [] do
+          raise ArgumentError,
+                "config :council_ex, :nodes must be a non-empty list of node names, got: #{inspect(nodes)}"
+        end
+
+        nodes |> Enum.map(&node_name!(&1, :nodes)) |> Enum.uniq() |> Enum.map(&{:external, &1})
+
+      size != nil ->
+        unless is_integer(size) and size >= 1 do
+          raise ArgumentError,
+                "config :council_ex, :pool_size must be a positive integer, got: #{inspect(size)}"
+        end
+
+        List.duplicate(:managed, size)
+
+      true ->
+        [:managed]
+    end
+  end
+
+  defp node_name!(name, key) do
+    if is_atom(name) and name not in [nil, true, false] and
+         String.contains?(Atom.to_string(name), "@") do
+      name
+    else
+      raise ArgumentError,
+            "config :council_ex, #{inspect(key)}: expected node names like :\"council@host\", got: #{inspect(name)}"
+    end
+  end
+
   # ------------------------------------------------------------- callbacks
+
+  # State:
+  #   members: member pid => %{spec, node, status, draining}
+  #   order:   member pids, oldest first (the order of current/0, status/0)
+  #   initial: members that have not reported yet since the manager started
+  #   waiters: {from, timer, :any | member pid}
+  #   unsettled_until: see CouncilEx.Pool (monotonic ms)
 
   @impl true
   def init(_opts) do
@@ -265,237 +442,256 @@ defmodule CouncilEx.Node do
         Logger.warning("council_ex: cannot start distribution: #{inspect(reason)}")
     end
 
-    state = %{
-      mode: if(Application.get_env(:council_ex, :node), do: :external, else: :managed),
-      node: nil,
-      status: :starting,
-      port: nil,
-      os_pid: nil,
-      cookie_file: nil,
-      line: "",
-      waiters: [],
-      backoff: @backoff_min,
-      gen: 0,
-      restarts: 0,
-      ready_timer: nil,
-      last_problem: nil
-    }
-
-    {:ok, state, {:continue, :start}}
+    state = %{members: %{}, order: [], initial: MapSet.new(), waiters: [], unsettled_until: nil}
+    state = Enum.reduce(pool_config(), state, &start_member(&2, &1))
+    {:ok, publish(%{state | initial: MapSet.new(state.order)})}
   end
 
   @impl true
-  def handle_continue(:start, state), do: {:noreply, start_node(state)}
+  def handle_call({:await, timeout}, from, state) do
+    {:noreply, state |> add_waiter(from, timeout, :any) |> reply_waiters()}
+  end
+
+  def handle_call(:unsettle, _from, state) do
+    {:reply, :ok, state |> unsettle() |> publish()}
+  end
+
+  def handle_call(:members, _from, state) do
+    {:reply, Enum.map(state.order, &state.members[&1]), state}
+  end
+
+  def handle_call({:add, what, timeout}, from, state) do
+    known = Enum.any?(state.members, fn {_, e} -> e.node == what or e.spec == {:external, what} end)
+
+    cond do
+      what != :managed and known ->
+        {:reply, {:error, :already_member}, state}
+
+      what != :managed and not match?({:ok, _}, safe_node_name(what)) ->
+        {:reply, {:error, {:bad_node, what}}, state}
+
+      true ->
+        spec = if what == :managed, do: :managed, else: {:external, what}
+        state = start_member(state, spec)
+        pid = List.last(state.order)
+
+        state =
+          state
+          |> unsettle()
+          |> publish()
+          |> add_waiter(from, timeout, pid)
+          |> reply_waiters()
+
+        {:noreply, state}
+    end
+  end
+
+  def handle_call({:remove, node}, _from, state) do
+    case member_of(state, node) do
+      nil ->
+        {:reply, {:error, :not_found}, state}
+
+      pid ->
+        Member.stop(pid)
+        state = %{state | members: Map.delete(state.members, pid), order: state.order -- [pid]}
+        {:reply, :ok, state |> unsettle() |> publish() |> reply_waiters()}
+    end
+  end
+
+  def handle_call({:drain, node, draining}, _from, state) do
+    case member_of(state, node) do
+      nil ->
+        {:reply, {:error, :not_found}, state}
+
+      pid ->
+        state = put_in(state.members[pid].draining, draining)
+        {:reply, :ok, state |> unsettle() |> publish()}
+    end
+  end
 
   @impl true
-  def handle_call({:await, _timeout}, _from, %{status: :up, node: node} = state),
-    do: {:reply, {:ok, node}, state}
+  def handle_info({:member, pid, info}, state) do
+    case state.members do
+      %{^pid => entry} ->
+        was_up = entry.status == :up
+        what = info.status
+        entry = Map.merge(entry, %{info | node: info.node || entry.node})
+        state = %{state | members: Map.put(state.members, pid, entry)}
+        ready = MapSet.size(state.initial) == 0
 
-  def handle_call({:await, _timeout}, _from, %{status: :unavailable} = state),
-    do: {:reply, {:error, :unavailable}, state}
+        state = if ready and was_up != (what == :up), do: unsettle(state), else: state
 
-  def handle_call({:await, timeout}, from, state) do
+        # a member has had its first try once it is up, down or unavailable
+        state =
+          if what == :starting,
+            do: state,
+            else: %{state | initial: MapSet.delete(state.initial, pid)}
+
+        {:noreply, state |> publish() |> reply_waiters()}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:await_timeout, from}, state) do
+    case Enum.split_with(state.waiters, fn {f, _, _} -> f == from end) do
+      {[_ | _], rest} ->
+        GenServer.reply(from, {:error, :unavailable})
+        {:noreply, %{state | waiters: rest}}
+
+      {[], _} ->
+        {:noreply, state}
+    end
+  end
+
+  # A member that crashed: another one for the same node (same name),
+  # which restarts a managed node.
+  def handle_info({:EXIT, pid, reason}, state) when is_map_key(state.members, pid) do
+    Logger.error(
+      "council_ex: the manager of C node #{state.members[pid].node} exited: #{inspect(reason)}"
+    )
+
+    {entry, members} = Map.pop(state.members, pid)
+    {:ok, new} = Member.start_link(entry.spec)
+    members = Map.put(members, new, %{entry | status: :starting, os_pid: nil})
+    order = Enum.map(state.order, &if(&1 == pid, do: new, else: &1))
+
+    waiters =
+      Enum.map(state.waiters, fn
+        {from, tref, ^pid} -> {from, tref, new}
+        other -> other
+      end)
+
+    state = %{state | members: members, order: order, waiters: waiters}
+    state = if entry.status == :up, do: unsettle(state), else: state
+    {:noreply, publish(state)}
+  end
+
+  def handle_info({:EXIT, _other, _reason}, state), do: {:noreply, state}
+  def handle_info(_other, state), do: {:noreply, state}
+
+  @impl true
+  def terminate(_reason, state) do
+    Pool.erase_view()
+    Enum.each(state.order, &Member.stop/1)
+    :ok
+  end
+
+  defp start_member(state, :managed) do
+    start_member(state, {:managed, "council_#{System.pid()}_#{System.unique_integer([:positive])}"})
+  end
+
+  defp start_member(state, spec) do
+    {:ok, pid} = Member.start_link(spec)
+
+    {mode, node} =
+      case spec do
+        {:external, node} -> {:external, node}
+        {:managed, _} -> {:managed, nil}
+      end
+
+    entry = %{
+      spec: spec,
+      mode: mode,
+      node: node,
+      status: :starting,
+      os_pid: nil,
+      restarts: 0,
+      draining: false
+    }
+
+    %{state | members: Map.put(state.members, pid, entry), order: state.order ++ [pid]}
+  end
+
+  defp member_of(state, node) do
+    Enum.find(state.order, fn pid -> state.members[pid].node == node end)
+  end
+
+  defp safe_node_name(name) do
+    {:ok, node_name!(name, :add)}
+  rescue
+    ArgumentError -> :error
+  end
+
+  # A change of which nodes take runs, once the pool has started: for a
+  # while, starts make sure that no other node has the run id (see
+  # CouncilEx.Pool).
+  defp unsettle(state) do
+    if MapSet.size(state.initial) == 0 do
+      window =
+        try do
+          retention_ms()
+        rescue
+          ArgumentError -> 300_000
+        end
+
+      %{state | unsettled_until: System.monotonic_time(:millisecond) + window}
+    else
+      state
+    end
+  end
+
+  defp publish(state) do
+    entries = Enum.map(state.order, &state.members[&1])
+    up = for %{status: :up, node: node} <- entries, do: node
+
+    Pool.put_view(%{
+      ready: MapSet.size(state.initial) == 0,
+      up: up,
+      accepting: for(%{status: :up, node: node, draining: false} <- entries, do: node),
+      members: length(entries),
+      unsettled_until: state.unsettled_until
+    })
+
+    state
+  end
+
+  defp add_waiter(state, from, timeout, target) do
     tref =
       if timeout == :infinity,
         do: nil,
         else: Process.send_after(self(), {:await_timeout, from}, timeout)
 
-    {:noreply, %{state | waiters: [{from, tref} | state.waiters]}}
+    %{state | waiters: [{from, tref, target} | state.waiters]}
   end
 
-  def handle_call(:os_pid, _from, state), do: {:reply, state.os_pid, state}
+  # Answers the waiters whose answer is known: `:any` once the pool has
+  # started and a node is up (or every node's binary is missing), a
+  # member once it is up (or gone).
+  defp reply_waiters(state) do
+    view = Pool.view()
+    all_unavailable = Enum.all?(state.members, fn {_, e} -> e.status == :unavailable end)
 
-  def handle_call(:info, _from, state) do
-    {:reply, Map.take(state, [:mode, :status, :node, :os_pid, :restarts]), state}
-  end
+    waiters =
+      Enum.reject(state.waiters, fn {from, tref, target} ->
+        reply =
+          case target do
+            :any ->
+              cond do
+                view.ready and view.up != [] -> {:ok, hd(view.up)}
+                view.ready and all_unavailable -> {:error, :unavailable}
+                true -> nil
+              end
 
-  @impl true
-  def handle_info({:await_timeout, from}, state) do
-    case List.keytake(state.waiters, from, 0) do
-      {{^from, _}, rest} ->
-        GenServer.reply(from, {:error, :unavailable})
-        {:noreply, %{state | waiters: rest}}
+            pid ->
+              case state.members do
+                %{^pid => %{status: :up, node: node}} -> {:ok, node}
+                %{^pid => _} -> nil
+                _ -> {:error, :unavailable}
+              end
+          end
 
-      nil ->
-        {:noreply, state}
-    end
-  end
+        if reply do
+          if tref, do: Process.cancel_timer(tref)
+          GenServer.reply(from, reply)
+          true
+        else
+          false
+        end
+      end)
 
-  def handle_info({port, {:data, {:eol, chunk}}}, %{port: port} = state) do
-    line = state.line <> chunk
-    {:noreply, handle_line(line, %{state | line: ""})}
-  end
-
-  def handle_info({port, {:data, {:noeol, chunk}}}, %{port: port} = state) do
-    {:noreply, %{state | line: state.line <> chunk}}
-  end
-
-  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
-    Logger.error("council_ex: C node #{state.node || "(starting)"} exited with status #{status}")
-    {:noreply, node_down(%{state | port: nil, os_pid: nil}, {:exit_status, status})}
-  end
-
-  def handle_info({:EXIT, port, _reason}, %{port: port} = state) do
-    {:noreply, node_down(%{state | port: nil}, :port_closed)}
-  end
-
-  def handle_info({:EXIT, _other, _reason}, state), do: {:noreply, state}
-
-  def handle_info({:nodedown, node}, %{node: node, status: :up} = state) do
-    Logger.error("council_ex: lost the connection to C node #{node}")
-    {:noreply, node_down(state, :nodedown)}
-  end
-
-  def handle_info({:nodedown, _}, state), do: {:noreply, state}
-
-  def handle_info({:ready_timeout, gen}, %{gen: gen, status: :starting} = state) do
-    Logger.error("council_ex: C node did not report ready within #{@ready_timeout} ms")
-    {:noreply, node_down(state, :ready_timeout)}
-  end
-
-  def handle_info({:restart, gen}, %{gen: gen} = state), do: {:noreply, start_node(state)}
-  def handle_info({:ready_timeout, _}, state), do: {:noreply, state}
-  def handle_info({:restart, _}, state), do: {:noreply, state}
-  def handle_info({_port, {:data, _}}, state), do: {:noreply, state}
-  def handle_info({_port, {:exit_status, _}}, state), do: {:noreply, state}
-
-  @impl true
-  def terminate(_reason, state) do
-    :persistent_term.erase(@pt_key)
-    stop_process(state)
-    remove_cookie(state)
-    :ok
-  end
-
-  # ------------------------------------------------------------- start/stop
-
-  defp start_node(state) do
-    state = %{state | gen: state.gen + 1, line: ""}
-
-    case ensure_distributed() do
-      :ok ->
-        if state.mode == :external, do: connect_external(state), else: spawn_node(state)
-
-      {:error, reason} ->
-        problem(state, "cannot start distribution: #{inspect(reason)}")
-        |> schedule_restart()
-    end
-  end
-
-  defp connect_external(state) do
-    node = Application.get_env(:council_ex, :node)
-
-    if Node.connect(node) == true do
-      up(%{state | node: node})
-    else
-      state
-      |> problem("cannot connect to C node #{node}")
-      |> Map.put(:status, :down)
-      |> schedule_restart()
-    end
-  end
-
-  defp spawn_node(state) do
-    exe = executable()
-
-    cond do
-      not File.regular?(exe) ->
-        state
-        |> problem("C node binary #{exe} not found (`mix compile` builds it; see the README)")
-        |> Map.put(:status, :unavailable)
-        |> fail_waiters()
-        |> schedule_restart()
-
-      true ->
-        sname = "council_#{System.pid()}_#{System.unique_integer([:positive])}"
-        extra = node_args()
-        cookie_file = write_cookie_file()
-
-        port =
-          open_port([
-            :binary,
-            :exit_status,
-            :stderr_to_stdout,
-            {:line, 65_536},
-            args: [
-              "-c",
-              @wrapper,
-              "council_node",
-              exe,
-              "--sname",
-              sname,
-              "--cookie-file",
-              cookie_file | extra
-            ]
-          ])
-
-        timer = Process.send_after(self(), {:ready_timeout, state.gen}, @ready_timeout)
-
-        %{
-          state
-          | port: port,
-            status: :starting,
-            cookie_file: cookie_file,
-            ready_timer: timer,
-            node: nil
-        }
-    end
-  end
-
-  # The node's process gets the literal API keys of the configuration in
-  # its environment (CouncilEx.Providers.node_env/0): they exist only in
-  # the port's options here, never in this process's state. An error of
-  # the spawn is raised again without its arguments, so that no crash
-  # report carries a key.
-  defp open_port(options) do
-    env =
-      try do
-        CouncilEx.Providers.node_env()
-      rescue
-        # the library's own messages, which never show a key
-        e in ArgumentError ->
-          Logger.error("council_ex: C node started without configured keys: " <> e.message)
-          []
-
-        _ ->
-          Logger.error("council_ex: C node started without configured keys: bad :providers")
-          []
-      end
-
-    try do
-      Port.open({:spawn_executable, "/bin/sh"}, [{:env, env} | options])
-    rescue
-      e -> raise RuntimeError, "council_ex: cannot spawn the C node: " <> Exception.message(e)
-    end
-  end
-
-  defp handle_line("council_node_pid " <> pid, state) do
-    case Integer.parse(pid) do
-      {n, _} -> %{state | os_pid: n}
-      :error -> state
-    end
-  end
-
-  defp handle_line("council_node ready " <> rest, %{status: :starting} = state) do
-    [name | _] = String.split(rest, " ", parts: 2)
-    node = String.to_atom(name)
-    cancel_timer(state.ready_timer)
-    state = remove_cookie(%{state | ready_timer: nil})
-
-    if connect(node, 20) do
-      up(%{state | node: node})
-    else
-      Logger.error("council_ex: C node #{node} is ready but does not accept our connection")
-      node_down(%{state | node: node}, :connect_failed)
-    end
-  end
-
-  defp handle_line("", state), do: state
-
-  defp handle_line(line, state) do
-    {level, message} = parse_log_line(line)
-    Logger.log(level, "council_node: " <> message)
-    state
+    %{state | waiters: waiters}
   end
 
   @doc """
@@ -514,81 +710,6 @@ defmodule CouncilEx.Node do
   end
 
   def parse_log_line(line), do: {:info, line}
-
-  defp connect(node, tries) do
-    cond do
-      Node.connect(node) == true -> true
-      tries <= 1 -> false
-      true -> Process.sleep(50) && connect(node, tries - 1)
-    end
-  end
-
-  defp up(state) do
-    Node.monitor(state.node, true)
-    :persistent_term.put(@pt_key, state.node)
-    # The first start is routine (debug, so that `mix run` prints nothing);
-    # a node that comes back after a failure is worth an info line.
-    level = if state.restarts == 0, do: :debug, else: :info
-    Logger.log(level, "council_ex: C node #{state.node} is up")
-
-    for {from, tref} <- state.waiters,
-        do:
-          (
-            cancel_timer(tref)
-            GenServer.reply(from, {:ok, state.node})
-          )
-
-    %{state | status: :up, waiters: [], backoff: @backoff_min, last_problem: nil}
-  end
-
-  defp node_down(%{status: status} = state, _why) when status in [:down, :unavailable], do: state
-
-  defp node_down(state, _why) do
-    :persistent_term.erase(@pt_key)
-    if state.node, do: Node.monitor(state.node, false)
-    cancel_timer(state.ready_timer)
-    stop_process(state)
-    state = remove_cookie(state)
-
-    %{state | status: :down, port: nil, os_pid: nil, ready_timer: nil, restarts: state.restarts + 1}
-    |> schedule_restart()
-  end
-
-  defp schedule_restart(state) do
-    Process.send_after(self(), {:restart, state.gen}, state.backoff)
-    %{state | backoff: min(state.backoff * 2, @backoff_max)}
-  end
-
-  defp fail_waiters(state) do
-    for {from, tref} <- state.waiters,
-        do:
-          (
-            cancel_timer(tref)
-            GenServer.reply(from, {:error, :unavailable})
-          )
-
-    %{state | waiters: []}
-  end
-
-  defp problem(state, message) do
-    if state.last_problem != message, do: Logger.warning("council_ex: " <> message)
-    %{state | last_problem: message}
-  end
-
-  defp stop_process(state) do
-    if state.os_pid,
-      do: System.cmd("kill", ["-TERM", Integer.to_string(state.os_pid)], stderr_to_stdout: true)
-
-    if state.port do
-      try do
-        Port.close(state.port)
-      catch
-        _, _ -> :ok
-      end
-    end
-  end
-
-  # ---------------------------------------------------------- distribution
 
   @doc false
   @spec ensure_distributed() :: :ok | {:error, term}
@@ -634,27 +755,6 @@ defmodule CouncilEx.Node do
     end
   end
 
-  defp write_cookie_file do
-    path =
-      Path.join(
-        System.tmp_dir!(),
-        "council_ex_cookie_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
-
-    {:ok, fd} = :file.open(path, [:write, :exclusive, :raw, :binary])
-    :ok = File.chmod(path, 0o600)
-    :ok = :file.write(fd, Atom.to_string(Node.get_cookie()))
-    :ok = :file.close(fd)
-    path
-  end
-
-  defp remove_cookie(%{cookie_file: nil} = state), do: state
-
-  defp remove_cookie(%{cookie_file: file} = state) do
-    File.rm(file)
-    %{state | cookie_file: nil}
-  end
-
   @doc false
   @spec executable() :: Path.t()
   def executable do
@@ -687,7 +787,4 @@ defmodule CouncilEx.Node do
       _ -> :info
     end
   end
-
-  defp cancel_timer(nil), do: :ok
-  defp cancel_timer(ref), do: Process.cancel_timer(ref)
 end

@@ -54,9 +54,10 @@ defmodule CouncilEx.RunServer do
           | {:callers, [pid]}
           | {:registry, atom | binary}
           | {:subscribe, [pid | {pid, :tagged}]}
+          | {:placement, :hash | :least_loaded}
 
   @required [:run_id, :council, :spec, :input]
-  @optional [:user_opts, :callers, :registry, :subscribe]
+  @optional [:user_opts, :callers, :registry, :subscribe, :placement]
 
   @doc """
   A child spec for supervisors: `restart: :temporary` (a finished run is
@@ -92,7 +93,9 @@ defmodule CouncilEx.RunServer do
   term, kept opaque), `:callers` (pids recorded as `$callers` in the tasks
   that run Elixir-module members), `:registry`, `:subscribe` (pids subscribed
   to the run's topic before it starts; `{pid, :tagged}` for delivery as
-  `{:council_ex_event, topic, event}`, see docs/protocol.md; at most 64).
+  `{:council_ex_event, topic, event}`, see docs/protocol.md; at most 64),
+  `:placement` (`:hash`, the default, or `:least_loaded`: which node of a
+  pool of C nodes takes the run, see `CouncilEx.Pool`).
 
   Missing or bad options raise `ArgumentError` before anything is sent.
   The spec is checked here too (`CouncilEx.Spec.check/1`, which a spec built
@@ -239,6 +242,8 @@ defmodule CouncilEx.RunServer do
     }
 
     request = if member_server, do: Map.put(request, :member_server, member_server), else: request
+    # which node of a pool takes the run (CouncilEx.Pool)
+    request = if p = opts[:placement], do: Map.put(request, :placement, p), else: request
 
     case Backend.start(how, request) do
       {:ok, pid} = ok when is_pid(pid) ->
@@ -319,6 +324,7 @@ defmodule CouncilEx.RunServer do
               ":subscribe must be a list of pids or {pid, :tagged}, got: #{inspect(other)}"
     end
 
+    placement!(opts)
     registry!(opts)
     # Encoding errors (an option value with no JSON form) surface here too.
     Spec.to_json(spec)
@@ -331,6 +337,19 @@ defmodule CouncilEx.RunServer do
   # subscribe: true), which get events as the relay gives them
   defp subscriber?({pid, :lib}) when is_pid(pid), do: Backend.nif?()
   defp subscriber?(_), do: false
+
+  @doc false
+  # The :placement option (CouncilEx.Pool), :hash by default.
+  @spec placement!(keyword) :: :hash | :least_loaded
+  def placement!(opts) do
+    case Keyword.get(opts, :placement, :hash) do
+      p when p in [:hash, :least_loaded] ->
+        p
+
+      other ->
+        raise ArgumentError, ":placement must be :hash or :least_loaded, got: #{inspect(other)}"
+    end
+  end
 
   @doc false
   @spec registry!(keyword) :: atom | binary

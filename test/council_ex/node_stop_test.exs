@@ -29,10 +29,11 @@ defmodule CouncilEx.NodeStopTest do
     os_pid
   end
 
-  # The node manager restarts the node under a new name (the ASan build on
-  # a loaded machine: up to 60 s); a run on it completes.
-  defp assert_restarted(old) do
-    new = eventually(fn -> (n = CouncilEx.Node.current()) && n != old && n end, 1_200, 50)
+  # The node manager restarts the node (the ASan build on a loaded
+  # machine: up to 60 s) under the same name, with another OS pid than
+  # `old_os_pid`; a run on it completes.
+  defp assert_restarted(old_os_pid) do
+    new = wait_restarted(old_os_pid)
     assert GenServer.call({:council_ex, new}, :ping) == :pong
     assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "after the stop", timeout: 30_000)
     new
@@ -78,13 +79,12 @@ defmodule CouncilEx.NodeStopTest do
   end
 
   test "SIGTERM mid-run: run/3 returns the cancelled result, a subscriber gets run_cancelled" do
-    old = CouncilEx.node()
     id = run_id("sigterm")
     topic = "council_ex:run:" <> id
     {task, _pid} = run_in_task(id)
     sub = forwarding_subscriber(topic)
 
-    signal_node("TERM")
+    old = signal_node("TERM")
 
     assert {:error, {:cancelled, %{final: nil}}} = Task.await(task, 15_000)
     assert_receive {:forwarded, ^sub, {:run_cancelled, ^id, %{}}}, 15_000
@@ -96,7 +96,6 @@ defmodule CouncilEx.NodeStopTest do
 
   test "kill -9 mid-run: every subscriber is told {:council_ex_down, topic, :noconnection} once" do
     Process.flag(:trap_exit, true)
-    old = CouncilEx.node()
     id = run_id("kill9")
     topic = "council_ex:run:" <> id
     # the test subscribes through its start, a second process through PubSub
@@ -108,7 +107,7 @@ defmodule CouncilEx.NodeStopTest do
     :ok = CouncilEx.PubSub.subscribe(sub_topic)
     {task, _} = run_in_task(run_id("kill9-run"))
 
-    signal_node("KILL")
+    old = signal_node("KILL")
 
     assert_receive {:EXIT, ^pid, :noconnection}, 15_000
     assert_receive {:council_ex_down, ^topic, :noconnection}, 15_000
@@ -154,12 +153,11 @@ defmodule CouncilEx.NodeStopTest do
   end
 
   test "run/3 gives {:error, {:exit, :shutdown}} when the node stops and the event cannot come" do
-    old = CouncilEx.node()
     id = run_id("norelay-term")
     {task, _pid} = run_in_task(id)
     restart_relay()
 
-    signal_node("TERM")
+    old = signal_node("TERM")
 
     assert {:error, {:exit, :shutdown}} = Task.await(task, 15_000)
     assert_restarted(old)

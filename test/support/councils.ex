@@ -144,6 +144,25 @@ defmodule CouncilEx.Test.Helpers do
     end
   end
 
+  @doc """
+  The name of the managed C node that replaced the one of OS pid
+  `old_os_pid`, once it is up (`CouncilEx.Node.info/0`: the first node of
+  the pool). It has the old one's name: a member of the pool keeps its
+  name across restarts. Up to 60 s (the ASan build on a loaded machine).
+  """
+  def wait_restarted(old_os_pid) do
+    eventually(
+      fn ->
+        case CouncilEx.Node.info() do
+          %{status: :up, os_pid: p, node: n} when is_integer(p) and p != old_os_pid -> n
+          _ -> nil
+        end
+      end,
+      1_200,
+      50
+    )
+  end
+
   @doc "A unique run id for a test."
   def run_id(prefix \\ "t"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 

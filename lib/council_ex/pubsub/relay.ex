@@ -252,15 +252,17 @@ defmodule CouncilEx.PubSub.Relay do
       nil ->
         {:reply, {:error, :noconnection}, state}
 
-      node ->
+      _up ->
         ref = make_ref()
+        # where a start of this run id goes (CouncilEx.Pool): the node
+        # whose loss, while the start is under way, ends the topic
+        node = CouncilEx.Pool.start_node(topic)
 
         # Subscribed at a node that is gone (its nodedown not seen yet):
         # that subscription is lost.
         state =
           case state.remote do
-            %{^topic => ^node} -> state
-            %{^topic => _other} -> node_lost(state, topic)
+            %{^topic => held} -> if connected?(held), do: state, else: node_lost(state, topic)
             _ -> state
           end
 
@@ -484,11 +486,17 @@ defmodule CouncilEx.PubSub.Relay do
             {:ok, run} = outcome
             reply_all(inflight.waiters, :ok)
 
-            %{
+            state = %{
               state
               | inflight: Map.delete(state.inflight, topic),
                 remote: Map.put(state.remote, topic, node(run))
             }
+
+            # The run's node went down before the start was answered here
+            # (its nodedown came, or comes, before this; it is another node
+            # than the inflight one when the pool placed the run
+            # least-loaded): the subscription is gone with it.
+            if connected?(node(run)), do: state, else: node_lost(state, topic)
 
           MapSet.size(refs) > 1 ->
             put_in(state.inflight[topic], %{inflight | refs: MapSet.delete(refs, ref)})
@@ -644,8 +652,9 @@ defmodule CouncilEx.PubSub.Relay do
     end
   end
 
+  # At the node of the topic's run (CouncilEx.Pool.subscription_node/2).
   defp remote_subscribe(topic) do
-    case CouncilEx.Node.current() do
+    case CouncilEx.Pool.subscription_node(topic, 10_000) do
       nil ->
         {:error, :noconnection}
 
@@ -663,6 +672,8 @@ defmodule CouncilEx.PubSub.Relay do
   catch
     :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
   end
+
+  defp connected?(node), do: node == node() or node in Node.list(:connected)
 
   defp remote_unsubscribe(node, topic) do
     GenServer.call({CouncilEx.Node.service_name(), node}, {:unsubscribe, topic, self()}, 10_000)
