@@ -228,7 +228,8 @@ defmodule CouncilEx.PoolTest do
 
     # back under its name, it takes its share of new runs again
     eventually(fn -> Pool.view().up |> Enum.sort() == Enum.sort(nodes) end, 1_200, 50)
-    assert %{restarts: 1} = Enum.find(CouncilEx.Node.status(), &(&1.node == victim))
+    assert %{restarts: r} = Enum.find(CouncilEx.Node.status(), &(&1.node == victim))
+    assert r >= 1
     again = start_runs(60, QuickCouncil, "after-restart")
     report("60 runs after the restart", counts(again))
     assert Enum.any?(again, fn {_, pid} -> node(pid) == victim end)
