@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -221,6 +223,13 @@ static int send_raw(cn_conn *c, const void *data, size_t len)
     return 0;
 }
 
+int cn_conn_backlogged(const cn_conn *c, size_t more)
+{
+    /* What the kernel refused so far: libuv's write queue. The frames of
+     * the current turn (pend) are not counted: they have not been tried. */
+    return c->tcp.write_queue_size + more > c->lim.max_backlog;
+}
+
 int cn_conn_send(cn_conn *c, const void *frame, size_t len)
 {
     if (c->closing || !c->up)
@@ -312,6 +321,22 @@ static void close_after_status(cn_conn *c, const char *why)
     uv_timer_start(&c->timer, on_flush_deadline, FLUSH_DEADLINE_MS, 0);
 }
 
+/* The kernel keeps little unsent data (see conn.h): without this, a peer
+ * that stops reading parks megabytes in an autotuned send buffer where
+ * outq_bytes cannot see them. Best effort: where the option is missing the
+ * backlog bound counts only what waits here. */
+static void limit_unsent(cn_conn *c)
+{
+#ifdef TCP_NOTSENT_LOWAT
+    uv_os_fd_t fd;
+    int v = (int)CN_CONN_NOTSENT_LOWAT;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof v);
+#else
+    (void)c;
+#endif
+}
+
 static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
 {
     int rc = cn_hs_packet(&c->hs, pkt, len);
@@ -352,6 +377,7 @@ static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
                        c->lim.hs_timeout_ms - c->lim.first_packet_ms, 0);
     if (rc == CN_HS_UP) {
         c->up = 1;
+        limit_unsent(c);
         if (c->in_cap < IN_INITIAL) {
             unsigned char *nb = realloc(c->in, IN_INITIAL);
             if (nb) {

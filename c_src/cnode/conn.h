@@ -15,6 +15,12 @@
  *
  * Output: cn_conn_send queues one whole frame (copied) with uv_write; the
  * bytes not yet written are bounded by max_outq: overflow logs and closes.
+ * Once up, the socket keeps at most CN_CONN_NOTSENT_LOWAT bytes not yet
+ * sent in the kernel (TCP_NOTSENT_LOWAT, Linux): the rest of a backlog
+ * waits in libuv's write queue, where it is seen, instead of in a send
+ * buffer that autotunes to megabytes (a peer that stops reading is then
+ * visible to cn_conn_backlogged, which the node uses to cut off its
+ * subscribers).
  * A failed send (overflow, out of memory, write error) never calls back
  * into the node inside cn_conn_send: reading stops, later sends fail, and
  * the connection closes from the loop (its timer), so a sender in the
@@ -34,11 +40,15 @@
 
 #include "handshake.h"
 
+/* Unsent bytes the kernel may hold for an authenticated connection. */
+#define CN_CONN_NOTSENT_LOWAT (128u * 1024)
+
 typedef struct cn_conn cn_conn;
 
 typedef struct cn_conn_limits {
     size_t max_frame;       /* bytes of one frame body */
     size_t max_outq;        /* bytes queued for writing */
+    size_t max_backlog;     /* cn_conn_backlogged's bound (< max_outq) */
     uint64_t hs_timeout_ms; /* whole handshake */
     uint64_t first_packet_ms; /* accept side: the peer's first handshake
                                  packet must be complete this soon (0: only
@@ -113,6 +123,11 @@ void cn_conn_read_now(cn_conn *c);
  * out to many pids of one node: one syscall). 0, or -1 if closing or the
  * queue overflowed (the connection then closes from the loop, not in here). */
 int cn_conn_send(cn_conn *c, const void *frame, size_t len);
+/* 1 when the bytes the kernel has refused so far (written in an earlier
+ * flush, still waiting here), plus `more`, exceed lim.max_backlog: the
+ * peer reads slower than we write. Frames queued in the current loop turn
+ * do not count (not tried yet). Else 0. */
+int cn_conn_backlogged(const cn_conn *c, size_t more);
 /* Closes now; queued output is dropped. `why` goes to the log. */
 void cn_conn_close(cn_conn *c, const char *why);
 /* Stops reading, flushes queued output, then closes (for a clean stop);

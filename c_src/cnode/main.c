@@ -63,6 +63,10 @@ static const char usage[] =
     "  --max-runs N            runs at once, passed on to the core [10000]\n"
     "  --max-subscriptions N   event subscriptions of BEAM pids, all topics\n"
     "                          together [1000000]\n"
+    "  --max-subscriber-backlog N  bytes waiting to be written to one connection\n"
+    "                          past which its subscribers are cut off (the\n"
+    "                          overflow notice, then only terminal events)\n"
+    "                          [8388608]\n"
     "  --log-level LEVEL       error|warn|info|debug, to stderr [warn]\n"
     "  --help                  this text\n"
     "Limits of the core (each N >= 1; see README \"Limits\"):\n"
@@ -88,7 +92,7 @@ static const char usage[] =
 typedef struct opts {
     const char *sname, *name, *cookie_file, *cookie, *listen, *reg_name;
     long port;
-    size_t max_conns, max_frame, max_runs, max_subs;
+    size_t max_conns, max_frame, max_runs, max_subs, max_backlog;
     size_t max_hs, max_hs_addr, first_packet_ms;
     int log_level;
     council_config core; /* 0 = the core's default */
@@ -212,6 +216,11 @@ static int parse_args(int argc, char **argv, opts *o)
         } else if (strcmp(a, "--max-subscriptions") == 0) {
             if (parse_size(v, &o->max_subs) || o->max_subs == 0) {
                 fprintf(stderr, "council_node: bad --max-subscriptions %s\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--max-subscriber-backlog") == 0) {
+            if (parse_size(v, &o->max_backlog)) {
+                fprintf(stderr, "council_node: bad --max-subscriber-backlog %s\n", v);
                 return -1;
             }
         } else if (strcmp(a, "--max-runs") == 0) {
@@ -487,6 +496,10 @@ int main(int argc, char **argv)
     cfg.start_epmd = 1;
     if (cfg.conn.max_outq < 2 * a.o.max_frame)
         cfg.conn.max_outq = 2 * a.o.max_frame;
+    if (a.o.max_backlog)
+        cfg.conn.max_backlog = a.o.max_backlog;
+    if (cfg.conn.max_backlog > cfg.conn.max_outq / 2)
+        cfg.conn.max_backlog = cfg.conn.max_outq / 2;
     a.node = cn_node_new(loop, &cfg, &cookie);
     cn_cookie_free(&cookie); /* no-op unless cn_node_new failed */
     if (!a.node) {

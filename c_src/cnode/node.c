@@ -24,6 +24,7 @@ void cn_node_config_defaults(cn_node_config *cfg)
     cfg->conn.first_packet_ms = 2000;
     cfg->conn.max_frame = 16u * 1024 * 1024;
     cfg->conn.max_outq = 64u * 1024 * 1024;
+    cfg->conn.max_backlog = 8u * 1024 * 1024;
     cfg->conn.hs_timeout_ms = 7000;
     cfg->conn.silent_ms = 75000;
     cfg->conn.tick_ms = 15000;

@@ -172,6 +172,11 @@ int cn_node_encode_pid(const cn_node *n, ei_x_buff *x, const cn_pid *pid);
  * needed (see "Other nodes" above). 0, or -1 when there is no such local
  * process or the node cannot be reached. */
 int cn_node_send(cn_node *n, const cn_pid *to, cn_slice msg);
+/* 1 when the connection to a remote pid's node holds more than its
+ * max_backlog bytes not yet taken by the kernel, with `more` added (the
+ * peer reads slower than we write; see conn.h), else 0: also for a local
+ * pid and a node not connected (a dial's queue is bounded apart). */
+int cn_node_backlogged(cn_node *n, const cn_pid *to, size_t more);
 /* Sends `msg` to a registered name on a node (dialed if needed). */
 int cn_node_send_named(cn_node *n, cn_proc *from, const char *node_name,
                        const char *name, cn_slice msg);

@@ -154,6 +154,14 @@ int cn_node_send(cn_node *n, const cn_pid *to, cn_slice msg)
     return cn_node_peer_send(n, peer, cn_frame_send(cn_node_scratch(n), &w, msg));
 }
 
+int cn_node_backlogged(cn_node *n, const cn_pid *to, size_t more)
+{
+    if (to->node == 0)
+        return 0;
+    cn_conn *c = cn_node_conn_of(n, to->node);
+    return c ? cn_conn_backlogged(c, more) : 0;
+}
+
 int cn_node_send_named(cn_node *n, cn_proc *from, const char *node_name,
                        const char *name, cn_slice msg)
 {

@@ -20,7 +20,11 @@ typedef struct entry {
     cn_rsubs *rs;
     pidrec *pr;
     council_subscription *sub; /* NULL once the core ended it */
+    council_run *run;          /* the topic's own run, referenced from its
+                                  first event (NULL: none seen, or a
+                                  sub-council topic) */
     int flags;                 /* CN_RSUB_* */
+    int cut;                   /* cut off: only terminal events go out */
     size_t topic_len;
     char topic[];
 } entry;
@@ -175,6 +179,7 @@ static void entry_drop(cn_rsubs *rs, entry *e, int demonitor)
     rs->nentries--;
     if (e->sub)
         council_unsubscribe(rs->b->ctx, e->sub);
+    council_run_unref(e->run);
     pidrec *pr = e->pr;
     cn_dl_del(&e->by_pid);
     free(e);
@@ -204,17 +209,9 @@ static const unsigned char *encoded(cn_rsubs *rs, const council_event *ev, size_
     return (const unsigned char *)rs->cached.buff;
 }
 
+static void on_event(const council_event *ev, void *arg);
 static void on_overflow(size_t dropped, void *arg);
-
-/* Out of memory while preparing an event for e: end the subscription and
- * send the overflow notice, rather than skip an event in mid-stream. */
-static void cut_off(entry *e)
-{
-    if (e->sub)
-        council_unsubscribe(e->rs->b->ctx, e->sub);
-    e->sub = NULL;
-    on_overflow(1, e);
-}
+static void keep_terminal(entry *e);
 
 /* The topic is "council_ex:run:" <> the event's own run_id. */
 static int is_own_run(const entry *e, const council_event *ev)
@@ -224,43 +221,62 @@ static int is_own_run(const entry *e, const council_event *ev)
            memcmp(e->topic + plen, ev->run_id, ev->run_id_len) == 0;
 }
 
-static void on_event(const council_event *ev, void *arg)
+/* Sends an encoded event to e's pid, wrapped for a tagged subscriber.
+ * -1 when the wrapping ran out of memory. */
+static int send_event(entry *e, const unsigned char *p, size_t len)
 {
-    entry *e = arg;
-    size_t len;
-    const unsigned char *p = encoded(e->rs, ev, &len);
-    if (!p) {
-        cn_log_error("event %s of a run could not be encoded",
-                     council_event_type_name(ev->type));
-        cut_off(e);
-        return;
-    }
     if (e->flags & CN_RSUB_TAGGED) {
         ei_x_buff *t = &e->rs->tagged;
         t->index = 0;
         if (ei_x_encode_tuple_header(t, 3) || ei_x_encode_atom(t, "council_ex_event") ||
             ei_x_encode_binary(t, e->topic, (long)e->topic_len) ||
-            ei_x_append_buf(t, (const char *)p, (int)len)) {
-            cut_off(e);
-            return;
-        }
+            ei_x_append_buf(t, (const char *)p, (int)len))
+            return -1;
         p = (const unsigned char *)t->buff;
         len = (size_t)t->index;
     }
     /* No connection to the pid's node: its monitor fires and cleans up. */
     cn_node_send(e->rs->b->node, &e->pr->pid, (cn_slice){p, len});
-    /* Nothing follows the terminal event of the topic's own run: end the
-     * subscription so long-lived subscribers do not pile up entries. A
-     * sub-council topic sees one nested run per member call, so it stays. */
-    if (council_event_is_terminal(ev) && is_own_run(e, ev))
-        entry_drop(e->rs, e, 1);
+    return 0;
 }
 
-static void on_overflow(size_t dropped, void *arg)
+/* The terminal event of a run that has ended, made from the run itself:
+ * the core dropped the published one with the events past the queue bound. */
+static void send_late_terminal(entry *e)
 {
-    entry *e = arg;
+    council_status st = council_run_status(e->run);
+    council_event ev = {.run = e->run, .round_idx = -1};
+    ev.type = st == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
+              : st == COUNCIL_FAILED  ? COUNCIL_EV_RUN_FAILED
+                                      : COUNCIL_EV_RUN_CANCELLED;
+    ev.run_id = council_run_id(e->run, &ev.run_id_len);
+    ev.council = council_run_council(e->run);
+    ev.result = council_run_result(e->run);
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0)
+        return;
+    if (cn_event_term(&x, &ev) != 0 || send_event(e, (const unsigned char *)x.buff,
+                                                  (size_t)x.index) != 0)
+        cn_log_error("the terminal event of a run could not be encoded");
+    ei_x_free(&x);
+}
+
+static int run_ended(const council_run *run)
+{
+    council_status st = council_run_status(run);
+    return st == COUNCIL_COMPLETED || st == COUNCIL_FAILED || st == COUNCIL_CANCELLED;
+}
+
+/* The subscriber is cut off (it fell behind, or memory ran out while an
+ * event was prepared): it gets {council_ex_overflow, Topic, Dropped} once,
+ * then only terminal events, so it still learns how the topic's run ends.
+ * The subscription ends as before after the terminal event of the topic's
+ * own run; a sub-council topic's lasts until unsubscribed. When the core
+ * has ended the subscription already (its queue bound), it is made again;
+ * if the run ended meanwhile, its terminal event is sent now. */
+static void cut_off(entry *e, size_t dropped)
+{
     cn_rsubs *rs = e->rs;
-    e->sub = NULL; /* the core already ended it */
     cn_log_warn("subscriber fell %zu events behind on %.*s: cut off", dropped,
                 (int)e->topic_len, e->topic);
     ei_x_buff x;
@@ -272,7 +288,70 @@ static void on_overflow(size_t dropped, void *arg)
             cn_node_send(rs->b->node, &e->pr->pid, cn_x_slice(&x));
         ei_x_free(&x);
     }
-    entry_drop(rs, e, 1);
+    e->cut = 1;
+    keep_terminal(e);
+}
+
+/* A cut-off entry whose core subscription may have ended: subscribe again
+ * for the terminal event, or send it now if the run has ended already. */
+static void keep_terminal(entry *e)
+{
+    cn_rsubs *rs = e->rs;
+    if (e->sub)
+        return;
+    if (e->run && run_ended(e->run)) {
+        send_late_terminal(e);
+        entry_drop(rs, e, 1);
+        return;
+    }
+    if (council_subscribe(rs->b->ctx, e->topic, e->topic_len, on_event, on_overflow, e,
+                          &e->sub) != 0) {
+        e->sub = NULL;
+        entry_drop(rs, e, 1);
+    }
+}
+
+static void on_event(const council_event *ev, void *arg)
+{
+    entry *e = arg;
+    int own = is_own_run(e, ev);
+    if (own && !e->run)
+        e->run = council_run_ref(ev->run);
+    int terminal = council_event_is_terminal(ev);
+    if (e->cut && !terminal)
+        return;
+    size_t len;
+    const unsigned char *p = encoded(e->rs, ev, &len);
+    /* A subscriber whose connection holds more than its bound is cut off;
+     * terminal events always go (max_outq bounds the connection). */
+    if (p && !terminal && cn_node_backlogged(e->rs->b->node, &e->pr->pid, len)) {
+        cut_off(e, 1);
+        return;
+    }
+    if (!p || send_event(e, p, len) != 0) {
+        cn_log_error("event %s of a run could not be encoded",
+                     council_event_type_name(ev->type));
+        if (!e->cut)
+            cut_off(e, 1); /* rather than skip an event in mid-stream */
+        else if (terminal && own)
+            entry_drop(e->rs, e, 1);
+        return;
+    }
+    /* Nothing follows the terminal event of the topic's own run: end the
+     * subscription so long-lived subscribers do not pile up entries. A
+     * sub-council topic sees one nested run per member call, so it stays. */
+    if (terminal && own)
+        entry_drop(e->rs, e, 1);
+}
+
+static void on_overflow(size_t dropped, void *arg)
+{
+    entry *e = arg;
+    e->sub = NULL; /* the core already ended it */
+    if (e->cut)    /* told already: only the terminal event is awaited */
+        keep_terminal(e);
+    else
+        cut_off(e, dropped);
 }
 
 bool cn_rsubs_has(const cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid)
@@ -380,6 +459,7 @@ void cn_rsubs_free(cn_rsubs *rs)
             entry *next = e->hnext;
             if (e->sub)
                 council_unsubscribe(rs->b->ctx, e->sub);
+            council_run_unref(e->run);
             free(e);
             e = next;
         }

@@ -3,14 +3,18 @@
  * Owns: one core subscription per (topic, pid), a monitor per subscribed
  * pid (held by the service process) so a dead subscriber is removed, and a
  * one-event cache so an event going to many pids is encoded once.
- * Each event goes out as a plain SEND of the docs/protocol.md tuple. When a
- * subscriber falls more than the core's queue bound behind, it is cut off
- * and sent {council_ex_overflow, Topic, Dropped} once (untagged, for tagged
- * subscribers too; the same happens if memory runs out while an event is
- * prepared). A subscription to a run's own topic ends by itself after that
- * run's terminal event (nothing follows it); a sub-council topic sees one
- * nested run per member call, so it lasts until unsubscribed or the
- * subscriber goes.
+ * Each event goes out as a plain SEND of the docs/protocol.md tuple. A
+ * subscriber is cut off when it falls more than the core's queue bound
+ * behind, when the connection to its node holds more than max_backlog bytes
+ * not yet taken by the kernel (cn_node_backlogged: the peer stopped
+ * reading), or when memory runs out while an event is prepared. It is then
+ * sent {council_ex_overflow, Topic, Dropped} once (untagged, for tagged
+ * subscribers too) and after that only terminal events: the run's terminal
+ * event still reaches it (made from the run if the core had dropped it),
+ * so nobody waits for an end that was cut away. A subscription to a run's
+ * own topic ends by itself after that run's terminal event (nothing
+ * follows it); a sub-council topic sees one nested run per member call, so
+ * it lasts until unsubscribed or the subscriber goes.
  * The Elixir library subscribes one relay pid per node and topic (tagged,
  * so the relay knows the topic of sub-council events whose run_id is the
  * sub-run's), so each event crosses the wire once per node; a bare shell

@@ -42,11 +42,14 @@ defmodule CouncilEx.PubSub do
 
   Match the keys you need rather than whole maps: keys may be added.
 
-  and, instead of the rest of the events, one of these notices (each at
-  most once per subscription, and nothing follows it):
+  and these notices, each at most once per subscription:
 
-    * `{:council_ex_overflow, topic, dropped_count}` if the C node cut this
-      node's subscription off because it could not keep up;
+    * `{:council_ex_overflow, topic, dropped_count}` if this node's
+      subscription was cut off because it could not keep up (the C node's
+      connection to this node held more than `--max-subscriber-backlog`
+      bytes, or the core's queue bound was passed): the events after it
+      are skipped, except the terminal ones, so the run's terminal event
+      still follows the notice (with `backend: :nif`, nothing follows it);
     * `{:council_ex_down, topic, :noconnection}` if the C node serving the
       subscription went down (killed, connection lost, or stopped) before
       the run's terminal event reached this node. The run is gone with its
@@ -57,7 +60,7 @@ defmodule CouncilEx.PubSub do
       terminal event of its own, always gets the notice.
 
   A subscription to a run's topic ends by itself after that run's terminal
-  event (or one of the notices): nothing follows it. Subscribing to the
+  event (or the `council_ex_down` notice): nothing follows it. Subscribing to the
   same topic again later subscribes anew.
 
   Limit: subscriptions live in this node's relay (`CouncilEx.PubSub.Relay`)

@@ -99,10 +99,15 @@ defmodule CouncilEx.PubSub.RelayTest do
     eventually(fn -> Relay.subscribers(topic) == [] end)
   end
 
-  test "overflow notices reach subscribers and end the topic", %{topic: topic, relay: relay} do
+  test "an overflow notice reaches subscribers; the terminal event still ends the topic",
+       %{topic: topic, relay: relay} do
     assert :ok = Relay.subscribe(topic, self())
     send(relay, {:council_ex_overflow, topic, 12})
     assert_receive {:council_ex_overflow, ^topic, 12}
+    assert Relay.subscribers(topic) == [self()]
+    "council_ex:run:" <> id = topic
+    send(relay, {:council_ex_event, topic, {:run_cancelled, id, %{final: nil, rounds: [], errors: []}}})
+    assert_receive {:run_cancelled, ^id, _}
     assert Relay.subscribers(topic) == []
   end
 

@@ -16,11 +16,14 @@ defmodule CouncilEx.PubSub.Relay do
   Bookkeeping per topic ends
 
     * after the relay dispatched the terminal event (`:run_completed`,
-      `:run_failed`, `:run_cancelled`) of the topic's own run, or an
-      overflow notice: the C node has ended its subscription by then, so
-      the topic's local subscribers are dropped too (subscribing again later
-      subscribes anew). A sub-council topic sees one nested run per member
-      call and stays subscribed until its subscribers leave;
+      `:run_failed`, `:run_cancelled`) of the topic's own run: the C node
+      has ended its subscription by then, so the topic's local subscribers
+      are dropped too (subscribing again later subscribes anew). An
+      overflow notice (this node fell behind) is dispatched and ends
+      nothing: after it the C node sends only terminal events, so the
+      run's terminal event still ends the topic. A sub-council topic sees
+      one nested run per member call and stays subscribed until its
+      subscribers leave;
     * when its last local subscriber unsubscribes or exits (subscribers are
       monitored): the relay unsubscribes at the C node;
     * when the C node goes down (killed, lost or stopped): its
@@ -346,10 +349,11 @@ defmodule CouncilEx.PubSub.Relay do
       else: {:noreply, state}
   end
 
+  # The C node keeps the subscription after the notice and sends only
+  # terminal events from then on: the topic ends as usual with its run's.
   def handle_info({:council_ex_overflow, topic, dropped} = msg, state) when is_binary(topic) do
     Logger.warning("council_ex: relay cut off from #{topic} after #{dropped} dropped events")
-    state = dispatch(state, topic, msg)
-    {:noreply, drop_topic(state, topic, :ok)}
+    {:noreply, dispatch(state, topic, msg)}
   end
 
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
