@@ -88,7 +88,7 @@ defmodule CouncilEx do
   `:callers` (default: the caller and its `$callers`), `subscribe: true`
   (subscribes the caller before the run starts, so it receives every event;
   see `CouncilEx.PubSub`; a start that fails, e.g. with
-  `{:error, :already_started}`, delivers no event), `placement:
+  `{:error, {:already_started, pid}}`, delivers no event), `placement:
   :least_loaded` (with a pool of C nodes, the run goes to the node with
   the fewest live runs rather than to its run id's node; see
   `CouncilEx.Pool`). With `subscribe: true`,
@@ -98,7 +98,10 @@ defmodule CouncilEx do
   reason, e.g. `:noproc`) instead of exiting the caller, and leaves no run
   behind (a run started meanwhile is cancelled).
 
-  Returns `{:ok, pid}` or `{:error, reason}`; bad arguments raise
+  Returns `{:ok, pid}` or `{:error, reason}` (as `GenServer.on_start()`:
+  `{:error, {:already_started, pid}}` when a running run has this run id,
+  `pid` being that run's; the other reasons are
+  `CouncilEx.RunServer.start/1`'s); bad arguments raise
   `ArgumentError` before anything is sent to the C node, and an invalid
   `%CouncilEx.Spec{}` (e.g. built by hand) gives
   `{:error, {:invalid_spec, field, message}}` (see `CouncilEx.Spec.check/1`),
@@ -146,7 +149,7 @@ defmodule CouncilEx do
       outcome was available;
     * `{:error, :timeout}` when `:timeout` passed first (the run is
       cancelled), or any error of `start_link/3` (e.g.
-      `{:error, :already_started}`, `{:error, {:invalid_spec, field,
+      `{:error, {:already_started, pid}}`, `{:error, {:invalid_spec, field,
       message}}`, `{:error, {:relay_down, reason}}` when this node's event
       relay is not running or exits during the start: no run is left
       running then).
@@ -261,11 +264,8 @@ defmodule CouncilEx do
             end
 
           # It ended in between (or its retention did).
-          {:error, :runner_dead} ->
+          {:error, reason} when reason in [:unknown_run, :runner_dead] ->
             ended_outcome(registry, run_id, {:error, :not_found})
-
-          {:error, :unknown_run} ->
-            {:error, :not_found}
 
           other ->
             other
@@ -385,7 +385,7 @@ defmodule CouncilEx do
   # subscription at the C node, when it has none for the topic yet, rides
   # on the start request (`{relay, :tagged}` in its :subscribe list): the C
   # node subscribes it before the run begins, so no event is missed, and a
-  # start that fails (e.g. :already_started) subscribes nothing.
+  # start that fails (e.g. {:already_started, pid}) subscribes nothing.
   #
   # With backend :nif there is no relay: `{pid, :lib}` in the :subscribe
   # list subscribes pid itself, before the run begins, to events in the

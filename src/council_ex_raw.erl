@@ -94,8 +94,11 @@
 %% ------------------------------------------------------------------ service
 
 %% @doc Starts a run, not linked to the caller: `{ok, RunPid}' or
-%% `{error, Reason}' (`already_started', `limit',
-%% `{invalid_spec, Field, Message}', `{bad_option, Key}', ...).
+%% `{error, Reason}' (`{already_started, RunPid}' with the pid of the
+%% running run that has the run id, as `gen_server:start/3' gives it;
+%% `run_id_retained' when the id is that of a run that has ended and is
+%% still retained; `limit', `{invalid_spec, Field, Message}',
+%% `{bad_option, Key}', ...).
 -spec start(service(), start_opts()) -> {ok, pid()} | error().
 start(Service, Opts) when is_map(Opts) ->
     call(Service, {start, Opts}, ?TIMEOUT).
@@ -114,8 +117,10 @@ start_link(Service, Opts) when is_map(Opts) ->
 whereis(Service, RunId) ->
     whereis(Service, ?REGISTRY, RunId).
 
-%% @doc The pid of a running run: `{ok, Pid}', `{error, unknown_run}', or
-%% `{error, runner_dead}' when the run has ended but is still retained.
+%% @doc The pid of a running run: `{ok, Pid}'; `{error, unknown_run}' when
+%% no running run has that id, also from the moment a run ends (its state
+%% and result stay readable while it is retained); `{error, runner_dead}'
+%% for a running run without a process (a stale entry).
 -spec whereis(service(), binary() | string(), run_id()) ->
           {ok, pid()} | {error, unknown_run | runner_dead} | error().
 whereis(Service, Registry, RunId) ->

@@ -275,9 +275,19 @@ static void on_terminate(cn_node *n, cn_proc *p, cn_slice reason)
     p->state = NULL;
 }
 
+static void on_exit_signal(cn_node *n, cn_proc *p, const cn_pid *from, cn_slice reason,
+                           int via_link)
+{
+    cn_gen *g = p->state;
+    if (g->ops->handle_exit)
+        g->ops->handle_exit(n, p, from, reason, via_link);
+    else
+        cn_node_exit_signal_default(n, p, from, reason, via_link);
+}
+
 static const cn_proc_ops gen_proc_ops = {
     .on_message = on_message,
-    .on_exit_signal = NULL, /* GenServer default: see node.h */
+    .on_exit_signal = on_exit_signal,
     .on_down = on_down,
     .on_terminate = on_terminate,
 };

@@ -49,6 +49,12 @@ typedef struct cn_gen_ops {
                         cn_slice reason);
     /* The process ends; free the user state here. May be NULL. */
     void (*terminate)(cn_node *n, cn_proc *p, cn_slice reason);
+    /* An exit signal for this process (node.h's on_exit_signal: an EXIT
+     * over a link, an EXIT2, `noconnection` for a link whose connection
+     * dropped). May be NULL: the GenServer-like default,
+     * cn_node_exit_signal_default. */
+    void (*handle_exit)(cn_node *n, cn_proc *p, const cn_pid *from, cn_slice reason,
+                        int via_link);
 } cn_gen_ops;
 
 /* Spawns a gen_server process (name may be NULL). NULL on failure. */

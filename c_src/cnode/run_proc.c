@@ -295,6 +295,34 @@ static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
     }
 }
 
+/* An exit signal, honoured as by a GenServer that traps exits and stops
+ * in its terminate/2: `kill` ends the process at once (terminate() then
+ * cancels the run); `normal` means nothing; any other reason (a
+ * supervisor's `shutdown` in terminate_child or its own shutdown, a linked
+ * caller's exit, Process.exit/2, `noconnection`) cancels the run with that
+ * reason, so that subscribers get run_cancelled and awaiters their answer
+ * before the process exits with it (finish(), as for every end). A run
+ * that has ended already exits with the signal's reason once its events
+ * are out; one whose end cannot be watched (out of memory) exits now. */
+static void handle_exit(cn_node *n, cn_proc *p, const cn_pid *from, cn_slice reason,
+                        int via_link)
+{
+    (void)from;
+    cn_run_proc *rp = cn_gen_state(p);
+    if (!via_link && cn_term_is_atom(reason, "kill")) {
+        cn_node_exit(n, p, cn_atom_killed());
+        return;
+    }
+    if (cn_term_is_atom(reason, "normal"))
+        return;
+    keep_reason(rp, reason);
+    council_status st = council_run_status(rp->run);
+    if (st == COUNCIL_PENDING || st == COUNCIL_RUNNING)
+        council_run_cancel(rp->run); /* its end queues finish() */
+    if (!rp->ending)
+        cn_node_exit(n, p, reason);
+}
+
 static int get_state(cn_node *n, cn_proc *p, ei_x_buff *x)
 {
     (void)n;
@@ -342,6 +370,7 @@ static const cn_gen_ops run_ops = {
     .get_state = get_state,
     .handle_down = handle_down,
     .terminate = terminate,
+    .handle_exit = handle_exit,
 };
 
 /* -------------------------------------------------------------- API */

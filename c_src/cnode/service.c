@@ -349,6 +349,28 @@ static int start_subscribe(service *s, start_req *r, ei_x_buff *x)
     return 0;
 }
 
+/* A start whose run id is taken: {error, {already_started, Pid}} with the
+ * pid of the run that has it (GenServer.on_start()), or {error,
+ * run_id_retained} when that run has ended and its outcome is still
+ * retained (no process to give). */
+static int already_started(service *s, const start_req *r, ei_x_buff *x)
+{
+    council_run *run = NULL;
+    cn_proc *p = council_whereis(s->b->ctx, r->so.registry, r->so.run_id, r->so.run_id_len,
+                                 &run) == 0
+                     ? cn_run_proc_of(run)
+                     : NULL;
+    if (!p)
+        return cn_gen_encode_error(x, "run_id_retained");
+    cn_pid pid;
+    cn_node_self(s->b->node, p, &pid);
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+                   ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "already_started") ||
+                   cn_node_encode_pid(s->b->node, x, &pid)
+               ? -1
+               : 0;
+}
+
 /* Step 3: the run, its process, and the LINK of start_link (before the run
  * begins and before the reply, so the caller misses nothing). */
 static int start_create(service *s, start_req *r, const cn_gen_from *from, int link,
@@ -364,6 +386,8 @@ static int start_create(service *s, start_req *r, const cn_gen_from *from, int l
     }
     if (rc == COUNCIL_ESPEC)
         return refuse(invalid_spec(x, "spec", "invalid spec"));
+    if (rc == COUNCIL_EEXIST)
+        return refuse(already_started(s, r, x));
     if (rc != 0)
         return refuse(cn_bridge_encode_error(x, rc, "enomem"));
     if (!(*proc = cn_run_proc_spawn(b, r->run, r->has_server ? &r->server : NULL)))
@@ -445,15 +469,18 @@ static int call_by_id(cn_node *n, cn_proc *p, const cn_gen_from *from,
     return rc;
 }
 
+/* A run that has ended is no one's from that moment (the core's
+ * COUNCIL_ERUNNER_DEAD: retained, readable by state and result), as a
+ * GenServer's name goes with it: unknown_run. runner_dead is left for a
+ * running run without a process (a stale entry). */
 static int by_whereis(service *s, const char *registry, const char *id, size_t len,
                    ei_x_buff *x)
 {
     council_run *run = NULL;
-    int rc = council_whereis(s->b->ctx, registry, id, len, &run);
-    cn_proc *rp = rc == 0 ? cn_run_proc_of(run) : NULL;
-    if (rp)
-        return ok_pid(s->b, x, rp);
-    return cn_gen_encode_error(x, rc == COUNCIL_EUNKNOWN_RUN ? "unknown_run" : "runner_dead");
+    if (council_whereis(s->b->ctx, registry, id, len, &run) != 0)
+        return cn_gen_encode_error(x, "unknown_run");
+    cn_proc *rp = cn_run_proc_of(run);
+    return rp ? ok_pid(s->b, x, rp) : cn_gen_encode_error(x, "runner_dead");
 }
 
 static int by_state(service *s, const char *registry, const char *id, size_t len, ei_x_buff *x)

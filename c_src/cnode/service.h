@@ -5,8 +5,12 @@
  * pids of ended runs (retained.h), both created at start and freed when the
  * service exits, and the translation of the requests
  * of docs/protocol.md into core calls:
- *   {start, Opts} / {start_link, Opts}  -> {ok, RunPid} | {error, Reason}
- *   {whereis, Registry, RunId}          -> {ok, RunPid} | {error, unknown_run | runner_dead}
+ *   {start, Opts} / {start_link, Opts}  -> {ok, RunPid} | {error, Reason}, with
+ *                                          {error, {already_started, RunPid}}
+ *                                          for an id a running run has
+ *   {whereis, Registry, RunId}          -> {ok, RunPid} | {error, unknown_run}
+ *                                          (also once the run has ended) |
+ *                                          {error, runner_dead} (a stale entry)
  *   {state, Registry, RunId}            -> {ok, Summary} | {error, not_found}
  *   {result, Registry, RunId}           -> as a run pid's :result, also for
  *                                          finished runs in retention;

@@ -307,7 +307,7 @@ int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
             break;
         if (op == NIF_FAST_WHEREIS) {
             /* a run that has ended is no longer anyone's (its events may
-             * be out already, its pid not gone yet): runner_dead, from
+             * be out already, its pid not gone yet): unknown_run, from
              * the loop */
             if (r->s_ended)
                 break;

@@ -270,6 +270,23 @@ static ERL_NIF_TERM start_subscribe(nif_state *st, start_req *r)
     return 0;
 }
 
+/* A start whose run id is taken (as the C node): {error, {already_started,
+ * Pid}} with the pid of the running run that has it, or {error,
+ * run_id_retained} when that run has ended and is still retained. */
+static ERL_NIF_TERM already_started(nif_state *st, const start_req *r)
+{
+    council_run *run = NULL;
+    if (council_run_find(st->ctx, r->so.registry, r->so.run_id, r->so.run_id_len, &run) == 0)
+        nif_run_settle(st, run); /* a pid that has exited: its run ends now */
+    nif_run *owner = council_whereis(st->ctx, r->so.registry, r->so.run_id, r->so.run_id_len,
+                                     &run) == 0
+                         ? nif_run_of(run)
+                         : NULL;
+    if (!owner)
+        return nif_error(st->out, A.run_id_retained);
+    return nif_error2(st->out, A.already_started, enif_make_pid(st->out, nif_run_pid(owner)));
+}
+
 static ERL_NIF_TERM start_create(nif_state *st, start_req *r)
 {
     int rc = council_run_create(st->ctx, &r->so, &r->run);
@@ -282,6 +299,8 @@ static ERL_NIF_TERM start_create(nif_state *st, start_req *r)
     }
     if (rc == COUNCIL_ESPEC)
         return invalid_spec(st->out, "spec", "invalid spec");
+    if (rc == COUNCIL_EEXIST)
+        return already_started(st, r);
     if (rc != 0)
         return nif_error(st->out, nif_reason(rc, A.enomem));
     return 0;
@@ -391,11 +410,13 @@ static ERL_NIF_TERM by_id_call(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM op,
         nif_run_settle(st, run);
     run = NULL;
     if (enif_is_identical(op, A.whereis)) {
-        int rc = council_whereis(st->ctx, a.reg, a.id.data, a.id.size, &run);
-        nif_run *r = rc == 0 ? nif_run_of(run) : NULL;
-        if (r)
-            return nif_ok(out, enif_make_pid(out, nif_run_pid(r)));
-        return nif_error(out, rc == COUNCIL_EUNKNOWN_RUN ? A.unknown_run : A.runner_dead);
+        /* as the C node: a run that has ended is unknown_run from then on
+         * (still readable by state and result); runner_dead only for a
+         * running run whose pid is gone */
+        if (council_whereis(st->ctx, a.reg, a.id.data, a.id.size, &run) != 0)
+            return nif_error(out, A.unknown_run);
+        nif_run *r = nif_run_of(run);
+        return r ? nif_ok(out, enif_make_pid(out, nif_run_pid(r))) : nif_error(out, A.runner_dead);
     }
     if (enif_is_identical(op, A.state)) {
         council_summary s;

@@ -29,6 +29,7 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(runner_dead, "runner_dead");
     AT(running, "running");
     AT(already_started, "already_started");
+    AT(run_id_retained, "run_id_retained");
     AT(invalid_spec, "invalid_spec");
     AT(bad_option, "bad_option");
     AT(unknown_call, "unknown_call");

@@ -70,13 +70,15 @@ defmodule CouncilEx.Pool do
       starts the id elsewhere. A start to a node lost while it was under
       way answers `{:error, :noconnection}` (it is not retried
       elsewhere: the node may have made the run just before). Each node's
-      registry refuses an id it has (`{:error, :already_started}`);
+      registry refuses an id it has (`{:error, {:already_started, pid}}`,
+      or `{:error, :run_id_retained}` for a run that has ended);
     * after any change of the pool (a node lost or back, added, removed,
       drained or undrained), an id may already live on a node other than
       the one a start now picks: for the retention window
       (`CouncilEx.Node.retention_ms/0`) after the change, a start first
       asks the other up nodes whether they have the id (one call per
-      node) and answers `{:error, :already_started}` when one has. So does
+      node) and answers as that node would (`{:error, {:already_started,
+      pid}}`, `{:error, :run_id_retained}`) when one has. So does
       every least-loaded start under your own id.
 
     * a least-loaded run under your own id that lands away from its id's
@@ -285,14 +287,23 @@ defmodule CouncilEx.Pool do
     if others != [] and is_binary(id) and (placement == :least_loaded or unsettled?(view)) do
       registry = Map.get(opts, :registry, CouncilEx.Schema.default_registry())
 
-      taken =
+      holder =
         others
         |> multi_call({:state, registry, id}, timeout)
-        |> Enum.any?(&match?({_node, {:ok, _}}, &1))
+        |> Enum.find_value(fn {node, reply} -> match?({:ok, _}, reply) && node end)
 
-      if taken, do: {:error, :already_started}, else: :ok
+      if holder, do: taken(holder, registry, id, timeout), else: :ok
     else
       :ok
+    end
+  end
+
+  # The refusal of a start whose id `node` has, as that node's own start
+  # would answer it: the running run's pid, or a retained id.
+  defp taken(node, registry, id, timeout) do
+    case call_node(node, {:whereis, registry, id}, timeout) do
+      {:ok, pid} -> {:error, {:already_started, pid}}
+      _ -> {:error, :run_id_retained}
     end
   end
 

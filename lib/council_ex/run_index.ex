@@ -12,7 +12,10 @@ defmodule CouncilEx.RunIndex do
   run ends (`CouncilEx.Node.retention_ms/0`: `config :council_ex,
   :run_retention_ms`, default 5 minutes, which a managed C node is given as
   `--retention-ms`), or at once when the C node is lost (its runs are gone
-  with it).
+  with it). A run lost that way (its pid went down with `:noconnection`
+  before it ended) is remembered by `{registry, run_id}` for the same
+  window: it is the stale entry for which `CouncilEx.RunServer.whereis/2`
+  answers `{:error, :runner_dead}` while no live run has its id.
 
   The table is public (`:set`, keyed by pid): lookups and inserts are done
   by the calling process; only the cleanup goes through this process.
@@ -20,6 +23,7 @@ defmodule CouncilEx.RunIndex do
   use GenServer
 
   @table __MODULE__
+  @lost CouncilEx.RunIndex.Lost
   @sweep_ms 1_000
 
   @doc "Starts the index (normally done by the application)."
@@ -49,6 +53,18 @@ defmodule CouncilEx.RunIndex do
     ArgumentError -> :error
   end
 
+  @doc """
+  Whether the run `run_id` of `registry` (the C node's registry binary),
+  started from this VM, was lost with its C node within the retention
+  window.
+  """
+  @spec lost?(binary, binary) :: boolean
+  def lost?(registry, run_id) do
+    :ets.member(@lost, {registry, run_id})
+  rescue
+    ArgumentError -> false
+  end
+
   @doc "How many runs are recorded (for tests and introspection)."
   @spec size() :: non_neg_integer
   def size, do: :ets.info(@table, :size)
@@ -69,7 +85,10 @@ defmodule CouncilEx.RunIndex do
       write_concurrency: true
     ])
 
-    # expiring: runs that ended, as {forget_at_ms, pid}, soonest first
+    :ets.new(@lost, [:named_table, :protected, :set, read_concurrency: true])
+
+    # expiring: runs that ended, as {forget_at_ms, pid}, and runs lost with
+    # their node, as {forget_at_ms, {:lost, {registry, run_id}}}, soonest first
     {:ok, %{expiring: :gb_sets.new(), timer: nil}}
   end
 
@@ -82,8 +101,16 @@ defmodule CouncilEx.RunIndex do
 
   @impl true
   def handle_info({:DOWN, _ref, :process, pid, :noconnection}, state) do
-    :ets.delete(@table, pid)
-    {:noreply, state}
+    case :ets.take(@table, pid) do
+      [{^pid, registry, run_id}] ->
+        key = {registry, run_id}
+        :ets.insert(@lost, {key})
+        expiring = :gb_sets.add({now() + retention_ms(), {:lost, key}}, state.expiring)
+        {:noreply, schedule(%{state | expiring: expiring})}
+
+      [] ->
+        {:noreply, state}
+    end
   end
 
   def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
@@ -102,6 +129,10 @@ defmodule CouncilEx.RunIndex do
       state
     else
       case :gb_sets.take_smallest(state.expiring) do
+        {{at, {:lost, key}}, rest} when at <= now ->
+          :ets.delete(@lost, key)
+          sweep(%{state | expiring: rest}, now)
+
         {{at, pid}, rest} when at <= now ->
           :ets.delete(@table, pid)
           sweep(%{state | expiring: rest}, now)

@@ -91,7 +91,8 @@ defmodule CouncilEx.RunServer do
   generate one), `:council` (a module or binary), `:spec` (a
   `%CouncilEx.Spec{}`), `:input` (any term). Optional: `:user_opts` (any
   term, kept opaque), `:callers` (pids recorded as `$callers` in the tasks
-  that run Elixir-module members), `:registry`, `:subscribe` (pids subscribed
+  that run Elixir-module members and tools; default: the caller and its
+  own `$callers`, as a `Task` inherits them), `:registry`, `:subscribe` (pids subscribed
   to the run's topic before it starts; `{pid, :tagged}` for delivery as
   `{:council_ex_event, topic, event}`, see docs/protocol.md; at most 64),
   `:placement` (`:hash`, the default, or `:least_loaded`: which node of a
@@ -109,9 +110,13 @@ defmodule CouncilEx.RunServer do
   A run whose spec has Elixir-module members or tools with Elixir function
   handlers (`CouncilEx.Spec.beam_members/1`, `CouncilEx.Spec.beam_tools/1`)
   gets a `CouncilEx.MemberServer` that serves them.
-  Returns `{:ok, pid}` or `{:error, reason}` (`:already_started`, `:limit`,
-  `{:invalid_spec, field, message}`, `{:provider_config, provider,
-  message}`, `:noconnection`, `:unavailable`).
+  Returns `{:ok, pid}` or `{:error, reason}` (`{:already_started, pid}`
+  with the pid of the running run that has this run id, as
+  `GenServer.on_start()` gives it; `:run_id_retained` when the run id is
+  that of a run that has ended and is still retained (readable through
+  `state/2`); `:limit`, `{:invalid_spec, field, message}`,
+  `{:provider_config, provider, message}`, `:noconnection`,
+  `:unavailable`).
   """
   @spec start([option]) :: {:ok, pid} | {:error, term}
   def start(opts), do: do_start(:start, opts)
@@ -127,15 +132,32 @@ defmodule CouncilEx.RunServer do
   def start_link(opts), do: do_start(:start_link, opts)
 
   @doc """
-  The pid of a registered run: `{:ok, pid}`, `{:error, :unknown_run}`, or
-  `{:error, :runner_dead}` when the run has ended but is still retained.
-  Option: `:registry`.
+  The pid of a running run: `{:ok, pid}`; `{:error, :unknown_run}` when
+  nothing is registered under `run_id`, which is also the case from the
+  moment a run ends (its summary stays readable through `state/2` for the
+  retention window); `{:error, :runner_dead}` for a stale entry whose
+  process is gone without the registry having been told (rare: a run
+  started from this VM on a C node that was lost, for the retention
+  window, see `CouncilEx.RunIndex`). Option: `:registry`.
   """
   @spec whereis(binary, keyword) ::
           {:ok, pid} | {:error, :unknown_run | :runner_dead | :noconnection | :unavailable}
   def whereis(run_id, opts \\ []) when is_binary(run_id) do
-    registry = registry!(opts)
-    Backend.call({:whereis, Wire.registry_name(registry), run_id})
+    registry = Wire.registry_name(registry!(opts))
+
+    case Backend.call({:whereis, registry, run_id}) do
+      # a run of this VM lost with its node, which the node serving now
+      # does not know (one that does, e.g. the same node reconnected,
+      # knows it ended)
+      {:error, :unknown_run} = unknown ->
+        if RunIndex.lost?(registry, run_id) and
+             Backend.call({:state, registry, run_id}) == {:error, :not_found},
+           do: {:error, :runner_dead},
+           else: unknown
+
+      other ->
+        other
+    end
   end
 
   @doc "The run id of a run pid."
@@ -224,7 +246,7 @@ defmodule CouncilEx.RunServer do
     spec = Keyword.fetch!(opts, :spec)
     members = Spec.beam_members(spec)
     tools = MemberServer.tools_of(spec)
-    callers = Keyword.get(opts, :callers, [])
+    callers = Keyword.get_lazy(opts, :callers, &callers/0)
 
     member_server =
       if members == %{} and tools == %{},
@@ -257,6 +279,9 @@ defmodule CouncilEx.RunServer do
         error
     end
   end
+
+  # the `$callers` chain a process started from here inherits, as a Task's
+  defp callers, do: [self() | Process.get(:"$callers", [])]
 
   @doc false
   @spec validate!(term) :: keyword

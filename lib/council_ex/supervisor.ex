@@ -1,35 +1,118 @@
 defmodule CouncilEx.Supervisor do
   @moduledoc """
-  A caller-owned group of runs, for tenant isolation and bulk termination.
+  A `DynamicSupervisor` of runs, for group management: tenant isolation
+  (one supervisor per tenant, each with its own registry if you like),
+  bulk termination and in-flight visibility. Runs are unsupervised by
+  default (`CouncilEx.start/3`, `CouncilEx.start_link/3`); use this module
+  when a group of runs should be owned by a place in your supervision tree.
 
-  Runs started through a `CouncilEx.Supervisor` are linked to it (the C node
-  links each run to this process): when the supervisor stops or dies, all
-  its runs are cancelled; `terminate_all/1` cancels them on demand. A group
-  may have its own registry (`:registry`), so one tenant's run ids never
-  collide with another's.
-
-      children = [{CouncilEx.Supervisor, name: MyApp.TenantA, registry: MyApp.TenantA.Runs}]
+      children = [{CouncilEx.Supervisor, name: MyApp.RunSup, registry: MyApp.TenantA.Runs}]
       Supervisor.start_link(children, strategy: :one_for_one)
 
-      {:ok, pid} = CouncilEx.Supervisor.start_run(MyApp.TenantA, MyApp.Triage, "input")
-      CouncilEx.Supervisor.which_runs(MyApp.TenantA)  #=> [{"run id", pid}]
-      CouncilEx.Supervisor.terminate_all(MyApp.TenantA)
+      {:ok, pid} = CouncilEx.Supervisor.start_link(MyApp.RunSup, MyApp.Triage, "input")
+      run_id = CouncilEx.RunServer.run_id(pid)
 
-  Runs are never restarted: a run is one piece of work, not a service.
+      DynamicSupervisor.which_children(MyApp.RunSup)  #=> [{:undefined, pid, :worker, [CouncilEx.RunServer]}]
+      DynamicSupervisor.count_children(MyApp.RunSup)  #=> %{active: 1, workers: 1, ...}
+      DynamicSupervisor.terminate_child(MyApp.RunSup, pid)
+      CouncilEx.Supervisor.terminate_all(MyApp.RunSup)
+
+  Its children are the runs' pids themselves: processes of the C node
+  (remote pids, which OTP supervises through links and monitors as it
+  does local ones), or with `backend: :nif` the local processes that stand
+  for the runs. Each is started by `CouncilEx.RunServer.start_link/1`
+  called by the supervisor (its child spec, `restart: :temporary`: a run
+  is one piece of work and is never restarted), so the run is linked to
+  the supervisor, not to the caller: it outlives the caller and ends with
+  the supervisor.
+
+  A run honours the supervisor's exit signals as a GenServer that stops in
+  its `terminate/2` does: `DynamicSupervisor.terminate_child/2`,
+  `terminate_all/1` and the supervisor's own shutdown send it `:shutdown`;
+  the run is cancelled, its subscribers get `run_cancelled` (and awaiters
+  `{:error, {:cancelled, result}}`), then its process exits with
+  `:shutdown`, which is what the supervisor waits for (within the child
+  spec's `shutdown`, 5000 ms, after which it kills the process; the run
+  is then cancelled all the same). Runs that complete, fail or are
+  cancelled through the API leave the supervisor with `:normal` or a
+  `{:shutdown, _}` reason, which it does not report as errors. The
+  outcome of a run that has ended stays readable by id for the retention
+  window (`CouncilEx.RunServer.state/2`, `CouncilEx.await/2`).
   """
-  use GenServer
+  use DynamicSupervisor
+
+  alias CouncilEx.RunServer
+
+  # the registry a group's runs default to, kept in its process dictionary
+  @registry_key {__MODULE__, :registry}
 
   @doc """
-  Starts a group. Options: `:name` (a GenServer name), `:registry` (the
-  default registry of its runs; default `CouncilEx.RunServer.default_registry/0`).
+  Starts a supervisor of runs. Options: `:name` (a name for
+  `GenServer.start_link/3`, needed to reach it by name), `:registry` (the
+  registry of the runs started through `start_link/4` when they name
+  none; default `CouncilEx.RunServer.default_registry/0`), `:max_children`
+  (as `DynamicSupervisor.init/1`; more runs give `{:error, :max_children}`).
   """
-  @spec start_link(keyword) :: GenServer.on_start()
-  def start_link(opts \\ []) do
+  @spec start_link(keyword) :: Supervisor.on_start()
+  def start_link(opts \\ []) when is_list(opts) do
     {gen_opts, opts} = Keyword.split(opts, [:name])
-    GenServer.start_link(__MODULE__, opts, gen_opts)
+    DynamicSupervisor.start_link(__MODULE__, opts, gen_opts)
   end
 
-  @doc "A child spec (`type: :supervisor`, id: the `:name` option or this module)."
+  @doc """
+  Starts a run of `council` on `input` as a child of `sup`, linked to the
+  supervisor and not to the caller. `opts` are those of
+  `CouncilEx.start/3` (`:run_id`, `:registry`, `:user_opts`, `:callers`,
+  `subscribe: true` which subscribes the caller) and are validated the
+  same way, before anything is started.
+
+  Returns `{:ok, pid}` or `{:error, reason}`: `{:already_started, pid}`
+  when a running run has that run id, `:max_children`, or any error of
+  `CouncilEx.start/3`.
+  """
+  @spec start_link(Supervisor.supervisor(), CouncilEx.council(), term, keyword) ::
+          {:ok, pid} | {:error, term}
+  def start_link(sup, council, input, opts \\ []) do
+    opts =
+      if Keyword.keyword?(opts),
+        do: Keyword.put_new_lazy(opts, :registry, fn -> registry(sup) end),
+        else: opts
+
+    CouncilEx.__start__(council, input, opts, &start_child(sup, &1))
+  end
+
+  @doc """
+  Starts a run under `sup` from the options of
+  `CouncilEx.RunServer.start_link/1` (`:run_id`, `:council`, `:spec`,
+  `:input`, ...): `DynamicSupervisor.start_child/2` with
+  `{CouncilEx.RunServer, run_opts}`, which you may also call yourself.
+  """
+  @spec start_child(Supervisor.supervisor(), keyword) ::
+          {:ok, pid} | {:error, term}
+  def start_child(sup, run_opts) do
+    case DynamicSupervisor.start_child(sup, {RunServer, run_opts}) do
+      {:ok, pid} -> {:ok, pid}
+      {:ok, pid, _info} -> {:ok, pid}
+      :ignore -> {:error, :ignore}
+      {:error, _} = error -> error
+    end
+  end
+
+  @doc """
+  Terminates every run of `sup` (`DynamicSupervisor.terminate_child/2` on
+  each): each is cancelled and has exited, its subscribers told, when
+  this returns `:ok`.
+  """
+  @spec terminate_all(Supervisor.supervisor()) :: :ok
+  def terminate_all(sup) do
+    for {_, pid, _, _} <- DynamicSupervisor.which_children(sup), is_pid(pid) do
+      DynamicSupervisor.terminate_child(sup, pid)
+    end
+
+    :ok
+  end
+
+  @doc "A child spec (`type: :supervisor`; id: the `:name` option, else this module)."
   @spec child_spec(keyword) :: Supervisor.child_spec()
   def child_spec(opts) do
     %{
@@ -39,136 +122,67 @@ defmodule CouncilEx.Supervisor do
     }
   end
 
-  @doc """
-  Starts a run in the group: `council` and `input` as in `CouncilEx.start/3`,
-  options too (`subscribe: true` subscribes the caller). Returns
-  `{:ok, pid}` or `{:error, reason}`.
-  """
-  @spec start_run(GenServer.server(), module | CouncilEx.Spec.t(), term, keyword) ::
-          {:ok, pid} | {:error, term}
-  def start_run(sup, council, input, opts \\ []) do
-    opts = Keyword.put_new_lazy(opts, :registry, fn -> GenServer.call(sup, :registry) end)
+  # -------------------------------------------- conveniences of the group
 
-    CouncilEx.__start__(council, input, opts, fn run_opts ->
-      GenServer.call(sup, {:start_run, run_opts}, 30_000)
-    end)
+  @doc "`start_link/4` under its former name."
+  @spec start_run(Supervisor.supervisor(), CouncilEx.council(), term, keyword) ::
+          {:ok, pid} | {:error, term}
+  def start_run(sup, council, input, opts \\ []), do: start_link(sup, council, input, opts)
+
+  @doc """
+  The group's runs as `{run_id, pid}` pairs (`DynamicSupervisor.which_children/1`
+  with each run's id; a run that ends meanwhile is left out).
+  """
+  @spec which_runs(Supervisor.supervisor()) :: [{binary, pid}]
+  def which_runs(sup) do
+    for {_, pid, _, _} <- DynamicSupervisor.which_children(sup),
+        is_pid(pid),
+        id <- [run_id(pid)],
+        id != nil,
+        do: {id, pid}
   end
 
-  @doc "The group's live runs as `{run_id, pid}` pairs."
-  @spec which_runs(GenServer.server()) :: [{binary, pid}]
-  def which_runs(sup), do: GenServer.call(sup, :which_runs)
-
-  @doc "How many runs of the group are alive."
-  @spec count_runs(GenServer.server()) :: non_neg_integer
-  def count_runs(sup), do: GenServer.call(sup, :count_runs)
-
-  @doc "Cancels one run of the group. `{:error, :not_found}` if it is not one of them."
-  @spec terminate_run(GenServer.server(), pid) :: :ok | {:error, :not_found}
-  def terminate_run(sup, pid), do: GenServer.call(sup, {:terminate_run, pid}, 30_000)
+  @doc "How many runs of the group are alive (`DynamicSupervisor.count_children/1`'s `:active`)."
+  @spec count_runs(Supervisor.supervisor()) :: non_neg_integer
+  def count_runs(sup), do: DynamicSupervisor.count_children(sup).active
 
   @doc """
-  Cancels every run of the group and waits (up to `timeout`) until they have
-  ended. Returns how many runs were cancelled.
+  Terminates one run of the group (`DynamicSupervisor.terminate_child/2`):
+  `:ok`, or `{:error, :not_found}` when it is not one of them.
   """
-  @spec terminate_all(GenServer.server(), timeout) :: non_neg_integer
-  def terminate_all(sup, timeout \\ 30_000),
-    do: GenServer.call(sup, {:terminate_all, timeout}, :infinity)
+  @spec terminate_run(Supervisor.supervisor(), pid) :: :ok | {:error, :not_found}
+  def terminate_run(sup, pid), do: DynamicSupervisor.terminate_child(sup, pid)
 
-  # ------------------------------------------------------------- callbacks
+  @doc """
+  The default registry of the runs of `sup` (its `:registry` option); the
+  application's default for a supervisor of another node.
+  """
+  @spec registry(Supervisor.supervisor()) :: atom | binary
+  def registry(sup) do
+    with pid when is_pid(pid) and node(pid) == node() <- GenServer.whereis(sup),
+         {:dictionary, dict} <- Process.info(pid, :dictionary),
+         {_, registry} <- List.keyfind(dict, @registry_key, 0) do
+      registry
+    else
+      _ -> RunServer.default_registry()
+    end
+  end
+
+  # ------------------------------------------------------------- callback
 
   @impl true
   def init(opts) do
-    Process.flag(:trap_exit, true)
-    registry = Keyword.get_lazy(opts, :registry, &CouncilEx.RunServer.default_registry/0)
-    {:ok, %{registry: registry, runs: %{}, waiting: []}}
+    registry = RunServer.registry!(Keyword.take(opts, [:registry]))
+    Process.put(@registry_key, registry)
+
+    DynamicSupervisor.init(
+      strategy: :one_for_one,
+      max_children: Keyword.get(opts, :max_children, :infinity)
+    )
   end
 
-  @impl true
-  def handle_call(:registry, _from, state), do: {:reply, state.registry, state}
-
-  def handle_call({:start_run, run_opts}, _from, state) do
-    case CouncilEx.RunServer.start_link(run_opts) do
-      {:ok, pid} ->
-        run_id = Keyword.get(run_opts, :run_id) || safe_run_id(pid)
-        {:reply, {:ok, pid}, %{state | runs: Map.put(state.runs, pid, run_id)}}
-
-      error ->
-        {:reply, error, state}
-    end
-  end
-
-  def handle_call(:which_runs, _from, state) do
-    {:reply, Enum.map(state.runs, fn {pid, id} -> {id, pid} end), state}
-  end
-
-  def handle_call(:count_runs, _from, state), do: {:reply, map_size(state.runs), state}
-
-  def handle_call({:terminate_run, pid}, _from, state) do
-    if Map.has_key?(state.runs, pid) do
-      cancel(pid)
-      {:reply, :ok, state}
-    else
-      {:reply, {:error, :not_found}, state}
-    end
-  end
-
-  def handle_call({:terminate_all, timeout}, from, state) do
-    pids = Map.keys(state.runs)
-    pids |> Task.async_stream(&cancel/1, max_concurrency: 64, timeout: :infinity) |> Stream.run()
-
-    if state.runs == %{} do
-      {:reply, 0, state}
-    else
-      ref = make_ref()
-      Process.send_after(self(), {:terminate_timeout, ref}, timeout)
-      {:noreply, %{state | waiting: [{from, ref, length(pids)} | state.waiting]}}
-    end
-  end
-
-  @impl true
-  def handle_info({:EXIT, pid, _reason}, state) when is_map_key(state.runs, pid) do
-    state = %{state | runs: Map.delete(state.runs, pid)}
-    {:noreply, maybe_reply(state)}
-  end
-
-  def handle_info({:EXIT, _pid, reason}, state) when reason not in [:normal] do
-    # Our parent (or a linked caller) exited: stop, which cancels our runs.
-    {:stop, reason, state}
-  end
-
-  def handle_info({:terminate_timeout, ref}, state) do
-    {done, rest} = Enum.split_with(state.waiting, fn {_, r, _} -> r == ref end)
-    for {from, _, n} <- done, do: GenServer.reply(from, n)
-    {:noreply, %{state | waiting: rest}}
-  end
-
-  def handle_info(_msg, state), do: {:noreply, state}
-
-  @impl true
-  def terminate(_reason, state) do
-    state.runs
-    |> Map.keys()
-    |> Task.async_stream(&cancel/1, max_concurrency: 64, timeout: :infinity)
-    |> Stream.run()
-
-    :ok
-  end
-
-  defp maybe_reply(%{runs: runs, waiting: waiting} = state) when runs == %{} and waiting != [] do
-    for {from, _, n} <- waiting, do: GenServer.reply(from, n)
-    %{state | waiting: []}
-  end
-
-  defp maybe_reply(state), do: state
-
-  defp cancel(pid) do
-    GenServer.call(pid, :cancel, 10_000)
-  catch
-    :exit, _ -> :ok
-  end
-
-  defp safe_run_id(pid) do
-    CouncilEx.RunServer.run_id(pid)
+  defp run_id(pid) do
+    RunServer.run_id(pid)
   catch
     :exit, _ -> nil
   end

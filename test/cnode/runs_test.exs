@@ -116,15 +116,22 @@ defmodule CNode.RunsTest do
     assert {:ok, %{status: :running, registry: ^reg}} = GenServer.call(svc, {:state, reg, "r1"})
     assert GenServer.call(svc, {:state, reg, "nope"}) == {:error, :not_found}
     assert start(i.node, %{spec: slow_spec(), run_id: "r1", registry: reg}) ==
-             {:error, :already_started}
+             {:error, {:already_started, pid}}
+    assert start(i.node, %{spec: slow_spec(), run_id: "r1", registry: reg}, :start_link) ==
+             {:error, {:already_started, pid}}
+    assert stats(i.node).links == 0
     task = Task.async(fn -> GenServer.call(pid, :await, 30_000) end)
     # the await is sent before the cancel (a run already gone would exit
     # the await :noproc)
     assert wait_calling(task.pid)
     assert GenServer.call(svc, {:cancel, reg, "r1"}) == :ok
     assert {:error, {:cancelled, %{rounds: _}}} = Task.await(task, 30_000)
-    assert wait_until(fn -> GenServer.call(svc, {:whereis, reg, "r1"}) == {:error, :runner_dead} end)
+    # ended: no one's from then on (unknown_run), still readable by state;
+    # its id stays taken while it is retained, with no pid to give
+    assert GenServer.call(svc, {:whereis, reg, "r1"}) == {:error, :unknown_run}
     assert {:ok, %{status: :cancelled}} = GenServer.call(svc, {:state, reg, "r1"})
+    assert start(i.node, %{spec: slow_spec(), run_id: "r1", registry: reg}) ==
+             {:error, :run_id_retained}
     assert GenServer.call(svc, {:cancel, reg, "ghost"}) == {:error, :not_found}
   end
 
@@ -223,6 +230,62 @@ defmodule CNode.RunsTest do
     assert_receive {:DOWN, ^ref, :process, ^pid, :killed}, 10_000
     assert {:ok, %{status: :cancelled}} =
              GenServer.call({:council_ex, i.node}, {:state, "CouncilEx.Runner.Registry", "linked"})
+  end
+
+  # As a GenServer that stops in terminate/2: an exit signal cancels the
+  # run with its reason; the subscriber (on the same connection as the
+  # signals) gets run_cancelled before the DOWN and the EXIT.
+  test "exit signals: shutdown from a linked parent, Process.exit/2, kill, normal", %{info: i} do
+    Process.flag(:trap_exit, true)
+    svc = {:council_ex, i.node}
+    {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "sig1", subscribe: [self()]}, :start_link)
+    assert_receive {:run_started, "sig1", _, _}
+    ref = Process.monitor(pid)
+    Process.exit(pid, :shutdown)
+    assert [{:run_cancelled, "sig1", %{rounds: _}} | signals] =
+             wait_messages(3, &(elem(&1, 0) in [:run_cancelled, :DOWN, :EXIT]))
+    assert Enum.sort(signals) ==
+             Enum.sort([{:DOWN, ref, :process, pid, :shutdown}, {:EXIT, pid, :shutdown}])
+    flush_messages()
+    assert {:ok, %{status: :cancelled}} =
+             GenServer.call(svc, {:state, "CouncilEx.Runner.Registry", "sig1"})
+
+    # the way a supervisor terminates a child: monitor, unlink, exit
+    {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "sig2", subscribe: [self()]}, :start_link)
+    assert_receive {:run_started, "sig2", _, _}
+    ref = Process.monitor(pid)
+    Process.unlink(pid)
+    Process.exit(pid, {:shutdown, :tenant_gone})
+    assert_receive {:run_cancelled, "sig2", _}
+    assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, :tenant_gone}}
+    refute_received {:EXIT, ^pid, _}
+
+    # normal is ignored; kill ends it at once, the run cancelled after
+    {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "sig3", subscribe: [self()]})
+    assert_receive {:run_started, "sig3", _, _}
+    ref = Process.monitor(pid)
+    Process.exit(pid, :normal)
+    assert {:ok, %{status: :running}} = GenServer.call(pid, :state)
+    Process.exit(pid, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+    assert_receive {:run_cancelled, "sig3", _}
+    Process.flag(:trap_exit, false)
+  end
+
+  # The messages in the mailbox that pass `keep?`, in order, once there
+  # are n, without taking them.
+  defp wait_messages(n, keep?) do
+    kept = fn -> Enum.filter(elem(Process.info(self(), :messages), 1), keep?) end
+    assert wait_until(fn -> length(kept.()) >= n end)
+    kept.()
+  end
+
+  defp flush_messages do
+    receive do
+      _ -> flush_messages()
+    after
+      0 -> :ok
+    end
   end
 
   test "a trapping start_link caller gets the exit signal of a cancelled run", %{info: i} do

@@ -154,7 +154,8 @@ defmodule CouncilExTest do
     assert RunServer.run_id(pid) == id
     open_gate()
     assert {:ok, _} = CouncilEx.await(pid)
-    assert {:error, :already_started} = CouncilEx.start(MockCouncil, "q", run_id: id)
+    # ended: the id stays taken while the run is retained, with no pid to give
+    assert {:error, :run_id_retained} = CouncilEx.start(MockCouncil, "q", run_id: id)
   end
 
   test "await/2 times out with {:error, :timeout}" do
@@ -293,7 +294,7 @@ defmodule CouncilExTest do
     assert Enum.count(events, &(elem(&1, 0) in [:run_completed, :run_failed, :run_cancelled])) == 1
   end
 
-  test "start/3 with subscribe: true on a taken run id: :already_started, no event of the running run" do
+  test "start/3 with subscribe: true on a taken run id: {:already_started, pid}, no event of the running run" do
     relay_before = Backend.relay_stats()
     %{subscriptions: node_subs_before} = node_stats()
     id = run_id("taken")
@@ -303,15 +304,15 @@ defmodule CouncilExTest do
     # The running run sends a token every few ms; a start that subscribed
     # before being refused would catch some of them.
     for _ <- 1..30 do
-      assert {:error, :already_started} =
+      assert {:error, {:already_started, ^pid}} =
                CouncilEx.start(ChattyCouncil, "q", run_id: id, subscribe: true)
 
-      assert {:error, :already_started} =
+      assert {:error, {:already_started, ^pid}} =
                CouncilEx.start_link(ChattyCouncil, "q", run_id: id, subscribe: true)
 
-      assert {:error, :already_started} = CouncilEx.run(ChattyCouncil, "q", run_id: id)
+      assert {:error, {:already_started, ^pid}} = CouncilEx.run(ChattyCouncil, "q", run_id: id)
 
-      assert {:error, :already_started} =
+      assert {:error, {:already_started, ^pid}} =
                CouncilEx.run(ChattyCouncil, "q", run_id: id, subscribe: true)
     end
 
@@ -351,10 +352,10 @@ defmodule CouncilExTest do
     eventually(fn -> node_stats().subscriptions == node_subs_before + 1 end)
 
     for _ <- 1..30 do
-      assert {:error, :already_started} =
+      assert {:error, {:already_started, ^pid}} =
                CouncilEx.start(ChattyCouncil, "q", run_id: id, subscribe: true)
 
-      assert {:error, :already_started} =
+      assert {:error, {:already_started, ^pid}} =
                CouncilEx.run(ChattyCouncil, "q", run_id: id, subscribe: true)
     end
 
@@ -453,7 +454,20 @@ defmodule CouncilExTest do
 
       replies = Map.new(all, fn p -> assert_receive({:done, ^p, r}, 30_000) && {p, r} end)
       assert [winner] = for(p <- starters, match?({:ok, _}, replies[p]), do: p)
-      assert Enum.all?(starters -- [winner], &(replies[&1] == {:error, :already_started}))
+      # the others: refused with the winner's pid while it runs, or as a
+      # retained id once it has ended
+      won = replies[winner]
+
+      assert Enum.all?(starters -- [winner], fn p ->
+               case replies[p] do
+                 {:error, {:already_started, pid}} ->
+                   is_pid(pid) and (won == {:ok, pid} or not is_pid(elem(won, 1)))
+
+                 other ->
+                   other == {:error, :run_id_retained}
+               end
+             end)
+
       assert Enum.all?(subscribers, &(replies[&1] == :ok))
 
       # the winner gets every event: it waits for the terminal one, however

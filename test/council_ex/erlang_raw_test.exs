@@ -81,7 +81,7 @@ defmodule CouncilEx.ErlangRawTest do
     assert {:ok, ^result} = :council_ex_raw.result(node, id)
     assert {:ok, ^result} = :council_ex_raw.result(node, String.to_charlist(id))
     assert {:ok, %{status: :completed}} = :council_ex_raw.state(node, id)
-    assert {:error, :runner_dead} = :council_ex_raw.whereis(node, id)
+    assert {:error, :unknown_run} = :council_ex_raw.whereis(node, id)
     assert :council_ex_raw.cancel(node, id) == :ok
     assert {:error, :not_found} = :council_ex_raw.cancel(node, "no-such-run")
     assert {:error, :not_found} = :council_ex_raw.state(node, "no-such-run")

@@ -64,12 +64,14 @@ defmodule CouncilEx.NifTest do
     assert {:ok, %{status: :completed, run_id: ^id, rounds_completed: 3}} =
              Nif.call({:state, @reg, id})
 
-    assert {:error, :runner_dead} = Nif.call({:whereis, @reg, id})
+    # ended: no one's (unknown_run), still readable by state and result
+    assert {:error, :unknown_run} = Nif.call({:whereis, @reg, id})
     assert {:error, :unknown_run} = Nif.call({:whereis, @reg, "no-such-run"})
     # the pid exits right after the run's events went out
     ref = Process.monitor(pid)
     assert_receive {:DOWN, ^ref, :process, ^pid, reason} when reason in [:normal, :noproc]
-    assert {:error, :already_started} = Nif.start(%{spec: @spec3, input: "again", run_id: id})
+    # its id stays taken while it is retained, with no pid to give
+    assert {:error, :run_id_retained} = Nif.start(%{spec: @spec3, input: "again", run_id: id})
   end
 
   test "a request too large to copy on a scheduler (a 300k-term input) is copied on a dirty one" do
@@ -163,7 +165,13 @@ defmodule CouncilEx.NifTest do
 
     # a refused start_link leaves no link and no exit signal behind
     Process.flag(:trap_exit, true)
-    assert {:error, :already_started} = Nif.start_link(%{spec: @slow, input: "q", run_id: id})
+    assert {:error, :run_id_retained} = Nif.start_link(%{spec: @slow, input: "q", run_id: id})
+    {:ok, running} = Nif.start(%{spec: @slow, input: "q", run_id: id <> "-2"})
+
+    assert {:error, {:already_started, ^running}} =
+             Nif.start_link(%{spec: @slow, input: "q", run_id: id <> "-2"})
+
+    :ok = GenServer.call(running, :cancel)
     {:links, links} = Process.info(self(), :links)
     assert links == []
     refute_received {:EXIT, _, _}
@@ -288,7 +296,7 @@ defmodule CouncilEx.NifTest do
       end
 
     for result <- Task.await_many(tasks, 60_000) do
-      assert {{:shutdown, :cancelled}, {:error, :runner_dead}, {:ok, %{status: :cancelled}}} =
+      assert {{:shutdown, :cancelled}, {:error, :unknown_run}, {:ok, %{status: :cancelled}}} =
                result
     end
   end

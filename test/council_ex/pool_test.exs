@@ -259,7 +259,7 @@ defmodule CouncilEx.PoolTest do
     assert RunServer.whereis(id) == {:ok, pid}
     assert {:ok, %{status: :running}} = RunServer.state(id)
     # the id is taken in the pool, not only on its node
-    assert {:error, :already_started} = CouncilEx.start(SlowCouncil, "q", run_id: id)
+    assert {:error, {:already_started, ^pid}} = CouncilEx.start(SlowCouncil, "q", run_id: id)
 
     for {:ok, p} <- ll, do: CouncilEx.cancel(p)
     assert CouncilEx.cancel(id) == :ok
@@ -318,7 +318,7 @@ defmodule CouncilEx.PoolTest do
       for {id, pid} <- moved do
         assert {:ok, %{status: :completed}} = RunServer.state(id)
         assert {:ok, _} = CouncilEx.await(id)
-        assert {:error, :already_started} = CouncilEx.start(QuickCouncil, "q", run_id: id)
+        assert {:error, :run_id_retained} = CouncilEx.start(QuickCouncil, "q", run_id: id)
         assert node(pid) != added
       end
     after

@@ -4,7 +4,7 @@ defmodule CouncilEx.RunServerTest do
 
   import CouncilEx.Test.Helpers
   alias CouncilEx.RunServer
-  alias CouncilEx.Test.{MockCouncil, SlowCouncil}
+  alias CouncilEx.Test.{CallersCouncil, MockCouncil, SlowCouncil}
 
   defp opts(id, extra \\ []) do
     Keyword.merge(
@@ -48,12 +48,17 @@ defmodule CouncilEx.RunServerTest do
     CouncilEx.cancel(pid)
   end
 
-  test "whereis/2: unknown run, and runner_dead for a finished run within retention" do
+  test "whereis/2: unknown run, and unknown_run from the moment a run ends while state/2 still answers" do
     assert {:error, :unknown_run} = RunServer.whereis("nope-#{System.unique_integer()}")
     id = run_id()
     {:ok, pid} = RunServer.start(opts(id, council: MockCouncil, spec: MockCouncil.__council__()))
     assert {:ok, _} = CouncilEx.await(pid)
-    assert {:error, :runner_dead} = RunServer.whereis(id)
+    # the await is answered once the run has ended: it is no one's now
+    assert {:error, :unknown_run} = RunServer.whereis(id)
+    assert GenServer.whereis(RunServer.via(id)) == nil
+    assert {:noproc, _} = catch_exit(GenServer.call(RunServer.via(id), :state))
+    # its outcome stays readable, by id (and CouncilEx.await/2 by id too)
+    assert {:ok, %{final: _}} = CouncilEx.await(id)
 
     assert {:ok, %{status: :completed, current_round: nil, rounds_completed: 4}} =
              RunServer.state(id)
@@ -74,7 +79,8 @@ defmodule CouncilEx.RunServerTest do
     assert {:ok, ^a} = RunServer.whereis(id, registry: TenantA)
     assert {:ok, ^b} = RunServer.whereis(id, registry: TenantB)
     assert {:error, :unknown_run} = RunServer.whereis(id)
-    assert {:error, :already_started} = RunServer.start(opts(id, registry: TenantA))
+    assert {:error, {:already_started, ^a}} = RunServer.start(opts(id, registry: TenantA))
+    assert {:error, {:already_started, ^b}} = RunServer.start_link(opts(id, registry: TenantB))
     CouncilEx.cancel(a)
     CouncilEx.cancel(b)
   end
@@ -107,6 +113,47 @@ defmodule CouncilEx.RunServerTest do
     GenServer.cast(via, :cancel)
 
     eventually(fn -> match?({:ok, %{status: :cancelled}}, RunServer.state(id, registry: ViaReg)) end)
+  end
+
+  test "$callers: a beam member sees the starter's chain on every start path" do
+    me = self()
+    final = fn {:ok, %{final: final}} -> final end
+    expect = &inspect/1
+
+    # through a process that has a chain of its own, as a Task has
+    in_task = fn start ->
+      Task.async(fn ->
+        {:ok, pid} = start.()
+        {self(), CouncilEx.await(pid)}
+      end)
+      |> Task.await(30_000)
+    end
+
+    council = [council: CallersCouncil, spec: CallersCouncil.__council__(), input: "q"]
+
+    {task, result} = in_task.(fn -> RunServer.start([run_id: run_id()] ++ council) end)
+    assert final.(result) == expect.([task, me])
+
+    {task, result} = in_task.(fn -> RunServer.start_link([run_id: run_id()] ++ council) end)
+    assert final.(result) == expect.([task, me])
+
+    {task, result} = in_task.(fn -> CouncilEx.start(CallersCouncil, "q") end)
+    assert final.(result) == expect.([task, me])
+
+    {task, result} = in_task.(fn -> CouncilEx.start_link(CallersCouncil, "q") end)
+    assert final.(result) == expect.([task, me])
+
+    assert final.(CouncilEx.run(CallersCouncil, "q")) == expect.([me])
+
+    # under a CouncilEx.Supervisor: the caller's chain, not the supervisor's
+    {:ok, sup} = CouncilEx.Supervisor.start_link()
+    {task, result} = in_task.(fn -> CouncilEx.Supervisor.start_link(sup, CallersCouncil, "q") end)
+    assert final.(result) == expect.([task, me])
+    GenServer.stop(sup)
+
+    # given: as given
+    {:ok, pid} = RunServer.start([run_id: run_id(), callers: [me, me]] ++ council)
+    assert final.(CouncilEx.await(pid)) == expect.([me, me])
   end
 
   test "invalid specs come back as {:invalid_spec, field, message} errors" do

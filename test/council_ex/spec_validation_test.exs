@@ -42,7 +42,7 @@ defmodule CouncilEx.SpecValidationTest do
     assert {:error, {:invalid_spec, "rounds", _}} = RunServer.start(opts(spec))
   end
 
-  test "CouncilEx.start/3, start_link/3, run/3 and Supervisor.start_run/4 refuse it before the relay or the C node" do
+  test "CouncilEx.start/3, start_link/3, run/3 and Supervisor.start_link/4 refuse it before the relay or the C node" do
     spec = %{base() | chair: "nobody"}
     sup = start_supervised!({CouncilEx.Supervisor, name: :spec_validation_sup})
 
@@ -53,6 +53,7 @@ defmodule CouncilEx.SpecValidationTest do
             &CouncilEx.start_link(&1, "q"),
             &CouncilEx.run(&1, "q"),
             &CouncilEx.run(&1, "q", subscribe: true),
+            &CouncilEx.Supervisor.start_link(sup, &1, "q"),
             &CouncilEx.Supervisor.start_run(sup, &1, "q")
           ] do
         assert {:error, {:invalid_spec, "chair", "\"nobody\" is not a member"}} = start.(spec)

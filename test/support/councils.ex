@@ -26,6 +26,22 @@ defmodule CouncilEx.Test.UserOptsCouncil do
   round :independent_analysis
 end
 
+defmodule CouncilEx.Test.CallersMember do
+  @moduledoc "A member that answers with the `$callers` of the process serving its call."
+  @behaviour CouncilEx.Member
+
+  @impl true
+  def call(_request, _emit), do: {:ok, inspect(Process.get(:"$callers"))}
+end
+
+defmodule CouncilEx.Test.CallersCouncil do
+  @moduledoc "One Elixir-module member that tells the `$callers` it sees."
+  use CouncilEx
+
+  member :callers, provider: CouncilEx.Test.CallersMember
+  round :independent_analysis
+end
+
 defmodule CouncilEx.Test.RaisingMember do
   @moduledoc "A member that raises."
   @behaviour CouncilEx.Member

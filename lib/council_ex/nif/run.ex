@@ -23,9 +23,14 @@ defmodule CouncilEx.Nif.Run do
       exits with `reason`: `:normal`, `{:shutdown, :cancelled}`,
       `{:shutdown, {:failed, errors}}`, a `GenServer.stop/3` reason, or
       `:shutdown` when the application stops;
-    * it does not trap exits: a linked process that exits abnormally
-      takes it down with that reason, and the core, which monitors it,
-      cancels the run.
+    * it traps exits and honours an exit signal as a GenServer that
+      stops in its `terminate/2` would: `:normal` means nothing; any
+      other reason (a supervisor's `:shutdown` in
+      `DynamicSupervisor.terminate_child/2` or its own shutdown, a linked
+      caller's exit, `Process.exit/2`) cancels the run with that reason,
+      so subscribers get `run_cancelled` and awaiters their answer
+      before the process exits with it. `:kill` ends it at once; the
+      core, which monitors it, then cancels the run.
 
   It hibernates from its start, and again 100 ms after its last message,
   so an idle run costs the smallest heap a process can have (see README
@@ -66,6 +71,8 @@ defmodule CouncilEx.Nif.Run do
   # Waits for the core to say whether the run was made (selectively: a
   # call that comes first waits in the mailbox).
   def init(starter, server) do
+    Process.flag(:trap_exit, true)
+
     if is_pid(server) do
       Process.monitor(server)
       send(starter, {:"$council_ready", self()})
@@ -142,6 +149,17 @@ defmodule CouncilEx.Nif.Run do
     next(run, stop)
   end
 
+  # An exit signal: the run is cancelled with its reason and the process
+  # exits with it once the run's end (its events out) comes back.
+  defp handle({:EXIT, _from, :normal}, run, stop), do: next(run, stop)
+
+  defp handle({:EXIT, _from, reason}, run, nil) do
+    Nif.run_stop(run, reason)
+    next(run, {:exit, reason})
+  end
+
+  defp handle({:EXIT, _from, _reason}, run, stop), do: next(run, stop)
+
   defp handle({:system, from, :get_state}, run, stop) do
     Nif.run_call(run, from, :"$sys_state")
     next(run, stop)
@@ -158,6 +176,7 @@ defmodule CouncilEx.Nif.Run do
   end
 
   defp finish(reason, nil), do: exit(reason)
+  defp finish(_reason, {:exit, reason}), do: exit(reason)
 
   defp finish(_reason, {from, stop_reason}) do
     :gen.reply(from, :ok)

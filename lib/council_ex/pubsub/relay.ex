@@ -48,7 +48,7 @@ defmodule CouncilEx.PubSub.Relay do
   list, so the C node subscribes the relay before the run begins and no
   event is missed. Until the start has answered, the events of the topic
   are held back for that caller: delivered, in order, when the start
-  succeeds, discarded when it fails (e.g. `:already_started`: the caller
+  succeeds, discarded when it fails (e.g. `{:already_started, pid}`: the caller
   never sees an event of the run that holds the id).
   """
   use GenServer
