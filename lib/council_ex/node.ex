@@ -203,7 +203,8 @@ defmodule CouncilEx.Node do
           os_pid: non_neg_integer | nil,
           restarts: non_neg_integer,
           runs_alive: non_neg_integer | nil,
-          runs: non_neg_integer | nil
+          runs: non_neg_integer | nil,
+          local_runs: [{binary, binary}]
         }
 
   @doc """
@@ -212,7 +213,9 @@ defmodule CouncilEx.Node do
   and restarts (managed), and from the node's own `:stats` (nil when it
   does not answer within 5 s, or with `stats: false`): `runs_alive` (its
   live runs: the load that least-loaded placement reads) and `runs` (live
-  and retained).
+  and retained); and `local_runs`, the live runs on it that this BEAM node
+  started, as `{registry, run_id}` (`CouncilEx.RunIndex`; the node's own
+  counts include every BEAM node's).
   """
   @spec status(keyword) :: [node_status]
   def status(opts \\ []) do
@@ -223,12 +226,18 @@ defmodule CouncilEx.Node do
         do: Pool.stats(for(%{status: :up, node: n} <- infos, do: n), 5_000),
         else: %{}
 
+    local = Enum.group_by(CouncilEx.RunIndex.live(), &node(elem(&1, 0)), &Tuple.delete_at(&1, 0))
+
     for info <- infos do
       s = Map.get(stats, info.node, %{})
 
       info
       |> Map.take([:node, :mode, :status, :draining, :os_pid, :restarts])
-      |> Map.merge(%{runs_alive: Map.get(s, :runs_alive), runs: Map.get(s, :runs)})
+      |> Map.merge(%{
+        runs_alive: Map.get(s, :runs_alive),
+        runs: Map.get(s, :runs),
+        local_runs: if(info.node, do: Map.get(local, info.node, []), else: [])
+      })
     end
   end
 

@@ -19,6 +19,9 @@ defmodule CouncilEx.RunIndex do
 
   The table is public (`:set`, keyed by pid): lookups and inserts are done
   by the calling process; only the cleanup goes through this process.
+  Each row says whether the run's process still lives, as far as its
+  monitor has told (`live/0`: what `CouncilEx.Node.status/0` lists per
+  node).
   """
   use GenServer
 
@@ -33,7 +36,7 @@ defmodule CouncilEx.RunIndex do
   @doc "Records that `pid` is the run `run_id` of `registry` (the C node's registry binary)."
   @spec put(pid, binary, binary) :: :ok
   def put(pid, registry, run_id) when is_pid(pid) and is_binary(registry) and is_binary(run_id) do
-    if :ets.insert_new(@table, {pid, registry, run_id}),
+    if :ets.insert_new(@table, {pid, registry, run_id, true}),
       do: GenServer.cast(__MODULE__, {:watch, pid})
 
     :ok
@@ -46,7 +49,7 @@ defmodule CouncilEx.RunIndex do
   @spec lookup(pid) :: {:ok, {binary, binary}} | :error
   def lookup(pid) when is_pid(pid) do
     case :ets.lookup(@table, pid) do
-      [{^pid, registry, run_id}] -> {:ok, {registry, run_id}}
+      [{^pid, registry, run_id, _live}] -> {:ok, {registry, run_id}}
       [] -> :error
     end
   rescue
@@ -63,6 +66,18 @@ defmodule CouncilEx.RunIndex do
     :ets.member(@lost, {registry, run_id})
   rescue
     ArgumentError -> false
+  end
+
+  @doc """
+  The runs recorded here whose process has not ended yet (no monitor
+  message for it has come): `{pid, registry, run_id}`.
+  """
+  @spec live() :: [{pid, binary, binary}]
+  def live do
+    for [pid, registry, run_id] <- :ets.match(@table, {:"$1", :"$2", :"$3", true}),
+        do: {pid, registry, run_id}
+  rescue
+    ArgumentError -> []
   end
 
   @doc "How many runs are recorded (for tests and introspection)."
@@ -102,7 +117,7 @@ defmodule CouncilEx.RunIndex do
   @impl true
   def handle_info({:DOWN, _ref, :process, pid, :noconnection}, state) do
     case :ets.take(@table, pid) do
-      [{^pid, registry, run_id}] ->
+      [{^pid, registry, run_id, _live}] ->
         key = {registry, run_id}
         :ets.insert(@lost, {key})
         expiring = :gb_sets.add({now() + retention_ms(), {:lost, key}}, state.expiring)
@@ -114,6 +129,7 @@ defmodule CouncilEx.RunIndex do
   end
 
   def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
+    :ets.update_element(@table, pid, {4, false})
     forget_at = now() + retention_ms()
     {:noreply, schedule(%{state | expiring: :gb_sets.add({forget_at, pid}, state.expiring)})}
   end

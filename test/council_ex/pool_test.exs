@@ -280,8 +280,12 @@ defmodule CouncilEx.PoolTest do
       refute Enum.any?(new, fn {_, p} -> node(p) == drained end)
       for {id, r} <- await_all(new), do: assert(match?({:ok, _}, r), id)
 
-      # its run goes on, found by id, and finishes
+      # its run goes on, found by id (and listed), and finishes
       assert RunServer.whereis(id) == {:ok, pid}
+      registry = CouncilEx.Wire.registry_name(RunServer.default_registry())
+      status = Enum.find(CouncilEx.Node.status(), &(&1.node == drained))
+      assert {registry, id} in status.local_runs
+      assert status.runs_alive >= 1
       send(member, :gate_open)
       assert {:ok, %{final: _}} = CouncilEx.await(id)
     after
