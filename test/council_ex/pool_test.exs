@@ -129,6 +129,14 @@ defmodule CouncilEx.PoolTest do
     {peer, peer_node} = start_peer(nodes)
 
     try do
+      # subscribed there before it starts here: the events reach there
+      early = run_id("early")
+      fwd = :erpc.call(peer_node, CouncilEx.Test.Helpers, :spawn_forwarder, [early, self()])
+      assert_receive {:subscribed, ^fwd, :ok}, 30_000
+      {:ok, _} = CouncilEx.start(QuickCouncil, "q", run_id: early)
+      assert_receive {:forwarded, ^fwd, {:run_completed, ^early, %{final: _}}}, 30_000
+      send(fwd, :stop)
+
       # a run started here is found, read and awaited there
       [{id, pid, member}] = gated_on(Enum.at(nodes, 1), nodes, 1)
       assert :erpc.call(peer_node, RunServer, :whereis, [id]) == {:ok, pid}

@@ -179,6 +179,27 @@ defmodule CouncilEx.Test.Helpers do
     )
   end
 
+  @doc """
+  Spawns a process (on this node: call it through `:erpc` to have it on
+  another) that subscribes to `topic` (`CouncilEx.PubSub.subscribe/1`),
+  sends `{:subscribed, pid, result}` to `to`, then forwards every message
+  it gets as `{:forwarded, pid, message}` until it is sent `:stop`.
+  Returns its pid.
+  """
+  def spawn_forwarder(topic, to) do
+    spawn(fn ->
+      send(to, {:subscribed, self(), CouncilEx.PubSub.subscribe(topic)})
+      forward_to(to)
+    end)
+  end
+
+  defp forward_to(to) do
+    receive do
+      :stop -> :ok
+      m -> send(to, {:forwarded, self(), m}) && forward_to(to)
+    end
+  end
+
   @doc "A unique run id for a test."
   def run_id(prefix \\ "t"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 
