@@ -86,7 +86,7 @@ defmodule CouncilEx.PoolTest do
   defp open_gates(gated), do: Enum.each(gated, fn {_, _, member} -> send(member, :gate_open) end)
 
   # A second BEAM node using the same C nodes (as `nodes:`), with the
-  # library's code.
+  # library's code; stopped by the test that starts it.
   defp start_peer(nodes) do
     name = :"pool_peer_#{System.pid()}_#{System.unique_integer([:positive])}"
     paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
@@ -95,7 +95,15 @@ defmodule CouncilEx.PoolTest do
       :peer.start_link(%{
         name: name,
         wait_boot: 60_000,
-        args: [~c"-setcookie", Atom.to_charlist(Node.get_cookie()) | paths]
+        # its distribution listens on 127.0.0.1 only
+        args:
+          [
+            ~c"-setcookie",
+            Atom.to_charlist(Node.get_cookie()),
+            ~c"-kernel",
+            ~c"inet_dist_use_interface",
+            ~c"{127,0,0,1}"
+          ] ++ paths
       })
 
     :ok = :erpc.call(peer_node, Application, :put_env, [:council_ex, :nodes, nodes])
