@@ -583,7 +583,18 @@ defmodule CouncilEx.Node do
   @impl true
   def terminate(_reason, state) do
     Pool.erase_view()
-    Enum.each(state.order, &Member.stop/1)
+    # all at once (each stops its node), within the child spec's shutdown
+    refs = Enum.map(state.order, &Process.monitor/1)
+    Enum.each(state.order, &Process.exit(&1, :shutdown))
+
+    for ref <- refs do
+      receive do
+        {:DOWN, ^ref, :process, _, _} -> :ok
+      after
+        8_000 -> :ok
+      end
+    end
+
     :ok
   end
 
