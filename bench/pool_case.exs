@@ -49,7 +49,8 @@ defmodule B.Pool do
 
     cond do
       length(all) < 3 ->
-        {:error, "bench/run started no pool nodes (BENCH_POOL=#{inspect(System.get_env("BENCH_POOL"))})"}
+        {:error,
+         "bench/run started no pool nodes (BENCH_POOL=#{inspect(System.get_env("BENCH_POOL"))})"}
 
       Enum.all?(all, &Node.connect/1) ->
         :ok
@@ -71,11 +72,12 @@ defmodule B.Pool do
 
   # ---- run starts
 
-  # `total` starts by 8 callers with `start` (-> a run pid): starts/s and
-  # each start's latency; then (untimed) `stop` on each run, so that every
-  # repetition starts from the same
-  defp starts(total, start, stop) do
+  # `total` starts by 8 callers with `start` (-> a run pid): starts/s, CPU
+  # µs per start of each of `ospids`, each start's latency; then (untimed)
+  # `stop` on each run, so that every repetition starts from the same
+  defp starts(total, start, stop, ospids) do
     per = div(total, @callers)
+    before = Enum.map(ospids, &cpu_ns/1)
     t0 = now()
 
     tasks =
@@ -91,26 +93,29 @@ defmodule B.Pool do
 
     results = tasks |> Task.await_many(:infinity) |> List.flatten()
     rate = length(results) / ((now() - t0) / 1.0e9)
+    cpu = Enum.zip_with(before, Enum.map(ospids, &cpu_ns/1), &((&2 - &1) / 1000 / total))
     cancel_all(Enum.map(results, &elem(&1, 1)), stop)
-    {rate, Enum.map(results, &elem(&1, 0))}
+    {rate, cpu, Enum.map(results, &elem(&1, 0))}
   end
 
-  defp starts_pool(pool, total) do
+  defp starts_pool(pool, total, ospids) do
     starts(
       total,
       fn -> elem(start_on(pool, B.idle_spec_json()), 2) end,
-      fn pid -> B.call(pid, :cancel, 60_000) end
+      fn pid -> B.call(pid, :cancel, 60_000) end,
+      ospids
     )
   end
 
-  defp starts_beam(total) do
+  defp starts_beam(total, ospids) do
     starts(
       total,
       fn ->
         {:ok, pid} = B.beam_start(B.new_id())
         pid
       end,
-      fn pid -> DynamicSupervisor.terminate_child({BenchBeam.RunSup, B.beam()}, pid) end
+      fn pid -> DynamicSupervisor.terminate_child({BenchBeam.RunSup, B.beam()}, pid) end,
+      ospids
     )
   end
 
@@ -185,8 +190,8 @@ defmodule B.Pool do
     bpid = :rpc.call(B.beam(), BenchBeam.Info, :os_pid, [])
 
     # warm both sides
-    starts_pool(all, @callers * 4)
-    starts_beam(@callers * 4)
+    starts_pool(all, @callers * 4, [])
+    starts_beam(@callers * 4, [])
     councils(fn -> council_pool(all) end, 2, [])
     councils(&B.council_beam/0, 2, [])
 
@@ -196,8 +201,8 @@ defmodule B.Pool do
         pool_osp = Enum.take(osp, k)
 
         {s, bs} =
-          alternate(starts_reps, fn -> starts_pool(pool, starts_total) end, fn ->
-            starts_beam(starts_total)
+          alternate(starts_reps, fn -> starts_pool(pool, starts_total, pool_osp ++ [me]) end, fn ->
+            starts_beam(starts_total, [bpid, me])
           end)
 
         {cr, bcr} =
@@ -208,13 +213,16 @@ defmodule B.Pool do
           )
 
         ss = Stats.values(Enum.map(s, &elem(&1, 0)))
-        sl = Stats.latency(Enum.map(s, &elem(&1, 1)))
+        sl = Stats.latency(Enum.map(s, &elem(&1, 2)))
         sb = Stats.values(Enum.map(bs, &elem(&1, 0)))
         cs = Stats.values(Enum.map(cr, &elem(&1, 0)))
         cb = Stats.values(Enum.map(bcr, &elem(&1, 0)))
         cpu = cpu_med(cr)
         b_cpu = cpu_med(bcr)
         nodes_cpu = cpu |> Enum.take(k) |> Enum.sum()
+        s_cpu = cpu_med(s)
+        sb_cpu = cpu_med(bs)
+        s_nodes_cpu = s_cpu |> Enum.take(k) |> Enum.sum()
         label = "pool of #{k} C node#{if k > 1, do: "s", else: ""} (8 concurrent callers)"
 
         [
@@ -232,6 +240,7 @@ defmodule B.Pool do
             verdict: "info",
             raw: %{ours: ss, beam: sb, ours_latency: sl}
           ),
+          cpu_row(label, "CPU per run start", k, s_nodes_cpu, s_cpu, sb_cpu),
           row(
             case: label,
             metric: "mock council runs/s (#{reps}x#{@callers}x#{per} runs, start + :await)",
@@ -245,24 +254,30 @@ defmodule B.Pool do
             verdict: "info",
             raw: %{ours: cs, beam: cb}
           ),
-          row(
-            case: label,
-            metric: "CPU per mock council run (the serving nodes; the callers)",
-            unit: :us,
-            ours: nodes_cpu * 1000,
-            beam: hd(b_cpu) * 1000,
-            ours_detail:
-              "C nodes #{f1(nodes_cpu)} µs (#{Enum.map_join(Enum.take(cpu, k), " + ", &f1/1)}); callers #{f1(List.last(cpu))} µs",
-            beam_detail: "BEAM node #{f1(hd(b_cpu))} µs; callers #{f1(List.last(b_cpu))} µs",
-            ratio: if(hd(b_cpu) > 0, do: nodes_cpu / hd(b_cpu)),
-            target: "info (lower is better)",
-            verdict: "info",
-            raw: %{ours_cpu_us: cpu, beam_cpu_us: b_cpu}
-          )
+          cpu_row(label, "CPU per mock council run", k, nodes_cpu, cpu, b_cpu)
         ]
       end
 
     List.flatten(rows)
+  end
+
+  # CPU µs per run of the k serving C nodes (summed) and the callers,
+  # against the BEAM node's and its callers'
+  defp cpu_row(label, what, k, nodes_cpu, cpu, b_cpu) do
+    row(
+      case: label,
+      metric: "#{what} (the serving nodes; the callers)",
+      unit: :us,
+      ours: nodes_cpu * 1000,
+      beam: hd(b_cpu) * 1000,
+      ours_detail:
+        "C nodes #{f1(nodes_cpu)} µs (#{Enum.map_join(Enum.take(cpu, k), " + ", &f1/1)}); callers #{f1(List.last(cpu))} µs",
+      beam_detail: "BEAM node #{f1(hd(b_cpu))} µs; callers #{f1(List.last(b_cpu))} µs",
+      ratio: if(hd(b_cpu) > 0, do: nodes_cpu / hd(b_cpu)),
+      target: "info (lower is better)",
+      verdict: "info",
+      raw: %{ours_cpu_us: cpu, beam_cpu_us: b_cpu}
+    )
   end
 
   # the median over repetitions of each process's CPU µs per run
