@@ -106,6 +106,8 @@ defmodule CouncilEx.PoolTest do
           ] ++ paths
       })
 
+    # (its log is not captured: warnings and worse only)
+    :ok = :erpc.call(peer_node, Application, :put_env, [:logger, :level, :warning])
     :ok = :erpc.call(peer_node, Application, :put_env, [:council_ex, :nodes, nodes])
     {:ok, _} = :erpc.call(peer_node, Application, :ensure_all_started, [:council_ex], 60_000)
     {:ok, _} = :erpc.call(peer_node, CouncilEx.Node, :await, [60_000], 70_000)
@@ -226,7 +228,7 @@ defmodule CouncilEx.PoolTest do
       end
 
       lost = Enum.count(results, fn {id, _} -> where[id] == victim end)
-      report("after the kill: lost #{lost}, completed #{300 - lost}", %{})
+      IO.puts("\n  pool: after the kill: #{lost} runs lost, #{300 - lost} completed")
       assert_receive {:run_completed, ^kept_id, _}, 30_000
       refute_received {:council_ex_down, _, _}
 
