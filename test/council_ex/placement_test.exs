@@ -71,3 +71,55 @@ defmodule CouncilEx.Pool.PlacementTest do
     assert Placement.id_for(:n1@h, @nodes, fn -> "fixed" end, 1) == "fixed"
   end
 end
+
+defmodule CouncilEx.Pool.ConfigTest do
+  # Which nodes the configuration names (CouncilEx.Node.pool_config/0),
+  # read from the application env; no node is started here.
+  use ExUnit.Case, async: false
+
+  @keys [:node, :nodes, :pool_size]
+
+  setup do
+    saved = for k <- @keys, do: {k, Application.fetch_env(:council_ex, k)}
+    for k <- @keys, do: Application.delete_env(:council_ex, k)
+
+    on_exit(fn ->
+      for {k, v} <- saved do
+        case v do
+          {:ok, value} -> Application.put_env(:council_ex, k, value)
+          :error -> Application.delete_env(:council_ex, k)
+        end
+      end
+    end)
+  end
+
+  defp config(env) do
+    for {k, v} <- env, do: Application.put_env(:council_ex, k, v)
+    CouncilEx.Node.pool_config()
+  end
+
+  test "one managed node by default; node:, nodes: and pool_size: as documented" do
+    assert config([]) == [:managed]
+    assert config(node: :c@h) == [{:external, :c@h}]
+    Application.delete_env(:council_ex, :node)
+    assert config(nodes: [:a@h, :b@h, :a@h]) == [{:external, :a@h}, {:external, :b@h}]
+    Application.delete_env(:council_ex, :nodes)
+    assert config(pool_size: 3) == [:managed, :managed, :managed]
+  end
+
+  test "a bad or ambiguous configuration is an ArgumentError that says what to fix" do
+    for env <- [
+          [node: :a@h, pool_size: 2],
+          [nodes: [:a@h], pool_size: 2],
+          [nodes: []],
+          [nodes: [:a@h, "b@h"]],
+          [nodes: [:nohost]],
+          [node: "a@h"],
+          [pool_size: 0],
+          [pool_size: :three]
+        ] do
+      for k <- @keys, do: Application.delete_env(:council_ex, k)
+      assert_raise ArgumentError, ~r/config :council_ex/, fn -> config(env) end
+    end
+  end
+end
