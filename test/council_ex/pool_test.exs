@@ -1,3 +1,12 @@
+defmodule CouncilEx.Test.Pool.Idle do
+  @moduledoc "One mock member that takes ten minutes: a run that stays until cancelled."
+  use CouncilEx
+
+  member :a, provider: :mock, latency_ms: 600_000
+  round :independent_analysis
+  limits member_timeout_ms: 900_000
+end
+
 defmodule CouncilEx.PoolTest do
   # A pool of three managed C nodes (`config :council_ex, pool_size: 3`):
   # runs spread by rendezvous hashing, found by id from this VM and from a
@@ -130,6 +139,21 @@ defmodule CouncilEx.PoolTest do
     for {id, _pid} <- Enum.take_random(runs, 30) do
       assert {:ok, %{status: :completed, run_id: ^id}} = RunServer.state(id)
       assert {:ok, %{final: _}} = CouncilEx.await(id)
+    end
+
+    # a registry of its own spans the pool too: its own namespace, the same
+    # placement
+    reg = "PoolTest.Registry"
+    in_reg = start_runs(30, CouncilEx.Test.Pool.Idle, "reg", registry: reg)
+
+    for {id, pid} <- in_reg do
+      assert node(pid) == Placement.owner(id, nodes)
+      assert RunServer.whereis(id, registry: reg) == {:ok, pid}
+      assert {:error, :unknown_run} = RunServer.whereis(id)
+      assert {:error, :not_found} = RunServer.state(id)
+      assert {:ok, %{status: :running}} = RunServer.state(id, registry: reg)
+      assert GenServer.call(RunServer.via(id, registry: reg), :run_id) == id
+      :ok = CouncilEx.cancel(pid)
     end
 
     assert [_, _, _] = status = CouncilEx.Node.status()
