@@ -29,7 +29,7 @@ defmodule CouncilEx.Node do
   Runs on a node that dies end for their callers with `:noconnection`; new
   runs go to the nodes still up (`CouncilEx.Pool` says where), and a node
   that comes back takes its share of new runs again. At run time:
-  `add/1`, `remove/1`, `drain/1`, `undrain/1`, `status/0`.
+  `add/1`, `remove/1`, `drain/1`, `undrain/1`, `reload/0`, `status/0`.
 
   Other configuration (application env of `:council_ex`, or environment):
 
@@ -282,6 +282,18 @@ defmodule CouncilEx.Node do
   def undrain(node) when is_atom(node), do: GenServer.call(__MODULE__, {:drain, node, false})
 
   @doc """
+  Reads the pool's configuration again (`:node`, `:nodes`, `:pool_size`)
+  and makes the pool match it, at run time: external nodes it no longer
+  names are taken out (as `remove/1`), new ones added; managed nodes are
+  added, or removed newest first (stopped, as `remove/1`), until there are
+  as many as it says. Returns at once (`status/0` shows the new nodes
+  coming up): `:ok`, or `{:error, %ArgumentError{}}` for a bad
+  configuration, which leaves the pool as it is.
+  """
+  @spec reload() :: :ok | {:error, ArgumentError.t()}
+  def reload, do: GenServer.call(__MODULE__, :reload, 60_000)
+
+  @doc """
   How long the C node keeps a finished run readable, in ms:
   `config :council_ex, :run_retention_ms` when set, else the value of a
   `--retention-ms` in `:node_args`, else 300000 (the C node's default). A
@@ -501,9 +513,34 @@ defmodule CouncilEx.Node do
         {:reply, {:error, :not_found}, state}
 
       pid ->
-        Member.stop(pid)
-        state = %{state | members: Map.delete(state.members, pid), order: state.order -- [pid]}
-        {:reply, :ok, state |> unsettle() |> publish() |> reply_waiters()}
+        {:reply, :ok, state |> drop_member(pid) |> unsettle() |> publish() |> reply_waiters()}
+    end
+  end
+
+  def handle_call(:reload, _from, state) do
+    case read_config() do
+      {:ok, wanted} ->
+        specs = Enum.map(state.order, &{&1, state.members[&1].spec})
+        externals = for {pid, {:external, node}} <- specs, do: {pid, node}
+        managed = for {pid, {:managed, _}} <- specs, do: pid
+        want = for {:external, node} <- wanted, do: node
+        excess = length(managed) - Enum.count(wanted, &(&1 == :managed))
+
+        drop =
+          for({pid, node} <- externals, node not in want, do: pid) ++
+            Enum.take(Enum.reverse(managed), max(excess, 0))
+
+        add =
+          Enum.map(want -- Enum.map(externals, &elem(&1, 1)), &{:external, &1}) ++
+            List.duplicate(:managed, max(-excess, 0))
+
+        state = Enum.reduce(drop, state, &drop_member(&2, &1))
+        state = Enum.reduce(add, state, &start_member(&2, &1))
+        state = if drop == [] and add == [], do: state, else: unsettle(state)
+        {:reply, :ok, state |> publish() |> reply_waiters()}
+
+      error ->
+        {:reply, error, state}
     end
   end
 
@@ -622,6 +659,18 @@ defmodule CouncilEx.Node do
     }
 
     %{state | members: Map.put(state.members, pid, entry), order: state.order ++ [pid]}
+  end
+
+  defp read_config do
+    {:ok, pool_config()}
+  rescue
+    e in ArgumentError -> {:error, e}
+  end
+
+  # Stops a member (and its managed node) and forgets it.
+  defp drop_member(state, pid) do
+    Member.stop(pid)
+    %{state | members: Map.delete(state.members, pid), order: state.order -- [pid]}
   end
 
   defp member_of(state, node) do

@@ -339,6 +339,30 @@ defmodule CouncilEx.PoolTest do
     for {id, r} <- await_all(again), do: assert(match?({:ok, _}, r), id)
   end
 
+  test "reload/0: the pool follows a change of pool_size at run time", %{nodes: nodes} do
+    Application.put_env(:council_ex, :pool_size, 4)
+
+    try do
+      assert CouncilEx.Node.reload() == :ok
+      [added] = wait_pool(4) -- nodes
+      assert %{mode: :managed} = Enum.find(CouncilEx.Node.status(), &(&1.node == added))
+      new = start_runs(40, QuickCouncil, "reloaded")
+      assert Enum.any?(new, fn {_, p} -> node(p) == added end)
+      for {id, r} <- await_all(new), do: assert(match?({:ok, _}, r), id)
+
+      # a bad configuration changes nothing
+      Application.put_env(:council_ex, :pool_size, 0)
+      assert {:error, %ArgumentError{}} = CouncilEx.Node.reload()
+      assert length(Pool.view().up) == 4
+    after
+      Application.put_env(:council_ex, :pool_size, 3)
+    end
+
+    # back to 3: the newest goes
+    assert CouncilEx.Node.reload() == :ok
+    assert Enum.sort(Pool.view().up) == Enum.sort(nodes)
+  end
+
   test "a node added at run time takes runs; runs from before are still found; remove/1 takes it out",
        %{nodes: nodes} do
     before = start_runs(60, QuickCouncil, "before-add")
