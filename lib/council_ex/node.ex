@@ -247,11 +247,13 @@ defmodule CouncilEx.Node do
   Waits up to `timeout` ms for it to be up: `{:ok, node}`, or
   `{:error, :unavailable}` (the node stays in the pool and keeps being
   tried, as any member); `{:error, :already_member}` for a name already
-  in the pool. It takes new runs at once: the ids it now ranks first for
+  in the pool, `{:error, {:bad_node, what}}` for an atom that is no node
+  name. It takes new runs at once: the ids it now ranks first for
   go to it (about 1/N of them; runs already elsewhere stay there and are
   still found, see `CouncilEx.Pool`).
   """
-  @spec add(:managed | node, timeout) :: {:ok, node} | {:error, :unavailable | :already_member}
+  @spec add(:managed | node, timeout) ::
+          {:ok, node} | {:error, :unavailable | :already_member | {:bad_node, atom}}
   def add(what, timeout \\ wait_timeout()) when is_atom(what) do
     GenServer.call(__MODULE__, {:add, what, timeout}, :infinity)
   end
@@ -444,7 +446,8 @@ defmodule CouncilEx.Node do
   # ------------------------------------------------------------- callbacks
 
   # State:
-  #   members: member pid => %{spec, node, status, draining}
+  #   members: member pid => %{spec, draining} and the member's last report
+  #            (mode, status, node, os_pid, restarts)
   #   order:   member pids, oldest first (the order of current/0, status/0)
   #   initial: members that have not reported yet since the manager started
   #   waiters: {from, timer, :any | member pid}
