@@ -370,6 +370,8 @@ defmodule CouncilEx.PoolTest do
 
     assert {:ok, added} = CouncilEx.Node.add(:managed, 60_000)
     assert added not in nodes
+    assert CouncilEx.Node.add(added) == {:error, :already_member}
+    assert CouncilEx.Node.add(:nohost) == {:error, {:bad_node, :nohost}}
     all = Pool.view().up
     assert Enum.sort(all) == Enum.sort([added | nodes])
 
