@@ -38,7 +38,7 @@ defmodule CouncilEx do
   grouping runs.
   """
 
-  alias CouncilEx.{Backend, PubSub.Relay, RunIndex, RunServer, Spec, Wire}
+  alias CouncilEx.{Backend, PubSub.Relay, RunIndex, RunServer, Spec, Verbose, Wire}
 
   @typedoc "The curated state of a run (see `CouncilEx.RunServer.state/2`)."
   @type run_summary :: RunServer.run_summary()
@@ -47,13 +47,16 @@ defmodule CouncilEx do
   @type council :: module | Spec.t()
 
   @typedoc """
-  A run result: the final answer, each round's result, the errors, and
-  the tokens the run used (`usage`, see `CouncilEx.PubSub` for the maps).
+  A run result: the final answer, each round's result (its members'
+  results with their statuses, see docs/protocol.md; a failed member's
+  `error` a `%CouncilEx.Error{}`), the run's errors (`%CouncilEx.Error{}`),
+  and the tokens the run used (`usage`, see `CouncilEx.PubSub` for the
+  maps).
   """
   @type result :: %{
           required(:final) => binary | nil,
           required(:rounds) => [map],
-          required(:errors) => [binary],
+          required(:errors) => [CouncilEx.Error.t()],
           optional(:usage) => %{
             input_tokens: non_neg_integer,
             output_tokens: non_neg_integer,
@@ -65,13 +68,16 @@ defmodule CouncilEx do
   @type start_option ::
           {:run_id, binary}
           | {:registry, atom | binary}
-          | {:user_opts, term}
+          | {:user_opts, keyword}
           | {:callers, [pid]}
           | {:subscribe, boolean}
           | {:placement, :hash | :least_loaded}
+          | {:verbose, boolean | :debug}
+          | {:verbose_io, IO.device()}
           | {:timeout, timeout}
 
-  @start_keys [:run_id, :registry, :user_opts, :callers, :subscribe, :placement]
+  @start_keys [:run_id, :registry, :user_opts, :callers, :subscribe, :placement, :verbose,
+               :verbose_io]
 
   @doc false
   defmacro __using__(opts) do
@@ -84,7 +90,12 @@ defmodule CouncilEx do
   Starts a run of `council` on `input`, not linked to the caller.
 
   Options: `:run_id` (default: generated), `:registry` (default
-  `CouncilEx.RunServer.default_registry/0`), `:user_opts` (any term),
+  `CouncilEx.RunServer.default_registry/0`), `:user_opts` (a keyword list,
+  default `[]`, handed whole to every Elixir-module member; the run reads
+  `:verbose`, `:retry` and `:member_timeout_ms` from it, see
+  `CouncilEx.RunServer.start/1`), `verbose: true | :debug` (or in
+  `:user_opts`: the run's events logged, `CouncilEx.Verbose`; `:verbose_io`
+  writes them to an IO device instead of `Logger`),
   `:callers` (default: the caller and its `$callers`), `subscribe: true`
   (subscribes the caller before the run starts, so it receives every event;
   see `CouncilEx.PubSub`; a start that fails, e.g. with
@@ -102,10 +113,12 @@ defmodule CouncilEx do
   `{:error, {:already_started, pid}}` when a running run has this run id,
   `pid` being that run's; the other reasons are
   `CouncilEx.RunServer.start/1`'s); bad arguments raise
-  `ArgumentError` before anything is sent to the C node, and an invalid
-  `%CouncilEx.Spec{}` (e.g. built by hand) gives
-  `{:error, {:invalid_spec, field, message}}` (see `CouncilEx.Spec.check/1`),
-  also without contacting the C node.
+  `ArgumentError` before anything is sent to the C node. An invalid
+  council gives `{:error, {:invalid_council, errors}}`, `errors` as
+  `validate/1` gives them, before any run exists: what the library checks
+  (`CouncilEx.Spec.check/1`, e.g. a `%CouncilEx.Spec{}` built by hand) it
+  refuses without contacting the C node; what only the core checks (e.g. a
+  round's `failure_mode`), the core refuses before it makes the run.
   """
   @spec start(council, term, [start_option]) :: {:ok, pid} | {:error, term}
   def start(council, input, opts \\ []) do
@@ -149,8 +162,8 @@ defmodule CouncilEx do
       outcome was available;
     * `{:error, :timeout}` when `:timeout` passed first (the run is
       cancelled), or any error of `start_link/3` (e.g.
-      `{:error, {:already_started, pid}}`, `{:error, {:invalid_spec, field,
-      message}}`, `{:error, {:relay_down, reason}}` when this node's event
+      `{:error, {:already_started, pid}}`, `{:error, {:invalid_council,
+      errors}}`, `{:error, {:relay_down, reason}}` when this node's event
       relay is not running or exits during the start: no run is left
       running then).
 
@@ -160,7 +173,7 @@ defmodule CouncilEx do
   @spec run(council, term, [start_option]) ::
           {:ok, result}
           | {:error,
-             {:failed, [binary], result}
+             {:failed, [CouncilEx.Error.t()], result}
              | {:cancelled, result}
              | {:exit, term}
              | :noconnection
@@ -339,6 +352,122 @@ defmodule CouncilEx do
     Backend.call({:cancel, Wire.registry_name(RunServer.default_registry()), run_id})
   end
 
+  @typedoc """
+  One reason a council is invalid (`validate/1`, and
+  `{:error, {:invalid_council, errors}}` from `start/3`, `start_link/3`,
+  `run/3`): `path` names the field as the core writes it (`"rounds[2].type"`,
+  `"members[0].options.argv"`, `"limits.max_attempts"`; `"spec"` or `"$"`
+  for the whole document), `message` says what is wrong, `code` is one of
+  `t:validation_code/0`.
+  """
+  @type validation_error :: %{path: binary, code: validation_code, message: binary}
+
+  @typedoc """
+  What kind of problem a `t:validation_error/0` is. From the core's error
+  kinds (`council.h`):
+
+    * `:invalid_spec` - a rule of the spec format is broken
+      (`COUNCIL_ESPEC`; docs/spec-format.md);
+    * `:unknown_provider` - a member names a provider the core does not
+      have (`COUNCIL_EPROVIDER`; path `"members[i].provider"`);
+    * `:too_big` - the spec's JSON is over the C node's `--max-spec-bytes`
+      (`COUNCIL_ETOOBIG`; path `"spec"`);
+    * `:parse_error` - the spec is not JSON (`COUNCIL_EPARSE`; path `"$"`);
+
+  and from the library:
+
+    * `:provider_config` - `config :council_ex, :providers` cannot serve a
+      model member (`CouncilEx.Providers`; path `"providers.<provider>"`);
+    * `:not_a_council` - the argument is neither a council module nor a
+      `%CouncilEx.Spec{}` (path `"$"`);
+    * `:unavailable` - `validate/1` could not ask the core (its C node is
+      not up; path `"$"`).
+  """
+  @type validation_code ::
+          :invalid_spec
+          | :unknown_provider
+          | :too_big
+          | :parse_error
+          | :provider_config
+          | :not_a_council
+          | :unavailable
+
+  @doc """
+  Checks a council (a module with `use CouncilEx` or a `%CouncilEx.Spec{}`)
+  without starting anything: `:ok`, or `{:error, errors}` (see
+  `t:validation_error/0`).
+
+  The rules are the core's: the spec is checked by the library as
+  `start/3` checks it (`CouncilEx.Spec.check/1`, the providers'
+  configuration), then by the core itself (the `{:validate, spec}` request
+  of the C node or the NIF, docs/protocol.md), which answers as it would
+  answer a start with this spec. So a council that passes here is not
+  refused for its spec when it starts.
+
+      iex> spec = CouncilEx.Spec.new!(id: "v", members: [[id: :a, provider: :mock]],
+      ...>                            rounds: [[type: :vote, failure_mode: "sometimes"]])
+      iex> CouncilEx.validate(spec)
+      {:error, [%{path: "rounds[0].options.failure_mode", code: :invalid_spec,
+                  message: ~s(must be "continue" or "fail_fast")}]}
+  """
+  @spec validate(council) :: :ok | {:error, [validation_error]}
+  def validate(council) do
+    with {:ok, {_name, spec}} <- council_of(council),
+         {:ok, checked} <- RunServer.check_spec(spec: spec),
+         :ok <- core_validate(Keyword.fetch!(checked, :spec)) do
+      :ok
+    else
+      {:error, reason} -> {:error, validation_errors(reason)}
+    end
+  end
+
+  defp core_validate(spec) do
+    case Backend.call({:validate, Spec.to_json(spec)}) do
+      :ok -> :ok
+      {:error, {:invalid_spec, _, _}} = refused -> refused
+      {:error, reason} -> {:error, {:unavailable, reason}}
+    end
+  rescue
+    # an option value with no JSON form
+    e in ArgumentError -> {:error, {:invalid_spec, "spec", Exception.message(e)}}
+  end
+
+  defp council_of(council) do
+    {:ok, council!(council)}
+  rescue
+    e in ArgumentError -> {:error, {:not_a_council, Exception.message(e)}}
+  end
+
+  @doc false
+  # A start's or validate's refusal of a council as a list of
+  # validation_error maps; other reasons are not about the council (nil).
+  @spec validation_errors(term) :: [validation_error] | nil
+  def validation_errors({:invalid_spec, path, message}),
+    do: [%{path: path, code: spec_code(path, message), message: message}]
+
+  def validation_errors({:provider_config, provider, message}),
+    do: [%{path: "providers.#{provider}", code: :provider_config, message: message}]
+
+  def validation_errors({:not_a_council, message}),
+    do: [%{path: "$", code: :not_a_council, message: message}]
+
+  def validation_errors({:unavailable, reason}),
+    do: [%{path: "$", code: :unavailable, message: "the core could not be asked: #{inspect(reason)}"}]
+
+  def validation_errors(_other), do: nil
+
+  # The core's error kind of an {:invalid_spec, path, message} refusal: the
+  # C node and the NIF send path and message only, and say which kind by
+  # where they point (council_spec_error: "$" for a parse error,
+  # "members[i].provider" for an unknown provider) and, for a spec over
+  # the size limit, by their fixed message.
+  defp spec_code("$", _message), do: :parse_error
+  defp spec_code("spec", "spec larger than the configured limit"), do: :too_big
+
+  defp spec_code(path, _message) do
+    if String.ends_with?(path, ".provider"), do: :unknown_provider, else: :invalid_spec
+  end
+
   @doc """
   The name of the C node serving runs (with a pool, the first one up: see
   `CouncilEx.Node`; waits for it to be up), or nil if it
@@ -367,9 +496,32 @@ defmodule CouncilEx do
           {:ok, pid} | {:error, term}
   def __start__(council, input, opts, starter) do
     run_opts = prepare!(council, input, opts)
+    {level, io} = Verbose.wanted(opts)
+    tracer = Verbose.start(Keyword.fetch!(run_opts, :run_id), level, io)
+
+    # the tracer is subscribed by the start itself: before the run begins
+    run_opts =
+      if tracer,
+        do: Keyword.update(run_opts, :subscribe, [tracer], &(&1 ++ [tracer])),
+        else: run_opts
+
+    try do
+      result = start_checked(run_opts, opts, starter)
+      Verbose.started(tracer, result)
+      result
+    catch
+      kind, reason ->
+        Verbose.started(tracer, :error)
+        :erlang.raise(kind, reason, __STACKTRACE__)
+    end
+  end
+
+  defp start_checked(run_opts, opts, starter) do
 
     # An invalid spec is refused before the relay or the C node hear of the
-    # run (RunServer checks it again, for its direct callers).
+    # run (RunServer checks it again, for its direct callers); what only
+    # the core checks, it refuses before it makes the run. Both come back
+    # as {:invalid_council, errors}.
     case RunServer.check_spec(run_opts) do
       {:ok, run_opts} ->
         if Keyword.get(opts, :subscribe, false),
@@ -379,7 +531,17 @@ defmodule CouncilEx do
       error ->
         error
     end
+    |> invalid_council()
   end
+
+  defp invalid_council({:error, reason} = error) do
+    case validation_errors(reason) do
+      nil -> error
+      errors -> {:error, {:invalid_council, errors}}
+    end
+  end
+
+  defp invalid_council(other), do: other
 
   # Starts with `pid` subscribed to the run's topic. The relay's
   # subscription at the C node, when it has none for the topic yet, rides
@@ -436,8 +598,9 @@ defmodule CouncilEx do
         council: name,
         spec: spec,
         input: input,
-        callers: Keyword.get(opts, :callers, [self() | Process.get(:"$callers", [])])
-      ] ++ Keyword.take(opts, [:registry, :user_opts, :placement])
+        callers: Keyword.get(opts, :callers, [self() | Process.get(:"$callers", [])]),
+        user_opts: Keyword.get(opts, :user_opts, [])
+      ] ++ Keyword.take(opts, [:registry, :placement])
 
     RunServer.validate!(run_opts)
   end

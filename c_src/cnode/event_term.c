@@ -78,6 +78,14 @@ static int tool_term(ei_x_buff *x, council_event_type type, const council_tool_e
                : 0;
 }
 
+/* One of the six status atoms of docs/protocol.md ("error" for a value
+ * out of range: no other atom is ever sent). */
+static const char *member_status(const council_member_result *p)
+{
+    const char *name = council_member_status_name(p->status);
+    return name ? name : "error";
+}
+
 static int member_result_term(ei_x_buff *x, const council_member_result *p)
 {
     return ei_x_encode_map_header(x, 8) ||
@@ -85,7 +93,7 @@ static int member_result_term(ei_x_buff *x, const council_member_result *p)
            (p->error_kind ? ei_x_encode_atom(x, p->error_kind) : ei_x_encode_atom(x, "nil")) ||
            key(x, "usage") || usage_term(x, &p->usage) ||
            key(x, "member_id") || cstr_bin(x, p->member_id) ||
-           key(x, "status") || ei_x_encode_atom(x, p->ok ? "ok" : "error") ||
+           key(x, "status") || ei_x_encode_atom(x, member_status(p)) ||
            key(x, "text") || bytes_or_nil(x, p->text, p->text_len) ||
            key(x, "attempts") || ei_x_encode_ulong(x, p->attempts) ||
            key(x, "error") || bytes_or_nil(x, p->error, p->error ? strlen(p->error) : 0) ||
@@ -113,9 +121,28 @@ static int round_result_term(ei_x_buff *x, const council_round_result *p)
                : 0;
 }
 
+/* [%{kind, member_id, round_name}], one per error (council_error_info) */
+static int error_info_term(ei_x_buff *x, const council_result *r)
+{
+    if (list_open(x, r->n_errors))
+        return -1;
+    for (size_t i = 0; i < r->n_errors; i++) {
+        const council_error_info *e = council_result_error_info(r, i);
+        if (ei_x_encode_map_header(x, 3) ||
+            key(x, "kind") || ei_x_encode_atom(x, e->kind) ||
+            key(x, "member_id") ||
+            bytes_or_nil(x, e->member_id, e->member_id ? strlen(e->member_id) : 0) ||
+            key(x, "round_name") ||
+            bytes_or_nil(x, e->round_name, e->round_name ? strlen(e->round_name) : 0))
+            return -1;
+    }
+    return list_close(x) ? -1 : 0;
+}
+
 int cn_result_term(ei_x_buff *x, const council_result *r)
 {
-    if (ei_x_encode_map_header(x, 4) ||
+    if (ei_x_encode_map_header(x, 5) ||
+        key(x, "error_info") || error_info_term(x, r) ||
         key(x, "usage") || usage_term(x, &r->usage) ||
         key(x, "final") || bytes_or_nil(x, r->final_text, r->final_len) ||
         key(x, "rounds") || list_open(x, r->n_rounds))

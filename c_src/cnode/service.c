@@ -592,12 +592,29 @@ static int call_stats(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
                : 0;
 }
 
+/* {validate, Spec}: ok, or the refusal a start with that spec would get */
+static int call_validate(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row,
+                         const cn_slice *el, ei_x_buff *x)
+{
+    service *s = cn_gen_state(p);
+    const char *why = NULL;
+    size_t len = 0;
+    char *json = spec_json(el[1], &len, &why);
+    if (!json)
+        return invalid_spec(x, "spec", why ? why : "not JSON");
+    council_spec_error err;
+    int rc = cn_spec_cache_check(s->specs, json, len, &err);
+    free(json);
+    return rc == COUNCIL_OK ? ei_x_encode_atom(x, "ok") : invalid_spec(x, err.field, err.message);
+}
+
 /* ---------------------------------------------------------- gen_server */
 
 /* The requests of docs/protocol.md ("The registered service"). */
 static const cn_gen_call calls[] = {
     {"ping", 0, call_ping, NULL},
     {"stats", 0, call_stats, NULL},
+    {"validate", 2, call_validate, NULL},
     {"start", 2, call_start, NULL},
     {"start_link", 2, call_start, NULL},
     {"whereis", 3, call_by_id, &op_whereis},

@@ -2,6 +2,7 @@
 #include "spec_cache.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,4 +86,24 @@ int cn_spec_cache_get(cn_spec_cache *c, const char *json, size_t len,
     }
     *out = spec; /* uncached when out of memory: still usable */
     return COUNCIL_OK;
+}
+
+int cn_spec_cache_check(cn_spec_cache *c, const char *json, size_t len,
+                        council_spec_error *err)
+{
+    council_spec *spec = NULL;
+    memset(err, 0, sizeof *err);
+    int rc = cn_spec_cache_get(c, json, len, &spec, err);
+    if (rc == COUNCIL_OK) {
+        rc = council_ctx_check_providers(c->ctx, spec, err);
+        council_spec_unref(spec);
+    }
+    /* as a start refuses them (docs/protocol.md) */
+    if (rc == COUNCIL_ETOOBIG || (rc == COUNCIL_ENOMEM && !err->field[0])) {
+        snprintf(err->field, sizeof err->field, "spec");
+        snprintf(err->message, sizeof err->message, "%s",
+                 rc == COUNCIL_ETOOBIG ? "spec larger than the configured limit"
+                                       : council_strerror(rc));
+    }
+    return rc;
 }

@@ -31,4 +31,16 @@ void cn_spec_cache_free(cn_spec_cache *c);
 int cn_spec_cache_get(cn_spec_cache *c, const char *json, size_t len,
                       council_spec **out, council_spec_error *err);
 
+/* Whether a run could be started with the spec json[0..len), as far as
+ * the spec goes: parsed and validated (through the cache, as
+ * cn_spec_cache_get) and every member's provider registered in the
+ * context (council_ctx_check_providers). Returns COUNCIL_OK, or the error
+ * with err filled: COUNCIL_EPARSE, COUNCIL_ESPEC, COUNCIL_EPROVIDER (err
+ * as those calls fill it), COUNCIL_ETOOBIG (err->field "spec"),
+ * COUNCIL_ENOMEM (err->field "spec"). Keeps no reference. What the
+ * {validate, Spec} request of both the C node and the NIF answers from.
+ * Loop thread only. */
+int cn_spec_cache_check(cn_spec_cache *c, const char *json, size_t len,
+                        council_spec_error *err);
+
 #endif

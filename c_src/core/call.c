@@ -112,6 +112,7 @@ static void on_timer(void *arg)
         char msg[64];
         snprintf(msg, sizeof msg, "timeout after %llu ms",
                  (unsigned long long)c->timeout_ms);
+        c->timed_out = true;
         abort_call(c, msg);
     }
 }

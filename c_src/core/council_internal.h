@@ -196,6 +196,10 @@ typedef struct spec_member {
      * sub-council may run (SUB_COUNCIL_MAX_DEPTH; its calls fail first) */
     struct council_spec *sub;
     char *sub_error;
+    /* options.max_attempts / options.backoff_ms: this member's retry
+     * policy over the spec's limits (0 / -1: the limits') */
+    unsigned max_attempts;
+    int64_t backoff_ms;
 } spec_member;
 
 typedef struct spec_round {
@@ -414,8 +418,12 @@ struct council_run {
 void run_publish(council_run *run, council_event_type type, const char *round,
                  int idx, const char *rtype, const char *member,
                  const char *chunk, size_t chunk_len, const void *payload);
-void run_add_error(council_run *run, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Add an error to the run's result: its words from fmt, and its data
+ * (council_error_info; kind, member and round borrowed: static or names
+ * that live as long as the run; member and round may be NULL). */
+void run_add_error(council_run *run, council_fail_kind kind, const char *member,
+                   const char *round, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 void run_finish(council_run *run, council_status status);
 void run_kick(council_run *run);    /* schedule engine_pump on the loop */
 /* schedule engine_pump after the loop has polled for I/O (cx_timer_defer):
@@ -474,6 +482,7 @@ struct council_call {
     council_fail_kind fail_kind;  /* of the failure reported (transient
                                      unless the provider said otherwise) */
     uint64_t retry_after_ms;      /* the server's wish, 0 = none */
+    bool timed_out;               /* the core ended it at its timeout */
 };
 
 /* call.c */

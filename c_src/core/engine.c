@@ -40,6 +40,7 @@ typedef struct task {
     uint32_t match;      /* pairwise: match index in the current level */
     unsigned attempt;
     council_fail_kind fail_kind; /* of the last failed attempt */
+    bool timed_out;      /* the last failed attempt timed out */
     bool ok;
     long choice;         /* vote / pairwise: candidate index, -1 none */
     size_t *order;       /* ranking: candidate indices, best first */
@@ -76,8 +77,10 @@ typedef struct round_state {
     json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
     task *tasks;            /* in the block, or a pairwise level's own */
     pairwise *pw;           /* pairwise_elimination only */
-    /* counts bounded by SPEC_MAX_MEMBERS (tasks: members x matches) */
-    uint32_t n_part, n_cand;
+    /* counts bounded by SPEC_MAX_MEMBERS (tasks: members x matches);
+     * n_res: result slots of the members called (those of the members
+     * gated out follow) */
+    uint32_t n_part, n_cand, n_res;
     uint32_t n_tasks, next, done, active;
 } round_state;
 
@@ -312,9 +315,10 @@ void engine_call_tool(task *t, council_event_type type, const council_tool_event
  * up to a quarter more at random (so that members retrying together do not
  * hit a rate-limited API in step), never less than what the server asked
  * for; at most CALL_MAX_RETRY_AFTER_MS. */
-static uint64_t retry_delay(const council_run *run, unsigned n, uint64_t retry_after)
+static uint64_t retry_delay(const council_run *run, const spec_member *m, unsigned n,
+                            uint64_t retry_after)
 {
-    uint64_t base = run->spec->limits.backoff_ms;
+    uint64_t base = m->backoff_ms >= 0 ? (uint64_t)m->backoff_ms : run->spec->limits.backoff_ms;
     for (unsigned i = 1; i < n && base < CALL_MAX_RETRY_AFTER_MS; i++)
         base *= 2;
     if (base > CALL_MAX_RETRY_AFTER_MS)
@@ -331,10 +335,13 @@ void engine_call_done(task *t, council_call *call, bool ok, const char *text,
 {
     round_state *rs = t->rs;
     council_run *run = rs->run;
+    const spec_member *m = &run->spec->members[rs->part[t->pos]];
+    unsigned max_attempts = m->max_attempts ? m->max_attempts : run->spec->limits.max_attempts;
     t->fail_kind = ok ? COUNCIL_FAIL_TRANSIENT : call->fail_kind;
-    if (!ok && call->fail_kind == COUNCIL_FAIL_TRANSIENT &&
-        t->attempt < run->spec->limits.max_attempts && run->ctx) {
-        task_launch(rs, t, retry_delay(run, t->attempt, call->retry_after_ms));
+    t->timed_out = !ok && call->timed_out;
+    if (!ok && call->fail_kind == COUNCIL_FAIL_TRANSIENT && t->attempt < max_attempts &&
+        run->ctx) {
+        task_launch(rs, t, retry_delay(run, m, t->attempt, call->retry_after_ms));
         return;
     }
     task_complete(t, ok, text, len, error);
@@ -348,6 +355,14 @@ static json_t *labels_json(round_state *rs, const size_t *order, size_t n)
     return a;
 }
 
+/* The status of a member whose call failed for good with kind. */
+static council_member_status failed_status(const task *t, council_fail_kind kind)
+{
+    if (kind == COUNCIL_FAIL_VALIDATION)
+        return COUNCIL_MEMBER_INVALID_OUTPUT;
+    return t->timed_out ? COUNCIL_MEMBER_TIMEOUT : COUNCIL_MEMBER_ERROR;
+}
+
 static void task_complete(task *t, bool ok, const char *text, size_t len,
                           const char *error)
 {
@@ -356,11 +371,11 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     mres *mr = rres_member(rs->res, t->pos);
     const char *mid = run->spec->members[rs->part[t->pos]].id;
     char why[1024]; /* bounds a provider's message; fits an exec error with its stderr tail */
-    const char *kind = council_fail_kind_name(t->fail_kind);
+    council_fail_kind fk = ok ? COUNCIL_FAIL_VALIDATION /* if unparsable */ : t->fail_kind;
+    const char *kind = council_fail_kind_name(fk);
     rs->done++;
     rs->active--;
     if (ok) {
-        kind = council_fail_kind_name(COUNCIL_FAIL_VALIDATION); /* if unparsable */
         mres_set_text(mr, text, len);
         mres_set_error(mr, NULL);
         round_yield y = rs->kind->yield;
@@ -414,13 +429,16 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
             if (!mr->pub.error) {
                 mres_set_error(mr, why);
                 mr->pub.error_kind = kind;
+                mr->pub.status = failed_status(t, fk);
             }
-            run_add_error(run, "member %s in round %s: %s", mid, rs->name, why);
+            run_add_error(run, fk, mid, rs->name, "member %s in round %s: %s", mid, rs->name,
+                          why);
         }
         run_kick(run);
         return;
     }
     if (ok) {
+        mr->pub.status = COUNCIL_MEMBER_OK;
         if (rs->kind->yield == YIELD_VOTE)
             mres_set_parsed(mr, json_pack("{s:s}", "vote", rs->cand_labels[t->choice]));
         else if (rs->kind->yield == YIELD_RANKING)
@@ -430,7 +448,8 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
         snprintf(why, sizeof why, "%s", error ? error : "failed");
         mres_set_error(mr, why);
         mr->pub.error_kind = kind;
-        run_add_error(run, "member %s in round %s: %s", mid, rs->name, why);
+        mr->pub.status = failed_status(t, fk);
+        run_add_error(run, fk, mid, rs->name, "member %s in round %s: %s", mid, rs->name, why);
     }
     run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
                 rs->type_name, mid, NULL, 0, &mr->pub);
@@ -438,8 +457,9 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
         /* failure_mode fail_fast: the round, partial as it is, goes into the
          * result and the run fails now (its other calls are abandoned) */
         run_push_round(run, rs->res);
-        run_add_error(run, "round %s failed: member %s failed (failure_mode fail_fast)",
-                      rs->name, mid);
+        run_add_error(run, fk, mid, rs->name,
+                      "round %s failed: member %s failed (failure_mode fail_fast)", rs->name,
+                      mid);
         run_finish(run, COUNCIL_FAILED);
         return;
     }
@@ -448,10 +468,29 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
 
 /* --------------------------------------------------------------- rounds */
 
-static void fail_run(council_run *run, const char *fmt, const char *name)
+/* The run fails over its round name (NULL: over no round). */
+static void fail_run(council_run *run, council_fail_kind kind, const char *fmt,
+                     const char *name, bool round)
 {
-    run_add_error(run, fmt, name);
+    run_add_error(run, kind, NULL, round ? name : NULL, fmt, name);
     run_finish(run, COUNCIL_FAILED);
+}
+
+/* The kind of a round where no member succeeded: transient when every
+ * member failure in it was (trying the run again may do), else permanent. */
+static council_fail_kind round_fail_kind(const rres *rr)
+{
+    const char *transient = council_fail_kind_name(COUNCIL_FAIL_TRANSIENT);
+    bool any = false;
+    for (size_t i = 0; i < rr->pub.n_members; i++) {
+        const char *k = rr->pub.members[i]->error_kind;
+        if (!k)
+            continue;
+        if (strcmp(k, transient) != 0)
+            return COUNCIL_FAIL_PERMANENT;
+        any = true;
+    }
+    return any ? COUNCIL_FAIL_TRANSIENT : COUNCIL_FAIL_PERMANENT;
 }
 
 static int pairwise_level(round_state *rs);
@@ -471,7 +510,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
                                        nm * (sizeof *rs->part + sizeof *rs->cand +
                                              sizeof *rs->cand_labels));
     if (!rs) {
-        fail_run(run, "round %s: out of memory", name);
+        fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", name, true);
         return -1;
     }
     task *block_tasks = (task *)(rs + 1);
@@ -514,26 +553,43 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         }
     bool ballot = kind->yield == YIELD_VOTE || kind->yield == YIELD_RANKING || bracket;
     size_t n_res = (bracket && rs->n_cand < 2) ? 0 : rs->n_part;
-    rs->res = rres_new(name, rs->idx, rs->type_name, n_res);
+    /* the members a gate leaves out are in the result too, as skipped */
+    size_t n_skip = (sr && sr->gated && !kind->one_member) ? nm - rs->n_part : 0;
+    rs->n_res = (uint32_t)n_res;
+    rs->res = rres_new(name, rs->idx, rs->type_name, n_res + n_skip);
     if (!rs->res || run_own_round(run, rs->res)) {
         rres_free(rs->res);
         rs->res = NULL;
-        fail_run(run, "round %s: out of memory", name);
+        fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", name, true);
         return -1;
     }
-    for (size_t i = 0; i < n_res; i++)
+    for (size_t i = 0; i < n_res; i++) {
         rres_set_member_id(rs->res, i, spec->members[rs->part[i]].id);
+        rres_member(rs->res, i)->pub.status = COUNCIL_MEMBER_SKIPPED; /* until it ends */
+    }
     run_publish(run, COUNCIL_EV_ROUND_STARTED, rs->name, (int)rs->idx, rs->type_name,
                 NULL, NULL, 0, NULL);
+    for (size_t i = 0, k = n_res, p = 0; n_skip && i < nm; i++) {
+        if (p < rs->n_part && rs->part[p] == i) { /* part is in spec order */
+            p++;
+            continue;
+        }
+        mres *mr = rres_member(rs->res, k++);
+        rres_set_member_id(rs->res, k - 1, spec->members[i].id);
+        mr->pub.status = COUNCIL_MEMBER_SKIPPED;
+        run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx, rs->type_name,
+                    spec->members[i].id, NULL, 0, &mr->pub);
+    }
     if (ballot && rs->n_cand == 0) {
-        fail_run(run, "round %s failed: no answers to choose from", name);
+        fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s failed: no answers to choose from", name,
+                 true);
         return -1;
     }
     if (bracket) {
         pairwise *pw = cx_calloc(1, sizeof *pw + rs->n_cand * (sizeof *pw->alive +
                                                                sizeof *pw->pairs));
         if (!pw) {
-            fail_run(run, "round %s: out of memory", name);
+            fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", name, true);
             return -1;
         }
         rs->pw = pw;
@@ -541,7 +597,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         pw->alive = (size_t *)(pw->pairs + rs->n_cand);
         pw->bracket = json_array();
         if (!pw->bracket) {
-            fail_run(run, "round %s: out of memory", name);
+            fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", name, true);
             return -1;
         }
         for (size_t c = 0; c < rs->n_cand; c++)
@@ -578,7 +634,7 @@ static int pairwise_level(round_state *rs)
     }
     rs->tasks = cx_calloc(pw->n_pairs * rs->n_part, sizeof *rs->tasks);
     if (!rs->tasks) {
-        fail_run(rs->run, "round %s: out of memory", rs->name);
+        fail_run(rs->run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", rs->name, true);
         return -1;
     }
     rs->n_tasks = (uint32_t)(pw->n_pairs * rs->n_part);
@@ -779,26 +835,35 @@ static int finish_round(council_run *run)
                 first_ok = (long)i;
         }
     if (bracket) {
-        /* members whose calls all failed are errors; the others are ok */
-        for (size_t i = 0; i < rr->pub.n_members; i++) {
+        /* members whose calls all failed are errors; the others voted, and
+         * those whose own answer lost a match are eliminated */
+        size_t winner = rs->pw->n_alive ? rs->cand[rs->pw->alive[0]] : SIZE_MAX;
+        for (size_t i = 0; i < rs->n_res; i++) {
             mres *mr = rres_member(rr, i);
-            if (mr->parsed)
+            if (mr->parsed) {
                 mres_set_error(mr, NULL);
-            else if (!mr->pub.error) {
+                mr->pub.status = COUNCIL_MEMBER_OK;
+                for (size_t c = 0; c < rs->n_cand; c++)
+                    if (rs->cand[c] == rs->part[i] && rs->part[i] != winner)
+                        mr->pub.status = COUNCIL_MEMBER_ELIMINATED;
+            } else if (!mr->pub.error) {
                 mres_set_error(mr, "no valid vote");
                 mr->pub.error_kind = council_fail_kind_name(COUNCIL_FAIL_VALIDATION);
+                mr->pub.status = COUNCIL_MEMBER_INVALID_OUTPUT;
             }
             run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
                         rs->type_name, mr->pub.member_id, NULL, 0, &mr->pub);
         }
-        if (rr->pub.n_members > 0 && !rs->pw->any_vote) {
+        if (rs->n_res > 0 && !rs->pw->any_vote) {
             run_push_round(run, rr);
-            fail_run(run, "round %s failed: no member succeeded", rs->name);
+            fail_run(run, round_fail_kind(rr), "round %s failed: no member succeeded", rs->name,
+                     true);
             return -1;
         }
     } else if (n_ok == 0) {
         run_push_round(run, rr);
-        fail_run(run, "round %s failed: no member succeeded", rs->name);
+        fail_run(run, round_fail_kind(rr), "round %s failed: no member succeeded", rs->name,
+                     true);
         return -1;
     }
     yield_round(run, rs, first_ok);
@@ -817,7 +882,7 @@ static int push_iterate(council_run *run, const spec_round *sr)
 {
     frame *f = calloc(1, sizeof *f);
     if (!f) {
-        fail_run(run, "round %s: out of memory", sr->name);
+        fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", sr->name, true);
         return -1;
     }
     f->iter = sr;
@@ -828,7 +893,7 @@ static int push_iterate(council_run *run, const spec_round *sr)
     if (!f->res || run_own_round(run, f->res)) {
         rres_free(f->res);
         free(f);
-        fail_run(run, "round %s: out of memory", sr->name);
+        fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", sr->name, true);
         return -1;
     }
     f->next = run->frames;
@@ -924,7 +989,7 @@ void engine_pump(council_run *run)
         if (!run->frames) {
             frame *top = calloc(1, sizeof *top);
             if (!top) {
-                fail_run(run, "%s: out of memory", "engine");
+                fail_run(run, COUNCIL_FAIL_PERMANENT, "%s: out of memory", "engine", false);
                 return;
             }
             top->vote_unanimous = -1;

@@ -117,7 +117,8 @@ json_t *council_member_result_json(const council_member_result *p)
         return NULL;
     int bad = 0;
     bad |= json_object_set_new(o, "member_id", json_string_nocheck(p->member_id));
-    bad |= json_object_set_new(o, "status", json_string(p->ok ? "ok" : "error"));
+    const char *status = council_member_status_name(p->status);
+    bad |= json_object_set_new(o, "status", json_string(status ? status : "error"));
     bad |= json_object_set_new(o, "text", bytes_or_null(p->text, p->text_len));
     bad |= json_object_set_new(o, "attempts", json_integer(p->attempts));
     bad |= json_object_set_new(o, "error",
@@ -199,6 +200,24 @@ json_t *council_result_errors_json(const council_result *res)
     return a;
 }
 
+/* [{kind, member_id, round_name}], one per error (council_error_info) */
+static json_t *error_info_json(const council_result *res)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < res->n_errors; i++) {
+        const council_error_info *e = council_result_error_info(res, i);
+        json_t *o = json_pack("{s:s,s:o,s:o}", "kind", e->kind, "member_id",
+                              e->member_id ? json_string_nocheck(e->member_id) : json_null(),
+                              "round_name",
+                              e->round_name ? json_string_nocheck(e->round_name) : json_null());
+        if (json_array_append_new(a, o)) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 json_t *council_result_json(const council_result *res)
 {
     if (!res)
@@ -215,6 +234,7 @@ json_t *council_result_json(const council_result *res)
     bad |= json_object_set_new(o, "final", bytes_or_null(res->final_text, res->final_len));
     bad |= json_object_set_new(o, "rounds", rs);
     bad |= json_object_set_new(o, "errors", council_result_errors_json(res));
+    bad |= json_object_set_new(o, "error_info", error_info_json(res));
     bad |= json_object_set_new(o, "usage", council_usage_json(&res->usage));
     if (bad) {
         json_decref(o);

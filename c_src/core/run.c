@@ -199,23 +199,47 @@ int run_own_round(council_run *run, rres *rr)
     return 0;
 }
 
-void run_add_error(council_run *run, const char *fmt, ...)
+/* An error of a result: its data, then its text, which result.errors
+ * points at (so the data needs no room in the result itself). */
+typedef struct run_error {
+    council_error_info info;
+    char text[];
+} run_error;
+
+static run_error *run_error_of(const char *text)
+{
+    return (run_error *)(void *)(text - offsetof(run_error, text));
+}
+
+void run_add_error(council_run *run, council_fail_kind kind, const char *member,
+                   const char *round, const char *fmt, ...)
 {
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n >= sizeof buf ? sizeof buf - 1 : (size_t)n;
     if (run->result.n_errors >= 1000)
         return; /* bounded: a pathological run does not grow without end */
     char **errors = (char **)run->result.errors; /* the run's own */
     if (grow((void **)&errors, &run->cap_errors, run->result.n_errors + 1, sizeof *errors))
         return;
     run->result.errors = (const char *const *)errors;
-    char *s = cx_strdup(buf);
-    if (!s)
+    run_error *e = malloc(sizeof *e + len + 1);
+    if (!e)
         return;
-    errors[run->result.n_errors++] = s;
+    e->info = (council_error_info){council_fail_kind_name(kind), member, round};
+    memcpy(e->text, buf, len);
+    e->text[len] = 0;
+    errors[run->result.n_errors++] = e->text;
+}
+
+const council_error_info *council_result_error_info(const council_result *res, size_t i)
+{
+    if (!res || i >= res->n_errors)
+        return NULL;
+    return &run_error_of(res->errors[i])->info;
 }
 
 const council_result *council_run_result(const council_run *run)
@@ -261,7 +285,7 @@ static void run_free(council_run *run)
     }
     free(run->rounds);
     for (size_t i = 0; i < run->result.n_errors; i++)
-        free((char *)run->result.errors[i]);
+        free(run_error_of(run->result.errors[i]));
     free((void *)run->result.errors);
     free((char *)run->result.final_text);
     size_t nm = run->spec ? run->spec->n_members : 0;

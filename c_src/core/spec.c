@@ -487,6 +487,18 @@ static int compile_member(council_spec *s, json_t *jm, size_t i, unsigned level,
     m->options_text = json_dumps(m->options, JSON_COMPACT);
     if (!m->options_text)
         return COUNCIL_ENOMEM;
+    /* options every provider honours: the member's own timeout and retry
+     * policy, within the limits' ranges */
+    uint64_t u = 0;
+    pathf(f, sizeof f, "members[%zu].options", i);
+    int rc = get_uint(m->options, "timeout_ms", SPEC_LIMIT_MAX_MEMBER_TIMEOUT_MS, &u, f, err);
+    if (!rc && !(rc = get_uint(m->options, "max_attempts", SPEC_LIMIT_MAX_ATTEMPTS, &u, f, err)))
+        m->max_attempts = json_object_get(m->options, "max_attempts") && u ? (unsigned)u : 0;
+    u = 0;
+    if (!rc && !(rc = get_uint(m->options, "backoff_ms", SPEC_LIMIT_MAX_BACKOFF_MS, &u, f, err)))
+        m->backoff_ms = json_is_integer(json_object_get(m->options, "backoff_ms")) ? (int64_t)u : -1;
+    if (rc)
+        return rc;
     if (strcmp(m->provider, "exec") == 0) {
         json_t *argv = json_object_get(m->options, "argv");
         pathf(f, sizeof f, "members[%zu].options.argv", i);
@@ -502,7 +514,7 @@ static int compile_member(council_spec *s, json_t *jm, size_t i, unsigned level,
         }
     }
     if (llm_is_provider(m->provider)) {
-        int rc = llm_check_options(m->provider, m->options, i, err);
+        rc = llm_check_options(m->provider, m->options, i, err);
         if (rc)
             return rc;
     }
@@ -512,7 +524,7 @@ static int compile_member(council_spec *s, json_t *jm, size_t i, unsigned level,
         return fail(err, f, "a council member needs its council spec (an object)");
     }
     if (strcmp(m->provider, "council") == 0) {
-        int rc = compile_sub(m, level + 1);
+        rc = compile_sub(m, level + 1);
         if (rc)
             return rc;
     }
@@ -524,9 +536,8 @@ static int compile_member(council_spec *s, json_t *jm, size_t i, unsigned level,
             if (l && !json_is_array(l))
                 return fail(err, f, "must be an array of attempt numbers");
         }
-        uint64_t u;
         pathf(f, sizeof f, "members[%zu].options", i);
-        int rc = get_uint(m->options, "latency_ms", 3600000, &u, f, err);
+        rc = get_uint(m->options, "latency_ms", 3600000, &u, f, err);
         if (!rc)
             rc = get_uint(m->options, "chunks", 10000, &u, f, err);
         if (rc)

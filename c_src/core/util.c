@@ -65,6 +65,13 @@ const char *council_event_type_name(council_event_type t)
     return "unknown";
 }
 
+const char *council_member_status_name(council_member_status s)
+{
+    static const char *const names[] = {"ok",      "error",          "timeout",
+                                        "skipped", "invalid_output", "eliminated"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : NULL;
+}
+
 const char *council_fail_kind_name(council_fail_kind k)
 {
     switch (k) {

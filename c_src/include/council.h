@@ -450,10 +450,34 @@ typedef enum council_fail_kind {
 /* "transient", "permanent", "validation", "cancelled". Static. */
 COUNCIL_API const char *council_fail_kind_name(council_fail_kind k);
 
-/* One member's result in one round. */
+/* What became of a member in a round (a member result's status). */
+typedef enum council_member_status {
+    COUNCIL_MEMBER_OK = 0,         /* it answered (in a ballot round: a valid ballot) */
+    COUNCIL_MEMBER_ERROR,          /* it failed for good: error and error_kind say why */
+    COUNCIL_MEMBER_TIMEOUT,        /* as ERROR, its last attempt timed out (error_kind
+                                      "transient") */
+    COUNCIL_MEMBER_SKIPPED,        /* not called: left out of the round by its
+                                      options.members (attempts 0), or its call was
+                                      abandoned or never made because the round ended
+                                      first (failure_mode fail_fast); no error */
+    COUNCIL_MEMBER_INVALID_OUTPUT, /* as ERROR, its answer was not usable: a ballot that
+                                      does not parse, a response not in the API's
+                                      format (error_kind "validation") */
+    COUNCIL_MEMBER_ELIMINATED      /* pairwise_elimination: it voted, and its own answer
+                                      lost a match (ok is 1; a member that failed to
+                                      vote has its failure's status instead) */
+} council_member_status;
+
+/* "ok", "error", "timeout", "skipped", "invalid_output", "eliminated".
+ * Static; NULL for a value out of range. */
+COUNCIL_API const char *council_member_status_name(council_member_status s);
+
+/* One member's result in one round. A round's members are those it called,
+ * in spec order, then those its options.members left out (SKIPPED), in
+ * spec order. */
 typedef struct council_member_result {
     const char *member_id;
-    int ok;                  /* 1: status ok; 0: error */
+    int ok;                  /* 1: status OK or ELIMINATED; 0: another status */
     const char *text;        /* the answer (NULL if none) */
     size_t text_len;
     unsigned attempts;       /* attempts made (>= 1 once called) */
@@ -462,6 +486,7 @@ typedef struct council_member_result {
     const char *error_kind;  /* NULL when ok; else council_fail_kind_name() of
                                 the last failure */
     council_usage usage;
+    council_member_status status;
 } council_member_result;
 
 typedef struct council_round_result {
@@ -485,6 +510,27 @@ typedef struct council_result {
     const char *const *errors;
     council_usage usage;        /* everything the run used so far */
 } council_result;
+
+/* What one of a result's errors is about, as data (errors[i] says it in
+ * words). kind is council_fail_kind_name() of the failure behind it: a
+ * member's error has its member's error_kind; a round that failed has the
+ * kind of the member failure that failed it (failure_mode fail_fast), or,
+ * when no member succeeded, "transient" if every member failure in it was
+ * transient and "permanent" otherwise; any other error of the run (a
+ * ballot round with no answers to choose from, out of memory) is
+ * "permanent". member_id and round_name are NULL when it is about no
+ * member or no round. Strings are borrowed like the result's. */
+typedef struct council_error_info {
+    const char *kind;
+    const char *member_id;
+    const char *round_name;
+} council_error_info;
+
+/* The data of res->errors[i], for a result of council_run_result (or an
+ * event's); NULL when i >= res->n_errors or res is NULL. Borrowed like the
+ * result. Loop thread (as the result). */
+COUNCIL_API const council_error_info *council_result_error_info(const council_result *res,
+                                                               size_t i);
 
 /* The run's result so far (complete once the run is terminal). Borrowed
  * from the run: valid while the caller holds a reference and, while the run

@@ -66,7 +66,7 @@ typedef struct nif_atoms {
         undefined, badarg, enomem, limit, not_found, unknown_run, runner_dead, running,
         already_started, run_id_retained, invalid_spec, bad_option, unknown_call, unavailable, noproc,
         tagged, lib, pong, run_id, state, cancel, await, result, subscribe, unsubscribe,
-        start, start_link, whereis, ping, stats, open, close, sys_state, subscribers, setenv,
+        start, start_link, whereis, ping, stats, validate, open, close, sys_state, subscribers, setenv,
         unsetenv,
         council_ex_event,
         council_ex_overflow, council_member_call, council_member_token,
@@ -77,7 +77,10 @@ typedef struct nif_atoms {
         member_completed, round_completed, run_completed, run_failed, run_cancelled,
         tool_call_request, tool_call_result, retention_ms, max_runs, max_retained,
         max_subscribers_per_topic, subscriber_queue_cap, member_timeout_ms, max_spec_bytes,
-        output_cap, status_, current_round, rounds_completed, started_at, idx, miss;
+        output_cap, status_, current_round, rounds_completed, started_at, idx, miss,
+        /* the library's %CouncilEx.Error{} (nif_subs.c) */
+        struct_, error_module, kind, message, member_id, round_name, reason, context,
+        stacktrace, error_info, errors, members, error_kind, attempts;
     ERL_NIF_TERM reasons[CN_N_REASONS]; /* c_src/cnode/reasons.h, as atoms */
 } nif_atoms;
 

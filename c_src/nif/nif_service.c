@@ -6,8 +6,8 @@
  * the process CouncilEx.Nif spawned, and linked for start_link, to stand
  * for the run), {whereis | state | result | cancel, Registry, RunId},
  * {subscribe, Topic, Pid[, tagged | lib]}, {unsubscribe, Topic, Pid},
- * stats, ping, {open, Config}, close, {setenv, [{Name, Value}]} and
- * {unsetenv, [Name]} (the context's own variables), and {subscribers, Topic} (the pids
+ * {validate, Spec}, stats, ping, {open, Config}, close, {setenv, [{Name, Value}]}
+ * and {unsetenv, [Name]} (the context's own variables), and {subscribers, Topic} (the pids
  * subscribed to a topic, as CouncilEx.PubSub.Relay.subscribers/1 tells
  * for the C node). The reply goes to the caller as
  * {Ref, Reply}. Loop thread.
@@ -624,6 +624,20 @@ static ERL_NIF_TERM stats(nif_state *st)
     return nif_ok(out, map);
 }
 
+/* {validate, Spec}: ok, or the refusal a start with that spec would get */
+static ERL_NIF_TERM validate(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM spec)
+{
+    const char *why = NULL;
+    size_t len = 0;
+    char *json = spec_json(env, spec, &len, &why);
+    if (!json)
+        return invalid_spec(st->out, "spec", why ? why : "not JSON");
+    council_spec_error err;
+    int rc = cn_spec_cache_check(st->specs, json, len, &err);
+    free(json);
+    return rc == COUNCIL_OK ? A.ok : invalid_spec(st->out, err.field, err.message);
+}
+
 static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
 {
     ErlNifEnv *out = st->out;
@@ -647,6 +661,8 @@ static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
         return set_env(st, env, el[1], enif_is_identical(el[0], A.setenv));
     if (enif_is_identical(req, A.stats))
         return stats(st);
+    if (tuple && arity == 2 && enif_is_identical(el[0], A.validate))
+        return validate(st, env, el[1]);
     if (tuple && arity == 3 &&
         (enif_is_identical(el[0], A.start) || enif_is_identical(el[0], A.start_link))) {
         ErlNifPid pid;

@@ -245,32 +245,120 @@ void nif_subs_free(nif_subs *s)
 
 /* ------------------------------------------------------------ events */
 
-/* A result map's round results with their names as atoms. */
-static ERL_NIF_TERM lib_round(ErlNifEnv *env, ERL_NIF_TERM rr)
+/* The value of key in map, or nil. */
+static ERL_NIF_TERM get_or_nil(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key)
 {
-    ERL_NIF_TERM name, out;
-    if (!enif_get_map_value(env, rr, A.name, &name) ||
-        !enif_make_map_update(env, rr, A.name, nif_existing_atom_or_binary(env, name), &out))
+    ERL_NIF_TERM v;
+    return enif_get_map_value(env, map, key, &v) ? v : A.nil;
+}
+
+/* %CouncilEx.Error{} (lib/council_ex/error.ex), as CouncilEx.Wire makes it. */
+static ERL_NIF_TERM error_struct(ErlNifEnv *env, ERL_NIF_TERM kind, ERL_NIF_TERM message,
+                                 ERL_NIF_TERM member_id, ERL_NIF_TERM round_name,
+                                 ERL_NIF_TERM context)
+{
+    ERL_NIF_TERM keys[] = {A.struct_,    A.kind,   A.message, A.member_id,
+                           A.round_name, A.reason, A.context, A.stacktrace};
+    ERL_NIF_TERM vals[] = {A.error_module, kind,  message, member_id,
+                           round_name,     A.nil, context, A.nil};
+    ERL_NIF_TERM out;
+    return enif_make_map_from_arrays(env, keys, vals, 8, &out) ? out : A.nil;
+}
+
+/* A member result of round round_name with its error (a binary) as a
+ * %CouncilEx.Error{} (CouncilEx.Wire.member_result/2). */
+static ERL_NIF_TERM lib_member(ErlNifEnv *env, ERL_NIF_TERM m, ERL_NIF_TERM round_name)
+{
+    ERL_NIF_TERM message, context, out;
+    if (!enif_get_map_value(env, m, A.error, &message) || !enif_is_binary(env, message))
+        return m;
+    ERL_NIF_TERM keys[] = {A.status_, A.attempts};
+    ERL_NIF_TERM vals[] = {get_or_nil(env, m, A.status_), get_or_nil(env, m, A.attempts)};
+    if (!enif_make_map_from_arrays(env, keys, vals, 2, &context))
+        return m;
+    ERL_NIF_TERM e = error_struct(env, get_or_nil(env, m, A.error_kind), message,
+                                  get_or_nil(env, m, A.member_id), round_name, context);
+    return enif_make_map_update(env, m, A.error, e, &out) ? out : m;
+}
+
+/* The items of a list, each through f(env, item, arg), as a new list
+ * (the list itself when it is not one or out of memory). */
+static ERL_NIF_TERM map_list(ErlNifEnv *env, ERL_NIF_TERM list,
+                             ERL_NIF_TERM (*f)(ErlNifEnv *, ERL_NIF_TERM, ERL_NIF_TERM),
+                             ERL_NIF_TERM arg)
+{
+    ERL_NIF_TERM head, tail;
+    unsigned n;
+    if (!enif_get_list_length(env, list, &n))
+        return list;
+    ERL_NIF_TERM *items = enif_alloc(sizeof *items * (n ? n : 1));
+    if (!items)
+        return list;
+    unsigned k = 0;
+    for (tail = list; k < n && enif_get_list_cell(env, tail, &head, &tail); k++)
+        items[k] = f(env, head, arg);
+    ERL_NIF_TERM out = enif_make_list_from_array(env, items, k);
+    enif_free(items);
+    return out;
+}
+
+/* A round result with its name as an atom and its members' errors as
+ * data. */
+static ERL_NIF_TERM lib_round(ErlNifEnv *env, ERL_NIF_TERM rr, ERL_NIF_TERM unused)
+{
+    (void)unused;
+    ERL_NIF_TERM name, members, out;
+    if (!enif_get_map_value(env, rr, A.name, &name))
+        return rr;
+    name = nif_existing_atom_or_binary(env, name);
+    if (!enif_make_map_update(env, rr, A.name, name, &out))
+        return rr;
+    if (enif_get_map_value(env, out, A.members, &members) &&
+        !enif_make_map_update(env, out, A.members, map_list(env, members, lib_member, name),
+                              &out))
         return rr;
     return out;
 }
 
-static ERL_NIF_TERM lib_result(ErlNifEnv *env, ERL_NIF_TERM r)
+/* The run's errors as data: each binary of errors with its error_info
+ * entry (CouncilEx.Wire.result/1). */
+static ERL_NIF_TERM lib_errors(ErlNifEnv *env, ERL_NIF_TERM errors, ERL_NIF_TERM info)
 {
-    ERL_NIF_TERM rounds, head, tail, out;
-    unsigned n;
-    if (!enif_get_map_value(env, r, A.rounds, &rounds) ||
-        !enif_get_list_length(env, rounds, &n))
-        return r;
+    ERL_NIF_TERM e, i, out = enif_make_list(env, 0);
+    unsigned n, ni;
+    if (!enif_get_list_length(env, errors, &n) || !enif_get_list_length(env, info, &ni) ||
+        n != ni)
+        return errors;
     ERL_NIF_TERM *items = enif_alloc(sizeof *items * (n ? n : 1));
     if (!items)
-        return r;
-    unsigned k = 0;
-    for (tail = rounds; k < n && enif_get_list_cell(env, tail, &head, &tail); k++)
-        items[k] = lib_round(env, head);
-    ERL_NIF_TERM list = enif_make_list_from_array(env, items, k);
+        return errors;
+    for (unsigned k = 0; k < n; k++) {
+        enif_get_list_cell(env, errors, &e, &errors);
+        enif_get_list_cell(env, info, &i, &info);
+        ERL_NIF_TERM round = get_or_nil(env, i, A.round_name);
+        if (!enif_is_identical(round, A.nil))
+            round = nif_existing_atom_or_binary(env, round);
+        items[k] = error_struct(env, get_or_nil(env, i, A.kind), e,
+                                get_or_nil(env, i, A.member_id), round, enif_make_new_map(env));
+    }
+    out = enif_make_list_from_array(env, items, n);
     enif_free(items);
-    return enif_make_map_update(env, r, A.rounds, list, &out) ? out : r;
+    return out;
+}
+
+/* A result as CouncilEx.Wire.result/1 makes it: rounds converted, the
+ * errors as data (error_info dropped). */
+static ERL_NIF_TERM lib_result(ErlNifEnv *env, ERL_NIF_TERM r)
+{
+    ERL_NIF_TERM rounds, errors, info, out;
+    if (!enif_get_map_value(env, r, A.rounds, &rounds) ||
+        !enif_make_map_update(env, r, A.rounds, map_list(env, rounds, lib_round, A.nil), &out))
+        return r;
+    if (enif_get_map_value(env, out, A.errors, &errors) &&
+        enif_get_map_value(env, out, A.error_info, &info) &&
+        enif_make_map_update(env, out, A.errors, lib_errors(env, errors, info), &out))
+        enif_make_map_remove(env, out, A.error_info, &out);
+    return out;
 }
 
 /* The library's form of an event (CouncilEx.Wire.event/1). */
@@ -289,15 +377,20 @@ static ERL_NIF_TERM lib_event(ErlNifEnv *env, ERL_NIF_TERM ev)
             t[2] = nif_existing_atom_or_binary(env, t[2]);
     } else if (enif_is_identical(tag, A.round_completed) && n == 4) {
         t[2] = nif_existing_atom_or_binary(env, t[2]);
-        t[3] = lib_round(env, t[3]);
+        t[3] = lib_round(env, t[3], A.nil);
     } else if (enif_is_identical(tag, A.run_completed) || enif_is_identical(tag, A.run_cancelled)) {
         t[n - 1] = lib_result(env, t[n - 1]);
-    } else if (enif_is_identical(tag, A.run_failed)) {
-        t[n - 1] = lib_result(env, t[n - 1]);
+    } else if (enif_is_identical(tag, A.run_failed) && n == 4) {
+        ERL_NIF_TERM errors;
+        t[3] = lib_result(env, t[3]);
+        if (enif_get_map_value(env, t[3], A.errors, &errors))
+            t[2] = errors; /* the same list, as data */
+    } else if (enif_is_identical(tag, A.member_completed) && n == 5) {
+        t[2] = nif_existing_atom_or_binary(env, t[2]);
+        t[4] = lib_member(env, t[4], t[2]);
     } else if (enif_is_identical(tag, A.round_started) ||
                enif_is_identical(tag, A.member_started) ||
                enif_is_identical(tag, A.member_token) ||
-               enif_is_identical(tag, A.member_completed) ||
                enif_is_identical(tag, A.tool_call_request) ||
                enif_is_identical(tag, A.tool_call_result)) {
         t[2] = nif_existing_atom_or_binary(env, t[2]);

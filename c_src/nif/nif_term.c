@@ -50,6 +50,7 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(whereis, "whereis");
     AT(ping, "ping");
     AT(stats, "stats");
+    AT(validate, "validate");
     AT(open, "open");
     AT(close, "close");
     AT(sys_state, "$sys_state");
@@ -104,6 +105,20 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(status_, "status");
     AT(current_round, "current_round");
     AT(rounds_completed, "rounds_completed");
+    AT(struct_, "__struct__");
+    AT(error_module, "Elixir.CouncilEx.Error");
+    AT(kind, "kind");
+    AT(message, "message");
+    AT(member_id, "member_id");
+    AT(round_name, "round_name");
+    AT(reason, "reason");
+    AT(context, "context");
+    AT(stacktrace, "stacktrace");
+    AT(error_info, "error_info");
+    AT(errors, "errors");
+    AT(members, "members");
+    AT(error_kind, "error_kind");
+    AT(attempts, "attempts");
     AT(started_at, "started_at");
     AT(idx, "idx");
     AT(miss, "miss");

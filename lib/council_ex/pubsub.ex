@@ -25,12 +25,17 @@ defmodule CouncilEx.PubSub do
   else binaries; member ids and chunks are binaries. The maps
   (docs/protocol.md, "Shapes"):
 
-    * `member_result`: `%{member_id, status: :ok | :error, text, attempts,
-      error, parsed, error_kind, usage}`; `error_kind` is nil on success,
-      else `:transient` (retried within `limits.max_attempts`),
+    * `member_result`: `%{member_id, status, text, attempts, error,
+      parsed, error_kind, usage}`; `status` is `:ok`, `:error`,
+      `:timeout`, `:skipped` (left out by the round's `members`, or its
+      call cut short by `failure_mode: :fail_fast`), `:invalid_output` or
+      `:eliminated` (a pairwise loser); `error` is nil or a
+      `%CouncilEx.Error{}`; `error_kind` is nil on success, else
+      `:transient` (retried within the member's `max_attempts`),
       `:permanent`, `:validation` or `:cancelled`;
     * `round_result`: `%{name, idx, type, members, aggregate, text, usage}`;
-    * `result`: `%{final, rounds, errors, usage}`;
+    * `result`: `%{final, rounds, errors, usage}`, `errors` a list of
+      `%CouncilEx.Error{}` (as in `run_failed`'s `errors`);
     * `usage`: `%{input_tokens: integer, output_tokens: integer,
       cost: float | nil}`, tokens as the model APIs report them (zeros for
       members that report none), summed over attempts and tool turns for a

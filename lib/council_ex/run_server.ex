@@ -50,7 +50,7 @@ defmodule CouncilEx.RunServer do
           | {:council, module | binary}
           | {:spec, Spec.t()}
           | {:input, term}
-          | {:user_opts, term}
+          | {:user_opts, keyword | term}
           | {:callers, [pid]}
           | {:registry, atom | binary}
           | {:subscribe, [pid | {pid, :tagged}]}
@@ -89,8 +89,11 @@ defmodule CouncilEx.RunServer do
 
   Required options: `:run_id` (a binary, or `nil` to let the C node
   generate one), `:council` (a module or binary), `:spec` (a
-  `%CouncilEx.Spec{}`), `:input` (any term). Optional: `:user_opts` (any
-  term, kept opaque), `:callers` (pids recorded as `$callers` in the tasks
+  `%CouncilEx.Spec{}`), `:input` (any term). Optional: `:user_opts` (a
+  keyword list, default `[]`; handed whole to every Elixir-module member,
+  and the run reads from it `retry: {max_attempts, base_ms}` and
+  `member_timeout_ms:`, see below; another term is handed on as it is),
+  `:callers` (pids recorded as `$callers` in the tasks
   that run Elixir-module members and tools; default: the caller and its
   own `$callers`, as a `Task` inherits them), `:registry`, `:subscribe` (pids subscribed
   to the run's topic before it starts; `{pid, :tagged}` for delivery as
@@ -106,6 +109,15 @@ defmodule CouncilEx.RunServer do
   provider's configured defaults and keys here
   (`CouncilEx.Providers.resolve/2`; a model member without a `model` is
   `{:error, {:invalid_spec, "members[i].options.model", _}}`).
+
+  Retries and timeouts: a member call is tried up to `max_attempts`
+  times, waiting `base_ms * 2^(n-1)` (plus up to a quarter at random)
+  before attempt n+1, for transient failures only; each attempt has the
+  member timeout. Which policy a member gets, first found: its own options
+  (`retry: {max_attempts, base_ms}`, `timeout_ms:`), the run's
+  `:user_opts` (`retry:`, `member_timeout_ms:`), the council's `limits`,
+  `config :council_ex, :default_retry` (`{max_attempts, base_ms}`), the
+  core's defaults (one attempt; the C node's `--member-timeout-ms`, 60 s).
 
   A run whose spec has Elixir-module members or tools with Elixir function
   handlers (`CouncilEx.Spec.beam_members/1`, `CouncilEx.Spec.beam_tools/1`)
@@ -238,8 +250,37 @@ defmodule CouncilEx.RunServer do
   def check_spec(opts) do
     with {:ok, spec} <- Spec.check(Keyword.fetch!(opts, :spec)),
          {:ok, spec} <- Providers.resolve(spec) do
-      {:ok, Keyword.put(opts, :spec, spec)}
+      {:ok, Keyword.put(opts, :spec, tune(spec, Keyword.get(opts, :user_opts)))}
     end
+  end
+
+  # The run's retry policy and member timeout in the spec's limits, where
+  # the core reads them: `:retry` and `:member_timeout_ms` of the run's
+  # user_opts over the council's own limits; `config :council_ex,
+  # :default_retry` where neither gives a retry policy. A member's own
+  # options (`retry:`, `timeout_ms:`) win over all of these in the core.
+  defp tune(%Spec{limits: limits} = spec, user_opts) do
+    user = if is_list(user_opts) and Keyword.keyword?(user_opts), do: user_opts, else: []
+
+    retry =
+      Keyword.get_lazy(user, :retry, fn ->
+        unless Map.has_key?(limits, :max_attempts) or Map.has_key?(limits, :backoff_ms),
+          do: Application.get_env(:council_ex, :default_retry)
+      end)
+
+    limits =
+      case retry do
+        {max, base_ms} -> Map.merge(limits, %{max_attempts: max, backoff_ms: base_ms})
+        nil -> limits
+      end
+
+    limits =
+      case Keyword.get(user, :member_timeout_ms) do
+        nil -> limits
+        ms -> Map.put(limits, :member_timeout_ms, ms)
+      end
+
+    %{spec | limits: limits}
   end
 
   defp request_start(how, opts) do
@@ -259,7 +300,7 @@ defmodule CouncilEx.RunServer do
       run_id: Keyword.fetch!(opts, :run_id),
       council: Wire.council_name(Keyword.fetch!(opts, :council)),
       registry: Wire.registry_name(Keyword.get(opts, :registry, default_registry())),
-      user_opts: Keyword.get(opts, :user_opts),
+      user_opts: Keyword.get(opts, :user_opts, []),
       subscribe: Keyword.get(opts, :subscribe, [])
     }
 
@@ -350,10 +391,35 @@ defmodule CouncilEx.RunServer do
     end
 
     placement!(opts)
+    user_opts!(Keyword.get(opts, :user_opts, []))
     registry!(opts)
     # Encoding errors (an option value with no JSON form) surface here too.
     Spec.to_json(spec)
     opts
+  end
+
+  # The run's own keys of a keyword user_opts (any other term, and other
+  # keys, are the members' business).
+  defp user_opts!(user) do
+    if is_list(user) and Keyword.keyword?(user) do
+      case Keyword.get(user, :retry) do
+        nil ->
+          :ok
+
+        {max, base} when is_integer(max) and max >= 0 and is_integer(base) and base >= 0 ->
+          :ok
+
+        other ->
+          raise ArgumentError,
+                "user_opts :retry must be {max_attempts, base_ms} (non-negative integers), got: #{inspect(other)}"
+      end
+
+      case Keyword.get(user, :member_timeout_ms) do
+        nil -> :ok
+        ms when is_integer(ms) and ms >= 0 -> :ok
+        other -> raise ArgumentError, "user_opts :member_timeout_ms must be a non-negative integer, got: #{inspect(other)}"
+      end
+    end
   end
 
   defp subscriber?(pid) when is_pid(pid), do: true

@@ -464,7 +464,7 @@ defmodule CouncilEx.Spec do
     id = name!(get(m, :id), path <> ".id", path <> ".id")
     where = "member #{inspect(id)}"
     {explicit, extra} = split_options(m, [:id, :provider, :options, :module], where, path)
-    options = Map.merge(extra, explicit)
+    options = extra |> Map.merge(explicit) |> retry_option!(where, path)
 
     {provider, module, options} =
       provider!(get(m, :provider), get(m, :module), options, where, path)
@@ -715,6 +715,24 @@ defmodule CouncilEx.Spec do
     String.to_existing_atom(name)
   rescue
     ArgumentError -> fail("#{where}: unknown module #{inspect(name)}", path)
+  end
+
+  # A member's `retry: {max_attempts, base_ms}` is the core's member
+  # options max_attempts and backoff_ms (their ranges are the core's).
+  defp retry_option!(options, where, path) do
+    case Map.pop(options, "retry") do
+      {nil, options} ->
+        options
+
+      {{max, base_ms}, options} when is_integer(max) and is_integer(base_ms) ->
+        Map.merge(options, %{"max_attempts" => max, "backoff_ms" => base_ms})
+
+      {other, _} ->
+        fail(
+          "#{where}: retry must be {max_attempts, base_ms}, got: #{inspect(other)}",
+          path <> ".options.retry"
+        )
+    end
   end
 
   # ------------------------------------------------------------------- rounds

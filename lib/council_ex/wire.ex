@@ -57,22 +57,78 @@ defmodule CouncilEx.Wire do
 
   def summary(other), do: other
 
-  @doc "A run result (`%{final, rounds, errors}`) with round names as atoms."
+  @doc """
+  A run result (`%{final, rounds, errors}`) as the library gives it:
+  round names as atoms, members' errors and the run's errors as
+  `%CouncilEx.Error{}` (the run's from the wire's `error_info`, which is
+  dropped).
+  """
   @spec result(term) :: term
-  def result(%{rounds: rounds} = r) when is_list(rounds),
-    do: %{r | rounds: Enum.map(rounds, &round_result/1)}
+  def result(%{rounds: rounds} = r) when is_list(rounds) do
+    r = %{r | rounds: Enum.map(rounds, &round_result/1)}
+
+    case Map.pop(r, :error_info) do
+      {info, r} when is_list(info) -> %{r | errors: run_errors(r.errors, info)}
+      {_, r} -> r
+    end
+  end
 
   def result(other), do: other
 
-  @doc "A round result with its name as an atom."
+  defp run_errors(errors, info) when is_list(errors) and length(errors) == length(info) do
+    Enum.zip_with(errors, info, fn message, i ->
+      %CouncilEx.Error{
+        kind: i.kind,
+        message: message,
+        member_id: i.member_id,
+        round_name: i.round_name && round_name(i.round_name)
+      }
+    end)
+  end
+
+  defp run_errors(errors, _info), do: errors
+
+  @doc "A round result with its name as an atom and its members' errors as data."
   @spec round_result(term) :: term
-  def round_result(%{name: name} = r), do: %{r | name: round_name(name)}
+  def round_result(%{name: name} = r) do
+    name = round_name(name)
+    r = %{r | name: name}
+
+    case r do
+      %{members: ms} when is_list(ms) -> %{r | members: Enum.map(ms, &member_result(&1, name))}
+      _ -> r
+    end
+  end
+
   def round_result(other), do: other
+
+  @doc """
+  A member result of round `round` with its error (a binary on the wire)
+  as a `%CouncilEx.Error{}`.
+  """
+  @spec member_result(term, atom | binary) :: term
+  def member_result(%{error: message} = m, round) when is_binary(message) do
+    error = %CouncilEx.Error{
+      kind: m[:error_kind],
+      message: message,
+      member_id: m[:member_id],
+      round_name: round,
+      context: %{status: m[:status], attempts: m[:attempts]}
+    }
+
+    %{m | error: error}
+  end
+
+  def member_result(other, _round), do: other
 
   @doc "An await/result reply with its results converted."
   @spec reply(term) :: term
   def reply({:ok, result}), do: {:ok, result(result)}
-  def reply({:error, {:failed, errors, result}}), do: {:error, {:failed, errors, result(result)}}
+
+  def reply({:error, {:failed, errors, result}}) do
+    result = result(result)
+    {:error, {:failed, errors_of(result, errors), result}}
+  end
   def reply({:error, {:cancelled, result}}), do: {:error, {:cancelled, result(result)}}
   def reply(other), do: other
 
@@ -85,8 +141,10 @@ defmodule CouncilEx.Wire do
   def event({:member_token, id, name, m, chunk}),
     do: {:member_token, id, round_name(name), m, chunk}
 
-  def event({:member_completed, id, name, m, res}),
-    do: {:member_completed, id, round_name(name), m, res}
+  def event({:member_completed, id, name, m, res}) do
+    name = round_name(name)
+    {:member_completed, id, name, m, member_result(res, name)}
+  end
 
   def event({:round_completed, id, name, res}),
     do: {:round_completed, id, round_name(name), round_result(res)}
@@ -98,9 +156,17 @@ defmodule CouncilEx.Wire do
     do: {:tool_call_result, id, round_name(name), m, call}
 
   def event({:run_completed, id, res}), do: {:run_completed, id, result(res)}
-  def event({:run_failed, id, errors, res}), do: {:run_failed, id, errors, result(res)}
+  def event({:run_failed, id, errors, res}) do
+    res = result(res)
+    {:run_failed, id, errors_of(res, errors), res}
+  end
   def event({:run_cancelled, id, res}), do: {:run_cancelled, id, result(res)}
   def event(other), do: other
+
+  # A failed run's errors (the same list as its result's on the wire) as
+  # the converted result has them.
+  defp errors_of(%{errors: converted}, _errors), do: converted
+  defp errors_of(_result, errors), do: errors
 
   defp current_round(%{name: name} = r), do: %{r | name: round_name(name)}
   defp current_round(other), do: other

@@ -27,6 +27,16 @@ static void assert_agg(const council_round_result *r, const char *expect)
         fail_msg("aggregate %s\n  expected %s", r->aggregate_json, expect);
 }
 
+/* The spec (single quotes) is refused, naming field. */
+static void assert_refused(const char *spec, const char *field)
+{
+    council_spec *s = NULL;
+    council_spec_error err;
+    const char *json = sq(spec);
+    assert_int_equal(council_spec_from_json(json, strlen(json), &s, &err), COUNCIL_ESPEC);
+    assert_string_equal(err.field, field);
+}
+
 static void test_independent_analysis_gives_one_answer_per_member(void **state)
 {
     fx *f = *state;
@@ -188,6 +198,10 @@ static void test_pairwise_elimination_bracket_with_bye(void **state)
                   "'winner_member':'c'}");
     const council_member_result *mb = member_in(r, "b");
     assert_true(mb->ok);
+    /* a and b voted and their answers lost a match; c's won */
+    assert_int_equal(mb->status, COUNCIL_MEMBER_ELIMINATED);
+    assert_int_equal(member_in(r, "a")->status, COUNCIL_MEMBER_ELIMINATED);
+    assert_int_equal(member_in(r, "c")->status, COUNCIL_MEMBER_OK);
     assert_int_equal(mb->attempts, 2); /* one call per match */
     assert_string_equal(mb->parsed_json,
                         sq("{'votes':[{'pair':['A','B'],'vote':'B'},"
@@ -287,10 +301,22 @@ static void test_members_option_gates_a_round(void **state)
              ",'rounds':[{'type':'independent_analysis','options':{'members':"
              "['c','b']}},{'type':'vote','options':{'members':['a']}}]}", NULL);
     const council_round_result *r = round_named(run, "independent_analysis");
-    assert_int_equal(r->n_members, 2);
+    /* the members called, then those left out, as skipped */
+    assert_int_equal(r->n_members, 3);
     assert_string_equal(r->members[0]->member_id, "b");
+    assert_string_equal(r->members[1]->member_id, "c");
+    assert_int_equal(r->members[1]->status, COUNCIL_MEMBER_OK);
+    const council_member_result *ma = r->members[2];
+    assert_string_equal(ma->member_id, "a");
+    assert_int_equal(ma->status, COUNCIL_MEMBER_SKIPPED);
+    assert_false(ma->ok);
+    assert_int_equal(ma->attempts, 0);
+    assert_null(ma->error);
+    assert_null(ma->error_kind);
     const council_round_result *v = round_named(run, "vote");
-    assert_int_equal(v->n_members, 1);
+    assert_int_equal(v->n_members, 3);
+    assert_int_equal(member_in(v, "a")->status, COUNCIL_MEMBER_OK);
+    assert_int_equal(member_in(v, "b")->status, COUNCIL_MEMBER_SKIPPED);
     /* only b and c answered, so they are the candidates */
     assert_agg(v, "{'tally':{'B':1,'C':0},'unanimous':true,'valid_votes':1,"
                   "'winner':'B','winner_member':'b'}");
@@ -307,6 +333,8 @@ static void test_unparsable_vote_is_a_counted_member_error(void **state)
     const council_round_result *v = round_named(run, "vote");
     const council_member_result *mc = member_in(v, "c");
     assert_false(mc->ok);
+    assert_int_equal(mc->status, COUNCIL_MEMBER_INVALID_OUTPUT);
+    assert_string_equal(mc->error_kind, "validation");
     assert_int_equal(mc->attempts, 1);
     assert_non_null(strstr(mc->error, "unparsable vote"));
     assert_string_equal(mc->text, "I like them all");
@@ -315,6 +343,13 @@ static void test_unparsable_vote_is_a_counted_member_error(void **state)
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_errors, 1);
     assert_non_null(strstr(res->errors[0], "member c in round vote"));
+    /* the same error as data */
+    const council_error_info *ei = council_result_error_info(res, 0);
+    assert_string_equal(ei->kind, "validation");
+    assert_string_equal(ei->member_id, "c");
+    assert_string_equal(ei->round_name, "vote");
+    assert_null(council_result_error_info(res, 1));
+    assert_null(council_result_error_info(NULL, 0));
 }
 
 static void test_round_with_no_success_fails_the_run(void **state)
@@ -330,6 +365,11 @@ static void test_round_with_no_success_fails_the_run(void **state)
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_errors, 4);
     assert_non_null(strstr(res->errors[3], "round independent_analysis failed"));
+    /* every member failure in it transient: so is the round's */
+    assert_string_equal(council_result_error_info(res, 3)->kind, "transient");
+    assert_null(council_result_error_info(res, 3)->member_id);
+    assert_string_equal(council_result_error_info(res, 3)->round_name, "independent_analysis");
+    assert_string_equal(council_result_error_info(res, 0)->member_id, "a");
     assert_null(res->final_text);
     assert_int_equal(rec_count(rec, COUNCIL_EV_RUN_FAILED), 1);
     assert_int_equal(rec_terminal(rec), 1);
@@ -457,7 +497,19 @@ static void test_failure_mode_fail_fast_and_continue(void **state)
     assert_int_equal(res->n_rounds, 1); /* the partial round, then nothing */
     assert_int_equal(member_in(res->rounds[0], "a")->attempts, 2);
     assert_false(member_in(res->rounds[0], "a")->ok);
+    assert_int_equal(member_in(res->rounds[0], "a")->status, COUNCIL_MEMBER_ERROR);
+    /* b's call was abandoned when the round failed, and c's never made
+     * (a's attempts fail at once, before c is launched) */
+    assert_int_equal(member_in(res->rounds[0], "b")->status, COUNCIL_MEMBER_SKIPPED);
+    assert_null(member_in(res->rounds[0], "b")->error);
+    assert_int_equal(member_in(res->rounds[0], "c")->status, COUNCIL_MEMBER_SKIPPED);
+    assert_int_equal(member_in(res->rounds[0], "c")->attempts, 0);
     assert_non_null(strstr(res->errors[res->n_errors - 1], "failure_mode fail_fast"));
+    /* a's failures are transient (mock), so is the round's that they failed */
+    const council_error_info *ei = council_result_error_info(res, res->n_errors - 1);
+    assert_string_equal(ei->kind, "transient");
+    assert_string_equal(ei->member_id, "a");
+    assert_string_equal(ei->round_name, "independent_analysis");
     council_run_unref(run);
     snprintf(spec, sizeof spec,
              "{'id':'t',%s,'rounds':[{'type':'independent_analysis',"
@@ -466,19 +518,51 @@ static void test_failure_mode_fail_fast_and_continue(void **state)
     run = run_spec(ctx, spec, NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     council_run_unref(run);
-    council_spec *s = NULL;
-    council_spec_error err;
-    const char *bad = sq("{'id':'t','members':[{'id':'a','provider':'mock'}],"
-                         "'rounds':[{'type':'vote','options':{'failure_mode':'maybe'}}]}");
-    assert_int_equal(council_spec_from_json(bad, strlen(bad), &s, &err), COUNCIL_ESPEC);
-    assert_string_equal(err.field, "rounds[0].options.failure_mode");
+    assert_refused("{'id':'t','members':[{'id':'a','provider':'mock'}],"
+                   "'rounds':[{'type':'vote','options':{'failure_mode':'maybe'}}]}",
+                   "rounds[0].options.failure_mode");
     council_ctx_free(ctx);
+}
+
+/* A member's own max_attempts / backoff_ms win over the limits'; a
+ * timed-out last attempt is the status timeout. */
+static void test_member_retry_options_and_timeout_status(void **state)
+{
+    fx *f = *state;
+    council_run *run = f->run = run_spec(
+        f->ctx, "{'id':'t'," MEMBERS3("'fail_attempts':[1,2]",
+                                   "'fail_attempts':[1,2],'max_attempts':3,'backoff_ms':1",
+                                   "'hang_attempts':[1],'timeout_ms':50")
+             ",'rounds':[{'type':'independent_analysis'}],'limits':{'max_attempts':1}}",
+        NULL);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    const council_round_result *r = round_named(run, "independent_analysis");
+    assert_int_equal(member_in(r, "a")->attempts, 1);
+    assert_int_equal(member_in(r, "a")->status, COUNCIL_MEMBER_ERROR);
+    assert_int_equal(member_in(r, "b")->attempts, 3);
+    assert_int_equal(member_in(r, "b")->status, COUNCIL_MEMBER_OK);
+    const council_member_result *mc = member_in(r, "c");
+    assert_int_equal(mc->attempts, 1);
+    assert_int_equal(mc->status, COUNCIL_MEMBER_TIMEOUT);
+    assert_string_equal(mc->error_kind, "transient");
+    assert_non_null(strstr(mc->error, "timeout after 50 ms"));
+    /* the options' ranges are the limits' */
+    assert_refused("{'id':'t','members':[{'id':'a','provider':'mock',"
+                   "'options':{'max_attempts':11}}],'rounds':[{'type':'vote'}]}",
+                   "members[0].options.max_attempts");
+    assert_refused("{'id':'t','members':[{'id':'a','provider':'mock',"
+                   "'options':{'backoff_ms':-1}}],'rounds':[{'type':'vote'}]}",
+                   "members[0].options.backoff_ms");
+    assert_string_equal(council_member_status_name(COUNCIL_MEMBER_INVALID_OUTPUT),
+                        "invalid_output");
+    assert_null(council_member_status_name((council_member_status)99));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failure_mode_fail_fast_and_continue),
+        cmocka_unit_test_setup_teardown(test_member_retry_options_and_timeout_status, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_independent_analysis_gives_one_answer_per_member, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_vote_tally_and_winner, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_vote_tie_goes_to_lowest_label, fx_setup, fx_teardown),

@@ -873,11 +873,12 @@ static void test_json_views_have_the_protocol_shapes(void **state)
             assert_non_null(json_object_get(p, "type"));
             break;
         case COUNCIL_EV_RUN_COMPLETED:
-            assert_int_equal(json_object_size(p), 4);
+            assert_int_equal(json_object_size(p), 5);
             assert_true(json_is_object(json_object_get(p, "usage")));
             assert_int_equal(json_array_size(json_object_get(p, "rounds")), 3);
             assert_true(json_is_string(json_object_get(p, "final")));
             assert_int_equal(json_array_size(json_object_get(p, "errors")), 0);
+            assert_int_equal(json_array_size(json_object_get(p, "error_info")), 0);
             break;
         default:
             assert_null(p);

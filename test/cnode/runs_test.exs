@@ -198,9 +198,29 @@ defmodule CNode.RunsTest do
     Process.flag(:trap_exit, true)
     {:ok, pid} = start(i.node, %{spec: failing, subscribe: [self()]}, :start_link)
     evs = events()
-    assert {:run_failed, _, [_ | _] = errors, %{errors: errors}} = List.last(evs)
+    assert {:run_failed, _, [_ | _] = errors, %{errors: errors, error_info: info}} = List.last(evs)
     assert_receive {:EXIT, ^pid, {:shutdown, {:failed, ^errors}}}, 10_000
     Process.flag(:trap_exit, false)
+    # each error as data: a's failure, then its round's
+    assert [%{kind: :transient, member_id: "a", round_name: "independent_analysis"},
+            %{kind: :transient, member_id: nil, round_name: "independent_analysis"}] = info
+    assert [%{rounds: [%{members: [%{status: :error, attempts: 2}]}]}] =
+             for({:run_failed, _, _, r} <- evs, do: r)
+  end
+
+  test "{:validate, spec}: :ok, or the refusal a start would get", %{info: i} do
+    svc = {:council_ex, i.node}
+    good = %{id: "v", members: @members, rounds: [%{type: "vote"}]}
+    assert :ok = GenServer.call(svc, {:validate, good})
+    assert :ok = GenServer.call(svc, {:validate, {:json, ~s({"id":"v","members":[{"id":"a","provider":"mock"}],"rounds":[{"type":"vote"}]})}})
+    bad = %{good | rounds: [%{type: "vote", options: %{failure_mode: "maybe"}}]}
+    assert {:error, {:invalid_spec, "rounds[0].options.failure_mode", _}} =
+             GenServer.call(svc, {:validate, bad})
+    assert {:error, {:invalid_spec, "members[0].provider", _}} =
+             GenServer.call(svc, {:validate, %{good | members: [%{id: "a", provider: "nope"}]}})
+    assert {:error, {:invalid_spec, "$", _}} = GenServer.call(svc, {:validate, "{not json"})
+    assert {:error, {:invalid_spec, "spec", _}} = GenServer.call(svc, {:validate, {:tuple}})
+    assert {:error, {:unknown_call, _}} = GenServer.call(svc, {:validate, good, :extra})
   end
 
   test "bad requests get error tuples and the node keeps serving", %{info: i} do
@@ -390,7 +410,8 @@ defmodule CNode.RunsTest do
     {:ok, _pid} = start(i.node, %{spec: spec, subscribe: [self()]})
     evs = events()
     assert {:run_completed, _, %{final: final, rounds: rounds, errors: []} = result} = List.last(evs)
-    assert Map.keys(result) |> Enum.sort() == [:errors, :final, :rounds, :usage]
+    assert Map.keys(result) |> Enum.sort() == [:error_info, :errors, :final, :rounds, :usage]
+    assert result.error_info == []
     # mock members report no tokens
     zero = %{input_tokens: 0, output_tokens: 0, cost: nil}
     assert result.usage == zero

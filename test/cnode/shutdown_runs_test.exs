@@ -76,7 +76,7 @@ defmodule CNode.ShutdownRunsTest do
       end
       # the result of a run cancelled before any round ended, in its exact
       # shape (empty lists are lists, no stray keys)
-      empty = %{final: nil, rounds: [], errors: [],
+      empty = %{final: nil, rounds: [], errors: [], error_info: [],
                 usage: %{input_tokens: 0, output_tokens: 0, cost: nil}}
       for id <- ids do
         assert {:run_cancelled, ^id, ^empty} = Enum.find(msgs, &match?({:run_cancelled, ^id, _}, &1))

@@ -19,7 +19,12 @@ defmodule CouncilEx.BeamMemberTest do
 
     assert %{status: :ok, text: "echo: \"hello\""} = results["echo"]
     assert %{status: :error, error: error, attempts: 1} = results["boom"]
-    assert error =~ "member exploded"
+
+    assert %CouncilEx.Error{kind: :transient, member_id: "boom", round_name: :independent_analysis} =
+             error
+
+    assert to_string(error) =~ "member exploded"
+    assert error.context == %{status: :error, attempts: 1}
     assert %{status: :ok} = results["mock"]
     assert {:run_completed, ^id, _} = List.last(events)
   end

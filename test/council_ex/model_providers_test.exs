@@ -291,7 +291,8 @@ defmodule CouncilEx.ModelProvidersTest do
 
       assert hd(resolved.members).options == %{"model" => "claude"}
 
-      assert {:error, {:invalid_spec, "members[0].options.model", _}} = CouncilEx.start(spec, "q")
+      assert {:error, {:invalid_council, [%{path: "members[0].options.model"}]}} =
+               CouncilEx.start(spec, "q")
     end
   end
 

@@ -296,9 +296,11 @@ defmodule CouncilEx.ModelRunTest do
     assert {:error, {:failed, _errors, result}} = CouncilEx.run(spec, "hi")
     [%{members: [a, b]}] = result.rounds
     assert %{status: :error, error_kind: :permanent, attempts: 1} = a
-    assert a.error =~ "refused the key"
+    assert %CouncilEx.Error{kind: :permanent, member_id: "a"} = a.error
+    assert a.error.message =~ "refused the key"
+    refute CouncilEx.Error.retryable?(a.error)
     assert %{status: :error, error_kind: :permanent, attempts: 1} = b
-    assert b.error =~ "COUNCIL_EX_TEST_UNSET_VAR"
+    assert b.error.message =~ "COUNCIL_EX_TEST_UNSET_VAR"
     refute inspect(result) =~ @env_key
   end
 
@@ -347,7 +349,8 @@ defmodule CouncilEx.ModelRunTest do
 
   test "model field: the library and the C node refuse a model member without one alike" do
     spec = new_spec([[id: :a, provider: :mock], [id: :b, provider: :gemini]])
-    assert {:error, {:invalid_spec, "members[1].options.model", _}} = CouncilEx.start(spec, "q")
+    assert {:error, {:invalid_council, [%{path: "members[1].options.model"}]}} =
+             CouncilEx.start(spec, "q")
 
     assert {:error, {:invalid_spec, "members[1].options.model", _}} =
              CouncilEx.Backend.start(:start, %{spec: Spec.to_json(spec), input: "q", run_id: nil})

@@ -56,7 +56,10 @@ defmodule CouncilEx.SpecValidationTest do
             &CouncilEx.Supervisor.start_link(sup, &1, "q"),
             &CouncilEx.Supervisor.start_run(sup, &1, "q")
           ] do
-        assert {:error, {:invalid_spec, "chair", "\"nobody\" is not a member"}} = start.(spec)
+        assert {:error,
+                {:invalid_council,
+                 [%{path: "chair", code: :invalid_spec, message: "\"nobody\" is not a member"}]}} =
+                 start.(spec)
       end
     end)
 
