@@ -222,7 +222,9 @@ defmodule B.Llm do
   # ------------------------------------------------------------------ rows
 
   defp med(list, key), do: Stats.values(Enum.map(list, & &1[key]))
-  # a duration in ns, in the unit that suits it
+  # a duration in ns, in the unit that suits it; "-" for a figure a run
+  # has none of (e.g. no steady-state samples in a short smoke run)
+  defp dur(nil), do: "-"
   defp dur(ns) when ns < 1000, do: "#{round(ns)} ns"
   defp dur(ns) when ns < 1.0e6, do: "#{f1(ns / 1000)} µs"
   defp dur(ns) when ns < 1.0e9, do: "#{f1(ns / 1.0e6)} ms"

@@ -78,7 +78,7 @@ defmodule Demo.Printer do
         {:ok, result}
 
       {:run_failed, ^run_id, errors, result} ->
-        say(t0, ANSI.red() <> "run failed: #{inspect(errors)}" <> ANSI.reset())
+        say(t0, ANSI.red() <> "run failed: #{Enum.join(errors, "; ")}" <> ANSI.reset())
         {:error, result}
 
       {:run_cancelled, ^run_id, result} ->

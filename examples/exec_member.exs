@@ -48,7 +48,7 @@ print = fn print ->
       IO.puts("final: #{result.final}")
 
     {:run_failed, ^run_id, errors, _} ->
-      IO.puts("failed: #{inspect(errors)}")
+      IO.puts("failed: #{Enum.join(errors, "; ")}")
 
     _other ->
       print.(print)

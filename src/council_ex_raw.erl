@@ -48,7 +48,7 @@
          unsubscribe/2, unsubscribe/3,
          await/1, await/2,
          run_call/2, run_call/3,
-         ping/1, stats/1,
+         ping/1, stats/1, validate/2,
          call/3,
          topic/1, default_registry/0, executable/0]).
 
@@ -201,6 +201,13 @@ ping(Service) ->
 -spec stats(service()) -> {ok, #{atom() => non_neg_integer()}} | error().
 stats(Service) ->
     call(Service, stats, ?TIMEOUT).
+
+%% @doc What a start with `Spec' (as the `spec' of {@link start/2}) would
+%% answer for the spec, nothing started: `ok' or `{error, {invalid_spec,
+%% Field, Message}}'.
+-spec validate(service(), term()) -> ok | error().
+validate(Service, Spec) ->
+    call(Service, {validate, Spec}, ?TIMEOUT).
 
 %% @doc Any request of docs/protocol.md to the service, with a timeout.
 %% Returns the reply, or `{error, Reason}' when there is none (see the

@@ -62,8 +62,11 @@ defmodule CouncilEx.DSL do
   provider (`:openai`, `:openrouter`, `:ollama`, `:anthropic`, `:gemini`:
   option `model:` names the model), or an Elixir module implementing
   `CouncilEx.Member` (sent as provider `beam`); `:native` is refused (the C
-  node has no native providers). Every other option (or an explicit
-  `options:` map) is passed to the provider as JSON, except for model
+  node has no native providers). `retry: {max_attempts, base_ms}` and
+  `timeout_ms:` give this member its own retry policy and timeout (over
+  the run's and the council's, see `CouncilEx.RunServer.start/1`). Every
+  other option (or an explicit `options:` map) is passed to the provider
+  as JSON, except for model
   providers `api_key: {:system, "VAR"}` (sent as `api_key_env`; a literal
   key is refused) and tools whose `handler:` is a function (see
   `CouncilEx.Spec`).
@@ -77,8 +80,12 @@ defmodule CouncilEx.DSL do
   @doc """
   Declares the next round. `type` is a round type (see
   `CouncilEx.Spec.round_types/0`); `name:` renames it (names may repeat, as in the C node);
-  `members:` limits who takes part; other options go to the round as JSON.
-  An `:iterate` round takes its nested rounds in a `do` block.
+  `members:` limits who takes part (the others are `:skipped` in its
+  result); `failure_mode: :continue` (the default: the round fails only
+  when no member succeeds) or `:fail_fast` (the first member that fails
+  for good, after its retries, fails the run); other options go to the
+  round as JSON (docs/spec-format.md). An `:iterate` round takes its
+  nested rounds in a `do` block.
   """
   defmacro round(type, opts \\ [])
 

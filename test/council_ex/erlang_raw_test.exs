@@ -130,6 +130,11 @@ defmodule CouncilEx.ErlangRawTest do
              })
 
     assert {:error, {:bad_option, _}} = :council_ex_raw.start(node, %{spec: @spec_json})
+    assert :ok = :council_ex_raw.validate(node, @spec_json)
+
+    assert {:error, {:invalid_spec, "rounds", _}} =
+             :council_ex_raw.validate(node, ~s({"id":"x","members":[{"id":"a","provider":"mock"}]}))
+
     assert {:error, {:unknown_call, :bogus}} = :council_ex_raw.call(node, :bogus, 5_000)
 
     {:ok, host} = :inet.gethostname()

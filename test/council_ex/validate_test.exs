@@ -55,6 +55,14 @@ defmodule CouncilEx.ValidateTest do
       assert is_binary(message) and message != ""
     end
 
+    # the library's own checks need no backend; the core's verdict does
+    Backend.without_backend(fn ->
+      assert {:error, [%{path: "chair", code: :invalid_spec}]} =
+               CouncilEx.validate(%{base | chair: "nobody"})
+
+      assert {:error, [%{path: "$", code: :unavailable}]} = CouncilEx.validate(base)
+    end)
+
     assert {:error, [%{path: "$", code: :not_a_council}]} = CouncilEx.validate(Enum)
     assert {:error, [%{path: "$", code: :not_a_council}]} = CouncilEx.validate("nope")
   end
