@@ -215,7 +215,10 @@ static void system_msg(cn_node *n, cn_proc *p, cn_gen *g, const cn_gen_from *f,
     if (cn_term_tuple(req, el, 2) == 2 && cn_term_is_atom(el[0], "terminate")) {
         cn_gen_reply_built(n, p, f, &x, ei_x_encode_atom(&x, "ok"));
         ei_x_free(&x);
-        cn_node_exit(n, p, el[1]);
+        if (g->ops->handle_stop)
+            g->ops->handle_stop(n, p, el[1]);
+        else
+            cn_node_exit(n, p, el[1]);
         return;
     }
     if (cn_term_is_atom(req, "get_state") && g->ops->get_state &&

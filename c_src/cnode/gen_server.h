@@ -4,7 +4,7 @@
  * handles it gives out. Decodes what GenServer/gen/proc_lib/sys send:
  *   {'$gen_call', {Pid, Tag}, Request}   -> handle_call
  *   {'$gen_cast', Msg}                   -> handle_cast
- *   {system, From, {terminate, Reason}}  -> reply ok, then exit Reason
+ *   {system, From, {terminate, Reason}}  -> reply ok, then exit Reason (handle_stop)
  *   {system, From, get_state}            -> reply State (get_state cb), which
  *                                           sys:get_state/1 returns as is
  *   {system, From, Other}                -> reply {error, {unknown_system_msg, Summary}}
@@ -55,6 +55,10 @@ typedef struct cn_gen_ops {
      * cn_node_exit_signal_default. */
     void (*handle_exit)(cn_node *n, cn_proc *p, const cn_pid *from, cn_slice reason,
                         int via_link);
+    /* GenServer.stop/3 (sys:terminate), called once `ok` has been sent:
+     * the process must end with reason, now (cn_node_exit) or soon. May
+     * be NULL: it exits at once. */
+    void (*handle_stop)(cn_node *n, cn_proc *p, cn_slice reason);
 } cn_gen_ops;
 
 /* Spawns a gen_server process (name may be NULL). NULL on failure. */

@@ -295,32 +295,37 @@ static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
     }
 }
 
-/* An exit signal, honoured as by a GenServer that traps exits and stops
- * in its terminate/2: `kill` ends the process at once (terminate() then
- * cancels the run); `normal` means nothing; any other reason (a
- * supervisor's `shutdown` in terminate_child or its own shutdown, a linked
- * caller's exit, Process.exit/2, `noconnection`) cancels the run with that
- * reason, so that subscribers get run_cancelled and awaiters their answer
- * before the process exits with it (finish(), as for every end). A run
- * that has ended already exits with the signal's reason once its events
- * are out; one whose end cannot be watched (out of memory) exits now. */
-static void handle_exit(cn_node *n, cn_proc *p, const cn_pid *from, cn_slice reason,
-                        int via_link)
+/* GenServer.stop (its `ok` sent) and exit signals end the run the way a
+ * GenServer's terminate/2 runs before its exit: the run is cancelled with
+ * the reason, so that subscribers get run_cancelled and awaiters their
+ * answer before the process exits with that reason (finish(), as for
+ * every end). A run that has ended already exits with the reason once its
+ * events are out; one whose end cannot be watched (out of memory) exits
+ * now. */
+static void handle_stop(cn_node *n, cn_proc *p, cn_slice reason)
 {
-    (void)from;
     cn_run_proc *rp = cn_gen_state(p);
-    if (!via_link && cn_term_is_atom(reason, "kill")) {
-        cn_node_exit(n, p, cn_atom_killed());
-        return;
-    }
-    if (cn_term_is_atom(reason, "normal"))
-        return;
     keep_reason(rp, reason);
     council_status st = council_run_status(rp->run);
     if (st == COUNCIL_PENDING || st == COUNCIL_RUNNING)
         council_run_cancel(rp->run); /* its end queues finish() */
     if (!rp->ending)
         cn_node_exit(n, p, reason);
+}
+
+/* An exit signal, honoured as by a GenServer that stops in terminate/2:
+ * `kill` ends the process at once (terminate() then cancels the run);
+ * `normal` means nothing; any other reason (a supervisor's `shutdown` in
+ * terminate_child or its own shutdown, a linked caller's exit,
+ * Process.exit/2, `noconnection`) stops it as above. */
+static void handle_exit(cn_node *n, cn_proc *p, const cn_pid *from, cn_slice reason,
+                        int via_link)
+{
+    (void)from;
+    if (!via_link && cn_term_is_atom(reason, "kill"))
+        cn_node_exit(n, p, cn_atom_killed());
+    else if (!cn_term_is_atom(reason, "normal"))
+        handle_stop(n, p, reason);
 }
 
 static int get_state(cn_node *n, cn_proc *p, ei_x_buff *x)
@@ -371,6 +376,7 @@ static const cn_gen_ops run_ops = {
     .handle_down = handle_down,
     .terminate = terminate,
     .handle_exit = handle_exit,
+    .handle_stop = handle_stop,
 };
 
 /* -------------------------------------------------------------- API */

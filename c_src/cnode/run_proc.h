@@ -12,9 +12,10 @@
  * run's events have been handed to the connections (a zero timer, then a
  * pub/sub flush), then answers its awaiters and exits: linked processes
  * get the exit signal and monitors their DOWN, after the last event.
- * An exit signal (a supervisor's shutdown, Process.exit/2, a linked
- * process's exit) other than kill and normal cancels the run with its
- * reason and ends the process the same way, after the run's events: a
+ * GenServer.stop and an exit signal (a supervisor's shutdown,
+ * Process.exit/2, a linked process's exit) other than kill and normal
+ * cancel the run with their reason and end the process the same way,
+ * after the run's events: a
  * supervisor that terminates a run sees it exit with `shutdown` after its
  * subscribers got run_cancelled.
  * Reasons: normal (completed), {shutdown, cancelled} (cancelled through the

@@ -17,7 +17,10 @@ defmodule CouncilEx.Registry do
   @typedoc "A run's name in a registry."
   @type name :: {atom | binary, binary}
 
-  @doc "The run's pid, or `:undefined` when no live run has that name."
+  @doc """
+  The run's pid, or `:undefined` when no running run has that name (also
+  from the moment a run ends: `CouncilEx.RunServer.whereis/2`).
+  """
   @spec whereis_name(name) :: pid | :undefined
   def whereis_name({registry, run_id}) when is_binary(run_id) do
     case CouncilEx.RunServer.whereis(run_id, registry: registry) do
@@ -32,7 +35,7 @@ defmodule CouncilEx.Registry do
   @spec register_name(name, pid) :: :no
   def register_name(_name, _pid), do: :no
 
-  @doc "Runs leave the registry when their retention ends: a no-op."
+  @doc "Runs leave the registry when they end (`whereis_name/1` is `:undefined` from then on): a no-op."
   @spec unregister_name(name) :: :ok
   def unregister_name(_name), do: :ok
 

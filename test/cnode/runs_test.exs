@@ -255,7 +255,7 @@ defmodule CNode.RunsTest do
   # As a GenServer that stops in terminate/2: an exit signal cancels the
   # run with its reason; the subscriber (on the same connection as the
   # signals) gets run_cancelled before the DOWN and the EXIT.
-  test "exit signals: shutdown from a linked parent, Process.exit/2, kill, normal", %{info: i} do
+  test "exit signals (shutdown from a linked parent, Process.exit/2, kill, normal) and GenServer.stop", %{info: i} do
     Process.flag(:trap_exit, true)
     svc = {:council_ex, i.node}
     {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "sig1", subscribe: [self()]}, :start_link)
@@ -279,6 +279,19 @@ defmodule CNode.RunsTest do
     assert_receive {:run_cancelled, "sig2", _}
     assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, :tenant_gone}}
     refute_received {:EXIT, ^pid, _}
+
+    # GenServer.stop: the same order (the stop's caller waits for the DOWN)
+    {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "sig4", subscribe: [self()]})
+    assert_receive {:run_started, "sig4", _, _}
+    ref = Process.monitor(pid)
+    assert GenServer.stop(pid, :bye, 30_000) == :ok
+
+    assert [{:run_cancelled, "sig4", _}, {:DOWN, ^ref, :process, ^pid, :bye}] =
+             wait_messages(2, &(elem(&1, 0) in [:run_cancelled, :DOWN]))
+
+    flush_messages()
+    assert {:ok, %{status: :cancelled}} =
+             GenServer.call(svc, {:state, "CouncilEx.Runner.Registry", "sig4"})
 
     # normal is ignored; kill ends it at once, the run cancelled after
     {:ok, pid} = start(i.node, %{spec: slow_spec(), run_id: "sig3", subscribe: [self()]})
