@@ -282,7 +282,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         /* Only reached when a frame (already known to be under the cap) is
          * incomplete: grow by doubling as data arrives. */
         size_t cap = c->in_cap * 2;
-        size_t hard = c->lim.max_frame + 4;
+        size_t hard = (c->lim.max_frame > CN_CONN_HEAD ? c->lim.max_frame : CN_CONN_HEAD) + 4;
         if (hard < HS_MAX_PACKET + 2)
             hard = HS_MAX_PACKET + 2;
         if (cap > hard)
@@ -424,15 +424,40 @@ static void process_input(cn_conn *c)
             hs_step(c, p + 2, n);
             continue;
         }
+        if (c->discard) { /* the rest of a frame over the limit */
+            size_t k = avail < c->discard ? avail : c->discard;
+            pos += k;
+            c->discard -= k;
+            if (c->discard)
+                break;
+            continue;
+        }
         if (avail < 4)
             break;
         size_t n = cn_rd32(p);
         if (n > c->lim.max_frame) {
-            cn_log_warn("connection %s (%s): frame of %zu bytes exceeds the "
-                        "%zu-byte limit, closing", c->addr, c->hs.peer_name, n,
-                        c->lim.max_frame);
-            begin_close(c, "frame too large");
-            break;
+            if (n > CN_CONN_DISCARD_CAP) {
+                cn_log_limited(CN_LOGK_FRAME, CN_LOG_WARN,
+                               "connection %s (%s): frame of %zu bytes over the "
+                               "%u-byte cap, closing", c->addr, c->hs.peer_name, n,
+                               (unsigned)CN_CONN_DISCARD_CAP);
+                begin_close(c, "frame too large");
+                break;
+            }
+            /* its head (the control message, the start of the message)
+             * goes to the node, the rest is read and dropped as it comes */
+            size_t head = n < CN_CONN_HEAD ? n : CN_CONN_HEAD;
+            if (avail < 4 + head)
+                break;
+            pos += 4 + head;
+            c->discard = n - head;
+            c->frames_in++;
+            c->frames_discarded++;
+            if (c->cbs.on_oversize && c->cbs.on_oversize(c, p + 4, head, n, c->ud) < 0) {
+                begin_close(c, "bad frame");
+                break;
+            }
+            continue;
         }
         if (avail < 4 + n)
             break;

@@ -7,10 +7,15 @@
  * hands each non-tick frame body to on_frame and nothing else.
  *
  * Framing: 2-byte length packets during the handshake (max 1024 bytes),
- * then 4-byte length frames. A frame longer than limits.max_frame closes the
- * connection as soon as its header is read; the input buffer grows only as
- * bytes actually arrive, never to the claimed size. A zero-length frame is a
- * tick and is answered with a tick. A peer silent for silent_ms is dropped.
+ * then 4-byte length frames. A frame longer than limits.max_frame is not
+ * kept: its first CN_CONN_HEAD bytes (enough for the control message and
+ * the head of the message: who sent it, the call's reply tag) go to
+ * on_oversize, the rest is read and dropped as it arrives, and the
+ * connection stays up. Only a frame over CN_CONN_DISCARD_CAP (1 GiB: no
+ * request is that big; reading it would only keep the socket busy) closes
+ * the connection. The input buffer grows only as bytes actually arrive,
+ * never to the claimed size. A zero-length frame is a tick and is answered
+ * with a tick. A peer silent for silent_ms is dropped.
  * We also send a tick if we wrote nothing for tick_ms.
  *
  * Output: cn_conn_send queues one whole frame (copied) with uv_write; the
@@ -45,6 +50,13 @@
 
 typedef struct cn_conn cn_conn;
 
+/* Bytes of an oversized frame handed to on_oversize (or the whole frame,
+ * when it is shorter). */
+#define CN_CONN_HEAD 8192
+/* A frame longer than this closes the connection instead of being read
+ * and dropped. */
+#define CN_CONN_DISCARD_CAP (1u << 30)
+
 typedef struct cn_conn_limits {
     size_t max_frame;       /* bytes of one frame body */
     size_t max_outq;        /* bytes queued for writing */
@@ -62,6 +74,12 @@ typedef struct cn_conn_cbs {
     int (*on_up)(cn_conn *c, void *ud);
     /* One frame body (len > 0). Return <0 to close the connection. */
     int (*on_frame)(cn_conn *c, const unsigned char *body, size_t len, void *ud);
+    /* A frame of frame_len bytes over limits.max_frame, of which only the
+     * first head_len (min(frame_len, CN_CONN_HEAD)) are given; the rest is
+     * dropped as it arrives. Return <0 to close the connection. May be
+     * NULL (the frame is dropped). */
+    int (*on_oversize)(cn_conn *c, const unsigned char *head, size_t head_len,
+                       size_t frame_len, void *ud);
     /* Closing (once). `was_up`: the handshake had completed. c->hs_error
      * says why a handshake failed (a CN_HS_E*, 0 for I/O or timeout). */
     void (*on_close)(cn_conn *c, int was_up, void *ud);
@@ -96,7 +114,8 @@ struct cn_conn {
     char addr[64];     /* remote address for logs */
     char ip[48];       /* remote IP alone (the node's per-address bound) */
     unsigned hs_packets; /* handshake packets accepted so far (progress) */
-    uint64_t frames_in, frames_out;
+    size_t discard;    /* bytes of an oversized frame still to drop */
+    uint64_t frames_in, frames_out, frames_discarded;
 };
 
 /* Accepts a pending connection on `server` and starts the handshake.

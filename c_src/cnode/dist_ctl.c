@@ -7,8 +7,9 @@ static int is_pid(cn_slice s) { return cn_term_kind(s) == CN_KIND_PID; }
 static int is_atom(cn_slice s) { return cn_term_kind(s) == CN_KIND_ATOM; }
 static int is_ref(cn_slice s) { return cn_term_kind(s) == CN_KIND_REF; }
 
-int cn_ctl_parse(const unsigned char *buf, size_t len,
-                 const cn_term_limits *lim, cn_ctl *out)
+/* head: buf is only the start of a frame; the payload is not checked. */
+static int parse(const unsigned char *buf, size_t len, const cn_term_limits *lim,
+                 cn_ctl *out, int head)
 {
     memset(out, 0, sizeof *out);
     if (len < 1 || buf[0] != CN_ETF_VERSION)
@@ -30,7 +31,7 @@ int cn_ctl_parse(const unsigned char *buf, size_t len,
     if (rest_len > 0) {
         if (rest[0] != CN_ETF_VERSION)
             return CN_CTL_EPAYLOAD;
-        if ((rc = cn_term_check_exact(rest + 1, rest_len - 1, lim)))
+        if (!head && (rc = cn_term_check_exact(rest + 1, rest_len - 1, lim)))
             return rc;
         payload.p = rest + 1;
         payload.len = rest_len - 1;
@@ -166,6 +167,18 @@ int cn_ctl_parse(const unsigned char *buf, size_t len,
         return CN_CTL_EPAYLOAD;
     out->payload = payload;
     return CN_CTL_OK;
+}
+
+int cn_ctl_parse(const unsigned char *buf, size_t len,
+                 const cn_term_limits *lim, cn_ctl *out)
+{
+    return parse(buf, len, lim, out, 0);
+}
+
+int cn_ctl_parse_head(const unsigned char *buf, size_t len,
+                      const cn_term_limits *lim, cn_ctl *out)
+{
+    return parse(buf, len, lim, out, 1);
 }
 
 /* ------------------------------------------------------------ encoding */

@@ -78,6 +78,13 @@ enum {
  * Returns CN_CTL_OK or a negative code; `out` is only valid on success. */
 int cn_ctl_parse(const unsigned char *buf, size_t len,
                  const cn_term_limits *lim, cn_ctl *out);
+/* As cn_ctl_parse, for the start of a frame that is not kept whole (over
+ * the frame limit) or whose message is over the term limits: the control
+ * message must be whole and valid, the payload is only the bytes after it
+ * (after its 131), unchecked: read it with readers that stop at its end
+ * (cn_term_len). */
+int cn_ctl_parse_head(const unsigned char *buf, size_t len,
+                      const cn_term_limits *lim, cn_ctl *out);
 
 /* Frame encoders: each appends ONE whole frame to x (which the caller made
  * with ei_x_new). Terms (payload, reason, ref, target) are raw term bytes

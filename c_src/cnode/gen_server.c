@@ -54,6 +54,21 @@ int cn_gen_parse_from(cn_node *n, cn_slice term, cn_gen_from *out)
     return 0;
 }
 
+int cn_gen_parse_call_head(cn_node *n, cn_slice msg, cn_gen_from *out)
+{
+    int index = 0, arity = 0;
+    if (msg.len < 8 || cn_term_kind(msg) != CN_KIND_TUPLE ||
+        ei_decode_tuple_header((const char *)msg.p, &index, &arity) || arity != 3)
+        return -1;
+    cn_slice tag = {msg.p + index, 0}, from = {0};
+    tag.len = cn_term_len(tag.p, msg.len - (size_t)index);
+    if (!tag.len || !cn_term_is_atom(tag, "$gen_call"))
+        return -1;
+    from.p = tag.p + tag.len;
+    from.len = cn_term_len(from.p, msg.len - (size_t)(from.p - msg.p));
+    return from.len ? cn_gen_parse_from(n, from, out) : -1;
+}
+
 cn_gen_from *cn_gen_from_dup(const cn_gen_from *f)
 {
     cn_gen_from *d = malloc(sizeof *d);
@@ -288,7 +303,20 @@ static void on_exit_signal(cn_node *n, cn_proc *p, const cn_pid *from, cn_slice 
         cn_node_exit_signal_default(n, p, from, reason, via_link);
 }
 
+/* A call too large to be read gets {error, request_too_large}; other
+ * messages are dropped (counted by the node). */
+static void on_too_large(cn_node *n, cn_proc *p, cn_slice head)
+{
+    cn_gen_from from;
+    ei_x_buff x;
+    if (cn_gen_parse_call_head(n, head, &from) || ei_x_new(&x))
+        return;
+    cn_gen_reply_built(n, p, &from, &x, cn_gen_encode_error(&x, "request_too_large"));
+    ei_x_free(&x);
+}
+
 static const cn_proc_ops gen_proc_ops = {
+    .on_too_large = on_too_large,
     .on_message = on_message,
     .on_exit_signal = on_exit_signal,
     .on_down = on_down,

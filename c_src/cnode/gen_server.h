@@ -128,6 +128,11 @@ void cn_gen_from_free(cn_gen_from *f);
 /* Parses a From term ({Pid, Tag}) into a borrowed cn_gen_from whose tag
  * points into `term`. 0 or -1. (Exposed for tests.) */
 int cn_gen_parse_from(cn_node *n, cn_slice term, cn_gen_from *out);
+/* The From of a call whose message is given only in part: msg is the
+ * start of {'$gen_call', From, Request} (enough bytes for the first two
+ * elements; Request may be cut anywhere). Fills a borrowed cn_gen_from as
+ * cn_gen_parse_from does; 0, or -1 when msg is not such a start. */
+int cn_gen_parse_call_head(cn_node *n, cn_slice msg, cn_gen_from *out);
 /* Finds the alias ref inside a tag: 0 and (off,len) or -1 if none. */
 int cn_gen_tag_alias(cn_slice tag, size_t *off, size_t *len);
 

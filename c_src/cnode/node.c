@@ -107,6 +107,7 @@ void cn_node_stats_get(const cn_node *n, cn_node_stats *out)
     out->frames_in = n->frames_in;
     out->frames_dropped = n->frames_dropped;
     out->bad_frames = n->bad_frames;
+    out->frames_too_large = n->frames_too_large;
 }
 
 void cn_node_stop(cn_node *n)

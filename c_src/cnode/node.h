@@ -31,6 +31,12 @@
  *                   connection to the watched process dropped (noconnection).
  *   on_terminate    the process ends (reason given); links and monitors have
  *                   already been told. Free the state here.
+ *   on_too_large    (may be NULL) a message to it was not delivered: its
+ *                   frame was over conn.max_frame or its term over the
+ *                   term limits. `head` is the start of the message (at
+ *                   most CN_CONN_HEAD bytes, possibly cut in the middle of
+ *                   a term: read it with cn_term_len), for answering the
+ *                   sender (gen_server.c replies to a call).
  * Handlers may call any function below, including cn_node_exit on their
  * own process: the cn_proc stays allocated until the loop reaps it (next
  * loop iteration). Do not keep a cn_proc pointer past on_terminate: keep
@@ -91,6 +97,7 @@ typedef struct cn_proc_ops {
     void (*on_down)(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
                     cn_slice reason);
     void (*on_terminate)(cn_node *n, cn_proc *p, cn_slice reason);
+    void (*on_too_large)(cn_node *n, cn_proc *p, cn_slice head);
 } cn_proc_ops;
 
 typedef struct cn_node_config {
@@ -123,6 +130,8 @@ typedef struct cn_node_stats {
     int epmd_registered;        /* our name is in epmd now */
     uint64_t epmd_losses;       /* registrations lost since start */
     uint64_t frames_in, frames_dropped, bad_frames;
+    uint64_t frames_too_large;  /* messages over the frame or term limits,
+                                   refused (calls) or dropped */
 } cn_node_stats;
 
 /* Sets the defaults: 127.0.0.1, port 0, 64 connections, 256 pending

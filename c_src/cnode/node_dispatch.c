@@ -152,16 +152,55 @@ static int dispatch(cn_node *n, cn_conn *c, const cn_ctl *m)
     }
 }
 
+/* A message that cannot be delivered whole (a frame over the limit, a
+ * term over the term limits): its target may answer the sender from the
+ * start of it (gen_server.c: a call gets {error, request_too_large}); the
+ * connection stays up. head: the frame's start, from after the 'p'. */
+static void too_large(cn_node *n, cn_conn *c, const unsigned char *head, size_t len,
+                      size_t frame_len)
+{
+    n->frames_too_large++;
+    cn_ctl m;
+    cn_proc *p = NULL;
+    if (cn_ctl_parse_head(head, len, &n->cfg.terms, &m) == 0 &&
+        (m.op == CN_DOP_SEND || m.op == CN_DOP_REG_SEND))
+        p = resolve(n, &m.to);
+    cn_log_limited(CN_LOGK_FRAME, CN_LOG_WARN,
+                   "connection %s (%s): a message of %zu bytes over the limits %s",
+                   c->addr, c->hs.peer_name, frame_len,
+                   p && p->ops->on_too_large ? "refused" : "dropped");
+    if (p && p->ops->on_too_large)
+        p->ops->on_too_large(n, p, m.payload);
+}
+
+/* Counts a frame; 0 for a pass-through frame ('p'), else -1 (logged: the
+ * connection closes). */
+static int frame_in(cn_node *n, cn_conn *c, unsigned char type)
+{
+    n->frames_in++;
+    if (type == 'p')
+        return 0;
+    n->bad_frames++;
+    cn_log_warn("connection %s (%s): frame type %u not supported, closing", c->addr,
+                c->hs.peer_name, type);
+    return -1;
+}
+
+int cn_node_on_oversize(cn_conn *c, const unsigned char *head, size_t len, size_t frame_len,
+                        void *ud)
+{
+    cn_node *n = ud;
+    if (frame_in(n, c, head[0]))
+        return -1;
+    too_large(n, c, head + 1, len - 1, frame_len);
+    return 0;
+}
+
 int cn_node_on_frame(cn_conn *c, const unsigned char *body, size_t len, void *ud)
 {
     cn_node *n = ud;
-    n->frames_in++;
-    if (body[0] != 'p') {
-        n->bad_frames++;
-        cn_log_warn("connection %s (%s): frame type %u not supported, closing",
-                    c->addr, c->hs.peer_name, body[0]);
+    if (frame_in(n, c, body[0]))
         return -1;
-    }
     if (n->cfg.capture_dir && n->frames_in <= 100000) {
         char path[4096];
         snprintf(path, sizeof path, "%s/frame-%llu", n->cfg.capture_dir,
@@ -174,6 +213,12 @@ int cn_node_on_frame(cn_conn *c, const unsigned char *body, size_t len, void *ud
     }
     cn_ctl m;
     int rc = cn_ctl_parse(body + 1, len - 1, &n->cfg.terms, &m);
+    if ((rc == CN_TERM_EDEPTH || rc == CN_TERM_ECOUNT || rc == CN_TERM_ESIZE) &&
+        cn_ctl_parse_head(body + 1, len - 1, &n->cfg.terms, &m) == 0) {
+        /* a well-formed message, only too big to take */
+        too_large(n, c, body + 1, len - 1, len);
+        return 0;
+    }
     if (rc) {
         n->bad_frames++;
         cn_log_warn("connection %s (%s): bad control message (%d), closing",

@@ -46,7 +46,7 @@ struct cn_node {
     cn_dial_env dial_env;
     ei_x_buff scratch; /* frames are built here, then copied by the conn */
     uint64_t ref_counter;
-    uint64_t frames_in, frames_dropped, bad_frames;
+    uint64_t frames_in, frames_dropped, bad_frames, frames_too_large;
 };
 
 /* node.c: an exit signal reaches a local process (its on_exit_signal, or
@@ -80,8 +80,11 @@ void cn_node_drop_peer(cn_node *n, cn_peer *peer);
 void cn_node_mon_fire(cn_node *n, cn_mon *m, cn_slice reason);
 
 /* node_dispatch.c: one frame body (after the length) from a connection
- * that is up; <0 closes the connection. */
+ * that is up; <0 closes the connection. cn_node_on_oversize: the head of
+ * a frame over the frame limit (conn.h's on_oversize). */
 int cn_node_on_frame(cn_conn *c, const unsigned char *body, size_t len, void *ud);
+int cn_node_on_oversize(cn_conn *c, const unsigned char *head, size_t len, size_t frame_len,
+                        void *ud);
 
 /* node_listen.c: connections and dials coming up or going away. */
 extern const cn_dial_cbs cn_node_dial_cbs;

@@ -128,7 +128,11 @@ static void on_close(cn_conn *c, int was_up, void *ud)
     (void)was_up;
 }
 
-static const cn_conn_cbs conn_cbs = {on_up, cn_node_on_frame, on_close, on_status};
+static const cn_conn_cbs conn_cbs = {.on_up = on_up,
+                                     .on_frame = cn_node_on_frame,
+                                     .on_oversize = cn_node_on_oversize,
+                                     .on_close = on_close,
+                                     .on_status = on_status};
 
 /* ---------------------------------------------------------- dialing */
 

@@ -262,8 +262,8 @@ static int parse_spec(service *s, start_req *r, ei_x_buff *x)
         return refuse(invalid_spec(x, "spec", why ? why : "not JSON"));
     council_spec_error serr = {{0}, {0}};
     int rc = cn_spec_cache_get(s->specs, r->json, json_len, &r->spec_p, &serr);
-    if (rc == COUNCIL_ETOOBIG)
-        return refuse(invalid_spec(x, "spec", "spec larger than the configured limit"));
+    if (rc == COUNCIL_ETOOBIG) /* over --max-spec-bytes */
+        return refuse(cn_gen_encode_error(x, "request_too_large"));
     if (rc != 0)
         return refuse(invalid_spec(x, serr.field[0] ? serr.field : "spec",
                                    serr.message[0] ? serr.message : council_strerror(rc)));
@@ -576,12 +576,13 @@ static int call_stats(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
     cn_node_stats_get(n, &st);
     council_ctx_stats(s->b->ctx, &cs);
     return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
-                   ei_x_encode_map_header(x, 11) ||
+                   ei_x_encode_map_header(x, 12) ||
                    count(x, "connections", st.connections) ||
                    count(x, "handshakes", st.handshakes) ||
                    count(x, "handshakes_evicted", (size_t)st.handshakes_evicted) ||
                    count(x, "epmd_registered", (size_t)st.epmd_registered) ||
                    count(x, "epmd_losses", (size_t)st.epmd_losses) ||
+                   count(x, "too_large", (size_t)st.frames_too_large) ||
                    count(x, "processes", st.processes) ||
                    count(x, "links", st.links) ||
                    count(x, "monitors", st.monitors) ||

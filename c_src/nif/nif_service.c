@@ -203,8 +203,8 @@ static ERL_NIF_TERM start_parse(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM opts
     council_spec_error serr;
     memset(&serr, 0, sizeof serr);
     int rc = cn_spec_cache_get(st->specs, r->json, json_len, &r->spec_p, &serr);
-    if (rc == COUNCIL_ETOOBIG)
-        return invalid_spec(out, "spec", "spec larger than the configured limit");
+    if (rc == COUNCIL_ETOOBIG) /* over the context's max_spec_bytes */
+        return nif_error(out, A.request_too_large);
     if (rc == COUNCIL_ENOMEM)
         return nif_error(out, A.enomem);
     if (rc != 0)

@@ -33,6 +33,7 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(invalid_spec, "invalid_spec");
     AT(bad_option, "bad_option");
     AT(unknown_call, "unknown_call");
+    AT(request_too_large, "request_too_large");
     AT(unavailable, "unavailable");
     AT(noproc, "noproc");
     AT(tagged, "tagged");

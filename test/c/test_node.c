@@ -2,7 +2,7 @@
  * in-process client does the handshake and sends control frames; the node
  * runs on its own uv loop, pumped by the test. Checks noproc answers, link
  * and monitor signals on a local exit, noconnection on disconnect, UNLINK_ID
- * acks, the frame cap and a wrong cookie. */
+ * acks, the frame cap (an oversized call answered) and a wrong cookie. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +25,7 @@
 #include <sodium.h>
 
 #include "../../c_src/cnode/dist_ctl.h"
+#include "../../c_src/cnode/gen_server.h"
 #include "../../c_src/cnode/handshake.h"
 #include "../../c_src/cnode/log.h"
 #include "../../c_src/cnode/node.h"
@@ -451,12 +452,84 @@ static void unlink_id_is_acked_and_frame_cap_enforced(void **st)
     assert_int_equal(rd(f, back, 4), 0);
     assert_memory_equal(back, tick, 4);
 
-    /* a header over the 4096-byte cap closes the connection */
-    const unsigned char big[8] = {0, 0, 0x20, 0, 'p', 131, 106, 0};
+    /* a frame over the 4096-byte cap is read and dropped: the connection
+     * stays (the tick after it is answered) */
+    unsigned char big[8 + 10000] = {0, 0, (10004 >> 8) & 0xff, 10004 & 0xff, 'p', 131, 106};
     wr(f, big, sizeof big);
+    wr(f, tick, 4);
+    assert_int_equal(rd(f, back, 4), 0);
+    assert_memory_equal(back, tick, 4);
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.frames_too_large, 1);
+
+    /* a header over 1 GiB closes the connection */
+    const unsigned char absurd[8] = {0x40, 0, 0, 1, 'p', 131, 106, 0};
+    wr(f, absurd, sizeof absurd);
     unsigned char junk[16];
     assert_int_equal(rd(f, junk, 1), -1);
     ei_x_free(&x);
+}
+
+static void gen_noop(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice req)
+{
+    (void)n, (void)p, (void)from, (void)req;
+    fail_msg("a call over the limits reached handle_call");
+}
+
+/* {'$gen_call', {ME, 42}, Big}: its frame over the cap; the reply {42,
+ * {error, request_too_large}} comes back, then the same connection serves
+ * a deep term the same way. */
+static void an_oversized_call_is_answered_on_the_same_connection(void **st)
+{
+    fixture *f = *st;
+    f->fd = connect_client(f);
+    assert_int_equal(handshake(f, COOKIE), 0);
+    static const cn_gen_ops ops = {.handle_call = gen_noop};
+    cn_proc *p = cn_gen_start(f->n, &ops, NULL, NULL);
+    cn_wpid gw;
+    local_wpid(f, p, &gw);
+    erlang_pid me = {.num = ME.num, .serial = ME.serial, .creation = ME.creation};
+    strcpy(me.node, CLIENT);
+    for (int round = 0; round < 2; round++) {
+        ei_x_buff pl, x;
+        ei_x_new(&pl);
+        ei_x_new(&x);
+        ei_x_encode_tuple_header(&pl, 3);
+        ei_x_encode_atom(&pl, "$gen_call");
+        ei_x_encode_tuple_header(&pl, 2);
+        ei_x_encode_pid(&pl, &me);
+        ei_x_encode_long(&pl, 42);
+        if (round == 0) { /* 10 KB: over the frame cap */
+            static char blob[10000];
+            ei_x_encode_binary(&pl, blob, sizeof blob);
+        } else { /* 300 nested lists: over the depth limit */
+            for (int d = 0; d < 300; d++)
+                ei_x_encode_list_header(&pl, 1);
+            ei_x_encode_atom(&pl, "x");
+            for (int d = 0; d < 300; d++)
+                ei_x_encode_empty_list(&pl);
+        }
+        cn_frame_send(&x, &gw, cn_x_slice(&pl));
+        send_x(f, &x);
+        unsigned char buf[4096];
+        cn_ctl m;
+        assert_int_equal(next_frame(f, buf, sizeof buf, &m), CN_CTL_OK);
+        assert_int_equal(m.op, CN_DOP_SEND);
+        cn_slice el[2], err[2];
+        uint64_t tag;
+        assert_int_equal(cn_term_tuple(m.payload, el, 2), 2);
+        assert_int_equal(cn_term_u64(el[0], &tag), 0);
+        assert_true(tag == 42);
+        assert_int_equal(cn_term_tuple(el[1], err, 2), 2);
+        assert_true(cn_term_is_atom(err[0], "error"));
+        assert_true(cn_term_is_atom(err[1], "request_too_large"));
+        ei_x_free(&pl);
+        ei_x_free(&x);
+    }
+    cn_node_stats s;
+    cn_node_stats_get(f->n, &s);
+    assert_int_equal(s.frames_too_large, 2);
+    assert_int_equal(s.connections, 1);
 }
 
 static int setup_small(void **st)
@@ -569,6 +642,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(local_exit_tells_links_and_monitors, setup, teardown),
         cmocka_unit_test_setup_teardown(disconnect_sends_noconnection_and_cleans_up, setup, teardown),
         cmocka_unit_test_setup_teardown(unlink_id_is_acked_and_frame_cap_enforced, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_oversized_call_is_answered_on_the_same_connection, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_peer_over_its_signal_cap_is_cut_off, setup_small, teardown),
         cmocka_unit_test_setup_teardown(an_output_overflow_closes_from_the_loop_not_inside_the_send,
                                         setup_small_outq, teardown),

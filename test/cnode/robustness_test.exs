@@ -1,5 +1,6 @@
 # The C node under bad input: wrong cookies, malformed and oversized frames,
 # silent handshakes. Each bad connection is closed; the others keep working.
+# Oversized requests are answered, their connection kept.
 Code.require_file("support.exs", __DIR__)
 
 defmodule CNode.RobustnessTest do
@@ -99,22 +100,69 @@ defmodule CNode.RobustnessTest do
     assert serving?(i.node)
   end
 
-  test "a frame over --max-frame-bytes drops only that connection", %{small: sm} do
-    assert serving?(sm.node)
+  @slow %{id: "s", members: [%{id: "a", provider: "mock", options: %{latency_ms: 600_000}}],
+          rounds: [%{type: "independent_analysis"}]}
+  @quick %{id: "q", members: [%{id: "a", provider: "mock"}],
+           rounds: [%{type: "independent_analysis"}]}
+
+  # A run linked to this process and monitored by it, with a subscription:
+  # what a dropped connection would take away.
+  defp linked_run(node) do
+    Process.flag(:trap_exit, true)
+    {:ok, pid} = GenServer.call({:council_ex, node},
+                                {:start_link, %{spec: @slow, input: "q", subscribe: [self()]}})
+    {pid, Process.monitor(pid)}
+  end
+
+  defp still_linked(node, pid, mref, before) do
+    assert GenServer.call(pid, :state) |> elem(1) |> Map.get(:status) == :running
+    after_ = stats(node)
+    for k <- [:connections, :links, :monitors, :subscriptions],
+        do: assert(after_[k] == before[k], inspect({k, before, after_}))
+    assert after_.too_large > before.too_large
+    # the link and the monitor still work: cancel, then EXIT and DOWN
+    assert GenServer.call(pid, :cancel) == :ok
+    assert_receive {:DOWN, ^mref, :process, ^pid, {:shutdown, :cancelled}}, 15_000
+    assert_receive {:EXIT, ^pid, {:shutdown, :cancelled}}, 15_000
+    refute_received {:nodedown, _}
+  end
+
+  test "a 50 MB request gets {:error, :request_too_large}; the connection, its links, " <>
+         "monitors and subscriptions stay", %{info: i} do
+    :ok = :net_kernel.monitor_nodes(true, node_type: :all)
+    {pid, mref} = linked_run(i.node)
+    before = stats(i.node)
+    req = {:start, %{spec: @quick, input: :binary.copy("x", 50_000_000)}}
+    assert GenServer.call({:council_ex, i.node}, req, 120_000) == {:error, :request_too_large}
+    # the same connection serves the next call
+    assert match?({:ok, _}, GenServer.call({:council_ex, i.node},
+                                           {:start, %{spec: @quick, input: "small"}}))
+    # a run pid answers an oversized call the same way
+    assert GenServer.call(pid, {:big, :binary.copy("y", 20_000_000)}, 120_000) ==
+             {:error, :request_too_large}
+    still_linked(i.node, pid, mref, before)
+    :net_kernel.monitor_nodes(false, node_type: :all)
+  end
+
+  test "a frame over --max-frame-bytes is refused alone", %{small: sm} do
+    :ok = :net_kernel.monitor_nodes(true, node_type: :all)
+    {pid, mref} = linked_run(sm.node)
+    before = stats(sm.node)
     big = :binary.copy("x", 10_000)
-    # the call ends when the connection drops, long before its timeout
-    res = catch_exit(GenServer.call({:council_ex, sm.node}, {:big, big}, 30_000))
-    assert match?({{:nodedown, _}, _}, res) or match?({:noconnection, _}, res) or
-             match?({:noproc, _}, res)
-    # the next call reconnects (one made while the old connection is still
-    # being torn down may exit: try again)
-    assert wait_until(fn ->
-             try do
-               serving?(sm.node)
-             catch
-               :exit, _ -> false
-             end
-           end)
+    assert GenServer.call({:council_ex, sm.node}, {:big, big}) == {:error, :request_too_large}
+    # a plain send over the limit is dropped; the connection stays
+    send({:council_ex, sm.node}, {:big, big})
+    assert serving?(sm.node)
+    still_linked(sm.node, pid, mref, before)
+    :net_kernel.monitor_nodes(false, node_type: :all)
+  end
+
+  test "a term over the depth limit is refused alone", %{info: i} do
+    before = stats(i.node)
+    deep = Enum.reduce(1..1000, :x, fn _, acc -> [acc] end)
+    assert GenServer.call({:council_ex, i.node}, {:deep, deep}) == {:error, :request_too_large}
+    assert serving?(i.node)
+    assert stats(i.node).connections == before.connections
   end
 
   test "garbage instead of a handshake is refused", %{info: i} do
