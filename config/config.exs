@@ -6,6 +6,9 @@ import Config
 # does not read this file; it sets `config :council_ex, backend: :nif` in
 # its own configuration (README section 4).
 if config_env() == :test do
+  # exec is opt-in (README "Trust model"): the suite's exec members run cat
+  config :council_ex, exec_allow: [System.find_executable("cat") || "/bin/cat"]
+
   case System.get_env("COUNCIL_EX_BACKEND") do
     backend when backend in [nil, "", "node"] -> :ok
     "nif" -> config :council_ex, backend: :nif

@@ -29,6 +29,13 @@ defmodule Example.ExecCouncil do
   chair :mock
 end
 
+# exec is opt-in (README "Trust model"): an application allows its
+# programs in its configuration, `config :council_ex, exec_allow:
+# ["/bin/sh"]`; this script, started by `mix run`, sets it and restarts
+# the library so that its node (or the NIF) gets the list.
+:ok = Application.stop(:council_ex)
+Application.put_env(:council_ex, :exec_allow, [System.find_executable("sh")])
+{:ok, _} = Application.ensure_all_started(:council_ex)
 {:ok, _node} = CouncilEx.Node.await(30_000)
 {:ok, pid} = CouncilEx.start(Example.ExecCouncil, "What is the host called?", subscribe: true)
 run_id = CouncilEx.RunServer.run_id(pid)

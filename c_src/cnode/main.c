@@ -68,6 +68,15 @@ static const char usage[] =
     "                          past which its subscribers are cut off (the\n"
     "                          overflow notice, then only terminal events)\n"
     "                          [8388608]\n"
+    "  --exec-allow PATH       a program, or a directory of programs, that exec\n"
+    "                          members and exec tools may run; repeat for more\n"
+    "                          (at most 256). Without it no exec runs: a spec\n"
+    "                          naming a program gets {invalid_spec, Field,\n"
+    "                          <<\"program not allowed\">>}. Paths are resolved\n"
+    "                          with realpath at start (symlinks followed); a\n"
+    "                          spec's program is resolved the way it will be\n"
+    "                          run (a bare name on PATH, a relative path from\n"
+    "                          options.cwd) and must be one of them or below one\n"
     "  --log-level LEVEL       error|warn|info|debug, to stderr [warn]\n"
     "  --help                  this text\n"
     "Limits of the core (each N >= 1; see README \"Limits\"):\n"
@@ -97,6 +106,8 @@ typedef struct opts {
     size_t max_hs, max_hs_addr, first_packet_ms;
     int log_level;
     council_config core; /* 0 = the core's default */
+    const char *exec_allow[256];
+    size_t n_exec_allow;
 } opts;
 
 
@@ -232,6 +243,12 @@ static int parse_args(int argc, char **argv, opts *o)
         } else if ((rc = core_option(a, v, &o->core)) != 0) {
             if (rc < 0)
                 return -1;
+        } else if (strcmp(a, "--exec-allow") == 0) {
+            if (!*v || o->n_exec_allow == sizeof o->exec_allow / sizeof o->exec_allow[0]) {
+                fprintf(stderr, "council_node: bad --exec-allow %s\n", v);
+                return -1;
+            }
+            o->exec_allow[o->n_exec_allow++] = v;
         } else if (strcmp(a, "--log-level") == 0) {
             if ((o->log_level = cn_log_parse_level(v)) < 0) {
                 fprintf(stderr, "council_node: bad --log-level %s\n", v);
@@ -479,6 +496,17 @@ int main(int argc, char **argv)
         cn_cookie_free(&cookie);
         fprintf(stderr, "council_node: cannot create the council context\n");
         return 1;
+    }
+    /* exec is opt-in: only the programs listed (none by default) */
+    int xrc = council_ctx_set_exec_allow(a.ctx, a.o.exec_allow, a.o.n_exec_allow);
+    if (xrc != COUNCIL_OK) {
+        for (size_t i = 0; i < a.o.n_exec_allow; i++)
+            if (council_ctx_set_exec_allow(a.ctx, &a.o.exec_allow[i], 1) != COUNCIL_OK)
+                fprintf(stderr, "council_node: bad --exec-allow %s: not a program or a "
+                                "directory here\n", a.o.exec_allow[i]);
+        council_ctx_free(a.ctx);
+        cn_cookie_free(&cookie);
+        return 2;
     }
     uv_loop_t *loop = council_ctx_uv_loop(a.ctx);
 

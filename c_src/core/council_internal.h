@@ -310,7 +310,25 @@ struct council_ctx {
     struct tools_state *tools; /* tools.c: handlers and tool programs */
     struct cx_env *env;       /* env.c: council_ctx_setenv's variables */
     uint64_t next_call_id;
+    bool exec_restricted;     /* exec_allow.c: only these programs run */
+    char **exec_allow;        /* real paths: programs and directories */
+    size_t n_exec_allow;
 };
+
+/* exec_allow.c. The program an exec member or tool names, as it will be
+ * run: with no list set (council_ctx_set_exec_allow), COUNCIL_OK and *out
+ * NULL (run prog as given); else *out (malloc'ed) is its real path (a bare
+ * name looked up on PATH, a relative one from cwd when given, symlinks
+ * resolved) and COUNCIL_OK when that is a listed program or under a listed
+ * directory, COUNCIL_EPROVIDER when not (or not found), COUNCIL_ENOMEM. */
+int cx_exec_resolve(const council_ctx *ctx, const char *prog, const char *cwd, char **out);
+/* Every program the spec names (exec members' argv[0], tools' exec[0],
+ * those of its sub-councils) against the list: COUNCIL_OK, or
+ * COUNCIL_EPROVIDER with err naming the field and "program not allowed". */
+int cx_exec_check_spec(const council_ctx *ctx, const council_spec *spec,
+                       council_spec_error *err);
+/* Drops the list (council_ctx_free). */
+void cx_exec_allow_free(council_ctx *ctx);
 
 /* ----------------------------------------------------------------- runs */
 

@@ -187,6 +187,7 @@ void council_ctx_free(council_ctx *ctx)
     uv_loop_close(&ctx->loop);
     tools_free_state(ctx);
     cx_env_free(ctx);
+    cx_exec_allow_free(ctx);
     free_cancels(take_cancels(ctx)); /* made too late: nothing left to cancel */
     uv_mutex_destroy(&ctx->cancel_lock);
     free(ctx);

@@ -211,6 +211,19 @@ static int exec_start(council_call *call, void *arg)
     c->req[rlen] = '\n';
     for (size_t i = 0; i < argc; i++)
         argv[i] = (char *)json_string_value(json_array_get(jargv, i));
+    json_t *cwd = json_object_get(opts, "cwd");
+    char *real = NULL;
+    int allowed = cx_exec_resolve(ctx, argv[0], json_is_string(cwd) ? json_string_value(cwd)
+                                                                  : NULL, &real);
+    if (allowed != COUNCIL_OK) {
+        free(argv);
+        free(c->req);
+        free(c);
+        if (allowed == COUNCIL_ENOMEM)
+            return COUNCIL_ENOMEM;
+        council_call_fail(call, "exec: program not allowed");
+        return 0;
+    }
     c->ctx = ctx;
     c->cap_bytes = ctx->cfg.output_cap;
     uv_loop_t *loop = &ctx->loop;
@@ -228,12 +241,11 @@ static int exec_start(council_call *call, void *arg)
     stdio[2].data.stream = (uv_stream_t *)&c->err;
     uv_process_options_t po;
     memset(&po, 0, sizeof po);
-    po.file = argv[0];
+    po.file = real ? real : argv[0]; /* the program checked, not a name */
     po.args = argv;
     po.exit_cb = on_exit_cb;
     po.stdio_count = 3;
     po.stdio = stdio;
-    json_t *cwd = json_object_get(opts, "cwd");
     if (json_is_string(cwd))
         po.cwd = json_string_value(cwd);
     /* link before anything can close */
@@ -248,6 +260,7 @@ static int exec_start(council_call *call, void *arg)
         snprintf(msg, sizeof msg, "exec: cannot start %.100s: %s", argv[0],
                  uv_strerror(rc));
     free(argv);
+    free(real);
     if (rc != 0) {
         c->delivered = true;
         close_handle(c, (uv_handle_t *)&c->proc);

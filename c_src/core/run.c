@@ -351,7 +351,7 @@ int council_ctx_check_providers(council_ctx *ctx, council_spec *spec,
         }
         return COUNCIL_EPROVIDER;
     }
-    return COUNCIL_OK;
+    return cx_exec_check_spec(ctx, spec, err);
 }
 
 /* A place in the run's block of strings: n bytes and a NUL. */

@@ -347,16 +347,22 @@ static void on_written(uv_write_t *w, int status)
     proc_close(p, (uv_handle_t *)&p->in);
 }
 
+/* COUNCIL_OK (started or answered), COUNCIL_EPROVIDER (a program the
+ * context does not allow: nothing started), COUNCIL_ENOMEM. */
 static int exec_start(council_tool_call *tc, json_t *argv)
 {
     tools_state *ts = state(tc->ctx, true);
     size_t argc = json_array_size(argv);
     char **av = calloc(argc + 1, sizeof *av);
     tool_proc *p = calloc(1, sizeof *p);
-    if (!ts || !av || !p) {
+    char *real = NULL;
+    int rc = ts && av && p ? cx_exec_resolve(tc->ctx, json_string_value(json_array_get(argv, 0)),
+                                             NULL, &real)
+                           : COUNCIL_ENOMEM;
+    if (rc != COUNCIL_OK) {
         free(av);
         free(p);
-        return COUNCIL_ENOMEM;
+        return rc;
     }
     for (size_t i = 0; i < argc; i++)
         av[i] = (char *)json_string_value(json_array_get(argv, i));
@@ -372,14 +378,15 @@ static int exec_start(council_tool_call *tc, json_t *argv)
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->out},
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->err},
     };
-    uv_process_options_t po = {.exit_cb = on_exit_cb, .file = av[0], .args = av,
+    uv_process_options_t po = {.exit_cb = on_exit_cb, .file = real ? real : av[0], .args = av,
                                .stdio_count = 3, .stdio = io};
     p->next = ts->procs;
     if (ts->procs)
         ts->procs->prev = p;
     ts->procs = p;
-    int rc = uv_spawn(loop, &p->proc, &po);
+    rc = uv_spawn(loop, &p->proc, &po);
     free(av);
+    free(real);
     p->tc = council_tool_call_ref(tc);
     tc->proc = p;
     if (rc != 0) {
@@ -437,7 +444,10 @@ int tools_start(council_ctx *ctx, council_call *call, json_t *spec, const char *
         snprintf(msg, sizeof msg, "unknown tool \"%.64s\"", name);
         answer(tc, 0, msg, strlen(msg));
     } else if (argv) {
-        if (exec_start(tc, argv) != COUNCIL_OK)
+        int rc = exec_start(tc, argv);
+        if (rc == COUNCIL_EPROVIDER)
+            answer(tc, 0, "program not allowed", 19);
+        else if (rc != COUNCIL_OK)
             answer(tc, 0, "out of memory", 13);
     } else {
         const char *hn = json_string_value(json_object_get(spec, "handler"));

@@ -320,20 +320,43 @@ typedef struct council_start_opts {
  * Errors: COUNCIL_EINVAL (NULL ctx/opts/spec/out, empty run_id, context
  * being freed), COUNCIL_ETOOBIG (run_id over 64 KiB), COUNCIL_ESPEC
  * (spec invalid), COUNCIL_EPROVIDER (a member names an unregistered
- * provider), COUNCIL_EEXIST (run_id taken in that registry; covers retained
+ * provider, or a program council_ctx_set_exec_allow does not allow), COUNCIL_EEXIST (run_id taken in that registry; covers retained
  * runs), COUNCIL_ELIMIT (max_runs), COUNCIL_ENOMEM. Loop thread. */
 COUNCIL_API int council_run_create(council_ctx *ctx, const council_start_opts *opts,
                        council_run **out);
 
-/* Whether every member of spec names a provider registered in ctx:
- * COUNCIL_OK, or COUNCIL_EPROVIDER with err (may be NULL) naming the first
- * bad field ("members[2].provider") and the provider. The spec is validated
- * first (council_spec_validate, which freezes it; an invalid one gives its
- * COUNCIL_ESPEC and err).
+/* Whether the spec can run in ctx: every member names a provider
+ * registered there, and every program it names is allowed
+ * (council_ctx_set_exec_allow). COUNCIL_OK, or COUNCIL_EPROVIDER with err
+ * (may be NULL) naming the first bad field and what is wrong with it:
+ * "members[2].provider" and the provider, or "members[0].options.argv"
+ * (also "members[1].options.tools[0].exec", and the fields of a
+ * sub-council under "members[3].options.spec.") and "program not
+ * allowed". The spec is validated first (council_spec_validate, which
+ * freezes it; an invalid one gives its COUNCIL_ESPEC and err).
  * COUNCIL_EINVAL for NULL ctx or spec. council_run_create makes the same
  * check. Loop thread. */
 COUNCIL_API int council_ctx_check_providers(council_ctx *ctx, council_spec *spec,
                                 council_spec_error *err);
+
+/* Which programs exec members and exec tools may run in ctx. A new
+ * context runs any program (paths NULL, n 0 restores that). Otherwise only
+ * those under paths: n entries, each a program (that file) or a directory
+ * (any program below it, at any depth); n 0 allows none. Each entry is
+ * resolved once, here, with realpath (symlinks, "..", relative to the
+ * current directory). A program a spec names is resolved the way it will
+ * be run: a bare name on PATH (as execvp finds it), a relative path from
+ * the member's options.cwd when it has one, then realpath; the program
+ * started is that real path, so a link changed after the check cannot lead
+ * elsewhere. A spec naming another program is refused when a run is
+ * created (COUNCIL_EPROVIDER, see council_ctx_check_providers); a call that
+ * gets past that anyway (a sub-council's spec) fails with "exec: program
+ * not allowed". Returns COUNCIL_OK, COUNCIL_EINVAL (NULL ctx, paths NULL
+ * with n > 0, an entry that is empty, does not exist or is neither a
+ * regular file nor a directory: nothing changed), COUNCIL_ENOMEM. Loop
+ * thread; runs already created keep running their programs. */
+COUNCIL_API int council_ctx_set_exec_allow(council_ctx *ctx, const char *const *paths,
+                                           size_t n);
 
 /* Start a pending run: publishes run_started and schedules the first round
  * on the loop (nothing is called synchronously). Errors: COUNCIL_ESTATE

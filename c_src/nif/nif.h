@@ -65,7 +65,7 @@ typedef struct nif_atoms {
     ERL_NIF_TERM ok, error, nil, true_, false_, normal, shutdown, cancelled, failed,
         undefined, badarg, enomem, limit, not_found, unknown_run, runner_dead, running,
         already_started, run_id_retained, invalid_spec, bad_option, unknown_call,
-        request_too_large, unavailable, noproc,
+        request_too_large, unavailable, noproc, exec_allow,
         tagged, lib, pong, run_id, state, cancel, await, result, subscribe, unsubscribe,
         start, start_link, whereis, ping, stats, validate, open, close, sys_state, subscribers, setenv,
         unsetenv,

@@ -492,6 +492,40 @@ static int cfg_size(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key, size_t *
 
 static void on_wake(uv_async_t *h) { (void)h; }
 
+/* The config's exec_allow (a list of binaries, absent: none) into the
+ * context: exec is opt-in, as on the C node. */
+static int set_exec_allow(council_ctx *ctx, ErlNifEnv *env, ERL_NIF_TERM config)
+{
+    ERL_NIF_TERM list, head;
+    unsigned n = 0;
+    if (!enif_get_map_value(env, config, A.exec_allow, &list))
+        list = enif_make_list(env, 0);
+    if (!enif_get_list_length(env, list, &n) || n > 256)
+        return COUNCIL_EINVAL;
+    char **paths = enif_alloc((n ? n : 1) * sizeof *paths);
+    if (!paths)
+        return COUNCIL_ENOMEM;
+    unsigned got = 0;
+    int rc = COUNCIL_OK;
+    ErlNifBinary b;
+    while (rc == COUNCIL_OK && enif_get_list_cell(env, list, &head, &list)) {
+        if (!enif_inspect_binary(env, head, &b) || memchr(b.data, 0, b.size))
+            rc = COUNCIL_EINVAL;
+        else if (!(paths[got] = enif_alloc(b.size + 1)))
+            rc = COUNCIL_ENOMEM;
+        else {
+            memcpy(paths[got], b.data, b.size);
+            paths[got++][b.size] = 0;
+        }
+    }
+    if (rc == COUNCIL_OK)
+        rc = council_ctx_set_exec_allow(ctx, (const char *const *)paths, got);
+    for (unsigned i = 0; i < got; i++)
+        enif_free(paths[i]);
+    enif_free(paths);
+    return rc;
+}
+
 int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config)
 {
     if (st->ctx)
@@ -511,7 +545,12 @@ int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config)
     if (!ctx)
         return COUNCIL_ENOMEM;
     st->ctx = ctx;
-    int rc = COUNCIL_ENOMEM;
+    int rc = set_exec_allow(ctx, env, config);
+    if (rc != COUNCIL_OK) {
+        nif_ctx_close(st);
+        return rc;
+    }
+    rc = COUNCIL_ENOMEM;
     if ((st->specs = cn_spec_cache_new(ctx)) && (st->subs = nif_subs_new(st, 0)))
         st->beam = nif_beam_register(st, &rc);
     if (!st->beam) {

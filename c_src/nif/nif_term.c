@@ -34,6 +34,7 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(bad_option, "bad_option");
     AT(unknown_call, "unknown_call");
     AT(request_too_large, "request_too_large");
+    AT(exec_allow, "exec_allow");
     AT(unavailable, "unavailable");
     AT(noproc, "noproc");
     AT(tagged, "tagged");

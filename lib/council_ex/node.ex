@@ -373,7 +373,38 @@ defmodule CouncilEx.Node do
         do: [],
         else: ["--registered-name", Atom.to_string(service_name())]
 
-    name ++ extra ++ ["--retention-ms", Integer.to_string(retention)]
+    allow = Enum.flat_map(exec_allow(), &["--exec-allow", &1])
+    name ++ extra ++ allow ++ ["--retention-ms", Integer.to_string(retention)]
+  end
+
+  @doc """
+  The programs `exec` members and exec tools may run:
+  `config :council_ex, :exec_allow`, a list of paths, each a program or a
+  directory of programs (expanded from the current directory), `[]` by
+  default: no exec at all. A managed node gets them as `--exec-allow`, the
+  NIF backend's context the same list; a spec naming another program is
+  refused with `{:invalid_spec, "members[i].options.argv", "program not
+  allowed"}`. Raises `ArgumentError` for a path that does not exist.
+  """
+  @spec exec_allow() :: [binary]
+  def exec_allow do
+    case Application.get_env(:council_ex, :exec_allow, []) do
+      paths when is_list(paths) ->
+        for p <- paths do
+          path = if is_binary(p) or is_list(p), do: Path.expand(to_string(p)), else: nil
+
+          unless path && File.exists?(path) do
+            raise ArgumentError,
+                  "config :council_ex, :exec_allow: #{inspect(p)} is not a path to a program or a directory"
+          end
+
+          path
+        end
+
+      other ->
+        raise ArgumentError,
+              "config :council_ex, :exec_allow must be a list of paths, got: #{inspect(other)}"
+    end
   end
 
   # The value after the last `flag` in an argument list, or nil.

@@ -59,6 +59,50 @@ static void test_exec_streams_chunks_and_answers_with_stdout(void **state)
     assert_string_equal(all, m->text);
 }
 
+/* council_ctx_set_exec_allow: only the listed program (or what is under a
+ * listed directory) runs; another is refused at create with the field. */
+static void test_exec_runs_only_allowed_programs(void **state)
+{
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    const char *none[] = {"/nonexistent/program"};
+    assert_int_equal(council_ctx_set_exec_allow(ctx, none, 1), COUNCIL_EINVAL);
+    assert_int_equal(council_ctx_set_exec_allow(ctx, NULL, 1), COUNCIL_EINVAL);
+    const char *dir[] = {helpers_dir()};
+    assert_int_equal(council_ctx_set_exec_allow(ctx, dir, 1), COUNCIL_OK);
+    council_run *run = f->run = exec_run(ctx, "\"answer\",\"1\"", NULL, NULL);
+    wait_done(ctx, run, 5000);
+    assert_true(only_member(run)->ok);
+
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"id\":\"x\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\"},"
+             "{\"id\":\"e\",\"provider\":\"exec\",\"options\":{\"argv\":[\"%s\"]}}],"
+             "\"rounds\":[{\"type\":\"independent_analysis\"}]}", "sh");
+    council_spec *sh = spec_json(json);
+    snprintf(json, sizeof json,
+             "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\","
+             "\"options\":{\"argv\":[\"%s\"]}}],\"rounds\":[{\"type\":"
+             "\"independent_analysis\"}]}", child());
+    council_spec *own = spec_json(json);
+    council_spec_error err;
+    assert_int_equal(council_ctx_check_providers(ctx, sh, &err), COUNCIL_EPROVIDER);
+    assert_string_equal(err.field, "members[1].options.argv");
+    assert_string_equal(err.message, "program not allowed");
+    council_start_opts so = {.spec = sh, .input = {.data = "q", .len = 1}};
+    council_run *refused = NULL;
+    assert_int_equal(council_run_create(ctx, &so, &refused), COUNCIL_EPROVIDER);
+    assert_int_equal(council_ctx_check_providers(ctx, own, &err), COUNCIL_OK);
+    /* none allowed at all; then any again */
+    assert_int_equal(council_ctx_set_exec_allow(ctx, dir, 0), COUNCIL_OK);
+    assert_int_equal(council_ctx_check_providers(ctx, own, &err), COUNCIL_EPROVIDER);
+    assert_string_equal(err.field, "members[0].options.argv");
+    assert_int_equal(council_ctx_set_exec_allow(ctx, NULL, 0), COUNCIL_OK);
+    assert_int_equal(council_ctx_check_providers(ctx, sh, &err), COUNCIL_OK);
+    council_spec_unref(sh);
+    council_spec_unref(own);
+}
+
 static void test_exec_gets_the_request_json_on_stdin(void **state)
 {
     fx *f = *state;
@@ -741,6 +785,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_exec_streams_chunks_and_answers_with_stdout, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_exec_gets_the_request_json_on_stdin, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_exec_runs_only_allowed_programs, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_exec_timeout_kills_the_child, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_exec_cancel_kills_and_reaps_the_child, fx_setup, fx_teardown),
         cmocka_unit_test(test_exec_output_over_cap_is_a_member_error),

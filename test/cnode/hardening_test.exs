@@ -1,6 +1,7 @@
 # The C node as an attacker or an unlucky operator would try it (issue 10):
 # junk sockets that reconnect whenever closed must not keep a real node
-# out, and what they provoke is logged a bounded number of lines.
+# out, and what they provoke is logged a bounded number of lines; epmd
+# restarts are survived; exec runs only the programs the operator allows.
 Code.require_file("support.exs", __DIR__)
 
 defmodule CNode.HardeningTest do
@@ -122,6 +123,69 @@ defmodule CNode.HardeningTest do
     assert :erlang.term_to_binary(run) =~ <<i.creation::32>>
     assert is_binary(GenServer.call(run, :run_id))
     assert GenServer.call(run, :cancel) == :ok
+  end
+
+  defp exec_spec(argv, opts \\ %{}) do
+    %{id: "x", members: [%{id: "e", provider: "exec", options: Map.put(opts, :argv, argv)}],
+      rounds: [%{type: "independent_analysis"}]}
+  end
+
+  defp exec_run(node, spec) do
+    case GenServer.call({:council_ex, node}, {:start, %{spec: spec, input: "hi", subscribe: [self()]}}) do
+      {:ok, _pid} ->
+        {:run_completed, _, %{rounds: [%{members: [m]}]}} = List.last(events())
+        {:ok, m}
+      error -> error
+    end
+  end
+
+  @not_allowed "program not allowed"
+
+  test "exec is refused without --exec-allow, and runs only what it allows" do
+    i = start_node()
+    on_exit(fn -> stop_node(i) end)
+    for argv <- [["/bin/sh", "-c", "id"], ["cat"], ["./cat"]] do
+      assert exec_run(i.node, exec_spec(argv)) ==
+               {:error, {:invalid_spec, "members[0].options.argv", @not_allowed}}
+    end
+    # an exec tool of a model member and an exec member of a sub-council too
+    tool = %{id: "m", provider: "openai", options: %{model: "x", tools: [%{name: "t", exec: ["cat"]}]}}
+    assert exec_run(i.node, %{exec_spec(["cat"]) | members: [tool]}) ==
+             {:error, {:invalid_spec, "members[0].options.tools[0].exec", @not_allowed}}
+    sub = %{id: "c", provider: "council", options: %{spec: exec_spec(["cat"])}}
+    assert exec_run(i.node, %{exec_spec(["cat"]) | members: [%{id: "m", provider: "mock"}, sub]}) ==
+             {:error, {:invalid_spec, "members[1].options.spec.members[0].options.argv", @not_allowed}}
+    assert stats(i.node).runs == 0
+
+    # allowed: a program (given as a symlink, resolved), a directory
+    dir = Path.join(System.get_env("CNODE_TMP") || System.tmp_dir!(), unique_name("bin"))
+    File.mkdir_p!(dir)
+    cat = System.find_executable("cat") |> Path.expand()
+    File.ln_s!(cat, Path.join(dir, "kitty"))
+    tools = Path.join(dir, "tools")
+    File.mkdir_p!(tools)
+    File.cp!(System.find_executable("echo"), Path.join(tools, "say"))
+    File.chmod!(Path.join(tools, "say"), 0o755)
+    j = start_node(args: ["--exec-allow", Path.join(dir, "kitty"), "--exec-allow", tools])
+    on_exit(fn -> stop_node(j) end)
+    # cat by name (PATH), by its real path, through the link, relative to cwd
+    for {argv, opts} <- [{["cat"], %{}}, {[cat], %{}}, {[Path.join(dir, "kitty")], %{}},
+                         {["./kitty"], %{cwd: dir}}] do
+      assert {:ok, %{status: :ok, text: text}} = exec_run(j.node, exec_spec(argv, opts)), inspect(argv)
+      assert text =~ "hi"
+    end
+    assert {:ok, %{status: :ok, text: "hello" <> _}} =
+             exec_run(j.node, exec_spec([Path.join(tools, "say"), "hello"]))
+    # not another program, nor one named through a path that leaves the directory
+    escape = tools <> String.duplicate("/..", 30) <> "/bin/sh"
+    for argv <- [["/bin/sh", "-c", "id"], ["echo", "x"], [escape], ["./say"]] do
+      assert exec_run(j.node, exec_spec(argv)) ==
+               {:error, {:invalid_spec, "members[0].options.argv", @not_allowed}}, inspect(argv)
+    end
+    # a path that does not exist stops the node at start, with a message
+    {out, st} = System.cmd(Path.expand(binary()), ["--sname", unique_name("nx"), "--exec-allow",
+                                                   Path.join(dir, "nothing")], stderr_to_stdout: true)
+    assert st == 2 and out =~ "--exec-allow"
   end
 
   defp serving?(node), do: GenServer.call({:council_ex, node}, :ping, 15_000) == :pong

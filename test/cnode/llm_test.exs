@@ -30,7 +30,8 @@ defmodule CNode.LlmTest do
   # process, with the key in its environment.
   defp start_logged_node do
     sname = unique_name("llm")
-    args = ["--sname", sname, "--cookie-file", cookie_file(), "--log-level", "debug"]
+    args = ["--sname", sname, "--cookie-file", cookie_file(), "--log-level", "debug",
+            "--exec-allow", "/bin/sh"]
     port = Port.open({:spawn_executable, String.to_charlist(Path.expand(binary()))},
                      [:binary, :exit_status, :stderr_to_stdout, {:line, 65_536}, args: args,
                       env: [{String.to_charlist(@key_env), String.to_charlist(@key)}]])

@@ -37,6 +37,19 @@ defmodule CouncilExTest do
     )
   end
 
+  test "exec runs only the programs of config :council_ex, :exec_allow (config/config.exs)" do
+    spec = fn argv ->
+      CouncilEx.Spec.new!(id: "x", members: [[id: :e, provider: :exec, argv: argv]],
+                          rounds: [[type: :independent_analysis]])
+    end
+
+    assert {:ok, %{final: final}} = CouncilEx.run(spec.(["cat"]), "from the test")
+    assert final =~ "from the test"
+
+    assert CouncilEx.start(spec.(["/bin/sh", "-c", "id"]), "q") ==
+             {:error, {:invalid_spec, "members[0].options.argv", "program not allowed"}}
+  end
+
   test "run/3 returns the final answer and every round's result" do
     assert {:ok, %{final: final, rounds: rounds, errors: []}} =
              CouncilEx.run(MockCouncil, "Which plan?")

@@ -13,7 +13,9 @@ defmodule CouncilEx.Nif.Server do
   and `config :council_ex, :nif_limits` (a keyword list of the core's
   `council_config` fields: `:max_runs`, `:max_retained`,
   `:max_subscribers_per_topic`, `:subscriber_queue_cap`,
-  `:member_timeout_ms`, `:max_spec_bytes`, `:output_cap`).
+  `:member_timeout_ms`, `:max_spec_bytes`, `:output_cap`), and the
+  programs `exec` may run, `config :council_ex, :exec_allow`
+  (`CouncilEx.Node.exec_allow/0`: none by default, as for the C node).
 
   API keys: the core looks them up (and proxy variables) in its context's
   own variables first, then in this OS process's environment (getenv),
@@ -62,7 +64,9 @@ defmodule CouncilEx.Nif.Server do
               "with a non-negative integer, got: #{inspect(v)}"
     end
 
-    Map.new(limits) |> Map.put(:retention_ms, CouncilEx.Node.retention_ms())
+    Map.new(limits)
+    |> Map.put(:retention_ms, CouncilEx.Node.retention_ms())
+    |> Map.put(:exec_allow, CouncilEx.Node.exec_allow())
   end
 
   @impl true
