@@ -47,7 +47,10 @@ defmodule CouncilExTest do
     assert final =~ "from the test"
 
     assert CouncilEx.start(spec.(["/bin/sh", "-c", "id"]), "q") ==
-             {:error, {:invalid_spec, "members[0].options.argv", "program not allowed"}}
+             {:error,
+              {:invalid_council,
+               [%{code: :invalid_spec, message: "program not allowed",
+                  path: "members[0].options.argv"}]}}
   end
 
   test "run/3 returns the final answer and every round's result" do
