@@ -545,7 +545,7 @@ defmodule CouncilEx do
 
   # Starts with `pid` subscribed to the run's topic. The relay's
   # subscription at the C node, when it has none for the topic yet, rides
-  # on the start request (`{relay, :tagged}` in its :subscribe list): the C
+  # on the start request (`{relay, :batched}` in its :subscribe list): the C
   # node subscribes it before the run begins, so no event is missed, and a
   # start that fails (e.g. {:already_started, pid}) subscribes nothing.
   #

@@ -25,6 +25,12 @@ typedef struct entry {
                                   sub-council topic) */
     int flags;                 /* CN_RSUB_* */
     int cut;                   /* cut off: only terminal events go out */
+    /* CN_RSUB_BATCHED: the events of this loop turn, encoded one after
+     * the other, sent as one list at its end (rs->pending) */
+    cn_dl in_pending;          /* linked while nbatch > 0 */
+    unsigned char *batch;
+    size_t batch_len, batch_cap;
+    unsigned nbatch;
     size_t topic_len;
     char topic[];
 } entry;
@@ -47,7 +53,24 @@ struct cn_rsubs {
     const council_event *cached_ev; /* referenced while cached */
     ei_x_buff cached;
     ei_x_buff tagged;               /* scratch for tagged sends */
+    cn_dl pending;                  /* entries with a batch to send */
+    struct flusher *fl;             /* sends them at the end of the turn */
 };
+
+/* The handles that send pending batches: after the poll phase (events
+ * made by replies and I/O) and before it (events made by timers and idle
+ * work), as the connections flush theirs. Allocated apart: they outlive
+ * the table until their close callbacks. */
+typedef struct flusher {
+    uv_check_t check;
+    uv_prepare_t prepare;
+    cn_rsubs *rs;   /* NULL once the table is freed */
+    int open;       /* handles not yet closed */
+} flusher;
+
+/* One batch message carries at most this many bytes of events (a turn
+ * that makes more sends several, in order). */
+#define BATCH_MAX_BYTES (64u * 1024)
 
 static uint64_t fnv(const void *p, size_t len, uint64_t h)
 {
@@ -129,13 +152,22 @@ cn_rsubs *cn_rsubs_new(cn_bridge *b, size_t max)
         free(rs);
         return NULL;
     }
-    if (ei_x_new(&rs->tagged)) {
+    rs->fl = calloc(1, sizeof *rs->fl);
+    if (!rs->fl || ei_x_new(&rs->tagged)) {
+        free(rs->fl);
         ei_x_free(&rs->cached);
         free(rs->ebuckets);
         free(rs->pbuckets);
         free(rs);
         return NULL;
     }
+    uv_loop_t *loop = cn_node_loop(b->node);
+    uv_check_init(loop, &rs->fl->check);
+    uv_prepare_init(loop, &rs->fl->prepare);
+    rs->fl->check.data = rs->fl->prepare.data = rs->fl;
+    rs->fl->rs = rs;
+    rs->fl->open = 2;
+    cn_dl_init(&rs->pending);
     return rs;
 }
 
@@ -180,6 +212,9 @@ static void entry_drop(cn_rsubs *rs, entry *e, int demonitor)
     if (e->sub)
         council_unsubscribe(rs->b->ctx, e->sub);
     council_run_unref(e->run);
+    if (e->nbatch)
+        cn_dl_del(&e->in_pending);
+    free(e->batch);
     pidrec *pr = e->pr;
     cn_dl_del(&e->by_pid);
     free(e);
@@ -221,10 +256,82 @@ static int is_own_run(const entry *e, const council_event *ev)
            memcmp(e->topic + plen, ev->run_id, ev->run_id_len) == 0;
 }
 
-/* Sends an encoded event to e's pid, wrapped for a tagged subscriber.
- * -1 when the wrapping ran out of memory. */
+static void cut_off(entry *e, size_t dropped);
+
+/* Sends e's batch: {council_ex_events, Topic, [Event, ...]} in the order
+ * the events came. */
+static void flush_batch(entry *e)
+{
+    if (!e->nbatch)
+        return;
+    cn_dl_del(&e->in_pending);
+    unsigned failed = 0;
+    ei_x_buff *t = &e->rs->tagged;
+    t->index = 0;
+    if (ei_x_encode_tuple_header(t, 3) || ei_x_encode_atom(t, "council_ex_events") ||
+        ei_x_encode_binary(t, e->topic, (long)e->topic_len) ||
+        ei_x_encode_list_header(t, (long)e->nbatch) ||
+        ei_x_append_buf(t, (const char *)e->batch, (int)e->batch_len) ||
+        ei_x_encode_empty_list(t))
+        failed = e->nbatch;
+    else
+        cn_node_send(e->rs->b->node, &e->pr->pid, cn_x_slice(t));
+    e->nbatch = 0;
+    e->batch_len = 0;
+    if (e->batch_cap > BATCH_MAX_BYTES) { /* a large event: give it back */
+        free(e->batch);
+        e->batch = NULL;
+        e->batch_cap = 0;
+    }
+    if (failed && !e->cut)  /* out of memory: never a silent gap */
+        cut_off(e, failed);
+}
+
+static void flush_all(cn_rsubs *rs)
+{
+    uv_check_stop(&rs->fl->check);
+    uv_prepare_stop(&rs->fl->prepare);
+    while (!cn_dl_empty(&rs->pending))
+        flush_batch(cn_dl_entry(rs->pending.next, entry, in_pending));
+}
+
+static void on_check(uv_check_t *h) { flush_all(((flusher *)h->data)->rs); }
+static void on_prepare(uv_prepare_t *h) { flush_all(((flusher *)h->data)->rs); }
+
+/* Adds an encoded event to e's batch; -1 when out of memory. */
+static int batch_add(entry *e, const unsigned char *p, size_t len)
+{
+    if (e->nbatch && e->batch_len + len > BATCH_MAX_BYTES)
+        flush_batch(e);
+    if (e->batch_len + len > e->batch_cap) {
+        size_t cap = e->batch_cap ? e->batch_cap : 4096;
+        while (cap < e->batch_len + len)
+            cap *= 2;
+        unsigned char *nb = realloc(e->batch, cap);
+        if (!nb)
+            return -1;
+        e->batch = nb;
+        e->batch_cap = cap;
+    }
+    memcpy(e->batch + e->batch_len, p, len);
+    e->batch_len += len;
+    if (e->nbatch++ == 0) {
+        cn_rsubs *rs = e->rs;
+        if (cn_dl_empty(&rs->pending)) {
+            uv_check_start(&rs->fl->check, on_check);
+            uv_prepare_start(&rs->fl->prepare, on_prepare);
+        }
+        cn_dl_push(&rs->pending, &e->in_pending);
+    }
+    return 0;
+}
+
+/* Sends an encoded event to e's pid: plain, wrapped for a tagged
+ * subscriber, or into the batch of a batched one. -1 when out of memory. */
 static int send_event(entry *e, const unsigned char *p, size_t len)
 {
+    if (e->flags & CN_RSUB_BATCHED)
+        return batch_add(e, p, len);
     if (e->flags & CN_RSUB_TAGGED) {
         ei_x_buff *t = &e->rs->tagged;
         t->index = 0;
@@ -279,6 +386,7 @@ static void cut_off(entry *e, size_t dropped)
     cn_rsubs *rs = e->rs;
     cn_log_warn("subscriber fell %zu events behind on %.*s: cut off", dropped,
                 (int)e->topic_len, e->topic);
+    flush_batch(e); /* what went before the notice */
     ei_x_buff x;
     if (ei_x_new(&x) == 0) {
         if (ei_x_encode_tuple_header(&x, 3) == 0 &&
@@ -301,6 +409,7 @@ static void keep_terminal(entry *e)
         return;
     if (e->run && run_ended(e->run)) {
         send_late_terminal(e);
+        flush_batch(e);
         entry_drop(rs, e, 1);
         return;
     }
@@ -340,8 +449,10 @@ static void on_event(const council_event *ev, void *arg)
     /* Nothing follows the terminal event of the topic's own run: end the
      * subscription so long-lived subscribers do not pile up entries. A
      * sub-council topic sees one nested run per member call, so it stays. */
-    if (terminal && own)
+    if (terminal && own) {
+        flush_batch(e);
         entry_drop(e->rs, e, 1);
+    }
 }
 
 static void on_overflow(size_t dropped, void *arg)
@@ -449,10 +560,18 @@ size_t cn_rsubs_count(const cn_rsubs *rs)
     return rs->nentries;
 }
 
+static void on_flusher_closed(uv_handle_t *h)
+{
+    flusher *fl = h->data;
+    if (--fl->open == 0)
+        free(fl);
+}
+
 void cn_rsubs_free(cn_rsubs *rs)
 {
     if (!rs)
         return;
+    flush_all(rs); /* the node's connections are flushed after this */
     for (size_t i = 0; i < rs->nebuckets; i++) {
         entry *e = rs->ebuckets[i];
         while (e) {
@@ -460,6 +579,7 @@ void cn_rsubs_free(cn_rsubs *rs)
             if (e->sub)
                 council_unsubscribe(rs->b->ctx, e->sub);
             council_run_unref(e->run);
+            free(e->batch); /* unsent: the table goes with the service */
             free(e);
             e = next;
         }
@@ -475,6 +595,9 @@ void cn_rsubs_free(cn_rsubs *rs)
     council_event_unref(rs->cached_ev);
     ei_x_free(&rs->cached);
     ei_x_free(&rs->tagged);
+    rs->fl->rs = NULL;
+    uv_close((uv_handle_t *)&rs->fl->check, on_flusher_closed);
+    uv_close((uv_handle_t *)&rs->fl->prepare, on_flusher_closed);
     free(rs->ebuckets);
     free(rs->pbuckets);
     free(rs);

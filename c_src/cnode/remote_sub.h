@@ -15,10 +15,11 @@
  * own topic ends by itself after that run's terminal event (nothing
  * follows it); a sub-council topic sees one nested run per member call, so
  * it lasts until unsubscribed or the subscriber goes.
- * The Elixir library subscribes one relay pid per node and topic (tagged,
+ * The Elixir library subscribes one relay pid per node and topic (batched,
  * so the relay knows the topic of sub-council events whose run_id is the
- * sub-run's), so each event crosses the wire once per node; a bare shell
- * subscribes itself and gets the plain tuples.
+ * sub-run's, and gets a turn's events in one message), so each event
+ * crosses the wire once per node; a bare shell subscribes itself and gets
+ * the plain tuples.
  */
 #ifndef CN_REMOTE_SUB_H
 #define CN_REMOTE_SUB_H
@@ -38,7 +39,13 @@ cn_rsubs *cn_rsubs_new(cn_bridge *b, size_t max);
 void cn_rsubs_free(cn_rsubs *rs);
 
 /* flags for cn_rsubs_add */
-enum { CN_RSUB_TAGGED = 1 }; /* send {council_ex_event, Topic, Event} */
+enum {
+    CN_RSUB_TAGGED = 1,  /* send {council_ex_event, Topic, Event} */
+    CN_RSUB_BATCHED = 2, /* the events of one loop turn together, in order:
+                            {council_ex_events, Topic, [Event, ...]} (at
+                            most 64 KiB of events in one; a notice or the
+                            run's terminal event sends what is held first) */
+};
 
 /* Subscribe pid (local or remote) to topic. Idempotent: an existing
  * (topic, pid) pair is left as it is. Returns 0, COUNCIL_ELIMIT (too many

@@ -197,7 +197,16 @@ static int parse_names(service *s, start_req *r, ei_x_buff *x)
     return 0;
 }
 
-/* subscribe: a list of at most 64 pids or {Pid, tagged} */
+/* The delivery a subscription names: tagged or batched (CN_RSUB_*), 0 for
+ * anything else. */
+static int sub_mode(cn_slice atom)
+{
+    return cn_term_is_atom(atom, "tagged")    ? CN_RSUB_TAGGED
+           : cn_term_is_atom(atom, "batched") ? CN_RSUB_BATCHED
+                                              : 0;
+}
+
+/* subscribe: a list of at most 64 pids, {Pid, tagged} or {Pid, batched} */
 static int parse_subscribe(service *s, start_req *r, ei_x_buff *x)
 {
     if (!given(r->subscribe))
@@ -208,11 +217,10 @@ static int parse_subscribe(service *s, start_req *r, ei_x_buff *x)
         return refuse(bad_option_named(x, "subscribe"));
     for (long i = 0; i < n; i++) {
         cn_slice item = items[i];
-        r->sub_flags[r->nsubs] = 0;
-        if (cn_term_tuple(item, el, 2) == 2 && cn_term_is_atom(el[1], "tagged")) {
+        int mode = cn_term_tuple(item, el, 2) == 2 ? sub_mode(el[1]) : 0;
+        if (mode)
             item = el[0];
-            r->sub_flags[r->nsubs] = CN_RSUB_TAGGED;
-        }
+        r->sub_flags[r->nsubs] = mode;
         if (get_pid(s->b, item, &r->subs[r->nsubs]))
             return refuse(bad_option_named(x, "subscribe"));
         r->nsubs++;
@@ -529,17 +537,14 @@ static int call_outcome_by_pid(cn_node *n, cn_proc *p, const cn_gen_from *from,
 
 /* ------------------------------------------------------ subscriptions */
 
-/* {subscribe, Topic, Pid[, tagged]} and {unsubscribe, Topic, Pid} */
+/* {subscribe, Topic, Pid[, tagged | batched]} and {unsubscribe, Topic, Pid} */
 static int call_subscription(cn_node *n, cn_proc *p, const cn_gen_from *from,
                              const cn_gen_call *row, const cn_slice *el, ei_x_buff *x)
 {
     service *s = cn_gen_state(p);
     int subscribe = cn_term_is_atom(el[0], "subscribe"), flags = 0;
-    if (row->arity == 4) {
-        if (!subscribe || !cn_term_is_atom(el[3], "tagged"))
-            return cn_gen_encode_error(x, "badarg");
-        flags = CN_RSUB_TAGGED;
-    }
+    if (row->arity == 4 && (!subscribe || !(flags = sub_mode(el[3]))))
+        return cn_gen_encode_error(x, "badarg");
     cn_bridge *b = s->b;
     const char *topic;
     size_t len;

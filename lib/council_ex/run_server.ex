@@ -53,7 +53,7 @@ defmodule CouncilEx.RunServer do
           | {:user_opts, keyword | term}
           | {:callers, [pid]}
           | {:registry, atom | binary}
-          | {:subscribe, [pid | {pid, :tagged}]}
+          | {:subscribe, [pid | {pid, :tagged} | {pid, :batched}]}
           | {:placement, :hash | :least_loaded}
 
   @required [:run_id, :council, :spec, :input]
@@ -97,7 +97,9 @@ defmodule CouncilEx.RunServer do
   that run Elixir-module members and tools; default: the caller and its
   own `$callers`, as a `Task` inherits them), `:registry`, `:subscribe` (pids subscribed
   to the run's topic before it starts; `{pid, :tagged}` for delivery as
-  `{:council_ex_event, topic, event}`, see docs/protocol.md; at most 64),
+  `{:council_ex_event, topic, event}`, `{pid, :batched}` (C node only) as
+  `{:council_ex_events, topic, [event, ...]}`, see docs/protocol.md; at
+  most 64),
   `:placement` (`:hash`, the default, or `:least_loaded`: which node of a
   pool of C nodes takes the run, see `CouncilEx.Pool`).
 
@@ -382,12 +384,12 @@ defmodule CouncilEx.RunServer do
         Enum.all?(l, &subscriber?/1) ||
           raise(
             ArgumentError,
-            ":subscribe must be a list of pids or {pid, :tagged}, got: #{inspect(l)}"
+            ":subscribe must be a list of pids, {pid, :tagged} or {pid, :batched}, got: #{inspect(l)}"
           )
 
       other ->
         raise ArgumentError,
-              ":subscribe must be a list of pids or {pid, :tagged}, got: #{inspect(other)}"
+              ":subscribe must be a list of pids, {pid, :tagged} or {pid, :batched}, got: #{inspect(other)}"
     end
 
     placement!(opts)
@@ -424,6 +426,8 @@ defmodule CouncilEx.RunServer do
 
   defp subscriber?(pid) when is_pid(pid), do: true
   defp subscriber?({pid, :tagged}) when is_pid(pid), do: true
+  # the relay's own entry (CouncilEx.PubSub.Relay.start_subscribed/3)
+  defp subscriber?({pid, :batched}) when is_pid(pid), do: not Backend.nif?()
   # the library's own subscribers with backend :nif (CouncilEx.start/3's
   # subscribe: true), which get events as the relay gives them
   defp subscriber?({pid, :lib}) when is_pid(pid), do: Backend.nif?()

@@ -128,7 +128,7 @@ defmodule CouncilEx.NodeStopTest do
 
     result =
       Relay.start_subscribed(topic, self(), fn entries ->
-        assert [{relay, :tagged}] = entries
+        assert [{relay, :batched}] = entries
         # the relay learns of the node's loss while the start is under way
         send(relay, {:nodedown, node, [node_type: :hidden]})
         :sys.get_state(relay)

@@ -99,6 +99,27 @@ defmodule CouncilEx.PubSub.RelayTest do
     eventually(fn -> Relay.subscribers(topic) == [] end)
   end
 
+  test "a batch is dispatched event by event, in order; its terminal event ends the topic",
+       %{run_id: id, topic: topic, relay: relay} do
+    assert :ok = Relay.subscribe(topic, self())
+    tokens = for k <- 1..50, do: {:member_token, id, "vote", "a", "t#{k}"}
+
+    send(relay, {:council_ex_events, topic,
+                 [{:run_started, id, "Elixir.CouncilEx.Test.MockCouncil", "in"},
+                  {:round_started, id, "vote", 0} | tokens]})
+    send(relay, {:council_ex_events, topic,
+                 [{:run_completed, id, %{final: "x", rounds: [], errors: []}}]})
+
+    # the mailbox in arrival order, exactly
+    got = for _ <- 1..53, do: (receive do: (m -> m))
+    assert got ==
+             [{:run_started, id, CouncilEx.Test.MockCouncil, "in"}, {:round_started, id, :vote, 0}] ++
+               for({:member_token, _, _, _, c} <- tokens, do: {:member_token, id, :vote, "a", c}) ++
+               [{:run_completed, id, %{final: "x", rounds: [], errors: []}}]
+    assert Relay.subscribers(topic) == []
+    assert Process.info(self(), :messages) == {:messages, []}
+  end
+
   test "an overflow notice reaches subscribers; the terminal event still ends the topic",
        %{topic: topic, relay: relay} do
     assert :ok = Relay.subscribe(topic, self())
@@ -126,7 +147,7 @@ defmodule CouncilEx.PubSub.RelayTest do
     # A refused start: what came for the topic meanwhile is dropped.
     assert {:error, :already_started} =
              Relay.start_subscribed(topic, self(), fn entries ->
-               assert entries == [{relay, :tagged}]
+               assert entries == [{relay, :batched}]
 
                feed(relay, topic, [
                  {:run_started, id, "x", "theirs"},
@@ -145,7 +166,7 @@ defmodule CouncilEx.PubSub.RelayTest do
     run = fake_run()
 
     assert {:ok, ^run} =
-             Relay.start_subscribed(topic, self(), fn [{^relay, :tagged}] ->
+             Relay.start_subscribed(topic, self(), fn [{^relay, :batched}] ->
                feed(relay, topic, [{:run_started, id, "x", "mine"}, {:round_started, id, "vote", 0}])
 
                Relay.stats()
@@ -227,7 +248,7 @@ defmodule CouncilEx.PubSub.RelayTest do
     # The start is refused: the relay then subscribes on its own for the
     # subscriber that came meanwhile.
     assert {:error, :already_started} =
-             Relay.start_subscribed(topic, self(), fn [{^relay, :tagged}] ->
+             Relay.start_subscribed(topic, self(), fn [{^relay, :batched}] ->
                send(parent, {:sub, subscriber.()})
                refute_receive {:subscribed, _, _}, 200
                {:error, :already_started}
@@ -250,7 +271,7 @@ defmodule CouncilEx.PubSub.RelayTest do
     run = fake_run()
 
     assert {:ok, ^run} =
-             Relay.start_subscribed(topic, self(), fn [{^relay, :tagged}] ->
+             Relay.start_subscribed(topic, self(), fn [{^relay, :batched}] ->
                send(parent, {:sub, subscriber.()})
                refute_receive {:subscribed, _, _}, 200
                {:ok, run}
@@ -275,7 +296,7 @@ defmodule CouncilEx.PubSub.RelayTest do
     run = fake_run()
 
     assert {:ok, ^run} =
-             Relay.start_subscribed(topic, victim, fn [{^relay, :tagged}] ->
+             Relay.start_subscribed(topic, victim, fn [{^relay, :batched}] ->
                assert %{starts: 1, pids: pids} = Relay.stats()
                assert pids == before.pids + 1
                Process.exit(victim, :kill)

@@ -3,11 +3,14 @@ defmodule CouncilEx.PubSub.Relay do
   This node's relay of run events (one process per node, started by the
   application).
 
-  It subscribes once per topic at the C node, as a tagged subscriber
-  (`{:subscribe, topic, relay, :tagged}`, docs/protocol.md): every event
-  arrives once, as `{:council_ex_event, topic, event}`, so the relay knows
-  the topic of each event, also on a sub-council topic whose events carry
-  the sub-run's own id. It turns round names and councils back into atoms
+  It subscribes once per topic at the C node, as a batched subscriber
+  (`{:subscribe, topic, relay, :batched}`, docs/protocol.md): every event
+  arrives once, in `{:council_ex_events, topic, [event, ...]}` (the events
+  the C node made for the topic in one turn of its loop, in order), so the
+  relay knows the topic of each event, also on a sub-council topic whose
+  events carry the sub-run's own id, and takes one message per batch
+  instead of one per event. It also takes `{:council_ex_event, topic,
+  event}`, the tagged form, one event per message. It turns round names and councils back into atoms
   (`CouncilEx.Wire.event/1`) and sends the plain event to every local
   subscriber of the topic, in the order received. Every event tuple is
   relayed, whatever its tag (the tool events too, and tags a newer C node
@@ -44,7 +47,7 @@ defmodule CouncilEx.PubSub.Relay do
   Runs started with `subscribe: true` go through `start_subscribed/3`: the
   caller is registered here (local bookkeeping, no call to the C node) and,
   unless the relay is already subscribed to the run's topic at the C node,
-  the start request itself carries `{relay, :tagged}` in its `:subscribe`
+  the start request itself carries `{relay, :batched}` in its `:subscribe`
   list, so the C node subscribes the relay before the run begins and no
   event is missed. Until the start has answered, the events of the topic
   are held back for that caller: delivered, in order, when the start
@@ -89,7 +92,7 @@ defmodule CouncilEx.PubSub.Relay do
 
   Registers `pid` for `topic` with the relay (no call to the C node), then
   calls `start` with the entries to add to the start request's
-  `:subscribe` list: `[{relay_pid, :tagged}]` when the relay is not yet
+  `:subscribe` list: `[{relay_pid, :batched}]` when the relay is not yet
   subscribed to `topic` at the C node, `[]` when it is. `start` returns
   `{:ok, run_pid}` or an error, which is returned as is. On success `pid`
   gets every event of the topic from the run's first one on (events that
@@ -107,7 +110,7 @@ defmodule CouncilEx.PubSub.Relay do
   before this returns the error: no run is left behind that nobody knows
   of.
   """
-  @spec start_subscribed(binary, pid, ([{pid, :tagged}] -> {:ok, pid} | term)) ::
+  @spec start_subscribed(binary, pid, ([{pid, :batched}] -> {:ok, pid} | term)) ::
           {:ok, pid} | term
   def start_subscribed(topic, pid, start) when is_binary(topic) and is_pid(pid) do
     with {:ok, _node} <- CouncilEx.Node.await(),
@@ -288,7 +291,7 @@ defmodule CouncilEx.PubSub.Relay do
               &%{&1 | node: node, refs: MapSet.put(&1.refs, ref)}
             )
 
-          {:reply, {:ok, ref, [{self(), :tagged}]}, %{state | inflight: inflight}}
+          {:reply, {:ok, ref, [{self(), :batched}]}, %{state | inflight: inflight}}
         end
     end
   end
@@ -338,16 +341,14 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   @impl true
-  def handle_info({:council_ex_event, topic, event}, state)
-      when is_binary(topic) and is_tuple(event) and tuple_size(event) >= 3 do
-    state = dispatch(state, topic, CouncilEx.Wire.event(event))
-
-    # Only the topic's own run ends it: a sub-council topic carries one
-    # nested run per member call, and the C node keeps that subscription.
-    if elem(event, 0) in @terminal and topic == CouncilEx.Schema.topic_prefix() <> elem(event, 1),
-      do: {:noreply, drop_topic(state, topic, :ok)},
-      else: {:noreply, state}
+  # One loop turn's events of a topic, in order (the batched subscription).
+  def handle_info({:council_ex_events, topic, events}, state)
+      when is_binary(topic) and is_list(events) do
+    {:noreply, Enum.reduce(events, state, &relay_event(&2, topic, &1))}
   end
+
+  def handle_info({:council_ex_event, topic, event}, state) when is_binary(topic),
+    do: {:noreply, relay_event(state, topic, event)}
 
   # The C node keeps the subscription after the notice and sends only
   # terminal events from then on: the topic ends as usual with its run's.
@@ -379,6 +380,18 @@ defmodule CouncilEx.PubSub.Relay do
   def handle_info(_other, state), do: {:noreply, state}
 
   # -------------------------------------------------------------- helpers
+
+  defp relay_event(state, topic, event) when is_tuple(event) and tuple_size(event) >= 3 do
+    state = dispatch(state, topic, CouncilEx.Wire.event(event))
+
+    # Only the topic's own run ends it: a sub-council topic carries one
+    # nested run per member call, and the C node keeps that subscription.
+    if elem(event, 0) in @terminal and topic == CouncilEx.Schema.topic_prefix() <> elem(event, 1),
+      do: drop_topic(state, topic, :ok),
+      else: state
+  end
+
+  defp relay_event(state, _topic, _other), do: state
 
   # Sends to the topic's subscribers; holds it for starts under way.
   defp dispatch(state, topic, message) do
@@ -665,7 +678,7 @@ defmodule CouncilEx.PubSub.Relay do
       node ->
         case GenServer.call(
                {CouncilEx.Node.service_name(), node},
-               {:subscribe, topic, self(), :tagged},
+               {:subscribe, topic, self(), :batched},
                10_000
              ) do
           :ok -> {:ok, node}
