@@ -37,6 +37,8 @@ static void on_handle_closed(uv_handle_t *h)
 }
 
 #define FLUSH_DEADLINE_MS 3000
+/* Bytes queued in one turn above which they are written at once. */
+#define FLUSH_CAP (256u * 1024)
 
 static void close_tcp(cn_conn *c)
 {
@@ -198,6 +200,14 @@ static int send_raw(cn_conn *c, const void *data, size_t len)
                     c->addr, c->hs.peer_name, c->lim.max_outq);
         fail_send(c, "output queue overflow");
         return -1;
+    }
+    /* A turn that queues a lot writes it in pieces of about FLUSH_CAP:
+     * the kernel takes little more at once (CN_CONN_NOTSENT_LOWAT), and
+     * pend need not grow to the size of the whole turn. */
+    if (c->pend_len && c->pend_len + len > FLUSH_CAP) {
+        flush_pending(c);
+        if (c->close_why || c->tcp_closed)
+            return -1;
     }
     if (c->pend_len + len > c->pend_cap) {
         size_t cap = c->pend_cap ? c->pend_cap : 4096;

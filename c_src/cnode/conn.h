@@ -139,7 +139,8 @@ cn_conn *cn_conn_connect(uv_loop_t *loop, const struct sockaddr *addr,
 void cn_conn_read_now(cn_conn *c);
 /* Queues one whole frame (copied). Frames queued during one loop iteration
  * go out together in one write at the end of it (a reply, an event fanned
- * out to many pids of one node: one syscall). 0, or -1 if closing or the
+ * out to many pids of one node: one syscall), or in writes of about 256 KiB
+ * when the turn queues more. 0, or -1 if closing or the
  * queue overflowed (the connection then closes from the loop, not in here). */
 int cn_conn_send(cn_conn *c, const void *frame, size_t len);
 /* 1 when the bytes the kernel has refused so far (written in an earlier
