@@ -17,6 +17,8 @@
 /* A connection still in the handshake needs one packet's room at most:
  * pending handshakes are many and cheap; the buffer grows when it is up. */
 #define IN_HANDSHAKE (HS_MAX_PACKET + 2)
+/* Bytes queued in one turn above which they are written at once. */
+#define FLUSH_CAP (256u * 1024)
 
 typedef struct wreq {
     uv_write_t req;
@@ -37,8 +39,6 @@ static void on_handle_closed(uv_handle_t *h)
 }
 
 #define FLUSH_DEADLINE_MS 3000
-/* Bytes queued in one turn above which they are written at once. */
-#define FLUSH_CAP (256u * 1024)
 
 static void close_tcp(cn_conn *c)
 {
@@ -62,24 +62,49 @@ static void close_timer(cn_conn *c)
 static void fail_send(cn_conn *c, const char *why);
 static void on_written(uv_write_t *req, int status);
 
-/* Hands everything queued since the last flush to libuv as one write. */
+/* Writes everything queued since the last flush: one uv_try_write (one
+ * write syscall) while libuv's queue is empty, and whatever the kernel did
+ * not take goes through a write request. uv_write alone would cost an
+ * epoll_ctl per flush on top: a finished request makes libuv re-arm the
+ * socket's watcher in the next poll, even with nothing left to write. */
 static void flush_pending(cn_conn *c)
 {
     if (c->pend_len == 0 || c->tcp_closed)
         return;
     uv_check_stop(&c->flusher);
     uv_prepare_stop(&c->preflush);
+    uv_buf_t b = uv_buf_init((char *)c->pend, (unsigned)c->pend_len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        c->outq_bytes -= c->pend_len;
+        c->pend_len = 0;
+        fail_send(c, uv_strerror(n));
+        return;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
+    c->outq_bytes -= done;
+    if (done == c->pend_len) {
+        c->pend_len = 0;
+        if (c->pend_cap > FLUSH_CAP) { /* keep a small buffer for the next turn */
+            free(c->pend);
+            c->pend = NULL;
+            c->pend_cap = 0;
+        }
+        return;
+    }
     wreq *w = malloc(sizeof *w);
     if (!w) {
+        c->outq_bytes -= c->pend_len - done;
+        c->pend_len = 0;
         fail_send(c, "out of memory");
         return;
     }
     w->c = c;
-    w->len = c->pend_len;
+    w->len = c->pend_len - done;
     w->data = c->pend;
     c->pend = NULL;
     c->pend_len = c->pend_cap = 0;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    b = uv_buf_init((char *)w->data + done, (unsigned)w->len);
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc < 0) {
         c->outq_bytes -= w->len;
