@@ -78,8 +78,10 @@ defmodule CouncilEx.Pool do
       (`CouncilEx.Node.retention_ms/0`) after the change, a start first
       asks the other up nodes whether they have the id (one call per
       node) and answers as that node would (`{:error, {:already_started,
-      pid}}`, `{:error, :run_id_retained}`) when one has. So does
-      every least-loaded start under your own id.
+      pid}}`, `{:error, :run_id_retained}`) when one has, and
+      `{:error, :timeout}` (starting nothing) when one does not answer
+      in time: a slow node may have it. So does every least-loaded start
+      under your own id.
 
     * a least-loaded run under your own id that lands away from its id's
       first node does the same on this BEAM node: for the retention
@@ -279,20 +281,27 @@ defmodule CouncilEx.Pool do
   end
 
   # :ok when no other up node has the run id, or when no such node can be
-  # (see "No run id is started twice" in the module doc).
+  # (see "No run id is started twice" in the module doc). A node that does
+  # not say within `timeout` whether it has the id (a slow node) may well
+  # have it: the start answers `{:error, :timeout}` and starts nothing.
   defp unique(view, node, opts, placement, timeout) do
     others = List.delete(view.up, node)
     id = Map.get(opts, :run_id)
 
     if others != [] and is_binary(id) and (placement == :least_loaded or unsettled?(view)) do
       registry = Map.get(opts, :registry, CouncilEx.Schema.default_registry())
+      replies = multi_call(others, {:state, registry, id}, timeout)
 
-      holder =
-        others
-        |> multi_call({:state, registry, id}, timeout)
-        |> Enum.find_value(fn {node, reply} -> match?({:ok, _}, reply) && node end)
+      cond do
+        holder = Enum.find_value(replies, fn {node, reply} -> match?({:ok, _}, reply) && node end) ->
+          taken(holder, registry, id, timeout)
 
-      if holder, do: taken(holder, registry, id, timeout), else: :ok
+        Enum.any?(replies, &match?({_, {:error, :timeout}}, &1)) ->
+          {:error, :timeout}
+
+        true ->
+          :ok
+      end
     else
       :ok
     end
@@ -303,6 +312,7 @@ defmodule CouncilEx.Pool do
   defp taken(node, registry, id, timeout) do
     case call_node(node, {:whereis, registry, id}, timeout) do
       {:ok, pid} -> {:error, {:already_started, pid}}
+      {:error, :timeout} = slow -> slow
       _ -> {:error, :run_id_retained}
     end
   end

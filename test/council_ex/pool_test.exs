@@ -339,6 +339,36 @@ defmodule CouncilEx.PoolTest do
     for {id, r} <- await_all(again), do: assert(match?({:ok, _}, r), id)
   end
 
+  test "after a change of the pool, a start of an id that a slow node may have starts nothing",
+       %{nodes: nodes} do
+    [first, second | _] = nodes
+    # an id whose order is first, second, ...: placed on second while
+    # first drains
+    id =
+      Stream.repeatedly(fn -> run_id("slow") end)
+      |> Enum.find(&(Enum.take(Placement.rank(&1, nodes), 2) == [first, second]))
+
+    assert CouncilEx.Node.drain(first) == :ok
+    {:ok, pid} = CouncilEx.start(CouncilEx.Test.Pool.Idle, "q", run_id: id)
+    assert node(pid) == second
+    # first takes runs again: the id's start now goes there, and asks the
+    # others (second among them) whether they have it
+    assert CouncilEx.Node.undrain(first) == :ok
+    os_pid = Integer.to_string(CouncilEx.Node.os_pid(second))
+    {_, 0} = System.cmd("kill", ["-STOP", os_pid])
+
+    try do
+      assert CouncilEx.start(CouncilEx.Test.Pool.Idle, "q", run_id: id) == {:error, :timeout}
+    after
+      {_, 0} = System.cmd("kill", ["-CONT", os_pid])
+    end
+
+    assert RunServer.whereis(id) == {:ok, pid}
+    assert {:error, {:already_started, ^pid}} = CouncilEx.start(QuickCouncil, "q", run_id: id)
+    assert CouncilEx.cancel(pid) == :ok
+    assert {:error, {:cancelled, _}} = CouncilEx.await(pid)
+  end
+
   test "reload/0: the pool follows a change of pool_size at run time", %{nodes: nodes} do
     Application.put_env(:council_ex, :pool_size, 4)
 
