@@ -48,10 +48,15 @@ defmodule CouncilEx.Pool do
   A subscription to a run's topic (`CouncilEx.PubSub.subscribe/1`, by the
   relay) goes to the node that has the run (looked up in the default
   registry, as above), else to the node a start of that id would go to
-  now: subscribing before the start works with hash placement. For a run
-  placed least-loaded under your own id, or a run of another registry
-  placed away from its first node, subscribe with `subscribe: true` at the
-  start instead.
+  now: subscribing before the start works with hash placement while the
+  pool does not change until the start. For a run placed least-loaded
+  under your own id, a run of another registry placed away from its first
+  node, or when the pool may change before the start (a drain, a node
+  added or lost), start with `subscribe: true`: such a start carries the
+  relay's subscription to whichever node takes the run, and the relay
+  moves there (`CouncilEx.PubSub.Relay`), so that subscribers from before
+  get every event too. A start without it leaves them subscribed where
+  the run is not.
 
   ## Failure
 

@@ -49,10 +49,15 @@ defmodule CouncilEx.PubSub.Relay do
   unless the relay is already subscribed to the run's topic at the C node,
   the start request itself carries `{relay, :batched}` in its `:subscribe`
   list, so the C node subscribes the relay before the run begins and no
-  event is missed. Until the start has answered, the events of the topic
-  are held back for that caller: delivered, in order, when the start
-  succeeds, discarded when it fails (e.g. `{:already_started, pid}`: the caller
-  never sees an event of the run that holds the id).
+  event is missed. In a pool of C nodes it carries it also when the relay
+  is subscribed already (at the node the run id hashed to when it
+  subscribed; a node counts a subscription once): if the run lands on
+  another node, the relay is subscribed there from the run's start and
+  leaves the other node when the start answers. Until the start has
+  answered, the events of the topic are held back for that caller:
+  delivered, in order, when the start succeeds, discarded when it fails
+  (e.g. `{:already_started, pid}`: the caller never sees an event of the
+  run that holds the id).
   """
   use GenServer
   require Logger
@@ -273,25 +278,36 @@ defmodule CouncilEx.PubSub.Relay do
           end
 
         mode = if subscribed?(state, topic, pid), do: :direct, else: :buffer
-        entry = %{pid: pid, mode: mode, buf: []}
+        # In a pool the run may land on another node than the one the
+        # relay is subscribed at (its first node drains, a node was added,
+        # least-loaded placement): the start carries the subscription
+        # anyway (a node that has it already counts it once), and the
+        # relay moves there when the start answers (start_end).
+        held = if CouncilEx.Pool.view().members > 1, do: state.remote[topic]
+        entry = %{pid: pid, mode: mode, buf: [], held: held}
         pending = Map.update(state.pending, topic, %{ref => entry}, &Map.put(&1, ref, entry))
         state = watch(%{state | pending: pending}, pid, topic)
 
-        if Map.has_key?(state.remote, topic) do
-          {:reply, {:ok, ref, []}, state}
-        else
-          # Not subscribed yet, or only by starts still under way (one of
-          # which may fail): this start carries the subscription too; the
-          # C node keeps one subscription per topic and pid.
-          inflight =
-            Map.update(
-              state.inflight,
-              topic,
-              %{node: node, refs: MapSet.new([ref]), waiters: []},
-              &%{&1 | node: node, refs: MapSet.put(&1.refs, ref)}
-            )
+        cond do
+          held != nil ->
+            {:reply, {:ok, ref, [{self(), :batched}]}, state}
 
-          {:reply, {:ok, ref, [{self(), :batched}]}, %{state | inflight: inflight}}
+          Map.has_key?(state.remote, topic) ->
+            {:reply, {:ok, ref, []}, state}
+
+          true ->
+            # Not subscribed yet, or only by starts still under way (one of
+            # which may fail): this start carries the subscription too; the
+            # C node keeps one subscription per topic and pid.
+            inflight =
+              Map.update(
+                state.inflight,
+                topic,
+                %{node: node, refs: MapSet.new([ref]), waiters: []},
+                &%{&1 | node: node, refs: MapSet.put(&1.refs, ref)}
+              )
+
+            {:reply, {:ok, ref, [{self(), :batched}]}, %{state | inflight: inflight}}
         end
     end
   end
@@ -317,6 +333,7 @@ defmodule CouncilEx.PubSub.Relay do
       end
 
     state = settle_inflight(state, topic, ref, outcome)
+    state = moved(state, topic, entry, outcome)
     state = if entry, do: sync_watch(state, entry.pid, topic), else: state
     {:reply, :ok, maybe_release(state, topic)}
   end
@@ -552,6 +569,32 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   defp reply_all(waiters, reply), do: Enum.each(waiters, &GenServer.reply(&1, reply))
+
+  # A start that carried the relay's subscription while the relay was
+  # subscribed at `held` (start_begin) made its run on another node: the
+  # relay is subscribed there since the run began, and leaves `held`,
+  # which has no run of the topic.
+  defp moved(state, topic, %{held: held}, {:ok, run}) when held != nil do
+    at = node(run)
+
+    cond do
+      at == held ->
+        state
+
+      state.remote[topic] == held ->
+        remote_unsubscribe(held, topic)
+        state = put_in(state.remote[topic], at)
+        if connected?(at), do: state, else: node_lost(state, topic)
+
+      true ->
+        # the topic was dropped meanwhile (its run ended, or held was
+        # lost): only held's subscription is left to end
+        if connected?(held), do: remote_unsubscribe(held, topic)
+        state
+    end
+  end
+
+  defp moved(state, _topic, _entry, _outcome), do: state
 
   # The C node that held the topic's subscription went down: the topic is
   # dropped and its subscribers told (`{:council_ex_down, topic, reason}`).
