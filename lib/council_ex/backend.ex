@@ -59,6 +59,20 @@ defmodule CouncilEx.Backend do
   end
 
   @doc false
+  # Unlinks the calling process from `pid` and drops the exit signal of
+  # `pid` that may be in its mailbox already (a caller that traps exits).
+  @spec unlink_flush(pid) :: :ok
+  def unlink_flush(pid) do
+    Process.unlink(pid)
+
+    receive do
+      {:EXIT, ^pid, _} -> :ok
+    after
+      0 -> :ok
+    end
+  end
+
+  @doc false
   # Starts a run from the service's start options (`how`: :start or
   # :start_link): `{:ok, run_pid}` or `{:error, reason}`.
   @spec start(:start | :start_link, map) :: {:ok, pid} | {:error, term}

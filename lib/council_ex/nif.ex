@@ -113,19 +113,9 @@ defmodule CouncilEx.Nif do
         ok
 
       other ->
-        if how == :start_link, do: unlink_flush(pid)
+        if how == :start_link, do: CouncilEx.Backend.unlink_flush(pid)
         Process.exit(pid, :kill)
         other
-    end
-  end
-
-  defp unlink_flush(pid) do
-    Process.unlink(pid)
-
-    receive do
-      {:EXIT, ^pid, _} -> :ok
-    after
-      0 -> :ok
     end
   end
 

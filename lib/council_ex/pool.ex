@@ -72,7 +72,10 @@ defmodule CouncilEx.Pool do
     * a start goes to one node, chosen from the nodes that are up as
       `net_kernel` sees them; a node that is only slow is still up, so
       nothing else is tried: its start answers `{:error, :timeout}`, never
-      starts the id elsewhere. A start to a node lost while it was under
+      starts the id elsewhere (the node may still make the run, found by
+      id then; a `start_link` asks that node for the id afterwards and
+      unlinks and cancels a run it finds linked to the caller, so no run
+      the caller does not know is linked to it). A start to a node lost while it was under
       way answers `{:error, :noconnection}` (it is not retried
       elsewhere: the node may have made the run just before). Each node's
       registry refuses an id it has (`{:error, {:already_started, pid}}`,
@@ -247,11 +250,35 @@ defmodule CouncilEx.Pool do
       node ->
         with :ok <- unique(view, node, opts, placement, timeout) do
           reply = call_node(node, {how, opts}, timeout)
+          late(reply, how, node, opts, timeout)
           away(reply, node, Map.get(opts, :run_id), view)
           reply
         end
     end
   end
+
+  # A start_link that its node answers after `timeout` (a slow node) still
+  # makes the run and links it to the caller, which got `{:error,
+  # :timeout}`, does not know the run and would get its exit. A node
+  # answers one sender's requests in order, so a lookup of the id sent to
+  # it now is answered after that start: a run of the id linked to the
+  # caller is the late start's, and it is unlinked and cancelled. When the
+  # lookup does not come back within `timeout` either, nothing is done.
+  defp late({:error, :timeout}, :start_link, node, %{run_id: id} = opts, timeout)
+       when is_binary(id) do
+    registry = Map.get(opts, :registry, CouncilEx.Schema.default_registry())
+
+    with {:ok, pid} <- call_node(node, {:whereis, registry, id}, timeout),
+         {:links, links} <- Process.info(self(), :links),
+         true <- pid in links do
+      CouncilEx.Backend.unlink_flush(pid)
+      GenServer.cast(pid, :cancel)
+    end
+
+    :ok
+  end
+
+  defp late(_reply, _how, _node, _opts, _timeout), do: :ok
 
   # A run placed away from its id's first node (least-loaded under the
   # caller's own id): from now on, and for the retention window, starts

@@ -130,7 +130,10 @@ defmodule CouncilEx.RunServer do
   that of a run that has ended and is still retained (readable through
   `state/2`); `:limit`, `{:invalid_spec, field, message}`,
   `{:provider_config, provider, message}`, `:noconnection`,
-  `:unavailable`).
+  `:unavailable`, `:timeout` when the C node does not answer within 15 s:
+  it may still make the run, which is then found by id; `start_link/1`
+  then asks that node for the id and unlinks and cancels a run it finds
+  linked to the caller, see `CouncilEx.Pool`).
   """
   @spec start([option]) :: {:ok, pid} | {:error, term}
   def start(opts), do: do_start(:start, opts)

@@ -393,6 +393,42 @@ defmodule CouncilEx.PoolTest do
     end
   end
 
+  test "a start_link that its slow node makes after the caller's timeout leaves no run linked to the caller",
+       %{nodes: nodes} do
+    slow = Enum.at(nodes, 2)
+    id = Placement.id_for(slow, nodes, fn -> run_id("late") end, 10_000)
+    os_pid = Integer.to_string(CouncilEx.Node.os_pid(slow))
+    test = self()
+
+    caller =
+      spawn_link(fn ->
+        receive do: (:go -> :ok)
+        send(test, {:started, CouncilEx.start_link(CouncilEx.Test.Pool.Idle, "q", run_id: id)})
+        receive do: (:stop -> :ok)
+      end)
+
+    # what the caller sends: its lookup of the id, after the start's
+    # timeout, is when the node may go on (and answer the start first)
+    :erlang.trace(caller, true, [:send])
+    {_, 0} = System.cmd("kill", ["-STOP", os_pid])
+
+    try do
+      send(caller, :go)
+
+      assert_receive {:trace, ^caller, :send, {:"$gen_call", _, {:whereis, _, ^id}}, _}, 60_000
+    after
+      {_, 0} = System.cmd("kill", ["-CONT", os_pid])
+    end
+
+    assert_receive {:started, {:error, :timeout}}, 60_000
+    # the node made the run late: it is cancelled, and not linked to the caller
+    eventually(fn -> match?({:ok, %{status: :cancelled}}, RunServer.state(id)) end)
+    {:links, links} = Process.info(caller, :links)
+    refute Enum.any?(links, &(node(&1) == slow))
+    assert Process.alive?(caller)
+    send(caller, :stop)
+  end
+
   test "reload/0: the pool follows a change of pool_size at run time", %{nodes: nodes} do
     Application.put_env(:council_ex, :pool_size, 4)
 
