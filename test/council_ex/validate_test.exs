@@ -67,6 +67,25 @@ defmodule CouncilEx.ValidateTest do
     assert {:error, [%{path: "$", code: :not_a_council}]} = CouncilEx.validate("nope")
   end
 
+  test "a spec over the core's size limit, a provider configuration that cannot serve" do
+    # the core's max_spec_bytes is 1 MiB (the C node's --max-spec-bytes, the NIF's default)
+    big = spec([[type: :vote]], [[id: :a, provider: :mock, text: String.duplicate("x", 1_100_000)]])
+    assert {:error, [%{path: "spec", code: :too_big}]} = CouncilEx.validate(big)
+    assert {:error, {:invalid_council, [%{code: :too_big}]}} = CouncilEx.start(big, "q")
+
+    model = spec([[type: :vote]], [[id: :g, provider: :openai, model: "m"]])
+    Application.put_env(:council_ex, :providers, openai: [api_key: 12])
+
+    try do
+      assert {:error, [%{path: "providers.openai", code: :provider_config, message: m}]} =
+               CouncilEx.validate(model)
+
+      assert m =~ "api_key"
+    after
+      Application.delete_env(:council_ex, :providers)
+    end
+  end
+
   test "start/3, start_link/3 and run/3 refuse it with {:invalid_council, errors}, no run made" do
     # one the library checks, one only the core does
     local = %{spec([[type: :vote]]) | chair: "nobody"}
