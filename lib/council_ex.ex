@@ -38,7 +38,7 @@ defmodule CouncilEx do
   grouping runs.
   """
 
-  alias CouncilEx.{Backend, PubSub.Relay, RunIndex, RunServer, Spec, Verbose, Wire}
+  alias CouncilEx.{Backend, PubSub.Relay, RunIndex, RunServer, Spec, Wire}
 
   @typedoc "The curated state of a run (see `CouncilEx.RunServer.state/2`)."
   @type run_summary :: RunServer.run_summary()
@@ -496,27 +496,6 @@ defmodule CouncilEx do
           {:ok, pid} | {:error, term}
   def __start__(council, input, opts, starter) do
     run_opts = prepare!(council, input, opts)
-    {level, io} = Verbose.wanted(opts)
-    tracer = Verbose.start(Keyword.fetch!(run_opts, :run_id), level, io)
-
-    # the tracer is subscribed by the start itself: before the run begins
-    run_opts =
-      if tracer,
-        do: Keyword.update(run_opts, :subscribe, [tracer], &(&1 ++ [tracer])),
-        else: run_opts
-
-    try do
-      result = start_checked(run_opts, opts, starter)
-      Verbose.started(tracer, result)
-      result
-    catch
-      kind, reason ->
-        Verbose.started(tracer, :error)
-        :erlang.raise(kind, reason, __STACKTRACE__)
-    end
-  end
-
-  defp start_checked(run_opts, opts, starter) do
 
     # An invalid spec is refused before the relay or the C node hear of the
     # run (RunServer checks it again, for its direct callers); what only
@@ -600,7 +579,7 @@ defmodule CouncilEx do
         input: input,
         callers: Keyword.get(opts, :callers, [self() | Process.get(:"$callers", [])]),
         user_opts: Keyword.get(opts, :user_opts, [])
-      ] ++ Keyword.take(opts, [:registry, :placement])
+      ] ++ Keyword.take(opts, [:registry, :placement, :verbose, :verbose_io])
 
     RunServer.validate!(run_opts)
   end

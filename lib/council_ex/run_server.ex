@@ -27,7 +27,7 @@ defmodule CouncilEx.RunServer do
   namespace (the same run id may live in two registries).
   """
 
-  alias CouncilEx.{Backend, MemberServer, Providers, RunIndex, Spec, Wire}
+  alias CouncilEx.{Backend, MemberServer, Providers, RunIndex, Spec, Verbose, Wire}
 
   @typedoc """
   The curated state of a run (SPEC section 3): `started_at` is a `DateTime`
@@ -55,9 +55,11 @@ defmodule CouncilEx.RunServer do
           | {:registry, atom | binary}
           | {:subscribe, [pid | {pid, :tagged} | {pid, :batched}]}
           | {:placement, :hash | :least_loaded}
+          | {:verbose, boolean | :debug}
+          | {:verbose_io, IO.device()}
 
   @required [:run_id, :council, :spec, :input]
-  @optional [:user_opts, :callers, :registry, :subscribe, :placement]
+  @optional [:user_opts, :callers, :registry, :subscribe, :placement, :verbose, :verbose_io]
 
   @doc """
   A child spec for supervisors: `restart: :temporary` (a finished run is
@@ -101,7 +103,11 @@ defmodule CouncilEx.RunServer do
   `{:council_ex_events, topic, [event, ...]}`, see docs/protocol.md; at
   most 64),
   `:placement` (`:hash`, the default, or `:least_loaded`: which node of a
-  pool of C nodes takes the run, see `CouncilEx.Pool`).
+  pool of C nodes takes the run, see `CouncilEx.Pool`), `verbose: true |
+  :debug` (also read from a keyword `:user_opts`: the run's events logged
+  by a `CouncilEx.Verbose` tracer, subscribed by the start request itself)
+  and `:verbose_io` (an IO device for the tracer's lines instead of
+  `Logger`).
 
   Missing or bad options raise `ArgumentError` before anything is sent.
   The spec is checked here too (`CouncilEx.Spec.check/1`, which a spec built
@@ -313,7 +319,24 @@ defmodule CouncilEx.RunServer do
     # which node of a pool takes the run (CouncilEx.Pool)
     request = if p = opts[:placement], do: Map.put(request, :placement, p), else: request
 
-    case Backend.start(how, request) do
+    # the verbose tracer is subscribed by the start itself: before the run
+    # begins, so it misses nothing
+    {level, io} = Verbose.wanted(opts)
+    tracer = Verbose.start(level, io)
+    request = if tracer, do: %{request | subscribe: request.subscribe ++ [tracer]}, else: request
+
+    result =
+      try do
+        Backend.start(how, request)
+      catch
+        kind, reason ->
+          Verbose.started(tracer, :error)
+          :erlang.raise(kind, reason, __STACKTRACE__)
+      end
+
+    Verbose.started(tracer, result)
+
+    case result do
       {:ok, pid} = ok when is_pid(pid) ->
         if member_server, do: MemberServer.attach(member_server, pid)
         # For CouncilEx.await/2 on this pid once the run has ended.
@@ -397,6 +420,7 @@ defmodule CouncilEx.RunServer do
 
     placement!(opts)
     user_opts!(Keyword.get(opts, :user_opts, []))
+    Verbose.wanted(opts)
     registry!(opts)
     # Encoding errors (an option value with no JSON form) surface here too.
     Spec.to_json(spec)

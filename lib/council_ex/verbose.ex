@@ -4,7 +4,9 @@ defmodule CouncilEx.Verbose do
   events in a readable line, from `run_started` to the terminal event.
 
   It is turned on by `verbose: true` (or `:debug`) among a start's
-  options or in its `:user_opts`:
+  options or in its `:user_opts`, on every start path (`CouncilEx.start/3`,
+  `start_link/3`, `run/3`, `CouncilEx.Supervisor.start_link/4`,
+  `CouncilEx.RunServer.start/1` and `start_link/1`):
 
       CouncilEx.run(MyApp.Triage, "Which plan is safest?", verbose: true)
       CouncilEx.start(MyApp.Triage, "q", user_opts: [verbose: :debug])
@@ -50,13 +52,13 @@ defmodule CouncilEx.Verbose do
   end
 
   @doc false
-  # A tracer for the run `run_id`, waiting for its events; `nil` when
-  # level is false.
-  @spec start(binary, level, IO.device() | nil) :: pid | nil
-  def start(_run_id, false, _io), do: nil
+  # A tracer, waiting for the events of the run whose start request
+  # subscribes it (to that run's topic only); `nil` when level is false.
+  @spec start(level, IO.device() | nil) :: pid | nil
+  def start(false, _io), do: nil
 
-  def start(run_id, level, io) when level in [true, :debug] do
-    :proc_lib.spawn(__MODULE__, :init, [run_id, level, io])
+  def start(level, io) when level in [true, :debug] do
+    :proc_lib.spawn(__MODULE__, :init, [level, io])
   end
 
   @doc false
@@ -67,32 +69,38 @@ defmodule CouncilEx.Verbose do
   def started(tracer, outcome), do: send(tracer, {__MODULE__, :started, outcome}) && :ok
 
   @doc false
-  def init(run_id, level, io) do
+  def init(level, io) do
     receive do
       {__MODULE__, :started, {:ok, pid}} when is_pid(pid) ->
         ref = Process.monitor(pid)
-        loop(%{run_id: run_id, level: level, io: io, ref: ref})
+        loop(%{level: level, io: io, ref: ref, pid: pid})
 
       {__MODULE__, :started, _failed} ->
         :ok
     end
   end
 
-  defp loop(st) do
-    run_id = st.run_id
+  @tags [:run_started, :round_started, :member_started, :member_token, :member_completed,
+         :tool_call_request, :tool_call_result, :round_completed, :run_completed, :run_failed,
+         :run_cancelled]
 
+  # Its events (the subscription is to its run's topic only), in order,
+  # until the terminal one.
+  defp loop(st) do
     receive do
-      event when is_tuple(event) and tuple_size(event) >= 3 and elem(event, 1) == run_id ->
+      event when is_tuple(event) and tuple_size(event) >= 3 and elem(event, 0) in @tags ->
         emit(st, event)
         if terminal?(event), do: :ok, else: loop(st)
 
       {:DOWN, ref, :process, _pid, reason} when ref == st.ref ->
         receive do
-          event when is_tuple(event) and tuple_size(event) >= 3 and elem(event, 1) == run_id ->
+          event when is_tuple(event) and tuple_size(event) >= 3 and elem(event, 0) in @tags ->
             emit(st, event)
             if terminal?(event), do: :ok, else: loop(%{st | ref: nil})
         after
-          @after_down_ms -> put(st, "run process ended (#{inspect(reason)}) before its outcome was seen")
+          @after_down_ms ->
+            Logger.info("[council_ex] run #{inspect(st.pid)} ended (#{inspect(reason)}) " <>
+                          "before its outcome was seen")
         end
 
       _other ->
@@ -105,12 +113,12 @@ defmodule CouncilEx.Verbose do
   defp emit(st, event) do
     case line(event, st.level) do
       nil -> :ok
-      text -> put(st, text)
+      text -> put(st, elem(event, 1), text)
     end
   end
 
-  defp put(%{io: nil, run_id: id}, text), do: Logger.info("[council_ex #{id}] " <> text)
-  defp put(%{io: io, run_id: id}, text), do: IO.puts(io, "[council_ex #{id}] " <> text)
+  defp put(%{io: nil}, id, text), do: Logger.info("[council_ex #{id}] " <> text)
+  defp put(%{io: io}, id, text), do: IO.puts(io, "[council_ex #{id}] " <> text)
 
   # ------------------------------------------------------------------ lines
 

@@ -96,6 +96,25 @@ defmodule CouncilEx.UserOptsTest do
     assert out =~ "[council_ex verbose-io] run started"
     assert out =~ "[council_ex verbose-io] run completed"
 
+    # a direct RunServer start, verbose from its user_opts
+    {:ok, io} = StringIO.open("")
+
+    {:ok, pid} =
+      CouncilEx.RunServer.start(
+        run_id: "verbose-rs",
+        council: "user-opts",
+        spec: spec,
+        input: "q",
+        user_opts: [verbose: true],
+        verbose_io: io
+      )
+
+    assert {:ok, _} = CouncilEx.await(pid)
+    wait_tracers_gone()
+    {_, out} = StringIO.contents(io)
+    assert out =~ "[council_ex verbose-rs] run started"
+    assert out =~ "[council_ex verbose-rs] run completed"
+
     # refused starts (a taken run id, an invalid council) end their tracers
     {:ok, running} =
       CouncilEx.start(%{spec | members: [%{hd(spec.members) | options: %{"latency_ms" => 60_000}}]},
