@@ -371,7 +371,9 @@ defmodule CouncilEx do
     * `:unknown_provider` - a member names a provider the core does not
       have (`COUNCIL_EPROVIDER`; path `"members[i].provider"`);
     * `:too_big` - the spec's JSON is over the C node's `--max-spec-bytes`
-      (`COUNCIL_ETOOBIG`; path `"spec"`);
+      (`COUNCIL_ETOOBIG`, which the core answers `:request_too_large`;
+      path `"spec"`; `validate/1` only: a start that big gets
+      `{:error, :request_too_large}`, as any request over the limits);
     * `:parse_error` - the spec is not JSON (`COUNCIL_EPARSE`; path `"$"`);
 
   and from the library:
@@ -425,6 +427,8 @@ defmodule CouncilEx do
     case Backend.call({:validate, Spec.to_json(spec)}) do
       :ok -> :ok
       {:error, {:invalid_spec, _, _}} = refused -> refused
+      # the request is the spec alone: it is the spec that is too large
+      {:error, :request_too_large} -> {:error, :too_big}
       {:error, reason} -> {:error, {:unavailable, reason}}
     end
   rescue
@@ -448,6 +452,9 @@ defmodule CouncilEx do
   def validation_errors({:provider_config, provider, message}),
     do: [%{path: "providers.#{provider}", code: :provider_config, message: message}]
 
+  def validation_errors(:too_big),
+    do: [%{path: "spec", code: :too_big, message: "larger than the core's max_spec_bytes"}]
+
   def validation_errors({:not_a_council, message}),
     do: [%{path: "$", code: :not_a_council, message: message}]
 
@@ -459,10 +466,8 @@ defmodule CouncilEx do
   # The core's error kind of an {:invalid_spec, path, message} refusal: the
   # C node and the NIF send path and message only, and say which kind by
   # where they point (council_spec_error: "$" for a parse error,
-  # "members[i].provider" for an unknown provider) and, for a spec over
-  # the size limit, by their fixed message.
+  # "members[i].provider" for an unknown provider).
   defp spec_code("$", _message), do: :parse_error
-  defp spec_code("spec", "spec larger than the configured limit"), do: :too_big
 
   defp spec_code(path, _message) do
     if String.ends_with?(path, ".provider"), do: :unknown_provider, else: :invalid_spec

@@ -611,6 +611,8 @@ static int call_validate(cn_node *n, cn_proc *p, const cn_gen_from *from, const 
     council_spec_error err;
     int rc = cn_spec_cache_check(s->specs, json, len, &err);
     free(json);
+    if (rc == COUNCIL_ETOOBIG) /* over --max-spec-bytes: as a start answers it */
+        return cn_gen_encode_error(x, "request_too_large");
     return rc == COUNCIL_OK ? ei_x_encode_atom(x, "ok") : invalid_spec(x, err.field, err.message);
 }
 

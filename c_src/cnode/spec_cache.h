@@ -36,8 +36,8 @@ int cn_spec_cache_get(cn_spec_cache *c, const char *json, size_t len,
  * cn_spec_cache_get) and every member's provider registered in the
  * context (council_ctx_check_providers). Returns COUNCIL_OK, or the error
  * with err filled: COUNCIL_EPARSE, COUNCIL_ESPEC, COUNCIL_EPROVIDER (err
- * as those calls fill it), COUNCIL_ETOOBIG (err->field "spec"),
- * COUNCIL_ENOMEM (err->field "spec"). Keeps no reference. What the
+ * as those calls fill it), COUNCIL_ETOOBIG (err->field "spec"; a start
+ * answers it request_too_large), COUNCIL_ENOMEM (err->field "spec"). Keeps no reference. What the
  * {validate, Spec} request of both the C node and the NIF answers from.
  * Loop thread only. */
 int cn_spec_cache_check(cn_spec_cache *c, const char *json, size_t len,

@@ -674,6 +674,8 @@ static ERL_NIF_TERM validate(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM spec)
     council_spec_error err;
     int rc = cn_spec_cache_check(st->specs, json, len, &err);
     free(json);
+    if (rc == COUNCIL_ETOOBIG) /* over max_spec_bytes: as a start answers it */
+        return nif_error(st->out, A.request_too_large);
     return rc == COUNCIL_OK ? A.ok : invalid_spec(st->out, err.field, err.message);
 }
 

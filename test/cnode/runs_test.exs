@@ -220,6 +220,8 @@ defmodule CNode.RunsTest do
              GenServer.call(svc, {:validate, %{good | members: [%{id: "a", provider: "nope"}]}})
     assert {:error, {:invalid_spec, "$", _}} = GenServer.call(svc, {:validate, "{not json"})
     assert {:error, {:invalid_spec, "spec", _}} = GenServer.call(svc, {:validate, {:tuple}})
+    huge = %{good | members: [%{id: "a", provider: "mock", options: %{text: String.duplicate("x", 1_100_000)}}]}
+    assert {:error, :request_too_large} = GenServer.call(svc, {:validate, huge})
     assert {:error, {:unknown_call, _}} = GenServer.call(svc, {:validate, good, :extra})
   end
 

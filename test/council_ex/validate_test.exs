@@ -71,7 +71,8 @@ defmodule CouncilEx.ValidateTest do
     # the core's max_spec_bytes is 1 MiB (the C node's --max-spec-bytes, the NIF's default)
     big = spec([[type: :vote]], [[id: :a, provider: :mock, text: String.duplicate("x", 1_100_000)]])
     assert {:error, [%{path: "spec", code: :too_big}]} = CouncilEx.validate(big)
-    assert {:error, {:invalid_council, [%{code: :too_big}]}} = CouncilEx.start(big, "q")
+    # a start that big is a request over the limits
+    assert {:error, :request_too_large} = CouncilEx.start(big, "q")
 
     model = spec([[type: :vote]], [[id: :g, provider: :openai, model: "m"]])
     Application.put_env(:council_ex, :providers, openai: [api_key: 12])
