@@ -258,6 +258,12 @@ static int send_raw(cn_conn *c, const void *data, size_t len)
     return 0;
 }
 
+void cn_conn_flush(cn_conn *c)
+{
+    if (!c->closing)
+        flush_pending(c);
+}
+
 int cn_conn_backlogged(const cn_conn *c, size_t more)
 {
     /* What the kernel refused so far: libuv's write queue. The frames of

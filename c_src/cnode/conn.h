@@ -143,6 +143,10 @@ void cn_conn_read_now(cn_conn *c);
  * when the turn queues more. 0, or -1 if closing or the
  * queue overflowed (the connection then closes from the loop, not in here). */
 int cn_conn_send(cn_conn *c, const void *frame, size_t len);
+/* Writes what is queued now instead of at the end of the turn: for a
+ * sender that queues from the loop's prepare phase, after the connection's
+ * own prepare handle may have run (it would then wait for the poll). */
+void cn_conn_flush(cn_conn *c);
 /* 1 when the bytes the kernel has refused so far (written in an earlier
  * flush, still waiting here), plus `more`, exceed lim.max_backlog: the
  * peer reads slower than we write. Frames queued in the current loop turn

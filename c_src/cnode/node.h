@@ -181,6 +181,8 @@ int cn_node_encode_pid(const cn_node *n, ei_x_buff *x, const cn_pid *pid);
  * needed (see "Other nodes" above). 0, or -1 when there is no such local
  * process or the node cannot be reached. */
 int cn_node_send(cn_node *n, const cn_pid *to, cn_slice msg);
+/* Writes every connection's queued frames now (cn_conn_flush). */
+void cn_node_flush(cn_node *n);
 /* 1 when the connection to a remote pid's node holds more than its
  * max_backlog bytes not yet taken by the kernel, with `more` added (the
  * peer reads slower than we write; see conn.h), else 0: also for a local

@@ -154,6 +154,12 @@ int cn_node_send(cn_node *n, const cn_pid *to, cn_slice msg)
     return cn_node_peer_send(n, peer, cn_frame_send(cn_node_scratch(n), &w, msg));
 }
 
+void cn_node_flush(cn_node *n)
+{
+    for (size_t i = 0; i < n->nconns; i++)
+        cn_conn_flush(n->conns[i]);
+}
+
 int cn_node_backlogged(cn_node *n, const cn_pid *to, size_t more)
 {
     if (to->node == 0)

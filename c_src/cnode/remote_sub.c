@@ -296,7 +296,15 @@ static void flush_all(cn_rsubs *rs)
 }
 
 static void on_check(uv_check_t *h) { flush_all(((flusher *)h->data)->rs); }
-static void on_prepare(uv_prepare_t *h) { flush_all(((flusher *)h->data)->rs); }
+
+/* In the prepare phase the connections' own prepare handles may have run
+ * already: what the batches queued is written now, not after the poll. */
+static void on_prepare(uv_prepare_t *h)
+{
+    cn_rsubs *rs = ((flusher *)h->data)->rs;
+    flush_all(rs);
+    cn_node_flush(rs->b->node);
+}
 
 /* Adds an encoded event to e's batch; -1 when out of memory. */
 static int batch_add(entry *e, const unsigned char *p, size_t len)
