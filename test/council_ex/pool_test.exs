@@ -429,6 +429,51 @@ defmodule CouncilEx.PoolTest do
     send(caller, :stop)
   end
 
+  # A start with subscribe: true under way while the node its run id
+  # hashed to (where the relay waits for the run, or is subscribed
+  # already) is lost: the run lands on another node, and the caller gets
+  # its events, not a notice of the lost node.
+  for subscribed_before <- [false, true] do
+    test "a node lost while a start with subscribe: true is under way (subscribed before: #{subscribed_before}): the run on another node is followed",
+         %{nodes: nodes} do
+      [lost | _] = nodes
+      id = Placement.id_for(lost, nodes, fn -> run_id("lost-mid-start") end, 10_000)
+      topic = CouncilEx.Wire.topic(id)
+      if unquote(subscribed_before), do: :ok = CouncilEx.PubSub.subscribe(id)
+      relay = Process.whereis(CouncilEx.PubSub.Relay)
+      :erlang.trace(relay, true, [:receive])
+
+      start = fn entries ->
+        # between the relay's start_begin and the start itself
+        os_pid = Integer.to_string(CouncilEx.Node.os_pid(lost))
+        {_, 0} = System.cmd("kill", ["-9", os_pid])
+        assert_receive {:trace, ^relay, :receive, {:nodedown, ^lost, _}}, 30_000
+        # the relay has handled it once it answers a call made after it
+        CouncilEx.PubSub.Relay.stats()
+        eventually(fn -> lost not in Pool.view().up end, 1_200, 50)
+
+        RunServer.start(
+          run_id: id,
+          council: QuickCouncil,
+          spec: QuickCouncil.__council__(),
+          input: "q",
+          subscribe: entries
+        )
+      end
+
+      try do
+        assert {:ok, pid} = CouncilEx.PubSub.Relay.start_subscribed(topic, self(), start)
+        assert node(pid) != lost
+        assert_receive {:run_completed, ^id, %{final: _}}, 30_000
+        refute_received {:council_ex_down, ^topic, _}
+      after
+        :erlang.trace(relay, false, [:receive])
+      end
+
+      eventually(fn -> Enum.sort(Pool.view().up) == Enum.sort(nodes) end, 1_200, 50)
+    end
+  end
+
   test "reload/0: the pool follows a change of pool_size at run time", %{nodes: nodes} do
     Application.put_env(:council_ex, :pool_size, 4)
 

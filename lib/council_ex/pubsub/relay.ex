@@ -36,9 +36,13 @@ defmodule CouncilEx.PubSub.Relay do
       `{:council_ex_down, topic, :noconnection}` (see `CouncilEx.PubSub`),
       so that nobody waits for a terminal event that cannot come; a start
       under way with `subscribe: true` gets that notice after the events
-      held for it, if the start succeeds. A topic whose run's terminal event
-      was dispatched before the node went down was dropped already: its
-      subscribers get no notice.
+      held for it, if the start succeeds. In a pool, a start under way
+      whose request carries the relay's subscription is not ended by the
+      loss of a node it was not sent to: its run may be made on another
+      node, and is then followed there (its caller is told of the loss
+      only if the start fails, or when it was made on the lost node). A
+      topic whose run's terminal event was dispatched before the node went
+      down was dropped already: its subscribers get no notice.
 
   The relay's state (subscribers, topics, starts under way) lives in this
   process only: a relay that exits and is restarted starts empty, and the
@@ -217,14 +221,18 @@ defmodule CouncilEx.PubSub.Relay do
   #   watched:  pid => {monitor ref, topics}   topics where pid subscribes
   #                                            or has a start under way
   #   remote:   topic => node                  the relay is subscribed there
-  #   inflight: topic => %{node, refs, waiters}
+  #   inflight: topic => %{refs, waiters}
   #             starts (by ref) under way whose request carries the relay's
   #             subscription; the relay is subscribed once one succeeds.
   #             waiters: subscribe/2 calls answered when that is decided.
-  #   pending:  topic => %{ref => %{pid, mode, buf}}
+  #   pending:  topic => %{ref => %{pid, mode, buf, held, down}}
   #             starts under way, by the pid to subscribe. mode :buffer:
   #             events are held in buf (newest first); :direct: pid was a
   #             subscriber already; :ended: the topic ended meanwhile.
+  #             held: the node the relay was subscribed at when a start
+  #             of a pool carried its subscription anyway (moved/4), else
+  #             nil. down: pid was a subscriber at a node lost while
+  #             such a start was under way; it is told if the start fails.
   # A topic is in at most one of remote and inflight.
 
   @impl true
@@ -265,9 +273,6 @@ defmodule CouncilEx.PubSub.Relay do
 
       _up ->
         ref = make_ref()
-        # where a start of this run id goes (CouncilEx.Pool): the node
-        # whose loss, while the start is under way, ends the topic
-        node = CouncilEx.Pool.start_node(topic)
 
         # Subscribed at a node that is gone (its nodedown not seen yet):
         # that subscription is lost.
@@ -284,7 +289,7 @@ defmodule CouncilEx.PubSub.Relay do
         # anyway (a node that has it already counts it once), and the
         # relay moves there when the start answers (start_end).
         held = if CouncilEx.Pool.view().members > 1, do: state.remote[topic]
-        entry = %{pid: pid, mode: mode, buf: [], held: held}
+        entry = %{pid: pid, mode: mode, buf: [], held: held, down: false}
         pending = Map.update(state.pending, topic, %{ref => entry}, &Map.put(&1, ref, entry))
         state = watch(%{state | pending: pending}, pid, topic)
 
@@ -303,8 +308,8 @@ defmodule CouncilEx.PubSub.Relay do
               Map.update(
                 state.inflight,
                 topic,
-                %{node: node, refs: MapSet.new([ref]), waiters: []},
-                &%{&1 | node: node, refs: MapSet.put(&1.refs, ref)}
+                %{refs: MapSet.new([ref]), waiters: []},
+                &%{&1 | refs: MapSet.put(&1.refs, ref)}
               )
 
             {:reply, {:ok, ref, [{self(), :batched}]}, %{state | inflight: inflight}}
@@ -324,6 +329,12 @@ defmodule CouncilEx.PubSub.Relay do
         {{:ok, _run}, %{mode: :ended, pid: pid, buf: buf}} ->
           # The run ended before its start was answered: buf holds all of it.
           flush(pid, buf)
+          state
+
+        {_failed, %{down: true, pid: pid}} ->
+          # its subscription went with a lost node while the start was
+          # under way (drop_topic/4), and no run of it is followed now
+          send(pid, {:council_ex_down, topic, :noconnection})
           state
 
         _ ->
@@ -385,11 +396,12 @@ defmodule CouncilEx.PubSub.Relay do
     end
   end
 
+  # Only the topics subscribed at that node. A start under way that
+  # carries the relay's subscription is not ended here: its run may be
+  # made on another node of a pool (the start answers; settle_inflight/4
+  # and moved/4 then see whether the run's node is still there).
   def handle_info({:nodedown, node, _info}, state) do
-    gone =
-      for({topic, ^node} <- state.remote, do: topic) ++
-        for {topic, %{node: ^node}} <- state.inflight, do: topic
-
+    gone = for {topic, ^node} <- state.remote, do: topic
     {:noreply, Enum.reduce(gone, state, &node_lost(&2, &1))}
   end
 
@@ -571,26 +583,36 @@ defmodule CouncilEx.PubSub.Relay do
   defp reply_all(waiters, reply), do: Enum.each(waiters, &GenServer.reply(&1, reply))
 
   # A start that carried the relay's subscription while the relay was
-  # subscribed at `held` (start_begin) made its run on another node: the
-  # relay is subscribed there since the run began, and leaves `held`,
-  # which has no run of the topic.
+  # subscribed at `held` (start_begin) has made its run at `at`: the relay
+  # is subscribed there since the run began. It follows the run there,
+  # and leaves `held` when that is another node (which has no run of the
+  # topic). When `held` was lost meanwhile the topic was dropped, but not
+  # for this start's caller (drop_topic/4), now a subscriber again: the
+  # relay is subscribed at `at` for it.
   defp moved(state, topic, %{held: held}, {:ok, run}) when held != nil do
     at = node(run)
 
-    cond do
-      at == held ->
+    case state.remote do
+      %{^topic => ^at} ->
         state
 
-      state.remote[topic] == held ->
+      %{^topic => ^held} ->
         remote_unsubscribe(held, topic)
         state = put_in(state.remote[topic], at)
         if connected?(at), do: state, else: node_lost(state, topic)
 
-      true ->
-        # the topic was dropped meanwhile (its run ended, or held was
-        # lost): only held's subscription is left to end
-        if connected?(held), do: remote_unsubscribe(held, topic)
+      %{^topic => _other} ->
         state
+
+      _ ->
+        if at != held and connected?(held), do: remote_unsubscribe(held, topic)
+
+        if Map.has_key?(state.subs, topic) and not Map.has_key?(state.inflight, topic) do
+          state = put_in(state.remote[topic], at)
+          if connected?(at), do: state, else: node_lost(state, topic)
+        else
+          state
+        end
     end
   end
 
@@ -622,27 +644,32 @@ defmodule CouncilEx.PubSub.Relay do
           {%{state | inflight: rest}, Enum.map(inflight.waiters, fn {pid, _tag} -> pid end)}
       end
 
+    # Starts under way that carry the relay's subscription in a pool
+    # (held) may make their run on another node than the lost one: they
+    # go on holding the topic's events for their callers, who are told
+    # of the loss only if the start fails (start_end).
+    entries = Map.get(state.pending, topic, %{})
+
+    carried =
+      if notice, do: for({_, %{held: h, pid: pid}} when h != nil <- entries, do: pid), else: []
+
     if notice do
-      for pid <- Map.keys(pids), pid not in answered, do: send(pid, notice)
+      for pid <- Map.keys(pids), pid not in answered, pid not in carried, do: send(pid, notice)
     end
 
-    state =
-      case state.pending do
-        %{^topic => entries} ->
-          entries =
-            Map.new(entries, fn
-              {ref, %{mode: :buffer} = e} when notice != nil ->
-                {ref, %{e | mode: :ended, buf: [notice | e.buf]}}
+    entries =
+      Map.new(entries, fn
+        {ref, %{held: h} = e} when notice != nil and h != nil ->
+          {ref, %{e | mode: :buffer, down: e.down or Map.has_key?(pids, e.pid)}}
 
-              {ref, e} ->
-                {ref, %{e | mode: :ended}}
-            end)
+        {ref, %{mode: :buffer} = e} when notice != nil ->
+          {ref, %{e | mode: :ended, buf: [notice | e.buf]}}
 
-          put_in(state.pending[topic], entries)
+        {ref, e} ->
+          {ref, %{e | mode: :ended}}
+      end)
 
-        _ ->
-          state
-      end
+    state = if entries == %{}, do: state, else: put_in(state.pending[topic], entries)
 
     Enum.reduce(Map.keys(pids), state, &sync_watch(&2, &1, topic))
   end
