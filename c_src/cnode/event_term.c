@@ -88,7 +88,9 @@ static const char *member_status(const council_member_result *p)
 
 static int member_result_term(ei_x_buff *x, const council_member_result *p)
 {
-    return ei_x_encode_map_header(x, 8) ||
+    return ei_x_encode_map_header(x, 10) ||
+           key(x, "duration_us") || ei_x_encode_ulonglong(x, p->duration_us) ||
+           key(x, "provider_us") || ei_x_encode_ulonglong(x, p->provider_us) ||
            key(x, "error_kind") ||
            (p->error_kind ? ei_x_encode_atom(x, p->error_kind) : ei_x_encode_atom(x, "nil")) ||
            key(x, "usage") || usage_term(x, &p->usage) ||
@@ -104,7 +106,8 @@ static int member_result_term(ei_x_buff *x, const council_member_result *p)
 
 static int round_result_term(ei_x_buff *x, const council_round_result *p)
 {
-    if (ei_x_encode_map_header(x, 7) ||
+    if (ei_x_encode_map_header(x, 8) ||
+        key(x, "duration_us") || ei_x_encode_ulonglong(x, p->duration_us) ||
         key(x, "usage") || usage_term(x, &p->usage) ||
         key(x, "name") || cstr_bin(x, p->name) ||
         key(x, "idx") || ei_x_encode_ulong(x, p->idx) ||
@@ -141,8 +144,9 @@ static int error_info_term(ei_x_buff *x, const council_result *r)
 
 int cn_result_term(ei_x_buff *x, const council_result *r)
 {
-    if (ei_x_encode_map_header(x, 5) ||
+    if (ei_x_encode_map_header(x, 6) ||
         key(x, "error_info") || error_info_term(x, r) ||
+        key(x, "duration_us") || ei_x_encode_ulonglong(x, r->duration_us) ||
         key(x, "usage") || usage_term(x, &r->usage) ||
         key(x, "final") || bytes_or_nil(x, r->final_text, r->final_len) ||
         key(x, "rounds") || list_open(x, r->n_rounds))

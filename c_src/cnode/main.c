@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "beam_provider.h"
+#include "beam_router.h"
 #include "beam_tools.h"
 #include "bridge.h"
 #include "council.h"
@@ -445,7 +446,8 @@ static void on_ready(cn_node *n, int status, void *ud)
                             .bridge = &a->bridge};
     if (!cn_net_kernel_start(n) || !cn_service_start(n, &sc) ||
         cn_beam_provider_register(&a->bridge) != 0 ||
-        cn_beam_tools_register(&a->bridge) != 0) {
+        cn_beam_tools_register(&a->bridge) != 0 ||
+        cn_beam_router_register(&a->bridge) != 0) {
         cn_log_error("cannot start the service processes");
         a->exit_code = 1;
         stop_app(a);

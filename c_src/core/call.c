@@ -93,6 +93,7 @@ static void begin(council_call *c)
         return;
     }
     c->state = CALL_ACTIVE;
+    c->began_us = uv_hrtime() / 1000;
     cx_timer_start(&c->timer, c->timeout_ms);
     council_call_ref(c);
     int rc = c->prov->ops.start(c, c->prov->arg);

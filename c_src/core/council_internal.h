@@ -202,6 +202,23 @@ typedef struct spec_member {
     int64_t backoff_ms;
 } spec_member;
 
+/* A router as the spec names it (council.h "routers"): a registered one
+ * by name, or the built-in rules. Member sets are bit masks over spec
+ * indices (SPEC_MAX_MEMBERS is 64). */
+typedef struct route_rule {
+    json_t *when;          /* the conditions (borrowed from options) */
+    uint64_t members;
+} route_rule;
+
+typedef struct spec_router {
+    char *name;            /* registered router; NULL: the rules below */
+    json_t *options;       /* the spec's router object (owned), or NULL */
+    route_rule *rules;
+    size_t n_rules;
+    bool has_default;
+    uint64_t deflt;
+} spec_router;
+
 typedef struct spec_round {
     round_type type;
     char *name;
@@ -212,6 +229,7 @@ typedef struct spec_round {
     size_t n_gate;
     size_t *gate;          /* member indices, spec order */
     int synth_member;      /* synthesis: member index, -1 = chair/first */
+    spec_router *router;   /* options.router, or NULL */
     char *instructions;    /* options.instructions or NULL */
     /* iterate */
     struct spec_round *children;
@@ -231,6 +249,7 @@ struct council_spec {
     size_t n_rounds;
     int chair;             /* member index or -1 */
     council_limits limits;
+    spec_router *router;   /* the council's "router", or NULL */
 };
 
 #define SPEC_MAX_MEMBERS 64
@@ -309,6 +328,7 @@ struct council_ctx {
     struct cx_http *http;     /* http.c: the curl multi, made on first use */
     struct tools_state *tools; /* tools.c: handlers and tool programs */
     struct cx_env *env;       /* env.c: council_ctx_setenv's variables */
+    struct router_reg *routers; /* router.c: registered routers */
     uint64_t next_call_id;
     bool exec_restricted;     /* exec_allow.c: only these programs run */
     char **exec_allow;        /* real paths: programs and directories */
@@ -501,6 +521,8 @@ struct council_call {
                                      unless the provider said otherwise) */
     uint64_t retry_after_ms;      /* the server's wish, 0 = none */
     bool timed_out;               /* the core ended it at its timeout */
+    uint64_t began_us;            /* when start() was called (uv_hrtime
+                                     in us), 0 before */
 };
 
 /* call.c */
@@ -515,6 +537,31 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
 /* Start the call after delay_ms (0: now, synchronously). */
 void call_launch(council_call *call, uint64_t delay_ms);
 void call_abandon(council_call *call, const char *why); /* cancel, no result */
+
+/* router.c. The conditions a rule's "when" may hold (schema.c lists them). */
+#define ROUTER_N_CONDITIONS 3
+extern const char *const router_conditions[ROUTER_N_CONDITIONS];
+/* spec: compile a "router" value at path (field names for
+ * errors) into *out; free one. */
+int router_compile(council_spec *s, json_t *v, const char *path, spec_router **out,
+                   council_spec_error *err);
+void router_free(spec_router *r);
+/* whether a registered router of that name exists */
+bool ctx_router_known(council_ctx *ctx, const char *name);
+void routers_release(council_ctx *ctx); /* ctx free */
+/* engine: begin choosing the members of a round among cand (a mask): a
+ * route, put in *slot before its router is asked (the router may end the
+ * run, whose engine_cancel then ends the route through *slot), decided at
+ * once (rules) or when the router answers (the run is kicked then).
+ * COUNCIL_ENOMEM (nothing made) or 0. */
+int route_begin(council_run *run, const spec_router *r, uint64_t cand,
+                const char *round_name, unsigned round_idx, const char *type_name,
+                struct council_route **slot);
+/* 0: waiting; 1: chosen (*members); -1: failed (*error, borrowed from
+ * the route) */
+int route_outcome(const struct council_route *rt, uint64_t *members, const char **error);
+/* abandon (cancel() if still waiting) and drop the engine's reference */
+void route_end(struct council_route *rt);
 
 /* engine.c: the request a task's call sees (new reference; NULL when out
  * of memory). Only while the call's round is in progress. */

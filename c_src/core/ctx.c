@@ -174,6 +174,7 @@ void council_ctx_free(council_ctx *ctx)
         p = n;
     }
     ctx->providers = NULL;
+    routers_release(ctx);
     cx_http_shutdown(ctx);        /* transfers were cancelled with their runs */
     uv_run(&ctx->loop, UV_RUN_NOWAIT); /* close callbacks of our handles */
     registry_free(ctx->reg);

@@ -45,6 +45,7 @@ typedef struct task {
     long choice;         /* vote / pairwise: candidate index, -1 none */
     size_t *order;       /* ranking: candidate indices, best first */
     size_t n_order;
+    uint64_t started_us; /* its first attempt (monotonic clock) */
 } task;
 
 /* What only a pairwise_elimination round needs: one block with its two
@@ -77,6 +78,7 @@ typedef struct round_state {
     json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
     task *tasks;            /* in the block, or a pairwise level's own */
     pairwise *pw;           /* pairwise_elimination only */
+    uint64_t started_us;    /* monotonic clock */
     /* counts bounded by SPEC_MAX_MEMBERS (tasks: members x matches);
      * n_res: result slots of the members called (those of the members
      * gated out follow) */
@@ -94,7 +96,14 @@ typedef struct frame {
     unsigned pc;              /* at most SPEC_MAX_ROUNDS */
     int vote_unanimous;       /* -1 no vote this iteration, 0/1 */
     unsigned iteration, idx;
+    struct council_route *route; /* the next round's router, asked */
+    uint64_t started_us;      /* iterate: its start (monotonic clock) */
 } frame;
+
+static uint64_t mono_us(void)
+{
+    return uv_hrtime() / 1000;
+}
 
 /* --------------------------------------------------------------- state */
 
@@ -122,6 +131,7 @@ void engine_cancel(council_run *run)
     while (run->frames) {
         frame *f = run->frames;
         run->frames = f->next;
+        route_end(f->route);
         free(f);
     }
 }
@@ -262,6 +272,8 @@ static void task_launch(round_state *rs, task *t, uint64_t delay)
     size_t me = rs->part[t->pos];
     const spec_member *m = &run->spec->members[me];
     mres *mr = rres_member(rs->res, t->pos);
+    if (t->attempt == 0)
+        t->started_us = mono_us();
     if (mr->pub.attempts == 0) /* the member's first call in this round */
         run_publish(run, COUNCIL_EV_MEMBER_STARTED, rs->name, (int)rs->idx,
                     rs->type_name, m->id, NULL, 0, NULL);
@@ -337,6 +349,8 @@ void engine_call_done(task *t, council_call *call, bool ok, const char *text,
     council_run *run = rs->run;
     const spec_member *m = &run->spec->members[rs->part[t->pos]];
     unsigned max_attempts = m->max_attempts ? m->max_attempts : run->spec->limits.max_attempts;
+    if (call->began_us)
+        rres_member(rs->res, t->pos)->pub.provider_us += mono_us() - call->began_us;
     t->fail_kind = ok ? COUNCIL_FAIL_TRANSIENT : call->fail_kind;
     t->timed_out = !ok && call->timed_out;
     if (!ok && call->fail_kind == COUNCIL_FAIL_TRANSIENT && t->attempt < max_attempts &&
@@ -375,6 +389,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     const char *kind = council_fail_kind_name(fk);
     rs->done++;
     rs->active--;
+    mr->pub.duration_us = mono_us() - (rs->pw ? rs->started_us : t->started_us);
     if (ok) {
         mres_set_text(mr, text, len);
         mres_set_error(mr, NULL);
@@ -495,9 +510,48 @@ static council_fail_kind round_fail_kind(const rres *rr)
 
 static int pairwise_level(round_state *rs);
 
-/* Set up and announce a round. Returns 0, or -1 when the run ended. */
+/* The members a round of the spec may have (its options.members, else
+ * every member), as a mask. */
+static uint64_t round_members(const council_spec *spec, const spec_round *sr)
+{
+    uint64_t m = 0;
+    if (sr->gated)
+        for (size_t i = 0; i < sr->n_gate; i++)
+            m |= (uint64_t)1 << sr->gate[i];
+    else
+        m = spec->n_members >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << spec->n_members) - 1);
+    return m;
+}
+
+/* The router that chooses a round's members: its own, else the council's;
+ * none for rounds of one member (synthesis) and iterate rounds. */
+static const spec_router *round_router(const council_spec *spec, const spec_round *sr)
+{
+    const round_kind *k = round_kind_of(sr->type);
+    if (k->one_member || k->yield == YIELD_NESTED)
+        return NULL;
+    return sr->router ? sr->router : spec->router;
+}
+
+/* The round's result into the run's, round_completed published, the
+ * round's state freed. */
+static void complete_round(council_run *run, round_state *rs)
+{
+    rres *rr = rs->res;
+    rr->pub.duration_us = mono_us() - rs->started_us;
+    run->rounds_completed++;
+    run_push_round(run, rr);
+    run->round = NULL;
+    run_publish(run, COUNCIL_EV_ROUND_COMPLETED, rs->name, (int)rs->idx, rs->type_name,
+                NULL, NULL, 0, &rr->pub);
+    round_state_free(rs);
+}
+
+/* Set up and announce a round with the members of chosen (a router's
+ * choice; all ones when there is none). Returns 0, or -1 when the run
+ * ended. */
 static int start_round(council_run *run, const spec_round *sr, round_type type,
-                       const char *name, int synth)
+                       const char *name, int synth, uint64_t chosen)
 {
     const council_spec *spec = run->spec;
     size_t nm = spec->n_members;
@@ -526,19 +580,23 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->instructions = sr && sr->instructions ? sr->instructions : kind->instructions;
     rs->fail_fast = sr && sr->fail_fast;
     rs->show_crit = run->critiques_fresh;
-    run->critiques_fresh = false;
+    rs->started_us = mono_us();
     run->round = rs;
     if (kind->one_member) {
         int who = synth >= 0 ? synth : spec->chair >= 0 ? spec->chair
                   : sr && sr->gated ? (int)sr->gate[0] : 0;
         rs->part[rs->n_part++] = (size_t)who;
-    } else if (sr && sr->gated) {
-        for (size_t i = 0; i < sr->n_gate; i++)
-            rs->part[rs->n_part++] = sr->gate[i];
     } else {
-        for (size_t i = 0; i < nm; i++)
-            rs->part[rs->n_part++] = i;
+        uint64_t may = sr ? round_members(spec, sr) : ~(uint64_t)0;
+        for (size_t i = 0; i < nm; i++) {
+            if (!(may & ((uint64_t)1 << i)))
+                continue;
+            if (chosen & ((uint64_t)1 << i))
+                rs->part[rs->n_part++] = i;
+        }
     }
+    if (rs->n_part > 0)
+        run->critiques_fresh = false; /* a round the router skips passes them on */
     if (kind->shows_previous_round) {
         if (run->n_rounds > 0) {
             rres *last = run->rounds[run->n_rounds - 1];
@@ -553,8 +611,9 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         }
     bool ballot = kind->yield == YIELD_VOTE || kind->yield == YIELD_RANKING || bracket;
     size_t n_res = (bracket && rs->n_cand < 2) ? 0 : rs->n_part;
-    /* the members a gate leaves out are in the result too, as skipped */
-    size_t n_skip = (sr && sr->gated && !kind->one_member) ? nm - rs->n_part : 0;
+    /* the members a gate or the router leaves out are in the result too,
+     * as skipped */
+    size_t n_skip = kind->one_member ? 0 : nm - rs->n_part;
     rs->n_res = (uint32_t)n_res;
     rs->res = rres_new(name, rs->idx, rs->type_name, n_res + n_skip);
     if (!rs->res || run_own_round(run, rs->res)) {
@@ -579,6 +638,10 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         mr->pub.status = COUNCIL_MEMBER_SKIPPED;
         run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx, rs->type_name,
                     spec->members[i].id, NULL, 0, &mr->pub);
+    }
+    if (rs->n_part == 0) { /* the router chose nobody: the round is skipped */
+        complete_round(run, rs);
+        return 0;
     }
     if (ballot && rs->n_cand == 0) {
         fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s failed: no answers to choose from", name,
@@ -867,12 +930,7 @@ static int finish_round(council_run *run)
         return -1;
     }
     yield_round(run, rs, first_ok);
-    run->rounds_completed++;
-    run_push_round(run, rr);
-    run->round = NULL;
-    run_publish(run, COUNCIL_EV_ROUND_COMPLETED, rs->name, (int)rs->idx, rs->type_name,
-                NULL, NULL, 0, &rr->pub);
-    round_state_free(rs);
+    complete_round(run, rs);
     return 0;
 }
 
@@ -889,6 +947,7 @@ static int push_iterate(council_run *run, const spec_round *sr)
     f->iteration = 0;
     f->vote_unanimous = -1;
     f->idx = run->next_round_idx++;
+    f->started_us = mono_us();
     f->res = rres_new(sr->name, f->idx, round_type_name(sr->type), 0);
     if (!f->res || run_own_round(run, f->res)) {
         rres_free(f->res);
@@ -925,6 +984,7 @@ static void end_iteration(council_run *run, frame *f)
         rres *last = run->rounds[run->n_rounds - 1];
         rres_set_text(rr, last->pub.text, last->pub.text_len);
     }
+    rr->pub.duration_us = mono_us() - f->started_us;
     run->frames = f->next;
     free(f);
     run->rounds_completed++;
@@ -935,9 +995,14 @@ static void end_iteration(council_run *run, frame *f)
 
 static void complete_run(council_run *run)
 {
-    /* final: the chair's answer (it ran last), else the last round's text */
-    if (run->n_rounds > 0) {
-        rres *last = run->rounds[run->n_rounds - 1];
+    /* final: the chair's answer (it ran last), else the last round's text
+     * (of the last round that ran: a round a router skipped has none) */
+    size_t n = run->n_rounds;
+    while (n > 0 && !run->rounds[n - 1]->pub.text && run->rounds[n - 1]->pub.n_members > 0 &&
+           run->rounds[n - 1]->pub.members[0]->status == COUNCIL_MEMBER_SKIPPED)
+        n--;
+    if (n > 0) {
+        rres *last = run->rounds[n - 1];
         if (last->pub.text) {
             run->result.final_text = cx_memdup(last->pub.text, last->pub.text_len);
             run->result.final_len = run->result.final_text ? last->pub.text_len : 0;
@@ -947,6 +1012,41 @@ static void complete_run(council_run *run)
 }
 
 /* ------------------------------------------------------------------ pump */
+
+/* Ask the round's router, if it has one, which members take part (the
+ * question stays with the frame while the router thinks). 1: *chosen is
+ * set (all ones without a router); 0: waiting; -1: the run failed. */
+static int choose_members(council_run *run, frame *f, const spec_round *sr,
+                          uint64_t *chosen)
+{
+    const spec_router *r = round_router(run->spec, sr);
+    if (!r)
+        return 1;
+    if (!f->route) {
+        if (route_begin(run, r, round_members(run->spec, sr), sr->name,
+                        run->next_round_idx, round_type_name(sr->type), &f->route)) {
+            fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", sr->name, true);
+            return -1;
+        }
+        if (run->status != COUNCIL_RUNNING)
+            return -1; /* the router's start() ended the run (and freed f) */
+    }
+    const char *why = NULL;
+    int o = route_outcome(f->route, chosen, &why);
+    if (o == 0)
+        return 0;
+    if (o < 0)
+        run_add_error(run, COUNCIL_FAIL_PERMANENT, NULL, sr->name,
+                      "round %s: router %s failed: %s", sr->name,
+                      council_route_router(f->route), why);
+    route_end(f->route);
+    f->route = NULL;
+    if (o < 0) {
+        run_finish(run, COUNCIL_FAILED);
+        return -1;
+    }
+    return 1;
+}
 
 /* Whether the pump may start a round now: not when it already started one
  * (it ended at once); then the run yields and the next pump starts it. */
@@ -1008,8 +1108,12 @@ void engine_pump(council_run *run)
             }
             if (!may_start(run, started))
                 return;
+            uint64_t chosen = ~(uint64_t)0;
+            int routed = choose_members(run, f, sr, &chosen);
+            if (routed <= 0)
+                return; /* waiting for the router (it kicks the run), or failed */
             f->pc++;
-            if (start_round(run, sr, sr->type, sr->name, sr->synth_member) < 0)
+            if (start_round(run, sr, sr->type, sr->name, sr->synth_member, chosen) < 0)
                 return;
             started = true;
             continue;
@@ -1022,7 +1126,8 @@ void engine_pump(council_run *run)
             if (!may_start(run, started))
                 return;
             run->chair_done = true;
-            if (start_round(run, NULL, RT_SYNTHESIS, "chair", run->spec->chair) < 0)
+            if (start_round(run, NULL, RT_SYNTHESIS, "chair", run->spec->chair,
+                            ~(uint64_t)0) < 0)
                 return;
             started = true;
             continue;

@@ -129,6 +129,8 @@ json_t *council_member_result_json(const council_member_result *p)
                                                     ? json_string(p->error_kind)
                                                     : json_null());
     bad |= json_object_set_new(o, "usage", council_usage_json(&p->usage));
+    bad |= json_object_set_new(o, "duration_us", json_integer((json_int_t)p->duration_us));
+    bad |= json_object_set_new(o, "provider_us", json_integer((json_int_t)p->provider_us));
     if (bad) {
         json_decref(o);
         return NULL;
@@ -180,6 +182,7 @@ json_t *council_round_result_json(const council_round_result *p)
                                r->aggregate ? json_deep_copy(r->aggregate) : json_null());
     bad |= json_object_set_new(o, "text", bytes_or_null(p->text, p->text_len));
     bad |= json_object_set_new(o, "usage", council_usage_json(&p->usage));
+    bad |= json_object_set_new(o, "duration_us", json_integer((json_int_t)p->duration_us));
     if (bad) {
         json_decref(o);
         return NULL;
@@ -236,6 +239,7 @@ json_t *council_result_json(const council_result *res)
     bad |= json_object_set_new(o, "errors", council_result_errors_json(res));
     bad |= json_object_set_new(o, "error_info", error_info_json(res));
     bad |= json_object_set_new(o, "usage", council_usage_json(&res->usage));
+    bad |= json_object_set_new(o, "duration_us", json_integer((json_int_t)res->duration_us));
     if (bad) {
         json_decref(o);
         return NULL;

@@ -332,6 +332,36 @@ void run_yield(council_run *run)
 
 /* ------------------------------------------------------------- creating */
 
+/* A router the spec names by name must be registered: -1 (err set) when
+ * it is not. */
+static int check_routers(council_ctx *ctx, const spec_router *r, const char *field,
+                         council_spec_error *err)
+{
+    if (!r || !r->name || ctx_router_known(ctx, r->name))
+        return 0;
+    if (err) {
+        snprintf(err->field, sizeof err->field, "%s", field);
+        snprintf(err->message, sizeof err->message, "no router named \"%.120s\" here",
+                 r->name);
+    }
+    return -1;
+}
+
+static int check_round_routers(council_ctx *ctx, const spec_round *rs, size_t n,
+                               const char *path, council_spec_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        char f[128];
+        snprintf(f, sizeof f, "%s[%zu].options.router", path, i);
+        if (check_routers(ctx, rs[i].router, f, err))
+            return -1;
+        snprintf(f, sizeof f, "%s[%zu].options.rounds", path, i);
+        if (check_round_routers(ctx, rs[i].children, rs[i].n_children, f, err))
+            return -1;
+    }
+    return 0;
+}
+
 int council_ctx_check_providers(council_ctx *ctx, council_spec *spec,
                                 council_spec_error *err)
 {
@@ -351,6 +381,9 @@ int council_ctx_check_providers(council_ctx *ctx, council_spec *spec,
         }
         return COUNCIL_EPROVIDER;
     }
+    if (check_routers(ctx, spec->router, "router", err) ||
+        check_round_routers(ctx, spec->rounds, spec->n_rounds, "rounds", err))
+        return COUNCIL_EPROVIDER;
     return cx_exec_check_spec(ctx, spec, err);
 }
 
@@ -706,6 +739,8 @@ void run_finish(council_run *run, council_status status)
     run->status = status;
     if (run->started_at == 0)
         run->started_at = council_now_us();
+    int64_t took = council_now_us() - run->started_at;
+    run->result.duration_us = took > 0 ? (uint64_t)took : 0;
     engine_cancel(run);
     if (run->ctx)
         run->ctx->runs_active--;

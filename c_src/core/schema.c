@@ -58,6 +58,10 @@ char *council_schema_json(void)
         bad |= json_array_append_new(a, json_string(model_providers[i]));
         bad |= json_array_append_new(m, json_string(model_providers[i]));
     }
+    json_t *rc = json_array();
+    for (size_t i = 0; rc && i < ROUTER_N_CONDITIONS; i++)
+        bad |= json_array_append_new(rc, json_string(router_conditions[i]));
+    bad |= json_object_set_new(s, "router_conditions", rc);
     a = json_object_get(s, "statuses");
     for (int st = COUNCIL_PENDING; st <= COUNCIL_CANCELLED; st++)
         bad |= json_array_append_new(a, json_string(council_status_name((council_status)st)));

@@ -74,6 +74,7 @@ static void round_clear(spec_round *r)
     free(r->name);
     free(r->gate);
     free(r->instructions);
+    router_free(r->router);
     json_decref(r->options);
 }
 
@@ -92,6 +93,8 @@ static void model_clear(council_spec *s)
         round_clear(&s->rounds[i]);
     free(s->rounds);
     free(s->id);
+    router_free(s->router);
+    s->router = NULL;
     s->members = NULL;
     s->rounds = NULL;
     s->id = NULL;
@@ -344,6 +347,9 @@ static int compile_round(council_spec *s, json_t *jr, const char *path,
             return fail(err, f, "must be \"continue\" or \"fail_fast\"");
         r->fail_fast = strcmp(fm, "fail_fast") == 0;
     }
+    pathf(f, sizeof f, "%s.options.router", path);
+    if ((rc = router_compile(s, json_object_get(jo, "router"), f, &r->router, err)))
+        return rc;
     json_t *ji = json_object_get(jo, "instructions");
     if (ji && !json_is_null(ji)) {
         pathf(f, sizeof f, "%s.options.instructions", path);
@@ -597,10 +603,13 @@ static int spec_compile(council_spec *s, unsigned level, council_spec_error *err
         s->chair = mi;
     }
 
+    int rc = router_compile(s, json_object_get(d, "router"), "router", &s->router, err);
+    if (rc)
+        return rc;
     json_t *jr = json_object_get(d, "rounds");
     if (!json_is_array(jr) || json_array_size(jr) == 0)
         return fail(err, "rounds", "must be a non-empty array");
-    int rc = compile_rounds(s, jr, "rounds", 0, &s->rounds, &s->n_rounds, err);
+    rc = compile_rounds(s, jr, "rounds", 0, &s->rounds, &s->n_rounds, err);
     if (rc)
         return rc;
     if (rounds_bound(s->rounds, s->n_rounds, SPEC_MAX_RUN_ROUNDS) > SPEC_MAX_RUN_ROUNDS)

@@ -332,7 +332,9 @@ COUNCIL_API int council_run_create(council_ctx *ctx, const council_start_opts *o
  * "members[2].provider" and the provider, or "members[0].options.argv"
  * (also "members[1].options.tools[0].exec", and the fields of a
  * sub-council under "members[3].options.spec.") and "program not
- * allowed". The spec is validated first (council_spec_validate, which
+ * allowed"; every router it names must be registered too
+ * (council_router_register): "router", "rounds[1].options.router" and
+ * the name. The spec is validated first (council_spec_validate, which
  * freezes it; an invalid one gives its COUNCIL_ESPEC and err).
  * COUNCIL_EINVAL for NULL ctx or spec. council_run_create makes the same
  * check. Loop thread. */
@@ -480,7 +482,8 @@ typedef enum council_member_status {
     COUNCIL_MEMBER_TIMEOUT,        /* as ERROR, its last attempt timed out (error_kind
                                       "transient") */
     COUNCIL_MEMBER_SKIPPED,        /* not called: left out of the round by its
-                                      options.members (attempts 0), or its call was
+                                      options.members or its router (attempts 0;
+                                      see "routers" below), or its call was
                                       abandoned or never made because the round ended
                                       first (failure_mode fail_fast); no error */
     COUNCIL_MEMBER_INVALID_OUTPUT, /* as ERROR, its answer was not usable: a ballot that
@@ -496,8 +499,8 @@ typedef enum council_member_status {
 COUNCIL_API const char *council_member_status_name(council_member_status s);
 
 /* One member's result in one round. A round's members are those it called,
- * in spec order, then those its options.members left out (SKIPPED), in
- * spec order. */
+ * in spec order, then those its options.members or its router left out
+ * (SKIPPED), in spec order. */
 typedef struct council_member_result {
     const char *member_id;
     int ok;                  /* 1: status OK or ELIMINATED; 0: another status */
@@ -510,6 +513,10 @@ typedef struct council_member_result {
                                 the last failure */
     council_usage usage;
     council_member_status status;
+    uint64_t duration_us;    /* member_started to this result (backoff
+                                waits included); 0 when skipped */
+    uint64_t provider_us;    /* the time its attempts were with the provider,
+                                summed (started to answered or failed) */
 } council_member_result;
 
 typedef struct council_round_result {
@@ -522,6 +529,8 @@ typedef struct council_round_result {
     const char *text;           /* the round's text; NULL if none */
     size_t text_len;
     council_usage usage;        /* the sum of its members' */
+    uint64_t duration_us;       /* round_started to round_completed (for an
+                                   iterate round: all its iterations) */
 } council_round_result;
 
 typedef struct council_result {
@@ -532,6 +541,8 @@ typedef struct council_result {
     size_t n_errors;
     const char *const *errors;
     council_usage usage;        /* everything the run used so far */
+    uint64_t duration_us;       /* run_started to the terminal event (set
+                                   when the run ends; 0 before) */
 } council_result;
 
 /* What one of a result's errors is about, as data (errors[i] says it in
@@ -760,6 +771,90 @@ COUNCIL_API uint64_t council_call_timeout_ms(const council_call *call);
  * *len 0) when out of memory; a later call tries again. */
 COUNCIL_API const char *council_call_request(const council_call *call, size_t *len);
 
+/* ----------------------------------------------------------------- routers */
+
+/* A router chooses, when a round is about to start, which of its members
+ * take part. A spec names one for the whole council ("router" at the top
+ * level) or for one round (options.router, which wins over the council's):
+ *   "router": "name"                  a router registered below, or
+ *   "router": {"name": "name", ...}   the same, the object given to it as
+ *                                     its request's "options", or
+ *   "router": {"rules": [{"when": {...}, "members": [ids]}, ...],
+ *              "default": [ids]}      built in: the first rule whose
+ *                                     conditions all hold gives the
+ *                                     members (docs/spec-format.md lists
+ *                                     the conditions); none: "default",
+ *                                     else every member.
+ * It applies to every round that has members of its own and more than one
+ * (not iterate, synthesis or the chair's round), choosing among the round's
+ * members (its options.members, else the council's). Members left out are
+ * in the round's result as skipped (after those who took part); a round
+ * whose router chooses nobody is skipped: round_started and
+ * round_completed are published, every member skipped, and the run goes on
+ * with what earlier rounds said. A router that fails, names a member that
+ * is not among the round's, or does not answer within the member timeout
+ * of the spec (limits.member_timeout_ms, else the context's) fails the run
+ * with an error naming the round and the router. */
+typedef struct council_route council_route;
+
+typedef struct council_router_ops {
+    /* Choose: answer now or later with council_route_select or
+     * council_route_fail. Return 0, or an error code to fail the route at
+     * once. */
+    int (*start)(council_route *rt, void *arg);
+    /* The route is abandoned (run cancelled or ended, timeout, context
+     * freed): no answer is expected. May be NULL. Never called once
+     * answered. */
+    void (*cancel)(council_route *rt, void *arg);
+    /* Context freed: release arg. May be NULL. */
+    void (*release)(void *arg);
+} council_router_ops;
+
+/* Register a router under name (copied; ops copied). Runs of specs that
+ * name a router must find it here: council_run_create and
+ * council_ctx_check_providers refuse them otherwise (COUNCIL_EPROVIDER,
+ * err->field "router" or "rounds[i].options.router"). Errors:
+ * COUNCIL_EEXIST (name taken), COUNCIL_EINVAL (NULL or empty name, no
+ * start), COUNCIL_ENOMEM. Loop thread. */
+COUNCIL_API int council_router_register(council_ctx *ctx, const char *name,
+                                        const council_router_ops *ops, void *arg);
+
+/* Answer a route with the ids of the members that take part (n of them,
+ * any order, duplicates ignored; n 0 skips the round). Returns COUNCIL_OK;
+ * COUNCIL_ESTATE when already answered or abandoned (nothing happens);
+ * COUNCIL_EINVAL for a NULL rt, NULL ids with n > 0, or an id that is not
+ * one of the round's members: the route then fails (the run fails with
+ * an error naming that id). Loop thread. */
+COUNCIL_API int council_route_select(council_route *rt, const char *const *member_ids,
+                                     size_t n);
+
+/* Fail a route with a message (copied; NULL = "failed"): the run fails.
+ * COUNCIL_ESTATE when already answered or abandoned, COUNCIL_EINVAL for
+ * NULL rt. Loop thread. */
+COUNCIL_API int council_route_fail(council_route *rt, const char *message);
+
+/* The request, a JSON object:
+ *   {"run_id", "council", "router": name, "options": the spec's router
+ *    object or null, "round": {"name", "idx", "type"}, "input": text or
+ *    null, "members": [the ids to choose among, spec order],
+ *    "rounds": [the run's completed rounds, as in a result]}
+ * Borrowed (made on first call, kept with the route); *len (if not NULL)
+ * gets its length. NULL (and *len 0) when out of memory. */
+COUNCIL_API const char *council_route_request(const council_route *rt, size_t *len);
+
+/* Accessors, borrowed while rt is referenced; never fail. id is unique in
+ * the context (from 1). council_route_active: 1 until answered or
+ * abandoned. Loop thread. */
+COUNCIL_API const char *council_route_router(const council_route *rt);
+COUNCIL_API council_run *council_route_run(const council_route *rt);
+COUNCIL_API uint64_t council_route_id(const council_route *rt);
+COUNCIL_API int council_route_active(const council_route *rt);
+
+/* Keep a route beyond start()/cancel() (returns rt) / release it. NULL is
+ * a no-op. Loop thread. */
+COUNCIL_API council_route *council_route_ref(council_route *rt);
+COUNCIL_API void council_route_unref(council_route *rt);
+
 /* ------------------------------------------------------------------- tools */
 
 /* Tools a model member may call. A member of a model provider (openai,
@@ -856,7 +951,7 @@ COUNCIL_API int council_parse_ranking(const char *text, size_t len,
  *    "model_providers": [...], "limits": {key: {"max": n}},
  *    "spec": {"max_members", "max_rounds", "max_depth", "max_iterations",
  *             "max_run_rounds", "max_bytes"},
- *    "statuses", "event_types", "fail_kinds": [names],
+ *    "statuses", "event_types", "fail_kinds", "router_conditions": [names],
  *    "errors": {name: {"code": n, "message": text}}}
  * Malloc'ed (the caller frees), NULL when out of memory. Any thread. */
 COUNCIL_API char *council_schema_json(void);

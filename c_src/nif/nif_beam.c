@@ -26,14 +26,15 @@
 
 #include "nif.h"
 
-enum { K_MEMBER = 1, K_TOOL = 2 };
+enum { K_MEMBER = 1, K_TOOL = 2, K_ROUTE = 3 };
 
 typedef struct bentry {
     struct bentry *hnext;
     nif_dl by_run;  /* in the run's calls list */
     int kind;
     uint64_t id;
-    void *item;     /* council_call * or council_tool_call *, one reference */
+    void *item;     /* council_call *, council_tool_call * or council_route *,
+                       one reference */
     nif_run *owner;
 } bentry;
 
@@ -122,8 +123,10 @@ static void unref_item(int kind, void *item)
 {
     if (kind == K_MEMBER)
         council_call_unref(item);
-    else
+    else if (kind == K_TOOL)
         council_tool_call_unref(item);
+    else
+        council_route_unref(item);
 }
 
 /* Every entry of r out of the table, as a list (by_run) in arrival order. */
@@ -160,6 +163,30 @@ static void release_arg(void *arg)
         bm->st->beam = NULL;
     enif_free(bm->b);
     enif_free(bm);
+}
+
+/* Put item in the table (taking a reference on it) and send
+ * {tag, RunPid, Id, term} to r's member server: 0 sent, 1 the server is
+ * not reachable (the item is out of the table again), COUNCIL_ENOMEM (term
+ * 0, or no room: nothing done). */
+static int dispatch(nif_beam *bm, nif_run *r, int kind, uint64_t id, void *item,
+                    ERL_NIF_TERM tag, ERL_NIF_TERM term)
+{
+    ErlNifEnv *env = bm->st->out;
+    if (!term || add(bm, kind, id, item, r) != 0) {
+        enif_clear_env(env);
+        return COUNCIL_ENOMEM;
+    }
+    if (kind == K_MEMBER) /* the table's reference */
+        council_call_ref(item);
+    else
+        council_route_ref(item);
+    ERL_NIF_TERM msg = enif_make_tuple4(env, tag, enif_make_pid(env, nif_run_pid(r)),
+                                        enif_make_uint64(env, id), term);
+    if (nif_send(bm->st, nif_run_server(r), msg))
+        return 0;
+    unref_item(kind, take(bm, kind, id));
+    return 1;
 }
 
 /* ------------------------------------------------------------ provider */
@@ -221,22 +248,11 @@ static int beam_start(council_call *call, void *arg)
                                 "(none was given at start, or it went down)");
         return 0;
     }
-    ErlNifEnv *env = st->out;
-    ERL_NIF_TERM req = request_term(env, call);
-    uint64_t id = council_call_id(call);
-    if (!req || add(bm, K_MEMBER, id, call, r) != 0) {
-        enif_clear_env(env);
-        return COUNCIL_ENOMEM;
-    }
-    council_call_ref(call); /* the table's */
-    ERL_NIF_TERM msg = enif_make_tuple4(env, A.council_member_call,
-                                        enif_make_pid(env, nif_run_pid(r)),
-                                        enif_make_uint64(env, id), req);
-    if (!nif_send(st, server, msg)) {
-        council_call_unref(take(bm, K_MEMBER, id));
+    int rc = dispatch(bm, r, K_MEMBER, council_call_id(call), call, A.council_member_call,
+                      request_term(st->out, call));
+    if (rc == 1)
         council_call_fail(call, "beam provider: member server not reachable");
-    }
-    return 0;
+    return rc == 1 ? 0 : rc;
 }
 
 static void beam_cancel(council_call *call, void *arg)
@@ -301,6 +317,95 @@ static void tool_cancel(council_tool_call *tc, void *arg)
         council_tool_call_unref(take(bm, K_TOOL, e->id));
 }
 
+/* ------------------------------------------------------------ routers */
+
+static int route_fail(council_route *rt, const char *msg)
+{
+    council_route_fail(rt, msg);
+    return 0;
+}
+
+/* {council_route_call, RunPid, RouteId, Request}: the request as a map
+ * with binary keys. */
+static int route_start(council_route *rt, void *arg)
+{
+    nif_beam *bm = arg;
+    nif_state *st = bm->st;
+    nif_run *r = nif_run_of(council_route_run(rt));
+    if (!r)
+        return route_fail(rt, "beam router: the run has no process on this node (Elixir "
+                              "routers are served for runs the library starts, not inside "
+                              "a sub-council)");
+    const ErlNifPid *server = nif_run_server(r);
+    if (!server)
+        return route_fail(rt, "beam router: this run has no member server (none was given "
+                              "at start, or it went down)");
+    size_t len;
+    const char *text = council_route_request(rt, &len);
+    json_t *req = text ? json_loadb(text, len, 0, NULL) : NULL;
+    ERL_NIF_TERM reqt = req ? nif_json_term(st->out, req, 0) : 0;
+    json_decref(req);
+    int rc = dispatch(bm, r, K_ROUTE, council_route_id(rt), rt, A.council_route_call, reqt);
+    if (rc == 1)
+        route_fail(rt, "beam router: member server not reachable");
+    return rc == 1 ? 0 : rc;
+}
+
+static void route_cancel(council_route *rt, void *arg)
+{
+    nif_beam *bm = arg;
+    bentry *e = find(bm, K_ROUTE, council_route_id(rt), NULL);
+    if (e && e->item == rt)
+        council_route_unref(take(bm, K_ROUTE, e->id));
+}
+
+#define MAX_CHOSEN 64 /* SPEC_MAX_MEMBERS: more ids than that cannot all be members */
+
+/* {ok, [Bin]} selects those members; {error, Reason} and anything else
+ * fail the route. */
+static void route_reply(council_route *rt, ErlNifEnv *env, ERL_NIF_TERM res)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    unsigned n;
+    char why[512];
+    if (!enif_get_tuple(env, res, &arity, &el) || arity != 2) {
+        route_fail(rt, "beam router: malformed reply from the member server");
+    } else if (enif_is_identical(el[0], A.error)) {
+        ErlNifBinary b;
+        if (enif_inspect_binary(env, el[1], &b))
+            snprintf(why, sizeof why, "%.*s", (int)(b.size < sizeof why ? b.size : sizeof why - 1),
+                     (const char *)b.data);
+        else
+            nif_term_text(env, el[1], why, sizeof why);
+        route_fail(rt, why);
+    } else if (!enif_is_identical(el[0], A.ok) || !enif_get_list_length(env, el[1], &n)) {
+        route_fail(rt, "beam router: the reply is not {ok, [MemberId]}");
+    } else if (n > MAX_CHOSEN) {
+        route_fail(rt, "beam router: more member ids than a council has");
+    } else {
+        char *names[MAX_CHOSEN];
+        size_t k = 0;
+        ERL_NIF_TERM head, tail = el[1];
+        int ok = 1;
+        while (ok && enif_get_list_cell(env, tail, &head, &tail)) {
+            ErlNifBinary b;
+            ok = enif_inspect_binary(env, head, &b) && !memchr(b.data, 0, b.size) &&
+                 (names[k] = enif_alloc(b.size + 1)) != NULL;
+            if (ok) {
+                memcpy(names[k], b.data, b.size);
+                names[k++][b.size] = 0;
+            }
+        }
+        if (ok)
+            council_route_select(rt, (const char *const *)names, k);
+        else
+            route_fail(rt, "beam router: member ids must be binaries");
+        for (size_t i = 0; i < k; i++)
+            enif_free(names[i]);
+    }
+}
+
 nif_beam *nif_beam_register(nif_state *st, int *rc)
 {
     nif_beam *bm = enif_alloc(sizeof *bm);
@@ -319,7 +424,9 @@ nif_beam *nif_beam_register(nif_state *st, int *rc)
                                  .release = release_arg};
     council_tool_ops tops = {.start = tool_start, .cancel = tool_cancel,
                              .release = release_arg};
-    bm->regs = 2;
+    council_router_ops rops = {.start = route_start, .cancel = route_cancel,
+                               .release = release_arg};
+    bm->regs = 3;
     if ((*rc = council_provider_register(st->ctx, "beam", &pops, bm)) != 0) {
         enif_free(bm->b);
         enif_free(bm);
@@ -328,7 +435,13 @@ nif_beam *nif_beam_register(nif_state *st, int *rc)
     /* from here the core owns the provider's registration (released with
      * the context); without the tool handler, beam tools are unknown */
     if ((*rc = council_tool_register(st->ctx, "beam", &tops, bm)) != 0)
-        bm->regs = 1;
+        bm->regs--;
+    int rrc = council_router_register(st->ctx, "beam", &rops, bm);
+    if (rrc != 0) {
+        bm->regs--;
+        if (*rc == 0)
+            *rc = rrc;
+    }
     return bm;
 }
 
@@ -421,6 +534,7 @@ int nif_beam_info(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TERM msg)
     int kind = enif_is_identical(el[0], A.council_member_token)   ? K_MEMBER
                : enif_is_identical(el[0], A.council_member_reply) ? K_MEMBER
                : enif_is_identical(el[0], A.council_tool_reply)   ? K_TOOL
+               : enif_is_identical(el[0], A.council_route_reply)  ? K_ROUTE
                                                                   : 0;
     ErlNifUInt64 id;
     if (!kind)
@@ -437,13 +551,13 @@ int nif_beam_info(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TERM msg)
         return 1;
     }
     void *item = take(bm, kind, id);
-    if (kind == K_MEMBER) {
+    if (kind == K_MEMBER)
         member_reply(item, env, el[2]);
-        council_call_unref(item);
-    } else {
+    else if (kind == K_TOOL)
         tool_reply(item, env, el[2]);
-        council_tool_call_unref(item);
-    }
+    else
+        route_reply(item, env, el[2]);
+    unref_item(kind, item);
     return 1;
 }
 
@@ -465,6 +579,9 @@ void nif_beam_server_down(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TER
         if (e->kind == K_MEMBER) {
             snprintf(msg, sizeof msg, "beam provider: member server down: %s", why);
             council_call_fail(e->item, msg);
+        } else if (e->kind == K_ROUTE) {
+            snprintf(msg, sizeof msg, "beam router: member server down: %s", why);
+            council_route_fail(e->item, msg);
         } else {
             snprintf(msg, sizeof msg, "beam tool: member server down: %s", why);
             answer_error(e->item, msg);

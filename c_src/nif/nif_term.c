@@ -66,6 +66,8 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(council_member_reply, "council_member_reply");
     AT(council_tool_call, "council_tool_call");
     AT(council_tool_reply, "council_tool_reply");
+    AT(council_route_call, "council_route_call");
+    AT(council_route_reply, "council_route_reply");
     AT(council_run, "$council_run");
     AT(council_end, "$council_end");
     AT(council_reply, "$council_reply");

@@ -1,7 +1,7 @@
 defmodule CouncilEx.DSL do
   @moduledoc """
-  The macros behind `use CouncilEx`: `member/2`, `round/2`, `chair/1` and
-  `limits/1`. They collect the council at compile time and define
+  The macros behind `use CouncilEx`: `member/2`, `round/2`, `chair/1`,
+  `limits/1` and `router/1`. They collect the council at compile time and define
   `__council__/0`, which returns the validated `%CouncilEx.Spec{}`; an
   invalid council fails compilation with the spec's error message.
 
@@ -24,6 +24,7 @@ defmodule CouncilEx.DSL do
         end
         chair :careful
         limits member_timeout_ms: 10_000, max_attempts: 2
+        router fn input, _ctx -> if input =~ "code", do: [:gpt, :careful], else: [:fast, :local] end
       end
 
   `use CouncilEx` excludes `Kernel.round/1` from the module's imports
@@ -46,12 +47,22 @@ defmodule CouncilEx.DSL do
       import Kernel, except: [round: 1]
 
       import CouncilEx.DSL,
-        only: [member: 1, member: 2, round: 1, round: 2, round: 3, chair: 1, limits: 1]
+        only: [
+          member: 1,
+          member: 2,
+          round: 1,
+          round: 2,
+          round: 3,
+          chair: 1,
+          limits: 1,
+          router: 1
+        ]
 
       Module.register_attribute(__MODULE__, :council_members, accumulate: true)
       @council_round_stack [[]]
       @council_chair nil
       @council_limits nil
+      @council_router nil
       @council_id unquote(opts)[:id]
       @before_compile CouncilEx.DSL
     end
@@ -100,6 +111,15 @@ defmodule CouncilEx.DSL do
   defmacro round(type, opts, do: block), do: round_ast(type, opts, block)
 
   defp round_ast(type, opts, block) do
+    {defs, opts} = lift_router(opts)
+
+    quote do
+      unquote(defs)
+      unquote(round_call_ast(type, opts, block))
+    end
+  end
+
+  defp round_call_ast(type, opts, block) do
     if block do
       quote do
         CouncilEx.DSL.__push_frame__(__MODULE__)
@@ -112,6 +132,46 @@ defmodule CouncilEx.DSL do
       end
     end
   end
+
+  @doc """
+  Names the council's router (`CouncilEx.Router`): it chooses who takes
+  part in each round (a round's own `router:` option wins). A function of
+  two arguments (an anonymous `fn` written here is compiled into the
+  module as a function of its own), a module implementing
+  `CouncilEx.Router`, a registered name, or the core's rules
+  (`rules: [...], default: [...]`).
+  """
+  defmacro router(router) do
+    {defs, [router: router]} = lift_router(router: router)
+
+    quote do
+      unquote(defs)
+      @council_router unquote(router)
+    end
+  end
+
+  # An inline `fn` router cannot be compiled into __council__/0: it
+  # becomes a function of the module, named by a capture.
+  defp lift_router(opts) when is_list(opts) do
+    case Keyword.get(opts, :router) do
+      {:fn, _, _} = fun ->
+        name = :"__council_router_#{System.unique_integer([:positive])}__"
+
+        defs =
+          quote do
+            @doc false
+            def unquote(name)(input, ctx), do: unquote(fun).(input, ctx)
+          end
+
+        capture = quote do: &(__MODULE__.unquote(name) / 2)
+        {defs, Keyword.put(opts, :router, capture)}
+
+      _ ->
+        {nil, opts}
+    end
+  end
+
+  defp lift_router(opts), do: {nil, opts}
 
   @doc "Names the member that synthesises the final answer after the last round."
   defmacro chair(id) do
@@ -186,12 +246,14 @@ defmodule CouncilEx.DSL do
       members: mod |> Module.get_attribute(:council_members) |> Enum.reverse(),
       rounds: Enum.reverse(rounds),
       chair: Module.get_attribute(mod, :council_chair),
-      limits: Module.get_attribute(mod, :council_limits)
+      limits: Module.get_attribute(mod, :council_limits),
+      router: Module.get_attribute(mod, :council_router)
     }
 
     case Spec.new(attrs) do
       {:ok, spec} ->
         check_tool_functions!(mod, env, spec)
+        check_router_functions!(mod, env, spec)
         spec
 
       {:error, message} ->
@@ -214,6 +276,19 @@ defmodule CouncilEx.DSL do
           "invalid council #{inspect(mod)}: member #{inspect(member_id)}, tool #{inspect(name)}: " <>
             "the handler must be a remote function capture such as &MyTools.lookup/1 " <>
             "(an anonymous function cannot be compiled into the council)"
+    end
+  end
+
+  defp check_router_functions!(mod, env, spec) do
+    for {ref, fun} <- Spec.beam_routers(spec),
+        is_function(fun),
+        Function.info(fun, :type) != {:type, :external} do
+      raise CompileError,
+        file: env.file,
+        line: env.line,
+        description:
+          "invalid council #{inspect(mod)}: router #{ref}: write the function in the " <>
+            "router's place (fn ... end), or give a remote capture such as &MyRouter.pick/2"
     end
   end
 

@@ -13,10 +13,15 @@ defmodule CouncilEx.MemberServer do
       function: for each `{:council_tool_call, run_pid, tool_call_id,
       member_id, name, arguments}` it calls that function (`run_tool/3`)
       in a task and answers the run with
-      `{:council_tool_reply, tool_call_id, {:ok, text} | {:error, message}}`.
+      `{:council_tool_reply, tool_call_id, {:ok, text} | {:error, message}}`;
+    * routers written in Elixir (`CouncilEx.Router`): for each
+      `{:council_route_call, run_pid, route_id, request}` it calls the
+      router the request's `"options"` `"ref"` names (`route/3`) in a
+      task and answers the run with
+      `{:council_route_reply, route_id, {:ok, [member_id]} | {:error, message}}`.
 
   `CouncilEx.RunServer` starts one per run whose spec has Elixir-module
-  members or Elixir function tools (under
+  members, Elixir function tools or Elixir routers (under
   `CouncilEx.MemberServer.Supervisor`) and passes it as the run's
   `:member_server`; it ends, killing unfinished calls, when the run ends.
   """
@@ -32,18 +37,71 @@ defmodule CouncilEx.MemberServer do
 
   @doc """
   Starts a member server for a run with these beam members
-  (`member_id => module`) and Elixir tools (`t:tools/0`).
+  (`member_id => module`) and Elixir tools (`t:tools/0`). `extra` may give
+  the run's Elixir routers (`routers:`, ref => function or module, see
+  `CouncilEx.Spec.beam_routers/1` and `CouncilEx.Router.resolve/1`), and
+  what they are shown: the run's `input:` and `user_opts:`.
   """
-  @spec start_for_run!(%{binary => module}, [pid], tools) :: pid
-  def start_for_run!(members, callers, tools \\ %{}) do
+  @spec start_for_run!(%{binary => module}, [pid], tools, keyword) :: pid
+  def start_for_run!(members, callers, tools \\ %{}, extra \\ []) do
     {:ok, pid} =
       DynamicSupervisor.start_child(
         CouncilEx.MemberServer.Supervisor,
-        {__MODULE__, members: members, callers: callers, tools: tools}
+        {__MODULE__, [members: members, callers: callers, tools: tools] ++ extra}
       )
 
     pid
   end
+
+  @doc """
+  Runs one route call of the core (the request of a `:council_route_call`)
+  with `router` and returns the reply that is sent to the run: the router
+  is given `input` and the context `CouncilEx.Router` describes.
+  """
+  @spec route((term, map -> term) | module | nil, map, keyword) ::
+          {:ok, [binary]} | {:error, binary}
+  def route(nil, request, _run) do
+    ref = get_in(request, ["options", "ref"])
+    {:error, "no Elixir router #{inspect(ref)} in this run"}
+  end
+
+  def route(router, request, run) do
+    round = Map.get(request, "round", %{})
+
+    ctx = %{
+      run_id: request["run_id"],
+      council: request["council"],
+      round: %{name: round["name"], idx: round["idx"], type: round["type"]},
+      members: Map.get(request, "members", []),
+      rounds: Enum.map(Map.get(request, "rounds", []), &atom_keys/1),
+      user_opts: Keyword.get(run, :user_opts)
+    }
+
+    input = Keyword.get(run, :input, request["input"])
+    CouncilEx.Router.call(router, input, ctx)
+  end
+
+  # Round results in a request are JSON (binary keys); a router sees them
+  # as results read elsewhere (atom keys, status atoms).
+  @result_keys Map.new(
+                 ~w(name idx type members aggregate text usage duration_us member_id status
+                    attempts error parsed error_kind provider_us input_tokens output_tokens
+                    cost)a,
+                 &{Atom.to_string(&1), &1}
+               )
+  @statuses Map.new(~w(ok error skipped)a, &{Atom.to_string(&1), &1})
+
+  defp atom_keys(%{} = map) do
+    Map.new(map, fn {k, v} ->
+      key = Map.get(@result_keys, k, k)
+      {key, atom_value(key, v)}
+    end)
+  end
+
+  defp atom_value(:members, list) when is_list(list), do: Enum.map(list, &atom_keys/1)
+  defp atom_value(:usage, %{} = u), do: atom_keys(u)
+  defp atom_value(:status, s) when is_map_key(@statuses, s), do: @statuses[s]
+  defp atom_value(_key, v), do: v
 
   @doc """
   The Elixir tools of a spec (`CouncilEx.Spec.beam_tools/1`) as this server
@@ -195,6 +253,8 @@ defmodule CouncilEx.MemberServer do
        members: Keyword.fetch!(opts, :members),
        callers: Keyword.get(opts, :callers, []),
        tools: Keyword.get(opts, :tools, %{}),
+       routers: Keyword.get(opts, :routers, %{}),
+       run_info: Keyword.take(opts, [:input, :user_opts]),
        run: nil,
        tasks: %{}
      }}
@@ -253,6 +313,22 @@ defmodule CouncilEx.MemberServer do
           end
 
         send(run_pid, {:council_tool_reply, id, reply})
+      end)
+
+    ref = Process.monitor(task)
+    {:noreply, %{state | tasks: Map.put(state.tasks, ref, task)}}
+  end
+
+  def handle_info({:council_route_call, run_pid, id, request}, state)
+      when is_pid(run_pid) and is_integer(id) and is_map(request) do
+    router = Map.get(state.routers, get_in(request, ["options", "ref"]))
+    run_info = state.run_info
+    callers = state.callers
+
+    {:ok, task} =
+      Task.Supervisor.start_child(CouncilEx.MemberServer.Tasks, fn ->
+        Process.put(:"$callers", callers)
+        send(run_pid, {:council_route_reply, id, route(router, request, run_info)})
       end)
 
     ref = Process.monitor(task)

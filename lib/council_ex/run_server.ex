@@ -127,9 +127,12 @@ defmodule CouncilEx.RunServer do
   `config :council_ex, :default_retry` (`{max_attempts, base_ms}`), the
   core's defaults (one attempt; the C node's `--member-timeout-ms`, 60 s).
 
-  A run whose spec has Elixir-module members or tools with Elixir function
-  handlers (`CouncilEx.Spec.beam_members/1`, `CouncilEx.Spec.beam_tools/1`)
-  gets a `CouncilEx.MemberServer` that serves them.
+  A run whose spec has Elixir-module members, tools with Elixir function
+  handlers or Elixir routers (`CouncilEx.Spec.beam_members/1`,
+  `CouncilEx.Spec.beam_tools/1`, `CouncilEx.Spec.beam_routers/1`) gets a
+  `CouncilEx.MemberServer` that serves them; a router named by a name
+  nobody registered (`CouncilEx.Router.register/2`) is
+  `{:error, {:invalid_spec, "rounds[i].options.router", _}}`.
   Returns `{:ok, pid}` or `{:error, reason}` (`{:already_started, pid}`
   with the pid of the running run that has this run id, as
   `GenServer.on_start()` gives it; `:run_id_retained` when the run id is
@@ -296,14 +299,46 @@ defmodule CouncilEx.RunServer do
 
   defp request_start(how, opts) do
     spec = Keyword.fetch!(opts, :spec)
+
+    case routers_of(spec) do
+      {:ok, routers} -> request_start(how, opts, spec, routers)
+      error -> error
+    end
+  end
+
+  # The spec's Elixir routers resolved (registered names looked up):
+  # {:ok, ref => function or module} or the refusal of a bad spec.
+  defp routers_of(spec) do
+    Enum.reduce_while(Spec.beam_routers(spec), {:ok, %{}}, fn {ref, router}, {:ok, acc} ->
+      case CouncilEx.Router.resolve(router) do
+        {:ok, r} ->
+          {:cont, {:ok, Map.put(acc, ref, r)}}
+
+        {:error, message} ->
+          path = if ref == "router", do: ref, else: router_path(ref)
+          {:halt, {:error, {:invalid_spec, path, message}}}
+      end
+    end)
+  end
+
+  # "rounds[1].rounds[0]" -> "rounds[1].options.rounds[0].options.router"
+  defp router_path(ref),
+    do: String.replace(ref, "].rounds[", "].options.rounds[") <> ".options.router"
+
+  defp request_start(how, opts, spec, routers) do
     members = Spec.beam_members(spec)
     tools = MemberServer.tools_of(spec)
     callers = Keyword.get_lazy(opts, :callers, &callers/0)
 
     member_server =
-      if members == %{} and tools == %{},
+      if members == %{} and tools == %{} and routers == %{},
         do: nil,
-        else: MemberServer.start_for_run!(members, callers, tools)
+        else:
+          MemberServer.start_for_run!(members, callers, tools,
+            routers: routers,
+            input: Keyword.fetch!(opts, :input),
+            user_opts: Keyword.get(opts, :user_opts)
+          )
 
     request = %{
       spec: Spec.to_json(spec),

@@ -89,19 +89,23 @@ defmodule CouncilEx.Spec do
   defmodule Round do
     @moduledoc "One round of a council spec (see `CouncilEx.Spec`)."
     @enforce_keys [:type, :name]
-    defstruct type: nil, name: nil, options: %{}, rounds: []
+    defstruct type: nil, name: nil, options: %{}, rounds: [], router: nil
 
-    @typedoc "A round: type, name (the type unless renamed), JSON options, nested rounds (iterate)."
+    @typedoc """
+    A round: type, name (the type unless renamed), JSON options, nested
+    rounds (iterate), and its router (`CouncilEx.Router`), if any.
+    """
     @type t :: %__MODULE__{
             type: CouncilEx.Spec.round_type(),
             name: binary,
             options: %{optional(binary) => term},
-            rounds: [t]
+            rounds: [t],
+            router: CouncilEx.Router.t() | nil
           }
   end
 
   @enforce_keys [:id, :members, :rounds]
-  defstruct id: nil, members: [], rounds: [], chair: nil, limits: %{}
+  defstruct id: nil, members: [], rounds: [], chair: nil, limits: %{}, router: nil
 
   @typedoc """
   Provider kinds a spec may name (SPEC section 4; `council` runs a
@@ -139,7 +143,8 @@ defmodule CouncilEx.Spec do
           members: [Member.t()],
           rounds: [Round.t()],
           chair: binary | nil,
-          limits: limits
+          limits: limits,
+          router: CouncilEx.Router.t() | nil
         }
 
   # From the core's schema (CouncilEx.Schema); `beam` is the C node's.
@@ -195,9 +200,18 @@ defmodule CouncilEx.Spec do
          {:ok, rounds} <- rounds(get(attrs, :rounds), "rounds", "rounds"),
          {:ok, chair} <- chair(get(attrs, :chair), members),
          {:ok, limits} <- limits(get(attrs, :limits)),
-         :ok <- check_unknown(attrs, [:id, :members, :rounds, :chair, :limits], "spec"),
+         router = router!(get(attrs, :router), "router", "router"),
+         :ok <- check_unknown(attrs, [:id, :members, :rounds, :chair, :limits, :router], "spec"),
          :ok <- check_round_members(rounds, members) do
-      {:ok, %__MODULE__{id: id, members: members, rounds: rounds, chair: chair, limits: limits}}
+      {:ok,
+       %__MODULE__{
+         id: id,
+         members: members,
+         rounds: rounds,
+         chair: chair,
+         limits: limits,
+         router: router
+       }}
     end
   catch
     {:spec_error, message, path} -> {:error, message, path}
@@ -317,11 +331,12 @@ defmodule CouncilEx.Spec do
     base = %{
       "id" => spec.id,
       "members" => Enum.map(spec.members, &member_map/1),
-      "rounds" => Enum.map(spec.rounds, &round_map/1)
+      "rounds" => rounds_map(spec.rounds, "rounds")
     }
 
     base
     |> put_if("chair", spec.chair)
+    |> put_if("router", router_map(spec.router, "router"))
     |> put_if(
       "limits",
       if(spec.limits == %{},
@@ -371,12 +386,79 @@ defmodule CouncilEx.Spec do
     %{"id" => m.id, "provider" => Atom.to_string(m.provider), "options" => options}
   end
 
-  defp round_map(%Round{} = r) do
-    map = %{"type" => Atom.to_string(r.type), "name" => r.name, "options" => r.options}
-    if r.type == :iterate, do: Map.put(map, "rounds", Enum.map(r.rounds, &round_map/1)), else: map
+  defp rounds_map(rounds, path) do
+    rounds
+    |> Enum.with_index()
+    |> Enum.map(fn {r, i} -> round_map(r, "#{path}[#{i}]") end)
   end
 
-  defp put_beam_parts(map, %__MODULE__{members: members}) do
+  defp round_map(%Round{} = r, path) do
+    options =
+      case router_map(r.router, path) do
+        nil -> r.options
+        router -> Map.put(r.options, "router", router)
+      end
+
+    map = %{"type" => Atom.to_string(r.type), "name" => r.name, "options" => options}
+
+    if r.type == :iterate,
+      do: Map.put(map, "rounds", rounds_map(r.rounds, path <> ".rounds")),
+      else: map
+  end
+
+  # An Elixir router goes out as the C node's "beam" router with a ref
+  # saying which of the run's routers it is (beam_routers/1); rules go as
+  # they are.
+  defp router_map(nil, _ref), do: nil
+  defp router_map(%{} = rules, _ref), do: rules
+  defp router_map(_elixir, ref), do: %{"name" => "beam", "ref" => ref}
+
+  @doc """
+  The routers of the spec served by Elixir code (functions, modules,
+  registered names; not the core's rules), by the ref they are sent with:
+  `"router"` for the council's, the round's path (`"rounds[1]"`,
+  `"rounds[2].rounds[0]"`) for a round's.
+  """
+  @spec beam_routers(t) :: %{binary => CouncilEx.Router.t()}
+  def beam_routers(%__MODULE__{} = spec) do
+    top = if CouncilEx.Router.elixir?(spec.router), do: [{"router", spec.router}], else: []
+    Map.new(top ++ round_routers(spec.rounds, "rounds"))
+  end
+
+  defp round_routers(rounds, path) do
+    rounds
+    |> Enum.with_index()
+    |> Enum.flat_map(fn {r, i} ->
+      at = "#{path}[#{i}]"
+      own = if CouncilEx.Router.elixir?(r.router), do: [{at, r.router}], else: []
+      own ++ round_routers(r.rounds, at <> ".rounds")
+    end)
+  end
+
+  defp put_beam_parts(map, %__MODULE__{members: members} = spec) do
+    map
+    |> put_members_parts(members)
+    |> put_if("router", spec.router)
+    |> Map.update!("rounds", &put_round_routers(&1, spec.rounds))
+  end
+
+  # to_map/1 sent Elixir routers as refs: put the routers back.
+  defp put_round_routers(maps, rounds) when length(maps) == length(rounds) do
+    Enum.zip_with(maps, rounds, fn m, %Round{} = r ->
+      m =
+        if r.router == nil,
+          do: m,
+          else: Map.update!(m, "options", &Map.put(&1, "router", r.router))
+
+      if is_list(m["rounds"]),
+        do: Map.update!(m, "rounds", &put_round_routers(&1, r.rounds)),
+        else: m
+    end)
+  end
+
+  defp put_round_routers(maps, _rounds), do: maps
+
+  defp put_members_parts(map, members) do
     # to_map/1 turned modules into "module" options and tool functions into
     # handler "beam"; put back the atoms (so validate/1 does not need the
     # atom table) and the functions.
@@ -700,7 +782,6 @@ defmodule CouncilEx.Spec do
     end
   end
 
-
   defp provider!(other, _, _, where, path),
     do: fail("#{where}: bad provider #{inspect(other)}", path <> ".provider")
 
@@ -768,6 +849,8 @@ defmodule CouncilEx.Spec do
         else: name!(get(r, :name), where <> ".name", path <> ".name")
 
     where = "round #{inspect(name)}"
+    {router, r} = pop_router(r)
+    router = router!(router, where <> ".router", path <> ".options.router")
     {explicit, extra} = split_options(r, [:type, :name, :options, :rounds], where, path)
     options = Map.merge(extra, explicit)
     options = normalize_round_options(type, options, where, path <> ".options")
@@ -790,8 +873,65 @@ defmodule CouncilEx.Spec do
           fail("#{where}: only iterate rounds have nested rounds", path <> ".options.rounds")
       end
 
-    %Round{type: type, name: name, options: Map.delete(options, "rounds"), rounds: nested}
+    %Round{
+      type: type,
+      name: name,
+      options: Map.delete(options, "rounds"),
+      rounds: nested,
+      router: router
+    }
   end
+
+  # A round's router, from its own keys or its options, taken out before
+  # the options become JSON (a module would become its name).
+  defp pop_router(r) do
+    {own, r} = pop_key(r, :router)
+
+    case get(r, :options) do
+      opts when is_map(opts) or is_list(opts) ->
+        opts_map = if is_list(opts) and Keyword.keyword?(opts), do: Map.new(opts), else: opts
+
+        if is_map(opts_map) do
+          {in_opts, rest} = pop_key(opts_map, :router)
+          key = if Map.has_key?(r, :options), do: :options, else: "options"
+          {own || in_opts, Map.put(r, key, rest)}
+        else
+          {own, r}
+        end
+
+      _ ->
+        {own, r}
+    end
+  end
+
+  defp pop_key(map, key) do
+    {a, map} = Map.pop(map, key)
+    {b, map} = Map.pop(map, Atom.to_string(key))
+    {a || b, map}
+  end
+
+  # A router (CouncilEx.Router): a function of two arguments, a module, a
+  # registered name, or the core's rules / a core router (a map or keyword
+  # list, sent as JSON for the C node to check).
+  defp router!(nil, _where, _path), do: nil
+  defp router!(fun, _where, _path) when is_function(fun, 2), do: fun
+  defp router!(name, _where, _path) when is_binary(name) and name != "", do: name
+  defp router!(mod, _where, _path) when is_atom(mod) and mod not in [true, false], do: mod
+  defp router!(%{} = map, _where, _path) when not is_struct(map), do: json_value(map)
+
+  defp router!([{k, _} | _] = list, where, path) when is_atom(k) do
+    if Keyword.keyword?(list), do: json_value(Map.new(list)), else: bad_router!(list, where, path)
+  end
+
+  defp router!(other, where, path), do: bad_router!(other, where, path)
+
+  defp bad_router!(other, where, path),
+    do:
+      fail(
+        "#{where}: expected a function of two arguments, a module, a registered name or " <>
+          "rules, got: #{inspect(other)}",
+        path
+      )
 
   defp normalize_round_options(type, options, where, path) do
     options =

@@ -854,8 +854,10 @@ static void test_json_views_have_the_protocol_shapes(void **state)
         json_t *p = council_event_payload_json(rec->ev[i]);
         switch (rec->ev[i]->type) {
         case COUNCIL_EV_MEMBER_COMPLETED:
-            assert_int_equal(json_object_size(p), 8);
+            assert_int_equal(json_object_size(p), 10);
             assert_string_equal(json_string_value(json_object_get(p, "status")), "ok");
+            assert_true(json_is_integer(json_object_get(p, "duration_us")));
+            assert_true(json_is_integer(json_object_get(p, "provider_us")));
             assert_true(json_is_null(json_object_get(p, "error_kind")));
             assert_true(json_is_object(json_object_get(p, "usage")));
             assert_true(json_is_null(json_object_get(p, "error")));
@@ -865,7 +867,8 @@ static void test_json_views_have_the_protocol_shapes(void **state)
             assert_non_null(json_object_get(p, "member_id"));
             break;
         case COUNCIL_EV_ROUND_COMPLETED:
-            assert_int_equal(json_object_size(p), 7);
+            assert_int_equal(json_object_size(p), 8);
+            assert_true(json_is_integer(json_object_get(p, "duration_us")));
             assert_true(json_is_object(json_object_get(p, "usage")));
             assert_true(json_is_array(json_object_get(p, "members")));
             assert_non_null(json_object_get(p, "aggregate"));
@@ -873,7 +876,8 @@ static void test_json_views_have_the_protocol_shapes(void **state)
             assert_non_null(json_object_get(p, "type"));
             break;
         case COUNCIL_EV_RUN_COMPLETED:
-            assert_int_equal(json_object_size(p), 5);
+            assert_int_equal(json_object_size(p), 6);
+            assert_true(json_is_integer(json_object_get(p, "duration_us")));
             assert_true(json_is_object(json_object_get(p, "usage")));
             assert_int_equal(json_array_size(json_object_get(p, "rounds")), 3);
             assert_true(json_is_string(json_object_get(p, "final")));

@@ -425,8 +425,10 @@ defmodule CNode.RunsTest do
     {:ok, _pid} = start(i.node, %{spec: spec, subscribe: [self()]})
     evs = events()
     assert {:run_completed, _, %{final: final, rounds: rounds, errors: []} = result} = List.last(evs)
-    assert Map.keys(result) |> Enum.sort() == [:error_info, :errors, :final, :rounds, :usage]
+    assert Map.keys(result) |> Enum.sort() ==
+             [:duration_us, :error_info, :errors, :final, :rounds, :usage]
     assert result.error_info == []
+    assert is_integer(result.duration_us) and result.duration_us >= 0
     # mock members report no tokens
     zero = %{input_tokens: 0, output_tokens: 0, cost: nil}
     assert result.usage == zero
@@ -434,13 +436,15 @@ defmodule CNode.RunsTest do
     assert is_list(rounds) and length(rounds) == 3
     for r <- rounds do
       assert Map.keys(r) |> Enum.sort() ==
-               [:aggregate, :idx, :members, :name, :text, :type, :usage]
+               [:aggregate, :duration_us, :idx, :members, :name, :text, :type, :usage]
       assert r.usage == zero
       assert is_list(r.members)
       for m <- r.members do
         assert Map.keys(m) |> Enum.sort() ==
-                 [:attempts, :error, :error_kind, :member_id, :parsed, :status, :text, :usage]
+                 [:attempts, :duration_us, :error, :error_kind, :member_id, :parsed,
+                  :provider_us, :status, :text, :usage]
         assert %{error_kind: nil, usage: ^zero} = m
+        assert is_integer(m.duration_us) and m.duration_us >= m.provider_us
       end
     end
     # the iterate round's own result: no members of its own

@@ -79,9 +79,13 @@ defmodule CNode.ShutdownRunsTest do
       empty = %{final: nil, rounds: [], errors: [], error_info: [],
                 usage: %{input_tokens: 0, output_tokens: 0, cost: nil}}
       for id <- ids do
-        assert {:run_cancelled, ^id, ^empty} = Enum.find(msgs, &match?({:run_cancelled, ^id, _}, &1))
+        assert {:run_cancelled, ^id, %{duration_us: us} = result} =
+                 Enum.find(msgs, &match?({:run_cancelled, ^id, _}, &1))
+        assert is_integer(us)
+        assert Map.delete(result, :duration_us) == empty
       end
-      assert {^tag, {:error, {:cancelled, ^empty}}} = Enum.find(msgs, &match?({^tag, _}, &1))
+      assert {^tag, {:error, {:cancelled, result}}} = Enum.find(msgs, &match?({^tag, _}, &1))
+      assert Map.delete(result, :duration_us) == empty
       Process.flag(:trap_exit, false)
     end
   end
