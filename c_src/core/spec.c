@@ -228,6 +228,24 @@ int council_spec_set_chair(council_spec *spec, const char *member_id)
     return json_object_set_new(spec->doc, "chair", c) ? COUNCIL_ENOMEM : COUNCIL_OK;
 }
 
+int council_spec_set_router(council_spec *spec, const char *router_json)
+{
+    if (!spec)
+        return COUNCIL_EINVAL;
+    if (spec->frozen)
+        return COUNCIL_ESTATE;
+    if (!router_json) {
+        json_object_del(spec->doc, "router");
+        return COUNCIL_OK;
+    }
+    json_error_t je;
+    memset(&je, 0, sizeof je);
+    json_t *r = json_loads(router_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (!r)
+        return CX_JSON_ERR(je, COUNCIL_EPARSE);
+    return json_object_set_new(spec->doc, "router", r) ? COUNCIL_ENOMEM : COUNCIL_OK;
+}
+
 int council_spec_set_limits(council_spec *spec, const council_limits *limits)
 {
     if (!spec || !limits)

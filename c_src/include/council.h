@@ -232,6 +232,14 @@ COUNCIL_API int council_spec_add_round(council_spec *spec, const char *type,
  * COUNCIL_ESTATE (frozen), COUNCIL_ENOMEM. */
 COUNCIL_API int council_spec_set_chair(council_spec *spec, const char *member_id);
 
+/* Set the council's router (docs/spec-format.md "Routers"; council.h
+ * "routers"): router_json is its JSON value as text, e.g. "\"by_topic\""
+ * or "{\"rules\": [...]}" (parsed and copied; checked by validation);
+ * NULL removes it. A round's router goes in its options ("router").
+ * Errors: COUNCIL_EINVAL (NULL spec), COUNCIL_EPARSE (not JSON),
+ * COUNCIL_ESTATE (frozen), COUNCIL_ENOMEM. */
+COUNCIL_API int council_spec_set_router(council_spec *spec, const char *router_json);
+
 /* Set the limits (copied; checked by validation). Errors: COUNCIL_ESTATE
  * (frozen), COUNCIL_EINVAL (NULL spec or limits), COUNCIL_ENOMEM. */
 COUNCIL_API int council_spec_set_limits(council_spec *spec, const council_limits *limits);

@@ -333,6 +333,32 @@ static void test_unregistered_router_and_bad_specs_are_refused(void **state)
     council_ctx_free(ctx);
 }
 
+static void test_a_built_spec_takes_a_router(void **state)
+{
+    (void)state;
+    council_spec *spec = council_spec_new("built");
+    assert_int_equal(council_spec_add_member(spec, "a", "mock", NULL), COUNCIL_OK);
+    assert_int_equal(council_spec_add_member(spec, "b", "mock", NULL), COUNCIL_OK);
+    assert_int_equal(council_spec_add_round(spec, "independent_analysis", NULL, NULL), COUNCIL_OK);
+    assert_int_equal(council_spec_set_router(spec, "{\"rules\""), COUNCIL_EPARSE);
+    assert_int_equal(council_spec_set_router(spec, "\"x\""), COUNCIL_OK);
+    assert_int_equal(council_spec_set_router(spec, NULL), COUNCIL_OK);
+    assert_int_equal(council_spec_set_router(spec, sq("{'rules':[{'members':['b']}]}")),
+                     COUNCIL_OK);
+    council_ctx *ctx = test_ctx(0);
+    council_start_opts o = {.spec = spec, .input = {.tag = "text", .data = "q", .len = 1}};
+    council_run *run;
+    assert_int_equal(council_run_start(ctx, &o, &run), COUNCIL_OK);
+    assert_int_equal(council_spec_set_router(spec, NULL), COUNCIL_ESTATE);
+    wait_done(ctx, run, 5000);
+    const council_round_result *r = round_named(run, "independent_analysis");
+    assert_string_equal(status_of(member_in(r, "a")), "skipped");
+    assert_string_equal(status_of(member_in(r, "b")), "ok");
+    council_run_unref(run);
+    council_spec_unref(spec);
+    council_ctx_free(ctx);
+}
+
 /* ----------------------------------------------------------------- timings */
 
 static void test_results_carry_durations(void **state)
@@ -371,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_router_without_answer_times_out),
         cmocka_unit_test(test_cancel_while_routing_abandons_the_route),
         cmocka_unit_test(test_unregistered_router_and_bad_specs_are_refused),
+        cmocka_unit_test(test_a_built_spec_takes_a_router),
         cmocka_unit_test(test_results_carry_durations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

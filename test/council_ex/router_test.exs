@@ -35,6 +35,20 @@ defmodule CouncilEx.RouterTest.CouncilWide do
   round :peer_review, router: [rules: [[members: [:a, :b]]]]
 end
 
+defmodule CouncilEx.RouterTest.Nested do
+  @moduledoc "An inline council router; an inline router on a round inside an iterate."
+  use CouncilEx
+
+  member :a, provider: :mock
+  member :b, provider: :mock
+  router(fn _input, _ctx -> [:a] end)
+  round :independent_analysis
+
+  round :iterate, max_iterations: 2 do
+    round :peer_review, router: fn _input, ctx -> if ctx.round.idx == 2, do: [:b], else: [] end
+  end
+end
+
 defmodule CouncilEx.RouterTest do
   use ExUnit.Case, async: false
   @moduletag :cnode
@@ -122,6 +136,24 @@ defmodule CouncilEx.RouterTest do
     assert_receive {:routed, {:q, 1}, %{round: %{name: "critique", idx: 1}} = c1}
     assert c1.members == ["b"]
     assert [%{name: "independent_analysis", members: [%{status: :ok} | _]}] = c1.rounds
+  end
+
+  test "inline routers in the DSL, for the council and inside an iterate, each time it runs" do
+    {:ok, result} = CouncilEx.run(CouncilEx.RouterTest.Nested, "q")
+    assert statuses(result, :independent_analysis) == %{"a" => :ok, "b" => :skipped}
+
+    reviews =
+      for r <- result.rounds,
+          r.name == :peer_review,
+          do: {r.idx, Map.new(r.members, &{&1.member_id, &1.status})}
+
+    assert reviews == [
+             {2, %{"a" => :skipped, "b" => :ok}},
+             {3, %{"a" => :skipped, "b" => :skipped}}
+           ]
+
+    routers = CouncilEx.Spec.beam_routers(CouncilEx.RouterTest.Nested.__council__())
+    assert Enum.sort(Map.keys(routers)) == ["rounds[1].rounds[0]", "router"]
   end
 
   test "routers registered by name, and the core's rules from JSON" do
