@@ -1,7 +1,9 @@
 defmodule CouncilEx.Application do
   @moduledoc """
   The library's supervision tree: the supervisors of Elixir-module members
-  (`CouncilEx.MemberServer`), the index of the runs this VM started
+  (`CouncilEx.MemberServer`), the process that turns runs' events into
+  `:telemetry` events when that is enabled (`CouncilEx.Telemetry`), the
+  index of the runs this VM started
   (`CouncilEx.RunIndex`) and the backend (`CouncilEx.Backend`): with
   `backend: :node` (the default) the C node manager (`CouncilEx.Node`) and
   this node's event relay (`CouncilEx.PubSub.Relay`); with `backend: :nif`
@@ -25,7 +27,8 @@ defmodule CouncilEx.Application do
     children =
       [
         {Task.Supervisor, name: CouncilEx.MemberServer.Tasks},
-        {DynamicSupervisor, name: CouncilEx.MemberServer.Supervisor, strategy: :one_for_one}
+        {DynamicSupervisor, name: CouncilEx.MemberServer.Supervisor, strategy: :one_for_one},
+        CouncilEx.Telemetry.Forwarder
       ] ++ backend_children
 
     Supervisor.start_link(children, strategy: :one_for_one, name: CouncilEx.AppSupervisor)

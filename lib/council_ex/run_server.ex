@@ -353,6 +353,7 @@ defmodule CouncilEx.RunServer do
     request = if member_server, do: Map.put(request, :member_server, member_server), else: request
     # which node of a pool takes the run (CouncilEx.Pool)
     request = if p = opts[:placement], do: Map.put(request, :placement, p), else: request
+    {request, watched} = telemetry(request, spec)
 
     # the verbose tracer is subscribed by the start itself: before the run
     # begins, so it misses nothing
@@ -380,12 +381,27 @@ defmodule CouncilEx.RunServer do
 
       error ->
         if member_server, do: MemberServer.stop(member_server)
+        if watched, do: CouncilEx.Telemetry.Forwarder.forget(request.run_id)
         error
     end
   end
 
   # the `$callers` chain a process started from here inherits, as a Task's
   defp callers, do: [self() | Process.get(:"$callers", [])]
+  # With telemetry enabled (CouncilEx.Telemetry), the forwarder learns the
+  # run's members and is subscribed to its events from the start (a run
+  # without an id gets one here, so that the forwarder knows it). Without,
+  # nothing: no subscription, no message.
+  defp telemetry(request, spec) do
+    with true <- CouncilEx.Telemetry.enabled?(),
+         run_id = request.run_id || CouncilEx.generate_run_id(),
+         pid when is_pid(pid) <-
+           CouncilEx.Telemetry.Forwarder.watch(run_id, request.council, spec) do
+      {%{request | run_id: run_id, subscribe: Enum.uniq(request.subscribe ++ [pid])}, true}
+    else
+      _ -> {request, false}
+    end
+  end
 
   @doc false
   @spec validate!(term) :: keyword
