@@ -48,15 +48,16 @@ defmodule CouncilEx.Pool do
   A subscription to a run's topic (`CouncilEx.PubSub.subscribe/1`, by the
   relay) goes to the node that has the run (looked up in the default
   registry, as above), else to the node a start of that id would go to
-  now: subscribing before the start works with hash placement while the
-  pool does not change until the start. For a run placed least-loaded
-  under your own id, a run of another registry placed away from its first
-  node, or when the pool may change before the start (a drain, a node
-  added or lost), start with `subscribe: true`: such a start carries the
-  relay's subscription to whichever node takes the run, and the relay
-  moves there (`CouncilEx.PubSub.Relay`), so that subscribers from before
-  get every event too. A start without it leaves them subscribed where
-  the run is not.
+  now: subscribing before the start works. A start from this BEAM node
+  whose run goes to another node than the one its relay is subscribed at
+  (the pool changed since the subscription, least-loaded placement)
+  carries the relay's subscription to that node, and the relay follows
+  the run there (`CouncilEx.PubSub.Relay`), so its subscribers miss no
+  event. A start from another BEAM node does not know this one's
+  subscriptions: subscribers here then get the run's events only when it
+  lands on the node the id hashed to when they subscribed. A run of
+  another registry is not looked for in the default registry: subscribe
+  with `subscribe: true` at its start.
 
   ## Failure
 
@@ -249,13 +250,39 @@ defmodule CouncilEx.Pool do
 
       node ->
         with :ok <- unique(view, node, opts, placement, timeout) do
+          {opts, held} = carry(opts, node, view)
           reply = call_node(node, {how, opts}, timeout)
           late(reply, how, node, opts, timeout)
           away(reply, node, Map.get(opts, :run_id), view)
+          follow(reply, held, opts)
           reply
         end
     end
   end
+
+  # This BEAM node's relay is subscribed to the run's topic at another
+  # node than the one the start goes to (subscribed before the start, and
+  # the pool changed since, or least-loaded placement): the start carries
+  # the relay's subscription, so that its subscribers get the run's events
+  # from the first one, and the relay follows the run to its node
+  # (`CouncilEx.PubSub.Relay`). `{opts, {relay, held_node} | nil}`.
+  defp carry(%{run_id: id} = opts, node, %{members: members}) when is_binary(id) and members > 1 do
+    case CouncilEx.PubSub.Relay.held(@topic_prefix <> id) do
+      {relay, held} = carried when is_pid(relay) and held != node ->
+        entry = {relay, :batched}
+        {Map.update(opts, :subscribe, [entry], &Enum.uniq(&1 ++ [entry])), carried}
+
+      _ ->
+        {opts, nil}
+    end
+  end
+
+  defp carry(opts, _node, _view), do: {opts, nil}
+
+  defp follow({:ok, run}, {relay, held}, %{run_id: id}),
+    do: CouncilEx.PubSub.Relay.follow(relay, @topic_prefix <> id, held, run)
+
+  defp follow(_reply, _held, _opts), do: :ok
 
   # A start_link that its node answers after `timeout` (a slow node) still
   # makes the run and links it to the caller, which got `{:error,

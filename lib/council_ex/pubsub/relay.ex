@@ -44,6 +44,15 @@ defmodule CouncilEx.PubSub.Relay do
       topic whose run's terminal event was dispatched before the node went
       down was dropped already: its subscribers get no notice.
 
+  In a pool of C nodes, a start from this BEAM node, with or without
+  `subscribe: true`, whose run goes to another node than the one the
+  relay is subscribed at for the run's topic (subscribed before the start,
+  and the pool changed since, or least-loaded placement) carries the
+  relay's subscription in its request (`CouncilEx.Pool` reads where the
+  relay is subscribed from a protected ETS table the relay keeps), and the
+  relay then leaves the other node and follows the run: its subscribers
+  miss no event.
+
   The relay's state (subscribers, topics, starts under way) lives in this
   process only: a relay that exits and is restarted starts empty, and the
   subscribers of the old one are not told (see `CouncilEx.PubSub`).
@@ -67,6 +76,7 @@ defmodule CouncilEx.PubSub.Relay do
   require Logger
 
   @terminal [:run_completed, :run_failed, :run_cancelled]
+  @remote_table CouncilEx.PubSub.Relay.Remote
 
   @doc "Starts the relay (registered as `CouncilEx.PubSub.Relay`)."
   @spec start_link(keyword) :: GenServer.on_start()
@@ -185,6 +195,27 @@ defmodule CouncilEx.PubSub.Relay do
     :exit, {reason, {GenServer, :call, _}} -> {:error, {:relay_down, reason}}
   end
 
+  @doc false
+  # The relay and the C node it is subscribed at for `topic`, or nil
+  # (CouncilEx.Pool: a start of a pool whose run may land elsewhere
+  # carries the relay's subscription, then tells follow/4).
+  @spec held(binary) :: {pid, node} | nil
+  def held(topic) do
+    case :ets.lookup(@remote_table, topic) do
+      [{^topic, node}] -> {Process.whereis(__MODULE__), node}
+      [] -> nil
+    end
+  rescue
+    ArgumentError -> nil
+  end
+
+  @doc false
+  # A start that carried the relay's subscription (see held/1) while the
+  # relay was subscribed at `held` has made its run `run`: the relay
+  # follows it to its node.
+  @spec follow(pid, binary, node, pid) :: :ok
+  def follow(relay, topic, held, run), do: GenServer.cast(relay, {:moved, topic, held, run})
+
   @doc "Unsubscribes `pid` from `topic`. Always `:ok`."
   @spec unsubscribe(binary, pid) :: :ok
   def unsubscribe(topic, pid) do
@@ -238,6 +269,8 @@ defmodule CouncilEx.PubSub.Relay do
   @impl true
   def init(_opts) do
     :net_kernel.monitor_nodes(true, node_type: :all)
+    # `remote` for readers outside (held/1): written here only
+    :ets.new(@remote_table, [:named_table, :protected, :set, read_concurrency: true])
     {:ok, %{subs: %{}, watched: %{}, remote: %{}, inflight: %{}, pending: %{}}}
   end
 
@@ -258,7 +291,7 @@ defmodule CouncilEx.PubSub.Relay do
       _ ->
         case remote_subscribe(topic) do
           {:ok, node} ->
-            {:reply, :ok, put_in(state.remote[topic], node)}
+            {:reply, :ok, put_remote(state, topic, node)}
 
           {:error, _} = error ->
             {:reply, error, remove_subscriber(state, topic, pid)}
@@ -366,6 +399,11 @@ defmodule CouncilEx.PubSub.Relay do
        remote: map_size(state.remote),
        starts: state.pending |> Map.values() |> Enum.map(&map_size/1) |> Enum.sum()
      }, state}
+  end
+
+  @impl true
+  def handle_cast({:moved, topic, held, run}, state) do
+    {:noreply, state |> moved(topic, %{held: held}, {:ok, run}) |> maybe_release(topic)}
   end
 
   @impl true
@@ -532,11 +570,8 @@ defmodule CouncilEx.PubSub.Relay do
             {:ok, run} = outcome
             reply_all(inflight.waiters, :ok)
 
-            state = %{
-              state
-              | inflight: Map.delete(state.inflight, topic),
-                remote: Map.put(state.remote, topic, node(run))
-            }
+            state =
+              put_remote(%{state | inflight: Map.delete(state.inflight, topic)}, topic, node(run))
 
             # The run's node went down before the start was answered here
             # (its nodedown came, or comes, before this; it is another node
@@ -563,7 +598,7 @@ defmodule CouncilEx.PubSub.Relay do
         case remote_subscribe(topic) do
           {:ok, node} ->
             reply_all(waiters, :ok)
-            put_in(state.remote[topic], node)
+            put_remote(state, topic, node)
 
           {:error, _} = error ->
             reply_all(waiters, error)
@@ -598,7 +633,7 @@ defmodule CouncilEx.PubSub.Relay do
 
       %{^topic => ^held} ->
         remote_unsubscribe(held, topic)
-        state = put_in(state.remote[topic], at)
+        state = put_remote(state, topic, at)
         if connected?(at), do: state, else: node_lost(state, topic)
 
       %{^topic => _other} ->
@@ -608,7 +643,7 @@ defmodule CouncilEx.PubSub.Relay do
         if at != held and connected?(held), do: remote_unsubscribe(held, topic)
 
         if Map.has_key?(state.subs, topic) and not Map.has_key?(state.inflight, topic) do
-          state = put_in(state.remote[topic], at)
+          state = put_remote(state, topic, at)
           if connected?(at), do: state, else: node_lost(state, topic)
         else
           state
@@ -617,6 +652,16 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   defp moved(state, _topic, _entry, _outcome), do: state
+
+  defp put_remote(state, topic, node) do
+    :ets.insert(@remote_table, {topic, node})
+    %{state | remote: Map.put(state.remote, topic, node)}
+  end
+
+  defp del_remote(state, topic) do
+    :ets.delete(@remote_table, topic)
+    %{state | remote: Map.delete(state.remote, topic)}
+  end
 
   # The C node that held the topic's subscription went down: the topic is
   # dropped and its subscribers told (`{:council_ex_down, topic, reason}`).
@@ -632,7 +677,7 @@ defmodule CouncilEx.PubSub.Relay do
   # with the error now, and is held, last, for the starts under way.
   defp drop_topic(state, topic, waiter_reply, notice \\ nil) do
     {pids, subs} = Map.pop(state.subs, topic, %{})
-    state = %{state | subs: subs, remote: Map.delete(state.remote, topic)}
+    state = del_remote(%{state | subs: subs}, topic)
 
     {state, answered} =
       case Map.pop(state.inflight, topic) do
@@ -732,7 +777,7 @@ defmodule CouncilEx.PubSub.Relay do
     case state.remote do
       %{^topic => node} when not needed ->
         remote_unsubscribe(node, topic)
-        %{state | remote: Map.delete(state.remote, topic)}
+        del_remote(state, topic)
 
       _ ->
         state
