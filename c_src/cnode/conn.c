@@ -411,6 +411,7 @@ static void hs_step(cn_conn *c, const unsigned char *pkt, size_t len)
     if (c->hs.out_len && send_raw(c, c->hs.out, c->hs.out_len) < 0)
         return;
     c->hs_packets++;
+    c->hs_at = uv_now(c->tcp.loop);
     if (c->hs_packets == 1 && !c->outgoing && !c->up && c->lim.first_packet_ms &&
         c->lim.first_packet_ms < c->lim.hs_timeout_ms)
         /* the rest of the handshake gets the rest of the whole deadline */
@@ -594,7 +595,7 @@ static void start_timer(cn_conn *c, uv_loop_t *loop)
     uv_prepare_init(loop, &c->preflush);
     c->preflush.data = c;
     c->handles_open = 4;
-    c->last_read = c->last_write = uv_now(loop);
+    c->last_read = c->last_write = c->hs_at = uv_now(loop);
     uint64_t first = c->lim.hs_timeout_ms;
     if (!c->outgoing && c->lim.first_packet_ms && c->lim.first_packet_ms < first)
         first = c->lim.first_packet_ms;

@@ -114,6 +114,8 @@ struct cn_conn {
     char addr[64];     /* remote address for logs */
     char ip[48];       /* remote IP alone (the node's per-address bound) */
     unsigned hs_packets; /* handshake packets accepted so far (progress) */
+    uint64_t hs_at;      /* loop time (ms) of the last of them, or of the
+                            accept: how long the peer has kept us waiting */
     size_t discard;    /* bytes of an oversized frame still to drop */
     uint64_t frames_in, frames_out, frames_discarded;
 };

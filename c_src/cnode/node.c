@@ -156,6 +156,10 @@ void cn_node_stop(cn_node *n)
         n->logtick_open = 0;
         uv_close((uv_handle_t *)&n->logtick, NULL);
     }
+    if (n->accept_timer_open) {
+        n->accept_timer_open = 0;
+        uv_close((uv_handle_t *)&n->accept_timer, NULL);
+    }
     cn_log_flush();
 }
 

@@ -110,8 +110,10 @@ typedef struct cn_node_config {
     size_t max_handshakes;      /* accepted connections still in the
                                    handshake, apart from max_connections
                                    [256]; when full, the one with the least
-                                   progress (the oldest of those) is closed
-                                   for the newcomer */
+                                   progress (the stalest of those, see
+                                   node_listen.c's hs_before) is closed
+                                   for the newcomer; one connection is
+                                   accepted per millisecond at most */
     size_t max_handshakes_per_addr; /* the same, per source IP [128] */
     cn_conn_limits conn;        /* frame cap, queue bound, timeouts */
     cn_term_limits terms;       /* for every control tuple and payload */

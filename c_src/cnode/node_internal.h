@@ -39,6 +39,10 @@ struct cn_node {
     cn_conn **hs;              /* accepted, still in the handshake, oldest first */
     size_t nhs, cap_hs;
     uint64_t hs_evicted;
+    uv_timer_t accept_timer;   /* the next accept, ACCEPT_EVERY_MS after one */
+    int accept_timer_open;
+    uint64_t accepted_at;      /* loop time of the last accept */
+    int accepted_any;
     uv_timer_t logtick;        /* cn_log_flush once a second */
     int logtick_open;
     cn_dial **dials;         /* outgoing attempts, one per node at most */

@@ -178,16 +178,34 @@ const cn_dial_cbs cn_node_dial_cbs = {on_dial_up, cn_node_dial_failed, dial_conn
 
 /* ------------------------------------------------ listener and epmd */
 
+/* Whether pending handshake a should be closed before b: less progress
+ * first; then one that has had a turn of the loop to show progress (a
+ * connection accepted or answered in this turn has not: in a burst of
+ * accepts its packet may be waiting unread); then the one that has kept us
+ * waiting longest since its last packet (or its accept). A real node
+ * answers within a round trip, so it is never the stalest for long; junk
+ * that stops is. */
+static int hs_before(const cn_conn *a, const cn_conn *b, uint64_t now)
+{
+    if (a->hs_packets != b->hs_packets)
+        return a->hs_packets < b->hs_packets;
+    int a_had = a->hs_at < now, b_had = b->hs_at < now;
+    if (a_had != b_had)
+        return a_had;
+    return a->hs_at < b->hs_at;
+}
+
 /* The pending handshake to close for a newcomer: among those of `ip` (all
- * when NULL), the one with the least progress, the oldest of those. */
+ * when NULL), the first by hs_before. */
 static cn_conn *hs_victim(cn_node *n, const char *ip)
 {
+    uint64_t now = uv_now(n->loop);
     cn_conn *v = NULL;
     for (size_t i = 0; i < n->nhs; i++) {
         cn_conn *c = n->hs[i];
         if (ip && strcmp(c->ip, ip) != 0)
             continue;
-        if (!v || c->hs_packets < v->hs_packets)
+        if (!v || hs_before(c, v, now))
             v = c;
     }
     return v;
@@ -201,13 +219,25 @@ static void hs_evict(cn_node *n, cn_conn *v, const char *why)
     cn_conn_close(v, NULL); /* on_close takes it out of n->hs */
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* One connection accepted per millisecond at most (1,000 a second: far
+ * more than nodes ever connect at). Under a flood each accept evicts a
+ * pending handshake; libuv would accept every connection waiting in the
+ * kernel's queue in one go, and with junk reconnecting at once a pending
+ * handshake then lasted a few milliseconds of CPU before enough newcomers
+ * pushed it out - less than a loaded real node needs to send its name
+ * packet and answer the challenge. Capped, a whole budget of 128 pending
+ * handshakes from one address takes 128 ms to turn over, and the
+ * connections not yet accepted wait in the kernel's queue (their packets
+ * with them: a real node's name is there to read when it is accepted). */
+#define ACCEPT_EVERY_MS 1
+/* The kernel's queue of connections not yet accepted (capped by
+ * net.core.somaxconn): deep enough that a flood does not make the kernel
+ * drop a real node's SYN (its connect would wait a 1 s retransmission). */
+#define LISTEN_BACKLOG 1024
+
+static void accept_one(cn_node *n)
 {
-    cn_node *n = server->data;
-    if (status < 0) {
-        cn_log_limited(CN_LOGK_REFUSED, CN_LOG_WARN, "accept: %s", uv_strerror(status));
-        return;
-    }
+    uv_stream_t *server = (uv_stream_t *)&n->listener;
     int refuse = n->stopping || n->pt.creation == 0;
     if (!refuse && n->nhs == n->cap_hs) {
         size_t cap = n->cap_hs ? n->cap_hs * 2 : 16;
@@ -245,6 +275,34 @@ static void on_connection(uv_stream_t *server, int status)
     }
     n->hs[n->nhs++] = c;
     cn_conn_read_now(c); /* may close it: on_close takes it out again */
+}
+
+/* A millisecond later: the connection left waiting (libuv watches the
+ * listener again once it is accepted). */
+static void on_accept_timer(uv_timer_t *t)
+{
+    cn_node *n = t->data;
+    n->accepted_at = uv_now(n->loop);
+    if (n->listener_open)
+        accept_one(n);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    cn_node *n = server->data;
+    if (status < 0) {
+        cn_log_limited(CN_LOGK_REFUSED, CN_LOG_WARN, "accept: %s", uv_strerror(status));
+        return;
+    }
+    uint64_t now = uv_now(n->loop);
+    if (n->accepted_any && now - n->accepted_at < ACCEPT_EVERY_MS && n->accept_timer_open) {
+        /* not accepted: libuv stops reading the listener until it is */
+        uv_timer_start(&n->accept_timer, on_accept_timer, ACCEPT_EVERY_MS, 0);
+        return;
+    }
+    n->accepted_any = 1;
+    n->accepted_at = now;
+    accept_one(n);
 }
 
 static void on_logtick(uv_timer_t *t)
@@ -365,7 +423,7 @@ int cn_node_start(cn_node *n, cn_node_ready_cb cb, void *ud)
     n->listener.data = n;
     n->listener_open = 1;
     if ((rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0)) ||
-        (rc = uv_listen((uv_stream_t *)&n->listener, 128, on_connection)))
+        (rc = uv_listen((uv_stream_t *)&n->listener, LISTEN_BACKLOG, on_connection)))
         return rc;
     int sl = sizeof ss;
     if ((rc = uv_tcp_getsockname(&n->listener, (struct sockaddr *)&ss, &sl)))
@@ -374,6 +432,10 @@ int cn_node_start(cn_node *n, cn_node_ready_cb cb, void *ud)
                                              : ((struct sockaddr_in *)&ss)->sin_port);
     n->ready_cb = cb;
     n->ready_ud = ud;
+    if (!n->accept_timer_open && uv_timer_init(n->loop, &n->accept_timer) == 0) {
+        n->accept_timer.data = n;
+        n->accept_timer_open = 1;
+    }
     if (!n->logtick_open && uv_timer_init(n->loop, &n->logtick) == 0) {
         n->logtick_open = 1;
         uv_timer_start(&n->logtick, on_logtick, 1000, 1000);

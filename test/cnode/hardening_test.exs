@@ -8,26 +8,49 @@ defmodule CNode.HardeningTest do
   use ExUnit.Case, async: false
   import CNodeTest
 
-  # 100 sockets that reconnect as soon as the node closes them: half send
-  # nothing (closed when evicted or at the first-packet deadline), half send
-  # garbage (closed at once: a bad handshake packet).
-  defp junk_flood(port, n) do
+  # n sockets that reconnect as soon as the node closes them, of the given
+  # kinds in turn: :silent send nothing (closed when evicted or at the
+  # first-packet deadline), :garbage (closed at once: a bad handshake
+  # packet), :name a valid name packet and then nothing (closed when
+  # evicted or at the handshake deadline).
+  defp junk_flood(port, n, kinds \\ [:silent, :garbage]) do
     parent = self()
     for k <- 1..n do
-      spawn_link(fn -> junk_loop(port, rem(k, 2) == 0, parent) end)
+      spawn_link(fn -> junk_loop(port, kinds |> Enum.at(rem(k, length(kinds))), parent) end)
     end
   end
 
-  defp junk_loop(port, garbage?, parent) do
+  defp junk_loop(port, kind, parent) do
     case :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false], 5_000) do
       {:ok, s} ->
-        if garbage?, do: :gen_tcp.send(s, "GET / HTTP/1.0\r\n\r\n")
-        _ = :gen_tcp.recv(s, 0, 30_000)
+        case kind do
+          :garbage -> :gen_tcp.send(s, "GET / HTTP/1.0\r\n\r\n")
+          # a valid name packet (no cookie needed), then nothing: as far
+          # into the handshake as a stranger gets
+          :name -> :gen_tcp.send(s, name_packet())
+          :silent -> :ok
+        end
+        until_closed(s)
         :gen_tcp.close(s)
         send(parent, :junk_cycle)
       _ -> Process.sleep(1)
     end
-    junk_loop(port, garbage?, parent)
+    junk_loop(port, kind, parent)
+  end
+
+  # what the node sends (a :name socket gets the status and the challenge)
+  # is read until it closes the socket
+  defp until_closed(s) do
+    case :gen_tcp.recv(s, 0, 30_000) do
+      {:ok, _} -> until_closed(s)
+      _ -> :ok
+    end
+  end
+
+  # a name packet with its 2-byte length
+  defp name_packet do
+    body = name_packet("junk_#{System.unique_integer([:positive])}@#{host()}")
+    <<byte_size(body)::16, body::binary>>
   end
 
   defp drain_lines(port, acc) do
@@ -45,6 +68,32 @@ defmodule CNode.HardeningTest do
     after
       0 -> n
     end
+  end
+
+  test "200 junk sockets from one address (over its budget of 128) keep no node of that address out" do
+    i = start_node()
+    on_exit(fn -> stop_node(i) end)
+    flooders = junk_flood(i.port, 200, [:silent, :garbage, :name])
+    # the flood is over the address's budget once junk has been evicted
+    assert wait_until(fn -> stats(i.node).handshakes_evicted > 200 end)
+    _ = drain_cycles(0)
+    results =
+      for _ <- 1..10 do
+        Node.disconnect(i.node)
+        t = System.monotonic_time(:millisecond)
+        r = Node.ping(i.node)
+        r2 = if r == :pong, do: GenServer.call({:council_ex, i.node}, :ping, 10_000)
+        ms = System.monotonic_time(:millisecond) - t
+        {r, r2, ms}
+      end
+    s = stats(i.node)
+    cycles = drain_cycles(0)
+    for p <- flooders, do: (Process.unlink(p); Process.exit(p, :kill))
+    IO.puts("200 junk sockets: #{cycles} closed, #{s.handshakes_evicted} evicted, " <>
+              "#{s.handshakes} pending; ping + call: #{inspect(Enum.map(results, &elem(&1, 2)), charlists: :as_lists)} ms")
+    assert Enum.all?(results, fn {r, r2, _} -> r == :pong and r2 == :pong end), inspect(results)
+    # the per-address budget held
+    assert s.handshakes <= 128
   end
 
   test "100 reconnecting junk sockets keep no node out, and their log is bounded" do
@@ -72,7 +121,7 @@ defmodule CNode.HardeningTest do
     cycles = drain_cycles(0)
     for p <- flooders, do: (Process.unlink(p); Process.exit(p, :kill))
     IO.puts("flood: #{cycles} junk connections closed in #{Float.round(secs, 1)} s, " <>
-              "#{length(lines)} log lines; pings: #{inspect(Enum.map(results, &elem(&1, 2)))} ms")
+              "#{length(lines)} log lines; pings: #{inspect(Enum.map(results, &elem(&1, 2)), charlists: :as_lists)} ms")
     assert Enum.all?(results, fn {r, r2, _} -> r == :pong and r2 == :pong end), inspect(results)
     assert cycles > 1000, "the flood did not flood (#{cycles} cycles)"
     # at most CN_LOG_BURST (5) lines a second per kind, plus one summary

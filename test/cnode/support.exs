@@ -177,6 +177,9 @@ defmodule CNodeTest do
          0x800 ||| 0x4000 ||| 0x10000 ||| 0x20000 ||| 0x40000 ||| 0x1000000 |||
          0x2000000 ||| 0x4000000 ||| (0x4 <<< 32)
 
+  @doc "The handshake's name packet (version 6, 'N') of node `name`, without its length."
+  def name_packet(name), do: <<?N, @flags::64, 1234::32, byte_size(name)::16, name::binary>>
+
   @doc """
   Connects to the node's dist port and does a real handshake (version 6,
   'N' name message) with `cookie`. Returns {:ok, socket} (packet 4, passive)
@@ -186,7 +189,7 @@ defmodule CNodeTest do
   def raw_connect(port, cookie, name \\ nil) do
     name = name || "raw#{System.unique_integer([:positive])}@#{host()}"
     {:ok, s} = :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false, packet: 2])
-    :ok = :gen_tcp.send(s, <<?N, @flags::64, 1234::32, byte_size(name)::16, name::binary>>)
+    :ok = :gen_tcp.send(s, name_packet(name))
     with {:ok, "sok"} <- :gen_tcp.recv(s, 0, 15_000),
          {:ok, <<?N, _flags::64, challenge::32, _creation::32, nl::16, _their::binary-size(nl)>>} <-
            :gen_tcp.recv(s, 0, 15_000) do
