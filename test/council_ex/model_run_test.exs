@@ -148,6 +148,47 @@ defmodule CouncilEx.ModelRunTest do
     assert inspect(req["headers"]) =~ "redacted"
   end
 
+  test "telemetry: a model member's stop and its provider request carry the tokens it used",
+       %{env_url: url} do
+    me = self()
+    handler = "model-run-telemetry"
+
+    :ok =
+      :telemetry.attach_many(
+        handler,
+        [[:council_ex, :member, :stop], [:council_ex, :provider, :request, :stop]],
+        fn event, m, md, _ -> send(me, {:telemetry, event, m, md}) end,
+        nil
+      )
+
+    on_exit(fn -> :telemetry.detach(handler) end)
+    CouncilEx.Telemetry.refresh()
+    model = "hello~#{System.unique_integer([:positive])}"
+
+    spec =
+      new_spec([
+        [
+          id: :gpt,
+          provider: :openai,
+          model: model,
+          base_url: url <> "/v1",
+          api_key: {:system, @env_var}
+        ]
+      ])
+
+    run_id = run_id("tele")
+    {:ok, result} = CouncilEx.run(spec, "What is 2+2?", run_id: run_id)
+    [%{members: [member]}] = result.rounds
+    assert member.usage.input_tokens > 0 and member.usage.output_tokens > 0
+
+    for event <- [[:council_ex, :member, :stop], [:council_ex, :provider, :request, :stop]] do
+      assert_receive {:telemetry, ^event, m, %{run_id: ^run_id} = md}
+      assert m.input_tokens == member.usage.input_tokens
+      assert m.output_tokens == member.usage.output_tokens
+      assert %{provider: :openai, model: ^model, member_id: "gpt", status: :ok, attempts: 1} = md
+    end
+  end
+
   test "an Elixir function tool: the model's call, the function, the answer; events for both",
        %{env_url: url} do
     :persistent_term.put({ModelRunTools, :test}, self())
@@ -349,6 +390,7 @@ defmodule CouncilEx.ModelRunTest do
 
   test "model field: the library and the C node refuse a model member without one alike" do
     spec = new_spec([[id: :a, provider: :mock], [id: :b, provider: :gemini]])
+
     assert {:error, {:invalid_council, [%{path: "members[1].options.model"}]}} =
              CouncilEx.start(spec, "q")
 
@@ -369,7 +411,11 @@ defmodule CouncilEx.ModelRunTest do
     }
 
     assert {:error, {:invalid_spec, "members[0].options.tools[0].name", _}} =
-             CouncilEx.Backend.start(:start, %{spec: CouncilEx.JSON.encode!(bad), input: "q", run_id: nil})
+             CouncilEx.Backend.start(:start, %{
+               spec: CouncilEx.JSON.encode!(bad),
+               input: "q",
+               run_id: nil
+             })
 
     assert {:error, message} =
              Spec.new(
