@@ -122,22 +122,34 @@ defmodule CouncilEx.NodeStopTest do
     assert Relay.subscribers(sub_topic) == []
   end
 
-  test "a start with subscribe: true under way when the node goes down: the notice follows its events" do
+  test "a start with subscribe: true answered just before the node goes down: the notice follows its events" do
     topic = "council_ex:run:" <> run_id("inflight")
-    node = CouncilEx.node()
+    # a run pid of the node, as the start answers it
+    {:ok, run} = CouncilEx.start(Slow, "q")
+    relay = Process.whereis(Relay)
+    node = node(run)
+    :erlang.trace(relay, true, [:receive])
 
     result =
-      Relay.start_subscribed(topic, self(), fn entries ->
-        assert [{relay, :batched}] = entries
-        # the relay learns of the node's loss while the start is under way
-        send(relay, {:nodedown, node, [node_type: :hidden]})
-        :sys.get_state(relay)
-        {:ok, self()}
-      end)
+      try do
+        Relay.start_subscribed(topic, self(), fn entries ->
+          assert [{^relay, :batched}] = entries
+          # the node is lost after it answered the start, before the
+          # relay hears of the answer
+          send(self(), {:old, signal_node("KILL")})
+          assert_receive {:trace, ^relay, :receive, {:nodedown, ^node, _}}, 15_000
+          :sys.get_state(relay)
+          {:ok, run}
+        end)
+      after
+        :erlang.trace(relay, false, [:receive])
+      end
 
-    assert result == {:ok, self()}
+    assert result == {:ok, run}
     assert_received {:council_ex_down, ^topic, :noconnection}
     assert Relay.subscribers(topic) == []
+    assert_received {:old, old}
+    assert_restarted(old)
   end
 
   test "run/3 returns when its run's exit comes and its terminal event cannot (relay restarted)" do
