@@ -152,6 +152,29 @@ defmodule CouncilEx.NodeStopTest do
     assert_restarted(old)
   end
 
+  # A managed node comes back under its name: its nodedown may come while
+  # a start is under way and the node be connected again (a new instance,
+  # without the run) when the start is answered. The relay is told of the
+  # loss here without a real one, the node staying up.
+  test "a start answered by a node that went down meanwhile and is back: the notice follows" do
+    topic = "council_ex:run:" <> run_id("inflight-back")
+    {:ok, run} = CouncilEx.start(Slow, "q", run_id: run_id("inflight-back-run"))
+    node = node(run)
+
+    result =
+      Relay.start_subscribed(topic, self(), fn entries ->
+        assert [{relay, :batched}] = entries
+        send(relay, {:nodedown, node, [node_type: :hidden]})
+        :sys.get_state(relay)
+        {:ok, run}
+      end)
+
+    assert result == {:ok, run}
+    assert_received {:council_ex_down, ^topic, :noconnection}
+    assert Relay.subscribers(topic) == []
+    :ok = CouncilEx.cancel(run)
+  end
+
   test "run/3 returns when its run's exit comes and its terminal event cannot (relay restarted)" do
     id = run_id("norelay")
     {task, pid} = run_in_task(id)

@@ -322,7 +322,7 @@ defmodule CouncilEx.PubSub.Relay do
         # anyway (a node that has it already counts it once), and the
         # relay moves there when the start answers (start_end).
         held = if CouncilEx.Pool.view().members > 1, do: state.remote[topic]
-        entry = %{pid: pid, mode: mode, buf: [], held: held, down: false}
+        entry = %{pid: pid, mode: mode, buf: [], held: held, down: false, lost: []}
         pending = Map.update(state.pending, topic, %{ref => entry}, &Map.put(&1, ref, entry))
         state = watch(%{state | pending: pending}, pid, topic)
 
@@ -379,6 +379,16 @@ defmodule CouncilEx.PubSub.Relay do
     state = settle_inflight(state, topic, ref, outcome)
     state = moved(state, topic, entry, outcome)
     state = if entry, do: sync_watch(state, entry.pid, topic), else: state
+
+    # The run was made at a node lost while its start was under way (its
+    # subscription, carried by the start, was not the relay's yet when
+    # the nodedown came): its run is gone, and its subscribers are told.
+    state =
+      case {outcome, entry} do
+        {{:ok, run}, %{lost: lost}} -> if node(run) in lost, do: node_lost(state, topic), else: state
+        _ -> state
+      end
+
     {:reply, :ok, maybe_release(state, topic)}
   end
 
@@ -440,7 +450,14 @@ defmodule CouncilEx.PubSub.Relay do
   # and moved/4 then see whether the run's node is still there).
   def handle_info({:nodedown, node, _info}, state) do
     gone = for {topic, ^node} <- state.remote, do: topic
-    {:noreply, Enum.reduce(gone, state, &node_lost(&2, &1))}
+    # starts under way remember it: one whose run turns out to be there
+    # ends its topic when it is answered (start_end)
+    pending =
+      Map.new(state.pending, fn {topic, entries} ->
+        {topic, Map.new(entries, fn {ref, e} -> {ref, %{e | lost: [node | e.lost]}} end)}
+      end)
+
+    {:noreply, Enum.reduce(gone, %{state | pending: pending}, &node_lost(&2, &1))}
   end
 
   def handle_info({:nodeup, _node, _info}, state), do: {:noreply, state}
