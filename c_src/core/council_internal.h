@@ -558,8 +558,10 @@ int route_begin(council_run *run, const spec_router *r, uint64_t cand,
                 const char *round_name, unsigned round_idx, const char *type_name,
                 struct council_route **slot);
 /* 0: waiting; 1: chosen (*members); -1: failed (*error, borrowed from
- * the route) */
-int route_outcome(const struct council_route *rt, uint64_t *members, const char **error);
+ * the route; *kind: transient when the router did not answer in time,
+ * else permanent) */
+int route_outcome(const struct council_route *rt, uint64_t *members, const char **error,
+                  council_fail_kind *kind);
 /* abandon (cancel() if still waiting) and drop the engine's reference */
 void route_end(struct council_route *rt);
 

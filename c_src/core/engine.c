@@ -1032,11 +1032,12 @@ static int choose_members(council_run *run, frame *f, const spec_round *sr,
             return -1; /* the router's start() ended the run (and freed f) */
     }
     const char *why = NULL;
-    int o = route_outcome(f->route, chosen, &why);
+    council_fail_kind kind;
+    int o = route_outcome(f->route, chosen, &why, &kind);
     if (o == 0)
         return 0;
     if (o < 0)
-        run_add_error(run, COUNCIL_FAIL_PERMANENT, NULL, sr->name,
+        run_add_error(run, kind, NULL, sr->name,
                       "round %s: router %s failed: %s", sr->name,
                       council_route_router(f->route), why);
     route_end(f->route);

@@ -30,6 +30,7 @@ struct council_route {
     const spec_router *sr;      /* the run's spec keeps it */
     uint64_t cand, chosen;
     char *error;
+    bool timed_out;             /* failed because its router did not answer */
     const char *round_name;     /* the spec's: outlive the route */
     const char *round_type;
     unsigned round_idx;
@@ -351,6 +352,7 @@ static void on_timeout(void *arg)
     char msg[96];
     snprintf(msg, sizeof msg, "no answer within %llu ms", (unsigned long long)ms);
     council_route_ref(rt);
+    rt->timed_out = true;
     settle(rt, ROUTE_FAILED, msg);
     if (rt->reg->ops.cancel)
         rt->reg->ops.cancel(rt, rt->reg->arg);
@@ -400,8 +402,10 @@ int route_begin(council_run *run, const spec_router *r, uint64_t cand,
     return 0;
 }
 
-int route_outcome(const council_route *rt, uint64_t *members, const char **error)
+int route_outcome(const council_route *rt, uint64_t *members, const char **error,
+                  council_fail_kind *kind)
 {
+    *kind = rt->timed_out ? COUNCIL_FAIL_TRANSIENT : COUNCIL_FAIL_PERMANENT;
     if (rt->state == ROUTE_CHOSEN) {
         *members = rt->chosen;
         return 1;

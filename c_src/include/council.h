@@ -802,7 +802,9 @@ COUNCIL_API const char *council_call_request(const council_call *call, size_t *l
  * with what earlier rounds said. A router that fails, names a member that
  * is not among the round's, or does not answer within the member timeout
  * of the spec (limits.member_timeout_ms, else the context's) fails the run
- * with an error naming the round and the router. */
+ * with an error naming the round and the router (council_error_info: the
+ * round, kind "transient" for a router that did not answer in time, else
+ * "permanent"). */
 typedef struct council_route council_route;
 
 typedef struct council_router_ops {

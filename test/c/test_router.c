@@ -43,18 +43,19 @@ static void test_rules_choose_members_by_input(void **state)
     assert_string_equal(status_of(member_in(r, "c")), "skipped");
     council_run_unref(run);
 
-    run = run_spec(ctx, spec, "review this code");
-    r = round_named(run, "independent_analysis");
-    assert_string_equal(status_of(member_in(r, "a")), "ok");
-    assert_string_equal(status_of(member_in(r, "b")), "skipped");
-    assert_string_equal(status_of(member_in(r, "c")), "ok");
-    council_run_unref(run);
-
-    run = run_spec(ctx, spec, "nothing matches");
-    r = round_named(run, "independent_analysis");
-    assert_string_equal(status_of(member_in(r, "c")), "ok");
-    assert_string_equal(status_of(member_in(r, "a")), "skipped");
-    council_run_unref(run);
+    /* the second rule, and no rule: the default; statuses of a, b, c */
+    static const struct {
+        const char *input, *a, *b, *c;
+    } more[] = {{"review this code", "ok", "skipped", "ok"},
+                {"nothing matches", "skipped", "skipped", "ok"}};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) {
+        run = run_spec(ctx, spec, more[i].input);
+        r = round_named(run, "independent_analysis");
+        assert_string_equal(status_of(member_in(r, "a")), more[i].a);
+        assert_string_equal(status_of(member_in(r, "b")), more[i].b);
+        assert_string_equal(status_of(member_in(r, "c")), more[i].c);
+        council_run_unref(run);
+    }
     council_ctx_free(ctx);
 }
 
@@ -235,6 +236,10 @@ static void assert_fails_with(later *l, const char *expect)
     assert_int_equal(res->n_errors, 1);
     if (!strstr(res->errors[0], expect))
         fail_msg("error %s\n  expected it to hold %s", res->errors[0], expect);
+    const council_error_info *info = council_result_error_info(res, 0);
+    assert_string_equal(info->kind, "permanent");
+    assert_string_equal(info->round_name, "independent_analysis");
+    assert_null(info->member_id);
     assert_int_equal(res->n_rounds, 0);
     council_run_unref(run);
     council_ctx_free(ctx);
@@ -263,6 +268,9 @@ static void test_router_without_answer_times_out(void **state)
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     assert_non_null(strstr(council_run_result(run)->errors[0],
                            "router pick failed: no answer within 30 ms"));
+    /* worth trying again, unlike a router's own failure */
+    assert_string_equal(council_result_error_info(council_run_result(run), 0)->kind,
+                        "transient");
     assert_int_equal(l.cancels, 1);
     assert_null(l.pending);
     council_run_unref(run);
