@@ -254,8 +254,9 @@ defmodule CouncilEx.RunServer do
 
   @doc false
   # The spec of validated options checked (SPEC section 9: a bad spec is
-  # refused before anything is sent to the C node) and its model members
-  # given their providers' configured defaults; the options with that
+  # refused before anything is sent to the C node; a router named by a
+  # name nobody registered is refused here too, so validate/1 says so) and
+  # its model members given their providers' configured defaults; the options with that
   # spec, or `{:error, {:invalid_spec, field, message}}` /
   # `{:error, {:provider_config, provider, message}}`.
   @spec check_spec(keyword) ::
@@ -263,6 +264,7 @@ defmodule CouncilEx.RunServer do
           | {:error, {:invalid_spec, binary, binary} | {:provider_config, atom, binary}}
   def check_spec(opts) do
     with {:ok, spec} <- Spec.check(Keyword.fetch!(opts, :spec)),
+         {:ok, _routers} <- routers_of(spec),
          {:ok, spec} <- Providers.resolve(spec) do
       {:ok, Keyword.put(opts, :spec, tune(spec, Keyword.get(opts, :user_opts)))}
     end

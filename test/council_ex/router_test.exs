@@ -210,6 +210,17 @@ defmodule CouncilEx.RouterTest do
     assert {:error, {:invalid_council, [%{path: "router"}]}} =
              CouncilEx.start(dynamic(nil, %{router: String}), "q")
 
+    assert CouncilEx.validate(dynamic("nobody_registered_this")) ==
+             {:error,
+              [
+                %{
+                  path: "rounds[0].options.router",
+                  code: :invalid_spec,
+                  message:
+                    "no router registered as \"nobody_registered_this\" (CouncilEx.Router.register/2)"
+                }
+              ]}
+
     # the same refusal when the run server is started directly
     assert {:error, {:invalid_spec, "rounds[0].options.router", _}} =
              CouncilEx.RunServer.start(
