@@ -92,6 +92,21 @@ defmodule CouncilEx.PoolTest do
     end
   end
 
+  # A run that stays (Pool.Idle) under an id whose order is the first two
+  # of `nodes`, placed on the second while the first drains; the first
+  # takes runs again when this returns. {id, pid}
+  defp placed_second([first, second | _] = nodes, prefix) do
+    id =
+      Stream.repeatedly(fn -> run_id(prefix) end)
+      |> Enum.find(&(Enum.take(Placement.rank(&1, nodes), 2) == [first, second]))
+
+    assert CouncilEx.Node.drain(first) == :ok
+    {:ok, pid} = CouncilEx.start(CouncilEx.Test.Pool.Idle, "q", run_id: id)
+    assert CouncilEx.Node.undrain(first) == :ok
+    assert node(pid) == second
+    {id, pid}
+  end
+
   defp open_gates(gated), do: Enum.each(gated, fn {_, _, member} -> send(member, :gate_open) end)
 
   # A second BEAM node using the same C nodes (as `nodes:`), with the
@@ -341,19 +356,10 @@ defmodule CouncilEx.PoolTest do
 
   test "after a change of the pool, a start of an id that a slow node may have starts nothing",
        %{nodes: nodes} do
-    [first, second | _] = nodes
-    # an id whose order is first, second, ...: placed on second while
-    # first drains
-    id =
-      Stream.repeatedly(fn -> run_id("slow") end)
-      |> Enum.find(&(Enum.take(Placement.rank(&1, nodes), 2) == [first, second]))
-
-    assert CouncilEx.Node.drain(first) == :ok
-    {:ok, pid} = CouncilEx.start(CouncilEx.Test.Pool.Idle, "q", run_id: id)
-    assert node(pid) == second
-    # first takes runs again: the id's start now goes there, and asks the
-    # others (second among them) whether they have it
-    assert CouncilEx.Node.undrain(first) == :ok
+    [_first, second | _] = nodes
+    {id, pid} = placed_second(nodes, "slow")
+    # the first takes runs again: the id's start now goes there, and asks
+    # the others (second among them) whether they have it
     os_pid = Integer.to_string(CouncilEx.Node.os_pid(second))
     {_, 0} = System.cmd("kill", ["-STOP", os_pid])
 
@@ -474,6 +480,51 @@ defmodule CouncilEx.PoolTest do
 
       eventually(fn -> Enum.sort(Pool.view().up) == Enum.sort(nodes) end, 1_200, 50)
     end
+  end
+
+  test "a subscription looks for its run's node from the subscriber's process, not the relay's: a slow node holds up that subscriber only",
+       %{nodes: nodes} do
+    [slow | _] = nodes
+    # an id that ranks the slow node first, and whose run is on another
+    {id, run} = placed_second(nodes, "sub-slow")
+    relay = Process.whereis(CouncilEx.PubSub.Relay)
+    test = self()
+
+    subscriber =
+      spawn_link(fn ->
+        receive do: (:go -> send(test, {:subscribed, CouncilEx.PubSub.subscribe(id)}))
+
+        forward = fn forward ->
+          receive do: (m -> send(test, {:forwarded, m}) && forward.(forward))
+        end
+
+        forward.(forward)
+      end)
+
+    :erlang.trace(relay, true, [:send])
+    :erlang.trace(subscriber, true, [:send])
+    os_pid = Integer.to_string(CouncilEx.Node.os_pid(slow))
+    {_, 0} = System.cmd("kill", ["-STOP", os_pid])
+
+    try do
+      send(subscriber, :go)
+      # the first lookup of the id goes to the slow node: who sends it
+      assert_receive {:trace, sender, :send, {:"$gen_call", _, {:state, _, ^id}}, {_, ^slow}},
+                     30_000
+
+      assert sender == subscriber
+      # the relay serves the others meanwhile
+      assert %{remote: _} = CouncilEx.PubSub.Relay.stats()
+    after
+      {_, 0} = System.cmd("kill", ["-CONT", os_pid])
+      :erlang.trace(relay, false, [:send])
+      :erlang.trace(subscriber, false, [:send])
+    end
+
+    # found on the other node, past the slow one
+    assert_receive {:subscribed, :ok}, 30_000
+    assert CouncilEx.cancel(run) == :ok
+    assert_receive {:forwarded, {:run_cancelled, ^id, _}}, 30_000
   end
 
   test "reload/0: the pool follows a change of pool_size at run time", %{nodes: nodes} do

@@ -94,15 +94,20 @@ defmodule CouncilEx.PubSub.Relay do
 
   @doc """
   Subscribes `pid` to `topic`; subscribes the relay at the C node unless it
-  already is for that topic. `:ok` or `{:error, reason}` (`:limit`,
+  already is for that topic. In a pool, the node that has the topic's run
+  is looked for by the calling process (`CouncilEx.Pool.subscription_node/2`:
+  a call per node, up to 10 s for a slow one), so the relay does not wait
+  on it. `:ok` or `{:error, reason}` (`:limit`,
   `:noconnection`, `:unavailable`, `{:relay_down, reason}` when the relay
   is not running, ...).
   """
   @spec subscribe(binary, pid) :: :ok | {:error, term}
   def subscribe(topic, pid) do
-    # Wait for the C node here, not in the relay (which serves everyone).
+    # Wait for the C node here, and look for the node that has the topic's
+    # run (in a pool, up to a call per node), not in the relay, which
+    # serves everyone.
     with {:ok, _node} <- CouncilEx.Node.await() do
-      relay_call({:subscribe, topic, pid}, 30_000)
+      relay_call({:subscribe, topic, pid, CouncilEx.Pool.subscription_node(topic, 10_000)}, 30_000)
     end
   end
 
@@ -275,7 +280,7 @@ defmodule CouncilEx.PubSub.Relay do
   end
 
   @impl true
-  def handle_call({:subscribe, topic, pid}, from, state) do
+  def handle_call({:subscribe, topic, pid, node}, from, state) do
     state = add_subscriber(state, topic, pid)
 
     case state do
@@ -289,7 +294,7 @@ defmodule CouncilEx.PubSub.Relay do
         {:noreply, put_in(state.inflight[topic], inflight)}
 
       _ ->
-        case remote_subscribe(topic) do
+        case remote_subscribe(topic, node) do
           {:ok, node} ->
             {:reply, :ok, put_remote(state, topic, node)}
 
@@ -385,8 +390,11 @@ defmodule CouncilEx.PubSub.Relay do
     # the nodedown came): its run is gone, and its subscribers are told.
     state =
       case {outcome, entry} do
-        {{:ok, run}, %{lost: lost}} -> if node(run) in lost, do: node_lost(state, topic), else: state
-        _ -> state
+        {{:ok, run}, %{lost: lost}} ->
+          if node(run) in lost, do: node_lost(state, topic), else: state
+
+        _ ->
+          state
       end
 
     {:reply, :ok, maybe_release(state, topic)}
@@ -801,22 +809,24 @@ defmodule CouncilEx.PubSub.Relay do
     end
   end
 
-  # At the node of the topic's run (CouncilEx.Pool.subscription_node/2).
-  defp remote_subscribe(topic) do
-    case CouncilEx.Pool.subscription_node(topic, 10_000) do
-      nil ->
-        {:error, :noconnection}
+  # At the node of the topic's run (CouncilEx.Pool.subscription_node/2,
+  # asked by subscribe/2 in the subscriber's process, else here).
+  defp remote_subscribe(topic, node \\ :find)
 
-      node ->
-        case GenServer.call(
-               {CouncilEx.Node.service_name(), node},
-               {:subscribe, topic, self(), :batched},
-               10_000
-             ) do
-          :ok -> {:ok, node}
-          {:error, _} = error -> error
-          other -> {:error, other}
-        end
+  defp remote_subscribe(topic, :find),
+    do: remote_subscribe(topic, CouncilEx.Pool.subscription_node(topic, 10_000))
+
+  defp remote_subscribe(_topic, nil), do: {:error, :noconnection}
+
+  defp remote_subscribe(topic, node) do
+    case GenServer.call(
+           {CouncilEx.Node.service_name(), node},
+           {:subscribe, topic, self(), :batched},
+           10_000
+         ) do
+      :ok -> {:ok, node}
+      {:error, _} = error -> error
+      other -> {:error, other}
     end
   catch
     :exit, {reason, _} -> {:error, CouncilEx.Node.exit_reason(reason)}
