@@ -8,7 +8,7 @@
 #   make demo-native  the same through the native C API
 #   make demo-llm   a council of real models (keys from the environment)
 #   make valgrind   the C suites under valgrind
-#   make fuzz       libFuzzer on the ETF validator/decoder (FUZZ_SECONDS=60)
+#   make fuzz       libFuzzer: ETF, handshake, JSON, request handlers, specs (FUZZ_SECONDS=60)
 #   make bench      benchmarks against a BEAM baseline (bench/)
 #   make install PREFIX=/usr/local   headers, libraries, pkg-config file
 #

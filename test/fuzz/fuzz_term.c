@@ -73,7 +73,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ei_walk((cn_slice){data, used});
     }
 
-    /* 2. the control message parser */
+    /* 2. the control message of a frame kept only in part (over the
+     * limits): the payload is the unchecked rest, inside the input */
+    cn_ctl h;
+    if (cn_ctl_parse_head(data, size, NULL, &h) == CN_CTL_OK && h.payload.len &&
+        (h.payload.p < data || h.payload.p + h.payload.len > data + size))
+        abort();
+
+    /* 3. the control message parser */
     cn_ctl m;
     if (cn_ctl_parse(data, size, NULL, &m) != CN_CTL_OK)
         return 0;
@@ -91,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ei_walk(parts[i]);
     }
 
-    /* 3. what the gen_server layer does with the payload */
+    /* 4. what the gen_server layer does with the payload */
     if (m.payload.len) {
         cn_slice el[3];
         int ar = cn_term_tuple(m.payload, el, 3);
