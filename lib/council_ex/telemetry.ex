@@ -23,7 +23,8 @@ defmodule CouncilEx.Telemetry do
   `:mock`, `:openai`, `:beam`, ...), `model` (the member's `model`
   option, or nil), `status` (a member's, as its result has it: `:ok`,
   `:error`, `:timeout`, `:invalid_output`, `:eliminated`; a round's
-  `:ok`; a run's `:completed | :cancelled`), `attempts`, `error_kind`,
+  `:ok`, or `:skipped` when its router chose nobody; a run's
+  `:completed | :cancelled`), `attempts`, `error_kind`,
   `confidence` (always nil: the core does not estimate it) and, on
   `:exception`, `kind` (`:error`) and `reason` (a member's
   `%CouncilEx.Error{}`, a run's list of them, or `:run_failed` /
@@ -308,7 +309,7 @@ defmodule CouncilEx.Telemetry.Forwarder do
   end
 
   defp emit({:round_completed, id, name, res}, id, run) do
-    md = Map.put(round_md(id, run, name, res[:idx]), :status, :ok)
+    md = Map.put(round_md(id, run, name, res[:idx]), :status, round_status(res))
     Telemetry.execute([:council_ex, :round, :stop], stop_measurements(res), md)
     close(run, {:round, name, res[:idx]})
   end
@@ -394,6 +395,13 @@ defmodule CouncilEx.Telemetry.Forwarder do
       monotonic_time: System.monotonic_time()
     }
   end
+
+  # a round whose router chose nobody: every member skipped
+  defp round_status(%{members: [_ | _] = ms}) do
+    if Enum.all?(ms, &(&1[:status] == :skipped)), do: :skipped, else: :ok
+  end
+
+  defp round_status(_res), do: :ok
 
   defp native(us) when is_integer(us), do: System.convert_time_unit(us, :microsecond, :native)
   defp native(_), do: 0

@@ -150,6 +150,34 @@ defmodule CouncilEx.TelemetryTest do
              List.last(events)
   end
 
+  test "a round its router skips: a round stop with status :skipped, no member events" do
+    attach()
+
+    spec =
+      CouncilEx.Spec.new!(
+        id: "routed",
+        members: [[id: "a", provider: :mock], [id: "b", provider: :mock]],
+        rounds: [
+          [type: :independent_analysis, router: [rules: [[members: ["a"]]]]],
+          [type: :peer_review, router: [rules: [[members: []]]]]
+        ]
+      )
+
+    id = run_id()
+    {:ok, _} = CouncilEx.run(spec, "q", run_id: id)
+    events = events_of(id)
+
+    assert [{_, _, %{status: :ok}}, {_, _, %{status: :skipped, round_name: :peer_review}}] =
+             for({[:council_ex, :round, :stop], _, _} = e <- events, do: e)
+
+    # only a, in the first round, was started
+    assert [%{member_id: "a", round_name: :independent_analysis}] =
+             for({[:council_ex, :member, :start], _, md} <- events, do: md)
+
+    assert [%{member_id: "a", status: :ok}] =
+             for({[:council_ex, :member, :stop], _, md} <- events, do: md)
+  end
+
   test "attach_default_logger/1 logs the events through Logger" do
     :ok = Telemetry.attach_default_logger(level: :info, events: [:run])
     on_exit(&Telemetry.detach_default_logger/0)
