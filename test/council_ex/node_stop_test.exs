@@ -153,26 +153,59 @@ defmodule CouncilEx.NodeStopTest do
   end
 
   # A managed node comes back under its name: its nodedown may come while
-  # a start is under way and the node be connected again (a new instance,
-  # without the run) when the start is answered. The relay is told of the
-  # loss here without a real one, the node staying up.
-  test "a start answered by a node that went down meanwhile and is back: the notice follows" do
+  # a start is under way and the node be connected again when the start is
+  # answered, with a run of the new instance or a pid of the lost one. The
+  # relay is told of a loss here without a real one (the node stays up); a
+  # run that has ended stands for a pid of the lost instance.
+  defp start_seeing_nodedown(topic, run) do
+    Relay.start_subscribed(topic, self(), fn entries ->
+      assert [{relay, :batched}] = entries
+      send(relay, {:nodedown, node(run), [node_type: :hidden]})
+      :sys.get_state(relay)
+      {:ok, run}
+    end)
+  end
+
+  test "a start answered, after its node was lost and back, with a pid that is gone: the notice follows" do
     topic = "council_ex:run:" <> run_id("inflight-back")
-    {:ok, run} = CouncilEx.start(Slow, "q", run_id: run_id("inflight-back-run"))
-    node = node(run)
+    {:ok, gone} = CouncilEx.start(Slow, "q", run_id: run_id("inflight-gone"))
+    ref = Process.monitor(gone)
+    :ok = CouncilEx.cancel(gone)
+    assert_receive {:DOWN, ^ref, :process, ^gone, _}
+
+    assert start_seeing_nodedown(topic, gone) == {:ok, gone}
+    assert_receive {:council_ex_down, ^topic, :noconnection}
+    assert Relay.subscribers(topic) == []
+  end
+
+  test "a start answered, after its node was lost and back, with a live run of it: no notice" do
+    id = run_id("inflight-new")
+    topic = "council_ex:run:" <> id
 
     result =
       Relay.start_subscribed(topic, self(), fn entries ->
-        assert [{relay, :batched}] = entries
-        send(relay, {:nodedown, node, [node_type: :hidden]})
+        {:ok, run} =
+          CouncilEx.RunServer.start(
+            run_id: id,
+            council: Slow,
+            spec: Slow.__council__(),
+            input: "q",
+            subscribe: entries
+          )
+
+        relay = Process.whereis(Relay)
+        send(relay, {:nodedown, node(run), [node_type: :hidden]})
         :sys.get_state(relay)
         {:ok, run}
       end)
 
-    assert result == {:ok, run}
-    assert_received {:council_ex_down, ^topic, :noconnection}
-    assert Relay.subscribers(topic) == []
+    assert {:ok, run} = result
+    # the relay's monitor of the run has its answer (none: it lives)
+    :sys.get_state(Relay)
     :ok = CouncilEx.cancel(run)
+    # its events still come, to the end: the subscription was kept
+    assert_receive {:run_cancelled, ^id, _}
+    refute_received {:council_ex_down, ^topic, _}
   end
 
   test "run/3 returns when its run's exit comes and its terminal event cannot (relay restarted)" do

@@ -276,7 +276,7 @@ defmodule CouncilEx.PubSub.Relay do
     :net_kernel.monitor_nodes(true, node_type: :all)
     # `remote` for readers outside (held/1): written here only
     :ets.new(@remote_table, [:named_table, :protected, :set, read_concurrency: true])
-    {:ok, %{subs: %{}, watched: %{}, remote: %{}, inflight: %{}, pending: %{}}}
+    {:ok, %{subs: %{}, watched: %{}, remote: %{}, inflight: %{}, pending: %{}, checks: %{}}}
   end
 
   @impl true
@@ -385,13 +385,21 @@ defmodule CouncilEx.PubSub.Relay do
     state = moved(state, topic, entry, outcome)
     state = if entry, do: sync_watch(state, entry.pid, topic), else: state
 
-    # The run was made at a node lost while its start was under way (its
-    # subscription, carried by the start, was not the relay's yet when
-    # the nodedown came): its run is gone, and its subscribers are told.
+    # The run was made at a node seen down while its start was under way
+    # (its subscription, carried by the start, was not the relay's yet
+    # when the nodedown came). Still down: its run is gone, and its
+    # subscribers are told. Connected again (a managed node comes back
+    # under its name): the run may be the new instance's, or a pid of the
+    # lost one; a monitor tells (DOWN :noproc or :noconnection at once for
+    # a pid that is gone), see the first :DOWN clause.
     state =
       case {outcome, entry} do
         {{:ok, run}, %{lost: lost}} ->
-          if node(run) in lost, do: node_lost(state, topic), else: state
+          cond do
+            node(run) not in lost -> state
+            not connected?(node(run)) -> node_lost(state, topic)
+            true -> put_in(state.checks[Process.monitor(run)], topic)
+          end
 
         _ ->
           state
@@ -439,6 +447,15 @@ defmodule CouncilEx.PubSub.Relay do
   def handle_info({:council_ex_overflow, topic, dropped} = msg, state) when is_binary(topic) do
     Logger.warning("council_ex: relay cut off from #{topic} after #{dropped} dropped events")
     {:noreply, dispatch(state, topic, msg)}
+  end
+
+  # A run whose node was lost and back while its start was under way
+  # (start_end): gone at once, it was the lost instance's.
+  def handle_info({:DOWN, ref, :process, _run, reason}, %{checks: checks} = state)
+      when is_map_key(checks, ref) do
+    {topic, checks} = Map.pop(checks, ref)
+    state = %{state | checks: checks}
+    {:noreply, if(reason in [:noproc, :noconnection], do: node_lost(state, topic), else: state)}
   end
 
   def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
