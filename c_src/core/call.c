@@ -135,7 +135,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->round_name = round_name;
     c->round_idx = round_idx;
     c->round_type = rtype;
-    c->attempt = attempt;
+    c->attempt = (uint16_t)attempt;
     c->timeout_ms = timeout_ms;
     if (cx_timer_init(run->ctx, &c->timer, on_timer, c) != COUNCIL_OK) {
         call_free(c);
@@ -226,7 +226,7 @@ int council_call_fail_kind(council_call *call, council_fail_kind kind,
     call->fail_kind = kind;
     call->retry_after_ms = retry_after_ms > CALL_MAX_RETRY_AFTER_MS
                                ? CALL_MAX_RETRY_AFTER_MS
-                               : retry_after_ms;
+                               : (uint32_t)retry_after_ms;
     finish(call, false, NULL, 0, message ? message : "failed");
     return COUNCIL_OK;
 }

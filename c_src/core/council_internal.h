@@ -390,6 +390,22 @@ typedef struct member_said {
 struct round_state;  /* engine.c */
 struct frame;        /* engine.c */
 
+/* What a run has produced, in one block made when it first produces
+ * something (run_out_make): a round result, an error, usage, an answer. A
+ * run whose first round only waits holds none of it. */
+typedef struct run_out {
+    council_result result;      /* the public view: result.rounds (the
+                                   completed rres, in order; each starts with
+                                   its council_round_result) has cap_rounds
+                                   of room, result.errors cap_errors;
+                                   final_text, the errors and each of their
+                                   strings are owned */
+    rres *owned;                /* every round result made, newest first
+                                   (list through owned_next; freed with run) */
+    uint32_t cap_rounds, cap_errors;
+    member_said said[];         /* per member, in spec order */
+} run_out;
+
 struct council_run {
     int refs;
     council_status status;
@@ -399,7 +415,10 @@ struct council_run {
     bool own_topic;             /* its topic is COUNCIL_TOPIC_PREFIX + run_id */
     bool critiques_fresh;       /* set by a critique round, for the next one */
     bool chair_done;            /* engine: the chair's round has started */
-    unsigned depth;             /* 0; a sub-council's run: parent's + 1 */
+    uint8_t depth;              /* 0; a sub-council's run: parent's + 1 (at
+                                   most SUB_COUNCIL_MAX_DEPTH) */
+    uint8_t top_pc;             /* engine: the spec's next top-level round
+                                   (at most SPEC_MAX_ROUNDS) */
     unsigned rounds_completed;
     unsigned next_round_idx;
     /* run_id, topic, council, registry, the input's tag, data and text,
@@ -410,7 +429,6 @@ struct council_run {
      * default instead when they are the same */
     uint32_t run_id_len;        /* at most 65536 */
     uint32_t topic_len;
-    uint32_t cap_rounds, cap_errors;
     char *run_id;
     const char *council;
     const char *registry;
@@ -421,20 +439,13 @@ struct council_run {
     void *user_data;
     int64_t started_at;
     uint64_t seq;
-    /* results */
-    council_result result;      /* pub view, rebuilt by run_result_sync;
-                                   result.final_text is owned, and so are
-                                   result.errors (cap_errors of room) and
-                                   each of its strings */
-    rres **rounds;              /* completed rounds, in order; also the
-                                   result's rounds (each rres starts with
-                                   its council_round_result) */
-    size_t n_rounds;
-    rres *owned;                /* every round result made, newest first
-                                   (list through owned_next; freed with run) */
+    run_out *out;               /* NULL until it produced something */
     /* engine */
-    struct frame *frames;       /* stack, innermost first */
+    struct frame *frames;       /* iterate rounds being walked, innermost
+                                   first */
     struct round_state *round;  /* the round in progress, NULL between */
+    struct council_route *route; /* engine: the router asked who takes part
+                                   in the next round, while it decides */
     union {
         cx_timer kick;          /* schedules engine_pump (run_kick, or
                                    deferred by run_yield); fini once ended */
@@ -448,8 +459,14 @@ struct council_run {
     void *end_arg;
     watcher *watchers;          /* then any others, in order */
     struct council_call *calls; /* live calls of this run (list) */
-    member_said said[];         /* per member, in spec order */
 };
+
+/* What member i has said so far (nothing before the run's out exists). */
+static inline const member_said *run_said(const council_run *run, size_t i)
+{
+    static const member_said nothing;
+    return run->out ? &run->out->said[i] : &nothing;
+}
 
 /* run.c */
 /* round, rtype and member are borrowed: names that live as long as the run. */
@@ -467,9 +484,16 @@ void run_kick(council_run *run);    /* schedule engine_pump on the loop */
 /* schedule engine_pump after the loop has polled for I/O (cx_timer_defer):
  * how the engine yields between rounds */
 void run_yield(council_run *run);
-int run_push_round(council_run *run, rres *rr);  /* completed list */
-int run_own_round(council_run *run, rres *rr);   /* owned list; cannot fail */
-void run_result_sync(council_run *run);
+int run_push_round(council_run *run, rres *rr);  /* completed list (rr owned) */
+int run_own_round(council_run *run, rres *rr);   /* owned list; COUNCIL_ENOMEM */
+/* The run's out, made now if need be; NULL when out of memory, and for an
+ * ended run that has none (its result stays the empty one it ended with). */
+run_out *run_out_make(council_run *run);
+/* The completed rounds: how many, round i (i < that), the last (NULL
+ * when none). */
+size_t run_n_rounds(const council_run *run);
+rres *run_round(const council_run *run, size_t i);
+rres *run_last_round(const council_run *run);
 void run_detach_all(council_ctx *ctx);
 /* A run that publishes on topic and is not registered (sub-councils). */
 int run_create_sub(council_ctx *ctx, const council_start_opts *opts,
@@ -498,7 +522,15 @@ struct task; /* engine.c */
 
 struct council_call {
     int refs;
-    call_state state;
+    uint32_t retry_after_ms;   /* the server's wish, 0 = none (at most
+                                  CALL_MAX_RETRY_AFTER_MS) */
+    unsigned round_idx;
+    uint16_t attempt;          /* at most SPEC_LIMIT_MAX_ATTEMPTS */
+    uint8_t fail_kind;         /* council_fail_kind of the failure reported
+                                  (transient unless the provider said
+                                  otherwise) */
+    uint8_t state : 2;         /* call_state */
+    bool timed_out : 1;        /* the core ended it at its timeout */
     council_run *run;          /* ref held */
     struct council_call *prev, *next;
     struct task *task;         /* NULL once finished/abandoned */
@@ -507,8 +539,6 @@ struct council_call {
                                   parsed); the run keeps it alive */
     const char *round_name;    /* the spec's (or "chair") */
     const char *round_type;
-    unsigned round_idx;
-    unsigned attempt;
     uint64_t timeout_ms;
     json_t *request;           /* before start(), or on first use */
     char *request_text;        /* made on first council_call_request */
@@ -517,12 +547,8 @@ struct council_call {
     uint64_t id;
     cx_timer timer;            /* backoff, then timeout */
     void *prov_state;          /* for built-in providers */
-    council_fail_kind fail_kind;  /* of the failure reported (transient
-                                     unless the provider said otherwise) */
-    uint64_t retry_after_ms;      /* the server's wish, 0 = none */
-    bool timed_out;               /* the core ended it at its timeout */
-    uint64_t began_us;            /* when start() was called (uv_hrtime
-                                     in us), 0 before */
+    uint64_t began_us;         /* when start() was called (uv_hrtime in
+                                  us), 0 before */
 };
 
 /* call.c */

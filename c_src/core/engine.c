@@ -36,17 +36,19 @@
  * and matches are bounded by SPEC_MAX_MEMBERS. */
 typedef struct task {
     struct round_state *rs;
-    uint32_t pos;        /* participant position */
-    uint32_t match;      /* pairwise: match index in the current level */
-    unsigned attempt;
-    council_fail_kind fail_kind; /* of the last failed attempt */
-    bool timed_out;      /* the last failed attempt timed out */
-    bool ok;
-    long choice;         /* vote / pairwise: candidate index, -1 none */
     size_t *order;       /* ranking: candidate indices, best first */
-    size_t n_order;
     uint64_t started_us; /* its first attempt (monotonic clock) */
+    uint16_t pos;        /* participant position */
+    uint16_t match;      /* pairwise: match index in the current level */
+    uint16_t attempt;    /* at most SPEC_LIMIT_MAX_ATTEMPTS */
+    uint8_t fail_kind;   /* council_fail_kind of the last failed attempt */
+    bool timed_out : 1;  /* the last failed attempt timed out */
+    bool ok : 1;
+    int32_t choice;      /* vote / pairwise: candidate index, -1 none */
+    uint32_t n_order;
 } task;
+_Static_assert(SPEC_MAX_MEMBERS <= UINT16_MAX && SPEC_LIMIT_MAX_ATTEMPTS <= UINT16_MAX,
+               "a task's positions and attempts fit its fields");
 
 /* What only a pairwise_elimination round needs: one block with its two
  * arrays. */
@@ -63,41 +65,42 @@ typedef struct pairwise {
  * pairwise round's, made per level) and its per-member arrays. */
 typedef struct round_state {
     council_run *run;
-    round_type type;
     const round_kind *kind;
-    unsigned idx;
-    bool show_crit;
-    bool fail_fast;         /* the spec round's failure_mode */
     const char *type_name;
     const char *name;       /* the spec's (or "chair"): outlives the round */
-    rres *res;
+    rres *res;              /* made when first needed (round_res): a round
+                               whose calls only wait holds none */
     const char *instructions;
-    size_t *part;           /* member indices */
-    size_t *cand;           /* member indices with an answer, spec order */
     const char **cand_labels;
+    uint8_t *part;          /* member indices */
+    uint8_t *cand;          /* member indices with an answer, spec order */
     json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
     task *tasks;            /* in the block, or a pairwise level's own */
     pairwise *pw;           /* pairwise_elimination only */
     uint64_t started_us;    /* monotonic clock */
+    unsigned idx;
     /* counts bounded by SPEC_MAX_MEMBERS (tasks: members x matches);
      * n_res: result slots of the members called (those of the members
      * gated out follow) */
-    uint32_t n_part, n_cand, n_res;
-    uint32_t n_tasks, next, done, active;
+    uint16_t n_part, n_cand, n_res;
+    uint16_t n_tasks, next, done, active;
+    bool show_crit;
+    bool fail_fast;         /* the spec round's failure_mode */
 } round_state;
+_Static_assert(SPEC_MAX_MEMBERS <= UINT8_MAX &&
+                   SPEC_MAX_MEMBERS * SPEC_MAX_MEMBERS <= UINT16_MAX,
+               "member indices and task counts fit a round's fields");
 
-/* A level of rounds being walked: the spec's top level, or an iterate
- * round's children (its rounds are iter's, or the spec's when iter is
- * NULL). */
+/* An iterate round being walked (its children). The spec's top level
+ * needs no frame: its position is the run's top_pc. */
 typedef struct frame {
     struct frame *next;
-    const spec_round *iter;   /* NULL: the top level */
+    const spec_round *iter;
     rres *res;
     unsigned pc;              /* at most SPEC_MAX_ROUNDS */
     int vote_unanimous;       /* -1 no vote this iteration, 0/1 */
     unsigned iteration, idx;
-    struct council_route *route; /* the next round's router, asked */
-    uint64_t started_us;      /* iterate: its start (monotonic clock) */
+    uint64_t started_us;      /* its start (monotonic clock) */
 } frame;
 
 static uint64_t mono_us(void)
@@ -128,10 +131,11 @@ void engine_cancel(council_run *run)
         call_abandon(run->calls, "cancelled");
     round_state_free(run->round);
     run->round = NULL;
+    route_end(run->route);
+    run->route = NULL;
     while (run->frames) {
         frame *f = run->frames;
         run->frames = f->next;
-        route_end(f->route);
         free(f);
     }
 }
@@ -146,21 +150,13 @@ void engine_current_round(const council_run *run, const char **name, unsigned *i
     if (run->round) {
         *name = run->round->name;
         *idx = run->round->idx;
-    } else if (run->frames && run->frames->iter) {
+    } else if (run->frames) {
         *name = run->frames->iter->name;
         *idx = run->frames->idx;
     } else {
         *name = NULL;
         *idx = 0;
     }
-}
-
-static frame *innermost_iterate(council_run *run)
-{
-    for (frame *f = run->frames; f; f = f->next)
-        if (f->iter)
-            return f;
-    return NULL;
 }
 
 /* -------------------------------------------------------------- request */
@@ -179,6 +175,12 @@ static json_t *answer_item(const char *key, const char *who, const char *text,
                            size_t len)
 {
     return json_pack("{s:s,s:o}", key, who, "text", cx_json_text(text, len));
+}
+
+/* A member's latest answer as an item of "answers". */
+static json_t *latest_item(const char *key, const char *who, const member_said *said)
+{
+    return answer_item(key, who, said->latest, said->latest_len);
 }
 
 static json_t *build_request(round_state *rs, task *t, unsigned attempt)
@@ -207,40 +209,36 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
     switch (k->view) {
     case VIEW_OTHERS:
         for (size_t i = 0; i < spec->n_members; i++) {
-            if (i == me || !run->said[i].latest)
+            if (i == me || !run_said(run, i)->latest)
                 continue;
             json_array_append_new(answers,
-                                  answer_item(by, k->by_label ? spec->members[i].label
+                                  latest_item(by, k->by_label ? spec->members[i].label
                                                               : spec->members[i].id,
-                                              run->said[i].latest, run->said[i].latest_len));
+                                              run_said(run, i)));
         }
-        if (run->said[me].latest)
+        if (run_said(run, me)->latest)
             json_object_set_new(req, "previous_answer",
-                                cx_json_text(run->said[me].latest,
-                                             run->said[me].latest_len));
+                                cx_json_text(run_said(run, me)->latest,
+                                             run_said(run, me)->latest_len));
         break;
     case VIEW_ALL:
         for (size_t i = 0; i < spec->n_members; i++)
-            if (run->said[i].latest)
-                json_array_append_new(answers,
-                                      answer_item("member_id", spec->members[i].id,
-                                                  run->said[i].latest,
-                                                  run->said[i].latest_len));
+            if (run_said(run, i)->latest)
+                json_array_append_new(answers, latest_item("member_id", spec->members[i].id,
+                                                           run_said(run, i)));
         break;
     case VIEW_CANDIDATES:
         for (size_t c = 0; c < rs->n_cand; c++) {
             size_t i = rs->cand[c];
-            json_array_append_new(answers, answer_item("label", spec->members[i].label,
-                                                       run->said[i].latest,
-                                                       run->said[i].latest_len));
+            json_array_append_new(answers, latest_item("label", spec->members[i].label,
+                                                       run_said(run, i)));
         }
         break;
     case VIEW_MATCH:
         for (int j = 0; j < 2; j++) {
             size_t i = rs->cand[rs->pw->pairs[t->match][j]];
-            json_array_append_new(answers, answer_item("label", spec->members[i].label,
-                                                       run->said[i].latest,
-                                                       run->said[i].latest_len));
+            json_array_append_new(answers, latest_item("label", spec->members[i].label,
+                                                       run_said(run, i)));
         }
         break;
     default:
@@ -251,11 +249,12 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
     json_object_set_new(req, "answers", answers);
     if (rs->show_crit) {
         json_t *cr = json_array();
-        for (size_t i = 0; cr && i < spec->n_members; i++)
-            if (run->said[i].critique)
+        for (size_t i = 0; cr && i < spec->n_members; i++) {
+            const member_said *said = run_said(run, i);
+            if (said->critique)
                 json_array_append_new(cr, answer_item("member_id", spec->members[i].id,
-                                                      run->said[i].critique,
-                                                      run->said[i].critique_len));
+                                                      said->critique, said->critique_len));
+        }
         json_object_set_new(req, "critiques", cr);
     }
     return req;
@@ -265,20 +264,72 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
 
 static void task_complete(task *t, bool ok, const char *text, size_t len,
                           const char *error);
+static void fail_run(council_run *run, council_fail_kind kind, const char *fmt,
+                     const char *name, bool round);
+
+/* The attempts made so far for participant pos in this round. Until the
+ * round's result exists every attempt is in the current tasks (a pairwise
+ * level ends only once each of its tasks completed, which makes it). */
+static unsigned member_attempts(const round_state *rs, size_t pos)
+{
+    if (rs->res)
+        return rres_member(rs->res, pos)->pub.attempts;
+    unsigned n = 0;
+    for (size_t i = 0; i < rs->n_tasks; i++)
+        if (rs->tasks[i].pos == pos)
+            n += rs->tasks[i].attempt;
+    return n;
+}
+
+/* The round's result with its n_res members called (still "skipped" until
+ * each ends, the attempts made so far) and n_skip members a gate left out
+ * (skipped, in spec order). NULL when out of memory. */
+static rres *make_res(round_state *rs, size_t n_skip)
+{
+    council_run *run = rs->run;
+    const council_spec *spec = run->spec;
+    rres *rr = rres_new(rs->name, rs->idx, rs->type_name, rs->n_res + n_skip);
+    if (!rr || run_own_round(run, rr)) {
+        rres_free(rr);
+        return NULL;
+    }
+    for (size_t i = 0; i < rs->n_res; i++) {
+        rres_set_member_id(rr, i, spec->members[rs->part[i]].id);
+        rres_member(rr, i)->pub.status = COUNCIL_MEMBER_SKIPPED; /* until it ends */
+        rres_member(rr, i)->pub.attempts = member_attempts(rs, i);
+    }
+    for (size_t i = 0, k = rs->n_res, p = 0; n_skip && i < spec->n_members; i++) {
+        if (p < rs->n_part && rs->part[p] == i) { /* part is in spec order */
+            p++;
+            continue;
+        }
+        rres_set_member_id(rr, k, spec->members[i].id);
+        rres_member(rr, k++)->pub.status = COUNCIL_MEMBER_SKIPPED;
+    }
+    rs->res = rr;
+    return rr;
+}
+
+/* The round's result, made now if it was not (a round with members gated
+ * out made it at its start). NULL when out of memory. */
+static rres *round_res(round_state *rs)
+{
+    return rs->res ? rs->res : make_res(rs, 0);
+}
 
 static void task_launch(round_state *rs, task *t, uint64_t delay)
 {
     council_run *run = rs->run;
     size_t me = rs->part[t->pos];
     const spec_member *m = &run->spec->members[me];
-    mres *mr = rres_member(rs->res, t->pos);
     if (t->attempt == 0)
         t->started_us = mono_us();
-    if (mr->pub.attempts == 0) /* the member's first call in this round */
+    if (member_attempts(rs, t->pos) == 0) /* the member's first call in this round */
         run_publish(run, COUNCIL_EV_MEMBER_STARTED, rs->name, (int)rs->idx,
                     rs->type_name, m->id, NULL, 0, NULL);
     t->attempt++;
-    mr->pub.attempts++;
+    if (rs->res)
+        rres_member(rs->res, t->pos)->pub.attempts++;
     provider *prov = ctx_provider_find(run->ctx, m->provider);
     if (!prov) { /* checked at create; a host cannot unregister, but be safe */
         task_complete(t, false, NULL, 0, "unknown provider");
@@ -311,9 +362,14 @@ void engine_call_usage(task *t, const council_usage *u)
 {
     round_state *rs = t->rs;
     council_run *run = rs->run;
-    cx_usage_add(&rres_member(rs->res, t->pos)->pub.usage, u);
-    cx_usage_add(&rs->res->pub.usage, u);
-    cx_usage_add(&run->result.usage, u);
+    rres *rr = round_res(rs); /* out of memory: only the run's total counts it */
+    if (rr) {
+        cx_usage_add(&rres_member(rr, t->pos)->pub.usage, u);
+        cx_usage_add(&rr->pub.usage, u);
+    }
+    run_out *o = run_out_make(run); /* out of memory: the usage is not counted */
+    if (o)
+        cx_usage_add(&o->result.usage, u);
 }
 
 void engine_call_tool(task *t, council_event_type type, const council_tool_event *te)
@@ -349,8 +405,13 @@ void engine_call_done(task *t, council_call *call, bool ok, const char *text,
     council_run *run = rs->run;
     const spec_member *m = &run->spec->members[rs->part[t->pos]];
     unsigned max_attempts = m->max_attempts ? m->max_attempts : run->spec->limits.max_attempts;
+    rres *rr = round_res(rs);
+    if (!rr) {
+        fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", rs->name, true);
+        return;
+    }
     if (call->began_us)
-        rres_member(rs->res, t->pos)->pub.provider_us += mono_us() - call->began_us;
+        rres_member(rr, t->pos)->pub.provider_us += mono_us() - call->began_us;
     t->fail_kind = ok ? COUNCIL_FAIL_TRANSIENT : call->fail_kind;
     t->timed_out = !ok && call->timed_out;
     if (!ok && call->fail_kind == COUNCIL_FAIL_TRANSIENT && t->attempt < max_attempts &&
@@ -382,7 +443,12 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
 {
     round_state *rs = t->rs;
     council_run *run = rs->run;
-    mres *mr = rres_member(rs->res, t->pos);
+    rres *rr = round_res(rs);
+    if (!rr) {
+        fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", rs->name, true);
+        return;
+    }
+    mres *mr = rres_member(rr, t->pos);
     const char *mid = run->spec->members[rs->part[t->pos]].id;
     char why[1024]; /* bounds a provider's message; fits an exec error with its stderr tail */
     council_fail_kind fk = ok ? COUNCIL_FAIL_VALIDATION /* if unparsable */ : t->fail_kind;
@@ -408,16 +474,18 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
             if (council_parse_vote(text, len, ls, n, lab, sizeof lab) == COUNCIL_OK) {
                 for (size_t c = 0; c < rs->n_cand; c++)
                     if (strcmp(rs->cand_labels[c], lab) == 0)
-                        t->choice = (long)c;
+                        t->choice = (int32_t)c;
                 t->ok = true;
             } else {
                 ok = false;
                 error = "unparsable vote: expected 'VOTE: <label>' with a label shown";
             }
         } else if (y == YIELD_RANKING) {
+            size_t n_order;
             t->order = cx_calloc(rs->n_cand, sizeof *t->order);
             if (t->order && council_parse_ranking(text, len, rs->cand_labels, rs->n_cand,
-                                                  t->order, &t->n_order) == COUNCIL_OK) {
+                                                  t->order, &n_order) == COUNCIL_OK) {
+                t->n_order = (uint32_t)n_order;
                 t->ok = true;
             } else {
                 ok = false;
@@ -555,24 +623,23 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
 {
     const council_spec *spec = run->spec;
     size_t nm = spec->n_members;
-    /* the state, then tasks, part, cand, cand_labels: one zeroed block (a
+    /* the state, then tasks, cand_labels, part, cand: one zeroed block (a
      * pairwise round makes its tasks per level) */
     const round_kind *kind = round_kind_of(type);
     bool bracket = kind->yield == YIELD_BRACKET;
     size_t n_block_tasks = bracket ? 0 : nm;
     round_state *rs = cx_calloc(1, sizeof *rs + n_block_tasks * sizeof(task) +
-                                       nm * (sizeof *rs->part + sizeof *rs->cand +
-                                             sizeof *rs->cand_labels));
+                                       nm * (sizeof *rs->cand_labels + sizeof *rs->part +
+                                             sizeof *rs->cand));
     if (!rs) {
         fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", name, true);
         return -1;
     }
     task *block_tasks = (task *)(rs + 1);
-    rs->part = (size_t *)(block_tasks + n_block_tasks);
+    rs->cand_labels = (const char **)(block_tasks + n_block_tasks);
+    rs->part = (uint8_t *)(rs->cand_labels + nm);
     rs->cand = rs->part + nm;
-    rs->cand_labels = (const char **)(rs->cand + nm);
     rs->run = run;
-    rs->type = type;
     rs->kind = kind;
     rs->type_name = kind->name;
     rs->name = name;
@@ -585,59 +652,48 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     if (kind->one_member) {
         int who = synth >= 0 ? synth : spec->chair >= 0 ? spec->chair
                   : sr && sr->gated ? (int)sr->gate[0] : 0;
-        rs->part[rs->n_part++] = (size_t)who;
+        rs->part[rs->n_part++] = (uint8_t)who;
     } else {
         uint64_t may = sr ? round_members(spec, sr) : ~(uint64_t)0;
         for (size_t i = 0; i < nm; i++) {
             if (!(may & ((uint64_t)1 << i)))
                 continue;
             if (chosen & ((uint64_t)1 << i))
-                rs->part[rs->n_part++] = i;
+                rs->part[rs->n_part++] = (uint8_t)i;
         }
     }
     if (rs->n_part > 0)
         run->critiques_fresh = false; /* a round the router skips passes them on */
     if (kind->shows_previous_round) {
-        if (run->n_rounds > 0) {
-            rres *last = run->rounds[run->n_rounds - 1];
+        rres *last = run_last_round(run);
+        if (last) {
             rs->prev_round = json_pack("{s:s,s:s,s:O?}", "name", last->pub.name, "type",
                                        last->pub.type, "aggregate", last->aggregate);
         }
     }
     for (size_t i = 0; i < nm; i++)
-        if (run->said[i].latest) {
+        if (run_said(run, i)->latest) {
             rs->cand_labels[rs->n_cand] = spec->members[i].label;
-            rs->cand[rs->n_cand++] = i;
+            rs->cand[rs->n_cand++] = (uint8_t)i;
         }
     bool ballot = kind->yield == YIELD_VOTE || kind->yield == YIELD_RANKING || bracket;
     size_t n_res = (bracket && rs->n_cand < 2) ? 0 : rs->n_part;
     /* the members a gate or the router leaves out are in the result too,
      * as skipped */
     size_t n_skip = kind->one_member ? 0 : nm - rs->n_part;
-    rs->n_res = (uint32_t)n_res;
-    rs->res = rres_new(name, rs->idx, rs->type_name, n_res + n_skip);
-    if (!rs->res || run_own_round(run, rs->res)) {
-        rres_free(rs->res);
-        rs->res = NULL;
+    rs->n_res = (uint16_t)n_res;
+    /* the result waits for its first use, unless skipped members are
+     * announced now */
+    if (n_skip && !make_res(rs, n_skip)) {
         fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", name, true);
         return -1;
     }
-    for (size_t i = 0; i < n_res; i++) {
-        rres_set_member_id(rs->res, i, spec->members[rs->part[i]].id);
-        rres_member(rs->res, i)->pub.status = COUNCIL_MEMBER_SKIPPED; /* until it ends */
-    }
     run_publish(run, COUNCIL_EV_ROUND_STARTED, rs->name, (int)rs->idx, rs->type_name,
                 NULL, NULL, 0, NULL);
-    for (size_t i = 0, k = n_res, p = 0; n_skip && i < nm; i++) {
-        if (p < rs->n_part && rs->part[p] == i) { /* part is in spec order */
-            p++;
-            continue;
-        }
-        mres *mr = rres_member(rs->res, k++);
-        rres_set_member_id(rs->res, k - 1, spec->members[i].id);
-        mr->pub.status = COUNCIL_MEMBER_SKIPPED;
+    for (size_t k = n_res; k < n_res + n_skip; k++) {
+        mres *mr = rres_member(rs->res, k);
         run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx, rs->type_name,
-                    spec->members[i].id, NULL, 0, &mr->pub);
+                    mr->pub.member_id, NULL, 0, &mr->pub);
     }
     if (rs->n_part == 0) { /* the router chose nobody: the round is skipped */
         complete_round(run, rs);
@@ -671,7 +727,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     rs->n_tasks = rs->n_part;
     for (size_t i = 0; i < rs->n_part; i++) {
         rs->tasks[i].rs = rs;
-        rs->tasks[i].pos = (uint32_t)i;
+        rs->tasks[i].pos = (uint16_t)i;
         rs->tasks[i].choice = -1;
     }
     return 0;
@@ -700,11 +756,11 @@ static int pairwise_level(round_state *rs)
         fail_run(rs->run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", rs->name, true);
         return -1;
     }
-    rs->n_tasks = (uint32_t)(pw->n_pairs * rs->n_part);
+    rs->n_tasks = (uint16_t)(pw->n_pairs * rs->n_part);
     for (size_t k = 0; k < rs->n_tasks; k++) {
         rs->tasks[k].rs = rs;
-        rs->tasks[k].match = (uint32_t)(k / rs->n_part);
-        rs->tasks[k].pos = (uint32_t)(k % rs->n_part);
+        rs->tasks[k].match = (uint16_t)(k / rs->n_part);
+        rs->tasks[k].pos = (uint16_t)(k % rs->n_part);
         rs->tasks[k].choice = -1;
     }
     return 0;
@@ -757,13 +813,13 @@ static bool answers_equal(council_run *run)
     const char *first = NULL;
     size_t flen = 0;
     for (size_t i = 0; i < run->spec->n_members; i++) {
-        if (!run->said[i].latest)
+        const member_said *said = run_said(run, i);
+        if (!said->latest)
             continue;
         if (!first) {
-            first = run->said[i].latest;
-            flen = run->said[i].latest_len;
-        } else if (flen != run->said[i].latest_len ||
-                   memcmp(first, run->said[i].latest, flen)) {
+            first = said->latest;
+            flen = said->latest_len;
+        } else if (flen != said->latest_len || memcmp(first, said->latest, flen)) {
             return false;
         }
     }
@@ -791,7 +847,7 @@ static json_t *winner_json(council_run *run, round_state *rs, size_t w)
 static void yield_round(council_run *run, round_state *rs, long first_ok)
 {
     rres *rr = rs->res;
-    frame *it = innermost_iterate(run);
+    frame *it = run->frames; /* the innermost iterate round, if any */
     switch (rs->kind->yield) {
     case YIELD_ANSWER:
     case YIELD_CRITIQUE:
@@ -801,7 +857,7 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
                 continue;
             size_t m = rs->part[t->pos];
             mres *mr = rres_member(rr, t->pos);
-            member_said *said = &run->said[m];
+            member_said *said = &run->out->said[m]; /* made with rr */
             if (rs->kind->yield == YIELD_ANSWER)
                 set_latest(&said->latest, &said->latest_len, mr->pub.text, mr->pub.text_len);
             else
@@ -832,7 +888,7 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
                                          winner_json(run, rs, w), "valid_votes",
                                          (json_int_t)n, "unanimous", unanimous));
         size_t m = rs->cand[w];
-        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
+        rres_set_text(rr, run_said(run, m)->latest, run_said(run, m)->latest_len);
         if (it) /* the last vote of the iteration decides */
             it->vote_unanimous = unanimous ? 1 : 0;
         free(choices);
@@ -860,7 +916,7 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
                                              rs->cand_labels[order[0]], "winner_member",
                                              winner_json(run, rs, order[0])));
             size_t m = rs->cand[order[0]];
-            rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
+            rres_set_text(rr, run_said(run, m)->latest, run_said(run, m)->latest_len);
         }
         free(score);
         free(order);
@@ -874,7 +930,7 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
                                          "winner", rs->cand_labels[w], "winner_member",
                                          winner_json(run, rs, w)));
         size_t m = rs->cand[w];
-        rres_set_text(rr, run->said[m].latest, run->said[m].latest_len);
+        rres_set_text(rr, run_said(run, m)->latest, run_said(run, m)->latest_len);
         break;
     }
     case YIELD_NESTED:
@@ -887,7 +943,11 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
 static int finish_round(council_run *run)
 {
     round_state *rs = run->round;
-    rres *rr = rs->res;
+    rres *rr = round_res(rs); /* none yet when no member was called */
+    if (!rr) {
+        fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", rs->name, true);
+        return -1;
+    }
     bool bracket = rs->kind->yield == YIELD_BRACKET;
     size_t n_ok = 0;
     long first_ok = -1;
@@ -980,10 +1040,9 @@ static void end_iteration(council_run *run, frame *f)
                                      (f->iter->until == STOP_CONSENSUS && consensus)
                                          ? "consensus" : "max_iterations",
                                      "consensus", consensus));
-    if (run->n_rounds > 0) {
-        rres *last = run->rounds[run->n_rounds - 1];
+    rres *last = run_last_round(run);
+    if (last)
         rres_set_text(rr, last->pub.text, last->pub.text_len);
-    }
     rr->pub.duration_us = mono_us() - f->started_us;
     run->frames = f->next;
     free(f);
@@ -997,16 +1056,15 @@ static void complete_run(council_run *run)
 {
     /* final: the chair's answer (it ran last), else the last round's text
      * (of the last round that ran: a round a router skipped has none) */
-    size_t n = run->n_rounds;
-    while (n > 0 && !run->rounds[n - 1]->pub.text && run->rounds[n - 1]->pub.n_members > 0 &&
-           run->rounds[n - 1]->pub.members[0]->status == COUNCIL_MEMBER_SKIPPED)
+    council_result *r = run->out ? &run->out->result : NULL; /* none: no round */
+    size_t n = r ? r->n_rounds : 0;
+    while (n > 0 && !r->rounds[n - 1]->text && r->rounds[n - 1]->n_members > 0 &&
+           r->rounds[n - 1]->members[0]->status == COUNCIL_MEMBER_SKIPPED)
         n--;
-    if (n > 0) {
-        rres *last = run->rounds[n - 1];
-        if (last->pub.text) {
-            run->result.final_text = cx_memdup(last->pub.text, last->pub.text_len);
-            run->result.final_len = run->result.final_text ? last->pub.text_len : 0;
-        }
+    if (n > 0 && r->rounds[n - 1]->text) {
+        const council_round_result *last = r->rounds[n - 1];
+        r->final_text = cx_memdup(last->text, last->text_len);
+        r->final_len = r->final_text ? last->text_len : 0;
     }
     run_finish(run, COUNCIL_COMPLETED);
 }
@@ -1014,39 +1072,50 @@ static void complete_run(council_run *run)
 /* ------------------------------------------------------------------ pump */
 
 /* Ask the round's router, if it has one, which members take part (the
- * question stays with the frame while the router thinks). 1: *chosen is
- * set (all ones without a router); 0: waiting; -1: the run failed. */
-static int choose_members(council_run *run, frame *f, const spec_round *sr,
-                          uint64_t *chosen)
+ * question stays with the run while the router thinks: the run waits at
+ * that round, so it has one at most). 1: *chosen is set (all ones without
+ * a router); 0: waiting; -1: the run failed. */
+static int choose_members(council_run *run, const spec_round *sr, uint64_t *chosen)
 {
     const spec_router *r = round_router(run->spec, sr);
     if (!r)
         return 1;
-    if (!f->route) {
+    if (!run->route) {
         if (route_begin(run, r, round_members(run->spec, sr), sr->name,
-                        run->next_round_idx, round_type_name(sr->type), &f->route)) {
+                        run->next_round_idx, round_type_name(sr->type), &run->route)) {
             fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", sr->name, true);
             return -1;
         }
         if (run->status != COUNCIL_RUNNING)
-            return -1; /* the router's start() ended the run (and freed f) */
+            return -1; /* the router's start() ended the run (and the route) */
     }
     const char *why = NULL;
     council_fail_kind kind;
-    int o = route_outcome(f->route, chosen, &why, &kind);
+    int o = route_outcome(run->route, chosen, &why, &kind);
     if (o == 0)
         return 0;
     if (o < 0)
         run_add_error(run, kind, NULL, sr->name,
                       "round %s: router %s failed: %s", sr->name,
-                      council_route_router(f->route), why);
-    route_end(f->route);
-    f->route = NULL;
+                      council_route_router(run->route), why);
+    route_end(run->route);
+    run->route = NULL;
     if (o < 0) {
         run_finish(run, COUNCIL_FAILED);
         return -1;
     }
     return 1;
+}
+
+_Static_assert(SPEC_MAX_ROUNDS <= UINT8_MAX, "a top-level position fits top_pc");
+
+/* Move past the next round of the level f walks (NULL: the top level). */
+static void pass_round(council_run *run, frame *f)
+{
+    if (f)
+        f->pc++;
+    else
+        run->top_pc++;
 }
 
 /* Whether the pump may start a round now: not when it already started one
@@ -1087,22 +1156,14 @@ void engine_pump(council_run *run)
                 return;
             continue;
         }
-        if (!run->frames) {
-            frame *top = calloc(1, sizeof *top);
-            if (!top) {
-                fail_run(run, COUNCIL_FAIL_PERMANENT, "%s: out of memory", "engine", false);
-                return;
-            }
-            top->vote_unanimous = -1;
-            run->frames = top;
-        }
-        frame *f = run->frames;
-        const spec_round *rounds = f->iter ? f->iter->children : run->spec->rounds;
-        size_t n = f->iter ? f->iter->n_children : run->spec->n_rounds;
-        if (f->pc < n) {
-            const spec_round *sr = &rounds[f->pc];
+        frame *f = run->frames; /* NULL: the top level */
+        const spec_round *rounds = f ? f->iter->children : run->spec->rounds;
+        size_t n = f ? f->iter->n_children : run->spec->n_rounds;
+        size_t pc = f ? f->pc : run->top_pc;
+        if (pc < n) {
+            const spec_round *sr = &rounds[pc];
             if (round_kind_of(sr->type)->yield == YIELD_NESTED) {
-                f->pc++;
+                pass_round(run, f);
                 if (push_iterate(run, sr) < 0)
                     return;
                 continue;
@@ -1110,16 +1171,16 @@ void engine_pump(council_run *run)
             if (!may_start(run, started))
                 return;
             uint64_t chosen = ~(uint64_t)0;
-            int routed = choose_members(run, f, sr, &chosen);
+            int routed = choose_members(run, sr, &chosen);
             if (routed <= 0)
                 return; /* waiting for the router (it kicks the run), or failed */
-            f->pc++;
+            pass_round(run, f);
             if (start_round(run, sr, sr->type, sr->name, sr->synth_member, chosen) < 0)
                 return;
             started = true;
             continue;
         }
-        if (f->iter) {
+        if (f) {
             end_iteration(run, f);
             continue;
         }

@@ -272,8 +272,8 @@ static bool contains_any(const char *hay, size_t n, json_t *v)
  * pairwise), or NULL. */
 static const char *previous_winner(const council_run *run)
 {
-    for (size_t i = run->n_rounds; i-- > 0;) {
-        json_t *w = json_object_get(run->rounds[i]->aggregate, "winner_member");
+    for (size_t i = run_n_rounds(run); i-- > 0;) {
+        json_t *w = json_object_get(run_round(run, i)->aggregate, "winner_member");
         if (json_is_string(w))
             return json_string_value(w);
     }
@@ -282,7 +282,7 @@ static const char *previous_winner(const council_run *run)
 
 static bool rule_holds(const council_run *run, json_t *when)
 {
-    const rres *last = run->n_rounds ? run->rounds[run->n_rounds - 1] : NULL;
+    const rres *last = run_last_round(run);
     const char *k;
     json_t *v;
     json_object_foreach(when, k, v) {
@@ -479,8 +479,8 @@ const char *council_route_request(const council_route *rt, size_t *len)
         for (size_t i = 0; members && i < spec->n_members; i++)
             if (rt->cand & ((uint64_t)1 << i))
                 json_array_append_new(members, json_string(spec->members[i].id));
-        for (size_t i = 0; rounds && i < run->n_rounds; i++)
-            json_array_append_new(rounds, council_round_result_json(&run->rounds[i]->pub));
+        for (size_t i = 0; rounds && i < run_n_rounds(run); i++)
+            json_array_append_new(rounds, council_round_result_json(&run_round(run, i)->pub));
         json_t *req = json_pack(
             "{s:o,s:o,s:s,s:O?,s:{s:s,s:I,s:s},s:o,s:o,s:o}",
             "run_id", cx_json_text(run->run_id, run->run_id_len),

@@ -119,7 +119,7 @@ void run_publish(council_run *run, council_event_type type, const char *round,
     case COUNCIL_EV_RUN_COMPLETED:
     case COUNCIL_EV_RUN_FAILED:
     case COUNCIL_EV_RUN_CANCELLED:
-        p->result = &run->result;
+        p->result = council_run_result(run);
         break;
     case COUNCIL_EV_TOOL_CALL_REQUEST:
     case COUNCIL_EV_TOOL_CALL_RESULT: {
@@ -175,27 +175,53 @@ static int grow(void **arr, uint32_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-void run_result_sync(council_run *run)
+/* The result of a run that has produced nothing. */
+static const council_result no_result;
+
+run_out *run_out_make(council_run *run)
 {
-    run->result.n_rounds = run->n_rounds;
+    if (run->out || is_terminal(run->status))
+        return run->out;
+    size_t nm = run->spec->n_members;
+    run->out = calloc(1, sizeof *run->out + nm * sizeof(member_said));
+    return run->out;
+}
+
+size_t run_n_rounds(const council_run *run)
+{
+    return council_run_result(run)->n_rounds;
+}
+
+rres *run_round(const council_run *run, size_t i)
+{
     /* an rres starts with its public view */
-    run->result.rounds = (const council_round_result *const *)run->rounds;
+    return (rres *)(void *)council_run_result(run)->rounds[i];
+}
+
+rres *run_last_round(const council_run *run)
+{
+    size_t n = run_n_rounds(run);
+    return n ? run_round(run, n - 1) : NULL;
 }
 
 int run_push_round(council_run *run, rres *rr)
 {
-    if (grow((void **)&run->rounds, &run->cap_rounds, run->n_rounds + 1,
-             sizeof *run->rounds))
+    run_out *o = run->out; /* made when rr was owned */
+    council_round_result **rounds = (council_round_result **)o->result.rounds;
+    if (grow((void **)&rounds, &o->cap_rounds, o->result.n_rounds + 1, sizeof *rounds))
         return COUNCIL_ENOMEM;
-    run->rounds[run->n_rounds++] = rr;
-    run_result_sync(run);
+    rounds[o->result.n_rounds++] = &rr->pub;
+    o->result.rounds = (const council_round_result *const *)rounds;
     return 0;
 }
 
 int run_own_round(council_run *run, rres *rr)
 {
-    rr->owned_next = run->owned;
-    run->owned = rr;
+    run_out *o = run_out_make(run);
+    if (!o)
+        return COUNCIL_ENOMEM;
+    rr->owned_next = o->owned;
+    o->owned = rr;
     return 0;
 }
 
@@ -220,19 +246,20 @@ void run_add_error(council_run *run, council_fail_kind kind, const char *member,
     int n = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     size_t len = n < 0 ? 0 : (size_t)n >= sizeof buf ? sizeof buf - 1 : (size_t)n;
-    if (run->result.n_errors >= 1000)
+    run_out *o = run_out_make(run);
+    if (!o || o->result.n_errors >= 1000)
         return; /* bounded: a pathological run does not grow without end */
-    char **errors = (char **)run->result.errors; /* the run's own */
-    if (grow((void **)&errors, &run->cap_errors, run->result.n_errors + 1, sizeof *errors))
+    char **errors = (char **)o->result.errors; /* the run's own */
+    if (grow((void **)&errors, &o->cap_errors, o->result.n_errors + 1, sizeof *errors))
         return;
-    run->result.errors = (const char *const *)errors;
+    o->result.errors = (const char *const *)errors;
     run_error *e = malloc(sizeof *e + len + 1);
     if (!e)
         return;
     e->info = (council_error_info){council_fail_kind_name(kind), member, round};
     memcpy(e->text, buf, len);
     e->text[len] = 0;
-    errors[run->result.n_errors++] = e->text;
+    errors[o->result.n_errors++] = e->text;
 }
 
 const council_error_info *council_result_error_info(const council_result *res, size_t i)
@@ -244,12 +271,12 @@ const council_error_info *council_result_error_info(const council_result *res, s
 
 const council_result *council_run_result(const council_run *run)
 {
-    return &run->result;
+    return run->out ? &run->out->result : &no_result;
 }
 
 char *council_run_result_json(const council_run *run)
 {
-    json_t *j = council_result_json(&run->result);
+    json_t *j = council_result_json(council_run_result(run));
     if (!j)
         return NULL;
     char *s = json_dumps(j, JSON_COMPACT);
@@ -278,22 +305,25 @@ static void run_free(council_run *run)
             run->next->prev = run->prev;
     }
     cx_timer_fini(&run->kick);
-    while (run->owned) {
-        rres *rr = run->owned;
-        run->owned = rr->owned_next;
-        rres_free(rr);
+    run_out *o = run->out;
+    if (o) {
+        while (o->owned) {
+            rres *rr = o->owned;
+            o->owned = rr->owned_next;
+            rres_free(rr);
+        }
+        free((void *)o->result.rounds);
+        for (size_t i = 0; i < o->result.n_errors; i++)
+            free(run_error_of(o->result.errors[i]));
+        free((void *)o->result.errors);
+        free((char *)o->result.final_text);
+        for (size_t i = 0; i < run->spec->n_members; i++) {
+            free(o->said[i].latest);
+            free(o->said[i].critique);
+        }
+        free(o);
     }
-    free(run->rounds);
-    for (size_t i = 0; i < run->result.n_errors; i++)
-        free(run_error_of(run->result.errors[i]));
-    free((void *)run->result.errors);
-    free((char *)run->result.final_text);
-    size_t nm = run->spec ? run->spec->n_members : 0;
-    for (size_t i = 0; i < nm; i++) {
-        free(run->said[i].latest);
-        free(run->said[i].critique);
-    }
-    /* the per-member arrays and the strings are in the run's block */
+    /* the strings are in the run's block */
     watcher *w = run->watchers;
     while (w) {
         watcher *n = w->next;
@@ -510,13 +540,11 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
     if (!topic && registry_get(ctx->reg, reg, strlen(reg), id, id_len))
         return COUNCIL_EEXIST;
 
-    /* one zeroed block: the run with what each member said; the strings */
-    size_t nm = opts->spec->n_members;
-    size_t per_member = nm * sizeof(member_said);
+    /* one zeroed block: the run and its strings */
     const char *council = opts->council ? opts->council : opts->spec->id;
     if (!topic)
         topic_len = strlen(COUNCIL_TOPIC_PREFIX) + id_len;
-    size_t total = sizeof(council_run) + per_member;
+    size_t total = sizeof(council_run);
     if (!strings_size(&total, opts, id_len, topic, topic_len, council, reg))
         return COUNCIL_ENOMEM;
     council_run *run = calloc(1, total);
@@ -524,12 +552,11 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         return COUNCIL_ENOMEM;
     run->refs = 1;
     run->spec = council_spec_ref(opts->spec);
-    copy_strings(run, (char *)&run->said[nm], opts, id, id_len, topic, topic_len,
+    copy_strings(run, (char *)(run + 1), opts, id, id_len, topic, topic_len,
                  council, reg);
     rc = COUNCIL_ENOMEM;
     if (cx_timer_init(ctx, &run->kick, kick_cb, run) != COUNCIL_OK)
         goto fail;
-    run_result_sync(run);
     if (!topic) {
         /* the key is the run's own copy of its id: it outlives the entry
          * (run_unregister removes it before the run can be freed) */
@@ -736,16 +763,19 @@ void run_finish(council_run *run, council_status status)
     if (is_terminal(run->status))
         return;
     council_run_ref(run);
+    /* made before the end: an ended run's result stays where it is (out of
+     * memory, the empty one, without its duration) */
+    run_out *o = run_out_make(run);
     run->status = status;
     if (run->started_at == 0)
         run->started_at = council_now_us();
     int64_t took = council_now_us() - run->started_at;
-    run->result.duration_us = took > 0 ? (uint64_t)took : 0;
+    if (o)
+        o->result.duration_us = took > 0 ? (uint64_t)took : 0;
     engine_cancel(run);
     if (run->ctx)
         run->ctx->runs_active--;
     cx_timer_fini(&run->kick);
-    run_result_sync(run);
     council_event_type t = status == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
                          : status == COUNCIL_FAILED    ? COUNCIL_EV_RUN_FAILED
                                                        : COUNCIL_EV_RUN_CANCELLED;
