@@ -1,6 +1,8 @@
 /* gen_server.c - see gen_server.h. */
 #include "gen_server.h"
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -323,17 +325,40 @@ static const cn_proc_ops gen_proc_ops = {
     .on_terminate = on_terminate,
 };
 
-cn_proc *cn_gen_start(cn_node *n, const cn_gen_ops *ops, void *user_state,
+/* g made with malloc: it is freed when the process ends, or now when it
+ * cannot be spawned. */
+static cn_proc *start(cn_node *n, cn_gen *g, const cn_gen_ops *ops, void *user_state,
                       const char *name)
 {
-    cn_gen *g = malloc(sizeof *g);
-    if (!g)
-        return NULL;
     g->ops = ops;
     g->user = user_state;
     cn_proc *p = cn_node_spawn(n, &gen_proc_ops, g, name);
     if (!p)
         free(g);
+    return p;
+}
+
+cn_proc *cn_gen_start(cn_node *n, const cn_gen_ops *ops, void *user_state,
+                      const char *name)
+{
+    cn_gen *g = malloc(sizeof *g);
+    return g ? start(n, g, ops, user_state, name) : NULL;
+}
+
+_Static_assert(sizeof(cn_gen) % _Alignof(max_align_t) == 0,
+               "a state right after the cn_gen is aligned for any type");
+
+cn_proc *cn_gen_start_with(cn_node *n, const cn_gen_ops *ops, size_t state_size,
+                           void **state, const char *name)
+{
+    if (state_size > SIZE_MAX - sizeof(cn_gen))
+        return NULL;
+    cn_gen *g = calloc(1, sizeof *g + state_size);
+    if (!g)
+        return NULL;
+    cn_proc *p = start(n, g, ops, g + 1, name);
+    if (p)
+        *state = g + 1;
     return p;
 }
 

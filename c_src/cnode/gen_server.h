@@ -64,7 +64,14 @@ typedef struct cn_gen_ops {
 /* Spawns a gen_server process (name may be NULL). NULL on failure. */
 cn_proc *cn_gen_start(cn_node *n, const cn_gen_ops *ops, void *user_state,
                       const char *name);
-/* The user state given to cn_gen_start. */
+/* The same with a user state of state_size bytes (zeroed) made in one
+ * block with the gen_server's own record: *state gets it (set only when
+ * the process was spawned). That state goes with the process: terminate
+ * must not free it, and it is freed once terminate has returned. NULL on
+ * failure (nothing is left allocated). */
+cn_proc *cn_gen_start_with(cn_node *n, const cn_gen_ops *ops, size_t state_size,
+                           void **state, const char *name);
+/* The user state given to cn_gen_start (or made by cn_gen_start_with). */
 void *cn_gen_state(const cn_proc *p);
 /* 1 if p is a gen_server process started with these ops. */
 int cn_gen_is(const cn_proc *p, const cn_gen_ops *ops);

@@ -21,20 +21,46 @@ struct member_server {
     unsigned char ref[];
 };
 
+/* What only some runs' processes need: callers in :await, an exit reason
+ * chosen before the end, a member server. Made on first need (rp_more). */
+struct rp_more {
+    cn_gen_from **awaiters;
+    size_t n_await, cap_await;
+    ei_x_buff reason;          /* exit reason chosen before the end */
+    int has_reason;
+    struct member_server *server; /* NULL: none given, or it went down */
+};
+
+/* In one block with its gen_server record (cn_gen_start_with): freed with
+ * it once terminate() has returned. */
 struct cn_run_proc {
     cn_bridge *b;
     council_run *run;          /* one reference */
     cn_proc *proc;             /* NULL once the process has exited */
     cn_dl end_link;            /* in b->ending once the core reported the end */
     cn_dl live_link;           /* in b->live while the process is alive */
-    int ending;
-    cn_gen_from **awaiters;
-    size_t n_await, cap_await;
-    ei_x_buff reason;          /* exit reason chosen before the end */
-    int has_reason;
-    int watching;
-    struct member_server *server; /* NULL: none given, or it went down */
+    struct rp_more *more;      /* NULL until needed */
+    unsigned ending : 1;
+    unsigned watching : 1;
 };
+
+/* rp->more, made now if need be; NULL when out of memory. */
+static struct rp_more *rp_more(cn_run_proc *rp)
+{
+    if (!rp->more)
+        rp->more = calloc(1, sizeof *rp->more);
+    return rp->more;
+}
+
+static size_t n_awaiters(const cn_run_proc *rp)
+{
+    return rp->more ? rp->more->n_await : 0;
+}
+
+static int has_reason(const cn_run_proc *rp)
+{
+    return rp->more && rp->more->has_reason;
+}
 
 /* ------------------------------------------------------------ replies */
 
@@ -42,8 +68,8 @@ struct cn_run_proc {
  * stop, a linked process, a shutdown), else what the run's end says. */
 static int encode_exit_reason(cn_run_proc *rp, ei_x_buff *x)
 {
-    if (rp->has_reason)
-        return ei_x_append_buf(x, rp->reason.buff, rp->reason.index);
+    if (has_reason(rp))
+        return ei_x_append_buf(x, rp->more->reason.buff, rp->more->reason.index);
     switch (council_run_status(rp->run)) {
     case COUNCIL_COMPLETED:
         return ei_x_encode_atom(x, "normal");
@@ -64,24 +90,29 @@ static int encode_exit_reason(cn_run_proc *rp, ei_x_buff *x)
 /* Keeps reason (a term) as the exit reason, unless one was chosen before. */
 static void keep_reason(cn_run_proc *rp, cn_slice reason)
 {
-    if (rp->has_reason)
+    if (has_reason(rp))
         return;
-    if (ei_x_new(&rp->reason) == 0 &&
-        ei_x_append_buf(&rp->reason, (const char *)reason.p, (int)reason.len) == 0) {
-        rp->has_reason = 1;
-        return;
+    struct rp_more *m = rp_more(rp);
+    if (m && ei_x_new(&m->reason) == 0) {
+        if (ei_x_append_buf(&m->reason, (const char *)reason.p, (int)reason.len) == 0) {
+            m->has_reason = 1;
+            return;
+        }
+        ei_x_free(&m->reason);
     }
-    ei_x_free(&rp->reason);
     cn_log_error("out of memory: a run's process keeps its default exit reason");
 }
 
 static void free_awaiters(cn_run_proc *rp)
 {
-    for (size_t i = 0; i < rp->n_await; i++)
-        cn_gen_from_free(rp->awaiters[i]);
-    free(rp->awaiters);
-    rp->awaiters = NULL;
-    rp->n_await = rp->cap_await = 0;
+    struct rp_more *m = rp->more;
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n_await; i++)
+        cn_gen_from_free(m->awaiters[i]);
+    free(m->awaiters);
+    m->awaiters = NULL;
+    m->n_await = m->cap_await = 0;
 }
 
 /* ---------------------------------------------------------- the end */
@@ -100,12 +131,12 @@ static void finish(cn_run_proc *rp)
     int have_x = ei_x_new(&x) == 0, reason_built = -1;
     if (have_x) {
         int built = cn_outcome_term(&x, rp->run);
-        for (size_t i = 0; i < rp->n_await; i++)
-            cn_gen_reply_built(n, proc, rp->awaiters[i], &x, built);
+        for (size_t i = 0; i < n_awaiters(rp); i++)
+            cn_gen_reply_built(n, proc, rp->more->awaiters[i], &x, built);
         x.index = 0;
         reason_built = encode_exit_reason(rp, &x);
-    } else if (rp->n_await) {
-        cn_log_error("out of memory: %zu awaiters of a run are not answered", rp->n_await);
+    } else if (n_awaiters(rp)) {
+        cn_log_error("out of memory: %zu awaiters of a run are not answered", n_awaiters(rp));
     }
     free_awaiters(rp);
     if (reason_built != 0)
@@ -212,19 +243,22 @@ static int call_await(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
                     ei_x_buff *x)
 {
     cn_run_proc *rp = cn_gen_state(p);
-    if (rp->n_await >= MAX_AWAITERS)
+    if (n_awaiters(rp) >= MAX_AWAITERS)
         return cn_gen_encode_error(x, "limit");
-    if (rp->n_await == rp->cap_await) {
-        size_t cap = rp->cap_await ? rp->cap_await * 2 : 2;
-        cn_gen_from **a = realloc(rp->awaiters, cap * sizeof *a);
+    struct rp_more *m = rp_more(rp);
+    if (!m)
+        return cn_gen_encode_error(x, "enomem");
+    if (m->n_await == m->cap_await) {
+        size_t cap = m->cap_await ? m->cap_await * 2 : 2;
+        cn_gen_from **a = realloc(m->awaiters, cap * sizeof *a);
         if (a) {
-            rp->awaiters = a;
-            rp->cap_await = cap;
+            m->awaiters = a;
+            m->cap_await = cap;
         }
     }
     cn_gen_from *keep;
-    if (rp->n_await < rp->cap_await && (keep = cn_gen_from_dup(from))) {
-        rp->awaiters[rp->n_await++] = keep;
+    if (m->n_await < m->cap_await && (keep = cn_gen_from_dup(from))) {
+        m->awaiters[m->n_await++] = keep;
         return CN_GEN_NOREPLY; /* answered at the end */
     }
     return cn_gen_encode_error(x, "enomem");
@@ -285,10 +319,10 @@ static void handle_down(cn_node *n, cn_proc *p, cn_slice ref, const cn_pid *who,
     (void)n;
     (void)who;
     cn_run_proc *rp = cn_gen_state(p);
-    if (rp->server && ref.len == rp->server->ref_len &&
-        memcmp(ref.p, rp->server->ref, ref.len) == 0) {
-        free(rp->server);
-        rp->server = NULL;
+    struct member_server *server = rp->more ? rp->more->server : NULL;
+    if (server && ref.len == server->ref_len && memcmp(ref.p, server->ref, ref.len) == 0) {
+        free(server);
+        rp->more->server = NULL;
         cn_bridge *b = rp->b;
         for (size_t i = 0; i < b->nhooks; i++)
             b->hooks[i].ops->server_down(b, b->hooks[i].arg, rp, reason);
@@ -359,13 +393,16 @@ static void terminate(cn_node *n, cn_proc *p, cn_slice reason)
     if (rp->ending)
         cn_dl_del(&rp->end_link);
     cn_dl_del(&rp->live_link);
-    free(rp->server);
     council_run_set_user_data(rp->run, NULL);
     council_run_unref(rp->run);
-    if (rp->has_reason)
-        ei_x_free(&rp->reason);
+    if (rp->more) {
+        free(rp->more->server);
+        if (rp->more->has_reason)
+            ei_x_free(&rp->more->reason);
+        free(rp->more);
+    }
     rp->b->runs_alive--;
-    free(rp);
+    /* rp goes with the process's record */
 }
 
 static const cn_gen_ops run_ops = {
@@ -391,40 +428,35 @@ cn_proc *cn_run_proc_spawn(cn_bridge *b, council_run *run, const cn_pid *member_
         cn_dl_init(&b->live);
         b->end_timer_ready = 1;
     }
-    cn_run_proc *rp = calloc(1, sizeof *rp);
-    if (!rp)
+    void *state;
+    cn_proc *proc = cn_gen_start_with(b->node, &run_ops, sizeof(cn_run_proc), &state, NULL);
+    if (!proc)
         return NULL;
+    /* nothing reaches the process before this returns */
+    cn_run_proc *rp = state;
     rp->b = b;
+    rp->proc = proc;
     cn_dl_init(&rp->end_link);
     rp->run = council_run_ref(run);
     if (council_run_watch(run, on_run_end, rp) == 0)
         rp->watching = 1;
     b->runs_alive++;
-    rp->proc = cn_gen_start(b->node, &run_ops, rp, NULL);
-    if (!rp->proc) {
-        /* terminate() never ran: undo by hand. */
-        if (rp->watching)
-            council_run_unwatch(run, on_run_end, rp);
-        council_run_unref(run);
-        b->runs_alive--;
-        free(rp);
-        return NULL;
-    }
     council_run_set_user_data(run, rp);
     cn_dl_push(&b->live, &rp->live_link);
-    if (member_server) {
+    struct rp_more *m;
+    if (member_server && (m = rp_more(rp)) != NULL) {
         /* Without a monitor a dead server could not be noticed: then the
          * run has none, and its beam members fail with a clear error. */
         unsigned char ref[CN_NODE_REF_MAX];
         size_t len = sizeof ref;
-        if (cn_node_monitor(b->node, rp->proc, member_server, ref, &len) == 0 &&
-            (rp->server = malloc(sizeof *rp->server + len)) != NULL) {
-            rp->server->pid = *member_server;
-            rp->server->ref_len = len;
-            memcpy(rp->server->ref, ref, len);
+        if (cn_node_monitor(b->node, proc, member_server, ref, &len) == 0 &&
+            (m->server = malloc(sizeof *m->server + len)) != NULL) {
+            m->server->pid = *member_server;
+            m->server->ref_len = len;
+            memcpy(m->server->ref, ref, len);
         }
     }
-    return rp->proc;
+    return proc;
 }
 
 cn_run_proc *cn_run_proc_from_run(const council_run *run)
@@ -465,7 +497,7 @@ void cn_run_proc_shutdown_all(cn_bridge *b, cn_slice reason)
 
 const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp)
 {
-    return rp->server ? &rp->server->pid : NULL;
+    return rp->more && rp->more->server ? &rp->more->server->pid : NULL;
 }
 
 cn_proc *cn_run_proc_proc(const cn_run_proc *rp)
