@@ -37,9 +37,9 @@ void cn_node_config_defaults(cn_node_config *cfg)
 static void reap(uv_check_t *h)
 {
     cn_node *n = h->data;
-    while (!cn_dl_empty(&n->zombies)) {
-        cn_proc *p = cn_dl_entry(n->zombies.next, cn_proc, zombie);
-        cn_dl_del(&p->zombie);
+    while (n->zombies) {
+        cn_proc *p = n->zombies;
+        n->zombies = p->hnext;
         cn_pt_release(p);
     }
 }
@@ -56,7 +56,6 @@ cn_node *cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_cookie *cook
     n->name = strdup(cfg->name);
     n->cfg.capture_dir = cfg->capture_dir ? strdup(cfg->capture_dir) : NULL;
     n->listen_addr = strdup(cfg->listen_addr ? cfg->listen_addr : "127.0.0.1");
-    cn_dl_init(&n->zombies);
     if (!n->name || !n->listen_addr || cn_pt_init(&n->pt, n->name, 0, 0) ||
         ei_x_new(&n->scratch)) {
         free((char *)n->cfg.capture_dir);
@@ -262,8 +261,9 @@ void cn_node_exit(cn_node *n, cn_proc *p, cn_slice reason)
     }
     if (p->ops && p->ops->on_terminate)
         p->ops->on_terminate(n, p, reason);
-    cn_pt_remove(&n->pt, p);
-    cn_dl_push(&n->zombies, &p->zombie);
+    cn_pt_remove(&n->pt, p); /* out of the hash: hnext is free for the reap list */
+    p->hnext = n->zombies;
+    n->zombies = p;
 }
 
 static int reason_is(cn_slice r, const char *atom)

@@ -32,7 +32,7 @@ struct cn_node {
     void *ready_ud;
     uv_check_t reaper;
     int reaper_open;
-    cn_dl zombies;
+    cn_proc *zombies;           /* exited, to be freed (through hnext) */
     cn_proc_table pt;
     cn_conn **conns;
     size_t nconns, cap_conns;  /* authenticated (and dialed, once up) */

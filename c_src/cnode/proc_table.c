@@ -209,7 +209,6 @@ cn_proc *cn_pt_spawn(cn_proc_table *pt)
     cn_dl_init(&p->links);
     cn_dl_init(&p->watchers);
     cn_dl_init(&p->watching);
-    cn_dl_init(&p->zombie);
     if (pt->nprocs + 1 > pt->nbuckets)
         grow(pt);
     size_t k = bucket(pt, p->id);

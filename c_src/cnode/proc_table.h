@@ -68,8 +68,8 @@ typedef struct cn_proc {
     cn_dl links;                    /* cn_link.by_proc */
     cn_dl watchers;                 /* cn_mon.by_proc, remote watches us */
     cn_dl watching;                 /* cn_mon.by_proc, we watch a remote */
-    struct cn_proc *hnext;          /* hash chain */
-    cn_dl zombie;                   /* reap list (node.c) */
+    struct cn_proc *hnext;          /* hash chain; once out of the table
+                                       (cn_pt_remove), node.c's reap list */
 } cn_proc;
 
 /* One peer node; node.c keeps one per authenticated connection, and one
