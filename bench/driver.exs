@@ -2228,7 +2228,7 @@ defmodule B.Report do
         "Compare with the row \"ceiling\": the same relay and subscribers fed on their own node, with no distribution, bound what a sender of one message per event can reach (a batched sender gives the relay fewer messages to take, so it may pass it). \"The fan-out's sending side\" shows syscalls and CPU per event of each sender and the receiving node's CPU per event (the same relay code for all)."
 
       String.contains?(c, "memory") ->
-        "See \"Where an idle run's memory goes\" for the core's allocation sites per run (and malloc's overhead on many small blocks): the run itself, its round result, its registry slot and timer slots are under 800 bytes; the round in progress (the engine's round state and frame, the member call, the mock answer) about 550; the C node's own records (process-table entry, run process) 250-300. 0.25x needs all three smaller."
+        "See \"Where an idle run's memory goes\" for the core's allocation sites per run (and malloc's overhead on many small blocks): the run itself (with its id, topic and input) about 330 bytes, its registry and timer slots about 85; the round in progress (the engine's round state, the member call, the mock's waiting answer; the round's result is made on first use) about 460; the C node's own records (process-table entry, run process) about 220."
 
       String.contains?(c, "starts") ->
         "See the profile of run starts."
@@ -2377,9 +2377,11 @@ defmodule B.Report do
     |---|---|
     #{Enum.map_join(sites, "\n", fn s -> "| `#{s.site}` | #{B.f1(s.bytes_per_run)} |" end)}
 
-    The C node adds its own per-run state on top of this (its process-table
-    entry and run-process record: some 250-300 bytes per run, by malloc_stats
-    in a node holding 100k idle runs).
+    The C node adds its own records per run: its process-table entry
+    (`cn_pt_spawn`, 96 bytes) and its run process in one block with its
+    gen_server wrapper (`cn_gen_start_with`, 88 bytes), and its share of the
+    pid hash (about 12 bytes): about 220 bytes with malloc's overhead (massif
+    on a node holding 21,000 idle runs started over distribution, 2026-12-07).
     """
   end
 
