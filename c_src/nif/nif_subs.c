@@ -13,7 +13,9 @@
  * A subscription to a run's own topic ends after that run's terminal event;
  * a sub-council topic stays until unsubscribed or the pid goes. A
  * subscriber that falls more than the core's queue bound behind is cut off
- * and told once: {council_ex_overflow, Topic, Dropped}.
+ * and told once: {council_ex_overflow, Topic, Dropped}; then it gets only
+ * terminal events (the run's own, rebuilt from the run if the core's queue
+ * had dropped it), as the C node's subscribers do.
  *
  * Two chained hash tables, as the C node's remote_sub.c: entries by (topic,
  * pid), pid records by pid. A pid record is a resource object (it holds
@@ -35,7 +37,9 @@ typedef struct entry {
     nif_subs *s;
     pidrec *pr;
     council_subscription *sub; /* NULL once the core ended it */
+    council_run *run;          /* the topic's own run, once an event named it */
     int mode;
+    int cut;                   /* told of an overflow: terminal events only */
     size_t topic_len;
     char topic[];
 } entry;
@@ -220,6 +224,7 @@ static void entry_drop(nif_subs *s, entry *e, int demonitor)
         council_unsubscribe(s->st->ctx, e->sub);
     pidrec *pr = e->pr;
     nif_dl_del(&e->by_pid);
+    council_run_unref(e->run);
     enif_free(e);
     if (nif_dl_empty(&pr->entries))
         pidrec_drop(s, pr, demonitor);
@@ -425,6 +430,7 @@ static cslot *event_slot(nif_subs *s, const council_event *ev, int mode)
 }
 
 static void on_overflow(size_t dropped, void *arg);
+static void on_event(const council_event *ev, void *arg);
 
 /* Out of memory while preparing an event: cut off with the notice rather
  * than skip an event mid-stream. */
@@ -443,11 +449,72 @@ static int is_own_run(const entry *e, const council_event *ev)
            memcmp(e->topic + plen, ev->run_id, ev->run_id_len) == 0;
 }
 
+/* An event's term as a subscriber of e's mode gets it, in env. */
+static ERL_NIF_TERM mode_term(const entry *e, ErlNifEnv *env, ERL_NIF_TERM plain)
+{
+    ERL_NIF_TERM t = e->mode == NIF_SUB_LIB ? lib_event(env, plain) : plain;
+    if (e->mode == NIF_SUB_TAGGED)
+        t = enif_make_tuple3(env, A.council_ex_event, nif_binary(env, e->topic, e->topic_len), t);
+    return t;
+}
+
+static int run_ended(const council_run *run)
+{
+    council_status st = council_run_status(run);
+    return st == COUNCIL_COMPLETED || st == COUNCIL_FAILED || st == COUNCIL_CANCELLED;
+}
+
+/* The terminal event of e's run, made from the run itself: the core's
+ * queue dropped it with the subscription, after the notice. */
+static void send_late_terminal(entry *e)
+{
+    nif_state *st = e->s->st;
+    council_status status = council_run_status(e->run);
+    council_event ev = {.run = e->run, .round_idx = -1};
+    ev.type = status == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
+              : status == COUNCIL_FAILED  ? COUNCIL_EV_RUN_FAILED
+                                          : COUNCIL_EV_RUN_CANCELLED;
+    ev.run_id = council_run_id(e->run, &ev.run_id_len);
+    ev.council = council_run_council(e->run);
+    ev.result = council_run_result(e->run);
+    nif_x_reset(st);
+    ERL_NIF_TERM plain = cn_event_term(&st->x, &ev) == 0 ? nif_x_term(st, st->out) : 0;
+    if (plain)
+        nif_send(st, &e->pr->pid, mode_term(e, st->out, plain));
+    else
+        enif_clear_env(st->out);
+}
+
+/* A cut-off entry whose core subscription has ended: subscribe again for
+ * the terminal event, or send it now if the run has ended already. */
+static void keep_terminal(entry *e)
+{
+    nif_subs *s = e->s;
+    if (e->sub)
+        return;
+    if (e->run && run_ended(e->run)) {
+        send_late_terminal(e);
+        entry_drop(s, e, 1);
+        return;
+    }
+    if (!s->st->ctx ||
+        council_subscribe(s->st->ctx, e->topic, e->topic_len, on_event, on_overflow, e,
+                          &e->sub) != 0) {
+        e->sub = NULL;
+        entry_drop(s, e, 1);
+    }
+}
+
 static void on_event(const council_event *ev, void *arg)
 {
     entry *e = arg;
     nif_subs *s = e->s;
     nif_run_event_out(s->st, ev);
+    int own = is_own_run(e, ev);
+    if (own && !e->run)
+        e->run = council_run_ref(ev->run);
+    if (e->cut && !council_event_is_terminal(ev))
+        return;
     cslot *c = event_slot(s, ev, e->mode);
     if (!c) {
         cut_off(e);
@@ -459,7 +526,7 @@ static void on_event(const council_event *ev, void *arg)
                              nif_binary(c->env, e->topic, e->topic_len), t);
     /* a dead pid: its monitor cleans up */
     enif_send(NULL, &e->pr->pid, NULL, t);
-    if (council_event_is_terminal(ev) && is_own_run(e, ev))
+    if (council_event_is_terminal(ev) && own)
         entry_drop(s, e, 1);
 }
 
@@ -468,12 +535,15 @@ static void on_overflow(size_t dropped, void *arg)
     entry *e = arg;
     nif_subs *s = e->s;
     e->sub = NULL; /* the core ended it */
-    ErlNifEnv *env = s->st->out;
-    nif_send(s->st, &e->pr->pid,
-             enif_make_tuple3(env, A.council_ex_overflow,
-                              nif_binary(env, e->topic, e->topic_len),
-                              enif_make_uint64(env, dropped)));
-    entry_drop(s, e, 1);
+    if (!e->cut) {
+        ErlNifEnv *env = s->st->out;
+        nif_send(s->st, &e->pr->pid,
+                 enif_make_tuple3(env, A.council_ex_overflow,
+                                  nif_binary(env, e->topic, e->topic_len),
+                                  enif_make_uint64(env, dropped)));
+        e->cut = 1;
+    }
+    keep_terminal(e);
 }
 
 /* ------------------------------------------------------------ API */

@@ -82,6 +82,48 @@ defmodule CouncilEx.NifLifecycleTest do
     end
   end
 
+  # Everything a subscriber got for run id, up to its terminal event.
+  defp received(id, acc \\ []) do
+    receive do
+      {t, ^id, _} = e when t in [:run_completed, :run_cancelled] -> Enum.reverse([e | acc])
+      {:run_failed, ^id, _, _} = e -> Enum.reverse([e | acc])
+      {:council_ex_overflow, _, _} = e -> received(id, [e | acc])
+      e when is_tuple(e) and tuple_size(e) >= 3 and elem(e, 1) == id -> received(id, [e | acc])
+    after
+      10_000 -> flunk("no terminal event: #{inspect(Enum.reverse(acc))}")
+    end
+  end
+
+  test "a subscriber past the core's queue bound gets the notice, then its run's terminal event" do
+    Application.put_env(:council_ex, :nif_limits, subscriber_queue_cap: 8)
+
+    try do
+      restart_app()
+      id = run_id("overflow")
+      spec = ~s({"id":"many","members":[{"id":"a","provider":"mock","options":{"chunks":400}}],
+                 "rounds":[{"type":"independent_analysis"}]})
+
+      for mode <- [:plain, :lib] do
+        id = "#{id}-#{mode}"
+        sub = if mode == :plain, do: self(), else: {self(), :lib}
+        {:ok, _} = Nif.start(%{spec: spec, input: "q", run_id: id, subscribe: [sub]})
+        got = received(id)
+        topic = "council_ex:run:" <> id
+        {before, [{:council_ex_overflow, ^topic, n} | rest]} =
+          Enum.split_while(got, &(not match?({:council_ex_overflow, _, _}, &1)))
+
+        assert n > 0
+        assert [{:run_completed, ^id, %{final: _}}] = rest
+        assert length(before) < 400
+      end
+
+      assert Nif.call(:stats) |> elem(1) |> Map.fetch!(:subscriptions) == 0
+    after
+      Application.delete_env(:council_ex, :nif_limits)
+      restart_app()
+    end
+  end
+
   @slow ~s({"id":"slow","members":[{"id":"a","provider":"mock","options":{"latency_ms":600000}}],
             "rounds":[{"type":"independent_analysis"}]})
 
