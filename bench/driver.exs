@@ -693,6 +693,20 @@ defmodule B do
           {:ok, _} = cn_start(%{run_id: new_id()})
         end)
 
+        # the node's own heap profile (not in the smoke run: valgrind is slow)
+        if not quick?() and System.find_executable("ms_print") do
+          prof =
+            try do
+              massif_node(1000, 20_000)
+            rescue
+              e -> %{error: Exception.message(e)}
+            catch
+              k, r -> %{error: short({k, r})}
+            end
+
+          Process.put(:massif_node, prof)
+        end
+
         sr = ra.median / rb.median
         mr = ratio(per_c, per_b)
 
@@ -1463,6 +1477,11 @@ defmodule B do
         stderr_to_stdout: true
       )
 
+    massif_sites(file, runs)
+  end
+
+  # The heap at massif's peak in `file`, per run of `runs`, by site.
+  def massif_sites(file, runs) do
     {txt, 0} = System.cmd("ms_print", ["--threshold=0.2", file])
     [_, peak] = Regex.run(~r/(\d+) \(peak\)/, txt)
     lines = String.split(txt, "\n")
@@ -1517,6 +1536,60 @@ defmodule B do
       malloc_overhead_per_run: String.to_integer(extra) / runs,
       sites: top_sites
     }
+  end
+
+  # The same profile of the C node itself: a second node from the same
+  # binary under valgrind massif (the same epmd and cookie) is given
+  # `warm` idle runs, then `n` more, as the memory row's (8 callers, the
+  # idle spec), and stopped; massif writes its profile as the node exits.
+  # Heap bytes per run at the peak (its fixed memory spread over the runs
+  # is small next to them).
+  def massif_node(warm, n) do
+    vg = System.find_executable("valgrind") || raise "valgrind not installed"
+    file = Path.join(tmp(), "massif_node.out")
+    sname = "bench_vg_#{System.unique_integer([:positive])}"
+
+    args =
+      ["--tool=massif", "--threshold=0.2", "--depth=40", "--massif-out-file=#{file}"] ++
+        [Path.join(tmp(), "council_node"), "--sname", sname]
+
+    args = args ++ ["--cookie-file", Path.join(tmp(), "cookie"), "--max-runs", "#{warm + n + 1000}"]
+    port = Port.open({:spawn_executable, vg}, [:binary, :exit_status, :stderr_to_stdout, {:line, 4096}, args: args])
+    {:os_pid, ospid} = Port.info(port, :os_pid)
+
+    try do
+      node = String.to_atom(massif_node_ready(port, now() + 120_000_000_000))
+      start = fn id -> call({:council_ex, node}, {:start, %{spec: idle_spec_json(), input: "x", run_id: id}}) end
+      {_, _} = start_batch(for(_ <- 1..warm, do: new_id()), start)
+      {_, _} = start_batch(for(_ <- 1..n, do: new_id()), start)
+      System.cmd("kill", ["-TERM", "#{ospid}"])
+      massif_node_exit(port, 120_000)
+      Map.put(massif_sites(file, warm + n), :node_runs, warm + n)
+    after
+      # still running only when something above failed
+      if Port.info(port), do: System.cmd("kill", ["-KILL", "#{ospid}"], stderr_to_stdout: true)
+    end
+  end
+
+  defp massif_node_ready(port, deadline) do
+    left = max(div(deadline - now(), 1_000_000), 0)
+
+    receive do
+      {^port, {:data, {_, "council_node ready " <> rest}}} -> rest |> String.split() |> hd()
+      {^port, {:data, _}} -> massif_node_ready(port, deadline)
+      {^port, {:exit_status, st}} -> raise "the node under valgrind exited (#{st})"
+    after
+      left -> raise "the node under valgrind did not come up"
+    end
+  end
+
+  defp massif_node_exit(port, ms) do
+    receive do
+      {^port, {:data, _}} -> massif_node_exit(port, ms)
+      {^port, {:exit_status, _}} -> :ok
+    after
+      ms -> raise "the node under valgrind did not exit"
+    end
   end
 
   # ---- full mock council
@@ -2018,6 +2091,7 @@ defmodule B do
       (prof || %{})
       |> Map.put(:cpu_split, split)
       |> Map.put(:massif, Process.get(:massif))
+      |> Map.put(:massif_node, Process.get(:massif_node))
       |> Map.put(:fanout_stat, Process.get(:fanout_stat))
       |> Map.put(:extra, Enum.reverse(Process.get(:extra_profiles, [])))
       |> Map.put(:llm, Process.get(:llm)),
@@ -2271,10 +2345,11 @@ defmodule B.Report do
     do:
       B.Llm.section(p[:llm]) <>
         split_section(p[:cpu_split]) <>
-        perf_section(Map.drop(p, [:cpu_split, :massif, :fanout_stat, :extra, :llm])) <>
+        perf_section(Map.drop(p, [:cpu_split, :massif, :massif_node, :fanout_stat, :extra, :llm])) <>
         "\n" <>
         fanout_section(p[:fanout_stat]) <>
-        Enum.map_join(p[:extra] || [], "", &extra_section/1) <> massif_section(p[:massif])
+        Enum.map_join(p[:extra] || [], "", &extra_section/1) <> massif_section(p[:massif]) <>
+        massif_node_section(p[:massif_node])
 
   defp extra_section(%{
          title: title,
@@ -2380,13 +2455,37 @@ defmodule B.Report do
     The C node adds its own records per run: its process-table entry
     (`cn_pt_spawn`, 96 bytes) and its run process in one block with its
     gen_server wrapper (`cn_gen_start_with`, 88 bytes), and its share of the
-    pid hash (about 12 bytes): about 220 bytes with malloc's overhead (massif
-    on a node holding 21,000 idle runs started over distribution, 2026-12-07).
+    pid hash (about 12 bytes): about 220 bytes with malloc's overhead (the
+    node's own heap profile, taken with the `starts` case, has them).
     """
   end
 
   defp massif_section(%{error: e}), do: "## Heap profile\n\nnot taken: `#{e}`\n"
   defp massif_section(_), do: ""
+
+  defp massif_node_section(%{sites: sites} = m) do
+    """
+
+    ## Where an idle run's memory goes in the C node (heap profile of the node)
+
+    `valgrind --tool=massif` on the C node itself (a second node from the
+    same binary) holding #{m.node_runs} idle runs started over distribution as
+    the memory row's are (8 callers, the idle spec), at the heap's peak:
+    #{B.f1(m.total_per_run)} bytes per run, of which #{B.f1(m.useful_per_run)} requested and
+    #{B.f1(m.malloc_overhead_per_run)} malloc's own overhead; the node's fixed memory is
+    spread over the runs. By the first function of this project on each
+    allocation path:
+
+    | allocation site | bytes per run |
+    |---|---|
+    #{Enum.map_join(sites, "\n", fn s -> "| `#{s.site}` | #{B.f1(s.bytes_per_run)} |" end)}
+    """
+  end
+
+  defp massif_node_section(%{error: e}),
+    do: "\n## Heap profile of the C node\n\nnot taken: `#{e}`\n"
+
+  defp massif_node_section(_), do: ""
 
   defp split_section(%{ours: o, beam: b}) do
     row = fn side, m ->
