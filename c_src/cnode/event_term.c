@@ -267,3 +267,16 @@ int cn_event_term(ei_x_buff *x, const council_event *ev)
         return cn_result_term(x, ev->result);
     }
 }
+
+int cn_terminal_event_term(ei_x_buff *x, council_run *run)
+{
+    council_status st = council_run_status(run);
+    council_event ev = {.run = run, .round_idx = -1};
+    ev.type = st == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
+              : st == COUNCIL_FAILED  ? COUNCIL_EV_RUN_FAILED
+                                      : COUNCIL_EV_RUN_CANCELLED;
+    ev.run_id = council_run_id(run, &ev.run_id_len);
+    ev.council = council_run_council(run);
+    ev.result = council_run_result(run);
+    return cn_event_term(x, &ev);
+}

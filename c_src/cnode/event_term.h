@@ -20,6 +20,11 @@
  * of run_started is spliced back as received when its tag is "etf". */
 int cn_event_term(ei_x_buff *x, const council_event *ev);
 
+/* The terminal event of a run that has ended (run_completed, run_failed
+ * or run_cancelled as its status says), made from the run itself: for a
+ * subscriber cut off after the core's queue had dropped that event. */
+int cn_terminal_event_term(ei_x_buff *x, council_run *run);
+
 /* The summary map (status as an atom, started_at in UTC microseconds,
  * current_round nil or #{name => Bin, idx => N}). */
 int cn_summary_term(ei_x_buff *x, const council_summary *s);

@@ -359,19 +359,11 @@ static int send_event(entry *e, const unsigned char *p, size_t len)
  * the core dropped the published one with the events past the queue bound. */
 static void send_late_terminal(entry *e)
 {
-    council_status st = council_run_status(e->run);
-    council_event ev = {.run = e->run, .round_idx = -1};
-    ev.type = st == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
-              : st == COUNCIL_FAILED  ? COUNCIL_EV_RUN_FAILED
-                                      : COUNCIL_EV_RUN_CANCELLED;
-    ev.run_id = council_run_id(e->run, &ev.run_id_len);
-    ev.council = council_run_council(e->run);
-    ev.result = council_run_result(e->run);
     ei_x_buff x;
     if (ei_x_new(&x) != 0)
         return;
-    if (cn_event_term(&x, &ev) != 0 || send_event(e, (const unsigned char *)x.buff,
-                                                  (size_t)x.index) != 0)
+    if (cn_terminal_event_term(&x, e->run) != 0 ||
+        send_event(e, (const unsigned char *)x.buff, (size_t)x.index) != 0)
         cn_log_error("the terminal event of a run could not be encoded");
     ei_x_free(&x);
 }

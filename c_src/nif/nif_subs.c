@@ -469,16 +469,8 @@ static int run_ended(const council_run *run)
 static void send_late_terminal(entry *e)
 {
     nif_state *st = e->s->st;
-    council_status status = council_run_status(e->run);
-    council_event ev = {.run = e->run, .round_idx = -1};
-    ev.type = status == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
-              : status == COUNCIL_FAILED  ? COUNCIL_EV_RUN_FAILED
-                                          : COUNCIL_EV_RUN_CANCELLED;
-    ev.run_id = council_run_id(e->run, &ev.run_id_len);
-    ev.council = council_run_council(e->run);
-    ev.result = council_run_result(e->run);
     nif_x_reset(st);
-    ERL_NIF_TERM plain = cn_event_term(&st->x, &ev) == 0 ? nif_x_term(st, st->out) : 0;
+    ERL_NIF_TERM plain = cn_terminal_event_term(&st->x, e->run) == 0 ? nif_x_term(st, st->out) : 0;
     if (plain)
         nif_send(st, &e->pr->pid, mode_term(e, st->out, plain));
     else
