@@ -438,10 +438,18 @@ done:
     return out;
 }
 
+/* Fewer bytes cannot hold a map of NIF_FLATMAP_MAX + 1 pairs: the version
+ * byte, the map's 5-byte header, and per pair a key of 2 bytes at least
+ * (distinct keys: a small integer or a short atom) and a value of 1 (nil).
+ * Most events are shorter: they skip the scan. */
+#define BIG_MAP_MIN_ETF (1 + 5 + (NIF_FLATMAP_MAX + 1) * 3)
+
 ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len)
 {
     ERL_NIF_TERM t;
-    int big = len > 1 && (unsigned char)buf[0] == 131 ? has_big_map(buf, len) : -1;
+    int big = len < 2 || (unsigned char)buf[0] != 131 ? -1
+              : len < BIG_MAP_MIN_ETF                ? 0
+                                                     : has_big_map(buf, len);
     if (big == 0)
         return enif_binary_to_term(env, (const unsigned char *)buf, len, &t, 0) == len ? t : 0;
     if (big < 0)
