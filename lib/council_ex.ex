@@ -193,7 +193,7 @@ defmodule CouncilEx do
           reply
 
         {^ref, ^keeper, error} ->
-          unlink_flush(keeper)
+          Backend.unlink_flush(keeper)
           error
 
         # (only seen by a caller that traps exits; the keeper answers
@@ -209,7 +209,7 @@ defmodule CouncilEx do
 
         receive do
           {^ref, :result, result} ->
-            unlink_flush(keeper)
+            Backend.unlink_flush(keeper)
             result
 
           # A keeper that crashed (seen when trapping exits); its run,
@@ -219,7 +219,7 @@ defmodule CouncilEx do
             {:error, {:exit, reason}}
         after
           timeout ->
-            unlink_flush(keeper)
+            Backend.unlink_flush(keeper)
             Process.exit(keeper, :kill)
             cancel(pid)
             flush_result(ref)
@@ -759,18 +759,6 @@ defmodule CouncilEx do
       end
     else
       :unreadable
-    end
-  end
-
-  # Unlinks run/3's helper and drops its exit signal, already in the
-  # mailbox of a caller that traps exits if the helper ended first.
-  defp unlink_flush(keeper) do
-    Process.unlink(keeper)
-
-    receive do
-      {:EXIT, ^keeper, _} -> :ok
-    after
-      0 -> :ok
     end
   end
 
