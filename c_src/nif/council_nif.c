@@ -78,7 +78,7 @@ void nif_x_reset(nif_state *st)
 
 ERL_NIF_TERM nif_x_term(nif_state *st, ErlNifEnv *env)
 {
-    return nif_etf_term(env, st->x.buff, (size_t)st->x.index);
+    return nif_etf_term(env, st->x.buff, (size_t)st->x.index, 0);
 }
 
 /* ------------------------------------------------------------ queue */

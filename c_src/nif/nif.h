@@ -214,8 +214,10 @@ int nif_make_map(ErlNifEnv *env, ERL_NIF_TERM *keys, ERL_NIF_TERM *vals, size_t 
 /* The term of len bytes of ETF at buf (version byte first), in env, or 0
  * when they are not one whole term. Terms without a map of more than
  * NIF_FLATMAP_MAX pairs go to enif_binary_to_term whole; others are
- * decoded here down to their leaves (nesting bounded: 0 past it). */
-ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len);
+ * decoded here down to their leaves (nesting bounded: 0 past it). opts as
+ * enif_binary_to_term's: ERL_NIF_BIN2TERM_SAFE for bytes that came from
+ * outside (no atom is made). */
+ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len, ErlNifBinaryToTerm opts);
 /* Text of a term (enif_snprintf %T), NUL-terminated, clipped to n. */
 void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
 

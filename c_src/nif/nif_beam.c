@@ -220,7 +220,7 @@ static ERL_NIF_TERM request_term(ErlNifEnv *env, council_call *call)
         size_t uo_len = 0;
         const void *uo = council_run_user_opts(council_call_run(call), &uo_len);
         ERL_NIF_TERM uot = A.nil;
-        if (uo && uo_len && !(uot = nif_etf_term(env, uo, uo_len)))
+        if (uo && uo_len && !(uot = nif_etf_term(env, uo, uo_len, ERL_NIF_BIN2TERM_SAFE)))
             uot = A.nil;
         keys[i] = nif_binary(env, "user_opts", 9);
         vals[i++] = uot;

@@ -361,7 +361,8 @@ static int has_big_map(const char *buf, size_t len)
 
 /* A leaf (anything but a tuple, list or map) through enif_binary_to_term:
  * its bytes behind a version byte. */
-static ERL_NIF_TERM leaf_term(ErlNifEnv *env, const char *buf, int from, int to)
+static ERL_NIF_TERM leaf_term(ErlNifEnv *env, const char *buf, int from, int to,
+                              ErlNifBinaryToTerm opts)
 {
     size_t n = (size_t)(to - from);
     unsigned char small[256];
@@ -371,7 +372,7 @@ static ERL_NIF_TERM leaf_term(ErlNifEnv *env, const char *buf, int from, int to)
     b[0] = 131;
     memcpy(b + 1, buf + from, n);
     ERL_NIF_TERM t;
-    if (enif_binary_to_term(env, b, n + 1, &t, 0) == 0)
+    if (enif_binary_to_term(env, b, n + 1, &t, opts) == 0)
         t = 0;
     if (b != small)
         enif_free(b);
@@ -380,7 +381,8 @@ static ERL_NIF_TERM leaf_term(ErlNifEnv *env, const char *buf, int from, int to)
 
 #define ETF_MAX_DEPTH 4096
 
-static ERL_NIF_TERM decode(ErlNifEnv *env, const char *buf, int *index, int depth)
+static ERL_NIF_TERM decode(ErlNifEnv *env, const char *buf, int *index, int depth,
+                           ErlNifBinaryToTerm opts)
 {
     int type, size, arity;
     if (depth > ETF_MAX_DEPTH || ei_get_type(buf, index, &type, &size) < 0)
@@ -393,7 +395,7 @@ static ERL_NIF_TERM decode(ErlNifEnv *env, const char *buf, int *index, int dept
             !(el = enif_alloc(sizeof *el * (arity ? (size_t)arity : 1))))
             return 0;
         for (int i = 0; i < arity; i++)
-            if (!(el[i] = decode(env, buf, index, depth + 1)))
+            if (!(el[i] = decode(env, buf, index, depth + 1, opts)))
                 goto done;
         out = enif_make_tuple_from_array(env, el, (unsigned)arity);
         break;
@@ -402,9 +404,9 @@ static ERL_NIF_TERM decode(ErlNifEnv *env, const char *buf, int *index, int dept
             !(el = enif_alloc(sizeof *el * (size_t)arity)))
             return 0;
         for (int i = 0; i < arity; i++)
-            if (!(el[i] = decode(env, buf, index, depth + 1)))
+            if (!(el[i] = decode(env, buf, index, depth + 1, opts)))
                 goto done;
-        ERL_NIF_TERM tail = decode(env, buf, index, depth + 1);
+        ERL_NIF_TERM tail = decode(env, buf, index, depth + 1, opts);
         if (!tail)
             goto done;
         for (int i = arity; i > 0; i--)
@@ -417,7 +419,7 @@ static ERL_NIF_TERM decode(ErlNifEnv *env, const char *buf, int *index, int dept
             !(el = enif_alloc(sizeof *el * 2 * (arity ? (size_t)arity : 1))))
             return 0;
         for (int i = 0; i < 2 * arity; i++)
-            if (!(el[i] = decode(env, buf, index, depth + 1)))
+            if (!(el[i] = decode(env, buf, index, depth + 1, opts)))
                 goto done;
         ERL_NIF_TERM m = enif_make_new_map(env);
         for (int i = 0; i < arity; i++)
@@ -430,7 +432,7 @@ static ERL_NIF_TERM decode(ErlNifEnv *env, const char *buf, int *index, int dept
         int from = *index;
         if (ei_skip_term(buf, index) < 0)
             return 0;
-        return leaf_term(env, buf, from, *index);
+        return leaf_term(env, buf, from, *index, opts);
     }
     }
 done:
@@ -444,17 +446,17 @@ done:
  * Most events are shorter: they skip the scan. */
 #define BIG_MAP_MIN_ETF (1 + 5 + (NIF_FLATMAP_MAX + 1) * 3)
 
-ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len)
+ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len, ErlNifBinaryToTerm opts)
 {
     ERL_NIF_TERM t;
     int big = len < 2 || (unsigned char)buf[0] != 131 ? -1
               : len < BIG_MAP_MIN_ETF                ? 0
                                                      : has_big_map(buf, len);
     if (big == 0)
-        return enif_binary_to_term(env, (const unsigned char *)buf, len, &t, 0) == len ? t : 0;
+        return enif_binary_to_term(env, (const unsigned char *)buf, len, &t, opts) == len ? t : 0;
     if (big < 0)
         return 0;
     int index = 1;
-    t = decode(env, buf, &index, 0);
+    t = decode(env, buf, &index, 0, opts);
     return t && (size_t)index == len ? t : 0;
 }
