@@ -177,8 +177,11 @@ $(B)/council_nif.so: $(NIF_OBJ) $(NIF_CNODE_OBJ) $(B)/libcouncil.a c_src/nif/exp
 	  $(NIF_OBJ) $(NIF_CNODE_OBJ) $(B)/libcouncil.a $(EI_LIBS) $(LIBS) $(LDSAN)
 
 # The core's rules as data (council_schema_json), read by lib/ at compile time.
-$(B)/schema_dump: c_src/tools/schema_dump.c $(B)/libcouncil.a c_src/include/council.h
-	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) $< -o $@ $(B)/libcouncil.a $(LIBS) $(LDSAN)
+# With the BEAM hosts' error reasons and call exits (c_src/cnode/reasons.c).
+$(B)/schema_dump: c_src/tools/schema_dump.c c_src/cnode/reasons.c c_src/cnode/reasons.h \
+                  $(B)/libcouncil.a c_src/include/council.h
+	$(call say,CCLD,$@)$(CC) $(CFLAGS_ALL) -Ic_src/cnode $< c_src/cnode/reasons.c -o $@ \
+	  $(B)/libcouncil.a $(LIBS) $(LDSAN)
 
 priv/schema.json: $(B)/schema_dump include/council_schema.hrl
 	@mkdir -p priv

@@ -56,8 +56,11 @@
 
 -define(SERVICE, council_ex).
 -define(TIMEOUT, 15000).
-%% The default registry and the topic prefix, as the core defines them
-%% (include/council_schema.hrl is written by `make` from the core's schema).
+%% The default registry and the topic prefix, as the core defines them,
+%% and how a call's exit reads (include/council_schema.hrl is written by
+%% `make` from the core's schema and the C node's reasons table: a header
+%% rather than reading priv/schema.json at run time, as it needs no JSON
+%% decoder and both rebar3 and Mix run `make priv' before compiling src/).
 -include("council_schema.hrl").
 -define(REGISTRY, ?COUNCIL_DEFAULT_REGISTRY).
 -define(TOPIC_PREFIX, ?COUNCIL_TOPIC_PREFIX).
@@ -327,9 +330,9 @@ run_exit_reason(Reason) ->
         _Ended -> noproc
     end.
 
-exit_reason({nodedown, _}) -> noconnection;
-exit_reason(normal) -> noproc;
-exit_reason(Reason) -> Reason.
+%% What the exit of a call reads as (normal: noproc, {nodedown, _}:
+%% noconnection; c_src/cnode/reasons.c, through include/council_schema.hrl).
+exit_reason(Reason) -> ?COUNCIL_CALL_EXIT(Reason).
 
 %% Text (a binary, or a list of Unicode characters: chardata) as a
 %% binary; anything else throws {bad_text, Term}, which with_text/1 turns

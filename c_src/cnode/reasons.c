@@ -13,6 +13,11 @@ static const struct {
     {COUNCIL_EEXIST, "already_started"},
 };
 
+static const cn_call_exit call_exits[CN_N_CALL_EXITS] = {
+    {"normal", 0, "noproc"},
+    {"nodedown", 2, "noconnection"},
+};
+
 int cn_reason_index(int err)
 {
     for (int i = 0; i < CN_N_REASONS; i++)
@@ -24,4 +29,9 @@ int cn_reason_index(int err)
 const char *cn_reason_name(int index)
 {
     return reasons[index].reason;
+}
+
+const cn_call_exit *cn_call_exit_at(int index)
+{
+    return &call_exits[index];
 }

@@ -164,14 +164,10 @@ defmodule CouncilEx.Node do
   def service_name, do: Application.get_env(:council_ex, :registered_name, :council_ex)
 
   @doc false
+  # What the exit of a call reads as: the C node's table
+  # (CouncilEx.Schema.call_exit/1).
   @spec exit_reason(term) :: atom | term
-  def exit_reason({:nodedown, _}), do: :noconnection
-  def exit_reason(:noconnection), do: :noconnection
-  def exit_reason(:timeout), do: :timeout
-  def exit_reason(:noproc), do: :noproc
-  def exit_reason(:normal), do: :noproc
-  def exit_reason({:shutdown, _} = reason), do: reason
-  def exit_reason(reason), do: reason
+  defdelegate exit_reason(reason), to: CouncilEx.Schema, as: :call_exit
 
   @doc false
   # Starts check the other nodes for their run id for the retention

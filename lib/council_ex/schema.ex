@@ -52,6 +52,33 @@ defmodule CouncilEx.Schema do
   @spec model_providers() :: [atom]
   def model_providers, do: unquote(Enum.map(@schema["model_providers"], &String.to_atom/1))
 
+  @doc """
+  What the exit that ends a call to a run pid or to the service reads as
+  (the C node's table, c_src/cnode/reasons.c): `:normal` (the run had
+  ended) is `:noproc`, `{:nodedown, node}` is `:noconnection`; any other
+  exit is itself.
+
+      iex> CouncilEx.Schema.call_exit({:nodedown, :"n@h"})
+      :noconnection
+      iex> CouncilEx.Schema.call_exit({:shutdown, :x})
+      {:shutdown, :x}
+  """
+  @spec call_exit(term) :: term
+  for %{"exit" => exit, "arity" => arity, "reason" => reason} <- @schema["call_exits"] do
+    exit = String.to_atom(exit)
+    reason = String.to_atom(reason)
+
+    if arity == 0 do
+      def call_exit(unquote(exit)), do: unquote(reason)
+    else
+      def call_exit(r)
+          when is_tuple(r) and tuple_size(r) == unquote(arity) and elem(r, 0) == unquote(exit),
+          do: unquote(reason)
+    end
+  end
+
+  def call_exit(reason), do: reason
+
   @doc "The keys of a spec's `limits`, as atoms."
   @spec limit_keys() :: [atom]
   def limit_keys,

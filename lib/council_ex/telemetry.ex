@@ -191,6 +191,8 @@ defmodule CouncilEx.Telemetry.Forwarder do
 
   alias CouncilEx.{Spec, Telemetry, Wire}
 
+  @topic_prefix CouncilEx.Schema.topic_prefix()
+
   @doc false
   def start_link(_opts), do: GenServer.start_link(__MODULE__, nil, name: __MODULE__)
 
@@ -234,7 +236,7 @@ defmodule CouncilEx.Telemetry.Forwarder do
 
   @impl true
   # Cut off (it fell behind) or its node lost: that run's events stop.
-  def handle_info({tag, "council_ex:run:" <> run_id, _}, runs)
+  def handle_info({tag, @topic_prefix <> run_id, _}, runs)
       when tag in [:council_ex_overflow, :council_ex_down],
       do: {:noreply, Map.delete(runs, run_id)}
 
