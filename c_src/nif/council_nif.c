@@ -339,15 +339,16 @@ static ERL_NIF_TERM run_id_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     return id;
 }
 
-/* run_state(Run) -> {ok, Summary} | miss: a run pid's :state from the
- * run's snapshot, at once; miss when the loop must answer. */
+/* run_state(Run, Cached) -> {Version, {ok, Summary}} | miss: a run pid's
+ * :state from the run's snapshot, at once (Cached, the pid's last answer
+ * or nil, itself while still current); miss when the loop must answer. */
 static ERL_NIF_TERM run_state_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     void *obj;
     ERL_NIF_TERM out;
     if (!get_run(env, argv[0], &obj))
         return enif_make_badarg(env);
-    return nif_run_state_of(env, obj, &out) ? out : A.miss;
+    return nif_run_state_of(env, obj, argv[1], &out) ? out : A.miss;
 }
 
 /* fast({whereis | state, Registry, RunId}) -> Reply | miss: the answer of
@@ -468,7 +469,7 @@ static ErlNifFunc funcs[] = {
     {"run_info_nif", 2, run_info_nif, 0},
     {"run_stop_nif", 2, run_stop_nif, 0},
     {"run_id_nif", 1, run_id_nif, 0},
-    {"run_state_nif", 1, run_state_nif, 0},
+    {"run_state_nif", 2, run_state_nif, 0},
     {"fast_nif", 1, fast_nif, 0},
 };
 

@@ -84,6 +84,7 @@ typedef struct nif_atoms {
         struct_, error_module, kind, message, member_id, round_name, reason, context,
         stacktrace, error_info, errors, members, error_kind, attempts;
     ERL_NIF_TERM reasons[CN_N_REASONS]; /* c_src/cnode/reasons.h, as atoms */
+    ERL_NIF_TERM statuses[COUNCIL_CANCELLED + 1]; /* council_status_name of each status */
 } nif_atoms;
 
 extern nif_atoms A;
@@ -263,9 +264,11 @@ int nif_run_settle(nif_state *st, council_run *run);
 /* The id of a run resource, read by any thread (immutable). */
 int nif_run_id_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out);
 /* A run pid's :state from the snapshot, read by any thread: 1 with
- * {ok, Summary} in *out, 0 when the loop must answer (the run has ended,
- * or its snapshot is not kept). */
-int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out);
+ * {Version, {ok, Summary}} in *out (cached itself when it is such a pair
+ * of the snapshot's current version: the pid keeps the last one, so a
+ * summary is built once per change), 0 when the loop must answer (the run
+ * has ended, or its snapshot is not kept). */
+int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM cached, ERL_NIF_TERM *out);
 /* whereis / state by id from the index, any thread: 1 with the reply in
  * *out (what the loop would answer), 0 for a run not in the index (ended,
  * unknown: the loop answers). */

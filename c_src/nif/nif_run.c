@@ -71,6 +71,7 @@ struct nif_run {
     int64_t s_started;
     char *s_round;          /* NULL: no round running */
     uint64_t s_seq;         /* the last event it was refreshed for */
+    uint32_t s_ver;         /* counts the refreshes (a run pid's cached :state) */
     int snap_ok;            /* 0: not kept (the watch was cut off): ask the loop */
     int s_ended;            /* the core reported the end: whereis is the loop's */
     council_subscription *snap_sub; /* the loop's watch on the run's events */
@@ -105,20 +106,31 @@ static ErlNifEnv *run_env(nif_run *r)
 
 /* ------------------------------------------------------------ the index */
 
-static uint64_t fnv(const void *p, size_t len, uint64_t h)
+/* The index's hash, read by every whereis / state by id on a scheduler:
+ * 8 bytes per step (a byte-wise FNV over a registry name and a run id,
+ * ~50 bytes, was a chain of ~50 dependent multiplications). */
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+    h = (h ^ v) * 0x9e3779b97f4a7c15ULL;
+    return h ^ (h >> 29);
+}
+
+static uint64_t hash_bytes(const void *p, size_t len, uint64_t h)
 {
     const unsigned char *s = p;
-    for (size_t i = 0; i < len; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ULL;
+    for (; len >= 8; s += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, s, 8);
+        h = mix(h, v);
     }
-    return h;
+    uint64_t v = 0;
+    memcpy(&v, s, len);
+    return mix(h ^ len, v);
 }
 
 static uint64_t key_hash(const char *registry, const void *id, size_t len)
 {
-    uint64_t h = fnv(registry, strlen(registry) + 1, 0xcbf29ce484222325ULL);
-    return fnv(id, len, h);
+    return hash_bytes(id, len, hash_bytes(registry, strlen(registry), 0xcbf29ce484222325ULL));
 }
 
 int nif_index_init(nif_state *st)
@@ -207,6 +219,7 @@ static void snap_refresh(nif_state *st, nif_run *r)
     r->s_round_idx = s.current_round_idx;
     r->s_rounds = s.rounds_completed;
     r->s_started = s.started_at_us;
+    r->s_ver++;
     enif_rwlock_rwunlock(st->idx);
     enif_free(old);
 }
@@ -264,7 +277,9 @@ static ERL_NIF_TERM summary_of(ErlNifEnv *env, const nif_run *r)
         nif_binary(env, r->id, r->id_len),
         nif_cstr(env, r->council),
         nif_cstr(env, r->registry),
-        enif_make_atom(env, council_status_name(r->s_status)),
+        (unsigned)r->s_status < sizeof A.statuses / sizeof A.statuses[0]
+            ? A.statuses[r->s_status]
+            : enif_make_atom(env, council_status_name(r->s_status)),
         round,
         enif_make_uint(env, r->s_rounds),
         enif_make_int64(env, r->s_started),
@@ -273,16 +288,25 @@ static ERL_NIF_TERM summary_of(ErlNifEnv *env, const nif_run *r)
     return enif_make_map_from_arrays(env, keys, vals, 7, &map) ? map : 0;
 }
 
-int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out)
+int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM cached, ERL_NIF_TERM *out)
 {
     nif_run *r = obj;
-    int ok = 0;
+    const ERL_NIF_TERM *el;
+    int arity, ok = 0;
+    unsigned ver;
+    int has_cached = enif_get_tuple(env, cached, &arity, &el) && arity == 2 &&
+                     enif_get_uint(env, el[0], &ver);
     enif_rwlock_rlock(r->st->idx);
     if (r->indexed && r->snap_ok) {
-        ERL_NIF_TERM s = summary_of(env, r);
-        if (s) {
-            *out = nif_ok(env, s);
+        if (has_cached && ver == r->s_ver) {
+            *out = cached;
             ok = 1;
+        } else {
+            ERL_NIF_TERM s = summary_of(env, r);
+            if (s) {
+                *out = enif_make_tuple2(env, enif_make_uint(env, r->s_ver), nif_ok(env, s));
+                ok = 1;
+            }
         }
     }
     enif_rwlock_runlock(r->st->idx);

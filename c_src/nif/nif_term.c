@@ -10,6 +10,8 @@ void nif_atoms_init(ErlNifEnv *env)
 {
     for (int i = 0; i < CN_N_REASONS; i++)
         A.reasons[i] = enif_make_atom(env, cn_reason_name(i));
+    for (int i = 0; i < (int)(sizeof A.statuses / sizeof A.statuses[0]); i++)
+        A.statuses[i] = enif_make_atom(env, council_status_name((council_status)i));
 #define AT(field, text) A.field = enif_make_atom(env, text)
     AT(ok, "ok");
     AT(error, "error");

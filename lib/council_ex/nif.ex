@@ -173,10 +173,11 @@ defmodule CouncilEx.Nif do
   @doc false
   def run_id(run), do: run_id_nif(run)
   @doc false
-  # :miss also when the library is not loaded: the caller asks the core
+  # {version, reply} (cached itself while its version is current), or
+  # :miss, also when the library is not loaded: the caller asks the core
   # (which says so).
-  def run_state(run) do
-    run_state_nif(run)
+  def run_state(run, cached) do
+    run_state_nif(run, cached)
   catch
     :error, _ -> :miss
   end
@@ -192,6 +193,6 @@ defmodule CouncilEx.Nif do
   defp run_info_nif(_run, _message), do: :erlang.nif_error(:not_loaded)
   defp run_stop_nif(_run, _reason), do: :erlang.nif_error(:not_loaded)
   defp run_id_nif(_run), do: :erlang.nif_error(:not_loaded)
-  defp run_state_nif(_run), do: :erlang.nif_error(:not_loaded)
+  defp run_state_nif(_run, _cached), do: :erlang.nif_error(:not_loaded)
   defp fast_nif(_request), do: :erlang.nif_error(:not_loaded)
 end

@@ -116,6 +116,45 @@ defmodule CouncilEx.NifTest do
     catch_exit(GenServer.call(pid, :state))
   end
 
+  test "a run pid's :state follows the run's rounds (its kept answer is not reused once stale)" do
+    spec = ~s({"id":"two","members":[{"id":"a","provider":"mock","options":{"latency_ms":300}}],
+               "rounds":[{"type":"independent_analysis"},{"type":"vote"}]})
+
+    id = run_id("rounds")
+    {:ok, pid} = Nif.start(%{spec: spec, input: "q", run_id: id, subscribe: [self()]})
+    assert_receive {:round_started, ^id, "independent_analysis", 0}, 5_000
+    # read (and kept by the pid) while the first round runs
+    assert {:ok, %{current_round: %{idx: 0}, rounds_completed: 0}} = GenServer.call(pid, :state)
+    # read again and again until the next round starts (so that the pid
+    # never waits long enough to hibernate, which drops what it kept)
+    read = fn read ->
+      assert {:ok, %{}} = GenServer.call(pid, :state)
+
+      receive do
+        {:round_started, ^id, "vote", 1} -> :ok
+      after
+        0 -> read.(read)
+      end
+    end
+
+    read.(read)
+    # the snapshot is refreshed before the event goes out (the run may have
+    # ended since, on a slow machine: then its pid is gone or says so)
+    now =
+      try do
+        GenServer.call(pid, :state)
+      catch
+        :exit, _ -> :ended
+      end
+
+    assert match?({:ok, %{rounds_completed: n}} when n >= 1, now) or now == :ended,
+           inspect(now)
+
+    assert_receive {:run_completed, ^id, _}, 5_000
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, :process, ^pid, _}
+  end
+
   test "exit reasons: normal, failed, GenServer.stop's, a kill (the run is cancelled)" do
     {:ok, done} = Nif.start(%{spec: @brief, input: "q"})
     ref = Process.monitor(done)

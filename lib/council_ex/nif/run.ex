@@ -32,18 +32,26 @@ defmodule CouncilEx.Nif.Run do
       before the process exits with it. `:kill` ends it at once; the
       core, which monitors it, then cancels the run.
 
-  It hibernates from its start, and again 100 ms after its last message,
-  so an idle run costs the smallest heap a process can have (see README
-  section 4 for the measured size) and a run that is being called does
-  not pay a garbage collection per call.
+  It hibernates from its start, and again once a timer of 100 ms has
+  fired twice with no message between them (100 to 200 ms after its last
+  message), so an idle run costs the smallest heap a process can have (see
+  README section 4 for the measured size) and a run that is being called
+  pays neither a garbage collection nor a timer per call: one timer runs
+  per 100 ms while messages come.
   """
 
   alias CouncilEx.Nif
 
   # Hibernation shrinks an idle run's process to the smallest heap there
   # is, but costs a garbage collection per message: a run pid that is
-  # being called waits this long after its last message before it does.
+  # being called hibernates only after a quiet period of this length. It
+  # is timed by one timer per period (a `receive ... after` per message
+  # would set and cancel a timer for each: 10-15% of a call).
   @hibernate_after_ms 100
+  @quiet :"$council_quiet"
+  # the process dictionary's key of the last :state answer, dropped when it
+  # hibernates
+  @summary :"$council_summary"
 
   @doc false
   # A run's pid, linked to the caller for :start_link. With a member
@@ -84,18 +92,35 @@ defmodule CouncilEx.Nif.Run do
     end
   end
 
+  # Hibernated: the first message arms the period's timer.
   @doc false
   def wait(run, stop) do
     receive do
+      message ->
+        :erlang.start_timer(@hibernate_after_ms, self(), @quiet)
+        handle(message, run, stop)
+    end
+  end
+
+  # Awake, with the timer armed: when it fires, a quiet period begins.
+  defp next(run, stop) do
+    receive do
+      {:timeout, _, @quiet} -> quiet(run, stop)
       message -> handle(message, run, stop)
     end
   end
 
-  defp next(run, stop) do
+  # A period with no message so far: if it ends so, the process hibernates.
+  defp quiet(run, stop) do
+    :erlang.start_timer(@hibernate_after_ms, self(), @quiet)
+
     receive do
-      message -> handle(message, run, stop)
-    after
-      @hibernate_after_ms -> :erlang.hibernate(__MODULE__, :wait, [run, stop])
+      {:timeout, _, @quiet} ->
+        Process.delete(@summary)
+        :erlang.hibernate(__MODULE__, :wait, [run, stop])
+
+      message ->
+        handle(message, run, stop)
     end
   end
 
@@ -105,11 +130,16 @@ defmodule CouncilEx.Nif.Run do
   end
 
   # the run's summary as of its last round change, kept by the core's
-  # thread where this process reads it; the core answers once it has ended
+  # thread where this process reads it (the term is kept here, while awake,
+  # until the summary changes); the core answers once it has ended
   defp handle({:"$gen_call", from, :state}, run, stop) do
-    case Nif.run_state(run) do
-      :miss -> Nif.run_call(run, from, :state)
-      reply -> :gen.reply(from, reply)
+    case Nif.run_state(run, Process.get(@summary)) do
+      :miss ->
+        Nif.run_call(run, from, :state)
+
+      {_version, reply} = cached ->
+        Process.put(@summary, cached)
+        :gen.reply(from, reply)
     end
 
     next(run, stop)
