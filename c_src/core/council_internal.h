@@ -253,6 +253,13 @@ struct council_spec {
 };
 
 #define SPEC_MAX_MEMBERS 64
+#define SPEC_MAX_NAME_BYTES 255   /* a member id, a round name */
+#define SPEC_DEFAULT_ITERATIONS 3 /* an iterate round without max_iterations */
+/* The values of an iterate round's "until", by stop_rule, and of a round's
+ * "failure_mode" (continue, fail_fast): spec.c reads them, schema.c
+ * publishes them. */
+extern const char *const spec_until_names[2];
+extern const char *const spec_failure_modes[2];
 #define SPEC_MAX_ROUNDS 64
 #define SPEC_MAX_DEPTH 4
 #define SPEC_MAX_ITERATIONS 100

@@ -28,6 +28,46 @@ static const char *const builtin_providers[] = {"mock", "exec", "council"};
 static const char *const model_providers[] = {"openai", "openrouter", "ollama", "anthropic",
                                               "gemini"};
 
+/* What a spec is made of, as far as hosts that build specs need it to
+ * check or translate theirs before sending: under "spec", the keys the
+ * core reads at the top ("keys": each with the kind of its value), the
+ * fewest members and rounds, the member key that must be unique, the
+ * bytes of a name (a member id, a round name); under "round_options", the
+ * options the core reads in a round's "options", those of every round
+ * ("*") and those of one type, each with its kind: "member_ids" (a
+ * non-empty list of member ids), "member_id", "rounds" (nested rounds:
+ * the type has them), "integer" with "min"/"max", "enum" with "values",
+ * "string", "router". */
+static int spec_rules(json_t *s)
+{
+    json_t *sp = json_object_get(s, "spec");
+    json_t *ro = json_pack(
+        "{s:{s:{s:s},s:{s:s,s:[s,s]},s:{s:s},s:{s:s}},"
+        "s:{s:{s:s},s:{s:s,s:i,s:i,s:i},s:{s:s,s:[s,s],s:s}},"
+        "s:{s:{s:s}}}",
+        "*", "members", "kind", "member_ids", "failure_mode", "kind", "enum", "values",
+        spec_failure_modes[0], spec_failure_modes[1], "instructions", "kind", "string", "router",
+        "kind", "router",
+        round_type_name(RT_ITERATE), "rounds", "kind", "rounds", "max_iterations", "kind",
+        "integer", "min", 1, "max", SPEC_MAX_ITERATIONS, "default", SPEC_DEFAULT_ITERATIONS,
+        "until", "kind", "enum", "values", spec_until_names[STOP_CONSENSUS],
+        spec_until_names[STOP_NONE], "default", spec_until_names[STOP_NONE],
+        round_type_name(RT_SYNTHESIS), "member", "kind", "member_id");
+    json_t *keys = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "id", "name", "members", "members",
+                             "rounds", "rounds", "chair", "member_id", "limits", "limits",
+                             "router", "router");
+    int bad = !sp || !ro || !keys;
+    bad |= json_object_set_new(s, "round_options", ro);
+    bad |= sp ? json_object_set_new(sp, "keys", keys) : (json_decref(keys), 1);
+    if (!bad)
+        bad |= json_object_set_new(sp, "min_members", json_integer(1)) ||
+               json_object_set_new(sp, "min_rounds", json_integer(1)) ||
+               json_object_set_new(sp, "unique_member_key", json_string("id")) ||
+               json_object_set_new(sp, "min_name_bytes", json_integer(1)) ||
+               json_object_set_new(sp, "max_name_bytes", json_integer(SPEC_MAX_NAME_BYTES));
+    return bad;
+}
+
 char *council_schema_json(void)
 {
     json_t *s = json_pack(
@@ -77,6 +117,7 @@ char *council_schema_json(void)
         bad |= json_object_set_new(e, errors[i].name,
                                    json_pack("{s:i,s:s}", "code", errors[i].code, "message",
                                              council_strerror(errors[i].code)));
+    bad |= spec_rules(s);
     char *out = bad ? NULL : json_dumps(s, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(s);
     return out;

@@ -118,6 +118,9 @@ void council_spec_unref(council_spec *spec)
     free(spec);
 }
 
+const char *const spec_until_names[2] = {[STOP_NONE] = "none", [STOP_CONSENSUS] = "consensus"};
+const char *const spec_failure_modes[2] = {"continue", "fail_fast"};
+
 const char *council_spec_id(const council_spec *spec)
 {
     if (!spec)
@@ -310,9 +313,10 @@ static int compile_round(council_spec *s, json_t *jr, const char *path,
     pathf(f, sizeof f, "%s.name", path);
     if (jn && !json_is_null(jn)) {
         if (!json_is_string(jn) || json_string_length(jn) == 0 ||
-            json_string_length(jn) > 255 ||
+            json_string_length(jn) > SPEC_MAX_NAME_BYTES ||
             strlen(json_string_value(jn)) != json_string_length(jn))
-            return fail(err, f, "must be a non-empty string of at most 255 bytes");
+            return fail(err, f, "must be a non-empty string of at most %d bytes",
+                        SPEC_MAX_NAME_BYTES);
         r->name = cx_strdup(json_string_value(jn));
     } else {
         r->name = cx_strdup(round_type_name(r->type));
@@ -361,9 +365,11 @@ static int compile_round(council_spec *s, json_t *jr, const char *path,
     if (jfm && !json_is_null(jfm)) {
         pathf(f, sizeof f, "%s.options.failure_mode", path);
         const char *fm = json_string_value(jfm);
-        if (!fm || (strcmp(fm, "continue") != 0 && strcmp(fm, "fail_fast") != 0))
-            return fail(err, f, "must be \"continue\" or \"fail_fast\"");
-        r->fail_fast = strcmp(fm, "fail_fast") == 0;
+        if (!fm || (strcmp(fm, spec_failure_modes[0]) != 0 &&
+                    strcmp(fm, spec_failure_modes[1]) != 0))
+            return fail(err, f, "must be \"%s\" or \"%s\"", spec_failure_modes[0],
+                        spec_failure_modes[1]);
+        r->fail_fast = strcmp(fm, spec_failure_modes[1]) == 0;
     }
     pathf(f, sizeof f, "%s.options.router", path);
     if ((rc = router_compile(s, json_object_get(jo, "router"), f, &r->router, err)))
@@ -400,7 +406,7 @@ static int compile_round(council_spec *s, json_t *jr, const char *path,
             return rc;
         json_t *jx = round_get(jr, jo, "max_iterations");
         pathf(f, sizeof f, "%s.options.max_iterations", path);
-        r->max_iterations = 3;
+        r->max_iterations = SPEC_DEFAULT_ITERATIONS;
         if (jx && !json_is_null(jx)) {
             if (!json_is_integer(jx) || json_integer_value(jx) < 1 ||
                 json_integer_value(jx) > SPEC_MAX_ITERATIONS)
@@ -412,12 +418,12 @@ static int compile_round(council_spec *s, json_t *jr, const char *path,
         pathf(f, sizeof f, "%s.options.until", path);
         r->until = STOP_NONE;
         if (ju && !json_is_null(ju)) {
-            if (!json_is_string(ju))
-                return fail(err, f, "must be \"consensus\" or \"none\"");
-            if (strcmp(json_string_value(ju), "consensus") == 0)
+            const char *u = json_string_value(ju);
+            if (u && strcmp(u, spec_until_names[STOP_CONSENSUS]) == 0)
                 r->until = STOP_CONSENSUS;
-            else if (strcmp(json_string_value(ju), "none") != 0)
-                return fail(err, f, "must be \"consensus\" or \"none\"");
+            else if (!u || strcmp(u, spec_until_names[STOP_NONE]) != 0)
+                return fail(err, f, "must be \"%s\" or \"%s\"", spec_until_names[STOP_CONSENSUS],
+                            spec_until_names[STOP_NONE]);
         }
     }
     return 0;
@@ -488,9 +494,10 @@ static int compile_member(council_spec *s, json_t *jm, size_t i, unsigned level,
     json_t *ji = json_object_get(jm, "id");
     pathf(f, sizeof f, "members[%zu].id", i);
     if (!json_is_string(ji) || json_string_length(ji) == 0 ||
-        json_string_length(ji) > 255 ||
+        json_string_length(ji) > SPEC_MAX_NAME_BYTES ||
         strlen(json_string_value(ji)) != json_string_length(ji))
-        return fail(err, f, "is required: a non-empty string of at most 255 bytes");
+        return fail(err, f, "is required: a non-empty string of at most %d bytes",
+                    SPEC_MAX_NAME_BYTES);
     if (spec_member_index(s, json_string_value(ji)) >= 0)
         return fail(err, f, "duplicate member id \"%.60s\"", json_string_value(ji));
     json_t *jp = json_object_get(jm, "provider");

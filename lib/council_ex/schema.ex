@@ -53,6 +53,45 @@ defmodule CouncilEx.Schema do
   def model_providers, do: unquote(Enum.map(@schema["model_providers"], &String.to_atom/1))
 
   @doc """
+  What a spec is made of, as the core reads it (`"spec"` of the schema,
+  binary keys): `"keys"` (the top-level keys, each with the kind of its
+  value), `"min_members"`, `"min_rounds"`, `"unique_member_key"`,
+  `"min_name_bytes"`, `"max_name_bytes"` and the size maxima.
+  """
+  @spec spec_rules() :: map
+  def spec_rules, do: unquote(Macro.escape(@schema["spec"]))
+
+  @doc """
+  The options the core reads in a round of `type` (an atom): its type's
+  own and those of every round, by name, each with its `"kind"`
+  (`"member_ids"`, `"member_id"`, `"rounds"` (the type has nested rounds),
+  `"integer"` with `"min"`/`"max"`, `"enum"` with `"values"`, `"string"`,
+  `"router"`). `own: true` gives the type's own options only.
+
+      iex> CouncilEx.Schema.round_options(:iterate, own: true)["until"]["values"]
+      ["consensus", "none"]
+  """
+  @spec round_options(atom, keyword) :: %{binary => map}
+  def round_options(type, opts \\ []) do
+    own = Map.get(own_round_options(), type, %{})
+
+    if opts[:own],
+      do: own,
+      else: Map.merge(unquote(Macro.escape(@schema["round_options"]["*"])), own)
+  end
+
+  defp own_round_options,
+    do:
+      unquote(
+        Macro.escape(
+          for {type, options} <- @schema["round_options"],
+              type != "*",
+              into: %{},
+              do: {String.to_atom(type), options}
+        )
+      )
+
+  @doc """
   What the exit that ends a call to a run pid or to the service reads as
   (the C node's table, c_src/cnode/reasons.c): `:normal` (the run had
   ended) is `:noproc`, `{:nodedown, node}` is `:noconnection`; any other

@@ -154,6 +154,36 @@ defmodule CouncilEx.Spec do
   @limit_keys CouncilEx.Schema.limit_keys()
   @limit_max Map.new(@limit_keys, &{&1, CouncilEx.Schema.limit_max(&1)})
 
+  # What a spec is made of, from the core's schema too: the keys it reads
+  # (the struct's fields), the fewest members and rounds, the member key
+  # that must be unique, the shortest name, and which round types have
+  # nested rounds (an option of kind "rounds"; the struct keeps them in
+  # `rounds`).
+  @rules CouncilEx.Schema.spec_rules()
+  @spec_keys @rules["keys"] |> Map.keys() |> Enum.sort() |> Enum.map(&String.to_atom/1)
+  @min_members @rules["min_members"]
+  @min_rounds @rules["min_rounds"]
+  @unique_key @rules["unique_member_key"]
+  @min_name_bytes @rules["min_name_bytes"]
+  @nesting_types for t <- @round_types,
+                     match?(
+                       %{"rounds" => %{"kind" => "rounds"}},
+                       CouncilEx.Schema.round_options(t)
+                     ),
+                     do: t
+
+  # The struct holds what the core reads, and refers to members where the
+  # core does: a spec's `chair`, a round's `members` (and options of kind
+  # member_id) are checked against the member ids here.
+  if Enum.sort(@spec_keys) !=
+       Enum.sort(Map.keys(Map.delete(Module.get_attribute(__MODULE__, :__struct__), :__struct__))) or
+       @rules["keys"]["chair"] != "member_id" or @unique_key != "id" do
+    raise CompileError,
+      description:
+        "CouncilEx.Spec: the core's schema has other spec keys than this struct: " <>
+          inspect(@rules["keys"])
+  end
+
   @doc "The provider kinds accepted in a spec."
   @spec providers() :: [provider]
   def providers, do: @providers
@@ -201,7 +231,7 @@ defmodule CouncilEx.Spec do
          {:ok, chair} <- chair(get(attrs, :chair), members),
          {:ok, limits} <- limits(get(attrs, :limits)),
          router = router!(get(attrs, :router), "router", "router"),
-         :ok <- check_unknown(attrs, [:id, :members, :rounds, :chair, :limits, :router], "spec"),
+         :ok <- check_unknown(attrs, @spec_keys, "spec"),
          :ok <- check_round_members(rounds, members) do
       {:ok,
        %__MODULE__{
@@ -401,7 +431,7 @@ defmodule CouncilEx.Spec do
 
     map = %{"type" => Atom.to_string(r.type), "name" => r.name, "options" => options}
 
-    if r.type == :iterate,
+    if r.type in @nesting_types,
       do: Map.put(map, "rounds", rounds_map(r.rounds, path <> ".rounds")),
       else: map
   end
@@ -505,7 +535,7 @@ defmodule CouncilEx.Spec do
 
   defp fetch_id(attrs) do
     case get(attrs, :id) do
-      id when is_binary(id) and id != "" -> {:ok, id}
+      id when is_binary(id) and byte_size(id) >= @min_name_bytes -> {:ok, id}
       id when is_atom(id) and id not in [nil, true, false] -> {:ok, Atom.to_string(id)}
       nil -> {:error, "id: missing", "id"}
       other -> {:error, "id: expected a non-empty binary or an atom, got: #{inspect(other)}", "id"}
@@ -513,14 +543,15 @@ defmodule CouncilEx.Spec do
   end
 
   defp members(nil),
-    do: {:error, "members: missing (a council needs at least one member)", "members"}
+    do: {:error, "members: missing (#{at_least(@min_members, "member")})", "members"}
 
-  defp members([]),
-    do: {:error, "members: empty (a council needs at least one member)", "members"}
+  defp members(list) when is_list(list) and length(list) < @min_members,
+    do: {:error, "members: #{too_few(list)} (#{at_least(@min_members, "member")})", "members"}
 
   defp members(list) when is_list(list) do
     members = list |> Enum.with_index() |> Enum.map(fn {m, i} -> member(m, "members[#{i}]") end)
 
+    # the core's unique member key (the schema's unique_member_key: id)
     ids = Enum.map(members, & &1.id)
 
     case duplicates(ids) do
@@ -534,7 +565,8 @@ defmodule CouncilEx.Spec do
             if MapSet.member?(seen, id), do: {:halt, i}, else: {:cont, MapSet.put(seen, id)}
           end)
 
-        {:error, "members: duplicate ids #{inspect(dups)}", "members[#{second}].id"}
+        {:error, "members: duplicate #{@unique_key}s #{inspect(dups)}",
+         "members[#{second}].#{@unique_key}"}
     end
   end
 
@@ -822,10 +854,10 @@ defmodule CouncilEx.Spec do
   # in messages; `path` is the C node's path of the list ("rounds",
   # "rounds[1].options.rounds").
   defp rounds(nil, where, path),
-    do: {:error, "#{where}: missing (a council needs at least one round)", path}
+    do: {:error, "#{where}: missing (#{at_least(@min_rounds, "round")})", path}
 
-  defp rounds([], where, path),
-    do: {:error, "#{where}: empty (a council needs at least one round)", path}
+  defp rounds(list, where, path) when is_list(list) and length(list) < @min_rounds,
+    do: {:error, "#{where}: #{too_few(list)} (#{at_least(@min_rounds, "round")})", path}
 
   defp rounds(list, where, path) when is_list(list) do
     rounds =
@@ -856,21 +888,24 @@ defmodule CouncilEx.Spec do
     options = normalize_round_options(type, options, where, path <> ".options")
 
     nested =
-      case {type, get(r, :rounds) || Map.get(options, "rounds")} do
-        {:iterate, nil} ->
-          fail("#{where}: iterate needs nested rounds", path <> ".options.rounds")
+      case {type in @nesting_types, get(r, :rounds) || Map.get(options, "rounds")} do
+        {true, nil} ->
+          fail("#{where}: #{type} needs nested rounds", path <> ".options.rounds")
 
-        {:iterate, list} ->
+        {true, list} ->
           case rounds(list, where <> ".rounds", path <> ".options.rounds") do
             {:ok, rs} -> rs
             {:error, message, at} -> fail(message, at)
           end
 
-        {_, nil} ->
+        {false, nil} ->
           []
 
-        {_, _} ->
-          fail("#{where}: only iterate rounds have nested rounds", path <> ".options.rounds")
+        {false, _} ->
+          fail(
+            "#{where}: only #{Enum.join(@nesting_types, ", ")} rounds have nested rounds",
+            path <> ".options.rounds"
+          )
       end
 
     %Round{
@@ -933,58 +968,62 @@ defmodule CouncilEx.Spec do
         path
       )
 
+  # A round's options as the core's schema describes them
+  # (CouncilEx.Schema.round_options/1): member references are normalised
+  # (atoms become ids) and checked here, for every round; the options of
+  # the round's own type (iterate's max_iterations and until, ...) are
+  # checked as their kind says. The options every round has (failure_mode,
+  # instructions) are left to the core's verdict (CouncilEx.validate/1 and
+  # every start give it), and routers are taken out before (pop_router/1).
   defp normalize_round_options(type, options, where, path) do
-    options =
-      case Map.fetch(options, "members") do
-        {:ok, [_ | _] = ms} ->
-          ids =
-            ms
-            |> Enum.with_index()
-            |> Enum.map(fn {m, j} ->
-              name!(m, where <> ".members", "#{path}.members[#{j}]")
-            end)
+    own = CouncilEx.Schema.round_options(type, own: true)
 
-          Map.put(options, "members", ids)
+    Enum.reduce(CouncilEx.Schema.round_options(type), options, fn {name, rule}, acc ->
+      case Map.fetch(acc, name) do
+        {:ok, v} when v != nil ->
+          at = "#{path}.#{name}"
+          Map.put(acc, name, round_option!(rule, Map.has_key?(own, name), name, v, where, at))
 
-        {:ok, other} ->
-          fail(
-            "#{where}: members must be a non-empty list of member ids, got: #{inspect(other)}",
-            path <> ".members"
-          )
-
-        :error ->
-          options
+        _ ->
+          acc
       end
-
-    if type == :iterate do
-      case Map.get(options, "max_iterations") do
-        nil ->
-          options
-
-        n when is_integer(n) and n > 0 ->
-          options
-
-        other ->
-          fail(
-            "#{where}: max_iterations must be a positive integer, got: #{inspect(other)}",
-            path <> ".max_iterations"
-          )
-      end
-
-      case Map.get(options, "until") do
-        u when u in [nil, "consensus", "none"] ->
-          options
-
-        other ->
-          fail(
-            "#{where}: until must be \"consensus\" or \"none\", got: #{inspect(other)}",
-            path <> ".until"
-          )
-      end
-    else
-      options
-    end
+    end)
   end
+
+  defp round_option!(%{"kind" => "member_ids"}, _own, name, [_ | _] = ids, where, path) do
+    ids
+    |> Enum.with_index()
+    |> Enum.map(fn {m, j} -> name!(m, "#{where}.#{name}", "#{path}[#{j}]") end)
+  end
+
+  defp round_option!(%{"kind" => "member_ids"}, _own, name, other, where, path),
+    do:
+      fail(
+        "#{where}: #{name} must be a non-empty list of member ids, got: #{inspect(other)}",
+        path
+      )
+
+  defp round_option!(%{"kind" => "member_id"}, _own, name, id, where, path),
+    do: name!(id, "#{where}.#{name}", path)
+
+  defp round_option!(%{"kind" => "integer", "min" => min, "max" => max}, true, name, v, where, path) do
+    if is_integer(v) and v >= min and v <= max,
+      do: v,
+      else:
+        fail("#{where}: #{name} must be an integer from #{min} to #{max}, got: #{inspect(v)}", path)
+  end
+
+  defp round_option!(%{"kind" => "enum", "values" => values}, true, name, v, where, path) do
+    if v in values,
+      do: v,
+      else:
+        fail(
+          "#{where}: #{name} must be #{Enum.map_join(values, " or ", &inspect/1)}, got: #{inspect(v)}",
+          path
+        )
+  end
+
+  defp round_option!(_rule, _own, _name, v, _where, _path), do: v
 
   defp round_type!(nil, where, path), do: fail("#{where}: type missing", path)
 
@@ -1008,19 +1047,27 @@ defmodule CouncilEx.Spec do
   defp round_type!(other, where, path),
     do: fail("#{where}: bad round type #{inspect(other)}", path)
 
+  # Every option of kind member_ids / member_id (CouncilEx.Schema) names
+  # members of this council.
   defp check_round_members(rounds, members) do
     ids = MapSet.new(members, & &1.id)
 
     Enum.each(all_rounds(rounds, "rounds"), fn {r, path} ->
-      for {id, j} <- Enum.with_index(Map.get(r.options, "members", [])),
+      for {name, %{"kind" => kind}} <- CouncilEx.Schema.round_options(r.type),
+          kind in ["member_ids", "member_id"],
+          refs = Map.get(r.options, name),
+          refs != nil,
+          {id, at} <- member_refs(kind, refs, "#{path}.options.#{name}"),
           not MapSet.member?(ids, id) do
-        fail(
-          "round #{inspect(r.name)}: members names unknown member #{inspect(id)}",
-          "#{path}.options.members[#{j}]"
-        )
+        fail("round #{inspect(r.name)}: #{name} names unknown member #{inspect(id)}", at)
       end
     end)
   end
+
+  defp member_refs("member_id", id, path), do: [{id, path}]
+
+  defp member_refs("member_ids", ids, path),
+    do: ids |> Enum.with_index() |> Enum.map(fn {id, j} -> {id, "#{path}[#{j}]"} end)
 
   # Every round, nested ones too, with its C node path.
   defp all_rounds(rounds, prefix) do
@@ -1152,7 +1199,7 @@ defmodule CouncilEx.Spec do
   defp json_key(k) when is_atom(k), do: Atom.to_string(k)
   defp json_key(k), do: k
 
-  defp name!(v, _where, _path) when is_binary(v) and v != "", do: v
+  defp name!(v, _where, _path) when is_binary(v) and byte_size(v) >= @min_name_bytes, do: v
 
   defp name!(v, _where, _path) when is_atom(v) and v not in [nil, true, false],
     do: Atom.to_string(v)
@@ -1168,6 +1215,12 @@ defmodule CouncilEx.Spec do
       keys -> {:error, "#{where}: unknown keys #{inspect(keys)}", where}
     end
   end
+
+  defp at_least(1, what), do: "a council needs at least one #{what}"
+  defp at_least(n, what), do: "a council needs at least #{n} #{what}s"
+
+  defp too_few([]), do: "empty"
+  defp too_few(list), do: "#{length(list)} are too few"
 
   defp duplicates(list), do: (list -- Enum.uniq(list)) |> Enum.uniq()
 

@@ -103,12 +103,139 @@ static void test_errors_statuses_and_prefix(void **state)
     json_decref(j);
 }
 
+/* A spec's verdict and, when refused, the field it names. */
+static int verdict(const char *json, char *field, size_t cap)
+{
+    council_spec *s = NULL;
+    council_spec_error err;
+    int rc = council_spec_from_json(json, strlen(json), &s, &err);
+    council_spec_unref(s);
+    snprintf(field, cap, "%s", rc ? err.field : "");
+    return rc;
+}
+
+/* One round of type with options (JSON text, single quotes). */
+static int round_rc(const char *type, const char *options, char *field, size_t cap)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf,
+             "{'id':'s','members':[{'id':'a','provider':'mock'}],"
+             "'rounds':[{'type':'%s','options':{'rounds':[{'type':'vote'}]%s%s}}]}",
+             type, *options ? "," : "", options);
+    return verdict(sq(buf), field, cap);
+}
+
+static void test_spec_rules_are_the_cores(void **state)
+{
+    (void)state;
+    json_t *j = schema();
+    json_t *sp = json_object_get(j, "spec");
+    char field[128], buf[1024];
+    /* the fewest members and rounds */
+    assert_int_equal(json_integer_value(json_object_get(sp, "min_members")), 1);
+    assert_int_equal(json_integer_value(json_object_get(sp, "min_rounds")), 1);
+    assert_int_equal(verdict(sq("{'id':'s','members':[],'rounds':[{'type':'vote'}]}"), field,
+                             sizeof field),
+                     COUNCIL_ESPEC);
+    assert_string_equal(field, "members");
+    assert_int_equal(verdict(sq("{'id':'s','members':[{'id':'a','provider':'mock'}],"
+                                "'rounds':[]}"),
+                             field, sizeof field),
+                     COUNCIL_ESPEC);
+    assert_string_equal(field, "rounds");
+    /* the unique member key, the bytes of a name */
+    assert_int_equal(verdict(sq("{'id':'s','members':[{'id':'a','provider':'mock'},"
+                                "{'id':'a','provider':'mock'}],'rounds':[{'type':'vote'}]}"),
+                             field, sizeof field),
+                     COUNCIL_ESPEC);
+    snprintf(buf, sizeof buf, "members[1].%s",
+             json_string_value(json_object_get(sp, "unique_member_key")));
+    assert_string_equal(field, buf);
+    size_t max = (size_t)json_integer_value(json_object_get(sp, "max_name_bytes"));
+    for (size_t n = max; n <= max + 1; n++) {
+        char name[300];
+        assert_true(n < sizeof name);
+        memset(name, 'x', n);
+        name[n] = 0;
+        snprintf(buf, sizeof buf,
+                 "{'id':'s','members':[{'id':'%s','provider':'mock'}],"
+                 "'rounds':[{'type':'vote','name':'%s'}]}",
+                 name, name);
+        assert_int_equal(verdict(sq(buf), field, sizeof field), n == max ? 0 : COUNCIL_ESPEC);
+    }
+    /* the top-level keys: a spec with each, the core reads them */
+    const char *key;
+    json_t *v;
+    size_t nkeys = 0;
+    json_object_foreach(json_object_get(sp, "keys"), key, v) nkeys++;
+    assert_int_equal(nkeys, 6);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(sp, "keys"), "chair")),
+                        "member_id");
+    assert_int_equal(verdict(sq("{'id':'s','members':[{'id':'a','provider':'mock'}],"
+                                "'rounds':[{'type':'vote'}],'chair':'z'}"),
+                             field, sizeof field),
+                     COUNCIL_ESPEC);
+    assert_string_equal(field, "chair");
+    /* each type's options: every enum value and integer bound accepted,
+     * one outside refused at the option's path; member references checked */
+    const char *type;
+    json_t *opts;
+    json_object_foreach(json_object_get(j, "round_options"), type, opts) {
+        const char *t = strcmp(type, "*") == 0 ? "iterate" : type;
+        const char *name;
+        json_t *rule;
+        json_object_foreach(opts, name, rule) {
+            const char *kind = json_string_value(json_object_get(rule, "kind"));
+            char o[256], path[128];
+            snprintf(path, sizeof path, "rounds[0].options.%s", name);
+            if (strcmp(kind, "enum") == 0) {
+                size_t i;
+                json_t *val;
+                json_array_foreach(json_object_get(rule, "values"), i, val) {
+                    snprintf(o, sizeof o, "'%s':'%s'", name, json_string_value(val));
+                    assert_int_equal(round_rc(t, o, field, sizeof field), COUNCIL_OK);
+                }
+                snprintf(o, sizeof o, "'%s':'no_such_value'", name);
+                assert_int_equal(round_rc(t, o, field, sizeof field), COUNCIL_ESPEC);
+                assert_string_equal(field, path);
+            } else if (strcmp(kind, "integer") == 0) {
+                json_int_t lo = json_integer_value(json_object_get(rule, "min"));
+                json_int_t hi = json_integer_value(json_object_get(rule, "max"));
+                for (json_int_t x = lo - 1; x <= hi + 1; x += (x == lo ? hi - lo : 1)) {
+                    snprintf(o, sizeof o, "'%s':%lld", name, (long long)x);
+                    assert_int_equal(round_rc(t, o, field, sizeof field),
+                                     x >= lo && x <= hi ? COUNCIL_OK : COUNCIL_ESPEC);
+                }
+            } else if (strcmp(kind, "member_ids") == 0 || strcmp(kind, "member_id") == 0) {
+                int list = strcmp(kind, "member_ids") == 0;
+                snprintf(o, sizeof o, "'%s':%s'a'%s", name, list ? "[" : "", list ? "]" : "");
+                assert_int_equal(round_rc(t, o, field, sizeof field), COUNCIL_OK);
+                snprintf(o, sizeof o, "'%s':%s'z'%s", name, list ? "[" : "", list ? "]" : "");
+                assert_int_equal(round_rc(t, o, field, sizeof field), COUNCIL_ESPEC);
+                if (list)
+                    strcat(path, "[0]");
+                assert_string_equal(field, path);
+            } else if (strcmp(kind, "rounds") == 0) {
+                assert_int_equal(round_rc(t, "", field, sizeof field), COUNCIL_OK);
+                snprintf(buf, sizeof buf,
+                         "{'id':'s','members':[{'id':'a','provider':'mock'}],"
+                         "'rounds':[{'type':'%s'}]}",
+                         t);
+                assert_int_equal(verdict(sq(buf), field, sizeof field), COUNCIL_ESPEC);
+                assert_string_equal(field, path);
+            }
+        }
+    }
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_types_and_providers_are_accepted),
         cmocka_unit_test(test_limit_maxima_are_the_largest_accepted),
         cmocka_unit_test(test_errors_statuses_and_prefix),
+        cmocka_unit_test(test_spec_rules_are_the_cores),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
