@@ -11,6 +11,8 @@
 # driver (bench/driver.exs) reaches all of it over distribution exactly as it
 # reaches the C node. The node prints "beam_baseline ready" when it is up.
 
+Code.require_file("procfs.exs", __DIR__)
+
 defmodule BenchBeam do
   @moduledoc false
   def run_id, do: :crypto.strong_rand_bytes(16) |> Base.url_encode64(padding: false)
@@ -146,35 +148,48 @@ defmodule BenchBeam.Fanout do
       id = BenchBeam.run_id()
       topic = "council_ex:run:" <> id
       t = {targets, if(tagged, do: topic, else: nil)}
-      text = :binary.copy(chunk, tokens)
-      mr = %{member_id: "a", status: :ok, text: text, attempts: 1, error: nil, parsed: nil}
-
-      rr = %{
-        name: "independent_analysis",
-        idx: 0,
-        type: "independent_analysis",
-        members: [mr],
-        aggregate: nil,
-        text: nil
-      }
-
-      send_all(t, {:run_started, id, "bench", "x"})
-      send_all(t, {:round_started, id, "independent_analysis", 0})
-      send_all(t, {:member_started, id, "independent_analysis", "a"})
-      tok(t, id, chunk, tokens)
-      send_all(t, {:member_completed, id, "independent_analysis", "a", mr})
-      send_all(t, {:round_completed, id, "independent_analysis", rr})
-      send_all(t, {:run_completed, id, %{final: text, rounds: [rr], errors: []}})
+      {before, token, after_} = run_events(id, chunk, tokens)
+      Enum.each(before, &send_all(t, &1))
+      tok(t, token, tokens)
+      Enum.each(after_, &send_all(t, &1))
     end
 
     :ok
   end
 
-  defp tok(_t, _id, _chunk, 0), do: :ok
+  # The events of one run of one member in one round, as the C node sends
+  # them: {the events before the member's tokens, its token event (sent
+  # `tokens` times), the events after}. bench/nif_case.exs sends the same.
+  def run_events(id, chunk, tokens) do
+    text = :binary.copy(chunk, tokens)
+    mr = %{member_id: "a", status: :ok, text: text, attempts: 1, error: nil, parsed: nil}
 
-  defp tok(t, id, chunk, n) do
-    send_all(t, {:member_token, id, "independent_analysis", "a", chunk})
-    tok(t, id, chunk, n - 1)
+    rr = %{
+      name: "independent_analysis",
+      idx: 0,
+      type: "independent_analysis",
+      members: [mr],
+      aggregate: nil,
+      text: nil
+    }
+
+    {[
+       {:run_started, id, "bench", "x"},
+       {:round_started, id, "independent_analysis", 0},
+       {:member_started, id, "independent_analysis", "a"}
+     ], {:member_token, id, "independent_analysis", "a", chunk},
+     [
+       {:member_completed, id, "independent_analysis", "a", mr},
+       {:round_completed, id, "independent_analysis", rr},
+       {:run_completed, id, %{final: text, rounds: [rr], errors: []}}
+     ]}
+  end
+
+  defp tok(_t, _token, 0), do: :ok
+
+  defp tok(t, token, n) do
+    send_all(t, token)
+    tok(t, token, n - 1)
   end
 
   defp send_all({[pid], nil}, msg), do: send(pid, msg)
@@ -444,16 +459,7 @@ end
 
 defmodule BenchBeam.Info do
   @moduledoc false
-  def rss_kb do
-    case File.read("/proc/self/status") do
-      {:ok, s} ->
-        [_, kb] = Regex.run(~r/VmRSS:\s+(\d+)/, s)
-        String.to_integer(kb)
-
-      _ ->
-        0
-    end
-  end
+  def rss_kb, do: Bench.Procfs.rss_kb()
 
   def memory, do: :erlang.memory(:total)
   def os_pid, do: System.pid()

@@ -18,6 +18,8 @@
 # request is not served yet becomes a row "not available" with the node's
 # reply as the reason. Exit status: 0 iff every available case ran.
 
+Code.require_file("procfs.exs", __DIR__)
+
 defmodule B.Stats do
   @moduledoc false
   def sorted_stats(samples) do
@@ -127,6 +129,7 @@ end
 defmodule B do
   @moduledoc false
   alias B.Stats
+  alias Bench.Procfs
 
   @reg "CouncilEx.Runner.Registry"
 
@@ -247,17 +250,6 @@ defmodule B do
         [_, k, v] <- [Regex.run(~r/^@ (\S+) ([-0-9.]+)$/, line)],
         into: %{},
         do: {k, String.to_float(if String.contains?(v, "."), do: v, else: v <> ".0")}
-  end
-
-  def rss_kb(ospid) do
-    case File.read("/proc/#{ospid}/status") do
-      {:ok, s} ->
-        [_, kb] = Regex.run(~r/VmRSS:\s+(\d+)/, s)
-        String.to_integer(kb)
-
-      _ ->
-        0
-    end
   end
 
   # ------------------------------------------------------------ rows
@@ -484,6 +476,59 @@ defmodule B do
     end
   end
 
+  # Runs/s of 8 concurrent callers of `ours` and of `theirs` (one whole run
+  # per call), the sides alternating: {our throughput stats, BEAM's}
+  def concurrent8(ours, theirs) do
+    {n8, reps8} = c({5, 1}, {250, 3})
+
+    {a8, b8} =
+      alternate(
+        reps8,
+        fn -> elem(concurrent(8, n8, fn _ -> ours end), 0) end,
+        fn -> elem(concurrent(8, n8, fn _ -> theirs end), 0) end
+      )
+
+    {Stats.values(a8), Stats.values(b8)}
+  end
+
+  # The two rows of a whole-run case: runs/s of one caller (latency stats
+  # sa, sb) and of 8 concurrent callers (throughput stats ta, tb). Met when
+  # ours reaches `min_ratio` times BEAM's rate; `note` is added to our
+  # one-caller detail and `raw` to that row's raw figures.
+  def runs_rows(name, {sa, sb}, {ta, tb}, target, min_ratio, note \\ "", raw \\ %{}) do
+    [
+      row(
+        case: name,
+        metric: "runs/s, 1 caller (start + :await; 1e9 / median)",
+        unit: :per_s,
+        ours: 1.0e9 / sa.median,
+        beam: 1.0e9 / sb.median,
+        ours_detail:
+          "median #{fmt(sa.median, :us)} per run, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}" <>
+            note,
+        beam_detail:
+          "median #{fmt(sb.median, :us)} per run, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
+        ratio: sb.median / sa.median,
+        target: target,
+        verdict: verdict(sb.median / sa.median >= min_ratio),
+        raw: Map.merge(%{ours: sa, beam: sb}, raw)
+      ),
+      row(
+        case: name,
+        metric: "runs/s, 8 concurrent callers",
+        unit: :per_s,
+        ours: ta.median,
+        beam: tb.median,
+        ours_detail: "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)})",
+        beam_detail: "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)})",
+        ratio: ta.median / tb.median,
+        target: target,
+        verdict: verdict(ta.median / tb.median >= min_ratio),
+        raw: %{ours: ta, beam: tb}
+      )
+    ]
+  end
+
   # k concurrent callers, each with its own target; throughput per rep
   def concurrent(k, n, targets_fun) do
     parent = self()
@@ -666,7 +711,7 @@ defmodule B do
           end
 
         # the measured starts: alternate batches, RSS before and after
-        rss_c0 = rss_kb(cn_ospid())
+        rss_c0 = Procfs.rss_kb(cn_ospid())
         rss_b0 = :rpc.call(beam(), BenchBeam.Info, :rss_kb, [])
         mem_b0 = :rpc.call(beam(), BenchBeam.Info, :memory, [])
 
@@ -678,7 +723,7 @@ defmodule B do
           end)
 
         Process.sleep(200)
-        rss_c1 = rss_kb(cn_ospid())
+        rss_c1 = Procfs.rss_kb(cn_ospid())
         rss_b1 = :rpc.call(beam(), BenchBeam.Info, :rss_kb, [])
         mem_b1 = :rpc.call(beam(), BenchBeam.Info, :memory, [])
         per_c = (rss_c1 - rss_c0) * 1024 / total
@@ -1673,12 +1718,7 @@ defmodule B do
 
         sa = Stats.latency(a)
         sb = Stats.latency(b)
-        {n8, reps8} = c({5, 1}, {250, 3})
-
-        {a8, b8} =
-          alternate(reps8, fn -> elem(concurrent(8, n8, fn _ -> &council_cn/0 end), 0) end, fn ->
-            elem(concurrent(8, n8, fn _ -> &council_beam/0 end), 0)
-          end)
+        t8 = concurrent8(&council_cn/0, &council_beam/0)
 
         extra_profile(
           "council",
@@ -1686,78 +1726,26 @@ defmodule B do
           &council_cn/0
         )
 
-        ta = Stats.values(a8)
-        tb = Stats.values(b8)
-
-        [
-          row(
-            case: name,
-            metric: "runs/s, 1 caller (start + :await; 1e9 / median)",
-            unit: :per_s,
-            ours: 1.0e9 / sa.median,
-            beam: 1.0e9 / sb.median,
-            ours_detail:
-              "median #{fmt(sa.median, :us)} per run, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}",
-            beam_detail:
-              "median #{fmt(sb.median, :us)} per run, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
-            ratio: sb.median / sa.median,
-            target: "runs/s (higher is better)",
-            verdict: verdict(sb.median / sa.median >= 1.0),
-            raw: %{ours: sa, beam: sb}
-          ),
-          row(
-            case: name,
-            metric: "runs/s, 8 concurrent callers",
-            unit: :per_s,
-            ours: ta.median,
-            beam: tb.median,
-            ours_detail: "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)})",
-            beam_detail: "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)})",
-            ratio: ta.median / tb.median,
-            target: "runs/s (higher is better)",
-            verdict: verdict(ta.median / tb.median >= 1.0),
-            raw: %{ours: ta, beam: tb}
-          )
-        ]
+        runs_rows(name, {sa, sb}, t8, "runs/s (higher is better)", 1.0)
     end
   end
 
   # ---- profile of the C node on the call path
 
-  def clk_tck do
-    {t, 0} = System.cmd("getconf", ["CLK_TCK"])
-    tck = String.to_integer(String.trim(t))
-    Process.put(:clk_tck, tck)
-    tck
-  end
-
-  # CPU time (utime + stime) of an OS process, in microseconds
-  def cpu_us(ospid) do
-    with {:ok, st} <- File.read("/proc/#{ospid}/stat"),
-         [_, rest] <- String.split(st, ") ", parts: 2) do
-      f = String.split(rest)
-      tck = Process.get(:clk_tck) || clk_tck()
-      (String.to_integer(Enum.at(f, 11)) + String.to_integer(Enum.at(f, 12))) * 1_000_000 / tck
-    else
-      _ -> 0.0
-    end
-  end
-
   # run f for `secs` seconds; CPU microseconds per call of each OS process
   def cpu_per_call(f, secs, ospids) do
-    before = Enum.map(ospids, &cpu_us/1)
+    before = Enum.map(ospids, &Procfs.cpu_us/1)
     t0 = now()
     n = loop_until(f, t0 + secs * 1_000_000_000, 0)
     wall = (now() - t0) / 1000 / n
-    after_ = Enum.map(ospids, &cpu_us/1)
+    after_ = Enum.map(ospids, &Procfs.cpu_us/1)
     {n, wall, Enum.zip_with(before, after_, fn b, a -> (a - b) / n end)}
   end
 
   # where a call's time goes: wall time per call, and the CPU each process
   # (the callee node, the driver) spends per call, for both sides
   def cpu_split(what_c, fc, what_b, fb) do
-    {tck, 0} = System.cmd("getconf", ["CLK_TCK"])
-    Process.put(:clk_tck, String.to_integer(String.trim(tck)))
+    Procfs.clk_tck()
     me = System.pid()
     bpid = :rpc.call(beam(), BenchBeam.Info, :os_pid, [])
     secs = c(1, 3)
@@ -1793,28 +1781,12 @@ defmodule B do
   # perf stat on one OS process while f is called for `secs` seconds:
   # event counts per call
   def perf_stat(ospid, f, secs) do
-    task =
-      Task.async(fn ->
-        System.cmd(
-          "perf",
-          [
-            "stat",
-            "-x,",
-            "-e",
-            Enum.join(@stat_events, ","),
-            "-p",
-            to_string(ospid),
-            "--",
-            "sleep",
-            "#{secs}"
-          ],
-          stderr_to_stdout: true
-        )
-      end)
-
-    Process.sleep(200)
-    n = loop_until(f, now() + (secs - 0.5) * 1_000_000_000, 0)
-    {out, _} = Task.await(task, 30_000)
+    {out, _, n} =
+      perf_attached(["stat", "-x,", "-e", Enum.join(@stat_events, ",")], ospid, f, secs,
+        settle_ms: 200,
+        stop_before_s: 0.5,
+        timeout: 30_000
+      )
 
     counts =
       for line <- String.split(out, "\n"),
@@ -1833,7 +1805,7 @@ defmodule B do
   # the sending side of the relay fan-out under perf stat: per event, the
   # C node vs the BEAM node that emits the same events
   def fanout_profile(cn_relay, cn_tagged, beam_relay, tokens) do
-    if not quick?() and System.get_env("BENCH_PERF", "1") != "0" and System.find_executable("perf") do
+    if perf?() do
       runs = 10
       per = runs * (tokens + 6)
       bpid = :rpc.call(beam(), BenchBeam.Info, :os_pid, [])
@@ -1841,9 +1813,9 @@ defmodule B do
 
       # perf stat on the sender, with the receiving node's (this one's) CPU
       stat = fn ospid, emit ->
-        d0 = cpu_us(me)
+        d0 = Procfs.cpu_us(me)
         r = perf_stat(ospid, fn -> fanout_once(runs, tokens, emit) end, 4)
-        put_in(r, [:per_call, "receiving node (driver) CPU"], (cpu_us(me) - d0) / r.calls / 1000)
+        put_in(r, [:per_call, "receiving node (driver) CPU"], (Procfs.cpu_us(me) - d0) / r.calls / 1000)
       end
 
       o = stat.(cn_ospid(), cn_relay)
@@ -1856,9 +1828,49 @@ defmodule B do
     e -> Process.put(:fanout_stat, %{error: Exception.message(e)})
   end
 
+  # `perf <args> -p ospid -- sleep secs` while f is called in a loop, from
+  # opts[:settle_ms] after perf starts until opts[:stop_before_s] seconds
+  # before it ends: {perf's output, its exit status, the calls made}
+  def perf_attached(args, ospid, f, secs, opts) do
+    task =
+      Task.async(fn ->
+        System.cmd("perf", args ++ ["-p", to_string(ospid), "--", "sleep", "#{secs}"],
+          stderr_to_stdout: true
+        )
+      end)
+
+    Process.sleep(opts[:settle_ms])
+    n = loop_until(f, now() + (secs - opts[:stop_before_s]) * 1_000_000_000, 0)
+    {out, rc} = Task.await(task, opts[:timeout])
+    {out, rc, n}
+  end
+
+  # `perf report` of a perf.data file with `args`, as plain text: its
+  # comments, blank lines and trailing call-graph dashes dropped, and lines
+  # matching `drop` (a regex) too, first `take` lines
+  def perf_report(data, args, take, drop \\ nil) do
+    {t, _} =
+      System.cmd("perf", ["report", "-i", data, "--stdio", "-g", "none" | args],
+        stderr_to_stdout: true
+      )
+
+    t
+    |> String.split("\n")
+    |> Enum.reject(&(String.starts_with?(&1, "#") or String.trim(&1) == ""))
+    |> Enum.map(&String.replace(&1, ~r/(\s+-)*\s*$/, ""))
+    |> Enum.reject(&(drop != nil and String.match?(&1, drop)))
+    |> Enum.take(take)
+    |> Enum.join("\n")
+  end
+
+  # whether this run takes perf profiles: not the smoke run, not with
+  # BENCH_PERF=0, and only where perf is installed
+  def perf?,
+    do: not quick?() and System.get_env("BENCH_PERF", "1") != "0" and System.find_executable("perf") != nil
+
   # a perf record of the C node while f runs in a loop (full runs only)
   def extra_profile(name, title, f) do
-    if not quick?() and System.get_env("BENCH_PERF", "1") != "0" and System.find_executable("perf") do
+    if perf?() do
       rec =
         try do
           perf_record(cn_ospid(), f, 4, name)
@@ -1920,61 +1932,28 @@ defmodule B do
   def perf_record(ospid, f, secs, name) do
     data = Path.join(tmp(), "#{name}.perf.data")
 
-    task =
-      Task.async(fn ->
-        System.cmd(
-          "perf",
-          [
-            "record",
-            "-F",
-            "999",
-            "--call-graph",
-            "dwarf,16384",
-            "-o",
-            data,
-            "-p",
-            to_string(ospid),
-            "--",
-            "sleep",
-            "#{secs}"
-          ],
-          stderr_to_stdout: true
-        )
-      end)
-
-    Process.sleep(300)
-    calls = loop_until(f, now() + (secs - 1) * 1_000_000_000, 0)
-    {rec_out, rc} = Task.await(task, 60_000)
+    {rec_out, rc, calls} =
+      perf_attached(["record", "-F", "999", "--call-graph", "dwarf,16384", "-o", data], ospid, f, secs,
+        settle_ms: 300,
+        stop_before_s: 1,
+        timeout: 60_000
+      )
 
     if rc != 0 do
       %{error: String.slice(rec_out, 0, 400)}
     else
-      report = fn args ->
-        {t, _} =
-          System.cmd("perf", ["report", "-i", data, "--stdio", "-g", "none" | args],
-            stderr_to_stdout: true
-          )
-
-        t
-        |> String.split("\n")
-        |> Enum.reject(&(String.starts_with?(&1, "#") or String.trim(&1) == ""))
-        |> Enum.map(&String.replace(&1, ~r/(\s+-)*\s*$/, ""))
-        |> Enum.take(30)
-        |> Enum.join("\n")
-      end
-
       %{
         calls: calls,
         seconds: secs,
-        self: report.(["--no-children", "--sort", "dso,symbol", "--percent-limit", "1"]),
-        children: report.(["--children", "--sort", "symbol", "--percent-limit", "4"]),
-        dso: report.(["--no-children", "--sort", "dso"])
+        self: perf_report(data, ["--no-children", "--sort", "dso,symbol", "--percent-limit", "1"], 30),
+        children: perf_report(data, ["--children", "--sort", "symbol", "--percent-limit", "4"], 30),
+        dso: perf_report(data, ["--no-children", "--sort", "dso"], 30)
       }
     end
   end
 
   def profile do
-    if quick?() or System.get_env("BENCH_PERF", "1") == "0" or System.find_executable("perf") == nil do
+    if not perf?() do
       nil
     else
       {what, f, _, _} = profile_target()

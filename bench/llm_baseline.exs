@@ -20,37 +20,16 @@
 # /proc/self/stat) from the first request to the last stream's end; the
 # parsing of the samples comes after that window, as on the native side.
 
+Code.require_file("procfs.exs", __DIR__)
+
 defmodule LlmBase do
   @profile :bench_llm
 
   def mono, do: :erlang.monotonic_time(:nanosecond)
 
-  def cpu_us do
-    {:ok, st} = File.read("/proc/self/stat")
-    [_, rest] = String.split(st, ") ", parts: 2)
-    f = String.split(rest)
-    tck = Process.get(:clk_tck) || clk_tck()
-    (String.to_integer(Enum.at(f, 11)) + String.to_integer(Enum.at(f, 12))) * 1_000_000 / tck
-  end
-
-  defp clk_tck do
-    {t, 0} = System.cmd("getconf", ["CLK_TCK"])
-    tck = String.to_integer(String.trim(t))
-    Process.put(:clk_tck, tck)
-    tck
-  end
-
-  def rss_kb do
-    {:ok, s} = File.read("/proc/self/status")
-    [_, kb] = Regex.run(~r/VmRSS:\s+(\d+)/, s)
-    String.to_integer(kb)
-  end
-
-  def hwm_kb do
-    {:ok, s} = File.read("/proc/self/status")
-    [_, kb] = Regex.run(~r/VmHWM:\s+(\d+)/, s)
-    String.to_integer(kb)
-  end
+  defdelegate cpu_us, to: Bench.Procfs
+  defdelegate rss_kb, to: Bench.Procfs
+  defdelegate hwm_kb, to: Bench.Procfs
 
   def at(k, v) when is_float(v), do: IO.puts("@ #{k} #{:erlang.float_to_binary(v, decimals: 1)}")
   def at(k, v), do: IO.puts("@ #{k} #{v}")

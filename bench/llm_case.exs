@@ -21,7 +21,7 @@
 
 defmodule B.Llm do
   @moduledoc false
-  import B, only: [c: 2, quick?: 0, bin: 0, row: 1, fmt: 2, f1: 1, f2: 1, verdict: 1, ratio: 2]
+  import B, only: [c: 2, bin: 0, row: 1, fmt: 2, f1: 1, f2: 1, verdict: 1, ratio: 2]
   alias B.Stats
 
   @ulimit ~S{ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"}
@@ -367,7 +367,7 @@ defmodule B.Llm do
   # perf record (DWARF call graphs) of bench_llm in a burst and at the
   # faster paced load; the reports as text
   def profile(base, pbase) do
-    if quick?() or System.get_env("BENCH_PERF", "1") == "0" or System.find_executable("perf") == nil do
+    if not B.perf?() do
       nil
     else
       %{
@@ -393,20 +393,7 @@ defmodule B.Llm do
     if rc != 0 do
       %{error: String.slice(out, -300, 300)}
     else
-      report = fn extra ->
-        {t, _} =
-          System.cmd("perf", ["report", "-i", data, "--stdio", "-g", "none" | extra],
-            stderr_to_stdout: true
-          )
-
-        t
-        |> String.split("\n")
-        |> Enum.reject(&(String.starts_with?(&1, "#") or String.trim(&1) == ""))
-        |> Enum.map(&String.replace(&1, ~r/(\s+-)*\s*$/, ""))
-        |> Enum.reject(&String.match?(&1, ~r/\] 0x[0-9a-f]+$/))
-        |> Enum.take(25)
-        |> Enum.join("\n")
-      end
+      report = &B.perf_report(data, &1, 25, ~r/\] 0x[0-9a-f]+$/)
 
       %{
         args: Enum.join(args, " ") |> String.replace(~r/http:\/\/127\.0\.0\.1:\d+/, "URL"),

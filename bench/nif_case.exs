@@ -17,7 +17,7 @@
 defmodule B.Nif do
   @moduledoc false
   import B,
-    only: [c: 2, row: 1, fmt: 2, f2: 1, pctf: 1, verdict: 1, timed: 2, warm: 2, alternate: 3]
+    only: [c: 2, row: 1, fmt: 2, pctf: 1, verdict: 1, timed: 2, warm: 2, alternate: 3]
 
   alias B.Stats
 
@@ -39,7 +39,7 @@ defmodule B.Nif do
     with :ok <- CouncilEx.Nif.ensure_loaded(),
          :ok <-
            CouncilEx.Nif.call({:open, %{max_runs: 2_000_000, max_retained: 1_000_000}}),
-         :ok <- B.load_from_baseline([BenchBeam, BenchBeam.Run, BenchBeam.Council]) do
+         :ok <- B.load_from_baseline([BenchBeam, BenchBeam.Run, BenchBeam.Council, BenchBeam.Fanout]) do
       {:ok, _} =
         Supervisor.start_link(
           [
@@ -429,26 +429,10 @@ defmodule B.Nif do
     end
 
     for _ <- 1..runs do
-      id = B.new_id()
-      text = :binary.copy(chunk, tokens)
-      mr = %{member_id: "a", status: :ok, text: text, attempts: 1, error: nil, parsed: nil}
-
-      rr = %{
-        name: "independent_analysis",
-        idx: 0,
-        type: "independent_analysis",
-        members: [mr],
-        aggregate: nil,
-        text: nil
-      }
-
-      send_all.({:run_started, id, "bench", "x"})
-      send_all.({:round_started, id, "independent_analysis", 0})
-      send_all.({:member_started, id, "independent_analysis", "a"})
-      for _ <- 1..tokens, do: send_all.({:member_token, id, "independent_analysis", "a", chunk})
-      send_all.({:member_completed, id, "independent_analysis", "a", mr})
-      send_all.({:round_completed, id, "independent_analysis", rr})
-      send_all.({:run_completed, id, %{final: text, rounds: [rr], errors: []}})
+      {before, token, after_} = BenchBeam.Fanout.run_events(B.new_id(), chunk, tokens)
+      Enum.each(before, send_all)
+      for _ <- 1..tokens, do: send_all.(token)
+      Enum.each(after_, send_all)
     end
   end
 
@@ -492,49 +476,9 @@ defmodule B.Nif do
     {a, b} = alternate(reps, fn -> timed(&nif_council/0, n) end, fn -> timed(&beam_council/0, n) end)
     sa = Stats.latency(a)
     sb = Stats.latency(b)
-    {n8, reps8} = c({5, 1}, {250, 3})
-
-    {a8, b8} =
-      alternate(
-        reps8,
-        fn -> elem(B.concurrent(8, n8, fn _ -> &nif_council/0 end), 0) end,
-        fn -> elem(B.concurrent(8, n8, fn _ -> &beam_council/0 end), 0) end
-      )
-
+    t8 = B.concurrent8(&nif_council/0, &beam_council/0)
     cn = cn_median(fn -> B.council_cn() end, c(20, 300))
-    ta = Stats.values(a8)
-    tb = Stats.values(b8)
-
-    [
-      row(
-        case: name,
-        metric: "runs/s, 1 caller (start + :await; 1e9 / median)",
-        unit: :per_s,
-        ours: 1.0e9 / sa.median,
-        beam: 1.0e9 / sb.median,
-        ours_detail:
-          "median #{fmt(sa.median, :us)} per run, p99 #{fmt(sa.p99, :us)}, spread #{pctf(sa.spread)}" <>
-            if(cn, do: "; the C node (start + :await): #{fmt(cn, :us)} per run", else: ""),
-        beam_detail:
-          "median #{fmt(sb.median, :us)} per run, p99 #{fmt(sb.p99, :us)}, spread #{pctf(sb.spread)}",
-        ratio: sb.median / sa.median,
-        target: "runs/s >= 2x BEAM's",
-        verdict: verdict(sb.median / sa.median >= 2.0),
-        raw: %{ours: sa, beam: sb, c_node: cn}
-      ),
-      row(
-        case: name,
-        metric: "runs/s, 8 concurrent callers",
-        unit: :per_s,
-        ours: ta.median,
-        beam: tb.median,
-        ours_detail: "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)})",
-        beam_detail: "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)})",
-        ratio: ta.median / tb.median,
-        target: "runs/s >= 2x BEAM's",
-        verdict: verdict(ta.median / tb.median >= 2.0),
-        raw: %{ours: ta, beam: tb}
-      )
-    ]
+    note = if(cn, do: "; the C node (start + :await): #{fmt(cn, :us)} per run", else: "")
+    B.runs_rows(name, {sa, sb}, t8, "runs/s >= 2x BEAM's", 2.0, note, %{c_node: cn})
   end
 end

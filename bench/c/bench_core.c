@@ -80,6 +80,37 @@ static void make_id(char *out, size_t i)
     memcpy(out, tmp, ID_LEN);
 }
 
+/* Starts the i-th run of a case (`what`, for the message) under a fresh id
+ * written to `id` (ID_LEN bytes), with `spec` and the text `input`, and
+ * leaves it to the registry; with create_only it is only created and its
+ * reference returned. Exits with a message when the core refuses. */
+static council_run *bench_run(council_ctx *ctx, council_spec *spec, char *id, size_t i,
+                              const char *input, bool create_only, const char *what)
+{
+    council_start_opts o;
+    council_run *run;
+    int rc;
+
+    make_id(id, i);
+    memset(&o, 0, sizeof o);
+    o.run_id = id;
+    o.run_id_len = ID_LEN;
+    o.spec = spec;
+    o.input.tag = "text";
+    o.input.data = input;
+    o.input.len = strlen(input);
+    rc = create_only ? council_run_create(ctx, &o, &run) : council_run_start(ctx, &o, &run);
+    if (rc != 0) {
+        fprintf(stderr, "%s: %s %zu: %s\n", what, create_only ? "run_create" : "run_start", i,
+                council_strerror(rc));
+        exit(1);
+    }
+    if (create_only)
+        return run;
+    council_run_unref(run); /* the registry keeps it */
+    return NULL;
+}
+
 static size_t heap_in_use(void)
 {
     struct mallinfo2 mi = mallinfo2();
@@ -433,22 +464,7 @@ static void bench_api(size_t n)
     heap0 = ctx_heap(ctx);
     rss0 = rss_bytes();
     for (i = 0; i < n; i++) {
-        council_start_opts o;
-        int rc;
-
-        make_id(ids + i * ID_LEN, i);
-        memset(&o, 0, sizeof o);
-        o.run_id = ids + i * ID_LEN;
-        o.run_id_len = ID_LEN;
-        o.spec = spec;
-        o.input.tag = "text";
-        o.input.data = "x";
-        o.input.len = 1;
-        rc = council_run_create(ctx, &o, &runs[i]);
-        if (rc != 0) {
-            fprintf(stderr, "api: run_create %zu: %s\n", i, council_strerror(rc));
-            exit(1);
-        }
+        runs[i] = bench_run(ctx, spec, ids + i * ID_LEN, i, "x", true, "api");
         order[i] = i;
     }
     heap1 = ctx_heap(ctx);
@@ -620,30 +636,14 @@ static void bench_api_memory(size_t n, int spec_per_run)
     heap0 = ctx_heap(ctx);
     rss0 = rss_bytes();
     for (i = 0; i < n; i++) {
-        council_start_opts o;
         council_spec *spec = shared;
-        council_run *run;
-        int rc;
 
         if (spec_per_run &&
             council_spec_from_json(spec_json, sizeof spec_json - 1, &spec, &serr) != 0) {
             fprintf(stderr, "api memory: spec %zu\n", i);
             exit(1);
         }
-        make_id(id, i);
-        memset(&o, 0, sizeof o);
-        o.run_id = id;
-        o.run_id_len = ID_LEN;
-        o.spec = spec;
-        o.input.tag = "text";
-        o.input.data = "x";
-        o.input.len = 1;
-        rc = council_run_start(ctx, &o, &run);
-        if (rc != 0) {
-            fprintf(stderr, "api memory: run_start %zu: %s\n", i, council_strerror(rc));
-            exit(1);
-        }
-        council_run_unref(run); /* the registry keeps it */
+        bench_run(ctx, spec, id, i, "x", false, "api memory");
         if (spec_per_run)
             council_spec_unref(spec);
     }
@@ -709,26 +709,10 @@ static void bench_retention(size_t n, size_t live, int mixed)
     rss_idle = rss_bytes();
     heap_idle = ctx_heap(ctx);
     for (i = 0; i < live + n; i++) {
-        council_start_opts o;
-        council_run *run;
         bool is_idle = mixed ? (i % stride == 0 && n_idle < live) || n_quick == n
                              : i < live;
-        int rc;
 
-        make_id(id, i);
-        memset(&o, 0, sizeof o);
-        o.run_id = id;
-        o.run_id_len = ID_LEN;
-        o.spec = is_idle ? idle : quick;
-        o.input.tag = "text";
-        o.input.data = "a question";
-        o.input.len = 10;
-        rc = council_run_start(ctx, &o, &run);
-        if (rc != 0) {
-            fprintf(stderr, "retention: run_start %zu: %s\n", i, council_strerror(rc));
-            exit(1);
-        }
-        council_run_unref(run); /* the registry keeps it */
+        bench_run(ctx, is_idle ? idle : quick, id, i, "a question", false, "retention");
         if (is_idle)
             n_idle++;
         else

@@ -100,34 +100,28 @@ static double cpu_us(void)
            (double)ru.ru_stime.tv_sec * 1e6 + (double)ru.ru_stime.tv_usec;
 }
 
-static long rss_kb(void)
+/* A "Vm...:" line of /proc/self/status in KiB (field "VmRSS" or "VmHWM"),
+ * -1 when it cannot be read */
+static long status_kb(const char *field)
 {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
+    size_t flen = strlen(field);
     long kb = -1;
 
     if (f == NULL)
         return -1;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+        if (strncmp(line, field, flen) == 0 && line[flen] == ':' &&
+            sscanf(line + flen + 1, " %ld kB", &kb) == 1)
             break;
     fclose(f);
     return kb;
 }
 
-static long hwm_kb(void)
+static long rss_kb(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
+    return status_kb("VmRSS");
 }
 
 static size_t heap_in_use(void)
@@ -487,7 +481,7 @@ static int mode_stream(const char *base, size_t n, size_t tokens, int paced)
     printf("@ tokens_per_cpu_s %.0f\n", c1 > c0 ? (double)B.tokens / ((c1 - c0) / 1e6) : 0.0);
     printf("@ tokens_per_wall_s %.0f\n", (double)B.tokens / ((t1 - t0) / 1e9));
     printf("@ rss_kb_before %ld\n@ rss_kb_after %ld\n", rss0, rss1);
-    printf("@ rss_kb_peak %ld\n", hwm_kb());
+    printf("@ rss_kb_peak %ld\n", status_kb("VmHWM"));
     printf("@ heap_kb_after %.0f\n", (double)heap_in_use() / 1024.0);
     print_pcts("ttft_ns", ttft, n);
     print_pcts("gap_ns", B.gaps, B.ngaps);
