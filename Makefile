@@ -159,14 +159,15 @@ $(B)/test/helpers/%: test/c/helpers/%.c
 
 # The NIF backend (c_src/nif): the core and the C node's term encoders in
 # one shared object the VM loads (config :council_ex, backend: :nif). It
-# takes only the encoders it uses from the C node (event_term, term_json,
-# spec_cache and their term helpers), so the node's other files do not
-# reach it; like the node, it sees the core through c_src/include only.
+# takes only what it uses from the C node (the encoders event_term,
+# term_json, spec_cache and their term helpers; the error reasons; the
+# hash table), so the node's other files do not reach it; like the node,
+# it sees the core through c_src/include only.
 ERTS_INCLUDE := $(firstword $(wildcard /usr/lib/erlang/erts-*/include) /usr/lib/erlang/usr/include)
 NIF_SRC := $(sort $(wildcard c_src/nif/*.c))
 NIF_OBJ := $(NIF_SRC:%.c=$(B)/%.o)
 NIF_CNODE_OBJ := $(addprefix $(B)/c_src/cnode/,event_term.o term_json.o term.o term_check.o \
-                   spec_cache.o reasons.o)
+                   spec_cache.o reasons.o hashtab.o)
 $(B)/c_src/nif/%.o: c_src/nif/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h c_src/nif/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)$(CC) $(filter-out -Ic_src/core,$(CFLAGS_ALL)) -fvisibility=hidden \

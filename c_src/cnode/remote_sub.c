@@ -1,7 +1,7 @@
 /* remote_sub.c - see remote_sub.h.
  *
- * Two small chained hash tables: entries by (topic, pid) and pid records
- * by pid. A pid record holds the monitor on that pid and the list of its
+ * Two hash tables (hashtab.h): entries by (topic, pid) and pid records by
+ * pid. A pid record holds the monitor on that pid and the list of its
  * entries, so a DOWN removes everything of the pid without a scan.
  */
 #include "remote_sub.h"
@@ -10,12 +10,13 @@
 #include <string.h>
 
 #include "event_term.h"
+#include "hashtab.h"
 #include "log.h"
 
 typedef struct pidrec pidrec;
 
 typedef struct entry {
-    struct entry *hnext;       /* chain in rs->entries */
+    cn_hlink hl;               /* in rs->entries */
     cn_dl by_pid;              /* in pidrec.entries */
     cn_rsubs *rs;
     pidrec *pr;
@@ -36,7 +37,7 @@ typedef struct entry {
 } entry;
 
 struct pidrec {
-    pidrec *hnext;
+    cn_hlink hl;               /* in rs->pids */
     cn_pid pid;
     cn_dl entries;
     unsigned char ref[CN_NODE_REF_MAX];
@@ -46,10 +47,8 @@ struct pidrec {
 struct cn_rsubs {
     cn_bridge *b;
     size_t max;                     /* entries in all */
-    entry **ebuckets;
-    size_t nebuckets, nentries;
-    pidrec **pbuckets;
-    size_t npbuckets, npids;
+    cn_htab entries;                /* entry by (topic, pid) */
+    cn_htab pids;                   /* pidrec by pid */
     const council_event *cached_ev; /* referenced while cached */
     ei_x_buff cached;
     ei_x_buff tagged;               /* scratch for tagged sends */
@@ -72,68 +71,14 @@ typedef struct flusher {
  * that makes more sends several, in order). */
 #define BATCH_MAX_BYTES (64u * 1024)
 
-static uint64_t fnv(const void *p, size_t len, uint64_t h)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < len; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 static uint64_t pid_hash(const cn_pid *pid)
 {
-    return fnv(pid, sizeof *pid, 0xcbf29ce484222325ULL);
+    return cn_fnv1a(pid, sizeof *pid, CN_FNV_BASIS);
 }
 
 static uint64_t entry_hash(const char *topic, size_t len, const cn_pid *pid)
 {
-    return fnv(topic, len, pid_hash(pid));
-}
-
-/* Double a chained table once its load passes 1 (failure to grow only
- * costs speed). */
-static void grow_entries(cn_rsubs *rs)
-{
-    if (rs->nentries < rs->nebuckets)
-        return;
-    size_t nn = rs->nebuckets * 2;
-    entry **nb = calloc(nn, sizeof *nb);
-    if (!nb)
-        return;
-    for (size_t i = 0; i < rs->nebuckets; i++) {
-        for (entry *e = rs->ebuckets[i], *next; e; e = next) {
-            next = e->hnext;
-            size_t h = entry_hash(e->topic, e->topic_len, &e->pr->pid) & (nn - 1);
-            e->hnext = nb[h];
-            nb[h] = e;
-        }
-    }
-    free(rs->ebuckets);
-    rs->ebuckets = nb;
-    rs->nebuckets = nn;
-}
-
-static void grow_pids(cn_rsubs *rs)
-{
-    if (rs->npids < rs->npbuckets)
-        return;
-    size_t nn = rs->npbuckets * 2;
-    pidrec **nb = calloc(nn, sizeof *nb);
-    if (!nb)
-        return;
-    for (size_t i = 0; i < rs->npbuckets; i++) {
-        for (pidrec *pr = rs->pbuckets[i], *next; pr; pr = next) {
-            next = pr->hnext;
-            size_t h = pid_hash(&pr->pid) & (nn - 1);
-            pr->hnext = nb[h];
-            nb[h] = pr;
-        }
-    }
-    free(rs->pbuckets);
-    rs->pbuckets = nb;
-    rs->npbuckets = nn;
+    return cn_fnv1a(topic, len, pid_hash(pid));
 }
 
 cn_rsubs *cn_rsubs_new(cn_bridge *b, size_t max)
@@ -143,12 +88,10 @@ cn_rsubs *cn_rsubs_new(cn_bridge *b, size_t max)
         return NULL;
     rs->b = b;
     rs->max = max ? max : 1000000;
-    rs->nebuckets = rs->npbuckets = 64;
-    rs->ebuckets = calloc(rs->nebuckets, sizeof *rs->ebuckets);
-    rs->pbuckets = calloc(rs->npbuckets, sizeof *rs->pbuckets);
-    if (!rs->ebuckets || !rs->pbuckets || ei_x_new(&rs->cached)) {
-        free(rs->ebuckets);
-        free(rs->pbuckets);
+    if (cn_htab_init(&rs->entries, 64) || cn_htab_init(&rs->pids, 64) ||
+        ei_x_new(&rs->cached)) {
+        cn_htab_fini(&rs->entries);
+        cn_htab_fini(&rs->pids);
         free(rs);
         return NULL;
     }
@@ -156,8 +99,8 @@ cn_rsubs *cn_rsubs_new(cn_bridge *b, size_t max)
     if (!rs->fl || ei_x_new(&rs->tagged)) {
         free(rs->fl);
         ei_x_free(&rs->cached);
-        free(rs->ebuckets);
-        free(rs->pbuckets);
+        cn_htab_fini(&rs->entries);
+        cn_htab_fini(&rs->pids);
         free(rs);
         return NULL;
     }
@@ -171,31 +114,25 @@ cn_rsubs *cn_rsubs_new(cn_bridge *b, size_t max)
     return rs;
 }
 
-static entry *entry_find(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
-                         entry ***slot)
+static entry *entry_find(const cn_rsubs *rs, const char *topic, size_t len,
+                         const cn_pid *pid)
 {
-    entry **pp = &rs->ebuckets[entry_hash(topic, len, pid) & (rs->nebuckets - 1)];
-    for (; *pp; pp = &(*pp)->hnext) {
-        entry *e = *pp;
+    uint64_t h = entry_hash(topic, len, pid);
+    for (cn_hlink *l = cn_htab_first(&rs->entries, h); l; l = cn_htab_next(l)) {
+        entry *e = CN_HTAB_ENTRY(l, entry, hl);
         if (e->topic_len == len && cn_pid_eq(&e->pr->pid, pid) &&
-            memcmp(e->topic, topic, len) == 0) {
-            if (slot)
-                *slot = pp;
+            memcmp(e->topic, topic, len) == 0)
             return e;
-        }
     }
     return NULL;
 }
 
-static pidrec *pidrec_find(cn_rsubs *rs, const cn_pid *pid, pidrec ***slot)
+static pidrec *pidrec_find(const cn_rsubs *rs, const cn_pid *pid)
 {
-    pidrec **pp = &rs->pbuckets[pid_hash(pid) & (rs->npbuckets - 1)];
-    for (; *pp; pp = &(*pp)->hnext) {
-        if (cn_pid_eq(&(*pp)->pid, pid)) {
-            if (slot)
-                *slot = pp;
-            return *pp;
-        }
+    for (cn_hlink *l = cn_htab_first(&rs->pids, pid_hash(pid)); l; l = cn_htab_next(l)) {
+        pidrec *pr = CN_HTAB_ENTRY(l, pidrec, hl);
+        if (cn_pid_eq(&pr->pid, pid))
+            return pr;
     }
     return NULL;
 }
@@ -205,10 +142,7 @@ static pidrec *pidrec_find(cn_rsubs *rs, const cn_pid *pid, pidrec ***slot)
  * it was the last entry. */
 static void entry_drop(cn_rsubs *rs, entry *e, int demonitor)
 {
-    entry **slot = NULL;
-    if (entry_find(rs, e->topic, e->topic_len, &e->pr->pid, &slot) == e)
-        *slot = e->hnext;
-    rs->nentries--;
+    cn_htab_del(&rs->entries, &e->hl);
     if (e->sub)
         council_unsubscribe(rs->b->ctx, e->sub);
     council_run_unref(e->run);
@@ -219,10 +153,7 @@ static void entry_drop(cn_rsubs *rs, entry *e, int demonitor)
     cn_dl_del(&e->by_pid);
     free(e);
     if (cn_dl_empty(&pr->entries)) {
-        pidrec **ps = NULL;
-        if (pidrec_find(rs, &pr->pid, &ps) == pr)
-            *ps = pr->hnext;
-        rs->npids--;
+        cn_htab_del(&rs->pids, &pr->hl);
         if (demonitor && pr->ref_len && rs->b->service)
             cn_node_demonitor(rs->b->node, rs->b->service,
                               (cn_slice){pr->ref, pr->ref_len});
@@ -467,7 +398,7 @@ static void on_overflow(size_t dropped, void *arg)
 
 bool cn_rsubs_has(const cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid)
 {
-    return topic && entry_find((cn_rsubs *)rs, topic, len, pid, NULL) != NULL;
+    return topic && entry_find(rs, topic, len, pid) != NULL;
 }
 
 int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
@@ -475,11 +406,11 @@ int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
 {
     if (!topic || len == 0)
         return COUNCIL_EINVAL;
-    if (entry_find(rs, topic, len, pid, NULL))
+    if (entry_find(rs, topic, len, pid))
         return 0;
-    if (rs->nentries >= rs->max)
+    if (rs->entries.n >= rs->max)
         return COUNCIL_ELIMIT;
-    pidrec *pr = pidrec_find(rs, pid, NULL);
+    pidrec *pr = pidrec_find(rs, pid);
     int new_pr = 0;
     if (!pr) {
         pr = calloc(1, sizeof *pr);
@@ -515,25 +446,16 @@ int cn_rsubs_add(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid,
         }
         return rc;
     }
-    if (new_pr) {
-        size_t h = pid_hash(pid) & (rs->npbuckets - 1);
-        pr->hnext = rs->pbuckets[h];
-        rs->pbuckets[h] = pr;
-        rs->npids++;
-        grow_pids(rs);
-    }
+    if (new_pr)
+        cn_htab_add(&rs->pids, &pr->hl, pid_hash(pid));
     cn_dl_push(&pr->entries, &e->by_pid);
-    size_t h = entry_hash(topic, len, pid) & (rs->nebuckets - 1);
-    e->hnext = rs->ebuckets[h];
-    rs->ebuckets[h] = e;
-    rs->nentries++;
-    grow_entries(rs);
+    cn_htab_add(&rs->entries, &e->hl, entry_hash(topic, len, pid));
     return 0;
 }
 
 int cn_rsubs_remove(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *pid)
 {
-    entry *e = entry_find(rs, topic, len, pid, NULL);
+    entry *e = entry_find(rs, topic, len, pid);
     if (!e)
         return COUNCIL_ENOTFOUND;
     entry_drop(rs, e, 1);
@@ -542,7 +464,7 @@ int cn_rsubs_remove(cn_rsubs *rs, const char *topic, size_t len, const cn_pid *p
 
 void cn_rsubs_pid_down(cn_rsubs *rs, const cn_pid *pid)
 {
-    pidrec *pr = pidrec_find(rs, pid, NULL);
+    pidrec *pr = pidrec_find(rs, pid);
     if (!pr)
         return;
     pr->ref_len = 0; /* the monitor is gone already */
@@ -557,7 +479,7 @@ void cn_rsubs_pid_down(cn_rsubs *rs, const cn_pid *pid)
 
 size_t cn_rsubs_count(const cn_rsubs *rs)
 {
-    return rs->nentries;
+    return rs->entries.n;
 }
 
 static void on_flusher_closed(uv_handle_t *h)
@@ -572,25 +494,18 @@ void cn_rsubs_free(cn_rsubs *rs)
     if (!rs)
         return;
     flush_all(rs); /* the node's connections are flushed after this */
-    for (size_t i = 0; i < rs->nebuckets; i++) {
-        entry *e = rs->ebuckets[i];
-        while (e) {
-            entry *next = e->hnext;
-            if (e->sub)
-                council_unsubscribe(rs->b->ctx, e->sub);
-            council_run_unref(e->run);
-            free(e->batch); /* unsent: the table goes with the service */
-            free(e);
-            e = next;
-        }
+    for (cn_hlink *l = cn_htab_take_all(&rs->entries), *next; l; l = next) {
+        next = l->next;
+        entry *e = CN_HTAB_ENTRY(l, entry, hl);
+        if (e->sub)
+            council_unsubscribe(rs->b->ctx, e->sub);
+        council_run_unref(e->run);
+        free(e->batch); /* unsent: the table goes with the service */
+        free(e);
     }
-    for (size_t i = 0; i < rs->npbuckets; i++) {
-        pidrec *pr = rs->pbuckets[i];
-        while (pr) {
-            pidrec *next = pr->hnext;
-            free(pr);
-            pr = next;
-        }
+    for (cn_hlink *l = cn_htab_take_all(&rs->pids), *next; l; l = next) {
+        next = l->next;
+        free(CN_HTAB_ENTRY(l, pidrec, hl));
     }
     council_event_unref(rs->cached_ev);
     ei_x_free(&rs->cached);
@@ -598,7 +513,7 @@ void cn_rsubs_free(cn_rsubs *rs)
     rs->fl->rs = NULL;
     uv_close((uv_handle_t *)&rs->fl->check, on_flusher_closed);
     uv_close((uv_handle_t *)&rs->fl->prepare, on_flusher_closed);
-    free(rs->ebuckets);
-    free(rs->pbuckets);
+    cn_htab_fini(&rs->entries);
+    cn_htab_fini(&rs->pids);
     free(rs);
 }

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hashtab.h"
+
 #define SLOTS 32
 
 typedef struct slot {
@@ -21,16 +23,6 @@ struct cn_spec_cache {
     uint64_t clock;
     slot slots[SLOTS];
 };
-
-static uint64_t fnv1a(const char *p, size_t len)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 cn_spec_cache *cn_spec_cache_new(council_ctx *ctx)
 {
@@ -54,7 +46,7 @@ void cn_spec_cache_free(cn_spec_cache *c)
 int cn_spec_cache_get(cn_spec_cache *c, const char *json, size_t len,
                       council_spec **out, council_spec_error *err)
 {
-    uint64_t h = fnv1a(json, len);
+    uint64_t h = cn_fnv1a(json, len, CN_FNV_BASIS);
     slot *victim = &c->slots[0];
     for (size_t i = 0; i < SLOTS; i++) {
         slot *s = &c->slots[i];

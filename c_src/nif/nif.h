@@ -22,7 +22,8 @@
  * tool handler), nif_term.c (term helpers).
  *
  * Uses only the core's public headers (council.h, council_json.h) and the
- * C node's term encoders (event_term.h, spec_cache.h).
+ * C node's term encoders (event_term.h, spec_cache.h), its error reasons
+ * (reasons.h) and its hash table (hashtab.h).
  */
 #ifndef COUNCIL_NIF_H
 #define COUNCIL_NIF_H
@@ -33,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "hashtab.h"
 #include "reasons.h"
 
 /* ------------------------------------------------------------ lists */
@@ -114,8 +116,7 @@ typedef struct nif_state {
      * as of their last round change: written by the loop thread, read by
      * any scheduler under idx (nif_run.c) */
     ErlNifRWLock *idx;
-    struct nif_run **ib;
-    size_t nib, nidx;
+    cn_htab runs;
 
     /* loop */
     council_ctx *ctx;          /* NULL while closed (before open, after close) */

@@ -29,7 +29,7 @@
 enum { K_MEMBER = 1, K_TOOL = 2, K_ROUTE = 3 };
 
 typedef struct bentry {
-    struct bentry *hnext;
+    cn_hlink hl;    /* in bm->calls */
     nif_dl by_run;  /* in the run's calls list */
     int kind;
     uint64_t id;
@@ -40,48 +40,22 @@ typedef struct bentry {
 
 struct nif_beam {
     nif_state *st;
-    bentry **b;
-    size_t nb, n;
+    cn_htab calls;  /* bentry by (kind, id) */
     int regs;       /* registrations not yet released by the core */
 };
 
-static size_t slot_of(const nif_beam *bm, int kind, uint64_t id)
+static uint64_t key_hash(int kind, uint64_t id)
 {
-    uint64_t h = (id ^ ((uint64_t)kind << 62)) * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(h >> 32) & (bm->nb - 1);
+    return (id ^ ((uint64_t)kind << 62)) * 0x9E3779B97F4A7C15ULL;
 }
 
-static void grow(nif_beam *bm)
+static bentry *find(const nif_beam *bm, int kind, uint64_t id)
 {
-    if (bm->n < bm->nb)
-        return;
-    size_t nn = bm->nb * 2, on = bm->nb;
-    bentry **nb = enif_alloc(nn * sizeof *nb);
-    if (!nb)
-        return;
-    memset(nb, 0, nn * sizeof *nb);
-    bentry **old = bm->b;
-    bm->b = nb;
-    bm->nb = nn;
-    for (size_t i = 0; i < on; i++) {
-        for (bentry *e = old[i], *next; e; e = next) {
-            next = e->hnext;
-            size_t h = slot_of(bm, e->kind, e->id);
-            e->hnext = nb[h];
-            nb[h] = e;
-        }
-    }
-    enif_free(old);
-}
-
-static bentry *find(nif_beam *bm, int kind, uint64_t id, bentry ***slot)
-{
-    for (bentry **p = &bm->b[slot_of(bm, kind, id)]; *p; p = &(*p)->hnext) {
-        if ((*p)->kind == kind && (*p)->id == id) {
-            if (slot)
-                *slot = p;
-            return *p;
-        }
+    uint64_t h = key_hash(kind, id);
+    for (cn_hlink *l = cn_htab_first(&bm->calls, h); l; l = cn_htab_next(l)) {
+        bentry *e = CN_HTAB_ENTRY(l, bentry, hl);
+        if (e->kind == kind && e->id == id)
+            return e;
     }
     return NULL;
 }
@@ -95,25 +69,19 @@ static int add(nif_beam *bm, int kind, uint64_t id, void *item, nif_run *owner)
     e->id = id;
     e->item = item;
     e->owner = owner;
-    size_t h = slot_of(bm, kind, id);
-    e->hnext = bm->b[h];
-    bm->b[h] = e;
+    cn_htab_add(&bm->calls, &e->hl, key_hash(kind, id));
     nif_dl_push(nif_run_calls(owner), &e->by_run);
-    bm->n++;
-    grow(bm);
     return 0;
 }
 
 /* Out of the table; returns its item (NULL when there is none). */
 static void *take(nif_beam *bm, int kind, uint64_t id)
 {
-    bentry **slot = NULL;
-    bentry *e = find(bm, kind, id, &slot);
+    bentry *e = find(bm, kind, id);
     if (!e)
         return NULL;
-    *slot = e->hnext;
+    cn_htab_del(&bm->calls, &e->hl);
     nif_dl_del(&e->by_run);
-    bm->n--;
     void *item = e->item;
     enif_free(e);
     return item;
@@ -136,10 +104,7 @@ static void detach(nif_beam *bm, nif_run *r, nif_dl *out)
     nif_dl *calls = nif_run_calls(r);
     while (!nif_dl_empty(calls)) {
         bentry *e = NIF_DL_ENTRY(calls->next, bentry, by_run);
-        bentry **slot = NULL;
-        if (find(bm, e->kind, e->id, &slot) == e)
-            *slot = e->hnext;
-        bm->n--;
+        cn_htab_del(&bm->calls, &e->hl);
         nif_dl_del(&e->by_run);
         nif_dl_push(out, &e->by_run);
     }
@@ -151,17 +116,16 @@ static void release_arg(void *arg)
     if (--bm->regs > 0)
         return;
     /* the context is going: drop what still waits */
-    for (size_t i = 0; i < bm->nb; i++) {
-        for (bentry *e = bm->b[i], *next; e; e = next) {
-            next = e->hnext;
-            nif_dl_del(&e->by_run);
-            unref_item(e->kind, e->item);
-            enif_free(e);
-        }
+    for (cn_hlink *l = cn_htab_take_all(&bm->calls), *next; l; l = next) {
+        next = l->next;
+        bentry *e = CN_HTAB_ENTRY(l, bentry, hl);
+        nif_dl_del(&e->by_run);
+        unref_item(e->kind, e->item);
+        enif_free(e);
     }
     if (bm->st->beam == bm)
         bm->st->beam = NULL;
-    enif_free(bm->b);
+    cn_htab_fini(&bm->calls);
     enif_free(bm);
 }
 
@@ -312,7 +276,7 @@ static int tool_start(council_tool_call *tc, void *arg)
 static void tool_cancel(council_tool_call *tc, void *arg)
 {
     nif_beam *bm = arg;
-    bentry *e = find(bm, K_TOOL, council_tool_call_id(tc), NULL);
+    bentry *e = find(bm, K_TOOL, council_tool_call_id(tc));
     if (e && e->item == tc)
         council_tool_call_unref(take(bm, K_TOOL, e->id));
 }
@@ -354,7 +318,7 @@ static int route_start(council_route *rt, void *arg)
 static void route_cancel(council_route *rt, void *arg)
 {
     nif_beam *bm = arg;
-    bentry *e = find(bm, K_ROUTE, council_route_id(rt), NULL);
+    bentry *e = find(bm, K_ROUTE, council_route_id(rt));
     if (e && e->item == rt)
         council_route_unref(take(bm, K_ROUTE, e->id));
 }
@@ -414,12 +378,10 @@ nif_beam *nif_beam_register(nif_state *st, int *rc)
         return NULL;
     memset(bm, 0, sizeof *bm);
     bm->st = st;
-    bm->nb = 64;
-    if (!(bm->b = enif_alloc(bm->nb * sizeof *bm->b))) {
+    if (cn_htab_init(&bm->calls, 64)) {
         enif_free(bm);
         return NULL;
     }
-    memset(bm->b, 0, bm->nb * sizeof *bm->b);
     council_provider_ops pops = {.start = beam_start, .cancel = beam_cancel,
                                  .release = release_arg};
     council_tool_ops tops = {.start = tool_start, .cancel = tool_cancel,
@@ -428,7 +390,7 @@ nif_beam *nif_beam_register(nif_state *st, int *rc)
                                .release = release_arg};
     bm->regs = 3;
     if ((*rc = council_provider_register(st->ctx, "beam", &pops, bm)) != 0) {
-        enif_free(bm->b);
+        cn_htab_fini(&bm->calls);
         enif_free(bm);
         return NULL;
     }
@@ -445,7 +407,7 @@ nif_beam *nif_beam_register(nif_state *st, int *rc)
     return bm;
 }
 
-size_t nif_beam_pending(const nif_beam *bm) { return bm ? bm->n : 0; }
+size_t nif_beam_pending(const nif_beam *bm) { return bm ? bm->calls.n : 0; }
 
 /* ------------------------------------------------------------ replies */
 
@@ -541,7 +503,7 @@ int nif_beam_info(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TERM msg)
         return 0;
     if (!bm || !enif_get_uint64(env, el[1], &id))
         return 1; /* a bad id: dropped */
-    bentry *e = find(bm, kind, id, NULL);
+    bentry *e = find(bm, kind, id);
     if (!e || e->owner != r)
         return 1; /* late (timed out, cancelled) or another run's: dropped */
     if (enif_is_identical(el[0], A.council_member_token)) {

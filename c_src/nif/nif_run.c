@@ -23,7 +23,7 @@
  * from the start until the pid is told to exit or is gone ("released").
  *
  * Reads without the loop: while a record is held by the loop it is in the
- * index (st->ib, by registry and run id, under the rwlock st->idx) with a
+ * index (st->runs, by registry and run id, under the rwlock st->idx) with a
  * snapshot of the run's summary, which the loop refreshes when the run
  * begins, when a round starts or completes (an internal subscription to
  * the run's events) and when it ends (its watcher, at once, so that a
@@ -62,8 +62,7 @@ struct nif_run {
     char *id;               /* immutable copy of the run id */
     char *council, *registry; /* immutable copies */
     /* in the index (under st->idx) */
-    struct nif_run *inext;
-    uint64_t ihash;
+    cn_hlink hl;            /* in st->runs */
     int indexed;
     /* the summary as of its last refresh (under st->idx) */
     council_status s_status;
@@ -135,11 +134,8 @@ static uint64_t key_hash(const char *registry, const void *id, size_t len)
 
 int nif_index_init(nif_state *st)
 {
-    st->nib = 256;
-    st->ib = enif_alloc(st->nib * sizeof *st->ib);
-    if (!st->ib || !(st->idx = enif_rwlock_create("council_nif.index")))
+    if (cn_htab_init(&st->runs, 256) || !(st->idx = enif_rwlock_create("council_nif.index")))
         return -1;
-    memset(st->ib, 0, st->nib * sizeof *st->ib);
     return 0;
 }
 
@@ -147,41 +143,15 @@ void nif_index_free(nif_state *st)
 {
     if (st->idx)
         enif_rwlock_destroy(st->idx);
-    enif_free(st->ib);
-}
-
-/* Under the write lock. */
-static void index_grow(nif_state *st)
-{
-    if (st->nidx < st->nib)
-        return;
-    size_t nn = st->nib * 2;
-    nif_run **nb = enif_alloc(nn * sizeof *nb);
-    if (!nb)
-        return; /* only slower */
-    memset(nb, 0, nn * sizeof *nb);
-    for (size_t i = 0; i < st->nib; i++) {
-        for (nif_run *r = st->ib[i], *next; r; r = next) {
-            next = r->inext;
-            r->inext = nb[r->ihash & (nn - 1)];
-            nb[r->ihash & (nn - 1)] = r;
-        }
-    }
-    enif_free(st->ib);
-    st->ib = nb;
-    st->nib = nn;
+    cn_htab_fini(&st->runs);
 }
 
 static void index_add(nif_state *st, nif_run *r)
 {
-    r->ihash = key_hash(r->registry, r->id, r->id_len);
+    uint64_t h = key_hash(r->registry, r->id, r->id_len);
     enif_rwlock_rwlock(st->idx);
-    size_t h = r->ihash & (st->nib - 1);
-    r->inext = st->ib[h];
-    st->ib[h] = r;
-    st->nidx++;
+    cn_htab_add(&st->runs, &r->hl, h);
     r->indexed = 1;
-    index_grow(st);
     enif_rwlock_rwunlock(st->idx);
 }
 
@@ -190,13 +160,7 @@ static void index_remove(nif_state *st, nif_run *r)
     if (!r->indexed)
         return;
     enif_rwlock_rwlock(st->idx);
-    for (nif_run **p = &st->ib[r->ihash & (st->nib - 1)]; *p; p = &(*p)->inext) {
-        if (*p == r) {
-            *p = r->inext;
-            break;
-        }
-    }
-    st->nidx--;
+    cn_htab_del(&st->runs, &r->hl);
     r->indexed = 0;
     enif_rwlock_rwunlock(st->idx);
 }
@@ -321,8 +285,9 @@ int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
     uint64_t h = key_hash(registry, id, len);
     int ok = 0;
     enif_rwlock_rlock(st->idx);
-    for (nif_run *r = st->ib[h & (st->nib - 1)]; r; r = r->inext) {
-        if (r->ihash != h || r->id_len != len || memcmp(r->id, id, len) != 0 ||
+    for (cn_hlink *l = cn_htab_first(&st->runs, h); l; l = cn_htab_next(l)) {
+        nif_run *r = CN_HTAB_ENTRY(l, nif_run, hl);
+        if (r->id_len != len || memcmp(r->id, id, len) != 0 ||
             strcmp(r->registry, registry) != 0)
             continue;
         /* a pid that has exited (its monitor's DOWN may not be carried

@@ -17,8 +17,8 @@
  * terminal events (the run's own, rebuilt from the run if the core's queue
  * had dropped it), as the C node's subscribers do.
  *
- * Two chained hash tables, as the C node's remote_sub.c: entries by (topic,
- * pid), pid records by pid. A pid record is a resource object (it holds
+ * Two hash tables (hashtab.h), as the C node's remote_sub.c: entries by
+ * (topic, pid), pid records by pid. A pid record is a resource object (it holds
  * the monitor); the table keeps one reference on it while it has entries.
  * Loop thread only, except the monitor's down callback (which queues).
  * An event's term is made once and copied to each pid (enif_send with no
@@ -27,12 +27,13 @@
 #include <string.h>
 
 #include "event_term.h"
+#include "hashtab.h"
 #include "nif.h"
 
 typedef struct pidrec pidrec;
 
 typedef struct entry {
-    struct entry *hnext;
+    cn_hlink hl;               /* in s->entries */
     nif_dl by_pid;             /* in pidrec.entries */
     nif_subs *s;
     pidrec *pr;
@@ -46,7 +47,7 @@ typedef struct entry {
 
 struct pidrec {
     nif_state *st;             /* for the down callback */
-    pidrec *hnext;
+    cn_hlink hl;               /* in s->pids */
     ErlNifPid pid;
     nif_dl entries;
     ErlNifMonitor mon;
@@ -69,82 +70,26 @@ typedef struct cslot {
 struct nif_subs {
     nif_state *st;
     size_t max;
-    entry **eb;
-    size_t neb, nentries;
-    pidrec **pb;
-    size_t npb, npids;
+    cn_htab entries;           /* entry by (topic, pid) */
+    cn_htab pids;              /* pidrec by pid */
     cslot cache[NCACHE];
 };
-
-static uint64_t fnv(const void *p, size_t len, uint64_t h)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < len; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 /* A local pid is an immediate term: its bits name it. */
 static uint64_t pid_hash(const ErlNifPid *pid)
 {
     uint64_t v = (uint64_t)pid->pid;
-    return fnv(&v, sizeof v, 0xcbf29ce484222325ULL);
+    return cn_fnv1a(&v, sizeof v, CN_FNV_BASIS);
 }
 
 static uint64_t entry_hash(const char *topic, size_t len, const ErlNifPid *pid)
 {
-    return fnv(topic, len, pid_hash(pid));
+    return cn_fnv1a(topic, len, pid_hash(pid));
 }
 
 static int same_pid(const ErlNifPid *a, const ErlNifPid *b)
 {
     return enif_compare_pids(a, b) == 0;
-}
-
-static void grow_entries(nif_subs *s)
-{
-    if (s->nentries < s->neb)
-        return;
-    size_t nn = s->neb * 2;
-    entry **nb = enif_alloc(nn * sizeof *nb);
-    if (!nb)
-        return; /* only slower */
-    memset(nb, 0, nn * sizeof *nb);
-    for (size_t i = 0; i < s->neb; i++) {
-        for (entry *e = s->eb[i], *next; e; e = next) {
-            next = e->hnext;
-            size_t h = entry_hash(e->topic, e->topic_len, &e->pr->pid) & (nn - 1);
-            e->hnext = nb[h];
-            nb[h] = e;
-        }
-    }
-    enif_free(s->eb);
-    s->eb = nb;
-    s->neb = nn;
-}
-
-static void grow_pids(nif_subs *s)
-{
-    if (s->npids < s->npb)
-        return;
-    size_t nn = s->npb * 2;
-    pidrec **nb = enif_alloc(nn * sizeof *nb);
-    if (!nb)
-        return;
-    memset(nb, 0, nn * sizeof *nb);
-    for (size_t i = 0; i < s->npb; i++) {
-        for (pidrec *pr = s->pb[i], *next; pr; pr = next) {
-            next = pr->hnext;
-            size_t h = pid_hash(&pr->pid) & (nn - 1);
-            pr->hnext = nb[h];
-            nb[h] = pr;
-        }
-    }
-    enif_free(s->pb);
-    s->pb = nb;
-    s->npb = nn;
 }
 
 nif_subs *nif_subs_new(nif_state *st, size_t max)
@@ -155,45 +100,34 @@ nif_subs *nif_subs_new(nif_state *st, size_t max)
     memset(s, 0, sizeof *s);
     s->st = st;
     s->max = max ? max : 1000000;
-    s->neb = s->npb = 64;
-    s->eb = enif_alloc(s->neb * sizeof *s->eb);
-    s->pb = enif_alloc(s->npb * sizeof *s->pb);
-    if (!s->eb || !s->pb) {
-        enif_free(s->eb);
-        enif_free(s->pb);
+    if (cn_htab_init(&s->entries, 64) || cn_htab_init(&s->pids, 64)) {
+        cn_htab_fini(&s->entries);
+        cn_htab_fini(&s->pids);
         enif_free(s);
         return NULL;
     }
-    memset(s->eb, 0, s->neb * sizeof *s->eb);
-    memset(s->pb, 0, s->npb * sizeof *s->pb);
     return s;
 }
 
-static entry *entry_find(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid,
-                         entry ***slot)
+static entry *entry_find(const nif_subs *s, const char *topic, size_t len,
+                         const ErlNifPid *pid)
 {
-    size_t h = entry_hash(topic, len, pid) & (s->neb - 1);
-    for (entry **p = &s->eb[h]; *p; p = &(*p)->hnext) {
-        entry *e = *p;
+    uint64_t h = entry_hash(topic, len, pid);
+    for (cn_hlink *l = cn_htab_first(&s->entries, h); l; l = cn_htab_next(l)) {
+        entry *e = CN_HTAB_ENTRY(l, entry, hl);
         if (e->topic_len == len && same_pid(&e->pr->pid, pid) &&
-            memcmp(e->topic, topic, len) == 0) {
-            if (slot)
-                *slot = p;
+            memcmp(e->topic, topic, len) == 0)
             return e;
-        }
     }
     return NULL;
 }
 
-static pidrec *pidrec_find(nif_subs *s, const ErlNifPid *pid, pidrec ***slot)
+static pidrec *pidrec_find(const nif_subs *s, const ErlNifPid *pid)
 {
-    size_t h = pid_hash(pid) & (s->npb - 1);
-    for (pidrec **p = &s->pb[h]; *p; p = &(*p)->hnext) {
-        if (same_pid(&(*p)->pid, pid)) {
-            if (slot)
-                *slot = p;
-            return *p;
-        }
+    for (cn_hlink *l = cn_htab_first(&s->pids, pid_hash(pid)); l; l = cn_htab_next(l)) {
+        pidrec *pr = CN_HTAB_ENTRY(l, pidrec, hl);
+        if (same_pid(&pr->pid, pid))
+            return pr;
     }
     return NULL;
 }
@@ -202,10 +136,7 @@ static pidrec *pidrec_find(nif_subs *s, const ErlNifPid *pid, pidrec ***slot)
  * the table's reference with it. */
 static void pidrec_drop(nif_subs *s, pidrec *pr, int demonitor)
 {
-    pidrec **slot = NULL;
-    if (pidrec_find(s, &pr->pid, &slot) == pr)
-        *slot = pr->hnext;
-    s->npids--;
+    cn_htab_del(&s->pids, &pr->hl);
     pr->in_table = 0;
     if (demonitor && pr->monitored)
         enif_demonitor_process(NULL, pr, &pr->mon);
@@ -213,13 +144,10 @@ static void pidrec_drop(nif_subs *s, pidrec *pr, int demonitor)
     enif_release_resource(pr);
 }
 
-/* Removes e (its core subscription too, unless the core ended it). */
-static void entry_drop(nif_subs *s, entry *e, int demonitor)
+/* Frees e, out of s->entries already (its core subscription too, unless
+ * the core ended it). */
+static void entry_release(nif_subs *s, entry *e, int demonitor)
 {
-    entry **slot = NULL;
-    if (entry_find(s, e->topic, e->topic_len, &e->pr->pid, &slot) == e)
-        *slot = e->hnext;
-    s->nentries--;
     if (e->sub && s->st->ctx)
         council_unsubscribe(s->st->ctx, e->sub);
     pidrec *pr = e->pr;
@@ -230,21 +158,28 @@ static void entry_drop(nif_subs *s, entry *e, int demonitor)
         pidrec_drop(s, pr, demonitor);
 }
 
+/* Removes e and frees it. */
+static void entry_drop(nif_subs *s, entry *e, int demonitor)
+{
+    cn_htab_del(&s->entries, &e->hl);
+    entry_release(s, e, demonitor);
+}
+
 void nif_subs_free(nif_subs *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->neb; i++) {
-        while (s->eb[i])
-            entry_drop(s, s->eb[i], 1);
+    for (cn_hlink *l = cn_htab_take_all(&s->entries), *next; l; l = next) {
+        next = l->next;
+        entry_release(s, CN_HTAB_ENTRY(l, entry, hl), 1);
     }
     for (size_t i = 0; i < NCACHE; i++) {
         council_event_unref(s->cache[i].ev);
         if (s->cache[i].env)
             enif_free_env(s->cache[i].env);
     }
-    enif_free(s->eb);
-    enif_free(s->pb);
+    cn_htab_fini(&s->entries);
+    cn_htab_fini(&s->pids);
     enif_free(s);
 }
 
@@ -542,18 +477,18 @@ static void on_overflow(size_t dropped, void *arg)
 
 int nif_subs_has(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid)
 {
-    return topic && entry_find(s, topic, len, pid, NULL) != NULL;
+    return topic && entry_find(s, topic, len, pid) != NULL;
 }
 
 int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid, int mode)
 {
     if (!topic || len == 0 || !s->st->ctx)
         return COUNCIL_EINVAL;
-    if (entry_find(s, topic, len, pid, NULL))
+    if (entry_find(s, topic, len, pid))
         return 0; /* one subscription per (topic, pid); the first mode stays */
-    if (s->nentries >= s->max)
+    if (s->entries.n >= s->max)
         return COUNCIL_ELIMIT;
-    pidrec *pr = pidrec_find(s, pid, NULL);
+    pidrec *pr = pidrec_find(s, pid);
     int new_pr = 0;
     if (!pr) {
         pr = enif_alloc_resource(nif_pid_type, sizeof *pr);
@@ -595,25 +530,17 @@ int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pi
         return rc;
     }
     if (new_pr) {
-        size_t h = pid_hash(pid) & (s->npb - 1);
-        pr->hnext = s->pb[h];
-        s->pb[h] = pr;
+        cn_htab_add(&s->pids, &pr->hl, pid_hash(pid));
         pr->in_table = 1;
-        s->npids++;
-        grow_pids(s);
     }
     nif_dl_push(&pr->entries, &e->by_pid);
-    size_t h = entry_hash(topic, len, pid) & (s->neb - 1);
-    e->hnext = s->eb[h];
-    s->eb[h] = e;
-    s->nentries++;
-    grow_entries(s);
+    cn_htab_add(&s->entries, &e->hl, entry_hash(topic, len, pid));
     return 0;
 }
 
 int nif_subs_remove(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid)
 {
-    entry *e = topic ? entry_find(s, topic, len, pid, NULL) : NULL;
+    entry *e = topic ? entry_find(s, topic, len, pid) : NULL;
     if (!e)
         return COUNCIL_ENOTFOUND;
     entry_drop(s, e, 1);
@@ -623,15 +550,18 @@ int nif_subs_remove(nif_subs *s, const char *topic, size_t len, const ErlNifPid 
 ERL_NIF_TERM nif_subs_of(nif_subs *s, ErlNifEnv *env, const char *topic, size_t len)
 {
     ERL_NIF_TERM list = enif_make_list(env, 0);
-    for (size_t i = 0; s && i < s->neb; i++)
-        for (entry *e = s->eb[i]; e; e = e->hnext)
-            if (e->topic_len == len && memcmp(e->topic, topic, len) == 0)
-                list = enif_make_list_cell(env, enif_make_pid(env, &e->pr->pid), list);
+    if (!s)
+        return list;
+    CN_HTAB_EACH(&s->entries, l) {
+        entry *e = CN_HTAB_ENTRY(l, entry, hl);
+        if (e->topic_len == len && memcmp(e->topic, topic, len) == 0)
+            list = enif_make_list_cell(env, enif_make_pid(env, &e->pr->pid), list);
+    }
     return list;
 }
 
-size_t nif_subs_count(const nif_subs *s) { return s ? s->nentries : 0; }
-size_t nif_subs_pids(const nif_subs *s) { return s ? s->npids : 0; }
+size_t nif_subs_count(const nif_subs *s) { return s ? s->entries.n : 0; }
+size_t nif_subs_pids(const nif_subs *s) { return s ? s->pids.n : 0; }
 
 void nif_subs_pid_down(nif_subs *s, void *obj, const ErlNifMonitor *mon)
 {
