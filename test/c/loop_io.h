@@ -1,5 +1,5 @@
 /* loop_io.h - for suites that talk to a node over a real socket while the
- * node's libuv loop runs in the same thread (test_node, test_dial). */
+ * node's libuv loop runs in the same thread (through dist_peer.h). */
 #ifndef TEST_LOOP_IO_H
 #define TEST_LOOP_IO_H
 

@@ -8,31 +8,16 @@
  * reply that is malformed or for another id, the member server going down,
  * a run without a member server, cancel and timeout (the waiting call is
  * dropped, a late reply ignored). */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "dist_peer.h"
 
-#include "loop_io.h"
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <jansson.h>
 #include <sodium.h>
 
 #include "../../c_src/cnode/beam_tools.h"
-#include "../../c_src/cnode/dist_ctl.h"
 #include "../../c_src/cnode/gen_server.h"
-#include "../../c_src/cnode/handshake.h"
 #include "../../c_src/cnode/log.h"
 #include "../../c_src/cnode/node.h"
 #include "../../c_src/cnode/run_proc.h"
@@ -92,91 +77,29 @@ static void toolish_cancel(council_call *call, void *arg)
 
 static void spin(fixture *f, int ms)
 {
-    for (int i = 0; i < ms; i++) {
-        uv_run(f->loop, UV_RUN_NOWAIT);
-        usleep(1000);
-    }
-}
-
-static int rd(fixture *f, void *buf, size_t n)
-{
-    return loop_read_exact(f->loop, f->fd, buf, n, 8000);
-}
-
-static void wr(fixture *f, const void *b, size_t n)
-{
-    assert_int_equal(send(f->fd, b, n, MSG_NOSIGNAL), (ssize_t)n);
-    spin(f, 5);
+    dp_spin(f->loop, ms);
 }
 
 static void send_x(fixture *f, ei_x_buff *x)
 {
-    wr(f, x->buff, (size_t)x->index);
+    dp_send(f->fd, x->buff, (size_t)x->index);
+    spin(f, 5);
     x->index = 0;
 }
 
-/* The initiator side of the handshake, as name CLIENT. 0 when accepted. */
+/* Connects and does the initiator side of the handshake as CLIENT. */
 static int handshake(fixture *f)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)cn_node_port(f->n));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    f->fd = fd;
-
-    unsigned char pkt[256];
-    size_t nl = strlen(CLIENT);
-    uint64_t flags = CN_OUR_FLAGS;
-    size_t len = 1 + 8 + 4 + 2 + nl;
-    pkt[0] = (unsigned char)(len >> 8);
-    pkt[1] = (unsigned char)len;
-    pkt[2] = 'N';
-    for (int i = 0; i < 8; i++)
-        pkt[3 + i] = (unsigned char)(flags >> (56 - 8 * i));
-    memset(pkt + 11, 0, 4);
-    pkt[14] = 9; /* creation */
-    pkt[15] = (unsigned char)(nl >> 8);
-    pkt[16] = (unsigned char)nl;
-    memcpy(pkt + 17, CLIENT, nl);
-    wr(f, pkt, 2 + len);
-    unsigned char st[5], hdr[2], ch[300];
-    if (rd(f, st, 5) || memcmp(st, "\0\3sok", 5) != 0 || rd(f, hdr, 2))
-        return -1;
-    size_t clen = (size_t)hdr[0] << 8 | hdr[1];
-    if (clen > sizeof ch || rd(f, ch, clen) || ch[0] != 'N')
-        return -1;
-    uint32_t challenge = (uint32_t)ch[9] << 24 | (uint32_t)ch[10] << 16 |
-                         (uint32_t)ch[11] << 8 | ch[12];
-    cn_cookie c = {0};
-    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
-    unsigned char reply[2 + 21] = {0, 21, 'r', 0, 0, 0, 42};
-    cn_cookie_digest(&c, challenge, reply + 7);
-    cn_cookie_free(&c);
-    wr(f, reply, sizeof reply);
-    unsigned char ack[2 + 17];
-    return rd(f, ack, sizeof ack);
+    f->fd = dp_connect(cn_node_port(f->n));
+    return dp_initiate(f->loop, f->fd, CLIENT, COOKIE, NULL);
 }
 
 /* Reads frames until one with operation op; parsed into m (views into buf). */
 static void expect_op(fixture *f, int op, unsigned char *buf, size_t cap, cn_ctl *m)
 {
-    for (;;) {
-        unsigned char h[4];
-        assert_int_equal(rd(f, h, 4), 0);
-        size_t n = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
-        if (n == 0)
-            continue; /* tick */
-        assert_true(n <= cap);
-        assert_int_equal(rd(f, buf, n), 0);
-        assert_int_equal(buf[0], 'p');
-        assert_int_equal(cn_ctl_parse(buf + 1, n - 1, NULL, m), CN_CTL_OK);
-        if (m->op == op)
-            return;
-    }
+    do
+        assert_int_equal(dp_next_frame(f->loop, f->fd, buf, cap, m), CN_CTL_OK);
+    while (m->op != op);
 }
 
 /* What the member server got: the tool call message, checked. */
@@ -341,15 +264,21 @@ static void start_run(fixture *f, const cn_wpid *server)
     assert_int_equal(council_run_begin(f->run), 0);
 }
 
+/* The member server connected, a run with it begun, its tool call read. */
+static void run_to_tool_call(fixture *f, tool_msg *t)
+{
+    assert_int_equal(handshake(f), 0);
+    start_run(f, &SERVER);
+    expect_tool_call(f, t);
+}
+
 /* ----------------------------------------------------------------- tests */
 
 static void an_ok_reply_is_the_tool_result(void **st)
 {
     fixture *f = *st;
-    assert_int_equal(handshake(f), 0);
-    start_run(f, &SERVER);
     static tool_msg t;
-    expect_tool_call(f, &t);
+    run_to_tool_call(f, &t);
     assert_int_equal(cn_beam_tools_pending(&f->b), 1);
     reply(f, &t, t.id, "ok:r1");
     wait_end(f);
@@ -430,10 +359,8 @@ static void a_run_without_member_server_gets_an_error_at_once(void **st)
 static void cancel_drops_the_waiting_call_and_a_late_reply_is_ignored(void **st)
 {
     fixture *f = *st;
-    assert_int_equal(handshake(f), 0);
-    start_run(f, &SERVER);
     static tool_msg t;
-    expect_tool_call(f, &t);
+    run_to_tool_call(f, &t);
     assert_int_equal(cn_beam_tools_pending(&f->b), 1);
     council_run_cancel(f->run);
     assert_int_equal(cn_beam_tools_pending(&f->b), 0);
@@ -448,11 +375,9 @@ static void cancel_drops_the_waiting_call_and_a_late_reply_is_ignored(void **st)
 static void a_timeout_drops_the_waiting_call(void **st)
 {
     fixture *f = *st;
-    assert_int_equal(handshake(f), 0);
     g_tool_timeout_ms = 50;
-    start_run(f, &SERVER);
     static tool_msg t;
-    expect_tool_call(f, &t);
+    run_to_tool_call(f, &t);
     wait_end(f);
     assert_string_equal(member_result(f)->text, "error:tool lookup timed out after 50 ms");
     assert_int_equal(cn_beam_tools_pending(&f->b), 0);

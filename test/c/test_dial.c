@@ -6,31 +6,16 @@
  * on_down noconnection, nothing left), frames queued while dialing sent in
  * order once up, a name epmd does not know, "alive" answered "true", and
  * both outcomes of a simultaneous connect. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "dist_peer.h"
 
-#include "loop_io.h"
-
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
-#include "../../c_src/cnode/dist_ctl.h"
 #include "../../c_src/cnode/gen_server.h"
-#include "../../c_src/cnode/handshake.h"
 #include "../../c_src/cnode/log.h"
 #include "../../c_src/cnode/node.h"
 
@@ -41,20 +26,24 @@
 static uint64_t g_hs_timeout = 3000; /* per test, set before setup */
 static size_t g_max_outq;            /* 0 = default */
 
-typedef struct fixture {
-    uv_loop_t loop;
-    cn_node *n;
-    int epmd_l, peer_l; /* listening sockets: fake epmd, fake peer node */
-    int epmd_reg;       /* the node's registration connection */
-    uint32_t peer_node; /* interned id of PEER */
-} fixture;
-
 /* ------------------------------------------------------------ probes */
 
 typedef struct probe {
     int messages, downs, terminated;
     char last_exit[64], down_reason[64];
 } probe;
+
+typedef struct fixture {
+    uv_loop_t loop;
+    cn_node *n;
+    int epmd_l, peer_l; /* listening sockets: fake epmd, fake peer node */
+    int epmd_reg;       /* the node's registration connection */
+    uint32_t peer_node; /* interned id of PEER */
+    /* signals_to_peer's probes (a test's first and second round): the
+     * node's stop still reaches them in teardown */
+    probe lp[2], mp[2];
+    cn_pid remote;
+} fixture;
 
 static void atom_text(cn_slice s, char *out, size_t cap)
 {
@@ -120,10 +109,7 @@ static int listen_local(int *port)
 
 static void spin(fixture *f, int ms)
 {
-    for (int i = 0; i < ms; i++) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        usleep(1000);
-    }
+    dp_spin(&f->loop, ms);
 }
 
 /* Accepts on a listening socket, pumping the node meanwhile. -1 if none. */
@@ -145,46 +131,24 @@ static int accept_pump(fixture *f, int lfd, int ms)
 /* Reads exactly n bytes. 0, -1 on EOF, -2 on timeout. */
 static int rd(fixture *f, int fd, void *buf, size_t n)
 {
-    return loop_read_exact(&f->loop, fd, buf, n, 8000);
+    return dp_read(&f->loop, fd, buf, n);
 }
 
 static void wr(fixture *f, int fd, const void *b, size_t n)
 {
-    assert_int_equal(send(fd, b, n, MSG_NOSIGNAL), (ssize_t)n);
+    dp_send(fd, b, n);
     spin(f, 2);
 }
 
-/* One 2-byte-length handshake packet into buf; returns its length or -1. */
 static int rd_pkt(fixture *f, int fd, unsigned char *buf, size_t cap)
 {
-    unsigned char h[2];
-    if (rd(f, fd, h, 2))
-        return -1;
-    size_t n = (size_t)h[0] << 8 | h[1];
-    if (n > cap || rd(f, fd, buf, n))
-        return -1;
-    return (int)n;
+    return dp_read_pkt(&f->loop, fd, buf, cap);
 }
 
 static void wr_pkt(fixture *f, int fd, const void *body, size_t n)
 {
-    unsigned char b[600];
-    b[0] = (unsigned char)(n >> 8);
-    b[1] = (unsigned char)n;
-    memcpy(b + 2, body, n);
-    wr(f, fd, b, n + 2);
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    dp_send_pkt(fd, body, n);
+    spin(f, 2);
 }
 
 /* The fake epmd answers one PORT_PLEASE2 (checking the name asked for):
@@ -239,49 +203,18 @@ static void expect_our_name(fixture *f, int fd)
     assert_true(flags & CN_DFLAG_DIST_MONITOR);
     assert_true((flags & CN_PEER_MANDATORY) == CN_PEER_MANDATORY);
     assert_false(flags & CN_DFLAG_PUBLISHED);
-    assert_int_equal(get32(p + 9), cn_node_creation(f->n));
+    assert_int_equal(dp_get32(p + 9), cn_node_creation(f->n));
     assert_memory_equal(p + 15, OUR_NAME, strlen(OUR_NAME));
 }
 
-/* Our side's 'N' challenge packet (as the acceptor, or as the initiator's
- * 'N' name packet when challenge is not wanted). */
-static void send_challenge(fixture *f, int fd, const char *name, uint32_t challenge)
-{
-    unsigned char p[300];
-    size_t nl = strlen(name);
-    uint64_t flags = CN_OUR_FLAGS;
-    p[0] = 'N';
-    for (int i = 0; i < 8; i++)
-        p[1 + i] = (unsigned char)(flags >> (56 - 8 * i));
-    put32(p + 9, challenge);
-    put32(p + 13, 1234); /* creation */
-    p[17] = (unsigned char)(nl >> 8);
-    p[18] = (unsigned char)nl;
-    memcpy(p + 19, name, nl);
-    wr_pkt(f, fd, p, 19 + nl);
-}
-
-static void send_name(fixture *f, int fd, const char *name)
-{
-    unsigned char p[300];
-    size_t nl = strlen(name);
-    uint64_t flags = CN_OUR_FLAGS;
-    p[0] = 'N';
-    for (int i = 0; i < 8; i++)
-        p[1 + i] = (unsigned char)(flags >> (56 - 8 * i));
-    put32(p + 9, 1234);
-    p[13] = (unsigned char)(nl >> 8);
-    p[14] = (unsigned char)nl;
-    memcpy(p + 15, name, nl);
-    wr_pkt(f, fd, p, 15 + nl);
-}
-
-/* The acceptor's side after 's' ok: challenge, check 'r', answer 'a'
- * computed with `cookie`. Returns 0 when the node's digest was right. */
-static int accept_rest(fixture *f, int fd, const char *cookie)
+/* The acceptor's side after 's' ok, as node `name`: challenge, check the
+ * node's 'r', answer 'a' computed with `cookie`. Returns 0 when the node's
+ * digest was right. */
+static int accept_rest(fixture *f, int fd, const char *name, const char *cookie)
 {
     const uint32_t ch = 0xC0FFEE;
-    send_challenge(f, fd, PEER, ch);
+    dp_send_n(fd, name, &ch, 1234);
+    spin(f, 2);
     unsigned char r[64];
     assert_int_equal(rd_pkt(f, fd, r, sizeof r), 21);
     assert_int_equal(r[0], 'r');
@@ -292,28 +225,15 @@ static int accept_rest(fixture *f, int fd, const char *cookie)
     int ok = memcmp(want, r + 5, 16) == 0;
     unsigned char a[17];
     a[0] = 'a';
-    cn_cookie_digest(&c, get32(r + 1), a + 1);
+    cn_cookie_digest(&c, dp_get32(r + 1), a + 1);
     wr_pkt(f, fd, a, sizeof a);
     cn_cookie_free(&c);
     return ok ? 0 : -1;
 }
 
-/* Reads one non-tick frame and parses it (body kept in buf). */
 static int next_frame(fixture *f, int fd, unsigned char *buf, size_t cap, cn_ctl *m)
 {
-    for (;;) {
-        unsigned char h[4];
-        if (rd(f, fd, h, 4))
-            return -1;
-        size_t n = get32(h);
-        if (n == 0)
-            continue;
-        assert_true(n <= cap);
-        if (rd(f, fd, buf, n))
-            return -1;
-        assert_int_equal(buf[0], 'p');
-        return cn_ctl_parse(buf + 1, n - 1, NULL, m);
-    }
+    return dp_next_frame(&f->loop, fd, buf, cap, m);
 }
 
 static int setup(void **st)
@@ -380,20 +300,21 @@ static int teardown(void **st)
     return 0;
 }
 
-/* Two probes: one links (trapping exits), one monitors; plus a message.
- * All to a pid of PEER, which is not connected: they start a dial. */
-static void signals_to_peer(fixture *f, probe *lp, probe *mp, cn_pid *remote)
+/* Two probes (round k's of the fixture): one links (trapping exits), one
+ * monitors; plus a message. All to f->remote, a pid of PEER, which is not
+ * connected: they start a dial. */
+static void signals_to_peer(fixture *f, int k)
 {
     static const unsigned char hello[] = {119, 5, 'h', 'e', 'l', 'l', 'o'};
-    cn_proc *l = cn_node_spawn(f->n, &probe_ops, lp, NULL);
-    cn_proc *m = cn_node_spawn(f->n, &probe_ops, mp, NULL);
+    cn_proc *l = cn_node_spawn(f->n, &probe_ops, &f->lp[k], NULL);
+    cn_proc *m = cn_node_spawn(f->n, &probe_ops, &f->mp[k], NULL);
     l->trap_exit = 1;
-    *remote = (cn_pid){f->peer_node, 5, 0, 1234};
-    assert_int_equal(cn_node_link(f->n, l, remote), 0);
+    f->remote = (cn_pid){f->peer_node, 5, 0, 1234};
+    assert_int_equal(cn_node_link(f->n, l, &f->remote), 0);
     unsigned char ref[300];
     size_t rl = sizeof ref;
-    assert_int_equal(cn_node_monitor(f->n, m, remote, ref, &rl), 0);
-    assert_int_equal(cn_node_send(f->n, remote, (cn_slice){hello, sizeof hello}), 0);
+    assert_int_equal(cn_node_monitor(f->n, m, &f->remote, ref, &rl), 0);
+    assert_int_equal(cn_node_send(f->n, &f->remote, (cn_slice){hello, sizeof hello}), 0);
     cn_node_stats s;
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.links, 1);
@@ -401,12 +322,12 @@ static void signals_to_peer(fixture *f, probe *lp, probe *mp, cn_pid *remote)
     assert_int_equal(s.connections, 0);
 }
 
-static void wait_noconnection(fixture *f, probe *lp, probe *mp)
+/* Round k's probes got noconnection, and nothing is left of them. */
+static void wait_noconnection(fixture *f, int k)
 {
-    for (int i = 0; i < 4000 && (lp->messages == 0 || mp->downs == 0); i++) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        usleep(1000);
-    }
+    probe *lp = &f->lp[k], *mp = &f->mp[k];
+    for (int i = 0; i < 4000 && (lp->messages == 0 || mp->downs == 0); i++)
+        spin(f, 1);
     assert_int_equal(lp->messages, 1);
     assert_string_equal(lp->last_exit, "noconnection");
     assert_int_equal(lp->terminated, 0);
@@ -417,6 +338,26 @@ static void wait_noconnection(fixture *f, probe *lp, probe *mp)
     assert_int_equal(s.links, 0);
     assert_int_equal(s.monitors, 0);
     assert_int_equal(s.connections, 0);
+}
+
+/* The node's dial of node `alive`: epmd gives it the fake peer's port, the
+ * peer accepts and checks the node's 'N'. The peer's end of it. */
+static int dialed(fixture *f, const char *alive)
+{
+    epmd_answer(f, alive, peer_port(f));
+    int fd = accept_pump(f, f->peer_l, 3000);
+    assert_true(fd >= 0);
+    expect_our_name(f, fd);
+    return fd;
+}
+
+/* PEER-side connection to the node's own listener (a dial the other way). */
+static int dial_the_node(fixture *f, const char *name)
+{
+    int in = dp_connect(cn_node_port(f->n));
+    dp_send_n(in, name, NULL, 1234);
+    spin(f, 2);
+    return in;
 }
 
 /* The queued LINK, MONITOR_P and SEND arrive in that order. */
@@ -433,85 +374,68 @@ static void expect_queued_frames(fixture *f, int fd)
     assert_true(cn_term_is_atom(m.payload, "hello"));
 }
 
+/* The node closed fd without a byte more. */
+static void expect_closed(fixture *f, int fd)
+{
+    unsigned char junk[8];
+    assert_int_equal(rd(f, fd, junk, 1), -1);
+}
+
 /* ----------------------------------------------------------------- tests */
 
 static void wrong_cookie_is_refused_cleanly(void **st)
 {
     fixture *f = *st;
-    static probe lp, mp;
-    memset(&lp, 0, sizeof lp);
-    memset(&mp, 0, sizeof mp);
-    cn_pid remote;
-    signals_to_peer(f, &lp, &mp, &remote);
-    epmd_answer(f, "peer", peer_port(f));
-    int fd = accept_pump(f, f->peer_l, 3000);
-    assert_true(fd >= 0);
-    expect_our_name(f, fd);
+    signals_to_peer(f, 0);
+    int fd = dialed(f, "peer");
     wr_pkt(f, fd, "sok", 3);
     /* our 'a' is made with another cookie: the node must refuse it */
-    assert_int_not_equal(accept_rest(f, fd, "another-cookie"), 0);
-    unsigned char junk[8];
-    assert_int_equal(rd(f, fd, junk, 1), -1); /* closed, nothing sent */
+    assert_int_not_equal(accept_rest(f, fd, PEER, "another-cookie"), 0);
+    expect_closed(f, fd); /* nothing sent */
     close(fd);
-    wait_noconnection(f, &lp, &mp);
+    wait_noconnection(f, 0);
 
     /* the node keeps working: the next dial, with the right cookie, comes
      * up and carries what was queued meanwhile */
-    static probe lp2, mp2;
-    memset(&lp2, 0, sizeof lp2);
-    memset(&mp2, 0, sizeof mp2);
-    signals_to_peer(f, &lp2, &mp2, &remote);
-    epmd_answer(f, "peer", peer_port(f));
-    fd = accept_pump(f, f->peer_l, 3000);
-    assert_true(fd >= 0);
-    expect_our_name(f, fd);
+    signals_to_peer(f, 1);
+    fd = dialed(f, "peer");
     wr_pkt(f, fd, "sok", 3);
-    assert_int_equal(accept_rest(f, fd, COOKIE), 0);
+    assert_int_equal(accept_rest(f, fd, PEER, COOKIE), 0);
     expect_queued_frames(f, fd);
     cn_node_stats s;
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.connections, 1);
     /* once up, a send goes straight out */
     static const unsigned char again[] = {119, 5, 'a', 'g', 'a', 'i', 'n'};
-    assert_int_equal(cn_node_send(f->n, &remote, (cn_slice){again, sizeof again}), 0);
+    assert_int_equal(cn_node_send(f->n, &f->remote, (cn_slice){again, sizeof again}), 0);
     unsigned char b[1024];
     cn_ctl m;
     assert_int_equal(next_frame(f, fd, b, sizeof b, &m), CN_CTL_OK);
     assert_true(cn_term_is_atom(m.payload, "again"));
     close(fd);
-    for (int i = 0; i < 2000 && lp2.messages == 0; i++)
+    for (int i = 0; i < 2000 && f->lp[1].messages == 0; i++)
         spin(f, 1);
-    assert_string_equal(lp2.last_exit, "noconnection");
+    assert_string_equal(f->lp[1].last_exit, "noconnection");
 }
 
 static void unknown_node_is_noconnection(void **st)
 {
     fixture *f = *st;
-    static probe lp, mp;
-    memset(&lp, 0, sizeof lp);
-    memset(&mp, 0, sizeof mp);
-    cn_pid remote;
-    signals_to_peer(f, &lp, &mp, &remote);
+    signals_to_peer(f, 0);
     epmd_answer(f, "peer", 0);
-    wait_noconnection(f, &lp, &mp);
+    wait_noconnection(f, 0);
 }
 
 static void alive_is_answered_true(void **st)
 {
     fixture *f = *st;
-    static probe lp, mp;
-    memset(&lp, 0, sizeof lp);
-    memset(&mp, 0, sizeof mp);
-    cn_pid remote;
-    signals_to_peer(f, &lp, &mp, &remote);
-    epmd_answer(f, "peer", peer_port(f));
-    int fd = accept_pump(f, f->peer_l, 3000);
-    expect_our_name(f, fd);
+    signals_to_peer(f, 0);
+    int fd = dialed(f, "peer");
     wr_pkt(f, fd, "salive", 6);
     unsigned char p[16];
     assert_int_equal(rd_pkt(f, fd, p, sizeof p), 5);
     assert_memory_equal(p, "strue", 5);
-    assert_int_equal(accept_rest(f, fd, COOKIE), 0);
+    assert_int_equal(accept_rest(f, fd, PEER, COOKIE), 0);
     expect_queued_frames(f, fd);
     close(fd);
 }
@@ -522,46 +446,18 @@ static void alive_is_answered_true(void **st)
 static void simultaneous_connect_greater_peer_wins(void **st)
 {
     fixture *f = *st;
-    static probe lp, mp;
-    memset(&lp, 0, sizeof lp);
-    memset(&mp, 0, sizeof mp);
-    cn_pid remote;
-    signals_to_peer(f, &lp, &mp, &remote);
-    epmd_answer(f, "peer", peer_port(f));
-    int out = accept_pump(f, f->peer_l, 3000);
-    expect_our_name(f, out);
+    signals_to_peer(f, 0);
+    int out = dialed(f, "peer");
     /* PEER dials the node meanwhile */
-    int in = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)cn_node_port(f->n));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(in, (struct sockaddr *)&a, sizeof a), 0);
-    send_name(f, in, PEER);
+    int in = dial_the_node(f, PEER);
     unsigned char p[300];
-    int n = rd_pkt(f, in, p, sizeof p);
-    assert_int_equal(n, 16);
+    assert_int_equal(rd_pkt(f, in, p, sizeof p), 16);
     assert_memory_equal(p, "sok_simultaneous", 16);
     /* the node gave up its own attempt */
-    unsigned char junk[8];
-    assert_int_equal(rd(f, out, junk, 1), -1);
+    expect_closed(f, out);
     close(out);
-    /* finish the handshake as the initiator */
-    n = rd_pkt(f, in, p, sizeof p);
-    assert_true(n > 19 && p[0] == 'N');
-    uint32_t ch = get32(p + 9);
-    cn_cookie c = {0};
-    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
-    unsigned char r[21];
-    r[0] = 'r';
-    put32(r + 1, 99);
-    cn_cookie_digest(&c, ch, r + 5);
-    wr_pkt(f, in, r, sizeof r);
-    assert_int_equal(rd_pkt(f, in, p, sizeof p), 17);
-    unsigned char want[16];
-    cn_cookie_digest(&c, 99, want);
-    assert_memory_equal(p + 1, want, 16);
-    cn_cookie_free(&c);
+    /* finish the handshake as the initiator (the node's 'a' checked) */
+    assert_int_equal(dp_initiator_finish(&f->loop, in, COOKIE, NULL), 0);
     expect_queued_frames(f, in);
     cn_node_stats s;
     cn_node_stats_get(f->n, &s);
@@ -576,49 +472,29 @@ static void simultaneous_connect_greater_peer_wins(void **st)
 static void simultaneous_connect_smaller_peer_gets_nok(void **st)
 {
     fixture *f = *st;
-    static probe lp;
-    memset(&lp, 0, sizeof lp);
-    cn_proc *l = cn_node_spawn(f->n, &probe_ops, &lp, NULL);
+    probe *lp = &f->lp[0];
+    cn_proc *l = cn_node_spawn(f->n, &probe_ops, lp, NULL);
     const char *alpha = "alpha@localhost";
     cn_pid remote = {cn_pt_intern(cn_node_table(f->n), alpha, strlen(alpha)), 5, 0, 1234};
     assert_int_equal(cn_node_link(f->n, l, &remote), 0);
-    epmd_answer(f, "alpha", peer_port(f));
-    int out = accept_pump(f, f->peer_l, 3000);
-    expect_our_name(f, out);
-    int in = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)cn_node_port(f->n));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(in, (struct sockaddr *)&a, sizeof a), 0);
-    send_name(f, in, alpha);
+    int out = dialed(f, "alpha");
+    int in = dial_the_node(f, alpha);
     unsigned char p[64];
     assert_int_equal(rd_pkt(f, in, p, sizeof p), 4);
     assert_memory_equal(p, "snok", 4);
-    unsigned char junk[8];
-    assert_int_equal(rd(f, in, junk, 1), -1);
+    expect_closed(f, in);
     close(in);
     /* our own attempt goes on and comes up */
     wr_pkt(f, out, "sok", 3);
-    const uint32_t ch = 7;
-    send_challenge(f, out, alpha, ch);
-    unsigned char r[64];
-    assert_int_equal(rd_pkt(f, out, r, sizeof r), 21);
-    cn_cookie c = {0};
-    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
-    unsigned char ack[17];
-    ack[0] = 'a';
-    cn_cookie_digest(&c, get32(r + 1), ack + 1);
-    wr_pkt(f, out, ack, sizeof ack);
-    cn_cookie_free(&c);
+    assert_int_equal(accept_rest(f, out, alpha, COOKIE), 0);
     unsigned char b[1024];
     cn_ctl m;
     assert_int_equal(next_frame(f, out, b, sizeof b, &m), CN_CTL_OK);
     assert_int_equal(m.op, CN_DOP_LINK);
     close(out);
-    for (int i = 0; i < 2000 && lp.terminated == 0; i++)
+    for (int i = 0; i < 2000 && lp->terminated == 0; i++)
         spin(f, 1);
-    assert_int_equal(lp.terminated, 1); /* not trapping: noconnection kills */
+    assert_int_equal(lp->terminated, 1); /* not trapping: noconnection kills */
 }
 
 static int setup_short(void **st)
@@ -636,18 +512,10 @@ static int setup_short(void **st)
 static void silent_peer_hits_the_deadline(void **st)
 {
     fixture *f = *st;
-    static probe lp, mp;
-    memset(&lp, 0, sizeof lp);
-    memset(&mp, 0, sizeof mp);
-    cn_pid remote;
-    signals_to_peer(f, &lp, &mp, &remote);
-    epmd_answer(f, "peer", peer_port(f));
-    int fd = accept_pump(f, f->peer_l, 3000);
-    assert_true(fd >= 0);
-    expect_our_name(f, fd);
-    wait_noconnection(f, &lp, &mp);
-    unsigned char junk[8];
-    assert_int_equal(rd(f, fd, junk, 1), -1);
+    signals_to_peer(f, 0);
+    int fd = dialed(f, "peer");
+    wait_noconnection(f, 0);
+    expect_closed(f, fd);
     close(fd);
 }
 
@@ -656,19 +524,15 @@ static void silent_peer_hits_the_deadline(void **st)
 static void queue_overflow_while_dialing_fails_the_dial(void **st)
 {
     fixture *f = *st;
-    static probe lp, mp;
-    memset(&lp, 0, sizeof lp);
-    memset(&mp, 0, sizeof mp);
-    cn_pid remote;
-    signals_to_peer(f, &lp, &mp, &remote);
+    signals_to_peer(f, 0);
     static unsigned char big[5000];
     big[0] = 109; /* BINARY_EXT */
-    put32(big + 1, sizeof big - 5);
-    assert_int_equal(cn_node_send(f->n, &remote, (cn_slice){big, sizeof big}), -1);
-    wait_noconnection(f, &lp, &mp);
+    dp_put32(big + 1, sizeof big - 5);
+    assert_int_equal(cn_node_send(f->n, &f->remote, (cn_slice){big, sizeof big}), -1);
+    wait_noconnection(f, 0);
     /* a later send dials again */
     static const unsigned char hi[] = {119, 2, 'h', 'i'};
-    assert_int_equal(cn_node_send(f->n, &remote, (cn_slice){hi, sizeof hi}), 0);
+    assert_int_equal(cn_node_send(f->n, &f->remote, (cn_slice){hi, sizeof hi}), 0);
 }
 
 int main(void)

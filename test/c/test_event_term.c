@@ -14,13 +14,13 @@
 
 /* A council with every kind of payload: answers, a vote (parsed ballots and
  * an aggregate), a member error (one member always fails) and the chair. */
-static const char SPEC[] =
-    "{\"id\":\"shapes\",\"members\":["
-    "{\"id\":\"a\",\"provider\":\"mock\"},"
-    "{\"id\":\"b\",\"provider\":\"mock\",\"options\":{\"chunks\":3}},"
-    "{\"id\":\"c\",\"provider\":\"mock\",\"options\":{\"fail_attempts\":[1,2,3]}}],"
-    "\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"vote\"}],"
-    "\"chair\":\"a\",\"limits\":{\"retry\":{\"max_attempts\":1}}}";
+static const char *SPEC =
+    "{'id':'shapes','members':["
+    "{'id':'a','provider':'mock'},"
+    "{'id':'b','provider':'mock','options':{'chunks':3}},"
+    "{'id':'c','provider':'mock','options':{'fail_attempts':[1,2,3]}}],"
+    "'rounds':[{'type':'independent_analysis'},{'type':'vote'}],"
+    "'chair':'a','limits':{'retry':{'max_attempts':1}}}";
 
 /* The JSON of the term in x (no version byte). */
 static json_t *decoded(const ei_x_buff *x)
@@ -95,84 +95,93 @@ static size_t check_all(const council_run *run, const recorder *rec)
     return checked;
 }
 
+/* The term in x, as ei prints it, holds each of the strings (up to NULL). */
+static void assert_printed(const ei_x_buff *x, ...)
+{
+    char *printed = NULL;
+    int index = 0;
+    assert_true(ei_s_print_term(&printed, x->buff, &index) > 0);
+    va_list ap;
+    va_start(ap, x);
+    for (const char *want; (want = va_arg(ap, const char *)) != NULL;)
+        if (strstr(printed, want) == NULL)
+            fail_msg("\"%s\" is not in %s", want, printed);
+    va_end(ap);
+    free(printed);
+}
+
 /* Empty lists (no errors, a round with no members, a run with no rounds)
  * are the empty list, once. */
 static void test_empty_lists_in_results(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
+    fx *f = *state;
     /* no errors; the iterate round's own result has no members */
-    council_run *run = start_rec(
-        ctx, "{\"id\":\"it\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
-             "{\"id\":\"b\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":\"iterate\","
-             "\"options\":{\"max_iterations\":2,\"rounds\":[{\"type\":\"independent_analysis\"}]}}]}",
-        "q", &rec);
-    wait_done(ctx, run, 5000);
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    assert_int_equal(council_run_result(run)->n_errors, 0);
+    f->run = start_rec(
+        f->ctx, sq("{'id':'it','members':[{'id':'a','provider':'mock'},"
+                   "{'id':'b','provider':'mock'}],'rounds':[{'type':'iterate',"
+                   "'options':{'max_iterations':2,'rounds':[{'type':'independent_analysis'}]}}]}"),
+        "q", &f->rec);
+    wait_done(f->ctx, f->run, 5000);
+    assert_int_equal(council_run_status(f->run), COUNCIL_COMPLETED);
+    const council_result *r = council_run_result(f->run);
+    assert_int_equal(r->n_errors, 0);
     int empty_round = 0;
-    for (size_t i = 0; i < council_run_result(run)->n_rounds; i++)
-        empty_round |= council_run_result(run)->rounds[i]->n_members == 0;
+    for (size_t i = 0; i < r->n_rounds; i++)
+        empty_round |= r->rounds[i]->n_members == 0;
     assert_true(empty_round);
-    assert_true(check_all(run, &rec) >= 4);
+    assert_true(check_all(f->run, &f->rec) >= 4);
     ei_x_buff x;
     ei_x_new(&x);
-    assert_int_equal(cn_result_term(&x, council_run_result(run)), 0);
-    char *printed = NULL;
-    int index = 0;
-    assert_true(ei_s_print_term(&printed, x.buff, &index) > 0);
-    assert_non_null(strstr(printed, "errors => []"));
-    assert_non_null(strstr(printed, "members => []"));
-    free(printed);
-    printed = NULL; /* ei_s_print_term reuses a non-NULL buffer */
-    rec_clear(&rec);
-    council_run_unref(run);
+    assert_int_equal(cn_result_term(&x, r), 0);
+    assert_printed(&x, "errors => []", "members => []", NULL);
+    rec_clear(&f->rec);
+    council_run_unref(f->run);
 
     /* cancelled before any round: no rounds, no errors */
-    council_spec *spec = spec_json(SPEC);
+    council_spec *spec = spec_json(sq(SPEC));
     council_start_opts o;
     memset(&o, 0, sizeof o);
     o.spec = spec;
     o.input.data = "q";
     o.input.len = 1;
-    assert_int_equal(council_run_create(ctx, &o, &run), 0);
-    assert_int_equal(council_run_subscribe(run, rec_cb, NULL, &rec, NULL), 0);
-    assert_int_equal(council_run_cancel(run), 0);
-    council_ctx_flush(ctx);
-    assert_int_equal(rec.n, 1);
-    assert_int_equal(check_all(run, &rec), 1);
-    x.index = 0;
-    assert_int_equal(cn_outcome_term(&x, run), 0);
-    index = 0;
-    assert_true(ei_s_print_term(&printed, x.buff, &index) > 0);
-    assert_non_null(strstr(printed, "rounds => []"));
-    assert_non_null(strstr(printed, "errors => []"));
-    free(printed);
-    ei_x_free(&x);
+    assert_int_equal(council_run_create(f->ctx, &o, &f->run), 0);
     council_spec_unref(spec);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_int_equal(council_run_subscribe(f->run, rec_cb, NULL, &f->rec, NULL), 0);
+    assert_int_equal(council_run_cancel(f->run), 0);
+    council_ctx_flush(f->ctx);
+    assert_int_equal(f->rec.n, 1);
+    assert_int_equal(check_all(f->run, &f->rec), 1);
+    x.index = 0;
+    assert_int_equal(cn_outcome_term(&x, f->run), 0);
+    assert_printed(&x, "rounds => []", "errors => []", NULL);
+    ei_x_free(&x);
+}
+
+/* A summary's term decodes to its JSON view. */
+static void assert_summary_matches(const council_summary *s)
+{
+    ei_x_buff x;
+    ei_x_new(&x);
+    assert_int_equal(cn_summary_term(&x, s), 0);
+    assert_same(decoded(&x), council_summary_json(s));
+    ei_x_free(&x);
 }
 
 static void test_result_summary_and_payloads_match_the_json_views(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, SPEC, "what is 2+2?", &rec);
-    wait_done(ctx, run, 5000);
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    fx *f = *state;
+    f->run = start_rec(f->ctx, sq(SPEC), "what is 2+2?", &f->rec);
+    wait_done(f->ctx, f->run, 5000);
+    assert_int_equal(council_run_status(f->run), COUNCIL_COMPLETED);
 
-    const council_result *r = council_run_result(run);
+    const council_result *r = council_run_result(f->run);
     ei_x_buff x;
     ei_x_new(&x);
     assert_int_equal(cn_result_term(&x, r), 0);
     assert_same(decoded(&x), council_result_json(r));
 
     /* the vote round has an aggregate and parsed ballots; c has an error */
-    const council_round_result *vote = round_named(run, "vote");
+    const council_round_result *vote = round_named(f->run, "vote");
     assert_non_null(vote);
     assert_non_null(vote->aggregate_json);
     int saw_error = 0, saw_parsed = 0;
@@ -182,60 +191,44 @@ static void test_result_summary_and_payloads_match_the_json_views(void **state)
     }
     assert_true(saw_error && saw_parsed);
 
-    size_t checked = check_all(run, &rec);
+    size_t checked = check_all(f->run, &f->rec);
     assert_true(checked >= 7);
 
     council_summary s;
-    council_run_summary(run, &s);
-    x.index = 0;
-    assert_int_equal(cn_summary_term(&x, &s), 0);
-    assert_same(decoded(&x), council_summary_json(&s));
+    council_run_summary(f->run, &s);
+    assert_summary_matches(&s);
 
     /* atoms where the protocol has them: keys and the status */
     x.index = 0;
     assert_int_equal(cn_summary_term(&x, &s), 0);
-    char *printed = NULL;
-    int index = 0;
-    assert_true(ei_s_print_term(&printed, x.buff, &index) > 0);
-    assert_non_null(strstr(printed, "status => completed"));
-    assert_non_null(strstr(printed, "current_round => nil"));
-    free(printed);
-
+    assert_printed(&x, "status => completed", "current_round => nil", NULL);
     ei_x_free(&x);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_summary_of_a_running_run_has_its_round(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
-        ctx, "{\"id\":\"slow\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\","
-             "\"options\":{\"latency_ms\":60000}}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"}]}",
-        "q", NULL);
-    spin(ctx, 30);
+    fx *f = *state;
+    f->run = start_rec(f->ctx,
+                       sq("{'id':'slow','members':[{'id':'a','provider':'mock',"
+                          "'options':{'latency_ms':60000}}],"
+                          "'rounds':[{'type':'independent_analysis'}]}"),
+                       "q", NULL);
+    spin(f->ctx, 30);
     council_summary s;
-    council_run_summary(run, &s);
+    council_run_summary(f->run, &s);
     assert_non_null(s.current_round);
-    ei_x_buff x;
-    ei_x_new(&x);
-    assert_int_equal(cn_summary_term(&x, &s), 0);
-    assert_same(decoded(&x), council_summary_json(&s));
-    council_run_cancel(run);
-    ei_x_free(&x);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_summary_matches(&s);
+    council_run_cancel(f->run);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_result_summary_and_payloads_match_the_json_views),
-        cmocka_unit_test(test_summary_of_a_running_run_has_its_round),
-        cmocka_unit_test(test_empty_lists_in_results),
+        cmocka_unit_test_setup_teardown(test_result_summary_and_payloads_match_the_json_views,
+                                        fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_summary_of_a_running_run_has_its_round, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_empty_lists_in_results, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("event_term", tests, NULL, NULL);
 }

@@ -3,50 +3,35 @@
  * runs on its own uv loop, pumped by the test. Checks noproc answers, link
  * and monitor signals on a local exit, noconnection on disconnect, UNLINK_ID
  * acks, the frame cap (an oversized call answered) and a wrong cookie. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "dist_peer.h"
 
-#include "loop_io.h"
-
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
-#include "../../c_src/cnode/dist_ctl.h"
 #include "../../c_src/cnode/gen_server.h"
-#include "../../c_src/cnode/handshake.h"
 #include "../../c_src/cnode/log.h"
 #include "../../c_src/cnode/node.h"
 
 #define COOKIE "test-cookie"
 #define CLIENT "client@host"
 
-typedef struct fixture {
-    uv_loop_t loop;
-    cn_node *n;
-    int fd;
-} fixture;
-
-/* ---------------------------------------------------- a local process
- * (probe states are static: teardown's stop still calls on_terminate) */
+/* ---------------------------------------------------- a local process */
 
 typedef struct probe {
     int terminated;
     int messages;
     char reason[64];
 } probe;
+
+typedef struct fixture {
+    uv_loop_t loop;
+    cn_node *n;
+    int fd;
+    probe pr[2]; /* spawn_probe's (teardown's stop still calls on_terminate) */
+} fixture;
 
 static void probe_msg(cn_node *n, cn_proc *p, cn_slice m)
 {
@@ -74,15 +59,13 @@ static const cn_proc_ops probe_ops = {.on_message = probe_msg, .on_terminate = p
 
 /* ----------------------------------------------------------- plumbing */
 
-/* Runs the node's loop for about ms milliseconds. */
 static void spin(fixture *f, int ms)
 {
-    for (int i = 0; i < ms; i++) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        usleep(1000);
-    }
+    dp_spin(&f->loop, ms);
 }
 
+/* Turns the loop until the client's socket has something to read (at
+ * most about ms milliseconds). */
 static void pump(fixture *f, int ms)
 {
     for (int i = 0; i < ms; i++) {
@@ -93,106 +76,39 @@ static void pump(fixture *f, int ms)
     }
 }
 
-/* Reads exactly n bytes, pumping the node's loop meanwhile. -1 on EOF. */
 static int rd(fixture *f, void *buf, size_t n)
 {
-    return loop_read_exact(&f->loop, f->fd, buf, n, 4000);
+    return dp_read(&f->loop, f->fd, buf, n);
 }
 
 static void wr(fixture *f, const void *b, size_t n)
 {
-    assert_int_equal(send(f->fd, b, n, MSG_NOSIGNAL), (ssize_t)n);
+    dp_send(f->fd, b, n);
     pump(f, 5);
 }
 
 static int connect_client(fixture *f)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)cn_node_port(f->n));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
+    return dp_connect(cn_node_port(f->n));
 }
 
-/* The initiator side of the handshake. Returns 0 when authenticated. */
+/* The initiator side of the handshake as CLIENT, checking the flags the
+ * node offers. Returns 0 when authenticated. */
 static int handshake(fixture *f, const char *cookie)
 {
-    unsigned char pkt[256];
-    size_t nl = strlen(CLIENT);
-    uint64_t flags = CN_OUR_FLAGS;
-    size_t len = 1 + 8 + 4 + 2 + nl;
-    pkt[0] = (unsigned char)(len >> 8);
-    pkt[1] = (unsigned char)len;
-    pkt[2] = 'N';
-    for (int i = 0; i < 8; i++)
-        pkt[3 + i] = (unsigned char)(flags >> (56 - 8 * i));
-    memset(pkt + 11, 0, 4);
-    pkt[14] = 9; /* creation */
-    pkt[15] = (unsigned char)(nl >> 8);
-    pkt[16] = (unsigned char)nl;
-    memcpy(pkt + 17, CLIENT, nl);
-    wr(f, pkt, 2 + len);
-    unsigned char st[5];
-    if (rd(f, st, 5) || memcmp(st, "\0\3sok", 5) != 0)
-        return -1;
-    unsigned char hdr[2];
-    if (rd(f, hdr, 2))
-        return -1;
-    size_t clen = (size_t)hdr[0] << 8 | hdr[1];
-    unsigned char ch[300];
-    if (clen > sizeof ch || rd(f, ch, clen) || ch[0] != 'N')
-        return -1;
     uint64_t their = 0;
-    for (int i = 0; i < 8; i++)
-        their = their << 8 | ch[1 + i];
+    int rc = dp_initiate(&f->loop, f->fd, CLIENT, cookie, &their);
     assert_true(their & CN_DFLAG_DIST_MONITOR_NAME);
     assert_true(their & CN_DFLAG_DIST_MONITOR);
     assert_true(their & CN_DFLAG_UNLINK_ID);
     assert_true(their & CN_DFLAG_V4_NC);
     assert_false(their & CN_DFLAG_PUBLISHED);
-    uint32_t challenge = (uint32_t)ch[9] << 24 | (uint32_t)ch[10] << 16 |
-                         (uint32_t)ch[11] << 8 | ch[12];
-    cn_cookie c = {0};
-    cn_cookie_set(&c, cookie, strlen(cookie));
-    unsigned char reply[2 + 21];
-    reply[0] = 0;
-    reply[1] = 21;
-    reply[2] = 'r';
-    reply[3] = 0; reply[4] = 0; reply[5] = 0; reply[6] = 42; /* our challenge */
-    cn_cookie_digest(&c, challenge, reply + 7);
-    wr(f, reply, sizeof reply);
-    unsigned char ack[2 + 17];
-    int rc = rd(f, ack, sizeof ack);
-    if (rc == 0) {
-        unsigned char want[16];
-        cn_cookie_digest(&c, 42, want);
-        assert_int_equal(ack[2], 'a');
-        assert_memory_equal(ack + 3, want, 16);
-    }
-    cn_cookie_free(&c);
     return rc;
 }
 
-/* Reads one non-tick frame and parses it into m (body kept in buf). */
 static int next_frame(fixture *f, unsigned char *buf, size_t cap, cn_ctl *m)
 {
-    for (;;) {
-        unsigned char h[4];
-        if (rd(f, h, 4))
-            return -1;
-        size_t n = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
-        if (n == 0)
-            continue;
-        assert_true(n <= cap);
-        if (rd(f, buf, n))
-            return -1;
-        assert_int_equal(buf[0], 'p');
-        return cn_ctl_parse(buf + 1, n - 1, NULL, m);
-    }
+    return dp_next_frame(&f->loop, f->fd, buf, cap, m);
 }
 
 static void send_x(fixture *f, ei_x_buff *x)
@@ -206,6 +122,32 @@ static const cn_wpid ME = {CLIENT, 11, 0, 9, 9};
 static void local_wpid(fixture *f, cn_proc *p, cn_wpid *w)
 {
     cn_pt_proc_wpid(cn_node_table(f->n), p, w);
+}
+
+/* A connection from CLIENT, authenticated. */
+static void connected(fixture *f)
+{
+    f->fd = connect_client(f);
+    assert_int_equal(handshake(f, COOKIE), 0);
+}
+
+/* A local process with the fixture's k-th probe as its state, registered
+ * as `name` unless NULL; its wire pid into *w. */
+static cn_proc *spawn_probe(fixture *f, int k, const char *name, cn_wpid *w)
+{
+    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &f->pr[k], name);
+    assert_non_null(p);
+    local_wpid(f, p, w);
+    return p;
+}
+
+/* Turns the loop until the probe's process has exited (at most about
+ * 200 ms), which it must have. */
+static void wait_terminated(fixture *f, const probe *pr)
+{
+    for (int i = 0; i < 200 && pr->terminated == 0; i++)
+        spin(f, 1);
+    assert_int_equal(pr->terminated, 1);
 }
 
 static size_t g_max_signals; /* 0 = default */
@@ -264,8 +206,7 @@ static void wrong_cookie_is_refused(void **st)
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.connections, 0);
     close(f->fd);
-    f->fd = connect_client(f);
-    assert_int_equal(handshake(f, COOKIE), 0);
+    connected(f);
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.connections, 1);
 }
@@ -273,8 +214,7 @@ static void wrong_cookie_is_refused(void **st)
 static void noproc_answers(void **st)
 {
     fixture *f = *st;
-    f->fd = connect_client(f);
-    assert_int_equal(handshake(f, COOKIE), 0);
+    connected(f);
     ei_x_buff x;
     ei_x_new(&x);
     unsigned char buf[4096];
@@ -297,11 +237,9 @@ static void noproc_answers(void **st)
     assert_int_equal(next_frame(f, buf, sizeof buf, &m), CN_CTL_OK);
     assert_int_equal(m.op, CN_DOP_EXIT);
     assert_true(cn_term_is_atom(m.reason, "noproc"));
-    static probe pr;
-    memset(&pr, 0, sizeof pr);
-    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, NULL);
-    cn_wpid other;
-    local_wpid(f, p, &other);
+    cn_wpid good, other;
+    spawn_probe(f, 0, NULL, &good);
+    other = good;
     other.creation = 76;
     cn_frame_link(&x, &ME, &other);
     send_x(f, &x);
@@ -311,14 +249,12 @@ static void noproc_answers(void **st)
     const unsigned char hello[] = {119, 2, 'h', 'i'};
     cn_frame_send(&x, &other, (cn_slice){hello, sizeof hello});
     send_x(f, &x);
-    cn_wpid good;
-    local_wpid(f, p, &good);
     cn_frame_send(&x, &good, (cn_slice){hello, sizeof hello});
     send_x(f, &x);
     spin(f, 50);
     cn_node_stats s;
     cn_node_stats_get(f->n, &s);
-    assert_int_equal(pr.messages, 1);
+    assert_int_equal(f->pr[0].messages, 1);
     assert_int_equal(s.frames_dropped, 1);
     ei_x_free(&x);
 }
@@ -326,13 +262,9 @@ static void noproc_answers(void **st)
 static void local_exit_tells_links_and_monitors(void **st)
 {
     fixture *f = *st;
-    f->fd = connect_client(f);
-    assert_int_equal(handshake(f, COOKIE), 0);
-    static probe pr;
-    memset(&pr, 0, sizeof pr);
-    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, "probe");
+    connected(f);
     cn_wpid pw;
-    local_wpid(f, p, &pw);
+    cn_proc *p = spawn_probe(f, 0, "probe", &pw);
     ei_x_buff x;
     ei_x_new(&x);
     const unsigned char ref[] = {90, 0, 1, 119, 11, 'c', 'l', 'i', 'e', 'n', 't', '@', 'h', 'o', 's', 't',
@@ -353,7 +285,7 @@ static void local_exit_tells_links_and_monitors(void **st)
     ei_x_encode_atom(&x, "cancelled");
     cn_node_exit(f->n, p, cn_x_slice(&x));
     x.index = 0;
-    assert_int_equal(pr.terminated, 1);
+    assert_int_equal(f->pr[0].terminated, 1);
     unsigned char buf[4096];
     cn_ctl m;
     assert_int_equal(next_frame(f, buf, sizeof buf, &m), CN_CTL_OK);
@@ -376,17 +308,12 @@ static void local_exit_tells_links_and_monitors(void **st)
 static void disconnect_sends_noconnection_and_cleans_up(void **st)
 {
     fixture *f = *st;
-    f->fd = connect_client(f);
-    assert_int_equal(handshake(f, COOKIE), 0);
-    static probe pr, trapper;
-    memset(&pr, 0, sizeof pr);
-    memset(&trapper, 0, sizeof trapper);
-    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, NULL);
-    cn_proc *t = cn_node_spawn(f->n, &probe_ops, &trapper, NULL);
-    t->trap_exit = 1;
+    connected(f);
+    probe *pr = &f->pr[0], *trapper = &f->pr[1];
     cn_wpid pw, tw;
-    local_wpid(f, p, &pw);
-    local_wpid(f, t, &tw);
+    spawn_probe(f, 0, NULL, &pw);
+    cn_proc *t = spawn_probe(f, 1, NULL, &tw);
+    t->trap_exit = 1;
     ei_x_buff x;
     ei_x_new(&x);
     cn_frame_link(&x, &ME, &pw);
@@ -406,14 +333,10 @@ static void disconnect_sends_noconnection_and_cleans_up(void **st)
 
     close(f->fd);
     f->fd = -1;
-    for (int i = 0; i < 200 && pr.terminated == 0; i++) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        usleep(1000);
-    }
-    assert_int_equal(pr.terminated, 1);
-    assert_string_equal(pr.reason, "noconnection");
-    assert_int_equal(trapper.terminated, 0);
-    assert_int_equal(trapper.messages, 1); /* {'EXIT', Client, noconnection} */
+    wait_terminated(f, pr);
+    assert_string_equal(pr->reason, "noconnection");
+    assert_int_equal(trapper->terminated, 0);
+    assert_int_equal(trapper->messages, 1); /* {'EXIT', Client, noconnection} */
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.links, 0);
     assert_int_equal(s.monitors, 0);
@@ -424,13 +347,9 @@ static void disconnect_sends_noconnection_and_cleans_up(void **st)
 static void unlink_id_is_acked_and_frame_cap_enforced(void **st)
 {
     fixture *f = *st;
-    f->fd = connect_client(f);
-    assert_int_equal(handshake(f, COOKIE), 0);
-    static probe pr;
-    memset(&pr, 0, sizeof pr);
-    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, NULL);
+    connected(f);
     cn_wpid pw;
-    local_wpid(f, p, &pw);
+    spawn_probe(f, 0, NULL, &pw);
     ei_x_buff x;
     ei_x_new(&x);
     cn_frame_link(&x, &ME, &pw);
@@ -482,8 +401,7 @@ static void gen_noop(cn_node *n, cn_proc *p, const cn_gen_from *from, cn_slice r
 static void an_oversized_call_is_answered_on_the_same_connection(void **st)
 {
     fixture *f = *st;
-    f->fd = connect_client(f);
-    assert_int_equal(handshake(f, COOKIE), 0);
+    connected(f);
     static const cn_gen_ops ops = {.handle_call = gen_noop};
     cn_proc *p = cn_gen_start(f->n, &ops, NULL, NULL);
     cn_wpid gw;
@@ -543,14 +461,10 @@ static int setup_small(void **st)
 static void a_peer_over_its_signal_cap_is_cut_off(void **st)
 {
     fixture *f = *st;
-    f->fd = connect_client(f);
-    assert_int_equal(handshake(f, COOKIE), 0);
-    static probe pr;
-    memset(&pr, 0, sizeof pr);
-    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, "capped");
-    p->trap_exit = 1;
+    connected(f);
     cn_wpid pw;
-    local_wpid(f, p, &pw);
+    cn_proc *p = spawn_probe(f, 0, "capped", &pw);
+    p->trap_exit = 1;
     ei_x_buff x;
     ei_x_new(&x);
     const unsigned char name[] = {119, 6, 'c', 'a', 'p', 'p', 'e', 'd'};
@@ -571,7 +485,7 @@ static void a_peer_over_its_signal_cap_is_cut_off(void **st)
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.monitors, 0);
     assert_int_equal(s.connections, 0);
-    assert_int_equal(pr.terminated, 0);
+    assert_int_equal(f->pr[0].terminated, 0);
     ei_x_free(&x);
 }
 
@@ -589,13 +503,10 @@ static int setup_small_outq(void **st)
 static void an_output_overflow_closes_from_the_loop_not_inside_the_send(void **st)
 {
     fixture *f = *st;
-    f->fd = connect_client(f);
-    assert_int_equal(handshake(f, COOKIE), 0);
-    static probe pr;
-    memset(&pr, 0, sizeof pr);
-    cn_proc *p = cn_node_spawn(f->n, &probe_ops, &pr, NULL);
+    connected(f);
+    probe *pr = &f->pr[0];
     cn_wpid pw;
-    local_wpid(f, p, &pw);
+    spawn_probe(f, 0, NULL, &pw);
     ei_x_buff x;
     ei_x_new(&x);
     cn_frame_link(&x, &ME, &pw);
@@ -610,24 +521,19 @@ static void an_output_overflow_closes_from_the_loop_not_inside_the_send(void **s
     static char big[8000];
     ei_x_encode_binary(&x, big, sizeof big);
     assert_int_equal(cn_node_send(f->n, &client, cn_x_slice(&x)), -1);
-    assert_int_equal(pr.terminated, 0); /* nothing ran inside the call */
+    assert_int_equal(pr->terminated, 0); /* nothing ran inside the call */
     assert_int_equal(cn_node_send(f->n, &client, cn_x_slice(&x)), -1);
     /* a monitor that cannot be sent now fails and leaves nothing behind */
-    static probe watcher;
-    memset(&watcher, 0, sizeof watcher);
-    cn_proc *w = cn_node_spawn(f->n, &probe_ops, &watcher, NULL);
+    cn_wpid ww;
+    cn_proc *w = spawn_probe(f, 1, NULL, &ww);
     unsigned char ref[CN_NODE_REF_MAX];
     size_t rl = sizeof ref;
     assert_int_equal(cn_node_monitor(f->n, w, &client, ref, &rl), -1);
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.monitors, 0);
 
-    for (int i = 0; i < 200 && pr.terminated == 0; i++) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        usleep(1000);
-    }
-    assert_int_equal(pr.terminated, 1);
-    assert_string_equal(pr.reason, "noconnection");
+    wait_terminated(f, pr);
+    assert_string_equal(pr->reason, "noconnection");
     cn_node_stats_get(f->n, &s);
     assert_int_equal(s.links, 0);
     assert_int_equal(s.connections, 0);
