@@ -41,15 +41,11 @@ static int beam_start(council_call *call, void *arg)
 {
     cn_hooked *bp = arg;
     cn_bridge *b = bp->b;
-    cn_run_proc *rp = cn_run_proc_from_run(council_call_run(call));
-    if (!rp || !cn_run_proc_proc(rp)) {
-        council_call_fail(call, "beam provider: the run has no process on this node");
-        return 0;
-    }
-    const cn_pid *server = cn_run_proc_member_server(rp);
+    cn_run_proc *rp;
+    const char *why;
+    const cn_pid *server = cn_run_proc_served(council_call_run(call), CN_BEAM_PROVIDER, &rp, &why);
     if (!server) {
-        council_call_fail(call, "beam provider: this run has no member server "
-                                "(none was given at start, or it went down)");
+        council_call_fail(call, why);
         return 0;
     }
 
@@ -80,7 +76,7 @@ static int beam_start(council_call *call, void *arg)
             rc = 0;
             if (cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
                 council_call_unref(cn_pending_take(bp->calls, id));
-                council_call_fail(call, "beam provider: member server not reachable");
+                council_call_fail(call, cn_beam_failure_text(CN_BEAM_PROVIDER, CN_BEAM_UNREACHABLE));
             }
         }
         ei_x_free(&x);
@@ -108,7 +104,7 @@ static void fail_call(void *call, const char *msg)
 /* A member server going down fails its run's calls in flight: it is
  * forgotten first (cn_run_proc_member_server gives NULL), so a retry that
  * a failure starts fails at once instead of being added. */
-static const cn_hooked_kind kind = {"beam provider", unref_call, fail_call};
+static const cn_hooked_kind kind = {CN_BEAM_PROVIDER, unref_call, fail_call};
 
 int cn_beam_provider_register(cn_bridge *b)
 {
@@ -158,7 +154,7 @@ static int on_info(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice msg)
         cn_term_text(res[1], why, sizeof why);
         council_call_fail(c, why);
     } else {
-        council_call_fail(c, "beam provider: malformed reply from the member server");
+        council_call_fail(c, cn_beam_failure_text(CN_BEAM_PROVIDER, CN_BEAM_MALFORMED));
     }
     council_call_unref(c);
     return 1;

@@ -42,14 +42,11 @@ static int br_start(council_route *rt, void *arg)
 {
     cn_hooked *br = arg;
     cn_bridge *b = br->b;
-    cn_run_proc *rp = cn_run_proc_from_run(council_route_run(rt));
-    if (!rp || !cn_run_proc_proc(rp))
-        return fail(rt, "beam router: the run has no process on this node (Elixir routers "
-                        "are served for runs the library starts, not inside a sub-council)");
-    const cn_pid *server = cn_run_proc_member_server(rp);
+    cn_run_proc *rp;
+    const char *why;
+    const cn_pid *server = cn_run_proc_served(council_route_run(rt), CN_BEAM_ROUTER, &rp, &why);
     if (!server)
-        return fail(rt, "beam router: this run has no member server (none was given at "
-                        "start, or it went down)");
+        return fail(rt, why);
     size_t len;
     const char *text = council_route_request(rt, &len);
     json_t *req = text ? json_loadb(text, len, 0, NULL) : NULL;
@@ -64,7 +61,7 @@ static int br_start(council_route *rt, void *arg)
             rc = 0;
             if (cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
                 council_route_unref(cn_pending_take(br->calls, id));
-                fail(rt, "beam router: member server not reachable");
+                fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_UNREACHABLE));
             }
         }
         ei_x_free(&x);
@@ -91,7 +88,7 @@ static void fail_route(void *rt, const char *msg)
     council_route_fail(rt, msg);
 }
 
-static const cn_hooked_kind kind = {"beam router", unref_route, fail_route};
+static const cn_hooked_kind kind = {CN_BEAM_ROUTER, unref_route, fail_route};
 
 int cn_beam_router_register(cn_bridge *b)
 {
@@ -116,11 +113,11 @@ static void answer(council_route *rt, cn_slice res)
     if (ar == 2 && cn_term_is_atom(el[0], "ok")) {
         long n = cn_term_list(el[1], ids, MAX_CHOSEN, &tail);
         if (n < 0 || (tail.len && cn_term_list(tail, NULL, 0, NULL) != 0)) {
-            fail(rt, "beam router: the reply is not {ok, [MemberId]}");
+            fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_NOT_IDS));
             return;
         }
         if (n > MAX_CHOSEN) {
-            fail(rt, "beam router: more member ids than a council has");
+            fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_TOO_MANY_IDS));
             return;
         }
         char *names[MAX_CHOSEN];
@@ -139,7 +136,7 @@ static void answer(council_route *rt, cn_slice res)
         if (ok)
             council_route_select(rt, (const char *const *)names, k);
         else
-            fail(rt, "beam router: member ids must be binaries");
+            fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_IDS_NOT_BINARIES));
         for (size_t i = 0; i < k; i++)
             free(names[i]);
     } else if (ar == 2 && cn_term_is_atom(el[0], "error")) {
@@ -147,7 +144,7 @@ static void answer(council_route *rt, cn_slice res)
         snprintf(msg, sizeof msg, "%s", why);
         fail(rt, msg);
     } else {
-        fail(rt, "beam router: malformed reply from the member server");
+        fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_MALFORMED));
     }
 }
 

@@ -48,15 +48,12 @@ static int bt_start(council_tool_call *tc, void *arg)
     cn_hooked *bt = arg;
     cn_bridge *b = bt->b;
     council_call *call = council_tool_call_member_call(tc);
-    cn_run_proc *rp = call ? cn_run_proc_from_run(council_call_run(call)) : NULL;
-    if (!rp || !cn_run_proc_proc(rp))
-        return answer_error(tc, "beam tool: the run has no process on this node (Elixir "
-                                "function tools are served for runs the library starts, "
-                                "not inside a sub-council)");
-    const cn_pid *server = cn_run_proc_member_server(rp);
+    cn_run_proc *rp;
+    const char *why;
+    const cn_pid *server = cn_run_proc_served(call ? council_call_run(call) : NULL, CN_BEAM_TOOL,
+                                              &rp, &why);
     if (!server)
-        return answer_error(tc, "beam tool: this run has no member server (none was given "
-                                "at start, or it went down)");
+        return answer_error(tc, why);
 
     ei_x_buff x;
     if (ei_x_new(&x) != 0)
@@ -69,7 +66,7 @@ static int bt_start(council_tool_call *tc, void *arg)
         rc = 0;
         if (cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
             council_tool_call_unref(cn_pending_take(bt->calls, id));
-            answer_error(tc, "beam tool: member server not reachable");
+            answer_error(tc, cn_beam_failure_text(CN_BEAM_TOOL, CN_BEAM_UNREACHABLE));
         }
     }
     ei_x_free(&x);
@@ -97,7 +94,7 @@ static void fail_tool_call(void *tc, const char *msg)
 /* A member server going down gives its run's waiting tool calls an error
  * result; all of them are out of the table first: an answer may make the
  * core abandon others (their cancel then finds nothing to drop). */
-static const cn_hooked_kind kind = {"beam tool", unref_tool_call, fail_tool_call};
+static const cn_hooked_kind kind = {CN_BEAM_TOOL, unref_tool_call, fail_tool_call};
 
 int cn_beam_tools_register(cn_bridge *b)
 {
@@ -147,7 +144,7 @@ static int on_info(cn_bridge *b, void *arg, cn_run_proc *rp, cn_slice msg)
             answer_error(tc, why);
         }
     } else {
-        answer_error(tc, "beam tool: malformed reply from the member server");
+        answer_error(tc, cn_beam_failure_text(CN_BEAM_TOOL, CN_BEAM_MALFORMED));
     }
     council_tool_call_unref(tc);
     return 1;

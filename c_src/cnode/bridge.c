@@ -110,7 +110,7 @@ void cn_hooked_server_down(cn_bridge *b, void *arg, struct cn_run_proc *rp, cn_s
         return;
     char why[512], msg[600];
     cn_term_text(reason, why, sizeof why);
-    snprintf(msg, sizeof msg, "%s: member server down: %s", h->kind->who, why);
+    cn_beam_server_down_text(msg, sizeof msg, h->kind->beam, why);
     while (e) {
         h->kind->fail(e->item, msg);
         h->kind->unref(e->item);

@@ -21,6 +21,7 @@
 
 #include "council.h"
 #include "node.h"
+#include "reasons.h"
 
 struct cn_rsubs;
 struct cn_retained;
@@ -69,7 +70,7 @@ struct cn_bridge {
  * BEAM replies (pending.h), each holding one reference: what tells its
  * requests apart. */
 typedef struct cn_hooked_kind {
-    const char *who;                           /* names it in messages */
+    cn_beam_kind beam;                         /* which it is (its texts) */
     void (*unref)(void *item);                 /* drops the table's reference */
     void (*fail)(void *item, const char *msg); /* answers a request with an error */
 } cn_hooked_kind;

@@ -500,6 +500,18 @@ const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp)
     return rp->more && rp->more->server ? &rp->more->server->pid : NULL;
 }
 
+const cn_pid *cn_run_proc_served(const council_run *run, cn_beam_kind kind, cn_run_proc **rp,
+                                 const char **why)
+{
+    *rp = cn_run_proc_from_run(run);
+    const cn_pid *server = NULL;
+    if (!*rp || !(*rp)->proc)
+        *why = cn_beam_failure_text(kind, CN_BEAM_NO_PROCESS);
+    else if (!(server = cn_run_proc_member_server(*rp)))
+        *why = cn_beam_failure_text(kind, CN_BEAM_NO_SERVER);
+    return server;
+}
+
 cn_proc *cn_run_proc_proc(const cn_run_proc *rp)
 {
     return rp->proc;

@@ -61,5 +61,10 @@ void cn_run_proc_shutdown_all(cn_bridge *b, cn_slice reason);
 cn_run_proc *cn_run_proc_from_run(const council_run *run);
 cn_proc *cn_run_proc_proc(const cn_run_proc *rp);
 const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp);
+/* The member server that serves run's requests of kind (reasons.h), and
+ * the run's record in *rp; NULL when there is none (the run has no process
+ * here, or no member server), with *why the text the request fails with. */
+const cn_pid *cn_run_proc_served(const council_run *run, cn_beam_kind kind, cn_run_proc **rp,
+                                 const char **why);
 
 #endif

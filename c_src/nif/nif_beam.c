@@ -26,7 +26,8 @@
 
 #include "nif.h"
 
-enum { K_MEMBER = 1, K_TOOL = 2, K_ROUTE = 3 };
+/* An entry's kind: which of the three it serves (reasons.h names them). */
+enum { K_MEMBER = CN_BEAM_PROVIDER, K_TOOL = CN_BEAM_TOOL, K_ROUTE = CN_BEAM_ROUTER };
 
 typedef struct bentry {
     cn_hlink hl;    /* in bm->calls */
@@ -197,25 +198,34 @@ static ERL_NIF_TERM request_term(ErlNifEnv *env, council_call *call)
     return out;
 }
 
+/* The member server that serves run's requests of kind, and the run's
+ * record in *r; NULL when there is none, with *why the text the request
+ * fails with (reasons.h). */
+static const ErlNifPid *served(const council_run *run, cn_beam_kind kind, nif_run **r,
+                               const char **why)
+{
+    const ErlNifPid *server = NULL;
+    if (!(*r = nif_run_of(run)))
+        *why = cn_beam_failure_text(kind, CN_BEAM_NO_PROCESS);
+    else if (!(server = nif_run_server(*r)))
+        *why = cn_beam_failure_text(kind, CN_BEAM_NO_SERVER);
+    return server;
+}
+
 static int beam_start(council_call *call, void *arg)
 {
     nif_beam *bm = arg;
     nif_state *st = bm->st;
-    nif_run *r = nif_run_of(council_call_run(call));
-    if (!r) {
-        council_call_fail(call, "beam provider: the run has no process on this node");
-        return 0;
-    }
-    const ErlNifPid *server = nif_run_server(r);
-    if (!server) {
-        council_call_fail(call, "beam provider: this run has no member server "
-                                "(none was given at start, or it went down)");
+    nif_run *r;
+    const char *why;
+    if (!served(council_call_run(call), CN_BEAM_PROVIDER, &r, &why)) {
+        council_call_fail(call, why);
         return 0;
     }
     int rc = dispatch(bm, r, K_MEMBER, council_call_id(call), call, A.council_member_call,
                       request_term(st->out, call));
     if (rc == 1)
-        council_call_fail(call, "beam provider: member server not reachable");
+        council_call_fail(call, cn_beam_failure_text(CN_BEAM_PROVIDER, CN_BEAM_UNREACHABLE));
     return rc == 1 ? 0 : rc;
 }
 
@@ -240,15 +250,12 @@ static int tool_start(council_tool_call *tc, void *arg)
     nif_beam *bm = arg;
     nif_state *st = bm->st;
     council_call *call = council_tool_call_member_call(tc);
-    nif_run *r = call ? nif_run_of(council_call_run(call)) : NULL;
-    if (!r)
-        return answer_error(tc, "beam tool: the run has no process on this node (Elixir "
-                                "function tools are served for runs the library starts, "
-                                "not inside a sub-council)");
-    const ErlNifPid *server = nif_run_server(r);
+    nif_run *r;
+    const char *why;
+    const ErlNifPid *server =
+        served(call ? council_call_run(call) : NULL, CN_BEAM_TOOL, &r, &why);
     if (!server)
-        return answer_error(tc, "beam tool: this run has no member server (none was given "
-                                "at start, or it went down)");
+        return answer_error(tc, why);
     size_t alen = 0;
     const char *args = council_tool_call_arguments(tc, &alen);
     const char *name = council_tool_call_name(tc);
@@ -268,7 +275,7 @@ static int tool_start(council_tool_call *tc, void *arg)
     };
     if (!nif_send(st, server, enif_make_tuple_from_array(env, items, 6))) {
         council_tool_call_unref(take(bm, K_TOOL, id));
-        answer_error(tc, "beam tool: member server not reachable");
+        answer_error(tc, cn_beam_failure_text(CN_BEAM_TOOL, CN_BEAM_UNREACHABLE));
     }
     return 0;
 }
@@ -295,15 +302,10 @@ static int route_start(council_route *rt, void *arg)
 {
     nif_beam *bm = arg;
     nif_state *st = bm->st;
-    nif_run *r = nif_run_of(council_route_run(rt));
-    if (!r)
-        return route_fail(rt, "beam router: the run has no process on this node (Elixir "
-                              "routers are served for runs the library starts, not inside "
-                              "a sub-council)");
-    const ErlNifPid *server = nif_run_server(r);
-    if (!server)
-        return route_fail(rt, "beam router: this run has no member server (none was given "
-                              "at start, or it went down)");
+    nif_run *r;
+    const char *why;
+    if (!served(council_route_run(rt), CN_BEAM_ROUTER, &r, &why))
+        return route_fail(rt, why);
     size_t len;
     const char *text = council_route_request(rt, &len);
     json_t *req = text ? json_loadb(text, len, 0, NULL) : NULL;
@@ -311,7 +313,7 @@ static int route_start(council_route *rt, void *arg)
     json_decref(req);
     int rc = dispatch(bm, r, K_ROUTE, council_route_id(rt), rt, A.council_route_call, reqt);
     if (rc == 1)
-        route_fail(rt, "beam router: member server not reachable");
+        route_fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_UNREACHABLE));
     return rc == 1 ? 0 : rc;
 }
 
@@ -334,7 +336,7 @@ static void route_reply(council_route *rt, ErlNifEnv *env, ERL_NIF_TERM res)
     unsigned n;
     char why[512];
     if (!enif_get_tuple(env, res, &arity, &el) || arity != 2) {
-        route_fail(rt, "beam router: malformed reply from the member server");
+        route_fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_MALFORMED));
     } else if (enif_is_identical(el[0], A.error)) {
         ErlNifBinary b;
         if (enif_inspect_binary(env, el[1], &b))
@@ -344,9 +346,9 @@ static void route_reply(council_route *rt, ErlNifEnv *env, ERL_NIF_TERM res)
             nif_term_text(env, el[1], why, sizeof why);
         route_fail(rt, why);
     } else if (!enif_is_identical(el[0], A.ok) || !enif_get_list_length(env, el[1], &n)) {
-        route_fail(rt, "beam router: the reply is not {ok, [MemberId]}");
+        route_fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_NOT_IDS));
     } else if (n > MAX_CHOSEN) {
-        route_fail(rt, "beam router: more member ids than a council has");
+        route_fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_TOO_MANY_IDS));
     } else {
         char *names[MAX_CHOSEN];
         size_t k = 0;
@@ -364,7 +366,7 @@ static void route_reply(council_route *rt, ErlNifEnv *env, ERL_NIF_TERM res)
         if (ok)
             council_route_select(rt, (const char *const *)names, k);
         else
-            route_fail(rt, "beam router: member ids must be binaries");
+            route_fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_IDS_NOT_BINARIES));
         for (size_t i = 0; i < k; i++)
             enif_free(names[i]);
     }
@@ -450,7 +452,7 @@ static void member_reply(council_call *c, ErlNifEnv *env, ERL_NIF_TERM res)
         council_call_fail(c, why);
         break;
     default:
-        council_call_fail(c, "beam provider: malformed reply from the member server");
+        council_call_fail(c, cn_beam_failure_text(CN_BEAM_PROVIDER, CN_BEAM_MALFORMED));
     }
 }
 
@@ -470,7 +472,7 @@ static void tool_reply(council_tool_call *tc, ErlNifEnv *env, ERL_NIF_TERM res)
             answer_error(tc, why);
         break;
     default:
-        answer_error(tc, "beam tool: malformed reply from the member server");
+        answer_error(tc, cn_beam_failure_text(CN_BEAM_TOOL, CN_BEAM_MALFORMED));
     }
 }
 
@@ -497,9 +499,9 @@ int nif_beam_info(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TERM msg)
                : enif_is_identical(el[0], A.council_member_reply) ? K_MEMBER
                : enif_is_identical(el[0], A.council_tool_reply)   ? K_TOOL
                : enif_is_identical(el[0], A.council_route_reply)  ? K_ROUTE
-                                                                  : 0;
+                                                                  : -1;
     ErlNifUInt64 id;
-    if (!kind)
+    if (kind < 0)
         return 0;
     if (!bm || !enif_get_uint64(env, el[1], &id))
         return 1; /* a bad id: dropped */
@@ -538,16 +540,13 @@ void nif_beam_server_down(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TER
     while (!nif_dl_empty(&list)) {
         bentry *e = NIF_DL_ENTRY(list.next, bentry, by_run);
         nif_dl_del(&e->by_run);
-        if (e->kind == K_MEMBER) {
-            snprintf(msg, sizeof msg, "beam provider: member server down: %s", why);
+        cn_beam_server_down_text(msg, sizeof msg, e->kind, why);
+        if (e->kind == K_MEMBER)
             council_call_fail(e->item, msg);
-        } else if (e->kind == K_ROUTE) {
-            snprintf(msg, sizeof msg, "beam router: member server down: %s", why);
+        else if (e->kind == K_ROUTE)
             council_route_fail(e->item, msg);
-        } else {
-            snprintf(msg, sizeof msg, "beam tool: member server down: %s", why);
+        else
             answer_error(e->item, msg);
-        }
         unref_item(e->kind, e->item);
         enif_free(e);
     }
