@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "council_json.h"
 #include "gen_server.h"
 #include "log.h"
 #include "pending.h"
@@ -47,9 +48,7 @@ static int br_start(council_route *rt, void *arg)
     const cn_pid *server = cn_run_proc_served(council_route_run(rt), CN_BEAM_ROUTER, &rp, &why);
     if (!server)
         return fail(rt, why);
-    size_t len;
-    const char *text = council_route_request(rt, &len);
-    json_t *req = text ? json_loadb(text, len, 0, NULL) : NULL;
+    const json_t *req = council_route_request_object(rt);
     if (!req)
         return COUNCIL_ENOMEM;
     ei_x_buff x;
@@ -66,7 +65,6 @@ static int br_start(council_route *rt, void *arg)
         }
         ei_x_free(&x);
     }
-    json_decref(req);
     return rc;
 }
 

@@ -7,7 +7,7 @@
  * router is about to start, the run's process sends
  *   {council_route_call, RunPid, RouteId, Request}
  * to the run's member server (RouteId: an integer, council_route_id;
- * Request: the route's request, council_route_request, as a map with
+ * Request: the route's request, council_route_request_object, as a map with
  * binary keys). The server answers the run pid with
  *   {council_route_reply, RouteId, {ok, [MemberId]} | {error, Reason}}
  * (MemberId: binaries). No member server, a dead server (monitored), a

@@ -49,6 +49,9 @@ json_t *council_event_payload_json(const council_event *ev);
  * out of memory. Built before start() except for the built-in providers
  * that ask for it while the call is active. */
 json_t *council_call_request_json(const council_call *call);
+/* The request of a route, likewise (made on first use, kept with the
+ * route; NULL when out of memory). */
+json_t *council_route_request_json(const council_route *rt);
 /* The pubsub message ops for council_event objects (ref/unref), for code
  * that subscribes through pubsub.h directly, and the context's pubsub. */
 const pubsub_msg_ops *council_event_pubsub_ops(void);

@@ -19,3 +19,8 @@ json_t *council_call_request_object(const council_call *call)
 {
     return call ? council_call_request_json(call) : NULL;
 }
+
+const json_t *council_route_request_object(const council_route *rt)
+{
+    return rt ? council_route_request_json(rt) : NULL;
+}

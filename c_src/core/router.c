@@ -34,7 +34,8 @@ struct council_route {
     const char *round_name;     /* the spec's: outlive the route */
     const char *round_type;
     unsigned round_idx;
-    char *request_text;
+    json_t *request;            /* made on first use, kept */
+    char *request_text;         /* its text, likewise */
     size_t request_len;
     uint64_t id;
     cx_timer timer;             /* the router's time to answer */
@@ -324,6 +325,7 @@ void council_route_unref(council_route *rt)
         return;
     cx_timer_fini(&rt->timer);
     free(rt->error);
+    json_decref(rt->request);
     free(rt->request_text);
     council_run_unref(rt->run);
     free(rt);
@@ -465,13 +467,9 @@ int council_route_fail(council_route *rt, const char *message)
     return COUNCIL_OK;
 }
 
-const char *council_route_request(const council_route *rt, size_t *len)
+json_t *council_route_request_json(const council_route *rt)
 {
-    if (len)
-        *len = 0;
-    if (!rt)
-        return NULL;
-    if (!rt->request_text) {
+    if (!rt->request) {
         council_route *m = (council_route *)rt; /* made once, kept */
         council_run *run = rt->run;
         const council_spec *spec = run->spec;
@@ -492,13 +490,23 @@ const char *council_route_request(const council_route *rt, size_t *len)
             "input", run->input.text ? cx_json_text(run->input.text, run->input.text_len)
                                      : json_null(),
             "members", members, "rounds", rounds);
-        if (!req)
+        m->request = req; /* NULL when out of memory: tried again next time */
+    }
+    return rt->request;
+}
+
+const char *council_route_request(const council_route *rt, size_t *len)
+{
+    if (len)
+        *len = 0;
+    if (!rt)
+        return NULL;
+    if (!rt->request_text) {
+        council_route *m = (council_route *)rt; /* made once, kept */
+        const json_t *req = council_route_request_json(rt);
+        if (!req || !(m->request_text = json_dumps(req, JSON_COMPACT)))
             return NULL;
-        m->request_text = json_dumps(req, JSON_COMPACT);
-        m->request_len = m->request_text ? strlen(m->request_text) : 0;
-        json_decref(req);
-        if (!m->request_text)
-            return NULL;
+        m->request_len = strlen(m->request_text);
     }
     if (len)
         *len = rt->request_len;

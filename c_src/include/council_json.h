@@ -2,7 +2,8 @@
  * use jansson (the C node does).
  *
  * What it is for: council.h gives results and requests as JSON text
- * (parsed_json, aggregate_json, council_call_request); a host that works
+ * (parsed_json, aggregate_json, council_call_request,
+ * council_route_request); a host that works
  * with jansson values anyway would parse that text again. These accessors
  * hand out the values the core already holds instead. They add nothing
  * else: every value here has its text form in council.h.
@@ -45,6 +46,15 @@ COUNCIL_API const json_t *council_round_result_aggregate(const council_round_res
  * cancel() returns). Do not modify it: json_copy it to add keys. NULL
  * when out of memory (a later call tries again) or call is NULL. */
 COUNCIL_API json_t *council_call_request_object(const council_call *call);
+
+/* The request of a route as a JSON object: the value whose text
+ * council_route_request gives ({"run_id", "council", "router", "options",
+ * "round", "input", "members", "rounds"}). Made on the first call and kept
+ * with the route: borrowed, valid while the caller holds a reference to rt
+ * (for a router: from start() until it answers or its cancel() returns).
+ * Do not modify it. NULL when out of memory (a later call tries again) or
+ * rt is NULL. */
+COUNCIL_API const json_t *council_route_request_object(const council_route *rt);
 
 #ifdef __cplusplus
 }

@@ -306,11 +306,8 @@ static int route_start(council_route *rt, void *arg)
     const char *why;
     if (!served(council_route_run(rt), CN_BEAM_ROUTER, &r, &why))
         return route_fail(rt, why);
-    size_t len;
-    const char *text = council_route_request(rt, &len);
-    json_t *req = text ? json_loadb(text, len, 0, NULL) : NULL;
+    const json_t *req = council_route_request_object(rt);
     ERL_NIF_TERM reqt = req ? nif_json_term(st->out, req, 0) : 0;
-    json_decref(req);
     int rc = dispatch(bm, r, K_ROUTE, council_route_id(rt), rt, A.council_route_call, reqt);
     if (rc == 1)
         route_fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_UNREACHABLE));

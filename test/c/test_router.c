@@ -123,6 +123,15 @@ static int later_start(council_route *rt, void *arg)
     const char *req = council_route_request(rt, &len);
     assert_non_null(req);
     snprintf(l->request, sizeof l->request, "%s", req);
+    /* the same request as a value (council_json.h): kept with the route,
+     * and what its text says */
+    const json_t *obj = council_route_request_object(rt);
+    assert_true(json_is_object(obj));
+    assert_ptr_equal(council_route_request_object(rt), obj);
+    json_t *parsed = json_loadb(req, len, 0, NULL);
+    assert_true(json_equal(parsed, (json_t *)obj));
+    json_decref(parsed);
+    assert_null(council_route_request_object(NULL));
     switch (l->mode) {
     case 0:
         assert_int_equal(council_route_select(rt, l->answer, l->n), COUNCIL_OK);
