@@ -6,6 +6,7 @@
  */
 #include "node_internal.h"
 
+#include <sched.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,38 @@ cn_node *cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_cookie *cook
     uv_check_start(&n->reaper, reap);
     uv_unref((uv_handle_t *)&n->reaper);
     return n;
+}
+
+void cn_node_run(cn_node *n, uint64_t busy_poll_us)
+{
+    uv_loop_t *loop = n->loop;
+    if (busy_poll_us == 0) {
+        uv_run(loop, UV_RUN_DEFAULT);
+        return;
+    }
+    uint64_t window = busy_poll_us * 1000; /* ns */
+    for (;;) {
+        uint64_t seen = n->frames_in;
+        if (!uv_run(loop, UV_RUN_ONCE))
+            return;
+        if (n->frames_in == seen)
+            continue; /* a timer, a child, a signal: sleep again */
+        uint64_t until = uv_hrtime() + window;
+        for (;;) {
+            seen = n->frames_in;
+            if (!uv_run(loop, UV_RUN_NOWAIT))
+                return;
+            uint64_t now = uv_hrtime();
+            if (n->frames_in != seen)
+                until = now + window;
+            else if (now >= until)
+                break;
+            else
+                sched_yield(); /* a thread that has work on this core
+                                  (the caller, on a small machine) runs
+                                  first, as BEAM's spinning schedulers let it */
+        }
+    }
 }
 
 uv_loop_t *cn_node_loop(cn_node *n) { return n->loop; }
