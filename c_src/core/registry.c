@@ -1,7 +1,7 @@
 /* registry.c - run_id -> value maps, one namespace per named registry.
  *
  * What it is for: the lookup of runs by id that must stay O(1) at a million
- * entries, within two memory latencies. What it is not for: knowing what a
+ * entries, within one memory latency. What it is not for: knowing what a
  * value is or when it expires.
  *
  * Layout. One open-addressing table (linear probing) holds the entries of
@@ -12,23 +12,24 @@
  *   meta[i]  one 64-bit word: the top 46 bits of the entry's hash, the key
  *            length - 1 (16 bits), and two flags (live; key copied).
  *            0 = empty.
- *   kv[i]    the value and a pointer to the key bytes.
+ *   kv[i]    one cache line: the value, the caller's mark word
+ *            (registry_set_mark) and the key: its bytes when it has at
+ *            most KEY_INLINE of them (a generated run id has 22, a UUID
+ *            36), else a pointer to them.
  *
  * A lookup hashes the key, then reads meta from the home slot on: a slot
  * whose word differs is passed over without touching the entry, so a miss
  * is decided in the meta array alone (at 8 words per cache line), and a hit
- * compares the key bytes once. The home slot's kv is prefetched with its
- * meta word (both addresses come from the hash), and the value is
- * prefetched with the key compare, so a hit costs two memory latencies:
- * the table's line, then the key's and the value's lines together (a run's
- * id lives in the run's own block, on the page of the state a caller
- * reads next).
+ * compares the key bytes once. The home slot's kv line is asked for with
+ * its meta word (both addresses come from the hash), so a hit on its home
+ * slot costs one memory latency and two cache lines: the value, the key
+ * and the mark are all in the kv line, and the value itself (a run) is not
+ * read. An entry displaced from its home slot by a collision costs a
+ * second latency (its kv line is known once meta is read); at the table's
+ * loads (2/5 to 4/5) most hits are on their home slot.
  * Tables of 1 MiB and more are mapped on their own (munmap'ed when a
- * resize is done with them, so their memory goes back at once). Huge
- * pages for them were tried: lookups of the table alone got 15% faster,
- * council_whereis no faster (its second latency, the run, is on the
- * heap's pages), and the put that touched a fresh huge page paid for
- * zeroing and compacting it (12 ms worst case at 1M entries, against 1-2).
+ * resize is done with them, so their memory goes back at once); their
+ * meta array asks for huge pages (see table_init).
  *
  * Sizes are powers of two; the table grows at a load of 4/5 (to 2/5) and
  * shrinks when the load drops under 1/8 (to at most 2/5). Resizing a table
@@ -50,10 +51,12 @@
  * recovers it from the key's hash. The first namespace mixes in nothing,
  * so a test can choose the hashes of its keys (registry_set_test_hash).
  *
- * Memory. 24 bytes per slot: 30 to 60 bytes per entry at loads of 4/5 to
- * 2/5, plus, for registry_put (which copies the key), the copy (one malloc
- * chunk of 48 bytes for a 36-byte UUID). registry_put_ref, which points at
- * the caller's bytes, needs nothing more.
+ * Memory. 72 bytes per slot: 90 to 180 bytes per entry at loads of 4/5 to
+ * 2/5 (the price of a one-latency lookup: with a pointer to the key in the
+ * slot instead of the key, 24 bytes per slot, a hit read the key in the
+ * run's block, a second latency and on 4 KiB pages a page-table walk).
+ * A key longer than KEY_INLINE costs, for registry_put (which copies it),
+ * the copy; registry_put_ref points at the caller's bytes.
  */
 #include "registry.h"
 
@@ -75,9 +78,12 @@
 #define NS_SCAN_MAX 4u                  /* namespaces found by a plain scan */
 #define MAP_MIN ((size_t)1 << 20)       /* tables this large are mmap'ed */
 #define PAGE ((size_t)4096)
+#define LINE 64u
+#define KEY_INLINE 48u                  /* longer keys are pointed at */
 
-/* meta word: [63..18] hash top 46 bits | [17..2] key_len - 1 | [1] copied |
- * [0] live. MOVED (old table only): an entry was here. */
+/* meta word: [63..18] hash top 46 bits | [17..2] key_len - 1 | [1] copied
+ * (a key longer than KEY_INLINE, malloc'ed by registry_put) | [0] live.
+ * MOVED (old table only): an entry was here. */
 #define M_LIVE ((uint64_t)1)
 #define M_OWNED ((uint64_t)2)
 #define M_MOVED ((uint64_t)2)
@@ -86,12 +92,19 @@
 
 typedef struct kv {
     void *value;
-    const unsigned char *key;   /* a malloc'ed copy (M_OWNED) or the caller's */
+    uint64_t mark;              /* registry_set_mark's; 0 when put */
+    union {
+        unsigned char bytes[KEY_INLINE];  /* key_len <= KEY_INLINE */
+        const unsigned char *ptr; /* longer: a malloc'ed copy (M_OWNED) or
+                                     the caller's bytes */
+    } key;
 } kv;
+
+_Static_assert(sizeof(kv) == LINE, "a slot's entry is one cache line");
 
 typedef struct table {
     uint64_t *meta;     /* NULL: no table */
-    kv *kv;
+    kv *kv;             /* LINE-aligned */
     size_t mask;        /* slots - 1 */
     unsigned shift;     /* 64 - log2(slots): home = meta >> shift */
     size_t live;        /* entries */
@@ -297,16 +310,26 @@ static int table_init(table *t, size_t slots)
         if (mem == MAP_FAILED)
             return COUNCIL_ENOMEM;
 #ifdef MADV_HUGEPAGE
-        /* a lookup's first load lands anywhere in the table: with 4 KiB
-         * pages it also misses the TLB (a page walk of its own); 2 MiB
-         * pages where the system gives them on request (THP "madvise") */
-        if (bytes >= ((size_t)2 << 20))
-            (void)madvise(mem, bytes, MADV_HUGEPAGE);
+        /* a lookup's first load lands anywhere in the meta array: with
+         * 4 KiB pages it also misses the TLB (a page walk of its own); 2
+         * MiB pages where the system gives them on request (THP
+         * "madvise"). Not for kv, 8 times larger: the puts that move
+         * entries into a new table would touch fresh huge pages, each
+         * zeroed (and perhaps compacted for) on the spot, which made a
+         * put's worst case at 1M entries 5-21 ms instead of 3 (bench_core);
+         * a lookup's kv line costs a page walk through tables that stay
+         * cached (council_whereis 230 ns with kv on huge pages, 290-345
+         * without, against 690-720 ns with the key in the run) */
+        if (slots * sizeof *t->meta >= ((size_t)2 << 20))
+            (void)madvise(mem, slots * sizeof *t->meta, MADV_HUGEPAGE);
 #endif
     } else {
-        mem = calloc(1, bytes);
+        /* slots >= 16: the meta array is a whole number of lines, so kv
+         * starts on a line too */
+        mem = aligned_alloc(LINE, bytes);
         if (mem == NULL)
             return COUNCIL_ENOMEM;
+        memset(mem, 0, bytes);
     }
     t->meta = mem;
     t->kv = (kv *)(t->meta + slots);
@@ -338,6 +361,12 @@ static size_t home(const table *t, uint64_t h)
     return (size_t)(h >> t->shift);
 }
 
+/* The key bytes of an entry whose key is key_len long. */
+static const unsigned char *kv_key(const kv *e, size_t key_len)
+{
+    return key_len <= KEY_INLINE ? e->key.bytes : e->key.ptr;
+}
+
 /* Slot of the live entry (want, key) in t, or SIZE_MAX. */
 static size_t table_find(const table *t, uint64_t want, const void *key,
                          size_t key_len)
@@ -349,11 +378,8 @@ static size_t table_find(const table *t, uint64_t want, const void *key,
 
         if (m == 0)
             return SIZE_MAX;
-        if ((m & ~M_OWNED) == want) {
-            __builtin_prefetch(t->kv[i].value); /* read next by most callers */
-            if (memcmp(t->kv[i].key, key, key_len) == 0)
-                return i;
-        }
+        if ((m & ~M_OWNED) == want && memcmp(kv_key(&t->kv[i], key_len), key, key_len) == 0)
+            return i;
     }
 }
 
@@ -393,8 +419,7 @@ static void table_delete(table *t, size_t i)
         i = j;
     }
     t->meta[i] = 0;
-    t->kv[i].value = NULL;
-    t->kv[i].key = NULL;
+    memset(&t->kv[i], 0, sizeof t->kv[i]);
     t->live--;
 }
 
@@ -540,7 +565,7 @@ static void table_free_keys(table *t)
 
     for (i = 0; i < table_slots(t); i++)
         if (live(t->meta[i]) && (t->meta[i] & M_OWNED))
-            free((void *)t->kv[i].key);
+            free((void *)t->kv[i].key.ptr);
 }
 
 void registry_free(registry *r)
@@ -628,17 +653,21 @@ static int put(registry *r, const char *ns, size_t ns_len, const void *key,
     if ((rc = make_room(r)) != 0)
         return rc;
 
+    memset(&e, 0, sizeof e);
     e.value = value;
-    e.key = key;
-    if (copy_key) {
+    if (key_len <= KEY_INLINE) {
+        memcpy(e.key.bytes, key, key_len);
+    } else if (copy_key) {
         unsigned char *copy = malloc(key_len);
 
         if (copy == NULL)
             return COUNCIL_ENOMEM;
         memcpy(copy, key, key_len);
-        e.key = copy;
+        e.key.ptr = copy;
         m |= M_OWNED;
         r->key_bytes += key_len;
+    } else {
+        e.key.ptr = key;
     }
     table_insert(&r->cur, m, e);
     r->count++;
@@ -658,8 +687,9 @@ int registry_put_ref(registry *r, const char *ns, size_t ns_len,
     return put(r, ns, ns_len, key, key_len, value, 0);
 }
 
-void *registry_get(const registry *r, const char *ns, size_t ns_len,
-                   const void *key, size_t key_len)
+/* The entry (ns, key), or NULL. */
+static kv *get_entry(const registry *r, const char *ns, size_t ns_len,
+                     const void *key, size_t key_len)
 {
     int64_t ns_id;
     uint64_t want;
@@ -672,7 +702,38 @@ void *registry_get(const registry *r, const char *ns, size_t ns_len,
     if (ns_id < 0)
         return NULL;
     want = meta_of(entry_hash(key_hash(r, key, key_len), (uint32_t)ns_id), key_len);
-    return find(r, want, key, key_len, &t, &slot) ? t->kv[slot].value : NULL;
+    return find(r, want, key, key_len, &t, &slot) ? &t->kv[slot] : NULL;
+}
+
+void *registry_get(const registry *r, const char *ns, size_t ns_len,
+                   const void *key, size_t key_len)
+{
+    const kv *e = get_entry(r, ns, ns_len, key, key_len);
+
+    return e ? e->value : NULL;
+}
+
+void *registry_get_mark(const registry *r, const char *ns, size_t ns_len,
+                        const void *key, size_t key_len, uint64_t *mark)
+{
+    const kv *e = get_entry(r, ns, ns_len, key, key_len);
+
+    *mark = e ? e->mark : 0;
+    return e ? e->value : NULL;
+}
+
+int registry_set_mark(registry *r, const char *ns, size_t ns_len,
+                      const void *key, size_t key_len, uint64_t mark)
+{
+    kv *e;
+
+    if (r == NULL || !args_ok(&ns, ns_len, key, key_len))
+        return COUNCIL_EINVAL;
+    e = get_entry(r, ns, ns_len, key, key_len);
+    if (e == NULL)
+        return COUNCIL_ENOTFOUND;
+    e->mark = mark;
+    return 0;
 }
 
 void *registry_remove(registry *r, const char *ns, size_t ns_len,
@@ -697,15 +758,14 @@ void *registry_remove(registry *r, const char *ns, size_t ns_len,
     m = t->meta[slot];
     value = t->kv[slot].value;
     if (m & M_OWNED) {
-        free((void *)t->kv[slot].key);
+        free((void *)t->kv[slot].key.ptr);
         r->key_bytes -= key_len;
     }
     if (t == &r->cur) {
         table_delete(t, slot);
     } else {
         t->meta[slot] = M_MOVED;
-        t->kv[slot].value = NULL;
-        t->kv[slot].key = NULL;
+        memset(&t->kv[slot], 0, sizeof t->kv[slot]);
         t->live--;
         if (t->live == 0)
             table_fini(t);
@@ -754,14 +814,16 @@ static int table_foreach(const registry *r, const table *t,
         size_t len;
         uint64_t top16;
         const ns_name *n;
+        const unsigned char *key;
 
         if (!live(m))
             continue;
         len = meta_key_len(m);
         /* the namespace: the top 16 bits of its mix, from the hashes */
-        top16 = ((m ^ key_hash(r, t->kv[i].key, len)) >> 48) & 0xFFFFu;
+        key = kv_key(&t->kv[i], len);
+        top16 = ((m ^ key_hash(r, key, len)) >> 48) & 0xFFFFu;
         n = &r->names[ns_unmix(top16)];
-        if (fn(n->name, n->len, t->kv[i].key, len, t->kv[i].value, arg))
+        if (fn(n->name, n->len, key, len, t->kv[i].value, arg))
             return 1;
     }
     return 0;

@@ -1,8 +1,9 @@
 /* registry.h - run_id -> value maps, one per named registry (namespace).
  *
- * What it is for: O(1) lookup of runs by id at a million entries (two
- * memory latencies for a hit: the table's line, then the key's and the
- * value's together; see registry.c), with keys
+ * What it is for: O(1) lookup of runs by id at a million entries (one
+ * memory latency for a hit on its home slot: two cache lines of the table,
+ * asked for together, hold the key, the value and a mark word; the value
+ * is not read; see registry.c), with keys
  * hashed by libsodium's crypto_shorthash (SipHash-2-4) under a random key
  * drawn once per registry object, so chosen ids cannot force collisions.
  * What it is not for: knowing what a run is. Values are opaque pointers; the
@@ -36,16 +37,29 @@ void registry_free(registry *r);
 int registry_put(registry *r, const char *ns, size_t ns_len,
                  const void *key, size_t key_len, void *value);
 
-/* registry_put without the copy: the entry points at the caller's key
- * bytes, which must stay unchanged until the entry is removed or the
- * registry freed (the run engine passes the run's own id, which outlives
- * its registration). Same returns as registry_put. */
+/* registry_put without the copy of a long key: a key of up to 48 bytes is
+ * held in the table either way; a longer one is not copied, the entry
+ * points at the caller's bytes, which must stay unchanged until the entry
+ * is removed or the registry freed (the run engine passes the run's own
+ * id, which outlives its registration). Same returns as registry_put. */
 int registry_put_ref(registry *r, const char *ns, size_t ns_len,
                      const void *key, size_t key_len, void *value);
 
 /* Value for key in ns, or NULL when absent. O(1) expected. */
 void *registry_get(const registry *r, const char *ns, size_t ns_len,
                    const void *key, size_t key_len);
+
+/* registry_get that also gives the entry's mark (*mark = 0 when absent).
+ * The mark is read from the table, not from the value. */
+void *registry_get_mark(const registry *r, const char *ns, size_t ns_len,
+                        const void *key, size_t key_len, uint64_t *mark);
+
+/* Sets the mark of the entry (ns, key): a word of the caller's kept in the
+ * entry's slot (0 when put), for what a lookup must answer without reading
+ * the value (the run engine: whether the run has ended). Returns 0,
+ * COUNCIL_ENOTFOUND (no such entry) or COUNCIL_EINVAL (bad arguments). */
+int registry_set_mark(registry *r, const char *ns, size_t ns_len,
+                      const void *key, size_t key_len, uint64_t mark);
 
 /* Remove key from ns and return its value (NULL when absent). */
 void *registry_remove(registry *r, const char *ns, size_t ns_len,

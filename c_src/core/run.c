@@ -23,6 +23,9 @@ _Static_assert(offsetof(cx_timer, owner) == 0, "kick_owner aliases the kick's ow
 _Static_assert(offsetof(council_run, kick_owner) == offsetof(council_run, kick),
                "kick_owner aliases the kick's owner");
 
+/* The registry's mark of a registered run that has ended (run_finish). */
+#define RUN_MARK_ENDED 1u
+
 static bool is_terminal(council_status s)
 {
     return s == COUNCIL_COMPLETED || s == COUNCIL_FAILED || s == COUNCIL_CANCELLED;
@@ -767,6 +770,9 @@ void run_finish(council_run *run, council_status status)
      * memory, the empty one, without its duration) */
     run_out *o = run_out_make(run);
     run->status = status;
+    if (run->registered && run->ctx) /* council_whereis reads this, not the run */
+        (void)registry_set_mark(run->ctx->reg, run->registry, strlen(run->registry),
+                                run->run_id, run->run_id_len, RUN_MARK_ENDED);
     if (run->started_at == 0)
         run->started_at = council_now_us();
     int64_t took = council_now_us() - run->started_at;
@@ -897,12 +903,18 @@ static council_run *lookup(council_ctx *ctx, const char *registry_name,
 int council_whereis(council_ctx *ctx, const char *registry_name, const void *run_id,
                     size_t len, council_run **out)
 {
-    council_run *run = lookup(ctx, registry_name, run_id, len);
+    council_run *run = NULL;
+    uint64_t mark = 0;
+    if (ctx && run_id && len) {
+        const char *reg = registry_name ? registry_name : COUNCIL_DEFAULT_REGISTRY;
+        /* from the registry's slot alone: the run's memory is not read */
+        run = registry_get_mark(ctx->reg, reg, strlen(reg), run_id, len, &mark);
+    }
     if (out)
         *out = run;
     if (!run)
         return COUNCIL_EUNKNOWN_RUN;
-    return is_terminal(run->status) ? COUNCIL_ERUNNER_DEAD : COUNCIL_OK;
+    return (mark & RUN_MARK_ENDED) ? COUNCIL_ERUNNER_DEAD : COUNCIL_OK;
 }
 
 int council_run_find(council_ctx *ctx, const char *registry_name, const void *run_id,

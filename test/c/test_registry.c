@@ -442,22 +442,71 @@ static void foreach_and_get_during_incremental_resize(void **state)
     registry_free(r);
 }
 
+typedef struct seen_key {
+    const void *key;
+    size_t len;
+} seen_key;
+
 static int foreach_key_is(const char *ns, size_t ns_len, const void *key,
                           size_t key_len, void *value, void *arg)
 {
     (void)ns;
     (void)ns_len;
     (void)value;
-    assert_int_equal(key_len, 4);
-    *(const void **)arg = key;
+    ((seen_key *)arg)->key = key;
+    ((seen_key *)arg)->len = key_len;
     return 0;
+}
+
+/* Marks: 0 when put, set per entry, kept through resizes (the entry moves
+ * whole), gone with the entry; keys of 48 and 49 bytes (in the slot and
+ * pointed at) alike. */
+static void marks_live_with_their_entries(void **state)
+{
+    registry *r = registry_new(0);
+    char id[64];
+    uint64_t mk = 7;
+    size_t i;
+
+    (void)state;
+    assert_null(registry_get_mark(r, NS, NSL, "none", 4, &mk));
+    assert_int_equal(mk, 0);
+    assert_int_equal(registry_set_mark(r, NS, NSL, "none", 4, 1), COUNCIL_ENOTFOUND);
+    assert_int_equal(registry_set_mark(r, NS, NSL, NULL, 4, 1), COUNCIL_EINVAL);
+    for (i = 0; i < 3000; i++) {
+        size_t len = 47 + i % 3; /* 47, 48, 49 */
+        memset(id, 'm', sizeof id);
+        snprintf(id, sizeof id, "%zu", i);
+        id[strlen(id)] = 'm';
+        assert_int_equal(registry_put(r, NS, NSL, id, len, val(i + 1)), 0);
+        if (i % 2)
+            assert_int_equal(registry_set_mark(r, NS, NSL, id, len, i), 0);
+    }
+    for (i = 0; i < 3000; i++) {
+        size_t len = 47 + i % 3;
+        memset(id, 'm', sizeof id);
+        snprintf(id, sizeof id, "%zu", i);
+        id[strlen(id)] = 'm';
+        assert_ptr_equal(registry_get_mark(r, NS, NSL, id, len, &mk), val(i + 1));
+        assert_int_equal(mk, i % 2 ? i : 0);
+        if (i % 3 == 0) {
+            assert_ptr_equal(registry_remove(r, NS, NSL, id, len), val(i + 1));
+            assert_null(registry_get_mark(r, NS, NSL, id, len, &mk));
+            assert_int_equal(mk, 0);
+            assert_int_equal(registry_put(r, NS, NSL, id, len, val(i + 2)), 0);
+            assert_ptr_equal(registry_get_mark(r, NS, NSL, id, len, &mk), val(i + 2));
+            assert_int_equal(mk, 0);
+        }
+    }
+    registry_free(r);
 }
 
 static void put_ref_borrows_the_key_bytes_and_acts_like_put(void **state)
 {
     registry *r = registry_new(0);
     char key[] = "ab01", other[] = "ab01";
-    const void *seen = NULL;
+    char long_key[50], long_other[50];
+    seen_key seen = {NULL, 0};
 
     assert_non_null(r);
     assert_int_equal(registry_put_ref(r, NS, NSL, key, 4, val(1)), 0);
@@ -466,10 +515,26 @@ static void put_ref_borrows_the_key_bytes_and_acts_like_put(void **state)
     assert_int_equal(registry_put_ref(r, NS, NSL, other, 4, val(2)), COUNCIL_EEXIST);
     assert_int_equal(registry_put_ref(r, NS, NSL, NULL, 4, val(2)), COUNCIL_EINVAL);
     assert_ptr_equal(registry_get(r, NS, NSL, other, 4), val(1));
-    /* the entry's key is the caller's bytes, not a copy */
+    /* a short key is held in the table: the caller's bytes may change */
     registry_foreach(r, foreach_key_is, &seen);
-    assert_ptr_equal(seen, key);
+    assert_int_equal(seen.len, 4);
+    assert_ptr_not_equal(seen.key, key);
+    assert_memory_equal(seen.key, "ab01", 4);
+    key[0] = 'x';
+    assert_ptr_equal(registry_get(r, NS, NSL, "ab01", 4), val(1));
+    key[0] = 'a';
     assert_ptr_equal(registry_remove(r, NS, NSL, other, 4), val(1));
+    assert_int_equal(registry_count(r), 0);
+    /* a key over 48 bytes is the caller's bytes, not a copy */
+    memset(long_key, 'L', sizeof long_key);
+    memcpy(long_other, long_key, sizeof long_key);
+    assert_int_equal(registry_put_ref(r, NS, NSL, long_key, sizeof long_key, val(5)), 0);
+    assert_int_equal(registry_put(r, NS, NSL, long_other, sizeof long_key, val(6)),
+                     COUNCIL_EEXIST);
+    registry_foreach(r, foreach_key_is, &seen);
+    assert_int_equal(seen.len, sizeof long_key);
+    assert_ptr_equal(seen.key, long_key);
+    assert_ptr_equal(registry_remove(r, NS, NSL, long_other, sizeof long_key), val(5));
     assert_int_equal(registry_count(r), 0);
     /* copied and borrowed keys side by side */
     assert_int_equal(registry_put(r, NS, NSL, "ab02", 4, val(3)), 0);
@@ -610,7 +675,7 @@ static void equal_fingerprints_are_told_apart_by_the_bytes(void **state)
 }
 
 typedef struct model {
-    char key[24];
+    char key[64];
     size_t len;
     bool in;
     bool ref;
@@ -640,9 +705,10 @@ static void random_operations_match_a_model(void **state)
     assert_non_null(m);
     registry_set_test_hash(r, hash_first_byte);
     for (i = 0; i < KEYS; i++) {
-        /* lengths 1..20; many keys share their first byte (one cluster)
-         * and long prefixes */
-        m[i].len = 1 + i % 20;
+        /* lengths 1..20 and, every third key, 40..59 (held in the slot up
+         * to 48 bytes, pointed at beyond); many keys share their first
+         * byte (one cluster) and long prefixes */
+        m[i].len = i % 3 == 2 ? 40 + i % 20 : 1 + i % 20;
         memset(m[i].key, 'a' + (int)(i % 7), sizeof m[i].key);
         snprintf(m[i].key + 1, sizeof m[i].key - 1, "%zu", i);
         m[i].key[strlen(m[i].key)] = 'z';
@@ -794,6 +860,7 @@ int main(void)
         cmocka_unit_test(churn_across_resizes),
         cmocka_unit_test(foreach_and_get_during_incremental_resize),
         cmocka_unit_test(put_ref_borrows_the_key_bytes_and_acts_like_put),
+        cmocka_unit_test(marks_live_with_their_entries),
         cmocka_unit_test(one_cluster_wrapping_around_the_end),
         cmocka_unit_test(equal_fingerprints_are_told_apart_by_the_bytes),
         cmocka_unit_test(random_operations_match_a_model),
