@@ -2275,7 +2275,7 @@ defmodule B.Report do
         "See \"LLM streaming (issue 8): how it is measured\" for the definitions and every repetition's figures, and \"LLM streaming: where the native client's CPU goes\" for the profiles."
 
       String.contains?(c, "GenServer.call") ->
-        "See \"Where a call's time goes\" and the call-path profile: the node's own code is a few percent of its CPU per call; the rest is the kernel (epoll wake-ups, read, write) and, on the caller's side, the BEAM driver."
+        "See \"Where a call's time goes\" and the call-path profile: the node's own code is a few percent of its CPU per call; the rest is the kernel (read, write, epoll, and the wake-ups the node's busy polling after traffic, `--busy-poll-us`, does not catch) and, on the caller's side, the BEAM driver."
 
       String.contains?(c, "fan-out") ->
         "Compare with the row \"ceiling\": the same relay and subscribers fed on their own node, with no distribution, bound what a sender of one message per event can reach (a batched sender gives the relay fewer messages to take, so it may pass it). \"The fan-out's sending side\" shows syscalls and CPU per event of each sender and the receiving node's CPU per event (the same relay code for all)."
@@ -2287,7 +2287,7 @@ defmodule B.Report do
         "See the profile of run starts."
 
       String.contains?(c, "lookup") or String.contains?(c, "whereis") ->
-        "A hit costs two dependent memory latencies: the table's line (the key's hash and length, 8 slots per line), then the run's lines (its id and its state, fetched together). A load into the runs' memory costs more here than one into an array as large (page-table walks on the heap's 4 KiB pages miss more): the lookup is about 2x such a load (\"into the runs themselves\" in the row), and 2.4-2.8x the array's. Neither side stays flat in nanoseconds from 1k to 1M."
+        "A hit on its home slot (about 3 in 4 at 1M entries) costs one memory latency over two cache lines asked for together: the meta array's (the key's hash and length, 8 slots per line) and the slot's entry (the key's bytes, the run's pointer and whether it has ended); the run itself is not read. A displaced entry costs one more line. The lookups of the benchmark are independent, so the CPU overlaps some of them: the figure can be below one dependent load. Neither side stays flat in nanoseconds from 1k to 1M."
 
       String.contains?(c, "council") ->
         "See the profile of council runs."
@@ -2479,8 +2479,11 @@ defmodule B.Report do
     node per call. What is left of the wall time is neither process running:
     wake-up latency, the loopback and the scheduler. BEAM schedulers spin
     for a while before they sleep (default `+sbwt`), so a BEAM node's CPU
-    includes that busy-waiting and can fill the whole wall time; the C node
-    blocks in epoll_wait and spends only what it uses.
+    includes that busy-waiting and can fill the whole wall time. The C node
+    does the like (`--busy-poll-us`, 50 µs by default): after a frame it
+    polls without sleeping, yielding the core between polls, until that
+    long passes with no other frame, so its CPU per call includes the spin
+    too.
 
     | side | call | wall per call | callee CPU per call | driver CPU per call | neither running |
     |---|---|---|---|---|---|
