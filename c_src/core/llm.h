@@ -16,6 +16,7 @@
 
 #include "council_internal.h"
 #include "http.h"
+#include "json_scan.h"
 #include "sse.h"
 
 #include <jansson.h>
@@ -136,6 +137,18 @@ int llm_fail(llm_call *lc, council_fail_kind kind, const char *fmt, ...)
 /* A response that is not in the API's format: a validation failure quoting
  * at most 200 bytes of what came. Returns -1. */
 int llm_bad(llm_call *lc, const char *what, const char *data, size_t len);
+/* The same for a whole response, quoted as compact JSON. Returns -1. */
+int llm_bad_json(llm_call *lc, const char *what, const json_t *body);
+/* A stream event's data as a JSON object (new reference); NULL after
+ * llm_bad when it is not one. */
+json_t *llm_event_json(llm_call *lc, const char *data, size_t len);
+/* A text delta that json_scan found as a string (w->type JSCAN_STRING),
+ * unescaped into llm_text: 0, or -1 after llm_fail (out of memory). */
+int llm_text_scanned(llm_call *lc, const jscan_want *w);
+/* The URL of a request: lc's base_url without its trailing slashes, then
+ * the formatted path; malloc'ed, NULL when out of memory. */
+char *llm_url(const llm_call *lc, const char *path_fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* The prompt made from the core's request (instructions, input, answers
  * shown to this member, critiques...), malloc'ed; NULL when out of memory. */

@@ -27,10 +27,7 @@ static int build(llm_call *lc, char **url, json_t **out)
         if (!lc->conv)
             return COUNCIL_ENOMEM;
     }
-    size_t n = strlen(lc->o.base_url);
-    while (n && lc->o.base_url[n - 1] == '/')
-        n--;
-    *url = malloc(n + sizeof "/v1/messages");
+    *url = llm_url(lc, "/v1/messages");
     json_t *b = json_pack("{s:s,s:I,s:O,s:b}", "model", lc->o.model, "max_tokens",
                           (json_int_t)(lc->o.max_tokens >= 0 ? lc->o.max_tokens
                                                              : DEFAULT_MAX_TOKENS),
@@ -39,8 +36,6 @@ static int build(llm_call *lc, char **url, json_t **out)
         json_decref(b);
         return COUNCIL_ENOMEM;
     }
-    memcpy(*url, lc->o.base_url, n);
-    strcpy(*url + n, "/v1/messages");
     if (lc->o.system)
         json_object_set_new(b, "system", json_string(lc->o.system));
     if (lc->o.has_temperature)
@@ -89,15 +84,7 @@ static int fast_text_delta(llm_call *lc, const char *data, size_t len)
         w[DTYPE].escaped || w[DTYPE].len != sizeof td - 1 ||
         memcmp(w[DTYPE].p, td, sizeof td - 1) != 0 || w[TEXT].type != JSCAN_STRING)
         return 0;
-    char stack[512];
-    char *text = w[TEXT].len <= sizeof stack ? stack : malloc(w[TEXT].len ? w[TEXT].len : 1);
-    if (!text)
-        return llm_fail(lc, COUNCIL_FAIL_TRANSIENT, "out of memory");
-    size_t n = jscan_string(&w[TEXT], text);
-    llm_text(lc, text, n);
-    if (text != stack)
-        free(text);
-    return 1;
+    return llm_text_scanned(lc, &w[TEXT]) ? -1 : 1;
 }
 
 static int on_event(llm_call *lc, const char *type, const char *data, size_t len)
@@ -107,11 +94,9 @@ static int on_event(llm_call *lc, const char *type, const char *data, size_t len
     int fast = fast_text_delta(lc, data, len);
     if (fast != 0)
         return fast < 0 ? -1 : 0;
-    json_t *j = json_loadb(data, len, 0, NULL);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return llm_bad(lc, "a stream event that is not a JSON object", data, len);
-    }
+    json_t *j = llm_event_json(lc, data, len);
+    if (!j)
+        return -1;
     /* the event's type is in its data too; the data's wins */
     const char *t = llm_json_str(j, "type");
     if (!t)
@@ -171,13 +156,8 @@ static int on_event(llm_call *lc, const char *type, const char *data, size_t len
 static int on_response(llm_call *lc, json_t *body)
 {
     json_t *content = json_object_get(body, "content");
-    if (!json_is_array(content)) {
-        char *t = json_dumps(body, JSON_COMPACT);
-        int rc = llm_bad(lc, "a response without a content array", t ? t : "",
-                         t ? strlen(t) : 0);
-        free(t);
-        return rc;
-    }
+    if (!json_is_array(content))
+        return llm_bad_json(lc, "a response without a content array", body);
     read_usage(lc, json_object_get(body, "usage"));
     size_t i;
     json_t *b;

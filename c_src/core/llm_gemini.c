@@ -28,22 +28,17 @@ static int build(llm_call *lc, char **url, json_t **out)
         if (!lc->conv)
             return COUNCIL_ENOMEM;
     }
-    size_t n = strlen(lc->o.base_url);
-    while (n && lc->o.base_url[n - 1] == '/')
-        n--;
     char *model = curl_easy_escape(NULL, lc->o.model, 0);
     if (!model)
         return COUNCIL_ENOMEM;
     const char *method = lc->o.stream ? ":streamGenerateContent?alt=sse" : ":generateContent";
-    size_t len = n + strlen("/models/") + strlen(model) + strlen(method) + 1;
-    *url = malloc(len);
+    *url = llm_url(lc, "/models/%s%s", model, method);
     json_t *b = json_pack("{s:O}", "contents", lc->conv);
     if (!*url || !b) {
         curl_free(model);
         json_decref(b);
         return COUNCIL_ENOMEM;
     }
-    snprintf(*url, len, "%.*s/models/%s%s", (int)n, lc->o.base_url, model, method);
     curl_free(model);
     if (lc->o.system)
         json_object_set_new(b, "systemInstruction",
@@ -130,11 +125,9 @@ static int read_response(llm_call *lc, json_t *j, const char *data, size_t len)
 static int on_event(llm_call *lc, const char *type, const char *data, size_t len)
 {
     (void)type;
-    json_t *j = json_loadb(data, len, 0, NULL);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return llm_bad(lc, "a stream event that is not a JSON object", data, len);
-    }
+    json_t *j = llm_event_json(lc, data, len);
+    if (!j)
+        return -1;
     int rc;
     json_t *e = json_object_get(j, "error");
     if (json_is_object(e)) {

@@ -50,18 +50,13 @@ static int build(llm_call *lc, char **url, json_t **out)
         json_array_append_new(lc->conv,
                               json_pack("{s:s,s:s}", "role", "user", "content", lc->prompt));
     }
-    size_t n = strlen(lc->o.base_url);
-    while (n && lc->o.base_url[n - 1] == '/')
-        n--;
-    *url = malloc(n + sizeof "/chat/completions");
+    *url = llm_url(lc, "/chat/completions");
     json_t *b = json_pack("{s:s,s:O,s:b}", "model", lc->o.model, "messages", lc->conv,
                           "stream", lc->o.stream);
     if (!*url || !b) {
         json_decref(b);
         return COUNCIL_ENOMEM;
     }
-    memcpy(*url, lc->o.base_url, n);
-    strcpy(*url + n, "/chat/completions");
     if (lc->o.stream)
         json_object_set_new(b, "stream_options", json_pack("{s:b}", "include_usage", 1));
     if (lc->o.max_tokens >= 0)
@@ -147,15 +142,8 @@ static int fast_chunk(llm_call *lc, const char *data, size_t len)
         bool has_cost = jscan_double(&w[COST], &cost) == 0;
         llm_usage(lc, in, out, cost, has_cost);
     }
-    if (w[CONTENT].type == JSCAN_STRING && w[CONTENT].len) {
-        char stack[512];
-        char *text = w[CONTENT].len <= sizeof stack ? stack : malloc(w[CONTENT].len);
-        if (!text)
-            return llm_fail(lc, COUNCIL_FAIL_TRANSIENT, "out of memory");
-        llm_text(lc, text, jscan_string(&w[CONTENT], text));
-        if (text != stack)
-            free(text);
-    }
+    if (w[CONTENT].type == JSCAN_STRING && w[CONTENT].len && llm_text_scanned(lc, &w[CONTENT]))
+        return -1;
     return 1;
 }
 
@@ -169,11 +157,9 @@ static int on_event(llm_call *lc, const char *type, const char *data, size_t len
     int fast = fast_chunk(lc, data, len);
     if (fast != 0)
         return fast < 0 ? -1 : 0;
-    json_t *j = json_loadb(data, len, 0, NULL);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return llm_bad(lc, "a stream event that is not a JSON object", data, len);
-    }
+    json_t *j = llm_event_json(lc, data, len);
+    if (!j)
+        return -1;
     int rc = 0;
     json_t *err = json_object_get(j, "error");
     json_t *choices = json_object_get(j, "choices");
@@ -205,13 +191,8 @@ static int on_event(llm_call *lc, const char *type, const char *data, size_t len
 static int on_response(llm_call *lc, json_t *body)
 {
     json_t *msg = json_object_get(json_array_get(json_object_get(body, "choices"), 0), "message");
-    if (!json_is_object(msg)) {
-        char *t = json_dumps(body, JSON_COMPACT);
-        int rc = llm_bad(lc, "a response without choices[0].message", t ? t : "",
-                         t ? strlen(t) : 0);
-        free(t);
-        return rc;
-    }
+    if (!json_is_object(msg))
+        return llm_bad_json(lc, "a response without choices[0].message", body);
     read_usage(lc, json_object_get(body, "usage"));
     json_t *content = json_object_get(msg, "content");
     if (json_is_string(content))

@@ -447,6 +447,57 @@ int llm_bad(llm_call *lc, const char *what, const char *data, size_t len)
     return llm_fail(lc, COUNCIL_FAIL_VALIDATION, "%s API: %s: \"%s\"", lc->api->name, what, q);
 }
 
+int llm_bad_json(llm_call *lc, const char *what, const json_t *body)
+{
+    char *t = json_dumps(body, JSON_COMPACT);
+    int rc = llm_bad(lc, what, t ? t : "", t ? strlen(t) : 0);
+    free(t);
+    return rc;
+}
+
+json_t *llm_event_json(llm_call *lc, const char *data, size_t len)
+{
+    json_t *j = json_loadb(data, len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        llm_bad(lc, "a stream event that is not a JSON object", data, len);
+        return NULL;
+    }
+    return j;
+}
+
+int llm_text_scanned(llm_call *lc, const jscan_want *w)
+{
+    char stack[512];
+    char *text = w->len <= sizeof stack ? stack : malloc(w->len);
+    if (!text)
+        return llm_fail(lc, COUNCIL_FAIL_TRANSIENT, "out of memory");
+    llm_text(lc, text, jscan_string(w, text));
+    if (text != stack)
+        free(text);
+    return 0;
+}
+
+char *llm_url(const llm_call *lc, const char *path_fmt, ...)
+{
+    const char *base = lc->o.base_url;
+    size_t n = strlen(base);
+    while (n && base[n - 1] == '/')
+        n--;
+    va_list ap;
+    va_start(ap, path_fmt);
+    int plen = vsnprintf(NULL, 0, path_fmt, ap);
+    va_end(ap);
+    char *url = plen < 0 ? NULL : malloc(n + (size_t)plen + 1);
+    if (!url)
+        return NULL;
+    memcpy(url, base, n);
+    va_start(ap, path_fmt);
+    vsnprintf(url + n, (size_t)plen + 1, path_fmt, ap);
+    va_end(ap);
+    return url;
+}
+
 void llm_text(llm_call *lc, const char *s, size_t n)
 {
     if (lc->failed || n == 0)
