@@ -97,25 +97,40 @@ static inline council_spec *spec_json(const char *json)
     return s;
 }
 
-/* Start a run of spec on text input, with a recorder subscribed first. */
-static inline council_run *start_rec(council_ctx *ctx, const char *spec_text,
-                              const char *input, recorder *rec)
+/* Create (not begin) a run of spec_text under run_id (NULL: a generated
+ * id) on text input (NULL: no input at all), with rec subscribed unless
+ * NULL. */
+static inline council_run *create_rec(council_ctx *ctx, const char *spec_text,
+                                      const char *run_id, const char *input, recorder *rec)
 {
     council_spec *spec = spec_json(spec_text);
-    council_start_opts o;
-    memset(&o, 0, sizeof o);
-    o.spec = spec;
-    o.input.tag = "text";
-    o.input.data = input;
-    o.input.len = strlen(input);
+    council_start_opts o = {.spec = spec, .run_id = run_id,
+                            .run_id_len = run_id ? strlen(run_id) : 0};
+    if (input)
+        o.input = (council_input){.tag = "text", .data = input, .len = strlen(input)};
     council_run *run = NULL;
     assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_OK);
+    council_spec_unref(spec);
     if (rec)
         assert_int_equal(council_run_subscribe(run, rec_cb, rec_overflow, rec, NULL),
                          COUNCIL_OK);
-    assert_int_equal(council_run_begin(run), COUNCIL_OK);
-    council_spec_unref(spec);
     return run;
+}
+
+/* Start a run of spec on text input, with a recorder subscribed first. */
+static inline council_run *start_rec(council_ctx *ctx, const char *spec_text,
+                                     const char *input, recorder *rec)
+{
+    council_run *run = create_rec(ctx, spec_text, NULL, input, rec);
+    assert_int_equal(council_run_begin(run), COUNCIL_OK);
+    return run;
+}
+
+/* rec subscribed to a topic (a run's, or a sub-council's below it). */
+static inline void subscribe_rec(council_ctx *ctx, const char *topic, recorder *rec)
+{
+    assert_int_equal(council_subscribe(ctx, topic, strlen(topic), rec_cb, NULL, rec, NULL),
+                     COUNCIL_OK);
 }
 
 static inline int is_done(const council_run *run)
@@ -164,23 +179,37 @@ static inline const council_member_result *member_in(const council_round_result 
     return NULL;
 }
 
-/* The fixture of most core tests: a context with test_ctx(0)'s limits, a
- * recorder and one run, released by fx_teardown whether the test passed or
- * an assertion jumped out of it (cmocka then skips the test's own tail):
- *   cmocka_unit_test_setup_teardown(test_x, fx_setup, fx_teardown)
+/* The fixture of most core tests: a context, two recorders (rec for the
+ * run, sub for another topic), one run and room for a few more, released
+ * by fx_teardown whether
+ * the test passed or an assertion jumped out of it (cmocka then skips the
+ * test's own tail):
+ *   fx_test(test_x)                 a context with test_ctx(0)'s limits
+ *   fx_test_with(test_x, &config)   one made with this council_config
  * and in the test: fx *f = *state; f->run = start_rec(f->ctx, ..., &f->rec). */
 typedef struct fx {
     council_ctx *ctx;
-    recorder rec;
+    recorder rec, sub;
     council_run *run;
+    council_run *runs[4]; /* a test's other runs */
 } fx;
 
+#define fx_test(t) cmocka_unit_test_setup_teardown(t, fx_setup, fx_teardown)
+#define fx_test_with(t, cfg) \
+    cmocka_unit_test_prestate_setup_teardown(t, fx_setup, fx_teardown, (void *)(cfg))
+
+/* *state on entry: the council_config of fx_test_with, or NULL. */
 static inline int fx_setup(void **state)
 {
+    const council_config *cfg = *state;
     fx *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    f->ctx = test_ctx(0);
+    f->ctx = cfg ? council_ctx_new(cfg) : test_ctx(0);
+    if (!f->ctx) {
+        free(f);
+        return -1;
+    }
     *state = f;
     return 0;
 }
@@ -189,11 +218,25 @@ static inline int fx_teardown(void **state)
 {
     fx *f = *state;
     rec_clear(&f->rec);
+    rec_clear(&f->sub);
     if (f->run)
         council_run_unref(f->run);
+    for (size_t i = 0; i < sizeof f->runs / sizeof f->runs[0]; i++)
+        if (f->runs[i])
+            council_run_unref(f->runs[i]);
     council_ctx_free(f->ctx);
     free(f);
     return 0;
+}
+
+/* The fixture's run of spec_text on input, recorded in f->rec, to its end
+ * (at most max_ms). */
+static inline council_run *fx_run(fx *f, const char *spec_text, const char *input,
+                                  uint64_t max_ms)
+{
+    f->run = start_rec(f->ctx, spec_text, input, &f->rec);
+    wait_done(f->ctx, f->run, max_ms);
+    return f->run;
 }
 
 static inline const char *helpers_dir(void)

@@ -136,6 +136,7 @@ static void test_empty_lists_in_results(void **state)
     assert_printed(&x, "errors => []", "members => []", NULL);
     rec_clear(&f->rec);
     council_run_unref(f->run);
+    f->run = NULL;
 
     /* cancelled before any round: no rounds, no errors */
     council_spec *spec = spec_json(sq(SPEC));

@@ -75,12 +75,12 @@ static char *one_member_spec(const char *prov, const char *mdl, const char *more
     char base[160];
     char *s = NULL;
     if (asprintf(&s,
-                 "{\"id\":\"llm\",\"members\":[{\"id\":\"m\",\"provider\":\"%s\",\"options\":"
-                 "{\"model\":\"%s\",\"base_url\":\"%s\",\"api_key_env\":\"" KEY_ENV "\"%s%s}}],"
-                 "\"rounds\":[{\"type\":\"independent_analysis\",\"name\":\"draft\"}]%s%s}",
+                 "{'id':'llm','members':[{'id':'m','provider':'%s','options':"
+                 "{'model':'%s','base_url':'%s','api_key_env':'" KEY_ENV "'%s%s}}],"
+                 "'rounds':[{'type':'independent_analysis','name':'draft'}]%s%s}",
                  prov, mdl, base_for(prov, &plain, base, sizeof base),
                  more_options ? "," : "", more_options ? more_options : "",
-                 limits ? ",\"limits\":" : "", limits ? limits : "") < 0)
+                 limits ? ",'limits':" : "", limits ? limits : "") < 0)
         return NULL;
     return s;
 }
@@ -95,7 +95,7 @@ static void dump_errors(const council_run *run)
 
 static council_run *run_spec(council_ctx *ctx, char *spec, const char *input, recorder *rec)
 {
-    council_run *run = start_rec(ctx, spec, input, rec);
+    council_run *run = start_rec(ctx, sq(spec), input, rec);
     free(spec);
     return run;
 }
@@ -142,19 +142,21 @@ static void concat_tokens(const recorder *rec, char *out, size_t n)
 
 /* ------------------------------------------------------------ streaming */
 
-static void streamed_answer(const char *prov, bool stream)
+/* in the fixture */
+static void streamed_answer(void **state, const char *prov, bool stream)
 {
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
     char m[64];
     model("hello", m, sizeof m);
-    council_run *run = run_spec(
+    council_run *run = f->run = run_spec(
         ctx,
         one_member_spec(prov, m,
-                        stream ? "\"system\":\"Be brief.\",\"temperature\":0.5"
-                               : "\"system\":\"Be brief.\",\"stream\":false",
+                        stream ? "'system':'Be brief.','temperature':0.5"
+                               : "'system':'Be brief.','stream':false",
                         NULL),
-        "What is 2+2?", &rec);
+        "What is 2+2?", rec);
     wait_done(ctx, run, 10000);
     dump_errors(run);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
@@ -167,10 +169,10 @@ static void streamed_answer(const char *prov, bool stream)
     assert_non_null(strstr(mr->text, "[system: Be brief.]"));
     assert_non_null(strstr(mr->text, "✓ é 日本"));
     char toks[8192];
-    concat_tokens(&rec, toks, sizeof toks);
+    concat_tokens(rec, toks, sizeof toks);
     assert_string_equal(toks, mr->text); /* the answer is what was streamed */
     if (stream)
-        assert_true(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN) > 3);
+        assert_true(rec_count(rec, COUNCIL_EV_MEMBER_TOKEN) > 3);
     assert_true(mr->usage.input_tokens > 0);
     assert_true(mr->usage.output_tokens > 0);
     assert_int_equal(mr->usage.reports, 1);
@@ -191,19 +193,16 @@ static void streamed_answer(const char *prov, bool stream)
         assert_string_equal(json_string_value(json_object_get(h, "anthropic-version")),
                             "2023-06-01");
     json_decref(reqs);
-    assert_no_key(&rec, run);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_no_key(rec, run);
 }
 
-static void test_openai_streams(void **s) { (void)s; streamed_answer("openai", true); }
-static void test_openai_whole(void **s) { (void)s; streamed_answer("openai", false); }
-static void test_anthropic_streams(void **s) { (void)s; streamed_answer("anthropic", true); }
-static void test_anthropic_whole(void **s) { (void)s; streamed_answer("anthropic", false); }
-static void test_gemini_streams(void **s) { (void)s; streamed_answer("gemini", true); }
-static void test_gemini_whole(void **s) { (void)s; streamed_answer("gemini", false); }
-static void test_openrouter_preset(void **s) { (void)s; streamed_answer("openrouter", true); }
+static void test_openai_streams(void **s) { streamed_answer(s, "openai", true); }
+static void test_openai_whole(void **s) { streamed_answer(s, "openai", false); }
+static void test_anthropic_streams(void **s) { streamed_answer(s, "anthropic", true); }
+static void test_anthropic_whole(void **s) { streamed_answer(s, "anthropic", false); }
+static void test_gemini_streams(void **s) { streamed_answer(s, "gemini", true); }
+static void test_gemini_whole(void **s) { streamed_answer(s, "gemini", false); }
+static void test_openrouter_preset(void **s) { streamed_answer(s, "openrouter", true); }
 
 /* The request bodies follow each API: roles, system placement, max_tokens
  * only where required or asked, extra fields merged. */
@@ -218,8 +217,8 @@ static void test_request_bodies(void **state)
         council_run *run = run_spec(
             ctx,
             one_member_spec(providers[p], m,
-                            "\"system\":\"SYS\",\"extra\":{\"seed\":7},"
-                            "\"headers\":{\"X-Trace\":\"t1\"}",
+                            "'system':'SYS','extra':{'seed':7},"
+                            "'headers':{'X-Trace':'t1'}",
                             NULL),
             "Q", NULL);
         wait_done(ctx, run, 10000);
@@ -301,7 +300,7 @@ static void test_rate_limit_waits_for_retry_after(void **state)
     static const char *const providers[] = {"openai", "anthropic", "gemini"};
     for (size_t p = 0; p < 3; p++) {
         outcome o;
-        run_one(providers[p], "status-429", NULL, "{\"max_attempts\":3,\"backoff_ms\":1}", &o);
+        run_one(providers[p], "status-429", NULL, "{'max_attempts':3,'backoff_ms':1}", &o);
         if (!o.ok)
             fprintf(stderr, "  %s: %s\n", providers[p], o.error);
         assert_true(o.ok);
@@ -310,7 +309,7 @@ static void test_rate_limit_waits_for_retry_after(void **state)
         assert_true(o.ms >= 950); /* Retry-After: 1, though backoff_ms is 1 */
     }
     outcome o;
-    run_one("openai", "status-429-date", NULL, "{\"max_attempts\":2,\"backoff_ms\":1}", &o);
+    run_one("openai", "status-429-date", NULL, "{'max_attempts':2,'backoff_ms':1}", &o);
     assert_true(o.ok);
     assert_true(o.ms >= 900); /* an HTTP date about 2 s ahead, to the second */
 }
@@ -319,10 +318,10 @@ static void test_server_errors_are_retried(void **state)
 {
     (void)state;
     outcome o;
-    run_one("openai", "status-500x2", NULL, "{\"max_attempts\":3,\"backoff_ms\":5}", &o);
+    run_one("openai", "status-500x2", NULL, "{'max_attempts':3,'backoff_ms':5}", &o);
     assert_true(o.ok);
     assert_int_equal(o.attempts, 3);
-    run_one("anthropic", "status-500x2", NULL, "{\"max_attempts\":2,\"backoff_ms\":5}", &o);
+    run_one("anthropic", "status-500x2", NULL, "{'max_attempts':2,'backoff_ms':5}", &o);
     assert_false(o.ok);
     assert_int_equal(o.attempts, 2);
     assert_string_equal(o.kind, "transient");
@@ -335,7 +334,7 @@ static void test_wrong_key_is_permanent_and_names_the_variable(void **state)
     static const char *const providers[] = {"openai", "anthropic", "gemini"};
     for (size_t p = 0; p < 3; p++) {
         outcome o;
-        run_one(providers[p], "status-401", NULL, "{\"max_attempts\":3}", &o);
+        run_one(providers[p], "status-401", NULL, "{'max_attempts':3}", &o);
         assert_false(o.ok);
         assert_int_equal(o.attempts, 1);
         assert_string_equal(o.kind, "permanent");
@@ -352,11 +351,11 @@ static void test_unset_key_variable_is_a_clear_error(void **state)
     char m[64];
     char spec[512];
     snprintf(spec, sizeof spec,
-             "{\"id\":\"k\",\"members\":[{\"id\":\"m\",\"provider\":\"openai\",\"options\":"
-             "{\"model\":\"%s\",\"base_url\":\"%s/v1\",\"api_key_env\":\"COUNCIL_TEST_UNSET_KEY\"}}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"}],\"limits\":{\"max_attempts\":3}}",
+             "{'id':'k','members':[{'id':'m','provider':'openai','options':"
+             "{'model':'%s','base_url':'%s/v1','api_key_env':'COUNCIL_TEST_UNSET_KEY'}}],"
+             "'rounds':[{'type':'independent_analysis'}],'limits':{'max_attempts':3}}",
              model("hello", m, sizeof m), plain.base);
-    council_run *run = f->run = start_rec(ctx, spec, "Q", NULL);
+    council_run *run = f->run = start_rec(ctx, sq(spec), "Q", NULL);
     wait_done(ctx, run, 5000);
     const council_member_result *mr = only_member(run);
     assert_false(mr->ok);
@@ -378,7 +377,7 @@ static const council_member_result *run_with_key_env(fx *f, const char *base_url
              model("hello", m, mn), base_url, key_env);
     if (f->run)
         council_run_unref(f->run);
-    f->run = start_rec(f->ctx, spec, "Q", NULL);
+    f->run = start_rec(f->ctx, sq(spec), "Q", NULL);
     wait_done(f->ctx, f->run, 5000);
     return only_member(f->run);
 }
@@ -447,12 +446,12 @@ static void test_unknown_model_and_bad_request_are_permanent(void **state)
 {
     (void)state;
     outcome o;
-    run_one("openai", "unknown-model", NULL, "{\"max_attempts\":3}", &o);
+    run_one("openai", "unknown-model", NULL, "{'max_attempts':3}", &o);
     assert_false(o.ok);
     assert_int_equal(o.attempts, 1);
     assert_string_equal(o.kind, "permanent");
     assert_non_null(strstr(o.error, "unknown model"));
-    run_one("gemini", "status-400", NULL, "{\"max_attempts\":3}", &o);
+    run_one("gemini", "status-400", NULL, "{'max_attempts':3}", &o);
     assert_false(o.ok);
     assert_int_equal(o.attempts, 1);
     assert_string_equal(o.kind, "permanent");
@@ -465,7 +464,7 @@ static void test_cut_stream_is_transient(void **state)
     static const char *const providers[] = {"openai", "anthropic", "gemini"};
     for (size_t p = 0; p < 3; p++) {
         outcome o;
-        run_one(providers[p], "cut", NULL, "{\"max_attempts\":2,\"backoff_ms\":1}", &o);
+        run_one(providers[p], "cut", NULL, "{'max_attempts':2,'backoff_ms':1}", &o);
         assert_false(o.ok);
         assert_int_equal(o.attempts, 2);
         assert_int_equal(o.requests, 2);
@@ -479,7 +478,7 @@ static void test_malformed_stream_is_a_validation_error(void **state)
     static const char *const providers[] = {"openai", "anthropic", "gemini"};
     for (size_t p = 0; p < 3; p++) {
         outcome o;
-        run_one(providers[p], "malformed", NULL, "{\"max_attempts\":3}", &o);
+        run_one(providers[p], "malformed", NULL, "{'max_attempts':3}", &o);
         assert_false(o.ok);
         assert_int_equal(o.attempts, 1);
         assert_string_equal(o.kind, "validation");
@@ -487,10 +486,10 @@ static void test_malformed_stream_is_a_validation_error(void **state)
         assert_true(strlen(o.error) < 400); /* at most 200 bytes quoted */
     }
     outcome o;
-    run_one("openai", "malformed", "\"stream\":false", "{\"max_attempts\":3}", &o);
+    run_one("openai", "malformed", "'stream':false", "{'max_attempts':3}", &o);
     assert_string_equal(o.kind, "validation");
     assert_non_null(strstr(o.error, "<html>"));
-    run_one("openai", "wrongshape", "\"stream\":false", NULL, &o);
+    run_one("openai", "wrongshape", "'stream':false", NULL, &o);
     assert_string_equal(o.kind, "validation");
     assert_non_null(strstr(o.error, "hello"));
 }
@@ -504,7 +503,7 @@ static void test_error_event_in_the_stream_is_transient(void **state)
     static const char *const providers[] = {"openai", "anthropic", "gemini"};
     for (size_t p = 0; p < 3; p++) {
         outcome o;
-        run_one(providers[p], "stream-error", NULL, "{\"max_attempts\":2,\"backoff_ms\":1}", &o);
+        run_one(providers[p], "stream-error", NULL, "{'max_attempts':2,'backoff_ms':1}", &o);
         assert_false(o.ok);
         assert_int_equal(o.attempts, 2);
         assert_string_equal(o.kind, "transient");
@@ -516,8 +515,8 @@ static void test_idle_timeout_ends_a_stalled_stream(void **state)
 {
     (void)state;
     outcome o;
-    run_one("anthropic", "slow", "\"idle_timeout_ms\":300",
-            "{\"max_attempts\":1,\"member_timeout_ms\":10000}", &o);
+    run_one("anthropic", "slow", "'idle_timeout_ms':300",
+            "{'max_attempts':1,'member_timeout_ms':10000}", &o);
     assert_false(o.ok);
     assert_string_equal(o.kind, "transient");
     assert_non_null(strstr(o.error, "no data for 300 ms"));
@@ -528,8 +527,8 @@ static void test_oversized_body_is_permanent(void **state)
 {
     (void)state;
     outcome o;
-    run_one("openai", "huge", "\"stream\":false,\"max_body_bytes\":1048576",
-            "{\"max_attempts\":3}", &o);
+    run_one("openai", "huge", "'stream':false,'max_body_bytes':1048576",
+            "{'max_attempts':3}", &o);
     assert_false(o.ok);
     assert_int_equal(o.attempts, 1);
     assert_string_equal(o.kind, "permanent");
@@ -543,11 +542,11 @@ static void test_refused_connection_is_transient(void **state)
     /* a port nobody listens on: bind one, close it */
     char spec[512];
     snprintf(spec, sizeof spec,
-             "{\"id\":\"c\",\"members\":[{\"id\":\"m\",\"provider\":\"ollama\",\"options\":"
-             "{\"model\":\"x\",\"base_url\":\"http://127.0.0.1:1/v1\"}}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"}],"
-             "\"limits\":{\"max_attempts\":2,\"backoff_ms\":1}}");
-    council_run *run = f->run = start_rec(ctx, spec, "Q", NULL);
+             "{'id':'c','members':[{'id':'m','provider':'ollama','options':"
+             "{'model':'x','base_url':'http://127.0.0.1:1/v1'}}],"
+             "'rounds':[{'type':'independent_analysis'}],"
+             "'limits':{'max_attempts':2,'backoff_ms':1}}");
+    council_run *run = f->run = start_rec(ctx, sq(spec), "Q", NULL);
     wait_done(ctx, run, 5000);
     const council_member_result *mr = only_member(run);
     assert_false(mr->ok);
@@ -563,13 +562,13 @@ static void tls_run(const char *ca, outcome *o)
     council_ctx *ctx = test_ctx(0);
     char m[64], spec[1024], extra[400] = "";
     if (ca)
-        snprintf(extra, sizeof extra, ",\"ca_file\":\"%s\"", ca);
+        snprintf(extra, sizeof extra, ",'ca_file':'%s'", ca);
     snprintf(spec, sizeof spec,
-             "{\"id\":\"t\",\"members\":[{\"id\":\"m\",\"provider\":\"openai\",\"options\":"
-             "{\"model\":\"%s\",\"base_url\":\"%s/v1\",\"api_key_env\":\"" KEY_ENV "\"%s}}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"}],\"limits\":{\"max_attempts\":2}}",
+             "{'id':'t','members':[{'id':'m','provider':'openai','options':"
+             "{'model':'%s','base_url':'%s/v1','api_key_env':'" KEY_ENV "'%s}}],"
+             "'rounds':[{'type':'independent_analysis'}],'limits':{'max_attempts':2}}",
              model("hello", m, sizeof m), tls.base, extra);
-    council_run *run = start_rec(ctx, spec, "Q", NULL);
+    council_run *run = start_rec(ctx, sq(spec), "Q", NULL);
     wait_done(ctx, run, 10000);
     const council_member_result *mr = only_member(run);
     o->ok = mr->ok;
@@ -606,25 +605,29 @@ static int native_tool_start(council_tool_call *tc, void *arg)
     return council_tool_call_return(tc, 1, out, (size_t)n);
 }
 
-static void tools_for(const char *prov)
+/* in the fixture */
+static void tools_for(void **state, const char *prov)
 {
-    council_ctx *ctx = test_ctx(0);
-    int native_calls = 0;
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *rec = &f->rec;
+    static int native_calls; /* the tool's, as long as the context lives */
+    native_calls = 0;
     council_tool_ops ops = {.start = native_tool_start};
     assert_int_equal(council_tool_register(ctx, "native_lookup", &ops, &native_calls),
                      COUNCIL_OK);
     assert_int_equal(council_tool_register(ctx, "native_lookup", &ops, &native_calls),
                      COUNCIL_EEXIST);
-    recorder rec = {0};
     char m[64], opts[1024];
     snprintf(opts, sizeof opts,
-             "\"tools\":[{\"name\":\"lookup\",\"description\":\"Look a key up\","
-             "\"parameters\":{\"type\":\"object\",\"properties\":{\"query\":{\"type\":\"string\"}}},"
-             "\"handler\":\"native_lookup\"},"
-             "{\"name\":\"shout\",\"exec\":[\"/bin/sh\",\"-c\",\"tr a-z A-Z\"]},"
-             "{\"name\":\"broken\",\"exec\":[\"/bin/sh\",\"-c\",\"echo boom >&2; exit 3\"]}]");
-    council_run *run = run_spec(ctx, one_member_spec(prov, model("tools", m, sizeof m), opts, NULL),
-                                "Use the tools", &rec);
+             "'tools':[{'name':'lookup','description':'Look a key up',"
+             "'parameters':{'type':'object','properties':{'query':{'type':'string'}}},"
+             "'handler':'native_lookup'},"
+             "{'name':'shout','exec':['/bin/sh','-c','tr a-z A-Z']},"
+             "{'name':'broken','exec':['/bin/sh','-c','echo boom >&2; exit 3']}]");
+    council_run *run = f->run =
+        run_spec(ctx, one_member_spec(prov, model("tools", m, sizeof m), opts, NULL),
+                 "Use the tools", rec);
     wait_done(ctx, run, 15000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_member_result *mr = only_member(run);
@@ -636,11 +639,11 @@ static void tools_for(const char *prov)
     assert_non_null(strstr(mr->text, "q1"));
     assert_non_null(strstr(mr->text, "{\"QUERY\":\"Q2\"}"));
     assert_non_null(strstr(mr->text, "exit status 3: boom"));
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_TOOL_CALL_REQUEST), 3);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_TOOL_CALL_RESULT), 3);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_TOOL_CALL_REQUEST), 3);
+    assert_int_equal(rec_count(rec, COUNCIL_EV_TOOL_CALL_RESULT), 3);
     size_t errors = 0;
-    for (size_t i = 0; i < rec.n; i++) {
-        const council_event *ev = rec.ev[i];
+    for (size_t i = 0; i < rec->n; i++) {
+        const council_event *ev = rec->ev[i];
         if (ev->type != COUNCIL_EV_TOOL_CALL_RESULT)
             continue;
         assert_string_equal(ev->member_id, "m");
@@ -653,14 +656,11 @@ static void tools_for(const char *prov)
     json_t *reqs = fake_llm_requests_for(&plain, m, NULL);
     assert_int_equal(json_array_size(reqs), 2);
     json_decref(reqs);
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
-static void test_openai_tools(void **s) { (void)s; tools_for("openai"); }
-static void test_anthropic_tools(void **s) { (void)s; tools_for("anthropic"); }
-static void test_gemini_tools(void **s) { (void)s; tools_for("gemini"); }
+static void test_openai_tools(void **s) { tools_for(s, "openai"); }
+static void test_anthropic_tools(void **s) { tools_for(s, "anthropic"); }
+static void test_gemini_tools(void **s) { tools_for(s, "gemini"); }
 
 /* A handler that cancels the run from inside its start: nothing of the
  * member call is left (ASan), the run ends cancelled. */
@@ -721,7 +721,7 @@ static void test_tool_handlers_answering_later_or_cancelling(void **state)
     council_run *run = run_spec(
         ctx,
         one_member_spec("anthropic", model("tools", m, sizeof m),
-                        "\"tools\":[{\"name\":\"slowpoke\",\"handler\":\"later\"}]", NULL),
+                        "'tools':[{'name':'slowpoke','handler':'later'}]", NULL),
         "Q", NULL);
     wait_done(ctx, run, 10000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
@@ -731,8 +731,8 @@ static void test_tool_handlers_answering_later_or_cancelling(void **state)
 
     run = run_spec(ctx,
                    one_member_spec("openai", model("tools", m, sizeof m),
-                                   "\"tools\":[{\"name\":\"a\",\"handler\":\"later\"},"
-                                   "{\"name\":\"b\",\"handler\":\"canceller\"}]",
+                                   "'tools':[{'name':'a','handler':'later'},"
+                                   "{'name':'b','handler':'canceller'}]",
                                    NULL),
                    "Q", NULL);
     wait_done(ctx, run, 10000);
@@ -750,8 +750,8 @@ static void test_tool_turns_are_bounded(void **state)
     (void)state;
     outcome o;
     run_one("openai", "tools-loop",
-            "\"max_tool_turns\":3,\"tools\":[{\"name\":\"t\",\"exec\":[\"/bin/echo\",\"x\"]}]",
-            "{\"max_attempts\":3}", &o);
+            "'max_tool_turns':3,'tools':[{'name':'t','exec':['/bin/echo','x']}]",
+            "{'max_attempts':3}", &o);
     assert_false(o.ok);
     assert_int_equal(o.attempts, 1);
     assert_string_equal(o.kind, "permanent");
@@ -800,15 +800,15 @@ static void test_context_freed_mid_stream(void **state)
     recorder rec = {0};
     char m1[64], m2[64], spec[1024];
     snprintf(spec, sizeof spec,
-             "{\"id\":\"f\",\"members\":["
-             "{\"id\":\"s\",\"provider\":\"anthropic\",\"options\":{\"model\":\"%s\","
-             "\"base_url\":\"%s\",\"api_key_env\":\"" KEY_ENV "\"}},"
-             "{\"id\":\"t\",\"provider\":\"openai\",\"options\":{\"model\":\"%s\","
-             "\"base_url\":\"%s/v1\",\"api_key_env\":\"" KEY_ENV "\","
-             "\"tools\":[{\"name\":\"nap\",\"exec\":[\"/bin/sleep\",\"30\"]}]}}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+             "{'id':'f','members':["
+             "{'id':'s','provider':'anthropic','options':{'model':'%s',"
+             "'base_url':'%s','api_key_env':'" KEY_ENV "'}},"
+             "{'id':'t','provider':'openai','options':{'model':'%s',"
+             "'base_url':'%s/v1','api_key_env':'" KEY_ENV "',"
+             "'tools':[{'name':'nap','exec':['/bin/sleep','30']}]}}],"
+             "'rounds':[{'type':'independent_analysis'}]}",
              model("slow", m1, sizeof m1), plain.base, model("tools", m2, sizeof m2), plain.base);
-    council_run *run = start_rec(ctx, spec, "Q", &rec);
+    council_run *run = start_rec(ctx, sq(spec), "Q", &rec);
     uint64_t t0 = uv_hrtime();
     while (rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN) == 0 ||
            rec_count(&rec, COUNCIL_EV_TOOL_CALL_REQUEST) == 0) {
@@ -832,18 +832,18 @@ static void test_a_council_of_three_apis_votes(void **state)
     recorder *rec = &f->rec;
     char spec[2048], a[64], b[64], c[64];
     snprintf(spec, sizeof spec,
-             "{\"id\":\"mixed\",\"members\":["
-             "{\"id\":\"gpt\",\"provider\":\"openai\",\"options\":{\"model\":\"%s\","
-             "\"base_url\":\"%s/v1\",\"api_key_env\":\"" KEY_ENV "\"}},"
-             "{\"id\":\"claude\",\"provider\":\"anthropic\",\"options\":{\"model\":\"%s\","
-             "\"base_url\":\"%s\",\"api_key_env\":\"" KEY_ENV "\"}},"
-             "{\"id\":\"gem\",\"provider\":\"gemini\",\"options\":{\"model\":\"%s\","
-             "\"base_url\":\"%s/v1beta\",\"api_key_env\":\"" KEY_ENV "\"}}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"},"
-             "{\"type\":\"anonymized_peer_review\"},{\"type\":\"vote\"}],\"chair\":\"claude\"}",
+             "{'id':'mixed','members':["
+             "{'id':'gpt','provider':'openai','options':{'model':'%s',"
+             "'base_url':'%s/v1','api_key_env':'" KEY_ENV "'}},"
+             "{'id':'claude','provider':'anthropic','options':{'model':'%s',"
+             "'base_url':'%s','api_key_env':'" KEY_ENV "'}},"
+             "{'id':'gem','provider':'gemini','options':{'model':'%s',"
+             "'base_url':'%s/v1beta','api_key_env':'" KEY_ENV "'}}],"
+             "'rounds':[{'type':'independent_analysis'},"
+             "{'type':'anonymized_peer_review'},{'type':'vote'}],'chair':'claude'}",
              model("a", a, sizeof a), plain.base, model("b", b, sizeof b), plain.base,
              model("c", c, sizeof c), plain.base);
-    council_run *run = f->run = start_rec(ctx, spec, "Name a prime.", rec);
+    council_run *run = f->run = start_rec(ctx, sq(spec), "Name a prime.", rec);
     wait_done(ctx, run, 20000);
     dump_errors(run);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
@@ -870,28 +870,29 @@ static void test_options_are_checked_with_their_field(void **state)
         const char *options, *field;
     } cases[] = {
         {"{}", "members[0].options.model"},
-        {"{\"model\":\"\"}", "members[0].options.model"},
-        {"{\"model\":\"a b\"}", "members[0].options.model"},
-        {"{\"model\":\"m\",\"api_key\":\"sk-1\"}", "members[0].options.api_key"},
-        {"{\"model\":\"m\",\"base_url\":\"ftp://x\"}", "members[0].options.base_url"},
-        {"{\"model\":\"m\",\"max_tokens\":-1}", "members[0].options.max_tokens"},
-        {"{\"model\":\"m\",\"stream\":1}", "members[0].options.stream"},
-        {"{\"model\":\"m\",\"extra\":[]}", "members[0].options.extra"},
-        {"{\"model\":\"m\",\"headers\":{\"X\":\"a\\nb\"}}", "members[0].options.headers"},
-        {"{\"model\":\"m\",\"tools\":[{\"name\":\"bad name\"}]}",
+        {"{'model':''}", "members[0].options.model"},
+        {"{'model':'a b'}", "members[0].options.model"},
+        {"{'model':'m','api_key':'sk-1'}", "members[0].options.api_key"},
+        {"{'model':'m','base_url':'ftp://x'}", "members[0].options.base_url"},
+        {"{'model':'m','max_tokens':-1}", "members[0].options.max_tokens"},
+        {"{'model':'m','stream':1}", "members[0].options.stream"},
+        {"{'model':'m','extra':[]}", "members[0].options.extra"},
+        {"{'model':'m','headers':{'X':'a\\nb'}}", "members[0].options.headers"},
+        {"{'model':'m','tools':[{'name':'bad name'}]}",
          "members[0].options.tools[0].name"},
-        {"{\"model\":\"m\",\"tools\":[{\"name\":\"t\",\"exec\":[]}]}",
+        {"{'model':'m','tools':[{'name':'t','exec':[]}]}",
          "members[0].options.tools[0].exec"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char spec[512];
         snprintf(spec, sizeof spec,
-                 "{\"id\":\"x\",\"members\":[{\"id\":\"m\",\"provider\":\"gemini\",\"options\":%s}],"
-                 "\"rounds\":[{\"type\":\"independent_analysis\"}]}",
+                 "{'id':'x','members':[{'id':'m','provider':'gemini','options':%s}],"
+                 "'rounds':[{'type':'independent_analysis'}]}",
                  cases[i].options);
         council_spec *s = NULL;
         council_spec_error err;
-        assert_int_equal(council_spec_from_json(spec, strlen(spec), &s, &err), COUNCIL_ESPEC);
+        const char *json = sq(spec);
+        assert_int_equal(council_spec_from_json(json, strlen(json), &s, &err), COUNCIL_ESPEC);
         assert_string_equal(err.field, cases[i].field);
         assert_null(strstr(err.message, "sk-1"));
     }
@@ -900,34 +901,34 @@ static void test_options_are_checked_with_their_field(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_openai_streams),
-        cmocka_unit_test(test_openai_whole),
-        cmocka_unit_test(test_anthropic_streams),
-        cmocka_unit_test(test_anthropic_whole),
-        cmocka_unit_test(test_gemini_streams),
-        cmocka_unit_test(test_gemini_whole),
-        cmocka_unit_test(test_openrouter_preset),
+        fx_test(test_openai_streams),
+        fx_test(test_openai_whole),
+        fx_test(test_anthropic_streams),
+        fx_test(test_anthropic_whole),
+        fx_test(test_gemini_streams),
+        fx_test(test_gemini_whole),
+        fx_test(test_openrouter_preset),
         cmocka_unit_test(test_request_bodies),
         cmocka_unit_test(test_rate_limit_waits_for_retry_after),
         cmocka_unit_test(test_server_errors_are_retried),
         cmocka_unit_test(test_wrong_key_is_permanent_and_names_the_variable),
-        cmocka_unit_test_setup_teardown(test_unset_key_variable_is_a_clear_error, fx_setup, fx_teardown),
+        fx_test(test_unset_key_variable_is_a_clear_error),
         cmocka_unit_test(test_unknown_model_and_bad_request_are_permanent),
         cmocka_unit_test(test_cut_stream_is_transient),
         cmocka_unit_test(test_malformed_stream_is_a_validation_error),
         cmocka_unit_test(test_error_event_in_the_stream_is_transient),
         cmocka_unit_test(test_idle_timeout_ends_a_stalled_stream),
         cmocka_unit_test(test_oversized_body_is_permanent),
-        cmocka_unit_test_setup_teardown(test_refused_connection_is_transient, fx_setup, fx_teardown),
+        fx_test(test_refused_connection_is_transient),
         cmocka_unit_test(test_tls_with_the_ca_given_and_refused_without),
-        cmocka_unit_test(test_openai_tools),
-        cmocka_unit_test(test_anthropic_tools),
-        cmocka_unit_test(test_gemini_tools),
+        fx_test(test_openai_tools),
+        fx_test(test_anthropic_tools),
+        fx_test(test_gemini_tools),
         cmocka_unit_test(test_tool_handlers_answering_later_or_cancelling),
         cmocka_unit_test(test_tool_turns_are_bounded),
-        cmocka_unit_test_setup_teardown(test_cancel_mid_stream_closes_the_connection, fx_setup, fx_teardown),
+        fx_test(test_cancel_mid_stream_closes_the_connection),
         cmocka_unit_test(test_context_freed_mid_stream),
-        cmocka_unit_test_setup_teardown(test_a_council_of_three_apis_votes, fx_setup, fx_teardown),
+        fx_test(test_a_council_of_three_apis_votes),
         cmocka_unit_test(test_options_are_checked_with_their_field),
         cmocka_unit_test_setup_teardown(test_context_variables_win_over_the_environment,
                                         fx_setup, fx_teardown),

@@ -18,17 +18,18 @@ static const char *child(void)
     return child_path;
 }
 
-/* One exec member running council_child with the given arguments. */
+/* One exec member running council_child with the given arguments (JSON
+ * strings in single quotes, as limits). */
 static council_run *exec_run(council_ctx *ctx, const char *args, const char *limits,
                              recorder *rec)
 {
     char spec[2048];
     snprintf(spec, sizeof spec,
-             "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\","
-             "\"options\":{\"argv\":[\"%s\",%s]}}],\"rounds\":[{\"type\":"
-             "\"independent_analysis\"}],\"limits\":{%s}}",
+             "{'id':'x','members':[{'id':'e','provider':'exec',"
+             "'options':{'argv':['%s',%s]}}],'rounds':[{'type':"
+             "'independent_analysis'}],'limits':{%s}}",
              child(), args, limits ? limits : "");
-    return start_rec(ctx, spec, "question", rec);
+    return start_rec(ctx, sq(spec), "question", rec);
 }
 
 static const council_member_result *only_member(council_run *run)
@@ -44,7 +45,7 @@ static void test_exec_streams_chunks_and_answers_with_stdout(void **state)
     fx *f = *state;
     council_ctx *ctx = f->ctx;
     recorder *rec = &f->rec;
-    council_run *run = f->run = exec_run(ctx, "\"answer\",\"3\"", NULL, rec);
+    council_run *run = f->run = exec_run(ctx, "'answer','3'", NULL, rec);
     wait_done(ctx, run, 5000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_member_result *m = only_member(run);
@@ -70,21 +71,19 @@ static void test_exec_runs_only_allowed_programs(void **state)
     assert_int_equal(council_ctx_set_exec_allow(ctx, NULL, 1), COUNCIL_EINVAL);
     const char *dir[] = {helpers_dir()};
     assert_int_equal(council_ctx_set_exec_allow(ctx, dir, 1), COUNCIL_OK);
-    council_run *run = f->run = exec_run(ctx, "\"answer\",\"1\"", NULL, NULL);
+    council_run *run = f->run = exec_run(ctx, "'answer','1'", NULL, NULL);
     wait_done(ctx, run, 5000);
     assert_true(only_member(run)->ok);
 
     char json[1024];
+    council_spec *sh = spec_json(sq("{'id':'x','members':[{'id':'m','provider':'mock'},"
+                                    "{'id':'e','provider':'exec','options':{'argv':['sh']}}],"
+                                    "'rounds':[{'type':'independent_analysis'}]}"));
     snprintf(json, sizeof json,
-             "{\"id\":\"x\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\"},"
-             "{\"id\":\"e\",\"provider\":\"exec\",\"options\":{\"argv\":[\"%s\"]}}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"}]}", "sh");
-    council_spec *sh = spec_json(json);
-    snprintf(json, sizeof json,
-             "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\","
-             "\"options\":{\"argv\":[\"%s\"]}}],\"rounds\":[{\"type\":"
-             "\"independent_analysis\"}]}", child());
-    council_spec *own = spec_json(json);
+             "{'id':'x','members':[{'id':'e','provider':'exec',"
+             "'options':{'argv':['%s']}}],'rounds':[{'type':"
+             "'independent_analysis'}]}", child());
+    council_spec *own = spec_json(sq(json));
     council_spec_error err;
     assert_int_equal(council_ctx_check_providers(ctx, sh, &err), COUNCIL_EPROVIDER);
     assert_string_equal(err.field, "members[1].options.argv");
@@ -107,7 +106,7 @@ static void test_exec_gets_the_request_json_on_stdin(void **state)
 {
     fx *f = *state;
     council_ctx *ctx = f->ctx;
-    council_run *run = f->run = exec_run(ctx, "\"echo\"", NULL, NULL);
+    council_run *run = f->run = exec_run(ctx, "'echo'", NULL, NULL);
     wait_done(ctx, run, 5000);
     const council_member_result *m = only_member(run);
     assert_true(m->ok);
@@ -152,7 +151,7 @@ static void test_exec_timeout_kills_the_child(void **state)
     fx *f = *state;
     council_ctx *ctx = f->ctx;
     recorder *rec = &f->rec;
-    council_run *run = f->run = exec_run(ctx, "\"sleep\"", "\"member_timeout_ms\":300", rec);
+    council_run *run = f->run = exec_run(ctx, "'sleep'", "'member_timeout_ms':300", rec);
     wait_done(ctx, run, 5000);
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     const council_member_result *m = only_member(run);
@@ -168,7 +167,7 @@ static void test_exec_cancel_kills_and_reaps_the_child(void **state)
     fx *f = *state;
     council_ctx *ctx = f->ctx;
     recorder *rec = &f->rec;
-    council_run *run = f->run = exec_run(ctx, "\"sleep\"", NULL, rec);
+    council_run *run = f->run = exec_run(ctx, "'sleep'", NULL, rec);
     uint64_t t0 = uv_hrtime();
     pid_t pid = 0;
     while (!(pid = pid_from_tokens(rec))) {
@@ -186,36 +185,31 @@ static void test_exec_cancel_kills_and_reaps_the_child(void **state)
     assert_int_equal(rec_terminal(rec), 1);
 }
 
+static const council_config CAP1000 = {.output_cap = 1000};
+
+/* in a context of CAP1000 */
 static void test_exec_output_over_cap_is_a_member_error(void **state)
 {
-    (void)state;
-    council_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.output_cap = 1000;
-    council_ctx *ctx = council_ctx_new(&cfg);
-    council_run *run = exec_run(ctx, "\"big\",\"100000\"", NULL, NULL);
-    wait_done(ctx, run, 5000);
+    fx *f = *state;
+    council_run *run = f->run = exec_run(f->ctx, "'big','100000'", NULL, NULL);
+    wait_done(f->ctx, run, 5000);
     const council_member_result *m = only_member(run);
     assert_false(m->ok);
     assert_string_equal(m->error, "output exceeds 1000 bytes");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_exec_crash_and_exit_status_carry_stderr(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = exec_run(ctx, "\"crash\"", NULL, NULL);
-    wait_done(ctx, run, 5000);
+    fx *f = *state;
+    council_run *run = f->run = exec_run(f->ctx, "'crash'", NULL, NULL);
+    wait_done(f->ctx, run, 5000);
     assert_string_equal(only_member(run)->error, "killed by signal 6: boom");
     council_run_unref(run);
-    run = exec_run(ctx, "\"exit3\"", NULL, NULL);
-    wait_done(ctx, run, 5000);
+    f->run = NULL;
+    run = f->run = exec_run(f->ctx, "'exit3'", NULL, NULL);
+    wait_done(f->ctx, run, 5000);
     assert_string_equal(only_member(run)->error, "exit status 3: bad things");
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* Over 512 bytes of stderr in several writes: the error carries the last
@@ -247,8 +241,8 @@ static void test_exec_missing_program_is_a_member_error(void **state)
     fx *f = *state;
     council_ctx *ctx = f->ctx;
     council_run *run = f->run = start_rec(
-        ctx, "{\"id\":\"x\",\"members\":[{\"id\":\"e\",\"provider\":\"exec\",\"options\":"
-             "{\"argv\":[\"/nonexistent/prog\"]}}],\"rounds\":[{\"type\":\"critique\"}]}",
+        ctx, sq("{'id':'x','members':[{'id':'e','provider':'exec','options':"
+                "{'argv':['/nonexistent/prog']}}],'rounds':[{'type':'critique'}]}"),
         "q", NULL);
     wait_done(ctx, run, 5000);
     assert_non_null(strstr(only_member(run)->error, "exec: cannot start /nonexistent/prog"));
@@ -259,7 +253,7 @@ static void test_ctx_free_kills_running_children(void **state)
     (void)state;
     council_ctx *ctx = test_ctx(0);
     recorder rec = {0};
-    council_run *run = exec_run(ctx, "\"sleep\"", NULL, &rec);
+    council_run *run = exec_run(ctx, "'sleep'", NULL, &rec);
     pid_t pid = 0;
     while (!(pid = pid_from_tokens(&rec))) {
         council_ctx_step(ctx, 10);
@@ -351,155 +345,162 @@ static void n_cancel(council_call *call, void *arg)
         assert_int_equal(council_run_cancel(council_call_run(call)), COUNCIL_OK);
 }
 
-static council_ctx *native_ctx(native *n, int mode)
+/* The native suite's fixture: a context with "nat" registered over n,
+ * its recorder and run. The mode comes as the test's prestate. */
+typedef struct nfx {
+    native n;
+    council_ctx *ctx;
+    recorder rec;
+    council_run *run;
+} nfx;
+
+#define nat_test(t, mode) \
+    cmocka_unit_test_prestate_setup_teardown(t, nat_setup, nat_teardown, (void *)&MODES[mode])
+static const int MODES[] = {0, 1, 2, 3, 4, 5, 6};
+
+static int nat_setup(void **state)
 {
+    const int *mode = *state;
+    nfx *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
     council_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.output_cap = 4096;
-    council_ctx *ctx = council_ctx_new(&cfg);
-    memset(n, 0, sizeof *n);
-    n->mode = mode;
-    uv_timer_init(council_ctx_uv_loop(ctx), &n->timer);
-    n->timer.data = n;
+    f->ctx = council_ctx_new(&cfg);
+    if (!f->ctx) {
+        free(f);
+        return -1;
+    }
+    f->n.mode = *mode;
+    uv_timer_init(council_ctx_uv_loop(f->ctx), &f->n.timer);
+    f->n.timer.data = &f->n;
     council_provider_ops ops = {n_start, n_cancel, NULL};
-    assert_int_equal(council_provider_register(ctx, "nat", &ops, n), 0);
-    return ctx;
+    assert_int_equal(council_provider_register(f->ctx, "nat", &ops, &f->n), 0);
+    *state = f;
+    return 0;
 }
 
-static void native_done(council_ctx *ctx, native *n)
+/* the call a mode kept (when the test did not let it go), then the run */
+static int nat_teardown(void **state)
 {
-    uv_close((uv_handle_t *)&n->timer, NULL);
-    council_ctx_free(ctx);
+    nfx *f = *state;
+    rec_clear(&f->rec);
+    if (f->n.held)
+        council_call_unref(f->n.held);
+    if (f->run)
+        council_run_unref(f->run);
+    uv_close((uv_handle_t *)&f->n.timer, NULL);
+    council_ctx_free(f->ctx);
+    free(f);
+    return 0;
 }
 
 static const char NSPEC[] =
-    "{\"id\":\"n\",\"members\":[{\"id\":\"m\",\"provider\":\"nat\",\"options\":{\"k\":1}}],"
-    "\"rounds\":[{\"type\":\"independent_analysis\"}],"
-    "\"limits\":{\"member_timeout_ms\":100}}";
+    "{'id':'n','members':[{'id':'m','provider':'nat','options':{'k':1}}],"
+    "'rounds':[{'type':'independent_analysis'}],"
+    "'limits':{'member_timeout_ms':100}}";
 
+/* The fixture's run of NSPEC (with rec recording it unless NULL), to its end. */
+static council_run *nat_run(nfx *f, recorder *rec)
+{
+    f->run = start_rec(f->ctx, sq(NSPEC), "q", rec);
+    wait_done(f->ctx, f->run, 2000);
+    return f->run;
+}
+
+/* mode 0, then 1 */
 static void test_native_provider_sync_and_async(void **state)
 {
-    (void)state;
-    native n;
-    council_ctx *ctx = native_ctx(&n, 0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, NSPEC, "q", &rec);
-    wait_done(ctx, run, 2000);
+    nfx *f = *state;
+    council_run *run = nat_run(f, &f->rec);
     assert_string_equal(only_member(run)->text, "sync");
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN), 1);
-    rec_clear(&rec);
+    assert_int_equal(rec_count(&f->rec, COUNCIL_EV_MEMBER_TOKEN), 1);
+    rec_clear(&f->rec);
     council_run_unref(run);
-    n.mode = 1;
-    run = start_rec(ctx, NSPEC, "q", &rec);
-    wait_done(ctx, run, 2000);
+    f->run = NULL;
+    f->n.mode = 1;
+    run = nat_run(f, &f->rec);
     assert_string_equal(only_member(run)->text, "async");
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_TOKEN), 2);
-    assert_int_equal(n.cancels, 0);
-    rec_clear(&rec);
-    council_run_unref(run);
-    native_done(ctx, &n);
+    assert_int_equal(rec_count(&f->rec, COUNCIL_EV_MEMBER_TOKEN), 2);
+    assert_int_equal(f->n.cancels, 0);
 }
 
+/* mode 2 */
 static void test_native_timeout_calls_cancel_and_refuses_late_answers(void **state)
 {
-    (void)state;
-    native n;
-    council_ctx *ctx = native_ctx(&n, 2);
-    council_run *run = start_rec(ctx, NSPEC, "q", NULL);
-    wait_done(ctx, run, 2000);
-    assert_int_equal(n.cancels, 1);
+    nfx *f = *state;
+    council_run *run = nat_run(f, NULL);
+    assert_int_equal(f->n.cancels, 1);
     assert_string_equal(only_member(run)->error, "timeout after 100 ms");
-    assert_false(council_call_active(n.held));
-    assert_int_equal(council_call_complete(n.held, "late", 4), COUNCIL_ESTATE);
-    assert_int_equal(council_call_token(n.held, "late", 4), COUNCIL_ESTATE);
-    council_call_unref(n.held);
-    council_run_unref(run);
-    native_done(ctx, &n);
+    assert_false(council_call_active(f->n.held));
+    assert_int_equal(council_call_complete(f->n.held, "late", 4), COUNCIL_ESTATE);
+    assert_int_equal(council_call_token(f->n.held, "late", 4), COUNCIL_ESTATE);
 }
 
+/* mode 2 */
 static void test_native_cancel_on_run_cancel(void **state)
 {
-    (void)state;
-    native n;
-    council_ctx *ctx = native_ctx(&n, 2);
-    council_run *run = start_rec(ctx, NSPEC, "q", NULL);
-    while (n.starts == 0)
-        council_ctx_step(ctx, 5);
-    council_run_cancel(run);
-    assert_int_equal(n.cancels, 1);
-    assert_int_equal(council_call_fail(n.held, "x"), COUNCIL_ESTATE);
-    council_call_unref(n.held);
-    council_run_unref(run);
-    native_done(ctx, &n);
+    nfx *f = *state;
+    f->run = start_rec(f->ctx, sq(NSPEC), "q", NULL);
+    while (f->n.starts == 0)
+        council_ctx_step(f->ctx, 5);
+    council_run_cancel(f->run);
+    assert_int_equal(f->n.cancels, 1);
+    assert_int_equal(council_call_fail(f->n.held, "x"), COUNCIL_ESTATE);
 }
 
+/* mode 4 */
 static void test_native_provider_may_cancel_the_run_from_start(void **state)
 {
-    (void)state;
-    native n;
-    council_ctx *ctx = native_ctx(&n, 4);
-    recorder rec = {0};
-    council_run *run = start_rec(
-        ctx, "{\"id\":\"n\",\"members\":[{\"id\":\"m\",\"provider\":\"nat\",\"options\":"
-             "{\"k\":1}},{\"id\":\"m2\",\"provider\":\"nat\",\"options\":{\"k\":1}}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"}]}", "q", &rec);
-    wait_done(ctx, run, 2000);
+    nfx *f = *state;
+    council_run *run = f->run = start_rec(
+        f->ctx, sq("{'id':'n','members':[{'id':'m','provider':'nat','options':"
+                   "{'k':1}},{'id':'m2','provider':'nat','options':{'k':1}}],"
+                   "'rounds':[{'type':'independent_analysis'}]}"), "q", &f->rec);
+    wait_done(f->ctx, run, 2000);
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
-    assert_int_equal(n.starts, 1);
-    assert_int_equal(n.cancels, 1);
-    assert_int_equal(rec_terminal(&rec), 1);
-    rec_clear(&rec);
-    council_run_unref(run);
-    native_done(ctx, &n);
+    assert_int_equal(f->n.starts, 1);
+    assert_int_equal(f->n.cancels, 1);
+    assert_int_equal(rec_terminal(&f->rec), 1);
 }
 
 /* A provider's cancel() may cancel the whole run, also when the core ends
- * the call itself (timeout, too much streamed output): the run ends
- * cancelled once, and nothing touches the freed round afterwards. */
+ * the call itself (timeout: mode 5, too much streamed output: mode 6): the
+ * run ends cancelled once, and nothing touches the freed round afterwards. */
 static void test_native_cancel_callback_may_cancel_the_run(void **state)
 {
-    (void)state;
-    for (int mode = 5; mode <= 6; mode++) {
-        native n;
-        council_ctx *ctx = native_ctx(&n, mode);
-        recorder rec = {0};
-        council_run *run = start_rec(ctx, NSPEC, "q", &rec);
-        wait_done(ctx, run, 2000);
-        assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
-        assert_int_equal(n.cancels, 1);
-        assert_int_equal(rec_terminal(&rec), 1);
-        assert_int_equal(rec_count(&rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
-        rec_clear(&rec);
-        council_call_unref(n.held);
-        council_run_unref(run);
-        native_done(ctx, &n);
-    }
+    nfx *f = *state;
+    council_run *run = nat_run(f, &f->rec);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    assert_int_equal(f->n.cancels, 1);
+    assert_int_equal(rec_terminal(&f->rec), 1);
+    assert_int_equal(rec_count(&f->rec, COUNCIL_EV_MEMBER_COMPLETED), 0);
 }
 
+/* mode 3 */
 static void test_native_answer_over_cap_fails_the_attempt(void **state)
 {
-    (void)state;
-    native n;
-    council_ctx *ctx = native_ctx(&n, 3);
-    council_run *run = start_rec(ctx, NSPEC, "q", NULL);
-    wait_done(ctx, run, 2000);
+    nfx *f = *state;
+    council_run *run = nat_run(f, NULL);
     assert_string_equal(only_member(run)->error, "output exceeds 4096 bytes");
-    council_run_unref(run);
-    native_done(ctx, &n);
 }
 
 /* ------------------------------------------------- retries and timeouts */
 
+/* A mock member "m" failing its first two attempts, under `limits`. */
+#define FAILING_TWICE(limits)                                                       \
+    "{'id':'r','members':[{'id':'m','provider':'mock','options':"                    \
+    "{'fail_attempts':[1,2]}}],'rounds':[{'type':'independent_analysis'}],"          \
+    "'limits':{" limits "}}"
+
 static void test_retries_count_attempts_and_back_off(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
     uint64_t t0 = uv_hrtime();
-    council_run *run = start_rec(
-        ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
-             "{\"fail_attempts\":[1,2]}}],\"rounds\":[{\"type\":\"independent_analysis\"}],"
-             "\"limits\":{\"max_attempts\":3,\"backoff_ms\":30}}", "q", NULL);
-    wait_done(ctx, run, 3000);
+    council_run *run = f->run =
+        start_rec(f->ctx, sq(FAILING_TWICE("'max_attempts':3,'backoff_ms':30")), "q", NULL);
+    wait_done(f->ctx, run, 3000);
     uint64_t ms = (uv_hrtime() - t0) / 1000000;
     const council_member_result *m = only_member(run);
     assert_true(m->ok);
@@ -507,18 +508,14 @@ static void test_retries_count_attempts_and_back_off(void **state)
     assert_string_equal(m->text, "m: independent_analysis #0 attempt 3 on \"q\"");
     if (ms < 80) fail_msg("took %llu ms", (unsigned long long)ms); /* 30 + 60 ms of backoff; libuv timers round to the cached loop time */
     council_run_unref(run);
+    f->run = NULL;
 
-    run = start_rec(
-        ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
-             "{\"fail_attempts\":[1,2]}}],\"rounds\":[{\"type\":\"independent_analysis\"}],"
-             "\"limits\":{\"max_attempts\":2}}", "q", NULL);
-    wait_done(ctx, run, 3000);
+    run = f->run = start_rec(f->ctx, sq(FAILING_TWICE("'max_attempts':2")), "q", NULL);
+    wait_done(f->ctx, run, 3000);
     m = only_member(run);
     assert_false(m->ok);
     assert_int_equal(m->attempts, 2);
     assert_string_equal(m->error, "mock failure on attempt 2");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_timeout_then_retry_succeeds(void **state)
@@ -526,10 +523,10 @@ static void test_timeout_then_retry_succeeds(void **state)
     fx *f = *state;
     council_ctx *ctx = f->ctx;
     council_run *run = f->run = start_rec(
-        ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
-             "{\"hang_attempts\":[1],\"latency_ms\":5}}],\"rounds\":[{\"type\":"
-             "\"independent_analysis\"}],\"limits\":{\"max_attempts\":2,"
-             "\"member_timeout_ms\":50}}", "q", NULL);
+        ctx, sq("{'id':'r','members':[{'id':'m','provider':'mock','options':"
+                "{'hang_attempts':[1],'latency_ms':5}}],'rounds':[{'type':"
+                "'independent_analysis'}],'limits':{'max_attempts':2,"
+                "'member_timeout_ms':50}}"), "q", NULL);
     wait_done(ctx, run, 3000);
     const council_member_result *m = only_member(run);
     assert_true(m->ok);
@@ -542,9 +539,9 @@ static void test_mock_timeout_option_per_member(void **state)
     fx *f = *state;
     council_ctx *ctx = f->ctx;
     council_run *run = f->run = start_rec(
-        ctx, "{\"id\":\"r\",\"members\":[{\"id\":\"m\",\"provider\":\"mock\",\"options\":"
-             "{\"latency_ms\":500,\"timeout_ms\":40}},{\"id\":\"k\",\"provider\":\"mock\"}],"
-             "\"rounds\":[{\"type\":\"independent_analysis\"}]}", "q", NULL);
+        ctx, sq("{'id':'r','members':[{'id':'m','provider':'mock','options':"
+                "{'latency_ms':500,'timeout_ms':40}},{'id':'k','provider':'mock'}],"
+                "'rounds':[{'type':'independent_analysis'}]}"), "q", NULL);
     wait_done(ctx, run, 3000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = council_run_result(run)->rounds[0];
@@ -552,95 +549,80 @@ static void test_mock_timeout_option_per_member(void **state)
     assert_true(member_in(r, "k")->ok);
 }
 
-#define SUB_SPEC(extra)                                                         \
-    "{\"id\":\"parent\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"    \
-    "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"            \
-    "{\"id\":\"child\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\",\"options\":" \
-    "{" extra "}},{\"id\":\"y\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":"      \
-    "\"independent_analysis\"},{\"type\":\"vote\"}],\"chair\":\"y\"}}}],"             \
-    "\"rounds\":[{\"type\":\"independent_analysis\"}]}"
+/* A council with a mock and a council member "inner" of two mocks, two
+ * rounds and a chair (its member x with the mock options `extra`), in
+ * `rounds` of the outer council. Single quotes. */
+#define SUB_SPEC(extra, rounds)                                                   \
+    "{'id':'parent','members':[{'id':'solo','provider':'mock'},"                    \
+    "{'id':'inner','provider':'council','options':{'spec':"                         \
+    "{'id':'child','members':[{'id':'x','provider':'mock','options':"               \
+    "{" extra "}},{'id':'y','provider':'mock'}],'rounds':[{'type':"                \
+    "'independent_analysis'},{'type':'vote'}],'chair':'y'}}}],"                     \
+    "'rounds':[" rounds "]}"
+#define ONE_ROUND "{'type':'independent_analysis'}"
+#define CHAIR_ANSWER "y: chair #2 attempt 1 on \"why\" having read 2 answers"
 
 static void test_council_member_runs_a_sub_council(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0}, sub = {0};
-    council_spec *spec = spec_json(SUB_SPEC(""));
-    council_start_opts o;
-    memset(&o, 0, sizeof o);
-    o.spec = spec;
-    o.run_id = "P1";
-    o.run_id_len = 2;
-    o.input.data = "why";
-    o.input.len = 3;
-    council_run *run;
-    assert_int_equal(council_run_create(ctx, &o, &run), 0);
-    council_spec_unref(spec);
-    council_run_subscribe(run, rec_cb, NULL, &rec, NULL);
-    const char *t = "council_ex:run:P1:sub:inner";
-    assert_int_equal(council_subscribe(ctx, t, strlen(t), rec_cb, NULL, &sub, NULL), 0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = create_rec(ctx, sq(SUB_SPEC("", ONE_ROUND)), "P1", "why", &f->rec);
+    subscribe_rec(ctx, "council_ex:run:P1:sub:inner", &f->sub);
     council_run_begin(run);
     wait_done(ctx, run, 3000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_member_result *m = member_in(council_run_result(run)->rounds[0], "inner");
     assert_true(m->ok);
-    assert_string_equal(m->text, "y: chair #2 attempt 1 on \"why\" having read 2 answers");
-    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_STARTED), 1);
-    assert_string_equal(sub.ev[0]->council, "child");
-    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_COMPLETED), 1);
-    assert_int_equal(rec_terminal(&rec), 1);
+    assert_string_equal(m->text, CHAIR_ANSWER);
+    assert_int_equal(rec_count(&f->sub, COUNCIL_EV_RUN_STARTED), 1);
+    assert_string_equal(f->sub.ev[0]->council, "child");
+    assert_int_equal(rec_count(&f->sub, COUNCIL_EV_RUN_COMPLETED), 1);
+    assert_int_equal(rec_terminal(&f->rec), 1);
     /* the nested run is not registered */
     council_stats st;
     council_ctx_stats(ctx, &st);
     assert_int_equal(st.runs_registered, 1);
-    rec_clear(&rec);
-    rec_clear(&sub);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_cancel_reaches_the_sub_council(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder sub = {0};
-    council_spec *spec = spec_json(SUB_SPEC("\"latency_ms\":300"));
-    council_start_opts o;
-    memset(&o, 0, sizeof o);
-    o.spec = spec;
-    o.run_id = "P2";
-    o.run_id_len = 2;
-    council_run *run;
-    assert_int_equal(council_run_create(ctx, &o, &run), 0);
-    council_spec_unref(spec);
-    const char *t = "council_ex:run:P2:sub:inner";
-    council_subscribe(ctx, t, strlen(t), rec_cb, NULL, &sub, NULL);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run =
+        create_rec(ctx, sq(SUB_SPEC("'latency_ms':300", ONE_ROUND)), "P2", NULL, NULL);
+    subscribe_rec(ctx, "council_ex:run:P2:sub:inner", &f->sub);
     council_run_begin(run);
     spin(ctx, 50);
-    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_STARTED), 1);
+    assert_int_equal(rec_count(&f->sub, COUNCIL_EV_RUN_STARTED), 1);
     council_run_cancel(run);
     spin(ctx, 20);
-    assert_int_equal(rec_count(&sub, COUNCIL_EV_RUN_CANCELLED), 1);
+    assert_int_equal(rec_count(&f->sub, COUNCIL_EV_RUN_CANCELLED), 1);
     council_stats st;
     council_ctx_stats(ctx, &st);
     assert_int_equal(st.runs_active, 0);
-    rec_clear(&sub);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+}
+
+/* The fixture's run of a mock "solo" and a council member "inner" of
+ * `inner` (a spec), in `rounds`, to its end; it completes. */
+static council_run *with_inner(fx *f, const char *inner, const char *rounds)
+{
+    char spec[1024];
+    snprintf(spec, sizeof spec,
+             "{'id':'p','members':[{'id':'solo','provider':'mock'},"
+             "{'id':'inner','provider':'council','options':{'spec':%s}}],'rounds':[%s]}",
+             inner, rounds);
+    council_run *run = f->run = start_rec(f->ctx, sq(spec), "q", NULL);
+    wait_done(f->ctx, run, 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    return run;
 }
 
 static void test_failed_sub_council_is_a_member_error(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = start_rec(
-        ctx, "{\"id\":\"p\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"
-             "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"
-             "{\"id\":\"c\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\"}],"
-             "\"rounds\":[{\"type\":\"vote\"}]}}}],\"rounds\":[{\"type\":\"critique\"}]}",
-        "q", NULL);
-    wait_done(ctx, run, 3000);
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    council_run *run = with_inner(*state,
+                                  "{'id':'c','members':[{'id':'x','provider':'mock'}],"
+                                  "'rounds':[{'type':'vote'}]}",
+                                  "{'type':'critique'}");
     const council_member_result *m = member_in(council_run_result(run)->rounds[0], "inner");
     assert_false(m->ok);
     assert_non_null(strstr(m->error, "sub-council failed: round vote failed"));
@@ -648,17 +630,10 @@ static void test_failed_sub_council_is_a_member_error(void **state)
 
 static void test_invalid_sub_council_spec_is_a_member_error_at_call_time(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = start_rec(
-        ctx, "{\"id\":\"p\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"
-             "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"
-             "{\"id\":\"c\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\"}],"
-             "\"rounds\":[{\"type\":\"bogus\"}]}}}],\"rounds\":[{\"type\":"
-             "\"independent_analysis\"},{\"type\":\"peer_review\"}]}",
-        "q", NULL);
-    wait_done(ctx, run, 3000);
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    council_run *run = with_inner(*state,
+                                  "{'id':'c','members':[{'id':'x','provider':'mock'}],"
+                                  "'rounds':[{'type':'bogus'}]}",
+                                  "{'type':'independent_analysis'},{'type':'peer_review'}");
     for (size_t r = 0; r < 2; r++) {
         const council_member_result *m = member_in(council_run_result(run)->rounds[r], "inner");
         assert_false(m->ok);
@@ -668,77 +643,57 @@ static void test_invalid_sub_council_spec_is_a_member_error_at_call_time(void **
     }
 }
 
-/* A council of a mock and a council member of spec `inner`. */
+/* A council of a mock and a council member of spec `inner` (single quotes). */
 #define LEVEL(id, sub, inner)                                                   \
-    "{\"id\":\"" id "\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"       \
-    "{\"id\":\"" sub "\",\"provider\":\"council\",\"options\":{\"spec\":" inner   \
-    "}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}"
+    "{'id':'" id "','members':[{'id':'a','provider':'mock'},"                    \
+    "{'id':'" sub "','provider':'council','options':{'spec':" inner              \
+    "}}],'rounds':[{'type':'independent_analysis'}]}"
 
 static void test_sub_councils_nest_three_deep_and_no_deeper(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    recorder deepest = {0};
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    recorder *deepest = &f->sub;
     /* the fourth level is never run, so never checked: it may be invalid */
-    council_spec *spec =
-        spec_json(LEVEL("top", "m1", LEVEL("l1", "m2", LEVEL("l2", "m3", LEVEL(
-                  "l3", "m4", "{\"id\":\"never\"}")))));
-    council_start_opts o;
-    memset(&o, 0, sizeof o);
-    o.spec = spec;
-    o.run_id = "N";
-    o.run_id_len = 1;
-    o.input.data = "q";
-    o.input.len = 1;
-    council_run *run;
-    assert_int_equal(council_run_create(ctx, &o, &run), 0);
-    council_spec_unref(spec);
-    const char *t = "council_ex:run:N:sub:m1:sub:m2:sub:m3";
-    assert_int_equal(council_subscribe(ctx, t, strlen(t), rec_cb, NULL, &deepest, NULL), 0);
+    council_run *run = f->run = create_rec(
+        ctx,
+        sq(LEVEL("top", "m1",
+                 LEVEL("l1", "m2", LEVEL("l2", "m3", LEVEL("l3", "m4", "{'id':'never'}"))))),
+        "N", "q", NULL);
+    subscribe_rec(ctx, "council_ex:run:N:sub:m1:sub:m2:sub:m3", deepest);
     council_run_begin(run);
     wait_done(ctx, run, 3000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     assert_true(member_in(council_run_result(run)->rounds[0], "m1")->ok);
-    assert_int_equal(rec_count(&deepest, COUNCIL_EV_RUN_COMPLETED), 1);
-    const council_event *end = deepest.ev[deepest.n - 1];
+    assert_int_equal(rec_count(deepest, COUNCIL_EV_RUN_COMPLETED), 1);
+    const council_event *end = deepest->ev[deepest->n - 1];
     assert_string_equal(end->council, "l3");
     const council_member_result *m4 = member_in(end->result->rounds[0], "m4");
     assert_false(m4->ok);
     assert_string_equal(m4->error, "sub-council: nested too deep");
-    rec_clear(&deepest);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
+/* Not in the fixture: the spec's references are read after the context
+ * is gone. */
 static void test_every_call_shares_the_sub_council_spec_compiled_once(void **state)
 {
     (void)state;
     council_ctx *ctx = test_ctx(0);
     recorder sub = {0};
     council_spec *spec = spec_json(
-        "{\"id\":\"parent\",\"members\":[{\"id\":\"solo\",\"provider\":\"mock\"},"
-        "{\"id\":\"inner\",\"provider\":\"council\",\"options\":{\"spec\":"
-        "{\"id\":\"child\",\"members\":[{\"id\":\"x\",\"provider\":\"mock\"},"
-        "{\"id\":\"y\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":"
-        "\"independent_analysis\"},{\"type\":\"vote\"}],\"chair\":\"y\"}}}],"
-        "\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"peer_review\"}]}");
+        sq(SUB_SPEC("", "{'type':'independent_analysis'},{'type':'peer_review'}")));
     const council_spec *child = spec->members[1].sub;
     assert_non_null(child);
     council_run *runs[2];
     for (int i = 0; i < 2; i++) {
         char id[4];
         snprintf(id, sizeof id, "S%d", i);
-        council_start_opts o;
-        memset(&o, 0, sizeof o);
-        o.spec = spec;
-        o.run_id = id;
-        o.run_id_len = strlen(id);
-        o.input.data = "why";
-        o.input.len = 3;
+        council_start_opts o = {.spec = spec, .run_id = id, .run_id_len = strlen(id),
+                                .input = {.data = "why", .len = 3}};
         assert_int_equal(council_run_create(ctx, &o, &runs[i]), 0);
         char t[64];
         snprintf(t, sizeof t, "council_ex:run:%s:sub:inner", id);
-        assert_int_equal(council_subscribe(ctx, t, strlen(t), rec_cb, NULL, &sub, NULL), 0);
+        subscribe_rec(ctx, t, &sub);
         council_run_begin(runs[i]);
     }
     for (int i = 0; i < 2; i++) {
@@ -748,7 +703,7 @@ static void test_every_call_shares_the_sub_council_spec_compiled_once(void **sta
             const council_member_result *m =
                 member_in(council_run_result(runs[i])->rounds[r], "inner");
             assert_true(m->ok);
-            assert_string_equal(m->text, "y: chair #2 attempt 1 on \"why\" having read 2 answers");
+            assert_string_equal(m->text, CHAIR_ANSWER);
         }
     }
     /* four nested runs (two rounds of two runs), one spec */
@@ -768,14 +723,13 @@ static void test_every_call_shares_the_sub_council_spec_compiled_once(void **sta
 static void test_unknown_provider_refused_at_create(void **state)
 {
     fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_spec *s = spec_json("{\"id\":\"u\",\"members\":[{\"id\":\"m\",\"provider\":"
-                                "\"gpt\"}],\"rounds\":[{\"type\":\"vote\"}]}");
+    council_spec *s =
+        spec_json(sq("{'id':'u','members':[{'id':'m','provider':'gpt'}],'rounds':[{'type':'vote'}]}"));
     council_start_opts o;
     memset(&o, 0, sizeof o);
     o.spec = s;
-    council_run *run = f->run = NULL;
-    assert_int_equal(council_run_create(ctx, &o, &run), COUNCIL_EPROVIDER);
+    council_run *run = NULL;
+    assert_int_equal(council_run_create(f->ctx, &o, &run), COUNCIL_EPROVIDER);
     assert_null(run);
     council_spec_unref(s);
 }
@@ -783,32 +737,33 @@ static void test_unknown_provider_refused_at_create(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_exec_streams_chunks_and_answers_with_stdout, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_exec_gets_the_request_json_on_stdin, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_exec_runs_only_allowed_programs, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_exec_timeout_kills_the_child, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_exec_cancel_kills_and_reaps_the_child, fx_setup, fx_teardown),
-        cmocka_unit_test(test_exec_output_over_cap_is_a_member_error),
-        cmocka_unit_test(test_exec_crash_and_exit_status_carry_stderr),
-        cmocka_unit_test_setup_teardown(test_exec_error_carries_the_end_of_stderr, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_exec_missing_program_is_a_member_error, fx_setup, fx_teardown),
+        fx_test(test_exec_streams_chunks_and_answers_with_stdout),
+        fx_test(test_exec_gets_the_request_json_on_stdin),
+        fx_test(test_exec_runs_only_allowed_programs),
+        fx_test(test_exec_timeout_kills_the_child),
+        fx_test(test_exec_cancel_kills_and_reaps_the_child),
+        fx_test_with(test_exec_output_over_cap_is_a_member_error, &CAP1000),
+        fx_test(test_exec_crash_and_exit_status_carry_stderr),
+        fx_test(test_exec_error_carries_the_end_of_stderr),
+        fx_test(test_exec_missing_program_is_a_member_error),
         cmocka_unit_test(test_ctx_free_kills_running_children),
-        cmocka_unit_test(test_native_provider_sync_and_async),
-        cmocka_unit_test(test_native_timeout_calls_cancel_and_refuses_late_answers),
-        cmocka_unit_test(test_native_cancel_on_run_cancel),
-        cmocka_unit_test(test_native_provider_may_cancel_the_run_from_start),
-        cmocka_unit_test(test_native_answer_over_cap_fails_the_attempt),
-        cmocka_unit_test(test_native_cancel_callback_may_cancel_the_run),
-        cmocka_unit_test(test_retries_count_attempts_and_back_off),
-        cmocka_unit_test_setup_teardown(test_timeout_then_retry_succeeds, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_mock_timeout_option_per_member, fx_setup, fx_teardown),
-        cmocka_unit_test(test_council_member_runs_a_sub_council),
-        cmocka_unit_test(test_cancel_reaches_the_sub_council),
-        cmocka_unit_test_setup_teardown(test_failed_sub_council_is_a_member_error, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_invalid_sub_council_spec_is_a_member_error_at_call_time, fx_setup, fx_teardown),
-        cmocka_unit_test(test_sub_councils_nest_three_deep_and_no_deeper),
+        nat_test(test_native_provider_sync_and_async, 0),
+        nat_test(test_native_timeout_calls_cancel_and_refuses_late_answers, 2),
+        nat_test(test_native_cancel_on_run_cancel, 2),
+        nat_test(test_native_provider_may_cancel_the_run_from_start, 4),
+        nat_test(test_native_answer_over_cap_fails_the_attempt, 3),
+        nat_test(test_native_cancel_callback_may_cancel_the_run, 5),
+        nat_test(test_native_cancel_callback_may_cancel_the_run, 6),
+        fx_test(test_retries_count_attempts_and_back_off),
+        fx_test(test_timeout_then_retry_succeeds),
+        fx_test(test_mock_timeout_option_per_member),
+        fx_test(test_council_member_runs_a_sub_council),
+        fx_test(test_cancel_reaches_the_sub_council),
+        fx_test(test_failed_sub_council_is_a_member_error),
+        fx_test(test_invalid_sub_council_spec_is_a_member_error_at_call_time),
+        fx_test(test_sub_councils_nest_three_deep_and_no_deeper),
         cmocka_unit_test(test_every_call_shares_the_sub_council_spec_compiled_once),
-        cmocka_unit_test_setup_teardown(test_unknown_provider_refused_at_create, fx_setup, fx_teardown),
+        fx_test(test_unknown_provider_refused_at_create),
     };
     return cmocka_run_group_tests_name("providers", tests, NULL, NULL);
 }

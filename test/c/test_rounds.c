@@ -18,6 +18,13 @@ static council_run *run_spec(council_ctx *ctx, const char *spec, recorder *rec)
     return run;
 }
 
+/* The fixture's run of spec (single quotes), to its end. */
+static council_run *ran(void **state, const char *spec)
+{
+    fx *f = *state;
+    return f->run = run_spec(f->ctx, spec, NULL);
+}
+
 static void assert_agg(const council_round_result *r, const char *expect)
 {
     assert_non_null(r);
@@ -39,11 +46,9 @@ static void assert_refused(const char *spec, const char *field)
 
 static void test_independent_analysis_gives_one_answer_per_member(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = run_spec(
-        ctx, "{'id':'t'," MEMBERS3("", "", "") ",'rounds':[{'type':"
-             "'independent_analysis'}]}", NULL);
+    council_run *run = ran(
+        state, "{'id':'t'," MEMBERS3("", "", "") ",'rounds':[{'type':"
+               "'independent_analysis'}]}");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "independent_analysis");
     assert_non_null(r);
@@ -59,12 +64,10 @@ static void test_independent_analysis_gives_one_answer_per_member(void **state)
 
 static void test_vote_tally_and_winner(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = run_spec(
-        ctx, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'B'", "'vote':'C'")
-             ",'rounds':[{'type':'independent_analysis'},{'type':'vote',"
-             "'name':'final_vote'}]}", NULL);
+    council_run *run = ran(
+        state, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'B'", "'vote':'C'")
+               ",'rounds':[{'type':'independent_analysis'},{'type':'vote',"
+               "'name':'final_vote'}]}");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "final_vote");
     assert_agg(r, "{'tally':{'A':0,'B':2,'C':1},'unanimous':false,"
@@ -109,7 +112,6 @@ static void test_ranking_borda_count(void **state)
  * names that match no label. */
 static void test_mock_ranking_list_with_long_entries_is_safe(void **state)
 {
-    (void)state;
     char x[255], y[301], spec[2048];
     memset(x, 'X', sizeof x - 1);
     x[sizeof x - 1] = '\0';
@@ -119,14 +121,11 @@ static void test_mock_ranking_list_with_long_entries_is_safe(void **state)
              "{'id':'t'," MEMBERS3("'ranking':['%s','B','%s','C']", "", "")
              ",'rounds':[{'type':'independent_analysis'},{'type':'ranking'}]}",
              x, y);
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(ctx, spec, NULL);
+    council_run *run = ran(state, spec);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "ranking");
     assert_non_null(r);
     assert_string_equal(member_in(r, "a")->parsed_json, sq("{'ranking':['B','C','A']}"));
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 /* A member may answer with any bytes. Requests are JSON, so the next
@@ -147,12 +146,13 @@ static int latin1_start(council_call *call, void *arg)
 
 static void test_non_utf8_answers_reach_later_requests_as_replacement_chars(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    json_t *seen = NULL;
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    static json_t *seen; /* the provider's, until the test takes it */
+    seen = NULL;
     council_provider_ops ops = {latin1_start, NULL, NULL};
     assert_int_equal(council_provider_register(ctx, "latin1", &ops, &seen), 0);
-    council_run *run = run_spec(
+    council_run *run = f->run = run_spec(
         ctx, "{'id':'t','members':[{'id':'a','provider':'latin1'},"
              "{'id':'b','provider':'mock'}],'rounds':[{'type':"
              "'independent_analysis'},{'type':'peer_review'}]}",
@@ -167,8 +167,7 @@ static void test_non_utf8_answers_reach_later_requests_as_replacement_chars(void
     /* the result keeps the bytes as given */
     assert_memory_equal(member_in(r, "a")->text, "caf\xe9 \xc3\xa9", 7);
     json_decref(seen);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    seen = NULL;
     /* the same rule as jansson's: overlong, surrogate, truncated and over
      * U+10FFFF sequences are invalid bytes; a 4-byte emoji is kept */
     json_t *j = cx_json_text("\xc0\xaf|\xed\xa0\x80|\xe2\x82|\xf4\x90\x80\x80|"
@@ -222,13 +221,11 @@ static void test_pairwise_elimination_bracket_with_bye(void **state)
 
 static void test_iterate_stops_on_unanimous_vote(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = run_spec(
-        ctx, "{'id':'t'," MEMBERS3("", "", "")
-             ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
-             "'name':'loop','options':{'until':'consensus','max_iterations':5,"
-             "'rounds':[{'type':'peer_review'},{'type':'vote'}]}}]}", NULL);
+    council_run *run = ran(
+        state, "{'id':'t'," MEMBERS3("", "", "")
+               ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
+               "'name':'loop','options':{'until':'consensus','max_iterations':5,"
+               "'rounds':[{'type':'peer_review'},{'type':'vote'}]}}]}");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *it = round_named(run, "loop");
     assert_agg(it, "{'consensus':true,'iterations':1,'stopped_by':'consensus'}");
@@ -238,13 +235,11 @@ static void test_iterate_stops_on_unanimous_vote(void **state)
 
 static void test_iterate_runs_to_max_iterations_without_consensus(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = run_spec(
-        ctx, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'A'", "")
-             ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
-             "'name':'loop','until':'consensus','max_iterations':3,"
-             "'rounds':[{'type':'vote'}]}]}", NULL);
+    council_run *run = ran(
+        state, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'A'", "")
+               ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
+               "'name':'loop','until':'consensus','max_iterations':3,"
+               "'rounds':[{'type':'vote'}]}]}");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_rounds, 5); /* analysis, 3 votes, the iterate */
@@ -260,13 +255,11 @@ static void test_iterate_runs_to_max_iterations_without_consensus(void **state)
 
 static void test_iterate_stops_when_answers_are_equal(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = run_spec(
-        ctx, "{'id':'t'," MEMBERS3("'answer':'42'", "'answer':'42'",
+    council_run *run = ran(
+        state, "{'id':'t'," MEMBERS3("'answer':'42'", "'answer':'42'",
                                        "'answer':'42'")
-             ",'rounds':[{'type':'iterate','options':{'until':'consensus',"
-             "'rounds':[{'type':'peer_review'}]}}]}", NULL);
+               ",'rounds':[{'type':'iterate','options':{'until':'consensus',"
+               "'rounds':[{'type':'peer_review'}]}}]}");
     assert_agg(round_named(run, "iterate"),
                "{'consensus':true,'iterations':1,'stopped_by':'consensus'}");
     assert_string_equal(council_run_result(run)->final_text, "42");
@@ -274,12 +267,10 @@ static void test_iterate_stops_when_answers_are_equal(void **state)
 
 static void test_synthesis_member_and_chair(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = run_spec(
-        ctx, "{'id':'t'," MEMBERS3("", "", "")
-             ",'rounds':[{'type':'independent_analysis'},{'type':'synthesis',"
-             "'options':{'member':'b'}}],'chair':'c'}", NULL);
+    council_run *run = ran(
+        state, "{'id':'t'," MEMBERS3("", "", "")
+               ",'rounds':[{'type':'independent_analysis'},{'type':'synthesis',"
+               "'options':{'member':'b'}}],'chair':'c'}");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *sy = round_named(run, "synthesis");
     assert_int_equal(sy->n_members, 1);
@@ -294,12 +285,10 @@ static void test_synthesis_member_and_chair(void **state)
 
 static void test_members_option_gates_a_round(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = run_spec(
-        ctx, "{'id':'t'," MEMBERS3("", "", "")
-             ",'rounds':[{'type':'independent_analysis','options':{'members':"
-             "['c','b']}},{'type':'vote','options':{'members':['a']}}]}", NULL);
+    council_run *run = ran(
+        state, "{'id':'t'," MEMBERS3("", "", "")
+               ",'rounds':[{'type':'independent_analysis','options':{'members':"
+               "['c','b']}},{'type':'vote','options':{'members':['a']}}]}");
     const council_round_result *r = round_named(run, "independent_analysis");
     /* the members called, then those left out, as skipped */
     assert_int_equal(r->n_members, 3);
@@ -324,11 +313,9 @@ static void test_members_option_gates_a_round(void **state)
 
 static void test_unparsable_vote_is_a_counted_member_error(void **state)
 {
-    fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = run_spec(
-        ctx, "{'id':'t'," MEMBERS3("", "", "'text':'I like them all'")
-             ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}", NULL);
+    council_run *run = ran(
+        state, "{'id':'t'," MEMBERS3("", "", "'text':'I like them all'")
+               ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *v = round_named(run, "vote");
     const council_member_result *mc = member_in(v, "c");
@@ -482,8 +469,8 @@ static void test_each_round_type_grants_what_it_should(void **state)
  * failed member; "fail_fast" fails the run as soon as one fails for good. */
 static void test_failure_mode_fail_fast_and_continue(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     const char *members = MEMBERS3("'fail_attempts':[1,2]", "'latency_ms':200", "");
     char spec[1024];
     snprintf(spec, sizeof spec,
@@ -491,7 +478,7 @@ static void test_failure_mode_fail_fast_and_continue(void **state)
              "'options':{'failure_mode':'fail_fast'}},{'type':'vote'}],"
              "'limits':{'max_attempts':2}}",
              members);
-    council_run *run = run_spec(ctx, spec, NULL);
+    council_run *run = f->run = run_spec(ctx, spec, NULL);
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     const council_result *res = council_run_result(run);
     assert_int_equal(res->n_rounds, 1); /* the partial round, then nothing */
@@ -510,18 +497,15 @@ static void test_failure_mode_fail_fast_and_continue(void **state)
     assert_string_equal(ei->kind, "transient");
     assert_string_equal(ei->member_id, "a");
     assert_string_equal(ei->round_name, "independent_analysis");
-    council_run_unref(run);
     snprintf(spec, sizeof spec,
              "{'id':'t',%s,'rounds':[{'type':'independent_analysis',"
              "'options':{'failure_mode':'continue'}}],'limits':{'max_attempts':2}}",
              members);
-    run = run_spec(ctx, spec, NULL);
+    run = f->runs[0] = run_spec(ctx, spec, NULL);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    council_run_unref(run);
     assert_refused("{'id':'t','members':[{'id':'a','provider':'mock'}],"
                    "'rounds':[{'type':'vote','options':{'failure_mode':'maybe'}}]}",
                    "rounds[0].options.failure_mode");
-    council_ctx_free(ctx);
 }
 
 /* A member's own max_attempts / backoff_ms win over the limits'; a
@@ -561,24 +545,24 @@ static void test_member_retry_options_and_timeout_status(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_failure_mode_fail_fast_and_continue),
-        cmocka_unit_test_setup_teardown(test_member_retry_options_and_timeout_status, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_independent_analysis_gives_one_answer_per_member, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_vote_tally_and_winner, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_vote_tie_goes_to_lowest_label, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_ranking_borda_count, fx_setup, fx_teardown),
-        cmocka_unit_test(test_mock_ranking_list_with_long_entries_is_safe),
-        cmocka_unit_test_setup_teardown(test_pairwise_elimination_bracket_with_bye, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_iterate_stops_on_unanimous_vote, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_iterate_runs_to_max_iterations_without_consensus, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_iterate_stops_when_answers_are_equal, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_synthesis_member_and_chair, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_members_option_gates_a_round, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_unparsable_vote_is_a_counted_member_error, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_round_with_no_success_fails_the_run, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_vote_without_answers_fails, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_each_round_type_grants_what_it_should, fx_setup, fx_teardown),
-        cmocka_unit_test(test_non_utf8_answers_reach_later_requests_as_replacement_chars),
+        fx_test(test_failure_mode_fail_fast_and_continue),
+        fx_test(test_member_retry_options_and_timeout_status),
+        fx_test(test_independent_analysis_gives_one_answer_per_member),
+        fx_test(test_vote_tally_and_winner),
+        fx_test(test_vote_tie_goes_to_lowest_label),
+        fx_test(test_ranking_borda_count),
+        fx_test(test_mock_ranking_list_with_long_entries_is_safe),
+        fx_test(test_pairwise_elimination_bracket_with_bye),
+        fx_test(test_iterate_stops_on_unanimous_vote),
+        fx_test(test_iterate_runs_to_max_iterations_without_consensus),
+        fx_test(test_iterate_stops_when_answers_are_equal),
+        fx_test(test_synthesis_member_and_chair),
+        fx_test(test_members_option_gates_a_round),
+        fx_test(test_unparsable_vote_is_a_counted_member_error),
+        fx_test(test_round_with_no_success_fails_the_run),
+        fx_test(test_vote_without_answers_fails),
+        fx_test(test_each_round_type_grants_what_it_should),
+        fx_test(test_non_utf8_answers_reach_later_requests_as_replacement_chars),
     };
     return cmocka_run_group_tests_name("rounds", tests, NULL, NULL);
 }

@@ -22,14 +22,13 @@ static const char *status_of(const council_member_result *m)
 
 static void test_rules_choose_members_by_input(void **state)
 {
-    (void)state;
+    fx *f = *state;
     const char *spec =
         "{'id':'t'," MEMBERS3 ",'router':{'rules':["
         "{'when':{'input_contains':['TAX','invoice']},'members':['b']},"
         "{'when':{'input_contains':'code'},'members':['a','c']}],"
         "'default':['c']},'rounds':[{'type':'independent_analysis'}]}";
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(ctx, spec, "a question about tax");
+    council_run *run = f->run = run_spec(f->ctx, spec, "a question about tax");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "independent_analysis");
     assert_int_equal(r->n_members, 3);
@@ -41,7 +40,6 @@ static void test_rules_choose_members_by_input(void **state)
     assert_null(r->members[1]->error);
     assert_int_equal(r->members[1]->attempts, 0);
     assert_string_equal(status_of(member_in(r, "c")), "skipped");
-    council_run_unref(run);
 
     /* the second rule, and no rule: the default; statuses of a, b, c */
     static const struct {
@@ -49,14 +47,12 @@ static void test_rules_choose_members_by_input(void **state)
     } more[] = {{"review this code", "ok", "skipped", "ok"},
                 {"nothing matches", "skipped", "skipped", "ok"}};
     for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) {
-        run = run_spec(ctx, spec, more[i].input);
+        run = f->runs[i] = run_spec(f->ctx, spec, more[i].input);
         r = round_named(run, "independent_analysis");
         assert_string_equal(status_of(member_in(r, "a")), more[i].a);
         assert_string_equal(status_of(member_in(r, "b")), more[i].b);
         assert_string_equal(status_of(member_in(r, "c")), more[i].c);
-        council_run_unref(run);
     }
-    council_ctx_free(ctx);
 }
 
 /* Two branches: a router on each round picks the one that runs; the
@@ -64,7 +60,7 @@ static void test_rules_choose_members_by_input(void **state)
  * completes with the branch taken. */
 static void test_rules_choose_a_branch_after_a_vote(void **state)
 {
-    (void)state;
+    fx *f = *state;
     const char *spec =
         "{'id':'t','members':[{'id':'a','provider':'mock','options':{'vote':'B'}},"
         "{'id':'b','provider':'mock','options':{'vote':'B'}},"
@@ -74,11 +70,8 @@ static void test_rules_choose_a_branch_after_a_vote(void **state)
         "{'when':{'previous_winner':'a'},'members':['a','c']}],'default':[]}}},"
         "{'type':'peer_review','name':'b_branch','options':{'router':{'rules':["
         "{'when':{'previous_winner':'b'},'members':['b','c']}],'default':[]}}}]}";
-    council_ctx *ctx = test_ctx(0);
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, sq(spec), "q", &rec);
-    wait_done(ctx, run, 5000);
-    council_ctx_flush(ctx);
+    council_run *run = fx_run(f, sq(spec), "q", 5000);
+    council_ctx_flush(f->ctx);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *skipped = round_named(run, "a_branch");
     assert_non_null(skipped);
@@ -91,17 +84,14 @@ static void test_rules_choose_a_branch_after_a_vote(void **state)
     assert_string_equal(status_of(member_in(taken, "a")), "skipped");
     assert_string_equal(council_run_result(run)->final_text, taken->text);
     /* both rounds were announced and completed, with their indices */
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_STARTED), 4);
-    assert_int_equal(rec_count(&rec, COUNCIL_EV_ROUND_COMPLETED), 4);
+    assert_int_equal(rec_count(&f->rec, COUNCIL_EV_ROUND_STARTED), 4);
+    assert_int_equal(rec_count(&f->rec, COUNCIL_EV_ROUND_COMPLETED), 4);
     assert_int_equal(skipped->idx, 2);
     assert_int_equal(taken->idx, 3);
     /* nobody of the skipped round was started */
-    for (size_t i = 0; i < rec.n; i++)
-        if (rec.ev[i]->type == COUNCIL_EV_MEMBER_STARTED)
-            assert_string_not_equal(rec.ev[i]->round_name, "a_branch");
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    for (size_t i = 0; i < f->rec.n; i++)
+        if (f->rec.ev[i]->type == COUNCIL_EV_MEMBER_STARTED)
+            assert_string_not_equal(f->rec.ev[i]->round_name, "a_branch");
 }
 
 /* ---------------------------------------------------- registered routers */
@@ -167,9 +157,10 @@ static void later_release(void *arg)
     ((later *)arg)->released++;
 }
 
-static council_ctx *ctx_with(later *l)
+/* ctx with the router "pick" over l (which outlives ctx: its release
+ * comes when ctx is freed). */
+static council_ctx *ctx_with(council_ctx *ctx, later *l)
 {
-    council_ctx *ctx = test_ctx(0);
     council_router_ops ops = {later_start, later_cancel, later_release};
     assert_int_equal(council_router_register(ctx, "pick", &ops, l), COUNCIL_OK);
     assert_int_equal(council_router_register(ctx, "pick", &ops, l), COUNCIL_EEXIST);
@@ -182,10 +173,10 @@ static council_ctx *ctx_with(later *l)
 
 static void test_registered_router_answering_at_once(void **state)
 {
-    (void)state;
-    later l = {.answer = {"c", "a", "c"}, .n = 3};
-    council_ctx *ctx = ctx_with(&l);
-    council_run *run = run_spec(ctx, PICK_SPEC, "q");
+    fx *f = *state;
+    static later l;
+    l = (later){.answer = {"c", "a", "c"}, .n = 3};
+    council_run *run = f->run = run_spec(ctx_with(f->ctx, &l), PICK_SPEC, "q");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = round_named(run, "independent_analysis");
     assert_string_equal(r->members[0]->member_id, "a");
@@ -203,18 +194,22 @@ static void test_registered_router_answering_at_once(void **state)
     assert_int_equal(json_array_size(json_object_get(req, "members")), 3);
     assert_string_equal(json_string_value(json_object_get(req, "input")), "q");
     json_decref(req);
-    /* the synthesis round (one member) is not routed: one request only */
+    /* the synthesis round (one member) is not routed: one request only;
+     * the router is released with the context */
     council_run_unref(run);
-    council_ctx_free(ctx);
+    f->run = NULL;
+    council_ctx_free(f->ctx);
+    f->ctx = NULL;
     assert_int_equal(l.released, 1);
 }
 
 static void test_registered_router_answering_later(void **state)
 {
-    (void)state;
-    later l = {.answer = {"b"}, .n = 1, .mode = 1};
-    council_ctx *ctx = ctx_with(&l);
-    council_run *run = start_rec(ctx, sq(PICK_SPEC), "q", NULL);
+    fx *f = *state;
+    static later l;
+    l = (later){.answer = {"b"}, .n = 1, .mode = 1};
+    council_ctx *ctx = ctx_with(f->ctx, &l);
+    council_run *run = f->run = start_rec(ctx, sq(PICK_SPEC), "q", NULL);
     for (int i = 0; i < 200 && !l.pending; i++)
         council_ctx_step(ctx, 10);
     assert_non_null(l.pending);
@@ -232,13 +227,13 @@ static void test_registered_router_answering_later(void **state)
     const council_round_result *r = round_named(run, "independent_analysis");
     assert_string_equal(status_of(member_in(r, "b")), "ok");
     assert_string_equal(status_of(member_in(r, "a")), "skipped");
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
+/* A run of PICK_SPEC with router l, in a context of its own, fails with
+ * an error that holds expect. */
 static void assert_fails_with(later *l, const char *expect)
 {
-    council_ctx *ctx = ctx_with(l);
+    council_ctx *ctx = ctx_with(test_ctx(0), l);
     council_run *run = run_spec(ctx, PICK_SPEC, "q");
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     const council_result *res = council_run_result(run);
@@ -268,12 +263,14 @@ static void test_router_failures_fail_the_run_naming_the_router(void **state)
 
 static void test_router_without_answer_times_out(void **state)
 {
-    (void)state;
-    later l = {.mode = 1};
-    council_ctx *ctx = ctx_with(&l);
-    council_run *run = run_spec(ctx, "{'id':'t'," MEMBERS3 ",'limits':{'member_timeout_ms':"
-                                     "30},'router':'pick','rounds':[{'type':"
-                                     "'independent_analysis'}]}", "q");
+    fx *f = *state;
+    static later l;
+    l = (later){.mode = 1};
+    council_run *run = f->run =
+        run_spec(ctx_with(f->ctx, &l),
+                 "{'id':'t'," MEMBERS3 ",'limits':{'member_timeout_ms':30},'router':'pick',"
+                 "'rounds':[{'type':'independent_analysis'}]}",
+                 "q");
     assert_int_equal(council_run_status(run), COUNCIL_FAILED);
     assert_non_null(strstr(council_run_result(run)->errors[0],
                            "router pick failed: no answer within 30 ms"));
@@ -282,16 +279,15 @@ static void test_router_without_answer_times_out(void **state)
                         "transient");
     assert_int_equal(l.cancels, 1);
     assert_null(l.pending);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_cancel_while_routing_abandons_the_route(void **state)
 {
-    (void)state;
-    later l = {.mode = 1};
-    council_ctx *ctx = ctx_with(&l);
-    council_run *run = start_rec(ctx, sq(PICK_SPEC), "q", NULL);
+    fx *f = *state;
+    static later l;
+    l = (later){.mode = 1};
+    council_ctx *ctx = ctx_with(f->ctx, &l);
+    council_run *run = f->run = start_rec(ctx, sq(PICK_SPEC), "q", NULL);
     for (int i = 0; i < 200 && !l.pending; i++)
         council_ctx_step(ctx, 10);
     council_route *rt = council_route_ref(l.pending);
@@ -301,14 +297,12 @@ static void test_cancel_while_routing_abandons_the_route(void **state)
     assert_int_equal(council_route_select(rt, ids, 1), COUNCIL_ESTATE);
     council_route_unref(rt);
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_unregistered_router_and_bad_specs_are_refused(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     council_spec *spec;
     council_spec_error err;
     const char *s = sq("{'id':'t'," MEMBERS3 ",'rounds':[{'type':'vote'},{'type':'iterate',"
@@ -347,12 +341,11 @@ static void test_unregistered_router_and_bad_specs_are_refused(void **state)
             fail_msg("router %s: field %s, expected %s", bad[i].router, err.field,
                      bad[i].field);
     }
-    council_ctx_free(ctx);
 }
 
 static void test_a_built_spec_takes_a_router(void **state)
 {
-    (void)state;
+    fx *f = *state;
     council_spec *spec = council_spec_new("built");
     assert_int_equal(council_spec_add_member(spec, "a", "mock", NULL), COUNCIL_OK);
     assert_int_equal(council_spec_add_member(spec, "b", "mock", NULL), COUNCIL_OK);
@@ -362,27 +355,23 @@ static void test_a_built_spec_takes_a_router(void **state)
     assert_int_equal(council_spec_set_router(spec, NULL), COUNCIL_OK);
     assert_int_equal(council_spec_set_router(spec, sq("{'rules':[{'members':['b']}]}")),
                      COUNCIL_OK);
-    council_ctx *ctx = test_ctx(0);
     council_start_opts o = {.spec = spec, .input = {.tag = "text", .data = "q", .len = 1}};
-    council_run *run;
-    assert_int_equal(council_run_start(ctx, &o, &run), COUNCIL_OK);
+    assert_int_equal(council_run_start(f->ctx, &o, &f->run), COUNCIL_OK);
+    council_run *run = f->run;
     assert_int_equal(council_spec_set_router(spec, NULL), COUNCIL_ESTATE);
-    wait_done(ctx, run, 5000);
+    wait_done(f->ctx, run, 5000);
     const council_round_result *r = round_named(run, "independent_analysis");
     assert_string_equal(status_of(member_in(r, "a")), "skipped");
     assert_string_equal(status_of(member_in(r, "b")), "ok");
-    council_run_unref(run);
     council_spec_unref(spec);
-    council_ctx_free(ctx);
 }
 
 /* ----------------------------------------------------------------- timings */
 
 static void test_results_carry_durations(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = run_spec(ctx, "{'id':'t','members':[{'id':'a','provider':'mock',"
+    fx *f = *state;
+    council_run *run = f->run = run_spec(f->ctx, "{'id':'t','members':[{'id':'a','provider':'mock',"
                                      "'options':{'latency_ms':20}}],'rounds':[{'type':"
                                      "'independent_analysis'}]}", "q");
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
@@ -399,23 +388,21 @@ static void test_results_carry_durations(void **state)
     assert_non_null(strstr(json, "\"duration_us\""));
     assert_non_null(strstr(json, "\"provider_us\""));
     free(json);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rules_choose_members_by_input),
-        cmocka_unit_test(test_rules_choose_a_branch_after_a_vote),
-        cmocka_unit_test(test_registered_router_answering_at_once),
-        cmocka_unit_test(test_registered_router_answering_later),
+        fx_test(test_rules_choose_members_by_input),
+        fx_test(test_rules_choose_a_branch_after_a_vote),
+        fx_test(test_registered_router_answering_at_once),
+        fx_test(test_registered_router_answering_later),
         cmocka_unit_test(test_router_failures_fail_the_run_naming_the_router),
-        cmocka_unit_test(test_router_without_answer_times_out),
-        cmocka_unit_test(test_cancel_while_routing_abandons_the_route),
-        cmocka_unit_test(test_unregistered_router_and_bad_specs_are_refused),
-        cmocka_unit_test(test_a_built_spec_takes_a_router),
-        cmocka_unit_test(test_results_carry_durations),
+        fx_test(test_router_without_answer_times_out),
+        fx_test(test_cancel_while_routing_abandons_the_route),
+        fx_test(test_unregistered_router_and_bad_specs_are_refused),
+        fx_test(test_a_built_spec_takes_a_router),
+        fx_test(test_results_carry_durations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,16 +11,25 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static const char SLOW[] =
-    "{\"id\":\"slow\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-    "{\"latency_ms\":200,\"chunks\":4}},{\"id\":\"b\",\"provider\":\"mock\",\"options\":"
-    "{\"latency_ms\":200}}],\"rounds\":[{\"type\":\"independent_analysis\",\"name\":"
-    "\"draft\"},{\"type\":\"vote\"}]}";
+/* Specs in single quotes (sq). */
+static const char SLOW_SQ[] =
+    "{'id':'slow','members':[{'id':'a','provider':'mock','options':"
+    "{'latency_ms':200,'chunks':4}},{'id':'b','provider':'mock','options':"
+    "{'latency_ms':200}}],'rounds':[{'type':'independent_analysis','name':"
+    "'draft'},{'type':'vote'}]}";
 
-static const char FAST[] =
-    "{\"id\":\"fast\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-    "{\"chunks\":2}},{\"id\":\"b\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":"
-    "\"independent_analysis\"},{\"type\":\"vote\"}],\"chair\":\"b\"}";
+static const char FAST_SQ[] =
+    "{'id':'fast','members':[{'id':'a','provider':'mock','options':"
+    "{'chunks':2}},{'id':'b','provider':'mock'}],'rounds':[{'type':"
+    "'independent_analysis'},{'type':'vote'}],'chair':'b'}";
+
+#define SLOW sq(SLOW_SQ)
+#define FAST sq(FAST_SQ)
+
+/* A run whose only member hangs on its first attempt. */
+#define HANGING                                                                     \
+    sq("{'id':'h','members':[{'id':'a','provider':'mock','options':"                 \
+       "{'hang_attempts':[1]}}],'rounds':[{'type':'independent_analysis'}]}")
 
 static council_run *create_only(council_ctx *ctx, const char *spec_text,
                                 const char *reg, const char *id, int *rc)
@@ -136,12 +145,15 @@ static void test_duplicate_run_id_is_eexist_per_registry(void **state)
     council_run_unref(r3);
 }
 
+static const council_config RETAIN60 = {.retention_ms = 60, .member_timeout_ms = 5000};
+
+/* in a context of RETAIN60 */
 static void test_whereis_and_state_through_retention(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(60);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     int rc;
-    council_run *run = create_only(ctx, FAST, "R", "id-7", &rc);
+    council_run *run = f->run = create_only(ctx, FAST, "R", "id-7", &rc);
     council_run *w = NULL;
     council_summary s;
     assert_int_equal(council_whereis(ctx, "R", "id-7", 4, &w), COUNCIL_OK);
@@ -175,11 +187,8 @@ static void test_whereis_and_state_through_retention(void **state)
     council_ctx_stats(ctx, &st);
     assert_int_equal(st.runs_registered, 0);
     /* the id is free again */
-    council_run *again = create_only(ctx, FAST, "R", "id-7", &rc);
+    f->runs[0] = create_only(ctx, FAST, "R", "id-7", &rc);
     assert_int_equal(rc, 0);
-    council_run_unref(again);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_cancel_pending_run(void **state)
@@ -235,31 +244,31 @@ static void test_cancel_mid_round_stops_at_once(void **state)
  * deferred pumps all gone). */
 static const struct phase_case {
     const char *what;
-    const char *spec;
+    const char *spec; /* single quotes */
     const char *round; /* the summary's current_round at that phase */
 } phases[] = {
     {"waiting for a retry's backoff",
-     "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-     "{\"fail_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\","
-     "\"name\":\"draft\"}],\"limits\":{\"max_attempts\":2,\"backoff_ms\":60000}}",
+     "{'id':'p','members':[{'id':'a','provider':'mock','options':"
+     "{'fail_attempts':[1]}}],'rounds':[{'type':'independent_analysis',"
+     "'name':'draft'}],'limits':{'max_attempts':2,'backoff_ms':60000}}",
      "draft"},
     {"in the chair's synthesis",
-     "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
-     "{\"id\":\"c\",\"provider\":\"mock\",\"options\":{\"latency_ms\":60000}}],"
-     "\"rounds\":[{\"type\":\"independent_analysis\",\"options\":{\"members\":[\"a\"]}}],"
-     "\"chair\":\"c\"}",
+     "{'id':'p','members':[{'id':'a','provider':'mock'},"
+     "{'id':'c','provider':'mock','options':{'latency_ms':60000}}],"
+     "'rounds':[{'type':'independent_analysis','options':{'members':['a']}}],"
+     "'chair':'c'}",
      "chair"},
     {"inside an iterate round",
-     "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-     "{\"latency_ms\":60000}}],\"rounds\":[{\"type\":\"iterate\",\"name\":\"loop\","
-     "\"options\":{\"rounds\":[{\"type\":\"independent_analysis\",\"name\":\"inner\"}]}}]}",
+     "{'id':'p','members':[{'id':'a','provider':'mock','options':"
+     "{'latency_ms':60000}}],'rounds':[{'type':'iterate','name':'loop',"
+     "'options':{'rounds':[{'type':'independent_analysis','name':'inner'}]}}]}",
      "inner"},
     {"in a pairwise bracket",
-     "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
-     "{\"id\":\"b\",\"provider\":\"mock\"},{\"id\":\"c\",\"provider\":\"mock\","
-     "\"options\":{\"latency_ms\":60000}}],\"rounds\":[{\"type\":\"independent_analysis\","
-     "\"options\":{\"members\":[\"a\",\"b\"]}},{\"type\":\"pairwise_elimination\","
-     "\"name\":\"bracket\"}]}",
+     "{'id':'p','members':[{'id':'a','provider':'mock'},"
+     "{'id':'b','provider':'mock'},{'id':'c','provider':'mock',"
+     "'options':{'latency_ms':60000}}],'rounds':[{'type':'independent_analysis',"
+     "'options':{'members':['a','b']}},{'type':'pairwise_elimination',"
+     "'name':'bracket'}]}",
      "bracket"},
 };
 
@@ -270,7 +279,7 @@ static void test_cancel_at_each_phase(void **state)
         const struct phase_case *pc = &phases[k];
         council_ctx *ctx = test_ctx(0);
         recorder rec = {0};
-        council_run *run = start_rec(ctx, pc->spec, "q", &rec);
+        council_run *run = start_rec(ctx, sq(pc->spec), "q", &rec);
         council_summary s;
         uint64_t t0 = uv_hrtime();
         for (;;) {
@@ -377,10 +386,10 @@ static void on_order(council_run *run, void *arg)
 
 static void test_watchers_fire_in_order_whatever_was_unwatched(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     int rc;
-    council_run *run = create_only(ctx, FAST, NULL, "order", &rc);
+    council_run *run = f->run = create_only(ctx, FAST, NULL, "order", &rc);
     order_run = run;
     order_n = 0;
 #define W(c) ((void *)(uintptr_t)(c))
@@ -400,9 +409,8 @@ static void test_watchers_fire_in_order_whatever_was_unwatched(void **state)
     /* b, then d dropped by b, c (the second one), e */
     assert_int_equal(order_n, 3);
     assert_memory_equal(order_log, "bce", 3);
-    council_run_unref(run);
     /* a run with one watcher, unwatched: nothing fires */
-    run = create_only(ctx, FAST, NULL, "order2", &rc);
+    run = f->runs[0] = create_only(ctx, FAST, NULL, "order2", &rc);
     order_n = 0;
     assert_int_equal(council_run_watch(run, on_order, W('a')), 0);
     assert_int_equal(council_run_unwatch(run, on_order, W('a')), 0);
@@ -410,30 +418,24 @@ static void test_watchers_fire_in_order_whatever_was_unwatched(void **state)
     wait_done(ctx, run, 3000);
     assert_int_equal(order_n, 0);
 #undef W
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
+static const council_config MAX_RUNS2 = {.max_runs = 2};
+
+/* in a context of MAX_RUNS2 (freeing it cancels b and c) */
 static void test_max_runs_limit(void **state)
 {
-    (void)state;
-    council_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.max_runs = 2;
-    council_ctx *ctx = council_ctx_new(&cfg);
+    fx *f = *state;
     int rc;
-    council_run *a = create_only(ctx, SLOW, NULL, NULL, &rc);
-    council_run *b = create_only(ctx, SLOW, NULL, NULL, &rc);
-    council_run *c = create_only(ctx, SLOW, NULL, NULL, &rc);
+    council_run **a = &f->runs[0], **b = &f->runs[1], **c = &f->runs[2];
+    *a = create_only(f->ctx, SLOW, NULL, NULL, &rc);
+    *b = create_only(f->ctx, SLOW, NULL, NULL, &rc);
+    *c = create_only(f->ctx, SLOW, NULL, NULL, &rc);
     assert_int_equal(rc, COUNCIL_ELIMIT);
-    assert_null(c);
-    council_run_cancel(a);
-    c = create_only(ctx, SLOW, NULL, NULL, &rc);
+    assert_null(*c);
+    council_run_cancel(*a);
+    *c = create_only(f->ctx, SLOW, NULL, NULL, &rc);
     assert_int_equal(rc, 0);
-    council_run_unref(a);
-    council_run_unref(b);
-    council_run_unref(c);
-    council_ctx_free(ctx); /* cancels b and c */
 }
 
 /* Runs that finish at different times leave retention each at its own
@@ -452,17 +454,20 @@ static void wait_gone(council_ctx *ctx, const char *id, uint64_t max_ms)
 /* Retention 2 s, b ending about 1 s after a: when a leaves, b has been
  * retained for about 1 s less, so it is still there however late the loop
  * noticed a's time (by less than a second); then b leaves in its turn. */
+static const council_config RETAIN2000 = {.retention_ms = 2000, .member_timeout_ms = 5000};
+
+/* in a context of RETAIN2000 */
 static void test_each_retained_run_leaves_at_its_own_time(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(2000);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     int rc;
-    council_run *a = create_only(ctx, FAST, NULL, "a", &rc);
+    council_run *a = f->runs[0] = create_only(ctx, FAST, NULL, "a", &rc);
     council_run_begin(a);
     wait_done(ctx, a, 3000);
     uint64_t a_end = uv_hrtime();
     spin(ctx, 1000);
-    council_run *b = create_only(ctx, FAST, NULL, "b", &rc);
+    council_run *b = f->runs[1] = create_only(ctx, FAST, NULL, "b", &rc);
     council_run_begin(b);
     wait_done(ctx, b, 3000);
     assert_int_equal(council_run_find(ctx, NULL, "a", 1, NULL), COUNCIL_OK);
@@ -471,30 +476,24 @@ static void test_each_retained_run_leaves_at_its_own_time(void **state)
     assert_true((uv_hrtime() - a_end) / 1000000 >= 1900);
     assert_int_equal(council_run_find(ctx, NULL, "b", 1, NULL), COUNCIL_OK);
     wait_gone(ctx, "b", 5000);
-    council_run_unref(a);
-    council_run_unref(b);
-    council_ctx_free(ctx);
 }
 
+static const council_config RETAINED1 = {.max_retained = 1};
+
+/* in a context of RETAINED1 */
 static void test_oldest_retained_run_leaves_when_retention_is_full(void **state)
 {
-    (void)state;
-    council_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.max_retained = 1;
-    council_ctx *ctx = council_ctx_new(&cfg);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     int rc;
-    council_run *a = create_only(ctx, FAST, NULL, "a", &rc);
-    council_run *b = create_only(ctx, FAST, NULL, "b", &rc);
+    council_run *a = f->runs[0] = create_only(ctx, FAST, NULL, "a", &rc);
+    council_run *b = f->runs[1] = create_only(ctx, FAST, NULL, "b", &rc);
     council_run_begin(a);
     council_run_begin(b);
     wait_done(ctx, a, 3000);
     wait_done(ctx, b, 3000);
     assert_int_equal(council_run_find(ctx, NULL, "a", 1, NULL), COUNCIL_ENOTFOUND);
     assert_int_equal(council_run_find(ctx, NULL, "b", 1, NULL), COUNCIL_OK);
-    council_run_unref(a);
-    council_run_unref(b);
-    council_ctx_free(ctx);
 }
 
 /* Thousands of runs leave retention in sweeps (and, with retention full,
@@ -518,15 +517,13 @@ static void start_fast(council_ctx *ctx, const council_spec *spec, size_t i)
     council_run_unref(run);
 }
 
+static const council_config MANY = {.retention_ms = 100, .max_runs = 5000, .max_retained = 2500};
+
+/* in a context of MANY */
 static void test_many_runs_leave_retention_and_the_loop_stays_free(void **state)
 {
-    (void)state;
-    council_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.retention_ms = 100;
-    cfg.max_runs = 5000;
-    cfg.max_retained = 2500;
-    council_ctx *ctx = council_ctx_new(&cfg);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     council_spec *spec = spec_json(FAST);
     council_stats st;
     size_t i;
@@ -550,25 +547,20 @@ static void test_many_runs_leave_retention_and_the_loop_stays_free(void **state)
     spin(ctx, 400);
     council_ctx_stats(ctx, &st);
     assert_int_equal(st.runs_registered, 0);
-    /* and the context goes on */
-    recorder rec = {0};
-    council_run *run = start_rec(ctx, FAST, "again", &rec);
-    wait_done(ctx, run, 3000);
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    assert_int_equal(rec_terminal(&rec), 1);
-    council_run_unref(run);
-    rec_clear(&rec);
     council_spec_unref(spec);
-    council_ctx_free(ctx);
+    /* and the context goes on */
+    council_run *run = fx_run(f, FAST, "again", 3000);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    assert_int_equal(rec_terminal(&f->rec), 1);
 }
 
+static const council_config SUBS2 = {.max_subscribers_per_topic = 2};
+
+/* in a context of SUBS2 */
 static void test_subscriber_limit_per_topic(void **state)
 {
-    (void)state;
-    council_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.max_subscribers_per_topic = 2;
-    council_ctx *ctx = council_ctx_new(&cfg);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     recorder r1 = {0}, r2 = {0}, r3 = {0};
     council_subscription *s1;
     assert_int_equal(council_subscribe(ctx, "council_ex:run:x", 16, rec_cb, NULL, &r1, &s1), 0);
@@ -580,7 +572,6 @@ static void test_subscriber_limit_per_topic(void **state)
     assert_int_equal(st.subscriptions, 2);
     council_unsubscribe(ctx, s1);
     assert_int_equal(council_subscribe(ctx, "council_ex:run:x", 16, rec_cb, NULL, &r3, NULL), 0);
-    council_ctx_free(ctx);
 }
 
 static void test_summary_inside_iterate(void **state)
@@ -588,9 +579,9 @@ static void test_summary_inside_iterate(void **state)
     fx *f = *state;
     council_ctx *ctx = f->ctx;
     council_run *run = f->run = start_rec(
-        ctx, "{\"id\":\"i\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-             "{\"latency_ms\":300}}],\"rounds\":[{\"type\":\"iterate\",\"name\":\"loop\","
-             "\"options\":{\"rounds\":[{\"type\":\"independent_analysis\",\"name\":\"inner\"}]}}]}",
+        ctx, sq("{'id':'i','members':[{'id':'a','provider':'mock','options':"
+                "{'latency_ms':300}}],'rounds':[{'type':'iterate','name':'loop',"
+                "'options':{'rounds':[{'type':'independent_analysis','name':'inner'}]}}]}"),
         "q", NULL);
     spin(ctx, 40);
     council_summary s;
@@ -603,36 +594,30 @@ static void test_summary_inside_iterate(void **state)
     assert_int_equal(s.rounds_completed, 4); /* 3 iterations + the iterate */
 }
 
-/* A run whose only member hangs on its first attempt, already called. */
-static council_run *start_hanging_member(council_ctx *ctx)
+/* The fixture's run of HANGING, its member already called. */
+static council_run *start_hanging_member(fx *f)
 {
-    council_run *run = start_rec(
-        ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-             "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
-        "q", NULL);
-    council_ctx_step(ctx, 0); /* starts the member */
+    council_run *run = f->run = start_rec(f->ctx, HANGING, "q", NULL);
+    council_ctx_step(f->ctx, 0); /* starts the member */
     return run;
 }
 
 /* A step of 30 ms with nothing to do returns "work remains" after at least
- * 20 ms and well before the member's timeout; then everything is freed. */
+ * 20 ms and well before the member's timeout; then the run is cancelled. */
 static void assert_step_bounded(council_ctx *ctx, council_run *run, uint64_t t0)
 {
     assert_int_equal(council_ctx_step(ctx, 30), 1);
     uint64_t ms = (uv_hrtime() - t0) / 1000000;
     assert_true(ms >= 20 && ms < 1000);
     council_run_cancel(run);
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_step_waits_at_most_the_timeout(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_hanging_member(ctx);
+    fx *f = *state;
+    council_run *run = start_hanging_member(f);
     uint64_t t0 = uv_hrtime();
-    assert_step_bounded(ctx, run, t0);
+    assert_step_bounded(f->ctx, run, t0);
 }
 
 /* The bound holds when the host kept the loop waiting (its own work between
@@ -641,14 +626,13 @@ static void test_step_waits_at_most_the_timeout(void **state)
  * event (here the member's 5 s timeout). */
 static void test_step_waits_at_most_the_timeout_after_host_work(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_hanging_member(ctx);
+    fx *f = *state;
+    council_run *run = start_hanging_member(f);
     uint64_t t0 = uv_hrtime();
     while (uv_hrtime() - t0 < 100 * 1000000ull)
         ; /* the host is busy for 100 ms */
     t0 = uv_hrtime();
-    assert_step_bounded(ctx, run, t0);
+    assert_step_bounded(f->ctx, run, t0);
 }
 
 static void test_concurrency_limit_serialises_members(void **state)
@@ -657,11 +641,11 @@ static void test_concurrency_limit_serialises_members(void **state)
     council_ctx *ctx = f->ctx;
     recorder *rec = &f->rec;
     council_run *run = f->run = start_rec(
-        ctx, "{\"id\":\"c\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-             "{\"latency_ms\":20}},{\"id\":\"b\",\"provider\":\"mock\",\"options\":"
-             "{\"latency_ms\":20}},{\"id\":\"c\",\"provider\":\"mock\",\"options\":"
-             "{\"latency_ms\":20}}],\"rounds\":[{\"type\":\"independent_analysis\"}],"
-             "\"limits\":{\"concurrency\":1}}", "q", rec);
+        ctx, sq("{'id':'c','members':[{'id':'a','provider':'mock','options':"
+                "{'latency_ms':20}},{'id':'b','provider':'mock','options':"
+                "{'latency_ms':20}},{'id':'c','provider':'mock','options':"
+                "{'latency_ms':20}}],'rounds':[{'type':'independent_analysis'}],"
+                "'limits':{'concurrency':1}}"), "q", rec);
     wait_done(ctx, run, 3000);
     int in_flight = 0;
     for (size_t i = 0; i < rec->n; i++) {
@@ -676,12 +660,13 @@ static void test_concurrency_limit_serialises_members(void **state)
 /* Members that answer at once (mock, latency 0): every round ends inside
  * the pump that started it. 1 + 40 x 2 + the iterate + the chair = 83
  * rounds. */
-static const char SYNC_MANY[] =
-    "{\"id\":\"many\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-    "{\"chunks\":2}},{\"id\":\"b\",\"provider\":\"mock\"},{\"id\":\"c\",\"provider\":"
-    "\"mock\"}],\"rounds\":[{\"type\":\"independent_analysis\"},{\"type\":\"iterate\","
-    "\"name\":\"loop\",\"options\":{\"max_iterations\":40,\"rounds\":[{\"type\":"
-    "\"peer_review\"},{\"type\":\"vote\"}]}}],\"chair\":\"a\"}";
+static const char SYNC_MANY_SQ[] =
+    "{'id':'many','members':[{'id':'a','provider':'mock','options':"
+    "{'chunks':2}},{'id':'b','provider':'mock'},{'id':'c','provider':"
+    "'mock'}],'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
+    "'name':'loop','options':{'max_iterations':40,'rounds':[{'type':"
+    "'peer_review'},{'type':'vote'}]}}],'chair':'a'}";
+#define SYNC_MANY sq(SYNC_MANY_SQ)
 #define SYNC_MANY_ROUNDS 83
 
 /* A socket kept readable: its callback runs in every poll phase of the
@@ -836,26 +821,21 @@ static void test_cancel_between_synchronous_rounds(void **state)
     assert_int_equal(st.runs_active, 0);
 }
 
+static const council_config QUEUE4 = {.subscriber_queue_cap = 4};
+
+/* in a context of QUEUE4 */
 static void test_slow_subscriber_is_cut_off_not_the_run(void **state)
 {
-    (void)state;
-    council_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.subscriber_queue_cap = 4;
-    council_ctx *ctx = council_ctx_new(&cfg);
-    recorder rec = {0};
-    council_run *run = start_rec(
-        ctx, "{\"id\":\"o\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-             "{\"chunks\":50}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}", "q", &rec);
-    wait_done(ctx, run, 3000);
+    fx *f = *state;
+    council_run *run = fx_run(f,
+                              sq("{'id':'o','members':[{'id':'a','provider':'mock','options':"
+                                 "{'chunks':50}}],'rounds':[{'type':'independent_analysis'}]}"),
+                              "q", 3000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    assert_true(rec.overflowed > 0);
-    assert_true(rec.n <= 5);
-    for (size_t i = 0; i < rec.n; i++)
-        assert_int_equal(rec.ev[i]->seq, i + 1); /* nothing skipped before the cut */
-    rec_clear(&rec);
-    council_run_unref(run);
-    council_ctx_free(ctx);
+    assert_true(f->rec.overflowed > 0);
+    assert_true(f->rec.n <= 5);
+    for (size_t i = 0; i < f->rec.n; i++)
+        assert_int_equal(f->rec.ev[i]->seq, i + 1); /* nothing skipped before the cut */
 }
 
 static void test_json_views_have_the_protocol_shapes(void **state)
@@ -923,8 +903,8 @@ static void test_json_views_have_the_protocol_shapes(void **state)
 
 static void test_input_and_user_opts_are_opaque_copies(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     council_spec *spec = spec_json(FAST);
     unsigned char bytes[] = {131, 0, 1, 2, 0};
     unsigned char uo[] = {9, 0, 9};
@@ -939,8 +919,8 @@ static void test_input_and_user_opts_are_opaque_copies(void **state)
     o.input.text_len = 4;
     o.user_opts = uo;
     o.user_opts_len = sizeof uo;
-    council_run *run;
-    assert_int_equal(council_run_start(ctx, &o, &run), 0);
+    assert_int_equal(council_run_start(ctx, &o, &f->run), 0);
+    council_run *run = f->run;
     council_spec_unref(spec);
     bytes[0] = 0;
     const council_input *in = council_run_input(run);
@@ -959,14 +939,12 @@ static void test_input_and_user_opts_are_opaque_copies(void **state)
     assert_ptr_equal(council_run_ctx(run), ctx);
     wait_done(ctx, run, 3000);
     assert_non_null(strstr(council_run_result(run)->final_text, "\"view\""));
-    council_run_unref(run);
-    council_ctx_free(ctx);
 }
 
 static void test_bad_arguments(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     council_start_opts o;
     memset(&o, 0, sizeof o);
     council_run *run = NULL;
@@ -985,7 +963,6 @@ static void test_bad_arguments(void **state)
     assert_int_equal(council_whereis(ctx, NULL, "nope", 4, NULL), COUNCIL_EUNKNOWN_RUN);
     council_spec_unref(bad);
     council_spec_unref(spec);
-    council_ctx_free(ctx);
     council_ctx_free(NULL);
 }
 
@@ -994,9 +971,9 @@ static void test_unknown_provider_names_the_member_field(void **state)
     fx *f = *state;
     council_ctx *ctx = f->ctx;
     council_spec *spec = spec_json(
-        "{\"id\":\"p\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
-        "{\"id\":\"b\",\"provider\":\"gpt-9\"}],"
-        "\"rounds\":[{\"type\":\"independent_analysis\"}]}");
+        sq("{'id':'p','members':[{'id':'a','provider':'mock'},"
+           "{'id':'b','provider':'gpt-9'}],"
+           "'rounds':[{'type':'independent_analysis'}]}"));
     council_spec_error err = {{0}, {0}};
     assert_int_equal(council_ctx_check_providers(ctx, spec, &err), COUNCIL_EPROVIDER);
     assert_string_equal(err.field, "members[1].provider");
@@ -1019,25 +996,22 @@ static void test_unknown_provider_names_the_member_field(void **state)
 
 static void test_cancel_async_reaches_an_idle_loop(void **state)
 {
-    (void)state;
     /* only a pending run: nothing keeps the loop alive, yet the next step
      * (even one that does not wait) carries the request out */
-    council_ctx *ctx = test_ctx(0);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
     int rc;
-    council_run *run = create_only(ctx, FAST, NULL, "idle-1", &rc);
+    council_run *run = f->run = create_only(ctx, FAST, NULL, "idle-1", &rc);
     assert_int_equal(rc, 0);
     assert_int_equal(council_ctx_cancel_async(ctx, NULL, "idle-1", 6), COUNCIL_OK);
     assert_int_equal(council_run_status(run), COUNCIL_PENDING);
     council_ctx_step(ctx, 0);
     assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
     /* and through council_ctx_run */
-    council_run *run2 = create_only(ctx, FAST, NULL, "idle-2", &rc);
+    council_run *run2 = f->runs[0] = create_only(ctx, FAST, NULL, "idle-2", &rc);
     assert_int_equal(council_ctx_cancel_async(ctx, NULL, "idle-2", 6), COUNCIL_OK);
     assert_int_equal(council_ctx_run(ctx), 0);
     assert_int_equal(council_run_status(run2), COUNCIL_CANCELLED);
-    council_run_unref(run);
-    council_run_unref(run2);
-    council_ctx_free(ctx);
 }
 
 static void test_check_providers_validates_a_built_spec(void **state)
@@ -1078,14 +1052,12 @@ static void *stopper(void *arg)
     return NULL;
 }
 
+/* (the fixture's teardown frees the context, which cancels the hanging run) */
 static void test_stop_from_another_thread(void **state)
 {
-    (void)state;
-    council_ctx *ctx = test_ctx(0);
-    council_run *run = start_rec(
-        ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-             "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
-        "q", NULL);
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    council_run *run = f->run = start_rec(ctx, HANGING, "q", NULL);
     pthread_t t;
     pthread_create(&t, NULL, stopper, ctx);
     uint64_t t0 = uv_hrtime();
@@ -1094,8 +1066,6 @@ static void test_stop_from_another_thread(void **state)
     assert_true((uv_hrtime() - t0) / 1000000 < 2000);
     assert_int_equal(council_run_status(run), COUNCIL_RUNNING);
     council_ctx_wakeup(ctx);
-    council_run_unref(run);
-    council_ctx_free(ctx); /* cancels the hanging run */
 }
 
 typedef struct canceller {
@@ -1135,10 +1105,7 @@ static void test_cancel_from_another_thread(void **state)
     council_ctx *ctx = f->ctx;
     recorder *rec = &f->rec;
     int rc;
-    council_run *run = f->run = create_only(
-        ctx, "{\"id\":\"h\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\",\"options\":"
-             "{\"hang_attempts\":[1]}}],\"rounds\":[{\"type\":\"independent_analysis\"}]}",
-        "R", "t-1", &rc);
+    council_run *run = f->run = create_only(ctx, HANGING, "R", "t-1", &rc);
     assert_int_equal(rc, 0);
     council_run_subscribe(run, rec_cb, NULL, rec, NULL);
     assert_int_equal(council_run_begin(run), 0);
@@ -1170,38 +1137,38 @@ static void test_cancel_from_another_thread(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_events_in_order_with_one_terminal, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_generated_run_ids_are_base64url_and_unique, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_duplicate_run_id_is_eexist_per_registry, fx_setup, fx_teardown),
-        cmocka_unit_test(test_whereis_and_state_through_retention),
-        cmocka_unit_test_setup_teardown(test_cancel_pending_run, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_mid_round_stops_at_once, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_after_completion_changes_nothing, fx_setup, fx_teardown),
+        fx_test(test_events_in_order_with_one_terminal),
+        fx_test(test_generated_run_ids_are_base64url_and_unique),
+        fx_test(test_duplicate_run_id_is_eexist_per_registry),
+        fx_test_with(test_whereis_and_state_through_retention, &RETAIN60),
+        fx_test(test_cancel_pending_run),
+        fx_test(test_cancel_mid_round_stops_at_once),
+        fx_test(test_cancel_after_completion_changes_nothing),
         cmocka_unit_test(test_cancel_at_each_phase),
-        cmocka_unit_test_setup_teardown(test_watchers_fire_once_after_the_terminal_event, fx_setup, fx_teardown),
-        cmocka_unit_test(test_watchers_fire_in_order_whatever_was_unwatched),
-        cmocka_unit_test(test_max_runs_limit),
-        cmocka_unit_test(test_oldest_retained_run_leaves_when_retention_is_full),
-        cmocka_unit_test(test_many_runs_leave_retention_and_the_loop_stays_free),
-        cmocka_unit_test(test_each_retained_run_leaves_at_its_own_time),
-        cmocka_unit_test(test_subscriber_limit_per_topic),
-        cmocka_unit_test_setup_teardown(test_summary_inside_iterate, fx_setup, fx_teardown),
-        cmocka_unit_test(test_step_waits_at_most_the_timeout),
-        cmocka_unit_test(test_step_waits_at_most_the_timeout_after_host_work),
-        cmocka_unit_test_setup_teardown(test_concurrency_limit_serialises_members, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_synchronous_rounds_yield_to_io_between_rounds, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_two_synchronous_runs_take_turns_round_by_round, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_between_synchronous_rounds, fx_setup, fx_teardown),
-        cmocka_unit_test(test_slow_subscriber_is_cut_off_not_the_run),
-        cmocka_unit_test_setup_teardown(test_json_views_have_the_protocol_shapes, fx_setup, fx_teardown),
-        cmocka_unit_test(test_input_and_user_opts_are_opaque_copies),
-        cmocka_unit_test(test_bad_arguments),
-        cmocka_unit_test_setup_teardown(test_unknown_provider_names_the_member_field, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_ctx_run_returns_when_idle, fx_setup, fx_teardown),
-        cmocka_unit_test(test_stop_from_another_thread),
-        cmocka_unit_test_setup_teardown(test_cancel_from_another_thread, fx_setup, fx_teardown),
-        cmocka_unit_test(test_cancel_async_reaches_an_idle_loop),
-        cmocka_unit_test_setup_teardown(test_check_providers_validates_a_built_spec, fx_setup, fx_teardown),
+        fx_test(test_watchers_fire_once_after_the_terminal_event),
+        fx_test(test_watchers_fire_in_order_whatever_was_unwatched),
+        fx_test_with(test_max_runs_limit, &MAX_RUNS2),
+        fx_test_with(test_oldest_retained_run_leaves_when_retention_is_full, &RETAINED1),
+        fx_test_with(test_many_runs_leave_retention_and_the_loop_stays_free, &MANY),
+        fx_test_with(test_each_retained_run_leaves_at_its_own_time, &RETAIN2000),
+        fx_test_with(test_subscriber_limit_per_topic, &SUBS2),
+        fx_test(test_summary_inside_iterate),
+        fx_test(test_step_waits_at_most_the_timeout),
+        fx_test(test_step_waits_at_most_the_timeout_after_host_work),
+        fx_test(test_concurrency_limit_serialises_members),
+        fx_test(test_synchronous_rounds_yield_to_io_between_rounds),
+        fx_test(test_two_synchronous_runs_take_turns_round_by_round),
+        fx_test(test_cancel_between_synchronous_rounds),
+        fx_test_with(test_slow_subscriber_is_cut_off_not_the_run, &QUEUE4),
+        fx_test(test_json_views_have_the_protocol_shapes),
+        fx_test(test_input_and_user_opts_are_opaque_copies),
+        fx_test(test_bad_arguments),
+        fx_test(test_unknown_provider_names_the_member_field),
+        fx_test(test_ctx_run_returns_when_idle),
+        fx_test(test_stop_from_another_thread),
+        fx_test(test_cancel_from_another_thread),
+        fx_test(test_cancel_async_reaches_an_idle_loop),
+        fx_test(test_check_providers_validates_a_built_spec),
     };
     return cmocka_run_group_tests_name("run", tests, NULL, NULL);
 }

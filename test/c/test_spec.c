@@ -5,19 +5,21 @@
 /* white-box suite (reads the compiled spec): built with -Ic_src/core, see the Makefile */
 #include "council_internal.h"
 
-static const char GOOD[] =
-    "{\"id\":\"c1\",\"members\":["
-    "{\"id\":\"a\",\"provider\":\"mock\",\"options\":{\"latency_ms\":5}},"
-    "{\"id\":\"b\",\"provider\":\"mock\"},"
-    "{\"id\":\"c\",\"provider\":\"exec\",\"options\":{\"argv\":[\"/bin/cat\"]}}],"
-    "\"rounds\":[{\"type\":\"independent_analysis\"},"
-    "{\"type\":\"iterate\",\"name\":\"loop\",\"options\":{\"max_iterations\":4,"
-    "\"until\":\"consensus\",\"rounds\":[{\"type\":\"critique\"},{\"type\":\"vote\","
-    "\"options\":{\"members\":[\"b\",\"a\"]}}]}},"
-    "{\"type\":\"synthesis\",\"options\":{\"member\":\"b\"}}],"
-    "\"chair\":\"a\","
-    "\"limits\":{\"member_timeout_ms\":1000,\"max_attempts\":3,\"backoff_ms\":10,"
-    "\"concurrency\":2}}";
+/* Specs in single quotes (sq). */
+static const char GOOD_SQ[] =
+    "{'id':'c1','members':["
+    "{'id':'a','provider':'mock','options':{'latency_ms':5}},"
+    "{'id':'b','provider':'mock'},"
+    "{'id':'c','provider':'exec','options':{'argv':['/bin/cat']}}],"
+    "'rounds':[{'type':'independent_analysis'},"
+    "{'type':'iterate','name':'loop','options':{'max_iterations':4,"
+    "'until':'consensus','rounds':[{'type':'critique'},{'type':'vote',"
+    "'options':{'members':['b','a']}}]}},"
+    "{'type':'synthesis','options':{'member':'b'}}],"
+    "'chair':'a',"
+    "'limits':{'member_timeout_ms':1000,'max_attempts':3,'backoff_ms':10,"
+    "'concurrency':2}}";
+#define GOOD sq(GOOD_SQ)
 
 static void test_valid_spec_compiles_into_the_model(void **state)
 {
@@ -49,12 +51,15 @@ static void test_valid_spec_compiles_into_the_model(void **state)
     council_spec_unref(s);
 }
 
+/* The spec (single quotes) is refused with code, naming field (and
+ * msg_part in its message unless NULL). */
 static void expect_error(const char *json, int code, const char *field,
                          const char *msg_part)
 {
     council_spec *s = NULL;
     council_spec_error err;
     memset(&err, 0, sizeof err);
+    json = sq(json);
     int rc = council_spec_from_json(json, strlen(json), &s, &err);
     if (rc != code || strcmp(err.field, field) != 0 ||
         (msg_part && !strstr(err.message, msg_part)))
@@ -63,67 +68,66 @@ static void expect_error(const char *json, int code, const char *field,
     assert_null(s);
 }
 
-#define M2 "\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},{\"id\":\"b\",\"provider\":\"mock\"}]"
+#define M2 "'members':[{'id':'a','provider':'mock'},{'id':'b','provider':'mock'}]"
 
 static void test_spec_errors_name_the_field(void **state)
 {
     (void)state;
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\"},{\"type\":\"vote\"},"
-                 "{\"type\":\"telepathy\"}]}",
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'vote'},{'type':'vote'},"
+                 "{'type':'telepathy'}]}",
                  COUNCIL_ESPEC, "rounds[2].type", "telepathy");
-    expect_error("{\"id\":\"x\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"
-                 "{\"id\":\"a\",\"provider\":\"mock\"}],\"rounds\":[{\"type\":\"vote\"}]}",
+    expect_error("{'id':'x','members':[{'id':'a','provider':'mock'},"
+                 "{'id':'a','provider':'mock'}],'rounds':[{'type':'vote'}]}",
                  COUNCIL_ESPEC, "members[1].id", "duplicate");
-    expect_error("{\"id\":\"x\",\"members\":[{\"id\":\"a\"}],\"rounds\":[{\"type\":\"vote\"}]}",
+    expect_error("{'id':'x','members':[{'id':'a'}],'rounds':[{'type':'vote'}]}",
                  COUNCIL_ESPEC, "members[0].provider", NULL);
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\"}],\"chair\":\"z\"}",
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'vote'}],'chair':'z'}",
                  COUNCIL_ESPEC, "chair", NULL);
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\",\"options\":"
-                 "{\"members\":[\"a\",\"q\"]}}]}",
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'vote','options':"
+                 "{'members':['a','q']}}]}",
                  COUNCIL_ESPEC, "rounds[0].options.members[1]", NULL);
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\"},{\"type\":\"iterate\"}]}",
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'vote'},{'type':'iterate'}]}",
                  COUNCIL_ESPEC, "rounds[1].options.rounds", NULL);
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"iterate\",\"options\":{"
-                 "\"max_iterations\":0,\"rounds\":[{\"type\":\"vote\"}]}}]}",
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'iterate','options':{"
+                 "'max_iterations':0,'rounds':[{'type':'vote'}]}}]}",
                  COUNCIL_ESPEC, "rounds[0].options.max_iterations", NULL);
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"iterate\",\"options\":{"
-                 "\"rounds\":[{\"type\":\"bogus\"}]}}]}",
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'iterate','options':{"
+                 "'rounds':[{'type':'bogus'}]}}]}",
                  COUNCIL_ESPEC, "rounds[0].options.rounds[0].type", NULL);
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\"}],\"limits\":"
-                 "{\"max_attempts\":-1}}",
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'vote'}],'limits':"
+                 "{'max_attempts':-1}}",
                  COUNCIL_ESPEC, "limits.max_attempts", NULL);
-    expect_error("{\"id\":\"x\",\"members\":[{\"id\":\"a\",\"provider\":\"exec\"}],"
-                 "\"rounds\":[{\"type\":\"vote\"}]}",
+    expect_error("{'id':'x','members':[{'id':'a','provider':'exec'}],"
+                 "'rounds':[{'type':'vote'}]}",
                  COUNCIL_ESPEC, "members[0].options.argv", NULL);
-    expect_error("{\"members\":[],\"rounds\":[]}", COUNCIL_ESPEC, "id", NULL);
-    expect_error("{\"id\":\"x\",\"members\":[],\"rounds\":[]}", COUNCIL_ESPEC, "members", NULL);
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[]}", COUNCIL_ESPEC, "rounds", NULL);
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"vote\",\"name\":\"\"}]}",
+    expect_error("{'members':[],'rounds':[]}", COUNCIL_ESPEC, "id", NULL);
+    expect_error("{'id':'x','members':[],'rounds':[]}", COUNCIL_ESPEC, "members", NULL);
+    expect_error("{'id':'x'," M2 ",'rounds':[]}", COUNCIL_ESPEC, "rounds", NULL);
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'vote','name':''}]}",
                  COUNCIL_ESPEC, "rounds[0].name", NULL);
     /* 1 + 100 * (1 + 100 * (1 + 100)) rounds: refused, not run for days */
-    expect_error("{\"id\":\"x\"," M2 ",\"rounds\":[{\"type\":\"iterate\",\"options\":{"
-                 "\"max_iterations\":100,\"rounds\":[{\"type\":\"iterate\",\"options\":{"
-                 "\"max_iterations\":100,\"rounds\":[{\"type\":\"iterate\",\"options\":{"
-                 "\"max_iterations\":100,\"rounds\":[{\"type\":\"vote\"}]}}]}}]}}]}",
+    expect_error("{'id':'x'," M2 ",'rounds':[{'type':'iterate','options':{"
+                 "'max_iterations':100,'rounds':[{'type':'iterate','options':{"
+                 "'max_iterations':100,'rounds':[{'type':'iterate','options':{"
+                 "'max_iterations':100,'rounds':[{'type':'vote'}]}}]}}]}}]}",
                  COUNCIL_ESPEC, "rounds", "more than 10000 rounds");
     expect_error("[1,2]", COUNCIL_ESPEC, "$", NULL);
-    expect_error("{\"id\":", COUNCIL_EPARSE, "$", "invalid JSON");
+    expect_error("{'id':", COUNCIL_EPARSE, "$", "invalid JSON");
 }
 
+static const council_config SPEC64 = {.max_spec_bytes = 64};
+
+/* in a context of SPEC64 */
 static void test_spec_size_limit_is_etoobig(void **state)
 {
-    (void)state;
-    council_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.max_spec_bytes = 64;
-    council_ctx *ctx = council_ctx_new(&cfg);
+    fx *f = *state;
     council_spec *s = NULL;
     council_spec_error err;
-    assert_int_equal(council_ctx_spec_from_json(ctx, GOOD, strlen(GOOD), &s, &err),
+    const char *good = GOOD;
+    assert_int_equal(council_ctx_spec_from_json(f->ctx, good, strlen(good), &s, &err),
                      COUNCIL_ETOOBIG);
     assert_string_equal(err.field, "$");
     assert_null(s);
-    council_ctx_free(ctx);
 }
 
 static void test_c_builders_build_and_freeze(void **state)
@@ -231,17 +235,18 @@ static void test_strerror_names_every_code(void **state)
     assert_string_equal(council_strerror(COUNCIL_ERUNNER_DEAD), "runner dead");
 }
 
-/* A council of a mock and a council member "sub" of spec `inner`. */
+/* A council of a mock and a council member "sub" of spec `inner`
+ * (single quotes). */
 #define WITH_SUB(id, inner)                                                     \
-    "{\"id\":\"" id "\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\"},"       \
-    "{\"id\":\"sub\",\"provider\":\"council\",\"options\":{\"spec\":" inner       \
-    "}}],\"rounds\":[{\"type\":\"vote\"}]}"
+    "{'id':'" id "','members':[{'id':'a','provider':'mock'},"       \
+    "{'id':'sub','provider':'council','options':{'spec':" inner       \
+    "}}],'rounds':[{'type':'vote'}]}"
 
 static void test_council_member_specs_are_compiled_with_their_parent(void **state)
 {
     (void)state;
     /* valid: compiled and frozen once, with its own council members too */
-    council_spec *s = spec_json(WITH_SUB("p", WITH_SUB("c1", WITH_SUB("c2", "{\"id\":\"x\"}"))));
+    council_spec *s = spec_json(sq(WITH_SUB("p", WITH_SUB("c1", WITH_SUB("c2", "{'id':'x'}")))));
     const council_spec *c1 = s->members[1].sub;
     assert_non_null(c1);
     assert_null(s->members[1].sub_error);
@@ -265,7 +270,7 @@ static void test_council_member_specs_are_compiled_with_their_parent(void **stat
     council_spec_unref(s);
 
     /* nested deeper than a sub-council may run: left alone */
-    s = spec_json(WITH_SUB("p", WITH_SUB("c1", WITH_SUB("c2", WITH_SUB("c3", "{\"id\":\"x\"}")))));
+    s = spec_json(sq(WITH_SUB("p", WITH_SUB("c1", WITH_SUB("c2", WITH_SUB("c3", "{'id':'x'}"))))));
     const council_spec *c3 = s->members[1].sub->members[1].sub->members[1].sub;
     assert_non_null(c3);
     assert_null(c3->members[1].sub);
@@ -276,7 +281,7 @@ static void test_council_member_specs_are_compiled_with_their_parent(void **stat
     s = council_spec_new("b");
     assert_int_equal(council_spec_add_member(s, "a", "mock", NULL), 0);
     assert_int_equal(council_spec_add_member(s, "sub", "council",
-                                             "{\"spec\":" WITH_SUB("inner", "{}") "}"),
+                                             sq("{'spec':" WITH_SUB("inner", "{}") "}")),
                      0);
     assert_int_equal(council_spec_add_round(s, "vote", NULL, NULL), 0);
     assert_int_equal(council_spec_validate(s, NULL), 0);
@@ -292,7 +297,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_spec_compiles_into_the_model),
         cmocka_unit_test(test_spec_errors_name_the_field),
-        cmocka_unit_test(test_spec_size_limit_is_etoobig),
+        fx_test_with(test_spec_size_limit_is_etoobig, &SPEC64),
         cmocka_unit_test(test_c_builders_build_and_freeze),
         cmocka_unit_test(test_labels_follow_spec_order),
         cmocka_unit_test(test_vote_parsing_takes_first_valid_marker),

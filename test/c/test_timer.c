@@ -53,89 +53,113 @@ static void run_until_idle(council_ctx *ctx)
         ;
 }
 
+/* The fixture of the ordering tests: a context and timers a..e, each
+ * writing its name into r when it fires (what else it does is its tick's
+ * action, set by the test); teardown closes those still in tm[] (a test
+ * that closes one clears its slot). */
+typedef struct tfx {
+    council_ctx *ctx;
+    rec r;
+    tick t[5];
+    cx_timer *tm[5];
+} tfx;
+
+enum { A, B, C, D, E };
+
+static int tfx_setup(void **state)
+{
+    tfx *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->ctx = council_ctx_new(NULL);
+    assert_non_null(f->ctx);
+    for (int i = A; i <= E; i++) {
+        f->t[i] = (tick){&f->r, (char)('a' + i), 0};
+        f->tm[i] = cx_timer_new(f->ctx, on_tick, &f->t[i]);
+        assert_non_null(f->tm[i]);
+    }
+    *state = f;
+    return 0;
+}
+
+static int tfx_teardown(void **state)
+{
+    tfx *f = *state;
+    for (int i = A; i <= E; i++)
+        if (f->tm[i])
+            cx_timer_close(f->tm[i]);
+    council_ctx_free(f->ctx);
+    free(f);
+    return 0;
+}
+
+#define timer_test(t) cmocka_unit_test_setup_teardown(t, tfx_setup, tfx_teardown)
+
 static void test_timers_fire_by_due_time_then_start_order(void **state)
 {
-    (void)state;
-    council_ctx *ctx = council_ctx_new(NULL);
-    rec r = {0};
-    tick ta = {&r, 'a', 0}, tb = {&r, 'b', 0}, tc = {&r, 'c', 0}, td = {&r, 'd', 0};
-    cx_timer *a = cx_timer_new(ctx, on_tick, &ta), *b = cx_timer_new(ctx, on_tick, &tb);
-    cx_timer *c = cx_timer_new(ctx, on_tick, &tc), *d = cx_timer_new(ctx, on_tick, &td);
-    assert_non_null(a);
-    assert_non_null(d);
-    cx_timer_start(a, 30);
-    cx_timer_start(b, 10);
-    cx_timer_start(c, 10);
-    cx_timer_start(d, 0);
-    run_until_idle(ctx);
-    assert_string_equal(r.order, "dbca");
-    cx_timer_close(a);
-    cx_timer_close(b);
-    cx_timer_close(c);
-    cx_timer_close(d);
-    council_ctx_free(ctx);
+    tfx *f = *state;
+    cx_timer_start(f->tm[A], 30);
+    cx_timer_start(f->tm[B], 10);
+    cx_timer_start(f->tm[C], 10);
+    cx_timer_start(f->tm[D], 0);
+    run_until_idle(f->ctx);
+    assert_string_equal(f->r.order, "dbca");
 }
 
 static void test_a_timer_started_at_zero_from_a_callback_fires_in_the_same_pass(void **state)
 {
-    (void)state;
-    council_ctx *ctx = council_ctx_new(NULL);
-    rec r = {0};
-    tick ta = {&r, 'a', 1}, tb = {&r, 'b', 0};
-    cx_timer *a = cx_timer_new(ctx, on_tick, &ta);
-    r.other = cx_timer_new(ctx, on_tick, &tb);
-    r.other_ms = 0;
-    cx_timer_start(a, 0);
-    council_ctx_step(ctx, 0);
-    assert_string_equal(r.order, "ab");
-    assert_int_equal(council_ctx_step(ctx, 0), 0); /* nothing armed: idle */
-    cx_timer_close(a);
-    cx_timer_close(r.other);
-    council_ctx_free(ctx);
+    tfx *f = *state;
+    f->t[A].action = 1;
+    f->r.other = f->tm[B];
+    f->r.other_ms = 0;
+    cx_timer_start(f->tm[A], 0);
+    council_ctx_step(f->ctx, 0);
+    assert_string_equal(f->r.order, "ab");
+    assert_int_equal(council_ctx_step(f->ctx, 0), 0); /* nothing armed: idle */
 }
 
-static void test_a_due_timer_closed_or_stopped_by_an_earlier_one_never_fires(void **state)
+/* a, due with b and c, closes (action 2) or stops (action 3) b first */
+static void due_timer_acted_on_by_an_earlier_one(void **state, int action)
 {
-    (void)state;
-    for (int action = 2; action <= 3; action++) {
-        council_ctx *ctx = council_ctx_new(NULL);
-        rec r = {0};
-        tick ta = {&r, 'a', action}, tb = {&r, 'b', 0}, tc = {&r, 'c', 0};
-        cx_timer *a = cx_timer_new(ctx, on_tick, &ta), *c = cx_timer_new(ctx, on_tick, &tc);
-        r.other = cx_timer_new(ctx, on_tick, &tb);
-        cx_timer_start(a, 5);
-        cx_timer_start(r.other, 5);
-        cx_timer_start(c, 5);
-        run_until_idle(ctx);
-        assert_string_equal(r.order, "ac");
-        cx_timer_close(a);
-        cx_timer_close(c);
-        cx_timer_close(r.other); /* NULL after action 2 */
-        council_ctx_free(ctx);
+    tfx *f = *state;
+    f->t[A].action = action;
+    f->r.other = f->tm[B];
+    cx_timer_start(f->tm[A], 5);
+    cx_timer_start(f->tm[B], 5);
+    cx_timer_start(f->tm[C], 5);
+    run_until_idle(f->ctx);
+    assert_string_equal(f->r.order, "ac");
+    if (action == 2) {
+        assert_null(f->r.other);
+        f->tm[B] = NULL; /* closed by a */
     }
+}
+
+static void test_a_due_timer_closed_by_an_earlier_one_never_fires(void **state)
+{
+    due_timer_acted_on_by_an_earlier_one(state, 2);
+}
+
+static void test_a_due_timer_stopped_by_an_earlier_one_never_fires(void **state)
+{
+    due_timer_acted_on_by_an_earlier_one(state, 3);
 }
 
 static void test_restarting_moves_a_timer_and_stopping_the_last_leaves_the_loop_idle(void **state)
 {
-    (void)state;
-    council_ctx *ctx = council_ctx_new(NULL);
-    rec r = {0};
-    tick ta = {&r, 'a', 0}, tb = {&r, 'b', 0};
-    cx_timer *a = cx_timer_new(ctx, on_tick, &ta), *b = cx_timer_new(ctx, on_tick, &tb);
+    tfx *f = *state;
+    cx_timer *a = f->tm[A], *b = f->tm[B];
     cx_timer_start(a, 0);
     cx_timer_start(b, 5);
     cx_timer_start(a, 20); /* moved behind b */
-    run_until_idle(ctx);
-    assert_string_equal(r.order, "ba");
+    run_until_idle(f->ctx);
+    assert_string_equal(f->r.order, "ba");
     cx_timer_start(a, 3600000);
     cx_timer_start(b, 3600000);
     cx_timer_stop(b);
     cx_timer_stop(a);
-    assert_int_equal(council_ctx_step(ctx, 0), 0);
-    assert_string_equal(r.order, "ba");
-    cx_timer_close(a);
-    cx_timer_close(b);
-    council_ctx_free(ctx);
+    assert_int_equal(council_ctx_step(f->ctx, 0), 0);
+    assert_string_equal(f->r.order, "ba");
 }
 
 /* A socket that stays readable: its poll callback runs once per loop
@@ -174,24 +198,18 @@ static void io_watch_close(council_ctx *ctx, io_watch *w)
 
 static void test_a_deferred_timer_fires_after_the_poll_not_in_the_same_pass(void **state)
 {
-    (void)state;
-    council_ctx *ctx = council_ctx_new(NULL);
-    rec r = {0};
+    tfx *f = *state;
     io_watch w;
     /* a (a timer of delay 0) defers b: the poll's 'i' comes in between,
      * where a timer started at 0 would have fired before it */
-    tick ta = {&r, 'a', 4}, tb = {&r, 'b', 0};
-    cx_timer *a = cx_timer_new(ctx, on_tick, &ta);
-    r.other = cx_timer_new(ctx, on_tick, &tb);
-    io_watch_start(ctx, &w, &r);
-    cx_timer_start(a, 0);
-    council_ctx_step(ctx, 1000);
-    assert_string_equal(r.order, "aib");
-    io_watch_close(ctx, &w);
-    assert_int_equal(council_ctx_step(ctx, 0), 0); /* nothing deferred: idle */
-    cx_timer_close(a);
-    cx_timer_close(r.other);
-    council_ctx_free(ctx);
+    f->t[A].action = 4;
+    f->r.other = f->tm[B];
+    io_watch_start(f->ctx, &w, &f->r);
+    cx_timer_start(f->tm[A], 0);
+    council_ctx_step(f->ctx, 1000);
+    assert_string_equal(f->r.order, "aib");
+    io_watch_close(f->ctx, &w);
+    assert_int_equal(council_ctx_step(f->ctx, 0), 0); /* nothing deferred: idle */
 }
 
 /* A deferred timer that defers itself again from its callback. */
@@ -211,33 +229,27 @@ static void on_relay(void *arg)
 
 static void test_a_timer_deferred_from_the_check_phase_waits_for_the_next_poll(void **state)
 {
-    (void)state;
-    council_ctx *ctx = council_ctx_new(NULL);
-    rec r = {0};
+    tfx *f = *state;
     io_watch w;
-    relay y = {&r, NULL, 3};
-    y.self = cx_timer_new(ctx, on_relay, &y);
-    io_watch_start(ctx, &w, &r);
+    static relay y;
+    y = (relay){&f->r, NULL, 3};
+    cx_timer_close(f->tm[E]); /* a relay in place of e */
+    y.self = f->tm[E] = cx_timer_new(f->ctx, on_relay, &y);
+    io_watch_start(f->ctx, &w, &f->r);
     cx_timer_defer(y.self);
     uint64_t t0 = uv_hrtime();
     for (int i = 0; i < 3; i++)
-        council_ctx_step(ctx, -1); /* must not block: a deferral is pending */
+        council_ctx_step(f->ctx, -1); /* must not block: a deferral is pending */
     assert_true((uv_hrtime() - t0) / 1000000 < 500);
-    assert_string_equal(r.order, "i3i2i1");
-    io_watch_close(ctx, &w);
-    assert_int_equal(council_ctx_step(ctx, 0), 0);
-    cx_timer_close(y.self);
-    council_ctx_free(ctx);
+    assert_string_equal(f->r.order, "i3i2i1");
+    io_watch_close(f->ctx, &w);
+    assert_int_equal(council_ctx_step(f->ctx, 0), 0);
 }
 
 static void test_a_deferred_timer_stopped_moved_or_closed_fires_at_most_once(void **state)
 {
-    (void)state;
-    council_ctx *ctx = council_ctx_new(NULL);
-    rec r = {0};
-    tick ta = {&r, 'a', 0}, tb = {&r, 'b', 0}, tc = {&r, 'c', 0}, td = {&r, 'd', 0};
-    cx_timer *a = cx_timer_new(ctx, on_tick, &ta), *b = cx_timer_new(ctx, on_tick, &tb);
-    cx_timer *c = cx_timer_new(ctx, on_tick, &tc), *d = cx_timer_new(ctx, on_tick, &td);
+    tfx *f = *state;
+    cx_timer *a = f->tm[A], *b = f->tm[B], *c = f->tm[C], *d = f->tm[D], *e = f->tm[E];
     cx_timer_defer(a);
     cx_timer_defer(b);
     cx_timer_defer(c);
@@ -245,31 +257,28 @@ static void test_a_deferred_timer_stopped_moved_or_closed_fires_at_most_once(voi
     cx_timer_stop(a);      /* head */
     cx_timer_start(c, 0);  /* middle, moved to the heap: fires first */
     cx_timer_close(d);     /* tail */
+    f->tm[D] = NULL;
     cx_timer_defer(b);     /* deferring again moves it to the end */
-    run_until_idle(ctx);
-    assert_string_equal(r.order, "cb");
+    run_until_idle(f->ctx);
+    assert_string_equal(f->r.order, "cb");
     /* the last deferral stopped: the loop is idle at once */
     cx_timer_defer(a);
     cx_timer_stop(a);
-    assert_int_equal(council_ctx_step(ctx, 0), 0);
+    assert_int_equal(council_ctx_step(f->ctx, 0), 0);
     /* deferred in the check phase by an earlier deferred timer, then
      * stopped by it before its turn */
-    tick te = {&r, 'e', 3};
-    cx_timer *e = cx_timer_new(ctx, on_tick, &te);
-    r.other = b;
+    f->t[E].action = 3;
+    f->r.other = b;
     cx_timer_defer(e);
     cx_timer_defer(b);
-    run_until_idle(ctx);
-    assert_string_equal(r.order, "cbe");
+    run_until_idle(f->ctx);
+    assert_string_equal(f->r.order, "cbe");
     /* closed while deferred: the loop is idle at once */
     cx_timer_defer(a);
     cx_timer_close(a);
-    assert_int_equal(council_ctx_step(ctx, 0), 0);
-    assert_string_equal(r.order, "cbe");
-    cx_timer_close(b);
-    cx_timer_close(c);
-    cx_timer_close(e);
-    council_ctx_free(ctx);
+    f->tm[A] = NULL;
+    assert_int_equal(council_ctx_step(f->ctx, 0), 0);
+    assert_string_equal(f->r.order, "cbe");
 }
 
 enum { MANY = 300 };
@@ -357,14 +366,15 @@ static void test_the_heap_gives_its_room_back_when_timers_go(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_timers_fire_by_due_time_then_start_order),
-        cmocka_unit_test(test_a_timer_started_at_zero_from_a_callback_fires_in_the_same_pass),
-        cmocka_unit_test(test_a_due_timer_closed_or_stopped_by_an_earlier_one_never_fires),
-        cmocka_unit_test(test_restarting_moves_a_timer_and_stopping_the_last_leaves_the_loop_idle),
+        timer_test(test_timers_fire_by_due_time_then_start_order),
+        timer_test(test_a_timer_started_at_zero_from_a_callback_fires_in_the_same_pass),
+        timer_test(test_a_due_timer_closed_by_an_earlier_one_never_fires),
+        timer_test(test_a_due_timer_stopped_by_an_earlier_one_never_fires),
+        timer_test(test_restarting_moves_a_timer_and_stopping_the_last_leaves_the_loop_idle),
         cmocka_unit_test(test_many_timers_fire_by_due_time_then_start_order),
-        cmocka_unit_test(test_a_deferred_timer_fires_after_the_poll_not_in_the_same_pass),
-        cmocka_unit_test(test_a_timer_deferred_from_the_check_phase_waits_for_the_next_poll),
-        cmocka_unit_test(test_a_deferred_timer_stopped_moved_or_closed_fires_at_most_once),
+        timer_test(test_a_deferred_timer_fires_after_the_poll_not_in_the_same_pass),
+        timer_test(test_a_timer_deferred_from_the_check_phase_waits_for_the_next_poll),
+        timer_test(test_a_deferred_timer_stopped_moved_or_closed_fires_at_most_once),
         cmocka_unit_test(test_the_heap_gives_its_room_back_when_timers_go),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
