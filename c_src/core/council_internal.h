@@ -386,6 +386,7 @@ typedef struct watcher {
     struct watcher *next;
     council_run_end_cb cb;
     void *arg;
+    int changes;                /* a council_run_watch_changes watcher */
 } watcher;
 
 /* What a member has said: its latest answer and its latest critique

@@ -82,10 +82,15 @@ const pubsub_msg_ops *council_event_pubsub_ops(void)
 /* round, rtype and member are borrowed by the event: they must live as long
  * as the run (names from its spec or its results, or static), which the
  * event keeps a reference on. The chunk is copied. */
+static void changed(council_run *run);
+
 void run_publish(council_run *run, council_event_type type, const char *round,
                  int idx, const char *rtype, const char *member,
                  const char *chunk, size_t chunk_len, const void *payload)
 {
+    if (type == COUNCIL_EV_RUN_STARTED || type == COUNCIL_EV_ROUND_STARTED ||
+        type == COUNCIL_EV_ROUND_COMPLETED)
+        changed(run);
     pubsub *ps = run->ctx ? run->ctx->ps : NULL;
     if (!ps || pubsub_total_subscriptions(ps) == 0) {
         run->seq++; /* nobody subscribed anywhere: no event to build */
@@ -799,7 +804,8 @@ void run_finish(council_run *run, council_status status)
         if (!w)
             break;
         run->watchers = w->next;
-        w->cb(run, w->arg);
+        if (!w->changes) /* change watchers are dropped at the end */
+            w->cb(run, w->arg);
         free(w);
     }
     start_retention(run);
@@ -847,13 +853,15 @@ void run_detach_all(council_ctx *ctx)
 
 /* ------------------------------------------------------------- watchers */
 
-int council_run_watch(council_run *run, council_run_end_cb cb, void *arg)
+/* A watcher at the end of the list (end and change watchers share it;
+ * the first end watcher lives in the run). */
+static int add_watcher(council_run *run, council_run_end_cb cb, void *arg, int changes)
 {
     if (!run || !cb)
         return COUNCIL_EINVAL;
     if (is_terminal(run->status))
         return COUNCIL_ESTATE;
-    if (!run->end_cb && !run->watchers) {
+    if (!changes && !run->end_cb && !run->watchers) {
         /* the usual one watcher (the C node's, the NIF's): in the run */
         run->end_cb = cb;
         run->end_arg = arg;
@@ -864,6 +872,7 @@ int council_run_watch(council_run *run, council_run_end_cb cb, void *arg)
         return COUNCIL_ENOMEM;
     w->cb = cb;
     w->arg = arg;
+    w->changes = changes;
     watcher **pp = &run->watchers;
     while (*pp)
         pp = &(*pp)->next;
@@ -871,22 +880,50 @@ int council_run_watch(council_run *run, council_run_end_cb cb, void *arg)
     return COUNCIL_OK;
 }
 
-int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg)
+static int remove_watcher(council_run *run, council_run_end_cb cb, void *arg, int changes)
 {
     if (!run)
         return COUNCIL_EINVAL;
-    if (run->end_cb && run->end_cb == cb && run->end_arg == arg) {
+    if (!changes && run->end_cb && run->end_cb == cb && run->end_arg == arg) {
         run->end_cb = NULL;
         return COUNCIL_OK;
     }
     for (watcher **pp = &run->watchers; *pp; pp = &(*pp)->next)
-        if ((*pp)->cb == cb && (*pp)->arg == arg) {
+        if ((*pp)->cb == cb && (*pp)->arg == arg && (*pp)->changes == changes) {
             watcher *w = *pp;
             *pp = w->next;
             free(w);
             return COUNCIL_OK;
         }
     return COUNCIL_ENOTFOUND;
+}
+
+int council_run_watch(council_run *run, council_run_end_cb cb, void *arg)
+{
+    return add_watcher(run, cb, arg, 0);
+}
+
+int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg)
+{
+    return remove_watcher(run, cb, arg, 0);
+}
+
+int council_run_watch_changes(council_run *run, council_run_end_cb cb, void *arg)
+{
+    return add_watcher(run, cb, arg, 1);
+}
+
+int council_run_unwatch_changes(council_run *run, council_run_end_cb cb, void *arg)
+{
+    return remove_watcher(run, cb, arg, 1);
+}
+
+/* The summary changed (run_publish): the change watchers, in order. */
+static void changed(council_run *run)
+{
+    for (watcher *w = run->watchers; w; w = w->next)
+        if (w->changes)
+            w->cb(run, w->arg);
 }
 
 /* -------------------------------------------------------------- lookups */

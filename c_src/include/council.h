@@ -456,6 +456,20 @@ typedef void (*council_run_end_cb)(council_run *run, void *arg);
 COUNCIL_API int council_run_watch(council_run *run, council_run_end_cb cb, void *arg);
 COUNCIL_API int council_run_unwatch(council_run *run, council_run_end_cb cb, void *arg);
 
+/* Watch a run's summary (council_run_summary) change: cb(run, arg) is
+ * called synchronously right after the run begins and each time a round
+ * starts or completes (the summary already says so; the event is being
+ * published and may not be delivered yet), until the run ends: the end is
+ * for the end watchers (council_run_watch), and the change watchers are
+ * dropped then. A host that answers summary reads away from the loop
+ * keeps its copy fresh this way without a subscription. cb may only read
+ * the run (council_run_summary, council_run_status, ...). Errors as
+ * council_run_watch's. council_run_unwatch_changes removes the first one
+ * with this (cb, arg): COUNCIL_OK, or COUNCIL_ENOTFOUND (none, or the run
+ * has ended). Loop thread. */
+COUNCIL_API int council_run_watch_changes(council_run *run, council_run_end_cb cb, void *arg);
+COUNCIL_API int council_run_unwatch_changes(council_run *run, council_run_end_cb cb, void *arg);
+
 /* ----------------------------------------------------------------- results */
 
 /* Token usage as model APIs report it. A member result sums the usage of

@@ -281,11 +281,6 @@ int nif_index_init(nif_state *st);
 void nif_index_free(nif_state *st);
 /* The summary of a run that has just begun (its status is running now). */
 void nif_run_begun(nif_state *st, nif_run *r);
-/* An event of a run is about to go to a subscriber: its snapshot is made
- * as new as the event first (the core delivers to subscribers in turns,
- * so the run's own watch may come later), so that a subscriber never
- * reads a summary older than an event it has seen. */
-void nif_run_event_out(nif_state *st, const council_event *ev);
 void nif_run_dtor(ErlNifEnv *env, void *obj);
 void nif_run_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
 

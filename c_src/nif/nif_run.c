@@ -25,9 +25,11 @@
  * Reads without the loop: while a record is held by the loop it is in the
  * index (st->runs, by registry and run id, under the rwlock st->idx) with a
  * snapshot of the run's summary, which the loop refreshes when the run
- * begins, when a round starts or completes (an internal subscription to
- * the run's events) and when it ends (its watcher, at once, so that a
- * cancel's caller reads the new status right after). :state on a run pid
+ * begins, when a round starts or completes (the core's change watch,
+ * called as the change is published: no subscription, so a run nobody
+ * subscribed to builds no events) and when it ends (its end watcher, at
+ * once, so that a cancel's caller reads the new status right after).
+ * :state on a run pid
  * and whereis / state by id are answered from there on the calling
  * scheduler, in the C node's terms; a run no longer in the index (ended)
  * is the loop's to answer.
@@ -69,11 +71,9 @@ struct nif_run {
     unsigned s_round_idx, s_rounds;
     int64_t s_started;
     char *s_round;          /* NULL: no round running */
-    uint64_t s_seq;         /* the last event it was refreshed for */
     uint32_t s_ver;         /* counts the refreshes (a run pid's cached :state) */
-    int snap_ok;            /* 0: not kept (the watch was cut off): ask the loop */
+    int snap_ok;            /* 0: not kept (no change watch): ask the loop */
     int s_ended;            /* the core reported the end: whereis is the loop's */
-    council_subscription *snap_sub; /* the loop's watch on the run's events */
 };
 
 nif_run *nif_run_of(const council_run *run)
@@ -188,39 +188,15 @@ static void snap_refresh(nif_state *st, nif_run *r)
     enif_free(old);
 }
 
-static int changes_summary(const council_event *ev)
+/* The core's change watch (council_run_watch_changes): the run has begun,
+ * or a round has started or completed. Called as the change is published,
+ * so the snapshot is new before any subscriber can see the event. */
+static void snap_changed(council_run *run, void *arg)
 {
-    return ev->type == COUNCIL_EV_RUN_STARTED || ev->type == COUNCIL_EV_ROUND_STARTED ||
-           ev->type == COUNCIL_EV_ROUND_COMPLETED;
-}
-
-static void snap_event(const council_event *ev, void *arg)
-{
+    (void)run;
     nif_run *r = arg;
-    if (changes_summary(ev) && !r->released && ev->seq > r->s_seq) {
-        r->s_seq = ev->seq;
+    if (!r->released)
         snap_refresh(r->st, r);
-    }
-}
-
-void nif_run_event_out(nif_state *st, const council_event *ev)
-{
-    nif_run *r;
-    if (changes_summary(ev) && (r = nif_run_of(ev->run)) != NULL && ev->seq > r->s_seq) {
-        r->s_seq = ev->seq;
-        snap_refresh(st, r);
-    }
-}
-
-/* The watch fell behind (the core's queue bound): reads go to the loop. */
-static void snap_overflow(size_t dropped, void *arg)
-{
-    (void)dropped;
-    nif_run *r = arg;
-    r->snap_sub = NULL;
-    enif_rwlock_rwlock(r->st->idx);
-    r->snap_ok = 0;
-    enif_rwlock_rwunlock(r->st->idx);
 }
 
 void nif_run_begun(nif_state *st, nif_run *r) { snap_refresh(st, r); }
@@ -352,9 +328,9 @@ static void release(nif_state *st, nif_run *r)
         return;
     r->released = 1;
     index_remove(st, r);
-    if (r->snap_sub && st->ctx)
-        council_unsubscribe(st->ctx, r->snap_sub);
-    r->snap_sub = NULL;
+    if (r->snap_ok)
+        council_run_unwatch_changes(r->run, snap_changed, r); /* gone at the end */
+    r->snap_ok = 0;
     if (r->watching)
         council_run_unwatch(r->run, on_run_end, r);
     r->watching = 0;
@@ -520,7 +496,7 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     nif_dl_push(&st->live, &r->live_link);
     st->runs_alive++;
     /* the snapshot, then the index: reads no longer need the loop */
-    r->snap_ok = council_run_subscribe(run, snap_event, snap_overflow, r, &r->snap_sub) == 0;
+    r->snap_ok = council_run_watch_changes(run, snap_changed, r) == 0;
     snap_refresh(st, r);
     index_add(st, r);
     return r;

@@ -436,7 +436,6 @@ static void on_event(const council_event *ev, void *arg)
 {
     entry *e = arg;
     nif_subs *s = e->s;
-    nif_run_event_out(s->st, ev);
     int own = is_own_run(e, ev);
     if (own && !e->run)
         e->run = council_run_ref(ev->run);

@@ -420,6 +420,73 @@ static void test_watchers_fire_in_order_whatever_was_unwatched(void **state)
 #undef W
 }
 
+/* Change watchers: called as the run begins and as each round starts or
+ * completes, with the summary already saying so, also when nobody has
+ * subscribed to anything (no event is built then); never at the end, where
+ * the end watchers fire and the change watchers are dropped. */
+typedef struct change_log {
+    int calls, ends;
+    council_summary at[16];
+} change_log;
+
+static void on_change(council_run *run, void *arg)
+{
+    change_log *l = arg;
+    if (l->calls < 16)
+        council_run_summary(run, &l->at[l->calls]);
+    l->calls++;
+}
+
+static void on_change_end(council_run *run, void *arg)
+{
+    (void)run;
+    ((change_log *)arg)->ends++;
+}
+
+static void test_change_watchers_follow_rounds_without_subscribers(void **state)
+{
+    fx *f = *state;
+    council_ctx *ctx = f->ctx;
+    change_log l, dropped;
+    memset(&l, 0, sizeof l);
+    memset(&dropped, 0, sizeof dropped);
+    int rc;
+    council_run *run = f->run = create_only(ctx, FAST, NULL, "changes", &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(council_run_watch(run, on_change_end, &l), 0);
+    assert_int_equal(council_run_watch_changes(run, on_change, &l), 0);
+    assert_int_equal(council_run_watch_changes(run, on_change, &dropped), 0);
+    assert_int_equal(council_run_unwatch_changes(run, on_change, &dropped), 0);
+    assert_int_equal(council_run_unwatch_changes(run, on_change, &dropped), COUNCIL_ENOTFOUND);
+    /* an end watcher is not a change watcher, nor the other way round */
+    assert_int_equal(council_run_unwatch_changes(run, on_change_end, &l), COUNCIL_ENOTFOUND);
+    assert_int_equal(council_run_unwatch(run, on_change, &l), COUNCIL_ENOTFOUND);
+    council_run_begin(run);
+    wait_done(ctx, run, 3000);
+    council_summary end;
+    council_run_summary(run, &end);
+    assert_int_equal(end.status, COUNCIL_COMPLETED);
+    assert_true(end.rounds_completed >= 2);
+    /* begun, then a start and a completion per round; nothing at the end */
+    assert_int_equal(l.calls, 1 + 2 * (int)end.rounds_completed);
+    assert_int_equal(dropped.calls, 0);
+    assert_int_equal(l.ends, 1);
+    assert_int_equal(l.at[0].status, COUNCIL_RUNNING);
+    assert_null(l.at[0].current_round);
+    for (unsigned r = 0; r < end.rounds_completed && 2 + 2 * r < 16; r++) {
+        const council_summary *started = &l.at[1 + 2 * r], *completed = &l.at[2 + 2 * r];
+        assert_non_null(started->current_round);
+        assert_int_equal(started->current_round_idx, r);
+        assert_int_equal(started->rounds_completed, r);
+        assert_null(completed->current_round);
+        assert_int_equal(completed->rounds_completed, r + 1);
+    }
+    assert_int_equal(council_run_watch_changes(run, on_change, &l), COUNCIL_ESTATE);
+    assert_int_equal(council_run_unwatch_changes(run, on_change, &l), COUNCIL_ENOTFOUND);
+    assert_int_equal(council_run_watch_changes(NULL, on_change, &l), COUNCIL_EINVAL);
+    assert_int_equal(council_run_watch_changes(run, NULL, &l), COUNCIL_EINVAL);
+}
+
 static const council_config MAX_RUNS2 = {.max_runs = 2};
 
 /* in a context of MAX_RUNS2 (freeing it cancels b and c) */
@@ -1147,6 +1214,7 @@ int main(void)
         cmocka_unit_test(test_cancel_at_each_phase),
         fx_test(test_watchers_fire_once_after_the_terminal_event),
         fx_test(test_watchers_fire_in_order_whatever_was_unwatched),
+        fx_test(test_change_watchers_follow_rounds_without_subscribers),
         fx_test_with(test_max_runs_limit, &MAX_RUNS2),
         fx_test_with(test_oldest_retained_run_leaves_when_retention_is_full, &RETAINED1),
         fx_test_with(test_many_runs_leave_retention_and_the_loop_stays_free, &MANY),
