@@ -165,16 +165,16 @@ static void on_flush_deadline(uv_timer_t *t)
 
 void cn_conn_close(cn_conn *c, const char *why) { begin_close(c, why); }
 
-void cn_conn_close_flush(cn_conn *c)
+/* Closing, reads stopped, the owner told (up: whether the link was up);
+ * then what is queued goes out and the socket shuts down, closed at the
+ * end of that or at the flush deadline. */
+static void close_when_flushed(cn_conn *c, int up)
 {
-    if (c->closing)
-        return;
     c->closing = 1;
-    cn_log_info("connection %s closing (flush)", c->addr);
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_timer_stop(&c->timer);
     if (c->cbs.on_close)
-        c->cbs.on_close(c, c->up, c->ud);
+        c->cbs.on_close(c, up, c->ud);
     flush_pending(c);
     c->shutdown_req.data = c;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -183,6 +183,14 @@ void cn_conn_close_flush(cn_conn *c)
         return;
     }
     uv_timer_start(&c->timer, on_flush_deadline, FLUSH_DEADLINE_MS, 0);
+}
+
+void cn_conn_close_flush(cn_conn *c)
+{
+    if (c->closing)
+        return;
+    cn_log_info("connection %s closing (flush)", c->addr);
+    close_when_flushed(c, c->up);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -346,20 +354,8 @@ static void close_after_status(cn_conn *c, const char *why)
 {
     if (send_raw(c, c->hs.out, c->hs.out_len) < 0)
         return; /* closed */
-    c->closing = 1;
     cn_log_info("connection %s (%s) closed: %s", c->addr, c->hs.peer_name, why);
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    uv_timer_stop(&c->timer);
-    if (c->cbs.on_close)
-        c->cbs.on_close(c, 0, c->ud);
-    flush_pending(c);
-    c->shutdown_req.data = c;
-    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-        close_timer(c);
-        close_tcp(c);
-        return;
-    }
-    uv_timer_start(&c->timer, on_flush_deadline, FLUSH_DEADLINE_MS, 0);
+    close_when_flushed(c, 0);
 }
 
 /* The kernel keeps little unsent data (see conn.h): without this, a peer

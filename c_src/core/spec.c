@@ -149,6 +149,29 @@ int spec_member_index(const council_spec *spec, const char *id)
 
 /* -------------------------------------------------------------- builders */
 
+/* Every builder's first check: COUNCIL_EINVAL for a NULL spec or bad
+ * arguments (bad), then COUNCIL_ESTATE once the spec is frozen; else 0. */
+static int editable(const council_spec *spec, bool bad)
+{
+    return !spec || bad ? COUNCIL_EINVAL : spec->frozen ? COUNCIL_ESTATE : COUNCIL_OK;
+}
+
+/* Into the document: v (a new reference; NULL when making it ran out of
+ * memory) appended to the array at key (append), or set as key; or, when
+ * !given, key removed. */
+static int doc_put(council_spec *spec, const char *key, bool given, json_t *v, bool append)
+{
+    if (!given) {
+        json_object_del(spec->doc, key);
+        return COUNCIL_OK;
+    }
+    if (!v)
+        return COUNCIL_ENOMEM;
+    int bad = append ? json_array_append_new(json_object_get(spec->doc, key), v)
+                     : json_object_set_new(spec->doc, key, v);
+    return bad ? COUNCIL_ENOMEM : COUNCIL_OK;
+}
+
 static int parse_options(const char *options_json, json_t **out)
 {
     if (!options_json) {
@@ -171,98 +194,67 @@ static int parse_options(const char *options_json, json_t **out)
 int council_spec_add_member(council_spec *spec, const char *id,
                             const char *provider_name, const char *options_json)
 {
-    if (!spec || !id || !provider_name || !cx_utf8_valid(id, strlen(id)) ||
-        !cx_utf8_valid(provider_name, strlen(provider_name)))
-        return COUNCIL_EINVAL;
-    if (spec->frozen)
-        return COUNCIL_ESTATE;
     json_t *opts;
-    int rc = parse_options(options_json, &opts);
-    if (rc)
+    int rc = editable(spec, !id || !provider_name || !cx_utf8_valid(id, strlen(id)) ||
+                                !cx_utf8_valid(provider_name, strlen(provider_name)));
+    if (rc || (rc = parse_options(options_json, &opts)))
         return rc;
-    json_t *m = json_pack("{s:s,s:s,s:o}", "id", id, "provider", provider_name,
-                          "options", opts);
-    if (!m)
-        return COUNCIL_ENOMEM;
-    if (json_array_append_new(json_object_get(spec->doc, "members"), m))
-        return COUNCIL_ENOMEM;
-    return COUNCIL_OK;
+    return doc_put(spec, "members", true,
+                   json_pack("{s:s,s:s,s:o}", "id", id, "provider", provider_name, "options",
+                             opts),
+                   true);
 }
 
 int council_spec_add_round(council_spec *spec, const char *type,
                            const char *name, const char *options_json)
 {
-    if (!spec || !type || !cx_utf8_valid(type, strlen(type)) ||
-        (name && !cx_utf8_valid(name, strlen(name))))
-        return COUNCIL_EINVAL;
-    if (spec->frozen)
-        return COUNCIL_ESTATE;
     json_t *opts;
-    int rc = parse_options(options_json, &opts);
-    if (rc)
+    int rc = editable(spec, !type || !cx_utf8_valid(type, strlen(type)) ||
+                                (name && !cx_utf8_valid(name, strlen(name))));
+    if (rc || (rc = parse_options(options_json, &opts)))
         return rc;
     json_t *r = json_pack("{s:s,s:o}", "type", type, "options", opts);
-    if (!r)
-        return COUNCIL_ENOMEM;
-    if (name && json_object_set_new(r, "name", json_string(name))) {
+    if (r && name && json_object_set_new(r, "name", json_string(name))) {
         json_decref(r);
         return COUNCIL_ENOMEM;
     }
-    if (json_array_append_new(json_object_get(spec->doc, "rounds"), r))
-        return COUNCIL_ENOMEM;
-    return COUNCIL_OK;
+    return doc_put(spec, "rounds", true, r, true);
 }
 
 int council_spec_set_chair(council_spec *spec, const char *member_id)
 {
-    if (!spec)
-        return COUNCIL_EINVAL;
-    if (spec->frozen)
-        return COUNCIL_ESTATE;
-    if (!member_id) {
-        json_object_del(spec->doc, "chair");
-        return COUNCIL_OK;
-    }
+    int rc = editable(spec, false);
+    if (rc || !member_id)
+        return rc ? rc : doc_put(spec, "chair", false, NULL, false);
     if (!cx_utf8_valid(member_id, strlen(member_id)))
         return COUNCIL_EINVAL;
-    json_t *c = json_string(member_id);
-    if (!c)
-        return COUNCIL_ENOMEM;
-    return json_object_set_new(spec->doc, "chair", c) ? COUNCIL_ENOMEM : COUNCIL_OK;
+    return doc_put(spec, "chair", true, json_string(member_id), false);
 }
 
 int council_spec_set_router(council_spec *spec, const char *router_json)
 {
-    if (!spec)
-        return COUNCIL_EINVAL;
-    if (spec->frozen)
-        return COUNCIL_ESTATE;
-    if (!router_json) {
-        json_object_del(spec->doc, "router");
-        return COUNCIL_OK;
-    }
+    int rc = editable(spec, false);
+    if (rc || !router_json)
+        return rc ? rc : doc_put(spec, "router", false, NULL, false);
     json_error_t je;
     memset(&je, 0, sizeof je);
     json_t *r = json_loads(router_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!r)
         return CX_JSON_ERR(je, COUNCIL_EPARSE);
-    return json_object_set_new(spec->doc, "router", r) ? COUNCIL_ENOMEM : COUNCIL_OK;
+    return doc_put(spec, "router", true, r, false);
 }
 
 int council_spec_set_limits(council_spec *spec, const council_limits *limits)
 {
-    if (!spec || !limits)
-        return COUNCIL_EINVAL;
-    if (spec->frozen)
-        return COUNCIL_ESTATE;
+    int rc = editable(spec, !limits);
+    if (rc)
+        return rc;
     json_t *l = json_pack("{s:I,s:I,s:I,s:I}",
                           "member_timeout_ms", (json_int_t)limits->member_timeout_ms,
                           "max_attempts", (json_int_t)limits->max_attempts,
                           "backoff_ms", (json_int_t)limits->backoff_ms,
                           "concurrency", (json_int_t)limits->concurrency);
-    if (!l)
-        return COUNCIL_ENOMEM;
-    return json_object_set_new(spec->doc, "limits", l) ? COUNCIL_ENOMEM : COUNCIL_OK;
+    return doc_put(spec, "limits", true, l, false);
 }
 
 /* ------------------------------------------------------------- compiling */
