@@ -48,33 +48,39 @@ struct nif_run {
     nif_state *st;
     council_run *run;       /* one reference; NULL once released */
     ErlNifPid pid;
-    ErlNifMonitor mon;
-    int monitored;
     ErlNifPid server;
-    int has_server;         /* cleared when it goes down */
-    int watching, ending, released;
+    ErlNifMonitor mon;
     nif_dl live_link, end_link;
     nif_dl calls;           /* nif_beam.c's entries of this run */
     ErlNifEnv *env;         /* awaiters' From terms and the stop reason */
     ERL_NIF_TERM awaiters;  /* list, newest first */
-    unsigned n_await;
     ERL_NIF_TERM reason;
-    int has_reason;
-    size_t id_len;
-    char *id;               /* immutable copy of the run id */
-    char *council, *registry; /* immutable copies */
-    /* in the index (under st->idx) */
+    unsigned n_await;
+    /* loop thread only */
+    unsigned monitored : 1, has_server : 1 /* cleared when it goes down */, watching : 1,
+        ending : 1, released : 1, has_reason : 1;
+    /* the index's link (under st->idx, as everything below) */
     cn_hlink hl;            /* in st->runs */
-    int indexed;
-    /* the summary as of its last refresh (under st->idx) */
-    council_status s_status;
-    unsigned s_round_idx, s_rounds;
+    /* the summary as of its last refresh */
     int64_t s_started;
     char *s_round;          /* NULL: no round running */
+    unsigned s_round_idx, s_rounds;
     uint32_t s_ver;         /* counts the refreshes (a run pid's cached :state) */
-    int snap_ok;            /* 0: not kept (no change watch): ask the loop */
-    int s_ended;            /* the core reported the end: whereis is the loop's */
+    uint8_t s_status;       /* a council_status */
+    uint8_t indexed;
+    uint8_t snap_ok;        /* 0: not kept (no change watch): ask the loop */
+    uint8_t s_ended;        /* the core reported the end: whereis is the loop's */
+    /* immutable: the run id, its council and its registry, each followed
+     * by a NUL, in one block with the record */
+    uint32_t id_len, council_len, registry_len;
+    char id[];
 };
+
+static const char *council_of(const nif_run *r) { return r->id + r->id_len + 1; }
+static const char *registry_of(const nif_run *r)
+{
+    return council_of(r) + r->council_len + 1;
+}
 
 nif_run *nif_run_of(const council_run *run)
 {
@@ -89,9 +95,7 @@ nif_dl *nif_run_calls(nif_run *r) { return &r->calls; }
 
 int nif_run_id_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out)
 {
-    nif_run *r = obj;
-    if (!r->id)
-        return 0;
+    nif_run *r = obj; /* a record handed out always has its id */
     *out = nif_binary(env, r->id, r->id_len);
     return 1;
 }
@@ -148,7 +152,7 @@ void nif_index_free(nif_state *st)
 
 static void index_add(nif_state *st, nif_run *r)
 {
-    uint64_t h = key_hash(r->registry, r->id, r->id_len);
+    uint64_t h = key_hash(registry_of(r), r->id, r->id_len);
     enif_rwlock_rwlock(st->idx);
     cn_htab_add(&st->runs, &r->hl, h);
     r->indexed = 1;
@@ -178,7 +182,7 @@ static void snap_refresh(nif_state *st, nif_run *r)
     enif_rwlock_rwlock(st->idx);
     char *old = r->s_round;
     r->s_ended = s.status != COUNCIL_PENDING && s.status != COUNCIL_RUNNING;
-    r->s_status = s.status;
+    r->s_status = (uint8_t)s.status;
     r->s_round = round;
     r->s_round_idx = s.current_round_idx;
     r->s_rounds = s.rounds_completed;
@@ -215,11 +219,11 @@ static ERL_NIF_TERM summary_of(ErlNifEnv *env, const nif_run *r)
     }
     ERL_NIF_TERM vals[7] = {
         nif_binary(env, r->id, r->id_len),
-        nif_cstr(env, r->council),
-        nif_cstr(env, r->registry),
+        nif_binary(env, council_of(r), r->council_len),
+        nif_binary(env, registry_of(r), r->registry_len),
         (unsigned)r->s_status < sizeof A.statuses / sizeof A.statuses[0]
             ? A.statuses[r->s_status]
-            : enif_make_atom(env, council_status_name(r->s_status)),
+            : enif_make_atom(env, council_status_name((council_status)r->s_status)),
         round,
         enif_make_uint(env, r->s_rounds),
         enif_make_int64(env, r->s_started),
@@ -264,7 +268,7 @@ int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
     for (cn_hlink *l = cn_htab_first(&st->runs, h); l; l = cn_htab_next(l)) {
         nif_run *r = CN_HTAB_ENTRY(l, nif_run, hl);
         if (r->id_len != len || memcmp(r->id, id, len) != 0 ||
-            strcmp(r->registry, registry) != 0)
+            strcmp(registry_of(r), registry) != 0)
             continue;
         /* a pid that has exited (its monitor's DOWN may not be carried
          * out yet): the loop answers, as for a run that has ended */
@@ -448,7 +452,12 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
                      const ErlNifPid *server, int *dead)
 {
     *dead = 0;
-    nif_run *r = enif_alloc_resource(nif_run_type, sizeof *r);
+    size_t len;
+    const char *id = council_run_id(run, &len);
+    const char *council = council_run_council(run), *registry = council_run_registry(run);
+    size_t clen = strlen(council ? council : ""), rlen = strlen(registry ? registry : "");
+    /* the strings in the resource's own block: no allocation of their own */
+    nif_run *r = enif_alloc_resource(nif_run_type, sizeof *r + len + clen + rlen + 3);
     if (!r)
         return NULL;
     memset(r, 0, sizeof *r);
@@ -458,25 +467,13 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     nif_dl_init(&r->live_link);
     nif_dl_init(&r->end_link);
     nif_dl_init(&r->calls);
-    size_t len;
-    const char *id = council_run_id(run, &len);
-    r->id = enif_alloc(len + 1);
-    if (!r->id) {
-        enif_release_resource(r);
-        return NULL;
-    }
     memcpy(r->id, id, len);
     r->id[len] = 0;
-    r->id_len = len;
-    const char *council = council_run_council(run), *registry = council_run_registry(run);
-    r->council = enif_alloc(strlen(council ? council : "") + 1);
-    r->registry = enif_alloc(strlen(registry ? registry : "") + 1);
-    if (!r->council || !r->registry) {
-        enif_release_resource(r);
-        return NULL;
-    }
-    strcpy(r->council, council ? council : "");
-    strcpy(r->registry, registry ? registry : "");
+    r->id_len = (uint32_t)len;
+    memcpy(r->id + len + 1, council ? council : "", clen + 1);
+    r->council_len = (uint32_t)clen;
+    memcpy(r->id + len + clen + 2, registry ? registry : "", rlen + 1);
+    r->registry_len = (uint32_t)rlen;
     r->pid = *pid;
     if (enif_monitor_process(NULL, r, pid, &r->mon) != 0) {
         *dead = 1;
@@ -656,9 +653,6 @@ void nif_run_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
     nif_run *r = obj;
-    enif_free(r->id);
-    enif_free(r->council);
-    enif_free(r->registry);
     enif_free(r->s_round);
     nif_state_unref(r->st);
 }
