@@ -3,9 +3,93 @@
 
 #include <string.h>
 
-static int is_pid(cn_slice s) { return cn_term_kind(s) == CN_KIND_PID; }
-static int is_atom(cn_slice s) { return cn_term_kind(s) == CN_KIND_ATOM; }
-static int is_ref(cn_slice s) { return cn_term_kind(s) == CN_KIND_REF; }
+/* What each element of a control tuple is: where it goes in a cn_ctl and
+ * which kinds of term it may be. */
+enum { F_SKIP, F_FROM, F_TO, F_REF, F_REASON, F_ID };
+enum { K_ANY = 0, K_PID = 1, K_ATOM = 2, K_REF = 4 };
+
+typedef struct el_rule {
+    unsigned char field; /* F_* */
+    unsigned char kinds; /* K_* allowed (K_ANY: any term; F_ID: an integer > 0) */
+} el_rule;
+
+/* One control operation: its tuple's arity, the op it is read as (the _TT
+ * variants fold into their plain op, traced, the token ignored), whether
+ * a payload follows, and elements 1.. (element 0 is the op). */
+typedef struct ctl_shape {
+    unsigned char op, arity, as_op, traced, payload;
+    el_rule el[5];
+} ctl_shape;
+
+#define PID_FROM {F_FROM, K_PID}
+#define PID_TO {F_TO, K_PID}
+#define SKIP {F_SKIP, K_ANY}
+
+static const ctl_shape shapes[] = {
+    {CN_DOP_LINK, 3, CN_DOP_LINK, 0, 0, {PID_FROM, PID_TO}},
+    {CN_DOP_UNLINK, 3, CN_DOP_UNLINK, 0, 0, {PID_FROM, PID_TO}},
+    {CN_DOP_GROUP_LEADER, 3, CN_DOP_GROUP_LEADER, 0, 0, {PID_FROM, PID_TO}},
+    {CN_DOP_SEND, 3, CN_DOP_SEND, 0, 1, {SKIP, PID_TO}},
+    {CN_DOP_SEND_TT, 4, CN_DOP_SEND, 1, 1, {SKIP, PID_TO}},
+    {CN_DOP_SEND_SENDER, 3, CN_DOP_SEND, 0, 1, {PID_FROM, PID_TO}},
+    {CN_DOP_SEND_SENDER_TT, 4, CN_DOP_SEND, 1, 1, {PID_FROM, PID_TO}},
+    {CN_DOP_REG_SEND, 4, CN_DOP_REG_SEND, 0, 1, {PID_FROM, SKIP, {F_TO, K_ATOM}}},
+    {CN_DOP_REG_SEND_TT, 5, CN_DOP_REG_SEND, 1, 1, {PID_FROM, SKIP, {F_TO, K_ATOM}}},
+    {CN_DOP_EXIT, 4, CN_DOP_EXIT, 0, 0, {PID_FROM, PID_TO, {F_REASON, K_ANY}}},
+    {CN_DOP_EXIT2, 4, CN_DOP_EXIT2, 0, 0, {PID_FROM, PID_TO, {F_REASON, K_ANY}}},
+    {CN_DOP_EXIT_TT, 5, CN_DOP_EXIT, 1, 0, {PID_FROM, PID_TO, SKIP, {F_REASON, K_ANY}}},
+    {CN_DOP_EXIT2_TT, 5, CN_DOP_EXIT2, 1, 0, {PID_FROM, PID_TO, SKIP, {F_REASON, K_ANY}}},
+    {CN_DOP_MONITOR_P, 4, CN_DOP_MONITOR_P, 0, 0,
+     {PID_FROM, {F_TO, K_PID | K_ATOM}, {F_REF, K_REF}}},
+    {CN_DOP_DEMONITOR_P, 4, CN_DOP_DEMONITOR_P, 0, 0,
+     {PID_FROM, {F_TO, K_PID | K_ATOM}, {F_REF, K_REF}}},
+    {CN_DOP_MONITOR_P_EXIT, 5, CN_DOP_MONITOR_P_EXIT, 0, 0,
+     {{F_FROM, K_PID | K_ATOM}, PID_TO, {F_REF, K_REF}, {F_REASON, K_ANY}}},
+    {CN_DOP_ALIAS_SEND, 3, CN_DOP_ALIAS_SEND, 0, 1, {PID_FROM, {F_REF, K_REF}}},
+    {CN_DOP_ALIAS_SEND_TT, 4, CN_DOP_ALIAS_SEND, 1, 1, {PID_FROM, {F_REF, K_REF}}},
+    {CN_DOP_UNLINK_ID, 4, CN_DOP_UNLINK_ID, 0, 0, {{F_ID, K_ANY}, PID_FROM, PID_TO}},
+    {CN_DOP_UNLINK_ID_ACK, 4, CN_DOP_UNLINK_ID_ACK, 0, 0, {{F_ID, K_ANY}, PID_FROM, PID_TO}},
+};
+
+static int kind_ok(cn_slice s, unsigned kinds)
+{
+    if (kinds == K_ANY)
+        return 1;
+    switch (cn_term_kind(s)) {
+    case CN_KIND_PID:
+        return (kinds & K_PID) != 0;
+    case CN_KIND_ATOM:
+        return (kinds & K_ATOM) != 0;
+    case CN_KIND_REF:
+        return (kinds & K_REF) != 0;
+    default:
+        return 0;
+    }
+}
+
+/* The elements of a control tuple of shape sh into out. */
+static int read_elements(const ctl_shape *sh, const cn_slice *el, cn_ctl *out)
+{
+    out->op = sh->as_op;
+    out->traced = sh->traced;
+    for (size_t i = 1; i < sh->arity; i++) {
+        el_rule r = sh->el[i - 1];
+        cn_slice *to = r.field == F_FROM     ? &out->from
+                       : r.field == F_TO     ? &out->to
+                       : r.field == F_REF    ? &out->ref
+                       : r.field == F_REASON ? &out->reason
+                                             : NULL;
+        if (r.field == F_ID) {
+            if (cn_term_u64(el[i], &out->id) || out->id == 0)
+                return CN_CTL_ESHAPE;
+        } else if (to) {
+            if (!kind_ok(el[i], r.kinds))
+                return CN_CTL_ESHAPE;
+            *to = el[i];
+        }
+    }
+    return CN_CTL_OK;
+}
 
 /* head: buf is only the start of a frame; the payload is not checked. */
 static int parse(const unsigned char *buf, size_t len, const cn_term_limits *lim,
@@ -22,7 +106,6 @@ static int parse(const unsigned char *buf, size_t len, const cn_term_limits *lim
     int ar = cn_term_tuple((cn_slice){buf + 1, used}, el, 6);
     if (ar < 3)
         return CN_CTL_ESHAPE;
-    size_t arity = (size_t)ar;
 
     /* The payload, if any. */
     const unsigned char *rest = buf + 1 + used;
@@ -40,130 +123,18 @@ static int parse(const unsigned char *buf, size_t len, const cn_term_limits *lim
     uint64_t op64;
     if (cn_term_u64(el[0], &op64) || op64 > 255)
         return CN_CTL_ESHAPE;
-    int op = (int)op64;
-    int want_payload = 0;
-    out->op = op;
-#define ARITY(n) do { if (arity != (n)) return CN_CTL_ESHAPE; } while (0)
-    switch (op) {
-    case CN_DOP_LINK:
-    case CN_DOP_UNLINK:
-    case CN_DOP_GROUP_LEADER:
-        ARITY(3);
-        out->from = el[1];
-        out->to = el[2];
-        if (!is_pid(out->from) || !is_pid(out->to))
-            return CN_CTL_ESHAPE;
-        break;
-    case CN_DOP_SEND_TT:
-        out->traced = 1;
-        ARITY(4);
-        /* fallthrough */
-    case CN_DOP_SEND:
-        if (op == CN_DOP_SEND)
-            ARITY(3);
-        out->op = CN_DOP_SEND;
-        out->to = el[2];
-        if (!is_pid(out->to))
-            return CN_CTL_ESHAPE;
-        want_payload = 1;
-        break;
-    case CN_DOP_SEND_SENDER_TT:
-        out->traced = 1;
-        ARITY(4);
-        /* fallthrough */
-    case CN_DOP_SEND_SENDER:
-        if (op == CN_DOP_SEND_SENDER)
-            ARITY(3);
-        out->op = CN_DOP_SEND;
-        out->from = el[1];
-        out->to = el[2];
-        if (!is_pid(out->from) || !is_pid(out->to))
-            return CN_CTL_ESHAPE;
-        want_payload = 1;
-        break;
-    case CN_DOP_REG_SEND_TT:
-        out->traced = 1;
-        ARITY(5);
-        /* fallthrough */
-    case CN_DOP_REG_SEND:
-        if (op == CN_DOP_REG_SEND)
-            ARITY(4);
-        out->op = CN_DOP_REG_SEND;
-        out->from = el[1];
-        out->to = el[3];
-        if (!is_pid(out->from) || !is_atom(out->to))
-            return CN_CTL_ESHAPE;
-        want_payload = 1;
-        break;
-    case CN_DOP_EXIT:
-    case CN_DOP_EXIT2:
-        ARITY(4);
-        out->from = el[1];
-        out->to = el[2];
-        out->reason = el[3];
-        if (!is_pid(out->from) || !is_pid(out->to))
-            return CN_CTL_ESHAPE;
-        break;
-    case CN_DOP_EXIT_TT:
-    case CN_DOP_EXIT2_TT:
-        ARITY(5);
-        out->op = op == CN_DOP_EXIT_TT ? CN_DOP_EXIT : CN_DOP_EXIT2;
-        out->traced = 1;
-        out->from = el[1];
-        out->to = el[2];
-        out->reason = el[4];
-        if (!is_pid(out->from) || !is_pid(out->to))
-            return CN_CTL_ESHAPE;
-        break;
-    case CN_DOP_MONITOR_P:
-    case CN_DOP_DEMONITOR_P:
-        ARITY(4);
-        out->from = el[1];
-        out->to = el[2];
-        out->ref = el[3];
-        if (!is_pid(out->from) || !(is_pid(out->to) || is_atom(out->to)) ||
-            !is_ref(out->ref))
-            return CN_CTL_ESHAPE;
-        break;
-    case CN_DOP_MONITOR_P_EXIT:
-        ARITY(5);
-        out->from = el[1];
-        out->to = el[2];
-        out->ref = el[3];
-        out->reason = el[4];
-        if (!(is_pid(out->from) || is_atom(out->from)) || !is_pid(out->to) ||
-            !is_ref(out->ref))
-            return CN_CTL_ESHAPE;
-        break;
-    case CN_DOP_ALIAS_SEND_TT:
-        out->traced = 1;
-        ARITY(4);
-        /* fallthrough */
-    case CN_DOP_ALIAS_SEND:
-        if (op == CN_DOP_ALIAS_SEND)
-            ARITY(3);
-        out->op = CN_DOP_ALIAS_SEND;
-        out->from = el[1];
-        out->ref = el[2];
-        if (!is_pid(out->from) || !is_ref(out->ref))
-            return CN_CTL_ESHAPE;
-        want_payload = 1;
-        break;
-    case CN_DOP_UNLINK_ID:
-    case CN_DOP_UNLINK_ID_ACK:
-        ARITY(4);
-        if (cn_term_u64(el[1], &out->id) || out->id == 0)
-            return CN_CTL_ESHAPE;
-        out->from = el[2];
-        out->to = el[3];
-        if (!is_pid(out->from) || !is_pid(out->to))
-            return CN_CTL_ESHAPE;
-        break;
-    default:
+    const ctl_shape *sh = NULL;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0] && !sh; i++)
+        if (shapes[i].op == op64)
+            sh = &shapes[i];
+    out->op = (int)op64;
+    if (!sh)
         return CN_CTL_EOP;
-    }
-#undef ARITY
-    if (want_payload != (payload.len > 0))
+    if ((size_t)ar != sh->arity)
+        return CN_CTL_ESHAPE;
+    if ((rc = read_elements(sh, el, out)) != CN_CTL_OK)
+        return rc;
+    if (sh->payload != (payload.len > 0))
         return CN_CTL_EPAYLOAD;
     out->payload = payload;
     return CN_CTL_OK;

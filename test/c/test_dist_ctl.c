@@ -98,6 +98,115 @@ static void rejects_bad_control_messages(void **st)
     assert_int_equal(cn_ctl_parse(b, n, NULL, &m), CN_CTL_ESHAPE);
 }
 
+static void pid_eq(const cn_slice *s, const cn_wpid *want);
+
+/* One control tuple {Op, Elements...} built from a description: 'p' a
+ * pid (ME for the first, THEM after), 'a' an atom, 'r' a reference, 't' a
+ * trace token or reason (an atom), '0' the empty atom. Parsed with the
+ * given payload (NULL: none). */
+static int parse_built(int op, const char *els, const unsigned char *pl, size_t pn, cn_ctl *m)
+{
+    ei_x_buff x;
+    assert_int_equal(ei_x_new(&x), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&x, 1 + (int)strlen(els)), 0);
+    assert_int_equal(ei_x_encode_long(&x, op), 0);
+    int pids = 0;
+    for (const char *e = els; *e; e++) {
+        int rc = *e == 'p'   ? cn_enc_pid(&x, pids++ ? &THEM : &ME)
+                 : *e == 'a' ? ei_x_encode_atom(&x, "council_ex")
+                 : *e == 'r' ? ei_x_append_buf(&x, (const char *)T_REF, sizeof T_REF)
+                 : *e == 't' ? ei_x_encode_atom(&x, "tok")
+                             : ei_x_encode_atom(&x, "");
+        assert_int_equal(rc, 0);
+    }
+    unsigned char b[1024];
+    size_t n = with_version(b, (const unsigned char *)x.buff, (size_t)x.index, pl, pn);
+    ei_x_free(&x);
+    return cn_ctl_parse(b, n, NULL, m);
+}
+
+/* The _TT variants read as their plain op, traced, the token left out;
+ * SEND_SENDER as SEND with its sender; each element's kind is checked. */
+static void every_operation_and_its_traced_variant(void **st)
+{
+    (void)st;
+    cn_ctl m;
+    const unsigned char *pl = T_MISC;
+    size_t pn = sizeof T_MISC;
+    static const struct {
+        int op;
+        const char *els;
+        int payload, as_op, traced;
+        const char *fields; /* f from, t to, r ref, e reason, in that order */
+    } ok[] = {
+        {CN_DOP_LINK, "pp", 0, CN_DOP_LINK, 0, "ft"},
+        {CN_DOP_UNLINK, "pp", 0, CN_DOP_UNLINK, 0, "ft"},
+        {CN_DOP_GROUP_LEADER, "pp", 0, CN_DOP_GROUP_LEADER, 0, "ft"},
+        {CN_DOP_SEND, "0p", 1, CN_DOP_SEND, 0, "t"},
+        {CN_DOP_SEND_TT, "0pt", 1, CN_DOP_SEND, 1, "t"},
+        {CN_DOP_SEND_SENDER, "pp", 1, CN_DOP_SEND, 0, "ft"},
+        {CN_DOP_SEND_SENDER_TT, "ppt", 1, CN_DOP_SEND, 1, "ft"},
+        {CN_DOP_REG_SEND, "p0a", 1, CN_DOP_REG_SEND, 0, "ft"},
+        {CN_DOP_REG_SEND_TT, "p0at", 1, CN_DOP_REG_SEND, 1, "ft"},
+        {CN_DOP_EXIT, "ppt", 0, CN_DOP_EXIT, 0, "fte"},
+        {CN_DOP_EXIT2, "ppt", 0, CN_DOP_EXIT2, 0, "fte"},
+        {CN_DOP_EXIT_TT, "pptt", 0, CN_DOP_EXIT, 1, "fte"},
+        {CN_DOP_EXIT2_TT, "pptt", 0, CN_DOP_EXIT2, 1, "fte"},
+        {CN_DOP_MONITOR_P, "par", 0, CN_DOP_MONITOR_P, 0, "ftr"},
+        {CN_DOP_MONITOR_P, "ppr", 0, CN_DOP_MONITOR_P, 0, "ftr"},
+        {CN_DOP_DEMONITOR_P, "par", 0, CN_DOP_DEMONITOR_P, 0, "ftr"},
+        {CN_DOP_MONITOR_P_EXIT, "aprt", 0, CN_DOP_MONITOR_P_EXIT, 0, "ftre"},
+        {CN_DOP_MONITOR_P_EXIT, "pprt", 0, CN_DOP_MONITOR_P_EXIT, 0, "ftre"},
+        {CN_DOP_ALIAS_SEND, "pr", 1, CN_DOP_ALIAS_SEND, 0, "fr"},
+        {CN_DOP_ALIAS_SEND_TT, "prt", 1, CN_DOP_ALIAS_SEND, 1, "fr"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        int rc = parse_built(ok[i].op, ok[i].els, ok[i].payload ? pl : NULL, pn, &m);
+        if (rc != CN_CTL_OK)
+            fail_msg("op %d (%s): %d", ok[i].op, ok[i].els, rc);
+        assert_int_equal(m.op, ok[i].as_op);
+        assert_int_equal(m.traced, ok[i].traced);
+        assert_int_equal(m.payload.len, ok[i].payload ? pn : 0);
+        assert_int_equal(m.from.len != 0, strchr(ok[i].fields, 'f') != NULL);
+        assert_int_equal(m.to.len != 0, strchr(ok[i].fields, 't') != NULL);
+        assert_int_equal(m.ref.len != 0, strchr(ok[i].fields, 'r') != NULL);
+        assert_int_equal(m.reason.len != 0, strchr(ok[i].fields, 'e') != NULL);
+    }
+    assert_int_equal(parse_built(CN_DOP_SEND_SENDER_TT, "ppt", pl, pn, &m), CN_CTL_OK);
+    pid_eq(&m.from, &ME);
+    pid_eq(&m.to, &THEM);
+
+    /* a wrong kind, arity or payload in each family */
+    static const struct {
+        int op;
+        const char *els;
+        int payload, rc;
+    } bad[] = {
+        {CN_DOP_LINK, "pa", 0, CN_CTL_ESHAPE},
+        {CN_DOP_SEND, "0a", 1, CN_CTL_ESHAPE},
+        {CN_DOP_SEND_TT, "0p", 1, CN_CTL_ESHAPE},
+        {CN_DOP_SEND_TT, "0pt", 0, CN_CTL_EPAYLOAD},
+        {CN_DOP_SEND_SENDER, "ap", 1, CN_CTL_ESHAPE},
+        {CN_DOP_REG_SEND, "p0p", 1, CN_CTL_ESHAPE},
+        {CN_DOP_REG_SEND_TT, "p0a", 1, CN_CTL_ESHAPE},
+        {CN_DOP_EXIT, "apt", 0, CN_CTL_ESHAPE},
+        {CN_DOP_EXIT, "ppt", 1, CN_CTL_EPAYLOAD},
+        {CN_DOP_EXIT2_TT, "ppt", 0, CN_CTL_ESHAPE},
+        {CN_DOP_MONITOR_P, "pap", 0, CN_CTL_ESHAPE},
+        {CN_DOP_MONITOR_P, "aar", 0, CN_CTL_ESHAPE},
+        {CN_DOP_MONITOR_P_EXIT, "aart", 0, CN_CTL_ESHAPE},
+        {CN_DOP_ALIAS_SEND, "pp", 1, CN_CTL_ESHAPE},
+        {CN_DOP_ALIAS_SEND_TT, "pr", 1, CN_CTL_ESHAPE},
+        {CN_DOP_UNLINK_ID, "app", 0, CN_CTL_ESHAPE},
+        {5, "pp", 0, CN_CTL_EOP},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = parse_built(bad[i].op, bad[i].els, bad[i].payload ? pl : NULL, pn, &m);
+        if (rc != bad[i].rc)
+            fail_msg("op %d (%s): %d, not %d", bad[i].op, bad[i].els, rc, bad[i].rc);
+    }
+}
+
 /* Parses the first frame in x: checks the length prefix and 'p'. */
 static void parse_frame(const ei_x_buff *x, int start, cn_ctl *m)
 {
@@ -277,6 +386,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parses_beam_control_tuples),
         cmocka_unit_test(rejects_bad_control_messages),
+        cmocka_unit_test(every_operation_and_its_traced_variant),
         cmocka_unit_test(every_encoder_round_trips),
         cmocka_unit_test(alias_tag_is_found_and_kept_byte_for_byte),
         cmocka_unit_test(tuple_splitting),
