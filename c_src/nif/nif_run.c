@@ -205,28 +205,31 @@ static void snap_changed(council_run *run, void *arg)
 
 void nif_run_begun(nif_state *st, nif_run *r) { snap_refresh(st, r); }
 
+/* The C node's summary map. Keys in term order (atoms by their text):
+ * enif_make_map_from_arrays sorts them, and already sorted keys are the
+ * cheapest to sort (this is on every state read by id). */
 static ERL_NIF_TERM summary_of(ErlNifEnv *env, const nif_run *r)
 {
-    ERL_NIF_TERM keys[7] = {A.run_id,  A.council,       A.registry,     A.status_,
-                            A.current_round, A.rounds_completed, A.started_at};
+    ERL_NIF_TERM keys[7] = {A.council, A.current_round, A.registry, A.rounds_completed,
+                            A.run_id,  A.started_at,    A.status_};
     ERL_NIF_TERM round = A.nil;
     if (r->s_round) {
-        ERL_NIF_TERM rk[2] = {A.name, A.idx}, rv[2];
-        rv[0] = nif_binary(env, r->s_round, strlen(r->s_round));
-        rv[1] = enif_make_uint(env, r->s_round_idx);
+        ERL_NIF_TERM rk[2] = {A.idx, A.name}, rv[2];
+        rv[0] = enif_make_uint(env, r->s_round_idx);
+        rv[1] = nif_binary(env, r->s_round, strlen(r->s_round));
         if (!enif_make_map_from_arrays(env, rk, rv, 2, &round))
             return 0;
     }
     ERL_NIF_TERM vals[7] = {
-        nif_binary(env, r->id, r->id_len),
         nif_binary(env, council_of(r), r->council_len),
+        round,
         nif_binary(env, registry_of(r), r->registry_len),
+        enif_make_uint(env, r->s_rounds),
+        nif_binary(env, r->id, r->id_len),
+        enif_make_int64(env, r->s_started),
         (unsigned)r->s_status < sizeof A.statuses / sizeof A.statuses[0]
             ? A.statuses[r->s_status]
             : enif_make_atom(env, council_status_name((council_status)r->s_status)),
-        round,
-        enif_make_uint(env, r->s_rounds),
-        enif_make_int64(env, r->s_started),
     };
     ERL_NIF_TERM map;
     return enif_make_map_from_arrays(env, keys, vals, 7, &map) ? map : 0;
