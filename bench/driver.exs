@@ -1776,7 +1776,7 @@ defmodule B do
   @stat_events ~w(raw_syscalls:sys_enter syscalls:sys_enter_epoll_wait syscalls:sys_enter_read
                   syscalls:sys_enter_write syscalls:sys_enter_writev syscalls:sys_enter_recvfrom
                   syscalls:sys_enter_sendto syscalls:sys_enter_sendmsg syscalls:sys_enter_futex
-                  context-switches task-clock)
+                  syscalls:sys_enter_sched_yield context-switches task-clock)
 
   # perf stat on one OS process while f is called for `secs` seconds:
   # event counts per call
@@ -2480,7 +2480,7 @@ defmodule B.Report do
     wake-up latency, the loopback and the scheduler. BEAM schedulers spin
     for a while before they sleep (default `+sbwt`), so a BEAM node's CPU
     includes that busy-waiting and can fill the whole wall time. The C node
-    does the like (`--busy-poll-us`, 50 µs by default): after a frame it
+    does the like (`--busy-poll-us`, 100 µs by default): after a frame it
     polls without sleeping, yielding the core between polls, until that
     long passes with no other frame, so its CPU per call includes the spin
     too.
@@ -2515,7 +2515,10 @@ defmodule B.Report do
     """
     System calls and context switches per call of the callee process
     (`perf stat`; one caller: #{o.calls} and #{b.calls} calls of `#{o.call}` and
-    `#{b.call}`#{if st[:ours8], do: "; 8 callers, each on its own run pid: #{st.ours8.calls} and #{st.beam8.calls} calls", else: ""}):
+    `#{b.call}`#{if st[:ours8], do: "; 8 callers, each on its own run pid: #{st.ours8.calls} and #{st.beam8.calls} calls", else: ""}).
+    The C node's `epoll_wait` count includes the zero-timeout polls of its
+    busy polling after traffic (`--busy-poll-us`), and `sched_yield` the
+    yields between them; a blocking wait is at most one context switch:
 
     #{heads}
     |---|---|---|#{if st[:ours8], do: "---|---|", else: ""}

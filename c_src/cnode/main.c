@@ -33,8 +33,14 @@
 #include "run_proc.h"
 #include "service.h"
 
-/* --busy-poll-us's default (see cn_node_run). */
-#define BUSY_POLL_US 50
+/* --busy-poll-us's default (see cn_node_run). A caller that answers a
+ * reply with its next request does so after its own wake-up and work: on
+ * the idle 2-core development machine a loopback call took 43 us of wall
+ * time, 11 us of it the node's CPU (bench/RESULTS.md, "Where a call's time
+ * goes"), so the next request comes some 30-45 us after the reply; 100 us
+ * catches it with room to spare and costs at most that much CPU after the
+ * last frame. */
+#define BUSY_POLL_US 100
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define BUSY_POLL_STR STR(BUSY_POLL_US)
