@@ -42,12 +42,9 @@ static int beam_start(council_call *call, void *arg)
     cn_hooked *bp = arg;
     cn_bridge *b = bp->b;
     cn_run_proc *rp;
-    const char *why;
-    const cn_pid *server = cn_run_proc_served(council_call_run(call), CN_BEAM_PROVIDER, &rp, &why);
-    if (!server) {
-        council_call_fail(call, why);
+    const cn_pid *server = cn_run_proc_served(bp, council_call_run(call), call, &rp);
+    if (!server)
         return 0;
-    }
 
     /* The request the member sees, plus the member's options (the Elixir
      * side needs e.g. the module that answers). */
@@ -70,15 +67,8 @@ static int beam_start(council_call *call, void *arg)
         if (ei_x_encode_tuple_header(&x, 4) == 0 &&
             ei_x_encode_atom(&x, "council_member_call") == 0 &&
             cn_node_encode_pid(b->node, &x, &me) == 0 && ei_x_encode_ulonglong(&x, id) == 0 &&
-            encode_request(&x, req, council_call_run(call)) == 0 &&
-            cn_pending_add(bp->calls, id, call, rp) == 0) {
-            council_call_ref(call); /* the table's */
-            rc = 0;
-            if (cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
-                council_call_unref(cn_pending_take(bp->calls, id));
-                council_call_fail(call, cn_beam_failure_text(CN_BEAM_PROVIDER, CN_BEAM_UNREACHABLE));
-            }
-        }
+            encode_request(&x, req, council_call_run(call)) == 0)
+            rc = cn_hooked_send(bp, rp, server, id, call, &x);
         ei_x_free(&x);
     }
     json_decref(req);
@@ -89,6 +79,11 @@ static void beam_cancel(council_call *call, void *arg)
 {
     cn_hooked *bp = arg;
     council_call_unref(cn_pending_take(bp->calls, council_call_id(call)));
+}
+
+static void ref_call(void *call)
+{
+    council_call_ref(call);
 }
 
 static void unref_call(void *call)
@@ -104,7 +99,7 @@ static void fail_call(void *call, const char *msg)
 /* A member server going down fails its run's calls in flight: it is
  * forgotten first (cn_run_proc_member_server gives NULL), so a retry that
  * a failure starts fails at once instead of being added. */
-static const cn_hooked_kind kind = {CN_BEAM_PROVIDER, unref_call, fail_call};
+static const cn_hooked_kind kind = {CN_BEAM_PROVIDER, ref_call, unref_call, fail_call};
 
 int cn_beam_provider_register(cn_bridge *b)
 {

@@ -44,25 +44,17 @@ static int br_start(council_route *rt, void *arg)
     cn_hooked *br = arg;
     cn_bridge *b = br->b;
     cn_run_proc *rp;
-    const char *why;
-    const cn_pid *server = cn_run_proc_served(council_route_run(rt), CN_BEAM_ROUTER, &rp, &why);
+    const cn_pid *server = cn_run_proc_served(br, council_route_run(rt), rt, &rp);
     if (!server)
-        return fail(rt, why);
+        return 0;
     const json_t *req = council_route_request_object(rt);
     if (!req)
         return COUNCIL_ENOMEM;
     ei_x_buff x;
     int rc = COUNCIL_ENOMEM;
-    uint64_t id = council_route_id(rt);
     if (ei_x_new(&x) == 0) {
-        if (encode_call(b, &x, rp, rt, req) == 0 && cn_pending_add(br->calls, id, rt, rp) == 0) {
-            council_route_ref(rt); /* the table's */
-            rc = 0;
-            if (cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
-                council_route_unref(cn_pending_take(br->calls, id));
-                fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_UNREACHABLE));
-            }
-        }
+        if (encode_call(b, &x, rp, rt, req) == 0)
+            rc = cn_hooked_send(br, rp, server, council_route_id(rt), rt, &x);
         ei_x_free(&x);
     }
     return rc;
@@ -76,6 +68,11 @@ static void br_cancel(council_route *rt, void *arg)
         council_route_unref(cn_pending_take(br->calls, e->id));
 }
 
+static void ref_route(void *rt)
+{
+    council_route_ref(rt);
+}
+
 static void unref_route(void *rt)
 {
     council_route_unref(rt);
@@ -86,7 +83,7 @@ static void fail_route(void *rt, const char *msg)
     council_route_fail(rt, msg);
 }
 
-static const cn_hooked_kind kind = {CN_BEAM_ROUTER, unref_route, fail_route};
+static const cn_hooked_kind kind = {CN_BEAM_ROUTER, ref_route, unref_route, fail_route};
 
 int cn_beam_router_register(cn_bridge *b)
 {

@@ -49,26 +49,15 @@ static int bt_start(council_tool_call *tc, void *arg)
     cn_bridge *b = bt->b;
     council_call *call = council_tool_call_member_call(tc);
     cn_run_proc *rp;
-    const char *why;
-    const cn_pid *server = cn_run_proc_served(call ? council_call_run(call) : NULL, CN_BEAM_TOOL,
-                                              &rp, &why);
+    const cn_pid *server = cn_run_proc_served(bt, call ? council_call_run(call) : NULL, tc, &rp);
     if (!server)
-        return answer_error(tc, why);
-
+        return 0;
     ei_x_buff x;
     if (ei_x_new(&x) != 0)
         return COUNCIL_ENOMEM;
     int rc = COUNCIL_ENOMEM;
-    uint64_t id = council_tool_call_id(tc);
-    if (encode_call(b, &x, rp, tc, council_call_member_id(call)) == 0 &&
-        cn_pending_add(bt->calls, id, tc, rp) == 0) {
-        council_tool_call_ref(tc); /* the table's */
-        rc = 0;
-        if (cn_node_send(b->node, server, cn_x_slice(&x)) != 0) {
-            council_tool_call_unref(cn_pending_take(bt->calls, id));
-            answer_error(tc, cn_beam_failure_text(CN_BEAM_TOOL, CN_BEAM_UNREACHABLE));
-        }
-    }
+    if (encode_call(b, &x, rp, tc, council_call_member_id(call)) == 0)
+        rc = cn_hooked_send(bt, rp, server, council_tool_call_id(tc), tc, &x);
     ei_x_free(&x);
     return rc;
 }
@@ -79,6 +68,11 @@ static void bt_cancel(council_tool_call *tc, void *arg)
     cn_pending_entry *e = cn_pending_find(bt->calls, council_tool_call_id(tc));
     if (e && e->item == tc)
         council_tool_call_unref(cn_pending_take(bt->calls, e->id));
+}
+
+static void ref_tool_call(void *tc)
+{
+    council_tool_call_ref(tc);
 }
 
 static void unref_tool_call(void *tc)
@@ -94,7 +88,7 @@ static void fail_tool_call(void *tc, const char *msg)
 /* A member server going down gives its run's waiting tool calls an error
  * result; all of them are out of the table first: an answer may make the
  * core abandon others (their cancel then finds nothing to drop). */
-static const cn_hooked_kind kind = {CN_BEAM_TOOL, unref_tool_call, fail_tool_call};
+static const cn_hooked_kind kind = {CN_BEAM_TOOL, ref_tool_call, unref_tool_call, fail_tool_call};
 
 int cn_beam_tools_register(cn_bridge *b)
 {

@@ -118,6 +118,19 @@ void cn_hooked_server_down(cn_bridge *b, void *arg, struct cn_run_proc *rp, cn_s
     }
 }
 
+int cn_hooked_send(cn_hooked *h, struct cn_run_proc *rp, const cn_pid *server, uint64_t id,
+                   void *item, const ei_x_buff *x)
+{
+    if (cn_pending_add(h->calls, id, item, rp) != 0)
+        return COUNCIL_ENOMEM;
+    h->kind->ref(item);
+    if (cn_node_send(h->b->node, server, cn_x_slice(x)) != 0) {
+        h->kind->unref(cn_pending_take(h->calls, id));
+        h->kind->fail(item, cn_beam_failure_text(h->kind->beam, CN_BEAM_UNREACHABLE));
+    }
+    return 0;
+}
+
 void cn_hooked_gone(cn_bridge *b, void *arg, struct cn_run_proc *rp)
 {
     drop(arg, rp);

@@ -71,6 +71,7 @@ struct cn_bridge {
  * requests apart. */
 typedef struct cn_hooked_kind {
     cn_beam_kind beam;                         /* which it is (its texts) */
+    void (*ref)(void *item);                   /* takes the table's reference */
     void (*unref)(void *item);                 /* drops the table's reference */
     void (*fail)(void *item, const char *msg); /* answers a request with an error */
 } cn_hooked_kind;
@@ -101,6 +102,12 @@ size_t cn_hooked_count(const cn_bridge *b, const cn_run_hook *ops);
  * requests still waiting (normally none: cancelling a run abandons them)
  * are dropped. */
 void cn_hooked_server_down(cn_bridge *b, void *arg, struct cn_run_proc *rp, cn_slice reason);
+/* Sends a request's message (x) to its member server, item waiting in h's
+ * table under id for rp's reply (the table takes a reference): 0, or
+ * COUNCIL_ENOMEM (nothing done). When the server cannot be reached, item
+ * is out of the table again and failed (reasons.h, CN_BEAM_UNREACHABLE). */
+int cn_hooked_send(cn_hooked *h, struct cn_run_proc *rp, const cn_pid *server, uint64_t id,
+                   void *item, const ei_x_buff *x);
 void cn_hooked_gone(cn_bridge *b, void *arg, struct cn_run_proc *rp);
 
 /* Adds a hook (ops static, arg the module's): 0, COUNCIL_EEXIST (ops is

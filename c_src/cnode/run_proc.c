@@ -500,15 +500,15 @@ const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp)
     return rp->more && rp->more->server ? &rp->more->server->pid : NULL;
 }
 
-const cn_pid *cn_run_proc_served(const council_run *run, cn_beam_kind kind, cn_run_proc **rp,
-                                 const char **why)
+const cn_pid *cn_run_proc_served(cn_hooked *h, const council_run *run, void *item,
+                                 cn_run_proc **rp)
 {
     *rp = cn_run_proc_from_run(run);
-    const cn_pid *server = NULL;
-    if (!*rp || !(*rp)->proc)
-        *why = cn_beam_failure_text(kind, CN_BEAM_NO_PROCESS);
-    else if (!(server = cn_run_proc_member_server(*rp)))
-        *why = cn_beam_failure_text(kind, CN_BEAM_NO_SERVER);
+    int has_proc = *rp && (*rp)->proc;
+    const cn_pid *server = has_proc ? cn_run_proc_member_server(*rp) : NULL;
+    if (!server)
+        h->kind->fail(item, cn_beam_failure_text(h->kind->beam, has_proc ? CN_BEAM_NO_SERVER
+                                                                         : CN_BEAM_NO_PROCESS));
     return server;
 }
 

@@ -61,10 +61,11 @@ void cn_run_proc_shutdown_all(cn_bridge *b, cn_slice reason);
 cn_run_proc *cn_run_proc_from_run(const council_run *run);
 cn_proc *cn_run_proc_proc(const cn_run_proc *rp);
 const cn_pid *cn_run_proc_member_server(const cn_run_proc *rp);
-/* The member server that serves run's requests of kind (reasons.h), and
+/* The member server that serves item, a request of h's kind in run, and
  * the run's record in *rp; NULL when there is none (the run has no process
- * here, or no member server), with *why the text the request fails with. */
-const cn_pid *cn_run_proc_served(const council_run *run, cn_beam_kind kind, cn_run_proc **rp,
-                                 const char **why);
+ * here, or no member server), item then failed with the reason
+ * (reasons.h). */
+const cn_pid *cn_run_proc_served(cn_hooked *h, const council_run *run, void *item,
+                                 cn_run_proc **rp);
 
 #endif

@@ -88,6 +88,16 @@ static void *take(nif_beam *bm, int kind, uint64_t id)
     return item;
 }
 
+static void ref_item(int kind, void *item)
+{
+    if (kind == K_MEMBER)
+        council_call_ref(item);
+    else if (kind == K_TOOL)
+        council_tool_call_ref(item);
+    else
+        council_route_ref(item);
+}
+
 static void unref_item(int kind, void *item)
 {
     if (kind == K_MEMBER)
@@ -96,6 +106,24 @@ static void unref_item(int kind, void *item)
         council_tool_call_unref(item);
     else
         council_route_unref(item);
+}
+
+/* A tool call's failure is its error result, which the model reads. */
+static int answer_error(council_tool_call *tc, const char *msg)
+{
+    council_tool_call_return(tc, 0, msg, strlen(msg));
+    return 0;
+}
+
+/* Fails item (a member call, a tool call or a route) with msg. */
+static void fail_item(int kind, void *item, const char *msg)
+{
+    if (kind == K_MEMBER)
+        council_call_fail(item, msg);
+    else if (kind == K_TOOL)
+        answer_error(item, msg);
+    else
+        council_route_fail(item, msg);
 }
 
 /* Every entry of r out of the table, as a list (by_run) in arrival order. */
@@ -130,28 +158,42 @@ static void release_arg(void *arg)
     enif_free(bm);
 }
 
+/* The run of item (of kind) when it has a member server to serve it;
+ * else NULL, item failed with the reason (reasons.h). */
+static nif_run *served(const council_run *run, int kind, void *item)
+{
+    nif_run *r = nif_run_of(run);
+    if (!r || !nif_run_server(r)) {
+        fail_item(kind, item, cn_beam_failure_text(kind, r ? CN_BEAM_NO_SERVER
+                                                           : CN_BEAM_NO_PROCESS));
+        return NULL;
+    }
+    return r;
+}
+
 /* Put item in the table (taking a reference on it) and send
- * {tag, RunPid, Id, term} to r's member server: 0 sent, 1 the server is
- * not reachable (the item is out of the table again), COUNCIL_ENOMEM (term
- * 0, or no room: nothing done). */
+ * {tag, RunPid, Id, rest...} to r's member server: 0 (item failed when
+ * the server is not reachable, and out of the table again), or
+ * COUNCIL_ENOMEM (a term of rest 0, or no room: nothing done). */
 static int dispatch(nif_beam *bm, nif_run *r, int kind, uint64_t id, void *item,
-                    ERL_NIF_TERM tag, ERL_NIF_TERM term)
+                    ERL_NIF_TERM tag, const ERL_NIF_TERM *rest, size_t nrest)
 {
     ErlNifEnv *env = bm->st->out;
-    if (!term || add(bm, kind, id, item, r) != 0) {
+    ERL_NIF_TERM items[6] = {tag, enif_make_pid(env, nif_run_pid(r)),
+                             enif_make_uint64(env, id)};
+    int ok = nrest <= 3;
+    for (size_t i = 0; ok && i < nrest; i++)
+        ok = (items[3 + i] = rest[i]) != 0;
+    if (!ok || add(bm, kind, id, item, r) != 0) {
         enif_clear_env(env);
         return COUNCIL_ENOMEM;
     }
-    if (kind == K_MEMBER) /* the table's reference */
-        council_call_ref(item);
-    else
-        council_route_ref(item);
-    ERL_NIF_TERM msg = enif_make_tuple4(env, tag, enif_make_pid(env, nif_run_pid(r)),
-                                        enif_make_uint64(env, id), term);
-    if (nif_send(bm->st, nif_run_server(r), msg))
-        return 0;
-    unref_item(kind, take(bm, kind, id));
-    return 1;
+    ref_item(kind, item); /* the table's reference */
+    if (!nif_send(bm->st, nif_run_server(r), enif_make_tuple_from_array(env, items, 3 + nrest))) {
+        unref_item(kind, take(bm, kind, id));
+        fail_item(kind, item, cn_beam_failure_text(kind, CN_BEAM_UNREACHABLE));
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ provider */
@@ -198,35 +240,14 @@ static ERL_NIF_TERM request_term(ErlNifEnv *env, council_call *call)
     return out;
 }
 
-/* The member server that serves run's requests of kind, and the run's
- * record in *r; NULL when there is none, with *why the text the request
- * fails with (reasons.h). */
-static const ErlNifPid *served(const council_run *run, cn_beam_kind kind, nif_run **r,
-                               const char **why)
-{
-    const ErlNifPid *server = NULL;
-    if (!(*r = nif_run_of(run)))
-        *why = cn_beam_failure_text(kind, CN_BEAM_NO_PROCESS);
-    else if (!(server = nif_run_server(*r)))
-        *why = cn_beam_failure_text(kind, CN_BEAM_NO_SERVER);
-    return server;
-}
-
 static int beam_start(council_call *call, void *arg)
 {
     nif_beam *bm = arg;
-    nif_state *st = bm->st;
-    nif_run *r;
-    const char *why;
-    if (!served(council_call_run(call), CN_BEAM_PROVIDER, &r, &why)) {
-        council_call_fail(call, why);
-        return 0;
-    }
-    int rc = dispatch(bm, r, K_MEMBER, council_call_id(call), call, A.council_member_call,
-                      request_term(st->out, call));
-    if (rc == 1)
-        council_call_fail(call, cn_beam_failure_text(CN_BEAM_PROVIDER, CN_BEAM_UNREACHABLE));
-    return rc == 1 ? 0 : rc;
+    nif_run *r = served(council_call_run(call), K_MEMBER, call);
+    ERL_NIF_TERM req = r ? request_term(bm->st->out, call) : 0;
+    return r ? dispatch(bm, r, K_MEMBER, council_call_id(call), call, A.council_member_call,
+                        &req, 1)
+             : 0;
 }
 
 static void beam_cancel(council_call *call, void *arg)
@@ -239,45 +260,25 @@ static void beam_cancel(council_call *call, void *arg)
 
 /* ------------------------------------------------------------ tools */
 
-static int answer_error(council_tool_call *tc, const char *msg)
-{
-    council_tool_call_return(tc, 0, msg, strlen(msg));
-    return 0;
-}
-
+/* {council_tool_call, RunPid, ToolCallId, MemberId, Name, Arguments} */
 static int tool_start(council_tool_call *tc, void *arg)
 {
     nif_beam *bm = arg;
-    nif_state *st = bm->st;
     council_call *call = council_tool_call_member_call(tc);
-    nif_run *r;
-    const char *why;
-    const ErlNifPid *server =
-        served(call ? council_call_run(call) : NULL, CN_BEAM_TOOL, &r, &why);
-    if (!server)
-        return answer_error(tc, why);
+    nif_run *r = served(call ? council_call_run(call) : NULL, K_TOOL, tc);
+    if (!r)
+        return 0;
     size_t alen = 0;
     const char *args = council_tool_call_arguments(tc, &alen);
     const char *name = council_tool_call_name(tc);
     const char *member = council_call_member_id(call);
-    uint64_t id = council_tool_call_id(tc);
-    if (add(bm, K_TOOL, id, tc, r) != 0)
-        return COUNCIL_ENOMEM;
-    council_tool_call_ref(tc); /* the table's */
-    ErlNifEnv *env = st->out;
-    ERL_NIF_TERM items[6] = {
-        A.council_tool_call,
-        enif_make_pid(env, nif_run_pid(r)),
-        enif_make_uint64(env, id),
+    ErlNifEnv *env = bm->st->out;
+    ERL_NIF_TERM rest[3] = {
         nif_binary(env, member, strlen(member)),
         nif_binary(env, name ? name : "", name ? strlen(name) : 0),
         nif_binary(env, args ? args : "", args ? alen : 0),
     };
-    if (!nif_send(st, server, enif_make_tuple_from_array(env, items, 6))) {
-        council_tool_call_unref(take(bm, K_TOOL, id));
-        answer_error(tc, cn_beam_failure_text(CN_BEAM_TOOL, CN_BEAM_UNREACHABLE));
-    }
-    return 0;
+    return dispatch(bm, r, K_TOOL, council_tool_call_id(tc), tc, A.council_tool_call, rest, 3);
 }
 
 static void tool_cancel(council_tool_call *tc, void *arg)
@@ -301,17 +302,11 @@ static int route_fail(council_route *rt, const char *msg)
 static int route_start(council_route *rt, void *arg)
 {
     nif_beam *bm = arg;
-    nif_state *st = bm->st;
-    nif_run *r;
-    const char *why;
-    if (!served(council_route_run(rt), CN_BEAM_ROUTER, &r, &why))
-        return route_fail(rt, why);
-    const json_t *req = council_route_request_object(rt);
-    ERL_NIF_TERM reqt = req ? nif_json_term(st->out, req, 0) : 0;
-    int rc = dispatch(bm, r, K_ROUTE, council_route_id(rt), rt, A.council_route_call, reqt);
-    if (rc == 1)
-        route_fail(rt, cn_beam_failure_text(CN_BEAM_ROUTER, CN_BEAM_UNREACHABLE));
-    return rc == 1 ? 0 : rc;
+    nif_run *r = served(council_route_run(rt), K_ROUTE, rt);
+    const json_t *req = r ? council_route_request_object(rt) : NULL;
+    ERL_NIF_TERM reqt = req ? nif_json_term(bm->st->out, req, 0) : 0;
+    return r ? dispatch(bm, r, K_ROUTE, council_route_id(rt), rt, A.council_route_call, &reqt, 1)
+             : 0;
 }
 
 static void route_cancel(council_route *rt, void *arg)
@@ -538,12 +533,7 @@ void nif_beam_server_down(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TER
         bentry *e = NIF_DL_ENTRY(list.next, bentry, by_run);
         nif_dl_del(&e->by_run);
         cn_beam_server_down_text(msg, sizeof msg, e->kind, why);
-        if (e->kind == K_MEMBER)
-            council_call_fail(e->item, msg);
-        else if (e->kind == K_ROUTE)
-            council_route_fail(e->item, msg);
-        else
-            answer_error(e->item, msg);
+        fail_item(e->kind, e->item, msg);
         unref_item(e->kind, e->item);
         enif_free(e);
     }
