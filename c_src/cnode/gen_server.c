@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "council.h"
 #include "log.h"
+#include "reasons.h"
 
 typedef struct cn_gen {
     const cn_gen_ops *ops;
@@ -125,7 +127,7 @@ int cn_gen_reply_built(cn_node *n, cn_proc *p, const cn_gen_from *from, ei_x_buf
 {
     if (built < 0) {
         x->index = 0;
-        if (cn_gen_encode_error(x, "enomem")) {
+        if (cn_gen_encode_error(x, cn_reason_name(cn_reason_index(COUNCIL_ENOMEM)))) {
             cn_log_error("out of memory: a call to %s is not answered",
                          p->name ? p->name : "a process");
             return -1;

@@ -1,6 +1,8 @@
 /* reasons.h - the reason a core error becomes for a BEAM caller
  * ({error, Reason}): one table for the C node (bridge.c) and the NIF
- * (c_src/nif), so both backends answer alike. The names are fixed atoms of
+ * (c_src/nif), so both backends answer alike, and the only place these
+ * names are written: code that replies with one of these errors looks it
+ * up here by its council_err. The names are fixed atoms of
  * docs/protocol.md, never user data. This table and the call exits' are
  * also emitted into priv/schema.json and include/council_schema.hrl
  * (c_src/tools/schema_dump.c) for lib/ and src/, which read them there

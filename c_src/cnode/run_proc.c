@@ -244,10 +244,10 @@ static int call_await(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
 {
     cn_run_proc *rp = cn_gen_state(p);
     if (n_awaiters(rp) >= MAX_AWAITERS)
-        return cn_gen_encode_error(x, "limit");
+        return cn_bridge_encode_error(x, COUNCIL_ELIMIT, NULL);
     struct rp_more *m = rp_more(rp);
     if (!m)
-        return cn_gen_encode_error(x, "enomem");
+        return cn_bridge_encode_error(x, COUNCIL_ENOMEM, NULL);
     if (m->n_await == m->cap_await) {
         size_t cap = m->cap_await ? m->cap_await * 2 : 2;
         cn_gen_from **a = realloc(m->awaiters, cap * sizeof *a);
@@ -261,7 +261,7 @@ static int call_await(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_
         m->awaiters[m->n_await++] = keep;
         return CN_GEN_NOREPLY; /* answered at the end */
     }
-    return cn_gen_encode_error(x, "enomem");
+    return cn_bridge_encode_error(x, COUNCIL_ENOMEM, NULL);
 }
 
 static int call_result(cn_node *n, cn_proc *p, const cn_gen_from *from, const cn_gen_call *row, const cn_slice *el,

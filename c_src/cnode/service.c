@@ -346,7 +346,7 @@ static int start_subscribe(service *s, start_req *r, ei_x_buff *x)
     if (!r->nsubs || !b->subs)
         return 0;
     if (!(r->topic = cn_bridge_topic(r->so.run_id, r->so.run_id_len, &r->topic_len)))
-        return refuse(cn_gen_encode_error(x, "enomem"));
+        return refuse(cn_bridge_encode_error(x, COUNCIL_ENOMEM, NULL));
     for (; r->nmade < r->nsubs; r->nmade++) {
         size_t i = r->nmade;
         r->made[i] = !cn_rsubs_has(b->subs, r->topic, r->topic_len, &r->subs[i]);
@@ -373,7 +373,7 @@ static int already_started(service *s, const start_req *r, ei_x_buff *x)
     cn_pid pid;
     cn_node_self(s->b->node, p, &pid);
     return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
-                   ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "already_started") ||
+                   ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, cn_bridge_reason(COUNCIL_EEXIST, NULL)) ||
                    cn_node_encode_pid(s->b->node, x, &pid)
                ? -1
                : 0;
@@ -397,11 +397,11 @@ static int start_create(service *s, start_req *r, const cn_gen_from *from, int l
     if (rc == COUNCIL_EEXIST)
         return refuse(already_started(s, r, x));
     if (rc != 0)
-        return refuse(cn_bridge_encode_error(x, rc, "enomem"));
+        return refuse(cn_bridge_encode_error(x, rc, cn_bridge_reason(COUNCIL_ENOMEM, NULL)));
     if (!(*proc = cn_run_proc_spawn(b, r->run, r->has_server ? &r->server : NULL)))
-        return refuse(cn_gen_encode_error(x, "enomem"));
+        return refuse(cn_bridge_encode_error(x, COUNCIL_ENOMEM, NULL));
     if (link && cn_node_link(b->node, *proc, &from->pid) != 0)
-        return refuse(cn_gen_encode_error(x, "noconnection"));
+        return refuse(cn_bridge_encode_error(x, COUNCIL_EIO, NULL));
     return 0;
 }
 

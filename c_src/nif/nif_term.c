@@ -24,13 +24,13 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(failed, "failed");
     AT(undefined, "undefined");
     AT(badarg, "badarg");
-    AT(enomem, "enomem");
-    AT(limit, "limit");
+    A.enomem = A.reasons[cn_reason_index(COUNCIL_ENOMEM)];
+    A.limit = A.reasons[cn_reason_index(COUNCIL_ELIMIT)];
     AT(not_found, "not_found");
     AT(unknown_run, "unknown_run");
     AT(runner_dead, "runner_dead");
     AT(running, "running");
-    AT(already_started, "already_started");
+    A.already_started = A.reasons[cn_reason_index(COUNCIL_EEXIST)];
     AT(run_id_retained, "run_id_retained");
     AT(invalid_spec, "invalid_spec");
     AT(bad_option, "bad_option");
@@ -172,7 +172,7 @@ ERL_NIF_TERM nif_binary(ErlNifEnv *env, const void *p, size_t len)
     ERL_NIF_TERM t;
     unsigned char *d = enif_make_new_binary(env, len, &t);
     if (!d)
-        return enif_make_atom(env, "enomem");
+        return A.enomem;
     if (len)
         memcpy(d, p, len);
     return t;
