@@ -256,6 +256,8 @@ struct council_spec {
 };
 
 #define SPEC_MAX_MEMBERS 64
+#define SPEC_MIN_MEMBERS 1
+#define SPEC_MIN_ROUNDS 1         /* of a spec, of an iterate round */
 #define SPEC_MAX_NAME_BYTES 255   /* a member id, a round name */
 #define SPEC_DEFAULT_ITERATIONS 3 /* an iterate round without max_iterations */
 /* The values of an iterate round's "until", by stop_rule, and of a round's

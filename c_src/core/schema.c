@@ -60,8 +60,8 @@ static int spec_rules(json_t *s)
     bad |= json_object_set_new(s, "round_options", ro);
     bad |= sp ? json_object_set_new(sp, "keys", keys) : (json_decref(keys), 1);
     if (!bad)
-        bad |= json_object_set_new(sp, "min_members", json_integer(1)) ||
-               json_object_set_new(sp, "min_rounds", json_integer(1)) ||
+        bad |= json_object_set_new(sp, "min_members", json_integer(SPEC_MIN_MEMBERS)) ||
+               json_object_set_new(sp, "min_rounds", json_integer(SPEC_MIN_ROUNDS)) ||
                json_object_set_new(sp, "unique_member_key", json_string("id")) ||
                json_object_set_new(sp, "min_name_bytes", json_integer(1)) ||
                json_object_set_new(sp, "max_name_bytes", json_integer(SPEC_MAX_NAME_BYTES));

@@ -391,7 +391,7 @@ static int compile_round(council_spec *s, json_t *jr, const char *path,
         }
         json_t *jc = round_get(jr, jo, "rounds");
         pathf(f, sizeof f, "%s.options.rounds", path);
-        if (!json_is_array(jc) || json_array_size(jc) == 0)
+        if (!json_is_array(jc) || json_array_size(jc) < SPEC_MIN_ROUNDS)
             return fail(err, f, "iterate needs a non-empty array of rounds");
         rc = compile_rounds(s, jc, f, depth + 1, &r->children, &r->n_children, err);
         if (rc)
@@ -599,7 +599,7 @@ static int spec_compile(council_spec *s, unsigned level, council_spec_error *err
         return COUNCIL_ENOMEM;
 
     json_t *jm = json_object_get(d, "members");
-    if (!json_is_array(jm) || json_array_size(jm) == 0)
+    if (!json_is_array(jm) || json_array_size(jm) < SPEC_MIN_MEMBERS)
         return fail(err, "members", "must be a non-empty array");
     if (json_array_size(jm) > SPEC_MAX_MEMBERS)
         return fail(err, "members", "at most %d members", SPEC_MAX_MEMBERS);
@@ -624,7 +624,7 @@ static int spec_compile(council_spec *s, unsigned level, council_spec_error *err
     if (rc)
         return rc;
     json_t *jr = json_object_get(d, "rounds");
-    if (!json_is_array(jr) || json_array_size(jr) == 0)
+    if (!json_is_array(jr) || json_array_size(jr) < SPEC_MIN_ROUNDS)
         return fail(err, "rounds", "must be a non-empty array");
     rc = compile_rounds(s, jr, "rounds", 0, &s->rounds, &s->n_rounds, err);
     if (rc)

@@ -974,7 +974,14 @@ COUNCIL_API int council_parse_ranking(const char *text, size_t len,
  *    "round_types": [names], "providers": [built-in provider names],
  *    "model_providers": [...], "limits": {key: {"max": n}},
  *    "spec": {"max_members", "max_rounds", "max_depth", "max_iterations",
- *             "max_run_rounds", "max_bytes"},
+ *             "max_run_rounds", "max_bytes", "min_members", "min_rounds",
+ *             "min_name_bytes", "max_name_bytes" (a member id, a round name),
+ *             "unique_member_key", "keys": {top-level key: its kind: "name",
+ *             "members", "rounds", "member_id", "limits" or "router"}},
+ *    "round_options": {"*" (every round) or a type: {option: {"kind", ...}}}
+ *             (kinds: "member_ids", "member_id", "rounds" (nested rounds),
+ *             "integer" with "min"/"max", "enum" with "values", "string",
+ *             "router"; "default" where the core has one),
  *    "statuses", "event_types", "fail_kinds", "router_conditions": [names],
  *    "errors": {name: {"code": n, "message": text}}}
  * Malloc'ed (the caller frees), NULL when out of memory. Any thread. */
