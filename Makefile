@@ -161,13 +161,13 @@ $(B)/test/helpers/%: test/c/helpers/%.c
 # one shared object the VM loads (config :council_ex, backend: :nif). It
 # takes only what it uses from the C node (the encoders event_term,
 # term_json, spec_cache and their term helpers; the error reasons; the
-# hash table), so the node's other files do not reach it; like the node,
-# it sees the core through c_src/include only.
+# hash table; a run's topic), so the node's other files do not reach it;
+# like the node, it sees the core through c_src/include only.
 ERTS_INCLUDE := $(firstword $(wildcard /usr/lib/erlang/erts-*/include) /usr/lib/erlang/usr/include)
 NIF_SRC := $(sort $(wildcard c_src/nif/*.c))
 NIF_OBJ := $(NIF_SRC:%.c=$(B)/%.o)
 NIF_CNODE_OBJ := $(addprefix $(B)/c_src/cnode/,event_term.o term_json.o term.o term_check.o \
-                   spec_cache.o reasons.o hashtab.o)
+                   spec_cache.o reasons.o hashtab.o run_topic.o)
 $(B)/c_src/nif/%.o: c_src/nif/%.c $(wildcard c_src/include/*.h c_src/cnode/*.h c_src/nif/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)$(CC) $(filter-out -Ic_src/core,$(CFLAGS_ALL)) -fvisibility=hidden \

@@ -21,19 +21,6 @@ int cn_bridge_encode_error(ei_x_buff *x, int err, const char *otherwise)
     return cn_gen_encode_error(x, cn_bridge_reason(err, otherwise));
 }
 
-char *cn_bridge_topic(const char *run_id, size_t id_len, size_t *len)
-{
-    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
-    char *t = malloc(plen + id_len + 1);
-    if (!t)
-        return NULL;
-    memcpy(t, COUNCIL_TOPIC_PREFIX, plen);
-    memcpy(t + plen, run_id, id_len);
-    t[plen + id_len] = 0;
-    *len = plen + id_len;
-    return t;
-}
-
 int cn_bridge_hook_add(cn_bridge *b, const cn_run_hook *ops, void *arg)
 {
     if (cn_bridge_hook_arg(b, ops))

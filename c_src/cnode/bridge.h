@@ -10,8 +10,8 @@
  * beam_tools.c (tool calls served by BEAM processes). Those last two hang
  * on the run processes through hooks (below), each with its own table.
  * bridge.c holds what these files share: the hooks and the state of the
- * modules behind them (cn_hooked), the reason atom each council_err is
- * reported as, and a run's topic.
+ * modules behind them (cn_hooked), and the reason atom each council_err
+ * is reported as.
  * Single-threaded: the loop thread only.
  */
 #ifndef CN_BRIDGE_H
@@ -128,10 +128,5 @@ const char *cn_bridge_reason(int err, const char *otherwise);
 /* Appends {error, cn_bridge_reason(err, otherwise)} to x. 0 or -1
  * (ENOMEM). */
 int cn_bridge_encode_error(ei_x_buff *x, int err, const char *otherwise);
-
-/* The topic of a run id: "council_ex:run:" <> run_id, NUL-terminated and
- * malloc'ed (the caller frees); *len gets its length. NULL when out of
- * memory. */
-char *cn_bridge_topic(const char *run_id, size_t id_len, size_t *len);
 
 #endif

@@ -12,6 +12,7 @@
 #include "event_term.h"
 #include "hashtab.h"
 #include "log.h"
+#include "run_topic.h"
 
 typedef struct pidrec pidrec;
 
@@ -182,9 +183,7 @@ static void keep_terminal(entry *e);
 /* The topic is "council_ex:run:" <> the event's own run_id. */
 static int is_own_run(const entry *e, const council_event *ev)
 {
-    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
-    return e->topic_len == plen + ev->run_id_len &&
-           memcmp(e->topic + plen, ev->run_id, ev->run_id_len) == 0;
+    return cn_is_run_topic(e->topic, e->topic_len, ev->run_id, ev->run_id_len);
 }
 
 static void cut_off(entry *e, size_t dropped);

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "remote_sub.h"
 #include "retained.h"
+#include "run_topic.h"
 
 /* Callers waiting in :await on one run. A raw '$gen_call' needs no monitor,
  * so the per-peer cap on links and monitors does not bound these. */
@@ -196,7 +197,7 @@ static int sub_request(cn_run_proc *rp, cn_slice pid_term, int subscribe)
         return COUNCIL_EINVAL;
     size_t id_len, len;
     const char *id = council_run_id(rp->run, &id_len);
-    char *topic = cn_bridge_topic(id, id_len, &len);
+    char *topic = cn_run_topic(id, id_len, &len);
     if (!topic)
         return COUNCIL_ENOMEM;
     int rc = subscribe ? cn_rsubs_add(rp->b->subs, topic, len, &pid, 0)

@@ -11,6 +11,7 @@
 #include "remote_sub.h"
 #include "retained.h"
 #include "run_proc.h"
+#include "run_topic.h"
 #include "spec_cache.h"
 #include "term_json.h"
 
@@ -328,11 +329,7 @@ static int start_parse(service *s, cn_slice opts, start_req *r, ei_x_buff *x)
     }
     /* A generated id is made here rather than by the core, so that the
      * subscriptions can come first. */
-    if (!r->so.run_id) {
-        council_run_id_generate(r->gen_id);
-        r->so.run_id = r->gen_id;
-        r->so.run_id_len = strlen(r->gen_id);
-    }
+    cn_run_id_fix(&r->so, r->gen_id);
     return 0;
 }
 
@@ -345,7 +342,7 @@ static int start_subscribe(service *s, start_req *r, ei_x_buff *x)
     cn_bridge *b = s->b;
     if (!r->nsubs || !b->subs)
         return 0;
-    if (!(r->topic = cn_bridge_topic(r->so.run_id, r->so.run_id_len, &r->topic_len)))
+    if (!(r->topic = cn_run_topic(r->so.run_id, r->so.run_id_len, &r->topic_len)))
         return refuse(cn_bridge_encode_error(x, COUNCIL_ENOMEM, NULL));
     for (; r->nmade < r->nsubs; r->nmade++) {
         size_t i = r->nmade;

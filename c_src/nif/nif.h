@@ -23,7 +23,8 @@
  *
  * Uses only the core's public headers (council.h, council_json.h) and the
  * C node's term encoders (event_term.h, spec_cache.h), its error reasons
- * (reasons.h) and its hash table (hashtab.h).
+ * (reasons.h), its hash table (hashtab.h) and a run's topic
+ * (run_topic.h).
  */
 #ifndef COUNCIL_NIF_H
 #define COUNCIL_NIF_H

@@ -40,6 +40,7 @@
 
 #include "event_term.h"
 #include "nif.h"
+#include "run_topic.h"
 
 /* Callers waiting in :await on one run (as the C node). */
 #define MAX_AWAITERS 10000
@@ -539,36 +540,22 @@ static ERL_NIF_TERM summary(nif_state *st, nif_run *r, ErlNifEnv *env)
     return t;
 }
 
-static int topic_of(nif_run *r, char *buf, size_t n, size_t *len)
-{
-    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
-    if (plen + r->id_len >= n)
-        return -1;
-    memcpy(buf, COUNCIL_TOPIC_PREFIX, plen);
-    memcpy(buf + plen, r->id, r->id_len);
-    *len = plen + r->id_len;
-    buf[*len] = 0;
-    return 0;
-}
-
 static ERL_NIF_TERM subscription(nif_state *st, nif_run *r, ErlNifEnv *cenv,
                                  ERL_NIF_TERM pid_term, int subscribe)
 {
     ErlNifPid pid;
     char *topic;
-    size_t len, n = sizeof COUNCIL_TOPIC_PREFIX + r->id_len + 1;
+    size_t len;
     if (!enif_get_local_pid(cenv, pid_term, &pid) || !st->subs)
         return nif_error(st->out, A.badarg);
-    if (!(topic = enif_alloc(n)))
+    if (!(topic = cn_run_topic(r->id, r->id_len, &len)))
         return nif_error(st->out, A.enomem);
     int rc = 0;
-    if (topic_of(r, topic, n, &len) == 0) {
-        if (subscribe)
-            rc = nif_subs_add(st->subs, topic, len, &pid, NIF_SUB_PLAIN);
-        else
-            nif_subs_remove(st->subs, topic, len, &pid);
-    }
-    enif_free(topic);
+    if (subscribe)
+        rc = nif_subs_add(st->subs, topic, len, &pid, NIF_SUB_PLAIN);
+    else
+        nif_subs_remove(st->subs, topic, len, &pid);
+    free(topic);
     return rc == 0 ? A.ok : nif_error(st->out, nif_reason(rc, A.badarg));
 }
 

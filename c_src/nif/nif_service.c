@@ -18,6 +18,7 @@
 
 #include "event_term.h"
 #include "nif.h"
+#include "run_topic.h"
 #include "spec_cache.h"
 #include "term_json.h"
 
@@ -238,11 +239,7 @@ static ERL_NIF_TERM start_parse(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM opts
         r->so.user_opts = r->uo_etf.data;
         r->so.user_opts_len = r->uo_etf.size;
     }
-    if (!r->so.run_id) {
-        council_run_id_generate(r->gen_id);
-        r->so.run_id = r->gen_id;
-        r->so.run_id_len = strlen(r->gen_id);
-    }
+    cn_run_id_fix(&r->so, r->gen_id);
     return 0;
 }
 
@@ -251,13 +248,8 @@ static ERL_NIF_TERM start_subscribe(nif_state *st, start_req *r)
 {
     if (!r->nsubs)
         return 0;
-    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
-    r->topic_len = plen + r->so.run_id_len;
-    if (!(r->topic = malloc(r->topic_len + 1)))
+    if (!(r->topic = cn_run_topic(r->so.run_id, r->so.run_id_len, &r->topic_len)))
         return nif_error(st->out, A.enomem);
-    memcpy(r->topic, COUNCIL_TOPIC_PREFIX, plen);
-    memcpy(r->topic + plen, r->so.run_id, r->so.run_id_len);
-    r->topic[r->topic_len] = 0;
     for (; r->nmade < r->nsubs; r->nmade++) {
         size_t i = r->nmade;
         r->made[i] = !nif_subs_has(st->subs, r->topic, r->topic_len, &r->subs[i]);

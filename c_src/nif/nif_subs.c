@@ -29,6 +29,7 @@
 #include "event_term.h"
 #include "hashtab.h"
 #include "nif.h"
+#include "run_topic.h"
 
 typedef struct pidrec pidrec;
 
@@ -379,9 +380,7 @@ static void cut_off(entry *e)
 
 static int is_own_run(const entry *e, const council_event *ev)
 {
-    size_t plen = sizeof COUNCIL_TOPIC_PREFIX - 1;
-    return e->topic_len == plen + ev->run_id_len &&
-           memcmp(e->topic + plen, ev->run_id, ev->run_id_len) == 0;
+    return cn_is_run_topic(e->topic, e->topic_len, ev->run_id, ev->run_id_len);
 }
 
 /* An event's term as a subscriber of e's mode gets it, in env. */
