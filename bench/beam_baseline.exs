@@ -16,6 +16,15 @@ Code.require_file("procfs.exs", __DIR__)
 defmodule BenchBeam do
   @moduledoc false
   def run_id, do: :crypto.strong_rand_bytes(16) |> Base.url_encode64(padding: false)
+
+  # f called n times in a tight loop (the timed body of a microbenchmark;
+  # bench/nif_case.exs times its batches with it too)
+  def repeat(_f, 0), do: :ok
+
+  def repeat(f, n) do
+    f.()
+    repeat(f, n - 1)
+  end
 end
 
 defmodule BenchBeam.Run do
@@ -423,19 +432,13 @@ defmodule BenchBeam.Micro do
     means =
       for _ <- 1..n do
         t0 = System.monotonic_time(:nanosecond)
-        loop(f, @batch)
+        BenchBeam.repeat(f, @batch)
         (System.monotonic_time(:nanosecond) - t0) / @batch
       end
 
     summarize(means)
   end
 
-  defp loop(_f, 0), do: :ok
-
-  defp loop(f, n) do
-    f.()
-    loop(f, n - 1)
-  end
 
   defp summarize(means) do
     s = Enum.sort(means)

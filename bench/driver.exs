@@ -976,19 +976,26 @@ defmodule B do
     relay = :erlang.spawn_opt(fn -> relay(subs) end, message_queue_data: :off_heap)
     t0 = now()
     emit.(relay, subs, runs)
+    result = fanout_result(subs, t0, runs, tokens)
+    Enum.each([relay | subs], &send(&1, :stop))
+    result
+  end
 
+  # What subs (subscriber/2 each) report once each saw the terminal events
+  # of `runs` runs of `tokens` tokens emitted from t0: {:ok, events/s,
+  # whether every one got every event and lost none, {expected, got,
+  # lost}}, or an error when one did not finish within 60 s.
+  def fanout_result(subs, t0, runs, tokens) do
     res =
       for _ <- subs do
         receive do
           {:sub_done, _, n, lost, t} -> {n, lost, t}
         after
-          60_000 -> {:timeout}
+          60_000 -> :timeout
         end
       end
 
-    Enum.each([relay | subs], &send(&1, :stop))
-
-    if Enum.any?(res, &(&1 == {:timeout})) do
+    if :timeout in res do
       {:error, "timeout: not every subscriber got every terminal event"}
     else
       expected = runs * (tokens + 6)

@@ -74,16 +74,9 @@ defmodule B.Nif do
   def batched(f, batches, per) do
     for _ <- 1..batches do
       t0 = B.now()
-      loop(f, per)
+      BenchBeam.repeat(f, per)
       (B.now() - t0) / per
     end
-  end
-
-  defp loop(_f, 0), do: :ok
-
-  defp loop(f, n) do
-    f.()
-    loop(f, n - 1)
   end
 
   defp cn_median(f, n) do
@@ -396,27 +389,9 @@ defmodule B.Nif do
     for s <- subs, do: receive(do: ({:registered, ^s} -> :ok))
     t0 = B.now()
     emit.(topic, subs, runs)
-
-    res =
-      for _ <- subs do
-        receive do
-          {:sub_done, _, n, lost, t} -> {n, lost, t}
-        after
-          60_000 -> :timeout
-        end
-      end
-
+    result = B.fanout_result(subs, t0, runs, tokens)
     Enum.each(subs, &send(&1, :stop))
-
-    if :timeout in res do
-      {:error, "timeout: not every subscriber got every terminal event"}
-    else
-      expected = runs * (tokens + 6)
-      t_end = res |> Enum.map(&elem(&1, 2)) |> Enum.max()
-
-      {:ok, expected / ((t_end - t0) / 1.0e9),
-       Enum.all?(res, fn {n, lost, _} -> n == expected and lost == 0 end)}
-    end
+    result
   end
 
   # the event sequence of BenchBeam.Fanout (the C node's tuples), each event

@@ -390,11 +390,19 @@ static void client_init(size_t n, size_t gaps_cap, size_t lat_cap)
     }
 }
 
-static void release_runs(council_run **runs, size_t nruns)
+/* The end of a measurement: its runs, its spec, the context and the
+ * samples kept in B. */
+static void release_all(council_run **runs, size_t nruns, council_spec *spec)
 {
     for (size_t i = 0; i < nruns; i++)
         council_run_unref(runs[i]);
     free(runs);
+    council_spec_unref(spec);
+    council_ctx_free(B.ctx);
+    free(B.s);
+    free(B.gaps);
+    free(B.lat);
+    free(B.sent);
 }
 
 /* stream / paced */
@@ -512,13 +520,7 @@ static int mode_stream(const char *base, size_t n, size_t tokens, int paced)
         print_pcts("lat_ns", B.lat, B.nlat);
     }
     free(ttft);
-    release_runs(runs, nruns);
-    council_spec_unref(spec);
-    council_ctx_free(B.ctx);
-    free(B.s);
-    free(B.gaps);
-    free(B.lat);
-    free(B.sent);
+    release_all(runs, nruns, spec);
     return rc;
 }
 
@@ -590,13 +592,7 @@ static int mode_open(const char *base, size_t n, int idle)
     for (i = 0; i < n; i++)
         council_run_cancel(runs[i]);
     step_until(all_done, 30);
-    release_runs(runs, n);
-    council_spec_unref(spec);
-    council_ctx_free(B.ctx);
-    free(B.s);
-    free(B.gaps);
-    free(B.lat);
-    free(B.sent);
+    release_all(runs, n, spec);
     return rc;
 }
 

@@ -1,9 +1,9 @@
 /* dist_peer.h - the BEAM end of a distribution connection, played by the C
  * node's socket suites (test_node, test_dial, test_beam_tools) over
- * loopback while the node runs on a uv loop of the same thread: the loop
- * pumped, exact reads, handshake packets of both roles (the initiator's
- * whole handshake included) and frames read and parsed. Every read pumps
- * the node's loop while it waits. */
+ * loopback while the node runs on a uv loop of the same thread: the node
+ * under test started and stopped, the loop pumped, exact reads, handshake
+ * packets of both roles (the initiator's whole handshake included) and
+ * frames read and parsed. Every read pumps the node's loop while it waits. */
 #ifndef TEST_DIST_PEER_H
 #define TEST_DIST_PEER_H
 
@@ -24,6 +24,7 @@
 
 #include "../../c_src/cnode/dist_ctl.h"
 #include "../../c_src/cnode/handshake.h"
+#include "../../c_src/cnode/node.h"
 
 /* The challenge this peer sends as initiator (in its 'r' packet). */
 #define DP_OUR_CHALLENGE 42u
@@ -48,6 +49,30 @@ static inline void dp_spin(uv_loop_t *loop, int ms)
         uv_run(loop, UV_RUN_NOWAIT);
         usleep(1000);
     }
+}
+
+/* The node under test: cfg's, with cookie, started on loop. */
+static inline cn_node *dp_node_start(uv_loop_t *loop, const cn_node_config *cfg,
+                                     const char *cookie)
+{
+    cn_cookie c = {0};
+    cn_cookie_set(&c, cookie, strlen(cookie));
+    cn_node *n = cn_node_new(loop, cfg, &c);
+    assert_non_null(n);
+    assert_int_equal(cn_node_start(n, NULL, NULL), 0);
+    return n;
+}
+
+/* Stops the node, turns the loop while its handles close (at most about
+ * 200 ms; with drain, then until the loop has nothing left) and frees it. */
+static inline void dp_node_stop(uv_loop_t *loop, cn_node *n, int drain)
+{
+    cn_node_stop(n);
+    for (int i = 0; i < 200 && uv_run(loop, UV_RUN_NOWAIT); i++)
+        usleep(1000);
+    if (drain)
+        uv_run(loop, UV_RUN_DEFAULT);
+    cn_node_free(n);
 }
 
 /* Reads exactly n bytes: 0, -1 on EOF or error, -2 after about 4 s. */

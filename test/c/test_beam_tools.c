@@ -210,12 +210,8 @@ static int setup(void **st)
     cn_node_config cfg;
     cn_node_config_defaults(&cfg);
     cfg.name = "council@host";
-    cn_cookie c = {0};
-    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
-    f->n = cn_node_new(f->loop, &cfg, &c);
-    assert_non_null(f->n);
     setenv("ERL_EPMD_PORT", "1", 1); /* no epmd: registration fails, fine */
-    assert_int_equal(cn_node_start(f->n, NULL, NULL), 0);
+    f->n = dp_node_start(f->loop, &cfg, COOKIE);
     cn_node_table(f->n)->creation = 77;
     f->b.node = f->n;
     f->b.ctx = f->ctx;
@@ -233,10 +229,7 @@ static int teardown(void **st)
     fixture *f = *st;
     if (f->fd >= 0)
         close(f->fd);
-    cn_node_stop(f->n);
-    for (int i = 0; i < 200 && uv_run(f->loop, UV_RUN_NOWAIT); i++)
-        usleep(1000);
-    cn_node_free(f->n);
+    dp_node_stop(f->loop, f->n, 0); /* the loop is the context's */
     if (f->run)
         council_run_unref(f->run);
     council_ctx_free(f->ctx);
@@ -383,19 +376,17 @@ static void a_timeout_drops_the_waiting_call(void **st)
     assert_int_equal(cn_beam_tools_pending(&f->b), 0);
 }
 
+#define tools_test(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(an_ok_reply_is_the_tool_result, setup, teardown),
-        cmocka_unit_test_setup_teardown(error_replies_and_malformed_ones_are_error_results,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(a_server_that_goes_down_gives_an_error_result, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(a_run_without_member_server_gets_an_error_at_once,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(
-            cancel_drops_the_waiting_call_and_a_late_reply_is_ignored, setup, teardown),
-        cmocka_unit_test_setup_teardown(a_timeout_drops_the_waiting_call, setup, teardown),
+        tools_test(an_ok_reply_is_the_tool_result),
+        tools_test(error_replies_and_malformed_ones_are_error_results),
+        tools_test(a_server_that_goes_down_gives_an_error_result),
+        tools_test(a_run_without_member_server_gets_an_error_at_once),
+        tools_test(cancel_drops_the_waiting_call_and_a_late_reply_is_ignored),
+        tools_test(a_timeout_drops_the_waiting_call),
     };
     return cmocka_run_group_tests_name("beam_tools", tests, NULL, NULL);
 }

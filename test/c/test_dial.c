@@ -255,11 +255,7 @@ static int setup(void **st)
     cfg.conn.hs_timeout_ms = g_hs_timeout;
     if (g_max_outq)
         cfg.conn.max_outq = g_max_outq;
-    cn_cookie c = {0};
-    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
-    f->n = cn_node_new(&f->loop, &cfg, &c);
-    assert_non_null(f->n);
-    assert_int_equal(cn_node_start(f->n, NULL, NULL), 0);
+    f->n = dp_node_start(&f->loop, &cfg, COOKIE);
     /* our registration: ALIVE2_X_RESP, creation 77 */
     f->epmd_reg = accept_pump(f, f->epmd_l, 3000);
     assert_true(f->epmd_reg >= 0);
@@ -287,11 +283,7 @@ static int peer_port(fixture *f)
 static int teardown(void **st)
 {
     fixture *f = *st;
-    cn_node_stop(f->n);
-    for (int i = 0; i < 200 && uv_run(&f->loop, UV_RUN_NOWAIT); i++)
-        usleep(1000);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    cn_node_free(f->n);
+    dp_node_stop(&f->loop, f->n, 1);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     close(f->epmd_reg);
     close(f->epmd_l);
@@ -374,6 +366,14 @@ static void expect_queued_frames(fixture *f, int fd)
     assert_true(cn_term_is_atom(m.payload, "hello"));
 }
 
+/* The node's status packet on fd is `status` ('s' and its word). */
+static void expect_status(fixture *f, int fd, const char *status)
+{
+    unsigned char p[64];
+    assert_int_equal(rd_pkt(f, fd, p, sizeof p), (int)strlen(status));
+    assert_memory_equal(p, status, strlen(status));
+}
+
 /* The node closed fd without a byte more. */
 static void expect_closed(fixture *f, int fd)
 {
@@ -432,9 +432,7 @@ static void alive_is_answered_true(void **st)
     signals_to_peer(f, 0);
     int fd = dialed(f, "peer");
     wr_pkt(f, fd, "salive", 6);
-    unsigned char p[16];
-    assert_int_equal(rd_pkt(f, fd, p, sizeof p), 5);
-    assert_memory_equal(p, "strue", 5);
+    expect_status(f, fd, "strue");
     assert_int_equal(accept_rest(f, fd, PEER, COOKIE), 0);
     expect_queued_frames(f, fd);
     close(fd);
@@ -450,9 +448,7 @@ static void simultaneous_connect_greater_peer_wins(void **st)
     int out = dialed(f, "peer");
     /* PEER dials the node meanwhile */
     int in = dial_the_node(f, PEER);
-    unsigned char p[300];
-    assert_int_equal(rd_pkt(f, in, p, sizeof p), 16);
-    assert_memory_equal(p, "sok_simultaneous", 16);
+    expect_status(f, in, "sok_simultaneous");
     /* the node gave up its own attempt */
     expect_closed(f, out);
     close(out);
@@ -479,9 +475,7 @@ static void simultaneous_connect_smaller_peer_gets_nok(void **st)
     assert_int_equal(cn_node_link(f->n, l, &remote), 0);
     int out = dialed(f, "alpha");
     int in = dial_the_node(f, alpha);
-    unsigned char p[64];
-    assert_int_equal(rd_pkt(f, in, p, sizeof p), 4);
-    assert_memory_equal(p, "snok", 4);
+    expect_status(f, in, "snok");
     expect_closed(f, in);
     close(in);
     /* our own attempt goes on and comes up */
@@ -535,16 +529,18 @@ static void queue_overflow_while_dialing_fails_the_dial(void **st)
     assert_int_equal(cn_node_send(f->n, &f->remote, (cn_slice){hi, sizeof hi}), 0);
 }
 
+#define dial_test(t, setup) cmocka_unit_test_setup_teardown(t, setup, teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(wrong_cookie_is_refused_cleanly, setup, teardown),
-        cmocka_unit_test_setup_teardown(unknown_node_is_noconnection, setup, teardown),
-        cmocka_unit_test_setup_teardown(alive_is_answered_true, setup, teardown),
-        cmocka_unit_test_setup_teardown(simultaneous_connect_greater_peer_wins, setup, teardown),
-        cmocka_unit_test_setup_teardown(simultaneous_connect_smaller_peer_gets_nok, setup, teardown),
-        cmocka_unit_test_setup_teardown(silent_peer_hits_the_deadline, setup_short, teardown),
-        cmocka_unit_test_setup_teardown(queue_overflow_while_dialing_fails_the_dial, setup_short, teardown),
+        dial_test(wrong_cookie_is_refused_cleanly, setup),
+        dial_test(unknown_node_is_noconnection, setup),
+        dial_test(alive_is_answered_true, setup),
+        dial_test(simultaneous_connect_greater_peer_wins, setup),
+        dial_test(simultaneous_connect_smaller_peer_gets_nok, setup),
+        dial_test(silent_peer_hits_the_deadline, setup_short),
+        dial_test(queue_overflow_while_dialing_fails_the_dial, setup_short),
     };
     return cmocka_run_group_tests_name("dial", tests, NULL, NULL);
 }

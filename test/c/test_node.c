@@ -166,14 +166,10 @@ static int setup(void **st)
         cfg.max_signals_per_peer = g_max_signals;
     if (g_max_outq)
         cfg.conn.max_outq = g_max_outq;
-    cn_cookie c = {0};
-    cn_cookie_set(&c, COOKIE, strlen(COOKIE));
-    f->n = cn_node_new(&f->loop, &cfg, &c);
-    assert_non_null(f->n);
     setenv("ERL_EPMD_PORT", "1", 1); /* no epmd: registration fails, fine */
     /* quiet (the expected epmd and cookie errors) unless asked */
     cn_log_set_level(getenv("TEST_NODE_DEBUG") ? CN_LOG_DEBUG : -1);
-    assert_int_equal(cn_node_start(f->n, NULL, NULL), 0);
+    f->n = dp_node_start(&f->loop, &cfg, COOKIE);
     cn_node_table(f->n)->creation = 77;
     f->fd = -1;
     *st = f;
@@ -185,11 +181,7 @@ static int teardown(void **st)
     fixture *f = *st;
     if (f->fd >= 0)
         close(f->fd);
-    cn_node_stop(f->n);
-    for (int i = 0; i < 200 && uv_run(&f->loop, UV_RUN_NOWAIT); i++)
-        usleep(1000);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    cn_node_free(f->n);
+    dp_node_stop(&f->loop, f->n, 1);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     free(f);
     return 0;
@@ -540,19 +532,19 @@ static void an_output_overflow_closes_from_the_loop_not_inside_the_send(void **s
     ei_x_free(&x);
 }
 
+#define node_test(t, setup) cmocka_unit_test_setup_teardown(t, setup, teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(wrong_cookie_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(noproc_answers, setup, teardown),
-        cmocka_unit_test_setup_teardown(local_exit_tells_links_and_monitors, setup, teardown),
-        cmocka_unit_test_setup_teardown(disconnect_sends_noconnection_and_cleans_up, setup, teardown),
-        cmocka_unit_test_setup_teardown(unlink_id_is_acked_and_frame_cap_enforced, setup, teardown),
-        cmocka_unit_test_setup_teardown(an_oversized_call_is_answered_on_the_same_connection, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(a_peer_over_its_signal_cap_is_cut_off, setup_small, teardown),
-        cmocka_unit_test_setup_teardown(an_output_overflow_closes_from_the_loop_not_inside_the_send,
-                                        setup_small_outq, teardown),
+        node_test(wrong_cookie_is_refused, setup),
+        node_test(noproc_answers, setup),
+        node_test(local_exit_tells_links_and_monitors, setup),
+        node_test(disconnect_sends_noconnection_and_cleans_up, setup),
+        node_test(unlink_id_is_acked_and_frame_cap_enforced, setup),
+        node_test(an_oversized_call_is_answered_on_the_same_connection, setup),
+        node_test(a_peer_over_its_signal_cap_is_cut_off, setup_small),
+        node_test(an_output_overflow_closes_from_the_loop_not_inside_the_send, setup_small_outq),
     };
     return cmocka_run_group_tests_name("node", tests, NULL, NULL);
 }

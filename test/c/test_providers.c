@@ -521,13 +521,11 @@ static void test_retries_count_attempts_and_back_off(void **state)
 static void test_timeout_then_retry_succeeds(void **state)
 {
     fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = start_rec(
-        ctx, sq("{'id':'r','members':[{'id':'m','provider':'mock','options':"
-                "{'hang_attempts':[1],'latency_ms':5}}],'rounds':[{'type':"
-                "'independent_analysis'}],'limits':{'max_attempts':2,"
-                "'member_timeout_ms':50}}"), "q", NULL);
-    wait_done(ctx, run, 3000);
+    council_run *run = fx_run(
+        f, sq("{'id':'r','members':[{'id':'m','provider':'mock','options':"
+              "{'hang_attempts':[1],'latency_ms':5}}],'rounds':[{'type':"
+              "'independent_analysis'}],'limits':{'max_attempts':2,"
+              "'member_timeout_ms':50}}"), "q", 3000);
     const council_member_result *m = only_member(run);
     assert_true(m->ok);
     assert_int_equal(m->attempts, 2);
@@ -537,12 +535,10 @@ static void test_timeout_then_retry_succeeds(void **state)
 static void test_mock_timeout_option_per_member(void **state)
 {
     fx *f = *state;
-    council_ctx *ctx = f->ctx;
-    council_run *run = f->run = start_rec(
-        ctx, sq("{'id':'r','members':[{'id':'m','provider':'mock','options':"
-                "{'latency_ms':500,'timeout_ms':40}},{'id':'k','provider':'mock'}],"
-                "'rounds':[{'type':'independent_analysis'}]}"), "q", NULL);
-    wait_done(ctx, run, 3000);
+    council_run *run = fx_run(
+        f, sq("{'id':'r','members':[{'id':'m','provider':'mock','options':"
+              "{'latency_ms':500,'timeout_ms':40}},{'id':'k','provider':'mock'}],"
+              "'rounds':[{'type':'independent_analysis'}]}"), "q", 3000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = council_run_result(run)->rounds[0];
     assert_string_equal(member_in(r, "m")->error, "timeout after 40 ms");

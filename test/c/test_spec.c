@@ -174,56 +174,64 @@ static void test_labels_follow_spec_order(void **state)
     assert_string_equal(l, "B3");
 }
 
+static const char *LABELS[] = {"A", "B", "C"};
+
 static void test_vote_parsing_takes_first_valid_marker(void **state)
 {
     (void)state;
-    const char *labels[] = {"A", "B", "C"};
+    /* the text, what it parses to, the label chosen */
+    static const struct {
+        const char *text;
+        int rc;
+        const char *label;
+    } cases[] = {
+        {"I think VOTE: b because. VOTE: A", COUNCIL_OK, "B"},
+        {"VOTE:\tC", COUNCIL_OK, "C"},
+        {"VOTE: D", COUNCIL_EPARSE, NULL},
+        {"vote: A", COUNCIL_EPARSE, NULL},
+        {"VOTE: AB", COUNCIL_EPARSE, NULL},
+    };
     char out[8];
-    const char *t1 = "I think VOTE: b because. VOTE: A";
-    assert_int_equal(council_parse_vote(t1, strlen(t1), labels, 3, out, sizeof out), 0);
-    assert_string_equal(out, "B");
-    const char *t2 = "VOTE:\tC";
-    assert_int_equal(council_parse_vote(t2, strlen(t2), labels, 3, out, sizeof out), 0);
-    assert_string_equal(out, "C");
-    const char *t3 = "VOTE: D";
-    assert_int_equal(council_parse_vote(t3, strlen(t3), labels, 3, out, sizeof out),
-                     COUNCIL_EPARSE);
-    const char *t4 = "vote: A";
-    assert_int_equal(council_parse_vote(t4, strlen(t4), labels, 3, out, sizeof out),
-                     COUNCIL_EPARSE);
-    const char *t5 = "VOTE: AB";
-    assert_int_equal(council_parse_vote(t5, strlen(t5), labels, 3, out, sizeof out),
-                     COUNCIL_EPARSE);
-    assert_int_equal(council_parse_vote("VOTE: A", 6, labels, 3, out, sizeof out),
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *t = cases[i].text;
+        int rc = council_parse_vote(t, strlen(t), LABELS, 3, out, sizeof out);
+        if (rc != cases[i].rc)
+            fail_msg("\"%s\": %s", t, council_strerror(rc));
+        if (cases[i].label)
+            assert_string_equal(out, cases[i].label);
+    }
+    assert_int_equal(council_parse_vote("VOTE: A", 6, LABELS, 3, out, sizeof out),
                      COUNCIL_EPARSE); /* length respected */
 }
 
 static void test_ranking_parsing(void **state)
 {
     (void)state;
-    const char *labels[] = {"A", "B", "C"};
-    size_t order[3], n = 0;
-    const char *t1 = "blah\nRANKING: C > a, B\nmore";
-    assert_int_equal(council_parse_ranking(t1, strlen(t1), labels, 3, order, &n), 0);
-    assert_int_equal(n, 3);
-    assert_int_equal(order[0], 2);
-    assert_int_equal(order[1], 0);
-    assert_int_equal(order[2], 1);
-    const char *t2 = "RANKING: B";
-    assert_int_equal(council_parse_ranking(t2, strlen(t2), labels, 3, order, &n), 0);
-    assert_int_equal(n, 1);
-    const char *t3 = "RANKING: A > A";
-    assert_int_equal(council_parse_ranking(t3, strlen(t3), labels, 3, order, &n),
-                     COUNCIL_EPARSE);
-    const char *t4 = "RANKING: A > Q";
-    assert_int_equal(council_parse_ranking(t4, strlen(t4), labels, 3, order, &n),
-                     COUNCIL_EPARSE);
-    const char *t5 = "RANKING: A ; B";
-    assert_int_equal(council_parse_ranking(t5, strlen(t5), labels, 3, order, &n),
-                     COUNCIL_EPARSE);
-    const char *t6 = "no ranking here";
-    assert_int_equal(council_parse_ranking(t6, strlen(t6), labels, 3, order, &n),
-                     COUNCIL_EPARSE);
+    /* the text, what it parses to, how many labels, their order */
+    static const struct {
+        const char *text;
+        int rc;
+        size_t n, order[3];
+    } cases[] = {
+        {"blah\nRANKING: C > a, B\nmore", COUNCIL_OK, 3, {2, 0, 1}},
+        {"RANKING: B", COUNCIL_OK, 1, {1}},
+        {"RANKING: A > A", COUNCIL_EPARSE, 0, {0}},
+        {"RANKING: A > Q", COUNCIL_EPARSE, 0, {0}},
+        {"RANKING: A ; B", COUNCIL_EPARSE, 0, {0}},
+        {"no ranking here", COUNCIL_EPARSE, 0, {0}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *t = cases[i].text;
+        size_t order[3], n = 0;
+        int rc = council_parse_ranking(t, strlen(t), LABELS, 3, order, &n);
+        if (rc != cases[i].rc)
+            fail_msg("\"%s\": %s", t, council_strerror(rc));
+        if (rc != COUNCIL_OK)
+            continue;
+        assert_int_equal(n, cases[i].n);
+        for (size_t k = 0; k < n; k++)
+            assert_int_equal(order[k], cases[i].order[k]);
+    }
 }
 
 static void test_strerror_names_every_code(void **state)

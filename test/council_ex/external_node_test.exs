@@ -259,6 +259,14 @@ defmodule CouncilEx.ExternalNodeTest do
 
   # A Slow run started with start_link(subscribe: true), and a run/3 of
   # Slow in a task, both under way at the node.
+  # an external node started and used, with the runs of runs_in_flight/0 on it
+  defp external_with_runs_in_flight(ctx) do
+    ext = start_external(ctx)
+    use_external(ext.node)
+    {id, pid, task} = runs_in_flight()
+    {ext, ext.node, id, pid, task}
+  end
+
   defp runs_in_flight do
     Process.flag(:trap_exit, true)
     id = run_id("ext-linked")
@@ -383,10 +391,7 @@ defmodule CouncilEx.ExternalNodeTest do
 
   test "SIGTERM of the external node: runs cancelled, :unavailable while it is gone, used again when back",
        ctx do
-    ext = start_external(ctx)
-    node = ext.node
-    use_external(node)
-    {id, pid, task} = runs_in_flight()
+    {ext, node, id, pid, task} = external_with_runs_in_flight(ctx)
     assert node(pid) == node
 
     signal(ext, "TERM")
@@ -408,10 +413,7 @@ defmodule CouncilEx.ExternalNodeTest do
   end
 
   test "kill -9 of the external node mid-run: :noconnection, then used again when back", ctx do
-    ext = start_external(ctx)
-    node = ext.node
-    use_external(node)
-    {id, pid, task} = runs_in_flight()
+    {ext, node, id, pid, task} = external_with_runs_in_flight(ctx)
     topic = "council_ex:run:" <> id
     waiter = Task.async(fn -> CouncilEx.await(pid) end)
     # the await is under way at the node when it dies
@@ -434,10 +436,7 @@ defmodule CouncilEx.ExternalNodeTest do
 
   test "connection lost, the external node still running: :noconnection, then reconnected to it",
        ctx do
-    ext = start_external(ctx)
-    node = ext.node
-    use_external(node)
-    {id, pid, task} = runs_in_flight()
+    {ext, node, id, pid, task} = external_with_runs_in_flight(ctx)
     topic = "council_ex:run:" <> id
 
     assert Node.disconnect(node) == true
