@@ -24,29 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dlist.h"
 #include "term.h"
 
-/* Intrusive doubly linked list. */
-typedef struct cn_dl {
-    struct cn_dl *prev, *next;
-} cn_dl;
-static inline void cn_dl_init(cn_dl *h) { h->prev = h->next = h; }
-static inline int cn_dl_empty(const cn_dl *h) { return h->next == h; }
-static inline void cn_dl_push(cn_dl *h, cn_dl *e)
-{
-    e->prev = h->prev;
-    e->next = h;
-    h->prev->next = e;
-    h->prev = e;
-}
-static inline void cn_dl_del(cn_dl *e)
-{
-    e->prev->next = e->next;
-    e->next->prev = e->prev;
-    e->prev = e->next = e;
-}
-#define cn_dl_entry(ptr, type, member) \
-    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* Compact pid: node is an interned node-name id (0 = this node). */
 typedef struct cn_pid {

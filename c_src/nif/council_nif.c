@@ -108,6 +108,22 @@ int nif_queue(nif_state *st, nif_cmd *c)
     return 0;
 }
 
+void nif_queue_down(nif_state *st, int kind, void *obj, const ErlNifMonitor *mon)
+{
+    nif_cmd *c = enif_alloc(sizeof *c);
+    if (!c)
+        return;
+    memset(c, 0, sizeof *c);
+    c->kind = kind;
+    c->obj = obj;
+    c->mon = *mon;
+    enif_keep_resource(obj);
+    if (nif_queue(st, c) != 0) {
+        enif_release_resource(obj);
+        enif_free(c);
+    }
+}
+
 static nif_cmd *take_all(nif_state *st, int *stopping)
 {
     enif_mutex_lock(st->mu);
@@ -400,8 +416,8 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     memset(st, 0, sizeof *st);
     st->refs = 1;
     st->instances = 1;
-    nif_dl_init(&st->live);
-    nif_dl_init(&st->ending);
+    cn_dl_init(&st->live);
+    cn_dl_init(&st->ending);
     st->mu = enif_mutex_create("council_nif.queue");
     st->cv = enif_cond_create("council_nif.wake");
     st->out = enif_alloc_env();

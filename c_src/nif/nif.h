@@ -35,31 +35,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "dlist.h"
 #include "hashtab.h"
 #include "reasons.h"
-
-/* ------------------------------------------------------------ lists */
-
-typedef struct nif_dl {
-    struct nif_dl *prev, *next;
-} nif_dl;
-
-static inline void nif_dl_init(nif_dl *l) { l->prev = l->next = l; }
-static inline int nif_dl_empty(const nif_dl *l) { return l->next == l; }
-static inline void nif_dl_push(nif_dl *l, nif_dl *e)
-{
-    e->prev = l->prev;
-    e->next = l;
-    l->prev->next = e;
-    l->prev = e;
-}
-static inline void nif_dl_del(nif_dl *e)
-{
-    e->prev->next = e->next;
-    e->next->prev = e->prev;
-    e->prev = e->next = e;
-}
-#define NIF_DL_ENTRY(p, type, field) ((type *)((char *)(p)-offsetof(type, field)))
 
 /* ------------------------------------------------------------ atoms */
 
@@ -124,8 +102,8 @@ typedef struct nif_state {
     struct cn_spec_cache *specs;
     nif_subs *subs;
     nif_beam *beam;
-    nif_dl live;               /* run records with a pid (nif_run.c) */
-    nif_dl ending;             /* runs whose end the core reported, to finish */
+    cn_dl live;                /* run records with a pid (nif_run.c) */
+    cn_dl ending;              /* runs whose end the core reported, to finish */
     size_t runs_alive;
     ErlNifEnv *out;            /* scratch env for messages (cleared after each) */
     ei_x_buff x;               /* scratch ETF buffer */
@@ -165,6 +143,10 @@ struct nif_cmd {
 /* Queues c (the loop thread owns it from then on). 0, or -1 when the
  * library is unloading (c is not taken). Any thread. */
 int nif_queue(nif_state *st, nif_cmd *c);
+/* From a resource monitor's down callback (any thread): queues a command
+ * of kind for the loop with obj (kept until the loop has carried it out)
+ * and mon. Dropped when out of memory or unloading. */
+void nif_queue_down(nif_state *st, int kind, void *obj, const ErlNifMonitor *mon);
 
 /* ------------------------------------------------------------ sending */
 
@@ -248,7 +230,7 @@ const ErlNifPid *nif_run_server(const nif_run *r);
 /* The member server went down: the run has none from now on. */
 void nif_run_server_gone(nif_run *r);
 /* The run's beam calls waiting for a reply (nif_beam.c's entries). */
-nif_dl *nif_run_calls(nif_run *r);
+cn_dl *nif_run_calls(nif_run *r);
 /* Cancels every run (the library's stop, unload) with reason `shutdown`. */
 void nif_runs_shutdown(nif_state *st);
 /* Finishes the runs whose end the core reported: their events go out

@@ -31,7 +31,7 @@ enum { K_MEMBER = CN_BEAM_PROVIDER, K_TOOL = CN_BEAM_TOOL, K_ROUTE = CN_BEAM_ROU
 
 typedef struct bentry {
     cn_hlink hl;    /* in bm->calls */
-    nif_dl by_run;  /* in the run's calls list */
+    cn_dl by_run;   /* in the run's calls list */
     int kind;
     uint64_t id;
     void *item;     /* council_call *, council_tool_call * or council_route *,
@@ -71,7 +71,7 @@ static int add(nif_beam *bm, int kind, uint64_t id, void *item, nif_run *owner)
     e->item = item;
     e->owner = owner;
     cn_htab_add(&bm->calls, &e->hl, key_hash(kind, id));
-    nif_dl_push(nif_run_calls(owner), &e->by_run);
+    cn_dl_push(nif_run_calls(owner), &e->by_run);
     return 0;
 }
 
@@ -82,7 +82,7 @@ static void *take(nif_beam *bm, int kind, uint64_t id)
     if (!e)
         return NULL;
     cn_htab_del(&bm->calls, &e->hl);
-    nif_dl_del(&e->by_run);
+    cn_dl_del(&e->by_run);
     void *item = e->item;
     enif_free(e);
     return item;
@@ -127,15 +127,15 @@ static void fail_item(int kind, void *item, const char *msg)
 }
 
 /* Every entry of r out of the table, as a list (by_run) in arrival order. */
-static void detach(nif_beam *bm, nif_run *r, nif_dl *out)
+static void detach(nif_beam *bm, nif_run *r, cn_dl *out)
 {
-    nif_dl_init(out);
-    nif_dl *calls = nif_run_calls(r);
-    while (!nif_dl_empty(calls)) {
-        bentry *e = NIF_DL_ENTRY(calls->next, bentry, by_run);
+    cn_dl_init(out);
+    cn_dl *calls = nif_run_calls(r);
+    while (!cn_dl_empty(calls)) {
+        bentry *e = cn_dl_entry(calls->next, bentry, by_run);
         cn_htab_del(&bm->calls, &e->hl);
-        nif_dl_del(&e->by_run);
-        nif_dl_push(out, &e->by_run);
+        cn_dl_del(&e->by_run);
+        cn_dl_push(out, &e->by_run);
     }
 }
 
@@ -148,7 +148,7 @@ static void release_arg(void *arg)
     for (cn_hlink *l = cn_htab_take_all(&bm->calls), *next; l; l = next) {
         next = l->next;
         bentry *e = CN_HTAB_ENTRY(l, bentry, hl);
-        nif_dl_del(&e->by_run);
+        cn_dl_del(&e->by_run);
         unref_item(e->kind, e->item);
         enif_free(e);
     }
@@ -523,15 +523,15 @@ void nif_beam_server_down(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TER
     nif_beam *bm = st->beam;
     if (!bm)
         return;
-    nif_dl list;
+    cn_dl list;
     detach(bm, r, &list);
-    if (nif_dl_empty(&list))
+    if (cn_dl_empty(&list))
         return;
     char why[400], msg[512];
     nif_term_text(env, reason, why, sizeof why);
-    while (!nif_dl_empty(&list)) {
-        bentry *e = NIF_DL_ENTRY(list.next, bentry, by_run);
-        nif_dl_del(&e->by_run);
+    while (!cn_dl_empty(&list)) {
+        bentry *e = cn_dl_entry(list.next, bentry, by_run);
+        cn_dl_del(&e->by_run);
         cn_beam_server_down_text(msg, sizeof msg, e->kind, why);
         fail_item(e->kind, e->item, msg);
         unref_item(e->kind, e->item);
@@ -542,15 +542,15 @@ void nif_beam_server_down(nif_state *st, nif_run *r, ErlNifEnv *env, ERL_NIF_TER
 void nif_beam_gone(nif_state *st, nif_run *r)
 {
     nif_beam *bm = st->beam;
-    nif_dl list;
+    cn_dl list;
     if (!bm) {
-        nif_dl_init(nif_run_calls(r));
+        cn_dl_init(nif_run_calls(r));
         return;
     }
     detach(bm, r, &list);
-    while (!nif_dl_empty(&list)) {
-        bentry *e = NIF_DL_ENTRY(list.next, bentry, by_run);
-        nif_dl_del(&e->by_run);
+    while (!cn_dl_empty(&list)) {
+        bentry *e = cn_dl_entry(list.next, bentry, by_run);
+        cn_dl_del(&e->by_run);
         unref_item(e->kind, e->item);
         enif_free(e);
     }

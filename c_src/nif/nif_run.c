@@ -51,8 +51,8 @@ struct nif_run {
     ErlNifPid pid;
     ErlNifPid server;
     ErlNifMonitor mon;
-    nif_dl live_link, end_link;
-    nif_dl calls;           /* nif_beam.c's entries of this run */
+    cn_dl live_link, end_link;
+    cn_dl calls;            /* nif_beam.c's entries of this run */
     ErlNifEnv *env;         /* awaiters' From terms and the stop reason */
     ERL_NIF_TERM awaiters;  /* list, newest first */
     ERL_NIF_TERM reason;
@@ -92,7 +92,7 @@ nif_run *nif_run_of(const council_run *run)
 const ErlNifPid *nif_run_pid(const nif_run *r) { return &r->pid; }
 const ErlNifPid *nif_run_server(const nif_run *r) { return r->has_server ? &r->server : NULL; }
 void nif_run_server_gone(nif_run *r) { r->has_server = 0; }
-nif_dl *nif_run_calls(nif_run *r) { return &r->calls; }
+cn_dl *nif_run_calls(nif_run *r) { return &r->calls; }
 
 int nif_run_id_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out)
 {
@@ -318,7 +318,7 @@ static void on_run_end(council_run *run, void *arg)
     if (r->released || r->ending)
         return;
     r->ending = 1;
-    nif_dl_push(&r->st->ending, &r->end_link);
+    cn_dl_push(&r->st->ending, &r->end_link);
     snap_refresh(r->st, r); /* the end's status, before any reply goes out */
     /* The end is finished outside the core's loop (nif_runs_finish, after
      * the step): a run that ends in a timer callback would otherwise leave
@@ -343,9 +343,9 @@ static void release(nif_state *st, nif_run *r)
         council_run_unwatch(r->run, on_run_end, r);
     r->watching = 0;
     if (r->ending)
-        nif_dl_del(&r->end_link);
+        cn_dl_del(&r->end_link);
     r->ending = 0;
-    nif_dl_del(&r->live_link);
+    cn_dl_del(&r->live_link);
     if (r->monitored)
         enif_demonitor_process(NULL, r, &r->mon);
     r->monitored = 0;
@@ -412,12 +412,12 @@ static void finish(nif_state *st, nif_run *r)
 
 void nif_runs_finish(nif_state *st)
 {
-    if (nif_dl_empty(&st->ending) || !st->ctx)
+    if (cn_dl_empty(&st->ending) || !st->ctx)
         return;
     council_ctx_flush(st->ctx);
-    while (!nif_dl_empty(&st->ending)) {
-        nif_run *r = NIF_DL_ENTRY(st->ending.next, nif_run, end_link);
-        nif_dl_del(&r->end_link);
+    while (!cn_dl_empty(&st->ending)) {
+        nif_run *r = cn_dl_entry(st->ending.next, nif_run, end_link);
+        cn_dl_del(&r->end_link);
         r->ending = 0;
         finish(st, r);
     }
@@ -425,8 +425,8 @@ void nif_runs_finish(nif_state *st)
 
 void nif_runs_shutdown(nif_state *st)
 {
-    for (nif_dl *e = st->live.next; e != &st->live; e = e->next) {
-        nif_run *r = NIF_DL_ENTRY(e, nif_run, live_link);
+    for (cn_dl *e = st->live.next; e != &st->live; e = e->next) {
+        nif_run *r = cn_dl_entry(e, nif_run, live_link);
         council_status s = council_run_status(r->run);
         if (s == COUNCIL_PENDING || s == COUNCIL_RUNNING) {
             keep_reason(r, NULL, A.shutdown);
@@ -468,9 +468,9 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     r->st = st;
     nif_state_ref(st);
     r->released = 1; /* until it is in the loop's lists */
-    nif_dl_init(&r->live_link);
-    nif_dl_init(&r->end_link);
-    nif_dl_init(&r->calls);
+    cn_dl_init(&r->live_link);
+    cn_dl_init(&r->end_link);
+    cn_dl_init(&r->calls);
     memcpy(r->id, id, len);
     r->id[len] = 0;
     r->id_len = (uint32_t)len;
@@ -494,7 +494,7 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     council_run_set_user_data(run, r);
     if (council_run_watch(run, on_run_end, r) == 0)
         r->watching = 1;
-    nif_dl_push(&st->live, &r->live_link);
+    cn_dl_push(&st->live, &r->live_link);
     st->runs_alive++;
     /* the snapshot, then the index: reads no longer need the loop */
     r->snap_ok = council_run_watch_changes(run, snap_changed, r) == 0;
@@ -652,16 +652,5 @@ void nif_run_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
     (void)env;
     (void)pid;
     nif_run *r = obj;
-    nif_cmd *c = enif_alloc(sizeof *c);
-    if (!c)
-        return;
-    memset(c, 0, sizeof *c);
-    c->kind = CMD_RUN_DOWN;
-    c->obj = obj;
-    c->mon = *mon;
-    enif_keep_resource(obj);
-    if (nif_queue(r->st, c) != 0) {
-        enif_release_resource(obj);
-        enif_free(c);
-    }
+    nif_queue_down(r->st, CMD_RUN_DOWN, obj, mon);
 }

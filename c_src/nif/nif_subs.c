@@ -35,7 +35,7 @@ typedef struct pidrec pidrec;
 
 typedef struct entry {
     cn_hlink hl;               /* in s->entries */
-    nif_dl by_pid;             /* in pidrec.entries */
+    cn_dl by_pid;              /* in pidrec.entries */
     nif_subs *s;
     pidrec *pr;
     council_subscription *sub; /* NULL once the core ended it */
@@ -50,7 +50,7 @@ struct pidrec {
     nif_state *st;             /* for the down callback */
     cn_hlink hl;               /* in s->pids */
     ErlNifPid pid;
-    nif_dl entries;
+    cn_dl entries;
     ErlNifMonitor mon;
     int monitored;
     int in_table;
@@ -152,10 +152,10 @@ static void entry_release(nif_subs *s, entry *e, int demonitor)
     if (e->sub && s->st->ctx)
         council_unsubscribe(s->st->ctx, e->sub);
     pidrec *pr = e->pr;
-    nif_dl_del(&e->by_pid);
+    cn_dl_del(&e->by_pid);
     council_run_unref(e->run);
     enif_free(e);
-    if (nif_dl_empty(&pr->entries))
+    if (cn_dl_empty(&pr->entries))
         pidrec_drop(s, pr, demonitor);
 }
 
@@ -496,7 +496,7 @@ int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pi
         pr->st = s->st;
         nif_state_ref(s->st);
         pr->pid = *pid;
-        nif_dl_init(&pr->entries);
+        cn_dl_init(&pr->entries);
         /* A pid that is not alive is not subscribed: its events would go
          * nowhere and no DOWN would clean up. Not an error (the C node
          * takes a dead pid too, and drops it at its DOWN). */
@@ -531,7 +531,7 @@ int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pi
         cn_htab_add(&s->pids, &pr->hl, pid_hash(pid));
         pr->in_table = 1;
     }
-    nif_dl_push(&pr->entries, &e->by_pid);
+    cn_dl_push(&pr->entries, &e->by_pid);
     cn_htab_add(&s->entries, &e->hl, entry_hash(topic, len, pid));
     return 0;
 }
@@ -568,8 +568,8 @@ void nif_subs_pid_down(nif_subs *s, void *obj, const ErlNifMonitor *mon)
         return; /* left the table before its DOWN was carried out */
     pr->monitored = 0;
     /* the last entry's drop takes the record out of the table */
-    while (pr->in_table && !nif_dl_empty(&pr->entries))
-        entry_drop(s, NIF_DL_ENTRY(pr->entries.next, entry, by_pid), 0);
+    while (pr->in_table && !cn_dl_empty(&pr->entries))
+        entry_drop(s, cn_dl_entry(pr->entries.next, entry, by_pid), 0);
 }
 
 /* ------------------------------------------------------------ resource */
@@ -587,16 +587,6 @@ void nif_pid_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
     (void)env;
     (void)pid;
     pidrec *pr = obj;
-    nif_cmd *c = enif_alloc(sizeof *c);
-    if (!c)
-        return; /* the subscription stays until its run ends */
-    memset(c, 0, sizeof *c);
-    c->kind = CMD_PID_DOWN;
-    c->obj = obj;
-    c->mon = *mon;
-    enif_keep_resource(obj);
-    if (nif_queue(pr->st, c) != 0) {
-        enif_release_resource(obj);
-        enif_free(c);
-    }
+    /* dropped when out of memory: the subscription stays until its run ends */
+    nif_queue_down(pr->st, CMD_PID_DOWN, obj, mon);
 }
