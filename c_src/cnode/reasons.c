@@ -5,19 +5,25 @@
 
 #include "council.h"
 
+/* A lost node: what COUNCIL_EIO is, and what a call's {nodedown, _} reads as. */
+#define NOCONNECTION "noconnection"
+
 static const struct {
     int err;
     const char *reason;
 } reasons[CN_N_REASONS] = {
     {COUNCIL_ELIMIT, "limit"},
     {COUNCIL_ENOMEM, "enomem"},
-    {COUNCIL_EIO, "noconnection"},
+    {COUNCIL_EIO, NOCONNECTION},
     {COUNCIL_EEXIST, "already_started"},
+    {COUNCIL_ENOTFOUND, "not_found"},
+    {COUNCIL_EUNKNOWN_RUN, "unknown_run"},
+    {COUNCIL_ERUNNER_DEAD, "runner_dead"},
 };
 
 static const cn_call_exit call_exits[CN_N_CALL_EXITS] = {
     {"normal", 0, "noproc"},
-    {"nodedown", 2, "noconnection"},
+    {"nodedown", 2, NOCONNECTION},
 };
 
 int cn_reason_index(int err)

@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 /* How many errors have a reason of their own. */
-#define CN_N_REASONS 4
+#define CN_N_REASONS 7
 
 /* The table index of err's reason, or -1 when err has none (the caller
  * then says what the error means where it happened). */

@@ -483,16 +483,16 @@ static int by_whereis(service *s, const char *registry, const char *id, size_t l
 {
     council_run *run = NULL;
     if (council_whereis(s->b->ctx, registry, id, len, &run) != 0)
-        return cn_gen_encode_error(x, "unknown_run");
+        return cn_bridge_encode_error(x, COUNCIL_EUNKNOWN_RUN, NULL);
     cn_proc *rp = cn_run_proc_of(run);
-    return rp ? ok_pid(s->b, x, rp) : cn_gen_encode_error(x, "runner_dead");
+    return rp ? ok_pid(s->b, x, rp) : cn_bridge_encode_error(x, COUNCIL_ERUNNER_DEAD, NULL);
 }
 
 static int by_state(service *s, const char *registry, const char *id, size_t len, ei_x_buff *x)
 {
     council_summary sum;
     if (council_run_state(s->b->ctx, registry, id, len, &sum) != 0)
-        return cn_gen_encode_error(x, "not_found");
+        return cn_bridge_encode_error(x, COUNCIL_ENOTFOUND, NULL);
     return OK_TERM(x, cn_summary_term(x, &sum));
 }
 
@@ -502,7 +502,7 @@ static int by_result(service *s, const char *registry, const char *id, size_t le
 {
     council_run *run = NULL;
     if (council_run_find(s->b->ctx, registry, id, len, &run) != 0)
-        return cn_gen_encode_error(x, "not_found");
+        return cn_bridge_encode_error(x, COUNCIL_ENOTFOUND, NULL);
     return cn_outcome_term(x, run);
 }
 
@@ -511,7 +511,7 @@ static int by_cancel(service *s, const char *registry, const char *id, size_t le
 {
     council_run *run = NULL;
     if (council_run_find(s->b->ctx, registry, id, len, &run) != 0)
-        return cn_gen_encode_error(x, "not_found");
+        return cn_bridge_encode_error(x, COUNCIL_ENOTFOUND, NULL);
     cn_run_proc_cancel(run, NULL);
     return ei_x_encode_atom(x, "ok");
 }
@@ -529,7 +529,7 @@ static int call_outcome_by_pid(cn_node *n, cn_proc *p, const cn_gen_from *from,
     if (get_pid(s->b, el[1], &pid))
         return cn_gen_encode_error(x, "badarg");
     council_run *run = cn_run_proc_run_of_pid(s->b, &pid);
-    return run ? cn_outcome_term(x, run) : cn_gen_encode_error(x, "not_found");
+    return run ? cn_outcome_term(x, run) : cn_bridge_encode_error(x, COUNCIL_ENOTFOUND, NULL);
 }
 
 /* ------------------------------------------------------ subscriptions */

@@ -26,9 +26,9 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(badarg, "badarg");
     A.enomem = A.reasons[cn_reason_index(COUNCIL_ENOMEM)];
     A.limit = A.reasons[cn_reason_index(COUNCIL_ELIMIT)];
-    AT(not_found, "not_found");
-    AT(unknown_run, "unknown_run");
-    AT(runner_dead, "runner_dead");
+    A.not_found = A.reasons[cn_reason_index(COUNCIL_ENOTFOUND)];
+    A.unknown_run = A.reasons[cn_reason_index(COUNCIL_EUNKNOWN_RUN)];
+    A.runner_dead = A.reasons[cn_reason_index(COUNCIL_ERUNNER_DEAD)];
     AT(running, "running");
     A.already_started = A.reasons[cn_reason_index(COUNCIL_EEXIST)];
     AT(run_id_retained, "run_id_retained");

@@ -18,7 +18,18 @@ static void error_reasons(void **st)
     (void)st;
     assert_string_equal(cn_reason_name(cn_reason_index(COUNCIL_ELIMIT)), "limit");
     assert_string_equal(cn_reason_name(cn_reason_index(COUNCIL_EIO)), "noconnection");
+    assert_string_equal(cn_reason_name(cn_reason_index(COUNCIL_EUNKNOWN_RUN)), "unknown_run");
     assert_int_equal(cn_reason_index(COUNCIL_EINVAL), -1);
+    /* every reason is a distinct atom */
+    for (int i = 0; i < CN_N_REASONS; i++)
+        for (int j = i + 1; j < CN_N_REASONS; j++)
+            assert_string_not_equal(cn_reason_name(i), cn_reason_name(j));
+    /* how a call's exit reads: the run ended, the node lost */
+    assert_string_equal(cn_call_exit_at(0)->exit, "normal");
+    assert_string_equal(cn_call_exit_at(0)->reason, "noproc");
+    assert_int_equal(cn_call_exit_at(1)->arity, 2);
+    assert_string_equal(cn_call_exit_at(1)->reason,
+                        cn_reason_name(cn_reason_index(COUNCIL_EIO)));
 }
 
 static const char *const who[] = {"beam provider: ", "beam tool: ", "beam router: "};
