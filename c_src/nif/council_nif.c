@@ -269,12 +269,12 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
     nif_state *st = state_of(env);
     nif_cmd *c = enif_alloc(sizeof *c);
     if (!c)
-        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+        return enif_raise_exception(env, A.enomem);
     memset(c, 0, sizeof *c);
     c->kind = kind;
     if (!(c->env = enif_alloc_env())) {
         enif_free(c);
-        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+        return enif_raise_exception(env, A.enomem);
     }
     if (!enif_self(env, &c->caller)) {
         enif_free_env(c->env);
