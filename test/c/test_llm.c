@@ -269,6 +269,18 @@ typedef struct outcome {
     size_t requests;
 } outcome;
 
+/* The member failed after `attempts` attempts with an error of `kind`
+ * whose text holds `part` (unless NULL). */
+static void assert_failed(const outcome *o, unsigned attempts, const char *kind,
+                          const char *part)
+{
+    assert_false(o->ok);
+    assert_int_equal(o->attempts, attempts);
+    assert_string_equal(o->kind, kind);
+    if (part && !strstr(o->error, part))
+        fail_msg("error \"%s\" does not hold \"%s\"", o->error, part);
+}
+
 static void run_one(const char *prov, const char *scenario, const char *opts,
                     const char *limits, outcome *out)
 {
@@ -322,10 +334,7 @@ static void test_server_errors_are_retried(void **state)
     assert_true(o.ok);
     assert_int_equal(o.attempts, 3);
     run_one("anthropic", "status-500x2", NULL, "{'max_attempts':2,'backoff_ms':5}", &o);
-    assert_false(o.ok);
-    assert_int_equal(o.attempts, 2);
-    assert_string_equal(o.kind, "transient");
-    assert_non_null(strstr(o.error, "HTTP 500"));
+    assert_failed(&o, 2, "transient", "HTTP 500");
 }
 
 static void test_wrong_key_is_permanent_and_names_the_variable(void **state)
@@ -335,10 +344,7 @@ static void test_wrong_key_is_permanent_and_names_the_variable(void **state)
     for (size_t p = 0; p < 3; p++) {
         outcome o;
         run_one(providers[p], "status-401", NULL, "{'max_attempts':3}", &o);
-        assert_false(o.ok);
-        assert_int_equal(o.attempts, 1);
-        assert_string_equal(o.kind, "permanent");
-        assert_non_null(strstr(o.error, "member m"));
+        assert_failed(&o, 1, "permanent", "member m");
         assert_non_null(strstr(o.error, KEY_ENV));
         assert_null(strstr(o.error, KEY));
     }
@@ -447,15 +453,9 @@ static void test_unknown_model_and_bad_request_are_permanent(void **state)
     (void)state;
     outcome o;
     run_one("openai", "unknown-model", NULL, "{'max_attempts':3}", &o);
-    assert_false(o.ok);
-    assert_int_equal(o.attempts, 1);
-    assert_string_equal(o.kind, "permanent");
-    assert_non_null(strstr(o.error, "unknown model"));
+    assert_failed(&o, 1, "permanent", "unknown model");
     run_one("gemini", "status-400", NULL, "{'max_attempts':3}", &o);
-    assert_false(o.ok);
-    assert_int_equal(o.attempts, 1);
-    assert_string_equal(o.kind, "permanent");
-    assert_non_null(strstr(o.error, "HTTP 400"));
+    assert_failed(&o, 1, "permanent", "HTTP 400");
 }
 
 static void test_cut_stream_is_transient(void **state)
@@ -479,10 +479,7 @@ static void test_malformed_stream_is_a_validation_error(void **state)
     for (size_t p = 0; p < 3; p++) {
         outcome o;
         run_one(providers[p], "malformed", NULL, "{'max_attempts':3}", &o);
-        assert_false(o.ok);
-        assert_int_equal(o.attempts, 1);
-        assert_string_equal(o.kind, "validation");
-        assert_non_null(strstr(o.error, "not a JSON object"));
+        assert_failed(&o, 1, "validation", "not a JSON object");
         assert_true(strlen(o.error) < 400); /* at most 200 bytes quoted */
     }
     outcome o;
@@ -504,10 +501,7 @@ static void test_error_event_in_the_stream_is_transient(void **state)
     for (size_t p = 0; p < 3; p++) {
         outcome o;
         run_one(providers[p], "stream-error", NULL, "{'max_attempts':2,'backoff_ms':1}", &o);
-        assert_false(o.ok);
-        assert_int_equal(o.attempts, 2);
-        assert_string_equal(o.kind, "transient");
-        assert_non_null(strstr(o.error, "error in the stream"));
+        assert_failed(&o, 2, "transient", "error in the stream");
     }
 }
 
@@ -529,10 +523,7 @@ static void test_oversized_body_is_permanent(void **state)
     outcome o;
     run_one("openai", "huge", "'stream':false,'max_body_bytes':1048576",
             "{'max_attempts':3}", &o);
-    assert_false(o.ok);
-    assert_int_equal(o.attempts, 1);
-    assert_string_equal(o.kind, "permanent");
-    assert_non_null(strstr(o.error, "over 1048576 bytes"));
+    assert_failed(&o, 1, "permanent", "over 1048576 bytes");
 }
 
 static void test_refused_connection_is_transient(void **state)
@@ -586,10 +577,7 @@ static void test_tls_with_the_ca_given_and_refused_without(void **state)
     tls_run(ca_file, &o);
     assert_true(o.ok);
     tls_run(NULL, &o);
-    assert_false(o.ok);
-    assert_int_equal(o.attempts, 1);
-    assert_string_equal(o.kind, "permanent");
-    assert_non_null(strstr(o.error, "TLS"));
+    assert_failed(&o, 1, "permanent", "TLS");
 }
 
 /* ---------------------------------------------------------------- tools */
@@ -752,10 +740,7 @@ static void test_tool_turns_are_bounded(void **state)
     run_one("openai", "tools-loop",
             "'max_tool_turns':3,'tools':[{'name':'t','exec':['/bin/echo','x']}]",
             "{'max_attempts':3}", &o);
-    assert_false(o.ok);
-    assert_int_equal(o.attempts, 1);
-    assert_string_equal(o.kind, "permanent");
-    assert_non_null(strstr(o.error, "after 3 turns"));
+    assert_failed(&o, 1, "permanent", "after 3 turns");
     assert_int_equal(o.requests, 3);
 }
 

@@ -25,6 +25,18 @@ static council_run *ran(void **state, const char *spec)
     return f->run = run_spec(f->ctx, spec, NULL);
 }
 
+/* ran(state, spec), which completes, and its round named `round` (there
+ * is one) into *r. */
+static council_run *completed(void **state, const char *spec, const char *round,
+                              const council_round_result **r)
+{
+    council_run *run = ran(state, spec);
+    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
+    *r = round_named(run, round);
+    assert_non_null(*r);
+    return run;
+}
+
 static void assert_agg(const council_round_result *r, const char *expect)
 {
     assert_non_null(r);
@@ -46,12 +58,11 @@ static void assert_refused(const char *spec, const char *field)
 
 static void test_independent_analysis_gives_one_answer_per_member(void **state)
 {
-    council_run *run = ran(
+    const council_round_result *r;
+    council_run *run = completed(
         state, "{'id':'t'," MEMBERS3("", "", "") ",'rounds':[{'type':"
-               "'independent_analysis'}]}");
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    const council_round_result *r = round_named(run, "independent_analysis");
-    assert_non_null(r);
+               "'independent_analysis'}]}",
+        "independent_analysis", &r);
     assert_int_equal(r->n_members, 3);
     assert_string_equal(member_in(r, "b")->text,
                         "b: independent_analysis #0 attempt 1 on \"q\"");
@@ -64,12 +75,12 @@ static void test_independent_analysis_gives_one_answer_per_member(void **state)
 
 static void test_vote_tally_and_winner(void **state)
 {
-    council_run *run = ran(
+    const council_round_result *r;
+    council_run *run = completed(
         state, "{'id':'t'," MEMBERS3("'vote':'B'", "'vote':'B'", "'vote':'C'")
                ",'rounds':[{'type':'independent_analysis'},{'type':'vote',"
-               "'name':'final_vote'}]}");
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    const council_round_result *r = round_named(run, "final_vote");
+               "'name':'final_vote'}]}",
+        "final_vote", &r);
     assert_agg(r, "{'tally':{'A':0,'B':2,'C':1},'unanimous':false,"
                   "'valid_votes':3,'winner':'B','winner_member':'b'}");
     assert_string_equal(member_in(r, "c")->parsed_json, sq("{'vote':'C'}"));
@@ -221,13 +232,13 @@ static void test_pairwise_elimination_bracket_with_bye(void **state)
 
 static void test_iterate_stops_on_unanimous_vote(void **state)
 {
-    council_run *run = ran(
+    const council_round_result *it;
+    council_run *run = completed(
         state, "{'id':'t'," MEMBERS3("", "", "")
                ",'rounds':[{'type':'independent_analysis'},{'type':'iterate',"
                "'name':'loop','options':{'until':'consensus','max_iterations':5,"
-               "'rounds':[{'type':'peer_review'},{'type':'vote'}]}}]}");
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    const council_round_result *it = round_named(run, "loop");
+               "'rounds':[{'type':'peer_review'},{'type':'vote'}]}}]}",
+        "loop", &it);
     assert_agg(it, "{'consensus':true,'iterations':1,'stopped_by':'consensus'}");
     assert_int_equal(it->idx, 1);
     assert_int_equal(council_run_result(run)->n_rounds, 4);
@@ -267,12 +278,12 @@ static void test_iterate_stops_when_answers_are_equal(void **state)
 
 static void test_synthesis_member_and_chair(void **state)
 {
-    council_run *run = ran(
+    const council_round_result *sy;
+    council_run *run = completed(
         state, "{'id':'t'," MEMBERS3("", "", "")
                ",'rounds':[{'type':'independent_analysis'},{'type':'synthesis',"
-               "'options':{'member':'b'}}],'chair':'c'}");
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    const council_round_result *sy = round_named(run, "synthesis");
+               "'options':{'member':'b'}}],'chair':'c'}",
+        "synthesis", &sy);
     assert_int_equal(sy->n_members, 1);
     assert_string_equal(sy->members[0]->member_id, "b");
     assert_string_equal(sy->text, "b: synthesis #1 attempt 1 on \"q\" having read 3 answers");
@@ -313,11 +324,11 @@ static void test_members_option_gates_a_round(void **state)
 
 static void test_unparsable_vote_is_a_counted_member_error(void **state)
 {
-    council_run *run = ran(
+    const council_round_result *v;
+    council_run *run = completed(
         state, "{'id':'t'," MEMBERS3("", "", "'text':'I like them all'")
-               ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}");
-    assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
-    const council_round_result *v = round_named(run, "vote");
+               ",'rounds':[{'type':'independent_analysis'},{'type':'vote'}]}",
+        "vote", &v);
     const council_member_result *mc = member_in(v, "c");
     assert_false(mc->ok);
     assert_int_equal(mc->status, COUNCIL_MEMBER_INVALID_OUTPUT);
