@@ -103,7 +103,7 @@ static void pid_eq(const cn_slice *s, const cn_wpid *want);
 /* One control tuple {Op, Elements...} built from a description: 'p' a
  * pid (ME for the first, THEM after), 'a' an atom, 'r' a reference, 't' a
  * trace token or reason (an atom), '0' the empty atom. Parsed with the
- * given payload (NULL: none). */
+ * given payload (NULL: none); m's slices stay valid until the next call. */
 static int parse_built(int op, const char *els, const unsigned char *pl, size_t pn, cn_ctl *m)
 {
     ei_x_buff x;
@@ -119,7 +119,9 @@ static int parse_built(int op, const char *els, const unsigned char *pl, size_t 
                              : ei_x_encode_atom(&x, "");
         assert_int_equal(rc, 0);
     }
-    unsigned char b[1024];
+    /* static: m's slices are views into it, read after the return (until
+     * the next call) */
+    static unsigned char b[1024];
     size_t n = with_version(b, (const unsigned char *)x.buff, (size_t)x.index, pl, pn);
     ei_x_free(&x);
     return cn_ctl_parse(b, n, NULL, m);
