@@ -336,7 +336,7 @@ struct council_ctx {
     uint64_t last_trim;       /* loop time (ms) of the last trim */
     bool trimmed;             /* a trim was made (last_trim is set) */
     cx_timers timers;         /* kicks, call timeouts, mock answers */
-    void *exec_children;      /* provider_exec's list */
+    struct cx_child *exec_children; /* provider_exec's programs (child.h) */
     struct cx_http *http;     /* http.c: the curl multi, made on first use */
     struct tools_state *tools; /* tools.c: handlers and tool programs */
     struct cx_env *env;       /* env.c: council_ctx_setenv's variables */

@@ -1,13 +1,13 @@
 /* tools.c - see tools.h; the tool handler API of council.h. */
 #include "tools.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "child.h"
+
 #define TOOL_OUTPUT_CAP (1u << 20)
-#define TOOL_ERR_TAIL 512
 
 typedef struct tool_handler {
     struct tool_handler *next;
@@ -16,11 +16,9 @@ typedef struct tool_handler {
     void *arg;
 } tool_handler;
 
-struct tool_proc;
-
 typedef struct tools_state {
     tool_handler *handlers;
-    struct tool_proc *procs;   /* programs not yet closed */
+    cx_child *procs;           /* programs not yet closed (child.h) */
     uint64_t next_id;
 } tools_state;
 
@@ -41,27 +39,8 @@ struct council_tool_call {
     int ok;
     char *result;
     size_t result_len;
-    struct tool_proc *proc;
+    cx_child *proc;            /* an exec tool's program while it is ours */
 };
-
-/* An exec tool's program. It outlives its call until it is reaped. */
-typedef struct tool_proc {
-    struct tool_proc *prev, *next;
-    tools_state *ts;
-    council_tool_call *tc;     /* ref; NULL once detached */
-    uv_process_t proc;
-    uv_pipe_t in, out, err;
-    uv_write_t wreq;
-    int open_handles;
-    bool exited, out_eof, err_eof, spawned;
-    int64_t status;
-    int signal;
-    char *out_buf;
-    size_t out_len, out_cap;
-    bool over_cap;
-    char errtail[TOOL_ERR_TAIL];
-    size_t err_len;
-} tool_proc;
 
 static tools_state *state(council_ctx *ctx, bool make)
 {
@@ -139,7 +118,7 @@ council_call *council_tool_call_member_call(const council_tool_call *tc)
     return council_call_active(tc->call) ? tc->call : NULL;
 }
 
-static void proc_detach(tool_proc *p);
+static void proc_detach(council_tool_call *tc);
 
 /* Give the answer to the member call: once, never inside tools_start. */
 static void deliver(council_tool_call *tc)
@@ -148,8 +127,7 @@ static void deliver(council_tool_call *tc)
         return;
     tc->delivered = true;
     cx_timer_stop(&tc->timer);
-    if (tc->proc)
-        proc_detach(tc->proc);
+    proc_detach(tc);
     tc->done(tc->done_arg, tc->ok, tc->result, tc->result_len);
     council_tool_call_unref(tc); /* the member call's reference */
 }
@@ -196,7 +174,7 @@ static void on_timer(void *arg)
     snprintf(msg, sizeof msg, "tool %s timed out after %llu ms", tc->name,
              (unsigned long long)tc->timeout_ms);
     if (tc->proc)
-        uv_process_kill(&tc->proc->proc, SIGKILL);
+        cx_child_kill(tc->proc, NULL);
     answer(tc, 0, msg, strlen(msg));
     council_tool_call_unref(tc);
 }
@@ -210,141 +188,50 @@ void tools_abandon(council_tool_call *tc)
     if (!tc->answered && tc->h && tc->h->ops.cancel)
         tc->h->ops.cancel(tc, tc->h->arg);
     if (tc->proc) {
-        if (tc->proc->spawned && !tc->proc->exited)
-            uv_process_kill(&tc->proc->proc, SIGKILL);
-        proc_detach(tc->proc);
+        cx_child_kill(tc->proc, NULL);
+        proc_detach(tc);
     }
     council_tool_call_unref(tc);
 }
 
 /* ------------------------------------------------------------ programs */
 
-static void proc_free(tool_proc *p)
+/* An exec tool's program holds a reference on its tool call until its end
+ * is answered or the call lets go of it (tc->proc NULL). */
+static void let_go(void *arg)
 {
-    tools_state *ts = p->ts;
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        ts->procs = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    free(p->out_buf);
-    free(p);
-}
-
-static void proc_handle_closed(uv_handle_t *h)
-{
-    tool_proc *p = h->data;
-    if (--p->open_handles == 0)
-        proc_free(p);
-}
-
-static void proc_close(tool_proc *p, uv_handle_t *h)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, proc_handle_closed);
-}
-
-static void proc_detach(tool_proc *p)
-{
-    council_tool_call *tc = p->tc;
-    if (!tc)
-        return;
-    p->tc = NULL;
+    council_tool_call *tc = arg;
     tc->proc = NULL;
     council_tool_call_unref(tc);
 }
 
-static void proc_maybe_done(tool_proc *p)
+static void proc_detach(council_tool_call *tc)
 {
-    if (!p->exited || !p->out_eof || !p->err_eof)
+    if (!tc->proc)
         return;
-    council_tool_call *tc = p->tc;
-    if (!tc)
-        return;
-    council_tool_call_ref(tc);
-    if (p->over_cap) {
+    cx_child_detach(tc->proc);
+    let_go(tc);
+}
+
+static void proc_done(void *arg, const cx_child_end *e)
+{
+    council_tool_call *tc = arg;
+    tc->proc = NULL;
+    if (e->over_cap) {
         answer(tc, 0, "tool output over 1 MiB", 22);
-    } else if (p->signal || p->status != 0) {
-        char msg[TOOL_ERR_TAIL + 64];
-        size_t n = p->err_len;
-        int w = p->signal ? snprintf(msg, sizeof msg, "killed by signal %d", p->signal)
-                          : snprintf(msg, sizeof msg, "exit status %lld", (long long)p->status);
+    } else if (e->term_signal || e->exit_status != 0) {
+        char msg[CX_CHILD_ERR_TAIL + 64];
+        size_t n = e->err_len;
+        int w = e->term_signal
+                    ? snprintf(msg, sizeof msg, "killed by signal %d", e->term_signal)
+                    : snprintf(msg, sizeof msg, "exit status %lld", (long long)e->exit_status);
         if (n)
-            snprintf(msg + w, sizeof msg - (size_t)w, ": %.*s", (int)n, p->errtail);
+            snprintf(msg + w, sizeof msg - (size_t)w, ": %.*s", (int)n, e->err_tail);
         answer(tc, 0, msg, strlen(msg));
     } else {
-        answer(tc, 1, p->out_buf ? p->out_buf : "", p->out_len);
+        answer(tc, 1, e->out, e->out_len);
     }
-    council_tool_call_unref(tc);
-}
-
-static void on_exit_cb(uv_process_t *pr, int64_t status, int sig)
-{
-    tool_proc *p = pr->data;
-    p->exited = true;
-    p->status = status;
-    p->signal = sig;
-    proc_close(p, (uv_handle_t *)&p->proc);
-    proc_maybe_done(p);
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    static char slab[65536]; /* loop thread only; consumed before the next read */
-    (void)h;
-    (void)suggested;
-    buf->base = slab;
-    buf->len = sizeof slab;
-}
-
-static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    tool_proc *p = s->data;
-    if (n < 0) {
-        p->out_eof = true;
-        proc_close(p, (uv_handle_t *)s);
-        proc_maybe_done(p);
-        return;
-    }
-    size_t len = (size_t)n;
-    if (p->over_cap || p->out_len + len > TOOL_OUTPUT_CAP) {
-        p->over_cap = true;
-        return;
-    }
-    if (p->out_len + len + 1 > p->out_cap) {
-        size_t nc = p->out_cap ? p->out_cap : 4096;
-        while (nc < p->out_len + len + 1)
-            nc *= 2;
-        char *nb = realloc(p->out_buf, nc);
-        if (!nb) {
-            p->over_cap = true;
-            return;
-        }
-        p->out_buf = nb;
-        p->out_cap = nc;
-    }
-    memcpy(p->out_buf + p->out_len, buf->base, len);
-    p->out_len += len;
-}
-
-static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    tool_proc *p = s->data;
-    if (n < 0) {
-        p->err_eof = true;
-        proc_close(p, (uv_handle_t *)s);
-        proc_maybe_done(p);
-        return;
-    }
-    cx_tail_keep(p->errtail, sizeof p->errtail, &p->err_len, buf->base, (size_t)n);
-}
-
-static void on_written(uv_write_t *w, int status)
-{
-    tool_proc *p = w->data;
-    (void)status;
-    proc_close(p, (uv_handle_t *)&p->in);
+    council_tool_call_unref(tc); /* the program's */
 }
 
 /* COUNCIL_OK (started or answered), COUNCIL_EPROVIDER (a program the
@@ -354,60 +241,32 @@ static int exec_start(council_tool_call *tc, json_t *argv)
     tools_state *ts = state(tc->ctx, true);
     size_t argc = json_array_size(argv);
     char **av = calloc(argc + 1, sizeof *av);
-    tool_proc *p = calloc(1, sizeof *p);
     char *real = NULL;
-    int rc = ts && av && p ? cx_exec_resolve(tc->ctx, json_string_value(json_array_get(argv, 0)),
-                                             NULL, &real)
-                           : COUNCIL_ENOMEM;
+    int rc = ts && av ? cx_exec_resolve(tc->ctx, json_string_value(json_array_get(argv, 0)),
+                                        NULL, &real)
+                      : COUNCIL_ENOMEM;
     if (rc != COUNCIL_OK) {
         free(av);
-        free(p);
         return rc;
     }
     for (size_t i = 0; i < argc; i++)
         av[i] = (char *)json_string_value(json_array_get(argv, i));
-    uv_loop_t *loop = &tc->ctx->loop;
-    p->ts = ts;
-    uv_pipe_init(loop, &p->in, 0);
-    uv_pipe_init(loop, &p->out, 0);
-    uv_pipe_init(loop, &p->err, 0);
-    p->in.data = p->out.data = p->err.data = p->proc.data = p;
-    p->open_handles = 4;
-    uv_stdio_container_t io[3] = {
-        {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&p->in},
-        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->out},
-        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->err},
-    };
-    uv_process_options_t po = {.exit_cb = on_exit_cb, .file = real ? real : av[0], .args = av,
-                               .stdio_count = 3, .stdio = io};
-    p->next = ts->procs;
-    if (ts->procs)
-        ts->procs->prev = p;
-    ts->procs = p;
-    rc = uv_spawn(loop, &p->proc, &po);
+    cx_child_opts o = {.argv = av, .file = real, .input = tc->args,
+                       .input_len = tc->args_len, .out_cap = TOOL_OUTPUT_CAP,
+                       .kill_over_cap = false, .done = proc_done, .arg = tc};
+    int uv_err = 0;
+    rc = cx_child_spawn(tc->ctx, &ts->procs, &o, &tc->proc, &uv_err);
     free(av);
     free(real);
-    p->tc = council_tool_call_ref(tc);
-    tc->proc = p;
-    if (rc != 0) {
+    if (rc == COUNCIL_EIO) {
         char msg[160];
-        snprintf(msg, sizeof msg, "cannot run the tool's program: %s", uv_strerror(rc));
-        proc_detach(p);
-        proc_close(p, (uv_handle_t *)&p->proc);
-        proc_close(p, (uv_handle_t *)&p->in);
-        proc_close(p, (uv_handle_t *)&p->out);
-        proc_close(p, (uv_handle_t *)&p->err);
+        snprintf(msg, sizeof msg, "cannot run the tool's program: %s", uv_strerror(uv_err));
         answer(tc, 0, msg, strlen(msg));
         return COUNCIL_OK;
     }
-    p->spawned = true;
-    uv_read_start((uv_stream_t *)&p->out, on_alloc, on_out);
-    uv_read_start((uv_stream_t *)&p->err, on_alloc, on_err);
-    uv_buf_t b = uv_buf_init(tc->args, (unsigned)tc->args_len);
-    p->wreq.data = p;
-    if (uv_write(&p->wreq, (uv_stream_t *)&p->in, &b, 1, on_written) != 0)
-        proc_close(p, (uv_handle_t *)&p->in);
-    return COUNCIL_OK;
+    if (rc == COUNCIL_OK)
+        council_tool_call_ref(tc); /* the program's */
+    return rc;
 }
 
 /* ------------------------------------------------------------ start */
@@ -482,9 +341,7 @@ void tools_shutdown(council_ctx *ctx)
     tools_state *ts = ctx->tools;
     if (!ts)
         return;
-    for (tool_proc *p = ts->procs; p; p = p->next)
-        if (p->spawned && !p->exited)
-            uv_process_kill(&p->proc, SIGKILL);
+    cx_child_kill_all(ts->procs, NULL, NULL);
     tool_handler *h = ts->handlers;
     while (h) {
         tool_handler *n = h->next;
@@ -499,12 +356,7 @@ void tools_shutdown(council_ctx *ctx)
 
 size_t tools_unreaped(council_ctx *ctx)
 {
-    tools_state *ts = ctx->tools;
-    size_t n = 0;
-    for (tool_proc *p = ts ? ts->procs : NULL; p; p = p->next)
-        if (p->spawned && !p->exited)
-            n++;
-    return n;
+    return ctx->tools ? cx_child_unreaped(ctx->tools->procs) : 0;
 }
 
 void tools_close_all(council_ctx *ctx)
@@ -512,13 +364,7 @@ void tools_close_all(council_ctx *ctx)
     tools_state *ts = ctx->tools;
     if (!ts)
         return;
-    for (tool_proc *p = ts->procs; p; p = p->next) {
-        proc_detach(p);
-        proc_close(p, (uv_handle_t *)&p->in);
-        proc_close(p, (uv_handle_t *)&p->out);
-        proc_close(p, (uv_handle_t *)&p->err);
-        proc_close(p, (uv_handle_t *)&p->proc);
-    }
+    cx_child_close_all(ts->procs, let_go);
     /* the close callbacks free them: the loop runs once more in ctx free;
      * the state goes once they are all gone */
 }
