@@ -992,7 +992,9 @@ COUNCIL_API int64_t council_now_us(void);
 
 /* Generate a run id: 16 random bytes (libsodium), base64url without padding
  * (22 characters) into out, which must hold 23 bytes. Any thread, after
- * council_ctx_new (which initialises libsodium) or sodium_init. */
+ * council_ctx_new (which initialises libsodium) or sodium_init. The bytes
+ * are drawn from the system for 32 ids at a time and kept per thread; a
+ * process forked after a call never repeats its parent's ids. */
 COUNCIL_API void council_run_id_generate(char out[23]);
 
 #ifdef __cplusplus

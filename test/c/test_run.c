@@ -8,7 +8,9 @@
 #include "council_internal.h"
 
 #include <pthread.h>
+#include <sodium.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Specs in single quotes (sq). */
@@ -122,6 +124,59 @@ static void test_generated_run_ids_are_base64url_and_unique(void **state)
     assert_string_equal(council_run_registry(r1), COUNCIL_DEFAULT_REGISTRY);
     council_run_unref(r1);
     council_run_unref(r2);
+}
+
+#define NIDS 200 /* several of the blocks ids are cut from (32 each) */
+
+static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
+
+/* Ids cut from the per-thread block of random bytes: all distinct across
+ * blocks and threads, and a child forked after one id does not repeat the
+ * ids its parent hands out next (it drops the parent's block). */
+static void *ids_of_thread(void *out)
+{
+    for (size_t i = 0; i < NIDS; i++)
+        council_run_id_generate((char *)out + i * 23);
+    return NULL;
+}
+
+static void test_generated_run_ids_distinct_across_threads_and_fork(void **state)
+{
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    /* [0]: before the fork; then NIDS each: the child's, this thread's
+     * after the fork, another thread's */
+    static char ids[1 + 3 * NIDS][23];
+    council_run_id_generate(ids[0]); /* this thread's block is drawn */
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        char mine[NIDS][23];
+        ids_of_thread(mine);
+        ssize_t w = write(fds[1], mine, sizeof mine);
+        _exit(w == (ssize_t)sizeof mine ? 0 : 1);
+    }
+    close(fds[1]);
+    size_t got = 0, want = sizeof ids[0] * NIDS;
+    for (ssize_t n; got < want && (n = read(fds[0], (char *)ids[1] + got, want - got)) > 0;)
+        got += (size_t)n;
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(got, want);
+    ids_of_thread(ids[1 + NIDS]);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, ids_of_thread, ids[1 + 2 * NIDS]), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    qsort(ids, 1 + 3 * NIDS, sizeof ids[0], id_cmp);
+    for (size_t i = 0; i < 1 + 3 * NIDS; i++) {
+        assert_int_equal(strlen(ids[i]), 22);
+        if (i)
+            assert_string_not_equal(ids[i - 1], ids[i]);
+    }
 }
 
 static void test_duplicate_run_id_is_eexist_per_registry(void **state)
@@ -1213,6 +1268,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         fx_test(test_events_in_order_with_one_terminal),
         fx_test(test_generated_run_ids_are_base64url_and_unique),
+        cmocka_unit_test(test_generated_run_ids_distinct_across_threads_and_fork),
         fx_test(test_duplicate_run_id_is_eexist_per_registry),
         fx_test_with(test_whereis_and_state_through_retention, &RETAIN60),
         fx_test(test_cancel_pending_run),
