@@ -218,8 +218,11 @@ void nif_run_cmd(nif_state *st, nif_cmd *c);
  * is not alive (*dead set). */
 nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
                      const ErlNifPid *server, int *dead);
-/* Sends the pid its resource: {'$council_run', Res, Server | nil}. */
-void nif_run_announce(nif_state *st, nif_run *r);
+/* Sends the pid its resource and the start's answer to pass on:
+ * {'$council_run', Res, Server | nil, {Caller, Ref}}; the pid sends Caller
+ * {Ref, {ok, Pid}} (the start's reply, so the loop sends one message per
+ * start, not two). ref is copied. */
+void nif_run_announce(nif_state *st, nif_run *r, const ErlNifPid *caller, ERL_NIF_TERM ref);
 /* Drops a record whose run could not begin (the start was refused). */
 void nif_run_abandon(nif_state *st, nif_run *r);
 /* The record of a run (NULL: none, or its pid is gone). */
@@ -300,7 +303,8 @@ size_t nif_beam_pending(const nif_beam *b);
 
 /* ------------------------------------------------------------ service */
 
-/* Carries out a CMD_CALL and answers {Ref, Reply}. */
+/* Carries out a CMD_CALL and answers {Ref, Reply} (a start that began is
+ * answered by the run's pid). */
 void nif_service_call(nif_state *st, nif_cmd *c);
 /* Opens the context (config from a map), or keeps the open one. */
 int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config);

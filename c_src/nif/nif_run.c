@@ -503,12 +503,14 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     return r;
 }
 
-void nif_run_announce(nif_state *st, nif_run *r)
+void nif_run_announce(nif_state *st, nif_run *r, const ErlNifPid *caller, ERL_NIF_TERM ref)
 {
     ErlNifEnv *env = st->out;
     nif_send(st, &r->pid,
-             enif_make_tuple3(env, A.council_run, enif_make_resource(env, r),
-                              r->has_server ? enif_make_pid(env, &r->server) : A.nil));
+             enif_make_tuple4(env, A.council_run, enif_make_resource(env, r),
+                              r->has_server ? enif_make_pid(env, &r->server) : A.nil,
+                              enif_make_tuple2(env, enif_make_pid(env, caller),
+                                               enif_make_copy(env, ref))));
 }
 
 void nif_run_abandon(nif_state *st, nif_run *r)

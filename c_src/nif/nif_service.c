@@ -320,10 +320,14 @@ static void start_free(start_req *r)
         enif_release_binary(&r->uo_etf);
 }
 
-/* {start, Opts, RunPid}: the reply term (built in st->out). */
-static ERL_NIF_TERM do_start(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM opts,
+/* {start, Opts, RunPid} of command c: the reply term (built in st->out)
+ * when the start is refused; 0 when the run began: RunPid then answers
+ * the caller, {Ref, {ok, RunPid}}, once it has its resource (see
+ * nif_run_announce). */
+static ERL_NIF_TERM do_start(nif_state *st, const nif_cmd *c, ERL_NIF_TERM opts,
                              const ErlNifPid *pid)
 {
+    ErlNifEnv *env = c->env;
     start_req *r = calloc(1, sizeof *r);
     if (!r)
         return nif_error(st->out, A.enomem);
@@ -356,10 +360,10 @@ static ERL_NIF_TERM do_start(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM opts,
     }
     council_run_begin(r->run);
     nif_run_begun(st, run);
-    nif_run_announce(st, run);
+    nif_run_announce(st, run, &c->caller, c->ref);
     start_free(r);
     free(r);
-    return nif_ok(st->out, enif_make_pid(st->out, pid));
+    return 0;
 }
 
 /* ------------------------------------------------------------ by id */
@@ -671,9 +675,11 @@ static ERL_NIF_TERM validate(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM spec)
     return rc == COUNCIL_OK ? A.ok : invalid_spec(st->out, err.field, err.message);
 }
 
-static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
+/* c's reply, or 0 when another process gives it (a start that began). */
+static ERL_NIF_TERM dispatch(nif_state *st, const nif_cmd *c)
 {
-    ErlNifEnv *out = st->out;
+    ErlNifEnv *env = c->env, *out = st->out;
+    ERL_NIF_TERM req = c->a;
     const ERL_NIF_TERM *el;
     int arity = 0;
     if (enif_is_identical(req, A.ping))
@@ -701,7 +707,7 @@ static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
         ErlNifPid pid;
         if (!enif_get_local_pid(env, el[2], &pid))
             return nif_error(out, A.badarg);
-        return do_start(st, env, el[1], &pid);
+        return do_start(st, c, el[1], &pid);
     }
     if (tuple && arity == 3 &&
         (enif_is_identical(el[0], A.whereis) || enif_is_identical(el[0], A.state) ||
@@ -722,7 +728,8 @@ static ERL_NIF_TERM dispatch(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM req)
 
 void nif_service_call(nif_state *st, nif_cmd *c)
 {
-    ERL_NIF_TERM rep = dispatch(st, c->env, c->a);
+    ERL_NIF_TERM rep = dispatch(st, c);
     ErlNifEnv *out = st->out;
-    nif_send(st, &c->caller, enif_make_tuple2(out, enif_make_copy(out, c->ref), rep));
+    if (rep)
+        nif_send(st, &c->caller, enif_make_tuple2(out, enif_make_copy(out, c->ref), rep));
 }

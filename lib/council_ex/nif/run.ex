@@ -77,7 +77,9 @@ defmodule CouncilEx.Nif.Run do
 
   @doc false
   # Waits for the core to say whether the run was made (selectively: a
-  # call that comes first waits in the mailbox).
+  # call that comes first waits in the mailbox). When it was, this process
+  # gives the start its answer (the core's thread sends one message per
+  # start, not one here and one to the starter).
   def init(starter, server) do
     Process.flag(:trap_exit, true)
 
@@ -88,7 +90,9 @@ defmodule CouncilEx.Nif.Run do
 
     receive do
       {:"$council_run", nil, _} -> exit(:normal)
-      {:"$council_run", run, _server} -> :erlang.hibernate(__MODULE__, :wait, [run, nil])
+      {:"$council_run", run, _server, {caller, ref}} ->
+        send(caller, {ref, {:ok, self()}})
+        :erlang.hibernate(__MODULE__, :wait, [run, nil])
     end
   end
 
