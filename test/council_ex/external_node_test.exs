@@ -257,8 +257,6 @@ defmodule CouncilEx.ExternalNodeTest do
     id
   end
 
-  # A Slow run started with start_link(subscribe: true), and a run/3 of
-  # Slow in a task, both under way at the node.
   # an external node started and used, with the runs of runs_in_flight/0 on it
   defp external_with_runs_in_flight(ctx) do
     ext = start_external(ctx)
@@ -267,6 +265,8 @@ defmodule CouncilEx.ExternalNodeTest do
     {ext, ext.node, id, pid, task}
   end
 
+  # A Slow run started with start_link(subscribe: true), and a run/3 of
+  # Slow in a task, both under way at the node.
   defp runs_in_flight do
     Process.flag(:trap_exit, true)
     id = run_id("ext-linked")
