@@ -69,7 +69,9 @@ defmodule CouncilEx.PubSub.RelayTest do
     # its subscribers (no longer monitored for it).
     assert Relay.subscribers(topic) == []
     feed(relay, topic, [{:run_started, id, "x", "late"}])
-    refute_receive {:run_started, ^id, _, _}, 100
+    # a call answered after the relay handled it: it sent nothing meanwhile
+    assert Relay.subscribers(topic) == []
+    refute_received {:run_started, ^id, _, _}
   end
 
   test "the topic of a tagged event decides, not its run id", %{topic: topic, relay: relay} do
@@ -137,6 +139,16 @@ defmodule CouncilEx.PubSub.RelayTest do
     n
   end
 
+  # The relay has sub's subscribe/2 call (sub is among the topic's
+  # subscribers) and holds its answer among those waiting for the start
+  # under way.
+  defp assert_held_subscribe(topic, sub) do
+    eventually(fn -> sub in Relay.subscribers(topic) end)
+    assert %{inflight: %{^topic => %{waiters: waiters}}} = :sys.get_state(Relay)
+    assert Enum.any?(waiters, &match?({^sub, _}, &1))
+    refute_received {:subscribed, ^sub, _}
+  end
+
   # Stands in for a run pid the C node would return.
   defp fake_run, do: spawn(fn -> receive do: (:never -> :ok) end)
 
@@ -158,8 +170,9 @@ defmodule CouncilEx.PubSub.RelayTest do
                {:error, :already_started}
              end)
 
-    refute_receive {_, ^id, _, _}, 100
+    # answered after the relay handled what was fed: nothing came of it
     assert Relay.stats() == before
+    refute_received {_, ^id, _, _}
 
     # A start that succeeds: the held events go out first, in order, and
     # before start_subscribed/3 returns; the next ones directly.
@@ -219,9 +232,10 @@ defmodule CouncilEx.PubSub.RelayTest do
              end)
 
     assert_receive {:other, {:round_started, ^id, :vote, 0}}
-    refute_receive {:round_started, ^id, _, _}, 100
     # the other subscriber has exited: the relay leaves the topic
     eventually(fn -> Relay.stats() == before end)
+    # (that call was answered after the relay dispatched the event)
+    refute_received {:round_started, ^id, _, _}
     assert Relay.subscribers(topic) == []
     assert node_subscriptions() == subs_before
     refute Process.alive?(other)
@@ -249,8 +263,9 @@ defmodule CouncilEx.PubSub.RelayTest do
     # subscriber that came meanwhile.
     assert {:error, :already_started} =
              Relay.start_subscribed(topic, self(), fn [{^relay, :batched}] ->
-               send(parent, {:sub, subscriber.()})
-               refute_receive {:subscribed, _, _}, 200
+               sub = subscriber.()
+               send(parent, {:sub, sub})
+               assert_held_subscribe(topic, sub)
                {:error, :already_started}
              end)
 
@@ -272,8 +287,9 @@ defmodule CouncilEx.PubSub.RelayTest do
 
     assert {:ok, ^run} =
              Relay.start_subscribed(topic, self(), fn [{^relay, :batched}] ->
-               send(parent, {:sub, subscriber.()})
-               refute_receive {:subscribed, _, _}, 200
+               sub = subscriber.()
+               send(parent, {:sub, sub})
+               assert_held_subscribe(topic, sub)
                {:ok, run}
              end)
 
