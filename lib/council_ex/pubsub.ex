@@ -54,7 +54,7 @@ defmodule CouncilEx.PubSub do
       connection to this node held more than `--max-subscriber-backlog`
       bytes, or the core's queue bound was passed): the events after it
       are skipped, except the terminal ones, so the run's terminal event
-      still follows the notice (with `backend: :nif`, nothing follows it);
+      still follows the notice (with either backend);
     * `{:council_ex_down, topic, :noconnection}` if the C node serving the
       subscription went down (killed, connection lost, or stopped) before
       the run's terminal event reached this node. The run is gone with its

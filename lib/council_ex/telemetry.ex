@@ -39,7 +39,14 @@ defmodule CouncilEx.Telemetry do
     * a run that fails gets `[:council_ex, :run, :exception]`; a
       cancelled one a `:stop` with `status: :cancelled`;
     * members left out of a round (status `:skipped`: its `members`
-      option or its router) were never started and get no member events.
+      option or its router) were never started and get no member events;
+    * when the forwarder falls behind and its subscription is cut off
+      (`{:council_ex_overflow, ...}`, see `CouncilEx.PubSub`), the run's
+      events after that are lost to it, but not its end: the terminal
+      event still follows the notice, and gives the run's `:stop` or
+      `:exception`, after an `:exception` with `reason: :overflow` for
+      each member and round the forwarder had seen start and not end
+      (how they went is among what it missed).
 
   ## Enabling
 
@@ -192,6 +199,7 @@ defmodule CouncilEx.Telemetry.Forwarder do
   alias CouncilEx.{Spec, Telemetry, Wire}
 
   @topic_prefix CouncilEx.Schema.topic_prefix()
+  @terminal [:run_completed, :run_failed, :run_cancelled]
 
   @doc false
   def start_link(_opts), do: GenServer.start_link(__MODULE__, nil, name: __MODULE__)
@@ -235,10 +243,18 @@ defmodule CouncilEx.Telemetry.Forwarder do
   def handle_cast({:forget, run_id}, runs), do: {:noreply, Map.delete(runs, run_id)}
 
   @impl true
-  # Cut off (it fell behind) or its node lost: that run's events stop.
-  def handle_info({tag, @topic_prefix <> run_id, _}, runs)
-      when tag in [:council_ex_overflow, :council_ex_down],
-      do: {:noreply, Map.delete(runs, run_id)}
+  # Cut off (it fell behind): only the run's terminal event follows, and
+  # ends it (see emit/3).
+  def handle_info({:council_ex_overflow, @topic_prefix <> run_id, _}, runs) do
+    case runs do
+      %{^run_id => run} -> {:noreply, %{runs | run_id => Map.put(run, :cut, true)}}
+      _ -> {:noreply, runs}
+    end
+  end
+
+  # Its node lost: nothing follows.
+  def handle_info({:council_ex_down, @topic_prefix <> run_id, _}, runs),
+    do: {:noreply, Map.delete(runs, run_id)}
 
   def handle_info(event, runs) when is_tuple(event) and tuple_size(event) >= 3 do
     event = Wire.event(event)
@@ -259,6 +275,16 @@ defmodule CouncilEx.Telemetry.Forwarder do
   def handle_info(_other, runs), do: {:noreply, runs}
 
   # ------------------------------------------------------------- events
+
+  # After an overflow notice only the terminal event counts (the others a
+  # cut subscription no longer carries); what was open when it came ended
+  # unseen.
+  defp emit(event, id, %{cut: true} = run) when elem(event, 0) in @terminal do
+    finish(id, run, :overflow)
+    emit(event, id, %{run | open: Map.take(run.open, [:run]), cut: false})
+  end
+
+  defp emit(_event, _id, %{cut: true} = run), do: run
 
   defp emit({:run_started, id, _council, _input}, id, run) do
     start([:council_ex, :run, :start], base(id, run))

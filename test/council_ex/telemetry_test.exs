@@ -178,6 +178,36 @@ defmodule CouncilEx.TelemetryTest do
              for({[:council_ex, :member, :stop], _, md} <- events, do: md)
   end
 
+  test "an overflow notice keeps the run: its terminal event still gives the run's stop, and what was open ends with :overflow" do
+    attach()
+    id = run_id()
+    {:ok, pid} = CouncilEx.start(gated_council(), "q", run_id: id)
+    # the forwarder has the gate member open (its start is emitted)
+    assert_receive {:telemetry, [:council_ex, :member, :start], _, %{run_id: ^id, member_id: "gate"}},
+                   10_000
+
+    # cut off as the node or the NIF would cut it: only the terminal
+    # event follows (here the others still come, and are not counted)
+    send(CouncilEx.Telemetry.Forwarder, {:council_ex_overflow, "council_ex:run:" <> id, 3})
+    :ok = open_gate()
+    {:ok, _} = CouncilEx.await(pid)
+    events = events_of(id)
+
+    assert {[:council_ex, :run, :stop], _, %{status: :completed}} = List.last(events)
+    assert [%{reason: :overflow}] = for({[:council_ex, :round, :exception], _, md} <- events, do: md)
+
+    # the gate member, and any mock member still at work when the notice
+    # came, end with :overflow; none of them also gets a stop
+    cut = for {[:council_ex, :member, :exception], _, md} <- events, do: md
+    assert "gate" in Enum.map(cut, & &1.member_id)
+    assert Enum.all?(cut, &(&1.reason == :overflow))
+    stopped = for {[:council_ex, :member, :stop], _, md} <- events, do: md.member_id
+    assert Enum.all?(cut, &(&1.member_id not in stopped))
+    refute Enum.any?(events, &match?({[:council_ex, :round, :stop], _, _}, &1))
+    # and it is forgotten
+    refute Map.has_key?(:sys.get_state(CouncilEx.Telemetry.Forwarder), id)
+  end
+
   test "attach_default_logger/1 logs the events through Logger" do
     :ok = Telemetry.attach_default_logger(level: :info, events: [:run])
     on_exit(&Telemetry.detach_default_logger/0)
