@@ -716,12 +716,15 @@ static void test_summary_inside_iterate(void **state)
     assert_int_equal(s.rounds_completed, 4); /* 3 iterations + the iterate */
 }
 
-/* The fixture's run of HANGING, its member already called, its events
- * recorded in f->rec. */
+/* The fixture's run of HANGING, its member already called, its events so
+ * far delivered to f->rec (none waits: the loop has nothing to do but the
+ * member's timeout). */
 static council_run *start_hanging_member(fx *f)
 {
     council_run *run = f->run = start_rec(f->ctx, HANGING, "q", &f->rec);
     council_ctx_step(f->ctx, 0); /* starts the member */
+    council_ctx_flush(f->ctx);
+    assert_int_equal(rec_count(&f->rec, COUNCIL_EV_MEMBER_STARTED), 1);
     return run;
 }
 
