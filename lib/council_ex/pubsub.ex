@@ -27,8 +27,10 @@ defmodule CouncilEx.PubSub do
 
     * `member_result`: `%{member_id, status, text, attempts, error,
       parsed, error_kind, usage}`; `status` is `:ok`, `:error`,
-      `:timeout`, `:skipped` (left out by the round's `members`, or its
-      call cut short by `failure_mode: :fail_fast`), `:invalid_output` or
+      `:timeout`, `:skipped` (left out by the round's `members` or its
+      router: its `member_completed` comes right after `round_started`,
+      with no `member_started`; or its call cut short by `failure_mode:
+      :fail_fast`), `:invalid_output` or
       `:eliminated` (a pairwise loser); `error` is nil or a
       `%CouncilEx.Error{}`; `error_kind` is nil on success, else
       `:transient` (retried within the member's `max_attempts`),
