@@ -107,8 +107,11 @@ defmodule CouncilEx.Nif do
   @spec start_run(:start | :start_link, map) :: {:ok, pid} | {:error, term}
   def start_run(how, opts) when how in [:start, :start_link] do
     pid = Run.spawn(how, Map.get(opts, :member_server))
+    mon = Process.monitor(pid)
+    reply = start_call({how, opts, pid}, pid, mon)
+    Process.demonitor(mon, [:flush])
 
-    case call({how, opts, pid}, :infinity) do
+    case reply do
       {:ok, ^pid} = ok ->
         ok
 
@@ -117,6 +120,35 @@ defmodule CouncilEx.Nif do
         Process.exit(pid, :kill)
         other
     end
+  end
+
+  # The start's answer: a refusal comes from the core's thread, the
+  # {:ok, pid} of a start that began from the run's pid (Run.init/2). A pid
+  # killed before it could answer (it is the run's once the run is
+  # indexed: whereis finds it) leaves no answer to wait for: a call queued
+  # after the start (:ping) is answered after any answer the core's thread
+  # gave the start, so none by then means the run began, and the start
+  # answers with its pid as the core's thread did (the run is cancelled at
+  # the pid's DOWN); no :pong, the library is going: :unavailable.
+  defp start_call(request, pid, mon) do
+    ref = call_nif(request)
+
+    receive do
+      {^ref, reply} ->
+        reply
+
+      {:DOWN, ^mon, :process, ^pid, _} ->
+        began = queued(:ping, :infinity) == :pong
+
+        receive do
+          {^ref, reply} -> reply
+        after
+          0 -> if began, do: {:ok, pid}, else: {:error, :unavailable}
+        end
+    end
+  catch
+    # not loaded, or being unloaded
+    :error, _ -> {:error, :unavailable}
   end
 
   @doc "Whether the NIF library is loaded in this VM (by this module's current code)."

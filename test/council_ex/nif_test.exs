@@ -155,6 +155,53 @@ defmodule CouncilEx.NifTest do
     assert_receive {:DOWN, ^ref, :process, ^pid, _}
   end
 
+  test "a start whose run pid is killed before it passes on the start's answer still returns" do
+    # The run's pid is held (suspended) as it is spawned, before it can
+    # take the core's $council_run (the start's answer to pass on); once
+    # that waits in its mailbox, the run is indexed and began, and the pid
+    # is killed there.
+    result =
+      Enum.find_value(1..50, fn _ ->
+        id = run_id("killed-early")
+        me = self()
+
+        starter =
+          spawn_link(fn ->
+            receive do
+              :go -> send(me, {:started, Nif.start(%{spec: @slow, input: "q", run_id: id})})
+            end
+          end)
+
+        :erlang.trace(starter, true, [:procs])
+        send(starter, :go)
+        pid = receive do: ({:trace, ^starter, :spawn, pid, _} -> pid)
+        :erlang.suspend_process(pid)
+        :erlang.trace(starter, false, [:procs])
+
+        if Process.info(pid, :current_function) ==
+             {:current_function, {CouncilEx.Nif.Run, :init, 2}} do
+          eventually(fn ->
+            {:messages, ms} = Process.info(pid, :messages)
+            Enum.any?(ms, &(is_tuple(&1) and elem(&1, 0) == :"$council_run"))
+          end)
+
+          Process.exit(pid, :kill)
+          # before the fix the start waited for an answer that never came
+          assert_receive {:started, {:ok, ^pid}}, 10_000
+          refute Process.alive?(pid)
+          :hit
+        else
+          # it took its answer first: again
+          :erlang.resume_process(pid)
+          assert_receive {:started, {:ok, ^pid}}, 10_000
+          Process.exit(pid, :kill)
+          nil
+        end
+      end)
+
+    assert result == :hit, "the pid took the start's answer every time before it was held"
+  end
+
   test "exit reasons: normal, failed, GenServer.stop's, a kill (the run is cancelled)" do
     {:ok, done} = Nif.start(%{spec: @brief, input: "q"})
     ref = Process.monitor(done)
