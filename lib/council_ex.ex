@@ -122,7 +122,7 @@ defmodule CouncilEx do
   """
   @spec start(council, term, [start_option]) :: {:ok, pid} | {:error, term}
   def start(council, input, opts \\ []) do
-    __start__(council, input, opts, &RunServer.start/1)
+    __start__(council, input, opts, &RunServer.start_checked(:start, &1))
   end
 
   @doc """
@@ -132,7 +132,7 @@ defmodule CouncilEx do
   """
   @spec start_link(council, term, [start_option]) :: {:ok, pid} | {:error, term}
   def start_link(council, input, opts \\ []) do
-    __start__(council, input, opts, &RunServer.start_link/1)
+    __start__(council, input, opts, &RunServer.start_checked(:start_link, &1))
   end
 
   @doc """
@@ -620,7 +620,7 @@ defmodule CouncilEx do
 
     reply =
       try do
-        start_subscribed(run_opts, self(), &RunServer.start_link/1)
+        start_subscribed(run_opts, self(), &RunServer.start_checked(:start_link, &1))
       catch
         # Never exit the caller over a failed start: unlinked first, it
         # gets the error; a run linked to this process (if one started)

@@ -157,6 +157,20 @@ defmodule CouncilEx.RunServer do
   @spec start_link([option]) :: {:ok, pid} | {:error, term}
   def start_link(opts), do: do_start(:start_link, opts)
 
+  @doc false
+  # start/1 or start_link/1 (how) for options that CouncilEx.__start__/4
+  # has validated (validate!/1) and checked (check_spec/1) already: the
+  # same request without both again (they were a third of a start's time
+  # in the library).
+  @spec start_checked(:start | :start_link, [option]) :: {:ok, pid} | {:error, term}
+  def start_checked(how, opts) when how in [:start, :start_link], do: request_start(how, opts)
+
+  @doc false
+  # child_spec/1 for such options (CouncilEx.Supervisor.start_link/4).
+  @spec checked_child_spec([option]) :: Supervisor.child_spec()
+  def checked_child_spec(opts),
+    do: %{child_spec(opts) | start: {__MODULE__, :start_checked, [:start_link, opts]}}
+
   @doc """
   The pid of a running run: `{:ok, pid}`; `{:error, :unknown_run}` when
   nothing is registered under `run_id`, which is also the case from the

@@ -78,7 +78,7 @@ defmodule CouncilEx.Supervisor do
         do: Keyword.put_new_lazy(opts, :registry, fn -> registry(sup) end),
         else: opts
 
-    CouncilEx.__start__(council, input, opts, &start_child(sup, &1))
+    CouncilEx.__start__(council, input, opts, &start_spec(sup, RunServer.checked_child_spec(&1)))
   end
 
   @doc """
@@ -89,8 +89,10 @@ defmodule CouncilEx.Supervisor do
   """
   @spec start_child(Supervisor.supervisor(), keyword) ::
           {:ok, pid} | {:error, term}
-  def start_child(sup, run_opts) do
-    case DynamicSupervisor.start_child(sup, {RunServer, run_opts}) do
+  def start_child(sup, run_opts), do: start_spec(sup, {RunServer, run_opts})
+
+  defp start_spec(sup, child_spec) do
+    case DynamicSupervisor.start_child(sup, child_spec) do
       {:ok, pid} -> {:ok, pid}
       {:ok, pid, _info} -> {:ok, pid}
       :ignore -> {:error, :ignore}
