@@ -466,6 +466,8 @@ defmodule BenchBeam.Info do
 
   def memory, do: :erlang.memory(:total)
   def os_pid, do: System.pid()
+  def sched_on, do: Bench.Procfs.sched_on()
+  def sched_times, do: Bench.Procfs.sched_times()
   def run_count, do: DynamicSupervisor.count_children(BenchBeam.RunSup).active
 
   def stop_runs do

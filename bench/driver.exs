@@ -546,20 +546,101 @@ defmodule B do
     {k * n / (dt / 1.0e9), List.flatten(samples)}
   end
 
+  def beam_ospid do
+    case Process.get(:beam_ospid) do
+      nil ->
+        p = :rpc.call(beam(), BenchBeam.Info, :os_pid, [])
+        Process.put(:beam_ospid, p)
+        p
+
+      p ->
+        p
+    end
+  end
+
+  # concurrent/3 with the CPU time every party spent over the window, per
+  # call in µs: {rate, samples, cpu}. cpu: the calling node (this VM:
+  # utime + stime, and its schedulers' active time, which leaves out
+  # their busy-waiting), the C node, the BEAM baseline node (the same two
+  # figures), the whole machine (/proc/stat, every core) and what is left
+  # of it: interrupts (loopback TCP's softirq work when the kernel
+  # accounts it apart) and other processes. Both serving nodes are read whichever side is
+  # called, so the idle one's figure shows what it costs at rest.
+  def concurrent_cpu(k, n, targets_fun) do
+    pids = [System.pid(), cn_ospid(), beam_ospid()]
+    snap = fn ->
+      {Enum.map(pids, &Procfs.cpu_us/1), Procfs.sched_times(),
+       :rpc.call(beam(), BenchBeam.Info, :sched_times, []), Procfs.machine_us(), now()}
+    end
+
+    {[c0, n0, b0], ds0, bs0, {m0, mt0, i0}, t0} = snap.()
+    {rate, samples} = concurrent(k, n, targets_fun)
+    {[c1, n1, b1], ds1, bs1, {m1, mt1, i1}, t1} = snap.()
+    calls = k * n
+    wall = (t1 - t0) / 1000
+    sched = fn a, b -> if is_list(a) and is_list(b), do: Procfs.sched_active_us(a, b, wall) / calls end
+    machine = (m1 - m0) / calls
+
+    cpu = %{
+      caller: (c1 - c0) / calls,
+      caller_active: sched.(ds0, ds1),
+      cnode: (n1 - n0) / calls,
+      beam: (b1 - b0) / calls,
+      beam_active: sched.(bs0, bs1),
+      machine: machine,
+      irq: (i1 - i0) / calls,
+      others: machine - (c1 - c0 + n1 - n0 + b1 - b0 + i1 - i0) / calls,
+      machine_busy: if(mt1 > mt0, do: (m1 - m0) / (mt1 - mt0), else: nil),
+      wall_per_call: wall / calls
+    }
+
+    {rate, samples, cpu}
+  end
+
+  # the medians over repetitions of each figure of concurrent_cpu's cpu
+  def cpu_medians(cpus) do
+    for k <- Map.keys(hd(cpus)), into: %{} do
+      vals = cpus |> Enum.map(& &1[k]) |> Enum.reject(&is_nil/1)
+      {k, if(vals == [], do: nil, else: Stats.sorted_stats(vals).median)}
+    end
+  end
+
+  # what a row says of the CPU per call (cpu_medians) of the side whose
+  # server is `who` (:cnode or :beam), and the bound it gives: with every
+  # core busy, calls/s <= cores / (caller's CPU + the server's CPU per call)
+  def cpu_note(m, who) do
+    cores = System.schedulers_online()
+    {srv, other} = if who == :cnode, do: {m.cnode, m.beam}, else: {m.beam, m.cnode}
+    f = fn v -> if v, do: "#{f1(v)} µs", else: "-" end
+    active = fn v -> if v, do: " (schedulers active #{f.(v)})", else: "" end
+
+    "CPU per call: calling node #{f.(m.caller)}#{active.(m.caller_active)}, " <>
+      "#{if who == :cnode, do: "C node", else: "BEAM server"} #{f.(srv)}" <>
+      "#{if who == :beam, do: active.(m.beam_active), else: ""}, " <>
+      "idle #{if who == :cnode, do: "BEAM server", else: "C node"} #{f.(other)}, interrupts #{f.(m.irq)}, " <>
+      "other processes #{f.(m.others)}; " <>
+      "machine #{f.(m.machine)} (#{round((m.machine_busy || 0.0) * 100)}% of #{cores} cores busy); " <>
+      "bound #{cores} cores / (caller + server) = #{if m.caller + srv > 0, do: fmt(cores * 1.0e6 / (m.caller + srv), :per_s), else: "-"}"
+  end
+
   def throughput_case(name, ours_fun, theirs_fun, note) do
     k = 8
     {n, reps, max} = c({50, 2, 2}, {4000, 5, 12})
     concurrent(k, div(n, 4) + 1, ours_fun)
     concurrent(k, div(n, 4) + 1, theirs_fun)
     load0 = loadavg()
+    Procfs.clk_tck()
+    holders = [Procfs.sched_on(), :rpc.call(beam(), BenchBeam.Info, :sched_on, [])]
 
     st =
       Stats.settle(
-        fn -> {concurrent(k, n, ours_fun), concurrent(k, n, theirs_fun)} end,
+        fn -> {concurrent_cpu(k, n, ours_fun), concurrent_cpu(k, n, theirs_fun)} end,
         [&elem(elem(&1, 0), 0), &elem(elem(&1, 1), 0)],
         reps,
         max
       )
+
+    for h <- holders, is_pid(h), do: send(h, :off)
 
     {a, b} = {Enum.map(st.window, &elem(&1, 0)), Enum.map(st.window, &elem(&1, 1))}
     reps = length(a)
@@ -569,6 +650,8 @@ defmodule B do
     tb = Stats.values(Enum.map(b, &elem(&1, 0)))
     la = Stats.latency(Enum.map(a, &elem(&1, 1)))
     lb = Stats.latency(Enum.map(b, &elem(&1, 1)))
+    ca = cpu_medians(Enum.map(a, &elem(&1, 2)))
+    cb = cpu_medians(Enum.map(b, &elem(&1, 2)))
     r = ta.median / tb.median
 
     [
@@ -579,9 +662,9 @@ defmodule B do
         ours: ta.median,
         beam: tb.median,
         ours_detail:
-          "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)}; #{Stats.settle_note(st)}; #{load}); latency median #{fmt(la.median, :us)}, p99 #{fmt(la.p99, :us)}",
+          "#{fmt(ta.median, :per_s)} (spread #{pctf(ta.spread)}; #{Stats.settle_note(st)}; #{load}); latency median #{fmt(la.median, :us)}, p99 #{fmt(la.p99, :us)}; #{cpu_note(ca, :cnode)}",
         beam_detail:
-          "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)}); latency median #{fmt(lb.median, :us)}, p99 #{fmt(lb.p99, :us)}",
+          "#{fmt(tb.median, :per_s)} (spread #{pctf(tb.spread)}); latency median #{fmt(lb.median, :us)}, p99 #{fmt(lb.p99, :us)}; #{cpu_note(cb, :beam)}",
         ratio: r,
         target: "throughput >= 1.5x#{note}",
         verdict: verdict(r >= 1.5),
@@ -593,6 +676,12 @@ defmodule B do
           # every repetition's calls/s, the unsettled ones too
           reps_ours: Enum.map(st.all, &elem(elem(&1, 0), 0)),
           reps_beam: Enum.map(st.all, &elem(elem(&1, 1), 0)),
+          # CPU µs per call of each party (concurrent_cpu), medians over
+          # the reps shown, and every rep's figures
+          cpu_ours: ca,
+          cpu_beam: cb,
+          reps_cpu_ours: Enum.map(st.all, &elem(elem(&1, 0), 2)),
+          reps_cpu_beam: Enum.map(st.all, &elem(elem(&1, 1), 2)),
           settled: st.settled,
           load: load
         }
@@ -2225,6 +2314,15 @@ defmodule B.Report do
       and after, and results.json keeps every repetition. Nothing is pinned
       to a core: on this 2-core machine, shared with other work, a pinned
       side would queue behind whatever else runs on its core.
+    - The 8-caller call rows also read, over each repetition, the CPU time
+      (utime + stime from /proc/PID/stat) of the calling node (the
+      driver), the C node and the BEAM baseline node, the two BEAM nodes'
+      schedulers' active time (`scheduler_wall_time`, switched on for
+      these rows only; busy-waiting is not active time) and the whole
+      machine's (/proc/stat: interrupt time, which no process is charged
+      with, and what other processes used). Per call, medians over the
+      repetitions shown; with every core busy, calls/s can be at most
+      cores / (caller's + server's CPU per call), the "bound" in the row.
     - BEAM runs with default flags (`elixir --sname`, no `+` options; 2
       schedulers on this machine). The C node is single-threaded; it can use
       one core while BEAM may use both. It runs with its defaults except
