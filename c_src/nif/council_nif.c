@@ -42,6 +42,7 @@ static void state_free(nif_state *st)
             enif_free_env(c->env);
         enif_free(c);
     }
+    nif_runs_reap_left(st);
     if (st->cv)
         enif_cond_destroy(st->cv);
     if (st->mu)
@@ -166,6 +167,7 @@ static void *loop_main(void *arg)
     int stopping = 0;
     for (;;) {
         run_cmds(st, take_all(st, &stopping));
+        nif_runs_reap(st);
         if (stopping)
             break;
         nif_runs_finish(st);
@@ -178,7 +180,7 @@ static void *loop_main(void *arg)
         }
         /* no context: wait for a command (or the end) here */
         enif_mutex_lock(st->mu);
-        while (!st->head && !st->stopping)
+        while (!st->head && !st->gone && !st->stopping)
             enif_cond_wait(st->cv, st->mu);
         enif_mutex_unlock(st->mu);
     }
@@ -397,7 +399,8 @@ static ERL_NIF_TERM fast_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
 
 static int open_types(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
-    ErlNifResourceTypeInit run_init = {.dtor = nif_run_dtor, .down = nif_run_down};
+    /* a run's handle needs no monitor: its pid's exit ends it */
+    ErlNifResourceTypeInit run_init = {.dtor = nif_run_dtor};
     ErlNifResourceTypeInit pid_init = {.dtor = nif_pid_dtor, .down = nif_pid_down};
     nif_run_type = enif_open_resource_type_x(env, "council_run", &run_init, flags, NULL);
     nif_pid_type = enif_open_resource_type_x(env, "council_subscriber", &pid_init, flags, NULL);

@@ -74,6 +74,7 @@ void nif_atoms_init(ErlNifEnv *env);
 /* ------------------------------------------------------------ state */
 
 typedef struct nif_cmd nif_cmd;
+typedef struct nif_run nif_run;
 typedef struct nif_subs nif_subs;
 typedef struct nif_beam nif_beam;
 struct cn_spec_cache;
@@ -84,6 +85,7 @@ typedef struct nif_state {
     ErlNifCond *cv;
     nif_cmd *head, *tail;
     int stopping;              /* unload: the loop ends */
+    nif_run *gone;             /* records whose handle has ended (nif_run.c) */
     uv_async_t wake;           /* on the context's loop while it is open */
     int wake_ready;            /* wake may be sent (the context is open) */
     int refs;                  /* module instances + live resources (st freed at 0) */
@@ -126,7 +128,6 @@ typedef enum nif_cmd_kind {
     CMD_RUN_CALL,  /* on a run pid: obj = run, a = from | nil, b = request */
     CMD_RUN_INFO,  /* a message to a run pid: obj = run, a = message */
     CMD_RUN_STOP,  /* GenServer.stop: obj = run, a = reason */
-    CMD_RUN_DOWN,  /* the run pid is gone: obj = run */
     CMD_PID_DOWN,  /* a subscriber is gone: obj = its pid record */
 } nif_cmd_kind;
 
@@ -208,23 +209,20 @@ void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
 
 /* ------------------------------------------------------------ runs */
 
-typedef struct nif_run nif_run;
-
-/* Carries out a call/cast/message/stop/down of a run pid (CMD_RUN_*). */
+/* Carries out a call/cast/message/stop of a run pid (CMD_RUN_*). */
 void nif_run_cmd(nif_state *st, nif_cmd *c);
-/* Makes the record of a new (pending) run served by pid and monitors pid:
- * the run's resource with one reference for the loop (released when the
- * run's pid is told to exit, or is gone). NULL when out of memory or pid
- * is not alive (*dead set). */
+/* Makes the record of a new (pending) run served by pid, and its handle:
+ * the resource object the pid will hold (nif_run_announce hands it over),
+ * whose destructor tells the loop that the pid is gone (no monitor: the
+ * pid's exit drops its term). The record lives until then. NULL when out
+ * of memory or pid is not alive (*dead set). */
 nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
                      const ErlNifPid *server, int *dead);
-/* Sends the pid its resource and the start's answer to pass on:
+/* Sends the pid its handle and the start's answer to pass on:
  * {'$council_run', Res, Server | nil, {Caller, Ref}}; the pid sends Caller
  * {Ref, {ok, Pid}} (the start's reply, so the loop sends one message per
  * start, not two). ref is copied. */
 void nif_run_announce(nif_state *st, nif_run *r, const ErlNifPid *caller, ERL_NIF_TERM ref);
-/* Drops a record whose run could not begin (the start was refused). */
-void nif_run_abandon(nif_state *st, nif_run *r);
 /* The record of a run (NULL: none, or its pid is gone). */
 nif_run *nif_run_of(const council_run *run);
 const ErlNifPid *nif_run_pid(const nif_run *r);
@@ -267,8 +265,16 @@ int nif_index_init(nif_state *st);
 void nif_index_free(nif_state *st);
 /* The summary of a run that has just begun (its status is running now). */
 void nif_run_begun(nif_state *st, nif_run *r);
+/* The destructor of a run's handle (its resource object): the loop is
+ * told (st->gone) that the pid that held it is gone. Any thread. */
 void nif_run_dtor(ErlNifEnv *env, void *obj);
-void nif_run_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
+/* Carries out the ends of handles: a run whose pid went before the run
+ * ended is cancelled, and the records are freed. Loop thread, outside
+ * core callbacks. */
+void nif_runs_reap(nif_state *st);
+/* Frees the records of handles that ended after the loop did (every
+ * record is released by then). The state's end. */
+void nif_runs_reap_left(nif_state *st);
 
 /* ------------------------------------------------------------ subscriptions */
 

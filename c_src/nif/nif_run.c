@@ -13,14 +13,22 @@
  * node's run processes give: normal (completed), {shutdown, cancelled},
  * {shutdown, {failed, Errors}}, the reason of GenServer.stop, shutdown
  * (the library's stop cancels every run). A pid that dies first (a linked
- * process's exit, a kill) is seen by the record's monitor: the run is
- * cancelled and its awaiters (who got the pid's DOWN) are dropped.
+ * process's exit, a kill) drops its handle: the run is cancelled and its
+ * awaiters (who got the pid's DOWN) are dropped.
  * The end is finished like the C node's: the run's events (its terminal
  * one last) are handed out first, then awaiters are answered, then the
  * pid exits, so subscribers see the terminal event before the DOWN.
  *
- * The record is the resource object itself; the loop holds one reference
- * from the start until the pid is told to exit or is gone ("released").
+ * Memory. The record is the loop's (malloc'ed, with the run id in its
+ * block); the pid holds its handle, a resource object with nothing but a
+ * pointer to it. The handle's destructor is how the loop learns that the
+ * pid is gone: the pid's exit drops the only term that holds it (the loop
+ * keeps no reference once the pid has it), so no monitor is needed (a
+ * resource monitor costs ~220 bytes a run: ERTS's monitor record and the
+ * resource's monitor block). The record is "released" (no longer the
+ * run's: out of the index and the lists, the run let go) when the pid is
+ * told to exit or is found gone, and freed once its handle has ended too
+ * (st->gone, nif_runs_reap), so a handle never points at freed memory.
  *
  * Reads without the loop: while a record is held by the loop it is in the
  * index (st->runs, by registry and run id, under the rwlock st->idx) with a
@@ -34,8 +42,9 @@
  * scheduler, in the C node's terms; a run no longer in the index (ended)
  * is the loop's to answer.
  * Loop thread only, except nif_run_id_of (immutable id), the readers of
- * the index and the down callback (which queues).
+ * the index and the handle's destructor (which hands the record over).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "event_term.h"
@@ -50,38 +59,52 @@ struct nif_run {
     council_run *run;       /* one reference; NULL once released */
     ErlNifPid pid;
     ErlNifPid server;
-    ErlNifMonitor mon;
-    cn_dl live_link, end_link;
+    cn_dl link;             /* in st->live; in st->ending once the end is reported */
     cn_dl calls;            /* nif_beam.c's entries of this run */
-    ErlNifEnv *env;         /* awaiters' From terms and the stop reason */
-    ERL_NIF_TERM awaiters;  /* list, newest first */
-    ERL_NIF_TERM reason;
-    unsigned n_await;
+    struct nif_run_x *x;    /* awaiters and the stop reason (NULL: none yet) */
+    void *handle;           /* the loop's reference on the handle, until it
+                               is announced (NULL after) */
+    nif_run *gone_next;     /* in st->gone (under st->mu) once the handle is */
     /* loop thread only */
-    unsigned monitored : 1, has_server : 1 /* cleared when it goes down */, watching : 1,
-        ending : 1, released : 1, has_reason : 1;
+    unsigned has_server : 1 /* cleared when it goes down */, watching : 1, ending : 1,
+        released : 1;
     /* the index's link (under st->idx, as everything below) */
     cn_hlink hl;            /* in st->runs */
-    /* the summary as of its last refresh */
+    /* the summary as of its last refresh; the strings are borrowed from the
+     * run (its spec's round names, its council and registry), valid while
+     * the record holds the run, which it does while it is in the index:
+     * they are read only there */
     int64_t s_started;
-    char *s_round;          /* NULL: no round running */
+    const char *s_round;    /* NULL: no round running */
+    const char *council, *registry;
     unsigned s_round_idx, s_rounds;
     uint32_t s_ver;         /* counts the refreshes (a run pid's cached :state) */
     uint8_t s_status;       /* a council_status */
     uint8_t indexed;
     uint8_t snap_ok;        /* 0: not kept (no change watch): ask the loop */
     uint8_t s_ended;        /* the core reported the end: whereis is the loop's */
-    /* immutable: the run id, its council and its registry, each followed
-     * by a NUL, in one block with the record */
-    uint32_t id_len, council_len, registry_len;
+    /* immutable: the run id, followed by a NUL, in one block with the
+     * record (read by run_id after the record has let the run go) */
+    uint32_t id_len;
     char id[];
 };
 
-static const char *council_of(const nif_run *r) { return r->id + r->id_len + 1; }
-static const char *registry_of(const nif_run *r)
-{
-    return council_of(r) + r->council_len + 1;
-}
+/* What only some runs need, made on first use: callers waiting in :await
+ * (their From terms, newest first) and the exit reason chosen by a stop. */
+typedef struct nif_run_x {
+    ErlNifEnv *env;
+    ERL_NIF_TERM awaiters;
+    ERL_NIF_TERM reason;
+    unsigned n_await;
+    int has_reason;
+} nif_run_x;
+
+/* The handle (the resource object a run pid holds): the record. */
+typedef struct run_handle {
+    nif_run *r;
+} run_handle;
+
+static nif_run *of_handle(void *obj) { return ((run_handle *)obj)->r; }
 
 nif_run *nif_run_of(const council_run *run)
 {
@@ -96,16 +119,25 @@ cn_dl *nif_run_calls(nif_run *r) { return &r->calls; }
 
 int nif_run_id_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out)
 {
-    nif_run *r = obj; /* a record handed out always has its id */
+    nif_run *r = of_handle(obj); /* a record handed out always has its id */
     *out = nif_binary(env, r->id, r->id_len);
     return 1;
 }
 
-static ErlNifEnv *run_env(nif_run *r)
+static nif_run_x *run_x(nif_run *r)
 {
-    if (!r->env && (r->env = enif_alloc_env()) != NULL)
-        r->awaiters = enif_make_list(r->env, 0);
-    return r->env;
+    if (r->x)
+        return r->x;
+    nif_run_x *x = enif_alloc(sizeof *x);
+    if (!x)
+        return NULL;
+    memset(x, 0, sizeof *x);
+    if (!(x->env = enif_alloc_env())) {
+        enif_free(x);
+        return NULL;
+    }
+    x->awaiters = enif_make_list(x->env, 0);
+    return r->x = x;
 }
 
 /* ------------------------------------------------------------ the index */
@@ -153,7 +185,7 @@ void nif_index_free(nif_state *st)
 
 static void index_add(nif_state *st, nif_run *r)
 {
-    uint64_t h = key_hash(registry_of(r), r->id, r->id_len);
+    uint64_t h = key_hash(r->registry, r->id, r->id_len);
     enif_rwlock_rwlock(st->idx);
     cn_htab_add(&st->runs, &r->hl, h);
     r->indexed = 1;
@@ -175,22 +207,15 @@ static void snap_refresh(nif_state *st, nif_run *r)
 {
     council_summary s;
     council_run_summary(r->run, &s);
-    char *round = NULL;
-    if (s.current_round && !(round = enif_alloc(strlen(s.current_round) + 1)))
-        s.current_round = NULL; /* out of memory: shown without its round */
-    if (round)
-        strcpy(round, s.current_round);
     enif_rwlock_rwlock(st->idx);
-    char *old = r->s_round;
     r->s_ended = s.status != COUNCIL_PENDING && s.status != COUNCIL_RUNNING;
     r->s_status = (uint8_t)s.status;
-    r->s_round = round;
+    r->s_round = s.current_round; /* the spec's name (or a static one) */
     r->s_round_idx = s.current_round_idx;
     r->s_rounds = s.rounds_completed;
     r->s_started = s.started_at_us;
     r->s_ver++;
     enif_rwlock_rwunlock(st->idx);
-    enif_free(old);
 }
 
 /* The core's change watch (council_run_watch_changes): the run has begun,
@@ -222,9 +247,9 @@ static ERL_NIF_TERM summary_of(ErlNifEnv *env, const nif_run *r)
             return 0;
     }
     ERL_NIF_TERM vals[7] = {
-        nif_binary(env, council_of(r), r->council_len),
+        nif_binary(env, r->council, strlen(r->council)),
         round,
-        nif_binary(env, registry_of(r), r->registry_len),
+        nif_binary(env, r->registry, strlen(r->registry)),
         enif_make_uint(env, r->s_rounds),
         nif_binary(env, r->id, r->id_len),
         enif_make_int64(env, r->s_started),
@@ -238,7 +263,7 @@ static ERL_NIF_TERM summary_of(ErlNifEnv *env, const nif_run *r)
 
 int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM cached, ERL_NIF_TERM *out)
 {
-    nif_run *r = obj;
+    nif_run *r = of_handle(obj);
     const ERL_NIF_TERM *el;
     int arity, ok = 0;
     unsigned ver;
@@ -272,7 +297,7 @@ int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
     for (cn_hlink *l = cn_htab_first(&st->runs, h); l; l = cn_htab_next(l)) {
         nif_run *r = CN_HTAB_ENTRY(l, nif_run, hl);
         if (r->id_len != len || memcmp(r->id, id, len) != 0 ||
-            strcmp(registry_of(r), registry) != 0)
+            strcmp(r->registry, registry) != 0)
             continue;
         /* a pid that has exited (its monitor's DOWN may not be carried
          * out yet): the loop answers, as for a run that has ended */
@@ -302,10 +327,11 @@ int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
 /* Keeps reason as the exit reason, unless one was chosen before. */
 static void keep_reason(nif_run *r, ErlNifEnv *src, ERL_NIF_TERM reason)
 {
-    if (r->has_reason || !run_env(r))
+    nif_run_x *x = r->x && r->x->has_reason ? NULL : run_x(r);
+    if (!x)
         return;
-    r->reason = src ? enif_make_copy(r->env, reason) : reason;
-    r->has_reason = 1;
+    x->reason = src ? enif_make_copy(x->env, reason) : reason;
+    x->has_reason = 1;
 }
 
 /* ------------------------------------------------------------ the end */
@@ -318,7 +344,8 @@ static void on_run_end(council_run *run, void *arg)
     if (r->released || r->ending)
         return;
     r->ending = 1;
-    cn_dl_push(&r->st->ending, &r->end_link);
+    cn_dl_del(&r->link);
+    cn_dl_push(&r->st->ending, &r->link);
     snap_refresh(r->st, r); /* the end's status, before any reply goes out */
     /* The end is finished outside the core's loop (nif_runs_finish, after
      * the step): a run that ends in a timer callback would otherwise leave
@@ -329,7 +356,8 @@ static void on_run_end(council_run *run, void *arg)
 }
 
 /* The record leaves the loop: whatever still waits for the pid is dropped
- * and the loop's reference goes. */
+ * and the run goes. The record itself stays until its handle is gone
+ * (nif_runs_reap). */
 static void release(nif_state *st, nif_run *r)
 {
     if (r->released)
@@ -342,32 +370,26 @@ static void release(nif_state *st, nif_run *r)
     if (r->watching)
         council_run_unwatch(r->run, on_run_end, r);
     r->watching = 0;
-    if (r->ending)
-        cn_dl_del(&r->end_link);
     r->ending = 0;
-    cn_dl_del(&r->live_link);
-    if (r->monitored)
-        enif_demonitor_process(NULL, r, &r->mon);
-    r->monitored = 0;
+    cn_dl_del(&r->link);
     nif_beam_gone(st, r);
-    if (r->env)
-        enif_free_env(r->env);
-    r->env = NULL;
-    r->n_await = 0;
-    r->has_reason = 0;
+    if (r->x) {
+        enif_free_env(r->x->env);
+        enif_free(r->x);
+        r->x = NULL;
+    }
     council_run_set_user_data(r->run, NULL);
     council_run_unref(r->run);
     r->run = NULL;
     st->runs_alive--;
-    enif_release_resource(r);
 }
 
 /* The exit reason: the one chosen before (a stop, the library's stop),
  * else what the run's end says. Built in env. */
 static ERL_NIF_TERM exit_reason(nif_state *st, nif_run *r, ErlNifEnv *env)
 {
-    if (r->has_reason)
-        return enif_make_copy(env, r->reason);
+    if (r->x && r->x->has_reason)
+        return enif_make_copy(env, r->x->reason);
     switch (council_run_status(r->run)) {
     case COUNCIL_COMPLETED:
         return A.normal;
@@ -397,15 +419,11 @@ static void finish(nif_state *st, nif_run *r)
 {
     ErlNifEnv *env = st->out;
     ERL_NIF_TERM reason = exit_reason(st, r, env), msg;
-    if (r->n_await)
-        msg = enif_make_tuple4(env, A.council_end, reason, enif_make_copy(env, r->awaiters),
+    if (r->x && r->x->n_await)
+        msg = enif_make_tuple4(env, A.council_end, reason, enif_make_copy(env, r->x->awaiters),
                                outcome_term(st, r->run, env));
     else
         msg = enif_make_tuple2(env, A.council_end, reason);
-    /* no DOWN for an exit we asked for */
-    if (r->monitored)
-        enif_demonitor_process(NULL, r, &r->mon);
-    r->monitored = 0;
     nif_send(st, &r->pid, msg);
     release(st, r);
 }
@@ -416,8 +434,9 @@ void nif_runs_finish(nif_state *st)
         return;
     council_ctx_flush(st->ctx);
     while (!cn_dl_empty(&st->ending)) {
-        nif_run *r = cn_dl_entry(st->ending.next, nif_run, end_link);
-        cn_dl_del(&r->end_link);
+        nif_run *r = cn_dl_entry(st->ending.next, nif_run, link);
+        cn_dl_del(&r->link);
+        cn_dl_init(&r->link);
         r->ending = 0;
         finish(st, r);
     }
@@ -425,8 +444,20 @@ void nif_runs_finish(nif_state *st)
 
 void nif_runs_shutdown(nif_state *st)
 {
-    for (cn_dl *e = st->live.next; e != &st->live; e = e->next) {
-        nif_run *r = cn_dl_entry(e, nif_run, live_link);
+    /* the live runs are taken out first: a cancel moves its run to
+     * st->ending (or releases it), which a walk of st->live would not
+     * survive */
+    cn_dl todo;
+    cn_dl_init(&todo);
+    while (!cn_dl_empty(&st->live)) {
+        cn_dl *e = st->live.next;
+        cn_dl_del(e);
+        cn_dl_push(&todo, e);
+    }
+    while (!cn_dl_empty(&todo)) {
+        nif_run *r = cn_dl_entry(todo.next, nif_run, link);
+        cn_dl_del(&r->link);
+        cn_dl_push(&st->live, &r->link);
         council_status s = council_run_status(r->run);
         if (s == COUNCIL_PENDING || s == COUNCIL_RUNNING) {
             keep_reason(r, NULL, A.shutdown);
@@ -443,11 +474,68 @@ int nif_run_settle(nif_state *st, council_run *run)
     nif_run *r = nif_run_of(run);
     if (!r || enif_is_process_alive(NULL, &r->pid))
         return 0;
-    /* as its DOWN will: the run is cancelled, the record released (the
-     * DOWN then finds it released) */
+    /* as the end of its handle will: the run is cancelled, the record
+     * released (its handle's end then only frees it) */
     council_run_cancel(r->run);
     release(st, r);
     return 1;
+}
+
+/* ------------------------------------------------------------ the handle's end */
+
+/* The handle is gone (its destructor, any thread): the pid that held it
+ * has exited (or never got it), so nothing can reach the record but the
+ * loop, which is told here. */
+void nif_run_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    nif_run *r = of_handle(obj);
+    if (!r)
+        return; /* made, then given up (out of memory) */
+    nif_state *st = r->st;
+    enif_mutex_lock(st->mu);
+    r->gone_next = st->gone;
+    st->gone = r;
+    if (r->gone_next == NULL) {
+        if (st->wake_ready)
+            uv_async_send(&st->wake);
+        else
+            enif_cond_signal(st->cv);
+    }
+    enif_mutex_unlock(st->mu);
+    nif_state_unref(st); /* the handle's */
+}
+
+static void run_free(nif_run *r) { free(r); }
+
+void nif_runs_reap(nif_state *st)
+{
+    enif_mutex_lock(st->mu);
+    nif_run *r = st->gone;
+    st->gone = NULL;
+    enif_mutex_unlock(st->mu);
+    while (r) {
+        nif_run *n = r->gone_next;
+        if (!r->released) {
+            /* the pid is gone (a linked process's exit, a kill): the run
+             * is cancelled; its awaiters had the pid's DOWN already */
+            if (r->run)
+                council_run_cancel(r->run);
+            release(st, r);
+        }
+        run_free(r);
+        r = n;
+    }
+}
+
+void nif_runs_reap_left(nif_state *st)
+{
+    /* after the loop: every record was released by then */
+    for (nif_run *r = st->gone, *n; r; r = n) {
+        n = r->gone_next;
+        run_free(r);
+    }
+    st->gone = NULL;
 }
 
 /* ------------------------------------------------------------ making */
@@ -456,45 +544,49 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
                      const ErlNifPid *server, int *dead)
 {
     *dead = 0;
+    if (!enif_is_process_alive(NULL, (ErlNifPid *)pid)) {
+        *dead = 1;
+        return NULL;
+    }
     size_t len;
     const char *id = council_run_id(run, &len);
-    const char *council = council_run_council(run), *registry = council_run_registry(run);
-    size_t clen = strlen(council ? council : ""), rlen = strlen(registry ? registry : "");
-    /* the strings in the resource's own block: no allocation of their own */
-    nif_run *r = enif_alloc_resource(nif_run_type, sizeof *r + len + clen + rlen + 3);
-    if (!r)
+    /* the id in the record's own block: no allocation of its own */
+    nif_run *r = malloc(sizeof *r + len + 1);
+    run_handle *h = enif_alloc_resource(nif_run_type, sizeof *h);
+    if (!r || !h) {
+        free(r);
+        if (h) {
+            h->r = NULL;
+            enif_release_resource(h);
+        }
         return NULL;
+    }
     memset(r, 0, sizeof *r);
     r->st = st;
-    nif_state_ref(st);
-    r->released = 1; /* until it is in the loop's lists */
-    cn_dl_init(&r->live_link);
-    cn_dl_init(&r->end_link);
+    h->r = r;
+    r->handle = h;
+    nif_state_ref(st); /* the handle's */
+    cn_dl_init(&r->link);
     cn_dl_init(&r->calls);
     memcpy(r->id, id, len);
     r->id[len] = 0;
     r->id_len = (uint32_t)len;
-    memcpy(r->id + len + 1, council ? council : "", clen + 1);
-    r->council_len = (uint32_t)clen;
-    memcpy(r->id + len + clen + 2, registry ? registry : "", rlen + 1);
-    r->registry_len = (uint32_t)rlen;
+    r->council = council_run_council(run);
+    r->registry = council_run_registry(run);
+    if (!r->council)
+        r->council = "";
+    if (!r->registry)
+        r->registry = COUNCIL_DEFAULT_REGISTRY;
     r->pid = *pid;
-    if (enif_monitor_process(NULL, r, pid, &r->mon) != 0) {
-        *dead = 1;
-        enif_release_resource(r);
-        return NULL;
-    }
-    r->monitored = 1;
     if (server) {
         r->server = *server;
         r->has_server = 1;
     }
-    r->released = 0;
     r->run = council_run_ref(run);
     council_run_set_user_data(run, r);
     if (council_run_watch(run, on_run_end, r) == 0)
         r->watching = 1;
-    cn_dl_push(&st->live, &r->live_link);
+    cn_dl_push(&st->live, &r->link);
     st->runs_alive++;
     /* the snapshot, then the index: reads no longer need the loop */
     r->snap_ok = council_run_watch_changes(run, snap_changed, r) == 0;
@@ -506,17 +598,16 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
 void nif_run_announce(nif_state *st, nif_run *r, const ErlNifPid *caller, ERL_NIF_TERM ref)
 {
     ErlNifEnv *env = st->out;
+    void *h = r->handle;
+    r->handle = NULL;
     nif_send(st, &r->pid,
-             enif_make_tuple4(env, A.council_run, enif_make_resource(env, r),
+             enif_make_tuple4(env, A.council_run, enif_make_resource(env, h),
                               r->has_server ? enif_make_pid(env, &r->server) : A.nil,
                               enif_make_tuple2(env, enif_make_pid(env, caller),
                                                enif_make_copy(env, ref))));
-}
-
-void nif_run_abandon(nif_state *st, nif_run *r)
-{
-    council_run_cancel(r->run);
-    release(st, r);
+    /* from now on the pid's term holds the handle (a pid that has exited
+     * dropped it with the message: its destructor tells the loop) */
+    enif_release_resource(h);
 }
 
 /* ------------------------------------------------------------ calls */
@@ -585,14 +676,15 @@ static void run_call(nif_state *st, nif_run *r, nif_cmd *c)
     } else if (enif_is_identical(req, A.result)) {
         rep = outcome_term(st, r->run, env);
     } else if (enif_is_identical(req, A.await)) {
-        if (r->n_await >= MAX_AWAITERS) {
-            rep = nif_error(env, A.limit);
-        } else if (!run_env(r)) {
+        nif_run_x *x = run_x(r);
+        if (!x) {
             rep = nif_error(env, A.enomem);
+        } else if (x->n_await >= MAX_AWAITERS) {
+            rep = nif_error(env, A.limit);
         } else {
             /* answered at the end */
-            r->awaiters = enif_make_list_cell(r->env, enif_make_copy(r->env, from), r->awaiters);
-            r->n_await++;
+            x->awaiters = enif_make_list_cell(x->env, enif_make_copy(x->env, from), x->awaiters);
+            x->n_await++;
             return;
         }
     } else if (enif_get_tuple(cenv, req, &arity, &el) && arity == 2 &&
@@ -607,7 +699,7 @@ static void run_call(nif_state *st, nif_run *r, nif_cmd *c)
 
 void nif_run_cmd(nif_state *st, nif_cmd *c)
 {
-    nif_run *r = c->obj;
+    nif_run *r = of_handle(c->obj);
     if (r->released || !st->ctx)
         return; /* told to exit, or gone: nothing to answer */
     switch (c->kind) {
@@ -625,34 +717,7 @@ void nif_run_cmd(nif_state *st, nif_cmd *c)
         }
         break;
     }
-    case CMD_RUN_DOWN:
-        if (!r->monitored || enif_compare_monitors(&r->mon, &c->mon) != 0)
-            break;
-        /* the pid is gone (a linked process's exit, a kill): the run is
-         * cancelled; its awaiters had the pid's DOWN already */
-        r->monitored = 0;
-        council_run_cancel(r->run);
-        release(st, r);
-        break;
     default:
         break;
     }
-}
-
-/* ------------------------------------------------------------ resource */
-
-void nif_run_dtor(ErlNifEnv *env, void *obj)
-{
-    (void)env;
-    nif_run *r = obj;
-    enif_free(r->s_round);
-    nif_state_unref(r->st);
-}
-
-void nif_run_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
-{
-    (void)env;
-    (void)pid;
-    nif_run *r = obj;
-    nif_queue_down(r->st, CMD_RUN_DOWN, obj, mon);
 }

@@ -155,6 +155,47 @@ defmodule CouncilEx.NifTest do
     assert_receive {:DOWN, ^ref, :process, ^pid, _}
   end
 
+  test "a hibernated run pid answers :state and :run_id from its handle; its kill ends the run" do
+    # An idle run's pid holds nothing but the run's handle (a resource
+    # object): the summary it answers is read through it, with the round's
+    # name the core's own, before and after the pid hibernates; the pid's
+    # exit ends the handle, which is how the core learns of a kill.
+    id = run_id("handle")
+    {:ok, pid} = Nif.start(%{spec: @slow, input: "q", run_id: id, subscribe: [self()]})
+    assert_receive {:member_started, ^id, "independent_analysis", "a"}, 5_000
+
+    hibernated = fn ->
+      Process.info(pid, :current_function) == {:current_function, {:erlang, :hibernate, 3}}
+    end
+
+    expected = %{
+      run_id: id,
+      council: "slow",
+      registry: @reg,
+      status: :running,
+      current_round: %{idx: 0, name: "independent_analysis"},
+      rounds_completed: 0
+    }
+
+    for _ <- 1..2 do
+      eventually(hibernated)
+      assert {:ok, state} = GenServer.call(pid, :state)
+      assert Map.take(state, Map.keys(expected)) == expected
+      assert is_integer(state.started_at)
+      assert GenServer.call(pid, :run_id) == id
+      # the state by id agrees
+      assert Nif.call({:state, @reg, id}) == {:ok, state}
+    end
+
+    ref = Process.monitor(pid)
+    Process.exit(pid, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+    assert_receive {:run_cancelled, ^id, _}, 5_000
+    assert {:error, {:cancelled, _}} = Nif.call({:result, @reg, id})
+    assert {:error, :unknown_run} = Nif.call({:whereis, @reg, id})
+    assert {:ok, %{status: :cancelled, current_round: nil}} = Nif.call({:state, @reg, id})
+  end
+
   test "a start whose run pid is killed before it passes on the start's answer still returns" do
     # The run's pid is held (suspended) as it is spawned, before it can
     # take the core's $council_run (the start's answer to pass on); once
