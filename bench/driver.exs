@@ -2135,6 +2135,9 @@ defmodule B do
           # the NIF backend in this VM against the baseline's designs run
           # locally (bench/nif_case.exs)
           {"nif", &B.Nif.case_nif/0},
+          # CouncilEx.start(Module, input) with the library's application,
+          # on both backends, in a fresh OS process (bench/libstart_case.exs)
+          {"libstart", &B.LibStart.case_libstart/0},
           # a pool of 1, 2 and 3 C nodes against one BEAM node
           # (bench/pool_case.exs)
           {"pool", &B.Pool.case_pool/0}
@@ -2670,5 +2673,6 @@ end
 
 Code.require_file("llm_case.exs", __DIR__)
 Code.require_file("nif_case.exs", __DIR__)
+Code.require_file("libstart_case.exs", __DIR__)
 Code.require_file("pool_case.exs", __DIR__)
 B.main()

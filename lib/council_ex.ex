@@ -500,13 +500,12 @@ defmodule CouncilEx do
   @spec __start__(council, term, keyword, (keyword -> {:ok, pid} | {:error, term})) ::
           {:ok, pid} | {:error, term}
   def __start__(council, input, opts, starter) do
-    run_opts = prepare!(council, input, opts)
+    {run_opts, known} = prepare!(council, input, opts)
 
     # An invalid spec is refused before the relay or the C node hear of the
-    # run (RunServer checks it again, for its direct callers); what only
-    # the core checks, it refuses before it makes the run. Both come back
-    # as {:invalid_council, errors}.
-    case RunServer.check_spec(run_opts) do
+    # run; what only the core checks, it refuses before it makes the run.
+    # Both come back as {:invalid_council, errors}.
+    case RunServer.check_spec(run_opts, known) do
       {:ok, run_opts} ->
         if Keyword.get(opts, :subscribe, false),
           do: start_subscribed(run_opts, self(), starter),
@@ -567,6 +566,7 @@ defmodule CouncilEx do
     RunServer.placement!(opts)
 
     {name, spec} = council!(council)
+    known = module_spec(name, spec)
 
     # With a pool of C nodes, a least-loaded run without an id of its own
     # gets one that hashes to the least-loaded node (CouncilEx.Pool).
@@ -586,7 +586,62 @@ defmodule CouncilEx do
         user_opts: Keyword.get(opts, :user_opts, [])
       ] ++ Keyword.take(opts, [:registry, :placement, :verbose, :verbose_io])
 
-    RunServer.validate!(run_opts)
+    run_opts = RunServer.validate_options!(run_opts)
+
+    # RunServer.validate!/1's last check, the spec's JSON encoding (an
+    # option value with no JSON form raises ArgumentError), done once: the
+    # JSON is sent as it is when checking leaves the spec as it was.
+    case known do
+      nil -> {run_opts, json: {spec, Spec.to_json(spec)}}
+      {checked, json} -> {run_opts, checked: checked, json: {checked, json}}
+    end
+  end
+
+  # A council module's spec as RunServer.check_spec/2 would check it
+  # (Spec.check/1) and its JSON, kept in :persistent_term for each module
+  # (so a module's spec is not checked and encoded again on every start):
+  # `{checked, json}`, or nil when nothing valid is known (the start checks
+  # and encodes the spec itself, and refuses an invalid one as always).
+  #
+  # An entry holds the module's md5 and the very spec its __council__/0
+  # returned: a recompiled or reloaded module (another md5) gets a new
+  # entry, and a spec that is not the one checked is checked again. Only a
+  # spec that Spec.check/1 leaves as it is (what `use CouncilEx` compiles)
+  # and that encodes is kept: a module whose __council__/0 gives another
+  # spec each time is checked on each start (and stored once per md5, so it
+  # does not rewrite the table, whose writes cost a global GC).
+  defp module_spec(module, spec) when is_atom(module) do
+    md5 = module.module_info(:md5)
+    key = {__MODULE__, :module_spec, module}
+
+    case :persistent_term.get(key, nil) do
+      {^md5, ^spec, json} ->
+        {spec, json}
+
+      {^md5, _other, _json} ->
+        nil
+
+      _none_or_old ->
+        case check_encode(spec) do
+          {:ok, json} ->
+            :persistent_term.put(key, {md5, spec, json})
+            {spec, json}
+
+          :error ->
+            nil
+        end
+    end
+  end
+
+  defp module_spec(_name, _spec), do: nil
+
+  # {:ok, json} for a spec that Spec.check/1 leaves as it is and that
+  # encodes; :error for any other (whose start then fails, or raises, as
+  # it always did: the start checks it itself).
+  defp check_encode(spec) do
+    with {:ok, ^spec} <- Spec.check(spec), do: {:ok, Spec.to_json(spec)}, else: (_ -> :error)
+  rescue
+    _ -> :error
   end
 
   defp council!(%Spec{} = spec), do: {spec.id, spec}

@@ -78,6 +78,13 @@ defmodule CouncilEx.RunServer do
   # the core's default registry name, as the module-like atom users write
   @default_registry String.to_atom("Elixir." <> CouncilEx.Schema.default_registry())
 
+  # ... and as the core names it (Wire.registry_name/1 of it, an inspect/1
+  # a start need not pay for the default)
+  @default_registry_name CouncilEx.Wire.registry_name(@default_registry)
+
+  defp registry_name(@default_registry), do: @default_registry_name
+  defp registry_name(name), do: Wire.registry_name(name)
+
   @doc """
   The default registry: `config :council_ex, :runner_registry` or
   `CouncilEx.Runner.Registry`.
@@ -276,11 +283,36 @@ defmodule CouncilEx.RunServer do
   @spec check_spec(keyword) ::
           {:ok, keyword}
           | {:error, {:invalid_spec, binary, binary} | {:provider_config, atom, binary}}
-  def check_spec(opts) do
-    with {:ok, spec} <- Spec.check(Keyword.fetch!(opts, :spec)),
+  def check_spec(opts), do: check_spec(opts, [])
+
+  @doc false
+  # check_spec/1 with what the caller knows already (CouncilEx.__start__/4):
+  # `checked: spec`, Spec.check/1's {:ok, spec} for the options' spec (not
+  # asked again), and `json: {spec, json}`, `json` being Spec.to_json/1 of
+  # `spec`: when the spec to send is that very spec, the options get it as
+  # `:spec_json` and the start does not encode it again. The routers and
+  # the providers' configuration are read on every call (they change at
+  # run time), as is the tuning from the run's user_opts.
+  @spec check_spec(keyword, keyword) ::
+          {:ok, keyword}
+          | {:error, {:invalid_spec, binary, binary} | {:provider_config, atom, binary}}
+  def check_spec(opts, known) do
+    checked =
+      case Keyword.fetch(known, :checked) do
+        {:ok, spec} -> {:ok, spec}
+        :error -> Spec.check(Keyword.fetch!(opts, :spec))
+      end
+
+    with {:ok, spec} <- checked,
          {:ok, _routers} <- routers_of(spec),
          {:ok, spec} <- Providers.resolve(spec) do
-      {:ok, Keyword.put(opts, :spec, tune(spec, Keyword.get(opts, :user_opts)))}
+      spec = tune(spec, Keyword.get(opts, :user_opts))
+      opts = Keyword.put(opts, :spec, spec)
+
+      case Keyword.get(known, :json) do
+        {^spec, json} -> {:ok, Keyword.put(opts, :spec_json, json)}
+        _ -> {:ok, opts}
+      end
     end
   end
 
@@ -357,11 +389,13 @@ defmodule CouncilEx.RunServer do
           )
 
     request = %{
-      spec: Spec.to_json(spec),
+      # the JSON check_spec/2 knows is that of this spec (only
+      # start_checked/2's options can hold it: validate!/1 refuses the key)
+      spec: Keyword.get_lazy(opts, :spec_json, fn -> Spec.to_json(spec) end),
       input: Keyword.fetch!(opts, :input),
       run_id: Keyword.fetch!(opts, :run_id),
       council: Wire.council_name(Keyword.fetch!(opts, :council)),
-      registry: Wire.registry_name(Keyword.get(opts, :registry, default_registry())),
+      registry: registry_name(Keyword.get(opts, :registry, default_registry())),
       user_opts: Keyword.get(opts, :user_opts, []),
       subscribe: Keyword.get(opts, :subscribe, [])
     }
@@ -422,6 +456,17 @@ defmodule CouncilEx.RunServer do
   @doc false
   @spec validate!(term) :: keyword
   def validate!(opts) do
+    opts = validate_options!(opts)
+    # Encoding errors (an option value with no JSON form) surface here too.
+    Spec.to_json(Keyword.fetch!(opts, :spec))
+    opts
+  end
+
+  @doc false
+  # validate!/1 without encoding the spec (CouncilEx.__start__/4 encodes
+  # it itself, or knows its JSON already).
+  @spec validate_options!(term) :: keyword
+  def validate_options!(opts) do
     unless is_list(opts) and Keyword.keyword?(opts) do
       raise ArgumentError, "expected a keyword list of run options, got: #{inspect(opts)}"
     end
@@ -453,15 +498,14 @@ defmodule CouncilEx.RunServer do
       other -> raise ArgumentError, ":council must be a module or a binary, got: #{inspect(other)}"
     end
 
-    spec =
-      case opts[:spec] do
-        %Spec{} = spec ->
-          spec
+    case opts[:spec] do
+      %Spec{} ->
+        :ok
 
-        other ->
-          raise ArgumentError,
-                ":spec must be a %CouncilEx.Spec{} (see CouncilEx.DynamicCouncil.to_spec/1), got: #{inspect(other)}"
-      end
+      other ->
+        raise ArgumentError,
+              ":spec must be a %CouncilEx.Spec{} (see CouncilEx.DynamicCouncil.to_spec/1), got: #{inspect(other)}"
+    end
 
     case Keyword.get(opts, :callers, []) do
       l when is_list(l) ->
@@ -489,8 +533,6 @@ defmodule CouncilEx.RunServer do
     user_opts!(Keyword.get(opts, :user_opts, []))
     Verbose.wanted(opts)
     registry!(opts)
-    # Encoding errors (an option value with no JSON form) surface here too.
-    Spec.to_json(spec)
     opts
   end
 
