@@ -3,9 +3,10 @@
  * the requests of docs/protocol.md as the C node does, with no node and no
  * distribution (see nif.h for the threads and the files).
  *
- * This file: load/upgrade/unload, the NIF functions (each copies its
- * arguments into a command, queues it and returns: no scheduler waits for
- * the core), the command queue and the loop thread.
+ * This file: load/upgrade/unload, the NIF functions (each carries its
+ * request out itself when it can take the drive lock at once, else copies
+ * it into a command, queues it and returns: no scheduler waits for the
+ * core), the command queue, the loop thread and the inline path.
  *
  * Life: load starts the loop thread, with no context yet; {open, Config}
  * (CouncilEx.Nif.Server, when the application starts) makes the context
@@ -22,7 +23,13 @@
  * gone. The state is freed with the last of the instances and the
  * resource objects that point at it.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "nif.h"
 
@@ -43,10 +50,14 @@ static void state_free(nif_state *st)
         enif_free(c);
     }
     nif_runs_reap_left(st);
-    if (st->cv)
-        enif_cond_destroy(st->cv);
+    if (st->wake_r >= 0)
+        close(st->wake_r);
+    if (st->wake_w >= 0)
+        close(st->wake_w);
     if (st->mu)
         enif_mutex_destroy(st->mu);
+    if (st->drive)
+        enif_mutex_destroy(st->drive);
     if (st->out)
         enif_free_env(st->out);
     nif_index_free(st);
@@ -66,7 +77,7 @@ void nif_state_unref(nif_state *st)
 
 int nif_send(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t)
 {
-    int sent = enif_send(NULL, pid, st->out, t);
+    int sent = enif_send(st->cur, pid, st->out, t);
     enif_clear_env(st->out);
     return sent;
 }
@@ -80,6 +91,33 @@ void nif_x_reset(nif_state *st)
 ERL_NIF_TERM nif_x_term(nif_state *st, ErlNifEnv *env)
 {
     return nif_etf_term(env, st->x.buff, (size_t)st->x.index, 0);
+}
+
+/* ------------------------------------------------------------ waking */
+
+void nif_wake_loop(nif_state *st)
+{
+    if (st->wake_pending)
+        return;
+    st->wake_pending = 1;
+    ssize_t n;
+    do
+        n = write(st->wake_w, "w", 1);
+    while (n < 0 && errno == EINTR);
+}
+
+/* The loop thread, after a sleep: takes the wake-up (what was queued
+ * before it is in the queue now; what comes later writes again). */
+static void wake_drain(nif_state *st)
+{
+    enif_mutex_lock(st->mu);
+    if (st->wake_pending) {
+        char buf[16];
+        while (read(st->wake_r, buf, sizeof buf) > 0)
+            ;
+        st->wake_pending = 0;
+    }
+    enif_mutex_unlock(st->mu);
 }
 
 /* ------------------------------------------------------------ queue */
@@ -99,12 +137,8 @@ int nif_queue(nif_state *st, nif_cmd *c)
         st->head = c;
     st->tail = c;
     /* one wake-up per batch: the loop takes the whole queue at once */
-    if (was_empty) {
-        if (st->wake_ready)
-            uv_async_send(&st->wake);
-        else
-            enif_cond_signal(st->cv);
-    }
+    if (was_empty)
+        nif_wake_loop(st);
     enif_mutex_unlock(st->mu);
     return 0;
 }
@@ -135,21 +169,13 @@ static nif_cmd *take_all(nif_state *st, int *stopping)
     return c;
 }
 
+static void carry_out(nif_state *st, nif_cmd *c);
+
 static void run_cmds(nif_state *st, nif_cmd *c)
 {
     while (c) {
         nif_cmd *n = c->next;
-        switch (c->kind) {
-        case CMD_CALL:
-            nif_service_call(st, c);
-            break;
-        case CMD_PID_DOWN:
-            nif_subs_pid_down(st->subs, c->obj, &c->mon);
-            break;
-        default:
-            nif_run_cmd(st, c);
-            break;
-        }
+        carry_out(st, c);
         if (c->obj)
             enif_release_resource(c->obj);
         if (c->env)
@@ -161,31 +187,59 @@ static void run_cmds(nif_state *st, nif_cmd *c)
 
 /* ------------------------------------------------------------ the loop */
 
+/* Whether the context has work ready now (deferred timers, events to
+ * deliver, due timers, handles closing): a step would not wait. */
+static int work_ready(council_ctx *ctx)
+{
+    return uv_backend_timeout(council_ctx_uv_loop(ctx)) == 0;
+}
+
+/* The loop thread, holding the drive lock, with nothing ready: sleeps
+ * until the loop's next timer, its I/O or a wake-up, without the lock (so
+ * that schedulers may drive meanwhile), then steps once. With no context,
+ * until a wake-up. */
+static void loop_sleep(nif_state *st)
+{
+    council_ctx *ctx = st->ctx;
+    struct pollfd p[2] = {{.fd = st->wake_r, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
+    int timeout = -1;
+    if (ctx) {
+        uv_loop_t *loop = council_ctx_uv_loop(ctx);
+        uv_update_time(loop);
+        timeout = uv_backend_timeout(loop);
+        st->wake_at = timeout < 0 ? UINT64_MAX : uv_now(loop) + (uint64_t)timeout;
+        p[1].fd = council_ctx_backend_fd(ctx); /* -1 (none): poll skips it */
+    }
+    enif_mutex_unlock(st->drive);
+    (void)poll(p, 2, timeout); /* EINTR: round again */
+    __atomic_store_n(&st->loop_wants, 1, __ATOMIC_RELAXED);
+    enif_mutex_lock(st->drive);
+    __atomic_store_n(&st->loop_wants, 0, __ATOMIC_RELAXED);
+    st->wake_at = 0;
+    wake_drain(st);
+    if (ctx)
+        council_ctx_step(ctx, 0);
+}
+
 static void *loop_main(void *arg)
 {
     nif_state *st = arg;
     int stopping = 0;
+    enif_mutex_lock(st->drive);
     for (;;) {
         run_cmds(st, take_all(st, &stopping));
         nif_runs_reap(st);
         if (stopping)
             break;
         nif_runs_finish(st);
-        if (st->ctx) {
-            /* until something happens: I/O, a timer, our wake-up (the
-             * wake handle keeps the loop from ever being idle) */
-            council_ctx_step(st->ctx, -1);
-            nif_runs_finish(st);
-            continue;
-        }
-        /* no context: wait for a command (or the end) here */
-        enif_mutex_lock(st->mu);
-        while (!st->head && !st->gone && !st->stopping)
-            enif_cond_wait(st->cv, st->mu);
-        enif_mutex_unlock(st->mu);
+        if (st->ctx && work_ready(st->ctx))
+            council_ctx_step(st->ctx, 0);
+        else
+            loop_sleep(st);
     }
     /* the runs are cancelled and their pids told, then the context goes */
     nif_ctx_close(st);
+    enif_mutex_unlock(st->drive);
     return NULL;
 }
 
@@ -198,11 +252,15 @@ static nif_state *state_of(ErlNifEnv *env) { return enif_priv_data(env); }
  * request is walked first, at most COPY_BUDGET terms deep into it, and one
  * that is larger (a big input given as a list or map, a deep term) is
  * copied on a dirty CPU scheduler instead. Binaries count as one term:
- * the copy of a reference-counted binary shares its bytes. */
+ * the copy of a reference-counted binary shares its bytes. A request is
+ * carried out on the calling scheduler (inline, below) only when its
+ * binaries hold at most INLINE_BYTES in all: the core reads a spec's JSON
+ * and copies an input's bytes. */
 #define COPY_BUDGET 2048
 #define COPY_DEPTH 128
+#define INLINE_BYTES (16 * 1024)
 
-static int small_term(ErlNifEnv *env, ERL_NIF_TERM t, int *budget, int depth)
+static int small_term(ErlNifEnv *env, ERL_NIF_TERM t, int *budget, size_t *bytes, int depth)
 {
     if (--*budget < 0 || depth > COPY_DEPTH)
         return 0;
@@ -210,7 +268,7 @@ static int small_term(ErlNifEnv *env, ERL_NIF_TERM t, int *budget, int depth)
     case ERL_NIF_TERM_TYPE_LIST: {
         ERL_NIF_TERM head;
         while (enif_get_list_cell(env, t, &head, &t))
-            if (--*budget < 0 || !small_term(env, head, budget, depth + 1))
+            if (--*budget < 0 || !small_term(env, head, budget, bytes, depth + 1))
                 return 0;
         return 1;
     }
@@ -220,7 +278,7 @@ static int small_term(ErlNifEnv *env, ERL_NIF_TERM t, int *budget, int depth)
         if (!enif_get_tuple(env, t, &arity, &el) || arity > *budget)
             return 0;
         for (int i = 0; i < arity; i++)
-            if (!small_term(env, el[i], budget, depth + 1))
+            if (!small_term(env, el[i], budget, bytes, depth + 1))
                 return 0;
         return 1;
     }
@@ -233,36 +291,171 @@ static int small_term(ErlNifEnv *env, ERL_NIF_TERM t, int *budget, int depth)
             return 0;
         int ok = 1;
         while (ok && enif_map_iterator_get_pair(env, &it, &k, &v)) {
-            ok = small_term(env, k, budget, depth + 1) && small_term(env, v, budget, depth + 1);
+            ok = small_term(env, k, budget, bytes, depth + 1) &&
+                 small_term(env, v, budget, bytes, depth + 1);
             enif_map_iterator_next(env, &it);
         }
         enif_map_iterator_destroy(env, &it);
         return ok;
+    }
+    case ERL_NIF_TERM_TYPE_BITSTRING: {
+        ErlNifBinary b;
+        if (enif_inspect_binary(env, t, &b))
+            *bytes += b.size;
+        return 1;
     }
     default:
         return 1;
     }
 }
 
-/* Whether this NIF call, on a normal scheduler, should run again on a
- * dirty one because of the size of argv[from..argc). */
-static int needs_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], int from)
+/* What a NIF call may do with the request argv[from..argc): carry it out
+ * inline (only on a normal scheduler), queue a copy made here, or run
+ * again on a dirty scheduler to copy it there. */
+enum { REQ_INLINE, REQ_QUEUE, REQ_DIRTY };
+
+static int request_class(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], int from)
 {
     if (enif_thread_type() != ERL_NIF_THR_NORMAL_SCHEDULER)
-        return 0;
+        return REQ_QUEUE;
     int budget = COPY_BUDGET;
+    size_t bytes = 0;
     for (int i = from; i < argc; i++)
-        if (!small_term(env, argv[i], &budget, 0))
-            return 1;
-    return 0;
+        if (!small_term(env, argv[i], &budget, &bytes, 0))
+            return REQ_DIRTY;
+    return bytes <= INLINE_BYTES ? REQ_INLINE : REQ_QUEUE;
 }
 
-#define COPY_ON_DIRTY_IF_LARGE(name, from)                                               \
-    do {                                                                                 \
-        if (needs_dirty(env, argc, argv, from))                                          \
-            return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_CPU_BOUND, name, argc, \
-                                     argv);                                              \
-    } while (0)
+#define CLASS_OR_DIRTY(cls, name, from)                                                   \
+    int cls = request_class(env, argc, argv, from);                                      \
+    if (cls == REQ_DIRTY)                                                                \
+        return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_CPU_BOUND, name, argc, argv)
+
+/* ------------------------------------------------------------ inline */
+
+/* How long a scheduler that carries its request out steps the context
+ * after it (the core's work that the request made ready: a run's rounds,
+ * its end). A step is short (one round at most when members answer at
+ * once), so a NIF call stays well under ~100 us; work left at the end
+ * goes to the loop thread. */
+#define INLINE_BUDGET_NS 40000
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The calling scheduler takes the drive lock if it is free, the context
+ * open and no command queued (those come first, and are the loop
+ * thread's): 1 when it drives from now on, with its env as st->cur. */
+static int drive_begin(nif_state *st, ErlNifEnv *env)
+{
+    if (__atomic_load_n(&st->loop_wants, __ATOMIC_RELAXED) ||
+        enif_mutex_trylock(st->drive) != 0)
+        return 0;
+    int ok = st->ctx != NULL && !st->no_inline;
+    if (ok) {
+        enif_mutex_lock(st->mu);
+        ok = !st->head && !st->stopping;
+        enif_mutex_unlock(st->mu);
+    }
+    if (!ok) {
+        enif_mutex_unlock(st->drive);
+        return 0;
+    }
+    st->cur = env;
+    /* the loop's clock as a step would see it: timers started by the
+     * request count from now, not from the loop thread's last turn */
+    uv_update_time(council_ctx_uv_loop(st->ctx));
+    return 1;
+}
+
+/* Whether the loop's backend fd has events: I/O is the loop thread's (it
+ * sleeps on that fd), so a scheduler does not step into it. */
+static int io_ready(council_ctx *ctx)
+{
+    struct pollfd p = {.fd = council_ctx_backend_fd(ctx), .events = POLLIN};
+    return p.fd >= 0 && poll(&p, 1, 0) > 0;
+}
+
+/* Steps the context while work is ready, no I/O is waiting and the budget
+ * from t0 lasts; then lets go of the drive lock, waking the loop thread
+ * when it must: work left ready, or a timer now due before the loop
+ * thread's sleep ends (commands queued meanwhile woke it themselves). */
+static void drive_end(nif_state *st, uint64_t t0)
+{
+    council_ctx *ctx = st->ctx;
+    nif_runs_finish(st);
+    while (work_ready(ctx) && mono_ns() - t0 < INLINE_BUDGET_NS && !io_ready(ctx)) {
+        council_ctx_step(ctx, 0);
+        nif_runs_finish(st);
+    }
+    uv_loop_t *loop = council_ctx_uv_loop(ctx);
+    int timeout = uv_backend_timeout(loop);
+    int wake = timeout == 0 || (timeout > 0 && uv_now(loop) + (uint64_t)timeout < st->wake_at);
+    st->cur = NULL;
+    if (wake) {
+        enif_mutex_lock(st->mu);
+        nif_wake_loop(st);
+        enif_mutex_unlock(st->mu);
+    }
+    enif_mutex_unlock(st->drive);
+}
+
+int nif_reply_inline(nif_state *st, nif_cmd *c, ERL_NIF_TERM rep)
+{
+    if (!c->is_inline)
+        return 0;
+    c->reply = enif_make_copy(c->env, rep);
+    enif_clear_env(st->out);
+    return 1;
+}
+
+/* Carries out one command (queued or inline); the loop thread's and an
+ * inline caller's. */
+static void carry_out(nif_state *st, nif_cmd *c)
+{
+    switch (c->kind) {
+    case CMD_CALL:
+        nif_service_call(st, c);
+        break;
+    case CMD_PID_DOWN:
+        nif_subs_pid_down(st->subs, c->obj, &c->mon);
+        break;
+    default:
+        nif_run_cmd(st, c);
+        break;
+    }
+}
+
+/* The request carried out by the calling scheduler, if it drives now:
+ * 1 with what the NIF returns in *ret ({reply, Reply} when the answer is
+ * known, else ok), 0 when it must be queued. */
+static int try_inline(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
+                      const ERL_NIF_TERM *argv, ERL_NIF_TERM *ret)
+{
+    nif_state *st = state_of(env);
+    nif_cmd c;
+    memset(&c, 0, sizeof c);
+    if (!enif_self(env, &c.caller))
+        return 0;
+    uint64_t t0 = mono_ns();
+    if (!drive_begin(st, env))
+        return 0;
+    st->inlined++;
+    c.kind = kind;
+    c.env = env;
+    c.is_inline = 1;
+    c.obj = obj;
+    c.a = n > 0 ? argv[0] : 0;
+    c.b = n > 1 ? argv[1] : 0;
+    carry_out(st, &c);
+    drive_end(st, t0);
+    *ret = c.reply ? enif_make_tuple2(env, A.reply, c.reply) : A.ok;
+    return 1;
+}
 
 /* A command of kind with n terms of argv copied (a, b); obj kept. */
 static ERL_NIF_TERM submit(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
@@ -303,10 +496,16 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
     return ret;
 }
 
-/* call(Request) -> Ref: the caller gets {Ref, Reply}. */
+/* call(Request) -> {reply, Reply} | Ref: the reply, when this call
+ * carried the request out itself, else the caller gets {Ref, Reply}.
+ * close is always the loop thread's (it ends the loop it sleeps on). */
 static ERL_NIF_TERM call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    COPY_ON_DIRTY_IF_LARGE(call_nif, 0);
+    CLASS_OR_DIRTY(cls, call_nif, 0);
+    ERL_NIF_TERM ret;
+    if (cls == REQ_INLINE && !enif_is_identical(argv[0], A.close) &&
+        try_inline(env, CMD_CALL, NULL, 1, argv, &ret))
+        return ret;
     return submit(env, CMD_CALL, NULL, 1, argv, enif_make_ref(env));
 }
 
@@ -315,36 +514,42 @@ static int get_run(ErlNifEnv *env, ERL_NIF_TERM t, void **obj)
     return enif_get_resource(env, t, nif_run_type, obj);
 }
 
-/* run_call(Run, From | nil, Request) -> ok: the run pid gets
- * {'$council_reply', From, Reply} (nothing for a cast, From nil). */
-static ERL_NIF_TERM run_call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* A command on a run pid (kind, n terms from argv[1]): carried out here
+ * when the calling scheduler may drive, else queued. */
+static ERL_NIF_TERM run_cmd(ErlNifEnv *env, int cls, nif_cmd_kind kind, int n,
+                            const ERL_NIF_TERM argv[])
 {
-    COPY_ON_DIRTY_IF_LARGE(run_call_nif, 1);
     void *obj;
+    ERL_NIF_TERM ret;
     if (!get_run(env, argv[0], &obj))
         return enif_make_badarg(env);
-    return submit(env, CMD_RUN_CALL, obj, 2, argv + 1, A.ok);
+    if (cls == REQ_INLINE && try_inline(env, kind, obj, n, argv + 1, &ret))
+        return ret;
+    return submit(env, kind, obj, n, argv + 1, A.ok);
+}
+
+/* run_call(Run, From | nil, Request) -> ok | {reply, Reply}: the reply
+ * when this call carried the request out itself and has it, else the run
+ * pid gets {'$council_reply', From, Reply} (nothing for a cast, From nil). */
+static ERL_NIF_TERM run_call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    CLASS_OR_DIRTY(cls, run_call_nif, 1);
+    return run_cmd(env, cls, CMD_RUN_CALL, 2, argv);
 }
 
 /* run_info(Run, Message) -> ok: a message to the run pid (member and tool
  * replies, the member server's DOWN; others are dropped). */
 static ERL_NIF_TERM run_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    COPY_ON_DIRTY_IF_LARGE(run_info_nif, 1);
-    void *obj;
-    if (!get_run(env, argv[0], &obj))
-        return enif_make_badarg(env);
-    return submit(env, CMD_RUN_INFO, obj, 1, argv + 1, A.ok);
+    CLASS_OR_DIRTY(cls, run_info_nif, 1);
+    return run_cmd(env, cls, CMD_RUN_INFO, 1, argv);
 }
 
 /* run_stop(Run, Reason) -> ok: cancels the run, which ends with Reason. */
 static ERL_NIF_TERM run_stop_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    COPY_ON_DIRTY_IF_LARGE(run_stop_nif, 1);
-    void *obj;
-    if (!get_run(env, argv[0], &obj))
-        return enif_make_badarg(env);
-    return submit(env, CMD_RUN_STOP, obj, 1, argv + 1, A.ok);
+    CLASS_OR_DIRTY(cls, run_stop_nif, 1);
+    return run_cmd(env, cls, CMD_RUN_STOP, 1, argv);
 }
 
 /* run_id(Run) -> binary, read at once (it never changes). */
@@ -417,14 +622,20 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     if (!st)
         return 1;
     memset(st, 0, sizeof *st);
+    st->wake_r = st->wake_w = -1;
     st->refs = 1;
     st->instances = 1;
     cn_dl_init(&st->live);
     cn_dl_init(&st->ending);
     st->mu = enif_mutex_create("council_nif.queue");
-    st->cv = enif_cond_create("council_nif.wake");
+    st->drive = enif_mutex_create("council_nif.drive");
     st->out = enif_alloc_env();
-    if (!st->mu || !st->cv || !st->out || ei_x_new_with_version(&st->x) != 0 ||
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0) {
+        st->wake_r = fds[0];
+        st->wake_w = fds[1];
+    }
+    if (!st->mu || st->wake_r < 0 || !st->drive || !st->out || ei_x_new_with_version(&st->x) != 0 ||
         nif_index_init(st) != 0) {
         state_free(st);
         return 1;
@@ -472,9 +683,7 @@ static void unload(ErlNifEnv *env, void *priv)
     if (__atomic_sub_fetch(&st->instances, 1, __ATOMIC_ACQ_REL) == 0 && st->thread_running) {
         enif_mutex_lock(st->mu);
         st->stopping = 1;
-        enif_cond_signal(st->cv);
-        if (st->wake_ready)
-            uv_async_send(&st->wake);
+        nif_wake_loop(st);
         enif_mutex_unlock(st->mu);
         enif_thread_join(st->tid, NULL);
         st->thread_running = 0;

@@ -1,18 +1,32 @@
 /* nif.h - the NIF backend's shared record (the files of c_src/nif).
  *
- * Threads. The core is not thread-safe (council.h): one thread of our own
- * (enif_thread_create, "the loop thread") owns the council context and
- * everything below marked "loop". Schedulers only copy a request into a
- * command, queue it (st->mu) and wake the loop, so no NIF call waits for
- * the core; resource monitors (run pids, subscribers) queue a command
- * from their down callback the same way. The loop thread answers with
- * enif_send.
- * Waking: while the context is open the loop thread sits in the context's
- * libuv loop (council_ctx_step), woken by a uv_async_t of ours on that
- * loop (council_ctx_uv_loop), which also keeps the loop alive, as the C
- * node's sockets do, so the core's timers that keep no loop alive (a
- * finished run's retention) still fire when no run is going. While it is
- * closed, the thread waits on st->cv.
+ * Threads. The core is not thread-safe (council.h): whoever holds the
+ * drive lock (st->drive) drives the context and owns everything below
+ * marked "loop". A thread of our own (enif_thread_create, "the loop
+ * thread") holds it except while it sleeps; resource monitors (run pids,
+ * subscribers) queue a command from their down callback (st->mu) for it,
+ * and schedulers queue the requests they do not carry out themselves.
+ * Messages go out with enif_send.
+ * Waking: while the context is open the loop thread steps it without
+ * waiting (council_ctx_step(ctx, 0)) while work is ready, then records
+ * when the loop's next timer falls due (st->wake_at), lets go of the
+ * drive lock and sleeps in poll(2) on the loop's backend fd and a pipe of
+ * ours until then (on the pipe alone while the context is closed). I/O
+ * and the core's own wake-ups end the sleep through the backend fd; a
+ * queued command, the unload and a scheduler that leaves work through the
+ * pipe (st->wake_w, one byte per sleep: st->wake_pending), which only the
+ * loop thread reads, so no step taken by a scheduler can take a wake-up
+ * meant for the loop thread. A uv_async_t of ours on the loop (never sent)
+ * keeps the loop alive, as the C node's sockets do, so that the wait is
+ * until the next timer even when no run is going (a finished run's
+ * retention timer keeps no loop alive).
+ * Inline: a NIF call on a normal scheduler that gets the drive lock at
+ * once (trylock), with no command queued, carries its request out itself
+ * with the caller's env (st->cur) and steps the context for a bounded
+ * time (council_nif.c); it wakes the loop thread when it leaves work
+ * ready, a timer due before st->wake_at, or a command queued meanwhile.
+ * enif_* calls that take a caller env get st->cur: NULL on the loop
+ * thread, the calling process's env while a scheduler drives.
  *
  * Files: council_nif.c (load/upgrade/unload, the NIF functions, the queue
  * and the loop), nif_service.c (the service requests of docs/protocol.md:
@@ -54,7 +68,7 @@ typedef struct nif_atoms {
         council_ex_overflow, council_member_call, council_member_token,
         council_member_reply, council_tool_call, council_tool_reply, council_route_call,
         council_route_reply, council_run,
-        council_end, council_reply, down, process, name, rounds, spec, input, council,
+        council_end, council_reply, reply, inline_, down, process, name, rounds, spec, input, council,
         registry, user_opts, member_server, runs, runs_alive, subscriptions, pids,
         pending, json, run_started, round_started, member_started, member_token,
         member_completed, round_completed, run_completed, run_failed, run_cancelled,
@@ -82,19 +96,21 @@ struct cn_spec_cache;
 typedef struct nif_state {
     /* shared with the schedulers: under mu */
     ErlNifMutex *mu;
-    ErlNifCond *cv;
     nif_cmd *head, *tail;
     int stopping;              /* unload: the loop ends */
     nif_run *gone;             /* records whose handle has ended (nif_run.c) */
-    uv_async_t wake;           /* on the context's loop while it is open */
-    int wake_ready;            /* wake may be sent (the context is open) */
+    int wake_r, wake_w;        /* the loop thread's wake-up pipe (see above) */
+    int wake_pending;          /* a byte is in it, not read yet */
+    ErlNifMutex *drive;        /* held by whoever drives the context (see above) */
+    int loop_wants;            /* atomic: the loop thread waits for the drive
+                                * lock (schedulers leave it alone meanwhile) */
     int refs;                  /* module instances + live resources (st freed at 0) */
     int instances;             /* module instances (load/upgrade; unload) */
     ErlNifTid tid;
     int thread_running;
 
     /* the index of live runs by (registry, run id), with their summaries
-     * as of their last round change: written by the loop thread, read by
+     * as of their last round change: written under the drive lock, read by
      * any scheduler under idx (nif_run.c) */
     ErlNifRWLock *idx;
     cn_htab runs;
@@ -109,7 +125,16 @@ typedef struct nif_state {
     size_t runs_alive;
     ErlNifEnv *out;            /* scratch env for messages (cleared after each) */
     ei_x_buff x;               /* scratch ETF buffer */
-    ErlNifEnv *cmd_env;        /* env of the command being carried out */
+    uv_async_t keepalive;      /* on the context's loop while it is open */
+    int keepalive_open;
+    ErlNifEnv *cur;            /* the caller env of enif_send, enif_monitor_process
+                                * and the like: NULL on the loop thread, the NIF
+                                * call's env while a scheduler drives */
+    int no_inline;             /* {inline, false}: every request is queued */
+    uint64_t inlined;          /* requests carried out by their NIF call so far */
+    uint64_t wake_at;          /* the loop's time (ms) at which the loop thread's
+                                * sleep ends (UINT64_MAX: none); 0 while it is
+                                * awake (it looks at the loop before sleeping) */
 } nif_state;
 
 /* Resource types (opened at load, taken over at upgrade). */
@@ -139,20 +164,32 @@ struct nif_cmd {
     ERL_NIF_TERM ref, a, b;
     void *obj;      /* a kept resource, released after the command */
     ErlNifMonitor mon;
+    /* carried out by the NIF call that made it (env: the caller's, terms
+     * not copied, obj not kept, nothing to free): its answer goes to
+     * reply (in env) instead of a message, when the caller is who gets it */
+    int is_inline;
+    ERL_NIF_TERM reply;
 };
 
 /* Queues c (the loop thread owns it from then on). 0, or -1 when the
  * library is unloading (c is not taken). Any thread. */
 int nif_queue(nif_state *st, nif_cmd *c);
+/* Ends the loop thread's sleep, or its next one (one byte down its pipe
+ * per sleep). st->mu held; any thread. */
+void nif_wake_loop(nif_state *st);
 /* From a resource monitor's down callback (any thread): queues a command
  * of kind for the loop with obj (kept until the loop has carried it out)
  * and mon. Dropped when out of memory or unloading. */
 void nif_queue_down(nif_state *st, int kind, void *obj, const ErlNifMonitor *mon);
 
+/* An inline command's answer rep (built in st->out, which is cleared)
+ * into c->reply: 1, or 0 when c is a queued one (the caller sends it). */
+int nif_reply_inline(nif_state *st, nif_cmd *c, ERL_NIF_TERM rep);
+
 /* ------------------------------------------------------------ sending */
 
 /* Sends t (built in st->out) to pid and clears st->out. 1 if sent, 0 if
- * the pid is not alive. Loop thread. */
+ * the pid is not alive. Under the drive lock (st->cur is the caller env). */
 int nif_send(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t);
 
 /* The term of the ETF in st->x (with its version byte), in env, or 0 when
@@ -199,7 +236,8 @@ int nif_make_map(ErlNifEnv *env, ERL_NIF_TERM *keys, ERL_NIF_TERM *vals, size_t 
                  ERL_NIF_TERM *out);
 /* The term of len bytes of ETF at buf (version byte first), in env, or 0
  * when they are not one whole term. Terms without a map of more than
- * NIF_FLATMAP_MAX pairs go to enif_binary_to_term whole; others are
+ * NIF_FLATMAP_MAX pairs, and every term on a scheduler thread (an inline
+ * caller), go to enif_binary_to_term whole; others are
  * decoded here down to their leaves (nesting bounded: 0 past it). opts as
  * enif_binary_to_term's: ERL_NIF_BIN2TERM_SAFE for bytes that came from
  * outside (no atom is made). */
@@ -221,7 +259,8 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
 /* Sends the pid its handle and the start's answer to pass on:
  * {'$council_run', Res, Server | nil, {Caller, Ref}}; the pid sends Caller
  * {Ref, {ok, Pid}} (the start's reply, so the loop sends one message per
- * start, not two). ref is copied. */
+ * start, not two). ref is copied. caller NULL (an inline start, whose NIF
+ * call answers): {'$council_run', Res, Server | nil, nil}. */
 void nif_run_announce(nif_state *st, nif_run *r, const ErlNifPid *caller, ERL_NIF_TERM ref);
 /* The record of a run (NULL: none, or its pid is gone). */
 nif_run *nif_run_of(const council_run *run);
@@ -236,7 +275,7 @@ cn_dl *nif_run_calls(nif_run *r);
 void nif_runs_shutdown(nif_state *st);
 /* Finishes the runs whose end the core reported: their events go out
  * first (council_ctx_flush), then awaiters' answers and the pid's end.
- * Loop thread, outside core callbacks. */
+ * Under the drive lock, outside core callbacks. */
 void nif_runs_finish(nif_state *st);
 /* Cancels a run through its record if it has one (the end reason then
  * defaults), else through the core. */

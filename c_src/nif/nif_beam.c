@@ -3,7 +3,7 @@
  * over distribution, docs/protocol.md gives the messages).
  *
  * A member with "provider": "beam" is served by the run's member server
- * (a local pid given at start): for each attempt the loop thread sends
+ * (a local pid given at start): for each attempt the core's driver sends
  *   {council_member_call, RunPid, CallId, Request}
  * and the server answers the run pid with {council_member_token, CallId,
  * Chunk} and {council_member_reply, CallId, {ok, Text} | {error, Reason}},
@@ -18,7 +18,7 @@
  * call), by (kind, id), each entry also on its run's list so that a run
  * whose pid goes or whose server goes down finds its own at once. Made
  * with the context, freed when the core releases both registrations.
- * Loop thread only.
+ * Under the drive lock only (nif.h).
  */
 #include <council_json.h>
 #include <stdio.h>

@@ -3,10 +3,12 @@
  * What it is for: the NIF's side of docs/protocol.md "Calls on a run pid".
  * A run's pid is a tiny BEAM process (CouncilEx.Nif.Run) that holds this
  * record's resource and hands every call, cast, system message and other
- * message to the loop thread; the loop answers calls through the pid
- * ({'$council_reply', From, Reply}, which the pid passes on with
- * gen:reply, so a caller whose call has ended, e.g. by the pid's exit,
- * never gets a stray reply), and tells the pid when the run has ended:
+ * message to the core (the loop thread, or the NIF call itself when it
+ * drives the core, nif.h); calls are answered through the pid
+ * ({'$council_reply', From, Reply}, or the NIF call's return when it
+ * carried the call out; the pid passes it on with gen:reply, so a caller
+ * whose call has ended, e.g. by the pid's exit, never gets a stray
+ * reply), and tells the pid when the run has ended:
  *   {'$council_end', Reason}                      (no awaiters), or
  *   {'$council_end', Reason, [From], Outcome}     (answer them, then exit)
  * The pid then exits with Reason, so links and monitors see what the C
@@ -41,8 +43,9 @@
  * and whereis / state by id are answered from there on the calling
  * scheduler, in the C node's terms; a run no longer in the index (ended)
  * is the loop's to answer.
- * Loop thread only, except nif_run_id_of (immutable id), the readers of
- * the index and the handle's destructor (which hands the record over).
+ * Under the drive lock only (nif.h), except nif_run_id_of (immutable id),
+ * the readers of the index and the handle's destructor (which hands the
+ * record over).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +68,7 @@ struct nif_run {
     void *handle;           /* the loop's reference on the handle, until it
                                is announced (NULL after) */
     nif_run *gone_next;     /* in st->gone (under st->mu) once the handle is */
-    /* loop thread only */
+    /* under the drive lock only */
     unsigned has_server : 1 /* cleared when it goes down */, watching : 1, ending : 1,
         released : 1;
     /* the index's link (under st->idx, as everything below) */
@@ -202,7 +205,7 @@ static void index_remove(nif_state *st, nif_run *r)
     enif_rwlock_rwunlock(st->idx);
 }
 
-/* The summary into the snapshot (loop thread). */
+/* The summary into the snapshot (under the drive lock). */
 static void snap_refresh(nif_state *st, nif_run *r)
 {
     council_summary s;
@@ -347,12 +350,8 @@ static void on_run_end(council_run *run, void *arg)
     cn_dl_del(&r->link);
     cn_dl_push(&r->st->ending, &r->link);
     snap_refresh(r->st, r); /* the end's status, before any reply goes out */
-    /* The end is finished outside the core's loop (nif_runs_finish, after
-     * the step): a run that ends in a timer callback would otherwise leave
-     * the step blocked in its poll until something else happens. The wake
-     * handle is only set up or torn down by this thread. */
-    if (r->st->wake_ready)
-        uv_async_send(&r->st->wake);
+    /* finished outside the core's callbacks: whoever drives calls
+     * nif_runs_finish after each command and each step */
 }
 
 /* The record leaves the loop: whatever still waits for the pid is dropped
@@ -472,7 +471,7 @@ void nif_run_cancel(council_run *run) { council_run_cancel(run); }
 int nif_run_settle(nif_state *st, council_run *run)
 {
     nif_run *r = nif_run_of(run);
-    if (!r || enif_is_process_alive(NULL, &r->pid))
+    if (!r || enif_is_process_alive(st->cur, &r->pid))
         return 0;
     /* as the end of its handle will: the run is cancelled, the record
      * released (its handle's end then only frees it) */
@@ -496,12 +495,7 @@ void nif_run_dtor(ErlNifEnv *env, void *obj)
     enif_mutex_lock(st->mu);
     r->gone_next = st->gone;
     st->gone = r;
-    if (r->gone_next == NULL) {
-        if (st->wake_ready)
-            uv_async_send(&st->wake);
-        else
-            enif_cond_signal(st->cv);
-    }
+    nif_wake_loop(st);
     enif_mutex_unlock(st->mu);
     nif_state_unref(st); /* the handle's */
 }
@@ -544,7 +538,7 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
                      const ErlNifPid *server, int *dead)
 {
     *dead = 0;
-    if (!enif_is_process_alive(NULL, (ErlNifPid *)pid)) {
+    if (!enif_is_process_alive(st->cur, (ErlNifPid *)pid)) {
         *dead = 1;
         return NULL;
     }
@@ -603,8 +597,9 @@ void nif_run_announce(nif_state *st, nif_run *r, const ErlNifPid *caller, ERL_NI
     nif_send(st, &r->pid,
              enif_make_tuple4(env, A.council_run, enif_make_resource(env, h),
                               r->has_server ? enif_make_pid(env, &r->server) : A.nil,
-                              enif_make_tuple2(env, enif_make_pid(env, caller),
-                                               enif_make_copy(env, ref))));
+                              caller ? enif_make_tuple2(env, enif_make_pid(env, caller),
+                                                        enif_make_copy(env, ref))
+                                     : A.nil));
     /* from now on the pid's term holds the handle (a pid that has exited
      * dropped it with the message: its destructor tells the loop) */
     enif_release_resource(h);
@@ -612,11 +607,10 @@ void nif_run_announce(nif_state *st, nif_run *r, const ErlNifPid *caller, ERL_NI
 
 /* ------------------------------------------------------------ calls */
 
-static void reply(nif_state *st, nif_run *r, ErlNifEnv *cenv, ERL_NIF_TERM from,
-                  ERL_NIF_TERM rep)
+static void reply(nif_state *st, nif_run *r, nif_cmd *c, ERL_NIF_TERM from, ERL_NIF_TERM rep)
 {
-    if (enif_is_identical(from, A.nil))
-        return; /* a cast */
+    if (enif_is_identical(from, A.nil) || nif_reply_inline(st, c, rep))
+        return; /* a cast, or the pid has it back from the NIF call */
     ErlNifEnv *env = st->out;
     nif_send(st, &r->pid,
              enif_make_tuple3(env, A.council_reply, enif_make_copy(env, from), rep));
@@ -659,7 +653,7 @@ static void run_call(nif_state *st, nif_run *r, nif_cmd *c)
     const ERL_NIF_TERM *el;
     int arity;
     if (enif_is_identical(req, A.cancel)) {
-        reply(st, r, cenv, from, A.ok); /* ok first, then the cancel */
+        reply(st, r, c, from, A.ok); /* ok first, then the cancel */
         council_run_cancel(r->run);
         return;
     }
@@ -694,7 +688,7 @@ static void run_call(nif_state *st, nif_run *r, nif_cmd *c)
     } else {
         rep = nif_error2(env, A.unknown_call, nif_summary(cenv, req));
     }
-    reply(st, r, cenv, from, rep);
+    reply(st, r, c, from, rep);
 }
 
 void nif_run_cmd(nif_state *st, nif_cmd *c)

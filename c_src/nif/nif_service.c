@@ -7,10 +7,14 @@
  * for the run), {whereis | state | result | cancel, Registry, RunId},
  * {subscribe, Topic, Pid[, tagged | lib]}, {unsubscribe, Topic, Pid},
  * {validate, Spec}, stats, ping, {open, Config}, close, {setenv, [{Name, Value}]}
- * and {unsetenv, [Name]} (the context's own variables), and {subscribers, Topic} (the pids
+ * and {unsetenv, [Name]} (the context's own variables), {subscribers, Topic} (the pids
  * subscribed to a topic, as CouncilEx.PubSub.Relay.subscribers/1 tells
- * for the C node). The reply goes to the caller as
- * {Ref, Reply}. Loop thread.
+ * for the C node), {inline, true | false} (whether NIF calls may
+ * carry requests out themselves, council_nif.c: on by default; off,
+ * every request goes through the loop thread, for tests and
+ * measurements) and inline ({ok, N}: how many requests NIF calls have
+ * carried out themselves since the library loaded). The reply goes to the caller as {Ref, Reply}, or back
+ * from the NIF call that carried the request out. Under the drive lock.
  */
 #include <sodium.h>
 #include <stdlib.h>
@@ -323,7 +327,8 @@ static void start_free(start_req *r)
 /* {start, Opts, RunPid} of command c: the reply term (built in st->out)
  * when the start is refused; 0 when the run began: RunPid then answers
  * the caller, {Ref, {ok, RunPid}}, once it has its resource (see
- * nif_run_announce). */
+ * nif_run_announce); {ok, RunPid} when c is inline (the NIF call returns
+ * it, and RunPid only gets its resource). */
 static ERL_NIF_TERM do_start(nif_state *st, const nif_cmd *c, ERL_NIF_TERM opts,
                              const ErlNifPid *pid)
 {
@@ -360,10 +365,11 @@ static ERL_NIF_TERM do_start(nif_state *st, const nif_cmd *c, ERL_NIF_TERM opts,
     }
     council_run_begin(r->run);
     nif_run_begun(st, run);
-    nif_run_announce(st, run, &c->caller, c->ref);
+    /* inline, the starter is answered here, and the pid only told */
+    nif_run_announce(st, run, c->is_inline ? NULL : &c->caller, c->ref);
     start_free(r);
     free(r);
-    return 0;
+    return c->is_inline ? nif_ok(st->out, enif_make_pid(st->out, pid)) : 0;
 }
 
 /* ------------------------------------------------------------ by id */
@@ -553,15 +559,12 @@ int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config)
         nif_ctx_close(st);
         return rc ? rc : COUNCIL_ENOMEM;
     }
-    /* the wake-up handle: commands end the loop's wait (the callback has
-     * nothing to do: the loop carries the queue out after each step) */
-    if (uv_async_init(council_ctx_uv_loop(ctx), &st->wake, on_wake) != 0) {
+    /* keeps the loop alive (see nif.h); never sent */
+    if (uv_async_init(council_ctx_uv_loop(ctx), &st->keepalive, on_wake) != 0) {
         nif_ctx_close(st);
         return COUNCIL_ENOMEM;
     }
-    enif_mutex_lock(st->mu);
-    st->wake_ready = 1;
-    enif_mutex_unlock(st->mu);
+    st->keepalive_open = 1;
     return 0;
 }
 
@@ -570,12 +573,9 @@ void nif_ctx_close(nif_state *st)
     if (!st->ctx)
         return;
     nif_runs_shutdown(st);
-    enif_mutex_lock(st->mu);
-    int wake = st->wake_ready;
-    st->wake_ready = 0;
-    enif_mutex_unlock(st->mu);
-    if (wake)
-        uv_close((uv_handle_t *)&st->wake, NULL); /* before the loop goes */
+    if (st->keepalive_open)
+        uv_close((uv_handle_t *)&st->keepalive, NULL); /* before the loop goes */
+    st->keepalive_open = 0;
     nif_subs_free(st->subs);
     st->subs = NULL;
     cn_spec_cache_free(st->specs);
@@ -702,6 +702,13 @@ static ERL_NIF_TERM dispatch(nif_state *st, const nif_cmd *c)
         return stats(st);
     if (tuple && arity == 2 && enif_is_identical(el[0], A.validate))
         return validate(st, env, el[1]);
+    if (enif_is_identical(req, A.inline_))
+        return nif_ok(out, enif_make_uint64(out, st->inlined));
+    if (tuple && arity == 2 && enif_is_identical(el[0], A.inline_) &&
+        (enif_is_identical(el[1], A.true_) || enif_is_identical(el[1], A.false_))) {
+        st->no_inline = enif_is_identical(el[1], A.false_);
+        return A.ok;
+    }
     if (tuple && arity == 3 &&
         (enif_is_identical(el[0], A.start) || enif_is_identical(el[0], A.start_link))) {
         ErlNifPid pid;
@@ -730,6 +737,6 @@ void nif_service_call(nif_state *st, nif_cmd *c)
 {
     ERL_NIF_TERM rep = dispatch(st, c);
     ErlNifEnv *out = st->out;
-    if (rep)
+    if (rep && !nif_reply_inline(st, c, rep))
         nif_send(st, &c->caller, enif_make_tuple2(out, enif_make_copy(out, c->ref), rep));
 }

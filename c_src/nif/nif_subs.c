@@ -2,7 +2,7 @@
  *
  * What it is for: the NIF's side of docs/protocol.md "Events": one core
  * subscription per (topic, pid), the event sent to the pid with enif_send
- * straight from the loop thread, and the subscriber watched with a
+ * straight from whoever drives the core, and the subscriber watched with a
  * resource monitor (one per pid) so that a subscriber that dies is
  * unsubscribed from everything at once.
  * Modes: plain (the C node's tuple, names as binaries), tagged
@@ -20,7 +20,7 @@
  * Two hash tables (hashtab.h), as the C node's remote_sub.c: entries by
  * (topic, pid), pid records by pid. A pid record is a resource object (it holds
  * the monitor); the table keeps one reference on it while it has entries.
- * Loop thread only, except the monitor's down callback (which queues).
+ * Under the drive lock only (nif.h), except the monitor's down callback (which queues).
  * An event's term is made once and copied to each pid (enif_send with no
  * message env copies): see the cache below.
  */
@@ -140,7 +140,7 @@ static void pidrec_drop(nif_subs *s, pidrec *pr, int demonitor)
     cn_htab_del(&s->pids, &pr->hl);
     pr->in_table = 0;
     if (demonitor && pr->monitored)
-        enif_demonitor_process(NULL, pr, &pr->mon);
+        enif_demonitor_process(s->st->cur, pr, &pr->mon);
     pr->monitored = 0;
     enif_release_resource(pr);
 }
@@ -450,7 +450,7 @@ static void on_event(const council_event *ev, void *arg)
         t = enif_make_tuple3(c->env, A.council_ex_event,
                              nif_binary(c->env, e->topic, e->topic_len), t);
     /* a dead pid: its monitor cleans up */
-    enif_send(NULL, &e->pr->pid, NULL, t);
+    enif_send(s->st->cur, &e->pr->pid, NULL, t);
     if (council_event_is_terminal(ev) && own)
         entry_drop(s, e, 1);
 }
@@ -500,7 +500,7 @@ int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pi
         /* A pid that is not alive is not subscribed: its events would go
          * nowhere and no DOWN would clean up. Not an error (the C node
          * takes a dead pid too, and drops it at its DOWN). */
-        if (enif_monitor_process(NULL, pr, pid, &pr->mon) != 0) {
+        if (enif_monitor_process(s->st->cur, pr, pid, &pr->mon) != 0) {
             enif_release_resource(pr);
             return 0;
         }
@@ -522,7 +522,7 @@ int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pi
     if (rc != 0) {
         enif_free(e);
         if (new_pr) {
-            enif_demonitor_process(NULL, pr, &pr->mon);
+            enif_demonitor_process(s->st->cur, pr, &pr->mon);
             enif_release_resource(pr);
         }
         return rc;

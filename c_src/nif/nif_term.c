@@ -73,6 +73,8 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(council_run, "$council_run");
     AT(council_end, "$council_end");
     AT(council_reply, "$council_reply");
+    AT(reply, "reply");
+    AT(inline_, "inline");
     AT(down, "DOWN");
     AT(process, "process");
     AT(name, "name");
@@ -451,9 +453,12 @@ done:
 ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len, ErlNifBinaryToTerm opts)
 {
     ERL_NIF_TERM t;
-    int big = len < 2 || (unsigned char)buf[0] != 131 ? -1
-              : len < BIG_MAP_MIN_ETF                ? 0
-                                                     : has_big_map(buf, len);
+    /* a scheduler (a NIF call that drives the core inline) has the data
+     * the sort needs: no scan */
+    int big = len < 2 || (unsigned char)buf[0] != 131           ? -1
+              : len < BIG_MAP_MIN_ETF ||
+                        enif_thread_type() != ERL_NIF_THR_UNDEFINED ? 0
+                                                                 : has_big_map(buf, len);
     if (big == 0)
         return enif_binary_to_term(env, (const unsigned char *)buf, len, &t, opts) == len ? t : 0;
     if (big < 0)

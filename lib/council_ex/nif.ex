@@ -21,9 +21,12 @@ defmodule CouncilEx.Nif do
   How it works: the core runs on a thread of its own (created when the
   library loads; `CouncilEx.Nif.Server` opens the context when the
   application starts and closes it, cancelling every run, when it stops).
-  Every call here only copies its request into a queue for that thread
-  and waits for the answer in a `receive`, so no scheduler ever waits for
-  the core. Events go from that thread straight to subscriber pids with
+  A call here that finds the core free (that thread asleep, nothing
+  queued) carries its request out on its own scheduler and returns the
+  answer, stepping the core for at most 40 µs after it; otherwise it
+  copies the request into a queue for that thread and waits for the
+  answer in a `receive`, so no scheduler ever waits for the core. Events
+  go from whoever drives the core straight to subscriber pids with
   `enif_send`, as the same terms the C node sends. Each run is a pid: a
   tiny process (`CouncilEx.Nif.Run`) that holds the run's handle and hands
   calls to the core; the run's state lives in the core.
@@ -54,7 +57,11 @@ defmodule CouncilEx.Nif do
   `{:subscribe, topic, pid, :tagged}`, `{:unsubscribe, topic, pid}`,
   `:stats`, `:ping`. Also `{:subscribe, topic, pid, :lib}`: events as the
   library's subscribers get them (round names as existing atoms, see
-  `CouncilEx.PubSub`). Starts go through `start/1` and `start_link/1`.
+  `CouncilEx.PubSub`); `{:inline, false}` / `{:inline, true}`: whether a
+  call may carry its request out on its own scheduler (on by default; off,
+  every request goes through the core's thread: for tests and
+  measurements), and `:inline`: `{:ok, n}`, the requests carried out so
+  far. Starts go through `start/1` and `start_link/1`.
 
   `{:error, :unavailable}` when the NIF is not loaded or its context is
   closed (the application is not running); `{:error, :timeout}` after
@@ -74,13 +81,21 @@ defmodule CouncilEx.Nif do
 
   def call(request, timeout), do: queued(request, timeout)
 
+  # The NIF call carries the request out itself when it can drive the
+  # core at once (the core's thread is asleep) and returns its reply;
+  # otherwise the request is queued for the core's thread, which answers
+  # {ref, reply}.
   defp queued(request, timeout) do
-    ref = call_nif(request)
+    case call_nif(request) do
+      {:reply, reply} ->
+        reply
 
-    receive do
-      {^ref, reply} -> reply
-    after
-      timeout -> {:error, :timeout}
+      ref ->
+        receive do
+          {^ref, reply} -> reply
+        after
+          timeout -> {:error, :timeout}
+        end
     end
   catch
     # not loaded, or being unloaded
@@ -107,11 +122,8 @@ defmodule CouncilEx.Nif do
   @spec start_run(:start | :start_link, map) :: {:ok, pid} | {:error, term}
   def start_run(how, opts) when how in [:start, :start_link] do
     pid = Run.spawn(how, Map.get(opts, :member_server))
-    mon = Process.monitor(pid)
-    reply = start_call({how, opts, pid}, pid, mon)
-    Process.demonitor(mon, [:flush])
 
-    case reply do
+    case start_call({how, opts, pid}, pid) do
       {:ok, ^pid} = ok ->
         ok
 
@@ -122,19 +134,31 @@ defmodule CouncilEx.Nif do
     end
   end
 
-  # The start's answer: a refusal comes from the core's thread, the
-  # {:ok, pid} of a start that began from the run's pid (Run.init/2). A pid
-  # killed before it could answer (it is the run's once the run is
-  # indexed: whereis finds it) leaves no answer to wait for: a call queued
-  # after the start (:ping) is answered after any answer the core's thread
-  # gave the start, so none by then means the run began, and the start
-  # answers with its pid as the core's thread did (the run is cancelled at
-  # the pid's DOWN); no :pong, the library is going: :unavailable.
-  defp start_call(request, pid, mon) do
-    ref = call_nif(request)
+  # The start's answer: the NIF call's own when it carried the start out
+  # (inline); else a refusal comes from the core's thread, the {:ok, pid}
+  # of a start that began from the run's pid (Run.init/2). A pid killed
+  # before it could answer (it is the run's once the run is indexed:
+  # whereis finds it) leaves no answer to wait for: a call made after the
+  # start (:ping) is answered after any answer the core's thread gave the
+  # start (it is queued behind it, or carried out inline once the queue is
+  # empty), so none by then means the run began, and the start answers
+  # with its pid as the core's thread did (the run is cancelled at the
+  # pid's DOWN); no :pong, the library is going: :unavailable. The monitor
+  # is set after the call: a pid already gone gives its DOWN at once.
+  defp start_call(request, pid) do
+    case call_nif(request) do
+      {:reply, reply} -> reply
+      ref -> await_start(ref, pid, Process.monitor(pid))
+    end
+  catch
+    # not loaded, or being unloaded
+    :error, _ -> {:error, :unavailable}
+  end
 
+  defp await_start(ref, pid, mon) do
     receive do
       {^ref, reply} ->
+        Process.demonitor(mon, [:flush])
         reply
 
       {:DOWN, ^mon, :process, ^pid, _} ->
@@ -146,9 +170,6 @@ defmodule CouncilEx.Nif do
           0 -> if began, do: {:ok, pid}, else: {:error, :unavailable}
         end
     end
-  catch
-    # not loaded, or being unloaded
-    :error, _ -> {:error, :unavailable}
   end
 
   @doc "Whether the NIF library is loaded in this VM (by this module's current code)."
@@ -197,6 +218,9 @@ defmodule CouncilEx.Nif do
   # ------------------------------------------------------- run processes
 
   @doc false
+  # :ok, or {:reply, reply} when the NIF call carried the request out
+  # itself and has the answer (the run's pid replies to `from` with it);
+  # else the answer comes as {:"$council_reply", from, reply}.
   def run_call(run, from, request), do: run_call_nif(run, from, request)
   @doc false
   def run_info(run, message), do: run_info_nif(run, message)

@@ -1,8 +1,9 @@
 defmodule CouncilEx.NifLifecycleTest do
   # The NIF backend's life in the VM: the application's stop cancels runs
   # as the C node's SIGTERM does, the context takes the configuration when
-  # the application starts, a code upgrade keeps the core running and an
-  # unload stops it cleanly; terms the NIF cannot take are refused, never a
+  # the application starts, a code upgrade keeps the core running (also
+  # while processes drive it from their schedulers) and an unload stops it
+  # cleanly; terms the NIF cannot take are refused, never a
   # crash; 100,000 runs leave the memory where it was.
   use ExUnit.Case, async: false
   @moduletag :nif_only
@@ -141,6 +142,63 @@ defmodule CouncilEx.NifLifecycleTest do
     assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "q")
     :ok = CouncilEx.cancel(pid)
     assert_receive {:run_cancelled, ^id, _}
+  end
+
+  # Processes that drive the core from their schedulers (the NIF calls
+  # carry their requests out there while the core is free) through an
+  # upgrade and a purge of the old code, which kills those that are in it:
+  # the old instance's unload comes while the others drive on.
+  test "a code upgrade and a purge while processes drive the core from their schedulers" do
+    parent = self()
+    spec = ~s({"id":"drive","members":[{"id":"a","provider":"mock"},{"id":"b","provider":"mock"}],
+               "rounds":[{"type":"independent_analysis"},{"type":"vote"}]})
+
+    drive = fn drive, i ->
+      id = run_id("drive")
+      {:ok, pid} = Nif.start(%{spec: spec, input: "q#{i}", run_id: id})
+      {:ok, _} = Nif.call({:state, @reg, id})
+
+      {:ok, %{final: _}} =
+        try do
+          GenServer.call(pid, :await)
+        catch
+          :exit, {reason, _} when reason in [:noproc, :normal] -> Nif.call({:result, @reg, id})
+        end
+
+      :pong = Nif.call(:ping)
+      send(parent, {:drove, self()})
+      drive.(drive, i + 1)
+    end
+
+    drivers = for _ <- 1..(System.schedulers_online() * 4), do: spawn(fn -> drive.(drive, 0) end)
+    refs = Map.new(drivers, &{Process.monitor(&1), &1})
+    for d <- drivers, do: assert_receive({:drove, ^d}, 10_000)
+
+    {mod, bin, file} = :code.get_object_code(Nif)
+    {:module, Nif} = :code.load_binary(mod, file, bin)
+    # the old code goes, with the drivers that are in it
+    :code.purge(Nif)
+    flush_drove()
+    alive = Enum.filter(drivers, &Process.alive?/1)
+    # the others go on, on the new code
+    for d <- alive, do: assert_receive({:drove, ^d}, 10_000)
+    assert loop_threads() == 1
+
+    for {ref, d} <- refs do
+      Process.exit(d, :kill)
+      assert_receive {:DOWN, ^ref, :process, ^d, reason} when reason in [:killed, :noproc]
+    end
+
+    assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "q")
+    eventually(fn -> match?({:ok, %{runs_alive: 0}}, Nif.call(:stats)) end)
+  end
+
+  defp flush_drove do
+    receive do
+      {:drove, _} -> flush_drove()
+    after
+      0 -> :ok
+    end
   end
 
   # ERTS calls a NIF library's unload once its module is purged and no

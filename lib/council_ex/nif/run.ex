@@ -8,10 +8,11 @@ defmodule CouncilEx.Nif.Run do
   `:sys.get_state/1`, links and monitors to behave as the C node's run
   processes do (docs/protocol.md, "Calls on a run pid"):
 
-    * a call or cast is handed to the core's thread with its `from`; the
-      answer comes back here as `{:"$council_reply", from, reply}` and is
-      passed on with `:gen.reply/2` (so a call that ended meanwhile, e.g.
-      by this process's exit, gets no stray message); `:run_id` and
+    * a call or cast is handed to the core with its `from`; the answer
+      comes back from the NIF call when it carried the call out itself,
+      else as `{:"$council_reply", from, reply}` from the core's thread,
+      and is passed on with `:gen.reply/2` (so a call that ended
+      meanwhile, e.g. by this process's exit, gets no stray message); `:run_id` and
       `:state` (the summary as of the run's last round change, which the
       core's thread keeps where this process can read it) are answered at
       once;
@@ -90,6 +91,10 @@ defmodule CouncilEx.Nif.Run do
 
     receive do
       {:"$council_run", nil, _} -> exit(:normal)
+      # the start's NIF call answered the starter itself
+      {:"$council_run", run, _server, nil} ->
+        :erlang.hibernate(__MODULE__, :wait, [run, nil])
+
       {:"$council_run", run, _server, {caller, ref}} ->
         send(caller, {ref, {:ok, self()}})
         :erlang.hibernate(__MODULE__, :wait, [run, nil])
@@ -139,7 +144,7 @@ defmodule CouncilEx.Nif.Run do
   defp handle({:"$gen_call", from, :state}, run, stop) do
     case Nif.run_state(run, Process.get(@summary)) do
       :miss ->
-        Nif.run_call(run, from, :state)
+        call_core(run, from, :state)
 
       {_version, reply} = cached ->
         Process.put(@summary, cached)
@@ -150,7 +155,7 @@ defmodule CouncilEx.Nif.Run do
   end
 
   defp handle({:"$gen_call", from, request}, run, stop) do
-    Nif.run_call(run, from, request)
+    call_core(run, from, request)
     next(run, stop)
   end
 
@@ -195,7 +200,7 @@ defmodule CouncilEx.Nif.Run do
   defp handle({:EXIT, _from, _reason}, run, stop), do: next(run, stop)
 
   defp handle({:system, from, :get_state}, run, stop) do
-    Nif.run_call(run, from, :"$sys_state")
+    call_core(run, from, :"$sys_state")
     next(run, stop)
   end
 
@@ -207,6 +212,15 @@ defmodule CouncilEx.Nif.Run do
   defp handle(message, run, stop) do
     Nif.run_info(run, message)
     next(run, stop)
+  end
+
+  # the core's answer, at once when the NIF call carried the call out
+  # itself, else as {:"$council_reply", from, reply} later
+  defp call_core(run, from, request) do
+    case Nif.run_call(run, from, request) do
+      {:reply, reply} -> :gen.reply(from, reply)
+      :ok -> :ok
+    end
   end
 
   defp finish(reason, nil), do: exit(reason)
