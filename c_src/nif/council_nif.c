@@ -339,6 +339,7 @@ static int request_class(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], in
  * once), so a NIF call stays well under ~100 us; work left at the end
  * goes to the loop thread. */
 #define INLINE_BUDGET_NS 40000
+#define MAX_SUBS_GROWTH 64 /* a start's subscribers at most (nif_service.c) */
 
 static uint64_t mono_ns(void)
 {
@@ -355,7 +356,12 @@ static int drive_begin(nif_state *st, ErlNifEnv *env)
     if (__atomic_load_n(&st->loop_wants, __ATOMIC_RELAXED) ||
         enif_mutex_trylock(st->drive) != 0)
         return 0;
-    int ok = st->ctx != NULL && !st->no_inline;
+    /* a large table of ours about to grow (its rehash takes ms at a few
+     * 100k entries) is left to the loop thread: a start adds one run to
+     * the index and up to MAX_SUBS_GROWTH subscriptions */
+    int ok = st->ctx != NULL && !st->no_inline &&
+             !(st->runs.nb >= NIF_HTAB_BIG && st->runs.n + 1 >= st->runs.nb) &&
+             !nif_subs_near_growth(st->subs, MAX_SUBS_GROWTH);
     if (ok) {
         enif_mutex_lock(st->mu);
         ok = !st->head && !st->stopping;
@@ -380,19 +386,22 @@ static int io_ready(council_ctx *ctx)
     return p.fd >= 0 && poll(&p, 1, 0) > 0;
 }
 
-/* Steps the context while work is ready, no I/O is waiting and the budget
- * from t0 lasts; then lets go of the drive lock, waking the loop thread
+/* Steps the context while work is ready, the budget from t0 lasts and
+ * nothing is the loop thread's: no I/O waiting, and the timer it sleeps
+ * until not due yet (due timers may be many runs' at once: one step would
+ * fire them all); then lets go of the drive lock, waking the loop thread
  * when it must: work left ready, or a timer now due before the loop
  * thread's sleep ends (commands queued meanwhile woke it themselves). */
 static void drive_end(nif_state *st, uint64_t t0)
 {
     council_ctx *ctx = st->ctx;
+    uv_loop_t *loop = council_ctx_uv_loop(ctx);
     nif_runs_finish(st);
-    while (work_ready(ctx) && mono_ns() - t0 < INLINE_BUDGET_NS && !io_ready(ctx)) {
+    while (work_ready(ctx) && mono_ns() - t0 < INLINE_BUDGET_NS && uv_now(loop) < st->wake_at &&
+           !io_ready(ctx)) {
         council_ctx_step(ctx, 0);
         nif_runs_finish(st);
     }
-    uv_loop_t *loop = council_ctx_uv_loop(ctx);
     int timeout = uv_backend_timeout(loop);
     int wake = timeout == 0 || (timeout > 0 && uv_now(loop) + (uint64_t)timeout < st->wake_at);
     st->cur = NULL;
@@ -496,14 +505,25 @@ static ERL_NIF_TERM submit(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
     return ret;
 }
 
+/* Requests that are always the loop thread's: close (it ends the loop
+ * that thread sleeps on) and {subscribers, Topic} (a scan of every
+ * subscription). */
+static int loop_only(ErlNifEnv *env, ERL_NIF_TERM req)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    return enif_is_identical(req, A.close) ||
+           (enif_get_tuple(env, req, &arity, &el) && arity == 2 &&
+            enif_is_identical(el[0], A.subscribers));
+}
+
 /* call(Request) -> {reply, Reply} | Ref: the reply, when this call
- * carried the request out itself, else the caller gets {Ref, Reply}.
- * close is always the loop thread's (it ends the loop it sleeps on). */
+ * carried the request out itself, else the caller gets {Ref, Reply}. */
 static ERL_NIF_TERM call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     CLASS_OR_DIRTY(cls, call_nif, 0);
     ERL_NIF_TERM ret;
-    if (cls == REQ_INLINE && !enif_is_identical(argv[0], A.close) &&
+    if (cls == REQ_INLINE && !loop_only(env, argv[0]) &&
         try_inline(env, CMD_CALL, NULL, 1, argv, &ret))
         return ret;
     return submit(env, CMD_CALL, NULL, 1, argv, enif_make_ref(env));

@@ -326,6 +326,11 @@ int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pi
 int nif_subs_has(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid);
 int nif_subs_remove(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid);
 size_t nif_subs_count(const nif_subs *s);
+/* Whether k more subscriptions could make a table of s with
+ * NIF_HTAB_BIG buckets or more grow (a rehash of the whole table, about
+ * 25-50 ns per entry: milliseconds at a few 100k entries). */
+#define NIF_HTAB_BIG 4096
+int nif_subs_near_growth(const nif_subs *s, size_t k);
 /* The pids subscribed to a topic (introspection: scans the table). */
 ERL_NIF_TERM nif_subs_of(nif_subs *s, ErlNifEnv *env, const char *topic, size_t len);
 size_t nif_subs_pids(const nif_subs *s);

@@ -167,6 +167,33 @@ defmodule CouncilEx.NifInlineTest do
     eventually(fn -> match?({:ok, %{runs_alive: 0}}, Nif.call(:stats)) end)
   end
 
+  test "a start that would make the index of live runs rehash (4,096 buckets) is left to the loop thread" do
+    eventually(fn -> match?({:ok, %{runs_alive: 0}}, Nif.call(:stats)) end)
+    # the index has 4,096 buckets from 2,048 runs on, and grows at 4,096
+    pids = for _ <- 1..4095, do: elem(Nif.start(%{spec: @slow, input: "q"}), 1)
+    assert {:ok, %{runs_alive: 4095}} = Nif.call(:stats)
+
+    try do
+      n0 = inlined()
+      {:ok, pid} = Nif.start(%{spec: @slow, input: "q"})
+      # at most the count's read went inline, not the start
+      assert inlined() - n0 <= 1
+      assert {:ok, %{status: :running}} = GenServer.call(pid, :state)
+      # the index has grown: starts are carried out by their call again
+      assert Enum.any?(1..20, fn _ ->
+               {p, how} = start(%{spec: @slow, input: "q"})
+               Process.exit(p, :kill)
+               how == :inline
+             end)
+
+      Process.exit(pid, :kill)
+    after
+      Enum.each(pids, &Process.exit(&1, :kill))
+    end
+
+    eventually(fn -> match?({:ok, %{runs_alive: 0}}, Nif.call(:stats)) end)
+  end
+
   test "requests queued while the inline path is off are carried out in order by the loop thread" do
     :ok = Nif.call({:inline, false})
 
