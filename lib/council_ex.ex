@@ -566,7 +566,7 @@ defmodule CouncilEx do
     RunServer.placement!(opts)
 
     {name, spec} = council!(council)
-    known = module_spec(name, spec)
+    known = known_spec(council, spec)
 
     # With a pool of C nodes, a least-loaded run without an id of its own
     # gets one that hashes to the least-loaded node (CouncilEx.Pool).
@@ -597,20 +597,21 @@ defmodule CouncilEx do
     end
   end
 
-  # A council module's spec as RunServer.check_spec/2 would check it
-  # (Spec.check/1) and its JSON, kept in :persistent_term for each module
-  # (so a module's spec is not checked and encoded again on every start):
-  # `{checked, json}`, or nil when nothing valid is known (the start checks
-  # and encodes the spec itself, and refuses an invalid one as always).
+  # What is known of a council's spec before this start: `{spec, json}`
+  # when Spec.check/1 leaves it as it is and `json` is its JSON (the start
+  # neither checks nor encodes it again), or nil (the start checks and
+  # encodes it itself, and refuses an invalid one as always). A
+  # %CouncilEx.Spec{} is looked up by its whole self in a table of the
+  # specs seen (Spec.checked_json/2).
   #
-  # An entry holds the module's md5 and the very spec its __council__/0
-  # returned: a recompiled or reloaded module (another md5) gets a new
-  # entry, and a spec that is not the one checked is checked again. Only a
-  # spec that Spec.check/1 leaves as it is (what `use CouncilEx` compiles)
-  # and that encodes is kept: a module whose __council__/0 gives another
-  # spec each time is checked on each start (and stored once per md5, so it
-  # does not rewrite the table, whose writes cost a global GC).
-  defp module_spec(module, spec) when is_atom(module) do
+  # A council module's is kept in :persistent_term, one entry per module:
+  # the module's md5, the very spec its __council__/0 returned and the
+  # JSON. A recompiled or reloaded module (another md5) is checked again
+  # and its entry replaced; a module whose __council__/0 gives another spec
+  # each time is checked on each start (its entry is written once per md5,
+  # as the table's writes cost a global GC); an invalid or unencodable
+  # spec is never kept.
+  defp known_spec(module, spec) when is_atom(module) do
     md5 = module.module_info(:md5)
     key = {__MODULE__, :module_spec, module}
 
@@ -622,7 +623,7 @@ defmodule CouncilEx do
         nil
 
       _none_or_old ->
-        case check_encode(spec) do
+        case Spec.checked_json(spec) do
           {:ok, json} ->
             :persistent_term.put(key, {md5, spec, json})
             {spec, json}
@@ -633,15 +634,11 @@ defmodule CouncilEx do
     end
   end
 
-  defp module_spec(_name, _spec), do: nil
-
-  # {:ok, json} for a spec that Spec.check/1 leaves as it is and that
-  # encodes; :error for any other (whose start then fails, or raises, as
-  # it always did: the start checks it itself).
-  defp check_encode(spec) do
-    with {:ok, ^spec} <- Spec.check(spec), do: {:ok, Spec.to_json(spec)}, else: (_ -> :error)
-  rescue
-    _ -> :error
+  defp known_spec(%Spec{}, spec) do
+    case Spec.checked_json(spec, memo: true) do
+      {:ok, json} -> {spec, json}
+      :error -> nil
+    end
   end
 
   defp council!(%Spec{} = spec), do: {spec.id, spec}

@@ -385,6 +385,58 @@ defmodule CouncilEx.Spec do
     spec |> to_map() |> CouncilEx.JSON.encode!()
   end
 
+  # checked_json/1's table: up to @memo_cap specs, emptied when full
+  @memo CouncilEx.Spec.Memo
+  @memo_cap 256
+
+  @doc false
+  # Creates checked_json/1's table, when the application starts (its owner
+  # is the application's own process, so it lives as long as the
+  # application). Without it checked_json/1 remembers nothing.
+  @spec memo_table() :: :ok
+  def memo_table do
+    if :ets.whereis(@memo) == :undefined do
+      :ets.new(@memo, [:set, :public, :named_table, read_concurrency: true, write_concurrency: true])
+    end
+
+    :ok
+  end
+
+  @doc false
+  # {:ok, to_json(spec)} when check/1 gives `spec` back as it is and it
+  # encodes; :error for any other spec (invalid, changed by check/1, with an
+  # option that has no JSON form) or a check that raises. With memo: true
+  # the answer {:ok, json} is remembered, keyed by the whole spec (a spec
+  # that differs in anything is another key): check/1 of a spec it leaves
+  # as it is reads nothing but the spec (a sub-council given as a module,
+  # the one thing check/1 reads from elsewhere, is turned into its map, so
+  # such a spec is not one of these).
+  @spec checked_json(t, keyword) :: {:ok, binary} | :error
+  def checked_json(%__MODULE__{} = spec, opts \\ []) do
+    if opts[:memo] do
+      try do
+        {:ok, :ets.lookup_element(@memo, spec, 2)}
+      rescue
+        # not known (or no table)
+        ArgumentError -> remember(spec, checked_json(spec))
+      end
+    else
+      with {:ok, ^spec} <- check(spec), do: {:ok, to_json(spec)}, else: (_ -> :error)
+    end
+  rescue
+    _ -> :error
+  end
+
+  defp remember(spec, {:ok, json} = known) do
+    if :ets.info(@memo, :size) >= @memo_cap, do: :ets.delete_all_objects(@memo)
+    :ets.insert(@memo, {spec, json})
+    known
+  rescue
+    ArgumentError -> known
+  end
+
+  defp remember(_spec, :error), do: :error
+
   @doc "The member ids of the spec whose provider is a BEAM module, with the modules."
   @spec beam_members(t) :: %{binary => module}
   def beam_members(%__MODULE__{members: members}) do

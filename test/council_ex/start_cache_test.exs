@@ -1,8 +1,9 @@
 defmodule CouncilEx.StartCacheTest do
-  # A council module's spec is checked and encoded once, not on every
-  # start (CouncilEx keeps it per module in :persistent_term): a start
-  # still sends the module's current spec (after a recompile or a hot
-  # reload, or whatever a hand-written __council__/0 gives), the run's
+  # A council's spec is checked and encoded once, not on every start
+  # (CouncilEx keeps a module's in :persistent_term, and remembers the
+  # %CouncilEx.Spec{} structs it has checked): a start still sends the
+  # council's current spec (after a recompile or a hot reload, whatever a
+  # hand-written __council__/0 gives, a struct changed by hand), the run's
   # user_opts and the configuration still apply on every start, and an
   # invalid spec is refused the same way on every start. Through start/3,
   # start_link/3, run/3 and CouncilEx.Supervisor.start_link/4.
@@ -207,6 +208,65 @@ defmodule CouncilEx.StartCacheTest do
 
     Application.delete_env(:council_ex, :providers)
     assert match?(^missing, strip(CouncilEx.start(@mod, "x")))
+  end
+
+  # ------------------------------------------------- %CouncilEx.Spec{}
+
+  # (a %CouncilEx.Spec{} is looked up by its whole self among the specs
+  # starts have checked)
+
+  test "a %CouncilEx.Spec{} changed by hand after it started is checked as it is now" do
+    {:ok, spec} =
+      CouncilEx.DynamicCouncil.to_spec(%{
+        "id" => "map",
+        "members" => [%{"id" => "m", "provider" => "mock"}],
+        "rounds" => [%{"type" => "independent_analysis"}]
+      })
+
+    assert answered_by(spec) == ["m"]
+    assert answered_by(spec) == ["m"]
+
+    invalid =
+      {:error,
+       {:invalid_council,
+        [%{path: "rounds", code: :invalid_spec, message: "empty (a council needs at least one round)"}]}}
+
+    assert refusals(%{spec | rounds: []}) == List.duplicate(invalid, 4)
+    assert refusals(%{spec | rounds: []}) == List.duplicate(invalid, 4)
+
+    renamed = %{spec | members: [%{hd(spec.members) | id: "n"}]}
+
+    assert [{:error, {:invalid_council, [%{path: "rounds[0].options.members[0]"}]}} | _] =
+             refusals(%{renamed | rounds: [%{hd(spec.rounds) | options: %{"members" => ["m"]}}]})
+
+    assert answered_by(renamed) == ["n"]
+    assert answered_by(spec) == ["m"]
+
+    # an option with no JSON form, added by hand
+    bad = %{spec | members: [%{hd(spec.members) | options: %{"x" => {1, 2}}}]}
+
+    for _ <- 1..2 do
+      assert_raise ArgumentError, ~r/cannot encode as JSON/, fn -> CouncilEx.start(bad, "x") end
+    end
+  end
+
+  test "a %CouncilEx.Spec{} whose sub-council is a module starts with the module's current spec" do
+    # a hand-built member whose nested spec is still the module (new/1
+    # would have put the module's spec in its place): each start reads it
+    spec = %CouncilEx.Spec{
+      id: "parent",
+      members: [
+        %CouncilEx.Spec.Member{id: "sub", provider: :council, options: %{"spec" => @mod}, tools: %{}}
+      ],
+      rounds: [
+        %CouncilEx.Spec.Round{type: :independent_analysis, name: "independent_analysis", options: %{}}
+      ]
+    }
+
+    dsl(:alpha)
+    assert answered_by(spec) == ["alpha"]
+    dsl(:beta)
+    assert answered_by(spec) == ["beta"]
   end
 
   # {:invalid_council, [error]} with the error's path only
