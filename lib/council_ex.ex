@@ -566,7 +566,7 @@ defmodule CouncilEx do
     RunServer.placement!(opts)
 
     {name, spec} = council!(council)
-    known = known_spec(council, spec)
+    known = known_spec(spec)
 
     # With a pool of C nodes, a least-loaded run without an id of its own
     # gets one that hashes to the least-loaded node (CouncilEx.Pool).
@@ -600,42 +600,14 @@ defmodule CouncilEx do
   # What is known of a council's spec before this start: `{spec, json}`
   # when Spec.check/1 leaves it as it is and `json` is its JSON (the start
   # neither checks nor encodes it again), or nil (the start checks and
-  # encodes it itself, and refuses an invalid one as always). A
-  # %CouncilEx.Spec{} is looked up by its whole self in a table of the
-  # specs seen (Spec.checked_json/2).
-  #
-  # A council module's is kept in :persistent_term, one entry per module:
-  # the module's md5, the very spec its __council__/0 returned and the
-  # JSON. A recompiled or reloaded module (another md5) is checked again
-  # and its entry replaced; a module whose __council__/0 gives another spec
-  # each time is checked on each start (its entry is written once per md5,
-  # as the table's writes cost a global GC); an invalid or unencodable
-  # spec is never kept.
-  defp known_spec(module, spec) when is_atom(module) do
-    md5 = module.module_info(:md5)
-    key = {__MODULE__, :module_spec, module}
-
-    case :persistent_term.get(key, nil) do
-      {^md5, ^spec, json} ->
-        {spec, json}
-
-      {^md5, _other, _json} ->
-        nil
-
-      _none_or_old ->
-        case Spec.checked_json(spec) do
-          {:ok, json} ->
-            :persistent_term.put(key, {md5, spec, json})
-            {spec, json}
-
-          :error ->
-            nil
-        end
-    end
-  end
-
-  defp known_spec(%Spec{}, spec) do
-    case Spec.checked_json(spec, memo: true) do
+  # encodes it itself, and refuses an invalid one as always). Looked up by
+  # the whole spec (a module's __council__/0 result or the struct given)
+  # among the specs starts have checked (Spec.checked_json/1): a module
+  # recompiled or reloaded with another spec, a __council__/0 that gives
+  # another spec each time, a struct changed by hand, each is another key
+  # and is checked; an invalid or unencodable spec is never kept.
+  defp known_spec(spec) do
+    case Spec.checked_json(spec) do
       {:ok, json} -> {spec, json}
       :error -> nil
     end

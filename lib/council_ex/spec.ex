@@ -405,24 +405,23 @@ defmodule CouncilEx.Spec do
   @doc false
   # {:ok, to_json(spec)} when check/1 gives `spec` back as it is and it
   # encodes; :error for any other spec (invalid, changed by check/1, with an
-  # option that has no JSON form) or a check that raises. With memo: true
-  # the answer {:ok, json} is remembered, keyed by the whole spec (a spec
-  # that differs in anything is another key): check/1 of a spec it leaves
-  # as it is reads nothing but the spec (a sub-council given as a module,
-  # the one thing check/1 reads from elsewhere, is turned into its map, so
-  # such a spec is not one of these).
-  @spec checked_json(t, keyword) :: {:ok, binary} | :error
-  def checked_json(%__MODULE__{} = spec, opts \\ []) do
-    if opts[:memo] do
-      try do
-        {:ok, :ets.lookup_element(@memo, spec, 2)}
-      rescue
-        # not known (or no table)
-        ArgumentError -> remember(spec, checked_json(spec))
-      end
-    else
-      with {:ok, ^spec} <- check(spec), do: {:ok, to_json(spec)}, else: (_ -> :error)
-    end
+  # option that has no JSON form) or a check that raises. An {:ok, json} is
+  # remembered, keyed by the whole spec (a spec that differs in anything is
+  # another key): check/1 of a spec it leaves as it is reads nothing but
+  # the spec (a sub-council given as a module, the one thing check/1 reads
+  # from elsewhere, is turned into its map, so such a spec is not one of
+  # these). CouncilEx.start/3 and the other starts ask it for every spec,
+  # a council module's __council__/0 result as a struct given.
+  @spec checked_json(t) :: {:ok, binary} | :error
+  def checked_json(%__MODULE__{} = spec) do
+    {:ok, :ets.lookup_element(@memo, spec, 2)}
+  rescue
+    # not known (or no table)
+    ArgumentError -> remember(spec, check_json(spec))
+  end
+
+  defp check_json(spec) do
+    with {:ok, ^spec} <- check(spec), do: {:ok, to_json(spec)}, else: (_ -> :error)
   rescue
     _ -> :error
   end

@@ -1,7 +1,7 @@
 defmodule CouncilEx.StartCacheTest do
   # A council's spec is checked and encoded once, not on every start
-  # (CouncilEx keeps a module's in :persistent_term, and remembers the
-  # %CouncilEx.Spec{} structs it has checked): a start still sends the
+  # (CouncilEx.Spec.checked_json/1 remembers the specs of modules and the
+  # %CouncilEx.Spec{} structs starts have checked): a start still sends the
   # council's current spec (after a recompile or a hot reload, whatever a
   # hand-written __council__/0 gives, a struct changed by hand), the run's
   # user_opts and the configuration still apply on every start, and an
@@ -212,8 +212,7 @@ defmodule CouncilEx.StartCacheTest do
 
   # ------------------------------------------------- %CouncilEx.Spec{}
 
-  # (a %CouncilEx.Spec{} is looked up by its whole self among the specs
-  # starts have checked)
+  # (a struct is looked up by its whole self, as a module's spec is)
 
   test "a %CouncilEx.Spec{} changed by hand after it started is checked as it is now" do
     {:ok, spec} =
