@@ -54,6 +54,7 @@ static struct task *call_end(council_call *c)
     struct task *task = c->task;
     c->state = CALL_DONE;
     c->task = NULL;
+    c->wake = NULL;
     cx_timer_stop(&c->timer);
     unlink_call(c);
     return task;
@@ -109,6 +110,17 @@ static void on_timer(void *arg)
     council_call *c = arg;
     if (c->state == CALL_WAITING) {
         begin(c);
+    } else if (c->state == CALL_ACTIVE && c->wake) {
+        void (*cb)(council_call *) = c->wake;
+        c->wake = NULL;
+        council_call_ref(c);
+        cb(c);
+        if (c->state == CALL_ACTIVE) {
+            /* the rest of the timeout */
+            uint64_t spent_ms = (uv_hrtime() / 1000 - c->began_us) / 1000;
+            cx_timer_start(&c->timer, spent_ms < c->timeout_ms ? c->timeout_ms - spent_ms : 0);
+        }
+        council_call_unref(c);
     } else if (c->state == CALL_ACTIVE) {
         char msg[64];
         snprintf(msg, sizeof msg, "timeout after %llu ms",
@@ -154,6 +166,15 @@ void call_launch(council_call *c, uint64_t delay_ms)
         begin(c);
     else
         cx_timer_start(&c->timer, delay_ms);
+}
+
+bool call_wake_after(council_call *c, uint64_t ms, void (*cb)(council_call *))
+{
+    if (c->state != CALL_ACTIVE || c->wake || ms >= c->timeout_ms)
+        return false;
+    c->wake = cb;
+    cx_timer_start(&c->timer, ms); /* the timeout's timer, started just before */
+    return true;
 }
 
 void call_abandon(council_call *c, const char *why)

@@ -468,8 +468,11 @@ struct council_run {
             uint64_t ret_expires; /* loop time (ms) its retention ends */
         };
     };
-    council_run_end_cb end_cb;  /* the first watcher (NULL: none), */
+    council_run_end_cb end_cb;  /* the first end watcher (NULL: none), */
     void *end_arg;
+    council_run_end_cb change_cb; /* the first change watcher (NULL: none;
+                                     the NIF keeps one per run), */
+    void *change_arg;
     watcher *watchers;          /* then any others, in order */
     struct council_call *calls; /* live calls of this run (list) */
 };
@@ -558,7 +561,9 @@ struct council_call {
     size_t request_len;
     size_t streamed;
     uint64_t id;
-    cx_timer timer;            /* backoff, then timeout */
+    cx_timer timer;            /* backoff, then timeout (or first a wake,
+                                  call_wake_after) */
+    void (*wake)(struct council_call *); /* armed on timer: call_wake_after */
     void *prov_state;          /* for built-in providers */
     uint64_t began_us;         /* when start() was called (uv_hrtime in
                                   us), 0 before */
@@ -576,6 +581,14 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
 /* Start the call after delay_ms (0: now, synchronously). */
 void call_launch(council_call *call, uint64_t delay_ms);
 void call_abandon(council_call *call, const char *why); /* cancel, no result */
+/* For the core's own providers: cb(call) runs ms from now on the call's
+ * own timer, instead of a timer of the provider's (an idle run's mock
+ * member waiting for its latency then holds nothing but its call). cb
+ * should end the call (complete or fail it); if it does not, the timeout
+ * is armed again for what is left of it. From the provider's start() (the
+ * call ACTIVE), once per call. false, with nothing armed, when ms is not
+ * below the call's timeout: the timeout would come first. */
+bool call_wake_after(council_call *call, uint64_t ms, void (*cb)(council_call *));
 
 /* router.c. The conditions a rule's "when" may hold (schema.c lists them). */
 #define ROUTER_N_CONDITIONS 3

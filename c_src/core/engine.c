@@ -65,15 +65,11 @@ typedef struct pairwise {
  * pairwise round's, made per level) and its per-member arrays. */
 typedef struct round_state {
     council_run *run;
-    const round_kind *kind;
-    const char *type_name;
+    const round_kind *kind; /* its name is the round's type */
     const char *name;       /* the spec's (or "chair"): outlives the round */
     rres *res;              /* made when first needed (round_res): a round
                                whose calls only wait holds none */
     const char *instructions;
-    const char **cand_labels;
-    uint8_t *part;          /* member indices */
-    uint8_t *cand;          /* member indices with an answer, spec order */
     json_t *prev_round;     /* synthesis: {name,type,aggregate} of the last round */
     task *tasks;            /* in the block, or a pairwise level's own */
     pairwise *pw;           /* pairwise_elimination only */
@@ -86,7 +82,14 @@ typedef struct round_state {
     uint16_t n_tasks, next, done, active;
     bool show_crit;
     bool fail_fast;         /* the spec round's failure_mode */
+    /* the member indices taking part (RS_PART), then those with an answer,
+     * in spec order (RS_CAND), one byte each per member of the spec; the
+     * candidates' labels are their members' (RS_LABEL) */
+    uint8_t mem[];
 } round_state;
+#define RS_PART(rs) ((rs)->mem)
+#define RS_CAND(rs) ((rs)->mem + (rs)->run->spec->n_members)
+#define RS_LABEL(rs, c) ((rs)->run->spec->members[RS_CAND(rs)[c]].label)
 _Static_assert(SPEC_MAX_MEMBERS <= UINT8_MAX &&
                    SPEC_MAX_MEMBERS * SPEC_MAX_MEMBERS <= UINT16_MAX,
                "member indices and task counts fit a round's fields");
@@ -102,6 +105,13 @@ typedef struct frame {
     unsigned iteration, idx;
     uint64_t started_us;      /* its start (monotonic clock) */
 } frame;
+
+/* The candidates' labels, in candidate order, into ls (SPEC_MAX_MEMBERS). */
+static void cand_labels(const round_state *rs, const char **ls)
+{
+    for (size_t c = 0; c < rs->n_cand; c++)
+        ls[c] = RS_LABEL(rs, c);
+}
 
 static uint64_t mono_us(void)
 {
@@ -187,14 +197,14 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
 {
     council_run *run = rs->run;
     const council_spec *spec = run->spec;
-    size_t me = rs->part[t->pos];
+    size_t me = RS_PART(rs)[t->pos];
     const spec_member *m = &spec->members[me];
     json_t *answers = json_array();
     json_t *req = json_pack(
         "{s:o,s:o,s:s,s:{s:s,s:I,s:s},s:I,s:o,s:s}",
         "run_id", cx_json_text(run->run_id, run->run_id_len),
         "council", cx_json_text(run->council, strlen(run->council)), "member_id", m->id,
-        "round", "name", rs->name, "idx", (json_int_t)rs->idx, "type", rs->type_name,
+        "round", "name", rs->name, "idx", (json_int_t)rs->idx, "type", rs->kind->name,
         "attempt", (json_int_t)attempt,
         "input", run->input.text ? cx_json_text(run->input.text, run->input.text_len)
                                  : json_null(),
@@ -229,14 +239,14 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
         break;
     case VIEW_CANDIDATES:
         for (size_t c = 0; c < rs->n_cand; c++) {
-            size_t i = rs->cand[c];
+            size_t i = RS_CAND(rs)[c];
             json_array_append_new(answers, latest_item("label", spec->members[i].label,
                                                        run_said(run, i)));
         }
         break;
     case VIEW_MATCH:
         for (int j = 0; j < 2; j++) {
-            size_t i = rs->cand[rs->pw->pairs[t->match][j]];
+            size_t i = RS_CAND(rs)[rs->pw->pairs[t->match][j]];
             json_array_append_new(answers, latest_item("label", spec->members[i].label,
                                                        run_said(run, i)));
         }
@@ -288,18 +298,18 @@ static rres *make_res(round_state *rs, size_t n_skip)
 {
     council_run *run = rs->run;
     const council_spec *spec = run->spec;
-    rres *rr = rres_new(rs->name, rs->idx, rs->type_name, rs->n_res + n_skip);
+    rres *rr = rres_new(rs->name, rs->idx, rs->kind->name, rs->n_res + n_skip);
     if (!rr || run_own_round(run, rr)) {
         rres_free(rr);
         return NULL;
     }
     for (size_t i = 0; i < rs->n_res; i++) {
-        rres_set_member_id(rr, i, spec->members[rs->part[i]].id);
+        rres_set_member_id(rr, i, spec->members[RS_PART(rs)[i]].id);
         rres_member(rr, i)->pub.status = COUNCIL_MEMBER_SKIPPED; /* until it ends */
         rres_member(rr, i)->pub.attempts = member_attempts(rs, i);
     }
     for (size_t i = 0, k = rs->n_res, p = 0; n_skip && i < spec->n_members; i++) {
-        if (p < rs->n_part && rs->part[p] == i) { /* part is in spec order */
+        if (p < rs->n_part && RS_PART(rs)[p] == i) { /* part is in spec order */
             p++;
             continue;
         }
@@ -320,13 +330,13 @@ static rres *round_res(round_state *rs)
 static void task_launch(round_state *rs, task *t, uint64_t delay)
 {
     council_run *run = rs->run;
-    size_t me = rs->part[t->pos];
+    size_t me = RS_PART(rs)[t->pos];
     const spec_member *m = &run->spec->members[me];
     if (t->attempt == 0)
         t->started_us = mono_us();
     if (member_attempts(rs, t->pos) == 0) /* the member's first call in this round */
         run_publish(run, COUNCIL_EV_MEMBER_STARTED, rs->name, (int)rs->idx,
-                    rs->type_name, m->id, NULL, 0, NULL);
+                    rs->kind->name, m->id, NULL, 0, NULL);
     t->attempt++;
     if (rs->res)
         rres_member(rs->res, t->pos)->pub.attempts++;
@@ -335,7 +345,7 @@ static void task_launch(round_state *rs, task *t, uint64_t delay)
         task_complete(t, false, NULL, 0, "unknown provider");
         return;
     }
-    council_call *c = call_new(run, t, prov, m, rs->name, rs->idx, rs->type_name,
+    council_call *c = call_new(run, t, prov, m, rs->name, rs->idx, rs->kind->name,
                                t->attempt, member_timeout(run, m));
     if (!c) {
         task_complete(t, false, NULL, 0, "out of memory");
@@ -354,7 +364,7 @@ void engine_call_token(task *t, council_call *call, const char *chunk, size_t le
     round_state *rs = t->rs;
     (void)call;
     run_publish(rs->run, COUNCIL_EV_MEMBER_TOKEN, rs->name, (int)rs->idx,
-                rs->type_name, rs->run->spec->members[rs->part[t->pos]].id, chunk,
+                rs->kind->name, rs->run->spec->members[RS_PART(rs)[t->pos]].id, chunk,
                 len, NULL);
 }
 
@@ -375,8 +385,8 @@ void engine_call_usage(task *t, const council_usage *u)
 void engine_call_tool(task *t, council_event_type type, const council_tool_event *te)
 {
     round_state *rs = t->rs;
-    run_publish(rs->run, type, rs->name, (int)rs->idx, rs->type_name,
-                rs->run->spec->members[rs->part[t->pos]].id, NULL, 0, te);
+    run_publish(rs->run, type, rs->name, (int)rs->idx, rs->kind->name,
+                rs->run->spec->members[RS_PART(rs)[t->pos]].id, NULL, 0, te);
 }
 
 /* The wait before attempt n+1 after n attempts: backoff_ms * 2^(n-1), plus
@@ -403,7 +413,7 @@ void engine_call_done(task *t, council_call *call, bool ok, const char *text,
 {
     round_state *rs = t->rs;
     council_run *run = rs->run;
-    const spec_member *m = &run->spec->members[rs->part[t->pos]];
+    const spec_member *m = &run->spec->members[RS_PART(rs)[t->pos]];
     unsigned max_attempts = m->max_attempts ? m->max_attempts : run->spec->limits.max_attempts;
     rres *rr = round_res(rs);
     if (!rr) {
@@ -426,7 +436,7 @@ static json_t *labels_json(round_state *rs, const size_t *order, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < n; i++)
-        json_array_append_new(a, json_string(rs->cand_labels[order[i]]));
+        json_array_append_new(a, json_string(RS_LABEL(rs, order[i])));
     return a;
 }
 
@@ -449,7 +459,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
         return;
     }
     mres *mr = rres_member(rr, t->pos);
-    const char *mid = run->spec->members[rs->part[t->pos]].id;
+    const char *mid = run->spec->members[RS_PART(rs)[t->pos]].id;
     char why[1024]; /* bounds a provider's message; fits an exec error with its stderr tail */
     council_fail_kind fk = ok ? COUNCIL_FAIL_VALIDATION /* if unparsable */ : t->fail_kind;
     const char *kind = council_fail_kind_name(fk);
@@ -461,19 +471,19 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
         mres_set_error(mr, NULL);
         round_yield y = rs->kind->yield;
         if (y == YIELD_VOTE || y == YIELD_BRACKET) {
-            const char *labels[2];
-            const char *const *ls = rs->cand_labels;
+            const char *ls[SPEC_MAX_MEMBERS];
             size_t n = rs->n_cand;
             if (y == YIELD_BRACKET) {
-                labels[0] = rs->cand_labels[rs->pw->pairs[t->match][0]];
-                labels[1] = rs->cand_labels[rs->pw->pairs[t->match][1]];
-                ls = labels;
+                ls[0] = RS_LABEL(rs, rs->pw->pairs[t->match][0]);
+                ls[1] = RS_LABEL(rs, rs->pw->pairs[t->match][1]);
                 n = 2;
+            } else {
+                cand_labels(rs, ls);
             }
             char lab[8];
             if (council_parse_vote(text, len, ls, n, lab, sizeof lab) == COUNCIL_OK) {
                 for (size_t c = 0; c < rs->n_cand; c++)
-                    if (strcmp(rs->cand_labels[c], lab) == 0)
+                    if (strcmp(RS_LABEL(rs, c), lab) == 0)
                         t->choice = (int32_t)c;
                 t->ok = true;
             } else {
@@ -482,8 +492,10 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
             }
         } else if (y == YIELD_RANKING) {
             size_t n_order;
+            const char *ls[SPEC_MAX_MEMBERS];
+            cand_labels(rs, ls);
             t->order = cx_calloc(rs->n_cand, sizeof *t->order);
-            if (t->order && council_parse_ranking(text, len, rs->cand_labels, rs->n_cand,
+            if (t->order && council_parse_ranking(text, len, ls, rs->n_cand,
                                                   t->order, &n_order) == COUNCIL_OK) {
                 t->n_order = (uint32_t)n_order;
                 t->ok = true;
@@ -503,9 +515,9 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
             json_t *votes = json_object_get(mr->parsed, "votes");
             json_array_append_new(
                 votes, json_pack("{s:[s,s],s:s}", "pair",
-                                 rs->cand_labels[rs->pw->pairs[t->match][0]],
-                                 rs->cand_labels[rs->pw->pairs[t->match][1]], "vote",
-                                 rs->cand_labels[t->choice]));
+                                 RS_LABEL(rs, rs->pw->pairs[t->match][0]),
+                                 RS_LABEL(rs, rs->pw->pairs[t->match][1]), "vote",
+                                 RS_LABEL(rs, t->choice)));
             mres_set_parsed(mr, json_incref(mr->parsed)); /* re-render text */
         } else {
             snprintf(why, sizeof why, "%s", error ? error : "failed");
@@ -523,7 +535,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
     if (ok) {
         mr->pub.status = COUNCIL_MEMBER_OK;
         if (rs->kind->yield == YIELD_VOTE)
-            mres_set_parsed(mr, json_pack("{s:s}", "vote", rs->cand_labels[t->choice]));
+            mres_set_parsed(mr, json_pack("{s:s}", "vote", RS_LABEL(rs, t->choice)));
         else if (rs->kind->yield == YIELD_RANKING)
             mres_set_parsed(mr, json_pack("{s:o}", "ranking",
                                           labels_json(rs, t->order, t->n_order)));
@@ -535,7 +547,7 @@ static void task_complete(task *t, bool ok, const char *text, size_t len,
         run_add_error(run, fk, mid, rs->name, "member %s in round %s: %s", mid, rs->name, why);
     }
     run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
-                rs->type_name, mid, NULL, 0, &mr->pub);
+                rs->kind->name, mid, NULL, 0, &mr->pub);
     if (!ok && rs->fail_fast) {
         /* failure_mode fail_fast: the round, partial as it is, goes into the
          * result and the run fails now (its other calls are abandoned) */
@@ -610,7 +622,7 @@ static void complete_round(council_run *run, round_state *rs)
     run->rounds_completed++;
     run_push_round(run, rr);
     run->round = NULL;
-    run_publish(run, COUNCIL_EV_ROUND_COMPLETED, rs->name, (int)rs->idx, rs->type_name,
+    run_publish(run, COUNCIL_EV_ROUND_COMPLETED, rs->name, (int)rs->idx, rs->kind->name,
                 NULL, NULL, 0, &rr->pub);
     round_state_free(rs);
 }
@@ -623,25 +635,21 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
 {
     const council_spec *spec = run->spec;
     size_t nm = spec->n_members;
-    /* the state, then tasks, cand_labels, part, cand: one zeroed block (a
-     * pairwise round makes its tasks per level) */
+    /* the state with its part and cand bytes, then the tasks: one zeroed
+     * block (a pairwise round makes its tasks per level) */
     const round_kind *kind = round_kind_of(type);
     bool bracket = kind->yield == YIELD_BRACKET;
     size_t n_block_tasks = bracket ? 0 : nm;
-    round_state *rs = cx_calloc(1, sizeof *rs + n_block_tasks * sizeof(task) +
-                                       nm * (sizeof *rs->cand_labels + sizeof *rs->part +
-                                             sizeof *rs->cand));
+    size_t tasks_at = (offsetof(round_state, mem) + 2 * nm + _Alignof(task) - 1) &
+                      ~(_Alignof(task) - 1);
+    round_state *rs = cx_calloc(1, tasks_at + n_block_tasks * sizeof(task));
     if (!rs) {
         fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", name, true);
         return -1;
     }
-    task *block_tasks = (task *)(rs + 1);
-    rs->cand_labels = (const char **)(block_tasks + n_block_tasks);
-    rs->part = (uint8_t *)(rs->cand_labels + nm);
-    rs->cand = rs->part + nm;
+    task *block_tasks = (task *)(void *)((char *)rs + tasks_at);
     rs->run = run;
     rs->kind = kind;
-    rs->type_name = kind->name;
     rs->name = name;
     rs->idx = run->next_round_idx++;
     rs->instructions = sr && sr->instructions ? sr->instructions : kind->instructions;
@@ -652,14 +660,14 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     if (kind->one_member) {
         int who = synth >= 0 ? synth : spec->chair >= 0 ? spec->chair
                   : sr && sr->gated ? (int)sr->gate[0] : 0;
-        rs->part[rs->n_part++] = (uint8_t)who;
+        RS_PART(rs)[rs->n_part++] = (uint8_t)who;
     } else {
         uint64_t may = sr ? round_members(spec, sr) : ~(uint64_t)0;
         for (size_t i = 0; i < nm; i++) {
             if (!(may & ((uint64_t)1 << i)))
                 continue;
             if (chosen & ((uint64_t)1 << i))
-                rs->part[rs->n_part++] = (uint8_t)i;
+                RS_PART(rs)[rs->n_part++] = (uint8_t)i;
         }
     }
     if (rs->n_part > 0)
@@ -673,8 +681,7 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
     }
     for (size_t i = 0; i < nm; i++)
         if (run_said(run, i)->latest) {
-            rs->cand_labels[rs->n_cand] = spec->members[i].label;
-            rs->cand[rs->n_cand++] = (uint8_t)i;
+            RS_CAND(rs)[rs->n_cand++] = (uint8_t)i;
         }
     bool ballot = kind->yield == YIELD_VOTE || kind->yield == YIELD_RANKING || bracket;
     size_t n_res = (bracket && rs->n_cand < 2) ? 0 : rs->n_part;
@@ -688,11 +695,11 @@ static int start_round(council_run *run, const spec_round *sr, round_type type,
         fail_run(run, COUNCIL_FAIL_PERMANENT, "round %s: out of memory", name, true);
         return -1;
     }
-    run_publish(run, COUNCIL_EV_ROUND_STARTED, rs->name, (int)rs->idx, rs->type_name,
+    run_publish(run, COUNCIL_EV_ROUND_STARTED, rs->name, (int)rs->idx, rs->kind->name,
                 NULL, NULL, 0, NULL);
     for (size_t k = n_res; k < n_res + n_skip; k++) {
         mres *mr = rres_member(rs->res, k);
-        run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx, rs->type_name,
+        run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx, rs->kind->name,
                     mr->pub.member_id, NULL, 0, &mr->pub);
     }
     if (rs->n_part == 0) { /* the router chose nobody: the round is skipped */
@@ -793,15 +800,15 @@ static void pairwise_decide(round_state *rs)
         size_t w = choices ? ballot_match(choices, n, a, b, &va, &vb) : a;
         free(choices);
         json_array_append_new(
-            level, json_pack("{s:[s,s],s:{s:I,s:I},s:s}", "pair", rs->cand_labels[a],
-                             rs->cand_labels[b], "votes", rs->cand_labels[a], (json_int_t)va,
-                             rs->cand_labels[b], (json_int_t)vb, "winner",
-                             rs->cand_labels[w]));
+            level, json_pack("{s:[s,s],s:{s:I,s:I},s:s}", "pair", RS_LABEL(rs, a),
+                             RS_LABEL(rs, b), "votes", RS_LABEL(rs, a), (json_int_t)va,
+                             RS_LABEL(rs, b), (json_int_t)vb, "winner",
+                             RS_LABEL(rs, w)));
         pw->alive[n_new++] = w;
     }
     if (pw->n_alive % 2) {
         size_t bye = pw->alive[pw->n_alive - 1];
-        json_array_append_new(level, json_pack("{s:s}", "bye", rs->cand_labels[bye]));
+        json_array_append_new(level, json_pack("{s:s}", "bye", RS_LABEL(rs, bye)));
         pw->alive[n_new++] = bye;
     }
     pw->n_alive = n_new;
@@ -839,7 +846,7 @@ static void set_latest(char **slot, size_t *lenp, const char *text, size_t len)
 static json_t *winner_json(council_run *run, round_state *rs, size_t w)
 {
     (void)run;
-    return json_string(run->spec->members[rs->cand[w]].id);
+    return json_string(run->spec->members[RS_CAND(rs)[w]].id);
 }
 
 /* The round's aggregate and text from its tally (rounds.h: its kind's
@@ -855,7 +862,7 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
             task *t = &rs->tasks[i];
             if (!t->ok)
                 continue;
-            size_t m = rs->part[t->pos];
+            size_t m = RS_PART(rs)[t->pos];
             mres *mr = rres_member(rr, t->pos);
             member_said *said = &run->out->said[m]; /* made with rr */
             if (rs->kind->yield == YIELD_ANSWER)
@@ -881,13 +888,13 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
         size_t w = ballot_plurality(choices, n, rs->n_cand, tally);
         json_t *tj = json_object();
         for (size_t c = 0; c < rs->n_cand; c++)
-            json_object_set_new(tj, rs->cand_labels[c], json_integer(tally[c]));
+            json_object_set_new(tj, RS_LABEL(rs, c), json_integer(tally[c]));
         bool unanimous = n > 0 && (size_t)tally[w] == n;
         rres_set_aggregate(rr, json_pack("{s:o,s:s,s:o,s:I,s:b}", "tally", tj, "winner",
-                                         rs->cand_labels[w], "winner_member",
+                                         RS_LABEL(rs, w), "winner_member",
                                          winner_json(run, rs, w), "valid_votes",
                                          (json_int_t)n, "unanimous", unanimous));
-        size_t m = rs->cand[w];
+        size_t m = RS_CAND(rs)[w];
         rres_set_text(rr, run_said(run, m)->latest, run_said(run, m)->latest_len);
         if (it) /* the last vote of the iteration decides */
             it->vote_unanimous = unanimous ? 1 : 0;
@@ -910,12 +917,12 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
             ballot_borda(orders, lens, n, rs->n_cand, score, order);
             json_t *sj = json_object();
             for (size_t c = 0; c < rs->n_cand; c++)
-                json_object_set_new(sj, rs->cand_labels[c], json_integer(score[c]));
+                json_object_set_new(sj, RS_LABEL(rs, c), json_integer(score[c]));
             rres_set_aggregate(rr, json_pack("{s:o,s:o,s:s,s:o}", "scores", sj, "ranking",
                                              labels_json(rs, order, rs->n_cand), "winner",
-                                             rs->cand_labels[order[0]], "winner_member",
+                                             RS_LABEL(rs, order[0]), "winner_member",
                                              winner_json(run, rs, order[0])));
-            size_t m = rs->cand[order[0]];
+            size_t m = RS_CAND(rs)[order[0]];
             rres_set_text(rr, run_said(run, m)->latest, run_said(run, m)->latest_len);
         }
         free(score);
@@ -927,9 +934,9 @@ static void yield_round(council_run *run, round_state *rs, long first_ok)
     case YIELD_BRACKET: {
         size_t w = rs->pw->alive[0];
         rres_set_aggregate(rr, json_pack("{s:O,s:s,s:o}", "bracket", rs->pw->bracket,
-                                         "winner", rs->cand_labels[w], "winner_member",
+                                         "winner", RS_LABEL(rs, w), "winner_member",
                                          winner_json(run, rs, w)));
-        size_t m = rs->cand[w];
+        size_t m = RS_CAND(rs)[w];
         rres_set_text(rr, run_said(run, m)->latest, run_said(run, m)->latest_len);
         break;
     }
@@ -960,14 +967,14 @@ static int finish_round(council_run *run)
     if (bracket) {
         /* members whose calls all failed are errors; the others voted, and
          * those whose own answer lost a match are eliminated */
-        size_t winner = rs->pw->n_alive ? rs->cand[rs->pw->alive[0]] : SIZE_MAX;
+        size_t winner = rs->pw->n_alive ? RS_CAND(rs)[rs->pw->alive[0]] : SIZE_MAX;
         for (size_t i = 0; i < rs->n_res; i++) {
             mres *mr = rres_member(rr, i);
             if (mr->parsed) {
                 mres_set_error(mr, NULL);
                 mr->pub.status = COUNCIL_MEMBER_OK;
                 for (size_t c = 0; c < rs->n_cand; c++)
-                    if (rs->cand[c] == rs->part[i] && rs->part[i] != winner)
+                    if (RS_CAND(rs)[c] == RS_PART(rs)[i] && RS_PART(rs)[i] != winner)
                         mr->pub.status = COUNCIL_MEMBER_ELIMINATED;
             } else if (!mr->pub.error) {
                 mres_set_error(mr, "no valid vote");
@@ -975,7 +982,7 @@ static int finish_round(council_run *run)
                 mr->pub.status = COUNCIL_MEMBER_INVALID_OUTPUT;
             }
             run_publish(run, COUNCIL_EV_MEMBER_COMPLETED, rs->name, (int)rs->idx,
-                        rs->type_name, mr->pub.member_id, NULL, 0, &mr->pub);
+                        rs->kind->name, mr->pub.member_id, NULL, 0, &mr->pub);
         }
         if (rs->n_res > 0 && !rs->pw->any_vote) {
             run_push_round(run, rr);

@@ -219,15 +219,31 @@ static bool send_chunk(mock_call *mc)
     return alive;
 }
 
+/* A waiting answer's end (no chunks): on the call's own timer
+ * (call_wake_after), so that a mock that only waits holds nothing. */
+static void wake_answer(council_call *call)
+{
+    sbuf b = {0};
+    if (compose(call, &b) != COUNCIL_OK)
+        council_call_fail(call, council_strerror(COUNCIL_ENOMEM));
+    else
+        council_call_complete(call, b.p, b.len);
+    free(b.p);
+}
+
+static void wake_fail(council_call *call)
+{
+    char msg[64];
+    snprintf(msg, sizeof msg, "mock failure on attempt %u", council_call_attempt(call));
+    council_call_fail(call, msg);
+}
+
 /* A failing attempt's end: no chunk, the failure. */
 static void mock_fail(void *arg)
 {
     mock_call *mc = arg;
-    council_call *call = mc->call;
-    char msg[64];
-    call->prov_state = NULL;
-    snprintf(msg, sizeof msg, "mock failure on attempt %u", council_call_attempt(call));
-    council_call_fail(call, msg);
+    mc->call->prov_state = NULL;
+    wake_fail(mc->call);
     mock_free(mc);
 }
 
@@ -261,6 +277,11 @@ static int mock_start(council_call *call, void *arg)
     json_int_t chunks = json_integer_value(json_object_get(mo, "chunks"));
     if (hang)
         return 0; /* the call's timeout (or a cancel) ends it */
+    if (lat > 0 && chunks <= 0) {
+        /* a latency at or past the timeout: the timeout ends it */
+        call_wake_after(call, (uint64_t)lat, fail ? wake_fail : wake_answer);
+        return 0;
+    }
     mock_call *mc = calloc(1, sizeof *mc);
     if (!mc)
         return COUNCIL_ENOMEM;

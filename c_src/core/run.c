@@ -792,7 +792,8 @@ void run_finish(council_run *run, council_status status)
                                                        : COUNCIL_EV_RUN_CANCELLED;
     run_publish(run, t, NULL, -1, NULL, NULL, NULL, 0, NULL);
     /* the first watcher, then the others, in order; a callback may unwatch
-     * those not called yet */
+     * those not called yet (change watchers are dropped at the end) */
+    run->change_cb = NULL;
     for (;;) {
         if (run->end_cb) {
             council_run_end_cb cb = run->end_cb;
@@ -853,18 +854,32 @@ void run_detach_all(council_ctx *ctx)
 
 /* ------------------------------------------------------------- watchers */
 
+static bool listed(const council_run *run, int changes)
+{
+    for (const watcher *w = run->watchers; w; w = w->next)
+        if (w->changes == changes)
+            return true;
+    return false;
+}
+
 /* A watcher at the end of the list (end and change watchers share it;
- * the first end watcher lives in the run). */
+ * the first watcher of each kind lives in the run, when none of its kind
+ * is listed: the order of each kind is kept). */
 static int add_watcher(council_run *run, council_run_end_cb cb, void *arg, int changes)
 {
     if (!run || !cb)
         return COUNCIL_EINVAL;
     if (is_terminal(run->status))
         return COUNCIL_ESTATE;
-    if (!changes && !run->end_cb && !run->watchers) {
-        /* the usual one watcher (the C node's, the NIF's): in the run */
-        run->end_cb = cb;
-        run->end_arg = arg;
+    council_run_end_cb *slot = changes ? &run->change_cb : &run->end_cb;
+    if (!*slot && !listed(run, changes)) {
+        /* the usual one watcher of each kind (the C node's end watcher,
+         * the NIF's two): in the run */
+        *slot = cb;
+        if (changes)
+            run->change_arg = arg;
+        else
+            run->end_arg = arg;
         return COUNCIL_OK;
     }
     watcher *w = calloc(1, sizeof *w);
@@ -886,6 +901,10 @@ static int remove_watcher(council_run *run, council_run_end_cb cb, void *arg, in
         return COUNCIL_EINVAL;
     if (!changes && run->end_cb && run->end_cb == cb && run->end_arg == arg) {
         run->end_cb = NULL;
+        return COUNCIL_OK;
+    }
+    if (changes && run->change_cb && run->change_cb == cb && run->change_arg == arg) {
+        run->change_cb = NULL;
         return COUNCIL_OK;
     }
     for (watcher **pp = &run->watchers; *pp; pp = &(*pp)->next)
@@ -921,6 +940,8 @@ int council_run_unwatch_changes(council_run *run, council_run_end_cb cb, void *a
 /* The summary changed (run_publish): the change watchers, in order. */
 static void changed(council_run *run)
 {
+    if (run->change_cb)
+        run->change_cb(run, run->change_arg);
     for (watcher *w = run->watchers; w; w = w->next)
         if (w->changes)
             w->cb(run, w->arg);

@@ -665,6 +665,7 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
      * jansson: ERTS's default stack for a thread it creates is far too
      * small for that (a 500-key map input overflowed it). 8 MB, as a
      * process's main thread has (the size is in kilowords). */
+    nif_runs_bind(st);
     ErlNifThreadOpts *topts = enif_thread_opts_create("council_loop_opts");
     if (!topts) {
         state_free(st);
@@ -692,6 +693,7 @@ static int upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM in
     nif_state *st = *old_priv;
     __atomic_add_fetch(&st->instances, 1, __ATOMIC_ACQ_REL);
     nif_state_ref(st);
+    nif_runs_bind(st);
     *priv = st;
     return 0;
 }

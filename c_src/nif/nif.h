@@ -247,6 +247,9 @@ void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
 
 /* ------------------------------------------------------------ runs */
 
+/* The state the run records of this library instance belong to: load and
+ * upgrade set it (records do not each point at it). */
+void nif_runs_bind(nif_state *st);
 /* Carries out a call/cast/message/stop of a run pid (CMD_RUN_*). */
 void nif_run_cmd(nif_state *st, nif_cmd *c);
 /* Makes the record of a new (pending) run served by pid, and its handle:

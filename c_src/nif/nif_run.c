@@ -58,20 +58,20 @@
 #define MAX_AWAITERS 10000
 
 struct nif_run {
-    nif_state *st;
     council_run *run;       /* one reference; NULL once released */
     ErlNifPid pid;
     ErlNifPid server;
+    struct nif_run_x *x;    /* awaiters and the stop reason (NULL: none yet) */
+    union {
+        void *handle;       /* the loop's reference on the handle until the
+                               pid has it (nif_run_announce) */
+        nif_run *gone_next; /* then, once the handle has ended: in st->gone
+                               (under st->mu) */
+    };
     cn_dl link;             /* in st->live; in st->ending once the end is reported */
     cn_dl calls;            /* nif_beam.c's entries of this run */
-    struct nif_run_x *x;    /* awaiters and the stop reason (NULL: none yet) */
-    void *handle;           /* the loop's reference on the handle, until it
-                               is announced (NULL after) */
-    nif_run *gone_next;     /* in st->gone (under st->mu) once the handle is */
-    /* under the drive lock only */
-    unsigned has_server : 1 /* cleared when it goes down */, watching : 1, ending : 1,
-        released : 1;
-    /* the index's link (under st->idx, as everything below) */
+    /* the index's link (under st->idx, as everything below but the flags
+     * and the id) */
     cn_hlink hl;            /* in st->runs */
     /* the summary as of its last refresh; the strings are borrowed from the
      * run (its spec's round names, its council and registry), valid while
@@ -82,13 +82,16 @@ struct nif_run {
     const char *council, *registry;
     unsigned s_round_idx, s_rounds;
     uint32_t s_ver;         /* counts the refreshes (a run pid's cached :state) */
+    uint32_t id_len;
     uint8_t s_status;       /* a council_status */
     uint8_t indexed;
     uint8_t snap_ok;        /* 0: not kept (no change watch): ask the loop */
     uint8_t s_ended;        /* the core reported the end: whereis is the loop's */
+    /* under the drive lock only */
+    uint8_t has_server : 1 /* cleared when it goes down */, watching : 1, ending : 1,
+        released : 1;
     /* immutable: the run id, followed by a NUL, in one block with the
      * record (read by run_id after the record has let the run go) */
-    uint32_t id_len;
     char id[];
 };
 
@@ -108,6 +111,12 @@ typedef struct run_handle {
 } run_handle;
 
 static nif_run *of_handle(void *obj) { return ((run_handle *)obj)->r; }
+
+/* The state every record belongs to (there is one: an upgrade hands it
+ * over), set at load and upgrade; the records do not each keep it. */
+static nif_state *the_st;
+
+void nif_runs_bind(nif_state *st) { the_st = st; }
 
 nif_run *nif_run_of(const council_run *run)
 {
@@ -229,7 +238,7 @@ static void snap_changed(council_run *run, void *arg)
     (void)run;
     nif_run *r = arg;
     if (!r->released)
-        snap_refresh(r->st, r);
+        snap_refresh(the_st, r);
 }
 
 void nif_run_begun(nif_state *st, nif_run *r) { snap_refresh(st, r); }
@@ -272,7 +281,7 @@ int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM cached, ERL_NIF_TER
     unsigned ver;
     int has_cached = enif_get_tuple(env, cached, &arity, &el) && arity == 2 &&
                      enif_get_uint(env, el[0], &ver);
-    enif_rwlock_rlock(r->st->idx);
+    enif_rwlock_rlock(the_st->idx);
     if (r->indexed && r->snap_ok) {
         if (has_cached && ver == r->s_ver) {
             *out = cached;
@@ -285,7 +294,7 @@ int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM cached, ERL_NIF_TER
             }
         }
     }
-    enif_rwlock_runlock(r->st->idx);
+    enif_rwlock_runlock(the_st->idx);
     return ok;
 }
 
@@ -348,8 +357,8 @@ static void on_run_end(council_run *run, void *arg)
         return;
     r->ending = 1;
     cn_dl_del(&r->link);
-    cn_dl_push(&r->st->ending, &r->link);
-    snap_refresh(r->st, r); /* the end's status, before any reply goes out */
+    cn_dl_push(&the_st->ending, &r->link);
+    snap_refresh(the_st, r); /* the end's status, before any reply goes out */
     /* finished outside the core's callbacks: whoever drives calls
      * nif_runs_finish after each command and each step */
 }
@@ -491,7 +500,7 @@ void nif_run_dtor(ErlNifEnv *env, void *obj)
     nif_run *r = of_handle(obj);
     if (!r)
         return; /* made, then given up (out of memory) */
-    nif_state *st = r->st;
+    nif_state *st = the_st;
     enif_mutex_lock(st->mu);
     r->gone_next = st->gone;
     st->gone = r;
@@ -545,7 +554,7 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     size_t len;
     const char *id = council_run_id(run, &len);
     /* the id in the record's own block: no allocation of its own */
-    nif_run *r = malloc(sizeof *r + len + 1);
+    nif_run *r = malloc(offsetof(nif_run, id) + len + 1);
     run_handle *h = enif_alloc_resource(nif_run_type, sizeof *h);
     if (!r || !h) {
         free(r);
@@ -555,8 +564,7 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
         }
         return NULL;
     }
-    memset(r, 0, sizeof *r);
-    r->st = st;
+    memset(r, 0, offsetof(nif_run, id));
     h->r = r;
     r->handle = h;
     nif_state_ref(st); /* the handle's */

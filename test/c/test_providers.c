@@ -583,17 +583,47 @@ static void test_timeout_then_retry_succeeds(void **state)
     assert_int_equal(council_run_result(run)->n_errors, 0);
 }
 
+/* A mock's own timeout option; and a mock that only waits (a latency, no
+ * chunks) answers on its call's own timer (call_wake_after), with no state
+ * of its own: its answer or its failure after the latency, the timeout
+ * when the latency is not below it (as when each had a timer: the
+ * timeout's is the older); a run cancelled while it waits ends at once,
+ * leaving nothing (ASan). */
 static void test_mock_timeout_option_per_member(void **state)
 {
     fx *f = *state;
     council_run *run = fx_run(
         f, sq("{'id':'r','members':[{'id':'m','provider':'mock','options':"
-              "{'latency_ms':500,'timeout_ms':40}},{'id':'k','provider':'mock'}],"
-              "'rounds':[{'type':'independent_analysis'}]}"), "q", 3000);
+              "{'latency_ms':500,'timeout_ms':40}},{'id':'k','provider':'mock'},"
+              "{'id':'a','provider':'mock','options':{'latency_ms':20}},"
+              "{'id':'b','provider':'mock','options':{'latency_ms':20,'fail_attempts':[1]}},"
+              "{'id':'c','provider':'mock','options':{'latency_ms':40,'timeout_ms':40}}],"
+              "'rounds':[{'type':'independent_analysis'}],'limits':{'max_attempts':1}}"),
+        "q", 3000);
     assert_int_equal(council_run_status(run), COUNCIL_COMPLETED);
     const council_round_result *r = council_run_result(run)->rounds[0];
     assert_string_equal(member_in(r, "m")->error, "timeout after 40 ms");
     assert_true(member_in(r, "k")->ok);
+    assert_true(member_in(r, "a")->ok);
+    assert_string_equal(member_in(r, "a")->text, "a: independent_analysis #0 attempt 1 on \"q\"");
+    assert_false(member_in(r, "b")->ok);
+    assert_string_equal(member_in(r, "b")->error, "mock failure on attempt 1");
+    assert_false(member_in(r, "c")->ok);
+    assert_string_equal(member_in(r, "c")->error, "timeout after 40 ms");
+    council_run_unref(run);
+    f->run = NULL;
+
+    rec_clear(&f->rec);
+    run = f->run = start_rec(f->ctx,
+                             sq("{'id':'w','members':[{'id':'a','provider':'mock','options':"
+                                "{'latency_ms':600000}}],'rounds':[{'type':'independent_analysis'}]}"),
+                             "q", &f->rec);
+    while (rec_count(&f->rec, COUNCIL_EV_MEMBER_STARTED) == 0)
+        council_ctx_step(f->ctx, 50);
+    assert_int_equal(council_run_cancel(run), 0);
+    assert_int_equal(council_run_status(run), COUNCIL_CANCELLED);
+    spin(f->ctx, 20);
+    assert_int_equal(rec_count(&f->rec, COUNCIL_EV_RUN_CANCELLED), 1);
 }
 
 /* A council with a mock and a council member "inner" of two mocks, two

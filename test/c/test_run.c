@@ -542,6 +542,49 @@ static void test_change_watchers_follow_rounds_without_subscribers(void **state)
     assert_int_equal(council_run_watch_changes(run, NULL, &l), COUNCIL_EINVAL);
 }
 
+/* The first change watcher is kept in the run, the others in a list:
+ * either way they fire in the order they were added (a watcher added
+ * while one is listed is listed after it, even when the run's own slot is
+ * free again), and a watcher removed from either place fires no more. */
+typedef struct change_tags {
+    char seen[32];
+    size_t n;
+} change_tags;
+
+static change_tags tags_seen;
+
+static void on_change_tag(council_run *run, void *arg)
+{
+    (void)run;
+    if (tags_seen.n < sizeof tags_seen.seen - 1)
+        tags_seen.seen[tags_seen.n++] = *(const char *)arg;
+}
+
+static void test_change_watchers_fire_in_the_order_added(void **state)
+{
+    fx *f = *state;
+    static const char a = 'a', b = 'b', c = 'c', d = 'd';
+    int rc;
+    memset(&tags_seen, 0, sizeof tags_seen);
+    council_run *run = f->run = create_only(f->ctx, FAST, NULL, "order", &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(council_run_watch_changes(run, on_change_tag, (void *)&a), 0); /* in the run */
+    assert_int_equal(council_run_watch_changes(run, on_change_tag, (void *)&b), 0); /* listed */
+    assert_int_equal(council_run_unwatch_changes(run, on_change_tag, (void *)&a), 0);
+    assert_int_equal(council_run_watch_changes(run, on_change_tag, (void *)&c), 0); /* after b */
+    assert_int_equal(council_run_watch_changes(run, on_change_tag, (void *)&d), 0);
+    assert_int_equal(council_run_unwatch_changes(run, on_change_tag, (void *)&d), 0);
+    assert_int_equal(council_run_unwatch_changes(run, on_change_tag, (void *)&a), COUNCIL_ENOTFOUND);
+    council_run_begin(run);
+    wait_done(f->ctx, run, 3000);
+    /* each change: b then c, never a nor d */
+    assert_true(tags_seen.n >= 2 && tags_seen.n % 2 == 0);
+    for (size_t i = 0; i < tags_seen.n; i += 2) {
+        assert_int_equal(tags_seen.seen[i], 'b');
+        assert_int_equal(tags_seen.seen[i + 1], 'c');
+    }
+}
+
 static const council_config MAX_RUNS2 = {.max_runs = 2};
 
 /* in a context of MAX_RUNS2 (freeing it cancels b and c) */
@@ -1281,6 +1324,7 @@ int main(void)
         fx_test(test_watchers_fire_once_after_the_terminal_event),
         fx_test(test_watchers_fire_in_order_whatever_was_unwatched),
         fx_test(test_change_watchers_follow_rounds_without_subscribers),
+        fx_test(test_change_watchers_fire_in_the_order_added),
         fx_test_with(test_max_runs_limit, &MAX_RUNS2),
         fx_test_with(test_oldest_retained_run_leaves_when_retention_is_full, &RETAINED1),
         fx_test_with(test_many_runs_leave_retention_and_the_loop_stays_free, &MANY),
