@@ -6,7 +6,13 @@
 # Starts N idle runs (one mock member waiting 10 minutes) and prints, as
 # "@ key value" lines: rss_bytes_per_run (VmRSS growth / N: the VM and, for
 # the NIF, the core's native memory), vm_bytes_per_run (erlang:memory
-# growth / N) and pid_bytes (process_info memory of one run's process).
+# growth / N), pid_bytes (process_info memory of one run's process) and
+# where the VM's part went: alloc_<allocator> (the growth of the blocks
+# ERTS's allocators hand out, per run: fix_alloc holds process structs,
+# eheap_alloc heaps, binary_alloc binaries and NIF resources, std_alloc
+# monitors and links, driver_alloc enif_alloc's blocks, ets_alloc ETS).
+# RSS less erlang:memory is, for the NIF, mostly malloc's memory (the
+# core's and the NIF's records) with ERTS's carrier overhead.
 # nif: the library's CouncilEx.Nif in this VM; beam: bench/beam_baseline.exs's
 # BenchBeam.Run under a DynamicSupervisor and a unique Registry.
 
@@ -24,6 +30,30 @@ rss = fn ->
 end
 
 id = fn -> :crypto.strong_rand_bytes(16) |> Base.url_encode64(padding: false) end
+
+# bytes in the blocks of each of ERTS's allocators (every instance, multi-
+# and single-block carriers; OTP 25 gives them per block type)
+allocators = fn ->
+  blocks = fn props ->
+    Enum.sum(
+      for c <- [:mbcs, :sbcs],
+          p = Keyword.get(props, c, []),
+          is_list(p),
+          {:blocks, types} <- p,
+          is_list(types),
+          {_type, bp} <- types,
+          is_list(bp),
+          {:size, v, _, _} <- bp,
+          do: v
+    )
+  end
+
+  for a <- :erlang.system_info(:alloc_util_allocators), into: %{} do
+    info = :erlang.system_info({:allocator, a})
+    instances = if is_list(info), do: for({:instance, _, props} <- info, do: props), else: []
+    {a, Enum.sum(for p <- instances, do: blocks.(p))}
+  end
+end
 
 start =
   case side do
@@ -80,13 +110,18 @@ start =
 
 :erlang.garbage_collect()
 Process.sleep(500)
-{rss0, vm0} = {rss.(), :erlang.memory(:total)}
+{rss0, vm0, al0} = {rss.(), :erlang.memory(:total), allocators.()}
 pids = for _ <- 1..n, do: elem({:ok, _} = start.(), 1)
 # the NIF's run pids hibernate from their start
 Process.sleep(1000)
 :erlang.garbage_collect()
-{rss1, vm1} = {rss.(), :erlang.memory(:total)}
+{rss1, vm1, al1} = {rss.(), :erlang.memory(:total), allocators.()}
 {:memory, pid_bytes} = Process.info(hd(pids), :memory)
-IO.puts("@ rss_bytes_per_run #{Float.round((rss1 - rss0) / n, 1)}")
-IO.puts("@ vm_bytes_per_run #{Float.round((vm1 - vm0) / n, 1)}")
+per = fn bytes -> Float.round(bytes / n, 1) end
+IO.puts("@ rss_bytes_per_run #{per.(rss1 - rss0)}")
+IO.puts("@ vm_bytes_per_run #{per.(vm1 - vm0)}")
 IO.puts("@ pid_bytes #{pid_bytes}.0")
+
+for {a, b1} <- al1,
+    b1 != Map.get(al0, a, 0),
+    do: IO.puts("@ alloc_#{a} #{per.(b1 - Map.get(al0, a, 0))}")
