@@ -39,7 +39,8 @@ defmodule B.Nif do
     with :ok <- CouncilEx.Nif.ensure_loaded(),
          :ok <-
            CouncilEx.Nif.call({:open, %{max_runs: 2_000_000, max_retained: 1_000_000}}),
-         :ok <- B.load_from_baseline([BenchBeam, BenchBeam.Run, BenchBeam.Council, BenchBeam.Fanout]) do
+         :ok <-
+           B.load_from_baseline([BenchBeam, BenchBeam.Run, BenchBeam.Council, BenchBeam.Fanout]) do
       {:ok, _} =
         Supervisor.start_link(
           [
@@ -63,8 +64,7 @@ defmodule B.Nif do
     DynamicSupervisor.start_child(BenchBeam.RunSup, %{
       id: BenchBeam.Run,
       start:
-        {BenchBeam.Run, :start_link,
-         [%{run_id: B.new_id(), spec: B.idle_spec_map(), input: "x"}]},
+        {BenchBeam.Run, :start_link, [%{run_id: B.new_id(), spec: B.idle_spec_map(), input: "x"}]},
       restart: :temporary
     })
   end
@@ -179,7 +179,10 @@ defmodule B.Nif do
     for {what, ours, theirs, bdesc, {op, reg}} <- cases do
       warm(ours, 1000)
       warm(theirs, 1000)
-      {a, b} = alternate(3, fn -> batched(ours, batches, per) end, fn -> batched(theirs, batches, per) end)
+
+      {a, b} =
+        alternate(3, fn -> batched(ours, batches, per) end, fn -> batched(theirs, batches, per) end)
+
       sa = Stats.latency(a)
       sb = Stats.latency(b)
 
@@ -195,8 +198,7 @@ defmodule B.Nif do
         unit: :ns,
         ours: sa.median,
         beam: sb.median,
-        ours_detail:
-          "#{fmt(sa.median, :ns)} (p99 of batches #{fmt(sa.p99, :ns)})#{cn_note(cn)}",
+        ours_detail: "#{fmt(sa.median, :ns)} (p99 of batches #{fmt(sa.p99, :ns)})#{cn_note(cn)}",
         beam_detail: "#{fmt(sb.median, :ns)}: #{bdesc}",
         ratio: sa.median / sb.median,
         target: "<= 0.3 µs",
@@ -262,6 +264,7 @@ defmodule B.Nif do
   # baseline's: terminated)
   def stop_all do
     {:ok, %{runs_alive: _}} = CouncilEx.Nif.call(:stats)
+
     for {_, pid, _, _} <- DynamicSupervisor.which_children(BenchBeam.RunSup),
         do: DynamicSupervisor.terminate_child(BenchBeam.RunSup, pid)
 
@@ -295,9 +298,9 @@ defmodule B.Nif do
             ours: a["rss_bytes_per_run"],
             beam: b["rss_bytes_per_run"],
             ours_detail:
-              "#{fmt(a["rss_bytes_per_run"], :bytes)} (of which erlang:memory #{fmt(a["vm_bytes_per_run"], :bytes)}; the run's pid #{fmt(a["pid_bytes"], :bytes)})",
+              "#{fmt(a["rss_bytes_per_run"], :bytes)} (of which erlang:memory #{fmt(a["vm_bytes_per_run"], :bytes)}#{allocs(a)}; the run's pid #{fmt(a["pid_bytes"], :bytes)}; the rest, #{fmt(a["rss_bytes_per_run"] - a["vm_bytes_per_run"], :bytes)}, mostly malloc's: the core's run and the NIF's record)",
             beam_detail:
-              "#{fmt(b["rss_bytes_per_run"], :bytes)} (erlang:memory #{fmt(b["vm_bytes_per_run"], :bytes)}; the run's process #{fmt(b["pid_bytes"], :bytes)})",
+              "#{fmt(b["rss_bytes_per_run"], :bytes)} (erlang:memory #{fmt(b["vm_bytes_per_run"], :bytes)}#{allocs(b)}; the run's process #{fmt(b["pid_bytes"], :bytes)})",
             ratio: r,
             target: "<= 0.5x BEAM",
             verdict: verdict(r <= 0.5),
@@ -311,6 +314,24 @@ defmodule B.Nif do
     end
   end
 
+  # erlang:memory's growth per run by ERTS allocator (bench/nif_memory.exs),
+  # the larger ones, named for what they hold here
+  @alloc_names [
+    {"alloc_fix_alloc", "process structs"},
+    {"alloc_eheap_alloc", "heaps"},
+    {"alloc_binary_alloc", "binaries and NIF resources"},
+    {"alloc_std_alloc", "monitors and links"},
+    {"alloc_ets_alloc", "ETS"},
+    {"alloc_driver_alloc", "enif_alloc"}
+  ]
+
+  defp allocs(m) do
+    parts =
+      for {k, what} <- @alloc_names, v = m[k], is_number(v), v >= 1, do: "#{what} #{fmt(v, :bytes)}"
+
+    if parts == [], do: "", else: ": " <> Enum.join(parts, ", ")
+  end
+
   # ---- fan-out to 10 local subscribers
 
   def fanout do
@@ -320,7 +341,8 @@ defmodule B.Nif do
     spec = B.fanout_spec(tokens, chunk)
 
     nif_emit = fn _topic, subs, runs ->
-      for _ <- 1..runs, do: {:ok, _} = CouncilEx.Nif.start(%{spec: spec, input: "x", subscribe: subs})
+      for _ <- 1..runs,
+          do: {:ok, _} = CouncilEx.Nif.start(%{spec: spec, input: "x", subscribe: subs})
     end
 
     # the baseline: the same events, each dispatched with Registry.dispatch
@@ -331,8 +353,11 @@ defmodule B.Nif do
       results = for _ <- 1..reps, do: fanout_once(runs, tokens, emit)
 
       case Enum.find(results, &match?({:error, _}, &1)) do
-        {:error, why} -> {:error, why}
-        nil -> {:ok, Stats.values(Enum.map(results, &elem(&1, 1))), Enum.all?(results, &elem(&1, 2))}
+        {:error, why} ->
+          {:error, why}
+
+        nil ->
+          {:ok, Stats.values(Enum.map(results, &elem(&1, 1))), Enum.all?(results, &elem(&1, 2))}
       end
     end
 
@@ -448,7 +473,10 @@ defmodule B.Nif do
     {warmn, n, reps} = c({5, 20, 1}, {100, 1000, 5})
     warm(&nif_council/0, warmn)
     warm(&beam_council/0, warmn)
-    {a, b} = alternate(reps, fn -> timed(&nif_council/0, n) end, fn -> timed(&beam_council/0, n) end)
+
+    {a, b} =
+      alternate(reps, fn -> timed(&nif_council/0, n) end, fn -> timed(&beam_council/0, n) end)
+
     sa = Stats.latency(a)
     sb = Stats.latency(b)
     t8 = B.concurrent8(&nif_council/0, &beam_council/0)
