@@ -117,7 +117,8 @@ Process.sleep(1000)
 :erlang.garbage_collect()
 {rss1, vm1, al1} = {rss.(), :erlang.memory(:total), allocators.()}
 {:memory, pid_bytes} = Process.info(hd(pids), :memory)
-per = fn bytes -> Float.round(bytes / n, 1) end
+# one decimal, never in exponent form (at_lines reads digits and a point)
+per = fn bytes -> :erlang.float_to_binary(bytes / n, decimals: 1) end
 IO.puts("@ rss_bytes_per_run #{per.(rss1 - rss0)}")
 IO.puts("@ vm_bytes_per_run #{per.(vm1 - vm0)}")
 IO.puts("@ pid_bytes #{pid_bytes}.0")
