@@ -3,8 +3,9 @@
  * Threads. The core is not thread-safe (council.h): whoever holds the
  * drive lock (st->drive) drives the context and owns everything below
  * marked "loop". A thread of our own (enif_thread_create, "the loop
- * thread") holds it except while it sleeps; resource monitors (run pids,
- * subscribers) queue a command from their down callback (st->mu) for it,
+ * thread") holds it except while it sleeps; resource monitors
+ * (subscribers) queue a command from their down callback (st->mu) for it,
+ * and so do run handles' destructors (st->gone),
  * and schedulers queue the requests they do not carry out themselves.
  * Messages go out with enif_send.
  * Waking: while the context is open the loop thread steps it without
