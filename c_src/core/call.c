@@ -148,7 +148,7 @@ council_call *call_new(council_run *run, struct task *task, provider *prov,
     c->round_idx = round_idx;
     c->round_type = rtype;
     c->attempt = (uint16_t)attempt;
-    c->timeout_ms = timeout_ms;
+    c->timeout_ms = timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_ms;
     if (cx_timer_init(run->ctx, &c->timer, on_timer, c) != COUNCIL_OK) {
         call_free(c);
         return NULL;
@@ -198,8 +198,10 @@ int council_call_token(council_call *call, const char *chunk, size_t len)
     if (call->state != CALL_ACTIVE)
         return COUNCIL_ESTATE;
     council_ctx *ctx = call->run->ctx;
-    call->streamed += len;
-    if (ctx && call->streamed > ctx->cfg.output_cap) {
+    /* past 4 GiB the count stays there: over any cap up to it */
+    uint64_t total = (uint64_t)call->streamed + len;
+    call->streamed = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
+    if (ctx && (total > ctx->cfg.output_cap || total >= UINT32_MAX)) {
         char msg[96];
         snprintf(msg, sizeof msg, "output exceeds %zu bytes", ctx->cfg.output_cap);
         abort_call(call, msg);
@@ -314,11 +316,9 @@ json_t *council_call_request_json(const council_call *call)
 const char *council_call_request(const council_call *call, size_t *len)
 {
     council_call *c = (council_call *)call; /* the text is a cache */
-    if (!c->request_text && council_call_request_json(c)) {
+    if (!c->request_text && council_call_request_json(c))
         c->request_text = json_dumps(c->request, JSON_COMPACT);
-        c->request_len = c->request_text ? strlen(c->request_text) : 0;
-    }
-    if (len)
-        *len = c->request_text ? c->request_len : 0;
+    if (len) /* JSON text: no NUL inside */
+        *len = c->request_text ? strlen(c->request_text) : 0;
     return c->request_text;
 }

@@ -547,6 +547,11 @@ struct council_call {
                                   otherwise) */
     uint8_t state : 2;         /* call_state */
     bool timed_out : 1;        /* the core ended it at its timeout */
+    uint32_t timeout_ms;       /* at most UINT32_MAX (49 days): longer ones
+                                  are cut to that */
+    uint32_t streamed;         /* bytes of tokens so far (at most
+                                  UINT32_MAX: more is over any cap, see
+                                  council_call_token) */
     council_run *run;          /* ref held */
     struct council_call *prev, *next;
     struct task *task;         /* NULL once finished/abandoned */
@@ -555,11 +560,8 @@ struct council_call {
                                   parsed); the run keeps it alive */
     const char *round_name;    /* the spec's (or "chair") */
     const char *round_type;
-    uint64_t timeout_ms;
     json_t *request;           /* before start(), or on first use */
     char *request_text;        /* made on first council_call_request */
-    size_t request_len;
-    size_t streamed;
     uint64_t id;
     cx_timer timer;            /* backoff, then timeout (or first a wake,
                                   call_wake_after) */

@@ -91,8 +91,12 @@ typedef struct council_config {
     size_t max_spec_bytes;            /* JSON spec size [1 MiB] */
     uint64_t retention_ms;            /* how long a finished run stays readable [300000] */
     size_t subscriber_queue_cap;      /* undelivered events per subscriber [4096] */
-    uint64_t member_timeout_ms;       /* default per member call [60000] */
-    size_t output_cap;                /* bytes of answer per member call [1 MiB] */
+    uint64_t member_timeout_ms;       /* default per member call [60000]; a
+                                         call's timeout is at most 2^32-1 ms
+                                         (49 days), longer ones are cut */
+    size_t output_cap;                /* bytes of answer per member call [1 MiB];
+                                         streamed tokens stop at 4 GiB
+                                         whatever the cap */
 } council_config;
 
 /* Create a context with its own libuv loop, registry and pub/sub. cfg may be

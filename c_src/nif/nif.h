@@ -274,7 +274,9 @@ const ErlNifPid *nif_run_server(const nif_run *r);
 /* The member server went down: the run has none from now on. */
 void nif_run_server_gone(nif_run *r);
 /* The run's beam calls waiting for a reply (nif_beam.c's entries). */
-cn_dl *nif_run_calls(nif_run *r);
+cn_dl *nif_run_calls(nif_run *r); /* NULL: none yet */
+/* The same, made if need be (NULL: out of memory). */
+cn_dl *nif_run_calls_make(nif_run *r);
 /* Cancels every run (the library's stop, unload) with reason `shutdown`. */
 void nif_runs_shutdown(nif_state *st);
 /* Finishes the runs whose end the core reported: their events go out

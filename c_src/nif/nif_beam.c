@@ -63,7 +63,8 @@ static bentry *find(const nif_beam *bm, int kind, uint64_t id)
 
 static int add(nif_beam *bm, int kind, uint64_t id, void *item, nif_run *owner)
 {
-    bentry *e = enif_alloc(sizeof *e);
+    cn_dl *by_run = nif_run_calls_make(owner);
+    bentry *e = by_run ? enif_alloc(sizeof *e) : NULL;
     if (!e)
         return -1;
     e->kind = kind;
@@ -71,7 +72,7 @@ static int add(nif_beam *bm, int kind, uint64_t id, void *item, nif_run *owner)
     e->item = item;
     e->owner = owner;
     cn_htab_add(&bm->calls, &e->hl, key_hash(kind, id));
-    cn_dl_push(nif_run_calls(owner), &e->by_run);
+    cn_dl_push(by_run, &e->by_run);
     return 0;
 }
 
@@ -131,7 +132,7 @@ static void detach(nif_beam *bm, nif_run *r, cn_dl *out)
 {
     cn_dl_init(out);
     cn_dl *calls = nif_run_calls(r);
-    while (!cn_dl_empty(calls)) {
+    while (calls && !cn_dl_empty(calls)) {
         bentry *e = cn_dl_entry(calls->next, bentry, by_run);
         cn_htab_del(&bm->calls, &e->hl);
         cn_dl_del(&e->by_run);
@@ -544,7 +545,9 @@ void nif_beam_gone(nif_state *st, nif_run *r)
     nif_beam *bm = st->beam;
     cn_dl list;
     if (!bm) {
-        cn_dl_init(nif_run_calls(r));
+        cn_dl *calls = nif_run_calls(r);
+        if (calls)
+            cn_dl_init(calls);
         return;
     }
     detach(bm, r, &list);

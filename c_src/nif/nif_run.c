@@ -61,7 +61,8 @@ struct nif_run {
     council_run *run;       /* one reference; NULL once released */
     ErlNifPid pid;
     ErlNifPid server;
-    struct nif_run_x *x;    /* awaiters and the stop reason (NULL: none yet) */
+    struct nif_run_x *x;    /* awaiters, the stop reason, beam calls (NULL:
+                               none yet) */
     union {
         void *handle;       /* the loop's reference on the handle until the
                                pid has it (nif_run_announce) */
@@ -69,7 +70,6 @@ struct nif_run {
                                (under st->mu) */
     };
     cn_dl link;             /* in st->live; in st->ending once the end is reported */
-    cn_dl calls;            /* nif_beam.c's entries of this run */
     /* the index's link (under st->idx, as everything below but the flags
      * and the id) */
     cn_hlink hl;            /* in st->runs */
@@ -96,13 +96,16 @@ struct nif_run {
 };
 
 /* What only some runs need, made on first use: callers waiting in :await
- * (their From terms, newest first) and the exit reason chosen by a stop. */
+ * (their From terms, newest first) and the exit reason chosen by a stop,
+ * in an env made with the first of them; the beam provider's calls of the
+ * run (nif_beam.c's entries). */
 typedef struct nif_run_x {
-    ErlNifEnv *env;
+    ErlNifEnv *env;         /* NULL until an awaiter or a reason is kept */
     ERL_NIF_TERM awaiters;
     ERL_NIF_TERM reason;
     unsigned n_await;
     int has_reason;
+    cn_dl calls;
 } nif_run_x;
 
 /* The handle (the resource object a run pid holds): the record. */
@@ -127,7 +130,15 @@ nif_run *nif_run_of(const council_run *run)
 const ErlNifPid *nif_run_pid(const nif_run *r) { return &r->pid; }
 const ErlNifPid *nif_run_server(const nif_run *r) { return r->has_server ? &r->server : NULL; }
 void nif_run_server_gone(nif_run *r) { r->has_server = 0; }
-cn_dl *nif_run_calls(nif_run *r) { return &r->calls; }
+static nif_run_x *run_x(nif_run *r);
+
+cn_dl *nif_run_calls(nif_run *r) { return r->x ? &r->x->calls : NULL; }
+
+cn_dl *nif_run_calls_make(nif_run *r)
+{
+    nif_run_x *x = run_x(r);
+    return x ? &x->calls : NULL;
+}
 
 int nif_run_id_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM *out)
 {
@@ -144,12 +155,20 @@ static nif_run_x *run_x(nif_run *r)
     if (!x)
         return NULL;
     memset(x, 0, sizeof *x);
-    if (!(x->env = enif_alloc_env())) {
-        enif_free(x);
-        return NULL;
-    }
-    x->awaiters = enif_make_list(x->env, 0);
+    cn_dl_init(&x->calls);
     return r->x = x;
+}
+
+/* run_x with its env (NULL when out of memory). */
+static nif_run_x *run_x_env(nif_run *r)
+{
+    nif_run_x *x = run_x(r);
+    if (!x || x->env)
+        return x;
+    if (!(x->env = enif_alloc_env()))
+        return NULL;
+    x->awaiters = enif_make_list(x->env, 0);
+    return x;
 }
 
 /* ------------------------------------------------------------ the index */
@@ -339,7 +358,7 @@ int nif_runs_fast(nif_state *st, ErlNifEnv *env, int op, const char *registry,
 /* Keeps reason as the exit reason, unless one was chosen before. */
 static void keep_reason(nif_run *r, ErlNifEnv *src, ERL_NIF_TERM reason)
 {
-    nif_run_x *x = r->x && r->x->has_reason ? NULL : run_x(r);
+    nif_run_x *x = r->x && r->x->has_reason ? NULL : run_x_env(r);
     if (!x)
         return;
     x->reason = src ? enif_make_copy(x->env, reason) : reason;
@@ -382,7 +401,8 @@ static void release(nif_state *st, nif_run *r)
     cn_dl_del(&r->link);
     nif_beam_gone(st, r);
     if (r->x) {
-        enif_free_env(r->x->env);
+        if (r->x->env)
+            enif_free_env(r->x->env);
         enif_free(r->x);
         r->x = NULL;
     }
@@ -569,7 +589,6 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     r->handle = h;
     nif_state_ref(st); /* the handle's */
     cn_dl_init(&r->link);
-    cn_dl_init(&r->calls);
     memcpy(r->id, id, len);
     r->id[len] = 0;
     r->id_len = (uint32_t)len;
@@ -678,7 +697,7 @@ static void run_call(nif_state *st, nif_run *r, nif_cmd *c)
     } else if (enif_is_identical(req, A.result)) {
         rep = outcome_term(st, r->run, env);
     } else if (enif_is_identical(req, A.await)) {
-        nif_run_x *x = run_x(r);
+        nif_run_x *x = run_x_env(r);
         if (!x) {
             rep = nif_error(env, A.enomem);
         } else if (x->n_await >= MAX_AWAITERS) {
