@@ -563,9 +563,11 @@ defmodule B do
   # utime + stime, and its schedulers' active time, which leaves out
   # their busy-waiting), the C node, the BEAM baseline node (the same two
   # figures), the whole machine (/proc/stat, every core) and what is left
-  # of it: interrupts (loopback TCP's softirq work when the kernel
-  # accounts it apart) and other processes. Both serving nodes are read whichever side is
-  # called, so the idle one's figure shows what it costs at rest.
+  # of it: other processes and interrupt time not charged to these three
+  # (irq: the interrupt time /proc/stat counts, loopback TCP's softirq
+  # work among it; part of it may be in the processes' own times). Both
+  # serving nodes are read whichever side is called, so the idle one's
+  # figure shows what it costs at rest.
   def concurrent_cpu(k, n, targets_fun) do
     pids = [System.pid(), cn_ospid(), beam_ospid()]
     snap = fn ->
@@ -589,7 +591,7 @@ defmodule B do
       beam_active: sched.(bs0, bs1),
       machine: machine,
       irq: (i1 - i0) / calls,
-      others: machine - (c1 - c0 + n1 - n0 + b1 - b0 + i1 - i0) / calls,
+      others: machine - (c1 - c0 + n1 - n0 + b1 - b0) / calls,
       machine_busy: if(mt1 > mt0, do: (m1 - m0) / (mt1 - mt0), else: nil),
       wall_per_call: wall / calls
     }
@@ -617,8 +619,8 @@ defmodule B do
     "CPU per call: calling node #{f.(m.caller)}#{active.(m.caller_active)}, " <>
       "#{if who == :cnode, do: "C node", else: "BEAM server"} #{f.(srv)}" <>
       "#{if who == :beam, do: active.(m.beam_active), else: ""}, " <>
-      "idle #{if who == :cnode, do: "BEAM server", else: "C node"} #{f.(other)}, interrupts #{f.(m.irq)}, " <>
-      "other processes #{f.(m.others)}; " <>
+      "idle #{if who == :cnode, do: "BEAM server", else: "C node"} #{f.(other)}, " <>
+      "other processes and interrupts #{f.(m.others)} (interrupt time #{f.(m.irq)}); " <>
       "machine #{f.(m.machine)} (#{round((m.machine_busy || 0.0) * 100)}% of #{cores} cores busy); " <>
       "bound #{cores} cores / (caller + server) = #{if m.caller + srv > 0, do: fmt(cores * 1.0e6 / (m.caller + srv), :per_s), else: "-"}"
   end
@@ -2322,8 +2324,8 @@ defmodule B.Report do
       driver), the C node and the BEAM baseline node, the two BEAM nodes'
       schedulers' active time (`scheduler_wall_time`, switched on for
       these rows only; busy-waiting is not active time) and the whole
-      machine's (/proc/stat: interrupt time, which no process is charged
-      with, and what other processes used). Per call, medians over the
+      machine's (/proc/stat: what is left of it is other processes and
+      interrupt time not charged to these three). Per call, medians over the
       repetitions shown; with every core busy, calls/s can be at most
       cores / (caller's + server's CPU per call), the "bound" in the row.
     - BEAM runs with default flags (`elixir --sname`, no `+` options; 2
@@ -2381,6 +2383,9 @@ defmodule B.Report do
     cond do
       String.starts_with?(c, "LLM streaming") ->
         "See \"LLM streaming (issue 8): how it is measured\" for the definitions and every repetition's figures, and \"LLM streaming: where the native client's CPU goes\" for the profiles."
+
+      String.contains?(c, "GenServer.call") and String.contains?(c, "8 concurrent callers") ->
+        "The row's note gives the CPU per call of every party (the calling node, the server, the rest of the machine) and the bound it sets when every core is busy, cores / (caller + server CPU per call): on 2 cores the calling node and the server share the CPU, and the C node's polling after traffic holds one core while the callers keep it busy; see \"8 callers on 2 cores: what bounds the row\" below."
 
       String.contains?(c, "GenServer.call") ->
         "See \"Where a call's time goes\" and the call-path profile: the node's own code is a few percent of its CPU per call; the rest is the kernel (read, write, epoll, and the wake-ups the node's busy polling after traffic, `--busy-poll-us`, does not catch) and, on the caller's side, the BEAM driver."
