@@ -41,9 +41,15 @@
  * catches it with room to spare and costs at most that much CPU after the
  * last frame. */
 #define BUSY_POLL_US 100
+/* --busy-poll-pace-us's default: with 8 concurrent callers a frame came
+ * every 10-13 us on the 2-core development machine; waiting 20 us between
+ * polls while frames come that close reads about two per turn, and one
+ * write answers them (bench/RESULTS.md, "8 callers on 2 cores"). */
+#define BUSY_POLL_PACE_US 20
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define BUSY_POLL_STR STR(BUSY_POLL_US)
+#define BUSY_POLL_PACE_STR STR(BUSY_POLL_PACE_US)
 
 static const char usage[] =
     "usage: council_node (--sname NAME | --name NAME@HOST) [options]\n"
@@ -100,6 +106,13 @@ static const char usage[] =
     "                          only right after traffic, none when idle; 0 =\n"
     "                          always sleep in epoll [" BUSY_POLL_STR "] (at most\n"
     "                          1000000)\n"
+    "  --busy-poll-pace-us N   while polling, once frames come less than N\n"
+    "                          microseconds apart (several callers), wait N\n"
+    "                          (yielding) before the next poll instead of\n"
+    "                          polling at once, so that one turn reads and\n"
+    "                          answers the frames that came meanwhile; a wait\n"
+    "                          that finds nothing returns to polling at once;\n"
+    "                          0 = never wait [" BUSY_POLL_PACE_STR "] (at most 1000000)\n"
     "  --log-level LEVEL       error|warn|info|debug, to stderr [warn]\n"
     "  --help                  this text\n"
     "Limits of the core (each N >= 1; see README \"Limits\"):\n"
@@ -127,7 +140,7 @@ typedef struct opts {
     long port;
     size_t max_conns, max_frame, max_runs, max_subs, max_backlog;
     size_t max_hs, max_hs_addr, first_packet_ms;
-    unsigned long busy_poll_us;
+    unsigned long busy_poll_us, busy_poll_pace_us;
     int log_level;
     council_config core; /* 0 = the core's default */
     const char *exec_allow[256];
@@ -198,6 +211,7 @@ static int parse_args(int argc, char **argv, opts *o)
     o->max_subs = 1000000;
     o->log_level = CN_LOG_WARN;
     o->busy_poll_us = BUSY_POLL_US;
+    o->busy_poll_pace_us = BUSY_POLL_PACE_US;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -274,15 +288,18 @@ static int parse_args(int argc, char **argv, opts *o)
                 return -1;
             }
             o->exec_allow[o->n_exec_allow++] = v;
-        } else if (strcmp(a, "--busy-poll-us") == 0) {
+        } else if (strcmp(a, "--busy-poll-us") == 0 || strcmp(a, "--busy-poll-pace-us") == 0) {
             char *end;
             errno = 0;
             unsigned long us = strtoul(v, &end, 10);
             if (errno || *end || end == v || v[0] == '-' || us > 1000000) {
-                fprintf(stderr, "council_node: bad --busy-poll-us %s\n", v);
+                fprintf(stderr, "council_node: bad %s %s\n", a, v);
                 return -1;
             }
-            o->busy_poll_us = us;
+            if (strcmp(a, "--busy-poll-us") == 0)
+                o->busy_poll_us = us;
+            else
+                o->busy_poll_pace_us = us;
         } else if (strcmp(a, "--log-level") == 0) {
             if ((o->log_level = cn_log_parse_level(v)) < 0) {
                 fprintf(stderr, "council_node: bad --log-level %s\n", v);
@@ -585,7 +602,7 @@ int main(int argc, char **argv)
     }
     /* Returns once the node's handles are closed (cn_node_stop); the
      * core's own handles do not keep the loop alive. */
-    cn_node_run(a.node, a.o.busy_poll_us);
+    cn_node_run(a.node, a.o.busy_poll_us, a.o.busy_poll_pace_us);
     cn_node_free(a.node);
     council_ctx_free(a.ctx); /* cancels what is left, reaps children */
     cn_log_info("stopped");

@@ -85,34 +85,59 @@ cn_node *cn_node_new(uv_loop_t *loop, const cn_node_config *cfg, cn_cookie *cook
     return n;
 }
 
-void cn_node_run(cn_node *n, uint64_t busy_poll_us)
+/* Yields the core until `ns` have passed since `from`: a thread with work
+ * on this core runs first (the callers' node, on a small machine), as
+ * BEAM's spinning schedulers let it. At least one yield. */
+static void yield_until(uint64_t from, uint64_t ns)
+{
+    sched_yield();
+    while (ns && uv_hrtime() - from < ns)
+        sched_yield();
+}
+
+void cn_node_run(cn_node *n, uint64_t busy_poll_us, uint64_t pace_us)
 {
     uv_loop_t *loop = n->loop;
     if (busy_poll_us == 0) {
         uv_run(loop, UV_RUN_DEFAULT);
         return;
     }
-    uint64_t window = busy_poll_us * 1000; /* ns */
+    uint64_t window = busy_poll_us * 1000, pace = pace_us * 1000; /* ns */
     for (;;) {
         uint64_t seen = n->frames_in;
         if (!uv_run(loop, UV_RUN_ONCE))
             return;
         if (n->frames_in == seen)
             continue; /* a timer, a child, a signal: sleep again */
-        uint64_t until = uv_hrtime() + window;
+        uint64_t last = uv_hrtime(); /* the last turn that read frames */
+        uint64_t until = last + window;
+        int dense = 0; /* frames come less than `pace` apart */
+        int paced = 0; /* the poll just made followed a paced wait */
         for (;;) {
             seen = n->frames_in;
             if (!uv_run(loop, UV_RUN_NOWAIT))
                 return;
             uint64_t now = uv_hrtime();
-            if (n->frames_in != seen)
+            if (n->frames_in != seen) {
+                dense = dense || (pace && now - last <= pace);
+                last = now;
                 until = now + window;
-            else if (now >= until)
+                paced = 0;
+                continue; /* poll again at once: what came during the turn */
+            }
+            if (now >= until)
                 break;
-            else
-                sched_yield(); /* a thread that has work on this core
-                                  (the caller, on a small machine) runs
-                                  first, as BEAM's spinning schedulers let it */
+            if (dense && !paced) {
+                /* the frames of several callers: wait before the next
+                 * poll so that it reads (and the turn answers in one
+                 * write) what they send meanwhile */
+                yield_until(now, pace < until - now ? pace : until - now);
+                paced = 1;
+                continue;
+            }
+            dense = 0; /* a paced poll found nothing: poll at every yield */
+            paced = 0;
+            yield_until(now, 0);
         }
     }
 }

@@ -166,8 +166,15 @@ void cn_node_free(cn_node *n);
  * without the wake-up of a sleeping thread (tens of microseconds on an
  * idle machine, the larger part of a loopback call). Costs CPU only right
  * after traffic: an idle node, and turns woken by timers alone, block at
- * once. busy_poll_us 0: plain uv_run. */
-void cn_node_run(cn_node *n, uint64_t busy_poll_us);
+ * once. busy_poll_us 0: plain uv_run.
+ * pace_us > 0 (only with busy_poll_us > 0): once a frame follows the
+ * previous one within pace_us (several callers), a poll that finds
+ * nothing is followed by pace_us of yielding before the next one, so that
+ * one turn reads the frames sent meanwhile and answers them in one write
+ * (the callers' node then reads several replies at once); a poll after
+ * such a wait that finds nothing returns to polling after every yield.
+ * The window still ends busy_poll_us after the last frame. */
+void cn_node_run(cn_node *n, uint64_t busy_poll_us, uint64_t pace_us);
 
 uv_loop_t *cn_node_loop(cn_node *n);
 const char *cn_node_name(const cn_node *n);

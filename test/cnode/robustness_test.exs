@@ -192,7 +192,8 @@ defmodule CNode.RobustnessTest do
   test "--help documents every option" do
     {out, 0} = System.cmd(Path.expand(binary()), ["--help"])
     for opt <- ~w(--sname --name --cookie-file --cookie --listen --port --registered-name
-                  --max-connections --max-frame-bytes --max-runs --busy-poll-us --log-level --help),
+                  --max-connections --max-frame-bytes --max-runs --busy-poll-us --busy-poll-pace-us
+                  --log-level --help),
         do: assert(out =~ opt)
   end
 
