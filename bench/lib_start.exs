@@ -30,7 +30,7 @@
 root = Path.expand("..", __DIR__)
 
 # ---- the library, compiled as a dependency would be
-tmp = Path.join(System.tmp_dir!(), "council_libstart_#{System.unique_integer([:positive])}")
+tmp = Path.join(System.tmp_dir!(), "council_libstart_#{System.pid()}_#{Base.encode16(:crypto.strong_rand_bytes(4))}")
 ebin = Path.join(tmp, "ebin")
 File.mkdir_p!(ebin)
 :ok = File.ln_s(Path.join(root, "priv"), Path.join(tmp, "priv"))
