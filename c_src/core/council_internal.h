@@ -421,7 +421,7 @@ typedef struct run_out {
 
 struct council_run {
     int refs;
-    council_status status;
+    uint32_t user_opts_len;     /* at most UINT32_MAX (run_create) */
     council_ctx *ctx;           /* NULL once detached by ctx free */
     struct council_run *prev, *next;        /* ctx->runs */
     bool registered, in_ret_list;
@@ -432,6 +432,7 @@ struct council_run {
                                    most SUB_COUNCIL_MAX_DEPTH) */
     uint8_t top_pc;             /* engine: the spec's next top-level round
                                    (at most SPEC_MAX_ROUNDS) */
+    uint8_t status;             /* a council_status */
     unsigned rounds_completed;
     unsigned next_round_idx;
     /* run_id, topic, council, registry, the input's tag, data and text,
@@ -448,7 +449,6 @@ struct council_run {
     council_spec *spec;
     council_input input;        /* points into strings */
     void *user_opts;            /* NULL when none was given */
-    size_t user_opts_len;
     void *user_data;
     int64_t started_at;
     uint64_t seq;

@@ -513,7 +513,7 @@ static void copy_strings(council_run *run, char *at, const council_start_opts *o
     }
     if (opts->user_opts) {
         run->user_opts = put(&at, opts->user_opts, opts->user_opts_len);
-        run->user_opts_len = opts->user_opts_len;
+        run->user_opts_len = (uint32_t)opts->user_opts_len; /* checked above */
     }
 }
 
@@ -527,7 +527,8 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         return COUNCIL_EINVAL;
     if (opts->run_id && opts->run_id_len == 0)
         return COUNCIL_EINVAL;
-    if (opts->run_id_len > 65536 || topic_len > UINT32_MAX)
+    if (opts->run_id_len > 65536 || topic_len > UINT32_MAX ||
+        (opts->user_opts && opts->user_opts_len > UINT32_MAX))
         return COUNCIL_ETOOBIG;
     int rc = council_spec_validate(opts->spec, NULL);
     if (rc)

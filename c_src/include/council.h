@@ -330,7 +330,8 @@ typedef struct council_start_opts {
  * copied; the spec is validated (frozen) if it was not. *out receives a run
  * with one reference for the caller (the registry holds its own).
  * Errors: COUNCIL_EINVAL (NULL ctx/opts/spec/out, empty run_id, context
- * being freed), COUNCIL_ETOOBIG (run_id over 64 KiB), COUNCIL_ESPEC
+ * being freed), COUNCIL_ETOOBIG (run_id over 64 KiB, user_opts of 4 GiB
+ * or more), COUNCIL_ESPEC
  * (spec invalid), COUNCIL_EPROVIDER (a member names an unregistered
  * provider, or a program council_ctx_set_exec_allow does not allow), COUNCIL_EEXIST (run_id taken in that registry; covers retained
  * runs), COUNCIL_ELIMIT (max_runs), COUNCIL_ENOMEM. Loop thread. */
