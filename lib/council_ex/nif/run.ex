@@ -31,7 +31,13 @@ defmodule CouncilEx.Nif.Run do
       caller's exit, `Process.exit/2`) cancels the run with that reason,
       so subscribers get `run_cancelled` and awaiters their answer
       before the process exits with it. `:kill` ends it at once; the
-      core, which monitors it, then cancels the run.
+      run is cancelled when the process's exit drops its term of the
+      run's handle, whose destructor tells the core (no monitor). A copy
+      of that term kept elsewhere (a tracer of this process's messages or
+      calls) keeps the handle alive: the run then goes on to its own end,
+      unless a start with its id or a call by its id (`whereis`,
+      `state`, `result`, `cancel`) finds the process gone first and
+      cancels it.
 
   It hibernates from its start, and again once a timer of 100 ms has
   fired twice with no message between them (100 to 200 ms after its last
