@@ -273,4 +273,29 @@ defmodule CouncilEx.StartCacheTest do
     do: {:error, {:invalid_council, [%{path: path}]}}
 
   defp strip(other), do: other
+  test "the specs remembered hold a bounded amount of JSON, whatever the specs' size" do
+    # 48 distinct specs of ~256 KB of JSON each (12 MB in all): the table
+    # keeps at most its byte budget of them (8 MB) and still serves them
+    big = String.duplicate("word ", 52_000)
+
+    for i <- 1..48 do
+      spec =
+        CouncilEx.Spec.new!(
+          id: "big#{i}",
+          members: [[id: :a, provider: :mock]],
+          rounds: [[type: :independent_analysis, instructions: big]]
+        )
+
+      assert {:ok, json} = CouncilEx.Spec.checked_json(spec)
+      assert byte_size(json) > 256_000
+      assert {:ok, ^json} = CouncilEx.Spec.checked_json(spec)
+    end
+
+    kept =
+      for {%CouncilEx.Spec{}, json} <- :ets.tab2list(CouncilEx.Spec.Memo),
+          reduce: 0,
+          do: (n -> n + byte_size(json))
+
+    assert kept <= 8 * 1024 * 1024
+  end
 end
