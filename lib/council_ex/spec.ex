@@ -385,9 +385,15 @@ defmodule CouncilEx.Spec do
     spec |> to_map() |> CouncilEx.JSON.encode!()
   end
 
-  # checked_json/1's table: up to @memo_cap specs, emptied when full
+  # checked_json/1's table: up to @memo_cap specs and @memo_bytes bytes of
+  # their JSON (counted under the key @memo_bytes_key; each spec's term
+  # holds about as much again), emptied when either would be passed; a
+  # spec whose JSON alone is over the budget is not kept (the count is
+  # approximate while starts fill the table at once: a bound, not a tally)
   @memo CouncilEx.Spec.Memo
   @memo_cap 256
+  @memo_bytes 8 * 1024 * 1024
+  @memo_bytes_key :"$json_bytes"
 
   @doc false
   # Creates checked_json/1's table, when the application starts (its owner
@@ -427,8 +433,20 @@ defmodule CouncilEx.Spec do
   end
 
   defp remember(spec, {:ok, json} = known) do
-    if :ets.info(@memo, :size) >= @memo_cap, do: :ets.delete_all_objects(@memo)
-    :ets.insert(@memo, {spec, json})
+    size = byte_size(json)
+
+    if size <= @memo_bytes do
+      bytes = :ets.update_counter(@memo, @memo_bytes_key, size, {@memo_bytes_key, 0})
+
+      # the size counts the counter's own entry
+      if bytes > @memo_bytes or :ets.info(@memo, :size) > @memo_cap do
+        :ets.delete_all_objects(@memo)
+        :ets.insert(@memo, {@memo_bytes_key, size})
+      end
+
+      :ets.insert(@memo, {spec, json})
+    end
+
     known
   rescue
     ArgumentError -> known
