@@ -62,6 +62,7 @@ static void state_free(nif_state *st)
         enif_free_env(st->out);
     nif_index_free(st);
     ei_x_free(&st->x);
+    nif_etf_cache_free(st->etf);
     enif_free(st);
 }
 
@@ -90,7 +91,7 @@ void nif_x_reset(nif_state *st)
 
 ERL_NIF_TERM nif_x_term(nif_state *st, ErlNifEnv *env)
 {
-    return nif_etf_term(env, st->x.buff, (size_t)st->x.index, 0);
+    return nif_etf_own(env, &st->etf, st->x.buff, (size_t)st->x.index);
 }
 
 /* ------------------------------------------------------------ waking */
@@ -721,6 +722,8 @@ static ErlNifFunc funcs[] = {
     {"run_id_nif", 1, run_id_nif, 0},
     {"run_state_nif", 2, run_state_nif, 0},
     {"fast_nif", 1, fast_nif, 0},
+    {"etf_test_nif", 1, nif_etf_test, 0},
+    {"etf_bench_nif", 2, nif_etf_bench, ERL_NIF_DIRTY_JOB_CPU_BOUND},
 };
 
 ERL_NIF_INIT(Elixir.CouncilEx.Nif, funcs, load, NULL, upgrade, unload)

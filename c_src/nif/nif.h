@@ -92,6 +92,7 @@ typedef struct nif_cmd nif_cmd;
 typedef struct nif_run nif_run;
 typedef struct nif_subs nif_subs;
 typedef struct nif_beam nif_beam;
+typedef struct nif_etf_cache nif_etf_cache;
 struct cn_spec_cache;
 
 typedef struct nif_state {
@@ -126,6 +127,7 @@ typedef struct nif_state {
     size_t runs_alive;
     ErlNifEnv *out;            /* scratch env for messages (cleared after each) */
     ei_x_buff x;               /* scratch ETF buffer */
+    nif_etf_cache *etf;        /* its decoder's atoms and scratch (nif_etf_own) */
     uv_async_t keepalive;      /* on the context's loop while it is open */
     int keepalive_open;
     ErlNifEnv *cur;            /* the caller env of enif_send, enif_monitor_process
@@ -243,6 +245,25 @@ int nif_make_map(ErlNifEnv *env, ERL_NIF_TERM *keys, ERL_NIF_TERM *vals, size_t 
  * enif_binary_to_term's: ERL_NIF_BIN2TERM_SAFE for bytes that came from
  * outside (no atom is made). */
 ERL_NIF_TERM nif_etf_term(ErlNifEnv *env, const char *buf, size_t len, ErlNifBinaryToTerm opts);
+/* Our own ETF (what the encoders of event_term.h and the like made in
+ * st->x), decoded in one walk: containers built from a scratch stack,
+ * integers, floats, binaries, strings made directly, atoms through a
+ * cache that maps their text to the term made once (atoms are global:
+ * valid in every env); other leaves (pids, references, funs, bignums past
+ * 64 bits) through enif_binary_to_term. *cache (made on first use) is the
+ * driver's: whoever holds the drive lock. Terms it cannot walk (nesting
+ * past 256, a repeated map key, bytes that are not one whole term) go to
+ * nif_etf_term whole; 0 when that fails too. The same term as
+ * nif_etf_term(env, buf, len, 0) (the tests check it: nif_etf_test). */
+ERL_NIF_TERM nif_etf_own(ErlNifEnv *env, nif_etf_cache **cache, const char *buf, size_t len);
+nif_etf_cache *nif_etf_cache_new(void);
+void nif_etf_cache_free(nif_etf_cache *c);
+/* The NIFs etf_test/1 (self-check of nif_etf_own against nif_etf_term,
+ * counts, a fast walk of a given binary) and etf_bench/2 (dirty CPU: ns
+ * per decode, the two ways) of CouncilEx.Nif, for tests and benchmarks
+ * (nif_term.c says what they answer). */
+ERL_NIF_TERM nif_etf_test(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_etf_bench(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 /* Text of a term (enif_snprintf %T), NUL-terminated, clipped to n. */
 void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
 

@@ -244,6 +244,14 @@ defmodule CouncilEx.Nif do
     :error, _ -> :miss
   end
 
+  # The ETF decoder of the library's own terms (c_src/nif/nif_term.c,
+  # nif_etf_test and nif_etf_bench say what these answer): for the tests
+  # and bench/etf_decode.exs.
+  @doc false
+  def etf_test(request), do: etf_test_nif(request)
+  @doc false
+  def etf_bench(etf, n), do: etf_bench_nif(etf, n)
+
   defp call_nif(_request), do: :erlang.nif_error(:not_loaded)
   defp run_call_nif(_run, _from, _request), do: :erlang.nif_error(:not_loaded)
   defp run_info_nif(_run, _message), do: :erlang.nif_error(:not_loaded)
@@ -251,4 +259,6 @@ defmodule CouncilEx.Nif do
   defp run_id_nif(_run), do: :erlang.nif_error(:not_loaded)
   defp run_state_nif(_run, _cached), do: :erlang.nif_error(:not_loaded)
   defp fast_nif(_request), do: :erlang.nif_error(:not_loaded)
+  defp etf_test_nif(_request), do: :erlang.nif_error(:not_loaded)
+  defp etf_bench_nif(_etf, _n), do: :erlang.nif_error(:not_loaded)
 end

@@ -8,7 +8,7 @@ defmodule CouncilEx.NifInlineTest do
   @moduletag :nif_only
 
   alias CouncilEx.Nif
-  import CouncilEx.Test.Helpers, only: [eventually: 1, run_id: 1]
+  import CouncilEx.Test.Helpers, only: [eventually: 1, run_events: 1, run_id: 1]
 
   @reg "CouncilEx.Runner.Registry"
   @slow ~s({"id":"slow","members":[{"id":"a","provider":"mock","options":{"latency_ms":600000}}],
@@ -41,16 +41,6 @@ defmodule CouncilEx.NifInlineTest do
     {pid, if(inlined() == n0 + 2, do: :inline, else: :queued)}
   end
 
-  defp events(id, acc \\ []) do
-    receive do
-      {t, ^id, _} = e when t in [:run_completed, :run_cancelled] -> Enum.reverse([e | acc])
-      {:run_failed, ^id, _, _} = e -> Enum.reverse([e | acc])
-      e when is_tuple(e) and elem(e, 1) == id -> events(id, [e | acc])
-    after
-      10_000 -> flunk("no terminal event: #{inspect(Enum.reverse(acc))}")
-    end
-  end
-
   # an event without what differs between two runs of a spec (the run id,
   # durations, timestamps)
   defp shape({:run_started, _, council, input}), do: {:run_started, council, input}
@@ -71,7 +61,7 @@ defmodule CouncilEx.NifInlineTest do
     # clock stands where it was then while the loop thread sleeps on
     bid = run_id("brief")
     {:ok, _} = Nif.start(%{spec: @brief, input: "q", run_id: bid, subscribe: [self()]})
-    assert {:run_completed, ^bid, _} = List.last(events(bid))
+    assert {:run_completed, ^bid, _} = List.last(run_events(bid))
 
     # three starts carried out by their NIF call (the first of them may
     # take longer than a NIF call steps: its spec is new; then the loop
@@ -87,7 +77,7 @@ defmodule CouncilEx.NifInlineTest do
         :ok = Nif.call({:inline, true})
         id = run_id("timeout")
         {pid, how} = start(%{spec: @times_out, input: "q", run_id: id, subscribe: [self()]})
-        evs = events(id)
+        evs = run_events(id)
         Process.exit(pid, :kill)
 
         # the member's timeout (200 ms), armed by the start's NIF call: it
@@ -112,7 +102,7 @@ defmodule CouncilEx.NifInlineTest do
     run = fn ->
       id = run_id("mixed")
       {_pid, how} = start(%{spec: @mixed, input: "q", run_id: id, subscribe: [self()]})
-      {how, Enum.map(events(id), &shape/1)}
+      {how, Enum.map(run_events(id), &shape/1)}
     end
 
     # a start carried out by its NIF call (the loop thread may hold the
@@ -201,7 +191,7 @@ defmodule CouncilEx.NifInlineTest do
       n0 = inlined()
       id = run_id("queued")
       {:ok, pid} = Nif.start(%{spec: @council, input: "q", run_id: id, subscribe: [self()]})
-      assert {:run_completed, ^id, %{final: _}} = List.last(events(id))
+      assert {:run_completed, ^id, %{final: _}} = List.last(run_events(id))
       assert {:ok, %{status: :completed}} = Nif.call({:state, @reg, id})
       ref = Process.monitor(pid)
       assert_receive {:DOWN, ^ref, :process, ^pid, reason} when reason in [:normal, :noproc]

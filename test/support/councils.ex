@@ -204,6 +204,20 @@ defmodule CouncilEx.Test.Helpers do
   def run_id(prefix \\ "t"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 
   @doc """
+  The events of run `id` in this process's mailbox, in order, up to its
+  terminal one (fails after 10 s without it).
+  """
+  def run_events(id, acc \\ []) do
+    receive do
+      {t, ^id, _} = e when t in [:run_completed, :run_cancelled] -> Enum.reverse([e | acc])
+      {:run_failed, ^id, _, _} = e -> Enum.reverse([e | acc])
+      e when is_tuple(e) and elem(e, 1) == id -> run_events(id, [e | acc])
+    after
+      10_000 -> ExUnit.Assertions.flunk("no terminal event: #{inspect(Enum.reverse(acc))}")
+    end
+  end
+
+  @doc """
   Waits until `pid` is blocked in a GenServer.call (in gen:do_call's
   receive): its request has been sent by then, so what the caller of this
   function sends to the same node afterwards arrives after it. Orders
