@@ -188,11 +188,27 @@ static void run_cmds(nif_state *st, nif_cmd *c)
 
 /* ------------------------------------------------------------ the loop */
 
+/* Whether libuv holds I/O watchers started since its last poll and not
+ * yet given to epoll: it adds them at the start of its next poll, so the
+ * loop thread's poll(2) on the backend fd would not see their descriptors
+ * (a socket curl opened or an exec child's pipe, started by a step on a
+ * scheduler or by a step's later phases) and only a timer or another
+ * descriptor would wake it. The queue is uv/unix.h's watcher_queue in
+ * uv_loop_t; empty, it points at itself. */
+static int watchers_pending(const uv_loop_t *loop)
+{
+    return loop->watcher_queue[0] != (const void *)&loop->watcher_queue;
+}
+
 /* Whether the context has work ready now (deferred timers, events to
- * deliver, due timers, handles closing): a step would not wait. */
+ * deliver, due timers, handles closing, watchers to register): a step
+ * would not wait. Watchers count only while the loop is alive: a step of
+ * a loop with no active handle returns before polling, so it would not
+ * register them and the loop thread would step in vain. */
 static int work_ready(council_ctx *ctx)
 {
-    return uv_backend_timeout(council_ctx_uv_loop(ctx)) == 0;
+    const uv_loop_t *loop = council_ctx_uv_loop(ctx);
+    return uv_backend_timeout(loop) == 0 || (watchers_pending(loop) && uv_loop_alive(loop));
 }
 
 /* The loop thread, holding the drive lock, with nothing ready: sleeps
@@ -404,7 +420,8 @@ static void drive_end(nif_state *st, uint64_t t0)
         nif_runs_finish(st);
     }
     int timeout = uv_backend_timeout(loop);
-    int wake = timeout == 0 || (timeout > 0 && uv_now(loop) + (uint64_t)timeout < st->wake_at);
+    int wake = work_ready(ctx) ||
+               (timeout > 0 && uv_now(loop) + (uint64_t)timeout < st->wake_at);
     st->cur = NULL;
     if (wake) {
         enif_mutex_lock(st->mu);
