@@ -304,9 +304,6 @@ void nif_runs_shutdown(nif_state *st);
  * first (council_ctx_flush), then awaiters' answers and the pid's end.
  * Under the drive lock, outside core callbacks. */
 void nif_runs_finish(nif_state *st);
-/* Cancels a run through its record if it has one (the end reason then
- * defaults), else through the core. */
-void nif_run_cancel(council_run *run);
 /* A run whose pid has exited while its DOWN is still on its way is treated
  * as down now (cancelled, record released), so that what a caller reads
  * after seeing the pid's DOWN agrees with it, as over distribution. 1 if

@@ -495,8 +495,6 @@ void nif_runs_shutdown(nif_state *st)
     nif_runs_finish(st);
 }
 
-void nif_run_cancel(council_run *run) { council_run_cancel(run); }
-
 int nif_run_settle(nif_state *st, council_run *run)
 {
     nif_run *r = nif_run_of(run);

@@ -435,7 +435,7 @@ static ERL_NIF_TERM by_id_call(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM op,
             t = nif_x_term(st, out);
         return t ? t : nif_error(out, A.enomem);
     }
-    nif_run_cancel(run);
+    council_run_cancel(run);
     return A.ok;
 }
 
