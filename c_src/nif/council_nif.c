@@ -28,7 +28,6 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "nif.h"
@@ -358,13 +357,6 @@ static int request_class(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], in
 #define INLINE_BUDGET_NS 40000
 #define MAX_SUBS_GROWTH 64 /* a start's subscribers at most (nif_service.c) */
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* The calling scheduler takes the drive lock if it is free, the context
  * open and no command queued (those come first, and are the loop
  * thread's): 1 when it drives from now on, with its env as st->cur. */
@@ -414,7 +406,7 @@ static void drive_end(nif_state *st, uint64_t t0)
     council_ctx *ctx = st->ctx;
     uv_loop_t *loop = council_ctx_uv_loop(ctx);
     nif_runs_finish(st);
-    while (work_ready(ctx) && mono_ns() - t0 < INLINE_BUDGET_NS && uv_now(loop) < st->wake_at &&
+    while (work_ready(ctx) && nif_mono_ns() - t0 < INLINE_BUDGET_NS && uv_now(loop) < st->wake_at &&
            !io_ready(ctx)) {
         council_ctx_step(ctx, 0);
         nif_runs_finish(st);
@@ -468,7 +460,7 @@ static int try_inline(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
     memset(&c, 0, sizeof c);
     if (!enif_self(env, &c.caller))
         return 0;
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = nif_mono_ns();
     if (!drive_begin(st, env))
         return 0;
     st->inlined++;

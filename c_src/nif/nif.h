@@ -264,6 +264,8 @@ void nif_etf_cache_free(nif_etf_cache *c);
  * (nif_term.c says what they answer). */
 ERL_NIF_TERM nif_etf_test(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_etf_bench(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+/* CLOCK_MONOTONIC in nanoseconds. Any thread. */
+uint64_t nif_mono_ns(void);
 /* Text of a term (enif_snprintf %T), NUL-terminated, clipped to n. */
 void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
 

@@ -757,6 +757,27 @@ static ERL_NIF_TERM own_term(own_in *in, int depth)
     return leaf_term(env, (const char *)p, (int)from, index, 0);
 }
 
+uint64_t nif_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Whether b is one whole ETF term whose atoms all exist already: the test
+ * and bench NIFs take their bytes from a caller, and the walk (like
+ * nif_etf_term with options 0) would make any atom they name. */
+static int etf_safe(const ErlNifBinary *b)
+{
+    ErlNifEnv *scratch = enif_alloc_env();
+    ERL_NIF_TERM t;
+    int ok = scratch && enif_binary_to_term(scratch, b->data, b->size, &t,
+                                            ERL_NIF_BIN2TERM_SAFE) == b->size;
+    if (scratch)
+        enif_free_env(scratch);
+    return ok;
+}
+
 /* Self-check (etf_test_nif): each decode of ours also made the reference
  * way (nif_etf_term) and compared; counts by thread kind. */
 static int own_check;
@@ -804,7 +825,8 @@ ERL_NIF_TERM nif_etf_own(ErlNifEnv *env, nif_etf_cache **cache, const char *buf,
  *     fallbacks of the fast walk (counted whether checking or not)
  *   {decode, Bin}: Bin (ETF) by nif_etf_own with a cache of its own ->
  *     {ok, Term, ok | whole} (whole: the fast walk could not, the
- *     whole-term path did) | error */
+ *     whole-term path did) | error (also when Bin names an atom that
+ *     does not exist: no atom is made from a caller's bytes) */
 ERL_NIF_TERM nif_etf_test(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     const ERL_NIF_TERM *el;
@@ -833,6 +855,8 @@ ERL_NIF_TERM nif_etf_test(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     }
     if (enif_is_identical(el[0], enif_make_atom(env, "decode")) &&
         enif_inspect_binary(env, el[1], &b)) {
+        if (!etf_safe(&b))
+            return A.error; /* not one term, or an atom it would make */
         nif_etf_cache *c = nif_etf_cache_new();
         if (!c)
             return A.enomem;
@@ -849,31 +873,26 @@ ERL_NIF_TERM nif_etf_test(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 
 /* etf_bench(Bin, N) on a dirty CPU scheduler: Bin (ETF) decoded N times
  * by the fast walk (one cache, warm after the first) and N times by
- * nif_etf_term -> {FastNs, RefNs}, per decode. */
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+ * nif_etf_term -> {FastNs, RefNs}, per decode; badarg if Bin names an
+ * atom that does not exist. */
 
 ERL_NIF_TERM nif_etf_bench(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     ErlNifBinary b;
     unsigned long n;
     if (!enif_inspect_binary(env, argv[0], &b) || !enif_get_ulong(env, argv[1], &n) || n == 0 ||
-        n > 10000000)
+        n > 10000000 || !etf_safe(&b))
         return enif_make_badarg(env);
     nif_etf_cache *c = nif_etf_cache_new();
     ErlNifEnv *scratch = enif_alloc_env();
     uint64_t fast = 0, ref = 0;
     int ok = c && scratch;
     for (unsigned long k = 0; ok && k < n; k++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = nif_mono_ns();
         ok = own_decode(scratch, c, (const char *)b.data, b.size) != 0;
-        uint64_t t1 = now_ns();
+        uint64_t t1 = nif_mono_ns();
         ok = ok && nif_etf_term(scratch, (const char *)b.data, b.size, 0) != 0;
-        uint64_t t2 = now_ns();
+        uint64_t t2 = nif_mono_ns();
         fast += t1 - t0;
         ref += t2 - t1;
         enif_clear_env(scratch);
