@@ -29,6 +29,21 @@ static inline void cn_dl_del(cn_dl *e)
     e->next->prev = e->prev;
     e->prev = e->next = e;
 }
+/* Every entry of from, in order, moved to to, which becomes a list of
+ * them (what it held is dropped: pass an unused head); from is left
+ * empty. For walks whose steps may put entries back on from. */
+static inline void cn_dl_take_all(cn_dl *to, cn_dl *from)
+{
+    if (cn_dl_empty(from)) {
+        cn_dl_init(to);
+        return;
+    }
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    cn_dl_init(from);
+}
 /* The record of type that holds ptr as its member. */
 #define cn_dl_entry(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))

@@ -156,12 +156,7 @@ static void end_fire(uv_timer_t *t)
     while (!cn_dl_empty(&b->ending)) {
         council_ctx_flush(b->ctx);
         cn_dl batch;
-        cn_dl_init(&batch);
-        while (!cn_dl_empty(&b->ending)) {
-            cn_dl *e = b->ending.next;
-            cn_dl_del(e);
-            cn_dl_push(&batch, e);
-        }
+        cn_dl_take_all(&batch, &b->ending);
         while (!cn_dl_empty(&batch)) {
             cn_run_proc *rp = cn_dl_entry(batch.next, cn_run_proc, end_link);
             cn_dl_del(&rp->end_link);

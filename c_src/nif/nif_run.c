@@ -476,12 +476,7 @@ void nif_runs_shutdown(nif_state *st)
      * st->ending (or releases it), which a walk of st->live would not
      * survive */
     cn_dl todo;
-    cn_dl_init(&todo);
-    while (!cn_dl_empty(&st->live)) {
-        cn_dl *e = st->live.next;
-        cn_dl_del(e);
-        cn_dl_push(&todo, e);
-    }
+    cn_dl_take_all(&todo, &st->live);
     while (!cn_dl_empty(&todo)) {
         nif_run *r = cn_dl_entry(todo.next, nif_run, link);
         cn_dl_del(&r->link);

@@ -199,6 +199,41 @@ static void free_releases_everything_left(void **st)
     cn_pt_peer_free(peer);
 }
 
+/* dlist.h's cn_dl_take_all, which the NIF's shutdown and the C node's
+ * end-of-run batch walk with: every entry moved in order, the source left
+ * empty and usable, an empty source giving an empty list. */
+struct item {
+    int n;
+    cn_dl link;
+};
+
+static void dlist_take_all_moves_every_entry_in_order(void **st)
+{
+    (void)st;
+    struct item it[3] = {{.n = 1}, {.n = 2}, {.n = 3}};
+    cn_dl from, to;
+    cn_dl_init(&from);
+    cn_dl_take_all(&to, &from);
+    assert_true(cn_dl_empty(&to));
+    assert_true(cn_dl_empty(&from));
+    for (int i = 0; i < 3; i++)
+        cn_dl_push(&from, &it[i].link);
+    cn_dl_take_all(&to, &from);
+    assert_true(cn_dl_empty(&from));
+    int want = 1;
+    for (cn_dl *e = to.next; e != &to; e = e->next)
+        assert_int_equal(cn_dl_entry(e, struct item, link)->n, want++);
+    assert_int_equal(want, 4);
+    assert_ptr_equal(to.prev, &it[2].link);
+    /* an entry taken off the batch and put back on the source */
+    cn_dl_del(&it[0].link);
+    cn_dl_push(&from, &it[0].link);
+    assert_ptr_equal(from.next, &it[0].link);
+    assert_ptr_equal(from.prev, &it[0].link);
+    assert_ptr_equal(to.next, &it[1].link);
+    assert_ptr_equal(it[1].link.prev, &to);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +243,7 @@ int main(void)
         cmocka_unit_test(node_names_are_interned_and_bounded),
         cmocka_unit_test(links_and_monitors_go_with_their_peer),
         cmocka_unit_test(free_releases_everything_left),
+        cmocka_unit_test(dlist_take_all_moves_every_entry_in_order),
     };
     return cmocka_run_group_tests_name("proc_table", tests, NULL, NULL);
 }
