@@ -2390,6 +2390,9 @@ defmodule B.Report do
       String.contains?(c, "GenServer.call") ->
         "See \"Where a call's time goes\" and the call-path profile: the node's own code is a few percent of its CPU per call; the rest is the kernel (read, write, epoll, and the wake-ups the node's busy polling after traffic, `--busy-poll-us`, does not catch) and, on the caller's side, the BEAM driver."
 
+      String.starts_with?(c, "NIF backend: event fan-out") ->
+        "Compare with the row \"ceiling\": one process sending the same prebuilt tuples to the same 10 subscribers with send/2 bounds what any sender of one ERTS message per subscriber per event reaches in this VM, the NIF's enif_send and Registry.dispatch alike; the row's note gives the NIF's share of it."
+
       String.contains?(c, "fan-out") ->
         "Compare with the row \"ceiling\": the same relay and subscribers fed on their own node, with no distribution, bound what a sender of one message per event can reach (a batched sender gives the relay fewer messages to take, so it may pass it). \"The fan-out's sending side\" shows syscalls and CPU per event of each sender and the receiving node's CPU per event (the same relay code for all)."
 
