@@ -622,6 +622,11 @@ void route_end(struct council_route *rt);
 /* engine.c: the request a task's call sees (new reference; NULL when out
  * of memory). Only while the call's round is in progress. */
 json_t *engine_request(struct task *task, const council_call *call);
+/* engine.c: what the "answers" of that request would list, without
+ * making it: labels[i] is item i's "label", NULL for an item keyed by
+ * "member_id" (at most max written). Returns how many items there are.
+ * Same lifetime rule as engine_request. */
+size_t engine_answer_labels(const struct task *task, const char **labels, size_t max);
 /* engine.c: the call reports its outcome. ok=true: text; else error. */
 void engine_call_done(struct task *task, council_call *call, bool ok,
                       const char *text, size_t len, const char *error);

@@ -193,6 +193,54 @@ static json_t *latest_item(const char *key, const char *who, const member_said *
     return answer_item(key, who, said->latest, said->latest_len);
 }
 
+/* The answers a task's request shows, in the order of its "answers"
+ * array: for each, cb(key, who, said, arg), key "label" or "member_id"
+ * and who the label or id. One walk for the JSON request and for the
+ * labels alone (engine_answer_labels). */
+typedef void (*shown_cb)(const char *key, const char *who, const member_said *said,
+                         void *arg);
+
+static void shown_answers(round_state *rs, const task *t, shown_cb cb, void *arg)
+{
+    council_run *run = rs->run;
+    const council_spec *spec = run->spec;
+    size_t me = RS_PART(rs)[t->pos];
+    const round_kind *k = rs->kind;
+    switch (k->view) {
+    case VIEW_OTHERS:
+        for (size_t i = 0; i < spec->n_members; i++)
+            if (i != me && run_said(run, i)->latest)
+                cb(k->by_label ? "label" : "member_id",
+                   k->by_label ? spec->members[i].label : spec->members[i].id, run_said(run, i),
+                   arg);
+        break;
+    case VIEW_ALL:
+        for (size_t i = 0; i < spec->n_members; i++)
+            if (run_said(run, i)->latest)
+                cb("member_id", spec->members[i].id, run_said(run, i), arg);
+        break;
+    case VIEW_CANDIDATES:
+        for (size_t c = 0; c < rs->n_cand; c++) {
+            size_t i = RS_CAND(rs)[c];
+            cb("label", spec->members[i].label, run_said(run, i), arg);
+        }
+        break;
+    case VIEW_MATCH:
+        for (int j = 0; j < 2; j++) {
+            size_t i = RS_CAND(rs)[rs->pw->pairs[t->match][j]];
+            cb("label", spec->members[i].label, run_said(run, i), arg);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void append_item(const char *key, const char *who, const member_said *said, void *arg)
+{
+    json_array_append_new(arg, latest_item(key, who, said));
+}
+
 static json_t *build_request(round_state *rs, task *t, unsigned attempt)
 {
     council_run *run = rs->run;
@@ -215,45 +263,10 @@ static json_t *build_request(round_state *rs, task *t, unsigned attempt)
         return NULL;
     }
     const round_kind *k = rs->kind;
-    const char *by = k->by_label ? "label" : "member_id";
-    switch (k->view) {
-    case VIEW_OTHERS:
-        for (size_t i = 0; i < spec->n_members; i++) {
-            if (i == me || !run_said(run, i)->latest)
-                continue;
-            json_array_append_new(answers,
-                                  latest_item(by, k->by_label ? spec->members[i].label
-                                                              : spec->members[i].id,
-                                              run_said(run, i)));
-        }
-        if (run_said(run, me)->latest)
-            json_object_set_new(req, "previous_answer",
-                                cx_json_text(run_said(run, me)->latest,
-                                             run_said(run, me)->latest_len));
-        break;
-    case VIEW_ALL:
-        for (size_t i = 0; i < spec->n_members; i++)
-            if (run_said(run, i)->latest)
-                json_array_append_new(answers, latest_item("member_id", spec->members[i].id,
-                                                           run_said(run, i)));
-        break;
-    case VIEW_CANDIDATES:
-        for (size_t c = 0; c < rs->n_cand; c++) {
-            size_t i = RS_CAND(rs)[c];
-            json_array_append_new(answers, latest_item("label", spec->members[i].label,
-                                                       run_said(run, i)));
-        }
-        break;
-    case VIEW_MATCH:
-        for (int j = 0; j < 2; j++) {
-            size_t i = RS_CAND(rs)[rs->pw->pairs[t->match][j]];
-            json_array_append_new(answers, latest_item("label", spec->members[i].label,
-                                                       run_said(run, i)));
-        }
-        break;
-    default:
-        break;
-    }
+    shown_answers(rs, t, append_item, answers);
+    if (k->view == VIEW_OTHERS && run_said(run, me)->latest)
+        json_object_set_new(req, "previous_answer",
+                            cx_json_text(run_said(run, me)->latest, run_said(run, me)->latest_len));
     if (k->shows_previous_round && rs->prev_round)
         json_object_set(req, "previous_round", rs->prev_round);
     json_object_set_new(req, "answers", answers);
@@ -357,6 +370,27 @@ static void task_launch(round_state *rs, task *t, uint64_t delay)
 json_t *engine_request(task *t, const council_call *call)
 {
     return build_request(t->rs, t, council_call_attempt(call));
+}
+
+typedef struct label_list {
+    const char **labels;
+    size_t n, max;
+} label_list;
+
+static void add_label(const char *key, const char *who, const member_said *said, void *arg)
+{
+    label_list *l = arg;
+    (void)said;
+    if (l->n < l->max)
+        l->labels[l->n] = strcmp(key, "label") == 0 ? who : NULL;
+    l->n++;
+}
+
+size_t engine_answer_labels(const task *t, const char **labels, size_t max)
+{
+    label_list l = {labels, 0, max};
+    shown_answers(t->rs, t, add_label, &l);
+    return l.n;
 }
 
 void engine_call_token(task *t, council_call *call, const char *chunk, size_t len)

@@ -1,7 +1,8 @@
 /* provider_mock.c - the built-in deterministic provider.
  *
- * Its answer is a function of the member, the round, the attempt and the
- * input (all read from the request), so runs are reproducible. Ballot rounds
+ * Its answer is a function of the member, the round, the attempt, the
+ * input and the labels of the answers the request shows (read from the
+ * call and the engine, not from a JSON request), so runs are reproducible. Ballot rounds
  * get parsable ballots. Options (member "options"):
  *   latency_ms     time until the answer (0: answer at once, synchronously)
  *   chunks         stream the answer as this many member_token events,
@@ -69,17 +70,12 @@ static void sb_str(sbuf *b, const char *s)
     sb_add(b, s, strlen(s));
 }
 
-static const char *answer_label(json_t *a, size_t i)
-{
-    return json_string_value(json_object_get(json_array_get(a, i), "label"));
-}
-
 /* Put the shown label named tok (len bytes) next in order, once. */
-static void rank_prefer(json_t *answers, size_t n, const char *tok, size_t len,
+static void rank_prefer(const char *const *labels, size_t n, const char *tok, size_t len,
                         const char **order, size_t *k)
 {
     for (size_t i = 0; i < n && *k < SPEC_MAX_MEMBERS; i++) {
-        const char *l = answer_label(answers, i);
+        const char *l = labels[i];
         if (strlen(l) != len || memcmp(l, tok, len) != 0)
             continue;
         for (size_t j = 0; j < *k; j++)
@@ -90,13 +86,41 @@ static void rank_prefer(json_t *answers, size_t n, const char *tok, size_t len,
     }
 }
 
-static void compose_from(council_call *call, json_t *req, sbuf *b)
+/* At most max bytes of s (len bytes), not cutting a UTF-8 sequence in two. */
+static size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
+/* The first max bytes of the input's text as a request shows it (JSON
+ * text: each byte that is not UTF-8 there is U+FFFD), cut between
+ * characters; a valid prefix is the same bytes, so only an input with a
+ * bad byte there makes the text. */
+static void add_input(sbuf *b, const council_input *in, size_t max)
+{
+    size_t n = utf8_cut(in->text, in->text_len, max);
+    if (cx_utf8_valid(in->text, n)) {
+        sb_add(b, in->text, n);
+        return;
+    }
+    json_t *j = cx_json_text(in->text, in->text_len);
+    if (j)
+        sb_add(b, json_string_value(j),
+               utf8_cut(json_string_value(j), json_string_length(j), max));
+    json_decref(j);
+}
+
+/* labels: those of the n answers the request shows (NULL: keyed by
+ * member id). */
+static void compose_from(council_call *call, const char *const *labels, size_t n, sbuf *b)
 {
     const char *mid = council_call_member_id(call);
     const char *type = council_call_round_type(call);
     json_t *mo = call->member->options; /* borrowed */
-    json_t *answers = json_object_get(req, "answers");
-    size_t n = json_array_size(answers);
     char line[512];
     json_t *fixed = json_object_get(mo, "text");
     if (json_is_string(fixed)) {
@@ -104,11 +128,11 @@ static void compose_from(council_call *call, json_t *req, sbuf *b)
         return;
     }
     if (strcmp(type, "vote") == 0 || strcmp(type, "pairwise_elimination") == 0) {
-        const char *pick = n ? answer_label(answers, 0) : "?";
+        const char *pick = n ? labels[0] : "?";
         json_t *pref = json_object_get(mo, "vote");
         for (size_t i = 0; json_is_string(pref) && i < n; i++)
-            if (strcmp(answer_label(answers, i), json_string_value(pref)) == 0)
-                pick = answer_label(answers, i);
+            if (strcmp(labels[i], json_string_value(pref)) == 0)
+                pick = labels[i];
         snprintf(line, sizeof line, "VOTE: %s\n(%s, %s #%u)", pick, mid,
                  council_call_round_name(call), council_call_round_idx(call));
         sb_str(b, line);
@@ -123,19 +147,18 @@ static void compose_from(council_call *call, json_t *req, sbuf *b)
                 size_t len = strcspn(p, ">, ");
                 if (p + len > end)
                     len = (size_t)(end - p);
-                rank_prefer(answers, n, p, len, order, &k);
+                rank_prefer(labels, n, p, len, order, &k);
                 p += len + 1;
             }
         } else if (json_is_array(pref)) {
             size_t i;
             json_t *v;
             json_array_foreach(pref, i, v) if (json_is_string(v))
-                rank_prefer(answers, n, json_string_value(v), json_string_length(v),
-                            order, &k);
+                rank_prefer(labels, n, json_string_value(v), json_string_length(v), order,
+                            &k);
         }
         for (size_t i = 0; i < n; i++)
-            rank_prefer(answers, n, answer_label(answers, i),
-                        strlen(answer_label(answers, i)), order, &k);
+            rank_prefer(labels, n, labels[i], strlen(labels[i]), order, &k);
         sb_str(b, "RANKING: ");
         for (size_t i = 0; i < k; i++) {
             if (i)
@@ -150,14 +173,13 @@ static void compose_from(council_call *call, json_t *req, sbuf *b)
         if (json_is_string(ans)) {
             sb_add(b, json_string_value(ans), json_string_length(ans));
         } else {
-            json_t *in = json_object_get(req, "input");
+            const council_input *in = &call->run->input;
             snprintf(line, sizeof line, "%s: %s #%u attempt %u on \"", mid,
                      council_call_round_name(call), council_call_round_idx(call),
                      council_call_attempt(call));
             sb_str(b, line);
-            if (json_is_string(in))
-                sb_add(b, json_string_value(in),
-                       json_string_length(in) > 200 ? 200 : json_string_length(in));
+            if (in->text)
+                add_input(b, in, 200);
             sb_str(b, "\"");
             if (n) {
                 snprintf(line, sizeof line, " having read %zu answer%s", n,
@@ -168,14 +190,19 @@ static void compose_from(council_call *call, json_t *req, sbuf *b)
     }
 }
 
-/* The answer; COUNCIL_ENOMEM when the request or the text cannot be
- * made. */
+/* The answer, from what the call's request shows (engine_answer_labels,
+ * the run's input) without making the JSON request a model would get;
+ * COUNCIL_ENOMEM when the text cannot be made or the call has no task
+ * (finished: it has no request either). */
 static int compose(council_call *call, sbuf *b)
 {
-    json_t *req = council_call_request_json(call);
-    if (!req)
+    const char *labels[SPEC_MAX_MEMBERS];
+    if (!call->task)
         return COUNCIL_ENOMEM;
-    compose_from(call, req, b);
+    size_t n = engine_answer_labels(call->task, labels, SPEC_MAX_MEMBERS);
+    if (n > SPEC_MAX_MEMBERS)
+        n = SPEC_MAX_MEMBERS;
+    compose_from(call, labels, n, b);
     return b->p ? COUNCIL_OK : COUNCIL_ENOMEM;
 }
 

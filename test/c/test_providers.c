@@ -583,6 +583,32 @@ static void test_timeout_then_retry_succeeds(void **state)
     assert_int_equal(council_run_result(run)->n_errors, 0);
 }
 
+/* A mock quotes at most 200 bytes of the input as a model's request would
+ * show it: never half a UTF-8 character (the answer, and so the result's
+ * JSON, stays valid text), and each byte that is not UTF-8 as U+FFFD. */
+static void test_mock_quotes_the_input_as_text(void **state)
+{
+    fx *f = *state;
+    const char *spec = sq("{'id':'r','members':[{'id':'m','provider':'mock'}],"
+                          "'rounds':[{'type':'independent_analysis'}]}");
+    char in[400], want[300];
+    memset(in, 'x', sizeof in);
+    memcpy(in + 198, "\xe2\x82\xac", 3); /* a euro sign over byte 200 */
+    in[sizeof in - 1] = '\0';
+    council_run *run = fx_run(f, spec, in, 3000);
+    snprintf(want, sizeof want, "m: independent_analysis #0 attempt 1 on \"%.198s\"", in);
+    assert_string_equal(only_member(run)->text, want);
+    char *json = council_run_result_json(run);
+    assert_non_null(json);
+    free(json);
+    council_run_unref(run);
+
+    f->run = NULL;
+    run = fx_run(f, spec, "a\xff" "b", 3000);
+    assert_string_equal(only_member(run)->text,
+                        "m: independent_analysis #0 attempt 1 on \"a\xef\xbf\xbd" "b\"");
+}
+
 /* A mock's own timeout option; and a mock that only waits (a latency, no
  * chunks) answers on its call's own timer (call_wake_after), with no state
  * of its own: its answer or its failure after the latency, the timeout
@@ -824,6 +850,7 @@ int main(void)
         fx_test(test_exec_error_carries_the_end_of_stderr),
         fx_test(test_exec_missing_program_is_a_member_error),
         cmocka_unit_test(test_ctx_free_kills_running_children),
+        fx_test(test_mock_quotes_the_input_as_text),
         nat_test(test_native_provider_sync_and_async, 0),
         nat_test(test_native_timeout_calls_cancel_and_refuses_late_answers, 2),
         nat_test(test_native_cancel_on_run_cancel, 2),
