@@ -100,7 +100,11 @@ typedef struct nif_state {
     ErlNifMutex *mu;
     nif_cmd *head, *tail;
     int stopping;              /* unload: the loop ends */
-    nif_run *gone;             /* records whose handle has ended (nif_run.c) */
+    nif_run *gone;             /* records whose handle has ended (nif_run.c;
+                                * stored atomically: whoever drives reads it
+                                * without mu to see whether to reap) */
+    unsigned n_gone;           /* of them, released ones since the loop was
+                                * last woken for them */
     int wake_r, wake_w;        /* the loop thread's wake-up pipe (see above) */
     int wake_pending;          /* a byte is in it, not read yet */
     ErlNifMutex *drive;        /* held by whoever drives the context (see above) */

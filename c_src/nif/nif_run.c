@@ -87,6 +87,7 @@ struct nif_run {
     uint8_t indexed;
     uint8_t snap_ok;        /* 0: not kept (no change watch): ask the loop */
     uint8_t s_ended;        /* the core reported the end: whereis is the loop's */
+    uint8_t settled;        /* atomic: released (read by the handle's destructor) */
     /* under the drive lock only */
     uint8_t has_server : 1 /* cleared when it goes down */, watching : 1, ending : 1,
         released : 1;
@@ -390,6 +391,7 @@ static void release(nif_state *st, nif_run *r)
     if (r->released)
         return;
     r->released = 1;
+    __atomic_store_n(&r->settled, 1, __ATOMIC_RELEASE);
     index_remove(st, r);
     if (r->snap_ok)
         council_run_unwatch_changes(r->run, snap_changed, r); /* gone at the end */
@@ -458,7 +460,14 @@ static void finish(nif_state *st, nif_run *r)
 
 void nif_runs_finish(nif_state *st)
 {
-    if (cn_dl_empty(&st->ending) || !st->ctx)
+    if (!st->ctx)
+        return;
+    /* records of pids gone: freed (or, a run still going, cancelled) by
+     * whoever drives, so that the handles of ended runs need not wake the
+     * loop thread (see nif_run_dtor) */
+    if (__atomic_load_n(&st->gone, __ATOMIC_RELAXED))
+        nif_runs_reap(st);
+    if (cn_dl_empty(&st->ending))
         return;
     council_ctx_flush(st->ctx);
     while (!cn_dl_empty(&st->ending)) {
@@ -504,9 +513,19 @@ int nif_run_settle(nif_state *st, council_run *run)
 
 /* ------------------------------------------------------------ the handle's end */
 
+/* Released records whose handles have ended, kept for whoever drives next
+ * before the loop thread is woken to free them. */
+#define GONE_BATCH 64
+
 /* The handle is gone (its destructor, any thread): the pid that held it
  * has exited (or never got it), so nothing can reach the record but the
- * loop, which is told here. */
+ * loop, which is told here. A record the loop released already (its run
+ * ended and the pid was told to exit: the usual end) only needs freeing:
+ * that waits for the next drive (nif_runs_finish) or a batch, so that a
+ * run pid's exit does not wake the loop thread (which would then hold the
+ * drive lock just as the next request could have been carried out
+ * inline). A record not released (the pid died first) wakes it at once:
+ * its run is to be cancelled. */
 void nif_run_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
@@ -514,10 +533,12 @@ void nif_run_dtor(ErlNifEnv *env, void *obj)
     if (!r)
         return; /* made, then given up (out of memory) */
     nif_state *st = the_st;
+    int settled = __atomic_load_n(&r->settled, __ATOMIC_ACQUIRE);
     enif_mutex_lock(st->mu);
     r->gone_next = st->gone;
-    st->gone = r;
-    nif_wake_loop(st);
+    __atomic_store_n(&st->gone, r, __ATOMIC_RELAXED);
+    if (!settled || ++st->n_gone >= GONE_BATCH)
+        nif_wake_loop(st);
     enif_mutex_unlock(st->mu);
     nif_state_unref(st); /* the handle's */
 }
@@ -528,7 +549,8 @@ void nif_runs_reap(nif_state *st)
 {
     enif_mutex_lock(st->mu);
     nif_run *r = st->gone;
-    st->gone = NULL;
+    __atomic_store_n(&st->gone, NULL, __ATOMIC_RELAXED);
+    st->n_gone = 0;
     enif_mutex_unlock(st->mu);
     while (r) {
         nif_run *n = r->gone_next;
