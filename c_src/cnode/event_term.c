@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "council_json.h"
+#include "term.h"
 #include "term_json.h"
 
 static int bin(ei_x_buff *x, const char *s, size_t len)
@@ -17,6 +18,14 @@ static int cstr_bin(ei_x_buff *x, const char *s)
     return bin(x, s, s ? strlen(s) : 0);
 }
 
+/* An atom of ASCII name (every atom these terms hold): the bytes ei's
+ * encoder gives for it (SMALL_ATOM_UTF8_EXT), without its Latin-1 to
+ * UTF-8 pass over the name. */
+static int atom(ei_x_buff *x, const char *name)
+{
+    return cn_enc_atom(x, name, strlen(name));
+}
+
 /* The result shapes are written straight from the core's structs (no JSON
  * built on the way: results go out on every await and terminal event).
  * Only the user data inside them, a round's aggregate and a member's parsed
@@ -24,12 +33,12 @@ static int cstr_bin(ei_x_buff *x, const char *s)
 
 static int bytes_or_nil(ei_x_buff *x, const char *s, size_t len)
 {
-    return s ? ei_x_encode_binary(x, s, (long)len) : ei_x_encode_atom(x, "nil");
+    return s ? ei_x_encode_binary(x, s, (long)len) : atom(x, "nil");
 }
 
 static int json_or_nil(ei_x_buff *x, const json_t *j)
 {
-    return j ? term_json_encode(x, j) : ei_x_encode_atom(x, "nil");
+    return j ? term_json_encode(x, j) : atom(x, "nil");
 }
 
 /* A list of n elements is a header, the elements and a tail; an empty one
@@ -46,7 +55,7 @@ static int list_close(ei_x_buff *x)
 
 static int key(ei_x_buff *x, const char *k)
 {
-    return ei_x_encode_atom(x, k);
+    return atom(x, k);
 }
 
 /* %{input_tokens, output_tokens, cost: float | nil} */
@@ -56,7 +65,7 @@ static int usage_term(ei_x_buff *x, const council_usage *u)
            key(x, "input_tokens") || ei_x_encode_ulonglong(x, u->input_tokens) ||
            key(x, "output_tokens") || ei_x_encode_ulonglong(x, u->output_tokens) ||
            key(x, "cost") ||
-           (u->has_cost ? ei_x_encode_double(x, u->cost) : ei_x_encode_atom(x, "nil"))
+           (u->has_cost ? ei_x_encode_double(x, u->cost) : atom(x, "nil"))
                ? -1
                : 0;
 }
@@ -73,7 +82,7 @@ static int tool_term(ei_x_buff *x, council_event_type type, const council_tool_e
     if (!res)
         return 0;
     return key(x, "result") || bin(x, t->result, t->result_len) ||
-           key(x, "status") || ei_x_encode_atom(x, t->ok ? "ok" : "error")
+           key(x, "status") || atom(x, t->ok ? "ok" : "error")
                ? -1
                : 0;
 }
@@ -92,10 +101,10 @@ static int member_result_term(ei_x_buff *x, const council_member_result *p)
            key(x, "duration_us") || ei_x_encode_ulonglong(x, p->duration_us) ||
            key(x, "provider_us") || ei_x_encode_ulonglong(x, p->provider_us) ||
            key(x, "error_kind") ||
-           (p->error_kind ? ei_x_encode_atom(x, p->error_kind) : ei_x_encode_atom(x, "nil")) ||
+           (p->error_kind ? atom(x, p->error_kind) : atom(x, "nil")) ||
            key(x, "usage") || usage_term(x, &p->usage) ||
            key(x, "member_id") || cstr_bin(x, p->member_id) ||
-           key(x, "status") || ei_x_encode_atom(x, member_status(p)) ||
+           key(x, "status") || atom(x, member_status(p)) ||
            key(x, "text") || bytes_or_nil(x, p->text, p->text_len) ||
            key(x, "attempts") || ei_x_encode_ulong(x, p->attempts) ||
            key(x, "error") || bytes_or_nil(x, p->error, p->error ? strlen(p->error) : 0) ||
@@ -132,7 +141,7 @@ static int error_info_term(ei_x_buff *x, const council_result *r)
     for (size_t i = 0; i < r->n_errors; i++) {
         const council_error_info *e = council_result_error_info(r, i);
         if (ei_x_encode_map_header(x, 3) ||
-            key(x, "kind") || ei_x_encode_atom(x, e->kind) ||
+            key(x, "kind") || atom(x, e->kind) ||
             key(x, "member_id") ||
             bytes_or_nil(x, e->member_id, e->member_id ? strlen(e->member_id) : 0) ||
             key(x, "round_name") ||
@@ -179,19 +188,19 @@ int cn_outcome_term(ei_x_buff *x, const council_run *run)
     const council_result *r = council_run_result(run);
     switch (council_run_status(run)) {
     case COUNCIL_COMPLETED:
-        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
+        return ei_x_encode_tuple_header(x, 2) || atom(x, "ok") ||
                cn_result_term(x, r);
     case COUNCIL_FAILED:
-        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
-               ei_x_encode_tuple_header(x, 3) || ei_x_encode_atom(x, "failed") ||
+        return ei_x_encode_tuple_header(x, 2) || atom(x, "error") ||
+               ei_x_encode_tuple_header(x, 3) || atom(x, "failed") ||
                cn_errors_term(x, r) || cn_result_term(x, r);
     case COUNCIL_CANCELLED:
-        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
-               ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "cancelled") ||
+        return ei_x_encode_tuple_header(x, 2) || atom(x, "error") ||
+               ei_x_encode_tuple_header(x, 2) || atom(x, "cancelled") ||
                cn_result_term(x, r);
     default:
-        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
-               ei_x_encode_atom(x, "running");
+        return ei_x_encode_tuple_header(x, 2) || atom(x, "error") ||
+               atom(x, "running");
     }
 }
 
@@ -201,13 +210,13 @@ int cn_summary_term(ei_x_buff *x, const council_summary *s)
         key(x, "run_id") || bin(x, s->run_id, s->run_id_len) ||
         key(x, "council") || cstr_bin(x, s->council) ||
         key(x, "registry") || cstr_bin(x, s->registry) ||
-        key(x, "status") || ei_x_encode_atom(x, council_status_name(s->status)) ||
+        key(x, "status") || atom(x, council_status_name(s->status)) ||
         key(x, "current_round"))
         return -1;
     if (s->current_round ? ei_x_encode_map_header(x, 2) || key(x, "name") ||
                                cstr_bin(x, s->current_round) || key(x, "idx") ||
                                ei_x_encode_ulong(x, s->current_round_idx)
-                         : ei_x_encode_atom(x, "nil"))
+                         : atom(x, "nil"))
         return -1;
     return key(x, "rounds_completed") || ei_x_encode_ulong(x, s->rounds_completed) ||
            key(x, "started_at") || ei_x_encode_longlong(x, s->started_at_us)
@@ -228,7 +237,7 @@ int cn_event_term(ei_x_buff *x, const council_event *ev)
     if (ev->type < COUNCIL_EV_RUN_STARTED || ev->type > COUNCIL_EV_TOOL_CALL_RESULT)
         return -1;
     if (ei_x_encode_tuple_header(x, arity[ev->type]) < 0 ||
-        ei_x_encode_atom(x, council_event_type_name(ev->type)) < 0 ||
+        atom(x, council_event_type_name(ev->type)) < 0 ||
         bin(x, ev->run_id, ev->run_id_len) < 0)
         return -1;
 

@@ -220,6 +220,14 @@ int cn_enc_atom(ei_x_buff *x, const char *name, size_t len)
     unsigned char h[3];
     if (len > 1020)
         return -1;
+    if (len < 64) {
+        /* the usual atom: one append */
+        char b[2 + 64];
+        b[0] = (char)CN_ETF_SMALL_ATOM_UTF8;
+        b[1] = (char)len;
+        memcpy(b + 2, name, len);
+        return ei_x_append_buf(x, b, (int)len + 2) ? -1 : 0;
+    }
     if (len < 256) {
         h[0] = CN_ETF_SMALL_ATOM_UTF8;
         h[1] = (unsigned char)len;

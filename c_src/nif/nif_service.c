@@ -400,10 +400,10 @@ static ERL_NIF_TERM summary_term(nif_state *st, const council_summary *s)
     return t ? nif_ok(st->out, t) : nif_error(st->out, A.enomem);
 }
 
-static ERL_NIF_TERM by_id_call(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM op,
+static ERL_NIF_TERM by_id_call(nif_state *st, nif_cmd *c, ERL_NIF_TERM op,
                                const ERL_NIF_TERM *el)
 {
-    ErlNifEnv *out = st->out;
+    ErlNifEnv *env = c->env, *out = st->out;
     by_id a;
     council_run *run = NULL;
     if (id_args(env, el, &a))
@@ -431,8 +431,16 @@ static ERL_NIF_TERM by_id_call(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM op,
     if (enif_is_identical(op, A.result)) {
         nif_x_reset(st);
         ERL_NIF_TERM t = 0;
+        /* the largest reply there is (a whole result): an inline call's
+         * is made in the caller's env, where it is returned, not copied
+         * there from st->out (the reply is c->reply then, none returned) */
+        ErlNifEnv *in = c->is_inline ? env : out;
         if (cn_outcome_term(&st->x, run) == 0)
-            t = nif_x_term(st, out);
+            t = nif_x_term(st, in);
+        if (t && c->is_inline) {
+            c->reply = t;
+            return 0;
+        }
         return t ? t : nif_error(out, A.enomem);
     }
     council_run_cancel(run);
@@ -676,7 +684,7 @@ static ERL_NIF_TERM validate(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM spec)
 }
 
 /* c's reply, or 0 when another process gives it (a start that began). */
-static ERL_NIF_TERM dispatch(nif_state *st, const nif_cmd *c)
+static ERL_NIF_TERM dispatch(nif_state *st, nif_cmd *c)
 {
     ErlNifEnv *env = c->env, *out = st->out;
     ERL_NIF_TERM req = c->a;
@@ -719,7 +727,7 @@ static ERL_NIF_TERM dispatch(nif_state *st, const nif_cmd *c)
     if (tuple && arity == 3 &&
         (enif_is_identical(el[0], A.whereis) || enif_is_identical(el[0], A.state) ||
          enif_is_identical(el[0], A.result) || enif_is_identical(el[0], A.cancel)))
-        return by_id_call(st, env, el[0], el);
+        return by_id_call(st, c, el[0], el);
     if (tuple && arity == 2 && enif_is_identical(el[0], A.subscribers)) {
         ErlNifBinary topic;
         if (!enif_inspect_binary(env, el[1], &topic))
