@@ -335,7 +335,7 @@ defmodule B.Nif do
   # ---- fan-out to 10 local subscribers
 
   # how the NIF's events reach the pids (the row's note)
-  @nif_sender "each event's term made once and sent to each pid with enif_send by whoever drives the core (a scheduler inline, else the loop thread)"
+  @nif_sender "each event's term made once; what the core's thread makes sent to each pid with enif_send by the NIF's pump process on its scheduler (a scheduler that drives inline sends its own)"
 
   def fanout do
     name = "NIF backend: event fan-out to 10 local subscribers"

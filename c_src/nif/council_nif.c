@@ -20,7 +20,8 @@
  * purged and no object of the library's resource types is left: at once
  * after the application's stop; while runs go on (their pids hold one
  * each) or pids stay subscribed, the loop serves them until they are
- * gone. The state is freed with the last of the instances and the
+ * gone, and while the context is open (its pump's monitor holds one:
+ * nif_outbox.c). The state is freed with the last of the instances and the
  * resource objects that point at it.
  */
 #include <errno.h>
@@ -57,6 +58,8 @@ static void state_free(nif_state *st)
         enif_mutex_destroy(st->mu);
     if (st->drive)
         enif_mutex_destroy(st->drive);
+    if (st->ob_send)
+        enif_mutex_destroy(st->ob_send);
     if (st->out)
         enif_free_env(st->out);
     nif_index_free(st);
@@ -77,6 +80,15 @@ void nif_state_unref(nif_state *st)
 
 int nif_send(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t)
 {
+    int sent = nif_ob_post(st, pid, t, NULL, 0) || enif_send(st->cur, pid, st->out, t);
+    enif_clear_env(st->out);
+    return sent;
+}
+
+int nif_send_now(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t)
+{
+    if (!st->cur)
+        nif_ob_flush(st);
     int sent = enif_send(st->cur, pid, st->out, t);
     enif_clear_env(st->out);
     return sent;
@@ -226,6 +238,7 @@ static void loop_sleep(nif_state *st)
         st->wake_at = timeout < 0 ? UINT64_MAX : uv_now(loop) + (uint64_t)timeout;
         p[1].fd = council_ctx_backend_fd(ctx); /* -1 (none): poll skips it */
     }
+    nif_ob_seal(st); /* before a scheduler may drive */
     enif_mutex_unlock(st->drive);
     (void)poll(p, 2, timeout); /* EINTR: round again */
     __atomic_store_n(&st->loop_wants, 1, __ATOMIC_RELAXED);
@@ -235,6 +248,7 @@ static void loop_sleep(nif_state *st)
     wake_drain(st);
     if (ctx)
         council_ctx_step(ctx, 0);
+    nif_ob_seal(st);
 }
 
 static void *loop_main(void *arg)
@@ -247,13 +261,19 @@ static void *loop_main(void *arg)
         nif_runs_reap(st);
         if (stopping)
             break;
+        nif_pump_check(st);
         nif_runs_finish(st);
-        if (st->ctx && work_ready(st->ctx))
+        if (st->ctx && work_ready(st->ctx)) {
             council_ctx_step(st->ctx, 0);
-        else
+            nif_ob_seal(st);
+        } else {
             loop_sleep(st);
+        }
     }
-    /* the runs are cancelled and their pids told, then the context goes */
+    /* the outbox is sent (the module's code, the pump's, is going), the
+     * runs are cancelled and their pids told, then the context goes */
+    nif_pump_drop(st);
+    nif_ob_flush(st);
     nif_ctx_close(st);
     enif_mutex_unlock(st->drive);
     return NULL;
@@ -358,9 +378,11 @@ static int request_class(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], in
 #define MAX_SUBS_GROWTH 64 /* a start's subscribers at most (nif_service.c) */
 
 /* The calling scheduler takes the drive lock if it is free, the context
- * open and no command queued (those come first, and are the loop
- * thread's): 1 when it drives from now on, with its env as st->cur. */
-static int drive_begin(nif_state *st, ErlNifEnv *env)
+ * open, no command queued (those come first, and are the loop thread's)
+ * and the outbox empty (it sends what is there itself if it can before
+ * INLINE_BUDGET_NS from t0): 1 when it drives from now on, with its env
+ * as st->cur. */
+static int drive_begin(nif_state *st, ErlNifEnv *env, uint64_t t0)
 {
     if (__atomic_load_n(&st->loop_wants, __ATOMIC_RELAXED) ||
         enif_mutex_trylock(st->drive) != 0)
@@ -376,6 +398,11 @@ static int drive_begin(nif_state *st, ErlNifEnv *env)
         ok = !st->head && !st->stopping;
         enif_mutex_unlock(st->mu);
     }
+    /* what the loop thread left in the outbox goes first: this scheduler
+     * sends it, if it can within the budget (the loop thread, which
+     * fills the outbox, waits for the drive lock meanwhile) */
+    if (ok && __atomic_load_n(&st->ob_head, __ATOMIC_ACQUIRE))
+        ok = nif_ob_help(st, env, t0);
     if (!ok) {
         enif_mutex_unlock(st->drive);
         return 0;
@@ -443,6 +470,9 @@ static void carry_out(nif_state *st, nif_cmd *c)
     case CMD_PID_DOWN:
         nif_subs_pid_down(st->subs, c->obj, &c->mon);
         break;
+    case CMD_PUMP:
+        nif_pump_set(st, c->env, c->a);
+        break;
     default:
         nif_run_cmd(st, c);
         break;
@@ -461,7 +491,7 @@ static int try_inline(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
     if (!enif_self(env, &c.caller))
         return 0;
     uint64_t t0 = nif_mono_ns();
-    if (!drive_begin(st, env))
+    if (!drive_begin(st, env, t0))
         return 0;
     st->inlined++;
     c.kind = kind;
@@ -582,6 +612,17 @@ static ERL_NIF_TERM run_stop_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     return run_cmd(env, cls, CMD_RUN_STOP, 1, argv);
 }
 
+/* pump_set(Pid) -> ok: Pid is the pump from now on (nif_outbox.c), when
+ * the loop thread takes the command. */
+static ERL_NIF_TERM pump_set_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifPid pid;
+    if (!enif_get_local_pid(env, argv[0], &pid))
+        return enif_make_badarg(env);
+    return submit(env, CMD_PUMP, NULL, 1, argv, A.ok);
+}
+
 /* run_id(Run) -> binary, read at once (it never changes). */
 static ERL_NIF_TERM run_id_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -639,7 +680,7 @@ static int open_types(ErlNifEnv *env, ErlNifResourceFlags flags)
     ErlNifResourceTypeInit pid_init = {.dtor = nif_pid_dtor, .down = nif_pid_down};
     nif_run_type = enif_open_resource_type_x(env, "council_run", &run_init, flags, NULL);
     nif_pid_type = enif_open_resource_type_x(env, "council_subscriber", &pid_init, flags, NULL);
-    return nif_run_type && nif_pid_type ? 0 : -1;
+    return nif_run_type && nif_pid_type && nif_pump_open_type(env, flags) == 0 ? 0 : -1;
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
@@ -659,14 +700,15 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     cn_dl_init(&st->ending);
     st->mu = enif_mutex_create("council_nif.queue");
     st->drive = enif_mutex_create("council_nif.drive");
+    st->ob_send = enif_mutex_create("council_nif.outbox");
     st->out = enif_alloc_env();
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0) {
         st->wake_r = fds[0];
         st->wake_w = fds[1];
     }
-    if (!st->mu || st->wake_r < 0 || !st->drive || !st->out || ei_x_new_with_version(&st->x) != 0 ||
-        nif_index_init(st) != 0) {
+    if (!st->mu || st->wake_r < 0 || !st->drive || !st->ob_send || !st->out ||
+        ei_x_new_with_version(&st->x) != 0 || nif_index_init(st) != 0) {
         state_free(st);
         return 1;
     }
@@ -731,6 +773,8 @@ static ErlNifFunc funcs[] = {
     {"run_id_nif", 1, run_id_nif, 0},
     {"run_state_nif", 2, run_state_nif, 0},
     {"fast_nif", 1, fast_nif, 0},
+    {"pump_nif", 0, nif_pump_nif, 0},
+    {"pump_set_nif", 1, pump_set_nif, 0},
     {"etf_test_nif", 1, nif_etf_test, 0},
     {"etf_bench_nif", 2, nif_etf_bench, ERL_NIF_DIRTY_JOB_CPU_BOUND},
 };

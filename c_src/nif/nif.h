@@ -7,7 +7,10 @@
  * (subscribers) queue a command from their down callback (st->mu) for it,
  * and so do run handles' destructors (st->gone),
  * and schedulers queue the requests they do not carry out themselves.
- * Messages go out with enif_send.
+ * Messages go out with enif_send: a scheduler that drives sends its own;
+ * what the loop thread sends goes through the outbox (nif_outbox.c) to
+ * the pump, a process that sends it on its scheduler, in order, while a
+ * pump is given (after each open; none: the loop thread sends itself).
  * Waking: while the context is open the loop thread steps it without
  * waiting (council_ctx_step(ctx, 0)) while work is ready, then records
  * when the loop's next timer falls due (st->wake_at), lets go of the
@@ -30,7 +33,8 @@
  * thread, the calling process's env while a scheduler drives.
  *
  * Files: council_nif.c (load/upgrade/unload, the NIF functions, the queue
- * and the loop), nif_service.c (the service requests of docs/protocol.md:
+ * and the loop), nif_outbox.c (the loop thread's messages, sent by the
+ * pump), nif_service.c (the service requests of docs/protocol.md:
  * start, whereis, state, result, cancel, subscribe, stats), nif_run.c (a
  * run and its pid: calls, awaiters, the end), nif_subs.c (subscriptions of
  * local pids, events as terms), nif_beam.c (the beam provider and the beam
@@ -69,7 +73,8 @@ typedef struct nif_atoms {
         council_ex_overflow, council_member_call, council_member_token,
         council_member_reply, council_tool_call, council_tool_reply, council_route_call,
         council_route_reply, council_run,
-        council_end, council_reply, reply, inline_, down, process, name, rounds, spec, input, council,
+        council_end, council_reply, council_pump, more, done,
+        reply, inline_, down, process, name, rounds, spec, input, council,
         registry, user_opts, member_server, runs, runs_alive, subscriptions, pids,
         pending, json, run_started, round_started, member_started, member_token,
         member_completed, round_completed, run_completed, run_failed, run_cancelled,
@@ -93,6 +98,8 @@ typedef struct nif_run nif_run;
 typedef struct nif_subs nif_subs;
 typedef struct nif_beam nif_beam;
 typedef struct nif_etf_cache nif_etf_cache;
+typedef struct nif_seg nif_seg;
+typedef struct nif_pump nif_pump;
 struct cn_spec_cache;
 
 typedef struct nif_state {
@@ -114,6 +121,14 @@ typedef struct nif_state {
     int instances;             /* module instances (load/upgrade; unload) */
     ErlNifTid tid;
     int thread_running;
+    /* the outbox (nif_outbox.c): sealed segments, their messages in all
+     * (atomic reads), whether the pump has been told and not answered
+     * done yet, a pump whose monitor fired */
+    nif_seg *ob_head, *ob_tail;
+    size_t ob_items;
+    int pump_signalled;
+    nif_pump *pump_down;
+    ErlNifMutex *ob_send;      /* held by whoever sends from the outbox */
 
     /* the index of live runs by (registry, run id), with their summaries
      * as of their last round change: written under the drive lock, read by
@@ -137,6 +152,9 @@ typedef struct nif_state {
     ErlNifEnv *cur;            /* the caller env of enif_send, enif_monitor_process
                                 * and the like: NULL on the loop thread, the NIF
                                 * call's env while a scheduler drives */
+    nif_seg *ob_cur;           /* the outbox's open segment (sealed at each turn's end) */
+    nif_pump *pump_obj;        /* the pump (its monitor), NULL: none */
+    ErlNifPid pump;
     int no_inline;             /* {inline, false}: every request is queued */
     uint64_t inlined;          /* requests carried out by their NIF call so far */
     uint64_t wake_at;          /* the loop's time (ms) at which the loop thread's
@@ -161,6 +179,7 @@ typedef enum nif_cmd_kind {
     CMD_RUN_INFO,  /* a message to a run pid: obj = run, a = message */
     CMD_RUN_STOP,  /* GenServer.stop: obj = run, a = reason */
     CMD_PID_DOWN,  /* a subscriber is gone: obj = its pid record */
+    CMD_PUMP,      /* the pump: a = its pid */
 } nif_cmd_kind;
 
 struct nif_cmd {
@@ -198,6 +217,41 @@ int nif_reply_inline(nif_state *st, nif_cmd *c, ERL_NIF_TERM rep);
 /* Sends t (built in st->out) to pid and clears st->out. 1 if sent, 0 if
  * the pid is not alive. Under the drive lock (st->cur is the caller env). */
 int nif_send(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t);
+
+/* As nif_send, for a send whose result the caller needs: the outbox is
+ * flushed first (so the order stays). */
+int nif_send_now(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t);
+
+/* ------------------------------------------------------------ outbox */
+
+/* Outbox: while a pump process is given ({pump, Pid}, CouncilEx.Nif's
+ * pump), what the loop thread sends goes through a FIFO that the pump
+ * empties on its scheduler (nif_outbox.c says why and how the order is
+ * kept). Loop thread unless said. */
+extern ErlNifResourceType *nif_pump_type;
+int nif_pump_open_type(ErlNifEnv *env, ErlNifResourceFlags flags);
+/* Takes t (in any env; copied, once for a run of the same key and term)
+ * for pid into the outbox: 1, or 0 when the caller must send it itself
+ * (on a scheduler, no pump, or for a message not an event (event 0) while
+ * the outbox is empty; out of memory: after a flush). */
+int nif_ob_post(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t, const void *key, int event);
+/* The open segment to the pump (told when it has not been). */
+void nif_ob_seal(nif_state *st);
+/* Sends all that the outbox holds from this thread. */
+void nif_ob_flush(nif_state *st);
+/* A scheduler about to drive inline (drive lock held, so nothing is
+ * added meanwhile) sends what the outbox holds, until t0 + 40 us: 1 when
+ * it is empty. */
+int nif_ob_help(nif_state *st, ErlNifEnv *env, uint64_t t0);
+/* pump() -> more | done: sends from the outbox for at most 40 us on the
+ * calling scheduler; more while messages are left. */
+ERL_NIF_TERM nif_pump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+/* CMD_PUMP: the pump from now on (a pid that is not alive: none). */
+void nif_pump_set(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM pid);
+/* No pump from now on: the outbox is flushed, the monitor dropped. */
+void nif_pump_drop(nif_state *st);
+/* Drops the pump if its monitor fired. */
+void nif_pump_check(nif_state *st);
 
 /* The term of the ETF in st->x (with its version byte), in env, or 0 when
  * it cannot be decoded. */

@@ -190,7 +190,8 @@ static int dispatch(nif_beam *bm, nif_run *r, int kind, uint64_t id, void *item,
         return COUNCIL_ENOMEM;
     }
     ref_item(kind, item); /* the table's reference */
-    if (!nif_send(bm->st, nif_run_server(r), enif_make_tuple_from_array(env, items, 3 + nrest))) {
+    if (!nif_send_now(bm->st, nif_run_server(r),
+                      enif_make_tuple_from_array(env, items, 3 + nrest))) {
         unref_item(kind, take(bm, kind, id));
         fail_item(kind, item, cn_beam_failure_text(kind, CN_BEAM_UNREACHABLE));
     }

@@ -591,6 +591,9 @@ void nif_ctx_close(nif_state *st)
     council_ctx_free(st->ctx); /* releases the beam registrations */
     st->ctx = NULL;
     st->beam = NULL;
+    /* what the close sent goes, and the pump's resource with it: the
+     * library can unload once the module is purged */
+    nif_pump_drop(st);
 }
 
 /* ------------------------------------------------------------ environment */

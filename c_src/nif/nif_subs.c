@@ -449,8 +449,10 @@ static void on_event(const council_event *ev, void *arg)
     if (e->mode == NIF_SUB_TAGGED)
         t = enif_make_tuple3(c->env, A.council_ex_event,
                              nif_binary(c->env, e->topic, e->topic_len), t);
-    /* a dead pid: its monitor cleans up */
-    enif_send(s->st->cur, &e->pr->pid, NULL, t);
+    /* a dead pid: its monitor cleans up. From the loop thread, through
+     * the outbox (the pump sends it) */
+    if (!nif_ob_post(s->st, &e->pr->pid, t, c, 1))
+        enif_send(s->st->cur, &e->pr->pid, NULL, t);
     if (council_event_is_terminal(ev) && own)
         entry_drop(s, e, 1);
 }

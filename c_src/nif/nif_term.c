@@ -74,6 +74,9 @@ void nif_atoms_init(ErlNifEnv *env)
     AT(council_route_reply, "council_route_reply");
     AT(council_run, "$council_run");
     AT(council_end, "$council_end");
+    AT(council_pump, "$council_pump");
+    AT(more, "more");
+    AT(done, "done");
     AT(council_reply, "$council_reply");
     AT(reply, "reply");
     AT(inline_, "inline");

@@ -26,8 +26,12 @@ defmodule CouncilEx.Nif do
   answer, stepping the core for at most 40 µs after it; otherwise it
   copies the request into a queue for that thread and waits for the
   answer in a `receive`, so no scheduler ever waits for the core. Events
-  go from whoever drives the core straight to subscriber pids with
-  `enif_send`, as the same terms the C node sends. Each run is a pid: a
+  go to subscriber pids with `enif_send`, as the same terms the C node
+  sends: from the scheduler that drives the core, or, for what the core's
+  thread makes, from a process of the NIF's on its scheduler
+  (`CouncilEx.Nif.Pump`, one per VM, which the thread hands its messages
+  in order through a queue; a send from a thread that is not a scheduler
+  costs the VM about twice the CPU). Each run is a pid: a
   tiny process (`CouncilEx.Nif.Run`) that holds the run's handle and hands
   calls to the core; the run's state lives in the core.
   """
@@ -76,6 +80,15 @@ defmodule CouncilEx.Nif do
     case fast(request) do
       :miss -> queued(request, timeout)
       reply -> reply
+    end
+  end
+
+  # An open context gets the pump (below) that sends the events of the
+  # core's thread (without one, that thread sends them itself).
+  def call({:open, _} = request, timeout) do
+    with :ok <- queued(request, timeout) do
+      ensure_pump()
+      :ok
     end
   end
 
@@ -215,6 +228,21 @@ defmodule CouncilEx.Nif do
     end
   end
 
+  # ------------------------------------------------------- the pump
+
+  # The pump (CouncilEx.Nif.Pump, below) of the open context: started once
+  # per VM, given to the NIF after each open (a close drops it).
+  defp ensure_pump do
+    pump_set_nif(CouncilEx.Nif.Pump.whereis())
+  catch
+    # being unloaded
+    :error, _ -> :ok
+  end
+
+  @doc false
+  # The pump's call: sends for at most 40 µs, :more while messages are left.
+  def pump, do: pump_nif()
+
   # ------------------------------------------------------- run processes
 
   @doc false
@@ -259,6 +287,60 @@ defmodule CouncilEx.Nif do
   defp run_id_nif(_run), do: :erlang.nif_error(:not_loaded)
   defp run_state_nif(_run, _cached), do: :erlang.nif_error(:not_loaded)
   defp fast_nif(_request), do: :erlang.nif_error(:not_loaded)
+  defp pump_nif, do: :erlang.nif_error(:not_loaded)
+  defp pump_set_nif(_pid), do: :erlang.nif_error(:not_loaded)
   defp etf_test_nif(_request), do: :erlang.nif_error(:not_loaded)
   defp etf_bench_nif(_etf, _n), do: :erlang.nif_error(:not_loaded)
+end
+
+defmodule CouncilEx.Nif.Pump do
+  @moduledoc false
+  # A process that sends, on its scheduler, the messages the core's thread
+  # leaves in the NIF's outbox (c_src/nif/nif_outbox.c): events, mostly,
+  # since an enif_send from a thread that is not a scheduler costs the VM
+  # about twice the CPU. Told once per batch ({:"$council_pump"}), it calls
+  # CouncilEx.Nif.pump/0 (at most 40 µs each) until it answers :done. One
+  # per VM, registered under this name and not linked: it outlives whoever
+  # opened the context, as the core's thread does; the NIF monitors it and
+  # sends from its thread again if it goes. Its code is not CouncilEx.Nif's,
+  # so that an upgrade of that module can purge the old version.
+
+  @doc false
+  def whereis do
+    case Process.whereis(__MODULE__) do
+      nil -> start()
+      pid -> pid
+    end
+  end
+
+  defp start do
+    pid = spawn(&__MODULE__.loop/0)
+
+    try do
+      Process.register(pid, __MODULE__)
+      pid
+    rescue
+      # another one was registered first
+      ArgumentError ->
+        Process.exit(pid, :kill)
+        whereis()
+    end
+  end
+
+  @doc false
+  def loop do
+    receive do
+      :"$council_pump" -> drain()
+      _ -> :ok
+    end
+
+    __MODULE__.loop()
+  end
+
+  defp drain do
+    case CouncilEx.Nif.pump() do
+      :more -> drain()
+      :done -> :ok
+    end
+  end
 end
