@@ -153,6 +153,7 @@ typedef struct nif_state {
                                 * and the like: NULL on the loop thread, the NIF
                                 * call's env while a scheduler drives */
     nif_seg *ob_cur;           /* the outbox's open segment (sealed at each turn's end) */
+    uint64_t ob_gen;           /* segments made so far (their numbers) */
     nif_pump *pump_obj;        /* the pump (its monitor), NULL: none */
     ErlNifPid pump;
     int no_inline;             /* {inline, false}: every request is queued */
@@ -230,11 +231,19 @@ int nif_send_now(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t);
  * kept). Loop thread unless said. */
 extern ErlNifResourceType *nif_pump_type;
 int nif_pump_open_type(ErlNifEnv *env, ErlNifResourceFlags flags);
-/* Takes t (in any env; copied, once for a run of the same key and term)
- * for pid into the outbox: 1, or 0 when the caller must send it itself
- * (on a scheduler, no pump, or for a message not an event (event 0) while
- * the outbox is empty; out of memory: after a flush). */
-int nif_ob_post(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t, const void *key, int event);
+/* Where the outbox keeps its copy of a term sent to many pids (an
+ * event's): the segment it is in (by number: 0, none) and the copy. */
+typedef struct nif_ob_memo {
+    uint64_t gen;
+    ERL_NIF_TERM t;
+} nif_ob_memo;
+/* Takes t (in any env) for pid into the outbox: 1, or 0 when the caller
+ * must send it itself (on a scheduler, no pump, or for a message not an
+ * event (event 0) while the outbox is empty; out of memory: after a
+ * flush). t is copied into the open segment, once per segment for the
+ * same memo (NULL: each time; a memo is for one term). */
+int nif_ob_post(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t, nif_ob_memo *memo,
+                int event);
 /* The open segment to the pump (told when it has not been). */
 void nif_ob_seal(nif_state *st);
 /* Sends all that the outbox holds from this thread. */

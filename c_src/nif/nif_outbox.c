@@ -45,8 +45,7 @@ struct nif_seg {
     nif_seg *next;
     ErlNifEnv *env;
     size_t n, cap, sent; /* sent: under st->ob_send */
-    const void *last_key; /* the last term copied, for a message to many pids */
-    ERL_NIF_TERM last_src, last_t;
+    uint64_t gen;         /* this segment's number (nif_ob_memo) */
     ob_item *it;
 };
 
@@ -64,7 +63,7 @@ static void seg_free(nif_seg *g)
     enif_free(g);
 }
 
-static nif_seg *seg_new(void)
+static nif_seg *seg_new(nif_state *st)
 {
     nif_seg *g = enif_alloc(sizeof *g);
     if (!g)
@@ -80,6 +79,7 @@ static nif_seg *seg_new(void)
         return NULL;
     }
     g->cap = SEG_MIN;
+    g->gen = ++st->ob_gen;
     return g;
 }
 
@@ -149,7 +149,7 @@ void nif_ob_flush(nif_state *st)
     enif_mutex_unlock(st->ob_send);
 }
 
-int nif_ob_post(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t, const void *key,
+int nif_ob_post(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t, nif_ob_memo *memo,
                 int event)
 {
     if (st->cur || !st->pump_obj || (!event && !ob_pending(st)))
@@ -162,7 +162,7 @@ int nif_ob_post(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t, const void 
     /* the pump is behind: help it */
     if (!g && __atomic_load_n(&st->ob_items, __ATOMIC_RELAXED) >= OB_MAX)
         nif_ob_flush(st);
-    if (!g && !(g = st->ob_cur = seg_new()))
+    if (!g && !(g = st->ob_cur = seg_new(st)))
         goto direct;
     if (g->n == g->cap) {
         ob_item *it = enif_realloc(g->it, 2 * g->cap * sizeof *it);
@@ -172,13 +172,14 @@ int nif_ob_post(nif_state *st, const ErlNifPid *pid, ERL_NIF_TERM t, const void 
         g->cap *= 2;
     }
     ERL_NIF_TERM c;
-    if (key && key == g->last_key && t == g->last_src) {
-        c = g->last_t;
+    if (memo && memo->gen == g->gen) {
+        c = memo->t;
     } else {
         c = enif_make_copy(g->env, t);
-        g->last_key = key;
-        g->last_src = t;
-        g->last_t = c;
+        if (memo) {
+            memo->gen = g->gen;
+            memo->t = c;
+        }
     }
     g->it[g->n].pid = *pid;
     g->it[g->n].t = c;

@@ -66,6 +66,7 @@ typedef struct cslot {
     const council_event *ev;
     ErlNifEnv *env;
     ERL_NIF_TERM plain, lib;
+    nif_ob_memo ob[2]; /* the outbox's copies of plain and lib */
 } cslot;
 
 struct nif_subs {
@@ -351,6 +352,7 @@ static cslot *event_slot(nif_subs *s, const council_event *ev, int mode)
         council_event_unref(c->ev);
         c->ev = NULL;
         c->plain = c->lib = 0;
+        memset(c->ob, 0, sizeof c->ob);
         if (c->env)
             enif_clear_env(c->env);
         else if (!(c->env = enif_alloc_env()))
@@ -451,7 +453,8 @@ static void on_event(const council_event *ev, void *arg)
                              nif_binary(c->env, e->topic, e->topic_len), t);
     /* a dead pid: its monitor cleans up. From the loop thread, through
      * the outbox (the pump sends it) */
-    if (!nif_ob_post(s->st, &e->pr->pid, t, c, 1))
+    nif_ob_memo *memo = e->mode == NIF_SUB_TAGGED ? NULL : &c->ob[e->mode == NIF_SUB_LIB];
+    if (!nif_ob_post(s->st, &e->pr->pid, t, memo, 1))
         enif_send(s->st->cur, &e->pr->pid, NULL, t);
     if (council_event_is_terminal(ev) && own)
         entry_drop(s, e, 1);
