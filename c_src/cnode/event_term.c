@@ -26,6 +26,10 @@ static int atom(ei_x_buff *x, const char *name)
     return cn_enc_atom(x, name, strlen(name));
 }
 
+/* Every map's keys are written in the order the VM keeps them (atoms
+ * sort by their text): a decoder that builds small maps from them (the
+ * NIF's, binary_to_term) finds them in order already. */
+
 /* The result shapes are written straight from the core's structs (no JSON
  * built on the way: results go out on every await and terminal event).
  * Only the user data inside them, a round's aggregate and a member's parsed
@@ -62,10 +66,10 @@ static int key(ei_x_buff *x, const char *k)
 static int usage_term(ei_x_buff *x, const council_usage *u)
 {
     return ei_x_encode_map_header(x, 3) ||
-           key(x, "input_tokens") || ei_x_encode_ulonglong(x, u->input_tokens) ||
-           key(x, "output_tokens") || ei_x_encode_ulonglong(x, u->output_tokens) ||
            key(x, "cost") ||
-           (u->has_cost ? ei_x_encode_double(x, u->cost) : atom(x, "nil"))
+           (u->has_cost ? ei_x_encode_double(x, u->cost) : atom(x, "nil")) ||
+           key(x, "input_tokens") || ei_x_encode_ulonglong(x, u->input_tokens) ||
+           key(x, "output_tokens") || ei_x_encode_ulonglong(x, u->output_tokens)
                ? -1
                : 0;
 }
@@ -75,9 +79,9 @@ static int tool_term(ei_x_buff *x, council_event_type type, const council_tool_e
 {
     bool res = type == COUNCIL_EV_TOOL_CALL_RESULT;
     if (ei_x_encode_map_header(x, res ? 5 : 3) ||
+        key(x, "arguments") || bin(x, t->arguments, t->arguments_len) ||
         key(x, "id") || cstr_bin(x, t->id) ||
-        key(x, "name") || cstr_bin(x, t->name) ||
-        key(x, "arguments") || bin(x, t->arguments, t->arguments_len))
+        key(x, "name") || cstr_bin(x, t->name))
         return -1;
     if (!res)
         return 0;
@@ -98,17 +102,17 @@ static const char *member_status(const council_member_result *p)
 static int member_result_term(ei_x_buff *x, const council_member_result *p)
 {
     return ei_x_encode_map_header(x, 10) ||
+           key(x, "attempts") || ei_x_encode_ulong(x, p->attempts) ||
            key(x, "duration_us") || ei_x_encode_ulonglong(x, p->duration_us) ||
-           key(x, "provider_us") || ei_x_encode_ulonglong(x, p->provider_us) ||
+           key(x, "error") || bytes_or_nil(x, p->error, p->error ? strlen(p->error) : 0) ||
            key(x, "error_kind") ||
            (p->error_kind ? atom(x, p->error_kind) : atom(x, "nil")) ||
-           key(x, "usage") || usage_term(x, &p->usage) ||
            key(x, "member_id") || cstr_bin(x, p->member_id) ||
+           key(x, "parsed") || json_or_nil(x, council_member_result_parsed(p)) ||
+           key(x, "provider_us") || ei_x_encode_ulonglong(x, p->provider_us) ||
            key(x, "status") || atom(x, member_status(p)) ||
            key(x, "text") || bytes_or_nil(x, p->text, p->text_len) ||
-           key(x, "attempts") || ei_x_encode_ulong(x, p->attempts) ||
-           key(x, "error") || bytes_or_nil(x, p->error, p->error ? strlen(p->error) : 0) ||
-           key(x, "parsed") || json_or_nil(x, council_member_result_parsed(p))
+           key(x, "usage") || usage_term(x, &p->usage)
                ? -1
                : 0;
 }
@@ -116,19 +120,19 @@ static int member_result_term(ei_x_buff *x, const council_member_result *p)
 static int round_result_term(ei_x_buff *x, const council_round_result *p)
 {
     if (ei_x_encode_map_header(x, 8) ||
+        key(x, "aggregate") || json_or_nil(x, council_round_result_aggregate(p)) ||
         key(x, "duration_us") || ei_x_encode_ulonglong(x, p->duration_us) ||
-        key(x, "usage") || usage_term(x, &p->usage) ||
-        key(x, "name") || cstr_bin(x, p->name) ||
         key(x, "idx") || ei_x_encode_ulong(x, p->idx) ||
-        key(x, "type") || cstr_bin(x, p->type) ||
         key(x, "members") || list_open(x, p->n_members))
         return -1;
     for (size_t i = 0; i < p->n_members; i++)
         if (member_result_term(x, p->members[i]))
             return -1;
     return list_close(x) ||
-           key(x, "aggregate") || json_or_nil(x, council_round_result_aggregate(p)) ||
-           key(x, "text") || bytes_or_nil(x, p->text, p->text_len)
+           key(x, "name") || cstr_bin(x, p->name) ||
+           key(x, "text") || bytes_or_nil(x, p->text, p->text_len) ||
+           key(x, "type") || cstr_bin(x, p->type) ||
+           key(x, "usage") || usage_term(x, &p->usage)
                ? -1
                : 0;
 }
@@ -154,16 +158,16 @@ static int error_info_term(ei_x_buff *x, const council_result *r)
 int cn_result_term(ei_x_buff *x, const council_result *r)
 {
     if (ei_x_encode_map_header(x, 6) ||
-        key(x, "error_info") || error_info_term(x, r) ||
         key(x, "duration_us") || ei_x_encode_ulonglong(x, r->duration_us) ||
-        key(x, "usage") || usage_term(x, &r->usage) ||
+        key(x, "error_info") || error_info_term(x, r) ||
+        key(x, "errors") || cn_errors_term(x, r) ||
         key(x, "final") || bytes_or_nil(x, r->final_text, r->final_len) ||
         key(x, "rounds") || list_open(x, r->n_rounds))
         return -1;
     for (size_t i = 0; i < r->n_rounds; i++)
         if (round_result_term(x, r->rounds[i]))
             return -1;
-    return list_close(x) || key(x, "errors") || cn_errors_term(x, r) ? -1 : 0;
+    return list_close(x) || key(x, "usage") || usage_term(x, &r->usage) ? -1 : 0;
 }
 
 int cn_errors_term(ei_x_buff *x, const council_result *r)
@@ -207,19 +211,19 @@ int cn_outcome_term(ei_x_buff *x, const council_run *run)
 int cn_summary_term(ei_x_buff *x, const council_summary *s)
 {
     if (ei_x_encode_map_header(x, 7) ||
-        key(x, "run_id") || bin(x, s->run_id, s->run_id_len) ||
         key(x, "council") || cstr_bin(x, s->council) ||
-        key(x, "registry") || cstr_bin(x, s->registry) ||
-        key(x, "status") || atom(x, council_status_name(s->status)) ||
         key(x, "current_round"))
         return -1;
-    if (s->current_round ? ei_x_encode_map_header(x, 2) || key(x, "name") ||
-                               cstr_bin(x, s->current_round) || key(x, "idx") ||
-                               ei_x_encode_ulong(x, s->current_round_idx)
+    if (s->current_round ? ei_x_encode_map_header(x, 2) || key(x, "idx") ||
+                               ei_x_encode_ulong(x, s->current_round_idx) ||
+                               key(x, "name") || cstr_bin(x, s->current_round)
                          : atom(x, "nil"))
         return -1;
-    return key(x, "rounds_completed") || ei_x_encode_ulong(x, s->rounds_completed) ||
-           key(x, "started_at") || ei_x_encode_longlong(x, s->started_at_us)
+    return key(x, "registry") || cstr_bin(x, s->registry) ||
+           key(x, "rounds_completed") || ei_x_encode_ulong(x, s->rounds_completed) ||
+           key(x, "run_id") || bin(x, s->run_id, s->run_id_len) ||
+           key(x, "started_at") || ei_x_encode_longlong(x, s->started_at_us) ||
+           key(x, "status") || atom(x, council_status_name(s->status))
                ? -1
                : 0;
 }
