@@ -260,6 +260,13 @@ defmodule CouncilEx.NifTest do
     {:ok, stopped} = Nif.start(%{spec: @slow, input: "q", run_id: id, subscribe: [self()]})
     waiter = Task.async(fn -> GenServer.call(stopped, :await, :infinity) end)
     eventually(fn -> match?({:ok, %{status: :running}}, GenServer.call(stopped, :state)) end)
+    # the waiter's call is on its way before the stop (it waits for the
+    # reply): a waiter scheduled late would find the pid gone (:noproc)
+    eventually(fn ->
+      Process.info(waiter.pid, [:current_function, :status]) ==
+        [current_function: {:gen, :do_call, 4}, status: :waiting]
+    end)
+
     ref = Process.monitor(stopped)
     assert :ok = GenServer.stop(stopped, :my_reason)
     assert_receive {:DOWN, ^ref, :process, ^stopped, :my_reason}
