@@ -260,8 +260,6 @@ static bool send_chunk(mock_call *mc)
     return alive;
 }
 
-/* A waiting answer's end (no chunks): on the call's own timer
- * (call_wake_after), so that a mock that only waits holds nothing. */
 /* An answer given at once: composed in an array of the caller's (on
  * the stack) unless it outgrows it, and completed. */
 #define ANSWER_STACK 512
@@ -277,6 +275,8 @@ static int answer_now(council_call *call)
     return rc;
 }
 
+/* A waiting answer's end (no chunks): on the call's own timer
+ * (call_wake_after), so that a mock that only waits holds nothing. */
 static void wake_answer(council_call *call)
 {
     if (answer_now(call) != COUNCIL_OK)

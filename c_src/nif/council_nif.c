@@ -257,8 +257,8 @@ static void *loop_main(void *arg)
     int stopping = 0;
     enif_mutex_lock(st->drive);
     for (;;) {
+        /* (nif_runs_finish, below, frees the records of pids gone) */
         run_cmds(st, take_all(st, &stopping));
-        nif_runs_reap(st);
         if (stopping)
             break;
         nif_pump_check(st);
@@ -391,7 +391,7 @@ static int drive_begin(nif_state *st, ErlNifEnv *env, uint64_t t0)
      * 100k entries) is left to the loop thread: a start adds one run to
      * the index and up to MAX_SUBS_GROWTH subscriptions */
     int ok = st->ctx != NULL && !st->no_inline &&
-             !(st->runs.nb >= NIF_HTAB_BIG && st->runs.n + 1 >= st->runs.nb) &&
+             !nif_htab_near_growth(&st->runs, 1) &&
              !nif_subs_near_growth(st->subs, MAX_SUBS_GROWTH);
     if (ok) {
         enif_mutex_lock(st->mu);

@@ -28,7 +28,8 @@
  * once (trylock), with no command queued, carries its request out itself
  * with the caller's env (st->cur) and steps the context for a bounded
  * time (council_nif.c); it wakes the loop thread when it leaves work
- * ready, a timer due before st->wake_at, or a command queued meanwhile.
+ * ready, or a timer due before st->wake_at (a command queued meanwhile
+ * woke it itself).
  * enif_* calls that take a caller env get st->cur: NULL on the loop
  * thread, the calling process's env while a scheduler drives.
  *
@@ -419,10 +420,16 @@ int nif_subs_add(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pi
 int nif_subs_has(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid);
 int nif_subs_remove(nif_subs *s, const char *topic, size_t len, const ErlNifPid *pid);
 size_t nif_subs_count(const nif_subs *s);
-/* Whether k more subscriptions could make a table of s with
- * NIF_HTAB_BIG buckets or more grow (a rehash of the whole table, about
- * 25-50 ns per entry: milliseconds at a few 100k entries). */
+/* Whether k more entries could make t, of NIF_HTAB_BIG buckets or more,
+ * grow (a rehash of the whole table, about 25-50 ns per entry:
+ * milliseconds at a few 100k entries): such a growth is left to the loop
+ * thread. */
 #define NIF_HTAB_BIG 4096
+static inline int nif_htab_near_growth(const cn_htab *t, size_t k)
+{
+    return t->nb >= NIF_HTAB_BIG && t->n + k >= t->nb;
+}
+/* nif_htab_near_growth for either table of s, with k more subscriptions. */
 int nif_subs_near_growth(const nif_subs *s, size_t k);
 /* The pids subscribed to a topic (introspection: scans the table). */
 ERL_NIF_TERM nif_subs_of(nif_subs *s, ErlNifEnv *env, const char *topic, size_t len);

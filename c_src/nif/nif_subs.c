@@ -563,14 +563,9 @@ ERL_NIF_TERM nif_subs_of(nif_subs *s, ErlNifEnv *env, const char *topic, size_t 
     return list;
 }
 
-static int near_growth(const cn_htab *t, size_t k)
-{
-    return t->nb >= NIF_HTAB_BIG && t->n + k >= t->nb;
-}
-
 int nif_subs_near_growth(const nif_subs *s, size_t k)
 {
-    return s && (near_growth(&s->entries, k) || near_growth(&s->pids, k));
+    return s && (nif_htab_near_growth(&s->entries, k) || nif_htab_near_growth(&s->pids, k));
 }
 
 size_t nif_subs_count(const nif_subs *s) { return s ? s->entries.n : 0; }
