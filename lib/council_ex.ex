@@ -76,8 +76,16 @@ defmodule CouncilEx do
           | {:verbose_io, IO.device()}
           | {:timeout, timeout}
 
-  @start_keys [:run_id, :registry, :user_opts, :callers, :subscribe, :placement, :verbose,
-               :verbose_io]
+  @start_keys [
+    :run_id,
+    :registry,
+    :user_opts,
+    :callers,
+    :subscribe,
+    :placement,
+    :verbose,
+    :verbose_io
+  ]
 
   @doc false
   defmacro __using__(opts) do
@@ -459,7 +467,9 @@ defmodule CouncilEx do
     do: [%{path: "$", code: :not_a_council, message: message}]
 
   def validation_errors({:unavailable, reason}),
-    do: [%{path: "$", code: :unavailable, message: "the core could not be asked: #{inspect(reason)}"}]
+    do: [
+      %{path: "$", code: :unavailable, message: "the core could not be asked: #{inspect(reason)}"}
+    ]
 
   def validation_errors(_other), do: nil
 
@@ -566,7 +576,7 @@ defmodule CouncilEx do
     RunServer.placement!(opts)
 
     {name, spec} = council!(council)
-    known = known_spec(spec)
+    known = Spec.checked_json(spec)
 
     # With a pool of C nodes, a least-loaded run without an id of its own
     # gets one that hashes to the least-loaded node (CouncilEx.Pool).
@@ -588,28 +598,18 @@ defmodule CouncilEx do
 
     run_opts = RunServer.validate_options!(run_opts)
 
-    # RunServer.validate!/1's last check, the spec's JSON encoding (an
-    # option value with no JSON form raises ArgumentError), done once: the
-    # JSON is sent as it is when checking leaves the spec as it was.
+    # What is known of the spec before this start (Spec.checked_json/1,
+    # by the whole spec: a module recompiled or reloaded with another spec,
+    # a struct changed by hand, each is another key): checked and encoded
+    # (the start does neither again), checked (check_spec/2 does not check
+    # again), or nothing. RunServer.validate!/1's last check, the spec's
+    # JSON encoding (an option value with no JSON form raises
+    # ArgumentError), is done here when the JSON is not known; it is sent
+    # as it is when checking leaves the spec as it was.
     case known do
-      nil -> {run_opts, json: {spec, Spec.to_json(spec)}}
-      {checked, json} -> {run_opts, checked: checked, json: {checked, json}}
-    end
-  end
-
-  # What is known of a council's spec before this start: `{spec, json}`
-  # when Spec.check/1 leaves it as it is and `json` is its JSON (the start
-  # neither checks nor encodes it again), or nil (the start checks and
-  # encodes it itself, and refuses an invalid one as always). Looked up by
-  # the whole spec (a module's __council__/0 result or the struct given)
-  # among the specs starts have checked (Spec.checked_json/1): a module
-  # recompiled or reloaded with another spec, a __council__/0 that gives
-  # another spec each time, a struct changed by hand, each is another key
-  # and is checked; an invalid or unencodable spec is never kept.
-  defp known_spec(spec) do
-    case Spec.checked_json(spec) do
-      {:ok, json} -> {spec, json}
-      :error -> nil
+      {:ok, json} -> {run_opts, checked: {:ok, spec}, json: {spec, json}}
+      {:checked, result} -> {run_opts, checked: result, json: {spec, Spec.to_json(spec)}}
+      :error -> {run_opts, json: {spec, Spec.to_json(spec)}}
     end
   end
 

@@ -17,7 +17,7 @@ defmodule CouncilEx.Application do
   def start(_type, _args) do
     backend = CouncilEx.Backend.configured()
     CouncilEx.Backend.put(backend)
-    # the specs starts have checked (CouncilEx.Spec.checked_json/2)
+    # the specs starts have checked (CouncilEx.Spec.checked_json/1)
     :ok = CouncilEx.Spec.memo_table()
 
     backend_children =

@@ -300,9 +300,11 @@ defmodule CouncilEx.Nif.Pump do
   # since an enif_send from a thread that is not a scheduler costs the VM
   # about twice the CPU. Told once per batch ({:"$council_pump"}), it calls
   # CouncilEx.Nif.pump/0 (at most 40 µs each) until it answers :done. One
-  # per VM, registered under this name and not linked: it outlives whoever
-  # opened the context, as the core's thread does; the NIF monitors it and
-  # sends from its thread again if it goes. Its code is not CouncilEx.Nif's,
+  # per VM, registered under this name and not linked to whoever opened the
+  # context; it shares the application's group leader, so the
+  # application's stop ends it with the application's other processes.
+  # The NIF monitors it and sends from its thread again if it goes (the
+  # next open starts another). Its code is not CouncilEx.Nif's,
   # so that an upgrade of that module can purge the old version.
 
   @doc false

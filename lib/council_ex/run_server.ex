@@ -78,13 +78,6 @@ defmodule CouncilEx.RunServer do
   # the core's default registry name, as the module-like atom users write
   @default_registry String.to_atom("Elixir." <> CouncilEx.Schema.default_registry())
 
-  # ... and as the core names it (Wire.registry_name/1 of it, an inspect/1
-  # a start need not pay for the default)
-  @default_registry_name CouncilEx.Wire.registry_name(@default_registry)
-
-  defp registry_name(@default_registry), do: @default_registry_name
-  defp registry_name(name), do: Wire.registry_name(name)
-
   @doc """
   The default registry: `config :council_ex, :runner_registry` or
   `CouncilEx.Runner.Registry`.
@@ -166,9 +159,9 @@ defmodule CouncilEx.RunServer do
 
   @doc false
   # start/1 or start_link/1 (how) for options that CouncilEx.__start__/4
-  # has validated (validate!/1) and checked (check_spec/1) already: the
-  # same request without both again (they were a third of a start's time
-  # in the library).
+  # has validated (validate_options!/1, the spec's JSON encoding) and
+  # checked (check_spec/2) already: the same request without both again
+  # (they were a third of a start's time in the library).
   @spec start_checked(:start | :start_link, [option]) :: {:ok, pid} | {:error, term}
   def start_checked(how, opts) when how in [:start, :start_link], do: request_start(how, opts)
 
@@ -287,8 +280,8 @@ defmodule CouncilEx.RunServer do
 
   @doc false
   # check_spec/1 with what the caller knows already (CouncilEx.__start__/4):
-  # `checked: spec`, Spec.check/1's {:ok, spec} for the options' spec (not
-  # asked again), and `json: {spec, json}`, `json` being Spec.to_json/1 of
+  # `checked:`, Spec.check/1's result for the options' spec (not asked
+  # again), and `json: {spec, json}`, `json` being Spec.to_json/1 of
   # `spec`: when the spec to send is that very spec, the options get it as
   # `:spec_json` and the start does not encode it again. The routers and
   # the providers' configuration are read on every call (they change at
@@ -297,11 +290,7 @@ defmodule CouncilEx.RunServer do
           {:ok, keyword}
           | {:error, {:invalid_spec, binary, binary} | {:provider_config, atom, binary}}
   def check_spec(opts, known) do
-    checked =
-      case Keyword.fetch(known, :checked) do
-        {:ok, spec} -> {:ok, spec}
-        :error -> Spec.check(Keyword.fetch!(opts, :spec))
-      end
+    checked = Keyword.get_lazy(known, :checked, fn -> Spec.check(Keyword.fetch!(opts, :spec)) end)
 
     with {:ok, spec} <- checked,
          {:ok, _routers} <- routers_of(spec),
@@ -395,7 +384,7 @@ defmodule CouncilEx.RunServer do
       input: Keyword.fetch!(opts, :input),
       run_id: Keyword.fetch!(opts, :run_id),
       council: Wire.council_name(Keyword.fetch!(opts, :council)),
-      registry: registry_name(Keyword.get(opts, :registry, default_registry())),
+      registry: Wire.registry_name(Keyword.get(opts, :registry, default_registry())),
       user_opts: Keyword.get(opts, :user_opts, []),
       subscribe: Keyword.get(opts, :subscribe, [])
     }
@@ -553,9 +542,15 @@ defmodule CouncilEx.RunServer do
       end
 
       case Keyword.get(user, :member_timeout_ms) do
-        nil -> :ok
-        ms when is_integer(ms) and ms >= 0 -> :ok
-        other -> raise ArgumentError, "user_opts :member_timeout_ms must be a non-negative integer, got: #{inspect(other)}"
+        nil ->
+          :ok
+
+        ms when is_integer(ms) and ms >= 0 ->
+          :ok
+
+        other ->
+          raise ArgumentError,
+                "user_opts :member_timeout_ms must be a non-negative integer, got: #{inspect(other)}"
       end
     end
   end

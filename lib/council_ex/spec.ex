@@ -410,15 +410,17 @@ defmodule CouncilEx.Spec do
 
   @doc false
   # {:ok, to_json(spec)} when check/1 gives `spec` back as it is and it
-  # encodes; :error for any other spec (invalid, changed by check/1, with an
-  # option that has no JSON form) or a check that raises. An {:ok, json} is
+  # encodes; {:checked, result} with check/1's result when that is anything
+  # else (an invalid spec, one check/1 changes), so that the start does not
+  # check it again; :error when the check raises or the spec has an option
+  # with no JSON form (the start then meets the same). An {:ok, json} is
   # remembered, keyed by the whole spec (a spec that differs in anything is
   # another key): check/1 of a spec it leaves as it is reads nothing but
   # the spec (a sub-council given as a module, the one thing check/1 reads
   # from elsewhere, is turned into its map, so such a spec is not one of
   # these). CouncilEx.start/3 and the other starts ask it for every spec,
   # a council module's __council__/0 result as a struct given.
-  @spec checked_json(t) :: {:ok, binary} | :error
+  @spec checked_json(t) :: {:ok, binary} | {:checked, term} | :error
   def checked_json(%__MODULE__{} = spec) do
     {:ok, :ets.lookup_element(@memo, spec, 2)}
   rescue
@@ -427,7 +429,10 @@ defmodule CouncilEx.Spec do
   end
 
   defp check_json(spec) do
-    with {:ok, ^spec} <- check(spec), do: {:ok, to_json(spec)}, else: (_ -> :error)
+    case check(spec) do
+      {:ok, ^spec} -> {:ok, to_json(spec)}
+      other -> {:checked, other}
+    end
   rescue
     _ -> :error
   end
@@ -452,7 +457,7 @@ defmodule CouncilEx.Spec do
     ArgumentError -> known
   end
 
-  defp remember(_spec, :error), do: :error
+  defp remember(_spec, other), do: other
 
   @doc "The member ids of the spec whose provider is a BEAM module, with the modules."
   @spec beam_members(t) :: %{binary => module}

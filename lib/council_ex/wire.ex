@@ -16,9 +16,16 @@ defmodule CouncilEx.Wire do
   def topic(@topic_prefix <> _ = topic), do: topic
   def topic(run_id) when is_binary(run_id), do: @topic_prefix <> run_id
 
+  # the core's default registry as users name it (a module-like atom) and
+  # as the core does: the name most requests carry, made once (inspect/1
+  # is not free on a start's path)
+  @default_registry String.to_atom("Elixir." <> CouncilEx.Schema.default_registry())
+  @default_registry_name inspect(@default_registry)
+
   @doc "The registry name as the C node sees it (`inspect/1` of an atom, a binary as is)."
   @spec registry_name(atom | binary) :: binary
   def registry_name(name) when is_binary(name), do: name
+  def registry_name(@default_registry), do: @default_registry_name
   def registry_name(name) when is_atom(name), do: inspect(name)
 
   @doc "The council name sent to the C node: `\"Elixir.Mod\"` for a module, a binary as is."
@@ -129,6 +136,7 @@ defmodule CouncilEx.Wire do
     result = result(result)
     {:error, {:failed, errors_of(result, errors), result}}
   end
+
   def reply({:error, {:cancelled, result}}), do: {:error, {:cancelled, result(result)}}
   def reply(other), do: other
 
@@ -156,10 +164,12 @@ defmodule CouncilEx.Wire do
     do: {:tool_call_result, id, round_name(name), m, call}
 
   def event({:run_completed, id, res}), do: {:run_completed, id, result(res)}
+
   def event({:run_failed, id, errors, res}) do
     res = result(res)
     {:run_failed, id, errors_of(res, errors), res}
   end
+
   def event({:run_cancelled, id, res}), do: {:run_cancelled, id, result(res)}
   def event(other), do: other
 

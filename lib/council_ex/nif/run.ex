@@ -84,9 +84,11 @@ defmodule CouncilEx.Nif.Run do
 
   @doc false
   # Waits for the core to say whether the run was made (selectively: a
-  # call that comes first waits in the mailbox). When it was, this process
-  # gives the start its answer (the core's thread sends one message per
-  # start, not one here and one to the starter).
+  # call that comes first waits in the mailbox). When it was, and the
+  # start was queued for the core's thread, this process gives the start
+  # its answer (that thread sends one message per start, not one here and
+  # one to the starter); a start carried out by its own NIF call was
+  # answered by that call (no caller in the message).
   def init(starter, server) do
     Process.flag(:trap_exit, true)
 
@@ -96,7 +98,9 @@ defmodule CouncilEx.Nif.Run do
     end
 
     receive do
-      {:"$council_run", nil, _} -> exit(:normal)
+      {:"$council_run", nil, _} ->
+        exit(:normal)
+
       # the start's NIF call answered the starter itself
       {:"$council_run", run, _server, nil} ->
         :erlang.hibernate(__MODULE__, :wait, [run, nil])
