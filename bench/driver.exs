@@ -634,15 +634,18 @@ defmodule B do
     Procfs.clk_tck()
     holders = [Procfs.sched_on(), :rpc.call(beam(), BenchBeam.Info, :sched_on, [])]
 
+    # the holders of the schedulers' time counters let go whatever happens
     st =
-      Stats.settle(
-        fn -> {concurrent_cpu(k, n, ours_fun), concurrent_cpu(k, n, theirs_fun)} end,
-        [&elem(elem(&1, 0), 0), &elem(elem(&1, 1), 0)],
-        reps,
-        max
-      )
-
-    for h <- holders, is_pid(h), do: send(h, :off)
+      try do
+        Stats.settle(
+          fn -> {concurrent_cpu(k, n, ours_fun), concurrent_cpu(k, n, theirs_fun)} end,
+          [&elem(elem(&1, 0), 0), &elem(elem(&1, 1), 0)],
+          reps,
+          max
+        )
+      after
+        for h <- holders, is_pid(h), do: send(h, :off)
+      end
 
     {a, b} = {Enum.map(st.window, &elem(&1, 0)), Enum.map(st.window, &elem(&1, 1))}
     reps = length(a)

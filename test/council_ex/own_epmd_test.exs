@@ -44,7 +44,10 @@ defmodule CouncilEx.OwnEpmdTest do
     . scripts/own-epmd.sh
     own_epmd_port
     epmd -daemon
-    while ! epmd -names >/dev/null 2>&1; do sleep 0.05; done
+    n=0
+    while ! epmd -names >/dev/null 2>&1; do
+      n=$((n + 1)); [ "$n" -le 400 ] || exit 1; sleep 0.05
+    done
     echo "port=$ERL_EPMD_PORT"
     read line
     own_epmd_stop
