@@ -65,7 +65,10 @@ static void state_free(nif_state *st)
     nif_index_free(st);
     ei_x_free(&st->x);
     nif_etf_cache_free(st->etf);
+    nif_lib *lib = st->lib;
     enif_free(st);
+    if (lib && __atomic_sub_fetch(&lib->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        enif_free(lib);
 }
 
 void nif_state_ref(nif_state *st) { __atomic_add_fetch(&st->refs, 1, __ATOMIC_ACQ_REL); }
@@ -75,6 +78,52 @@ void nif_state_unref(nif_state *st)
     if (__atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) == 0)
         state_free(st);
 }
+
+/* ------------------------------------------------------------ shards */
+
+/* 64-bit FNV-1a (keys are short: run ids, topics). */
+static uint64_t key_hash(const unsigned char *p, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h ^ (h >> 32);
+}
+
+#define SUB_MARK ":sub:"
+#define SUB_MARK_LEN (sizeof SUB_MARK - 1)
+#define PREFIX_LEN (sizeof COUNCIL_TOPIC_PREFIX - 1)
+
+unsigned nif_key_shard(unsigned n, const void *id, size_t len)
+{
+    if (n <= 1)
+        return 0;
+    const unsigned char *s = id;
+    const unsigned char *sub = len >= SUB_MARK_LEN ? memmem(s, len, SUB_MARK, SUB_MARK_LEN) : NULL;
+    if (sub)
+        len = (size_t)(sub - s);
+    return (unsigned)(key_hash(s, len) % n);
+}
+
+unsigned nif_topic_shard(unsigned n, const void *topic, size_t len)
+{
+    if (n <= 1)
+        return 0;
+    if (len >= PREFIX_LEN && memcmp(topic, COUNCIL_TOPIC_PREFIX, PREFIX_LEN) == 0)
+        return nif_key_shard(n, (const char *)topic + PREFIX_LEN, len - PREFIX_LEN);
+    return (unsigned)(key_hash(topic, len) % n);
+}
+
+int nif_lib_reserve(nif_lib *lib)
+{
+    size_t max = __atomic_load_n(&lib->max_runs, __ATOMIC_RELAXED);
+    if (__atomic_add_fetch(&lib->live, 1, __ATOMIC_ACQ_REL) <= max)
+        return 1;
+    __atomic_sub_fetch(&lib->live, 1, __ATOMIC_ACQ_REL);
+    return 0;
+}
+
+void nif_lib_unreserve(nif_lib *lib) { __atomic_sub_fetch(&lib->live, 1, __ATOMIC_ACQ_REL); }
 
 /* ------------------------------------------------------------ sending */
 
@@ -281,7 +330,23 @@ static void *loop_main(void *arg)
 
 /* ------------------------------------------------------------ NIFs */
 
-static nif_state *state_of(ErlNifEnv *env) { return enif_priv_data(env); }
+static nif_lib *lib_of(ErlNifEnv *env) { return enif_priv_data(env); }
+
+/* The shard a normal scheduler tries first for a request free to go to
+ * any shard: given to each scheduler thread on its first such request, in
+ * turn, so that with one shard per scheduler each drives its own; other
+ * threads (dirty schedulers) take shard 0. */
+static __thread int pref_shard = -1;
+
+static unsigned preferred(nif_lib *lib)
+{
+    if (pref_shard < 0) {
+        if (enif_thread_type() != ERL_NIF_THR_NORMAL_SCHEDULER)
+            return 0;
+        pref_shard = (int)(__atomic_fetch_add(&lib->next_pref, 1, __ATOMIC_RELAXED) % lib->n);
+    }
+    return (unsigned)pref_shard % lib->n;
+}
 
 /* Copying a request (enif_make_copy) costs time in proportion to its
  * size, and a scheduler thread must not be held for more than ~100 us: a
@@ -482,10 +547,9 @@ static void carry_out(nif_state *st, nif_cmd *c)
 /* The request carried out by the calling scheduler, if it drives now:
  * 1 with what the NIF returns in *ret ({reply, Reply} when the answer is
  * known, else ok), 0 when it must be queued. */
-static int try_inline(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
+static int try_inline(nif_state *st, ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
                       const ERL_NIF_TERM *argv, ERL_NIF_TERM *ret)
 {
-    nif_state *st = state_of(env);
     nif_cmd c;
     memset(&c, 0, sizeof c);
     if (!enif_self(env, &c.caller))
@@ -507,10 +571,9 @@ static int try_inline(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
 }
 
 /* A command of kind with n terms of argv copied (a, b); obj kept. */
-static ERL_NIF_TERM submit(ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
+static ERL_NIF_TERM submit(nif_state *st, ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
                            const ERL_NIF_TERM *argv, ERL_NIF_TERM ret)
 {
-    nif_state *st = state_of(env);
     nif_cmd *c = enif_alloc(sizeof *c);
     if (!c)
         return enif_raise_exception(env, A.enomem);
@@ -557,16 +620,97 @@ static int loop_only(ErlNifEnv *env, ERL_NIF_TERM req)
             enif_is_identical(el[0], A.subscribers));
 }
 
+/* The shard of a service request: the run's for a start that names its
+ * run id, a request by id and a topic's (subscribe, unsubscribe,
+ * subscribers); -1 for one free to go to any (a start without a run id,
+ * whose id is then made for the shard that takes it, ping, validate, and
+ * requests that are refused whatever the shard). */
+static int route(nif_lib *lib, ErlNifEnv *env, ERL_NIF_TERM req)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    ErlNifBinary b;
+    ERL_NIF_TERM v;
+    if (lib->n <= 1 || !enif_get_tuple(env, req, &arity, &el) || arity < 2)
+        return -1;
+    if (arity == 3 && (enif_is_identical(el[0], A.start) || enif_is_identical(el[0], A.start_link)))
+        return enif_get_map_value(env, el[1], A.run_id, &v) && enif_inspect_binary(env, v, &b) &&
+                       b.size > 0
+                   ? (int)nif_key_shard(lib->n, b.data, b.size)
+                   : -1;
+    if (arity == 3 && (enif_is_identical(el[0], A.whereis) || enif_is_identical(el[0], A.state) ||
+                       enif_is_identical(el[0], A.result) || enif_is_identical(el[0], A.cancel)))
+        return enif_inspect_binary(env, el[2], &b) ? (int)nif_key_shard(lib->n, b.data, b.size)
+                                                   : -1;
+    if (((arity == 3 || arity == 4) &&
+         (enif_is_identical(el[0], A.subscribe) || enif_is_identical(el[0], A.unsubscribe))) ||
+        (arity == 2 && enif_is_identical(el[0], A.subscribers)))
+        return enif_inspect_binary(env, el[1], &b) ? (int)nif_topic_shard(lib->n, b.data, b.size)
+                                                   : -1;
+    return -1;
+}
+
+/* A service request on shard st: carried out here when this scheduler
+ * may drive it (cls), else queued for its loop thread. */
+static ERL_NIF_TERM call_on(nif_state *st, ErlNifEnv *env, int cls, const ERL_NIF_TERM argv[])
+{
+    ERL_NIF_TERM ret;
+    if (cls == REQ_INLINE && !loop_only(env, argv[0]) &&
+        try_inline(st, env, CMD_CALL, NULL, 1, argv, &ret))
+        return ret;
+    return submit(st, env, CMD_CALL, NULL, 1, argv, enif_make_ref(env));
+}
+
 /* call(Request) -> {reply, Reply} | Ref: the reply, when this call
- * carried the request out itself, else the caller gets {Ref, Reply}. */
+ * carried the request out itself, else the caller gets {Ref, Reply}.
+ * The request goes to its shard (route); one free to go anywhere to the
+ * first shard, from this scheduler's own, that is free to drive now, or
+ * queued on this scheduler's own when none is. */
 static ERL_NIF_TERM call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     CLASS_OR_DIRTY(cls, call_nif, 0);
+    nif_lib *lib = lib_of(env);
+    int to = route(lib, env, argv[0]);
+    if (to >= 0)
+        return call_on(lib->sh[to], env, cls, argv);
+    unsigned first = preferred(lib);
     ERL_NIF_TERM ret;
-    if (cls == REQ_INLINE && !loop_only(env, argv[0]) &&
-        try_inline(env, CMD_CALL, NULL, 1, argv, &ret))
-        return ret;
-    return submit(env, CMD_CALL, NULL, 1, argv, enif_make_ref(env));
+    if (cls == REQ_INLINE && !loop_only(env, argv[0]))
+        for (unsigned k = 0; k < lib->n; k++)
+            if (try_inline(lib->sh[(first + k) % lib->n], env, CMD_CALL, NULL, 1, argv, &ret))
+                return ret;
+    return submit(lib->sh[first], env, CMD_CALL, NULL, 1, argv, enif_make_ref(env));
+}
+
+/* call_on(Shard, Request): as call/1 on shard Shard (0-based) whatever
+ * the request: for those the library sends to every shard (open, close,
+ * stats, ...). */
+static ERL_NIF_TERM call_on_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    CLASS_OR_DIRTY(cls, call_on_nif, 1);
+    nif_lib *lib = lib_of(env);
+    unsigned k;
+    if (!enif_get_uint(env, argv[0], &k) || k >= lib->n)
+        return enif_make_badarg(env);
+    return call_on(lib->sh[k], env, cls, argv + 1);
+}
+
+/* shards() -> N: how many shards the library has. */
+static ERL_NIF_TERM shards_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    return enif_make_uint(env, lib_of(env)->n);
+}
+
+/* shard_of(RunId) -> Shard: the shard a run of that id lives in (tests). */
+static ERL_NIF_TERM shard_of_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifBinary b;
+    if (!enif_inspect_binary(env, argv[0], &b))
+        return enif_make_badarg(env);
+    return enif_make_uint(env, nif_key_shard(lib_of(env)->n, b.data, b.size));
 }
 
 static int get_run(ErlNifEnv *env, ERL_NIF_TERM t, void **obj)
@@ -583,9 +727,10 @@ static ERL_NIF_TERM run_cmd(ErlNifEnv *env, int cls, nif_cmd_kind kind, int n,
     ERL_NIF_TERM ret;
     if (!get_run(env, argv[0], &obj))
         return enif_make_badarg(env);
-    if (cls == REQ_INLINE && try_inline(env, kind, obj, n, argv + 1, &ret))
+    nif_state *st = nif_run_shard(obj);
+    if (cls == REQ_INLINE && try_inline(st, env, kind, obj, n, argv + 1, &ret))
         return ret;
-    return submit(env, kind, obj, n, argv + 1, A.ok);
+    return submit(st, env, kind, obj, n, argv + 1, A.ok);
 }
 
 /* run_call(Run, From | nil, Request) -> ok | {reply, Reply}: the reply
@@ -612,15 +757,19 @@ static ERL_NIF_TERM run_stop_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     return run_cmd(env, cls, CMD_RUN_STOP, 1, argv);
 }
 
-/* pump_set(Pid) -> ok: Pid is the pump from now on (nif_outbox.c), when
- * the loop thread takes the command. */
+/* pump_set(Pid) -> ok: Pid is every shard's pump from now on
+ * (nif_outbox.c), when their loop threads take the command. */
 static ERL_NIF_TERM pump_set_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
+    nif_lib *lib = lib_of(env);
     ErlNifPid pid;
     if (!enif_get_local_pid(env, argv[0], &pid))
         return enif_make_badarg(env);
-    return submit(env, CMD_PUMP, NULL, 1, argv, A.ok);
+    ERL_NIF_TERM ret = A.ok;
+    for (unsigned k = 0; k < lib->n && enif_is_identical(ret, A.ok); k++)
+        ret = submit(lib->sh[k], env, CMD_PUMP, NULL, 1, argv, A.ok);
+    return ret;
 }
 
 /* run_id(Run) -> binary, read at once (it never changes). */
@@ -650,7 +799,7 @@ static ERL_NIF_TERM run_state_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
  * loop answers: ended and unknown runs, bad arguments). */
 static ERL_NIF_TERM fast_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    nif_state *st = state_of(env);
+    nif_lib *lib = lib_of(env);
     const ERL_NIF_TERM *el;
     int arity, absent, op;
     char registry[256];
@@ -667,6 +816,7 @@ static ERL_NIF_TERM fast_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     int named = nif_name(env, el[1], registry, sizeof registry, &absent) == 0;
     if ((!named && !absent) || !enif_inspect_binary(env, el[2], &id))
         return A.miss;
+    nif_state *st = lib->sh[nif_key_shard(lib->n, id.data, id.size)];
     return nif_runs_fast(st, env, op, named ? registry : NULL, id.data, id.size, &out) ? out
                                                                                         : A.miss;
 }
@@ -683,19 +833,18 @@ static int open_types(ErlNifEnv *env, ErlNifResourceFlags flags)
     return nif_run_type && nif_pid_type && nif_pump_open_type(env, flags) == 0 ? 0 : -1;
 }
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
+/* One shard and its loop thread: 0, or -1 (what was made is freed). */
+static int shard_new(nif_lib *lib, unsigned k)
 {
-    (void)info;
-    nif_atoms_init(env);
-    if (open_types(env, ERL_NIF_RT_CREATE))
-        return 1;
     nif_state *st = enif_alloc(sizeof *st);
     if (!st)
-        return 1;
+        return -1;
     memset(st, 0, sizeof *st);
+    st->lib = lib;
+    st->shard = k;
+    __atomic_add_fetch(&lib->refs, 1, __ATOMIC_ACQ_REL);
     st->wake_r = st->wake_w = -1;
     st->refs = 1;
-    st->instances = 1;
     cn_dl_init(&st->live);
     cn_dl_init(&st->ending);
     st->mu = enif_mutex_create("council_nif.queue");
@@ -710,63 +859,132 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     if (!st->mu || st->wake_r < 0 || !st->drive || !st->ob_send || !st->out ||
         ei_x_new_with_version(&st->x) != 0 || nif_index_init(st) != 0) {
         state_free(st);
-        return 1;
+        return -1;
     }
     /* The loop thread decodes whole terms (enif_binary_to_term of a run's
      * input, which for a large map sorts on the stack), runs libcurl and
      * jansson: ERTS's default stack for a thread it creates is far too
      * small for that (a 500-key map input overflowed it). 8 MB, as a
      * process's main thread has (the size is in kilowords). */
-    nif_runs_bind(st);
     ErlNifThreadOpts *topts = enif_thread_opts_create("council_loop_opts");
     if (!topts) {
         state_free(st);
-        return 1;
+        return -1;
     }
     topts->suggested_stack_size = (int)(8 * 1024 * 1024 / sizeof(void *) / 1024);
     int trc = enif_thread_create("council_loop", &st->tid, loop_main, st, topts);
     enif_thread_opts_destroy(topts);
     if (trc != 0) {
         state_free(st);
-        return 1;
+        return -1;
     }
     st->thread_running = 1;
-    *priv = st;
+    lib->sh[k] = st;
     return 0;
 }
 
-/* A new instance of the module takes the running loop over. */
+/* Stops every shard's loop thread and drops the library's reference on
+ * each (a shard is freed once its resources are gone too; the library
+ * with the last shard). */
+static void lib_stop(nif_lib *lib)
+{
+    unsigned n = lib->n;
+    nif_state *sh[NIF_MAX_SHARDS];
+    memcpy(sh, lib->sh, sizeof sh); /* lib may go with the last shard */
+    for (unsigned k = 0; k < n; k++) {
+        nif_state *st = sh[k];
+        if (!st || !st->thread_running)
+            continue;
+        enif_mutex_lock(st->mu);
+        st->stopping = 1;
+        nif_wake_loop(st);
+        enif_mutex_unlock(st->mu);
+    }
+    for (unsigned k = 0; k < n; k++)
+        if (sh[k] && sh[k]->thread_running) {
+            enif_thread_join(sh[k]->tid, NULL);
+            sh[k]->thread_running = 0;
+        }
+    for (unsigned k = 0; k < n; k++)
+        if (sh[k])
+            nif_state_unref(sh[k]);
+}
+
+/* How many shards: COUNCIL_NIF_SHARDS when set (1..NIF_MAX_SHARDS), else
+ * one per scheduler thread. */
+static unsigned shard_count(void)
+{
+    char buf[16];
+    size_t len = sizeof buf;
+    if (enif_getenv("COUNCIL_NIF_SHARDS", buf, &len) == 0) {
+        long v = strtol(buf, NULL, 10);
+        if (v >= 1 && v <= NIF_MAX_SHARDS)
+            return (unsigned)v;
+    }
+    ErlNifSysInfo info;
+    enif_system_info(&info, sizeof info);
+    int n = info.scheduler_threads;
+    return n < 1 ? 1 : n > NIF_MAX_SHARDS ? NIF_MAX_SHARDS : (unsigned)n;
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
+{
+    (void)info;
+    nif_atoms_init(env);
+    if (open_types(env, ERL_NIF_RT_CREATE))
+        return 1;
+    nif_lib *lib = enif_alloc(sizeof *lib);
+    if (!lib)
+        return 1;
+    memset(lib, 0, sizeof *lib);
+    lib->instances = 1;
+    lib->refs = 1; /* ours while the shards are made */
+    lib->max_runs = SIZE_MAX;
+    unsigned n = shard_count();
+    int ok = 1;
+    for (unsigned k = 0; ok && k < n; k++)
+        if (shard_new(lib, k) == 0)
+            lib->n = k + 1;
+        else
+            ok = 0;
+    int last = __atomic_sub_fetch(&lib->refs, 1, __ATOMIC_ACQ_REL) == 0;
+    if (!ok) {
+        if (last)
+            enif_free(lib);
+        else
+            lib_stop(lib);
+        return 1;
+    }
+    *priv = lib;
+    return 0;
+}
+
+/* A new instance of the module takes the running shards over. */
 static int upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM info)
 {
     (void)info;
     nif_atoms_init(env);
     if (open_types(env, ERL_NIF_RT_TAKEOVER))
         return 1;
-    nif_state *st = *old_priv;
-    __atomic_add_fetch(&st->instances, 1, __ATOMIC_ACQ_REL);
-    nif_state_ref(st);
-    nif_runs_bind(st);
-    *priv = st;
+    nif_lib *lib = *old_priv;
+    __atomic_add_fetch(&lib->instances, 1, __ATOMIC_ACQ_REL);
+    *priv = lib;
     return 0;
 }
 
 static void unload(ErlNifEnv *env, void *priv)
 {
     (void)env;
-    nif_state *st = priv;
-    if (__atomic_sub_fetch(&st->instances, 1, __ATOMIC_ACQ_REL) == 0 && st->thread_running) {
-        enif_mutex_lock(st->mu);
-        st->stopping = 1;
-        nif_wake_loop(st);
-        enif_mutex_unlock(st->mu);
-        enif_thread_join(st->tid, NULL);
-        st->thread_running = 0;
-    }
-    nif_state_unref(st);
+    nif_lib *lib = priv;
+    if (__atomic_sub_fetch(&lib->instances, 1, __ATOMIC_ACQ_REL) == 0)
+        lib_stop(lib);
 }
 
 static ErlNifFunc funcs[] = {
     {"call_nif", 1, call_nif, 0},
+    {"call_on_nif", 2, call_on_nif, 0},
+    {"shards_nif", 0, shards_nif, 0},
+    {"shard_of_nif", 1, shard_of_nif, 0},
     {"run_call_nif", 3, run_call_nif, 0},
     {"run_info_nif", 2, run_info_nif, 0},
     {"run_stop_nif", 2, run_stop_nif, 0},

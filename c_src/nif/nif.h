@@ -103,7 +103,11 @@ typedef struct nif_seg nif_seg;
 typedef struct nif_pump nif_pump;
 struct cn_spec_cache;
 
+typedef struct nif_lib nif_lib;
+
 typedef struct nif_state {
+    nif_lib *lib;              /* the library instance this shard is one of */
+    unsigned shard;            /* its number in lib->sh */
     /* shared with the schedulers: under mu */
     ErlNifMutex *mu;
     nif_cmd *head, *tail;
@@ -118,8 +122,7 @@ typedef struct nif_state {
     ErlNifMutex *drive;        /* held by whoever drives the context (see above) */
     int loop_wants;            /* atomic: the loop thread waits for the drive
                                 * lock (schedulers leave it alone meanwhile) */
-    int refs;                  /* module instances + live resources (st freed at 0) */
-    int instances;             /* module instances (load/upgrade; unload) */
+    int refs;                  /* the library's + live resources (st freed at 0) */
     ErlNifTid tid;
     int thread_running;
     /* the outbox (nif_outbox.c): sealed segments, their messages in all
@@ -163,6 +166,45 @@ typedef struct nif_state {
                                 * sleep ends (UINT64_MAX: none); 0 while it is
                                 * awake (it looks at the loop before sleeping) */
 } nif_state;
+
+/* ------------------------------------------------------------ shards */
+
+/* The library: NIF_SHARDS-many (one per scheduler by default) nif_states,
+ * "shards", each a core context with its own drive lock, loop thread,
+ * index, subscriptions and outbox, so that schedulers drive the core side
+ * by side instead of queueing behind one lock. A run lives in the shard
+ * its run id's key names (nif_key_shard), and so do its topic and its
+ * sub-councils' topics (nif_topic_shard): everything about one run is one
+ * shard's. Requests that concern every shard (open, close, stats, the
+ * environment, the inline switch) are sent to each by the library
+ * (CouncilEx.Nif), which combines the answers. max_runs holds for the
+ * whole library (live, below); max_retained is split between the shards.
+ * Freed when the last shard is. */
+#define NIF_MAX_SHARDS 64
+/* council_config's defaults (council.h), which the shards share out */
+#define NIF_DEFAULT_MAX_RUNS 10000
+#define NIF_DEFAULT_MAX_RETAINED 100000
+struct nif_lib {
+    unsigned n;                /* shards */
+    nif_state *sh[NIF_MAX_SHARDS];
+    int refs;                  /* shards not freed yet */
+    int instances;             /* module instances (load/upgrade; unload) */
+    size_t max_runs;           /* atomic: the context's max_runs (set at open) */
+    size_t live;               /* atomic: runs counted against it */
+    unsigned next_pref;        /* atomic: the next scheduler's preferred shard */
+};
+
+/* The shard of a run id (len bytes): its key is the id up to the first
+ * ":sub:" (the whole id when none), so that a sub-council's topic, which
+ * extends its parent's with ":sub:" <member>, names the parent's shard. */
+unsigned nif_key_shard(unsigned n, const void *id, size_t len);
+/* The shard of a topic: a run's topic ("council_ex:run:" <id> ...) the
+ * shard of the id's key, any other topic the shard of its whole text. */
+unsigned nif_topic_shard(unsigned n, const void *topic, size_t len);
+/* One more run against max_runs: 1, or 0 at the limit (nothing taken). */
+int nif_lib_reserve(nif_lib *lib);
+/* A run counted by nif_lib_reserve has ended or never began. */
+void nif_lib_unreserve(nif_lib *lib);
 
 /* Resource types (opened at load, taken over at upgrade). */
 extern ErlNifResourceType *nif_run_type;
@@ -339,12 +381,12 @@ void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
 
 /* ------------------------------------------------------------ runs */
 
-/* The state the run records of this library instance belong to: load and
- * upgrade set it (records do not each point at it). */
-void nif_runs_bind(nif_state *st);
+/* The shard of a run handle (resource object): where its run lives. */
+nif_state *nif_run_shard(void *obj);
 /* Carries out a call/cast/message/stop of a run pid (CMD_RUN_*). */
 void nif_run_cmd(nif_state *st, nif_cmd *c);
-/* Makes the record of a new (pending) run served by pid, and its handle:
+/* Makes the record of a new (pending) run served by pid, and its handle
+ * (the start's max_runs reservation, nif_lib_reserve, passes to it):
  * the resource object the pid will hold (nif_run_announce hands it over),
  * whose destructor tells the loop that the pid is gone (no monitor: the
  * pid's exit drops its term). The record lives until then. NULL when out

@@ -202,18 +202,15 @@ int nif_ob_help(nif_state *st, ErlNifEnv *env, uint64_t t0)
 
 /* ------------------------------------------------------------ the pump */
 
-ERL_NIF_TERM nif_pump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* One shard's part of a pump/0 call: 1 while messages are left. */
+static int pump_shard(nif_state *st, ErlNifEnv *env, uint64_t t0)
 {
-    (void)argc;
-    (void)argv;
-    nif_state *st = enif_priv_data(env);
-    uint64_t t0 = nif_mono_ns();
     int sending = enif_mutex_trylock(st->ob_send) == 0;
     if (sending) {
         int empty = ob_send_some(st, env, t0, 1);
         enif_mutex_unlock(st->ob_send);
         if (!empty)
-            return A.more;
+            return 1;
     }
     /* Else the loop thread is flushing: it sends all that is sealed, and
      * what it seals later is signalled again. After all sent: a segment
@@ -223,6 +220,29 @@ ERL_NIF_TERM nif_pump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!more)
         st->pump_signalled = 0;
     enif_mutex_unlock(st->mu);
+    return more;
+}
+
+/* The pump serves every shard: each shard's outbox in turn, from the one
+ * after where the last call ran out of time, so that none waits behind a
+ * busy one for long. */
+ERL_NIF_TERM nif_pump_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    static unsigned next; /* the pump is one process: one caller at a time */
+    nif_lib *lib = enif_priv_data(env);
+    uint64_t t0 = nif_mono_ns();
+    int more = 0;
+    unsigned first = next % lib->n;
+    for (unsigned k = 0; k < lib->n; k++) {
+        unsigned i = (first + k) % lib->n;
+        if (pump_shard(lib->sh[i], env, t0)) {
+            if (!more)
+                next = i;
+            more = 1;
+        }
+    }
     return more ? A.more : A.done;
 }
 

@@ -58,6 +58,7 @@
 #define MAX_AWAITERS 10000
 
 struct nif_run {
+    nif_state *st;          /* the shard the run lives in */
     council_run *run;       /* one reference; NULL once released */
     ErlNifPid pid;
     ErlNifPid server;
@@ -90,7 +91,7 @@ struct nif_run {
     uint8_t settled;        /* atomic: released (read by the handle's destructor) */
     /* under the drive lock only */
     uint8_t has_server : 1 /* cleared when it goes down */, watching : 1, ending : 1,
-        released : 1;
+        released : 1, counted : 1 /* against max_runs (nif_lib_reserve) */;
     /* immutable: the run id, followed by a NUL, in one block with the
      * record (read by run_id after the record has let the run go) */
     char id[];
@@ -116,11 +117,7 @@ typedef struct run_handle {
 
 static nif_run *of_handle(void *obj) { return ((run_handle *)obj)->r; }
 
-/* The state every record belongs to (there is one: an upgrade hands it
- * over), set at load and upgrade; the records do not each keep it. */
-static nif_state *the_st;
-
-void nif_runs_bind(nif_state *st) { the_st = st; }
+nif_state *nif_run_shard(void *obj) { return of_handle(obj)->st; }
 
 nif_run *nif_run_of(const council_run *run)
 {
@@ -258,7 +255,7 @@ static void snap_changed(council_run *run, void *arg)
     (void)run;
     nif_run *r = arg;
     if (!r->released)
-        snap_refresh(the_st, r);
+        snap_refresh(r->st, r);
 }
 
 void nif_run_begun(nif_state *st, nif_run *r) { snap_refresh(st, r); }
@@ -301,7 +298,7 @@ int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM cached, ERL_NIF_TER
     unsigned ver;
     int has_cached = enif_get_tuple(env, cached, &arity, &el) && arity == 2 &&
                      enif_get_uint(env, el[0], &ver);
-    enif_rwlock_rlock(the_st->idx);
+    enif_rwlock_rlock(r->st->idx);
     if (r->indexed && r->snap_ok) {
         if (has_cached && ver == r->s_ver) {
             *out = cached;
@@ -314,7 +311,7 @@ int nif_run_state_of(ErlNifEnv *env, void *obj, ERL_NIF_TERM cached, ERL_NIF_TER
             }
         }
     }
-    enif_rwlock_runlock(the_st->idx);
+    enif_rwlock_runlock(r->st->idx);
     return ok;
 }
 
@@ -368,6 +365,15 @@ static void keep_reason(nif_run *r, ErlNifEnv *src, ERL_NIF_TERM reason)
 
 /* ------------------------------------------------------------ the end */
 
+/* The run no longer counts against max_runs: it has ended (as the core
+ * counts), or its record goes first. */
+static void uncount(nif_run *r)
+{
+    if (r->counted)
+        nif_lib_unreserve(r->st->lib);
+    r->counted = 0;
+}
+
 static void on_run_end(council_run *run, void *arg)
 {
     (void)run;
@@ -376,9 +382,10 @@ static void on_run_end(council_run *run, void *arg)
     if (r->released || r->ending)
         return;
     r->ending = 1;
+    uncount(r);
     cn_dl_del(&r->link);
-    cn_dl_push(&the_st->ending, &r->link);
-    snap_refresh(the_st, r); /* the end's status, before any reply goes out */
+    cn_dl_push(&r->st->ending, &r->link);
+    snap_refresh(r->st, r); /* the end's status, before any reply goes out */
     /* finished outside the core's callbacks: whoever drives calls
      * nif_runs_finish after each command and each step */
 }
@@ -411,6 +418,7 @@ static void release(nif_state *st, nif_run *r)
     council_run_set_user_data(r->run, NULL);
     council_run_unref(r->run);
     r->run = NULL;
+    uncount(r);
     st->runs_alive--;
 }
 
@@ -532,7 +540,7 @@ void nif_run_dtor(ErlNifEnv *env, void *obj)
     nif_run *r = of_handle(obj);
     if (!r)
         return; /* made, then given up (out of memory) */
-    nif_state *st = the_st;
+    nif_state *st = r->st;
     int settled = __atomic_load_n(&r->settled, __ATOMIC_ACQUIRE);
     enif_mutex_lock(st->mu);
     r->gone_next = st->gone;
@@ -600,6 +608,8 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
         return NULL;
     }
     memset(r, 0, offsetof(nif_run, id));
+    r->st = st;
+    r->counted = 1; /* the start's reservation is the record's now */
     h->r = r;
     r->handle = h;
     nif_state_ref(st); /* the handle's */

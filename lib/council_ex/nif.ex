@@ -84,36 +84,98 @@ defmodule CouncilEx.Nif do
   end
 
   # An open context gets the pump (below) that sends the events of the
-  # core's thread (without one, that thread sends them itself).
+  # core's threads (without one, those threads send them themselves).
   def call({:open, _} = request, timeout) do
-    with :ok <- queued(request, timeout) do
+    with :ok <- each_shard(request, timeout) do
       ensure_pump()
       :ok
     end
   end
 
+  # Requests about every shard (the NIF has one core context per
+  # scheduler, c_src/nif/nif.h): sent to each in turn, their answers
+  # combined. A :ping is answered once every shard has carried out what
+  # was queued on it before.
+  def call(request, timeout)
+      when request in [:close, :ping, :stats, :inline] or
+             (is_tuple(request) and tuple_size(request) == 2 and
+                elem(request, 0) in [:setenv, :unsetenv, :inline]),
+      do: each_shard(request, timeout)
+
   def call(request, timeout), do: queued(request, timeout)
 
   # The NIF call carries the request out itself when it can drive the
-  # core at once (the core's thread is asleep) and returns its reply;
-  # otherwise the request is queued for the core's thread, which answers
-  # {ref, reply}.
+  # core at once (the shard's thread is asleep) and returns its reply;
+  # otherwise the request is queued for the shard's thread, which answers
+  # {ref, reply}. (No fun here: a fun of this module made before a code
+  # upgrade runs the new code's, whose NIFs are not loaded until its
+  # on_load has run.)
   defp queued(request, timeout) do
-    case call_nif(request) do
-      {:reply, reply} ->
-        reply
-
-      ref ->
-        receive do
-          {^ref, reply} -> reply
-        after
-          timeout -> {:error, :timeout}
-        end
-    end
+    answer(call_nif(request), timeout)
   catch
     # not loaded, or being unloaded
     :error, _ -> {:error, :unavailable}
   end
+
+  defp on_shard(k, request, timeout) do
+    answer(call_on_nif(k, request), timeout)
+  catch
+    :error, _ -> {:error, :unavailable}
+  end
+
+  defp answer({:reply, reply}, _timeout), do: reply
+
+  defp answer(ref, timeout) do
+    receive do
+      {^ref, reply} -> reply
+    after
+      timeout -> {:error, :timeout}
+    end
+  end
+
+  defp each_shard(request, timeout) do
+    case shards() do
+      0 -> {:error, :unavailable}
+      n -> combine(each_shard(0, n, request, timeout), request)
+    end
+  end
+
+  defp each_shard(n, n, _request, _timeout), do: []
+
+  defp each_shard(k, n, request, timeout),
+    do: [on_shard(k, request, timeout) | each_shard(k + 1, n, request, timeout)]
+
+  # The shards' answers as one: the first that is not what all agree on
+  # (an error); stats and the inline count summed.
+  defp combine([first | rest] = answers, request) when request in [:stats, :inline] do
+    case Enum.find(answers, &(not match?({:ok, _}, &1))) do
+      nil -> {:ok, Enum.reduce(rest, elem(first, 1), &sum(elem(&1, 1), &2))}
+      error -> error
+    end
+  end
+
+  defp combine([first | rest], _request),
+    do: Enum.find(rest, first, &(&1 != first))
+
+  defp sum(a, b) when is_map(a), do: Map.merge(a, b, fn _k, x, y -> x + y end)
+  defp sum(a, b), do: a + b
+
+  @doc """
+  How many core contexts ("shards") the NIF drives side by side: one per
+  scheduler thread unless `COUNCIL_NIF_SHARDS` (1..64) was set when the
+  library loaded; 0 when it is not loaded. A run lives in the shard its run
+  id names (`shard_of/1`).
+  """
+  @spec shards() :: non_neg_integer
+  def shards do
+    shards_nif()
+  catch
+    :error, _ -> 0
+  end
+
+  @doc false
+  # The shard of a run id (tests).
+  def shard_of(run_id) when is_binary(run_id), do: shard_of_nif(run_id)
 
   @doc """
   Starts a run from the C node's start options (docs/protocol.md, "start
@@ -152,9 +214,10 @@ defmodule CouncilEx.Nif do
   # of a start that began from the run's pid (Run.init/2). A pid killed
   # before it could answer (it is the run's once the run is indexed:
   # whereis finds it) leaves no answer to wait for: a call made after the
-  # start (:ping) is answered after any answer the core's thread gave the
-  # start (it is queued behind it, or carried out inline once the queue is
-  # empty), so none by then means the run began, and the start answers
+  # start (:ping, to every shard, the start's among them) is answered after
+  # any answer the core's thread gave the start (it is queued behind it, or
+  # carried out inline once the queue and the outbox are empty), so none by
+  # then means the run began, and the start answers
   # with its pid as the core's thread did (the run is cancelled at the
   # pid's DOWN); no :pong, the library is going: :unavailable. The monitor
   # is set after the call: a pid already gone gives its DOWN at once.
@@ -175,7 +238,7 @@ defmodule CouncilEx.Nif do
         reply
 
       {:DOWN, ^mon, :process, ^pid, _} ->
-        began = queued(:ping, :infinity) == :pong
+        began = each_shard(:ping, :infinity) == :pong
 
         receive do
           {^ref, reply} -> reply
@@ -281,6 +344,9 @@ defmodule CouncilEx.Nif do
   def etf_bench(etf, n), do: etf_bench_nif(etf, n)
 
   defp call_nif(_request), do: :erlang.nif_error(:not_loaded)
+  defp call_on_nif(_shard, _request), do: :erlang.nif_error(:not_loaded)
+  defp shards_nif, do: :erlang.nif_error(:not_loaded)
+  defp shard_of_nif(_run_id), do: :erlang.nif_error(:not_loaded)
   defp run_call_nif(_run, _from, _request), do: :erlang.nif_error(:not_loaded)
   defp run_info_nif(_run, _message), do: :erlang.nif_error(:not_loaded)
   defp run_stop_nif(_run, _reason), do: :erlang.nif_error(:not_loaded)

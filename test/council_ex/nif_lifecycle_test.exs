@@ -187,7 +187,7 @@ defmodule CouncilEx.NifLifecycleTest do
     alive = [late | Enum.filter(drivers, &Process.alive?/1)]
     # the others go on, on the new code
     for d <- alive, do: assert_receive({:drove, ^d}, 10_000)
-    assert loop_threads() == 1
+    assert loop_threads() == Nif.shards()
 
     for {ref, d} <- refs do
       Process.exit(d, :kill)
@@ -210,14 +210,14 @@ defmodule CouncilEx.NifLifecycleTest do
   # object of its resource types is left (run pids hold one each): after
   # the application's stop, at once.
   test "unloading the library (the module purged after the application's stop) ends its thread" do
-    assert loop_threads() == 1
+    assert loop_threads() == Nif.shards()
     :ok = Application.stop(:council_ex)
     true = :code.delete(Nif)
     assert :code.soft_purge(Nif)
     eventually(fn -> loop_threads() == 0 end)
     # loaded again: a new loop, and no context until the application opens it
     {:module, Nif} = Code.ensure_loaded(Nif)
-    assert loop_threads() == 1
+    assert loop_threads() == Nif.shards()
     assert {:error, :unavailable} = Nif.call(:stats)
     {:ok, _} = Application.ensure_all_started(:council_ex)
     assert {:ok, %{final: _}} = CouncilEx.run(QuickCouncil, "again")
