@@ -447,10 +447,41 @@ static int request_class(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], in
  * and the outbox empty (it sends what is there itself if it can before
  * INLINE_BUDGET_NS from t0): 1 when it drives from now on, with its env
  * as st->cur. */
-static int drive_begin(nif_state *st, ErlNifEnv *env, uint64_t t0)
+/* How long a NIF call whose shard is held by another thread (a scheduler
+ * driving it, or its loop thread) waits for it, trying again, before it
+ * queues its request instead: a drive is short (a request and at most
+ * INLINE_BUDGET_NS of steps), and a queued request costs far more (the
+ * loop thread woken, the reply sent through the outbox and a receive),
+ * and makes the next callers meet a busy shard too. */
+#define SPIN_NS 20000
+
+static inline void cpu_relax(void)
 {
-    if (__atomic_load_n(&st->loop_wants, __ATOMIC_RELAXED) ||
-        enif_mutex_trylock(st->drive) != 0)
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* The drive lock, if it is free or (spin) becomes free before t0 +
+ * SPIN_NS, while the loop thread does not ask for it. */
+static int drive_take(nif_state *st, uint64_t t0, int spin)
+{
+    for (;;) {
+        if (__atomic_load_n(&st->loop_wants, __ATOMIC_RELAXED))
+            return 0;
+        if (enif_mutex_trylock(st->drive) == 0)
+            return 1;
+        if (!spin || nif_mono_ns() - t0 >= SPIN_NS)
+            return 0;
+        cpu_relax();
+    }
+}
+
+static int drive_begin(nif_state *st, ErlNifEnv *env, uint64_t t0, int spin)
+{
+    if (!drive_take(st, t0, spin))
         return 0;
     /* a large table of ours about to grow (its rehash takes ms at a few
      * 100k entries) is left to the loop thread: a start adds one run to
@@ -547,15 +578,15 @@ static void carry_out(nif_state *st, nif_cmd *c)
 /* The request carried out by the calling scheduler, if it drives now:
  * 1 with what the NIF returns in *ret ({reply, Reply} when the answer is
  * known, else ok), 0 when it must be queued. */
-static int try_inline(nif_state *st, ErlNifEnv *env, nif_cmd_kind kind, void *obj, int n,
-                      const ERL_NIF_TERM *argv, ERL_NIF_TERM *ret)
+static int try_inline(nif_state *st, int spin, ErlNifEnv *env, nif_cmd_kind kind, void *obj,
+                      int n, const ERL_NIF_TERM *argv, ERL_NIF_TERM *ret)
 {
     nif_cmd c;
     memset(&c, 0, sizeof c);
     if (!enif_self(env, &c.caller))
         return 0;
     uint64_t t0 = nif_mono_ns();
-    if (!drive_begin(st, env, t0))
+    if (!drive_begin(st, env, t0, spin))
         return 0;
     st->inlined++;
     c.kind = kind;
@@ -656,7 +687,7 @@ static ERL_NIF_TERM call_on(nif_state *st, ErlNifEnv *env, int cls, const ERL_NI
 {
     ERL_NIF_TERM ret;
     if (cls == REQ_INLINE && !loop_only(env, argv[0]) &&
-        try_inline(st, env, CMD_CALL, NULL, 1, argv, &ret))
+        try_inline(st, 1, env, CMD_CALL, NULL, 1, argv, &ret))
         return ret;
     return submit(st, env, CMD_CALL, NULL, 1, argv, enif_make_ref(env));
 }
@@ -675,10 +706,13 @@ static ERL_NIF_TERM call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
         return call_on(lib->sh[to], env, cls, argv);
     unsigned first = preferred(lib);
     ERL_NIF_TERM ret;
-    if (cls == REQ_INLINE && !loop_only(env, argv[0]))
+    if (cls == REQ_INLINE && !loop_only(env, argv[0])) {
         for (unsigned k = 0; k < lib->n; k++)
-            if (try_inline(lib->sh[(first + k) % lib->n], env, CMD_CALL, NULL, 1, argv, &ret))
+            if (try_inline(lib->sh[(first + k) % lib->n], 0, env, CMD_CALL, NULL, 1, argv, &ret))
                 return ret;
+        if (try_inline(lib->sh[first], 1, env, CMD_CALL, NULL, 1, argv, &ret))
+            return ret;
+    }
     return submit(lib->sh[first], env, CMD_CALL, NULL, 1, argv, enif_make_ref(env));
 }
 
@@ -728,7 +762,7 @@ static ERL_NIF_TERM run_cmd(ErlNifEnv *env, int cls, nif_cmd_kind kind, int n,
     if (!get_run(env, argv[0], &obj))
         return enif_make_badarg(env);
     nif_state *st = nif_run_shard(obj);
-    if (cls == REQ_INLINE && try_inline(st, env, kind, obj, n, argv + 1, &ret))
+    if (cls == REQ_INLINE && try_inline(st, 1, env, kind, obj, n, argv + 1, &ret))
         return ret;
     return submit(st, env, kind, obj, n, argv + 1, A.ok);
 }
@@ -911,7 +945,7 @@ static void lib_stop(nif_lib *lib)
 }
 
 /* How many shards: COUNCIL_NIF_SHARDS when set (1..NIF_MAX_SHARDS), else
- * one per scheduler thread. */
+ * NIF_SHARDS_PER_SCHEDULER per scheduler thread, at most NIF_MAX_SHARDS. */
 static unsigned shard_count(void)
 {
     char buf[16];
@@ -923,7 +957,7 @@ static unsigned shard_count(void)
     }
     ErlNifSysInfo info;
     enif_system_info(&info, sizeof info);
-    int n = info.scheduler_threads;
+    long n = (long)info.scheduler_threads * NIF_SHARDS_PER_SCHEDULER;
     return n < 1 ? 1 : n > NIF_MAX_SHARDS ? NIF_MAX_SHARDS : (unsigned)n;
 }
 

@@ -181,6 +181,13 @@ typedef struct nif_state {
  * whole library (live, below); max_retained is split between the shards.
  * Freed when the last shard is. */
 #define NIF_MAX_SHARDS 64
+/* Shards per scheduler thread by default. A run's shard is named by its
+ * id, not by who calls, so a call meets a shard that another scheduler
+ * drives at the odds of 1 in the shard count: more shards, fewer such
+ * meetings (each a wait, or a request queued for the loop thread). A
+ * shard that sleeps costs a thread blocked in poll(2) and an empty
+ * context. bench/RESULTS.md has the 8-caller council at 2 to 32 shards. */
+#define NIF_SHARDS_PER_SCHEDULER 4
 /* council_config's defaults (council.h), which the shards share out */
 #define NIF_DEFAULT_MAX_RUNS 10000
 #define NIF_DEFAULT_MAX_RETAINED 100000

@@ -60,11 +60,16 @@ struct pidrec {
  * The core delivers in turns of up to 256 events per subscriber, one
  * subscriber after the other, so the cache holds many events: a slot per
  * (run, seq), direct-mapped; a slot's event is referenced while it is
- * cached and its terms live in the slot's own env. */
+ * cached. The terms live in one of two envs taken in turn ("generations"
+ * of NCACHE / 2 events made): a new generation clears the env of the one
+ * before last, whose slots are stale from then on, so a term lives for
+ * at least NCACHE / 2 events made after it and the cache keeps two envs
+ * whatever it has held (an env per slot kept ~3 KB per slot used: 3 MB a
+ * shard). */
 #define NCACHE 1024
 typedef struct cslot {
     const council_event *ev;
-    ErlNifEnv *env;
+    uint64_t gen;      /* the generation its terms were made in */
     ERL_NIF_TERM plain, lib;
     nif_ob_memo ob[2]; /* the outbox's copies of plain and lib */
 } cslot;
@@ -74,6 +79,9 @@ struct nif_subs {
     size_t max;
     cn_htab entries;           /* entry by (topic, pid) */
     cn_htab pids;              /* pidrec by pid */
+    ErlNifEnv *genv[2];        /* generation g's terms: genv[g & 1] */
+    uint64_t gen;              /* the current generation (from 2) */
+    unsigned made;             /* events made in it */
     cslot cache[NCACHE];
 };
 
@@ -102,10 +110,10 @@ nif_subs *nif_subs_new(nif_state *st, size_t max)
     memset(s, 0, sizeof *s);
     s->st = st;
     s->max = max ? max : 1000000;
-    if (cn_htab_init(&s->entries, 64) || cn_htab_init(&s->pids, 64)) {
-        cn_htab_fini(&s->entries);
-        cn_htab_fini(&s->pids);
-        enif_free(s);
+    s->gen = 2; /* a slot never used (gen 0) is stale */
+    if (cn_htab_init(&s->entries, 64) || cn_htab_init(&s->pids, 64) ||
+        !(s->genv[0] = enif_alloc_env()) || !(s->genv[1] = enif_alloc_env())) {
+        nif_subs_free(s);
         return NULL;
     }
     return s;
@@ -175,11 +183,11 @@ void nif_subs_free(nif_subs *s)
         next = l->next;
         entry_release(s, CN_HTAB_ENTRY(l, entry, hl), 1);
     }
-    for (size_t i = 0; i < NCACHE; i++) {
+    for (size_t i = 0; i < NCACHE; i++)
         council_event_unref(s->cache[i].ev);
-        if (s->cache[i].env)
-            enif_free_env(s->cache[i].env);
-    }
+    for (int i = 0; i < 2; i++)
+        if (s->genv[i])
+            enif_free_env(s->genv[i]);
     cn_htab_fini(&s->entries);
     cn_htab_fini(&s->pids);
     enif_free(s);
@@ -342,28 +350,35 @@ static ERL_NIF_TERM lib_event(ErlNifEnv *env, ERL_NIF_TERM ev)
     return enif_make_tuple_from_array(env, t, (unsigned)n);
 }
 
+/* The env of a slot's terms. */
+static ErlNifEnv *slot_env(nif_subs *s, const cslot *c) { return s->genv[c->gen & 1]; }
+
 /* The event's slot, with its term in mode built once per event; NULL
  * when out of memory. */
 static cslot *event_slot(nif_subs *s, const council_event *ev, int mode)
 {
     uintptr_t run = (uintptr_t)ev->run;
     cslot *c = &s->cache[(ev->seq + (run >> 4) * 0x9E3779B1u) & (NCACHE - 1)];
-    if (c->ev != ev) {
+    if (c->ev != ev || c->gen + 1 < s->gen) {
         council_event_unref(c->ev);
         c->ev = NULL;
         c->plain = c->lib = 0;
         memset(c->ob, 0, sizeof c->ob);
-        if (c->env)
-            enif_clear_env(c->env);
-        else if (!(c->env = enif_alloc_env()))
-            return NULL;
+        if (++s->made > NCACHE / 2) {
+            /* a new generation, in the env of the one before last */
+            s->gen++;
+            s->made = 1;
+            enif_clear_env(s->genv[s->gen & 1]);
+        }
+        c->gen = s->gen;
         nif_x_reset(s->st);
-        if (cn_event_term(&s->st->x, ev) != 0 || !(c->plain = nif_x_term(s->st, c->env)))
+        if (cn_event_term(&s->st->x, ev) != 0 ||
+            !(c->plain = nif_x_term(s->st, s->genv[c->gen & 1])))
             return NULL;
         c->ev = council_event_ref(ev);
     }
     if (mode == NIF_SUB_LIB && !c->lib)
-        c->lib = lib_event(c->env, c->plain);
+        c->lib = lib_event(slot_env(s, c), c->plain);
     return c;
 }
 
@@ -449,8 +464,8 @@ static void on_event(const council_event *ev, void *arg)
     }
     ERL_NIF_TERM t = e->mode == NIF_SUB_LIB ? c->lib : c->plain;
     if (e->mode == NIF_SUB_TAGGED)
-        t = enif_make_tuple3(c->env, A.council_ex_event,
-                             nif_binary(c->env, e->topic, e->topic_len), t);
+        t = enif_make_tuple3(slot_env(s, c), A.council_ex_event,
+                             nif_binary(slot_env(s, c), e->topic, e->topic_len), t);
     /* a dead pid: its monitor cleans up. From the loop thread, through
      * the outbox (the pump sends it) */
     nif_ob_memo *memo = e->mode == NIF_SUB_TAGGED ? NULL : &c->ob[e->mode == NIF_SUB_LIB];
