@@ -3,20 +3,22 @@
  * the requests of docs/protocol.md as the C node does, with no node and no
  * distribution (see nif.h for the threads and the files).
  *
- * This file: load/upgrade/unload, the NIF functions (each carries its
- * request out itself when it can take the drive lock at once, else copies
+ * This file: load/upgrade/unload, the shards and the routing of requests
+ * to them, the NIF functions (each carries its request out itself when it
+ * can take its shard's drive lock, at once or within SPIN_NS, else copies
  * it into a command, queues it and returns: no scheduler waits for the
- * core), the command queue, the loop thread and the inline path.
+ * core longer), the command queue, the loop thread and the inline path.
  *
- * Life: load starts the loop thread, with no context yet; {open, Config}
- * (CouncilEx.Nif.Server, when the application starts) makes the context
- * and close (the application's stop) cancels every run, as the C node's
- * SIGTERM does, and frees it. An upgrade (a new version of the module
- * loads the library again) hands the running loop to the new instance,
- * which takes the resource types over; the old instance's unload then
- * only drops its count. The unload of the last instance stops the loop
+ * Life: load makes the shards (nif.h) and starts their loop threads, with
+ * no context yet; {open, Config} to each shard (CouncilEx.Nif.Server,
+ * when the application starts) makes its context and close (the
+ * application's stop) cancels every run, as the C node's SIGTERM does,
+ * and frees it. An upgrade (a new version of the module loads the
+ * library again) hands the running shards to the new instance, which
+ * takes the resource types over; the old instance's unload then only
+ * drops its count. The unload of the last instance stops every loop
  * (runs still going cancelled and their pids told, subscriptions
- * dropped) and joins its thread. ERTS calls unload once the module is
+ * dropped) and joins their threads. ERTS calls unload once the module is
  * purged and no object of the library's resource types is left: at once
  * after the application's stop; while runs go on (their pids hold one
  * each) or pids stay subscribed, the loop serves them until they are

@@ -1,5 +1,11 @@
 /* nif.h - the NIF backend's shared record (the files of c_src/nif).
  *
+ * Shards. The library (nif_lib, below) runs several nif_states side by
+ * side, each a core context with everything described here: its own
+ * locks, loop thread, queue, index, subscriptions and outbox. A run and
+ * all that concerns it (its pid's calls, requests by its id, its topics)
+ * belong to one shard; what follows is about one shard.
+ *
  * Threads. The core is not thread-safe (council.h): whoever holds the
  * drive lock (st->drive) drives the context and owns everything below
  * marked "loop". A thread of our own (enif_thread_create, "the loop
@@ -24,8 +30,9 @@
  * keeps the loop alive, as the C node's sockets do, so that the wait is
  * until the next timer even when no run is going (a finished run's
  * retention timer keeps no loop alive).
- * Inline: a NIF call on a normal scheduler that gets the drive lock at
- * once (trylock), with no command queued, carries its request out itself
+ * Inline: a NIF call on a normal scheduler that gets the drive lock
+ * (trylock, again for up to 20 us while another thread holds it), with no
+ * command queued, carries its request out itself
  * with the caller's env (st->cur) and steps the context for a bounded
  * time (council_nif.c); it wakes the loop thread when it leaves work
  * ready, or a timer due before st->wake_at (a command queued meanwhile

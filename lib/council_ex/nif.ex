@@ -18,14 +18,16 @@ defmodule CouncilEx.Nif do
       ...> end
       true
 
-  How it works: the core runs on a thread of its own (created when the
-  library loads; `CouncilEx.Nif.Server` opens the context when the
-  application starts and closes it, cancelling every run, when it stops).
-  A call here that finds the core free (that thread asleep, nothing
-  queued) carries its request out on its own scheduler and returns the
-  answer, stepping the core for at most 40 µs after it; otherwise it
+  How it works: the core runs as several contexts ("shards", `shards/0`:
+  four per scheduler by default), each on a thread of its own (created
+  when the library loads; `CouncilEx.Nif.Server` opens the contexts when
+  the application starts and closes them, cancelling every run, when it
+  stops); a run lives in the shard its run id names. A call here that
+  finds its shard free (that thread asleep, nothing queued), or free
+  within 20 µs, carries its request out on its own scheduler and returns
+  the answer, stepping the core for at most 40 µs after it; otherwise it
   copies the request into a queue for that thread and waits for the
-  answer in a `receive`, so no scheduler ever waits for the core. Events
+  answer in a `receive`, so no scheduler waits for the core longer. Events
   go to subscriber pids with `enif_send`, as the same terms the C node
   sends: from the scheduler that drives the core, or, for what the core's
   thread makes, from a process of the NIF's on its scheduler
@@ -92,9 +94,8 @@ defmodule CouncilEx.Nif do
     end
   end
 
-  # Requests about every shard (the NIF has one core context per
-  # scheduler, c_src/nif/nif.h): sent to each in turn, their answers
-  # combined. A :ping is answered once every shard has carried out what
+  # Requests about every shard (the NIF runs several core contexts,
+  # c_src/nif/nif.h): sent to each in turn, their answers combined. A :ping is answered once every shard has carried out what
   # was queued on it before.
   def call(request, timeout)
       when request in [:close, :ping, :stats, :inline] or
