@@ -83,15 +83,6 @@ void nif_state_unref(nif_state *st)
 
 /* ------------------------------------------------------------ shards */
 
-/* 64-bit FNV-1a (keys are short: run ids, topics). */
-static uint64_t key_hash(const unsigned char *p, size_t len)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 0x100000001b3ULL;
-    return h ^ (h >> 32);
-}
-
 #define SUB_MARK ":sub:"
 #define SUB_MARK_LEN (sizeof SUB_MARK - 1)
 #define PREFIX_LEN (sizeof COUNCIL_TOPIC_PREFIX - 1)
@@ -101,10 +92,11 @@ unsigned nif_key_shard(unsigned n, const void *id, size_t len)
     if (n <= 1)
         return 0;
     const unsigned char *s = id;
-    const unsigned char *sub = len >= SUB_MARK_LEN ? memmem(s, len, SUB_MARK, SUB_MARK_LEN) : NULL;
+    /* most ids have no ':' at all (generated ones never) */
+    const unsigned char *sub = memchr(s, ':', len) ? memmem(s, len, SUB_MARK, SUB_MARK_LEN) : NULL;
     if (sub)
         len = (size_t)(sub - s);
-    return (unsigned)(key_hash(s, len) % n);
+    return (unsigned)(nif_hash_bytes(s, len, NIF_HASH_SEED) % n);
 }
 
 unsigned nif_topic_shard(unsigned n, const void *topic, size_t len)
@@ -113,7 +105,7 @@ unsigned nif_topic_shard(unsigned n, const void *topic, size_t len)
         return 0;
     if (len >= PREFIX_LEN && memcmp(topic, COUNCIL_TOPIC_PREFIX, PREFIX_LEN) == 0)
         return nif_key_shard(n, (const char *)topic + PREFIX_LEN, len - PREFIX_LEN);
-    return (unsigned)(key_hash(topic, len) % n);
+    return (unsigned)(nif_hash_bytes(topic, len, NIF_HASH_SEED) % n);
 }
 
 int nif_lib_reserve(nif_lib *lib)

@@ -61,6 +61,7 @@
 #include <erl_nif.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <uv.h>
 #include "dlist.h"
 #include "hashtab.h"
@@ -207,6 +208,30 @@ struct nif_lib {
     size_t live;               /* atomic: runs counted against it */
     unsigned next_pref;        /* atomic: the next scheduler's preferred shard */
 };
+
+/* The hash of the NIF's tables and shards, read by every request by id
+ * on a scheduler: 8 bytes per step (a byte-wise FNV over a registry name
+ * and a run id, ~50 bytes, was a chain of ~50 dependent multiplications).
+ * Any thread. */
+#define NIF_HASH_SEED 0xcbf29ce484222325ULL
+static inline uint64_t nif_hash_mix(uint64_t h, uint64_t v)
+{
+    h = (h ^ v) * 0x9e3779b97f4a7c15ULL;
+    return h ^ (h >> 29);
+}
+
+static inline uint64_t nif_hash_bytes(const void *p, size_t len, uint64_t h)
+{
+    const unsigned char *s = p;
+    for (; len >= 8; s += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, s, 8);
+        h = nif_hash_mix(h, v);
+    }
+    uint64_t v = 0;
+    memcpy(&v, s, len);
+    return nif_hash_mix(h ^ len, v);
+}
 
 /* The shard of a run id (len bytes): its key is the id up to the first
  * ":sub:" (the whole id when none), so that a sub-council's topic, which

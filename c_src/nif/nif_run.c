@@ -171,31 +171,9 @@ static nif_run_x *run_x_env(nif_run *r)
 
 /* ------------------------------------------------------------ the index */
 
-/* The index's hash, read by every whereis / state by id on a scheduler:
- * 8 bytes per step (a byte-wise FNV over a registry name and a run id,
- * ~50 bytes, was a chain of ~50 dependent multiplications). */
-static uint64_t mix(uint64_t h, uint64_t v)
-{
-    h = (h ^ v) * 0x9e3779b97f4a7c15ULL;
-    return h ^ (h >> 29);
-}
-
-static uint64_t hash_bytes(const void *p, size_t len, uint64_t h)
-{
-    const unsigned char *s = p;
-    for (; len >= 8; s += 8, len -= 8) {
-        uint64_t v;
-        memcpy(&v, s, 8);
-        h = mix(h, v);
-    }
-    uint64_t v = 0;
-    memcpy(&v, s, len);
-    return mix(h ^ len, v);
-}
-
 static uint64_t key_hash(const char *registry, const void *id, size_t len)
 {
-    return hash_bytes(id, len, hash_bytes(registry, strlen(registry), 0xcbf29ce484222325ULL));
+    return nif_hash_bytes(id, len, nif_hash_bytes(registry, strlen(registry), NIF_HASH_SEED));
 }
 
 int nif_index_init(nif_state *st)

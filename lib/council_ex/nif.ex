@@ -146,8 +146,8 @@ defmodule CouncilEx.Nif do
   defp each_shard(k, n, request, timeout),
     do: [on_shard(k, request, timeout) | each_shard(k + 1, n, request, timeout)]
 
-  # The shards' answers as one: the first that is not what all agree on
-  # (an error); stats and the inline count summed.
+  # The shards' answers as one: the first error if any shard gave one;
+  # stats and the inline count summed.
   defp combine([first | rest] = answers, request) when request in [:stats, :inline] do
     case Enum.find(answers, &(not match?({:ok, _}, &1))) do
       nil -> {:ok, Enum.reduce(rest, elem(first, 1), &sum(elem(&1, 1), &2))}
@@ -155,8 +155,8 @@ defmodule CouncilEx.Nif do
     end
   end
 
-  defp combine([first | rest], _request),
-    do: Enum.find(rest, first, &(&1 != first))
+  defp combine([first | _] = answers, _request),
+    do: Enum.find(answers, first, &(&1 not in [:ok, :pong]))
 
   defp sum(a, b) when is_map(a), do: Map.merge(a, b, fn _k, x, y -> x + y end)
   defp sum(a, b), do: a + b
