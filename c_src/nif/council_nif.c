@@ -87,6 +87,16 @@ void nif_state_unref(nif_state *st)
 #define SUB_MARK_LEN (sizeof SUB_MARK - 1)
 #define PREFIX_LEN (sizeof COUNCIL_TOPIC_PREFIX - 1)
 
+/* A shard from a hash: its high half scaled to n. The low bits of
+ * nif_hash_bytes depend on few of the last bytes (a product's low bits
+ * depend only on its factors' low bits): with the low bits, two
+ * characters varied near the end of an id (shard_run_id) reached only
+ * some shards, and a start for another drew 4,096 ids in vain. */
+static unsigned shard_of_hash(uint64_t h, unsigned n)
+{
+    return (unsigned)(((h >> 32) * n) >> 32);
+}
+
 unsigned nif_key_shard(unsigned n, const void *id, size_t len)
 {
     if (n <= 1)
@@ -96,7 +106,7 @@ unsigned nif_key_shard(unsigned n, const void *id, size_t len)
     const unsigned char *sub = memchr(s, ':', len) ? memmem(s, len, SUB_MARK, SUB_MARK_LEN) : NULL;
     if (sub)
         len = (size_t)(sub - s);
-    return (unsigned)(nif_hash_bytes(s, len, NIF_HASH_SEED) % n);
+    return shard_of_hash(nif_hash_bytes(s, len, NIF_HASH_SEED), n);
 }
 
 unsigned nif_topic_shard(unsigned n, const void *topic, size_t len)
@@ -105,7 +115,7 @@ unsigned nif_topic_shard(unsigned n, const void *topic, size_t len)
         return 0;
     if (len >= PREFIX_LEN && memcmp(topic, COUNCIL_TOPIC_PREFIX, PREFIX_LEN) == 0)
         return nif_key_shard(n, (const char *)topic + PREFIX_LEN, len - PREFIX_LEN);
-    return (unsigned)(nif_hash_bytes(topic, len, NIF_HASH_SEED) % n);
+    return shard_of_hash(nif_hash_bytes(topic, len, NIF_HASH_SEED), n);
 }
 
 int nif_lib_reserve(nif_lib *lib)

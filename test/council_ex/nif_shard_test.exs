@@ -47,6 +47,20 @@ defmodule CouncilEx.NifShardTest do
     end
   end
 
+  test "run ids spread evenly over the shards, generated or made by callers" do
+    n = Nif.shards()
+
+    for ids <- [
+          for(i <- 1..8000, do: "run-#{i}"),
+          for(_ <- 1..8000, do: Base.url_encode64(:crypto.strong_rand_bytes(16), padding: false))
+        ] do
+      counts = Enum.frequencies_by(ids, &Nif.shard_of/1)
+      assert Map.keys(counts) |> Enum.sort() == Enum.to_list(0..(n - 1))
+      # each shard within a third of its share
+      for {_, c} <- counts, do: assert(abs(c - 8000 / n) < 8000 / n / 3)
+    end
+  end
+
   test "runs on every shard answer by id, by pid and on their topics alike" do
     for k <- shards() do
       id = id_of(k, "everywhere")
