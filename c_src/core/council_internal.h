@@ -328,6 +328,7 @@ struct council_ctx {
     provider *providers;
     struct council_run *runs; /* every run not yet freed (list) */
     size_t runs_active;
+    council_run_quota *quota;     /* shared max of runs in progress, or NULL */
     size_t n_retained;
     struct council_run *ret_head, *ret_tail; /* retained, oldest first */
     uv_timer_t ret_timer;     /* due when the oldest retained run expires
@@ -638,5 +639,10 @@ void engine_call_tool(struct task *task, council_event_type type,
 void engine_pump(council_run *run);
 void engine_cancel(council_run *run); /* abandon every call, free state */
 void engine_free(council_run *run);
+
+/* run_quota.c: a slot of q for a new run (true; q NULL: always), or
+ * false when q is full; and the slot back. Any thread. */
+bool run_quota_take(council_run_quota *q);
+void run_quota_give(council_run_quota *q);
 
 #endif

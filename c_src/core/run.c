@@ -535,7 +535,7 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         return rc;
     if ((rc = council_ctx_check_providers(ctx, opts->spec, NULL)))
         return rc;
-    if (ctx->runs_active >= ctx->cfg.max_runs)
+    if (ctx->runs_active >= ctx->cfg.max_runs || !run_quota_take(ctx->quota))
         return COUNCIL_ELIMIT;
     const char *reg = opts->registry ? opts->registry : COUNCIL_DEFAULT_REGISTRY;
     char gen[23];
@@ -546,19 +546,23 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         id = gen;
         id_len = strlen(gen);
     }
-    if (!topic && registry_get(ctx->reg, reg, strlen(reg), id, id_len))
+    if (!topic && registry_get(ctx->reg, reg, strlen(reg), id, id_len)) {
+        run_quota_give(ctx->quota);
         return COUNCIL_EEXIST;
+    }
 
     /* one zeroed block: the run and its strings */
     const char *council = opts->council ? opts->council : opts->spec->id;
     if (!topic)
         topic_len = strlen(COUNCIL_TOPIC_PREFIX) + id_len;
     size_t total = sizeof(council_run);
-    if (!strings_size(&total, opts, id_len, topic, topic_len, council, reg))
+    council_run *run = strings_size(&total, opts, id_len, topic, topic_len, council, reg)
+                           ? calloc(1, total)
+                           : NULL;
+    if (!run) {
+        run_quota_give(ctx->quota);
         return COUNCIL_ENOMEM;
-    council_run *run = calloc(1, total);
-    if (!run)
-        return COUNCIL_ENOMEM;
+    }
     run->refs = 1;
     run->spec = council_spec_ref(opts->spec);
     copy_strings(run, (char *)(run + 1), opts, id, id_len, topic, topic_len,
@@ -586,6 +590,7 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
     *out = run;
     return COUNCIL_OK;
 fail:
+    run_quota_give(ctx->quota);
     run->ctx = NULL;
     run_free(run);
     return rc;
@@ -785,8 +790,10 @@ void run_finish(council_run *run, council_status status)
     if (o)
         o->result.duration_us = took > 0 ? (uint64_t)took : 0;
     engine_cancel(run);
-    if (run->ctx)
+    if (run->ctx) {
         run->ctx->runs_active--;
+        run_quota_give(run->ctx->quota);
+    }
     cx_timer_fini(&run->kick);
     council_event_type t = status == COUNCIL_COMPLETED ? COUNCIL_EV_RUN_COMPLETED
                          : status == COUNCIL_FAILED    ? COUNCIL_EV_RUN_FAILED

@@ -183,6 +183,38 @@ COUNCIL_API int council_ctx_cancel_async(council_ctx *ctx, const char *registry,
  * COUNCIL_ENOMEM (nothing changed). */
 COUNCIL_API int council_ctx_setenv(council_ctx *ctx, const char *name, const char *value);
 
+/* A limit on runs in progress shared by several contexts (a host that
+ * drives contexts side by side on different threads and wants one
+ * max_runs over all of them). A context given a quota counts every run it
+ * creates, sub-council runs included, against the quota's max as well as
+ * against its own max_runs, and gives the slot back when the run ends (or
+ * its creation fails); council_run_create answers COUNCIL_ELIMIT when
+ * either is full. The count is atomic: contexts on different threads may
+ * share one quota. */
+typedef struct council_run_quota council_run_quota;
+
+/* A quota of max runs in progress (0: no limit). NULL when out of memory.
+ * The caller frees it with council_run_quota_free once no context uses it
+ * (every context given it has been freed). Any thread. */
+COUNCIL_API council_run_quota *council_run_quota_new(size_t max);
+
+/* Changes the quota's max (0: no limit); runs already counted stay (a
+ * max below the count refuses new runs until enough have ended). Any
+ * thread. */
+COUNCIL_API void council_run_quota_set_max(council_run_quota *q, size_t max);
+
+/* The runs counted against the quota now. Any thread. */
+COUNCIL_API size_t council_run_quota_used(const council_run_quota *q);
+
+/* Frees q. NULL is a no-op. */
+COUNCIL_API void council_run_quota_free(council_run_quota *q);
+
+/* Makes ctx count its runs against q from now on (NULL: none). Only while
+ * ctx has no run in progress (else COUNCIL_ESTATE); q must outlive ctx's
+ * use of it. Loop thread. COUNCIL_OK, COUNCIL_EINVAL (ctx NULL),
+ * COUNCIL_ESTATE. */
+COUNCIL_API int council_ctx_set_run_quota(council_ctx *ctx, council_run_quota *q);
+
 /* Counts for monitoring: runs registered (including retained ones), runs in
  * progress, subscriptions. Loop thread. */
 typedef struct council_stats {

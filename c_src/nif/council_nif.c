@@ -40,6 +40,12 @@ ErlNifResourceType *nif_pid_type;
 
 /* ------------------------------------------------------------ state */
 
+static void lib_free(nif_lib *lib)
+{
+    council_run_quota_free(lib->quota);
+    enif_free(lib);
+}
+
 static void state_free(nif_state *st)
 {
     /* commands queued by down callbacks after the loop ended */
@@ -70,7 +76,7 @@ static void state_free(nif_state *st)
     nif_lib *lib = st->lib;
     enif_free(st);
     if (lib && __atomic_sub_fetch(&lib->refs, 1, __ATOMIC_ACQ_REL) == 0)
-        enif_free(lib);
+        lib_free(lib);
 }
 
 void nif_state_ref(nif_state *st) { __atomic_add_fetch(&st->refs, 1, __ATOMIC_ACQ_REL); }
@@ -117,17 +123,6 @@ unsigned nif_topic_shard(unsigned n, const void *topic, size_t len)
         return nif_key_shard(n, (const char *)topic + PREFIX_LEN, len - PREFIX_LEN);
     return shard_of_hash(nif_hash_bytes(topic, len, NIF_HASH_SEED), n);
 }
-
-int nif_lib_reserve(nif_lib *lib)
-{
-    size_t max = __atomic_load_n(&lib->max_runs, __ATOMIC_RELAXED);
-    if (__atomic_add_fetch(&lib->live, 1, __ATOMIC_ACQ_REL) <= max)
-        return 1;
-    __atomic_sub_fetch(&lib->live, 1, __ATOMIC_ACQ_REL);
-    return 0;
-}
-
-void nif_lib_unreserve(nif_lib *lib) { __atomic_sub_fetch(&lib->live, 1, __ATOMIC_ACQ_REL); }
 
 /* ------------------------------------------------------------ sending */
 
@@ -337,19 +332,25 @@ static void *loop_main(void *arg)
 static nif_lib *lib_of(ErlNifEnv *env) { return enif_priv_data(env); }
 
 /* The shard a normal scheduler tries first for a request free to go to
- * any shard: given to each scheduler thread on its first such request, in
- * turn, so that with one shard per scheduler each drives its own; other
- * threads (dirty schedulers) take shard 0. */
-static __thread int pref_shard = -1;
+ * any shard (a start without a run id, above all): the schedulers are
+ * numbered in the order of their first such request, and scheduler i
+ * takes the shards i, i + S, i + 2S, ... (S: the scheduler threads) in
+ * turn, one request after the other. So the runs of id-less starts spread
+ * over every shard (each shard keeps only its share of max_retained), and
+ * two schedulers do not take the same shards first. Other threads (dirty
+ * schedulers) take shard 0. */
+static __thread int sched_no = -1;
+static __thread unsigned sched_turn;
 
 static unsigned preferred(nif_lib *lib)
 {
-    if (pref_shard < 0) {
+    if (sched_no < 0) {
         if (enif_thread_type() != ERL_NIF_THR_NORMAL_SCHEDULER)
             return 0;
-        pref_shard = (int)(__atomic_fetch_add(&lib->next_pref, 1, __ATOMIC_RELAXED) % lib->n);
+        sched_no = (int)__atomic_fetch_add(&lib->next_pref, 1, __ATOMIC_RELAXED);
     }
-    return (unsigned)pref_shard % lib->n;
+    unsigned s = lib->nsched ? lib->nsched : 1;
+    return ((unsigned)sched_no % s + s * sched_turn++) % lib->n;
 }
 
 /* Copying a request (enif_make_copy) costs time in proportion to its
@@ -711,9 +712,14 @@ static ERL_NIF_TERM call_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     unsigned first = preferred(lib);
     ERL_NIF_TERM ret;
     if (cls == REQ_INLINE && !loop_only(env, argv[0])) {
-        for (unsigned k = 0; k < lib->n; k++)
-            if (try_inline(lib->sh[(first + k) % lib->n], 0, env, CMD_CALL, NULL, 1, argv, &ret))
+        /* a first pass that waits for no lock and sends no shard's
+         * outbox (which may take 40 us a shard) */
+        for (unsigned k = 0; k < lib->n; k++) {
+            nif_state *st = lib->sh[(first + k) % lib->n];
+            if (!__atomic_load_n(&st->ob_head, __ATOMIC_ACQUIRE) &&
+                try_inline(st, 0, env, CMD_CALL, NULL, 1, argv, &ret))
                 return ret;
+        }
         if (try_inline(lib->sh[first], 1, env, CMD_CALL, NULL, 1, argv, &ret))
             return ret;
     }
@@ -948,6 +954,13 @@ static void lib_stop(nif_lib *lib)
             nif_state_unref(sh[k]);
 }
 
+static int scheduler_threads(void)
+{
+    ErlNifSysInfo info;
+    enif_system_info(&info, sizeof info);
+    return info.scheduler_threads;
+}
+
 /* How many shards: COUNCIL_NIF_SHARDS when set (1..NIF_MAX_SHARDS), else
  * NIF_SHARDS_PER_SCHEDULER per scheduler thread, at most NIF_MAX_SHARDS. */
 static unsigned shard_count(void)
@@ -959,9 +972,7 @@ static unsigned shard_count(void)
         if (v >= 1 && v <= NIF_MAX_SHARDS)
             return (unsigned)v;
     }
-    ErlNifSysInfo info;
-    enif_system_info(&info, sizeof info);
-    long n = (long)info.scheduler_threads * NIF_SHARDS_PER_SCHEDULER;
+    long n = (long)scheduler_threads() * NIF_SHARDS_PER_SCHEDULER;
     return n < 1 ? 1 : n > NIF_MAX_SHARDS ? NIF_MAX_SHARDS : (unsigned)n;
 }
 
@@ -977,8 +988,13 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     memset(lib, 0, sizeof *lib);
     lib->instances = 1;
     lib->refs = 1; /* ours while the shards are made */
-    lib->max_runs = SIZE_MAX;
+    if (!(lib->quota = council_run_quota_new(0))) {
+        lib_free(lib);
+        return 1;
+    }
     unsigned n = shard_count();
+    int sched = scheduler_threads();
+    lib->nsched = sched < 1 ? 1 : (unsigned)sched;
     int ok = 1;
     for (unsigned k = 0; ok && k < n; k++)
         if (shard_new(lib, k) == 0)
@@ -988,7 +1004,7 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     int last = __atomic_sub_fetch(&lib->refs, 1, __ATOMIC_ACQ_REL) == 0;
     if (!ok) {
         if (last)
-            enif_free(lib);
+            lib_free(lib);
         else
             lib_stop(lib);
         return 1;

@@ -177,7 +177,8 @@ typedef struct nif_state {
 
 /* ------------------------------------------------------------ shards */
 
-/* The library: NIF_SHARDS-many (one per scheduler by default) nif_states,
+/* The library: several nif_states (NIF_SHARDS_PER_SCHEDULER per scheduler
+ * thread by default, COUNCIL_NIF_SHARDS when set),
  * "shards", each a core context with its own drive lock, loop thread,
  * index, subscriptions and outbox, so that schedulers drive the core side
  * by side instead of queueing behind one lock. A run lives in the shard
@@ -186,7 +187,8 @@ typedef struct nif_state {
  * shard's. Requests that concern every shard (open, close, stats, the
  * environment, the inline switch) are sent to each by the library
  * (CouncilEx.Nif), which combines the answers. max_runs holds for the
- * whole library (live, below); max_retained is split between the shards.
+ * whole library (the contexts share a council_run_quota, which counts
+ * sub-council runs too); max_retained is split between the shards.
  * Freed when the last shard is. */
 #define NIF_MAX_SHARDS 64
 /* Shards per scheduler thread by default. A run's shard is named by its
@@ -204,9 +206,9 @@ struct nif_lib {
     nif_state *sh[NIF_MAX_SHARDS];
     int refs;                  /* shards not freed yet */
     int instances;             /* module instances (load/upgrade; unload) */
-    size_t max_runs;           /* atomic: the context's max_runs (set at open) */
-    size_t live;               /* atomic: runs counted against it */
-    unsigned next_pref;        /* atomic: the next scheduler's preferred shard */
+    council_run_quota *quota;  /* max_runs for all the shards' contexts */
+    unsigned next_pref;        /* atomic: schedulers numbered so far (preferred()) */
+    unsigned nsched;           /* scheduler threads */
 };
 
 /* The hash of the NIF's tables and shards, read by every request by id
@@ -240,10 +242,6 @@ unsigned nif_key_shard(unsigned n, const void *id, size_t len);
 /* The shard of a topic: a run's topic ("council_ex:run:" <id> ...) the
  * shard of the id's key, any other topic the shard of its whole text. */
 unsigned nif_topic_shard(unsigned n, const void *topic, size_t len);
-/* One more run against max_runs: 1, or 0 at the limit (nothing taken). */
-int nif_lib_reserve(nif_lib *lib);
-/* A run counted by nif_lib_reserve has ended or never began. */
-void nif_lib_unreserve(nif_lib *lib);
 
 /* Resource types (opened at load, taken over at upgrade). */
 extern ErlNifResourceType *nif_run_type;
@@ -424,8 +422,7 @@ void nif_term_text(ErlNifEnv *env, ERL_NIF_TERM t, char *buf, size_t n);
 nif_state *nif_run_shard(void *obj);
 /* Carries out a call/cast/message/stop of a run pid (CMD_RUN_*). */
 void nif_run_cmd(nif_state *st, nif_cmd *c);
-/* Makes the record of a new (pending) run served by pid, and its handle
- * (the start's max_runs reservation, nif_lib_reserve, passes to it):
+/* Makes the record of a new (pending) run served by pid, and its handle:
  * the resource object the pid will hold (nif_run_announce hands it over),
  * whose destructor tells the loop that the pid is gone (no monitor: the
  * pid's exit drops its term). The record lives until then. NULL when out

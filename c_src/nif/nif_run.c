@@ -91,7 +91,7 @@ struct nif_run {
     uint8_t settled;        /* atomic: released (read by the handle's destructor) */
     /* under the drive lock only */
     uint8_t has_server : 1 /* cleared when it goes down */, watching : 1, ending : 1,
-        released : 1, counted : 1 /* against max_runs (nif_lib_reserve) */;
+        released : 1;
     /* immutable: the run id, followed by a NUL, in one block with the
      * record (read by run_id after the record has let the run go) */
     char id[];
@@ -343,14 +343,6 @@ static void keep_reason(nif_run *r, ErlNifEnv *src, ERL_NIF_TERM reason)
 
 /* ------------------------------------------------------------ the end */
 
-/* The run no longer counts against max_runs: it has ended (as the core
- * counts), or its record goes first. */
-static void uncount(nif_run *r)
-{
-    if (r->counted)
-        nif_lib_unreserve(r->st->lib);
-    r->counted = 0;
-}
 
 static void on_run_end(council_run *run, void *arg)
 {
@@ -360,7 +352,6 @@ static void on_run_end(council_run *run, void *arg)
     if (r->released || r->ending)
         return;
     r->ending = 1;
-    uncount(r);
     cn_dl_del(&r->link);
     cn_dl_push(&r->st->ending, &r->link);
     snap_refresh(r->st, r); /* the end's status, before any reply goes out */
@@ -396,7 +387,6 @@ static void release(nif_state *st, nif_run *r)
     council_run_set_user_data(r->run, NULL);
     council_run_unref(r->run);
     r->run = NULL;
-    uncount(r);
     st->runs_alive--;
 }
 
@@ -587,7 +577,6 @@ nif_run *nif_run_new(nif_state *st, council_run *run, const ErlNifPid *pid,
     }
     memset(r, 0, offsetof(nif_run, id));
     r->st = st;
-    r->counted = 1; /* the start's reservation is the record's now */
     h->r = r;
     r->handle = h;
     nif_state_ref(st); /* the handle's */

@@ -368,11 +368,6 @@ static ERL_NIF_TERM do_start(nif_state *st, const nif_cmd *c, ERL_NIF_TERM opts,
     ERL_NIF_TERM err = start_parse(st, env, opts, r);
     if (!err)
         err = start_subscribe(st, r);
-    /* max_runs holds for all the shards: counted here, the count is the
-     * run's record's once it has one */
-    int reserved = 0;
-    if (!err && !(reserved = nif_lib_reserve(st->lib)))
-        err = nif_error(st->out, A.limit);
     if (!err)
         err = start_create(st, r);
     nif_run *run = NULL;
@@ -383,8 +378,6 @@ static ERL_NIF_TERM do_start(nif_state *st, const nif_cmd *c, ERL_NIF_TERM opts,
             err = nif_error(st->out, dead ? A.noproc : A.enomem);
     }
     if (err) {
-        if (reserved)
-            nif_lib_unreserve(st->lib);
         /* err lives in st->out: keep it apart while the pid is told */
         ErlNifEnv *keep = enif_alloc_env();
         ERL_NIF_TERM kept = keep ? enif_make_copy(keep, err) : 0;
@@ -587,16 +580,17 @@ int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config)
         cfg_size(env, config, A.max_spec_bytes, &cfg.max_spec_bytes) ||
         cfg_size(env, config, A.output_cap, &cfg.output_cap))
         return COUNCIL_EINVAL;
-    /* max_runs is the library's, counted across the shards (do_start);
-     * max_retained is split between them (each keeps its share, the
-     * oldest of its own leaving early when that is full) */
-    size_t max_runs = cfg.max_runs ? cfg.max_runs : NIF_DEFAULT_MAX_RUNS;
+    /* max_runs is the library's: every shard's context counts its runs
+     * (sub-councils' too) against the library's quota; max_retained is
+     * split between them (each keeps its share, the oldest of its own
+     * leaving early when that is full) */
     size_t retained = cfg.max_retained ? cfg.max_retained : NIF_DEFAULT_MAX_RETAINED;
     cfg.max_retained = (retained + st->lib->n - 1) / st->lib->n;
     council_ctx *ctx = council_ctx_new(&cfg);
     if (!ctx)
         return COUNCIL_ENOMEM;
-    __atomic_store_n(&st->lib->max_runs, max_runs, __ATOMIC_RELAXED);
+    council_run_quota_set_max(st->lib->quota, cfg.max_runs ? cfg.max_runs : NIF_DEFAULT_MAX_RUNS);
+    council_ctx_set_run_quota(ctx, st->lib->quota); /* no run yet: cannot fail */
     st->ctx = ctx;
     int rc = set_exec_allow(ctx, env, config);
     if (rc != COUNCIL_OK) {

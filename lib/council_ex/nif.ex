@@ -118,10 +118,12 @@ defmodule CouncilEx.Nif do
     :error, _ -> {:error, :unavailable}
   end
 
-  defp on_shard(k, request, timeout) do
-    answer(call_on_nif(k, request), timeout)
+  # The request to shard k: {:reply, reply} when carried out at once, a
+  # reference to wait for, or {:reply, {:error, :unavailable}}.
+  defp on_shard(k, request) do
+    call_on_nif(k, request)
   catch
-    :error, _ -> {:error, :unavailable}
+    :error, _ -> {:reply, {:error, :unavailable}}
   end
 
   defp answer({:reply, reply}, _timeout), do: reply
@@ -134,17 +136,30 @@ defmodule CouncilEx.Nif do
     end
   end
 
+  # Sent to every shard first, then the answers awaited, all by one
+  # deadline (a timeout is the whole call's, not each shard's).
   defp each_shard(request, timeout) do
     case shards() do
-      0 -> {:error, :unavailable}
-      n -> combine(each_shard(0, n, request, timeout), request)
+      0 ->
+        {:error, :unavailable}
+
+      n ->
+        deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
+        combine(await_all(send_all(0, n, request), deadline), request)
     end
   end
 
-  defp each_shard(n, n, _request, _timeout), do: []
+  defp send_all(n, n, _request), do: []
+  defp send_all(k, n, request), do: [on_shard(k, request) | send_all(k + 1, n, request)]
 
-  defp each_shard(k, n, request, timeout),
-    do: [on_shard(k, request, timeout) | each_shard(k + 1, n, request, timeout)]
+  defp await_all([], _deadline), do: []
+
+  defp await_all([sent | rest], deadline) do
+    left = if deadline == :infinity, do: :infinity, else: max(deadline - now_ms(), 0)
+    [answer(sent, left) | await_all(rest, deadline)]
+  end
+
+  defp now_ms, do: System.monotonic_time(:millisecond)
 
   # The shards' answers as one: the first error if any shard gave one;
   # stats and the inline count summed.
@@ -162,9 +177,9 @@ defmodule CouncilEx.Nif do
   defp sum(a, b), do: a + b
 
   @doc """
-  How many core contexts ("shards") the NIF drives side by side: one per
-  scheduler thread unless `COUNCIL_NIF_SHARDS` (1..64) was set when the
-  library loaded; 0 when it is not loaded. A run lives in the shard its run
+  How many core contexts ("shards") the NIF drives side by side: four per
+  scheduler thread (at most 64) unless `COUNCIL_NIF_SHARDS` (1..64) was
+  set when the library loaded; 0 when it is not loaded. A run lives in the shard its run
   id names (`shard_of/1`).
   """
   @spec shards() :: non_neg_integer

@@ -1,7 +1,7 @@
 defmodule CouncilEx.NifShardTest do
-  # The NIF's shards (c_src/nif/nif.h, "shards"): one core context per
-  # scheduler (scripts/run-beam-tests asks for 3, whatever the machine
-  # has), a run living in the shard its run id names. What a caller sees
+  # The NIF's shards (c_src/nif/nif.h, "shards"): several core contexts
+  # (four per scheduler by default; scripts/run-beam-tests asks for 3,
+  # whatever the machine has), a run living in the shard its run id names. What a caller sees
   # must not depend on which shard a run is in: these tests spread runs
   # over every shard and check the requests that find a run by id, the
   # topics, the counts and max_runs, which holds for all shards at once.
@@ -16,6 +16,10 @@ defmodule CouncilEx.NifShardTest do
              "rounds":[{"type":"independent_analysis"},{"type":"vote"}]})
   @slow ~s({"id":"slow","members":[{"id":"a","provider":"mock","options":{"latency_ms":600000}}],
             "rounds":[{"type":"independent_analysis"}],"limits":{"member_timeout_ms":3600000}})
+  @nested ~s({"id":"outer","members":[{"id":"inner","provider":"council","options":{"spec":
+              {"id":"in","members":[{"id":"x","provider":"mock","options":{"latency_ms":600000}}],
+               "rounds":[{"type":"independent_analysis"}],"limits":{"member_timeout_ms":3600000}}}}],
+              "rounds":[{"type":"independent_analysis"}],"limits":{"member_timeout_ms":3600000}})
 
   # A run id of shard k's.
   defp id_of(k, prefix) do
@@ -74,7 +78,7 @@ defmodule CouncilEx.NifShardTest do
       assert {:ok, %{final: _}} = Nif.call({:result, @reg, id})
       assert {:ok, %{status: :completed, run_id: ^id}} = Nif.call({:state, @reg, id})
       assert {:error, :unknown_run} = Nif.call({:whereis, @reg, id})
-      # taken while retained, whichever shard the caller drives first
+      # taken while retained (the start goes to the id's shard)
       assert {:error, :run_id_retained} = Nif.start(%{spec: @quick, input: "q", run_id: id})
       ref = Process.monitor(pid)
       assert_receive {:DOWN, ^ref, :process, ^pid, reason} when reason in [:normal, :noproc]
@@ -115,17 +119,23 @@ defmodule CouncilEx.NifShardTest do
     end
   end
 
-  test "runs started without an id get one of the shard that took them" do
-    for _ <- 1..(4 * Nif.shards()) do
-      {:ok, pid} = Nif.start(%{spec: @slow, input: "q"})
-      id = GenServer.call(pid, :run_id)
-      assert byte_size(id) > 0
-      assert {:ok, ^pid} = Nif.call({:whereis, @reg, id})
-      assert {:ok, %{status: :running}} = Nif.call({:state, @reg, id})
-      ref = Process.monitor(pid)
-      Process.exit(pid, :kill)
-      assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
-    end
+  test "runs started without an id get one of the shard that took them, and spread" do
+    shards =
+      for _ <- 1..(4 * Nif.shards()) do
+        {:ok, pid} = Nif.start(%{spec: @slow, input: "q"})
+        id = GenServer.call(pid, :run_id)
+        assert byte_size(id) > 0
+        assert {:ok, ^pid} = Nif.call({:whereis, @reg, id})
+        assert {:ok, %{status: :running}} = Nif.call({:state, @reg, id})
+        ref = Process.monitor(pid)
+        Process.exit(pid, :kill)
+        assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+        Nif.shard_of(id)
+      end
+
+    # one caller's starts go round its scheduler's shards, not to one
+    if Nif.shards() > System.schedulers_online(),
+      do: assert(length(Enum.uniq(shards)) > 1)
   end
 
   test "sub-council topics follow their parent's shard" do
@@ -198,6 +208,22 @@ defmodule CouncilEx.NifShardTest do
       assert {:error, :limit} = Nif.start(%{spec: @slow, input: "q"})
       Enum.each([last | rest], &Process.exit(&1, :kill))
       eventually(fn -> match?({:ok, %{runs_alive: 0}}, Nif.call(:stats)) end)
+      # a sub-council's run counts: a parent whose member is a slow
+      # sub-council holds two of the three once the sub-council has begun
+      eventually(fn -> match?({:ok, %{runs_alive: 0}}, Nif.call(:stats)) end)
+      pid_id = id_of(0, "nested")
+      :ok = Nif.call({:subscribe, "council_ex:run:#{pid_id}:sub:inner", self()})
+      {:ok, parent} = Nif.start(%{spec: @nested, input: "q", run_id: pid_id})
+      assert_receive {:run_started, _sub, "in", _}, 5_000
+      # a start refused below the limit (its id taken) takes no slot
+      assert {:error, {:already_started, ^parent}} =
+               Nif.start(%{spec: @slow, input: "q", run_id: pid_id})
+
+      {:ok, one} = Nif.start(%{spec: @slow, input: "q"})
+      assert {:error, :limit} = Nif.start(%{spec: @slow, input: "q"})
+      Enum.each([parent, one], &Process.exit(&1, :kill))
+      eventually(fn -> match?({:ok, %{runs_alive: 0}}, Nif.call(:stats)) end)
+      :ok = Nif.call({:unsubscribe, "council_ex:run:#{pid_id}:sub:inner", self()})
       # a run that completes leaves room too
       for _ <- 1..5 do
         id = run_id("done")

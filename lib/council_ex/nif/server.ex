@@ -81,6 +81,9 @@ defmodule CouncilEx.Nif.Server do
             {:ok, %{}}
 
           error ->
+            # the shards that did open close again (terminate/2 is not
+            # called when init/1 stops)
+            Nif.call(:close, :infinity)
             {:stop, {:nif_open, error}}
         end
 
