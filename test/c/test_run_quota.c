@@ -132,13 +132,21 @@ static void test_sub_council_runs_count(void **state)
  * at the end. */
 typedef struct hammer {
     council_run_quota *q;
-    council_spec *spec;
     size_t created, refused, seen_max;
 } hammer;
 
 static void *hammer_main(void *arg)
 {
     hammer *h = arg;
+    /* a spec of its own: a spec's references are a loop thread's (not
+     * atomic), and only the quota is shared */
+    council_spec *spec = NULL;
+    council_spec_error err;
+    const char *json = "{\"id\":\"slow\",\"members\":[{\"id\":\"a\",\"provider\":\"mock\","
+                       "\"options\":{\"latency_ms\":60000}}],\"rounds\":[{\"type\":"
+                       "\"independent_analysis\"}]}";
+    if (council_spec_from_json(json, strlen(json), &spec, &err) != COUNCIL_OK)
+        return NULL;
     council_ctx *ctx = council_ctx_new(&(council_config){.retention_ms = 1, .max_retained = 16});
     assert_non_null(ctx);
     council_ctx_set_run_quota(ctx, h->q);
@@ -150,7 +158,7 @@ static void *hammer_main(void *arg)
             council_run_unref(*slot);
             *slot = NULL;
         }
-        council_start_opts o = {.spec = h->spec};
+        council_start_opts o = {.spec = spec};
         if (council_run_create(ctx, &o, slot) == COUNCIL_OK)
             h->created++;
         else
@@ -167,6 +175,7 @@ static void *hammer_main(void *arg)
             council_run_unref(held[k]);
         }
     council_ctx_free(ctx);
+    council_spec_unref(spec);
     return NULL;
 }
 
@@ -174,8 +183,7 @@ static void test_contexts_on_two_threads_never_pass_the_quota(void **state)
 {
     (void)state;
     council_run_quota *q = council_run_quota_new(8);
-    council_spec *spec = spec_json(SLOW);
-    hammer h[2] = {{.q = q, .spec = spec}, {.q = q, .spec = spec}};
+    hammer h[2] = {{.q = q}, {.q = q}};
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&t[i], NULL, hammer_main, &h[i]), 0);
@@ -186,7 +194,6 @@ static void test_contexts_on_two_threads_never_pass_the_quota(void **state)
     assert_true(h[0].created + h[1].created > 20000);
     assert_true(h[0].refused + h[1].refused > 0);
     assert_int_equal(council_run_quota_used(q), 0);
-    council_spec_unref(spec);
     council_run_quota_free(q);
 }
 
