@@ -56,9 +56,10 @@ defmodule CouncilEx.Nif.Run do
   # would set and cancel a timer for each: 10-15% of a call).
   @hibernate_after_ms 100
   @quiet :"$council_quiet"
-  # the process dictionary's key of the last :state answer, dropped when it
-  # hibernates
+  # the process dictionary's keys of the last :state answer and of the run
+  # id, dropped when it hibernates
   @summary :"$council_summary"
+  @run_id :"$council_run_id"
 
   @doc false
   # A run's pid, linked to the caller for :start_link. With a member
@@ -136,6 +137,7 @@ defmodule CouncilEx.Nif.Run do
     receive do
       {:timeout, _, @quiet} ->
         Process.delete(@summary)
+        Process.delete(@run_id)
         :erlang.hibernate(__MODULE__, :wait, [run, stop])
 
       message ->
@@ -143,8 +145,21 @@ defmodule CouncilEx.Nif.Run do
     end
   end
 
+  # the run id, kept here while awake as the summary is (a NIF call and a
+  # new binary per call cost more than a dictionary read)
   defp handle({:"$gen_call", from, :run_id}, run, stop) do
-    :gen.reply(from, Nif.run_id(run))
+    id =
+      case Process.get(@run_id) do
+        nil ->
+          id = Nif.run_id(run)
+          Process.put(@run_id, id)
+          id
+
+        id ->
+          id
+      end
+
+    :gen.reply(from, id)
     next(run, stop)
   end
 
