@@ -58,7 +58,7 @@ static void async_cb(uv_async_t *h)
         uv_stop(&ctx->loop);
 }
 
-static void set_defaults(council_config *c)
+void council_config_defaults(council_config *c)
 {
     if (!c->max_runs)
         c->max_runs = 10000;
@@ -108,7 +108,7 @@ council_ctx *council_ctx_new(const council_config *cfg)
         return NULL;
     if (cfg)
         ctx->cfg = *cfg;
-    set_defaults(&ctx->cfg);
+    council_config_defaults(&ctx->cfg);
     if (uv_loop_init(&ctx->loop) != 0) {
         free(ctx);
         return NULL;

@@ -547,8 +547,8 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
         id_len = strlen(gen);
     }
     if (!topic && registry_get(ctx->reg, reg, strlen(reg), id, id_len)) {
-        run_quota_give(ctx->quota);
-        return COUNCIL_EEXIST;
+        rc = COUNCIL_EEXIST;
+        goto refused;
     }
 
     /* one zeroed block: the run and its strings */
@@ -560,8 +560,8 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
                            ? calloc(1, total)
                            : NULL;
     if (!run) {
-        run_quota_give(ctx->quota);
-        return COUNCIL_ENOMEM;
+        rc = COUNCIL_ENOMEM;
+        goto refused;
     }
     run->refs = 1;
     run->spec = council_spec_ref(opts->spec);
@@ -590,9 +590,10 @@ static int run_create(council_ctx *ctx, const council_start_opts *opts,
     *out = run;
     return COUNCIL_OK;
 fail:
-    run_quota_give(ctx->quota);
     run->ctx = NULL;
     run_free(run);
+refused: /* the quota's slot, taken with the limit's check, goes back */
+    run_quota_give(ctx->quota);
     return rc;
 }
 

@@ -99,6 +99,13 @@ typedef struct council_config {
                                          whatever the cap */
 } council_config;
 
+/* Fills every zero field of cfg with its default (the values in brackets
+ * above), as council_ctx_new does with the config it is given: what a
+ * context made from cfg would use. A host that shares a limit out between
+ * contexts (council_run_quota) reads the defaults here. cfg not NULL. Any
+ * thread. */
+COUNCIL_API void council_config_defaults(council_config *cfg);
+
 /* Create a context with its own libuv loop, registry and pub/sub. cfg may be
  * NULL (all defaults); it is copied. The built-in providers "mock", "exec"
  * and "council" (a member that is itself a council, run as a sub-council

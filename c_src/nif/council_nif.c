@@ -447,11 +447,6 @@ static int request_class(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], in
 #define INLINE_BUDGET_NS 40000
 #define MAX_SUBS_GROWTH 64 /* a start's subscribers at most (nif_service.c) */
 
-/* The calling scheduler takes the drive lock if it is free, the context
- * open, no command queued (those come first, and are the loop thread's)
- * and the outbox empty (it sends what is there itself if it can before
- * INLINE_BUDGET_NS from t0): 1 when it drives from now on, with its env
- * as st->cur. */
 /* How long a NIF call whose shard is held by another thread (a scheduler
  * driving it, or its loop thread) waits for it, trying again, before it
  * queues its request instead: a drive is short (a request and at most
@@ -484,6 +479,11 @@ static int drive_take(nif_state *st, uint64_t t0, int spin)
     }
 }
 
+/* The calling scheduler takes the drive lock if it is free (or frees
+ * within SPIN_NS, when spin), the context open, no command queued (those
+ * come first, and are the loop thread's) and the outbox empty (it sends what is there itself if it can before
+ * INLINE_BUDGET_NS from t0): 1 when it drives from now on, with its env
+ * as st->cur. */
 static int drive_begin(nif_state *st, ErlNifEnv *env, uint64_t t0, int spin)
 {
     if (!drive_take(st, t0, spin))
@@ -963,7 +963,7 @@ static int scheduler_threads(void)
 
 /* How many shards: COUNCIL_NIF_SHARDS when set (1..NIF_MAX_SHARDS), else
  * NIF_SHARDS_PER_SCHEDULER per scheduler thread, at most NIF_MAX_SHARDS. */
-static unsigned shard_count(void)
+static unsigned shard_count(int sched)
 {
     char buf[16];
     size_t len = sizeof buf;
@@ -972,7 +972,7 @@ static unsigned shard_count(void)
         if (v >= 1 && v <= NIF_MAX_SHARDS)
             return (unsigned)v;
     }
-    long n = (long)scheduler_threads() * NIF_SHARDS_PER_SCHEDULER;
+    long n = (long)sched * NIF_SHARDS_PER_SCHEDULER;
     return n < 1 ? 1 : n > NIF_MAX_SHARDS ? NIF_MAX_SHARDS : (unsigned)n;
 }
 
@@ -992,8 +992,8 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
         lib_free(lib);
         return 1;
     }
-    unsigned n = shard_count();
     int sched = scheduler_threads();
+    unsigned n = shard_count(sched);
     lib->nsched = sched < 1 ? 1 : (unsigned)sched;
     int ok = 1;
     for (unsigned k = 0; ok && k < n; k++)

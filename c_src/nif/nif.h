@@ -198,9 +198,6 @@ typedef struct nif_state {
  * shard that sleeps costs a thread blocked in poll(2) and an empty
  * context. bench/RESULTS.md has the 8-caller council at 2 to 32 shards. */
 #define NIF_SHARDS_PER_SCHEDULER 4
-/* council_config's defaults (council.h), which the shards share out */
-#define NIF_DEFAULT_MAX_RUNS 10000
-#define NIF_DEFAULT_MAX_RETAINED 100000
 struct nif_lib {
     unsigned n;                /* shards */
     nif_state *sh[NIF_MAX_SHARDS];

@@ -343,7 +343,6 @@ static void keep_reason(nif_run *r, ErlNifEnv *src, ERL_NIF_TERM reason)
 
 /* ------------------------------------------------------------ the end */
 
-
 static void on_run_end(council_run *run, void *arg)
 {
     (void)run;

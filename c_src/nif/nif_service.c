@@ -584,12 +584,12 @@ int nif_ctx_open(nif_state *st, ErlNifEnv *env, ERL_NIF_TERM config)
      * (sub-councils' too) against the library's quota; max_retained is
      * split between them (each keeps its share, the oldest of its own
      * leaving early when that is full) */
-    size_t retained = cfg.max_retained ? cfg.max_retained : NIF_DEFAULT_MAX_RETAINED;
-    cfg.max_retained = (retained + st->lib->n - 1) / st->lib->n;
+    council_config_defaults(&cfg);
+    cfg.max_retained = (cfg.max_retained + st->lib->n - 1) / st->lib->n;
     council_ctx *ctx = council_ctx_new(&cfg);
     if (!ctx)
         return COUNCIL_ENOMEM;
-    council_run_quota_set_max(st->lib->quota, cfg.max_runs ? cfg.max_runs : NIF_DEFAULT_MAX_RUNS);
+    council_run_quota_set_max(st->lib->quota, cfg.max_runs);
     council_ctx_set_run_quota(ctx, st->lib->quota); /* no run yet: cannot fail */
     st->ctx = ctx;
     int rc = set_exec_allow(ctx, env, config);

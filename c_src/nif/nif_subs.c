@@ -373,7 +373,7 @@ static cslot *event_slot(nif_subs *s, const council_event *ev, int mode)
         c->gen = s->gen;
         nif_x_reset(s->st);
         if (cn_event_term(&s->st->x, ev) != 0 ||
-            !(c->plain = nif_x_term(s->st, s->genv[c->gen & 1])))
+            !(c->plain = nif_x_term(s->st, slot_env(s, c))))
             return NULL;
         c->ev = council_event_ref(ev);
     }

@@ -95,8 +95,9 @@ defmodule CouncilEx.Nif do
   end
 
   # Requests about every shard (the NIF runs several core contexts,
-  # c_src/nif/nif.h): sent to each in turn, their answers combined. A :ping is answered once every shard has carried out what
-  # was queued on it before.
+  # c_src/nif/nif.h): sent to all of them, their answers combined. A
+  # :ping is answered once every shard has carried out what was queued on
+  # it before.
   def call(request, timeout)
       when request in [:close, :ping, :stats, :inline] or
              (is_tuple(request) and tuple_size(request) == 2 and
@@ -179,8 +180,8 @@ defmodule CouncilEx.Nif do
   @doc """
   How many core contexts ("shards") the NIF drives side by side: four per
   scheduler thread (at most 64) unless `COUNCIL_NIF_SHARDS` (1..64) was
-  set when the library loaded; 0 when it is not loaded. A run lives in the shard its run
-  id names (`shard_of/1`).
+  set when the library loaded; 0 when it is not loaded. A run lives in
+  the shard its run id names.
   """
   @spec shards() :: non_neg_integer
   def shards do

@@ -197,6 +197,21 @@ static void test_contexts_on_two_threads_never_pass_the_quota(void **state)
     council_run_quota_free(q);
 }
 
+/* the defaults a host shares out between contexts are the context's */
+static void test_config_defaults_fill_zero_fields(void **state)
+{
+    (void)state;
+    council_config cfg = {.max_runs = 7};
+    council_config_defaults(&cfg);
+    assert_int_equal(cfg.max_runs, 7);
+    assert_int_equal(cfg.max_retained, 100000);
+    assert_int_equal(cfg.max_subscribers_per_topic, 1024);
+    assert_int_equal(cfg.retention_ms, 300000);
+    council_config zero = {0};
+    council_config_defaults(&zero);
+    assert_int_equal(zero.max_runs, 10000);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -225,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_refused_creations_give_the_slot_back),
         cmocka_unit_test(test_sub_council_runs_count),
         cmocka_unit_test(test_contexts_on_two_threads_never_pass_the_quota),
+        cmocka_unit_test(test_config_defaults_fill_zero_fields),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests_name("run_quota", tests, NULL, NULL);
